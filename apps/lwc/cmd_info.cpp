@@ -1,0 +1,152 @@
+// lwc info MODEL: what is in a model and what it costs.
+#include <algorithm>
+#include <cstdio>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "commands.h"
+#include "format.h"
+#include "lwc/analysis.h"
+#include "lwc/model_io.h"
+#include "lwc/shape_inference.h"
+
+namespace lwc::app {
+
+namespace {
+
+struct InfoOptions {
+  std::string model;
+  bool json = false;
+  bool per_layer = false;
+  int64_t batch = 1;
+};
+
+nlohmann::json shapeJson(const ValueInfo& v) {
+  if (!v.shape) return nullptr;
+  nlohmann::json a = nlohmann::json::array();
+  for (const auto& d : *v.shape) {
+    if (d.known()) a.push_back(d.value);
+    else a.push_back(d.param.empty() ? "?" : d.param);
+  }
+  return a;
+}
+
+std::string typeStr(const ValueInfo& v) {
+  if (v.other_type) return "(non-tensor)";
+  return std::string(dtypeName(v.dtype)) + " " + (v.shape ? symShapeStr(*v.shape) : "[?]");
+}
+
+nlohmann::json buildJson(const Model& m, const ModelStats& st) {
+  nlohmann::json j;
+  j["schema"] = "lwc.info";
+  j["schema_version"] = 1;
+  j["model"] = m.source.string();
+  j["file_bytes"] = st.file_bytes;
+  j["producer"] = {{"name", m.producer_name}, {"version", m.producer_version}};
+  j["ir_version"] = m.ir_version;
+  nlohmann::json ops = nlohmann::json::object();
+  for (const auto& o : m.opset_imports) ops[o.domain.empty() ? "ai.onnx" : o.domain] = o.version;
+  j["opsets"] = ops;
+  j["batch"] = st.batch;
+  auto values = [](const std::vector<const ValueInfo*>& vs) {
+    nlohmann::json a = nlohmann::json::array();
+    for (const auto* v : vs)
+      a.push_back({{"name", v->name}, {"dtype", std::string(dtypeName(v->dtype))}, {"shape", shapeJson(*v)}});
+    return a;
+  };
+  std::vector<const ValueInfo*> outs;
+  for (const auto& o : m.graph.outputs) outs.push_back(&o);
+  j["inputs"] = values(m.graph.realInputs());
+  j["outputs"] = values(outs);
+  j["nodes"] = st.nodes;
+  j["op_histogram"] = st.op_histogram;
+  j["params"] = st.params;
+  j["bn_running_stats"] = st.bn_running_stats;
+  j["constants"] = st.constants;
+  j["macs"] = st.macs;
+  j["flops"] = 2 * st.macs;
+  j["macs_complete"] = st.macs_complete;
+  j["other_ops"] = st.other_ops;
+  j["weight_bytes"] = st.weight_bytes;
+  j["weight_bytes_by_dtype"] = st.weight_bytes_by_dtype;
+  j["weights"] = {{"elements", st.weight_elements},
+                  {"zeros", st.weight_zeros},
+                  {"sparsity", st.weight_elements ? double(st.weight_zeros) / double(st.weight_elements) : 0.0}};
+  j["entropy_bound_bytes"] = static_cast<int64_t>(std::ceil(st.entropy_bytes));
+  nlohmann::json layers = nlohmann::json::array();
+  for (const auto& L : st.layers) {
+    layers.push_back({{"name", L.name},
+                      {"op_type", L.op_type},
+                      {"params", L.params},
+                      {"macs", L.macs},
+                      {"output_shape", L.output_shape},
+                      {"weight_elements", L.weight_elements},
+                      {"weight_zeros", L.weight_zeros}});
+  }
+  j["layers"] = layers;
+  return j;
+}
+
+void printHuman(const Model& m, const ModelStats& st, bool per_layer) {
+  auto& o = std::cout;
+  o << "model       " << m.source.string();
+  if (st.file_bytes >= 0) o << "  (" << humanBytes(double(st.file_bytes)) << " on disk)";
+  o << "\nproducer    " << (m.producer_name.empty() ? "(none)" : m.producer_name) << " " << m.producer_version
+    << ", IR version " << m.ir_version << ", opsets:";
+  for (const auto& op : m.opset_imports) o << " " << (op.domain.empty() ? "ai.onnx" : op.domain) << " " << op.version;
+  o << "\n";
+  for (const auto* v : m.graph.realInputs()) o << "input       " << v->name << "  " << typeStr(*v) << "\n";
+  for (const auto& v : m.graph.outputs) o << "output      " << v.name << "  " << typeStr(v) << "\n";
+  std::vector<std::pair<std::string, int64_t>> hist(st.op_histogram.begin(), st.op_histogram.end());
+  std::stable_sort(hist.begin(), hist.end(), [](const auto& a, const auto& b) { return a.second > b.second; });
+  o << "nodes       " << st.nodes << ":";
+  for (size_t i = 0; i < hist.size(); ++i) o << (i ? ", " : " ") << hist[i].first << " " << hist[i].second;
+  o << "\nparams      " << grouped(st.params) << " (" << humanCount(double(st.params)) << ")";
+  if (st.bn_running_stats) o << "; BatchNorm running statistics " << grouped(st.bn_running_stats) << " not counted";
+  o << "\nMACs        " << humanCount(double(st.macs)) << " at batch " << st.batch
+    << (st.macs_complete ? "" : " (incomplete: some shapes unknown)") << "; FLOPs = 2 x MACs = "
+    << humanCount(2.0 * double(st.macs)) << "; other ops " << humanCount(double(st.other_ops)) << "\n";
+  o << "weights     " << humanBytes(double(st.weight_bytes)) << ":";
+  for (const auto& [dt, b] : st.weight_bytes_by_dtype) o << " " << dt << " " << humanBytes(double(b));
+  o << "\nsparsity    " << percent(st.weight_elements ? double(st.weight_zeros) / double(st.weight_elements) : 0.0)
+    << " of " << grouped(st.weight_elements) << " Conv/Gemm/MatMul weights are exactly zero\n";
+  o << "entropy     " << humanBytes(st.entropy_bytes) << " Shannon bound of parameter values";
+  if (st.entropy_bytes > 0) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.2fx", double(st.weight_bytes) / st.entropy_bytes);
+    o << " (" << buf << " below their raw size)";
+  }
+  o << "\n";
+  if (!per_layer) return;
+  o << "\n";
+  std::printf("%-40s %-20s %12s %14s  %s\n", "layer", "op", "params", "MACs", "output");
+  for (const auto& L : st.layers) {
+    std::string name = L.name.size() > 40 ? "..." + L.name.substr(L.name.size() - 37) : L.name;
+    std::printf("%-40s %-20s %12s %14s  %s\n", name.c_str(), L.op_type.c_str(), grouped(L.params).c_str(),
+                L.macs < 0 ? "?" : grouped(L.macs).c_str(), L.output_shape.c_str());
+  }
+  std::printf("%-40s %-20s %12s %14s\n", "total", "", grouped(st.params).c_str(), grouped(st.macs).c_str());
+  std::fflush(stdout);
+}
+
+}  // namespace
+
+void addInfoCommand(CLI::App& app, Action& action, const GlobalOptions&) {
+  auto opts = std::make_shared<InfoOptions>();
+  auto* cmd = app.add_subcommand("info", "Show a model's inputs, ops, parameters, MACs, size and sparsity");
+  cmd->add_option("model", opts->model, "ONNX model file")->required();
+  cmd->add_flag("--json", opts->json, "Machine-readable output (schema in README)");
+  cmd->add_flag("--per-layer", opts->per_layer, "Table of parameters and MACs per layer");
+  cmd->add_option("--batch", opts->batch, "Batch size for MACs")->default_val(1)->check(CLI::PositiveNumber);
+  cmd->callback([&action, opts] {
+    action = [opts] {
+      const Model m = loadModel(opts->model);
+      const ModelStats st = analyzeModel(m, opts->batch);
+      if (opts->json) std::cout << buildJson(m, st).dump(2) << "\n";
+      else printHuman(m, st, opts->per_layer);
+      return 0;
+    };
+  });
+}
+
+}  // namespace lwc::app

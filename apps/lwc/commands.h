@@ -1,0 +1,19 @@
+// Subcommand registration: each cmd_*.cpp adds one CLI11 subcommand and its action.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <functional>
+
+namespace lwc::app {
+
+/// The action runs after parsing and returns the process exit code.
+using Action = std::function<int()>;
+
+struct GlobalOptions {
+  bool verbose = false;
+  bool quiet = false;
+};
+
+void addInfoCommand(CLI::App& app, Action& action, const GlobalOptions& g);
+
+}  // namespace lwc::app

@@ -1,0 +1,17 @@
+// Number formatting for human-readable reports.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace lwc::app {
+
+/// 3504872 -> "3.50 M"; values below 1000 are printed exactly.
+std::string humanCount(double v);
+/// Bytes with decimal units: 1234567 -> "1.23 MB".
+std::string humanBytes(double bytes);
+/// 1234567 -> "1,234,567".
+std::string grouped(int64_t v);
+std::string percent(double fraction, int digits = 2);
+
+}  // namespace lwc::app

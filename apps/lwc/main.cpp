@@ -1,0 +1,48 @@
+// lwc: the command-line driver. Exit codes: 0 ok, 1 usage or input error, 2 internal error,
+// 3 a quality gate failed (see README, "Exit codes").
+#include <spdlog/spdlog.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <iostream>
+
+#include "commands.h"
+#include "lwc/status.h"
+
+int main(int argc, char** argv) {
+  using namespace lwc::app;
+  CLI::App app{"lwc: make trained neural networks small and fast (ONNX in, ONNX out)", "lwc"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "lwc 0.1.0");
+  GlobalOptions g;
+  app.add_flag("-v,--verbose", g.verbose, "Log details to stderr");
+  app.add_flag("-q,--quiet", g.quiet, "Only print errors");
+  Action action;
+  addInfoCommand(app, action, g);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::Success& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    app.exit(e);
+    return 1;
+  }
+  spdlog::set_level(g.quiet ? spdlog::level::err : g.verbose ? spdlog::level::debug : spdlog::level::info);
+  spdlog::set_pattern("lwc: %l: %v");
+  try {
+    return action ? action() : 1;
+  } catch (const lwc::Error& e) {
+    std::fprintf(stderr, "lwc: error: %s\n", e.what());
+    return 1;
+  } catch (const lwc::InternalError& e) {
+    std::fprintf(stderr, "lwc: internal error (please report): %s\n", e.what());
+    return 2;
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "lwc: error: out of memory\n");
+    return 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "lwc: internal error (please report): %s\n", e.what());
+    return 2;
+  }
+}

@@ -1,0 +1,64 @@
+// Model statistics: parameters, MACs, bytes, sparsity, entropy bound.
+//
+// Conventions (also in README):
+//  - params: elements of initializers that are weights, biases or normalisation scale/shift, plus other
+//    float tensors with more than one element (e.g. a bias added after MatMul). Not counted: BatchNorm
+//    running mean/variance (reported separately as bn_running_stats), quantization scales/zero points,
+//    integer shape/index constants and float scalars (reported as constants). This matches
+//    sum(p.numel() for p in model.parameters()) in PyTorch.
+//  - MACs: multiply-accumulates of Conv, ConvTranspose, Gemm, MatMul and their integer/QLinear
+//    forms; FLOPs = 2 x MACs. Everything else is counted separately as other_ops: one per output
+//    element for elementwise ops, the window size per output element for pooling, one per input
+//    element for reductions, two per element for normalisations.
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "lwc/graph.h"
+
+namespace lwc {
+
+enum class InitRole { Weight, Bias, NormParam, BnStat, QuantParam, OtherParam, Constant };
+std::string_view roleName(InitRole r);
+
+/// Role of each initializer, from how nodes consume it.
+std::map<std::string, InitRole> initializerRoles(const Graph& g);
+
+struct LayerStats {
+  std::string name;
+  std::string op_type;
+  int64_t params = 0;
+  int64_t macs = -1;  ///< -1: shapes unknown
+  int64_t other_ops = 0;
+  int64_t weight_elements = 0;
+  int64_t weight_zeros = 0;
+  std::string output_shape;
+};
+
+struct ModelStats {
+  int64_t batch = 1;
+  size_t nodes = 0;
+  std::map<std::string, int64_t> op_histogram;
+  int64_t params = 0;
+  int64_t bn_running_stats = 0;
+  int64_t constants = 0;
+  int64_t macs = 0;
+  bool macs_complete = true;
+  int64_t other_ops = 0;
+  std::map<std::string, int64_t> weight_bytes_by_dtype;  ///< bytes of params by dtype name
+  int64_t weight_bytes = 0;
+  int64_t weight_elements = 0;  ///< elements of Weight-role tensors (sparsity is over these)
+  int64_t weight_zeros = 0;
+  double entropy_bytes = 0;  ///< Shannon bound of all parameter tensors, per-tensor value histograms
+  int64_t file_bytes = -1;   ///< model file + external data, -1 when not loaded from a file
+  std::vector<LayerStats> layers;  ///< nodes with parameters or MACs, graph order
+};
+
+ModelStats analyzeModel(const Model& m, int64_t batch = 1);
+
+/// Empirical Shannon entropy of a tensor's values (bits per element; exact value histogram).
+double entropyBitsPerElement(const Tensor& t);
+
+}  // namespace lwc

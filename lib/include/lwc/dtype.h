@@ -1,0 +1,55 @@
+// Element types of tensors and their mapping to ONNX's TensorProto.DataType.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+
+namespace lwc {
+
+enum class DType : uint8_t {
+  Undefined = 0,
+  Float32,
+  Float16,
+  Float64,
+  Int8,
+  UInt8,
+  Int16,
+  UInt16,
+  Int32,
+  Int64,
+  UInt32,
+  UInt64,
+  Bool,
+};
+
+/// Size of one element in bytes (0 for Undefined).
+size_t dtypeSize(DType t);
+/// Lower-case short name as used in reports: "float32", "int8" ...
+std::string_view dtypeName(DType t);
+/// ONNX TensorProto.DataType enum value.
+int toOnnxType(DType t);
+/// Maps an ONNX TensorProto.DataType; returns Undefined for types lwc does not handle (string, complex, bfloat16).
+DType fromOnnxType(int onnx_type);
+bool isFloat(DType t);
+bool isInteger(DType t);
+
+template <typename T>
+constexpr DType dtypeOf();
+template <> constexpr DType dtypeOf<float>() { return DType::Float32; }
+template <> constexpr DType dtypeOf<double>() { return DType::Float64; }
+template <> constexpr DType dtypeOf<int8_t>() { return DType::Int8; }
+template <> constexpr DType dtypeOf<uint8_t>() { return DType::UInt8; }
+template <> constexpr DType dtypeOf<int16_t>() { return DType::Int16; }
+template <> constexpr DType dtypeOf<uint16_t>() { return DType::UInt16; }
+template <> constexpr DType dtypeOf<int32_t>() { return DType::Int32; }
+template <> constexpr DType dtypeOf<int64_t>() { return DType::Int64; }
+template <> constexpr DType dtypeOf<uint32_t>() { return DType::UInt32; }
+template <> constexpr DType dtypeOf<uint64_t>() { return DType::UInt64; }
+template <> constexpr DType dtypeOf<bool>() { return DType::Bool; }
+
+/// IEEE 754 half <-> single conversion (round to nearest even; NaN and Inf preserved).
+float halfToFloat(uint16_t h);
+uint16_t floatToHalf(float f);
+
+}  // namespace lwc

@@ -1,0 +1,48 @@
+// Reading and writing ONNX models.
+#pragma once
+
+#include <onnx/onnx_pb.h>
+
+#include <filesystem>
+#include <string>
+#include <string_view>
+
+#include "lwc/graph.h"
+
+namespace lwc {
+
+struct LoadOptions {
+  /// Check the graph (no dangling inputs, no cycles) and sort it topologically.
+  bool validate = true;
+};
+
+/// Loads an ONNX file, resolving external data relative to its folder. Throws lwc::Error with a
+/// one-line message naming the file for anything malformed.
+Model loadModel(const std::filesystem::path& path, const LoadOptions& opts = {});
+
+/// Builds the IR from a parsed ModelProto. `base_dir` resolves external data; `label` names the model in errors.
+Model modelFromProto(const onnx::ModelProto& proto, const std::filesystem::path& base_dir,
+                     const std::string& label, const LoadOptions& opts = {});
+
+/// Converts the IR back to protobuf (initializers always stored inline as raw_data).
+onnx::ModelProto modelToProto(const Model& m);
+
+/// Writes the model atomically: a temporary file in the destination folder, then rename.
+/// A failure leaves no partial file and never touches the destination's previous contents.
+void saveModel(const Model& m, const std::filesystem::path& path);
+
+/// Parses a model written in ONNX's text format (onnx/defs/parser.h); for tests and small tools.
+Model parseModelText(std::string_view text);
+
+/// Writes bytes atomically (temp file in the same folder + fsync + rename).
+void writeFileAtomic(const std::filesystem::path& path, std::string_view bytes);
+
+/// Tensor <-> TensorProto. `base_dir` resolves external data; `where` names the tensor in errors.
+Tensor tensorFromProto(const onnx::TensorProto& p, const std::filesystem::path& base_dir, const std::string& where);
+onnx::TensorProto tensorToProto(const Tensor& t, const std::string& name);
+
+/// ValueInfo <-> ValueInfoProto.
+ValueInfo valueInfoFromProto(const onnx::ValueInfoProto& p);
+onnx::ValueInfoProto valueInfoToProto(const ValueInfo& v);
+
+}  // namespace lwc

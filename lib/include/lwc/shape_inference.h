@@ -1,0 +1,29 @@
+// Types and shapes of every value in a model.
+#pragma once
+
+#include <string>
+#include <unordered_map>
+
+#include "lwc/graph.h"
+
+namespace lwc {
+
+struct ShapeOptions {
+  /// > 0: replace the symbolic first dimension of every graph input by this batch size.
+  int64_t batch = 0;
+};
+
+using ValueTypes = std::unordered_map<std::string, ValueInfo>;
+
+/// Infers dtype and shape of every value (graph inputs, initializers, node outputs) with ONNX's
+/// shape inference (data propagation on, so Shape->Gather->Concat->Reshape chains resolve).
+/// Values it cannot infer are absent or have no shape. Never throws for node-level failures.
+ValueTypes inferShapes(const Model& m, const ShapeOptions& opts = {});
+
+/// Concrete shape of a value if fully known.
+std::optional<Shape> concreteShape(const ValueTypes& types, const std::string& name);
+
+/// Replaces the model's value_info with inferred types of intermediate values.
+void annotateShapes(Model& m);
+
+}  // namespace lwc

@@ -1,0 +1,50 @@
+// Errors: what the user caused vs. what we got wrong.
+//
+// lwc reports user-caused problems (bad model, bad config, unsupported op, unreadable data) by
+// throwing lwc::Error with a message that names the file, node or key and says what to do.
+// Broken internal invariants throw lwc::InternalError via LWC_CHECK. The driver maps the first to
+// exit code 1 and the second to exit code 2, so a CI job can tell "your input" from "our bug".
+#pragma once
+
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <utility>
+
+namespace lwc {
+
+/// A problem caused by the input (model, data, options); the message is shown to the user as is.
+class Error : public std::runtime_error {
+ public:
+  explicit Error(const std::string& msg) : std::runtime_error(msg) {}
+};
+
+/// A broken internal invariant: a bug in lwc, never the user's fault.
+class InternalError : public std::logic_error {
+ public:
+  explicit InternalError(const std::string& msg) : std::logic_error(msg) {}
+};
+
+namespace detail {
+template <typename... Args>
+std::string concat(Args&&... args) {
+  std::ostringstream os;
+  (os << ... << std::forward<Args>(args));
+  return os.str();
+}
+}  // namespace detail
+
+/// Builds a message from streamable parts and throws lwc::Error.
+template <typename... Args>
+[[noreturn]] void fail(Args&&... args) {
+  throw Error(detail::concat(std::forward<Args>(args)...));
+}
+
+}  // namespace lwc
+
+#define LWC_CHECK(cond, ...)                                                                        \
+  do {                                                                                              \
+    if (!(cond))                                                                                    \
+      throw ::lwc::InternalError(::lwc::detail::concat(__FILE__, ":", __LINE__, ": check failed: ", \
+                                                       #cond, " " __VA_OPT__(, ) __VA_ARGS__));     \
+  } while (0)

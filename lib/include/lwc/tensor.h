@@ -1,0 +1,83 @@
+// A dense, typed, reference-counted n-d array: the value type of initializers and of the engine.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "lwc/dtype.h"
+#include "lwc/status.h"
+
+namespace lwc {
+
+using Shape = std::vector<int64_t>;
+
+/// Number of elements of a shape (1 for a scalar).
+int64_t numelOf(const Shape& s);
+std::string shapeStr(const Shape& s);
+
+/// Dense row-major tensor. Copies share the buffer (like a shared_ptr); use clone() for a deep copy.
+/// Buffers are 64-byte aligned so SIMD libraries can use them directly.
+class Tensor {
+ public:
+  Tensor() = default;
+  /// Allocates a zero-filled tensor.
+  Tensor(DType dtype, Shape shape);
+
+  template <typename T>
+  static Tensor fromVector(Shape shape, const std::vector<T>& values) {
+    Tensor t(dtypeOf<T>(), std::move(shape));
+    LWC_CHECK(static_cast<int64_t>(values.size()) == t.numel(), "fromVector size mismatch");
+    if constexpr (std::is_same_v<T, bool>) {
+      for (size_t i = 0; i < values.size(); ++i) t.data<bool>()[i] = values[i];
+    } else {
+      std::memcpy(t.raw(), values.data(), values.size() * sizeof(T));
+    }
+    return t;
+  }
+  template <typename T>
+  static Tensor scalar(T v) { return fromVector<T>({}, {v}); }
+
+  bool empty() const { return dtype_ == DType::Undefined; }
+  DType dtype() const { return dtype_; }
+  const Shape& shape() const { return shape_; }
+  int64_t dim(size_t i) const { return shape_.at(i); }
+  size_t rank() const { return shape_.size(); }
+  int64_t numel() const { return numel_; }
+  size_t nbytes() const { return static_cast<size_t>(numel_) * dtypeSize(dtype_); }
+
+  void* raw() { return data_.get(); }
+  const void* raw() const { return data_.get(); }
+
+  template <typename T>
+  T* data() {
+    LWC_CHECK(dtypeOf<T>() == dtype_, "tensor is ", dtypeName(dtype_), ", accessed as ", dtypeName(dtypeOf<T>()));
+    return static_cast<T*>(raw());
+  }
+  template <typename T>
+  const T* data() const {
+    LWC_CHECK(dtypeOf<T>() == dtype_, "tensor is ", dtypeName(dtype_), ", accessed as ", dtypeName(dtypeOf<T>()));
+    return static_cast<const T*>(raw());
+  }
+
+  /// Same buffer, new shape with the same element count.
+  Tensor reshaped(Shape shape) const;
+  /// Deep copy.
+  Tensor clone() const;
+  /// True when dtype, shape and bytes are identical.
+  bool bitEqual(const Tensor& other) const;
+  /// Element i converted to double (any dtype); for statistics and tests, not hot loops.
+  double at(int64_t i) const;
+  /// Converts to another dtype (float <-> int casts truncate like static_cast, as ONNX Cast does).
+  Tensor cast(DType to) const;
+
+ private:
+  DType dtype_ = DType::Undefined;
+  Shape shape_;
+  int64_t numel_ = 0;
+  std::shared_ptr<std::byte> data_;
+};
+
+}  // namespace lwc

@@ -1,0 +1,236 @@
+#include "lwc/analysis.h"
+
+#include <cmath>
+#include <filesystem>
+#include <set>
+#include <unordered_map>
+
+#include "lwc/shape_inference.h"
+
+namespace lwc {
+
+std::string_view roleName(InitRole r) {
+  switch (r) {
+    case InitRole::Weight: return "weight";
+    case InitRole::Bias: return "bias";
+    case InitRole::NormParam: return "norm_param";
+    case InitRole::BnStat: return "bn_stat";
+    case InitRole::QuantParam: return "quant_param";
+    case InitRole::OtherParam: return "other_param";
+    case InitRole::Constant: return "constant";
+  }
+  return "constant";
+}
+
+namespace {
+
+bool isWeightSlot(const std::string& op, size_t i) {
+  if (op == "Conv" || op == "ConvTranspose" || op == "ConvInteger" || op == "MatMulInteger") return i == 1;
+  if (op == "Gemm" || op == "MatMul") return i == 0 || i == 1;
+  if (op == "QLinearConv" || op == "QLinearMatMul") return i == 3 || (op == "QLinearMatMul" && i == 0);
+  return false;
+}
+bool isBiasSlot(const std::string& op, size_t i) {
+  if (op == "Conv" || op == "ConvTranspose" || op == "Gemm") return i == 2;
+  if (op == "QLinearConv") return i == 8;
+  return false;
+}
+bool isQuantSlot(const std::string& op, size_t i) {
+  if (op == "QuantizeLinear" || op == "DequantizeLinear") return i == 1 || i == 2;
+  if (op == "QLinearConv") return i != 0 && i != 3 && i != 8;
+  if (op == "QLinearMatMul") return i != 0 && i != 3;
+  if (op == "ConvInteger" || op == "MatMulInteger") return i == 2 || i == 3;
+  if (op.rfind("QLinear", 0) == 0) return i != 0;
+  return false;
+}
+bool isNormSlot(const std::string& op, size_t i) {
+  if (op == "BatchNormalization" || op == "LayerNormalization" || op == "InstanceNormalization")
+    return i == 1 || i == 2;
+  if (op == "PRelu") return i == 1;
+  return false;
+}
+
+int64_t prod(const Shape& s, size_t from = 0) {
+  int64_t p = 1;
+  for (size_t i = from; i < s.size(); ++i) p *= s[i];
+  return p;
+}
+
+const std::set<std::string> kShapeOps = {
+    "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Concat", "Split", "Slice", "Gather",
+    "Shape", "Size", "Identity", "Constant", "ConstantOfShape", "Expand", "Tile", "Pad", "Dropout",
+    "Range", "DepthToSpace", "SpaceToDepth", "GatherElements", "ScatterND", "NonZero", "Cast", "CastLike"};
+
+}  // namespace
+
+std::map<std::string, InitRole> initializerRoles(const Graph& g) {
+  std::map<std::string, InitRole> roles;
+  GraphIndex idx(g);
+  // DequantizeLinear outputs that feed weight/bias slots make their int8/int32 input a weight/bias.
+  std::unordered_map<std::string, InitRole> dq_role;
+  for (const auto& n : g.nodes)
+    for (size_t i = 0; i < n.inputs.size(); ++i) {
+      const int p = idx.producer(n.inputs[i]);
+      if (p < 0 || g.nodes[p].op_type != "DequantizeLinear") continue;
+      if (isWeightSlot(n.op_type, i)) dq_role[n.inputs[i]] = InitRole::Weight;
+      else if (isBiasSlot(n.op_type, i)) dq_role[n.inputs[i]] = InitRole::Bias;
+    }
+  for (const auto& [name, t] : g.initializers.items()) {
+    InitRole best = InitRole::Constant;
+    bool seen_quant = false, seen_stat = false, seen_weight = false, seen_bias = false, seen_norm = false;
+    for (int ni : idx.consumers(name)) {
+      const Node& n = g.nodes[ni];
+      for (size_t i = 0; i < n.inputs.size(); ++i) {
+        if (n.inputs[i] != name) continue;
+        if (n.op_type == "DequantizeLinear" && i == 0) {
+          auto it = dq_role.find(n.outputs[0]);
+          if (it != dq_role.end()) (it->second == InitRole::Weight ? seen_weight : seen_bias) = true;
+          else seen_norm = seen_norm || t.numel() > 1;  // quantized tensor of another kind
+        } else if (isWeightSlot(n.op_type, i)) seen_weight = true;
+        else if (isBiasSlot(n.op_type, i)) seen_bias = true;
+        else if (isNormSlot(n.op_type, i)) seen_norm = true;
+        else if (n.op_type == "BatchNormalization" && (i == 3 || i == 4)) seen_stat = true;
+        else if (isQuantSlot(n.op_type, i)) seen_quant = true;
+      }
+    }
+    if (seen_weight) best = InitRole::Weight;
+    else if (seen_bias) best = InitRole::Bias;
+    else if (seen_norm) best = InitRole::NormParam;
+    else if (seen_stat) best = InitRole::BnStat;
+    else if (seen_quant) best = InitRole::QuantParam;
+    else if (isFloat(t.dtype()) && t.numel() > 1) best = InitRole::OtherParam;
+    roles[name] = best;
+  }
+  return roles;
+}
+
+double entropyBitsPerElement(const Tensor& t) {
+  if (t.numel() == 0) return 0;
+  std::unordered_map<uint64_t, int64_t> hist;
+  const size_t es = dtypeSize(t.dtype());
+  const auto* b = static_cast<const uint8_t*>(t.raw());
+  for (int64_t i = 0; i < t.numel(); ++i) {
+    uint64_t key = 0;
+    std::memcpy(&key, b + static_cast<size_t>(i) * es, es);
+    ++hist[key];
+  }
+  double h = 0;
+  const double n = static_cast<double>(t.numel());
+  for (const auto& [k, c] : hist) {
+    const double p = static_cast<double>(c) / n;
+    h -= p * std::log2(p);
+  }
+  return h;
+}
+
+ModelStats analyzeModel(const Model& m, int64_t batch) {
+  ModelStats st;
+  st.batch = batch;
+  const Graph& g = m.graph;
+  st.nodes = g.nodes.size();
+  for (const auto& n : g.nodes) ++st.op_histogram[n.domain.empty() ? n.op_type : n.domain + "." + n.op_type];
+
+  const auto roles = initializerRoles(g);
+  for (const auto& [name, t] : g.initializers.items()) {
+    const InitRole r = roles.at(name);
+    if (r == InitRole::BnStat) {
+      st.bn_running_stats += t.numel();
+      continue;
+    }
+    if (r == InitRole::QuantParam || r == InitRole::Constant) {
+      st.constants += t.numel();
+      continue;
+    }
+    st.params += t.numel();
+    st.weight_bytes += static_cast<int64_t>(t.nbytes());
+    st.weight_bytes_by_dtype[std::string(dtypeName(t.dtype()))] += static_cast<int64_t>(t.nbytes());
+    st.entropy_bytes += entropyBitsPerElement(t) * static_cast<double>(t.numel()) / 8.0;
+    if (r == InitRole::Weight) {
+      st.weight_elements += t.numel();
+      for (int64_t i = 0; i < t.numel(); ++i) st.weight_zeros += t.at(i) == 0.0;
+    }
+  }
+
+  const ValueTypes types = inferShapes(m, ShapeOptions{batch});
+  auto shapeOf = [&](const std::string& v) { return concreteShape(types, v); };
+  std::set<std::string> counted;  // shared initializers count once
+  std::unordered_map<std::string, std::string> dq_src;
+  for (const auto& n : g.nodes)
+    if (n.op_type == "DequantizeLinear" && !n.outputs.empty() && g.initializers.contains(n.inputs[0]))
+      dq_src[n.outputs[0]] = n.inputs[0];
+  for (const auto& n : g.nodes) {
+    LayerStats L;
+    L.name = n.name.empty() ? (n.outputs.empty() ? n.op_type : n.outputs[0]) : n.name;
+    L.op_type = n.op_type;
+    // Weights behind a DequantizeLinear belong to the layer consuming the dequantized value.
+    if (n.op_type != "DequantizeLinear") {
+      for (size_t i = 0; i < n.inputs.size(); ++i) {
+        const std::string& in = n.inputs[i];
+        auto dq = dq_src.find(in);
+        const std::string& src = dq == dq_src.end() ? in : dq->second;
+        const Tensor* t = g.initializers.find(src);
+        if (!t) continue;
+        const InitRole r = roles.at(src);
+        if (r == InitRole::BnStat || r == InitRole::QuantParam || r == InitRole::Constant) continue;
+        if (counted.insert(src).second) L.params += t->numel();
+        if (isWeightSlot(n.op_type, i)) {
+          L.weight_elements += t->numel();
+          for (int64_t k = 0; k < t->numel(); ++k) L.weight_zeros += t->at(k) == 0.0;
+        }
+      }
+    }
+
+    const std::string& op = n.op_type;
+    auto out = n.outputs.empty() ? std::nullopt : shapeOf(n.outputs[0]);
+    if (out) L.output_shape = shapeStr(*out);
+    bool mac_op = true;
+    if (op == "Conv" || op == "ConvInteger" || op == "QLinearConv") {
+      const size_t wi = op == "QLinearConv" ? 3 : 1;
+      auto w = shapeOf(n.inputs[wi]);
+      if (out && w && w->size() >= 2) L.macs = numelOf(*out) * prod(*w, 1);
+    } else if (op == "ConvTranspose") {
+      auto x = shapeOf(n.inputs[0]);
+      auto w = shapeOf(n.inputs[1]);
+      if (x && w && w->size() >= 2) L.macs = numelOf(*x) * prod(*w, 1);
+    } else if (op == "Gemm") {
+      auto a = shapeOf(n.inputs[0]);
+      if (out && a && a->size() == 2) L.macs = numelOf(*out) * (*a)[n.attrInt("transA", 0) ? 0 : 1];
+    } else if (op == "MatMul" || op == "MatMulInteger" || op == "QLinearMatMul") {
+      auto a = shapeOf(n.inputs[0]);
+      if (out && a && !a->empty()) L.macs = numelOf(*out) * a->back();
+    } else {
+      mac_op = false;
+      L.macs = 0;
+      if (out && !kShapeOps.count(op) && n.domain.empty()) {
+        const int64_t on = numelOf(*out);
+        if (op == "MaxPool" || op == "AveragePool" || op == "LpPool") {
+          L.other_ops = on * prod(n.attrInts("kernel_shape"));
+        } else if (op.rfind("Global", 0) == 0 || op.rfind("Reduce", 0) == 0 || op == "Softmax" ||
+                   op == "LogSoftmax" || op == "ArgMax" || op == "ArgMin") {
+          auto x = shapeOf(n.inputs[0]);
+          L.other_ops = x ? numelOf(*x) : on;
+        } else if (op == "BatchNormalization" || op == "InstanceNormalization" || op == "LayerNormalization") {
+          L.other_ops = 2 * on;
+        } else if (op != "QuantizeLinear" && op != "DequantizeLinear") {
+          L.other_ops = on;
+        }
+      }
+    }
+    if (mac_op) {
+      if (L.macs < 0) st.macs_complete = false;
+      else st.macs += L.macs;
+    }
+    st.other_ops += L.other_ops;
+    if (L.params > 0 || mac_op) st.layers.push_back(std::move(L));
+  }
+
+  if (!m.source.empty()) {
+    std::error_code ec;
+    st.file_bytes = static_cast<int64_t>(std::filesystem::file_size(m.source, ec));
+    if (ec) st.file_bytes = -1;
+    for (const auto& f : m.external_data_files) st.file_bytes += static_cast<int64_t>(std::filesystem::file_size(f, ec));
+  }
+  return st;
+}
+
+}  // namespace lwc

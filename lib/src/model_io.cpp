@@ -1,0 +1,417 @@
+#include "lwc/model_io.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/io/zero_copy_stream_impl_lite.h>
+#include <onnx/defs/parser.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <climits>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+namespace lwc {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string readFile(const fs::path& path, const std::string& what) {
+  std::error_code ec;
+  if (!fs::exists(path, ec)) fail(path.string(), ": ", what, " not found");
+  if (fs::is_directory(path, ec)) fail(path.string(), ": is a folder, expected ", what);
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail(path.string(), ": cannot open ", what, ": ", std::strerror(errno));
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  if (in.bad()) fail(path.string(), ": read error");
+  return ss.str();
+}
+
+// Reads an external-data blob, refusing locations that leave the model's folder.
+std::string readExternal(const onnx::TensorProto& p, const fs::path& base_dir, const std::string& where,
+                         size_t expected_bytes) {
+  std::string location;
+  int64_t offset = 0, length = -1;
+  for (const auto& kv : p.external_data()) {
+    try {
+      if (kv.key() == "location") location = kv.value();
+      else if (kv.key() == "offset") offset = std::stoll(kv.value());
+      else if (kv.key() == "length") length = std::stoll(kv.value());
+    } catch (const std::exception&) {
+      fail(where, ": external data key '", kv.key(), "' has a non-numeric value '", kv.value(), "'");
+    }
+  }
+  if (location.empty()) fail(where, ": external data has no 'location'");
+  const fs::path loc(location);
+  if (loc.is_absolute())
+    fail(where, ": external data location '", location,
+         "' is an absolute path; ONNX requires a path relative to the model's folder");
+  for (const auto& part : loc)
+    if (part == "..")
+      fail(where, ": external data location '", location,
+           "' leaves the model's folder (contains '..'); move the data next to the model");
+  if (base_dir.empty()) fail(where, ": tensor uses external data but the model was not loaded from a file");
+  const fs::path full = base_dir / loc;
+  std::error_code ec;
+  const fs::path canon_base = fs::weakly_canonical(base_dir, ec);
+  const fs::path canon = fs::weakly_canonical(full, ec);
+  const auto rel = canon.lexically_relative(canon_base);
+  if (rel.empty() || *rel.begin() == "..")
+    fail(where, ": external data location '", location, "' resolves outside the model's folder (symlink?)");
+  if (offset < 0 || length < -1) fail(where, ": external data has a negative offset or length");
+  std::ifstream in(full, std::ios::binary);
+  if (!in) fail(where, ": cannot open external data file '", full.string(), "'");
+  const auto fsize = static_cast<int64_t>(fs::file_size(full, ec));
+  if (length < 0) length = fsize - offset;
+  if (offset + length > fsize)
+    fail(where, ": external data '", full.string(), "' is ", fsize, " bytes, but offset ", offset, " + length ",
+         length, " runs past its end");
+  if (static_cast<size_t>(length) != expected_bytes)
+    fail(where, ": external data holds ", length, " bytes but the tensor's shape and type need ", expected_bytes);
+  std::string buf(static_cast<size_t>(length), '\0');
+  in.seekg(offset);
+  in.read(buf.data(), length);
+  if (!in) fail(where, ": short read from external data file '", full.string(), "'");
+  return buf;
+}
+
+template <typename Src, typename Dst>
+void copyTyped(const Src& src, Dst* dst, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<Dst>(src.Get(static_cast<int>(i)));
+}
+
+}  // namespace
+
+Tensor tensorFromProto(const onnx::TensorProto& p, const fs::path& base_dir, const std::string& where) {
+  const DType dt = fromOnnxType(p.data_type());
+  if (dt == DType::Undefined)
+    fail(where, ": tensor type ", onnx::TensorProto::DataType_Name(static_cast<onnx::TensorProto::DataType>(p.data_type())),
+         " (", p.data_type(), ") is not supported by lwc");
+  if (p.has_segment()) fail(where, ": segmented tensors are not supported");
+  Shape shape(p.dims().begin(), p.dims().end());
+  for (auto d : shape)
+    if (d < 0) fail(where, ": negative dimension ", d, " in initializer shape");
+  double count = 1;
+  for (auto d : shape) count *= static_cast<double>(d);
+  if (count * static_cast<double>(dtypeSize(dt)) > 16.0 * (1ull << 30))
+    fail(where, ": declared shape ", shapeStr(shape), " is implausibly large (corrupt file?)");
+  const int64_t n = numelOf(shape);
+  const size_t bytes = static_cast<size_t>(n) * dtypeSize(dt);
+
+  auto checkCount = [&](int64_t have, const char* field) {
+    if (have != n)
+      fail(where, ": ", field, " holds ", have, " values but shape ", shapeStr(shape), " needs ", n,
+           "; the initializer is corrupt");
+  };
+
+  if (p.data_location() == onnx::TensorProto::EXTERNAL) {
+    std::string blob = readExternal(p, base_dir, where, bytes);
+    Tensor t(dt, shape);
+    std::memcpy(t.raw(), blob.data(), bytes);
+    return t;
+  }
+  if (p.has_raw_data()) {
+    if (p.raw_data().size() != bytes)
+      fail(where, ": raw_data holds ", p.raw_data().size(), " bytes but shape ", shapeStr(shape), " of ",
+           dtypeName(dt), " needs ", bytes, "; the initializer is corrupt");
+    Tensor t(dt, shape);
+    if (bytes) std::memcpy(t.raw(), p.raw_data().data(), bytes);
+    if (dt == DType::Bool) {  // normalise to 0/1
+      auto* b = static_cast<uint8_t*>(t.raw());
+      for (int64_t i = 0; i < n; ++i) b[i] = b[i] != 0;
+    }
+    return t;
+  }
+  Tensor t(dt, shape);
+  switch (dt) {
+    case DType::Float32:
+      checkCount(p.float_data_size(), "float_data");
+      copyTyped(p.float_data(), t.data<float>(), n);
+      break;
+    case DType::Float64:
+      checkCount(p.double_data_size(), "double_data");
+      copyTyped(p.double_data(), t.data<double>(), n);
+      break;
+    case DType::Int64:
+      checkCount(p.int64_data_size(), "int64_data");
+      copyTyped(p.int64_data(), t.data<int64_t>(), n);
+      break;
+    case DType::UInt32:
+      checkCount(p.uint64_data_size(), "uint64_data");
+      copyTyped(p.uint64_data(), t.data<uint32_t>(), n);
+      break;
+    case DType::UInt64:
+      checkCount(p.uint64_data_size(), "uint64_data");
+      copyTyped(p.uint64_data(), t.data<uint64_t>(), n);
+      break;
+    case DType::Int32:
+      checkCount(p.int32_data_size(), "int32_data");
+      copyTyped(p.int32_data(), t.data<int32_t>(), n);
+      break;
+    case DType::Int8:
+      checkCount(p.int32_data_size(), "int32_data");
+      copyTyped(p.int32_data(), t.data<int8_t>(), n);
+      break;
+    case DType::UInt8:
+      checkCount(p.int32_data_size(), "int32_data");
+      copyTyped(p.int32_data(), t.data<uint8_t>(), n);
+      break;
+    case DType::Int16:
+      checkCount(p.int32_data_size(), "int32_data");
+      copyTyped(p.int32_data(), t.data<int16_t>(), n);
+      break;
+    case DType::UInt16:
+    case DType::Float16:
+      checkCount(p.int32_data_size(), "int32_data");
+      copyTyped(p.int32_data(), static_cast<uint16_t*>(t.raw()), n);
+      break;
+    case DType::Bool:
+      checkCount(p.int32_data_size(), "int32_data");
+      for (int64_t i = 0; i < n; ++i) t.data<bool>()[i] = p.int32_data(static_cast<int>(i)) != 0;
+      break;
+    case DType::Undefined: break;
+  }
+  return t;
+}
+
+onnx::TensorProto tensorToProto(const Tensor& t, const std::string& name) {
+  onnx::TensorProto p;
+  p.set_name(name);
+  p.set_data_type(toOnnxType(t.dtype()));
+  for (auto d : t.shape()) p.add_dims(d);
+  p.set_raw_data(static_cast<const char*>(t.raw()), t.nbytes());
+  return p;
+}
+
+ValueInfo valueInfoFromProto(const onnx::ValueInfoProto& p) {
+  ValueInfo v;
+  v.name = p.name();
+  v.doc_string = p.doc_string();
+  if (!p.has_type()) return v;
+  const auto& type = p.type();
+  if (type.value_case() != onnx::TypeProto::kTensorType) {
+    v.other_type = type;
+    return v;
+  }
+  const auto& tt = type.tensor_type();
+  v.dtype = fromOnnxType(tt.elem_type());
+  if (v.dtype == DType::Undefined && tt.elem_type() != 0) {
+    v.other_type = type;  // e.g. string tensors: keep verbatim
+    v.raw_elem_type = tt.elem_type();
+    return v;
+  }
+  if (tt.has_shape()) {
+    SymShape s;
+    for (const auto& d : tt.shape().dim()) {
+      Dim dim;
+      if (d.has_dim_value()) dim.value = d.dim_value();
+      else if (d.has_dim_param()) dim.param = d.dim_param();
+      s.push_back(dim);
+    }
+    v.shape = std::move(s);
+  }
+  return v;
+}
+
+onnx::ValueInfoProto valueInfoToProto(const ValueInfo& v) {
+  onnx::ValueInfoProto p;
+  p.set_name(v.name);
+  if (!v.doc_string.empty()) p.set_doc_string(v.doc_string);
+  if (v.other_type) {
+    *p.mutable_type() = *v.other_type;
+    return p;
+  }
+  if (v.dtype == DType::Undefined && !v.shape) return p;
+  auto* tt = p.mutable_type()->mutable_tensor_type();
+  if (v.dtype != DType::Undefined) tt->set_elem_type(toOnnxType(v.dtype));
+  if (v.shape) {
+    auto* sh = tt->mutable_shape();
+    for (const auto& d : *v.shape) {
+      auto* pd = sh->add_dim();
+      if (d.known()) pd->set_dim_value(d.value);
+      else if (!d.param.empty()) pd->set_dim_param(d.param);
+    }
+  }
+  return p;
+}
+
+Model modelFromProto(const onnx::ModelProto& proto, const fs::path& base_dir, const std::string& label,
+                     const LoadOptions& opts) {
+  if (!proto.has_graph() || proto.ir_version() <= 0)
+    fail(label, ": not an ONNX model (no graph or no IR version); is this the right file?");
+  Model m;
+  m.ir_version = proto.ir_version();
+  for (const auto& o : proto.opset_import()) m.opset_imports.push_back({o.domain(), o.version()});
+  if (m.opset_imports.empty()) fail(label, ": model imports no opset; it is not a valid ONNX model");
+  m.producer_name = proto.producer_name();
+  m.producer_version = proto.producer_version();
+  m.domain = proto.domain();
+  m.model_version = proto.model_version();
+  m.doc_string = proto.doc_string();
+  for (const auto& kv : proto.metadata_props()) m.metadata_props.emplace_back(kv.key(), kv.value());
+  m.functions.assign(proto.functions().begin(), proto.functions().end());
+  m.training_info.assign(proto.training_info().begin(), proto.training_info().end());
+
+  const auto& g = proto.graph();
+  Graph& G = m.graph;
+  G.name = g.name();
+  G.doc_string = g.doc_string();
+  for (const auto& vi : g.input()) G.inputs.push_back(valueInfoFromProto(vi));
+  for (const auto& vi : g.output()) G.outputs.push_back(valueInfoFromProto(vi));
+  for (const auto& vi : g.value_info()) G.value_info.push_back(valueInfoFromProto(vi));
+  for (const auto& t : g.initializer()) {
+    if (t.name().empty()) fail(label, ": an initializer has no name");
+    if (G.initializers.contains(t.name())) fail(label, ": initializer '", t.name(), "' is defined twice");
+    G.initializers.set(t.name(), tensorFromProto(t, base_dir, label + ": initializer '" + t.name() + "'"));
+    if (t.data_location() == onnx::TensorProto::EXTERNAL)
+      for (const auto& kv : t.external_data())
+        if (kv.key() == "location") {
+          const fs::path f = base_dir / kv.value();
+          if (std::find(m.external_data_files.begin(), m.external_data_files.end(), f) == m.external_data_files.end())
+            m.external_data_files.push_back(f);
+        }
+    if (!t.doc_string().empty()) G.initializers.docStrings()[t.name()] = t.doc_string();
+  }
+  G.sparse_initializers.assign(g.sparse_initializer().begin(), g.sparse_initializer().end());
+  G.quantization_annotation.assign(g.quantization_annotation().begin(), g.quantization_annotation().end());
+  G.nodes.reserve(static_cast<size_t>(g.node_size()));
+  for (const auto& pn : g.node()) {
+    Node n;
+    n.name = pn.name();
+    n.op_type = pn.op_type();
+    n.domain = pn.domain() == "ai.onnx" ? "" : pn.domain();
+    n.doc_string = pn.doc_string();
+    n.inputs.assign(pn.input().begin(), pn.input().end());
+    n.outputs.assign(pn.output().begin(), pn.output().end());
+    n.attrs.assign(pn.attribute().begin(), pn.attribute().end());
+    G.nodes.push_back(std::move(n));
+  }
+  if (opts.validate) {
+    validateGraph(G, label);
+    topoSort(G, label);
+  }
+  return m;
+}
+
+Model loadModel(const fs::path& path, const LoadOptions& opts) {
+  const std::string bytes = readFile(path, "model file");
+  if (bytes.empty()) fail(path.string(), ": file is empty, expected an ONNX model");
+  onnx::ModelProto proto;
+  google::protobuf::io::ArrayInputStream ais(bytes.data(), static_cast<int>(std::min<size_t>(bytes.size(), INT_MAX)));
+  google::protobuf::io::CodedInputStream cis(&ais);
+  cis.SetTotalBytesLimit(INT_MAX);
+  if (!proto.ParseFromCodedStream(&cis) || !cis.ConsumedEntireMessage())
+    fail(path.string(), ": not a valid ONNX protobuf (truncated or not an ONNX file)");
+  Model m = modelFromProto(proto, path.parent_path().empty() ? fs::path(".") : path.parent_path(), path.string(), opts);
+  m.source = path;
+  return m;
+}
+
+onnx::ModelProto modelToProto(const Model& m) {
+  onnx::ModelProto p;
+  p.set_ir_version(m.ir_version);
+  for (const auto& o : m.opset_imports) {
+    auto* op = p.add_opset_import();
+    op->set_domain(o.domain);
+    op->set_version(o.version);
+  }
+  if (!m.producer_name.empty()) p.set_producer_name(m.producer_name);
+  if (!m.producer_version.empty()) p.set_producer_version(m.producer_version);
+  if (!m.domain.empty()) p.set_domain(m.domain);
+  if (m.model_version) p.set_model_version(m.model_version);
+  if (!m.doc_string.empty()) p.set_doc_string(m.doc_string);
+  for (const auto& [k, v] : m.metadata_props) {
+    auto* kv = p.add_metadata_props();
+    kv->set_key(k);
+    kv->set_value(v);
+  }
+  for (const auto& f : m.functions) *p.add_functions() = f;
+  for (const auto& t : m.training_info) *p.add_training_info() = t;
+
+  auto* g = p.mutable_graph();
+  const Graph& G = m.graph;
+  g->set_name(G.name);
+  if (!G.doc_string.empty()) g->set_doc_string(G.doc_string);
+  for (const auto& n : G.nodes) {
+    auto* pn = g->add_node();
+    for (const auto& i : n.inputs) pn->add_input(i);
+    for (const auto& o : n.outputs) pn->add_output(o);
+    if (!n.name.empty()) pn->set_name(n.name);
+    pn->set_op_type(n.op_type);
+    if (!n.domain.empty()) pn->set_domain(n.domain);
+    for (const auto& a : n.attrs) *pn->add_attribute() = a;
+    if (!n.doc_string.empty()) pn->set_doc_string(n.doc_string);
+  }
+  for (const auto& [name, t] : G.initializers.items()) {
+    auto* pt = g->add_initializer();
+    *pt = tensorToProto(t, name);
+    auto it = G.initializers.docStrings().find(name);
+    if (it != G.initializers.docStrings().end()) pt->set_doc_string(it->second);
+  }
+  for (const auto& s : G.sparse_initializers) *g->add_sparse_initializer() = s;
+  for (const auto& v : G.inputs) *g->add_input() = valueInfoToProto(v);
+  for (const auto& v : G.outputs) *g->add_output() = valueInfoToProto(v);
+  for (const auto& v : G.value_info) *g->add_value_info() = valueInfoToProto(v);
+  for (const auto& q : G.quantization_annotation) *g->add_quantization_annotation() = q;
+  return p;
+}
+
+void writeFileAtomic(const fs::path& path, std::string_view bytes) {
+  const fs::path dir = path.parent_path().empty() ? fs::path(".") : path.parent_path();
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) fail("cannot write '", path.string(), "': folder '", dir.string(), "' does not exist");
+  if (fs::is_directory(path, ec)) fail("cannot write '", path.string(), "': it is a folder; give a file name");
+  std::string tmpl = (dir / ("." + path.filename().string() + ".tmp-XXXXXX")).string();
+  int fd = ::mkstemp(tmpl.data());
+  if (fd < 0) fail("cannot write '", path.string(), "': ", std::strerror(errno));
+  auto cleanup = [&](const char* what) {
+    const int err = errno;
+    ::close(fd);
+    ::unlink(tmpl.c_str());
+    fail("cannot write '", path.string(), "': ", what, ": ", std::strerror(err));
+  };
+  size_t off = 0;
+  while (off < bytes.size()) {
+    const ssize_t w = ::write(fd, bytes.data() + off, bytes.size() - off);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      cleanup("write failed");
+    }
+    off += static_cast<size_t>(w);
+  }
+  if (::fchmod(fd, 0644) != 0) cleanup("chmod failed");
+  if (::fsync(fd) != 0) cleanup("fsync failed");
+  if (::close(fd) != 0) {
+    ::unlink(tmpl.c_str());
+    fail("cannot write '", path.string(), "': close failed: ", std::strerror(errno));
+  }
+  if (::rename(tmpl.c_str(), path.c_str()) != 0) {
+    const int err = errno;
+    ::unlink(tmpl.c_str());
+    fail("cannot write '", path.string(), "': rename failed: ", std::strerror(err));
+  }
+}
+
+void saveModel(const Model& m, const fs::path& path) {
+  const onnx::ModelProto p = modelToProto(m);
+  if (p.ByteSizeLong() > static_cast<size_t>(INT_MAX))
+    fail("cannot write '", path.string(), "': the model is over 2 GB, the protobuf limit");
+  std::string bytes;
+  if (!p.SerializeToString(&bytes)) throw InternalError("protobuf serialisation failed for " + path.string());
+  writeFileAtomic(path, bytes);
+}
+
+Model parseModelText(std::string_view text) {
+  onnx::ModelProto p;
+  const std::string s(text);
+  auto status = onnx::OnnxParser::Parse(p, s.c_str());
+  if (!status.IsOK()) fail("cannot parse ONNX text: ", status.ErrorMessage());
+  return modelFromProto(p, {}, "<text model>");
+}
+
+}  // namespace lwc

@@ -1,0 +1,136 @@
+#include "lwc/tensor.h"
+
+#include <cmath>
+#include <new>
+#include <sstream>
+
+namespace lwc {
+
+int64_t numelOf(const Shape& s) {
+  int64_t n = 1;
+  for (int64_t d : s) n *= d;
+  return n;
+}
+
+std::string shapeStr(const Shape& s) {
+  std::ostringstream os;
+  os << '[';
+  for (size_t i = 0; i < s.size(); ++i) os << (i ? "," : "") << s[i];
+  os << ']';
+  return os.str();
+}
+
+namespace {
+constexpr size_t kAlign = 64;
+std::shared_ptr<std::byte> allocate(size_t bytes) {
+  const size_t n = bytes == 0 ? kAlign : (bytes + kAlign - 1) / kAlign * kAlign;
+  auto* p = static_cast<std::byte*>(::operator new(n, std::align_val_t{kAlign}));
+  std::memset(p, 0, n);
+  return std::shared_ptr<std::byte>(p, [](std::byte* q) { ::operator delete(q, std::align_val_t{kAlign}); });
+}
+}  // namespace
+
+Tensor::Tensor(DType dtype, Shape shape) : dtype_(dtype), shape_(std::move(shape)) {
+  LWC_CHECK(dtype != DType::Undefined, "tensor of undefined dtype");
+  for (int64_t d : shape_) {
+    if (d < 0) fail("tensor dimension ", d, " is negative in shape ", shapeStr(shape_));
+  }
+  numel_ = numelOf(shape_);
+  // Refuse absurd sizes before allocating (a corrupt file must not take the machine down).
+  const double bytes = static_cast<double>(numel_) * static_cast<double>(dtypeSize(dtype));
+  if (bytes > 64.0 * (1ull << 30)) fail("tensor of shape ", shapeStr(shape_), " would need ", bytes / (1 << 30), " GiB");
+  data_ = allocate(nbytes());
+}
+
+Tensor Tensor::reshaped(Shape shape) const {
+  LWC_CHECK(numelOf(shape) == numel_, "reshape ", shapeStr(shape_), " -> ", shapeStr(shape));
+  Tensor t = *this;
+  t.shape_ = std::move(shape);
+  return t;
+}
+
+Tensor Tensor::clone() const {
+  if (empty()) return {};
+  Tensor t(dtype_, shape_);
+  std::memcpy(t.raw(), raw(), nbytes());
+  return t;
+}
+
+bool Tensor::bitEqual(const Tensor& o) const {
+  return dtype_ == o.dtype_ && shape_ == o.shape_ && (nbytes() == 0 || std::memcmp(raw(), o.raw(), nbytes()) == 0);
+}
+
+namespace {
+template <typename F>
+auto visit(DType t, F&& f) {
+  switch (t) {
+    case DType::Float32: return f(float{});
+    case DType::Float64: return f(double{});
+    case DType::Int8: return f(int8_t{});
+    case DType::UInt8: return f(uint8_t{});
+    case DType::Int16: return f(int16_t{});
+    case DType::UInt16: return f(uint16_t{});
+    case DType::Int32: return f(int32_t{});
+    case DType::Int64: return f(int64_t{});
+    case DType::UInt32: return f(uint32_t{});
+    case DType::UInt64: return f(uint64_t{});
+    case DType::Bool: return f(bool{});
+    default: break;
+  }
+  throw InternalError("unhandled dtype " + std::string(dtypeName(t)));
+}
+}  // namespace
+
+double Tensor::at(int64_t i) const {
+  LWC_CHECK(i >= 0 && i < numel_, "index out of range");
+  if (dtype_ == DType::Float16) return halfToFloat(static_cast<const uint16_t*>(raw())[i]);
+  return visit(dtype_, [&](auto tag) {
+    using T = decltype(tag);
+    return static_cast<double>(static_cast<const T*>(raw())[i]);
+  });
+}
+
+Tensor Tensor::cast(DType to) const {
+  if (to == dtype_) return clone();
+  Tensor out(to, shape_);
+  const int64_t n = numel_;
+  if (dtype_ == DType::Float16) {
+    Tensor f(DType::Float32, shape_);
+    const auto* src = static_cast<const uint16_t*>(raw());
+    for (int64_t i = 0; i < n; ++i) f.data<float>()[i] = halfToFloat(src[i]);
+    return f.cast(to);
+  }
+  if (to == DType::Float16) {
+    Tensor f = cast(DType::Float32);
+    auto* dst = static_cast<uint16_t*>(out.raw());
+    for (int64_t i = 0; i < n; ++i) dst[i] = floatToHalf(f.data<float>()[i]);
+    return out;
+  }
+  visit(dtype_, [&](auto stag) {
+    using S = decltype(stag);
+    const S* src = static_cast<const S*>(raw());
+    visit(to, [&](auto dtag) {
+      using D = decltype(dtag);
+      D* dst = static_cast<D*>(out.raw());
+      for (int64_t i = 0; i < n; ++i) {
+        if constexpr (std::is_same_v<D, bool>) {
+          dst[i] = src[i] != S{};
+        } else if constexpr (std::is_floating_point_v<S> && std::is_integral_v<D>) {
+          // Out-of-range float -> int is undefined in C++; ONNX leaves it unspecified. Saturate, NaN -> 0.
+          const double v = static_cast<double>(src[i]);
+          if (std::isnan(v)) dst[i] = 0;
+          else if (v <= static_cast<double>(std::numeric_limits<D>::lowest())) dst[i] = std::numeric_limits<D>::lowest();
+          else if (v >= static_cast<double>(std::numeric_limits<D>::max())) dst[i] = std::numeric_limits<D>::max();
+          else dst[i] = static_cast<D>(v);
+        } else {
+          dst[i] = static_cast<D>(src[i]);
+        }
+      }
+      return 0;
+    });
+    return 0;
+  });
+  return out;
+}
+
+}  // namespace lwc

@@ -1,0 +1,85 @@
+// `lwc info` end to end: output, JSON schema, exit codes, published figures.
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+
+#include "lwc/model_io.h"
+#include "support/test_util.h"
+
+using namespace lwc;
+using lwc::test::runLwc;
+using lwc::test::TempDir;
+namespace fs = std::filesystem;
+
+namespace {
+fs::path writeSmallModel(const TempDir& d) {
+  Model m = parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 13], producer_name: "lwc-test">
+g (float[N, 3, 8, 8] x, float[4, 3, 3, 3] w) => (float[N, 4, 8, 8] y)
+<float[4] b = {1, 2, 3, 4}>
+{
+  c = Conv <pads=[1,1,1,1]> (x, w, b)
+  y = Relu (c)
+}
+)");
+  Tensor w(DType::Float32, {4, 3, 3, 3});
+  for (int64_t i = 0; i < w.numel(); ++i) w.data<float>()[i] = i < 54 ? 0.0f : 1.0f;
+  m.graph.initializers.set("w", w);
+  const fs::path p = d / "small.onnx";
+  saveModel(m, p);
+  return p;
+}
+
+std::string q(const fs::path& p) { return "'" + p.string() + "'"; }
+}  // namespace
+
+TEST_CASE("lwc info prints a summary", "[cli][info]") {
+  TempDir d;
+  const fs::path p = writeSmallModel(d);
+  auto r = runLwc("info " + q(p));
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK_THAT(r.out, Catch::Contains("lwc-test"));
+  CHECK_THAT(r.out, Catch::Contains("x  float32 [N,3,8,8]"));
+  CHECK_THAT(r.out, Catch::Contains("params      112"));
+  CHECK_THAT(r.out, Catch::Contains("50.00 %"));  // 54 of 108 weights are zero
+  auto pl = runLwc("info --per-layer " + q(p));
+  CHECK_THAT(pl.out, Catch::Contains("Conv"));
+  CHECK_THAT(pl.out, Catch::Contains("6,912"));  // 4*8*8 outputs x 27 MACs
+}
+
+TEST_CASE("lwc info --json is stable and complete", "[cli][info]") {
+  TempDir d;
+  const fs::path p = writeSmallModel(d);
+  auto r = runLwc("info --json --batch 2 " + q(p));
+  REQUIRE(r.exit_code == 0);
+  auto j = nlohmann::json::parse(r.out);
+  CHECK(j["schema"] == "lwc.info");
+  CHECK(j["schema_version"] == 1);
+  CHECK(j["batch"] == 2);
+  CHECK(j["params"] == 112);
+  CHECK(j["macs"] == 2 * 6912);
+  CHECK(j["flops"] == 4 * 6912);
+  CHECK(j["file_bytes"] == static_cast<int64_t>(fs::file_size(p)));
+  CHECK(j["weights"]["zeros"] == 54);
+  CHECK(j["weight_bytes_by_dtype"]["float32"] == 112 * 4);
+  CHECK(j["inputs"][0]["shape"] == nlohmann::json::array({"N", 3, 8, 8}));
+  CHECK(j["op_histogram"]["Conv"] == 1);
+  CHECK(j["layers"][0]["macs"] == 2 * 6912);
+  CHECK(j["entropy_bound_bytes"].get<int64_t>() > 0);
+}
+
+TEST_CASE("lwc info rejects bad input with one line and exit 1", "[cli][info]") {
+  TempDir d;
+  test::writeFile(d / "junk.onnx", "this is not a model");
+  for (const std::string& args : {"info " + q(d / "junk.onnx"), "info " + q(d / "missing.onnx")}) {
+    auto r = runLwc(args);
+    CHECK(r.exit_code == 1);
+    CHECK(r.err.rfind("lwc: error: ", 0) == 0);
+    CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+    CHECK(r.out.empty());
+  }
+  auto u = runLwc("info");
+  CHECK(u.exit_code == 1);
+  auto v = runLwc("frobnicate x");
+  CHECK(v.exit_code == 1);
+}

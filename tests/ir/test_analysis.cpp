@@ -1,0 +1,86 @@
+#include <catch2/catch.hpp>
+#include <cmath>
+
+#include "lwc/analysis.h"
+#include "lwc/model_io.h"
+#include "lwc/shape_inference.h"
+
+using namespace lwc;
+
+namespace {
+// Conv(3->8, 3x3, pad 1) + BN + Relu + GlobalAveragePool + Flatten + Gemm(8->10)
+Model smallCnn() {
+  Model m = parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 3, 16, 16] x, float[8,3,3,3] w, float[10,8] gw) => (float[N, 10] y)
+<float[8] s = {1,1,1,1,1,1,1,1}, float[8] b = {0,0,0,0,0,0,0,0}, float[8] mu = {0,0,0,0,0,0,0,0},
+ float[8] var = {1,1,1,1,1,1,1,1}, float[10] gb = {0,0,0,0,0,0,0,0,0,0}, int64[2] shp = {-1, 8}>
+{
+  c = Conv <pads=[1,1,1,1], kernel_shape=[3,3]> (x, w)
+  n = BatchNormalization (c, s, b, mu, var)
+  r = Relu (n)
+  p = GlobalAveragePool (r)
+  f = Reshape (p, shp)
+  y = Gemm <transB=1> (f, gw, gb)
+}
+)");
+  return m;
+}
+}  // namespace
+
+TEST_CASE("parameters and MACs of a small CNN", "[analysis]") {
+  Model m = smallCnn();
+  // Weights as initializers (the text format above leaves w/gw as inputs of nothing; add them).
+  Tensor w(DType::Float32, {8, 3, 3, 3});
+  for (int64_t i = 0; i < w.numel(); ++i) w.data<float>()[i] = (i % 4 == 0) ? 0.0f : 0.1f * float(i);
+  Tensor gw(DType::Float32, {10, 8});
+  for (int64_t i = 0; i < gw.numel(); ++i) gw.data<float>()[i] = 0.01f * float(i + 1);
+  m.graph.initializers.set("w", w);
+  m.graph.initializers.set("gw", gw);
+
+  auto roles = initializerRoles(m.graph);
+  CHECK(roles["w"] == InitRole::Weight);
+  CHECK(roles["gw"] == InitRole::Weight);
+  CHECK(roles["gb"] == InitRole::Bias);
+  CHECK(roles["s"] == InitRole::NormParam);
+  CHECK(roles["mu"] == InitRole::BnStat);
+  CHECK(roles["var"] == InitRole::BnStat);
+  CHECK(roles["shp"] == InitRole::Constant);
+
+  for (int64_t batch : {1, 4}) {
+    ModelStats st = analyzeModel(m, batch);
+    CHECK(st.params == 8 * 3 * 9 + 8 + 8 + 80 + 10);
+    CHECK(st.bn_running_stats == 16);
+    CHECK(st.constants == 2);
+    CHECK(st.macs_complete);
+    // Conv: N*8*16*16 outputs x 27 MACs; Gemm: N*10*8
+    CHECK(st.macs == batch * (8 * 16 * 16 * 27 + 80));
+    CHECK(st.weight_elements == 216 + 80);
+    CHECK(st.weight_zeros == 54);  // every 4th conv weight
+    REQUIRE(st.layers.size() == 3);  // Conv, BN, Gemm carry params or MACs
+    CHECK(st.layers[0].op_type == "Conv");
+    CHECK(st.layers[0].output_shape == shapeStr({batch, 8, 16, 16}));
+  }
+}
+
+TEST_CASE("entropy bound", "[analysis]") {
+  Tensor t = Tensor::fromVector<float>({4}, {1, 1, 2, 3});
+  // p = {0.5, 0.25, 0.25} -> 1.5 bits
+  CHECK(entropyBitsPerElement(t) == Approx(1.5));
+  Tensor z(DType::Int8, {100});
+  CHECK(entropyBitsPerElement(z) == 0.0);
+}
+
+TEST_CASE("shape inference with symbolic batch", "[analysis]") {
+  Model m = smallCnn();
+  m.graph.initializers.set("w", Tensor(DType::Float32, {8, 3, 3, 3}));
+  m.graph.initializers.set("gw", Tensor(DType::Float32, {10, 8}));
+  ValueTypes sym = inferShapes(m);
+  REQUIRE(sym.count("c"));
+  REQUIRE(sym["c"].shape);
+  CHECK(symShapeStr(*sym["c"].shape) == "[N,8,16,16]");
+  CHECK(sym["y"].dtype == DType::Float32);
+  ValueTypes fixed = inferShapes(m, ShapeOptions{32});
+  CHECK(concreteShape(fixed, "f") == Shape{32, 8});
+  CHECK(concreteShape(fixed, "y") == Shape{32, 10});
+}

@@ -1,0 +1,256 @@
+#include <google/protobuf/util/message_differencer.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <fstream>
+#include <onnx/defs/parser.h>
+
+#include "lwc/model_io.h"
+#include "support/test_util.h"
+
+using namespace lwc;
+using lwc::test::TempDir;
+namespace fs = std::filesystem;
+
+namespace {
+
+const char* kRichModel = R"(
+<ir_version: 8, opset_import: ["" : 13, "custom.dom" : 1], producer_name: "lwc-test", producer_version: "9",
+ domain: "ai.test", model_version: 3, doc_string: "a model doc">
+agraph (float[N, 3, 4, 4] X, bool c) => (float[N, 4, 4, 4] Y)
+<float[4] B = {1.0, 2.0, 3.0, 4.0}, int64[2] S = {1, 2}>
+{
+  W = Constant <value = float[4,3,1,1] {1,2,3,4,5,6,7,8,9,10,11,12}> ()
+  T = Conv <pads=[0,0,0,0]> (X, W, B)
+  Z = custom.dom.Foo <alpha=1.0> (T)
+  Y = If (c) <then_branch = g1 () => (float[N,4,4,4] o1) { o1 = Identity(T) }, else_branch = g2 () => (float[N,4,4,4] o2) { o2 = Relu(Z) }>
+}
+)";
+
+onnx::ModelProto richProto() {
+  Model m = parseModelText(kRichModel);
+  onnx::ModelProto p = modelToProto(m);
+  auto* kv = p.add_metadata_props();
+  kv->set_key("author");
+  kv->set_value("lwc");
+  p.mutable_graph()->set_doc_string("graph doc");
+  p.mutable_graph()->mutable_node(1)->set_doc_string("conv doc");
+  auto* vi = p.mutable_graph()->add_value_info();
+  vi->set_name("T");
+  vi->mutable_type()->mutable_tensor_type()->set_elem_type(onnx::TensorProto::FLOAT);
+  auto* sh = vi->mutable_type()->mutable_tensor_type()->mutable_shape();
+  sh->add_dim()->set_dim_param("N");
+  for (int d : {4, 4, 4}) sh->add_dim()->set_dim_value(d);
+  vi->set_doc_string("value doc");
+  return p;
+}
+
+onnx::ModelProto protoFromText(const char* text) {
+  onnx::ModelProto p;
+  auto st = onnx::OnnxParser::Parse(p, text);
+  REQUIRE(st.IsOK());
+  return p;
+}
+
+void writeProto(const fs::path& path, const onnx::ModelProto& p) {
+  std::string bytes;
+  REQUIRE(p.SerializeToString(&bytes));
+  test::writeFile(path, bytes);
+}
+
+onnx::ModelProto readProto(const fs::path& path) {
+  onnx::ModelProto p;
+  REQUIRE(p.ParseFromString(test::readFile(path)));
+  return p;
+}
+
+}  // namespace
+
+TEST_CASE("load -> save round trip keeps what lwc does not touch", "[io]") {
+  TempDir d;
+  const onnx::ModelProto orig = richProto();
+  writeProto(d / "in.onnx", orig);
+  Model m = loadModel(d / "in.onnx");
+  CHECK(m.opsetFor("") == 13);
+  CHECK(m.opsetFor("custom.dom") == 1);
+  CHECK(m.graph.nodes.size() == 4);
+  saveModel(m, d / "out.onnx");
+  const onnx::ModelProto back = readProto(d / "out.onnx");
+
+  CHECK(back.ir_version() == 8);
+  CHECK(back.producer_name() == "lwc-test");
+  CHECK(back.producer_version() == "9");
+  CHECK(back.domain() == "ai.test");
+  CHECK(back.model_version() == 3);
+  CHECK(back.doc_string() == "a model doc");
+  REQUIRE(back.metadata_props_size() == 1);
+  CHECK(back.metadata_props(0).key() == "author");
+  CHECK(back.graph().doc_string() == "graph doc");
+  CHECK(back.graph().node(1).doc_string() == "conv doc");
+  REQUIRE(back.opset_import_size() == 2);
+  CHECK(back.opset_import(1).domain() == "custom.dom");
+  // custom-domain node, attributes and subgraphs are byte-identical
+  using google::protobuf::util::MessageDifferencer;
+  for (int i = 0; i < orig.graph().node_size(); ++i)
+    CHECK(MessageDifferencer::Equals(orig.graph().node(i), back.graph().node(i)));
+  CHECK(MessageDifferencer::Equals(orig.graph().value_info(0), back.graph().value_info(0)));
+  CHECK(MessageDifferencer::Equals(orig.graph().input(0), back.graph().input(0)));
+  CHECK(MessageDifferencer::Equals(orig.graph().output(0), back.graph().output(0)));
+  // initializers: same values (typed fields become raw_data)
+  Model again = loadModel(d / "out.onnx");
+  for (const auto& [name, t] : m.graph.initializers.items()) CHECK(again.graph.initializers.at(name).bitEqual(t));
+  // a second save is byte-identical: deterministic output
+  saveModel(again, d / "out2.onnx");
+  CHECK(test::readFile(d / "out.onnx") == test::readFile(d / "out2.onnx"));
+}
+
+TEST_CASE("external data", "[io]") {
+  TempDir d;
+  Model m = parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 13]>
+g (float[2] x) => (float[2] y)
+<float[2] w = {3.0, 4.0}>
+{ y = Mul(x, w) }
+)");
+  onnx::ModelProto p = modelToProto(m);
+  auto makeExternal = [&](const std::string& location, int64_t offset, int64_t length) {
+    onnx::ModelProto q = p;
+    auto* t = q.mutable_graph()->mutable_initializer(0);
+    t->clear_raw_data();
+    t->set_data_location(onnx::TensorProto::EXTERNAL);
+    auto add = [&](const char* k, const std::string& v) {
+      auto* kv = t->add_external_data();
+      kv->set_key(k);
+      kv->set_value(v);
+    };
+    add("location", location);
+    add("offset", std::to_string(offset));
+    if (length >= 0) add("length", std::to_string(length));
+    return q;
+  };
+  float vals[4] = {0, 0, 3.0f, 4.0f};
+  fs::create_directories(d / "sub");
+  test::writeFile(d / "sub" / "weights.bin", std::string(reinterpret_cast<const char*>(vals), sizeof vals));
+
+  SECTION("relative path with offset loads") {
+    writeProto(d / "m.onnx", makeExternal("sub/weights.bin", 8, 8));
+    Model l = loadModel(d / "m.onnx");
+    const Tensor& w = l.graph.initializers.at("w");
+    CHECK(w.data<float>()[0] == 3.0f);
+    CHECK(w.data<float>()[1] == 4.0f);
+    REQUIRE(l.external_data_files.size() == 1);
+    // saving inlines the data; the result loads without the side file
+    saveModel(l, d / "inlined.onnx");
+    fs::remove(d / "sub" / "weights.bin");
+    CHECK(loadModel(d / "inlined.onnx").graph.initializers.at("w").bitEqual(w));
+  }
+  SECTION("absolute path is rejected") {
+    writeProto(d / "m.onnx", makeExternal((d / "sub" / "weights.bin").string(), 8, 8));
+    CHECK_THROWS_WITH(loadModel(d / "m.onnx"), Catch::Contains("absolute") && Catch::Contains("initializer 'w'"));
+  }
+  SECTION("path escaping the model folder is rejected") {
+    fs::create_directories(d / "models");
+    writeProto(d / "models" / "m.onnx", makeExternal("../sub/weights.bin", 8, 8));
+    CHECK_THROWS_WITH(loadModel(d / "models" / "m.onnx"), Catch::Contains("..") && Catch::Contains("m.onnx"));
+  }
+  SECTION("length past the end of the file") {
+    writeProto(d / "m.onnx", makeExternal("sub/weights.bin", 12, 8));
+    CHECK_THROWS_WITH(loadModel(d / "m.onnx"), Catch::Contains("runs past its end"));
+  }
+  SECTION("missing file") {
+    writeProto(d / "m.onnx", makeExternal("sub/nothing.bin", 0, 8));
+    CHECK_THROWS_WITH(loadModel(d / "m.onnx"), Catch::Contains("cannot open external data"));
+  }
+}
+
+TEST_CASE("bad model files get one clear error", "[io]") {
+  TempDir d;
+  const onnx::ModelProto good = richProto();
+  std::string bytes;
+  REQUIRE(good.SerializeToString(&bytes));
+
+  SECTION("missing file") { CHECK_THROWS_WITH(loadModel(d / "nope.onnx"), Catch::Contains("nope.onnx") && Catch::Contains("not found")); }
+  SECTION("empty file") {
+    test::writeFile(d / "e.onnx", "");
+    CHECK_THROWS_WITH(loadModel(d / "e.onnx"), Catch::Contains("e.onnx") && Catch::Contains("empty"));
+  }
+  SECTION("truncated file") {
+    // Every truncation point must give an lwc::Error, never a crash or a half-loaded model.
+    for (size_t cut : {bytes.size() / 3, bytes.size() / 2, bytes.size() - 7, bytes.size() - 1}) {
+      test::writeFile(d / "t.onnx", bytes.substr(0, cut));
+      CHECK_THROWS_AS(loadModel(d / "t.onnx"), Error);
+    }
+  }
+  SECTION("not an ONNX file") {
+    test::writeFile(d / "n.onnx", "#!/bin/sh\necho this is a shell script, not a model\n");
+    CHECK_THROWS_WITH(loadModel(d / "n.onnx"), Catch::Contains("n.onnx"));
+    test::writeFile(d / "p.onnx", std::string("\x89PNG\r\n\x1a\n", 8) + std::string(100, 'x'));
+    CHECK_THROWS_AS(loadModel(d / "p.onnx"), Error);
+  }
+  SECTION("a folder") { CHECK_THROWS_WITH(loadModel(d.path()), Catch::Contains("folder")); }
+  SECTION("graph with a cycle") {
+    writeProto(d / "c.onnx", protoFromText(R"(
+<ir_version: 8, opset_import: ["" : 13]>
+g (float[2] x) => (float[2] y)
+{
+  a = Add(x, b)
+  b = Relu(a)
+  y = Identity(b)
+}
+)"));
+    CHECK_THROWS_WITH(loadModel(d / "c.onnx"), Catch::Contains("c.onnx") && Catch::Contains("cycle"));
+  }
+  SECTION("node input nothing produces") {
+    writeProto(d / "u.onnx", protoFromText(R"(
+<ir_version: 8, opset_import: ["" : 13]>
+g (float[2] x) => (float[2] y)
+{
+  y = Add(x, ghost)
+}
+)"));
+    CHECK_THROWS_WITH(loadModel(d / "u.onnx"), Catch::Contains("u.onnx") && Catch::Contains("'ghost'"));
+  }
+  SECTION("initializer whose data does not match its shape") {
+    onnx::ModelProto q = good;
+    auto* t = q.mutable_graph()->mutable_initializer(0);  // B: float[4]
+    t->clear_float_data();
+    t->set_raw_data(std::string(10, '\0'));
+    writeProto(d / "i.onnx", q);
+    CHECK_THROWS_WITH(loadModel(d / "i.onnx"), Catch::Contains("i.onnx") && Catch::Contains("initializer 'B'"));
+  }
+  SECTION("no graph") {
+    onnx::ModelProto q;
+    q.set_ir_version(8);
+    writeProto(d / "g.onnx", q);
+    CHECK_THROWS_WITH(loadModel(d / "g.onnx"), Catch::Contains("not an ONNX model"));
+  }
+}
+
+TEST_CASE("atomic writes", "[io]") {
+  TempDir d;
+  Model m = parseModelText(kRichModel);
+  SECTION("success leaves exactly the file") {
+    saveModel(m, d / "a.onnx");
+    size_t files = 0;
+    for ([[maybe_unused]] const auto& e : fs::directory_iterator(d.path())) ++files;
+    CHECK(files == 1);
+  }
+  SECTION("missing folder is a clear error") {
+    CHECK_THROWS_WITH(saveModel(m, d / "no" / "such" / "a.onnx"), Catch::Contains("does not exist"));
+  }
+  SECTION("unwritable folder leaves nothing and keeps the old file") {
+    if (::geteuid() == 0) {
+      // root ignores permission bits; use a path under a regular file instead
+      test::writeFile(d / "plain", "x");
+      CHECK_THROWS_AS(saveModel(m, d / "plain" / "a.onnx"), Error);
+    } else {
+      fs::create_directories(d / "ro");
+      test::writeFile(d / "ro" / "a.onnx", "old");
+      ::chmod((d / "ro").c_str(), 0555);
+      CHECK_THROWS_AS(saveModel(m, d / "ro" / "a.onnx"), Error);
+      ::chmod((d / "ro").c_str(), 0755);
+      CHECK(test::readFile(d / "ro" / "a.onnx") == "old");
+    }
+  }
+}

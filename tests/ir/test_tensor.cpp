@@ -1,0 +1,149 @@
+#include <catch2/catch.hpp>
+#include <cmath>
+#include <limits>
+
+#include "lwc/model_io.h"
+#include "lwc/tensor.h"
+
+using namespace lwc;
+
+TEST_CASE("float16 conversion", "[tensor]") {
+  SECTION("exact values round trip") {
+    for (float f : {0.0f, -0.0f, 1.0f, -2.5f, 65504.0f, 6.103515625e-05f /*min normal*/, 5.960464477539063e-08f /*min subnormal*/}) {
+      CHECK(halfToFloat(floatToHalf(f)) == f);
+    }
+  }
+  SECTION("known bit patterns") {
+    CHECK(floatToHalf(1.0f) == 0x3c00);
+    CHECK(floatToHalf(-2.0f) == 0xc000);
+    CHECK(floatToHalf(65504.0f) == 0x7bff);
+    CHECK(floatToHalf(1e6f) == 0x7c00);  // overflow -> inf
+    CHECK(halfToFloat(0x0001) == Approx(5.960464477539063e-08f));
+  }
+  SECTION("round to nearest even") {
+    // 1 + 2^-11 is exactly between two halves: rounds to even (1.0)
+    CHECK(floatToHalf(1.0f + std::ldexp(1.0f, -11)) == 0x3c00);
+    // 1 + 3*2^-11 is between 1+2^-10 and 1+2^-9: rounds to even (1+2^-9 = 0x3c02)
+    CHECK(floatToHalf(1.0f + 3 * std::ldexp(1.0f, -11)) == 0x3c02);
+  }
+  SECTION("nan and inf") {
+    CHECK(std::isnan(halfToFloat(floatToHalf(std::numeric_limits<float>::quiet_NaN()))));
+    CHECK(std::isinf(halfToFloat(floatToHalf(std::numeric_limits<float>::infinity()))));
+  }
+}
+
+TEST_CASE("tensor basics", "[tensor]") {
+  Tensor t = Tensor::fromVector<float>({2, 3}, {1, 2, 3, 4, 5, 6});
+  CHECK(t.numel() == 6);
+  CHECK(t.nbytes() == 24);
+  CHECK(reinterpret_cast<uintptr_t>(t.raw()) % 64 == 0);
+  Tensor r = t.reshaped({3, 2});
+  CHECK(r.raw() == t.raw());
+  Tensor c = t.clone();
+  CHECK(c.raw() != t.raw());
+  CHECK(c.bitEqual(t));
+  c.data<float>()[0] = 9;
+  CHECK_FALSE(c.bitEqual(t));
+  CHECK_THROWS_AS(t.data<int32_t>(), InternalError);
+  CHECK_THROWS_AS(t.reshaped({4}), InternalError);
+  CHECK(Tensor(DType::Int8, {0, 5}).numel() == 0);
+  CHECK_THROWS_AS(Tensor(DType::Float32, {-1}), Error);
+}
+
+TEST_CASE("tensor cast", "[tensor]") {
+  Tensor f = Tensor::fromVector<float>({4}, {-1.7f, 0.0f, 2.9f, 1e10f});
+  Tensor i = f.cast(DType::Int32);
+  CHECK(i.data<int32_t>()[0] == -1);
+  CHECK(i.data<int32_t>()[2] == 2);
+  CHECK(i.data<int32_t>()[3] == std::numeric_limits<int32_t>::max());
+  Tensor b = f.cast(DType::Bool);
+  CHECK(b.data<bool>()[0]);
+  CHECK_FALSE(b.data<bool>()[1]);
+  Tensor h = f.cast(DType::Float16);
+  CHECK(h.dtype() == DType::Float16);
+  CHECK(h.at(2) == Approx(2.9).epsilon(1e-3));
+}
+
+namespace {
+template <typename T>
+void roundTrip(DType dt, std::vector<T> vals) {
+  Tensor t = Tensor::fromVector<T>({static_cast<int64_t>(vals.size())}, vals);
+  REQUIRE(t.dtype() == dt);
+  auto p = tensorToProto(t, "x");
+  CHECK(p.has_raw_data());
+  Tensor back = tensorFromProto(p, {}, "x");
+  CHECK(back.bitEqual(t));
+}
+}  // namespace
+
+TEST_CASE("TensorProto conversion", "[tensor][io]") {
+  SECTION("raw_data round trip for every dtype") {
+    roundTrip<float>(DType::Float32, {1.5f, -2.0f, 0.0f});
+    roundTrip<int8_t>(DType::Int8, {-128, 0, 127});
+    roundTrip<uint8_t>(DType::UInt8, {0, 255});
+    roundTrip<int32_t>(DType::Int32, {-5, 7});
+    roundTrip<int64_t>(DType::Int64, {int64_t(1) << 40, -3});
+    roundTrip<bool>(DType::Bool, {true, false, true});
+    roundTrip<double>(DType::Float64, {1e300});
+    Tensor h(DType::Float16, {2});
+    static_cast<uint16_t*>(h.raw())[0] = 0x3c00;
+    Tensor back = tensorFromProto(tensorToProto(h, "h"), {}, "h");
+    CHECK(back.bitEqual(h));
+    CHECK(back.at(0) == 1.0);
+  }
+  SECTION("typed fields") {
+    onnx::TensorProto p;
+    p.set_data_type(onnx::TensorProto::FLOAT16);
+    p.add_dims(2);
+    p.add_int32_data(0x3c00);
+    p.add_int32_data(0xc000);
+    Tensor t = tensorFromProto(p, {}, "h");
+    CHECK(t.at(0) == 1.0);
+    CHECK(t.at(1) == -2.0);
+
+    onnx::TensorProto q;
+    q.set_data_type(onnx::TensorProto::INT8);
+    q.add_dims(3);
+    for (int v : {-3, 0, 100}) q.add_int32_data(v);
+    Tensor u = tensorFromProto(q, {}, "q");
+    CHECK(u.data<int8_t>()[0] == -3);
+    CHECK(u.data<int8_t>()[2] == 100);
+
+    onnx::TensorProto r;
+    r.set_data_type(onnx::TensorProto::INT64);
+    r.add_dims(1);
+    r.add_int64_data(-9);
+    CHECK(tensorFromProto(r, {}, "r").data<int64_t>()[0] == -9);
+
+    onnx::TensorProto s;
+    s.set_data_type(onnx::TensorProto::BOOL);
+    s.add_dims(2);
+    s.add_int32_data(1);
+    s.add_int32_data(0);
+    Tensor b = tensorFromProto(s, {}, "s");
+    CHECK(b.data<bool>()[0]);
+    CHECK_FALSE(b.data<bool>()[1]);
+  }
+  SECTION("data length that does not match the shape is an error naming the tensor") {
+    onnx::TensorProto p;
+    p.set_data_type(onnx::TensorProto::FLOAT);
+    p.add_dims(4);
+    p.set_raw_data(std::string(12, '\0'));
+    CHECK_THROWS_WITH(tensorFromProto(p, {}, "initializer 'w'"), Catch::Contains("initializer 'w'") && Catch::Contains("16"));
+    onnx::TensorProto q;
+    q.set_data_type(onnx::TensorProto::FLOAT);
+    q.add_dims(3);
+    q.add_float_data(1);
+    CHECK_THROWS_WITH(tensorFromProto(q, {}, "w"), Catch::Contains("float_data holds 1 values"));
+  }
+  SECTION("unsupported and absurd tensors are errors") {
+    onnx::TensorProto p;
+    p.set_data_type(onnx::TensorProto::STRING);
+    CHECK_THROWS_AS(tensorFromProto(p, {}, "s"), Error);
+    onnx::TensorProto q;
+    q.set_data_type(onnx::TensorProto::FLOAT);
+    q.add_dims(int64_t(1) << 40);
+    q.add_dims(int64_t(1) << 40);
+    CHECK_THROWS_WITH(tensorFromProto(q, {}, "big"), Catch::Contains("implausibly large"));
+  }
+}

@@ -1,0 +1,62 @@
+#include "support/test_util.h"
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <stdexcept>
+
+namespace lwc::test {
+
+namespace fs = std::filesystem;
+
+TempDir::TempDir() {
+  std::string tmpl = (fs::temp_directory_path() / "lwc-test-XXXXXX").string();
+  if (!::mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed");
+  path_ = tmpl;
+}
+TempDir::~TempDir() {
+  std::error_code ec;
+  fs::remove_all(path_, ec);
+}
+
+void writeFile(const fs::path& p, const std::string& bytes) {
+  std::ofstream f(p, std::ios::binary);
+  f << bytes;
+  if (!f) throw std::runtime_error("cannot write " + p.string());
+}
+
+std::string readFile(const fs::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  if (!f) throw std::runtime_error("cannot read " + p.string());
+  std::ostringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+RunResult runCommand(const std::string& cmd) {
+  TempDir d;
+  const fs::path out = d / "out", err = d / "err";
+  const std::string full = cmd + " >" + out.string() + " 2>" + err.string() + " </dev/null";
+  const int st = std::system(full.c_str());
+  RunResult r;
+  r.exit_code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+  r.out = readFile(out);
+  r.err = readFile(err);
+  return r;
+}
+
+RunResult runLwc(const std::string& args) { return runCommand(std::string("'") + LWC_EXE + "' " + args); }
+
+fs::path sourceDir() { return LWC_SOURCE_DIR; }
+fs::path testdataDir() { return sourceDir() / "testdata"; }
+fs::path generatedModelsDir() {
+  const fs::path p = fs::path(LWC_BINARY_DIR) / "test_models";
+  fs::create_directories(p);
+  return p;
+}
+
+}  // namespace lwc::test

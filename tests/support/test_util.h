@@ -1,0 +1,44 @@
+// Helpers shared by the tests: temp folders, running the lwc executable, paths of testdata.
+#pragma once
+
+#include <filesystem>
+#include <string>
+
+#include "lwc/graph.h"
+
+namespace lwc::test {
+
+/// A fresh folder under the system temp dir, removed when the object dies.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::filesystem::path& path() const { return path_; }
+  std::filesystem::path operator/(const std::string& name) const { return path_ / name; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+struct RunResult {
+  int exit_code = -1;
+  std::string out;  ///< stdout
+  std::string err;  ///< stderr
+};
+
+/// Runs the lwc executable with a shell-quoted argument string.
+RunResult runLwc(const std::string& args);
+/// Runs any shell command, capturing stdout and stderr.
+RunResult runCommand(const std::string& cmd);
+
+std::filesystem::path sourceDir();
+std::filesystem::path testdataDir();
+/// Folder for generated models shared between tests (build/test_models).
+std::filesystem::path generatedModelsDir();
+
+void writeFile(const std::filesystem::path& p, const std::string& bytes);
+std::string readFile(const std::filesystem::path& p);
+
+}  // namespace lwc::test
