@@ -1,0 +1,68 @@
+// The CPU inference engine: runs a Model on the CPU, observable tensor by tensor.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "lwc/graph.h"
+
+namespace lwc::engine {
+
+struct SessionOptions {
+  /// Threads for kernels (OpenMP and oneDNN); 0 = all cores.
+  int threads = 0;
+  /// Use only the plain reference kernels (the test oracle); no oneDNN fast paths.
+  bool reference_only = false;
+};
+
+/// Called once for every tensor a node produces, right after it is produced (graph outputs included).
+/// The tensor is only valid during the call: copy what you need.
+using Observer = std::function<void(const std::string& name, const Tensor& value)>;
+
+using TensorMap = std::unordered_map<std::string, Tensor>;
+
+/// A model prepared for execution: kernels chosen, constant weights pre-processed, buffers planned.
+/// Not thread-safe: one run at a time per Session.
+class Session {
+ public:
+  /// Throws lwc::Error naming the first node whose op (or opset) the engine does not support.
+  explicit Session(const Model& model, SessionOptions opts = {});
+  ~Session();
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  /// Runs the graph. `inputs` must hold every real graph input; returns the graph outputs by name.
+  TensorMap run(const TensorMap& inputs, const Observer& observer = {});
+  /// Graph outputs in declaration order.
+  std::vector<Tensor> runOrdered(const TensorMap& inputs, const Observer& observer = {});
+
+  const std::vector<std::string>& inputNames() const;
+  const std::vector<std::string>& outputNames() const;
+  /// Implementation chosen for each node ("ref", "dnnl", ...), for diagnostics and tests.
+  std::vector<std::pair<std::string, std::string>> kernelChoices() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+/// An op the engine supports, with the model opset range it handles.
+struct OpSupport {
+  std::string domain;
+  std::string op_type;
+  int since = 1;
+  int until = 1;
+  std::string impls;  ///< e.g. "ref,dnnl"
+};
+std::vector<OpSupport> supportedOps();
+
+/// Ops of the model the engine cannot run at the model's opset: "Domain.Op (opset N) in node 'x'".
+std::vector<std::string> unsupportedOps(const Model& m);
+
+/// Sets the thread count for OpenMP and oneDNN and pins threads (call before the first run).
+void configureThreads(int threads);
+
+}  // namespace lwc::engine

@@ -1,0 +1,100 @@
+// Kernel interface and registry (engine-internal).
+//
+// A kernel is created once per node when a Session is built (it may pre-process constant inputs,
+// e.g. reorder weights for oneDNN) and run many times. One line registers a kernel for an op and
+// the range of model opsets it implements; several implementations of an op may be registered,
+// the first whose factory accepts the node wins (fast paths are registered before reference ones).
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "lwc/engine.h"
+#include "lwc/graph.h"
+#include "lwc/shape_inference.h"
+
+namespace lwc::engine {
+
+/// What a kernel factory can see when the session is built.
+struct KernelInfo {
+  const Node& node;
+  int64_t opset;  ///< opset the model imports for the node's domain
+  /// Per input: the constant value if the input is an initializer, else nullptr.
+  std::vector<const Tensor*> constants;
+  /// Per input: inferred type/shape when known (shape may have symbolic batch).
+  std::vector<const ValueInfo*> input_types;
+  const SessionOptions& options;
+
+  const Tensor* constant(size_t i) const { return i < constants.size() ? constants[i] : nullptr; }
+  bool hasInput(size_t i) const { return node.hasInput(i); }
+};
+
+/// Inputs and outputs of one kernel invocation.
+struct KernelContext {
+  const Node& node;
+  /// nullptr for an omitted optional input.
+  std::span<const Tensor* const> inputs;
+  /// One slot per node output; the kernel assigns a freshly allocated tensor to each it produces.
+  std::span<Tensor> outputs;
+
+  const Tensor& in(size_t i) const;
+  bool has(size_t i) const { return i < inputs.size() && inputs[i] != nullptr; }
+  size_t numOutputs() const { return outputs.size(); }
+  /// Allocates output i.
+  Tensor& alloc(size_t i, DType dt, Shape shape) {
+    outputs[i] = Tensor(dt, std::move(shape));
+    return outputs[i];
+  }
+  /// Throws lwc::Error prefixed with the node's description.
+  template <typename... Args>
+  [[noreturn]] void error(Args&&... args) const {
+    fail("node ", node.describe(), ": ", std::forward<Args>(args)...);
+  }
+};
+
+class Kernel {
+ public:
+  virtual ~Kernel() = default;
+  virtual void run(KernelContext& ctx) = 0;
+};
+
+/// Returns nullptr when this implementation does not handle the node (e.g. a fast path that only
+/// supports some attribute combinations); the registry then tries the next one.
+using KernelFactory = std::function<std::unique_ptr<Kernel>(const KernelInfo&)>;
+using KernelFn = std::function<void(KernelContext&)>;
+
+class KernelRegistry {
+ public:
+  struct Entry {
+    std::string domain, op_type;
+    int since, until;
+    std::string impl;  ///< "ref", "dnnl" ...
+    KernelFactory factory;
+  };
+  void add(const std::string& domain, const std::string& op, int since, int until, std::string impl, KernelFactory f);
+  /// A stateless reference kernel given as a function.
+  void addFn(const std::string& op, int since, int until, KernelFn fn, const std::string& domain = "");
+  /// Candidates for an op at a model opset, in registration order.
+  std::vector<const Entry*> find(const std::string& domain, const std::string& op, int64_t opset) const;
+  const std::vector<Entry>& entries() const { return entries_; }
+
+ private:
+  std::vector<Entry> entries_;
+};
+
+/// The registry with every built-in kernel (built on first use).
+const KernelRegistry& builtinKernels();
+
+// Registration functions, one per kernel family (explicit, no static initialisers).
+void registerElementwiseKernels(KernelRegistry& r);
+void registerShapeKernels(KernelRegistry& r);
+void registerReduceKernels(KernelRegistry& r);
+void registerNnKernels(KernelRegistry& r);
+void registerQuantKernels(KernelRegistry& r);
+void registerDnnlKernels(KernelRegistry& r);
+
+}  // namespace lwc::engine

@@ -1,0 +1,8 @@
+// Reference kernels: to be filled in (engine issue).
+#include "engine/kernels/common.h"
+
+namespace lwc::engine {
+
+void registerShapeKernels(KernelRegistry& r) {}
+
+}  // namespace lwc::engine

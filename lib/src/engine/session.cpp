@@ -1,0 +1,201 @@
+// Session: prepares kernels, plans buffer lifetimes, runs nodes in topological order.
+#include <omp.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <unordered_map>
+
+#include "engine/kernel.h"
+
+namespace lwc::engine {
+
+void configureThreads(int threads) {
+  // Pinned threads avoid the multi-millisecond stalls unpinned OpenMP threads show under load.
+  // Only effective before the OpenMP runtime starts, hence also done in main().
+  ::setenv("OMP_PROC_BIND", "close", 0);
+  ::setenv("OMP_PLACES", "cores", 0);
+  const int n = threads > 0 ? threads : omp_get_num_procs();
+  omp_set_num_threads(n);
+}
+
+struct Session::Impl {
+  Graph graph;  // own copy: kernels refer to its nodes
+  SessionOptions opts;
+  std::vector<std::unique_ptr<Kernel>> kernels;
+  std::vector<std::string> impl_names;
+  std::unordered_map<std::string, int> slot_of;
+  std::vector<std::string> slot_names;
+  std::vector<Tensor> constants;         // per slot: initializer value or empty
+  std::vector<std::vector<int>> node_in, node_out;
+  std::vector<std::vector<int>> release_after;  // per node: slots whose last reader it is
+  std::vector<std::string> input_names, output_names;
+  std::vector<int> input_slots, output_slots;
+  std::vector<const ValueInfo*> input_infos;
+  ValueTypes types;
+
+  int slot(const std::string& name) {
+    auto [it, fresh] = slot_of.emplace(name, static_cast<int>(slot_names.size()));
+    if (fresh) {
+      slot_names.push_back(name);
+      constants.emplace_back();
+    }
+    return it->second;
+  }
+};
+
+Session::Session(const Model& model, SessionOptions opts) : impl_(std::make_unique<Impl>()) {
+  Impl& s = *impl_;
+  s.graph = model.graph;
+  s.opts = opts;
+  Graph& g = s.graph;
+  topoSort(g, model.label());
+  for (const auto& n : g.nodes)
+    if (!implicitInputs(n).empty())
+      fail(model.label(), ": node ", n.describe(), " has subgraphs (control flow), which the lwc engine does not run yet");
+  s.types = inferShapes(model);
+
+  for (const auto& [name, t] : g.initializers.items()) s.constants[s.slot(name)] = t;
+  for (const auto* v : g.realInputs()) {
+    s.input_names.push_back(v->name);
+    s.input_slots.push_back(s.slot(v->name));
+    s.input_infos.push_back(v);
+  }
+  const KernelRegistry& reg = builtinKernels();
+  for (const auto& n : g.nodes) {
+    std::vector<int> ins, outs;
+    for (const auto& i : n.inputs) ins.push_back(i.empty() ? -1 : s.slot(i));
+    for (const auto& o : n.outputs) outs.push_back(o.empty() ? -1 : s.slot(o));
+    s.node_in.push_back(std::move(ins));
+    s.node_out.push_back(std::move(outs));
+
+    const int64_t opset = model.opsetFor(n.domain);
+    KernelInfo info{n, opset, {}, {}, s.opts};
+    for (const auto& i : n.inputs) {
+      info.constants.push_back(i.empty() ? nullptr : g.initializers.find(i));
+      auto it = s.types.find(i);
+      info.input_types.push_back(it == s.types.end() ? nullptr : &it->second);
+    }
+    std::unique_ptr<Kernel> k;
+    std::string impl;
+    for (const auto* e : reg.find(n.domain, n.op_type, opset)) {
+      if (s.opts.reference_only && e->impl != "ref") continue;
+      k = e->factory(info);
+      if (k) {
+        impl = e->impl;
+        break;
+      }
+    }
+    if (!k) {
+      const std::string op = (n.domain.empty() ? std::string() : n.domain + ".") + n.op_type;
+      if (reg.find(n.domain, n.op_type, 1 << 20).empty() && reg.find(n.domain, n.op_type, opset).empty() &&
+          [&] {
+            for (const auto& e : reg.entries())
+              if (e.op_type == n.op_type) return false;
+            return true;
+          }())
+        fail(model.label(), ": node ", n.describe(), ": op ", op, " (opset ", opset,
+             ") is not supported by the lwc engine; `lwc ops` lists what is");
+      fail(model.label(), ": node ", n.describe(), ": op ", op, " is supported, but not at opset ", opset,
+           " or with these attributes; `lwc ops` lists the supported opset ranges");
+    }
+    s.kernels.push_back(std::move(k));
+    s.impl_names.push_back(impl);
+  }
+  for (const auto& o : g.outputs) {
+    s.output_names.push_back(o.name);
+    s.output_slots.push_back(s.slot(o.name));
+  }
+  // Buffer lifetimes: a value is released after its last reader, unless it is an output or constant.
+  std::vector<int> last(s.slot_names.size(), -1);
+  for (size_t i = 0; i < g.nodes.size(); ++i)
+    for (int sl : s.node_in[i])
+      if (sl >= 0) last[sl] = static_cast<int>(i);
+  for (int sl : s.output_slots) last[sl] = static_cast<int>(g.nodes.size());
+  s.release_after.resize(g.nodes.size());
+  for (size_t sl = 0; sl < last.size(); ++sl) {
+    if (!s.constants[sl].empty()) continue;
+    if (last[sl] >= 0 && last[sl] < static_cast<int>(g.nodes.size())) s.release_after[last[sl]].push_back(static_cast<int>(sl));
+  }
+  // Outputs of nodes nobody reads are released right away.
+  for (size_t i = 0; i < g.nodes.size(); ++i)
+    for (int sl : s.node_out[i])
+      if (sl >= 0 && last[sl] < 0) s.release_after[i].push_back(sl);
+}
+
+Session::~Session() = default;
+
+const std::vector<std::string>& Session::inputNames() const { return impl_->input_names; }
+const std::vector<std::string>& Session::outputNames() const { return impl_->output_names; }
+
+std::vector<std::pair<std::string, std::string>> Session::kernelChoices() const {
+  std::vector<std::pair<std::string, std::string>> r;
+  for (size_t i = 0; i < impl_->graph.nodes.size(); ++i)
+    r.emplace_back(impl_->graph.nodes[i].describe(), impl_->impl_names[i]);
+  return r;
+}
+
+namespace {
+void checkInput(const std::string& name, const ValueInfo* info, const Tensor& t) {
+  if (!info) return;
+  if (info->dtype != DType::Undefined && info->dtype != t.dtype())
+    fail("model input '", name, "' expects ", dtypeName(info->dtype), " but got ", dtypeName(t.dtype()));
+  if (!info->shape) return;
+  const SymShape& want = *info->shape;
+  bool ok = want.size() == t.rank();
+  for (size_t i = 0; ok && i < want.size(); ++i) ok = !want[i].known() || want[i].value == t.dim(i);
+  if (!ok)
+    fail("model input '", name, "' expects shape ", symShapeStr(want), " but got ", shapeStr(t.shape()),
+         "; check the data's shape and layout");
+}
+}  // namespace
+
+std::vector<Tensor> Session::runOrdered(const TensorMap& inputs, const Observer& observer) {
+  Impl& s = *impl_;
+  std::vector<Tensor> values = s.constants;  // shares buffers, cheap
+  for (size_t i = 0; i < s.input_names.size(); ++i) {
+    auto it = inputs.find(s.input_names[i]);
+    if (it == inputs.end()) fail("model input '", s.input_names[i], "' was not given");
+    checkInput(s.input_names[i], s.input_infos[i], it->second);
+    values[s.input_slots[i]] = it->second;
+  }
+  std::vector<const Tensor*> in_ptrs;
+  std::vector<Tensor> outs;
+  for (size_t i = 0; i < s.graph.nodes.size(); ++i) {
+    const Node& n = s.graph.nodes[i];
+    in_ptrs.clear();
+    for (int sl : s.node_in[i]) {
+      if (sl < 0) {
+        in_ptrs.push_back(nullptr);
+        continue;
+      }
+      if (values[sl].empty()) throw InternalError("value '" + s.slot_names[sl] + "' read before it was produced");
+      in_ptrs.push_back(&values[sl]);
+    }
+    outs.assign(n.outputs.size(), Tensor());
+    KernelContext ctx{n, in_ptrs, outs};
+    s.kernels[i]->run(ctx);
+    for (size_t o = 0; o < n.outputs.size(); ++o) {
+      const int sl = s.node_out[i][o];
+      if (sl < 0) continue;
+      if (outs[o].empty()) throw InternalError("node " + n.describe() + " did not produce output " + std::to_string(o));
+      values[sl] = std::move(outs[o]);
+      if (observer) observer(s.slot_names[sl], values[sl]);
+    }
+    for (int sl : s.release_after[i]) values[sl] = Tensor();
+  }
+  std::vector<Tensor> result;
+  for (size_t i = 0; i < s.output_slots.size(); ++i) {
+    if (values[s.output_slots[i]].empty()) fail("graph output '", s.output_names[i], "' was not produced");
+    result.push_back(values[s.output_slots[i]]);
+  }
+  return result;
+}
+
+TensorMap Session::run(const TensorMap& inputs, const Observer& observer) {
+  std::vector<Tensor> r = runOrdered(inputs, observer);
+  TensorMap m;
+  for (size_t i = 0; i < r.size(); ++i) m[impl_->output_names[i]] = std::move(r[i]);
+  return m;
+}
+
+}  // namespace lwc::engine

@@ -1,0 +1,2 @@
+#include <catch2/catch.hpp>
+#include "support/engine_util.h"

@@ -1,0 +1,45 @@
+// Helpers for engine tests: run one node, compare tensors.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "lwc/engine.h"
+#include "lwc/graph.h"
+
+namespace lwc::test {
+
+struct NodeSpec {
+  std::string op_type;
+  std::string domain;  ///< "" = ai.onnx
+  int64_t opset = 17;
+  std::vector<onnx::AttributeProto> attrs;
+  /// Inputs in order; an empty Tensor marks an omitted optional input.
+  std::vector<Tensor> inputs;
+  /// Indices of inputs to store as initializers (constants) instead of feeding at run time.
+  std::vector<size_t> constant_inputs;
+  size_t num_outputs = 1;
+};
+
+/// Builds a one-node model from the spec.
+Model singleNodeModel(const NodeSpec& spec);
+/// Builds and runs a one-node model; returns its outputs in order.
+std::vector<Tensor> runNode(const NodeSpec& spec, bool reference_only = false);
+
+onnx::AttributeProto attrInt(const std::string& name, int64_t v);
+onnx::AttributeProto attrFloat(const std::string& name, float v);
+onnx::AttributeProto attrString(const std::string& name, const std::string& v);
+onnx::AttributeProto attrInts(const std::string& name, const std::vector<int64_t>& v);
+onnx::AttributeProto attrFloats(const std::string& name, const std::vector<float>& v);
+onnx::AttributeProto attrTensor(const std::string& name, const Tensor& t);
+
+/// Seeded uniform random float tensor in [lo, hi).
+Tensor randomFloat(Shape shape, uint32_t seed, float lo = -1.0f, float hi = 1.0f);
+/// Seeded uniform random integer tensor of dtype in [lo, hi].
+Tensor randomInt(DType dtype, Shape shape, uint32_t seed, int64_t lo, int64_t hi);
+
+/// Max |a-b| / (atol + rtol*|b|) style check; returns an empty string when close, else a description
+/// of the worst element (index, both values).
+std::string compareTensors(const Tensor& actual, const Tensor& expected, double rtol = 1e-5, double atol = 1e-6);
+
+}  // namespace lwc::test
