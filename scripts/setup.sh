@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 PKGS=(
   # build
-  build-essential cmake ccache pkg-config git
+  build-essential cmake ninja-build ccache pkg-config git
   # core dependencies (see README, "Dependencies")
   libonnx-dev libprotobuf-dev protobuf-compiler
   libcli11-dev libspdlog-dev nlohmann-json3-dev catch2
