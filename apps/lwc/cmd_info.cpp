@@ -7,6 +7,7 @@
 #include "commands.h"
 #include "format.h"
 #include "lwc/analysis.h"
+#include "lwc/engine.h"
 #include "lwc/model_io.h"
 #include "lwc/shape_inference.h"
 
@@ -84,6 +85,7 @@ nlohmann::json buildJson(const Model& m, const ModelStats& st) {
                       {"weight_zeros", L.weight_zeros}});
   }
   j["layers"] = layers;
+  j["unsupported_ops"] = engine::unsupportedOps(m);
   return j;
 }
 
@@ -117,6 +119,15 @@ void printHuman(const Model& m, const ModelStats& st, bool per_layer) {
     o << " (" << buf << " below their raw size)";
   }
   o << "\n";
+  const auto unsupported = engine::unsupportedOps(m);
+  if (unsupported.empty()) {
+    o << "engine      every op is supported by the lwc engine\n";
+  } else {
+    o << "engine      " << unsupported.size() << " node(s) the lwc engine cannot run yet:";
+    for (size_t i = 0; i < std::min<size_t>(unsupported.size(), 5); ++i) o << (i ? "; " : " ") << unsupported[i];
+    if (unsupported.size() > 5) o << "; ...";
+    o << "\n";
+  }
   if (!per_layer) return;
   o << "\n";
   std::printf("%-40s %-20s %12s %14s  %s\n", "layer", "op", "params", "MACs", "output");

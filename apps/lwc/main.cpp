@@ -4,12 +4,17 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 
 #include "commands.h"
+#include "lwc/engine.h"
 #include "lwc/status.h"
 
 int main(int argc, char** argv) {
+  // Pin OpenMP threads before the runtime starts (see engine::configureThreads).
+  ::setenv("OMP_PROC_BIND", "close", 0);
+  ::setenv("OMP_PLACES", "cores", 0);
   using namespace lwc::app;
   CLI::App app{"lwc: make trained neural networks small and fast (ONNX in, ONNX out)", "lwc"};
   app.require_subcommand(1);
@@ -19,6 +24,8 @@ int main(int argc, char** argv) {
   app.add_flag("-q,--quiet", g.quiet, "Only print errors");
   Action action;
   addInfoCommand(app, action, g);
+  addOpsCommand(app, action, g);
+  addBenchCommand(app, action, g);
 
   try {
     app.parse(argc, argv);

@@ -1,0 +1,108 @@
+// lwc bench MODEL: latency and throughput of the lwc engine on random inputs.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "commands.h"
+#include "lwc/engine.h"
+#include "lwc/model_io.h"
+
+namespace lwc::app {
+
+namespace {
+struct BenchOptions {
+  std::string model;
+  int64_t batch = 1;
+  int threads = 0;
+  int warmup = 5;
+  int iters = 0;
+  double seconds = 3.0;
+  bool json = false;
+  bool reference = false;
+};
+
+Tensor randomInput(const ValueInfo& v, int64_t batch, std::mt19937& rng) {
+  Shape s;
+  if (!v.shape) fail("input '", v.name, "' has no declared shape; lwc bench needs one");
+  for (size_t i = 0; i < v.shape->size(); ++i) {
+    const Dim& d = (*v.shape)[i];
+    s.push_back(d.known() ? d.value : (i == 0 ? batch : 1));
+  }
+  Tensor t(v.dtype == DType::Undefined ? DType::Float32 : v.dtype, s);
+  if (t.dtype() == DType::Float32) {
+    std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+    for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = u(rng);
+  } else if (t.dtype() == DType::UInt8 || t.dtype() == DType::Int8) {
+    auto* p = static_cast<uint8_t*>(t.raw());
+    for (int64_t i = 0; i < t.numel(); ++i) p[i] = static_cast<uint8_t>(rng());
+  }  // other types stay zero (indices, masks)
+  return t;
+}
+
+double percentile(std::vector<double> v, double p) {
+  std::sort(v.begin(), v.end());
+  const double idx = p * static_cast<double>(v.size() - 1);
+  const size_t lo = static_cast<size_t>(idx);
+  const size_t hi = std::min(lo + 1, v.size() - 1);
+  return v[lo] + (v[hi] - v[lo]) * (idx - static_cast<double>(lo));
+}
+}  // namespace
+
+void addBenchCommand(CLI::App& app, Action& action, const GlobalOptions&) {
+  auto o = std::make_shared<BenchOptions>();
+  auto* cmd = app.add_subcommand("bench", "Measure latency and throughput of the lwc engine on random inputs");
+  cmd->add_option("model", o->model, "ONNX model file")->required();
+  cmd->add_option("--batch", o->batch, "Batch size for symbolic first dimensions")->default_val(1)->check(CLI::PositiveNumber);
+  cmd->add_option("--threads", o->threads, "Threads (0 = all cores)")->default_val(0)->check(CLI::NonNegativeNumber);
+  cmd->add_option("--warmup", o->warmup, "Untimed runs first")->default_val(5)->check(CLI::NonNegativeNumber);
+  cmd->add_option("--iters", o->iters, "Timed runs (0: run for --seconds)")->default_val(0)->check(CLI::NonNegativeNumber);
+  cmd->add_option("--seconds", o->seconds, "Time budget for timed runs")->default_val(3.0)->check(CLI::PositiveNumber);
+  cmd->add_flag("--json", o->json, "Machine-readable output");
+  cmd->add_flag("--reference", o->reference, "Use only the reference kernels (no oneDNN)");
+  cmd->callback([&action, o] {
+    action = [o] {
+      engine::configureThreads(o->threads);
+      const Model m = loadModel(o->model);
+      engine::SessionOptions so;
+      so.threads = o->threads;
+      so.reference_only = o->reference;
+      engine::Session s(m, so);
+      std::mt19937 rng(42);
+      engine::TensorMap feeds;
+      for (const auto* v : m.graph.realInputs()) feeds[v->name] = randomInput(*v, o->batch, rng);
+      using clock = std::chrono::steady_clock;
+      for (int i = 0; i < o->warmup; ++i) s.run(feeds);
+      std::vector<double> ms;
+      const auto start = clock::now();
+      for (int i = 0; o->iters > 0 ? i < o->iters : true; ++i) {
+        const auto t0 = clock::now();
+        s.run(feeds);
+        const auto t1 = clock::now();
+        ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+        if (o->iters == 0 && std::chrono::duration<double>(t1 - start).count() >= o->seconds && ms.size() >= 10) break;
+      }
+      const double med = percentile(ms, 0.5), p90 = percentile(ms, 0.9);
+      double mean = 0;
+      for (double x : ms) mean += x;
+      mean /= static_cast<double>(ms.size());
+      const double items = static_cast<double>(o->batch) * 1000.0 / mean;
+      if (o->json) {
+        nlohmann::json j{{"schema", "lwc.bench"}, {"schema_version", 1}, {"runtime", "lwc"},
+                         {"model", o->model},     {"batch", o->batch},   {"threads", o->threads},
+                         {"median_ms", med},      {"p90_ms", p90},       {"mean_ms", mean},
+                         {"items_per_s", items},  {"iters", ms.size()},  {"reference_kernels", o->reference}};
+        std::cout << j.dump(2) << "\n";
+      } else {
+        std::printf("%s  batch %lld  threads %d  runs %zu\n", o->model.c_str(), static_cast<long long>(o->batch),
+                    o->threads, ms.size());
+        std::printf("latency  median %.3f ms  p90 %.3f ms  mean %.3f ms\nthroughput  %.1f items/s\n", med, p90, mean, items);
+      }
+      return 0;
+    };
+  });
+}
+
+}  // namespace lwc::app
