@@ -17,5 +17,6 @@ struct GlobalOptions {
 void addInfoCommand(CLI::App& app, Action& action, const GlobalOptions& g);
 void addOpsCommand(CLI::App& app, Action& action, const GlobalOptions& g);
 void addBenchCommand(CLI::App& app, Action& action, const GlobalOptions& g);
+void addExecCommand(CLI::App& app, Action& action, const GlobalOptions& g);
 
 }  // namespace lwc::app

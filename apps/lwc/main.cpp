@@ -26,6 +26,7 @@ int main(int argc, char** argv) {
   addInfoCommand(app, action, g);
   addOpsCommand(app, action, g);
   addBenchCommand(app, action, g);
+  addExecCommand(app, action, g);
 
   try {
     app.parse(argc, argv);

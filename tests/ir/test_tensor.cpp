@@ -147,3 +147,20 @@ TEST_CASE("TensorProto conversion", "[tensor][io]") {
     CHECK_THROWS_WITH(tensorFromProto(q, {}, "big"), Catch::Contains("implausibly large"));
   }
 }
+
+#include "lwc/npy.h"
+
+TEST_CASE(".npy round trip and errors", "[tensor][npy]") {
+  Tensor t = Tensor::fromVector<float>({2, 3}, {1, 2, 3, 4, 5, 6});
+  const std::string b = toNpy(t);
+  CHECK(b.size() % 64 == 6 * 4 % 64);  // header padded to a multiple of 64
+  CHECK(parseNpy(b, "x").bitEqual(t));
+  Tensor s = Tensor::fromVector<int64_t>({3}, {7, 8, 9});
+  CHECK(parseNpy(toNpy(s), "s").bitEqual(s));
+  CHECK_THROWS_WITH(parseNpy("garbage", "g.npy"), Catch::Contains("g.npy") && Catch::Contains("magic"));
+  CHECK_THROWS_WITH(parseNpy(b.substr(0, b.size() - 4), "short.npy"), Catch::Contains("short.npy") && Catch::Contains("data bytes"));
+  std::string big = b;
+  const auto pos = big.find("(2, 3)");
+  big.replace(pos, 6, "(2, 9)");
+  CHECK_THROWS_AS(parseNpy(big, "lie.npy"), Error);
+}

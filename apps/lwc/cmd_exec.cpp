@@ -1,0 +1,84 @@
+// lwc exec MODEL: run a model once on given (or random) inputs and write every output as .npy.
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <random>
+
+#include "commands.h"
+#include "lwc/engine.h"
+#include "lwc/model_io.h"
+#include "lwc/npy.h"
+
+namespace lwc::app {
+
+namespace {
+struct ExecOptions {
+  std::string model;
+  std::vector<std::string> inputs;  // name=file.npy
+  int64_t random_batch = 0;
+  uint32_t seed = 0;
+  std::string outdir;
+  int threads = 0;
+  bool reference = false;
+};
+
+std::string safeName(std::string s) {
+  for (char& c : s)
+    if (c == '/' || c == ':' || c == '\\') c = '_';
+  return s;
+}
+}  // namespace
+
+void addExecCommand(CLI::App& app, Action& action, const GlobalOptions&) {
+  auto o = std::make_shared<ExecOptions>();
+  auto* cmd = app.add_subcommand("exec", "Run a model once on .npy inputs (or random ones) and write its outputs as .npy");
+  cmd->add_option("model", o->model, "ONNX model file")->required();
+  cmd->add_option("--input", o->inputs, "NAME=FILE.npy for each model input");
+  cmd->add_option("--random-batch", o->random_batch, "Feed seeded random inputs with this batch size instead");
+  cmd->add_option("--seed", o->seed, "Seed for --random-batch")->default_val(0);
+  cmd->add_option("--outdir", o->outdir, "Folder for <output>.npy files (created)")->required();
+  cmd->add_option("--threads", o->threads, "Threads (0 = all cores)")->default_val(0);
+  cmd->add_flag("--reference", o->reference, "Use only the reference kernels");
+  cmd->callback([&action, o] {
+    action = [o] {
+      engine::configureThreads(o->threads);
+      const Model m = loadModel(o->model);
+      engine::TensorMap feeds;
+      for (const auto& spec : o->inputs) {
+        const auto eq = spec.find('=');
+        if (eq == std::string::npos) fail("--input '", spec, "': expected NAME=FILE.npy");
+        feeds[spec.substr(0, eq)] = readNpy(spec.substr(eq + 1));
+      }
+      namespace fs = std::filesystem;
+      fs::create_directories(o->outdir);
+      if (o->random_batch > 0) {
+        std::mt19937 rng(o->seed);
+        std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+        fs::create_directories(fs::path(o->outdir) / "inputs");
+        for (const auto* v : m.graph.realInputs()) {
+          if (feeds.count(v->name)) continue;
+          if (!v->shape || v->dtype != DType::Float32)
+            fail("input '", v->name, "': --random-batch needs a float32 input with a declared shape");
+          Shape s;
+          for (size_t i = 0; i < v->shape->size(); ++i)
+            s.push_back((*v->shape)[i].known() ? (*v->shape)[i].value : (i == 0 ? o->random_batch : 1));
+          Tensor t(DType::Float32, s);
+          for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = u(rng);
+          writeNpy(fs::path(o->outdir) / "inputs" / (safeName(v->name) + ".npy"), t);
+          feeds[v->name] = t;
+        }
+      }
+      for (const auto& [name, t] : feeds)
+        if (!m.graph.isGraphInput(name)) fail("--input '", name, "': the model has no input of that name");
+      engine::SessionOptions so;
+      so.threads = o->threads;
+      so.reference_only = o->reference;
+      engine::Session s(m, so);
+      const auto outs = s.run(feeds);
+      for (const auto& [name, t] : outs) writeNpy(fs::path(o->outdir) / (safeName(name) + ".npy"), t);
+      return 0;
+    };
+  });
+}
+
+}  // namespace lwc::app
