@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The main job on bundled data: set up the machine, build lwc, and show what it does.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+bash scripts/build.sh
+./build/apps/lwc/lwc info --per-layer testdata/mnv2_fmnist.onnx

@@ -1,0 +1,73 @@
+// oneDNN fast paths must match the reference kernels (the oracle) on seeded random inputs.
+#include <catch2/catch.hpp>
+
+#include "support/engine_util.h"
+
+using namespace lwc;
+using namespace lwc::test;
+
+namespace {
+struct ConvCase {
+  const char* name;
+  Shape x, w;
+  int64_t group;
+  std::vector<int64_t> strides, pads, dilations;
+  std::string auto_pad;
+  bool bias;
+};
+
+NodeSpec convSpec(const ConvCase& c, uint32_t seed) {
+  NodeSpec s;
+  s.op_type = "Conv";
+  s.opset = 13;
+  s.inputs = {randomFloat(c.x, seed), randomFloat(c.w, seed + 1)};
+  if (c.bias) s.inputs.push_back(randomFloat({c.w[0]}, seed + 2));
+  s.constant_inputs = {1, 2};
+  s.attrs.push_back(attrInt("group", c.group));
+  s.attrs.push_back(attrInts("strides", c.strides));
+  s.attrs.push_back(attrInts("dilations", c.dilations));
+  if (c.auto_pad.empty()) s.attrs.push_back(attrInts("pads", c.pads));
+  else s.attrs.push_back(attrString("auto_pad", c.auto_pad));
+  return s;
+}
+}  // namespace
+
+TEST_CASE("dnnl Conv matches the reference Conv", "[dnnl][nn]") {
+  const std::vector<ConvCase> cases = {
+      {"3x3 pad 1", {2, 8, 12, 12}, {16, 8, 3, 3}, 1, {1, 1}, {1, 1, 1, 1}, {1, 1}, "", true},
+      {"stride 2 asymmetric pads", {1, 3, 15, 13}, {8, 3, 3, 3}, 1, {2, 2}, {0, 1, 1, 0}, {1, 1}, "", false},
+      {"depthwise", {2, 16, 10, 10}, {16, 1, 3, 3}, 16, {1, 1}, {1, 1, 1, 1}, {1, 1}, "", true},
+      {"grouped", {1, 8, 9, 9}, {12, 2, 3, 3}, 4, {1, 1}, {0, 0, 0, 0}, {1, 1}, "", true},
+      {"dilated", {1, 4, 16, 16}, {4, 4, 3, 3}, 1, {1, 1}, {2, 2, 2, 2}, {2, 2}, "", true},
+      {"1x1", {3, 32, 7, 7}, {24, 32, 1, 1}, 1, {1, 1}, {0, 0, 0, 0}, {1, 1}, "", true},
+      {"SAME_UPPER stride 2", {1, 4, 11, 11}, {4, 4, 3, 3}, 1, {2, 2}, {}, {1, 1}, "SAME_UPPER", false},
+      {"SAME_LOWER", {1, 4, 10, 10}, {4, 4, 4, 4}, 1, {1, 1}, {}, {1, 1}, "SAME_LOWER", true},
+      {"5x5 first layer", {4, 1, 28, 28}, {6, 1, 5, 5}, 1, {1, 1}, {2, 2, 2, 2}, {1, 1}, "", true},
+  };
+  uint32_t seed = 1;
+  for (const auto& c : cases) {
+    INFO(c.name);
+    const NodeSpec s = convSpec(c, seed += 10);
+    Model m = singleNodeModel(s);
+    engine::Session fast(m);
+    REQUIRE(fast.kernelChoices()[0].second == "dnnl");
+    const auto ref = runNode(s, /*reference_only=*/true);
+    const auto got = runNode(s, false);
+    CHECK(compareTensors(got[0], ref[0], 1e-4, 1e-5).empty());
+  }
+}
+
+TEST_CASE("dnnl Conv handles a batch change between runs", "[dnnl][nn]") {
+  NodeSpec s = convSpec({"", {1, 4, 8, 8}, {8, 4, 3, 3}, 1, {1, 1}, {1, 1, 1, 1}, {1, 1}, "", true}, 7);
+  Model m = singleNodeModel(s);
+  m.graph.inputs[0].shape->at(0) = Dim{-1, "N"};
+  engine::Session fast(m);
+  engine::Session ref(m, engine::SessionOptions{0, true});
+  for (int64_t n : {1, 5, 2}) {
+    engine::TensorMap feeds{{"in0", randomFloat({n, 4, 8, 8}, static_cast<uint32_t>(n))}};
+    auto a = fast.runOrdered(feeds);
+    auto b = ref.runOrdered(feeds);
+    CHECK(a[0].shape() == Shape{n, 8, 8, 8});
+    CHECK(compareTensors(a[0], b[0], 1e-4, 1e-5).empty());
+  }
+}
