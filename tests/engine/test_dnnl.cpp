@@ -71,3 +71,39 @@ TEST_CASE("dnnl Conv handles a batch change between runs", "[dnnl][nn]") {
     CHECK(compareTensors(a[0], b[0], 1e-4, 1e-5).empty());
   }
 }
+
+TEST_CASE("dnnl Gemm and MatMul match the reference", "[dnnl][nn]") {
+  SECTION("Gemm transB with bias (a Linear layer)") {
+    NodeSpec s;
+    s.op_type = "Gemm";
+    s.opset = 13;
+    s.inputs = {randomFloat({5, 33}, 1), randomFloat({17, 33}, 2), randomFloat({17}, 3)};
+    s.constant_inputs = {1, 2};
+    s.attrs = {attrInt("transB", 1)};
+    REQUIRE(engine::Session(singleNodeModel(s)).kernelChoices()[0].second == "dnnl");
+    CHECK(compareTensors(runNode(s)[0], runNode(s, true)[0], 1e-4, 1e-5).empty());
+  }
+  SECTION("Gemm without bias, no transpose") {
+    NodeSpec s;
+    s.op_type = "Gemm";
+    s.inputs = {randomFloat({3, 8}, 4), randomFloat({8, 6}, 5)};
+    s.constant_inputs = {1};
+    CHECK(compareTensors(runNode(s)[0], runNode(s, true)[0], 1e-4, 1e-5).empty());
+  }
+  SECTION("Gemm with alpha falls back to the reference") {
+    NodeSpec s;
+    s.op_type = "Gemm";
+    s.inputs = {randomFloat({3, 8}, 4), randomFloat({8, 6}, 5)};
+    s.constant_inputs = {1};
+    s.attrs = {attrFloat("alpha", 0.5f)};
+    CHECK(engine::Session(singleNodeModel(s)).kernelChoices()[0].second == "ref");
+  }
+  SECTION("MatMul rank 3 activations x constant 2-D weights") {
+    NodeSpec s;
+    s.op_type = "MatMul";
+    s.inputs = {randomFloat({2, 16, 49}, 6), randomFloat({49, 64}, 7)};
+    s.constant_inputs = {1};
+    REQUIRE(engine::Session(singleNodeModel(s)).kernelChoices()[0].second == "dnnl");
+    CHECK(compareTensors(runNode(s)[0], runNode(s, true)[0], 1e-4, 1e-5).empty());
+  }
+}

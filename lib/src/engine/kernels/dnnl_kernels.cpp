@@ -150,8 +150,104 @@ std::unique_ptr<Kernel> makeDnnlConv(const KernelInfo& info) {
   return std::make_unique<DnnlConv>(n, *w, b ? *b : Tensor());
 }
 
+/// Y = X·W + b for a runtime X (any rank >= 2, leading dims flattened) and constant 2-D W.
+/// Serves Gemm (alpha = beta = 1, transA = 0, C absent or a length-N vector) and MatMul.
+class DnnlMatMul final : public Kernel {
+ public:
+  DnnlMatMul(Tensor w_kn, Tensor b) : w_(std::move(w_kn)), b_(std::move(b)) {}
+
+  void run(KernelContext& ctx) override {
+    const Tensor& x = ctx.in(0);
+    const int64_t k = w_.dim(0), n = w_.dim(1);
+    if (x.dtype() != DType::Float32 || x.rank() < 2 || x.shape().back() != k)
+      ctx.error("input ", shapeStr(x.shape()), " does not match weights ", shapeStr(w_.shape()));
+    const int64_t m = x.numel() / k;
+    Shape ys = x.shape();
+    ys.back() = n;
+    Tensor& y = ctx.alloc(0, DType::Float32, ys);
+    Prepared& p = prepare(m);
+    auto& eng = cpuEngine();
+    dnnl::stream s(eng);
+    memory xm(p.pd.src_desc(), eng, const_cast<void*>(x.raw()));
+    memory ym(p.pd.dst_desc(), eng, y.raw());
+    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, xm}, {DNNL_ARG_WEIGHTS, p.w_mem}, {DNNL_ARG_DST, ym}};
+    if (!b_.empty()) args[DNNL_ARG_BIAS] = p.b_mem;
+    p.prim.execute(s, args);
+    s.wait();
+  }
+
+ private:
+  struct Prepared {
+    dnnl::matmul::primitive_desc pd;
+    dnnl::matmul prim;
+    memory w_mem, b_mem;
+  };
+  Prepared& prepare(int64_t m) {
+    auto it = cache_.find(m);
+    if (it != cache_.end()) return it->second;
+    auto& eng = cpuEngine();
+    const int64_t k = w_.dim(0), n = w_.dim(1);
+    memory::desc xd({m, k}, dt::f32, tag::ab), yd({m, n}, dt::f32, tag::ab);
+    memory::desc wd_any({k, n}, dt::f32, tag::any);
+    memory::desc bd = b_.empty() ? memory::desc() : memory::desc({1, n}, dt::f32, tag::ab);
+    dnnl::matmul::desc d(xd, wd_any, bd, yd);
+    Prepared p{dnnl::matmul::primitive_desc(d, eng), {}, {}, {}};
+    p.prim = dnnl::matmul(p.pd);
+    memory w_user(memory::desc({k, n}, dt::f32, tag::ab), eng, const_cast<void*>(w_.raw()));
+    p.w_mem = memory(p.pd.weights_desc(), eng);
+    dnnl::stream s(eng);
+    dnnl::reorder(w_user, p.w_mem).execute(s, w_user, p.w_mem);
+    s.wait();
+    if (!b_.empty()) p.b_mem = memory(bd, eng, const_cast<void*>(b_.raw()));
+    return cache_.emplace(m, std::move(p)).first->second;
+  }
+  Tensor w_, b_;
+  std::map<int64_t, Prepared> cache_;
+};
+
+Tensor transpose2d(const Tensor& t) {
+  Tensor r(DType::Float32, {t.dim(1), t.dim(0)});
+  const float* src = t.data<float>();
+  float* dst = r.data<float>();
+  for (int64_t i = 0; i < t.dim(0); ++i)
+    for (int64_t j = 0; j < t.dim(1); ++j) dst[j * t.dim(0) + i] = src[i * t.dim(1) + j];
+  return r;
+}
+
+std::unique_ptr<Kernel> makeDnnlGemm(const KernelInfo& info) {
+  const Node& n = info.node;
+  const Tensor* b = info.constant(1);
+  if (!b || b->dtype() != DType::Float32 || b->rank() != 2) return nullptr;
+  if (n.attrFloat("alpha", 1.0f) != 1.0f || n.attrInt("transA", 0) != 0) return nullptr;
+  const auto* xt = info.input_types.empty() ? nullptr : info.input_types[0];
+  if (xt && xt->dtype != DType::Undefined && xt->dtype != DType::Float32) return nullptr;
+  Tensor w = n.attrInt("transB", 0) ? transpose2d(*b) : *b;
+  Tensor bias;
+  if (info.hasInput(2)) {
+    const Tensor* c = info.constant(2);
+    if (!c || c->dtype() != DType::Float32 || n.attrFloat("beta", 1.0f) != 1.0f) return nullptr;
+    // Only a bias broadcast along rows: shape [N] or [1, N].
+    const bool row = (c->rank() == 1 && c->dim(0) == w.dim(1)) || (c->rank() == 2 && c->dim(0) == 1 && c->dim(1) == w.dim(1));
+    if (!row) return nullptr;
+    bias = c->reshaped({w.dim(1)});
+  }
+  return std::make_unique<DnnlMatMul>(w, bias);
+}
+
+std::unique_ptr<Kernel> makeDnnlMatMul(const KernelInfo& info) {
+  const Tensor* b = info.constant(1);
+  if (!b || b->dtype() != DType::Float32 || b->rank() != 2) return nullptr;
+  const auto* xt = info.input_types.empty() ? nullptr : info.input_types[0];
+  if (!xt || xt->dtype != DType::Float32 || !xt->shape || xt->shape->size() < 2) return nullptr;
+  return std::make_unique<DnnlMatMul>(*b, Tensor());
+}
+
 }  // namespace
 
-void registerDnnlKernels(KernelRegistry& r) { r.add("", "Conv", 1, 22, "dnnl", makeDnnlConv); }
+void registerDnnlKernels(KernelRegistry& r) {
+  r.add("", "Conv", 1, 22, "dnnl", makeDnnlConv);
+  r.add("", "Gemm", 1, 22, "dnnl", makeDnnlGemm);
+  r.add("", "MatMul", 1, 22, "dnnl", makeDnnlMatMul);
+}
 
 }  // namespace lwc::engine
