@@ -406,12 +406,12 @@ void saveModel(const Model& m, const fs::path& path) {
   writeFileAtomic(path, bytes);
 }
 
-Model parseModelText(std::string_view text) {
+Model parseModelText(std::string_view text, const LoadOptions& opts) {
   onnx::ModelProto p;
   const std::string s(text);
   auto status = onnx::OnnxParser::Parse(p, s.c_str());
   if (!status.IsOK()) fail("cannot parse ONNX text: ", status.ErrorMessage());
-  return modelFromProto(p, {}, "<text model>");
+  return modelFromProto(p, {}, "<text model>", opts);
 }
 
 }  // namespace lwc

@@ -7,6 +7,13 @@ using namespace lwc;
 using namespace lwc::test;
 
 namespace {
+// Implementation chosen for the (first) node whose description contains `op`.
+std::string implOf(const engine::Session& s, const std::string& op) {
+  for (const auto& [desc, impl] : s.kernelChoices())
+    if (desc.find(op) != std::string::npos) return impl;
+  return "none";
+}
+
 struct ConvCase {
   const char* name;
   Shape x, w;
@@ -50,7 +57,7 @@ TEST_CASE("dnnl Conv matches the reference Conv", "[dnnl][nn]") {
     const NodeSpec s = convSpec(c, seed += 10);
     Model m = singleNodeModel(s);
     engine::Session fast(m);
-    REQUIRE(fast.kernelChoices()[0].second == "dnnl");
+    REQUIRE(implOf(fast, "Conv") == "dnnl");
     const auto ref = runNode(s, /*reference_only=*/true);
     const auto got = runNode(s, false);
     CHECK(compareTensors(got[0], ref[0], 1e-4, 1e-5).empty());
@@ -80,7 +87,7 @@ TEST_CASE("dnnl Gemm and MatMul match the reference", "[dnnl][nn]") {
     s.inputs = {randomFloat({5, 33}, 1), randomFloat({17, 33}, 2), randomFloat({17}, 3)};
     s.constant_inputs = {1, 2};
     s.attrs = {attrInt("transB", 1)};
-    REQUIRE(engine::Session(singleNodeModel(s)).kernelChoices()[0].second == "dnnl");
+    REQUIRE(implOf(engine::Session(singleNodeModel(s)), s.op_type) == "dnnl");
     CHECK(compareTensors(runNode(s)[0], runNode(s, true)[0], 1e-4, 1e-5).empty());
   }
   SECTION("Gemm without bias, no transpose") {
@@ -96,14 +103,14 @@ TEST_CASE("dnnl Gemm and MatMul match the reference", "[dnnl][nn]") {
     s.inputs = {randomFloat({3, 8}, 4), randomFloat({8, 6}, 5)};
     s.constant_inputs = {1};
     s.attrs = {attrFloat("alpha", 0.5f)};
-    CHECK(engine::Session(singleNodeModel(s)).kernelChoices()[0].second == "ref");
+    CHECK(implOf(engine::Session(singleNodeModel(s)), "Gemm") == "ref");
   }
   SECTION("MatMul rank 3 activations x constant 2-D weights") {
     NodeSpec s;
     s.op_type = "MatMul";
     s.inputs = {randomFloat({2, 16, 49}, 6), randomFloat({49, 64}, 7)};
     s.constant_inputs = {1};
-    REQUIRE(engine::Session(singleNodeModel(s)).kernelChoices()[0].second == "dnnl");
+    REQUIRE(implOf(engine::Session(singleNodeModel(s)), s.op_type) == "dnnl");
     CHECK(compareTensors(runNode(s)[0], runNode(s, true)[0], 1e-4, 1e-5).empty());
   }
 }

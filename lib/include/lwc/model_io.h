@@ -32,7 +32,7 @@ onnx::ModelProto modelToProto(const Model& m);
 void saveModel(const Model& m, const std::filesystem::path& path);
 
 /// Parses a model written in ONNX's text format (onnx/defs/parser.h); for tests and small tools.
-Model parseModelText(std::string_view text);
+Model parseModelText(std::string_view text, const LoadOptions& opts = {});
 
 /// Writes bytes atomically (temp file in the same folder + fsync + rename).
 void writeFileAtomic(const std::filesystem::path& path, std::string_view bytes);

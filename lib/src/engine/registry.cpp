@@ -3,6 +3,7 @@
 #include <mutex>
 
 #include "engine/kernel.h"
+#include "engine/optimize.h"
 
 namespace lwc::engine {
 
@@ -61,6 +62,7 @@ const KernelRegistry& builtinKernels() {
 std::vector<OpSupport> supportedOps() {
   std::map<std::pair<std::string, std::string>, OpSupport> m;
   for (const auto& e : builtinKernels().entries()) {
+    if (e.domain == kInternalDomain) continue;
     auto& s = m[{e.domain, e.op_type}];
     if (s.op_type.empty()) {
       s = OpSupport{e.domain, e.op_type, e.since, e.until, e.impl};

@@ -6,6 +6,7 @@
 #include <unordered_map>
 
 #include "engine/kernel.h"
+#include "engine/optimize.h"
 
 namespace lwc::engine {
 
@@ -32,6 +33,7 @@ struct Session::Impl {
   std::vector<int> input_slots, output_slots;
   std::vector<const ValueInfo*> input_infos;
   ValueTypes types;
+  OptimizeStats stats;
 
   int slot(const std::string& name) {
     auto [it, fresh] = slot_of.emplace(name, static_cast<int>(slot_names.size()));
@@ -53,6 +55,7 @@ Session::Session(const Model& model, SessionOptions opts) : impl_(std::make_uniq
     if (!implicitInputs(n).empty())
       fail(model.label(), ": node ", n.describe(), " has subgraphs (control flow), which the lwc engine does not run yet");
   s.types = inferShapes(model);
+  if (!s.opts.reference_only) s.stats = optimizeForExecution(g);
 
   for (const auto& [name, t] : g.initializers.items()) s.constants[s.slot(name)] = t;
   for (const auto* v : g.realInputs()) {
@@ -68,7 +71,7 @@ Session::Session(const Model& model, SessionOptions opts) : impl_(std::make_uniq
     s.node_in.push_back(std::move(ins));
     s.node_out.push_back(std::move(outs));
 
-    const int64_t opset = model.opsetFor(n.domain);
+    const int64_t opset = n.domain == kInternalDomain ? 1 : model.opsetFor(n.domain);
     KernelInfo info{n, opset, {}, {}, s.opts};
     for (const auto& i : n.inputs) {
       info.constants.push_back(i.empty() ? nullptr : g.initializers.find(i));

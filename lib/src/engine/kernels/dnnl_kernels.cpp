@@ -8,6 +8,7 @@
 #include <mutex>
 
 #include "engine/kernels/common.h"
+#include "engine/optimize.h"
 
 namespace lwc::engine {
 
@@ -63,18 +64,47 @@ bool conv2dGeometry(const Node& n, const Shape& x, const Shape& w, Conv2dGeometr
   return true;
 }
 
+struct PostOp {
+  std::string kind;  // relu, clip, logistic, hardswish, add
+  float alpha = 0, beta = 0;
+};
+
+std::vector<PostOp> parsePostOps(const Node& n) {
+  std::vector<PostOp> r;
+  const auto* a = n.attr("post_ops");
+  if (!a) return r;
+  const auto alphas = n.attrFloats("post_alpha"), betas = n.attrFloats("post_beta");
+  for (int i = 0; i < a->strings_size(); ++i)
+    r.push_back({a->strings(i), i < static_cast<int>(alphas.size()) ? alphas[i] : 0.0f,
+                 i < static_cast<int>(betas.size()) ? betas[i] : 0.0f});
+  return r;
+}
+
+/// 2-D convolution. `nhwc`: activations are NHWC tensors (lwc.internal.ConvNhwc, logical shape
+/// [N,H,W,C]); otherwise plain NCHW tensors reordered to oneDNN's preferred layout at the edges.
+/// Post-ops (activations, a residual add from input 3) run inside the oneDNN primitive.
 class DnnlConv final : public Kernel {
  public:
-  DnnlConv(const Node& n, Tensor w, Tensor b) : node_(n), w_(std::move(w)), b_(std::move(b)) {}
+  DnnlConv(const Node& n, Tensor w, Tensor b, bool nhwc)
+      : node_(n), w_(std::move(w)), b_(std::move(b)), nhwc_(nhwc), post_(parsePostOps(n)) {}
 
   void run(KernelContext& ctx) override {
     const Tensor& x = ctx.in(0);
-    if (x.dtype() != DType::Float32 || x.rank() != 4) ctx.error("expects a float32 NCHW input, got ", shapeStr(x.shape()));
+    if (x.dtype() != DType::Float32 || x.rank() != 4) ctx.error("expects a float32 4-D input, got ", shapeStr(x.shape()));
+    // Logical NCHW dims of the input.
+    const Shape xs = nhwc_ ? Shape{x.dim(0), x.dim(3), x.dim(1), x.dim(2)} : x.shape();
     const int64_t group = node_.attrInt("group", 1);
-    if (x.dim(1) != w_.dim(1) * group)
-      ctx.error("input has ", x.dim(1), " channels but the weights expect ", w_.dim(1) * group);
-    Prepared& p = prepare(x.shape(), ctx);
-    Tensor& y = ctx.alloc(0, DType::Float32, p.out_shape);
+    if (xs[1] != w_.dim(1) * group)
+      ctx.error("input has ", xs[1], " channels but the weights expect ", w_.dim(1) * group);
+    Prepared& p = prepare(xs, ctx);
+    const Shape& ys = p.out_shape;  // NCHW logical
+    Tensor& y = ctx.alloc(0, DType::Float32, nhwc_ ? Shape{ys[0], ys[2], ys[3], ys[1]} : ys);
+    const Tensor* residual = nullptr;
+    if (p.has_add) {
+      residual = &ctx.in(3);
+      if (residual->shape() != y.shape())
+        ctx.error("residual input ", shapeStr(residual->shape()), " does not match the output ", shapeStr(y.shape()));
+    }
     auto& eng = cpuEngine();
     dnnl::stream s(eng);
     memory x_user(p.x_plain, eng, const_cast<void*>(x.raw()));
@@ -87,6 +117,9 @@ class DnnlConv final : public Kernel {
     if (p.pd.dst_desc() != p.y_plain) y_mem = memory(p.pd.dst_desc(), eng);
     std::unordered_map<int, memory> args{{DNNL_ARG_SRC, x_mem}, {DNNL_ARG_WEIGHTS, p.w_mem}, {DNNL_ARG_DST, y_mem}};
     if (!b_.empty()) args[DNNL_ARG_BIAS] = p.b_mem;
+    if (residual)
+      args[DNNL_ARG_ATTR_MULTIPLE_POST_OP(p.add_index) | DNNL_ARG_SRC_1] =
+          memory(p.y_plain, eng, const_cast<void*>(residual->raw()));
     p.conv.execute(s, args);
     if (y_mem != y_user) dnnl::reorder(y_mem, y_user).execute(s, y_mem, y_user);
     s.wait();
@@ -99,6 +132,8 @@ class DnnlConv final : public Kernel {
     memory::desc x_plain, y_plain;
     memory w_mem, b_mem;
     Shape out_shape;
+    bool has_add = false;
+    int add_index = 0;
   };
 
   Prepared& prepare(const Shape& xs, const KernelContext& ctx) {
@@ -111,14 +146,31 @@ class DnnlConv final : public Kernel {
     memory::dims xd{xs[0], xs[1], xs[2], xs[3]};
     memory::dims yd{xs[0], oc, g.out_hw[0], g.out_hw[1]};
     memory::dims wd = g.group == 1 ? memory::dims{oc, icg, kh, kw} : memory::dims{g.group, oc / g.group, icg, kh, kw};
-    memory::desc x_any(xd, dt::f32, tag::any), y_any(yd, dt::f32, tag::any), w_any(wd, dt::f32, tag::any);
+    const tag act = nhwc_ ? tag::nhwc : tag::any;
+    memory::desc x_md(xd, dt::f32, act), y_md(yd, dt::f32, act), w_any(wd, dt::f32, tag::any);
     memory::desc b_md = b_.empty() ? memory::desc() : memory::desc({oc}, dt::f32, tag::a);
-    dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, x_any,
-                                      w_any, b_md, y_any, g.strides, g.dilations, g.pad_l, g.pad_r);
-    Prepared p{dnnl::convolution_forward::primitive_desc(d, eng), {}, {}, {}, {}, {}, {}};
+    Prepared p{};
+    p.x_plain = memory::desc(xd, dt::f32, nhwc_ ? tag::nhwc : tag::nchw);
+    p.y_plain = memory::desc(yd, dt::f32, nhwc_ ? tag::nhwc : tag::nchw);
+    dnnl::post_ops ops;
+    for (size_t i = 0; i < post_.size(); ++i) {
+      const PostOp& po = post_[i];
+      if (po.kind == "relu") ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_relu, po.alpha, 0.0f);
+      else if (po.kind == "clip") ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_clip, po.alpha, po.beta);
+      else if (po.kind == "logistic") ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_logistic, 0.0f, 0.0f);
+      else if (po.kind == "hardswish") ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_hardswish, 0.0f, 0.0f);
+      else if (po.kind == "add") {
+        ops.append_binary(dnnl::algorithm::binary_add, p.y_plain);
+        p.has_add = true;
+        p.add_index = static_cast<int>(i);
+      } else ctx.error("unknown fused post-op '", po.kind, "'");
+    }
+    dnnl::primitive_attr attr;
+    attr.set_post_ops(ops);
+    dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, x_md,
+                                      w_any, b_md, y_md, g.strides, g.dilations, g.pad_l, g.pad_r);
+    p.pd = dnnl::convolution_forward::primitive_desc(d, attr, eng);
     p.conv = dnnl::convolution_forward(p.pd);
-    p.x_plain = memory::desc(xd, dt::f32, tag::nchw);
-    p.y_plain = memory::desc(yd, dt::f32, tag::nchw);
     memory w_user(memory::desc(wd, dt::f32, g.group == 1 ? tag::oihw : tag::goihw), eng, const_cast<void*>(w_.raw()));
     p.w_mem = memory(p.pd.weights_desc(), eng);
     dnnl::stream s(eng);
@@ -131,10 +183,12 @@ class DnnlConv final : public Kernel {
 
   Node node_;
   Tensor w_, b_;
+  bool nhwc_;
+  std::vector<PostOp> post_;
   std::map<Shape, Prepared> cache_;
 };
 
-std::unique_ptr<Kernel> makeDnnlConv(const KernelInfo& info) {
+std::unique_ptr<Kernel> makeDnnlConvImpl(const KernelInfo& info, bool nhwc) {
   const Node& n = info.node;
   const Tensor* w = info.constant(1);
   if (!w || w->dtype() != DType::Float32 || w->rank() != 4) return nullptr;
@@ -147,7 +201,110 @@ std::unique_ptr<Kernel> makeDnnlConv(const KernelInfo& info) {
   const auto ks = n.attrInts("kernel_shape", {w->dim(2), w->dim(3)});
   if (ks.size() != 2 || ks[0] != w->dim(2) || ks[1] != w->dim(3)) return nullptr;
   if (n.attrInts("strides", {1, 1}).size() != 2 || n.attrInts("dilations", {1, 1}).size() != 2) return nullptr;
-  return std::make_unique<DnnlConv>(n, *w, b ? *b : Tensor());
+  return std::make_unique<DnnlConv>(n, *w, b ? *b : Tensor(), nhwc);
+}
+std::unique_ptr<Kernel> makeDnnlConv(const KernelInfo& info) { return makeDnnlConvImpl(info, false); }
+std::unique_ptr<Kernel> makeDnnlConvNhwc(const KernelInfo& info) {
+  auto k = makeDnnlConvImpl(info, true);
+  if (!k) fail("node ", info.node.describe(), ": internal ConvNhwc was created for a conv oneDNN cannot run");
+  return k;
+}
+
+/// Max/average pooling on NHWC tensors (lwc.internal.PoolNhwc, attribute mode = max|avg).
+class DnnlPoolNhwc final : public Kernel {
+ public:
+  explicit DnnlPoolNhwc(const Node& n) : node_(n) {}
+  void run(KernelContext& ctx) override {
+    const Tensor& x = ctx.in(0);
+    if (x.dtype() != DType::Float32 || x.rank() != 4) ctx.error("expects a float32 NHWC input");
+    const Shape xs{x.dim(0), x.dim(3), x.dim(1), x.dim(2)};
+    Prepared& p = prepare(xs, ctx);
+    Tensor& y = ctx.alloc(0, DType::Float32, {xs[0], p.out_hw[0], p.out_hw[1], xs[1]});
+    auto& eng = cpuEngine();
+    dnnl::stream s(eng);
+    memory xm(p.pd.src_desc(), eng, const_cast<void*>(x.raw()));
+    memory ym(p.pd.dst_desc(), eng, y.raw());
+    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, xm}, {DNNL_ARG_DST, ym}};
+    if (p.pd.workspace_desc().get_size() > 0) args[DNNL_ARG_WORKSPACE] = memory(p.pd.workspace_desc(), eng);
+    p.prim.execute(s, args);
+    s.wait();
+  }
+
+ private:
+  struct Prepared {
+    dnnl::pooling_v2_forward::primitive_desc pd;
+    dnnl::pooling_v2_forward prim;
+    memory::dims out_hw;
+  };
+  Prepared& prepare(const Shape& xs, const KernelContext& ctx) {
+    auto it = cache_.find(xs);
+    if (it != cache_.end()) return it->second;
+    const auto k = node_.attrInts("kernel_shape");
+    auto strides = node_.attrInts("strides", {1, 1});
+    auto dil = node_.attrInts("dilations", {1, 1});
+    auto pads = node_.attrInts("pads", {0, 0, 0, 0});
+    const std::string auto_pad = node_.attrString("auto_pad", "NOTSET");
+    const bool ceil_mode = node_.attrInt("ceil_mode", 0) != 0;
+    memory::dims pl(2), pr(2), out(2), st(2), kd(2), dd(2);
+    for (int i = 0; i < 2; ++i) {
+      const int64_t in = xs[2 + i], ek = (k[i] - 1) * dil[i] + 1;
+      int64_t a = pads[i], b = pads[i + 2];
+      if (auto_pad == "SAME_UPPER" || auto_pad == "SAME_LOWER") {
+        const int64_t o = (in + strides[i] - 1) / strides[i];
+        const int64_t total = std::max<int64_t>(0, (o - 1) * strides[i] + ek - in);
+        a = auto_pad == "SAME_UPPER" ? total / 2 : total - total / 2;
+        b = total - a;
+      } else if (auto_pad == "VALID") {
+        a = b = 0;
+      }
+      int64_t o = ceil_mode ? (in + a + b - ek + strides[i] - 1) / strides[i] + 1 : (in + a + b - ek) / strides[i] + 1;
+      // ONNX/PyTorch: the last window must start inside the input or left padding.
+      if (ceil_mode && (o - 1) * strides[i] >= in + a) --o;
+      if (o <= 0) ctx.error("pooling window larger than the padded input");
+      // oneDNN needs explicit right padding that covers the last window.
+      b = std::max<int64_t>(b, (o - 1) * strides[i] + ek - in - a);
+      pl[i] = a;
+      pr[i] = b;
+      out[i] = o;
+      st[i] = strides[i];
+      kd[i] = k[i];
+      dd[i] = dil[i] - 1;
+    }
+    const bool is_max = node_.attrString("mode") == "max";
+    const bool include_pad = node_.attrInt("count_include_pad", 0) != 0;
+    auto alg = is_max ? dnnl::algorithm::pooling_max
+                      : (include_pad ? dnnl::algorithm::pooling_avg_include_padding : dnnl::algorithm::pooling_avg_exclude_padding);
+    if (!is_max && include_pad && (pr[0] != pads[2] || pr[1] != pads[3]) && auto_pad == "NOTSET")
+      ctx.error("ceil_mode with count_include_pad is not supported by the NHWC pooling path");
+    memory::desc x_md({xs[0], xs[1], xs[2], xs[3]}, dt::f32, tag::nhwc);
+    memory::desc y_md({xs[0], xs[1], out[0], out[1]}, dt::f32, tag::nhwc);
+    dnnl::pooling_v2_forward::desc d(dnnl::prop_kind::forward_inference, alg, x_md, y_md, st, kd, dd, pl, pr);
+    Prepared p{dnnl::pooling_v2_forward::primitive_desc(d, cpuEngine()), {}, out};
+    p.prim = dnnl::pooling_v2_forward(p.pd);
+    return cache_.emplace(xs, std::move(p)).first->second;
+  }
+  Node node_;
+  std::map<Shape, Prepared> cache_;
+};
+
+/// Mean over H and W of an NHWC tensor -> [N,1,1,C].
+void globalAvgPoolNhwc(KernelContext& ctx) {
+  const Tensor& x = ctx.in(0);
+  if (x.dtype() != DType::Float32 || x.rank() != 4) ctx.error("expects a float32 NHWC input");
+  const int64_t n = x.dim(0), hw = x.dim(1) * x.dim(2), c = x.dim(3);
+  Tensor& y = ctx.alloc(0, DType::Float32, {n, 1, 1, c});
+  const float* in = x.data<float>();
+  float* out = y.data<float>();
+  const float inv = 1.0f / static_cast<float>(hw);
+#pragma omp parallel for if (n * hw * c > 65536)
+  for (int64_t b = 0; b < n; ++b) {
+    float* o = out + b * c;
+    for (int64_t k = 0; k < c; ++k) o[k] = 0.0f;
+    const float* p = in + b * hw * c;
+    for (int64_t i = 0; i < hw; ++i)
+      for (int64_t k = 0; k < c; ++k) o[k] += p[i * c + k];
+    for (int64_t k = 0; k < c; ++k) o[k] *= inv;
+  }
 }
 
 /// Y = X·W + b for a runtime X (any rank >= 2, leading dims flattened) and constant 2-D W.
@@ -246,6 +403,15 @@ std::unique_ptr<Kernel> makeDnnlMatMul(const KernelInfo& info) {
 
 void registerDnnlKernels(KernelRegistry& r) {
   r.add("", "Conv", 1, 22, "dnnl", makeDnnlConv);
+  r.add(kInternalDomain, "ConvNhwc", 1, 1, "dnnl", makeDnnlConvNhwc);
+  r.add(kInternalDomain, "PoolNhwc", 1, 1, "dnnl",
+        [](const KernelInfo& info) -> std::unique_ptr<Kernel> { return std::make_unique<DnnlPoolNhwc>(info.node); });
+  r.add(kInternalDomain, "GlobalAvgPoolNhwc", 1, 1, "dnnl", [](const KernelInfo&) -> std::unique_ptr<Kernel> {
+    struct K final : Kernel {
+      void run(KernelContext& ctx) override { globalAvgPoolNhwc(ctx); }
+    };
+    return std::make_unique<K>();
+  });
   r.add("", "Gemm", 1, 22, "dnnl", makeDnnlGemm);
   r.add("", "MatMul", 1, 22, "dnnl", makeDnnlMatMul);
 }

@@ -1,0 +1,374 @@
+#include "engine/optimize.h"
+
+#include <algorithm>
+#include <cmath>
+#include <set>
+
+namespace lwc::engine {
+
+namespace {
+
+const std::vector<int64_t> kToNhwc{0, 2, 3, 1};
+const std::vector<int64_t> kToNchw{0, 3, 1, 2};
+
+bool isFloatConst(const Graph& g, const std::string& name, int64_t numel = -1) {
+  const Tensor* t = g.initializers.find(name);
+  return t && t->dtype() == DType::Float32 && (numel < 0 || t->numel() == numel);
+}
+
+int consumersOf(const Graph& g, const std::string& v) {
+  int c = 0;
+  for (const auto& n : g.nodes) {
+    for (const auto& i : n.inputs) c += i == v;
+    for (const auto& i : implicitInputs(n)) c += i == v;
+  }
+  return c;
+}
+
+void removeDeadNodes(Graph& g) {
+  bool changed = true;
+  while (changed) {
+    changed = false;
+    std::set<std::string> used;
+    for (const auto& n : g.nodes) {
+      for (const auto& i : n.inputs) used.insert(i);
+      for (const auto& i : implicitInputs(n)) used.insert(i);
+    }
+    for (const auto& o : g.outputs) used.insert(o.name);
+    for (size_t i = 0; i < g.nodes.size(); ++i) {
+      const Node& n = g.nodes[i];
+      if (n.domain != "" && n.domain != kInternalDomain) continue;
+      const bool any_used = std::any_of(n.outputs.begin(), n.outputs.end(), [&](const auto& o) { return used.count(o); });
+      if (!any_used && (n.op_type == "Transpose" || n.domain == kInternalDomain)) {
+        g.nodes.erase(g.nodes.begin() + static_cast<std::ptrdiff_t>(i));
+        changed = true;
+        break;
+      }
+    }
+  }
+}
+
+Node makeTranspose(Graph& g, const std::string& in, const std::string& out, const std::vector<int64_t>& perm) {
+  Node t;
+  t.op_type = "Transpose";
+  t.name = g.uniqueName("lwc_transpose");
+  t.inputs = {in};
+  t.outputs = {out};
+  t.setAttr("perm", perm);
+  return t;
+}
+
+Tensor transposeToNhwc(const Tensor& c) {
+  Shape s = c.shape();
+  while (s.size() < 4) s.insert(s.begin(), 1);
+  Tensor src = c.reshaped(s);
+  Tensor r(c.dtype(), {s[0], s[2], s[3], s[1]});
+  const size_t es = dtypeSize(c.dtype());
+  const auto* in = static_cast<const uint8_t*>(src.raw());
+  auto* out = static_cast<uint8_t*>(r.raw());
+  for (int64_t n = 0; n < s[0]; ++n)
+    for (int64_t ch = 0; ch < s[1]; ++ch)
+      for (int64_t h = 0; h < s[2]; ++h)
+        for (int64_t w = 0; w < s[3]; ++w)
+          std::memcpy(out + static_cast<size_t>(((n * s[2] + h) * s[3] + w) * s[1] + ch) * es,
+                      in + static_cast<size_t>(((n * s[1] + ch) * s[2] + h) * s[3] + w) * es, es);
+  return r;
+}
+
+// ------------------------------------------------------------------ BN folding
+
+int foldBatchNorms(Graph& g) {
+  int folded = 0;
+  for (size_t bi = 0; bi < g.nodes.size(); ++bi) {
+    const Node& bn = g.nodes[bi];
+    if (bn.op_type != "BatchNormalization" || !bn.domain.empty() || bn.outputs.size() != 1) continue;
+    if (bn.attrInt("training_mode", 0) != 0) continue;
+    auto cit = std::find_if(g.nodes.begin(), g.nodes.end(),
+                            [&](const Node& n) { return !n.outputs.empty() && n.outputs[0] == bn.inputs[0]; });
+    if (cit == g.nodes.end() || cit->op_type != "Conv" || !cit->domain.empty()) continue;
+    Node& conv = *cit;
+    if (!isFloatConst(g, conv.inputs[1]) || (conv.hasInput(2) && !isFloatConst(g, conv.inputs[2]))) continue;
+    if (consumersOf(g, conv.outputs[0]) != 1 || g.isGraphOutput(conv.outputs[0])) continue;
+    const Tensor& w0 = g.initializers.at(conv.inputs[1]);
+    const int64_t oc = w0.dim(0);
+    bool ok = true;
+    for (size_t k = 1; k <= 4; ++k) ok = ok && bn.hasInput(k) && isFloatConst(g, bn.inputs[k], oc);
+    if (!ok) continue;
+    Tensor w = w0.clone();
+    Tensor b = conv.hasInput(2) ? g.initializers.at(conv.inputs[2]).clone() : Tensor(DType::Float32, {oc});
+    foldBatchNorm(w, b, 0, g.initializers.at(bn.inputs[1]), g.initializers.at(bn.inputs[2]),
+                  g.initializers.at(bn.inputs[3]), g.initializers.at(bn.inputs[4]), bn.attrFloat("epsilon", 1e-5f));
+    const std::string wn = g.uniqueName(conv.inputs[1] + "_bnfolded");
+    g.initializers.set(wn, w);
+    const std::string bname = g.uniqueName((conv.hasInput(2) ? conv.inputs[2] : conv.inputs[1]) + "_bnbias");
+    g.initializers.set(bname, b);
+    conv.inputs.resize(3);
+    conv.inputs[1] = wn;
+    conv.inputs[2] = bname;
+    conv.outputs[0] = bn.outputs[0];
+    g.nodes.erase(g.nodes.begin() + static_cast<std::ptrdiff_t>(bi));
+    --bi;
+    ++folded;
+  }
+  return folded;
+}
+
+// ------------------------------------------------------------------ NHWC conversion
+
+bool convEligible(const Graph& g, const Node& n) {
+  if (n.op_type != "Conv" || !n.domain.empty() || n.inputs.size() < 2) return false;
+  const Tensor* w = g.initializers.find(n.inputs[1]);
+  if (!w || w->dtype() != DType::Float32 || w->rank() != 4) return false;
+  if (n.hasInput(2) && !isFloatConst(g, n.inputs[2], w->dim(0))) return false;
+  const int64_t group = n.attrInt("group", 1);
+  if (group < 1 || w->dim(0) % group != 0) return false;
+  const auto ks = n.attrInts("kernel_shape", {w->dim(2), w->dim(3)});
+  return ks.size() == 2 && ks[0] == w->dim(2) && ks[1] == w->dim(3);
+}
+
+int convertConvs(Graph& g) {
+  int converted = 0;
+  std::vector<Node> out;
+  out.reserve(g.nodes.size() * 2);
+  std::vector<Node> nodes = std::move(g.nodes);
+  g.nodes.clear();
+  // uniqueName() looks at g.nodes: keep every node placed so far there, so new names never collide.
+  for (auto& n : nodes) g.nodes.push_back(n);
+  for (auto& n : nodes) {
+    if (!convEligible(g, n)) {
+      out.push_back(std::move(n));
+      continue;
+    }
+    const std::string x_nhwc = g.uniqueName(n.inputs[0] + "_nhwc");
+    const std::string y_nhwc = g.uniqueName(n.outputs[0] + "_nhwc");
+    out.push_back(makeTranspose(g, n.inputs[0], x_nhwc, kToNhwc));
+    g.nodes.push_back(out.back());  // reserve the new names
+    Node c = n;
+    c.domain = kInternalDomain;
+    c.op_type = "ConvNhwc";
+    c.inputs[0] = x_nhwc;
+    const std::string y = c.outputs[0];
+    c.outputs[0] = y_nhwc;
+    out.push_back(std::move(c));
+    out.push_back(makeTranspose(g, y_nhwc, y, kToNchw));
+    g.nodes.push_back(out.back());
+    ++converted;
+  }
+  g.nodes = std::move(out);
+  return converted;
+}
+
+const std::set<std::string> kUnary = {"Relu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "LeakyRelu", "Elu",
+                                      "Selu", "Tanh", "Neg", "Abs", "Exp", "Log", "Sqrt", "Erf", "Identity",
+                                      "Softplus", "Mish", "Gelu", "Celu"};
+const std::set<std::string> kBinary = {"Add", "Sub", "Mul", "Div", "Max", "Min", "Pow", "Sum", "PRelu"};
+
+const Node* producerOf(const Graph& g, const std::string& v) {
+  for (const auto& n : g.nodes)
+    for (const auto& o : n.outputs)
+      if (o == v) return &n;
+  return nullptr;
+}
+
+bool isToNchw(const Node* n) {
+  return n && n->op_type == "Transpose" && n->domain.empty() && n->attrInts("perm") == kToNchw;
+}
+
+// Moves a to-NCHW Transpose below node `i` when every data input of the node is such a transpose
+// (or a constant, which is permuted). Returns true when the graph changed.
+bool pushThrough(Graph& g, size_t i) {
+  Node& n = g.nodes[i];
+  if (!n.domain.empty()) return false;
+  const std::string& op = n.op_type;
+  const bool unary = kUnary.count(op) != 0;
+  const bool binary = kBinary.count(op) != 0;
+  const bool pool = (op == "MaxPool" || op == "AveragePool") && n.outputs.size() == 1 &&
+                    n.attrInts("kernel_shape").size() == 2;
+  const bool gap = op == "GlobalAveragePool";
+  const bool concat = op == "Concat";
+  if (!unary && !binary && !pool && !gap && !concat) return false;
+  if (n.outputs.size() != 1) return false;
+  if (concat) {
+    const int64_t axis = n.attrInt("axis", 1);
+    if (axis < -4 || axis > 3) return false;
+  }
+  // Which inputs are data inputs that must be NHWC?
+  size_t data_inputs = unary || pool || gap ? 1 : n.inputs.size();
+  std::vector<std::string> new_inputs = n.inputs;
+  bool any_transposed = false;
+  for (size_t k = 0; k < data_inputs; ++k) {
+    if (n.inputs[k].empty()) continue;
+    const Node* p = producerOf(g, n.inputs[k]);
+    if (isToNchw(p)) {
+      new_inputs[k] = p->inputs[0];
+      any_transposed = true;
+      continue;
+    }
+    const Tensor* c = g.initializers.find(n.inputs[k]);
+    if (!binary || !c) return false;
+    if (c->numel() == 1 && c->rank() == 0) continue;  // scalar: layout-free
+    if (c->rank() > 4) return false;
+    const std::string cn = g.uniqueName(n.inputs[k] + "_nhwc");
+    g.initializers.set(cn, transposeToNhwc(*c));
+    new_inputs[k] = cn;
+  }
+  if (!any_transposed) return false;
+  Node& m = g.nodes[i];  // initializers.set does not move nodes; re-take the reference for clarity
+  m.inputs = new_inputs;
+  const std::string y = m.outputs[0];
+  const std::string y_nhwc = g.uniqueName(y + "_nhwc");
+  m.outputs[0] = y_nhwc;
+  if (pool) {
+    m.domain = kInternalDomain;
+    m.setAttr("mode", std::string(op == "MaxPool" ? "max" : "avg"));
+    m.op_type = "PoolNhwc";
+  } else if (gap) {
+    m.domain = kInternalDomain;
+    m.op_type = "GlobalAvgPoolNhwc";
+  } else if (concat) {
+    int64_t axis = m.attrInt("axis", 1);
+    if (axis < 0) axis += 4;
+    m.setAttr("axis", kToNchw[static_cast<size_t>(axis)]);
+  }
+  g.nodes.insert(g.nodes.begin() + static_cast<std::ptrdiff_t>(i) + 1, makeTranspose(g, y_nhwc, y, kToNchw));
+  return true;
+}
+
+// T_nhwc(T_nchw(x)) -> x for every reader of the outer transpose.
+bool cancelPairs(Graph& g) {
+  bool changed = false;
+  for (auto& n : g.nodes) {
+    if (n.op_type != "Transpose" || !n.domain.empty() || n.attrInts("perm") != kToNhwc) continue;
+    const Node* p = producerOf(g, n.inputs[0]);
+    if (!isToNchw(p) || g.isGraphOutput(n.outputs[0])) continue;
+    const std::string from = n.outputs[0], to = p->inputs[0];
+    for (auto& m : g.nodes)
+      for (auto& in : m.inputs)
+        if (in == from) in = to;
+    changed = true;
+  }
+  return changed;
+}
+
+// ------------------------------------------------------------------ post-op fusion
+
+int fusePostOps(Graph& g) {
+  int fused = 0;
+  bool changed = true;
+  while (changed) {
+    changed = false;
+    for (size_t i = 0; i < g.nodes.size() && !changed; ++i) {
+      Node& c = g.nodes[i];
+      if (c.domain != kInternalDomain || c.op_type != "ConvNhwc") continue;
+      const std::string y = c.outputs[0];
+      if (g.isGraphOutput(y) || consumersOf(g, y) != 1) continue;
+      auto it = std::find_if(g.nodes.begin(), g.nodes.end(), [&](const Node& n) {
+        return std::find(n.inputs.begin(), n.inputs.end(), y) != n.inputs.end();
+      });
+      Node& a = *it;
+      if (!a.domain.empty() || a.outputs.size() != 1) continue;
+      auto ops = c.attr("post_ops") ? std::vector<std::string>(c.attr("post_ops")->strings().begin(), c.attr("post_ops")->strings().end())
+                                    : std::vector<std::string>{};
+      auto alphas = c.attrFloats("post_alpha"), betas = c.attrFloats("post_beta");
+      std::string kind;
+      float alpha = 0, beta = 0;
+      if (a.op_type == "Relu") {
+        kind = "relu";
+      } else if (a.op_type == "LeakyRelu") {
+        kind = "relu";
+        alpha = a.attrFloat("alpha", 0.01f);
+      } else if (a.op_type == "Sigmoid") {
+        kind = "logistic";
+      } else if (a.op_type == "HardSwish") {
+        kind = "hardswish";
+      } else if (a.op_type == "Clip") {
+        float lo = -INFINITY, hi = INFINITY;
+        if (a.hasAttr("min") || a.hasAttr("max")) {
+          lo = a.attrFloat("min", lo);
+          hi = a.attrFloat("max", hi);
+        }
+        if (a.hasInput(1)) {
+          if (!isFloatConst(g, a.inputs[1], 1)) continue;
+          lo = g.initializers.at(a.inputs[1]).data<float>()[0];
+        }
+        if (a.hasInput(2)) {
+          if (!isFloatConst(g, a.inputs[2], 1)) continue;
+          hi = g.initializers.at(a.inputs[2]).data<float>()[0];
+        }
+        kind = "clip";
+        alpha = lo;
+        beta = hi;
+      } else if (a.op_type == "Add" && a.inputs.size() == 2 && c.inputs.size() < 4) {
+        const std::string other = a.inputs[0] == y ? a.inputs[1] : a.inputs[0];
+        // An Add reading a ConvNhwc output directly was moved into NHWC by pushThrough, so its other
+        // operand is NHWC too (a permuted constant is excluded; the kernel checks shapes at run time).
+        if (other == y || g.initializers.contains(other)) continue;
+        kind = "add";
+        c.inputs.resize(3);
+        c.inputs.push_back(other);
+      } else {
+        continue;
+      }
+      ops.push_back(kind);
+      alphas.push_back(alpha);
+      betas.push_back(beta);
+      onnx::AttributeProto po;
+      po.set_name("post_ops");
+      po.set_type(onnx::AttributeProto::STRINGS);
+      for (const auto& s : ops) po.add_strings(s);
+      c.removeAttr("post_ops");
+      c.attrs.push_back(po);
+      c.setAttr("post_alpha", alphas);
+      c.setAttr("post_beta", betas);
+      c.outputs[0] = a.outputs[0];
+      g.nodes.erase(it);
+      ++fused;
+      changed = true;
+    }
+  }
+  return fused;
+}
+
+}  // namespace
+
+void foldBatchNorm(Tensor& w, Tensor& b, int out_axis, const Tensor& gamma, const Tensor& beta, const Tensor& mean,
+                   const Tensor& var, float epsilon) {
+  const int64_t oc = w.dim(static_cast<size_t>(out_axis));
+  int64_t outer = 1, inner = 1;
+  for (int d = 0; d < out_axis; ++d) outer *= w.dim(static_cast<size_t>(d));
+  for (size_t d = static_cast<size_t>(out_axis) + 1; d < w.rank(); ++d) inner *= w.dim(d);
+  float* W = w.data<float>();
+  float* B = b.data<float>();
+  for (int64_t o = 0; o < oc; ++o) {
+    const double s = gamma.data<float>()[o] / std::sqrt(static_cast<double>(var.data<float>()[o]) + epsilon);
+    for (int64_t a = 0; a < outer; ++a)
+      for (int64_t k = 0; k < inner; ++k) {
+        float& v = W[(a * oc + o) * inner + k];
+        v = static_cast<float>(v * s);
+      }
+    B[o] = static_cast<float>((B[o] - mean.data<float>()[o]) * s + beta.data<float>()[o]);
+  }
+}
+
+OptimizeStats optimizeForExecution(Graph& g) {
+  OptimizeStats st;
+  st.bn_folded = foldBatchNorms(g);
+  st.convs_nhwc = convertConvs(g);
+  if (st.convs_nhwc > 0) {
+    bool changed = true;
+    while (changed) {
+      changed = false;
+      for (size_t i = 0; i < g.nodes.size(); ++i)
+        if (pushThrough(g, i)) changed = true;
+      if (cancelPairs(g)) changed = true;
+      removeDeadNodes(g);
+    }
+    st.fused_post_ops = fusePostOps(g);
+    removeDeadNodes(g);
+  }
+  for (const auto& n : g.nodes) st.transposes_left += n.op_type == "Transpose";
+  topoSort(g);
+  return st;
+}
+
+}  // namespace lwc::engine

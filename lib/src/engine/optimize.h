@@ -1,0 +1,33 @@
+// Graph rewrites the engine applies to its private copy of a graph before choosing kernels.
+//
+// 1. BatchNormalization after a Conv with constant weights is folded into the Conv.
+// 2. Each 2-D float Conv with constant weights becomes lwc.internal.ConvNhwc between two Transposes;
+//    Transposes are then pushed through layout-agnostic ops (activations, elementwise arithmetic
+//    with constants or with other NHWC values, pooling, Concat) and cancelled in pairs, so whole
+//    chains of convolutions run in NHWC without reorders; the rest stay at the edges.
+// 3. Activations (Relu, Clip, Sigmoid, HardSwish, LeakyRelu) and a residual Add that follow a
+//    ConvNhwc are fused into it as oneDNN post-ops.
+// The rewritten graph computes the same function; tests compare it with the reference kernels.
+#pragma once
+
+#include "lwc/graph.h"
+
+namespace lwc::engine {
+
+inline constexpr const char* kInternalDomain = "lwc.internal";
+
+struct OptimizeStats {
+  int bn_folded = 0;
+  int convs_nhwc = 0;
+  int transposes_left = 0;
+  int fused_post_ops = 0;
+};
+
+OptimizeStats optimizeForExecution(Graph& g);
+
+/// BN folding math: W'[o] = W[o]·γ[o]/√(var[o]+ε), b'[o] = (b[o]−μ[o])·γ[o]/√(var[o]+ε) + β[o].
+/// `w` has the output channel as dim `out_axis` (0 for Conv, 1 for ConvTranspose).
+void foldBatchNorm(Tensor& w, Tensor& b, int out_axis, const Tensor& gamma, const Tensor& beta, const Tensor& mean,
+                   const Tensor& var, float epsilon);
+
+}  // namespace lwc::engine
