@@ -60,5 +60,7 @@ ModelStats analyzeModel(const Model& m, int64_t batch = 1);
 
 /// Empirical Shannon entropy of a tensor's values (bits per element; exact value histogram).
 double entropyBitsPerElement(const Tensor& t);
+/// Number of elements equal to zero (for floats: +0 and -0).
+int64_t countZeros(const Tensor& t);
 
 }  // namespace lwc

@@ -1,8 +1,667 @@
-// Reference kernels: to be filled in (engine issue).
-#include "engine/kernels/common.h"
+// Reference kernels of the integer/quantization family: QuantizeLinear, DequantizeLinear,
+// DynamicQuantizeLinear, ConvInteger, QLinearConv, MatMulInteger and QLinearMatMul.
+//
+// Integer ops accumulate in int32 exactly as ONNX defines them; the rounding, saturation and
+// requantization formulas live in quant_ref.h so that fast paths share them.
+#include <limits>
+#include <string>
+#include <utility>
+
+#include "engine/kernels/quant_ref.h"
+
+namespace lwc::engine::quant {
+
+namespace {
+
+// Below this many output elements the elementwise ops stay single-threaded.
+constexpr int64_t kParallelMin = 1 << 14;
+
+int64_t ceilDiv(int64_t a, int64_t b) { return a >= 0 ? (a + b - 1) / b : -((-a) / b); }  // b > 0
+
+// Calls f(T{}) for an 8-bit quantized dtype.
+template <typename F>
+void dispatch8(DType t, const KernelContext& ctx, const char* what, F&& f) {
+  switch (t) {
+    case DType::UInt8: return f(uint8_t{});
+    case DType::Int8: return f(int8_t{});
+    default: break;
+  }
+  ctx.error(what, " must be int8 or uint8, got ", dtypeName(t));
+}
+
+// Calls f(T{}) for the dtypes QuantizeLinear produces and DequantizeLinear reads (16-bit: opset 21).
+template <typename F>
+void dispatchQuantized(DType t, const KernelContext& ctx, const char* what, F&& f) {
+  switch (t) {
+    case DType::UInt8: return f(uint8_t{});
+    case DType::Int8: return f(int8_t{});
+    case DType::UInt16: return f(uint16_t{});
+    case DType::Int16: return f(int16_t{});
+    default: break;
+  }
+  ctx.error(what, " must be int8, uint8, int16 or uint16, got ", dtypeName(t));
+}
+
+void require8(DType t, const KernelContext& ctx, const char* what) {
+  if (t != DType::UInt8 && t != DType::Int8) ctx.error(what, " must be int8 or uint8, got ", dtypeName(t));
+}
+
+// A scale and its zero point describe one quantization: both a single value, or the same shape.
+void checkPair(const Tensor& scale, const Tensor& zp, const KernelContext& ctx, const char* scale_name,
+               const char* zp_name) {
+  if ((scale.numel() == 1 && zp.numel() == 1) || scale.shape() == zp.shape()) return;
+  ctx.error(zp_name, " has shape ", shapeStr(zp.shape()), " but ", scale_name, " has shape ", shapeStr(scale.shape()),
+            "; they must match");
+}
+
+void requireSingle(const Tensor& t, const KernelContext& ctx, const char* what) {
+  if (t.numel() != 1 || t.rank() > 1)
+    ctx.error(what, " has shape ", shapeStr(t.shape()), "; it must be a scalar (per-tensor quantization)");
+}
+
+// A per-tensor or per-output-channel parameter: one value, or a 1-D tensor of `channels`.
+void requirePerChannel(const Tensor& t, int64_t channels, const KernelContext& ctx, const char* what) {
+  if ((t.numel() == 1 && t.rank() <= 1) || (t.rank() == 1 && t.dim(0) == channels)) return;
+  ctx.error(what, " has shape ", shapeStr(t.shape()), "; expected a scalar or a 1-D tensor of ", channels,
+            " (one per output channel)");
+}
+
+// ---------------------------------------------------------------------------------------------
+// QuantizeLinear / DequantizeLinear: how scales and zero points map onto x.
+
+// x is viewed as [outer, axis_len, inner] around the quantization axis; element (o, a, i) uses
+// parameter base(o, a) + i * innerStep(). Per-tensor parameters view x as one long inner run.
+struct AxisLayout {
+  enum class Kind { PerTensor, PerAxis, Blocked };
+  Kind kind = Kind::PerTensor;
+  int64_t outer = 1, axis_len = 1, inner = 1;
+  int64_t block = 0;
+
+  int64_t base(int64_t o, int64_t a) const {
+    switch (kind) {
+      case Kind::PerTensor: return 0;
+      case Kind::PerAxis: return a;
+      case Kind::Blocked: return (o * ceilDiv(axis_len, block) + a / block) * inner;
+    }
+    return 0;
+  }
+  int64_t innerStep() const { return kind == Kind::Blocked ? 1 : 0; }
+};
+
+AxisLayout axisLayout(const KernelContext& ctx, const Shape& x, const Shape& scale, const char* scale_name) {
+  AxisLayout l;
+  const int64_t block = ctx.node.attrInt("block_size", 0);
+  if (block < 0) ctx.error("block_size must be >= 0, got ", block);
+  if (block == 0 && numelOf(scale) == 1 && scale.size() <= 1) {  // per tensor: axis is ignored
+    l.inner = numelOf(x);
+    return l;
+  }
+  const int64_t rank = static_cast<int64_t>(x.size());
+  if (rank == 0) ctx.error(scale_name, " has shape ", shapeStr(scale), ", but a scalar input takes a single scale");
+  const int64_t axis = normAxis(ctx.node.attrInt("axis", 1), rank, ctx);
+  for (int64_t d = 0; d < rank; ++d) (d < axis ? l.outer : d > axis ? l.inner : l.axis_len) *= x[d];
+  if (block == 0) {
+    if (scale.size() != 1 || scale[0] != x[axis])
+      ctx.error(scale_name, " has shape ", shapeStr(scale), "; expected a scalar or a 1-D tensor of ", x[axis],
+                " (dim ", axis, " of input shape ", shapeStr(x), ")");
+    l.kind = AxisLayout::Kind::PerAxis;
+  } else {
+    Shape want = x;
+    want[axis] = ceilDiv(x[axis], block);
+    if (scale != want)
+      ctx.error(scale_name, " has shape ", shapeStr(scale), "; block_size ", block, " along axis ", axis,
+                " of input shape ", shapeStr(x), " needs ", shapeStr(want));
+    l.kind = AxisLayout::Kind::Blocked;
+    l.block = block;
+  }
+  return l;
+}
+
+// Applies f(value, scale, zero_point) to every element of x under the layout, writing y.
+template <typename TX, typename TY, typename F>
+void mapWithParams(const AxisLayout& l, const TX* x, TY* y, const std::vector<float>& scale,
+                   const std::vector<int32_t>& zp, F&& f) {
+  const int64_t total = l.outer * l.axis_len * l.inner;
+  if (l.kind == AxisLayout::Kind::PerTensor) {
+#pragma omp parallel for schedule(static) if (total > kParallelMin)
+    for (int64_t i = 0; i < total; ++i) y[i] = f(x[i], scale[0], zp[0]);
+    return;
+  }
+  const int64_t step = l.innerStep();
+#pragma omp parallel for collapse(2) schedule(static) if (total > kParallelMin)
+  for (int64_t o = 0; o < l.outer; ++o)
+    for (int64_t a = 0; a < l.axis_len; ++a) {
+      const int64_t row = (o * l.axis_len + a) * l.inner;
+      const int64_t p = l.base(o, a);
+      for (int64_t i = 0; i < l.inner; ++i) y[row + i] = f(x[row + i], scale[p + i * step], zp[p + i * step]);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Convolution.
+
+// Geometry of a convolution with 1 to 3 spatial dims, lifted to 3-D with leading unit dims so one
+// loop nest serves all ranks. convGeometry is a stand-in for nn_ref.h's parseConvParams: swapping
+// means lifting its WindowGeometry into this struct.
+struct ConvGeometry {
+  int64_t batch = 0, in_channels = 0, out_channels = 0, group = 1;
+  int64_t in[3] = {1, 1, 1}, out[3] = {1, 1, 1}, kernel[3] = {1, 1, 1};
+  int64_t stride[3] = {1, 1, 1}, dilation[3] = {1, 1, 1}, pad_begin[3] = {0, 0, 0};
+  Shape out_shape;  // N x M x spatial..., as ONNX defines it
+};
+// Resolves auto_pad, pads, strides, dilations, group and kernel_shape of ctx.node for input shape
+// `x` (N x C x D...) and weight shape `w` (M x C/group x k...).
+ConvGeometry convGeometry(const KernelContext& ctx, const Shape& x, const Shape& w) {
+  const Node& node = ctx.node;
+  const size_t rank = x.size();
+  if (rank < 3 || rank > 5)
+    ctx.error("input has shape ", shapeStr(x), "; expected N x C x D1 [x D2 [x D3]] (1 to 3 spatial dims)");
+  if (w.size() != rank) ctx.error("weight has shape ", shapeStr(w), ", whose rank differs from input shape ", shapeStr(x));
+  const size_t sp = rank - 2;
+  ConvGeometry g;
+  g.batch = x[0];
+  g.in_channels = x[1];
+  g.out_channels = w[0];
+  g.group = node.attrInt("group", 1);
+  if (g.group < 1 || w[1] * g.group != g.in_channels || g.out_channels % g.group != 0)
+    ctx.error("input shape ", shapeStr(x), " and weight shape ", shapeStr(w), " do not fit group = ", g.group,
+              " (need C == W.shape[1] * group and M divisible by group)");
+  auto ints = [&](const char* name, int64_t dflt, size_t count) {
+    std::vector<int64_t> v = node.attrInts(name, std::vector<int64_t>(count, dflt));
+    if (v.size() != count) ctx.error(name, " has ", v.size(), " values; expected ", count);
+    return v;
+  };
+  const std::vector<int64_t> kernel = ints("kernel_shape", 0, sp);
+  const std::vector<int64_t> strides = ints("strides", 1, sp);
+  const std::vector<int64_t> dilations = ints("dilations", 1, sp);
+  const std::vector<int64_t> pads = ints("pads", 0, 2 * sp);
+  const std::string auto_pad = node.attrString("auto_pad", "NOTSET");
+  if (auto_pad != "NOTSET" && auto_pad != "VALID" && auto_pad != "SAME_UPPER" && auto_pad != "SAME_LOWER")
+    ctx.error("auto_pad '", auto_pad, "' is not one of NOTSET, VALID, SAME_UPPER, SAME_LOWER");
+  g.out_shape = {g.batch, g.out_channels};
+  for (size_t d = 0; d < sp; ++d) {
+    const size_t k = 3 - sp + d;  // lifted index
+    const int64_t in = x[2 + d], ks = w[2 + d], s = strides[d], dil = dilations[d];
+    if (node.hasAttr("kernel_shape") && kernel[d] != ks)
+      ctx.error("kernel_shape does not match weight shape ", shapeStr(w));
+    if (s < 1 || dil < 1) ctx.error("strides and dilations must be >= 1");
+    if (pads[d] < 0 || pads[d + sp] < 0) ctx.error("pads must be >= 0");
+    const int64_t span = dil * (ks - 1) + 1;  // extent of the dilated kernel
+    int64_t out = 0, pad_begin = 0;
+    if (auto_pad == "NOTSET" || auto_pad == "VALID") {
+      pad_begin = auto_pad == "VALID" ? 0 : pads[d];
+      const int64_t room = in + (auto_pad == "VALID" ? 0 : pads[d] + pads[d + sp]) - span;
+      out = room < 0 ? 0 : room / s + 1;
+    } else {
+      out = ceilDiv(in, s);
+      const int64_t total = std::max<int64_t>(0, (out - 1) * s + span - in);
+      pad_begin = auto_pad == "SAME_UPPER" ? total / 2 : total - total / 2;
+    }
+    if (out < 1)
+      ctx.error("spatial dim ", d, " of the output would be empty (input ", in, ", dilated kernel ", span, ")");
+    g.in[k] = in;
+    g.out[k] = out;
+    g.kernel[k] = ks;
+    g.stride[k] = s;
+    g.dilation[k] = dil;
+    g.pad_begin[k] = pad_begin;
+    g.out_shape.push_back(out);
+  }
+  return g;
+}
+
+// Output positions o in [first, last) whose input position o * stride + offset lies in [0, in).
+std::pair<int64_t, int64_t> validRange(int64_t offset, int64_t stride, int64_t in, int64_t out) {
+  const int64_t first = std::max<int64_t>(0, ceilDiv(-offset, stride));
+  const int64_t last = std::min(out, ceilDiv(in - offset, stride));
+  return {first, std::max(first, last)};
+}
+
+// Calls emit(n, m, acc) for every image n and output channel m, with the int32 accumulators
+// acc[spatial] = bias[m] + sum over the group's input channels and kernel taps of (x - x_zp) * (w - w_zp[m]).
+// Positions in the padding are skipped: they hold the zero point and contribute nothing. The loop order
+// keeps a weight tap fixed while the innermost loop runs along contiguous output and input rows.
+template <typename TX, typename TW, typename Emit>
+void convAccumulate(const ConvGeometry& g, const TX* x, int32_t x_zp, const TW* w, const std::vector<int32_t>& w_zp,
+                    const int32_t* bias, Emit&& emit) {
+  const int64_t cpg = g.in_channels / g.group;   // input channels per group
+  const int64_t mpg = g.out_channels / g.group;  // output channels per group
+  const int64_t in_plane = g.in[0] * g.in[1] * g.in[2];
+  const int64_t out_plane = g.out[0] * g.out[1] * g.out[2];
+  const int64_t taps = g.kernel[0] * g.kernel[1] * g.kernel[2];
+  const int64_t jobs = g.batch * g.out_channels;
+#pragma omp parallel
+  {
+    std::vector<int32_t> acc(static_cast<size_t>(out_plane));
+#pragma omp for schedule(static)
+    for (int64_t job = 0; job < jobs; ++job) {
+      const int64_t n = job / g.out_channels, m = job % g.out_channels;
+      const int32_t wzp = w_zp.size() == 1 ? w_zp[0] : w_zp[m];
+      std::fill(acc.begin(), acc.end(), bias ? bias[m] : 0);
+      for (int64_t c = 0; c < cpg; ++c) {
+        const TX* xc = x + (n * g.in_channels + (m / mpg) * cpg + c) * in_plane;
+        const TW* wc = w + (m * cpg + c) * taps;
+        for (int64_t kd = 0; kd < g.kernel[0]; ++kd)
+          for (int64_t kh = 0; kh < g.kernel[1]; ++kh)
+            for (int64_t kw = 0; kw < g.kernel[2]; ++kw) {
+              const int32_t wv = static_cast<int32_t>(wc[(kd * g.kernel[1] + kh) * g.kernel[2] + kw]) - wzp;
+              const int64_t off_d = kd * g.dilation[0] - g.pad_begin[0];
+              const int64_t off_h = kh * g.dilation[1] - g.pad_begin[1];
+              const int64_t off_w = kw * g.dilation[2] - g.pad_begin[2];
+              const auto [d0, d1] = validRange(off_d, g.stride[0], g.in[0], g.out[0]);
+              const auto [h0, h1] = validRange(off_h, g.stride[1], g.in[1], g.out[1]);
+              const auto [w0, w1] = validRange(off_w, g.stride[2], g.in[2], g.out[2]);
+              for (int64_t od = d0; od < d1; ++od) {
+                const int64_t id = od * g.stride[0] + off_d;
+                for (int64_t oh = h0; oh < h1; ++oh) {
+                  const TX* xrow = xc + (id * g.in[1] + oh * g.stride[1] + off_h) * g.in[2];
+                  int32_t* arow = acc.data() + (od * g.out[1] + oh) * g.out[2];
+                  for (int64_t ow = w0; ow < w1; ++ow)
+                    arow[ow] = wrapAdd(arow[ow], (static_cast<int32_t>(xrow[ow * g.stride[2] + off_w]) - x_zp) * wv);
+                }
+              }
+            }
+      }
+      emit(n, m, acc.data());
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Matrix multiplication.
+
+// For each linear index into `batch`, the sum of its coordinates times `strides`.
+std::vector<int64_t> batchOffsets(const Shape& batch, const std::vector<int64_t>& strides) {
+  std::vector<int64_t> off(static_cast<size_t>(numelOf(batch)));
+  for (size_t i = 0; i < off.size(); ++i) {
+    int64_t rem = static_cast<int64_t>(i), o = 0;
+    for (size_t k = batch.size(); k-- > 0;) {
+      o += (rem % batch[k]) * strides[k];
+      rem /= batch[k];
+    }
+    off[i] = o;
+  }
+  return off;
+}
+
+// numpy.matmul of a [..., M, K] by b [..., K, N], 1-D operands promoted as numpy does.
+struct MatMulDims {
+  int64_t M = 1, K = 1, N = 1;
+  Shape batch;                        ///< broadcast batch dims of the output
+  std::vector<int64_t> a_off, b_off;  ///< per output batch: offset of its a and b matrices
+  Shape out;
+};
+
+MatMulDims matmulDims(const KernelContext& ctx, const Shape& a, const Shape& b) {
+  if (a.empty() || b.empty())
+    ctx.error("operands must have rank >= 1, got shapes ", shapeStr(a), " and ", shapeStr(b));
+  const Shape a2 = a.size() == 1 ? Shape{1, a[0]} : a;
+  const Shape b2 = b.size() == 1 ? Shape{b[0], 1} : b;
+  MatMulDims d;
+  d.M = a2[a2.size() - 2];
+  d.K = a2.back();
+  d.N = b2.back();
+  if (b2[b2.size() - 2] != d.K)
+    ctx.error("inner dimensions differ: a has shape ", shapeStr(a), " and b has shape ", shapeStr(b));
+  const Shape ab(a2.begin(), a2.end() - 2), bb(b2.begin(), b2.end() - 2);
+  d.batch = broadcastShapes(ab, bb, ctx);
+  d.a_off = batchOffsets(d.batch, broadcastStrides(ab, d.batch));
+  d.b_off = batchOffsets(d.batch, broadcastStrides(bb, d.batch));
+  for (auto& o : d.a_off) o *= d.M * d.K;
+  for (auto& o : d.b_off) o *= d.K * d.N;
+  d.out = d.batch;
+  if (a.size() > 1) d.out.push_back(d.M);
+  if (b.size() > 1) d.out.push_back(d.N);
+  return d;
+}
+
+// Where a matmul operand's quantization parameter is found: value index = batch_off[batch] + step * i,
+// i the row (of a) or column (of b); step 0 for a per-tensor parameter.
+struct MatParam {
+  std::vector<int64_t> batch_off;
+  int64_t step = 0;
+};
+
+MatParam perTensorParam(const MatMulDims& d) { return {std::vector<int64_t>(d.a_off.size(), 0), 0}; }
+
+// Per the spec a parameter is a scalar, an M-vector (per row of a), an N-vector (per column of b),
+// or [..., M, 1] / [..., 1, N]; batch dims may broadcast.
+MatParam matParam(const KernelContext& ctx, const Shape& p, const MatMulDims& d, bool per_row, const char* what) {
+  if (numelOf(p) == 1) return perTensorParam(d);
+  const Shape q = p.size() == 1 && per_row ? Shape{p[0], 1} : p;
+  Shape full = d.batch;
+  full.push_back(per_row ? d.M : 1);
+  full.push_back(per_row ? 1 : d.N);
+  bool ok = q.size() <= full.size();
+  for (size_t k = 0; ok && k < q.size(); ++k) {
+    const int64_t e = full[full.size() - q.size() + k];
+    ok = q[k] == e || q[k] == 1;
+  }
+  if (!ok)
+    ctx.error(what, " has shape ", shapeStr(p), "; expected a scalar, a 1-D tensor of ", per_row ? d.M : d.N,
+              per_row ? " (per row of a)" : " (per column of b)", " or a shape broadcastable to ", shapeStr(full));
+  const std::vector<int64_t> st = broadcastStrides(q, full);
+  MatParam mp;
+  mp.step = st[full.size() - (per_row ? 2 : 1)];
+  mp.batch_off = batchOffsets(d.batch, std::vector<int64_t>(st.begin(), st.end() - 2));
+  return mp;
+}
+
+// Calls emit(batch, row, acc) for every output row, with acc[n] = sum_k (a[row, k] - a_zp) * (b[k, n] - b_zp[n]).
+// The k-outer, n-inner order streams contiguous rows of b.
+template <typename TA, typename TB, typename Emit>
+void matmulAccumulate(const MatMulDims& d, const TA* a, const std::vector<int32_t>& a_zp, const MatParam& a_zp_at,
+                      const TB* b, const std::vector<int32_t>& b_zp, const MatParam& b_zp_at, Emit&& emit) {
+  const int64_t rows = static_cast<int64_t>(d.a_off.size()) * d.M;
+#pragma omp parallel
+  {
+    std::vector<int32_t> acc(static_cast<size_t>(d.N)), bzp(static_cast<size_t>(d.N));
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t bt = r / d.M, m = r % d.M;
+      const TA* arow = a + d.a_off[bt] + m * d.K;
+      const TB* bmat = b + d.b_off[bt];
+      const int32_t azp = a_zp[a_zp_at.batch_off[bt] + m * a_zp_at.step];
+      for (int64_t n = 0; n < d.N; ++n) bzp[n] = b_zp[b_zp_at.batch_off[bt] + n * b_zp_at.step];
+      std::fill(acc.begin(), acc.end(), 0);
+      for (int64_t k = 0; k < d.K; ++k) {
+        const int32_t av = static_cast<int32_t>(arow[k]) - azp;
+        const TB* brow = bmat + k * d.N;
+        for (int64_t n = 0; n < d.N; ++n) acc[n] = wrapAdd(acc[n], av * (static_cast<int32_t>(brow[n]) - bzp[n]));
+      }
+      emit(bt, m, acc.data());
+    }
+  }
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Shared helpers (quant_ref.h).
+
+QRange qrange(DType t, const KernelContext& ctx, const char* what) {
+  QRange r{};
+  dispatchQuantized(t, ctx, what, [&](auto tag) {
+    using T = decltype(tag);
+    r = {std::numeric_limits<T>::min(), std::numeric_limits<T>::max()};
+  });
+  return r;
+}
+
+std::vector<float> readScales(const Tensor& t, const KernelContext& ctx, const char* what) {
+  if (t.dtype() != DType::Float32 && t.dtype() != DType::Float16)
+    ctx.error(what, " must be float32 or float16, got ", dtypeName(t.dtype()));
+  const Tensor f = toFloat32IfHalf(t);
+  std::vector<float> s(f.data<float>(), f.data<float>() + f.numel());
+  for (float v : s)
+    if (!std::isfinite(v) || v <= 0.0f) ctx.error(what, " must be positive and finite, got ", v);
+  return s;
+}
+
+std::vector<int32_t> readZeroPoints(const Tensor& t, DType expect, const KernelContext& ctx, const char* what) {
+  if (t.dtype() != expect)
+    ctx.error(what, " is ", dtypeName(t.dtype()), " but must be ", dtypeName(expect),
+              ", the type of the tensor it belongs to");
+  std::vector<int32_t> z(static_cast<size_t>(t.numel()));
+  for (int64_t i = 0; i < t.numel(); ++i) z[i] = static_cast<int32_t>(t.at(i));
+  return z;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The kernels.
+
+void quantizeLinear(KernelContext& ctx) {
+  const Tensor& x_in = ctx.in(0);
+  const DType xt = x_in.dtype();
+  if (xt != DType::Float32 && xt != DType::Float16 && xt != DType::Int32)
+    ctx.error("x must be float32, float16 or int32, got ", dtypeName(xt));
+  // float16 and int32 inputs are divided in float32, as ONNX Runtime does.
+  const Tensor x = xt == DType::Float32 ? x_in : x_in.cast(DType::Float32);
+  const Tensor& scale_t = ctx.in(1);
+  const std::vector<float> scale = readScales(scale_t, ctx, "y_scale");
+
+  DType out = DType::UInt8;  // the default without a zero point
+  const int64_t out_attr = ctx.node.attrInt("output_dtype", 0);
+  if (out_attr != 0) out = fromOnnxType(static_cast<int>(out_attr));
+  std::vector<int32_t> zp(scale.size(), 0);
+  if (ctx.has(2)) {
+    const Tensor& zp_t = ctx.in(2);
+    if (out_attr != 0 && zp_t.dtype() != out)
+      ctx.error("output_dtype is ", dtypeName(out), " but y_zero_point is ", dtypeName(zp_t.dtype()));
+    out = zp_t.dtype();
+    checkPair(scale_t, zp_t, ctx, "y_scale", "y_zero_point");
+    zp = readZeroPoints(zp_t, out, ctx, "y_zero_point");
+  }
+  const QRange range = qrange(out, ctx, "the output type (y_zero_point or output_dtype)");
+  const AxisLayout layout = axisLayout(ctx, x.shape(), scale_t.shape(), "y_scale");
+  Tensor& y = ctx.alloc(0, out, x.shape());
+  dispatchQuantized(out, ctx, "y", [&](auto tag) {
+    using T = decltype(tag);
+    mapWithParams(layout, x.data<float>(), y.data<T>(), scale, zp, [&](float v, float s, int32_t z) {
+      return static_cast<T>(quantizeValue(v, s, z, range));
+    });
+  });
+}
+
+void dequantizeLinear(KernelContext& ctx) {
+  const Tensor& x = ctx.in(0);
+  const Tensor& scale_t = ctx.in(1);
+  const DType xt = x.dtype();
+  if (xt != DType::Int8 && xt != DType::UInt8 && xt != DType::Int16 && xt != DType::UInt16 && xt != DType::Int32)
+    ctx.error("x must be int8, uint8, int16, uint16 or int32, got ", dtypeName(xt));
+  const std::vector<float> scale = readScales(scale_t, ctx, "x_scale");
+  std::vector<int32_t> zp(scale.size(), 0);
+  if (ctx.has(2)) {
+    checkPair(scale_t, ctx.in(2), ctx, "x_scale", "x_zero_point");
+    zp = readZeroPoints(ctx.in(2), xt, ctx, "x_zero_point");
+    if (xt == DType::Int32)
+      for (int32_t z : zp)
+        if (z != 0) ctx.error("x is int32, whose zero point must be 0, got ", z);
+  }
+  const AxisLayout layout = axisLayout(ctx, x.shape(), scale_t.shape(), "x_scale");
+  Tensor y(DType::Float32, x.shape());
+  auto run = [&](auto tag) {
+    using T = decltype(tag);
+    mapWithParams(layout, x.data<T>(), y.data<float>(), scale, zp, [](T v, float s, int32_t z) {
+      return dequantizeValue(static_cast<int32_t>(v), z, s);
+    });
+  };
+  if (xt == DType::Int32) run(int32_t{});
+  else dispatchQuantized(xt, ctx, "x", run);
+  // Since opset 19 the output has the scale's type.
+  ctx.outputs[0] = scale_t.dtype() == DType::Float16 ? y.cast(DType::Float16) : y;
+}
+
+void dynamicQuantizeLinear(KernelContext& ctx) {
+  const Tensor& x = ctx.in(0);
+  if (x.dtype() != DType::Float32) ctx.error("x must be float32, got ", dtypeName(x.dtype()));
+  const float* xs = x.data<float>();
+  const int64_t n = x.numel();
+  // The range always includes 0, so that 0 is exactly representable. NaNs are ignored.
+  float lo = 0.0f, hi = 0.0f;
+#pragma omp parallel for reduction(min : lo) reduction(max : hi) if (n > kParallelMin)
+  for (int64_t i = 0; i < n; ++i) {
+    lo = std::min(lo, xs[i]);
+    hi = std::max(hi, xs[i]);
+  }
+  const QRange range{0, 255};
+  // For an all-zero input the spec's formula divides 0 by 0; like ONNX Runtime we then use scale 1
+  // (zero point 0, every output 0).
+  const float scale = hi == lo ? 1.0f : (hi - lo) / 255.0f;
+  const int32_t zp = roundSaturate(0.0f - lo / scale, range.lo, range.hi);
+  Tensor& y = ctx.alloc(0, DType::UInt8, x.shape());
+  uint8_t* ys = y.data<uint8_t>();
+#pragma omp parallel for schedule(static) if (n > kParallelMin)
+  for (int64_t i = 0; i < n; ++i) ys[i] = static_cast<uint8_t>(quantizeValue(xs[i], scale, zp, range));
+  if (ctx.numOutputs() > 1) ctx.outputs[1] = Tensor::scalar(scale);
+  if (ctx.numOutputs() > 2) ctx.outputs[2] = Tensor::scalar(static_cast<uint8_t>(zp));
+}
+
+void convInteger(KernelContext& ctx) {
+  const Tensor& x = ctx.in(0);
+  const Tensor& w = ctx.in(1);
+  require8(x.dtype(), ctx, "x");
+  require8(w.dtype(), ctx, "w");
+  const ConvGeometry g = convGeometry(ctx, x.shape(), w.shape());
+  int32_t x_zp = 0;
+  if (ctx.has(2)) {
+    requireSingle(ctx.in(2), ctx, "x_zero_point");
+    x_zp = readZeroPoints(ctx.in(2), x.dtype(), ctx, "x_zero_point")[0];
+  }
+  std::vector<int32_t> w_zp{0};
+  if (ctx.has(3)) {
+    requirePerChannel(ctx.in(3), g.out_channels, ctx, "w_zero_point");
+    w_zp = readZeroPoints(ctx.in(3), w.dtype(), ctx, "w_zero_point");
+  }
+  Tensor& y = ctx.alloc(0, DType::Int32, g.out_shape);
+  int32_t* ys = y.data<int32_t>();
+  const int64_t plane = g.out[0] * g.out[1] * g.out[2];
+  dispatch8(x.dtype(), ctx, "x", [&](auto tx) {
+    dispatch8(w.dtype(), ctx, "w", [&](auto tw) {
+      convAccumulate(g, x.data<decltype(tx)>(), x_zp, w.data<decltype(tw)>(), w_zp, nullptr,
+                     [&](int64_t n, int64_t m, const int32_t* acc) {
+                       std::copy(acc, acc + plane, ys + (n * g.out_channels + m) * plane);
+                     });
+    });
+  });
+}
+
+void qlinearConv(KernelContext& ctx) {
+  const Tensor& x = ctx.in(0);
+  const Tensor& w = ctx.in(3);
+  require8(x.dtype(), ctx, "x");
+  require8(w.dtype(), ctx, "w");
+  const ConvGeometry g = convGeometry(ctx, x.shape(), w.shape());
+  const int64_t M = g.out_channels;
+
+  requireSingle(ctx.in(1), ctx, "x_scale");
+  requireSingle(ctx.in(2), ctx, "x_zero_point");
+  const float x_scale = readScales(ctx.in(1), ctx, "x_scale")[0];
+  const int32_t x_zp = readZeroPoints(ctx.in(2), x.dtype(), ctx, "x_zero_point")[0];
+  requirePerChannel(ctx.in(4), M, ctx, "w_scale");
+  checkPair(ctx.in(4), ctx.in(5), ctx, "w_scale", "w_zero_point");
+  const std::vector<float> w_scale = readScales(ctx.in(4), ctx, "w_scale");
+  const std::vector<int32_t> w_zp = readZeroPoints(ctx.in(5), w.dtype(), ctx, "w_zero_point");
+  requireSingle(ctx.in(6), ctx, "y_scale");
+  requireSingle(ctx.in(7), ctx, "y_zero_point");
+  const float y_scale = readScales(ctx.in(6), ctx, "y_scale")[0];
+  const DType yt = ctx.in(7).dtype();
+  require8(yt, ctx, "y_zero_point");
+  const int32_t y_zp = readZeroPoints(ctx.in(7), yt, ctx, "y_zero_point")[0];
+  const int32_t* bias = nullptr;
+  if (ctx.has(8)) {
+    const Tensor& b = ctx.in(8);
+    if (b.dtype() != DType::Int32 || b.rank() != 1 || b.dim(0) != M)
+      ctx.error("bias must be an int32 1-D tensor of ", M, " (one per output channel), got ", dtypeName(b.dtype()), " ",
+                shapeStr(b.shape()));
+    bias = b.data<int32_t>();
+  }
+
+  std::vector<float> multiplier(static_cast<size_t>(M));
+  for (int64_t m = 0; m < M; ++m) multiplier[m] = requantMultiplier(x_scale, w_scale[w_scale.size() == 1 ? 0 : m], y_scale);
+  const QRange range = qrange(yt, ctx, "y_zero_point");
+  Tensor& y = ctx.alloc(0, yt, g.out_shape);
+  const int64_t plane = g.out[0] * g.out[1] * g.out[2];
+  dispatch8(x.dtype(), ctx, "x", [&](auto tx) {
+    dispatch8(w.dtype(), ctx, "w", [&](auto tw) {
+      dispatch8(yt, ctx, "y_zero_point", [&](auto ty) {
+        using TY = decltype(ty);
+        TY* ys = y.data<TY>();
+        convAccumulate(g, x.data<decltype(tx)>(), x_zp, w.data<decltype(tw)>(), w_zp, bias,
+                       [&](int64_t n, int64_t m, const int32_t* acc) {
+                         TY* dst = ys + (n * M + m) * plane;
+                         for (int64_t i = 0; i < plane; ++i)
+                           dst[i] = static_cast<TY>(requantizeValue(acc[i], multiplier[m], y_zp, range));
+                       });
+      });
+    });
+  });
+}
+
+void matMulInteger(KernelContext& ctx) {
+  const Tensor& a = ctx.in(0);
+  const Tensor& b = ctx.in(1);
+  require8(a.dtype(), ctx, "A");
+  require8(b.dtype(), ctx, "B");
+  const MatMulDims d = matmulDims(ctx, a.shape(), b.shape());
+  std::vector<int32_t> a_zp{0}, b_zp{0};
+  MatParam a_at = perTensorParam(d), b_at = perTensorParam(d);
+  if (ctx.has(2)) {
+    a_zp = readZeroPoints(ctx.in(2), a.dtype(), ctx, "a_zero_point");
+    a_at = matParam(ctx, ctx.in(2).shape(), d, true, "a_zero_point");
+  }
+  if (ctx.has(3)) {
+    b_zp = readZeroPoints(ctx.in(3), b.dtype(), ctx, "b_zero_point");
+    b_at = matParam(ctx, ctx.in(3).shape(), d, false, "b_zero_point");
+  }
+  Tensor& y = ctx.alloc(0, DType::Int32, d.out);
+  int32_t* ys = y.data<int32_t>();
+  dispatch8(a.dtype(), ctx, "A", [&](auto ta) {
+    dispatch8(b.dtype(), ctx, "B", [&](auto tb) {
+      matmulAccumulate(d, a.data<decltype(ta)>(), a_zp, a_at, b.data<decltype(tb)>(), b_zp, b_at,
+                       [&](int64_t bt, int64_t m, const int32_t* acc) {
+                         std::copy(acc, acc + d.N, ys + (bt * d.M + m) * d.N);
+                       });
+    });
+  });
+}
+
+void qlinearMatMul(KernelContext& ctx) {
+  const Tensor& a = ctx.in(0);
+  const Tensor& b = ctx.in(3);
+  require8(a.dtype(), ctx, "a");
+  require8(b.dtype(), ctx, "b");
+  const MatMulDims d = matmulDims(ctx, a.shape(), b.shape());
+
+  checkPair(ctx.in(1), ctx.in(2), ctx, "a_scale", "a_zero_point");
+  const std::vector<float> a_scale = readScales(ctx.in(1), ctx, "a_scale");
+  const std::vector<int32_t> a_zp = readZeroPoints(ctx.in(2), a.dtype(), ctx, "a_zero_point");
+  const MatParam a_at = matParam(ctx, ctx.in(1).shape(), d, true, "a_scale");
+  checkPair(ctx.in(4), ctx.in(5), ctx, "b_scale", "b_zero_point");
+  const std::vector<float> b_scale = readScales(ctx.in(4), ctx, "b_scale");
+  const std::vector<int32_t> b_zp = readZeroPoints(ctx.in(5), b.dtype(), ctx, "b_zero_point");
+  const MatParam b_at = matParam(ctx, ctx.in(4).shape(), d, false, "b_scale");
+  requireSingle(ctx.in(6), ctx, "y_scale");
+  requireSingle(ctx.in(7), ctx, "y_zero_point");
+  const float y_scale = readScales(ctx.in(6), ctx, "y_scale")[0];
+  const DType yt = ctx.in(7).dtype();
+  require8(yt, ctx, "y_zero_point");
+  const int32_t y_zp = readZeroPoints(ctx.in(7), yt, ctx, "y_zero_point")[0];
+  const QRange range = qrange(yt, ctx, "y_zero_point");
+
+  Tensor& y = ctx.alloc(0, yt, d.out);
+  dispatch8(a.dtype(), ctx, "a", [&](auto ta) {
+    dispatch8(b.dtype(), ctx, "b", [&](auto tb) {
+      dispatch8(yt, ctx, "y_zero_point", [&](auto ty) {
+        using TY = decltype(ty);
+        TY* ys = y.data<TY>();
+        matmulAccumulate(d, a.data<decltype(ta)>(), a_zp, a_at, b.data<decltype(tb)>(), b_zp, b_at,
+                         [&](int64_t bt, int64_t m, const int32_t* acc) {
+                           const float as = a_scale[a_at.batch_off[bt] + m * a_at.step];
+                           TY* dst = ys + (bt * d.M + m) * d.N;
+                           for (int64_t n = 0; n < d.N; ++n) {
+                             const float bs = b_scale[b_at.batch_off[bt] + n * b_at.step];
+                             dst[n] = static_cast<TY>(requantizeValue(acc[n], requantMultiplier(as, bs, y_scale), y_zp, range));
+                           }
+                         });
+      });
+    });
+  });
+}
+
+}  // namespace lwc::engine::quant
 
 namespace lwc::engine {
 
-void registerQuantKernels(KernelRegistry& r) {}
+void registerQuantKernels(KernelRegistry& r) {
+  using namespace quant;
+  r.addFn("QuantizeLinear", 10, kMaxOpset, quantizeLinear);
+  r.addFn("DequantizeLinear", 10, kMaxOpset, dequantizeLinear);
+  r.addFn("DynamicQuantizeLinear", 11, kMaxOpset, dynamicQuantizeLinear);
+  r.addFn("ConvInteger", 10, kMaxOpset, convInteger);
+  r.addFn("QLinearConv", 10, kMaxOpset, qlinearConv);
+  r.addFn("MatMulInteger", 10, kMaxOpset, matMulInteger);
+  r.addFn("QLinearMatMul", 10, kMaxOpset, qlinearMatMul);
+}
 
 }  // namespace lwc::engine
