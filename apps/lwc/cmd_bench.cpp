@@ -1,5 +1,6 @@
 // lwc bench MODEL: latency and throughput of the lwc engine on random inputs.
 #include <algorithm>
+#include <map>
 #include <chrono>
 #include <cstdio>
 #include <iostream>
@@ -22,6 +23,7 @@ struct BenchOptions {
   double seconds = 3.0;
   bool json = false;
   bool reference = false;
+  bool profile = false;
 };
 
 Tensor randomInput(const ValueInfo& v, int64_t batch, std::mt19937& rng) {
@@ -40,6 +42,24 @@ Tensor randomInput(const ValueInfo& v, int64_t batch, std::mt19937& rng) {
     for (int64_t i = 0; i < t.numel(); ++i) p[i] = static_cast<uint8_t>(rng());
   }  // other types stay zero (indices, masks)
   return t;
+}
+
+void printProfile(const std::vector<engine::NodeProfile>& prof, size_t runs) {
+  std::map<std::string, std::pair<double, int>> by_op;
+  double total = 0;
+  for (const auto& p : prof) {
+    auto& e = by_op[p.op_type + " [" + p.impl + "]"];
+    e.first += p.total_ms;
+    ++e.second;
+    total += p.total_ms;
+  }
+  std::vector<std::pair<double, std::string>> rows;
+  for (const auto& [k, v] : by_op) rows.emplace_back(v.first, k);
+  std::sort(rows.rbegin(), rows.rend());
+  std::fprintf(stderr, "%-40s %6s %10s %7s\n", "op [impl]", "nodes", "ms/run", "share");
+  for (const auto& [ms, k] : rows)
+    std::fprintf(stderr, "%-40s %6d %10.3f %6.1f%%\n", k.c_str(), by_op[k].second, ms / static_cast<double>(runs),
+                 100.0 * ms / total);
 }
 
 double percentile(std::vector<double> v, double p) {
@@ -62,6 +82,7 @@ void addBenchCommand(CLI::App& app, Action& action, const GlobalOptions&) {
   cmd->add_option("--seconds", o->seconds, "Time budget for timed runs")->default_val(3.0)->check(CLI::PositiveNumber);
   cmd->add_flag("--json", o->json, "Machine-readable output");
   cmd->add_flag("--reference", o->reference, "Use only the reference kernels (no oneDNN)");
+  cmd->add_flag("--profile", o->profile, "Print the time per op type (and per node with -v)");
   cmd->callback([&action, o] {
     action = [o] {
       engine::configureThreads(o->threads);
@@ -69,6 +90,7 @@ void addBenchCommand(CLI::App& app, Action& action, const GlobalOptions&) {
       engine::SessionOptions so;
       so.threads = o->threads;
       so.reference_only = o->reference;
+      so.profile = o->profile;
       engine::Session s(m, so);
       std::mt19937 rng(42);
       engine::TensorMap feeds;
@@ -100,6 +122,7 @@ void addBenchCommand(CLI::App& app, Action& action, const GlobalOptions&) {
                     o->threads, ms.size());
         std::printf("latency  median %.3f ms  p90 %.3f ms  mean %.3f ms\nthroughput  %.1f items/s\n", med, p90, mean, items);
       }
+      if (o->profile) printProfile(s.profile(), ms.size() + static_cast<size_t>(o->warmup));
       return 0;
     };
   });

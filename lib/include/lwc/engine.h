@@ -16,6 +16,17 @@ struct SessionOptions {
   int threads = 0;
   /// Use only the plain reference kernels (the test oracle); no oneDNN fast paths.
   bool reference_only = false;
+  /// Accumulate the time spent in each node (see Session::profile()).
+  bool profile = false;
+};
+
+/// Time spent in one node over all runs since the session was built.
+struct NodeProfile {
+  std::string node;  ///< node description
+  std::string op_type;
+  std::string impl;
+  double total_ms = 0;
+  int64_t calls = 0;
 };
 
 /// Called once for every tensor a node produces, right after it is produced (graph outputs included).
@@ -43,6 +54,8 @@ class Session {
   const std::vector<std::string>& outputNames() const;
   /// Implementation chosen for each node ("ref", "dnnl", ...), for diagnostics and tests.
   std::vector<std::pair<std::string, std::string>> kernelChoices() const;
+  /// Per-node timings (empty unless SessionOptions::profile).
+  std::vector<NodeProfile> profile() const;
 
  private:
   struct Impl;

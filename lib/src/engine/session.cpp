@@ -2,6 +2,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <unordered_map>
 
@@ -34,6 +35,8 @@ struct Session::Impl {
   std::vector<const ValueInfo*> input_infos;
   ValueTypes types;
   OptimizeStats stats;
+  std::vector<double> node_ms;
+  std::vector<int64_t> node_calls;
 
   int slot(const std::string& name) {
     auto [it, fresh] = slot_of.emplace(name, static_cast<int>(slot_names.size()));
@@ -104,6 +107,8 @@ Session::Session(const Model& model, SessionOptions opts) : impl_(std::make_uniq
     s.kernels.push_back(std::move(k));
     s.impl_names.push_back(impl);
   }
+  s.node_ms.assign(g.nodes.size(), 0.0);
+  s.node_calls.assign(g.nodes.size(), 0);
   for (const auto& o : g.outputs) {
     s.output_names.push_back(o.name);
     s.output_slots.push_back(s.slot(o.name));
@@ -134,6 +139,17 @@ std::vector<std::pair<std::string, std::string>> Session::kernelChoices() const 
   std::vector<std::pair<std::string, std::string>> r;
   for (size_t i = 0; i < impl_->graph.nodes.size(); ++i)
     r.emplace_back(impl_->graph.nodes[i].describe(), impl_->impl_names[i]);
+  return r;
+}
+
+std::vector<NodeProfile> Session::profile() const {
+  std::vector<NodeProfile> r;
+  if (!impl_->opts.profile) return r;
+  for (size_t i = 0; i < impl_->graph.nodes.size(); ++i) {
+    const Node& n = impl_->graph.nodes[i];
+    r.push_back({n.describe(), n.domain.empty() ? n.op_type : n.domain + "." + n.op_type, impl_->impl_names[i],
+                 impl_->node_ms[i], impl_->node_calls[i]});
+  }
   return r;
 }
 
@@ -176,7 +192,14 @@ std::vector<Tensor> Session::runOrdered(const TensorMap& inputs, const Observer&
     }
     outs.assign(n.outputs.size(), Tensor());
     KernelContext ctx{n, in_ptrs, outs};
-    s.kernels[i]->run(ctx);
+    if (s.opts.profile) {
+      const auto t0 = std::chrono::steady_clock::now();
+      s.kernels[i]->run(ctx);
+      s.node_ms[i] += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+      ++s.node_calls[i];
+    } else {
+      s.kernels[i]->run(ctx);
+    }
     for (size_t o = 0; o < n.outputs.size(); ++o) {
       const int sl = s.node_out[i][o];
       if (sl < 0) continue;

@@ -1,0 +1,89 @@
+// Reference convolution, GEMM and pooling as plain functions (engine-internal).
+//
+// They are the test oracle of the fast paths and their fallback. A fast path resolves its node with
+// the same parse*Params function, so both always agree on pads, output shapes and what is an error.
+// parse*Params validate everything and throw lwc::Error naming the node; the *Ref functions trust
+// their params and take float32 or float64 tensors (gemm/matmul also int32, int64, uint32, uint64;
+// max pooling also int8, uint8). Float16 is converted by the kernels before calling them.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "lwc/graph.h"
+#include "lwc/tensor.h"
+
+namespace lwc::engine {
+
+/// A sliding window over the spatial dims of an [N, C, D1, ..., Dr] tensor, with every attribute
+/// resolved (auto_pad applied, defaults filled in); one entry per spatial dim.
+struct WindowGeometry {
+  std::vector<int64_t> in, kernel, strides, dilations, pads_begin, pads_end, out;
+  size_t rank() const { return in.size(); }
+};
+
+/// Conv: X [N, C, D...], W [M, C/group, K...], optional B [M] -> Y [N, M, O...].
+struct ConvParams {
+  int64_t batch = 0, in_channels = 0, out_channels = 0, group = 1;
+  WindowGeometry geo;
+  Shape outShape() const;
+};
+ConvParams parseConvParams(const Node& n, const Shape& x, const Shape& w);
+/// im2col + blocked GEMM, OpenMP over batch x group (or inside the GEMM when there are few of those).
+Tensor convRef(const Tensor& x, const Tensor& w, const Tensor* b, const ConvParams& p);
+
+/// ConvTranspose: X [N, C, D...], W [C, M/group, K...], optional B [M] -> Y [N, M, O...].
+/// geo.in is the input's spatial size, geo.out the output's; pads are those of the equivalent Conv.
+struct ConvTransposeParams {
+  int64_t batch = 0, in_channels = 0, out_channels = 0, group = 1;
+  WindowGeometry geo;
+  Shape outShape() const;
+};
+ConvTransposeParams parseConvTransposeParams(const Node& n, const Shape& x, const Shape& w);
+/// GEMM (W^T x X) + col2im scatter.
+Tensor convTransposeRef(const Tensor& x, const Tensor& w, const Tensor* b, const ConvTransposeParams& p);
+
+/// MaxPool, AveragePool, LpPool: X [N, C, D...] -> Y [N, C, O...].
+struct PoolParams {
+  int64_t batch = 0, channels = 0;
+  WindowGeometry geo;
+  bool count_include_pad = false;  ///< AveragePool
+  int64_t storage_order = 0;       ///< MaxPool Indices: 0 row-major, 1 column-major
+  double p = 2;                    ///< LpPool
+  Shape outShape() const;
+};
+/// `opset` decides how LpPool's `p` is read (a float before opset 2).
+PoolParams parsePoolParams(const Node& n, int64_t opset, const Shape& x);
+/// Padding never wins. `indices` (optional) receives int64 flat positions in X as ONNX defines them.
+Tensor maxPoolRef(const Tensor& x, const PoolParams& p, Tensor* indices = nullptr);
+Tensor averagePoolRef(const Tensor& x, const PoolParams& p);
+Tensor lpPoolRef(const Tensor& x, const PoolParams& p);
+
+/// Gemm: Y [M, N] = alpha * op(A) * op(B) + beta * C, C unidirectionally broadcast to [M, N].
+struct GemmParams {
+  int64_t m = 0, n = 0, k = 0;
+  bool trans_a = false, trans_b = false;
+  double alpha = 1, beta = 1;
+};
+/// `c` is the shape of C, nullptr when C is omitted.
+GemmParams parseGemmParams(const Node& n, const Shape& a, const Shape& b, const Shape* c);
+Tensor gemmRef(const Tensor& a, const Tensor& b, const Tensor* c, const GemmParams& p);
+
+/// MatMul with numpy semantics (1-D operands promoted, batch dims broadcast).
+struct MatMulParams {
+  int64_t m = 0, n = 0, k = 0;
+  Shape batch;             ///< broadcast batch dims of the result
+  Shape a_batch, b_batch;  ///< each operand's batch dims, left-padded with 1s to batch.size()
+  Shape out;               ///< result shape, promoted dims removed
+};
+MatMulParams parseMatMulParams(const Node& n, const Shape& a, const Shape& b);
+Tensor matMulRef(const Tensor& a, const Tensor& b, const MatMulParams& p);
+
+/// Row-major C[M,N] = alpha * op(A) * op(B) + beta * C (beta == 0 ignores C's contents).
+/// Blocked, OpenMP-parallel unless already inside a parallel region. Instantiated for float, double,
+/// int32_t, int64_t, uint32_t, uint64_t.
+template <typename T>
+void gemmBlocked(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T* a, int64_t lda,
+                 const T* b, int64_t ldb, T beta, T* c, int64_t ldc);
+
+}  // namespace lwc::engine
