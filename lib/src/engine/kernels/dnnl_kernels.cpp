@@ -8,6 +8,7 @@
 #include <mutex>
 
 #include "engine/kernels/common.h"
+#include "engine/kernels/nn_ref.h"
 #include "engine/optimize.h"
 
 namespace lwc::engine {
@@ -21,47 +22,6 @@ using dt = dnnl::memory::data_type;
 dnnl::engine& cpuEngine() {
   static dnnl::engine e(dnnl::engine::kind::cpu, 0);
   return e;
-}
-
-/// Conv geometry for a 2-D convolution at a concrete input shape.
-struct Conv2dGeometry {
-  int64_t group = 1;
-  memory::dims strides{1, 1}, dilations{0, 0} /* oneDNN: dilation - 1 */, pad_l{0, 0}, pad_r{0, 0};
-  memory::dims out_hw{0, 0};
-};
-
-bool conv2dGeometry(const Node& n, const Shape& x, const Shape& w, Conv2dGeometry& g) {
-  g.group = n.attrInt("group", 1);
-  auto strides = n.attrInts("strides", {1, 1});
-  auto dil = n.attrInts("dilations", {1, 1});
-  auto pads = n.attrInts("pads", {0, 0, 0, 0});
-  const std::string auto_pad = n.attrString("auto_pad", "NOTSET");
-  if (strides.size() != 2 || dil.size() != 2 || pads.size() != 4) return false;
-  const int64_t kh = w[2], kw = w[3];
-  const int64_t k[2] = {kh, kw};
-  for (int i = 0; i < 2; ++i) {
-    const int64_t in = x[2 + i];
-    const int64_t ek = (k[i] - 1) * dil[i] + 1;
-    int64_t pl = pads[i], pr = pads[i + 2];
-    if (auto_pad == "SAME_UPPER" || auto_pad == "SAME_LOWER") {
-      const int64_t out = (in + strides[i] - 1) / strides[i];
-      const int64_t total = std::max<int64_t>(0, (out - 1) * strides[i] + ek - in);
-      pl = auto_pad == "SAME_UPPER" ? total / 2 : total - total / 2;
-      pr = total - pl;
-    } else if (auto_pad == "VALID") {
-      pl = pr = 0;
-    } else if (auto_pad != "NOTSET") {
-      return false;
-    }
-    const int64_t out = (in + pl + pr - ek) / strides[i] + 1;
-    if (out <= 0) return false;
-    g.strides[i] = strides[i];
-    g.dilations[i] = dil[i] - 1;
-    g.pad_l[i] = pl;
-    g.pad_r[i] = pr;
-    g.out_hw[i] = out;
-  }
-  return true;
 }
 
 struct PostOp {
@@ -139,13 +99,17 @@ class DnnlConv final : public Kernel {
   Prepared& prepare(const Shape& xs, const KernelContext& ctx) {
     auto it = cache_.find(xs);
     if (it != cache_.end()) return it->second;
-    Conv2dGeometry g;
-    if (!conv2dGeometry(node_, xs, w_.shape(), g)) ctx.error("input ", shapeStr(xs), " is too small for the kernel");
+    const ConvParams cp = parseConvParams(node_, xs, w_.shape());  // shared with the reference: same shapes, same errors
+    const WindowGeometry& geo = cp.geo;
+    const memory::dims strides(geo.strides.begin(), geo.strides.end());
+    const memory::dims pad_l(geo.pads_begin.begin(), geo.pads_begin.end()), pad_r(geo.pads_end.begin(), geo.pads_end.end());
+    memory::dims dil;
+    for (auto d : geo.dilations) dil.push_back(d - 1);  // oneDNN counts dilation from 0
     auto& eng = cpuEngine();
-    const int64_t oc = w_.dim(0), icg = w_.dim(1), kh = w_.dim(2), kw = w_.dim(3);
+    const int64_t oc = w_.dim(0), icg = w_.dim(1), kh = w_.dim(2), kw = w_.dim(3), group = cp.group;
     memory::dims xd{xs[0], xs[1], xs[2], xs[3]};
-    memory::dims yd{xs[0], oc, g.out_hw[0], g.out_hw[1]};
-    memory::dims wd = g.group == 1 ? memory::dims{oc, icg, kh, kw} : memory::dims{g.group, oc / g.group, icg, kh, kw};
+    memory::dims yd{xs[0], oc, geo.out[0], geo.out[1]};
+    memory::dims wd = group == 1 ? memory::dims{oc, icg, kh, kw} : memory::dims{group, oc / group, icg, kh, kw};
     const tag act = nhwc_ ? tag::nhwc : tag::any;
     memory::desc x_md(xd, dt::f32, act), y_md(yd, dt::f32, act), w_any(wd, dt::f32, tag::any);
     memory::desc b_md = b_.empty() ? memory::desc() : memory::desc({oc}, dt::f32, tag::a);
@@ -168,16 +132,16 @@ class DnnlConv final : public Kernel {
     dnnl::primitive_attr attr;
     attr.set_post_ops(ops);
     dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, x_md,
-                                      w_any, b_md, y_md, g.strides, g.dilations, g.pad_l, g.pad_r);
+                                      w_any, b_md, y_md, strides, dil, pad_l, pad_r);
     p.pd = dnnl::convolution_forward::primitive_desc(d, attr, eng);
     p.conv = dnnl::convolution_forward(p.pd);
-    memory w_user(memory::desc(wd, dt::f32, g.group == 1 ? tag::oihw : tag::goihw), eng, const_cast<void*>(w_.raw()));
+    memory w_user(memory::desc(wd, dt::f32, group == 1 ? tag::oihw : tag::goihw), eng, const_cast<void*>(w_.raw()));
     p.w_mem = memory(p.pd.weights_desc(), eng);
     dnnl::stream s(eng);
     dnnl::reorder(w_user, p.w_mem).execute(s, w_user, p.w_mem);
     if (!b_.empty()) p.b_mem = memory(b_md, eng, const_cast<void*>(b_.raw()));
     s.wait();
-    p.out_shape = {xs[0], oc, g.out_hw[0], g.out_hw[1]};
+    p.out_shape = cp.outShape();
     return cache_.emplace(xs, std::move(p)).first->second;
   }
 
@@ -239,42 +203,24 @@ class DnnlPoolNhwc final : public Kernel {
   Prepared& prepare(const Shape& xs, const KernelContext& ctx) {
     auto it = cache_.find(xs);
     if (it != cache_.end()) return it->second;
-    const auto k = node_.attrInts("kernel_shape");
-    auto strides = node_.attrInts("strides", {1, 1});
-    auto dil = node_.attrInts("dilations", {1, 1});
-    auto pads = node_.attrInts("pads", {0, 0, 0, 0});
-    const std::string auto_pad = node_.attrString("auto_pad", "NOTSET");
-    const bool ceil_mode = node_.attrInt("ceil_mode", 0) != 0;
+    const PoolParams pp = parsePoolParams(node_, 13, xs);  // shared with the reference kernels
+    const WindowGeometry& geo = pp.geo;
     memory::dims pl(2), pr(2), out(2), st(2), kd(2), dd(2);
     for (int i = 0; i < 2; ++i) {
-      const int64_t in = xs[2 + i], ek = (k[i] - 1) * dil[i] + 1;
-      int64_t a = pads[i], b = pads[i + 2];
-      if (auto_pad == "SAME_UPPER" || auto_pad == "SAME_LOWER") {
-        const int64_t o = (in + strides[i] - 1) / strides[i];
-        const int64_t total = std::max<int64_t>(0, (o - 1) * strides[i] + ek - in);
-        a = auto_pad == "SAME_UPPER" ? total / 2 : total - total / 2;
-        b = total - a;
-      } else if (auto_pad == "VALID") {
-        a = b = 0;
-      }
-      int64_t o = ceil_mode ? (in + a + b - ek + strides[i] - 1) / strides[i] + 1 : (in + a + b - ek) / strides[i] + 1;
-      // ONNX/PyTorch: the last window must start inside the input or left padding.
-      if (ceil_mode && (o - 1) * strides[i] >= in + a) --o;
-      if (o <= 0) ctx.error("pooling window larger than the padded input");
-      // oneDNN needs explicit right padding that covers the last window.
-      b = std::max<int64_t>(b, (o - 1) * strides[i] + ek - in - a);
-      pl[i] = a;
-      pr[i] = b;
-      out[i] = o;
-      st[i] = strides[i];
-      kd[i] = k[i];
-      dd[i] = dil[i] - 1;
+      pl[i] = geo.pads_begin[i];
+      // oneDNN needs explicit right padding covering a ceil_mode window's overhang.
+      pr[i] = std::max<int64_t>(geo.pads_end[i], (geo.out[i] - 1) * geo.strides[i] + (geo.kernel[i] - 1) * geo.dilations[i] + 1 -
+                                                     geo.in[i] - geo.pads_begin[i]);
+      out[i] = geo.out[i];
+      st[i] = geo.strides[i];
+      kd[i] = geo.kernel[i];
+      dd[i] = geo.dilations[i] - 1;
     }
     const bool is_max = node_.attrString("mode") == "max";
     const bool include_pad = node_.attrInt("count_include_pad", 0) != 0;
     auto alg = is_max ? dnnl::algorithm::pooling_max
                       : (include_pad ? dnnl::algorithm::pooling_avg_include_padding : dnnl::algorithm::pooling_avg_exclude_padding);
-    if (!is_max && include_pad && (pr[0] != pads[2] || pr[1] != pads[3]) && auto_pad == "NOTSET")
+    if (!is_max && include_pad && (pr[0] != geo.pads_end[0] || pr[1] != geo.pads_end[1]))
       ctx.error("ceil_mode with count_include_pad is not supported by the NHWC pooling path");
     memory::desc x_md({xs[0], xs[1], xs[2], xs[3]}, dt::f32, tag::nhwc);
     memory::desc y_md({xs[0], xs[1], out[0], out[1]}, dt::f32, tag::nhwc);

@@ -1,8 +1,1669 @@
-// Reference kernels: to be filled in (engine issue).
+// Reference kernels of the shape and data-movement family: Reshape, Transpose, Concat, Slice,
+// Gather, Scatter, Pad, Resize ...
+//
+// Data movement is dtype-generic: elements are moved as bytes of dtypeSize(), so these kernels work
+// for every element type (bool and float16 included) without per-type code. Only ops that look at
+// values (TopK, ArgMax, CumSum, Range, linear Resize ...) dispatch on the type.
+//
+// Reshape, Flatten, Squeeze, Unsqueeze, Identity and Dropout are zero-copy: the output shares the
+// input's buffer (kernels never write into their inputs, so sharing is safe). Every strided copy
+// (Transpose, Slice, Expand, Tile, DepthToSpace ...) goes through viewCopy(), which coalesces
+// dimensions and copies contiguous runs with memcpy.
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <numeric>
+#include <optional>
+
 #include "engine/kernels/common.h"
+#include "lwc/model_io.h"
 
 namespace lwc::engine {
 
-void registerShapeKernels(KernelRegistry& r) {}
+namespace {
+
+constexpr int kMaxOpset = 22;
+/// Shapes computed from data (shape inputs, repeats, ranges) above this many elements are refused
+/// instead of allocated: a corrupt model must not take the machine down.
+constexpr int64_t kMaxElements = int64_t{1} << 31;
+/// Copies below this many bytes stay on one thread.
+constexpr int64_t kParallelBytes = int64_t{1} << 20;
+
+std::byte* bytesOf(Tensor& t) { return static_cast<std::byte*>(t.raw()); }
+const std::byte* bytesOf(const Tensor& t) { return static_cast<const std::byte*>(t.raw()); }
+
+/// Row-major element strides of a shape.
+std::vector<int64_t> stridesOf(const Shape& s) {
+  std::vector<int64_t> st(s.size());
+  int64_t acc = 1;
+  for (size_t k = s.size(); k-- > 0;) {
+    st[k] = acc;
+    acc *= s[k];
+  }
+  return st;
+}
+
+int64_t prod(const Shape& s, size_t from, size_t to) {
+  int64_t n = 1;
+  for (size_t k = from; k < to; ++k) n *= s[k];
+  return n;
+}
+
+/// Validates a shape that comes from data: no negative dimension, at most kMaxElements elements.
+void checkShape(const Shape& s, const KernelContext& ctx, const char* what) {
+  int64_t n = 1;
+  for (int64_t d : s) {
+    if (d < 0) ctx.error(what, " ", shapeStr(s), " has a negative dimension");
+    if (d != 0 && n > kMaxElements / d)
+      ctx.error(what, " ", shapeStr(s), " has more than 2^31 elements; refusing to allocate it");
+    n *= d;
+  }
+}
+
+/// Runs body(begin, end) over [0, n) on several threads when the work is large.
+template <typename F>
+void parallelRange(int64_t n, int64_t bytes, F&& body) {
+  if (bytes < kParallelBytes || n < 2 || omp_get_max_threads() == 1 || omp_in_parallel()) {
+    body(int64_t{0}, n);
+    return;
+  }
+#pragma omp parallel
+  {
+    const int64_t nt = omp_get_num_threads(), t = omp_get_thread_num();
+    const int64_t b = n * t / nt, e = n * (t + 1) / nt;
+    if (b < e) body(b, e);
+  }
+}
+
+template <typename T>
+void copyStrided(std::byte* dst, const std::byte* src, int64_t n, int64_t stride) {
+  T* d = reinterpret_cast<T*>(dst);
+  const T* s = reinterpret_cast<const T*>(src);
+  for (int64_t i = 0; i < n; ++i) d[i] = s[i * stride];
+}
+
+/// Copies n elements read `stride` elements apart into a contiguous destination.
+void copyRow(std::byte* dst, const std::byte* src, int64_t n, int64_t stride, size_t es) {
+  if (stride == 1) {
+    std::memcpy(dst, src, static_cast<size_t>(n) * es);
+    return;
+  }
+  switch (es) {
+    case 1:
+      return copyStrided<uint8_t>(dst, src, n, stride);
+    case 2:
+      return copyStrided<uint16_t>(dst, src, n, stride);
+    case 4:
+      return copyStrided<uint32_t>(dst, src, n, stride);
+    case 8:
+      return copyStrided<uint64_t>(dst, src, n, stride);
+    default:
+      for (int64_t i = 0; i < n; ++i) std::memcpy(dst + i * es, src + i * stride * es, es);
+  }
+}
+
+/// dst[i * dst_stride + j] = src[i + j * src_stride] for i < a, j < n, in tiles that stay in cache.
+template <typename T>
+void transposeTiles(std::byte* dst, const std::byte* src, int64_t a, int64_t n, int64_t dst_stride,
+                    int64_t src_stride) {
+  constexpr int64_t kTile = 32;
+  T* d = reinterpret_cast<T*>(dst);
+  const T* s = reinterpret_cast<const T*>(src);
+  for (int64_t i0 = 0; i0 < a; i0 += kTile)
+    for (int64_t j0 = 0; j0 < n; j0 += kTile) {
+      const int64_t i1 = std::min(a, i0 + kTile), j1 = std::min(n, j0 + kTile);
+      for (int64_t i = i0; i < i1; ++i)
+        for (int64_t j = j0; j < j1; ++j) d[i * dst_stride + j] = s[i + j * src_stride];
+    }
+}
+
+/// The case of viewCopy where the inner destination axis is strided in the source but another
+/// axis p is contiguous there (NCHW <-> NHWC): a batch of 2-D transposes of axes p and last.
+void tiledCopy(std::byte* dst, const std::byte* src, const Shape& dims, const std::vector<int64_t>& strides, size_t p,
+               size_t es) {
+  const size_t r = dims.size();
+  std::vector<int64_t> dst_strides(r);
+  for (size_t k = r; k-- > 0;) dst_strides[k] = k + 1 == r ? 1 : dst_strides[k + 1] * dims[k + 1];
+  std::vector<size_t> rest;
+  for (size_t k = 0; k + 1 < r; ++k)
+    if (k != p) rest.push_back(k);
+  int64_t jobs = 1;
+  for (size_t k : rest) jobs *= dims[k];
+  const int64_t a = dims[p], n = dims[r - 1], total = jobs * a * n * static_cast<int64_t>(es);
+  parallelRange(jobs, total, [&](int64_t j0, int64_t j1) {
+    for (int64_t job = j0; job < j1; ++job) {
+      int64_t rem = job, soff = 0, doff = 0;
+      for (size_t i = rest.size(); i-- > 0;) {
+        const size_t k = rest[i];
+        soff += (rem % dims[k]) * strides[k];
+        doff += (rem % dims[k]) * dst_strides[k];
+        rem /= dims[k];
+      }
+      std::byte* d = dst + doff * static_cast<int64_t>(es);
+      const std::byte* s = src + soff * static_cast<int64_t>(es);
+      switch (es) {
+        case 1:
+          transposeTiles<uint8_t>(d, s, a, n, dst_strides[p], strides[r - 1]);
+          break;
+        case 2:
+          transposeTiles<uint16_t>(d, s, a, n, dst_strides[p], strides[r - 1]);
+          break;
+        case 4:
+          transposeTiles<uint32_t>(d, s, a, n, dst_strides[p], strides[r - 1]);
+          break;
+        default:
+          transposeTiles<uint64_t>(d, s, a, n, dst_strides[p], strides[r - 1]);
+          break;
+      }
+    }
+  });
+}
+
+/// Copies the n-d view of `src` with element strides `st` (any sign, 0 = broadcast) into the
+/// contiguous `dst` of shape `shape`. Size-1 dimensions are dropped and dimensions that are
+/// contiguous in both are merged, so the inner loop is as long as possible.
+void viewCopy(std::byte* dst, const std::byte* src, const Shape& shape, const std::vector<int64_t>& st, size_t es) {
+  Shape dims;
+  std::vector<int64_t> strides;
+  for (size_t k = 0; k < shape.size(); ++k) {
+    if (shape[k] == 0) return;
+    if (shape[k] == 1) continue;
+    if (!dims.empty() && strides.back() == st[k] * shape[k]) {
+      dims.back() *= shape[k];
+      strides.back() = st[k];
+    } else {
+      dims.push_back(shape[k]);
+      strides.push_back(st[k]);
+    }
+  }
+  if (dims.empty()) {
+    std::memcpy(dst, src, es);
+    return;
+  }
+  const size_t outer = dims.size() - 1;
+  const int64_t n = dims.back(), s = strides.back();
+  if (s != 1 && n >= 8 && es <= 8 && (es & (es - 1)) == 0)
+    for (size_t p = 0; p < outer; ++p)
+      if (strides[p] == 1 && dims[p] >= 8) return tiledCopy(dst, src, dims, strides, p, es);
+  const int64_t rows = prod(dims, 0, outer);
+  parallelRange(rows, rows * n * static_cast<int64_t>(es), [&](int64_t r0, int64_t r1) {
+    std::vector<int64_t> idx(outer);
+    int64_t off = 0, r = r0;
+    for (size_t k = outer; k-- > 0;) {
+      idx[k] = r % dims[k];
+      r /= dims[k];
+      off += idx[k] * strides[k];
+    }
+    for (int64_t row = r0; row < r1; ++row) {
+      copyRow(dst + row * n * es, src + off * static_cast<int64_t>(es), n, s, es);
+      for (size_t k = outer; k-- > 0;) {
+        off += strides[k];
+        if (++idx[k] < dims[k]) break;
+        off -= strides[k] * dims[k];
+        idx[k] = 0;
+      }
+    }
+  });
+}
+
+/// Fills n elements with the element at `value` (es bytes).
+void fillElems(std::byte* dst, int64_t n, const std::byte* value, size_t es) {
+  bool zero = true;
+  for (size_t b = 0; b < es; ++b) zero = zero && value[b] == std::byte{0};
+  if (zero) {
+    std::memset(dst, 0, static_cast<size_t>(n) * es);
+    return;
+  }
+  for (int64_t i = 0; i < n; ++i) std::memcpy(dst + i * es, value, es);
+}
+
+/// A one-element tensor of dtype `dt` holding `v` (the value 1 of bool is true).
+Tensor scalarOf(DType dt, double v) { return Tensor::scalar<double>(v).cast(dt); }
+
+/// Attribute ints (opset where the value was an attribute) or input ints (later opsets).
+std::vector<int64_t> intsFrom(const KernelContext& ctx, bool from_input, size_t input, const char* attr) {
+  if (from_input) return ctx.has(input) ? readInts(ctx.in(input), ctx) : std::vector<int64_t>{};
+  return ctx.node.attrInts(attr);
+}
+
+/// Normalises a list of axes for rank r; errors on out-of-range and repeated axes.
+std::vector<int64_t> normAxes(const std::vector<int64_t>& axes, int64_t r, const KernelContext& ctx) {
+  std::vector<int64_t> out;
+  for (int64_t a : axes) {
+    if (a < -r || a >= r) ctx.error("axis ", a, " is out of range for rank ", r);
+    const int64_t n = a < 0 ? a + r : a;
+    if (std::find(out.begin(), out.end(), n) != out.end()) ctx.error("axis ", a, " is repeated");
+    out.push_back(n);
+  }
+  return out;
+}
+
+/// Normalises an index into [0, dim); errors when out of range.
+int64_t normIndex(int64_t i, int64_t dim, const KernelContext& ctx) {
+  if (i < -dim || i >= dim) ctx.error("index ", i, " is out of range for a dimension of size ", dim);
+  return i < 0 ? i + dim : i;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Zero-copy reshapes
+
+void reshape(KernelContext& ctx, bool shape_from_input) {
+  const Tensor& x = ctx.in(0);
+  const std::vector<int64_t> spec = shape_from_input ? readInts(ctx.in(1), ctx) : ctx.node.attrInts("shape");
+  const bool allowzero = ctx.node.attrInt("allowzero", 0) != 0;
+  Shape out(spec.size());
+  int64_t infer = -1, known = 1;
+  for (size_t i = 0; i < spec.size(); ++i) {
+    int64_t d = spec[i];
+    if (d == 0 && !allowzero) {
+      if (i >= x.rank())
+        ctx.error("shape ", shapeStr(spec), " copies dimension ", i, " (0) but the input has rank ", x.rank());
+      d = x.dim(i);
+    }
+    if (d == -1) {
+      if (infer >= 0) ctx.error("shape ", shapeStr(spec), " has more than one -1");
+      infer = static_cast<int64_t>(i);
+      continue;
+    }
+    if (d < 0) ctx.error("shape ", shapeStr(spec), " has a negative dimension");
+    if (d != 0 && known > (int64_t{1} << 62) / d)
+      ctx.error("cannot reshape ", shapeStr(x.shape()), " (", x.numel(), " elements) to ", shapeStr(spec));
+    out[i] = d;
+    known *= d;
+  }
+  if (infer >= 0) {
+    if (known == 0) {
+      if (x.numel() != 0) ctx.error("cannot infer the -1 of shape ", shapeStr(spec), " next to a zero dimension");
+      out[infer] = 0;
+    } else {
+      if (x.numel() % known != 0)
+        ctx.error("cannot reshape ", shapeStr(x.shape()), " (", x.numel(), " elements) to ", shapeStr(spec));
+      out[infer] = x.numel() / known;
+    }
+  }
+  if (numelOf(out) != x.numel())
+    ctx.error("cannot reshape ", shapeStr(x.shape()), " (", x.numel(), " elements) to ", shapeStr(out), " (",
+              numelOf(out), " elements)");
+  ctx.outputs[0] = x.reshaped(std::move(out));
+}
+
+void flatten(KernelContext& ctx) {
+  const Tensor& x = ctx.in(0);
+  const int64_t r = static_cast<int64_t>(x.rank());
+  int64_t axis = ctx.node.attrInt("axis", 1);
+  if (axis < -r || axis > r) ctx.error("axis ", axis, " is out of range for rank ", r);
+  if (axis < 0) axis += r;
+  const Shape& s = x.shape();
+  ctx.outputs[0] = x.reshaped({prod(s, 0, axis), prod(s, axis, s.size())});
+}
+
+void squeeze(KernelContext& ctx, bool axes_from_input) {
+  const Tensor& x = ctx.in(0);
+  const int64_t r = static_cast<int64_t>(x.rank());
+  const std::vector<int64_t> axes = normAxes(intsFrom(ctx, axes_from_input, 1, "axes"), r, ctx);
+  Shape out;
+  for (int64_t k = 0; k < r; ++k) {
+    const bool listed = std::find(axes.begin(), axes.end(), k) != axes.end();
+    if (listed && x.dim(k) != 1)
+      ctx.error("cannot squeeze axis ", k, " of size ", x.dim(k), " in ", shapeStr(x.shape()));
+    if (listed || (axes.empty() && x.dim(k) == 1)) continue;
+    out.push_back(x.dim(k));
+  }
+  ctx.outputs[0] = x.reshaped(std::move(out));
+}
+
+void unsqueeze(KernelContext& ctx, bool axes_from_input) {
+  const Tensor& x = ctx.in(0);
+  const std::vector<int64_t> raw = intsFrom(ctx, axes_from_input, 1, "axes");
+  const int64_t r = static_cast<int64_t>(x.rank() + raw.size());
+  const std::vector<int64_t> axes = normAxes(raw, r, ctx);
+  Shape out;
+  size_t next = 0;
+  for (int64_t k = 0; k < r; ++k)
+    out.push_back(std::find(axes.begin(), axes.end(), k) != axes.end() ? 1 : x.dim(next++));
+  ctx.outputs[0] = x.reshaped(std::move(out));
+}
+
+bool readTruth(const Tensor& t) { return t.numel() > 0 && t.at(0) != 0; }
+
+void identity(KernelContext& ctx) { ctx.outputs[0] = ctx.in(0); }
+
+void dropout(KernelContext& ctx, int since) {
+  const Tensor& x = ctx.in(0);
+  if (since >= 12 && ctx.has(2) && readTruth(ctx.in(2))) {
+    const double ratio = ctx.has(1) ? ctx.in(1).at(0) : 0.5;
+    if (ratio != 0)
+      ctx.error("training-mode Dropout (random) is not supported by the lwc engine; export the model for inference");
+  }
+  ctx.outputs[0] = x;
+  if (ctx.numOutputs() > 1) {
+    // The mask is bool from opset 10, the input's type before.
+    const DType mt = since >= 10 ? DType::Bool : x.dtype();
+    Tensor& m = ctx.alloc(1, mt, x.shape());
+    const Tensor one = scalarOf(mt, 1);
+    fillElems(bytesOf(m), m.numel(), bytesOf(one), dtypeSize(mt));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Copies: Transpose, Concat, Split, Slice, Expand, Tile, DepthToSpace, SpaceToDepth
+
+void transpose(KernelContext& ctx) {
+  const Tensor& x = ctx.in(0);
+  const int64_t r = static_cast<int64_t>(x.rank());
+  std::vector<int64_t> perm = ctx.node.attrInts("perm");
+  if (perm.empty())
+    for (int64_t k = r - 1; k >= 0; --k) perm.push_back(k);
+  std::vector<bool> seen(r, false);
+  bool ok = static_cast<int64_t>(perm.size()) == r;
+  for (size_t k = 0; ok && k < perm.size(); ++k) {
+    ok = perm[k] >= 0 && perm[k] < r && !seen[perm[k]];
+    if (ok) seen[perm[k]] = true;
+  }
+  if (!ok) ctx.error("perm ", shapeStr(perm), " is not a permutation of the ", r, " axes of ", shapeStr(x.shape()));
+  const auto xs = stridesOf(x.shape());
+  Shape out(r);
+  std::vector<int64_t> st(r);
+  for (int64_t k = 0; k < r; ++k) {
+    out[k] = x.dim(perm[k]);
+    st[k] = xs[perm[k]];
+  }
+  Tensor& y = ctx.alloc(0, x.dtype(), out);
+  viewCopy(bytesOf(y), bytesOf(x), out, st, dtypeSize(x.dtype()));
+}
+
+void concat(KernelContext& ctx, int since) {
+  const Tensor& x0 = ctx.in(0);
+  const int64_t r = static_cast<int64_t>(x0.rank());
+  if (r == 0) ctx.error("cannot concatenate scalars");
+  if (since >= 4 && !ctx.node.hasAttr("axis")) ctx.error("attribute 'axis' is required");
+  const int64_t axis = normAxis(ctx.node.attrInt("axis", 1), r, ctx);
+  Shape out = x0.shape();
+  out[axis] = 0;
+  for (size_t i = 0; i < ctx.inputs.size(); ++i) {
+    const Tensor& x = ctx.in(i);
+    bool ok = x.dtype() == x0.dtype() && x.rank() == x0.rank();
+    for (int64_t k = 0; ok && k < r; ++k) ok = k == axis || x.dim(k) == x0.dim(k);
+    if (!ok)
+      ctx.error("input ", i, " (", dtypeName(x.dtype()), " ", shapeStr(x.shape()), ") does not match input 0 (",
+                dtypeName(x0.dtype()), " ", shapeStr(x0.shape()), ") outside axis ", axis);
+    out[axis] += x.dim(axis);
+  }
+  Tensor& y = ctx.alloc(0, x0.dtype(), out);
+  const size_t es = dtypeSize(y.dtype());
+  const int64_t rows = prod(out, 0, axis);
+  const int64_t row_bytes = prod(out, axis, r) * static_cast<int64_t>(es);
+  std::byte* dst = bytesOf(y);
+  parallelRange(rows, static_cast<int64_t>(y.nbytes()), [&](int64_t r0, int64_t r1) {
+    for (int64_t row = r0; row < r1; ++row) {
+      std::byte* d = dst + row * row_bytes;
+      for (size_t i = 0; i < ctx.inputs.size(); ++i) {
+        const Tensor& x = *ctx.inputs[i];
+        const int64_t chunk = prod(x.shape(), axis, r) * static_cast<int64_t>(es);
+        std::memcpy(d, bytesOf(x) + row * chunk, chunk);
+        d += chunk;
+      }
+    }
+  });
+}
+
+void split(KernelContext& ctx, int since) {
+  const Tensor& x = ctx.in(0);
+  const int64_t r = static_cast<int64_t>(x.rank());
+  const int64_t axis = normAxis(ctx.node.attrInt("axis", 0), r, ctx);
+  const int64_t dim = x.dim(axis);
+  const int64_t n = static_cast<int64_t>(ctx.numOutputs());
+  std::vector<int64_t> sizes;
+  if (since >= 13) {
+    if (ctx.has(1)) sizes = readInts(ctx.in(1), ctx);
+  } else if (ctx.node.hasAttr("split")) {
+    sizes = ctx.node.attrInts("split");
+  } else if (ctx.has(1)) {
+    sizes = readInts(ctx.in(1), ctx);  // opset 1 took the sizes as an optional input
+  }
+  if (sizes.empty()) {
+    if (since >= 18 && ctx.node.hasAttr("num_outputs")) {
+      if (ctx.node.attrInt("num_outputs", 0) != n)
+        ctx.error("num_outputs is ", ctx.node.attrInt("num_outputs", 0), " but the node has ", n, " outputs");
+      // Chunks of ceil(dim / n); the last one takes what is left.
+      const int64_t chunk = (dim + n - 1) / n;
+      sizes.assign(n, chunk);
+      sizes.back() = dim - chunk * (n - 1);
+      if (sizes.back() < 0) ctx.error("cannot split a dimension of ", dim, " into ", n, " chunks of ", chunk);
+    } else {
+      if (dim % n != 0) ctx.error("cannot split a dimension of ", dim, " into ", n, " equal parts");
+      sizes.assign(n, dim / n);
+    }
+  }
+  if (static_cast<int64_t>(sizes.size()) != n)
+    ctx.error("split has ", sizes.size(), " sizes but the node has ", n, " outputs");
+  int64_t total = 0;
+  for (int64_t s : sizes) {
+    if (s < 0 || s > dim) ctx.error("split ", shapeStr(sizes), " does not fit the dimension ", dim, " of axis ", axis);
+    total += s;
+  }
+  if (total != dim) ctx.error("split ", shapeStr(sizes), " does not add up to the dimension ", dim, " of axis ", axis);
+  const size_t es = dtypeSize(x.dtype());
+  const int64_t rows = prod(x.shape(), 0, axis);
+  const int64_t inner = prod(x.shape(), axis + 1, r) * static_cast<int64_t>(es);
+  int64_t offset = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    Shape s = x.shape();
+    s[axis] = sizes[i];
+    Tensor& y = ctx.alloc(i, x.dtype(), s);
+    const int64_t chunk = sizes[i] * inner;
+    for (int64_t row = 0; row < rows; ++row)
+      std::memcpy(bytesOf(y) + row * chunk, bytesOf(x) + (row * dim + offset) * inner, chunk);
+    offset += sizes[i];
+  }
+}
+
+void slice(KernelContext& ctx, bool from_inputs) {
+  const Tensor& x = ctx.in(0);
+  const int64_t r = static_cast<int64_t>(x.rank());
+  std::vector<int64_t> starts, ends, axes, steps;
+  if (from_inputs) {
+    starts = readInts(ctx.in(1), ctx);
+    ends = readInts(ctx.in(2), ctx);
+    if (ctx.has(3)) axes = readInts(ctx.in(3), ctx);
+    if (ctx.has(4)) steps = readInts(ctx.in(4), ctx);
+  } else {
+    starts = ctx.node.attrInts("starts");
+    ends = ctx.node.attrInts("ends");
+    axes = ctx.node.attrInts("axes");
+  }
+  const size_t m = starts.size();
+  if (ends.size() != m) ctx.error("starts has ", m, " values but ends has ", ends.size());
+  if (axes.empty())
+    for (size_t i = 0; i < m; ++i) axes.push_back(static_cast<int64_t>(i));
+  if (steps.empty()) steps.assign(m, 1);
+  if (axes.size() != m || steps.size() != m)
+    ctx.error("starts, ends, axes and steps must have the same length (", m, ", ", ends.size(), ", ", axes.size(), ", ",
+              steps.size(), ")");
+  axes = normAxes(axes, r, ctx);
+  Shape out = x.shape();
+  std::vector<int64_t> begin(r, 0), step(r, 1);
+  for (size_t i = 0; i < m; ++i) {
+    const int64_t a = axes[i], dim = x.dim(a);
+    const int64_t s = std::max(steps[i], -std::numeric_limits<int64_t>::max());
+    if (s == 0) ctx.error("step of axis ", a, " is 0");
+    int64_t b = starts[i], e = ends[i];
+    if (b < 0) b += dim;
+    if (e < 0) e += dim;
+    if (s > 0) {
+      b = std::clamp<int64_t>(b, 0, dim);
+      e = std::clamp<int64_t>(e, 0, dim);
+      out[a] = e > b ? (e - b - 1) / s + 1 : 0;
+    } else if (dim == 0) {
+      b = 0;
+      out[a] = 0;
+    } else {
+      b = std::clamp<int64_t>(b, 0, dim - 1);
+      e = std::clamp<int64_t>(e, -1, dim - 1);
+      out[a] = b > e ? (b - e - 1) / -s + 1 : 0;
+    }
+    begin[a] = b;
+    step[a] = s;
+  }
+  Tensor& y = ctx.alloc(0, x.dtype(), out);
+  if (y.numel() == 0) return;
+  const auto xs = stridesOf(x.shape());
+  int64_t offset = 0;
+  std::vector<int64_t> st(r);
+  for (int64_t k = 0; k < r; ++k) {
+    offset += begin[k] * xs[k];
+    st[k] = step[k] * xs[k];
+  }
+  const size_t es = dtypeSize(x.dtype());
+  viewCopy(bytesOf(y), bytesOf(x) + offset * static_cast<int64_t>(es), out, st, es);
+}
+
+void expand(KernelContext& ctx) {
+  const Tensor& x = ctx.in(0);
+  const Shape shape = readInts(ctx.in(1), ctx);
+  checkShape(shape, ctx, "shape");
+  const Shape out = broadcastShapes(x.shape(), shape, ctx);
+  checkShape(out, ctx, "output shape");
+  Tensor& y = ctx.alloc(0, x.dtype(), out);
+  viewCopy(bytesOf(y), bytesOf(x), out, broadcastStrides(x.shape(), out), dtypeSize(x.dtype()));
+}
+
+void tile(KernelContext& ctx) {
+  const Tensor& x = ctx.in(0);
+  const std::vector<int64_t> reps = readInts(ctx.in(1), ctx);
+  if (reps.size() != x.rank()) ctx.error("repeats has ", reps.size(), " values for an input of rank ", x.rank());
+  const auto xs = stridesOf(x.shape());
+  // Tiling is a broadcast copy of the view [rep0, d0, rep1, d1, ...] with stride 0 on the repeats.
+  Shape view, out;
+  std::vector<int64_t> st;
+  for (size_t k = 0; k < reps.size(); ++k) {
+    if (reps[k] < 0) ctx.error("repeats ", shapeStr(reps), " has a negative value");
+    if (x.dim(k) != 0 && reps[k] > kMaxElements / x.dim(k)) ctx.error("repeats ", shapeStr(reps), " are too large");
+    view.insert(view.end(), {reps[k], x.dim(k)});
+    st.insert(st.end(), {0, xs[k]});
+    out.push_back(reps[k] * x.dim(k));
+  }
+  checkShape(out, ctx, "output shape");
+  Tensor& y = ctx.alloc(0, x.dtype(), out);
+  viewCopy(bytesOf(y), bytesOf(x), view, st, dtypeSize(x.dtype()));
+}
+
+void depthToSpace(KernelContext& ctx) {
+  const Tensor& x = ctx.in(0);
+  const int64_t b = ctx.node.attrInt("blocksize", 0);
+  const std::string mode = ctx.node.attrString("mode", "DCR");
+  if (x.rank() != 4) ctx.error("expects a 4-D NCHW input, got ", shapeStr(x.shape()));
+  if (b <= 0 || x.dim(1) % (b * b) != 0)
+    ctx.error("blocksize ", b, " does not divide the ", x.dim(1), " channels into blocks");
+  if (mode != "DCR" && mode != "CRD") ctx.error("mode '", mode, "' is not DCR or CRD");
+  const int64_t n = x.dim(0), c = x.dim(1) / (b * b), h = x.dim(2), w = x.dim(3), hw = h * w;
+  // Output viewed as [N, c, H, b1, W, b2]; strides of the matching input elements.
+  const Shape view{n, c, h, b, w, b};
+  const std::vector<int64_t> st = mode == "DCR" ? std::vector<int64_t>{x.dim(1) * hw, hw, w, b * c * hw, 1, c * hw}
+                                                : std::vector<int64_t>{x.dim(1) * hw, b * b * hw, w, b * hw, 1, hw};
+  Tensor& y = ctx.alloc(0, x.dtype(), {n, c, h * b, w * b});
+  viewCopy(bytesOf(y), bytesOf(x), view, st, dtypeSize(x.dtype()));
+}
+
+void spaceToDepth(KernelContext& ctx) {
+  const Tensor& x = ctx.in(0);
+  const int64_t b = ctx.node.attrInt("blocksize", 0);
+  if (x.rank() != 4) ctx.error("expects a 4-D NCHW input, got ", shapeStr(x.shape()));
+  if (b <= 0 || x.dim(2) % b != 0 || x.dim(3) % b != 0)
+    ctx.error("blocksize ", b, " does not divide the spatial size ", x.dim(2), "x", x.dim(3));
+  const int64_t n = x.dim(0), c = x.dim(1), hh = x.dim(2), ww = x.dim(3), h = hh / b, w = ww / b;
+  // Output viewed as [N, b1, b2, C, h, w].
+  const Shape view{n, b, b, c, h, w};
+  const std::vector<int64_t> st{c * hh * ww, ww, 1, hh * ww, b * ww, b};
+  Tensor& y = ctx.alloc(0, x.dtype(), {n, c * b * b, h, w});
+  viewCopy(bytesOf(y), bytesOf(x), view, st, dtypeSize(x.dtype()));
+}
+
+void reverseSequence(KernelContext& ctx) {
+  const Tensor& x = ctx.in(0);
+  const int64_t batch_axis = ctx.node.attrInt("batch_axis", 1), time_axis = ctx.node.attrInt("time_axis", 0);
+  if (x.rank() < 2) ctx.error("expects a tensor of rank >= 2, got ", shapeStr(x.shape()));
+  if (batch_axis + time_axis != 1 || batch_axis * time_axis != 0)
+    ctx.error("batch_axis and time_axis must be 0 and 1 in some order, got ", batch_axis, " and ", time_axis);
+  const int64_t nb = x.dim(batch_axis), nt = x.dim(time_axis);
+  const std::vector<int64_t> lens = readInts(ctx.in(1), ctx);
+  if (static_cast<int64_t>(lens.size()) != nb)
+    ctx.error("sequence_lens has ", lens.size(), " values for a batch of ", nb);
+  for (int64_t l : lens)
+    if (l < 0 || l > nt) ctx.error("sequence length ", l, " is out of range for a time axis of ", nt);
+  Tensor& y = ctx.alloc(0, x.dtype(), x.shape());
+  const int64_t inner = prod(x.shape(), 2, x.rank()) * static_cast<int64_t>(dtypeSize(x.dtype()));
+  auto offset = [&](int64_t b, int64_t t) { return (batch_axis == 0 ? b * nt + t : t * nb + b) * inner; };
+  for (int64_t b = 0; b < nb; ++b)
+    for (int64_t t = 0; t < nt; ++t)
+      std::memcpy(bytesOf(y) + offset(b, t), bytesOf(x) + offset(b, t < lens[b] ? lens[b] - 1 - t : t), inner);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Indexing: Gather*, Scatter*, Compress
+
+void compress(KernelContext& ctx) {
+  const Tensor& x = ctx.in(0);
+  const Tensor& cond = ctx.in(1);
+  if (cond.rank() != 1) ctx.error("condition must be 1-D, got ", shapeStr(cond.shape()));
+  const size_t es = dtypeSize(x.dtype());
+  // Without an axis the input is flattened; a condition shorter than the axis keeps only its prefix.
+  const bool flat = !ctx.node.hasAttr("axis");
+  const int64_t r = static_cast<int64_t>(x.rank());
+  const int64_t axis = flat ? 0 : normAxis(ctx.node.attrInt("axis", 0), r, ctx);
+  const Shape shape = flat ? Shape{x.numel()} : x.shape();
+  const int64_t dim = shape[axis];
+  if (cond.numel() > dim) ctx.error("condition has ", cond.numel(), " values for an axis of size ", dim);
+  std::vector<int64_t> keep;
+  for (int64_t j = 0; j < cond.numel(); ++j)
+    if (cond.at(j) != 0) keep.push_back(j);
+  Shape out = shape;
+  out[axis] = static_cast<int64_t>(keep.size());
+  Tensor& y = ctx.alloc(0, x.dtype(), out);
+  const int64_t rows = prod(shape, 0, axis), inner = prod(shape, axis + 1, shape.size()) * static_cast<int64_t>(es);
+  const int64_t m = static_cast<int64_t>(keep.size());
+  for (int64_t o = 0; o < rows; ++o)
+    for (int64_t j = 0; j < m; ++j)
+      std::memcpy(bytesOf(y) + (o * m + j) * inner, bytesOf(x) + (o * dim + keep[j]) * inner, inner);
+}
+
+void gather(KernelContext& ctx) {
+  const Tensor& x = ctx.in(0);
+  const Tensor& ind = ctx.in(1);
+  const int64_t r = static_cast<int64_t>(x.rank());
+  if (r == 0) ctx.error("cannot gather from a scalar");
+  const int64_t axis = normAxis(ctx.node.attrInt("axis", 0), r, ctx);
+  const int64_t dim = x.dim(axis);
+  std::vector<int64_t> idx = readInts(ind, ctx);
+  for (auto& i : idx) i = normIndex(i, dim, ctx);
+  Shape out(x.shape().begin(), x.shape().begin() + axis);
+  out.insert(out.end(), ind.shape().begin(), ind.shape().end());
+  out.insert(out.end(), x.shape().begin() + axis + 1, x.shape().end());
+  Tensor& y = ctx.alloc(0, x.dtype(), out);
+  const int64_t rows = prod(x.shape(), 0, axis), n = static_cast<int64_t>(idx.size());
+  const int64_t inner = prod(x.shape(), axis + 1, r) * static_cast<int64_t>(dtypeSize(x.dtype()));
+  const std::byte* src = bytesOf(x);
+  std::byte* dst = bytesOf(y);
+  parallelRange(rows * n, static_cast<int64_t>(y.nbytes()), [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) std::memcpy(dst + t * inner, src + ((t / n) * dim + idx[t % n]) * inner, inner);
+  });
+}
+
+void gatherElements(KernelContext& ctx) {
+  const Tensor& x = ctx.in(0);
+  const Tensor& ind = ctx.in(1);
+  const int64_t r = static_cast<int64_t>(x.rank());
+  if (r == 0) ctx.error("cannot gather from a scalar");
+  const int64_t axis = normAxis(ctx.node.attrInt("axis", 0), r, ctx);
+  bool ok = ind.rank() == x.rank();
+  for (int64_t k = 0; ok && k < r; ++k) ok = k == axis || ind.dim(k) <= x.dim(k);
+  if (!ok) ctx.error("indices ", shapeStr(ind.shape()), " do not fit data ", shapeStr(x.shape()));
+  const std::vector<int64_t> idx = readInts(ind, ctx);
+  Tensor& y = ctx.alloc(0, x.dtype(), ind.shape());
+  const size_t es = dtypeSize(x.dtype());
+  const auto xs = stridesOf(x.shape());
+  std::vector<int64_t> pos(r, 0);
+  int64_t base = 0;  // offset of pos in x, without the axis term
+  for (int64_t t = 0; t < y.numel(); ++t) {
+    const int64_t off = base + normIndex(idx[t], x.dim(axis), ctx) * xs[axis];
+    std::memcpy(bytesOf(y) + t * es, bytesOf(x) + off * es, es);
+    for (int64_t k = r - 1; k >= 0; --k) {
+      if (k != axis) base += xs[k];
+      if (++pos[k] < ind.dim(k)) break;
+      if (k != axis) base -= xs[k] * ind.dim(k);
+      pos[k] = 0;
+    }
+  }
+}
+
+void gatherND(KernelContext& ctx) {
+  const Tensor& x = ctx.in(0);
+  const Tensor& ind = ctx.in(1);
+  const int64_t r = static_cast<int64_t>(x.rank()), q = static_cast<int64_t>(ind.rank());
+  const int64_t b = ctx.node.attrInt("batch_dims", 0);
+  if (q < 1 || b < 0 || b >= std::min(r, q))
+    ctx.error("batch_dims ", b, " does not fit data rank ", r, " and indices rank ", q);
+  const int64_t k = ind.dim(q - 1);
+  if (k < 1 || k > r - b)
+    ctx.error("index tuples of length ", k, " do not fit data ", shapeStr(x.shape()), " with batch_dims ", b);
+  for (int64_t d = 0; d < b; ++d)
+    if (x.dim(d) != ind.dim(d))
+      ctx.error("batch dimensions of data ", shapeStr(x.shape()), " and indices ", shapeStr(ind.shape()), " differ");
+  Shape out(ind.shape().begin(), ind.shape().end() - 1);
+  out.insert(out.end(), x.shape().begin() + b + k, x.shape().end());
+  Tensor& y = ctx.alloc(0, x.dtype(), out);
+  const std::vector<int64_t> idx = readInts(ind, ctx);
+  const size_t es = dtypeSize(x.dtype());
+  const auto xs = stridesOf(x.shape());
+  const int64_t batches = prod(x.shape(), 0, b), tuples = prod(ind.shape(), b, q - 1);
+  const int64_t slice = prod(x.shape(), b + k, r) * static_cast<int64_t>(es);
+  const int64_t batch_stride = prod(x.shape(), b, r);
+  for (int64_t bi = 0; bi < batches; ++bi)
+    for (int64_t t = 0; t < tuples; ++t) {
+      const int64_t* tup = idx.data() + (bi * tuples + t) * k;
+      int64_t off = bi * batch_stride;
+      for (int64_t j = 0; j < k; ++j) off += normIndex(tup[j], x.dim(b + j), ctx) * xs[b + j];
+      std::memcpy(bytesOf(y) + (bi * tuples + t) * slice, bytesOf(x) + off * static_cast<int64_t>(es), slice);
+    }
+}
+
+enum class Reduction { None, Add, Mul, Max, Min };
+
+Reduction reductionOf(const KernelContext& ctx) {
+  const std::string s = ctx.node.attrString("reduction", "none");
+  if (s == "none") return Reduction::None;
+  if (s == "add") return Reduction::Add;
+  if (s == "mul") return Reduction::Mul;
+  if (s == "max") return Reduction::Max;
+  if (s == "min") return Reduction::Min;
+  ctx.error("reduction '", s, "' is not none, add, mul, max or min");
+}
+
+/// dst[i] = reduce(dst[i], src[i]) for n elements of the tensor's type (bytes copied for None).
+void reduceInto(std::byte* dst, const std::byte* src, int64_t n, DType dt, Reduction red, const KernelContext& ctx) {
+  if (red == Reduction::None) {
+    std::memcpy(dst, src, static_cast<size_t>(n) * dtypeSize(dt));
+    return;
+  }
+  dispatchNumeric(dt, ctx, [&](auto tag) {
+    using T = decltype(tag);
+    T* d = reinterpret_cast<T*>(dst);
+    const T* s = reinterpret_cast<const T*>(src);
+    for (int64_t i = 0; i < n; ++i) {
+      switch (red) {
+        case Reduction::Add:
+          d[i] = static_cast<T>(d[i] + s[i]);
+          break;
+        case Reduction::Mul:
+          d[i] = static_cast<T>(d[i] * s[i]);
+          break;
+        case Reduction::Max:
+          d[i] = std::max(d[i], s[i]);
+          break;
+        case Reduction::Min:
+          d[i] = std::min(d[i], s[i]);
+          break;
+        case Reduction::None:
+          break;
+      }
+    }
+  });
+}
+
+/// Runs a scatter on data and updates; float16 with a reduction goes through float32.
+template <typename F>
+void scatterWith(KernelContext& ctx, F&& body) {
+  const Tensor& x = ctx.in(0);
+  const Tensor& upd = ctx.in(2);
+  if (upd.dtype() != x.dtype())
+    ctx.error("updates are ", dtypeName(upd.dtype()), " but data is ", dtypeName(x.dtype()));
+  const Reduction red = reductionOf(ctx);
+  if (x.dtype() == DType::Float16 && red != Reduction::None) {
+    Tensor y = x.cast(DType::Float32);
+    body(y, upd.cast(DType::Float32), red);
+    ctx.outputs[0] = y.cast(DType::Float16);
+  } else {
+    Tensor y = x.clone();
+    body(y, upd, red);
+    ctx.outputs[0] = y;
+  }
+}
+
+void scatterND(KernelContext& ctx) {
+  const Tensor& ind = ctx.in(1);
+  scatterWith(ctx, [&](Tensor& y, const Tensor& upd, Reduction red) {
+    const int64_t r = static_cast<int64_t>(y.rank()), q = static_cast<int64_t>(ind.rank());
+    const int64_t k = q >= 1 ? ind.dim(q - 1) : 0;
+    if (q < 1 || k < 1 || k > r) ctx.error("indices ", shapeStr(ind.shape()), " do not fit data ", shapeStr(y.shape()));
+    Shape want(ind.shape().begin(), ind.shape().end() - 1);
+    want.insert(want.end(), y.shape().begin() + k, y.shape().end());
+    if (upd.shape() != want) ctx.error("updates have shape ", shapeStr(upd.shape()), ", expected ", shapeStr(want));
+    const std::vector<int64_t> idx = readInts(ind, ctx);
+    const size_t es = dtypeSize(y.dtype());
+    const auto ys = stridesOf(y.shape());
+    const int64_t tuples = prod(ind.shape(), 0, q - 1), slice = prod(y.shape(), k, r);
+    for (int64_t t = 0; t < tuples; ++t) {
+      int64_t off = 0;
+      for (int64_t j = 0; j < k; ++j) off += normIndex(idx[t * k + j], y.dim(j), ctx) * ys[j];
+      reduceInto(bytesOf(y) + off * static_cast<int64_t>(es), bytesOf(upd) + t * slice * static_cast<int64_t>(es),
+                 slice, y.dtype(), red, ctx);
+    }
+  });
+}
+
+void scatterElements(KernelContext& ctx) {
+  const Tensor& ind = ctx.in(1);
+  scatterWith(ctx, [&](Tensor& y, const Tensor& upd, Reduction red) {
+    const int64_t r = static_cast<int64_t>(y.rank());
+    if (r == 0) ctx.error("cannot scatter into a scalar");
+    const int64_t axis = normAxis(ctx.node.attrInt("axis", 0), r, ctx);
+    bool ok = ind.shape() == upd.shape() && ind.rank() == y.rank();
+    for (int64_t k = 0; ok && k < r; ++k) ok = k == axis || ind.dim(k) <= y.dim(k);
+    if (!ok)
+      ctx.error("indices ", shapeStr(ind.shape()), " and updates ", shapeStr(upd.shape()), " do not fit data ",
+                shapeStr(y.shape()));
+    const std::vector<int64_t> idx = readInts(ind, ctx);
+    const size_t es = dtypeSize(y.dtype());
+    const auto ys = stridesOf(y.shape());
+    std::vector<int64_t> pos(r, 0);
+    int64_t base = 0;
+    for (int64_t t = 0; t < ind.numel(); ++t) {
+      const int64_t off = base + normIndex(idx[t], y.dim(axis), ctx) * ys[axis];
+      reduceInto(bytesOf(y) + off * static_cast<int64_t>(es), bytesOf(upd) + t * static_cast<int64_t>(es), 1, y.dtype(),
+                 red, ctx);
+      for (int64_t k = r - 1; k >= 0; --k) {
+        if (k != axis) base += ys[k];
+        if (++pos[k] < ind.dim(k)) break;
+        if (k != axis) base -= ys[k] * ind.dim(k);
+        pos[k] = 0;
+      }
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pad
+
+int64_t padSource(int64_t i, int64_t n, const std::string& mode) {
+  if (i >= 0 && i < n) return i;
+  if (mode == "constant") return -1;
+  if (mode == "edge") return std::clamp<int64_t>(i, 0, n - 1);
+  if (mode == "wrap") return ((i % n) + n) % n;
+  if (n == 1) return 0;  // reflect
+  const int64_t period = 2 * (n - 1);
+  const int64_t m = ((i % period) + period) % period;
+  return m < n ? m : period - m;
+}
+
+void pad(KernelContext& ctx, int since) {
+  const Tensor& x = ctx.in(0);
+  const int64_t r = static_cast<int64_t>(x.rank());
+  const size_t es = dtypeSize(x.dtype());
+  const std::string mode = ctx.node.attrString("mode", "constant");
+  if (mode != "constant" && mode != "reflect" && mode != "edge" && !(mode == "wrap" && since >= 19))
+    ctx.error("mode '", mode, "' is not supported (constant, reflect, edge", since >= 19 ? ", wrap" : "", ")");
+  std::vector<int64_t> pads, axes;
+  Tensor value = scalarOf(x.dtype(), 0);
+  if (since < 11) {
+    pads = ctx.node.attrInts("pads");
+    value = scalarOf(x.dtype(), ctx.node.attrFloat("value", 0.0f));
+  } else {
+    pads = readInts(ctx.in(1), ctx);
+    if (ctx.has(2) && ctx.in(2).numel() > 0) {
+      if (ctx.in(2).dtype() != x.dtype())
+        ctx.error("constant_value is ", dtypeName(ctx.in(2).dtype()), " but data is ", dtypeName(x.dtype()));
+      value = ctx.in(2);
+    }
+    if (ctx.has(3)) axes = normAxes(readInts(ctx.in(3), ctx), r, ctx);
+  }
+  if (axes.empty() && !(since >= 18 && ctx.has(3)))
+    for (int64_t k = 0; k < r; ++k) axes.push_back(k);
+  const int64_t m = static_cast<int64_t>(axes.size());
+  if (static_cast<int64_t>(pads.size()) != 2 * m)
+    ctx.error("pads has ", pads.size(), " values, expected ", 2 * m, " for ", m, " axes");
+  std::vector<int64_t> before(r, 0);
+  Shape out = x.shape();
+  for (int64_t i = 0; i < m; ++i) {
+    const int64_t a = axes[i];
+    if (std::abs(pads[i]) > kMaxElements || std::abs(pads[i + m]) > kMaxElements)
+      ctx.error("pads ", shapeStr(pads), " are too large");
+    before[a] = pads[i];
+    out[a] = x.dim(a) + pads[i] + pads[i + m];
+    if (out[a] < 0) ctx.error("pads ", shapeStr(pads), " crop axis ", a, " of size ", x.dim(a), " below zero");
+  }
+  checkShape(out, ctx, "output shape");
+  Tensor& y = ctx.alloc(0, x.dtype(), out);
+  if (y.numel() == 0) return;
+  if (r == 0) {
+    std::memcpy(bytesOf(y), bytesOf(x), es);
+    return;
+  }
+  if (x.numel() == 0 && mode != "constant") ctx.error("cannot pad an empty tensor in mode '", mode, "'");
+  // Per axis, the source index of every output index (-1: the constant).
+  std::vector<std::vector<int64_t>> src(r);
+  for (int64_t k = 0; k < r; ++k)
+    for (int64_t o = 0; o < out[k]; ++o) src[k].push_back(padSource(o - before[k], x.dim(k), mode));
+  const auto xs = stridesOf(x.shape());
+  const int64_t n = out[r - 1], rows = y.numel() / n;
+  // Output positions [lo, hi) of the last axis that copy a contiguous run of the input row.
+  const int64_t lo = std::clamp<int64_t>(before[r - 1], 0, n),
+                hi = std::clamp<int64_t>(before[r - 1] + x.dim(r - 1), lo, n);
+  const std::byte* xb = bytesOf(x);
+  const std::byte* val = bytesOf(value);
+  std::byte* yb = bytesOf(y);
+  parallelRange(rows, static_cast<int64_t>(y.nbytes()), [&](int64_t r0, int64_t r1) {
+    std::vector<int64_t> pos(r - 1);
+    int64_t rem = r0;
+    for (int64_t k = r - 2; k >= 0; --k) {
+      pos[k] = rem % out[k];
+      rem /= out[k];
+    }
+    for (int64_t row = r0; row < r1; ++row) {
+      std::byte* d = yb + row * n * static_cast<int64_t>(es);
+      int64_t off = 0;
+      bool constant = false;
+      for (int64_t k = 0; k < r - 1; ++k) {
+        const int64_t s = src[k][pos[k]];
+        constant = constant || s < 0;
+        off += s * xs[k];
+      }
+      if (constant) {
+        fillElems(d, n, val, es);
+      } else {
+        const std::byte* s = xb + off * static_cast<int64_t>(es);
+        for (int64_t j = 0; j < n; ++j) {
+          if (j == lo && hi > lo) {
+            std::memcpy(d + j * es, s + src[r - 1][j] * es, (hi - lo) * es);
+            j = hi - 1;
+            continue;
+          }
+          const int64_t sj = src[r - 1][j];
+          std::memcpy(d + j * es, sj < 0 ? val : s + sj * es, es);
+        }
+      }
+      for (int64_t k = r - 2; k >= 0; --k) {
+        if (++pos[k] < out[k]) break;
+        pos[k] = 0;
+      }
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shapes and constants
+
+void shapeOp(KernelContext& ctx) {
+  const Tensor& x = ctx.in(0);
+  const int64_t r = static_cast<int64_t>(x.rank());
+  auto clampAxis = [&](int64_t a) { return std::clamp<int64_t>(a < 0 ? a + r : a, 0, r); };
+  const int64_t start = clampAxis(ctx.node.attrInt("start", 0)), end = clampAxis(ctx.node.attrInt("end", r));
+  Tensor& y = ctx.alloc(0, DType::Int64, {std::max<int64_t>(0, end - start)});
+  for (int64_t k = start; k < end; ++k) y.data<int64_t>()[k - start] = x.dim(k);
+}
+
+void sizeOp(KernelContext& ctx) { ctx.outputs[0] = Tensor::scalar<int64_t>(ctx.in(0).numel()); }
+
+/// The tensor of a Constant node's value attribute, whichever form it takes.
+Tensor constantValue(const Node& n) {
+  const std::string where = "node " + n.describe();
+  if (const auto* a = n.attr("value")) return tensorFromProto(a->t(), {}, where);
+  if (const auto* a = n.attr("value_float")) return Tensor::scalar<float>(a->f());
+  if (const auto* a = n.attr("value_floats"))
+    return Tensor::fromVector<float>({a->floats_size()}, {a->floats().begin(), a->floats().end()});
+  if (const auto* a = n.attr("value_int")) return Tensor::scalar<int64_t>(a->i());
+  if (const auto* a = n.attr("value_ints"))
+    return Tensor::fromVector<int64_t>({a->ints_size()}, {a->ints().begin(), a->ints().end()});
+  for (const char* other : {"sparse_value", "value_string", "value_strings"})
+    if (n.hasAttr(other)) fail(where, ": Constant with a '", other, "' attribute is not supported by the lwc engine");
+  fail(where, ": Constant has no value attribute");
+}
+
+/// Produces the same tensor every run (shared, like an initializer).
+class ConstantKernel final : public Kernel {
+ public:
+  explicit ConstantKernel(Tensor t) : t_(std::move(t)) {}
+  void run(KernelContext& ctx) override { ctx.outputs[0] = t_; }
+
+ private:
+  Tensor t_;
+};
+
+class ConstantOfShapeKernel final : public Kernel {
+ public:
+  explicit ConstantOfShapeKernel(const Node& n) {
+    if (const auto* a = n.attr("value")) {
+      value_ = tensorFromProto(a->t(), {}, "node " + n.describe());
+      if (value_.numel() != 1)
+        fail("node ", n.describe(), ": value must hold exactly one element, it has ", value_.numel());
+    } else {
+      value_ = Tensor::scalar<float>(0.0f);
+    }
+  }
+  void run(KernelContext& ctx) override {
+    const Shape shape = readInts(ctx.in(0), ctx);
+    checkShape(shape, ctx, "shape");
+    Tensor& y = ctx.alloc(0, value_.dtype(), shape);
+    fillElems(bytesOf(y), y.numel(), bytesOf(value_), dtypeSize(value_.dtype()));
+  }
+
+ private:
+  Tensor value_;
+};
+
+void range(KernelContext& ctx) {
+  const Tensor& start = ctx.in(0);
+  const Tensor& limit = ctx.in(1);
+  const Tensor& delta = ctx.in(2);
+  for (const Tensor* t : {&start, &limit, &delta}) {
+    if (t->numel() != 1) ctx.error("start, limit and delta must be scalars, got shape ", shapeStr(t->shape()));
+    if (t->dtype() != start.dtype()) ctx.error("start, limit and delta must have the same type");
+  }
+  dispatchNumeric(start.dtype(), ctx, [&](auto tag) {
+    using T = decltype(tag);
+    const T s = start.data<T>()[0], l = limit.data<T>()[0], d = delta.data<T>()[0];
+    if (d == T{}) ctx.error("delta is 0");
+    int64_t n = 0;
+    if constexpr (std::is_floating_point_v<T>) {
+      const double c = std::ceil((static_cast<double>(l) - static_cast<double>(s)) / static_cast<double>(d));
+      if (!(c <= static_cast<double>(kMaxElements))) ctx.error("range of ", c, " elements is too large");
+      n = c > 0 ? static_cast<int64_t>(c) : 0;
+    } else {
+      using Wide = __int128;
+      const Wide diff = static_cast<Wide>(l) - static_cast<Wide>(s), dd = static_cast<Wide>(d);
+      Wide c = 0;
+      if (dd > 0 && diff > 0) c = (diff + dd - 1) / dd;
+      if (dd < 0 && diff < 0) c = (-diff + -dd - 1) / -dd;
+      if (c > kMaxElements) ctx.error("range is too large");
+      n = static_cast<int64_t>(c);
+    }
+    Tensor& y = ctx.alloc(0, start.dtype(), {n});
+    T* out = y.data<T>();
+    for (int64_t i = 0; i < n; ++i) {
+      if constexpr (std::is_floating_point_v<T>)
+        out[i] = static_cast<T>(s + static_cast<T>(i) * d);
+      else
+        out[i] = static_cast<T>(static_cast<__int128>(s) + static_cast<__int128>(i) * d);
+    }
+  });
+}
+
+void eyeLike(KernelContext& ctx) {
+  const Tensor& x = ctx.in(0);
+  if (x.rank() != 2) ctx.error("expects a 2-D input, got ", shapeStr(x.shape()));
+  DType dt = x.dtype();
+  if (ctx.node.hasAttr("dtype")) {
+    dt = fromOnnxType(static_cast<int>(ctx.node.attrInt("dtype", 0)));
+    if (dt == DType::Undefined) ctx.error("dtype ", ctx.node.attrInt("dtype", 0), " is not supported");
+  }
+  const int64_t k = std::clamp<int64_t>(ctx.node.attrInt("k", 0), -x.dim(0), x.dim(1));
+  Tensor& y = ctx.alloc(0, dt, x.shape());
+  const Tensor one = scalarOf(dt, 1);
+  const size_t es = dtypeSize(dt);
+  for (int64_t i = 0; i < x.dim(0); ++i) {
+    const int64_t j = i + k;
+    if (j >= 0 && j < x.dim(1)) std::memcpy(bytesOf(y) + (i * x.dim(1) + j) * es, bytesOf(one), es);
+  }
+}
+
+void trilu(KernelContext& ctx) {
+  const Tensor& x = ctx.in(0);
+  if (x.rank() < 2) ctx.error("expects a tensor of rank >= 2, got ", shapeStr(x.shape()));
+  const int64_t h = x.dim(x.rank() - 2), w = x.dim(x.rank() - 1);
+  int64_t k = 0;
+  if (ctx.has(1)) {
+    const auto kv = readInts(ctx.in(1), ctx);
+    if (kv.size() != 1) ctx.error("k must be a scalar");
+    k = std::clamp<int64_t>(kv[0], -(h + w), h + w);
+  }
+  const bool upper = ctx.node.attrInt("upper", 1) != 0;
+  Tensor& y = ctx.alloc(0, x.dtype(), x.shape());
+  const size_t es = dtypeSize(x.dtype());
+  const int64_t mats = h * w == 0 ? 0 : x.numel() / (h * w);
+  for (int64_t m = 0; m < mats; ++m)
+    for (int64_t i = 0; i < h; ++i) {
+      // Upper keeps columns j >= i + k, lower keeps j <= i + k.
+      const int64_t b = upper ? std::clamp<int64_t>(i + k, 0, w) : 0;
+      const int64_t e = upper ? w : std::clamp<int64_t>(i + k + 1, 0, w);
+      const int64_t off = ((m * h + i) * w + b) * static_cast<int64_t>(es);
+      if (e > b) std::memcpy(bytesOf(y) + off, bytesOf(x) + off, (e - b) * es);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Value-dependent: TopK, ArgMax/ArgMin, NonZero, OneHot, CumSum
+
+/// Runs f on a view of t whose element type the dispatcher handles (float16 as float32).
+template <typename F>
+void withNumeric(const Tensor& t, const KernelContext& ctx, F&& f) {
+  const Tensor v = toFloat32IfHalf(t);
+  dispatchNumeric(v.dtype(), ctx, [&](auto tag) {
+    using T = decltype(tag);
+    f(v.data<T>(), tag);
+  });
+}
+
+template <typename T>
+bool isNan(T v) {
+  if constexpr (std::is_floating_point_v<T>) return std::isnan(v);
+  return false;
+}
+
+void topK(KernelContext& ctx, int since) {
+  const Tensor& x = ctx.in(0);
+  const int64_t r = static_cast<int64_t>(x.rank());
+  if (r == 0) ctx.error("expects a tensor of rank >= 1");
+  const int64_t axis = normAxis(ctx.node.attrInt("axis", -1), r, ctx);
+  int64_t k = ctx.node.attrInt("k", -1);
+  if (since >= 10) {
+    const auto kv = readInts(ctx.in(1), ctx);
+    if (kv.size() != 1) ctx.error("K must hold one value, it has ", kv.size());
+    k = kv[0];
+  }
+  const int64_t dim = x.dim(axis);
+  if (k < 0 || k > dim) ctx.error("k = ", k, " is out of range for axis ", axis, " of size ", dim);
+  const bool largest = ctx.node.attrInt("largest", 1) != 0;
+  Shape out = x.shape();
+  out[axis] = k;
+  Tensor& values = ctx.alloc(0, x.dtype(), out);
+  Tensor& indices = ctx.alloc(1, DType::Int64, out);
+  const int64_t rows = prod(x.shape(), 0, axis), inner = prod(x.shape(), axis + 1, r);
+  const size_t es = dtypeSize(x.dtype());
+  int64_t* yi = indices.data<int64_t>();
+  withNumeric(x, ctx, [&](const auto* p, auto tag) {
+    using T = decltype(tag);
+    std::vector<int64_t> ids(dim);
+    for (int64_t o = 0; o < rows; ++o)
+      for (int64_t i = 0; i < inner; ++i) {
+        const T* base = p + o * dim * inner + i;
+        // NaN ranks above every number; equal values keep the lower index first.
+        auto before = [&](int64_t a, int64_t b) {
+          const T va = base[a * inner], vb = base[b * inner];
+          const bool na = isNan(va), nb = isNan(vb);
+          if (na || nb) return na == nb ? a < b : (largest ? na : nb);
+          if (va != vb) return largest ? va > vb : va < vb;
+          return a < b;
+        };
+        std::iota(ids.begin(), ids.end(), 0);
+        std::partial_sort(ids.begin(), ids.begin() + k, ids.end(), before);
+        for (int64_t j = 0; j < k; ++j) {
+          const int64_t dst = (o * k + j) * inner + i;
+          yi[dst] = ids[j];
+          std::memcpy(bytesOf(values) + dst * es, bytesOf(x) + ((o * dim + ids[j]) * inner + i) * es, es);
+        }
+      }
+  });
+}
+
+void argExtreme(KernelContext& ctx, bool is_max) {
+  const Tensor& x = ctx.in(0);
+  const int64_t r = static_cast<int64_t>(x.rank());
+  if (r == 0) ctx.error("expects a tensor of rank >= 1");
+  const int64_t axis = normAxis(ctx.node.attrInt("axis", 0), r, ctx);
+  const bool keep = ctx.node.attrInt("keepdims", 1) != 0;
+  const bool last = ctx.node.attrInt("select_last_index", 0) != 0;
+  const int64_t dim = x.dim(axis);
+  if (dim == 0) ctx.error("cannot take the arg", is_max ? "max" : "min", " of an empty axis");
+  Shape out = x.shape();
+  if (keep)
+    out[axis] = 1;
+  else
+    out.erase(out.begin() + axis);
+  Tensor& y = ctx.alloc(0, DType::Int64, out);
+  const int64_t rows = prod(x.shape(), 0, axis), inner = prod(x.shape(), axis + 1, r);
+  int64_t* yi = y.data<int64_t>();
+  withNumeric(x, ctx, [&](const auto* p, auto) {
+    for (int64_t o = 0; o < rows; ++o)
+      for (int64_t i = 0; i < inner; ++i) {
+        const auto* base = p + o * dim * inner + i;
+        int64_t best = 0;
+        for (int64_t j = 1; j < dim; ++j) {
+          const auto v = base[j * inner], b = base[best * inner];
+          // Like numpy, the first NaN wins (the last one with select_last_index).
+          bool take;
+          if (isNan(b))
+            take = last && isNan(v);
+          else if (isNan(v))
+            take = true;
+          else
+            take = (is_max ? v > b : v < b) || (last && v == b);
+          if (take) best = j;
+        }
+        yi[o * inner + i] = best;
+      }
+  });
+}
+
+void nonZero(KernelContext& ctx) {
+  const Tensor& x = ctx.in(0);
+  const int64_t n = x.numel();
+  std::vector<int64_t> hits;
+  if (x.dtype() == DType::Float32 || x.dtype() == DType::Float64 || x.dtype() == DType::Float16) {
+    const Tensor f = toFloat32IfHalf(x);
+    for (int64_t i = 0; i < n; ++i)
+      if (f.dtype() == DType::Float32 ? f.data<float>()[i] != 0.0f : f.data<double>()[i] != 0.0) hits.push_back(i);
+  } else {
+    // Integers and bool: non-zero exactly when some byte is.
+    const size_t es = dtypeSize(x.dtype());
+    for (int64_t i = 0; i < n; ++i) {
+      const std::byte* e = bytesOf(x) + i * static_cast<int64_t>(es);
+      if (std::any_of(e, e + es, [](std::byte b) { return b != std::byte{0}; })) hits.push_back(i);
+    }
+  }
+  const Shape shape = x.rank() == 0 ? Shape{1} : x.shape();
+  const int64_t r = static_cast<int64_t>(shape.size()), m = static_cast<int64_t>(hits.size());
+  Tensor& y = ctx.alloc(0, DType::Int64, {r, m});
+  int64_t* yi = y.data<int64_t>();
+  for (int64_t j = 0; j < m; ++j) {
+    int64_t rem = hits[j];
+    for (int64_t k = r - 1; k >= 0; --k) {
+      yi[k * m + j] = rem % shape[k];
+      rem /= shape[k];
+    }
+  }
+}
+
+void oneHot(KernelContext& ctx) {
+  const Tensor& ind = ctx.in(0);
+  const Tensor& depth_t = ctx.in(1);
+  const Tensor& values = ctx.in(2);
+  if (depth_t.numel() != 1) ctx.error("depth must hold one value, it has ", depth_t.numel());
+  if (values.numel() != 2) ctx.error("values must hold [off, on], it has ", values.numel(), " elements");
+  const double depth_v = depth_t.at(0);
+  if (!(depth_v >= 0 && depth_v <= static_cast<double>(kMaxElements))) ctx.error("depth ", depth_v, " is out of range");
+  const int64_t depth = static_cast<int64_t>(depth_v);
+  const int64_t q = static_cast<int64_t>(ind.rank());
+  int64_t axis = ctx.node.attrInt("axis", -1);
+  if (axis < -(q + 1) || axis > q) ctx.error("axis ", axis, " is out of range for rank ", q + 1);
+  if (axis < 0) axis += q + 1;
+  Shape out = ind.shape();
+  out.insert(out.begin() + axis, depth);
+  checkShape(out, ctx, "output shape");
+  Tensor& y = ctx.alloc(0, values.dtype(), out);
+  const size_t es = dtypeSize(values.dtype());
+  const std::byte* off = bytesOf(values);
+  const std::byte* on = off + es;
+  fillElems(bytesOf(y), y.numel(), off, es);
+  const Tensor idx = ind.dtype() == DType::Int64 ? ind : ind.cast(DType::Int64);
+  const int64_t rows = prod(ind.shape(), 0, axis), inner = prod(ind.shape(), axis, q);
+  for (int64_t o = 0; o < rows; ++o)
+    for (int64_t i = 0; i < inner; ++i) {
+      int64_t v = idx.data<int64_t>()[o * inner + i];
+      if (v < 0) v += depth;
+      if (v >= 0 && v < depth) std::memcpy(bytesOf(y) + ((o * depth + v) * inner + i) * es, on, es);
+    }
+}
+
+void cumSum(KernelContext& ctx) {
+  const Tensor& x = ctx.in(0);
+  const auto av = readInts(ctx.in(1), ctx);
+  if (av.size() != 1) ctx.error("axis must be a scalar");
+  const int64_t r = static_cast<int64_t>(x.rank());
+  const int64_t axis = normAxis(av[0], r, ctx);
+  const bool exclusive = ctx.node.attrInt("exclusive", 0) != 0, reverse = ctx.node.attrInt("reverse", 0) != 0;
+  const int64_t dim = r == 0 ? 1 : x.dim(axis);
+  const int64_t rows = prod(x.shape(), 0, axis), inner = prod(x.shape(), axis + 1, r);
+  withNumeric(x, ctx, [&](const auto* p, auto tag) {
+    using T = decltype(tag);
+    Tensor y(dtypeOf<T>(), x.shape());
+    T* out = y.data<T>();
+    for (int64_t o = 0; o < rows; ++o)
+      for (int64_t i = 0; i < inner; ++i) {
+        T acc{};
+        for (int64_t s = 0; s < dim; ++s) {
+          const int64_t j = reverse ? dim - 1 - s : s;
+          const int64_t at = (o * dim + j) * inner + i;
+          if (exclusive) {
+            out[at] = acc;
+            acc = static_cast<T>(acc + p[at]);
+          } else {
+            acc = static_cast<T>(acc + p[at]);
+            out[at] = acc;
+          }
+        }
+      }
+    ctx.outputs[0] = x.dtype() == DType::Float16 ? y.cast(DType::Float16) : y;
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Resize (opset 10-19) and Upsample (7-9): nearest and (multi)linear; cubic and antialias are not
+// implemented, so their factory declines the node and the session reports it.
+
+enum class CoordMode {
+  HalfPixel,
+  HalfPixelSymmetric,
+  PytorchHalfPixel,
+  AlignCorners,
+  Asymmetric,
+  TfHalfPixelForNn,
+  TfCropAndResize
+};
+/// Simple is Upsample's and Resize-10's rule (as ONNX Runtime implements them): floor, ceil when downsampling.
+enum class NearestMode { RoundPreferFloor, RoundPreferCeil, Floor, Ceil, Simple };
+
+struct ResizeSpec {
+  int since = 11;  ///< the model opset: selects the input layout and the attributes
+  bool linear = false;
+  CoordMode coord = CoordMode::HalfPixel;
+  NearestMode nearest = NearestMode::RoundPreferFloor;
+  double extrapolation = 0;
+  std::string keep_aspect = "stretch";
+  std::vector<int64_t> axes;
+};
+
+/// Parses the attributes; nullopt for what the engine does not implement (cubic, antialias).
+std::optional<ResizeSpec> parseResize(const Node& n, int since) {
+  ResizeSpec s;
+  s.since = since;
+  const std::string mode = n.attrString("mode", "nearest");
+  if (mode == "cubic") return std::nullopt;
+  if (mode != "nearest" && mode != "linear" && !(since < 10 && mode == "bilinear"))
+    fail("node ", n.describe(), ": mode '", mode, "' is not nearest, linear or cubic");
+  s.linear = mode != "nearest";
+  if (since <= 10) {
+    s.coord = CoordMode::Asymmetric;
+    s.nearest = NearestMode::Simple;
+    return s;
+  }
+  if (since >= 18 && n.attrInt("antialias", 0) != 0 && s.linear) return std::nullopt;
+  const std::string coord = n.attrString("coordinate_transformation_mode", "half_pixel");
+  static const std::pair<const char*, CoordMode> kCoords[] = {{"half_pixel", CoordMode::HalfPixel},
+                                                              {"half_pixel_symmetric", CoordMode::HalfPixelSymmetric},
+                                                              {"pytorch_half_pixel", CoordMode::PytorchHalfPixel},
+                                                              {"align_corners", CoordMode::AlignCorners},
+                                                              {"asymmetric", CoordMode::Asymmetric},
+                                                              {"tf_half_pixel_for_nn", CoordMode::TfHalfPixelForNn},
+                                                              {"tf_crop_and_resize", CoordMode::TfCropAndResize}};
+  bool found = false;
+  for (const auto& [name, m] : kCoords)
+    if (coord == name && (m != CoordMode::HalfPixelSymmetric || since >= 19)) {
+      s.coord = m;
+      found = true;
+    }
+  if (!found)
+    fail("node ", n.describe(), ": coordinate_transformation_mode '", coord, "' is not supported at opset ", since);
+  const std::string nearest = n.attrString("nearest_mode", "round_prefer_floor");
+  if (nearest == "round_prefer_floor")
+    s.nearest = NearestMode::RoundPreferFloor;
+  else if (nearest == "round_prefer_ceil")
+    s.nearest = NearestMode::RoundPreferCeil;
+  else if (nearest == "floor")
+    s.nearest = NearestMode::Floor;
+  else if (nearest == "ceil")
+    s.nearest = NearestMode::Ceil;
+  else
+    fail("node ", n.describe(), ": nearest_mode '", nearest, "' is not supported");
+  s.extrapolation = n.attrFloat("extrapolation_value", 0.0f);
+  if (since >= 18) {
+    s.axes = n.attrInts("axes");
+    s.keep_aspect = n.attrString("keep_aspect_ratio_policy", "stretch");
+    if (s.keep_aspect != "stretch" && s.keep_aspect != "not_larger" && s.keep_aspect != "not_smaller")
+      fail("node ", n.describe(), ": keep_aspect_ratio_policy '", s.keep_aspect, "' is not supported");
+  }
+  return s;
+}
+
+/// Source coordinates of one axis: per output index, the taps i0 and i1 and the weight of i1.
+struct AxisMap {
+  std::vector<int64_t> i0, i1;  ///< i0 < 0: outside the crop box (extrapolation value)
+  std::vector<double> w;
+};
+
+/// `len` is the resized length the coordinate formulas use: like ONNX's reference, in * scale
+/// when scales are given (not the floored output size), the size itself when sizes are.
+AxisMap mapAxis(int64_t in, int64_t out, double scale, double len, double roi_start, double roi_end,
+                const ResizeSpec& s) {
+  AxisMap m;
+  const double in1 = static_cast<double>(in - 1);
+  for (int64_t x = 0; x < out; ++x) {
+    const double xr = static_cast<double>(x);
+    double xo = 0;
+    switch (s.coord) {
+      case CoordMode::HalfPixel:
+        xo = (xr + 0.5) / scale - 0.5;
+        break;
+      case CoordMode::HalfPixelSymmetric: {
+        const double adj = static_cast<double>(out) / len;
+        xo = static_cast<double>(in) / 2 * (1 - adj) + (xr + 0.5) / scale - 0.5;
+        break;
+      }
+      case CoordMode::PytorchHalfPixel:
+        xo = len > 1 ? (xr + 0.5) / scale - 0.5 : -0.5;
+        break;
+      case CoordMode::AlignCorners:
+        xo = len == 1 ? 0 : xr * in1 / (len - 1);
+        break;
+      case CoordMode::Asymmetric:
+        xo = xr / scale;
+        break;
+      case CoordMode::TfHalfPixelForNn:
+        xo = (xr + 0.5) / scale;
+        break;
+      case CoordMode::TfCropAndResize:
+        xo = len > 1 ? roi_start * in1 + xr * (roi_end - roi_start) * in1 / (len - 1)
+                     : 0.5 * (roi_start + roi_end) * in1;
+        break;
+    }
+    if (s.coord == CoordMode::TfCropAndResize && (xo < 0 || xo > in1)) {
+      m.i0.push_back(-1);
+      m.i1.push_back(-1);
+      m.w.push_back(0);
+      continue;
+    }
+    if (s.linear) {
+      const double c = std::clamp(xo, 0.0, in1);
+      const int64_t i = static_cast<int64_t>(std::floor(c));
+      m.i0.push_back(i);
+      m.i1.push_back(std::min(i + 1, in - 1));
+      m.w.push_back(c - static_cast<double>(i));
+      continue;
+    }
+    const double f = std::floor(xo);
+    double v = 0;
+    switch (s.nearest) {
+      case NearestMode::RoundPreferFloor:
+        v = xo == f + 0.5 ? f : std::round(xo);
+        break;
+      case NearestMode::RoundPreferCeil:
+        v = xo == f + 0.5 ? f + 1 : std::round(xo);
+        break;
+      case NearestMode::Floor:
+        v = f;
+        break;
+      case NearestMode::Ceil:
+        v = std::ceil(xo);
+        break;
+      case NearestMode::Simple:
+        v = scale < 1 ? std::ceil(xo) : f;
+        break;
+    }
+    const int64_t i = static_cast<int64_t>(std::clamp(v, 0.0, in1));
+    m.i0.push_back(i);
+    m.i1.push_back(i);
+    m.w.push_back(0);
+  }
+  return m;
+}
+
+/// Reads a float tensor (any float type) as doubles.
+std::vector<double> readFloats(const Tensor& t, const KernelContext& ctx) {
+  if (!isFloat(t.dtype())) ctx.error("expected a float tensor, got ", dtypeName(t.dtype()));
+  std::vector<double> v(static_cast<size_t>(t.numel()));
+  for (int64_t i = 0; i < t.numel(); ++i) v[i] = t.at(i);
+  return v;
+}
+
+class ResizeKernel final : public Kernel {
+ public:
+  explicit ResizeKernel(ResizeSpec s) : s_(std::move(s)) {}
+
+  void run(KernelContext& ctx) override {
+    const Tensor& x = ctx.in(0);
+    const int64_t r = static_cast<int64_t>(x.rank());
+    if (r == 0) ctx.error("cannot resize a scalar");
+    std::vector<double> scales, roi;
+    std::vector<int64_t> sizes;
+    if (s_.since < 9) {
+      scales = std::vector<double>(ctx.node.attrFloats("scales").begin(), ctx.node.attrFloats("scales").end());
+    } else if (s_.since <= 10) {
+      scales = readFloats(ctx.in(1), ctx);
+    } else {
+      if (ctx.has(1) && s_.coord == CoordMode::TfCropAndResize) roi = readFloats(ctx.in(1), ctx);
+      if (ctx.has(2)) scales = readFloats(ctx.in(2), ctx);
+      if (ctx.has(3)) sizes = readInts(ctx.in(3), ctx);
+    }
+    if (scales.empty() == sizes.empty()) ctx.error("exactly one of scales and sizes must be given");
+    std::vector<int64_t> axes = s_.axes.empty() ? std::vector<int64_t>{} : normAxes(s_.axes, r, ctx);
+    if (axes.empty())
+      for (int64_t k = 0; k < r; ++k) axes.push_back(k);
+    const size_t m = axes.size();
+    if ((!scales.empty() && scales.size() != m) || (!sizes.empty() && sizes.size() != m))
+      ctx.error("scales/sizes have ", std::max(scales.size(), sizes.size()), " values for ", m, " axes");
+    std::vector<double> scale(r, 1.0), roi_s(r, 0.0), roi_e(r, 1.0), len(r);
+    Shape out = x.shape();
+    for (int64_t k = 0; k < r; ++k) len[k] = static_cast<double>(x.dim(k));
+    if (!scales.empty()) {
+      for (size_t i = 0; i < m; ++i) {
+        const double o = std::floor(static_cast<double>(x.dim(axes[i])) * scales[i]);
+        if (!(scales[i] > 0) || !(o <= static_cast<double>(kMaxElements)))
+          ctx.error("scale ", scales[i], " is invalid");
+        scale[axes[i]] = scales[i];
+        out[axes[i]] = static_cast<int64_t>(o);
+        len[axes[i]] = static_cast<double>(x.dim(axes[i])) * scales[i];
+      }
+    } else {
+      checkShape(sizes, ctx, "sizes");
+      double keep = s_.keep_aspect == "not_larger" ? std::numeric_limits<double>::max() : 0.0;
+      for (size_t i = 0; i < m; ++i) {
+        const double s = static_cast<double>(sizes[i]) / static_cast<double>(x.dim(axes[i]));
+        keep = s_.keep_aspect == "not_larger" ? std::min(keep, s) : std::max(keep, s);
+      }
+      for (size_t i = 0; i < m; ++i) {
+        const int64_t a = axes[i];
+        if (s_.keep_aspect == "stretch") {
+          out[a] = sizes[i];
+          scale[a] = static_cast<double>(sizes[i]) / static_cast<double>(x.dim(a));
+          len[a] = static_cast<double>(sizes[i]);
+        } else {
+          out[a] = static_cast<int64_t>(std::nearbyint(keep * static_cast<double>(x.dim(a))));
+          scale[a] = keep;
+          len[a] = static_cast<double>(out[a]);
+        }
+      }
+    }
+    checkShape(out, ctx, "output shape");
+    if (!roi.empty()) {
+      if (roi.size() != 2 * m) ctx.error("roi has ", roi.size(), " values, expected ", 2 * m);
+      for (size_t i = 0; i < m; ++i) {
+        roi_s[axes[i]] = roi[i];
+        roi_e[axes[i]] = roi[i + m];
+      }
+    }
+    std::vector<AxisMap> maps;
+    for (int64_t k = 0; k < r; ++k) {
+      if (x.dim(k) == 0 && out[k] > 0) ctx.error("cannot resize an empty axis ", k, " to ", out[k]);
+      maps.push_back(mapAxis(x.dim(k), out[k], scale[k], len[k], roi_s[k], roi_e[k], s_));
+    }
+    if (!s_.linear) {
+      Tensor& y = ctx.alloc(0, x.dtype(), out);
+      const Tensor fill = scalarOf(x.dtype(), s_.extrapolation);
+      const size_t es = dtypeSize(x.dtype());
+      forEachRow(x, out, maps, [&](int64_t row, const Corners& c, bool outside) {
+        const AxisMap& last = maps.back();
+        const int64_t n = out.back();
+        std::byte* d = bytesOf(y) + row * n * static_cast<int64_t>(es);
+        for (int64_t j = 0; j < n; ++j) {
+          const bool ext = outside || last.i0[j] < 0;
+          std::memcpy(d + j * es,
+                      ext ? bytesOf(fill) : bytesOf(x) + (c[0].first + last.i0[j]) * static_cast<int64_t>(es), es);
+        }
+      });
+      return;
+    }
+    const Tensor xf = toFloat32IfHalf(x);
+    dispatchFloat(xf.dtype(), ctx, [&](auto tag) {
+      using T = decltype(tag);
+      Tensor y(xf.dtype(), out);
+      const T* p = xf.data<T>();
+      T* yp = y.data<T>();
+      forEachRow(x, out, maps, [&](int64_t row, const Corners& c, bool outside) {
+        const AxisMap& last = maps.back();
+        const int64_t n = out.back();
+        for (int64_t j = 0; j < n; ++j) {
+          double v = s_.extrapolation;
+          if (!outside && last.i0[j] >= 0) {
+            v = 0;
+            const double w = last.w[j];
+            for (const auto& [off, wt] : c) {
+              v += wt * (1 - w) * static_cast<double>(p[off + last.i0[j]]);
+              if (w != 0) v += wt * w * static_cast<double>(p[off + last.i1[j]]);
+            }
+          }
+          yp[row * n + j] = static_cast<T>(v);
+        }
+      });
+      ctx.outputs[0] = x.dtype() == DType::Float16 ? y.cast(DType::Float16) : y;
+    });
+  }
+
+ private:
+  /// Offsets (in elements, without the last axis) and weights of the input rows one output row blends.
+  using Corners = std::vector<std::pair<int64_t, double>>;
+
+  /// Calls f(row, corners, outside) for every output row (all axes but the last).
+  template <typename F>
+  static void forEachRow(const Tensor& x, const Shape& out, const std::vector<AxisMap>& maps, F&& f) {
+    const int64_t r = static_cast<int64_t>(out.size());
+    const int64_t n = out.back(), total = numelOf(out);
+    if (total == 0) return;
+    const int64_t rows = total / n;
+    const auto xs = stridesOf(x.shape());
+    parallelRange(rows, total * static_cast<int64_t>(dtypeSize(x.dtype())), [&](int64_t r0, int64_t r1) {
+      Corners c;
+      for (int64_t row = r0; row < r1; ++row) {
+        c.assign(1, {0, 1.0});
+        bool outside = false;
+        int64_t rem = row;
+        for (int64_t k = r - 2; k >= 0 && !outside; --k) {
+          const int64_t p = rem % out[k];
+          rem /= out[k];
+          const AxisMap& a = maps[k];
+          if (a.i0[p] < 0) {
+            outside = true;
+            break;
+          }
+          if (a.w[p] != 0) {
+            const size_t cn = c.size();
+            for (size_t i = 0; i < cn; ++i) {
+              c.push_back({c[i].first + a.i1[p] * xs[k], c[i].second * a.w[p]});
+              c[i] = {c[i].first + a.i0[p] * xs[k], c[i].second * (1 - a.w[p])};
+            }
+          } else {
+            for (auto& e : c) e.first += a.i0[p] * xs[k];
+          }
+        }
+        f(row, c, outside);
+      }
+    });
+  }
+
+  ResizeSpec s_;
+};
+
+void addResize(KernelRegistry& r, const std::string& op, int since, int until) {
+  r.add("", op, since, until, "ref", [](const KernelInfo& info) -> std::unique_ptr<Kernel> {
+    auto spec = parseResize(info.node, static_cast<int>(info.opset));
+    if (!spec) return nullptr;
+    return std::make_unique<ResizeKernel>(std::move(*spec));
+  });
+}
+
+}  // namespace
+
+void registerShapeKernels(KernelRegistry& r) {
+  constexpr int M = kMaxOpset;
+  // Zero-copy
+  r.addFn("Reshape", 1, 4, [](KernelContext& c) { reshape(c, false); });
+  r.addFn("Reshape", 5, M, [](KernelContext& c) { reshape(c, true); });
+  r.addFn("Flatten", 1, M, flatten);
+  r.addFn("Squeeze", 1, 12, [](KernelContext& c) { squeeze(c, false); });
+  r.addFn("Squeeze", 13, M, [](KernelContext& c) { squeeze(c, true); });
+  r.addFn("Unsqueeze", 1, 12, [](KernelContext& c) { unsqueeze(c, false); });
+  r.addFn("Unsqueeze", 13, M, [](KernelContext& c) { unsqueeze(c, true); });
+  r.addFn("Identity", 1, M, identity);
+  r.addFn("Dropout", 1, 9, [](KernelContext& c) { dropout(c, 1); });
+  r.addFn("Dropout", 10, 11, [](KernelContext& c) { dropout(c, 10); });
+  r.addFn("Dropout", 12, M, [](KernelContext& c) { dropout(c, 12); });
+  // Copies
+  r.addFn("Transpose", 1, M, transpose);
+  r.addFn("Concat", 1, 3, [](KernelContext& c) { concat(c, 1); });
+  r.addFn("Concat", 4, M, [](KernelContext& c) { concat(c, 4); });
+  r.addFn("Split", 1, 12, [](KernelContext& c) { split(c, 1); });
+  r.addFn("Split", 13, 17, [](KernelContext& c) { split(c, 13); });
+  r.addFn("Split", 18, M, [](KernelContext& c) { split(c, 18); });
+  r.addFn("Slice", 1, 9, [](KernelContext& c) { slice(c, false); });
+  r.addFn("Slice", 10, M, [](KernelContext& c) { slice(c, true); });
+  r.addFn("Expand", 8, M, expand);
+  r.addFn("Tile", 6, M, tile);
+  r.addFn("Pad", 2, 10, [](KernelContext& c) { pad(c, 2); });
+  r.addFn("Pad", 11, 17, [](KernelContext& c) { pad(c, 11); });
+  r.addFn("Pad", 18, 18, [](KernelContext& c) { pad(c, 18); });
+  r.addFn("Pad", 19, M, [](KernelContext& c) { pad(c, 19); });
+  r.addFn("ReverseSequence", 10, M, reverseSequence);
+  r.addFn("DepthToSpace", 1, M, depthToSpace);
+  r.addFn("SpaceToDepth", 1, M, spaceToDepth);
+  // Indexing
+  r.addFn("Gather", 1, M, gather);
+  r.addFn("GatherElements", 11, M, gatherElements);
+  r.addFn("GatherND", 11, M, gatherND);
+  r.addFn("Scatter", 9, 10, scatterElements);
+  r.addFn("ScatterElements", 11, M, scatterElements);
+  r.addFn("ScatterND", 11, M, scatterND);
+  r.addFn("Compress", 9, M, compress);
+  // Shapes and constants
+  r.addFn("Shape", 1, M, shapeOp);
+  r.addFn("Size", 1, M, sizeOp);
+  r.add("", "Constant", 1, M, "ref",
+        [](const KernelInfo& i) { return std::make_unique<ConstantKernel>(constantValue(i.node)); });
+  r.add("", "ConstantOfShape", 9, M, "ref",
+        [](const KernelInfo& i) { return std::make_unique<ConstantOfShapeKernel>(i.node); });
+  r.addFn("Range", 11, M, range);
+  r.addFn("EyeLike", 9, M, eyeLike);
+  r.addFn("Trilu", 14, M, trilu);
+  // Value-dependent
+  r.addFn("TopK", 1, 9, [](KernelContext& c) { topK(c, 1); });
+  r.addFn("TopK", 10, M, [](KernelContext& c) { topK(c, 10); });
+  r.addFn("ArgMax", 1, M, [](KernelContext& c) { argExtreme(c, true); });
+  r.addFn("ArgMin", 1, M, [](KernelContext& c) { argExtreme(c, false); });
+  r.addFn("NonZero", 9, M, nonZero);
+  r.addFn("OneHot", 9, M, oneHot);
+  r.addFn("CumSum", 11, M, cumSum);
+  // Resampling
+  addResize(r, "Upsample", 7, 9);
+  addResize(r, "Resize", 10, M);
+}
 
 }  // namespace lwc::engine
