@@ -1,7 +1,9 @@
 #include "lwc/tensor.h"
 
 #include <cmath>
+#include <mutex>
 #include <new>
+#include <unordered_map>
 #include <sstream>
 
 namespace lwc {
@@ -22,11 +24,58 @@ std::string shapeStr(const Shape& s) {
 
 namespace {
 constexpr size_t kAlign = 64;
-std::shared_ptr<std::byte> allocate(size_t bytes) {
-  const size_t n = bytes == 0 ? kAlign : (bytes + kAlign - 1) / kAlign * kAlign;
-  auto* p = static_cast<std::byte*>(::operator new(n, std::align_val_t{kAlign}));
-  std::memset(p, 0, n);
-  return std::shared_ptr<std::byte>(p, [](std::byte* q) { ::operator delete(q, std::align_val_t{kAlign}); });
+
+size_t roundedSize(size_t bytes) { return bytes == 0 ? kAlign : (bytes + kAlign - 1) / kAlign * kAlign; }
+
+std::byte* systemAlloc(size_t n) { return static_cast<std::byte*>(::operator new(n, std::align_val_t{kAlign})); }
+void systemFree(std::byte* p) { ::operator delete(p, std::align_val_t{kAlign}); }
+
+thread_local BufferPool* t_pool = nullptr;
+}  // namespace
+
+struct BufferPool::State {
+  std::mutex mu;
+  std::unordered_multimap<size_t, std::byte*> free;
+  size_t free_bytes = 0;
+  static constexpr size_t kMaxFreeBytes = size_t(1) << 30;
+  ~State() {
+    for (auto& [n, p] : free) systemFree(p);
+  }
+};
+
+BufferPool::BufferPool() : state_(std::make_shared<State>()) {}
+BufferPool::~BufferPool() = default;
+BufferPool::Scope::Scope(BufferPool& p) : prev_(t_pool) { t_pool = &p; }
+BufferPool::Scope::~Scope() { t_pool = prev_; }
+
+namespace {
+std::shared_ptr<std::byte> allocateRaw(size_t bytes) {
+  const size_t n = roundedSize(bytes);
+  if (!t_pool) return std::shared_ptr<std::byte>(systemAlloc(n), systemFree);
+  std::shared_ptr<BufferPool::State> st = t_pool->state();
+  std::byte* p = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(st->mu);
+    auto it = st->free.find(n);
+    if (it != st->free.end()) {
+      p = it->second;
+      st->free.erase(it);
+      st->free_bytes -= n;
+    }
+  }
+  if (!p) p = systemAlloc(n);
+  std::weak_ptr<BufferPool::State> weak = st;
+  return std::shared_ptr<std::byte>(p, [weak, n](std::byte* q) {
+    if (auto s = weak.lock()) {
+      std::lock_guard<std::mutex> lock(s->mu);
+      if (s->free_bytes + n <= BufferPool::State::kMaxFreeBytes) {
+        s->free.emplace(n, q);
+        s->free_bytes += n;
+        return;
+      }
+    }
+    systemFree(q);
+  });
 }
 }  // namespace
 
@@ -39,7 +88,22 @@ Tensor::Tensor(DType dtype, Shape shape) : dtype_(dtype), shape_(std::move(shape
   // Refuse absurd sizes before allocating (a corrupt file must not take the machine down).
   const double bytes = static_cast<double>(numel_) * static_cast<double>(dtypeSize(dtype));
   if (bytes > 64.0 * (1ull << 30)) fail("tensor of shape ", shapeStr(shape_), " would need ", bytes / (1 << 30), " GiB");
-  data_ = allocate(nbytes());
+  data_ = allocateRaw(nbytes());
+  std::memset(data_.get(), 0, nbytes());
+}
+
+Tensor Tensor::uninitialized(DType dtype, Shape shape) {
+  Tensor t;
+  LWC_CHECK(dtype != DType::Undefined, "tensor of undefined dtype");
+  t.dtype_ = dtype;
+  t.shape_ = std::move(shape);
+  for (int64_t d : t.shape_)
+    if (d < 0) fail("tensor dimension ", d, " is negative in shape ", shapeStr(t.shape_));
+  t.numel_ = numelOf(t.shape_);
+  const double bytes = static_cast<double>(t.numel_) * static_cast<double>(dtypeSize(dtype));
+  if (bytes > 64.0 * (1ull << 30)) fail("tensor of shape ", shapeStr(t.shape_), " would need ", bytes / (1 << 30), " GiB");
+  t.data_ = allocateRaw(t.nbytes());
+  return t;
 }
 
 Tensor Tensor::reshaped(Shape shape) const {

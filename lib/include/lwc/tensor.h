@@ -20,11 +20,38 @@ std::string shapeStr(const Shape& s);
 
 /// Dense row-major tensor. Copies share the buffer (like a shared_ptr); use clone() for a deep copy.
 /// Buffers are 64-byte aligned so SIMD libraries can use them directly.
+/// Recycles tensor buffers of recently freed sizes, so steady-state inference neither calls the
+/// system allocator nor page-faults on fresh memory. Install one for the current thread with
+/// BufferPool::Scope; tensors allocated meanwhile return their buffers to it when freed (or to the
+/// system if the pool is gone by then).
+class BufferPool {
+ public:
+  BufferPool();
+  ~BufferPool();
+  class Scope {
+   public:
+    explicit Scope(BufferPool& p);
+    ~Scope();
+    Scope(const Scope&) = delete;
+    Scope& operator=(const Scope&) = delete;
+
+   private:
+    BufferPool* prev_;
+  };
+  struct State;
+  const std::shared_ptr<State>& state() const { return state_; }
+
+ private:
+  std::shared_ptr<State> state_;
+};
+
 class Tensor {
  public:
   Tensor() = default;
   /// Allocates a zero-filled tensor.
   Tensor(DType dtype, Shape shape);
+  /// Allocates without initialising the contents: for outputs a kernel overwrites completely.
+  static Tensor uninitialized(DType dtype, Shape shape);
 
   template <typename T>
   static Tensor fromVector(Shape shape, const std::vector<T>& values) {
@@ -39,6 +66,9 @@ class Tensor {
   }
   template <typename T>
   static Tensor scalar(T v) { return fromVector<T>({}, {v}); }
+
+  /// True when this tensor's buffer is shared with no other Tensor.
+  bool uniqueBuffer() const { return data_.use_count() == 1; }
 
   bool empty() const { return dtype_ == DType::Undefined; }
   DType dtype() const { return dtype_; }

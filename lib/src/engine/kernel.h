@@ -49,6 +49,11 @@ struct KernelContext {
     outputs[i] = Tensor(dt, std::move(shape));
     return outputs[i];
   }
+  /// Allocates output i without zeroing it: for kernels that write every element.
+  Tensor& allocUninit(size_t i, DType dt, Shape shape) {
+    outputs[i] = Tensor::uninitialized(dt, std::move(shape));
+    return outputs[i];
+  }
   /// Throws lwc::Error prefixed with the node's description.
   template <typename... Args>
   [[noreturn]] void error(Args&&... args) const {

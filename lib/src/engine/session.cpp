@@ -17,6 +17,7 @@ void configureThreads(int threads) {
   // Only effective before the OpenMP runtime starts, hence also done in main().
   ::setenv("OMP_PROC_BIND", "close", 0);
   ::setenv("OMP_PLACES", "cores", 0);
+  ::setenv("OMP_WAIT_POLICY", "PASSIVE", 0);
   const int n = threads > 0 ? threads : omp_get_num_procs();
   omp_set_num_threads(n);
 }
@@ -36,6 +37,7 @@ struct Session::Impl {
   std::vector<const ValueInfo*> input_infos;
   ValueTypes types;
   OptimizeStats stats;
+  BufferPool pool;
   std::vector<double> node_ms;
   std::vector<int64_t> node_calls;
 
@@ -223,6 +225,7 @@ void checkInput(const std::string& name, const ValueInfo* info, const Tensor& t)
 
 std::vector<Tensor> Session::runOrdered(const TensorMap& inputs, const Observer& observer) {
   Impl& s = *impl_;
+  BufferPool::Scope pool_scope(s.pool);
   std::vector<Tensor> values = s.constants;  // shares buffers, cheap
   for (size_t i = 0; i < s.input_names.size(); ++i) {
     auto it = inputs.find(s.input_names[i]);

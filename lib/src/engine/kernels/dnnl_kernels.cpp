@@ -58,7 +58,7 @@ class DnnlConv final : public Kernel {
       ctx.error("input has ", xs[1], " channels but the weights expect ", w_.dim(1) * group);
     Prepared& p = prepare(xs, ctx);
     const Shape& ys = p.out_shape;  // NCHW logical
-    Tensor& y = ctx.alloc(0, DType::Float32, nhwc_ ? Shape{ys[0], ys[2], ys[3], ys[1]} : ys);
+    Tensor& y = ctx.allocUninit(0, DType::Float32, nhwc_ ? Shape{ys[0], ys[2], ys[3], ys[1]} : ys);
     const Tensor* residual = nullptr;
     if (p.has_add) {
       residual = &ctx.in(3);
@@ -183,7 +183,7 @@ class DnnlPoolNhwc final : public Kernel {
     if (x.dtype() != DType::Float32 || x.rank() != 4) ctx.error("expects a float32 NHWC input");
     const Shape xs{x.dim(0), x.dim(3), x.dim(1), x.dim(2)};
     Prepared& p = prepare(xs, ctx);
-    Tensor& y = ctx.alloc(0, DType::Float32, {xs[0], p.out_hw[0], p.out_hw[1], xs[1]});
+    Tensor& y = ctx.allocUninit(0, DType::Float32, {xs[0], p.out_hw[0], p.out_hw[1], xs[1]});
     auto& eng = cpuEngine();
     dnnl::stream s(eng);
     memory xm(p.pd.src_desc(), eng, const_cast<void*>(x.raw()));
@@ -238,7 +238,7 @@ void globalAvgPoolNhwc(KernelContext& ctx) {
   const Tensor& x = ctx.in(0);
   if (x.dtype() != DType::Float32 || x.rank() != 4) ctx.error("expects a float32 NHWC input");
   const int64_t n = x.dim(0), hw = x.dim(1) * x.dim(2), c = x.dim(3);
-  Tensor& y = ctx.alloc(0, DType::Float32, {n, 1, 1, c});
+  Tensor& y = ctx.allocUninit(0, DType::Float32, {n, 1, 1, c});
   const float* in = x.data<float>();
   float* out = y.data<float>();
   const float inv = 1.0f / static_cast<float>(hw);
@@ -267,7 +267,7 @@ class DnnlMatMul final : public Kernel {
     const int64_t m = x.numel() / k;
     Shape ys = x.shape();
     ys.back() = n;
-    Tensor& y = ctx.alloc(0, DType::Float32, ys);
+    Tensor& y = ctx.allocUninit(0, DType::Float32, ys);
     Prepared& p = prepare(m);
     auto& eng = cpuEngine();
     dnnl::stream s(eng);

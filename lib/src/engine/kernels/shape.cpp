@@ -371,7 +371,7 @@ void transpose(KernelContext& ctx) {
     out[k] = x.dim(perm[k]);
     st[k] = xs[perm[k]];
   }
-  Tensor& y = ctx.alloc(0, x.dtype(), out);
+  Tensor& y = ctx.allocUninit(0, x.dtype(), out);
   viewCopy(bytesOf(y), bytesOf(x), out, st, dtypeSize(x.dtype()));
 }
 
