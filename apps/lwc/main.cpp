@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <cstdlib>
+#include <unistd.h>
 #include <iostream>
 
 #include "commands.h"
@@ -12,12 +13,17 @@
 #include "lwc/status.h"
 
 int main(int argc, char** argv) {
-  // Pin OpenMP threads before the runtime starts (see engine::configureThreads).
-  ::setenv("OMP_PROC_BIND", "close", 0);
-  ::setenv("OMP_PLACES", "cores", 0);
-  // Waiting threads sleep instead of spinning: with spinning, a busy machine turned 8 ms runs into
-  // 200-400 ms ones (measured on mobilenet_v2, 2 threads, one core loaded); passive costs little when idle.
-  ::setenv("OMP_WAIT_POLICY", "PASSIVE", 0);
+  // OpenMP reads its settings when the runtime library loads, before main(): set them and re-exec
+  // once. Waiting threads sleep instead of spinning (with spinning, a busy machine turned 8 ms
+  // mobilenet_v2 runs into 200-400 ms ones at 2 threads), and threads are pinned. A user's own
+  // OMP_* settings win.
+  if (!std::getenv("LWC_OMP_CONFIGURED")) {
+    ::setenv("LWC_OMP_CONFIGURED", "1", 1);
+    ::setenv("OMP_PROC_BIND", "close", 0);
+    ::setenv("OMP_PLACES", "cores", 0);
+    ::setenv("OMP_WAIT_POLICY", "PASSIVE", 0);
+    ::execv("/proc/self/exe", argv);  // returns only on failure: then run with the defaults
+  }
   using namespace lwc::app;
   CLI::App app{"lwc: make trained neural networks small and fast (ONNX in, ONNX out)", "lwc"};
   app.require_subcommand(1);
