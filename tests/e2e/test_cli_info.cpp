@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "lwc/model_io.h"
+#include "lwc/npy.h"
 #include "support/test_util.h"
 
 using namespace lwc;
@@ -82,4 +83,43 @@ TEST_CASE("lwc info rejects bad input with one line and exit 1", "[cli][info]") 
   CHECK(u.exit_code == 1);
   auto v = runLwc("frobnicate x");
   CHECK(v.exit_code == 1);
+}
+
+TEST_CASE("models with an opset newer than libonnx knows load, run and name what is unsupported", "[cli][info]") {
+  TempDir d;
+  Model relu = parseModelText(R"(
+<ir_version: 10, opset_import: ["" : 21]>
+g (float[N, 4] x) => (float[N, 4] y)
+{
+  r = Relu (x)
+  y = Abs (r)
+}
+)");
+  saveModel(relu, d / "relu21.onnx");
+  Model dft = parseModelText(R"(
+<ir_version: 10, opset_import: ["" : 21]>
+g (float[N, 4] x) => (float[N, 4] y)
+{
+  y = DFT (x)
+}
+)");
+  dft.graph.nodes[0].name = "the_dft";
+  saveModel(dft, d / "dft21.onnx");
+
+  auto info = runLwc("info --json " + q(d / "dft21.onnx"));
+  REQUIRE(info.exit_code == 0);
+  auto j = nlohmann::json::parse(info.out);
+  REQUIRE(j["unsupported_ops"].size() == 1);
+  CHECK_THAT(j["unsupported_ops"][0].get<std::string>(), Catch::Contains("DFT (opset 21)") && Catch::Contains("the_dft"));
+
+  writeNpy(d / "x.npy", Tensor::fromVector<float>({1, 4}, {-1, 2, -3, 4}));
+  auto ok = runLwc("exec " + q(d / "relu21.onnx") + " --input x=" + q(d / "x.npy") + " --outdir " + q(d / "out"));
+  INFO(ok.err);
+  REQUIRE(ok.exit_code == 0);
+  const Tensor y = readNpy(d / "out" / "y.npy");
+  CHECK(y.data<float>()[0] == 0.0f);
+  CHECK(y.data<float>()[3] == 4.0f);
+  auto bad = runLwc("exec " + q(d / "dft21.onnx") + " --input x=" + q(d / "x.npy") + " --outdir " + q(d / "out2"));
+  CHECK(bad.exit_code == 1);
+  CHECK_THAT(bad.err, Catch::Contains("DFT (opset 21)") && Catch::Contains("the_dft") && Catch::Contains("lwc ops"));
 }
