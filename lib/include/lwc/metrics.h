@@ -1,0 +1,49 @@
+// Accuracy and error metrics, accumulated batch by batch (bounded memory).
+#pragma once
+
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "lwc/tensor.h"
+
+namespace lwc {
+
+/// Top-1/top-5 accuracy of [N, classes] scores against integer labels.
+class AccuracyMeter {
+ public:
+  /// Adds a batch; scores are float32 [N, C] (or [N, C, 1, 1]); labels one per row.
+  /// Throws lwc::Error for a label outside [0, C).
+  void add(const Tensor& scores, const std::vector<int64_t>& labels, int64_t first_index = 0);
+  int64_t count() const { return count_; }
+  int64_t top1Correct() const { return top1_; }
+  int64_t top5Correct() const { return top5_; }
+  double top1() const { return count_ ? double(top1_) / double(count_) : 0.0; }
+  double top5() const { return count_ ? double(top5_) / double(count_) : 0.0; }
+
+ private:
+  int64_t count_ = 0, top1_ = 0, top5_ = 0;
+};
+
+/// Index of the largest score in each row of [N, C] scores (ties: the lowest index).
+std::vector<int64_t> argmaxRows(const Tensor& scores);
+
+/// Compares a test tensor stream with a reference stream of the same shapes.
+class ErrorMeter {
+ public:
+  /// Throws lwc::Error when shapes differ.
+  void add(const Tensor& reference, const Tensor& test);
+  int64_t elements() const { return n_; }
+  double maxAbsDiff() const { return max_abs_; }
+  /// Signal-to-quantisation-noise ratio in dB: 10·log10(Σref² / Σ(ref−test)²); +inf when identical.
+  double sqnrDb() const;
+  /// Cosine similarity of the flattened streams (1 when identical; 1 when both are all zero).
+  double cosine() const;
+
+ private:
+  int64_t n_ = 0;
+  double max_abs_ = 0, sig_ = 0, noise_ = 0, dot_ = 0, ref_sq_ = 0, test_sq_ = 0;
+};
+
+}  // namespace lwc

@@ -1,0 +1,80 @@
+#include "lwc/metrics.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace lwc {
+
+namespace {
+// Rows of a [N, C, (1, 1)] score tensor as float values.
+void checkScores(const Tensor& s, int64_t& n, int64_t& c) {
+  if (s.rank() < 2) fail("model output has shape ", shapeStr(s.shape()), "; expected [N, classes] scores");
+  n = s.dim(0);
+  c = s.numel() / std::max<int64_t>(n, 1);
+  for (size_t i = 2; i < s.rank(); ++i)
+    if (s.dim(i) != 1) fail("model output has shape ", shapeStr(s.shape()), "; expected [N, classes] scores");
+}
+}  // namespace
+
+std::vector<int64_t> argmaxRows(const Tensor& scores) {
+  int64_t n, c;
+  checkScores(scores, n, c);
+  const Tensor f = scores.dtype() == DType::Float32 ? scores : scores.cast(DType::Float32);
+  std::vector<int64_t> r(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {
+    const float* row = f.data<float>() + i * c;
+    r[i] = std::max_element(row, row + c) - row;
+  }
+  return r;
+}
+
+void AccuracyMeter::add(const Tensor& scores, const std::vector<int64_t>& labels, int64_t first_index) {
+  int64_t n, c;
+  checkScores(scores, n, c);
+  if (static_cast<int64_t>(labels.size()) != n)
+    throw InternalError("accuracy: " + std::to_string(labels.size()) + " labels for " + std::to_string(n) + " rows");
+  const Tensor f = scores.dtype() == DType::Float32 ? scores : scores.cast(DType::Float32);
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t y = labels[i];
+    if (y < 0 || y >= c)
+      fail("label ", y, " of sample ", first_index + i, " is outside the model's ", c, " classes");
+    const float* row = f.data<float>() + i * c;
+    // rank of the true class: number of classes scoring strictly higher (ties favour the label
+    // only if it comes first, as argmax does)
+    int64_t higher = 0;
+    for (int64_t k = 0; k < c; ++k) higher += row[k] > row[y] || (row[k] == row[y] && k < y);
+    top1_ += higher == 0;
+    top5_ += higher < 5;
+  }
+  count_ += n;
+}
+
+void ErrorMeter::add(const Tensor& reference, const Tensor& test) {
+  if (reference.shape() != test.shape())
+    fail("shapes differ: ", shapeStr(reference.shape()), " vs ", shapeStr(test.shape()));
+  for (int64_t i = 0; i < reference.numel(); ++i) {
+    const double a = reference.at(i), b = test.at(i);
+    const double d = a - b;
+    max_abs_ = std::max(max_abs_, std::fabs(d));
+    sig_ += a * a;
+    noise_ += d * d;
+    dot_ += a * b;
+    ref_sq_ += a * a;
+    test_sq_ += b * b;
+  }
+  n_ += reference.numel();
+}
+
+double ErrorMeter::sqnrDb() const {
+  if (noise_ == 0) return std::numeric_limits<double>::infinity();
+  if (sig_ == 0) return -std::numeric_limits<double>::infinity();
+  return 10.0 * std::log10(sig_ / noise_);
+}
+
+double ErrorMeter::cosine() const {
+  if (ref_sq_ == 0 && test_sq_ == 0) return 1.0;
+  if (ref_sq_ == 0 || test_sq_ == 0) return 0.0;
+  return dot_ / (std::sqrt(ref_sq_) * std::sqrt(test_sq_));
+}
+
+}  // namespace lwc

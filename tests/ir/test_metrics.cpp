@@ -1,0 +1,41 @@
+#include <catch2/catch.hpp>
+#include <cmath>
+
+#include "lwc/metrics.h"
+
+using namespace lwc;
+
+TEST_CASE("accuracy meter", "[metrics]") {
+  AccuracyMeter m;
+  // 3 samples x 6 classes
+  Tensor s = Tensor::fromVector<float>({3, 6}, {0.1f, 0.9f, 0.0f, 0.0f, 0.0f, 0.0f,   // argmax 1
+                                                 5, 4, 3, 2, 1, 0,                     // argmax 0
+                                                 0, 1, 2, 3, 4, 5});                   // argmax 5
+  m.add(s, {1, 5, 0}, 0);
+  CHECK(m.count() == 3);
+  CHECK(m.top1Correct() == 1);  // only the first
+  CHECK(m.top5Correct() == 1);  // label 5 of row 2 ranks 6th, label 0 of row 3 ranks 6th
+  m.add(s, {1, 4, 1});
+  CHECK(m.top5Correct() == 1 + 3);
+  CHECK(m.top1() == Approx(2.0 / 6));
+  CHECK(argmaxRows(s) == std::vector<int64_t>{1, 0, 5});
+  CHECK_THROWS_WITH(m.add(s, {1, 6, 0}, 100), Catch::Contains("label 6 of sample 101"));
+}
+
+TEST_CASE("error meter", "[metrics]") {
+  ErrorMeter same;
+  Tensor a = Tensor::fromVector<float>({4}, {1, -2, 3, 4});
+  same.add(a, a);
+  CHECK(std::isinf(same.sqnrDb()));
+  CHECK(same.sqnrDb() > 0);
+  CHECK(same.cosine() == Approx(1.0));
+  CHECK(same.maxAbsDiff() == 0.0);
+  ErrorMeter e;
+  Tensor b = Tensor::fromVector<float>({4}, {1, -2, 3, 5});
+  e.add(a, b);
+  // signal 1+4+9+16 = 30, noise 1 -> 10*log10(30)
+  CHECK(e.sqnrDb() == Approx(10 * std::log10(30.0)));
+  CHECK(e.maxAbsDiff() == 1.0);
+  CHECK(e.cosine() < 1.0);
+  CHECK_THROWS_AS(e.add(a, Tensor(DType::Float32, {5})), Error);
+}
