@@ -1,7 +1,12 @@
 // Reference kernels of the shape / data-movement family, against hand-computed values.
+#include <algorithm>
 #include <catch2/catch.hpp>
+#include <cmath>
 #include <cstdint>
+#include <functional>
 #include <limits>
+#include <numeric>
+#include <string>
 
 #include "lwc/engine.h"
 #include "support/engine_util.h"
@@ -61,6 +66,97 @@ Tensor naiveTranspose(const Tensor& x, const std::vector<int64_t>& perm) {
 
 constexpr int64_t kIntMax = std::numeric_limits<int64_t>::max();
 constexpr int64_t kIntMin = std::numeric_limits<int64_t>::min();
+
+// A naive transcription of ONNX's reference cubic Resize (onnx/reference/ops/op_resize.py): one
+// output element at a time, interpolating the first axis over the interpolations of the others,
+// picking the 4 taps as the nearest indices of the edge-padded input by sorting.
+struct CubicRef {
+  std::string coord = "half_pixel";
+  double a = -0.75;
+  bool exclude = false;
+  double extrapolation = 0;
+};
+
+double refCubic1d(const std::vector<double>& data, double scale, int64_t out_int, int64_t x, double roi0, double roi1,
+                  const CubicRef& o) {
+  const auto in = static_cast<int64_t>(data.size());
+  const double ow = scale * static_cast<double>(in), xr = static_cast<double>(x), in1 = static_cast<double>(in - 1);
+  double xo = 0;
+  if (o.coord == "align_corners") {
+    xo = ow == 1 ? 0.0 : xr * in1 / (ow - 1);
+  } else if (o.coord == "asymmetric") {
+    xo = xr / scale;
+  } else if (o.coord == "tf_crop_and_resize") {
+    xo = ow == 1 ? (roi1 - roi0) * in1 / 2 : xr * (roi1 - roi0) * in1 / (ow - 1);
+    xo += roi0 * in1;
+    if (xo < 0 || xo > in1) return o.extrapolation;
+  } else if (o.coord == "pytorch_half_pixel") {
+    xo = ow == 1 ? -0.5 : (xr + 0.5) / scale - 0.5;
+  } else if (o.coord == "half_pixel") {
+    xo = (xr + 0.5) / scale - 0.5;
+  } else if (o.coord == "half_pixel_symmetric") {
+    const double adjustment = static_cast<double>(out_int) / ow;
+    xo = static_cast<double>(in) / 2 * (1 - adjustment) + (xr + 0.5) / scale - 0.5;
+  } else if (o.coord == "tf_half_pixel_for_nn") {
+    xo = (xr + 0.5) / scale;
+  }
+  const double ratio = xo == std::floor(xo) ? 1.0 : xo - std::floor(xo);
+  const double A = o.a, r1 = ratio + 1, q = 1 - ratio, q1 = q + 1;
+  std::vector<double> coeffs = {((A * r1 - 5 * A) * r1 + 8 * A) * r1 - 4 * A,
+                                ((A + 2) * ratio - (A + 3)) * ratio * ratio + 1, ((A + 2) * q - (A + 3)) * q * q + 1,
+                                ((A * q1 - 5 * A) * q1 + 8 * A) * q1 - 4 * A};
+  // _get_neighbor: pad by 2 in edge mode, take the 4 indices nearest to xo + 2 (ties: smaller).
+  std::vector<int64_t> padded(static_cast<size_t>(in + 4));
+  std::iota(padded.begin(), padded.end(), 0);
+  const double xp = xo + 2;
+  std::sort(padded.begin(), padded.end(), [&](int64_t i, int64_t j) {
+    const double di = std::abs(xp - static_cast<double>(i)), dj = std::abs(xp - static_cast<double>(j));
+    return di != dj ? di < dj : i < j;
+  });
+  std::vector<int64_t> idx(padded.begin(), padded.begin() + 4);
+  std::sort(idx.begin(), idx.end());
+  if (o.exclude) {
+    double sum = 0;
+    for (size_t t = 0; t < 4; ++t) {
+      if (idx[t] - 2 < 0 || idx[t] - 2 >= in) coeffs[t] = 0;
+      sum += coeffs[t];
+    }
+    for (double& c : coeffs) c /= sum;
+  }
+  double v = 0;
+  for (size_t t = 0; t < 4; ++t) v += coeffs[t] * data[static_cast<size_t>(std::clamp<int64_t>(idx[t] - 2, 0, in - 1))];
+  return v;
+}
+
+/// Resizes x (float32) to `out` with per-axis scale factors; roi holds all starts then all ends.
+Tensor refCubic(const Tensor& x, const std::vector<double>& scales, const Shape& out, std::vector<double> roi,
+                const CubicRef& o) {
+  const size_t r = x.rank();
+  if (roi.empty()) {
+    roi.assign(r, 0.0);
+    roi.resize(2 * r, 1.0);
+  }
+  std::vector<int64_t> xs(r, 1);
+  for (size_t k = r - 1; k-- > 0;) xs[k] = xs[k + 1] * x.dim(k + 1);
+  Tensor y(DType::Float32, out);
+  std::vector<int64_t> pos(r);
+  // interp(axis, offset): the value at output position `pos` of the sub-array at `offset` over axes >= axis.
+  std::function<double(size_t, int64_t)> interp = [&](size_t axis, int64_t offset) {
+    std::vector<double> line;
+    for (int64_t i = 0; i < x.dim(axis); ++i)
+      line.push_back(axis + 1 == r ? x.at(offset + i * xs[axis]) : interp(axis + 1, offset + i * xs[axis]));
+    return refCubic1d(line, scales[axis], out[axis], pos[axis], roi[axis], roi[r + axis], o);
+  };
+  for (int64_t i = 0; i < y.numel(); ++i) {
+    int64_t rem = i;
+    for (size_t k = r; k-- > 0;) {
+      pos[k] = rem % out[k];
+      rem /= out[k];
+    }
+    y.data<float>()[i] = static_cast<float>(interp(0, 0));
+  }
+  return y;
+}
 
 }  // namespace
 
@@ -483,10 +579,141 @@ TEST_CASE("Resize and Upsample: nearest and linear", "[shape]") {
     checkEq(run1(node("Resize", {r, none, none, I({4}, {1, 1, 1, 3})}, {asym, attrString("nearest_mode", "ceil")}, 13)),
             F({1, 1, 1, 3}, {1, 3, 4}));
   }
-  SECTION("cubic is declined, bad inputs are errors") {
-    CHECK_THROWS_AS(run1(node("Resize", {x, none, F({4}, {1, 1, 2, 2})}, {attrString("mode", "cubic")}, 13)),
-                    lwc::Error);
+  SECTION("bad inputs are errors") {
     CHECK_THROWS_AS(run1(node("Resize", {x, none, F({4}, {1, 1, 2, 2}), I({4}, {1, 1, 4, 4})}, {}, 13)), lwc::Error);
     CHECK_THROWS_AS(run1(node("Resize", {x, none, F({2}, {2, 2})}, {}, 13)), lwc::Error);
+  }
+}
+
+TEST_CASE("Resize: cubic", "[shape]") {
+  const Tensor none;
+  const auto cubic = attrString("mode", "cubic");
+  const auto asym = attrString("coordinate_transformation_mode", "asymmetric");
+  SECTION("hand-computed: asymmetric x2 upsample of 1 2 3 4, A = -0.75") {
+    // Source coordinates 0, 0.5, 1 ... 3.5. At ratio 0.5 the weights are -0.09375 0.59375 0.59375
+    // -0.09375 (Keys, A = -0.75); taps left of 0 or right of 3 read the edge values.
+    //   x=1: -0.09375*1 + 0.59375*1 + 0.59375*2 - 0.09375*3 = 1.40625
+    //   x=3: taps 1 2 3 4 -> 2.5;  x=5: taps 2 3 4 4 -> 3.59375;  x=7: taps 3 4 4 4 -> 4.09375
+    const Tensor row = F({1, 1, 1, 4}, {1, 2, 3, 4});
+    checkEq(run1(node("Resize", {row, none, F({4}, {1, 1, 1, 2})}, {cubic, asym}, 13)),
+            F({1, 1, 1, 8}, {1, 1.40625f, 2, 2.5f, 3, 3.59375f, 4, 4.09375f}));
+    // The same through sizes, and on a 1-D tensor (Resize is N-D).
+    checkEq(run1(node("Resize", {F({4}, {1, 2, 3, 4}), none, none, I({1}, {8})}, {cubic, asym}, 13)),
+            F({8}, {1, 1.40625f, 2, 2.5f, 3, 3.59375f, 4, 4.09375f}));
+  }
+  SECTION("hand-computed: exclude_outside renormalises the taps inside the input") {
+    // x=1 reads taps -1 0 1 2: tap -1 is dropped, the others are divided by their sum 1.09375.
+    // x=7 reads taps 2 3 4 5 at ratio 0.5: taps 2 and 3 are inside, with weights -0.09375 and
+    // 0.59375 summing to 0.5: (-0.09375*3 + 0.59375*4) / 0.5 = 4.1875.
+    const Tensor y = run1(
+        node("Resize", {F({1, 1, 1, 4}, {1, 2, 3, 4}), none, F({4}, {1, 1, 1, 2})},
+             {cubic, asym, attrInt("exclude_outside", 1)}, 13));
+    REQUIRE(y.shape() == Shape{1, 1, 1, 8});
+    CHECK(y.at(1) == Approx((0.59375 * 1 + 0.59375 * 2 - 0.09375 * 3) / 1.09375));
+    CHECK(y.at(3) == 2.5f);
+    CHECK(y.at(5) == Approx((-0.09375 * 2 + 0.59375 * 3 + 0.59375 * 4) / 1.09375));
+    CHECK(y.at(7) == 4.1875f);
+  }
+  SECTION("cubic_coeff_a: A = -0.5 at ratio 0.5 weighs -0.0625 0.5625 0.5625 -0.0625") {
+    const Tensor y = run1(node("Resize", {F({1, 1, 1, 4}, {1, 2, 3, 5}), none, F({4}, {1, 1, 1, 2})},
+                               {cubic, asym, attrFloat("cubic_coeff_a", -0.5f)}, 13));
+    CHECK(y.at(3) == Approx(-0.0625 * 1 + 0.5625 * 2 + 0.5625 * 3 - 0.0625 * 5));
+  }
+  SECTION("integral source coordinates copy the input (scale 1, every mode)") {
+    const Tensor x = randomFloat({2, 3, 4, 5}, 7);
+    for (const char* mode : {"half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric", "tf_crop_and_resize",
+                             "half_pixel_symmetric"}) {
+      INFO(mode);
+      const Tensor roi = F({8}, {0, 0, 0, 0, 1, 1, 1, 1});
+      checkEq(run1(node("Resize", {x, roi, F({4}, {1, 1, 1, 1})},
+                        {cubic, attrString("coordinate_transformation_mode", mode), attrInt("exclude_outside", 1)},
+                        19)),
+              x);
+    }
+  }
+  SECTION("matches the ONNX reference: every coordinate mode, scales and sizes, all axes resized") {
+    const Tensor x = randomFloat({2, 3, 5, 4}, 11, -2.0f, 2.0f);
+    struct Case {
+      std::vector<float> scales;  // empty: use sizes
+      std::vector<int64_t> sizes;
+    };
+    const std::vector<Case> cases = {{{1, 1, 2, 1.5f}, {}},      {{1, 1, 0.6f, 0.8f}, {}},
+                                     {{2, 0.7f, 1.3f, 0.5f}, {}}, {{1, 1, 0.25f, 3}, {}},
+                                     {{}, {1, 3, 7, 3}},          {{}, {2, 2, 1, 1}}};
+    const std::vector<float> roi = {0, 0.1f, 0.2f, -0.1f, 1, 0.8f, 0.9f, 1.2f};
+    for (const char* mode : {"half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric", "tf_crop_and_resize",
+                             "half_pixel_symmetric", "tf_half_pixel_for_nn"})
+      for (const bool exclude : {false, true})
+        for (const Case& c : cases) {
+          CubicRef o;
+          o.coord = mode;
+          o.exclude = exclude;
+          o.a = exclude ? -0.5 : -0.75;
+          o.extrapolation = 3.5;
+          std::vector<double> scales;
+          Shape out;
+          for (size_t k = 0; k < 4; ++k) {
+            const double in = static_cast<double>(x.dim(k));
+            scales.push_back(c.scales.empty() ? static_cast<double>(c.sizes[k]) / in : c.scales[k]);
+            out.push_back(c.scales.empty() ? c.sizes[k] : static_cast<int64_t>(std::floor(in * c.scales[k])));
+          }
+          const bool crop = o.coord == "tf_crop_and_resize";
+          const std::vector<double> roi_d = crop ? std::vector<double>(roi.begin(), roi.end()) : std::vector<double>{};
+          const Tensor want = refCubic(x, scales, out, roi_d, o);
+          std::vector<Tensor> inputs = {x, crop ? F({8}, roi) : none};
+          if (c.scales.empty()) {
+            inputs.push_back(none);
+            inputs.push_back(I({4}, c.sizes));
+          } else {
+            inputs.push_back(F({4}, c.scales));
+          }
+          const Tensor got = run1(node("Resize", inputs,
+                                       {cubic, attrString("coordinate_transformation_mode", mode),
+                                        attrInt("exclude_outside", exclude ? 1 : 0),
+                                        attrFloat("cubic_coeff_a", static_cast<float>(o.a)),
+                                        attrFloat("extrapolation_value", 3.5f)},
+                                       19));
+          INFO(mode << " exclude_outside=" << exclude << " out " << shapeStr(out));
+          REQUIRE(got.shape() == out);
+          CHECK(compareTensors(got, want, 1e-5, 1e-6) == "");
+        }
+  }
+  SECTION("matches the ONNX reference: axes and keep_aspect_ratio_policy (opset 18+)") {
+    const Tensor x = randomFloat({1, 2, 5, 7}, 5);
+    for (const char* mode : {"half_pixel", "align_corners", "half_pixel_symmetric", "pytorch_half_pixel"})
+      for (const char* policy : {"not_larger", "not_smaller"}) {
+        // sizes 3 x 4 for axes (2, 3): the scale is min/max(3/5, 4/7), the output round(scale * in).
+        const bool not_larger = std::string(policy) == "not_larger";
+        const double s = not_larger ? std::min(3.0 / 5, 4.0 / 7) : std::max(3.0 / 5, 4.0 / 7);
+        const Shape out = {1, 2, static_cast<int64_t>(s * 5 + 0.5), static_cast<int64_t>(s * 7 + 0.5)};
+        CubicRef o;
+        o.coord = mode;
+        const Tensor want = refCubic(x, {1, 1, s, s}, out, {}, o);
+        const Tensor got = run1(node("Resize", {x, none, none, I({2}, {3, 4})},
+                                     {cubic, attrString("coordinate_transformation_mode", mode),
+                                      attrString("keep_aspect_ratio_policy", policy), attrInts("axes", {2, 3})},
+                                     19));
+        INFO(mode << " " << policy);
+        REQUIRE(got.shape() == out);
+        CHECK(compareTensors(got, want, 1e-5, 1e-6) == "");
+      }
+  }
+  SECTION("float64 and float16 inputs") {
+    const Tensor x = randomFloat({1, 1, 3, 4}, 3);
+    const Tensor sc = F({4}, {1, 1, 1.5f, 0.75f});
+    const Tensor y = run1(node("Resize", {x, none, sc}, {cubic}, 13));
+    const Tensor y64 = run1(node("Resize", {x.cast(DType::Float64), none, sc}, {cubic}, 13));
+    REQUIRE(y64.dtype() == DType::Float64);
+    CHECK(compareTensors(y64.cast(DType::Float32), y, 1e-6, 1e-7) == "");
+    const Tensor y16 = run1(node("Resize", {x.cast(DType::Float16), none, sc}, {cubic}, 13));
+    REQUIRE(y16.dtype() == DType::Float16);
+    CHECK(compareTensors(y16.cast(DType::Float32), y, 1e-2, 1e-2) == "");
+  }
+  SECTION("declined where ONNX does not define it or the engine does not implement it") {
+    const Tensor x = F({1, 1, 2, 2}, {1, 2, 3, 4});
+    // Resize-10 has no cubic mode; antialias (opset 18+) is not implemented.
+    CHECK_THROWS_AS(run1(node("Resize", {x, F({4}, {1, 1, 2, 2})}, {cubic}, 10)), lwc::Error);
+    CHECK_THROWS_AS(run1(node("Resize", {x, none, F({4}, {1, 1, 0.5f, 0.5f})}, {cubic, attrInt("antialias", 1)}, 18)),
+                    lwc::Error);
   }
 }

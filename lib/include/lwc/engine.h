@@ -16,6 +16,10 @@ struct SessionOptions {
   int threads = 0;
   /// Use only the plain reference kernels (the test oracle); no oneDNN fast paths.
   bool reference_only = false;
+  /// Keep every tensor of the original graph observable under its own name: no graph rewrites (BN
+  /// folding, NHWC layout, fusion). Fast kernels are still used node by node. For calibration and
+  /// per-layer comparisons.
+  bool observable = false;
   /// Accumulate the time spent in each node (see Session::profile()).
   bool profile = false;
 };

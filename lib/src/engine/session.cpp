@@ -112,7 +112,7 @@ Session::Session(const Model& model, SessionOptions opts) : impl_(std::make_uniq
   s.types = inferShapes(model);
   if (!s.opts.reference_only) {
     foldConstantNodes(g, model);
-    s.stats = optimizeForExecution(g);
+    if (!s.opts.observable) s.stats = optimizeForExecution(g);
   }
 
   for (const auto& [name, t] : g.initializers.items()) s.constants[s.slot(name)] = t;

@@ -12,6 +12,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -1269,8 +1270,14 @@ void cumSum(KernelContext& ctx) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Resize (opset 10-19) and Upsample (7-9): nearest and (multi)linear; cubic and antialias are not
-// implemented, so their factory declines the node and the session reports it.
+// Resize (opset 10-22) and Upsample (7-9): nearest, (multi)linear and (multi)cubic. Antialias
+// (opset 18+, linear and cubic) is not implemented, so the factory declines such a node and the
+// session reports it.
+//
+// Every mode is separable: per resized axis, each output index reads a fixed number of taps (1 for
+// nearest, 2 for linear, 4 for cubic) with weights, and an output element is the sum over the
+// product of the per-axis taps (ONNX's reference interpolates one axis after the other, which is
+// the same sum).
 
 enum class CoordMode {
   HalfPixel,
@@ -1284,9 +1291,13 @@ enum class CoordMode {
 /// Simple is Upsample's and Resize-10's rule (as ONNX Runtime implements them): floor, ceil when downsampling.
 enum class NearestMode { RoundPreferFloor, RoundPreferCeil, Floor, Ceil, Simple };
 
+enum class ResizeMode { Nearest, Linear, Cubic };
+
 struct ResizeSpec {
   int since = 11;  ///< the model opset: selects the input layout and the attributes
-  bool linear = false;
+  ResizeMode mode = ResizeMode::Nearest;
+  double cubic_a = -0.75;        ///< cubic_coeff_a
+  bool exclude_outside = false;  ///< cubic: drop the taps outside the input and renormalise
   CoordMode coord = CoordMode::HalfPixel;
   NearestMode nearest = NearestMode::RoundPreferFloor;
   double extrapolation = 0;
@@ -1294,21 +1305,26 @@ struct ResizeSpec {
   std::vector<int64_t> axes;
 };
 
-/// Parses the attributes; nullopt for what the engine does not implement (cubic, antialias).
+/// Parses the attributes; nullopt for what the engine does not implement (antialias, cubic before
+/// Resize-11, which ONNX does not define).
 std::optional<ResizeSpec> parseResize(const Node& n, int since) {
   ResizeSpec s;
   s.since = since;
   const std::string mode = n.attrString("mode", "nearest");
-  if (mode == "cubic") return std::nullopt;
-  if (mode != "nearest" && mode != "linear" && !(since < 10 && mode == "bilinear"))
+  if (mode == "cubic" && since <= 10) return std::nullopt;
+  if (mode != "nearest" && mode != "linear" && mode != "cubic" && !(since < 10 && mode == "bilinear"))
     fail("node ", n.describe(), ": mode '", mode, "' is not nearest, linear or cubic");
-  s.linear = mode != "nearest";
+  s.mode = mode == "nearest" ? ResizeMode::Nearest : mode == "cubic" ? ResizeMode::Cubic : ResizeMode::Linear;
+  if (s.mode == ResizeMode::Cubic) {
+    s.cubic_a = n.attrFloat("cubic_coeff_a", -0.75f);
+    s.exclude_outside = n.attrInt("exclude_outside", 0) != 0;
+  }
   if (since <= 10) {
     s.coord = CoordMode::Asymmetric;
     s.nearest = NearestMode::Simple;
     return s;
   }
-  if (since >= 18 && n.attrInt("antialias", 0) != 0 && s.linear) return std::nullopt;
+  if (since >= 18 && n.attrInt("antialias", 0) != 0 && s.mode != ResizeMode::Nearest) return std::nullopt;
   const std::string coord = n.attrString("coordinate_transformation_mode", "half_pixel");
   static const std::pair<const char*, CoordMode> kCoords[] = {{"half_pixel", CoordMode::HalfPixel},
                                                               {"half_pixel_symmetric", CoordMode::HalfPixelSymmetric},
@@ -1346,17 +1362,62 @@ std::optional<ResizeSpec> parseResize(const Node& n, int since) {
   return s;
 }
 
-/// Source coordinates of one axis: per output index, the taps i0 and i1 and the weight of i1.
+/// Source taps of one axis: per output index x, `taps` input indices idx[x*taps + t] (within the
+/// input) and their weights w[x*taps + t]. idx[x*taps] < 0 marks an index outside the crop box
+/// (tf_crop_and_resize), whose output elements take the extrapolation value.
 struct AxisMap {
-  std::vector<int64_t> i0, i1;  ///< i0 < 0: outside the crop box (extrapolation value)
+  int taps = 1;
+  std::vector<int64_t> idx;
   std::vector<double> w;
+  bool outside(int64_t x) const { return idx[x * taps] < 0; }
 };
 
+/// Cubic convolution (Keys) weights of 4 consecutive taps for a source coordinate `ratio` (in
+/// (0, 1]) right of the second tap; ONNX's _cubic_coeffs, term for term.
+std::array<double, 4> cubicCoeffs(double ratio, double a) {
+  const double r1 = ratio + 1, q = 1 - ratio, q1 = q + 1;
+  return {((a * r1 - 5 * a) * r1 + 8 * a) * r1 - 4 * a, ((a + 2) * ratio - (a + 3)) * ratio * ratio + 1,
+          ((a + 2) * q - (a + 3)) * q * q + 1, ((a * q1 - 5 * a) * q1 + 8 * a) * q1 - 4 * a};
+}
+
+/// The cubic taps of source coordinate xo on an axis of `in` elements, as ONNX's reference picks
+/// them: the ratio is taken in (0, 1] (an integral coordinate has ratio 1, its taps are xo-2 .. xo+1
+/// with weights 0, 0, 1, 0), the 4 taps are the nearest ones in the input edge-padded by 2 (so a
+/// window that would leave the padded range is shifted back into it), and the values of taps outside
+/// the input are the edge values. exclude_outside zeroes the weights of the taps outside the input
+/// and renormalises the others to sum to 1.
+void cubicTaps(double xo, int64_t in, const ResizeSpec& s, AxisMap& m) {
+  const double f = std::floor(xo);
+  const double ratio = xo == f ? 1.0 : xo - f;
+  const double base = xo == f ? f - 1 : f;  // the tap left of xo (ratio away from it)
+  // First tap, clamped so that the 4 taps stay within the padded range [-2, in + 1] (in double:
+  // xo may be far outside).
+  const int64_t start = static_cast<int64_t>(std::clamp(base - 1, -2.0, static_cast<double>(in - 2)));
+  std::array<double, 4> c = cubicCoeffs(ratio, s.cubic_a);
+  if (s.exclude_outside) {
+    double sum = 0;
+    for (int t = 0; t < 4; ++t) {
+      if (start + t < 0 || start + t >= in) c[t] = 0;
+      sum += c[t];
+    }
+    for (double& v : c) v /= sum;
+  }
+  for (int t = 0; t < 4; ++t) {
+    m.idx.push_back(std::clamp<int64_t>(start + t, 0, in - 1));
+    m.w.push_back(c[t]);
+  }
+}
+
 /// `len` is the resized length the coordinate formulas use: like ONNX's reference, in * scale
-/// when scales are given (not the floored output size), the size itself when sizes are.
+/// when scales are given (not the floored output size), the size itself when sizes are, in * the
+/// common scale under keep_aspect_ratio_policy. The single-output special cases test len == 1 as
+/// the reference does (len is below 1 with an output of 1 only under keep_aspect_ratio_policy).
 AxisMap mapAxis(int64_t in, int64_t out, double scale, double len, double roi_start, double roi_end,
                 const ResizeSpec& s) {
   AxisMap m;
+  m.taps = s.mode == ResizeMode::Nearest ? 1 : s.mode == ResizeMode::Linear ? 2 : 4;
+  m.idx.reserve(static_cast<size_t>(out * m.taps));
+  m.w.reserve(static_cast<size_t>(out * m.taps));
   const double in1 = static_cast<double>(in - 1);
   for (int64_t x = 0; x < out; ++x) {
     const double xr = static_cast<double>(x);
@@ -1371,7 +1432,7 @@ AxisMap mapAxis(int64_t in, int64_t out, double scale, double len, double roi_st
         break;
       }
       case CoordMode::PytorchHalfPixel:
-        xo = len > 1 ? (xr + 0.5) / scale - 0.5 : -0.5;
+        xo = len != 1 ? (xr + 0.5) / scale - 0.5 : -0.5;
         break;
       case CoordMode::AlignCorners:
         xo = len == 1 ? 0 : xr * in1 / (len - 1);
@@ -1383,22 +1444,28 @@ AxisMap mapAxis(int64_t in, int64_t out, double scale, double len, double roi_st
         xo = (xr + 0.5) / scale;
         break;
       case CoordMode::TfCropAndResize:
-        xo = len > 1 ? roi_start * in1 + xr * (roi_end - roi_start) * in1 / (len - 1)
+        xo = len != 1 ? roi_start * in1 + xr * (roi_end - roi_start) * in1 / (len - 1)
                      : 0.5 * (roi_start + roi_end) * in1;
         break;
     }
-    if (s.coord == CoordMode::TfCropAndResize && (xo < 0 || xo > in1)) {
-      m.i0.push_back(-1);
-      m.i1.push_back(-1);
-      m.w.push_back(0);
+    // A non-finite coordinate (from a NaN or infinite roi) is treated as outside the crop box too.
+    if ((s.coord == CoordMode::TfCropAndResize && !(xo >= 0 && xo <= in1)) || !std::isfinite(xo)) {
+      m.idx.insert(m.idx.end(), static_cast<size_t>(m.taps), -1);
+      m.w.insert(m.w.end(), static_cast<size_t>(m.taps), 0.0);
       continue;
     }
-    if (s.linear) {
+    if (s.mode == ResizeMode::Cubic) {
+      cubicTaps(xo, in, s, m);
+      continue;
+    }
+    if (s.mode == ResizeMode::Linear) {
       const double c = std::clamp(xo, 0.0, in1);
       const int64_t i = static_cast<int64_t>(std::floor(c));
-      m.i0.push_back(i);
-      m.i1.push_back(std::min(i + 1, in - 1));
-      m.w.push_back(c - static_cast<double>(i));
+      const double w = c - static_cast<double>(i);
+      m.idx.push_back(i);
+      m.idx.push_back(std::min(i + 1, in - 1));
+      m.w.push_back(1 - w);
+      m.w.push_back(w);
       continue;
     }
     const double f = std::floor(xo);
@@ -1421,9 +1488,8 @@ AxisMap mapAxis(int64_t in, int64_t out, double scale, double len, double roi_st
         break;
     }
     const int64_t i = static_cast<int64_t>(std::clamp(v, 0.0, in1));
-    m.i0.push_back(i);
-    m.i1.push_back(i);
-    m.w.push_back(0);
+    m.idx.push_back(i);
+    m.w.push_back(1);
   }
   return m;
 }
@@ -1488,9 +1554,10 @@ class ResizeKernel final : public Kernel {
           scale[a] = static_cast<double>(sizes[i]) / static_cast<double>(x.dim(a));
           len[a] = static_cast<double>(sizes[i]);
         } else {
-          out[a] = static_cast<int64_t>(std::nearbyint(keep * static_cast<double>(x.dim(a))));
+          // Rounded half up, as ONNX's reference does.
+          out[a] = static_cast<int64_t>(std::floor(keep * static_cast<double>(x.dim(a)) + 0.5));
           scale[a] = keep;
-          len[a] = static_cast<double>(out[a]);
+          len[a] = keep * static_cast<double>(x.dim(a));
         }
       }
     }
@@ -1507,7 +1574,7 @@ class ResizeKernel final : public Kernel {
       if (x.dim(k) == 0 && out[k] > 0) ctx.error("cannot resize an empty axis ", k, " to ", out[k]);
       maps.push_back(mapAxis(x.dim(k), out[k], scale[k], len[k], roi_s[k], roi_e[k], s_));
     }
-    if (!s_.linear) {
+    if (s_.mode == ResizeMode::Nearest) {
       Tensor& y = ctx.alloc(0, x.dtype(), out);
       const Tensor fill = scalarOf(x.dtype(), s_.extrapolation);
       const size_t es = dtypeSize(x.dtype());
@@ -1516,9 +1583,9 @@ class ResizeKernel final : public Kernel {
         const int64_t n = out.back();
         std::byte* d = bytesOf(y) + row * n * static_cast<int64_t>(es);
         for (int64_t j = 0; j < n; ++j) {
-          const bool ext = outside || last.i0[j] < 0;
+          const bool ext = outside || last.outside(j);
           std::memcpy(d + j * es,
-                      ext ? bytesOf(fill) : bytesOf(x) + (c[0].first + last.i0[j]) * static_cast<int64_t>(es), es);
+                      ext ? bytesOf(fill) : bytesOf(x) + (c[0].first + last.idx[j]) * static_cast<int64_t>(es), es);
         }
       });
       return;
@@ -1531,16 +1598,14 @@ class ResizeKernel final : public Kernel {
       T* yp = y.data<T>();
       forEachRow(x, out, maps, [&](int64_t row, const Corners& c, bool outside) {
         const AxisMap& last = maps.back();
-        const int64_t n = out.back();
+        const int64_t n = out.back(), taps = last.taps;
         for (int64_t j = 0; j < n; ++j) {
           double v = s_.extrapolation;
-          if (!outside && last.i0[j] >= 0) {
+          if (!outside && !last.outside(j)) {
             v = 0;
-            const double w = last.w[j];
-            for (const auto& [off, wt] : c) {
-              v += wt * (1 - w) * static_cast<double>(p[off + last.i0[j]]);
-              if (w != 0) v += wt * w * static_cast<double>(p[off + last.i1[j]]);
-            }
+            for (const auto& [off, wt] : c)
+              for (int64_t t = j * taps; t < (j + 1) * taps; ++t)
+                if (last.w[t] != 0) v += wt * last.w[t] * static_cast<double>(p[off + last.idx[t]]);
           }
           yp[row * n + j] = static_cast<T>(v);
         }
@@ -1553,7 +1618,9 @@ class ResizeKernel final : public Kernel {
   /// Offsets (in elements, without the last axis) and weights of the input rows one output row blends.
   using Corners = std::vector<std::pair<int64_t, double>>;
 
-  /// Calls f(row, corners, outside) for every output row (all axes but the last).
+  /// Calls f(row, corners, outside) for every output row (all axes but the last). The corners are
+  /// the product of the taps of the row's axes, taps of weight 0 left out (an axis that is not
+  /// resized contributes one tap).
   template <typename F>
   static void forEachRow(const Tensor& x, const Shape& out, const std::vector<AxisMap>& maps, F&& f) {
     const int64_t r = static_cast<int64_t>(out.size());
@@ -1562,28 +1629,24 @@ class ResizeKernel final : public Kernel {
     const int64_t rows = total / n;
     const auto xs = stridesOf(x.shape());
     parallelRange(rows, total * static_cast<int64_t>(dtypeSize(x.dtype())), [&](int64_t r0, int64_t r1) {
-      Corners c;
+      Corners c, next;
       for (int64_t row = r0; row < r1; ++row) {
         c.assign(1, {0, 1.0});
         bool outside = false;
         int64_t rem = row;
-        for (int64_t k = r - 2; k >= 0 && !outside; --k) {
+        for (int64_t k = r - 2; k >= 0; --k) {
           const int64_t p = rem % out[k];
           rem /= out[k];
           const AxisMap& a = maps[k];
-          if (a.i0[p] < 0) {
+          if (a.outside(p)) {
             outside = true;
             break;
           }
-          if (a.w[p] != 0) {
-            const size_t cn = c.size();
-            for (size_t i = 0; i < cn; ++i) {
-              c.push_back({c[i].first + a.i1[p] * xs[k], c[i].second * a.w[p]});
-              c[i] = {c[i].first + a.i0[p] * xs[k], c[i].second * (1 - a.w[p])};
-            }
-          } else {
-            for (auto& e : c) e.first += a.i0[p] * xs[k];
-          }
+          next.clear();
+          for (int64_t t = p * a.taps; t < (p + 1) * a.taps; ++t)
+            if (a.w[t] != 0)
+              for (const auto& [off, wt] : c) next.push_back({off + a.idx[t] * xs[k], wt * a.w[t]});
+          c.swap(next);
         }
         f(row, c, outside);
       }
