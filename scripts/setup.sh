@@ -39,6 +39,6 @@ if [ ! -f "$ORT_DIR/node_modules/onnxruntime-node/package.json" ]; then
   echo "setup: installing onnxruntime-node@1.30.0 into $ORT_DIR"
   mkdir -p "$ORT_DIR"
   ( cd "$ORT_DIR" && [ -f package.json ] || echo '{"name":"lwc-ort","private":true}' > package.json
-    ONNXRUNTIME_NODE_INSTALL=skip npm install --no-audit --no-fund --silent onnxruntime-node@1.30.0 )
+    ONNXRUNTIME_NODE_INSTALL=skip npm install --no-audit --no-fund --loglevel=error onnxruntime-node@1.30.0 )
 fi
 echo "setup: ok"
