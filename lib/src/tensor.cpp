@@ -127,21 +127,7 @@ bool Tensor::bitEqual(const Tensor& o) const {
 namespace {
 template <typename F>
 auto visit(DType t, F&& f) {
-  switch (t) {
-    case DType::Float32: return f(float{});
-    case DType::Float64: return f(double{});
-    case DType::Int8: return f(int8_t{});
-    case DType::UInt8: return f(uint8_t{});
-    case DType::Int16: return f(int16_t{});
-    case DType::UInt16: return f(uint16_t{});
-    case DType::Int32: return f(int32_t{});
-    case DType::Int64: return f(int64_t{});
-    case DType::UInt32: return f(uint32_t{});
-    case DType::UInt64: return f(uint64_t{});
-    case DType::Bool: return f(bool{});
-    default: break;
-  }
-  throw InternalError("unhandled dtype " + std::string(dtypeName(t)));
+  return visitDType(t, std::forward<F>(f), [t] { throw InternalError("unhandled dtype " + std::string(dtypeName(t))); });
 }
 }  // namespace
 

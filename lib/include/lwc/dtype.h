@@ -48,6 +48,31 @@ template <> constexpr DType dtypeOf<uint32_t>() { return DType::UInt32; }
 template <> constexpr DType dtypeOf<uint64_t>() { return DType::UInt64; }
 template <> constexpr DType dtypeOf<bool>() { return DType::Bool; }
 
+/// Calls f(T{}) with the C++ type of `t` (every dtype but Float16 and Undefined, and Bool unless
+/// kWithBool, which call unsupported() instead; it must not return normally).
+template <bool kWithBool = true, typename F, typename G>
+decltype(auto) visitDType(DType t, F&& f, G&& unsupported) {
+  switch (t) {
+    case DType::Float32: return f(float{});
+    case DType::Float64: return f(double{});
+    case DType::Int8: return f(int8_t{});
+    case DType::UInt8: return f(uint8_t{});
+    case DType::Int16: return f(int16_t{});
+    case DType::UInt16: return f(uint16_t{});
+    case DType::Int32: return f(int32_t{});
+    case DType::Int64: return f(int64_t{});
+    case DType::UInt32: return f(uint32_t{});
+    case DType::UInt64: return f(uint64_t{});
+    case DType::Bool:
+      if constexpr (kWithBool) return f(bool{});
+      break;
+    case DType::Float16:
+    case DType::Undefined: break;
+  }
+  unsupported();
+  __builtin_unreachable();
+}
+
 /// IEEE 754 half <-> single conversion (round to nearest even; NaN and Inf preserved).
 float halfToFloat(uint16_t h);
 uint16_t floatToHalf(float f);

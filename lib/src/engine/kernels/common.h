@@ -12,20 +12,8 @@ namespace lwc::engine {
 /// Float16 is not dispatched: kernels that accept it convert to float32 first.
 template <typename F>
 auto dispatchNumeric(DType t, const KernelContext& ctx, F&& f) {
-  switch (t) {
-    case DType::Float32: return f(float{});
-    case DType::Float64: return f(double{});
-    case DType::Int8: return f(int8_t{});
-    case DType::UInt8: return f(uint8_t{});
-    case DType::Int16: return f(int16_t{});
-    case DType::UInt16: return f(uint16_t{});
-    case DType::Int32: return f(int32_t{});
-    case DType::Int64: return f(int64_t{});
-    case DType::UInt32: return f(uint32_t{});
-    case DType::UInt64: return f(uint64_t{});
-    default: break;
-  }
-  ctx.error("element type ", dtypeName(t), " is not supported by this op");
+  auto unsupported = [&] { ctx.error("element type ", dtypeName(t), " is not supported by this op"); };
+  return visitDType<false>(t, std::forward<F>(f), unsupported);
 }
 
 template <typename F>
