@@ -1,0 +1,153 @@
+#!/usr/bin/env python3
+"""Export torchvision classification models with random (seeded) weights to ONNX.
+
+Writes DIR/<name>.onnx (opset 13, input "input" [N,3,S,S] float32, output "logits" [N,1000],
+dynamic batch) and DIR/torchvision_params.json with the parameter counts PyTorch reports.
+No weights are downloaded: every model is built with weights=None after torch.manual_seed.
+BatchNorm stays in the graph: the model is in eval mode and exported with
+TrainingMode.PRESERVE, which skips the exporter's Conv+BN folding. Files that already exist
+are not exported again (their parameter counts are still recorded).
+
+Examples:
+    python3 scripts/gen_torchvision.py --out /tmp/tv
+    python3 scripts/gen_torchvision.py --out /tmp/tv --models mobilenet_v2,resnet50 --image 160
+"""
+import argparse
+import json
+import os
+import time
+
+import torch
+import torch.nn as nn
+import torchvision
+import onnx
+
+# name -> extra constructor arguments
+MODELS = {
+    "mobilenet_v2": {},
+    "mobilenet_v3_small": {},
+    "mobilenet_v3_large": {},
+    "resnet18": {},
+    "resnet50": {},
+    "shufflenet_v2_x1_0": {},
+    "squeezenet1_1": {},
+    "densenet121": {},
+    "efficientnet_b0": {},
+    "googlenet": {"aux_logits": False, "init_weights": True},
+    "mnasnet1_0": {},
+    "regnet_y_400mf": {},
+}
+BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+def build(name, seed, bn_stats):
+    torch.manual_seed(seed)
+    model = getattr(torchvision.models, name)(weights=None, **MODELS[name])
+    if bn_stats == "random":
+        # Freshly initialised BN is the identity (gamma 1, beta 0, mean 0, var 1); give it
+        # non-trivial, seeded values so BN folding and quantization see real arithmetic.
+        gen = torch.Generator().manual_seed(seed + 1)
+        with torch.no_grad():
+            for m in model.modules():
+                if isinstance(m, BN_TYPES):
+                    c = m.num_features
+                    m.weight.copy_(torch.rand(c, generator=gen) + 0.5)
+                    m.bias.copy_(torch.randn(c, generator=gen) * 0.1)
+                    m.running_mean.copy_(torch.randn(c, generator=gen) * 0.1)
+                    m.running_var.copy_(torch.rand(c, generator=gen) + 0.5)
+    return model.eval()
+
+
+def untie_initializers(m):
+    """The exporter shares equal-valued initializers through Identity nodes; give each
+    consumer its own initializer so no tensor hides behind two names."""
+    inits = {t.name: t for t in m.graph.initializer}
+    keep = []
+    for node in m.graph.node:
+        if node.op_type == "Identity" and node.input[0] in inits:
+            t = onnx.TensorProto()
+            t.CopyFrom(inits[node.input[0]])
+            t.name = node.output[0]
+            m.graph.initializer.append(t)
+        else:
+            keep.append(node)
+    del m.graph.node[:]
+    m.graph.node.extend(keep)
+
+
+def export(model, path, image, opset):
+    dummy = torch.zeros(1, 3, image, image)
+    tmp = path + ".tmp"
+    torch.onnx.export(model, dummy, tmp, input_names=["input"], output_names=["logits"],
+                      dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}},
+                      opset_version=opset, training=torch.onnx.TrainingMode.PRESERVE,
+                      do_constant_folding=True)
+    m = onnx.load(tmp)
+    untie_initializers(m)
+    onnx.checker.check_model(m)
+    bn = [n for n in m.graph.node if n.op_type == "BatchNormalization"]
+    if any(len(n.output) != 1 for n in bn):
+        raise RuntimeError(f"{path}: training-mode BatchNormalization in the export")
+    if any(isinstance(x, BN_TYPES) for x in model.modules()) and not bn:
+        raise RuntimeError(f"{path}: BatchNormalization was folded away")
+    onnx.save(m, path)
+    os.remove(tmp)
+    ops = {}
+    for n in m.graph.node:
+        ops[n.op_type] = ops.get(n.op_type, 0) + 1
+    return dict(sorted(ops.items()))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", required=True, help="output directory")
+    ap.add_argument("--models", default=",".join(MODELS),
+                    help="comma-separated subset of: " + ", ".join(MODELS))
+    ap.add_argument("--image", type=int, default=224, help="square input size of the dummy")
+    ap.add_argument("--opset", type=int, default=13)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--bn-stats", choices=["init", "random"], default="init",
+                    help="init: BN as constructed (identity); random: seeded random BN")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+
+    names = [n for n in args.models.split(",") if n]
+    for n in names:
+        if n not in MODELS:
+            ap.error(f"unknown model {n!r}; valid: {', '.join(MODELS)}")
+    torch.set_num_threads(args.threads)
+    os.makedirs(args.out, exist_ok=True)
+    meta_path = os.path.join(args.out, "torchvision_params.json")
+    meta = {}
+    if os.path.exists(meta_path):
+        with open(meta_path) as f:
+            meta = json.load(f)
+
+    for name in names:
+        path = os.path.join(args.out, f"{name}.onnx")
+        model = build(name, args.seed, args.bn_stats)
+        params = sum(p.numel() for p in model.parameters())
+        bn_stats = sum(m.running_mean.numel() + m.running_var.numel()
+                       for m in model.modules() if isinstance(m, BN_TYPES))
+        entry = dict(meta.get(name, {}))
+        entry.update({"file": f"{name}.onnx", "params": params, "bn_running_stats": bn_stats,
+                      "torchvision": torchvision.__version__})
+        if os.path.exists(path):
+            print(f"{name}: {path} exists, skipped (params {params}, BN stats {bn_stats})")
+        else:
+            t0 = time.time()
+            ops = export(model, path, args.image, args.opset)
+            secs = time.time() - t0
+            entry.update({"opset": args.opset, "image": args.image, "seed": args.seed,
+                          "bn_stats": args.bn_stats, "bytes": os.path.getsize(path),
+                          "export_seconds": round(secs, 1), "ops": ops})
+            print(f"{name}: params {params}, BN stats {bn_stats}, "
+                  f"{os.path.getsize(path)} bytes, export {secs:.1f}s", flush=True)
+        meta[name] = entry
+        with open(meta_path, "w") as f:
+            json.dump(dict(sorted(meta.items())), f, indent=2)
+            f.write("\n")
+
+
+if __name__ == "__main__":
+    main()
