@@ -101,5 +101,6 @@ void registerReduceKernels(KernelRegistry& r);
 void registerNnKernels(KernelRegistry& r);
 void registerQuantKernels(KernelRegistry& r);
 void registerDnnlKernels(KernelRegistry& r);
+void registerDnnlInt8Kernels(KernelRegistry& r);  ///< called by registerDnnlKernels
 
 }  // namespace lwc::engine

@@ -360,6 +360,7 @@ void registerDnnlKernels(KernelRegistry& r) {
   });
   r.add("", "Gemm", 1, 22, "dnnl", makeDnnlGemm);
   r.add("", "MatMul", 1, 22, "dnnl", makeDnnlMatMul);
+  registerDnnlInt8Kernels(r);  // dnnl_int8.cpp
 }
 
 }  // namespace lwc::engine

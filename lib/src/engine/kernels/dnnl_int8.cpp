@@ -1,0 +1,593 @@
+// oneDNN fast paths of the integer ops: QLinearConv, ConvInteger (2-D), QLinearMatMul and
+// MatMulInteger (runtime A, constant 2-D B). The reference kernels (quant.cpp, arithmetic in
+// quant_ref.h) are the oracle; a factory here declines (returns nullptr) whatever it cannot run
+// exactly, and run() hands a call to the reference kernel when the runtime inputs turn out to be
+// something the prepared primitive does not cover (dtype, rank, zero-point shape), so the reference
+// also produces every error message.
+//
+// What is covered:
+//   * weights constant, int8, or uint8/int8 with a constant zero point such that w - w_zp fits int8
+//     for every element (per-tensor or per-output-channel zero point; e.g. uint8 weights with zero
+//     point 128). The shifted weights are what oneDNN sees, with no weight zero point.
+//   * activations uint8 or int8, per-tensor scale and zero point; the zero points of x and y may be
+//     constants (baked into the primitive) or runtime inputs (oneDNN runtime zero points).
+//   * scales constant (oneDNN 2.6 int8 convolutions have no runtime output scales); the output
+//     scale is quant::requantMultiplier(x_scale, w_scale[m], y_scale), the reference's float32 value.
+//   * QLinearConv bias: int32, passed to oneDNN as an s32 bias.
+//   * a CPU whose int8 instructions are VNNI (AVX512-VNNI or AVX-VNNI). Without VNNI oneDNN's int8
+//     kernels use vpmaddubsw, whose int16 intermediate saturates (and weights get pre-scaled by 1/2
+//     for int8 sources): not exact, so the reference runs there.
+//
+// Activations are plain NCHW tensors; the convolution primitive itself is NHWC (oneDNN's int8
+// kernels for plain NCHW are its `ref` implementation, ~1000x slower), with reorders at the edges.
+// Any shape for which oneDNN would only offer a `ref` implementation also goes to the reference.
+//
+// Numerics, compared with quant_ref.h:
+//   * oneDNN converts the int32 accumulator (after its own int32 compensations for the zero point
+//     and for int8 sources) to float32 for post-processing even when the output is int32. For the
+//     int32-output ops (ConvInteger, MatMulInteger) that is exact while |acc| <= 2^24, which the
+//     factory proves from the constant weights (max |x - x_zp| * max over outputs of sum |w|) and
+//     otherwise declines. Their results are then bit-identical to the reference.
+//   * QLinearConv/QLinearMatMul: oneDNN computes rne(clamp(float(acc) + float(bias)) * M + y_zp)),
+//     the reference rne(float(acc + bias) * M) + y_zp. They agree except (a) when float(acc) * M lies
+//     within float32 rounding of a .5 tie: adding y_zp in float32 before rounding can move it across
+//     the tie (or an exact tie rounds to even after instead of before adding an odd y_zp), one step
+//     of difference; and (b) when |acc| or |bias| exceeds 2^24, where float(acc) + float(bias) is
+//     rounded differently from float(acc + bias) (and the reference wraps int32 on overflow where
+//     oneDNN does not). Both are rare (tests: >= 99% of elements exact, all within one step); the
+//     rounding of a fused int8 library's post-processing cannot be changed to match more closely.
+#include <algorithm>
+#include <cmath>
+#include <dnnl.hpp>
+#include <map>
+#include <optional>
+#include <string>
+#include <unordered_map>
+
+#include "engine/kernels/common.h"
+#include "engine/kernels/nn_ref.h"
+#include "engine/kernels/quant_ref.h"
+
+namespace lwc::engine {
+
+namespace {
+
+using dnnl::memory;
+using tag = dnnl::memory::format_tag;
+using dt = dnnl::memory::data_type;
+
+dnnl::engine& cpuEngine() {
+  static dnnl::engine e(dnnl::engine::kind::cpu, 0);
+  return e;
+}
+
+/// True when oneDNN's int8 kernels use VNNI (exact u8 x s8 -> s32 dot products).
+bool haveVnni() {
+  static const bool v = [] {
+    const auto isa = static_cast<unsigned>(dnnl::get_effective_cpu_isa());
+    auto has = [&](dnnl::cpu_isa i) { return (isa & static_cast<unsigned>(i)) == static_cast<unsigned>(i); };
+    return has(dnnl::cpu_isa::avx512_core_vnni) || has(dnnl::cpu_isa::avx2_vnni);
+  }();
+  return v;
+}
+
+bool is8(DType t) { return t == DType::UInt8 || t == DType::Int8; }
+dt dnnlType(DType t) { return t == DType::UInt8 ? dt::u8 : t == DType::Int8 ? dt::s8 : dt::s32; }
+
+/// Accumulators up to this magnitude survive oneDNN's float32 post-processing exactly.
+constexpr int64_t kExactAcc = int64_t{1} << 24;
+
+// ---------------------------------------------------------------------------------------------
+// Constant inputs as the reference would read them; nullopt where the reference would raise an
+// error (the factory then declines, so the reference runs and reports it).
+
+std::optional<std::vector<float>> constScales(const Tensor* t) {
+  if (!t || (t->dtype() != DType::Float32 && t->dtype() != DType::Float16)) return std::nullopt;
+  const Tensor f = toFloat32IfHalf(*t);
+  std::vector<float> s(f.data<float>(), f.data<float>() + f.numel());
+  for (float v : s)
+    if (!std::isfinite(v) || v <= 0.0f) return std::nullopt;
+  return s;
+}
+
+std::vector<int32_t> intValues(const Tensor& t) {
+  std::vector<int32_t> v(static_cast<size_t>(t.numel()));
+  for (int64_t i = 0; i < t.numel(); ++i) v[i] = static_cast<int32_t>(t.at(i));
+  return v;
+}
+
+bool single(const Tensor& t) { return t.numel() == 1 && t.rank() <= 1; }
+
+/// Known dtype of input i, or Undefined.
+DType inputType(const KernelInfo& info, size_t i) {
+  const Tensor* c = info.constant(i);
+  if (c) return c->dtype();
+  const ValueInfo* v = i < info.input_types.size() ? info.input_types[i] : nullptr;
+  return v ? v->dtype : DType::Undefined;
+}
+
+/// Largest |x - x_zp| an 8-bit activation can give; `zp` nullopt when only known at run time.
+int64_t maxCentered(DType x, std::optional<int32_t> zp) {
+  if (!zp) return 255;  // |x - zp| <= 255 for any uint8 or int8 pair
+  if (x == DType::UInt8) return std::max<int64_t>(*zp, 255 - *zp);
+  if (x == DType::Int8) return std::max<int64_t>(*zp + 128, 127 - *zp);
+  return 255;
+}
+
+/// Constant weights minus their zero point as int8 (zp_of(i) gives element i's zero point), and the
+/// largest sum of |w - zp| over the elements feeding one output (group_of(i) names that output).
+/// nullopt when some shifted value leaves int8's range.
+struct ShiftedWeights {
+  std::vector<int8_t> w;
+  int64_t max_abs_sum = 0;
+};
+template <typename ZpOf, typename OutOf>
+std::optional<ShiftedWeights> shiftWeights(const Tensor& w, int64_t outputs, ZpOf&& zp_of, OutOf&& out_of) {
+  ShiftedWeights r;
+  r.w.resize(static_cast<size_t>(w.numel()));
+  std::vector<int64_t> sums(static_cast<size_t>(outputs), 0);
+  const bool u8 = w.dtype() == DType::UInt8;
+  const uint8_t* wu = u8 ? w.data<uint8_t>() : nullptr;
+  const int8_t* ws = u8 ? nullptr : w.data<int8_t>();
+  for (int64_t i = 0; i < w.numel(); ++i) {
+    const int32_t v = (u8 ? static_cast<int32_t>(wu[i]) : static_cast<int32_t>(ws[i])) - zp_of(i);
+    if (v < -128 || v > 127) return std::nullopt;
+    r.w[i] = static_cast<int8_t>(v);
+    sums[out_of(i)] += v < 0 ? -v : v;
+  }
+  for (int64_t s : sums) r.max_abs_sum = std::max(r.max_abs_sum, s);
+  return r;
+}
+
+/// A zero-point input: a constant value, or read at run time.
+struct ZeroPoint {
+  bool present = false;          ///< input given (absent = 0)
+  std::optional<int32_t> value;  ///< constant value (or 0 when absent); nullopt: runtime
+  int32_t at(const KernelContext& ctx, size_t i) const {
+    if (value) return *value;
+    return static_cast<int32_t>(ctx.in(i).at(0));
+  }
+  bool runtime() const { return !value.has_value(); }
+};
+
+/// Reads a per-tensor zero point input; nullopt when a constant one is not a single value.
+std::optional<ZeroPoint> zeroPoint(const KernelInfo& info, size_t i) {
+  ZeroPoint z;
+  if (!info.hasInput(i)) {
+    z.value = 0;
+    return z;
+  }
+  z.present = true;
+  if (const Tensor* c = info.constant(i)) {
+    if (!single(*c) || !is8(c->dtype())) return std::nullopt;
+    z.value = static_cast<int32_t>(c->at(0));
+  }
+  return z;
+}
+
+/// Sets a per-tensor zero point of `arg` on the attributes: constant (omitted when 0) or runtime.
+void setZeroPoint(dnnl::primitive_attr& attr, int arg, const ZeroPoint& z) {
+  if (z.runtime()) attr.set_zero_points(arg, 0, {DNNL_RUNTIME_S32_VAL});
+  else if (*z.value != 0) attr.set_zero_points(arg, 0, {*z.value});
+}
+
+bool isRef(const char* impl) { return std::string(impl).rfind("ref", 0) == 0; }
+
+// ---------------------------------------------------------------------------------------------
+// QLinearConv and ConvInteger.
+
+/// Inputs of the two convolution ops: QLinearConv (x, x_scale, x_zp, w, w_scale, w_zp, y_scale,
+/// y_zp, B) and ConvInteger (x, w, x_zp, w_zp).
+struct QConvInputs {
+  bool qlinear;
+  size_t x_zp, w, y_zp, bias;
+};
+constexpr QConvInputs kQLinearConv{true, 2, 3, 7, 8};
+constexpr QConvInputs kConvInteger{false, 2, 1, 0, 0};
+
+class DnnlQConv final : public Kernel {
+ public:
+  struct Config {
+    QConvInputs in;
+    Shape w_shape;
+    ShiftedWeights w;
+    std::vector<float> scales;  ///< per output channel or one; empty for ConvInteger
+    ZeroPoint x_zp, y_zp;
+    DType y_type = DType::Int32;
+    bool bias = false;
+  };
+  DnnlQConv(const Node& n, Config c) : node_(n), c_(std::move(c)) {}
+
+  void run(KernelContext& ctx) override {
+    const Tensor& x = ctx.in(0);
+    if (!runnable(ctx)) return reference(ctx);
+    Prepared& p = prepare(x.shape(), x.dtype());
+    if (!p.ok) return reference(ctx);
+    const Shape& xs = x.shape();
+    Tensor& y = ctx.allocUninit(0, c_.y_type, p.out_shape);
+    auto& eng = cpuEngine();
+    dnnl::stream s(eng);
+    // NCHW <-> NHWC at the edges; no reorder where the two layouts coincide (one channel or 1x1).
+    memory x_mem, y_mem;
+    const bool x_same = xs[1] == 1 || xs[2] * xs[3] == 1;
+    const bool y_same = p.out_shape[1] == 1 || p.out_shape[2] * p.out_shape[3] == 1;
+    if (x_same) {
+      x_mem = memory(p.pd.src_desc(), eng, const_cast<void*>(x.raw()));
+    } else {
+      memory x_user(p.x_plain, eng, const_cast<void*>(x.raw()));
+      x_mem = memory(p.pd.src_desc(), eng);
+      dnnl::reorder(x_user, x_mem).execute(s, x_user, x_mem);
+    }
+    memory y_user(p.y_plain, eng, y.raw());
+    y_mem = y_same ? memory(p.pd.dst_desc(), eng, y.raw()) : memory(p.pd.dst_desc(), eng);
+    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, x_mem}, {DNNL_ARG_WEIGHTS, p.w_mem}, {DNNL_ARG_DST, y_mem}};
+    if (c_.bias)
+      args[DNNL_ARG_BIAS] = memory(memory::desc({c_.w_shape[0]}, dt::s32, tag::a), eng,
+                                   const_cast<void*>(ctx.in(c_.in.bias).raw()));
+    int32_t x_zp = 0, y_zp = 0;
+    if (c_.x_zp.runtime()) {
+      x_zp = c_.x_zp.at(ctx, c_.in.x_zp);
+      args[DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_SRC] = memory(memory::desc({1}, dt::s32, tag::x), eng, &x_zp);
+    }
+    if (c_.in.qlinear && c_.y_zp.runtime()) {
+      y_zp = c_.y_zp.at(ctx, c_.in.y_zp);
+      args[DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_DST] = memory(memory::desc({1}, dt::s32, tag::x), eng, &y_zp);
+    }
+    p.prim.execute(s, args);
+    if (!y_same) dnnl::reorder(y_mem, y_user).execute(s, y_mem, y_user);
+    s.wait();
+  }
+
+  /// Builds the primitive for an input shape known when the session is built; false when oneDNN
+  /// has no fast implementation for it (the factory then declines).
+  bool probe(const Shape& xs, DType xt) { return prepare(xs, xt).ok; }
+
+ private:
+  struct Prepared {
+    bool ok = false;
+    dnnl::convolution_forward::primitive_desc pd;
+    dnnl::convolution_forward prim;
+    memory::desc x_plain, y_plain;
+    memory w_mem;
+    Shape out_shape;
+  };
+
+  void reference(KernelContext& ctx) const { c_.in.qlinear ? quant::qlinearConv(ctx) : quant::convInteger(ctx); }
+
+  // Runtime inputs the primitive covers; anything else goes to the reference (which may raise).
+  bool runnable(const KernelContext& ctx) const {
+    const Tensor& x = ctx.in(0);
+    if (x.rank() != 4 || !is8(x.dtype()) || x.numel() == 0) return false;
+    if (c_.x_zp.present) {
+      const Tensor& z = ctx.in(c_.in.x_zp);
+      if (!single(z) || z.dtype() != x.dtype()) return false;
+    }
+    if (c_.in.qlinear) {
+      const Tensor& z = ctx.in(c_.in.y_zp);
+      if (!single(z) || z.dtype() != c_.y_type) return false;
+    }
+    if (c_.bias) {
+      const Tensor& b = ctx.in(c_.in.bias);
+      if (b.dtype() != DType::Int32 || b.rank() != 1 || b.dim(0) != c_.w_shape[0]) return false;
+    }
+    return true;
+  }
+
+  Prepared& prepare(const Shape& xs, DType xt) {
+    const auto key = std::make_pair(xs, xt);
+    auto it = cache_.find(key);
+    if (it != cache_.end()) return it->second;
+    Prepared p;
+    try {
+      p = build(xs, xt);
+    } catch (const std::exception&) {
+      p.ok = false;  // bad attributes or shapes, or no oneDNN primitive: the reference decides
+    }
+    return cache_.emplace(key, std::move(p)).first->second;
+  }
+
+  Prepared build(const Shape& xs, DType xt) const {
+    const ConvParams cp = parseConvParams(node_, xs, c_.w_shape);  // shared with the fp32 paths
+    const WindowGeometry& geo = cp.geo;
+    Prepared p;
+    if (geo.rank() != 2) return p;
+    const memory::dims strides(geo.strides.begin(), geo.strides.end());
+    const memory::dims pad_l(geo.pads_begin.begin(), geo.pads_begin.end()), pad_r(geo.pads_end.begin(), geo.pads_end.end());
+    memory::dims dil;
+    for (auto d : geo.dilations) dil.push_back(d - 1);  // oneDNN counts dilation from 0
+    const int64_t oc = c_.w_shape[0], icg = c_.w_shape[1], kh = c_.w_shape[2], kw = c_.w_shape[3], group = cp.group;
+    const memory::dims xd{xs[0], xs[1], xs[2], xs[3]}, yd{xs[0], oc, geo.out[0], geo.out[1]};
+    const memory::dims wd = group == 1 ? memory::dims{oc, icg, kh, kw} : memory::dims{group, oc / group, icg, kh, kw};
+    const dt xdt = dnnlType(xt), ydt = dnnlType(c_.y_type);
+    const memory::desc x_md(xd, xdt, tag::nhwc), y_md(yd, ydt, tag::nhwc), w_any(wd, dt::s8, tag::any);
+    const memory::desc b_md = c_.bias ? memory::desc({oc}, dt::s32, tag::a) : memory::desc();
+    p.x_plain = memory::desc(xd, xdt, tag::nchw);
+    p.y_plain = memory::desc(yd, ydt, tag::nchw);
+    dnnl::primitive_attr attr;
+    if (c_.in.qlinear) {
+      const bool per_channel = c_.scales.size() > 1;
+      attr.set_output_scales(per_channel ? 1 << 1 : 0, c_.scales);
+      setZeroPoint(attr, DNNL_ARG_DST, c_.y_zp);
+    }
+    setZeroPoint(attr, DNNL_ARG_SRC, c_.x_zp);
+    dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, x_md,
+                                      w_any, b_md, y_md, strides, dil, pad_l, pad_r);
+    auto& eng = cpuEngine();
+    p.pd = dnnl::convolution_forward::primitive_desc(d, attr, eng);
+    if (isRef(p.pd.impl_info_str())) return p;
+    p.prim = dnnl::convolution_forward(p.pd);
+    memory w_user(memory::desc(wd, dt::s8, group == 1 ? tag::oihw : tag::goihw), eng,
+                  const_cast<int8_t*>(c_.w.w.data()));
+    p.w_mem = memory(p.pd.weights_desc(), eng);
+    dnnl::stream s(eng);
+    dnnl::reorder(w_user, p.w_mem).execute(s, w_user, p.w_mem);
+    s.wait();
+    p.out_shape = cp.outShape();
+    p.ok = true;
+    return p;
+  }
+
+  Node node_;
+  Config c_;
+  std::map<std::pair<Shape, DType>, Prepared> cache_;
+};
+
+/// Per-output-channel parameter as the reference accepts it: a single value or a 1-D tensor of M.
+bool perChannelShape(const Tensor& t, int64_t m) { return single(t) || (t.rank() == 1 && t.dim(0) == m); }
+
+std::unique_ptr<Kernel> makeQConv(const KernelInfo& info, const QConvInputs& in) {
+  if (!haveVnni()) return nullptr;
+  const Node& n = info.node;
+  const Tensor* w = info.constant(in.w);
+  if (!w || !is8(w->dtype()) || w->rank() != 4 || w->numel() == 0) return nullptr;
+  const int64_t M = w->dim(0);
+  const int64_t group = n.attrInt("group", 1);
+  if (group < 1 || M % group != 0) return nullptr;
+  const auto ks = n.attrInts("kernel_shape", {w->dim(2), w->dim(3)});
+  if (ks.size() != 2 || ks[0] != w->dim(2) || ks[1] != w->dim(3)) return nullptr;
+  if (n.attrInts("strides", {1, 1}).size() != 2 || n.attrInts("dilations", {1, 1}).size() != 2) return nullptr;
+
+  const DType xt = inputType(info, 0);
+  if (xt != DType::Undefined && !is8(xt)) return nullptr;
+  const auto* x_info = info.input_types.empty() ? nullptr : info.input_types[0];
+  if (x_info && x_info->shape && x_info->shape->size() != 4) return nullptr;
+
+  DnnlQConv::Config c;
+  c.in = in;
+  c.w_shape = w->shape();
+  const auto x_zp = zeroPoint(info, in.x_zp);
+  if (!x_zp) return nullptr;
+  c.x_zp = *x_zp;
+  const DType x_type = xt != DType::Undefined ? xt : x_zp->present && info.constant(in.x_zp) ? info.constant(in.x_zp)->dtype()
+                                                                                             : DType::Undefined;
+
+  // Weight zero point: constant, per tensor or per output channel, of the weights' type.
+  std::vector<int32_t> w_zp{0};
+  const Tensor* wzp_t = info.hasInput(in.w + 2) ? info.constant(in.w + 2) : nullptr;
+  if (info.hasInput(in.w + 2)) {
+    if (!wzp_t || wzp_t->dtype() != w->dtype() || !perChannelShape(*wzp_t, M)) return nullptr;
+    w_zp = intValues(*wzp_t);
+  }
+  const int64_t per_out = w->numel() / M;
+  auto shifted = shiftWeights(
+      *w, M, [&](int64_t i) { return w_zp[w_zp.size() == 1 ? 0 : i / per_out]; },
+      [&](int64_t i) { return i / per_out; });
+  if (!shifted) return nullptr;
+  c.w = std::move(*shifted);
+
+  if (in.qlinear) {
+    const Tensor *xs_t = info.constant(1), *ws_t = info.constant(4), *ys_t = info.constant(6);
+    if (!xs_t || !ws_t || !ys_t || !wzp_t || !single(*xs_t) || !single(*ys_t) || !perChannelShape(*ws_t, M)) return nullptr;
+    // The reference pairs w_scale with w_zero_point: both single, or the same shape.
+    if (!((wzp_t->numel() == 1 && ws_t->numel() == 1) || wzp_t->shape() == ws_t->shape())) return nullptr;
+    const auto xs = constScales(xs_t), ws = constScales(ws_t), ys = constScales(ys_t);
+    if (!xs || !ws || !ys) return nullptr;
+    for (float s : *ws) c.scales.push_back(quant::requantMultiplier((*xs)[0], s, (*ys)[0]));
+    const auto y_zp = zeroPoint(info, in.y_zp);
+    if (!y_zp) return nullptr;
+    c.y_zp = *y_zp;
+    c.y_type = inputType(info, in.y_zp);
+    if (!is8(c.y_type)) return nullptr;
+    if (info.hasInput(in.bias)) {
+      const DType bt = inputType(info, in.bias);
+      if (bt != DType::Undefined && bt != DType::Int32) return nullptr;
+      c.bias = true;
+    }
+  } else {
+    // int32 output: exact only while every accumulator stays within float32's integers.
+    if (maxCentered(x_type, c.x_zp.value) * c.w.max_abs_sum > kExactAcc) return nullptr;
+  }
+
+  auto k = std::make_unique<DnnlQConv>(n, std::move(c));
+  // With a fully known input shape, decline now if oneDNN would run it with a slow implementation.
+  if (x_info && x_info->shape && is8(xt)) {
+    Shape xs;
+    for (const Dim& d : *x_info->shape) xs.push_back(d.value);
+    const bool known = std::all_of(xs.begin(), xs.end(), [](int64_t v) { return v > 0; });
+    if (known && !k->probe(xs, xt)) return nullptr;
+  }
+  return k;
+}
+
+// ---------------------------------------------------------------------------------------------
+// QLinearMatMul and MatMulInteger: Y[..., N] = A[..., K] x B[K, N], A's leading dims flattened.
+
+/// QLinearMatMul (a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp) and MatMulInteger (A, B, a_zp, b_zp).
+struct QMatMulInputs {
+  bool qlinear;
+  size_t a_zp, b, b_zp, y_zp;
+};
+constexpr QMatMulInputs kQLinearMatMul{true, 2, 3, 5, 7};
+constexpr QMatMulInputs kMatMulInteger{false, 2, 1, 3, 0};
+
+class DnnlQMatMul final : public Kernel {
+ public:
+  struct Config {
+    QMatMulInputs in;
+    int64_t k = 0, n = 0;
+    ShiftedWeights b;
+    std::vector<float> scales;  ///< per column or one; empty for MatMulInteger
+    ZeroPoint a_zp, y_zp;
+    DType y_type = DType::Int32;
+  };
+  explicit DnnlQMatMul(Config c) : c_(std::move(c)) {}
+
+  void run(KernelContext& ctx) override {
+    const Tensor& a = ctx.in(0);
+    if (!runnable(ctx)) return reference(ctx);
+    const int64_t m = a.numel() / c_.k;
+    Prepared& p = prepare(m, a.dtype());
+    if (!p.ok) return reference(ctx);
+    Shape ys = a.shape();
+    ys.back() = c_.n;
+    Tensor& y = ctx.allocUninit(0, c_.y_type, ys);
+    auto& eng = cpuEngine();
+    dnnl::stream s(eng);
+    memory am(p.pd.src_desc(), eng, const_cast<void*>(a.raw()));
+    memory ym(p.pd.dst_desc(), eng, y.raw());
+    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, p.w_mem}, {DNNL_ARG_DST, ym}};
+    int32_t a_zp = 0, y_zp = 0;
+    if (c_.a_zp.runtime()) {
+      a_zp = c_.a_zp.at(ctx, c_.in.a_zp);
+      args[DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_SRC] = memory(memory::desc({1}, dt::s32, tag::x), eng, &a_zp);
+    }
+    if (c_.in.qlinear && c_.y_zp.runtime()) {
+      y_zp = c_.y_zp.at(ctx, c_.in.y_zp);
+      args[DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_DST] = memory(memory::desc({1}, dt::s32, tag::x), eng, &y_zp);
+    }
+    p.prim.execute(s, args);
+    s.wait();
+  }
+
+  bool probe(int64_t m, DType at) { return prepare(m, at).ok; }
+
+ private:
+  struct Prepared {
+    bool ok = false;
+    dnnl::matmul::primitive_desc pd;
+    dnnl::matmul prim;
+    memory w_mem;
+  };
+
+  void reference(KernelContext& ctx) const { c_.in.qlinear ? quant::qlinearMatMul(ctx) : quant::matMulInteger(ctx); }
+
+  bool runnable(const KernelContext& ctx) const {
+    const Tensor& a = ctx.in(0);
+    if (a.rank() < 2 || a.shape().back() != c_.k || !is8(a.dtype()) || a.numel() == 0) return false;
+    if (c_.a_zp.present) {
+      const Tensor& z = ctx.in(c_.in.a_zp);
+      if (z.numel() != 1 || z.dtype() != a.dtype()) return false;
+    }
+    if (c_.in.qlinear) {
+      const Tensor& z = ctx.in(c_.in.y_zp);
+      if (!single(z) || z.dtype() != c_.y_type) return false;
+    }
+    return true;
+  }
+
+  Prepared& prepare(int64_t m, DType at) {
+    const auto key = std::make_pair(m, at);
+    auto it = cache_.find(key);
+    if (it != cache_.end()) return it->second;
+    Prepared p;
+    try {
+      p = build(m, at);
+    } catch (const std::exception&) {
+      p.ok = false;
+    }
+    return cache_.emplace(key, std::move(p)).first->second;
+  }
+
+  Prepared build(int64_t m, DType at) const {
+    auto& eng = cpuEngine();
+    const int64_t k = c_.k, n = c_.n;
+    const memory::desc ad({m, k}, dnnlType(at), tag::ab), yd({m, n}, dnnlType(c_.y_type), tag::ab);
+    const memory::desc wd_any({k, n}, dt::s8, tag::any);
+    dnnl::primitive_attr attr;
+    if (c_.in.qlinear) {
+      attr.set_output_scales(c_.scales.size() > 1 ? 1 << 1 : 0, c_.scales);
+      setZeroPoint(attr, DNNL_ARG_DST, c_.y_zp);
+    }
+    setZeroPoint(attr, DNNL_ARG_SRC, c_.a_zp);
+    Prepared p;
+    p.pd = dnnl::matmul::primitive_desc(dnnl::matmul::desc(ad, wd_any, yd), attr, eng);
+    if (isRef(p.pd.impl_info_str())) return p;
+    p.prim = dnnl::matmul(p.pd);
+    memory w_user(memory::desc({k, n}, dt::s8, tag::ab), eng, const_cast<int8_t*>(c_.b.w.data()));
+    p.w_mem = memory(p.pd.weights_desc(), eng);
+    dnnl::stream s(eng);
+    dnnl::reorder(w_user, p.w_mem).execute(s, w_user, p.w_mem);
+    s.wait();
+    p.ok = true;
+    return p;
+  }
+
+  Config c_;
+  std::map<std::pair<int64_t, DType>, Prepared> cache_;
+};
+
+/// Per-column parameter of B: a single value, [N] or [1, N].
+bool perColumnShape(const Tensor& t, int64_t n) {
+  return t.numel() == 1 || (t.rank() == 1 && t.dim(0) == n) || (t.rank() == 2 && t.dim(0) == 1 && t.dim(1) == n);
+}
+
+std::unique_ptr<Kernel> makeQMatMul(const KernelInfo& info, const QMatMulInputs& in) {
+  if (!haveVnni()) return nullptr;
+  const Tensor* b = info.constant(in.b);
+  if (!b || !is8(b->dtype()) || b->rank() != 2 || b->numel() == 0) return nullptr;
+  const DType at = inputType(info, 0);
+  if (at != DType::Undefined && !is8(at)) return nullptr;
+  const auto* a_info = info.input_types.empty() ? nullptr : info.input_types[0];
+  if (a_info && a_info->shape && a_info->shape->size() < 2) return nullptr;
+
+  DnnlQMatMul::Config c;
+  c.in = in;
+  c.k = b->dim(0);
+  c.n = b->dim(1);
+  const auto a_zp = zeroPoint(info, in.a_zp);  // per-row zero points of A: the reference's
+  if (!a_zp) return nullptr;
+  c.a_zp = *a_zp;
+  const DType a_type = at != DType::Undefined ? at : a_zp->present && info.constant(in.a_zp) ? info.constant(in.a_zp)->dtype()
+                                                                                             : DType::Undefined;
+
+  std::vector<int32_t> b_zp{0};
+  const Tensor* bzp_t = info.hasInput(in.b_zp) ? info.constant(in.b_zp) : nullptr;
+  if (info.hasInput(in.b_zp)) {
+    if (!bzp_t || bzp_t->dtype() != b->dtype() || !perColumnShape(*bzp_t, c.n)) return nullptr;
+    b_zp = intValues(*bzp_t);
+  }
+  const int64_t N = c.n;
+  auto shifted = shiftWeights(
+      *b, N, [&](int64_t i) { return b_zp[b_zp.size() == 1 ? 0 : i % N]; }, [&](int64_t i) { return i % N; });
+  if (!shifted) return nullptr;
+  c.b = std::move(*shifted);
+
+  if (in.qlinear) {
+    const Tensor *as_t = info.constant(1), *bs_t = info.constant(4), *ys_t = info.constant(6);
+    if (!as_t || !bs_t || !ys_t || !bzp_t || as_t->numel() != 1 || !single(*ys_t) || !perColumnShape(*bs_t, N)) return nullptr;
+    if (!((bzp_t->numel() == 1 && bs_t->numel() == 1) || bzp_t->shape() == bs_t->shape())) return nullptr;
+    const auto as = constScales(as_t), bs = constScales(bs_t), ys = constScales(ys_t);
+    if (!as || !bs || !ys) return nullptr;
+    for (float s : *bs) c.scales.push_back(quant::requantMultiplier((*as)[0], s, (*ys)[0]));
+    const auto y_zp = zeroPoint(info, in.y_zp);
+    if (!y_zp) return nullptr;
+    c.y_zp = *y_zp;
+    c.y_type = inputType(info, in.y_zp);
+    if (!is8(c.y_type)) return nullptr;
+  } else {
+    if (maxCentered(a_type, c.a_zp.value) * c.b.max_abs_sum > kExactAcc) return nullptr;
+  }
+  return std::make_unique<DnnlQMatMul>(std::move(c));
+}
+
+}  // namespace
+
+void registerDnnlInt8Kernels(KernelRegistry& r) {
+  const int until = quant::kMaxOpset;
+  r.add("", "QLinearConv", 10, until, "dnnl", [](const KernelInfo& i) { return makeQConv(i, kQLinearConv); });
+  r.add("", "ConvInteger", 10, until, "dnnl", [](const KernelInfo& i) { return makeQConv(i, kConvInteger); });
+  r.add("", "QLinearMatMul", 10, until, "dnnl", [](const KernelInfo& i) { return makeQMatMul(i, kQLinearMatMul); });
+  r.add("", "MatMulInteger", 10, until, "dnnl", [](const KernelInfo& i) { return makeQMatMul(i, kMatMulInteger); });
+}
+
+}  // namespace lwc::engine

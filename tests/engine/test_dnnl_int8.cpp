@@ -1,0 +1,448 @@
+// oneDNN int8 fast paths (dnnl_int8.cpp) against the reference integer kernels (the oracle):
+// int32 outputs bit for bit, requantized outputs within one step and >= 99% exact.
+#include <dnnl.hpp>
+
+#include <algorithm>
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <cmath>
+#include <iostream>
+
+#include "support/engine_util.h"
+
+using namespace lwc;
+using namespace lwc::test;
+
+namespace {
+// Implementation chosen for the (first) node whose description contains `op`.
+std::string implOf(const engine::Session& s, const std::string& op) {
+  for (const auto& [desc, impl] : s.kernelChoices())
+    if (desc.find(op) != std::string::npos) return impl;
+  return "none";
+}
+
+// The int8 fast paths run only where oneDNN's int8 kernels are exact: VNNI (same test as the kernel).
+bool int8FastPathHere() {
+  const auto isa = static_cast<unsigned>(dnnl::get_effective_cpu_isa());
+  auto has = [&](dnnl::cpu_isa i) { return (isa & static_cast<unsigned>(i)) == static_cast<unsigned>(i); };
+  return has(dnnl::cpu_isa::avx512_core_vnni) || has(dnnl::cpu_isa::avx2_vnni);
+}
+bool avx512Vnni() {
+  const auto isa = static_cast<unsigned>(dnnl::get_effective_cpu_isa());
+  const auto want = static_cast<unsigned>(dnnl::cpu_isa::avx512_core_vnni);
+  return (isa & want) == want;
+}
+/// `avx512_only`: oneDNN has a fast kernel for the case only with AVX-512 (e.g. few channels per
+/// group); elsewhere the factory sees a `ref` implementation and declines.
+std::string expectedImpl(bool avx512_only = false) {
+  return int8FastPathHere() && (!avx512_only || avx512Vnni()) ? "dnnl" : "ref";
+}
+
+std::pair<int64_t, int64_t> rangeOf(DType t) {
+  return t == DType::Int8 ? std::pair<int64_t, int64_t>{-128, 127} : std::pair<int64_t, int64_t>{0, 255};
+}
+Tensor randomQ(DType t, Shape s, uint32_t seed) {
+  const auto [lo, hi] = rangeOf(t);
+  return randomInt(t, std::move(s), seed, lo, hi);
+}
+Tensor scalarQ(DType t, int64_t v) { return Tensor::scalar<int64_t>(v).cast(t); }
+Tensor vectorQ(DType t, const std::vector<int64_t>& v) {
+  return Tensor::fromVector<int64_t>({static_cast<int64_t>(v.size())}, v).cast(t);
+}
+
+// Element-wise comparison of two 8-bit tensors: how many differ, and by how much at most.
+struct QDiff {
+  int64_t total = 0, differ = 0, max_abs = 0;
+};
+QDiff diffQ(const Tensor& got, const Tensor& want) {
+  REQUIRE(got.dtype() == want.dtype());
+  REQUIRE(got.shape() == want.shape());
+  QDiff d;
+  d.total = got.numel();
+  for (int64_t i = 0; i < got.numel(); ++i) {
+    const auto e = static_cast<int64_t>(std::llround(std::abs(got.at(i) - want.at(i))));
+    d.differ += e != 0;
+    d.max_abs = std::max(d.max_abs, e);
+  }
+  return d;
+}
+// Requantized results: within one step everywhere, exact on at least 99% of the elements, and not
+// saturated everywhere (the scales of the random cases keep most outputs inside the range).
+void checkRequantized(const Tensor& got, const Tensor& want) {
+  const QDiff d = diffQ(got, want);
+  INFO(d.differ << " of " << d.total << " elements differ, by at most " << d.max_abs);
+  CHECK(d.max_abs <= 1);
+  CHECK(d.differ * 100 <= d.total);
+  const auto [lo, hi] = rangeOf(want.dtype());
+  int64_t inside = 0;
+  for (int64_t i = 0; i < want.numel(); ++i) inside += want.at(i) > lo && want.at(i) < hi;
+  CHECK(inside * 2 > want.numel());
+}
+
+// Inputs 1.. n-1 except `runtime` are constants (input 0, the activations, is always fed).
+std::vector<size_t> indicesExcept(size_t n, std::initializer_list<size_t> runtime) {
+  std::vector<size_t> r;
+  for (size_t i = 1; i < n; ++i)
+    if (std::find(runtime.begin(), runtime.end(), i) == runtime.end()) r.push_back(i);
+  return r;
+}
+
+// ---- Convolutions ----
+
+struct QConvCase {
+  const char* name;
+  Shape x, w;
+  int64_t group = 1;
+  std::vector<int64_t> strides{1, 1}, pads{0, 0, 0, 0}, dilations{1, 1};
+  DType xt = DType::UInt8, yt = DType::UInt8;
+  DType wt = DType::Int8;  ///< UInt8: weights with zero point 128
+  bool per_channel = false, bias = false;
+  bool runtime_zp = false;  ///< x (and y) zero points fed at run time
+  std::string auto_pad;
+  bool avx512_only = false;  ///< see expectedImpl
+};
+
+std::vector<onnx::AttributeProto> convAttrs(const QConvCase& c) {
+  std::vector<onnx::AttributeProto> a{attrInt("group", c.group), attrInts("strides", c.strides),
+                                      attrInts("dilations", c.dilations)};
+  if (c.auto_pad.empty()) a.push_back(attrInts("pads", c.pads));
+  else a.push_back(attrString("auto_pad", c.auto_pad));
+  return a;
+}
+
+int64_t zpOf(DType t, uint32_t seed) { return t == DType::UInt8 ? 100 + seed % 50 : -10 + static_cast<int64_t>(seed % 20); }
+
+NodeSpec qlinearConvSpec(const QConvCase& c, uint32_t seed) {
+  const int64_t M = c.w[0], K = numelOf(c.w) / M;
+  const Tensor x = randomQ(c.xt, c.x, seed);
+  const Tensor w = randomQ(c.wt, c.w, seed + 1);
+  // acc has a standard deviation of about sqrt(K) * 74 * 74: aim the outputs at about +-40 steps.
+  const float xs = 0.05f, ws_base = 0.01f;
+  const float mult = 40.0f / (std::sqrt(static_cast<float>(K)) * 5500.0f);
+  const float ys = xs * ws_base / mult;
+  std::vector<float> ws(c.per_channel ? M : 1);
+  for (size_t m = 0; m < ws.size(); ++m) ws[m] = ws_base * (0.6f + 0.8f * static_cast<float>((m * 37 + seed) % 64) / 64.0f);
+  const Shape pshape = c.per_channel ? Shape{M} : Shape{};
+  const int64_t wzp = c.wt == DType::UInt8 ? 128 : 0;
+  NodeSpec s;
+  s.op_type = "QLinearConv";
+  s.opset = 10;
+  s.attrs = convAttrs(c);
+  s.inputs = {x,
+              Tensor::scalar(xs),
+              scalarQ(c.xt, zpOf(c.xt, seed)),
+              w,
+              Tensor::fromVector<float>(pshape, ws),
+              Tensor::fromVector<int64_t>(pshape, std::vector<int64_t>(ws.size(), wzp)).cast(c.wt),
+              Tensor::scalar(ys),
+              scalarQ(c.yt, zpOf(c.yt, seed + 7))};
+  if (c.bias) s.inputs.push_back(randomInt(DType::Int32, {M}, seed + 2, -30000, 30000));
+  s.constant_inputs = c.runtime_zp ? indicesExcept(s.inputs.size(), {2, 7}) : indicesExcept(s.inputs.size(), {});
+  return s;
+}
+
+NodeSpec convIntegerSpec(const QConvCase& c, uint32_t seed, bool with_x_zp = true) {
+  NodeSpec s;
+  s.op_type = "ConvInteger";
+  s.opset = 10;
+  s.attrs = convAttrs(c);
+  s.inputs = {randomQ(c.xt, c.x, seed), randomQ(c.wt, c.w, seed + 1)};
+  if (with_x_zp) s.inputs.push_back(scalarQ(c.xt, zpOf(c.xt, seed)));
+  if (c.wt == DType::UInt8) {
+    if (!with_x_zp) s.inputs.push_back(Tensor());
+    s.inputs.push_back(c.per_channel ? vectorQ(c.wt, std::vector<int64_t>(c.w[0], 128)) : scalarQ(c.wt, 128));
+  }
+  s.constant_inputs = c.runtime_zp ? indicesExcept(s.inputs.size(), {2}) : indicesExcept(s.inputs.size(), {});
+  return s;
+}
+
+const std::vector<QConvCase>& convCases() {
+  static const std::vector<QConvCase> cases = [] {
+    std::vector<QConvCase> v;
+    QConvCase c;
+    c = {"3x3 pad 1, u8 -> u8, per-channel, bias, batch 2", {2, 16, 12, 12}, {32, 16, 3, 3}};
+    c.pads = {1, 1, 1, 1}, c.per_channel = true, c.bias = true;
+    v.push_back(c);
+    c = {"stride 2, asymmetric pads, s8 -> s8, per-tensor", {1, 8, 15, 13}, {16, 8, 3, 3}};
+    c.strides = {2, 2}, c.pads = {0, 1, 1, 0}, c.xt = DType::Int8, c.yt = DType::Int8;
+    v.push_back(c);
+    c = {"depthwise, u8 -> u8, per-channel, bias, batch 2", {2, 32, 10, 10}, {32, 1, 3, 3}, 32};
+    c.pads = {1, 1, 1, 1}, c.per_channel = true, c.bias = true;
+    v.push_back(c);
+    c = {"depthwise stride 2, s8 -> u8", {1, 24, 11, 11}, {24, 1, 3, 3}, 24};
+    c.strides = {2, 2}, c.pads = {1, 1, 1, 1}, c.xt = DType::Int8;
+    v.push_back(c);
+    c = {"grouped, u8 -> s8, bias", {1, 16, 9, 9}, {24, 4, 3, 3}, 4};
+    c.yt = DType::Int8, c.bias = true, c.per_channel = true, c.avx512_only = true;  // AVX2-VNNI: ref only
+    v.push_back(c);
+    c = {"dilated, pad 2", {1, 8, 16, 16}, {8, 8, 3, 3}};
+    c.dilations = {2, 2}, c.pads = {2, 2, 2, 2}, c.bias = true;
+    v.push_back(c);
+    c = {"1x1, batch 3, s8 -> u8, per-channel", {3, 64, 7, 7}, {48, 64, 1, 1}};
+    c.xt = DType::Int8, c.per_channel = true;
+    v.push_back(c);
+    c = {"uint8 weights with zero point 128", {2, 8, 10, 10}, {16, 8, 3, 3}};
+    c.wt = DType::UInt8, c.pads = {1, 1, 1, 1}, c.bias = true;
+    v.push_back(c);
+    c = {"runtime zero points, stride 2", {2, 16, 14, 14}, {32, 16, 3, 3}};
+    c.runtime_zp = true, c.strides = {2, 2}, c.pads = {1, 1, 1, 1}, c.per_channel = true, c.bias = true;
+    v.push_back(c);
+    c = {"runtime zero points, depthwise, s8", {1, 16, 8, 8}, {16, 1, 3, 3}, 16};
+    c.runtime_zp = true, c.pads = {1, 1, 1, 1}, c.xt = DType::Int8, c.yt = DType::Int8;
+    v.push_back(c);
+    c = {"first layer: 1 channel, 5x5, batch 4", {4, 1, 28, 28}, {6, 1, 5, 5}};
+    c.pads = {2, 2, 2, 2}, c.bias = true;
+    v.push_back(c);
+    c = {"SAME_UPPER stride 2", {1, 8, 11, 11}, {8, 8, 3, 3}};
+    c.strides = {2, 2}, c.auto_pad = "SAME_UPPER";
+    v.push_back(c);
+    return v;
+  }();
+  return cases;
+}
+}  // namespace
+
+TEST_CASE("dnnl QLinearConv matches the reference within one step", "[dnnl][quant]") {
+  uint32_t seed = 100;
+  for (const auto& c : convCases()) {
+    INFO(c.name);
+    const NodeSpec s = qlinearConvSpec(c, seed += 10);
+    CHECK(implOf(engine::Session(singleNodeModel(s)), "QLinearConv") == expectedImpl(c.avx512_only));
+    checkRequantized(runNode(s)[0], runNode(s, /*reference_only=*/true)[0]);
+  }
+}
+
+TEST_CASE("dnnl ConvInteger matches the reference exactly", "[dnnl][quant]") {
+  uint32_t seed = 500;
+  for (const auto& c : convCases()) {
+    INFO(c.name);
+    for (bool with_zp : {true, false}) {
+      if (c.runtime_zp && !with_zp) continue;
+      INFO("x zero point " << (with_zp ? "given" : "absent"));
+      const NodeSpec s = convIntegerSpec(c, seed += 10, with_zp);
+      CHECK(implOf(engine::Session(singleNodeModel(s)), "ConvInteger") == expectedImpl(c.avx512_only));
+      const Tensor got = runNode(s)[0], want = runNode(s, true)[0];
+      CHECK(got.bitEqual(want));
+    }
+  }
+  SECTION("accumulators near 2^24 stay exact") {
+    // 255 * 127 * 512 = 16,581,120 <= 2^24: the largest values the fast path accepts here.
+    QConvCase c{"", {1, 512, 3, 3}, {16, 512, 1, 1}};
+    NodeSpec s = convIntegerSpec(c, 1, false);
+    s.inputs[0] = Tensor::fromVector<uint8_t>(c.x, std::vector<uint8_t>(512 * 9, 255));
+    std::vector<int8_t> w(16 * 512, 127);
+    for (size_t i = 0; i < w.size(); i += 7) w[i] = 126;  // odd sums: any float32 rounding shows
+    s.inputs[1] = Tensor::fromVector<int8_t>(c.w, w);
+    CHECK(implOf(engine::Session(singleNodeModel(s)), "ConvInteger") == expectedImpl());
+    CHECK(runNode(s)[0].bitEqual(runNode(s, true)[0]));
+    // The same through oneDNN's zero-point compensation: x = 0 with zero point 255.
+    s.inputs[0] = Tensor::fromVector<uint8_t>(c.x, std::vector<uint8_t>(512 * 9, 0));
+    s.inputs.push_back(scalarQ(DType::UInt8, 255));
+    s.constant_inputs = {1, 2};
+    CHECK(implOf(engine::Session(singleNodeModel(s)), "ConvInteger") == expectedImpl());
+    CHECK(runNode(s)[0].bitEqual(runNode(s, true)[0]));
+  }
+  SECTION("weights whose accumulators may pass 2^24 go to the reference") {
+    QConvCase c{"", {1, 512, 5, 5}, {8, 512, 3, 3}};
+    const NodeSpec s = convIntegerSpec(c, 3);
+    CHECK(implOf(engine::Session(singleNodeModel(s)), "ConvInteger") == "ref");
+  }
+}
+
+TEST_CASE("dnnl int8 convolutions decline what they do not run exactly", "[dnnl][quant]") {
+  QConvCase c{"", {1, 8, 6, 6}, {8, 8, 3, 3}};
+  SECTION("asymmetric int8 weights whose shifted values leave int8") {
+    NodeSpec s = qlinearConvSpec(c, 1);
+    s.inputs[5] = scalarQ(DType::Int8, 3);
+    std::vector<int8_t> w(8 * 8 * 9, 5);
+    w[0] = -128;  // -128 - 3 does not fit
+    s.inputs[3] = Tensor::fromVector<int8_t>(c.w, w);
+    CHECK(implOf(engine::Session(singleNodeModel(s)), "QLinearConv") == "ref");
+    CHECK(runNode(s)[0].bitEqual(runNode(s, true)[0]));
+  }
+  SECTION("asymmetric int8 weights that still fit int8 run shifted") {
+    NodeSpec s = qlinearConvSpec(c, 2);
+    s.inputs[5] = scalarQ(DType::Int8, 3);
+    s.inputs[3] = randomInt(DType::Int8, c.w, 9, -100, 100);
+    CHECK(implOf(engine::Session(singleNodeModel(s)), "QLinearConv") == expectedImpl());
+    checkRequantized(runNode(s)[0], runNode(s, true)[0]);
+  }
+  SECTION("runtime weights") {
+    NodeSpec s = qlinearConvSpec(c, 3);
+    s.constant_inputs = indicesExcept(s.inputs.size(), {3});
+    CHECK(implOf(engine::Session(singleNodeModel(s)), "QLinearConv") == "ref");
+  }
+  SECTION("runtime scales") {
+    NodeSpec s = qlinearConvSpec(c, 4);
+    s.constant_inputs = indicesExcept(s.inputs.size(), {6});
+    CHECK(implOf(engine::Session(singleNodeModel(s)), "QLinearConv") == "ref");
+  }
+  SECTION("1-D and 3-D convolutions") {
+    QConvCase c1{"", {1, 4, 9}, {4, 4, 3}};
+    c1.strides = {1}, c1.pads = {1, 1}, c1.dilations = {1};
+    NodeSpec s = qlinearConvSpec(c1, 5);
+    CHECK(implOf(engine::Session(singleNodeModel(s)), "QLinearConv") == "ref");
+    QConvCase c3{"", {1, 4, 5, 5, 5}, {4, 4, 3, 3, 3}};
+    c3.strides = {1, 1, 1}, c3.pads = {0, 0, 0, 0, 0, 0}, c3.dilations = {1, 1, 1};
+    s = convIntegerSpec(c3, 6);
+    CHECK(implOf(engine::Session(singleNodeModel(s)), "ConvInteger") == "ref");
+    CHECK(runNode(s)[0].bitEqual(runNode(s, true)[0]));
+  }
+}
+
+TEST_CASE("dnnl QLinearConv handles a batch change between runs", "[dnnl][quant]") {
+  QConvCase c{"", {1, 8, 9, 9}, {16, 8, 3, 3}};
+  c.pads = {1, 1, 1, 1}, c.per_channel = true, c.bias = true;
+  const NodeSpec s = qlinearConvSpec(c, 42);
+  Model m = singleNodeModel(s);
+  m.graph.inputs[0].shape->at(0) = Dim{-1, "N"};
+  engine::Session fast(m);
+  engine::Session ref(m, engine::SessionOptions{0, true});
+  CHECK(implOf(fast, "QLinearConv") == expectedImpl());
+  for (int64_t n : {1, 3, 2}) {
+    engine::TensorMap feeds{{"in0", randomQ(DType::UInt8, {n, 8, 9, 9}, static_cast<uint32_t>(n))}};
+    const auto a = fast.runOrdered(feeds), b = ref.runOrdered(feeds);
+    CHECK(a[0].shape() == Shape{n, 16, 9, 9});
+    checkRequantized(a[0], b[0]);
+  }
+}
+
+// ---- Matrix products ----
+
+namespace {
+struct QMatCase {
+  const char* name;
+  Shape a;
+  int64_t n;
+  DType at = DType::UInt8, yt = DType::UInt8;
+  DType bt = DType::Int8;  ///< UInt8: per-column zero points near 128
+  bool per_column = false;
+  bool runtime_zp = false;
+};
+
+std::vector<int64_t> columnZeroPoints(const QMatCase& c) {
+  std::vector<int64_t> z(c.per_column ? c.n : 1, 0);
+  if (c.bt == DType::UInt8)
+    for (size_t i = 0; i < z.size(); ++i) z[i] = 120 + static_cast<int64_t>(i % 9);
+  return z;
+}
+// uint8 B with values whose distance to the zero point fits int8.
+Tensor randomB(const QMatCase& c, int64_t k, uint32_t seed) {
+  return c.bt == DType::UInt8 ? randomInt(DType::UInt8, {k, c.n}, seed, 0, 247) : randomQ(DType::Int8, {k, c.n}, seed);
+}
+
+NodeSpec qlinearMatMulSpec(const QMatCase& c, uint32_t seed) {
+  const int64_t K = c.a.back(), N = c.n;
+  const float as = 0.03f, bs_base = 0.01f;
+  const float mult = 40.0f / (std::sqrt(static_cast<float>(K)) * 5500.0f);
+  const float ys = as * bs_base / mult;
+  std::vector<float> bs(c.per_column ? N : 1);
+  for (size_t i = 0; i < bs.size(); ++i) bs[i] = bs_base * (0.6f + 0.8f * static_cast<float>((i * 29 + seed) % 64) / 64.0f);
+  const Shape psh = c.per_column ? Shape{N} : Shape{};
+  NodeSpec s;
+  s.op_type = "QLinearMatMul";
+  s.opset = 10;
+  s.inputs = {randomQ(c.at, c.a, seed),
+              Tensor::scalar(as),
+              scalarQ(c.at, zpOf(c.at, seed)),
+              randomB(c, K, seed + 1),
+              Tensor::fromVector<float>(psh, bs),
+              Tensor::fromVector<int64_t>(psh, columnZeroPoints(c)).cast(c.bt),
+              Tensor::scalar(ys),
+              scalarQ(c.yt, zpOf(c.yt, seed + 3))};
+  s.constant_inputs = c.runtime_zp ? indicesExcept(8, {2, 7}) : indicesExcept(8, {});
+  return s;
+}
+
+NodeSpec matMulIntegerSpec(const QMatCase& c, uint32_t seed) {
+  NodeSpec s;
+  s.op_type = "MatMulInteger";
+  s.opset = 10;
+  s.inputs = {randomQ(c.at, c.a, seed), randomB(c, c.a.back(), seed + 1), scalarQ(c.at, zpOf(c.at, seed))};
+  const auto z = columnZeroPoints(c);
+  if (c.bt == DType::UInt8 || c.per_column)
+    s.inputs.push_back(c.per_column ? vectorQ(c.bt, z) : scalarQ(c.bt, z[0]));
+  s.constant_inputs = c.runtime_zp ? indicesExcept(s.inputs.size(), {2}) : indicesExcept(s.inputs.size(), {});
+  return s;
+}
+
+const std::vector<QMatCase>& matCases() {
+  static const std::vector<QMatCase> cases = [] {
+    std::vector<QMatCase> v;
+    QMatCase c;
+    c = {"2-D, u8 x s8 -> u8", {7, 64}, 48};
+    v.push_back(c);
+    c = {"rank 3 (leading dims flattened), per-column, s8 -> s8", {2, 5, 96}, 40};
+    c.at = DType::Int8, c.yt = DType::Int8, c.per_column = true;
+    v.push_back(c);
+    c = {"uint8 B with per-column zero points", {3, 33}, 17};
+    c.bt = DType::UInt8, c.per_column = true;
+    v.push_back(c);
+    c = {"runtime zero points, one row", {1, 128}, 64};
+    c.runtime_zp = true, c.per_column = true, c.yt = DType::Int8;
+    v.push_back(c);
+    c = {"rank 4, s8 -> u8", {2, 2, 3, 50}, 30};
+    c.at = DType::Int8;
+    v.push_back(c);
+    return v;
+  }();
+  return cases;
+}
+}  // namespace
+
+TEST_CASE("dnnl QLinearMatMul matches the reference within one step", "[dnnl][quant]") {
+  uint32_t seed = 900;
+  for (const auto& c : matCases()) {
+    INFO(c.name);
+    const NodeSpec s = qlinearMatMulSpec(c, seed += 10);
+    CHECK(implOf(engine::Session(singleNodeModel(s)), "QLinearMatMul") == expectedImpl());
+    checkRequantized(runNode(s)[0], runNode(s, true)[0]);
+  }
+}
+
+TEST_CASE("dnnl MatMulInteger matches the reference exactly", "[dnnl][quant]") {
+  uint32_t seed = 1300;
+  for (const auto& c : matCases()) {
+    INFO(c.name);
+    const NodeSpec s = matMulIntegerSpec(c, seed += 10);
+    CHECK(implOf(engine::Session(singleNodeModel(s)), "MatMulInteger") == expectedImpl());
+    CHECK(runNode(s)[0].bitEqual(runNode(s, true)[0]));
+  }
+  SECTION("A without a zero point") {
+    NodeSpec s = matMulIntegerSpec(matCases()[0], 7);
+    s.inputs.resize(2);
+    s.constant_inputs = {1};
+    CHECK(implOf(engine::Session(singleNodeModel(s)), "MatMulInteger") == expectedImpl());
+    CHECK(runNode(s)[0].bitEqual(runNode(s, true)[0]));
+  }
+  SECTION("per-row zero points of A go to the reference") {
+    NodeSpec s = matMulIntegerSpec(matCases()[0], 8);
+    s.inputs[2] = vectorQ(DType::UInt8, {1, 2, 3, 4, 5, 6, 7});
+    CHECK(implOf(engine::Session(singleNodeModel(s)), "MatMulInteger") == "ref");
+    CHECK(runNode(s)[0].bitEqual(runNode(s, true)[0]));
+  }
+  SECTION("runtime B goes to the reference") {
+    NodeSpec s = matMulIntegerSpec(matCases()[0], 9);
+    s.constant_inputs = {2};
+    CHECK(implOf(engine::Session(singleNodeModel(s)), "MatMulInteger") == "ref");
+  }
+}
+
+TEST_CASE("dnnl QLinearConv speed (printed, not asserted)", "[dnnl][quant]") {
+  QConvCase c{"", {1, 64, 56, 56}, {64, 64, 3, 3}};
+  c.pads = {1, 1, 1, 1}, c.per_channel = true, c.bias = true;
+  const NodeSpec s = qlinearConvSpec(c, 77);
+  Model m = singleNodeModel(s);
+  engine::Session fast(m), ref(m, engine::SessionOptions{0, true});
+  engine::TensorMap feeds{{"in0", s.inputs[0]}};
+  auto time = [&](engine::Session& session, int iters) {
+    session.runOrdered(feeds);  // warm-up: primitive creation, weight reorder
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < iters; ++i) session.runOrdered(feeds);
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() / iters;
+  };
+  const double f = time(fast, 50), r = time(ref, 3);
+  std::cout << "QLinearConv 64->64 3x3 56x56 batch 1: " << implOf(fast, "QLinearConv") << " " << f << " ms, reference "
+            << r << " ms (" << r / f << "x)\n";
+  checkRequantized(fast.runOrdered(feeds)[0], ref.runOrdered(feeds)[0]);
+}
