@@ -7,10 +7,11 @@ JOBS=${JOBS:-$(nproc)}
 bash scripts/setup.sh
 bash scripts/build.sh
 
-echo "== model I/O tests under ASan + UBSan"
+echo "== model I/O and dataset tests under ASan + UBSan"
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DLWC_SANITIZE=ON >/dev/null
-cmake --build build-asan -j"$JOBS" --target test_ir
+cmake --build build-asan -j"$JOBS" --target test_ir test_data
 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ./build-asan/tests/test_ir
+ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ./build-asan/tests/test_data
 
 echo "== all tests"
 cd build

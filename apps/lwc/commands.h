@@ -18,5 +18,7 @@ void addInfoCommand(CLI::App& app, Action& action, const GlobalOptions& g);
 void addOpsCommand(CLI::App& app, Action& action, const GlobalOptions& g);
 void addBenchCommand(CLI::App& app, Action& action, const GlobalOptions& g);
 void addExecCommand(CLI::App& app, Action& action, const GlobalOptions& g);
+void addEvalCommand(CLI::App& app, Action& action, const GlobalOptions& g);
+void addCompareCommand(CLI::App& app, Action& action, const GlobalOptions& g);
 
 }  // namespace lwc::app

@@ -36,6 +36,8 @@ int main(int argc, char** argv) {
   addOpsCommand(app, action, g);
   addBenchCommand(app, action, g);
   addExecCommand(app, action, g);
+  addEvalCommand(app, action, g);
+  addCompareCommand(app, action, g);
 
   try {
     app.parse(argc, argv);

@@ -1,0 +1,176 @@
+// lwc compare A B --data D: how far model B's outputs (and, with --per-layer, every tensor the two
+// models share by name) are from model A's on the same inputs. The first tool to reach for when a
+// compressed model goes wrong: the worst layer is usually where the damage starts.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <iostream>
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "commands.h"
+#include "data_args.h"
+#include "lwc/engine.h"
+#include "lwc/metrics.h"
+#include "lwc/model_io.h"
+
+namespace lwc::app {
+
+namespace {
+struct CompareOptions {
+  std::string a, b;
+  DataArgs data;
+  bool per_layer = false;
+  bool json = false;
+  int threads = 0;
+};
+
+struct Row {
+  std::string name;
+  ErrorMeter err;
+  int64_t agree = 0, rows = 0;  // top-1 agreement for [N, C] outputs
+  bool scores = false;
+};
+
+nlohmann::json number(double v) {
+  if (std::isinf(v)) return v > 0 ? "inf" : "-inf";
+  if (std::isnan(v)) return "nan";
+  return v;
+}
+
+nlohmann::json rowJson(const Row& r) {
+  nlohmann::json j{{"name", r.name},
+                   {"elements", r.err.elements()},
+                   {"max_abs_diff", r.err.maxAbsDiff()},
+                   {"sqnr_db", number(r.err.sqnrDb())},
+                   {"cosine", r.err.cosine()}};
+  if (r.scores) j["top1_agreement"] = r.rows ? double(r.agree) / double(r.rows) : 0.0;
+  return j;
+}
+
+bool isScores(const Tensor& t) { return t.rank() == 2 && t.dim(1) > 1 && isFloat(t.dtype()); }
+
+std::string sqnrStr(double v) {
+  if (std::isinf(v)) return v > 0 ? "inf" : "-inf";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2f", v);
+  return buf;
+}
+}  // namespace
+
+void addCompareCommand(CLI::App& app, Action& action, const GlobalOptions&) {
+  auto o = std::make_shared<CompareOptions>();
+  auto* cmd = app.add_subcommand("compare", "Compare two models' outputs (and shared tensors) on the same inputs");
+  cmd->add_option("reference", o->a, "Reference ONNX model (e.g. the original)")->required();
+  cmd->add_option("candidate", o->b, "Model to compare (e.g. the compressed one)")->required();
+  o->data.add(cmd, true);
+  cmd->add_flag("--per-layer", o->per_layer, "Also compare every tensor name the two models share, worst first");
+  cmd->add_flag("--json", o->json, "Machine-readable output (schema lwc.compare)");
+  cmd->add_option("--threads", o->threads, "Threads (0 = all cores)")->default_val(0);
+  cmd->callback([&action, o] {
+    action = [o] {
+      engine::configureThreads(o->threads);
+      const Model ma = loadModel(o->a), mb = loadModel(o->b);
+      if (ma.graph.outputs.size() != mb.graph.outputs.size())
+        fail(o->b, ": has ", mb.graph.outputs.size(), " outputs but ", o->a, " has ", ma.graph.outputs.size());
+      auto ds = openDataset(o->data.optionsFor(ma));
+      engine::SessionOptions so;
+      so.threads = o->threads;
+      so.observable = o->per_layer;
+      engine::Session sa(ma, so), sb(mb, so);
+      const std::string ina = sa.inputNames().at(0), inb = sb.inputNames().at(0);
+
+      std::vector<Row> outs(ma.graph.outputs.size());
+      for (size_t i = 0; i < outs.size(); ++i) outs[i].name = ma.graph.outputs[i].name;
+      std::map<std::string, Row> layers;
+      std::map<std::string, size_t> first_seen;  // topological position in A, for reports
+      Progress bar("compare", ds->size());
+      int64_t done = 0;
+      while (auto batch = ds->next(o->data.batch)) {
+        std::map<std::string, Tensor> acts;
+        auto ra = sa.runOrdered({{ina, batch->inputs}},
+                                o->per_layer ? engine::Observer([&](const std::string& n, const Tensor& t) {
+                                  acts[n] = t;  // shares the buffer; the engine allocates fresh outputs
+                                  first_seen.emplace(n, first_seen.size());
+                                })
+                                             : engine::Observer());
+        auto rb = sb.runOrdered({{inb, batch->inputs}},
+                                o->per_layer ? engine::Observer([&](const std::string& n, const Tensor& t) {
+                                  auto it = acts.find(n);
+                                  if (it == acts.end() || it->second.shape() != t.shape() || !isFloat(t.dtype()) ||
+                                      !isFloat(it->second.dtype()))
+                                    return;
+                                  Row& r = layers[n];
+                                  r.name = n;
+                                  r.err.add(it->second, t);
+                                })
+                                             : engine::Observer());
+        for (size_t i = 0; i < outs.size(); ++i) {
+          if (ra[i].shape() != rb[i].shape())
+            fail("output ", i, " has shape ", shapeStr(ra[i].shape()), " in ", o->a, " but ", shapeStr(rb[i].shape()),
+                 " in ", o->b);
+          outs[i].err.add(ra[i], rb[i]);
+          if (isScores(ra[i])) {
+            outs[i].scores = true;
+            const auto pa = argmaxRows(ra[i]), pb = argmaxRows(rb[i]);
+            for (size_t k = 0; k < pa.size(); ++k) outs[i].agree += pa[k] == pb[k];
+            outs[i].rows += static_cast<int64_t>(pa.size());
+          }
+        }
+        done += batch->inputs.dim(0);
+        bar.update(done);
+      }
+      std::vector<const Row*> worst;
+      for (const auto& [n, r] : layers) worst.push_back(&r);
+      // Worst first: lowest SQNR; ties (e.g. equal inf) in graph order.
+      std::stable_sort(worst.begin(), worst.end(), [&](const Row* x, const Row* y) {
+        const double sx = x->err.sqnrDb(), sy = y->err.sqnrDb();
+        if (sx != sy) return sx < sy;
+        return first_seen[x->name] < first_seen[y->name];
+      });
+      // Where the damage starts: the first tensor, in the reference's execution order, that differs.
+      std::string first_div;
+      {
+        size_t best = SIZE_MAX;
+        for (const auto* r : worst)
+          if (r->err.maxAbsDiff() > 0 && first_seen[r->name] < best) {
+            best = first_seen[r->name];
+            first_div = r->name;
+          }
+      }
+      if (o->json) {
+        nlohmann::json j{{"schema", "lwc.compare"}, {"schema_version", 1}, {"reference", o->a}, {"candidate", o->b},
+                         {"data", ds->describe()}, {"samples", done}};
+        j["outputs"] = nlohmann::json::array();
+        for (const auto& r : outs) j["outputs"].push_back(rowJson(r));
+        if (o->per_layer) {
+          j["layers"] = nlohmann::json::array();
+          for (const auto* r : worst) j["layers"].push_back(rowJson(*r));
+          j["first_divergence"] = first_div.empty() ? nlohmann::json(nullptr) : nlohmann::json(first_div);
+        }
+        std::cout << j.dump(2) << "\n";
+        return 0;
+      }
+      std::printf("reference  %s\ncandidate  %s\ndata       %s (%lld samples)\n\n", o->a.c_str(), o->b.c_str(),
+                  ds->describe().c_str(), static_cast<long long>(done));
+      std::printf("%-32s %10s %12s %10s %10s\n", "output", "top-1 agr", "max |diff|", "SQNR dB", "cosine");
+      for (const auto& r : outs) {
+        char agr[32] = "-";
+        if (r.scores) std::snprintf(agr, sizeof agr, "%.2f %%", 100.0 * double(r.agree) / double(std::max<int64_t>(r.rows, 1)));
+        std::printf("%-32s %10s %12.4g %10s %10.6f\n", r.name.c_str(), agr, r.err.maxAbsDiff(), sqnrStr(r.err.sqnrDb()).c_str(),
+                    r.err.cosine());
+      }
+      if (o->per_layer) {
+        if (!first_div.empty()) std::printf("\nfirst tensor that differs: %s\n", first_div.c_str());
+        std::printf("\n%zu shared tensors, worst first:\n%-48s %12s %10s %10s\n", worst.size(), "tensor", "max |diff|",
+                    "SQNR dB", "cosine");
+        for (const auto* r : worst)
+          std::printf("%-48s %12.4g %10s %10.6f\n", r->name.c_str(), r->err.maxAbsDiff(), sqnrStr(r->err.sqnrDb()).c_str(),
+                      r->err.cosine());
+      }
+      return 0;
+    };
+  });
+}
+
+}  // namespace lwc::app

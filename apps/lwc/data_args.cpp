@@ -1,0 +1,60 @@
+#include "data_args.h"
+
+#include <unistd.h>
+
+namespace lwc::app {
+
+void DataArgs::add(CLI::App* cmd, bool required) {
+  auto* d = cmd->add_option("--data", data,
+                            "Data: image folder (class subfolders), folder + labels, .npy/.npz, test_data_set_*, or IDX file");
+  if (required) d->required();
+  cmd->add_option("--labels", labels, "Labels file (CSV file,label / one int per line / .npy / IDX)");
+  cmd->add_option("--preprocess", preprocess, "Preprocessing JSON (default: preprocess.json next to the data)");
+  cmd->add_option("--limit", limit, "Use only the first N samples (0 = all)")->default_val(0)->check(CLI::NonNegativeNumber);
+  cmd->add_option("--batch", batch, "Batch size")->default_val(100)->check(CLI::PositiveNumber);
+}
+
+DataOptions DataArgs::optionsFor(const Model& m) const {
+  DataOptions o;
+  o.path = data;
+  o.labels = labels;
+  if (!preprocess.empty()) o.preprocess = Preprocess::load(preprocess);
+  o.limit = limit;
+  const auto inputs = m.graph.realInputs();
+  if (inputs.empty()) fail(m.label(), ": the model has no inputs to feed data to");
+  if (inputs.size() > 1)
+    fail(m.label(), ": the model has ", inputs.size(), " inputs; datasets feed single-input models");
+  const ValueInfo& in = *inputs[0];
+  o.dtype = in.dtype;
+  if (in.shape)
+    for (size_t i = 1; i < in.shape->size(); ++i) o.sample_shape.push_back((*in.shape)[i].known() ? (*in.shape)[i].value : -1);
+  if (!m.graph.outputs.empty() && m.graph.outputs[0].shape && !m.graph.outputs[0].shape->empty()) {
+    const Dim& c = m.graph.outputs[0].shape->back();
+    if (c.known()) o.num_classes = c.value;
+  }
+  return o;
+}
+
+Progress::Progress(std::string what, int64_t total)
+    : what_(std::move(what)), total_(total), tty_(::isatty(STDERR_FILENO) != 0),
+      start_(std::chrono::steady_clock::now()), last_(start_) {}
+
+void Progress::update(int64_t done) {
+  if (!tty_) return;
+  const auto now = std::chrono::steady_clock::now();
+  if (done < total_ && now - last_ < std::chrono::milliseconds(100)) return;
+  last_ = now;
+  const double secs = std::chrono::duration<double>(now - start_).count();
+  const int width = 30;
+  const int filled = total_ > 0 ? static_cast<int>(width * done / total_) : 0;
+  std::fprintf(stderr, "\r%s [%s%s] %lld/%lld  %.0f/s ", what_.c_str(), std::string(filled, '#').c_str(),
+               std::string(width - filled, ' ').c_str(), static_cast<long long>(done), static_cast<long long>(total_),
+               secs > 0 ? double(done) / secs : 0.0);
+  std::fflush(stderr);
+}
+
+Progress::~Progress() {
+  if (tty_) std::fprintf(stderr, "\r%*s\r", 80, "");
+}
+
+}  // namespace lwc::app

@@ -1,0 +1,41 @@
+// Command-line data options shared by eval, compare (and later calibrate/quantize/prune).
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cstdio>
+#include <string>
+
+#include "lwc/dataset.h"
+#include "lwc/graph.h"
+
+namespace lwc::app {
+
+struct DataArgs {
+  std::string data;
+  std::string labels;
+  std::string preprocess;
+  int64_t limit = 0;
+  int64_t batch = 100;
+
+  /// Adds --data (required or not), --labels, --preprocess, --limit, --batch.
+  void add(CLI::App* cmd, bool required);
+  /// DataOptions checked against the model's first input and first output.
+  DataOptions optionsFor(const Model& m) const;
+};
+
+/// A one-line progress bar on stderr, only when stderr is a terminal.
+class Progress {
+ public:
+  Progress(std::string what, int64_t total);
+  void update(int64_t done);
+  ~Progress();
+
+ private:
+  std::string what_;
+  int64_t total_;
+  bool tty_;
+  std::chrono::steady_clock::time_point start_, last_;
+};
+
+}  // namespace lwc::app

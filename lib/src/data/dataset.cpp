@@ -1,0 +1,347 @@
+// openDataset: detects the kind of data at a path; image-folder and ONNX test-data sources.
+#include "lwc/dataset.h"
+
+#include <onnx/onnx_pb.h>
+
+#include <algorithm>
+#include <cstring>
+#include <sstream>
+#include <unordered_map>
+
+#include "internal.h"
+#include "lwc/model_io.h"
+
+namespace lwc {
+
+namespace data {
+
+namespace {
+
+std::string lowerExt(const fs::path& p) {
+  std::string e = p.extension().string();
+  std::transform(e.begin(), e.end(), e.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return e;
+}
+
+bool hidden(const fs::path& p) { return p.filename().string().starts_with("."); }
+
+/// Sorted (byte order) names of the non-hidden subfolders of `dir`.
+std::vector<std::string> listSubdirs(const fs::path& dir) {
+  std::vector<std::string> out;
+  for (const auto& e : fs::directory_iterator(dir))
+    if (e.is_directory() && !hidden(e.path())) out.push_back(e.path().filename().string());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+struct ImageEntry {
+  std::string rel;  ///< path relative to the root, '/'-separated
+  int64_t label = -1;
+};
+
+/// Image files decoded on demand; ImageFolder (labels from class folders) or a flat folder.
+class ImageFilesDataset final : public Dataset {
+ public:
+  ImageFilesDataset(fs::path root, std::vector<ImageEntry> entries, std::vector<std::string> classes, std::string kind,
+                    std::string labels_from, int64_t total, bool spaced, const DataOptions& o, const Preprocess& pp)
+      : root_(std::move(root)), entries_(std::move(entries)), classes_(std::move(classes)), kind_(std::move(kind)),
+        labels_from_(std::move(labels_from)), total_(total), spaced_(spaced), has_labels_(!entries_.empty() && entries_[0].label >= 0),
+        pipeline_(pp, o.sample_shape) {
+    if (o.dtype != DType::Undefined && o.dtype != DType::Float32)
+      fail(show(root_), ": the model input is ", dtypeName(o.dtype), " but preprocessed images are float32");
+    next(1);  // decode and preprocess the first image now, so a mismatch shows before any work is done
+    reset();
+  }
+
+  int64_t size() const override { return static_cast<int64_t>(entries_.size()); }
+  bool hasLabels() const override { return has_labels_; }
+  std::string describe() const override {
+    std::ostringstream s;
+    s << kind_ << " '" << show(root_) << "' (";
+    if (size() == total_)
+      s << total_ << " images";
+    else if (spaced_)
+      s << size() << " of " << total_ << " images, evenly spaced";
+    else
+      s << "first " << size() << " of " << total_ << " images";
+    if (!classes_.empty()) s << ", " << classes_.size() << " classes";
+    if (!labels_from_.empty()) s << ", labels from " << labels_from_;
+    if (!has_labels_) s << ", no labels";
+    s << ")";
+    return s.str();
+  }
+  std::vector<std::string> classNames() const override { return classes_; }
+  std::string sampleName(int64_t i) const override { return entries_.at(static_cast<size_t>(i)).rel; }
+  std::optional<Preprocess> preprocessing() const override { return pipeline_.preprocess(); }
+
+  std::optional<Batch> next(int64_t n) override {
+    LWC_CHECK(n > 0, "batch size must be positive");
+    const int64_t k = std::min(n, size() - pos_);
+    if (k <= 0) return std::nullopt;
+    Batch b;
+    b.first_index = pos_;
+    BatchBuilder bb(k);
+    for (int64_t i = 0; i < k; ++i) {
+      const ImageEntry& e = entries_[static_cast<size_t>(pos_ + i)];
+      const fs::path file = root_ / e.rel;
+      const std::string where = show(file);
+      const DecodedImage img = decodeImage(readWholeFile(file, uint64_t(1) << 28), where);
+      bb.add(pipeline_.run(PixelView::of(img), scratch_, where), scratch_, where);
+      if (has_labels_) b.labels.push_back(e.label);
+    }
+    b.inputs = bb.finish();
+    pos_ += k;
+    return b;
+  }
+  void reset() override { pos_ = 0; }
+
+ private:
+  fs::path root_;
+  std::vector<ImageEntry> entries_;
+  std::vector<std::string> classes_;
+  std::string kind_, labels_from_;
+  int64_t total_;
+  bool spaced_;  ///< the limit took evenly spaced samples rather than the first ones
+  bool has_labels_;
+  ImagePipeline pipeline_;
+  std::vector<float> scratch_;
+  int64_t pos_ = 0;
+};
+
+/// A limit on a class-sorted list would keep only the first classes; take evenly spaced samples.
+void applyLimit(std::vector<ImageEntry>& entries, int64_t limit) {
+  const auto total = static_cast<int64_t>(entries.size());
+  if (limit <= 0 || limit >= total) return;
+  std::vector<ImageEntry> kept;
+  kept.reserve(static_cast<size_t>(limit));
+  for (int64_t i = 0; i < limit; ++i) kept.push_back(entries[static_cast<size_t>(i * total / limit)]);
+  entries = std::move(kept);
+}
+
+/// input_0.pb files, one batch each, served in slices of at most the requested batch size.
+class OnnxTestDataset final : public Dataset {
+ public:
+  OnnxTestDataset(fs::path dir, std::vector<fs::path> files, const DataOptions& o) : dir_(std::move(dir)), files_(std::move(files)) {
+    for (const auto& f : files_) {
+      const Tensor t = load(f);
+      const std::string where = show(f);
+      if (t.rank() == 0) fail(where, ": a scalar tensor is not a batch; expected [N, ...]");
+      const Shape rec(t.shape().begin() + 1, t.shape().end());
+      if (!o.sample_shape.empty() && !shapeMatches(rec, o.sample_shape))
+        fail(where, ": tensor ", shapeStr(t.shape()), " does not match the model input ", modelShapeStr(o.sample_shape));
+      if (o.dtype != DType::Undefined && t.dtype() != o.dtype)
+        fail(where, ": tensor is ", dtypeName(t.dtype()), " but the model input is ", dtypeName(o.dtype));
+      rows_.push_back(t.dim(0));
+      total_ += t.dim(0);
+    }
+    n_ = o.limit > 0 ? std::min(o.limit, total_) : total_;
+  }
+
+  int64_t size() const override { return n_; }
+  bool hasLabels() const override { return false; }
+  std::string describe() const override {
+    std::ostringstream s;
+    s << "ONNX test data '" << show(dir_) << "' (" << files_.size() << (files_.size() == 1 ? " set, " : " sets, ");
+    if (n_ < total_) s << "first " << n_ << " of ";
+    s << total_ << " samples, no labels)";
+    return s.str();
+  }
+  std::string sampleName(int64_t i) const override {
+    for (size_t f = 0; f < files_.size(); ++f) {
+      if (i < rows_[f]) return fs::relative(files_[f], dir_).generic_string() + "[" + std::to_string(i) + "]";
+      i -= rows_[f];
+    }
+    return "?";
+  }
+
+  std::optional<Batch> next(int64_t n) override {
+    LWC_CHECK(n > 0, "batch size must be positive");
+    if (pos_ >= n_) return std::nullopt;
+    while (cur_.empty() || row_ >= cur_.dim(0)) {
+      cur_ = load(files_.at(file_++));
+      row_ = 0;
+    }
+    const int64_t k = std::min({n, cur_.dim(0) - row_, n_ - pos_});
+    Batch b;
+    b.first_index = pos_;
+    if (row_ == 0 && k == cur_.dim(0)) {
+      b.inputs = cur_;
+    } else {
+      Shape s = cur_.shape();
+      s[0] = k;
+      b.inputs = Tensor::uninitialized(cur_.dtype(), s);
+      const size_t row_bytes = cur_.nbytes() / static_cast<size_t>(cur_.dim(0));
+      std::memcpy(b.inputs.raw(), static_cast<const char*>(cur_.raw()) + row_bytes * row_, row_bytes * k);
+    }
+    row_ += k;
+    pos_ += k;
+    return b;
+  }
+  void reset() override {
+    cur_ = Tensor();
+    file_ = 0;
+    row_ = 0;
+    pos_ = 0;
+  }
+
+ private:
+  Tensor load(const fs::path& f) const {
+    const std::string bytes = readWholeFile(f);
+    onnx::TensorProto p;
+    if (!p.ParseFromString(bytes)) fail(show(f), ": not an ONNX TensorProto (corrupt .pb file?)");
+    return tensorFromProto(p, f.parent_path(), show(f));
+  }
+
+  fs::path dir_;
+  std::vector<fs::path> files_;
+  std::vector<int64_t> rows_;
+  int64_t total_ = 0, n_ = 0, pos_ = 0, row_ = 0;
+  size_t file_ = 0;
+  Tensor cur_;
+};
+
+}  // namespace
+
+bool isImageFile(const fs::path& p) {
+  const std::string e = lowerExt(p);
+  return e == ".png" || e == ".jpg" || e == ".jpeg";
+}
+
+std::vector<std::string> listImages(const fs::path& dir) {
+  std::vector<std::string> out;
+  for (const auto& e : fs::directory_iterator(dir))
+    if (e.is_regular_file() && isImageFile(e.path()) && !hidden(e.path())) out.push_back(e.path().filename().string());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::unique_ptr<Dataset> openImageFolder(const fs::path& root, const DataOptions& o, const Preprocess& pp) {
+  if (!o.labels.empty())
+    fail(show(o.labels), ": '", show(root), "' is an ImageFolder whose labels come from its class folders; "
+         "give no labels file, or put the images in one folder next to the labels file");
+  std::vector<std::string> classes = listSubdirs(root);
+  std::vector<ImageEntry> entries;
+  for (size_t c = 0; c < classes.size(); ++c)
+    for (const auto& f : listImages(root / classes[c])) entries.push_back({classes[c] + "/" + f, static_cast<int64_t>(c)});
+  if (o.num_classes > 0 && static_cast<int64_t>(classes.size()) > o.num_classes)
+    fail(show(root), ": ", classes.size(), " class folders but the model predicts ", o.num_classes,
+         " classes; labels are the sorted folder indices 0..", classes.size() - 1);
+  const auto total = static_cast<int64_t>(entries.size());
+  applyLimit(entries, o.limit);
+  return std::make_unique<ImageFilesDataset>(root, std::move(entries), std::move(classes), "ImageFolder", "", total, true, o, pp);
+}
+
+std::unique_ptr<Dataset> openFlatImageFolder(const fs::path& dir, const std::vector<std::string>& files, const DataOptions& o,
+                                             const Preprocess& pp) {
+  std::vector<ImageEntry> entries;
+  for (const auto& f : files) entries.push_back({f, -1});
+  std::optional<fs::path> lp = o.labels.empty() ? findLabelsIn(dir) : std::optional<fs::path>(o.labels);
+  std::string from;
+  if (lp) {
+    const LabelFile lf = readLabelFile(*lp, o.num_classes);
+    const std::string ln = show(*lp);
+    if (lf.files.empty()) {
+      if (lf.labels.size() != entries.size())
+        fail(ln, " has ", lf.labels.size(), " ", lf.unit, " but the folder '", show(dir), "' has ", entries.size(), " images");
+      for (size_t i = 0; i < entries.size(); ++i) entries[i].label = lf.labels[i];
+    } else {
+      std::unordered_map<std::string, size_t> index;
+      for (size_t i = 0; i < entries.size(); ++i) index.emplace(entries[i].rel, i);
+      for (size_t i = 0; i < lf.files.size(); ++i) {
+        const std::string name = fs::path(lf.files[i]).lexically_normal().generic_string();
+        const auto it = index.find(name);
+        if (it == index.end()) fail(ln, ": names '", lf.files[i], "', which is not an image in '", show(dir), "'");
+        if (entries[it->second].label >= 0) fail(ln, ": '", lf.files[i], "' is listed twice");
+        entries[it->second].label = lf.labels[i];
+      }
+      for (const auto& e : entries)
+        if (e.label < 0) fail(ln, " has no label for '", e.rel, "' (", lf.labels.size(), " labels for ", entries.size(), " images)");
+    }
+    from = lp->filename().string();
+  }
+  const auto total = static_cast<int64_t>(entries.size());
+  if (o.limit > 0 && o.limit < total) entries.resize(static_cast<size_t>(o.limit));
+  return std::make_unique<ImageFilesDataset>(dir, std::move(entries), std::vector<std::string>{}, "image folder", from, total, false, o, pp);
+}
+
+std::unique_ptr<Dataset> openOnnxTestData(const fs::path& dir, const std::vector<fs::path>& pb_files, const DataOptions& o) {
+  if (!o.labels.empty()) fail(show(o.labels), ": ONNX test data carry no labels; a labels file cannot be matched to them");
+  return std::make_unique<OnnxTestDataset>(dir, pb_files, o);
+}
+
+}  // namespace data
+
+namespace {
+
+std::unique_ptr<Dataset> open(const DataOptions& o) {
+  namespace fs = std::filesystem;
+  using namespace data;
+  if (o.limit < 0) fail("the sample limit must be 0 (all) or positive, not ", o.limit);
+  if (o.path.empty()) fail("no data path given");
+  std::error_code ec;
+  const auto st = fs::status(o.path, ec);
+  if (!fs::exists(st)) fail(show(o.path), ": no such file or folder");
+  const bool dir = fs::is_directory(st);
+  const fs::path folder = dir ? o.path : (o.path.parent_path().empty() ? fs::path(".") : o.path.parent_path());
+  Preprocess pp;
+  if (o.preprocess)
+    pp = *o.preprocess;
+  else if (fs::is_regular_file(folder / "preprocess.json"))
+    pp = Preprocess::load(folder / "preprocess.json");
+
+  if (!dir) {
+    const std::string ext = lowerExt(o.path);
+    if (ext == ".npy") return openNpy(o.path, o, pp);
+    if (ext == ".npz") return openNpz(o.path, o, pp);
+    if (ext == ".pb") return openOnnxTestData(folder, {o.path}, o);
+    if (isImageFile(o.path)) fail(show(o.path), ": give the folder that holds the images, not one image");
+    auto s = openGzipStream(o.path);
+    unsigned char m[3] = {1, 1, 1};
+    if (s->read(m, 3) == 3 && m[0] == 0 && m[1] == 0 && m[2] == 8) return openIdx(o.path, o, pp);
+    fail(show(o.path), ": unrecognised data file; expected .npy, .npz, .pb, an IDX file (MNIST ...-images-idx3-ubyte[.gz]) "
+         "or a folder of images");
+  }
+
+  // ONNX test data: input_0.pb here, or in test_data_set_* subfolders.
+  if (fs::is_regular_file(o.path / "input_0.pb")) return openOnnxTestData(o.path, {o.path / "input_0.pb"}, o);
+  const std::vector<std::string> subdirs = listSubdirs(o.path);
+  std::vector<fs::path> pbs;
+  for (const auto& d : subdirs)
+    if (d.starts_with("test_data_set_")) {
+      if (!fs::is_regular_file(o.path / d / "input_0.pb")) fail(show(o.path / d), ": holds no input_0.pb");
+      pbs.push_back(o.path / d / "input_0.pb");
+    }
+  if (!pbs.empty()) return openOnnxTestData(o.path, pbs, o);
+
+  if (const auto files = listImages(o.path); !files.empty()) return openFlatImageFolder(o.path, files, o, pp);
+  for (const auto& d : subdirs)
+    if (!listImages(o.path / d).empty()) return openImageFolder(o.path, o, pp);
+
+  // Arrays: images.npy, else the only .npy that is not labels, else the only .npz.
+  if (fs::is_regular_file(o.path / "images.npy")) return openNpy(o.path / "images.npy", o, pp);
+  std::vector<fs::path> npys, npzs;
+  for (const auto& e : fs::directory_iterator(o.path)) {
+    if (!e.is_regular_file()) continue;
+    const std::string ext = lowerExt(e.path()), name = e.path().filename().string();
+    if (ext == ".npy" && !name.starts_with("labels")) npys.push_back(e.path());
+    if (ext == ".npz") npzs.push_back(e.path());
+  }
+  if (npys.size() == 1) return openNpy(npys[0], o, pp);
+  if (npys.empty() && npzs.size() == 1) return openNpz(npzs[0], o, pp);
+  if (npys.size() + npzs.size() > 1)
+    fail("folder '", show(o.path), "' holds several .npy/.npz arrays and no images.npy; give the file to use");
+  fail("folder '", show(o.path), "' holds no images (.png, .jpg, .jpeg), no class folders of images, "
+       "no .npy/.npz arrays and no ONNX test_data_set_* folders");
+}
+
+}  // namespace
+
+std::unique_ptr<Dataset> openDataset(const DataOptions& o) {
+  try {
+    return open(o);
+  } catch (const std::filesystem::filesystem_error& e) {
+    fail(e.path1().string(), ": ", e.code().message());
+  }
+}
+
+}  // namespace lwc

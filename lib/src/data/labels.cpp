@@ -1,0 +1,137 @@
+// Label files: CSV "file,label", one integer per line, .npy integer arrays and IDX label files.
+#include <algorithm>
+#include <charconv>
+#include <cstring>
+
+#include "internal.h"
+
+namespace lwc::data {
+
+namespace {
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t' || s.front() == '\r')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r')) s.remove_suffix(1);
+  return s;
+}
+
+std::string_view unquote(std::string_view s) {
+  if (s.size() >= 2 && ((s.front() == '"' && s.back() == '"') || (s.front() == '\'' && s.back() == '\''))) s = s.substr(1, s.size() - 2);
+  return s;
+}
+
+std::optional<int64_t> parseInt(std::string_view s) {
+  int64_t v = 0;
+  const auto r = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (r.ec != std::errc() || r.ptr != s.data() + s.size() || s.empty()) return std::nullopt;
+  return v;
+}
+
+void checkOne(int64_t v, int64_t num_classes, const std::string& at) {
+  if (v < 0) fail(at, ": label ", v, " is negative; labels are class indices 0, 1, ...");
+  if (num_classes > 0 && v >= num_classes)
+    fail(at, ": label ", v, " is out of range for a model with ", num_classes, " classes (0..", num_classes - 1, ")");
+}
+
+LabelFile readText(const fs::path& p, int64_t num_classes) {
+  const std::string text = readWholeFile(p, uint64_t(1) << 30);
+  const std::string name = show(p);
+  std::vector<std::string_view> lines;
+  for (size_t pos = 0; pos < text.size();) {
+    size_t e = text.find('\n', pos);
+    if (e == std::string::npos) e = text.size();
+    lines.push_back(trim(std::string_view(text).substr(pos, e - pos)));
+    pos = e + 1;
+  }
+  while (!lines.empty() && lines.back().empty()) lines.pop_back();
+  if (lines.empty()) fail(name, ": the labels file is empty");
+  LabelFile out;
+  out.unit = "lines";
+  const bool csv = lines.front().find(',') != std::string_view::npos;
+  for (size_t i = 0; i < lines.size(); ++i) {
+    const std::string at = name + " line " + std::to_string(i + 1);
+    std::string_view line = lines[i];
+    if (line.empty()) fail(at, ": empty line; give one label per line");
+    std::string_view value = line;
+    if (csv) {
+      const size_t comma = line.rfind(',');
+      if (comma == std::string_view::npos) fail(at, ": expected \"file,label\"");
+      value = unquote(trim(line.substr(comma + 1)));
+      const std::string_view file = unquote(trim(line.substr(0, comma)));
+      if (i == 0 && !parseInt(value)) continue;  // a header line
+      if (file.empty()) fail(at, ": empty file name");
+      out.files.emplace_back(file);
+    }
+    const auto v = parseInt(value);
+    if (!v) fail(at, ": '", std::string(value), "' is not an integer label");
+    checkOne(*v, num_classes, at);
+    out.labels.push_back(*v);
+  }
+  return out;
+}
+
+LabelFile readNpyLabels(const fs::path& p, int64_t num_classes) {
+  const std::string name = show(p);
+  auto s = openFileStream(p);
+  const NpyHeader h = readNpyHeader(*s, name);
+  if (!isInteger(h.dtype) && h.dtype != DType::Bool)
+    fail(name, ": labels must be an integer array, not ", dtypeName(h.dtype), "; save them with .astype(np.int64)");
+  if (!(h.shape.size() == 1 || (h.shape.size() == 2 && h.shape[1] == 1)))
+    fail(name, ": labels must be a 1-D array [N], not ", shapeStr(h.shape));
+  const uint64_t fsize = File(p).size();
+  if (h.dataBytes() > fsize) fail(name, ": header declares ", shapeStr(h.shape), " but the file holds only ", fsize, " bytes");
+  Tensor t(h.dtype, h.shape);
+  s->readExact(t.raw(), t.nbytes(), name, "label data");
+  LabelFile out;
+  out.labels.resize(static_cast<size_t>(t.numel()));
+  for (int64_t i = 0; i < t.numel(); ++i) {
+    const double v = t.at(i);
+    if (h.dtype == DType::UInt64 && v > 9.0e18) fail(name, "[", i, "]: label ", v, " is out of range");
+    out.labels[i] = static_cast<int64_t>(v);
+    checkOne(out.labels[i], num_classes, name + "[" + std::to_string(i) + "]");
+  }
+  return out;
+}
+
+}  // namespace
+
+void checkLabelRange(const std::vector<int64_t>& labels, int64_t num_classes, const std::string& file) {
+  for (size_t i = 0; i < labels.size(); ++i)
+    if (labels[i] < 0 || (num_classes > 0 && labels[i] >= num_classes)) checkOne(labels[i], num_classes, file + "[" + std::to_string(i) + "]");
+}
+
+LabelFile readLabelFile(const fs::path& p, int64_t num_classes) {
+  if (!fs::exists(p)) fail(show(p), ": labels file does not exist");
+  std::string ext = p.extension().string();
+  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  if (ext == ".npy") return readNpyLabels(p, num_classes);
+  // IDX labels (MNIST): magic 00 00 08 01, then the count, big-endian; gzipped or not.
+  auto s = openGzipStream(p);
+  unsigned char m[8];
+  if (s->read(m, 4) == 4 && m[0] == 0 && m[1] == 0 && m[2] == 8 && m[3] == 1) {
+    const std::string name = show(p);
+    s->readExact(m + 4, 4, name, "IDX header");
+    const uint64_t n = uint64_t(m[4]) << 24 | uint64_t(m[5]) << 16 | uint64_t(m[6]) << 8 | m[7];
+    LabelFile out;
+    std::vector<unsigned char> buf(1 << 16);
+    while (out.labels.size() < n) {
+      const size_t k = static_cast<size_t>(std::min<uint64_t>(buf.size(), n - out.labels.size()));
+      const size_t got = s->read(buf.data(), k);
+      out.labels.insert(out.labels.end(), buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(got));
+      if (got < k) fail(name, ": header says ", n, " labels but the file holds only ", out.labels.size(), " (truncated?)");
+    }
+    if (s->read(buf.data(), 1) != 0) fail(name, ": header says ", n, " labels but the file holds more; the header is wrong");
+    checkLabelRange(out.labels, num_classes, name);
+    return out;
+  }
+  if (isGzip(p)) fail(show(p), ": a gzipped labels file must be an IDX labels file (magic 0x00000801)");
+  return readText(p, num_classes);
+}
+
+std::optional<fs::path> findLabelsIn(const fs::path& dir) {
+  for (const char* n : {"labels.npy", "labels.txt", "labels.csv"})
+    if (fs::is_regular_file(dir / n)) return dir / n;
+  return std::nullopt;
+}
+
+}  // namespace lwc::data

@@ -1,0 +1,670 @@
+#include <png.h>
+#include <stdio.h>
+#include <jpeglib.h>
+#include <zlib.h>
+
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <iostream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "lwc/dataset.h"
+#include "lwc/model_io.h"
+#include "lwc/npy.h"
+#include "support/test_util.h"
+
+using namespace lwc;
+using Catch::Matchers::Contains;
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+namespace {
+
+const fs::path kSample = test::testdataDir() / "fmnist_sample";
+const fs::path kIdxImages = "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz";
+
+/// Every sample of a dataset, flattened, with labels and names.
+struct All {
+  std::vector<std::vector<float>> x;
+  std::vector<int64_t> y;
+  std::vector<std::string> names;
+  Shape batch_shape;
+};
+
+All readAll(Dataset& d, int64_t batch) {
+  All a;
+  while (auto b = d.next(batch)) {
+    const Tensor& t = b->inputs;
+    REQUIRE(t.dtype() == DType::Float32);
+    REQUIRE(b->first_index == static_cast<int64_t>(a.x.size()));
+    if (a.batch_shape.empty()) a.batch_shape = t.shape();
+    const int64_t per = t.numel() / t.dim(0);
+    for (int64_t i = 0; i < t.dim(0); ++i) {
+      a.x.emplace_back(t.data<float>() + i * per, t.data<float>() + (i + 1) * per);
+      a.names.push_back(d.sampleName(b->first_index + i));
+    }
+    a.y.insert(a.y.end(), b->labels.begin(), b->labels.end());
+  }
+  return a;
+}
+
+bool bitEqual(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+/// Writes a PNG with libpng; rows are packed as PNG stores them (16-bit big-endian).
+void writePng(const fs::path& p, int w, int h, int color_type, int depth, const std::vector<uint8_t>& rows,
+              const std::vector<png_color>& palette = {}, bool interlace = false) {
+  FILE* f = std::fopen(p.c_str(), "wb");
+  REQUIRE(f);
+  png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, nullptr, nullptr, nullptr);
+  png_infop info = png_create_info_struct(png);
+  png_init_io(png, f);
+  png_set_IHDR(png, info, w, h, depth, color_type, interlace ? PNG_INTERLACE_ADAM7 : PNG_INTERLACE_NONE,
+               PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+  if (!palette.empty()) png_set_PLTE(png, info, palette.data(), static_cast<int>(palette.size()));
+  png_write_info(png, info);
+  const int passes = png_set_interlace_handling(png);
+  const size_t rowbytes = png_get_rowbytes(png, info);
+  REQUIRE(rows.size() == rowbytes * h);
+  for (int pass = 0; pass < passes; ++pass)
+    for (int y = 0; y < h; ++y) png_write_row(png, rows.data() + y * rowbytes);
+  png_write_end(png, nullptr);
+  png_destroy_write_struct(&png, &info);
+  std::fclose(f);
+}
+
+void writeGray(const fs::path& p, int w, int h, const std::vector<uint8_t>& px) { writePng(p, w, h, PNG_COLOR_TYPE_GRAY, 8, px); }
+
+void writeJpeg(const fs::path& p, int w, int h, int comps, const std::vector<uint8_t>& px) {
+  jpeg_compress_struct c;
+  jpeg_error_mgr e;
+  c.err = jpeg_std_error(&e);
+  jpeg_create_compress(&c);
+  FILE* f = std::fopen(p.c_str(), "wb");
+  REQUIRE(f);
+  jpeg_stdio_dest(&c, f);
+  c.image_width = w;
+  c.image_height = h;
+  c.input_components = comps;
+  c.in_color_space = comps == 1 ? JCS_GRAYSCALE : JCS_RGB;
+  jpeg_set_defaults(&c);
+  jpeg_set_quality(&c, 100, TRUE);
+  jpeg_start_compress(&c, TRUE);
+  while (c.next_scanline < c.image_height) {
+    JSAMPROW row = const_cast<uint8_t*>(px.data()) + c.next_scanline * w * comps;
+    jpeg_write_scanlines(&c, &row, 1);
+  }
+  jpeg_finish_compress(&c);
+  jpeg_destroy_compress(&c);
+  std::fclose(f);
+}
+
+void put16(std::string& s, uint32_t v) { s += char(v & 0xff), s += char((v >> 8) & 0xff); }
+void put32(std::string& s, uint32_t v) { put16(s, v & 0xffff), put16(s, v >> 16); }
+void put64(std::string& s, uint64_t v) { put32(s, uint32_t(v)), put32(s, uint32_t(v >> 32)); }
+
+std::string rawDeflate(const std::string& in) {
+  z_stream zs{};
+  REQUIRE(deflateInit2(&zs, 6, Z_DEFLATED, -MAX_WBITS, 8, Z_DEFAULT_STRATEGY) == Z_OK);
+  std::string out(deflateBound(&zs, in.size()), '\0');
+  zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data()));
+  zs.avail_in = static_cast<uInt>(in.size());
+  zs.next_out = reinterpret_cast<Bytef*>(out.data());
+  zs.avail_out = static_cast<uInt>(out.size());
+  REQUIRE(deflate(&zs, Z_FINISH) == Z_STREAM_END);
+  out.resize(zs.total_out);
+  deflateEnd(&zs);
+  return out;
+}
+
+/// A zip archive as np.savez (stored) / np.savez_compressed (deflated) write it; numpy puts a zip64
+/// extra field in each local header, which `zip64_local` imitates.
+std::string makeZip(const std::vector<std::pair<std::string, std::string>>& members, bool deflate, bool zip64_local) {
+  std::string out, cd;
+  for (const auto& [name, data] : members) {
+    const uint32_t crc = crc32(0, reinterpret_cast<const Bytef*>(data.data()), static_cast<uInt>(data.size()));
+    const std::string comp = deflate ? rawDeflate(data) : data;
+    const uint32_t off = static_cast<uint32_t>(out.size());
+    std::string extra;
+    if (zip64_local) {
+      put16(extra, 1), put16(extra, 16), put64(extra, data.size()), put64(extra, comp.size());
+    }
+    put32(out, 0x04034b50), put16(out, 45), put16(out, 0), put16(out, deflate ? 8 : 0), put16(out, 0), put16(out, 0x21);
+    put32(out, crc), put32(out, zip64_local ? 0xffffffff : comp.size()), put32(out, zip64_local ? 0xffffffff : data.size());
+    put16(out, name.size()), put16(out, extra.size());
+    out += name + extra + comp;
+    put32(cd, 0x02014b50), put16(cd, 45), put16(cd, 45), put16(cd, 0), put16(cd, deflate ? 8 : 0), put16(cd, 0), put16(cd, 0x21);
+    put32(cd, crc), put32(cd, comp.size()), put32(cd, data.size()), put16(cd, name.size()), put16(cd, 0), put16(cd, 0);
+    put16(cd, 0), put16(cd, 0), put32(cd, 0), put32(cd, off);
+    cd += name;
+  }
+  const uint32_t cd_off = static_cast<uint32_t>(out.size());
+  out += cd;
+  put32(out, 0x06054b50), put16(out, 0), put16(out, 0), put16(out, members.size()), put16(out, members.size());
+  put32(out, cd.size()), put32(out, cd_off), put16(out, 0);
+  return out;
+}
+
+std::string gzip(const std::string& data) {
+  z_stream zs{};
+  REQUIRE(deflateInit2(&zs, 6, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) == Z_OK);
+  std::string out(deflateBound(&zs, data.size()) + 64, '\0');
+  zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(data.data()));
+  zs.avail_in = static_cast<uInt>(data.size());
+  zs.next_out = reinterpret_cast<Bytef*>(out.data());
+  zs.avail_out = static_cast<uInt>(out.size());
+  REQUIRE(deflate(&zs, Z_FINISH) == Z_STREAM_END);
+  out.resize(zs.total_out);
+  deflateEnd(&zs);
+  return out;
+}
+
+std::string idxHeader(uint32_t n, uint32_t h, uint32_t w) {
+  std::string s("\0\0\x08\x03", 4);
+  for (uint32_t v : {n, h, w}) s += char(v >> 24), s += char(v >> 16), s += char(v >> 8), s += char(v);
+  return s;
+}
+
+Preprocess raw(json extra = json::object()) {
+  extra["scale"] = 1.0;
+  return Preprocess::fromJson(extra, "test preprocessing");
+}
+
+DataOptions opts(const fs::path& p, std::optional<Preprocess> pp = std::nullopt, std::vector<int64_t> shape = {}) {
+  DataOptions o;
+  o.path = p;
+  o.preprocess = std::move(pp);
+  o.sample_shape = std::move(shape);
+  return o;
+}
+
+/// The single sample of a one-image dataset.
+std::pair<Shape, std::vector<float>> one(const DataOptions& o) {
+  auto d = openDataset(o);
+  auto b = d->next(8);
+  REQUIRE(b);
+  REQUIRE(b->inputs.dim(0) == 1);
+  Shape s(b->inputs.shape().begin() + 1, b->inputs.shape().end());
+  return {s, std::vector<float>(b->inputs.data<float>(), b->inputs.data<float>() + b->inputs.numel())};
+}
+
+}  // namespace
+
+TEST_CASE("fmnist sample: PNG ImageFolder, .npy and IDX give identical batches", "[data]") {
+  const Preprocess pp = Preprocess::load(kSample / "preprocess.json");
+  DataOptions o;
+  o.preprocess = pp;
+  o.sample_shape = {1, 28, 28};
+  o.num_classes = 10;
+
+  o.path = kSample / "images.npy";
+  auto npy = openDataset(o);
+  CHECK(npy->size() == 500);
+  CHECK(npy->hasLabels());
+  CHECK_THAT(npy->describe(), Contains("labels from labels.npy"));
+  const All a = readAll(*npy, 64);
+  REQUIRE(a.x.size() == 500);
+  REQUIRE(a.y.size() == 500);
+  CHECK(a.batch_shape == Shape{64, 1, 28, 28});
+  CHECK(a.names[3] == "images.npy[3]");
+  // pixel value 0 -> (0 * scale - mean) / std
+  bool saw_zero = false;
+  for (float v : a.x[0]) saw_zero |= v == static_cast<float>(-0.286 / 0.353);
+  CHECK(saw_zero);
+
+  SECTION("the folder picks images.npy, its labels and preprocess.json") {
+    DataOptions f;
+    f.path = kSample;
+    f.sample_shape = {1, 28, 28};
+    auto d = openDataset(f);
+    CHECK_THAT(d->describe(), Contains("images.npy"));
+    REQUIRE(d->preprocessing());
+    CHECK(d->preprocessing()->origin == (kSample / "preprocess.json").string());
+    const All b = readAll(*d, 500);
+    CHECK(b.x == a.x);
+    CHECK(b.y == a.y);
+  }
+
+  SECTION("PNG ImageFolder") {
+    o.path = kSample / "png";
+    auto d = openDataset(o);
+    CHECK(d->size() == 500);
+    CHECK(d->classNames().size() == 10);
+    CHECK_THAT(d->describe(), Contains("ImageFolder") && Contains("500 images") && Contains("10 classes"));
+    const All b = readAll(*d, 50);
+    REQUIRE(b.x.size() == 500);
+    std::set<int64_t> seen;
+    for (size_t i = 0; i < b.x.size(); ++i) {
+      // png/<class>/<index in the test set>.png
+      const int64_t idx = std::stoll(fs::path(b.names[i]).stem().string());
+      REQUIRE(idx < 500);
+      seen.insert(idx);
+      INFO(b.names[i]);
+      CHECK(bitEqual(b.x[i], a.x[idx]));
+      CHECK(b.y[i] == a.y[idx]);
+      CHECK(std::stoll(fs::path(b.names[i]).parent_path().string()) == b.y[i]);
+    }
+    CHECK(seen.size() == 500);
+  }
+
+  SECTION("flat image folder with labels.txt") {
+    test::TempDir t;
+    for (const auto& cls : fs::directory_iterator(kSample / "png"))
+      for (const auto& f : fs::directory_iterator(cls.path())) fs::copy_file(f.path(), t / f.path().filename().string());
+    fs::copy_file(kSample / "labels.txt", t / "labels.txt");
+    o.path = t.path();
+    auto d = openDataset(o);
+    CHECK_THAT(d->describe(), Contains("labels from labels.txt"));
+    const All b = readAll(*d, 128);
+    REQUIRE(b.x.size() == 500);
+    CHECK(b.y == a.y);
+    for (size_t i = 0; i < 500; ++i) CHECK(bitEqual(b.x[i], a.x[i]));
+  }
+
+  SECTION("IDX (first 500 of the test set)") {
+    if (!fs::exists(kIdxImages)) {
+      WARN("skipped: " << kIdxImages << " not installed (package dataset-fashion-mnist)");
+      return;
+    }
+    o.path = kIdxImages;
+    o.limit = 500;
+    auto d = openDataset(o);
+    CHECK(d->size() == 500);
+    CHECK_THAT(d->describe(), Contains("first 500 of 10000") && Contains("t10k-labels-idx1-ubyte.gz"));
+    const All b = readAll(*d, 100);
+    REQUIRE(b.x.size() == 500);
+    CHECK(b.y == a.y);
+    for (size_t i = 0; i < 500; ++i) CHECK(bitEqual(b.x[i], a.x[i]));
+    SECTION("reset starts over") {
+      d->reset();
+      auto first = d->next(3);
+      REQUIRE(first);
+      CHECK(first->first_index == 0);
+      CHECK(bitEqual(std::vector<float>(first->inputs.data<float>(), first->inputs.data<float>() + 784), a.x[0]));
+    }
+  }
+
+  SECTION(".npz, stored and deflated") {
+    const Tensor images = readNpy(kSample / "images.npy");
+    const Tensor labels = readNpy(kSample / "labels.npy");
+    for (const bool deflate : {false, true})
+      for (const bool zip64 : {false, true}) {
+        test::TempDir t;
+        test::writeFile(t / "d.npz", makeZip({{"x.npy", toNpy(images)}, {"y.npy", toNpy(labels)}}, deflate, zip64));
+        o.path = t / "d.npz";
+        auto d = openDataset(o);
+        CHECK_THAT(d->describe(), Contains("labels from d.npz:y"));
+        const All b = readAll(*d, 77);
+        CHECK(b.y == a.y);
+        CHECK(b.x == a.x);
+        d->reset();
+        const All c = readAll(*d, 500);
+        CHECK(c.x == a.x);
+      }
+  }
+}
+
+TEST_CASE("preprocessing JSON", "[data]") {
+  SECTION("valid keys") {
+    const Preprocess p = Preprocess::fromJson(
+        json::parse(R"({"resize": 256, "crop": 224, "scale": 0.5, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
+                        "color": "bgr", "layout": "NHWC"})"),
+        "p.json");
+    CHECK(p.resize_short == 256);
+    CHECK(p.crop == std::array<int64_t, 2>{224, 224});
+    CHECK(p.scale == 0.5);
+    CHECK(p.mean.size() == 3);
+    CHECK(p.color == Preprocess::Color::Bgr);
+    CHECK(p.layout == Preprocess::Layout::NHWC);
+    const Preprocess q = Preprocess::fromJson(p.toJson(), "again");
+    CHECK(q.toJson() == p.toJson());
+    const Preprocess d = Preprocess::fromJson(json::object(), "empty");
+    CHECK(d.scale == 1.0 / 255.0);
+    CHECK(d.toJson()["resize"].is_null());
+    CHECK(Preprocess::fromJson(json::parse(R"({"resize": [32, 48], "crop": [30, 40]})"), "x").resize_hw ==
+          std::array<int64_t, 2>{32, 48});
+  }
+  SECTION("errors name the key and the file") {
+    CHECK_THROWS_WITH(Preprocess::fromJson(json::parse(R"({"crp": 3})"), "p.json"),
+                      Contains("p.json") && Contains("\"crp\"") && Contains("valid keys: resize, crop, scale, mean, std, color, layout"));
+    CHECK_THROWS_WITH(Preprocess::fromJson(json::parse(R"({"crop": "224"})"), "p.json"), Contains("p.json") && Contains("\"crop\""));
+    CHECK_THROWS_WITH(Preprocess::fromJson(json::parse(R"({"resize": [1, 2, 3]})"), "p.json"), Contains("\"resize\""));
+    CHECK_THROWS_WITH(Preprocess::fromJson(json::parse(R"({"resize": -5})"), "p.json"), Contains("\"resize\""));
+    CHECK_THROWS_WITH(Preprocess::fromJson(json::parse(R"({"mean": [1, 2]})"), "p.json"), Contains("\"mean\""));
+    CHECK_THROWS_WITH(Preprocess::fromJson(json::parse(R"({"std": [0]})"), "p.json"), Contains("\"std\""));
+    CHECK_THROWS_WITH(Preprocess::fromJson(json::parse(R"({"scale": "1/255"})"), "p.json"), Contains("\"scale\""));
+    CHECK_THROWS_WITH(Preprocess::fromJson(json::parse(R"({"color": "hsv"})"), "p.json"), Contains("\"color\""));
+    CHECK_THROWS_WITH(Preprocess::fromJson(json::parse(R"({"layout": "CHW"})"), "p.json"), Contains("\"layout\""));
+    CHECK_THROWS_WITH(Preprocess::fromJson(json::parse("[1]"), "p.json"), Contains("p.json") && Contains("object"));
+    test::TempDir t;
+    test::writeFile(t / "bad.json", "{\"scale\": ");
+    CHECK_THROWS_WITH(Preprocess::load(t / "bad.json"), Contains("bad.json") && Contains("invalid JSON"));
+  }
+  SECTION("settings that contradict the model") {
+    test::TempDir t;
+    writeGray(t / "a.png", 4, 4, std::vector<uint8_t>(16, 7));
+    CHECK_THROWS_WITH(openDataset(opts(t.path(), raw({{"color", "rgb"}}), {1, 4, 4})),
+                      Contains("test preprocessing") && Contains("wants 1"));
+    CHECK_THROWS_WITH(openDataset(opts(t.path(), raw({{"mean", {1, 2, 3}}}), {1, 4, 4})), Contains("\"mean\" has 3 values"));
+    CHECK_THROWS_WITH(openDataset(opts(t.path(), raw({{"layout", "NCHW"}}), {4, 4, 1})), Contains("set \"layout\": \"NHWC\""));
+  }
+}
+
+TEST_CASE("resize, crop, color and layout on synthetic images", "[data]") {
+  test::TempDir t;
+  // 4 rows x 6 columns, v = 10*y + x + 1
+  std::vector<uint8_t> px(24);
+  for (int y = 0; y < 4; ++y)
+    for (int x = 0; x < 6; ++x) px[y * 6 + x] = static_cast<uint8_t>(10 * y + x + 1);
+  writeGray(t / "a.png", 6, 4, px);
+
+  SECTION("no resize: raw values") {
+    auto [s, v] = one(opts(t.path(), raw()));
+    CHECK(s == Shape{1, 4, 6});
+    CHECK(v[7] == 12);
+  }
+  SECTION("shorter side to 2: 2x2 block means, halves rounded to even") {
+    auto [s, v] = one(opts(t.path(), raw({{"resize", 2}})));
+    CHECK(s == Shape{1, 2, 3});
+    CHECK(v == std::vector<float>{6, 8, 10, 26, 28, 30});
+  }
+  SECTION("resize then crop: offsets round half to even") {
+    auto [s, v] = one(opts(t.path(), raw({{"resize", 2}, {"crop", {1, 2}}})));
+    CHECK(s == Shape{1, 1, 2});
+    CHECK(v == std::vector<float>{6, 8});
+  }
+  SECTION("centre crops") {
+    auto [s, v] = one(opts(t.path(), raw({{"crop", 2}})));
+    CHECK(v == std::vector<float>{13, 14, 23, 24});
+    auto [s3, v3] = one(opts(t.path(), raw({{"crop", 3}})));
+    CHECK(v3 == std::vector<float>{3, 4, 5, 13, 14, 15, 23, 24, 25});
+    CHECK_THROWS_WITH(openDataset(opts(t.path(), raw({{"crop", 5}}))), Contains("a.png") && Contains("smaller than the crop 5x5"));
+  }
+  SECTION("upscaling: half-pixel centres, edges clamped") {
+    test::TempDir u;
+    writeGray(u / "b.png", 2, 2, {0, 100, 0, 100});
+    auto [s, v] = one(opts(u.path(), raw({{"resize", {1, 4}}})));
+    CHECK(s == Shape{1, 1, 4});
+    CHECK(v == std::vector<float>{0, 25, 75, 100});
+  }
+  SECTION("scale, mean, std") {
+    auto [s, v] = one(opts(t.path(), Preprocess::fromJson({{"scale", 0.5}, {"mean", 1.0}, {"std", 2.0}}, "x")));
+    CHECK(v[0] == static_cast<float>((1 * 0.5 - 1.0) / 2.0));
+    CHECK(v[23] == static_cast<float>((36 * 0.5 - 1.0) / 2.0));
+  }
+  SECTION("size check against the model") {
+    CHECK_THROWS_WITH(openDataset(opts(t.path(), raw(), {1, 2, 3})),
+                      Contains("a.png") && Contains("4x6 after preprocessing but the model wants 2x3") && Contains("\"resize\"/\"crop\""));
+    auto [s, v] = one(opts(t.path(), raw({{"resize", 2}}), {1, 2, 3}));
+    CHECK(s == Shape{1, 2, 3});
+    auto [sf, vf] = one(opts(t.path(), raw(), {24}));  // a flat model input takes the same values
+    CHECK(sf == Shape{24});
+    CHECK(vf[7] == 12);
+  }
+
+  SECTION("colour conversion and layouts") {
+    test::TempDir c;
+    writePng(c / "rgb.png", 2, 1, PNG_COLOR_TYPE_RGB, 8, {10, 200, 30, 1, 2, 3});
+    auto [s, v] = one(opts(c.path(), raw()));
+    CHECK(s == Shape{3, 1, 2});
+    CHECK(v == std::vector<float>{10, 1, 200, 2, 30, 3});
+    auto [sg, vg] = one(opts(c.path(), raw({{"color", "gray"}})));
+    CHECK(sg == Shape{1, 1, 2});
+    CHECK(vg == std::vector<float>{124, 2});  // Pillow: (10*19595 + 200*38470 + 30*7471 + 32768) >> 16
+    auto [sb, vb] = one(opts(c.path(), raw({{"color", "bgr"}, {"layout", "NHWC"}})));
+    CHECK(sb == Shape{1, 2, 3});
+    CHECK(vb == std::vector<float>{30, 200, 10, 3, 2, 1});
+    test::TempDir c2;
+    writePng(c2 / "rgb.png", 1, 2, PNG_COLOR_TYPE_RGB, 8, {10, 200, 30, 1, 2, 3});
+    auto [sn, vn] = one(opts(c2.path(), raw(), {2, 1, 3}));  // NHWC taken from the model's shape
+    CHECK(sn == Shape{2, 1, 3});
+    CHECK(vn == std::vector<float>{10, 200, 30, 1, 2, 3});
+
+    test::TempDir g;
+    writeGray(g / "g.png", 2, 1, {5, 250});
+    auto [s3, v3] = one(opts(g.path(), raw({{"color", "rgb"}})));
+    CHECK(s3 == Shape{3, 1, 2});
+    CHECK(v3 == std::vector<float>{5, 250, 5, 250, 5, 250});
+    CHECK_THROWS_WITH(openDataset(opts(g.path(), raw(), {3, 1, 2})),
+                      Contains("g.png") && Contains("1 channel but the model input wants 3") && Contains("\"color\": \"rgb\""));
+  }
+
+  SECTION("PNG flavours: alpha, palette, 1-bit, 16-bit, interlaced") {
+    test::TempDir c;
+    writePng(c / "a_rgba.png", 1, 1, PNG_COLOR_TYPE_RGB_ALPHA, 8, {10, 20, 30, 0});
+    writePng(c / "b_ga.png", 1, 1, PNG_COLOR_TYPE_GRAY_ALPHA, 8, {77, 9});
+    writePng(c / "c_pal.png", 2, 1, PNG_COLOR_TYPE_PALETTE, 8, {1, 0}, {{1, 2, 3}, {40, 50, 60}});
+    writePng(c / "d_1bit.png", 8, 1, PNG_COLOR_TYPE_GRAY, 1, {0xa0});
+    writePng(c / "e_16.png", 2, 1, PNG_COLOR_TYPE_GRAY, 16, {0xff, 0xff, 0x80, 0x00});
+    std::vector<uint8_t> big(9 * 7 * 3);
+    for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<uint8_t>(i * 7);
+    writePng(c / "f_interlaced.png", 9, 7, PNG_COLOR_TYPE_RGB, 8, big, {}, true);
+    const auto single = [&](const std::string& name, Preprocess pp) {
+      test::TempDir d;
+      fs::copy_file(c / name, d / name);
+      return one(opts(d.path(), std::move(pp)));
+    };
+    CHECK(single("a_rgba.png", raw()).second == std::vector<float>{10, 20, 30});
+    CHECK(single("b_ga.png", raw()).second == std::vector<float>{77});
+    CHECK(single("c_pal.png", raw()).second == std::vector<float>{40, 1, 50, 2, 60, 3});
+    CHECK(single("d_1bit.png", raw()).second == std::vector<float>{255, 0, 255, 0, 0, 0, 0, 0});
+    const auto v16 = single("e_16.png", raw()).second;
+    CHECK(v16[0] == 255.0f);
+    CHECK(v16[1] == static_cast<float>(32768 * 255.0 / 65535.0));
+    const auto vi = single("f_interlaced.png", raw({{"layout", "NHWC"}})).second;
+    CHECK(vi == std::vector<float>(big.begin(), big.end()));
+  }
+
+  SECTION("JPEG gray and RGB") {
+    test::TempDir j;
+    writeJpeg(j / "a.jpg", 8, 8, 1, std::vector<uint8_t>(64, 128));
+    auto [s, v] = one(opts(j.path(), raw()));
+    CHECK(s == Shape{1, 8, 8});
+    CHECK(v == std::vector<float>(64, 128));
+    test::TempDir k;
+    std::vector<uint8_t> rgb;
+    for (int i = 0; i < 64; ++i) rgb.insert(rgb.end(), {200, 50, 90});
+    writeJpeg(k / "b.JPEG", 8, 8, 3, rgb);
+    auto [s3, v3] = one(opts(k.path(), raw()));
+    CHECK(s3 == Shape{3, 8, 8});
+    CHECK(std::abs(v3[0] - 200) <= 2);
+    CHECK(std::abs(v3[64] - 50) <= 2);
+    CHECK(std::abs(v3[128] - 90) <= 2);
+  }
+}
+
+TEST_CASE("bad data gets one error naming the file", "[data]") {
+  test::TempDir t;
+  const fs::path real = kSample / "png" / "00" / "00019.png";
+
+  SECTION("corrupt (truncated) PNG") {
+    fs::create_directories(t / "cls");
+    const std::string bytes = test::readFile(real);
+    test::writeFile(t / "cls" / "bad.png", bytes.substr(0, bytes.size() / 2));
+    CHECK_THROWS_WITH(openDataset(opts(t.path())), Contains("bad.png") && Contains("corrupt PNG"));
+    test::writeFile(t / "cls" / "bad.png", "not an image");
+    CHECK_THROWS_WITH(openDataset(opts(t.path())), Contains("bad.png") && Contains("not a PNG or JPEG"));
+  }
+  SECTION("corrupt (truncated) JPEG") {
+    writeJpeg(t / "a.jpg", 64, 64, 3, std::vector<uint8_t>(64 * 64 * 3, 99));
+    const std::string bytes = test::readFile(t / "a.jpg");
+    test::writeFile(t / "a.jpg", bytes.substr(0, bytes.size() / 2));
+    CHECK_THROWS_WITH(openDataset(opts(t.path())), Contains("a.jpg") && Contains("corrupt JPEG"));
+  }
+  SECTION("3-channel image for a 1-channel model without colour conversion") {
+    writeGray(t / "a.png", 2, 2, {1, 2, 3, 4});
+    writePng(t / "b.png", 2, 2, PNG_COLOR_TYPE_RGB, 8, std::vector<uint8_t>(12, 9));
+    auto d = openDataset(opts(t.path(), std::nullopt, {1, 2, 2}));
+    CHECK_THROWS_WITH(d->next(2), Contains("b.png") && Contains("image has 3 channels but the model input wants 1") &&
+                                      Contains("set \"color\": \"gray\" in the preprocessing JSON"));
+  }
+  SECTION(".npy of the wrong shape for the model") {
+    writeNpy(t / "images.npy", Tensor(DType::UInt8, {4, 32, 32}));
+    CHECK_THROWS_WITH(openDataset(opts(t / "images.npy", std::nullopt, {1, 28, 28})),
+                      Contains("images.npy") && Contains("32x32 after preprocessing but the model wants 28x28"));
+    writeNpy(t / "f.npy", Tensor(DType::Float32, {4, 784}));
+    CHECK_THROWS_WITH(openDataset(opts(t / "f.npy", std::nullopt, {1, 28, 28})),
+                      Contains("f.npy") && Contains("does not match the model input [?,1,28,28]"));
+    writeNpy(t / "g.npy", Tensor(DType::Float64, {4, 1, 28, 28}));
+    CHECK_THROWS_WITH(openDataset(opts(t / "g.npy", std::nullopt, {1, 28, 28})), Contains("g.npy") && Contains("float32"));
+    writeNpy(t / "h.npy", Tensor(DType::UInt8, {4, 5}));
+    CHECK_THROWS_WITH(openDataset(opts(t / "h.npy")), Contains("h.npy") && Contains("is not images"));
+    std::string cut = toNpy(Tensor(DType::Float32, {4, 1, 28, 28}));
+    test::writeFile(t / "cut.npy", cut.substr(0, cut.size() - 5));
+    CHECK_THROWS_WITH(openDataset(opts(t / "cut.npy")), Contains("cut.npy") && Contains("truncated"));
+  }
+  SECTION("IDX header lying about its size") {
+    const std::string header = idxHeader(10000, 28, 28);
+    test::writeFile(t / "t10k-images-idx3-ubyte.gz", gzip(header + "abc"));
+    CHECK_THROWS_WITH(openDataset(opts(t / "t10k-images-idx3-ubyte.gz")),
+                      Contains("t10k-images-idx3-ubyte.gz") && Contains("header says 10000 images of 28x28 but the file holds 3 bytes of data"));
+    test::writeFile(t / "plain-images-idx3-ubyte", header + "abc");
+    CHECK_THROWS_WITH(openDataset(opts(t / "plain-images-idx3-ubyte")),
+                      Contains("plain-images-idx3-ubyte") && Contains("holds 3 bytes of data"));
+    if (fs::exists(kIdxImages)) {  // a real file cut in half: the gzip stream is truncated
+      const std::string bytes = test::readFile(kIdxImages);
+      test::writeFile(t / "cut-images-idx3-ubyte.gz", bytes.substr(0, bytes.size() / 2));
+      CHECK_THROWS_WITH(openDataset(opts(t / "cut-images-idx3-ubyte.gz")),
+                        Contains("cut-images-idx3-ubyte.gz") && Contains("header says 10000 images") && Contains("truncated"));
+    }
+  }
+  SECTION("IDX labels that do not match") {
+    std::string img = idxHeader(3, 2, 2) + std::string(12, '\x05');
+    test::writeFile(t / "x-images-idx3-ubyte", img);
+    test::writeFile(t / "x-labels-idx1-ubyte", std::string("\0\0\x08\x01\0\0\0\x02\x01\x02", 10));
+    CHECK_THROWS_WITH(openDataset(opts(t / "x-images-idx3-ubyte")),
+                      Contains("x-labels-idx1-ubyte has 2 labels but") && Contains("holds 3 images"));
+    test::writeFile(t / "x-labels-idx1-ubyte", std::string("\0\0\x08\x01\0\0\0\x03\x01\x02\x0c", 11));
+    DataOptions o = opts(t / "x-images-idx3-ubyte");
+    o.num_classes = 10;
+    CHECK_THROWS_WITH(openDataset(o), Contains("x-labels-idx1-ubyte[2]") && Contains("label 12 is out of range"));
+    o.num_classes = 0;
+    auto d = openDataset(o);
+    auto b = d->next(10);
+    REQUIRE(b);
+    CHECK(b->labels == std::vector<int64_t>{1, 2, 12});
+    CHECK(b->inputs.shape() == Shape{3, 1, 2, 2});
+    CHECK(b->inputs.data<float>()[0] == 5.0f / 255.0f);
+  }
+  SECTION("labels file with fewer lines than images") {
+    for (int i = 0; i < 3; ++i) writeGray(t / ("im" + std::to_string(i) + ".png"), 2, 2, {1, 2, 3, 4});
+    test::writeFile(t / "labels.txt", "1\n2\n");
+    CHECK_THROWS_WITH(openDataset(opts(t.path())), Contains("labels.txt has 2 lines but the folder") && Contains("has 3 images"));
+    test::writeFile(t / "labels.txt", "1\n-2\n0\n");
+    CHECK_THROWS_WITH(openDataset(opts(t.path())), Contains("labels.txt line 2") && Contains("negative"));
+    test::writeFile(t / "labels.txt", "1\ncat\n0\n");
+    CHECK_THROWS_WITH(openDataset(opts(t.path())), Contains("labels.txt line 2") && Contains("not an integer"));
+    test::writeFile(t / "labels.txt", "1\n2\n0\n");
+    auto d = openDataset(opts(t.path()));
+    CHECK(readAll(*d, 2).y == std::vector<int64_t>{1, 2, 0});
+  }
+  SECTION("CSV labels by file name, with a header") {
+    for (int i = 0; i < 3; ++i) writeGray(t / ("im" + std::to_string(i) + ".png"), 2, 2, {1, 2, 3, 4});
+    test::writeFile(t / "labels.csv", "file,label\nim2.png,7\nim0.png,5\nim1.png,6\n");
+    auto d = openDataset(opts(t.path()));
+    CHECK(readAll(*d, 3).y == std::vector<int64_t>{5, 6, 7});
+    test::writeFile(t / "labels.csv", "file,label\nim2.png,7\nim0.png,5\n");
+    CHECK_THROWS_WITH(openDataset(opts(t.path())), Contains("labels.csv has no label for 'im1.png'"));
+    test::writeFile(t / "labels.csv", "im2.png,7\nim0.png,5\nim9.png,1\n");
+    CHECK_THROWS_WITH(openDataset(opts(t.path())), Contains("labels.csv") && Contains("'im9.png'"));
+  }
+  SECTION("empty folder, missing path, ImageFolder class count") {
+    CHECK_THROWS_WITH(openDataset(opts(t.path())),
+                      Contains("folder '" + t.path().string() + "' holds no images (.png, .jpg, .jpeg)"));
+    CHECK_THROWS_WITH(openDataset(opts(t / "nope")), Contains("nope") && Contains("no such file or folder"));
+    test::writeFile(t / "notes.bin", "hello");
+    CHECK_THROWS_WITH(openDataset(opts(t / "notes.bin")), Contains("notes.bin") && Contains("unrecognised"));
+    for (int c = 0; c < 3; ++c) {
+      fs::create_directories(t / std::to_string(c));
+      writeGray(t / std::to_string(c) / "a.png", 2, 2, {1, 2, 3, 4});
+    }
+    DataOptions o = opts(t.path());
+    o.num_classes = 2;
+    CHECK_THROWS_WITH(openDataset(o), Contains("3 class folders but the model predicts 2"));
+  }
+  SECTION("corrupt .npz") {
+    const std::string zip = makeZip({{"x.npy", toNpy(Tensor(DType::UInt8, {50, 4, 4}))}}, false, false);
+    std::string bad = zip;
+    bad[200] ^= 1;  // inside the stored data: the CRC no longer matches
+    test::writeFile(t / "a.npz", bad);
+    auto d = openDataset(opts(t / "a.npz"));
+    CHECK_THROWS_WITH(readAll(*d, 16), Contains("a.npz") && Contains("CRC-32 mismatch"));
+    test::writeFile(t / "b.npz", zip.substr(0, zip.size() - 30));
+    CHECK_THROWS_WITH(openDataset(opts(t / "b.npz")), Contains("b.npz") && Contains("zip"));
+    const std::string deflated = makeZip({{"x.npy", toNpy(Tensor(DType::UInt8, {50, 4, 4}))}}, true, false);
+    bad = deflated;
+    bad[60] ^= 0x55;
+    test::writeFile(t / "c.npz", bad);
+    CHECK_THROWS_WITH(readAll(*openDataset(opts(t / "c.npz")), 16), Contains("c.npz"));
+  }
+}
+
+TEST_CASE("ONNX test_data_set folders", "[data]") {
+  test::TempDir t;
+  std::vector<float> v(5 * 4);
+  for (size_t i = 0; i < v.size(); ++i) v[i] = static_cast<float>(i);
+  const Tensor a = Tensor::fromVector<float>({3, 1, 2, 2}, std::vector<float>(v.begin(), v.begin() + 12));
+  const Tensor b = Tensor::fromVector<float>({2, 1, 2, 2}, std::vector<float>(v.begin() + 12, v.end()));
+  for (const auto& [dir, tensor] : {std::pair{"test_data_set_0", a}, std::pair{"test_data_set_1", b}}) {
+    fs::create_directories(t / dir);
+    test::writeFile(t / dir / "input_0.pb", tensorToProto(tensor, "input").SerializeAsString());
+    test::writeFile(t / dir / "output_0.pb", "ignored");
+  }
+  auto d = openDataset(opts(t.path(), std::nullopt, {1, 2, 2}));
+  CHECK(d->size() == 5);
+  CHECK_FALSE(d->hasLabels());
+  CHECK_THAT(d->describe(), Contains("2 sets"));
+  const All all = readAll(*d, 2);  // batches of at most 2: [2], [1], [2]
+  REQUIRE(all.x.size() == 5);
+  for (size_t i = 0; i < 5; ++i) CHECK(all.x[i][0] == static_cast<float>(4 * i));
+  CHECK(all.names[4] == "test_data_set_1/input_0.pb[1]");
+  CHECK_THROWS_WITH(openDataset(opts(t.path(), std::nullopt, {3, 2, 2})), Contains("input_0.pb") && Contains("does not match"));
+  test::writeFile(t / "test_data_set_1" / "input_0.pb", "\xff\xff\xff garbage");
+  CHECK_THROWS_WITH(openDataset(opts(t.path())), Contains("test_data_set_1") && Contains("input_0.pb"));
+}
+
+TEST_CASE("limits", "[data]") {
+  DataOptions o = opts(kSample / "png");
+  o.limit = 20;
+  auto d = openDataset(o);
+  CHECK(d->size() == 20);
+  CHECK_THAT(d->describe(), Contains("20 of 500 images, evenly spaced"));
+  const All a = readAll(*d, 7);
+  CHECK(std::set<int64_t>(a.y.begin(), a.y.end()).size() == 10);  // every class, not just the first
+  o.path = kSample / "images.npy";
+  auto n = openDataset(o);
+  CHECK_THAT(n->describe(), Contains("first 20 of 500"));
+  CHECK(readAll(*n, 64).x.size() == 20);
+  o.limit = -1;
+  CHECK_THROWS_WITH(openDataset(o), Contains("limit"));
+}
+
+TEST_CASE("reading speed", "[data]") {
+  using clock = std::chrono::steady_clock;
+  const auto readCount = [](Dataset& d) {
+    int64_t n = 0;
+    while (auto b = d.next(256)) n += b->inputs.dim(0);
+    return n;
+  };
+  if (fs::exists(kIdxImages)) {
+    const auto t0 = clock::now();
+    auto d = openDataset(opts(kIdxImages, Preprocess::load(kSample / "preprocess.json"), {1, 28, 28}));
+    const int64_t n = readCount(*d);
+    const double s = std::chrono::duration<double>(clock::now() - t0).count();
+    CHECK(n == 10000);
+    std::cout << "IDX: 10000 images in " << s * 1e3 << " ms\n";
+    CHECK(s < 2.0);
+  }
+  const auto t0 = clock::now();
+  auto d = openDataset(opts(kSample / "png", Preprocess::load(kSample / "preprocess.json"), {1, 28, 28}));
+  const int64_t n = readCount(*d);
+  const double s = std::chrono::duration<double>(clock::now() - t0).count();
+  CHECK(n == 500);
+  std::cout << "PNG ImageFolder: 500 images in " << s * 1e3 << " ms\n";
+  CHECK(s < 2.0);
+}

@@ -1,0 +1,109 @@
+// lwc eval and lwc compare end to end on the committed models and real data.
+#include <catch2/catch.hpp>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "lwc/model_io.h"
+#include "support/test_util.h"
+
+using namespace lwc;
+using lwc::test::runLwc;
+using lwc::test::TempDir;
+namespace fs = std::filesystem;
+
+namespace {
+const fs::path kIdx = "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz";
+
+std::string q(const fs::path& p) { return "'" + p.string() + "'"; }
+
+nlohmann::json models() {
+  std::ifstream f(test::testdataDir() / "models.json");
+  REQUIRE(f.good());
+  return nlohmann::json::parse(f);
+}
+
+nlohmann::json evalJson(const fs::path& model, const std::string& data_args) {
+  auto r = runLwc("eval " + q(model) + " " + data_args + " --json");
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  return nlohmann::json::parse(r.out);
+}
+}  // namespace
+
+TEST_CASE("lwc eval reproduces PyTorch's accuracy on the 10 000 test images (IDX)", "[cli][eval]") {
+  REQUIRE(fs::exists(kIdx));  // dataset-fashion-mnist (scripts/setup.sh)
+  const fs::path pre = test::testdataDir() / "fmnist_sample/preprocess.json";
+  const auto all = models();
+  for (const auto& [name, m] : all.items()) {
+    INFO(name);
+    const auto j = evalJson(test::testdataDir() / m["file"].get<std::string>(),
+                            "--data " + q(kIdx) + " --preprocess " + q(pre));
+    CHECK(j["count"] == 10000);
+    const int64_t want = m["top1_correct"].get<int64_t>();
+    CHECK(std::abs(j["top1_correct"].get<int64_t>() - want) <= 2);
+    CHECK(j["images_per_s"].get<double>() > 0);
+  }
+}
+
+TEST_CASE("lwc eval on the bundled PNG and .npy samples", "[cli][eval]") {
+  const fs::path sample = test::testdataDir() / "fmnist_sample";
+  const auto all = models();
+  for (const auto& [name, m] : all.items()) {
+    INFO(name);
+    const fs::path model = test::testdataDir() / m["file"].get<std::string>();
+    const int64_t want = m["sample500_top1_correct"].get<int64_t>();
+    const auto png = evalJson(model, "--data " + q(sample / "png") + " --preprocess " + q(sample / "preprocess.json"));
+    CHECK(png["count"] == 500);
+    CHECK(png["top1_correct"].get<int64_t>() == want);
+    const auto npy = evalJson(model, "--data " + q(sample / "images.npy") + " --labels " + q(sample / "labels.npy") +
+                                         " --preprocess " + q(sample / "preprocess.json"));
+    CHECK(npy["top1_correct"].get<int64_t>() == want);
+  }
+}
+
+TEST_CASE("lwc compare: a model against itself, and against a perturbed copy", "[cli][compare]") {
+  TempDir d;
+  const fs::path sample = test::testdataDir() / "fmnist_sample";
+  const fs::path model = test::testdataDir() / "resnet_fmnist.onnx";
+  const std::string data = " --data " + q(sample / "png") + " --preprocess " + q(sample / "preprocess.json") + " --limit 100";
+
+  auto self = runLwc("compare " + q(model) + " " + q(model) + data + " --per-layer --json");
+  INFO(self.err);
+  REQUIRE(self.exit_code == 0);
+  auto js = nlohmann::json::parse(self.out);
+  CHECK(js["outputs"][0]["top1_agreement"] == 1.0);
+  CHECK(js["outputs"][0]["sqnr_db"] == "inf");
+  CHECK(js["outputs"][0]["max_abs_diff"] == 0.0);
+  CHECK(js["layers"].size() > 40);
+
+  // Perturb one layer (the scale of a BatchNormalization late in the network): its output must come
+  // out as the worst tensor and as the first that differs.
+  Model m = loadModel(model);
+  std::string perturbed_out;
+  for (const auto& n : m.graph.nodes)
+    if (n.name == "/layers/layers.5/bn2/BatchNormalization") {
+      Tensor* w = m.graph.initializers.find(n.inputs[1]);
+      REQUIRE(w);
+      Tensor nw = w->clone();
+      std::mt19937 rng(5);
+      std::normal_distribution<float> noise(0.0f, 1.0f);
+      float* p = nw.data<float>();
+      for (int64_t i = 0; i < nw.numel(); ++i) p[i] += 0.5f * std::fabs(p[i]) * noise(rng);
+      *w = nw;
+      perturbed_out = n.outputs[0];
+    }
+  REQUIRE(!perturbed_out.empty());
+  saveModel(m, d / "perturbed.onnx");
+  auto r = runLwc("compare " + q(model) + " " + q(d / "perturbed.onnx") + data + " --per-layer --json");
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  auto jp = nlohmann::json::parse(r.out);
+  CHECK(jp["layers"][0]["name"] == perturbed_out);
+  CHECK(jp["first_divergence"] == perturbed_out);
+  CHECK(jp["layers"][0]["sqnr_db"].get<double>() < 40.0);
+  // everything before the perturbed conv is untouched
+  for (const auto& l : jp["layers"])
+    if (l["name"] == "/stem/stem.0/Conv_output_0") CHECK(l["sqnr_db"] == "inf");
+  CHECK(jp["outputs"][0]["top1_agreement"].get<double>() < 1.0 + 1e-12);
+}
