@@ -14,14 +14,16 @@
 
 int main(int argc, char** argv) {
   // OpenMP reads its settings when the runtime library loads, before main(): set them and re-exec
-  // once. Waiting threads sleep instead of spinning (with spinning, a busy machine turned 8 ms
-  // mobilenet_v2 runs into 200-400 ms ones at 2 threads), and threads are pinned. A user's own
-  // OMP_* settings win.
+  // once. Idle threads spin briefly, then sleep (GOMP_SPINCOUNT=20000, ~tens of microseconds):
+  // measured on mobilenet_v2 at 2 threads, that is as fast as pure spinning on an idle machine
+  // (3.3 ms vs 4.5 ms with OMP_WAIT_POLICY=PASSIVE) and degrades gracefully when another process
+  // takes a core, where libgomp's default long spin made runs 30-50x slower. Threads are pinned.
+  // A user's own OMP_*/GOMP_* settings win.
   if (!std::getenv("LWC_OMP_CONFIGURED")) {
     ::setenv("LWC_OMP_CONFIGURED", "1", 1);
     ::setenv("OMP_PROC_BIND", "close", 0);
     ::setenv("OMP_PLACES", "cores", 0);
-    ::setenv("OMP_WAIT_POLICY", "PASSIVE", 0);
+    if (!std::getenv("OMP_WAIT_POLICY")) ::setenv("GOMP_SPINCOUNT", "20000", 0);
     ::execv("/proc/self/exe", argv);  // returns only on failure: then run with the defaults
   }
   using namespace lwc::app;

@@ -17,7 +17,7 @@ void configureThreads(int threads) {
   // Only effective before the OpenMP runtime starts, hence also done in main().
   ::setenv("OMP_PROC_BIND", "close", 0);
   ::setenv("OMP_PLACES", "cores", 0);
-  ::setenv("OMP_WAIT_POLICY", "PASSIVE", 0);
+  if (!std::getenv("OMP_WAIT_POLICY")) ::setenv("GOMP_SPINCOUNT", "20000", 0);
   const int n = threads > 0 ? threads : omp_get_num_procs();
   omp_set_num_threads(n);
 }
