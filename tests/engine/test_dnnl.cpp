@@ -7,13 +7,6 @@ using namespace lwc;
 using namespace lwc::test;
 
 namespace {
-// Implementation chosen for the (first) node whose description contains `op`.
-std::string implOf(const engine::Session& s, const std::string& op) {
-  for (const auto& [desc, impl] : s.kernelChoices())
-    if (desc.find(op) != std::string::npos) return impl;
-  return "none";
-}
-
 struct ConvCase {
   const char* name;
   Shape x, w;

@@ -14,13 +14,6 @@ using namespace lwc;
 using namespace lwc::test;
 
 namespace {
-// Implementation chosen for the (first) node whose description contains `op`.
-std::string implOf(const engine::Session& s, const std::string& op) {
-  for (const auto& [desc, impl] : s.kernelChoices())
-    if (desc.find(op) != std::string::npos) return impl;
-  return "none";
-}
-
 // The int8 fast paths run only where oneDNN's int8 kernels are exact: VNNI (same test as the kernel).
 bool int8FastPathHere() {
   const auto isa = static_cast<unsigned>(dnnl::get_effective_cpu_isa());

@@ -122,6 +122,12 @@ Tensor randomInt(DType dtype, Shape shape, uint32_t seed, int64_t lo, int64_t hi
   return t.cast(dtype);
 }
 
+std::string implOf(const engine::Session& s, const std::string& op) {
+  for (const auto& [desc, impl] : s.kernelChoices())
+    if (desc.find(op) != std::string::npos) return impl;
+  return "none";
+}
+
 std::string compareTensors(const Tensor& a, const Tensor& e, double rtol, double atol) {
   std::ostringstream os;
   if (a.dtype() != e.dtype()) {

@@ -38,6 +38,9 @@ Tensor randomFloat(Shape shape, uint32_t seed, float lo = -1.0f, float hi = 1.0f
 /// Seeded uniform random integer tensor of dtype in [lo, hi].
 Tensor randomInt(DType dtype, Shape shape, uint32_t seed, int64_t lo, int64_t hi);
 
+/// Implementation ("ref", "dnnl" ...) chosen for the first node whose description contains `op`, or "none".
+std::string implOf(const engine::Session& s, const std::string& op);
+
 /// Max |a-b| / (atol + rtol*|b|) style check; returns an empty string when close, else a description
 /// of the worst element (index, both values).
 std::string compareTensors(const Tensor& actual, const Tensor& expected, double rtol = 1e-5, double atol = 1e-6);

@@ -45,6 +45,7 @@
 #include <unordered_map>
 
 #include "engine/kernels/common.h"
+#include "engine/kernels/dnnl_common.h"
 #include "engine/kernels/nn_ref.h"
 #include "engine/kernels/quant_ref.h"
 
@@ -52,14 +53,10 @@ namespace lwc::engine {
 
 namespace {
 
-using dnnl::memory;
-using tag = dnnl::memory::format_tag;
-using dt = dnnl::memory::data_type;
-
-dnnl::engine& cpuEngine() {
-  static dnnl::engine e(dnnl::engine::kind::cpu, 0);
-  return e;
-}
+using dnnl_util::memory;
+using dnnl_util::tag;
+using dnnl_util::dt;
+using dnnl_util::cpuEngine;
 
 /// True when oneDNN's int8 kernels use VNNI (exact u8 x s8 -> s32 dot products).
 bool haveVnni() {

@@ -8,6 +8,7 @@
 #include <mutex>
 
 #include "engine/kernels/common.h"
+#include "engine/kernels/dnnl_common.h"
 #include "engine/kernels/nn_ref.h"
 #include "engine/optimize.h"
 
@@ -15,14 +16,10 @@ namespace lwc::engine {
 
 namespace {
 
-using dnnl::memory;
-using tag = dnnl::memory::format_tag;
-using dt = dnnl::memory::data_type;
-
-dnnl::engine& cpuEngine() {
-  static dnnl::engine e(dnnl::engine::kind::cpu, 0);
-  return e;
-}
+using dnnl_util::memory;
+using dnnl_util::tag;
+using dnnl_util::dt;
+using dnnl_util::cpuEngine;
 
 struct PostOp {
   std::string kind;  // relu, clip, logistic, hardswish, add
