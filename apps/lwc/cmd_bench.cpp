@@ -8,6 +8,7 @@
 #include <random>
 
 #include "commands.h"
+#include "data_args.h"
 #include "lwc/engine.h"
 #include "lwc/model_io.h"
 
@@ -24,6 +25,7 @@ struct BenchOptions {
   bool json = false;
   bool reference = false;
   bool profile = false;
+  DataArgs data;
 };
 
 Tensor randomInput(const ValueInfo& v, int64_t batch, std::mt19937& rng) {
@@ -81,6 +83,8 @@ void addBenchCommand(CLI::App& app, Action& action, const GlobalOptions&) {
   cmd->add_option("--iters", o->iters, "Timed runs (0: run for --seconds)")->default_val(0)->check(CLI::NonNegativeNumber);
   cmd->add_option("--seconds", o->seconds, "Time budget for timed runs")->default_val(3.0)->check(CLI::PositiveNumber);
   cmd->add_flag("--json", o->json, "Machine-readable output");
+  cmd->add_option("--data", o->data.data, "Feed the first --batch samples of this data instead of random inputs");
+  cmd->add_option("--preprocess", o->data.preprocess, "Preprocessing JSON for --data");
   cmd->add_flag("--reference", o->reference, "Use only the reference kernels (no oneDNN)");
   cmd->add_flag("--profile", o->profile, "Print the time per op type (and per node with -v)");
   cmd->callback([&action, o] {
@@ -94,7 +98,17 @@ void addBenchCommand(CLI::App& app, Action& action, const GlobalOptions&) {
       engine::Session s(m, so);
       std::mt19937 rng(42);
       engine::TensorMap feeds;
-      for (const auto* v : m.graph.realInputs()) feeds[v->name] = randomInput(*v, o->batch, rng);
+      if (!o->data.data.empty()) {
+        o->data.batch = o->batch;
+        auto ds = openDataset(o->data.optionsFor(m));
+        auto b = ds->next(o->batch);
+        if (!b) fail(o->data.data, ": no samples");
+        if (b->inputs.dim(0) != o->batch)
+          fail(o->data.data, ": holds ", b->inputs.dim(0), " samples, fewer than --batch ", o->batch);
+        feeds[m.graph.realInputs().at(0)->name] = b->inputs;
+      } else {
+        for (const auto* v : m.graph.realInputs()) feeds[v->name] = randomInput(*v, o->batch, rng);
+      }
       using clock = std::chrono::steady_clock;
       for (int i = 0; i < o->warmup; ++i) s.run(feeds);
       std::vector<double> ms;

@@ -107,3 +107,22 @@ TEST_CASE("lwc compare: a model against itself, and against a perturbed copy", "
     if (l["name"] == "/stem/stem.0/Conv_output_0") CHECK(l["sqnr_db"] == "inf");
   CHECK(jp["outputs"][0]["top1_agreement"].get<double>() < 1.0 + 1e-12);
 }
+
+TEST_CASE("lwc bench on random inputs and on data", "[cli][bench]") {
+  const fs::path sample = test::testdataDir() / "fmnist_sample";
+  const fs::path model = test::testdataDir() / "lenet5_fmnist.onnx";
+  for (const std::string& extra : {std::string(), " --data " + q(sample / "png") + " --preprocess " + q(sample / "preprocess.json")}) {
+    auto r = runLwc("bench " + q(model) + " --batch 4 --iters 5 --warmup 1 --json" + extra);
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    auto j = nlohmann::json::parse(r.out);
+    CHECK(j["batch"] == 4);
+    CHECK(j["iters"] == 5);
+    CHECK(j["median_ms"].get<double>() > 0);
+    CHECK(j["p90_ms"].get<double>() >= j["median_ms"].get<double>());
+    CHECK(j["items_per_s"].get<double>() > 0);
+  }
+  auto too_big = runLwc("bench " + q(model) + " --batch 1000 --iters 1 --data " + q(sample / "png"));
+  CHECK(too_big.exit_code == 1);
+  CHECK_THAT(too_big.err, Catch::Contains("fewer than --batch 1000"));
+}
