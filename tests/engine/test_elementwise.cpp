@@ -16,12 +16,7 @@ namespace {
 
 Tensor run(const std::string& op, std::vector<Tensor> inputs, std::vector<onnx::AttributeProto> attrs = {},
            int64_t opset = 17) {
-  NodeSpec s;
-  s.op_type = op;
-  s.opset = opset;
-  s.inputs = std::move(inputs);
-  s.attrs = std::move(attrs);
-  return runNode(s, true).at(0);
+  return runNode(makeSpec(op, std::move(inputs), std::move(attrs), opset), true).at(0);
 }
 
 template <typename T>

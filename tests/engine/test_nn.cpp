@@ -15,12 +15,7 @@ namespace {
 
 NodeSpec spec(const std::string& op, std::vector<Tensor> inputs, std::vector<onnx::AttributeProto> attrs = {},
               int64_t opset = 17) {
-  NodeSpec s;
-  s.op_type = op;
-  s.opset = opset;
-  s.inputs = std::move(inputs);
-  s.attrs = std::move(attrs);
-  return s;
+  return makeSpec(op, std::move(inputs), std::move(attrs), opset);
 }
 
 Tensor run1(const NodeSpec& s) { return runNode(s, /*reference_only=*/true).at(0); }

@@ -8,6 +8,16 @@
 
 namespace lwc::test {
 
+NodeSpec makeSpec(const std::string& op, std::vector<Tensor> inputs, std::vector<onnx::AttributeProto> attrs,
+                  int64_t opset) {
+  NodeSpec s;
+  s.op_type = op;
+  s.opset = opset;
+  s.inputs = std::move(inputs);
+  s.attrs = std::move(attrs);
+  return s;
+}
+
 Model singleNodeModel(const NodeSpec& spec) {
   Model m;
   m.ir_version = 8;

@@ -21,6 +21,10 @@ struct NodeSpec {
   size_t num_outputs = 1;
 };
 
+/// A spec for one default-domain node whose inputs are all fed at run time.
+NodeSpec makeSpec(const std::string& op, std::vector<Tensor> inputs, std::vector<onnx::AttributeProto> attrs = {},
+                  int64_t opset = 17);
+
 /// Builds a one-node model from the spec.
 Model singleNodeModel(const NodeSpec& spec);
 /// Builds and runs a one-node model; returns its outputs in order.

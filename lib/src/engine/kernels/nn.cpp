@@ -482,12 +482,6 @@ Tensor convRef(const Tensor& x, const Tensor& w, const Tensor* b, const ConvPara
 
 // ---------------------------------------------------------------- ConvTranspose
 
-Shape ConvTransposeParams::outShape() const {
-  Shape s{batch, out_channels};
-  s.insert(s.end(), geo.out.begin(), geo.out.end());
-  return s;
-}
-
 ConvTransposeParams parseConvTransposeParams(const Node& n, const Shape& x, const Shape& w) {
   checkSpatialRank(n, x, "input X");
   if (w.size() != x.size())

@@ -33,12 +33,9 @@ ConvParams parseConvParams(const Node& n, const Shape& x, const Shape& w);
 Tensor convRef(const Tensor& x, const Tensor& w, const Tensor* b, const ConvParams& p);
 
 /// ConvTranspose: X [N, C, D...], W [C, M/group, K...], optional B [M] -> Y [N, M, O...].
+/// Same fields as ConvParams (a distinct type so the two parsers' results cannot be mixed up):
 /// geo.in is the input's spatial size, geo.out the output's; pads are those of the equivalent Conv.
-struct ConvTransposeParams {
-  int64_t batch = 0, in_channels = 0, out_channels = 0, group = 1;
-  WindowGeometry geo;
-  Shape outShape() const;
-};
+struct ConvTransposeParams : ConvParams {};
 ConvTransposeParams parseConvTransposeParams(const Node& n, const Shape& x, const Shape& w);
 /// GEMM (W^T x X) + col2im scatter.
 Tensor convTransposeRef(const Tensor& x, const Tensor& w, const Tensor* b, const ConvTransposeParams& p);
