@@ -126,3 +126,35 @@ TEST_CASE("lwc bench on random inputs and on data", "[cli][bench]") {
   CHECK(too_big.exit_code == 1);
   CHECK_THAT(too_big.err, Catch::Contains("fewer than --batch 1000"));
 }
+
+TEST_CASE("exec, eval and compare reject bad arguments with one line and exit 1", "[cli][eval]") {
+  TempDir d;
+  const fs::path sample = test::testdataDir() / "fmnist_sample";
+  const fs::path lenet = test::testdataDir() / "lenet5_fmnist.onnx";
+  Model two = parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 1, 28, 28] a, float[N, 1, 28, 28] b) => (float[N, 1, 28, 28] y, float[N, 1, 28, 28] z)
+{
+  y = Add (a, b)
+  z = Sub (a, b)
+}
+)");
+  saveModel(two, d / "two.onnx");
+  const std::string data = " --data " + q(sample / "png") + " --preprocess " + q(sample / "preprocess.json");
+  struct Case {
+    std::string args, expect;
+  } cases[] = {
+      {"exec " + q(lenet) + " --input nonsense --outdir " + q(d / "o1"), "expected NAME=FILE.npy"},
+      {"exec " + q(lenet) + " --input ghost=" + q(sample / "images.npy") + " --outdir " + q(d / "o2"), "no input of that name"},
+      {"eval " + q(d / "two.onnx") + data, "2 inputs"},
+      {"compare " + q(lenet) + " " + q(d / "two.onnx") + data, "2 outputs"},
+      {"eval " + q(lenet) + " --data " + q(d / "nowhere"), "nowhere"},
+  };
+  for (const auto& c : cases) {
+    INFO(c.args);
+    auto r = runLwc(c.args);
+    CHECK(r.exit_code == 1);
+    CHECK_THAT(r.err, Catch::StartsWith("lwc: error: ") && Catch::Contains(c.expect));
+    CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+  }
+}
