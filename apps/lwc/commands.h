@@ -20,5 +20,8 @@ void addBenchCommand(CLI::App& app, Action& action, const GlobalOptions& g);
 void addExecCommand(CLI::App& app, Action& action, const GlobalOptions& g);
 void addEvalCommand(CLI::App& app, Action& action, const GlobalOptions& g);
 void addCompareCommand(CLI::App& app, Action& action, const GlobalOptions& g);
+void addPassesCommand(CLI::App& app, Action& action, const GlobalOptions& g);
+void addRunCommand(CLI::App& app, Action& action, const GlobalOptions& g);
+void addFuseCommand(CLI::App& app, Action& action, const GlobalOptions& g);
 
 }  // namespace lwc::app

@@ -20,18 +20,7 @@ DataOptions DataArgs::optionsFor(const Model& m) const {
   o.labels = labels;
   if (!preprocess.empty()) o.preprocess = Preprocess::load(preprocess);
   o.limit = limit;
-  const auto inputs = m.graph.realInputs();
-  if (inputs.empty()) fail(m.label(), ": the model has no inputs to feed data to");
-  if (inputs.size() > 1)
-    fail(m.label(), ": the model has ", inputs.size(), " inputs; datasets feed single-input models");
-  const ValueInfo& in = *inputs[0];
-  o.dtype = in.dtype;
-  if (in.shape)
-    for (size_t i = 1; i < in.shape->size(); ++i) o.sample_shape.push_back((*in.shape)[i].known() ? (*in.shape)[i].value : -1);
-  if (!m.graph.outputs.empty() && m.graph.outputs[0].shape && !m.graph.outputs[0].shape->empty()) {
-    const Dim& c = m.graph.outputs[0].shape->back();
-    if (c.known()) o.num_classes = c.value;
-  }
+  fitToModel(o, m);
   return o;
 }
 

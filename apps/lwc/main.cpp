@@ -40,6 +40,9 @@ int main(int argc, char** argv) {
   addExecCommand(app, action, g);
   addEvalCommand(app, action, g);
   addCompareCommand(app, action, g);
+  addPassesCommand(app, action, g);
+  addRunCommand(app, action, g);
+  addFuseCommand(app, action, g);
 
   try {
     app.parse(argc, argv);

@@ -74,6 +74,11 @@ struct DataOptions {
   int64_t num_classes = 0;
 };
 
+class Model;
+/// Sets sample_shape, dtype and num_classes from the model's (single) input and first output.
+/// Throws lwc::Error when the model has no input or several.
+void fitToModel(DataOptions& o, const Model& m);
+
 struct Batch {
   Tensor inputs;                ///< [n, ...sample_shape]
   std::vector<int64_t> labels;  ///< one per sample; empty when the source has none

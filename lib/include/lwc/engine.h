@@ -3,6 +3,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -78,6 +79,12 @@ std::vector<OpSupport> supportedOps();
 
 /// Ops of the model the engine cannot run at the model's opset: "Domain.Op (opset N) in node 'x'".
 std::vector<std::string> unsupportedOps(const Model& m);
+
+/// Runs one node on constant inputs with the reference kernels (for constant folding). Returns
+/// nullopt when the node cannot be evaluated that way (other domain, random op, subgraphs, no
+/// reference kernel); throws lwc::Error when the kernel rejects the inputs.
+std::optional<std::vector<Tensor>> evaluateNode(const Model& model, const Node& n,
+                                                const std::vector<const Tensor*>& inputs);
 
 /// Sets the thread count for OpenMP and oneDNN and pins threads (call before the first run).
 void configureThreads(int threads);

@@ -1,5 +1,7 @@
 #include "engine/optimize.h"
 
+#include "lwc/graph_edit.h"
+
 #include <algorithm>
 #include <cmath>
 #include <set>
@@ -94,10 +96,11 @@ int foldBatchNorms(Graph& g) {
     bool ok = true;
     for (size_t k = 1; k <= 4; ++k) ok = ok && bn.hasInput(k) && isFloatConst(g, bn.inputs[k], oc);
     if (!ok) continue;
-    Tensor w = w0.clone();
-    Tensor b = conv.hasInput(2) ? g.initializers.at(conv.inputs[2]).clone() : Tensor(DType::Float32, {oc});
-    foldBatchNorm(w, b, 0, g.initializers.at(bn.inputs[1]), g.initializers.at(bn.inputs[2]),
-                  g.initializers.at(bn.inputs[3]), g.initializers.at(bn.inputs[4]), bn.attrFloat("epsilon", 1e-5f));
+    const Tensor b0 = conv.hasInput(2) ? g.initializers.at(conv.inputs[2]) : Tensor();
+    const auto affine = batchNormAffine(g.initializers.at(bn.inputs[1]), g.initializers.at(bn.inputs[2]),
+                                        g.initializers.at(bn.inputs[3]), g.initializers.at(bn.inputs[4]),
+                                        bn.attrFloat("epsilon", 1e-5f));
+    auto [w, b] = foldAffineIntoLinear(w0, b0, 0, affine);
     const std::string wn = g.uniqueName(conv.inputs[1] + "_bnfolded");
     g.initializers.set(wn, w);
     const std::string bname = g.uniqueName((conv.hasInput(2) ? conv.inputs[2] : conv.inputs[1]) + "_bnbias");
@@ -331,24 +334,6 @@ int fusePostOps(Graph& g) {
 
 }  // namespace
 
-void foldBatchNorm(Tensor& w, Tensor& b, int out_axis, const Tensor& gamma, const Tensor& beta, const Tensor& mean,
-                   const Tensor& var, float epsilon) {
-  const int64_t oc = w.dim(static_cast<size_t>(out_axis));
-  int64_t outer = 1, inner = 1;
-  for (int d = 0; d < out_axis; ++d) outer *= w.dim(static_cast<size_t>(d));
-  for (size_t d = static_cast<size_t>(out_axis) + 1; d < w.rank(); ++d) inner *= w.dim(d);
-  float* W = w.data<float>();
-  float* B = b.data<float>();
-  for (int64_t o = 0; o < oc; ++o) {
-    const double s = gamma.data<float>()[o] / std::sqrt(static_cast<double>(var.data<float>()[o]) + epsilon);
-    for (int64_t a = 0; a < outer; ++a)
-      for (int64_t k = 0; k < inner; ++k) {
-        float& v = W[(a * oc + o) * inner + k];
-        v = static_cast<float>(v * s);
-      }
-    B[o] = static_cast<float>((B[o] - mean.data<float>()[o]) * s + beta.data<float>()[o]);
-  }
-}
 
 OptimizeStats optimizeForExecution(Graph& g) {
   OptimizeStats st;

@@ -25,9 +25,5 @@ struct OptimizeStats {
 
 OptimizeStats optimizeForExecution(Graph& g);
 
-/// BN folding math: W'[o] = W[o]·γ[o]/√(var[o]+ε), b'[o] = (b[o]−μ[o])·γ[o]/√(var[o]+ε) + β[o].
-/// `w` has the output channel as dim `out_axis` (0 for Conv, 1 for ConvTranspose).
-void foldBatchNorm(Tensor& w, Tensor& b, int out_axis, const Tensor& gamma, const Tensor& beta, const Tensor& mean,
-                   const Tensor& var, float epsilon);
 
 }  // namespace lwc::engine

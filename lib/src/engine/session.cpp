@@ -56,42 +56,21 @@ namespace {
 // once, with the reference kernels, and stores their outputs as initializers. Later rewrites then
 // see constants (e.g. the min/max of a Clip) and kernels can pre-process them.
 int foldConstantNodes(Graph& g, const Model& model) {
-  static const std::set<std::string> kNondeterministic = {"RandomNormal", "RandomUniform", "RandomNormalLike",
-                                                          "RandomUniformLike", "Multinomial", "Bernoulli"};
   int folded = 0;
-  SessionOptions ref_opts;
-  ref_opts.reference_only = true;
   for (size_t i = 0; i < g.nodes.size(); ++i) {
     const Node& n = g.nodes[i];
-    if (!n.domain.empty() || kNondeterministic.count(n.op_type) || !implicitInputs(n).empty()) continue;
     std::vector<const Tensor*> ins;
     bool all_const = true;
     for (const auto& in : n.inputs) {
-      if (in.empty()) {
-        ins.push_back(nullptr);
-        continue;
-      }
-      const Tensor* t = g.initializers.find(in);
-      all_const = all_const && t;
+      const Tensor* t = in.empty() ? nullptr : g.initializers.find(in);
+      all_const = all_const && (in.empty() || t);
       ins.push_back(t);
     }
     if (!all_const) continue;
-    const auto cands = builtinKernels().find(n.domain, n.op_type, model.opsetFor(n.domain));
-    const KernelRegistry::Entry* ref = nullptr;
-    for (const auto* e : cands)
-      if (e->impl == "ref") ref = e;
-    if (!ref) continue;
-    KernelInfo info{n, model.opsetFor(n.domain), ins, std::vector<const ValueInfo*>(ins.size(), nullptr), ref_opts};
-    auto k = ref->factory(info);
-    if (!k) continue;
-    std::vector<Tensor> outs(n.outputs.size());
-    KernelContext ctx{n, ins, outs};
-    k->run(ctx);
-    bool ok = true;
-    for (size_t o = 0; o < outs.size(); ++o) ok = ok && (n.outputs[o].empty() || !outs[o].empty());
-    if (!ok) continue;
-    for (size_t o = 0; o < outs.size(); ++o)
-      if (!n.outputs[o].empty()) g.initializers.set(n.outputs[o], outs[o]);
+    auto outs = evaluateNode(model, n, ins);
+    if (!outs) continue;
+    for (size_t o = 0; o < outs->size(); ++o)
+      if (!n.outputs[o].empty()) g.initializers.set(n.outputs[o], (*outs)[o]);
     g.nodes.erase(g.nodes.begin() + static_cast<std::ptrdiff_t>(i));
     --i;
     ++folded;
@@ -99,6 +78,29 @@ int foldConstantNodes(Graph& g, const Model& model) {
   return folded;
 }
 }  // namespace
+
+std::optional<std::vector<Tensor>> evaluateNode(const Model& model, const Node& n,
+                                                const std::vector<const Tensor*>& inputs) {
+  static const std::set<std::string> kNondeterministic = {"RandomNormal", "RandomUniform", "RandomNormalLike",
+                                                          "RandomUniformLike", "Multinomial", "Bernoulli"};
+  if (!n.domain.empty() || kNondeterministic.count(n.op_type) || !implicitInputs(n).empty()) return std::nullopt;
+  const auto cands = builtinKernels().find(n.domain, n.op_type, model.opsetFor(n.domain));
+  const KernelRegistry::Entry* ref = nullptr;
+  for (const auto* e : cands)
+    if (e->impl == "ref") ref = e;
+  if (!ref) return std::nullopt;
+  SessionOptions ref_opts;
+  ref_opts.reference_only = true;
+  KernelInfo info{n, model.opsetFor(n.domain), inputs, std::vector<const ValueInfo*>(inputs.size(), nullptr), ref_opts};
+  auto k = ref->factory(info);
+  if (!k) return std::nullopt;
+  std::vector<Tensor> outs(n.outputs.size());
+  KernelContext ctx{n, inputs, outs};
+  k->run(ctx);
+  for (size_t o = 0; o < outs.size(); ++o)
+    if (!n.outputs[o].empty() && outs[o].empty()) return std::nullopt;
+  return outs;
+}
 
 Session::Session(const Model& model, SessionOptions opts) : impl_(std::make_unique<Impl>()) {
   Impl& s = *impl_;

@@ -1,0 +1,148 @@
+// lwc run PIPELINE.json MODEL -o OUT (or --passes "a,b{k=v}") and lwc fuse MODEL -o OUT: run a
+// pipeline, check the result, write it atomically, report, and gate.
+#include <onnx/defs/printer.h>
+#include <spdlog/spdlog.h>
+
+#include <filesystem>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "cleanup_config.h"
+#include "commands.h"
+#include "lwc/engine.h"
+#include "lwc/model_io.h"
+#include "lwc/pipeline.h"
+#include "passes/registry.h"
+
+namespace lwc::app {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+struct RunArgs {
+  std::vector<std::string> positional;
+  std::string passes;
+  std::string output;
+  std::string report, report_md;
+  std::string eval, calib, preprocess;
+  int64_t eval_limit = -1, calib_limit = -1;
+  bool print_after_all = false, time_passes = false, json = false, keep_failed = false;
+  int threads = 0;
+};
+
+void addRunOptions(CLI::App* cmd, RunArgs& a) {
+  cmd->add_option("-o,--output", a.output, "Output ONNX file (written atomically)")->required();
+  cmd->add_option("--report", a.report, "Write the report as JSON (schema lwc.report)");
+  cmd->add_option("--report-md", a.report_md, "Write the report as Markdown (for a CI job summary)");
+  cmd->add_option("--eval", a.eval, "Evaluation data (overrides the pipeline's data.eval path)");
+  cmd->add_option("--eval-limit", a.eval_limit, "Use only N evaluation samples (0 = all)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--calib", a.calib, "Calibration data (overrides the pipeline's data.calib path)");
+  cmd->add_option("--calib-limit", a.calib_limit, "Use only N calibration samples (0 = all)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--preprocess", a.preprocess, "Preprocessing JSON for --eval/--calib data (default: preprocess.json next to the data)");
+  cmd->add_flag("--print-after-all", a.print_after_all, "Print the graph (ONNX text form) to stderr after every pass");
+  cmd->add_flag("--time-passes", a.time_passes, "Show the time spent in each pass");
+  cmd->add_flag("--json", a.json, "Print the JSON report on stdout instead of the table");
+  cmd->add_flag("--keep-failed", a.keep_failed, "Write the output model even when a gate fails");
+  cmd->add_option("--threads", a.threads, "Threads (0 = all cores)")->default_val(0);
+}
+
+void applyDataOverride(std::optional<DataSpec>& spec, const std::string& path, int64_t limit, const std::string& preprocess,
+                       const char* flag) {
+  if (!path.empty()) {
+    if (!spec) spec = DataSpec{};
+    spec->options.path = path;
+    spec->options.labels.clear();
+    spec->options.preprocess.reset();
+    if (!preprocess.empty()) spec->options.preprocess = Preprocess::load(preprocess);
+    spec->origin = flag;
+  }
+  if (limit >= 0 && spec) spec->options.limit = limit;
+}
+
+void printGraph(const std::string& pass, const Model& m) {
+  onnx::ModelProto p = modelToProto(m);
+  auto* g = p.mutable_graph();
+  std::cerr << "// ----- after " << pass << ": " << g->node_size() << " nodes, " << g->initializer_size()
+            << " initializers -----\n";
+  for (const auto& t : g->initializer()) {
+    std::cerr << "//   " << t.name() << ": " << dtypeName(static_cast<DType>(t.data_type())) << "[";
+    for (int d = 0; d < t.dims_size(); ++d) std::cerr << (d ? "," : "") << t.dims(d);
+    std::cerr << "]\n";
+  }
+  g->clear_initializer();
+  std::cerr << *g << "\n";
+}
+
+int runPipelineCommand(Pipeline p, const std::string& model_path, const RunArgs& a) {
+  applyDataOverride(p.eval, a.eval, a.eval_limit, a.preprocess, "--eval");
+  applyDataOverride(p.calib, a.calib, a.calib_limit, a.preprocess, "--calib");
+  p.check();
+  std::error_code ec;
+  if (fs::exists(a.output) && fs::exists(model_path) && fs::equivalent(a.output, model_path, ec))
+    fail(a.output, ": the output must not overwrite the input model; choose another -o path");
+  const fs::path out_dir = fs::absolute(a.output).parent_path();
+  if (!fs::is_directory(out_dir)) fail(a.output, ": folder ", out_dir.string(), " does not exist");
+  for (const auto& r : {a.report, a.report_md})
+    if (!r.empty() && !fs::is_directory(fs::absolute(r).parent_path()))
+      fail(r, ": folder ", fs::absolute(r).parent_path().string(), " does not exist");
+
+  engine::configureThreads(a.threads);
+  Model m = loadModel(model_path);
+  RunOptions ro;
+  ro.threads = a.threads;
+  ro.log = [](const std::string& s) { spdlog::info("{}", s); };
+  if (a.print_after_all) ro.after_pass = printGraph;
+  PipelineReport rep = runPipeline(p, m, ro);
+  rep.output = a.output;
+  checkModelForOutput(m);
+  const bool ok = rep.gatesPassed();
+  if (ok || a.keep_failed) saveModel(m, a.output);
+  if (!a.report.empty()) writeFileAtomic(a.report, rep.toJson().dump(2) + "\n");
+  if (!a.report_md.empty()) writeFileAtomic(a.report_md, rep.toMarkdown());
+  if (a.json) std::cout << rep.toJson().dump(2) << "\n";
+  else std::cout << rep.toText(a.time_passes);
+  if (!ok) {
+    std::fprintf(stderr, "lwc: error: a quality gate failed%s\n",
+                 a.keep_failed ? " (output written because of --keep-failed)" : "; the output model was not written");
+    return 3;
+  }
+  return 0;
+}
+
+}  // namespace
+
+void addRunCommand(CLI::App& app, Action& action, const GlobalOptions&) {
+  auto a = std::make_shared<RunArgs>();
+  auto* cmd = app.add_subcommand("run", "Run a pipeline of passes (JSON file or --passes) on a model, report and gate");
+  cmd->add_option("args", a->positional, "PIPELINE.json MODEL.onnx, or MODEL.onnx with --passes")->required()->expected(1, 2);
+  cmd->add_option("--passes", a->passes, "Passes as text instead of a JSON file: \"fuse_batchnorm,prune_magnitude{sparsity=0.5}\"");
+  addRunOptions(cmd, *a);
+  cmd->callback([&action, a] {
+    action = [a] {
+      const auto& pos = a->positional;
+      if (!a->passes.empty()) {
+        if (pos.size() != 1) fail("run: with --passes give only the model: lwc run --passes \"...\" MODEL -o OUT");
+        return runPipelineCommand(Pipeline::fromText(a->passes, passes::builtinPasses()), pos[0], *a);
+      }
+      if (pos.size() != 2) fail("run: give the pipeline and the model: lwc run PIPELINE.json MODEL -o OUT (or use --passes)");
+      return runPipelineCommand(Pipeline::load(pos[0], passes::builtinPasses()), pos[1], *a);
+    };
+  });
+}
+
+void addFuseCommand(CLI::App& app, Action& action, const GlobalOptions&) {
+  auto a = std::make_shared<RunArgs>();
+  auto* cmd = app.add_subcommand("fuse", "Standard cleanup: fold BatchNorm, constants, identities, pads and biases (configs/cleanup.json)");
+  cmd->add_option("model", a->positional, "ONNX model file")->required()->expected(1);
+  addRunOptions(cmd, *a);
+  cmd->callback([&action, a] {
+    action = [a] {
+      Pipeline p = Pipeline::fromJson(nlohmann::json::parse(kCleanupConfig), "configs/cleanup.json (built in)", fs::current_path(),
+                                      passes::builtinPasses());
+      return runPipelineCommand(std::move(p), a->positional.at(0), *a);
+    };
+  });
+}
+
+}  // namespace lwc::app

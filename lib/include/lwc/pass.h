@@ -1,0 +1,122 @@
+// Passes: the unit of every model transformation lwc performs.
+//
+// A pass has a snake_case name, declares its options (name, type, default, one-line help), validates
+// a JSON object of option values against them, and rewrites a Model, returning what changed and
+// statistics. Passes match first and rewrite second: every new tensor is computed before the graph is
+// touched, and the pipeline runner restores the model if a pass throws, so a failing pass leaves the
+// model unchanged. Passes never write into an existing tensor's buffer (tensors share buffers when a
+// Model is copied); they build new tensors and replace initializers.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "lwc/dataset.h"
+#include "lwc/graph.h"
+
+namespace lwc {
+
+enum class OptionType { Bool, Int, Float, String, StringList };
+std::string_view optionTypeName(OptionType t);
+
+/// One option a pass accepts. `lwc passes` prints these, so the documentation cannot drift.
+struct OptionSpec {
+  std::string name;
+  OptionType type = OptionType::Bool;
+  nlohmann::json default_value;      ///< null: no default (then the option is optional and unset)
+  std::string help;
+  std::vector<std::string> choices;  ///< for String: the allowed values (empty = any)
+  double min = -1e300, max = 1e300;  ///< for Int/Float: inclusive range
+};
+
+/// Validated option values of one pass instance: every declared option, defaults filled in.
+class PassOptions {
+ public:
+  PassOptions() = default;
+  /// Checks `given` (a JSON object) against `specs`. Unknown key, wrong type, value out of range or
+  /// not among the choices -> lwc::Error naming the key with its JSON path `where` and the valid keys.
+  PassOptions(const std::vector<OptionSpec>& specs, const nlohmann::json& given, const std::string& where);
+  bool has(const std::string& name) const;
+  bool getBool(const std::string& name) const;
+  int64_t getInt(const std::string& name) const;
+  double getFloat(const std::string& name) const;
+  std::string getString(const std::string& name) const;
+  std::vector<std::string> getStrings(const std::string& name) const;
+  /// The values in effect (defaults included), for reports.
+  const nlohmann::json& values() const { return values_; }
+  const std::string& where() const { return where_; }
+
+ private:
+  const nlohmann::json& get(const std::string& name) const;
+  nlohmann::json values_ = nlohmann::json::object();
+  std::string where_;
+};
+
+/// What a pass did.
+struct PassResult {
+  bool changed = false;
+  /// Counters, e.g. {"folded": 52, "left_alone": 1}. Keys are snake_case.
+  std::map<std::string, int64_t> stats;
+  /// Human-readable remarks: what was left alone and why ("BatchNormalization 'bn3': ...").
+  std::vector<std::string> notes;
+};
+
+/// A data source from the pipeline (or the command line): where, and how to read it.
+struct DataSpec {
+  DataOptions options;  ///< path, labels, preprocess, limit (sample_shape etc. set per model)
+  int64_t batch = 100;
+  std::string origin;   ///< "pipeline.json: data.eval" or "--eval", for messages
+};
+
+/// What passes may use besides the model: data, threads, logging.
+struct PassContext {
+  const DataSpec* calib = nullptr;  ///< calibration data, when the pipeline has it
+  int threads = 0;
+  bool verbose = false;
+};
+
+class Pass {
+ public:
+  virtual ~Pass() = default;
+  /// snake_case name used in JSON, on the command line and in reports.
+  virtual std::string name() const = 0;
+  /// One line for `lwc passes`.
+  virtual std::string help() const = 0;
+  /// Options the pass accepts (may be empty).
+  virtual std::vector<OptionSpec> optionSpecs() const { return {}; }
+  /// True when the pass needs calibration data (the pipeline checks before any work starts).
+  virtual bool needsCalibration(const PassOptions&) const { return false; }
+  /// Validates and stores options; `where` is the JSON path for messages, e.g. "passes[2].options".
+  void configure(const nlohmann::json& options, const std::string& where);
+  const PassOptions& options() const { return options_; }
+  /// Rewrites the model. Throws lwc::Error for problems the user caused.
+  virtual PassResult run(Model& m, PassContext& ctx) = 0;
+
+ protected:
+  /// Cross-option checks after the per-option ones (e.g. N < M); throw lwc::Error naming `where`.
+  virtual void validate(const PassOptions&) const {}
+  PassOptions options_;
+};
+
+/// Explicit registry of passes by name (no static-initialiser registration).
+class PassRegistry {
+ public:
+  using Factory = std::function<std::unique_ptr<Pass>()>;
+  void add(Factory f);
+  bool contains(const std::string& name) const { return factories_.count(name) != 0; }
+  /// Throws lwc::Error listing the known passes when `name` is unknown; `where` names the JSON path.
+  std::unique_ptr<Pass> create(const std::string& name, const std::string& where = "") const;
+  /// One instance of every pass, in name order (for listings).
+  std::vector<std::unique_ptr<Pass>> all() const;
+  std::vector<std::string> names() const;
+
+ private:
+  std::map<std::string, Factory> factories_;
+};
+
+}  // namespace lwc

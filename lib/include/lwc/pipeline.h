@@ -1,0 +1,134 @@
+// Pipelines: a list of passes with options, the data they and the evaluation use, and quality gates;
+// read from JSON (configs/pipeline.schema.json documents the format) or from the text form
+// "fuse_batchnorm,prune_magnitude{sparsity=0.5,scope=global}". Running one produces a report a CI
+// job can gate on: metrics after every pass, deltas against the input model, gate verdicts.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "lwc/pass.h"
+
+namespace lwc {
+
+/// A quality gate: the final model must satisfy `value <op> limit`.
+struct Gate {
+  std::string name;  ///< one of gateNames()
+  double limit = 0;
+};
+
+/// The gates a pipeline may set, with their meaning, for validation and `lwc passes`.
+struct GateInfo {
+  std::string name;
+  std::string help;
+  bool needs_eval = false;    ///< needs eval data
+  bool needs_labels = false;  ///< needs eval data with labels
+};
+const std::vector<GateInfo>& gateInfos();
+
+struct PipelineStep {
+  std::string where;            ///< JSON path, "passes[2]"
+  std::unique_ptr<Pass> pass;   ///< configured
+};
+
+struct Pipeline {
+  std::string name;
+  std::string description;
+  std::string origin;  ///< the file, or "--passes", for messages
+  std::optional<DataSpec> calib;
+  std::optional<DataSpec> eval;
+  bool eval_every_pass = true;  ///< evaluate after every pass (else only the input and the final model)
+  std::vector<PipelineStep> steps;
+  std::vector<Gate> gates;
+
+  /// Parses and validates a pipeline object. Relative data paths resolve against `base_dir`.
+  /// Unknown keys, unknown passes, bad options and bad gates -> lwc::Error naming the JSON path.
+  static Pipeline fromJson(const nlohmann::json& j, const std::string& origin,
+                           const std::filesystem::path& base_dir, const PassRegistry& registry);
+  /// Reads a pipeline JSON file; errors name the file.
+  static Pipeline load(const std::filesystem::path& file, const PassRegistry& registry);
+  /// The text form: comma-separated pass names, each optionally followed by {key=value,...}; values
+  /// are JSON literals (numbers, true/false, [lists]) or bare strings.
+  static Pipeline fromText(const std::string& text, const PassRegistry& registry);
+
+  /// Checks what can be checked without a model: data paths exist, gates have the data they need,
+  /// passes that need calibration data have it. Throws lwc::Error naming the key.
+  void check() const;
+};
+
+/// Model size and cost after one stage.
+struct StageMetrics {
+  int64_t nodes = 0;
+  int64_t params = 0;
+  int64_t macs = 0;
+  bool macs_complete = true;
+  int64_t weight_bytes = 0;
+  int64_t file_bytes = 0;  ///< bytes of the ONNX file lwc writes for this model (inline weights)
+  int64_t weight_elements = 0;
+  int64_t weight_zeros = 0;
+  // Evaluation (when eval data is given and this stage was evaluated).
+  bool evaluated = false;
+  int64_t samples = 0;
+  std::optional<double> top1, top5;  ///< fractions, when the data has labels
+  double output_sqnr_db = 0;         ///< first output against the input model's, +inf when identical
+  double top1_agreement = 1;         ///< fraction of samples whose argmax matches the input model's
+  double eval_seconds = 0;
+};
+
+struct StageRecord {
+  std::string pass;           ///< "input" for the input model
+  nlohmann::json options;     ///< options in effect
+  PassResult result;
+  double seconds = 0;         ///< time in the pass
+  StageMetrics metrics;
+};
+
+struct GateResult {
+  Gate gate;
+  double value = 0;
+  bool passed = false;
+};
+
+struct PipelineReport {
+  std::string pipeline;  ///< name or origin
+  std::string model;
+  std::string output;
+  std::string eval_data;  ///< dataset description, empty without eval data
+  int64_t input_file_bytes = -1;  ///< size of the input file(s) on disk, external data included
+  std::vector<StageRecord> stages;  ///< stages[0] is the input model
+  std::vector<GateResult> gates;
+  double total_seconds = 0;
+
+  bool gatesPassed() const;
+  /// Stable JSON (schema "lwc.report", schema_version kReportSchemaVersion).
+  nlohmann::json toJson() const;
+  /// Markdown for a CI job summary.
+  std::string toMarkdown() const;
+  /// The table printed on stdout.
+  std::string toText(bool time_passes) const;
+};
+inline constexpr int kReportSchemaVersion = 1;
+
+struct RunOptions {
+  int threads = 0;
+  /// Called after every pass with the pass name and the model (for --print-after-all).
+  std::function<void(const std::string& pass, const Model& m)> after_pass;
+  /// Progress messages (one line each) for the log.
+  std::function<void(const std::string& line)> log;
+};
+
+/// Runs the pipeline on `m` (rewritten in place). Before any pass runs, the data sources are opened
+/// and checked against the model and the gates. A pass that throws leaves `m` as it was before that
+/// pass and the error propagates. Gates are evaluated but do not throw: see PipelineReport::gates.
+PipelineReport runPipeline(const Pipeline& p, Model& m, const RunOptions& opts = {});
+
+/// Checks a model before it is written: ONNX's checker (full check, strict shape inference) and
+/// lwc's own graph validation. Throws lwc::Error naming the model and the problem.
+void checkModelForOutput(const Model& m);
+
+}  // namespace lwc

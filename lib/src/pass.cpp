@@ -1,0 +1,138 @@
+#include "lwc/pass.h"
+
+#include <cmath>
+
+#include "lwc/status.h"
+
+namespace lwc {
+
+std::string_view optionTypeName(OptionType t) {
+  switch (t) {
+    case OptionType::Bool: return "bool";
+    case OptionType::Int: return "int";
+    case OptionType::Float: return "float";
+    case OptionType::String: return "string";
+    case OptionType::StringList: return "string list";
+  }
+  return "?";
+}
+
+namespace {
+
+std::string validKeys(const std::vector<OptionSpec>& specs) {
+  if (specs.empty()) return "this pass takes no options";
+  std::string s = "valid options: ";
+  for (size_t i = 0; i < specs.size(); ++i) s += (i ? ", " : "") + specs[i].name;
+  return s;
+}
+
+bool typeMatches(OptionType t, const nlohmann::json& v) {
+  switch (t) {
+    case OptionType::Bool: return v.is_boolean();
+    case OptionType::Int: return v.is_number_integer() || (v.is_number_float() && std::floor(v.get<double>()) == v.get<double>());
+    case OptionType::Float: return v.is_number();
+    case OptionType::String: return v.is_string();
+    case OptionType::StringList:
+      if (v.is_string()) return true;  // one name is a list of one
+      if (!v.is_array()) return false;
+      for (const auto& e : v)
+        if (!e.is_string()) return false;
+      return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+PassOptions::PassOptions(const std::vector<OptionSpec>& specs, const nlohmann::json& given, const std::string& where)
+    : where_(where) {
+  if (!given.is_null() && !given.is_object())
+    fail(where, ": options must be a JSON object like {\"key\": value}, got ", given.dump());
+  if (given.is_object())
+    for (const auto& [key, v] : given.items()) {
+      const OptionSpec* spec = nullptr;
+      for (const auto& s : specs)
+        if (s.name == key) spec = &s;
+      if (!spec) fail(where, ".", key, ": unknown option; ", validKeys(specs));
+      if (!typeMatches(spec->type, v))
+        fail(where, ".", key, ": expected ", optionTypeName(spec->type), ", got ", v.dump());
+      nlohmann::json value = v;
+      if (spec->type == OptionType::Int) value = static_cast<int64_t>(v.get<double>());
+      if (spec->type == OptionType::Float) value = v.get<double>();
+      if (spec->type == OptionType::StringList && v.is_string()) value = nlohmann::json::array({v});
+      if (spec->type == OptionType::Int || spec->type == OptionType::Float) {
+        const double d = value.get<double>();
+        if (!(d >= spec->min && d <= spec->max))
+          fail(where, ".", key, ": ", v.dump(), " is outside the valid range [", spec->min, ", ", spec->max, "]");
+      }
+      if (spec->type == OptionType::String && !spec->choices.empty()) {
+        bool ok = false;
+        for (const auto& c : spec->choices) ok = ok || c == v.get<std::string>();
+        if (!ok) {
+          std::string list;
+          for (const auto& c : spec->choices) list += (list.empty() ? "" : ", ") + c;
+          fail(where, ".", key, ": \"", v.get<std::string>(), "\" is not one of ", list);
+        }
+      }
+      values_[key] = value;
+    }
+  for (const auto& s : specs)
+    if (!values_.contains(s.name) && !s.default_value.is_null()) values_[s.name] = s.default_value;
+}
+
+bool PassOptions::has(const std::string& name) const { return values_.contains(name); }
+
+const nlohmann::json& PassOptions::get(const std::string& name) const {
+  auto it = values_.find(name);
+  LWC_CHECK(it != values_.end(), "option ", name, " has no value and no default");
+  return *it;
+}
+
+bool PassOptions::getBool(const std::string& name) const { return get(name).get<bool>(); }
+int64_t PassOptions::getInt(const std::string& name) const { return get(name).get<int64_t>(); }
+double PassOptions::getFloat(const std::string& name) const { return get(name).get<double>(); }
+std::string PassOptions::getString(const std::string& name) const { return get(name).get<std::string>(); }
+std::vector<std::string> PassOptions::getStrings(const std::string& name) const {
+  return get(name).get<std::vector<std::string>>();
+}
+
+void Pass::configure(const nlohmann::json& options, const std::string& where) {
+  PassOptions o(optionSpecs(), options, where);
+  validate(o);
+  options_ = std::move(o);
+}
+
+void PassRegistry::add(Factory f) {
+  auto probe = f();
+  LWC_CHECK(probe, "pass factory returned null");
+  const std::string n = probe->name();
+  LWC_CHECK(!factories_.count(n), "pass registered twice: ", n);
+  factories_[n] = std::move(f);
+}
+
+std::unique_ptr<Pass> PassRegistry::create(const std::string& name, const std::string& where) const {
+  auto it = factories_.find(name);
+  if (it == factories_.end()) {
+    std::string list;
+    for (const auto& [n, f] : factories_) list += (list.empty() ? "" : ", ") + n;
+    fail(where.empty() ? "" : where + ": ", "unknown pass '", name, "'; known passes: ", list,
+         " (see `lwc passes`)");
+  }
+  auto p = it->second();
+  p->configure(nlohmann::json::object(), where.empty() ? name : where);
+  return p;
+}
+
+std::vector<std::unique_ptr<Pass>> PassRegistry::all() const {
+  std::vector<std::unique_ptr<Pass>> out;
+  for (const auto& [n, f] : factories_) out.push_back(f());
+  return out;
+}
+
+std::vector<std::string> PassRegistry::names() const {
+  std::vector<std::string> out;
+  for (const auto& [n, f] : factories_) out.push_back(n);
+  return out;
+}
+
+}  // namespace lwc

@@ -1,0 +1,663 @@
+#include "lwc/pipeline.h"
+
+#include <onnx/checker.h>
+#include <onnx/defs/schema.h>
+#include <onnx/shape_inference/implementation.h>
+
+#include <chrono>
+#include <cmath>
+#include <fstream>
+#include <iomanip>
+#include <limits>
+#include <sstream>
+
+#include "lwc/analysis.h"
+#include "lwc/engine.h"
+#include "lwc/metrics.h"
+#include "lwc/model_io.h"
+
+namespace lwc {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+const std::vector<GateInfo>& gateInfos() {
+  static const std::vector<GateInfo> k = {
+      {"max_top1_drop", "top-1 may drop at most this many percentage points (e.g. 0.5)", true, true},
+      {"max_top5_drop", "top-5 may drop at most this many percentage points", true, true},
+      {"min_top1", "final top-1 in percent must be at least this", true, true},
+      {"min_top1_agreement", "percent of samples whose top-1 class matches the input model's, at least", true, false},
+      {"min_output_sqnr_db", "SQNR of the first output against the input model's, in dB, at least", true, false},
+      {"min_size_ratio", "input file bytes / output file bytes, at least (e.g. 3.5 for INT8)", false, false},
+      {"max_params_ratio", "output params / input params, at most", false, false},
+      {"max_macs_ratio", "output MACs / input MACs, at most", false, false},
+  };
+  return k;
+}
+
+namespace {
+
+const GateInfo* findGate(const std::string& name) {
+  for (const auto& g : gateInfos())
+    if (g.name == name) return &g;
+  return nullptr;
+}
+
+std::string keyList(const std::vector<std::string>& keys) {
+  std::string s;
+  for (const auto& k : keys) s += (s.empty() ? "" : ", ") + k;
+  return s;
+}
+
+void checkKeys(const json& j, const std::string& where, const std::vector<std::string>& valid) {
+  if (!j.is_object()) fail(where, ": expected a JSON object, got ", j.dump());
+  for (const auto& [k, v] : j.items())
+    if (std::find(valid.begin(), valid.end(), k) == valid.end())
+      fail(where.empty() ? "" : where + ".", k, ": unknown key; valid keys: ", keyList(valid));
+}
+
+std::string join(const std::string& where, const std::string& key) { return where.empty() ? key : where + "." + key; }
+
+DataSpec parseData(const json& j, const std::string& where, const fs::path& base_dir) {
+  if (j.is_string()) return parseData(json{{"path", j}}, where, base_dir);
+  checkKeys(j, where, {"path", "labels", "preprocess", "limit", "batch"});
+  DataSpec d;
+  d.origin = where;
+  if (!j.contains("path") || !j["path"].is_string())
+    fail(join(where, "path"), ": required string (a data folder or file)");
+  auto resolve = [&](const std::string& p) { return fs::path(p).is_absolute() ? fs::path(p) : base_dir / p; };
+  d.options.path = resolve(j["path"].get<std::string>());
+  if (j.contains("labels")) {
+    if (!j["labels"].is_string()) fail(join(where, "labels"), ": expected a string (labels file)");
+    d.options.labels = resolve(j["labels"].get<std::string>());
+  }
+  if (j.contains("preprocess")) {
+    const json& p = j["preprocess"];
+    if (p.is_string()) d.options.preprocess = Preprocess::load(resolve(p.get<std::string>()));
+    else d.options.preprocess = Preprocess::fromJson(p, join(where, "preprocess"));
+  }
+  if (j.contains("limit")) {
+    if (!j["limit"].is_number_integer() || j["limit"].get<int64_t>() < 0)
+      fail(join(where, "limit"), ": expected a non-negative integer (0 = all samples)");
+    d.options.limit = j["limit"].get<int64_t>();
+  }
+  if (j.contains("batch")) {
+    if (!j["batch"].is_number_integer() || j["batch"].get<int64_t>() < 1)
+      fail(join(where, "batch"), ": expected a positive integer");
+    d.batch = j["batch"].get<int64_t>();
+  }
+  return d;
+}
+
+PipelineStep makeStep(const std::string& name, const json& options, const std::string& where,
+                      const PassRegistry& registry) {
+  PipelineStep s;
+  s.where = where;
+  s.pass = registry.create(name, where);
+  s.pass->configure(options, join(where, "options"));
+  return s;
+}
+
+// Splits at top-level commas (not inside {} or []).
+std::vector<std::string> splitTopLevel(const std::string& s, const std::string& origin) {
+  std::vector<std::string> parts;
+  std::string cur;
+  int depth = 0;
+  for (char c : s) {
+    if (c == '{' || c == '[') ++depth;
+    if (c == '}' || c == ']') --depth;
+    if (depth < 0) fail(origin, ": unbalanced '", c, "' in \"", s, "\"");
+    if (c == ',' && depth == 0) {
+      parts.push_back(cur);
+      cur.clear();
+    } else {
+      cur += c;
+    }
+  }
+  if (depth != 0) fail(origin, ": unbalanced braces in \"", s, "\"");
+  parts.push_back(cur);
+  return parts;
+}
+
+std::string trim(const std::string& s) {
+  const auto a = s.find_first_not_of(" \t\n");
+  if (a == std::string::npos) return "";
+  return s.substr(a, s.find_last_not_of(" \t\n") - a + 1);
+}
+
+}  // namespace
+
+Pipeline Pipeline::fromJson(const json& j, const std::string& origin, const fs::path& base_dir,
+                            const PassRegistry& registry) {
+  checkKeys(j, "", {"$schema", "schema_version", "name", "description", "data", "passes", "gates", "eval_every_pass"});
+  Pipeline p;
+  p.origin = origin;
+  auto str = [&](const char* key) -> std::string {
+    if (!j.contains(key)) return "";
+    if (!j[key].is_string()) fail(origin, ": ", key, ": expected a string");
+    return j[key].get<std::string>();
+  };
+  p.name = str("name");
+  p.description = str("description");
+  if (j.contains("schema_version") && j["schema_version"] != 1)
+    fail(origin, ": schema_version ", j["schema_version"].dump(), " is not supported by this lwc (1 is)");
+  try {
+    if (j.contains("eval_every_pass")) {
+      if (!j["eval_every_pass"].is_boolean()) fail("eval_every_pass: expected true or false");
+      p.eval_every_pass = j["eval_every_pass"].get<bool>();
+    }
+    if (j.contains("data")) {
+      checkKeys(j["data"], "data", {"calib", "eval"});
+      if (j["data"].contains("calib")) p.calib = parseData(j["data"]["calib"], "data.calib", base_dir);
+      if (j["data"].contains("eval")) p.eval = parseData(j["data"]["eval"], "data.eval", base_dir);
+    }
+    if (!j.contains("passes") || !j["passes"].is_array())
+      fail("passes: required: a list of pass names or {\"pass\": name, \"options\": {...}} objects");
+    const json& passes = j["passes"];
+    for (size_t i = 0; i < passes.size(); ++i) {
+      const std::string where = "passes[" + std::to_string(i) + "]";
+      const json& s = passes[i];
+      if (s.is_string()) {
+        p.steps.push_back(makeStep(s.get<std::string>(), json::object(), where, registry));
+        continue;
+      }
+      checkKeys(s, where, {"pass", "options"});
+      if (!s.contains("pass") || !s["pass"].is_string()) fail(where, ".pass: required string (the pass name)");
+      p.steps.push_back(makeStep(s["pass"].get<std::string>(), s.value("options", json::object()), where, registry));
+    }
+    if (j.contains("gates")) {
+      const json& gates = j["gates"];
+      if (!gates.is_object()) fail("gates: expected an object like {\"max_top1_drop\": 0.5}");
+      for (const auto& [k, v] : gates.items()) {
+        if (!findGate(k)) {
+          std::vector<std::string> names;
+          for (const auto& g : gateInfos()) names.push_back(g.name);
+          fail("gates.", k, ": unknown gate; valid gates: ", keyList(names));
+        }
+        if (!v.is_number()) fail("gates.", k, ": expected a number, got ", v.dump());
+        p.gates.push_back(Gate{k, v.get<double>()});
+      }
+    }
+  } catch (const Error& e) {
+    throw Error(origin + ": " + e.what());
+  }
+  return p;
+}
+
+Pipeline Pipeline::load(const fs::path& file, const PassRegistry& registry) {
+  std::ifstream in(file);
+  if (!in) fail(file.string(), ": cannot read the pipeline file (does it exist?)");
+  json j;
+  try {
+    j = json::parse(in);
+  } catch (const json::parse_error& e) {
+    fail(file.string(), ": not valid JSON: ", e.what());
+  }
+  Pipeline p = fromJson(j, file.string(), file.parent_path(), registry);
+  if (p.name.empty()) p.name = file.stem().string();
+  return p;
+}
+
+Pipeline Pipeline::fromText(const std::string& text, const PassRegistry& registry) {
+  const std::string origin = "--passes";
+  Pipeline p;
+  p.origin = origin;
+  p.name = text;
+  const auto items = splitTopLevel(text, origin);
+  for (size_t i = 0; i < items.size(); ++i) {
+    const std::string item = trim(items[i]);
+    const std::string where = origin + " item " + std::to_string(i + 1) + " (" + item + ")";
+    if (item.empty()) fail(origin, ": empty pass name in \"", text, "\"");
+    const auto brace = item.find('{');
+    const std::string name = trim(item.substr(0, brace));
+    json options = json::object();
+    if (brace != std::string::npos) {
+      if (item.back() != '}') fail(where, ": options must end with '}'");
+      for (const auto& kv : splitTopLevel(item.substr(brace + 1, item.size() - brace - 2), where)) {
+        if (trim(kv).empty()) continue;
+        const auto eq = kv.find('=');
+        if (eq == std::string::npos) fail(where, ": option \"", trim(kv), "\" must be key=value");
+        const std::string key = trim(kv.substr(0, eq)), val = trim(kv.substr(eq + 1));
+        json v = json::parse(val, nullptr, false);
+        if (v.is_discarded()) v = val;  // a bare word is a string
+        options[key] = v;
+      }
+    }
+    p.steps.push_back(makeStep(name, options, where, registry));
+  }
+  return p;
+}
+
+void Pipeline::check() const {
+  for (const auto* d : {&calib, &eval})
+    if (*d && !fs::exists((*d)->options.path))
+      fail(origin, ": ", (*d)->origin, ".path: ", (*d)->options.path.string(), " does not exist");
+  for (const auto& g : gates) {
+    const GateInfo* info = findGate(g.name);
+    if (info->needs_eval && !eval)
+      fail(origin, ": gates.", g.name, " needs evaluation data: add data.eval to the pipeline or pass --eval DIR");
+  }
+  for (const auto& s : steps)
+    if (s.pass->needsCalibration(s.pass->options()) && !calib)
+      fail(origin, ": ", s.where, " (", s.pass->name(),
+           ") needs calibration data: add data.calib to the pipeline or pass --calib DIR");
+}
+
+// ------------------------------------------------------------------ running
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double secondsSince(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+StageMetrics sizeMetrics(const Model& m) {
+  StageMetrics s;
+  const ModelStats st = analyzeModel(m);
+  s.nodes = static_cast<int64_t>(st.nodes);
+  s.params = st.params;
+  s.macs = st.macs;
+  s.macs_complete = st.macs_complete;
+  s.weight_bytes = st.weight_bytes;
+  s.weight_elements = st.weight_elements;
+  s.weight_zeros = st.weight_zeros;
+  s.file_bytes = static_cast<int64_t>(modelToProto(m).ByteSizeLong());
+  return s;
+}
+
+// Evaluates models on the eval data and compares their first output with the input model's. The
+// input model's outputs are kept in memory when they fit in kMaxCachedBytes, else recomputed.
+class Evaluator {
+ public:
+  Evaluator(const DataSpec& spec, const Model& input, int threads) : spec_(spec), threads_(threads) {
+    DataOptions o = spec.options;
+    fitToModel(o, input);
+    ds_ = openDataset(o);
+    if (ds_->size() == 0) fail(spec.origin, ": ", o.path.string(), ": no samples");
+    input_ = &input;
+  }
+  const Dataset& dataset() const { return *ds_; }
+
+  void evaluate(const Model& m, StageMetrics& out, bool is_input) {
+    const auto t0 = Clock::now();
+    engine::SessionOptions so;
+    so.threads = threads_;
+    engine::Session s(m, so);
+    std::unique_ptr<engine::Session> ref;
+    if (!is_input && !cached_) ref = std::make_unique<engine::Session>(*input_, so);
+    const std::string in_name = s.inputNames().at(0);
+    AccuracyMeter acc;
+    ErrorMeter err;
+    int64_t agree = 0, n = 0;
+    size_t bi = 0;
+    ds_->reset();
+    while (auto b = ds_->next(spec_.batch)) {
+      Tensor y = s.runOrdered({{in_name, b->inputs}}).at(0);
+      if (ds_->hasLabels()) acc.add(y, b->labels, b->first_index);
+      if (is_input) {
+        if (cache_bytes_ + y.nbytes() <= kMaxCachedBytes) {
+          cache_.push_back(y.clone());
+          cache_bytes_ += y.nbytes();
+        } else {
+          overflow_ = true;
+        }
+      } else {
+        const Tensor r = cached_ ? cache_.at(bi) : ref->runOrdered({{input_->graph.realInputs()[0]->name, b->inputs}}).at(0);
+        if (r.dtype() == DType::Float32 && y.dtype() == DType::Float32) {
+          err.add(r, y);
+          const auto ar = argmaxRows(r), ay = argmaxRows(y);
+          for (size_t k = 0; k < ar.size() && k < ay.size(); ++k) agree += ar[k] == ay[k];
+        }
+      }
+      n += b->inputs.dim(0);
+      ++bi;
+    }
+    if (is_input) {
+      cached_ = !overflow_;
+      if (!cached_) cache_.clear();
+    }
+    out.evaluated = true;
+    out.samples = n;
+    if (ds_->hasLabels()) {
+      out.top1 = acc.top1();
+      out.top5 = acc.top5();
+    }
+    out.output_sqnr_db = is_input ? std::numeric_limits<double>::infinity() : err.sqnrDb();
+    out.top1_agreement = is_input || n == 0 ? 1.0 : double(agree) / double(n);
+    out.eval_seconds = secondsSince(t0);
+  }
+
+ private:
+  static constexpr size_t kMaxCachedBytes = size_t(256) << 20;
+  const DataSpec& spec_;
+  int threads_;
+  const Model* input_ = nullptr;
+  std::unique_ptr<Dataset> ds_;
+  std::vector<Tensor> cache_;
+  size_t cache_bytes_ = 0;
+  bool cached_ = false, overflow_ = false;
+};
+
+double gateValue(const std::string& name, const StageMetrics& in, const StageMetrics& out) {
+  auto ratio = [](double a, double b) { return b != 0 ? a / b : std::numeric_limits<double>::infinity(); };
+  if (name == "max_top1_drop") return 100.0 * (*in.top1 - *out.top1);
+  if (name == "max_top5_drop") return 100.0 * (*in.top5 - *out.top5);
+  if (name == "min_top1") return 100.0 * *out.top1;
+  if (name == "min_top1_agreement") return 100.0 * out.top1_agreement;
+  if (name == "min_output_sqnr_db") return out.output_sqnr_db;
+  if (name == "min_size_ratio") return ratio(double(in.file_bytes), double(out.file_bytes));
+  if (name == "max_params_ratio") return ratio(double(out.params), double(in.params));
+  if (name == "max_macs_ratio") return ratio(double(out.macs), double(in.macs));
+  LWC_CHECK(false, "unknown gate ", name);
+  return 0;
+}
+
+}  // namespace
+
+PipelineReport runPipeline(const Pipeline& p, Model& m, const RunOptions& opts) {
+  const auto t_start = Clock::now();
+  auto log = [&](const std::string& s) {
+    if (opts.log) opts.log(s);
+  };
+  p.check();
+  PipelineReport rep;
+  rep.pipeline = p.name.empty() ? p.origin : p.name;
+  rep.model = m.source.string();
+
+  // Open and check every data source against the model before any pass runs.
+  const Model input = m;
+  std::unique_ptr<Evaluator> ev;
+  if (p.eval) {
+    ev = std::make_unique<Evaluator>(*p.eval, input, opts.threads);
+    rep.eval_data = ev->dataset().describe();
+    for (const auto& g : p.gates)
+      for (const auto& info : gateInfos())
+        if (info.name == g.name && info.needs_labels && !ev->dataset().hasLabels())
+          fail(p.origin, ": gates.", g.name, " needs labelled evaluation data, but ", rep.eval_data,
+               " has no labels (add labels, or use min_top1_agreement / min_output_sqnr_db)");
+  }
+  if (p.calib) {
+    DataOptions o = p.calib->options;
+    fitToModel(o, input);
+    auto ds = openDataset(o);
+    if (ds->size() == 0) fail(p.calib->origin, ": ", o.path.string(), ": no samples");
+  }
+  PassContext ctx;
+  ctx.calib = p.calib ? &*p.calib : nullptr;
+  ctx.threads = opts.threads;
+
+  StageRecord first;
+  first.pass = "input";
+  first.metrics = sizeMetrics(m);
+  rep.input_file_bytes = analyzeModel(m).file_bytes;
+  if (ev) {
+    log("evaluating the input model on " + rep.eval_data);
+    ev->evaluate(m, first.metrics, true);
+  }
+  rep.stages.push_back(std::move(first));
+
+  for (size_t i = 0; i < p.steps.size(); ++i) {
+    const PipelineStep& step = p.steps[i];
+    log("running " + step.pass->name());
+    StageRecord rec;
+    rec.pass = step.pass->name();
+    rec.options = step.pass->options().values();
+    Model before = m;
+    const auto t0 = Clock::now();
+    try {
+      rec.result = step.pass->run(m, ctx);
+      topoSort(m.graph, m.label());
+      validateGraph(m.graph, m.label());
+    } catch (const Error& e) {
+      m = std::move(before);
+      throw Error(std::string(step.pass->name()) + " (" + step.where + "): " + e.what());
+    } catch (...) {
+      m = std::move(before);
+      throw;
+    }
+    rec.seconds = secondsSince(t0);
+    rec.metrics = sizeMetrics(m);
+    const bool last = i + 1 == p.steps.size();
+    const StageMetrics& prev = rep.stages.back().metrics;
+    if (ev && !rec.result.changed && prev.evaluated) {
+      // The model is the one evaluated before: same numbers.
+      rec.metrics.evaluated = true;
+      rec.metrics.samples = prev.samples;
+      rec.metrics.top1 = prev.top1;
+      rec.metrics.top5 = prev.top5;
+      rec.metrics.output_sqnr_db = prev.output_sqnr_db;
+      rec.metrics.top1_agreement = prev.top1_agreement;
+    } else if (ev && (p.eval_every_pass || last)) {
+      log("evaluating after " + rec.pass);
+      ev->evaluate(m, rec.metrics, false);
+    }
+    for (const auto& n : rec.result.notes) log(rec.pass + ": " + n);
+    if (opts.after_pass) opts.after_pass(rec.pass, m);
+    rep.stages.push_back(std::move(rec));
+  }
+
+  const StageMetrics& in = rep.stages.front().metrics;
+  const StageMetrics& out = rep.stages.back().metrics;
+  for (const auto& g : p.gates) {
+    GateResult r;
+    r.gate = g;
+    r.value = gateValue(g.name, in, out);
+    r.passed = g.name.rfind("max_", 0) == 0 ? r.value <= g.limit : r.value >= g.limit;
+    rep.gates.push_back(r);
+  }
+  rep.total_seconds = secondsSince(t_start);
+  return rep;
+}
+
+void checkModelForOutput(const Model& m) {
+  validateGraph(m.graph, m.label());
+  onnx::ModelProto proto = modelToProto(m);
+  try {
+    onnx::checker::check_model(proto);
+  } catch (const std::exception& e) {
+    throw InternalError(m.label() + ": the model lwc produced fails the ONNX checker: " + e.what());
+  }
+  try {
+    onnx::ShapeInferenceOptions o(/*check_type=*/true, /*error_mode=*/1, /*data_prop=*/false);
+    onnx::shape_inference::InferShapes(proto, onnx::OpSchemaRegistry::Instance(), o);
+  } catch (const std::exception& e) {
+    throw InternalError(m.label() + ": the model lwc produced fails ONNX shape inference: " + e.what());
+  }
+}
+
+// ------------------------------------------------------------------ report
+
+bool PipelineReport::gatesPassed() const {
+  for (const auto& g : gates)
+    if (!g.passed) return false;
+  return true;
+}
+
+namespace {
+
+json finiteOrNull(double v) { return std::isfinite(v) ? json(v) : json(nullptr); }
+
+json metricsJson(const StageMetrics& s) {
+  json j{{"nodes", s.nodes},
+         {"params", s.params},
+         {"macs", s.macs},
+         {"macs_complete", s.macs_complete},
+         {"weight_bytes", s.weight_bytes},
+         {"file_bytes", s.file_bytes},
+         {"weight_sparsity", s.weight_elements ? double(s.weight_zeros) / double(s.weight_elements) : 0.0}};
+  if (s.evaluated) {
+    json e{{"samples", s.samples},
+           {"output_sqnr_db", finiteOrNull(s.output_sqnr_db)},
+           {"top1_agreement", s.top1_agreement},
+           {"seconds", s.eval_seconds}};
+    if (s.top1) {
+      e["top1"] = *s.top1;
+      e["top5"] = *s.top5;
+    }
+    j["eval"] = e;
+  }
+  return j;
+}
+
+std::string pct(double f) {
+  std::ostringstream os;
+  os << std::fixed << std::setprecision(2) << 100.0 * f << " %";
+  return os.str();
+}
+
+std::string human(int64_t v) {
+  std::ostringstream os;
+  const double a = std::fabs(double(v));
+  os << std::fixed << std::setprecision(a >= 1e9 ? 2 : a >= 1e6 ? 2 : a >= 1e3 ? 1 : 0);
+  if (a >= 1e9) os << double(v) / 1e9 << "G";
+  else if (a >= 1e6) os << double(v) / 1e6 << "M";
+  else if (a >= 1e3) os << double(v) / 1e3 << "k";
+  else os << v;
+  return os.str();
+}
+
+std::string gateText(const GateResult& g) {
+  std::ostringstream os;
+  os << std::setprecision(4) << g.gate.name << ": " << g.value << (g.gate.name.rfind("max_", 0) == 0 ? " <= " : " >= ")
+     << g.gate.limit << "  " << (g.passed ? "pass" : "FAIL");
+  return os.str();
+}
+
+std::string changeSummary(const StageRecord& s) {
+  std::string out;
+  for (const auto& [k, v] : s.result.stats)
+    if (v != 0) out += (out.empty() ? "" : ", ") + k + " " + std::to_string(v);
+  return out.empty() ? (s.pass == "input" ? "" : "no change") : out;
+}
+
+}  // namespace
+
+json PipelineReport::toJson() const {
+  json stages_j = json::array();
+  for (const auto& s : stages) {
+    json j{{"pass", s.pass}, {"metrics", metricsJson(s.metrics)}};
+    if (s.pass != "input") {
+      j["options"] = s.options;
+      j["changed"] = s.result.changed;
+      j["stats"] = s.result.stats;
+      j["notes"] = s.result.notes;
+      j["seconds"] = s.seconds;
+    }
+    stages_j.push_back(j);
+  }
+  const StageMetrics& a = stages.front().metrics;
+  const StageMetrics& b = stages.back().metrics;
+  json delta{{"nodes", b.nodes - a.nodes},
+             {"params", b.params - a.params},
+             {"macs", b.macs - a.macs},
+             {"file_bytes", b.file_bytes - a.file_bytes},
+             {"size_ratio", b.file_bytes ? double(a.file_bytes) / double(b.file_bytes) : 0.0}};
+  if (a.top1 && b.top1) {
+    delta["top1"] = *b.top1 - *a.top1;
+    delta["top5"] = *b.top5 - *a.top5;
+  }
+  json gates_j = json::array();
+  for (const auto& g : gates)
+    gates_j.push_back({{"gate", g.gate.name}, {"limit", g.gate.limit}, {"value", finiteOrNull(g.value)}, {"passed", g.passed}});
+  return json{{"schema", "lwc.report"},
+              {"schema_version", kReportSchemaVersion},
+              {"pipeline", pipeline},
+              {"model", model},
+              {"output", output},
+              {"eval_data", eval_data.empty() ? json(nullptr) : json(eval_data)},
+              {"input_file_bytes", input_file_bytes >= 0 ? json(input_file_bytes) : json(nullptr)},
+              {"input", metricsJson(a)},
+              {"final", metricsJson(b)},
+              {"delta", delta},
+              {"stages", stages_j},
+              {"gates", gates_j},
+              {"status", gatesPassed() ? "ok" : "gate_failed"},
+              {"seconds", total_seconds}};
+}
+
+std::string PipelineReport::toText(bool time_passes) const {
+  std::ostringstream os;
+  const bool eval = stages.front().metrics.evaluated;
+  const bool labels = eval && stages.front().metrics.top1.has_value();
+  os << "pipeline " << pipeline << "\nmodel    " << model << "\n";
+  if (!output.empty()) os << "output   " << output << "\n";
+  if (eval) os << "eval     " << eval_data << "\n";
+  os << "\n";
+  char line[512];
+  std::snprintf(line, sizeof line, "%-22s %7s %10s %10s %11s", "stage", "nodes", "params", "MACs", "bytes");
+  os << line;
+  if (labels) os << "    top-1    top-5";
+  if (eval) os << "  agree  SQNR dB";
+  if (time_passes) os << "   time s";
+  os << "  changes\n";
+  for (const auto& s : stages) {
+    const auto& m = s.metrics;
+    std::snprintf(line, sizeof line, "%-22s %7lld %10s %10s %11lld", s.pass.c_str(), static_cast<long long>(m.nodes),
+                  human(m.params).c_str(), human(m.macs).c_str(), static_cast<long long>(m.file_bytes));
+    os << line;
+    if (labels) {
+      if (m.evaluated) std::snprintf(line, sizeof line, " %8.2f %8.2f", 100 * *m.top1, 100 * *m.top5);
+      else std::snprintf(line, sizeof line, " %8s %8s", "-", "-");
+      os << line;
+    }
+    if (eval) {
+      if (m.evaluated && s.pass != "input")
+        std::snprintf(line, sizeof line, " %6.2f %8s", 100 * m.top1_agreement,
+                      std::isfinite(m.output_sqnr_db) ? std::to_string(static_cast<int>(std::round(m.output_sqnr_db))).c_str() : "inf");
+      else std::snprintf(line, sizeof line, " %6s %8s", "-", "-");
+      os << line;
+    }
+    if (time_passes) {
+      std::snprintf(line, sizeof line, " %8.3f", s.seconds);
+      os << line;
+    }
+    os << "  " << changeSummary(s) << "\n";
+  }
+  const auto& a = stages.front().metrics;
+  const auto& b = stages.back().metrics;
+  os << "\nparams " << a.params << " -> " << b.params << ", MACs " << a.macs << " -> " << b.macs << ", bytes "
+     << a.file_bytes << " -> " << b.file_bytes;
+  if (b.file_bytes) os << " (" << std::fixed << std::setprecision(2) << double(a.file_bytes) / double(b.file_bytes) << "x smaller)";
+  os << "\n";
+  if (labels && b.evaluated)
+    os << "top-1 " << pct(*a.top1) << " -> " << pct(*b.top1) << " (" << std::showpos << std::fixed << std::setprecision(2)
+       << 100 * (*b.top1 - *a.top1) << std::noshowpos << " points)\n";
+  for (const auto& g : gates) os << "gate " << gateText(g) << "\n";
+  if (time_passes) os << "total " << std::fixed << std::setprecision(3) << total_seconds << " s\n";
+  return os.str();
+}
+
+std::string PipelineReport::toMarkdown() const {
+  std::ostringstream os;
+  const bool eval = stages.front().metrics.evaluated;
+  const bool labels = eval && stages.front().metrics.top1.has_value();
+  os << "### lwc: " << pipeline << " on `" << model << "`\n\n";
+  if (eval) os << "Evaluated on " << eval_data << ".\n\n";
+  os << "| stage | nodes | params | MACs | bytes |" << (labels ? " top-1 | top-5 |" : "")
+     << (eval ? " top-1 agreement | SQNR dB |" : "") << " changes |\n";
+  os << "|---|---:|---:|---:|---:|" << (labels ? "---:|---:|" : "") << (eval ? "---:|---:|" : "") << "---|\n";
+  for (const auto& s : stages) {
+    const auto& m = s.metrics;
+    os << "| " << s.pass << " | " << m.nodes << " | " << m.params << " | " << m.macs << " | " << m.file_bytes << " |";
+    if (labels) os << " " << (m.evaluated ? pct(*m.top1) : "-") << " | " << (m.evaluated ? pct(*m.top5) : "-") << " |";
+    if (eval) {
+      if (m.evaluated && s.pass != "input") {
+        std::ostringstream sq;
+        if (std::isfinite(m.output_sqnr_db)) sq << std::fixed << std::setprecision(1) << m.output_sqnr_db;
+        else sq << "inf";
+        os << " " << pct(m.top1_agreement) << " | " << sq.str() << " |";
+      } else {
+        os << " - | - |";
+      }
+    }
+    os << " " << changeSummary(s) << " |\n";
+  }
+  if (!gates.empty()) {
+    os << "\n| gate | value | limit | result |\n|---|---:|---:|---|\n";
+    for (const auto& g : gates)
+      os << "| " << g.gate.name << " | " << g.value << " | " << g.gate.limit << " | " << (g.passed ? "pass" : "**FAIL**")
+         << " |\n";
+  }
+  return os.str();
+}
+
+}  // namespace lwc

@@ -1,0 +1,27 @@
+// fold_constants: evaluates every node whose inputs are all constants and stores its outputs as
+// initializers.
+//
+//   Before: Constant -> c; Shape(W) -> Gather -> Concat -> Reshape(X, shape)
+//   After:  Reshape(X, shape_const)
+//
+// Nodes are evaluated in topological order with the engine's reference kernels, so chains fold
+// completely. Shape (and Size) of a value whose shape is fully known fold too. Left alone: random
+// ops, nodes with subgraphs, ops in other domains, DequantizeLinear (folding it would turn int8
+// weights back into float32 and undo quantization), nodes producing graph outputs, and nodes whose
+// outputs are more than `max_growth_kb` larger than their inputs (Expand, Tile, ConstantOfShape
+// would otherwise bloat the file). Inputs nobody reads afterwards are removed.
+#pragma once
+
+#include "lwc/pass.h"
+
+namespace lwc::passes {
+
+class FoldConstants : public Pass {
+ public:
+  std::string name() const override { return "fold_constants"; }
+  std::string help() const override { return "Evaluate subgraphs whose inputs are all constants, once, with the engine"; }
+  std::vector<OptionSpec> optionSpecs() const override;
+  PassResult run(Model& m, PassContext& ctx) override;
+};
+
+}  // namespace lwc::passes

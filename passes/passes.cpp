@@ -1,2 +1,0 @@
-// Placeholder translation unit until the first pass lands (pass framework issue).
-namespace lwc::passes {}

@@ -1,0 +1,30 @@
+#include "passes/registry.h"
+
+#include "passes/eliminate_dead.h"
+#include "passes/eliminate_identity.h"
+#include "passes/fold_constants.h"
+#include "passes/fuse_batchnorm.h"
+#include "passes/fuse_bias_add.h"
+#include "passes/fuse_pad_into_conv.h"
+
+namespace lwc::passes {
+
+void registerBuiltinPasses(PassRegistry& r) {
+  r.add([] { return std::make_unique<EliminateDead>(); });
+  r.add([] { return std::make_unique<EliminateIdentity>(); });
+  r.add([] { return std::make_unique<FoldConstants>(); });
+  r.add([] { return std::make_unique<FuseBatchnorm>(); });
+  r.add([] { return std::make_unique<FuseBiasAdd>(); });
+  r.add([] { return std::make_unique<FusePadIntoConv>(); });
+}
+
+const PassRegistry& builtinPasses() {
+  static const PassRegistry r = [] {
+    PassRegistry reg;
+    registerBuiltinPasses(reg);
+    return reg;
+  }();
+  return r;
+}
+
+}  // namespace lwc::passes
