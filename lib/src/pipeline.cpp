@@ -129,9 +129,13 @@ std::string trim(const std::string& s) {
 
 Pipeline Pipeline::fromJson(const json& j, const std::string& origin, const fs::path& base_dir,
                             const PassRegistry& registry) {
-  checkKeys(j, "", {"$schema", "schema_version", "name", "description", "data", "passes", "gates", "eval_every_pass"});
   Pipeline p;
   p.origin = origin;
+  try {
+    checkKeys(j, "", {"$schema", "schema_version", "name", "description", "data", "passes", "gates", "eval_every_pass"});
+  } catch (const Error& e) {
+    throw Error(origin + ": " + e.what());
+  }
   auto str = [&](const char* key) -> std::string {
     if (!j.contains(key)) return "";
     if (!j[key].is_string()) fail(origin, ": ", key, ": expected a string");

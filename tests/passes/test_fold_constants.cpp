@@ -1,0 +1,88 @@
+// fold_constants: constant subgraphs become initializers; growth, DequantizeLinear and graph
+// outputs are left alone.
+#include <catch2/catch.hpp>
+
+#include "support/pass_util.h"
+
+using namespace lwc;
+using namespace lwc::test;
+
+TEST_CASE("fold_constants evaluates constant chains", "[fold_constants]") {
+  SECTION("shape arithmetic chain and constant weight transform") {
+    Model m = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 2, 3, 4] x) => (float[N, 24] y) {
+  s = Shape (w)
+  i = Constant <value=int64[1] {0}> ()
+  d = Gather (s, i)
+  mone = Constant <value=int64[1] {-1}> ()
+  shp = Concat <axis=0> (mone, d)
+  wt = Transpose <perm=[1,0]> (w)
+  f = Reshape (x, shp)
+  y = MatMul (f, wt)
+})");
+    addConst(m, "w", {24, 24}, 3);
+    Model before = m;
+    auto r = runPass(m, "fold_constants");
+    CHECK(r.stats["folded"] == 6);
+    CHECK(m.graph.nodes.size() == 2);
+    CHECK(countOps(m, "Reshape") == 1);
+    CHECK(countOps(m, "MatMul") == 1);
+    CHECK_FALSE(m.graph.initializers.contains("w"));  // only the transposed copy is left
+    CHECK(m.graph.initializers.at("shp").numel() == 2);
+    CHECK(compareModels(before, m).empty());
+  }
+  SECTION("Shape of a value with a fully known shape") {
+    Model m = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[2, 3, 4] x) => (float[2, 12] y) {
+  s = Shape (x)
+  k = Constant <value=int64[1] {0}> ()
+  b = Gather (s, k)
+  mone = Constant <value=int64[1] {-1}> ()
+  shp = Concat <axis=0> (b, mone)
+  y = Reshape (x, shp)
+})");
+    Model before = m;
+    auto r = runPass(m, "fold_constants");
+    CHECK(r.changed);
+    CHECK(m.graph.nodes.size() == 1);
+    CHECK(compareModels(before, m).empty());
+  }
+}
+
+TEST_CASE("fold_constants leaves alone what it must not fold", "[fold_constants]") {
+  SECTION("nothing constant: unchanged") {
+    Model m = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 4] x) => (float[N, 4] y) {
+  y = Relu (x)
+})");
+    const std::string before = serialized(m);
+    CHECK_FALSE(runPass(m, "fold_constants").changed);
+    CHECK(serialized(m) == before);
+  }
+  SECTION("growth beyond the limit, DequantizeLinear of weights, graph outputs") {
+    Model m = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 512] x) => (float[N, 512, 512] y, float[4] k, float[N, 4] z) {
+  shp = Constant <value=int64[2] {512, 512}> ()
+  big = Expand (one, shp)
+  y = Add (x, big)
+  k = Relu (kc)
+  wf = DequantizeLinear (wq, sc)
+  x4 = Slice (x, st, en, ax)
+  z = MatMul (x4, wf)
+})");
+    m.graph.initializers.set("one", Tensor::fromVector<float>({1}, {1.0f}));
+    m.graph.initializers.set("kc", Tensor::fromVector<float>({4}, {1, -2, 3, -4}));
+    m.graph.initializers.set("wq", Tensor::fromVector<int8_t>({4, 4}, std::vector<int8_t>(16, 3)));
+    m.graph.initializers.set("sc", Tensor::scalar<float>(0.5f));
+    m.graph.initializers.set("st", Tensor::fromVector<int64_t>({1}, {0}));
+    m.graph.initializers.set("en", Tensor::fromVector<int64_t>({1}, {4}));
+    m.graph.initializers.set("ax", Tensor::fromVector<int64_t>({1}, {1}));
+    auto r = runPass(m, "fold_constants", {{"max_growth_kb", 64}});
+    CHECK(r.stats["folded"] == 1);  // only the shape Constant
+    CHECK(r.stats["skipped_growth"] == 1);
+    CHECK(r.stats["skipped_graph_output"] == 1);
+    CHECK(countOps(m, "Expand") == 1);
+    CHECK(countOps(m, "DequantizeLinear") == 1);
+    CHECK(countOps(m, "Relu") == 1);
+  }
+}

@@ -1,0 +1,223 @@
+// fuse_batchnorm: folded where the math allows, left alone (and reported) everywhere else.
+#include <catch2/catch.hpp>
+
+#include "lwc/model_io.h"
+#include "support/pass_util.h"
+
+using namespace lwc;
+using namespace lwc::test;
+
+namespace {
+void addBn(Model& m, const std::string& p, int64_t c, uint32_t seed) {
+  addConst(m, p + "_g", {c}, seed, 0.5f, 1.5f);
+  addConst(m, p + "_b", {c}, seed + 1);
+  addConst(m, p + "_m", {c}, seed + 2);
+  addConst(m, p + "_v", {c}, seed + 3, 0.2f, 2.0f);
+}
+
+bool noteMentions(const PassResult& r, const std::string& text) {
+  for (const auto& n : r.notes)
+    if (n.find(text) != std::string::npos) return true;
+  return false;
+}
+}  // namespace
+
+TEST_CASE("fuse_batchnorm folds into the preceding layer", "[fuse_batchnorm]") {
+  SECTION("Conv without bias") {
+    Model m = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 3, 8, 8] x) => (float[N, 4, 8, 8] y) {
+  c = Conv <pads=[1,1,1,1]> (x, w)
+  y = BatchNormalization <epsilon=0.001> (c, bn_g, bn_b, bn_m, bn_v)
+})");
+    addConst(m, "w", {4, 3, 3, 3}, 1);
+    addBn(m, "bn", 4, 10);
+    Model before = m;
+    auto r = runPass(m, "fuse_batchnorm");
+    CHECK(r.changed);
+    CHECK(r.stats["folded_into_producer"] == 1);
+    CHECK(countOps(m, "BatchNormalization") == 0);
+    CHECK(m.graph.nodes.size() == 1);
+    CHECK(m.graph.nodes[0].outputs[0] == "y");
+    CHECK(m.graph.initializers.size() == 2);  // folded weights and the new bias; BN parameters gone
+    CHECK(compareModels(before, m, 1e-5).empty());
+  }
+  SECTION("grouped Conv with bias") {
+    Model m = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 4, 8, 8] x) => (float[N, 8, 6, 6] y) {
+  c = Conv <group=2> (x, w, b)
+  y = BatchNormalization (c, bn_g, bn_b, bn_m, bn_v)
+})");
+    addConst(m, "w", {8, 2, 3, 3}, 2);
+    addConst(m, "b", {8}, 3);
+    addBn(m, "bn", 8, 20);
+    Model before = m;
+    CHECK(runPass(m, "fuse_batchnorm").stats["folded_into_producer"] == 1);
+    CHECK(countOps(m, "BatchNormalization") == 0);
+    CHECK(compareModels(before, m, 1e-5).empty());
+  }
+  SECTION("ConvTranspose, one and two groups") {
+    for (int group : {1, 2}) {
+      INFO("group " << group);
+      Model m = parseGraph(std::string(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 4, 5, 5] x) => (float[N, 6, 11, 11] y) {
+  c = ConvTranspose <strides=[2,2], group=)") + std::to_string(group) + R"(> (x, w)
+  y = BatchNormalization (c, bn_g, bn_b, bn_m, bn_v)
+})");
+      addConst(m, "w", {4, 6 / group, 3, 3}, 4);
+      addBn(m, "bn", 6, 30);
+      Model before = m;
+      CHECK(runPass(m, "fuse_batchnorm").stats["folded_into_producer"] == 1);
+      CHECK(countOps(m, "BatchNormalization") == 0);
+      CHECK(compareModels(before, m, 1e-5).empty());
+    }
+  }
+  SECTION("Gemm with transB and C, and Gemm with beta and no C") {
+    Model m = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 16] x) => (float[N, 5] y) {
+  a = Gemm <transB=1, beta=0.5> (x, w1, c1)
+  an = BatchNormalization (a, p_g, p_b, p_m, p_v)
+  r = Relu (an)
+  z = Gemm <alpha=2.0, beta=3.0> (r, w2)
+  y = BatchNormalization (z, q_g, q_b, q_m, q_v)
+})");
+    addConst(m, "w1", {8, 16}, 5);
+    addConst(m, "c1", {8}, 6);
+    addConst(m, "w2", {8, 5}, 7);
+    addBn(m, "p", 8, 40);
+    addBn(m, "q", 5, 50);
+    Model before = m;
+    CHECK(runPass(m, "fuse_batchnorm").stats["folded_into_producer"] == 2);
+    CHECK(countOps(m, "BatchNormalization") == 0);
+    CHECK(compareModels(before, m, 1e-5).empty());
+  }
+  SECTION("MatMul with 2-D output: BN becomes a bias Add; 3-D MatMul is left alone") {
+    Model m = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 16] x, float[N, 8, 16] x3) => (float[N, 8] y, float[N, 8, 8] y3) {
+  a = MatMul (x, w)
+  y = BatchNormalization (a, p_g, p_b, p_m, p_v)
+  a3 = MatMul (x3, w)
+  y3 = BatchNormalization (a3, q_g, q_b, q_m, q_v)
+})");
+    addConst(m, "w", {16, 8}, 8);
+    addBn(m, "p", 8, 60);
+    addBn(m, "q", 8, 70);
+    Model before = m;
+    auto r = runPass(m, "fuse_batchnorm");
+    CHECK(r.stats["folded_into_producer"] == 1);
+    CHECK(r.stats["left_alone"] == 1);
+    CHECK(countOps(m, "BatchNormalization") == 1);
+    CHECK(countOps(m, "Add") == 1);
+    CHECK(noteMentions(r, "not known to be 2-D"));
+    CHECK(compareModels(before, m, 1e-5).empty());
+  }
+}
+
+TEST_CASE("fuse_batchnorm folds a BN into the following unpadded Conv", "[fuse_batchnorm]") {
+  SECTION("no padding: folded, including a depthwise consumer") {
+    for (int group : {1, 4}) {
+      INFO("group " << group);
+      Model m = parseGraph(std::string(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 4, 8, 8] x) => (float[N, 4, 6, 6] y) {
+  r = Relu (x)
+  n = BatchNormalization (r, bn_g, bn_b, bn_m, bn_v)
+  y = Conv <group=)") + std::to_string(group) + R"(> (n, w, b)
+})");
+      addConst(m, "w", {4, 4 / group, 3, 3}, 9);
+      addConst(m, "b", {4}, 10);
+      addBn(m, "bn", 4, 80);
+      Model before = m;
+      auto r = runPass(m, "fuse_batchnorm");
+      CHECK(r.stats["folded_into_consumer"] == 1);
+      CHECK(countOps(m, "BatchNormalization") == 0);
+      CHECK(compareModels(before, m, 1e-5).empty());
+    }
+  }
+  SECTION("padded Conv: left alone with a reason") {
+    Model m = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 4, 8, 8] x) => (float[N, 4, 8, 8] y) {
+  r = Relu (x)
+  n = BatchNormalization (r, bn_g, bn_b, bn_m, bn_v)
+  y = Conv <pads=[1,1,1,1]> (n, w)
+})");
+    addConst(m, "w", {4, 4, 3, 3}, 11);
+    addBn(m, "bn", 4, 90);
+    const std::string before = serialized(m);
+    auto r = runPass(m, "fuse_batchnorm");
+    CHECK_FALSE(r.changed);
+    CHECK(r.stats["left_alone"] == 1);
+    CHECK(noteMentions(r, "pads its input"));
+    CHECK(serialized(m) == before);
+  }
+}
+
+TEST_CASE("fuse_batchnorm leaves alone what it must not fold", "[fuse_batchnorm]") {
+  SECTION("no BatchNormalization: unchanged") {
+    Model m = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 3, 8, 8] x) => (float[N, 4, 6, 6] y) {
+  c = Conv (x, w)
+  y = Relu (c)
+})");
+    addConst(m, "w", {4, 3, 3, 3}, 1);
+    const std::string before = serialized(m);
+    auto r = runPass(m, "fuse_batchnorm");
+    CHECK_FALSE(r.changed);
+    CHECK(serialized(m) == before);
+  }
+  SECTION("Conv output read by another node too") {
+    Model m = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 3, 8, 8] x) => (float[N, 4, 6, 6] y) {
+  c = Conv (x, w)
+  n = BatchNormalization (c, bn_g, bn_b, bn_m, bn_v)
+  y = Add (n, c)
+})");
+    addConst(m, "w", {4, 3, 3, 3}, 1);
+    addBn(m, "bn", 4, 10);
+    const std::string before = serialized(m);
+    auto r = runPass(m, "fuse_batchnorm");
+    CHECK_FALSE(r.changed);
+    CHECK(r.stats["left_alone"] == 1);
+    CHECK(noteMentions(r, "other readers"));
+    CHECK(serialized(m) == before);
+  }
+  SECTION("Conv output is a graph output") {
+    Model m = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 3, 8, 8] x) => (float[N, 4, 6, 6] y, float[N, 4, 6, 6] c) {
+  c = Conv (x, w)
+  y = BatchNormalization (c, bn_g, bn_b, bn_m, bn_v)
+})");
+    addConst(m, "w", {4, 3, 3, 3}, 1);
+    addBn(m, "bn", 4, 10);
+    const std::string before = serialized(m);
+    CHECK_FALSE(runPass(m, "fuse_batchnorm").changed);
+    CHECK(serialized(m) == before);
+  }
+  SECTION("BN parameters that are graph inputs, not constants") {
+    Model m = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 3, 8, 8] x, float[4] s) => (float[N, 4, 6, 6] y) {
+  c = Conv (x, w)
+  y = BatchNormalization (c, s, bn_b, bn_m, bn_v)
+})");
+    addConst(m, "w", {4, 3, 3, 3}, 1);
+    addBn(m, "bn", 4, 10);
+    m.graph.initializers.erase("bn_g");
+    const std::string before = serialized(m);
+    auto r = runPass(m, "fuse_batchnorm");
+    CHECK_FALSE(r.changed);
+    CHECK(noteMentions(r, "not a constant"));
+    CHECK(serialized(m) == before);
+  }
+  SECTION("a weight shared by two Convs gets a new folded copy") {
+    Model m = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 3, 8, 8] x) => (float[N, 4, 6, 6] y, float[N, 4, 6, 6] z) {
+  c = Conv (x, w)
+  y = BatchNormalization (c, bn_g, bn_b, bn_m, bn_v)
+  z = Conv (x, w)
+})");
+    addConst(m, "w", {4, 3, 3, 3}, 1);
+    addBn(m, "bn", 4, 10);
+    Model before = m;
+    CHECK(runPass(m, "fuse_batchnorm").changed);
+    CHECK(m.graph.initializers.at("w").bitEqual(before.graph.initializers.at("w")));
+    CHECK(compareModels(before, m, 1e-5).empty());
+  }
+}

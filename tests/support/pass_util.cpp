@@ -1,0 +1,68 @@
+#include "support/pass_util.h"
+
+#include <cmath>
+#include <sstream>
+
+#include "lwc/engine.h"
+#include "lwc/model_io.h"
+#include "passes/registry.h"
+#include "support/engine_util.h"
+
+namespace lwc::test {
+
+Model parseGraph(const std::string& text) { return parseModelText(text, LoadOptions{false}); }
+
+void addConst(Model& m, const std::string& name, Shape shape, uint32_t seed, float lo, float hi) {
+  m.graph.initializers.set(name, randomFloat(std::move(shape), seed, lo, hi));
+}
+
+PassResult runPass(Model& m, const std::string& pass, const nlohmann::json& options) {
+  auto p = passes::builtinPasses().create(pass);
+  p->configure(options, pass);
+  PassContext ctx;
+  PassResult r = p->run(m, ctx);
+  topoSort(m.graph);
+  validateGraph(m.graph);
+  return r;
+}
+
+int countOps(const Model& m, const std::string& op) {
+  int c = 0;
+  for (const auto& n : m.graph.nodes) c += n.op_type == op;
+  return c;
+}
+
+std::string serialized(const Model& m) { return modelToProto(m).SerializeAsString(); }
+
+std::string compareModels(const Model& a, const Model& b, double rtol, int64_t batch) {
+  engine::SessionOptions so;
+  so.reference_only = true;
+  engine::Session sa(a, so), sb(b, so);
+  engine::TensorMap feeds;
+  uint32_t seed = 11;
+  for (const auto* in : a.graph.realInputs()) {
+    Shape s;
+    for (const auto& d : *in->shape) s.push_back(d.known() ? d.value : batch);
+    feeds[in->name] = randomFloat(s, seed++);
+  }
+  auto ya = sa.run(feeds), yb = sb.run(feeds);
+  if (ya.size() != yb.size()) return "different number of outputs";
+  for (const auto& [name, t] : ya) {
+    auto it = yb.find(name);
+    if (it == yb.end()) return "output " + name + " missing in the second model";
+    if (t.shape() != it->second.shape()) return "output " + name + ": shape " + shapeStr(t.shape()) + " vs " + shapeStr(it->second.shape());
+    double scale = 0, err = 0;
+    for (int64_t i = 0; i < t.numel(); ++i) {
+      scale = std::max(scale, std::fabs(t.at(i)));
+      err = std::max(err, std::fabs(t.at(i) - it->second.at(i)));
+    }
+    if (err > rtol * scale + 1e-7) {
+      std::ostringstream os;
+      os << "output " << name << ": max abs diff " << err << " at scale " << scale;
+      return os.str();
+    }
+  }
+  return "";
+}
+
+}  // namespace lwc::test

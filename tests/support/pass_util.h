@@ -1,0 +1,28 @@
+// Helpers for pass tests: build graphs from ONNX text, run a pass, compare models numerically.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <string>
+
+#include "lwc/graph.h"
+#include "lwc/pass.h"
+
+namespace lwc::test {
+
+/// Parses ONNX text without validation (initializers are added afterwards with addConst).
+Model parseGraph(const std::string& text);
+/// Adds a seeded random float32 initializer with values in [lo, hi).
+void addConst(Model& m, const std::string& name, Shape shape, uint32_t seed, float lo = -1.0f, float hi = 1.0f);
+/// Runs a built-in pass by name with options.
+PassResult runPass(Model& m, const std::string& pass, const nlohmann::json& options = nlohmann::json::object());
+/// Number of nodes of an op type.
+int countOps(const Model& m, const std::string& op);
+/// Serialized bytes of the model (to check "unchanged" exactly).
+std::string serialized(const Model& m);
+/// Runs both models with the reference kernels on the same seeded random inputs (batch `batch` for
+/// symbolic dims) and returns "" when every output agrees within rtol (relative to the output's
+/// largest magnitude), else a description of the difference.
+std::string compareModels(const Model& a, const Model& b, double rtol = 1e-5, int64_t batch = 2);
+
+}  // namespace lwc::test
