@@ -25,40 +25,60 @@ def run(cmd):
     return r.stdout
 
 
+def input_args(ort_dir):
+    """--input NAME=FILE arguments for the inputs ort_tool.js saved under ORT_DIR/inputs."""
+    args = []
+    for f in sorted(os.listdir(os.path.join(ort_dir, "inputs"))):
+        args += ["--input", f"{os.path.splitext(f)[0]}={os.path.join(ort_dir, 'inputs', f)}"]
+    return args
+
+
+def ort_run(model, outdir, threads, batch=None, inputs_from=None):
+    """Runs MODEL in ONNX Runtime on seeded random inputs (batch) or on the inputs saved by an earlier run."""
+    cmd = ["node", os.path.join(ROOT, "scripts/ort/ort_tool.js"), "run", model, "--threads", str(threads), "--outdir", outdir]
+    cmd += input_args(inputs_from) if inputs_from else ["--random-batch", str(batch), "--seed", "7"]
+    run(cmd)
+
+
+def lwc_exec(lwc, model, outdir, threads, inputs_from):
+    run([lwc, "exec", model, "--threads", str(threads), "--outdir", outdir] + input_args(inputs_from))
+
+
+def compare_outputs(ref_dir, test_dir, rtol, atol):
+    """Worst error of the outputs in TEST_DIR against REF_DIR, as a fraction of the limit; raises when over it."""
+    worst = 0.0
+    outs = [f for f in sorted(os.listdir(ref_dir)) if f.endswith(".npy")]
+    if not outs:
+        raise RuntimeError("the reference run produced no outputs")
+    for f in outs:
+        a = np.load(os.path.join(ref_dir, f))
+        p = os.path.join(test_dir, f)
+        if not os.path.exists(p):
+            raise RuntimeError(f"output {f} is missing")
+        b = np.load(p)
+        if a.shape != b.shape or a.dtype != b.dtype:
+            raise RuntimeError(f"{f}: {a.dtype}{list(a.shape)} vs {b.dtype}{list(b.shape)}")
+        if a.dtype.kind in "iub":
+            bad = int(np.sum(a != b))
+            if bad:
+                raise RuntimeError(f"{f}: {bad} integer elements differ")
+            continue
+        a64, b64 = a.astype(np.float64), b.astype(np.float64)
+        scale = float(np.max(np.abs(a64))) if a64.size else 0.0
+        err = float(np.max(np.abs(a64 - b64))) if a64.size else 0.0
+        rel = err / (rtol * scale + atol)
+        worst = max(worst, rel)
+        if not rel <= 1.0:
+            raise RuntimeError(f"{f}: max abs diff {err:.3g} at output scale {scale:.3g} (limit {rtol * scale + atol:.3g})")
+    return worst
+
+
 def check(model, lwc, batch, rtol, atol, threads):
     with tempfile.TemporaryDirectory() as d:
         ort_dir, lwc_dir = os.path.join(d, "ort"), os.path.join(d, "lwc")
-        run(["node", os.path.join(ROOT, "scripts/ort/ort_tool.js"), "run", model, "--random-batch", str(batch),
-             "--seed", "7", "--threads", str(threads), "--outdir", ort_dir])
-        inputs = []
-        for f in sorted(os.listdir(os.path.join(ort_dir, "inputs"))):
-            inputs += ["--input", f"{os.path.splitext(f)[0]}={os.path.join(ort_dir, 'inputs', f)}"]
-        run([lwc, "exec", model, "--threads", str(threads), "--outdir", lwc_dir] + inputs)
-        worst = 0.0
-        outs = [f for f in sorted(os.listdir(ort_dir)) if f.endswith(".npy")]
-        if not outs:
-            raise RuntimeError("ONNX Runtime produced no outputs")
-        for f in outs:
-            a = np.load(os.path.join(ort_dir, f))
-            p = os.path.join(lwc_dir, f)
-            if not os.path.exists(p):
-                raise RuntimeError(f"lwc did not produce output {f}")
-            b = np.load(p)
-            if a.shape != b.shape or a.dtype != b.dtype:
-                raise RuntimeError(f"{f}: ort {a.dtype}{list(a.shape)} vs lwc {b.dtype}{list(b.shape)}")
-            if a.dtype.kind in "iub":
-                bad = int(np.sum(a != b))
-                if bad:
-                    raise RuntimeError(f"{f}: {bad} integer elements differ")
-                continue
-            a64, b64 = a.astype(np.float64), b.astype(np.float64)
-            scale = float(np.max(np.abs(a64))) if a64.size else 0.0
-            err = float(np.max(np.abs(a64 - b64))) if a64.size else 0.0
-            rel = err / (rtol * scale + atol)
-            worst = max(worst, rel)
-            if not rel <= 1.0:
-                raise RuntimeError(f"{f}: max abs diff {err:.3g} at output scale {scale:.3g} (limit {rtol * scale + atol:.3g})")
-        return worst
+        ort_run(model, ort_dir, threads, batch=batch)
+        lwc_exec(lwc, model, lwc_dir, threads, ort_dir)
+        return compare_outputs(ort_dir, lwc_dir, rtol, atol)
 
 
 def main():

@@ -17,6 +17,8 @@ PKGS=(
   # data, conformance cases, model training/export scripts
   dataset-fashion-mnist libonnx-testdata
   python3 python3-numpy python3-torch python3-torchvision python3-onnx
+  # configs/*.json are validated against configs/pipeline.schema.json in the tests
+  python3-jsonschema
 )
 
 missing=()

@@ -1,0 +1,162 @@
+// lwc run / fuse / passes end to end: real models, real data, reports, gates and exit codes.
+#include <catch2/catch.hpp>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "lwc/model_io.h"
+#include "support/test_util.h"
+
+using namespace lwc;
+using lwc::test::runLwc;
+using lwc::test::TempDir;
+using Catch::Matchers::Contains;
+namespace fs = std::filesystem;
+
+namespace {
+const fs::path kIdx = "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz";
+
+std::string q(const fs::path& p) { return "'" + p.string() + "'"; }
+fs::path td(const std::string& f) { return test::testdataDir() / f; }
+fs::path cfg(const std::string& f) { return test::sourceDir() / "configs" / f; }
+
+int countOp(const Model& m, const std::string& op) {
+  int c = 0;
+  for (const auto& n : m.graph.nodes) c += n.op_type == op;
+  return c;
+}
+
+// BatchNormalization nodes whose input comes from a Conv.
+int bnAfterConv(const Model& m) {
+  int c = 0;
+  for (const auto& n : m.graph.nodes) {
+    if (n.op_type != "BatchNormalization") continue;
+    for (const auto& p : m.graph.nodes)
+      if (!p.outputs.empty() && p.outputs[0] == n.inputs[0] && p.op_type == "Conv") ++c;
+  }
+  return c;
+}
+
+nlohmann::json readJson(const fs::path& p) {
+  std::ifstream f(p);
+  REQUIRE(f.good());
+  return nlohmann::json::parse(f);
+}
+}  // namespace
+
+TEST_CASE("lwc passes lists every pass with its options", "[cli][run]") {
+  auto r = runLwc("passes --json");
+  REQUIRE(r.exit_code == 0);
+  const auto j = nlohmann::json::parse(r.out);
+  CHECK(j["schema"] == "lwc.passes");
+  std::set<std::string> names;
+  for (const auto& p : j["passes"]) {
+    names.insert(p["name"].get<std::string>());
+    CHECK_FALSE(p["help"].get<std::string>().empty());
+    for (const auto& o : p["options"]) CHECK(o.contains("default"));
+  }
+  for (const char* n : {"fuse_batchnorm", "eliminate_identity", "fold_constants", "eliminate_dead", "fuse_pad_into_conv",
+                        "fuse_bias_add"})
+    CHECK(names.count(n) == 1);
+  auto t = runLwc("passes");
+  CHECK(t.exit_code == 0);
+  CHECK_THAT(t.out, Contains("max_growth_kb") && Contains("max_top1_drop"));
+}
+
+TEST_CASE("lwc fuse on every testdata model: no BN after a Conv, identical accuracy on 10 000 images", "[cli][run]") {
+  REQUIRE(fs::exists(kIdx));
+  TempDir d;
+  const auto models = readJson(td("models.json"));
+  for (const auto& [name, info] : models.items()) {
+    INFO(name);
+    const fs::path in = td(info["file"].get<std::string>());
+    const fs::path out = d / (name + ".onnx");
+    auto r = runLwc("-q fuse " + q(in) + " -o " + q(out) + " --eval " + q(kIdx) + " --preprocess " +
+                    q(td("fmnist_sample/preprocess.json")) + " --report " + q(d / (name + ".json")));
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    const Model m = loadModel(out);
+    CHECK(bnAfterConv(m) == 0);
+    const auto rep = readJson(d / (name + ".json"));
+    CHECK(rep["status"] == "ok");
+    // PyTorch measured these; cleanup must not change a single prediction.
+    CHECK(std::llround(rep["input"]["eval"]["top1"].get<double>() * 10000) == info["top1_correct"].get<int64_t>());
+    CHECK(rep["final"]["eval"]["top1"] == rep["input"]["eval"]["top1"]);
+    CHECK(rep["final"]["eval"]["top1_agreement"] == 1.0);
+    CHECK(rep["final"]["params"].get<int64_t>() <= rep["input"]["params"].get<int64_t>());
+    CHECK(rep["final"]["macs"] == rep["input"]["macs"]);
+    CHECK(rep["final"]["nodes"].get<int64_t>() == static_cast<int64_t>(m.graph.nodes.size()));
+    if (name == "mnv2" || name == "resnet") {
+      CHECK(countOp(loadModel(in), "BatchNormalization") > 0);
+      CHECK(countOp(m, "BatchNormalization") == 0);
+    }
+  }
+}
+
+TEST_CASE("lwc run: JSON and text pipelines, deterministic output, Markdown report", "[cli][run]") {
+  TempDir d;
+  auto a = runLwc("-q run " + q(cfg("cleanup.json")) + " " + q(td("mnv2_fmnist.onnx")) + " -o " + q(d / "a.onnx") +
+                  " --report-md " + q(d / "r.md") + " --time-passes");
+  INFO(a.err);
+  REQUIRE(a.exit_code == 0);
+  CHECK_THAT(a.out, Contains("fuse_batchnorm") && Contains("total"));
+  auto b = runLwc("-q fuse " + q(td("mnv2_fmnist.onnx")) + " -o " + q(d / "b.onnx"));
+  REQUIRE(b.exit_code == 0);
+  CHECK(test::readFile(d / "a.onnx") == test::readFile(d / "b.onnx"));  // same pipeline, same bytes
+  auto c = runLwc("-q run --passes 'fold_constants,eliminate_identity,fuse_pad_into_conv,fuse_batchnorm,fuse_bias_add,"
+                  "eliminate_identity,eliminate_dead' " + q(td("mnv2_fmnist.onnx")) + " -o " + q(d / "c.onnx"));
+  INFO(c.err);
+  REQUIRE(c.exit_code == 0);
+  CHECK(test::readFile(d / "a.onnx") == test::readFile(d / "c.onnx"));
+  CHECK_THAT(test::readFile(d / "r.md"), Contains("| stage |") && Contains("| fuse_batchnorm |"));
+}
+
+TEST_CASE("lwc run: a failed gate exits 3, writes the report, not the model", "[cli][run]") {
+  TempDir d;
+  const fs::path p = d / "p.json";
+  test::writeFile(p, nlohmann::json{{"data", {{"eval", (td("fmnist_sample")).string()}}},
+                                    {"passes", {"fuse_batchnorm"}},
+                                    {"gates", {{"max_top1_drop", 0.0}, {"min_size_ratio", 4.0}}}}
+                         .dump());
+  auto r = runLwc("-q run " + q(p) + " " + q(td("resnet_fmnist.onnx")) + " -o " + q(d / "out.onnx") + " --report " +
+                  q(d / "rep.json"));
+  CHECK(r.exit_code == 3);
+  CHECK_THAT(r.err, Contains("gate failed"));
+  CHECK_FALSE(fs::exists(d / "out.onnx"));
+  const auto rep = readJson(d / "rep.json");
+  CHECK(rep["status"] == "gate_failed");
+  CHECK(rep["gates"].size() == 2);
+  auto k = runLwc("-q run " + q(p) + " " + q(td("resnet_fmnist.onnx")) + " -o " + q(d / "out.onnx") + " --keep-failed");
+  CHECK(k.exit_code == 3);
+  CHECK(fs::exists(d / "out.onnx"));
+}
+
+TEST_CASE("lwc run: bad pipelines and paths fail before any work, leaving no file", "[cli][run]") {
+  TempDir d;
+  const fs::path model = td("lenet5_fmnist.onnx");
+  const std::string before = test::readFile(model);
+  auto bad = [&](const nlohmann::json& pipeline, const std::string& expect) {
+    INFO(pipeline.dump());
+    const fs::path p = d / "p.json";
+    test::writeFile(p, pipeline.dump());
+    auto r = runLwc("run " + q(p) + " " + q(model) + " -o " + q(d / "out.onnx"));
+    CHECK(r.exit_code == 1);
+    CHECK_THAT(r.err, Contains(expect));
+    CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);  // one line
+    CHECK_FALSE(fs::exists(d / "out.onnx"));
+  };
+  bad({{"passes", {"fuse_bachnorm"}}}, "passes[0]: unknown pass 'fuse_bachnorm'");
+  bad({{"passes", {{{"pass", "fold_constants"}, {"options", {{"max_growth", 1}}}}}}}, "passes[0].options.max_growth: unknown option");
+  bad({{"passes", {{{"pass", "fold_constants"}, {"options", {{"max_growth_kb", true}}}}}}}, "expected int");
+  bad({{"passes", nlohmann::json::array()}, {"data", {{"eval", "/no/such/data"}}}}, "/no/such/data does not exist");
+  bad({{"passes", nlohmann::json::array()}, {"gates", {{"max_top1_drop", 1}}}}, "needs evaluation data");
+  auto r = runLwc("run " + q(cfg("cleanup.json")) + " " + q(model) + " -o " + q(model));
+  CHECK(r.exit_code == 1);
+  CHECK_THAT(r.err, Contains("must not overwrite the input"));
+  r = runLwc("run " + q(cfg("cleanup.json")) + " " + q(model) + " -o /no/such/dir/out.onnx");
+  CHECK(r.exit_code == 1);
+  CHECK_THAT(r.err, Contains("/no/such/dir") && Contains("does not exist"));
+  r = runLwc("run --passes 'fuse_batchnorm{x=1}' " + q(model) + " -o " + q(d / "out.onnx"));
+  CHECK(r.exit_code == 1);
+  CHECK_THAT(r.err, Contains("x: unknown option"));
+  CHECK(test::readFile(model) == before);
+}
