@@ -4,6 +4,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/build.sh
-./build/apps/lwc/lwc info --per-layer testdata/mnv2_fmnist.onnx
-./build/apps/lwc/lwc eval testdata/mnv2_fmnist.onnx --data testdata/fmnist_sample/png \
-  --preprocess testdata/fmnist_sample/preprocess.json
+mkdir -p build/demo
+./build/apps/lwc/lwc info testdata/mnv2_fmnist.onnx
+# Cleanup pipeline with evaluation on the 500-image sample and gates (exit code 3 if one fails).
+./build/apps/lwc/lwc run configs/cleanup_gated.json testdata/mnv2_fmnist.onnx -o build/demo/mnv2_fmnist.fused.onnx \
+  --report build/demo/cleanup_report.json --report-md build/demo/cleanup_report.md
