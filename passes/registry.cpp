@@ -6,6 +6,7 @@
 #include "passes/fuse_batchnorm.h"
 #include "passes/fuse_bias_add.h"
 #include "passes/fuse_pad_into_conv.h"
+#include "passes/quantize_static.h"
 
 namespace lwc::passes {
 
@@ -16,6 +17,7 @@ void registerBuiltinPasses(PassRegistry& r) {
   r.add([] { return std::make_unique<FuseBatchnorm>(); });
   r.add([] { return std::make_unique<FuseBiasAdd>(); });
   r.add([] { return std::make_unique<FusePadIntoConv>(); });
+  r.add([] { return std::make_unique<QuantizeStatic>(); });
 }
 
 const PassRegistry& builtinPasses() {

@@ -9,6 +9,7 @@
 
 #include "cleanup_config.h"
 #include "commands.h"
+#include "run_common.h"
 #include "lwc/engine.h"
 #include "lwc/model_io.h"
 #include "lwc/pipeline.h"
@@ -17,19 +18,6 @@
 namespace lwc::app {
 
 namespace fs = std::filesystem;
-
-namespace {
-
-struct RunArgs {
-  std::vector<std::string> positional;
-  std::string passes;
-  std::string output;
-  std::string report, report_md;
-  std::string eval, calib, preprocess;
-  int64_t eval_limit = -1, calib_limit = -1;
-  bool print_after_all = false, time_passes = false, json = false, keep_failed = false;
-  int threads = 0;
-};
 
 void addRunOptions(CLI::App* cmd, RunArgs& a) {
   cmd->add_option("-o,--output", a.output, "Output ONNX file (written atomically)")->required();
@@ -46,6 +34,8 @@ void addRunOptions(CLI::App* cmd, RunArgs& a) {
   cmd->add_flag("--keep-failed", a.keep_failed, "Write the output model even when a gate fails");
   cmd->add_option("--threads", a.threads, "Threads (0 = all cores)")->default_val(0);
 }
+
+namespace {
 
 void applyDataOverride(std::optional<DataSpec>& spec, const std::string& path, int64_t limit, const std::string& preprocess,
                        const char* flag) {
@@ -74,7 +64,14 @@ void printGraph(const std::string& pass, const Model& m) {
   std::cerr << *g << "\n";
 }
 
-int runPipelineCommand(Pipeline p, const std::string& model_path, const RunArgs& a) {
+}  // namespace
+
+Pipeline cleanupPipeline() {
+  return Pipeline::fromJson(nlohmann::json::parse(kCleanupConfig), "configs/cleanup.json (built in)", fs::current_path(),
+                            passes::builtinPasses());
+}
+
+int runPipelineCommand(Pipeline p, const std::string& model_path, const RunArgs& a, const RunHooks& hooks) {
   applyDataOverride(p.eval, a.eval, a.eval_limit, a.preprocess, "--eval");
   applyDataOverride(p.calib, a.calib, a.calib_limit, a.preprocess, "--calib");
   p.check();
@@ -93,6 +90,7 @@ int runPipelineCommand(Pipeline p, const std::string& model_path, const RunArgs&
   ro.threads = a.threads;
   ro.log = [](const std::string& s) { spdlog::info("{}", s); };
   if (a.print_after_all) ro.after_pass = printGraph;
+  ro.on_stage = hooks.on_stage;
   PipelineReport rep = runPipeline(p, m, ro);
   rep.output = a.output;
   checkModelForOutput(m);
@@ -102,6 +100,7 @@ int runPipelineCommand(Pipeline p, const std::string& model_path, const RunArgs&
   if (!a.report_md.empty()) writeFileAtomic(a.report_md, rep.toMarkdown());
   if (a.json) std::cout << rep.toJson().dump(2) << "\n";
   else std::cout << rep.toText(a.time_passes);
+  if (!a.json && hooks.print_extra) hooks.print_extra(rep);
   if (!ok) {
     std::fprintf(stderr, "lwc: error: a quality gate failed%s\n",
                  a.keep_failed ? " (output written because of --keep-failed)" : "; the output model was not written");
@@ -109,8 +108,6 @@ int runPipelineCommand(Pipeline p, const std::string& model_path, const RunArgs&
   }
   return 0;
 }
-
-}  // namespace
 
 void addRunCommand(CLI::App& app, Action& action, const GlobalOptions&) {
   auto a = std::make_shared<RunArgs>();
@@ -138,9 +135,7 @@ void addFuseCommand(CLI::App& app, Action& action, const GlobalOptions&) {
   addRunOptions(cmd, *a);
   cmd->callback([&action, a] {
     action = [a] {
-      Pipeline p = Pipeline::fromJson(nlohmann::json::parse(kCleanupConfig), "configs/cleanup.json (built in)", fs::current_path(),
-                                      passes::builtinPasses());
-      return runPipelineCommand(std::move(p), a->positional.at(0), *a);
+      return runPipelineCommand(cleanupPipeline(), a->positional.at(0), *a);
     };
   });
 }

@@ -43,6 +43,8 @@ int main(int argc, char** argv) {
   addPassesCommand(app, action, g);
   addRunCommand(app, action, g);
   addFuseCommand(app, action, g);
+  addQuantizeCommand(app, action, g);
+  addCalibrateCommand(app, action, g);
 
   try {
     app.parse(argc, argv);

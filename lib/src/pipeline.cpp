@@ -434,6 +434,7 @@ PipelineReport runPipeline(const Pipeline& p, Model& m, const RunOptions& opts) 
       log("evaluating after " + rec.pass);
       ev->evaluate(m, rec.metrics, false);
     }
+    if (opts.on_stage) opts.on_stage(*step.pass, before, m, rec);
     for (const auto& n : rec.result.notes) log(rec.pass + ": " + n);
     if (opts.after_pass) opts.after_pass(rec.pass, m);
     rep.stages.push_back(std::move(rec));
@@ -545,6 +546,7 @@ json PipelineReport::toJson() const {
       j["stats"] = s.result.stats;
       j["notes"] = s.result.notes;
       j["seconds"] = s.seconds;
+      if (!s.details.is_null()) j["details"] = s.details;
     }
     stages_j.push_back(j);
   }

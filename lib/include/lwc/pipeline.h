@@ -86,6 +86,7 @@ struct StageRecord {
   PassResult result;
   double seconds = 0;         ///< time in the pass
   StageMetrics metrics;
+  nlohmann::json details;     ///< pass-specific report data (e.g. per-layer errors); null if none
 };
 
 struct GateResult {
@@ -118,6 +119,8 @@ struct RunOptions {
   int threads = 0;
   /// Called after every pass with the pass name and the model (for --print-after-all).
   std::function<void(const std::string& pass, const Model& m)> after_pass;
+  /// Called after every successful pass with the models before and after it; may fill rec.details.
+  std::function<void(const Pass& pass, const Model& before, const Model& after, StageRecord& rec)> on_stage;
   /// Progress messages (one line each) for the log.
   std::function<void(const std::string& line)> log;
 };

@@ -1,9 +1,11 @@
 #include "engine/optimize.h"
 
+#include "lwc/analysis.h"
 #include "lwc/graph_edit.h"
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 #include <set>
 
 namespace lwc::engine {
@@ -41,7 +43,7 @@ void removeDeadNodes(Graph& g) {
       const Node& n = g.nodes[i];
       if (n.domain != "" && n.domain != kInternalDomain) continue;
       const bool any_used = std::any_of(n.outputs.begin(), n.outputs.end(), [&](const auto& o) { return used.count(o); });
-      if (!any_used && (n.op_type == "Transpose" || n.domain == kInternalDomain)) {
+      if (!any_used && (n.op_type == "Transpose" || n.op_type == "DequantizeLinear" || n.domain == kInternalDomain)) {
         g.nodes.erase(g.nodes.begin() + static_cast<std::ptrdiff_t>(i));
         changed = true;
         break;
@@ -114,6 +116,88 @@ int foldBatchNorms(Graph& g) {
     ++folded;
   }
   return folded;
+}
+
+// ------------------------------------------------------------------ QDQ -> integer ops
+
+// A DequantizeLinear whose scale and zero point are constants: (quantized input, scale, zero point).
+struct DqInfo {
+  const Node* node = nullptr;
+  std::string q, scale, zp;
+  int64_t axis = 1;
+};
+
+std::optional<DqInfo> dqProducing(const Graph& g, const std::string& v) {
+  const int p = producerIndex(g, v);
+  if (p < 0) return std::nullopt;
+  const Node& n = g.nodes[static_cast<size_t>(p)];
+  if (n.op_type != "DequantizeLinear" || !n.domain.empty() || !n.hasInput(2)) return std::nullopt;
+  if (!g.initializers.contains(n.inputs[1]) || !g.initializers.contains(n.inputs[2])) return std::nullopt;
+  return DqInfo{&n, n.inputs[0], n.inputs[1], n.inputs[2], n.attrInt("axis", 1)};
+}
+
+bool isScalarConst(const Graph& g, const std::string& name) {
+  const Tensor* t = g.initializers.find(name);
+  return t && t->numel() == 1;
+}
+
+// DQ(x) -> Conv/MatMul(DQ(W) [, DQ(b)]) -> Q  becomes  QLinearConv/QLinearMatMul, the integer kernel
+// ONNX Runtime also runs for this pattern. Weights must be constant int8/uint8, activations
+// per-tensor; a Conv bias must be int32 with scale x_scale * w_scale (as quantizers write it).
+int fuseQdq(Graph& g) {
+  int fused = 0;
+  for (size_t i = 0; i < g.nodes.size(); ++i) {
+    const Node& op = g.nodes[i];
+    if (!op.domain.empty() || (op.op_type != "Conv" && op.op_type != "MatMul") || op.outputs.size() != 1) continue;
+    const bool conv = op.op_type == "Conv";
+    if (op.inputs.size() < 2 || (!conv && op.inputs.size() != 2)) continue;
+    auto dx = dqProducing(g, op.inputs[0]);
+    auto dw = dqProducing(g, op.inputs[1]);
+    if (!dx || !dw || !isScalarConst(g, dx->scale) || !isScalarConst(g, dx->zp)) continue;
+    const Tensor* wq = g.initializers.find(dw->q);
+    if (!wq || (wq->dtype() != DType::Int8 && wq->dtype() != DType::UInt8)) continue;
+    const Tensor& sw = g.initializers.at(dw->scale);
+    if (sw.numel() > 1 && dw->axis != (conv ? 0 : 1) && !(conv && dw->axis == -static_cast<int64_t>(wq->rank()))) continue;
+    std::string bias;
+    if (conv && op.hasInput(2)) {
+      auto db = dqProducing(g, op.inputs[2]);
+      if (!db) continue;
+      const Tensor* bq = g.initializers.find(db->q);
+      const Tensor& sb = g.initializers.at(db->scale);
+      const Tensor& zb = g.initializers.at(db->zp);
+      if (!bq || bq->dtype() != DType::Int32 || countZeros(zb) != zb.numel()) continue;
+      // The integer kernel scales the bias by x_scale * w_scale: it must be what the DQ says.
+      const float sx = g.initializers.at(dx->scale).data<float>()[0];
+      bool same = sb.numel() == bq->numel() || sb.numel() == 1;
+      for (int64_t c = 0; same && c < bq->numel(); ++c) {
+        const float want = sx * sw.data<float>()[sw.numel() == 1 ? 0 : c];
+        const float have = sb.data<float>()[sb.numel() == 1 ? 0 : c];
+        same = std::fabs(want - have) <= 1e-6f * std::fabs(want);
+      }
+      if (!same) continue;
+      bias = db->q;
+    }
+    const std::string y = op.outputs[0];
+    if (g.isGraphOutput(y) || useCount(g, y) != 1) continue;
+    size_t qi = 0;
+    while (qi < g.nodes.size() && !(g.nodes[qi].inputs.size() > 0 && g.nodes[qi].inputs[0] == y)) ++qi;
+    if (qi == g.nodes.size()) continue;
+    const Node& qn = g.nodes[qi];
+    if (qn.op_type != "QuantizeLinear" || !qn.domain.empty() || !qn.hasInput(2) || !isScalarConst(g, qn.inputs[1]) ||
+        !isScalarConst(g, qn.inputs[2]))
+      continue;
+    Node f = op;
+    f.op_type = conv ? "QLinearConv" : "QLinearMatMul";
+    f.inputs = {dx->q, dx->scale, dx->zp, dw->q, dw->scale, dw->zp, qn.inputs[1], qn.inputs[2]};
+    if (!bias.empty()) f.inputs.push_back(bias);
+    f.outputs = {qn.outputs[0]};
+    if (!conv) f.attrs.clear();
+    g.nodes[i] = f;
+    g.nodes.erase(g.nodes.begin() + static_cast<std::ptrdiff_t>(qi));
+    if (qi < i) --i;
+    ++fused;
+  }
+  return fused;
 }
 
 // ------------------------------------------------------------------ NHWC conversion
@@ -338,6 +422,8 @@ int fusePostOps(Graph& g) {
 OptimizeStats optimizeForExecution(Graph& g) {
   OptimizeStats st;
   st.bn_folded = foldBatchNorms(g);
+  st.qdq_fused = fuseQdq(g);
+  if (st.qdq_fused) removeDeadNodes(g);
   st.convs_nhwc = convertConvs(g);
   if (st.convs_nhwc > 0) {
     bool changed = true;

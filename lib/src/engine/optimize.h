@@ -18,6 +18,7 @@ inline constexpr const char* kInternalDomain = "lwc.internal";
 
 struct OptimizeStats {
   int bn_folded = 0;
+  int qdq_fused = 0;
   int convs_nhwc = 0;
   int transposes_left = 0;
   int fused_post_ops = 0;

@@ -54,11 +54,13 @@ struct Session::Impl {
 namespace {
 // Evaluates nodes whose inputs are all constants (Constant nodes, shape arithmetic on initializers)
 // once, with the reference kernels, and stores their outputs as initializers. Later rewrites then
-// see constants (e.g. the min/max of a Clip) and kernels can pre-process them.
-int foldConstantNodes(Graph& g, const Model& model) {
+// see constants (e.g. the min/max of a Clip) and kernels can pre-process them. `keep_dequantize`
+// leaves DequantizeLinear of constant weights for the QDQ fusion.
+int foldConstantNodes(Graph& g, const Model& model, bool keep_dequantize) {
   int folded = 0;
   for (size_t i = 0; i < g.nodes.size(); ++i) {
     const Node& n = g.nodes[i];
+    if (keep_dequantize && n.op_type == "DequantizeLinear") continue;
     std::vector<const Tensor*> ins;
     bool all_const = true;
     for (const auto& in : n.inputs) {
@@ -113,8 +115,12 @@ Session::Session(const Model& model, SessionOptions opts) : impl_(std::make_uniq
       fail(model.label(), ": node ", n.describe(), " has subgraphs (control flow), which the lwc engine does not run yet");
   s.types = inferShapes(model);
   if (!s.opts.reference_only) {
-    foldConstantNodes(g, model);
-    if (!s.opts.observable) s.stats = optimizeForExecution(g);
+    // Weight DequantizeLinear nodes stay until the QDQ fusion has turned them into integer kernels.
+    foldConstantNodes(g, model, !s.opts.observable);
+    if (!s.opts.observable) {
+      s.stats = optimizeForExecution(g);
+      foldConstantNodes(g, model, false);
+    }
   }
 
   for (const auto& [name, t] : g.initializers.items()) s.constants[s.slot(name)] = t;

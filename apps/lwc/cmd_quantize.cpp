@@ -1,0 +1,208 @@
+// lwc quantize MODEL --calib D -o OUT: cleanup + INT8 static quantization (QDQ), with a report of
+// accuracy, size, per-layer error and latency. lwc calibrate: only the statistics (for shards).
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "commands.h"
+#include "lwc/engine.h"
+#include "lwc/model_io.h"
+#include "lwc/pipeline.h"
+#include "passes/quantize_static.h"
+#include "passes/registry.h"
+#include "run_common.h"
+
+namespace lwc::app {
+
+namespace {
+
+struct QuantArgs {
+  RunArgs run;
+  std::string calibrator = "minmax";
+  double percentile = 99.999;
+  int64_t calib_samples = 0;
+  bool per_tensor = false;
+  std::string act_type = "uint8";
+  std::vector<std::string> exclude, keep_fp32, load_calib;
+  std::string save_calib;
+  std::string shard = "0/1";
+  int64_t bench_batch = 32;
+  int64_t layer_samples = 100;
+};
+
+void addQuantOptions(CLI::App* cmd, QuantArgs& q) {
+  cmd->add_option("--calibrator", q.calibrator, "minmax | percentile | entropy | mse")
+      ->check(CLI::IsMember({"minmax", "percentile", "entropy", "mse"}));
+  cmd->add_option("--percentile", q.percentile, "Percentile for --calibrator percentile")->check(CLI::Range(50.0, 100.0));
+  cmd->add_option("--calib-samples", q.calib_samples, "Calibration samples (0 = all)")->check(CLI::NonNegativeNumber);
+  cmd->add_flag("--per-tensor", q.per_tensor, "One weight scale per tensor instead of per output channel");
+  cmd->add_option("--act-type", q.act_type, "Activations: uint8 (asymmetric) or int8 (symmetric)")
+      ->check(CLI::IsMember({"uint8", "int8"}));
+  cmd->add_option("--exclude", q.exclude, "Node names or op types to keep in float (comma-separated)")->delimiter(',');
+  cmd->add_option("--keep-fp32", q.keep_fp32, "first,last: keep the first and/or last layer in float")->delimiter(',');
+}
+
+nlohmann::json quantOptions(const QuantArgs& q) {
+  return {{"calibrator", q.calibrator},     {"percentile", q.percentile},  {"calib_samples", q.calib_samples},
+          {"per_channel", !q.per_tensor},   {"act_type", q.act_type},      {"exclude", q.exclude},
+          {"keep_fp32", q.keep_fp32},       {"load_calib", q.load_calib},  {"save_calib", q.save_calib},
+          {"calib_shard", q.shard}};
+}
+
+Pipeline quantPipeline(const QuantArgs& q) {
+  Pipeline p = cleanupPipeline();
+  p.name = "quantize";
+  PipelineStep s;
+  s.where = "quantize";
+  s.pass = passes::builtinPasses().create("quantize_static", "quantize");
+  s.pass->configure(quantOptions(q), "quantize");
+  p.steps.push_back(std::move(s));
+  return p;
+}
+
+// Median latency of a model in the lwc engine on random inputs of the model's shape at `batch`.
+double medianLatencyMs(const Model& m, int64_t batch, int threads) {
+  engine::SessionOptions so;
+  so.threads = threads;
+  engine::Session s(m, so);
+  const ValueInfo* in = m.graph.realInputs().at(0);
+  Shape shape;
+  for (const auto& d : *in->shape) shape.push_back(d.known() ? d.value : batch);
+  if (!shape.empty()) shape[0] = batch;
+  Tensor x(DType::Float32, shape);
+  for (int64_t i = 0; i < x.numel(); ++i) x.data<float>()[i] = static_cast<float>((i * 7919) % 255) / 255.0f;
+  const engine::TensorMap feeds{{s.inputNames().at(0), x}};
+  for (int i = 0; i < 3; ++i) s.run(feeds);
+  std::vector<double> t;
+  const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(1500);
+  while (t.size() < 5 || (std::chrono::steady_clock::now() < end && t.size() < 200)) {
+    const auto t0 = std::chrono::steady_clock::now();
+    s.run(feeds);
+    t.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+}  // namespace
+
+void addQuantizeCommand(CLI::App& app, Action& action, const GlobalOptions&) {
+  auto q = std::make_shared<QuantArgs>();
+  auto* cmd = app.add_subcommand("quantize", "INT8 post-training static quantization (cleanup + quantize_static, QDQ output)");
+  cmd->add_option("model", q->run.positional, "ONNX model file (float)")->required()->expected(1);
+  addRunOptions(cmd, q->run);
+  addQuantOptions(cmd, *q);
+  cmd->add_option("--save-calib", q->save_calib, "Write the calibration statistics (lwc.calib JSON) for reuse");
+  cmd->add_option("--load-calib", q->load_calib, "Use saved statistics instead of calibrating (several files merge)")
+      ->expected(1, -1);
+  cmd->add_option("--bench-batch", q->bench_batch, "Batch for the FP32 vs INT8 latency in the report (0 = skip)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--layer-samples", q->layer_samples, "Samples for the per-layer error table (0 = skip)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->callback([&action, q] {
+    action = [q] {
+      if (q->run.calib.empty() && q->load_calib.empty())
+        fail("quantize: give calibration data with --calib DIR (or saved statistics with --load-calib FILE)");
+      Pipeline p = quantPipeline(*q);
+      RunHooks hooks;
+      auto table = std::make_shared<std::vector<passes::TensorError>>();
+      auto lat = std::make_shared<std::pair<double, double>>(0.0, 0.0);
+      hooks.on_stage = [q, table, lat](const Pass& pass, const Model& before, const Model& after, StageRecord& rec) {
+        const auto* qs = dynamic_cast<const passes::QuantizeStatic*>(&pass);
+        if (!qs) return;
+        nlohmann::json d;
+        const auto& st = qs->lastStats();
+        d["calibration"] = {{"samples", st.samples},
+                            {"seconds", st.seconds},
+                            {"images_per_s", st.seconds > 0 ? double(st.samples) / st.seconds : 0.0}};
+        const DataSpec* data = nullptr;
+        DataSpec spec;
+        if (!q->run.eval.empty() || !q->run.calib.empty()) {
+          spec.options.path = !q->run.eval.empty() ? q->run.eval : q->run.calib;
+          if (!q->run.preprocess.empty()) spec.options.preprocess = Preprocess::load(q->run.preprocess);
+          spec.batch = 16;
+          spec.origin = !q->run.eval.empty() ? "--eval" : "--calib";
+          data = &spec;
+        }
+        if (data && q->layer_samples > 0) {
+          *table = passes::quantizationErrors(before, after, *qs, *data, q->layer_samples, q->run.threads);
+          nlohmann::json layers = nlohmann::json::array();
+          for (const auto& e : *table)
+            layers.push_back({{"tensor", e.tensor}, {"kind", e.kind}, {"sqnr_db", e.sqnr_db}, {"cosine", e.cosine},
+                              {"elements", e.elements}});
+          d["layers"] = layers;
+        }
+        if (q->bench_batch > 0) {
+          lat->first = medianLatencyMs(before, q->bench_batch, q->run.threads);
+          lat->second = medianLatencyMs(after, q->bench_batch, q->run.threads);
+          d["latency_ms"] = {{"batch", q->bench_batch}, {"fp32", lat->first}, {"int8", lat->second},
+                             {"speedup", lat->second > 0 ? lat->first / lat->second : 0.0}};
+        }
+        rec.details = d;
+      };
+      hooks.print_extra = [q, table, lat](const PipelineReport& rep) {
+        const auto& d = rep.stages.back().details;
+        if (d.contains("calibration"))
+          std::printf("\ncalibration  %lld samples in %.2f s (%.0f images/s)\n",
+                      static_cast<long long>(d["calibration"]["samples"].get<int64_t>()),
+                      d["calibration"]["seconds"].get<double>(), d["calibration"]["images_per_s"].get<double>());
+        if (lat->first > 0)
+          std::printf("latency      lwc engine, batch %lld: fp32 %.3f ms, int8 %.3f ms (%.2fx)\n",
+                      static_cast<long long>(q->bench_batch), lat->first, lat->second, lat->first / lat->second);
+        if (!table->empty()) {
+          std::printf("\nper-tensor error, worst first (SQNR of the int8 tensor against fp32):\n");
+          std::printf("  %-64s %-10s %9s %9s\n", "tensor", "kind", "SQNR dB", "cosine");
+          const size_t show = std::min<size_t>(table->size(), 12);
+          for (size_t i = 0; i < show; ++i) {
+            const auto& e = (*table)[i];
+            std::printf("  %-64s %-10s %9.2f %9.5f\n", e.tensor.c_str(), e.kind.c_str(), e.sqnr_db, e.cosine);
+          }
+          if (table->size() > show)
+            std::printf("  ... %zu more in the JSON report (--report)\n", table->size() - show);
+        }
+      };
+      return runPipelineCommand(std::move(p), q->run.positional.at(0), q->run, hooks);
+    };
+  });
+}
+
+void addCalibrateCommand(CLI::App& app, Action& action, const GlobalOptions&) {
+  auto q = std::make_shared<QuantArgs>();
+  auto* cmd = app.add_subcommand("calibrate", "Collect calibration statistics only (for lwc quantize --load-calib; shardable)");
+  cmd->add_option("model", q->run.positional, "ONNX model file (float)")->required()->expected(1);
+  cmd->add_option("--calib", q->run.calib, "Calibration data")->required();
+  cmd->add_option("--preprocess", q->run.preprocess, "Preprocessing JSON (default: preprocess.json next to the data)");
+  cmd->add_option("-o,--output", q->save_calib, "Statistics file to write (lwc.calib JSON)")->required();
+  cmd->add_option("--shard", q->shard, "i/n: only the i-th of n equal parts of the data (0-based)");
+  cmd->add_option("--calib-samples", q->calib_samples, "Calibration samples (0 = all)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--act-type", q->act_type, "Activations the statistics are for: uint8 or int8")
+      ->check(CLI::IsMember({"uint8", "int8"}));
+  cmd->add_option("--exclude", q->exclude, "Node names or op types that will stay float")->delimiter(',');
+  cmd->add_option("--keep-fp32", q->keep_fp32, "first,last")->delimiter(',');
+  cmd->add_option("--threads", q->run.threads, "Threads (0 = all cores)")->default_val(0);
+  cmd->callback([&action, q] {
+    action = [q] {
+      engine::configureThreads(q->run.threads);
+      Model m = loadModel(q->run.positional.at(0));
+      Pipeline p = quantPipeline(*q);
+      p.calib = DataSpec{};
+      p.calib->options.path = q->run.calib;
+      if (!q->run.preprocess.empty()) p.calib->options.preprocess = Preprocess::load(q->run.preprocess);
+      p.calib->origin = "--calib";
+      RunOptions ro;
+      ro.threads = q->run.threads;
+      ro.log = [](const std::string& s) { spdlog::debug("{}", s); };
+      PipelineReport rep = runPipeline(p, m, ro);
+      const auto& st = rep.stages.back().result.stats;
+      std::printf("wrote %s: statistics of %lld tensors over %lld samples (shard %s)\n", q->save_calib.c_str(),
+                  static_cast<long long>(st.at("tensors_quantized")),
+                  static_cast<long long>(st.at("calibration_samples")), q->shard.c_str());
+      return 0;
+    };
+  });
+}
+
+}  // namespace lwc::app

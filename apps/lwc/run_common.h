@@ -1,0 +1,41 @@
+// Shared by the subcommands that run pipelines (run, fuse, quantize, calibrate).
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "lwc/pipeline.h"
+
+namespace lwc::app {
+
+struct RunArgs {
+  std::vector<std::string> positional;
+  std::string passes;
+  std::string output;
+  std::string report, report_md;
+  std::string eval, calib, preprocess;
+  int64_t eval_limit = -1, calib_limit = -1;
+  bool print_after_all = false, time_passes = false, json = false, keep_failed = false;
+  int threads = 0;
+};
+
+/// -o, --report, --report-md, --eval, --calib, --preprocess, limits, --print-after-all, --time-passes,
+/// --json, --keep-failed, --threads.
+void addRunOptions(CLI::App* cmd, RunArgs& a);
+
+struct RunHooks {
+  std::function<void(const Pass&, const Model& before, const Model& after, StageRecord& rec)> on_stage;
+  /// Prints command-specific sections after the report table (not with --json).
+  std::function<void(const PipelineReport&)> print_extra;
+};
+
+/// Checks paths, loads the model, runs the pipeline, checks and writes the output and reports.
+/// Returns the exit code (0, or 3 when a gate failed).
+int runPipelineCommand(Pipeline p, const std::string& model_path, const RunArgs& a, const RunHooks& hooks = {});
+
+/// The standard cleanup pipeline (configs/cleanup.json, compiled in).
+Pipeline cleanupPipeline();
+
+}  // namespace lwc::app

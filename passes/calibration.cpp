@@ -1,0 +1,410 @@
+#include "passes/calibration.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <limits>
+#include <set>
+
+#include "lwc/engine.h"
+
+namespace lwc::passes {
+
+using nlohmann::json;
+
+// ------------------------------------------------------------------ TensorStats
+
+void TensorStats::growTo(double absmax) {
+  if (range_ == 0) {
+    int e = 0;
+    std::frexp(absmax, &e);  // absmax < 2^e
+    range_ = std::ldexp(1.0, e);
+    const int64_t zeros = count_;  // values seen so far were all zero (they are not yet binned)
+    hist_.assign(kBins, 0);
+    hist_[kBins / 2] = zeros;
+    return;
+  }
+  while (absmax > range_) {
+    std::vector<int64_t> h(kBins, 0);
+    for (int j = 0; j < kBins; ++j) h[kBins / 4 + j / 2] += hist_[j];
+    hist_ = std::move(h);
+    range_ *= 2;
+  }
+}
+
+void TensorStats::add(const float* x, int64_t n) {
+  if (n <= 0) return;
+  float mn = std::numeric_limits<float>::infinity(), mx = -mn;
+  for (int64_t i = 0; i < n; ++i) {
+    if (std::isnan(x[i])) fail("calibration: a tensor contains NaN; check the model and the data's preprocessing");
+    mn = std::min(mn, x[i]);
+    mx = std::max(mx, x[i]);
+  }
+  if (count_ == 0) {
+    min_ = mn;
+    max_ = mx;
+  } else {
+    min_ = std::min<double>(min_, mn);
+    max_ = std::max<double>(max_, mx);
+  }
+  const double am = std::max(std::fabs(double(mn)), std::fabs(double(mx)));
+  if (am > 0 && !std::isinf(am)) growTo(am);
+  count_ += n;
+  if (range_ == 0) return;  // all zero so far: counted, binned when a range exists
+  const double k = kBins / (2 * range_);
+  for (int64_t i = 0; i < n; ++i) {
+    int64_t idx = static_cast<int64_t>((double(x[i]) + range_) * k);
+    idx = std::clamp<int64_t>(idx, 0, kBins - 1);
+    ++hist_[static_cast<size_t>(idx)];
+  }
+}
+
+void TensorStats::merge(const TensorStats& o) {
+  if (o.count_ == 0) return;
+  if (count_ == 0) {
+    *this = o;
+    return;
+  }
+  min_ = std::min(min_, o.min_);
+  max_ = std::max(max_, o.max_);
+  TensorStats b = o;
+  const double r = std::max(range_, b.range_);
+  if (r > 0) {
+    // Zero-range stats hold only zeros: growTo bins them at the centre.
+    if (range_ == 0) {
+      const int64_t c = count_;
+      growTo(r);
+      hist_[kBins / 2] = c;
+    } else {
+      growTo(r);
+    }
+    if (b.range_ == 0) {
+      b.growTo(r);
+      b.hist_[kBins / 2] = b.count_;
+    } else {
+      b.growTo(r);
+    }
+    for (int j = 0; j < kBins; ++j) hist_[static_cast<size_t>(j)] += b.hist_[static_cast<size_t>(j)];
+  }
+  count_ += o.count_;
+}
+
+json TensorStats::toJson() const {
+  // Sparse histogram: [bin, count] pairs of non-empty bins.
+  json h = json::array();
+  for (int j = 0; j < static_cast<int>(hist_.size()); ++j)
+    if (hist_[static_cast<size_t>(j)]) h.push_back({j, hist_[static_cast<size_t>(j)]});
+  return json{{"min", min_}, {"max", max_}, {"count", count_}, {"range", range_}, {"bins", kBins}, {"hist", h}};
+}
+
+TensorStats TensorStats::fromJson(const json& j, const std::string& where) {
+  TensorStats s;
+  try {
+    s.min_ = j.at("min").get<double>();
+    s.max_ = j.at("max").get<double>();
+    s.count_ = j.at("count").get<int64_t>();
+    s.range_ = j.at("range").get<double>();
+    if (j.at("bins").get<int>() != kBins) fail(where, ": histogram has ", j.at("bins").get<int>(), " bins, expected ", kBins);
+    if (s.range_ < 0 || s.count_ < 0 || s.min_ > s.max_) fail(where, ": inconsistent statistics");
+    if (s.range_ > 0) {
+      int e = 0;
+      if (std::frexp(s.range_, &e) != 0.5) fail(where, ": range ", s.range_, " is not a power of two");
+      s.hist_.assign(kBins, 0);
+      int64_t total = 0;
+      for (const auto& p : j.at("hist")) {
+        const int bin = p.at(0).get<int>();
+        const int64_t c = p.at(1).get<int64_t>();
+        if (bin < 0 || bin >= kBins || c < 0) fail(where, ": histogram bin out of range");
+        s.hist_[static_cast<size_t>(bin)] += c;
+        total += c;
+      }
+      if (total != s.count_) fail(where, ": histogram holds ", total, " values, count says ", s.count_);
+    }
+  } catch (const json::exception& e) {
+    fail(where, ": malformed statistics (", e.what(), ")");
+  }
+  return s;
+}
+
+// ------------------------------------------------------------------ calibrators
+
+Calibrator parseCalibrator(const std::string& s, const std::string& where) {
+  if (s == "minmax") return Calibrator::MinMax;
+  if (s == "percentile") return Calibrator::Percentile;
+  if (s == "entropy") return Calibrator::Entropy;
+  if (s == "mse") return Calibrator::Mse;
+  fail(where, ": unknown calibrator \"", s, "\"; valid: minmax, percentile, entropy, mse");
+}
+
+std::string calibratorName(Calibrator c) {
+  switch (c) {
+    case Calibrator::MinMax: return "minmax";
+    case Calibrator::Percentile: return "percentile";
+    case Calibrator::Entropy: return "entropy";
+    case Calibrator::Mse: return "mse";
+  }
+  return "?";
+}
+
+namespace {
+
+constexpr int kHalf = TensorStats::kBins / 2;
+
+// |x| histogram: bin k covers [k·w, (k+1)·w), w = range / kHalf.
+std::vector<double> foldAbs(const TensorStats& s) {
+  std::vector<double> a(kHalf, 0.0);
+  const auto& h = s.hist();
+  for (int k = 0; k < kHalf; ++k)
+    a[static_cast<size_t>(k)] = double(h[static_cast<size_t>(kHalf + k)] + h[static_cast<size_t>(kHalf - 1 - k)]);
+  return a;
+}
+
+Range clampTo(const TensorStats& s, double t, bool symmetric) {
+  const double am = std::max(std::fabs(s.min()), std::fabs(s.max()));
+  t = std::min(t, am);
+  if (symmetric) return {-t, t};
+  return {std::max(s.min(), -t), std::min(s.max(), t)};
+}
+
+double klDivergence(const std::vector<double>& p, const std::vector<double>& q) {
+  double sp = 0, sq = 0;
+  for (size_t i = 0; i < p.size(); ++i) {
+    sp += p[i];
+    sq += q[i];
+  }
+  if (sp <= 0 || sq <= 0) return std::numeric_limits<double>::infinity();
+  double kl = 0;
+  for (size_t i = 0; i < p.size(); ++i) {
+    if (p[i] <= 0) continue;
+    const double pi = p[i] / sp;
+    const double qi = q[i] > 0 ? q[i] / sq : 1e-12;  // smoothing: a bin P has and Q lost
+    kl += pi * std::log(pi / qi);
+  }
+  return kl;
+}
+
+double entropyThreshold(const TensorStats& s) {
+  const std::vector<double> a = foldAbs(s);
+  const int levels = s.min() >= 0 ? 255 : 128;
+  const double w = s.range() / kHalf;
+  int last = kHalf;
+  while (last > 0 && a[static_cast<size_t>(last - 1)] == 0) --last;
+  if (last <= levels) return last * w;  // fewer occupied bins than levels: no clipping needed
+  double best = std::numeric_limits<double>::infinity();
+  int best_i = last;
+  for (int i = levels; i <= last; ++i) {
+    std::vector<double> p(a.begin(), a.begin() + i);
+    double outliers = 0;
+    for (int k = i; k < kHalf; ++k) outliers += a[static_cast<size_t>(k)];
+    p.back() += outliers;
+    std::vector<double> q(static_cast<size_t>(i), 0.0);
+    for (int j = 0; j < levels; ++j) {
+      const int b0 = static_cast<int>(int64_t(j) * i / levels), b1 = static_cast<int>(int64_t(j + 1) * i / levels);
+      double sum = 0;
+      int nonzero = 0;
+      for (int k = b0; k < b1; ++k) {
+        sum += a[static_cast<size_t>(k)];
+        nonzero += a[static_cast<size_t>(k)] > 0;
+      }
+      if (nonzero == 0) continue;
+      for (int k = b0; k < b1; ++k)
+        if (a[static_cast<size_t>(k)] > 0) q[static_cast<size_t>(k)] = sum / nonzero;
+    }
+    const double kl = klDivergence(p, q);
+    if (kl < best) {
+      best = kl;
+      best_i = i;
+    }
+  }
+  return best_i * w;
+}
+
+double quantMse(const TensorStats& s, double lo, double hi, bool symmetric) {
+  double scale, zp, qmin, qmax;
+  if (symmetric) {
+    const double a = std::max(std::fabs(lo), std::fabs(hi));
+    scale = a / 127.0;
+    zp = 0;
+    qmin = -127;
+    qmax = 127;
+  } else {
+    lo = std::min(lo, 0.0);
+    hi = std::max(hi, 0.0);
+    scale = (hi - lo) / 255.0;
+    zp = std::round(-lo / scale);
+    qmin = 0;
+    qmax = 255;
+  }
+  if (!(scale > 0)) return std::numeric_limits<double>::infinity();
+  const double w = 2 * s.range() / TensorStats::kBins;
+  double err = 0;
+  for (int j = 0; j < TensorStats::kBins; ++j) {
+    const int64_t n = s.hist()[static_cast<size_t>(j)];
+    if (!n) continue;
+    const double c = -s.range() + (j + 0.5) * w;
+    const double q = std::clamp(std::nearbyint(c / scale) + zp, qmin, qmax);
+    const double d = c - (q - zp) * scale;
+    err += double(n) * d * d;
+  }
+  return err;
+}
+
+}  // namespace
+
+Range computeRange(const TensorStats& s, Calibrator c, double percentile, bool symmetric) {
+  if (s.count() == 0) return {0, 0};
+  Range mm{s.min(), s.max()};
+  if (symmetric) {
+    const double a = std::max(std::fabs(s.min()), std::fabs(s.max()));
+    mm = {-a, a};
+  }
+  if (c == Calibrator::MinMax || s.range() == 0) return mm;
+  const auto& h = s.hist();
+  const double w = 2 * s.range() / TensorStats::kBins;
+  switch (c) {
+    case Calibrator::MinMax: return mm;
+    case Calibrator::Percentile: {
+      const double frac = percentile / 100.0;
+      if (symmetric || s.min() >= 0) {
+        const auto a = foldAbs(s);
+        const double target = frac * double(s.count());
+        double cum = 0;
+        int k = 0;
+        for (; k < kHalf; ++k) {
+          cum += a[static_cast<size_t>(k)];
+          if (cum >= target) break;
+        }
+        return clampTo(s, (k + 1) * w, symmetric);
+      }
+      const double tail = (1.0 - frac) * double(s.count());
+      double cum = 0;
+      int lo_bin = 0;
+      for (; lo_bin < TensorStats::kBins; ++lo_bin) {
+        cum += double(h[static_cast<size_t>(lo_bin)]);
+        if (cum > tail) break;
+      }
+      cum = 0;
+      int hi_bin = TensorStats::kBins - 1;
+      for (; hi_bin >= 0; --hi_bin) {
+        cum += double(h[static_cast<size_t>(hi_bin)]);
+        if (cum > tail) break;
+      }
+      return {std::max(s.min(), -s.range() + lo_bin * w), std::min(s.max(), -s.range() + (hi_bin + 1) * w)};
+    }
+    case Calibrator::Entropy: return clampTo(s, entropyThreshold(s), symmetric);
+    case Calibrator::Mse: {
+      double best = std::numeric_limits<double>::infinity();
+      Range r = mm;
+      for (int k = 100; k >= 20; --k) {
+        const double f = k / 100.0;
+        const double e = quantMse(s, mm.lo * f, mm.hi * f, symmetric);
+        if (e < best) {
+          best = e;
+          r = {mm.lo * f, mm.hi * f};
+        }
+      }
+      return r;
+    }
+  }
+  return mm;
+}
+
+// ------------------------------------------------------------------ CalibrationStats
+
+void CalibrationStats::merge(const CalibrationStats& o) {
+  if (model.empty()) model = o.model;
+  samples += o.samples;
+  seconds += o.seconds;
+  for (const auto& [name, s] : o.tensors) tensors[name].merge(s);
+}
+
+json CalibrationStats::toJson() const {
+  json t = json::object();
+  for (const auto& [name, s] : tensors) t[name] = s.toJson();
+  return json{{"schema", "lwc.calib"}, {"schema_version", 1}, {"model", model}, {"samples", samples},
+              {"seconds", seconds}, {"tensors", t}};
+}
+
+CalibrationStats CalibrationStats::fromJson(const json& j, const std::string& where) {
+  if (!j.is_object() || j.value("schema", "") != "lwc.calib")
+    fail(where, ": not an lwc calibration file (schema lwc.calib); write one with --save-calib or lwc calibrate");
+  if (j.value("schema_version", 0) != 1) fail(where, ": unsupported schema_version ", j.value("schema_version", 0));
+  CalibrationStats c;
+  c.model = j.value("model", "");
+  c.samples = j.value("samples", int64_t(0));
+  c.seconds = j.value("seconds", 0.0);
+  if (!j.contains("tensors") || !j["tensors"].is_object()) fail(where, ": missing \"tensors\"");
+  for (const auto& [name, s] : j["tensors"].items()) c.tensors[name] = TensorStats::fromJson(s, where + ": tensor '" + name + "'");
+  return c;
+}
+
+CalibrationStats CalibrationStats::load(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) fail(path, ": cannot read the calibration file");
+  json j;
+  try {
+    j = json::parse(in);
+  } catch (const json::parse_error& e) {
+    fail(path, ": not valid JSON: ", e.what());
+  }
+  return fromJson(j, path);
+}
+
+// ------------------------------------------------------------------ collection
+
+namespace {
+Tensor sliceRows(const Tensor& t, int64_t begin, int64_t end) {
+  Shape s = t.shape();
+  const int64_t row = t.numel() / std::max<int64_t>(s[0], 1);
+  s[0] = end - begin;
+  Tensor r = Tensor::uninitialized(t.dtype(), s);
+  const size_t es = dtypeSize(t.dtype());
+  std::memcpy(r.raw(), static_cast<const uint8_t*>(t.raw()) + static_cast<size_t>(begin * row) * es,
+              static_cast<size_t>((end - begin) * row) * es);
+  return r;
+}
+}  // namespace
+
+CalibrationStats collectStats(const Model& m, const std::vector<std::string>& tensors, const DataSpec& data,
+                              const CollectOptions& opts) {
+  const auto t0 = std::chrono::steady_clock::now();
+  DataOptions o = data.options;
+  fitToModel(o, m);
+  if (opts.max_samples > 0 && (o.limit == 0 || opts.max_samples < o.limit)) o.limit = opts.max_samples;
+  auto ds = openDataset(o);
+  const int64_t n = ds->size();
+  if (n == 0) fail(data.origin, ": ", o.path.string(), ": no calibration samples");
+  if (opts.shards < 1 || opts.shard < 0 || opts.shard >= opts.shards)
+    fail("shard ", opts.shard, "/", opts.shards, ": expected i/n with 0 <= i < n");
+  const int64_t begin = n * opts.shard / opts.shards, end = n * (opts.shard + 1) / opts.shards;
+  if (begin == end) fail(data.origin, ": shard ", opts.shard, "/", opts.shards, " of ", n, " samples is empty");
+
+  CalibrationStats cs;
+  cs.model = m.source.filename().string();
+  const std::set<std::string> wanted(tensors.begin(), tensors.end());
+  for (const auto& t : tensors) cs.tensors[t];
+  engine::SessionOptions so;
+  so.observable = true;
+  so.threads = opts.threads;
+  engine::Session s(m, so);
+  const std::string in_name = s.inputNames().at(0);
+  auto observe = [&](const std::string& name, const Tensor& v) {
+    if (v.dtype() != DType::Float32 || !wanted.count(name)) return;
+    cs.tensors[name].add(v.data<float>(), v.numel());
+  };
+  while (auto b = ds->next(data.batch)) {
+    const int64_t bn = b->inputs.dim(0), first = b->first_index;
+    const int64_t lo = std::max(begin, first), hi = std::min(end, first + bn);
+    if (lo >= hi) continue;
+    Tensor x = lo == first && hi == first + bn ? b->inputs : sliceRows(b->inputs, lo - first, hi - first);
+    observe(in_name, x);
+    s.run({{in_name, x}}, observe);
+    cs.samples += hi - lo;
+  }
+  cs.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return cs;
+}
+
+}  // namespace lwc::passes

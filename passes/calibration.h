@@ -1,0 +1,83 @@
+// Calibration: per-tensor activation statistics with bounded memory, and the calibrators that turn
+// them into quantization ranges.
+//
+// Each observed tensor keeps its running min/max and a 2048-bin histogram over [-R, R], where R is
+// a power of two that doubles when a value falls outside (merging bin pairs, which is exact because
+// the old bins align with the new ones). Memory is therefore fixed per tensor, whatever the number
+// of samples, and statistics from several runs (shards) merge exactly: rebin to the larger R, add.
+//
+// Calibrators (range [lo, hi] of one tensor):
+//   minmax      [min, max]
+//   percentile  the p-th percentile (default 99.999) of |x| for symmetric ranges; for asymmetric
+//               ones the (100-p)-th and p-th percentiles of x
+//   entropy     the clipping threshold T minimising KL(P || Q) between the |x| histogram clipped at T
+//               and its quantization to 128 levels (255 for non-negative tensors), as TensorRT
+//   mse         the clipping of [min, max] (factors 1.0 down to 0.2) minimising the expected squared
+//               quantization error over the histogram
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "lwc/pass.h"
+
+namespace lwc::passes {
+
+class TensorStats {
+ public:
+  static constexpr int kBins = 2048;
+  void add(const float* x, int64_t n);
+  void merge(const TensorStats& o);
+  double min() const { return min_; }
+  double max() const { return max_; }
+  int64_t count() const { return count_; }
+  double range() const { return range_; }
+  const std::vector<int64_t>& hist() const { return hist_; }
+  nlohmann::json toJson() const;
+  static TensorStats fromJson(const nlohmann::json& j, const std::string& where);
+
+ private:
+  void growTo(double absmax);
+  double min_ = 0, max_ = 0;
+  int64_t count_ = 0;
+  double range_ = 0;  ///< histogram covers [-range_, range_]; 0 until the first non-zero value
+  std::vector<int64_t> hist_;
+};
+
+enum class Calibrator { MinMax, Percentile, Entropy, Mse };
+Calibrator parseCalibrator(const std::string& s, const std::string& where);
+std::string calibratorName(Calibrator c);
+
+struct Range {
+  double lo = 0, hi = 0;
+};
+/// The range a calibrator picks. `symmetric`: the range will be used as [-a, a] (int8 activations).
+Range computeRange(const TensorStats& s, Calibrator c, double percentile, bool symmetric);
+
+/// Statistics of many tensors, as saved by --save-calib and merged by --load-calib.
+struct CalibrationStats {
+  std::string model;  ///< file name of the model they were collected on
+  int64_t samples = 0;
+  std::map<std::string, TensorStats> tensors;
+  double seconds = 0;
+
+  void merge(const CalibrationStats& o);
+  nlohmann::json toJson() const;
+  static CalibrationStats fromJson(const nlohmann::json& j, const std::string& where);
+  static CalibrationStats load(const std::string& path);
+};
+
+struct CollectOptions {
+  int64_t max_samples = 0;  ///< 0 = all
+  int shard = 0, shards = 1;  ///< take only the samples of this shard (contiguous blocks)
+  int threads = 0;
+};
+
+/// Runs the float model over the data and collects statistics of `tensors` (value names).
+CalibrationStats collectStats(const Model& m, const std::vector<std::string>& tensors, const DataSpec& data,
+                              const CollectOptions& opts);
+
+}  // namespace lwc::passes

@@ -1,0 +1,458 @@
+#include "passes/quantize_static.h"
+
+#include <algorithm>
+#include <cmath>
+#include <set>
+#include <sstream>
+#include <tuple>
+
+#include "lwc/engine.h"
+#include "lwc/graph_edit.h"
+#include "lwc/metrics.h"
+#include "lwc/model_io.h"
+
+namespace lwc::passes {
+
+using nlohmann::json;
+
+std::vector<OptionSpec> QuantizeStatic::optionSpecs() const {
+  OptionSpec cal{"calibrator", OptionType::String, "minmax", "Activation range: minmax, percentile, entropy (KL) or mse"};
+  cal.choices = {"minmax", "percentile", "entropy", "mse"};
+  OptionSpec pct{"percentile", OptionType::Float, 99.999, "Percentile for the percentile calibrator"};
+  pct.min = 50;
+  pct.max = 100;
+  OptionSpec samples{"calib_samples", OptionType::Int, 0, "Calibration samples to use (0 = all the data has)"};
+  samples.min = 0;
+  OptionSpec act{"act_type", OptionType::String, "uint8", "Activations: uint8 (asymmetric) or int8 (symmetric)"};
+  act.choices = {"uint8", "int8"};
+  return {cal,
+          pct,
+          samples,
+          act,
+          {"per_channel", OptionType::Bool, true, "Per-output-channel weight scales (false: one scale per tensor)"},
+          {"exclude", OptionType::StringList, json::array(), "Node names or op types to keep in float"},
+          {"keep_fp32", OptionType::StringList, json::array(), "\"first\" and/or \"last\": keep the first/last compute layer in float"},
+          {"load_calib", OptionType::StringList, json::array(), "Use saved statistics (lwc.calib files, merged) instead of running calibration"},
+          {"save_calib", OptionType::String, "", "Write the collected statistics to this file"},
+          {"calib_shard", OptionType::String, "0/1", "i/n: calibrate on the i-th of n equal parts of the data (0-based)"}};
+}
+
+bool QuantizeStatic::needsCalibration(const PassOptions& o) const { return o.getStrings("load_calib").empty(); }
+
+namespace {
+std::pair<int, int> parseShard(const std::string& s, const std::string& where) {
+  int i = -1, n = -1;
+  char slash = 0;
+  std::istringstream is(s);
+  if (!(is >> i >> slash >> n) || slash != '/' || !is.eof() || n < 1 || i < 0 || i >= n)
+    fail(where, ".calib_shard: \"", s, "\" is not i/n with 0 <= i < n (e.g. 0/4)");
+  return {i, n};
+}
+}  // namespace
+
+void QuantizeStatic::validate(const PassOptions& o) const {
+  parseShard(o.getString("calib_shard"), o.where());
+  for (const auto& k : o.getStrings("keep_fp32"))
+    if (k != "first" && k != "last") fail(o.where(), ".keep_fp32: \"", k, "\" is not first or last");
+}
+
+void checkNotQuantized(const Model& m) {
+  static const std::set<std::string> kQuantOps = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear",
+                                                  "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger"};
+  for (const auto& n : m.graph.nodes)
+    if (kQuantOps.count(n.op_type))
+      fail(m.label(), ": already quantized (node ", n.describe(),
+           "); quantize the float model instead (lwc does not re-quantize quantized models)");
+}
+
+namespace {
+
+const std::set<std::string> kCompute = {"Conv", "Gemm", "MatMul"};
+const std::set<std::string> kPropagate = {"Add", "MaxPool", "AveragePool", "GlobalAveragePool", "Concat"};
+
+struct QParams {
+  float scale = 1;
+  int32_t zero_point = 0;
+};
+
+QParams activationParams(const Range& r, bool symmetric) {
+  QParams q;
+  if (symmetric) {
+    const double a = std::max(std::fabs(r.lo), std::fabs(r.hi));
+    q.scale = a > 0 ? static_cast<float>(a / 127.0) : 1.0f;
+    return q;
+  }
+  const double lo = std::min(r.lo, 0.0), hi = std::max(r.hi, 0.0);
+  const double s = (hi - lo) / 255.0;
+  if (!(s > 0)) return q;
+  q.scale = static_cast<float>(s);
+  q.zero_point = static_cast<int32_t>(std::clamp(std::nearbyint(-lo / double(q.scale)), 0.0, 255.0));
+  return q;
+}
+
+// Which input holds the weight, and which axis of it is the output channel.
+bool weightLayout(const Graph& g, const Node& n, int& axis) {
+  const Tensor* w = floatConstant(g, n.inputs.size() > 1 ? n.inputs[1] : "");
+  if (!w || g.isGraphInput(n.inputs[1])) return false;
+  if (n.op_type == "Conv") {
+    axis = 0;
+    return w->rank() >= 3;
+  }
+  if (w->rank() != 2) return false;
+  if (n.op_type == "Gemm") {
+    if (n.attrInt("transA", 0) != 0) return false;
+    axis = n.attrInt("transB", 0) ? 0 : 1;
+    return true;
+  }
+  axis = 1;  // MatMul [K, N]
+  return true;
+}
+
+bool isZeroClip(const Model& m, const Node& n) {
+  if (n.op_type == "Relu") return true;
+  if (n.op_type != "Clip") return false;
+  if (m.opsetFor("") < 11) return n.attrFloat("min", -3.4e38f) == 0.0f;
+  if (!n.hasInput(1)) return false;
+  const Tensor* lo = m.graph.initializers.find(n.inputs[1]);
+  return lo && lo->numel() == 1 && lo->at(0) == 0.0;
+}
+
+Tensor quantizeWeights(const Tensor& w, int axis, bool per_channel, Tensor& scale, Tensor& zp) {
+  const int64_t ch = per_channel ? w.dim(static_cast<size_t>(axis)) : 1;
+  int64_t outer = 1, inner = 1;
+  if (per_channel) {
+    for (int d = 0; d < axis; ++d) outer *= w.dim(static_cast<size_t>(d));
+    for (size_t d = static_cast<size_t>(axis) + 1; d < w.rank(); ++d) inner *= w.dim(d);
+  } else {
+    inner = w.numel();
+  }
+  std::vector<float> s(static_cast<size_t>(ch), 0.0f);
+  const float* W = w.data<float>();
+  for (int64_t a = 0; a < outer; ++a)
+    for (int64_t c = 0; c < ch; ++c)
+      for (int64_t k = 0; k < inner; ++k)
+        s[static_cast<size_t>(c)] = std::max(s[static_cast<size_t>(c)], std::fabs(W[(a * ch + c) * inner + k]));
+  for (auto& v : s) v = v > 0 ? v / 127.0f : 1.0f;
+  Tensor q(DType::Int8, w.shape());
+  int8_t* Q = q.data<int8_t>();
+  for (int64_t a = 0; a < outer; ++a)
+    for (int64_t c = 0; c < ch; ++c)
+      for (int64_t k = 0; k < inner; ++k) {
+        const int64_t i = (a * ch + c) * inner + k;
+        Q[i] = static_cast<int8_t>(std::clamp(std::nearbyint(W[i] / s[static_cast<size_t>(c)]), -127.0f, 127.0f));
+      }
+  if (per_channel) {
+    scale = Tensor::fromVector<float>({ch}, s);
+    zp = Tensor(DType::Int8, {ch});
+  } else {
+    scale = Tensor::scalar<float>(s[0]);
+    zp = Tensor::scalar<int8_t>(0);
+  }
+  return q;
+}
+
+Node makeNode(const std::string& op, const std::string& name, std::vector<std::string> in, std::string out) {
+  Node n;
+  n.op_type = op;
+  n.name = name;
+  n.inputs = std::move(in);
+  n.outputs = {std::move(out)};
+  return n;
+}
+
+}  // namespace
+
+PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
+  checkNotQuantized(m);
+  Graph& g = m.graph;
+  topoSort(g, m.label());
+  const PassOptions& o = options_;
+  const bool symmetric = o.getString("act_type") == "int8";
+  const bool per_channel_opt = o.getBool("per_channel");
+  const bool per_channel = per_channel_opt && m.opsetFor("") >= 13;
+  PassResult r;
+  if (per_channel_opt && !per_channel)
+    r.notes.push_back("opset " + std::to_string(m.opsetFor("")) +
+                      " < 13: per-tensor weight scales (per-channel DequantizeLinear needs opset 13)");
+
+  // --- select nodes
+  std::set<std::string> exclude;
+  for (const auto& e : o.getStrings("exclude")) {
+    bool found = false;
+    for (const auto& n : g.nodes) found = found || n.name == e || n.op_type == e;
+    if (!found) fail(o.where(), ".exclude: no node or op type named '", e, "' in ", m.label());
+    exclude.insert(e);
+  }
+  std::vector<size_t> compute;
+  std::set<size_t> selected;
+  std::map<size_t, int> weight_axis;
+  for (size_t i = 0; i < g.nodes.size(); ++i) {
+    const Node& n = g.nodes[i];
+    if (!n.domain.empty() || exclude.count(n.name) || exclude.count(n.op_type)) continue;
+    int axis = 0;
+    if (kCompute.count(n.op_type)) {
+      if (!weightLayout(g, n, axis)) {
+        r.notes.push_back(n.describe() + ": left in float: weights are not a constant float tensor of the expected shape");
+        continue;
+      }
+      compute.push_back(i);
+      weight_axis[i] = axis;
+    }
+  }
+  const auto keep = o.getStrings("keep_fp32");
+  if (!compute.empty() && std::count(keep.begin(), keep.end(), "last")) {
+    r.notes.push_back(g.nodes[compute.back()].describe() + ": kept in float (keep_fp32 last)");
+    compute.pop_back();
+  }
+  if (!compute.empty() && std::count(keep.begin(), keep.end(), "first")) {
+    r.notes.push_back(g.nodes[compute.front()].describe() + ": kept in float (keep_fp32 first)");
+    compute.erase(compute.begin());
+  }
+  if (compute.empty()) fail(m.label(), ": nothing to quantize (no Conv/Gemm/MatMul with constant weights left after exclusions)");
+  selected.insert(compute.begin(), compute.end());
+  for (size_t i = 0; i < g.nodes.size(); ++i) {
+    const Node& n = g.nodes[i];
+    if (n.domain.empty() && kPropagate.count(n.op_type) && !exclude.count(n.name) && !exclude.count(n.op_type))
+      selected.insert(i);
+  }
+
+  // --- tensors to quantize; activations to absorb
+  const GraphIndex index(g);
+  std::vector<std::string> tensors;
+  std::set<std::string> tensor_set;
+  auto addTensor = [&](const std::string& t) {
+    if (t.empty() || g.initializers.contains(t) || tensor_set.count(t)) return;
+    const ValueInfo* vi = g.findValueInfo(t);
+    if (vi && vi->dtype != DType::Float32 && vi->dtype != DType::Undefined) return;
+    tensor_set.insert(t);
+    tensors.push_back(t);
+  };
+  std::map<size_t, size_t> absorbed;  // compute node -> activation node
+  for (size_t i : selected) {
+    const Node& n = g.nodes[i];
+    const size_t data_inputs = kCompute.count(n.op_type) ? 1 : n.inputs.size();
+    for (size_t k = 0; k < data_inputs; ++k) addTensor(n.inputs[k]);
+    if (!kCompute.count(n.op_type)) continue;
+    std::string out = n.outputs[0];
+    if (!symmetric && !g.isGraphOutput(out) && index.numConsumers(out) == 1) {
+      const int c = index.consumers(out)[0];
+      const Node& act = g.nodes[static_cast<size_t>(c)];
+      if (act.domain.empty() && isZeroClip(m, act) && act.inputs[0] == out && !g.isGraphOutput(act.outputs[0])) {
+        absorbed[i] = static_cast<size_t>(c);
+        out = act.outputs[0];
+      }
+    }
+    if (!g.isGraphOutput(out)) addTensor(out);
+  }
+  // The first input of the model only counts when it is float.
+  for (const auto* in : g.realInputs())
+    if (in->dtype != DType::Float32 && tensor_set.count(in->name)) {
+      tensor_set.erase(in->name);
+      tensors.erase(std::find(tensors.begin(), tensors.end(), in->name));
+    }
+
+  // --- statistics
+  const auto loads = o.getStrings("load_calib");
+  if (!loads.empty()) {
+    stats_ = CalibrationStats{};
+    for (const auto& f : loads) stats_.merge(CalibrationStats::load(f));
+    for (const auto& t : tensors)
+      if (!stats_.tensors.count(t) || stats_.tensors.at(t).count() == 0)
+        fail(loads[0], ": has no statistics for tensor '", t, "' of ", m.label(),
+             "; collect them on this model (after the same cleanup) with lwc calibrate");
+  } else {
+    if (!ctx.calib) fail(o.where(), ": quantize_static needs calibration data (--calib DIR or data.calib)");
+    CollectOptions co;
+    co.max_samples = o.getInt("calib_samples");
+    std::tie(co.shard, co.shards) = parseShard(o.getString("calib_shard"), o.where());
+    co.threads = ctx.threads;
+    stats_ = collectStats(m, tensors, *ctx.calib, co);
+  }
+  const std::string save = o.getString("save_calib");
+  if (!save.empty()) writeFileAtomic(save, stats_.toJson().dump() + "\n");
+
+  const Calibrator cal = parseCalibrator(o.getString("calibrator"), o.where() + ".calibrator");
+  std::map<std::string, QParams> qp;
+  for (const auto& t : tensors) qp[t] = activationParams(computeRange(stats_.tensors.at(t), cal, o.getFloat("percentile"), symmetric),
+                                                        symmetric);
+
+  // --- rewrite: compute everything first, then edit the graph
+  std::vector<Node> new_nodes;
+  std::vector<std::pair<std::string, Tensor>> new_inits;
+  std::map<std::string, std::string> dq_of;  // tensor -> its DequantizeLinear output
+  std::set<std::string> taken;
+  auto fresh = [&](const std::string& base) {
+    std::string n = g.uniqueName(base);
+    for (int k = 1; taken.count(n); ++k) n = g.uniqueName(base + "_" + std::to_string(k));
+    taken.insert(n);
+    return n;
+  };
+  for (const auto& t : tensors) {
+    const QParams& q = qp.at(t);
+    const std::string s = fresh(t + "_scale"), z = fresh(t + "_zero_point"), tq = fresh(t + "_quantized"),
+                      tdq = fresh(t + "_dequantized");
+    new_inits.push_back({s, Tensor::scalar<float>(q.scale)});
+    new_inits.push_back({z, symmetric ? Tensor::scalar<int8_t>(0) : Tensor::scalar<uint8_t>(static_cast<uint8_t>(q.zero_point))});
+    new_nodes.push_back(makeNode("QuantizeLinear", fresh(t + "_QuantizeLinear"), {t, s, z}, tq));
+    new_nodes.push_back(makeNode("DequantizeLinear", fresh(t + "_DequantizeLinear"), {tq, s, z}, tdq));
+    dq_of[t] = tdq;
+  }
+  std::map<std::string, std::string> weight_dq;  // weight name -> DQ output
+  std::map<std::string, Tensor> weight_scale;
+  std::map<size_t, std::pair<std::string, std::string>> new_inputs;  // node -> (weight dq, bias dq)
+  int64_t weights_q = 0, biases_q = 0;
+  for (size_t i : compute) {
+    const Node& n = g.nodes[i];
+    const std::string& wname = n.inputs[1];
+    const int axis = weight_axis.at(i);
+    if (!weight_dq.count(wname)) {
+      Tensor scale, zp;
+      Tensor wq = quantizeWeights(g.initializers.at(wname), axis, per_channel, scale, zp);
+      const std::string qn = fresh(wname + "_quantized"), sn = fresh(wname + "_scale"), zn = fresh(wname + "_zero_point"),
+                        dn = fresh(wname + "_dequantized");
+      new_inits.push_back({qn, wq});
+      new_inits.push_back({sn, scale});
+      new_inits.push_back({zn, zp});
+      Node dq = makeNode("DequantizeLinear", fresh(wname + "_DequantizeLinear"), {qn, sn, zn}, dn);
+      if (per_channel) dq.setAttr("axis", int64_t(axis));
+      new_nodes.push_back(dq);
+      weight_dq[wname] = dn;
+      weight_scale[wname] = scale;
+      ++weights_q;
+    }
+    std::string bias_dq;
+    const bool gemm_beta_ok = n.op_type != "Gemm" || n.attrFloat("beta", 1.0f) == 1.0f;
+    const Tensor* b = n.hasInput(2) && gemm_beta_ok ? floatConstant(g, n.inputs[2]) : nullptr;
+    const auto xq = qp.find(n.inputs[0]);
+    if (b && xq != qp.end() && !g.isGraphInput(n.inputs[2])) {
+      const Tensor& w = g.initializers.at(wname);
+      const int64_t ch = w.dim(static_cast<size_t>(axis));
+      if (b->numel() == ch && b->rank() == 1) {
+        // s_b = s_x · s_w, as the integer kernels compute it.
+        const Tensor& scale = weight_scale.at(wname);
+        Tensor bs(DType::Float32, {ch});
+        Tensor bq(DType::Int32, {ch});
+        bool fits = true;
+        for (int64_t c = 0; c < ch; ++c) {
+          const float sw = scale.data<float>()[per_channel ? c : 0];
+          const float sb = xq->second.scale * sw;
+          bs.data<float>()[c] = sb;
+          const double v = std::nearbyint(b->at(c) / double(sb));
+          fits = fits && std::fabs(v) < 2147483647.0;
+          bq.data<int32_t>()[c] = fits ? static_cast<int32_t>(v) : 0;
+        }
+        if (fits) {
+          const std::string& bname = n.inputs[2];
+          const std::string qn = fresh(bname + "_quantized"), sn = fresh(bname + "_scale"), zn = fresh(bname + "_zero_point"),
+                            dn = fresh(bname + "_dequantized");
+          new_inits.push_back({qn, bq});
+          new_inits.push_back({sn, bs});
+          new_inits.push_back({zn, Tensor(DType::Int32, {ch})});
+          Node dq = makeNode("DequantizeLinear", fresh(bname + "_DequantizeLinear"), {qn, sn, zn}, dn);
+          dq.setAttr("axis", int64_t(0));
+          new_nodes.push_back(dq);
+          bias_dq = dn;
+          ++biases_q;
+        } else {
+          r.notes.push_back(n.describe() + ": bias kept in float (does not fit int32 at scale s_x·s_w)");
+        }
+      }
+    }
+    new_inputs[i] = {weight_dq.at(wname), bias_dq};
+  }
+
+  // --- edit
+  std::set<size_t> drop;
+  for (const auto& [ci, ai] : absorbed) {
+    g.nodes[ci].outputs[0] = g.nodes[ai].outputs[0];
+    drop.insert(ai);
+  }
+  std::vector<std::string> old_consts;
+  for (const auto& [i, io] : new_inputs) {
+    Node& n = g.nodes[i];
+    old_consts.push_back(n.inputs[1]);
+    n.inputs[1] = io.first;
+    if (!io.second.empty()) {
+      old_consts.push_back(n.inputs[2]);
+      n.inputs[2] = io.second;
+    }
+  }
+  for (auto& n : g.nodes)
+    for (auto& in : n.inputs) {
+      auto it = dq_of.find(in);
+      if (it != dq_of.end()) in = it->second;
+    }
+  std::vector<Node> kept;
+  for (size_t i = 0; i < g.nodes.size(); ++i)
+    if (!drop.count(i)) kept.push_back(std::move(g.nodes[i]));
+  g.nodes = std::move(kept);
+  for (auto& n : new_nodes) g.nodes.push_back(std::move(n));
+  for (auto& [name, t] : new_inits) g.initializers.set(name, std::move(t));
+  dropUnusedConstants(g, old_consts);
+  // Absorbed activations' outputs now come from the compute node before saturation: drop stale types.
+  std::erase_if(g.value_info, [&](const ValueInfo& v) { return tensor_set.count(v.name) != 0; });
+  topoSort(g, m.label());
+  if (m.opsetFor("") < 13 && per_channel) m.setOpset("", 13);
+
+  dq_names_ = dq_of;
+  dq_weights_ = weight_dq;
+  r.stats = {{"tensors_quantized", static_cast<int64_t>(tensors.size())},
+             {"weights_quantized", weights_q},
+             {"biases_quantized", biases_q},
+             {"layers_quantized", static_cast<int64_t>(compute.size())},
+             {"activations_absorbed", static_cast<int64_t>(absorbed.size())},
+             {"calibration_samples", stats_.samples}};
+  r.changed = true;
+  return r;
+}
+
+std::vector<TensorError> quantizationErrors(const Model& fp32, const Model& q, const QuantizeStatic& pass,
+                                            const DataSpec& data, int64_t max_samples, int threads) {
+  std::vector<TensorError> out;
+  // Weights: the dequantized tensor the DQ node computes, against the float original.
+  for (const auto& [w, dq] : pass.dequantizedWeights()) {
+    const int p = producerIndex(q.graph, dq);
+    if (p < 0 || !fp32.graph.initializers.contains(w)) continue;
+    const Node& n = q.graph.nodes[static_cast<size_t>(p)];
+    std::vector<const Tensor*> ins;
+    for (const auto& i : n.inputs) ins.push_back(i.empty() ? nullptr : q.graph.initializers.find(i));
+    auto v = engine::evaluateNode(q, n, ins);
+    if (!v) continue;
+    ErrorMeter e;
+    e.add(fp32.graph.initializers.at(w), (*v)[0]);
+    out.push_back({w, "weight", e.sqnrDb(), e.cosine(), e.elements()});
+  }
+  // Activations.
+  DataOptions o = data.options;
+  fitToModel(o, fp32);
+  if (max_samples > 0 && (o.limit == 0 || max_samples < o.limit)) o.limit = max_samples;
+  auto ds = openDataset(o);
+  engine::SessionOptions fo;
+  fo.observable = true;
+  fo.threads = threads;
+  engine::SessionOptions qo;
+  qo.threads = threads;
+  engine::Session sf(fp32, fo), sq(q, qo);
+  std::map<std::string, std::string> back;  // dq name -> float name
+  for (const auto& [t, dq] : pass.dequantizedNames()) back[dq] = t;
+  std::map<std::string, ErrorMeter> meters;
+  const std::string in_f = sf.inputNames().at(0), in_q = sq.inputNames().at(0);
+  while (auto b = ds->next(std::min<int64_t>(data.batch, 16))) {
+    std::map<std::string, Tensor> ref;
+    if (pass.dequantizedNames().count(in_f)) ref[in_f] = b->inputs;
+    sf.run({{in_f, b->inputs}}, [&](const std::string& name, const Tensor& v) {
+      if (pass.dequantizedNames().count(name)) ref[name] = v.clone();
+    });
+    sq.run({{in_q, b->inputs}}, [&](const std::string& name, const Tensor& v) {
+      auto it = back.find(name);
+      if (it == back.end()) return;
+      auto r = ref.find(it->second);
+      if (r != ref.end() && r->second.shape() == v.shape()) meters[it->second].add(r->second, v);
+    });
+  }
+  for (const auto& [t, e] : meters) out.push_back({t, "activation", e.sqnrDb(), e.cosine(), e.elements()});
+  std::stable_sort(out.begin(), out.end(), [](const TensorError& a, const TensorError& b) { return a.sqnr_db < b.sqnr_db; });
+  return out;
+}
+
+}  // namespace lwc::passes

@@ -1,0 +1,77 @@
+// quantize_static: INT8 post-training static quantization to QDQ form.
+//
+//   Before: X -> Conv(W, b) -> Relu -> Y
+//   After:  X -> Q -> DQ -> Conv(DQ(W_q), DQ(b_q)) -> Q -> DQ -> Y      (Relu absorbed by Q, uint8)
+//
+// Which tensors: the float activation inputs of every selected node (Conv, Gemm and MatMul with
+// constant 2-D weights; Add, MaxPool, AveragePool, GlobalAveragePool, Concat) and the outputs of the
+// compute nodes (Conv/Gemm/MatMul) unless they are graph outputs. Every reader of a quantized
+// tensor reads the DequantizeLinear output, so ONNX Runtime fuses DQ -> Conv -> Q into QLinearConv
+// and the lwc engine runs the same integer kernel.
+//
+// Math (per tensor, range [lo, hi] from the calibrator):
+//   uint8 (asymmetric): lo' = min(lo, 0), hi' = max(hi, 0), s = (hi' - lo')/255, zp = round(-lo'/s)
+//   int8 (symmetric):   s = max(|lo|, |hi|)/127, zp = 0
+//   weights: int8 symmetric, per output channel (axis 0 for Conv and Gemm with transB, axis 1 for
+//            MatMul and Gemm without), s_w[o] = max|W[o]|/127, W_q = round(W/s_w) in [-127, 127]
+//   bias:    int32, s_b[o] = s_x · s_w[o], b_q = round(b/s_b), zero point 0
+// Relu, and Clip with minimum 0, directly after a compute node are absorbed with uint8
+// activations: their output range starts at 0, so zp = 0 and QuantizeLinear's saturation is the
+// activation (exact). With int8 activations they stay.
+//
+// Statistics come from running the float model on calibration data (see calibration.h) or from
+// saved statistics (load_calib). Left alone: nodes excluded by name or op type, keep_fp32
+// first/last, weights that are not constant float tensors, and models opset < 13 get per-tensor
+// weights (per-channel DequantizeLinear needs opset 13).
+#pragma once
+
+#include "lwc/pass.h"
+#include "passes/calibration.h"
+
+namespace lwc::passes {
+
+class QuantizeStatic : public Pass {
+ public:
+  std::string name() const override { return "quantize_static"; }
+  std::string help() const override {
+    return "INT8 post-training static quantization (QDQ): calibrate activations, int8 per-channel weights, int32 bias";
+  }
+  std::vector<OptionSpec> optionSpecs() const override;
+  bool needsCalibration(const PassOptions& o) const override;
+  PassResult run(Model& m, PassContext& ctx) override;
+
+  /// The statistics used by the last run (for reports).
+  const CalibrationStats& lastStats() const { return stats_; }
+  /// Quantized activation name -> the name its dequantized value has in the output model.
+  const std::map<std::string, std::string>& dequantizedNames() const { return dq_names_; }
+  /// Quantized weight name -> the name of its dequantized value in the output model.
+  const std::map<std::string, std::string>& dequantizedWeights() const { return dq_weights_; }
+
+ protected:
+  void validate(const PassOptions& o) const override;
+
+ private:
+  CalibrationStats stats_;
+  std::map<std::string, std::string> dq_names_;
+  std::map<std::string, std::string> dq_weights_;
+};
+
+/// Error of one quantized tensor against its float counterpart.
+struct TensorError {
+  std::string tensor;
+  std::string kind;  ///< "activation" or "weight"
+  double sqnr_db = 0;
+  double cosine = 1;
+  int64_t elements = 0;
+};
+
+/// Per-tensor SQNR of a quantized model against the float model it came from: weights directly,
+/// activations on up to `max_samples` samples of `data` (the quantized model runs with the integer
+/// kernels, the float one with every tensor observable). Sorted worst first.
+std::vector<TensorError> quantizationErrors(const Model& fp32, const Model& q, const QuantizeStatic& pass,
+                                            const DataSpec& data, int64_t max_samples, int threads);
+
+/// Throws lwc::Error naming the first node that shows the model is already quantized.
+void checkNotQuantized(const Model& m);
+
+}  // namespace lwc::passes
