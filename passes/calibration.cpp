@@ -39,6 +39,7 @@ void TensorStats::add(const float* x, int64_t n) {
   float mn = std::numeric_limits<float>::infinity(), mx = -mn;
   for (int64_t i = 0; i < n; ++i) {
     if (std::isnan(x[i])) fail("calibration: a tensor contains NaN; check the model and the data's preprocessing");
+    zeros_ += x[i] == 0.0f;
     mn = std::min(mn, x[i]);
     mx = std::max(mx, x[i]);
   }
@@ -89,6 +90,7 @@ void TensorStats::merge(const TensorStats& o) {
     for (int j = 0; j < kBins; ++j) hist_[static_cast<size_t>(j)] += b.hist_[static_cast<size_t>(j)];
   }
   count_ += o.count_;
+  zeros_ += o.zeros_;
 }
 
 json TensorStats::toJson() const {
@@ -96,7 +98,7 @@ json TensorStats::toJson() const {
   json h = json::array();
   for (int j = 0; j < static_cast<int>(hist_.size()); ++j)
     if (hist_[static_cast<size_t>(j)]) h.push_back({j, hist_[static_cast<size_t>(j)]});
-  return json{{"min", min_}, {"max", max_}, {"count", count_}, {"range", range_}, {"bins", kBins}, {"hist", h}};
+  return json{{"min", min_}, {"max", max_}, {"count", count_}, {"zeros", zeros_}, {"range", range_}, {"bins", kBins}, {"hist", h}};
 }
 
 TensorStats TensorStats::fromJson(const json& j, const std::string& where) {
@@ -105,6 +107,8 @@ TensorStats TensorStats::fromJson(const json& j, const std::string& where) {
     s.min_ = j.at("min").get<double>();
     s.max_ = j.at("max").get<double>();
     s.count_ = j.at("count").get<int64_t>();
+    s.zeros_ = j.value("zeros", int64_t(0));
+    if (s.zeros_ < 0 || s.zeros_ > s.count_) fail(where, ": zeros exceeds count");
     s.range_ = j.at("range").get<double>();
     if (j.at("bins").get<int>() != kBins) fail(where, ": histogram has ", j.at("bins").get<int>(), " bins, expected ", kBins);
     if (s.range_ < 0 || s.count_ < 0 || s.min_ > s.max_) fail(where, ": inconsistent statistics");
@@ -185,8 +189,36 @@ double klDivergence(const std::vector<double>& p, const std::vector<double>& q) 
   return kl;
 }
 
+// KL divergence of `bins` clipped to [b0, b1) (outliers added to the edge bins) from its quantization
+// to `levels` levels, which is built from the unclipped bins (TensorRT's formulation: clipping shows
+// up as the outlier mass at the edges that Q does not have).
+double clippedKl(const std::vector<double>& bins, int b0, int b1, int levels) {
+  const int n = b1 - b0;
+  std::vector<double> p(bins.begin() + b0, bins.begin() + b1);
+  for (int k = 0; k < b0; ++k) p.front() += bins[static_cast<size_t>(k)];
+  for (size_t k = static_cast<size_t>(b1); k < bins.size(); ++k) p.back() += bins[k];
+  std::vector<double> q(static_cast<size_t>(n), 0.0);
+  for (int j = 0; j < levels; ++j) {
+    const int c0 = static_cast<int>(int64_t(j) * n / levels), c1 = static_cast<int>(int64_t(j + 1) * n / levels);
+    double sum = 0;
+    int nonzero = 0;
+    for (int k = c0; k < c1; ++k) {
+      sum += bins[static_cast<size_t>(b0 + k)];
+      nonzero += bins[static_cast<size_t>(b0 + k)] > 0;
+    }
+    if (nonzero == 0) continue;
+    for (int k = c0; k < c1; ++k)
+      if (bins[static_cast<size_t>(b0 + k)] > 0) q[static_cast<size_t>(k)] = sum / nonzero;
+  }
+  return klDivergence(p, q);
+}
+
+// Symmetric threshold T over the |x| histogram (int8 activations, or non-negative tensors).
 double entropyThreshold(const TensorStats& s) {
-  const std::vector<double> a = foldAbs(s);
+  // Exact zeros (ReLU's spike) are represented exactly whatever the range; left in, they dominate the
+  // first chunk's smearing and push the threshold down.
+  std::vector<double> a = foldAbs(s);
+  a[0] = std::max(0.0, a[0] - double(s.zeros()));
   const int levels = s.min() >= 0 ? 255 : 128;
   const double w = s.range() / kHalf;
   int last = kHalf;
@@ -195,30 +227,40 @@ double entropyThreshold(const TensorStats& s) {
   double best = std::numeric_limits<double>::infinity();
   int best_i = last;
   for (int i = levels; i <= last; ++i) {
-    std::vector<double> p(a.begin(), a.begin() + i);
-    double outliers = 0;
-    for (int k = i; k < kHalf; ++k) outliers += a[static_cast<size_t>(k)];
-    p.back() += outliers;
-    std::vector<double> q(static_cast<size_t>(i), 0.0);
-    for (int j = 0; j < levels; ++j) {
-      const int b0 = static_cast<int>(int64_t(j) * i / levels), b1 = static_cast<int>(int64_t(j + 1) * i / levels);
-      double sum = 0;
-      int nonzero = 0;
-      for (int k = b0; k < b1; ++k) {
-        sum += a[static_cast<size_t>(k)];
-        nonzero += a[static_cast<size_t>(k)] > 0;
-      }
-      if (nonzero == 0) continue;
-      for (int k = b0; k < b1; ++k)
-        if (a[static_cast<size_t>(k)] > 0) q[static_cast<size_t>(k)] = sum / nonzero;
-    }
-    const double kl = klDivergence(p, q);
+    const double kl = clippedKl(a, 0, i, levels);
     if (kl < best) {
       best = kl;
       best_i = i;
     }
   }
   return best_i * w;
+}
+
+// Asymmetric range for signed tensors quantized to uint8: the clipping [-T, T] ∩ [min, max] whose
+// 255-level quantization of the signed histogram diverges least.
+Range entropyRangeSigned(const TensorStats& s) {
+  std::vector<double> h(s.hist().begin(), s.hist().end());
+  const int nb = TensorStats::kBins;
+  h[static_cast<size_t>(nb / 2)] = std::max(0.0, h[static_cast<size_t>(nb / 2)] - double(s.zeros()));
+  const double w = 2 * s.range() / nb;
+  int first = 0, last = nb;
+  while (first < nb && h[static_cast<size_t>(first)] == 0) ++first;
+  while (last > first && h[static_cast<size_t>(last - 1)] == 0) --last;
+  constexpr int levels = 255;
+  Range best_r{s.min(), s.max()};
+  if (last - first <= levels) return best_r;
+  double best = std::numeric_limits<double>::infinity();
+  for (int i = 1; i <= nb / 2; ++i) {
+    const int b0 = std::max(first, nb / 2 - i), b1 = std::min(last, nb / 2 + i);
+    if (b1 - b0 < levels) continue;
+    const double kl = clippedKl(h, b0, b1, levels);
+    if (kl < best) {
+      best = kl;
+      best_r = {std::max(s.min(), -s.range() + b0 * w), std::min(s.max(), -s.range() + b1 * w)};
+    }
+    if (b0 == first && b1 == last) break;  // larger thresholds clip nothing more
+  }
+  return best_r;
 }
 
 double quantMse(const TensorStats& s, double lo, double hi, bool symmetric) {
@@ -293,7 +335,9 @@ Range computeRange(const TensorStats& s, Calibrator c, double percentile, bool s
       }
       return {std::max(s.min(), -s.range() + lo_bin * w), std::min(s.max(), -s.range() + (hi_bin + 1) * w)};
     }
-    case Calibrator::Entropy: return clampTo(s, entropyThreshold(s), symmetric);
+    case Calibrator::Entropy:
+      if (!symmetric && s.min() < 0) return entropyRangeSigned(s);
+      return clampTo(s, entropyThreshold(s), symmetric);
     case Calibrator::Mse: {
       double best = std::numeric_limits<double>::infinity();
       Range r = mm;

@@ -10,8 +10,10 @@
 //   minmax      [min, max]
 //   percentile  the p-th percentile (default 99.999) of |x| for symmetric ranges; for asymmetric
 //               ones the (100-p)-th and p-th percentiles of x
-//   entropy     the clipping threshold T minimising KL(P || Q) between the |x| histogram clipped at T
-//               and its quantization to 128 levels (255 for non-negative tensors), as TensorRT
+//   entropy     the clipping minimising KL(P || Q) between the histogram clipped there and its
+//               quantization, as TensorRT: a threshold T on |x| with 128 levels for int8 and 255 for
+//               non-negative tensors; for signed tensors quantized to uint8, [-T, T] ∩ [min, max] on
+//               the signed histogram with 255 levels
 //   mse         the clipping of [min, max] (factors 1.0 down to 0.2) minimising the expected squared
 //               quantization error over the histogram
 #pragma once
@@ -34,6 +36,8 @@ class TensorStats {
   double min() const { return min_; }
   double max() const { return max_; }
   int64_t count() const { return count_; }
+  /// Values exactly 0 (e.g. after ReLU); they are in the histogram too.
+  int64_t zeros() const { return zeros_; }
   double range() const { return range_; }
   const std::vector<int64_t>& hist() const { return hist_; }
   nlohmann::json toJson() const;
@@ -43,6 +47,7 @@ class TensorStats {
   void growTo(double absmax);
   double min_ = 0, max_ = 0;
   int64_t count_ = 0;
+  int64_t zeros_ = 0;
   double range_ = 0;  ///< histogram covers [-range_, range_]; 0 until the first non-zero value
   std::vector<int64_t> hist_;
 };

@@ -1,0 +1,77 @@
+#!/usr/bin/env python3
+"""Accuracy of lwc's INT8 static quantization: every model x calibrator, calibrated on Fashion-MNIST
+training images, evaluated on the 10 000 test images in the lwc engine and in ONNX Runtime.
+Prints a Markdown table (the one in the README) and writes the raw numbers as JSON.
+
+    scripts/quant_table.py [--lwc build/apps/lwc/lwc] [--calib-samples 1000] [--out build/quant_table.json]
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FM = "/usr/share/datasets/fashion-mnist"
+PRE = os.path.join(ROOT, "testdata/fmnist_sample/preprocess.json")
+
+
+def run(cmd):
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)}: {r.stderr.strip()}")
+    return r.stdout
+
+
+def ort_top1(model):
+    with open(PRE) as f:
+        pre = json.load(f)
+    pre.pop("color", None)
+    out = run(["node", os.path.join(ROOT, "scripts/ort/ort_tool.js"), "eval", model, "--images", f"{FM}/t10k-images-idx3-ubyte.gz",
+               "--labels", f"{FM}/t10k-labels-idx1-ubyte.gz", "--preprocess", json.dumps(pre), "--threads", "2", "--json"])
+    return json.loads(out)["top1"]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--lwc", default=os.path.join(ROOT, "build/apps/lwc/lwc"))
+    ap.add_argument("--calib-samples", type=int, default=1000)
+    ap.add_argument("--models", nargs="*", default=["lenet300", "lenet5", "mnv2", "resnet", "tinyformer"])
+    ap.add_argument("--calibrators", nargs="*", default=["minmax", "percentile", "entropy", "mse"])
+    ap.add_argument("--extra", nargs="*", default=[], help="extra lwc quantize arguments")
+    ap.add_argument("--out", default=os.path.join(ROOT, "build/quant_table.json"))
+    args = ap.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory() as d:
+        for name in args.models:
+            model = os.path.join(ROOT, "testdata", f"{name}_fmnist.onnx")
+            for cal in args.calibrators:
+                out, rep = os.path.join(d, f"{name}_{cal}.onnx"), os.path.join(d, f"{name}_{cal}.json")
+                run([args.lwc, "-q", "quantize", model, "-o", out, "--calibrator", cal,
+                     "--calib", f"{FM}/train-images-idx3-ubyte.gz", "--calib-limit", str(args.calib_samples),
+                     "--eval", f"{FM}/t10k-images-idx3-ubyte.gz", "--preprocess", PRE, "--report", rep,
+                     "--layer-samples", "0", "--bench-batch", "0"] + args.extra)
+                with open(rep) as f:
+                    r = json.load(f)
+                row = {"model": name, "calibrator": cal, "fp32_top1": r["input"]["eval"]["top1"],
+                       "int8_top1": r["final"]["eval"]["top1"], "ort_int8_top1": ort_top1(out),
+                       "input_bytes": r["input"]["file_bytes"], "output_bytes": r["final"]["file_bytes"],
+                       "weight_bytes_fp32": r["input"]["weight_bytes"], "weight_bytes_int8": r["final"]["weight_bytes"]}
+                rows.append(row)
+                print(f"{name:10s} {cal:10s} fp32 {100*row['fp32_top1']:.2f}  lwc int8 {100*row['int8_top1']:.2f}  "
+                      f"ORT int8 {100*row['ort_int8_top1']:.2f}  drop {100*(row['fp32_top1']-row['int8_top1']):+.2f}", flush=True)
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(rows, f, indent=1)
+    print("\n| model | calibrator | FP32 top-1 | INT8 top-1 (lwc) | INT8 top-1 (ORT) | drop | file bytes FP32 -> INT8 |")
+    print("|---|---|---:|---:|---:|---:|---|")
+    for r in rows:
+        print(f"| {r['model']} | {r['calibrator']} | {100*r['fp32_top1']:.2f} % | {100*r['int8_top1']:.2f} % | "
+              f"{100*r['ort_int8_top1']:.2f} % | {100*(r['fp32_top1']-r['int8_top1']):.2f} | "
+              f"{r['input_bytes']:,} -> {r['output_bytes']:,} ({r['input_bytes']/r['output_bytes']:.2f}x) |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
