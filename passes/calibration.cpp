@@ -21,6 +21,7 @@ void TensorStats::growTo(double absmax) {
     int e = 0;
     std::frexp(absmax, &e);  // absmax < 2^e
     range_ = std::ldexp(1.0, e);
+    if (range_ / 2 >= absmax) range_ /= 2;  // the smallest power of two >= absmax, as growth keeps it
     const int64_t zeros = count_;  // values seen so far were all zero (they are not yet binned)
     hist_.assign(kBins, 0);
     hist_[kBins / 2] = zeros;
@@ -341,8 +342,8 @@ Range computeRange(const TensorStats& s, Calibrator c, double percentile, bool s
     case Calibrator::Mse: {
       double best = std::numeric_limits<double>::infinity();
       Range r = mm;
-      for (int k = 100; k >= 20; --k) {
-        const double f = k / 100.0;
+      for (int k = 0; k < 100; ++k) {
+        const double f = std::pow(0.01, k / 99.0);  // 1 down to 0.01, geometric
         const double e = quantMse(s, mm.lo * f, mm.hi * f, symmetric);
         if (e < best) {
           best = e;

@@ -14,7 +14,7 @@
 //               quantization, as TensorRT: a threshold T on |x| with 128 levels for int8 and 255 for
 //               non-negative tensors; for signed tensors quantized to uint8, [-T, T] ∩ [min, max] on
 //               the signed histogram with 255 levels
-//   mse         the clipping of [min, max] (factors 1.0 down to 0.2) minimising the expected squared
+//   mse         the clipping of [min, max] (factors 1.0 down to 0.01) minimising the expected squared
 //               quantization error over the histogram
 #pragma once
 

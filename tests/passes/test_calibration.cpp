@@ -1,0 +1,170 @@
+// Calibration statistics (bounded histograms, exact merging) and the calibrators.
+#include <catch2/catch.hpp>
+
+#include <random>
+
+#include "lwc/model_io.h"
+#include "lwc/npy.h"
+#include "passes/calibration.h"
+#include "support/engine_util.h"
+#include "support/pass_util.h"
+#include "support/test_util.h"
+
+using namespace lwc;
+using namespace lwc::passes;
+using namespace lwc::test;
+
+namespace {
+std::vector<float> dyadic(int n, uint32_t seed, float scale) {
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<int> d(-256, 256);
+  std::vector<float> v(static_cast<size_t>(n));
+  for (auto& x : v) x = static_cast<float>(d(rng)) / 64.0f * scale;  // exact in binary
+  return v;
+}
+int64_t histSum(const TensorStats& s) {
+  int64_t t = 0;
+  for (auto c : s.hist()) t += c;
+  return t;
+}
+}  // namespace
+
+TEST_CASE("tensor statistics keep min, max, counts and a fixed-size histogram", "[calibration]") {
+  TensorStats s;
+  const std::vector<float> a = {0, 0, 0};
+  s.add(a.data(), 3);  // zeros first: no range yet
+  CHECK(s.range() == 0);
+  const auto b = dyadic(1000, 1, 1.0f);
+  s.add(b.data(), 1000);
+  CHECK(s.count() == 1003);
+  CHECK(histSum(s) == 1003);
+  CHECK(s.zeros() >= 3);
+  CHECK(s.hist().size() == TensorStats::kBins);
+  const double r1 = s.range();
+  const auto c = dyadic(1000, 2, 16.0f);  // grows the range: bins merge
+  s.add(c.data(), 1000);
+  CHECK(s.range() > r1);
+  CHECK(histSum(s) == 2003);
+  CHECK(s.hist().size() == TensorStats::kBins);
+  CHECK(s.max() <= s.range());
+  CHECK(-s.min() <= s.range());
+}
+
+TEST_CASE("merging statistics equals collecting them in one go", "[calibration]") {
+  const auto a = dyadic(5000, 3, 0.5f), b = dyadic(5000, 4, 8.0f);
+  TensorStats whole, sa, sb;
+  whole.add(a.data(), 5000);
+  whole.add(b.data(), 5000);
+  sa.add(a.data(), 5000);
+  sb.add(b.data(), 5000);
+  TensorStats m1 = sa, m2 = sb;
+  m1.merge(sb);
+  m2.merge(sa);
+  for (const auto* m : {&m1, &m2}) {
+    CHECK(m->count() == whole.count());
+    CHECK(m->zeros() == whole.zeros());
+    CHECK(m->min() == whole.min());
+    CHECK(m->max() == whole.max());
+    CHECK(m->range() == whole.range());
+    CHECK(m->hist() == whole.hist());
+  }
+  const TensorStats back = TensorStats::fromJson(whole.toJson(), "t");
+  CHECK(back.hist() == whole.hist());
+  CHECK(back.count() == whole.count());
+}
+
+TEST_CASE("calibrators clip outliers; minmax does not", "[calibration]") {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::vector<float> v(200000);
+  for (auto& x : v) x = nd(rng);
+  v[0] = 60.0f;  // one outlier
+  TensorStats s;
+  s.add(v.data(), static_cast<int64_t>(v.size()));
+  const Range mm = computeRange(s, Calibrator::MinMax, 99.99, false);
+  CHECK(mm.hi == Approx(60.0));
+  const Range pc = computeRange(s, Calibrator::Percentile, 99.99, true);
+  CHECK(pc.hi > 3.0);
+  CHECK(pc.hi < 6.0);
+  CHECK(pc.lo == -pc.hi);
+  for (bool sym : {true, false}) {
+    INFO("symmetric " << sym);
+    const Range e = computeRange(s, Calibrator::Entropy, 99.99, sym);
+    CHECK(e.hi < 20.0);
+    CHECK(e.hi > 1.5);
+    CHECK(e.lo < -1.0);
+    // MSE weighs the outlier's own clipping error: it clips, but far less than entropy.
+    const Range m = computeRange(s, Calibrator::Mse, 99.99, sym);
+    CHECK(m.hi < 59.0);
+    CHECK(m.hi > e.hi);
+  }
+  // Non-negative data (ReLU-like): ranges start at the data's minimum, 0.
+  for (auto& x : v) x = std::max(0.0f, x);
+  TensorStats r;
+  r.add(v.data(), static_cast<int64_t>(v.size()));
+  CHECK(r.zeros() > 90000);
+  for (auto c : {Calibrator::MinMax, Calibrator::Percentile, Calibrator::Entropy, Calibrator::Mse}) {
+    const Range x = computeRange(r, c, 99.99, false);
+    CHECK(x.lo == 0.0);
+    CHECK(x.hi > 1.5);
+  }
+}
+
+TEST_CASE("calibration files are validated", "[calibration]") {
+  using Catch::Matchers::Contains;
+  auto err = [](const nlohmann::json& j) {
+    try {
+      CalibrationStats::fromJson(j, "c.json");
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("(no error)");
+  };
+  CHECK_THAT(err({{"schema", "other"}}), Contains("not an lwc calibration file"));
+  TensorStats s;
+  const auto v = dyadic(100, 6, 1.0f);
+  s.add(v.data(), 100);
+  nlohmann::json t = s.toJson();
+  t["count"] = 99;
+  CHECK_THAT(err({{"schema", "lwc.calib"}, {"schema_version", 1}, {"tensors", {{"x", t}}}}), Contains("tensor 'x'"));
+  t = s.toJson();
+  t["range"] = 3.0;
+  CHECK_THAT(err({{"schema", "lwc.calib"}, {"schema_version", 1}, {"tensors", {{"x", t}}}}), Contains("power of two"));
+  t = s.toJson();
+  t["hist"] = {{5000, 100}};
+  CHECK_THAT(err({{"schema", "lwc.calib"}, {"schema_version", 1}, {"tensors", {{"x", t}}}}), Contains("out of range"));
+}
+
+TEST_CASE("statistics collected in shards merge to the statistics of the whole data", "[calibration]") {
+  TempDir d;
+  writeNpy(d / "x.npy", randomFloat({40, 3, 6, 6}, 9));
+  Model m = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 3, 6, 6] x) => (float[N, 4, 4, 4] y) {
+  c = Conv (x, w)
+  y = Relu (c)
+})");
+  addConst(m, "w", {4, 3, 3, 3}, 1);
+  DataSpec ds;
+  ds.options.path = d / "x.npy";
+  ds.batch = 7;  // batches straddle shard boundaries
+  const std::vector<std::string> names = {"x", "c", "y"};
+  CollectOptions all;
+  const CalibrationStats whole = collectStats(m, names, ds, all);
+  CHECK(whole.samples == 40);
+  CalibrationStats merged;
+  for (int i = 0; i < 3; ++i) {
+    CollectOptions o;
+    o.shard = i;
+    o.shards = 3;
+    merged.merge(collectStats(m, names, ds, o));
+  }
+  CHECK(merged.samples == 40);
+  for (const auto& n : names) {
+    INFO(n);
+    CHECK(merged.tensors.at(n).count() == whole.tensors.at(n).count());
+    CHECK(merged.tensors.at(n).min() == whole.tensors.at(n).min());
+    CHECK(merged.tensors.at(n).max() == whole.tensors.at(n).max());
+  }
+  CHECK(whole.tensors.at("x").count() == 40 * 3 * 6 * 6);
+  CHECK(whole.tensors.at("y").min() == 0.0);
+}

@@ -1,0 +1,192 @@
+// quantize_static: QDQ structure, integer execution in the engine, options and bad input.
+#include <catch2/catch.hpp>
+
+#include "lwc/analysis.h"
+#include "lwc/engine.h"
+#include "lwc/pipeline.h"
+#include "lwc/metrics.h"
+#include "lwc/model_io.h"
+#include "lwc/npy.h"
+#include "passes/quantize_static.h"
+#include "passes/registry.h"
+#include "support/engine_util.h"
+#include "support/pass_util.h"
+#include "support/test_util.h"
+
+using namespace lwc;
+using namespace lwc::test;
+using Catch::Matchers::Contains;
+using nlohmann::json;
+
+namespace {
+// Conv -> Relu -> Conv -> Relu -> GlobalAveragePool -> Flatten -> Gemm, with a residual Add.
+Model smallCnn() {
+  Model m = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 3, 12, 12] x) => (float[N, 5] y) {
+  c1 = Conv <pads=[1,1,1,1]> (x, w1, b1)
+  r1 = Relu (c1)
+  c2 = Conv <pads=[1,1,1,1]> (r1, w2, b2)
+  r2 = Relu (c2)
+  s = Add (r1, r2)
+  p = GlobalAveragePool (s)
+  f = Flatten (p)
+  y = Gemm <transB=1> (f, wf, bf)
+})");
+  addConst(m, "w1", {8, 3, 3, 3}, 1, -0.5f, 0.5f);
+  addConst(m, "b1", {8}, 2, -0.1f, 0.1f);
+  addConst(m, "w2", {8, 8, 3, 3}, 3, -0.3f, 0.3f);
+  addConst(m, "b2", {8}, 4, -0.1f, 0.1f);
+  addConst(m, "wf", {5, 8}, 5);
+  addConst(m, "bf", {5}, 6);
+  return m;
+}
+
+struct Calib {
+  TempDir dir;
+  DataSpec spec;
+  Calib() {
+    writeNpy(dir / "x.npy", randomFloat({64, 3, 12, 12}, 42, 0.0f, 1.0f));
+    spec.options.path = dir / "x.npy";
+    spec.batch = 16;
+  }
+};
+
+PassResult quantize(Model& m, const Calib& c, const json& options = json::object(), passes::QuantizeStatic* keep = nullptr) {
+  passes::QuantizeStatic local;
+  passes::QuantizeStatic& p = keep ? *keep : local;
+  p.configure(options, "quantize_static");
+  PassContext ctx;
+  ctx.calib = &c.spec;
+  PassResult r = p.run(m, ctx);
+  validateGraph(m.graph);
+  return r;
+}
+
+double outputSqnr(const Model& a, const Model& b, uint32_t seed) {
+  engine::Session sa(a), sb(b);
+  const Tensor x = randomFloat({8, 3, 12, 12}, seed, 0.0f, 1.0f);
+  ErrorMeter e;
+  e.add(sa.runOrdered({{"x", x}})[0], sb.runOrdered({{"x", x}})[0]);
+  return e.sqnrDb();
+}
+
+std::string errorOf(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+}  // namespace
+
+TEST_CASE("quantize_static writes QDQ with int8 weights and int32 biases", "[quantize]") {
+  Calib c;
+  Model fp = smallCnn(), m = smallCnn();
+  auto r = quantize(m, c);
+  CHECK(r.stats["layers_quantized"] == 3);
+  CHECK(r.stats["activations_absorbed"] == 2);
+  CHECK(countOps(m, "Relu") == 0);  // absorbed by uint8 QuantizeLinear (zero point 0)
+  CHECK(countOps(m, "QuantizeLinear") > 0);
+  int int8_weights = 0, int32_biases = 0;
+  for (const auto& [name, t] : m.graph.initializers.items()) {
+    int8_weights += t.dtype() == DType::Int8 && t.rank() >= 2;
+    int32_biases += t.dtype() == DType::Int32 && t.numel() > 1 && countZeros(t) < t.numel();
+  }
+  CHECK(int8_weights == 3);
+  CHECK(int32_biases == 3);
+  for (const auto& n : m.graph.nodes)
+    if (n.op_type == "QuantizeLinear") {
+      const Tensor& zp = m.graph.initializers.at(n.inputs[2]);
+      CHECK(zp.dtype() == DType::UInt8);
+    }
+  CHECK_NOTHROW(checkModelForOutput(m));
+  // The quantized model runs with integer kernels and stays close to the float one.
+  engine::Session s(m);
+  CHECK(implOf(s, "QLinearConv") != "none");
+  CHECK(outputSqnr(fp, m, 7) > 25.0);
+}
+
+TEST_CASE("quantize_static options", "[quantize]") {
+  Calib c;
+  SECTION("int8 symmetric activations keep the ReLUs") {
+    Model fp = smallCnn(), m = smallCnn();
+    quantize(m, c, {{"act_type", "int8"}});
+    CHECK(countOps(m, "Relu") == 2);
+    for (const auto& n : m.graph.nodes)
+      if (n.op_type == "QuantizeLinear") CHECK(m.graph.initializers.at(n.inputs[2]).dtype() == DType::Int8);
+    CHECK(outputSqnr(fp, m, 8) > 20.0);
+  }
+  SECTION("per-tensor weights have scalar scales") {
+    Model m = smallCnn();
+    quantize(m, c, {{"per_channel", false}});
+    for (const auto& n : m.graph.nodes)
+      if (n.op_type == "DequantizeLinear" && m.graph.initializers.contains(n.inputs[0]) &&
+          m.graph.initializers.at(n.inputs[0]).dtype() == DType::Int8)
+        CHECK(m.graph.initializers.at(n.inputs[1]).numel() == 1);
+  }
+  SECTION("exclude by op type and keep_fp32 last") {
+    Model a = smallCnn(), b = smallCnn();
+    auto ra = quantize(a, c, {{"exclude", {"Gemm"}}});
+    auto rb = quantize(b, c, {{"keep_fp32", {"last"}}});
+    CHECK(ra.stats["layers_quantized"] == 2);
+    CHECK(rb.stats["layers_quantized"] == 2);
+    CHECK(a.graph.initializers.at("wf").dtype() == DType::Float32);
+    CHECK(b.graph.initializers.at("wf").dtype() == DType::Float32);
+  }
+  SECTION("every calibrator produces a close model") {
+    for (const char* cal : {"minmax", "percentile", "entropy", "mse"}) {
+      INFO(cal);
+      Model fp = smallCnn(), m = smallCnn();
+      quantize(m, c, {{"calibrator", cal}});
+      CHECK(outputSqnr(fp, m, 9) > 15.0);
+    }
+  }
+  SECTION("saved statistics reproduce the same model, byte for byte") {
+    TempDir d;
+    Model a = smallCnn(), b = smallCnn(), again = smallCnn();
+    quantize(a, c, {{"save_calib", (d / "s.json").string()}});
+    quantize(again, c);
+    CHECK(serialized(a) == serialized(again));  // deterministic
+    passes::QuantizeStatic p;
+    p.configure({{"load_calib", {(d / "s.json").string()}}}, "q");
+    PassContext ctx;  // no calibration data needed
+    p.run(b, ctx);
+    CHECK(serialized(a) == serialized(b));
+  }
+}
+
+TEST_CASE("quantize_static rejects bad input with one clear error", "[quantize]") {
+  Calib c;
+  Model m = smallCnn();
+  const std::string before = serialized(m);
+  CHECK_THAT(errorOf([&] { quantize(m, c, {{"exclude", {"conv_nine"}}}); }), Contains("no node or op type named 'conv_nine'"));
+  CHECK(serialized(m) == before);
+  Model q = smallCnn();
+  quantize(q, c);
+  CHECK_THAT(errorOf([&] { quantize(q, c); }), Contains("already quantized"));
+  CHECK_THAT(errorOf([] { passes::QuantizeStatic p; p.configure({{"calib_shard", "3/2"}}, "q"); }),
+             Contains("calib_shard"));
+  CHECK_THAT(errorOf([] { passes::QuantizeStatic p; p.configure({{"keep_fp32", {"middle"}}}, "q"); }),
+             Contains("keep_fp32"));
+  TempDir d;
+  writeNpy(d / "bad.npy", randomFloat({4, 1, 28, 28}, 1));
+  Calib wrong;
+  wrong.spec.options.path = d / "bad.npy";
+  Model w = smallCnn();
+  CHECK_THAT(errorOf([&] { quantize(w, wrong); }), Contains("bad.npy"));
+  // Statistics from another model lack this model's tensors.
+  TempDir e;
+  Model a = smallCnn();
+  quantize(a, c, {{"save_calib", (e / "s.json").string()}});
+  Model other = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 3, 12, 12] x) => (float[N, 8, 12, 12] y) {
+  y = Conv <pads=[1,1,1,1]> (x, w1)
+})");
+  addConst(other, "w1", {8, 3, 3, 3}, 1);
+  passes::QuantizeStatic p;
+  p.configure({{"load_calib", {(e / "s.json").string()}}}, "q");
+  PassContext ctx;
+  // The tensor "x" exists in both; the Conv output is a graph output, so only x is needed: works.
+  CHECK_NOTHROW(p.run(other, ctx));
+}
