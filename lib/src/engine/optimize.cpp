@@ -200,6 +200,50 @@ int fuseQdq(Graph& g) {
   return fused;
 }
 
+// DQ(a), DQ(b) -> Add [-> Relu] -> Q  becomes  lwc.internal.QAdd(a, .., b, .., y_scale, y_zp){relu}:
+// one pass over 8-bit data instead of three float tensors (residual connections of QDQ models).
+int fuseQAdd(Graph& g) {
+  int fused = 0;
+  for (size_t qi = 0; qi < g.nodes.size(); ++qi) {
+    const Node& q = g.nodes[qi];
+    if (q.op_type != "QuantizeLinear" || !q.domain.empty() || !q.hasInput(2) || !isScalarConst(g, q.inputs[1]) ||
+        !isScalarConst(g, q.inputs[2]))
+      continue;
+    int ai = producerIndex(g, q.inputs[0]);
+    if (ai < 0) continue;
+    int ri = -1;
+    if (g.nodes[static_cast<size_t>(ai)].op_type == "Relu" && g.nodes[static_cast<size_t>(ai)].domain.empty()) {
+      ri = ai;
+      const std::string& v = g.nodes[static_cast<size_t>(ri)].inputs[0];
+      if (g.isGraphOutput(v) || useCount(g, v) != 1) continue;
+      ai = producerIndex(g, v);
+      if (ai < 0) continue;
+    }
+    const Node& add = g.nodes[static_cast<size_t>(ai)];
+    if (add.op_type != "Add" || !add.domain.empty() || add.inputs.size() != 2) continue;
+    if (g.isGraphOutput(q.inputs[0]) || useCount(g, q.inputs[0]) != 1) continue;
+    auto da = dqProducing(g, add.inputs[0]), db = dqProducing(g, add.inputs[1]);
+    if (!da || !db || !isScalarConst(g, da->scale) || !isScalarConst(g, da->zp) || !isScalarConst(g, db->scale) ||
+        !isScalarConst(g, db->zp))
+      continue;
+    Node f;
+    f.domain = kInternalDomain;
+    f.op_type = "QAdd";
+    f.name = add.name;
+    f.inputs = {da->q, da->scale, da->zp, db->q, db->scale, db->zp, q.inputs[1], q.inputs[2]};
+    f.outputs = {q.outputs[0]};
+    f.setAttr("relu", int64_t(ri >= 0));
+    std::vector<size_t> drop{qi, static_cast<size_t>(ai)};
+    if (ri >= 0) drop.push_back(static_cast<size_t>(ri));
+    std::sort(drop.begin(), drop.end());
+    g.nodes[drop[0]] = f;  // the earliest position keeps the graph sorted
+    for (size_t k = drop.size(); k-- > 1;) g.nodes.erase(g.nodes.begin() + static_cast<std::ptrdiff_t>(drop[k]));
+    qi = drop[0];
+    ++fused;
+  }
+  return fused;
+}
+
 // ------------------------------------------------------------------ NHWC conversion
 
 bool convEligible(const Graph& g, const Node& n) {
@@ -245,6 +289,46 @@ int convertConvs(Graph& g) {
   return converted;
 }
 
+// QLinearConv with constant int8 weights and per-tensor activation parameters runs as
+// lwc.internal.QLinearConvNhwc between Transposes, like the float convolutions.
+int convertQConvs(Graph& g) {
+  int converted = 0;
+  std::vector<Node> nodes = std::move(g.nodes);
+  g.nodes.clear();
+  for (auto& n : nodes) g.nodes.push_back(n);
+  std::vector<Node> out;
+  for (auto& n : nodes) {
+    bool ok = n.op_type == "QLinearConv" && n.domain.empty() && n.inputs.size() >= 8;
+    const Tensor* w = ok ? g.initializers.find(n.inputs[3]) : nullptr;
+    ok = ok && w && w->rank() == 4 && (w->dtype() == DType::Int8 || w->dtype() == DType::UInt8);
+    for (size_t k : {1, 2, 6, 7}) ok = ok && isScalarConst(g, n.inputs[k]);
+    if (ok) {
+      const auto ks = n.attrInts("kernel_shape", {w->dim(2), w->dim(3)});
+      ok = ks.size() == 2 && ks[0] == w->dim(2) && ks[1] == w->dim(3) && n.attrString("auto_pad", "NOTSET") == "NOTSET";
+    }
+    if (!ok) {
+      out.push_back(std::move(n));
+      continue;
+    }
+    const std::string x_nhwc = g.uniqueName(n.inputs[0] + "_nhwc");
+    const std::string y_nhwc = g.uniqueName(n.outputs[0] + "_nhwc");
+    out.push_back(makeTranspose(g, n.inputs[0], x_nhwc, kToNhwc));
+    g.nodes.push_back(out.back());
+    Node c = n;
+    c.domain = kInternalDomain;
+    c.op_type = "QLinearConvNhwc";
+    c.inputs[0] = x_nhwc;
+    const std::string y = c.outputs[0];
+    c.outputs[0] = y_nhwc;
+    out.push_back(std::move(c));
+    out.push_back(makeTranspose(g, y_nhwc, y, kToNchw));
+    g.nodes.push_back(out.back());
+    ++converted;
+  }
+  g.nodes = std::move(out);
+  return converted;
+}
+
 const std::set<std::string> kUnary = {"Relu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "LeakyRelu", "Elu",
                                       "Selu", "Tanh", "Neg", "Abs", "Exp", "Log", "Sqrt", "Erf", "Identity",
                                       "Softplus", "Mish", "Gelu", "Celu"};
@@ -265,10 +349,14 @@ bool isToNchw(const Node* n) {
 // (or a constant, which is permuted). Returns true when the graph changed.
 bool pushThrough(Graph& g, size_t i) {
   Node& n = g.nodes[i];
-  if (!n.domain.empty()) return false;
+  const bool qadd = n.domain == kInternalDomain && n.op_type == "QAdd";
+  if (!n.domain.empty() && !qadd) return false;
   const std::string& op = n.op_type;
-  const bool unary = kUnary.count(op) != 0;
-  const bool binary = kBinary.count(op) != 0;
+  // Per-tensor QuantizeLinear/DequantizeLinear are elementwise with scalar parameters: layout-free.
+  const bool qdq = (op == "QuantizeLinear" || op == "DequantizeLinear") && n.inputs.size() >= 2 &&
+                   isScalarConst(g, n.inputs[1]) && (!n.hasInput(2) || isScalarConst(g, n.inputs[2]));
+  const bool unary = kUnary.count(op) != 0 || qdq;
+  const bool binary = kBinary.count(op) != 0 || qadd;
   const bool pool = (op == "MaxPool" || op == "AveragePool") && n.outputs.size() == 1 &&
                     n.attrInts("kernel_shape").size() == 2;
   const bool gap = op == "GlobalAveragePool";
@@ -422,9 +510,9 @@ int fusePostOps(Graph& g) {
 OptimizeStats optimizeForExecution(Graph& g) {
   OptimizeStats st;
   st.bn_folded = foldBatchNorms(g);
-  st.qdq_fused = fuseQdq(g);
+  st.qdq_fused = fuseQdq(g) + fuseQAdd(g);
   if (st.qdq_fused) removeDeadNodes(g);
-  st.convs_nhwc = convertConvs(g);
+  st.convs_nhwc = convertConvs(g) + convertQConvs(g);
   if (st.convs_nhwc > 0) {
     bool changed = true;
     while (changed) {

@@ -37,6 +37,8 @@
 //     oneDNN does not). Both are rare (tests: >= 99% of elements exact, all within one step); the
 //     rounding of a fused int8 library's post-processing cannot be changed to match more closely.
 #include <algorithm>
+#include <array>
+#include <cstring>
 #include <cmath>
 #include <dnnl.hpp>
 #include <map>
@@ -47,6 +49,7 @@
 #include "engine/kernels/common.h"
 #include "engine/kernels/dnnl_common.h"
 #include "engine/kernels/nn_ref.h"
+#include "engine/optimize.h"
 #include "engine/kernels/quant_ref.h"
 
 namespace lwc::engine {
@@ -182,6 +185,41 @@ struct QConvInputs {
 constexpr QConvInputs kQLinearConv{true, 2, 3, 7, 8};
 constexpr QConvInputs kConvInteger{false, 2, 1, 0, 0};
 
+// NHWC <-> NCHW copies for the reference fallback of lwc.internal.QLinearConvNhwc.
+Tensor permute4(const Tensor& t, const std::array<int, 4>& perm) {
+  const Shape& s = t.shape();
+  const Shape o{s[perm[0]], s[perm[1]], s[perm[2]], s[perm[3]]};
+  Tensor r = Tensor::uninitialized(t.dtype(), o);
+  const size_t es = dtypeSize(t.dtype());
+  std::array<int64_t, 4> st{s[1] * s[2] * s[3], s[2] * s[3], s[3], 1};
+  const auto* in = static_cast<const uint8_t*>(t.raw());
+  auto* out = static_cast<uint8_t*>(r.raw());
+  int64_t k = 0;
+  for (int64_t a = 0; a < o[0]; ++a)
+    for (int64_t b = 0; b < o[1]; ++b)
+      for (int64_t c = 0; c < o[2]; ++c)
+        for (int64_t d = 0; d < o[3]; ++d, ++k)
+          std::memcpy(out + k * es, in + (a * st[perm[0]] + b * st[perm[1]] + c * st[perm[2]] + d * st[perm[3]]) * es, es);
+  return r;
+}
+
+// The reference QLinearConv on NCHW copies of an NHWC input, result back in NHWC.
+void qlinearConvNhwcReference(KernelContext& ctx) {
+  if (ctx.in(0).rank() != 4) ctx.error("expects a 4-D NHWC input, got ", shapeStr(ctx.in(0).shape()));
+  const Tensor x = permute4(ctx.in(0), {0, 3, 1, 2});
+  std::vector<const Tensor*> ins(ctx.inputs.begin(), ctx.inputs.end());
+  ins[0] = &x;
+  std::vector<Tensor> outs(1);
+  KernelContext rc{ctx.node, ins, outs};
+  quant::qlinearConv(rc);
+  ctx.outputs[0] = permute4(outs[0], {0, 2, 3, 1});
+}
+
+class RefQLinearConvNhwc final : public Kernel {
+ public:
+  void run(KernelContext& ctx) override { qlinearConvNhwcReference(ctx); }
+};
+
 class DnnlQConv final : public Kernel {
  public:
   struct Config {
@@ -192,10 +230,13 @@ class DnnlQConv final : public Kernel {
     ZeroPoint x_zp, y_zp;
     DType y_type = DType::Int32;
     bool bias = false;
+    /// lwc.internal.QLinearConvNhwc: x and y are NHWC tensors (logical shape [N,H,W,C]).
+    bool nhwc = false;
   };
   DnnlQConv(const Node& n, Config c) : node_(n), c_(std::move(c)) {}
 
   void run(KernelContext& ctx) override {
+    if (c_.nhwc) return runNhwc(ctx);
     const Tensor& x = ctx.in(0);
     if (!runnable(ctx)) return reference(ctx);
     Prepared& p = prepare(x.shape(), x.dtype());
@@ -238,6 +279,40 @@ class DnnlQConv final : public Kernel {
   /// Builds the primitive for an input shape known when the session is built; false when oneDNN
   /// has no fast implementation for it (the factory then declines).
   bool probe(const Shape& xs, DType xt) { return prepare(xs, xt).ok; }
+
+ private:
+  // NHWC in, NHWC out: no reorders. Where oneDNN has no fast primitive (or the inputs are not what
+  // it was prepared for), the reference runs on NCHW copies.
+  void runNhwc(KernelContext& ctx) {
+    const Tensor& x = ctx.in(0);
+    if (x.rank() != 4) ctx.error("expects a 4-D NHWC input, got ", shapeStr(x.shape()));
+    const Shape xs{x.dim(0), x.dim(3), x.dim(1), x.dim(2)};
+    Prepared* p = haveVnni() && runnable(ctx) ? &prepare(xs, x.dtype()) : nullptr;
+    if (!p || !p->ok) return qlinearConvNhwcReference(ctx);
+    const Shape& ys = p->out_shape;
+    Tensor& y = ctx.allocUninit(0, c_.y_type, Shape{ys[0], ys[2], ys[3], ys[1]});
+    auto& eng = cpuEngine();
+    dnnl::stream s(eng);
+    memory x_mem(p->pd.src_desc(), eng, const_cast<void*>(x.raw()));
+    memory y_mem(p->pd.dst_desc(), eng, y.raw());
+    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, x_mem}, {DNNL_ARG_WEIGHTS, p->w_mem}, {DNNL_ARG_DST, y_mem}};
+    if (c_.bias)
+      args[DNNL_ARG_BIAS] = memory(memory::desc({c_.w_shape[0]}, dt::s32, tag::a), eng,
+                                   const_cast<void*>(ctx.in(c_.in.bias).raw()));
+    int32_t x_zp = 0, y_zp = 0;
+    if (c_.x_zp.runtime()) {
+      x_zp = c_.x_zp.at(ctx, c_.in.x_zp);
+      args[DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_SRC] = memory(memory::desc({1}, dt::s32, tag::x), eng, &x_zp);
+    }
+    if (c_.y_zp.runtime()) {
+      y_zp = c_.y_zp.at(ctx, c_.in.y_zp);
+      args[DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_DST] = memory(memory::desc({1}, dt::s32, tag::x), eng, &y_zp);
+    }
+    p->prim.execute(s, args);
+    s.wait();
+  }
+
+ public:
 
  private:
   struct Prepared {
@@ -332,7 +407,7 @@ class DnnlQConv final : public Kernel {
 /// Per-output-channel parameter as the reference accepts it: a single value or a 1-D tensor of M.
 bool perChannelShape(const Tensor& t, int64_t m) { return single(t) || (t.rank() == 1 && t.dim(0) == m); }
 
-std::unique_ptr<Kernel> makeQConv(const KernelInfo& info, const QConvInputs& in) {
+std::unique_ptr<Kernel> makeQConv(const KernelInfo& info, const QConvInputs& in, bool nhwc = false) {
   if (!haveVnni()) return nullptr;
   const Node& n = info.node;
   const Tensor* w = info.constant(in.w);
@@ -395,7 +470,9 @@ std::unique_ptr<Kernel> makeQConv(const KernelInfo& info, const QConvInputs& in)
     if (maxCentered(x_type, c.x_zp.value) * c.w.max_abs_sum > kExactAcc) return nullptr;
   }
 
+  c.nhwc = nhwc;
   auto k = std::make_unique<DnnlQConv>(n, std::move(c));
+  if (nhwc) return k;  // input types describe NCHW values; the kernel falls back itself
   // With a fully known input shape, decline now if oneDNN would run it with a slow implementation.
   if (x_info && x_info->shape && is8(xt)) {
     Shape xs;
@@ -582,6 +659,11 @@ std::unique_ptr<Kernel> makeQMatMul(const KernelInfo& info, const QMatMulInputs&
 void registerDnnlInt8Kernels(KernelRegistry& r) {
   const int until = quant::kMaxOpset;
   r.add("", "QLinearConv", 10, until, "dnnl", [](const KernelInfo& i) { return makeQConv(i, kQLinearConv); });
+  r.add(kInternalDomain, "QLinearConvNhwc", 1, 1, "dnnl", [](const KernelInfo& i) {
+    return makeQConv(i, kQLinearConv, true);
+  });
+  r.add(kInternalDomain, "QLinearConvNhwc", 1, 1, "ref",
+        [](const KernelInfo&) -> std::unique_ptr<Kernel> { return std::make_unique<RefQLinearConvNhwc>(); });
   r.add("", "ConvInteger", 10, until, "dnnl", [](const KernelInfo& i) { return makeQConv(i, kConvInteger); });
   r.add("", "QLinearMatMul", 10, until, "dnnl", [](const KernelInfo& i) { return makeQMatMul(i, kQLinearMatMul); });
   r.add("", "MatMulInteger", 10, until, "dnnl", [](const KernelInfo& i) { return makeQMatMul(i, kMatMulInteger); });

@@ -649,6 +649,76 @@ void qlinearMatMul(KernelContext& ctx) {
   });
 }
 
+// QAdd on equal shapes: quantizeValue's arithmetic in a form the compiler vectorizes with baseline
+// SSE2 (plain parameters and restrict pointers, so nothing is reloaded per element): clamp first, as
+// roundSaturate does, then round half to even by adding and removing 1.5 * 2^23 (exact for
+// |q| < 2^22, which the clamp guarantees).
+template <typename TA, typename TB, typename TY>
+void qaddSameShape(const TA* __restrict A, const TB* __restrict B, TY* __restrict Y, int64_t n, float sa, int32_t za,
+                   float sb, int32_t zb, float sy, int32_t zy, QRange range, bool relu) {
+  const float lo = static_cast<float>(range.lo - zy), hi = static_cast<float>(range.hi - zy);
+  const float floor_v = relu ? 0.0f : -std::numeric_limits<float>::infinity();
+  constexpr float kMagic = 12582912.0f;
+#pragma omp parallel for schedule(static) if (n > kParallelMin)
+  for (int64_t i = 0; i < n; ++i) {
+    float v = static_cast<float>(static_cast<int32_t>(A[i]) - za) * sa + static_cast<float>(static_cast<int32_t>(B[i]) - zb) * sb;
+    v = std::max(v, floor_v);
+    float q = v / sy;
+    q = std::min(std::max(q, lo), hi);
+    q = (q + kMagic) - kMagic;
+    Y[i] = static_cast<TY>(static_cast<int32_t>(q) + zy);
+  }
+}
+
+// lwc.internal.QAdd (a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp), attribute relu: the fused
+// form of DequantizeLinear x2 -> Add [-> Relu] -> QuantizeLinear with per-tensor parameters (the
+// engine's QDQ fusion creates it). Same float32 operations in the same order, so the result is
+// bit-identical to the unfused chain, without the float tensors in between.
+void qadd(KernelContext& ctx) {
+  const Tensor &a = ctx.in(0), &b = ctx.in(3);
+  const float sa = readScales(ctx.in(1), ctx, "a_scale").at(0), sb = readScales(ctx.in(4), ctx, "b_scale").at(0),
+              sy = readScales(ctx.in(6), ctx, "y_scale").at(0);
+  const int32_t za = readZeroPoints(ctx.in(2), a.dtype(), ctx, "a_zero_point").at(0),
+                zb = readZeroPoints(ctx.in(5), b.dtype(), ctx, "b_zero_point").at(0);
+  const DType yt = ctx.in(7).dtype();
+  const int32_t zy = readZeroPoints(ctx.in(7), yt, ctx, "y_zero_point").at(0);
+  const QRange range = qrange(yt, ctx, "y_zero_point");
+  const bool relu = ctx.node.attrInt("relu", 0) != 0;
+  const Shape out = broadcastShapes(a.shape(), b.shape(), ctx);
+  Tensor& y = ctx.allocUninit(0, yt, out);
+  const int64_t n = y.numel();
+  dispatchQuantized(a.dtype(), ctx, "a", [&](auto ta) {
+    using TA = decltype(ta);
+    dispatchQuantized(b.dtype(), ctx, "b", [&](auto tb) {
+      using TB = decltype(tb);
+      dispatchQuantized(yt, ctx, "y_zero_point", [&](auto ty) {
+        using TY = decltype(ty);
+        const TA* A = a.data<TA>();
+        const TB* B = b.data<TB>();
+        TY* Y = y.data<TY>();
+        auto one = [&](TA av, TB bv) {
+          float v = dequantizeValue(av, za, sa) + dequantizeValue(bv, zb, sb);
+          if (relu) v = std::max(v, 0.0f);
+          return static_cast<TY>(quantizeValue(v, sy, zy, range));
+        };
+        if (a.shape() == b.shape()) return qaddSameShape(A, B, Y, n, sa, za, sb, zb, sy, zy, range, relu);
+        const auto sa_ = broadcastStrides(a.shape(), out), sb_ = broadcastStrides(b.shape(), out);
+        std::vector<int64_t> idx(out.size(), 0);
+        for (int64_t i = 0; i < n; ++i) {
+          int64_t ia = 0, ib = 0, rem = i;
+          for (size_t d = out.size(); d-- > 0;) {
+            const int64_t c = rem % out[d];
+            rem /= out[d];
+            ia += c * sa_[d];
+            ib += c * sb_[d];
+          }
+          Y[i] = one(A[ia], B[ib]);
+        }
+      });
+    });
+  });
+}
+
 }  // namespace lwc::engine::quant
 
 namespace lwc::engine {
@@ -662,6 +732,12 @@ void registerQuantKernels(KernelRegistry& r) {
   r.addFn("QLinearConv", 10, kMaxOpset, qlinearConv);
   r.addFn("MatMulInteger", 10, kMaxOpset, matMulInteger);
   r.addFn("QLinearMatMul", 10, kMaxOpset, qlinearMatMul);
+  r.add("lwc.internal", "QAdd", 1, 1, "ref", [](const KernelInfo&) -> std::unique_ptr<Kernel> {
+    struct K final : Kernel {
+      void run(KernelContext& ctx) override { qadd(ctx); }
+    };
+    return std::make_unique<K>();
+  });
 }
 
 }  // namespace lwc::engine
