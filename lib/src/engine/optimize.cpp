@@ -148,16 +148,26 @@ int fuseQdq(Graph& g) {
   int fused = 0;
   for (size_t i = 0; i < g.nodes.size(); ++i) {
     const Node& op = g.nodes[i];
-    if (!op.domain.empty() || (op.op_type != "Conv" && op.op_type != "MatMul") || op.outputs.size() != 1) continue;
-    const bool conv = op.op_type == "Conv";
-    if (op.inputs.size() < 2 || (!conv && op.inputs.size() != 2)) continue;
+    if (!op.domain.empty() || (op.op_type != "Conv" && op.op_type != "MatMul" && op.op_type != "Gemm") ||
+        op.outputs.size() != 1)
+      continue;
+    const bool gemm = op.op_type == "Gemm";
+    if (gemm && (op.attrInt("transA", 0) != 0 || op.attrFloat("alpha", 1.0f) != 1.0f ||
+                 (op.hasInput(2) && op.attrFloat("beta", 1.0f) != 1.0f)))
+      continue;
+    // A Gemm runs as a 1x1 QLinearConv: its bias is handled like a Conv's.
+    const bool conv = op.op_type == "Conv" || gemm;
+    if (op.inputs.size() < 2 || (op.op_type == "MatMul" && op.inputs.size() != 2)) continue;
     auto dx = dqProducing(g, op.inputs[0]);
     auto dw = dqProducing(g, op.inputs[1]);
     if (!dx || !dw || !isScalarConst(g, dx->scale) || !isScalarConst(g, dx->zp)) continue;
     const Tensor* wq = g.initializers.find(dw->q);
     if (!wq || (wq->dtype() != DType::Int8 && wq->dtype() != DType::UInt8)) continue;
     const Tensor& sw = g.initializers.at(dw->scale);
-    if (sw.numel() > 1 && dw->axis != (conv ? 0 : 1) && !(conv && dw->axis == -static_cast<int64_t>(wq->rank()))) continue;
+    const bool trans_b = gemm && op.attrInt("transB", 0) != 0;
+    const int64_t w_axis = op.op_type == "Conv" || trans_b ? 0 : 1;  // output-channel axis of the weights
+    if (gemm && wq->rank() != 2) continue;
+    if (sw.numel() > 1 && dw->axis != w_axis && dw->axis != w_axis - static_cast<int64_t>(wq->rank())) continue;
     std::string bias;
     if (conv && op.hasInput(2)) {
       auto db = dqProducing(g, op.inputs[2]);
@@ -191,10 +201,48 @@ int fuseQdq(Graph& g) {
     f.inputs = {dx->q, dx->scale, dx->zp, dw->q, dw->scale, dw->zp, qn.inputs[1], qn.inputs[2]};
     if (!bias.empty()) f.inputs.push_back(bias);
     f.outputs = {qn.outputs[0]};
-    if (!conv) f.attrs.clear();
-    g.nodes[i] = f;
+    if (op.op_type != "Conv") f.attrs.clear();
+    std::vector<Node> extra;
+    if (gemm) {
+      // Y[M,N] = X[M,K] W[N,K]^T + b  as  Reshape(X, [M,K,1,1]) -> 1x1 QLinearConv -> Reshape [M,N].
+      const Tensor& w = *wq;
+      Tensor w4 = Tensor::uninitialized(w.dtype(), {trans_b ? w.dim(0) : w.dim(1), trans_b ? w.dim(1) : w.dim(0), 1, 1});
+      const int64_t rows = w.dim(0), cols = w.dim(1);
+      const auto* src = static_cast<const uint8_t*>(w.raw());
+      auto* dst = static_cast<uint8_t*>(w4.raw());
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t c = 0; c < cols; ++c) dst[trans_b ? r * cols + c : c * rows + r] = src[r * cols + c];
+      const std::string wn = g.uniqueName(dw->q + "_1x1");
+      g.initializers.set(wn, w4);
+      const std::string s4 = g.uniqueName(op.name + "_shape4"), s2 = g.uniqueName(op.name + "_shape2");
+      g.initializers.set(s4, Tensor::fromVector<int64_t>({4}, {0, 0, 1, 1}));
+      g.initializers.set(s2, Tensor::fromVector<int64_t>({2}, {0, 0}));
+      const std::string x4 = g.uniqueName(dx->q + "_4d"), y4 = g.uniqueName(qn.outputs[0] + "_4d");
+      Node r_in;
+      r_in.op_type = "Reshape";
+      r_in.name = g.uniqueName(op.name + "_reshape_in");
+      r_in.inputs = {dx->q, s4};
+      r_in.outputs = {x4};
+      Node r_out;
+      r_out.op_type = "Reshape";
+      r_out.name = g.uniqueName(op.name + "_reshape_out");
+      r_out.inputs = {y4, s2};
+      r_out.outputs = {qn.outputs[0]};
+      f.inputs[0] = x4;
+      f.inputs[3] = wn;
+      f.outputs = {y4};
+      extra = {r_in, f, r_out};
+    }
+    const std::string removed_q = qn.outputs[0];
     g.nodes.erase(g.nodes.begin() + static_cast<std::ptrdiff_t>(qi));
     if (qi < i) --i;
+    if (extra.empty()) {
+      g.nodes[i] = f;
+    } else {
+      g.nodes[i] = extra[0];
+      g.nodes.insert(g.nodes.begin() + static_cast<std::ptrdiff_t>(i) + 1, extra.begin() + 1, extra.end());
+      i += 2;
+    }
     ++fused;
   }
   return fused;
