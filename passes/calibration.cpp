@@ -95,11 +95,9 @@ void TensorStats::merge(const TensorStats& o) {
 }
 
 json TensorStats::toJson() const {
-  // Sparse histogram: [bin, count] pairs of non-empty bins.
-  json h = json::array();
-  for (int j = 0; j < static_cast<int>(hist_.size()); ++j)
-    if (hist_[static_cast<size_t>(j)]) h.push_back({j, hist_[static_cast<size_t>(j)]});
-  return json{{"min", min_}, {"max", max_}, {"count", count_}, {"zeros", zeros_}, {"range", range_}, {"bins", kBins}, {"hist", h}};
+  // Dense counts: the same size whatever the number of samples (memory and file stay bounded).
+  return json{{"min", min_}, {"max", max_}, {"count", count_}, {"zeros", zeros_}, {"range", range_}, {"bins", kBins},
+              {"hist", hist_}};
 }
 
 TensorStats TensorStats::fromJson(const json& j, const std::string& where) {
@@ -116,13 +114,15 @@ TensorStats TensorStats::fromJson(const json& j, const std::string& where) {
     if (s.range_ > 0) {
       int e = 0;
       if (std::frexp(s.range_, &e) != 0.5) fail(where, ": range ", s.range_, " is not a power of two");
+      const json& h = j.at("hist");
+      if (!h.is_array() || h.size() != static_cast<size_t>(kBins))
+        fail(where, ": histogram must be an array of ", kBins, " counts");
       s.hist_.assign(kBins, 0);
       int64_t total = 0;
-      for (const auto& p : j.at("hist")) {
-        const int bin = p.at(0).get<int>();
-        const int64_t c = p.at(1).get<int64_t>();
-        if (bin < 0 || bin >= kBins || c < 0) fail(where, ": histogram bin out of range");
-        s.hist_[static_cast<size_t>(bin)] += c;
+      for (int b = 0; b < kBins; ++b) {
+        const int64_t c = h[static_cast<size_t>(b)].get<int64_t>();
+        if (c < 0) fail(where, ": negative histogram count");
+        s.hist_[static_cast<size_t>(b)] = c;
         total += c;
       }
       if (total != s.count_) fail(where, ": histogram holds ", total, " values, count says ", s.count_);

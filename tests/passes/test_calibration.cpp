@@ -131,8 +131,8 @@ TEST_CASE("calibration files are validated", "[calibration]") {
   t["range"] = 3.0;
   CHECK_THAT(err({{"schema", "lwc.calib"}, {"schema_version", 1}, {"tensors", {{"x", t}}}}), Contains("power of two"));
   t = s.toJson();
-  t["hist"] = {{5000, 100}};
-  CHECK_THAT(err({{"schema", "lwc.calib"}, {"schema_version", 1}, {"tensors", {{"x", t}}}}), Contains("out of range"));
+  t["hist"] = {1, 2, 3};
+  CHECK_THAT(err({{"schema", "lwc.calib"}, {"schema_version", 1}, {"tensors", {{"x", t}}}}), Contains("array of 2048"));
 }
 
 TEST_CASE("statistics collected in shards merge to the statistics of the whole data", "[calibration]") {

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# INT8 against FP32, in ONNX Runtime and in lwc, measured in one run on the same machine:
+# mnv2_fmnist (28x28) and torchvision mobilenet_v2 (224x224, random weights; calibrated on
+# Fashion-MNIST images resized to 224 RGB: only the speed matters for it), batch 1 and 32.
+# Needs build/apps/lwc/lwc (scripts/build.sh).
+#   scripts/bench_quantize.sh [SECONDS_PER_ROW]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECS=${1:-5}
+THREADS=2
+LWC=build/apps/lwc/lwc
+TV=build/test_models/torchvision
+OUT=build/bench_quantize
+FM=/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+[ -x "$LWC" ] || { echo "bench_quantize: build lwc first (bash scripts/build.sh)" >&2; exit 1; }
+mkdir -p "$OUT"
+/usr/bin/python3 scripts/gen_torchvision.py --out "$TV" --models mobilenet_v2 >/dev/null
+"$LWC" -q quantize testdata/mnv2_fmnist.onnx -o "$OUT/mnv2_fmnist.int8.onnx" --calib "$FM" --calib-limit 1000 \
+  --preprocess testdata/fmnist_sample/preprocess.json --layer-samples 0 --bench-batch 0 >/dev/null
+"$LWC" -q quantize "$TV/mobilenet_v2.onnx" -o "$OUT/mobilenet_v2.int8.onnx" --calib "$FM" --calib-limit 64 \
+  --preprocess scripts/imagenet_from_fmnist.json --layer-samples 0 --bench-batch 0 >/dev/null
+
+median() { /usr/bin/python3 -c 'import json,sys; print("%.3f" % json.load(sys.stdin)["median_ms"])'; }
+ratio() { /usr/bin/python3 -c "print('%.2f' % ($1 / $2))"; }
+
+echo "# INT8 vs FP32 (median latency, $THREADS threads; onnxruntime-node 1.30.0), $(date -u +%Y-%m-%d), $(lscpu | sed -n 's/^Model name: *//p')"
+printf "| %-14s | %5s | %9s | %9s | %9s | %9s | %9s | %9s | %9s |\n" model batch "ORT fp32" "ORT int8" "ORT x" \
+  "lwc fp32" "lwc int8" "lwc x" "lwc/ORT int8"
+printf "|%s|%s|%s|%s|%s|%s|%s|%s|%s|\n" "----------------" "-------" "-----------" "-----------" "-----------" \
+  "-----------" "-----------" "-----------" "-----------"
+for pair in "mnv2_fmnist:testdata/mnv2_fmnist.onnx" "mobilenet_v2:$TV/mobilenet_v2.onnx"; do
+  name=${pair%%:*}
+  fp32=${pair#*:}
+  int8="$OUT/$name.int8.onnx"
+  for batch in 1 32; do
+    of=$(node scripts/ort/ort_tool.js bench "$fp32" --batch $batch --threads $THREADS --seconds "$SECS" --json | median)
+    oi=$(node scripts/ort/ort_tool.js bench "$int8" --batch $batch --threads $THREADS --seconds "$SECS" --json | median)
+    lf=$("$LWC" bench "$fp32" --batch $batch --threads $THREADS --seconds "$SECS" --json | median)
+    li=$("$LWC" bench "$int8" --batch $batch --threads $THREADS --seconds "$SECS" --json | median)
+    printf "| %-14s | %5d | %9s | %9s | %9s | %9s | %9s | %9s | %9s |\n" "$name" "$batch" "$of" "$oi" "$(ratio "$of" "$oi")" \
+      "$lf" "$li" "$(ratio "$lf" "$li")" "$(ratio "$li" "$oi")"
+  done
+done
+echo "(ORT x, lwc x: FP32 latency / INT8 latency, higher is better; lwc/ORT int8: below 1 means lwc is faster)"
