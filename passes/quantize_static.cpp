@@ -430,8 +430,11 @@ std::vector<TensorError> quantizationErrors(const Model& fp32, const Model& q, c
   engine::SessionOptions fo;
   fo.observable = true;
   fo.threads = threads;
+  // The quantized model node by node (every DequantizeLinear output observable): the fused integer
+  // kernels compute the same values up to rare one-step differences in requantization ties.
   engine::SessionOptions qo;
   qo.threads = threads;
+  qo.observable = true;
   engine::Session sf(fp32, fo), sq(q, qo);
   std::map<std::string, std::string> back;  // dq name -> float name
   for (const auto& [t, dq] : pass.dequantizedNames()) back[dq] = t;

@@ -66,8 +66,9 @@ struct TensorError {
 };
 
 /// Per-tensor SQNR of a quantized model against the float model it came from: weights directly,
-/// activations on up to `max_samples` samples of `data` (the quantized model runs with the integer
-/// kernels, the float one with every tensor observable). Sorted worst first.
+/// activations on up to `max_samples` samples of `data`, both models run node by node with every
+/// tensor observable (the QDQ graph's values are those of the integer kernels up to rare one-step
+/// differences in requantization ties). Sorted worst first.
 std::vector<TensorError> quantizationErrors(const Model& fp32, const Model& q, const QuantizeStatic& pass,
                                             const DataSpec& data, int64_t max_samples, int threads);
 

@@ -41,6 +41,10 @@ def main():
     ap.add_argument("--calibrators", nargs="*", default=["minmax", "percentile", "entropy", "mse"])
     ap.add_argument("--extra", nargs="*", default=[], help="extra lwc quantize arguments")
     ap.add_argument("--out", default=os.path.join(ROOT, "build/quant_table.json"))
+    ap.add_argument("--check", action="store_true",
+                    help="exit 1 unless every drop is <= --max-drop points and lwc and ORT agree within --max-diff points")
+    ap.add_argument("--max-drop", type=float, default=0.5)
+    ap.add_argument("--max-diff", type=float, default=0.1)
     args = ap.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as d:
@@ -70,6 +74,13 @@ def main():
         print(f"| {r['model']} | {r['calibrator']} | {100*r['fp32_top1']:.2f} % | {100*r['int8_top1']:.2f} % | "
               f"{100*r['ort_int8_top1']:.2f} % | {100*(r['fp32_top1']-r['int8_top1']):.2f} | "
               f"{r['input_bytes']:,} -> {r['output_bytes']:,} ({r['input_bytes']/r['output_bytes']:.2f}x) |")
+    if args.check:
+        bad = [r for r in rows if 100 * (r["fp32_top1"] - r["int8_top1"]) > args.max_drop + 1e-9
+               or 100 * abs(r["int8_top1"] - r["ort_int8_top1"]) > args.max_diff + 1e-9]
+        for r in bad:
+            print(f"FAILED {r['model']} {r['calibrator']}: drop {100 * (r['fp32_top1'] - r['int8_top1']):.2f}, "
+                  f"lwc vs ORT {100 * (r['int8_top1'] - r['ort_int8_top1']):+.2f} points")
+        return 1 if bad else 0
     return 0
 
 

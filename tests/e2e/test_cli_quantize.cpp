@@ -1,0 +1,102 @@
+// lwc quantize / calibrate end to end: real models and data, reports, shards, bad input.
+#include <catch2/catch.hpp>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "lwc/model_io.h"
+#include "lwc/npy.h"
+#include "support/engine_util.h"
+#include "support/test_util.h"
+
+using namespace lwc;
+using lwc::test::runLwc;
+using lwc::test::TempDir;
+using Catch::Matchers::Contains;
+namespace fs = std::filesystem;
+
+namespace {
+std::string q(const fs::path& p) { return "'" + p.string() + "'"; }
+fs::path td(const std::string& f) { return test::testdataDir() / f; }
+
+nlohmann::json readJson(const fs::path& p) {
+  std::ifstream f(p);
+  REQUIRE(f.good());
+  return nlohmann::json::parse(f);
+}
+
+int countOp(const Model& m, const std::string& op) {
+  int c = 0;
+  for (const auto& n : m.graph.nodes) c += n.op_type == op;
+  return c;
+}
+}  // namespace
+
+TEST_CASE("lwc quantize: QDQ model, report with accuracy, per-layer error and latency", "[cli][quantize]") {
+  TempDir d;
+  const fs::path sample = td("fmnist_sample");
+  auto r = runLwc("-q quantize " + q(td("resnet_fmnist.onnx")) + " --calib " + q(sample) + " -o " + q(d / "q.onnx") +
+                  " --eval " + q(sample) + " --report " + q(d / "r.json") + " --calibrator percentile --bench-batch 8");
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK_THAT(r.out, Contains("per-tensor error") && Contains("latency"));
+  const Model m = loadModel(d / "q.onnx");
+  CHECK(countOp(m, "QuantizeLinear") > 10);
+  CHECK(countOp(m, "BatchNormalization") == 0);
+  int int8 = 0;
+  for (const auto& [n, t] : m.graph.initializers.items()) int8 += t.dtype() == DType::Int8 && t.rank() == 4;
+  CHECK(int8 == 15);  // every convolution's weights
+  const auto rep = readJson(d / "r.json");
+  const double drop = rep["input"]["eval"]["top1"].get<double>() - rep["final"]["eval"]["top1"].get<double>();
+  CHECK(drop <= 0.005);
+  CHECK(rep["input"]["weight_bytes"].get<double>() / rep["final"]["weight_bytes"].get<double>() > 3.5);
+  const auto& details = rep["stages"].back()["details"];
+  CHECK(details["calibration"]["samples"] == 500);
+  CHECK(details["layers"].size() > 20);
+  CHECK(details["latency_ms"]["int8"].get<double>() > 0);
+  // Worst first.
+  CHECK(details["layers"][0]["sqnr_db"].get<double>() <= details["layers"][1]["sqnr_db"].get<double>());
+}
+
+TEST_CASE("lwc calibrate shards merge into the same model as one calibration", "[cli][quantize]") {
+  TempDir d;
+  const fs::path model = td("lenet5_fmnist.onnx"), sample = td("fmnist_sample");
+  REQUIRE(runLwc("-q calibrate " + q(model) + " --calib " + q(sample) + " --shard 0/2 -o " + q(d / "a.json")).exit_code == 0);
+  REQUIRE(runLwc("-q calibrate " + q(model) + " --calib " + q(sample) + " --shard 1/2 -o " + q(d / "b.json")).exit_code == 0);
+  auto m1 = runLwc("-q quantize " + q(model) + " --load-calib " + q(d / "a.json") + " " + q(d / "b.json") + " -o " +
+                   q(d / "sharded.onnx") + " --bench-batch 0 --layer-samples 0");
+  INFO(m1.err);
+  REQUIRE(m1.exit_code == 0);
+  auto m2 = runLwc("-q quantize " + q(model) + " --calib " + q(sample) + " --save-calib " + q(d / "all.json") + " -o " +
+                   q(d / "whole.onnx") + " --bench-batch 0 --layer-samples 0");
+  REQUIRE(m2.exit_code == 0);
+  CHECK(readJson(d / "a.json")["samples"].get<int>() + readJson(d / "b.json")["samples"].get<int>() == 500);
+  // minmax ranges of merged shards equal those of the whole set: identical models.
+  CHECK(test::readFile(d / "sharded.onnx") == test::readFile(d / "whole.onnx"));
+}
+
+TEST_CASE("lwc quantize: bad input gets one clear error and no output file", "[cli][quantize]") {
+  TempDir d;
+  const fs::path model = td("lenet5_fmnist.onnx");
+  auto bad = [&](const std::string& args, const std::string& expect) {
+    INFO(args);
+    auto r = runLwc("quantize " + q(model) + " -o " + q(d / "out.onnx") + " " + args);
+    CHECK(r.exit_code == 1);
+    CHECK_THAT(r.err, Contains(expect));
+    CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+    CHECK_FALSE(fs::exists(d / "out.onnx"));
+  };
+  fs::create_directory(d / "empty");
+  bad("--calib " + q(d / "empty"), "empty");
+  writeNpy(d / "wrong.npy", test::randomFloat({8, 3, 32, 32}, 1));
+  bad("--calib " + q(d / "wrong.npy"), "wrong.npy");
+  bad("--calib " + q(td("fmnist_sample")) + " --exclude conv_nine", "no node or op type named 'conv_nine'");
+  bad("", "--calib");
+  bad("--calib /no/such/dir", "/no/such/dir");
+  // An already quantized model.
+  REQUIRE(runLwc("-q quantize " + q(model) + " --calib " + q(td("fmnist_sample")) + " -o " + q(d / "q.onnx") +
+                 " --bench-batch 0 --layer-samples 0").exit_code == 0);
+  auto r = runLwc("quantize " + q(d / "q.onnx") + " --calib " + q(td("fmnist_sample")) + " -o " + q(d / "out.onnx"));
+  CHECK(r.exit_code == 1);
+  CHECK_THAT(r.err, Contains("already quantized"));
+  CHECK_FALSE(fs::exists(d / "out.onnx"));
+}
