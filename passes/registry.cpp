@@ -6,6 +6,7 @@
 #include "passes/fuse_batchnorm.h"
 #include "passes/fuse_bias_add.h"
 #include "passes/fuse_pad_into_conv.h"
+#include "passes/quantize_dynamic.h"
 #include "passes/quantize_static.h"
 
 namespace lwc::passes {
@@ -18,6 +19,7 @@ void registerBuiltinPasses(PassRegistry& r) {
   r.add([] { return std::make_unique<FuseBiasAdd>(); });
   r.add([] { return std::make_unique<FusePadIntoConv>(); });
   r.add([] { return std::make_unique<QuantizeStatic>(); });
+  r.add([] { return std::make_unique<QuantizeDynamic>(); });
 }
 
 const PassRegistry& builtinPasses() {

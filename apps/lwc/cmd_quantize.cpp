@@ -29,6 +29,7 @@ struct QuantArgs {
   std::vector<std::string> exclude, keep_fp32, load_calib;
   std::string save_calib;
   std::string shard = "0/1";
+  std::string mode = "static";
   int64_t bench_batch = 32;
   int64_t layer_samples = 100;
 };
@@ -54,11 +55,16 @@ nlohmann::json quantOptions(const QuantArgs& q) {
 
 Pipeline quantPipeline(const QuantArgs& q) {
   Pipeline p = cleanupPipeline();
-  p.name = "quantize";
+  p.name = "quantize (" + q.mode + ")";
   PipelineStep s;
   s.where = "quantize";
-  s.pass = passes::builtinPasses().create("quantize_static", "quantize");
-  s.pass->configure(quantOptions(q), "quantize");
+  if (q.mode == "dynamic") {
+    s.pass = passes::builtinPasses().create("quantize_dynamic", "quantize");
+    s.pass->configure({{"per_channel", !q.per_tensor}, {"exclude", q.exclude}}, "quantize");
+  } else {
+    s.pass = passes::builtinPasses().create("quantize_static", "quantize");
+    s.pass->configure(quantOptions(q), "quantize");
+  }
   p.steps.push_back(std::move(s));
   return p;
 }
@@ -98,26 +104,30 @@ void addQuantizeCommand(CLI::App& app, Action& action, const GlobalOptions&) {
   cmd->add_option("--save-calib", q->save_calib, "Write the calibration statistics (lwc.calib JSON) for reuse");
   cmd->add_option("--load-calib", q->load_calib, "Use saved statistics instead of calibrating (several files merge)")
       ->expected(1, -1);
+  cmd->add_option("--mode", q->mode, "static (calibrated activations, QDQ) or dynamic (activations quantized at run time)")
+      ->check(CLI::IsMember({"static", "dynamic"}));
   cmd->add_option("--bench-batch", q->bench_batch, "Batch for the FP32 vs INT8 latency in the report (0 = skip)")
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--layer-samples", q->layer_samples, "Samples for the per-layer error table (0 = skip)")
       ->check(CLI::NonNegativeNumber);
   cmd->callback([&action, q] {
     action = [q] {
-      if (q->run.calib.empty() && q->load_calib.empty())
-        fail("quantize: give calibration data with --calib DIR (or saved statistics with --load-calib FILE)");
+      if (q->mode == "static" && q->run.calib.empty() && q->load_calib.empty())
+        fail("quantize: give calibration data with --calib DIR (or saved statistics with --load-calib FILE), or use --mode dynamic");
       Pipeline p = quantPipeline(*q);
       RunHooks hooks;
       auto table = std::make_shared<std::vector<passes::TensorError>>();
       auto lat = std::make_shared<std::pair<double, double>>(0.0, 0.0);
       hooks.on_stage = [q, table, lat](const Pass& pass, const Model& before, const Model& after, StageRecord& rec) {
+        if (pass.name().rfind("quantize", 0) != 0) return;
         const auto* qs = dynamic_cast<const passes::QuantizeStatic*>(&pass);
-        if (!qs) return;
-        nlohmann::json d;
-        const auto& st = qs->lastStats();
-        d["calibration"] = {{"samples", st.samples},
-                            {"seconds", st.seconds},
-                            {"images_per_s", st.seconds > 0 ? double(st.samples) / st.seconds : 0.0}};
+        nlohmann::json d = nlohmann::json::object();
+        if (qs) {
+          const auto& st = qs->lastStats();
+          d["calibration"] = {{"samples", st.samples},
+                              {"seconds", st.seconds},
+                              {"images_per_s", st.seconds > 0 ? double(st.samples) / st.seconds : 0.0}};
+        }
         const DataSpec* data = nullptr;
         DataSpec spec;
         if (!q->run.eval.empty() || !q->run.calib.empty()) {
@@ -127,7 +137,7 @@ void addQuantizeCommand(CLI::App& app, Action& action, const GlobalOptions&) {
           spec.origin = !q->run.eval.empty() ? "--eval" : "--calib";
           data = &spec;
         }
-        if (data && q->layer_samples > 0) {
+        if (qs && data && q->layer_samples > 0) {
           *table = passes::quantizationErrors(before, after, *qs, *data, q->layer_samples, q->run.threads);
           nlohmann::json layers = nlohmann::json::array();
           for (const auto& e : *table)

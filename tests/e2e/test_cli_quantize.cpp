@@ -100,3 +100,20 @@ TEST_CASE("lwc quantize: bad input gets one clear error and no output file", "[c
   CHECK_THAT(r.err, Contains("already quantized"));
   CHECK_FALSE(fs::exists(d / "out.onnx"));
 }
+
+TEST_CASE("lwc quantize --mode dynamic: MatMulInteger models without calibration data", "[cli][quantize]") {
+  TempDir d;
+  for (const char* name : {"lenet300", "tinyformer"}) {
+    INFO(name);
+    const fs::path out = d / (std::string(name) + ".onnx");
+    auto r = runLwc(std::string("-q quantize ") + q(td(std::string(name) + "_fmnist.onnx")) + " --mode dynamic -o " + q(out) +
+                    " --eval " + q(td("fmnist_sample")) + " --report " + q(d / "r.json") + " --bench-batch 0");
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    const Model m = loadModel(out);
+    CHECK(countOp(m, "DynamicQuantizeLinear") > 0);
+    CHECK(countOp(m, "MatMulInteger") > 0);
+    const auto rep = readJson(d / "r.json");
+    CHECK(rep["input"]["eval"]["top1"].get<double>() - rep["final"]["eval"]["top1"].get<double>() <= 0.005);
+  }
+}
