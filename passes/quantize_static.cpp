@@ -25,6 +25,9 @@ std::vector<OptionSpec> QuantizeStatic::optionSpecs() const {
   samples.min = 0;
   OptionSpec act{"act_type", OptionType::String, "uint8", "Activations: uint8 (asymmetric) or int8 (symmetric)"};
   act.choices = {"uint8", "int8"};
+  OptionSpec fmt{"format", OptionType::String, "qdq",
+                 "qdq (QuantizeLinear/DequantizeLinear around float ops) or qoperator (QLinearConv/QLinearMatMul)"};
+  fmt.choices = {"qdq", "qoperator"};
   return {cal,
           pct,
           samples,
@@ -34,7 +37,8 @@ std::vector<OptionSpec> QuantizeStatic::optionSpecs() const {
           {"keep_fp32", OptionType::StringList, json::array(), "\"first\" and/or \"last\": keep the first/last compute layer in float"},
           {"load_calib", OptionType::StringList, json::array(), "Use saved statistics (lwc.calib files, merged) instead of running calibration"},
           {"save_calib", OptionType::String, "", "Write the collected statistics to this file"},
-          {"calib_shard", OptionType::String, "0/1", "i/n: calibrate on the i-th of n equal parts of the data (0-based)"}};
+          {"calib_shard", OptionType::String, "0/1", "i/n: calibrate on the i-th of n equal parts of the data (0-based)"},
+          fmt};
 }
 
 bool QuantizeStatic::needsCalibration(const PassOptions& o) const { return o.getStrings("load_calib").empty(); }
@@ -396,12 +400,22 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
 
   dq_names_ = dq_of;
   dq_weights_ = weight_dq;
+  int64_t qoperator_layers = 0;
+  if (o.getString("format") == "qoperator") {
+    qoperator_layers = engine::qdqToQOperator(g);
+    std::vector<std::string> all;
+    for (const auto& [name, t] : g.initializers.items()) all.push_back(name);
+    dropUnusedConstants(g, all);
+    dq_names_.clear();  // the per-tensor error table needs the QDQ form
+    dq_weights_.clear();
+  }
   r.stats = {{"tensors_quantized", static_cast<int64_t>(tensors.size())},
              {"weights_quantized", weights_q},
              {"biases_quantized", biases_q},
              {"layers_quantized", static_cast<int64_t>(compute.size())},
              {"activations_absorbed", static_cast<int64_t>(absorbed.size())},
-             {"calibration_samples", stats_.samples}};
+             {"calibration_samples", stats_.samples},
+             {"qoperator_layers", qoperator_layers}};
   r.changed = true;
   return r;
 }

@@ -30,6 +30,7 @@ struct QuantArgs {
   std::string save_calib;
   std::string shard = "0/1";
   std::string mode = "static";
+  std::string format = "qdq";
   int64_t bench_batch = 32;
   int64_t layer_samples = 100;
 };
@@ -50,7 +51,7 @@ nlohmann::json quantOptions(const QuantArgs& q) {
   return {{"calibrator", q.calibrator},     {"percentile", q.percentile},  {"calib_samples", q.calib_samples},
           {"per_channel", !q.per_tensor},   {"act_type", q.act_type},      {"exclude", q.exclude},
           {"keep_fp32", q.keep_fp32},       {"load_calib", q.load_calib},  {"save_calib", q.save_calib},
-          {"calib_shard", q.shard}};
+          {"calib_shard", q.shard},         {"format", q.format}};
 }
 
 Pipeline quantPipeline(const QuantArgs& q) {
@@ -104,6 +105,8 @@ void addQuantizeCommand(CLI::App& app, Action& action, const GlobalOptions&) {
   cmd->add_option("--save-calib", q->save_calib, "Write the calibration statistics (lwc.calib JSON) for reuse");
   cmd->add_option("--load-calib", q->load_calib, "Use saved statistics instead of calibrating (several files merge)")
       ->expected(1, -1);
+  cmd->add_option("--format", q->format, "qdq (default) or qoperator (QLinearConv/QLinearMatMul nodes)")
+      ->check(CLI::IsMember({"qdq", "qoperator"}));
   cmd->add_option("--mode", q->mode, "static (calibrated activations, QDQ) or dynamic (activations quantized at run time)")
       ->check(CLI::IsMember({"static", "dynamic"}));
   cmd->add_option("--bench-batch", q->bench_batch, "Batch for the FP32 vs INT8 latency in the report (0 = skip)")

@@ -126,6 +126,18 @@ TEST_CASE("quantize_static options", "[quantize]") {
       if (n.op_type == "QuantizeLinear") CHECK(m.graph.initializers.at(n.inputs[2]).dtype() == DType::Int8);
     CHECK(outputSqnr(fp, m, 8) > 20.0);
   }
+  SECTION("qoperator format: QLinearConv nodes, same values as the QDQ form") {
+    Model qdq = smallCnn(), qop = smallCnn();
+    quantize(qdq, c);
+    auto r = quantize(qop, c, {{"format", "qoperator"}});
+    CHECK(r.stats["qoperator_layers"] == 2);  // the two Convs; the Gemm makes the float graph output
+    CHECK(countOps(qop, "QLinearConv") >= 2);
+    CHECK(countOps(qop, "Conv") == 0);
+    CHECK_NOTHROW(checkModelForOutput(qop));
+    engine::Session a(qdq), b(qop);
+    const Tensor x = randomFloat({4, 3, 12, 12}, 5, 0.0f, 1.0f);
+    CHECK(a.runOrdered({{"x", x}})[0].bitEqual(b.runOrdered({{"x", x}})[0]));
+  }
   SECTION("per-tensor weights have scalar scales") {
     Model m = smallCnn();
     quantize(m, c, {{"per_channel", false}});

@@ -86,6 +86,11 @@ std::vector<std::string> unsupportedOps(const Model& m);
 std::optional<std::vector<Tensor>> evaluateNode(const Model& model, const Node& n,
                                                 const std::vector<const Tensor*>& inputs);
 
+/// The standard-ONNX part of the engine's QDQ fusion: DQ -> Conv/MatMul/Gemm -> Q become
+/// QLinearConv / QLinearMatMul (Gemm as Reshape -> 1x1 QLinearConv -> Reshape), dead
+/// DequantizeLinear nodes are removed. Returns the number of layers converted (for QOperator files).
+int qdqToQOperator(Graph& g);
+
 /// Sets the thread count for OpenMP and oneDNN and pins threads (call before the first run).
 void configureThreads(int threads);
 

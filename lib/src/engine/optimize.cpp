@@ -1,6 +1,7 @@
 #include "engine/optimize.h"
 
 #include "lwc/analysis.h"
+#include "lwc/engine.h"
 #include "lwc/graph_edit.h"
 
 #include <algorithm>
@@ -554,6 +555,13 @@ int fusePostOps(Graph& g) {
 
 }  // namespace
 
+
+int qdqToQOperator(Graph& g) {
+  const int fused = fuseQdq(g);
+  if (fused) removeDeadNodes(g);
+  topoSort(g);
+  return fused;
+}
 
 OptimizeStats optimizeForExecution(Graph& g) {
   OptimizeStats st;
