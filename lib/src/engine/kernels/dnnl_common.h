@@ -15,4 +15,11 @@ inline dnnl::engine& cpuEngine() {
   return e;
 }
 
+/// A stream on the CPU engine, one per thread, reused across calls (creating one per primitive
+/// call costs microseconds that matter for small convolutions at batch 1).
+inline dnnl::stream& cpuStream() {
+  static thread_local dnnl::stream s(cpuEngine());
+  return s;
+}
+
 }  // namespace lwc::engine::dnnl_util

@@ -60,6 +60,7 @@ using dnnl_util::memory;
 using dnnl_util::tag;
 using dnnl_util::dt;
 using dnnl_util::cpuEngine;
+using dnnl_util::cpuStream;
 
 /// True when oneDNN's int8 kernels use VNNI (exact u8 x s8 -> s32 dot products).
 bool haveVnni() {
@@ -244,7 +245,7 @@ class DnnlQConv final : public Kernel {
     const Shape& xs = x.shape();
     Tensor& y = ctx.allocUninit(0, c_.y_type, p.out_shape);
     auto& eng = cpuEngine();
-    dnnl::stream s(eng);
+    dnnl::stream& s = cpuStream();
     // NCHW <-> NHWC at the edges; no reorder where the two layouts coincide (one channel or 1x1).
     memory x_mem, y_mem;
     const bool x_same = xs[1] == 1 || xs[2] * xs[3] == 1;
@@ -292,7 +293,7 @@ class DnnlQConv final : public Kernel {
     const Shape& ys = p->out_shape;
     Tensor& y = ctx.allocUninit(0, c_.y_type, Shape{ys[0], ys[2], ys[3], ys[1]});
     auto& eng = cpuEngine();
-    dnnl::stream s(eng);
+    dnnl::stream& s = cpuStream();
     memory x_mem(p->pd.src_desc(), eng, const_cast<void*>(x.raw()));
     memory y_mem(p->pd.dst_desc(), eng, y.raw());
     std::unordered_map<int, memory> args{{DNNL_ARG_SRC, x_mem}, {DNNL_ARG_WEIGHTS, p->w_mem}, {DNNL_ARG_DST, y_mem}};
@@ -391,7 +392,7 @@ class DnnlQConv final : public Kernel {
     memory w_user(memory::desc(wd, dt::s8, group == 1 ? tag::oihw : tag::goihw), eng,
                   const_cast<int8_t*>(c_.w.w.data()));
     p.w_mem = memory(p.pd.weights_desc(), eng);
-    dnnl::stream s(eng);
+    dnnl::stream& s = cpuStream();
     dnnl::reorder(w_user, p.w_mem).execute(s, w_user, p.w_mem);
     s.wait();
     p.out_shape = cp.outShape();
@@ -516,7 +517,7 @@ class DnnlQMatMul final : public Kernel {
     ys.back() = c_.n;
     Tensor& y = ctx.allocUninit(0, c_.y_type, ys);
     auto& eng = cpuEngine();
-    dnnl::stream s(eng);
+    dnnl::stream& s = cpuStream();
     memory am(p.pd.src_desc(), eng, const_cast<void*>(a.raw()));
     memory ym(p.pd.dst_desc(), eng, y.raw());
     std::unordered_map<int, memory> args{{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, p.w_mem}, {DNNL_ARG_DST, ym}};
@@ -589,7 +590,7 @@ class DnnlQMatMul final : public Kernel {
     p.prim = dnnl::matmul(p.pd);
     memory w_user(memory::desc({k, n}, dt::s8, tag::ab), eng, const_cast<int8_t*>(c_.b.w.data()));
     p.w_mem = memory(p.pd.weights_desc(), eng);
-    dnnl::stream s(eng);
+    dnnl::stream& s = cpuStream();
     dnnl::reorder(w_user, p.w_mem).execute(s, w_user, p.w_mem);
     s.wait();
     p.ok = true;

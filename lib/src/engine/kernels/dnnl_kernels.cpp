@@ -20,6 +20,7 @@ using dnnl_util::memory;
 using dnnl_util::tag;
 using dnnl_util::dt;
 using dnnl_util::cpuEngine;
+using dnnl_util::cpuStream;
 
 struct PostOp {
   std::string kind;  // relu, clip, logistic, hardswish, add
@@ -63,7 +64,7 @@ class DnnlConv final : public Kernel {
         ctx.error("residual input ", shapeStr(residual->shape()), " does not match the output ", shapeStr(y.shape()));
     }
     auto& eng = cpuEngine();
-    dnnl::stream s(eng);
+    dnnl::stream& s = cpuStream();
     memory x_user(p.x_plain, eng, const_cast<void*>(x.raw()));
     memory y_user(p.y_plain, eng, y.raw());
     memory x_mem = x_user, y_mem = y_user;
@@ -134,7 +135,7 @@ class DnnlConv final : public Kernel {
     p.conv = dnnl::convolution_forward(p.pd);
     memory w_user(memory::desc(wd, dt::f32, group == 1 ? tag::oihw : tag::goihw), eng, const_cast<void*>(w_.raw()));
     p.w_mem = memory(p.pd.weights_desc(), eng);
-    dnnl::stream s(eng);
+    dnnl::stream& s = cpuStream();
     dnnl::reorder(w_user, p.w_mem).execute(s, w_user, p.w_mem);
     if (!b_.empty()) p.b_mem = memory(b_md, eng, const_cast<void*>(b_.raw()));
     s.wait();
@@ -182,7 +183,7 @@ class DnnlPoolNhwc final : public Kernel {
     Prepared& p = prepare(xs, ctx);
     Tensor& y = ctx.allocUninit(0, DType::Float32, {xs[0], p.out_hw[0], p.out_hw[1], xs[1]});
     auto& eng = cpuEngine();
-    dnnl::stream s(eng);
+    dnnl::stream& s = cpuStream();
     memory xm(p.pd.src_desc(), eng, const_cast<void*>(x.raw()));
     memory ym(p.pd.dst_desc(), eng, y.raw());
     std::unordered_map<int, memory> args{{DNNL_ARG_SRC, xm}, {DNNL_ARG_DST, ym}};
@@ -267,7 +268,7 @@ class DnnlMatMul final : public Kernel {
     Tensor& y = ctx.allocUninit(0, DType::Float32, ys);
     Prepared& p = prepare(m);
     auto& eng = cpuEngine();
-    dnnl::stream s(eng);
+    dnnl::stream& s = cpuStream();
     memory xm(p.pd.src_desc(), eng, const_cast<void*>(x.raw()));
     memory ym(p.pd.dst_desc(), eng, y.raw());
     std::unordered_map<int, memory> args{{DNNL_ARG_SRC, xm}, {DNNL_ARG_WEIGHTS, p.w_mem}, {DNNL_ARG_DST, ym}};
@@ -295,7 +296,7 @@ class DnnlMatMul final : public Kernel {
     p.prim = dnnl::matmul(p.pd);
     memory w_user(memory::desc({k, n}, dt::f32, tag::ab), eng, const_cast<void*>(w_.raw()));
     p.w_mem = memory(p.pd.weights_desc(), eng);
-    dnnl::stream s(eng);
+    dnnl::stream& s = cpuStream();
     dnnl::reorder(w_user, p.w_mem).execute(s, w_user, p.w_mem);
     s.wait();
     if (!b_.empty()) p.b_mem = memory(bd, eng, const_cast<void*>(b_.raw()));
