@@ -60,13 +60,13 @@ void QuantizeStatic::validate(const PassOptions& o) const {
     if (k != "first" && k != "last") fail(o.where(), ".keep_fp32: \"", k, "\" is not first or last");
 }
 
-void checkNotQuantized(const Model& m) {
+void checkNotQuantized(const Model& m, const std::string& action) {
   static const std::set<std::string> kQuantOps = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear",
                                                   "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger"};
   for (const auto& n : m.graph.nodes)
     if (kQuantOps.count(n.op_type))
       fail(m.label(), ": already quantized (node ", n.describe(),
-           "); quantize the float model instead (lwc does not re-quantize quantized models)");
+           "); ", action, " the float model it came from instead");
 }
 
 namespace {

@@ -72,7 +72,8 @@ struct TensorError {
 std::vector<TensorError> quantizationErrors(const Model& fp32, const Model& q, const QuantizeStatic& pass,
                                             const DataSpec& data, int64_t max_samples, int threads);
 
-/// Throws lwc::Error naming the first node that shows the model is already quantized.
-void checkNotQuantized(const Model& m);
+/// Throws lwc::Error naming the first node that shows the model is already quantized; `action`
+/// ("quantize", "prune") says what to run on the float model instead.
+void checkNotQuantized(const Model& m, const std::string& action = "quantize");
 
 }  // namespace lwc::passes

@@ -6,6 +6,7 @@
 #include "passes/fuse_batchnorm.h"
 #include "passes/fuse_bias_add.h"
 #include "passes/fuse_pad_into_conv.h"
+#include "passes/prune_magnitude.h"
 #include "passes/quantize_dynamic.h"
 #include "passes/quantize_static.h"
 
@@ -20,6 +21,7 @@ void registerBuiltinPasses(PassRegistry& r) {
   r.add([] { return std::make_unique<FusePadIntoConv>(); });
   r.add([] { return std::make_unique<QuantizeStatic>(); });
   r.add([] { return std::make_unique<QuantizeDynamic>(); });
+  r.add([] { return std::make_unique<PruneMagnitude>(); });
 }
 
 const PassRegistry& builtinPasses() {

@@ -25,5 +25,6 @@ void addRunCommand(CLI::App& app, Action& action, const GlobalOptions& g);
 void addFuseCommand(CLI::App& app, Action& action, const GlobalOptions& g);
 void addQuantizeCommand(CLI::App& app, Action& action, const GlobalOptions& g);
 void addCalibrateCommand(CLI::App& app, Action& action, const GlobalOptions& g);
+void addPruneCommand(CLI::App& app, Action& action, const GlobalOptions& g);
 
 }  // namespace lwc::app

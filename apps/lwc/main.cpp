@@ -45,6 +45,7 @@ int main(int argc, char** argv) {
   addFuseCommand(app, action, g);
   addQuantizeCommand(app, action, g);
   addCalibrateCommand(app, action, g);
+  addPruneCommand(app, action, g);
 
   try {
     app.parse(argc, argv);

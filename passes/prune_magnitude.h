@@ -1,0 +1,37 @@
+// prune_magnitude: zeroes the smallest-magnitude weights of Conv, ConvTranspose, Gemm and MatMul
+// layers with constant float weights.
+//
+//   Before: Conv(W)        After: Conv(W ⊙ mask), mask[i] = 0 for the k smallest |W[i]|
+//
+// scope "layer": every selected layer gets the same sparsity (k = floor(sparsity · numel) per
+// layer); scope "global": one threshold over all selected layers together (k = floor(sparsity ·
+// total)), so layers with many small weights lose more. Ties are broken by position, so exactly k
+// weights are zeroed and the result is deterministic. pattern "N:M" keeps the N largest |w| of every
+// M consecutive weights along the reduction axis (input channels of Conv, K of Gemm/MatMul), the
+// layout sparse tensor cores accelerate (2:4); a trailing group shorter than M is left dense.
+// Layers with fewer than `min_params` weights are skipped (first/classifier layers of small models
+// are both tiny and sensitive) and named in the notes, as are layers excluded by `exclude` or not
+// matched by `include`. Weights already zero count towards the target.
+#pragma once
+
+#include "lwc/pass.h"
+
+namespace lwc::passes {
+
+class PruneMagnitude : public Pass {
+ public:
+  std::string name() const override { return "prune_magnitude"; }
+  std::string help() const override {
+    return "Zero the smallest-magnitude weights of Conv/ConvTranspose/Gemm/MatMul (per layer, global, or N:M)";
+  }
+  std::vector<OptionSpec> optionSpecs() const override;
+  PassResult run(Model& m, PassContext& ctx) override;
+
+ protected:
+  void validate(const PassOptions& o) const override;
+};
+
+/// Parses "N:M" (1 <= N < M); throws lwc::Error naming `where` otherwise.
+std::pair<int, int> parseNM(const std::string& s, const std::string& where);
+
+}  // namespace lwc::passes

@@ -1,0 +1,63 @@
+// lwc prune end to end: sparsity reached, iterative = one-shot without recovery, bad input.
+#include <catch2/catch.hpp>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "lwc/analysis.h"
+#include "lwc/model_io.h"
+#include "support/test_util.h"
+
+using namespace lwc;
+using lwc::test::runLwc;
+using lwc::test::TempDir;
+using Catch::Matchers::Contains;
+namespace fs = std::filesystem;
+
+namespace {
+std::string q(const fs::path& p) { return "'" + p.string() + "'"; }
+fs::path td(const std::string& f) { return test::testdataDir() / f; }
+std::string graphBytes(const fs::path& p) {
+  Model m = loadModel(p);
+  m.metadata_props.clear();
+  return modelToProto(m).SerializeAsString();
+}
+}  // namespace
+
+TEST_CASE("lwc prune reaches the sparsity; without recovery, 3 steps end where one step does", "[cli][prune]") {
+  TempDir d;
+  auto one = runLwc("-q prune " + q(td("resnet_fmnist.onnx")) + " --sparsity 0.6 -o " + q(d / "one.onnx") + " --eval " +
+                    q(td("fmnist_sample")) + " --report " + q(d / "r.json"));
+  INFO(one.err);
+  REQUIRE(one.exit_code == 0);
+  auto three = runLwc("-q prune " + q(td("resnet_fmnist.onnx")) + " --sparsity 0.6 --iters 3 -o " + q(d / "three.onnx"));
+  REQUIRE(three.exit_code == 0);
+  CHECK(graphBytes(d / "one.onnx") == graphBytes(d / "three.onnx"));
+  const ModelStats st = analyzeModel(loadModel(d / "one.onnx"));
+  // Every Conv with >= 1000 weights is at 60 %; the small first conv and the classifier stay dense.
+  CHECK(double(st.weight_zeros) / double(st.weight_elements) > 0.55);
+  std::ifstream f(d / "r.json");
+  const auto rep = nlohmann::json::parse(f);
+  CHECK(rep["final"]["weight_sparsity"].get<double>() > 0.55);
+  CHECK(rep["stages"].back()["stats"]["layers_pruned"].get<int>() > 10);
+}
+
+TEST_CASE("lwc prune: bad input gets one clear error and no output file", "[cli][prune]") {
+  TempDir d;
+  const fs::path model = td("lenet5_fmnist.onnx");
+  auto bad = [&](const fs::path& m, const std::string& args, const std::string& expect) {
+    INFO(args);
+    auto r = runLwc("prune " + q(m) + " -o " + q(d / "out.onnx") + " " + args);
+    CHECK(r.exit_code == 1);
+    CHECK_THAT(r.err, Contains(expect));
+    CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+    CHECK_FALSE(fs::exists(d / "out.onnx"));
+  };
+  bad(model, "--sparsity 1.0", "outside [0, 1)");
+  bad(model, "--sparsity -0.1", "outside [0, 1)");
+  bad(model, "--iters 0", "--iters 0");
+  bad(model, "--pattern 4:2", "1 <= N < M");
+  bad(model, "--exclude conv_nine", "no node or op type named 'conv_nine'");
+  REQUIRE(runLwc("-q quantize " + q(model) + " --calib " + q(td("fmnist_sample")) + " -o " + q(d / "q.onnx") +
+                 " --bench-batch 0 --layer-samples 0").exit_code == 0);
+  bad(d / "q.onnx", "--sparsity 0.5", "already quantized");
+}

@@ -1,0 +1,107 @@
+// prune_magnitude: exact counts per layer / globally, N:M groups, skipped layers, bad options.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+
+#include "lwc/analysis.h"
+#include "passes/prune_magnitude.h"
+#include "support/pass_util.h"
+
+using namespace lwc;
+using namespace lwc::test;
+using Catch::Matchers::Contains;
+using nlohmann::json;
+
+namespace {
+Model twoLayers() {
+  Model m = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 8, 10, 10] x) => (float[N, 5] y) {
+  c = Conv <pads=[1,1,1,1]> (x, w1)
+  r = Relu (c)
+  p = GlobalAveragePool (r)
+  f = Flatten (p)
+  y = Gemm <transB=1> (f, w2)
+})");
+  addConst(m, "w1", {16, 8, 3, 3}, 1);         // 1152 weights, uniform in [-1, 1)
+  addConst(m, "w2", {5, 16}, 2, -0.1f, 0.1f);  // 80 weights, small
+  return m;
+}
+
+std::string errorOf(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+}  // namespace
+
+TEST_CASE("prune_magnitude zeroes exactly the smallest weights", "[prune]") {
+  SECTION("layer scope: the same fraction in every layer, the largest weights survive") {
+    Model m = twoLayers(), before = m;
+    auto r = runPass(m, "prune_magnitude", {{"sparsity", 0.75}, {"min_params", 0}});
+    CHECK(r.stats["layers_pruned"] == 2);
+    const Tensor &w1 = m.graph.initializers.at("w1"), &w2 = m.graph.initializers.at("w2");
+    CHECK(countZeros(w1) == 864);  // floor(0.75 * 1152)
+    CHECK(countZeros(w2) == 60);
+    // Every surviving weight is at least as large as every pruned one.
+    const Tensor& o1 = before.graph.initializers.at("w1");
+    float max_pruned = 0, min_kept = 1e9f;
+    for (int64_t i = 0; i < w1.numel(); ++i) {
+      const float v = std::fabs(o1.data<float>()[i]);
+      (w1.data<float>()[i] == 0.0f ? max_pruned : min_kept) =
+          w1.data<float>()[i] == 0.0f ? std::max(max_pruned, v) : std::min(min_kept, v);
+    }
+    CHECK(max_pruned <= min_kept);
+  }
+  SECTION("global scope: one threshold, so the layer of small weights loses most") {
+    Model m = twoLayers();
+    runPass(m, "prune_magnitude", {{"sparsity", 0.5}, {"scope", "global"}, {"min_params", 0}});
+    const int64_t z1 = countZeros(m.graph.initializers.at("w1")), z2 = countZeros(m.graph.initializers.at("w2"));
+    CHECK(z1 + z2 == 616);  // floor(0.5 * 1232)
+    CHECK(z2 == 80);        // all of w2 is below w1's median magnitude
+  }
+  SECTION("2:4 keeps two of every four input channels per output and tap") {
+    Model m = twoLayers();
+    runPass(m, "prune_magnitude", {{"pattern", "2:4"}, {"min_params", 0}});
+    const Tensor& w = m.graph.initializers.at("w1");
+    for (int64_t o = 0; o < 16; ++o)
+      for (int64_t g = 0; g < 2; ++g)
+        for (int64_t k = 0; k < 9; ++k) {
+          int nz = 0;
+          for (int64_t c = 0; c < 4; ++c) nz += w.data<float>()[(o * 8 + g * 4 + c) * 9 + k] != 0.0f;
+          CHECK(nz == 2);
+        }
+    // Gemm with transB: groups run along K (the last axis).
+    const Tensor& f = m.graph.initializers.at("w2");
+    for (int64_t n = 0; n < 5; ++n)
+      for (int64_t g = 0; g < 4; ++g) {
+        int nz = 0;
+        for (int64_t c = 0; c < 4; ++c) nz += f.data<float>()[n * 16 + g * 4 + c] != 0.0f;
+        CHECK(nz == 2);
+      }
+  }
+  SECTION("small layers are skipped and named; sparsity 0 changes nothing") {
+    Model m = twoLayers();
+    auto r = runPass(m, "prune_magnitude", {{"sparsity", 0.5}});  // min_params 1000: the Gemm stays dense
+    CHECK(r.stats["layers_pruned"] == 1);
+    CHECK(countZeros(m.graph.initializers.at("w2")) == 0);
+    bool named = false;
+    for (const auto& n : r.notes) named = named || n.find("min_params") != std::string::npos;
+    CHECK(named);
+    Model z = twoLayers();
+    const std::string before = serialized(z);
+    CHECK_FALSE(runPass(z, "prune_magnitude", {{"sparsity", 0.0}, {"min_params", 0}}).changed);
+    CHECK(serialized(z) == before);
+  }
+}
+
+TEST_CASE("prune_magnitude rejects bad options", "[prune]") {
+  CHECK_THAT(errorOf([] { passes::parseNM("4:2", "p"); }), Contains("1 <= N < M"));
+  CHECK_THAT(errorOf([] { passes::parseNM("2:2", "p"); }), Contains("1 <= N < M"));
+  CHECK_THAT(errorOf([] { Model m = twoLayers(); runPass(m, "prune_magnitude", {{"sparsity", 1.0}}); }),
+             Contains("outside the valid range"));
+  CHECK_THAT(errorOf([] { Model m = twoLayers(); runPass(m, "prune_magnitude", {{"exclude", {"nope"}}}); }),
+             Contains("no node or op type named 'nope'"));
+}
