@@ -2,12 +2,15 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <iomanip>
 #include <tuple>
 #include <set>
 #include <sstream>
 
+#include "lwc/engine.h"
 #include "lwc/graph_edit.h"
+#include "lwc/dataset.h"
 #include "passes/quantize_static.h"
 
 namespace lwc::passes {
@@ -22,13 +25,19 @@ std::vector<OptionSpec> PruneMagnitude::optionSpecs() const {
   scope.choices = {"layer", "global"};
   OptionSpec minp{"min_params", OptionType::Int, 1000, "Skip layers with fewer weights than this"};
   minp.min = 0;
+  OptionSpec recover{"recover", OptionType::String, "none",
+                     "none, or bias: correct each pruned layer's bias for the mean shift (needs calibration data)"};
+  recover.choices = {"none", "bias"};
   return {sp,
           scope,
           {"pattern", OptionType::String, "unstructured", "unstructured, or N:M (keep N of every M weights along the input channels, e.g. 2:4)"},
           {"include", OptionType::StringList, json::array(), "Only these node names or op types (default: every Conv/ConvTranspose/Gemm/MatMul)"},
           {"exclude", OptionType::StringList, json::array(), "Node names or op types to leave dense"},
-          minp};
+          minp,
+          recover};
 }
+
+bool PruneMagnitude::needsCalibration(const PassOptions& o) const { return o.getString("recover") != "none"; }
 
 std::pair<int, int> parseNM(const std::string& s, const std::string& where) {
   int n = 0, m = 0;
@@ -62,7 +71,104 @@ int64_t reductionAxis(const Node& n) {
 
 }  // namespace
 
-PassResult PruneMagnitude::run(Model& m, PassContext&) {
+// Bias correction: pruning changes a layer's output mean by ΔW·E[x]; adding it back to the bias
+// restores the mean. E[x] is the per-channel mean of the layer's input in the pruned model on the
+// calibration data (borders of padded convolutions are ignored). Conv (any group) and Gemm; the
+// others are named in the notes.
+int64_t correctBiases(Model& m, const std::vector<Layer>& layers, const std::vector<Tensor>& originals, PassContext& ctx,
+                      PassResult& r) {
+  Graph& g = m.graph;
+  if (!ctx.calib) fail("prune_magnitude: recover bias needs calibration data (--calib DIR or data.calib)");
+  // Layer by layer in graph order, each with its input measured on the model corrected so far
+  // (one pass over the calibration data per layer: later layers see the earlier corrections).
+  DataOptions dopt = ctx.calib->options;
+  fitToModel(dopt, m);
+  auto ds = openDataset(dopt);
+  auto inputMeans = [&](const std::string& name, int axis_hint) {
+    std::pair<std::vector<double>, int64_t> acc;
+    engine::SessionOptions so;
+    so.observable = true;
+    so.threads = ctx.threads;
+    engine::Session sess(m, so);
+    const std::string in_name = sess.inputNames().at(0);
+    auto observe = [&](const std::string& t, const Tensor& v) {
+      if (t != name || v.dtype() != DType::Float32 || v.rank() < 2) return;
+      const size_t axis = axis_hint < 0 ? v.rank() - 1 : static_cast<size_t>(axis_hint);
+      const int64_t c = v.dim(axis);
+      int64_t inner = 1;
+      for (size_t d = axis + 1; d < v.rank(); ++d) inner *= v.dim(d);
+      acc.first.resize(static_cast<size_t>(c), 0.0);
+      const float* x = v.data<float>();
+      for (int64_t i = 0; i < v.numel(); ++i) acc.first[static_cast<size_t>((i / inner) % c)] += x[i];
+      acc.second += v.numel() / c;
+    };
+    ds->reset();
+    while (auto b = ds->next(ctx.calib->batch)) {
+      observe(in_name, b->inputs);
+      sess.run({{in_name, b->inputs}}, observe);
+    }
+    for (auto& v : acc.first) v /= double(std::max<int64_t>(acc.second, 1));
+    return acc;
+  };
+  int64_t corrected = 0;
+  for (size_t l = 0; l < layers.size(); ++l) {
+    const Node n = g.nodes[layers[l].node];
+    const bool supported = n.op_type == "Conv" || (n.op_type == "Gemm" && n.attrInt("transA", 0) == 0);
+    if (!supported) {
+      r.notes.push_back(n.describe() + ": bias not corrected (" + n.op_type + " is not supported by recover bias)");
+      continue;
+    }
+    const auto means = inputMeans(n.inputs[0], n.op_type == "Conv" ? 1 : -1);
+    if (means.second == 0) continue;
+    const std::vector<double>& mu = means.first;
+    const Tensor& w0 = originals[l];
+    const Tensor& w1 = g.initializers.at(layers[l].weight);
+    const bool conv = n.op_type == "Conv";
+    const bool trans = !conv && n.attrInt("transB", 0) != 0;
+    const int64_t out_ch = conv || trans ? w0.dim(0) : w0.dim(1);
+    std::vector<double> delta(static_cast<size_t>(out_ch), 0.0);
+    if (conv) {
+      const int64_t cin_g = w0.dim(1), inner = w0.numel() / (w0.dim(0) * cin_g), oc_g = out_ch / n.attrInt("group", 1);
+      for (int64_t o = 0; o < out_ch; ++o)
+        for (int64_t ci = 0; ci < cin_g; ++ci) {
+          const size_t ch = static_cast<size_t>((o / oc_g) * cin_g + ci);
+          if (ch >= mu.size()) continue;
+          for (int64_t k = 0; k < inner; ++k) {
+            const int64_t i = (o * cin_g + ci) * inner + k;
+            delta[static_cast<size_t>(o)] += (w0.data<float>()[i] - w1.data<float>()[i]) * mu[ch];
+          }
+        }
+    } else {
+      const int64_t K = trans ? w0.dim(1) : w0.dim(0);
+      for (int64_t o = 0; o < out_ch; ++o)
+        for (int64_t k = 0; k < K && static_cast<size_t>(k) < mu.size(); ++k) {
+          const int64_t i = trans ? o * K + k : k * out_ch + o;
+          delta[static_cast<size_t>(o)] += (w0.data<float>()[i] - w1.data<float>()[i]) * mu[static_cast<size_t>(k)];
+        }
+    }
+    if (!conv && n.hasInput(2) && n.attrFloat("beta", 1.0f) != 1.0f) {
+      r.notes.push_back(n.describe() + ": bias not corrected (Gemm beta != 1)");
+      continue;
+    }
+    const Tensor* b = n.hasInput(2) ? floatConstant(g, n.inputs[2]) : nullptr;
+    if (n.hasInput(2) && (!b || !(b->numel() == out_ch || b->numel() == 1))) {
+      r.notes.push_back(n.describe() + ": bias not corrected (bias is not a constant vector)");
+      continue;
+    }
+    Tensor nb(DType::Float32, {out_ch});
+    for (int64_t o = 0; o < out_ch; ++o)
+      nb.data<float>()[o] = static_cast<float>((b ? b->at(b->numel() == 1 ? 0 : o) : 0.0) + delta[static_cast<size_t>(o)]);
+    const std::string base = n.name.empty() ? n.op_type : n.name;
+    const std::string bname = replaceConstant(g, n.hasInput(2) ? n.inputs[2] : "", base + "_bias", std::move(nb));
+    Node& q = g.nodes[layers[l].node];
+    if (q.inputs.size() < 3) q.inputs.resize(3);
+    q.inputs[2] = bname;
+    ++corrected;
+  }
+  return corrected;
+}
+
+PassResult PruneMagnitude::run(Model& m, PassContext& ctx) {
   checkNotQuantized(m, "prune");
   Graph& g = m.graph;
   const PassOptions& o = options_;
@@ -156,6 +262,8 @@ PassResult PruneMagnitude::run(Model& m, PassContext&) {
 
   // Apply (new tensors; the old ones may be shared with the caller's copy of the model).
   int64_t zeroed = 0, total = 0, zeros_after = 0;
+  std::vector<Tensor> originals;
+  for (const auto& L : layers) originals.push_back(g.initializers.at(L.weight));
   for (size_t l = 0; l < layers.size(); ++l) {
     const Tensor& w = g.initializers.at(layers[l].weight);
     Tensor p = w.clone();
@@ -176,7 +284,10 @@ PassResult PruneMagnitude::run(Model& m, PassContext&) {
     r.notes.push_back(note.str());
     g.initializers.set(layers[l].weight, std::move(p));
   }
+  int64_t corrected = 0;
+  if (o.getString("recover") == "bias") corrected = correctBiases(m, layers, originals, ctx, r);
   r.stats = {{"layers_pruned", static_cast<int64_t>(layers.size())},
+             {"biases_corrected", corrected},
              {"weights_zeroed", zeroed},
              {"weights_in_pruned_layers", total},
              {"zeros_in_pruned_layers", zeros_after}};

@@ -12,6 +12,10 @@
 // Layers with fewer than `min_params` weights are skipped (first/classifier layers of small models
 // are both tiny and sensitive) and named in the notes, as are layers excluded by `exclude` or not
 // matched by `include`. Weights already zero count towards the target.
+//
+// recover "bias" (needs calibration data) then restores each pruned Conv/Gemm layer's output mean:
+//   b'[o] = b[o] + Σ_{c,k} (W − W')[o, c, k] · E[x_c],
+// with E[x_c] the per-channel mean of the layer's input in the pruned model on the calibration data.
 #pragma once
 
 #include "lwc/pass.h"
@@ -25,6 +29,7 @@ class PruneMagnitude : public Pass {
     return "Zero the smallest-magnitude weights of Conv/ConvTranspose/Gemm/MatMul (per layer, global, or N:M)";
   }
   std::vector<OptionSpec> optionSpecs() const override;
+  bool needsCalibration(const PassOptions& o) const override;
   PassResult run(Model& m, PassContext& ctx) override;
 
  protected:

@@ -1,5 +1,6 @@
-// lwc prune MODEL --sparsity S [--iters N] -o OUT: cleanup, then magnitude pruning to the target
-// sparsity in N steps (cubic schedule, as gradual pruning), evaluated after each step.
+// lwc prune MODEL --sparsity S [--iters N] [--recover bias --calib D] -o OUT: cleanup, then magnitude
+// pruning to the target sparsity in N steps (cubic schedule, as gradual pruning), each followed by the
+// recovery step, evaluated after each step.
 #include <cmath>
 #include <nlohmann/json.hpp>
 
@@ -19,6 +20,7 @@ struct PruneArgs {
   std::string scope = "layer", pattern = "unstructured";
   std::vector<std::string> include, exclude;
   int64_t min_params = 1000;
+  std::string recover = "none";
 };
 }  // namespace
 
@@ -33,6 +35,8 @@ void addPruneCommand(CLI::App& app, Action& action, const GlobalOptions&) {
   cmd->add_option("--pattern", a->pattern, "unstructured | N:M (e.g. 2:4)");
   cmd->add_option("--include", a->include, "Only these node names or op types (comma-separated)")->delimiter(',');
   cmd->add_option("--exclude", a->exclude, "Node names or op types to leave dense (comma-separated)")->delimiter(',');
+  cmd->add_option("--recover", a->recover, "none | bias (mean-shift correction after each step; needs --calib)")
+      ->check(CLI::IsMember({"none", "bias"}));
   cmd->add_option("--min-params", a->min_params, "Skip layers with fewer weights")->check(CLI::NonNegativeNumber);
   cmd->callback([&action, a] {
     action = [a] {
@@ -43,6 +47,7 @@ void addPruneCommand(CLI::App& app, Action& action, const GlobalOptions&) {
         fail("prune: --pattern ", a->pattern, " is reached in one step; drop --iters");
       Pipeline p = cleanupPipeline();
       p.name = "prune";
+      p.origin = "lwc prune";
       for (int t = 1; t <= a->iters; ++t) {
         // Gradual pruning (Zhu & Gupta 2017): s_t = s_f · (1 - (1 - t/n)^3).
         const double s_t = a->sparsity * (1.0 - std::pow(1.0 - double(t) / a->iters, 3.0));
@@ -54,7 +59,8 @@ void addPruneCommand(CLI::App& app, Action& action, const GlobalOptions&) {
                             {"pattern", a->pattern},
                             {"include", a->include},
                             {"exclude", a->exclude},
-                            {"min_params", a->min_params}},
+                            {"min_params", a->min_params},
+                            {"recover", a->recover}},
                            st.where);
         p.steps.push_back(std::move(st));
       }

@@ -57,6 +57,7 @@ nlohmann::json quantOptions(const QuantArgs& q) {
 Pipeline quantPipeline(const QuantArgs& q) {
   Pipeline p = cleanupPipeline();
   p.name = "quantize (" + q.mode + ")";
+  p.origin = "lwc quantize";
   PipelineStep s;
   s.where = "quantize";
   if (q.mode == "dynamic") {

@@ -57,6 +57,7 @@ TEST_CASE("lwc prune: bad input gets one clear error and no output file", "[cli]
   bad(model, "--iters 0", "--iters 0");
   bad(model, "--pattern 4:2", "1 <= N < M");
   bad(model, "--exclude conv_nine", "no node or op type named 'conv_nine'");
+  bad(model, "--recover bias", "needs calibration data");
   REQUIRE(runLwc("-q quantize " + q(model) + " --calib " + q(td("fmnist_sample")) + " -o " + q(d / "q.onnx") +
                  " --bench-batch 0 --layer-samples 0").exit_code == 0);
   bad(d / "q.onnx", "--sparsity 0.5", "already quantized");

@@ -4,6 +4,11 @@
 #include <cmath>
 
 #include "lwc/analysis.h"
+#include "lwc/engine.h"
+#include "lwc/npy.h"
+#include "passes/registry.h"
+#include "support/engine_util.h"
+#include "support/test_util.h"
 #include "passes/prune_magnitude.h"
 #include "support/pass_util.h"
 
@@ -95,6 +100,38 @@ TEST_CASE("prune_magnitude zeroes exactly the smallest weights", "[prune]") {
     CHECK_FALSE(runPass(z, "prune_magnitude", {{"sparsity", 0.0}, {"min_params", 0}}).changed);
     CHECK(serialized(z) == before);
   }
+}
+
+TEST_CASE("prune_magnitude recover bias restores the mean of each pruned layer's output", "[prune]") {
+  TempDir d;
+  writeNpy(d / "x.npy", randomFloat({64, 8, 10, 10}, 7, 0.0f, 2.0f));  // inputs with a large mean
+  DataSpec calib;
+  calib.options.path = d / "x.npy";
+  calib.batch = 16;
+  auto meanOut = [](const Model& m) {
+    engine::Session s(m, engine::SessionOptions{0, true});
+    const Tensor y = s.runOrdered({{"x", randomFloat({32, 8, 10, 10}, 8, 0.0f, 2.0f)}})[0];
+    double sum = 0;
+    for (int64_t i = 0; i < y.numel(); ++i) sum += y.at(i);
+    return sum / double(y.numel());
+  };
+  Model fp = twoLayers(), plain = twoLayers(), fixed = twoLayers();
+  auto run = [&](Model& m, const char* recover) {
+    auto p = passes::builtinPasses().create("prune_magnitude");
+    p->configure({{"sparsity", 0.8}, {"min_params", 0}, {"recover", recover}}, "p");
+    PassContext ctx;
+    ctx.calib = &calib;
+    return p->run(m, ctx);
+  };
+  run(plain, "none");
+  auto r = run(fixed, "bias");
+  CHECK(r.stats["biases_corrected"] == 2);
+  const double want = meanOut(fp);
+  CHECK(std::fabs(meanOut(fixed) - want) < 0.25 * std::fabs(meanOut(plain) - want));
+  // Without calibration data the pipeline refuses before any work.
+  auto p = passes::builtinPasses().create("prune_magnitude");
+  p->configure({{"recover", "bias"}}, "p");
+  CHECK(p->needsCalibration(p->options()));
 }
 
 TEST_CASE("prune_magnitude rejects bad options", "[prune]") {
