@@ -294,12 +294,20 @@ class DnnlQConv final : public Kernel {
     Tensor& y = ctx.allocUninit(0, c_.y_type, Shape{ys[0], ys[2], ys[3], ys[1]});
     auto& eng = cpuEngine();
     dnnl::stream& s = cpuStream();
-    memory x_mem(p->pd.src_desc(), eng, const_cast<void*>(x.raw()));
-    memory y_mem(p->pd.dst_desc(), eng, y.raw());
-    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, x_mem}, {DNNL_ARG_WEIGHTS, p->w_mem}, {DNNL_ARG_DST, y_mem}};
-    if (c_.bias)
-      args[DNNL_ARG_BIAS] = memory(memory::desc({c_.w_shape[0]}, dt::s32, tag::a), eng,
-                                   const_cast<void*>(ctx.in(c_.in.bias).raw()));
+    // Memory objects are made once per prepared shape and re-pointed per call: creating them costs
+    // microseconds, which add up over the many small convolutions of a batch-1 run.
+    if (!p->x_mem) {
+      p->x_mem = memory(p->pd.src_desc(), eng, nullptr);
+      p->y_mem = memory(p->pd.dst_desc(), eng, nullptr);
+      if (c_.bias) p->b_mem = memory(memory::desc({c_.w_shape[0]}, dt::s32, tag::a), eng, nullptr);
+    }
+    p->x_mem.set_data_handle(const_cast<void*>(x.raw()));
+    p->y_mem.set_data_handle(y.raw());
+    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, p->x_mem}, {DNNL_ARG_WEIGHTS, p->w_mem}, {DNNL_ARG_DST, p->y_mem}};
+    if (c_.bias) {
+      p->b_mem.set_data_handle(const_cast<void*>(ctx.in(c_.in.bias).raw()));
+      args[DNNL_ARG_BIAS] = p->b_mem;
+    }
     int32_t x_zp = 0, y_zp = 0;
     if (c_.x_zp.runtime()) {
       x_zp = c_.x_zp.at(ctx, c_.in.x_zp);
@@ -322,6 +330,7 @@ class DnnlQConv final : public Kernel {
     dnnl::convolution_forward prim;
     memory::desc x_plain, y_plain;
     memory w_mem;
+    memory x_mem, y_mem, b_mem;  ///< NHWC path: created on first use, re-pointed per call
     Shape out_shape;
   };
 

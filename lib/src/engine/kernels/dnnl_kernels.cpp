@@ -65,21 +65,32 @@ class DnnlConv final : public Kernel {
     }
     auto& eng = cpuEngine();
     dnnl::stream& s = cpuStream();
-    memory x_user(p.x_plain, eng, const_cast<void*>(x.raw()));
-    memory y_user(p.y_plain, eng, y.raw());
-    memory x_mem = x_user, y_mem = y_user;
-    if (p.pd.src_desc() != p.x_plain) {
-      x_mem = memory(p.pd.src_desc(), eng);
-      dnnl::reorder(x_user, x_mem).execute(s, x_user, x_mem);
+    // The plain-layout memory objects are made once per prepared shape and re-pointed per call
+    // (creating them costs microseconds per small convolution); blocked copies stay per call so no
+    // activation-sized buffer outlives the call.
+    if (!p.x_user) {
+      p.x_user = memory(p.x_plain, eng, nullptr);
+      p.y_user = memory(p.y_plain, eng, nullptr);
+      if (p.has_add) p.r_user = memory(p.y_plain, eng, nullptr);
+      p.src_plain = p.pd.src_desc() == p.x_plain;
+      p.dst_plain = p.pd.dst_desc() == p.y_plain;
     }
-    if (p.pd.dst_desc() != p.y_plain) y_mem = memory(p.pd.dst_desc(), eng);
+    p.x_user.set_data_handle(const_cast<void*>(x.raw()));
+    p.y_user.set_data_handle(y.raw());
+    memory x_mem = p.x_user, y_mem = p.y_user;
+    if (!p.src_plain) {
+      x_mem = memory(p.pd.src_desc(), eng);
+      dnnl::reorder(p.x_user, x_mem).execute(s, p.x_user, x_mem);
+    }
+    if (!p.dst_plain) y_mem = memory(p.pd.dst_desc(), eng);
     std::unordered_map<int, memory> args{{DNNL_ARG_SRC, x_mem}, {DNNL_ARG_WEIGHTS, p.w_mem}, {DNNL_ARG_DST, y_mem}};
     if (!b_.empty()) args[DNNL_ARG_BIAS] = p.b_mem;
-    if (residual)
-      args[DNNL_ARG_ATTR_MULTIPLE_POST_OP(p.add_index) | DNNL_ARG_SRC_1] =
-          memory(p.y_plain, eng, const_cast<void*>(residual->raw()));
+    if (residual) {
+      p.r_user.set_data_handle(const_cast<void*>(residual->raw()));
+      args[DNNL_ARG_ATTR_MULTIPLE_POST_OP(p.add_index) | DNNL_ARG_SRC_1] = p.r_user;
+    }
     p.conv.execute(s, args);
-    if (y_mem != y_user) dnnl::reorder(y_mem, y_user).execute(s, y_mem, y_user);
+    if (!p.dst_plain) dnnl::reorder(y_mem, p.y_user).execute(s, y_mem, p.y_user);
     s.wait();
   }
 
@@ -92,6 +103,8 @@ class DnnlConv final : public Kernel {
     Shape out_shape;
     bool has_add = false;
     int add_index = 0;
+    memory x_user, y_user, r_user;  ///< plain-layout views, re-pointed per call
+    bool src_plain = false, dst_plain = false;
   };
 
   Prepared& prepare(const Shape& xs, const KernelContext& ctx) {
