@@ -1,6 +1,7 @@
 #include "lwc/tensor.h"
 
 #include <cmath>
+#include <map>
 #include <mutex>
 #include <new>
 #include <unordered_map>
@@ -35,7 +36,10 @@ thread_local BufferPool* t_pool = nullptr;
 
 struct BufferPool::State {
   std::mutex mu;
-  std::unordered_multimap<size_t, std::byte*> free;
+  /// Free buffers by capacity. A request takes the smallest free buffer that fits and wastes at most
+  /// half of it, so buffers freed by early layers serve later layers of other sizes: the pool holds
+  /// about the peak of live activations rather than one buffer per distinct tensor size.
+  std::multimap<size_t, std::byte*> free;
   size_t free_bytes = 0;
   static constexpr size_t kMaxFreeBytes = size_t(1) << 30;
   ~State() {
@@ -54,23 +58,25 @@ std::shared_ptr<std::byte> allocateRaw(size_t bytes) {
   if (!t_pool) return std::shared_ptr<std::byte>(systemAlloc(n), systemFree);
   std::shared_ptr<BufferPool::State> st = t_pool->state();
   std::byte* p = nullptr;
+  size_t cap = n;
   {
     std::lock_guard<std::mutex> lock(st->mu);
-    auto it = st->free.find(n);
-    if (it != st->free.end()) {
+    auto it = st->free.lower_bound(n);
+    if (it != st->free.end() && it->first / 2 <= n) {
+      cap = it->first;
       p = it->second;
       st->free.erase(it);
-      st->free_bytes -= n;
+      st->free_bytes -= cap;
     }
   }
   if (!p) p = systemAlloc(n);
   std::weak_ptr<BufferPool::State> weak = st;
-  return std::shared_ptr<std::byte>(p, [weak, n](std::byte* q) {
+  return std::shared_ptr<std::byte>(p, [weak, cap](std::byte* q) {
     if (auto s = weak.lock()) {
       std::lock_guard<std::mutex> lock(s->mu);
-      if (s->free_bytes + n <= BufferPool::State::kMaxFreeBytes) {
-        s->free.emplace(n, q);
-        s->free_bytes += n;
+      if (s->free_bytes + cap <= BufferPool::State::kMaxFreeBytes) {
+        s->free.emplace(cap, q);
+        s->free_bytes += cap;
         return;
       }
     }

@@ -61,6 +61,7 @@ using dnnl_util::tag;
 using dnnl_util::dt;
 using dnnl_util::cpuEngine;
 using dnnl_util::cpuStream;
+using dnnl_util::scratchMemory;
 
 /// True when oneDNN's int8 kernels use VNNI (exact u8 x s8 -> s32 dot products).
 bool haveVnni() {
@@ -248,17 +249,18 @@ class DnnlQConv final : public Kernel {
     dnnl::stream& s = cpuStream();
     // NCHW <-> NHWC at the edges; no reorder where the two layouts coincide (one channel or 1x1).
     memory x_mem, y_mem;
+    Tensor x_blocked, y_blocked;
     const bool x_same = xs[1] == 1 || xs[2] * xs[3] == 1;
     const bool y_same = p.out_shape[1] == 1 || p.out_shape[2] * p.out_shape[3] == 1;
     if (x_same) {
       x_mem = memory(p.pd.src_desc(), eng, const_cast<void*>(x.raw()));
     } else {
       memory x_user(p.x_plain, eng, const_cast<void*>(x.raw()));
-      x_mem = memory(p.pd.src_desc(), eng);
+      x_mem = scratchMemory(p.pd.src_desc(), x_blocked);
       dnnl::reorder(x_user, x_mem).execute(s, x_user, x_mem);
     }
     memory y_user(p.y_plain, eng, y.raw());
-    y_mem = y_same ? memory(p.pd.dst_desc(), eng, y.raw()) : memory(p.pd.dst_desc(), eng);
+    y_mem = y_same ? memory(p.pd.dst_desc(), eng, y.raw()) : scratchMemory(p.pd.dst_desc(), y_blocked);
     std::unordered_map<int, memory> args{{DNNL_ARG_SRC, x_mem}, {DNNL_ARG_WEIGHTS, p.w_mem}, {DNNL_ARG_DST, y_mem}};
     if (c_.bias)
       args[DNNL_ARG_BIAS] = memory(memory::desc({c_.w_shape[0]}, dt::s32, tag::a), eng,

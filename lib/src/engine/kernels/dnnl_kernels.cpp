@@ -21,6 +21,7 @@ using dnnl_util::tag;
 using dnnl_util::dt;
 using dnnl_util::cpuEngine;
 using dnnl_util::cpuStream;
+using dnnl_util::scratchMemory;
 
 struct PostOp {
   std::string kind;  // relu, clip, logistic, hardswish, add
@@ -78,11 +79,12 @@ class DnnlConv final : public Kernel {
     p.x_user.set_data_handle(const_cast<void*>(x.raw()));
     p.y_user.set_data_handle(y.raw());
     memory x_mem = p.x_user, y_mem = p.y_user;
+    Tensor x_blocked, y_blocked;
     if (!p.src_plain) {
-      x_mem = memory(p.pd.src_desc(), eng);
+      x_mem = scratchMemory(p.pd.src_desc(), x_blocked);
       dnnl::reorder(p.x_user, x_mem).execute(s, p.x_user, x_mem);
     }
-    if (!p.dst_plain) y_mem = memory(p.pd.dst_desc(), eng);
+    if (!p.dst_plain) y_mem = scratchMemory(p.pd.dst_desc(), y_blocked);
     std::unordered_map<int, memory> args{{DNNL_ARG_SRC, x_mem}, {DNNL_ARG_WEIGHTS, p.w_mem}, {DNNL_ARG_DST, y_mem}};
     if (!b_.empty()) args[DNNL_ARG_BIAS] = p.b_mem;
     if (residual) {
@@ -200,7 +202,8 @@ class DnnlPoolNhwc final : public Kernel {
     memory xm(p.pd.src_desc(), eng, const_cast<void*>(x.raw()));
     memory ym(p.pd.dst_desc(), eng, y.raw());
     std::unordered_map<int, memory> args{{DNNL_ARG_SRC, xm}, {DNNL_ARG_DST, ym}};
-    if (p.pd.workspace_desc().get_size() > 0) args[DNNL_ARG_WORKSPACE] = memory(p.pd.workspace_desc(), eng);
+    Tensor ws;
+    if (p.pd.workspace_desc().get_size() > 0) args[DNNL_ARG_WORKSPACE] = scratchMemory(p.pd.workspace_desc(), ws);
     p.prim.execute(s, args);
     s.wait();
   }
