@@ -11,6 +11,7 @@
 #include "lwc/engine.h"
 #include "lwc/graph_edit.h"
 #include "lwc/dataset.h"
+#include "passes/lsq_recovery.h"
 #include "passes/quantize_static.h"
 
 namespace lwc::passes {
@@ -26,15 +27,24 @@ std::vector<OptionSpec> PruneMagnitude::optionSpecs() const {
   OptionSpec minp{"min_params", OptionType::Int, 1000, "Skip layers with fewer weights than this"};
   minp.min = 0;
   OptionSpec recover{"recover", OptionType::String, "none",
-                     "none, or bias: correct each pruned layer's bias for the mean shift (needs calibration data)"};
-  recover.choices = {"none", "bias"};
+                     "none; bias: correct each pruned layer's bias for the mean shift; lsq: re-fit each pruned layer's "
+                     "surviving weights and bias by least squares to the original outputs (both need calibration data)"};
+  recover.choices = {"none", "bias", "lsq"};
+  OptionSpec rows{"lsq_rows", OptionType::Int, 16, "lsq: sampled output positions per calibration sample"};
+  rows.min = 1;
+  rows.max = 4096;
+  OptionSpec damp{"lsq_damping", OptionType::Float, 1e-3, "lsq: ridge towards the pruned weights, relative to the mean input energy"};
+  damp.min = 0;
+  damp.max = 1e3;
   return {sp,
           scope,
           {"pattern", OptionType::String, "unstructured", "unstructured, or N:M (keep N of every M weights along the input channels, e.g. 2:4)"},
           {"include", OptionType::StringList, json::array(), "Only these node names or op types (default: every Conv/ConvTranspose/Gemm/MatMul)"},
           {"exclude", OptionType::StringList, json::array(), "Node names or op types to leave dense"},
           minp,
-          recover};
+          recover,
+          rows,
+          damp};
 }
 
 bool PruneMagnitude::needsCalibration(const PassOptions& o) const { return o.getString("recover") != "none"; }
@@ -170,6 +180,7 @@ int64_t correctBiases(Model& m, const std::vector<Layer>& layers, const std::vec
 
 PassResult PruneMagnitude::run(Model& m, PassContext& ctx) {
   checkNotQuantized(m, "prune");
+  const Model unpruned = m;  // shares the tensors; pruning writes new ones
   Graph& g = m.graph;
   const PassOptions& o = options_;
   const auto include = o.getStrings("include"), exclude = o.getStrings("exclude");
@@ -284,10 +295,19 @@ PassResult PruneMagnitude::run(Model& m, PassContext& ctx) {
     r.notes.push_back(note.str());
     g.initializers.set(layers[l].weight, std::move(p));
   }
-  int64_t corrected = 0;
+  int64_t corrected = 0, reconstructed = 0;
   if (o.getString("recover") == "bias") corrected = correctBiases(m, layers, originals, ctx, r);
+  if (o.getString("recover") == "lsq") {
+    LsqOptions lo;
+    lo.rows_per_sample = o.getInt("lsq_rows");
+    lo.damping = o.getFloat("lsq_damping");
+    std::vector<size_t> idx;
+    for (const auto& L : layers) idx.push_back(L.node);
+    for (const auto& res : lsqRecover(m, unpruned, idx, ctx, r, lo)) reconstructed += res.applied;
+  }
   r.stats = {{"layers_pruned", static_cast<int64_t>(layers.size())},
              {"biases_corrected", corrected},
+             {"layers_reconstructed", reconstructed},
              {"weights_zeroed", zeroed},
              {"weights_in_pruned_layers", total},
              {"zeros_in_pruned_layers", zeros_after}};

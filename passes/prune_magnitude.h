@@ -16,6 +16,8 @@
 // recover "bias" (needs calibration data) then restores each pruned Conv/Gemm layer's output mean:
 //   b'[o] = b[o] + Σ_{c,k} (W − W')[o, c, k] · E[x_c],
 // with E[x_c] the per-channel mean of the layer's input in the pruned model on the calibration data.
+// recover "lsq" re-solves each pruned layer's surviving weights and bias by least squares so its
+// outputs match the pipeline's input model on the calibration data (see lsq_recovery.h).
 #pragma once
 
 #include "lwc/pass.h"

@@ -1,4 +1,4 @@
-// lwc prune MODEL --sparsity S [--iters N] [--recover bias --calib D] -o OUT: cleanup, then magnitude
+// lwc prune MODEL --sparsity S [--iters N] [--recover bias|lsq --calib D] -o OUT: cleanup, then magnitude
 // pruning to the target sparsity in N steps (cubic schedule, as gradual pruning), each followed by the
 // recovery step, evaluated after each step.
 #include <cmath>
@@ -35,8 +35,9 @@ void addPruneCommand(CLI::App& app, Action& action, const GlobalOptions&) {
   cmd->add_option("--pattern", a->pattern, "unstructured | N:M (e.g. 2:4)");
   cmd->add_option("--include", a->include, "Only these node names or op types (comma-separated)")->delimiter(',');
   cmd->add_option("--exclude", a->exclude, "Node names or op types to leave dense (comma-separated)")->delimiter(',');
-  cmd->add_option("--recover", a->recover, "none | bias (mean-shift correction after each step; needs --calib)")
-      ->check(CLI::IsMember({"none", "bias"}));
+  cmd->add_option("--recover", a->recover,
+                  "none | bias (mean-shift correction) | lsq (least-squares re-fit of each layer); after each step, needs --calib")
+      ->check(CLI::IsMember({"none", "bias", "lsq"}));
   cmd->add_option("--min-params", a->min_params, "Skip layers with fewer weights")->check(CLI::NonNegativeNumber);
   cmd->callback([&action, a] {
     action = [a] {

@@ -388,6 +388,8 @@ PipelineReport runPipeline(const Pipeline& p, Model& m, const RunOptions& opts) 
   PassContext ctx;
   ctx.calib = p.calib ? &*p.calib : nullptr;
   ctx.threads = opts.threads;
+  const Model reference = m;
+  ctx.reference = &reference;
 
   StageRecord first;
   first.pass = "input";

@@ -41,6 +41,29 @@ TEST_CASE("lwc prune reaches the sparsity; without recovery, 3 steps end where o
   CHECK(rep["stages"].back()["stats"]["layers_pruned"].get<int>() > 10);
 }
 
+TEST_CASE("lwc prune --recover lsq beats no recovery and is deterministic", "[cli][prune][lsq]") {
+  TempDir d;
+  auto prune = [&](const std::string& recover, const std::string& out) {
+    const fs::path rep = d / (out + ".json");
+    auto r = runLwc("-q prune " + q(td("resnet_fmnist.onnx")) + " --sparsity 0.7 --scope global --recover " + recover +
+                    " --calib " + q(td("fmnist_sample")) + " --eval " + q(td("fmnist_sample")) + " -o " +
+                    q(d / (out + ".onnx")) + " --report " + q(rep));
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    std::ifstream f(rep);
+    return nlohmann::json::parse(f);
+  };
+  const auto none = prune("none", "none"), lsq = prune("lsq", "lsq"), again = prune("lsq", "again");
+  const double fp32 = none["input"]["eval"]["top1"].get<double>();
+  const double t_none = none["final"]["eval"]["top1"].get<double>(), t_lsq = lsq["final"]["eval"]["top1"].get<double>();
+  INFO("fp32 " << fp32 << " none " << t_none << " lsq " << t_lsq);
+  CHECK(t_lsq > t_none + 0.1);  // measured: 0.092 -> 0.926 (FP32 0.952) on the 500-image sample
+  CHECK(t_lsq > fp32 - 0.04);
+  CHECK(lsq["final"]["weight_sparsity"].get<double>() == none["final"]["weight_sparsity"].get<double>());
+  CHECK(lsq["stages"].back()["stats"]["layers_reconstructed"].get<int>() > 10);
+  CHECK(graphBytes(d / "lsq.onnx") == graphBytes(d / "again.onnx"));
+}
+
 TEST_CASE("lwc prune: bad input gets one clear error and no output file", "[cli][prune]") {
   TempDir d;
   const fs::path model = td("lenet5_fmnist.onnx");
@@ -58,6 +81,7 @@ TEST_CASE("lwc prune: bad input gets one clear error and no output file", "[cli]
   bad(model, "--pattern 4:2", "1 <= N < M");
   bad(model, "--exclude conv_nine", "no node or op type named 'conv_nine'");
   bad(model, "--recover bias", "needs calibration data");
+  bad(model, "--recover lsq", "needs calibration data");
   REQUIRE(runLwc("-q quantize " + q(model) + " --calib " + q(td("fmnist_sample")) + " -o " + q(d / "q.onnx") +
                  " --bench-batch 0 --layer-samples 0").exit_code == 0);
   bad(d / "q.onnx", "--sparsity 0.5", "already quantized");

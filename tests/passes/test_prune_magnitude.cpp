@@ -134,6 +134,124 @@ TEST_CASE("prune_magnitude recover bias restores the mean of each pruned layer's
   CHECK(p->needsCalibration(p->options()));
 }
 
+TEST_CASE("prune_magnitude recover lsq solves each pruned layer's least squares exactly", "[prune][lsq]") {
+  // One Gemm: every calibration sample is one row, so with no damping the re-fitted weights must
+  // satisfy the normal equations of min ||Y_ref - X_S w_S - b||^2 on the calibration data.
+  Model fp = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 24] x) => (float[N, 6] y) {
+  y = Gemm <transB=1> (x, w, b)
+})");
+  addConst(fp, "w", {6, 24}, 3);
+  addConst(fp, "b", {6}, 4);
+  TempDir d;
+  const Tensor X = randomFloat({200, 24}, 9, -1.0f, 3.0f);
+  writeNpy(d / "x.npy", X);
+  DataSpec calib;
+  calib.options.path = d / "x.npy";
+  calib.batch = 64;
+  Model m = fp;
+  auto p = passes::builtinPasses().create("prune_magnitude");
+  p->configure({{"sparsity", 0.6}, {"min_params", 0}, {"recover", "lsq"}, {"lsq_damping", 0.0}}, "p");
+  PassContext ctx;
+  ctx.calib = &calib;
+  ctx.reference = &fp;
+  auto r = p->run(m, ctx);
+  CHECK(r.stats["layers_reconstructed"] == 1);
+  const Tensor& w0 = fp.graph.initializers.at("w");
+  const Tensor& w1 = m.graph.initializers.at(m.graph.nodes[0].inputs[1]);
+  const Tensor& b1 = m.graph.initializers.at(m.graph.nodes[0].inputs[2]);
+  // Same sparsity as plain pruning: exactly 60 % zeros, and the surviving weights moved.
+  int64_t zeros = 0, moved = 0;
+  for (int64_t i = 0; i < w1.numel(); ++i) {
+    zeros += w1.at(i) == 0.0;
+    moved += w1.at(i) != 0.0 && w1.at(i) != w0.at(i);
+  }
+  CHECK(zeros == 86);  // floor(0.6 * 144)
+  CHECK(moved > 50);
+  // Normal equations: for each output o, sum_rows r_o * x_k = 0 for every surviving k and for the bias.
+  const Tensor yref = engine::Session(fp).runOrdered({{"x", X}})[0];
+  const Tensor yfit = engine::Session(m).runOrdered({{"x", X}})[0];
+  double worst = 0, scale = 0;
+  for (int64_t o = 0; o < 6; ++o) {
+    for (int64_t k = 0; k <= 24; ++k) {
+      if (k < 24 && w1.at(o * 24 + k) == 0.0) continue;
+      double g = 0, s = 0;
+      for (int64_t n = 0; n < 200; ++n) {
+        const double xk = k < 24 ? X.at(n * 24 + k) : 1.0;
+        g += (yref.at(n * 6 + o) - yfit.at(n * 6 + o)) * xk;
+        s += std::fabs(yref.at(n * 6 + o) * xk);
+      }
+      worst = std::max(worst, std::fabs(g));
+      scale = std::max(scale, s);
+    }
+  }
+  CHECK(worst < 1e-4 * scale);
+  CHECK(b1.numel() == 6);
+  // ... and it beats plain pruning on the calibration data.
+  Model plain = fp;
+  runPass(plain, "prune_magnitude", {{"sparsity", 0.6}, {"min_params", 0}});
+  const Tensor yplain = engine::Session(plain).runOrdered({{"x", X}})[0];
+  double e_fit = 0, e_plain = 0;
+  for (int64_t i = 0; i < yref.numel(); ++i) {
+    e_fit += std::pow(yref.at(i) - yfit.at(i), 2);
+    e_plain += std::pow(yref.at(i) - yplain.at(i), 2);
+  }
+  double yy = 0;
+  int64_t diffmask = 0;
+  const Tensor& wp = plain.graph.initializers.at(plain.graph.nodes[0].inputs[1]);
+  for (int64_t i = 0; i < wp.numel(); ++i) diffmask += (wp.at(i) == 0.0) != (w1.at(i) == 0.0);
+  for (int64_t i = 0; i < yref.numel(); ++i) yy += yref.at(i) * yref.at(i);
+  INFO(r.notes.back() << " plain " << e_plain / yy << " fit " << e_fit / yy << " diffmask " << diffmask << " nodes " << plain.graph.nodes.size());
+  CHECK(e_fit < 0.9 * e_plain);
+}
+
+TEST_CASE("prune_magnitude recover lsq keeps the mask and cuts the output error of a conv net", "[prune][lsq]") {
+  TempDir d;
+  writeNpy(d / "x.npy", randomFloat({96, 8, 10, 10}, 7, -1.0f, 2.0f));
+  DataSpec calib;
+  calib.options.path = d / "x.npy";
+  calib.batch = 32;
+  const Model fp = twoLayers();
+  auto prune = [&](const char* recover) {
+    Model m = twoLayers();
+    auto p = passes::builtinPasses().create("prune_magnitude");
+    p->configure({{"sparsity", 0.7}, {"min_params", 0}, {"recover", recover}}, "p");
+    PassContext ctx;
+    ctx.calib = &calib;
+    auto r = p->run(m, ctx);
+    return std::make_pair(m, r);
+  };
+  auto [plain, rp] = prune("none");
+  auto [fitted, rf] = prune("lsq");
+  CHECK(rf.stats["layers_reconstructed"] == 2);
+  CHECK(rf.stats["zeros_in_pruned_layers"] == rp.stats["zeros_in_pruned_layers"]);
+  // The zeros are exactly where plain pruning put them.
+  for (const char* w : {"w1", "w2"}) {
+    const Tensor& a = plain.graph.initializers.at(w);
+    std::string fw;
+    for (const auto& n : fitted.graph.nodes)
+      if (n.inputs.size() > 1 && (n.inputs[1] == w || n.inputs[1].rfind(std::string(w), 0) == 0)) fw = n.inputs[1];
+    const Tensor* b = fw.empty() ? nullptr : &fitted.graph.initializers.at(fw);
+    REQUIRE(b);
+    for (int64_t i = 0; i < a.numel(); ++i) CHECK((a.at(i) == 0.0) == (b->at(i) == 0.0));
+  }
+  // Held-out inputs (not the calibration data): the output error shrinks several-fold.
+  const Tensor x = randomFloat({32, 8, 10, 10}, 8, -1.0f, 2.0f);
+  const Tensor y0 = engine::Session(fp).runOrdered({{"x", x}})[0];
+  auto err = [&](const Model& m) {
+    const Tensor y = engine::Session(m).runOrdered({{"x", x}})[0];
+    double e = 0;
+    for (int64_t i = 0; i < y.numel(); ++i) e += std::pow(y.at(i) - y0.at(i), 2);
+    return e;
+  };
+  INFO(rf.notes[rf.notes.size() - 2] << " | " << rf.notes.back());
+  CHECK(err(fitted) < 0.25 * err(plain));
+  // Each reconstructed layer is named in the notes with its error before and after.
+  int notes = 0;
+  for (const auto& n : rf.notes) notes += n.find("lsq relative output error") != std::string::npos;
+  CHECK(notes == 2);
+}
+
 TEST_CASE("prune_magnitude rejects bad options", "[prune]") {
   CHECK_THAT(errorOf([] { passes::parseNM("4:2", "p"); }), Contains("1 <= N < M"));
   CHECK_THAT(errorOf([] { passes::parseNM("2:2", "p"); }), Contains("1 <= N < M"));

@@ -76,6 +76,10 @@ struct DataSpec {
 /// What passes may use besides the model: data, threads, logging.
 struct PassContext {
   const DataSpec* calib = nullptr;  ///< calibration data, when the pipeline has it
+  /// The model as it entered the pipeline: the target that recovery steps (lsq) reconstruct
+  /// towards, so errors do not accumulate over iterative schedules. May be null (then a pass uses
+  /// the model it received).
+  const Model* reference = nullptr;
   int threads = 0;
   bool verbose = false;
 };

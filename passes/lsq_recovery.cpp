@@ -1,0 +1,355 @@
+#include "passes/lsq_recovery.h"
+
+#include <dnnl.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <iomanip>
+#include <memory>
+#include <sstream>
+
+#include "engine/kernels/nn_ref.h"
+#include "lwc/dataset.h"
+#include "lwc/engine.h"
+#include "lwc/graph_edit.h"
+
+namespace lwc::passes {
+
+namespace {
+
+/// How a layer's weight tensor maps to the least-squares problem: per group g, output channel o of
+/// the group and row index k < K (im2col order for Conv, input feature for Gemm/MatMul).
+struct LayerForm {
+  enum class Kind { Conv, Gemm, MatMul } kind = Kind::Conv;
+  int64_t groups = 1, ocg = 0, K = 0, out = 0;
+  bool trans = false;  // Gemm transB: W [N, K]
+  bool bias = false;   // a bias column is fitted
+  // Flat index of W for output channel o (global) and row k.
+  int64_t windex(int64_t o, int64_t k) const {
+    if (kind == Kind::Conv || trans) return o * K + k;
+    return k * out + o;
+  }
+};
+
+struct Accum {
+  int64_t Kb = 0;              // K + bias column
+  std::vector<double> G, C;    // Kb x Kb, Kb x ocg
+  std::vector<double> yy;      // ocg
+  int64_t rows = 0;
+};
+
+void sgemmTN(int64_t m, int64_t n, int64_t k, const float* a, const float* b, float* c) {
+  // c[m x n] = aᵀ b with a [k x m], b [k x n], row-major.
+  const dnnl_status_t st = dnnl_sgemm('T', 'N', m, n, k, 1.0f, a, m, b, n, 0.0f, c, n);
+  if (st != dnnl_success) throw InternalError("dnnl_sgemm failed");
+}
+
+void accumulate(Accum& acc, const std::vector<float>& A, const std::vector<float>& Y, int64_t rows, int64_t ocg) {
+  if (rows == 0) return;
+  const int64_t Kb = acc.Kb;
+  std::vector<float> tmp(static_cast<size_t>(Kb * std::max(Kb, ocg)));
+  sgemmTN(Kb, Kb, rows, A.data(), A.data(), tmp.data());
+  for (int64_t i = 0; i < Kb * Kb; ++i) acc.G[static_cast<size_t>(i)] += tmp[static_cast<size_t>(i)];
+  sgemmTN(Kb, ocg, rows, A.data(), Y.data(), tmp.data());
+  for (int64_t i = 0; i < Kb * ocg; ++i) acc.C[static_cast<size_t>(i)] += tmp[static_cast<size_t>(i)];
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t o = 0; o < ocg; ++o) {
+      const double y = Y[static_cast<size_t>(r * ocg + o)];
+      acc.yy[static_cast<size_t>(o)] += y * y;
+    }
+  acc.rows += rows;
+}
+
+/// Solves (M + λI) x = rhs in place by Cholesky (M symmetric, n x n, row-major). False when not
+/// positive definite.
+bool choleskySolve(std::vector<double>& M, std::vector<double>& rhs, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) {
+    double* Mj = &M[static_cast<size_t>(j * n)];
+    double d = Mj[j];
+    for (int64_t k = 0; k < j; ++k) d -= Mj[k] * Mj[k];
+    if (!(d > 0) || !std::isfinite(d)) return false;
+    d = std::sqrt(d);
+    Mj[j] = d;
+    for (int64_t i = j + 1; i < n; ++i) {
+      double* Mi = &M[static_cast<size_t>(i * n)];
+      double s = Mi[j];
+      for (int64_t k = 0; k < j; ++k) s -= Mi[k] * Mj[k];
+      Mi[j] = s / d;
+    }
+  }
+  // L y = rhs, Lᵀ x = y (L in the lower triangle).
+  for (int64_t i = 0; i < n; ++i) {
+    double s = rhs[static_cast<size_t>(i)];
+    for (int64_t k = 0; k < i; ++k) s -= M[static_cast<size_t>(i * n + k)] * rhs[static_cast<size_t>(k)];
+    rhs[static_cast<size_t>(i)] = s / M[static_cast<size_t>(i * n + i)];
+  }
+  for (int64_t i = n - 1; i >= 0; --i) {
+    double s = rhs[static_cast<size_t>(i)];
+    for (int64_t k = i + 1; k < n; ++k) s -= M[static_cast<size_t>(k * n + i)] * rhs[static_cast<size_t>(k)];
+    rhs[static_cast<size_t>(i)] = s / M[static_cast<size_t>(i * n + i)];
+  }
+  return true;
+}
+
+std::string describeError(double before, double after) {
+  std::ostringstream s;
+  s << std::setprecision(3) << "relative output error " << before << " -> " << after;
+  return s.str();
+}
+
+}  // namespace
+
+std::vector<LsqLayerResult> lsqRecover(Model& m, const Model& unmodified, const std::vector<size_t>& nodes,
+                                       PassContext& ctx, PassResult& r, const LsqOptions& opts) {
+  if (!ctx.calib) fail("lsq recovery needs calibration data (--calib DIR or data.calib)");
+  std::vector<LsqLayerResult> results;
+  Graph& g = m.graph;
+  DataOptions dopt = ctx.calib->options;
+  fitToModel(dopt, m);
+  auto ds = openDataset(dopt);
+  engine::SessionOptions so;
+  so.observable = true;
+  so.threads = ctx.threads;
+  std::unique_ptr<engine::Session> ref_session, input_session;
+
+  for (size_t idx : nodes) {
+    const Node n = g.nodes[idx];
+    LsqLayerResult res;
+    res.node = n.describe();
+    auto skip = [&](const std::string& why) { r.notes.push_back(n.describe() + ": not reconstructed (" + why + ")"); };
+    const Tensor* wp = n.inputs.size() > 1 ? floatConstant(g, n.inputs[1]) : nullptr;
+    if (!wp || g.isGraphInput(n.inputs[1])) {
+      skip("weights are not a float constant");
+      continue;
+    }
+    const Tensor W = *wp;
+    LayerForm f;
+    if (n.op_type == "Conv" && W.rank() == 4) {
+      f.kind = LayerForm::Kind::Conv;
+      f.groups = n.attrInt("group", 1);
+      f.out = W.dim(0);
+      f.ocg = f.out / f.groups;
+      f.K = W.dim(1) * W.dim(2) * W.dim(3);
+      f.bias = opts.fit_bias;
+    } else if (n.op_type == "Gemm" && W.rank() == 2) {
+      if (n.attrInt("transA", 0) != 0 || n.attrFloat("alpha", 1.0f) != 1.0f ||
+          (n.hasInput(2) && n.attrFloat("beta", 1.0f) != 1.0f)) {
+        skip("Gemm with transA, alpha or beta is not supported");
+        continue;
+      }
+      f.kind = LayerForm::Kind::Gemm;
+      f.trans = n.attrInt("transB", 0) != 0;
+      f.K = f.trans ? W.dim(1) : W.dim(0);
+      f.out = f.trans ? W.dim(0) : W.dim(1);
+      f.ocg = f.out;
+      f.bias = opts.fit_bias;
+    } else if (n.op_type == "MatMul" && W.rank() == 2) {
+      f.kind = LayerForm::Kind::MatMul;
+      f.K = W.dim(0);
+      f.out = W.dim(1);
+      f.ocg = f.out;
+    } else {
+      skip(n.op_type + " with " + std::to_string(W.rank()) + "-D weights is not supported");
+      continue;
+    }
+    // Existing bias (Conv B, Gemm C) must be a constant vector of `out` (or one) values.
+    std::vector<float> bias0(static_cast<size_t>(f.out), 0.0f);
+    if (f.bias && n.hasInput(2)) {
+      const Tensor* b = floatConstant(g, n.inputs[2]);
+      if (!b || !(b->numel() == f.out || b->numel() == 1)) {
+        skip("bias is not a constant vector");
+        continue;
+      }
+      for (int64_t o = 0; o < f.out; ++o) bias0[static_cast<size_t>(o)] = static_cast<float>(b->at(b->numel() == 1 ? 0 : o));
+    }
+
+    // Reference: the pipeline's input model when it computes this tensor, else this step's input.
+    const std::string& yname = n.outputs.at(0);
+    engine::Session* ref = nullptr;
+    if (ctx.reference && producerIndex(ctx.reference->graph, yname) >= 0) {
+      if (!ref_session) ref_session = std::make_unique<engine::Session>(*ctx.reference, so);
+      ref = ref_session.get();
+    } else {
+      if (!input_session) input_session = std::make_unique<engine::Session>(unmodified, so);
+      ref = input_session.get();
+    }
+    engine::Session cur(m, so);
+    const std::string in_name = cur.inputNames().at(0);
+
+    const int64_t Kb = f.K + (f.bias ? 1 : 0);
+    std::vector<Accum> acc(static_cast<size_t>(f.groups));
+    for (auto& a : acc) {
+      a.Kb = Kb;
+      a.G.assign(static_cast<size_t>(Kb * Kb), 0.0);
+      a.C.assign(static_cast<size_t>(Kb * f.ocg), 0.0);
+      a.yy.assign(static_cast<size_t>(f.ocg), 0.0);
+    }
+    std::vector<float> A, Yg;
+    int64_t sample_base = 0;
+    ds->reset();
+    while (auto b = ds->next(ctx.calib->batch)) {
+      Tensor X, Y;
+      const std::string& xname = n.inputs[0];
+      if (xname == in_name) X = b->inputs;
+      cur.run({{in_name, b->inputs}}, [&](const std::string& t, const Tensor& v) {
+        if (t == xname) X = v;
+      });
+      ref->run({{ref->inputNames().at(0), b->inputs}}, [&](const std::string& t, const Tensor& v) {
+        if (t == yname) Y = v;
+      });
+      if (X.empty() || Y.empty() || X.dtype() != DType::Float32 || Y.dtype() != DType::Float32)
+        fail(n.describe(), ": lsq recovery could not observe the layer's float input and output");
+      const int64_t N = X.dim(0);
+      if (f.kind == LayerForm::Kind::Conv) {
+        if (X.rank() != 4 || Y.rank() != 4) fail(n.describe(), ": lsq recovery supports 2-D convolutions only");
+        const engine::ConvParams cp = engine::parseConvParams(n, X.shape(), W.shape());
+        const auto& geo = cp.geo;
+        const int64_t C = X.dim(1), H = X.dim(2), Wd = X.dim(3), OH = Y.dim(2), OW = Y.dim(3), P = OH * OW;
+        if (Y.dim(1) != f.out || OH != geo.out[0] || OW != geo.out[1])
+          fail(n.describe(), ": reference output ", shapeStr(Y.shape()), " does not match the layer");
+        const int64_t R = std::min(P, opts.rows_per_sample), step = std::max<int64_t>(P / std::max<int64_t>(R, 1), 1);
+        const int64_t cin_g = C / f.groups, kh = geo.kernel[0], kw = geo.kernel[1];
+        const float* x = X.data<float>();
+        const float* y = Y.data<float>();
+        for (int64_t gi = 0; gi < f.groups; ++gi) {
+          A.assign(static_cast<size_t>(N * R * Kb), 0.0f);
+          Yg.assign(static_cast<size_t>(N * R * f.ocg), 0.0f);
+          int64_t row = 0;
+          for (int64_t s = 0; s < N; ++s) {
+            const int64_t phase = (sample_base + s) % step;
+            for (int64_t j = 0; j < R; ++j, ++row) {
+              const int64_t p = std::min(j * P / R + phase, P - 1), oh = p / OW, ow = p % OW;
+              float* a = &A[static_cast<size_t>(row * Kb)];
+              for (int64_t ci = 0; ci < cin_g; ++ci) {
+                const float* xc = x + ((s * C) + gi * cin_g + ci) * H * Wd;
+                for (int64_t ky = 0; ky < kh; ++ky) {
+                  const int64_t ih = oh * geo.strides[0] - geo.pads_begin[0] + ky * geo.dilations[0];
+                  for (int64_t kx = 0; kx < kw; ++kx) {
+                    const int64_t iw = ow * geo.strides[1] - geo.pads_begin[1] + kx * geo.dilations[1];
+                    a[(ci * kh + ky) * kw + kx] = ih >= 0 && ih < H && iw >= 0 && iw < Wd ? xc[ih * Wd + iw] : 0.0f;
+                  }
+                }
+              }
+              if (f.bias) a[f.K] = 1.0f;
+              for (int64_t o = 0; o < f.ocg; ++o)
+                Yg[static_cast<size_t>(row * f.ocg + o)] = y[((s * f.out) + gi * f.ocg + o) * P + p];
+            }
+          }
+          accumulate(acc[static_cast<size_t>(gi)], A, Yg, row, f.ocg);
+        }
+      } else {
+        if (X.dim(X.rank() - 1) != f.K || Y.dim(Y.rank() - 1) != f.out || X.numel() / f.K != Y.numel() / f.out)
+          fail(n.describe(), ": input ", shapeStr(X.shape()), " / output ", shapeStr(Y.shape()), " do not match the weights");
+        const int64_t rows_total = X.numel() / f.K, per = rows_total / std::max<int64_t>(N, 1);
+        const int64_t R = std::min(per, opts.rows_per_sample), step = std::max<int64_t>(per / std::max<int64_t>(R, 1), 1);
+        A.assign(static_cast<size_t>(N * R * Kb), 0.0f);
+        Yg.assign(static_cast<size_t>(N * R * f.ocg), 0.0f);
+        int64_t row = 0;
+        for (int64_t s = 0; s < N; ++s) {
+          const int64_t phase = (sample_base + s) % step;
+          for (int64_t j = 0; j < R; ++j, ++row) {
+            const int64_t src = s * per + std::min(j * per / R + phase, per - 1);
+            std::copy_n(X.data<float>() + src * f.K, f.K, &A[static_cast<size_t>(row * Kb)]);
+            if (f.bias) A[static_cast<size_t>(row * Kb + f.K)] = 1.0f;
+            std::copy_n(Y.data<float>() + src * f.out, f.out, &Yg[static_cast<size_t>(row * f.ocg)]);
+          }
+        }
+        accumulate(acc[0], A, Yg, row, f.ocg);
+      }
+      sample_base += N;
+    }
+
+    // Solve each output channel over its surviving weights (+ bias).
+    Tensor Wn = W.clone();
+    std::vector<float> bias1 = bias0;
+    const float* w0 = W.data<float>();
+    float* w1 = Wn.data<float>();
+    std::vector<double> e_before(static_cast<size_t>(f.out), 0.0), e_after(static_cast<size_t>(f.out), 0.0),
+        yy(static_cast<size_t>(f.out), 0.0);
+    std::vector<char> failed(static_cast<size_t>(f.out), 0);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(ctx.threads > 0 ? ctx.threads : omp_get_max_threads())
+    for (int64_t o = 0; o < f.out; ++o) {
+      const int64_t gi = o / f.ocg, oi = o % f.ocg;
+      const Accum& a = acc[static_cast<size_t>(gi)];
+      std::vector<int64_t> S;
+      for (int64_t k = 0; k < f.K; ++k)
+        if (w0[f.windex(o, k)] != 0.0f) S.push_back(k);
+      if (f.bias) S.push_back(f.K);
+      const int64_t s = static_cast<int64_t>(S.size());
+      auto wcur = [&](int64_t k) { return k == f.K ? double(bias0[static_cast<size_t>(o)]) : double(w0[f.windex(o, k)]); };
+      // Error of a weight vector v on S: vᵀ G v − 2 cᵀ v + yy.
+      auto err = [&](const std::vector<double>& v) {
+        double e = a.yy[static_cast<size_t>(oi)];
+        for (int64_t i = 0; i < s; ++i) {
+          const int64_t ki = S[static_cast<size_t>(i)];
+          double gv = 0;
+          for (int64_t j = 0; j < s; ++j) gv += a.G[static_cast<size_t>(ki * a.Kb + S[static_cast<size_t>(j)])] * v[static_cast<size_t>(j)];
+          e += v[static_cast<size_t>(i)] * (gv - 2.0 * a.C[static_cast<size_t>(ki * f.ocg + oi)]);
+        }
+        return e;
+      };
+      std::vector<double> v0(static_cast<size_t>(s));
+      for (int64_t i = 0; i < s; ++i) v0[static_cast<size_t>(i)] = wcur(S[static_cast<size_t>(i)]);
+      yy[static_cast<size_t>(o)] = a.yy[static_cast<size_t>(oi)];
+      const double eb = err(v0);
+      e_before[static_cast<size_t>(o)] = eb;
+      e_after[static_cast<size_t>(o)] = eb;
+      if (s == 0) continue;
+      std::vector<double> M(static_cast<size_t>(s * s)), x(static_cast<size_t>(s));
+      double diag = 0;
+      for (int64_t i = 0; i < s; ++i) diag += a.G[static_cast<size_t>(S[static_cast<size_t>(i)] * (a.Kb + 1))];
+      const double lambda = diag > 0 ? opts.damping * diag / double(s) : 1.0;
+      for (int64_t i = 0; i < s; ++i) {
+        const int64_t ki = S[static_cast<size_t>(i)];
+        for (int64_t j = 0; j < s; ++j) M[static_cast<size_t>(i * s + j)] = a.G[static_cast<size_t>(ki * a.Kb + S[static_cast<size_t>(j)])];
+        M[static_cast<size_t>(i * s + i)] += lambda;
+        x[static_cast<size_t>(i)] = a.C[static_cast<size_t>(ki * f.ocg + oi)] + lambda * v0[static_cast<size_t>(i)];
+      }
+      if (!choleskySolve(M, x, s)) {
+        failed[static_cast<size_t>(o)] = 1;
+        continue;
+      }
+      const double ea = err(x);
+      if (!(ea <= eb)) continue;  // never make a channel worse on the data it was fitted to
+      e_after[static_cast<size_t>(o)] = ea;
+      for (int64_t i = 0; i < s; ++i) {
+        const int64_t ki = S[static_cast<size_t>(i)];
+        if (ki == f.K)
+          bias1[static_cast<size_t>(o)] = static_cast<float>(x[static_cast<size_t>(i)]);
+        else
+          w1[f.windex(o, ki)] = static_cast<float>(x[static_cast<size_t>(i)]);
+      }
+    }
+    double eb = 0, ea = 0, ys = 0;
+    for (int64_t o = 0; o < f.out; ++o) {
+      eb += e_before[static_cast<size_t>(o)];
+      ea += e_after[static_cast<size_t>(o)];
+      ys += yy[static_cast<size_t>(o)];
+      res.channels_kept += failed[static_cast<size_t>(o)];
+    }
+    res.channels = f.out;
+    res.error_before = ys > 0 ? std::max(eb, 0.0) / ys : 0;
+    res.error_after = ys > 0 ? std::max(ea, 0.0) / ys : 0;
+    // Write back: the weights (they may be shared: a fresh name then) and the bias.
+    const std::string base = n.name.empty() ? n.op_type : n.name;
+    const std::string wname = replaceConstant(g, n.inputs[1], base + "_w", std::move(Wn));
+    g.nodes[idx].inputs[1] = wname;
+    if (f.bias) {
+      Tensor nb(DType::Float32, {f.out});
+      std::copy(bias1.begin(), bias1.end(), nb.data<float>());
+      const std::string bname = replaceConstant(g, n.hasInput(2) ? n.inputs[2] : "", base + "_bias", std::move(nb));
+      Node& q = g.nodes[idx];
+      if (q.inputs.size() < 3) q.inputs.resize(3);
+      q.inputs[2] = bname;
+    }
+    res.applied = true;
+    std::string note = n.describe() + ": lsq " + describeError(res.error_before, res.error_after);
+    if (res.channels_kept) note += " (" + std::to_string(res.channels_kept) + " channels kept: not positive definite)";
+    r.notes.push_back(note);
+    results.push_back(res);
+  }
+  return results;
+}
+
+}  // namespace lwc::passes

@@ -1,0 +1,52 @@
+// Least-squares layer reconstruction: the training-free recovery step after pruning (and after
+// weight sharing). For each listed layer, in graph order:
+//
+//   min_w,b  Σ_rows ‖ Y_ref − (X_cur · w + b) ‖²  +  λ ‖ w − w_cur ‖²      over the surviving weights only
+//
+// X_cur is the layer's input in the current (already pruned, earlier layers already reconstructed)
+// model, Y_ref the same layer's output in the reference model (the pipeline's input model when it
+// has a tensor of that name, else the model as the calling pass received it), both on the
+// calibration data.
+// Zeroed weights stay zero: each output channel is its own small least-squares problem over the
+// rows of its non-zero weights (He et al. 2017, ThiNet; the layer-wise OBS family). Using the
+// pruned model's inputs lets each layer absorb the error of the layers before it.
+//
+// Conv (2-D, any group and padding): rows are im2col patches at `rows_per_sample` output positions
+// per sample (evenly spaced, deterministic); Gemm (transA = 0, alpha = beta = 1) and MatMul with a
+// constant 2-D weight: rows are the input rows (up to `rows_per_sample` per sample). The normal
+// equations G = Xᵀ X, C = Xᵀ Y are accumulated over the data (oneDNN sgemm per batch, summed in
+// double), then each output channel is solved by Cholesky in double with ridge λ = damping ·
+// mean(diag G_SS), pulling towards the current weights where the data does not determine them.
+// Channels whose system is not positive definite keep their weights (counted). A layer whose
+// reconstruction error would not decrease keeps its weights.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "lwc/pass.h"
+
+namespace lwc::passes {
+
+struct LsqOptions {
+  int64_t rows_per_sample = 16;
+  double damping = 1e-3;
+  /// Fit a bias too (added when the layer has none; not for MatMul).
+  bool fit_bias = true;
+};
+
+struct LsqLayerResult {
+  std::string node;
+  double error_before = 0, error_after = 0;  ///< Σ‖Y_ref − Y‖² / Σ‖Y_ref‖² on the sampled rows
+  int64_t channels = 0, channels_kept = 0;   ///< channels solved / left unchanged (not positive definite)
+  bool applied = false;
+};
+
+/// Reconstructs the given nodes (indices into m.graph.nodes, Conv/Gemm/MatMul with constant float
+/// weights); others are named in r.notes and left alone. `unmodified` is the model before the
+/// calling pass changed it: the reference for tensors ctx.reference does not have. Needs
+/// ctx.calib. Returns one entry per node reconstructed.
+std::vector<LsqLayerResult> lsqRecover(Model& m, const Model& unmodified, const std::vector<size_t>& nodes,
+                                       PassContext& ctx, PassResult& r, const LsqOptions& opts = {});
+
+}  // namespace lwc::passes
