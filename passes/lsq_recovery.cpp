@@ -13,6 +13,7 @@
 #include "lwc/dataset.h"
 #include "lwc/engine.h"
 #include "lwc/graph_edit.h"
+#include "passes/eliminate_dead.h"
 
 namespace lwc::passes {
 
@@ -92,6 +93,19 @@ bool choleskySolve(std::vector<double>& M, std::vector<double>& rhs, int64_t n) 
   return true;
 }
 
+/// The part of `m` that computes `value` (made a graph output; everything else dropped), so the
+/// per-layer data passes run only the layers before the one being reconstructed.
+Model truncatedTo(const Model& m, const std::string& value) {
+  Model t = m;
+  ValueInfo vi;
+  vi.name = value;
+  vi.dtype = DType::Float32;
+  t.graph.outputs = {vi};
+  PassContext none;
+  EliminateDead().run(t, none);
+  return t;
+}
+
 std::string describeError(double before, double after) {
   std::ostringstream s;
   s << std::setprecision(3) << "relative output error " << before << " -> " << after;
@@ -108,10 +122,8 @@ std::vector<LsqLayerResult> lsqRecover(Model& m, const Model& unmodified, const 
   DataOptions dopt = ctx.calib->options;
   fitToModel(dopt, m);
   auto ds = openDataset(dopt);
-  engine::SessionOptions so;
-  so.observable = true;
+  engine::SessionOptions so;  // plain sessions: the truncated graphs' outputs are the tensors we need
   so.threads = ctx.threads;
-  std::unique_ptr<engine::Session> ref_session, input_session;
 
   for (size_t idx : nodes) {
     const Node n = g.nodes[idx];
@@ -166,16 +178,18 @@ std::vector<LsqLayerResult> lsqRecover(Model& m, const Model& unmodified, const 
 
     // Reference: the pipeline's input model when it computes this tensor, else this step's input.
     const std::string& yname = n.outputs.at(0);
-    engine::Session* ref = nullptr;
-    if (ctx.reference && producerIndex(ctx.reference->graph, yname) >= 0) {
-      if (!ref_session) ref_session = std::make_unique<engine::Session>(*ctx.reference, so);
-      ref = ref_session.get();
-    } else {
-      if (!input_session) input_session = std::make_unique<engine::Session>(unmodified, so);
-      ref = input_session.get();
-    }
-    engine::Session cur(m, so);
-    const std::string in_name = cur.inputNames().at(0);
+    const bool use_ref = ctx.reference && producerIndex(ctx.reference->graph, yname) >= 0;
+    engine::Session ref_s(truncatedTo(use_ref ? *ctx.reference : unmodified, yname), so);
+    engine::Session* ref = &ref_s;
+    const std::string& xname = n.inputs[0];
+    std::string in_name;
+    for (const auto& vi : g.inputs)
+      if (!g.initializers.contains(vi.name)) {
+        in_name = vi.name;
+        break;
+      }
+    std::unique_ptr<engine::Session> cur_s;
+    if (xname != in_name) cur_s = std::make_unique<engine::Session>(truncatedTo(m, xname), so);
 
     const int64_t Kb = f.K + (f.bias ? 1 : 0);
     std::vector<Accum> acc(static_cast<size_t>(f.groups));
@@ -190,14 +204,11 @@ std::vector<LsqLayerResult> lsqRecover(Model& m, const Model& unmodified, const 
     ds->reset();
     while (auto b = ds->next(ctx.calib->batch)) {
       Tensor X, Y;
-      const std::string& xname = n.inputs[0];
-      if (xname == in_name) X = b->inputs;
-      cur.run({{in_name, b->inputs}}, [&](const std::string& t, const Tensor& v) {
-        if (t == xname) X = v;
-      });
-      ref->run({{ref->inputNames().at(0), b->inputs}}, [&](const std::string& t, const Tensor& v) {
-        if (t == yname) Y = v;
-      });
+      if (xname == in_name)
+        X = b->inputs;
+      else
+        X = cur_s->runOrdered({{in_name, b->inputs}}).at(0);
+      Y = ref->runOrdered({{ref->inputNames().at(0), b->inputs}}).at(0);
       if (X.empty() || Y.empty() || X.dtype() != DType::Float32 || Y.dtype() != DType::Float32)
         fail(n.describe(), ": lsq recovery could not observe the layer's float input and output");
       const int64_t N = X.dim(0);
