@@ -93,8 +93,8 @@ bool choleskySolve(std::vector<double>& M, std::vector<double>& rhs, int64_t n) 
   return true;
 }
 
-/// The part of `m` that computes `value` (made a graph output; everything else dropped), so the
-/// per-layer data passes run only the layers before the one being reconstructed.
+}  // namespace
+
 Model truncatedTo(const Model& m, const std::string& value) {
   Model t = m;
   ValueInfo vi;
@@ -105,6 +105,8 @@ Model truncatedTo(const Model& m, const std::string& value) {
   EliminateDead().run(t, none);
   return t;
 }
+
+namespace {
 
 std::string describeError(double before, double after) {
   std::ostringstream s;
@@ -191,6 +193,15 @@ std::vector<LsqLayerResult> lsqRecover(Model& m, const Model& unmodified, const 
     std::unique_ptr<engine::Session> cur_s;
     if (xname != in_name) cur_s = std::make_unique<engine::Session>(truncatedTo(m, xname), so);
 
+    // Channel o of this layer is channel refChannel(o) of the reference output.
+    const auto kept_it = opts.ref_channels.find(yname);
+    const std::vector<int64_t>* kept = kept_it == opts.ref_channels.end() ? nullptr : &kept_it->second;
+    auto refChannel = [&](int64_t o) { return kept ? (*kept)[static_cast<size_t>(o)] : o; };
+    auto channelsFit = [&](int64_t ref_out) {
+      if (!kept) return ref_out == f.out;
+      if (static_cast<int64_t>(kept->size()) != f.out) return false;
+      return std::all_of(kept->begin(), kept->end(), [&](int64_t c) { return c >= 0 && c < ref_out; });
+    };
     const int64_t Kb = f.K + (f.bias ? 1 : 0);
     std::vector<Accum> acc(static_cast<size_t>(f.groups));
     for (auto& a : acc) {
@@ -217,8 +228,9 @@ std::vector<LsqLayerResult> lsqRecover(Model& m, const Model& unmodified, const 
         const engine::ConvParams cp = engine::parseConvParams(n, X.shape(), W.shape());
         const auto& geo = cp.geo;
         const int64_t C = X.dim(1), H = X.dim(2), Wd = X.dim(3), OH = Y.dim(2), OW = Y.dim(3), P = OH * OW;
-        if (Y.dim(1) != f.out || OH != geo.out[0] || OW != geo.out[1])
+        if (!channelsFit(Y.dim(1)) || OH != geo.out[0] || OW != geo.out[1])
           fail(n.describe(), ": reference output ", shapeStr(Y.shape()), " does not match the layer");
+        const int64_t yc = Y.dim(1);
         const int64_t R = std::min(P, opts.rows_per_sample), step = std::max<int64_t>(P / std::max<int64_t>(R, 1), 1);
         const int64_t cin_g = C / f.groups, kh = geo.kernel[0], kw = geo.kernel[1];
         const float* x = X.data<float>();
@@ -244,13 +256,14 @@ std::vector<LsqLayerResult> lsqRecover(Model& m, const Model& unmodified, const 
               }
               if (f.bias) a[f.K] = 1.0f;
               for (int64_t o = 0; o < f.ocg; ++o)
-                Yg[static_cast<size_t>(row * f.ocg + o)] = y[((s * f.out) + gi * f.ocg + o) * P + p];
+                Yg[static_cast<size_t>(row * f.ocg + o)] = y[((s * yc) + refChannel(gi * f.ocg + o)) * P + p];
             }
           }
           accumulate(acc[static_cast<size_t>(gi)], A, Yg, row, f.ocg);
         }
       } else {
-        if (X.dim(X.rank() - 1) != f.K || Y.dim(Y.rank() - 1) != f.out || X.numel() / f.K != Y.numel() / f.out)
+        const int64_t yc = Y.dim(Y.rank() - 1);
+        if (X.dim(X.rank() - 1) != f.K || !channelsFit(yc) || X.numel() / f.K != Y.numel() / yc)
           fail(n.describe(), ": input ", shapeStr(X.shape()), " / output ", shapeStr(Y.shape()), " do not match the weights");
         const int64_t rows_total = X.numel() / f.K, per = rows_total / std::max<int64_t>(N, 1);
         const int64_t R = std::min(per, opts.rows_per_sample), step = std::max<int64_t>(per / std::max<int64_t>(R, 1), 1);
@@ -263,7 +276,8 @@ std::vector<LsqLayerResult> lsqRecover(Model& m, const Model& unmodified, const 
             const int64_t src = s * per + std::min(j * per / R + phase, per - 1);
             std::copy_n(X.data<float>() + src * f.K, f.K, &A[static_cast<size_t>(row * Kb)]);
             if (f.bias) A[static_cast<size_t>(row * Kb + f.K)] = 1.0f;
-            std::copy_n(Y.data<float>() + src * f.out, f.out, &Yg[static_cast<size_t>(row * f.ocg)]);
+            for (int64_t o = 0; o < f.out; ++o)
+              Yg[static_cast<size_t>(row * f.ocg + o)] = Y.data<float>()[src * yc + refChannel(o)];
           }
         }
         accumulate(acc[0], A, Yg, row, f.ocg);

@@ -21,6 +21,7 @@
 // reconstruction error would not decrease keeps its weights.
 #pragma once
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -33,6 +34,9 @@ struct LsqOptions {
   double damping = 1e-3;
   /// Fit a bias too (added when the layer has none; not for MatMul).
   bool fit_bias = true;
+  /// Output tensor name -> which of the reference's output channels the layer still computes
+  /// (prune_channels removed the others): the reference output is read at those channels.
+  std::map<std::string, std::vector<int64_t>> ref_channels;
 };
 
 struct LsqLayerResult {
@@ -41,6 +45,10 @@ struct LsqLayerResult {
   int64_t channels = 0, channels_kept = 0;   ///< channels solved / left unchanged (not positive definite)
   bool applied = false;
 };
+
+/// The part of `m` that computes `value` (made the only graph output; everything else dropped), so
+/// per-layer data passes run only the layers before the one they look at.
+Model truncatedTo(const Model& m, const std::string& value);
 
 /// Reconstructs the given nodes (indices into m.graph.nodes, Conv/Gemm/MatMul with constant float
 /// weights); others are named in r.notes and left alone. `unmodified` is the model before the

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <memory>
 #include <iomanip>
 #include <tuple>
 #include <set>
@@ -97,12 +98,17 @@ int64_t correctBiases(Model& m, const std::vector<Layer>& layers, const std::vec
   auto inputMeans = [&](const std::string& name, int axis_hint) {
     std::pair<std::vector<double>, int64_t> acc;
     engine::SessionOptions so;
-    so.observable = true;
     so.threads = ctx.threads;
-    engine::Session sess(m, so);
-    const std::string in_name = sess.inputNames().at(0);
-    auto observe = [&](const std::string& t, const Tensor& v) {
-      if (t != name || v.dtype() != DType::Float32 || v.rank() < 2) return;
+    std::string in_name;
+    for (const auto* vi : m.graph.realInputs()) {
+      in_name = vi->name;
+      break;
+    }
+    // Only the part of the model that computes the layer's input runs.
+    std::unique_ptr<engine::Session> sess;
+    if (name != in_name) sess = std::make_unique<engine::Session>(truncatedTo(m, name), so);
+    auto observe = [&](const Tensor& v) {
+      if (v.dtype() != DType::Float32 || v.rank() < 2) return;
       const size_t axis = axis_hint < 0 ? v.rank() - 1 : static_cast<size_t>(axis_hint);
       const int64_t c = v.dim(axis);
       int64_t inner = 1;
@@ -113,10 +119,7 @@ int64_t correctBiases(Model& m, const std::vector<Layer>& layers, const std::vec
       acc.second += v.numel() / c;
     };
     ds->reset();
-    while (auto b = ds->next(ctx.calib->batch)) {
-      observe(in_name, b->inputs);
-      sess.run({{in_name, b->inputs}}, observe);
-    }
+    while (auto b = ds->next(ctx.calib->batch)) observe(sess ? sess->runOrdered({{in_name, b->inputs}}).at(0) : b->inputs);
     for (auto& v : acc.first) v /= double(std::max<int64_t>(acc.second, 1));
     return acc;
   };

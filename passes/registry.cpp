@@ -7,6 +7,8 @@
 #include "passes/fuse_bias_add.h"
 #include "passes/fuse_pad_into_conv.h"
 #include "passes/prune_magnitude.h"
+#include "passes/weight_share.h"
+#include "passes/prune_channels.h"
 #include "passes/quantize_dynamic.h"
 #include "passes/quantize_static.h"
 
@@ -22,6 +24,8 @@ void registerBuiltinPasses(PassRegistry& r) {
   r.add([] { return std::make_unique<QuantizeStatic>(); });
   r.add([] { return std::make_unique<QuantizeDynamic>(); });
   r.add([] { return std::make_unique<PruneMagnitude>(); });
+  r.add([] { return std::make_unique<WeightShare>(); });
+  r.add([] { return std::make_unique<PruneChannels>(); });
 }
 
 const PassRegistry& builtinPasses() {

@@ -1,8 +1,14 @@
 #!/usr/bin/env python3
-"""Top-1 of magnitude-pruned models on the 10 000 Fashion-MNIST test images (lwc engine): each model
-x sparsity x scope, and the 2:4 pattern. Prints a Markdown table.
+"""Top-1 of magnitude-pruned models on the 10 000 Fashion-MNIST test images (lwc engine), for the
+README's pruning table: model x sparsity x recovery (none / bias / lsq) x schedule (one-shot /
+--iters N), plus the 2:4 pattern. Calibration data for bias/lsq: the first --calib-limit training
+images. Optionally merges PyTorch's torch.nn.utils.prune results (scripts/torch_prune.py --out).
 
-    scripts/prune_table.py [--lwc build/apps/lwc/lwc] [--models mnv2 resnet]
+Prints a Markdown table and writes every run to --out (JSON). With --check, exits 1 when a
+target of the pruning issue is missed: 50 % with lsq loses <= 0.5 points; iterative is never
+worse than one-shot at the same sparsity and recovery; lsq beats torch global L1 at every sparsity.
+
+    scripts/prune_table.py [--models mnv2 resnet] [--scope global] [--iters 10] [--torch /tmp/torch_prune.json]
 """
 import argparse
 import json
@@ -10,9 +16,28 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FM = "/usr/share/datasets/fashion-mnist"
+
+
+def run(args, model, extra, d):
+    rep = os.path.join(d, "r.json")
+    t0 = time.time()
+    cmd = [args.lwc, "-q", "prune", os.path.join(ROOT, f"testdata/{model}_fmnist.onnx"), "-o", os.path.join(d, "out.onnx"),
+           "--eval", f"{FM}/t10k-images-idx3-ubyte.gz", "--preprocess",
+           os.path.join(ROOT, "testdata/fmnist_sample/preprocess.json"), "--report", rep, "--scope", args.scope] + extra
+    if "--recover" in extra and extra[extra.index("--recover") + 1] != "none":
+        cmd += ["--calib", f"{FM}/train-images-idx3-ubyte.gz", "--calib-limit", str(args.calib_limit)]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SystemExit(f"failed ({r.returncode}): {' '.join(cmd)}\n{r.stderr}")
+    with open(rep) as f:
+        rj = json.load(f)
+    return {"fp32": rj["input"]["eval"]["top1"], "top1": rj["final"]["eval"]["top1"],
+            "sparsity": rj["final"]["weight_sparsity"], "seconds": round(time.time() - t0, 1),
+            "command": " ".join(cmd[1:]).replace(ROOT + "/", "")}
 
 
 def main():
@@ -20,26 +45,64 @@ def main():
     ap.add_argument("--lwc", default=os.path.join(ROOT, "build/apps/lwc/lwc"))
     ap.add_argument("--models", nargs="*", default=["mnv2", "resnet"])
     ap.add_argument("--sparsities", nargs="*", type=float, default=[0.5, 0.7, 0.9])
+    ap.add_argument("--recover", nargs="*", default=["none", "bias", "lsq"])
+    ap.add_argument("--scope", default="global", choices=["layer", "global"])
+    ap.add_argument("--iters", type=int, default=10)
+    ap.add_argument("--calib-limit", type=int, default=1000)
+    ap.add_argument("--torch", help="JSON written by scripts/torch_prune.py --out")
+    ap.add_argument("--out", default="/tmp/prune_table.json")
+    ap.add_argument("--check", action="store_true")
     args = ap.parse_args()
-    runs = [(f"{int(100 * s)} % {scope}", ["--sparsity", str(s), "--scope", scope])
-            for s in args.sparsities for scope in ("layer", "global")] + [("2:4", ["--pattern", "2:4"])]
-    print("| model | FP32 | " + " | ".join(r[0] for r in runs) + " |")
-    print("|---|---:|" + "---:|" * len(runs))
+    torch_rows = json.load(open(args.torch)) if args.torch else []
+    results = []
+    failures = []
+    schedules = [("1-shot", 1), (f"iters {args.iters}", args.iters)]
+    cols = [(rec, s) for rec in args.recover for s in schedules]
+    head = "| model | sparsity | " + " | ".join(f"{rec}, {s[0]}" for rec, s in cols)
+    if torch_rows:
+        head += " | torch global L1"
+    print(head + " |")
+    print("|---|---:|" + "---:|" * (len(cols) + (1 if torch_rows else 0)))
     with tempfile.TemporaryDirectory() as d:
-        for name in args.models:
-            cells, fp32 = [], None
-            for label, extra in runs:
-                rep = os.path.join(d, "r.json")
-                subprocess.run([args.lwc, "-q", "prune", os.path.join(ROOT, f"testdata/{name}_fmnist.onnx"), "-o",
-                                os.path.join(d, "out.onnx"), "--eval", f"{FM}/t10k-images-idx3-ubyte.gz", "--preprocess",
-                                os.path.join(ROOT, "testdata/fmnist_sample/preprocess.json"), "--report", rep] + extra,
-                               check=True, capture_output=True)
-                with open(rep) as f:
-                    r = json.load(f)
-                fp32 = r["input"]["eval"]["top1"]
-                cells.append(f"{100 * r['final']['eval']['top1']:.2f} % ({100 * r['final']['weight_sparsity']:.0f} % zeros)")
-            print(f"| {name} | {100 * fp32:.2f} % | " + " | ".join(cells) + " |", flush=True)
-    return 0
+        for model in args.models:
+            for sp in args.sparsities:
+                cells, row = [], {}
+                for rec, (sname, n) in cols:
+                    res = run(args, model, ["--sparsity", str(sp), "--iters", str(n), "--recover", rec], d)
+                    res.update(model=model, target=sp, recover=rec, iters=n, scope=args.scope)
+                    results.append(res)
+                    row[(rec, n)] = res
+                    cells.append(f"{100 * res['top1']:.2f}")
+                fp32 = results[-1]["fp32"]
+                line = f"| {model} (FP32 {100 * fp32:.2f}) | {int(round(100 * sp))} % | " + " | ".join(cells)
+                t = [r for r in torch_rows if r["model"] == model and r["method"] == "torch_global_l1" and
+                     abs(r["sparsity"] - sp) < 1e-6]
+                if torch_rows:
+                    line += f" | {100 * t[0]['top1']:.2f}" if t else " | -"
+                print(line + " |", flush=True)
+                for rec in args.recover:
+                    one, it = row[(rec, 1)], row[(rec, args.iters)]
+                    if it["top1"] < one["top1"]:
+                        failures.append(f"{model} {sp} {rec}: iters {args.iters} {it['top1']:.4f} < one-shot {one['top1']:.4f}")
+                if "lsq" in args.recover:
+                    best = max(row[("lsq", 1)]["top1"], row[("lsq", args.iters)]["top1"])
+                    if abs(sp - 0.5) < 1e-6 and fp32 - best > 0.005:
+                        failures.append(f"{model} 50 % lsq loses {100 * (fp32 - best):.2f} points (> 0.5)")
+                    if t and best <= t[0]["top1"]:
+                        failures.append(f"{model} {sp} lsq {best:.4f} <= torch {t[0]['top1']:.4f}")
+            # 2:4, one step by definition.
+            cells = []
+            for rec in args.recover:
+                res = run(args, model, ["--pattern", "2:4", "--recover", rec], d)
+                res.update(model=model, target="2:4", recover=rec, iters=1, scope=args.scope)
+                results.append(res)
+                cells.append(f"{rec}: {100 * res['top1']:.2f}")
+            print(f"| {model} | 2:4 | " + ", ".join(cells) + " |", flush=True)
+    with open(args.out, "w") as f:
+        json.dump(results, f, indent=1)
+    for msg in failures:
+        print("MISSED:", msg)
+    return 1 if args.check and failures else 0
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 // lwc prune MODEL --sparsity S [--iters N] [--recover bias|lsq --calib D] -o OUT: cleanup, then magnitude
 // pruning to the target sparsity in N steps (cubic schedule, as gradual pruning), each followed by the
 // recovery step, evaluated after each step.
+// lwc prune MODEL --channels R | --macs-reduction F [--importance l1|l2|bn_gamma] [--recover lsq --calib D]
+// -o OUT: channel pruning (prune_channels) with the cleanup passes.
 #include <cmath>
 #include <nlohmann/json.hpp>
 
@@ -21,6 +23,9 @@ struct PruneArgs {
   std::vector<std::string> include, exclude;
   int64_t min_params = 1000;
   std::string recover = "none";
+  double channels = 0, macs_reduction = 0;
+  std::string importance = "l1";
+  int64_t min_channels = 4, round_to = 1;
 };
 }  // namespace
 
@@ -29,7 +34,7 @@ void addPruneCommand(CLI::App& app, Action& action, const GlobalOptions&) {
   auto* cmd = app.add_subcommand("prune", "Magnitude pruning (cleanup + prune_magnitude, optionally in several steps)");
   cmd->add_option("model", a->run.positional, "ONNX model file (float)")->required()->expected(1);
   addRunOptions(cmd, a->run);
-  cmd->add_option("--sparsity", a->sparsity, "Target fraction of zero weights, in [0, 1)");
+  auto* sp = cmd->add_option("--sparsity", a->sparsity, "Target fraction of zero weights, in [0, 1)");
   cmd->add_option("--iters", a->iters, "Steps from 0 to the target (cubic schedule)");
   cmd->add_option("--scope", a->scope, "layer | global")->check(CLI::IsMember({"layer", "global"}));
   cmd->add_option("--pattern", a->pattern, "unstructured | N:M (e.g. 2:4)");
@@ -39,6 +44,19 @@ void addPruneCommand(CLI::App& app, Action& action, const GlobalOptions&) {
                   "none | bias (mean-shift correction) | lsq (least-squares re-fit of each layer); after each step, needs --calib")
       ->check(CLI::IsMember({"none", "bias", "lsq"}));
   cmd->add_option("--min-params", a->min_params, "Skip layers with fewer weights")->check(CLI::NonNegativeNumber);
+  auto* ch = cmd->add_option("--channels", a->channels,
+                             "Channel pruning: remove this fraction of every prunable channel group (prune_channels)");
+  auto* mr = cmd->add_option("--macs-reduction", a->macs_reduction,
+                             "Channel pruning: remove channels until MACs drop by at least this fraction");
+  ch->excludes(mr);
+  sp->excludes(ch);
+  sp->excludes(mr);
+  cmd->add_option("--importance", a->importance, "Channel pruning: l1 | l2 | bn_gamma")
+      ->check(CLI::IsMember({"l1", "l2", "bn_gamma"}));
+  cmd->add_option("--min-channels", a->min_channels, "Channel pruning: keep at least this many channels per group")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--round-to", a->round_to, "Channel pruning: kept channels per group rounded up to a multiple of this")
+      ->check(CLI::PositiveNumber);
   cmd->callback([&action, a] {
     action = [a] {
       if (!(a->sparsity >= 0.0 && a->sparsity < 1.0))
@@ -46,6 +64,36 @@ void addPruneCommand(CLI::App& app, Action& action, const GlobalOptions&) {
       if (a->iters < 1) fail("prune: --iters ", a->iters, ": give at least 1 step");
       if (a->pattern != "unstructured" && a->iters != 1)
         fail("prune: --pattern ", a->pattern, " is reached in one step; drop --iters");
+      if (a->channels > 0 || a->macs_reduction > 0) {
+        if (!(a->channels >= 0.0 && a->channels < 1.0)) fail("prune: --channels ", a->channels, " is outside [0, 1); e.g. 0.3 removes 30 % of the channels");
+        if (!(a->macs_reduction < 0.95))
+          fail("prune: --macs-reduction ", a->macs_reduction, " is outside (0, 0.95]; e.g. 0.3 cuts MACs by 30 %");
+        if (a->iters != 1) fail("prune: --iters applies to magnitude pruning; channel pruning runs in one step");
+        if (a->recover == "bias") fail("prune: channel pruning recovers with --recover lsq (or none), not bias");
+        // l1/l2 rank the filters after BatchNormalization is folded into them; bn_gamma reads the
+        // BatchNormalization scales, so it runs before the cleanup folds them.
+        Pipeline clean = cleanupPipeline();
+        Pipeline p;
+        p.name = "prune-channels";
+        p.origin = "lwc prune";
+        PipelineStep st;
+        st.where = "prune_channels";
+        st.pass = passes::builtinPasses().create("prune_channels", st.where);
+        nlohmann::json o = {{"importance", a->importance},
+                            {"exclude", a->exclude},
+                            {"min_channels", a->min_channels},
+                            {"round_to", a->round_to},
+                            {"recover", a->recover}};
+        if (a->macs_reduction > 0)
+          o["macs_reduction"] = a->macs_reduction;
+        else
+          o["ratio"] = a->channels;
+        st.pass->configure(o, st.where);
+        if (a->importance == "bn_gamma") p.steps.push_back(std::move(st));
+        for (auto& s : clean.steps) p.steps.push_back(std::move(s));
+        if (a->importance != "bn_gamma") p.steps.push_back(std::move(st));
+        return runPipelineCommand(std::move(p), a->run.positional.at(0), a->run);
+      }
       Pipeline p = cleanupPipeline();
       p.name = "prune";
       p.origin = "lwc prune";

@@ -1,0 +1,553 @@
+#include "passes/prune_channels.h"
+
+#include <algorithm>
+#include <cstring>
+#include <cmath>
+#include <iomanip>
+#include <map>
+#include <numeric>
+#include <set>
+#include <sstream>
+#include <unordered_map>
+
+#include "lwc/analysis.h"
+#include "lwc/graph_edit.h"
+#include "lwc/shape_inference.h"
+#include "passes/lsq_recovery.h"
+#include "passes/quantize_static.h"
+
+namespace lwc::passes {
+
+using nlohmann::json;
+
+std::vector<OptionSpec> PruneChannels::optionSpecs() const {
+  OptionSpec ratio{"ratio", OptionType::Float, 0.3, "Fraction of each prunable group's channels to remove, in [0, 1)"};
+  ratio.min = 0;
+  ratio.max = 0.999999;
+  OptionSpec macs{"macs_reduction", OptionType::Float, 0.0,
+                  "> 0: instead of ratio, remove the same fraction of every group so that MACs drop by at least this much"};
+  macs.min = 0;
+  macs.max = 0.95;
+  OptionSpec imp{"importance", OptionType::String, "l1", "l1 | l2 (filter norms) | bn_gamma (|γ| of BatchNormalization; before fuse_batchnorm)"};
+  imp.choices = {"l1", "l2", "bn_gamma"};
+  OptionSpec minc{"min_channels", OptionType::Int, 4, "Keep at least this many channels per group"};
+  minc.min = 1;
+  OptionSpec round{"round_to", OptionType::Int, 1, "Round each group's kept channel count up to a multiple of this (e.g. 8 for SIMD)"};
+  round.min = 1;
+  round.max = 256;
+  OptionSpec recover{"recover", OptionType::String, "none",
+                     "none | lsq: re-fit each consumer layer from the kept channels by least squares (needs calibration data)"};
+  recover.choices = {"none", "lsq"};
+  OptionSpec rows{"lsq_rows", OptionType::Int, 16, "lsq: sampled output positions per calibration sample"};
+  rows.min = 1;
+  rows.max = 4096;
+  OptionSpec damp{"lsq_damping", OptionType::Float, 1e-3, "lsq: ridge towards the current weights, relative to the mean input energy"};
+  damp.min = 0;
+  damp.max = 1e3;
+  return {ratio, macs, imp,
+          {"exclude", OptionType::StringList, json::array(), "Producer node names or op types whose channels stay"},
+          minc, round, recover, rows, damp};
+}
+
+bool PruneChannels::needsCalibration(const PassOptions& o) const { return o.getString("recover") != "none"; }
+
+namespace {
+
+enum class Role { Source, Sink, DwConv, BatchNorm, ConstOperand };
+
+struct Member {
+  std::string tensor;  // the tensor of the group this member touches
+  size_t node;
+  Role role;
+  size_t input = 0;  // ConstOperand: which input is the constant
+  int axis = 0;      // ConstOperand: channel axis within the constant
+};
+
+struct Group {
+  std::vector<std::string> tensors;
+  std::vector<Member> members;
+  std::string blocked;  // reason, empty when prunable
+  int64_t channels = -1;
+  std::vector<int64_t> keep;
+};
+
+class UnionFind {
+ public:
+  void add(const std::string& a) { parent_.try_emplace(a, a); }
+  std::string find(const std::string& a) {
+    add(a);
+    std::string r = a;
+    while (parent_[r] != r) r = parent_[r];
+    for (std::string x = a; parent_[x] != r;) {
+      std::string nx = parent_[x];
+      parent_[x] = r;
+      x = nx;
+    }
+    return r;
+  }
+  void unite(const std::string& a, const std::string& b) {
+    const std::string ra = find(a), rb = find(b);
+    if (ra != rb) parent_[std::max(ra, rb)] = std::min(ra, rb);  // deterministic representative
+  }
+  std::vector<std::string> keys() const {
+    std::vector<std::string> k;
+    for (const auto& [a, b] : parent_) k.push_back(a);
+    std::sort(k.begin(), k.end());
+    return k;
+  }
+
+ private:
+  std::unordered_map<std::string, std::string> parent_;
+};
+
+const std::set<std::string> kUnary = {"Relu",  "Clip",     "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish",
+                                      "Tanh",  "Identity", "Elu",       "Selu",    "Softplus",    "Mish",
+                                      "Gelu",  "Neg",       "Abs",     "Sqrt",        "Exp"};
+const std::set<std::string> kPool = {"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool"};
+const std::set<std::string> kBinary = {"Add", "Sub", "Mul", "Div", "Max", "Min"};
+
+/// Copy of `t` keeping only indices `keep` along `axis`.
+Tensor sliceAxis(const Tensor& t, int axis, const std::vector<int64_t>& keep) {
+  Shape s = t.shape();
+  int64_t outer = 1, inner = 1;
+  for (int d = 0; d < axis; ++d) outer *= s[static_cast<size_t>(d)];
+  for (size_t d = static_cast<size_t>(axis) + 1; d < s.size(); ++d) inner *= s[d];
+  const int64_t len = s[static_cast<size_t>(axis)];
+  s[static_cast<size_t>(axis)] = static_cast<int64_t>(keep.size());
+  Tensor r(t.dtype(), s);
+  const size_t es = dtypeSize(t.dtype());
+  const auto* src = static_cast<const uint8_t*>(t.raw());
+  auto* dst = static_cast<uint8_t*>(r.raw());
+  for (int64_t o = 0; o < outer; ++o)
+    for (size_t k = 0; k < keep.size(); ++k)
+      std::memcpy(dst + ((o * int64_t(keep.size()) + int64_t(k)) * inner) * es, src + ((o * len + keep[k]) * inner) * es,
+                  static_cast<size_t>(inner) * es);
+  return r;
+}
+
+struct Analysis {
+  std::vector<Group> groups;
+};
+
+Analysis analyze(const Model& m, const std::vector<std::string>& exclude) {
+  const Graph& g = m.graph;
+  const ValueTypes types = inferShapes(m);
+  auto rankOf = [&](const std::string& t) -> int {
+    auto it = types.find(t);
+    return it != types.end() && it->second.shape ? int(it->second.shape->size()) : -1;
+  };
+  auto dimOf = [&](const std::string& t, size_t d) -> int64_t {
+    auto it = types.find(t);
+    if (it == types.end() || !it->second.shape || it->second.shape->size() <= d) return -1;
+    const auto& dim = (*it->second.shape)[d];
+    return dim.known() ? dim.value : -1;
+  };
+  UnionFind uf;
+  std::map<std::string, std::string> blocked;
+  std::map<std::string, int64_t> channels;
+  std::vector<Member> members;
+  auto isConst = [&](const std::string& t) { return g.initializers.contains(t) && !g.isGraphInput(t); };
+  auto block = [&](const std::string& t, const std::string& why) {
+    if (t.empty() || isConst(t)) return;
+    uf.add(t);
+    blocked.try_emplace(t, why);
+  };
+  auto blockNode = [&](const Node& n, const std::string& why) {
+    for (const auto& t : n.inputs) block(t, why);
+    for (const auto& t : n.outputs) block(t, why);
+  };
+  auto excluded = [&](const Node& n) {
+    return std::find(exclude.begin(), exclude.end(), n.name) != exclude.end() ||
+           std::find(exclude.begin(), exclude.end(), n.op_type) != exclude.end();
+  };
+  for (size_t i = 0; i < g.nodes.size(); ++i) {
+    const Node& n = g.nodes[i];
+    const std::string what = n.describe();
+    if (!n.domain.empty()) {
+      blockNode(n, "read by " + what);
+      continue;
+    }
+    const std::string& op = n.op_type;
+    if (op == "Conv" || op == "Gemm" || op == "MatMul") {
+      const Tensor* w = n.inputs.size() > 1 ? floatConstant(g, n.inputs[1]) : nullptr;
+      const Tensor* b = n.hasInput(2) ? floatConstant(g, n.inputs[2]) : nullptr;
+      if (!w || (n.hasInput(2) && !b)) {
+        blockNode(n, what + " has non-constant weights");
+        continue;
+      }
+      if (op == "Conv") {
+        const int64_t group = n.attrInt("group", 1);
+        if (w->rank() != 4) {
+          blockNode(n, what + " is not a 2-D convolution");
+          continue;
+        }
+        const int64_t cin = w->dim(1) * group, out = w->dim(0);
+        if (group == 1) {
+          members.push_back({n.inputs[0], i, Role::Sink});
+          channels[n.inputs[0]] = cin;
+          uf.add(n.inputs[0]);
+          if (excluded(n)) {
+            block(n.outputs[0], what + " is excluded");
+          } else {
+            members.push_back({n.outputs[0], i, Role::Source});
+            channels[n.outputs[0]] = out;
+            uf.add(n.outputs[0]);
+          }
+        } else if (group == cin && out == cin && w->dim(1) == 1) {
+          uf.unite(n.inputs[0], n.outputs[0]);
+          members.push_back({n.inputs[0], i, Role::DwConv});
+          channels[n.inputs[0]] = cin;
+        } else {
+          blockNode(n, what + " is a grouped convolution (group " + std::to_string(group) + ")");
+        }
+        continue;
+      }
+      // Gemm / MatMul: [rows, K] x W -> [rows, N].
+      if (w->rank() != 2 || rankOf(n.inputs[0]) != 2 || (op == "Gemm" && n.attrInt("transA", 0) != 0)) {
+        blockNode(n, what + " is not a 2-D layer with constant weights");
+        continue;
+      }
+      const bool trans = op == "Gemm" && n.attrInt("transB", 0) != 0;
+      const int64_t K = trans ? w->dim(1) : w->dim(0), N = trans ? w->dim(0) : w->dim(1);
+      if (b && !(b->numel() == N || b->numel() == 1)) {
+        blockNode(n, what + " has a bias that is not per output");
+        continue;
+      }
+      members.push_back({n.inputs[0], i, Role::Sink});
+      channels[n.inputs[0]] = K;
+      uf.add(n.inputs[0]);
+      if (excluded(n)) {
+        block(n.outputs[0], what + " is excluded");
+      } else {
+        members.push_back({n.outputs[0], i, Role::Source});
+        channels[n.outputs[0]] = N;
+        uf.add(n.outputs[0]);
+      }
+      continue;
+    }
+    if (op == "BatchNormalization") {
+      bool ok = n.outputs.size() == 1 || std::all_of(n.outputs.begin() + 1, n.outputs.end(), [](auto& s) { return s.empty(); });
+      for (size_t k = 1; k < 5; ++k) ok = ok && n.hasInput(k) && floatConstant(g, n.inputs[k]);
+      if (!ok) {
+        blockNode(n, what + " has non-constant parameters or training outputs");
+        continue;
+      }
+      uf.unite(n.inputs[0], n.outputs[0]);
+      members.push_back({n.inputs[0], i, Role::BatchNorm});
+      continue;
+    }
+    const bool extra_outputs = std::any_of(n.outputs.begin() + 1, n.outputs.end(), [](auto& s) { return !s.empty(); });
+    if ((kUnary.count(op) || kPool.count(op) || op == "Dropout") && !extra_outputs) {
+      bool ok = true;
+      for (size_t k = 1; k < n.inputs.size(); ++k) ok = ok && (n.inputs[k].empty() || isConst(n.inputs[k]));
+      if (!ok || rankOf(n.inputs[0]) < 2) {
+        blockNode(n, "read by " + what);
+        continue;
+      }
+      uf.unite(n.inputs[0], n.outputs[0]);
+      continue;
+    }
+    if (op == "Flatten") {
+      const int r = rankOf(n.inputs[0]);
+      bool ok = n.attrInt("axis", 1) == 1 && r >= 2;
+      for (int d = 2; ok && d < r; ++d) ok = dimOf(n.inputs[0], static_cast<size_t>(d)) == 1;
+      if (!ok) {
+        blockNode(n, "read by " + what + " (channels are not the only non-batch dimension)");
+        continue;
+      }
+      uf.unite(n.inputs[0], n.outputs[0]);
+      continue;
+    }
+    if (kBinary.count(op) && n.numInputs() == 2) {
+      const std::string &a = n.inputs[0], &b = n.inputs[1], &y = n.outputs[0];
+      const bool ca = isConst(a), cb = isConst(b);
+      const int ry = rankOf(y);
+      if (ca && cb) continue;
+      if (!ca && !cb) {
+        if (ry >= 2 && rankOf(a) == ry && rankOf(b) == ry && dimOf(a, 1) > 1 && dimOf(a, 1) == dimOf(b, 1)) {
+          uf.unite(a, y);
+          uf.unite(b, y);
+        } else {
+          blockNode(n, "read by " + what + " (operands' channels do not match)");
+        }
+        continue;
+      }
+      const std::string& x = ca ? b : a;
+      const Tensor& c = g.initializers.at(ca ? a : b);
+      if (ry < 2 || rankOf(x) != ry) {
+        blockNode(n, "read by " + what);
+        continue;
+      }
+      if (c.numel() == 1) {
+        uf.unite(x, y);
+        continue;
+      }
+      const int axis = 1 - (ry - int(c.rank()));
+      bool ok = axis >= 0 && int(c.rank()) <= ry;
+      for (int d = 0; ok && d < int(c.rank()); ++d)
+        if (d != axis) ok = c.dim(static_cast<size_t>(d)) == 1;
+      if (!ok) {
+        blockNode(n, "read by " + what + " (constant operand is not per-channel)");
+        continue;
+      }
+      uf.unite(x, y);
+      members.push_back({x, i, Role::ConstOperand, ca ? size_t(0) : size_t(1), axis});
+      channels[x] = c.dim(static_cast<size_t>(axis));
+      continue;
+    }
+    blockNode(n, "read by " + what);
+  }
+  for (const auto& v : g.inputs) block(v.name, "graph input");
+  for (const auto& v : g.outputs) block(v.name, "graph output");
+
+  std::map<std::string, Group> by_root;
+  for (const auto& t : uf.keys()) by_root[uf.find(t)].tensors.push_back(t);
+  for (const auto& mb : members) by_root[uf.find(mb.tensor)].members.push_back(mb);
+  Analysis a;
+  for (auto& [root, grp] : by_root) {
+    for (const auto& t : grp.tensors) {
+      auto it = blocked.find(t);
+      if (it != blocked.end() && grp.blocked.empty()) grp.blocked = it->second;
+      auto c = channels.find(t);
+      if (c != channels.end()) {
+        if (grp.channels >= 0 && grp.channels != c->second && grp.blocked.empty())
+          grp.blocked = "its layers disagree on the channel count (" + std::to_string(grp.channels) + " vs " +
+                        std::to_string(c->second) + ")";
+        grp.channels = c->second;
+      }
+    }
+    const bool has_source = std::any_of(grp.members.begin(), grp.members.end(), [](auto& x) { return x.role == Role::Source; });
+    if (!has_source) continue;  // nothing produces these channels from weights (e.g. the input image)
+    std::sort(grp.members.begin(), grp.members.end(), [](const Member& x, const Member& y) {
+      return std::tie(x.node, x.role, x.input) < std::tie(y.node, y.role, y.input);
+    });
+    a.groups.push_back(std::move(grp));
+  }
+  return a;
+}
+
+std::string groupName(const Graph& g, const Group& grp) {
+  std::string s;
+  int k = 0;
+  for (const auto& mb : grp.members)
+    if (mb.role == Role::Source) {
+      if (k++ < 3) s += (s.empty() ? "" : ", ") + g.nodes[mb.node].describe();
+    }
+  if (k > 3) s += " and " + std::to_string(k - 3) + " more";
+  return "channels of " + s;
+}
+
+/// Per-channel importance of a group (higher = keep).
+std::vector<double> importance(const Graph& g, const Group& grp, const std::string& kind, bool& used_bn) {
+  std::vector<double> imp(static_cast<size_t>(grp.channels), 0.0);
+  used_bn = false;
+  if (kind == "bn_gamma") {
+    for (const auto& mb : grp.members)
+      if (mb.role == Role::BatchNorm) {
+        const Tensor& gamma = *floatConstant(g, g.nodes[mb.node].inputs[1]);
+        for (int64_t c = 0; c < grp.channels && c < gamma.numel(); ++c) imp[static_cast<size_t>(c)] += std::fabs(gamma.at(c));
+        used_bn = true;
+      }
+    if (used_bn) return imp;
+  }
+  const bool l2 = kind == "l2";
+  for (const auto& mb : grp.members) {
+    if (mb.role != Role::Source) continue;
+    const Node& n = g.nodes[mb.node];
+    const Tensor& w = *floatConstant(g, n.inputs[1]);
+    const bool rows = n.op_type == "Conv" || (n.op_type == "Gemm" && n.attrInt("transB", 0) != 0);
+    const int64_t C = grp.channels, per = w.numel() / C;
+    for (int64_t c = 0; c < C; ++c) {
+      double s = 0;
+      for (int64_t k = 0; k < per; ++k) {
+        const double v = rows ? w.at(c * per + k) : w.at(k * C + c);
+        s += l2 ? v * v : std::fabs(v);
+      }
+      imp[static_cast<size_t>(c)] += (l2 ? std::sqrt(s) : s) / double(per);
+    }
+  }
+  return imp;
+}
+
+std::vector<int64_t> chooseKeep(const std::vector<double>& imp, double ratio, int64_t min_channels, int64_t round_to) {
+  const int64_t C = static_cast<int64_t>(imp.size());
+  int64_t keep = C - static_cast<int64_t>(std::floor(ratio * double(C)));
+  keep = std::max(keep, std::min(min_channels, C));
+  keep = std::min(C, (keep + round_to - 1) / round_to * round_to);
+  std::vector<int64_t> order(static_cast<size_t>(C));
+  std::iota(order.begin(), order.end(), int64_t{0});
+  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return imp[size_t(a)] > imp[size_t(b)]; });
+  order.resize(static_cast<size_t>(keep));
+  std::sort(order.begin(), order.end());
+  return order;
+}
+
+void setInput(Graph& g, size_t node, size_t input, const std::string& base, Tensor t) {
+  const std::string name = replaceConstant(g, g.nodes[node].inputs[input], base, std::move(t));
+  g.nodes[node].inputs[input] = name;
+}
+
+/// Slices every member of the group to `keep`.
+void applyGroup(Graph& g, const Group& grp, const std::vector<int64_t>& keep) {
+  for (const auto& mb : grp.members) {
+    const Node& n = g.nodes[mb.node];
+    const std::string base = n.name.empty() ? n.op_type : n.name;
+    auto cur = [&](size_t k) { return g.initializers.at(g.nodes[mb.node].inputs[k]); };
+    switch (mb.role) {
+      case Role::Source: {
+        if (n.op_type == "Conv") {
+          setInput(g, mb.node, 1, base + "_w", sliceAxis(cur(1), 0, keep));
+          if (n.hasInput(2)) setInput(g, mb.node, 2, base + "_b", sliceAxis(cur(2), 0, keep));
+        } else {
+          const bool trans = n.op_type == "Gemm" && n.attrInt("transB", 0) != 0;
+          setInput(g, mb.node, 1, base + "_w", sliceAxis(cur(1), trans ? 0 : 1, keep));
+          if (n.hasInput(2) && cur(2).numel() > 1) {
+            const Tensor b = cur(2);
+            setInput(g, mb.node, 2, base + "_b", sliceAxis(b, int(b.rank()) - 1, keep));
+          }
+        }
+        break;
+      }
+      case Role::Sink: {
+        const bool trans = n.op_type == "Gemm" && n.attrInt("transB", 0) != 0;
+        const int axis = n.op_type == "Conv" ? 1 : (trans ? 1 : 0);
+        setInput(g, mb.node, 1, base + "_w", sliceAxis(cur(1), axis, keep));
+        break;
+      }
+      case Role::DwConv:
+        setInput(g, mb.node, 1, base + "_w", sliceAxis(cur(1), 0, keep));
+        if (n.hasInput(2)) setInput(g, mb.node, 2, base + "_b", sliceAxis(cur(2), 0, keep));
+        g.nodes[mb.node].setAttr("group", static_cast<int64_t>(keep.size()));
+        break;
+      case Role::BatchNorm:
+        for (size_t k = 1; k < 5; ++k) setInput(g, mb.node, k, base + "_p" + std::to_string(k), sliceAxis(cur(k), 0, keep));
+        break;
+      case Role::ConstOperand:
+        setInput(g, mb.node, mb.input, base + "_c", sliceAxis(cur(mb.input), mb.axis, keep));
+        break;
+    }
+  }
+}
+
+struct Plan {
+  std::vector<std::vector<int64_t>> keep;  // per prunable group
+};
+
+}  // namespace
+
+PassResult PruneChannels::run(Model& m, PassContext& ctx) {
+  checkNotQuantized(m, "prune");
+  const PassOptions& o = options_;
+  const auto exclude = o.getStrings("exclude");
+  for (const auto& e : exclude) {
+    bool found = false;
+    for (const auto& n : m.graph.nodes) found = found || n.name == e || n.op_type == e;
+    if (!found) fail(o.where(), ".exclude: no node or op type named '", e, "' in ", m.label());
+  }
+  const Model unpruned = m;
+  Analysis an = analyze(m, exclude);
+  PassResult r;
+  std::vector<size_t> prunable;
+  for (size_t i = 0; i < an.groups.size(); ++i) {
+    const Group& grp = an.groups[i];
+    if (!grp.blocked.empty())
+      r.notes.push_back(groupName(m.graph, grp) + ": left alone (" + grp.blocked + ")");
+    else if (grp.channels <= 1)
+      r.notes.push_back(groupName(m.graph, grp) + ": left alone (a single channel)");
+    else
+      prunable.push_back(i);
+  }
+  if (prunable.empty()) {
+    r.notes.push_back("no prunable channel group in " + m.label());
+    return r;
+  }
+  const std::string kind = o.getString("importance");
+  std::vector<std::vector<double>> imps;
+  int64_t bn_groups = 0;
+  for (size_t i : prunable) {
+    bool used_bn = false;
+    imps.push_back(importance(m.graph, an.groups[i], kind, used_bn));
+    bn_groups += used_bn;
+  }
+  if (kind == "bn_gamma" && bn_groups == 0)
+    fail(o.where(), ".importance: bn_gamma needs BatchNormalization nodes after the pruned layers, but ", m.label(),
+         " has none (run prune_channels before fuse_batchnorm, or use l1)");
+  if (kind == "bn_gamma" && bn_groups < static_cast<int64_t>(prunable.size()))
+    r.notes.push_back(std::to_string(prunable.size() - size_t(bn_groups)) +
+                      " groups have no BatchNormalization: ranked by l1 filter norm");
+
+  const int64_t minc = o.getInt("min_channels"), round_to = o.getInt("round_to");
+  auto applyRatio = [&](Model& mm, double ratio) {
+    for (size_t k = 0; k < prunable.size(); ++k) {
+      Group& grp = an.groups[prunable[k]];
+      grp.keep = chooseKeep(imps[k], ratio, minc, round_to);
+      if (static_cast<int64_t>(grp.keep.size()) < grp.channels) applyGroup(mm.graph, grp, grp.keep);
+    }
+    mm.graph.value_info.clear();  // shapes changed; re-inferred on demand
+  };
+  const int64_t macs0 = analyzeModel(m).macs;
+  double ratio = o.getFloat("ratio");
+  const double target = o.getFloat("macs_reduction");
+  if (target > 0) {
+    if (macs0 <= 0) fail(m.label(), ": macs_reduction needs the model's MACs (shapes could not be inferred); use ratio");
+    auto reduction = [&](double rr) {
+      Model t = m;
+      applyRatio(t, rr);
+      return 1.0 - double(analyzeModel(t).macs) / double(macs0);
+    };
+    double lo = 0, hi = 0.95;
+    const double best = reduction(hi);
+    if (best < target)
+      fail(o.where(), ".macs_reduction: removing 95 % of every prunable group's channels cuts MACs by only ",
+           std::round(1000 * best) / 10, " % in ", m.label(), " (", an.groups.size() - prunable.size(),
+           " groups cannot be pruned; see the notes of a ratio run)");
+    for (int it = 0; it < 30; ++it) {
+      const double mid = 0.5 * (lo + hi);
+      (reduction(mid) >= target ? hi : lo) = mid;
+    }
+    ratio = hi;
+  }
+  applyRatio(m, ratio);
+  int64_t removed = 0, total = 0, groups_pruned = 0;
+  std::map<std::string, std::vector<int64_t>> kept_out;
+  std::vector<size_t> sinks;
+  for (size_t k = 0; k < prunable.size(); ++k) {
+    const Group& grp = an.groups[prunable[k]];
+    const int64_t kept = static_cast<int64_t>(grp.keep.size());
+    total += grp.channels;
+    removed += grp.channels - kept;
+    std::ostringstream note;
+    note << groupName(m.graph, grp) << ": kept " << kept << " of " << grp.channels << " channels";
+    r.notes.push_back(note.str());
+    if (kept == grp.channels) continue;
+    ++groups_pruned;
+    for (const auto& mb : grp.members) {
+      if (mb.role == Role::Sink) sinks.push_back(mb.node);
+      if (mb.role == Role::Source) kept_out[m.graph.nodes[mb.node].outputs[0]] = grp.keep;
+    }
+  }
+  const int64_t macs1 = analyzeModel(m).macs;
+  std::ostringstream sum;
+  sum << "ratio " << std::setprecision(4) << ratio << ": MACs " << macs0 << " -> " << macs1 << " (-" << std::setprecision(3)
+      << (macs0 > 0 ? 100.0 * (1.0 - double(macs1) / double(macs0)) : 0.0) << " %)";
+  r.notes.push_back(sum.str());
+  int64_t reconstructed = 0;
+  if (o.getString("recover") == "lsq" && !sinks.empty()) {
+    std::sort(sinks.begin(), sinks.end());
+    sinks.erase(std::unique(sinks.begin(), sinks.end()), sinks.end());
+    LsqOptions lo;
+    lo.rows_per_sample = o.getInt("lsq_rows");
+    lo.damping = o.getFloat("lsq_damping");
+    lo.ref_channels = kept_out;
+    for (const auto& res : lsqRecover(m, unpruned, sinks, ctx, r, lo)) reconstructed += res.applied;
+  }
+  r.stats = {{"groups", static_cast<int64_t>(an.groups.size())},
+             {"groups_pruned", groups_pruned},
+             {"channels_removed", removed},
+             {"channels_in_prunable_groups", total},
+             {"layers_reconstructed", reconstructed}};
+  r.changed = removed > 0;
+  return r;
+}
+
+}  // namespace lwc::passes

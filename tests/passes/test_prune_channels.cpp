@@ -1,0 +1,218 @@
+// prune_channels: coupled channels (residual Add, depthwise conv, BatchNormalization), blocked
+// groups, numeric equivalence with "channels zeroed", bn_gamma ranking, MACs targets, lsq, errors.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+
+#include "lwc/analysis.h"
+#include "lwc/engine.h"
+#include "lwc/npy.h"
+#include "passes/registry.h"
+#include "support/engine_util.h"
+#include "support/pass_util.h"
+#include "support/test_util.h"
+
+using namespace lwc;
+using namespace lwc::test;
+using Catch::Matchers::Contains;
+
+namespace {
+// Two coupled producers (A and B, joined by the residual Add), two consumers (B and C).
+Model residualNet() {
+  Model m = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 3, 8, 8] x) => (float[N, 5] y) {
+  a = Conv <pads=[1,1,1,1]> (x, wa, ba)
+  r = Relu (a)
+  b = Conv <pads=[1,1,1,1]> (r, wb, bb)
+  s = Add (b, r)
+  c = Conv (s, wc, bc)
+  p = GlobalAveragePool (c)
+  f = Flatten (p)
+  y = Gemm <transB=1> (f, wf, bf)
+})");
+  addConst(m, "wa", {8, 3, 3, 3}, 1);
+  addConst(m, "ba", {8}, 2);
+  addConst(m, "wb", {8, 8, 3, 3}, 3);
+  addConst(m, "bb", {8}, 4);
+  addConst(m, "wc", {6, 8, 1, 1}, 5);
+  addConst(m, "bc", {6}, 6);
+  addConst(m, "wf", {5, 6}, 7);
+  addConst(m, "bf", {5}, 8);
+  // Odd output channels of A and B are nearly zero: the l1 ranking must remove exactly those.
+  for (const char* w : {"wa", "wb"}) {
+    Tensor& t = *m.graph.initializers.find(w);
+    const int64_t per = t.numel() / 8;
+    for (int64_t o = 1; o < 8; o += 2)
+      for (int64_t k = 0; k < per; ++k) t.data<float>()[o * per + k] *= 0.01f;
+  }
+  return m;
+}
+
+Shape weightShape(const Model& m, const std::string& node_output) {
+  for (const auto& n : m.graph.nodes)
+    if (n.outputs[0] == node_output) return m.graph.initializers.at(n.inputs[1]).shape();
+  return {};
+}
+}  // namespace
+
+TEST_CASE("prune_channels removes coupled channels together and computes what zeroed channels compute", "[prune_channels]") {
+  Model m = residualNet();
+  auto r = runPass(m, "prune_channels", {{"ratio", 0.5}, {"min_channels", 1}});
+  CHECK(r.changed);
+  CHECK(r.stats["groups_pruned"] == 2);  // {a, r, b, s} and {c}
+  CHECK(weightShape(m, "a") == Shape{4, 3, 3, 3});
+  CHECK(weightShape(m, "b") == Shape{4, 4, 3, 3});
+  CHECK(weightShape(m, "c") == Shape{3, 4, 1, 1});
+  CHECK(weightShape(m, "y") == Shape{5, 3});
+  // Reference: the original model with the removed channels' filters zeroed at their producers.
+  Model z = residualNet();
+  for (const char* w : {"wa", "wb", "ba", "bb"}) {
+    Tensor& t = *z.graph.initializers.find(w);
+    const int64_t per = t.numel() / 8;
+    for (int64_t o = 1; o < 8; o += 2)
+      for (int64_t k = 0; k < per; ++k) t.data<float>()[o * per + k] = 0.0f;
+  }
+  // ... and for group {c}: the channels pruned there are whichever 3 the ranking chose; zero the
+  // same rows of wc/bc (found by matching the kept rows) and their columns of wf.
+  const Tensor& wc1 = m.graph.initializers.at(m.graph.nodes[4].inputs[1]);
+  const Tensor& wc0 = z.graph.initializers.at("wc");
+  std::vector<bool> kept(6, false);
+  for (int64_t k = 0; k < 3; ++k)
+    for (int64_t o = 0; o < 6; ++o)
+      if (wc0.at(o * 8) == wc1.at(k * 4)) kept[static_cast<size_t>(o)] = true;
+  CHECK(std::count(kept.begin(), kept.end(), true) == 3);
+  for (int64_t o = 0; o < 6; ++o) {
+    if (kept[static_cast<size_t>(o)]) continue;
+    for (int64_t k = 0; k < 8; ++k) z.graph.initializers.find("wc")->data<float>()[o * 8 + k] = 0;
+    z.graph.initializers.find("bc")->data<float>()[o] = 0;
+    for (int64_t j = 0; j < 5; ++j) z.graph.initializers.find("wf")->data<float>()[j * 6 + o] = 0;
+  }
+  CHECK(compareModels(z, m, 1e-5) == "");
+  CHECK(analyzeModel(m).macs < analyzeModel(residualNet()).macs / 2);
+}
+
+TEST_CASE("prune_channels leaves groups it does not understand alone and says why", "[prune_channels]") {
+  Model m = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 3, 8, 8] x) => (float[N, 12, 8, 8] y, float[N, 4, 8, 8] z) {
+  a = Conv <pads=[1,1,1,1]> (x, wa)
+  b = Conv <pads=[1,1,1,1]> (x, wb)
+  y = Concat <axis=1> (a, b)
+  c = Conv <pads=[1,1,1,1]> (x, wc)
+  z = Relu (c)
+})");
+  addConst(m, "wa", {4, 3, 3, 3}, 1);
+  addConst(m, "wb", {8, 3, 3, 3}, 2);
+  addConst(m, "wc", {4, 3, 3, 3}, 3);
+  const std::string before = serialized(m);
+  auto r = runPass(m, "prune_channels", {{"ratio", 0.5}});
+  CHECK_FALSE(r.changed);
+  CHECK(serialized(m) == before);
+  int concat = 0, output = 0;
+  for (const auto& n : r.notes) {
+    concat += n.find("left alone (read by Concat") != std::string::npos;
+    output += n.find("left alone (graph output)") != std::string::npos;
+  }
+  CHECK(concat == 2);
+  CHECK(output == 1);
+}
+
+TEST_CASE("prune_channels slices depthwise convs and BatchNormalization; bn_gamma ranks by |gamma|", "[prune_channels]") {
+  auto build = [] {
+    Model m = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 4, 6, 6] x) => (float[N, 4, 6, 6] y) {
+  e = Conv (x, we)
+  n = BatchNormalization (e, gamma, beta, mean, var)
+  r = Clip (n, lo, hi)
+  d = Conv <group=8, pads=[1,1,1,1]> (r, wd, bd)
+  y = Conv (d, wp)
+})");
+    addConst(m, "we", {8, 4, 1, 1}, 1);
+    addConst(m, "gamma", {8}, 2, 0.5f, 1.0f);
+    addConst(m, "beta", {8}, 3);
+    addConst(m, "mean", {8}, 4);
+    addConst(m, "var", {8}, 5, 0.5f, 1.5f);
+    addConst(m, "wd", {8, 1, 3, 3}, 6);
+    addConst(m, "bd", {8}, 7);
+    addConst(m, "wp", {4, 8, 1, 1}, 8);
+    m.graph.initializers.set("lo", Tensor::scalar(0.0f));
+    m.graph.initializers.set("hi", Tensor::scalar(6.0f));
+    // Channels 2, 3, 5 and 7 have tiny |gamma| but the largest filters.
+    for (int c : {2, 3, 5, 7}) {
+      m.graph.initializers.find("gamma")->data<float>()[c] = 0.01f;
+      for (int k = 0; k < 4; ++k) m.graph.initializers.find("we")->data<float>()[c * 4 + k] = 5.0f;
+    }
+    return m;
+  };
+  Model m = build();
+  auto r = runPass(m, "prune_channels", {{"ratio", 0.5}, {"importance", "bn_gamma"}});
+  REQUIRE(r.changed);
+  const Node& dw = m.graph.nodes[3];
+  CHECK(dw.attrInt("group", 0) == 4);
+  CHECK(m.graph.initializers.at(dw.inputs[1]).shape() == Shape{4, 1, 3, 3});
+  const Tensor& gamma = m.graph.initializers.at(m.graph.nodes[1].inputs[1]);
+  REQUIRE(gamma.numel() == 4);
+  for (int64_t c = 0; c < 4; ++c) CHECK(gamma.at(c) > 0.4);  // the small ones went
+  CHECK(m.graph.initializers.at(m.graph.nodes[4].inputs[1]).shape() == Shape{4, 4, 1, 1});
+  // l1 ranks by the filters instead: the big filters (tiny gamma) stay.
+  Model l1 = build();
+  runPass(l1, "prune_channels", {{"ratio", 0.5}, {"importance", "l1"}});
+  const Tensor& g1 = l1.graph.initializers.at(l1.graph.nodes[1].inputs[1]);
+  for (int64_t c = 0; c < 4; ++c) CHECK(g1.at(c) == Approx(0.01f));
+  // The model still runs and has the right output shape.
+  engine::Session s(m);
+  CHECK(s.runOrdered({{"x", randomFloat({2, 4, 6, 6}, 1)}})[0].shape() == Shape{2, 4, 6, 6});
+}
+
+TEST_CASE("prune_channels macs_reduction reaches the target; bad options are refused", "[prune_channels]") {
+  Model m = residualNet();
+  const int64_t before = analyzeModel(m).macs;
+  auto r = runPass(m, "prune_channels", {{"macs_reduction", 0.3}, {"min_channels", 1}});
+  const int64_t after = analyzeModel(m).macs;
+  CHECK(after <= 0.7 * double(before));
+  CHECK(after > 0.4 * double(before));  // the smallest ratio that reaches 30 %, not far more
+  auto err = [](const nlohmann::json& o) {
+    try {
+      Model x = residualNet();
+      runPass(x, "prune_channels", o);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("(no error)");
+  };
+  CHECK_THAT(err({{"importance", "bn_gamma"}}), Contains("bn_gamma needs BatchNormalization"));
+  CHECK_THAT(err({{"exclude", {"nope"}}}), Contains("no node or op type named 'nope'"));
+  CHECK_THAT(err({{"ratio", 1.0}}), Contains("ratio"));
+  auto p = passes::builtinPasses().create("prune_channels");
+  p->configure({{"recover", "lsq"}}, "p");
+  CHECK(p->needsCalibration(p->options()));
+}
+
+TEST_CASE("prune_channels recover lsq re-fits the consumers from the kept channels", "[prune_channels][lsq]") {
+  TempDir d;
+  writeNpy(d / "x.npy", randomFloat({128, 3, 8, 8}, 21, -1.0f, 2.0f));
+  DataSpec calib;
+  calib.options.path = d / "x.npy";
+  calib.batch = 32;
+  const Model fp = residualNet();
+  auto prune = [&](const char* recover) {
+    Model m = residualNet();
+    auto p = passes::builtinPasses().create("prune_channels");
+    p->configure({{"ratio", 0.25}, {"recover", recover}}, "p");
+    PassContext ctx;
+    ctx.calib = &calib;
+    p->run(m, ctx);
+    return m;
+  };
+  const Model plain = prune("none"), fitted = prune("lsq");
+  const Tensor x = randomFloat({32, 3, 8, 8}, 22, -1.0f, 2.0f);
+  const Tensor y0 = engine::Session(fp).runOrdered({{"x", x}})[0];
+  auto err = [&](const Model& m) {
+    const Tensor y = engine::Session(m).runOrdered({{"x", x}})[0];
+    double e = 0;
+    for (int64_t i = 0; i < y.numel(); ++i) e += std::pow(y.at(i) - y0.at(i), 2);
+    return e;
+  };
+  INFO("plain " << err(plain) << " lsq " << err(fitted));
+  CHECK(err(fitted) < 0.5 * err(plain));
+  CHECK(weightShape(fitted, "c") == weightShape(plain, "c"));
+}

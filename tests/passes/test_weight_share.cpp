@@ -1,0 +1,79 @@
+// weight_share: k-means properties (linear init, Lloyd fixed point, determinism), zeros kept,
+// at most 2^bits values per layer, lossless when a layer has few values.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <set>
+
+#include "passes/weight_share.h"
+#include "support/pass_util.h"
+#include "support/test_util.h"
+
+using namespace lwc;
+using namespace lwc::test;
+
+TEST_CASE("kmeans1d: Lloyd fixed point from linear initialisation", "[weight_share]") {
+  std::vector<float> v;
+  for (int i = 0; i < 1000; ++i) v.push_back(std::sin(float(i) * 0.37f) * std::exp(float(i % 7) * 0.3f));
+  std::vector<int> a;
+  int iters = 0;
+  const auto c = passes::kmeans1d(v, 8, 200, a, &iters);
+  REQUIRE(c.size() == 8);
+  CHECK(std::is_sorted(c.begin(), c.end()));
+  CHECK(iters < 200);
+  // Fixed point: every value is assigned to its nearest centroid, every centroid is its cluster's mean.
+  std::vector<double> sum(8, 0.0);
+  std::vector<int> cnt(8, 0);
+  for (size_t i = 0; i < v.size(); ++i) {
+    const int j = a[i];
+    for (size_t q = 0; q < c.size(); ++q) CHECK(std::fabs(v[i] - c[size_t(j)]) <= std::fabs(v[i] - c[q]) + 1e-9);
+    sum[size_t(j)] += v[i];
+    ++cnt[size_t(j)];
+  }
+  for (size_t q = 0; q < 8; ++q)
+    if (cnt[q]) CHECK(c[q] == Approx(sum[q] / cnt[q]).epsilon(1e-9));
+  // Linear initialisation keeps the extremes' clusters: the largest value's centroid is the largest.
+  const auto mx = std::max_element(v.begin(), v.end()) - v.begin();
+  CHECK(a[size_t(mx)] == 7);
+  // Deterministic.
+  std::vector<int> a2;
+  CHECK(passes::kmeans1d(v, 8, 200, a2) == c);
+  CHECK(a2 == a);
+  // Few distinct values: kept exactly.
+  std::vector<int> a3;
+  CHECK(passes::kmeans1d({1.0f, -2.0f, 1.0f, 3.0f}, 8, 10, a3) == std::vector<double>{-2.0, 1.0, 3.0});
+}
+
+TEST_CASE("weight_share leaves at most 2^bits non-zero values per layer and keeps zeros", "[weight_share]") {
+  Model m = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 64] x) => (float[N, 32] y) {
+  h = Gemm <transB=1> (x, w1)
+  y = Gemm <transB=1> (h, w2)
+})");
+  addConst(m, "w1", {32, 64}, 1);
+  addConst(m, "w2", {32, 32}, 2);
+  Tensor& w1 = *m.graph.initializers.find("w1");
+  for (int64_t i = 0; i < w1.numel(); i += 3) w1.data<float>()[i] = 0.0f;  // a third pruned
+  const Model before = m;
+  auto r = runPass(m, "weight_share", {{"bits", 3}, {"min_params", 0}});
+  CHECK(r.stats["layers_shared"] == 2);
+  for (const char* name : {"w1", "w2"}) {
+    const Tensor& t0 = before.graph.initializers.at(name);
+    const Tensor& t1 = m.graph.initializers.at(name);
+    std::set<float> values;
+    double err = 0, energy = 0;
+    for (int64_t i = 0; i < t1.numel(); ++i) {
+      CHECK((t0.at(i) == 0.0) == (t1.at(i) == 0.0));
+      if (t1.at(i) != 0.0) values.insert(static_cast<float>(t1.at(i)));
+      err += std::pow(t1.at(i) - t0.at(i), 2);
+      energy += std::pow(t0.at(i), 2);
+    }
+    CHECK(values.size() <= 8);
+    CHECK(values.size() >= 6);
+    CHECK(std::sqrt(err / energy) < 0.15);  // 8 levels over a uniform distribution
+  }
+  // Running it again changes nothing: the layers already have <= 8 values.
+  const std::string once = serialized(m);
+  CHECK_FALSE(runPass(m, "weight_share", {{"bits", 3}, {"min_params", 0}}).changed);
+  CHECK(serialized(m) == once);
+}
