@@ -9,6 +9,8 @@
 #include "passes/prune_magnitude.h"
 #include "passes/weight_share.h"
 #include "passes/prune_channels.h"
+#include "passes/huffman_encode.h"
+#include "passes/huffman_decode.h"
 #include "passes/quantize_dynamic.h"
 #include "passes/quantize_static.h"
 
@@ -26,6 +28,8 @@ void registerBuiltinPasses(PassRegistry& r) {
   r.add([] { return std::make_unique<PruneMagnitude>(); });
   r.add([] { return std::make_unique<WeightShare>(); });
   r.add([] { return std::make_unique<PruneChannels>(); });
+  r.add([] { return std::make_unique<HuffmanEncode>(); });
+  r.add([] { return std::make_unique<HuffmanDecode>(); });
 }
 
 const PassRegistry& builtinPasses() {

@@ -5,6 +5,8 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
+#include "lwc/huffman.h"
+#include "lwc/weight_coding.h"
 #include "format.h"
 #include "lwc/analysis.h"
 #include "lwc/engine.h"
@@ -14,6 +16,43 @@
 namespace lwc::app {
 
 namespace {
+
+struct CodedTensor {
+  std::string name, dtype, shape;
+  int64_t elements = 0, raw_bytes = 0, stream_bytes = 0, codebook_bytes = 0, symbols = 0;
+  bool sparse = false;
+  double bits_per_weight = 0;
+};
+
+/// ai.lwc::HuffmanDecode nodes and their sizes (header read only; nothing is decoded).
+std::vector<CodedTensor> codedTensors(const Model& m) {
+  std::vector<CodedTensor> r;
+  for (const auto& n : m.graph.nodes) {
+    if (n.domain != weight_coding::kDomain || n.op_type != weight_coding::kDecodeOp || n.inputs.size() < 2) continue;
+    const Tensor* s = m.graph.initializers.find(n.inputs[0]);
+    const Tensor* c = m.graph.initializers.find(n.inputs[1]);
+    if (!s || !c || s->dtype() != DType::UInt8) continue;
+    CodedTensor t;
+    t.name = n.outputs.empty() ? n.describe() : n.outputs[0];
+    t.dtype = std::string(dtypeName(c->dtype()));
+    const auto shape = n.attrInts("shape");
+    t.shape = shapeStr(Shape(shape.begin(), shape.end()));
+    t.elements = numelOf(Shape(shape.begin(), shape.end()));
+    t.raw_bytes = t.elements * static_cast<int64_t>(dtypeSize(c->dtype()));
+    t.stream_bytes = static_cast<int64_t>(s->nbytes());
+    t.codebook_bytes = static_cast<int64_t>(c->nbytes());
+    try {
+      const auto info = huffman::inspect(std::span<const uint8_t>(static_cast<const uint8_t*>(s->raw()), s->nbytes()));
+      t.symbols = info.num_symbols;
+      t.sparse = info.sparse;
+      t.bits_per_weight = t.elements ? 8.0 * double(info.payload_bytes) / double(t.elements) : 0.0;
+    } catch (const Error& e) {
+      fail(m.label(), ": ", n.describe(), ": ", e.what());
+    }
+    r.push_back(t);
+  }
+  return r;
+}
 
 struct InfoOptions {
   std::string model;
@@ -86,8 +125,15 @@ nlohmann::json buildJson(const Model& m, const ModelStats& st) {
   }
   j["layers"] = layers;
   j["unsupported_ops"] = engine::unsupportedOps(m);
+  nlohmann::json coded = nlohmann::json::array();
+  for (const auto& t : codedTensors(m))
+    coded.push_back({{"name", t.name}, {"dtype", t.dtype}, {"shape", t.shape}, {"elements", t.elements},
+                     {"raw_bytes", t.raw_bytes}, {"stream_bytes", t.stream_bytes}, {"codebook_bytes", t.codebook_bytes},
+                     {"symbols", t.symbols}, {"sparse", t.sparse}, {"bits_per_weight", t.bits_per_weight}});
+  if (!coded.empty()) j["huffman_coded"] = coded;
   return j;
 }
+
 
 void printHuman(const Model& m, const ModelStats& st, bool per_layer) {
   auto& o = std::cout;
@@ -127,6 +173,24 @@ void printHuman(const Model& m, const ModelStats& st, bool per_layer) {
     for (size_t i = 0; i < std::min<size_t>(unsupported.size(), 5); ++i) o << (i ? "; " : " ") << unsupported[i];
     if (unsupported.size() > 5) o << "; ...";
     o << "\n";
+  }
+  const auto coded = codedTensors(m);
+  if (!coded.empty()) {
+    int64_t raw = 0, stored = 0;
+    o << "\nHuffman-coded weights (ai.lwc.HuffmanDecode; `lwc decode` restores plain ONNX):\n";
+    std::printf("%-36s %-14s %10s %10s %10s %8s %7s %10s\n", "tensor", "shape", "raw B", "stream B", "codebook B",
+                "values", "coding", "bits/w");
+    for (const auto& t : coded) {
+      std::string name = t.name.size() > 36 ? "..." + t.name.substr(t.name.size() - 33) : t.name;
+      std::printf("%-36s %-14s %10lld %10lld %10lld %8lld %7s %10.2f\n", name.c_str(), t.shape.c_str(),
+                  (long long)t.raw_bytes, (long long)t.stream_bytes, (long long)t.codebook_bytes, (long long)t.symbols,
+                  t.sparse ? "sparse" : "dense", t.bits_per_weight);
+      raw += t.raw_bytes;
+      stored += t.stream_bytes + t.codebook_bytes;
+    }
+    std::printf("%-36s %-14s %10lld %21lld   (%.1fx smaller)\n", "total", "", (long long)raw, (long long)stored,
+                stored ? double(raw) / double(stored) : 0.0);
+    std::fflush(stdout);
   }
   if (!per_layer) return;
   o << "\n";

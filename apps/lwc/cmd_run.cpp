@@ -151,4 +151,47 @@ void addFuseCommand(CLI::App& app, Action& action, const GlobalOptions&) {
   });
 }
 
+namespace {
+Pipeline singlePass(const std::string& pass, const nlohmann::json& options, const std::string& origin) {
+  Pipeline p;
+  p.name = pass;
+  p.origin = origin;
+  PipelineStep st;
+  st.where = pass;
+  st.pass = passes::builtinPasses().create(pass, st.where);
+  st.pass->configure(options, st.where);
+  p.steps.push_back(std::move(st));
+  return p;
+}
+}  // namespace
+
+void addEncodeCommand(CLI::App& app, Action& action, const GlobalOptions&) {
+  auto a = std::make_shared<RunArgs>();
+  auto min_elements = std::make_shared<int64_t>(1024);
+  auto max_symbols = std::make_shared<int64_t>(65536);
+  auto* cmd = app.add_subcommand("encode", "Store weights as Huffman codes (huffman_encode; lossless; `lwc decode` undoes it)");
+  cmd->add_option("model", a->positional, "ONNX model file")->required()->expected(1);
+  addRunOptions(cmd, *a);
+  cmd->add_option("--min-elements", *min_elements, "Leave tensors with fewer elements as they are")->check(CLI::PositiveNumber);
+  cmd->add_option("--max-symbols", *max_symbols, "Leave tensors with more distinct values as they are")
+      ->check(CLI::Range(int64_t{1}, int64_t{65536}));
+  cmd->callback([&action, a, min_elements, max_symbols] {
+    action = [a, min_elements, max_symbols] {
+      return runPipelineCommand(
+          singlePass("huffman_encode", {{"min_elements", *min_elements}, {"max_symbols", *max_symbols}}, "lwc encode"),
+          a->positional.at(0), *a);
+    };
+  });
+}
+
+void addDecodeCommand(CLI::App& app, Action& action, const GlobalOptions&) {
+  auto a = std::make_shared<RunArgs>();
+  auto* cmd = app.add_subcommand("decode", "Turn Huffman-coded weights back into plain ONNX initializers (huffman_decode)");
+  cmd->add_option("model", a->positional, "ONNX model file with ai.lwc.HuffmanDecode nodes")->required()->expected(1);
+  addRunOptions(cmd, *a);
+  cmd->callback([&action, a] {
+    action = [a] { return runPipelineCommand(singlePass("huffman_decode", nlohmann::json::object(), "lwc decode"), a->positional.at(0), *a); };
+  });
+}
+
 }  // namespace lwc::app

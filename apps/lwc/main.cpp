@@ -51,6 +51,8 @@ int main(int argc, char** argv) {
   addPassesCommand(app, action, g);
   addRunCommand(app, action, g);
   addFuseCommand(app, action, g);
+  addEncodeCommand(app, action, g);
+  addDecodeCommand(app, action, g);
   addQuantizeCommand(app, action, g);
   addCalibrateCommand(app, action, g);
   addPruneCommand(app, action, g);

@@ -1,5 +1,7 @@
 #include "lwc/analysis.h"
 
+#include "lwc/weight_coding.h"
+
 #include <cmath>
 #include <filesystem>
 #include <set>
@@ -145,7 +147,8 @@ int64_t countZeros(const Tensor& t) {
   return z;
 }
 
-ModelStats analyzeModel(const Model& m, int64_t batch) {
+namespace {
+ModelStats analyzeStored(const Model& m, int64_t batch) {
   ModelStats st;
   st.batch = batch;
   const Graph& g = m.graph;
@@ -252,6 +255,31 @@ ModelStats analyzeModel(const Model& m, int64_t batch) {
     if (ec) st.file_bytes = -1;
     for (const auto& f : m.external_data_files) st.file_bytes += static_cast<int64_t>(std::filesystem::file_size(f, ec));
   }
+  return st;
+}
+}  // namespace
+
+ModelStats analyzeModel(const Model& m, int64_t batch) {
+  const bool coded = std::any_of(m.graph.nodes.begin(), m.graph.nodes.end(),
+                                 [](const Node& n) { return n.domain == weight_coding::kDomain; });
+  if (!coded) return analyzeStored(m, batch);
+  // Huffman-coded weights (ai.lwc::HuffmanDecode): parameters, sparsity, MACs and layers are those
+  // of the decoded weights; nodes, stored weight bytes and file size are what the file holds.
+  Model decoded = m;
+  weight_coding::decodeAll(decoded);
+  ModelStats st = analyzeStored(decoded, batch);
+  const ModelStats stored = analyzeStored(m, batch);
+  st.nodes = stored.nodes;
+  st.op_histogram = stored.op_histogram;
+  st.weight_bytes_by_dtype = stored.weight_bytes_by_dtype;
+  int64_t coded_bytes = 0;
+  for (const auto& n : m.graph.nodes)
+    if (n.domain == weight_coding::kDomain)
+      for (const auto& in : n.inputs)
+        if (const Tensor* t = m.graph.initializers.find(in)) coded_bytes += static_cast<int64_t>(t->nbytes());
+  st.weight_bytes = stored.weight_bytes + coded_bytes;
+  st.weight_bytes_by_dtype["huffman-coded"] = coded_bytes;
+  st.file_bytes = stored.file_bytes;
   return st;
 }
 

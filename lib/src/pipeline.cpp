@@ -1,5 +1,7 @@
 #include "lwc/pipeline.h"
 
+#include "lwc/weight_coding.h"
+
 #include <onnx/checker.h>
 #include <onnx/defs/schema.h>
 #include <onnx/shape_inference/implementation.h>
@@ -459,6 +461,7 @@ void checkModelForOutput(const Model& m) {
   validateGraph(m.graph, m.label());
   onnx::ModelProto proto = modelToProto(m);
   try {
+    weight_coding::registerOnnxSchemas();
     onnx::checker::check_model(proto);
   } catch (const std::exception& e) {
     throw InternalError(m.label() + ": the model lwc produced fails the ONNX checker: " + e.what());

@@ -1,5 +1,7 @@
 #include "lwc/shape_inference.h"
 
+#include "lwc/weight_coding.h"
+
 #include <onnx/defs/schema.h>
 #include <onnx/shape_inference/implementation.h>
 
@@ -40,6 +42,7 @@ ValueTypes inferShapes(const Model& m, const ShapeOptions& opts) {
   }
   try {
     onnx::ShapeInferenceOptions o(/*check_type=*/false, /*error_mode=*/0, /*data_prop=*/true);
+    weight_coding::registerOnnxSchemas();  // ai.lwc::HuffmanDecode outputs get their shapes
     onnx::shape_inference::InferShapes(p, onnx::OpSchemaRegistry::Instance(), o);
   } catch (const std::exception&) {
     // Inference conflicts (e.g. a declared shape that disagrees) leave us with what was declared.

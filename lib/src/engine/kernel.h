@@ -100,6 +100,7 @@ void registerShapeKernels(KernelRegistry& r);
 void registerReduceKernels(KernelRegistry& r);
 void registerNnKernels(KernelRegistry& r);
 void registerQuantKernels(KernelRegistry& r);
+void registerCodingKernels(KernelRegistry& r);  ///< ai.lwc::HuffmanDecode
 void registerDnnlKernels(KernelRegistry& r);
 void registerDnnlInt8Kernels(KernelRegistry& r);  ///< called by registerDnnlKernels
 

@@ -54,6 +54,7 @@ const KernelRegistry& builtinKernels() {
     registerReduceKernels(r);
     registerNnKernels(r);
     registerQuantKernels(r);
+    registerCodingKernels(r);
     return r;
   }();
   return reg;

@@ -85,7 +85,9 @@ std::optional<std::vector<Tensor>> evaluateNode(const Model& model, const Node& 
                                                 const std::vector<const Tensor*>& inputs) {
   static const std::set<std::string> kNondeterministic = {"RandomNormal", "RandomUniform", "RandomNormalLike",
                                                           "RandomUniformLike", "Multinomial", "Bernoulli"};
-  if (!n.domain.empty() || kNondeterministic.count(n.op_type) || !implicitInputs(n).empty()) return std::nullopt;
+  // ai.lwc (coded weights) is deterministic and decodes once when a session is built.
+  if ((!n.domain.empty() && n.domain != "ai.lwc") || kNondeterministic.count(n.op_type) || !implicitInputs(n).empty())
+    return std::nullopt;
   const auto cands = builtinKernels().find(n.domain, n.op_type, model.opsetFor(n.domain));
   const KernelRegistry::Entry* ref = nullptr;
   for (const auto* e : cands)

@@ -1,0 +1,124 @@
+#include "passes/huffman_encode.h"
+
+#include <algorithm>
+#include <cmath>
+#include <set>
+#include <sstream>
+
+#include "lwc/graph_edit.h"
+#include "lwc/weight_coding.h"
+
+namespace lwc::passes {
+
+using nlohmann::json;
+
+std::vector<OptionSpec> HuffmanEncode::optionSpecs() const {
+  OptionSpec mine{"min_elements", OptionType::Int, 1024, "Leave tensors with fewer elements as they are"};
+  mine.min = 1;
+  OptionSpec maxs{"max_symbols", OptionType::Int, 65536, "Leave tensors with more distinct values as they are"};
+  maxs.min = 1;
+  maxs.max = 65536;
+  return {mine, maxs,
+          {"include", OptionType::StringList, json::array(), "Only these initializers (default: all that qualify)"},
+          {"exclude", OptionType::StringList, json::array(), "Initializers to leave as they are"}};
+}
+
+namespace {
+int bitsFor(int64_t k) {
+  int b = 0;
+  while ((int64_t{1} << b) < k) ++b;
+  return std::max(b, 1);
+}
+}  // namespace
+
+PassResult HuffmanEncode::run(Model& m, PassContext&) {
+  Graph& g = m.graph;
+  const PassOptions& o = options_;
+  const auto include = o.getStrings("include"), exclude = o.getStrings("exclude");
+  for (const auto* list : {&include, &exclude})
+    for (const auto& e : *list)
+      if (!g.initializers.contains(e))
+        fail(o.where(), list == &include ? ".include" : ".exclude", ": no initializer named '", e, "' in ", m.label());
+  auto listed = [](const std::vector<std::string>& l, const std::string& n) { return std::find(l.begin(), l.end(), n) != l.end(); };
+  PassResult r;
+  int64_t coded = 0, raw = 0, sparse_b = 0, shared_b = 0, huff_b = 0, book_b = 0;
+  std::vector<Node> decoders;
+  std::vector<std::string> names;
+  for (const auto& [name, t] : g.initializers.items()) names.push_back(name);
+  for (const auto& name : names) {
+    const Tensor t = g.initializers.at(name);
+    if (g.isGraphInput(name) || t.numel() < o.getInt("min_elements")) continue;
+    if ((!include.empty() && !listed(include, name)) || listed(exclude, name)) continue;
+    std::string why;
+    auto e = weight_coding::encodeTensor(t, o.getInt("max_symbols"), &why);
+    if (!e) {
+      r.notes.push_back(name + ": left as is (" + why + ")");
+      continue;
+    }
+    const int64_t es = static_cast<int64_t>(dtypeSize(t.dtype()));
+    const int64_t bytes = t.numel() * es, coded_bytes = e->stream.numel() + e->codebook.numel() * es;
+    if (coded_bytes >= bytes) {
+      r.notes.push_back(name + ": left as is (coded " + std::to_string(coded_bytes) + " B >= raw " + std::to_string(bytes) + " B)");
+      continue;
+    }
+    // Deep Compression's stages, for the report. Sparse: every non-zero (and a filler entry per 256
+    // zeros of a gap) stored as value + 8-bit relative index; shared: the same entries with
+    // ceil(log2 K)-bit cluster indices instead of values, plus the codebook; dense tensors: no index.
+    const auto* p = static_cast<const uint8_t*>(t.raw());
+    int64_t entries = 0, gap = 0, zeros = 0;
+    for (int64_t i = 0; i < t.numel(); ++i) {
+      bool zero = true;
+      for (int64_t b = 0; b < es; ++b) zero = zero && p[i * es + b] == 0;
+      if (zero) {
+        ++zeros;
+        if (++gap == 256) {
+          ++entries;
+          gap = 0;
+        }
+      } else {
+        ++entries;
+        gap = 0;
+      }
+    }
+    const int64_t nz_symbols = e->symbols - (zeros > 0 ? 1 : 0);
+    const bool use_index = zeros > 0 && entries * (es + 1) < bytes;
+    const int64_t sparse_bytes = use_index ? entries * (es + 1) : bytes;
+    const int64_t kbits = bitsFor(std::max<int64_t>(nz_symbols, 1));
+    const int64_t shared_bytes = (use_index ? (entries * (kbits + 8) + 7) / 8 : (t.numel() * bitsFor(e->symbols) + 7) / 8) +
+                                 e->codebook.numel() * es;
+    raw += bytes;
+    sparse_b += sparse_bytes;
+    shared_b += std::min(shared_bytes, sparse_bytes);
+    huff_b += coded_bytes;
+    book_b += e->codebook.numel() * es;
+    ++coded;
+    std::ostringstream note;
+    note << name << ": " << bytes << " B -> sparse index " << sparse_bytes << " B -> shared (" << e->symbols
+         << " values) " << std::min(shared_bytes, sparse_bytes) << " B -> huffman " << coded_bytes << " B (codebook "
+         << e->codebook.numel() * es << " B, " << (e->sparse ? "sparse" : "dense") << ", "
+         << static_cast<double>(e->stats.payload_bytes * 8) / double(std::max<int64_t>(t.numel(), 1)) << " bits/weight)";
+    r.notes.push_back(note.str());
+    const std::string sname = g.uniqueName(name + "__stream");
+    g.initializers.set(sname, std::move(e->stream));
+    const std::string cname = g.uniqueName(name + "__codebook");
+    g.initializers.set(cname, std::move(e->codebook));
+    Node d;
+    d.name = g.uniqueName(name + "__decode");
+    d.op_type = weight_coding::kDecodeOp;
+    d.domain = weight_coding::kDomain;
+    d.inputs = {sname, cname};
+    d.outputs = {name};
+    d.setAttr("shape", std::vector<int64_t>(t.shape().begin(), t.shape().end()));
+    g.initializers.erase(name);
+    decoders.push_back(std::move(d));
+  }
+  // Decoders first: they read only initializers, and every reader of a coded tensor comes after them.
+  g.nodes.insert(g.nodes.begin(), decoders.begin(), decoders.end());
+  if (coded > 0 && m.opsetFor(weight_coding::kDomain) <= 0) m.opset_imports.push_back({weight_coding::kDomain, 1});
+  r.stats = {{"tensors_coded", coded},     {"raw_bytes", raw},       {"sparse_index_bytes", sparse_b},
+             {"shared_bytes", shared_b},   {"huffman_bytes", huff_b}, {"codebook_bytes", book_b}};
+  r.changed = coded > 0;
+  return r;
+}
+
+}  // namespace lwc::passes
