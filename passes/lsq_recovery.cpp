@@ -108,6 +108,95 @@ Model truncatedTo(const Model& m, const std::string& value) {
 
 namespace {
 
+/// Σ‖y − Xw − b‖² of output o on the accumulated rows, over w's non-zero entries (+ bias).
+double outputError(const Accum& a, const LayerForm& f, int64_t o, const float* w, float bias) {
+  const int64_t oi = o % f.ocg;
+  std::vector<int64_t> S;
+  std::vector<double> v;
+  for (int64_t k = 0; k < f.K; ++k)
+    if (w[f.windex(o, k)] != 0.0f) {
+      S.push_back(k);
+      v.push_back(w[f.windex(o, k)]);
+    }
+  if (f.bias) {
+    S.push_back(f.K);
+    v.push_back(bias);
+  }
+  double e = a.yy[static_cast<size_t>(oi)];
+  for (size_t i = 0; i < S.size(); ++i) {
+    double gv = 0;
+    for (size_t j = 0; j < S.size(); ++j) gv += a.G[static_cast<size_t>(S[i] * a.Kb + S[j])] * v[j];
+    e += v[i] * (gv - 2.0 * a.C[static_cast<size_t>(S[i] * f.ocg + oi)]);
+  }
+  return e;
+}
+
+/// Weight sharing: re-fits the layer's shared values (and biases) jointly, keeping every weight's
+/// cluster: w[o,k] = c[a(o,k)] with a() read off the current weights (each non-zero weight equals
+/// its centroid). One least-squares system over (centroids, biases) for the whole layer.
+bool solveShared(const LayerForm& f, const std::vector<Accum>& acc, const Tensor& W, const std::vector<float>& bias0,
+                 Tensor& Wn, std::vector<float>& bias1, double damping) {
+  const float* w0 = W.data<float>();
+  std::map<float, int64_t> cluster;
+  for (int64_t i = 0; i < W.numel(); ++i)
+    if (w0[i] != 0.0f) cluster.emplace(w0[i], 0);
+  int64_t K = 0;
+  std::vector<double> c0;
+  for (auto& [v, j] : cluster) {
+    j = K++;
+    c0.push_back(v);
+  }
+  if (K == 0) return false;
+  const int64_t nb = f.bias ? f.out : 0, n = K + nb;
+  std::vector<double> M(static_cast<size_t>(n * n), 0.0), rhs(static_cast<size_t>(n), 0.0), x0(static_cast<size_t>(n));
+  for (int64_t j = 0; j < K; ++j) x0[static_cast<size_t>(j)] = c0[static_cast<size_t>(j)];
+  for (int64_t o = 0; o < nb; ++o) x0[static_cast<size_t>(K + o)] = bias0[static_cast<size_t>(o)];
+  std::vector<int64_t> ks, js;
+  for (int64_t o = 0; o < f.out; ++o) {
+    const Accum& a = acc[static_cast<size_t>(o / f.ocg)];
+    const int64_t oi = o % f.ocg;
+    ks.clear();
+    js.clear();
+    for (int64_t k = 0; k < f.K; ++k) {
+      const float v = w0[f.windex(o, k)];
+      if (v == 0.0f) continue;
+      ks.push_back(k);
+      js.push_back(cluster.at(v));
+    }
+    for (size_t p = 0; p < ks.size(); ++p) {
+      const int64_t jp = js[p];
+      for (size_t q = 0; q < ks.size(); ++q)
+        M[static_cast<size_t>(jp * n + js[q])] += a.G[static_cast<size_t>(ks[p] * a.Kb + ks[q])];
+      rhs[static_cast<size_t>(jp)] += a.C[static_cast<size_t>(ks[p] * f.ocg + oi)];
+      if (f.bias) {
+        const double gb = a.G[static_cast<size_t>(ks[p] * a.Kb + f.K)];
+        M[static_cast<size_t>(jp * n + K + o)] += gb;
+        M[static_cast<size_t>((K + o) * n + jp)] += gb;
+      }
+    }
+    if (f.bias) {
+      M[static_cast<size_t>((K + o) * n + K + o)] += a.G[static_cast<size_t>(f.K * a.Kb + f.K)];
+      rhs[static_cast<size_t>(K + o)] += a.C[static_cast<size_t>(f.K * f.ocg + oi)];
+    }
+  }
+  double diag = 0;
+  for (int64_t i = 0; i < n; ++i) diag += M[static_cast<size_t>(i * n + i)];
+  const double lambda = diag > 0 ? damping * diag / double(n) : 1.0;
+  for (int64_t i = 0; i < n; ++i) {
+    M[static_cast<size_t>(i * n + i)] += lambda;
+    rhs[static_cast<size_t>(i)] += lambda * x0[static_cast<size_t>(i)];
+  }
+  if (!choleskySolve(M, rhs, n)) return false;
+  float* w1 = Wn.data<float>();
+  for (int64_t i = 0; i < W.numel(); ++i)
+    if (w0[i] != 0.0f) {
+      const float v = static_cast<float>(rhs[static_cast<size_t>(cluster.at(w0[i]))]);
+      w1[i] = v == 0.0f ? w0[i] : v;  // a shared value must not turn into a pruned zero
+    }
+  for (int64_t o = 0; o < nb; ++o) bias1[static_cast<size_t>(o)] = static_cast<float>(rhs[static_cast<size_t>(K + o)]);
+  return true;
+}
+
 std::string describeError(double before, double after) {
   std::ostringstream s;
   s << std::setprecision(3) << "relative output error " << before << " -> " << after;
@@ -293,8 +382,27 @@ std::vector<LsqLayerResult> lsqRecover(Model& m, const Model& unmodified, const 
     std::vector<double> e_before(static_cast<size_t>(f.out), 0.0), e_after(static_cast<size_t>(f.out), 0.0),
         yy(static_cast<size_t>(f.out), 0.0);
     std::vector<char> failed(static_cast<size_t>(f.out), 0);
+    if (opts.shared) {
+      const bool solved = solveShared(f, acc, W, bias0, Wn, bias1, opts.damping);
+      double before = 0, after = 0;
+      for (int64_t o = 0; o < f.out; ++o) {
+        const Accum& a = acc[static_cast<size_t>(o / f.ocg)];
+        const float* wn = Wn.data<float>();
+        e_before[static_cast<size_t>(o)] = outputError(a, f, o, w0, bias0[static_cast<size_t>(o)]);
+        e_after[static_cast<size_t>(o)] = outputError(a, f, o, wn, bias1[static_cast<size_t>(o)]);
+        yy[static_cast<size_t>(o)] = a.yy[static_cast<size_t>(o % f.ocg)];
+        before += e_before[static_cast<size_t>(o)];
+        after += e_after[static_cast<size_t>(o)];
+      }
+      if (!solved || !(after <= before)) {  // keep the layer as it was
+        Wn = W.clone();
+        bias1 = bias0;
+        e_after = e_before;
+        if (!solved) std::fill(failed.begin(), failed.end(), 1);
+      }
+    }
 #pragma omp parallel for schedule(dynamic, 1) num_threads(ctx.threads > 0 ? ctx.threads : omp_get_max_threads())
-    for (int64_t o = 0; o < f.out; ++o) {
+    for (int64_t o = 0; o < (opts.shared ? 0 : f.out); ++o) {
       const int64_t gi = o / f.ocg, oi = o % f.ocg;
       const Accum& a = acc[static_cast<size_t>(gi)];
       std::vector<int64_t> S;

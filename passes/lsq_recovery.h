@@ -37,6 +37,9 @@ struct LsqOptions {
   /// Output tensor name -> which of the reference's output channels the layer still computes
   /// (prune_channels removed the others): the reference output is read at those channels.
   std::map<std::string, std::vector<int64_t>> ref_channels;
+  /// Weight sharing: instead of each weight, re-fit the layer's shared values (every non-zero
+  /// weight keeps its cluster) and biases, one joint system per layer.
+  bool shared = false;
 };
 
 struct LsqLayerResult {

@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "lwc/graph_edit.h"
+#include "passes/lsq_recovery.h"
 #include "passes/quantize_static.h"
 
 namespace lwc::passes {
@@ -26,12 +27,25 @@ std::vector<OptionSpec> WeightShare::optionSpecs() const {
   OptionSpec iters{"max_iters", OptionType::Int, 100, "Lloyd iterations at most"};
   iters.min = 1;
   iters.max = 10000;
+  OptionSpec recover{"recover", OptionType::String, "none",
+                     "none | lsq: re-fit each layer's shared values and biases by least squares to the pipeline's input "
+                     "model on calibration data (every weight keeps its cluster)"};
+  recover.choices = {"none", "lsq"};
+  OptionSpec rows{"lsq_rows", OptionType::Int, 16, "lsq: sampled output positions per calibration sample"};
+  rows.min = 1;
+  rows.max = 4096;
+  OptionSpec damp{"lsq_damping", OptionType::Float, 1e-3, "lsq: ridge towards the k-means centroids, relative to the mean energy"};
+  damp.min = 0;
+  damp.max = 1e3;
   return {bits,
           cbits,
           {"include", OptionType::StringList, json::array(), "Only these node names or op types (default: every Conv/ConvTranspose/Gemm/MatMul)"},
           {"exclude", OptionType::StringList, json::array(), "Node names or op types to leave alone"},
           minp,
-          iters};
+          iters,
+          recover,
+          rows,
+          damp};
 }
 
 std::vector<double> kmeans1d(const std::vector<float>& values, int k, int max_iters, std::vector<int>& assign,
@@ -81,8 +95,12 @@ std::vector<double> kmeans1d(const std::vector<float>& values, int k, int max_it
   return c;
 }
 
-PassResult WeightShare::run(Model& m, PassContext&) {
+bool WeightShare::needsCalibration(const PassOptions& o) const { return o.getString("recover") != "none"; }
+
+PassResult WeightShare::run(Model& m, PassContext& ctx) {
   checkNotQuantized(m, "weight-share");
+  const Model unshared = m;  // shares the tensors; sharing writes new ones
+  std::vector<size_t> shared_nodes;
   Graph& g = m.graph;
   const PassOptions& o = options_;
   const auto include = o.getStrings("include"), exclude = o.getStrings("exclude");
@@ -115,6 +133,7 @@ PassResult WeightShare::run(Model& m, PassContext&) {
       continue;
     }
     seen.insert(n.inputs[1]);
+    shared_nodes.push_back(i);
     const bool conv = n.op_type == "Conv" || n.op_type == "ConvTranspose";
     const int bits = int(conv && o.getInt("conv_bits") > 0 ? o.getInt("conv_bits") : o.getInt("bits"));
     const float* W = w->data<float>();
@@ -151,7 +170,18 @@ PassResult WeightShare::run(Model& m, PassContext&) {
     r.notes.push_back(note.str());
     g.initializers.set(n.inputs[1], std::move(out));
   }
-  r.stats = {{"layers_shared", layers}, {"weights_in_shared_layers", weights}, {"weights_changed", changed_weights}};
+  int64_t refitted = 0;
+  if (o.getString("recover") == "lsq" && !shared_nodes.empty()) {
+    LsqOptions lo;
+    lo.rows_per_sample = o.getInt("lsq_rows");
+    lo.damping = o.getFloat("lsq_damping");
+    lo.shared = true;
+    for (const auto& res : lsqRecover(m, unshared, shared_nodes, ctx, r, lo)) refitted += res.applied;
+  }
+  r.stats = {{"layers_shared", layers},
+             {"weights_in_shared_layers", weights},
+             {"weights_changed", changed_weights},
+             {"layers_refitted", refitted}};
   r.changed = changed_weights > 0;
   if (layers > 0) {
     std::ostringstream note;

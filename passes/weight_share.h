@@ -13,6 +13,11 @@
 // clusters keeps its values exactly. The model stays standard ONNX (float weights with few
 // distinct values), so it runs anywhere; huffman_encode then stores the cluster indices.
 //
+// recover "lsq" (needs calibration data) then re-fits each layer's shared values and bias by least
+// squares against the pipeline's input model, every weight keeping its cluster (lsq_recovery.h):
+// the cluster structure, and so the coded size, stays; the values move to where the layer's
+// outputs match best, which k-means on the weights alone cannot see.
+//
 // Layers: Conv, ConvTranspose, Gemm, MatMul with constant float weights of at least `min_params`
 // elements; `conv_bits` gives convolutions their own width (the paper used 8 for conv, 5 for FC).
 #pragma once
@@ -28,6 +33,7 @@ class WeightShare : public Pass {
     return "Cluster each layer's non-zero weights into 2^bits shared values (k-means, linear init; zeros stay zero)";
   }
   std::vector<OptionSpec> optionSpecs() const override;
+  bool needsCalibration(const PassOptions& o) const override;
   PassResult run(Model& m, PassContext& ctx) override;
 };
 
