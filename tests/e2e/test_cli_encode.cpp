@@ -69,7 +69,7 @@ TEST_CASE("decode(encode(m)) has bit-identical weights for every testdata model"
   }
 }
 
-TEST_CASE("Huffman coding of an INT8 model is lossless and smaller; lwc info shows coded sizes", "[cli][huffman]") {
+TEST_CASE("Huffman coding of an INT8 model is lossless and smaller, lwc info shows coded sizes", "[cli][huffman]") {
   TempDir d;
   const fs::path int8 = d / "q.onnx", enc = d / "q.huff.onnx", dec = d / "q.dec.onnx";
   REQUIRE(runLwc("-q quantize " + q(td("resnet_fmnist.onnx")) + " --calib " + q(td("fmnist_sample")) + " -o " + q(int8) +

@@ -23,7 +23,7 @@ std::string graphBytes(const fs::path& p) {
 }
 }  // namespace
 
-TEST_CASE("lwc prune reaches the sparsity; without recovery, 3 steps end where one step does", "[cli][prune]") {
+TEST_CASE("lwc prune reaches the sparsity, without recovery, 3 steps end where one step does", "[cli][prune]") {
   TempDir d;
   auto one = runLwc("-q prune " + q(td("resnet_fmnist.onnx")) + " --sparsity 0.6 -o " + q(d / "one.onnx") + " --eval " +
                     q(td("fmnist_sample")) + " --report " + q(d / "r.json"));

@@ -319,7 +319,7 @@ TEST_CASE("unary math matches std::", "[elementwise]") {
   CHECK_THROWS_AS(run("Exp", {vec<int32_t>({1}, {1})}), lwc::Error);
 }
 
-TEST_CASE("Round halves to even; Softplus does not overflow", "[elementwise]") {
+TEST_CASE("Round halves to even, Softplus does not overflow", "[elementwise]") {
   CHECK(values<float>(run("Round", {f32({8}, {0.5f, 1.5f, 2.5f, -0.5f, -1.5f, 0.4f, 2.6f, -2.51f})})) ==
         std::vector<float>{0, 2, 2, -0.f, -2, 0, 3, -3});
   CHECK(values<float>(run("Softplus", {f32({2}, {100, -100})}))[0] == 100);

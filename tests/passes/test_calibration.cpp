@@ -73,7 +73,7 @@ TEST_CASE("merging statistics equals collecting them in one go", "[calibration]"
   CHECK(back.count() == whole.count());
 }
 
-TEST_CASE("calibrators clip outliers; minmax does not", "[calibration]") {
+TEST_CASE("calibrators clip outliers, minmax does not", "[calibration]") {
   std::mt19937 rng(5);
   std::normal_distribution<float> nd(0.0f, 1.0f);
   std::vector<float> v(200000);

@@ -116,7 +116,7 @@ g (float[N, 3, 8, 8] x) => (float[N, 12, 8, 8] y, float[N, 4, 8, 8] z) {
   CHECK(output == 1);
 }
 
-TEST_CASE("prune_channels slices depthwise convs and BatchNormalization; bn_gamma ranks by |gamma|", "[prune_channels]") {
+TEST_CASE("prune_channels slices depthwise convs and BatchNormalization, bn_gamma ranks by |gamma|", "[prune_channels]") {
   auto build = [] {
     Model m = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
 g (float[N, 4, 6, 6] x) => (float[N, 4, 6, 6] y) {
@@ -163,7 +163,7 @@ g (float[N, 4, 6, 6] x) => (float[N, 4, 6, 6] y) {
   CHECK(s.runOrdered({{"x", randomFloat({2, 4, 6, 6}, 1)}})[0].shape() == Shape{2, 4, 6, 6});
 }
 
-TEST_CASE("prune_channels macs_reduction reaches the target; bad options are refused", "[prune_channels]") {
+TEST_CASE("prune_channels macs_reduction reaches the target, bad options are refused", "[prune_channels]") {
   Model m = residualNet();
   const int64_t before = analyzeModel(m).macs;
   auto r = runPass(m, "prune_channels", {{"macs_reduction", 0.3}, {"min_channels", 1}});
