@@ -41,7 +41,7 @@ def main():
     ap.add_argument("--calib-limit", type=int, default=1000)
     ap.add_argument("--importance", default="l1")
     ap.add_argument("--seconds", type=float, default=2)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=6)
     ap.add_argument("--check", action="store_true")
     args = ap.parse_args()
     fails = []

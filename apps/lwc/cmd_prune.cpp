@@ -25,7 +25,7 @@ struct PruneArgs {
   std::string recover = "none";
   double channels = 0, macs_reduction = 0;
   std::string importance = "l1";
-  int64_t min_channels = 4, round_to = 1;
+  int64_t min_channels = 4, round_to = 0;
 };
 }  // namespace
 
@@ -55,8 +55,10 @@ void addPruneCommand(CLI::App& app, Action& action, const GlobalOptions&) {
       ->check(CLI::IsMember({"l1", "l2", "bn_gamma"}));
   cmd->add_option("--min-channels", a->min_channels, "Channel pruning: keep at least this many channels per group")
       ->check(CLI::PositiveNumber);
-  cmd->add_option("--round-to", a->round_to, "Channel pruning: kept channels per group rounded up to a multiple of this")
-      ->check(CLI::PositiveNumber);
+  cmd->add_option("--round-to", a->round_to,
+                  "Channel pruning: kept channels per group rounded up to a multiple of this (default 0 = auto: 16 or 8 "
+                  "where the original count is a multiple, so ONNX Runtime keeps its blocked kernels; 1 = any count)")
+      ->check(CLI::NonNegativeNumber);
   cmd->callback([&action, a] {
     action = [a] {
       if (!(a->sparsity >= 0.0 && a->sparsity < 1.0))

@@ -1,5 +1,6 @@
 // lwc prune end to end: sparsity reached, iterative = one-shot without recovery, bad input.
 #include <catch2/catch.hpp>
+#include <algorithm>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -64,6 +65,40 @@ TEST_CASE("lwc prune --recover lsq beats no recovery and is deterministic", "[cl
   CHECK(graphBytes(d / "lsq.onnx") == graphBytes(d / "again.onnx"));
 }
 
+TEST_CASE("lwc prune --macs-reduction: aligned channel counts, the MACs target, lsq beats none, deterministic",
+          "[cli][prune][channels]") {
+  TempDir d;
+  auto prune = [&](const std::string& args, const std::string& out) {
+    const fs::path rep = d / (out + ".json");
+    auto r = runLwc("-q prune " + q(td("resnet_fmnist.onnx")) + " --macs-reduction 0.3 " + args + " --eval " +
+                    q(td("fmnist_sample")) + " -o " + q(d / (out + ".onnx")) + " --report " + q(rep));
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    std::ifstream f(rep);
+    return nlohmann::json::parse(f);
+  };
+  const std::string calib = " --calib " + q(td("fmnist_sample"));
+  const auto none = prune("--recover none", "none"), lsq = prune("--recover lsq" + calib, "lsq"),
+             again = prune("--recover lsq" + calib, "again"), any = prune("--round-to 1", "any");
+  for (const auto* r : {&none, &lsq, &any})
+    CHECK((*r)["final"]["macs"].get<double>() <= 0.7 * (*r)["input"]["macs"].get<double>());
+  const double t_none = none["final"]["eval"]["top1"].get<double>(), t_lsq = lsq["final"]["eval"]["top1"].get<double>();
+  INFO("none " << t_none << " lsq " << t_lsq << " fp32 " << none["input"]["eval"]["top1"].get<double>());
+  CHECK(t_lsq > t_none + 0.2);
+  CHECK(graphBytes(d / "lsq.onnx") == graphBytes(d / "again.onnx"));
+  // resnet_fmnist's channel counts are 16, 32 and 64: by default they stay multiples of 16.
+  auto convChannels = [](const fs::path& p) {
+    const Model m = loadModel(p);
+    std::vector<int64_t> c;
+    for (const auto& n : m.graph.nodes)
+      if (n.op_type == "Conv") c.push_back(m.graph.initializers.at(n.inputs[1]).dim(0));
+    return c;
+  };
+  for (int64_t c : convChannels(d / "lsq.onnx")) CHECK(c % 16 == 0);
+  const auto free = convChannels(d / "any.onnx");
+  CHECK(std::any_of(free.begin(), free.end(), [](int64_t c) { return c % 16 != 0; }));
+}
+
 TEST_CASE("lwc prune: bad input gets one clear error and no output file", "[cli][prune]") {
   TempDir d;
   const fs::path model = td("lenet5_fmnist.onnx");
@@ -82,6 +117,9 @@ TEST_CASE("lwc prune: bad input gets one clear error and no output file", "[cli]
   bad(model, "--exclude conv_nine", "no node or op type named 'conv_nine'");
   bad(model, "--recover bias", "needs calibration data");
   bad(model, "--recover lsq", "needs calibration data");
+  bad(model, "--channels 1.0", "--channels 1 is outside [0, 1)");
+  bad(model, "--macs-reduction 0.99", "--macs-reduction 0.99 is outside (0, 0.95]");
+  bad(model, "--channels 0.3 --recover lsq", "needs calibration data");
   REQUIRE(runLwc("-q quantize " + q(model) + " --calib " + q(td("fmnist_sample")) + " -o " + q(d / "q.onnx") +
                  " --bench-batch 0 --layer-samples 0").exit_code == 0);
   bad(d / "q.onnx", "--sparsity 0.5", "already quantized");
