@@ -82,46 +82,46 @@ int64_t reductionAxis(const Node& n) {
 
 }  // namespace
 
-// Bias correction: pruning changes a layer's output mean by ΔW·E[x]; adding it back to the bias
-// restores the mean. E[x] is the per-channel mean of the layer's input in the pruned model on the
-// calibration data (borders of padded convolutions are ignored). Conv (any group) and Gemm; the
-// others are named in the notes.
-int64_t correctBiases(Model& m, const std::vector<Layer>& layers, const std::vector<Tensor>& originals, PassContext& ctx,
+// Bias correction (empirical, as in Nagel et al. 2019): each pruned layer's bias moves by
+// E[y_ref] − E[y], the per-channel difference between the layer's output mean in the reference
+// model (the pipeline's input when it computes the tensor, else this step's input) and in the
+// pruned model, measured on the calibration data layer by layer in graph order (later layers see
+// the earlier corrections). Measuring outputs, not ΔW·E[x], makes it exact for padded
+// convolutions and also absorbs the drift of upstream layers; and the result depends only on the
+// final weights, not on the path, so an iterative schedule (whose masks are those of one shot:
+// biases do not change magnitudes) ends where one shot does. Conv (any group) and Gemm; others are
+// named in the notes.
+int64_t correctBiases(Model& m, const Model& unmodified, const std::vector<Layer>& layers, PassContext& ctx,
                       PassResult& r) {
   Graph& g = m.graph;
   if (!ctx.calib) fail("prune_magnitude: recover bias needs calibration data (--calib DIR or data.calib)");
-  // Layer by layer in graph order, each with its input measured on the model corrected so far
-  // (one pass over the calibration data per layer: later layers see the earlier corrections).
   DataOptions dopt = ctx.calib->options;
   fitToModel(dopt, m);
   auto ds = openDataset(dopt);
-  auto inputMeans = [&](const std::string& name, int axis_hint) {
-    std::pair<std::vector<double>, int64_t> acc;
+  std::string in_name;
+  for (const auto* vi : m.graph.realInputs()) {
+    in_name = vi->name;
+    break;
+  }
+  // Per-channel mean (axis 1) of `name` in `model` over the calibration data.
+  auto outputMeans = [&](const Model& model, const std::string& name) {
     engine::SessionOptions so;
     so.threads = ctx.threads;
-    std::string in_name;
-    for (const auto* vi : m.graph.realInputs()) {
-      in_name = vi->name;
-      break;
-    }
-    // Only the part of the model that computes the layer's input runs.
-    std::unique_ptr<engine::Session> sess;
-    if (name != in_name) sess = std::make_unique<engine::Session>(truncatedTo(m, name), so);
-    auto observe = [&](const Tensor& v) {
-      if (v.dtype() != DType::Float32 || v.rank() < 2) return;
-      const size_t axis = axis_hint < 0 ? v.rank() - 1 : static_cast<size_t>(axis_hint);
-      const int64_t c = v.dim(axis);
-      int64_t inner = 1;
-      for (size_t d = axis + 1; d < v.rank(); ++d) inner *= v.dim(d);
-      acc.first.resize(static_cast<size_t>(c), 0.0);
-      const float* x = v.data<float>();
-      for (int64_t i = 0; i < v.numel(); ++i) acc.first[static_cast<size_t>((i / inner) % c)] += x[i];
-      acc.second += v.numel() / c;
-    };
+    engine::Session sess(truncatedTo(model, name), so);
+    std::vector<double> sum;
+    int64_t count = 0;
     ds->reset();
-    while (auto b = ds->next(ctx.calib->batch)) observe(sess ? sess->runOrdered({{in_name, b->inputs}}).at(0) : b->inputs);
-    for (auto& v : acc.first) v /= double(std::max<int64_t>(acc.second, 1));
-    return acc;
+    while (auto b = ds->next(ctx.calib->batch)) {
+      const Tensor v = sess.runOrdered({{in_name, b->inputs}}).at(0);
+      if (v.dtype() != DType::Float32 || v.rank() < 2) return std::vector<double>{};
+      const int64_t c = v.dim(1), inner = v.numel() / (v.dim(0) * c);
+      sum.resize(static_cast<size_t>(c), 0.0);
+      const float* x = v.data<float>();
+      for (int64_t i = 0; i < v.numel(); ++i) sum[static_cast<size_t>((i / inner) % c)] += x[i];
+      count += v.numel() / c;
+    }
+    for (auto& v : sum) v /= double(std::max<int64_t>(count, 1));
+    return sum;
   };
   int64_t corrected = 0;
   for (size_t l = 0; l < layers.size(); ++l) {
@@ -131,46 +131,31 @@ int64_t correctBiases(Model& m, const std::vector<Layer>& layers, const std::vec
       r.notes.push_back(n.describe() + ": bias not corrected (" + n.op_type + " is not supported by recover bias)");
       continue;
     }
-    const auto means = inputMeans(n.inputs[0], n.op_type == "Conv" ? 1 : -1);
-    if (means.second == 0) continue;
-    const std::vector<double>& mu = means.first;
-    const Tensor& w0 = originals[l];
-    const Tensor& w1 = g.initializers.at(layers[l].weight);
-    const bool conv = n.op_type == "Conv";
-    const bool trans = !conv && n.attrInt("transB", 0) != 0;
-    const int64_t out_ch = conv || trans ? w0.dim(0) : w0.dim(1);
-    std::vector<double> delta(static_cast<size_t>(out_ch), 0.0);
-    if (conv) {
-      const int64_t cin_g = w0.dim(1), inner = w0.numel() / (w0.dim(0) * cin_g), oc_g = out_ch / n.attrInt("group", 1);
-      for (int64_t o = 0; o < out_ch; ++o)
-        for (int64_t ci = 0; ci < cin_g; ++ci) {
-          const size_t ch = static_cast<size_t>((o / oc_g) * cin_g + ci);
-          if (ch >= mu.size()) continue;
-          for (int64_t k = 0; k < inner; ++k) {
-            const int64_t i = (o * cin_g + ci) * inner + k;
-            delta[static_cast<size_t>(o)] += (w0.data<float>()[i] - w1.data<float>()[i]) * mu[ch];
-          }
-        }
-    } else {
-      const int64_t K = trans ? w0.dim(1) : w0.dim(0);
-      for (int64_t o = 0; o < out_ch; ++o)
-        for (int64_t k = 0; k < K && static_cast<size_t>(k) < mu.size(); ++k) {
-          const int64_t i = trans ? o * K + k : k * out_ch + o;
-          delta[static_cast<size_t>(o)] += (w0.data<float>()[i] - w1.data<float>()[i]) * mu[static_cast<size_t>(k)];
-        }
-    }
-    if (!conv && n.hasInput(2) && n.attrFloat("beta", 1.0f) != 1.0f) {
+    if (n.op_type == "Gemm" && n.hasInput(2) && n.attrFloat("beta", 1.0f) != 1.0f) {
       r.notes.push_back(n.describe() + ": bias not corrected (Gemm beta != 1)");
       continue;
     }
+    const Tensor& w1 = g.initializers.at(layers[l].weight);
+    const bool trans = n.op_type == "Gemm" && n.attrInt("transB", 0) != 0;
+    const int64_t out_ch = n.op_type == "Conv" || trans ? w1.dim(0) : w1.dim(1);
     const Tensor* b = n.hasInput(2) ? floatConstant(g, n.inputs[2]) : nullptr;
     if (n.hasInput(2) && (!b || !(b->numel() == out_ch || b->numel() == 1))) {
       r.notes.push_back(n.describe() + ": bias not corrected (bias is not a constant vector)");
       continue;
     }
+    const std::string& yname = n.outputs.at(0);
+    const bool use_ref = ctx.reference && producerIndex(ctx.reference->graph, yname) >= 0;
+    const std::vector<double> want = outputMeans(use_ref ? *ctx.reference : unmodified, yname);
+    const std::vector<double> have = outputMeans(m, yname);
+    if (want.size() != static_cast<size_t>(out_ch) || have.size() != want.size()) {
+      r.notes.push_back(n.describe() + ": bias not corrected (reference output has a different shape)");
+      continue;
+    }
     Tensor nb(DType::Float32, {out_ch});
-    for (int64_t o = 0; o < out_ch; ++o)
-      nb.data<float>()[o] = static_cast<float>((b ? b->at(b->numel() == 1 ? 0 : o) : 0.0) + delta[static_cast<size_t>(o)]);
+    for (int64_t o = 0; o < out_ch; ++o) {
+      const size_t u = static_cast<size_t>(o);
+      nb.data<float>()[o] = static_cast<float>((b ? b->at(b->numel() == 1 ? 0 : o) : 0.0) + want[u] - have[u]);
+    }
     const std::string base = n.name.empty() ? n.op_type : n.name;
     const std::string bname = replaceConstant(g, n.hasInput(2) ? n.inputs[2] : "", base + "_bias", std::move(nb));
     Node& q = g.nodes[layers[l].node];
@@ -276,8 +261,6 @@ PassResult PruneMagnitude::run(Model& m, PassContext& ctx) {
 
   // Apply (new tensors; the old ones may be shared with the caller's copy of the model).
   int64_t zeroed = 0, total = 0, zeros_after = 0;
-  std::vector<Tensor> originals;
-  for (const auto& L : layers) originals.push_back(g.initializers.at(L.weight));
   for (size_t l = 0; l < layers.size(); ++l) {
     const Tensor& w = g.initializers.at(layers[l].weight);
     Tensor p = w.clone();
@@ -299,7 +282,7 @@ PassResult PruneMagnitude::run(Model& m, PassContext& ctx) {
     g.initializers.set(layers[l].weight, std::move(p));
   }
   int64_t corrected = 0, reconstructed = 0;
-  if (o.getString("recover") == "bias") corrected = correctBiases(m, layers, originals, ctx, r);
+  if (o.getString("recover") == "bias") corrected = correctBiases(m, unpruned, layers, ctx, r);
   if (o.getString("recover") == "lsq") {
     LsqOptions lo;
     lo.rows_per_sample = o.getInt("lsq_rows");
