@@ -12,6 +12,7 @@
 #include "lwc/engine.h"
 #include "lwc/graph_edit.h"
 #include "lwc/dataset.h"
+#include "passes/eliminate_dead.h"
 #include "passes/lsq_recovery.h"
 #include "passes/quantize_static.h"
 
@@ -103,26 +104,56 @@ int64_t correctBiases(Model& m, const Model& unmodified, const std::vector<Layer
     in_name = vi->name;
     break;
   }
-  // Per-channel mean (axis 1) of `name` in `model` over the calibration data.
-  auto outputMeans = [&](const Model& model, const std::string& name) {
+  // Per-channel means (axis 1) of `names` in `model` over the calibration data, one pass for all.
+  auto outputMeans = [&](const Model& model, const std::vector<std::string>& names) {
+    std::vector<std::vector<double>> sums(names.size());
+    if (names.empty()) return sums;
+    Model t = model;
+    t.graph.outputs.clear();
+    for (const auto& nm : names) {
+      ValueInfo vi;
+      vi.name = nm;
+      vi.dtype = DType::Float32;
+      t.graph.outputs.push_back(vi);
+    }
+    PassContext none;
+    EliminateDead().run(t, none);
     engine::SessionOptions so;
     so.threads = ctx.threads;
-    engine::Session sess(truncatedTo(model, name), so);
-    std::vector<double> sum;
-    int64_t count = 0;
+    engine::Session sess(t, so);
+    std::vector<int64_t> count(names.size(), 0);
     ds->reset();
     while (auto b = ds->next(ctx.calib->batch)) {
-      const Tensor v = sess.runOrdered({{in_name, b->inputs}}).at(0);
-      if (v.dtype() != DType::Float32 || v.rank() < 2) return std::vector<double>{};
-      const int64_t c = v.dim(1), inner = v.numel() / (v.dim(0) * c);
-      sum.resize(static_cast<size_t>(c), 0.0);
-      const float* x = v.data<float>();
-      for (int64_t i = 0; i < v.numel(); ++i) sum[static_cast<size_t>((i / inner) % c)] += x[i];
-      count += v.numel() / c;
+      const std::vector<Tensor> out = sess.runOrdered({{in_name, b->inputs}});
+      for (size_t k = 0; k < names.size(); ++k) {
+        const Tensor& v = out.at(k);
+        if (v.dtype() != DType::Float32 || v.rank() < 2) continue;
+        const int64_t c = v.dim(1), inner = v.numel() / (v.dim(0) * c);
+        sums[k].resize(static_cast<size_t>(c), 0.0);
+        const float* x = v.data<float>();
+        for (int64_t i = 0; i < v.numel(); ++i) sums[k][static_cast<size_t>((i / inner) % c)] += x[i];
+        count[k] += v.numel() / c;
+      }
     }
-    for (auto& v : sum) v /= double(std::max<int64_t>(count, 1));
-    return sum;
+    for (size_t k = 0; k < names.size(); ++k)
+      for (auto& v : sums[k]) v /= double(std::max<int64_t>(count[k], 1));
+    return sums;
   };
+  // The reference means of every layer in one pass per reference model.
+  std::map<std::string, std::vector<double>> ref_means;
+  {
+    std::vector<std::string> from_ref, from_unmodified;
+    for (const auto& L : layers) {
+      const std::string& y = g.nodes[L.node].outputs.at(0);
+      (ctx.reference && producerIndex(ctx.reference->graph, y) >= 0 ? from_ref : from_unmodified).push_back(y);
+    }
+    if (!from_ref.empty()) {
+      auto v = outputMeans(*ctx.reference, from_ref);
+      for (size_t k = 0; k < from_ref.size(); ++k) ref_means[from_ref[k]] = std::move(v[k]);
+    }
+    auto v = outputMeans(unmodified, from_unmodified);
+    for (size_t k = 0; k < from_unmodified.size(); ++k) ref_means[from_unmodified[k]] = std::move(v[k]);
+  }
   int64_t corrected = 0;
   for (size_t l = 0; l < layers.size(); ++l) {
     const Node n = g.nodes[layers[l].node];
@@ -143,10 +174,8 @@ int64_t correctBiases(Model& m, const Model& unmodified, const std::vector<Layer
       r.notes.push_back(n.describe() + ": bias not corrected (bias is not a constant vector)");
       continue;
     }
-    const std::string& yname = n.outputs.at(0);
-    const bool use_ref = ctx.reference && producerIndex(ctx.reference->graph, yname) >= 0;
-    const std::vector<double> want = outputMeans(use_ref ? *ctx.reference : unmodified, yname);
-    const std::vector<double> have = outputMeans(m, yname);
+    const std::vector<double>& want = ref_means[n.outputs.at(0)];
+    const std::vector<double> have = outputMeans(m, {n.outputs.at(0)}).at(0);
     if (want.size() != static_cast<size_t>(out_ch) || have.size() != want.size()) {
       r.notes.push_back(n.describe() + ": bias not corrected (reference output has a different shape)");
       continue;
