@@ -3,6 +3,8 @@
 // recovery step, evaluated after each step.
 // lwc prune MODEL --channels R | --macs-reduction F [--importance l1|l2|bn_gamma] [--recover lsq --calib D]
 // -o OUT: channel pruning (prune_channels) with the cleanup passes.
+#include <cstdio>
+#include <memory>
 #include <cmath>
 #include <nlohmann/json.hpp>
 
@@ -26,6 +28,7 @@ struct PruneArgs {
   double channels = 0, macs_reduction = 0;
   std::string importance = "l1";
   int64_t min_channels = 4, round_to = 0;
+  int64_t bench_batch = 32;
 };
 }  // namespace
 
@@ -58,6 +61,9 @@ void addPruneCommand(CLI::App& app, Action& action, const GlobalOptions&) {
   cmd->add_option("--round-to", a->round_to,
                   "Channel pruning: kept channels per group rounded up to a multiple of this (default 0 = auto: 16 or 8 "
                   "where the original count is a multiple, so ONNX Runtime keeps its blocked kernels; 1 = any count)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--bench-batch", a->bench_batch,
+                  "Channel pruning: batch for the before/after latency in the lwc engine in the report (0 = skip)")
       ->check(CLI::NonNegativeNumber);
   cmd->callback([&action, a] {
     action = [a] {
@@ -94,7 +100,24 @@ void addPruneCommand(CLI::App& app, Action& action, const GlobalOptions&) {
         if (a->importance == "bn_gamma") p.steps.push_back(std::move(st));
         for (auto& s : clean.steps) p.steps.push_back(std::move(s));
         if (a->importance != "bn_gamma") p.steps.push_back(std::move(st));
-        return runPipelineCommand(std::move(p), a->run.positional.at(0), a->run);
+        RunHooks hooks;
+        auto lat = std::make_shared<std::pair<double, double>>(0.0, 0.0);
+        hooks.on_stage = [a, lat](const Pass& pass, const Model& before, const Model& after, StageRecord& rec) {
+          if (pass.name() != "prune_channels" || a->bench_batch <= 0) return;
+          lat->first = medianLatencyMs(before, a->bench_batch, a->run.threads);
+          lat->second = medianLatencyMs(after, a->bench_batch, a->run.threads);
+          rec.details = {{"latency_ms",
+                          {{"batch", a->bench_batch},
+                           {"before", lat->first},
+                           {"after", lat->second},
+                           {"speedup", lat->second > 0 ? lat->first / lat->second : 0.0}}}};
+        };
+        hooks.print_extra = [a, lat](const PipelineReport&) {
+          if (lat->first > 0)
+            std::printf("latency  lwc engine, batch %lld: %.3f -> %.3f ms (%.2fx; ONNX Runtime: scripts/channel_prune_table.py)\n",
+                        static_cast<long long>(a->bench_batch), lat->first, lat->second, lat->first / lat->second);
+        };
+        return runPipelineCommand(std::move(p), a->run.positional.at(0), a->run, hooks);
       }
       Pipeline p = cleanupPipeline();
       p.name = "prune";

@@ -3,6 +3,8 @@
 #include <onnx/defs/printer.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <chrono>
 #include <filesystem>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -65,6 +67,30 @@ void printGraph(const std::string& pass, const Model& m) {
 }
 
 }  // namespace
+
+// Median latency of a model in the lwc engine on random inputs of the model's shape at `batch`.
+double medianLatencyMs(const Model& m, int64_t batch, int threads) {
+  engine::SessionOptions so;
+  so.threads = threads;
+  engine::Session s(m, so);
+  const ValueInfo* in = m.graph.realInputs().at(0);
+  Shape shape;
+  for (const auto& d : *in->shape) shape.push_back(d.known() ? d.value : batch);
+  if (!shape.empty()) shape[0] = batch;
+  Tensor x(DType::Float32, shape);
+  for (int64_t i = 0; i < x.numel(); ++i) x.data<float>()[i] = static_cast<float>((i * 7919) % 255) / 255.0f;
+  const engine::TensorMap feeds{{s.inputNames().at(0), x}};
+  for (int i = 0; i < 3; ++i) s.run(feeds);
+  std::vector<double> t;
+  const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(1500);
+  while (t.size() < 5 || (std::chrono::steady_clock::now() < end && t.size() < 200)) {
+    const auto t0 = std::chrono::steady_clock::now();
+    s.run(feeds);
+    t.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
 
 Pipeline cleanupPipeline() {
   return Pipeline::fromJson(nlohmann::json::parse(kCleanupConfig), "configs/cleanup.json (built in)", fs::current_path(),

@@ -35,6 +35,10 @@ struct RunHooks {
 /// Returns the exit code (0, or 3 when a gate failed).
 int runPipelineCommand(Pipeline p, const std::string& model_path, const RunArgs& a, const RunHooks& hooks = {});
 
+/// Median latency (ms) of `m` in the lwc engine on deterministic inputs of its shape at `batch`
+/// (3 warm-up runs, then up to 1.5 s).
+double medianLatencyMs(const Model& m, int64_t batch, int threads);
+
 /// The standard cleanup pipeline (configs/cleanup.json, compiled in).
 Pipeline cleanupPipeline();
 

@@ -78,8 +78,15 @@ TEST_CASE("lwc prune --macs-reduction: aligned channel counts, the MACs target, 
     return nlohmann::json::parse(f);
   };
   const std::string calib = " --calib " + q(td("fmnist_sample"));
-  const auto none = prune("--recover none", "none"), lsq = prune("--recover lsq" + calib, "lsq"),
-             again = prune("--recover lsq" + calib, "again"), any = prune("--round-to 1", "any");
+  const auto none = prune("--recover none --bench-batch 4", "none"),
+             lsq = prune("--recover lsq --bench-batch 0" + calib, "lsq"),
+             again = prune("--recover lsq --bench-batch 0" + calib, "again"), any = prune("--round-to 1 --bench-batch 0", "any");
+  // Latency before/after in the lwc engine is in the report of the prune_channels stage.
+  const auto& lat = none["stages"].back()["details"]["latency_ms"];
+  CHECK(lat["batch"].get<int>() == 4);
+  CHECK(lat["before"].get<double>() > 0);
+  CHECK(lat["after"].get<double>() > 0);
+  CHECK_FALSE(lsq["stages"].back()["details"].contains("latency_ms"));
   for (const auto* r : {&none, &lsq, &any})
     CHECK((*r)["final"]["macs"].get<double>() <= 0.7 * (*r)["input"]["macs"].get<double>());
   const double t_none = none["final"]["eval"]["top1"].get<double>(), t_lsq = lsq["final"]["eval"]["top1"].get<double>();
