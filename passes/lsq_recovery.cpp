@@ -95,12 +95,17 @@ bool choleskySolve(std::vector<double>& M, std::vector<double>& rhs, int64_t n) 
 
 }  // namespace
 
-Model truncatedTo(const Model& m, const std::string& value) {
+Model truncatedTo(const Model& m, const std::string& value) { return truncatedTo(m, std::vector<std::string>{value}); }
+
+Model truncatedTo(const Model& m, const std::vector<std::string>& values) {
   Model t = m;
-  ValueInfo vi;
-  vi.name = value;
-  vi.dtype = DType::Float32;
-  t.graph.outputs = {vi};
+  t.graph.outputs.clear();
+  for (const auto& v : values) {
+    ValueInfo vi;
+    vi.name = v;
+    vi.dtype = DType::Float32;
+    t.graph.outputs.push_back(vi);
+  }
   PassContext none;
   EliminateDead().run(t, none);
   return t;

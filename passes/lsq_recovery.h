@@ -52,6 +52,8 @@ struct LsqLayerResult {
 /// The part of `m` that computes `value` (made the only graph output; everything else dropped), so
 /// per-layer data passes run only the layers before the one they look at.
 Model truncatedTo(const Model& m, const std::string& value);
+/// The same for several values, which become the graph outputs in this order.
+Model truncatedTo(const Model& m, const std::vector<std::string>& values);
 
 /// Reconstructs the given nodes (indices into m.graph.nodes, Conv/Gemm/MatMul with constant float
 /// weights); others are named in r.notes and left alone. `unmodified` is the model before the

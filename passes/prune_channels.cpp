@@ -515,11 +515,13 @@ PassResult PruneChannels::run(Model& m, PassContext& ctx) {
   int64_t refine_steps = 0;
   if (target > 0) {
     if (macs0 <= 0) fail(m.label(), ": macs_reduction needs the model's MACs (shapes could not be inferred); use ratio");
-    auto reduction = [&](const std::vector<int64_t>& c) {
+    auto pruned = [&](const std::vector<int64_t>& c) {
       Model t = m;
       applyCounts(t, c);
-      return 1.0 - double(analyzeModel(t).macs) / double(macs0);
+      return t;
     };
+    auto reductionOf = [&](const Model& t) { return 1.0 - double(analyzeModel(t).macs) / double(macs0); };
+    auto reduction = [&](const std::vector<int64_t>& c) { return reductionOf(pruned(c)); };
     double lo = 0, hi = 0.95;
     const std::vector<int64_t> most = countsFor(hi);
     const double best = reduction(most);
@@ -571,9 +573,7 @@ PassResult PruneChannels::run(Model& m, PassContext& ctx) {
         probe_in.push_back(b->inputs);
       }
     }
-    auto outputError = [&](const std::vector<int64_t>& cand) {
-      Model t = m;
-      applyCounts(t, cand);
+    auto outputError = [&](const Model& t) {
       engine::Session s(t, so);
       double num = 0, den = 0;
       for (size_t i = 0; i < probe_in.size(); ++i) {
@@ -589,7 +589,8 @@ PassResult PruneChannels::run(Model& m, PassContext& ctx) {
     };
     const bool probing = !probe_in.empty();
     std::vector<int64_t> c = countsFor(lo);
-    double red_c = reduction(c), err_c = probing ? outputError(c) : 0.0, dmg_c = 0.0;
+    const Model start = pruned(c);
+    double red_c = reductionOf(start), err_c = probing ? outputError(start) : 0.0, dmg_c = 0.0;
     while (c != upper && red_c < target) {
       size_t pick = prunable.size(), reach = prunable.size();
       double pick_score = 0, reach_dmg = 0;
@@ -598,8 +599,9 @@ PassResult PruneChannels::run(Model& m, PassContext& ctx) {
         if (c[k] <= upper[k]) continue;
         std::vector<int64_t> t = c;
         t[k] = std::max(upper[k], (c[k] - 1) / align[k] * align[k]);
-        red_k[k] = reduction(t);
-        dmg_k[k] = probing ? outputError(t) : dmg_c + share(k, c[k], t[k]);
+        const Model cand = pruned(t);
+        red_k[k] = reductionOf(cand);
+        dmg_k[k] = probing ? outputError(cand) : dmg_c + share(k, c[k], t[k]);
         if (red_k[k] >= target && (reach == prunable.size() || dmg_k[k] < reach_dmg)) reach = k, reach_dmg = dmg_k[k];
         const double score = (dmg_k[k] - (probing ? err_c : dmg_c)) / std::max(red_k[k] - red_c, 1e-12);
         if (pick == prunable.size() || score < pick_score) pick = k, pick_score = score;

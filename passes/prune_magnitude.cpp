@@ -12,7 +12,6 @@
 #include "lwc/engine.h"
 #include "lwc/graph_edit.h"
 #include "lwc/dataset.h"
-#include "passes/eliminate_dead.h"
 #include "passes/lsq_recovery.h"
 #include "passes/quantize_static.h"
 
@@ -108,19 +107,9 @@ int64_t correctBiases(Model& m, const Model& unmodified, const std::vector<Layer
   auto outputMeans = [&](const Model& model, const std::vector<std::string>& names) {
     std::vector<std::vector<double>> sums(names.size());
     if (names.empty()) return sums;
-    Model t = model;
-    t.graph.outputs.clear();
-    for (const auto& nm : names) {
-      ValueInfo vi;
-      vi.name = nm;
-      vi.dtype = DType::Float32;
-      t.graph.outputs.push_back(vi);
-    }
-    PassContext none;
-    EliminateDead().run(t, none);
     engine::SessionOptions so;
     so.threads = ctx.threads;
-    engine::Session sess(t, so);
+    engine::Session sess(truncatedTo(model, names), so);
     std::vector<int64_t> count(names.size(), 0);
     ds->reset();
     while (auto b = ds->next(ctx.calib->batch)) {
