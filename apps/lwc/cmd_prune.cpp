@@ -3,12 +3,15 @@
 // recovery step, evaluated after each step.
 // lwc prune MODEL --channels R | --macs-reduction F [--importance l1|l2|bn_gamma] [--recover lsq --calib D]
 // -o OUT: channel pruning (prune_channels) with the cleanup passes.
+#include <algorithm>
 #include <cstdio>
 #include <memory>
 #include <cmath>
+#include <thread>
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
+#include "ort_peer.h"
 #include "lwc/pipeline.h"
 #include "passes/prune_magnitude.h"
 #include "passes/registry.h"
@@ -29,6 +32,8 @@ struct PruneArgs {
   std::string importance = "l1";
   int64_t min_channels = 4, round_to = 0;
   int64_t bench_batch = 32;
+  bool ort_bench = false;
+  std::string ort_tool;
 };
 }  // namespace
 
@@ -65,6 +70,11 @@ void addPruneCommand(CLI::App& app, Action& action, const GlobalOptions&) {
   cmd->add_option("--bench-batch", a->bench_batch,
                   "Channel pruning: batch for the before/after latency in the lwc engine in the report (0 = skip)")
       ->check(CLI::NonNegativeNumber);
+  cmd->add_flag("--ort-bench", a->ort_bench,
+                "Channel pruning: also measure ONNX Runtime's latency before/after at --bench-batch (needs Node.js and "
+                "onnxruntime-node, see scripts/setup.sh)");
+  cmd->add_option("--ort-tool", a->ort_tool,
+                  "ort_tool.js for --ort-bench (default: $LWC_ORT_TOOL, else scripts/ort/ort_tool.js of the source tree)");
   cmd->callback([&action, a] {
     action = [a] {
       if (!(a->sparsity >= 0.0 && a->sparsity < 1.0))
@@ -72,12 +82,18 @@ void addPruneCommand(CLI::App& app, Action& action, const GlobalOptions&) {
       if (a->iters < 1) fail("prune: --iters ", a->iters, ": give at least 1 step");
       if (a->pattern != "unstructured" && a->iters != 1)
         fail("prune: --pattern ", a->pattern, " is reached in one step; drop --iters");
-      if (a->channels > 0 || a->macs_reduction > 0) {
+      const bool channels = a->channels > 0 || a->macs_reduction > 0;
+      if (a->ort_bench && !channels)
+        fail("prune: --ort-bench measures channel pruning (--channels or --macs-reduction); magnitude pruning leaves "
+             "dense kernels as fast as before");
+      if (channels) {
         if (!(a->channels >= 0.0 && a->channels < 1.0)) fail("prune: --channels ", a->channels, " is outside [0, 1); e.g. 0.3 removes 30 % of the channels");
         if (!(a->macs_reduction < 0.95))
           fail("prune: --macs-reduction ", a->macs_reduction, " is outside (0, 0.95]; e.g. 0.3 cuts MACs by 30 %");
         if (a->iters != 1) fail("prune: --iters applies to magnitude pruning; channel pruning runs in one step");
         if (a->recover == "bias") fail("prune: channel pruning recovers with --recover lsq (or none), not bias");
+        if (a->ort_bench && a->bench_batch <= 0) fail("prune: --ort-bench needs --bench-batch of at least 1");
+        const std::string ort_tool = a->ort_bench ? findOrtTool(a->ort_tool, "--ort-bench") : std::string();
         // l1/l2 rank the filters after BatchNormalization is folded into them; bn_gamma reads the
         // BatchNormalization scales, so it runs before the cleanup folds them.
         Pipeline clean = cleanupPipeline();
@@ -102,7 +118,9 @@ void addPruneCommand(CLI::App& app, Action& action, const GlobalOptions&) {
         if (a->importance != "bn_gamma") p.steps.push_back(std::move(st));
         RunHooks hooks;
         auto lat = std::make_shared<std::pair<double, double>>(0.0, 0.0);
-        hooks.on_stage = [a, lat](const Pass& pass, const Model& before, const Model& after, StageRecord& rec) {
+        auto ort = std::make_shared<OrtPair>();
+        hooks.on_stage = [a, lat, ort, ort_tool](const Pass& pass, const Model& before, const Model& after,
+                                                  StageRecord& rec) {
           if (pass.name() != "prune_channels" || a->bench_batch <= 0) return;
           lat->first = medianLatencyMs(before, a->bench_batch, a->run.threads);
           lat->second = medianLatencyMs(after, a->bench_batch, a->run.threads);
@@ -111,11 +129,25 @@ void addPruneCommand(CLI::App& app, Action& action, const GlobalOptions&) {
                            {"before", lat->first},
                            {"after", lat->second},
                            {"speedup", lat->second > 0 ? lat->first / lat->second : 0.0}}}};
+          if (!ort_tool.empty()) {
+            const int threads = a->run.threads > 0 ? a->run.threads
+                                                   : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+            *ort = ortBenchPair(ort_tool, before, after, a->bench_batch, threads);
+            rec.details["ort_latency_ms"] = {{"runtime", "onnxruntime-node " + ort->version},
+                                             {"batch", a->bench_batch},
+                                             {"threads", threads},
+                                             {"before", ort->a_ms},
+                                             {"after", ort->b_ms},
+                                             {"speedup", ort->b_ms > 0 ? ort->a_ms / ort->b_ms : 0.0}};
+          }
         };
-        hooks.print_extra = [a, lat](const PipelineReport&) {
+        hooks.print_extra = [a, lat, ort](const PipelineReport&) {
           if (lat->first > 0)
-            std::printf("latency  lwc engine, batch %lld: %.3f -> %.3f ms (%.2fx; ONNX Runtime: scripts/channel_prune_table.py)\n",
+            std::printf("latency  lwc engine, batch %lld: %.3f -> %.3f ms (%.2fx)\n",
                         static_cast<long long>(a->bench_batch), lat->first, lat->second, lat->first / lat->second);
+          if (ort->a_ms > 0)
+            std::printf("latency  ONNX Runtime %s, batch %lld: %.3f -> %.3f ms (%.2fx)\n", ort->version.c_str(),
+                        static_cast<long long>(a->bench_batch), ort->a_ms, ort->b_ms, ort->a_ms / ort->b_ms);
         };
         return runPipelineCommand(std::move(p), a->run.positional.at(0), a->run, hooks);
       }

@@ -106,6 +106,25 @@ TEST_CASE("lwc prune --macs-reduction: aligned channel counts, the MACs target, 
   CHECK(std::any_of(free.begin(), free.end(), [](int64_t c) { return c % 16 != 0; }));
 }
 
+TEST_CASE("lwc prune --ort-bench: ONNX Runtime's latency before and after channel pruning in the report",
+          "[cli][prune][channels][ort]") {
+  TempDir d;
+  auto r = runLwc("-q prune " + q(td("resnet_fmnist.onnx")) + " --channels 0.5 --bench-batch 8 --ort-bench -o " +
+                  q(d / "p.onnx") + " --report " + q(d / "r.json"));
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  std::ifstream f(d / "r.json");
+  const auto rep = nlohmann::json::parse(f);
+  const auto& ort = rep["stages"].back()["details"]["ort_latency_ms"];
+  CHECK(ort["runtime"].get<std::string>() == "onnxruntime-node 1.30.0");
+  CHECK(ort["batch"].get<int>() == 8);
+  CHECK(ort["before"].get<double>() > 0);
+  CHECK(ort["after"].get<double>() > 0);
+  CHECK(ort["speedup"].get<double>() == Approx(ort["before"].get<double>() / ort["after"].get<double>()));
+  // The models it timed were private temp files: nothing is left beside the output.
+  CHECK(std::distance(fs::directory_iterator(d.path()), fs::directory_iterator()) == 2);
+}
+
 TEST_CASE("lwc prune: bad input gets one clear error and no output file", "[cli][prune]") {
   TempDir d;
   const fs::path model = td("lenet5_fmnist.onnx");
@@ -127,6 +146,10 @@ TEST_CASE("lwc prune: bad input gets one clear error and no output file", "[cli]
   bad(model, "--channels 1.0", "--channels 1 is outside [0, 1)");
   bad(model, "--macs-reduction 0.99", "--macs-reduction 0.99 is outside (0, 0.95]");
   bad(model, "--channels 0.3 --recover lsq", "needs calibration data");
+  bad(model, "--sparsity 0.5 --ort-bench", "--ort-bench measures channel pruning");
+  bad(model, "--channels 0.3 --ort-bench --bench-batch 0", "--ort-bench needs --bench-batch of at least 1");
+  bad(model, "--channels 0.3 --ort-bench --ort-tool " + q(d / "no_such_tool.js"),
+      "no_such_tool.js: --ort-bench needs ONNX Runtime's ort_tool.js");
   REQUIRE(runLwc("-q quantize " + q(model) + " --calib " + q(td("fmnist_sample")) + " -o " + q(d / "q.onnx") +
                  " --bench-batch 0 --layer-samples 0").exit_code == 0);
   bad(d / "q.onnx", "--sparsity 0.5", "already quantized");

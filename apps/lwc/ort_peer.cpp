@@ -1,0 +1,135 @@
+// See ort_peer.h. The child is started with posix_spawnp (no shell, so paths need no quoting); its
+// stdout and stderr go to files in the temp folder.
+#include "ort_peer.h"
+
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <vector>
+
+#include "lwc/model_io.h"
+#include "lwc/status.h"
+
+extern char** environ;
+
+namespace lwc::app {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string slurp(const fs::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  std::ostringstream s;
+  s << f.rdbuf();
+  return s.str();
+}
+
+bool nodeOnPath() {
+  const char* path = std::getenv("PATH");
+  if (!path) return false;
+  std::stringstream ss(path);
+  std::string dir;
+  while (std::getline(ss, dir, ':'))
+    if (!dir.empty() && ::access((fs::path(dir) / "node").c_str(), X_OK) == 0) return true;
+  return false;
+}
+
+class TempFolder {
+ public:
+  TempFolder() {
+    std::string t = (fs::temp_directory_path() / "lwc-ort-XXXXXX").string();
+    if (!::mkdtemp(t.data())) fail(t, ": cannot create a temp folder for the ONNX Runtime benchmark");
+    path_ = t;
+  }
+  ~TempFolder() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  const fs::path& path() const { return path_; }
+
+ private:
+  fs::path path_;
+};
+
+/// Runs `node tool bench model ... --json`; returns its JSON (fails with the tool's error line).
+nlohmann::json benchOnce(const std::string& tool, const fs::path& model, const fs::path& dir, int64_t batch,
+                         int threads, double seconds) {
+  const fs::path out = dir / "stdout", err = dir / "stderr";
+  std::vector<std::string> args = {"node",        tool,          "bench",   model.string(),          "--batch",
+                                   std::to_string(batch), "--threads", std::to_string(threads), "--seconds",
+                                   std::to_string(seconds), "--json"};
+  std::vector<char*> argv;
+  for (auto& s : args) argv.push_back(s.data());
+  argv.push_back(nullptr);
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&fa, 1, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  posix_spawn_file_actions_addopen(&fa, 2, err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  pid_t pid = 0;
+  const int rc = posix_spawnp(&pid, "node", &fa, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&fa);
+  if (rc != 0) fail("node: cannot start it for the ONNX Runtime benchmark (", std::strerror(rc), ")");
+  int st = 0;
+  while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+  }
+  if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+    std::string e = slurp(err);
+    while (!e.empty() && (e.back() == '\n' || e.back() == '\r')) e.pop_back();
+    if (const auto nl = e.rfind('\n'); nl != std::string::npos) e = e.substr(nl + 1);
+    fail(tool, ": ONNX Runtime benchmark failed: ", e.empty() ? "exit status " + std::to_string(WEXITSTATUS(st)) : e);
+  }
+  try {
+    return nlohmann::json::parse(slurp(out));
+  } catch (const std::exception& e) {
+    fail(tool, ": ONNX Runtime benchmark printed no JSON (", e.what(), ")");
+  }
+}
+
+}  // namespace
+
+std::string findOrtTool(const std::string& given, const char* flag) {
+  std::string tool = given;
+  if (tool.empty()) {
+    const char* env = std::getenv("LWC_ORT_TOOL");
+    tool = env && *env ? env : (fs::path(LWC_SOURCE_DIR) / "scripts/ort/ort_tool.js").string();
+  }
+  if (!fs::is_regular_file(tool))
+    fail(tool, ": ", flag, " needs ONNX Runtime's ort_tool.js; give --ort-tool PATH or set LWC_ORT_TOOL ",
+         "(scripts/setup.sh installs onnxruntime-node beside it)");
+  if (!fs::is_directory(fs::path(tool).parent_path() / "node_modules/onnxruntime-node"))
+    fail(tool, ": ", flag, ": onnxruntime-node is not installed beside it; run scripts/setup.sh");
+  if (!nodeOnPath()) fail("node: ", flag, " needs Node.js on PATH; run scripts/setup.sh");
+  return tool;
+}
+
+OrtPair ortBenchPair(const std::string& tool, const Model& a, const Model& b, int64_t batch, int threads, int rounds,
+                     double seconds) {
+  TempFolder d;
+  const fs::path pa = d.path() / "before.onnx", pb = d.path() / "after.onnx";
+  saveModel(a, pa);
+  saveModel(b, pb);
+  OrtPair r;
+  r.a_ms = r.b_ms = 1e300;
+  for (int i = 0; i < rounds; ++i) {
+    const auto ja = benchOnce(tool, pa, d.path(), batch, threads, seconds);
+    const auto jb = benchOnce(tool, pb, d.path(), batch, threads, seconds);
+    r.a_ms = std::min(r.a_ms, ja.at("median_ms").get<double>());
+    r.b_ms = std::min(r.b_ms, jb.at("median_ms").get<double>());
+    r.version = ja.value("version", "");
+  }
+  return r;
+}
+
+}  // namespace lwc::app

@@ -1,0 +1,26 @@
+// ONNX Runtime as a peer runtime for the reports: lwc runs scripts/ort/ort_tool.js (onnxruntime-node,
+// installed by scripts/setup.sh) in a child process and reads its JSON. Optional: only the commands'
+// --ort-bench flags use it.
+#pragma once
+
+#include <string>
+
+#include "lwc/graph.h"
+
+namespace lwc::app {
+
+/// The ort_tool.js to use: `given` if not empty, else $LWC_ORT_TOOL, else the one in the source tree
+/// lwc was built from. Fails with one line (naming the flag) when it or `node` is missing.
+std::string findOrtTool(const std::string& given, const char* flag);
+
+/// Latency (ms) of two models in ONNX Runtime at `batch`, measured alternately (a, b, a, b, ...,
+/// `rounds` each, `seconds` per measurement) so that a change in machine load hits both; each is
+/// the lowest of its rounds' medians. Models are written to a private temp folder, removed after.
+struct OrtPair {
+  double a_ms = 0, b_ms = 0;
+  std::string version;
+};
+OrtPair ortBenchPair(const std::string& tool, const Model& a, const Model& b, int64_t batch, int threads,
+                     int rounds = 2, double seconds = 1.0);
+
+}  // namespace lwc::app
