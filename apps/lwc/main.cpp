@@ -8,10 +8,30 @@
 #include <malloc.h>
 #include <unistd.h>
 #include <iostream>
+#include <regex>
+#include <string>
 
 #include "commands.h"
 #include "lwc/engine.h"
 #include "lwc/status.h"
+
+namespace {
+// CLI11's range validators print their bound with %f, so a lower bound only ("NonNegativeNumber",
+// "PositiveNumber") reads "Value -1 not in range 0.000000 to 1797693134862315708...". Say what the
+// rule is instead; every other message is kept as CLI11 wrote it, on one line.
+std::string parseErrorMessage(std::string msg) {
+  static const std::regex open_range(R"(Value (\S+) not in range \S+ to \d{100,}\.\d+)");
+  std::smatch m;
+  if (std::regex_search(msg, m, open_range)) {
+    const std::string v = m[1].str();
+    const bool negative = !v.empty() && v[0] == '-';
+    msg = m.prefix().str() + v + (negative ? " cannot be negative" : " must be greater than 0") + m.suffix().str();
+  }
+  for (char& c : msg)
+    if (c == '\n') c = ' ';
+  return msg;
+}
+}  // namespace
 
 int main(int argc, char** argv) {
   // OpenMP reads its settings when the runtime library loads, before main(): set them and re-exec
@@ -62,7 +82,18 @@ int main(int argc, char** argv) {
   } catch (const CLI::Success& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    app.exit(e);
+    std::string where = "lwc";
+    for (const CLI::App* sub = &app; !sub->get_subcommands().empty();) {
+      sub = sub->get_subcommands().front();
+      where += " " + sub->get_name();
+    }
+    std::string msg = parseErrorMessage(e.what());
+    if (where == "lwc" && argc > 1 && argv[1][0] != '-') {
+      bool known = false;
+      for (const CLI::App* sub : app.get_subcommands({})) known = known || sub->check_name(argv[1]);
+      if (!known) msg = std::string("unknown command '") + argv[1] + "'";
+    }
+    std::fprintf(stderr, "lwc: error: %s (see '%s --help')\n", msg.c_str(), where.c_str());
     return 1;
   }
   spdlog::set_level(g.quiet ? spdlog::level::err : g.verbose ? spdlog::level::debug : spdlog::level::info);

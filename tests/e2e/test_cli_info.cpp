@@ -79,10 +79,32 @@ TEST_CASE("lwc info rejects bad input with one line and exit 1", "[cli][info]") 
     CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
     CHECK(r.out.empty());
   }
-  auto u = runLwc("info");
-  CHECK(u.exit_code == 1);
-  auto v = runLwc("frobnicate x");
-  CHECK(v.exit_code == 1);
+}
+
+TEST_CASE("command-line mistakes get one error line that says what is wrong and where help is", "[cli]") {
+  const std::string m = q(test::testdataDir() / "lenet5_fmnist.onnx");
+  const std::pair<std::string, std::string> cases[] = {
+      {"info", "lwc: error: model is required (see 'lwc info --help')"},
+      {"frobnicate x", "lwc: error: unknown command 'frobnicate' (see 'lwc --help')"},
+      {"prune " + m + " --channels 0.3 --round-to -1 -o x.onnx",
+       "lwc: error: --round-to: -1 cannot be negative (see 'lwc prune --help')"},
+      {"prune " + m + " --channels 0.3 --min-channels 0 -o x.onnx",
+       "lwc: error: --min-channels: 0 must be greater than 0 (see 'lwc prune --help')"},
+      {"quantize " + m + " --bench-batch -2 -o x.onnx",
+       "lwc: error: --bench-batch: -2 cannot be negative (see 'lwc quantize --help')"},
+      {"prune " + m + " --channels abc -o x.onnx",
+       "lwc: error: Could not convert: --channels = abc (see 'lwc prune --help')"},
+      {"prune " + m + " --bogus -o x.onnx",
+       "lwc: error: The following argument was not expected: --bogus (see 'lwc prune --help')"},
+  };
+  for (const auto& [args, expect] : cases) {
+    INFO(args);
+    auto r = runLwc(args);
+    CHECK(r.exit_code == 1);
+    CHECK(r.err == expect + "\n");
+    CHECK(r.out.empty());
+    CHECK_FALSE(fs::exists("x.onnx"));
+  }
 }
 
 TEST_CASE("models with an opset newer than libonnx knows load, run and name what is unsupported", "[cli][info]") {
