@@ -44,6 +44,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <unordered_map>
 
 #include "engine/kernels/common.h"
@@ -217,12 +218,38 @@ void qlinearConvNhwcReference(KernelContext& ctx) {
   ctx.outputs[0] = permute4(outs[0], {0, 2, 3, 1});
 }
 
+// One pixel's channels of DnnlQConv's f32 mode: acc = bias + a (int32, wrapping), then
+// rne(clamp(float(acc) * M, lo - zp, hi - zp)) + zp, which is quant::requantizeValue (clamping
+// before rounding is the same, the bounds are integers). rne for |v| < 2^22 by adding and
+// subtracting 1.5 * 2^23 in the default rounding mode (ties to even), without a libm call; restrict
+// pointers so that the 8-bit stores do not stop the loop from vectorising.
+template <typename T>
+void requantRow(const float* __restrict a, const int32_t* __restrict bias, const float* __restrict mul,
+                T* __restrict o, int64_t n, float flo, float fhi, int32_t zp) {
+  for (int64_t m = 0; m < n; ++m) {
+    const int32_t acc =
+        static_cast<int32_t>(static_cast<uint32_t>(bias[m]) + static_cast<uint32_t>(static_cast<int32_t>(a[m])));
+    const float v = std::min(std::max(static_cast<float>(acc) * mul[m], flo), fhi);
+    const float r = (v + 12582912.0f) - 12582912.0f;
+    o[m] = static_cast<T>(static_cast<int32_t>(r) + zp);
+  }
+}
+
+/// x - zp as float32 (exact), for DnnlQConv's f32 mode.
+template <typename T>
+void centre(const T* __restrict x, float* __restrict out, int64_t n, int32_t zp) {
+#pragma omp parallel for schedule(static) if (n >= (1 << 16))
+  for (int64_t i = 0; i < n; ++i) out[i] = static_cast<float>(static_cast<int32_t>(x[i]) - zp);
+}
+
 class RefQLinearConvNhwc final : public Kernel {
  public:
   void run(KernelContext& ctx) override { qlinearConvNhwcReference(ctx); }
 };
 
 class DnnlQConv final : public Kernel {
+  struct Prepared;
+
  public:
   struct Config {
     QConvInputs in;
@@ -234,6 +261,9 @@ class DnnlQConv final : public Kernel {
     bool bias = false;
     /// lwc.internal.QLinearConvNhwc: x and y are NHWC tensors (logical shape [N,H,W,C]).
     bool nhwc = false;
+    /// CPUs without VNNI: an fp32 convolution of the centred integers (exact, the factory checks
+    /// that every accumulator stays within float32's integers), then the reference's requantization.
+    bool f32 = false;
   };
   DnnlQConv(const Node& n, Config c) : node_(n), c_(std::move(c)) {}
 
@@ -290,8 +320,9 @@ class DnnlQConv final : public Kernel {
     const Tensor& x = ctx.in(0);
     if (x.rank() != 4) ctx.error("expects a 4-D NHWC input, got ", shapeStr(x.shape()));
     const Shape xs{x.dim(0), x.dim(3), x.dim(1), x.dim(2)};
-    Prepared* p = haveVnni() && runnable(ctx) ? &prepare(xs, x.dtype()) : nullptr;
+    Prepared* p = (haveVnni() || c_.f32) && runnable(ctx) ? &prepare(xs, x.dtype()) : nullptr;
     if (!p || !p->ok) return qlinearConvNhwcReference(ctx);
+    if (c_.f32) return runF32(ctx, *p);
     const Shape& ys = p->out_shape;
     Tensor& y = ctx.allocUninit(0, c_.y_type, Shape{ys[0], ys[2], ys[3], ys[1]});
     auto& eng = cpuEngine();
@@ -321,6 +352,55 @@ class DnnlQConv final : public Kernel {
     }
     p->prim.execute(s, args);
     s.wait();
+  }
+
+  // fp32 convolution of (x - x_zp) and (w - w_zp), both exact small integers in float32; every
+  // partial sum is an integer of magnitude <= max|x - x_zp| * max sum|w - w_zp| <= 2^24 (checked by
+  // the factory), so the float result is the integer accumulator whatever the summation order.
+  // Then acc += bias and y = saturate(rne(float(acc) * M) + y_zp), the reference's own arithmetic:
+  // bit-identical to it.
+  void runF32(KernelContext& ctx, Prepared& p) {
+    const Tensor& x = ctx.in(0);
+    const int32_t x_zp = c_.x_zp.at(ctx, c_.in.x_zp), y_zp = c_.y_zp.at(ctx, c_.in.y_zp);
+    const Shape& ys = p.out_shape;
+    Tensor& y = ctx.allocUninit(0, c_.y_type, Shape{ys[0], ys[2], ys[3], ys[1]});
+    const int64_t nx = x.numel(), ny = y.numel(), oc = ys[1];
+    xf_.resize(static_cast<size_t>(nx));
+    yf_.resize(static_cast<size_t>(ny));
+    float* xf = xf_.data();
+    if (x.dtype() == DType::UInt8) centre(x.data<uint8_t>(), xf, nx, x_zp);
+    else centre(x.data<int8_t>(), xf, nx, x_zp);
+    auto& eng = cpuEngine();
+    dnnl::stream& s = cpuStream();
+    if (!p.x_mem) {
+      p.x_mem = memory(p.pd.src_desc(), eng, nullptr);
+      p.y_mem = memory(p.pd.dst_desc(), eng, nullptr);
+    }
+    p.x_mem.set_data_handle(xf);
+    p.y_mem.set_data_handle(yf_.data());
+    p.prim.execute(s, {{DNNL_ARG_SRC, p.x_mem}, {DNNL_ARG_WEIGHTS, p.w_mem}, {DNNL_ARG_DST, p.y_mem}});
+    s.wait();
+    const int32_t* bias = c_.bias ? ctx.in(c_.in.bias).data<int32_t>() : nullptr;
+    const float* yf = yf_.data();
+    if (mul_.size() != static_cast<size_t>(oc)) {
+      mul_.resize(static_cast<size_t>(oc));
+      for (int64_t m = 0; m < oc; ++m) mul_[m] = c_.scales[c_.scales.size() > 1 ? m : 0];
+      zero_bias_.assign(static_cast<size_t>(oc), 0);
+    }
+    const float* mul = mul_.data();
+    if (!bias) bias = zero_bias_.data();
+    const int32_t lo = c_.y_type == DType::UInt8 ? 0 : -128, hi = c_.y_type == DType::UInt8 ? 255 : 127;
+    const float flo = static_cast<float>(lo - y_zp), fhi = static_cast<float>(hi - y_zp);
+    const int64_t pixels = ny / oc;
+    // quant::requantizeValue written out per row so that it vectorises: the accumulators are exact
+    // integers below 2^24 in magnitude, bias is added in int32 with wrap-around, then
+    // rne(clamp(float(acc) * M)) + y_zp (clamping first is the same, the bounds are integers).
+    auto emit = [&](auto* dst) {
+#pragma omp parallel for schedule(static) if (ny >= (1 << 16))
+      for (int64_t px = 0; px < pixels; ++px) requantRow(yf + px * oc, bias, mul, dst + px * oc, oc, flo, fhi, y_zp);
+    };
+    if (c_.y_type == DType::UInt8) emit(y.data<uint8_t>());
+    else emit(y.data<int8_t>());
   }
 
  public:
@@ -382,26 +462,30 @@ class DnnlQConv final : public Kernel {
     const int64_t oc = c_.w_shape[0], icg = c_.w_shape[1], kh = c_.w_shape[2], kw = c_.w_shape[3], group = cp.group;
     const memory::dims xd{xs[0], xs[1], xs[2], xs[3]}, yd{xs[0], oc, geo.out[0], geo.out[1]};
     const memory::dims wd = group == 1 ? memory::dims{oc, icg, kh, kw} : memory::dims{group, oc / group, icg, kh, kw};
-    const dt xdt = dnnlType(xt), ydt = dnnlType(c_.y_type);
-    const memory::desc x_md(xd, xdt, tag::nhwc), y_md(yd, ydt, tag::nhwc), w_any(wd, dt::s8, tag::any);
-    const memory::desc b_md = c_.bias ? memory::desc({oc}, dt::s32, tag::a) : memory::desc();
+    const dt xdt = c_.f32 ? dt::f32 : dnnlType(xt), ydt = c_.f32 ? dt::f32 : dnnlType(c_.y_type), wdt = c_.f32 ? dt::f32 : dt::s8;
+    const memory::desc x_md(xd, xdt, tag::nhwc), y_md(yd, ydt, tag::nhwc), w_any(wd, wdt, tag::any);
+    const memory::desc b_md = c_.bias && !c_.f32 ? memory::desc({oc}, dt::s32, tag::a) : memory::desc();
     p.x_plain = memory::desc(xd, xdt, tag::nchw);
     p.y_plain = memory::desc(yd, ydt, tag::nchw);
     dnnl::primitive_attr attr;
-    if (c_.in.qlinear) {
+    if (c_.f32) {
+      // nothing: scales, zero points and bias are applied around the fp32 convolution
+    } else if (c_.in.qlinear) {
       const bool per_channel = c_.scales.size() > 1;
       attr.set_output_scales(per_channel ? 1 << 1 : 0, c_.scales);
       setZeroPoint(attr, DNNL_ARG_DST, c_.y_zp);
     }
-    setZeroPoint(attr, DNNL_ARG_SRC, c_.x_zp);
+    if (!c_.f32) setZeroPoint(attr, DNNL_ARG_SRC, c_.x_zp);
     dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, x_md,
                                       w_any, b_md, y_md, strides, dil, pad_l, pad_r);
     auto& eng = cpuEngine();
     p.pd = dnnl::convolution_forward::primitive_desc(d, attr, eng);
     if (isRef(p.pd.impl_info_str())) return p;
     p.prim = dnnl::convolution_forward(p.pd);
-    memory w_user(memory::desc(wd, dt::s8, group == 1 ? tag::oihw : tag::goihw), eng,
-                  const_cast<int8_t*>(c_.w.w.data()));
+    std::vector<float> wf;
+    if (c_.f32) wf.assign(c_.w.w.begin(), c_.w.w.end());
+    memory w_user(memory::desc(wd, wdt, group == 1 ? tag::oihw : tag::goihw), eng,
+                  c_.f32 ? static_cast<void*>(wf.data()) : static_cast<void*>(const_cast<int8_t*>(c_.w.w.data())));
     p.w_mem = memory(p.pd.weights_desc(), eng);
     dnnl::stream& s = cpuStream();
     dnnl::reorder(w_user, p.w_mem).execute(s, w_user, p.w_mem);
@@ -414,13 +498,18 @@ class DnnlQConv final : public Kernel {
   Node node_;
   Config c_;
   std::map<std::pair<Shape, DType>, Prepared> cache_;
+  std::vector<float> xf_, yf_;  ///< f32 mode: centred input and float accumulators (NHWC)
+  std::vector<float> mul_;      ///< f32 mode: requantization multiplier per output channel
+  std::vector<int32_t> zero_bias_;
 };
 
 /// Per-output-channel parameter as the reference accepts it: a single value or a 1-D tensor of M.
 bool perChannelShape(const Tensor& t, int64_t m) { return single(t) || (t.rank() == 1 && t.dim(0) == m); }
 
 std::unique_ptr<Kernel> makeQConv(const KernelInfo& info, const QConvInputs& in, bool nhwc = false) {
-  if (!haveVnni()) return nullptr;
+  // Without VNNI only the NHWC QLinearConv has a fast path (fp32, exact; see DnnlQConv::runF32).
+  const bool f32 = !haveVnni();
+  if (f32 && !(nhwc && in.qlinear)) return nullptr;
   const Node& n = info.node;
   const Tensor* w = info.constant(in.w);
   if (!w || !is8(w->dtype()) || w->rank() != 4 || w->numel() == 0) return nullptr;
@@ -482,6 +571,8 @@ std::unique_ptr<Kernel> makeQConv(const KernelInfo& info, const QConvInputs& in,
     if (maxCentered(x_type, c.x_zp.value) * c.w.max_abs_sum > kExactAcc) return nullptr;
   }
 
+  if (f32 && maxCentered(x_type, c.x_zp.value) * c.w.max_abs_sum > kExactAcc) return nullptr;
+  c.f32 = f32;
   c.nhwc = nhwc;
   auto k = std::make_unique<DnnlQConv>(n, std::move(c));
   if (nhwc) return k;  // input types describe NCHW values; the kernel falls back itself
