@@ -7,7 +7,6 @@
 #include <cstdio>
 #include <memory>
 #include <cmath>
-#include <thread>
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
@@ -130,15 +129,8 @@ void addPruneCommand(CLI::App& app, Action& action, const GlobalOptions&) {
                            {"after", lat->second},
                            {"speedup", lat->second > 0 ? lat->first / lat->second : 0.0}}}};
           if (!ort_tool.empty()) {
-            const int threads = a->run.threads > 0 ? a->run.threads
-                                                   : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-            *ort = ortBenchPair(ort_tool, before, after, a->bench_batch, threads);
-            rec.details["ort_latency_ms"] = {{"runtime", "onnxruntime-node " + ort->version},
-                                             {"batch", a->bench_batch},
-                                             {"threads", threads},
-                                             {"before", ort->a_ms},
-                                             {"after", ort->b_ms},
-                                             {"speedup", ort->b_ms > 0 ? ort->a_ms / ort->b_ms : 0.0}};
+            *ort = ortBenchPair(ort_tool, before, after, a->bench_batch, a->run.threads);
+            rec.details["ort_latency_ms"] = ort->toJson(a->bench_batch, "before", "after");
           }
         };
         hooks.print_extra = [a, lat, ort](const PipelineReport&) {

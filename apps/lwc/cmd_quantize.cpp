@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
+#include "ort_peer.h"
 #include "lwc/engine.h"
 #include "lwc/model_io.h"
 #include "lwc/pipeline.h"
@@ -32,6 +33,8 @@ struct QuantArgs {
   std::string mode = "static";
   std::string format = "qdq";
   int64_t bench_batch = 32;
+  bool ort_bench = false;
+  std::string ort_tool;
   int64_t layer_samples = 100;
 };
 
@@ -88,17 +91,25 @@ void addQuantizeCommand(CLI::App& app, Action& action, const GlobalOptions&) {
       ->check(CLI::IsMember({"static", "dynamic"}));
   cmd->add_option("--bench-batch", q->bench_batch, "Batch for the FP32 vs INT8 latency in the report (0 = skip)")
       ->check(CLI::NonNegativeNumber);
+  cmd->add_flag("--ort-bench", q->ort_bench,
+                "Also measure FP32 vs INT8 latency in ONNX Runtime at --bench-batch (needs Node.js and onnxruntime-node, "
+                "see scripts/setup.sh)");
+  cmd->add_option("--ort-tool", q->ort_tool,
+                  "ort_tool.js for --ort-bench (default: $LWC_ORT_TOOL, else scripts/ort/ort_tool.js of the source tree)");
   cmd->add_option("--layer-samples", q->layer_samples, "Samples for the per-layer error table (0 = skip)")
       ->check(CLI::NonNegativeNumber);
   cmd->callback([&action, q] {
     action = [q] {
       if (q->mode == "static" && q->run.calib.empty() && q->load_calib.empty())
         fail("quantize: give calibration data with --calib DIR (or saved statistics with --load-calib FILE), or use --mode dynamic");
+      if (q->ort_bench && q->bench_batch <= 0) fail("quantize: --ort-bench needs --bench-batch of at least 1");
+      const std::string ort_tool = q->ort_bench ? findOrtTool(q->ort_tool, "--ort-bench") : std::string();
       Pipeline p = quantPipeline(*q);
       RunHooks hooks;
+      auto ort = std::make_shared<OrtPair>();
       auto table = std::make_shared<std::vector<passes::TensorError>>();
       auto lat = std::make_shared<std::pair<double, double>>(0.0, 0.0);
-      hooks.on_stage = [q, table, lat](const Pass& pass, const Model& before, const Model& after, StageRecord& rec) {
+      hooks.on_stage = [q, table, lat, ort, ort_tool](const Pass& pass, const Model& before, const Model& after, StageRecord& rec) {
         if (pass.name().rfind("quantize", 0) != 0) return;
         const auto* qs = dynamic_cast<const passes::QuantizeStatic*>(&pass);
         nlohmann::json d = nlohmann::json::object();
@@ -131,9 +142,13 @@ void addQuantizeCommand(CLI::App& app, Action& action, const GlobalOptions&) {
           d["latency_ms"] = {{"batch", q->bench_batch}, {"fp32", lat->first}, {"int8", lat->second},
                              {"speedup", lat->second > 0 ? lat->first / lat->second : 0.0}};
         }
+        if (!ort_tool.empty()) {
+          *ort = ortBenchPair(ort_tool, before, after, q->bench_batch, q->run.threads);
+          d["ort_latency_ms"] = ort->toJson(q->bench_batch, "fp32", "int8");
+        }
         rec.details = d;
       };
-      hooks.print_extra = [q, table, lat](const PipelineReport& rep) {
+      hooks.print_extra = [q, table, lat, ort](const PipelineReport& rep) {
         const auto& d = rep.stages.back().details;
         if (d.contains("calibration"))
           std::printf("\ncalibration  %lld samples in %.2f s (%.0f images/s)\n",
@@ -142,6 +157,10 @@ void addQuantizeCommand(CLI::App& app, Action& action, const GlobalOptions&) {
         if (lat->first > 0)
           std::printf("latency      lwc engine, batch %lld: fp32 %.3f ms, int8 %.3f ms (%.2fx)\n",
                       static_cast<long long>(q->bench_batch), lat->first, lat->second, lat->first / lat->second);
+        if (ort->a_ms > 0)
+          std::printf("latency      ONNX Runtime %s, batch %lld: fp32 %.3f ms, int8 %.3f ms (%.2fx)\n",
+                      ort->version.c_str(), static_cast<long long>(q->bench_batch), ort->a_ms, ort->b_ms,
+                      ort->a_ms / ort->b_ms);
         if (!table->empty()) {
           std::printf("\nper-tensor error, worst first (SQNR of the int8 tensor against fp32):\n");
           std::printf("  %-64s %-10s %9s %9s\n", "tensor", "kind", "SQNR dB", "cosine");

@@ -16,6 +16,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <thread>
 #include <vector>
 
 #include "lwc/model_io.h"
@@ -126,11 +127,13 @@ std::string findOrtTool(const std::string& given, const char* flag) {
 
 OrtPair ortBenchPair(const std::string& tool, const Model& a, const Model& b, int64_t batch, int threads, int rounds,
                      double seconds) {
+  if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   TempFolder d;
   const fs::path pa = d.path() / "before.onnx", pb = d.path() / "after.onnx";
   saveModel(a, pa);
   saveModel(b, pb);
   OrtPair r;
+  r.threads = threads;
   r.a_ms = r.b_ms = 1e300;
   for (int i = 0; i < rounds; ++i) {
     const auto ja = benchOnce(tool, pa, d.path(), batch, threads, seconds);
@@ -140,6 +143,15 @@ OrtPair ortBenchPair(const std::string& tool, const Model& a, const Model& b, in
     r.version = ja.value("version", "");
   }
   return r;
+}
+
+nlohmann::json OrtPair::toJson(int64_t batch, const char* a_key, const char* b_key) const {
+  return {{"runtime", "onnxruntime-node " + version},
+          {"batch", batch},
+          {"threads", threads},
+          {a_key, a_ms},
+          {b_key, b_ms},
+          {"speedup", b_ms > 0 ? a_ms / b_ms : 0.0}};
 }
 
 }  // namespace lwc::app

@@ -3,6 +3,7 @@
 // --ort-bench flags use it.
 #pragma once
 
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "lwc/graph.h"
@@ -16,9 +17,13 @@ std::string findOrtTool(const std::string& given, const char* flag);
 /// Latency (ms) of two models in ONNX Runtime at `batch`, measured alternately (a, b, a, b, ...,
 /// `rounds` each, `seconds` per measurement) so that a change in machine load hits both; each is
 /// the lowest of its rounds' medians. Models are written to a private temp folder, removed after.
+/// `threads` 0 = every core, as lwc's --threads.
 struct OrtPair {
   double a_ms = 0, b_ms = 0;
+  int threads = 0;
   std::string version;
+  /// {runtime, batch, threads, <a_key>, <b_key>, speedup = a / b} for a report's details.
+  nlohmann::json toJson(int64_t batch, const char* a_key, const char* b_key) const;
 };
 OrtPair ortBenchPair(const std::string& tool, const Model& a, const Model& b, int64_t batch, int threads,
                      int rounds = 2, double seconds = 1.0);

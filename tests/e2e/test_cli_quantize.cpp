@@ -35,7 +35,7 @@ TEST_CASE("lwc quantize: QDQ model, report with accuracy, per-layer error and la
   TempDir d;
   const fs::path sample = td("fmnist_sample");
   auto r = runLwc("-q quantize " + q(td("resnet_fmnist.onnx")) + " --calib " + q(sample) + " -o " + q(d / "q.onnx") +
-                  " --eval " + q(sample) + " --report " + q(d / "r.json") + " --calibrator percentile --bench-batch 8");
+                  " --eval " + q(sample) + " --report " + q(d / "r.json") + " --calibrator percentile --bench-batch 8 --ort-bench");
   INFO(r.err);
   REQUIRE(r.exit_code == 0);
   CHECK_THAT(r.out, Contains("per-tensor error") && Contains("latency"));
@@ -53,6 +53,14 @@ TEST_CASE("lwc quantize: QDQ model, report with accuracy, per-layer error and la
   CHECK(details["calibration"]["samples"] == 500);
   CHECK(details["layers"].size() > 20);
   CHECK(details["latency_ms"]["int8"].get<double>() > 0);
+  // --ort-bench: the same two models timed in ONNX Runtime.
+  const auto& ort = details["ort_latency_ms"];
+  CHECK(ort["runtime"].get<std::string>() == "onnxruntime-node 1.30.0");
+  CHECK(ort["batch"].get<int>() == 8);
+  CHECK(ort["fp32"].get<double>() > 0);
+  CHECK(ort["int8"].get<double>() > 0);
+  CHECK(ort["speedup"].get<double>() == Approx(ort["fp32"].get<double>() / ort["int8"].get<double>()));
+  CHECK_THAT(r.out, Contains("latency      ONNX Runtime 1.30.0, batch 8: fp32 "));
   // Worst first.
   CHECK(details["layers"][0]["sqnr_db"].get<double>() <= details["layers"][1]["sqnr_db"].get<double>());
 }
@@ -92,6 +100,9 @@ TEST_CASE("lwc quantize: bad input gets one clear error and no output file", "[c
   bad("--calib " + q(td("fmnist_sample")) + " --exclude conv_nine", "no node or op type named 'conv_nine'");
   bad("", "--calib");
   bad("--calib /no/such/dir", "/no/such/dir");
+  bad("--calib " + q(td("fmnist_sample")) + " --ort-bench --ort-tool " + q(d / "nope.js"),
+      "nope.js: --ort-bench needs ONNX Runtime's ort_tool.js");
+  bad("--calib " + q(td("fmnist_sample")) + " --ort-bench --bench-batch 0", "--ort-bench needs --bench-batch");
   // An already quantized model.
   REQUIRE(runLwc("-q quantize " + q(model) + " --calib " + q(td("fmnist_sample")) + " -o " + q(d / "q.onnx") +
                  " --bench-batch 0 --layer-samples 0").exit_code == 0);
