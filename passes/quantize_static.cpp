@@ -33,6 +33,8 @@ std::vector<OptionSpec> QuantizeStatic::optionSpecs() const {
           samples,
           act,
           {"per_channel", OptionType::Bool, true, "Per-output-channel weight scales (false: one scale per tensor)"},
+          {"reduce_range", OptionType::Bool, false,
+           "7-bit weights ([-63, 63]) for x86 CPUs without VNNI, whose u8 x s8 kernels saturate in int16 (ONNX Runtime's reduce_range)"},
           {"exclude", OptionType::StringList, json::array(), "Node names or op types to keep in float"},
           {"keep_fp32", OptionType::StringList, json::array(), "\"first\" and/or \"last\": keep the first/last compute layer in float"},
           {"load_calib", OptionType::StringList, json::array(), "Use saved statistics (lwc.calib files, merged) instead of running calibration"},
@@ -121,7 +123,7 @@ bool isZeroClip(const Model& m, const Node& n) {
   return lo && lo->numel() == 1 && lo->at(0) == 0.0;
 }
 
-Tensor quantizeWeights(const Tensor& w, int axis, bool per_channel, Tensor& scale, Tensor& zp) {
+Tensor quantizeWeights(const Tensor& w, int axis, bool per_channel, Tensor& scale, Tensor& zp, float qmax) {
   const int64_t ch = per_channel ? w.dim(static_cast<size_t>(axis)) : 1;
   int64_t outer = 1, inner = 1;
   if (per_channel) {
@@ -136,14 +138,14 @@ Tensor quantizeWeights(const Tensor& w, int axis, bool per_channel, Tensor& scal
     for (int64_t c = 0; c < ch; ++c)
       for (int64_t k = 0; k < inner; ++k)
         s[static_cast<size_t>(c)] = std::max(s[static_cast<size_t>(c)], std::fabs(W[(a * ch + c) * inner + k]));
-  for (auto& v : s) v = v > 0 ? v / 127.0f : 1.0f;
+  for (auto& v : s) v = v > 0 ? v / qmax : 1.0f;
   Tensor q(DType::Int8, w.shape());
   int8_t* Q = q.data<int8_t>();
   for (int64_t a = 0; a < outer; ++a)
     for (int64_t c = 0; c < ch; ++c)
       for (int64_t k = 0; k < inner; ++k) {
         const int64_t i = (a * ch + c) * inner + k;
-        Q[i] = static_cast<int8_t>(std::clamp(std::nearbyint(W[i] / s[static_cast<size_t>(c)]), -127.0f, 127.0f));
+        Q[i] = static_cast<int8_t>(std::clamp(std::nearbyint(W[i] / s[static_cast<size_t>(c)]), -qmax, qmax));
       }
   if (per_channel) {
     scale = Tensor::fromVector<float>({ch}, s);
@@ -173,6 +175,7 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
   const PassOptions& o = options_;
   const bool symmetric = o.getString("act_type") == "int8";
   const bool per_channel_opt = o.getBool("per_channel");
+  const float w_qmax = o.getBool("reduce_range") ? 63.0f : 127.0f;
   const bool per_channel = per_channel_opt && m.opsetFor("") >= 13;
   PassResult r;
   if (per_channel_opt && !per_channel)
@@ -311,7 +314,7 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
     const int axis = weight_axis.at(i);
     if (!weight_dq.count(wname)) {
       Tensor scale, zp;
-      Tensor wq = quantizeWeights(g.initializers.at(wname), axis, per_channel, scale, zp);
+      Tensor wq = quantizeWeights(g.initializers.at(wname), axis, per_channel, scale, zp, w_qmax);
       const std::string qn = fresh(wname + "_quantized"), sn = fresh(wname + "_scale"), zn = fresh(wname + "_zero_point"),
                         dn = fresh(wname + "_dequantized");
       new_inits.push_back({qn, wq});

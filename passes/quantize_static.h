@@ -14,6 +14,7 @@
 //   int8 (symmetric):   s = max(|lo|, |hi|)/127, zp = 0
 //   weights: int8 symmetric, per output channel (axis 0 for Conv and Gemm with transB, axis 1 for
 //            MatMul and Gemm without), s_w[o] = max|W[o]|/127, W_q = round(W/s_w) in [-127, 127]
+//            (reduce_range: /63 and [-63, 63], 7 bits, for x86 CPUs without VNNI)
 //   bias:    int32, s_b[o] = s_x · s_w[o], b_q = round(b/s_b), zero point 0
 // Relu, and Clip with minimum 0, directly after a compute node are absorbed with uint8
 // activations: their output range starts at 0, so zp = 0 and QuantizeLinear's saturation is the

@@ -26,6 +26,7 @@ struct QuantArgs {
   double percentile = 99.999;
   int64_t calib_samples = 0;
   bool per_tensor = false;
+  bool reduce_range = false;
   std::string act_type = "uint8";
   std::vector<std::string> exclude, keep_fp32, load_calib;
   std::string save_calib;
@@ -44,6 +45,9 @@ void addQuantOptions(CLI::App* cmd, QuantArgs& q) {
   cmd->add_option("--percentile", q.percentile, "Percentile for --calibrator percentile")->check(CLI::Range(50.0, 100.0));
   cmd->add_option("--calib-samples", q.calib_samples, "Calibration samples (0 = all)")->check(CLI::NonNegativeNumber);
   cmd->add_flag("--per-tensor", q.per_tensor, "One weight scale per tensor instead of per output channel");
+  cmd->add_flag("--reduce-range", q.reduce_range,
+                "7-bit weights, for models that will run on x86 CPUs without VNNI (AVX2/AVX-512 only), where "
+                "ONNX Runtime's u8 x s8 kernels saturate");
   cmd->add_option("--act-type", q.act_type, "Activations: uint8 (asymmetric) or int8 (symmetric)")
       ->check(CLI::IsMember({"uint8", "int8"}));
   cmd->add_option("--exclude", q.exclude, "Node names or op types to keep in float (comma-separated)")->delimiter(',');
@@ -52,7 +56,7 @@ void addQuantOptions(CLI::App* cmd, QuantArgs& q) {
 
 nlohmann::json quantOptions(const QuantArgs& q) {
   return {{"calibrator", q.calibrator},     {"percentile", q.percentile},  {"calib_samples", q.calib_samples},
-          {"per_channel", !q.per_tensor},   {"act_type", q.act_type},      {"exclude", q.exclude},
+          {"per_channel", !q.per_tensor},   {"reduce_range", q.reduce_range}, {"act_type", q.act_type},      {"exclude", q.exclude},
           {"keep_fp32", q.keep_fp32},       {"load_calib", q.load_calib},  {"save_calib", q.save_calib},
           {"calib_shard", q.shard},         {"format", q.format}};
 }

@@ -65,6 +65,27 @@ TEST_CASE("lwc quantize: QDQ model, report with accuracy, per-layer error and la
   CHECK(details["layers"][0]["sqnr_db"].get<double>() <= details["layers"][1]["sqnr_db"].get<double>());
 }
 
+TEST_CASE("lwc quantize --reduce-range: 7-bit weights for CPUs without VNNI", "[cli][quantize]") {
+  TempDir d;
+  const fs::path sample = td("fmnist_sample");
+  for (const std::string rr : {"", " --reduce-range"}) {
+    INFO("options:" << rr);
+    auto r = runLwc("-q quantize " + q(td("lenet5_fmnist.onnx")) + " --calib " + q(sample) + " -o " + q(d / "q.onnx") +
+                    " --bench-batch 0 --layer-samples 0" + rr);
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    const Model m = loadModel(d / "q.onnx");
+    int max_abs = 0, tensors = 0;
+    for (const auto& [n, t] : m.graph.initializers.items())
+      if (t.dtype() == DType::Int8 && t.rank() >= 2) {
+        ++tensors;
+        for (int64_t i = 0; i < t.numel(); ++i) max_abs = std::max(max_abs, std::abs(int(t.data<int8_t>()[i])));
+      }
+    CHECK(tensors >= 4);
+    CHECK(max_abs == (rr.empty() ? 127 : 63));  // symmetric per channel: the largest weight maps to qmax
+  }
+}
+
 TEST_CASE("lwc calibrate shards merge into the same model as one calibration", "[cli][quantize]") {
   TempDir d;
   const fs::path model = td("lenet5_fmnist.onnx"), sample = td("fmnist_sample");
