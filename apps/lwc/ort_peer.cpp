@@ -81,7 +81,7 @@ nlohmann::json benchOnce(const std::string& tool, const fs::path& model, const f
   posix_spawn_file_actions_addopen(&fa, 2, err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
   // lwc pins its OpenMP threads (OMP_PROC_BIND, see main.cpp), this one included, and a child
   // inherits the affinity of the thread that starts it: ONNX Runtime's two threads then shared one
-  // core (mnv2_fmnist b32: 30.9 ms instead of 9.8). The child gets every CPU of the process.
+  // core (mnv2_fmnist b32: 30.9 ms instead of 7.9). The child gets every CPU of the process.
   cpu_set_t mine, all;
   const bool pinned = ::sched_getaffinity(0, sizeof mine, &mine) == 0;
   CPU_ZERO(&all);

@@ -265,7 +265,13 @@ class DnnlQConv final : public Kernel {
     /// that every accumulator stays within float32's integers), then the reference's requantization.
     bool f32 = false;
   };
-  DnnlQConv(const Node& n, Config c) : node_(n), c_(std::move(c)) {}
+  DnnlQConv(const Node& n, Config c) : node_(n), c_(std::move(c)) {
+    if (c_.f32) {  // per-channel multipliers and a zero bias, so the requantization loop has no branches
+      const int64_t oc = c_.w_shape[0];
+      for (int64_t m = 0; m < oc; ++m) mul_.push_back(c_.scales[c_.scales.size() > 1 ? m : 0]);
+      zero_bias_.assign(static_cast<size_t>(oc), 0);
+    }
+  }
 
   void run(KernelContext& ctx) override {
     if (c_.nhwc) return runNhwc(ctx);
@@ -382,11 +388,6 @@ class DnnlQConv final : public Kernel {
     s.wait();
     const int32_t* bias = c_.bias ? ctx.in(c_.in.bias).data<int32_t>() : nullptr;
     const float* yf = yf_.data();
-    if (mul_.size() != static_cast<size_t>(oc)) {
-      mul_.resize(static_cast<size_t>(oc));
-      for (int64_t m = 0; m < oc; ++m) mul_[m] = c_.scales[c_.scales.size() > 1 ? m : 0];
-      zero_bias_.assign(static_cast<size_t>(oc), 0);
-    }
     const float* mul = mul_.data();
     if (!bias) bias = zero_bias_.data();
     const int32_t lo = c_.y_type == DType::UInt8 ? 0 : -128, hi = c_.y_type == DType::UInt8 ? 255 : 127;
@@ -467,15 +468,15 @@ class DnnlQConv final : public Kernel {
     const memory::desc b_md = c_.bias && !c_.f32 ? memory::desc({oc}, dt::s32, tag::a) : memory::desc();
     p.x_plain = memory::desc(xd, xdt, tag::nchw);
     p.y_plain = memory::desc(yd, ydt, tag::nchw);
-    dnnl::primitive_attr attr;
-    if (c_.f32) {
-      // nothing: scales, zero points and bias are applied around the fp32 convolution
-    } else if (c_.in.qlinear) {
-      const bool per_channel = c_.scales.size() > 1;
-      attr.set_output_scales(per_channel ? 1 << 1 : 0, c_.scales);
-      setZeroPoint(attr, DNNL_ARG_DST, c_.y_zp);
+    dnnl::primitive_attr attr;  // f32 mode: none, scales, zero points and bias are applied around it
+    if (!c_.f32) {
+      if (c_.in.qlinear) {
+        const bool per_channel = c_.scales.size() > 1;
+        attr.set_output_scales(per_channel ? 1 << 1 : 0, c_.scales);
+        setZeroPoint(attr, DNNL_ARG_DST, c_.y_zp);
+      }
+      setZeroPoint(attr, DNNL_ARG_SRC, c_.x_zp);
     }
-    if (!c_.f32) setZeroPoint(attr, DNNL_ARG_SRC, c_.x_zp);
     dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, x_md,
                                       w_any, b_md, y_md, strides, dil, pad_l, pad_r);
     auto& eng = cpuEngine();
@@ -566,12 +567,10 @@ std::unique_ptr<Kernel> makeQConv(const KernelInfo& info, const QConvInputs& in,
       if (bt != DType::Undefined && bt != DType::Int32) return nullptr;
       c.bias = true;
     }
-  } else {
-    // int32 output: exact only while every accumulator stays within float32's integers.
-    if (maxCentered(x_type, c.x_zp.value) * c.w.max_abs_sum > kExactAcc) return nullptr;
   }
-
-  if (f32 && maxCentered(x_type, c.x_zp.value) * c.w.max_abs_sum > kExactAcc) return nullptr;
+  // int32 output (oneDNN's float post-processing) and the fp32 path: exact only while every
+  // accumulator stays within float32's integers.
+  if ((!in.qlinear || f32) && maxCentered(x_type, c.x_zp.value) * c.w.max_abs_sum > kExactAcc) return nullptr;
   c.f32 = f32;
   c.nhwc = nhwc;
   auto k = std::make_unique<DnnlQConv>(n, std::move(c));
