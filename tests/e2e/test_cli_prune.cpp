@@ -150,6 +150,11 @@ TEST_CASE("lwc prune: bad input gets one clear error and no output file", "[cli]
   bad(model, "--channels 0.3 --ort-bench --bench-batch 0", "--ort-bench needs --bench-batch of at least 1");
   bad(model, "--channels 0.3 --ort-bench --ort-tool " + q(d / "no_such_tool.js"),
       "no_such_tool.js: --ort-bench needs ONNX Runtime's ort_tool.js");
+  // A tool that fails while benchmarking: its error line comes through, and no model is written.
+  fs::create_directories(d / "fake" / "node_modules" / "onnxruntime-node");
+  test::writeFile(d / "fake" / "ort_tool.js", "console.error('ort_tool: error: m.onnx: cannot load'); process.exit(1);\n");
+  bad(model, "--channels 0.3 --bench-batch 1 --ort-bench --ort-tool " + q(d / "fake" / "ort_tool.js"),
+      "ONNX Runtime benchmark failed: ort_tool: error: m.onnx: cannot load");
   REQUIRE(runLwc("-q quantize " + q(model) + " --calib " + q(td("fmnist_sample")) + " -o " + q(d / "q.onnx") +
                  " --bench-batch 0 --layer-samples 0").exit_code == 0);
   bad(d / "q.onnx", "--sparsity 0.5", "already quantized");
