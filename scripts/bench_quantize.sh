@@ -2,6 +2,9 @@
 # INT8 against FP32, in ONNX Runtime and in lwc, measured in one run on the same machine:
 # mnv2_fmnist (28x28) and torchvision mobilenet_v2 (224x224, random weights; calibrated on
 # Fashion-MNIST images resized to 224 RGB: only the speed matters for it), batch 1 and 32.
+# On x86 CPUs without VNNI both files are quantized with --reduce-range (7-bit weights): there ONNX
+# Runtime's u8 x s8 kernels saturate with 8-bit weights (wrong results), and lwc runs oneDNN's int8
+# kernels only on 7-bit weights (exact); 8-bit weights take its slower exact fp32 path.
 # Needs build/apps/lwc/lwc (scripts/build.sh).
 #   scripts/bench_quantize.sh [SECONDS_PER_ROW]
 set -euo pipefail
@@ -14,16 +17,22 @@ OUT=build/bench_quantize
 FM=/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 [ -x "$LWC" ] || { echo "bench_quantize: build lwc first (bash scripts/build.sh)" >&2; exit 1; }
 mkdir -p "$OUT"
+RR=()
+WEIGHTS="8-bit weights"
+if [ "$(uname -m)" = x86_64 ] && ! grep -q -w -E 'avx512_vnni|avx_vnni' /proc/cpuinfo; then
+  RR=(--reduce-range)
+  WEIGHTS="7-bit weights (--reduce-range: no VNNI on this CPU)"
+fi
 /usr/bin/python3 scripts/gen_torchvision.py --out "$TV" --models mobilenet_v2 >/dev/null
 "$LWC" -q quantize testdata/mnv2_fmnist.onnx -o "$OUT/mnv2_fmnist.int8.onnx" --calib "$FM" --calib-limit 1000 \
-  --preprocess testdata/fmnist_sample/preprocess.json --layer-samples 0 --bench-batch 0 >/dev/null
+  --preprocess testdata/fmnist_sample/preprocess.json --layer-samples 0 --bench-batch 0 "${RR[@]}" >/dev/null
 "$LWC" -q quantize "$TV/mobilenet_v2.onnx" -o "$OUT/mobilenet_v2.int8.onnx" --calib "$FM" --calib-limit 64 \
-  --preprocess scripts/imagenet_from_fmnist.json --layer-samples 0 --bench-batch 0 >/dev/null
+  --preprocess scripts/imagenet_from_fmnist.json --layer-samples 0 --bench-batch 0 "${RR[@]}" >/dev/null
 
 median() { /usr/bin/python3 -c 'import json,sys; print("%.3f" % json.load(sys.stdin)["median_ms"])'; }
 ratio() { /usr/bin/python3 -c "print('%.2f' % ($1 / $2))"; }
 
-echo "# INT8 vs FP32 (median latency, $THREADS threads; onnxruntime-node 1.30.0), $(date -u +%Y-%m-%d), $(lscpu | sed -n 's/^Model name: *//p')"
+echo "# INT8 vs FP32 (median latency, $THREADS threads; onnxruntime-node 1.30.0; $WEIGHTS), $(date -u +%Y-%m-%d), $(lscpu | sed -n 's/^Model name: *//p')"
 printf "| %-14s | %5s | %9s | %9s | %9s | %9s | %9s | %9s | %9s |\n" model batch "ORT fp32" "ORT int8" "ORT x" \
   "lwc fp32" "lwc int8" "lwc x" "lwc/ORT int8"
 printf "|%s|%s|%s|%s|%s|%s|%s|%s|%s|\n" "----------------" "-------" "-----------" "-----------" "-----------" \

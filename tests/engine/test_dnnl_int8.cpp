@@ -20,7 +20,7 @@ bool int8FastPathHere() {
   auto has = [&](dnnl::cpu_isa i) { return (isa & static_cast<unsigned>(i)) == static_cast<unsigned>(i); };
   return has(dnnl::cpu_isa::avx512_core_vnni) || has(dnnl::cpu_isa::avx2_vnni);
 }
-bool avx512Vnni() {
+bool haveAvx512Vnni() {
   const auto isa = static_cast<unsigned>(dnnl::get_effective_cpu_isa());
   const auto want = static_cast<unsigned>(dnnl::cpu_isa::avx512_core_vnni);
   return (isa & want) == want;
@@ -28,7 +28,7 @@ bool avx512Vnni() {
 /// `avx512_only`: oneDNN has a fast kernel for the case only with AVX-512 (e.g. few channels per
 /// group); elsewhere the factory sees a `ref` implementation and declines.
 std::string expectedImpl(bool avx512_only = false) {
-  return int8FastPathHere() && (!avx512_only || avx512Vnni()) ? "dnnl" : "ref";
+  return int8FastPathHere() && (!avx512_only || haveAvx512Vnni()) ? "dnnl" : "ref";
 }
 
 /// QLinearConv (run in NHWC by the session): without VNNI an exact fp32 convolution of the centred
@@ -259,6 +259,54 @@ TEST_CASE("dnnl ConvInteger matches the reference exactly", "[dnnl][quant]") {
   }
 }
 
+// 7-bit weights (|w| <= 64, what `lwc quantize --reduce-range` writes) with uint8 sources: oneDNN's
+// int8 kernels are exact on any x86 CPU, VNNI or not (255 * 64 * 2 = 32640 fits the int16 pair sums
+// of vpmaddubsw), so they run everywhere. ConvInteger and MatMulInteger have no other fast path,
+// so "dnnl" there means oneDNN's int8 kernel ran, and their int32 outputs must be bit-exact.
+TEST_CASE("dnnl int8 kernels run 7-bit weights with uint8 sources on any CPU", "[dnnl][quant]") {
+  QConvCase c{"", {2, 32, 6, 6}, {16, 32, 3, 3}};
+  c.pads = {1, 1, 1, 1};
+  SECTION("ConvInteger at the saturation edge: x = 255, w = +-64") {
+    for (int sign : {1, -1}) {
+      INFO("sign " << sign);
+      NodeSpec s = convIntegerSpec(c, 11, /*with_x_zp=*/false);
+      s.inputs[0] = Tensor::fromVector<uint8_t>(c.x, std::vector<uint8_t>(static_cast<size_t>(numelOf(c.x)), 255));
+      std::vector<int8_t> w(static_cast<size_t>(numelOf(c.w)), static_cast<int8_t>(64 * sign));
+      for (size_t i = 0; i < w.size(); i += 5) w[i] = static_cast<int8_t>(63 * sign);  // one step off: wrong sums show
+      s.inputs[1] = Tensor::fromVector<int8_t>(c.w, w);
+      CHECK(implOf(engine::Session(singleNodeModel(s)), "ConvInteger") == "dnnl");
+      CHECK(runNode(s)[0].bitEqual(runNode(s, true)[0]));
+    }
+  }
+  SECTION("ConvInteger and QLinearConv, random 7-bit weights, every uint8 case") {
+    uint32_t seed = 2000;
+    for (QConvCase k : convCases()) {
+      if (k.xt != DType::UInt8 || k.wt != DType::Int8) continue;
+      INFO(k.name);
+      NodeSpec s = convIntegerSpec(k, seed += 10);
+      s.inputs[1] = randomInt(DType::Int8, k.w, seed, -64, 64);
+      CHECK(implOf(engine::Session(singleNodeModel(s)), "ConvInteger") == (haveAvx512Vnni() || !k.avx512_only ? "dnnl" : "ref"));
+      CHECK(runNode(s)[0].bitEqual(runNode(s, true)[0]));
+      NodeSpec q = qlinearConvSpec(k, seed + 1);
+      q.inputs[3] = randomInt(DType::Int8, k.w, seed + 2, -64, 64);
+      checkRequantized(runNode(q)[0], runNode(q, true)[0]);
+    }
+  }
+  SECTION("one weight of 65, or an int8 source: not oneDNN's int8 kernel without VNNI") {
+    NodeSpec s = convIntegerSpec(c, 12);
+    s.inputs[1] = randomInt(DType::Int8, c.w, 13, -64, 64);
+    s.inputs[1].data<int8_t>()[7] = 65;
+    CHECK(implOf(engine::Session(singleNodeModel(s)), "ConvInteger") == expectedImpl());
+    CHECK(runNode(s)[0].bitEqual(runNode(s, true)[0]));
+    QConvCase k = c;
+    k.xt = DType::Int8;
+    s = convIntegerSpec(k, 14);
+    s.inputs[1] = randomInt(DType::Int8, k.w, 15, -64, 64);
+    CHECK(implOf(engine::Session(singleNodeModel(s)), "ConvInteger") == expectedImpl());
+    CHECK(runNode(s)[0].bitEqual(runNode(s, true)[0]));
+  }
+}
+
 TEST_CASE("dnnl int8 convolutions decline what they do not run exactly", "[dnnl][quant]") {
   QConvCase c{"", {1, 8, 6, 6}, {8, 8, 3, 3}};
   SECTION("asymmetric int8 weights whose shifted values leave int8") {
@@ -435,6 +483,32 @@ TEST_CASE("dnnl MatMulInteger matches the reference exactly", "[dnnl][quant]") {
     NodeSpec s = matMulIntegerSpec(matCases()[0], 9);
     s.constant_inputs = {2};
     CHECK(implOf(engine::Session(singleNodeModel(s)), "MatMulInteger") == "ref");
+  }
+}
+
+TEST_CASE("dnnl int8 matrix products run 7-bit B with uint8 A on any CPU", "[dnnl][quant]") {
+  uint32_t seed = 2500;
+  for (const auto& c : matCases()) {
+    if (c.at != DType::UInt8 || c.bt != DType::Int8) continue;
+    INFO(c.name);
+    NodeSpec s = matMulIntegerSpec(c, seed += 10);
+    s.inputs[1] = randomInt(DType::Int8, {c.a.back(), c.n}, seed, -64, 64);
+    CHECK(implOf(engine::Session(singleNodeModel(s)), "MatMulInteger") == "dnnl");
+    CHECK(runNode(s)[0].bitEqual(runNode(s, true)[0]));
+    NodeSpec q = qlinearMatMulSpec(c, seed + 1);
+    q.inputs[3] = randomInt(DType::Int8, {c.a.back(), c.n}, seed + 2, -64, 64);
+    CHECK(implOf(engine::Session(singleNodeModel(q)), "QLinearMatMul") == "dnnl");
+    checkRequantized(runNode(q)[0], runNode(q, true)[0]);
+  }
+  SECTION("at the saturation edge: A = 255, B = +-64") {
+    QMatCase c{"", {5, 96}, 24};
+    NodeSpec s = matMulIntegerSpec(c, 17);
+    s.inputs[0] = Tensor::fromVector<uint8_t>(c.a, std::vector<uint8_t>(5 * 96, 255));
+    std::vector<int8_t> b(96 * 24, 64);
+    for (size_t i = 0; i < b.size(); ++i) b[i] = static_cast<int8_t>((i % 24) % 2 ? -64 : (i % 5 ? 64 : 63));  // same sign along K
+    s.inputs[1] = Tensor::fromVector<int8_t>({96, 24}, b);
+    CHECK(implOf(engine::Session(singleNodeModel(s)), "MatMulInteger") == "dnnl");
+    CHECK(runNode(s)[0].bitEqual(runNode(s, true)[0]));
   }
 }
 

@@ -15,8 +15,12 @@
 //     scale is quant::requantMultiplier(x_scale, w_scale[m], y_scale), the reference's float32 value.
 //   * QLinearConv bias: int32, passed to oneDNN as an s32 bias.
 //   * a CPU whose int8 instructions are VNNI (AVX512-VNNI or AVX-VNNI). Without VNNI oneDNN's int8
-//     kernels use vpmaddubsw, whose int16 intermediate saturates (and weights get pre-scaled by 1/2
-//     for int8 sources): not exact, so the reference runs there.
+//     kernels use vpmaddubsw, which adds two u8 x s8 products in a saturating int16 (and weights get
+//     pre-scaled by 1/2 for int8 sources): exact only when |x| * 2 * max|w| <= 32767, that is for
+//     uint8 sources and weights within [-64, 64] ("7-bit" weights, `lwc quantize --reduce-range`,
+//     the remedy ONNX Runtime and oneDNN document for such CPUs). Those run oneDNN's int8 kernels
+//     there too (fits7Bit); other NHWC QLinearConvs run an exact fp32 convolution (DnnlQConv::runF32),
+//     everything else the reference.
 //
 // Activations are plain NCHW tensors; the convolution primitive itself is NHWC (oneDNN's int8
 // kernels for plain NCHW are its `ref` implementation, ~1000x slower), with reorders at the edges.
@@ -80,6 +84,10 @@ dt dnnlType(DType t) { return t == DType::UInt8 ? dt::u8 : t == DType::Int8 ? dt
 /// Accumulators up to this magnitude survive oneDNN's float32 post-processing exactly.
 constexpr int64_t kExactAcc = int64_t{1} << 24;
 
+/// Largest |w - w_zp| for which the int16 pair sums of oneDNN's non-VNNI int8 kernels cannot
+/// saturate with uint8 sources: 255 * 64 * 2 = 32640 <= 32767.
+constexpr int64_t kNoSaturationWeight = 64;
+
 // ---------------------------------------------------------------------------------------------
 // Constant inputs as the reference would read them; nullopt where the reference would raise an
 // error (the factory then declines, so the reference runs and reports it).
@@ -123,6 +131,7 @@ int64_t maxCentered(DType x, std::optional<int32_t> zp) {
 struct ShiftedWeights {
   std::vector<int8_t> w;
   int64_t max_abs_sum = 0;
+  int64_t max_abs = 0;  ///< largest |w - zp|
 };
 template <typename ZpOf, typename OutOf>
 std::optional<ShiftedWeights> shiftWeights(const Tensor& w, int64_t outputs, ZpOf&& zp_of, OutOf&& out_of) {
@@ -137,9 +146,16 @@ std::optional<ShiftedWeights> shiftWeights(const Tensor& w, int64_t outputs, ZpO
     if (v < -128 || v > 127) return std::nullopt;
     r.w[i] = static_cast<int8_t>(v);
     sums[out_of(i)] += v < 0 ? -v : v;
+    r.max_abs = std::max<int64_t>(r.max_abs, v < 0 ? -v : v);
   }
   for (int64_t s : sums) r.max_abs_sum = std::max(r.max_abs_sum, s);
   return r;
+}
+
+/// oneDNN's int8 kernels are exact for these operands on this CPU: always with VNNI, otherwise for
+/// uint8 sources (known when the session is built) and weights within +-64 (see the header).
+bool int8Exact(DType x_type, const ShiftedWeights& w) {
+  return haveVnni() || (x_type == DType::UInt8 && w.max_abs <= kNoSaturationWeight);
 }
 
 /// A zero-point input: a constant value, or read at run time.
@@ -264,6 +280,8 @@ class DnnlQConv final : public Kernel {
     /// CPUs without VNNI: an fp32 convolution of the centred integers (exact, the factory checks
     /// that every accumulator stays within float32's integers), then the reference's requantization.
     bool f32 = false;
+    /// CPUs without VNNI, 7-bit weights: oneDNN's int8 kernels, exact for uint8 sources only.
+    bool u8_only = false;
   };
   DnnlQConv(const Node& n, Config c) : node_(n), c_(std::move(c)) {
     if (c_.f32) {  // per-channel multipliers and a zero bias, so the requantization loop has no branches
@@ -326,7 +344,7 @@ class DnnlQConv final : public Kernel {
     const Tensor& x = ctx.in(0);
     if (x.rank() != 4) ctx.error("expects a 4-D NHWC input, got ", shapeStr(x.shape()));
     const Shape xs{x.dim(0), x.dim(3), x.dim(1), x.dim(2)};
-    Prepared* p = (haveVnni() || c_.f32) && runnable(ctx) ? &prepare(xs, x.dtype()) : nullptr;
+    Prepared* p = runnable(ctx) ? &prepare(xs, x.dtype()) : nullptr;
     if (!p || !p->ok) return qlinearConvNhwcReference(ctx);
     if (c_.f32) return runF32(ctx, *p);
     const Shape& ys = p->out_shape;
@@ -423,6 +441,7 @@ class DnnlQConv final : public Kernel {
   bool runnable(const KernelContext& ctx) const {
     const Tensor& x = ctx.in(0);
     if (x.rank() != 4 || !is8(x.dtype()) || x.numel() == 0) return false;
+    if (c_.u8_only && x.dtype() != DType::UInt8) return false;
     if (c_.x_zp.present) {
       const Tensor& z = ctx.in(c_.in.x_zp);
       if (!single(z) || z.dtype() != x.dtype()) return false;
@@ -508,9 +527,6 @@ class DnnlQConv final : public Kernel {
 bool perChannelShape(const Tensor& t, int64_t m) { return single(t) || (t.rank() == 1 && t.dim(0) == m); }
 
 std::unique_ptr<Kernel> makeQConv(const KernelInfo& info, const QConvInputs& in, bool nhwc = false) {
-  // Without VNNI only the NHWC QLinearConv has a fast path (fp32, exact; see DnnlQConv::runF32).
-  const bool f32 = !haveVnni();
-  if (f32 && !(nhwc && in.qlinear)) return nullptr;
   const Node& n = info.node;
   const Tensor* w = info.constant(in.w);
   if (!w || !is8(w->dtype()) || w->rank() != 4 || w->numel() == 0) return nullptr;
@@ -548,6 +564,11 @@ std::unique_ptr<Kernel> makeQConv(const KernelInfo& info, const QConvInputs& in,
       [&](int64_t i) { return i / per_out; });
   if (!shifted) return nullptr;
   c.w = std::move(*shifted);
+  // Where oneDNN's int8 kernels would not be exact, only the NHWC QLinearConv has a fast path:
+  // fp32, exact (DnnlQConv::runF32).
+  const bool f32 = !int8Exact(x_type, c.w);
+  if (f32 && !(nhwc && in.qlinear)) return nullptr;
+  c.u8_only = !f32 && !haveVnni();
 
   if (in.qlinear) {
     const Tensor *xs_t = info.constant(1), *ws_t = info.constant(4), *ys_t = info.constant(6);
@@ -605,6 +626,7 @@ class DnnlQMatMul final : public Kernel {
     std::vector<float> scales;  ///< per column or one; empty for MatMulInteger
     ZeroPoint a_zp, y_zp;
     DType y_type = DType::Int32;
+    bool u8_only = false;  ///< CPUs without VNNI, 7-bit B: exact for uint8 A only
   };
   explicit DnnlQMatMul(Config c) : c_(std::move(c)) {}
 
@@ -650,6 +672,7 @@ class DnnlQMatMul final : public Kernel {
   bool runnable(const KernelContext& ctx) const {
     const Tensor& a = ctx.in(0);
     if (a.rank() < 2 || a.shape().back() != c_.k || !is8(a.dtype()) || a.numel() == 0) return false;
+    if (c_.u8_only && a.dtype() != DType::UInt8) return false;
     if (c_.a_zp.present) {
       const Tensor& z = ctx.in(c_.in.a_zp);
       if (z.numel() != 1 || z.dtype() != a.dtype()) return false;
@@ -708,7 +731,6 @@ bool perColumnShape(const Tensor& t, int64_t n) {
 }
 
 std::unique_ptr<Kernel> makeQMatMul(const KernelInfo& info, const QMatMulInputs& in) {
-  if (!haveVnni()) return nullptr;
   const Tensor* b = info.constant(in.b);
   if (!b || !is8(b->dtype()) || b->rank() != 2 || b->numel() == 0) return nullptr;
   const DType at = inputType(info, 0);
@@ -737,6 +759,8 @@ std::unique_ptr<Kernel> makeQMatMul(const KernelInfo& info, const QMatMulInputs&
       *b, N, [&](int64_t i) { return b_zp[b_zp.size() == 1 ? 0 : i % N]; }, [&](int64_t i) { return i % N; });
   if (!shifted) return nullptr;
   c.b = std::move(*shifted);
+  if (!int8Exact(a_type, c.b)) return nullptr;
+  c.u8_only = !haveVnni();
 
   if (in.qlinear) {
     const Tensor *as_t = info.constant(1), *bs_t = info.constant(4), *ys_t = info.constant(6);
