@@ -31,8 +31,7 @@ struct PruneArgs {
   std::string importance = "l1";
   int64_t min_channels = 4, round_to = 0;
   int64_t bench_batch = 32;
-  bool ort_bench = false;
-  std::string ort_tool;
+  OrtBenchOptions ort;
 };
 }  // namespace
 
@@ -69,11 +68,7 @@ void addPruneCommand(CLI::App& app, Action& action, const GlobalOptions&) {
   cmd->add_option("--bench-batch", a->bench_batch,
                   "Channel pruning: batch for the before/after latency in the lwc engine in the report (0 = skip)")
       ->check(CLI::NonNegativeNumber);
-  cmd->add_flag("--ort-bench", a->ort_bench,
-                "Channel pruning: also measure ONNX Runtime's latency before/after at --bench-batch (needs Node.js and "
-                "onnxruntime-node, see scripts/setup.sh)");
-  cmd->add_option("--ort-tool", a->ort_tool,
-                  "ort_tool.js for --ort-bench (default: $LWC_ORT_TOOL, else scripts/ort/ort_tool.js of the source tree)");
+  a->ort.add(cmd, "the latency before/after channel pruning");
   cmd->callback([&action, a] {
     action = [a] {
       if (!(a->sparsity >= 0.0 && a->sparsity < 1.0))
@@ -82,7 +77,7 @@ void addPruneCommand(CLI::App& app, Action& action, const GlobalOptions&) {
       if (a->pattern != "unstructured" && a->iters != 1)
         fail("prune: --pattern ", a->pattern, " is reached in one step; drop --iters");
       const bool channels = a->channels > 0 || a->macs_reduction > 0;
-      if (a->ort_bench && !channels)
+      if (a->ort.enabled && !channels)
         fail("prune: --ort-bench measures channel pruning (--channels or --macs-reduction); magnitude pruning leaves "
              "dense kernels as fast as before");
       if (channels) {
@@ -91,8 +86,7 @@ void addPruneCommand(CLI::App& app, Action& action, const GlobalOptions&) {
           fail("prune: --macs-reduction ", a->macs_reduction, " is outside (0, 0.95]; e.g. 0.3 cuts MACs by 30 %");
         if (a->iters != 1) fail("prune: --iters applies to magnitude pruning; channel pruning runs in one step");
         if (a->recover == "bias") fail("prune: channel pruning recovers with --recover lsq (or none), not bias");
-        if (a->ort_bench && a->bench_batch <= 0) fail("prune: --ort-bench needs --bench-batch of at least 1");
-        const std::string ort_tool = a->ort_bench ? findOrtTool(a->ort_tool, "--ort-bench") : std::string();
+        const std::string ort_tool = a->ort.resolve("prune", a->bench_batch);
         // l1/l2 rank the filters after BatchNormalization is folded into them; bn_gamma reads the
         // BatchNormalization scales, so it runs before the cleanup folds them.
         Pipeline clean = cleanupPipeline();

@@ -34,8 +34,7 @@ struct QuantArgs {
   std::string mode = "static";
   std::string format = "qdq";
   int64_t bench_batch = 32;
-  bool ort_bench = false;
-  std::string ort_tool;
+  OrtBenchOptions ort;
   int64_t layer_samples = 100;
 };
 
@@ -95,19 +94,14 @@ void addQuantizeCommand(CLI::App& app, Action& action, const GlobalOptions&) {
       ->check(CLI::IsMember({"static", "dynamic"}));
   cmd->add_option("--bench-batch", q->bench_batch, "Batch for the FP32 vs INT8 latency in the report (0 = skip)")
       ->check(CLI::NonNegativeNumber);
-  cmd->add_flag("--ort-bench", q->ort_bench,
-                "Also measure FP32 vs INT8 latency in ONNX Runtime at --bench-batch (needs Node.js and onnxruntime-node, "
-                "see scripts/setup.sh)");
-  cmd->add_option("--ort-tool", q->ort_tool,
-                  "ort_tool.js for --ort-bench (default: $LWC_ORT_TOOL, else scripts/ort/ort_tool.js of the source tree)");
+  q->ort.add(cmd, "FP32 vs INT8 latency");
   cmd->add_option("--layer-samples", q->layer_samples, "Samples for the per-layer error table (0 = skip)")
       ->check(CLI::NonNegativeNumber);
   cmd->callback([&action, q] {
     action = [q] {
       if (q->mode == "static" && q->run.calib.empty() && q->load_calib.empty())
         fail("quantize: give calibration data with --calib DIR (or saved statistics with --load-calib FILE), or use --mode dynamic");
-      if (q->ort_bench && q->bench_batch <= 0) fail("quantize: --ort-bench needs --bench-batch of at least 1");
-      const std::string ort_tool = q->ort_bench ? findOrtTool(q->ort_tool, "--ort-bench") : std::string();
+      const std::string ort_tool = q->ort.resolve("quantize", q->bench_batch);
       Pipeline p = quantPipeline(*q);
       RunHooks hooks;
       auto ort = std::make_shared<OrtPair>();

@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
@@ -123,6 +124,20 @@ std::string findOrtTool(const std::string& given, const char* flag) {
     fail(tool, ": ", flag, ": onnxruntime-node is not installed beside it; run scripts/setup.sh");
   if (!nodeOnPath()) fail("node: ", flag, " needs Node.js on PATH; run scripts/setup.sh");
   return tool;
+}
+
+void OrtBenchOptions::add(CLI::App* cmd, const std::string& measures) {
+  cmd->add_flag("--ort-bench", enabled,
+                "Also measure " + measures +
+                    " in ONNX Runtime at --bench-batch (needs Node.js and onnxruntime-node, see scripts/setup.sh)");
+  cmd->add_option("--ort-tool", tool,
+                  "ort_tool.js for --ort-bench (default: $LWC_ORT_TOOL, else scripts/ort/ort_tool.js of the source tree)");
+}
+
+std::string OrtBenchOptions::resolve(const char* command, int64_t bench_batch) const {
+  if (!enabled) return {};
+  if (bench_batch <= 0) fail(command, ": --ort-bench needs --bench-batch of at least 1");
+  return findOrtTool(tool, "--ort-bench");
 }
 
 OrtPair ortBenchPair(const std::string& tool, const Model& a, const Model& b, int64_t batch, int threads, int rounds,

@@ -8,7 +8,23 @@
 
 #include "lwc/graph.h"
 
+namespace CLI {
+class App;
+}
+
 namespace lwc::app {
+
+/// --ort-bench and --ort-tool of a command that times two models in ONNX Runtime (lwc quantize:
+/// FP32 vs INT8; lwc prune: before vs after channel pruning).
+struct OrtBenchOptions {
+  bool enabled = false;
+  std::string tool;
+  /// Registers both flags; `measures` completes "--ort-bench: also measure ...".
+  void add(CLI::App* cmd, const std::string& measures);
+  /// The tool to run, or "" when --ort-bench is off. Fails with one line (naming `command`) when
+  /// `bench_batch` < 1 or the tool, onnxruntime-node or node is missing.
+  std::string resolve(const char* command, int64_t bench_batch) const;
+};
 
 /// The ort_tool.js to use: `given` if not empty, else $LWC_ORT_TOOL, else the one in the source tree
 /// lwc was built from. Fails with one line (naming the flag) when it or `node` is missing.
