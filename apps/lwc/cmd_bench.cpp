@@ -46,7 +46,8 @@ Tensor randomInput(const ValueInfo& v, int64_t batch, std::mt19937& rng) {
   return t;
 }
 
-void printProfile(const std::vector<engine::NodeProfile>& prof, size_t runs) {
+/// Time per op type; with `per_node` also every node, slowest first (graph order breaks ties).
+void printProfile(const std::vector<engine::NodeProfile>& prof, size_t runs, bool per_node) {
   std::map<std::string, std::pair<double, int>> by_op;
   double total = 0;
   for (const auto& p : prof) {
@@ -62,6 +63,14 @@ void printProfile(const std::vector<engine::NodeProfile>& prof, size_t runs) {
   for (const auto& [ms, k] : rows)
     std::fprintf(stderr, "%-40s %6d %10.3f %6.1f%%\n", k.c_str(), by_op[k].second, ms / static_cast<double>(runs),
                  100.0 * ms / total);
+  if (!per_node) return;
+  std::vector<size_t> order(prof.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return prof[a].total_ms > prof[b].total_ms; });
+  std::fprintf(stderr, "\n%-64s %-6s %10s %7s\n", "node", "impl", "ms/run", "share");
+  for (size_t i : order)
+    std::fprintf(stderr, "%-64s %-6s %10.3f %6.1f%%\n", prof[i].node.c_str(), prof[i].impl.c_str(),
+                 prof[i].total_ms / static_cast<double>(runs), 100.0 * prof[i].total_ms / total);
 }
 
 double percentile(std::vector<double> v, double p) {
@@ -73,7 +82,7 @@ double percentile(std::vector<double> v, double p) {
 }
 }  // namespace
 
-void addBenchCommand(CLI::App& app, Action& action, const GlobalOptions&) {
+void addBenchCommand(CLI::App& app, Action& action, const GlobalOptions& g) {
   auto o = std::make_shared<BenchOptions>();
   auto* cmd = app.add_subcommand("bench", "Measure latency and throughput of the lwc engine on random inputs");
   cmd->add_option("model", o->model, "ONNX model file")->required();
@@ -87,8 +96,8 @@ void addBenchCommand(CLI::App& app, Action& action, const GlobalOptions&) {
   cmd->add_option("--preprocess", o->data.preprocess, "Preprocessing JSON for --data");
   cmd->add_flag("--reference", o->reference, "Use only the reference kernels (no oneDNN)");
   cmd->add_flag("--profile", o->profile, "Print the time per op type (and per node with -v)");
-  cmd->callback([&action, o] {
-    action = [o] {
+  cmd->callback([&action, o, &g] {
+    action = [o, &g] {
       engine::configureThreads(o->threads);
       const Model m = loadModel(o->model);
       engine::SessionOptions so;
@@ -136,7 +145,7 @@ void addBenchCommand(CLI::App& app, Action& action, const GlobalOptions&) {
                     o->threads, ms.size());
         std::printf("latency  median %.3f ms  p90 %.3f ms  mean %.3f ms\nthroughput  %.1f items/s\n", med, p90, mean, items);
       }
-      if (o->profile) printProfile(s.profile(), ms.size() + static_cast<size_t>(o->warmup));
+      if (o->profile) printProfile(s.profile(), ms.size() + static_cast<size_t>(o->warmup), g.verbose);
       return 0;
     };
   });

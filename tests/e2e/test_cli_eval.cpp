@@ -122,6 +122,17 @@ TEST_CASE("lwc bench on random inputs and on data", "[cli][bench]") {
     CHECK(j["p90_ms"].get<double>() >= j["median_ms"].get<double>());
     CHECK(j["items_per_s"].get<double>() > 0);
   }
+  // --profile: time per op type; with -v also every node (lenet5's two Conv nodes, run in NHWC, each listed by name).
+  auto by_op = runLwc("bench " + q(model) + " --batch 2 --iters 3 --warmup 0 --profile");
+  REQUIRE(by_op.exit_code == 0);
+  CHECK_THAT(by_op.err, Catch::Contains("ConvNhwc [dnnl]"));
+  CHECK_THAT(by_op.err, !Catch::Contains("node "));
+  auto per_node = runLwc("-v bench " + q(model) + " --batch 2 --iters 3 --warmup 0 --profile");
+  REQUIRE(per_node.exit_code == 0);
+  size_t convs = 0;
+  for (size_t at = per_node.err.find("ConvNhwc '/conv"); at != std::string::npos; at = per_node.err.find("ConvNhwc '/conv", at + 1))
+    ++convs;
+  CHECK(convs == 2);
   auto too_big = runLwc("bench " + q(model) + " --batch 1000 --iters 1 --data " + q(sample / "png"));
   CHECK(too_big.exit_code == 1);
   CHECK_THAT(too_big.err, Catch::Contains("fewer than --batch 1000"));
