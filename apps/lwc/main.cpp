@@ -1,5 +1,6 @@
 // lwc: the command-line driver. Exit codes: 0 ok, 1 usage or input error, 2 internal error,
 // 3 a quality gate failed (see README, "Exit codes").
+#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
@@ -96,6 +97,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "lwc: error: %s (see '%s --help')\n", msg.c_str(), where.c_str());
     return 1;
   }
+  // Log lines go to stderr with the error lines: stdout carries only results (tables, --json).
+  spdlog::set_default_logger(spdlog::stderr_color_mt("lwc"));
   spdlog::set_level(g.quiet ? spdlog::level::err : g.verbose ? spdlog::level::debug : spdlog::level::info);
   spdlog::set_pattern("lwc: %l: %v");
   try {

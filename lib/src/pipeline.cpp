@@ -439,7 +439,10 @@ PipelineReport runPipeline(const Pipeline& p, Model& m, const RunOptions& opts) 
       ev->evaluate(m, rec.metrics, false);
     }
     if (opts.on_stage) opts.on_stage(*step.pass, before, m, rec);
-    for (const auto& n : rec.result.notes) log(rec.pass + ": " + n);
+    for (const auto& n : rec.result.notes) {
+      if (opts.note) opts.note(rec.pass + ": " + n);
+      else log(rec.pass + ": " + n);
+    }
     if (opts.after_pass) opts.after_pass(rec.pass, m);
     rep.stages.push_back(std::move(rec));
   }

@@ -24,6 +24,15 @@ nlohmann::json readJson(const fs::path& p) {
   return nlohmann::json::parse(f);
 }
 
+bool hostX86WithoutVnni() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_cpu_init();
+  return !__builtin_cpu_supports("avx512vnni") && !__builtin_cpu_supports("avxvnni");
+#else
+  return false;
+#endif
+}
+
 int countOp(const Model& m, const std::string& op) {
   int c = 0;
   for (const auto& n : m.graph.nodes) c += n.op_type == op;
@@ -70,10 +79,16 @@ TEST_CASE("lwc quantize --reduce-range: 7-bit weights for CPUs without VNNI", "[
   const fs::path sample = td("fmnist_sample");
   for (const std::string rr : {"", " --reduce-range"}) {
     INFO("options:" << rr);
-    auto r = runLwc("-q quantize " + q(td("lenet5_fmnist.onnx")) + " --calib " + q(sample) + " -o " + q(d / "q.onnx") +
-                    " --bench-batch 0 --layer-samples 0" + rr);
+    auto r = runLwc("quantize " + q(td("lenet5_fmnist.onnx")) + " --calib " + q(sample) + " -o " + q(d / "q.onnx") +
+                    " --bench-batch 0 --layer-samples 0 --json" + rr);
     INFO(r.err);
     REQUIRE(r.exit_code == 0);
+    // --json: stdout is the report alone (log lines go to stderr). On a host without VNNI, 8-bit
+    // weights get a note on stderr and in the report that --reduce-range avoids.
+    const auto rep = nlohmann::json::parse(r.out);
+    const bool warned = rr.empty() && hostX86WithoutVnni();
+    CHECK((rep["stages"].back()["notes"].dump().find("this CPU has no VNNI") != std::string::npos) == warned);
+    CHECK((r.err.find("quantize_static: this CPU has no VNNI") != std::string::npos) == warned);
     const Model m = loadModel(d / "q.onnx");
     int max_abs = 0, tensors = 0;
     for (const auto& [n, t] : m.graph.initializers.items())
@@ -124,6 +139,8 @@ TEST_CASE("lwc quantize: bad input gets one clear error and no output file", "[c
   bad("--calib " + q(td("fmnist_sample")) + " --ort-bench --ort-tool " + q(d / "nope.js"),
       "nope.js: --ort-bench needs ONNX Runtime's ort_tool.js");
   bad("--calib " + q(td("fmnist_sample")) + " --ort-bench --bench-batch 0", "--ort-bench needs --bench-batch");
+  bad("--mode dynamic --calibrator entropy", "--calibrator applies to --mode static");
+  bad("--mode dynamic --reduce-range", "--reduce-range applies to --mode static");
   // An already quantized model.
   REQUIRE(runLwc("-q quantize " + q(model) + " --calib " + q(td("fmnist_sample")) + " -o " + q(d / "q.onnx") +
                  " --bench-batch 0 --layer-samples 0").exit_code == 0);

@@ -121,8 +121,10 @@ struct RunOptions {
   std::function<void(const std::string& pass, const Model& m)> after_pass;
   /// Called after every successful pass with the models before and after it; may fill rec.details.
   std::function<void(const Pass& pass, const Model& before, const Model& after, StageRecord& rec)> on_stage;
-  /// Progress messages (one line each) for the log.
+  /// Progress messages (one line each) for the log: "running <pass>", "evaluating ...".
   std::function<void(const std::string& line)> log;
+  /// Passes' notes ("<pass>: <note>": what was left alone and why); `log` when not set.
+  std::function<void(const std::string& line)> note;
 };
 
 /// Runs the pipeline on `m` (rewritten in place). Before any pass runs, the data sources are opened
