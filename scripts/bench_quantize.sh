@@ -5,11 +5,14 @@
 # On x86 CPUs without VNNI both files are quantized with --reduce-range (7-bit weights): there ONNX
 # Runtime's u8 x s8 kernels saturate with 8-bit weights (wrong results), and lwc runs oneDNN's int8
 # kernels only on 7-bit weights (exact); 8-bit weights take its slower exact fp32 path.
+# Each cell is the lowest of ROUNDS medians; the four measurements of a row take turns in every
+# round, so that a change in machine load hits all of them.
 # Needs build/apps/lwc/lwc (scripts/build.sh).
-#   scripts/bench_quantize.sh [SECONDS_PER_ROW]
+#   scripts/bench_quantize.sh [SECONDS_PER_MEASUREMENT] [ROUNDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-5}
+ROUNDS=${2:-3}
 THREADS=2
 LWC=build/apps/lwc/lwc
 TV=build/test_models/torchvision
@@ -31,8 +34,9 @@ fi
 
 median() { /usr/bin/python3 -c 'import json,sys; print("%.3f" % json.load(sys.stdin)["median_ms"])'; }
 ratio() { /usr/bin/python3 -c "print('%.2f' % ($1 / $2))"; }
+lower() { /usr/bin/python3 -c "print('%.3f' % min($1, $2))"; }
 
-echo "# INT8 vs FP32 (median latency, $THREADS threads; onnxruntime-node 1.30.0; $WEIGHTS), $(date -u +%Y-%m-%d), $(lscpu | sed -n 's/^Model name: *//p')"
+echo "# INT8 vs FP32 (lowest of $ROUNDS median latencies, $THREADS threads; onnxruntime-node 1.30.0; $WEIGHTS), $(date -u +%Y-%m-%d), $(lscpu | sed -n 's/^Model name: *//p')"
 printf "| %-14s | %5s | %9s | %9s | %9s | %9s | %9s | %9s | %9s |\n" model batch "ORT fp32" "ORT int8" "ORT x" \
   "lwc fp32" "lwc int8" "lwc x" "lwc/ORT int8"
 printf "|%s|%s|%s|%s|%s|%s|%s|%s|%s|\n" "----------------" "-------" "-----------" "-----------" "-----------" \
@@ -42,10 +46,13 @@ for pair in "mnv2_fmnist:testdata/mnv2_fmnist.onnx" "mobilenet_v2:$TV/mobilenet_
   fp32=${pair#*:}
   int8="$OUT/$name.int8.onnx"
   for batch in 1 32; do
-    of=$(node scripts/ort/ort_tool.js bench "$fp32" --batch $batch --threads $THREADS --seconds "$SECS" --json | median)
-    oi=$(node scripts/ort/ort_tool.js bench "$int8" --batch $batch --threads $THREADS --seconds "$SECS" --json | median)
-    lf=$("$LWC" bench "$fp32" --batch $batch --threads $THREADS --seconds "$SECS" --json | median)
-    li=$("$LWC" bench "$int8" --batch $batch --threads $THREADS --seconds "$SECS" --json | median)
+    of=1e9 oi=1e9 lf=1e9 li=1e9
+    for _ in $(seq "$ROUNDS"); do
+      of=$(lower "$of" "$(node scripts/ort/ort_tool.js bench "$fp32" --batch $batch --threads $THREADS --seconds "$SECS" --json | median)")
+      oi=$(lower "$oi" "$(node scripts/ort/ort_tool.js bench "$int8" --batch $batch --threads $THREADS --seconds "$SECS" --json | median)")
+      lf=$(lower "$lf" "$("$LWC" bench "$fp32" --batch $batch --threads $THREADS --seconds "$SECS" --json | median)")
+      li=$(lower "$li" "$("$LWC" bench "$int8" --batch $batch --threads $THREADS --seconds "$SECS" --json | median)")
+    done
     printf "| %-14s | %5d | %9s | %9s | %9s | %9s | %9s | %9s | %9s |\n" "$name" "$batch" "$of" "$oi" "$(ratio "$of" "$oi")" \
       "$lf" "$li" "$(ratio "$lf" "$li")" "$(ratio "$li" "$oi")"
   done

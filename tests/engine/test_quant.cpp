@@ -296,6 +296,38 @@ TEST_CASE("QuantizeLinear rounds half to even and saturates", "[quant]") {
   }
 }
 
+// The per-tensor kernel is a vectorised loop (rne by adding 1.5 * 2^23); on a large tensor of
+// ties, fractions, huge values, infinities and NaN it must give what the definition gives:
+// saturate(rint(x / scale) + zp), NaN -> zp, for every 8- and 16-bit type.
+TEST_CASE("QuantizeLinear per tensor agrees with the definition on every kind of value", "[quant]") {
+  const float inf = std::numeric_limits<float>::infinity();
+  std::vector<float> v;
+  for (int i = -70000; i <= 70000; ++i) v.push_back(0.5f * static_cast<float>(i));  // every tie up to 35000
+  for (int i = 0; i < 20000; ++i) v.push_back(std::ldexp(static_cast<float>(i % 97) - 48.3f, i % 40 - 20));
+  for (float e : {inf, -inf, std::nanf(""), 1e30f, -1e30f, 4194304.5f, -8388609.0f, 0.49999997f, -0.0f}) v.push_back(e);
+  const Tensor x = floats({static_cast<int64_t>(v.size())}, v);
+  auto check = [&](auto tag, int32_t lo, int32_t hi, int32_t zp, float scale) {
+    using T = decltype(tag);
+    INFO("range [" << lo << ", " << hi << "], zero point " << zp << ", scale " << scale);
+    const Tensor y = run1("QuantizeLinear", {x, Tensor::scalar(scale), Tensor::scalar<T>(static_cast<T>(zp))}, {}, 21);
+    const auto got = valuesOf<T>(y);
+    REQUIRE(got.size() == v.size());
+    int64_t wrong = 0;
+    for (size_t i = 0; i < v.size(); ++i) {
+      const float q = v[i] / scale;
+      const double r = std::isnan(q) ? 0.0 : std::nearbyint(std::clamp(static_cast<double>(q), double(lo - zp), double(hi - zp)));
+      wrong += static_cast<int64_t>(got[i]) != static_cast<int64_t>(r) + zp;
+    }
+    CHECK(wrong == 0);
+  };
+  check(uint8_t{}, 0, 255, 128, 1.0f);
+  check(uint8_t{}, 0, 255, 3, 0.37f);
+  check(int8_t{}, -128, 127, 0, 1.0f);
+  check(int8_t{}, -128, 127, -5, 2.5f);
+  check(uint16_t{}, 0, 65535, 30000, 1.0f);
+  check(int16_t{}, -32768, 32767, 7, 0.5f);
+}
+
 TEST_CASE("QuantizeLinear per axis and blocked", "[quant]") {
   // x [2, 3, 2]; channel c along axis 1 has scale (c + 1) and zero point 10 * c.
   const Tensor x = floats({2, 3, 2}, {1, 2, 3, 4, 5, 6, -1, -2, -3, -4, -5, -6});

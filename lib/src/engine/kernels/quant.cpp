@@ -137,6 +137,24 @@ void mapWithParams(const AxisLayout& l, const TX* x, TY* y, const std::vector<fl
     }
 }
 
+// QuantizeLinear with one scale and zero point (the activations' case), written so that it
+// vectorises; the same values as quantizeValue: NaN becomes 0 by a select, clamping comes before
+// rounding (the bounds are integers), and rne is adding and subtracting 1.5 * 2^23 in the default
+// rounding mode (exact for |v| <= 2^22, which the bounds of 8- and 16-bit types guarantee).
+template <typename T>
+void quantizePerTensor(const float* __restrict x, T* __restrict y, int64_t n, float scale, int32_t zp, QRange r) {
+  static_assert(sizeof(T) <= 2);
+  const float lo = static_cast<float>(r.lo - zp), hi = static_cast<float>(r.hi - zp);
+#pragma omp parallel for schedule(static) if (n > kParallelMin)
+  for (int64_t i = 0; i < n; ++i) {
+    float v = x[i] / scale;
+    v = v == v ? v : 0.0f;
+    v = std::min(std::max(v, lo), hi);
+    v = (v + 12582912.0f) - 12582912.0f;
+    y[i] = static_cast<T>(static_cast<int32_t>(v) + zp);
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Convolution.
 
@@ -437,6 +455,10 @@ void quantizeLinear(KernelContext& ctx) {
   Tensor& y = ctx.alloc(0, out, x.shape());
   dispatchQuantized(out, ctx, "y", [&](auto tag) {
     using T = decltype(tag);
+    if constexpr (sizeof(T) <= 2) {
+      if (layout.kind == AxisLayout::Kind::PerTensor)
+        return quantizePerTensor(x.data<float>(), y.data<T>(), x.numel(), scale[0], zp[0], range);
+    }
     mapWithParams(layout, x.data<float>(), y.data<T>(), scale, zp, [&](float v, float s, int32_t z) {
       return static_cast<T>(quantizeValue(v, s, z, range));
     });

@@ -134,9 +134,14 @@ void tiledCopy(std::byte* dst, const std::byte* src, const Shape& dims, const st
   int64_t jobs = 1;
   for (size_t k : rest) jobs *= dims[k];
   const int64_t a = dims[p], n = dims[r - 1], total = jobs * a * n * static_cast<int64_t>(es);
-  parallelRange(jobs, total, [&](int64_t j0, int64_t j1) {
-    for (int64_t job = j0; job < j1; ++job) {
-      int64_t rem = job, soff = 0, doff = 0;
+  // Work units: each job's axis p cut into slices of kSlice rows, so that one image (jobs = 1,
+  // e.g. a batch-1 NCHW -> NHWC) still spreads over the threads.
+  constexpr int64_t kSlice = 256;
+  const int64_t slices = (a + kSlice - 1) / kSlice;
+  parallelRange(jobs * slices, total, [&](int64_t u0, int64_t u1) {
+    for (int64_t unit = u0; unit < u1; ++unit) {
+      const int64_t job = unit / slices, i0 = (unit % slices) * kSlice, rows = std::min(kSlice, a - i0);
+      int64_t rem = job, soff = i0 * strides[p], doff = i0 * dst_strides[p];
       for (size_t i = rest.size(); i-- > 0;) {
         const size_t k = rest[i];
         soff += (rem % dims[k]) * strides[k];
@@ -147,16 +152,16 @@ void tiledCopy(std::byte* dst, const std::byte* src, const Shape& dims, const st
       const std::byte* s = src + soff * static_cast<int64_t>(es);
       switch (es) {
         case 1:
-          transposeTiles<uint8_t>(d, s, a, n, dst_strides[p], strides[r - 1]);
+          transposeTiles<uint8_t>(d, s, rows, n, dst_strides[p], strides[r - 1]);
           break;
         case 2:
-          transposeTiles<uint16_t>(d, s, a, n, dst_strides[p], strides[r - 1]);
+          transposeTiles<uint16_t>(d, s, rows, n, dst_strides[p], strides[r - 1]);
           break;
         case 4:
-          transposeTiles<uint32_t>(d, s, a, n, dst_strides[p], strides[r - 1]);
+          transposeTiles<uint32_t>(d, s, rows, n, dst_strides[p], strides[r - 1]);
           break;
         default:
-          transposeTiles<uint64_t>(d, s, a, n, dst_strides[p], strides[r - 1]);
+          transposeTiles<uint64_t>(d, s, rows, n, dst_strides[p], strides[r - 1]);
           break;
       }
     }
@@ -186,7 +191,7 @@ void viewCopy(std::byte* dst, const std::byte* src, const Shape& shape, const st
   }
   const size_t outer = dims.size() - 1;
   const int64_t n = dims.back(), s = strides.back();
-  if (s != 1 && n >= 8 && es <= 8 && (es & (es - 1)) == 0)
+  if (s != 1 && n >= 2 && es <= 8 && (es & (es - 1)) == 0)
     for (size_t p = 0; p < outer; ++p)
       if (strides[p] == 1 && dims[p] >= 8) return tiledCopy(dst, src, dims, strides, p, es);
   const int64_t rows = prod(dims, 0, outer);
