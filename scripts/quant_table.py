@@ -97,12 +97,15 @@ def main():
                         lwc_for_ort = json.load(f)["final"]["eval"]["top1"]
                 row = {"model": name, "calibrator": cal, "fp32_top1": r["input"]["eval"]["top1"],
                        "int8_top1": r["final"]["eval"]["top1"], "ort_int8_top1": ort_top1(ort_model),
+                       "top1_agreement_with_fp32": r["final"]["eval"]["top1_agreement"],
+                       "output_sqnr_db": r["final"]["eval"]["output_sqnr_db"],
                        "lwc_top1_of_ort_file": lwc_for_ort, "ort_file_reduce_range": reduce,
                        "input_bytes": r["input"]["file_bytes"], "output_bytes": r["final"]["file_bytes"],
                        "weight_bytes_fp32": r["input"]["weight_bytes"], "weight_bytes_int8": r["final"]["weight_bytes"]}
                 rows.append(row)
                 print(f"{name:10s} {cal:10s} fp32 {100*row['fp32_top1']:.2f}  lwc int8 {100*row['int8_top1']:.2f}  "
-                      f"ORT int8 {100*row['ort_int8_top1']:.2f}  drop {100*(row['fp32_top1']-row['int8_top1']):+.2f}", flush=True)
+                      f"ORT int8 {100*row['ort_int8_top1']:.2f}  drop {100*(row['fp32_top1']-row['int8_top1']):+.2f}  "
+                      f"agree {100*row['top1_agreement_with_fp32']:.2f}%  SQNR {row['output_sqnr_db']:.2f} dB", flush=True)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(rows, f, indent=1)

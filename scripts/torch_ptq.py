@@ -242,9 +242,25 @@ def pct(correct, total):
     return 100.0 * correct / total
 
 
+def logits(model, x):
+    """The model's outputs on x, in the batches train_fmnist.evaluate uses."""
+    model.eval()
+    with torch.no_grad():
+        return torch.cat([model(x[i:i + 500]) for i in range(0, x.shape[0], 500)]).float()
+
+
+def fidelity(ref, test):
+    """(top-1 agreement, output SQNR in dB) of test logits against reference logits, as lwc's
+    report computes them: argmax agreement, 10 log10(sum ref^2 / sum (ref - test)^2)."""
+    agree = float((ref.topk(5, dim=1).indices[:, 0] == test.topk(5, dim=1).indices[:, 0]).double().mean())
+    noise = float(((ref.double() - test.double()) ** 2).sum())
+    sqnr = float("inf") if noise == 0 else 10.0 * np.log10(float((ref.double() ** 2).sum()) / noise)
+    return agree, sqnr
+
+
 # ----------------------------------------------------------------------------- main
 
-def quantize_model(name, model, settings, xcal, xte, yte, fp32_top1, args):
+def quantize_model(name, model, settings, xcal, xte, yte, fp32_top1, fp32_logits, args):
     results = {}
     for setting, (text, mapping) in settings.items():
         torch.manual_seed(args.seed)
@@ -257,6 +273,7 @@ def quantize_model(name, model, settings, xcal, xte, yte, fp32_top1, args):
             entry["calib_seconds"] = round(time.time() - t0, 2)
             t0 = time.time()
             top1, top5 = train_fmnist.evaluate(quantized, xte, yte)
+            agree, sqnr = fidelity(fp32_logits, logits(quantized, xte))
             entry["eval_seconds"] = round(time.time() - t0, 2)
             q_ops, f_ops, deq = op_census(quantized, xcal[:8])
         except Exception as exc:   # report the failure and keep going with other settings
@@ -265,11 +282,12 @@ def quantize_model(name, model, settings, xcal, xte, yte, fp32_top1, args):
             print(f"{name:<10} {setting:<21} FAILED: {entry['error']}", flush=True)
             continue
         entry.update(top1_correct=top1, top1=top1 / len(yte), top5_correct=top5,
+                     top1_agreement_with_fp32=agree, output_sqnr_db=round(sqnr, 2),
                      drop_pp=round(pct(fp32_top1 - top1, len(yte)), 2),
                      quantized_ops=q_ops, float_ops=f_ops, dequantize_nodes=deq)
         results[setting] = entry
         print(f"{name:<10} {setting:<21} top1 {top1}/{len(yte)} ({pct(top1, len(yte)):.2f}%) "
-              f"drop {entry['drop_pp']:+.2f} pp  calib {entry['calib_seconds']:.1f}s "
+              f"drop {entry['drop_pp']:+.2f} pp  agree {100 * agree:.2f}%  SQNR {sqnr:.2f} dB  calib {entry['calib_seconds']:.1f}s "
               f"eval {entry['eval_seconds']:.1f}s  float: {fmt_counts(f_ops)}", flush=True)
     return results
 
@@ -364,7 +382,7 @@ def main():
                      f"says {expected} (tolerance {FP32_TOLERANCE}); the weights did not "
                      f"load correctly, refusing to report INT8 numbers")
 
-        results = quantize_model(name, model, settings, xcal, xte, yte, fp32_top1, args)
+        results = quantize_model(name, model, settings, xcal, xte, yte, fp32_top1, logits(model, xte), args)
         ok = {s: r for s, r in results.items() if "error" not in r}
         # Ties go to the earlier setting, i.e. to the backend default first.
         best = max(ok, key=lambda s: ok[s]["top1_correct"]) if ok else None
