@@ -19,7 +19,7 @@
 //     pre-scaled by 1/2 for int8 sources): exact only when |x| * 2 * max|w| <= 32767, that is for
 //     uint8 sources and weights within [-64, 64] ("7-bit" weights, `lwc quantize --reduce-range`,
 //     the remedy ONNX Runtime and oneDNN document for such CPUs). Those run oneDNN's int8 kernels
-//     there too (fits7Bit); other NHWC QLinearConvs run an exact fp32 convolution (DnnlQConv::runF32),
+//     there too (int8Exact); other NHWC QLinearConvs run an exact fp32 convolution (DnnlQConv::runF32),
 //     everything else the reference.
 //
 // Activations are plain NCHW tensors; the convolution primitive itself is NHWC (oneDNN's int8
