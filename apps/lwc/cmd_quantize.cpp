@@ -77,17 +77,6 @@ Pipeline quantPipeline(const QuantArgs& q) {
   return p;
 }
 
-/// True on an x86 CPU without VNNI, where ONNX Runtime's u8 x s8 kernels add product pairs in a
-/// saturating int16 (see --reduce-range).
-bool hostX86WithoutVnni() {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_cpu_init();
-  return !__builtin_cpu_supports("avx512vnni") && !__builtin_cpu_supports("avxvnni");
-#else
-  return false;
-#endif
-}
-
 }  // namespace
 
 void addQuantizeCommand(CLI::App& app, Action& action, const GlobalOptions&) {
@@ -163,7 +152,7 @@ void addQuantizeCommand(CLI::App& app, Action& action, const GlobalOptions&) {
           *ort = ortBenchPair(ort_tool, before, after, q->bench_batch, q->run.threads);
           d["ort_latency_ms"] = ort->toJson(q->bench_batch, "fp32", "int8");
         }
-        if (qs && !q->reduce_range && hostX86WithoutVnni()) {
+        if (qs && !q->reduce_range && engine::hostX86WithoutVnni()) {
           const std::string note =
               "this CPU has no VNNI: ONNX Runtime's u8 x s8 kernels on CPUs like it saturate with 8-bit weights and can "
               "lose accuracy that lwc's exact engine does not show (mnv2_fmnist: 90.63 % vs 92.51 %); quantize with "

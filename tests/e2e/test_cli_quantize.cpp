@@ -3,6 +3,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "lwc/engine.h"
 #include "lwc/model_io.h"
 #include "lwc/npy.h"
 #include "support/engine_util.h"
@@ -22,15 +23,6 @@ nlohmann::json readJson(const fs::path& p) {
   std::ifstream f(p);
   REQUIRE(f.good());
   return nlohmann::json::parse(f);
-}
-
-bool hostX86WithoutVnni() {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_cpu_init();
-  return !__builtin_cpu_supports("avx512vnni") && !__builtin_cpu_supports("avxvnni");
-#else
-  return false;
-#endif
 }
 
 int countOp(const Model& m, const std::string& op) {
@@ -86,7 +78,7 @@ TEST_CASE("lwc quantize --reduce-range: 7-bit weights for CPUs without VNNI", "[
     // --json: stdout is the report alone (log lines go to stderr). On a host without VNNI, 8-bit
     // weights get a note on stderr and in the report that --reduce-range avoids.
     const auto rep = nlohmann::json::parse(r.out);
-    const bool warned = rr.empty() && hostX86WithoutVnni();
+    const bool warned = rr.empty() && engine::hostX86WithoutVnni();
     CHECK((rep["stages"].back()["notes"].dump().find("this CPU has no VNNI") != std::string::npos) == warned);
     CHECK((r.err.find("quantize_static: this CPU has no VNNI") != std::string::npos) == warned);
     const Model m = loadModel(d / "q.onnx");

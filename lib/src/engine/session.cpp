@@ -22,6 +22,15 @@ void configureThreads(int threads) {
   omp_set_num_threads(n);
 }
 
+bool hostX86WithoutVnni() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_cpu_init();
+  return !__builtin_cpu_supports("avx512vnni") && !__builtin_cpu_supports("avxvnni");
+#else
+  return false;
+#endif
+}
+
 struct Session::Impl {
   Graph graph;  // own copy: kernels refer to its nodes
   SessionOptions opts;
