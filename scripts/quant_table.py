@@ -79,22 +79,21 @@ def main():
         for name in args.models:
             model = os.path.join(ROOT, "testdata", f"{name}_fmnist.onnx")
             for cal in args.calibrators:
-                out, rep = os.path.join(d, f"{name}_{cal}.onnx"), os.path.join(d, f"{name}_{cal}.json")
-                run([args.lwc, "-q", "quantize", model, "-o", out, "--calibrator", cal,
-                     "--calib", f"{FM}/train-images-idx3-ubyte.gz", "--calib-limit", str(args.calib_samples),
-                     "--eval", f"{FM}/t10k-images-idx3-ubyte.gz", "--preprocess", PRE, "--report", rep,
-                     "--layer-samples", "0", "--bench-batch", "0"] + args.extra)
-                with open(rep) as f:
-                    r = json.load(f)
+                def quantize(stem, extra):
+                    """Quantizes `model` to d/stem.onnx; returns (path, lwc's report)."""
+                    out, rep = os.path.join(d, f"{stem}.onnx"), os.path.join(d, f"{stem}.json")
+                    run([args.lwc, "-q", "quantize", model, "-o", out, "--calibrator", cal,
+                         "--calib", f"{FM}/train-images-idx3-ubyte.gz", "--calib-limit", str(args.calib_samples),
+                         "--eval", f"{FM}/t10k-images-idx3-ubyte.gz", "--preprocess", PRE, "--report", rep,
+                         "--layer-samples", "0", "--bench-batch", "0"] + extra)
+                    with open(rep) as f:
+                        return out, json.load(f)
+
+                out, r = quantize(f"{name}_{cal}", args.extra)
                 ort_model, lwc_for_ort = out, r["final"]["eval"]["top1"]
                 if second:
-                    ort_model, rep7 = os.path.join(d, f"{name}_{cal}_7bit.onnx"), os.path.join(d, f"{name}_{cal}_7bit.json")
-                    run([args.lwc, "-q", "quantize", model, "-o", ort_model, "--calibrator", cal, "--reduce-range",
-                         "--calib", f"{FM}/train-images-idx3-ubyte.gz", "--calib-limit", str(args.calib_samples),
-                         "--eval", f"{FM}/t10k-images-idx3-ubyte.gz", "--preprocess", PRE, "--report", rep7,
-                         "--layer-samples", "0", "--bench-batch", "0"] + args.extra)
-                    with open(rep7) as f:
-                        lwc_for_ort = json.load(f)["final"]["eval"]["top1"]
+                    ort_model, r7 = quantize(f"{name}_{cal}_7bit", ["--reduce-range"] + args.extra)
+                    lwc_for_ort = r7["final"]["eval"]["top1"]
                 row = {"model": name, "calibrator": cal, "fp32_top1": r["input"]["eval"]["top1"],
                        "int8_top1": r["final"]["eval"]["top1"], "ort_int8_top1": ort_top1(ort_model),
                        "top1_agreement_with_fp32": r["final"]["eval"]["top1_agreement"],
