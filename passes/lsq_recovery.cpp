@@ -111,6 +111,32 @@ Model truncatedTo(const Model& m, const std::vector<std::string>& values) {
   return t;
 }
 
+std::vector<std::vector<double>> channelMeans(const Model& model, const std::vector<std::string>& values, Dataset& data,
+                                              const std::string& input, int64_t batch, int threads) {
+  std::vector<std::vector<double>> sums(values.size());
+  if (values.empty()) return sums;
+  engine::SessionOptions so;
+  so.threads = threads;
+  engine::Session sess(truncatedTo(model, values), so);
+  std::vector<int64_t> count(values.size(), 0);
+  data.reset();
+  while (auto b = data.next(batch)) {
+    const std::vector<Tensor> out = sess.runOrdered({{input, b->inputs}});
+    for (size_t k = 0; k < values.size(); ++k) {
+      const Tensor& v = out.at(k);
+      if (v.dtype() != DType::Float32 || v.rank() < 2) continue;
+      const int64_t c = v.dim(1), inner = v.numel() / (v.dim(0) * c);
+      sums[k].resize(static_cast<size_t>(c), 0.0);
+      const float* x = v.data<float>();
+      for (int64_t i = 0; i < v.numel(); ++i) sums[k][static_cast<size_t>((i / inner) % c)] += x[i];
+      count[k] += v.numel() / c;
+    }
+  }
+  for (size_t k = 0; k < values.size(); ++k)
+    for (auto& v : sums[k]) v /= double(std::max<int64_t>(count[k], 1));
+  return sums;
+}
+
 namespace {
 
 /// Σ‖y − Xw − b‖² of output o on the accumulated rows, over w's non-zero entries (+ bias).

@@ -25,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "lwc/dataset.h"
 #include "lwc/pass.h"
 
 namespace lwc::passes {
@@ -54,6 +55,12 @@ struct LsqLayerResult {
 Model truncatedTo(const Model& m, const std::string& value);
 /// The same for several values, which become the graph outputs in this order.
 Model truncatedTo(const Model& m, const std::vector<std::string>& values);
+
+/// Per-channel means (axis 1) of float tensors `values` of `model` over every batch of `data`
+/// (reset first), one pass for all; an entry stays empty for a tensor of another type or rank < 2.
+/// `input` is the model input the batches feed.
+std::vector<std::vector<double>> channelMeans(const Model& model, const std::vector<std::string>& values, Dataset& data,
+                                              const std::string& input, int64_t batch, int threads);
 
 /// Reconstructs the given nodes (indices into m.graph.nodes, Conv/Gemm/MatMul with constant float
 /// weights); others are named in r.notes and left alone. `unmodified` is the model before the

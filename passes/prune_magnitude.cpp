@@ -103,30 +103,8 @@ int64_t correctBiases(Model& m, const Model& unmodified, const std::vector<Layer
     in_name = vi->name;
     break;
   }
-  // Per-channel means (axis 1) of `names` in `model` over the calibration data, one pass for all.
   auto outputMeans = [&](const Model& model, const std::vector<std::string>& names) {
-    std::vector<std::vector<double>> sums(names.size());
-    if (names.empty()) return sums;
-    engine::SessionOptions so;
-    so.threads = ctx.threads;
-    engine::Session sess(truncatedTo(model, names), so);
-    std::vector<int64_t> count(names.size(), 0);
-    ds->reset();
-    while (auto b = ds->next(ctx.calib->batch)) {
-      const std::vector<Tensor> out = sess.runOrdered({{in_name, b->inputs}});
-      for (size_t k = 0; k < names.size(); ++k) {
-        const Tensor& v = out.at(k);
-        if (v.dtype() != DType::Float32 || v.rank() < 2) continue;
-        const int64_t c = v.dim(1), inner = v.numel() / (v.dim(0) * c);
-        sums[k].resize(static_cast<size_t>(c), 0.0);
-        const float* x = v.data<float>();
-        for (int64_t i = 0; i < v.numel(); ++i) sums[k][static_cast<size_t>((i / inner) % c)] += x[i];
-        count[k] += v.numel() / c;
-      }
-    }
-    for (size_t k = 0; k < names.size(); ++k)
-      for (auto& v : sums[k]) v /= double(std::max<int64_t>(count[k], 1));
-    return sums;
+    return channelMeans(model, names, *ds, in_name, ctx.calib->batch, ctx.threads);
   };
   // The reference means of every layer in one pass per reference model.
   std::map<std::string, std::vector<double>> ref_means;

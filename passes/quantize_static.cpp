@@ -10,6 +10,7 @@
 #include "lwc/graph_edit.h"
 #include "lwc/metrics.h"
 #include "lwc/model_io.h"
+#include "passes/lsq_recovery.h"
 
 namespace lwc::passes {
 
@@ -40,10 +41,15 @@ std::vector<OptionSpec> QuantizeStatic::optionSpecs() const {
           {"load_calib", OptionType::StringList, json::array(), "Use saved statistics (lwc.calib files, merged) instead of running calibration"},
           {"save_calib", OptionType::String, "", "Write the collected statistics to this file"},
           {"calib_shard", OptionType::String, "0/1", "i/n: calibrate on the i-th of n equal parts of the data (0-based)"},
+          {"bias_correction", OptionType::Bool, false,
+           "Move each quantized layer's int32 bias by the mean shift quantization causes in its output on the calibration data "
+           "(empirical bias correction, Nagel et al. 2019)"},
           fmt};
 }
 
-bool QuantizeStatic::needsCalibration(const PassOptions& o) const { return o.getStrings("load_calib").empty(); }
+bool QuantizeStatic::needsCalibration(const PassOptions& o) const {
+  return o.getStrings("load_calib").empty() || o.getBool("bias_correction");
+}
 
 namespace {
 std::pair<int, int> parseShard(const std::string& s, const std::string& where) {
@@ -168,6 +174,59 @@ Node makeNode(const std::string& op, const std::string& name, std::vector<std::s
 
 }  // namespace
 
+namespace {
+
+// A quantized layer whose int32 bias bias correction may move.
+struct BiasFix {
+  std::string layer;    ///< for notes
+  std::string ref_out;  ///< the layer's output in the float model (before an absorbed activation)
+  std::string q_out;    ///< the same values in the quantized model (renamed when an activation was absorbed)
+  std::string bias_q;   ///< its int32 bias initializer
+  std::vector<float> bias_scale;
+};
+
+// Empirical bias correction (Nagel et al. 2019, "Data-free quantization", section 4.2; OpenVINO's
+// and NNCF's bias correction): quantizing weights and inputs shifts the mean of a layer's output;
+// each layer's int32 bias moves by round((E[y_fp32] − E[y_q]) / s_b) per output channel, measured on
+// the calibration data layer by layer in graph order, so later layers see the earlier corrections
+// (and absorb what is left of them). y_q is the layer's output in the QDQ model (float arithmetic on
+// dequantized values: what the integer kernels compute up to their final rounding).
+int64_t correctQuantizedBiases(Model& m, const Model& fp32, std::vector<BiasFix> fixes, const PassContext& ctx,
+                               int64_t max_samples, PassResult& r) {
+  if (!ctx.calib) fail("quantize_static: bias_correction needs calibration data (--calib DIR or data.calib)");
+  DataOptions dopt = ctx.calib->options;
+  fitToModel(dopt, m);
+  if (max_samples > 0 && (dopt.limit == 0 || max_samples < dopt.limit)) dopt.limit = max_samples;
+  auto ds = openDataset(dopt);
+  const std::string input = m.graph.realInputs().at(0)->name;
+  std::stable_sort(fixes.begin(), fixes.end(), [&](const BiasFix& a, const BiasFix& b) {
+    return producerIndex(m.graph, a.q_out) < producerIndex(m.graph, b.q_out);
+  });
+  std::vector<std::string> refs;
+  for (const auto& f : fixes) refs.push_back(f.ref_out);
+  const auto want = channelMeans(fp32, refs, *ds, input, ctx.calib->batch, ctx.threads);
+  int64_t corrected = 0;
+  for (size_t k = 0; k < fixes.size(); ++k) {
+    const BiasFix& f = fixes[k];
+    const auto have = channelMeans(m, {f.q_out}, *ds, input, ctx.calib->batch, ctx.threads).at(0);
+    const Tensor& bq = m.graph.initializers.at(f.bias_q);
+    if (have.size() != f.bias_scale.size() || want[k].size() != have.size() || bq.numel() != static_cast<int64_t>(have.size())) {
+      r.notes.push_back(f.layer + ": bias not corrected (its output is not [N, C, ...] with one bias per channel)");
+      continue;
+    }
+    Tensor nb(DType::Int32, bq.shape());
+    for (size_t c = 0; c < have.size(); ++c) {
+      const double v = double(bq.data<int32_t>()[c]) + std::nearbyint((want[k][c] - have[c]) / double(f.bias_scale[c]));
+      nb.data<int32_t>()[c] = static_cast<int32_t>(std::clamp(v, -2147483647.0, 2147483647.0));
+    }
+    m.graph.initializers.set(f.bias_q, std::move(nb));
+    ++corrected;
+  }
+  return corrected;
+}
+
+}  // namespace
+
 PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
   checkNotQuantized(m);
   Graph& g = m.graph;
@@ -177,6 +236,9 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
   const bool per_channel_opt = o.getBool("per_channel");
   const float w_qmax = o.getBool("reduce_range") ? 63.0f : 127.0f;
   const bool per_channel = per_channel_opt && m.opsetFor("") >= 13;
+  const bool bias_correction = o.getBool("bias_correction");
+  const Model fp32 = bias_correction ? m : Model();  // shares the tensors; the edits below write new ones
+  std::vector<BiasFix> bias_fixes;
   PassResult r;
   if (per_channel_opt && !per_channel)
     r.notes.push_back("opset " + std::to_string(m.opsetFor("")) +
@@ -360,6 +422,9 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
           new_nodes.push_back(dq);
           bias_dq = dn;
           ++biases_q;
+          const auto act = absorbed.find(i);
+          bias_fixes.push_back({n.describe(), n.outputs[0], act == absorbed.end() ? n.outputs[0] : g.nodes[act->second].outputs[0],
+                                qn, std::vector<float>(bs.data<float>(), bs.data<float>() + ch)});
         } else {
           r.notes.push_back(n.describe() + ": bias kept in float (does not fit int32 at scale s_x·s_w)");
         }
@@ -400,6 +465,8 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
   std::erase_if(g.value_info, [&](const ValueInfo& v) { return tensor_set.count(v.name) != 0; });
   topoSort(g, m.label());
   if (m.opsetFor("") < 13 && per_channel) m.setOpset("", 13);
+  const int64_t biases_corrected =
+      bias_correction ? correctQuantizedBiases(m, fp32, bias_fixes, ctx, o.getInt("calib_samples"), r) : 0;
 
   dq_names_ = dq_of;
   dq_weights_ = weight_dq;
@@ -415,6 +482,7 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
   r.stats = {{"tensors_quantized", static_cast<int64_t>(tensors.size())},
              {"weights_quantized", weights_q},
              {"biases_quantized", biases_q},
+             {"biases_corrected", biases_corrected},
              {"layers_quantized", static_cast<int64_t>(compute.size())},
              {"activations_absorbed", static_cast<int64_t>(absorbed.size())},
              {"calibration_samples", stats_.samples},

@@ -27,6 +27,7 @@ struct QuantArgs {
   int64_t calib_samples = 0;
   bool per_tensor = false;
   bool reduce_range = false;
+  bool bias_correction = false;
   std::string act_type = "uint8";
   std::vector<std::string> exclude, keep_fp32, load_calib;
   std::string save_calib;
@@ -47,6 +48,8 @@ void addQuantOptions(CLI::App* cmd, QuantArgs& q) {
   cmd->add_flag("--reduce-range", q.reduce_range,
                 "7-bit weights, for models that will run on x86 CPUs without VNNI (AVX2/AVX-512 only), where "
                 "ONNX Runtime's u8 x s8 kernels saturate");
+  cmd->add_flag("--bias-correction", q.bias_correction,
+                "Correct each layer's int32 bias for the output mean shift quantization causes (calibration data)");
   cmd->add_option("--act-type", q.act_type, "Activations: uint8 (asymmetric) or int8 (symmetric)")
       ->check(CLI::IsMember({"uint8", "int8"}));
   cmd->add_option("--exclude", q.exclude, "Node names or op types to keep in float (comma-separated)")->delimiter(',');
@@ -57,7 +60,7 @@ nlohmann::json quantOptions(const QuantArgs& q) {
   return {{"calibrator", q.calibrator},     {"percentile", q.percentile},  {"calib_samples", q.calib_samples},
           {"per_channel", !q.per_tensor},   {"reduce_range", q.reduce_range}, {"act_type", q.act_type},      {"exclude", q.exclude},
           {"keep_fp32", q.keep_fp32},       {"load_calib", q.load_calib},  {"save_calib", q.save_calib},
-          {"calib_shard", q.shard},         {"format", q.format}};
+          {"calib_shard", q.shard},         {"format", q.format},          {"bias_correction", q.bias_correction}};
 }
 
 Pipeline quantPipeline(const QuantArgs& q) {
@@ -100,13 +103,15 @@ void addQuantizeCommand(CLI::App& app, Action& action, const GlobalOptions&) {
   cmd->callback([&action, q, cmd] {
     // Options that only static quantization reads: an error in dynamic mode rather than ignored.
     std::string static_only;
-    for (const char* o : {"--calibrator", "--percentile", "--calib-samples", "--reduce-range", "--act-type", "--keep-fp32",
+    for (const char* o : {"--calibrator", "--percentile", "--calib-samples", "--reduce-range", "--bias-correction", "--act-type", "--keep-fp32",
                           "--save-calib", "--load-calib", "--format"})
       if (static_only.empty() && cmd->count(o) > 0) static_only = o;
     action = [q, static_only] {
       if (q->mode == "dynamic" && !static_only.empty())
         fail("quantize: ", static_only, " applies to --mode static; dynamic mode has no calibration and writes ",
              "DynamicQuantizeLinear + MatMulInteger (drop ", static_only, ")");
+      if (q->mode == "static" && q->bias_correction && q->run.calib.empty())
+        fail("quantize: --bias-correction measures layer outputs on calibration data: give --calib DIR (with --load-calib too)");
       if (q->mode == "static" && q->run.calib.empty() && q->load_calib.empty())
         fail("quantize: give calibration data with --calib DIR (or saved statistics with --load-calib FILE), or use --mode dynamic");
       const std::string ort_tool = q->ort.resolve("quantize", q->bench_batch);

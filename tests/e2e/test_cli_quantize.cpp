@@ -93,6 +93,31 @@ TEST_CASE("lwc quantize --reduce-range: 7-bit weights for CPUs without VNNI", "[
   }
 }
 
+TEST_CASE("lwc quantize --bias-correction: int32 biases corrected, output closer to FP32", "[cli][quantize]") {
+  TempDir d;
+  const fs::path sample = td("fmnist_sample");
+  auto quantize = [&](const std::string& out, const std::string& extra) {
+    auto r = runLwc("quantize " + q(td("lenet5_fmnist.onnx")) + " --calib " + q(sample) + " --eval " + q(sample) + " -o " +
+                    q(d / out) + " --bench-batch 0 --layer-samples 0 --json" + extra);
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    return nlohmann::json::parse(r.out);
+  };
+  const auto plain = quantize("plain.onnx", ""), corrected = quantize("corrected.onnx", " --bias-correction");
+  CHECK(plain["stages"].back()["stats"]["biases_corrected"] == 0);
+  CHECK(corrected["stages"].back()["stats"]["biases_corrected"] == 5);  // 2 Conv + 3 Gemm
+  CHECK(corrected["final"]["eval"]["output_sqnr_db"].get<double>() > plain["final"]["eval"]["output_sqnr_db"].get<double>());
+  // Only int32 biases differ.
+  const Model a = loadModel(d / "plain.onnx"), b = loadModel(d / "corrected.onnx");
+  int differ = 0;
+  for (const auto& [n, t] : a.graph.initializers.items()) {
+    const bool same = t.bitEqual(b.graph.initializers.at(n));
+    CHECK((same || t.dtype() == DType::Int32));
+    differ += !same;
+  }
+  CHECK(differ == 5);
+}
+
 TEST_CASE("lwc calibrate shards merge into the same model as one calibration", "[cli][quantize]") {
   TempDir d;
   const fs::path model = td("lenet5_fmnist.onnx"), sample = td("fmnist_sample");
@@ -133,6 +158,8 @@ TEST_CASE("lwc quantize: bad input gets one clear error and no output file", "[c
   bad("--calib " + q(td("fmnist_sample")) + " --ort-bench --bench-batch 0", "--ort-bench needs --bench-batch");
   bad("--mode dynamic --calibrator entropy", "--calibrator applies to --mode static");
   bad("--mode dynamic --reduce-range", "--reduce-range applies to --mode static");
+  bad("--mode dynamic --bias-correction", "--bias-correction applies to --mode static");
+  bad("--load-calib " + q(d / "none.json") + " --bias-correction", "--bias-correction measures layer outputs on calibration data");
   // An already quantized model.
   REQUIRE(runLwc("-q quantize " + q(model) + " --calib " + q(td("fmnist_sample")) + " -o " + q(d / "q.onnx") +
                  " --bench-batch 0 --layer-samples 0").exit_code == 0);

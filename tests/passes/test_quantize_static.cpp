@@ -3,10 +3,13 @@
 
 #include "lwc/analysis.h"
 #include "lwc/engine.h"
+#include "lwc/graph_edit.h"
 #include "lwc/pipeline.h"
 #include "lwc/metrics.h"
 #include "lwc/model_io.h"
 #include "lwc/npy.h"
+#include "lwc/dataset.h"
+#include "passes/lsq_recovery.h"
 #include "passes/quantize_static.h"
 #include "passes/registry.h"
 #include "support/engine_util.h"
@@ -174,6 +177,62 @@ TEST_CASE("quantize_static options", "[quantize]") {
     PassContext ctx;  // no calibration data needed
     p.run(b, ctx);
     CHECK(serialized(a) == serialized(b));
+  }
+}
+
+TEST_CASE("quantize_static bias_correction removes each layer's output mean shift", "[quantize]") {
+  // After correction, every quantized layer's per-channel output mean on the calibration data is the
+  // float model's within half a bias step (the int32 bias moves in steps of s_b = s_x * s_w[c]);
+  // later layers cannot change an earlier layer's output, so this holds for all of them at the end.
+  Calib c;
+  auto ds = openDataset(c.spec.options);
+  // Pre-activation output in the float model -> the compute node's output in the QDQ model (the
+  // uint8 QuantizeLinear absorbs the ReLUs, so the Convs then write r1 and r2).
+  const std::vector<std::pair<std::string, std::string>> layers{{"c1", "r1"}, {"c2", "r2"}, {"y", "y"}};
+  // Largest |E[y_fp32] - E[y_q]| / s_b over the channels of every layer.
+  auto worstShift = [&](const Model& fp, const Model& q) {
+    double worst = 0;
+    for (const auto& [ref, out] : layers) {
+      const auto want = passes::channelMeans(fp, {ref}, *ds, "x", 16, 0).at(0);
+      const auto have = passes::channelMeans(q, {out}, *ds, "x", 16, 0).at(0);
+      const Node& n = q.graph.nodes.at(static_cast<size_t>(producerIndex(q.graph, out)));
+      const Node& bias_dq = q.graph.nodes.at(static_cast<size_t>(producerIndex(q.graph, n.inputs.at(2))));
+      REQUIRE(bias_dq.op_type == "DequantizeLinear");
+      const Tensor& sb = q.graph.initializers.at(bias_dq.inputs[1]);
+      REQUIRE(want.size() == have.size());
+      REQUIRE(sb.numel() == static_cast<int64_t>(have.size()));
+      for (size_t ch = 0; ch < have.size(); ++ch) worst = std::max(worst, std::fabs(want[ch] - have[ch]) / sb.data<float>()[ch]);
+    }
+    return worst;
+  };
+  for (const bool reduce_range : {false, true}) {
+    INFO("reduce_range " << reduce_range);
+    Model fp = smallCnn(), plain = smallCnn(), corrected = smallCnn();
+    quantize(plain, c, {{"reduce_range", reduce_range}});
+    auto r = quantize(corrected, c, {{"reduce_range", reduce_range}, {"bias_correction", true}});
+    CHECK(r.stats["biases_corrected"] == 3);
+    CHECK(worstShift(fp, plain) > 2.0);       // quantization does shift the means (by many bias steps)
+    CHECK(worstShift(fp, corrected) <= 0.51);  // rounding to whole steps, and float summation order
+    // Only int32 biases change: same nodes, same int8 weights.
+    CHECK(plain.graph.nodes.size() == corrected.graph.nodes.size());
+    int biases_changed = 0;
+    for (const auto& [name, t] : plain.graph.initializers.items()) {
+      const Tensor& u = corrected.graph.initializers.at(name);
+      if (t.dtype() == DType::Int32) biases_changed += !t.bitEqual(u);
+      else CHECK(t.bitEqual(u));
+    }
+    CHECK(biases_changed == 3);
+    CHECK(outputSqnr(fp, corrected, 11) > outputSqnr(fp, plain, 11));
+  }
+  SECTION("needs calibration data, also with saved statistics") {
+    TempDir d;
+    Model a = smallCnn(), b = smallCnn();
+    quantize(a, c, {{"save_calib", (d / "s.json").string()}});
+    passes::QuantizeStatic p;
+    p.configure({{"load_calib", {(d / "s.json").string()}}, {"bias_correction", true}}, "q");
+    CHECK(p.needsCalibration(p.options()));
+    PassContext ctx;
+    CHECK_THAT(errorOf([&] { p.run(b, ctx); }), Contains("bias_correction needs calibration data"));
   }
 }
 
