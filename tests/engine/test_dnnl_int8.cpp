@@ -8,6 +8,7 @@
 #include <cmath>
 #include <iostream>
 
+#include "lwc/model_io.h"
 #include "support/engine_util.h"
 
 using namespace lwc;
@@ -529,4 +530,73 @@ TEST_CASE("dnnl QLinearConv speed (printed, not asserted)", "[dnnl][quant]") {
   std::cout << "QLinearConv 64->64 3x3 56x56 batch 1: " << implOf(fast, "QLinearConv") << " " << f << " ms, reference "
             << r << " ms (" << r / f << "x)\n";
   checkRequantized(fast.runOrdered(feeds)[0], ref.runOrdered(feeds)[0]);
+}
+
+TEST_CASE("a dequantized Gemm/MatMul with float output runs as MatMulInteger where oneDNN is exact", "[dnnl][quant]") {
+  // The last layer of a QDQ model: DQ(x) -> Gemm(DQ(W), DQ(b)) -> float output (no QuantizeLinear
+  // after it). The engine runs Cast(MatMulInteger(x_q, W_q, x_zp) + b_q) * (s_x * s_w) instead of a
+  // float Gemm on dequantized weights: the integers exactly, then one float32 multiply.
+  const std::string text = R"(<ir_version: 8, opset_import: ["" : 13]>
+g (uint8[N, 64] xq) => (float[N, 16] y, float[N, 16] z) {
+  x = DequantizeLinear (xq, sx, zx)
+  w = DequantizeLinear <axis = 0> (wq, sw, zw)
+  b = DequantizeLinear <axis = 0> (bq, sb, zb)
+  y = Gemm <transB = 1> (x, w, b)
+  v = DequantizeLinear <axis = 1> (vq, sv, zv)
+  z = MatMul (x, v)
+})";
+  for (const int64_t wmax : {int64_t{63}, int64_t{127}}) {
+    INFO("weights in [-" << wmax << ", " << wmax << "]");
+    Model m = parseModelText(text, LoadOptions{false});
+    auto& init = m.graph.initializers;
+    const float sx = 0.02f;
+    const int64_t x_zp = 37;
+    init.set("sx", Tensor::scalar<float>(sx));
+    init.set("zx", Tensor::scalar<uint8_t>(static_cast<uint8_t>(x_zp)));
+    Tensor wq = randomInt(DType::Int8, {16, 64}, 3, -wmax, wmax), vq = randomInt(DType::Int8, {64, 16}, 4, -wmax, wmax);
+    wq.data<int8_t>()[5] = static_cast<int8_t>(wmax);  // the bound is reached
+    vq.data<int8_t>()[7] = static_cast<int8_t>(-wmax);
+    Tensor sw = randomFloat({16}, 5, 0.001f, 0.01f), sv = randomFloat({16}, 6, 0.001f, 0.01f);
+    Tensor bq = randomInt(DType::Int32, {16}, 7, -5000, 5000), sb(DType::Float32, {16});
+    for (int64_t n = 0; n < 16; ++n) sb.data<float>()[n] = sx * sw.data<float>()[n];
+    init.set("wq", wq);
+    init.set("sw", sw);
+    init.set("zw", Tensor(DType::Int8, {16}));
+    init.set("bq", bq);
+    init.set("sb", sb);
+    init.set("zb", Tensor(DType::Int32, {16}));
+    init.set("vq", vq);
+    init.set("sv", sv);
+    init.set("zv", Tensor(DType::Int8, {16}));
+
+    engine::Session fast(m);
+    const bool integer = wmax <= 64 || int8FastPathHere();  // 8-bit weights saturate without VNNI
+    CHECK(implOf(fast, "MatMulInteger") == (integer ? "dnnl" : "none"));
+    CHECK(implOf(fast, "Gemm") == (integer ? "none" : "dnnl"));
+    const Tensor xq = randomInt(DType::UInt8, {5, 64}, 8, 0, 255);
+    const auto out = fast.runOrdered({{"xq", xq}});
+    // The definition, in the same arithmetic: exact int32 sums, one float32 rounding, one multiply.
+    Tensor want_y(DType::Float32, {5, 16}), want_z(DType::Float32, {5, 16});
+    for (int64_t r = 0; r < 5; ++r)
+      for (int64_t n = 0; n < 16; ++n) {
+        int32_t ay = bq.data<int32_t>()[n], az = 0;
+        for (int64_t k = 0; k < 64; ++k) {
+          const int32_t xv = static_cast<int32_t>(xq.data<uint8_t>()[r * 64 + k]) - static_cast<int32_t>(x_zp);
+          ay += xv * wq.data<int8_t>()[n * 64 + k];
+          az += xv * vq.data<int8_t>()[k * 16 + n];
+        }
+        want_y.data<float>()[r * 16 + n] = static_cast<float>(ay) * (sx * sw.data<float>()[n]);
+        want_z.data<float>()[r * 16 + n] = static_cast<float>(az) * (sx * sv.data<float>()[n]);
+      }
+    if (integer) {
+      CHECK(out[0].bitEqual(want_y));
+      CHECK(out[1].bitEqual(want_z));
+    }
+    // And the float graph (no rewrites) computes the same function up to float rounding.
+    engine::Session plain(m, engine::SessionOptions{0, false, true});
+    const auto ref = plain.runOrdered({{"xq", xq}});
+    CHECK(compareTensors(out[0], ref[0], 1e-5, 1e-5).empty());
+    CHECK(compareTensors(out[1], ref[1], 1e-5, 1e-5).empty());
+    CHECK(compareTensors(ref[0], want_y, 1e-5, 1e-5).empty());
+  }
 }

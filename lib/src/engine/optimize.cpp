@@ -249,6 +249,91 @@ int fuseQdq(Graph& g) {
   return fused;
 }
 
+// A Gemm/MatMul with dequantized input and weights whose float output is not requantized (the last
+// layer of a QDQ model) runs on the integers too, as ONNX Runtime's QGemm / MatMulIntegerToFloat do:
+//   DQ(x) -> Gemm(DQ(W), DQ(b))  becomes  Cast(MatMulInteger(x_q, W_q, x_zp) + b_q) * (x_scale * w_scale)
+// one int8 pass over the weights (a quarter of the bytes of the dequantized float copy). Only where
+// oneDNN's int8 kernel computes it exactly on this CPU (matMulIntegerFast); elsewhere the float
+// path stays (e.g. 8-bit weights on a CPU without VNNI).
+int fuseQdqFloatOutput(Graph& g) {
+  int fused = 0;
+  for (size_t i = 0; i < g.nodes.size(); ++i) {
+    const Node op = g.nodes[i];
+    if (!op.domain.empty() || (op.op_type != "MatMul" && op.op_type != "Gemm") || op.outputs.size() != 1) continue;
+    const bool gemm = op.op_type == "Gemm";
+    if (gemm && (op.attrInt("transA", 0) != 0 || op.attrFloat("alpha", 1.0f) != 1.0f ||
+                 (op.hasInput(2) && op.attrFloat("beta", 1.0f) != 1.0f)))
+      continue;
+    if (op.inputs.size() < 2 || (!gemm && op.inputs.size() != 2)) continue;
+    auto dx = dqProducing(g, op.inputs[0]);
+    auto dw = dqProducing(g, op.inputs[1]);
+    if (!dx || !dw || !isScalarConst(g, dx->scale) || !isScalarConst(g, dx->zp)) continue;
+    const Tensor& xzp = g.initializers.at(dx->zp);
+    const Tensor* wq = g.initializers.find(dw->q);
+    const Tensor& sw = g.initializers.at(dw->scale);
+    const Tensor& wzp = g.initializers.at(dw->zp);
+    if (!wq || wq->dtype() != DType::Int8 || wq->rank() != 2 || countZeros(wzp) != wzp.numel()) continue;
+    if (xzp.dtype() != DType::UInt8 && xzp.dtype() != DType::Int8) continue;
+    if (sw.dtype() != DType::Float32 || g.initializers.at(dx->scale).dtype() != DType::Float32) continue;
+    const bool trans_b = gemm && op.attrInt("transB", 0) != 0;
+    const int64_t K = trans_b ? wq->dim(1) : wq->dim(0), N = trans_b ? wq->dim(0) : wq->dim(1);
+    const int64_t w_axis = trans_b ? 0 : 1;
+    if (sw.numel() != 1 && !(sw.numel() == N && (dw->axis == w_axis || dw->axis == w_axis - 2))) continue;
+    const float sx = g.initializers.at(dx->scale).data<float>()[0];
+    std::vector<float> mult(static_cast<size_t>(N));
+    for (int64_t n = 0; n < N; ++n) mult[n] = sx * sw.data<float>()[sw.numel() == 1 ? 0 : n];
+    std::string bias;
+    if (gemm && op.hasInput(2)) {
+      auto db = dqProducing(g, op.inputs[2]);
+      if (!db) continue;
+      const Tensor* bq = g.initializers.find(db->q);
+      const Tensor& sb = g.initializers.at(db->scale);
+      const Tensor& zb = g.initializers.at(db->zp);
+      if (!bq || bq->dtype() != DType::Int32 || bq->numel() != N || countZeros(zb) != zb.numel() ||
+          sb.dtype() != DType::Float32 || (sb.numel() != 1 && sb.numel() != N))
+        continue;
+      bool same = true;  // s_b = s_x * s_w, so (acc + b_q) shares the accumulator's scale
+      for (int64_t n = 0; same && n < N; ++n)
+        same = std::fabs(mult[n] - sb.data<float>()[sb.numel() == 1 ? 0 : n]) <= 1e-6f * std::fabs(mult[n]);
+      if (!same) continue;
+      bias = db->q;
+    }
+    Tensor wkn = *wq;
+    if (trans_b) {
+      wkn = Tensor::uninitialized(DType::Int8, {K, N});
+      for (int64_t n = 0; n < N; ++n)
+        for (int64_t k = 0; k < K; ++k) wkn.data<int8_t>()[k * N + n] = wq->data<int8_t>()[n * K + k];
+    }
+    if (!matMulIntegerFast(xzp.dtype(), static_cast<int32_t>(xzp.at(0)), wkn)) continue;
+    const std::string base = op.name.empty() ? op.outputs[0] : op.name;
+    const std::string wn = g.uniqueName(dw->q + "_kn"), mn = g.uniqueName(base + "_multiplier");
+    g.initializers.set(wn, std::move(wkn));
+    g.initializers.set(mn, Tensor::fromVector<float>({N}, mult));
+    std::vector<Node> chain;
+    auto add = [&](const std::string& type, std::vector<std::string> in, const std::string& out) {
+      Node n;
+      n.op_type = type;
+      n.name = g.uniqueName(base + "_" + type);
+      n.inputs = std::move(in);
+      n.outputs = {out};
+      chain.push_back(n);
+      g.nodes.push_back(n);  // reserve the names
+      return out;
+    };
+    std::string acc = add("MatMulInteger", {dx->q, wn, dx->zp}, g.uniqueName(base + "_acc"));
+    if (!bias.empty()) acc = add("Add", {acc, bias}, g.uniqueName(base + "_acc_bias"));
+    const std::string accf = add("Cast", {acc}, g.uniqueName(base + "_acc_float"));
+    chain.back().setAttr("to", int64_t(1));  // FLOAT
+    add("Mul", {accf, mn}, op.outputs[0]);
+    g.nodes.resize(g.nodes.size() - chain.size());
+    g.nodes.erase(g.nodes.begin() + static_cast<std::ptrdiff_t>(i));
+    g.nodes.insert(g.nodes.begin() + static_cast<std::ptrdiff_t>(i), chain.begin(), chain.end());
+    i += chain.size() - 1;
+    ++fused;
+  }
+  return fused;
+}
+
 // DQ(a), DQ(b) -> Add [-> Relu] -> Q  becomes  lwc.internal.QAdd(a, .., b, .., y_scale, y_zp){relu}:
 // one pass over 8-bit data instead of three float tensors (residual connections of QDQ models).
 int fuseQAdd(Graph& g) {
@@ -566,7 +651,7 @@ int qdqToQOperator(Graph& g) {
 OptimizeStats optimizeForExecution(Graph& g) {
   OptimizeStats st;
   st.bn_folded = foldBatchNorms(g);
-  st.qdq_fused = fuseQdq(g) + fuseQAdd(g);
+  st.qdq_fused = fuseQdq(g) + fuseQAdd(g) + fuseQdqFloatOutput(g);
   if (st.qdq_fused) removeDeadNodes(g);
   st.convs_nhwc = convertConvs(g) + convertQConvs(g);
   if (st.convs_nhwc > 0) {

@@ -26,5 +26,9 @@ struct OptimizeStats {
 
 OptimizeStats optimizeForExecution(Graph& g);
 
+/// True when MatMulInteger with an `a_type` input of constant zero point `a_zp` and the constant
+/// int8 B [K, N] (zero point 0) runs on oneDNN's int8 kernel, exactly, on this CPU (dnnl_int8.cpp).
+bool matMulIntegerFast(DType a_type, int32_t a_zp, const Tensor& b);
+
 
 }  // namespace lwc::engine

@@ -782,6 +782,27 @@ std::unique_ptr<Kernel> makeQMatMul(const KernelInfo& info, const QMatMulInputs&
 
 }  // namespace
 
+bool matMulIntegerFast(DType a_type, int32_t a_zp, const Tensor& b) {
+  if (!is8(a_type) || b.dtype() != DType::Int8 || b.rank() != 2 || b.numel() == 0) return false;
+  const int64_t n = b.dim(1);
+  auto shifted = shiftWeights(b, n, [](int64_t) { return 0; }, [&](int64_t i) { return i % n; });
+  if (!shifted || !int8Exact(a_type, *shifted)) return false;
+  if (maxCentered(a_type, a_zp) * shifted->max_abs_sum > kExactAcc) return false;
+  try {  // and oneDNN has a real (not reference) implementation for it here
+    DnnlQMatMul::Config c;
+    c.in = kMatMulInteger;
+    c.k = b.dim(0);
+    c.n = n;
+    c.b = std::move(*shifted);
+    c.a_zp.present = true;
+    c.a_zp.value = a_zp;
+    c.u8_only = !haveVnni();
+    return DnnlQMatMul(std::move(c)).probe(1, a_type);
+  } catch (const std::exception&) {
+    return false;
+  }
+}
+
 void registerDnnlInt8Kernels(KernelRegistry& r) {
   const int until = quant::kMaxOpset;
   r.add("", "QLinearConv", 10, until, "dnnl", [](const KernelInfo& i) { return makeQConv(i, kQLinearConv); });
