@@ -120,8 +120,18 @@ std::vector<std::vector<double>> channelMeans(const Model& model, const std::vec
   engine::Session sess(truncatedTo(model, values), so);
   std::vector<int64_t> count(values.size(), 0);
   data.reset();
-  while (auto b = data.next(batch)) {
+  // Every requested tensor of a batch is alive at once: the first batch is one sample, which sizes
+  // the others so that they hold at most ~256 MB of outputs (all of a 224x224 network's layers
+  // for 64 images would be ~2 GB).
+  constexpr int64_t kOutputBudget = int64_t{256} << 20;
+  int64_t n = 1;
+  while (auto b = data.next(n)) {
     const std::vector<Tensor> out = sess.runOrdered({{input, b->inputs}});
+    if (n == 1 && batch > 1) {
+      int64_t bytes = 0;
+      for (const auto& t : out) bytes += static_cast<int64_t>(t.numel() * dtypeSize(t.dtype()));
+      n = std::clamp<int64_t>(kOutputBudget / std::max<int64_t>(bytes, 1), 1, batch);
+    }
     for (size_t k = 0; k < values.size(); ++k) {
       const Tensor& v = out.at(k);
       if (v.dtype() != DType::Float32 || v.rank() < 2) continue;

@@ -56,9 +56,10 @@ Model truncatedTo(const Model& m, const std::string& value);
 /// The same for several values, which become the graph outputs in this order.
 Model truncatedTo(const Model& m, const std::vector<std::string>& values);
 
-/// Per-channel means (axis 1) of float tensors `values` of `model` over every batch of `data`
-/// (reset first), one pass for all; an entry stays empty for a tensor of another type or rank < 2.
-/// `input` is the model input the batches feed.
+/// Per-channel means (axis 1) of float tensors `values` of `model` over all of `data` (reset first),
+/// one pass for all; an entry stays empty for a tensor of another type or rank < 2. `input` is the
+/// model input the batches feed; batches of up to `batch` samples, fewer when the outputs of one
+/// batch would pass ~256 MB.
 std::vector<std::vector<double>> channelMeans(const Model& model, const std::vector<std::string>& values, Dataset& data,
                                               const std::string& input, int64_t batch, int threads);
 
