@@ -172,9 +172,6 @@ Node makeNode(const std::string& op, const std::string& name, std::vector<std::s
   return n;
 }
 
-}  // namespace
-
-namespace {
 
 // A quantized layer whose int32 bias bias correction may move.
 struct BiasFix {
@@ -467,6 +464,10 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
   if (m.opsetFor("") < 13 && per_channel) m.setOpset("", 13);
   const int64_t biases_corrected =
       bias_correction ? correctQuantizedBiases(m, fp32, bias_fixes, ctx, o.getInt("calib_samples"), r) : 0;
+  if (bias_correction && bias_fixes.size() < compute.size())
+    r.notes.push_back("bias_correction: " + std::to_string(compute.size() - bias_fixes.size()) + " of " +
+                      std::to_string(compute.size()) +
+                      " quantized layers have no int32 bias to move (MatMul, or no bias input) and are not corrected");
 
   dq_names_ = dq_of;
   dq_weights_ = weight_dq;
