@@ -112,7 +112,8 @@ Model truncatedTo(const Model& m, const std::vector<std::string>& values) {
 }
 
 std::vector<std::vector<double>> channelMeans(const Model& model, const std::vector<std::string>& values, Dataset& data,
-                                              const std::string& input, int64_t batch, int threads) {
+                                              const std::string& input, int64_t batch, int threads,
+                                              const std::vector<int>& axes) {
   std::vector<std::vector<double>> sums(values.size());
   if (values.empty()) return sums;
   engine::SessionOptions so;
@@ -135,7 +136,12 @@ std::vector<std::vector<double>> channelMeans(const Model& model, const std::vec
     for (size_t k = 0; k < values.size(); ++k) {
       const Tensor& v = out.at(k);
       if (v.dtype() != DType::Float32 || v.rank() < 2) continue;
-      const int64_t c = v.dim(1), inner = v.numel() / (v.dim(0) * c);
+      const int axis = k < axes.size() ? axes[k] : 1;
+      const size_t a = axis < 0 ? v.rank() - 1 : static_cast<size_t>(axis);
+      if (a == 0 || a >= v.rank()) continue;
+      int64_t inner = 1;
+      for (size_t d = a + 1; d < v.rank(); ++d) inner *= v.dim(d);
+      const int64_t c = v.dim(a);
       sums[k].resize(static_cast<size_t>(c), 0.0);
       const float* x = v.data<float>();
       for (int64_t i = 0; i < v.numel(); ++i) sums[k][static_cast<size_t>((i / inner) % c)] += x[i];

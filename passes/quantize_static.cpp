@@ -178,8 +178,9 @@ struct BiasFix {
   std::string layer;    ///< for notes
   std::string ref_out;  ///< the layer's output in the float model (before an absorbed activation)
   std::string q_out;    ///< the same values in the quantized model (renamed when an activation was absorbed)
-  std::string bias_q;   ///< its int32 bias initializer
-  std::vector<float> bias_scale;
+  std::string bias;     ///< its int32 bias initializer, or the float constant of the Add after a MatMul
+  std::vector<float> bias_scale;  ///< int32 bias: s_b per channel; empty for a float bias
+  int axis = 1;                   ///< channel axis of the output (-1: last, MatMul)
 };
 
 // Empirical bias correction (Nagel et al. 2019, "Data-free quantization", section 4.2; OpenVINO's
@@ -200,23 +201,33 @@ int64_t correctQuantizedBiases(Model& m, const Model& fp32, std::vector<BiasFix>
     return producerIndex(m.graph, a.q_out) < producerIndex(m.graph, b.q_out);
   });
   std::vector<std::string> refs;
-  for (const auto& f : fixes) refs.push_back(f.ref_out);
-  const auto want = channelMeans(fp32, refs, *ds, input, ctx.calib->batch, ctx.threads);
+  std::vector<int> axes;
+  for (const auto& f : fixes) {
+    refs.push_back(f.ref_out);
+    axes.push_back(f.axis);
+  }
+  const auto want = channelMeans(fp32, refs, *ds, input, ctx.calib->batch, ctx.threads, axes);
   int64_t corrected = 0;
   for (size_t k = 0; k < fixes.size(); ++k) {
     const BiasFix& f = fixes[k];
-    const auto have = channelMeans(m, {f.q_out}, *ds, input, ctx.calib->batch, ctx.threads).at(0);
-    const Tensor& bq = m.graph.initializers.at(f.bias_q);
-    if (have.size() != f.bias_scale.size() || want[k].size() != have.size() || bq.numel() != static_cast<int64_t>(have.size())) {
-      r.notes.push_back(f.layer + ": bias not corrected (its output is not [N, C, ...] with one bias per channel)");
+    const auto have = channelMeans(m, {f.q_out}, *ds, input, ctx.calib->batch, ctx.threads, {f.axis}).at(0);
+    const Tensor& b = m.graph.initializers.at(f.bias);
+    const bool int32 = !f.bias_scale.empty();
+    if ((int32 && have.size() != f.bias_scale.size()) || want[k].size() != have.size() ||
+        b.numel() != static_cast<int64_t>(have.size())) {
+      r.notes.push_back(f.layer + ": bias not corrected (its output does not have one bias per channel)");
       continue;
     }
-    Tensor nb(DType::Int32, bq.shape());
+    Tensor nb(b.dtype(), b.shape());
     for (size_t c = 0; c < have.size(); ++c) {
-      const double v = double(bq.data<int32_t>()[c]) + std::nearbyint((want[k][c] - have[c]) / double(f.bias_scale[c]));
-      nb.data<int32_t>()[c] = static_cast<int32_t>(std::clamp(v, -2147483647.0, 2147483647.0));
+      if (int32) {
+        const double v = double(b.data<int32_t>()[c]) + std::nearbyint((want[k][c] - have[c]) / double(f.bias_scale[c]));
+        nb.data<int32_t>()[c] = static_cast<int32_t>(std::clamp(v, -2147483647.0, 2147483647.0));
+      } else {
+        nb.data<float>()[c] = static_cast<float>(double(b.data<float>()[c]) + want[k][c] - have[c]);
+      }
     }
-    m.graph.initializers.set(f.bias_q, std::move(nb));
+    m.graph.initializers.set(f.bias, std::move(nb));
     ++corrected;
   }
   return corrected;
@@ -421,13 +432,28 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
           ++biases_q;
           const auto act = absorbed.find(i);
           bias_fixes.push_back({n.describe(), n.outputs[0], act == absorbed.end() ? n.outputs[0] : g.nodes[act->second].outputs[0],
-                                qn, std::vector<float>(bs.data<float>(), bs.data<float>() + ch)});
+                                qn, std::vector<float>(bs.data<float>(), bs.data<float>() + ch), 1});
         } else {
           r.notes.push_back(n.describe() + ": bias kept in float (does not fit int32 at scale s_x·s_w)");
         }
       }
     }
     new_inputs[i] = {weight_dq.at(wname), bias_dq};
+    // A MatMul (or a Gemm without C) whose bias is the float constant of the one Add after it, as
+    // exporters write Linear layers on 3-D inputs: bias correction moves that constant instead.
+    if (bias_correction && bias_dq.empty() && !n.hasInput(2) && !g.isGraphOutput(n.outputs[0]) &&
+        index.numConsumers(n.outputs[0]) == 1) {
+      const Node& add = g.nodes[static_cast<size_t>(index.consumers(n.outputs[0])[0])];
+      const int64_t ch = g.initializers.at(wname).dim(static_cast<size_t>(axis));
+      if (add.op_type == "Add" && add.domain.empty() && add.inputs.size() == 2) {
+        const std::string& c = add.inputs[0] == n.outputs[0] ? add.inputs[1] : add.inputs[0];
+        const Tensor* bt = floatConstant(g, c);
+        bool last_axis = bt && bt->numel() == ch && bt->dtype() == DType::Float32;
+        for (size_t d = 0; last_axis && d + 1 < bt->rank(); ++d) last_axis = bt->dim(d) == 1;
+        if (last_axis && !g.isGraphInput(c) && index.numConsumers(c) == 1)
+          bias_fixes.push_back({add.describe(), add.outputs[0], add.outputs[0], c, {}, -1});
+      }
+    }
   }
 
   // --- edit
@@ -467,7 +493,7 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
   if (bias_correction && bias_fixes.size() < compute.size())
     r.notes.push_back("bias_correction: " + std::to_string(compute.size() - bias_fixes.size()) + " of " +
                       std::to_string(compute.size()) +
-                      " quantized layers have no int32 bias to move (MatMul, or no bias input) and are not corrected");
+                      " quantized layers have no bias to move (no int32 bias and no float Add constant after them) and are not corrected");
 
   dq_names_ = dq_of;
   dq_weights_ = weight_dq;

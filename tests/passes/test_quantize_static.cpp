@@ -236,6 +236,60 @@ TEST_CASE("quantize_static bias_correction removes each layer's output mean shif
   }
 }
 
+TEST_CASE("quantize_static bias_correction moves the float Add constant after a MatMul", "[quantize]") {
+  // Linear layers on 3-D inputs export as MatMul + Add(constant): the constant (per last axis) is
+  // the bias that correction moves, in float, so the means then match to float precision.
+  const std::string text = R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 4, 8] x) => (float[N, 4, 5] y) {
+  m = MatMul (x, w)
+  a = Add (m, c)
+  r = Relu (a)
+  m2 = MatMul (r, w2)
+  y = Add (c2, m2)
+})";
+  auto model = [&] {
+    Model m = parseGraph(text);
+    addConst(m, "w", {8, 6}, 1, -0.5f, 0.5f);
+    addConst(m, "c", {6}, 2, -0.1f, 0.1f);
+    addConst(m, "w2", {6, 5}, 3, -0.5f, 0.5f);
+    addConst(m, "c2", {1, 5}, 4, -0.1f, 0.1f);
+    return m;
+  };
+  TempDir dir;
+  DataSpec spec;
+  writeNpy(dir / "x.npy", randomFloat({48, 4, 8}, 5, 0.0f, 1.0f));
+  spec.options.path = dir / "x.npy";
+  spec.batch = 16;
+  auto ds = openDataset(spec.options);
+  auto worstShift = [&](const Model& fp, const Model& q) {
+    double worst = 0;
+    for (const std::string v : {"a", "y"}) {
+      const auto want = passes::channelMeans(fp, {v}, *ds, "x", 16, 0, {-1}).at(0);
+      const auto have = passes::channelMeans(q, {v}, *ds, "x", 16, 0, {-1}).at(0);
+      REQUIRE(want.size() == (v == "a" ? 6u : 5u));
+      REQUIRE(have.size() == want.size());
+      for (size_t ch = 0; ch < have.size(); ++ch) worst = std::max(worst, std::fabs(want[ch] - have[ch]));
+    }
+    return worst;
+  };
+  Model fp = model(), plain = model(), corrected = model();
+  passes::QuantizeStatic p1, p2;
+  p1.configure(json::object(), "q");
+  p2.configure({{"bias_correction", true}}, "q");
+  PassContext ctx;
+  ctx.calib = &spec;
+  p1.run(plain, ctx);
+  auto r = p2.run(corrected, ctx);
+  validateGraph(corrected.graph);
+  CHECK(r.stats["biases_corrected"] == 2);
+  const double before = worstShift(fp, plain), after = worstShift(fp, corrected);
+  INFO("largest mean shift before " << before << ", after " << after);
+  CHECK(before > 5e-4);
+  CHECK(after < 1e-6);
+  CHECK_FALSE(plain.graph.initializers.at("c").bitEqual(corrected.graph.initializers.at("c")));
+  CHECK(corrected.graph.initializers.at("c2").shape() == Shape{1, 5});  // the constant keeps its shape
+}
+
 TEST_CASE("quantize_static rejects bad input with one clear error", "[quantize]") {
   Calib c;
   Model m = smallCnn();
