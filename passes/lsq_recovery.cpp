@@ -137,8 +137,9 @@ std::vector<std::vector<double>> channelMeans(const Model& model, const std::vec
       const Tensor& v = out.at(k);
       if (v.dtype() != DType::Float32 || v.rank() < 2) continue;
       const int axis = k < axes.size() ? axes[k] : 1;
-      const size_t a = axis < 0 ? v.rank() - 1 : static_cast<size_t>(axis);
-      if (a == 0 || a >= v.rank()) continue;
+      const int64_t ai = axis < 0 ? static_cast<int64_t>(v.rank()) + axis : axis;
+      if (ai <= 0 || ai >= static_cast<int64_t>(v.rank())) continue;
+      const size_t a = static_cast<size_t>(ai);
       int64_t inner = 1;
       for (size_t d = a + 1; d < v.rank(); ++d) inner *= v.dim(d);
       const int64_t c = v.dim(a);

@@ -59,7 +59,7 @@ Model truncatedTo(const Model& m, const std::vector<std::string>& values);
 /// Per-channel means (axis 1) of float tensors `values` of `model` over all of `data` (reset first),
 /// one pass for all; an entry stays empty for a tensor of another type or rank < 2. `input` is the
 /// model input the batches feed; batches of up to `batch` samples, fewer when the outputs of one
-/// batch would pass ~256 MB. `axes`: the channel axis of each value (default 1; -1 = the last).
+/// batch would pass ~256 MB. `axes`: the channel axis of each value (default 1; negative counts from the end, -1 = the last).
 std::vector<std::vector<double>> channelMeans(const Model& model, const std::vector<std::string>& values, Dataset& data,
                                               const std::string& input, int64_t batch, int threads,
                                               const std::vector<int>& axes = {});

@@ -191,7 +191,6 @@ struct BiasFix {
 // dequantized values: what the integer kernels compute up to their final rounding).
 int64_t correctQuantizedBiases(Model& m, const Model& fp32, std::vector<BiasFix> fixes, const PassContext& ctx,
                                int64_t max_samples, PassResult& r) {
-  if (!ctx.calib) fail("quantize_static: bias_correction needs calibration data (--calib DIR or data.calib)");
   DataOptions dopt = ctx.calib->options;
   fitToModel(dopt, m);
   if (max_samples > 0 && (dopt.limit == 0 || max_samples < dopt.limit)) dopt.limit = max_samples;
@@ -216,6 +215,12 @@ int64_t correctQuantizedBiases(Model& m, const Model& fp32, std::vector<BiasFix>
     if ((int32 && have.size() != f.bias_scale.size()) || want[k].size() != have.size() ||
         b.numel() != static_cast<int64_t>(have.size())) {
       r.notes.push_back(f.layer + ": bias not corrected (its output does not have one bias per channel)");
+      continue;
+    }
+    bool finite = true;
+    for (size_t c = 0; c < have.size(); ++c) finite = finite && std::isfinite(want[k][c] - have[c]);
+    if (!finite) {
+      r.notes.push_back(f.layer + ": bias not corrected (its output mean on the calibration data is not finite)");
       continue;
     }
     Tensor nb(b.dtype(), b.shape());
@@ -245,6 +250,8 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
   const float w_qmax = o.getBool("reduce_range") ? 63.0f : 127.0f;
   const bool per_channel = per_channel_opt && m.opsetFor("") >= 13;
   const bool bias_correction = o.getBool("bias_correction");
+  if (bias_correction && !ctx.calib)
+    fail("quantize_static: bias_correction needs calibration data (--calib DIR or data.calib)");
   const Model fp32 = bias_correction ? m : Model();  // shares the tensors; the edits below write new ones
   std::vector<BiasFix> bias_fixes;
   PassResult r;

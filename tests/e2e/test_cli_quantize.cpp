@@ -116,6 +116,9 @@ TEST_CASE("lwc quantize --bias-correction: int32 biases corrected, output closer
     differ += !same;
   }
   CHECK(differ == 5);
+  // Deterministic: the same command writes the same bytes.
+  quantize("again.onnx", " --bias-correction");
+  CHECK(test::readFile(d / "again.onnx") == test::readFile(d / "corrected.onnx"));
 }
 
 TEST_CASE("lwc calibrate shards merge into the same model as one calibration", "[cli][quantize]") {

@@ -537,13 +537,15 @@ TEST_CASE("a dequantized Gemm/MatMul with float output runs as MatMulInteger whe
   // after it). The engine runs Cast(MatMulInteger(x_q, W_q, x_zp) + b_q) * (s_x * s_w) instead of a
   // float Gemm on dequantized weights: the integers exactly, then one float32 multiply.
   const std::string text = R"(<ir_version: 8, opset_import: ["" : 13]>
-g (uint8[N, 64] xq) => (float[N, 16] y, float[N, 16] z) {
+g (uint8[N, 64] xq) => (float[N, 16] y, float[N, 16] z, float[N, 16] u) {
   x = DequantizeLinear (xq, sx, zx)
   w = DequantizeLinear <axis = 0> (wq, sw, zw)
   b = DequantizeLinear <axis = 0> (bq, sb, zb)
   y = Gemm <transB = 1> (x, w, b)
   v = DequantizeLinear <axis = 1> (vq, sv, zv)
   z = MatMul (x, v)
+  c = DequantizeLinear <axis = 0> (cq, sc, zb)
+  u = Gemm (x, v, c)
 })";
   for (const int64_t wmax : {int64_t{63}, int64_t{127}}) {
     INFO("weights in [-" << wmax << ", " << wmax << "]");
@@ -568,6 +570,10 @@ g (uint8[N, 64] xq) => (float[N, 16] y, float[N, 16] z) {
     init.set("vq", vq);
     init.set("sv", sv);
     init.set("zv", Tensor(DType::Int8, {16}));
+    Tensor cq = randomInt(DType::Int32, {16}, 9, -5000, 5000), sc(DType::Float32, {16});
+    for (int64_t n = 0; n < 16; ++n) sc.data<float>()[n] = sx * sv.data<float>()[n];
+    init.set("cq", cq);
+    init.set("sc", sc);
 
     engine::Session fast(m);
     const bool integer = wmax <= 64 || int8FastPathHere();  // 8-bit weights saturate without VNNI
@@ -576,7 +582,7 @@ g (uint8[N, 64] xq) => (float[N, 16] y, float[N, 16] z) {
     const Tensor xq = randomInt(DType::UInt8, {5, 64}, 8, 0, 255);
     const auto out = fast.runOrdered({{"xq", xq}});
     // The definition, in the same arithmetic: exact int32 sums, one float32 rounding, one multiply.
-    Tensor want_y(DType::Float32, {5, 16}), want_z(DType::Float32, {5, 16});
+    Tensor want_y(DType::Float32, {5, 16}), want_z(DType::Float32, {5, 16}), want_u(DType::Float32, {5, 16});
     for (int64_t r = 0; r < 5; ++r)
       for (int64_t n = 0; n < 16; ++n) {
         int32_t ay = bq.data<int32_t>()[n], az = 0;
@@ -587,16 +593,19 @@ g (uint8[N, 64] xq) => (float[N, 16] y, float[N, 16] z) {
         }
         want_y.data<float>()[r * 16 + n] = static_cast<float>(ay) * (sx * sw.data<float>()[n]);
         want_z.data<float>()[r * 16 + n] = static_cast<float>(az) * (sx * sv.data<float>()[n]);
+        want_u.data<float>()[r * 16 + n] = static_cast<float>(az + cq.data<int32_t>()[n]) * (sx * sv.data<float>()[n]);
       }
     if (integer) {
       CHECK(out[0].bitEqual(want_y));
       CHECK(out[1].bitEqual(want_z));
+      CHECK(out[2].bitEqual(want_u));  // Gemm without transB, with a bias
     }
     // And the float graph (no rewrites) computes the same function up to float rounding.
     engine::Session plain(m, engine::SessionOptions{0, false, true});
     const auto ref = plain.runOrdered({{"xq", xq}});
     CHECK(compareTensors(out[0], ref[0], 1e-5, 1e-5).empty());
     CHECK(compareTensors(out[1], ref[1], 1e-5, 1e-5).empty());
+    CHECK(compareTensors(out[2], ref[2], 1e-5, 1e-5).empty());
     CHECK(compareTensors(ref[0], want_y, 1e-5, 1e-5).empty());
   }
 }

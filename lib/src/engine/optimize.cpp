@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <optional>
 #include <set>
 
@@ -289,9 +290,14 @@ int fuseQdqFloatOutput(Graph& g) {
       const Tensor* bq = g.initializers.find(db->q);
       const Tensor& sb = g.initializers.at(db->scale);
       const Tensor& zb = g.initializers.at(db->zp);
-      if (!bq || bq->dtype() != DType::Int32 || bq->numel() != N || countZeros(zb) != zb.numel() ||
-          sb.dtype() != DType::Float32 || (sb.numel() != 1 && sb.numel() != N))
+      // C of shape [N] or [1, N] (one value per output column), small enough that acc + b_q cannot
+      // leave int32 (matMulIntegerFast bounds |acc| by 2^24).
+      if (!bq || bq->dtype() != DType::Int32 || bq->numel() != N || bq->dim(bq->rank() - 1) != N || bq->rank() > 2 ||
+          countZeros(zb) != zb.numel() || sb.dtype() != DType::Float32 || (sb.numel() != 1 && sb.numel() != N))
         continue;
+      int64_t bmax = 0;
+      for (int64_t n = 0; n < N; ++n) bmax = std::max<int64_t>(bmax, std::abs(int64_t{bq->data<int32_t>()[n]}));
+      if (bmax > int64_t{std::numeric_limits<int32_t>::max()} - (int64_t{1} << 24)) continue;
       bool same = true;  // s_b = s_x * s_w, so (acc + b_q) shares the accumulator's scale
       for (int64_t n = 0; same && n < N; ++n)
         same = std::fabs(mult[n] - sb.data<float>()[sb.numel() == 1 ? 0 : n]) <= 1e-6f * std::fabs(mult[n]);
@@ -651,7 +657,10 @@ int qdqToQOperator(Graph& g) {
 OptimizeStats optimizeForExecution(Graph& g) {
   OptimizeStats st;
   st.bn_folded = foldBatchNorms(g);
-  st.qdq_fused = fuseQdq(g) + fuseQAdd(g) + fuseQdqFloatOutput(g);
+  // In this order: the float-output rewrite takes only what fuseQdq left (no QuantizeLinear after).
+  st.qdq_fused = fuseQdq(g);
+  st.qdq_fused += fuseQAdd(g);
+  st.qdq_fused += fuseQdqFloatOutput(g);
   if (st.qdq_fused) removeDeadNodes(g);
   st.convs_nhwc = convertConvs(g) + convertQConvs(g);
   if (st.convs_nhwc > 0) {
