@@ -143,6 +143,25 @@ bool isScalarConst(const Graph& g, const std::string& name) {
   return t && t->numel() == 1;
 }
 
+// The int32 bias behind DequantizeLinear output `v` as the integer kernels read it: constant int32
+// values, zero point 0, and a scale equal to x_scale * w_scale per channel (or one value), so that
+// acc + b_q shares the accumulator's scale. Its initializer name, or nullopt.
+std::optional<std::string> int32Bias(const Graph& g, const std::string& v, float sx, const Tensor& sw) {
+  auto db = dqProducing(g, v);
+  if (!db) return std::nullopt;
+  const Tensor* bq = g.initializers.find(db->q);
+  const Tensor& sb = g.initializers.at(db->scale);
+  const Tensor& zb = g.initializers.at(db->zp);
+  if (!bq || bq->dtype() != DType::Int32 || countZeros(zb) != zb.numel() || sb.dtype() != DType::Float32) return std::nullopt;
+  if (sb.numel() != bq->numel() && sb.numel() != 1) return std::nullopt;
+  for (int64_t c = 0; c < bq->numel(); ++c) {
+    const float want = sx * sw.data<float>()[sw.numel() == 1 ? 0 : c];
+    const float have = sb.data<float>()[sb.numel() == 1 ? 0 : c];
+    if (std::fabs(want - have) > 1e-6f * std::fabs(want)) return std::nullopt;
+  }
+  return db->q;
+}
+
 // DQ(x) -> Conv/MatMul(DQ(W) [, DQ(b)]) -> Q  becomes  QLinearConv/QLinearMatMul, the integer kernel
 // ONNX Runtime also runs for this pattern. Weights must be constant int8/uint8, activations
 // per-tensor; a Conv bias must be int32 with scale x_scale * w_scale (as quantizers write it).
@@ -172,22 +191,9 @@ int fuseQdq(Graph& g) {
     if (sw.numel() > 1 && dw->axis != w_axis && dw->axis != w_axis - static_cast<int64_t>(wq->rank())) continue;
     std::string bias;
     if (conv && op.hasInput(2)) {
-      auto db = dqProducing(g, op.inputs[2]);
-      if (!db) continue;
-      const Tensor* bq = g.initializers.find(db->q);
-      const Tensor& sb = g.initializers.at(db->scale);
-      const Tensor& zb = g.initializers.at(db->zp);
-      if (!bq || bq->dtype() != DType::Int32 || countZeros(zb) != zb.numel()) continue;
-      // The integer kernel scales the bias by x_scale * w_scale: it must be what the DQ says.
-      const float sx = g.initializers.at(dx->scale).data<float>()[0];
-      bool same = sb.numel() == bq->numel() || sb.numel() == 1;
-      for (int64_t c = 0; same && c < bq->numel(); ++c) {
-        const float want = sx * sw.data<float>()[sw.numel() == 1 ? 0 : c];
-        const float have = sb.data<float>()[sb.numel() == 1 ? 0 : c];
-        same = std::fabs(want - have) <= 1e-6f * std::fabs(want);
-      }
-      if (!same) continue;
-      bias = db->q;
+      const auto b = int32Bias(g, op.inputs[2], g.initializers.at(dx->scale).data<float>()[0], sw);
+      if (!b) continue;
+      bias = *b;
     }
     const std::string y = op.outputs[0];
     if (g.isGraphOutput(y) || useCount(g, y) != 1) continue;
@@ -285,24 +291,16 @@ int fuseQdqFloatOutput(Graph& g) {
     for (int64_t n = 0; n < N; ++n) mult[n] = sx * sw.data<float>()[sw.numel() == 1 ? 0 : n];
     std::string bias;
     if (gemm && op.hasInput(2)) {
-      auto db = dqProducing(g, op.inputs[2]);
-      if (!db) continue;
-      const Tensor* bq = g.initializers.find(db->q);
-      const Tensor& sb = g.initializers.at(db->scale);
-      const Tensor& zb = g.initializers.at(db->zp);
+      const auto b = int32Bias(g, op.inputs[2], sx, sw);
+      if (!b) continue;
       // C of shape [N] or [1, N] (one value per output column), small enough that acc + b_q cannot
       // leave int32 (matMulIntegerFast bounds |acc| by 2^24).
-      if (!bq || bq->dtype() != DType::Int32 || bq->numel() != N || bq->dim(bq->rank() - 1) != N || bq->rank() > 2 ||
-          countZeros(zb) != zb.numel() || sb.dtype() != DType::Float32 || (sb.numel() != 1 && sb.numel() != N))
-        continue;
+      const Tensor& bq = g.initializers.at(*b);
+      if (bq.numel() != N || bq.dim(bq.rank() - 1) != N || bq.rank() > 2) continue;
       int64_t bmax = 0;
-      for (int64_t n = 0; n < N; ++n) bmax = std::max<int64_t>(bmax, std::abs(int64_t{bq->data<int32_t>()[n]}));
+      for (int64_t n = 0; n < N; ++n) bmax = std::max<int64_t>(bmax, std::abs(int64_t{bq.data<int32_t>()[n]}));
       if (bmax > int64_t{std::numeric_limits<int32_t>::max()} - (int64_t{1} << 24)) continue;
-      bool same = true;  // s_b = s_x * s_w, so (acc + b_q) shares the accumulator's scale
-      for (int64_t n = 0; same && n < N; ++n)
-        same = std::fabs(mult[n] - sb.data<float>()[sb.numel() == 1 ? 0 : n]) <= 1e-6f * std::fabs(mult[n]);
-      if (!same) continue;
-      bias = db->q;
+      bias = *b;
     }
     Tensor wkn = *wq;
     if (trans_b) {
