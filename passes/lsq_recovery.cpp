@@ -19,20 +19,6 @@ namespace lwc::passes {
 
 namespace {
 
-/// How a layer's weight tensor maps to the least-squares problem: per group g, output channel o of
-/// the group and row index k < K (im2col order for Conv, input feature for Gemm/MatMul).
-struct LayerForm {
-  enum class Kind { Conv, Gemm, MatMul } kind = Kind::Conv;
-  int64_t groups = 1, ocg = 0, K = 0, out = 0;
-  bool trans = false;  // Gemm transB: W [N, K]
-  bool bias = false;   // a bias column is fitted
-  // Flat index of W for output channel o (global) and row k.
-  int64_t windex(int64_t o, int64_t k) const {
-    if (kind == Kind::Conv || trans) return o * K + k;
-    return k * out + o;
-  }
-};
-
 struct Accum {
   int64_t Kb = 0;              // K + bias column
   std::vector<double> G, C;    // Kb x Kb, Kb x ocg
@@ -111,15 +97,11 @@ Model truncatedTo(const Model& m, const std::vector<std::string>& values) {
   return t;
 }
 
-std::vector<std::vector<double>> channelMeans(const Model& model, const std::vector<std::string>& values, Dataset& data,
-                                              const std::string& input, int64_t batch, int threads,
-                                              const std::vector<int>& axes) {
-  std::vector<std::vector<double>> sums(values.size());
-  if (values.empty()) return sums;
+void forEachBatch(const Model& model, const std::vector<std::string>& values, Dataset& data, const std::string& input,
+                  int64_t batch, int threads, const std::function<void(const std::vector<Tensor>&)>& fn) {
   engine::SessionOptions so;
   so.threads = threads;
   engine::Session sess(truncatedTo(model, values), so);
-  std::vector<int64_t> count(values.size(), 0);
   data.reset();
   // Every requested tensor of a batch is alive at once: the first batch is one sample, which sizes
   // the others so that they hold at most ~256 MB of outputs (all of a 224x224 network's layers
@@ -133,6 +115,17 @@ std::vector<std::vector<double>> channelMeans(const Model& model, const std::vec
       for (const auto& t : out) bytes += static_cast<int64_t>(t.numel() * dtypeSize(t.dtype()));
       n = std::clamp<int64_t>(kOutputBudget / std::max<int64_t>(bytes, 1), 1, batch);
     }
+    fn(out);
+  }
+}
+
+std::vector<std::vector<double>> channelMeans(const Model& model, const std::vector<std::string>& values, Dataset& data,
+                                              const std::string& input, int64_t batch, int threads,
+                                              const std::vector<int>& axes) {
+  std::vector<std::vector<double>> sums(values.size());
+  if (values.empty()) return sums;
+  std::vector<int64_t> count(values.size(), 0);
+  forEachBatch(model, values, data, input, batch, threads, [&](const std::vector<Tensor>& out) {
     for (size_t k = 0; k < values.size(); ++k) {
       const Tensor& v = out.at(k);
       if (v.dtype() != DType::Float32 || v.rank() < 2) continue;
@@ -148,10 +141,195 @@ std::vector<std::vector<double>> channelMeans(const Model& model, const std::vec
       for (int64_t i = 0; i < v.numel(); ++i) sums[k][static_cast<size_t>((i / inner) % c)] += x[i];
       count[k] += v.numel() / c;
     }
-  }
+  });
   for (size_t k = 0; k < values.size(); ++k)
     for (auto& v : sums[k]) v /= double(std::max<int64_t>(count[k], 1));
   return sums;
+}
+
+std::optional<LayerForm> layerForm(const Node& n, const Tensor& W, bool bias_column, std::string& why) {
+  LayerForm f;
+  f.wshape = W.shape();
+  if (n.op_type == "Conv" && W.rank() == 4) {
+    f.kind = LayerForm::Kind::Conv;
+    f.groups = n.attrInt("group", 1);
+    f.out = W.dim(0);
+    f.ocg = f.out / std::max<int64_t>(f.groups, 1);
+    f.K = W.dim(1) * W.dim(2) * W.dim(3);
+    f.bias = bias_column;
+    if (f.groups < 1 || f.out % f.groups != 0) {
+      why = "group does not divide the output channels";
+      return std::nullopt;
+    }
+  } else if (n.op_type == "Gemm" && W.rank() == 2) {
+    if (n.attrInt("transA", 0) != 0 || n.attrFloat("alpha", 1.0f) != 1.0f ||
+        (n.hasInput(2) && n.attrFloat("beta", 1.0f) != 1.0f)) {
+      why = "Gemm with transA, alpha or beta is not supported";
+      return std::nullopt;
+    }
+    f.kind = LayerForm::Kind::Gemm;
+    f.trans = n.attrInt("transB", 0) != 0;
+    f.K = f.trans ? W.dim(1) : W.dim(0);
+    f.out = f.trans ? W.dim(0) : W.dim(1);
+    f.ocg = f.out;
+    f.bias = bias_column;
+  } else if (n.op_type == "MatMul" && W.rank() == 2) {
+    f.kind = LayerForm::Kind::MatMul;
+    f.K = W.dim(0);
+    f.out = W.dim(1);
+    f.ocg = f.out;
+  } else {
+    why = n.op_type + " with " + std::to_string(W.rank()) + "-D weights is not supported";
+    return std::nullopt;
+  }
+  return f;
+}
+
+namespace {
+
+/// Fills A (rows x Kb; the bias column is 1) with group gi's sampled rows of the layer on input X,
+/// a batch whose first sample is sample `sample_base` of the data (the phase of the evenly spaced
+/// positions moves with it, deterministically): im2col patches at up to `rows_per_sample` output
+/// positions per sample for Conv, input rows for Gemm/MatMul. With Y (the reference output), Yg
+/// (rows x ocg) gets the output at the same positions, channel refChannel(o). Returns the rows.
+/// The caller has checked that X and Y fit the layer.
+int64_t sampleRows(const Node& n, const LayerForm& f, const Tensor& X, const Tensor* Y, int64_t gi, int64_t rows_per_sample,
+                   int64_t sample_base, const std::function<int64_t(int64_t)>& refChannel, std::vector<float>& A,
+                   std::vector<float>& Yg) {
+  const int64_t N = X.dim(0), Kb = f.K + (f.bias ? 1 : 0);
+  int64_t row = 0;
+  if (f.kind == LayerForm::Kind::Conv) {
+    const engine::ConvParams cp = engine::parseConvParams(n, X.shape(), f.wshape);
+    const auto& geo = cp.geo;
+    const int64_t C = X.dim(1), H = X.dim(2), Wd = X.dim(3), OW = geo.out[1], P = geo.out[0] * OW;
+    const int64_t R = std::min(P, rows_per_sample), step = std::max<int64_t>(P / std::max<int64_t>(R, 1), 1);
+    const int64_t cin_g = C / f.groups, kh = geo.kernel[0], kw = geo.kernel[1];
+    const int64_t yc = Y ? Y->dim(1) : 0;
+    const float* x = X.data<float>();
+    A.assign(static_cast<size_t>(N * R * Kb), 0.0f);
+    if (Y) Yg.assign(static_cast<size_t>(N * R * f.ocg), 0.0f);
+    for (int64_t s = 0; s < N; ++s) {
+      const int64_t phase = (sample_base + s) % step;
+      for (int64_t j = 0; j < R; ++j, ++row) {
+        const int64_t p = std::min(j * P / R + phase, P - 1), oh = p / OW, ow = p % OW;
+        float* a = &A[static_cast<size_t>(row * Kb)];
+        for (int64_t ci = 0; ci < cin_g; ++ci) {
+          const float* xc = x + ((s * C) + gi * cin_g + ci) * H * Wd;
+          for (int64_t ky = 0; ky < kh; ++ky) {
+            const int64_t ih = oh * geo.strides[0] - geo.pads_begin[0] + ky * geo.dilations[0];
+            for (int64_t kx = 0; kx < kw; ++kx) {
+              const int64_t iw = ow * geo.strides[1] - geo.pads_begin[1] + kx * geo.dilations[1];
+              a[(ci * kh + ky) * kw + kx] = ih >= 0 && ih < H && iw >= 0 && iw < Wd ? xc[ih * Wd + iw] : 0.0f;
+            }
+          }
+        }
+        if (f.bias) a[f.K] = 1.0f;
+        if (Y)
+          for (int64_t o = 0; o < f.ocg; ++o)
+            Yg[static_cast<size_t>(row * f.ocg + o)] = Y->data<float>()[((s * yc) + refChannel(gi * f.ocg + o)) * P + p];
+      }
+    }
+    return row;
+  }
+  const int64_t rows_total = X.numel() / f.K, per = rows_total / std::max<int64_t>(N, 1);
+  const int64_t R = std::min(per, rows_per_sample), step = std::max<int64_t>(per / std::max<int64_t>(R, 1), 1);
+  const int64_t yc = Y ? Y->dim(Y->rank() - 1) : 0;
+  A.assign(static_cast<size_t>(N * R * Kb), 0.0f);
+  if (Y) Yg.assign(static_cast<size_t>(N * R * f.ocg), 0.0f);
+  for (int64_t s = 0; s < N; ++s) {
+    const int64_t phase = (sample_base + s) % step;
+    for (int64_t j = 0; j < R; ++j, ++row) {
+      const int64_t src = s * per + std::min(j * per / R + phase, per - 1);
+      std::copy_n(X.data<float>() + src * f.K, f.K, &A[static_cast<size_t>(row * Kb)]);
+      if (f.bias) A[static_cast<size_t>(row * Kb + f.K)] = 1.0f;
+      if (Y)
+        for (int64_t o = 0; o < f.out; ++o)
+          Yg[static_cast<size_t>(row * f.ocg + o)] = Y->data<float>()[src * yc + refChannel(o)];
+    }
+  }
+  return row;
+}
+
+/// Why input X cannot feed the layer's rows ("" when it can).
+std::string inputMismatch(const LayerForm& f, const Tensor& X) {
+  if (X.empty() || X.dtype() != DType::Float32) return "its input is not a float tensor";
+  if (f.kind == LayerForm::Kind::Conv) return X.rank() == 4 ? "" : "only 2-D convolutions are supported";
+  if (X.rank() < 1 || X.dim(X.rank() - 1) != f.K) return "input " + shapeStr(X.shape()) + " does not match the weights";
+  return "";
+}
+
+}  // namespace
+
+std::vector<LayerGram> layerGrams(const Model& model, const std::vector<size_t>& nodes, Dataset& data,
+                                  const std::string& input, int64_t batch, int threads, int64_t rows_per_sample,
+                                  bool bias_column) {
+  const Graph& g = model.graph;
+  std::vector<LayerGram> out(nodes.size());
+  std::vector<size_t> todo;
+  for (size_t i = 0; i < nodes.size(); ++i) {
+    const Node& n = g.nodes.at(nodes[i]);
+    const Tensor* w = n.inputs.size() > 1 ? floatConstant(g, n.inputs[1]) : nullptr;
+    if (!w || g.isGraphInput(n.inputs[1])) {
+      out[i].unsupported = "weights are not a float constant";
+      continue;
+    }
+    std::string why;
+    auto f = layerForm(n, *w, bias_column, why);
+    if (!f) {
+      out[i].unsupported = why;
+      continue;
+    }
+    out[i].form = *f;
+    todo.push_back(i);
+  }
+  // Layers in chunks whose matrices fit the budget together; one data pass per chunk.
+  constexpr int64_t kGramBudget = int64_t{512} << 20;
+  size_t at = 0;
+  std::vector<float> A, none, tmp;
+  while (at < todo.size()) {
+    std::vector<size_t> chunk;
+    int64_t bytes = 0;
+    for (; at < todo.size(); ++at) {
+      const LayerForm& f = out[todo[at]].form;
+      const int64_t Kb = f.K + (f.bias ? 1 : 0), need = f.groups * Kb * Kb * 8;
+      if (!chunk.empty() && bytes + need > kGramBudget) break;
+      bytes += need;
+      chunk.push_back(todo[at]);
+    }
+    std::vector<std::string> values;
+    for (size_t i : chunk) {
+      LayerGram& lg = out[i];
+      const int64_t Kb = lg.form.K + (lg.form.bias ? 1 : 0);
+      lg.G.assign(static_cast<size_t>(lg.form.groups), std::vector<double>(static_cast<size_t>(Kb * Kb), 0.0));
+      values.push_back(g.nodes[nodes[i]].inputs[0]);
+    }
+    int64_t sample_base = 0;
+    forEachBatch(model, values, data, input, batch, threads, [&](const std::vector<Tensor>& xs) {
+      for (size_t c = 0; c < chunk.size(); ++c) {
+        LayerGram& lg = out[chunk[c]];
+        if (!lg.unsupported.empty()) continue;
+        const Tensor& X = xs.at(c);
+        lg.unsupported = inputMismatch(lg.form, X);
+        if (!lg.unsupported.empty()) {
+          lg.G.clear();
+          continue;
+        }
+        const int64_t Kb = lg.form.K + (lg.form.bias ? 1 : 0);
+        tmp.resize(static_cast<size_t>(Kb * Kb));
+        for (int64_t gi = 0; gi < lg.form.groups; ++gi) {
+          const int64_t rows = sampleRows(g.nodes[nodes[chunk[c]]], lg.form, X, nullptr, gi, rows_per_sample, sample_base,
+                                          [](int64_t o) { return o; }, A, none);
+          if (rows == 0) continue;
+          sgemmTN(Kb, Kb, rows, A.data(), A.data(), tmp.data());
+          auto& G = lg.G[static_cast<size_t>(gi)];
+          for (size_t e = 0; e < G.size(); ++e) G[e] += tmp[e];
+          if (gi == 0) lg.rows += rows;
+        }
+      }
+      sample_base += xs.empty() ? 0 : xs.front().dim(0);
+    });
+  }
+  return out;
 }
 
 namespace {
@@ -275,35 +453,13 @@ std::vector<LsqLayerResult> lsqRecover(Model& m, const Model& unmodified, const 
       continue;
     }
     const Tensor W = *wp;
-    LayerForm f;
-    if (n.op_type == "Conv" && W.rank() == 4) {
-      f.kind = LayerForm::Kind::Conv;
-      f.groups = n.attrInt("group", 1);
-      f.out = W.dim(0);
-      f.ocg = f.out / f.groups;
-      f.K = W.dim(1) * W.dim(2) * W.dim(3);
-      f.bias = opts.fit_bias;
-    } else if (n.op_type == "Gemm" && W.rank() == 2) {
-      if (n.attrInt("transA", 0) != 0 || n.attrFloat("alpha", 1.0f) != 1.0f ||
-          (n.hasInput(2) && n.attrFloat("beta", 1.0f) != 1.0f)) {
-        skip("Gemm with transA, alpha or beta is not supported");
-        continue;
-      }
-      f.kind = LayerForm::Kind::Gemm;
-      f.trans = n.attrInt("transB", 0) != 0;
-      f.K = f.trans ? W.dim(1) : W.dim(0);
-      f.out = f.trans ? W.dim(0) : W.dim(1);
-      f.ocg = f.out;
-      f.bias = opts.fit_bias;
-    } else if (n.op_type == "MatMul" && W.rank() == 2) {
-      f.kind = LayerForm::Kind::MatMul;
-      f.K = W.dim(0);
-      f.out = W.dim(1);
-      f.ocg = f.out;
-    } else {
-      skip(n.op_type + " with " + std::to_string(W.rank()) + "-D weights is not supported");
+    std::string why;
+    const auto form = layerForm(n, W, opts.fit_bias, why);
+    if (!form) {
+      skip(why);
       continue;
     }
+    const LayerForm& f = *form;
     // Existing bias (Conv B, Gemm C) must be a constant vector of `out` (or one) values.
     std::vector<float> bias0(static_cast<size_t>(f.out), 0.0f);
     if (f.bias && n.hasInput(2)) {
@@ -363,61 +519,16 @@ std::vector<LsqLayerResult> lsqRecover(Model& m, const Model& unmodified, const 
       if (f.kind == LayerForm::Kind::Conv) {
         if (X.rank() != 4 || Y.rank() != 4) fail(n.describe(), ": lsq recovery supports 2-D convolutions only");
         const engine::ConvParams cp = engine::parseConvParams(n, X.shape(), W.shape());
-        const auto& geo = cp.geo;
-        const int64_t C = X.dim(1), H = X.dim(2), Wd = X.dim(3), OH = Y.dim(2), OW = Y.dim(3), P = OH * OW;
-        if (!channelsFit(Y.dim(1)) || OH != geo.out[0] || OW != geo.out[1])
+        if (!channelsFit(Y.dim(1)) || Y.dim(2) != cp.geo.out[0] || Y.dim(3) != cp.geo.out[1])
           fail(n.describe(), ": reference output ", shapeStr(Y.shape()), " does not match the layer");
-        const int64_t yc = Y.dim(1);
-        const int64_t R = std::min(P, opts.rows_per_sample), step = std::max<int64_t>(P / std::max<int64_t>(R, 1), 1);
-        const int64_t cin_g = C / f.groups, kh = geo.kernel[0], kw = geo.kernel[1];
-        const float* x = X.data<float>();
-        const float* y = Y.data<float>();
-        for (int64_t gi = 0; gi < f.groups; ++gi) {
-          A.assign(static_cast<size_t>(N * R * Kb), 0.0f);
-          Yg.assign(static_cast<size_t>(N * R * f.ocg), 0.0f);
-          int64_t row = 0;
-          for (int64_t s = 0; s < N; ++s) {
-            const int64_t phase = (sample_base + s) % step;
-            for (int64_t j = 0; j < R; ++j, ++row) {
-              const int64_t p = std::min(j * P / R + phase, P - 1), oh = p / OW, ow = p % OW;
-              float* a = &A[static_cast<size_t>(row * Kb)];
-              for (int64_t ci = 0; ci < cin_g; ++ci) {
-                const float* xc = x + ((s * C) + gi * cin_g + ci) * H * Wd;
-                for (int64_t ky = 0; ky < kh; ++ky) {
-                  const int64_t ih = oh * geo.strides[0] - geo.pads_begin[0] + ky * geo.dilations[0];
-                  for (int64_t kx = 0; kx < kw; ++kx) {
-                    const int64_t iw = ow * geo.strides[1] - geo.pads_begin[1] + kx * geo.dilations[1];
-                    a[(ci * kh + ky) * kw + kx] = ih >= 0 && ih < H && iw >= 0 && iw < Wd ? xc[ih * Wd + iw] : 0.0f;
-                  }
-                }
-              }
-              if (f.bias) a[f.K] = 1.0f;
-              for (int64_t o = 0; o < f.ocg; ++o)
-                Yg[static_cast<size_t>(row * f.ocg + o)] = y[((s * yc) + refChannel(gi * f.ocg + o)) * P + p];
-            }
-          }
-          accumulate(acc[static_cast<size_t>(gi)], A, Yg, row, f.ocg);
-        }
       } else {
         const int64_t yc = Y.dim(Y.rank() - 1);
         if (X.dim(X.rank() - 1) != f.K || !channelsFit(yc) || X.numel() / f.K != Y.numel() / yc)
           fail(n.describe(), ": input ", shapeStr(X.shape()), " / output ", shapeStr(Y.shape()), " do not match the weights");
-        const int64_t rows_total = X.numel() / f.K, per = rows_total / std::max<int64_t>(N, 1);
-        const int64_t R = std::min(per, opts.rows_per_sample), step = std::max<int64_t>(per / std::max<int64_t>(R, 1), 1);
-        A.assign(static_cast<size_t>(N * R * Kb), 0.0f);
-        Yg.assign(static_cast<size_t>(N * R * f.ocg), 0.0f);
-        int64_t row = 0;
-        for (int64_t s = 0; s < N; ++s) {
-          const int64_t phase = (sample_base + s) % step;
-          for (int64_t j = 0; j < R; ++j, ++row) {
-            const int64_t src = s * per + std::min(j * per / R + phase, per - 1);
-            std::copy_n(X.data<float>() + src * f.K, f.K, &A[static_cast<size_t>(row * Kb)]);
-            if (f.bias) A[static_cast<size_t>(row * Kb + f.K)] = 1.0f;
-            for (int64_t o = 0; o < f.out; ++o)
-              Yg[static_cast<size_t>(row * f.ocg + o)] = Y.data<float>()[src * yc + refChannel(o)];
-          }
-        }
-        accumulate(acc[0], A, Yg, row, f.ocg);
+      }
+      for (int64_t gi = 0; gi < f.groups; ++gi) {
+        const int64_t rows = sampleRows(n, f, X, &Y, gi, opts.rows_per_sample, sample_base, refChannel, A, Yg);
+        accumulate(acc[static_cast<size_t>(gi)], A, Yg, rows, f.ocg);
       }
       sample_base += N;
     }

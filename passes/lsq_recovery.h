@@ -21,7 +21,9 @@
 // reconstruction error would not decrease keeps its weights.
 #pragma once
 
+#include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -49,6 +51,47 @@ struct LsqLayerResult {
   int64_t channels = 0, channels_kept = 0;   ///< channels solved / left unchanged (not positive definite)
   bool applied = false;
 };
+
+/// How a layer's weight tensor maps to a least-squares problem: per group g, output channel o of
+/// the group and row index k < K (im2col order for Conv, input feature for Gemm/MatMul).
+struct LayerForm {
+  enum class Kind { Conv, Gemm, MatMul } kind = Kind::Conv;
+  int64_t groups = 1, ocg = 0, K = 0, out = 0;
+  bool trans = false;  ///< Gemm transB: W [N, K]
+  bool bias = false;   ///< a bias column (constant 1) follows the K input columns
+  Shape wshape;
+  /// Flat index of W for output channel o (global) and row k.
+  int64_t windex(int64_t o, int64_t k) const {
+    if (kind == Kind::Conv || trans) return o * K + k;
+    return k * out + o;
+  }
+};
+
+/// The form of `n` with weights `W`: Conv with 4-D weights, Gemm (transA = 0, alpha = beta = 1) and
+/// MatMul with 2-D weights. Otherwise nullopt, and `why` says what is not supported.
+std::optional<LayerForm> layerForm(const Node& n, const Tensor& W, bool bias_column, std::string& why);
+
+/// Runs `model` with `values` as its outputs over all of `data` (reset first) and hands each
+/// batch's outputs (in the order of `values`) to `fn`. `input` is the model input the batches feed;
+/// batches of up to `batch` samples, fewer when the outputs of one batch would pass ~256 MB (the
+/// first batch is one sample, which sizes the others).
+void forEachBatch(const Model& model, const std::vector<std::string>& values, Dataset& data, const std::string& input,
+                  int64_t batch, int threads, const std::function<void(const std::vector<Tensor>&)>& fn);
+
+/// Xᵀ X of a layer's least-squares rows on the calibration data (the Hessian of its output error).
+struct LayerGram {
+  LayerForm form;
+  std::vector<std::vector<double>> G;  ///< per group, Kb x Kb row-major (Kb = K + 1 with the bias column)
+  int64_t rows = 0;                    ///< rows accumulated per group
+  std::string unsupported;             ///< why this layer has none (empty when it has)
+};
+
+/// The Gram matrices of the given nodes of `model` (indices into its nodes; inputs observed in
+/// `model` itself), sampled as lsqRecover samples rows: `rows_per_sample` im2col patches or input
+/// rows per sample. One data pass for layers whose matrices fit ~512 MB together.
+std::vector<LayerGram> layerGrams(const Model& model, const std::vector<size_t>& nodes, Dataset& data,
+                                  const std::string& input, int64_t batch, int threads, int64_t rows_per_sample,
+                                  bool bias_column);
 
 /// The part of `m` that computes `value` (made the only graph output; everything else dropped), so
 /// per-layer data passes run only the layers before the one they look at.
