@@ -48,23 +48,10 @@ void accumulate(Accum& acc, const std::vector<float>& A, const std::vector<float
   acc.rows += rows;
 }
 
-/// Solves (M + λI) x = rhs in place by Cholesky (M symmetric, n x n, row-major). False when not
+/// Solves M x = rhs in place by Cholesky (M symmetric, n x n, row-major). False when not
 /// positive definite.
 bool choleskySolve(std::vector<double>& M, std::vector<double>& rhs, int64_t n) {
-  for (int64_t j = 0; j < n; ++j) {
-    double* Mj = &M[static_cast<size_t>(j * n)];
-    double d = Mj[j];
-    for (int64_t k = 0; k < j; ++k) d -= Mj[k] * Mj[k];
-    if (!(d > 0) || !std::isfinite(d)) return false;
-    d = std::sqrt(d);
-    Mj[j] = d;
-    for (int64_t i = j + 1; i < n; ++i) {
-      double* Mi = &M[static_cast<size_t>(i * n)];
-      double s = Mi[j];
-      for (int64_t k = 0; k < j; ++k) s -= Mi[k] * Mj[k];
-      Mi[j] = s / d;
-    }
-  }
+  if (!choleskyLower(M, n)) return false;
   // L y = rhs, Lᵀ x = y (L in the lower triangle).
   for (int64_t i = 0; i < n; ++i) {
     double s = rhs[static_cast<size_t>(i)];
@@ -80,6 +67,24 @@ bool choleskySolve(std::vector<double>& M, std::vector<double>& rhs, int64_t n) 
 }
 
 }  // namespace
+
+bool choleskyLower(std::vector<double>& M, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) {
+    double* Mj = &M[static_cast<size_t>(j * n)];
+    double d = Mj[j];
+    for (int64_t k = 0; k < j; ++k) d -= Mj[k] * Mj[k];
+    if (!(d > 0) || !std::isfinite(d)) return false;
+    d = std::sqrt(d);
+    Mj[j] = d;
+    for (int64_t i = j + 1; i < n; ++i) {
+      double* Mi = &M[static_cast<size_t>(i * n)];
+      double s = Mi[j];
+      for (int64_t k = 0; k < j; ++k) s -= Mi[k] * Mj[k];
+      Mi[j] = s / d;
+    }
+  }
+  return true;
+}
 
 Model truncatedTo(const Model& m, const std::string& value) { return truncatedTo(m, std::vector<std::string>{value}); }
 

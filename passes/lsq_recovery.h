@@ -93,6 +93,10 @@ std::vector<LayerGram> layerGrams(const Model& model, const std::vector<size_t>&
                                   const std::string& input, int64_t batch, int threads, int64_t rows_per_sample,
                                   bool bias_column);
 
+/// Cholesky factor M = L Lᵀ in place (M symmetric n x n, row-major; L in the lower triangle, the
+/// upper triangle is left as it was). False when M is not positive definite.
+bool choleskyLower(std::vector<double>& M, int64_t n);
+
 /// The part of `m` that computes `value` (made the only graph output; everything else dropped), so
 /// per-layer data passes run only the layers before the one they look at.
 Model truncatedTo(const Model& m, const std::string& value);

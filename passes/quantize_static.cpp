@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <iomanip>
 #include <set>
 #include <sstream>
 #include <tuple>
@@ -10,6 +11,7 @@
 #include "lwc/graph_edit.h"
 #include "lwc/metrics.h"
 #include "lwc/model_io.h"
+#include "passes/gptq.h"
 #include "passes/lsq_recovery.h"
 
 namespace lwc::passes {
@@ -29,6 +31,11 @@ std::vector<OptionSpec> QuantizeStatic::optionSpecs() const {
   OptionSpec fmt{"format", OptionType::String, "qdq",
                  "qdq (QuantizeLinear/DequantizeLinear around float ops) or qoperator (QLinearConv/QLinearMatMul)"};
   fmt.choices = {"qdq", "qoperator"};
+  OptionSpec rounding{"weight_rounding", OptionType::String, "nearest",
+                      "nearest (each weight to its closest step) or gptq (GPTQ, Frantar et al. 2022: round one input "
+                      "channel at a time and move the weights not yet rounded, and the bias, to cancel the error on the "
+                      "calibration data)"};
+  rounding.choices = {"nearest", "gptq"};
   return {cal,
           pct,
           samples,
@@ -44,11 +51,12 @@ std::vector<OptionSpec> QuantizeStatic::optionSpecs() const {
           {"bias_correction", OptionType::Bool, false,
            "Move each quantized layer's int32 bias by the mean shift quantization causes in its output on the calibration data "
            "(empirical bias correction, Nagel et al. 2019)"},
+          rounding,
           fmt};
 }
 
 bool QuantizeStatic::needsCalibration(const PassOptions& o) const {
-  return o.getStrings("load_calib").empty() || o.getBool("bias_correction");
+  return o.getStrings("load_calib").empty() || o.getBool("bias_correction") || o.getString("weight_rounding") == "gptq";
 }
 
 namespace {
@@ -80,6 +88,8 @@ void checkNotQuantized(const Model& m, const std::string& action) {
 namespace {
 
 const std::set<std::string> kCompute = {"Conv", "Gemm", "MatMul"};
+// GPTQ's Gram matrices: im2col patches (Conv) or input rows (MatMul on sequences) per sample.
+constexpr int64_t kGptqRowsPerSample = 16;
 const std::set<std::string> kPropagate = {"Add", "MaxPool", "AveragePool", "GlobalAveragePool", "Concat"};
 
 struct QParams {
@@ -252,6 +262,9 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
   const bool bias_correction = o.getBool("bias_correction");
   if (bias_correction && !ctx.calib)
     fail("quantize_static: bias_correction needs calibration data (--calib DIR or data.calib)");
+  const bool gptq = o.getString("weight_rounding") == "gptq";
+  if (gptq && !ctx.calib)
+    fail("quantize_static: weight_rounding gptq needs calibration data (--calib DIR or data.calib)");
   const Model fp32 = bias_correction ? m : Model();  // shares the tensors; the edits below write new ones
   std::vector<BiasFix> bias_fixes;
   PassResult r;
@@ -360,6 +373,34 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
   for (const auto& t : tensors) qp[t] = activationParams(computeRange(stats_.tensors.at(t), cal, o.getFloat("percentile"), symmetric),
                                                         symmetric);
 
+  // --- GPTQ: the Gram matrix of each quantized layer's input on the calibration data (float model)
+  std::map<size_t, LayerGram> grams;
+  if (gptq) {
+    std::map<std::string, int> uses;
+    for (size_t i : compute) ++uses[g.nodes[i].inputs[1]];
+    std::vector<size_t> nodes;
+    for (size_t i : compute) {
+      if (uses.at(g.nodes[i].inputs[1]) == 1)
+        nodes.push_back(i);
+      else
+        r.notes.push_back(g.nodes[i].describe() + ": nearest rounding (its weights are shared with another layer)");
+    }
+    DataOptions dopt = ctx.calib->options;
+    fitToModel(dopt, m);
+    const int64_t max_samples = o.getInt("calib_samples");
+    if (max_samples > 0 && (dopt.limit == 0 || max_samples < dopt.limit)) dopt.limit = max_samples;
+    auto ds = openDataset(dopt);
+    auto lgs = layerGrams(m, nodes, *ds, g.realInputs().at(0)->name, ctx.calib->batch, ctx.threads, kGptqRowsPerSample, true);
+    for (size_t k = 0; k < nodes.size(); ++k) {
+      if (lgs[k].unsupported.empty())
+        grams.emplace(nodes[k], std::move(lgs[k]));
+      else
+        r.notes.push_back(g.nodes[nodes[k]].describe() + ": nearest rounding (" + lgs[k].unsupported + ")");
+    }
+  }
+  double gptq_err = 0, nearest_err = 0;
+  int64_t gptq_layers = 0, gptq_channels_nearest = 0;
+
   // --- rewrite: compute everything first, then edit the graph
   std::vector<Node> new_nodes;
   std::vector<std::pair<std::string, Tensor>> new_inits;
@@ -389,9 +430,30 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
     const Node& n = g.nodes[i];
     const std::string& wname = n.inputs[1];
     const int axis = weight_axis.at(i);
+    const bool gemm_beta_ok = n.op_type != "Gemm" || n.attrFloat("beta", 1.0f) == 1.0f;
+    const Tensor* b = n.hasInput(2) && gemm_beta_ok ? floatConstant(g, n.inputs[2]) : nullptr;
+    Tensor gptq_bias;  // the bias GPTQ moved
     if (!weight_dq.count(wname)) {
       Tensor scale, zp;
       Tensor wq = quantizeWeights(g.initializers.at(wname), axis, per_channel, scale, zp, w_qmax);
+      const auto lg = grams.find(i);
+      if (lg != grams.end()) {
+        const Tensor& w = g.initializers.at(wname);
+        const int64_t ch = w.dim(static_cast<size_t>(axis));
+        std::vector<float> bias;
+        if (b && b->rank() == 1 && b->numel() == ch && !g.isGraphInput(n.inputs[2]))
+          for (int64_t c = 0; c < ch; ++c) bias.push_back(static_cast<float>(b->at(c)));
+        GptqResult gr = gptqRound(lg->second, w, bias, scale, w_qmax, 0.01, ctx.threads);
+        wq = std::move(gr.q);
+        if (!bias.empty()) {
+          gptq_bias = Tensor::fromVector<float>({ch}, gr.bias);
+          b = &gptq_bias;
+        }
+        gptq_err += gr.error;
+        nearest_err += gr.error_nearest;
+        gptq_channels_nearest += gr.channels_nearest;
+        ++gptq_layers;
+      }
       const std::string qn = fresh(wname + "_quantized"), sn = fresh(wname + "_scale"), zn = fresh(wname + "_zero_point"),
                         dn = fresh(wname + "_dequantized");
       new_inits.push_back({qn, wq});
@@ -405,8 +467,6 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
       ++weights_q;
     }
     std::string bias_dq;
-    const bool gemm_beta_ok = n.op_type != "Gemm" || n.attrFloat("beta", 1.0f) == 1.0f;
-    const Tensor* b = n.hasInput(2) && gemm_beta_ok ? floatConstant(g, n.inputs[2]) : nullptr;
     const auto xq = qp.find(n.inputs[0]);
     if (b && xq != qp.end() && !g.isGraphInput(n.inputs[2])) {
       const Tensor& w = g.initializers.at(wname);
@@ -444,6 +504,10 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
           r.notes.push_back(n.describe() + ": bias kept in float (does not fit int32 at scale s_x·s_w)");
         }
       }
+    }
+    if (bias_dq.empty() && !gptq_bias.empty()) {  // a float bias: GPTQ's moved copy
+      bias_dq = fresh(n.inputs[2] + "_gptq");
+      new_inits.push_back({bias_dq, gptq_bias});
     }
     new_inputs[i] = {weight_dq.at(wname), bias_dq};
     // A MatMul (or a Gemm without C) whose bias is the float constant of the one Add after it, as
@@ -502,6 +566,15 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
                       std::to_string(compute.size()) +
                       " quantized layers have no bias to move (no int32 bias and no float Add constant after them) and are not corrected");
 
+  if (gptq_layers > 0) {
+    std::ostringstream note;
+    note << std::setprecision(3) << "weight_rounding gptq: " << gptq_layers << " of " << compute.size()
+         << " layers; weight-rounding error of their outputs on the calibration data "
+         << (nearest_err > 0 ? 100.0 * gptq_err / nearest_err : 100.0) << " % of round-to-nearest's";
+    if (gptq_channels_nearest > 0) note << " (" << gptq_channels_nearest << " channels kept round-to-nearest: GPTQ was not better there)";
+    r.notes.push_back(note.str());
+  }
+
   dq_names_ = dq_of;
   dq_weights_ = weight_dq;
   int64_t qoperator_layers = 0;
@@ -517,6 +590,7 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
              {"weights_quantized", weights_q},
              {"biases_quantized", biases_q},
              {"biases_corrected", biases_corrected},
+             {"layers_gptq", gptq_layers},
              {"layers_quantized", static_cast<int64_t>(compute.size())},
              {"activations_absorbed", static_cast<int64_t>(absorbed.size())},
              {"calibration_samples", stats_.samples},

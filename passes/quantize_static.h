@@ -15,6 +15,8 @@
 //   weights: int8 symmetric, per output channel (axis 0 for Conv and Gemm with transB, axis 1 for
 //            MatMul and Gemm without), s_w[o] = max|W[o]|/127, W_q = round(W/s_w) in [-127, 127]
 //            (reduce_range: /63 and [-63, 63], 7 bits, for x86 CPUs without VNNI)
+//            weight_rounding gptq: the same scales, W_q chosen by GPTQ (passes/gptq.h) on the
+//            calibration data instead of round-to-nearest; the float bias moves with it
 //   bias:    int32, s_b[o] = s_x · s_w[o], b_q = round(b/s_b), zero point 0
 // Relu, and Clip with minimum 0, directly after a compute node are absorbed with uint8
 // activations: their output range starts at 0, so zp = 0 and QuantizeLinear's saturation is the

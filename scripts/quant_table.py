@@ -56,7 +56,8 @@ def main():
     ap.add_argument("--calib-samples", type=int, default=1000)
     ap.add_argument("--models", nargs="*", default=["lenet300", "lenet5", "mnv2", "resnet", "tinyformer"])
     ap.add_argument("--calibrators", nargs="*", default=["minmax", "percentile", "entropy", "mse"])
-    ap.add_argument("--extra", nargs="*", default=[], help="extra lwc quantize arguments")
+    ap.add_argument("--extra", nargs="*", action="extend", default=[],
+                    help="extra lwc quantize arguments, one per --extra=ARG (repeatable)")
     ap.add_argument("--out", default=os.path.join(ROOT, "build/quant_table.json"))
     ap.add_argument("--check", action="store_true",
                     help="exit 1 unless every drop is <= --max-drop points and lwc and ORT agree within --max-diff points")

@@ -28,6 +28,7 @@ struct QuantArgs {
   bool per_tensor = false;
   bool reduce_range = false;
   bool bias_correction = false;
+  std::string weight_rounding = "nearest";
   std::string act_type = "uint8";
   std::vector<std::string> exclude, keep_fp32, load_calib;
   std::string save_calib;
@@ -50,6 +51,10 @@ void addQuantOptions(CLI::App* cmd, QuantArgs& q) {
                 "ONNX Runtime's u8 x s8 kernels saturate");
   cmd->add_flag("--bias-correction", q.bias_correction,
                 "Correct each layer's int32 bias for the output mean shift quantization causes (calibration data)");
+  cmd->add_option("--weight-rounding", q.weight_rounding,
+                  "nearest (default) or gptq: round weights one input channel at a time, moving the rest to cancel "
+                  "the output error on the calibration data (GPTQ)")
+      ->check(CLI::IsMember({"nearest", "gptq"}));
   cmd->add_option("--act-type", q.act_type, "Activations: uint8 (asymmetric) or int8 (symmetric)")
       ->check(CLI::IsMember({"uint8", "int8"}));
   cmd->add_option("--exclude", q.exclude, "Node names or op types to keep in float (comma-separated)")->delimiter(',');
@@ -60,7 +65,8 @@ nlohmann::json quantOptions(const QuantArgs& q) {
   return {{"calibrator", q.calibrator},     {"percentile", q.percentile},  {"calib_samples", q.calib_samples},
           {"per_channel", !q.per_tensor},   {"reduce_range", q.reduce_range}, {"act_type", q.act_type},      {"exclude", q.exclude},
           {"keep_fp32", q.keep_fp32},       {"load_calib", q.load_calib},  {"save_calib", q.save_calib},
-          {"calib_shard", q.shard},         {"format", q.format},          {"bias_correction", q.bias_correction}};
+          {"calib_shard", q.shard},         {"format", q.format},          {"bias_correction", q.bias_correction},
+          {"weight_rounding", q.weight_rounding}};
 }
 
 Pipeline quantPipeline(const QuantArgs& q) {
@@ -103,7 +109,7 @@ void addQuantizeCommand(CLI::App& app, Action& action, const GlobalOptions&) {
   cmd->callback([&action, q, cmd] {
     // Options that only static quantization reads: an error in dynamic mode rather than ignored.
     std::string static_only;
-    for (const char* o : {"--calibrator", "--percentile", "--calib-samples", "--reduce-range", "--bias-correction", "--act-type", "--keep-fp32",
+    for (const char* o : {"--calibrator", "--percentile", "--calib-samples", "--reduce-range", "--bias-correction", "--weight-rounding", "--act-type", "--keep-fp32",
                           "--save-calib", "--load-calib", "--format"})
       if (static_only.empty() && cmd->count(o) > 0) static_only = o;
     action = [q, static_only] {
@@ -112,6 +118,8 @@ void addQuantizeCommand(CLI::App& app, Action& action, const GlobalOptions&) {
              "DynamicQuantizeLinear + MatMulInteger (drop ", static_only, ")");
       if (q->mode == "static" && q->bias_correction && q->run.calib.empty())
         fail("quantize: --bias-correction measures layer outputs on calibration data: give --calib DIR (with --load-calib too)");
+      if (q->mode == "static" && q->weight_rounding == "gptq" && q->run.calib.empty())
+        fail("quantize: --weight-rounding gptq measures layer inputs on calibration data: give --calib DIR (with --load-calib too)");
       if (q->mode == "static" && q->run.calib.empty() && q->load_calib.empty())
         fail("quantize: give calibration data with --calib DIR (or saved statistics with --load-calib FILE), or use --mode dynamic");
       const std::string ort_tool = q->ort.resolve("quantize", q->bench_batch);

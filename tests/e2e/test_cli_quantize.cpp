@@ -121,6 +121,35 @@ TEST_CASE("lwc quantize --bias-correction: int32 biases corrected, output closer
   CHECK(test::readFile(d / "again.onnx") == test::readFile(d / "corrected.onnx"));
 }
 
+TEST_CASE("lwc quantize --weight-rounding gptq: int8 weights re-rounded, output closer to FP32", "[cli][quantize]") {
+  TempDir d;
+  const fs::path sample = td("fmnist_sample");
+  auto quantize = [&](const std::string& out, const std::string& extra) {
+    auto r = runLwc("quantize " + q(td("lenet5_fmnist.onnx")) + " --calib " + q(sample) + " --eval " + q(sample) + " -o " +
+                    q(d / out) + " --bench-batch 0 --layer-samples 0 --json" + extra);
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    return nlohmann::json::parse(r.out);
+  };
+  const auto plain = quantize("plain.onnx", ""), gptq = quantize("gptq.onnx", " --weight-rounding gptq");
+  CHECK(plain["stages"].back()["stats"]["layers_gptq"] == 0);
+  CHECK(gptq["stages"].back()["stats"]["layers_gptq"] == 5);  // 2 Conv + 3 Gemm
+  const double sp = plain["final"]["eval"]["output_sqnr_db"].get<double>(), sg = gptq["final"]["eval"]["output_sqnr_db"].get<double>();
+  INFO("logit SQNR nearest " << sp << " dB, gptq " << sg << " dB");
+  CHECK(sg > sp + 0.5);
+  // Same scales and zero points: only the int8 weights and the int32 biases (moved by GPTQ) differ.
+  const Model a = loadModel(d / "plain.onnx"), b = loadModel(d / "gptq.onnx");
+  int differ = 0;
+  for (const auto& [n, t] : a.graph.initializers.items()) {
+    const bool same = t.bitEqual(b.graph.initializers.at(n));
+    CHECK((same || t.dtype() == DType::Int32 || t.dtype() == DType::Int8));
+    differ += !same;
+  }
+  CHECK(differ == 10);
+  quantize("again.onnx", " --weight-rounding gptq");
+  CHECK(test::readFile(d / "again.onnx") == test::readFile(d / "gptq.onnx"));
+}
+
 TEST_CASE("lwc calibrate shards merge into the same model as one calibration", "[cli][quantize]") {
   TempDir d;
   const fs::path model = td("lenet5_fmnist.onnx"), sample = td("fmnist_sample");
@@ -162,6 +191,9 @@ TEST_CASE("lwc quantize: bad input gets one clear error and no output file", "[c
   bad("--mode dynamic --calibrator entropy", "--calibrator applies to --mode static");
   bad("--mode dynamic --reduce-range", "--reduce-range applies to --mode static");
   bad("--mode dynamic --bias-correction", "--bias-correction applies to --mode static");
+  bad("--mode dynamic --weight-rounding gptq", "--weight-rounding applies to --mode static");
+  bad("--load-calib " + q(d / "none.json") + " --weight-rounding gptq", "--weight-rounding gptq measures layer inputs on calibration data");
+  bad("--calib " + q(td("fmnist_sample")) + " --weight-rounding stochastic", "--weight-rounding");
   bad("--load-calib " + q(d / "none.json") + " --bias-correction", "--bias-correction measures layer outputs on calibration data");
   // An already quantized model.
   REQUIRE(runLwc("-q quantize " + q(model) + " --calib " + q(td("fmnist_sample")) + " -o " + q(d / "q.onnx") +

@@ -1,0 +1,239 @@
+// GPTQ weight rounding: the rounding itself against errors computed here, and quantize_static's
+// weight_rounding option on small graphs.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+
+#include "lwc/dataset.h"
+#include "lwc/engine.h"
+#include "lwc/graph_edit.h"
+#include "lwc/metrics.h"
+#include "lwc/model_io.h"
+#include "lwc/npy.h"
+#include "passes/gptq.h"
+#include "passes/quantize_static.h"
+#include "support/engine_util.h"
+#include "support/pass_util.h"
+#include "support/test_util.h"
+
+using namespace lwc;
+using namespace lwc::test;
+using Catch::Matchers::Contains;
+using nlohmann::json;
+
+namespace {
+
+// A Gemm (transB) layer W [out, K] with bias, and input rows X [rows, K] whose features are
+// correlated (each is a mix of a few shared sources plus its own noise), as real activations are.
+struct Layer {
+  int64_t out = 6, K = 24, rows = 600;
+  std::vector<double> X, W, b;
+  Layer() {
+    const Tensor z = randomFloat({rows, 4}, 7), own = randomFloat({rows, K}, 8), mix = randomFloat({4, K}, 9);
+    X.resize(static_cast<size_t>(rows * K));
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t k = 0; k < K; ++k) {
+        double v = 0.2 * own.data<float>()[r * K + k];
+        for (int64_t j = 0; j < 4; ++j) v += z.data<float>()[r * 4 + j] * mix.data<float>()[j * K + k];
+        X[static_cast<size_t>(r * K + k)] = float(v);
+      }
+    const Tensor w = randomFloat({out, K}, 10, -0.5f, 0.5f), bb = randomFloat({out}, 11, -0.1f, 0.1f);
+    W.assign(w.data<float>(), w.data<float>() + w.numel());
+    b.assign(bb.data<float>(), bb.data<float>() + bb.numel());
+  }
+  Tensor weights() const {
+    Tensor t(DType::Float32, {out, K});
+    for (int64_t i = 0; i < out * K; ++i) t.data<float>()[i] = float(W[static_cast<size_t>(i)]);
+    return t;
+  }
+  std::vector<float> bias() const { return {b.begin(), b.end()}; }
+  passes::LayerGram gram() const {
+    passes::LayerGram g;
+    g.form.kind = passes::LayerForm::Kind::Gemm;
+    g.form.trans = true;
+    g.form.K = K;
+    g.form.out = g.form.ocg = out;
+    g.form.bias = true;
+    g.form.wshape = {out, K};
+    const int64_t Kb = K + 1;
+    g.G.assign(1, std::vector<double>(static_cast<size_t>(Kb * Kb), 0.0));
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t i = 0; i < Kb; ++i)
+        for (int64_t j = 0; j < Kb; ++j) {
+          const double xi = i == K ? 1.0 : X[static_cast<size_t>(r * K + i)], xj = j == K ? 1.0 : X[static_cast<size_t>(r * K + j)];
+          g.G[0][static_cast<size_t>(i * Kb + j)] += xi * xj;
+        }
+    g.rows = rows;
+    return g;
+  }
+  // Σ_rows (x·w_o + b_o − x·ŵ_o − b̂_o)² for channel o, computed on the rows themselves.
+  double error(int64_t o, const int8_t* q, float s, double bias_q) const {
+    double e = 0;
+    for (int64_t r = 0; r < rows; ++r) {
+      double d = b[static_cast<size_t>(o)] - bias_q;
+      for (int64_t k = 0; k < K; ++k)
+        d += X[static_cast<size_t>(r * K + k)] * (W[static_cast<size_t>(o * K + k)] - double(q[o * K + k]) * s);
+      e += d * d;
+    }
+    return e;
+  }
+};
+
+Tensor channelScales(const Tensor& w, float qmax) {
+  const int64_t out = w.dim(0), K = w.dim(1);
+  Tensor s(DType::Float32, {out});
+  for (int64_t o = 0; o < out; ++o) {
+    float m = 0;
+    for (int64_t k = 0; k < K; ++k) m = std::max(m, std::fabs(w.data<float>()[o * K + k]));
+    s.data<float>()[o] = m / qmax;
+  }
+  return s;
+}
+
+}  // namespace
+
+TEST_CASE("gptqRound: lower output error than round-to-nearest on correlated inputs, never worse per channel", "[gptq]") {
+  const Layer L;
+  const Tensor W = L.weights();
+  for (const float qmax : {127.0f, 63.0f}) {
+    INFO("qmax " << qmax);
+    const Tensor s = channelScales(W, qmax);
+    const auto r = passes::gptqRound(L.gram(), W, L.bias(), s, qmax);
+    REQUIRE(r.q.shape() == W.shape());
+    REQUIRE(r.bias.size() == 6u);
+    double near_total = 0, gptq_total = 0;
+    for (int64_t o = 0; o < L.out; ++o) {
+      const float so = s.data<float>()[o];
+      std::vector<int8_t> rtn(static_cast<size_t>(L.out * L.K));
+      for (int64_t i = 0; i < L.out * L.K; ++i) rtn[static_cast<size_t>(i)] = static_cast<int8_t>(std::nearbyint(W.data<float>()[i] / s.data<float>()[i / L.K]));
+      const double en = L.error(o, rtn.data(), so, L.b[static_cast<size_t>(o)]);
+      const double eg = L.error(o, r.q.data<int8_t>(), so, r.bias[static_cast<size_t>(o)]);
+      CHECK(eg <= en * (1 + 1e-9));
+      near_total += en;
+      gptq_total += eg;
+      for (int64_t k = 0; k < L.K; ++k) CHECK(std::abs(int(r.q.data<int8_t>()[o * L.K + k])) <= int(qmax));
+    }
+    INFO("output error: nearest " << near_total << ", gptq " << gptq_total);
+    CHECK(gptq_total < 0.5 * near_total);
+    // The errors it reports are the ones measured on the rows.
+    CHECK(r.error_nearest == Approx(near_total).epsilon(1e-6));
+    CHECK(r.error == Approx(gptq_total).epsilon(1e-6));
+    CHECK(r.channels == 6);
+  }
+}
+
+TEST_CASE("gptqRound: with uncorrelated inputs (diagonal Xᵀ X) it is round-to-nearest", "[gptq]") {
+  // Nothing to compensate through: the inverse Hessian is diagonal, so no weight moves.
+  const Layer L;
+  const Tensor W = L.weights();
+  const Tensor s = channelScales(W, 127.0f);
+  passes::LayerGram g = L.gram();
+  const int64_t Kb = L.K + 1;
+  for (int64_t i = 0; i < Kb; ++i)
+    for (int64_t j = 0; j < Kb; ++j)
+      if (i != j) g.G[0][static_cast<size_t>(i * Kb + j)] = 0.0;
+  const auto r = passes::gptqRound(g, W, L.bias(), s, 127.0f);
+  for (int64_t i = 0; i < W.numel(); ++i)
+    CHECK(int(r.q.data<int8_t>()[i]) == int(std::nearbyint(W.data<float>()[i] / s.data<float>()[i / L.K])));
+  for (int64_t o = 0; o < L.out; ++o) CHECK(r.bias[static_cast<size_t>(o)] == L.bias()[static_cast<size_t>(o)]);
+  CHECK(r.error == Approx(r.error_nearest));
+}
+
+namespace {
+// Conv -> Relu -> depthwise Conv -> Relu -> GlobalAveragePool -> Flatten -> Gemm.
+Model dwCnn() {
+  Model m = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 3, 12, 12] x) => (float[N, 5] y) {
+  c1 = Conv <pads=[1,1,1,1]> (x, w1, b1)
+  r1 = Relu (c1)
+  c2 = Conv <pads=[1,1,1,1], group=8> (r1, w2, b2)
+  r2 = Relu (c2)
+  p = GlobalAveragePool (r2)
+  f = Flatten (p)
+  y = Gemm <transB=1> (f, wf, bf)
+})");
+  addConst(m, "w1", {8, 3, 3, 3}, 1, -0.5f, 0.5f);
+  addConst(m, "b1", {8}, 2, -0.1f, 0.1f);
+  addConst(m, "w2", {8, 1, 3, 3}, 3, -0.5f, 0.5f);
+  addConst(m, "b2", {8}, 4, -0.1f, 0.1f);
+  addConst(m, "wf", {5, 8}, 5);
+  addConst(m, "bf", {5}, 6);
+  return m;
+}
+
+// Inputs whose pixels are correlated (smooth images): a coarse random field, upsampled, plus noise.
+Tensor smoothImages(int64_t n, uint32_t seed) {
+  const Tensor coarse = randomFloat({n, 3, 4, 4}, seed, 0.0f, 1.0f), noise = randomFloat({n, 3, 12, 12}, seed + 1, 0.0f, 0.1f);
+  Tensor x(DType::Float32, {n, 3, 12, 12});
+  for (int64_t i = 0; i < n * 3; ++i)
+    for (int64_t h = 0; h < 12; ++h)
+      for (int64_t w = 0; w < 12; ++w)
+        x.data<float>()[(i * 12 + h) * 12 + w] = coarse.data<float>()[(i * 4 + h / 3) * 4 + w / 3] + noise.data<float>()[(i * 12 + h) * 12 + w];
+  return x;
+}
+}  // namespace
+
+TEST_CASE("quantize_static weight_rounding gptq: output closer to FP32, same scales, deterministic", "[gptq][quantize]") {
+  TempDir dir;
+  DataSpec spec;
+  writeNpy(dir / "x.npy", smoothImages(96, 42));
+  spec.options.path = dir / "x.npy";
+  spec.batch = 32;
+  PassContext ctx;
+  ctx.calib = &spec;
+  const Tensor held_out = smoothImages(64, 99);
+  auto sqnr = [&](const Model& a, const Model& b) {
+    engine::Session sa(a), sb(b);
+    ErrorMeter e;
+    e.add(sa.runOrdered({{"x", held_out}})[0], sb.runOrdered({{"x", held_out}})[0]);
+    return e.sqnrDb();
+  };
+  for (const bool reduce_range : {false, true}) {
+    INFO("reduce_range " << reduce_range);
+    Model fp = dwCnn(), nearest = dwCnn(), gptq = dwCnn(), again = dwCnn();
+    passes::QuantizeStatic p1, p2;
+    p1.configure({{"reduce_range", reduce_range}}, "q");
+    p2.configure({{"reduce_range", reduce_range}, {"weight_rounding", "gptq"}}, "q");
+    p1.run(nearest, ctx);
+    const PassResult r = p2.run(gptq, ctx);
+    p2.run(again, ctx);
+    validateGraph(gptq.graph);
+    CHECK(r.stats.at("layers_gptq") == 3);  // the Conv, the depthwise Conv (8 groups) and the Gemm
+    bool noted = false;
+    for (const auto& n : r.notes) noted = noted || n.find("weight_rounding gptq: 3 of 3 layers") != std::string::npos;
+    CHECK(noted);
+    const double sn = sqnr(fp, nearest), sg = sqnr(fp, gptq);
+    INFO("output SQNR on held-out inputs: nearest " << sn << " dB, gptq " << sg << " dB");
+    CHECK(sg > sn + (reduce_range ? 1.0 : 0.3));
+    // Same graph and scales; only the int8 weights and the int32 biases differ.
+    REQUIRE(nearest.graph.nodes.size() == gptq.graph.nodes.size());
+    int int8_changed = 0, int32_changed = 0;
+    for (const auto& [name, t] : nearest.graph.initializers.items()) {
+      const Tensor& u = gptq.graph.initializers.at(name);
+      if (t.dtype() == DType::Int8 && t.numel() > 1) int8_changed += !t.bitEqual(u);
+      else if (t.dtype() == DType::Int32) int32_changed += !t.bitEqual(u);
+      else CHECK(t.bitEqual(u));
+    }
+    CHECK(int8_changed == 3);
+    CHECK(int32_changed == 3);
+    CHECK(serialized(gptq) == serialized(again));
+  }
+  SECTION("needs calibration data, also with saved statistics") {
+    Model a = dwCnn(), b = dwCnn();
+    passes::QuantizeStatic save;
+    save.configure({{"save_calib", (dir / "s.json").string()}}, "q");
+    save.run(a, ctx);
+    passes::QuantizeStatic p;
+    p.configure({{"load_calib", {(dir / "s.json").string()}}, {"weight_rounding", "gptq"}}, "q");
+    CHECK(p.needsCalibration(p.options()));
+    PassContext none;
+    const std::string before = serialized(b);
+    try {
+      p.run(b, none);
+      FAIL("no error");
+    } catch (const Error& e) {
+      CHECK_THAT(std::string(e.what()), Contains("weight_rounding gptq needs calibration data"));
+    }
+    CHECK(serialized(b) == before);
+  }
+}
