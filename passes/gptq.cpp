@@ -12,32 +12,35 @@ namespace lwc::passes {
 
 namespace {
 
-/// U with H⁻¹ = Uᵀ U (upper triangular, row-major n x n), from H's lower Cholesky factor L (in place
-/// in `L`'s lower triangle). False when H⁻¹ is not numerically positive definite.
-bool upperFactorOfInverse(const std::vector<double>& L, int64_t n, std::vector<double>& U) {
+/// U with H⁻¹ = Uᵀ U (upper triangular, n x n row-major), for H (n x n, row-major, symmetric
+/// positive definite). With J the order reversal: J H J = L Lᵀ gives H = (J L J)(J L J)ᵀ, so
+/// U = (J L J)⁻¹ = J L⁻¹ J, the same matrix as the Cholesky factor of H⁻¹, at the cost of one
+/// factorisation and one triangular inverse. False when H is not numerically positive definite.
+bool upperFactorOfInverse(const std::vector<double>& H, int64_t n, std::vector<double>& U, int threads) {
   auto at = [n](int64_t i, int64_t j) { return static_cast<size_t>(i * n + j); };
-  // Li = L⁻¹ (lower), column by column.
-  std::vector<double> Li(static_cast<size_t>(n * n), 0.0);
-  for (int64_t j = 0; j < n; ++j) {
-    Li[at(j, j)] = 1.0 / L[at(j, j)];
-    for (int64_t i = j + 1; i < n; ++i) {
-      double s = 0;
-      for (int64_t k = j; k < i; ++k) s += L[at(i, k)] * Li[at(k, j)];
-      Li[at(i, j)] = -s / L[at(i, i)];
-    }
-  }
-  // H⁻¹ = Liᵀ Li.
-  std::vector<double> Hi(static_cast<size_t>(n * n), 0.0);
+  std::vector<double> L(static_cast<size_t>(n * n));
   for (int64_t i = 0; i < n; ++i)
-    for (int64_t j = 0; j <= i; ++j) {
-      double s = 0;
-      for (int64_t k = i; k < n; ++k) s += Li[at(k, i)] * Li[at(k, j)];
-      Hi[at(i, j)] = Hi[at(j, i)] = s;
-    }
-  if (!choleskyLower(Hi, n)) return false;
+    for (int64_t j = 0; j < n; ++j) L[at(i, j)] = H[at(n - 1 - i, n - 1 - j)];
+  if (!choleskyLower(L, n, threads)) return false;
   U.assign(static_cast<size_t>(n * n), 0.0);
-  for (int64_t i = 0; i < n; ++i)
-    for (int64_t j = i; j < n; ++j) U[at(i, j)] = Hi[at(j, i)];
+  // Column j of L⁻¹ by forward substitution; U[n-1-i][n-1-j] = (L⁻¹)[i][j]. Columns are
+  // independent, each summed in a fixed order.
+#pragma omp parallel for schedule(dynamic, 8) num_threads(threads > 0 ? threads : 1) if (threads > 1 && n > 128)
+  for (int64_t j = 0; j < n; ++j) {
+    std::vector<double> x(static_cast<size_t>(n), 0.0);
+    x[static_cast<size_t>(j)] = 1.0 / L[at(j, j)];
+    for (int64_t i = j + 1; i < n; ++i) {
+      const double* Li = &L[at(i, 0)];
+      const double* xv = x.data();
+      double s = 0;
+#pragma omp simd reduction(+ : s)
+      for (int64_t k = j; k < i; ++k) s += Li[k] * xv[k];
+      x[static_cast<size_t>(i)] = -s / Li[i];
+    }
+    for (int64_t i = j; i < n; ++i) U[at(n - 1 - i, n - 1 - j)] = x[static_cast<size_t>(i)];
+  }
+  for (double v : U)
+    if (!std::isfinite(v)) return false;
   return true;
 }
 
@@ -49,6 +52,7 @@ GptqResult gptqRound(const LayerGram& lg, const Tensor& W, const std::vector<flo
   if (static_cast<int64_t>(lg.G.size()) != f.groups || W.numel() != f.out * f.K || W.dtype() != DType::Float32)
     throw InternalError("gptqRound: the Gram matrices do not fit the weights");
   if (!(scale.numel() == 1 || scale.numel() == f.out)) throw InternalError("gptqRound: one scale or one per output channel");
+  if (f.K + 1 > kGptqMaxColumns) throw InternalError("gptqRound: more input columns than kGptqMaxColumns");
   const bool has_bias = f.bias && static_cast<int64_t>(bias.size()) == f.out;
   const int64_t Kb = f.K + (f.bias ? 1 : 0), n = f.K + (has_bias ? 1 : 0);
   GptqResult r;
@@ -60,6 +64,7 @@ GptqResult gptqRound(const LayerGram& lg, const Tensor& W, const std::vector<flo
   int8_t* Q = r.q.data<int8_t>();
   std::vector<double> e_near(static_cast<size_t>(f.out), 0.0), e_gptq(static_cast<size_t>(f.out), 0.0);
   std::vector<char> nearest(static_cast<size_t>(f.out), 0);
+  std::vector<char> failed(static_cast<size_t>(f.groups), 0);  // 1: not positive definite, 2: not finite
   const int nt = threads > 0 ? threads : omp_get_max_threads();
 
   auto group = [&](int64_t gi, bool parallel_outputs) {
@@ -79,17 +84,26 @@ GptqResult gptqRound(const LayerGram& lg, const Tensor& W, const std::vector<flo
     for (int64_t k = 0; k < f.K; ++k) mean += G[static_cast<size_t>(k * Kb + k)];
     mean /= double(std::max<int64_t>(f.K, 1));
     const double lambda = mean > 0 && std::isfinite(mean) ? damping * mean : 1.0;
-    std::vector<double> L = Gp, U;
-    for (int64_t i = 0; i < n; ++i) L[static_cast<size_t>(i * n + i)] += lambda;
-    const bool ok = choleskyLower(L, n) && upperFactorOfInverse(L, n, U);
+    bool finite = std::isfinite(lambda);
+    for (double v : Gp) finite = finite && std::isfinite(v);
+    std::vector<double> U;
+    bool ok = false;
+    if (finite) {
+      std::vector<double> H = Gp;
+      for (int64_t i = 0; i < n; ++i) H[static_cast<size_t>(i * n + i)] += lambda;
+      ok = upperFactorOfInverse(H, n, U, parallel_outputs ? nt : 1);
+    }
+    if (!ok) failed[static_cast<size_t>(gi)] = finite ? 1 : 2;
 
-    auto quad = [&](const std::vector<double>& d) {  // dᵀ Gp d
+    auto quad = [&](const std::vector<double>& d) {  // dᵀ Gp d, from the upper triangle (Gp is symmetric)
       double e = 0;
+      const double* dv = d.data();
       for (int64_t i = 0; i < n; ++i) {
         const double* row = &Gp[static_cast<size_t>(i * n)];
         double s = 0;
-        for (int64_t j = 0; j < n; ++j) s += row[j] * d[static_cast<size_t>(j)];
-        e += d[static_cast<size_t>(i)] * s;
+#pragma omp simd reduction(+ : s)
+        for (int64_t j = i + 1; j < n; ++j) s += row[j] * dv[j];
+        e += dv[i] * (row[i] * dv[i] + 2.0 * s);
       }
       return e;
     };
@@ -148,6 +162,10 @@ GptqResult gptqRound(const LayerGram& lg, const Tensor& W, const std::vector<flo
     r.error_nearest += e_near[static_cast<size_t>(o)];
     r.error += e_gptq[static_cast<size_t>(o)];
     r.channels_nearest += nearest[static_cast<size_t>(o)];
+  }
+  for (char c : failed) {
+    r.groups_not_pd += c == 1;
+    r.groups_not_finite += c == 2;
   }
   return r;
 }

@@ -24,16 +24,23 @@
 
 namespace lwc::passes {
 
+/// Largest K (+ bias) gptqRound takes: its work is O(K³) and it holds ~4 K x K doubles (6144:
+/// ~1.2 GB); callers round larger layers to nearest.
+constexpr int64_t kGptqMaxColumns = 6144;
+
 struct GptqResult {
   Tensor q;                              ///< int8 weights, W's shape
   std::vector<float> bias;               ///< the bias after compensation (when one was given)
   double error_nearest = 0, error = 0;   ///< Σ over channels of (w − ŵ)ᵀ G (w − ŵ): round-to-nearest vs the result
   int64_t channels = 0, channels_nearest = 0;  ///< output channels; those that kept round-to-nearest
+  int64_t groups_not_pd = 0, groups_not_finite = 0;  ///< groups left to round-to-nearest: XᵀX + λI not
+                                                     ///< positive definite / not finite (NaN or Inf inputs)
 };
 
 /// Rounds W (layout of lg.form) to int8 with the given scales (one per output channel, or one for
 /// all) in [−qmax, qmax]. `bias`: the layer's float bias (lg.form.out values), or empty when it has
-/// none (then the Gram's bias column, if any, is ignored).
+/// none (then the Gram's bias column, if any, is ignored). The result is the same on any number of
+/// threads.
 GptqResult gptqRound(const LayerGram& lg, const Tensor& W, const std::vector<float>& bias, const Tensor& scale, float qmax,
                      double damping = 0.01, int threads = 0);
 

@@ -4,6 +4,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <iomanip>
 #include <memory>
@@ -66,9 +67,26 @@ bool choleskySolve(std::vector<double>& M, std::vector<double>& rhs, int64_t n) 
   return true;
 }
 
+/// c[m x m] = aᵀ a for a [k x m] row-major, whatever the number of threads: fixed blocks of 64
+/// columns of c, each by a single-threaded sgemm (oneDNN's multi-threaded sgemm splits the k sum
+/// by thread count, so its last bits depend on it).
+void gramTN(int64_t m, int64_t k, const float* a, float* c, int threads) {
+  constexpr int64_t kBlock = 64;
+  const int64_t blocks = (m + kBlock - 1) / kBlock;
+  std::atomic<bool> ok{true};
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads > 0 ? threads : omp_get_max_threads())
+  for (int64_t bi = 0; bi < blocks; ++bi) {
+    omp_set_num_threads(1);  // this task's sgemm runs on one thread, also outside an active region
+    const int64_t j0 = bi * kBlock, nb = std::min(kBlock, m - j0);
+    if (dnnl_sgemm('T', 'N', m, nb, k, 1.0f, a, m, a + j0, m, 0.0f, c + j0, m) != dnnl_success) ok = false;
+  }
+  if (!ok) throw InternalError("dnnl_sgemm failed");
+}
+
 }  // namespace
 
-bool choleskyLower(std::vector<double>& M, int64_t n) {
+bool choleskyLower(std::vector<double>& M, int64_t n, int threads) {
+  const int nt = threads > 0 ? threads : 1;
   for (int64_t j = 0; j < n; ++j) {
     double* Mj = &M[static_cast<size_t>(j * n)];
     double d = Mj[j];
@@ -76,6 +94,8 @@ bool choleskyLower(std::vector<double>& M, int64_t n) {
     if (!(d > 0) || !std::isfinite(d)) return false;
     d = std::sqrt(d);
     Mj[j] = d;
+    // Each row below is its own sum in a fixed order: the same result on any number of threads.
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && (n - j) * j > 65536)
     for (int64_t i = j + 1; i < n; ++i) {
       double* Mi = &M[static_cast<size_t>(i * n)];
       double s = Mi[j];
@@ -265,9 +285,8 @@ std::string inputMismatch(const LayerForm& f, const Tensor& X) {
 
 }  // namespace
 
-std::vector<LayerGram> layerGrams(const Model& model, const std::vector<size_t>& nodes, Dataset& data,
-                                  const std::string& input, int64_t batch, int threads, int64_t rows_per_sample,
-                                  bool bias_column) {
+void layerGrams(const Model& model, const std::vector<size_t>& nodes, Dataset& data, const std::string& input, int64_t batch,
+                int threads, int64_t rows_per_sample, bool bias_column, const std::function<void(size_t, LayerGram&)>& done) {
   const Graph& g = model.graph;
   std::vector<LayerGram> out(nodes.size());
   std::vector<size_t> todo;
@@ -276,12 +295,14 @@ std::vector<LayerGram> layerGrams(const Model& model, const std::vector<size_t>&
     const Tensor* w = n.inputs.size() > 1 ? floatConstant(g, n.inputs[1]) : nullptr;
     if (!w || g.isGraphInput(n.inputs[1])) {
       out[i].unsupported = "weights are not a float constant";
+      done(i, out[i]);
       continue;
     }
     std::string why;
     auto f = layerForm(n, *w, bias_column, why);
     if (!f) {
       out[i].unsupported = why;
+      done(i, out[i]);
       continue;
     }
     out[i].form = *f;
@@ -325,7 +346,7 @@ std::vector<LayerGram> layerGrams(const Model& model, const std::vector<size_t>&
           const int64_t rows = sampleRows(g.nodes[nodes[chunk[c]]], lg.form, X, nullptr, gi, rows_per_sample, sample_base,
                                           [](int64_t o) { return o; }, A, none);
           if (rows == 0) continue;
-          sgemmTN(Kb, Kb, rows, A.data(), A.data(), tmp.data());
+          gramTN(Kb, rows, A.data(), tmp.data(), threads);
           auto& G = lg.G[static_cast<size_t>(gi)];
           for (size_t e = 0; e < G.size(); ++e) G[e] += tmp[e];
           if (gi == 0) lg.rows += rows;
@@ -333,8 +354,11 @@ std::vector<LayerGram> layerGrams(const Model& model, const std::vector<size_t>&
       }
       sample_base += xs.empty() ? 0 : xs.front().dim(0);
     });
+    for (size_t i : chunk) {
+      done(i, out[i]);
+      out[i].G = {};  // free before the next chunk
+    }
   }
-  return out;
 }
 
 namespace {

@@ -88,14 +88,17 @@ struct LayerGram {
 
 /// The Gram matrices of the given nodes of `model` (indices into its nodes; inputs observed in
 /// `model` itself), sampled as lsqRecover samples rows: `rows_per_sample` im2col patches or input
-/// rows per sample. One data pass for layers whose matrices fit ~512 MB together.
-std::vector<LayerGram> layerGrams(const Model& model, const std::vector<size_t>& nodes, Dataset& data,
-                                  const std::string& input, int64_t batch, int threads, int64_t rows_per_sample,
-                                  bool bias_column);
+/// rows per sample. One data pass for the layers whose matrices fit ~512 MB together (a larger
+/// layer gets a pass of its own); `done(k, gram)` gets each nodes[k]'s result (gram.unsupported
+/// says why there is none) as soon as it is complete, and the matrices are freed after it returns.
+/// The sums are the same on any number of threads.
+void layerGrams(const Model& model, const std::vector<size_t>& nodes, Dataset& data, const std::string& input, int64_t batch,
+                int threads, int64_t rows_per_sample, bool bias_column, const std::function<void(size_t, LayerGram&)>& done);
 
 /// Cholesky factor M = L Lᵀ in place (M symmetric n x n, row-major; L in the lower triangle, the
-/// upper triangle is left as it was). False when M is not positive definite.
-bool choleskyLower(std::vector<double>& M, int64_t n);
+/// upper triangle is left as it was). False when M is not positive definite. `threads` > 1 splits
+/// large columns across threads; the result is the same on any number.
+bool choleskyLower(std::vector<double>& M, int64_t n, int threads = 1);
 
 /// The part of `m` that computes `value` (made the only graph output; everything else dropped), so
 /// per-layer data passes run only the layers before the one they look at.

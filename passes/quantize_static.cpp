@@ -373,33 +373,76 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
   for (const auto& t : tensors) qp[t] = activationParams(computeRange(stats_.tensors.at(t), cal, o.getFloat("percentile"), symmetric),
                                                         symmetric);
 
-  // --- GPTQ: the Gram matrix of each quantized layer's input on the calibration data (float model)
-  std::map<size_t, LayerGram> grams;
+  // --- GPTQ: each quantized layer's int8 weights (and moved float bias) from the Gram matrix of
+  // its input on the calibration data (float model), layer chunk by layer chunk.
+  struct GptqLayer {
+    Tensor q;
+    Tensor bias;  ///< empty when the layer has no bias GPTQ could move
+  };
+  std::map<size_t, GptqLayer> gptq_layers_done;
+  double gptq_err = 0, nearest_err = 0;
+  int64_t gptq_channels_nearest = 0;
+  // The float bias of compute node n that quantization would read (Conv B, Gemm C with beta 1).
+  auto floatBias = [&](const Node& n) -> const Tensor* {
+    const bool gemm_beta_ok = n.op_type != "Gemm" || n.attrFloat("beta", 1.0f) == 1.0f;
+    return n.hasInput(2) && gemm_beta_ok ? floatConstant(g, n.inputs[2]) : nullptr;
+  };
   if (gptq) {
     std::map<std::string, int> uses;
     for (size_t i : compute) ++uses[g.nodes[i].inputs[1]];
     std::vector<size_t> nodes;
     for (size_t i : compute) {
-      if (uses.at(g.nodes[i].inputs[1]) == 1)
-        nodes.push_back(i);
+      const Node& n = g.nodes[i];
+      const Tensor& w = g.initializers.at(n.inputs[1]);
+      if (uses.at(n.inputs[1]) != 1)
+        r.notes.push_back(n.describe() + ": nearest rounding (its weights are shared with another layer)");
+      else if (w.numel() / w.dim(static_cast<size_t>(weight_axis.at(i))) + 1 > kGptqMaxColumns)
+        r.notes.push_back(n.describe() + ": nearest rounding (more than " + std::to_string(kGptqMaxColumns - 1) +
+                          " inputs per output: GPTQ's O(K³) work and K x K matrices would not fit)");
       else
-        r.notes.push_back(g.nodes[i].describe() + ": nearest rounding (its weights are shared with another layer)");
+        nodes.push_back(i);
     }
     DataOptions dopt = ctx.calib->options;
     fitToModel(dopt, m);
     const int64_t max_samples = o.getInt("calib_samples");
     if (max_samples > 0 && (dopt.limit == 0 || max_samples < dopt.limit)) dopt.limit = max_samples;
     auto ds = openDataset(dopt);
-    auto lgs = layerGrams(m, nodes, *ds, g.realInputs().at(0)->name, ctx.calib->batch, ctx.threads, kGptqRowsPerSample, true);
-    for (size_t k = 0; k < nodes.size(); ++k) {
-      if (lgs[k].unsupported.empty())
-        grams.emplace(nodes[k], std::move(lgs[k]));
-      else
-        r.notes.push_back(g.nodes[nodes[k]].describe() + ": nearest rounding (" + lgs[k].unsupported + ")");
-    }
+    layerGrams(m, nodes, *ds, g.realInputs().at(0)->name, ctx.calib->batch, ctx.threads, kGptqRowsPerSample, true,
+               [&](size_t k, LayerGram& lg) {
+                 const size_t i = nodes[k];
+                 const Node& n = g.nodes[i];
+                 if (!lg.unsupported.empty()) {
+                   r.notes.push_back(n.describe() + ": nearest rounding (" + lg.unsupported + ")");
+                   return;
+                 }
+                 const Tensor& w = g.initializers.at(n.inputs[1]);
+                 const int axis = weight_axis.at(i);
+                 const int64_t ch = w.dim(static_cast<size_t>(axis));
+                 Tensor scale, zp;
+                 quantizeWeights(w, axis, per_channel, scale, zp, w_qmax);  // the scales the rewrite uses
+                 const Tensor* b = floatBias(n);
+                 std::vector<float> bias;
+                 if (b && b->rank() == 1 && b->numel() == ch && !g.isGraphInput(n.inputs[2]))
+                   for (int64_t c = 0; c < ch; ++c) bias.push_back(static_cast<float>(b->at(c)));
+                 GptqResult gr = gptqRound(lg, w, bias, scale, w_qmax, 0.01, ctx.threads);
+                 if (gr.groups_not_pd + gr.groups_not_finite > 0)
+                   r.notes.push_back(n.describe() + ": nearest rounding in " +
+                                     std::to_string(gr.groups_not_pd + gr.groups_not_finite) + " of " +
+                                     std::to_string(lg.form.groups) + " groups (" +
+                                     (gr.groups_not_finite ? "non-finite values in its input on the calibration data"
+                                                           : "XᵀX + λI not positive definite") +
+                                     ")");
+                 if (std::isfinite(gr.error) && std::isfinite(gr.error_nearest)) {
+                   gptq_err += gr.error;
+                   nearest_err += gr.error_nearest;
+                 }
+                 gptq_channels_nearest += gr.channels_nearest;
+                 GptqLayer done{std::move(gr.q), Tensor()};
+                 if (!bias.empty()) done.bias = Tensor::fromVector<float>({ch}, gr.bias);
+                 gptq_layers_done.emplace(i, std::move(done));
+               });
   }
-  double gptq_err = 0, nearest_err = 0;
-  int64_t gptq_layers = 0, gptq_channels_nearest = 0;
+  const int64_t gptq_layers = static_cast<int64_t>(gptq_layers_done.size());
 
   // --- rewrite: compute everything first, then edit the graph
   std::vector<Node> new_nodes;
@@ -430,29 +473,18 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
     const Node& n = g.nodes[i];
     const std::string& wname = n.inputs[1];
     const int axis = weight_axis.at(i);
-    const bool gemm_beta_ok = n.op_type != "Gemm" || n.attrFloat("beta", 1.0f) == 1.0f;
-    const Tensor* b = n.hasInput(2) && gemm_beta_ok ? floatConstant(g, n.inputs[2]) : nullptr;
+    const Tensor* b = floatBias(n);
     Tensor gptq_bias;  // the bias GPTQ moved
     if (!weight_dq.count(wname)) {
       Tensor scale, zp;
       Tensor wq = quantizeWeights(g.initializers.at(wname), axis, per_channel, scale, zp, w_qmax);
-      const auto lg = grams.find(i);
-      if (lg != grams.end()) {
-        const Tensor& w = g.initializers.at(wname);
-        const int64_t ch = w.dim(static_cast<size_t>(axis));
-        std::vector<float> bias;
-        if (b && b->rank() == 1 && b->numel() == ch && !g.isGraphInput(n.inputs[2]))
-          for (int64_t c = 0; c < ch; ++c) bias.push_back(static_cast<float>(b->at(c)));
-        GptqResult gr = gptqRound(lg->second, w, bias, scale, w_qmax, 0.01, ctx.threads);
-        wq = std::move(gr.q);
-        if (!bias.empty()) {
-          gptq_bias = Tensor::fromVector<float>({ch}, gr.bias);
+      const auto done = gptq_layers_done.find(i);
+      if (done != gptq_layers_done.end()) {
+        wq = std::move(done->second.q);
+        if (!done->second.bias.empty()) {
+          gptq_bias = std::move(done->second.bias);
           b = &gptq_bias;
         }
-        gptq_err += gr.error;
-        nearest_err += gr.error_nearest;
-        gptq_channels_nearest += gr.channels_nearest;
-        ++gptq_layers;
       }
       const std::string qn = fresh(wname + "_quantized"), sn = fresh(wname + "_scale"), zn = fresh(wname + "_zero_point"),
                         dn = fresh(wname + "_dequantized");
@@ -569,7 +601,7 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
   if (gptq_layers > 0) {
     std::ostringstream note;
     note << std::setprecision(3) << "weight_rounding gptq: " << gptq_layers << " of " << compute.size()
-         << " layers; weight-rounding error of their outputs on the calibration data "
+         << " layers; weight-rounding error of their outputs on the calibration rows GPTQ was fitted to (in-sample) "
          << (nearest_err > 0 ? 100.0 * gptq_err / nearest_err : 100.0) << " % of round-to-nearest's";
     if (gptq_channels_nearest > 0) note << " (" << gptq_channels_nearest << " channels kept round-to-nearest: GPTQ was not better there)";
     r.notes.push_back(note.str());
