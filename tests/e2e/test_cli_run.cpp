@@ -92,6 +92,20 @@ TEST_CASE("lwc fuse on every testdata model: no BN after a Conv, identical accur
   }
 }
 
+TEST_CASE("lwc run configs/int8_gptq.json: GPTQ and bias correction on every layer, gates pass", "[cli][run]") {
+  TempDir d;
+  auto r = runLwc("-q run " + q(cfg("int8_gptq.json")) + " " + q(td("lenet5_fmnist.onnx")) + " -o " + q(d / "q.onnx") + " --json");
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  const auto j = nlohmann::json::parse(r.out);
+  const auto& st = j["stages"].back()["stats"];
+  CHECK(st["layers_gptq"] == 5);  // 2 Conv + 3 Gemm
+  CHECK(st["biases_corrected"] == 5);
+  REQUIRE(j["gates"].size() == 2);
+  for (const auto& gate : j["gates"]) CHECK(gate["passed"] == true);
+  CHECK(j["final"]["eval"]["output_sqnr_db"].get<double>() > 30.0);
+}
+
 TEST_CASE("lwc run: JSON and text pipelines, deterministic output, Markdown report", "[cli][run]") {
   TempDir d;
   auto a = runLwc("-q run " + q(cfg("cleanup.json")) + " " + q(td("mnv2_fmnist.onnx")) + " -o " + q(d / "a.onnx") +
