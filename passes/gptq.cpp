@@ -46,11 +46,13 @@ bool upperFactorOfInverse(const std::vector<double>& H, int64_t n, std::vector<d
 
 }  // namespace
 
-GptqResult gptqRound(const LayerGram& lg, const Tensor& W, const std::vector<float>& bias, const Tensor& scale, float qmax,
-                     double damping, int threads) {
+GptqResult gptqRound(const LayerGram& lg, const Tensor& W, const Tensor& nearest_q, const std::vector<float>& bias,
+                     const Tensor& scale, float qmax, double damping, int threads) {
   const LayerForm& f = lg.form;
   if (static_cast<int64_t>(lg.G.size()) != f.groups || W.numel() != f.out * f.K || W.dtype() != DType::Float32)
     throw InternalError("gptqRound: the Gram matrices do not fit the weights");
+  if (nearest_q.dtype() != DType::Int8 || nearest_q.shape() != W.shape())
+    throw InternalError("gptqRound: the round-to-nearest integers do not fit the weights");
   if (!(scale.numel() == 1 || scale.numel() == f.out)) throw InternalError("gptqRound: one scale or one per output channel");
   if (f.K + 1 > kGptqMaxColumns) throw InternalError("gptqRound: more input columns than kGptqMaxColumns");
   const bool has_bias = f.bias && static_cast<int64_t>(bias.size()) == f.out;
@@ -62,6 +64,7 @@ GptqResult gptqRound(const LayerGram& lg, const Tensor& W, const std::vector<flo
   const float* w = W.data<float>();
   const float* sc = scale.data<float>();
   int8_t* Q = r.q.data<int8_t>();
+  const int8_t* qn = nearest_q.data<int8_t>();
   std::vector<double> e_near(static_cast<size_t>(f.out), 0.0), e_gptq(static_cast<size_t>(f.out), 0.0);
   std::vector<char> nearest(static_cast<size_t>(f.out), 0);
   std::vector<char> failed(static_cast<size_t>(f.groups), 0);  // 1: not positive definite, 2: not finite
@@ -112,13 +115,10 @@ GptqResult gptqRound(const LayerGram& lg, const Tensor& W, const std::vector<flo
       const int64_t o = gi * f.ocg + oi;
       const float s = sc[scale.numel() == 1 ? 0 : o];
       std::vector<double> d(static_cast<size_t>(n), 0.0), v(static_cast<size_t>(n));
-      std::vector<int8_t> qn(static_cast<size_t>(f.K)), qg(static_cast<size_t>(f.K));
-      // Round-to-nearest exactly as quantize_static's quantizeWeights does it (float division).
+      std::vector<int8_t> qg(static_cast<size_t>(f.K));
       for (int64_t i = 0; i < f.K; ++i) {
         const int64_t k = perm[static_cast<size_t>(i)];
-        const float x = w[f.windex(o, k)];
-        qn[static_cast<size_t>(k)] = static_cast<int8_t>(std::clamp(std::nearbyint(x / s), -qmax, qmax));
-        d[static_cast<size_t>(i)] = double(x) - double(qn[static_cast<size_t>(k)]) * s;
+        d[static_cast<size_t>(i)] = double(w[f.windex(o, k)]) - double(qn[f.windex(o, k)]) * s;
       }
       e_near[static_cast<size_t>(o)] = quad(d);
       bool use_gptq = false;
@@ -147,8 +147,7 @@ GptqResult gptqRound(const LayerGram& lg, const Tensor& W, const std::vector<flo
         e_gptq[static_cast<size_t>(o)] = e_near[static_cast<size_t>(o)];
         nearest[static_cast<size_t>(o)] = 1;
       }
-      const std::vector<int8_t>& qs = use_gptq ? qg : qn;
-      for (int64_t k = 0; k < f.K; ++k) Q[f.windex(o, k)] = qs[static_cast<size_t>(k)];
+      for (int64_t k = 0; k < f.K; ++k) Q[f.windex(o, k)] = use_gptq ? qg[static_cast<size_t>(k)] : qn[f.windex(o, k)];
       if (use_gptq && has_bias) r.bias[static_cast<size_t>(o)] = static_cast<float>(v[static_cast<size_t>(n - 1)]);
     }
   };

@@ -38,10 +38,11 @@ struct GptqResult {
 };
 
 /// Rounds W (layout of lg.form) to int8 with the given scales (one per output channel, or one for
-/// all) in [−qmax, qmax]. `bias`: the layer's float bias (lg.form.out values), or empty when it has
-/// none (then the Gram's bias column, if any, is ignored). The result is the same on any number of
-/// threads.
-GptqResult gptqRound(const LayerGram& lg, const Tensor& W, const std::vector<float>& bias, const Tensor& scale, float qmax,
-                     double damping = 0.01, int threads = 0);
+/// all) in [−qmax, qmax]. `nearest`: the round-to-nearest integers of W at these scales (W's shape,
+/// int8; the caller's quantizer made them), what a channel keeps where GPTQ is not better. `bias`:
+/// the layer's float bias (lg.form.out values), or empty when it has none (then the Gram's bias
+/// column, if any, is ignored). The result is the same on any number of threads.
+GptqResult gptqRound(const LayerGram& lg, const Tensor& W, const Tensor& nearest, const std::vector<float>& bias,
+                     const Tensor& scale, float qmax, double damping = 0.01, int threads = 0);
 
 }  // namespace lwc::passes

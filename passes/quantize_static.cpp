@@ -419,12 +419,12 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
                  const int axis = weight_axis.at(i);
                  const int64_t ch = w.dim(static_cast<size_t>(axis));
                  Tensor scale, zp;
-                 quantizeWeights(w, axis, per_channel, scale, zp, w_qmax);  // the scales the rewrite uses
+                 const Tensor nearest_q = quantizeWeights(w, axis, per_channel, scale, zp, w_qmax);  // as the rewrite does
                  const Tensor* b = floatBias(n);
                  std::vector<float> bias;
                  if (b && b->rank() == 1 && b->numel() == ch && !g.isGraphInput(n.inputs[2]))
                    for (int64_t c = 0; c < ch; ++c) bias.push_back(static_cast<float>(b->at(c)));
-                 GptqResult gr = gptqRound(lg, w, bias, scale, w_qmax, 0.01, ctx.threads);
+                 GptqResult gr = gptqRound(lg, w, nearest_q, bias, scale, w_qmax, 0.01, ctx.threads);
                  if (gr.groups_not_pd + gr.groups_not_finite > 0)
                    r.notes.push_back(n.describe() + ": nearest rounding in " +
                                      std::to_string(gr.groups_not_pd + gr.groups_not_finite) + " of " +

@@ -90,6 +90,16 @@ Tensor channelScales(const Tensor& w, float qmax) {
   return s;
 }
 
+// Round-to-nearest integers of a [out, K] weight at per-channel scales s (max|w| maps to qmax, so
+// no clamp is needed).
+Tensor nearestInts(const Tensor& w, const Tensor& s) {
+  const int64_t K = w.dim(1);
+  Tensor q(DType::Int8, w.shape());
+  for (int64_t i = 0; i < w.numel(); ++i)
+    q.data<int8_t>()[i] = static_cast<int8_t>(std::nearbyint(w.data<float>()[i] / s.data<float>()[i / K]));
+  return q;
+}
+
 }  // namespace
 
 TEST_CASE("gptqRound: lower output error than round-to-nearest on correlated inputs, never worse per channel", "[gptq]") {
@@ -98,15 +108,14 @@ TEST_CASE("gptqRound: lower output error than round-to-nearest on correlated inp
   for (const float qmax : {127.0f, 63.0f}) {
     INFO("qmax " << qmax);
     const Tensor s = channelScales(W, qmax);
-    const auto r = passes::gptqRound(L.gram(), W, L.bias(), s, qmax);
+    const Tensor rtn = nearestInts(W, s);
+    const auto r = passes::gptqRound(L.gram(), W, rtn, L.bias(), s, qmax);
     REQUIRE(r.q.shape() == W.shape());
     REQUIRE(r.bias.size() == 6u);
     double near_total = 0, gptq_total = 0;
     for (int64_t o = 0; o < L.out; ++o) {
       const float so = s.data<float>()[o];
-      std::vector<int8_t> rtn(static_cast<size_t>(L.out * L.K));
-      for (int64_t i = 0; i < L.out * L.K; ++i) rtn[static_cast<size_t>(i)] = static_cast<int8_t>(std::nearbyint(W.data<float>()[i] / s.data<float>()[i / L.K]));
-      const double en = L.error(o, rtn.data(), so, L.b[static_cast<size_t>(o)]);
+      const double en = L.error(o, rtn.data<int8_t>(), so, L.b[static_cast<size_t>(o)]);
       const double eg = L.error(o, r.q.data<int8_t>(), so, r.bias[static_cast<size_t>(o)]);
       CHECK(eg <= en * (1 + 1e-9));
       near_total += en;
@@ -191,7 +200,7 @@ TEST_CASE("gptqRound matches a textbook GPTQ (explicit inverse, Cholesky of the 
     INFO("qmax " << qmax);
     const Tensor s = channelScales(W, qmax);
     const passes::LayerGram g = L.gram();
-    const auto r = passes::gptqRound(g, W, L.bias(), s, qmax);
+    const auto r = passes::gptqRound(g, W, nearestInts(W, s), L.bias(), s, qmax);
     REQUIRE(r.channels_nearest == 0);
     std::vector<double> w64(W.data<float>(), W.data<float>() + W.numel());
     const auto [q, bias] = referenceGptq(g, w64, L.b, s, qmax);
@@ -212,9 +221,9 @@ TEST_CASE("gptqRound: with uncorrelated inputs (diagonal Xᵀ X) it is round-to-
   for (int64_t i = 0; i < Kb; ++i)
     for (int64_t j = 0; j < Kb; ++j)
       if (i != j) g.G[0][static_cast<size_t>(i * Kb + j)] = 0.0;
-  const auto r = passes::gptqRound(g, W, L.bias(), s, 127.0f);
-  for (int64_t i = 0; i < W.numel(); ++i)
-    CHECK(int(r.q.data<int8_t>()[i]) == int(std::nearbyint(W.data<float>()[i] / s.data<float>()[i / L.K])));
+  const Tensor rtn = nearestInts(W, s);
+  const auto r = passes::gptqRound(g, W, rtn, L.bias(), s, 127.0f);
+  CHECK(r.q.bitEqual(rtn));
   for (int64_t o = 0; o < L.out; ++o) CHECK(r.bias[static_cast<size_t>(o)] == L.bias()[static_cast<size_t>(o)]);
   CHECK(r.error == Approx(r.error_nearest));
 }
