@@ -56,7 +56,7 @@ GptqResult gptqRound(const LayerGram& lg, const Tensor& W, const Tensor& nearest
   if (!(scale.numel() == 1 || scale.numel() == f.out)) throw InternalError("gptqRound: one scale or one per output channel");
   if (f.K + 1 > kGptqMaxColumns) throw InternalError("gptqRound: more input columns than kGptqMaxColumns");
   const bool has_bias = f.bias && static_cast<int64_t>(bias.size()) == f.out;
-  const int64_t Kb = f.K + (f.bias ? 1 : 0), n = f.K + (has_bias ? 1 : 0);
+  const int64_t Kb = f.Kb(), n = f.K + (has_bias ? 1 : 0);
   GptqResult r;
   r.q = Tensor(DType::Int8, W.shape());
   if (has_bias) r.bias = bias;

@@ -221,7 +221,7 @@ namespace {
 int64_t sampleRows(const Node& n, const LayerForm& f, const Tensor& X, const Tensor* Y, int64_t gi, int64_t rows_per_sample,
                    int64_t sample_base, const std::function<int64_t(int64_t)>& refChannel, std::vector<float>& A,
                    std::vector<float>& Yg) {
-  const int64_t N = X.dim(0), Kb = f.K + (f.bias ? 1 : 0);
+  const int64_t N = X.dim(0), Kb = f.Kb();
   int64_t row = 0;
   if (f.kind == LayerForm::Kind::Conv) {
     const engine::ConvParams cp = engine::parseConvParams(n, X.shape(), f.wshape);
@@ -317,7 +317,7 @@ void layerGrams(const Model& model, const std::vector<size_t>& nodes, Dataset& d
     int64_t bytes = 0;
     for (; at < todo.size(); ++at) {
       const LayerForm& f = out[todo[at]].form;
-      const int64_t Kb = f.K + (f.bias ? 1 : 0), need = f.groups * Kb * Kb * 8;
+      const int64_t Kb = f.Kb(), need = f.groups * Kb * Kb * 8;
       if (!chunk.empty() && bytes + need > kGramBudget) break;
       bytes += need;
       chunk.push_back(todo[at]);
@@ -325,7 +325,7 @@ void layerGrams(const Model& model, const std::vector<size_t>& nodes, Dataset& d
     std::vector<std::string> values;
     for (size_t i : chunk) {
       LayerGram& lg = out[i];
-      const int64_t Kb = lg.form.K + (lg.form.bias ? 1 : 0);
+      const int64_t Kb = lg.form.Kb();
       lg.G.assign(static_cast<size_t>(lg.form.groups), std::vector<double>(static_cast<size_t>(Kb * Kb), 0.0));
       values.push_back(g.nodes[nodes[i]].inputs[0]);
     }
@@ -340,7 +340,7 @@ void layerGrams(const Model& model, const std::vector<size_t>& nodes, Dataset& d
           lg.G.clear();
           continue;
         }
-        const int64_t Kb = lg.form.K + (lg.form.bias ? 1 : 0);
+        const int64_t Kb = lg.form.Kb();
         tmp.resize(static_cast<size_t>(Kb * Kb));
         for (int64_t gi = 0; gi < lg.form.groups; ++gi) {
           const int64_t rows = sampleRows(g.nodes[nodes[chunk[c]]], lg.form, X, nullptr, gi, rows_per_sample, sample_base,
@@ -524,7 +524,7 @@ std::vector<LsqLayerResult> lsqRecover(Model& m, const Model& unmodified, const 
       if (static_cast<int64_t>(kept->size()) != f.out) return false;
       return std::all_of(kept->begin(), kept->end(), [&](int64_t c) { return c >= 0 && c < ref_out; });
     };
-    const int64_t Kb = f.K + (f.bias ? 1 : 0);
+    const int64_t Kb = f.Kb();
     std::vector<Accum> acc(static_cast<size_t>(f.groups));
     for (auto& a : acc) {
       a.Kb = Kb;

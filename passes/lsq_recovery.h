@@ -60,6 +60,8 @@ struct LayerForm {
   bool trans = false;  ///< Gemm transB: W [N, K]
   bool bias = false;   ///< a bias column (constant 1) follows the K input columns
   Shape wshape;
+  /// Columns of the least-squares rows: K, plus the bias column.
+  int64_t Kb() const { return K + (bias ? 1 : 0); }
   /// Flat index of W for output channel o (global) and row k.
   int64_t windex(int64_t o, int64_t k) const {
     if (kind == Kind::Conv || trans) return o * K + k;
