@@ -465,9 +465,7 @@ std::vector<LsqLayerResult> lsqRecover(Model& m, const Model& unmodified, const 
   if (!ctx.calib) fail("lsq recovery needs calibration data (--calib DIR or data.calib)");
   std::vector<LsqLayerResult> results;
   Graph& g = m.graph;
-  DataOptions dopt = ctx.calib->options;
-  fitToModel(dopt, m);
-  auto ds = openDataset(dopt);
+  auto ds = openCalibration(ctx, m);
   engine::SessionOptions so;  // plain sessions: the truncated graphs' outputs are the tensors we need
   so.threads = ctx.threads;
 

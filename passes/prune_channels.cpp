@@ -561,9 +561,7 @@ PassResult PruneChannels::run(Model& m, PassContext& ctx) {
         in_name = vi->name;
         break;
       }
-      DataOptions dopt = ctx.calib->options;
-      fitToModel(dopt, m);
-      auto ds = openDataset(dopt);
+      auto ds = openCalibration(ctx, m);
       engine::Session ref(unpruned, so);
       for (int64_t n = 0; n < 128;) {
         auto b = ds->next(std::min<int64_t>(64, 128 - n));

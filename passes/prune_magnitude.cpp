@@ -95,9 +95,7 @@ int64_t correctBiases(Model& m, const Model& unmodified, const std::vector<Layer
                       PassResult& r) {
   Graph& g = m.graph;
   if (!ctx.calib) fail("prune_magnitude: recover bias needs calibration data (--calib DIR or data.calib)");
-  DataOptions dopt = ctx.calib->options;
-  fitToModel(dopt, m);
-  auto ds = openDataset(dopt);
+  auto ds = openCalibration(ctx, m);
   std::string in_name;
   for (const auto* vi : m.graph.realInputs()) {
     in_name = vi->name;

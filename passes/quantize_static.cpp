@@ -201,10 +201,7 @@ struct BiasFix {
 // dequantized values: what the integer kernels compute up to their final rounding).
 int64_t correctQuantizedBiases(Model& m, const Model& fp32, std::vector<BiasFix> fixes, const PassContext& ctx,
                                int64_t max_samples, PassResult& r) {
-  DataOptions dopt = ctx.calib->options;
-  fitToModel(dopt, m);
-  if (max_samples > 0 && (dopt.limit == 0 || max_samples < dopt.limit)) dopt.limit = max_samples;
-  auto ds = openDataset(dopt);
+  auto ds = openCalibration(ctx, m, max_samples);
   const std::string input = m.graph.realInputs().at(0)->name;
   std::stable_sort(fixes.begin(), fixes.end(), [&](const BiasFix& a, const BiasFix& b) {
     return producerIndex(m.graph, a.q_out) < producerIndex(m.graph, b.q_out);
@@ -402,11 +399,7 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
       else
         nodes.push_back(i);
     }
-    DataOptions dopt = ctx.calib->options;
-    fitToModel(dopt, m);
-    const int64_t max_samples = o.getInt("calib_samples");
-    if (max_samples > 0 && (dopt.limit == 0 || max_samples < dopt.limit)) dopt.limit = max_samples;
-    auto ds = openDataset(dopt);
+    auto ds = openCalibration(ctx, m, o.getInt("calib_samples"));
     layerGrams(m, nodes, *ds, g.realInputs().at(0)->name, ctx.calib->batch, ctx.threads, kGptqRowsPerSample, true,
                [&](size_t k, LayerGram& lg) {
                  const size_t i = nodes[k];

@@ -96,6 +96,14 @@ std::vector<std::string> PassOptions::getStrings(const std::string& name) const 
   return get(name).get<std::vector<std::string>>();
 }
 
+std::unique_ptr<Dataset> openCalibration(const PassContext& ctx, const Model& m, int64_t max_samples) {
+  if (!ctx.calib) throw InternalError("openCalibration without calibration data");
+  DataOptions dopt = ctx.calib->options;
+  fitToModel(dopt, m);
+  if (max_samples > 0 && (dopt.limit == 0 || max_samples < dopt.limit)) dopt.limit = max_samples;
+  return openDataset(dopt);
+}
+
 void Pass::configure(const nlohmann::json& options, const std::string& where) {
   PassOptions o(optionSpecs(), options, where);
   validate(o);

@@ -84,6 +84,10 @@ struct PassContext {
   bool verbose = false;
 };
 
+/// ctx.calib's data, fitted to model m (fitToModel), at most `max_samples` samples when that is > 0
+/// and below the data's own limit. Needs ctx.calib.
+std::unique_ptr<Dataset> openCalibration(const PassContext& ctx, const Model& m, int64_t max_samples = 0);
+
 class Pass {
  public:
   virtual ~Pass() = default;
