@@ -25,6 +25,29 @@ nlohmann::json readJson(const fs::path& p) {
   return nlohmann::json::parse(f);
 }
 
+// lwc quantize on lenet5 with the bundled sample as calibration and evaluation data, writing dir/out;
+// the JSON report.
+nlohmann::json quantizeLenet5(const fs::path& dir, const std::string& out, const std::string& extra) {
+  auto r = runLwc("quantize " + q(td("lenet5_fmnist.onnx")) + " --calib " + q(td("fmnist_sample")) + " --eval " +
+                  q(td("fmnist_sample")) + " -o " + q(dir / out) + " --bench-batch 0 --layer-samples 0 --json" + extra);
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  return nlohmann::json::parse(r.out);
+}
+
+// How many initializers of model file b differ from those of a (same names); each that differs
+// must have one of the dtypes in `may_differ`.
+int differingInitializers(const fs::path& a, const fs::path& b, const std::vector<DType>& may_differ) {
+  const Model ma = loadModel(a), mb = loadModel(b);
+  int differ = 0;
+  for (const auto& [n, t] : ma.graph.initializers.items()) {
+    const bool same = t.bitEqual(mb.graph.initializers.at(n));
+    CHECK((same || std::count(may_differ.begin(), may_differ.end(), t.dtype()) > 0));
+    differ += !same;
+  }
+  return differ;
+}
+
 int countOp(const Model& m, const std::string& op) {
   int c = 0;
   for (const auto& n : m.graph.nodes) c += n.op_type == op;
@@ -95,58 +118,28 @@ TEST_CASE("lwc quantize --reduce-range: 7-bit weights for CPUs without VNNI", "[
 
 TEST_CASE("lwc quantize --bias-correction: int32 biases corrected, output closer to FP32", "[cli][quantize]") {
   TempDir d;
-  const fs::path sample = td("fmnist_sample");
-  auto quantize = [&](const std::string& out, const std::string& extra) {
-    auto r = runLwc("quantize " + q(td("lenet5_fmnist.onnx")) + " --calib " + q(sample) + " --eval " + q(sample) + " -o " +
-                    q(d / out) + " --bench-batch 0 --layer-samples 0 --json" + extra);
-    INFO(r.err);
-    REQUIRE(r.exit_code == 0);
-    return nlohmann::json::parse(r.out);
-  };
-  const auto plain = quantize("plain.onnx", ""), corrected = quantize("corrected.onnx", " --bias-correction");
+  const auto plain = quantizeLenet5(d.path(), "plain.onnx", ""), corrected = quantizeLenet5(d.path(), "corrected.onnx", " --bias-correction");
   CHECK(plain["stages"].back()["stats"]["biases_corrected"] == 0);
   CHECK(corrected["stages"].back()["stats"]["biases_corrected"] == 5);  // 2 Conv + 3 Gemm
   CHECK(corrected["final"]["eval"]["output_sqnr_db"].get<double>() > plain["final"]["eval"]["output_sqnr_db"].get<double>());
   // Only int32 biases differ.
-  const Model a = loadModel(d / "plain.onnx"), b = loadModel(d / "corrected.onnx");
-  int differ = 0;
-  for (const auto& [n, t] : a.graph.initializers.items()) {
-    const bool same = t.bitEqual(b.graph.initializers.at(n));
-    CHECK((same || t.dtype() == DType::Int32));
-    differ += !same;
-  }
-  CHECK(differ == 5);
+  CHECK(differingInitializers(d / "plain.onnx", d / "corrected.onnx", {DType::Int32}) == 5);
   // Deterministic: the same command writes the same bytes.
-  quantize("again.onnx", " --bias-correction");
+  quantizeLenet5(d.path(), "again.onnx", " --bias-correction");
   CHECK(test::readFile(d / "again.onnx") == test::readFile(d / "corrected.onnx"));
 }
 
 TEST_CASE("lwc quantize --weight-rounding gptq: int8 weights re-rounded, output closer to FP32", "[cli][quantize]") {
   TempDir d;
-  const fs::path sample = td("fmnist_sample");
-  auto quantize = [&](const std::string& out, const std::string& extra) {
-    auto r = runLwc("quantize " + q(td("lenet5_fmnist.onnx")) + " --calib " + q(sample) + " --eval " + q(sample) + " -o " +
-                    q(d / out) + " --bench-batch 0 --layer-samples 0 --json" + extra);
-    INFO(r.err);
-    REQUIRE(r.exit_code == 0);
-    return nlohmann::json::parse(r.out);
-  };
-  const auto plain = quantize("plain.onnx", ""), gptq = quantize("gptq.onnx", " --weight-rounding gptq");
+  const auto plain = quantizeLenet5(d.path(), "plain.onnx", ""), gptq = quantizeLenet5(d.path(), "gptq.onnx", " --weight-rounding gptq");
   CHECK(plain["stages"].back()["stats"]["layers_gptq"] == 0);
   CHECK(gptq["stages"].back()["stats"]["layers_gptq"] == 5);  // 2 Conv + 3 Gemm
   const double sp = plain["final"]["eval"]["output_sqnr_db"].get<double>(), sg = gptq["final"]["eval"]["output_sqnr_db"].get<double>();
   INFO("logit SQNR nearest " << sp << " dB, gptq " << sg << " dB");
   CHECK(sg > sp + 0.5);
   // Same scales and zero points: only the int8 weights and the int32 biases (moved by GPTQ) differ.
-  const Model a = loadModel(d / "plain.onnx"), b = loadModel(d / "gptq.onnx");
-  int differ = 0;
-  for (const auto& [n, t] : a.graph.initializers.items()) {
-    const bool same = t.bitEqual(b.graph.initializers.at(n));
-    CHECK((same || t.dtype() == DType::Int32 || t.dtype() == DType::Int8));
-    differ += !same;
-  }
-  CHECK(differ == 10);
-  quantize("again.onnx", " --weight-rounding gptq");
+  CHECK(differingInitializers(d / "plain.onnx", d / "gptq.onnx", {DType::Int32, DType::Int8}) == 10);
+  quantizeLenet5(d.path(), "again.onnx", " --weight-rounding gptq");
   CHECK(test::readFile(d / "again.onnx") == test::readFile(d / "gptq.onnx"));
 }
 
