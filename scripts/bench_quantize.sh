@@ -5,8 +5,9 @@
 # On x86 CPUs without VNNI both files are quantized with --reduce-range (7-bit weights): there ONNX
 # Runtime's u8 x s8 kernels saturate with 8-bit weights (wrong results), and lwc runs oneDNN's int8
 # kernels only on 7-bit weights (exact); 8-bit weights take its slower exact fp32 path.
-# Each cell is the lowest of ROUNDS medians; the four measurements of a row take turns in every
-# round, so that a change in machine load hits all of them.
+# The four measurements of a row take turns in every round, so that a change in machine load hits
+# all of them. Latency cells are the lowest of ROUNDS medians; ratios are per round (median and
+# range over the rounds), and the last column counts the rounds in which lwc's INT8 was faster.
 # Needs build/apps/lwc/lwc (scripts/build.sh).
 #   scripts/bench_quantize.sh [SECONDS_PER_MEASUREMENT] [ROUNDS]
 set -euo pipefail
@@ -33,28 +34,41 @@ fi
   --preprocess scripts/imagenet_from_fmnist.json --layer-samples 0 --bench-batch 0 "${RR[@]}" >/dev/null
 
 median() { /usr/bin/python3 -c 'import json,sys; print("%.3f" % json.load(sys.stdin)["median_ms"])'; }
-ratio() { /usr/bin/python3 -c "print('%.2f' % ($1 / $2))"; }
-lower() { /usr/bin/python3 -c "print('%.3f' % min($1, $2))"; }
+# cells OF OI LF LI: space-separated per-round medians of the four measurements -> one table row.
+# Latency cells are the lowest of the rounds; the ratios are taken per round (the four
+# measurements of a round ran back to back, under the same load) and shown as their median with
+# the range over the rounds, and lwc/ORT INT8 also as how many rounds lwc was faster in.
+row() {
+  /usr/bin/python3 - "$@" <<'PY'
+import statistics, sys
+name, batch, *cols = sys.argv[1:]
+of, oi, lf, li = ([float(v) for v in c.split()] for c in cols)
+def r(a, b):
+    q = [x / y for x, y in zip(a, b)]
+    return "%.2f (%.2f-%.2f)" % (statistics.median(q), min(q), max(q)) if len(q) > 1 else "%.2f" % q[0]
+faster = sum(x < y for x, y in zip(li, oi))
+print("| %-14s | %5s | %9.3f | %9.3f | %16s | %9.3f | %9.3f | %16s | %16s | %d/%d |" % (
+    name, batch, min(of), min(oi), r(of, oi), min(lf), min(li), r(lf, li), r(li, oi), faster, len(li)))
+PY
+}
 
-echo "# INT8 vs FP32 (lowest of $ROUNDS median latencies, $THREADS threads; onnxruntime-node 1.30.0; $WEIGHTS), $(date -u +%Y-%m-%d), $(lscpu | sed -n 's/^Model name: *//p')"
-printf "| %-14s | %5s | %9s | %9s | %9s | %9s | %9s | %9s | %9s |\n" model batch "ORT fp32" "ORT int8" "ORT x" \
-  "lwc fp32" "lwc int8" "lwc x" "lwc/ORT int8"
-printf "|%s|%s|%s|%s|%s|%s|%s|%s|%s|\n" "----------------" "-------" "-----------" "-----------" "-----------" \
-  "-----------" "-----------" "-----------" "-----------"
+echo "# INT8 vs FP32 (latency: lowest of $ROUNDS median latencies; ratios: median (range) of the $ROUNDS rounds' ratios; $THREADS threads; onnxruntime-node 1.30.0; $WEIGHTS), $(date -u +%Y-%m-%d), $(lscpu | sed -n 's/^Model name: *//p')"
+printf "| %-14s | %5s | %9s | %9s | %16s | %9s | %9s | %16s | %16s | %s |\n" model batch "ORT fp32" "ORT int8" "ORT x" \
+  "lwc fp32" "lwc int8" "lwc x" "lwc/ORT int8" "lwc faster"
+echo "|----------------|------:|----------:|----------:|-----------------:|----------:|----------:|-----------------:|-----------------:|---:|"
 for pair in "mnv2_fmnist:testdata/mnv2_fmnist.onnx" "mobilenet_v2:$TV/mobilenet_v2.onnx"; do
   name=${pair%%:*}
   fp32=${pair#*:}
   int8="$OUT/$name.int8.onnx"
   for batch in 1 32; do
-    of=1e9 oi=1e9 lf=1e9 li=1e9
+    of="" oi="" lf="" li=""
     for _ in $(seq "$ROUNDS"); do
-      of=$(lower "$of" "$(node scripts/ort/ort_tool.js bench "$fp32" --batch $batch --threads $THREADS --seconds "$SECS" --json | median)")
-      oi=$(lower "$oi" "$(node scripts/ort/ort_tool.js bench "$int8" --batch $batch --threads $THREADS --seconds "$SECS" --json | median)")
-      lf=$(lower "$lf" "$("$LWC" bench "$fp32" --batch $batch --threads $THREADS --seconds "$SECS" --json | median)")
-      li=$(lower "$li" "$("$LWC" bench "$int8" --batch $batch --threads $THREADS --seconds "$SECS" --json | median)")
+      of+=" $(node scripts/ort/ort_tool.js bench "$fp32" --batch $batch --threads $THREADS --seconds "$SECS" --json | median)"
+      oi+=" $(node scripts/ort/ort_tool.js bench "$int8" --batch $batch --threads $THREADS --seconds "$SECS" --json | median)"
+      lf+=" $("$LWC" bench "$fp32" --batch $batch --threads $THREADS --seconds "$SECS" --json | median)"
+      li+=" $("$LWC" bench "$int8" --batch $batch --threads $THREADS --seconds "$SECS" --json | median)"
     done
-    printf "| %-14s | %5d | %9s | %9s | %9s | %9s | %9s | %9s | %9s |\n" "$name" "$batch" "$of" "$oi" "$(ratio "$of" "$oi")" \
-      "$lf" "$li" "$(ratio "$lf" "$li")" "$(ratio "$li" "$oi")"
+    row "$name" "$batch" "$of" "$oi" "$lf" "$li"
   done
 done
-echo "(ORT x, lwc x: FP32 latency / INT8 latency, higher is better; lwc/ORT int8: below 1 means lwc is faster)"
+echo "(ORT x, lwc x: FP32 latency / INT8 latency, higher is better; lwc/ORT int8: below 1 means lwc is faster; lwc faster: rounds in which lwc's INT8 median was below ONNX Runtime's)"
