@@ -13,7 +13,9 @@
 namespace lwc::engine {
 
 struct SessionOptions {
-  /// Threads for kernels (OpenMP and oneDNN); 0 = all cores.
+  /// Recorded for the caller's bookkeeping only: the kernels (OpenMP and oneDNN) use the
+  /// process-wide thread count that configureThreads() sets (the lwc commands call it with
+  /// --threads); a Session does not change it.
   int threads = 0;
   /// Use only the plain reference kernels (the test oracle); no oneDNN fast paths.
   bool reference_only = false;
