@@ -711,7 +711,7 @@ class DnnlQMatMul final : public Kernel {
     }
     setZeroPoint(attr, DNNL_ARG_SRC, c_.a_zp);
     Prepared p;
-    dnnl::stream& s = cpuStream();
+    memory::desc w_user_md, w_md;  // B [k, n] as stored, and as the primitive wants it
     {
       const memory::desc ad({m, k, 1, 1}, dnnlType(at), tag::nhwc), yd({m, n, 1, 1}, dnnlType(c_.y_type), tag::nhwc);
       const memory::desc wd_any({n, k, 1, 1}, dt::s8, tag::any);
@@ -724,30 +724,29 @@ class DnnlQMatMul final : public Kernel {
       } catch (const dnnl::error&) {
         have = false;
       }
-      const std::string impl = have ? pd.impl_info_str() : "";
-      if (impl.rfind("jit", 0) == 0) {  // jit..., not gemm:jit or ref
+      if (have && std::string(pd.impl_info_str()).rfind("jit", 0) == 0) {  // jit..., not gemm:jit or ref
         p.src = ad;
         p.dst = yd;
         p.prim = dnnl::convolution_forward(pd);
         // B [k, n] row-major is the OIHW weight [n, k, 1, 1] with strides (1, n, 1, 1).
-        memory w_user(memory::desc({n, k, 1, 1}, dt::s8, memory::dims{1, n, 1, 1}), eng,
-                      const_cast<int8_t*>(c_.b.w.data()));
-        p.w_mem = memory(pd.weights_desc(), eng);
-        dnnl::reorder(w_user, p.w_mem).execute(s, w_user, p.w_mem);
-        s.wait();
-        p.ok = true;
-        return p;
+        w_user_md = memory::desc({n, k, 1, 1}, dt::s8, memory::dims{1, n, 1, 1});
+        w_md = pd.weights_desc();
       }
     }
-    const memory::desc ad({m, k}, dnnlType(at), tag::ab), yd({m, n}, dnnlType(c_.y_type), tag::ab);
-    const memory::desc wd_any({k, n}, dt::s8, tag::any);
-    const auto pd = dnnl::matmul::primitive_desc(dnnl::matmul::desc(ad, wd_any, yd), attr, eng);
-    if (isRef(pd.impl_info_str())) return p;
-    p.src = ad;
-    p.dst = yd;
-    p.prim = dnnl::matmul(pd);
-    memory w_user(memory::desc({k, n}, dt::s8, tag::ab), eng, const_cast<int8_t*>(c_.b.w.data()));
-    p.w_mem = memory(pd.weights_desc(), eng);
+    if (!p.prim) {
+      const memory::desc ad({m, k}, dnnlType(at), tag::ab), yd({m, n}, dnnlType(c_.y_type), tag::ab);
+      const memory::desc wd_any({k, n}, dt::s8, tag::any);
+      const auto pd = dnnl::matmul::primitive_desc(dnnl::matmul::desc(ad, wd_any, yd), attr, eng);
+      if (isRef(pd.impl_info_str())) return p;
+      p.src = ad;
+      p.dst = yd;
+      p.prim = dnnl::matmul(pd);
+      w_user_md = memory::desc({k, n}, dt::s8, tag::ab);
+      w_md = pd.weights_desc();
+    }
+    memory w_user(w_user_md, eng, const_cast<int8_t*>(c_.b.w.data()));
+    p.w_mem = memory(w_md, eng);
+    dnnl::stream& s = cpuStream();
     dnnl::reorder(w_user, p.w_mem).execute(s, w_user, p.w_mem);
     s.wait();
     p.ok = true;
