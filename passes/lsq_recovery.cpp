@@ -27,19 +27,30 @@ struct Accum {
   int64_t rows = 0;
 };
 
-void sgemmTN(int64_t m, int64_t n, int64_t k, const float* a, const float* b, float* c) {
-  // c[m x n] = aᵀ b with a [k x m], b [k x n], row-major.
-  const dnnl_status_t st = dnnl_sgemm('T', 'N', m, n, k, 1.0f, a, m, b, n, 0.0f, c, n);
-  if (st != dnnl_success) throw InternalError("dnnl_sgemm failed");
+/// c[m x n] = aᵀ b for a [k x m] and b [k x n], row-major, with the same bits on any number of
+/// threads: fixed blocks of 64 columns of c, each by a single-threaded sgemm (oneDNN's
+/// multi-threaded sgemm splits the k sum by thread count, so its last bits would depend on it).
+void gemmTN(int64_t m, int64_t n, int64_t k, const float* a, const float* b, float* c, int threads) {
+  constexpr int64_t kBlock = 64;
+  const int64_t blocks = (n + kBlock - 1) / kBlock;
+  std::atomic<bool> ok{true};
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads > 0 ? threads : omp_get_max_threads())
+  for (int64_t bi = 0; bi < blocks; ++bi) {
+    omp_set_num_threads(1);  // this task's sgemm runs on one thread, also outside an active region
+    const int64_t j0 = bi * kBlock, nb = std::min(kBlock, n - j0);
+    if (dnnl_sgemm('T', 'N', m, nb, k, 1.0f, a, m, b + j0, n, 0.0f, c + j0, n) != dnnl_success) ok = false;
+  }
+  if (!ok) throw InternalError("dnnl_sgemm failed");
 }
 
-void accumulate(Accum& acc, const std::vector<float>& A, const std::vector<float>& Y, int64_t rows, int64_t ocg) {
+void accumulate(Accum& acc, const std::vector<float>& A, const std::vector<float>& Y, int64_t rows, int64_t ocg,
+                int threads) {
   if (rows == 0) return;
   const int64_t Kb = acc.Kb;
   std::vector<float> tmp(static_cast<size_t>(Kb * std::max(Kb, ocg)));
-  sgemmTN(Kb, Kb, rows, A.data(), A.data(), tmp.data());
+  gemmTN(Kb, Kb, rows, A.data(), A.data(), tmp.data(), threads);
   for (int64_t i = 0; i < Kb * Kb; ++i) acc.G[static_cast<size_t>(i)] += tmp[static_cast<size_t>(i)];
-  sgemmTN(Kb, ocg, rows, A.data(), Y.data(), tmp.data());
+  gemmTN(Kb, ocg, rows, A.data(), Y.data(), tmp.data(), threads);
   for (int64_t i = 0; i < Kb * ocg; ++i) acc.C[static_cast<size_t>(i)] += tmp[static_cast<size_t>(i)];
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t o = 0; o < ocg; ++o) {
@@ -65,22 +76,6 @@ bool choleskySolve(std::vector<double>& M, std::vector<double>& rhs, int64_t n) 
     rhs[static_cast<size_t>(i)] = s / M[static_cast<size_t>(i * n + i)];
   }
   return true;
-}
-
-/// c[m x m] = aᵀ a for a [k x m] row-major, whatever the number of threads: fixed blocks of 64
-/// columns of c, each by a single-threaded sgemm (oneDNN's multi-threaded sgemm splits the k sum
-/// by thread count, so its last bits depend on it).
-void gramTN(int64_t m, int64_t k, const float* a, float* c, int threads) {
-  constexpr int64_t kBlock = 64;
-  const int64_t blocks = (m + kBlock - 1) / kBlock;
-  std::atomic<bool> ok{true};
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads > 0 ? threads : omp_get_max_threads())
-  for (int64_t bi = 0; bi < blocks; ++bi) {
-    omp_set_num_threads(1);  // this task's sgemm runs on one thread, also outside an active region
-    const int64_t j0 = bi * kBlock, nb = std::min(kBlock, m - j0);
-    if (dnnl_sgemm('T', 'N', m, nb, k, 1.0f, a, m, a + j0, m, 0.0f, c + j0, m) != dnnl_success) ok = false;
-  }
-  if (!ok) throw InternalError("dnnl_sgemm failed");
 }
 
 }  // namespace
@@ -346,7 +341,7 @@ void layerGrams(const Model& model, const std::vector<size_t>& nodes, Dataset& d
           const int64_t rows = sampleRows(g.nodes[nodes[chunk[c]]], lg.form, X, nullptr, gi, rows_per_sample, sample_base,
                                           [](int64_t o) { return o; }, A, none);
           if (rows == 0) continue;
-          gramTN(Kb, rows, A.data(), tmp.data(), threads);
+          gemmTN(Kb, Kb, rows, A.data(), A.data(), tmp.data(), threads);
           auto& G = lg.G[static_cast<size_t>(gi)];
           for (size_t e = 0; e < G.size(); ++e) G[e] += tmp[e];
           if (gi == 0) lg.rows += rows;
@@ -555,7 +550,7 @@ std::vector<LsqLayerResult> lsqRecover(Model& m, const Model& unmodified, const 
       }
       for (int64_t gi = 0; gi < f.groups; ++gi) {
         const int64_t rows = sampleRows(n, f, X, &Y, gi, opts.rows_per_sample, sample_base, refChannel, A, Yg);
-        accumulate(acc[static_cast<size_t>(gi)], A, Yg, rows, f.ocg);
+        accumulate(acc[static_cast<size_t>(gi)], A, Yg, rows, f.ocg, ctx.threads);
       }
       sample_base += N;
     }

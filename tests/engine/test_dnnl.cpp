@@ -107,3 +107,37 @@ TEST_CASE("dnnl Gemm and MatMul match the reference", "[dnnl][nn]") {
     CHECK(compareTensors(runNode(s)[0], runNode(s, true)[0], 1e-4, 1e-5).empty());
   }
 }
+
+TEST_CASE("dnnl Gemm and MatMul give the same bits on any number of threads", "[dnnl][nn]") {
+  // Shapes for which oneDNN's multi-threaded sgemm splits the K sum between threads (few outputs,
+  // long sums: mnv2_fmnist's 1280 -> 10 classifier at batch 32), and larger ones cut into blocks.
+  struct Case {
+    const char* name;
+    Shape a, w;
+    bool bias;
+  };
+  const std::vector<Case> cases = {{"classifier, batch 32", {32, 1280}, {1280, 10}, true},
+                                   {"one row, long sum", {1, 4096}, {4096, 3}, false},
+                                   {"3-D input, several blocks", {3, 70, 96}, {96, 300}, false}};
+  uint32_t seed = 40;
+  for (const auto& c : cases) {
+    INFO(c.name);
+    NodeSpec s;
+    s.op_type = c.a.size() == 2 ? "Gemm" : "MatMul";
+    s.opset = 13;
+    s.inputs = {randomFloat(c.a, seed), randomFloat(c.w, seed + 1)};
+    if (c.bias && s.op_type == "Gemm") s.inputs.push_back(randomFloat({c.w[1]}, seed + 2));
+    s.constant_inputs = c.bias && s.op_type == "Gemm" ? std::vector<size_t>{1, 2} : std::vector<size_t>{1};
+    seed += 10;
+    REQUIRE(implOf(engine::Session(singleNodeModel(s)), s.op_type) == "dnnl");
+    std::vector<Tensor> ys;
+    for (int threads : {1, 2, 3}) {
+      engine::configureThreads(threads);
+      ys.push_back(runNode(s)[0]);
+    }
+    engine::configureThreads(0);
+    CHECK(ys[0].bitEqual(ys[1]));
+    CHECK(ys[0].bitEqual(ys[2]));
+    CHECK(compareTensors(ys[0], runNode(s, true)[0], 1e-4, 1e-5).empty());
+  }
+}

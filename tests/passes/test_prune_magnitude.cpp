@@ -296,6 +296,15 @@ TEST_CASE("prune_magnitude recover lsq keeps the mask and cuts the output error 
   int notes = 0;
   for (const auto& n : rf.notes) notes += n.find("lsq relative output error") != std::string::npos;
   CHECK(notes == 2);
+  // The same bytes on any number of threads (the normal equations are summed in fixed blocks).
+  std::vector<std::string> bytes;
+  for (int threads : {1, 3}) {
+    engine::configureThreads(threads);
+    bytes.push_back(serialized(prune("lsq").first));
+  }
+  engine::configureThreads(0);
+  CHECK(bytes[0] == bytes[1]);
+  CHECK(bytes[0] == serialized(fitted));
 }
 
 TEST_CASE("prune_magnitude rejects bad options", "[prune]") {

@@ -3,7 +3,9 @@
 //
 // Conv (fp32, 2-D, constant weights): oneDNN picks its preferred blocked layouts (format_tag::any);
 // activations are reordered from/to plain NCHW at the kernel's edges, weights once per input shape.
+#include <atomic>
 #include <dnnl.hpp>
+#include <omp.h>
 #include <map>
 #include <mutex>
 
@@ -269,6 +271,10 @@ void globalAvgPoolNhwc(KernelContext& ctx) {
 
 /// Y = X·W + b for a runtime X (any rank >= 2, leading dims flattened) and constant 2-D W.
 /// Serves Gemm (alpha = beta = 1, transA = 0, C absent or a length-N vector) and MatMul.
+/// The same bits on any number of threads: Y is cut into fixed blocks of rows and columns, each
+/// computed by a single-threaded sgemm over the whole K (oneDNN's multi-threaded sgemm splits the K
+/// sum between threads for some shapes, few outputs with long sums, so its last bits would depend on
+/// the thread count).
 class DnnlMatMul final : public Kernel {
  public:
   DnnlMatMul(Tensor w_kn, Tensor b) : w_(std::move(w_kn)), b_(std::move(b)) {}
@@ -282,44 +288,31 @@ class DnnlMatMul final : public Kernel {
     Shape ys = x.shape();
     ys.back() = n;
     Tensor& y = ctx.allocUninit(0, DType::Float32, ys);
-    Prepared& p = prepare(m);
-    auto& eng = cpuEngine();
-    dnnl::stream& s = cpuStream();
-    memory xm(p.pd.src_desc(), eng, const_cast<void*>(x.raw()));
-    memory ym(p.pd.dst_desc(), eng, y.raw());
-    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, xm}, {DNNL_ARG_WEIGHTS, p.w_mem}, {DNNL_ARG_DST, ym}};
-    if (!b_.empty()) args[DNNL_ARG_BIAS] = p.b_mem;
-    p.prim.execute(s, args);
-    s.wait();
+    const float* X = x.data<float>();
+    const float* W = w_.data<float>();
+    const float* B = b_.empty() ? nullptr : b_.data<float>();
+    float* Y = y.data<float>();
+    constexpr int64_t kRows = 64, kCols = 128;
+    const int64_t rb = (m + kRows - 1) / kRows, cb = (n + kCols - 1) / kCols;
+    std::atomic<bool> ok{true};
+#pragma omp parallel for schedule(dynamic, 1) if (rb * cb > 1)
+    for (int64_t blk = 0; blk < rb * cb; ++blk) {
+      omp_set_num_threads(1);  // this block's sgemm on one thread, also outside an active region
+      const int64_t r0 = (blk / cb) * kRows, c0 = (blk % cb) * kCols;
+      const int64_t mr = std::min(kRows, m - r0), nc = std::min(kCols, n - c0);
+      if (dnnl_sgemm('N', 'N', mr, nc, k, 1.0f, X + r0 * k, k, W + c0, n, 0.0f, Y + r0 * n + c0, n) != dnnl_success) {
+        ok = false;
+        continue;
+      }
+      if (B)
+        for (int64_t r = r0; r < r0 + mr; ++r)
+          for (int64_t c = c0; c < c0 + nc; ++c) Y[r * n + c] += B[c];
+    }
+    if (!ok) ctx.error("oneDNN sgemm failed");
   }
 
  private:
-  struct Prepared {
-    dnnl::matmul::primitive_desc pd;
-    dnnl::matmul prim;
-    memory w_mem, b_mem;
-  };
-  Prepared& prepare(int64_t m) {
-    auto it = cache_.find(m);
-    if (it != cache_.end()) return it->second;
-    auto& eng = cpuEngine();
-    const int64_t k = w_.dim(0), n = w_.dim(1);
-    memory::desc xd({m, k}, dt::f32, tag::ab), yd({m, n}, dt::f32, tag::ab);
-    memory::desc wd_any({k, n}, dt::f32, tag::any);
-    memory::desc bd = b_.empty() ? memory::desc() : memory::desc({1, n}, dt::f32, tag::ab);
-    dnnl::matmul::desc d(xd, wd_any, bd, yd);
-    Prepared p{dnnl::matmul::primitive_desc(d, eng), {}, {}, {}};
-    p.prim = dnnl::matmul(p.pd);
-    memory w_user(memory::desc({k, n}, dt::f32, tag::ab), eng, const_cast<void*>(w_.raw()));
-    p.w_mem = memory(p.pd.weights_desc(), eng);
-    dnnl::stream& s = cpuStream();
-    dnnl::reorder(w_user, p.w_mem).execute(s, w_user, p.w_mem);
-    s.wait();
-    if (!b_.empty()) p.b_mem = memory(bd, eng, const_cast<void*>(b_.raw()));
-    return cache_.emplace(m, std::move(p)).first->second;
-  }
   Tensor w_, b_;
-  std::map<int64_t, Prepared> cache_;
 };
 
 Tensor transpose2d(const Tensor& t) {
