@@ -1,15 +1,14 @@
 #include "passes/lsq_recovery.h"
 
-#include <dnnl.h>
 #include <omp.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <iomanip>
 #include <memory>
 #include <sstream>
 
+#include "engine/kernels/dnnl_common.h"
 #include "engine/kernels/nn_ref.h"
 #include "lwc/dataset.h"
 #include "lwc/engine.h"
@@ -28,19 +27,10 @@ struct Accum {
 };
 
 /// c[m x n] = aᵀ b for a [k x m] and b [k x n], row-major, with the same bits on any number of
-/// threads: fixed blocks of 64 columns of c, each by a single-threaded sgemm (oneDNN's
-/// multi-threaded sgemm splits the k sum by thread count, so its last bits would depend on it).
+/// threads (blocks of 64 columns of c).
 void gemmTN(int64_t m, int64_t n, int64_t k, const float* a, const float* b, float* c, int threads) {
-  constexpr int64_t kBlock = 64;
-  const int64_t blocks = (n + kBlock - 1) / kBlock;
-  std::atomic<bool> ok{true};
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads > 0 ? threads : omp_get_max_threads())
-  for (int64_t bi = 0; bi < blocks; ++bi) {
-    omp_set_num_threads(1);  // this task's sgemm runs on one thread, also outside an active region
-    const int64_t j0 = bi * kBlock, nb = std::min(kBlock, n - j0);
-    if (dnnl_sgemm('T', 'N', m, nb, k, 1.0f, a, m, b + j0, n, 0.0f, c + j0, n) != dnnl_success) ok = false;
-  }
-  if (!ok) throw InternalError("dnnl_sgemm failed");
+  if (!engine::dnnl_util::sgemmFixedBlocks('T', m, n, k, a, m, b, n, c, n, std::max<int64_t>(m, 1), 64, threads))
+    throw InternalError("dnnl_sgemm failed");
 }
 
 void accumulate(Accum& acc, const std::vector<float>& A, const std::vector<float>& Y, int64_t rows, int64_t ocg,

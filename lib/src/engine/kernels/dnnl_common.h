@@ -2,6 +2,11 @@
 #pragma once
 
 #include <dnnl.hpp>
+#include <omp.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
 
 #include "lwc/tensor.h"
 
@@ -31,6 +36,28 @@ inline dnnl::stream& cpuStream() {
 inline memory scratchMemory(const memory::desc& d, lwc::Tensor& keep) {
   keep = lwc::Tensor::uninitialized(lwc::DType::UInt8, {static_cast<int64_t>(d.get_size())});
   return memory(d, cpuEngine(), keep.raw());
+}
+
+/// c = op(a) · b, row-major (op(a) = a [m x k] for transa 'N', aᵀ of a [k x m] for 'T'; b [k x n]),
+/// with the same bits on any number of threads: c is cut into fixed blocks of row_block x col_block,
+/// each computed by a single-threaded sgemm over the whole k. oneDNN's multi-threaded sgemm splits
+/// the k sum between threads for some shapes (few outputs, long sums), so its last bits would depend
+/// on the thread count. threads <= 0: the process-wide count. False when an sgemm call fails.
+inline bool sgemmFixedBlocks(char transa, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
+                             int64_t ldb, float* c, int64_t ldc, int64_t row_block, int64_t col_block, int threads) {
+  if (m <= 0 || n <= 0) return true;
+  const int64_t rb = (m + row_block - 1) / row_block, cb = (n + col_block - 1) / col_block;
+  std::atomic<bool> ok{true};
+#pragma omp parallel for schedule(dynamic, 1) if (rb * cb > 1) num_threads(threads > 0 ? threads : omp_get_max_threads())
+  for (int64_t blk = 0; blk < rb * cb; ++blk) {
+    omp_set_num_threads(1);  // this block's sgemm on one thread, also outside an active region
+    const int64_t r0 = (blk / cb) * row_block, c0 = (blk % cb) * col_block;
+    const int64_t mr = std::min(row_block, m - r0), nc = std::min(col_block, n - c0);
+    const float* ab = transa == 'N' ? a + r0 * lda : a + r0;
+    if (dnnl_sgemm(transa, 'N', mr, nc, k, 1.0f, ab, lda, b + c0, ldb, 0.0f, c + r0 * ldc + c0, ldc) != dnnl_success)
+      ok = false;
+  }
+  return ok;
 }
 
 }  // namespace lwc::engine::dnnl_util

@@ -3,9 +3,7 @@
 //
 // Conv (fp32, 2-D, constant weights): oneDNN picks its preferred blocked layouts (format_tag::any);
 // activations are reordered from/to plain NCHW at the kernel's edges, weights once per input shape.
-#include <atomic>
 #include <dnnl.hpp>
-#include <omp.h>
 #include <map>
 #include <mutex>
 
@@ -24,6 +22,7 @@ using dnnl_util::dt;
 using dnnl_util::cpuEngine;
 using dnnl_util::cpuStream;
 using dnnl_util::scratchMemory;
+using dnnl_util::sgemmFixedBlocks;
 
 struct PostOp {
   std::string kind;  // relu, clip, logistic, hardswish, add
@@ -271,10 +270,7 @@ void globalAvgPoolNhwc(KernelContext& ctx) {
 
 /// Y = X·W + b for a runtime X (any rank >= 2, leading dims flattened) and constant 2-D W.
 /// Serves Gemm (alpha = beta = 1, transA = 0, C absent or a length-N vector) and MatMul.
-/// The same bits on any number of threads: Y is cut into fixed blocks of rows and columns, each
-/// computed by a single-threaded sgemm over the whole K (oneDNN's multi-threaded sgemm splits the K
-/// sum between threads for some shapes, few outputs with long sums, so its last bits would depend on
-/// the thread count).
+/// The same bits on any number of threads (sgemmFixedBlocks: 64-row x 128-column blocks).
 class DnnlMatMul final : public Kernel {
  public:
   DnnlMatMul(Tensor w_kn, Tensor b) : w_(std::move(w_kn)), b_(std::move(b)) {}
@@ -288,27 +284,14 @@ class DnnlMatMul final : public Kernel {
     Shape ys = x.shape();
     ys.back() = n;
     Tensor& y = ctx.allocUninit(0, DType::Float32, ys);
-    const float* X = x.data<float>();
-    const float* W = w_.data<float>();
-    const float* B = b_.empty() ? nullptr : b_.data<float>();
     float* Y = y.data<float>();
-    constexpr int64_t kRows = 64, kCols = 128;
-    const int64_t rb = (m + kRows - 1) / kRows, cb = (n + kCols - 1) / kCols;
-    std::atomic<bool> ok{true};
-#pragma omp parallel for schedule(dynamic, 1) if (rb * cb > 1)
-    for (int64_t blk = 0; blk < rb * cb; ++blk) {
-      omp_set_num_threads(1);  // this block's sgemm on one thread, also outside an active region
-      const int64_t r0 = (blk / cb) * kRows, c0 = (blk % cb) * kCols;
-      const int64_t mr = std::min(kRows, m - r0), nc = std::min(kCols, n - c0);
-      if (dnnl_sgemm('N', 'N', mr, nc, k, 1.0f, X + r0 * k, k, W + c0, n, 0.0f, Y + r0 * n + c0, n) != dnnl_success) {
-        ok = false;
-        continue;
-      }
-      if (B)
-        for (int64_t r = r0; r < r0 + mr; ++r)
-          for (int64_t c = c0; c < c0 + nc; ++c) Y[r * n + c] += B[c];
+    if (!sgemmFixedBlocks('N', m, n, k, x.data<float>(), k, w_.data<float>(), n, Y, n, 64, 128, 0))
+      ctx.error("oneDNN sgemm failed");
+    if (!b_.empty()) {
+      const float* B = b_.data<float>();
+      for (int64_t r = 0; r < m; ++r)
+        for (int64_t c = 0; c < n; ++c) Y[r * n + c] += B[c];
     }
-    if (!ok) ctx.error("oneDNN sgemm failed");
   }
 
  private:
