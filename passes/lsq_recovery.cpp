@@ -445,6 +445,15 @@ std::string describeError(double before, double after) {
 
 }  // namespace
 
+OptionSpec lsqCvRowsOption() {
+  OptionSpec cv{"lsq_cv_rows", OptionType::Float, 8.0,
+                "lsq: a Gemm/MatMul layer with fewer calibration rows than this times its inputs + 1 chooses its "
+                "damping by 4-fold cross-validation (0 = never)"};
+  cv.min = 0;
+  cv.max = 1e6;
+  return cv;
+}
+
 std::vector<LsqLayerResult> lsqRecover(Model& m, const Model& unmodified, const std::vector<size_t>& nodes,
                                        PassContext& ctx, PassResult& r, const LsqOptions& opts) {
   if (!ctx.calib) fail("lsq recovery needs calibration data (--calib DIR or data.calib)");
@@ -515,7 +524,19 @@ std::vector<LsqLayerResult> lsqRecover(Model& m, const Model& unmodified, const 
       a.C.assign(static_cast<size_t>(Kb * f.ocg), 0.0);
       a.yy.assign(static_cast<size_t>(f.ocg), 0.0);
     }
-    std::vector<float> A, Yg;
+    // Per-fold sums (folds by sample) for choosing the damping of an under-determined Gemm/MatMul
+    // by cross-validation; the whole-data sums above stay as they are.
+    constexpr int kFolds = 4;
+    const bool cv_possible = opts.cv_rows_per_weight > 0 && !opts.shared && f.kind != LayerForm::Kind::Conv &&
+                             f.groups == 1 && Kb <= 4096;
+    std::vector<Accum> folds(cv_possible ? kFolds : 0);
+    for (auto& a : folds) {
+      a.Kb = Kb;
+      a.G.assign(static_cast<size_t>(Kb * Kb), 0.0);
+      a.C.assign(static_cast<size_t>(Kb * f.ocg), 0.0);
+      a.yy.assign(static_cast<size_t>(f.ocg), 0.0);
+    }
+    std::vector<float> A, Yg, Af, Yf;
     int64_t sample_base = 0;
     ds->reset();
     while (auto b = ds->next(ctx.calib->batch)) {
@@ -541,6 +562,21 @@ std::vector<LsqLayerResult> lsqRecover(Model& m, const Model& unmodified, const 
       for (int64_t gi = 0; gi < f.groups; ++gi) {
         const int64_t rows = sampleRows(n, f, X, &Y, gi, opts.rows_per_sample, sample_base, refChannel, A, Yg);
         accumulate(acc[static_cast<size_t>(gi)], A, Yg, rows, f.ocg, ctx.threads);
+        if (!folds.empty() && rows > 0) {
+          const int64_t R = rows / N;  // each sample's rows are contiguous
+          for (int k = 0; k < kFolds; ++k) {
+            Af.clear();
+            Yf.clear();
+            int64_t fr = 0;
+            for (int64_t si = 0; si < N; ++si) {
+              if ((sample_base + si) % kFolds != k) continue;
+              Af.insert(Af.end(), A.begin() + si * R * Kb, A.begin() + (si + 1) * R * Kb);
+              Yf.insert(Yf.end(), Yg.begin() + si * R * f.ocg, Yg.begin() + (si + 1) * R * f.ocg);
+              fr += R;
+            }
+            accumulate(folds[static_cast<size_t>(k)], Af, Yf, fr, f.ocg, ctx.threads);
+          }
+        }
       }
       sample_base += N;
     }
@@ -572,45 +608,107 @@ std::vector<LsqLayerResult> lsqRecover(Model& m, const Model& unmodified, const 
         if (!solved) std::fill(failed.begin(), failed.end(), 1);
       }
     }
+    // Channel o's unknowns: its non-zero weights (+ the bias), and their current values.
+    auto unknowns = [&](int64_t o, std::vector<int64_t>& S, std::vector<double>& v0) {
+      S.clear();
+      for (int64_t k = 0; k < f.K; ++k)
+        if (w0[f.windex(o, k)] != 0.0f) S.push_back(k);
+      if (f.bias) S.push_back(f.K);
+      v0.resize(S.size());
+      for (size_t i = 0; i < S.size(); ++i)
+        v0[i] = S[i] == f.K ? double(bias0[static_cast<size_t>(o)]) : double(w0[f.windex(o, S[i])]);
+    };
+    // Error of weights v on S for output oi of the sums a: vᵀ G v − 2 cᵀ v + yy.
+    auto errOn = [&](const Accum& a, int64_t oi, const std::vector<int64_t>& S, const std::vector<double>& v) {
+      const int64_t s = static_cast<int64_t>(S.size());
+      double e = a.yy[static_cast<size_t>(oi)];
+      for (int64_t i = 0; i < s; ++i) {
+        const int64_t ki = S[static_cast<size_t>(i)];
+        double gv = 0;
+        for (int64_t j = 0; j < s; ++j) gv += a.G[static_cast<size_t>(ki * a.Kb + S[static_cast<size_t>(j)])] * v[static_cast<size_t>(j)];
+        e += v[static_cast<size_t>(i)] * (gv - 2.0 * a.C[static_cast<size_t>(ki * f.ocg + oi)]);
+      }
+      return e;
+    };
+    // The ridge solution on the sums a (less `minus`, a held-out fold) with λ = damp · mean(diag G_SS).
+    auto solveOn = [&](const Accum& a, const Accum* minus, int64_t oi, const std::vector<int64_t>& S,
+                       const std::vector<double>& v0, double damp, std::vector<double>& x) {
+      const int64_t s = static_cast<int64_t>(S.size());
+      auto G = [&](int64_t i, int64_t j) {
+        const size_t at = static_cast<size_t>(i * a.Kb + j);
+        return minus ? a.G[at] - minus->G[at] : a.G[at];
+      };
+      std::vector<double> M(static_cast<size_t>(s * s));
+      x.assign(static_cast<size_t>(s), 0.0);
+      double diag = 0;
+      for (int64_t i = 0; i < s; ++i) diag += G(S[static_cast<size_t>(i)], S[static_cast<size_t>(i)]);
+      const double lambda = diag > 0 ? damp * diag / double(s) : 1.0;
+      for (int64_t i = 0; i < s; ++i) {
+        const int64_t ki = S[static_cast<size_t>(i)];
+        for (int64_t j = 0; j < s; ++j) M[static_cast<size_t>(i * s + j)] = G(ki, S[static_cast<size_t>(j)]);
+        M[static_cast<size_t>(i * s + i)] += lambda;
+        const size_t c = static_cast<size_t>(ki * f.ocg + oi);
+        x[static_cast<size_t>(i)] = (minus ? a.C[c] - minus->C[c] : a.C[c]) + lambda * v0[static_cast<size_t>(i)];
+      }
+      return choleskySolve(M, x, s);
+    };
+    // Under-determined Gemm/MatMul: the damping with the least cross-validated error.
+    res.damping = opts.damping;
+    if (!folds.empty() && double(acc[0].rows) < opts.cv_rows_per_weight * double(Kb)) {
+      const double grid[] = {1, 10, 100, 1000};
+      constexpr int64_t kGrid = 4;
+      std::vector<int64_t> chans;
+      const int64_t nc = std::min<int64_t>(8, f.out);
+      for (int64_t j = 0; j < nc; ++j) chans.push_back(j * f.out / nc);
+      const int64_t tasks = static_cast<int64_t>(chans.size()) * kGrid * kFolds;
+      std::vector<double> cverr(static_cast<size_t>(tasks), 0.0);
+      std::vector<char> cvok(static_cast<size_t>(tasks), 1);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(ctx.threads > 0 ? ctx.threads : omp_get_max_threads())
+      for (int64_t t = 0; t < tasks; ++t) {
+        const int64_t o = chans[static_cast<size_t>(t / (kGrid * kFolds))], gv = (t / kFolds) % kGrid, k = t % kFolds;
+        std::vector<int64_t> S;
+        std::vector<double> v0, x;
+        unknowns(o, S, v0);
+        if (S.empty()) continue;
+        const Accum& held = folds[static_cast<size_t>(k)];
+        if (!solveOn(acc[0], &held, o, S, v0, opts.damping * grid[gv], x))
+          cvok[static_cast<size_t>(t)] = 0;
+        else
+          cverr[static_cast<size_t>(t)] = errOn(held, o, S, x);
+      }
+      int64_t best = -1;
+      double best_err = 0;
+      for (int64_t gv = 0; gv < kGrid; ++gv) {
+        double e = 0;
+        bool ok = true;
+        for (int64_t t = 0; t < tasks; ++t)
+          if ((t / kFolds) % kGrid == gv) {
+            ok = ok && cvok[static_cast<size_t>(t)];
+            e += cverr[static_cast<size_t>(t)];
+          }
+        if (ok && (best < 0 || e < best_err)) {
+          best = gv;
+          best_err = e;
+        }
+      }
+      if (best >= 0) res.damping = opts.damping * grid[best];
+      res.cv = true;
+    }
 #pragma omp parallel for schedule(dynamic, 1) num_threads(ctx.threads > 0 ? ctx.threads : omp_get_max_threads())
     for (int64_t o = 0; o < (opts.shared ? 0 : f.out); ++o) {
       const int64_t gi = o / f.ocg, oi = o % f.ocg;
       const Accum& a = acc[static_cast<size_t>(gi)];
       std::vector<int64_t> S;
-      for (int64_t k = 0; k < f.K; ++k)
-        if (w0[f.windex(o, k)] != 0.0f) S.push_back(k);
-      if (f.bias) S.push_back(f.K);
+      std::vector<double> v0, x;
+      unknowns(o, S, v0);
       const int64_t s = static_cast<int64_t>(S.size());
-      auto wcur = [&](int64_t k) { return k == f.K ? double(bias0[static_cast<size_t>(o)]) : double(w0[f.windex(o, k)]); };
-      // Error of a weight vector v on S: vᵀ G v − 2 cᵀ v + yy.
-      auto err = [&](const std::vector<double>& v) {
-        double e = a.yy[static_cast<size_t>(oi)];
-        for (int64_t i = 0; i < s; ++i) {
-          const int64_t ki = S[static_cast<size_t>(i)];
-          double gv = 0;
-          for (int64_t j = 0; j < s; ++j) gv += a.G[static_cast<size_t>(ki * a.Kb + S[static_cast<size_t>(j)])] * v[static_cast<size_t>(j)];
-          e += v[static_cast<size_t>(i)] * (gv - 2.0 * a.C[static_cast<size_t>(ki * f.ocg + oi)]);
-        }
-        return e;
-      };
-      std::vector<double> v0(static_cast<size_t>(s));
-      for (int64_t i = 0; i < s; ++i) v0[static_cast<size_t>(i)] = wcur(S[static_cast<size_t>(i)]);
+      auto err = [&](const std::vector<double>& v) { return errOn(a, oi, S, v); };
       yy[static_cast<size_t>(o)] = a.yy[static_cast<size_t>(oi)];
       const double eb = err(v0);
       e_before[static_cast<size_t>(o)] = eb;
       e_after[static_cast<size_t>(o)] = eb;
       if (s == 0) continue;
-      std::vector<double> M(static_cast<size_t>(s * s)), x(static_cast<size_t>(s));
-      double diag = 0;
-      for (int64_t i = 0; i < s; ++i) diag += a.G[static_cast<size_t>(S[static_cast<size_t>(i)] * (a.Kb + 1))];
-      const double lambda = diag > 0 ? opts.damping * diag / double(s) : 1.0;
-      for (int64_t i = 0; i < s; ++i) {
-        const int64_t ki = S[static_cast<size_t>(i)];
-        for (int64_t j = 0; j < s; ++j) M[static_cast<size_t>(i * s + j)] = a.G[static_cast<size_t>(ki * a.Kb + S[static_cast<size_t>(j)])];
-        M[static_cast<size_t>(i * s + i)] += lambda;
-        x[static_cast<size_t>(i)] = a.C[static_cast<size_t>(ki * f.ocg + oi)] + lambda * v0[static_cast<size_t>(i)];
-      }
-      if (!choleskySolve(M, x, s)) {
+      if (!solveOn(a, nullptr, oi, S, v0, res.damping, x)) {
         failed[static_cast<size_t>(o)] = 1;
         continue;
       }
@@ -649,6 +747,11 @@ std::vector<LsqLayerResult> lsqRecover(Model& m, const Model& unmodified, const 
     }
     res.applied = true;
     std::string note = n.describe() + ": lsq " + describeError(res.error_before, res.error_after);
+    if (res.cv) {
+      std::ostringstream d;
+      d << ", damping " << res.damping << " (4-fold cross-validation: " << acc[0].rows << " rows for " << Kb << " weights)";
+      note += d.str();
+    }
     if (res.channels_kept) note += " (" + std::to_string(res.channels_kept) + " channels kept: not positive definite)";
     r.notes.push_back(note);
     results.push_back(res);

@@ -17,6 +17,11 @@
 // equations G = Xᵀ X, C = Xᵀ Y are accumulated over the data (oneDNN sgemm per batch, summed in
 // double), then each output channel is solved by Cholesky in double with ridge λ = damping ·
 // mean(diag G_SS), pulling towards the current weights where the data does not determine them.
+// A Gemm/MatMul layer with fewer than `cv_rows_per_weight` rows per input feature (one row per
+// sample after a global pool, so the classifier on a few thousand images) instead takes the
+// damping from {1, 10, 100, 1000} x `damping` with the least 4-fold cross-validated output error
+// (folds by sample; up to 8 evenly spaced output channels score each value). Plain least squares
+// there fits the calibration images' logits and loses on unseen images.
 // Channels whose system is not positive definite keep their weights (counted). A layer whose
 // reconstruction error would not decrease keeps its weights.
 #pragma once
@@ -35,6 +40,9 @@ namespace lwc::passes {
 struct LsqOptions {
   int64_t rows_per_sample = 16;
   double damping = 1e-3;
+  /// Gemm/MatMul layers with fewer rows than this times (K + 1) choose the damping by
+  /// cross-validation (0 = never).
+  double cv_rows_per_weight = 8;
   /// Fit a bias too (added when the layer has none; not for MatMul).
   bool fit_bias = true;
   /// Output tensor name -> which of the reference's output channels the layer still computes
@@ -50,6 +58,8 @@ struct LsqLayerResult {
   double error_before = 0, error_after = 0;  ///< Σ‖Y_ref − Y‖² / Σ‖Y_ref‖² on the sampled rows
   int64_t channels = 0, channels_kept = 0;   ///< channels solved / left unchanged (not positive definite)
   bool applied = false;
+  double damping = 0;  ///< the damping used (chosen by cross-validation when `cv` is set)
+  bool cv = false;
 };
 
 /// How a layer's weight tensor maps to a least-squares problem: per group g, output channel o of
@@ -115,6 +125,9 @@ Model truncatedTo(const Model& m, const std::vector<std::string>& values);
 std::vector<std::vector<double>> channelMeans(const Model& model, const std::vector<std::string>& values, Dataset& data,
                                               const std::string& input, int64_t batch, int threads,
                                               const std::vector<int>& axes = {});
+
+/// The `lsq_cv_rows` option of the passes that run lsqRecover (LsqOptions::cv_rows_per_weight).
+OptionSpec lsqCvRowsOption();
 
 /// Reconstructs the given nodes (indices into m.graph.nodes, Conv/Gemm/MatMul with constant float
 /// weights); others are named in r.notes and left alone. `unmodified` is the model before the

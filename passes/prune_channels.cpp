@@ -51,7 +51,7 @@ std::vector<OptionSpec> PruneChannels::optionSpecs() const {
   damp.max = 1e3;
   return {ratio, macs, imp,
           {"exclude", OptionType::StringList, json::array(), "Producer node names or op types whose channels stay"},
-          minc, round, recover, rows, damp};
+          minc, round, recover, rows, damp, lsqCvRowsOption()};
 }
 
 bool PruneChannels::needsCalibration(const PassOptions& o) const { return o.getString("recover") != "none"; }
@@ -645,6 +645,7 @@ PassResult PruneChannels::run(Model& m, PassContext& ctx) {
     LsqOptions lo;
     lo.rows_per_sample = o.getInt("lsq_rows");
     lo.damping = o.getFloat("lsq_damping");
+    lo.cv_rows_per_weight = o.getFloat("lsq_cv_rows");
     lo.ref_channels = kept_out;
     for (const auto& res : lsqRecover(m, unpruned, sinks, ctx, r, lo)) reconstructed += res.applied;
   }

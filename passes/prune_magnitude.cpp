@@ -45,7 +45,8 @@ std::vector<OptionSpec> PruneMagnitude::optionSpecs() const {
           minp,
           recover,
           rows,
-          damp};
+          damp,
+          lsqCvRowsOption()};
 }
 
 bool PruneMagnitude::needsCalibration(const PassOptions& o) const { return o.getString("recover") != "none"; }
@@ -281,6 +282,7 @@ PassResult PruneMagnitude::run(Model& m, PassContext& ctx) {
     LsqOptions lo;
     lo.rows_per_sample = o.getInt("lsq_rows");
     lo.damping = o.getFloat("lsq_damping");
+    lo.cv_rows_per_weight = o.getFloat("lsq_cv_rows");
     std::vector<size_t> idx;
     for (const auto& L : layers) idx.push_back(L.node);
     for (const auto& res : lsqRecover(m, unpruned, idx, ctx, r, lo)) reconstructed += res.applied;

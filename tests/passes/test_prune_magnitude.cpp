@@ -307,6 +307,68 @@ TEST_CASE("prune_magnitude recover lsq keeps the mask and cuts the output error 
   CHECK(bytes[0] == serialized(fitted));
 }
 
+TEST_CASE("prune_magnitude recover lsq cross-validates the damping of an under-determined Gemm", "[prune][lsq]") {
+  // 60 calibration rows for 49 unknowns, inputs driven by 6 latent factors: plain least squares
+  // fits the calibration rows and does worse on fresh rows than the damping 4-fold
+  // cross-validation picks.
+  Model fp = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 48] x) => (float[N, 4] y) {
+  y = Gemm <transB=1> (x, w, b)
+})");
+  addConst(fp, "w", {4, 48}, 11);
+  addConst(fp, "b", {4}, 12);
+  auto inputs = [](int64_t n, uint32_t seed) {
+    const Tensor u = randomFloat({n, 6}, seed, -1.0f, 1.0f), mix = randomFloat({6, 48}, 99, -1.0f, 1.0f),
+                 e = randomFloat({n, 48}, seed + 1, -1.0f, 1.0f);
+    Tensor x(DType::Float32, {n, 48});
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t k = 0; k < 48; ++k) {
+        double v = 0.3 * e.at(i * 48 + k);
+        for (int64_t j = 0; j < 6; ++j) v += u.at(i * 6 + j) * mix.at(j * 48 + k);
+        x.data<float>()[i * 48 + k] = static_cast<float>(v);
+      }
+    return x;
+  };
+  TempDir d;
+  writeNpy(d / "x.npy", inputs(60, 21));
+  DataSpec calib;
+  calib.options.path = d / "x.npy";
+  calib.batch = 16;
+  auto prune = [&](double cv_rows) {
+    Model m = fp;
+    auto p = passes::builtinPasses().create("prune_magnitude");
+    p->configure({{"sparsity", 0.5}, {"min_params", 0}, {"recover", "lsq"}, {"lsq_cv_rows", cv_rows}}, "p");
+    PassContext ctx;
+    ctx.calib = &calib;
+    ctx.reference = &fp;
+    auto r = p->run(m, ctx);
+    return std::make_pair(m, r);
+  };
+  auto [fixed, rf] = prune(0.0);
+  auto [cv, rc] = prune(8.0);
+  CHECK_THAT(rf.notes.back(), !Contains("cross-validation"));
+  INFO(rc.notes.back());
+  CHECK_THAT(rc.notes.back(), Contains("(4-fold cross-validation: 60 rows for 49 weights)"));
+  CHECK_THAT(rc.notes.back(), !Contains("damping 0.001 "));
+  // Fewer rows than needed to switch it on: lsq_cv_rows 1 means at least 49 rows suffice.
+  CHECK_THAT(prune(1.0).second.notes.back(), !Contains("cross-validation"));
+  // Same mask, different surviving values; lower error on fresh inputs.
+  const Tensor& wf = fixed.graph.initializers.at(fixed.graph.nodes[0].inputs[1]);
+  const Tensor& wc = cv.graph.initializers.at(cv.graph.nodes[0].inputs[1]);
+  for (int64_t i = 0; i < wf.numel(); ++i) CHECK((wf.at(i) == 0.0) == (wc.at(i) == 0.0));
+  const Tensor x = inputs(2000, 31);
+  const Tensor y0 = engine::Session(fp).runOrdered({{"x", x}})[0];
+  auto err = [&](const Model& m) {
+    const Tensor y = engine::Session(m).runOrdered({{"x", x}})[0];
+    double e = 0;
+    for (int64_t i = 0; i < y.numel(); ++i) e += std::pow(y.at(i) - y0.at(i), 2);
+    return e;
+  };
+  const double e_fixed = err(fixed), e_cv = err(cv);
+  INFO("held-out error: damping 0.001 " << e_fixed << ", cross-validated " << e_cv);
+  CHECK(e_cv < 0.9 * e_fixed);
+}
+
 TEST_CASE("prune_magnitude rejects bad options", "[prune]") {
   CHECK_THAT(errorOf([] { passes::parseNM("4:2", "p"); }), Contains("1 <= N < M"));
   CHECK_THAT(errorOf([] { passes::parseNM("2:2", "p"); }), Contains("1 <= N < M"));
