@@ -446,9 +446,9 @@ std::string describeError(double before, double after) {
 }  // namespace
 
 OptionSpec lsqCvRowsOption() {
-  OptionSpec cv{"lsq_cv_rows", OptionType::Float, 8.0,
+  OptionSpec cv{"lsq_cv_rows", OptionType::Float, 0.0,
                 "lsq: a Gemm/MatMul layer with fewer calibration rows than this times its inputs + 1 chooses its "
-                "damping by 4-fold cross-validation (0 = never)"};
+                "damping by 4-fold cross-validation, e.g. 8 (0 = never)"};
   cv.min = 0;
   cv.max = 1e6;
   return cv;

@@ -17,11 +17,11 @@
 // equations G = Xᵀ X, C = Xᵀ Y are accumulated over the data (oneDNN sgemm per batch, summed in
 // double), then each output channel is solved by Cholesky in double with ridge λ = damping ·
 // mean(diag G_SS), pulling towards the current weights where the data does not determine them.
-// A Gemm/MatMul layer with fewer than `cv_rows_per_weight` rows per input feature (one row per
-// sample after a global pool, so the classifier on a few thousand images) instead takes the
-// damping from {1, 10, 100, 1000} x `damping` with the least 4-fold cross-validated output error
-// (folds by sample; up to 8 evenly spaced output channels score each value). Plain least squares
-// there fits the calibration images' logits and loses on unseen images.
+// With `cv_rows_per_weight` > 0, a Gemm/MatMul layer with fewer than that many rows per input
+// feature (one row per sample after a global pool: the classifier on a few thousand images)
+// instead takes the damping from {1, 10, 100, 1000} x `damping` with the least 4-fold
+// cross-validated output error (folds by sample; up to 8 evenly spaced output channels score each
+// value). Plain least squares there fits the calibration images' logits better than unseen ones'.
 // Channels whose system is not positive definite keep their weights (counted). A layer whose
 // reconstruction error would not decrease keeps its weights.
 #pragma once
@@ -41,8 +41,8 @@ struct LsqOptions {
   int64_t rows_per_sample = 16;
   double damping = 1e-3;
   /// Gemm/MatMul layers with fewer rows than this times (K + 1) choose the damping by
-  /// cross-validation (0 = never).
-  double cv_rows_per_weight = 8;
+  /// cross-validation (0 = never; off by default, see the README's pruning section).
+  double cv_rows_per_weight = 0;
   /// Fit a bias too (added when the layer has none; not for MatMul).
   bool fit_bias = true;
   /// Output tensor name -> which of the reference's output channels the layer still computes

@@ -27,6 +27,7 @@ struct PruneArgs {
   std::vector<std::string> include, exclude;
   int64_t min_params = 1000;
   std::string recover = "none";
+  double lsq_cv_rows = 0;
   double channels = 0, macs_reduction = 0;
   std::string importance = "l1";
   int64_t min_channels = 4, round_to = 0;
@@ -50,6 +51,11 @@ void addPruneCommand(CLI::App& app, Action& action, const GlobalOptions&) {
                   "none | bias (mean-shift correction) | lsq (least-squares re-fit of each layer); after each step, needs --calib")
       ->check(CLI::IsMember({"none", "bias", "lsq"}));
   cmd->add_option("--min-params", a->min_params, "Skip layers with fewer weights")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--lsq-cv-rows", a->lsq_cv_rows,
+                  "lsq: a Gemm/MatMul layer with fewer calibration rows than this times its inputs + 1 (a classifier "
+                  "after global pooling: one row per image) chooses its ridge by 4-fold cross-validation; e.g. 8 "
+                  "(default 0 = never)")
+      ->check(CLI::NonNegativeNumber);
   auto* ch = cmd->add_option("--channels", a->channels,
                              "Channel pruning: remove this fraction of every prunable channel group (prune_channels)");
   auto* mr = cmd->add_option("--macs-reduction", a->macs_reduction,
@@ -100,7 +106,8 @@ void addPruneCommand(CLI::App& app, Action& action, const GlobalOptions&) {
                             {"exclude", a->exclude},
                             {"min_channels", a->min_channels},
                             {"round_to", a->round_to},
-                            {"recover", a->recover}};
+                            {"recover", a->recover},
+                            {"lsq_cv_rows", a->lsq_cv_rows}};
         if (a->macs_reduction > 0)
           o["macs_reduction"] = a->macs_reduction;
         else
@@ -152,7 +159,8 @@ void addPruneCommand(CLI::App& app, Action& action, const GlobalOptions&) {
                             {"include", a->include},
                             {"exclude", a->exclude},
                             {"min_params", a->min_params},
-                            {"recover", a->recover}},
+                            {"recover", a->recover},
+                            {"lsq_cv_rows", a->lsq_cv_rows}},
                            st.where);
         p.steps.push_back(std::move(st));
       }

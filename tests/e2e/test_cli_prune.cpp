@@ -65,6 +65,28 @@ TEST_CASE("lwc prune --recover lsq beats no recovery and is deterministic", "[cl
   CHECK(graphBytes(d / "lsq.onnx") == graphBytes(d / "again.onnx"));
 }
 
+TEST_CASE("lwc prune --lsq-cv-rows: the classifier's ridge by cross-validation, named in the report", "[cli][prune][lsq]") {
+  TempDir d;
+  auto prune = [&](const std::string& extra, const std::string& out) {
+    auto r = runLwc("-q prune " + q(td("lenet300_fmnist.onnx")) + " --sparsity 0.5 --scope global --recover lsq --calib " +
+                    q(td("fmnist_sample")) + " -o " + q(d / (out + ".onnx")) + " --report " + q(d / (out + ".json")) + extra);
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    std::ifstream f(d / (out + ".json"));
+    return std::string(std::istreambuf_iterator<char>(f), {});
+  };
+  const std::string plain = prune("", "plain"), cv = prune(" --lsq-cv-rows 8", "cv");
+  CHECK_THAT(plain, !Contains("cross-validation"));
+  // 500 sample images: fewer than 8 rows per unknown in all three Gemm layers (785, 301, 101 inputs + 1).
+  CHECK_THAT(cv, Contains("(4-fold cross-validation: 500 rows for 785 weights)"));
+  CHECK_THAT(cv, Contains("(4-fold cross-validation: 500 rows for 101 weights)"));
+  CHECK(graphBytes(d / "plain.onnx") != graphBytes(d / "cv.onnx"));
+  auto bad = runLwc("-q prune " + q(td("lenet300_fmnist.onnx")) + " --sparsity 0.5 --recover lsq --calib " +
+                    q(td("fmnist_sample")) + " --lsq-cv-rows -1 -o " + q(d / "bad.onnx"));
+  CHECK(bad.exit_code == 1);
+  CHECK(!fs::exists(d / "bad.onnx"));
+}
+
 TEST_CASE("lwc prune --macs-reduction: aligned channel counts, the MACs target, lsq beats none, deterministic",
           "[cli][prune][channels]") {
   TempDir d;
