@@ -525,10 +525,11 @@ std::vector<LsqLayerResult> lsqRecover(Model& m, const Model& unmodified, const 
       a.yy.assign(static_cast<size_t>(f.ocg), 0.0);
     }
     // Per-fold sums (folds by sample) for choosing the damping of an under-determined Gemm/MatMul
-    // by cross-validation; the whole-data sums above stay as they are.
+    // by cross-validation; the whole-data sums above stay as they are. Up to 2048 inputs: the four
+    // folds then take at most 4 x 32 MB.
     constexpr int kFolds = 4;
     const bool cv_possible = opts.cv_rows_per_weight > 0 && !opts.shared && f.kind != LayerForm::Kind::Conv &&
-                             f.groups == 1 && Kb <= 4096;
+                             f.groups == 1 && Kb <= 2049;
     std::vector<Accum> folds(cv_possible ? kFolds : 0);
     for (auto& a : folds) {
       a.Kb = Kb;

@@ -18,8 +18,8 @@
 // double), then each output channel is solved by Cholesky in double with ridge λ = damping ·
 // mean(diag G_SS), pulling towards the current weights where the data does not determine them.
 // With `cv_rows_per_weight` > 0, a Gemm/MatMul layer with fewer than that many rows per input
-// feature (one row per sample after a global pool: the classifier on a few thousand images)
-// instead takes the damping from {1, 10, 100, 1000} x `damping` with the least 4-fold
+// feature (one row per sample after a global pool: the classifier on a few thousand images) and
+// at most 2048 inputs instead takes the damping from {1, 10, 100, 1000} x `damping` with the least 4-fold
 // cross-validated output error (folds by sample; up to 8 evenly spaced output channels score each
 // value). Plain least squares there fits the calibration images' logits better than unseen ones'.
 // Channels whose system is not positive definite keep their weights (counted). A layer whose
