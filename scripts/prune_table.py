@@ -13,6 +13,7 @@ worse than one-shot at the same sparsity and recovery; lsq beats torch global L1
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -28,6 +29,7 @@ def run(args, model, extra, d):
     cmd = [args.lwc, "-q", "prune", os.path.join(ROOT, f"testdata/{model}_fmnist.onnx"), "-o", os.path.join(d, "out.onnx"),
            "--eval", f"{FM}/t10k-images-idx3-ubyte.gz", "--preprocess",
            os.path.join(ROOT, "testdata/fmnist_sample/preprocess.json"), "--report", rep, "--scope", args.scope] + extra
+    cmd += shlex.split(args.extra)
     if "--recover" in extra and extra[extra.index("--recover") + 1] != "none":
         cmd += ["--calib", f"{FM}/train-images-idx3-ubyte.gz", "--calib-limit", str(args.calib_limit)]
     r = subprocess.run(cmd, capture_output=True, text=True)
@@ -52,6 +54,7 @@ def main():
     ap.add_argument("--torch", help="JSON written by scripts/torch_prune.py --out")
     ap.add_argument("--out", default="/tmp/prune_table.json")
     ap.add_argument("--check", action="store_true")
+    ap.add_argument("--extra", default="", help="more lwc prune arguments for every run, e.g. --extra=--lsq-cv-rows=8")
     args = ap.parse_args()
     torch_rows = json.load(open(args.torch)) if args.torch else []
     results = []
