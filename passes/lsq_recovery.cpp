@@ -20,6 +20,8 @@ namespace lwc::passes {
 namespace {
 
 struct Accum {
+  Accum(int64_t kb, int64_t ocg)
+      : Kb(kb), G(static_cast<size_t>(kb * kb), 0.0), C(static_cast<size_t>(kb * ocg), 0.0), yy(static_cast<size_t>(ocg), 0.0) {}
   int64_t Kb = 0;              // K + bias column
   std::vector<double> G, C;    // Kb x Kb, Kb x ocg
   std::vector<double> yy;      // ocg
@@ -517,26 +519,16 @@ std::vector<LsqLayerResult> lsqRecover(Model& m, const Model& unmodified, const 
       return std::all_of(kept->begin(), kept->end(), [&](int64_t c) { return c >= 0 && c < ref_out; });
     };
     const int64_t Kb = f.Kb();
-    std::vector<Accum> acc(static_cast<size_t>(f.groups));
-    for (auto& a : acc) {
-      a.Kb = Kb;
-      a.G.assign(static_cast<size_t>(Kb * Kb), 0.0);
-      a.C.assign(static_cast<size_t>(Kb * f.ocg), 0.0);
-      a.yy.assign(static_cast<size_t>(f.ocg), 0.0);
-    }
+    std::vector<Accum> acc;
+    for (int64_t gi = 0; gi < f.groups; ++gi) acc.emplace_back(Kb, f.ocg);
     // Per-fold sums (folds by sample) for choosing the damping of an under-determined Gemm/MatMul
     // by cross-validation; the whole-data sums above stay as they are. Up to 2048 inputs: the four
     // folds then take at most 4 x 32 MB.
     constexpr int kFolds = 4;
     const bool cv_possible = opts.cv_rows_per_weight > 0 && !opts.shared && f.kind != LayerForm::Kind::Conv &&
                              f.groups == 1 && Kb <= 2049;
-    std::vector<Accum> folds(cv_possible ? kFolds : 0);
-    for (auto& a : folds) {
-      a.Kb = Kb;
-      a.G.assign(static_cast<size_t>(Kb * Kb), 0.0);
-      a.C.assign(static_cast<size_t>(Kb * f.ocg), 0.0);
-      a.yy.assign(static_cast<size_t>(f.ocg), 0.0);
-    }
+    std::vector<Accum> folds;
+    for (int k = 0; cv_possible && k < kFolds; ++k) folds.emplace_back(Kb, f.ocg);
     std::vector<float> A, Yg, Af, Yf;
     int64_t sample_base = 0;
     ds->reset();
