@@ -231,10 +231,7 @@ g (float[N, 3, 16, 16] x) => (float[N, 5] y) {
 
 TEST_CASE("prune_channels recover lsq re-fits the consumers from the kept channels", "[prune_channels][lsq]") {
   TempDir d;
-  writeNpy(d / "x.npy", randomFloat({128, 3, 8, 8}, 21, -1.0f, 2.0f));
-  DataSpec calib;
-  calib.options.path = d / "x.npy";
-  calib.batch = 32;
+  const DataSpec calib = npyData(d / "x.npy", randomFloat({128, 3, 8, 8}, 21, -1.0f, 2.0f), 32);
   const Model fp = residualNet();
   auto prune = [&](const char* recover) {
     Model m = residualNet();
@@ -248,12 +245,7 @@ TEST_CASE("prune_channels recover lsq re-fits the consumers from the kept channe
   const Model plain = prune("none"), fitted = prune("lsq");
   const Tensor x = randomFloat({32, 3, 8, 8}, 22, -1.0f, 2.0f);
   const Tensor y0 = engine::Session(fp).runOrdered({{"x", x}})[0];
-  auto err = [&](const Model& m) {
-    const Tensor y = engine::Session(m).runOrdered({{"x", x}})[0];
-    double e = 0;
-    for (int64_t i = 0; i < y.numel(); ++i) e += std::pow(y.at(i) - y0.at(i), 2);
-    return e;
-  };
+  auto err = [&](const Model& m) { return squaredError(m, "x", x, y0); };
   INFO("plain " << err(plain) << " lsq " << err(fitted));
   CHECK(err(fitted) < 0.5 * err(plain));
   CHECK(weightShape(fitted, "c") == weightShape(plain, "c"));

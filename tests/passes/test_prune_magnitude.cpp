@@ -105,10 +105,7 @@ TEST_CASE("prune_magnitude zeroes exactly the smallest weights", "[prune]") {
 
 TEST_CASE("prune_magnitude recover bias restores the mean of each pruned layer's output", "[prune]") {
   TempDir d;
-  writeNpy(d / "x.npy", randomFloat({64, 8, 10, 10}, 7, 0.0f, 2.0f));  // inputs with a large mean
-  DataSpec calib;
-  calib.options.path = d / "x.npy";
-  calib.batch = 16;
+  const DataSpec calib = npyData(d / "x.npy", randomFloat({64, 8, 10, 10}, 7, 0.0f, 2.0f), 16);  // inputs with a large mean
   auto meanOut = [](const Model& m) {
     engine::Session s(m, engine::SessionOptions{0, true});
     const Tensor y = s.runOrdered({{"x", randomFloat({32, 8, 10, 10}, 8, 0.0f, 2.0f)}})[0];
@@ -139,10 +136,7 @@ TEST_CASE("prune_magnitude recover bias matches the reference's per-channel outp
           "[prune]") {
   TempDir d;
   const Tensor x = randomFloat({48, 8, 10, 10}, 9, 0.0f, 2.0f);
-  writeNpy(d / "x.npy", x);
-  DataSpec calib;
-  calib.options.path = d / "x.npy";
-  calib.batch = 16;
+  const DataSpec calib = npyData(d / "x.npy", x, 16);
   const Model fp = twoLayers();
   auto run = [&](Model& m, double sparsity) {
     auto p = passes::builtinPasses().create("prune_magnitude");
@@ -191,10 +185,7 @@ g (float[N, 24] x) => (float[N, 6] y) {
   addConst(fp, "b", {6}, 4);
   TempDir d;
   const Tensor X = randomFloat({200, 24}, 9, -1.0f, 3.0f);
-  writeNpy(d / "x.npy", X);
-  DataSpec calib;
-  calib.options.path = d / "x.npy";
-  calib.batch = 64;
+  const DataSpec calib = npyData(d / "x.npy", X, 64);
   Model m = fp;
   auto p = passes::builtinPasses().create("prune_magnitude");
   p->configure({{"sparsity", 0.6}, {"min_params", 0}, {"recover", "lsq"}, {"lsq_damping", 0.0}}, "p");
@@ -253,10 +244,7 @@ g (float[N, 24] x) => (float[N, 6] y) {
 
 TEST_CASE("prune_magnitude recover lsq keeps the mask and cuts the output error of a conv net", "[prune][lsq]") {
   TempDir d;
-  writeNpy(d / "x.npy", randomFloat({96, 8, 10, 10}, 7, -1.0f, 2.0f));
-  DataSpec calib;
-  calib.options.path = d / "x.npy";
-  calib.batch = 32;
+  const DataSpec calib = npyData(d / "x.npy", randomFloat({96, 8, 10, 10}, 7, -1.0f, 2.0f), 32);
   const Model fp = twoLayers();
   auto prune = [&](const char* recover) {
     Model m = twoLayers();
@@ -284,12 +272,7 @@ TEST_CASE("prune_magnitude recover lsq keeps the mask and cuts the output error 
   // Held-out inputs (not the calibration data): the output error shrinks several-fold.
   const Tensor x = randomFloat({32, 8, 10, 10}, 8, -1.0f, 2.0f);
   const Tensor y0 = engine::Session(fp).runOrdered({{"x", x}})[0];
-  auto err = [&](const Model& m) {
-    const Tensor y = engine::Session(m).runOrdered({{"x", x}})[0];
-    double e = 0;
-    for (int64_t i = 0; i < y.numel(); ++i) e += std::pow(y.at(i) - y0.at(i), 2);
-    return e;
-  };
+  auto err = [&](const Model& m) { return squaredError(m, "x", x, y0); };
   INFO(rf.notes[rf.notes.size() - 2] << " | " << rf.notes.back());
   CHECK(err(fitted) < 0.25 * err(plain));
   // Each reconstructed layer is named in the notes with its error before and after.
@@ -330,10 +313,7 @@ g (float[N, 48] x) => (float[N, 4] y) {
     return x;
   };
   TempDir d;
-  writeNpy(d / "x.npy", inputs(60, 21));
-  DataSpec calib;
-  calib.options.path = d / "x.npy";
-  calib.batch = 16;
+  const DataSpec calib = npyData(d / "x.npy", inputs(60, 21), 16);
   auto prune = [&](double cv_rows) {
     Model m = fp;
     auto p = passes::builtinPasses().create("prune_magnitude");
@@ -358,12 +338,7 @@ g (float[N, 48] x) => (float[N, 4] y) {
   for (int64_t i = 0; i < wf.numel(); ++i) CHECK((wf.at(i) == 0.0) == (wc.at(i) == 0.0));
   const Tensor x = inputs(2000, 31);
   const Tensor y0 = engine::Session(fp).runOrdered({{"x", x}})[0];
-  auto err = [&](const Model& m) {
-    const Tensor y = engine::Session(m).runOrdered({{"x", x}})[0];
-    double e = 0;
-    for (int64_t i = 0; i < y.numel(); ++i) e += std::pow(y.at(i) - y0.at(i), 2);
-    return e;
-  };
+  auto err = [&](const Model& m) { return squaredError(m, "x", x, y0); };
   const double e_fixed = err(fixed), e_cv = err(cv);
   INFO("held-out error: damping 0.001 " << e_fixed << ", cross-validated " << e_cv);
   CHECK(e_cv < 0.9 * e_fixed);

@@ -91,10 +91,7 @@ g (float[N, 48] x) => (float[N, 16] y) {
   addConst(fp, "b", {16}, 2);
   TempDir d;
   const Tensor X = randomFloat({256, 48}, 3, -1.0f, 2.0f);
-  writeNpy(d / "x.npy", X);
-  DataSpec calib;
-  calib.options.path = d / "x.npy";
-  calib.batch = 64;
+  const DataSpec calib = npyData(d / "x.npy", X, 64);
   auto share = [&](const char* recover) {
     Model m = fp;
     auto p = passes::builtinPasses().create("weight_share");
@@ -119,12 +116,7 @@ g (float[N, 48] x) => (float[N, 16] y) {
   }
   CHECK(values.size() <= 4);
   const Tensor y0 = engine::Session(fp).runOrdered({{"x", X}})[0];
-  auto err = [&](const Model& m) {
-    const Tensor y = engine::Session(m).runOrdered({{"x", X}})[0];
-    double e = 0;
-    for (int64_t i = 0; i < y.numel(); ++i) e += std::pow(y.at(i) - y0.at(i), 2);
-    return e;
-  };
+  auto err = [&](const Model& m) { return squaredError(m, "x", X, y0); };
   INFO("k-means " << err(km) << " lsq " << err(ls));
   CHECK(err(ls) < 0.85 * err(km));  // measured 0.78
 }

@@ -5,6 +5,7 @@
 
 #include "lwc/engine.h"
 #include "lwc/model_io.h"
+#include "lwc/npy.h"
 #include "passes/registry.h"
 #include "support/engine_util.h"
 
@@ -63,6 +64,21 @@ std::string compareModels(const Model& a, const Model& b, double rtol, int64_t b
     }
   }
   return "";
+}
+
+DataSpec npyData(const std::filesystem::path& file, const Tensor& x, int64_t batch) {
+  writeNpy(file, x);
+  DataSpec d;
+  d.options.path = file;
+  d.batch = batch;
+  return d;
+}
+
+double squaredError(const Model& m, const std::string& input, const Tensor& x, const Tensor& y0) {
+  const Tensor y = engine::Session(m).runOrdered({{input, x}})[0];
+  double e = 0;
+  for (int64_t i = 0; i < y.numel(); ++i) e += std::pow(y.at(i) - y0.at(i), 2);
+  return e;
 }
 
 }  // namespace lwc::test

@@ -3,6 +3,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <filesystem>
 #include <string>
 
 #include "lwc/graph.h"
@@ -24,5 +25,9 @@ std::string serialized(const Model& m);
 /// symbolic dims) and returns "" when every output agrees within rtol (relative to the output's
 /// largest magnitude), else a description of the difference.
 std::string compareModels(const Model& a, const Model& b, double rtol = 1e-5, int64_t batch = 2);
+/// Writes `x` to the .npy `file` and returns calibration/evaluation data reading it in batches of `batch`.
+DataSpec npyData(const std::filesystem::path& file, const Tensor& x, int64_t batch);
+/// Σ (y − y0)² of the model's first output on input `input` = x against the reference output y0.
+double squaredError(const Model& m, const std::string& input, const Tensor& x, const Tensor& y0);
 
 }  // namespace lwc::test
