@@ -1,9 +1,6 @@
 // oneDNN fast paths must match the reference kernels (the oracle) on seeded random inputs.
-#include <omp.h>
-
 #include <catch2/catch.hpp>
 
-#include "engine/kernels/dnnl_common.h"
 #include "support/engine_util.h"
 
 using namespace lwc;
@@ -145,20 +142,11 @@ TEST_CASE("dnnl Gemm and MatMul give the same bits on any number of threads", "[
   }
 }
 
-TEST_CASE("dnnl Conv runs small layers on one thread, with the same bits, and restores the thread count", "[dnnl][nn]") {
-  using engine::dnnl_util::runSerial;
-  engine::configureThreads(2);
-  CHECK(runSerial(8'192, 16, false));       // the small case below
-  CHECK_FALSE(runSerial(4'718'592, 288, false));  // the large one
-  CHECK(runSerial(150'000, 9, true));       // depthwise int8 below 200 k MACs
-  CHECK_FALSE(runSerial(250'000, 9, true));
-  CHECK(runSerial(900'000, 64, true));      // other int8 layers below 1 M
-  CHECK_FALSE(runSerial(1'100'000, 64, true));
-  engine::configureThreads(1);
-  CHECK_FALSE(runSerial(8'192, 16, false));  // nothing to gain on one thread
+TEST_CASE("dnnl Conv gives the same bits on 1, 2 and 3 threads", "[dnnl][nn]") {
   const std::vector<ConvCase> cases = {
-      {"small 1x1, one thread", {1, 16, 4, 4}, {32, 16, 1, 1}, 1, {1, 1}, {0, 0, 0, 0}, {1, 1}, "", true},
-      {"large 3x3, all threads", {2, 32, 16, 16}, {32, 32, 3, 3}, 1, {1, 1}, {1, 1, 1, 1}, {1, 1}, "", true},
+      {"small 1x1", {1, 16, 4, 4}, {32, 16, 1, 1}, 1, {1, 1}, {0, 0, 0, 0}, {1, 1}, "", true},
+      {"3x3, batch 2", {2, 32, 16, 16}, {32, 32, 3, 3}, 1, {1, 1}, {1, 1, 1, 1}, {1, 1}, "", true},
+      {"depthwise stride 2", {1, 48, 15, 15}, {48, 1, 3, 3}, 48, {2, 2}, {1, 1, 1, 1}, {1, 1}, "", true},
   };
   uint32_t seed = 70;
   for (const auto& c : cases) {
@@ -169,7 +157,6 @@ TEST_CASE("dnnl Conv runs small layers on one thread, with the same bits, and re
       engine::configureThreads(threads);
       REQUIRE(implOf(engine::Session(singleNodeModel(s)), "Conv") == "dnnl");
       ys.push_back(runNode(s)[0]);
-      CHECK(omp_get_max_threads() == threads);  // a SerialScope gives the count back
     }
     engine::configureThreads(0);
     CHECK(ys[0].bitEqual(ys[1]));

@@ -1,7 +1,6 @@
 // oneDNN int8 fast paths (dnnl_int8.cpp) against the reference integer kernels (the oracle):
 // int32 outputs bit for bit, requantized outputs within one step and >= 99% exact.
 #include <dnnl.hpp>
-#include <omp.h>
 
 #include <algorithm>
 #include <catch2/catch.hpp>
@@ -398,26 +397,6 @@ TEST_CASE("dnnl QLinearConv depthwise layers match the reference on 1, 2 and 3 t
       const Tensor got = runNode(s)[0];
       checkRequantized(got, want);
       if (!int8FastPathHere()) CHECK(got.bitEqual(want));
-    }
-    engine::configureThreads(0);
-  }
-}
-
-TEST_CASE("dnnl QLinearConv runs small layers on one thread and restores the thread count", "[dnnl][quant]") {
-  // 1x1 16 -> 32 on 4x4 (8 k MACs: one thread) and 3x3 32 -> 32 on 2x16x16 (4.7 M MACs: all).
-  QConvCase small{"small", {1, 16, 4, 4}, {32, 16, 1, 1}};
-  QConvCase large{"large", {2, 32, 16, 16}, {32, 32, 3, 3}};
-  large.pads = {1, 1, 1, 1};
-  for (QConvCase* c : {&small, &large}) {
-    c->per_channel = c->bias = true;
-    INFO(c->name);
-    const NodeSpec s = qlinearConvSpec(*c, 77);
-    const Tensor want = runNode(s, /*reference_only=*/true)[0];
-    for (int threads : {1, 2, 3}) {
-      engine::configureThreads(threads);
-      CHECK(implOf(engine::Session(singleNodeModel(s)), "QLinearConv") == expectedQLinearConvImpl());
-      checkRequantized(runNode(s)[0], want);
-      CHECK(omp_get_max_threads() == threads);
     }
     engine::configureThreads(0);
   }

@@ -29,42 +29,6 @@ inline dnnl::stream& cpuStream() {
   return s;
 }
 
-/// Runs its scope on one OpenMP thread when `serial` (and restores the count on exit). oneDNN
-/// sizes a primitive's work split by the thread count when the primitive is created and expects the
-/// same count when it runs, so a primitive made inside a SerialScope must also run inside one.
-class SerialScope {
- public:
-  explicit SerialScope(bool serial) : saved_(serial ? omp_get_max_threads() : 0) {
-    if (saved_ > 1) omp_set_num_threads(saved_);
-  }
-  ~SerialScope() {
-    if (saved_ > 1) omp_set_num_threads(saved_);
-  }
-  SerialScope(const SerialScope&) = delete;
-  SerialScope& operator=(const SerialScope&) = delete;
-
- private:
-  int saved_;
-};
-
-/// Whether a convolution or matrix product of `macs` multiply-adds, `k` of them per output value,
-/// runs faster on one thread than on several: waking the other threads costs microseconds per
-/// call, as much as a small layer takes (ONNX Runtime's thread pool makes the same cost-based
-/// choice). Bounds from `lwc -v bench --profile` per layer, `--threads 1` against `--threads 2`,
-/// batch 1, on the 2-core EPYC (AVX2):
-/// - int8: every layer of mnv2_fmnist (10 k - 820 k MACs, 3-20 us on one thread) took 1-7 us
-///   longer on two; every layer of torchvision mobilenet_v2 (from 254 k MACs for a depthwise
-///   layer, 2.4 M for a 1x1) took 1.05-1.6x less.
-/// - float: mnv2_fmnist's layers below 100 k MACs took ~1 us longer on two, those from 170 k
-///   (depthwise) and 220 k (the others) up to 1.3x less.
-/// Short sums (depthwise, k <= 32) cost more per MAC, hence their lower bounds.
-inline bool runSerial(int64_t macs, int64_t k, bool int8) {
-  if (omp_get_max_threads() <= 1) return false;
-  const bool short_sums = k <= 32;
-  const int64_t bound = int8 ? (short_sums ? 200'000 : 1'000'000) : (short_sums ? 60'000 : 200'000);
-  return macs < bound;
-}
-
 /// A oneDNN memory object for a per-call temporary (a blocked copy of an activation), backed by a
 /// buffer from the session's BufferPool instead of oneDNN's own allocator: the buffer is reused by
 /// the next call rather than malloc'd and freed each time (which fragmented the heap: calibration's

@@ -67,8 +67,6 @@ using dnnl_util::dt;
 using dnnl_util::cpuEngine;
 using dnnl_util::cpuStream;
 using dnnl_util::scratchMemory;
-using dnnl_util::runSerial;
-using dnnl_util::SerialScope;
 
 /// True when oneDNN's int8 kernels use VNNI (exact u8 x s8 -> s32 dot products).
 bool haveVnni() {
@@ -299,7 +297,6 @@ class DnnlQConv final : public Kernel {
     if (!runnable(ctx)) return reference(ctx);
     Prepared& p = prepare(x.shape(), x.dtype());
     if (!p.ok) return reference(ctx);
-    SerialScope threads(p.serial);
     const Shape& xs = x.shape();
     Tensor& y = ctx.allocUninit(0, c_.y_type, p.out_shape);
     auto& eng = cpuEngine();
@@ -349,7 +346,6 @@ class DnnlQConv final : public Kernel {
     const Shape xs{x.dim(0), x.dim(3), x.dim(1), x.dim(2)};
     Prepared* p = runnable(ctx) ? &prepare(xs, x.dtype()) : nullptr;
     if (!p || !p->ok) return qlinearConvNhwcReference(ctx);
-    SerialScope threads(p->serial);
     if (c_.f32) return runF32(ctx, *p);
     const Shape& ys = p->out_shape;
     Tensor& y = ctx.allocUninit(0, c_.y_type, Shape{ys[0], ys[2], ys[3], ys[1]});
@@ -437,7 +433,6 @@ class DnnlQConv final : public Kernel {
     memory w_mem;
     memory x_mem, y_mem, b_mem;  ///< NHWC path: created on first use, re-pointed per call
     Shape out_shape;
-    bool serial = false;  ///< made for and run on one thread (runSerial)
   };
 
   void reference(KernelContext& ctx) const { c_.in.qlinear ? quant::qlinearConv(ctx) : quant::convInteger(ctx); }
@@ -480,9 +475,6 @@ class DnnlQConv final : public Kernel {
     const WindowGeometry& geo = cp.geo;
     Prepared p;
     if (geo.rank() != 2) return p;
-    const int64_t k = c_.w_shape[1] * c_.w_shape[2] * c_.w_shape[3];
-    p.serial = runSerial(xs[0] * c_.w_shape[0] * geo.out[0] * geo.out[1] * k, k, !c_.f32);
-    SerialScope threads(p.serial);  // the primitive is made for the thread count it will run on
     const memory::dims strides(geo.strides.begin(), geo.strides.end());
     const memory::dims pad_l(geo.pads_begin.begin(), geo.pads_begin.end()), pad_r(geo.pads_end.begin(), geo.pads_end.end());
     memory::dims dil;
@@ -644,7 +636,6 @@ class DnnlQMatMul final : public Kernel {
     const int64_t m = a.numel() / c_.k;
     Prepared& p = prepare(m, a.dtype());
     if (!p.ok) return reference(ctx);
-    SerialScope threads(p.serial);
     Shape ys = a.shape();
     ys.back() = c_.n;
     Tensor& y = ctx.allocUninit(0, c_.y_type, ys);
@@ -674,7 +665,6 @@ class DnnlQMatMul final : public Kernel {
     memory::desc src, dst;  ///< [m, k] and [m, n] as the primitive sees them (same bytes as row-major)
     dnnl::primitive prim;
     memory w_mem;
-    bool serial = false;  ///< made for and run on one thread (runSerial)
   };
 
   void reference(KernelContext& ctx) const { c_.in.qlinear ? quant::qlinearMatMul(ctx) : quant::matMulInteger(ctx); }
@@ -721,8 +711,6 @@ class DnnlQMatMul final : public Kernel {
     }
     setZeroPoint(attr, DNNL_ARG_SRC, c_.a_zp);
     Prepared p;
-    p.serial = runSerial(m * n * k, k, true);
-    SerialScope threads(p.serial);  // the primitive is made for the thread count it will run on
     memory::desc w_user_md, w_md;  // B [k, n] as stored, and as the primitive wants it
     {
       const memory::desc ad({m, k, 1, 1}, dnnlType(at), tag::nhwc), yd({m, n, 1, 1}, dnnlType(c_.y_type), tag::nhwc);

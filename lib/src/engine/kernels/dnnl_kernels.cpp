@@ -23,8 +23,6 @@ using dnnl_util::cpuEngine;
 using dnnl_util::cpuStream;
 using dnnl_util::scratchMemory;
 using dnnl_util::sgemmFixedBlocks;
-using dnnl_util::runSerial;
-using dnnl_util::SerialScope;
 
 struct PostOp {
   std::string kind;  // relu, clip, logistic, hardswish, add
@@ -59,7 +57,6 @@ class DnnlConv final : public Kernel {
     if (xs[1] != w_.dim(1) * group)
       ctx.error("input has ", xs[1], " channels but the weights expect ", w_.dim(1) * group);
     Prepared& p = prepare(xs, ctx);
-    SerialScope threads(p.serial);
     const Shape& ys = p.out_shape;  // NCHW logical
     Tensor& y = ctx.allocUninit(0, DType::Float32, nhwc_ ? Shape{ys[0], ys[2], ys[3], ys[1]} : ys);
     const Tensor* residual = nullptr;
@@ -111,7 +108,6 @@ class DnnlConv final : public Kernel {
     int add_index = 0;
     memory x_user, y_user, r_user;  ///< plain-layout views, re-pointed per call
     bool src_plain = false, dst_plain = false;
-    bool serial = false;  ///< made for and run on one thread (runSerial)
   };
 
   Prepared& prepare(const Shape& xs, const KernelContext& ctx) {
@@ -132,8 +128,6 @@ class DnnlConv final : public Kernel {
     memory::desc x_md(xd, dt::f32, act), y_md(yd, dt::f32, act), w_any(wd, dt::f32, tag::any);
     memory::desc b_md = b_.empty() ? memory::desc() : memory::desc({oc}, dt::f32, tag::a);
     Prepared p{};
-    p.serial = runSerial(xs[0] * oc * geo.out[0] * geo.out[1] * icg * kh * kw, icg * kh * kw, false);
-    SerialScope threads(p.serial);  // the primitive is made for the thread count it will run on
     p.x_plain = memory::desc(xd, dt::f32, nhwc_ ? tag::nhwc : tag::nchw);
     p.y_plain = memory::desc(yd, dt::f32, nhwc_ ? tag::nhwc : tag::nchw);
     dnnl::post_ops ops;
