@@ -47,30 +47,34 @@ Tensor randomInput(const ValueInfo& v, int64_t batch, std::mt19937& rng) {
 }
 
 /// Time per op type; with `per_node` also every node, slowest first (graph order breaks ties).
-void printProfile(const std::vector<engine::NodeProfile>& prof, size_t runs, bool per_node) {
+// Per node the median time of its calls (robust to the slow calls a shared machine gives), per op
+// type the sum of its nodes' medians; shares of the sum over all nodes.
+void printProfile(const std::vector<engine::NodeProfile>& prof, bool per_node) {
   std::map<std::string, std::pair<double, int>> by_op;
   double total = 0;
   for (const auto& p : prof) {
     auto& e = by_op[p.op_type + " [" + p.impl + "]"];
-    e.first += p.total_ms;
+    e.first += p.median_ms;
     ++e.second;
-    total += p.total_ms;
+    total += p.median_ms;
   }
+  if (total <= 0) total = 1;
   std::vector<std::pair<double, std::string>> rows;
   for (const auto& [k, v] : by_op) rows.emplace_back(v.first, k);
   std::sort(rows.rbegin(), rows.rend());
   std::fprintf(stderr, "%-40s %6s %10s %7s\n", "op [impl]", "nodes", "ms/run", "share");
   for (const auto& [ms, k] : rows)
-    std::fprintf(stderr, "%-40s %6d %10.3f %6.1f%%\n", k.c_str(), by_op[k].second, ms / static_cast<double>(runs),
-                 100.0 * ms / total);
+    std::fprintf(stderr, "%-40s %6d %10.3f %6.1f%%\n", k.c_str(), by_op[k].second, ms, 100.0 * ms / total);
+  std::fprintf(stderr, "%-40s %6zu %10.3f   (sum of the nodes' medians over %lld timed runs)\n", "all", prof.size(), total,
+               static_cast<long long>(prof.empty() ? 0 : prof[0].calls));
   if (!per_node) return;
   std::vector<size_t> order(prof.size());
   for (size_t i = 0; i < order.size(); ++i) order[i] = i;
-  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return prof[a].total_ms > prof[b].total_ms; });
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return prof[a].median_ms > prof[b].median_ms; });
   std::fprintf(stderr, "\n%-64s %-6s %10s %7s\n", "node", "impl", "ms/run", "share");
   for (size_t i : order)
-    std::fprintf(stderr, "%-64s %-6s %10.3f %6.1f%%\n", prof[i].node.c_str(), prof[i].impl.c_str(),
-                 prof[i].total_ms / static_cast<double>(runs), 100.0 * prof[i].total_ms / total);
+    std::fprintf(stderr, "%-64s %-6s %10.3f %6.1f%%\n", prof[i].node.c_str(), prof[i].impl.c_str(), prof[i].median_ms,
+                 100.0 * prof[i].median_ms / total);
 }
 
 double percentile(std::vector<double> v, double p) {
@@ -120,6 +124,7 @@ void addBenchCommand(CLI::App& app, Action& action, const GlobalOptions& g) {
       }
       using clock = std::chrono::steady_clock;
       for (int i = 0; i < o->warmup; ++i) s.run(feeds);
+      s.resetProfile();  // the profile covers the timed runs only
       std::vector<double> ms;
       const auto start = clock::now();
       for (int i = 0; o->iters > 0 ? i < o->iters : true; ++i) {
@@ -145,7 +150,7 @@ void addBenchCommand(CLI::App& app, Action& action, const GlobalOptions& g) {
                     o->threads, ms.size());
         std::printf("latency  median %.3f ms  p90 %.3f ms  mean %.3f ms\nthroughput  %.1f items/s\n", med, p90, mean, items);
       }
-      if (o->profile) printProfile(s.profile(), ms.size() + static_cast<size_t>(o->warmup), g.verbose);
+      if (o->profile) printProfile(s.profile(), g.verbose);
       return 0;
     };
   });

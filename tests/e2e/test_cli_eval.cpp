@@ -127,6 +127,11 @@ TEST_CASE("lwc bench on random inputs and on data", "[cli][bench]") {
   REQUIRE(by_op.exit_code == 0);
   CHECK_THAT(by_op.err, Catch::Contains("ConvNhwc [dnnl]"));
   CHECK_THAT(by_op.err, !Catch::Contains("node "));
+  CHECK_THAT(by_op.err, Catch::Contains("sum of the nodes' medians over 3 timed runs"));
+  // Warm-up runs (the first prepares the kernels) are left out of the profile.
+  auto warm = runLwc("bench " + q(model) + " --batch 2 --iters 4 --warmup 2 --profile");
+  REQUIRE(warm.exit_code == 0);
+  CHECK_THAT(warm.err, Catch::Contains("over 4 timed runs"));
   auto per_node = runLwc("-v bench " + q(model) + " --batch 2 --iters 3 --warmup 0 --profile");
   REQUIRE(per_node.exit_code == 0);
   size_t convs = 0;

@@ -37,6 +37,29 @@ TEST_CASE("session runs and observes", "[session]") {
   CHECK(out3.at("y").shape() == Shape{3, 4});
 }
 
+TEST_CASE("session profile: per-node calls and median since the last reset", "[session]") {
+  engine::SessionOptions so;
+  so.profile = true;
+  engine::Session s(twoNodes(), so);
+  const Tensor x = randomFloat({64, 4}, 3);
+  for (int i = 0; i < 5; ++i) s.run({{"x", x}});
+  auto p = s.profile();
+  REQUIRE(p.size() == 2);
+  CHECK(p[0].calls == 5);
+  s.resetProfile();
+  for (int i = 0; i < 3; ++i) s.run({{"x", x}});
+  p = s.profile();
+  REQUIRE(p.size() == 2);
+  for (const auto& n : p) {
+    INFO(n.node);
+    CHECK(n.calls == 3);
+    CHECK(n.median_ms > 0);
+    CHECK(n.median_ms <= n.total_ms);  // one of three non-negative times
+  }
+  CHECK(p[0].op_type == "Neg");
+  CHECK(engine::Session(twoNodes()).profile().empty());  // off unless asked for
+}
+
 TEST_CASE("session input errors", "[session]") {
   engine::Session s(twoNodes());
   CHECK_THROWS_WITH(s.run({}), Catch::Contains("'x'") && Catch::Contains("not given"));

@@ -27,13 +27,16 @@ struct SessionOptions {
   bool profile = false;
 };
 
-/// Time spent in one node over all runs since the session was built.
+/// Time spent in one node over the runs since the session was built (or resetProfile()).
 struct NodeProfile {
   std::string node;  ///< node description
   std::string op_type;
   std::string impl;
   double total_ms = 0;
   int64_t calls = 0;
+  /// Median over those calls: on a shared machine a few slow calls (the process descheduled) raise
+  /// the mean, and more for multi-threaded kernels, which wait for every core.
+  double median_ms = 0;
 };
 
 /// Called once for every tensor a node produces, right after it is produced (graph outputs included).
@@ -63,6 +66,8 @@ class Session {
   std::vector<std::pair<std::string, std::string>> kernelChoices() const;
   /// Per-node timings (empty unless SessionOptions::profile).
   std::vector<NodeProfile> profile() const;
+  /// Forgets the timings so far (e.g. of warm-up runs, whose first call prepares the kernels).
+  void resetProfile();
 
  private:
   struct Impl;

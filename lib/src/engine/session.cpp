@@ -47,8 +47,7 @@ struct Session::Impl {
   ValueTypes types;
   OptimizeStats stats;
   BufferPool pool;
-  std::vector<double> node_ms;
-  std::vector<int64_t> node_calls;
+  std::vector<std::vector<float>> node_ms;  ///< profile: per node, the time of every call
 
   int slot(const std::string& name) {
     auto [it, fresh] = slot_of.emplace(name, static_cast<int>(slot_names.size()));
@@ -181,8 +180,7 @@ Session::Session(const Model& model, SessionOptions opts) : impl_(std::make_uniq
     s.kernels.push_back(std::move(k));
     s.impl_names.push_back(impl);
   }
-  s.node_ms.assign(g.nodes.size(), 0.0);
-  s.node_calls.assign(g.nodes.size(), 0);
+  s.node_ms.assign(g.nodes.size(), {});
   for (const auto& o : g.outputs) {
     s.output_names.push_back(o.name);
     s.output_slots.push_back(s.slot(o.name));
@@ -221,10 +219,24 @@ std::vector<NodeProfile> Session::profile() const {
   if (!impl_->opts.profile) return r;
   for (size_t i = 0; i < impl_->graph.nodes.size(); ++i) {
     const Node& n = impl_->graph.nodes[i];
-    r.push_back({n.describe(), n.domain.empty() ? n.op_type : n.domain + "." + n.op_type, impl_->impl_names[i],
-                 impl_->node_ms[i], impl_->node_calls[i]});
+    std::vector<float> t = impl_->node_ms[i];
+    double total = 0;
+    for (float v : t) total += v;
+    double median = 0;
+    if (!t.empty()) {
+      const size_t mid = t.size() / 2;
+      std::nth_element(t.begin(), t.begin() + static_cast<std::ptrdiff_t>(mid), t.end());
+      median = t[mid];
+      if (t.size() % 2 == 0) median = (median + *std::max_element(t.begin(), t.begin() + static_cast<std::ptrdiff_t>(mid))) / 2;
+    }
+    r.push_back({n.describe(), n.domain.empty() ? n.op_type : n.domain + "." + n.op_type, impl_->impl_names[i], total,
+                 static_cast<int64_t>(t.size()), median});
   }
   return r;
+}
+
+void Session::resetProfile() {
+  for (auto& t : impl_->node_ms) t.clear();
 }
 
 namespace {
@@ -270,8 +282,7 @@ std::vector<Tensor> Session::runOrdered(const TensorMap& inputs, const Observer&
     if (s.opts.profile) {
       const auto t0 = std::chrono::steady_clock::now();
       s.kernels[i]->run(ctx);
-      s.node_ms[i] += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-      ++s.node_calls[i];
+      s.node_ms[i].push_back(std::chrono::duration<float, std::milli>(std::chrono::steady_clock::now() - t0).count());
     } else {
       s.kernels[i]->run(ctx);
     }
