@@ -177,12 +177,7 @@ TEST_CASE("prune_magnitude recover bias matches the reference's per-channel outp
 TEST_CASE("prune_magnitude recover lsq solves each pruned layer's least squares exactly", "[prune][lsq]") {
   // One Gemm: every calibration sample is one row, so with no damping the re-fitted weights must
   // satisfy the normal equations of min ||Y_ref - X_S w_S - b||^2 on the calibration data.
-  Model fp = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
-g (float[N, 24] x) => (float[N, 6] y) {
-  y = Gemm <transB=1> (x, w, b)
-})");
-  addConst(fp, "w", {6, 24}, 3);
-  addConst(fp, "b", {6}, 4);
+  const Model fp = gemmModel(24, 6, 3);
   TempDir d;
   const Tensor X = randomFloat({200, 24}, 9, -1.0f, 3.0f);
   const DataSpec calib = npyData(d / "x.npy", X, 64);
@@ -294,12 +289,7 @@ TEST_CASE("prune_magnitude recover lsq cross-validates the damping of an under-d
   // 60 calibration rows for 49 unknowns, inputs driven by 6 latent factors: plain least squares
   // fits the calibration rows and does worse on fresh rows than the damping 4-fold
   // cross-validation picks.
-  Model fp = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
-g (float[N, 48] x) => (float[N, 4] y) {
-  y = Gemm <transB=1> (x, w, b)
-})");
-  addConst(fp, "w", {4, 48}, 11);
-  addConst(fp, "b", {4}, 12);
+  const Model fp = gemmModel(48, 4, 11);
   auto inputs = [](int64_t n, uint32_t seed) {
     const Tensor u = randomFloat({n, 6}, seed, -1.0f, 1.0f), mix = randomFloat({6, 48}, 99, -1.0f, 1.0f),
                  e = randomFloat({n, 48}, seed + 1, -1.0f, 1.0f);

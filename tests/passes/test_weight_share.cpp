@@ -83,12 +83,7 @@ g (float[N, 64] x) => (float[N, 32] y) {
 }
 
 TEST_CASE("weight_share recover lsq re-fits the shared values: same clusters, smaller output error", "[weight_share][lsq]") {
-  Model fp = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
-g (float[N, 48] x) => (float[N, 16] y) {
-  y = Gemm <transB=1> (x, w, b)
-})");
-  addConst(fp, "w", {16, 48}, 1);
-  addConst(fp, "b", {16}, 2);
+  const Model fp = gemmModel(48, 16, 1);
   TempDir d;
   const Tensor X = randomFloat({256, 48}, 3, -1.0f, 2.0f);
   const DataSpec calib = npyData(d / "x.npy", X, 64);

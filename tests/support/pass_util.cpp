@@ -17,6 +17,14 @@ void addConst(Model& m, const std::string& name, Shape shape, uint32_t seed, flo
   m.graph.initializers.set(name, randomFloat(std::move(shape), seed, lo, hi));
 }
 
+Model gemmModel(int64_t in, int64_t out, uint32_t seed) {
+  Model m = parseGraph("<ir_version: 8, opset_import: [\"\" : 13]>\ng (float[N, " + std::to_string(in) +
+                       "] x) => (float[N, " + std::to_string(out) + "] y) {\n  y = Gemm <transB=1> (x, w, b)\n}");
+  addConst(m, "w", {out, in}, seed);
+  addConst(m, "b", {out}, seed + 1);
+  return m;
+}
+
 PassResult runPass(Model& m, const std::string& pass, const nlohmann::json& options) {
   auto p = passes::builtinPasses().create(pass);
   p->configure(options, pass);

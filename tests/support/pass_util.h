@@ -15,6 +15,9 @@ namespace lwc::test {
 Model parseGraph(const std::string& text);
 /// Adds a seeded random float32 initializer with values in [lo, hi).
 void addConst(Model& m, const std::string& name, Shape shape, uint32_t seed, float lo = -1.0f, float hi = 1.0f);
+/// One Gemm y = x·wᵀ + b, x [N, in] -> y [N, out], with seeded random w [out, in] (seed) and
+/// b [out] (seed + 1), values in [-1, 1).
+Model gemmModel(int64_t in, int64_t out, uint32_t seed);
 /// Runs a built-in pass by name with options.
 PassResult runPass(Model& m, const std::string& pass, const nlohmann::json& options = nlohmann::json::object());
 /// Number of nodes of an op type.
