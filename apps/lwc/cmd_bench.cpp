@@ -10,6 +10,7 @@
 #include "commands.h"
 #include "data_args.h"
 #include "lwc/engine.h"
+#include "lwc/metrics.h"
 #include "lwc/model_io.h"
 
 namespace lwc::app {
@@ -77,13 +78,6 @@ void printProfile(const std::vector<engine::NodeProfile>& prof, bool per_node) {
                  100.0 * prof[i].median_ms / total);
 }
 
-double percentile(std::vector<double> v, double p) {
-  std::sort(v.begin(), v.end());
-  const double idx = p * static_cast<double>(v.size() - 1);
-  const size_t lo = static_cast<size_t>(idx);
-  const size_t hi = std::min(lo + 1, v.size() - 1);
-  return v[lo] + (v[hi] - v[lo]) * (idx - static_cast<double>(lo));
-}
 }  // namespace
 
 void addBenchCommand(CLI::App& app, Action& action, const GlobalOptions& g) {

@@ -16,6 +16,15 @@ void checkScores(const Tensor& s, int64_t& n, int64_t& c) {
 }
 }  // namespace
 
+double percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0.0;
+  std::sort(v.begin(), v.end());
+  const double idx = p * static_cast<double>(v.size() - 1);
+  const size_t lo = static_cast<size_t>(idx);
+  const size_t hi = std::min(lo + 1, v.size() - 1);
+  return v[lo] + (v[hi] - v[lo]) * (idx - static_cast<double>(lo));
+}
+
 std::vector<int64_t> argmaxRows(const Tensor& scores) {
   int64_t n, c;
   checkScores(scores, n, c);

@@ -39,3 +39,11 @@ TEST_CASE("error meter", "[metrics]") {
   CHECK(e.cosine() < 1.0);
   CHECK_THROWS_AS(e.add(a, Tensor(DType::Float32, {5})), Error);
 }
+
+TEST_CASE("percentile interpolates between order statistics", "[metrics]") {
+  CHECK(percentile({3.0, 1.0, 2.0}, 0.5) == 2.0);       // odd count: the middle value
+  CHECK(percentile({4.0, 1.0, 3.0, 2.0}, 0.5) == 2.5);  // even count: mean of the middle two
+  CHECK(percentile({0.0, 10.0}, 0.9) == Approx(9.0));
+  CHECK(percentile({5.0}, 0.9) == 5.0);
+  CHECK(percentile({}, 0.5) == 0.0);
+}

@@ -26,6 +26,11 @@ class AccuracyMeter {
   int64_t count_ = 0, top1_ = 0, top5_ = 0;
 };
 
+/// The p-quantile of `v` (0 <= p <= 1), interpolating linearly between neighbouring order
+/// statistics: p = 0.5 is the median (the mean of the two middle values for an even count).
+/// 0 for an empty `v`.
+double percentile(std::vector<double> v, double p);
+
 /// Index of the largest score in each row of [N, C] scores (ties: the lowest index).
 std::vector<int64_t> argmaxRows(const Tensor& scores);
 

@@ -8,6 +8,7 @@
 #include <unordered_map>
 
 #include "engine/kernel.h"
+#include "lwc/metrics.h"
 #include "engine/optimize.h"
 
 namespace lwc::engine {
@@ -219,18 +220,11 @@ std::vector<NodeProfile> Session::profile() const {
   if (!impl_->opts.profile) return r;
   for (size_t i = 0; i < impl_->graph.nodes.size(); ++i) {
     const Node& n = impl_->graph.nodes[i];
-    std::vector<float> t = impl_->node_ms[i];
+    const std::vector<double> t(impl_->node_ms[i].begin(), impl_->node_ms[i].end());
     double total = 0;
-    for (float v : t) total += v;
-    double median = 0;
-    if (!t.empty()) {
-      const size_t mid = t.size() / 2;
-      std::nth_element(t.begin(), t.begin() + static_cast<std::ptrdiff_t>(mid), t.end());
-      median = t[mid];
-      if (t.size() % 2 == 0) median = (median + *std::max_element(t.begin(), t.begin() + static_cast<std::ptrdiff_t>(mid))) / 2;
-    }
+    for (double v : t) total += v;
     r.push_back({n.describe(), n.domain.empty() ? n.op_type : n.domain + "." + n.op_type, impl_->impl_names[i], total,
-                 static_cast<int64_t>(t.size()), median});
+                 static_cast<int64_t>(t.size()), percentile(t, 0.5)});
   }
   return r;
 }
