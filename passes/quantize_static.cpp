@@ -91,6 +91,7 @@ const std::set<std::string> kCompute = {"Conv", "Gemm", "MatMul"};
 // GPTQ's Gram matrices: im2col patches (Conv) or input rows (MatMul on sequences) per sample.
 constexpr int64_t kGptqRowsPerSample = 16;
 const std::set<std::string> kPropagate = {"Add", "MaxPool", "AveragePool", "GlobalAveragePool", "Concat"};
+const std::set<std::string> kAveragingPools = {"AveragePool", "GlobalAveragePool"};
 
 struct QParams {
   float scale = 1;
@@ -326,6 +327,10 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
     const Node& n = g.nodes[i];
     const size_t data_inputs = kCompute.count(n.op_type) ? 1 : n.inputs.size();
     for (size_t k = 0; k < data_inputs; ++k) addTensor(n.inputs[k]);
+    // An averaging pool's output is quantized too, so that runtimes run the pool on the integers
+    // (ONNX Runtime fuses DQ -> GlobalAveragePool/AveragePool -> Q into its QLinear pools, channels
+    // last, instead of a float pool between a DQ, a layout Transpose and the next Q).
+    if (kAveragingPools.count(n.op_type) && !g.isGraphOutput(n.outputs[0])) addTensor(n.outputs[0]);
     if (!kCompute.count(n.op_type)) continue;
     std::string out = n.outputs[0];
     if (!symmetric && !g.isGraphOutput(out) && index.numConsumers(out) == 1) {

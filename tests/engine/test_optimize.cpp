@@ -108,3 +108,61 @@ g (float[N, 4, 12, 12] x) => (float[N, 16, 6, 6] y, float[N, 8, 12, 12] z)
   validateGraph(m.graph);
   checkSame(m, {3, 4, 12, 12}, "mobilenet-like");
 }
+
+TEST_CASE("DequantizeLinear -> Flatten -> QuantizeLinear with the same parameters runs on the integers", "[optimize][quant]") {
+  // What lwc quantize writes after a global pool: the pool's output and the Flatten's output carry
+  // the same scale and zero point (equal values, separate initializers). The engine drops the
+  // Q(DQ(.)) round trip, which is exact; a pair with another scale must stay.
+  Model m = parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 8, 6, 6] x) => (float[N, 4] y, uint8[N, 8] r, uint8[N, 8, 1, 1] t)
+{
+  xq = QuantizeLinear (x, s0, z0)
+  xd = DequantizeLinear (xq, s0, z0)
+  p = GlobalAveragePool (xd)
+  pq = QuantizeLinear (p, s1, z1)
+  pd = DequantizeLinear (pq, s1, z1)
+  f = Flatten (pd)
+  fq = QuantizeLinear (f, s1b, z1b)
+  fd = DequantizeLinear (fq, s1b, z1b)
+  y = Gemm <transB=1> (fd, w, b)
+  f2 = Flatten (pd)
+  r = QuantizeLinear (f2, s2, z1)
+  pd2 = DequantizeLinear (pq, s1, z1)
+  tq = QuantizeLinear (pd2, s1b, z1b)
+  td = DequantizeLinear (tq, s1b, z1b)
+  t = QuantizeLinear (td, s1, z1)
+}
+)",
+                           LoadOptions{false});
+  auto& init = m.graph.initializers;
+  init.set("s0", Tensor::scalar(0.02f));
+  init.set("z0", Tensor::scalar<uint8_t>(128));
+  init.set("s1", Tensor::scalar(0.0137f));
+  init.set("z1", Tensor::scalar<uint8_t>(111));
+  init.set("s1b", Tensor::scalar(0.0137f));
+  init.set("z1b", Tensor::scalar<uint8_t>(111));
+  init.set("s2", Tensor::scalar(0.011f));
+  init.set("w", randomFloat({4, 8}, 3));
+  init.set("b", randomFloat({4}, 4));
+  validateGraph(m.graph);
+  engine::Session fast(m), ref(m, engine::SessionOptions{0, true});
+  auto countOf = [](const engine::Session& s, const std::string& op) {
+    int c = 0;
+    for (const auto& [desc, impl] : s.kernelChoices()) c += desc.rfind(op + " ", 0) == 0;
+    return c;
+  };
+  CHECK(countOf(ref, "QuantizeLinear") == 6);
+  // Dropped: fq (through the Flatten) and tq (DQ -> Q directly). Kept: xq, pq, r (another scale)
+  // and t (a graph output: the round trip is exact, but the output keeps its producer).
+  CHECK(countOf(fast, "QuantizeLinear") == 4);
+  for (uint32_t seed : {1u, 2u, 3u}) {
+    Tensor x = randomFloat({3, 8, 6, 6}, seed, 0.0f, 5.0f);  // some values saturate at 255
+    engine::TensorMap feeds{{"x", x}};
+    const auto a = fast.runOrdered(feeds), e = ref.runOrdered(feeds);
+    REQUIRE(a.size() == 3);
+    CHECK(compareTensors(a[0], e[0], 1e-5, 1e-5).empty());
+    CHECK(a[1].bitEqual(e[1]));
+    CHECK(a[2].bitEqual(e[2]));
+  }
+}

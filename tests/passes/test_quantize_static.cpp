@@ -104,6 +104,23 @@ TEST_CASE("quantize_static writes QDQ with int8 weights and int32 biases", "[qua
       CHECK(zp.dtype() == DType::UInt8);
     }
   CHECK_NOTHROW(checkModelForOutput(m));
+  // The pool's output is quantized too (DQ -> GlobalAveragePool -> Q, as ONNX Runtime fuses it),
+  // with the parameters of the Flatten's output after it: the same values.
+  const GraphIndex index(m.graph);
+  const Node* pool = nullptr;
+  for (const auto& n : m.graph.nodes) pool = n.op_type == "GlobalAveragePool" ? &n : pool;
+  REQUIRE(pool);
+  REQUIRE(index.numConsumers(pool->outputs[0]) == 1);
+  const Node& pq = m.graph.nodes[static_cast<size_t>(index.consumers(pool->outputs[0])[0])];
+  CHECK(pq.op_type == "QuantizeLinear");
+  int flatten_q = 0;
+  for (const auto& n : m.graph.nodes)
+    if (n.op_type == "QuantizeLinear" && n.inputs[0] == "f") {
+      ++flatten_q;
+      CHECK(m.graph.initializers.at(n.inputs[1]).at(0) == m.graph.initializers.at(pq.inputs[1]).at(0));
+      CHECK(m.graph.initializers.at(n.inputs[2]).at(0) == m.graph.initializers.at(pq.inputs[2]).at(0));
+    }
+  CHECK(flatten_q == 1);
   // The quantized model runs with integer kernels and stays close to the float one.
   engine::Session s(m);
   CHECK(implOf(s, "QLinearConv") != "none");

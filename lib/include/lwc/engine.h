@@ -94,7 +94,8 @@ std::optional<std::vector<Tensor>> evaluateNode(const Model& model, const Node& 
                                                 const std::vector<const Tensor*>& inputs);
 
 /// The standard-ONNX part of the engine's QDQ fusion: DQ -> Conv/MatMul/Gemm -> Q become
-/// QLinearConv / QLinearMatMul (Gemm as Reshape -> 1x1 QLinearConv -> Reshape), dead
+/// QLinearConv / QLinearMatMul (Gemm as Reshape -> 1x1 QLinearConv -> Reshape), DQ -> [Flatten,
+/// Reshape, Squeeze, Unsqueeze] -> Q with equal parameters runs the shape op on the integers, dead
 /// DequantizeLinear nodes are removed. Returns the number of layers converted (for QOperator files).
 int qdqToQOperator(Graph& g);
 

@@ -256,6 +256,47 @@ int fuseQdq(Graph& g) {
   return fused;
 }
 
+// Q(DQ(q)) with the same per-tensor scale and zero point is q again: x = (q - z) * s in float,
+// round(x / s) + z is q - z + z exactly for |q - z| <= 255. So DequantizeLinear -> Q, directly or
+// through a shape-only op (Flatten, Reshape, Squeeze, Unsqueeze), becomes the shape op on the
+// integers (or nothing): the pattern a quantizer writes after an averaging pool whose output and
+// the next layer's input (the Flatten) carry the same parameters. ONNX Runtime drops the same pairs.
+bool sameScalar(const Graph& g, const std::string& a, const std::string& b) {
+  const Tensor* x = g.initializers.find(a);
+  const Tensor* y = g.initializers.find(b);
+  return x && y && x->numel() == 1 && y->numel() == 1 && x->dtype() == y->dtype() && x->at(0) == y->at(0);
+}
+
+int dropRequantize(Graph& g) {
+  static const std::set<std::string> kShapeOnly = {"Flatten", "Reshape", "Squeeze", "Unsqueeze"};
+  int dropped = 0;
+  for (size_t qi = 0; qi < g.nodes.size(); ++qi) {
+    const Node& q = g.nodes[qi];
+    if (q.op_type != "QuantizeLinear" || !q.domain.empty() || !q.hasInput(2) || q.outputs.size() != 1 ||
+        q.hasAttr("output_dtype") || g.isGraphOutput(q.outputs[0]))
+      continue;
+    const int pi = producerIndex(g, q.inputs[0]);
+    if (pi < 0) continue;
+    const Node& p = g.nodes[static_cast<size_t>(pi)];
+    const bool shape_op = p.domain.empty() && kShapeOnly.count(p.op_type) && p.outputs.size() == 1;
+    const std::string dq_out = shape_op ? p.inputs[0] : q.inputs[0];
+    auto dq = dqProducing(g, dq_out);
+    if (!dq || !sameScalar(g, dq->scale, q.inputs[1]) || !sameScalar(g, dq->zp, q.inputs[2])) continue;
+    if (shape_op) {
+      if (consumersOf(g, p.outputs[0]) != 1 || g.isGraphOutput(p.outputs[0])) continue;
+      Node& m = g.nodes[static_cast<size_t>(pi)];
+      m.inputs[0] = dq->q;
+      m.outputs[0] = q.outputs[0];
+    } else {
+      replaceUses(g, q.outputs[0], dq->q);
+    }
+    g.nodes.erase(g.nodes.begin() + static_cast<std::ptrdiff_t>(qi));
+    --qi;
+    ++dropped;
+  }
+  return dropped;
+}
+
 // A Gemm/MatMul with dequantized input and weights whose float output is not requantized (the last
 // layer of a QDQ model) runs on the integers too, as ONNX Runtime's QGemm / MatMulIntegerToFloat do:
 //   DQ(x) -> Gemm(DQ(W), DQ(b))  becomes  Cast(MatMulInteger(x_q, W_q, x_zp) + b_q) * (x_scale * w_scale)
@@ -646,6 +687,7 @@ int fusePostOps(Graph& g) {
 
 
 int qdqToQOperator(Graph& g) {
+  dropRequantize(g);
   const int fused = fuseQdq(g);
   if (fused) removeDeadNodes(g);
   topoSort(g);
@@ -656,6 +698,7 @@ OptimizeStats optimizeForExecution(Graph& g) {
   OptimizeStats st;
   st.bn_folded = foldBatchNorms(g);
   // In this order: the float-output rewrite takes only what fuseQdq left (no QuantizeLinear after).
+  if (dropRequantize(g)) removeDeadNodes(g);
   st.qdq_fused = fuseQdq(g);
   st.qdq_fused += fuseQAdd(g);
   st.qdq_fused += fuseQdqFloatOutput(g);

@@ -1,6 +1,8 @@
 // Graph rewrites the engine applies to its private copy of a graph before choosing kernels.
 //
-// 1. BatchNormalization after a Conv with constant weights is folded into the Conv.
+// 1. BatchNormalization after a Conv with constant weights is folded into the Conv. A
+//    DequantizeLinear -> [Flatten/Reshape/Squeeze/Unsqueeze] -> QuantizeLinear round trip with equal
+//    per-tensor parameters (exact) is dropped, and QDQ patterns become integer kernels.
 // 2. Each 2-D float Conv with constant weights becomes lwc.internal.ConvNhwc between two Transposes;
 //    Transposes are then pushed through layout-agnostic ops (activations, elementwise arithmetic
 //    with constants or with other NHWC values, pooling, Concat) and cancelled in pairs, so whole
