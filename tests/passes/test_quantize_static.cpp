@@ -195,6 +195,26 @@ TEST_CASE("quantize_static options", "[quantize]") {
     p.run(b, ctx);
     CHECK(serialized(a) == serialized(b));
   }
+  SECTION("statistics saved before pool outputs were quantized still load; the pool stays in float") {
+    TempDir d;
+    Model a = smallCnn(), b = smallCnn();
+    quantize(a, c, {{"save_calib", (d / "s.json").string()}});
+    json j = json::parse(readFile((d / "s.json").string()));
+    REQUIRE(j["tensors"].contains("p"));
+    j["tensors"].erase("p");  // the GlobalAveragePool's output, as older files lack it
+    writeFileAtomic((d / "old.json").string(), j.dump());
+    passes::QuantizeStatic p;
+    p.configure({{"load_calib", {(d / "old.json").string()}}}, "q");
+    PassContext ctx;
+    const PassResult r = p.run(b, ctx);
+    CHECK(countOps(b, "QuantizeLinear") == countOps(a, "QuantizeLinear") - 1);
+    bool noted = false;
+    for (const auto& n : r.notes) noted = noted || n.find("'p': no statistics in") != std::string::npos;
+    CHECK(noted);
+    CHECK_NOTHROW(checkModelForOutput(b));
+    // Only the pool's output lost its Q/DQ (the Flatten after it is quantized with the same values).
+    CHECK(outputSqnr(a, b, 3) > 60.0);
+  }
 }
 
 TEST_CASE("quantize_static bias_correction removes each layer's output mean shift", "[quantize]") {
