@@ -164,3 +164,81 @@ TEST_CASE("dnnl Conv gives the same bits on 1, 2 and 3 threads", "[dnnl][nn]") {
     CHECK(compareTensors(ys[0], runNode(s, true)[0], 1e-4, 1e-5).empty());
   }
 }
+
+TEST_CASE("dnnl Softmax matches the reference and gives the same bits on 1, 2 and 3 threads", "[dnnl][nn]") {
+  struct Case {
+    const char* name;
+    Shape x;
+    int64_t axis;
+    int64_t opset;
+  };
+  const std::vector<Case> cases = {
+      {"attention rows, last axis", {8, 4, 16, 16}, -1, 13},
+      {"middle axis (strided rows)", {3, 7, 5}, 1, 13},
+      {"first axis", {6, 10}, 0, 13},
+      {"opset 11: trailing dims from axis 1 as one row", {4, 3, 5}, 1, 11},
+      {"long rows with large values", {2, 1000}, -1, 13},
+  };
+  uint32_t seed = 90;
+  for (const auto& c : cases) {
+    INFO(c.name);
+    NodeSpec s = makeSpec("Softmax", {randomFloat(c.x, seed += 3, -30.0f, 30.0f)}, {attrInt("axis", c.axis)}, c.opset);
+    REQUIRE(implOf(engine::Session(singleNodeModel(s)), "Softmax") == "dnnl");
+    std::vector<Tensor> ys;
+    for (int threads : {1, 2, 3}) {
+      engine::configureThreads(threads);
+      ys.push_back(runNode(s)[0]);
+    }
+    engine::configureThreads(0);
+    CHECK(ys[0].bitEqual(ys[1]));
+    CHECK(ys[0].bitEqual(ys[2]));
+    CHECK(compareTensors(ys[0], runNode(s, true)[0], 1e-5, 1e-6).empty());
+  }
+  SECTION("float64 takes the reference kernel") {
+    NodeSpec s = makeSpec("Softmax", {randomFloat({3, 4}, 5).cast(DType::Float64)}, {}, 13);
+    CHECK(runNode(s)[0].bitEqual(runNode(s, true)[0]));
+  }
+}
+
+TEST_CASE("dnnl LayerNormalization matches the reference", "[dnnl][nn]") {
+  struct Case {
+    const char* name;
+    Shape x, scale;
+    int64_t axis;
+    bool bias;
+  };
+  const std::vector<Case> cases = {
+      {"tokens, last axis", {8, 16, 64}, {64}, -1, true},
+      {"two trailing dims", {4, 6, 5}, {6, 5}, 1, true},
+      {"no bias", {5, 32}, {32}, -1, false},
+      {"normalized shape [1, C], Scale [C]", {3, 1, 8}, {8}, -2, true},
+  };
+  uint32_t seed = 120;
+  for (const auto& c : cases) {
+    INFO(c.name);
+    NodeSpec s = makeSpec("LayerNormalization", {randomFloat(c.x, seed, -3.0f, 5.0f), randomFloat(c.scale, seed + 1, 0.5f, 1.5f)},
+                          {attrInt("axis", c.axis), attrFloat("epsilon", 1e-5f)}, 17);
+    if (c.bias) s.inputs.push_back(randomFloat(c.scale, seed + 2));
+    s.constant_inputs = c.bias ? std::vector<size_t>{1, 2} : std::vector<size_t>{1};
+    seed += 10;
+    REQUIRE(implOf(engine::Session(singleNodeModel(s)), "LayerNormalization") == "dnnl");
+    std::vector<Tensor> ys;
+    for (int threads : {1, 2, 3}) {
+      engine::configureThreads(threads);
+      ys.push_back(runNode(s)[0]);
+    }
+    engine::configureThreads(0);
+    CHECK(ys[0].bitEqual(ys[1]));
+    CHECK(ys[0].bitEqual(ys[2]));
+    CHECK(compareTensors(ys[0], runNode(s, true)[0], 1e-5, 1e-5).empty());
+  }
+  SECTION("a Scale that broadcasts, or Mean/InvStdDev outputs, take the reference kernel") {
+    NodeSpec b = makeSpec("LayerNormalization", {randomFloat({2, 3, 4}, 1), randomFloat({1}, 2)}, {attrInt("axis", 1)}, 17);
+    b.constant_inputs = {1};
+    CHECK(runNode(b)[0].bitEqual(runNode(b, true)[0]));
+    NodeSpec st = makeSpec("LayerNormalization", {randomFloat({2, 8}, 3), randomFloat({8}, 4)}, {}, 17);
+    st.constant_inputs = {1};
+    st.num_outputs = 3;
+    CHECK(implOf(engine::Session(singleNodeModel(st)), "LayerNormalization") == "ref");
+  }
+}

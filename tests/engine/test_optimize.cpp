@@ -166,3 +166,48 @@ g (float[N, 8, 6, 6] x) => (float[N, 4] y, uint8[N, 8] r, uint8[N, 8, 1, 1] t)
     CHECK(a[2].bitEqual(e[2]));
   }
 }
+
+TEST_CASE("the decomposed exact GELU runs as one fused op", "[optimize]") {
+  // Two exporter spellings: Div(sqrt 2) ... Mul(x) -> Mul(0.5), and Mul(1/sqrt 2) ... Mul(0.5) -> Mul(x).
+  // A third chain whose Erf output is also read elsewhere must stay as it is.
+  Model m = parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, 6, 20] x) => (float[N, 6, 20] y, float[N, 6, 20] z, float[N, 6, 20] w, float[N, 6, 20] e3)
+{
+  d1 = Div (x, sqrt2)
+  e1 = Erf (d1)
+  a1 = Add (e1, one)
+  m1 = Mul (x, a1)
+  y = Mul (m1, half)
+  d2 = Mul (y, isqrt2)
+  e2 = Erf (d2)
+  a2 = Add (one, e2)
+  m2 = Mul (a2, half)
+  z = Mul (y, m2)
+  d3 = Div (z, sqrt2)
+  e3 = Erf (d3)
+  a3 = Add (e3, one)
+  m3 = Mul (z, a3)
+  w = Mul (m3, half)
+}
+)",
+                           LoadOptions{false});
+  m.graph.initializers.set("sqrt2", Tensor::scalar(1.4142135f));
+  m.graph.initializers.set("isqrt2", Tensor::scalar(0.70710678f));
+  m.graph.initializers.set("one", Tensor::scalar(1.0f));
+  m.graph.initializers.set("half", Tensor::scalar(0.5f));
+  validateGraph(m.graph);
+  engine::Session fast(m);
+  int gelus = 0, erfs = 0;
+  for (const auto& [desc, impl] : fast.kernelChoices()) {
+    gelus += desc.rfind("lwc.internal.Gelu", 0) == 0;
+    erfs += desc.rfind("Erf ", 0) == 0;
+  }
+  CHECK(gelus == 2);
+  CHECK(erfs == 1);  // e3 is a graph output
+  checkSame(m, {3, 6, 20}, "GELU chains");
+  engine::Session ref(m, engine::SessionOptions{0, true});
+  const engine::TensorMap wide{{"x", randomFloat({3, 6, 20}, 7, -6.0f, 6.0f)}};  // the tails of erf
+  const auto a = fast.runOrdered(wide), b = ref.runOrdered(wide);
+  for (size_t i = 0; i < a.size(); ++i) CHECK(compareTensors(a[i], b[i], 1e-5, 1e-5).empty());
+}

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <numbers>
 #include <optional>
 #include <set>
 
@@ -604,6 +605,72 @@ bool cancelPairs(Graph& g) {
   return changed;
 }
 
+// ------------------------------------------------------------------ GELU
+
+// The exact GELU as exporters decompose it, x * 0.5 * (1 + erf(x / sqrt(2))):
+//   Div(x, sqrt 2) | Mul(x, 1/sqrt 2) -> Erf -> Add(1) -> Mul(x) -> Mul(0.5)   (or Mul(0.5) -> Mul(x))
+// becomes lwc.internal.Gelu(x), one oneDNN eltwise pass (gelu_erf) instead of five elementwise ops
+// and a scalar erf per element. Every intermediate must have this one reader.
+int fuseGelu(Graph& g) {
+  auto scalarIs = [&](const std::string& v, double want) {
+    const Tensor* t = g.initializers.find(v);
+    return t && t->dtype() == DType::Float32 && t->numel() == 1 && std::fabs(t->at(0) - want) <= 1e-6 * std::fabs(want);
+  };
+  // The single reader of v (an op in the default domain), or -1.
+  auto onlyReader = [&](const std::string& v) -> int {
+    if (g.isGraphOutput(v) || useCount(g, v) != 1) return -1;
+    for (size_t i = 0; i < g.nodes.size(); ++i)
+      for (const auto& in : g.nodes[i].inputs)
+        if (in == v) return g.nodes[i].domain.empty() ? static_cast<int>(i) : -1;
+    return -1;
+  };
+  // The other input of binary node n (the one that is not v), or "" if n is not binary on v.
+  auto other = [](const Node& n, const std::string& v) -> std::string {
+    if (n.inputs.size() != 2 || n.outputs.size() != 1) return "";
+    if (n.inputs[0] == v) return n.inputs[1];
+    if (n.inputs[1] == v) return n.inputs[0];
+    return "";
+  };
+  int fused = 0;
+  for (size_t ei = 0; ei < g.nodes.size(); ++ei) {
+    const Node& erf = g.nodes[ei];
+    if (erf.op_type != "Erf" || !erf.domain.empty() || erf.inputs.size() != 1 || erf.outputs.size() != 1) continue;
+    const int di = producerIndex(g, erf.inputs[0]);
+    if (di < 0 || onlyReader(erf.inputs[0]) != static_cast<int>(ei)) continue;
+    const Node& scale = g.nodes[static_cast<size_t>(di)];
+    if (!scale.domain.empty() || scale.inputs.size() != 2) continue;
+    const std::string x = scale.inputs[0];
+    const bool div = scale.op_type == "Div" && scalarIs(scale.inputs[1], std::numbers::sqrt2);
+    const bool mul = scale.op_type == "Mul" && scalarIs(scale.inputs[1], 1 / std::numbers::sqrt2);
+    if (!div && !mul) continue;
+    const int ai = onlyReader(erf.outputs[0]);
+    if (ai < 0 || g.nodes[ai].op_type != "Add" || !scalarIs(other(g.nodes[ai], erf.outputs[0]), 1.0)) continue;
+    const int m1 = onlyReader(g.nodes[ai].outputs[0]);
+    if (m1 < 0 || g.nodes[m1].op_type != "Mul") continue;
+    const std::string o1 = other(g.nodes[m1], g.nodes[ai].outputs[0]);
+    const int m2 = onlyReader(g.nodes[m1].outputs[0]);
+    if (m2 < 0 || g.nodes[m2].op_type != "Mul") continue;
+    const std::string o2 = other(g.nodes[m2], g.nodes[m1].outputs[0]);
+    const bool x_then_half = o1 == x && scalarIs(o2, 0.5);
+    const bool half_then_x = scalarIs(o1, 0.5) && o2 == x;
+    if (!x_then_half && !half_then_x) continue;
+    Node gelu;
+    gelu.domain = kInternalDomain;
+    gelu.op_type = "Gelu";
+    gelu.name = g.nodes[ei].name;
+    gelu.inputs = {x};
+    gelu.outputs = {g.nodes[m2].outputs[0]};
+    std::vector<size_t> gone{static_cast<size_t>(di), ei, static_cast<size_t>(ai), static_cast<size_t>(m1), static_cast<size_t>(m2)};
+    std::sort(gone.begin(), gone.end());
+    const size_t at = gone.back();  // where y was produced: every reader of y comes later
+    g.nodes[at] = gelu;
+    for (auto it = gone.rbegin() + 1; it != gone.rend(); ++it) g.nodes.erase(g.nodes.begin() + static_cast<std::ptrdiff_t>(*it));
+    ei = 0;
+    ++fused;
+  }
+  return fused;
+}
+
 // ------------------------------------------------------------------ post-op fusion
 
 int fusePostOps(Graph& g) {
@@ -703,6 +770,7 @@ OptimizeStats optimizeForExecution(Graph& g) {
   st.qdq_fused += fuseQAdd(g);
   st.qdq_fused += fuseQdqFloatOutput(g);
   if (st.qdq_fused) removeDeadNodes(g);
+  st.gelu_fused = fuseGelu(g);
   st.convs_nhwc = convertConvs(g) + convertQConvs(g);
   if (st.convs_nhwc > 0) {
     bool changed = true;

@@ -9,6 +9,8 @@
 //    chains of convolutions run in NHWC without reorders; the rest stay at the edges.
 // 3. Activations (Relu, Clip, Sigmoid, HardSwish, LeakyRelu) and a residual Add that follow a
 //    ConvNhwc are fused into it as oneDNN post-ops.
+// 4. The exact GELU that exporters decompose (x/sqrt2 -> Erf -> +1 -> *x -> *0.5) becomes
+//    lwc.internal.Gelu, one oneDNN gelu_erf pass.
 // The rewritten graph computes the same function; tests compare it with the reference kernels.
 #pragma once
 
@@ -24,6 +26,7 @@ struct OptimizeStats {
   int convs_nhwc = 0;
   int transposes_left = 0;
   int fused_post_ops = 0;
+  int gelu_fused = 0;
 };
 
 OptimizeStats optimizeForExecution(Graph& g);

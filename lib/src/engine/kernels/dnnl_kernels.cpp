@@ -335,6 +335,156 @@ std::unique_ptr<Kernel> makeDnnlMatMul(const KernelInfo& info) {
   return std::make_unique<DnnlMatMul>(*b, Tensor());
 }
 
+/// Softmax along one axis of a float32 tensor (opset 13+), or over the trailing dims from `axis`
+/// (opset < 13, the input coerced to 2-D), as oneDNN's softmax primitive on [outer, len, inner]:
+/// exp(x - max) / sum in float32, each row by one thread (the same bits on any thread count).
+/// Other dtypes take the reference kernel.
+class DnnlSoftmax final : public Kernel {
+ public:
+  explicit DnnlSoftmax(bool coerce_2d) : coerce_2d_(coerce_2d) {}
+  void run(KernelContext& ctx) override {
+    const Tensor& x = ctx.in(0);
+    if (x.dtype() != DType::Float32 || x.rank() == 0 || x.numel() == 0) return softmaxReference(ctx, coerce_2d_);
+    const auto r = static_cast<int64_t>(x.rank());
+    const int64_t axis = normAxis(ctx.node.attrInt("axis", coerce_2d_ ? 1 : -1), r, ctx);
+    const Shape& s = x.shape();
+    int64_t outer = 1, len = 1, inner = 1;
+    for (int64_t d = 0; d < axis; ++d) outer *= s[d];
+    if (coerce_2d_) {
+      for (int64_t d = axis; d < r; ++d) len *= s[d];
+    } else {
+      len = s[axis];
+      for (int64_t d = axis + 1; d < r; ++d) inner *= s[d];
+    }
+    const memory::dims dims{outer, len, inner};
+    auto it = cache_.find(dims);
+    if (it == cache_.end()) {
+      const memory::desc md(dims, dt::f32, tag::abc);
+      dnnl::softmax_forward::primitive_desc pd(
+          dnnl::softmax_forward::desc(dnnl::prop_kind::forward_inference, md, 1), cpuEngine());
+      it = cache_.emplace(dims, Prepared{md, dnnl::softmax_forward(pd)}).first;
+    }
+    Tensor& y = ctx.allocUninit(0, DType::Float32, s);
+    auto& eng = cpuEngine();
+    dnnl::stream& st = cpuStream();
+    it->second.prim.execute(st, {{DNNL_ARG_SRC, memory(it->second.md, eng, const_cast<void*>(x.raw()))},
+                                 {DNNL_ARG_DST, memory(it->second.md, eng, y.raw())}});
+    st.wait();
+  }
+
+ private:
+  struct Prepared {
+    memory::desc md;
+    dnnl::softmax_forward prim;
+  };
+  bool coerce_2d_;
+  std::map<memory::dims, Prepared> cache_;
+};
+
+/// LayerNormalization of a float32 tensor with constant Scale and B, only Y requested: oneDNN's
+/// layer normalization over the flattened trailing dims [outer, size] (mean and variance in float32,
+/// each row by one thread). Anything else takes the reference kernel.
+class DnnlLayerNorm final : public Kernel {
+ public:
+  DnnlLayerNorm(Tensor scale, Tensor shift, Shape scale_shape)
+      : scale_(std::move(scale)), shift_(std::move(shift)), scale_shape_(std::move(scale_shape)) {}
+  void run(KernelContext& ctx) override {
+    const Tensor& x = ctx.in(0);
+    const auto r = static_cast<int64_t>(x.rank());
+    if (x.dtype() != DType::Float32 || r == 0 || x.numel() == 0) return layerNormReference(ctx);
+    const int64_t axis = normAxis(ctx.node.attrInt("axis", -1), r, ctx);
+    int64_t outer = 1, size = 1;
+    for (int64_t d = 0; d < r; ++d) (d < axis ? outer : size) *= x.dim(static_cast<size_t>(d));
+    // Scale and B must have the normalized shape (less its leading 1s): other broadcasts, float64
+    // statistics and errors are the reference kernel's.
+    Shape norm(x.shape().begin() + axis, x.shape().end());
+    while (norm.size() > scale_shape_.size() && norm.front() == 1) norm.erase(norm.begin());
+    if (norm != scale_shape_ || ctx.node.attrInt("stash_type", 1) != 1) return layerNormReference(ctx);
+    const memory::dims dims{outer, size};
+    auto it = cache_.find(dims);
+    if (it == cache_.end()) {
+      const memory::desc md(dims, dt::f32, tag::ab);
+      const float eps = ctx.node.attrFloat("epsilon", 1e-5f);
+      const auto flags = dnnl::normalization_flags::use_scale | dnnl::normalization_flags::use_shift;
+      dnnl::layer_normalization_forward::primitive_desc pd(
+          dnnl::layer_normalization_forward::desc(dnnl::prop_kind::forward_inference, md, eps, flags), cpuEngine());
+      it = cache_.emplace(dims, Prepared{md, pd, dnnl::layer_normalization_forward(pd)}).first;
+    }
+    const Prepared& p = it->second;
+    Tensor& y = ctx.allocUninit(0, DType::Float32, x.shape());
+    auto& eng = cpuEngine();
+    dnnl::stream& st = cpuStream();
+    const memory::desc vd({size}, dt::f32, tag::a);
+    Tensor mean_buf, var_buf;
+    p.prim.execute(st, {{DNNL_ARG_SRC, memory(p.md, eng, const_cast<void*>(x.raw()))},
+                        {DNNL_ARG_DST, memory(p.md, eng, y.raw())},
+                        {DNNL_ARG_SCALE, memory(vd, eng, const_cast<void*>(scale_.raw()))},
+                        {DNNL_ARG_SHIFT, memory(vd, eng, const_cast<void*>(shift_.raw()))},
+                        {DNNL_ARG_MEAN, scratchMemory(p.pd.mean_desc(), mean_buf)},
+                        {DNNL_ARG_VARIANCE, scratchMemory(p.pd.variance_desc(), var_buf)}});
+    st.wait();
+  }
+
+ private:
+  struct Prepared {
+    memory::desc md;
+    dnnl::layer_normalization_forward::primitive_desc pd;
+    dnnl::layer_normalization_forward prim;
+  };
+  Tensor scale_, shift_;
+  Shape scale_shape_;
+  std::map<memory::dims, Prepared> cache_;
+};
+
+std::unique_ptr<Kernel> makeDnnlLayerNorm(const KernelInfo& info) {
+  const Node& n = info.node;
+  // Y only: the Mean and InvStdDev outputs come from the reference kernel.
+  for (size_t i = 1; i < n.outputs.size(); ++i)
+    if (!n.outputs[i].empty()) return nullptr;
+  const Tensor* scale = info.constant(1);
+  if (!scale || scale->dtype() != DType::Float32) return nullptr;
+  Tensor shift(DType::Float32, {scale->numel()});
+  if (info.hasInput(2)) {
+    const Tensor* b = info.constant(2);
+    if (!b || b->dtype() != DType::Float32 || b->shape() != scale->shape()) return nullptr;
+    shift = b->reshaped({scale->numel()});
+  }
+  return std::make_unique<DnnlLayerNorm>(scale->reshaped({scale->numel()}), shift, scale->shape());
+}
+
+/// lwc.internal.Gelu (the optimizer's fusion of the decomposed exact GELU): oneDNN's eltwise
+/// gelu_erf, 0.5·x·(1 + erf(x/√2)) in float32, over the flattened tensor.
+class DnnlGelu final : public Kernel {
+ public:
+  void run(KernelContext& ctx) override {
+    const Tensor& x = ctx.in(0);
+    if (x.dtype() != DType::Float32) ctx.error("expects float32, got ", dtypeName(x.dtype()));
+    Tensor& y = ctx.allocUninit(0, DType::Float32, x.shape());
+    if (x.numel() == 0) return;
+    const memory::dims dims{x.numel()};
+    auto it = cache_.find(dims);
+    if (it == cache_.end()) {
+      const memory::desc md(dims, dt::f32, tag::a);
+      dnnl::eltwise_forward::primitive_desc pd(
+          dnnl::eltwise_forward::desc(dnnl::prop_kind::forward_inference, dnnl::algorithm::eltwise_gelu_erf, md, 0.0f, 0.0f),
+          cpuEngine());
+      it = cache_.emplace(dims, Prepared{md, dnnl::eltwise_forward(pd)}).first;
+    }
+    auto& eng = cpuEngine();
+    dnnl::stream& st = cpuStream();
+    it->second.prim.execute(st, {{DNNL_ARG_SRC, memory(it->second.md, eng, const_cast<void*>(x.raw()))},
+                                 {DNNL_ARG_DST, memory(it->second.md, eng, y.raw())}});
+    st.wait();
+  }
+
+ private:
+  struct Prepared {
+    memory::desc md;
+    dnnl::eltwise_forward prim;
+  };
+  std::map<memory::dims, Prepared> cache_;
+};
+
 }  // namespace
 
 void registerDnnlKernels(KernelRegistry& r) {
@@ -350,6 +500,10 @@ void registerDnnlKernels(KernelRegistry& r) {
   });
   r.add("", "Gemm", 1, 22, "dnnl", makeDnnlGemm);
   r.add("", "MatMul", 1, 22, "dnnl", makeDnnlMatMul);
+  r.add("", "Softmax", 1, 12, "dnnl", [](const KernelInfo&) -> std::unique_ptr<Kernel> { return std::make_unique<DnnlSoftmax>(true); });
+  r.add("", "Softmax", 13, 22, "dnnl", [](const KernelInfo&) -> std::unique_ptr<Kernel> { return std::make_unique<DnnlSoftmax>(false); });
+  r.add("", "LayerNormalization", 17, 22, "dnnl", makeDnnlLayerNorm);
+  r.add(kInternalDomain, "Gelu", 1, 1, "dnnl", [](const KernelInfo&) -> std::unique_ptr<Kernel> { return std::make_unique<DnnlGelu>(); });
   registerDnnlInt8Kernels(r);  // dnnl_int8.cpp
 }
 

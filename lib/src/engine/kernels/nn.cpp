@@ -1179,6 +1179,9 @@ KernelFn softmaxKernel(SoftmaxOp op, bool coerce_2d) {
 
 }  // namespace
 
+void layerNormReference(KernelContext& ctx) { layerNormKernel(ctx); }
+void softmaxReference(KernelContext& ctx, bool coerce_2d) { softmaxKernel(SoftmaxOp::Softmax, coerce_2d)(ctx); }
+
 void registerNnKernels(KernelRegistry& r) {
   r.addFn("Conv", 1, 22, convKernel);
   r.addFn("ConvTranspose", 1, 22, convTransposeKernel);

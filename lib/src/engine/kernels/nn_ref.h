@@ -15,6 +15,8 @@
 
 namespace lwc::engine {
 
+struct KernelContext;
+
 /// A sliding window over the spatial dims of an [N, C, D1, ..., Dr] tensor, with every attribute
 /// resolved (auto_pad applied, defaults filled in); one entry per spatial dim.
 struct WindowGeometry {
@@ -82,5 +84,9 @@ Tensor matMulRef(const Tensor& a, const Tensor& b, const MatMulParams& p);
 template <typename T>
 void gemmBlocked(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T* a, int64_t lda,
                  const T* b, int64_t ldb, T beta, T* c, int64_t ldc);
+
+/// The reference LayerNormalization and Softmax kernels (the fast paths fall back to them).
+void layerNormReference(KernelContext& ctx);
+void softmaxReference(KernelContext& ctx, bool coerce_2d);
 
 }  // namespace lwc::engine
