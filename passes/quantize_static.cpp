@@ -307,8 +307,15 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
   selected.insert(compute.begin(), compute.end());
   for (size_t i = 0; i < g.nodes.size(); ++i) {
     const Node& n = g.nodes[i];
-    if (n.domain.empty() && kPropagate.count(n.op_type) && !exclude.count(n.name) && !exclude.count(n.op_type))
-      selected.insert(i);
+    if (!n.domain.empty() || !kPropagate.count(n.op_type) || exclude.count(n.name) || exclude.count(n.op_type)) continue;
+    // An Add runs on the integers (QLinearAdd) only between two activations, a residual; with a
+    // constant operand (a bias after a MatMul, GELU's erf + 1) quantizing its input would only add
+    // rounding error, and a DQ between ops that the runtimes fuse.
+    if (n.op_type == "Add" && std::any_of(n.inputs.begin(), n.inputs.end(), [&](const std::string& v) {
+          return g.initializers.contains(v);
+        }))
+      continue;
+    selected.insert(i);
   }
 
   // --- tensors to quantize; activations to absorb

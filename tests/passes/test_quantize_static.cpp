@@ -136,6 +136,29 @@ TEST_CASE("quantize_static writes QDQ with int8 weights and int32 biases", "[qua
   CHECK(e.sqnrDb() > 40.0);
 }
 
+TEST_CASE("quantize_static leaves an Add with a constant operand in float", "[quantize]") {
+  // GELU's erf + 1 (and a bias Add): quantizing the Erf output would only add rounding error; the
+  // residual Add of two activations is still quantized (smallCnn, QAdd in the test above).
+  Calib c;
+  Model m = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 3, 12, 12] x) => (float[N, 4, 12, 12] y) {
+  c1 = Conv <pads=[1,1,1,1]> (x, w1, b1)
+  e = Erf (c1)
+  a = Add (e, one)
+  y = Conv (a, w2, b2)
+})");
+  addConst(m, "w1", {8, 3, 3, 3}, 1, -0.5f, 0.5f);
+  addConst(m, "b1", {8}, 2, -0.1f, 0.1f);
+  addConst(m, "w2", {4, 8, 1, 1}, 3, -0.3f, 0.3f);
+  addConst(m, "b2", {4}, 4, -0.1f, 0.1f);
+  m.graph.initializers.set("one", Tensor::scalar(1.0f));
+  Model fp = m;
+  quantize(m, c);
+  CHECK(countOps(m, "QuantizeLinear") == 3);  // x, c1 (a layer output) and a (the next layer's input)
+  for (const auto& n : m.graph.nodes) CHECK_FALSE((n.op_type == "QuantizeLinear" && n.inputs[0] == "e"));
+  CHECK(outputSqnr(fp, m, 5) > 25.0);
+}
+
 TEST_CASE("quantize_static options", "[quantize]") {
   Calib c;
   SECTION("int8 symmetric activations keep the ReLUs") {
