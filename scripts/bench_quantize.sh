@@ -8,12 +8,15 @@
 # The four measurements of a row take turns in every round, so that a change in machine load hits
 # all of them. Latency cells are the lowest of ROUNDS medians; ratios are per round (median and
 # range over the rounds), and the last column counts the rounds in which lwc's INT8 was faster.
+# With SET=testdata, the five testdata models instead (each quantized the same way, minmax).
 # Needs build/apps/lwc/lwc (scripts/build.sh).
-#   scripts/bench_quantize.sh [SECONDS_PER_MEASUREMENT] [ROUNDS]
+#   scripts/bench_quantize.sh [SECONDS_PER_MEASUREMENT] [ROUNDS] [SET: issue (default) | testdata]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-5}
 ROUNDS=${2:-3}
+SET=${3:-issue}
+case "$SET" in issue|testdata) ;; *) echo "bench_quantize: SET must be issue or testdata, not '$SET'" >&2; exit 2;; esac
 THREADS=2
 LWC=build/apps/lwc/lwc
 TV=build/test_models/torchvision
@@ -27,11 +30,21 @@ if [ "$(uname -m)" = x86_64 ] && ! grep -q -w -E 'avx512_vnni|avx_vnni' /proc/cp
   RR=(--reduce-range)
   WEIGHTS="7-bit weights (--reduce-range: no VNNI on this CPU)"
 fi
-/usr/bin/python3 scripts/gen_torchvision.py --out "$TV" --models mobilenet_v2 >/dev/null
-"$LWC" -q quantize testdata/mnv2_fmnist.onnx -o "$OUT/mnv2_fmnist.int8.onnx" --calib "$FM" --calib-limit 1000 \
-  --preprocess testdata/fmnist_sample/preprocess.json --layer-samples 0 --bench-batch 0 "${RR[@]}" >/dev/null
-"$LWC" -q quantize "$TV/mobilenet_v2.onnx" -o "$OUT/mobilenet_v2.int8.onnx" --calib "$FM" --calib-limit 64 \
-  --preprocess scripts/imagenet_from_fmnist.json --layer-samples 0 --bench-batch 0 "${RR[@]}" >/dev/null
+PAIRS=()
+if [ "$SET" = issue ]; then
+  /usr/bin/python3 scripts/gen_torchvision.py --out "$TV" --models mobilenet_v2 >/dev/null
+  "$LWC" -q quantize testdata/mnv2_fmnist.onnx -o "$OUT/mnv2_fmnist.int8.onnx" --calib "$FM" --calib-limit 1000 \
+    --preprocess testdata/fmnist_sample/preprocess.json --layer-samples 0 --bench-batch 0 "${RR[@]}" >/dev/null
+  "$LWC" -q quantize "$TV/mobilenet_v2.onnx" -o "$OUT/mobilenet_v2.int8.onnx" --calib "$FM" --calib-limit 64 \
+    --preprocess scripts/imagenet_from_fmnist.json --layer-samples 0 --bench-batch 0 "${RR[@]}" >/dev/null
+  PAIRS=("mnv2_fmnist:testdata/mnv2_fmnist.onnx" "mobilenet_v2:$TV/mobilenet_v2.onnx")
+else
+  for m in lenet300 lenet5 mnv2 resnet tinyformer; do
+    "$LWC" -q quantize "testdata/${m}_fmnist.onnx" -o "$OUT/${m}_fmnist.int8.onnx" --calib "$FM" --calib-limit 1000 \
+      --preprocess testdata/fmnist_sample/preprocess.json --layer-samples 0 --bench-batch 0 "${RR[@]}" >/dev/null
+    PAIRS+=("${m}_fmnist:testdata/${m}_fmnist.onnx")
+  done
+fi
 
 median() { /usr/bin/python3 -c 'import json,sys; print("%.3f" % json.load(sys.stdin)["median_ms"])'; }
 # cells OF OI LF LI: space-separated per-round medians of the four measurements -> one table row.
@@ -56,7 +69,7 @@ echo "# INT8 vs FP32 (latency: lowest of $ROUNDS median latencies; ratios: media
 printf "| %-14s | %5s | %9s | %9s | %16s | %9s | %9s | %16s | %16s | %s |\n" model batch "ORT fp32" "ORT int8" "ORT x" \
   "lwc fp32" "lwc int8" "lwc x" "lwc/ORT int8" "lwc faster"
 echo "|----------------|------:|----------:|----------:|-----------------:|----------:|----------:|-----------------:|-----------------:|---:|"
-for pair in "mnv2_fmnist:testdata/mnv2_fmnist.onnx" "mobilenet_v2:$TV/mobilenet_v2.onnx"; do
+for pair in "${PAIRS[@]}"; do
   name=${pair%%:*}
   fp32=${pair#*:}
   int8="$OUT/$name.int8.onnx"
