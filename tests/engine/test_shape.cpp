@@ -236,6 +236,21 @@ TEST_CASE("Transpose", "[shape]") {
     const Tensor h = randomFloat({37, 45}, 9).cast(DType::Float16);
     checkEq(run1(node("Transpose", {h})), naiveTranspose(h.cast(DType::Float32), {1, 0}).cast(DType::Float16));
   }
+  SECTION("moving only axes of size 1 is a view of the same buffer") {
+    // NCHW -> NHWC of a pooled [N, C, 1, 1] tensor, and a size-1 axis moved to the front.
+    for (const auto& [shape, perm] : std::vector<std::pair<Shape, std::vector<int64_t>>>{
+             {{3, 8, 1, 1}, {0, 2, 3, 1}}, {{4, 1, 5}, {1, 0, 2}}, {{1, 6, 1}, {2, 1, 0}}}) {
+      const Tensor x = randomFloat(shape, 11);
+      const Tensor y = run1(node("Transpose", {x}, {attrInts("perm", perm)}));
+      checkEq(y, naiveTranspose(x, perm));
+      CHECK(y.raw() == x.raw());
+    }
+    // A size-1 axis moves and two others swap: a copy.
+    const Tensor x = randomFloat({2, 1, 3}, 12);
+    const Tensor y = run1(node("Transpose", {x}, {attrInts("perm", {2, 1, 0})}));
+    checkEq(y, naiveTranspose(x, {2, 1, 0}));
+    CHECK(y.raw() != x.raw());
+  }
   SECTION("a perm that is not a permutation") {
     CHECK_THROWS_AS(run1(node("Transpose", {iota(DType::Float32, {2, 3})}, {attrInts("perm", {0, 0})})), lwc::Error);
   }

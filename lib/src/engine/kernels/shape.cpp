@@ -377,6 +377,18 @@ void transpose(KernelContext& ctx) {
     out[k] = x.dim(perm[k]);
     st[k] = xs[perm[k]];
   }
+  // A permutation that only moves axes of size 1 keeps the elements in memory order (e.g. NCHW ->
+  // NHWC of a [N, C, 1, 1] pooled tensor): a view of the same buffer, as Reshape gives.
+  bool same_order = true;
+  for (int64_t k = 0, last = -1; k < r && same_order; ++k) {
+    if (out[k] == 1) continue;
+    same_order = perm[k] > last;
+    last = perm[k];
+  }
+  if (same_order) {
+    ctx.outputs[0] = x.reshaped(std::move(out));
+    return;
+  }
   Tensor& y = ctx.allocUninit(0, x.dtype(), out);
   viewCopy(bytesOf(y), bytesOf(x), out, st, dtypeSize(x.dtype()));
 }
