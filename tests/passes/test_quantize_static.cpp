@@ -176,6 +176,11 @@ TEST_CASE("quantize_static options", "[quantize]") {
     CHECK(r.stats["qoperator_layers"] == 2);  // the two Convs; the Gemm makes the float graph output
     CHECK(countOps(qop, "QLinearConv") >= 2);
     CHECK(countOps(qop, "Conv") == 0);
+    // The pool's Q -> DQ -> Flatten -> Q with equal parameters became Flatten on the integers,
+    // with no dead DequantizeLinear left behind.
+    CHECK(countOps(qop, "QuantizeLinear") == countOps(qdq, "QuantizeLinear") - 3);  // two Convs' outputs, the Flatten's
+    for (const auto& n : qop.graph.nodes)
+      if (n.op_type == "DequantizeLinear") CHECK(useCount(qop.graph, n.outputs[0]) > 0);
     CHECK_NOTHROW(checkModelForOutput(qop));
     engine::Session a(qdq), b(qop);
     const Tensor x = randomFloat({4, 3, 12, 12}, 5, 0.0f, 1.0f);

@@ -754,9 +754,9 @@ int fusePostOps(Graph& g) {
 
 
 int qdqToQOperator(Graph& g) {
-  dropRequantize(g);
+  const int dropped = dropRequantize(g);
   const int fused = fuseQdq(g);
-  if (fused) removeDeadNodes(g);
+  if (fused || dropped) removeDeadNodes(g);
   topoSort(g);
   return fused;
 }
