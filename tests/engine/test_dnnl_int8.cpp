@@ -645,3 +645,39 @@ g (uint8[N, 64] xq) => (float[N, 16] y, float[N, 16] z, float[N, 16] u) {
     CHECK(compareTensors(ref[0], want_y, 1e-5, 1e-5).empty());
   }
 }
+
+TEST_CASE("a uint8 MaxPool between QLinearConvs runs on the integers in the NHWC chain", "[dnnl][quant]") {
+  // QOperator files (ONNX Runtime's quantizer, `lwc quantize --format qoperator` of other graphs)
+  // pool the uint8 output of a QLinearConv directly. The engine moves the pool into its NHWC chain;
+  // the pooling kernel used to accept float32 only and failed here.
+  Model m = parseModelText(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (uint8[N, 4, 8, 8] x) => (uint8[N, 8, 4, 4] y, int8[N, 8, 4, 4] z) {
+  c = QLinearConv <pads = [1, 1, 1, 1]> (x, xs, xz, w, ws, wz, cs, cz)
+  p = MaxPool <kernel_shape = [2, 2], strides = [2, 2]> (c)
+  y = QLinearConv (p, cs, cz, w2, ws2, wz2, ys, yz)
+  c8 = QLinearConv <pads = [1, 1, 1, 1]> (x, xs, xz, w, ws, wz, cs, z8)
+  z = MaxPool <kernel_shape = [3, 3], strides = [2, 2], pads = [1, 1, 1, 1]> (c8)
+})",
+                           LoadOptions{false});
+  auto& init = m.graph.initializers;
+  init.set("xs", Tensor::scalar(0.02f));
+  init.set("xz", Tensor::scalar<uint8_t>(128));
+  init.set("w", randomInt(DType::Int8, {8, 4, 3, 3}, 1, -60, 60));
+  init.set("ws", Tensor::scalar(0.01f));
+  init.set("wz", Tensor::scalar<int8_t>(0));
+  init.set("cs", Tensor::scalar(0.05f));
+  init.set("cz", Tensor::scalar<uint8_t>(10));
+  init.set("z8", Tensor::scalar<int8_t>(-5));
+  init.set("w2", randomInt(DType::Int8, {8, 8, 1, 1}, 2, -60, 60));
+  init.set("ws2", Tensor::scalar(0.02f));
+  init.set("wz2", Tensor::scalar<int8_t>(0));
+  init.set("ys", Tensor::scalar(0.1f));
+  init.set("yz", Tensor::scalar<uint8_t>(128));
+  validateGraph(m.graph);
+  engine::Session fast(m), ref(m, engine::SessionOptions{0, true});
+  CHECK(implOf(fast, "PoolNhwc") == "dnnl");
+  const Tensor x = randomInt(DType::UInt8, {2, 4, 8, 8}, 3, 0, 255);
+  const auto a = fast.runOrdered({{"x", x}}), b = ref.runOrdered({{"x", x}});
+  checkRequantized(a[0], b[0]);
+  checkRequantized(a[1], b[1]);
+}

@@ -188,16 +188,22 @@ std::unique_ptr<Kernel> makeDnnlConvNhwc(const KernelInfo& info) {
   return k;
 }
 
-/// Max/average pooling on NHWC tensors (lwc.internal.PoolNhwc, attribute mode = max|avg).
+/// Max/average pooling on NHWC tensors (lwc.internal.PoolNhwc, attribute mode = max|avg). Max
+/// pooling also on uint8/int8 (a MaxPool between QLinearConvs in QOperator files; the max of the
+/// integers is exact).
 class DnnlPoolNhwc final : public Kernel {
  public:
   explicit DnnlPoolNhwc(const Node& n) : node_(n) {}
   void run(KernelContext& ctx) override {
     const Tensor& x = ctx.in(0);
-    if (x.dtype() != DType::Float32 || x.rank() != 4) ctx.error("expects a float32 NHWC input");
+    const bool is_max = node_.attrString("mode") == "max";
+    const bool int8 = is_max && (x.dtype() == DType::UInt8 || x.dtype() == DType::Int8);
+    if ((x.dtype() != DType::Float32 && !int8) || x.rank() != 4)
+      ctx.error("expects a float32 NHWC input", is_max ? " (or uint8/int8)" : "", ", got ", dtypeName(x.dtype()), " ",
+                shapeStr(x.shape()));
     const Shape xs{x.dim(0), x.dim(3), x.dim(1), x.dim(2)};
-    Prepared& p = prepare(xs, ctx);
-    Tensor& y = ctx.allocUninit(0, DType::Float32, {xs[0], p.out_hw[0], p.out_hw[1], xs[1]});
+    Prepared& p = prepare(xs, x.dtype(), ctx);
+    Tensor& y = ctx.allocUninit(0, x.dtype(), {xs[0], p.out_hw[0], p.out_hw[1], xs[1]});
     auto& eng = cpuEngine();
     dnnl::stream& s = cpuStream();
     memory xm(p.pd.src_desc(), eng, const_cast<void*>(x.raw()));
@@ -215,9 +221,12 @@ class DnnlPoolNhwc final : public Kernel {
     dnnl::pooling_v2_forward prim;
     memory::dims out_hw;
   };
-  Prepared& prepare(const Shape& xs, const KernelContext& ctx) {
-    auto it = cache_.find(xs);
+  Prepared& prepare(const Shape& xs, DType dtype, const KernelContext& ctx) {
+    Shape key = xs;
+    key.push_back(static_cast<int64_t>(dtype));
+    auto it = cache_.find(key);
     if (it != cache_.end()) return it->second;
+    const dt data_type = dtype == DType::UInt8 ? dt::u8 : dtype == DType::Int8 ? dt::s8 : dt::f32;
     const PoolParams pp = parsePoolParams(node_, 13, xs);  // shared with the reference kernels
     const WindowGeometry& geo = pp.geo;
     memory::dims pl(2), pr(2), out(2), st(2), kd(2), dd(2);
@@ -237,12 +246,12 @@ class DnnlPoolNhwc final : public Kernel {
                       : (include_pad ? dnnl::algorithm::pooling_avg_include_padding : dnnl::algorithm::pooling_avg_exclude_padding);
     if (!is_max && include_pad && (pr[0] != geo.pads_end[0] || pr[1] != geo.pads_end[1]))
       ctx.error("ceil_mode with count_include_pad is not supported by the NHWC pooling path");
-    memory::desc x_md({xs[0], xs[1], xs[2], xs[3]}, dt::f32, tag::nhwc);
-    memory::desc y_md({xs[0], xs[1], out[0], out[1]}, dt::f32, tag::nhwc);
+    memory::desc x_md({xs[0], xs[1], xs[2], xs[3]}, data_type, tag::nhwc);
+    memory::desc y_md({xs[0], xs[1], out[0], out[1]}, data_type, tag::nhwc);
     dnnl::pooling_v2_forward::desc d(dnnl::prop_kind::forward_inference, alg, x_md, y_md, st, kd, dd, pl, pr);
     Prepared p{dnnl::pooling_v2_forward::primitive_desc(d, cpuEngine()), {}, out};
     p.prim = dnnl::pooling_v2_forward(p.pd);
-    return cache_.emplace(xs, std::move(p)).first->second;
+    return cache_.emplace(key, std::move(p)).first->second;
   }
   Node node_;
   std::map<Shape, Prepared> cache_;
