@@ -30,6 +30,21 @@ NodeSpec convSpec(const ConvCase& c, uint32_t seed) {
   else s.attrs.push_back(attrString("auto_pad", c.auto_pad));
   return s;
 }
+
+/// Runs `s` on 1, 2 and 3 threads (the process default restored after), requires oneDNN's kernel for
+/// `op` under each count, checks that the three results have the same bits and returns the first.
+Tensor sameBitsOnThreads(const NodeSpec& s, const std::string& op) {
+  std::vector<Tensor> ys;
+  for (int threads : {1, 2, 3}) {
+    engine::configureThreads(threads);
+    REQUIRE(implOf(engine::Session(singleNodeModel(s)), op) == "dnnl");
+    ys.push_back(runNode(s)[0]);
+  }
+  engine::configureThreads(0);
+  CHECK(ys[0].bitEqual(ys[1]));
+  CHECK(ys[0].bitEqual(ys[2]));
+  return ys[0];
+}
 }  // namespace
 
 TEST_CASE("dnnl Conv matches the reference Conv", "[dnnl][nn]") {
@@ -129,16 +144,7 @@ TEST_CASE("dnnl Gemm and MatMul give the same bits on any number of threads", "[
     if (c.bias && s.op_type == "Gemm") s.inputs.push_back(randomFloat({c.w[1]}, seed + 2));
     s.constant_inputs = c.bias && s.op_type == "Gemm" ? std::vector<size_t>{1, 2} : std::vector<size_t>{1};
     seed += 10;
-    REQUIRE(implOf(engine::Session(singleNodeModel(s)), s.op_type) == "dnnl");
-    std::vector<Tensor> ys;
-    for (int threads : {1, 2, 3}) {
-      engine::configureThreads(threads);
-      ys.push_back(runNode(s)[0]);
-    }
-    engine::configureThreads(0);
-    CHECK(ys[0].bitEqual(ys[1]));
-    CHECK(ys[0].bitEqual(ys[2]));
-    CHECK(compareTensors(ys[0], runNode(s, true)[0], 1e-4, 1e-5).empty());
+    CHECK(compareTensors(sameBitsOnThreads(s, s.op_type), runNode(s, true)[0], 1e-4, 1e-5).empty());
   }
 }
 
@@ -152,16 +158,7 @@ TEST_CASE("dnnl Conv gives the same bits on 1, 2 and 3 threads", "[dnnl][nn]") {
   for (const auto& c : cases) {
     INFO(c.name);
     const NodeSpec s = convSpec(c, seed += 10);
-    std::vector<Tensor> ys;
-    for (int threads : {1, 2, 3}) {
-      engine::configureThreads(threads);
-      REQUIRE(implOf(engine::Session(singleNodeModel(s)), "Conv") == "dnnl");
-      ys.push_back(runNode(s)[0]);
-    }
-    engine::configureThreads(0);
-    CHECK(ys[0].bitEqual(ys[1]));
-    CHECK(ys[0].bitEqual(ys[2]));
-    CHECK(compareTensors(ys[0], runNode(s, true)[0], 1e-4, 1e-5).empty());
+    CHECK(compareTensors(sameBitsOnThreads(s, "Conv"), runNode(s, true)[0], 1e-4, 1e-5).empty());
   }
 }
 
@@ -183,16 +180,7 @@ TEST_CASE("dnnl Softmax matches the reference and gives the same bits on 1, 2 an
   for (const auto& c : cases) {
     INFO(c.name);
     NodeSpec s = makeSpec("Softmax", {randomFloat(c.x, seed += 3, -30.0f, 30.0f)}, {attrInt("axis", c.axis)}, c.opset);
-    REQUIRE(implOf(engine::Session(singleNodeModel(s)), "Softmax") == "dnnl");
-    std::vector<Tensor> ys;
-    for (int threads : {1, 2, 3}) {
-      engine::configureThreads(threads);
-      ys.push_back(runNode(s)[0]);
-    }
-    engine::configureThreads(0);
-    CHECK(ys[0].bitEqual(ys[1]));
-    CHECK(ys[0].bitEqual(ys[2]));
-    CHECK(compareTensors(ys[0], runNode(s, true)[0], 1e-5, 1e-6).empty());
+    CHECK(compareTensors(sameBitsOnThreads(s, "Softmax"), runNode(s, true)[0], 1e-5, 1e-6).empty());
   }
   SECTION("float64 takes the reference kernel") {
     NodeSpec s = makeSpec("Softmax", {randomFloat({3, 4}, 5).cast(DType::Float64)}, {}, 13);
@@ -221,16 +209,7 @@ TEST_CASE("dnnl LayerNormalization matches the reference", "[dnnl][nn]") {
     if (c.bias) s.inputs.push_back(randomFloat(c.scale, seed + 2));
     s.constant_inputs = c.bias ? std::vector<size_t>{1, 2} : std::vector<size_t>{1};
     seed += 10;
-    REQUIRE(implOf(engine::Session(singleNodeModel(s)), "LayerNormalization") == "dnnl");
-    std::vector<Tensor> ys;
-    for (int threads : {1, 2, 3}) {
-      engine::configureThreads(threads);
-      ys.push_back(runNode(s)[0]);
-    }
-    engine::configureThreads(0);
-    CHECK(ys[0].bitEqual(ys[1]));
-    CHECK(ys[0].bitEqual(ys[2]));
-    CHECK(compareTensors(ys[0], runNode(s, true)[0], 1e-5, 1e-5).empty());
+    CHECK(compareTensors(sameBitsOnThreads(s, "LayerNormalization"), runNode(s, true)[0], 1e-5, 1e-5).empty());
   }
   SECTION("a Scale that broadcasts, or Mean/InvStdDev outputs, take the reference kernel") {
     NodeSpec b = makeSpec("LayerNormalization", {randomFloat({2, 3, 4}, 1), randomFloat({1}, 2)}, {attrInt("axis", 1)}, 17);

@@ -344,6 +344,19 @@ std::unique_ptr<Kernel> makeDnnlMatMul(const KernelInfo& info) {
   return std::make_unique<DnnlMatMul>(*b, Tensor());
 }
 
+/// A oneDNN primitive reading one plain tensor and writing another of the same layout (softmax,
+/// eltwise), made once per shape by the kernels that own it.
+struct SrcDstPrimitive {
+  memory::desc md;
+  dnnl::primitive prim;
+  void run(const Tensor& x, Tensor& y) const {
+    auto& eng = cpuEngine();
+    dnnl::stream& st = cpuStream();
+    prim.execute(st, {{DNNL_ARG_SRC, memory(md, eng, const_cast<void*>(x.raw()))}, {DNNL_ARG_DST, memory(md, eng, y.raw())}});
+    st.wait();
+  }
+};
+
 /// Softmax along one axis of a float32 tensor (opset 13+), or over the trailing dims from `axis`
 /// (opset < 13, the input coerced to 2-D), as oneDNN's softmax primitive on [outer, len, inner]:
 /// exp(x - max) / sum in float32, each row by one thread (the same bits on any thread count).
@@ -371,23 +384,14 @@ class DnnlSoftmax final : public Kernel {
       const memory::desc md(dims, dt::f32, tag::abc);
       dnnl::softmax_forward::primitive_desc pd(
           dnnl::softmax_forward::desc(dnnl::prop_kind::forward_inference, md, 1), cpuEngine());
-      it = cache_.emplace(dims, Prepared{md, dnnl::softmax_forward(pd)}).first;
+      it = cache_.emplace(dims, SrcDstPrimitive{md, dnnl::softmax_forward(pd)}).first;
     }
-    Tensor& y = ctx.allocUninit(0, DType::Float32, s);
-    auto& eng = cpuEngine();
-    dnnl::stream& st = cpuStream();
-    it->second.prim.execute(st, {{DNNL_ARG_SRC, memory(it->second.md, eng, const_cast<void*>(x.raw()))},
-                                 {DNNL_ARG_DST, memory(it->second.md, eng, y.raw())}});
-    st.wait();
+    it->second.run(x, ctx.allocUninit(0, DType::Float32, s));
   }
 
  private:
-  struct Prepared {
-    memory::desc md;
-    dnnl::softmax_forward prim;
-  };
   bool coerce_2d_;
-  std::map<memory::dims, Prepared> cache_;
+  std::map<memory::dims, SrcDstPrimitive> cache_;
 };
 
 /// LayerNormalization of a float32 tensor with constant Scale and B, only Y requested: oneDNN's
@@ -477,21 +481,13 @@ class DnnlGelu final : public Kernel {
       dnnl::eltwise_forward::primitive_desc pd(
           dnnl::eltwise_forward::desc(dnnl::prop_kind::forward_inference, dnnl::algorithm::eltwise_gelu_erf, md, 0.0f, 0.0f),
           cpuEngine());
-      it = cache_.emplace(dims, Prepared{md, dnnl::eltwise_forward(pd)}).first;
+      it = cache_.emplace(dims, SrcDstPrimitive{md, dnnl::eltwise_forward(pd)}).first;
     }
-    auto& eng = cpuEngine();
-    dnnl::stream& st = cpuStream();
-    it->second.prim.execute(st, {{DNNL_ARG_SRC, memory(it->second.md, eng, const_cast<void*>(x.raw()))},
-                                 {DNNL_ARG_DST, memory(it->second.md, eng, y.raw())}});
-    st.wait();
+    it->second.run(x, y);
   }
 
  private:
-  struct Prepared {
-    memory::desc md;
-    dnnl::eltwise_forward prim;
-  };
-  std::map<memory::dims, Prepared> cache_;
+  std::map<memory::dims, SrcDstPrimitive> cache_;
 };
 
 }  // namespace
