@@ -1,6 +1,8 @@
 // lwc compare A B --data D: how far model B's outputs (and, with --per-layer, every tensor the two
 // models share by name) are from model A's on the same inputs. The first tool to reach for when a
-// compressed model goes wrong: the worst layer is usually where the damage starts.
+// compressed model goes wrong: the worst layer is usually where the damage starts. With labelled
+// data, also both models' top-1 and whether the difference is more than chance: the samples only
+// one of them gets right, and the exact McNemar test on them.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -30,6 +32,8 @@ struct Row {
   ErrorMeter err;
   int64_t agree = 0, rows = 0;  // top-1 agreement for [N, C] outputs
   bool scores = false;
+  // With labels: samples each model gets right, and those only one of them does.
+  int64_t labelled = 0, right_a = 0, right_b = 0, only_a = 0, only_b = 0;
 };
 
 nlohmann::json number(double v) {
@@ -45,6 +49,13 @@ nlohmann::json rowJson(const Row& r) {
                    {"sqnr_db", number(r.err.sqnrDb())},
                    {"cosine", r.err.cosine()}};
   if (r.scores) j["top1_agreement"] = r.rows ? double(r.agree) / double(r.rows) : 0.0;
+  if (r.labelled > 0)
+    j["labels"] = {{"samples", r.labelled},
+                   {"reference_top1", double(r.right_a) / double(r.labelled)},
+                   {"candidate_top1", double(r.right_b) / double(r.labelled)},
+                   {"only_reference_right", r.only_a},
+                   {"only_candidate_right", r.only_b},
+                   {"mcnemar_p", mcnemarExactP(r.only_a, r.only_b)}};
   return j;
 }
 
@@ -115,6 +126,16 @@ void addCompareCommand(CLI::App& app, Action& action, const GlobalOptions&) {
             const auto pa = argmaxRows(ra[i]), pb = argmaxRows(rb[i]);
             for (size_t k = 0; k < pa.size(); ++k) outs[i].agree += pa[k] == pb[k];
             outs[i].rows += static_cast<int64_t>(pa.size());
+            if (batch->labels.size() == pa.size())
+              for (size_t k = 0; k < pa.size(); ++k) {
+                const bool a_ok = pa[k] == batch->labels[k], b_ok = pb[k] == batch->labels[k];
+                Row& r = outs[i];
+                ++r.labelled;
+                r.right_a += a_ok;
+                r.right_b += b_ok;
+                r.only_a += a_ok && !b_ok;
+                r.only_b += b_ok && !a_ok;
+              }
           }
         }
         done += batch->inputs.dim(0);
@@ -160,6 +181,14 @@ void addCompareCommand(CLI::App& app, Action& action, const GlobalOptions&) {
         std::printf("%-32s %10s %12.4g %10s %10.6f\n", r.name.c_str(), agr, r.err.maxAbsDiff(), sqnrStr(r.err.sqnrDb()).c_str(),
                     r.err.cosine());
       }
+      for (const auto& r : outs)
+        if (r.labelled > 0)
+          std::printf("\n%s against the labels: top-1 %.2f %% (reference) vs %.2f %% (candidate); %lld samples only "
+                      "the reference gets right, %lld only the candidate; exact McNemar p = %.3g%s\n",
+                      r.name.c_str(), 100.0 * double(r.right_a) / double(r.labelled),
+                      100.0 * double(r.right_b) / double(r.labelled), static_cast<long long>(r.only_a),
+                      static_cast<long long>(r.only_b), mcnemarExactP(r.only_a, r.only_b),
+                      mcnemarExactP(r.only_a, r.only_b) < 0.05 ? " (significant at the 5 % level)" : " (not significant at the 5 % level)");
       if (o->per_layer) {
         if (!first_div.empty()) std::printf("\nfirst tensor that differs: %s\n", first_div.c_str());
         std::printf("\n%zu shared tensors, worst first:\n%-48s %12s %10s %10s\n", worst.size(), "tensor", "max |diff|",

@@ -37,6 +37,18 @@ std::vector<int64_t> argmaxRows(const Tensor& scores) {
   return r;
 }
 
+double mcnemarExactP(int64_t only_a, int64_t only_b) {
+  if (only_a < 0 || only_b < 0) fail("mcnemarExactP: negative counts ", only_a, ", ", only_b);
+  const int64_t n = only_a + only_b, k = std::min(only_a, only_b);
+  if (n == 0) return 1.0;
+  // Σ_{i<=k} C(n, i) / 2^n, each term in log space (n may be in the tens of thousands).
+  const double log_half_n = double(n) * std::log(0.5), lg_n1 = std::lgamma(double(n) + 1.0);
+  double tail = 0;
+  for (int64_t i = 0; i <= k; ++i)
+    tail += std::exp(lg_n1 - std::lgamma(double(i) + 1.0) - std::lgamma(double(n - i) + 1.0) + log_half_n);
+  return std::min(1.0, 2.0 * tail);
+}
+
 void AccuracyMeter::add(const Tensor& scores, const std::vector<int64_t>& labels, int64_t first_index) {
   int64_t n, c;
   checkScores(scores, n, c);

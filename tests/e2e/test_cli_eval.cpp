@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 #include <random>
 
+#include "lwc/metrics.h"
 #include "lwc/model_io.h"
 #include "support/test_util.h"
 
@@ -76,6 +77,14 @@ TEST_CASE("lwc compare: a model against itself, and against a perturbed copy", "
   CHECK(js["outputs"][0]["sqnr_db"] == "inf");
   CHECK(js["outputs"][0]["max_abs_diff"] == 0.0);
   CHECK(js["layers"].size() > 40);
+  // The sample's labels: both models the same, nothing only one gets right, McNemar p = 1.
+  const auto& ls = js["outputs"][0]["labels"];
+  CHECK(ls["samples"] == 100);
+  CHECK(ls["reference_top1"] == ls["candidate_top1"]);
+  CHECK(ls["reference_top1"].get<double>() > 0.8);
+  CHECK(ls["only_reference_right"] == 0);
+  CHECK(ls["only_candidate_right"] == 0);
+  CHECK(ls["mcnemar_p"] == 1.0);
 
   // Perturb one layer (the scale of a BatchNormalization late in the network): its output must come
   // out as the worst tensor and as the first that differs.
@@ -106,6 +115,24 @@ TEST_CASE("lwc compare: a model against itself, and against a perturbed copy", "
   for (const auto& l : jp["layers"])
     if (l["name"] == "/stem/stem.0/Conv_output_0") CHECK(l["sqnr_db"] == "inf");
   CHECK(jp["outputs"][0]["top1_agreement"].get<double>() < 1.0 + 1e-12);
+  // The top-1 difference is exactly the samples only one model gets right, and the p-value is the
+  // McNemar test on those counts; the human-readable form prints the same.
+  const auto& lp = jp["outputs"][0]["labels"];
+  const int64_t only_a = lp["only_reference_right"], only_b = lp["only_candidate_right"];
+  CHECK(lp["reference_top1"].get<double>() - lp["candidate_top1"].get<double>() == Approx(double(only_a - only_b) / 100.0));
+  CHECK(lp["reference_top1"] == ls["reference_top1"]);
+  CHECK(lp["mcnemar_p"].get<double>() == Approx(mcnemarExactP(only_a, only_b)));
+  auto text = runLwc("compare " + q(model) + " " + q(d / "perturbed.onnx") + data);
+  REQUIRE(text.exit_code == 0);
+  CHECK_THAT(text.out, Catch::Contains("samples only the reference gets right") && Catch::Contains("exact McNemar p = "));
+  // Unlabelled data (the images without their labels.npy): no label section.
+  fs::create_directory(d / "bare");
+  fs::copy_file(sample / "images.npy", d / "bare" / "images.npy");
+  auto bare = runLwc("compare " + q(model) + " " + q(model) + " --data " + q(d / "bare" / "images.npy") +
+                     " --preprocess " + q(sample / "preprocess.json") + " --limit 20 --json");
+  INFO(bare.err);
+  REQUIRE(bare.exit_code == 0);
+  CHECK_FALSE(nlohmann::json::parse(bare.out)["outputs"][0].contains("labels"));
 }
 
 TEST_CASE("lwc bench on random inputs and on data", "[cli][bench]") {

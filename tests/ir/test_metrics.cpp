@@ -47,3 +47,19 @@ TEST_CASE("percentile interpolates between order statistics", "[metrics]") {
   CHECK(percentile({5.0}, 0.9) == 5.0);
   CHECK(percentile({}, 0.5) == 0.0);
 }
+
+TEST_CASE("exact McNemar p-values match the binomial tail", "[metrics]") {
+  // References: 2 · Σ_{i<=min} C(n, i) / 2^n in exact integer arithmetic (Python's math.comb).
+  CHECK(mcnemarExactP(5, 0) == Approx(0.0625).epsilon(1e-12));
+  CHECK(mcnemarExactP(3, 7) == Approx(0.34375).epsilon(1e-12));
+  CHECK(mcnemarExactP(7, 3) == mcnemarExactP(3, 7));
+  CHECK(mcnemarExactP(68, 48) == Approx(0.07726226461070669).epsilon(1e-9));
+  CHECK(mcnemarExactP(40, 38) == Approx(0.9099464518745243).epsilon(1e-9));
+  CHECK(mcnemarExactP(600, 520) == Approx(0.018207019279300234).epsilon(1e-9));
+  CHECK(mcnemarExactP(4000, 4100) == Approx(0.2713310871439329).epsilon(1e-9));
+  // No difference, or no discordant samples: 1 (capped, not 2 · P).
+  CHECK(mcnemarExactP(1, 0) == 1.0);
+  CHECK(mcnemarExactP(0, 0) == 1.0);
+  CHECK(mcnemarExactP(50, 50) == 1.0);
+  CHECK_THROWS_AS(mcnemarExactP(-1, 2), Error);
+}

@@ -34,6 +34,12 @@ double percentile(std::vector<double> v, double p);
 /// Index of the largest score in each row of [N, C] scores (ties: the lowest index).
 std::vector<int64_t> argmaxRows(const Tensor& scores);
 
+/// Exact two-sided McNemar test of two classifiers on the same labelled samples: `only_a` samples
+/// only the first gets right, `only_b` only the second. The probability, if both were equally
+/// accurate, of a split of the b + c discordant samples at least this uneven: 2 · P(X <= min(b, c)),
+/// X ~ Binomial(b + c, 1/2), at most 1 (1 when there are none).
+double mcnemarExactP(int64_t only_a, int64_t only_b);
+
 /// Compares a test tensor stream with a reference stream of the same shapes.
 class ErrorMeter {
  public:
