@@ -273,7 +273,11 @@ def quantize_model(name, model, settings, xcal, xte, yte, fp32_top1, fp32_logits
             entry["calib_seconds"] = round(time.time() - t0, 2)
             t0 = time.time()
             top1, top5 = train_fmnist.evaluate(quantized, xte, yte)
-            agree, sqnr = fidelity(fp32_logits, logits(quantized, xte))
+            qlogits = logits(quantized, xte)
+            agree, sqnr = fidelity(fp32_logits, qlogits)
+            if args.save_predictions:
+                np.save(os.path.join(args.save_predictions, f"{name}_{setting}.npy"),
+                        qlogits.topk(5, dim=1).indices[:, 0].numpy().astype(np.int64))  # as evaluate() ranks
             entry["eval_seconds"] = round(time.time() - t0, 2)
             q_ops, f_ops, deq = op_census(quantized, xcal[:8])
         except Exception as exc:   # report the failure and keep going with other settings
@@ -312,7 +316,13 @@ def main():
     ap.add_argument("--out", default=os.path.join(REPO_DIR, "build", "torch_ptq.json"))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--save-predictions", metavar="DIR",
+                    help="also write each model's and setting's top-1 class per test image as "
+                         "DIR/<model>_<setting>.npy (int64), e.g. for a McNemar test against lwc's "
+                         "`lwc compare` or another run")
     args = ap.parse_args()
+    if args.save_predictions:
+        os.makedirs(args.save_predictions, exist_ok=True)
 
     command = shlex.join([sys.executable] + sys.argv)
     print(f"# {command}", flush=True)
