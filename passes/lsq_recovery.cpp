@@ -496,6 +496,18 @@ std::vector<LsqLayerResult> lsqRecover(Model& m, const Model& unmodified, const 
 
     // Reference: the pipeline's input model when it computes this tensor, else this step's input.
     const std::string& yname = n.outputs.at(0);
+    // The ridge's anchor: this layer's weights before the pipeline first re-fitted it (recorded now
+    // when this is the first time, or when its shape changed since).
+    const float* wa = W.data<float>();
+    const std::vector<float>* ba = &bias0;
+    if (ctx.recovery_anchors && !opts.shared) {
+      auto& anchors = *ctx.recovery_anchors;
+      auto it = anchors.find(yname);
+      if (it == anchors.end() || it->second.weights.shape() != W.shape() || it->second.bias.size() != bias0.size())
+        it = anchors.insert_or_assign(yname, RecoveryAnchor{W.clone(), bias0}).first;
+      wa = it->second.weights.data<float>();
+      ba = &it->second.bias;
+    }
     const bool use_ref = ctx.reference && producerIndex(ctx.reference->graph, yname) >= 0;
     engine::Session ref_s(truncatedTo(use_ref ? *ctx.reference : unmodified, yname), so);
     engine::Session* ref = &ref_s;
@@ -601,15 +613,20 @@ std::vector<LsqLayerResult> lsqRecover(Model& m, const Model& unmodified, const 
         if (!solved) std::fill(failed.begin(), failed.end(), 1);
       }
     }
-    // Channel o's unknowns: its non-zero weights (+ the bias), and their current values.
-    auto unknowns = [&](int64_t o, std::vector<int64_t>& S, std::vector<double>& v0) {
+    // Channel o's unknowns: its non-zero weights (+ the bias), their current values v0 and the
+    // ridge's anchor va.
+    auto unknowns = [&](int64_t o, std::vector<int64_t>& S, std::vector<double>& v0, std::vector<double>& va) {
       S.clear();
       for (int64_t k = 0; k < f.K; ++k)
         if (w0[f.windex(o, k)] != 0.0f) S.push_back(k);
       if (f.bias) S.push_back(f.K);
       v0.resize(S.size());
-      for (size_t i = 0; i < S.size(); ++i)
-        v0[i] = S[i] == f.K ? double(bias0[static_cast<size_t>(o)]) : double(w0[f.windex(o, S[i])]);
+      va.resize(S.size());
+      for (size_t i = 0; i < S.size(); ++i) {
+        const bool b = S[i] == f.K;
+        v0[i] = b ? double(bias0[static_cast<size_t>(o)]) : double(w0[f.windex(o, S[i])]);
+        va[i] = b ? double((*ba)[static_cast<size_t>(o)]) : double(wa[f.windex(o, S[i])]);
+      }
     };
     // Error of weights v on S for output oi of the sums a: vᵀ G v − 2 cᵀ v + yy.
     auto errOn = [&](const Accum& a, int64_t oi, const std::vector<int64_t>& S, const std::vector<double>& v) {
@@ -623,9 +640,10 @@ std::vector<LsqLayerResult> lsqRecover(Model& m, const Model& unmodified, const 
       }
       return e;
     };
-    // The ridge solution on the sums a (less `minus`, a held-out fold) with λ = damp · mean(diag G_SS).
+    // The ridge solution on the sums a (less `minus`, a held-out fold) with λ = damp · mean(diag G_SS),
+    // pulling towards `anchor`.
     auto solveOn = [&](const Accum& a, const Accum* minus, int64_t oi, const std::vector<int64_t>& S,
-                       const std::vector<double>& v0, double damp, std::vector<double>& x) {
+                       const std::vector<double>& anchor, double damp, std::vector<double>& x) {
       const int64_t s = static_cast<int64_t>(S.size());
       auto G = [&](int64_t i, int64_t j) {
         const size_t at = static_cast<size_t>(i * a.Kb + j);
@@ -641,7 +659,7 @@ std::vector<LsqLayerResult> lsqRecover(Model& m, const Model& unmodified, const 
         for (int64_t j = 0; j < s; ++j) M[static_cast<size_t>(i * s + j)] = G(ki, S[static_cast<size_t>(j)]);
         M[static_cast<size_t>(i * s + i)] += lambda;
         const size_t c = static_cast<size_t>(ki * f.ocg + oi);
-        x[static_cast<size_t>(i)] = (minus ? a.C[c] - minus->C[c] : a.C[c]) + lambda * v0[static_cast<size_t>(i)];
+        x[static_cast<size_t>(i)] = (minus ? a.C[c] - minus->C[c] : a.C[c]) + lambda * anchor[static_cast<size_t>(i)];
       }
       return choleskySolve(M, x, s);
     };
@@ -660,11 +678,11 @@ std::vector<LsqLayerResult> lsqRecover(Model& m, const Model& unmodified, const 
       for (int64_t t = 0; t < tasks; ++t) {
         const int64_t o = chans[static_cast<size_t>(t / (kGrid * kFolds))], gv = (t / kFolds) % kGrid, k = t % kFolds;
         std::vector<int64_t> S;
-        std::vector<double> v0, x;
-        unknowns(o, S, v0);
+        std::vector<double> v0, va, x;
+        unknowns(o, S, v0, va);
         if (S.empty()) continue;
         const Accum& held = folds[static_cast<size_t>(k)];
-        if (!solveOn(acc[0], &held, o, S, v0, opts.damping * grid[gv], x))
+        if (!solveOn(acc[0], &held, o, S, va, opts.damping * grid[gv], x))
           cvok[static_cast<size_t>(t)] = 0;
         else
           cverr[static_cast<size_t>(t)] = errOn(held, o, S, x);
@@ -692,8 +710,8 @@ std::vector<LsqLayerResult> lsqRecover(Model& m, const Model& unmodified, const 
       const int64_t gi = o / f.ocg, oi = o % f.ocg;
       const Accum& a = acc[static_cast<size_t>(gi)];
       std::vector<int64_t> S;
-      std::vector<double> v0, x;
-      unknowns(o, S, v0);
+      std::vector<double> v0, va, x;
+      unknowns(o, S, v0, va);
       const int64_t s = static_cast<int64_t>(S.size());
       auto err = [&](const std::vector<double>& v) { return errOn(a, oi, S, v); };
       yy[static_cast<size_t>(o)] = a.yy[static_cast<size_t>(oi)];
@@ -701,7 +719,7 @@ std::vector<LsqLayerResult> lsqRecover(Model& m, const Model& unmodified, const 
       e_before[static_cast<size_t>(o)] = eb;
       e_after[static_cast<size_t>(o)] = eb;
       if (s == 0) continue;
-      if (!solveOn(a, nullptr, oi, S, v0, res.damping, x)) {
+      if (!solveOn(a, nullptr, oi, S, va, res.damping, x)) {
         failed[static_cast<size_t>(o)] = 1;
         continue;
       }

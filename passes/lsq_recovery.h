@@ -1,7 +1,7 @@
 // Least-squares layer reconstruction: the training-free recovery step after pruning (and after
 // weight sharing). For each listed layer, in graph order:
 //
-//   min_w,b  Σ_rows ‖ Y_ref − (X_cur · w + b) ‖²  +  λ ‖ w − w_cur ‖²      over the surviving weights only
+//   min_w,b  Σ_rows ‖ Y_ref − (X_cur · w + b) ‖²  +  λ ‖ w − w_anchor ‖²      over the surviving weights only
 //
 // X_cur is the layer's input in the current (already pruned, earlier layers already reconstructed)
 // model, Y_ref the same layer's output in the reference model (the pipeline's input model when it
@@ -16,7 +16,11 @@
 // constant 2-D weight: rows are the input rows (up to `rows_per_sample` per sample). The normal
 // equations G = Xᵀ X, C = Xᵀ Y are accumulated over the data (oneDNN sgemm per batch, summed in
 // double), then each output channel is solved by Cholesky in double with ridge λ = damping ·
-// mean(diag G_SS), pulling towards the current weights where the data does not determine them.
+// mean(diag G_SS), pulling towards w_anchor where the data does not determine them: the weights
+// (and bias) the layer had before this pipeline's first lsq re-fit of it (ctx.recovery_anchors; the
+// current weights without one). So the k-th step of an iterative schedule is regularised towards the
+// original layer, as one step is, not towards step k-1's fit, which would let the repeated ridge
+// drift to the unregularised fit of the calibration data.
 // With `cv_rows_per_weight` > 0, a Gemm/MatMul layer with fewer than that many rows per input
 // feature (one row per sample after a global pool: the classifier on a few thousand images) and
 // at most 2048 inputs instead takes the damping from {1, 10, 100, 1000} x `damping` with the least 4-fold

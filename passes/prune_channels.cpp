@@ -46,7 +46,7 @@ std::vector<OptionSpec> PruneChannels::optionSpecs() const {
   OptionSpec rows{"lsq_rows", OptionType::Int, 16, "lsq: sampled output positions per calibration sample"};
   rows.min = 1;
   rows.max = 4096;
-  OptionSpec damp{"lsq_damping", OptionType::Float, 1e-3, "lsq: ridge towards the current weights, relative to the mean input energy"};
+  OptionSpec damp{"lsq_damping", OptionType::Float, 1e-3, "lsq: ridge towards the layer before the pipeline's first lsq step (on one step: the current weights), relative to the mean input energy"};
   damp.min = 0;
   damp.max = 1e3;
   return {ratio, macs, imp,

@@ -392,6 +392,8 @@ PipelineReport runPipeline(const Pipeline& p, Model& m, const RunOptions& opts) 
   ctx.threads = opts.threads;
   const Model reference = m;
   ctx.reference = &reference;
+  std::map<std::string, RecoveryAnchor> anchors;
+  ctx.recovery_anchors = &anchors;
 
   StageRecord first;
   first.pass = "input";

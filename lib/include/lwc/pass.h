@@ -73,6 +73,12 @@ struct DataSpec {
   std::string origin;   ///< "pipeline.json: data.eval" or "--eval", for messages
 };
 
+/// A layer's weights and bias as the first lsq recovery of a pipeline found them (PassContext).
+struct RecoveryAnchor {
+  Tensor weights;
+  std::vector<float> bias;  ///< one per output channel (zeros when the layer had none)
+};
+
 /// What passes may use besides the model: data, threads, logging.
 struct PassContext {
   const DataSpec* calib = nullptr;  ///< calibration data, when the pipeline has it
@@ -80,6 +86,12 @@ struct PassContext {
   /// towards, so errors do not accumulate over iterative schedules. May be null (then a pass uses
   /// the model it received).
   const Model* reference = nullptr;
+  /// Output tensor name -> the layer's weights before the pipeline's first lsq re-fit of it. Later
+  /// re-fits pull their ridge towards these, not towards the previous step's solution: a ridge
+  /// towards the last solution, repeated, drifts to the unregularised least-squares fit, so an
+  /// n-step schedule would be regularised less than one step. May be null (then the ridge pulls
+  /// towards the weights the pass received).
+  std::map<std::string, RecoveryAnchor>* recovery_anchors = nullptr;
   int threads = 0;
   bool verbose = false;
 };
