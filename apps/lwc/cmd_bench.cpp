@@ -107,7 +107,7 @@ void addBenchCommand(CLI::App& app, Action& action, const GlobalOptions& g) {
       engine::TensorMap feeds;
       if (!o->data.data.empty()) {
         o->data.batch = o->batch;
-        auto ds = openDataset(o->data.optionsFor(m));
+        auto ds = o->data.open(m);
         auto b = ds->next(o->batch);
         if (!b) fail(o->data.data, ": no samples");
         if (b->inputs.dim(0) != o->batch)

@@ -34,7 +34,7 @@ void addEvalCommand(CLI::App& app, Action& action, const GlobalOptions&) {
     action = [o] {
       engine::configureThreads(o->threads);
       const Model m = loadModel(o->model);
-      auto ds = openDataset(o->data.optionsFor(m));
+      auto ds = o->data.open(m);
       engine::SessionOptions so;
       so.threads = o->threads;
       so.reference_only = o->reference;

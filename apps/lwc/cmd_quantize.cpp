@@ -230,6 +230,7 @@ void addCalibrateCommand(CLI::App& app, Action& action, const GlobalOptions&) {
       RunOptions ro;
       ro.threads = q->run.threads;
       ro.log = [](const std::string& s) { spdlog::debug("{}", s); };
+      ro.warn = [](const std::string& s) { spdlog::warn("{}", s); };
       PipelineReport rep = runPipeline(p, m, ro);
       const auto& st = rep.stages.back().result.stats;
       std::printf("wrote %s: statistics of %lld tensors over %lld samples (shard %s)\n", q->save_calib.c_str(),

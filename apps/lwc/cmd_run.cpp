@@ -116,6 +116,7 @@ int runPipelineCommand(Pipeline p, const std::string& model_path, const RunArgs&
   ro.threads = a.threads;
   ro.log = [](const std::string& s) { spdlog::debug("{}", s); };  // progress: with -v
   ro.note = [](const std::string& s) { spdlog::info("{}", s); };   // what a pass left alone, and why
+  ro.warn = [](const std::string& s) { spdlog::warn("{}", s); };
   if (a.print_after_all) ro.after_pass = printGraph;
   ro.on_stage = hooks.on_stage;
   PipelineReport rep = runPipeline(p, m, ro);

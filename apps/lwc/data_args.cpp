@@ -1,5 +1,6 @@
 #include "data_args.h"
 
+#include <spdlog/spdlog.h>
 #include <unistd.h>
 
 namespace lwc::app {
@@ -22,6 +23,12 @@ DataOptions DataArgs::optionsFor(const Model& m) const {
   o.limit = limit;
   fitToModel(o, m);
   return o;
+}
+
+std::unique_ptr<Dataset> DataArgs::open(const Model& m) const {
+  auto ds = openDataset(optionsFor(m));
+  if (const std::string w = defaultPreprocessingWarning(*ds); !w.empty()) spdlog::warn("--data {}", w);
+  return ds;
 }
 
 Progress::Progress(std::string what, int64_t total)

@@ -3,6 +3,7 @@
 
 #include <CLI/CLI.hpp>
 #include <chrono>
+#include <memory>
 #include <cstdio>
 #include <string>
 
@@ -22,6 +23,8 @@ struct DataArgs {
   void add(CLI::App* cmd, bool required);
   /// DataOptions checked against the model's first input and first output.
   DataOptions optionsFor(const Model& m) const;
+  /// The data for model m; warns (once, on stderr) when image data get the default preprocessing.
+  std::unique_ptr<Dataset> open(const Model& m) const;
 };
 
 /// A one-line progress bar on stderr, only when stderr is a terminal.

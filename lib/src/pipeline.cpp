@@ -364,6 +364,20 @@ PipelineReport runPipeline(const Pipeline& p, Model& m, const RunOptions& opts) 
   auto log = [&](const std::string& s) {
     if (opts.log) opts.log(s);
   };
+  auto warn = [&](const std::string& s) {
+    if (opts.warn) opts.warn(s);
+    else if (opts.note) opts.note(s);
+    else log(s);
+  };
+  // The preprocessing a data source applies, for the report, and a warning when it is the default.
+  auto preprocessing = [&](const Dataset& ds, const std::string& what) {
+    const auto pp = ds.preprocessing();
+    if (!pp) return json(nullptr);
+    json j = pp->toJson();
+    j["from"] = pp->origin;
+    if (const std::string w = defaultPreprocessingWarning(ds); !w.empty()) warn(what + ": " + w);
+    return j;
+  };
   p.check();
   PipelineReport rep;
   rep.pipeline = p.name.empty() ? p.origin : p.name;
@@ -375,6 +389,7 @@ PipelineReport runPipeline(const Pipeline& p, Model& m, const RunOptions& opts) 
   if (p.eval) {
     ev = std::make_unique<Evaluator>(*p.eval, input, opts.threads);
     rep.eval_data = ev->dataset().describe();
+    rep.eval_preprocessing = preprocessing(ev->dataset(), p.eval->origin);
     for (const auto& g : p.gates)
       for (const auto& info : gateInfos())
         if (info.name == g.name && info.needs_labels && !ev->dataset().hasLabels())
@@ -386,6 +401,8 @@ PipelineReport runPipeline(const Pipeline& p, Model& m, const RunOptions& opts) 
     fitToModel(o, input);
     auto ds = openDataset(o);
     if (ds->size() == 0) fail(p.calib->origin, ": ", o.path.string(), ": no samples");
+    rep.calib_data = ds->describe();
+    rep.calib_preprocessing = preprocessing(*ds, p.calib->origin);
   }
   PassContext ctx;
   ctx.calib = p.calib ? &*p.calib : nullptr;
@@ -580,6 +597,9 @@ json PipelineReport::toJson() const {
               {"model", model},
               {"output", output},
               {"eval_data", eval_data.empty() ? json(nullptr) : json(eval_data)},
+              {"eval_preprocessing", eval_preprocessing},
+              {"calib_data", calib_data.empty() ? json(nullptr) : json(calib_data)},
+              {"calib_preprocessing", calib_preprocessing},
               {"input_file_bytes", input_file_bytes >= 0 ? json(input_file_bytes) : json(nullptr)},
               {"input", metricsJson(a)},
               {"final", metricsJson(b)},
@@ -597,6 +617,7 @@ std::string PipelineReport::toText(bool time_passes) const {
   os << "pipeline " << pipeline << "\nmodel    " << model << "\n";
   if (!output.empty()) os << "output   " << output << "\n";
   if (eval) os << "eval     " << eval_data << "\n";
+  if (!calib_data.empty()) os << "calib    " << calib_data << "\n";
   os << "\n";
   char line[512];
   std::snprintf(line, sizeof line, "%-22s %7s %10s %10s %11s", "stage", "nodes", "params", "MACs", "bytes");

@@ -309,6 +309,35 @@ TEST_CASE("fmnist sample: PNG ImageFolder, .npy and IDX give identical batches",
   }
 }
 
+TEST_CASE("image data read with the default preprocessing get a warning", "[data]") {
+  DataOptions o;
+  o.sample_shape = {1, 28, 28};
+  o.num_classes = 10;
+  // PNG folder without a preprocess.json of its own (the sample's sits one level up).
+  o.path = kSample / "png";
+  auto bare = openDataset(o);
+  REQUIRE(bare->preprocessing());
+  CHECK(bare->preprocessing()->origin == Preprocess{}.origin);
+  CHECK_THAT(defaultPreprocessingWarning(*bare), Contains("ImageFolder") && Contains("only scaled to [0, 1]") &&
+                                                    Contains("--preprocess FILE"));
+  // Given explicitly, or found beside the data: no warning.
+  o.preprocess = Preprocess::load(kSample / "preprocess.json");
+  CHECK(defaultPreprocessingWarning(*openDataset(o)).empty());
+  DataOptions beside;
+  beside.path = kSample;
+  beside.sample_shape = {1, 28, 28};
+  CHECK(defaultPreprocessingWarning(*openDataset(beside)).empty());
+  // Float arrays are fed as stored: nothing is preprocessed, nothing to warn about.
+  test::TempDir d;
+  writeNpy(d / "x.npy", Tensor(DType::Float32, {4, 1, 28, 28}));
+  DataOptions f;
+  f.path = d / "x.npy";
+  f.sample_shape = {1, 28, 28};
+  auto floats = openDataset(f);
+  CHECK_FALSE(floats->preprocessing());
+  CHECK(defaultPreprocessingWarning(*floats).empty());
+}
+
 TEST_CASE("preprocessing JSON", "[data]") {
   SECTION("valid keys") {
     const Preprocess p = Preprocess::fromJson(

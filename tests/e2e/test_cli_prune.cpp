@@ -40,6 +40,20 @@ TEST_CASE("lwc prune reaches the sparsity, without recovery, 3 steps end where o
   const auto rep = nlohmann::json::parse(f);
   CHECK(rep["final"]["weight_sparsity"].get<double>() > 0.55);
   CHECK(rep["stages"].back()["stats"]["layers_pruned"].get<int>() > 10);
+  // The report names the preprocessing the eval data got (preprocess.json beside the sample).
+  CHECK(rep["eval_preprocessing"]["from"] == (td("fmnist_sample") / "preprocess.json").string());
+  CHECK(rep["eval_preprocessing"]["std"][0].get<double>() == Approx(0.353));
+  CHECK(rep["calib_data"].is_null());
+  // Calibration images without their preprocessing: a warning naming the data, in the report too.
+  auto bare = runLwc("prune " + q(td("resnet_fmnist.onnx")) + " --sparsity 0.3 --recover bias -o " + q(d / "b.onnx") +
+                     " --calib " + q(td("fmnist_sample") / "png") + " --calib-limit 20 --report " + q(d / "b.json"));
+  INFO(bare.err);
+  REQUIRE(bare.exit_code == 0);
+  CHECK_THAT(bare.err, Catch::Contains("warning: --calib: ImageFolder") && Catch::Contains("only scaled to [0, 1]"));
+  std::ifstream fb(d / "b.json");
+  const auto rb = nlohmann::json::parse(fb);
+  CHECK_THAT(rb["calib_data"].get<std::string>(), Catch::Contains("ImageFolder"));
+  CHECK(rb["calib_preprocessing"]["from"] == "default preprocessing");
 }
 
 TEST_CASE("lwc prune --recover lsq beats no recovery and is deterministic", "[cli][prune][lsq]") {

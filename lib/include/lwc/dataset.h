@@ -117,4 +117,10 @@ class Dataset {
 /// Errors (missing path, no data, corrupt files, shape mismatches) throw lwc::Error naming the file.
 std::unique_ptr<Dataset> openDataset(const DataOptions& opts);
 
+/// One line for image data read with the default preprocessing (no preprocessing given and no
+/// preprocess.json beside the data), which only scales pixels to [0, 1]: a model trained on
+/// normalized inputs then sees the wrong values, and nothing else would say so. Empty when a
+/// preprocessing file or option applies, or when the source is not images (arrays fed as stored).
+std::string defaultPreprocessingWarning(const Dataset& ds);
+
 }  // namespace lwc

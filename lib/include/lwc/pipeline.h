@@ -100,6 +100,10 @@ struct PipelineReport {
   std::string model;
   std::string output;
   std::string eval_data;  ///< dataset description, empty without eval data
+  std::string calib_data;  ///< the same for the calibration data
+  /// The preprocessing applied to image data (Preprocess::toJson plus "from": the file or option it
+  /// came from, or "default preprocessing"); null when there is none or the data are not images.
+  nlohmann::json eval_preprocessing, calib_preprocessing;
   int64_t input_file_bytes = -1;  ///< size of the input file(s) on disk, external data included
   std::vector<StageRecord> stages;  ///< stages[0] is the input model
   std::vector<GateResult> gates;
@@ -125,6 +129,9 @@ struct RunOptions {
   std::function<void(const std::string& line)> log;
   /// Passes' notes ("<pass>: <note>": what was left alone and why); `log` when not set.
   std::function<void(const std::string& line)> note;
+  /// Warnings about the inputs that do not stop the run (image data read with the default
+  /// preprocessing); `note` when not set.
+  std::function<void(const std::string& line)> warn;
 };
 
 /// Runs the pipeline on `m` (rewritten in place). Before any pass runs, the data sources are opened

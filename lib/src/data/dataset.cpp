@@ -344,6 +344,15 @@ std::unique_ptr<Dataset> openDataset(const DataOptions& o) {
   }
 }
 
+std::string defaultPreprocessingWarning(const Dataset& ds) {
+  const auto pp = ds.preprocessing();
+  if (!pp || pp->origin != Preprocess{}.origin) return "";
+  return ds.describe() +
+         ": no preprocessing given and no preprocess.json beside the data, so pixels are only scaled to [0, 1] "
+         "(no mean/std); if the model was trained on normalized inputs, give its preprocessing (--preprocess FILE, "
+         "\"preprocess\" in a pipeline's data entry, or a preprocess.json beside the data)";
+}
+
 }  // namespace lwc
 
 namespace lwc {
