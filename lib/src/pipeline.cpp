@@ -293,12 +293,29 @@ class Evaluator {
     const std::string in_name = s.inputNames().at(0);
     AccuracyMeter acc;
     ErrorMeter err;
-    int64_t agree = 0, n = 0;
+    int64_t agree = 0, n = 0, only_input = 0, only_this = 0;
     size_t bi = 0;
+    if (is_input) input_right_.clear();
     ds_->reset();
     while (auto b = ds_->next(spec_.batch)) {
       Tensor y = s.runOrdered({{in_name, b->inputs}}).at(0);
-      if (ds_->hasLabels()) acc.add(y, b->labels, b->first_index);
+      if (ds_->hasLabels()) {
+        acc.add(y, b->labels, b->first_index);
+        // Per-sample correctness (argmax, ties to the lower class as AccuracyMeter ranks), paired
+        // with the input model's for the McNemar test.
+        const auto pred = argmaxRows(y);
+        for (size_t k = 0; k < pred.size() && k < b->labels.size(); ++k) {
+          const bool right = pred[k] == b->labels[k];
+          const size_t at = static_cast<size_t>(b->first_index) + k;
+          if (is_input) {
+            if (input_right_.size() <= at) input_right_.resize(at + 1, 0);
+            input_right_[at] = right;
+          } else if (at < input_right_.size()) {
+            only_input += input_right_[at] && !right;
+            only_this += right && !input_right_[at];
+          }
+        }
+      }
       if (is_input) {
         if (cache_bytes_ + y.nbytes() <= kMaxCachedBytes) {
           cache_.push_back(y.clone());
@@ -326,6 +343,9 @@ class Evaluator {
     if (ds_->hasLabels()) {
       out.top1 = acc.top1();
       out.top5 = acc.top5();
+      out.only_input_right = only_input;
+      out.only_this_right = only_this;
+      out.mcnemar_p = mcnemarExactP(only_input, only_this);
     }
     out.output_sqnr_db = is_input ? std::numeric_limits<double>::infinity() : err.sqnrDb();
     out.top1_agreement = is_input || n == 0 ? 1.0 : double(agree) / double(n);
@@ -341,6 +361,7 @@ class Evaluator {
   std::vector<Tensor> cache_;
   size_t cache_bytes_ = 0;
   bool cached_ = false, overflow_ = false;
+  std::vector<char> input_right_;  ///< per sample: the input model's top-1 is right
 };
 
 double gateValue(const std::string& name, const StageMetrics& in, const StageMetrics& out) {
@@ -453,6 +474,9 @@ PipelineReport runPipeline(const Pipeline& p, Model& m, const RunOptions& opts) 
       rec.metrics.top5 = prev.top5;
       rec.metrics.output_sqnr_db = prev.output_sqnr_db;
       rec.metrics.top1_agreement = prev.top1_agreement;
+      rec.metrics.only_input_right = prev.only_input_right;
+      rec.metrics.only_this_right = prev.only_this_right;
+      rec.metrics.mcnemar_p = prev.mcnemar_p;
     } else if (ev && (p.eval_every_pass || last)) {
       log("evaluating after " + rec.pass);
       ev->evaluate(m, rec.metrics, false);
@@ -524,10 +548,19 @@ json metricsJson(const StageMetrics& s) {
     if (s.top1) {
       e["top1"] = *s.top1;
       e["top5"] = *s.top5;
+      e["only_input_right"] = s.only_input_right;
+      e["only_this_right"] = s.only_this_right;
+      e["mcnemar_p"] = s.mcnemar_p;
     }
     j["eval"] = e;
   }
   return j;
+}
+
+std::string fixed3(double v) {
+  std::ostringstream os;
+  os << std::fixed << std::setprecision(3) << v;
+  return os.str();
 }
 
 std::string pct(double f) {
@@ -657,7 +690,10 @@ std::string PipelineReport::toText(bool time_passes) const {
   os << "\n";
   if (labels && b.evaluated)
     os << "top-1 " << pct(*a.top1) << " -> " << pct(*b.top1) << " (" << std::showpos << std::fixed << std::setprecision(2)
-       << 100 * (*b.top1 - *a.top1) << std::noshowpos << " points)\n";
+       << 100 * (*b.top1 - *a.top1) << std::noshowpos << " points; " << b.only_input_right << " samples only the input "
+       << "model gets right, " << b.only_this_right << " only this one: McNemar p "
+       << (b.mcnemar_p < 0.001 ? std::string("< 0.001") : "= " + fixed3(b.mcnemar_p))
+       << (b.mcnemar_p < 0.05 ? ", more than chance" : ", within chance") << ")\n";
   for (const auto& g : gates) os << "gate " << gateText(g) << "\n";
   if (time_passes) os << "total " << std::fixed << std::setprecision(3) << total_seconds << " s\n";
   return os.str();
@@ -688,6 +724,11 @@ std::string PipelineReport::toMarkdown() const {
     }
     os << " " << changeSummary(s) << " |\n";
   }
+  const StageMetrics& fin = stages.back().metrics;
+  if (labels && fin.evaluated && stages.size() > 1)
+    os << "\nTop-1 change: " << fin.only_input_right << " samples only the input model gets right, "
+       << fin.only_this_right << " only the output model; exact McNemar p "
+       << (fin.mcnemar_p < 0.001 ? std::string("< 0.001") : "= " + fixed3(fin.mcnemar_p)) << ".\n";
   if (!gates.empty()) {
     os << "\n| gate | value | limit | result |\n|---|---:|---:|---|\n";
     for (const auto& g : gates)

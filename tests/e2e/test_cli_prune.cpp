@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "lwc/analysis.h"
+#include "lwc/metrics.h"
 #include "lwc/model_io.h"
 #include "support/test_util.h"
 
@@ -40,6 +41,15 @@ TEST_CASE("lwc prune reaches the sparsity, without recovery, 3 steps end where o
   const auto rep = nlohmann::json::parse(f);
   CHECK(rep["final"]["weight_sparsity"].get<double>() > 0.55);
   CHECK(rep["stages"].back()["stats"]["layers_pruned"].get<int>() > 10);
+  // The top-1 change as a paired test against the input model: the samples only one of the two
+  // gets right account for the whole difference, and the p-value is McNemar's on them.
+  const auto& ev = rep["final"]["eval"];
+  const int64_t only_in = ev["only_input_right"], only_out = ev["only_this_right"], samples = ev["samples"];
+  CHECK(only_in + only_out > 0);
+  CHECK(double(only_out - only_in) / double(samples) ==
+        Approx(ev["top1"].get<double>() - rep["input"]["eval"]["top1"].get<double>()).margin(1e-12));
+  CHECK(ev["mcnemar_p"].get<double>() == Approx(mcnemarExactP(only_in, only_out)));
+  CHECK(rep["input"]["eval"]["mcnemar_p"] == 1.0);
   // The report names the preprocessing the eval data got (preprocess.json beside the sample).
   CHECK(rep["eval_preprocessing"]["from"] == (td("fmnist_sample") / "preprocess.json").string());
   CHECK(rep["eval_preprocessing"]["std"][0].get<double>() == Approx(0.353));
