@@ -306,7 +306,7 @@ class Evaluator {
         const auto pred = argmaxRows(y);
         for (size_t k = 0; k < pred.size() && k < b->labels.size(); ++k) {
           const bool right = pred[k] == b->labels[k];
-          const size_t at = static_cast<size_t>(b->first_index) + k;
+          const size_t at = static_cast<size_t>(n) + k;  // position in this pass over the data
           if (is_input) {
             if (input_right_.size() <= at) input_right_.resize(at + 1, 0);
             input_right_[at] = right;
