@@ -7,6 +7,9 @@ images. Optionally merges PyTorch's torch.nn.utils.prune results (scripts/torch_
 Prints a Markdown table and writes every run to --out (JSON). With --check, exits 1 when a
 target of the pruning issue is missed: 50 % with lsq loses <= 0.5 points; iterative is never
 worse than one-shot at the same sparsity and recovery; lsq beats torch global L1 at every sparsity.
+A missed "never worse" line also gives the paired test of the two models (`lwc compare`: images
+only one-shot / only iterative gets right, exact McNemar p); the JSON records each run's top-1
+agreement and output SQNR against the FP32 model.
 
     scripts/prune_table.py [--models mnv2 resnet] [--scope global] [--iters 10] [--torch /tmp/torch_prune.json]
 """
@@ -23,10 +26,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FM = "/usr/share/datasets/fashion-mnist"
 
 
-def run(args, model, extra, d):
+def run(args, model, extra, d, out="out.onnx"):
     rep = os.path.join(d, "r.json")
     t0 = time.time()
-    cmd = [args.lwc, "-q", "prune", os.path.join(ROOT, f"testdata/{model}_fmnist.onnx"), "-o", os.path.join(d, "out.onnx"),
+    cmd = [args.lwc, "-q", "prune", os.path.join(ROOT, f"testdata/{model}_fmnist.onnx"), "-o", os.path.join(d, out),
            "--eval", f"{FM}/t10k-images-idx3-ubyte.gz", "--preprocess",
            os.path.join(ROOT, "testdata/fmnist_sample/preprocess.json"), "--report", rep, "--scope", args.scope] + extra
     cmd += shlex.split(args.extra)
@@ -37,9 +40,22 @@ def run(args, model, extra, d):
         raise SystemExit(f"failed ({r.returncode}): {' '.join(cmd)}\n{r.stderr}")
     with open(rep) as f:
         rj = json.load(f)
-    return {"fp32": rj["input"]["eval"]["top1"], "top1": rj["final"]["eval"]["top1"],
+    ev = rj["final"]["eval"]
+    return {"fp32": rj["input"]["eval"]["top1"], "top1": ev["top1"],
+            "top1_agreement": ev["top1_agreement"], "output_sqnr_db": ev["output_sqnr_db"],
             "sparsity": rj["final"]["weight_sparsity"], "seconds": round(time.time() - t0, 1),
-            "command": " ".join(cmd[1:]).replace(ROOT + "/", "")}
+            "output": os.path.join(d, out), "command": " ".join(cmd[1:]).replace(ROOT + "/", "")}
+
+
+def paired(args, a, b):
+    """lwc compare of two pruned models on the test images: (images only a gets right, only b, McNemar p)."""
+    r = subprocess.run([args.lwc, "-q", "compare", a, b, "--data", f"{FM}/t10k-images-idx3-ubyte.gz", "--preprocess",
+                        os.path.join(ROOT, "testdata/fmnist_sample/preprocess.json"), "--json"],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SystemExit(f"lwc compare failed ({r.returncode}): {r.stderr}")
+    lab = json.loads(r.stdout)["outputs"][0]["labels"]
+    return lab["only_reference_right"], lab["only_candidate_right"], lab["mcnemar_p"]
 
 
 def main():
@@ -71,7 +87,8 @@ def main():
             for sp in args.sparsities:
                 cells, row = [], {}
                 for rec, (sname, n) in cols:
-                    res = run(args, model, ["--sparsity", str(sp), "--iters", str(n), "--recover", rec], d)
+                    res = run(args, model, ["--sparsity", str(sp), "--iters", str(n), "--recover", rec], d,
+                              f"{model}_{sp}_{rec}_{n}.onnx")
                     res.update(model=model, target=sp, recover=rec, iters=n, scope=args.scope)
                     results.append(res)
                     row[(rec, n)] = res
@@ -86,7 +103,10 @@ def main():
                 for rec in args.recover:
                     one, it = row[(rec, 1)], row[(rec, args.iters)]
                     if it["top1"] < one["top1"]:
-                        failures.append(f"{model} {sp} {rec}: iters {args.iters} {it['top1']:.4f} < one-shot {one['top1']:.4f}")
+                        a, b, pv = paired(args, one["output"], it["output"])
+                        it["vs_one_shot"] = {"only_one_shot_right": a, "only_iterative_right": b, "mcnemar_p": pv}
+                        failures.append(f"{model} {sp} {rec}: iters {args.iters} {it['top1']:.4f} < one-shot {one['top1']:.4f} "
+                                        f"({a} images only one-shot gets right, {b} only iterative: McNemar p = {pv:.2f})")
                 if "lsq" in args.recover:
                     best = max(row[("lsq", 1)]["top1"], row[("lsq", args.iters)]["top1"])
                     if abs(sp - 0.5) < 1e-6 and fp32 - best > 0.005:
@@ -101,6 +121,8 @@ def main():
                 results.append(res)
                 cells.append(f"{rec}: {100 * res['top1']:.2f}")
             print(f"| {model} | 2:4 | " + ", ".join(cells) + " |", flush=True)
+    for r in results:
+        r.pop("output", None)  # a file in the temporary folder, gone by now
     with open(args.out, "w") as f:
         json.dump(results, f, indent=1)
     for msg in failures:
