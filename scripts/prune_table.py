@@ -24,14 +24,15 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FM = "/usr/share/datasets/fashion-mnist"
+# The 10 000 test images, as every run evaluates and every paired comparison reads them.
+TEST_DATA = [f"{FM}/t10k-images-idx3-ubyte.gz", "--preprocess", os.path.join(ROOT, "testdata/fmnist_sample/preprocess.json")]
 
 
 def run(args, model, extra, d, out="out.onnx"):
     rep = os.path.join(d, "r.json")
     t0 = time.time()
     cmd = [args.lwc, "-q", "prune", os.path.join(ROOT, f"testdata/{model}_fmnist.onnx"), "-o", os.path.join(d, out),
-           "--eval", f"{FM}/t10k-images-idx3-ubyte.gz", "--preprocess",
-           os.path.join(ROOT, "testdata/fmnist_sample/preprocess.json"), "--report", rep, "--scope", args.scope] + extra
+           "--eval"] + TEST_DATA + ["--report", rep, "--scope", args.scope] + extra
     cmd += shlex.split(args.extra)
     if "--recover" in extra and extra[extra.index("--recover") + 1] != "none":
         cmd += ["--calib", f"{FM}/train-images-idx3-ubyte.gz", "--calib-limit", str(args.calib_limit)]
@@ -49,9 +50,7 @@ def run(args, model, extra, d, out="out.onnx"):
 
 def paired(args, a, b):
     """lwc compare of two pruned models on the test images: (images only a gets right, only b, McNemar p)."""
-    r = subprocess.run([args.lwc, "-q", "compare", a, b, "--data", f"{FM}/t10k-images-idx3-ubyte.gz", "--preprocess",
-                        os.path.join(ROOT, "testdata/fmnist_sample/preprocess.json"), "--json"],
-                       capture_output=True, text=True)
+    r = subprocess.run([args.lwc, "-q", "compare", a, b, "--data"] + TEST_DATA + ["--json"], capture_output=True, text=True)
     if r.returncode != 0:
         raise SystemExit(f"lwc compare failed ({r.returncode}): {r.stderr}")
     lab = json.loads(r.stdout)["outputs"][0]["labels"]

@@ -181,14 +181,16 @@ void addCompareCommand(CLI::App& app, Action& action, const GlobalOptions&) {
         std::printf("%-32s %10s %12.4g %10s %10.6f\n", r.name.c_str(), agr, r.err.maxAbsDiff(), sqnrStr(r.err.sqnrDb()).c_str(),
                     r.err.cosine());
       }
-      for (const auto& r : outs)
-        if (r.labelled > 0)
-          std::printf("\n%s against the labels: top-1 %.2f %% (reference) vs %.2f %% (candidate); %lld samples only "
-                      "the reference gets right, %lld only the candidate; exact McNemar p = %.3g%s\n",
-                      r.name.c_str(), 100.0 * double(r.right_a) / double(r.labelled),
-                      100.0 * double(r.right_b) / double(r.labelled), static_cast<long long>(r.only_a),
-                      static_cast<long long>(r.only_b), mcnemarExactP(r.only_a, r.only_b),
-                      mcnemarExactP(r.only_a, r.only_b) < 0.05 ? " (significant at the 5 % level)" : " (not significant at the 5 % level)");
+      for (const auto& r : outs) {
+        if (r.labelled == 0) continue;
+        const double pv = mcnemarExactP(r.only_a, r.only_b);
+        std::printf("\n%s against the labels: top-1 %.2f %% (reference) vs %.2f %% (candidate); %lld samples only "
+                    "the reference gets right, %lld only the candidate; exact McNemar p = %.3g%s\n",
+                    r.name.c_str(), 100.0 * double(r.right_a) / double(r.labelled),
+                    100.0 * double(r.right_b) / double(r.labelled), static_cast<long long>(r.only_a),
+                    static_cast<long long>(r.only_b), pv,
+                    pv < 0.05 ? " (significant at the 5 % level)" : " (not significant at the 5 % level)");
+      }
       if (o->per_layer) {
         if (!first_div.empty()) std::printf("\nfirst tensor that differs: %s\n", first_div.c_str());
         std::printf("\n%zu shared tensors, worst first:\n%-48s %12s %10s %10s\n", worst.size(), "tensor", "max |diff|",

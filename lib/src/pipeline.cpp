@@ -299,11 +299,17 @@ class Evaluator {
     ds_->reset();
     while (auto b = ds_->next(spec_.batch)) {
       Tensor y = s.runOrdered({{in_name, b->inputs}}).at(0);
+      // This model's top-1 class per sample, computed once for the labels and the agreement.
+      std::vector<int64_t> pred_cache;
+      auto predictions = [&]() -> const std::vector<int64_t>& {
+        if (pred_cache.empty()) pred_cache = argmaxRows(y);
+        return pred_cache;
+      };
       if (ds_->hasLabels()) {
         acc.add(y, b->labels, b->first_index);
         // Per-sample correctness (argmax, ties to the lower class as AccuracyMeter ranks), paired
         // with the input model's for the McNemar test.
-        const auto pred = argmaxRows(y);
+        const auto& pred = predictions();
         for (size_t k = 0; k < pred.size() && k < b->labels.size(); ++k) {
           const bool right = pred[k] == b->labels[k];
           const size_t at = static_cast<size_t>(n) + k;  // position in this pass over the data
@@ -327,7 +333,8 @@ class Evaluator {
         const Tensor r = cached_ ? cache_.at(bi) : ref->runOrdered({{input_->graph.realInputs()[0]->name, b->inputs}}).at(0);
         if (r.dtype() == DType::Float32 && y.dtype() == DType::Float32) {
           err.add(r, y);
-          const auto ar = argmaxRows(r), ay = argmaxRows(y);
+          const auto ar = argmaxRows(r);
+          const auto& ay = predictions();
           for (size_t k = 0; k < ar.size() && k < ay.size(); ++k) agree += ar[k] == ay[k];
         }
       }
@@ -345,7 +352,6 @@ class Evaluator {
       out.top5 = acc.top5();
       out.only_input_right = only_input;
       out.only_this_right = only_this;
-      out.mcnemar_p = mcnemarExactP(only_input, only_this);
     }
     out.output_sqnr_db = is_input ? std::numeric_limits<double>::infinity() : err.sqnrDb();
     out.top1_agreement = is_input || n == 0 ? 1.0 : double(agree) / double(n);
@@ -379,6 +385,8 @@ double gateValue(const std::string& name, const StageMetrics& in, const StageMet
 }
 
 }  // namespace
+
+double StageMetrics::mcnemarP() const { return mcnemarExactP(only_input_right, only_this_right); }
 
 PipelineReport runPipeline(const Pipeline& p, Model& m, const RunOptions& opts) {
   const auto t_start = Clock::now();
@@ -476,7 +484,6 @@ PipelineReport runPipeline(const Pipeline& p, Model& m, const RunOptions& opts) 
       rec.metrics.top1_agreement = prev.top1_agreement;
       rec.metrics.only_input_right = prev.only_input_right;
       rec.metrics.only_this_right = prev.only_this_right;
-      rec.metrics.mcnemar_p = prev.mcnemar_p;
     } else if (ev && (p.eval_every_pass || last)) {
       log("evaluating after " + rec.pass);
       ev->evaluate(m, rec.metrics, false);
@@ -550,16 +557,18 @@ json metricsJson(const StageMetrics& s) {
       e["top5"] = *s.top5;
       e["only_input_right"] = s.only_input_right;
       e["only_this_right"] = s.only_this_right;
-      e["mcnemar_p"] = s.mcnemar_p;
+      e["mcnemar_p"] = s.mcnemarP();
     }
     j["eval"] = e;
   }
   return j;
 }
 
-std::string fixed3(double v) {
+// "p < 0.001" or "p = 0.108", for the reports' McNemar lines.
+std::string pValueText(double p) {
+  if (p < 0.001) return "p < 0.001";
   std::ostringstream os;
-  os << std::fixed << std::setprecision(3) << v;
+  os << "p = " << std::fixed << std::setprecision(3) << p;
   return os.str();
 }
 
@@ -691,9 +700,8 @@ std::string PipelineReport::toText(bool time_passes) const {
   if (labels && b.evaluated)
     os << "top-1 " << pct(*a.top1) << " -> " << pct(*b.top1) << " (" << std::showpos << std::fixed << std::setprecision(2)
        << 100 * (*b.top1 - *a.top1) << std::noshowpos << " points; " << b.only_input_right << " samples only the input "
-       << "model gets right, " << b.only_this_right << " only this one: McNemar p "
-       << (b.mcnemar_p < 0.001 ? std::string("< 0.001") : "= " + fixed3(b.mcnemar_p))
-       << (b.mcnemar_p < 0.05 ? ", more than chance" : ", within chance") << ")\n";
+       << "model gets right, " << b.only_this_right << " only this one: McNemar " << pValueText(b.mcnemarP())
+       << (b.mcnemarP() < 0.05 ? ", more than chance" : ", within chance") << ")\n";
   for (const auto& g : gates) os << "gate " << gateText(g) << "\n";
   if (time_passes) os << "total " << std::fixed << std::setprecision(3) << total_seconds << " s\n";
   return os.str();
@@ -727,8 +735,7 @@ std::string PipelineReport::toMarkdown() const {
   const StageMetrics& fin = stages.back().metrics;
   if (labels && fin.evaluated && stages.size() > 1)
     os << "\nTop-1 change: " << fin.only_input_right << " samples only the input model gets right, "
-       << fin.only_this_right << " only the output model; exact McNemar p "
-       << (fin.mcnemar_p < 0.001 ? std::string("< 0.001") : "= " + fixed3(fin.mcnemar_p)) << ".\n";
+       << fin.only_this_right << " only the output model; exact McNemar " << pValueText(fin.mcnemarP()) << ".\n";
   if (!gates.empty()) {
     os << "\n| gate | value | limit | result |\n|---|---:|---:|---|\n";
     for (const auto& g : gates)

@@ -77,10 +77,10 @@ struct StageMetrics {
   std::optional<double> top1, top5;  ///< fractions, when the data has labels
   double output_sqnr_db = 0;         ///< first output against the input model's, +inf when identical
   double top1_agreement = 1;         ///< fraction of samples whose argmax matches the input model's
-  /// With labels: samples only the input model / only this one gets right, and the exact McNemar
-  /// p-value on them (is the top-1 change more than chance?).
+  /// With labels: samples only the input model / only this one gets right.
   int64_t only_input_right = 0, only_this_right = 0;
-  double mcnemar_p = 1;
+  /// The exact McNemar p-value on those two counts: is the top-1 change more than chance?
+  double mcnemarP() const;
   double eval_seconds = 0;
 };
 
