@@ -475,7 +475,9 @@ std::vector<LsqLayerResult> lsqRecover(Model& m, const Model& unmodified, const 
       skip("weights are not a float constant");
       continue;
     }
-    const Tensor W = *wp;
+    const auto select_it = opts.shared ? opts.select_zeros.end() : opts.select_zeros.find(n.outputs.at(0));
+    const bool select = select_it != opts.select_zeros.end();
+    Tensor W = select ? wp->clone() : *wp;  // OBS selection zeroes weights in its own copy
     std::string why;
     const auto form = layerForm(n, W, opts.fit_bias, why);
     if (!form) {
@@ -642,8 +644,10 @@ std::vector<LsqLayerResult> lsqRecover(Model& m, const Model& unmodified, const 
     };
     // The ridge solution on the sums a (less `minus`, a held-out fold) with λ = damp · mean(diag G_SS),
     // pulling towards `anchor`.
+    // `factor` (when given) receives the Cholesky factor of G_SS + λI (lower triangle).
     auto solveOn = [&](const Accum& a, const Accum* minus, int64_t oi, const std::vector<int64_t>& S,
-                       const std::vector<double>& anchor, double damp, std::vector<double>& x) {
+                       const std::vector<double>& anchor, double damp, std::vector<double>& x,
+                       std::vector<double>* factor = nullptr) {
       const int64_t s = static_cast<int64_t>(S.size());
       auto G = [&](int64_t i, int64_t j) {
         const size_t at = static_cast<size_t>(i * a.Kb + j);
@@ -661,8 +665,71 @@ std::vector<LsqLayerResult> lsqRecover(Model& m, const Model& unmodified, const 
         const size_t c = static_cast<size_t>(ki * f.ocg + oi);
         x[static_cast<size_t>(i)] = (minus ? a.C[c] - minus->C[c] : a.C[c]) + lambda * anchor[static_cast<size_t>(i)];
       }
-      return choleskySolve(M, x, s);
+      const bool ok = choleskySolve(M, x, s);
+      if (factor) *factor = std::move(M);
+      return ok;
     };
+    // OBS selection: score every surviving weight of every channel at the channel's ridge fit, then
+    // zero the layer's lowest scores (in W, which w0 reads, and in Wn) up to the target.
+    if (select) {
+      float* wsel = W.data<float>();
+      int64_t zeros = 0;
+      for (int64_t i = 0; i < W.numel(); ++i) zeros += wsel[i] == 0.0f;
+      const int64_t target = std::min(select_it->second, W.numel());
+      const int64_t rounds = std::max<int64_t>(1, opts.select_rounds);
+      for (int64_t t = 0; t < rounds && target > zeros; ++t) {
+        const int64_t want = (target - zeros + (rounds - t) - 1) / (rounds - t);  // the rest spread evenly
+        std::vector<std::vector<std::pair<double, int64_t>>> scores(static_cast<size_t>(f.out));
+#pragma omp parallel for schedule(dynamic, 1) num_threads(ctx.threads > 0 ? ctx.threads : omp_get_max_threads())
+        for (int64_t o = 0; o < f.out; ++o) {
+          const int64_t gi = o / f.ocg, oi = o % f.ocg;
+          const Accum& a = acc[static_cast<size_t>(gi)];
+          std::vector<int64_t> S;
+          std::vector<double> v0, va, x, L;
+          unknowns(o, S, v0, va);
+          const int64_t s = static_cast<int64_t>(S.size());
+          auto& out = scores[static_cast<size_t>(o)];
+          if (solveOn(a, nullptr, oi, S, va, opts.damping, x, &L)) {
+            // [H⁻¹]_ii = ‖L⁻¹ e_i‖²: forward substitution from row i on.
+            std::vector<double> y(static_cast<size_t>(s));
+            for (int64_t i = 0; i < s; ++i) {
+              if (S[static_cast<size_t>(i)] == f.K) continue;  // the bias is never removed
+              double d = 0;
+              for (int64_t j = i; j < s; ++j) {
+                double t = j == i ? 1.0 : 0.0;
+                const double* Lj = &L[static_cast<size_t>(j * s)];
+                for (int64_t k = i; k < j; ++k) t -= Lj[k] * y[static_cast<size_t>(k)];
+                y[static_cast<size_t>(j)] = t / Lj[j];
+                d += y[static_cast<size_t>(j)] * y[static_cast<size_t>(j)];
+              }
+              const double xi = x[static_cast<size_t>(i)];
+              out.emplace_back(xi * xi / d, f.windex(o, S[static_cast<size_t>(i)]));
+            }
+          } else {  // not positive definite: the diagonal (Optimal Brain Damage) estimate
+            double diag = 0;
+            for (int64_t i = 0; i < s; ++i) diag += a.G[static_cast<size_t>(S[static_cast<size_t>(i)] * (a.Kb + 1))];
+            const double lambda = diag > 0 ? opts.damping * diag / double(std::max<int64_t>(s, 1)) : 1.0;
+            for (int64_t i = 0; i < s; ++i) {
+              const int64_t k = S[static_cast<size_t>(i)];
+              if (k == f.K) continue;
+              const double w = v0[static_cast<size_t>(i)];
+              out.emplace_back(w * w * (a.G[static_cast<size_t>(k * (a.Kb + 1))] + lambda), f.windex(o, k));
+            }
+          }
+        }
+        std::vector<std::pair<double, int64_t>> all;
+        for (auto& sc : scores) all.insert(all.end(), sc.begin(), sc.end());
+        const auto k = static_cast<size_t>(std::min<int64_t>(want, static_cast<int64_t>(all.size())));
+        if (k == 0) break;
+        std::nth_element(all.begin(), all.begin() + static_cast<std::ptrdiff_t>(k - 1), all.end());
+        for (size_t i = 0; i < k; ++i) {
+          wsel[all[i].second] = 0.0f;
+          w1[all[i].second] = 0.0f;
+        }
+        zeros += static_cast<int64_t>(k);
+        res.selected += static_cast<int64_t>(k);
+      }
+    }
     // Under-determined Gemm/MatMul: the damping with the least cross-validated error.
     res.damping = opts.damping;
     if (!folds.empty() && double(acc[0].rows) < opts.cv_rows_per_weight * double(Kb)) {
@@ -757,7 +824,9 @@ std::vector<LsqLayerResult> lsqRecover(Model& m, const Model& unmodified, const 
       q.inputs[2] = bname;
     }
     res.applied = true;
-    std::string note = n.describe() + ": lsq " + describeError(res.error_before, res.error_after);
+    std::string note = n.describe() + ": " +
+                       (res.selected ? "obs selected " + std::to_string(res.selected) + " weights to zero, " : "") + "lsq " +
+                       describeError(res.error_before, res.error_after);
     if (res.cv) {
       std::ostringstream d;
       d << ", damping " << res.damping << " (4-fold cross-validation: " << acc[0].rows << " rows for " << Kb << " weights)";

@@ -55,6 +55,20 @@ struct LsqOptions {
   /// Weight sharing: instead of each weight, re-fit the layer's shared values (every non-zero
   /// weight keeps its cluster) and biases, one joint system per layer.
   bool shared = false;
+  /// Optimal Brain Surgeon mask selection (not with `shared`): output tensor name -> how many of
+  /// that layer's weights should be zero. Before the layer's re-fit, its weights are zeroed up to
+  /// that count (weights already zero count), the ones whose removal raises their channel's ridge
+  /// objective least: x_q² / [H⁻¹]_qq with x the ridge fit on the channel's surviving weights and
+  /// H = G_SS + λI (Hassibi & Stork 1993; LeCun et al.'s w_q² (G_qq + λ) where H is not positive
+  /// definite). Saliencies of one layer are in the same units (squared output error on the
+  /// calibration rows), so they are ranked layer-wide, ties by position. Each removal is scored as
+  /// if it were the only one: removing many in one step ignores their interactions, which an
+  /// iterative schedule re-scores after each step.
+  std::map<std::string, int64_t> select_zeros;
+  /// OBS selection in this many rounds: each removes an even share of the rest, scored at the ridge
+  /// fit after the rounds before (the Gram matrix stays: the layer's inputs do not change), so later
+  /// removals see the earlier ones (towards the greedy one-at-a-time OBS of Frantar & Alistarh 2022).
+  int64_t select_rounds = 1;
 };
 
 struct LsqLayerResult {
@@ -62,6 +76,7 @@ struct LsqLayerResult {
   double error_before = 0, error_after = 0;  ///< Σ‖Y_ref − Y‖² / Σ‖Y_ref‖² on the sampled rows
   int64_t channels = 0, channels_kept = 0;   ///< channels solved / left unchanged (not positive definite)
   bool applied = false;
+  int64_t selected = 0;  ///< weights zeroed by the OBS selection (select_sparsity)
   double damping = 0;  ///< the damping used (chosen by cross-validation when `cv` is set)
   bool cv = false;
 };

@@ -34,6 +34,18 @@ std::vector<OptionSpec> PruneMagnitude::optionSpecs() const {
   OptionSpec rows{"lsq_rows", OptionType::Int, 16, "lsq: sampled output positions per calibration sample"};
   rows.min = 1;
   rows.max = 4096;
+  OptionSpec criterion{"criterion", OptionType::String, "magnitude",
+                       "magnitude: zero the smallest |w|; obs (needs recover lsq, unstructured): as many weights per layer as "
+                       "magnitude and scope give, but the ones whose removal raises the layer's output error on the "
+                       "calibration data least (Optimal Brain Surgeon saliency at the least-squares fit), chosen layer "
+                       "by layer on the pruned model's inputs"};
+  criterion.choices = {"magnitude", "obs"};
+  OptionSpec rounds{"obs_rounds", OptionType::Int, 1,
+                    "criterion obs: select each layer's weights in this many rounds, each scored at the re-fit after "
+                    "the rounds before (more rounds: closer to removing one weight at a time; each costs one more "
+                    "solve per channel, no data pass)"};
+  rounds.min = 1;
+  rounds.max = 1000;
   OptionSpec damp{"lsq_damping", OptionType::Float, 1e-3, "lsq: ridge towards the layer before the pipeline's first lsq step (on one step: the pruned weights), relative to the mean input energy"};
   damp.min = 0;
   damp.max = 1e3;
@@ -44,6 +56,8 @@ std::vector<OptionSpec> PruneMagnitude::optionSpecs() const {
           {"exclude", OptionType::StringList, json::array(), "Node names or op types to leave dense"},
           minp,
           recover,
+          criterion,
+          rounds,
           rows,
           damp,
           lsqCvRowsOption()};
@@ -62,6 +76,12 @@ std::pair<int, int> parseNM(const std::string& s, const std::string& where) {
 
 void PruneMagnitude::validate(const PassOptions& o) const {
   if (o.getString("pattern") != "unstructured") parseNM(o.getString("pattern"), o.where());
+  if (o.getString("criterion") == "obs") {
+    if (o.getString("recover") != "lsq")
+      fail(o.where(), ".criterion: obs scores weights at the least-squares re-fit; set recover to lsq (lwc prune: --recover lsq --calib DIR)");
+    if (o.getString("pattern") != "unstructured")
+      fail(o.where(), ".criterion: obs selects unstructured weights; use pattern unstructured or criterion magnitude");
+  }
 }
 
 namespace {
@@ -254,28 +274,25 @@ PassResult PruneMagnitude::run(Model& m, PassContext& ctx) {
     }
   }
 
-  // Apply (new tensors; the old ones may be shared with the caller's copy of the model).
-  int64_t zeroed = 0, total = 0, zeros_after = 0;
-  for (size_t l = 0; l < layers.size(); ++l) {
-    const Tensor& w = g.initializers.at(layers[l].weight);
-    Tensor p = w.clone();
+  // Apply (new tensors; the old ones may be shared with the caller's copy of the model). With
+  // criterion obs, lsq recovery chooses the weights instead, and the magnitude masks only serve the
+  // layers it could not re-fit.
+  const bool obs = o.getString("criterion") == "obs";
+  auto applyMask = [&](size_t l) {
+    Tensor p = g.initializers.at(layers[l].weight).clone();
     float* P = p.data<float>();
-    int64_t layer_zeros = 0;
-    for (int64_t i = 0; i < p.numel(); ++i) {
-      if (masks[l][static_cast<size_t>(i)] && P[i] != 0.0f) {
-        P[i] = 0.0f;
-        ++zeroed;
-      }
-      layer_zeros += P[i] == 0.0f;
-    }
-    total += p.numel();
-    zeros_after += layer_zeros;
-    std::ostringstream note;
-    note << g.nodes[layers[l].node].describe() << ": sparsity " << std::fixed << std::setprecision(1)
-         << 100.0 * double(layer_zeros) / double(p.numel()) << " % of " << p.numel();
-    r.notes.push_back(note.str());
+    for (int64_t i = 0; i < p.numel(); ++i)
+      if (masks[l][static_cast<size_t>(i)]) P[i] = 0.0f;
     g.initializers.set(layers[l].weight, std::move(p));
-  }
+  };
+  // A weight several nodes share is masked for all of them before any re-fit, as with magnitude.
+  std::vector<char> masked(layers.size(), 0);
+  for (size_t l = 0; l < layers.size(); ++l)
+    if (!obs || useCount(g, layers[l].weight) > 1) {
+      applyMask(l);
+      masked[l] = 1;
+    }
+  const size_t sparsity_notes_at = r.notes.size();  // the per-layer sparsity lines go before recovery's
   int64_t corrected = 0, reconstructed = 0;
   if (o.getString("recover") == "bias") corrected = correctBiases(m, unpruned, layers, ctx, r);
   if (o.getString("recover") == "lsq") {
@@ -283,10 +300,47 @@ PassResult PruneMagnitude::run(Model& m, PassContext& ctx) {
     lo.rows_per_sample = o.getInt("lsq_rows");
     lo.damping = o.getFloat("lsq_damping");
     lo.cv_rows_per_weight = o.getFloat("lsq_cv_rows");
+    lo.select_rounds = o.getInt("obs_rounds");
+    if (obs)  // the scope's masks give each layer's count; obs chooses which weights
+      for (size_t l = 0; l < layers.size(); ++l)
+        if (!masked[l])
+          lo.select_zeros[g.nodes[layers[l].node].outputs.at(0)] =
+              std::count(masks[l].begin(), masks[l].end(), true);
     std::vector<size_t> idx;
     for (const auto& L : layers) idx.push_back(L.node);
-    for (const auto& res : lsqRecover(m, unpruned, idx, ctx, r, lo)) reconstructed += res.applied;
+    std::set<std::string> refit;
+    for (const auto& res : lsqRecover(m, unpruned, idx, ctx, r, lo)) {
+      reconstructed += res.applied;
+      if (res.applied) refit.insert(res.node);
+    }
+    for (size_t l = 0; l < layers.size(); ++l) {
+      const Node& n = g.nodes[layers[l].node];
+      if (masked[l] || refit.count(n.describe())) continue;
+      applyMask(l);  // not re-fitted: its weights are still layers[l].weight
+      r.notes.push_back(n.describe() + ": magnitude criterion (obs needs the least-squares re-fit)");
+    }
   }
+  // What changed, layer by layer, against the step's input (lsq may have renamed the weights).
+  int64_t zeroed = 0, total = 0, zeros_after = 0;
+  std::vector<std::string> sparsity_notes;
+  for (const auto& L : layers) {
+    const Node& n = g.nodes[L.node];
+    const float* B = unpruned.graph.initializers.at(L.weight).data<float>();
+    const Tensor& w = g.initializers.at(n.inputs[1]);
+    const float* P = w.data<float>();
+    int64_t layer_zeros = 0;
+    for (int64_t i = 0; i < w.numel(); ++i) {
+      zeroed += P[i] == 0.0f && B[i] != 0.0f;
+      layer_zeros += P[i] == 0.0f;
+    }
+    total += w.numel();
+    zeros_after += layer_zeros;
+    std::ostringstream note;
+    note << n.describe() << ": sparsity " << std::fixed << std::setprecision(1)
+         << 100.0 * double(layer_zeros) / double(w.numel()) << " % of " << w.numel();
+    sparsity_notes.push_back(note.str());
+  }
+  r.notes.insert(r.notes.begin() + static_cast<std::ptrdiff_t>(sparsity_notes_at), sparsity_notes.begin(), sparsity_notes.end());
   r.stats = {{"layers_pruned", static_cast<int64_t>(layers.size())},
              {"biases_corrected", corrected},
              {"layers_reconstructed", reconstructed},

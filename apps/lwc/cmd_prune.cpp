@@ -27,6 +27,8 @@ struct PruneArgs {
   std::vector<std::string> include, exclude;
   int64_t min_params = 1000;
   std::string recover = "none";
+  std::string criterion = "magnitude";
+  int64_t obs_rounds = 1;
   double lsq_cv_rows = 0;
   double channels = 0, macs_reduction = 0;
   std::string importance = "l1";
@@ -50,6 +52,14 @@ void addPruneCommand(CLI::App& app, Action& action, const GlobalOptions&) {
   cmd->add_option("--recover", a->recover,
                   "none | bias (mean-shift correction) | lsq (least-squares re-fit of each layer); after each step, needs --calib")
       ->check(CLI::IsMember({"none", "bias", "lsq"}));
+  cmd->add_option("--criterion", a->criterion,
+                  "Which weights to zero: magnitude (smallest |w|) | obs (least increase of each layer's output error "
+                  "on the calibration data, Optimal Brain Surgeon; needs --recover lsq)")
+      ->check(CLI::IsMember({"magnitude", "obs"}));
+  cmd->add_option("--obs-rounds", a->obs_rounds,
+                  "--criterion obs: choose each layer's weights in this many rounds, each scored after the re-fit of "
+                  "the rounds before (no extra data pass)")
+      ->check(CLI::Range(1, 1000));
   cmd->add_option("--min-params", a->min_params, "Skip layers with fewer weights")->check(CLI::NonNegativeNumber);
   cmd->add_option("--lsq-cv-rows", a->lsq_cv_rows,
                   "lsq: a Gemm/MatMul layer with fewer calibration rows than this times its inputs + 1 (a classifier "
@@ -80,6 +90,8 @@ void addPruneCommand(CLI::App& app, Action& action, const GlobalOptions&) {
       if (!(a->sparsity >= 0.0 && a->sparsity < 1.0))
         fail("prune: --sparsity ", a->sparsity, " is outside [0, 1); e.g. 0.5 zeroes half of the weights");
       if (a->iters < 1) fail("prune: --iters ", a->iters, ": give at least 1 step");
+      if (a->criterion != "magnitude" && (a->channels > 0 || a->macs_reduction > 0))
+        fail("prune: --criterion applies to magnitude pruning; channel pruning ranks channels by --importance");
       if (a->pattern != "unstructured" && a->iters != 1)
         fail("prune: --pattern ", a->pattern, " is reached in one step; drop --iters");
       const bool channels = a->channels > 0 || a->macs_reduction > 0;
@@ -160,6 +172,8 @@ void addPruneCommand(CLI::App& app, Action& action, const GlobalOptions&) {
                             {"exclude", a->exclude},
                             {"min_params", a->min_params},
                             {"recover", a->recover},
+                            {"criterion", a->criterion},
+                            {"obs_rounds", a->obs_rounds},
                             {"lsq_cv_rows", a->lsq_cv_rows}},
                            st.where);
         p.steps.push_back(std::move(st));

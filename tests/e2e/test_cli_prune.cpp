@@ -89,6 +89,30 @@ TEST_CASE("lwc prune --recover lsq beats no recovery and is deterministic", "[cl
   CHECK(graphBytes(d / "lsq.onnx") == graphBytes(d / "again.onnx"));
 }
 
+TEST_CASE("lwc prune --criterion obs: the scope's sparsity, weights chosen in the lsq step, deterministic",
+          "[cli][prune][lsq]") {
+  TempDir d;
+  auto prune = [&](const std::string& extra, const std::string& out) {
+    const fs::path rep = d / (out + ".json");
+    auto r = runLwc("-q prune " + q(td("lenet5_fmnist.onnx")) + " --sparsity 0.8 --scope global --recover lsq --calib " +
+                    q(td("fmnist_sample")) + " -o " + q(d / (out + ".onnx")) + " --report " + q(rep) + " " + extra);
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    std::ifstream f(rep);
+    return nlohmann::json::parse(f);
+  };
+  const auto mag = prune("", "mag"), obs = prune("--criterion obs --obs-rounds 2", "obs"),
+             again = prune("--criterion obs --obs-rounds 2", "again");
+  const auto& sm = mag["stages"].back()["stats"];
+  const auto& so = obs["stages"].back()["stats"];
+  CHECK(so["zeros_in_pruned_layers"] == sm["zeros_in_pruned_layers"]);
+  CHECK(so["layers_reconstructed"] == sm["layers_reconstructed"]);
+  CHECK(obs["final"]["weight_sparsity"].get<double>() == mag["final"]["weight_sparsity"].get<double>());
+  CHECK(graphBytes(d / "obs.onnx") != graphBytes(d / "mag.onnx"));
+  CHECK(graphBytes(d / "obs.onnx") == graphBytes(d / "again.onnx"));
+  CHECK_THAT(obs.dump(), Contains("obs selected"));
+}
+
 TEST_CASE("lwc prune --lsq-cv-rows: the classifier's ridge by cross-validation, named in the report", "[cli][prune][lsq]") {
   TempDir d;
   auto prune = [&](const std::string& extra, const std::string& out) {
@@ -192,6 +216,9 @@ TEST_CASE("lwc prune: bad input gets one clear error and no output file", "[cli]
   bad(model, "--channels 1.0", "--channels 1 is outside [0, 1)");
   bad(model, "--macs-reduction 0.99", "--macs-reduction 0.99 is outside (0, 0.95]");
   bad(model, "--channels 0.3 --recover lsq", "needs calibration data");
+  bad(model, "--criterion obs", "set recover to lsq");
+  bad(model, "--criterion obs --recover lsq --pattern 2:4", "obs selects unstructured weights");
+  bad(model, "--channels 0.3 --criterion obs", "--criterion applies to magnitude pruning");
   bad(model, "--sparsity 0.5 --ort-bench", "--ort-bench measures channel pruning");
   bad(model, "--channels 0.3 --ort-bench --bench-batch 0", "--ort-bench needs --bench-batch of at least 1");
   bad(model, "--channels 0.3 --ort-bench --ort-tool " + q(d / "no_such_tool.js"),

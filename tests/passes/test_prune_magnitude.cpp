@@ -374,6 +374,120 @@ TEST_CASE("prune_magnitude recover lsq anchors every re-fit of a layer at its we
   CHECK(drift_b > 1e-3);
 }
 
+TEST_CASE("prune_magnitude criterion obs removes the weight whose loss costs least after the re-fit", "[prune][lsq]") {
+  // One Gemm, no damping: removing one weight and re-fitting the rest raises the calibration error
+  // by x_q^2 / [G^-1]_qq. Brute force: zero each weight in turn, re-fit (the zero counts towards the
+  // target, so nothing else is removed), measure. The weight obs removes is the cheapest of all 72.
+  // The input feature that the smallest |w| reads is scaled up 10x, so magnitude's choice is costly.
+  const Model fp = gemmModel(24, 3, 5);
+  TempDir d;
+  Tensor X = randomFloat({120, 24}, 31, -1.0f, 2.0f);
+  {
+    const Tensor& w = fp.graph.initializers.at("w");
+    int64_t smallest = 0;
+    for (int64_t i = 1; i < w.numel(); ++i)
+      if (std::fabs(w.at(i)) < std::fabs(w.at(smallest))) smallest = i;
+    for (int64_t n = 0; n < 120; ++n) X.data<float>()[n * 24 + smallest % 24] *= 10.0f;
+  }
+  const DataSpec calib = npyData(d / "x.npy", X, 64);
+  const Tensor yref = engine::Session(fp).runOrdered({{"x", X}})[0];
+  auto prune = [&](Model& m, const char* criterion) {
+    auto p = passes::builtinPasses().create("prune_magnitude");
+    p->configure({{"sparsity", 1.5 / 72}, {"min_params", 0}, {"recover", "lsq"}, {"lsq_damping", 0.0}, {"criterion", criterion}},
+                 "p");
+    PassContext ctx;
+    ctx.calib = &calib;
+    ctx.reference = &fp;
+    return p->run(m, ctx);
+  };
+  auto calibError = [&](const Model& m) { return squaredError(m, "x", X, yref); };
+  Model obs = fp;
+  auto r = prune(obs, "obs");
+  CHECK(r.stats["zeros_in_pruned_layers"] == 1);
+  CHECK(r.stats["weights_zeroed"] == 1);
+  const Tensor& wo = obs.graph.initializers.at(obs.graph.nodes[0].inputs[1]);
+  int64_t removed = -1;
+  for (int64_t i = 0; i < wo.numel(); ++i)
+    if (wo.at(i) == 0.0) removed = i;
+  REQUIRE(removed >= 0);
+  const double e_obs = calibError(obs);
+  double best = 0;
+  int64_t best_at = -1;
+  std::vector<double> cost(72);
+  for (int64_t q = 0; q < 72; ++q) {
+    Model m = fp;
+    Tensor w = m.graph.initializers.at("w").clone();
+    w.data<float>()[q] = 0.0f;
+    m.graph.initializers.set("w", std::move(w));
+    prune(m, "magnitude");
+    cost[static_cast<size_t>(q)] = calibError(m);
+    if (best_at < 0 || cost[static_cast<size_t>(q)] < best) {
+      best = cost[static_cast<size_t>(q)];
+      best_at = q;
+    }
+  }
+  INFO("obs removed " << removed << " (error " << e_obs << "), cheapest " << best_at << " (" << best << ")");
+  CHECK(removed == best_at);
+  CHECK(e_obs == Approx(best).epsilon(1e-4));
+  // Magnitude's choice (the smallest |w|) is not the cheapest here.
+  Model mag = fp;
+  prune(mag, "magnitude");
+  CHECK(calibError(mag) > 1.5 * e_obs);
+}
+
+TEST_CASE("prune_magnitude criterion obs keeps the scope's counts and cuts a conv net's error", "[prune][lsq]") {
+  TempDir d;
+  const DataSpec calib = npyData(d / "x.npy", randomFloat({96, 8, 10, 10}, 7, -1.0f, 2.0f), 32);
+  // The classifier's weights as large as the conv's, so that global scope prunes both in part.
+  Model fp = twoLayers();
+  addConst(fp, "w2", {5, 16}, 2);
+  auto prune = [&](const char* criterion) {
+    Model m = fp;
+    auto p = passes::builtinPasses().create("prune_magnitude");
+    p->configure({{"sparsity", 0.7}, {"min_params", 0}, {"scope", "global"}, {"recover", "lsq"}, {"criterion", criterion}},
+                 "p");
+    PassContext ctx;
+    ctx.calib = &calib;
+    auto r = p->run(m, ctx);
+    return std::make_pair(m, r);
+  };
+  auto [mag, rm] = prune("magnitude");
+  auto [obs, ro] = prune("obs");
+  CHECK(ro.stats["layers_reconstructed"] == 2);
+  // Global scope: each layer has as many zeros as with magnitude, but not the same ones.
+  auto zerosOf = [](const Model& m, size_t node, int64_t& count) {
+    const Tensor& w = m.graph.initializers.at(m.graph.nodes[node].inputs[1]);
+    std::vector<bool> z;
+    count = 0;
+    for (int64_t i = 0; i < w.numel(); ++i) {
+      z.push_back(w.at(i) == 0.0);
+      count += z.back();
+    }
+    return z;
+  };
+  for (size_t node : {size_t{0}, size_t{4}}) {
+    int64_t cm = 0, co = 0;
+    const auto zm = zerosOf(mag, node, cm), zo = zerosOf(obs, node, co);
+    INFO("node " << node);
+    CHECK(cm == co);
+    CHECK(zm != zo);
+  }
+  CHECK(ro.stats["zeros_in_pruned_layers"] == rm.stats["zeros_in_pruned_layers"]);
+  int notes = 0;
+  for (const auto& n : ro.notes) notes += n.find("obs selected") != std::string::npos;
+  CHECK(notes == 2);
+  // Held-out inputs: a smaller output error than magnitude + lsq.
+  const Tensor x = randomFloat({32, 8, 10, 10}, 8, -1.0f, 2.0f);
+  const Tensor y0 = engine::Session(fp).runOrdered({{"x", x}})[0];
+  INFO("magnitude " << squaredError(mag, "x", x, y0) << " obs " << squaredError(obs, "x", x, y0));
+  CHECK(squaredError(obs, "x", x, y0) < 0.9 * squaredError(mag, "x", x, y0));
+  // The same bytes on any number of threads.
+  engine::configureThreads(3);
+  const std::string again = serialized(prune("obs").first);
+  engine::configureThreads(0);
+  CHECK(again == serialized(obs));
+}
+
 TEST_CASE("prune_magnitude rejects bad options", "[prune]") {
   CHECK_THAT(errorOf([] { passes::parseNM("4:2", "p"); }), Contains("1 <= N < M"));
   CHECK_THAT(errorOf([] { passes::parseNM("2:2", "p"); }), Contains("1 <= N < M"));
@@ -381,4 +495,11 @@ TEST_CASE("prune_magnitude rejects bad options", "[prune]") {
              Contains("outside the valid range"));
   CHECK_THAT(errorOf([] { Model m = twoLayers(); runPass(m, "prune_magnitude", {{"exclude", {"nope"}}}); }),
              Contains("no node or op type named 'nope'"));
+  CHECK_THAT(errorOf([] { Model m = twoLayers(); runPass(m, "prune_magnitude", {{"criterion", "obs"}}); }),
+             Contains("set recover to lsq"));
+  CHECK_THAT(errorOf([] {
+               Model m = twoLayers();
+               runPass(m, "prune_magnitude", {{"criterion", "obs"}, {"recover", "lsq"}, {"pattern", "2:4"}});
+             }),
+             Contains("obs selects unstructured weights"));
 }
