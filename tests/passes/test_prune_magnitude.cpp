@@ -488,6 +488,30 @@ TEST_CASE("prune_magnitude criterion obs keeps the scope's counts and cuts a con
   CHECK(again == serialized(obs));
 }
 
+TEST_CASE("prune_magnitude criterion obs falls back to magnitude where lsq cannot re-fit", "[prune][lsq]") {
+  // ConvTranspose has no least-squares form: its weights are pruned by magnitude, and the notes say so.
+  Model m = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 4, 5, 5] x) => (float[N, 8, 7, 7] y) {
+  y = ConvTranspose (x, w)
+})");
+  addConst(m, "w", {4, 8, 3, 3}, 3);
+  Model mag = m;
+  TempDir d;
+  const DataSpec calib = npyData(d / "x.npy", randomFloat({16, 4, 5, 5}, 5, -1.0f, 1.0f), 8);
+  PassContext ctx;
+  ctx.calib = &calib;
+  auto p = passes::builtinPasses().create("prune_magnitude");
+  p->configure({{"sparsity", 0.5}, {"min_params", 0}, {"recover", "lsq"}, {"criterion", "obs"}}, "p");
+  auto r = p->run(m, ctx);
+  CHECK(r.stats["zeros_in_pruned_layers"] == 144);
+  CHECK(r.stats["layers_reconstructed"] == 0);
+  bool noted = false;
+  for (const auto& n : r.notes) noted = noted || n.find("magnitude criterion (obs needs the least-squares re-fit)") != std::string::npos;
+  CHECK(noted);
+  runPass(mag, "prune_magnitude", {{"sparsity", 0.5}, {"min_params", 0}});
+  CHECK(serialized(m) == serialized(mag));
+}
+
 TEST_CASE("prune_magnitude rejects bad options", "[prune]") {
   CHECK_THAT(errorOf([] { passes::parseNM("4:2", "p"); }), Contains("1 <= N < M"));
   CHECK_THAT(errorOf([] { passes::parseNM("2:2", "p"); }), Contains("1 <= N < M"));
