@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <iomanip>
+#include <map>
 #include <memory>
 #include <sstream>
 
@@ -670,64 +671,99 @@ std::vector<LsqLayerResult> lsqRecover(Model& m, const Model& unmodified, const 
       return ok;
     };
     // OBS selection: score every surviving weight of every channel at the channel's ridge fit, then
-    // zero the layer's lowest scores (in W, which w0 reads, and in Wn) up to the target.
+    // zero the lowest scores (in W, which w0 reads, and in Wn) up to the layer's target, or per
+    // N:M group.
     if (select) {
-      float* wsel = W.data<float>();
-      int64_t zeros = 0;
-      for (int64_t i = 0; i < W.numel(); ++i) zeros += wsel[i] == 0.0f;
-      const int64_t target = std::min(select_it->second, W.numel());
-      const int64_t rounds = std::max<int64_t>(1, opts.select_rounds);
-      for (int64_t t = 0; t < rounds && target > zeros; ++t) {
-        const int64_t want = (target - zeros + (rounds - t) - 1) / (rounds - t);  // the rest spread evenly
-        std::vector<std::vector<std::pair<double, int64_t>>> scores(static_cast<size_t>(f.out));
-#pragma omp parallel for schedule(dynamic, 1) num_threads(ctx.threads > 0 ? ctx.threads : omp_get_max_threads())
-        for (int64_t o = 0; o < f.out; ++o) {
-          const int64_t gi = o / f.ocg, oi = o % f.ocg;
-          const Accum& a = acc[static_cast<size_t>(gi)];
-          std::vector<int64_t> S;
-          std::vector<double> v0, va, x, L;
-          unknowns(o, S, v0, va);
-          const int64_t s = static_cast<int64_t>(S.size());
-          auto& out = scores[static_cast<size_t>(o)];
-          if (solveOn(a, nullptr, oi, S, va, opts.damping, x, &L)) {
-            // [H⁻¹]_ii = ‖L⁻¹ e_i‖²: forward substitution from row i on.
-            std::vector<double> y(static_cast<size_t>(s));
-            for (int64_t i = 0; i < s; ++i) {
-              if (S[static_cast<size_t>(i)] == f.K) continue;  // the bias is never removed
-              double d = 0;
-              for (int64_t j = i; j < s; ++j) {
-                double t = j == i ? 1.0 : 0.0;
-                const double* Lj = &L[static_cast<size_t>(j * s)];
-                for (int64_t k = i; k < j; ++k) t -= Lj[k] * y[static_cast<size_t>(k)];
-                y[static_cast<size_t>(j)] = t / Lj[j];
-                d += y[static_cast<size_t>(j)] * y[static_cast<size_t>(j)];
-              }
-              const double xi = x[static_cast<size_t>(i)];
-              out.emplace_back(xi * xi / d, f.windex(o, S[static_cast<size_t>(i)]));
+      // (saliency, row index k) of each surviving weight of channel o.
+      auto channelScores = [&](int64_t o, std::vector<std::pair<double, int64_t>>& out) {
+        const int64_t gi = o / f.ocg, oi = o % f.ocg;
+        const Accum& a = acc[static_cast<size_t>(gi)];
+        std::vector<int64_t> S;
+        std::vector<double> v0, va, x, L;
+        unknowns(o, S, v0, va);
+        const int64_t s = static_cast<int64_t>(S.size());
+        out.clear();
+        if (solveOn(a, nullptr, oi, S, va, opts.damping, x, &L)) {
+          // [H⁻¹]_ii = ‖L⁻¹ e_i‖²: forward substitution from row i on.
+          std::vector<double> y(static_cast<size_t>(s));
+          for (int64_t i = 0; i < s; ++i) {
+            if (S[static_cast<size_t>(i)] == f.K) continue;  // the bias is never removed
+            double d = 0;
+            for (int64_t j = i; j < s; ++j) {
+              double t = j == i ? 1.0 : 0.0;
+              const double* Lj = &L[static_cast<size_t>(j * s)];
+              for (int64_t k = i; k < j; ++k) t -= Lj[k] * y[static_cast<size_t>(k)];
+              y[static_cast<size_t>(j)] = t / Lj[j];
+              d += y[static_cast<size_t>(j)] * y[static_cast<size_t>(j)];
             }
-          } else {  // not positive definite: the diagonal (Optimal Brain Damage) estimate
-            double diag = 0;
-            for (int64_t i = 0; i < s; ++i) diag += a.G[static_cast<size_t>(S[static_cast<size_t>(i)] * (a.Kb + 1))];
-            const double lambda = diag > 0 ? opts.damping * diag / double(std::max<int64_t>(s, 1)) : 1.0;
-            for (int64_t i = 0; i < s; ++i) {
-              const int64_t k = S[static_cast<size_t>(i)];
-              if (k == f.K) continue;
-              const double w = v0[static_cast<size_t>(i)];
-              out.emplace_back(w * w * (a.G[static_cast<size_t>(k * (a.Kb + 1))] + lambda), f.windex(o, k));
-            }
+            const double xi = x[static_cast<size_t>(i)];
+            out.emplace_back(xi * xi / d, S[static_cast<size_t>(i)]);
+          }
+        } else {  // not positive definite: the diagonal (Optimal Brain Damage) estimate
+          double diag = 0;
+          for (int64_t i = 0; i < s; ++i) diag += a.G[static_cast<size_t>(S[static_cast<size_t>(i)] * (a.Kb + 1))];
+          const double lambda = diag > 0 ? opts.damping * diag / double(std::max<int64_t>(s, 1)) : 1.0;
+          for (int64_t i = 0; i < s; ++i) {
+            const int64_t k = S[static_cast<size_t>(i)];
+            if (k == f.K) continue;
+            const double w = v0[static_cast<size_t>(i)];
+            out.emplace_back(w * w * (a.G[static_cast<size_t>(k * (a.Kb + 1))] + lambda), k);
           }
         }
-        std::vector<std::pair<double, int64_t>> all;
-        for (auto& sc : scores) all.insert(all.end(), sc.begin(), sc.end());
-        const auto k = static_cast<size_t>(std::min<int64_t>(want, static_cast<int64_t>(all.size())));
-        if (k == 0) break;
-        std::nth_element(all.begin(), all.begin() + static_cast<std::ptrdiff_t>(k - 1), all.end());
-        for (size_t i = 0; i < k; ++i) {
-          wsel[all[i].second] = 0.0f;
-          w1[all[i].second] = 0.0f;
+      };
+      float* wsel = W.data<float>();
+      auto zero = [&](int64_t flat) {
+        wsel[flat] = 0.0f;
+        w1[flat] = 0.0f;
+        ++res.selected;
+      };
+      const int64_t rounds = std::max<int64_t>(1, opts.select_rounds);
+      const int nt = ctx.threads > 0 ? ctx.threads : omp_get_max_threads();
+      std::vector<std::vector<std::pair<double, int64_t>>> scores(static_cast<size_t>(f.out));
+      if (opts.select_m > 0) {
+        // N:M along the input channels: a group is M consecutive input channels at one kernel
+        // position of one output channel; a trailing group shorter than M stays dense.
+        const int64_t M = opts.select_m, drop = opts.select_m - opts.select_n;
+        const int64_t inner = f.kind == LayerForm::Kind::Conv ? f.wshape[2] * f.wshape[3] : 1, cin = f.K / inner;
+        for (int64_t t = 0; t < rounds; ++t) {
+          std::vector<std::vector<int64_t>> removals(static_cast<size_t>(f.out));
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
+          for (int64_t o = 0; o < f.out; ++o) {
+            auto& sc = scores[static_cast<size_t>(o)];
+            channelScores(o, sc);
+            std::map<int64_t, std::vector<std::pair<double, int64_t>>> groups;  // group key -> (score, k)
+            for (const auto& [v, k] : sc) {
+              const int64_t c = k / inner, grp = c / M;
+              if ((grp + 1) * M <= cin) groups[grp * inner + k % inner].emplace_back(v, k);
+            }
+            for (auto& [key, members] : groups) {
+              const int64_t need = drop - (M - static_cast<int64_t>(members.size()));  // zeros still missing
+              if (need <= 0) continue;
+              const int64_t take = (need + (rounds - t) - 1) / (rounds - t);
+              std::sort(members.begin(), members.end());
+              for (int64_t j = 0; j < take; ++j) removals[static_cast<size_t>(o)].push_back(f.windex(o, members[static_cast<size_t>(j)].second));
+            }
+          }
+          for (const auto& rm : removals)
+            for (int64_t flat : rm) zero(flat);
         }
-        zeros += static_cast<int64_t>(k);
-        res.selected += static_cast<int64_t>(k);
+      } else {
+        int64_t zeros = 0;
+        for (int64_t i = 0; i < W.numel(); ++i) zeros += wsel[i] == 0.0f;
+        const int64_t target = std::min(select_it->second, W.numel());
+        for (int64_t t = 0; t < rounds && target > zeros; ++t) {
+          const int64_t want = (target - zeros + (rounds - t) - 1) / (rounds - t);  // the rest spread evenly
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
+          for (int64_t o = 0; o < f.out; ++o) channelScores(o, scores[static_cast<size_t>(o)]);
+          std::vector<std::pair<double, int64_t>> all;  // (score, flat index): ties by position
+          for (int64_t o = 0; o < f.out; ++o)
+            for (const auto& [v, k] : scores[static_cast<size_t>(o)]) all.emplace_back(v, f.windex(o, k));
+          const auto k = static_cast<size_t>(std::min<int64_t>(want, static_cast<int64_t>(all.size())));
+          if (k == 0) break;
+          std::nth_element(all.begin(), all.begin() + static_cast<std::ptrdiff_t>(k - 1), all.end());
+          for (size_t i = 0; i < k; ++i) zero(all[i].second);
+          zeros += static_cast<int64_t>(k);
+        }
       }
     }
     // Under-determined Gemm/MatMul: the damping with the least cross-validated error.

@@ -69,6 +69,10 @@ struct LsqOptions {
   /// fit after the rounds before (the Gram matrix stays: the layer's inputs do not change), so later
   /// removals see the earlier ones (towards the greedy one-at-a-time OBS of Frantar & Alistarh 2022).
   int64_t select_rounds = 1;
+  /// With select_m > 0, the selection keeps select_n of every select_m consecutive weights along the
+  /// input channels (the N:M groups of prune_magnitude's pattern; per group the lowest saliencies
+  /// go, the count in select_zeros is not used; a trailing group shorter than M stays dense).
+  int64_t select_n = 0, select_m = 0;
 };
 
 struct LsqLayerResult {

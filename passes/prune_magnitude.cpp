@@ -35,8 +35,8 @@ std::vector<OptionSpec> PruneMagnitude::optionSpecs() const {
   rows.min = 1;
   rows.max = 4096;
   OptionSpec criterion{"criterion", OptionType::String, "magnitude",
-                       "magnitude: zero the smallest |w|; obs (needs recover lsq, unstructured): as many weights per layer as "
-                       "magnitude and scope give, but the ones whose removal raises the layer's output error on the "
+                       "magnitude: zero the smallest |w|; obs (needs recover lsq): as many weights per layer (or per N:M "
+                       "group) as magnitude, scope and pattern give, but the ones whose removal raises the layer's output error on the "
                        "calibration data least (Optimal Brain Surgeon saliency at the least-squares fit), chosen layer "
                        "by layer on the pruned model's inputs"};
   criterion.choices = {"magnitude", "obs"};
@@ -79,8 +79,6 @@ void PruneMagnitude::validate(const PassOptions& o) const {
   if (o.getString("criterion") == "obs") {
     if (o.getString("recover") != "lsq")
       fail(o.where(), ".criterion: obs scores weights at the least-squares re-fit; set recover to lsq (lwc prune: --recover lsq --calib DIR)");
-    if (o.getString("pattern") != "unstructured")
-      fail(o.where(), ".criterion: obs selects unstructured weights; use pattern unstructured or criterion magnitude");
   }
 }
 
@@ -301,6 +299,7 @@ PassResult PruneMagnitude::run(Model& m, PassContext& ctx) {
     lo.damping = o.getFloat("lsq_damping");
     lo.cv_rows_per_weight = o.getFloat("lsq_cv_rows");
     lo.select_rounds = o.getInt("obs_rounds");
+    if (pattern != "unstructured") std::tie(lo.select_n, lo.select_m) = parseNM(pattern, o.where());
     if (obs)  // the scope's masks give each layer's count; obs chooses which weights
       for (size_t l = 0; l < layers.size(); ++l)
         if (!masked[l])

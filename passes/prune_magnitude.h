@@ -19,8 +19,8 @@
 // recover "lsq" re-solves each pruned layer's surviving weights and bias by least squares so its
 // outputs match the pipeline's input model on the calibration data (see lsq_recovery.h).
 //
-// criterion "obs" (with recover lsq, unstructured): scope and sparsity still decide how many weights
-// each layer loses (the magnitude masks' counts), but which ones is decided in the lsq step, layer by
+// criterion "obs" (with recover lsq): scope and sparsity (or the N:M pattern) still decide how many
+// weights each layer (or group) loses, but which ones is decided in the lsq step, layer by
 // layer on the pruned model's inputs: the weights whose removal raises the layer's output error on
 // the calibration data least, by the Optimal Brain Surgeon saliency at the least-squares fit
 // (LsqOptions::select_zeros), in `obs_rounds` rounds. Layers lsq cannot re-fit fall back to magnitude.
