@@ -26,6 +26,8 @@
 // at most 2048 inputs instead takes the damping from {1, 10, 100, 1000} x `damping` with the least 4-fold
 // cross-validated output error (folds by sample; up to 8 evenly spaced output channels score each
 // value). Plain least squares there fits the calibration images' logits better than unseen ones'.
+// With LsqOptions::select_zeros the step also chooses which weights to zero before the re-fit
+// (Optimal Brain Surgeon saliencies on the same normal equations; prune_magnitude's criterion obs).
 // Channels whose system is not positive definite keep their weights (counted). A layer whose
 // reconstruction error would not decrease keeps its weights.
 #pragma once
