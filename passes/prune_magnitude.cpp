@@ -76,6 +76,8 @@ std::pair<int, int> parseNM(const std::string& s, const std::string& where) {
 
 void PruneMagnitude::validate(const PassOptions& o) const {
   if (o.getString("pattern") != "unstructured") parseNM(o.getString("pattern"), o.where());
+  if (o.getString("criterion") != "obs" && o.getInt("obs_rounds") != 1)
+    fail(o.where(), ".obs_rounds: applies to criterion obs (lwc prune: --criterion obs); drop it or set criterion obs");
   if (o.getString("criterion") == "obs") {
     if (o.getString("recover") != "lsq")
       fail(o.where(), ".criterion: obs scores weights at the least-squares re-fit; set recover to lsq (lwc prune: --recover lsq --calib DIR)");

@@ -217,6 +217,7 @@ TEST_CASE("lwc prune: bad input gets one clear error and no output file", "[cli]
   bad(model, "--macs-reduction 0.99", "--macs-reduction 0.99 is outside (0, 0.95]");
   bad(model, "--channels 0.3 --recover lsq", "needs calibration data");
   bad(model, "--criterion obs", "set recover to lsq");
+  bad(model, "--obs-rounds 3", "obs_rounds: applies to criterion obs");
   bad(model, "--channels 0.3 --criterion obs", "--criterion applies to magnitude pruning");
   bad(model, "--sparsity 0.5 --ort-bench", "--ort-bench measures channel pruning");
   bad(model, "--channels 0.3 --ort-bench --bench-batch 0", "--ort-bench needs --bench-batch of at least 1");
