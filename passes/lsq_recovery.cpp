@@ -440,6 +440,174 @@ bool solveShared(const LayerForm& f, const std::vector<Accum>& acc, const Tensor
   return true;
 }
 
+/// The per-channel least-squares systems of one layer, on its accumulated sums: channel o's
+/// unknowns are its non-zero weights in `w` (+ the bias), pulled by the ridge towards the anchor
+/// (`wa`, `ba`). `w` is read on every call, so zeroing weights in it changes the systems.
+struct ChannelSystems {
+  const LayerForm& f;
+  const std::vector<Accum>& acc;  // per group
+  const float* w;
+  const std::vector<float>& bias;
+  const float* wa;
+  const std::vector<float>& ba;
+
+  /// Channel o's unknowns S (row indices; K = the bias), their current values v0 and anchor va.
+  void unknowns(int64_t o, std::vector<int64_t>& S, std::vector<double>& v0, std::vector<double>& va) const {
+    S.clear();
+    for (int64_t k = 0; k < f.K; ++k)
+      if (w[f.windex(o, k)] != 0.0f) S.push_back(k);
+    if (f.bias) S.push_back(f.K);
+    v0.resize(S.size());
+    va.resize(S.size());
+    for (size_t i = 0; i < S.size(); ++i) {
+      const bool b = S[i] == f.K;
+      v0[i] = b ? double(bias[static_cast<size_t>(o)]) : double(w[f.windex(o, S[i])]);
+      va[i] = b ? double(ba[static_cast<size_t>(o)]) : double(wa[f.windex(o, S[i])]);
+    }
+  }
+
+  /// Error of weights v on S for output oi of the sums a: vᵀ G v − 2 cᵀ v + yy.
+  double err(const Accum& a, int64_t oi, const std::vector<int64_t>& S, const std::vector<double>& v) const {
+    const int64_t s = static_cast<int64_t>(S.size());
+    double e = a.yy[static_cast<size_t>(oi)];
+    for (int64_t i = 0; i < s; ++i) {
+      const int64_t ki = S[static_cast<size_t>(i)];
+      double gv = 0;
+      for (int64_t j = 0; j < s; ++j) gv += a.G[static_cast<size_t>(ki * a.Kb + S[static_cast<size_t>(j)])] * v[static_cast<size_t>(j)];
+      e += v[static_cast<size_t>(i)] * (gv - 2.0 * a.C[static_cast<size_t>(ki * f.ocg + oi)]);
+    }
+    return e;
+  }
+
+  /// The ridge solution on the sums a (less `minus`, a held-out fold) with λ = damp · mean(diag G_SS),
+  /// pulling towards `anchor`. `factor` (when given) receives the Cholesky factor of G_SS + λI
+  /// (lower triangle).
+  bool solve(const Accum& a, const Accum* minus, int64_t oi, const std::vector<int64_t>& S,
+             const std::vector<double>& anchor, double damp, std::vector<double>& x,
+             std::vector<double>* factor = nullptr) const {
+    const int64_t s = static_cast<int64_t>(S.size());
+    auto G = [&](int64_t i, int64_t j) {
+      const size_t at = static_cast<size_t>(i * a.Kb + j);
+      return minus ? a.G[at] - minus->G[at] : a.G[at];
+    };
+    std::vector<double> M(static_cast<size_t>(s * s));
+    x.assign(static_cast<size_t>(s), 0.0);
+    double diag = 0;
+    for (int64_t i = 0; i < s; ++i) diag += G(S[static_cast<size_t>(i)], S[static_cast<size_t>(i)]);
+    const double lambda = diag > 0 ? damp * diag / double(s) : 1.0;
+    for (int64_t i = 0; i < s; ++i) {
+      const int64_t ki = S[static_cast<size_t>(i)];
+      for (int64_t j = 0; j < s; ++j) M[static_cast<size_t>(i * s + j)] = G(ki, S[static_cast<size_t>(j)]);
+      M[static_cast<size_t>(i * s + i)] += lambda;
+      const size_t c = static_cast<size_t>(ki * f.ocg + oi);
+      x[static_cast<size_t>(i)] = (minus ? a.C[c] - minus->C[c] : a.C[c]) + lambda * anchor[static_cast<size_t>(i)];
+    }
+    const bool ok = choleskySolve(M, x, s);
+    if (factor) *factor = std::move(M);
+    return ok;
+  }
+
+  /// OBS saliency (row index k, x_k² / [H⁻¹]_kk at the ridge fit) of each surviving weight of
+  /// channel o; the diagonal estimate w_k² (G_kk + λ) where H is not positive definite.
+  void saliencies(int64_t o, double damping, std::vector<std::pair<double, int64_t>>& out) const {
+    const int64_t oi = o % f.ocg;
+    const Accum& a = acc[static_cast<size_t>(o / f.ocg)];
+    std::vector<int64_t> S;
+    std::vector<double> v0, va, x, L;
+    unknowns(o, S, v0, va);
+    const int64_t s = static_cast<int64_t>(S.size());
+    out.clear();
+    if (solve(a, nullptr, oi, S, va, damping, x, &L)) {
+      // [H⁻¹]_ii = ‖L⁻¹ e_i‖²: forward substitution from row i on.
+      std::vector<double> y(static_cast<size_t>(s));
+      for (int64_t i = 0; i < s; ++i) {
+        if (S[static_cast<size_t>(i)] == f.K) continue;  // the bias is never removed
+        double d = 0;
+        for (int64_t j = i; j < s; ++j) {
+          double t = j == i ? 1.0 : 0.0;
+          const double* Lj = &L[static_cast<size_t>(j * s)];
+          for (int64_t k = i; k < j; ++k) t -= Lj[k] * y[static_cast<size_t>(k)];
+          y[static_cast<size_t>(j)] = t / Lj[j];
+          d += y[static_cast<size_t>(j)] * y[static_cast<size_t>(j)];
+        }
+        const double xi = x[static_cast<size_t>(i)];
+        out.emplace_back(xi * xi / d, S[static_cast<size_t>(i)]);
+      }
+      return;
+    }
+    double diag = 0;
+    for (int64_t i = 0; i < s; ++i) diag += a.G[static_cast<size_t>(S[static_cast<size_t>(i)] * (a.Kb + 1))];
+    const double lambda = diag > 0 ? damping * diag / double(std::max<int64_t>(s, 1)) : 1.0;
+    for (int64_t i = 0; i < s; ++i) {
+      const int64_t k = S[static_cast<size_t>(i)];
+      if (k == f.K) continue;
+      const double wk = v0[static_cast<size_t>(i)];
+      out.emplace_back(wk * wk * (a.G[static_cast<size_t>(k * (a.Kb + 1))] + lambda), k);
+    }
+  }
+};
+
+/// OBS selection (LsqOptions::select_zeros): zeroes, in `w` (the buffer cs.w reads) and `w1`, the
+/// weights with the lowest saliencies: layer-wide up to `target` zeros, or per N:M group
+/// (opts.select_m > 0), in opts.select_rounds rounds each scored after the ones before. Adds the
+/// count to `selected`.
+void selectObs(const ChannelSystems& cs, float* w, float* w1, int64_t numel, int64_t target, const LsqOptions& opts,
+               int threads, int64_t& selected) {
+  const LayerForm& f = cs.f;
+  auto zero = [&](int64_t flat) {
+    w[flat] = 0.0f;
+    w1[flat] = 0.0f;
+    ++selected;
+  };
+  const int64_t rounds = std::max<int64_t>(1, opts.select_rounds);
+  std::vector<std::vector<std::pair<double, int64_t>>> scores(static_cast<size_t>(f.out));
+  if (opts.select_m > 0) {
+    // N:M along the input channels: a group is M consecutive input channels at one kernel
+    // position of one output channel; a trailing group shorter than M stays dense.
+    const int64_t M = opts.select_m, drop = opts.select_m - opts.select_n;
+    const int64_t inner = f.kind == LayerForm::Kind::Conv ? f.wshape[2] * f.wshape[3] : 1, cin = f.K / inner;
+    for (int64_t t = 0; t < rounds; ++t) {
+      std::vector<std::vector<int64_t>> removals(static_cast<size_t>(f.out));
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+      for (int64_t o = 0; o < f.out; ++o) {
+        auto& sc = scores[static_cast<size_t>(o)];
+        cs.saliencies(o, opts.damping, sc);
+        std::map<int64_t, std::vector<std::pair<double, int64_t>>> groups;  // group key -> (score, k)
+        for (const auto& [v, k] : sc) {
+          const int64_t c = k / inner, grp = c / M;
+          if ((grp + 1) * M <= cin) groups[grp * inner + k % inner].emplace_back(v, k);
+        }
+        for (auto& [key, members] : groups) {
+          const int64_t need = drop - (M - static_cast<int64_t>(members.size()));  // zeros still missing
+          if (need <= 0) continue;
+          const int64_t take = (need + (rounds - t) - 1) / (rounds - t);
+          std::sort(members.begin(), members.end());
+          for (int64_t j = 0; j < take; ++j) removals[static_cast<size_t>(o)].push_back(f.windex(o, members[static_cast<size_t>(j)].second));
+        }
+      }
+      for (const auto& rm : removals)
+        for (int64_t flat : rm) zero(flat);
+    }
+    return;
+  }
+  int64_t zeros = 0;
+  for (int64_t i = 0; i < numel; ++i) zeros += w[i] == 0.0f;
+  target = std::min(target, numel);
+  for (int64_t t = 0; t < rounds && target > zeros; ++t) {
+    const int64_t want = (target - zeros + (rounds - t) - 1) / (rounds - t);  // the rest spread evenly
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+    for (int64_t o = 0; o < f.out; ++o) cs.saliencies(o, opts.damping, scores[static_cast<size_t>(o)]);
+    std::vector<std::pair<double, int64_t>> all;  // (score, flat index): ties by position
+    for (int64_t o = 0; o < f.out; ++o)
+      for (const auto& [v, k] : scores[static_cast<size_t>(o)]) all.emplace_back(v, f.windex(o, k));
+    const auto k = static_cast<size_t>(std::min<int64_t>(want, static_cast<int64_t>(all.size())));
+    if (k == 0) break;
+    std::nth_element(all.begin(), all.begin() + static_cast<std::ptrdiff_t>(k - 1), all.end());
+    for (size_t i = 0; i < k; ++i) zero(all[i].second);
+    zeros += static_cast<int64_t>(k);
+  }
+}
+
 std::string describeError(double before, double after) {
   std::ostringstream s;
   s << std::setprecision(3) << "relative output error " << before << " -> " << after;
@@ -616,156 +784,9 @@ std::vector<LsqLayerResult> lsqRecover(Model& m, const Model& unmodified, const 
         if (!solved) std::fill(failed.begin(), failed.end(), 1);
       }
     }
-    // Channel o's unknowns: its non-zero weights (+ the bias), their current values v0 and the
-    // ridge's anchor va.
-    auto unknowns = [&](int64_t o, std::vector<int64_t>& S, std::vector<double>& v0, std::vector<double>& va) {
-      S.clear();
-      for (int64_t k = 0; k < f.K; ++k)
-        if (w0[f.windex(o, k)] != 0.0f) S.push_back(k);
-      if (f.bias) S.push_back(f.K);
-      v0.resize(S.size());
-      va.resize(S.size());
-      for (size_t i = 0; i < S.size(); ++i) {
-        const bool b = S[i] == f.K;
-        v0[i] = b ? double(bias0[static_cast<size_t>(o)]) : double(w0[f.windex(o, S[i])]);
-        va[i] = b ? double((*ba)[static_cast<size_t>(o)]) : double(wa[f.windex(o, S[i])]);
-      }
-    };
-    // Error of weights v on S for output oi of the sums a: vᵀ G v − 2 cᵀ v + yy.
-    auto errOn = [&](const Accum& a, int64_t oi, const std::vector<int64_t>& S, const std::vector<double>& v) {
-      const int64_t s = static_cast<int64_t>(S.size());
-      double e = a.yy[static_cast<size_t>(oi)];
-      for (int64_t i = 0; i < s; ++i) {
-        const int64_t ki = S[static_cast<size_t>(i)];
-        double gv = 0;
-        for (int64_t j = 0; j < s; ++j) gv += a.G[static_cast<size_t>(ki * a.Kb + S[static_cast<size_t>(j)])] * v[static_cast<size_t>(j)];
-        e += v[static_cast<size_t>(i)] * (gv - 2.0 * a.C[static_cast<size_t>(ki * f.ocg + oi)]);
-      }
-      return e;
-    };
-    // The ridge solution on the sums a (less `minus`, a held-out fold) with λ = damp · mean(diag G_SS),
-    // pulling towards `anchor`.
-    // `factor` (when given) receives the Cholesky factor of G_SS + λI (lower triangle).
-    auto solveOn = [&](const Accum& a, const Accum* minus, int64_t oi, const std::vector<int64_t>& S,
-                       const std::vector<double>& anchor, double damp, std::vector<double>& x,
-                       std::vector<double>* factor = nullptr) {
-      const int64_t s = static_cast<int64_t>(S.size());
-      auto G = [&](int64_t i, int64_t j) {
-        const size_t at = static_cast<size_t>(i * a.Kb + j);
-        return minus ? a.G[at] - minus->G[at] : a.G[at];
-      };
-      std::vector<double> M(static_cast<size_t>(s * s));
-      x.assign(static_cast<size_t>(s), 0.0);
-      double diag = 0;
-      for (int64_t i = 0; i < s; ++i) diag += G(S[static_cast<size_t>(i)], S[static_cast<size_t>(i)]);
-      const double lambda = diag > 0 ? damp * diag / double(s) : 1.0;
-      for (int64_t i = 0; i < s; ++i) {
-        const int64_t ki = S[static_cast<size_t>(i)];
-        for (int64_t j = 0; j < s; ++j) M[static_cast<size_t>(i * s + j)] = G(ki, S[static_cast<size_t>(j)]);
-        M[static_cast<size_t>(i * s + i)] += lambda;
-        const size_t c = static_cast<size_t>(ki * f.ocg + oi);
-        x[static_cast<size_t>(i)] = (minus ? a.C[c] - minus->C[c] : a.C[c]) + lambda * anchor[static_cast<size_t>(i)];
-      }
-      const bool ok = choleskySolve(M, x, s);
-      if (factor) *factor = std::move(M);
-      return ok;
-    };
-    // OBS selection: score every surviving weight of every channel at the channel's ridge fit, then
-    // zero the lowest scores (in W, which w0 reads, and in Wn) up to the layer's target, or per
-    // N:M group.
-    if (select) {
-      // (saliency, row index k) of each surviving weight of channel o.
-      auto channelScores = [&](int64_t o, std::vector<std::pair<double, int64_t>>& out) {
-        const int64_t gi = o / f.ocg, oi = o % f.ocg;
-        const Accum& a = acc[static_cast<size_t>(gi)];
-        std::vector<int64_t> S;
-        std::vector<double> v0, va, x, L;
-        unknowns(o, S, v0, va);
-        const int64_t s = static_cast<int64_t>(S.size());
-        out.clear();
-        if (solveOn(a, nullptr, oi, S, va, opts.damping, x, &L)) {
-          // [H⁻¹]_ii = ‖L⁻¹ e_i‖²: forward substitution from row i on.
-          std::vector<double> y(static_cast<size_t>(s));
-          for (int64_t i = 0; i < s; ++i) {
-            if (S[static_cast<size_t>(i)] == f.K) continue;  // the bias is never removed
-            double d = 0;
-            for (int64_t j = i; j < s; ++j) {
-              double t = j == i ? 1.0 : 0.0;
-              const double* Lj = &L[static_cast<size_t>(j * s)];
-              for (int64_t k = i; k < j; ++k) t -= Lj[k] * y[static_cast<size_t>(k)];
-              y[static_cast<size_t>(j)] = t / Lj[j];
-              d += y[static_cast<size_t>(j)] * y[static_cast<size_t>(j)];
-            }
-            const double xi = x[static_cast<size_t>(i)];
-            out.emplace_back(xi * xi / d, S[static_cast<size_t>(i)]);
-          }
-        } else {  // not positive definite: the diagonal (Optimal Brain Damage) estimate
-          double diag = 0;
-          for (int64_t i = 0; i < s; ++i) diag += a.G[static_cast<size_t>(S[static_cast<size_t>(i)] * (a.Kb + 1))];
-          const double lambda = diag > 0 ? opts.damping * diag / double(std::max<int64_t>(s, 1)) : 1.0;
-          for (int64_t i = 0; i < s; ++i) {
-            const int64_t k = S[static_cast<size_t>(i)];
-            if (k == f.K) continue;
-            const double w = v0[static_cast<size_t>(i)];
-            out.emplace_back(w * w * (a.G[static_cast<size_t>(k * (a.Kb + 1))] + lambda), k);
-          }
-        }
-      };
-      float* wsel = W.data<float>();
-      auto zero = [&](int64_t flat) {
-        wsel[flat] = 0.0f;
-        w1[flat] = 0.0f;
-        ++res.selected;
-      };
-      const int64_t rounds = std::max<int64_t>(1, opts.select_rounds);
-      const int nt = ctx.threads > 0 ? ctx.threads : omp_get_max_threads();
-      std::vector<std::vector<std::pair<double, int64_t>>> scores(static_cast<size_t>(f.out));
-      if (opts.select_m > 0) {
-        // N:M along the input channels: a group is M consecutive input channels at one kernel
-        // position of one output channel; a trailing group shorter than M stays dense.
-        const int64_t M = opts.select_m, drop = opts.select_m - opts.select_n;
-        const int64_t inner = f.kind == LayerForm::Kind::Conv ? f.wshape[2] * f.wshape[3] : 1, cin = f.K / inner;
-        for (int64_t t = 0; t < rounds; ++t) {
-          std::vector<std::vector<int64_t>> removals(static_cast<size_t>(f.out));
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
-          for (int64_t o = 0; o < f.out; ++o) {
-            auto& sc = scores[static_cast<size_t>(o)];
-            channelScores(o, sc);
-            std::map<int64_t, std::vector<std::pair<double, int64_t>>> groups;  // group key -> (score, k)
-            for (const auto& [v, k] : sc) {
-              const int64_t c = k / inner, grp = c / M;
-              if ((grp + 1) * M <= cin) groups[grp * inner + k % inner].emplace_back(v, k);
-            }
-            for (auto& [key, members] : groups) {
-              const int64_t need = drop - (M - static_cast<int64_t>(members.size()));  // zeros still missing
-              if (need <= 0) continue;
-              const int64_t take = (need + (rounds - t) - 1) / (rounds - t);
-              std::sort(members.begin(), members.end());
-              for (int64_t j = 0; j < take; ++j) removals[static_cast<size_t>(o)].push_back(f.windex(o, members[static_cast<size_t>(j)].second));
-            }
-          }
-          for (const auto& rm : removals)
-            for (int64_t flat : rm) zero(flat);
-        }
-      } else {
-        int64_t zeros = 0;
-        for (int64_t i = 0; i < W.numel(); ++i) zeros += wsel[i] == 0.0f;
-        const int64_t target = std::min(select_it->second, W.numel());
-        for (int64_t t = 0; t < rounds && target > zeros; ++t) {
-          const int64_t want = (target - zeros + (rounds - t) - 1) / (rounds - t);  // the rest spread evenly
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
-          for (int64_t o = 0; o < f.out; ++o) channelScores(o, scores[static_cast<size_t>(o)]);
-          std::vector<std::pair<double, int64_t>> all;  // (score, flat index): ties by position
-          for (int64_t o = 0; o < f.out; ++o)
-            for (const auto& [v, k] : scores[static_cast<size_t>(o)]) all.emplace_back(v, f.windex(o, k));
-          const auto k = static_cast<size_t>(std::min<int64_t>(want, static_cast<int64_t>(all.size())));
-          if (k == 0) break;
-          std::nth_element(all.begin(), all.begin() + static_cast<std::ptrdiff_t>(k - 1), all.end());
-          for (size_t i = 0; i < k; ++i) zero(all[i].second);
-          zeros += static_cast<int64_t>(k);
-        }
-      }
-    }
+    const int nt = ctx.threads > 0 ? ctx.threads : omp_get_max_threads();
+    const ChannelSystems cs{f, acc, w0, bias0, wa, *ba};
+    if (select) selectObs(cs, W.data<float>(), w1, W.numel(), select_it->second, opts, nt, res.selected);
     // Under-determined Gemm/MatMul: the damping with the least cross-validated error.
     res.damping = opts.damping;
     if (!folds.empty() && double(acc[0].rows) < opts.cv_rows_per_weight * double(Kb)) {
@@ -777,18 +798,18 @@ std::vector<LsqLayerResult> lsqRecover(Model& m, const Model& unmodified, const 
       const int64_t tasks = static_cast<int64_t>(chans.size()) * kGrid * kFolds;
       std::vector<double> cverr(static_cast<size_t>(tasks), 0.0);
       std::vector<char> cvok(static_cast<size_t>(tasks), 1);
-#pragma omp parallel for schedule(dynamic, 1) num_threads(ctx.threads > 0 ? ctx.threads : omp_get_max_threads())
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
       for (int64_t t = 0; t < tasks; ++t) {
         const int64_t o = chans[static_cast<size_t>(t / (kGrid * kFolds))], gv = (t / kFolds) % kGrid, k = t % kFolds;
         std::vector<int64_t> S;
         std::vector<double> v0, va, x;
-        unknowns(o, S, v0, va);
+        cs.unknowns(o, S, v0, va);
         if (S.empty()) continue;
         const Accum& held = folds[static_cast<size_t>(k)];
-        if (!solveOn(acc[0], &held, o, S, va, opts.damping * grid[gv], x))
+        if (!cs.solve(acc[0], &held, o, S, va, opts.damping * grid[gv], x))
           cvok[static_cast<size_t>(t)] = 0;
         else
-          cverr[static_cast<size_t>(t)] = errOn(held, o, S, x);
+          cverr[static_cast<size_t>(t)] = cs.err(held, o, S, x);
       }
       int64_t best = -1;
       double best_err = 0;
@@ -808,21 +829,21 @@ std::vector<LsqLayerResult> lsqRecover(Model& m, const Model& unmodified, const 
       if (best >= 0) res.damping = opts.damping * grid[best];
       res.cv = true;
     }
-#pragma omp parallel for schedule(dynamic, 1) num_threads(ctx.threads > 0 ? ctx.threads : omp_get_max_threads())
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
     for (int64_t o = 0; o < (opts.shared ? 0 : f.out); ++o) {
       const int64_t gi = o / f.ocg, oi = o % f.ocg;
       const Accum& a = acc[static_cast<size_t>(gi)];
       std::vector<int64_t> S;
       std::vector<double> v0, va, x;
-      unknowns(o, S, v0, va);
+      cs.unknowns(o, S, v0, va);
       const int64_t s = static_cast<int64_t>(S.size());
-      auto err = [&](const std::vector<double>& v) { return errOn(a, oi, S, v); };
+      auto err = [&](const std::vector<double>& v) { return cs.err(a, oi, S, v); };
       yy[static_cast<size_t>(o)] = a.yy[static_cast<size_t>(oi)];
       const double eb = err(v0);
       e_before[static_cast<size_t>(o)] = eb;
       e_after[static_cast<size_t>(o)] = eb;
       if (s == 0) continue;
-      if (!solveOn(a, nullptr, oi, S, va, res.damping, x)) {
+      if (!cs.solve(a, nullptr, oi, S, va, res.damping, x)) {
         failed[static_cast<size_t>(o)] = 1;
         continue;
       }
