@@ -43,7 +43,7 @@ std::vector<OptionSpec> PruneMagnitude::optionSpecs() const {
   OptionSpec rounds{"obs_rounds", OptionType::Int, 1,
                     "criterion obs: select each layer's weights in this many rounds, each scored at the re-fit after "
                     "the rounds before (more rounds: closer to removing one weight at a time; each costs one more "
-                    "solve per channel, no data pass)"};
+                    "factorisation and inverse diagonal per channel, no data pass)"};
   rounds.min = 1;
   rounds.max = 1000;
   OptionSpec damp{"lsq_damping", OptionType::Float, 1e-3, "lsq: ridge towards the layer before the pipeline's first lsq step (on one step: the pruned weights), relative to the mean input energy"};

@@ -243,11 +243,9 @@ TEST_CASE("prune_magnitude recover lsq keeps the mask and cuts the output error 
   const Model fp = twoLayers();
   auto prune = [&](const char* recover) {
     Model m = twoLayers();
-    auto p = passes::builtinPasses().create("prune_magnitude");
-    p->configure({{"sparsity", 0.7}, {"min_params", 0}, {"recover", recover}}, "p");
     PassContext ctx;
     ctx.calib = &calib;
-    auto r = p->run(m, ctx);
+    auto r = runPass(m, "prune_magnitude", {{"sparsity", 0.7}, {"min_params", 0}, {"recover", recover}}, ctx);
     return std::make_pair(m, r);
   };
   auto [plain, rp] = prune("none");
@@ -392,13 +390,12 @@ TEST_CASE("prune_magnitude criterion obs removes the weight whose loss costs lea
   const DataSpec calib = npyData(d / "x.npy", X, 64);
   const Tensor yref = engine::Session(fp).runOrdered({{"x", X}})[0];
   auto prune = [&](Model& m, const char* criterion) {
-    auto p = passes::builtinPasses().create("prune_magnitude");
-    p->configure({{"sparsity", 1.5 / 72}, {"min_params", 0}, {"recover", "lsq"}, {"lsq_damping", 0.0}, {"criterion", criterion}},
-                 "p");
     PassContext ctx;
     ctx.calib = &calib;
     ctx.reference = &fp;
-    return p->run(m, ctx);
+    return runPass(m, "prune_magnitude",
+                   {{"sparsity", 1.5 / 72}, {"min_params", 0}, {"recover", "lsq"}, {"lsq_damping", 0.0}, {"criterion", criterion}},
+                   ctx);
   };
   auto calibError = [&](const Model& m) { return squaredError(m, "x", X, yref); };
   Model obs = fp;
@@ -443,12 +440,11 @@ TEST_CASE("prune_magnitude criterion obs keeps the scope's counts and cuts a con
   addConst(fp, "w2", {5, 16}, 2);
   auto prune = [&](const char* criterion) {
     Model m = fp;
-    auto p = passes::builtinPasses().create("prune_magnitude");
-    p->configure({{"sparsity", 0.7}, {"min_params", 0}, {"scope", "global"}, {"recover", "lsq"}, {"criterion", criterion}},
-                 "p");
     PassContext ctx;
     ctx.calib = &calib;
-    auto r = p->run(m, ctx);
+    auto r = runPass(m, "prune_magnitude",
+                     {{"sparsity", 0.7}, {"min_params", 0}, {"scope", "global"}, {"recover", "lsq"}, {"criterion", criterion}},
+                     ctx);
     return std::make_pair(m, r);
   };
   auto [mag, rm] = prune("magnitude");
@@ -506,12 +502,11 @@ g (float[N, 8, 10, 10] x) => (float[N, 5] y) {
   const DataSpec calib = npyData(d / "x.npy", randomFloat({96, 8, 10, 10}, 7, -1.0f, 2.0f), 32);
   auto prune = [&](const char* criterion, int rounds) {
     Model m = fp;
-    auto p = passes::builtinPasses().create("prune_magnitude");
-    p->configure({{"pattern", "2:4"}, {"min_params", 0}, {"recover", "lsq"}, {"criterion", criterion}, {"obs_rounds", rounds}},
-                 "p");
     PassContext ctx;
     ctx.calib = &calib;
-    auto r = p->run(m, ctx);
+    auto r = runPass(m, "prune_magnitude",
+                     {{"pattern", "2:4"}, {"min_params", 0}, {"recover", "lsq"}, {"criterion", criterion}, {"obs_rounds", rounds}},
+                     ctx);
     return std::make_pair(m, r);
   };
   auto [mag, rm] = prune("magnitude", 1);
@@ -559,9 +554,7 @@ g (float[N, 4, 5, 5] x) => (float[N, 8, 7, 7] y) {
   const DataSpec calib = npyData(d / "x.npy", randomFloat({16, 4, 5, 5}, 5, -1.0f, 1.0f), 8);
   PassContext ctx;
   ctx.calib = &calib;
-  auto p = passes::builtinPasses().create("prune_magnitude");
-  p->configure({{"sparsity", 0.5}, {"min_params", 0}, {"recover", "lsq"}, {"criterion", "obs"}}, "p");
-  auto r = p->run(m, ctx);
+  auto r = runPass(m, "prune_magnitude", {{"sparsity", 0.5}, {"min_params", 0}, {"recover", "lsq"}, {"criterion", "obs"}}, ctx);
   CHECK(r.stats["zeros_in_pruned_layers"] == 144);
   CHECK(r.stats["layers_reconstructed"] == 0);
   bool noted = false;

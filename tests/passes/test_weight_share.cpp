@@ -89,12 +89,10 @@ TEST_CASE("weight_share recover lsq re-fits the shared values: same clusters, sm
   const DataSpec calib = npyData(d / "x.npy", X, 64);
   auto share = [&](const char* recover) {
     Model m = fp;
-    auto p = passes::builtinPasses().create("weight_share");
-    p->configure({{"bits", 2}, {"min_params", 0}, {"recover", recover}}, "p");
     PassContext ctx;
     ctx.calib = &calib;
     ctx.reference = &fp;
-    auto r = p->run(m, ctx);
+    auto r = runPass(m, "weight_share", {{"bits", 2}, {"min_params", 0}, {"recover", recover}}, ctx);
     return std::make_pair(m, r);
   };
   auto [km, rk] = share("none");

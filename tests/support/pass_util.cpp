@@ -26,9 +26,13 @@ Model gemmModel(int64_t in, int64_t out, uint32_t seed) {
 }
 
 PassResult runPass(Model& m, const std::string& pass, const nlohmann::json& options) {
+  PassContext ctx;
+  return runPass(m, pass, options, ctx);
+}
+
+PassResult runPass(Model& m, const std::string& pass, const nlohmann::json& options, PassContext& ctx) {
   auto p = passes::builtinPasses().create(pass);
   p->configure(options, pass);
-  PassContext ctx;
   PassResult r = p->run(m, ctx);
   topoSort(m.graph);
   validateGraph(m.graph);

@@ -20,6 +20,8 @@ void addConst(Model& m, const std::string& name, Shape shape, uint32_t seed, flo
 Model gemmModel(int64_t in, int64_t out, uint32_t seed);
 /// Runs a built-in pass by name with options.
 PassResult runPass(Model& m, const std::string& pass, const nlohmann::json& options = nlohmann::json::object());
+/// The same with a caller's context (calibration data, reference model, recovery anchors).
+PassResult runPass(Model& m, const std::string& pass, const nlohmann::json& options, PassContext& ctx);
 /// Number of nodes of an op type.
 int countOps(const Model& m, const std::string& op);
 /// Serialized bytes of the model (to check "unchanged" exactly).
