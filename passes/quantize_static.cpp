@@ -585,11 +585,13 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
 
   // --- edit
   std::set<size_t> drop;
+  std::vector<std::string> old_consts;
   for (const auto& [ci, ai] : absorbed) {
     g.nodes[ci].outputs[0] = g.nodes[ai].outputs[0];
     drop.insert(ai);
+    // A Clip's bounds go with it (when nothing else reads them).
+    for (size_t k = 1; k < g.nodes[ai].inputs.size(); ++k) old_consts.push_back(g.nodes[ai].inputs[k]);
   }
-  std::vector<std::string> old_consts;
   for (const auto& [i, io] : new_inputs) {
     Node& n = g.nodes[i];
     old_consts.push_back(n.inputs[1]);

@@ -159,6 +159,39 @@ g (float[N, 3, 12, 12] x) => (float[N, 4, 12, 12] y) {
   CHECK(outputSqnr(fp, m, 5) > 25.0);
 }
 
+TEST_CASE("quantize_static absorbs Clip(0, 6) and drops the bounds no other node reads", "[quantize]") {
+  // ReLU6 as PyTorch exports it: Clip with its bounds as initializers. The first two are absorbed
+  // into uint8 QuantizeLinears; the last writes the graph output and stays, still reading lo and hi.
+  Calib c;
+  Model m = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 3, 12, 12] x) => (float[N, 4, 12, 12] y) {
+  c1 = Conv <pads=[1,1,1,1]> (x, w1, b1)
+  r1 = Clip (c1, lo, hi)
+  c2 = Conv <pads=[1,1,1,1]> (r1, w2, b2)
+  r2 = Clip (c2, lo2, hi2)
+  c3 = Conv (r2, w3, b3)
+  y = Clip (c3, lo, hi)
+})");
+  addConst(m, "w1", {8, 3, 3, 3}, 1, -0.5f, 0.5f);
+  addConst(m, "b1", {8}, 2, -0.1f, 0.1f);
+  addConst(m, "w2", {8, 8, 3, 3}, 3, -0.3f, 0.3f);
+  addConst(m, "b2", {8}, 4, -0.1f, 0.1f);
+  addConst(m, "w3", {4, 8, 1, 1}, 5, -0.3f, 0.3f);
+  addConst(m, "b3", {4}, 6, -0.1f, 0.1f);
+  for (const char* lo : {"lo", "lo2"}) m.graph.initializers.set(lo, Tensor::scalar(0.0f));
+  for (const char* hi : {"hi", "hi2"}) m.graph.initializers.set(hi, Tensor::scalar(6.0f));
+  Model fp = m;
+  auto r = quantize(m, c);
+  CHECK(r.stats["activations_absorbed"] == 2);
+  CHECK(countOps(m, "Clip") == 1);
+  CHECK_FALSE(m.graph.initializers.contains("lo2"));
+  CHECK_FALSE(m.graph.initializers.contains("hi2"));
+  CHECK(m.graph.initializers.contains("lo"));
+  CHECK(m.graph.initializers.contains("hi"));
+  CHECK(unusedInitializers(m.graph).empty());
+  CHECK(outputSqnr(fp, m, 9) > 25.0);
+}
+
 TEST_CASE("quantize_static options", "[quantize]") {
   Calib c;
   SECTION("int8 symmetric activations keep the ReLUs") {

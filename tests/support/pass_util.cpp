@@ -1,6 +1,9 @@
 #include "support/pass_util.h"
 
+#include <algorithm>
 #include <cmath>
+#include <set>
+#include <stdexcept>
 #include <sstream>
 
 #include "lwc/engine.h"
@@ -30,12 +33,30 @@ PassResult runPass(Model& m, const std::string& pass, const nlohmann::json& opti
   return runPass(m, pass, options, ctx);
 }
 
+std::vector<std::string> unusedInitializers(const Graph& g) {
+  std::set<std::string> read;
+  for (const auto& n : g.nodes) {
+    read.insert(n.inputs.begin(), n.inputs.end());
+    for (const auto& in : implicitInputs(n)) read.insert(in);
+  }
+  for (const auto& o : g.outputs) read.insert(o.name);
+  std::vector<std::string> unused;
+  for (const auto& [name, t] : g.initializers.items())
+    if (!read.count(name)) unused.push_back(name);
+  std::sort(unused.begin(), unused.end());
+  return unused;
+}
+
 PassResult runPass(Model& m, const std::string& pass, const nlohmann::json& options, PassContext& ctx) {
   auto p = passes::builtinPasses().create(pass);
   p->configure(options, pass);
+  const auto unused_before = unusedInitializers(m.graph);
   PassResult r = p->run(m, ctx);
   topoSort(m.graph);
   validateGraph(m.graph);
+  for (const auto& name : unusedInitializers(m.graph))
+    if (!std::binary_search(unused_before.begin(), unused_before.end(), name))
+      throw std::runtime_error(pass + " left initializer '" + name + "' unused (a pass must drop the constants it orphans)");
   return r;
 }
 

@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <string>
+#include <vector>
 
 #include "lwc/graph.h"
 #include "lwc/pass.h"
@@ -18,10 +19,13 @@ void addConst(Model& m, const std::string& name, Shape shape, uint32_t seed, flo
 /// One Gemm y = x·wᵀ + b, x [N, in] -> y [N, out], with seeded random w [out, in] (seed) and
 /// b [out] (seed + 1), values in [-1, 1).
 Model gemmModel(int64_t in, int64_t out, uint32_t seed);
-/// Runs a built-in pass by name with options.
+/// Runs a built-in pass by name with options. Throws when the pass leaves an initializer that a
+/// node read before the pass unread after it (a pass must drop the constants it orphans).
 PassResult runPass(Model& m, const std::string& pass, const nlohmann::json& options = nlohmann::json::object());
 /// The same with a caller's context (calibration data, reference model, recovery anchors).
 PassResult runPass(Model& m, const std::string& pass, const nlohmann::json& options, PassContext& ctx);
+/// Initializers that no node (nor a subgraph) reads and that are not graph outputs, sorted.
+std::vector<std::string> unusedInitializers(const Graph& g);
 /// Number of nodes of an op type.
 int countOps(const Model& m, const std::string& op);
 /// Serialized bytes of the model (to check "unchanged" exactly).
