@@ -11,6 +11,7 @@
 #include "lwc/graph_edit.h"
 #include "lwc/metrics.h"
 #include "lwc/model_io.h"
+#include "lwc/shape_inference.h"
 #include "passes/gptq.h"
 #include "passes/lsq_recovery.h"
 
@@ -305,9 +306,19 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
   }
   if (compute.empty()) fail(m.label(), ": nothing to quantize (no Conv/Gemm/MatMul with constant weights left after exclusions)");
   selected.insert(compute.begin(), compute.end());
+  // Only float values are quantized: a Concat or Add can also compute shapes (int64), as the
+  // channel shuffle of ShuffleNet does.
+  const ValueTypes types = inferShapes(m);
+  auto isFloatValue = [&](const std::string& t) {
+    if (const Tensor* c = g.initializers.find(t)) return c->dtype() == DType::Float32;
+    const auto it = types.find(t);
+    const ValueInfo* vi = it != types.end() ? &it->second : g.findValueInfo(t);
+    return !vi || vi->dtype == DType::Float32 || vi->dtype == DType::Undefined;
+  };
   for (size_t i = 0; i < g.nodes.size(); ++i) {
     const Node& n = g.nodes[i];
     if (!n.domain.empty() || !kPropagate.count(n.op_type) || exclude.count(n.name) || exclude.count(n.op_type)) continue;
+    if (!isFloatValue(n.outputs[0])) continue;
     // An Add runs on the integers (QLinearAdd) only between two activations, a residual; with a
     // constant operand (a bias after a MatMul, GELU's erf + 1) quantizing its input would only add
     // rounding error, and a DQ between ops that the runtimes fuse.
@@ -323,9 +334,7 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
   std::vector<std::string> tensors;
   std::set<std::string> tensor_set;
   auto addTensor = [&](const std::string& t) {
-    if (t.empty() || g.initializers.contains(t) || tensor_set.count(t)) return;
-    const ValueInfo* vi = g.findValueInfo(t);
-    if (vi && vi->dtype != DType::Float32 && vi->dtype != DType::Undefined) return;
+    if (t.empty() || g.initializers.contains(t) || tensor_set.count(t) || !isFloatValue(t)) return;
     tensor_set.insert(t);
     tensors.push_back(t);
   };

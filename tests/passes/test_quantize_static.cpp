@@ -192,6 +192,43 @@ g (float[N, 3, 12, 12] x) => (float[N, 4, 12, 12] y) {
   CHECK(outputSqnr(fp, m, 9) > 25.0);
 }
 
+TEST_CASE("quantize_static quantizes float values only (a Concat of shape values stays int64)", "[quantize]") {
+  // ShuffleNet's channel shuffle as torch exports it: the Reshape targets are Concats of int64
+  // values computed from Shape. Quantizing them would write QuantizeLinear on int64 (invalid ONNX).
+  Calib c;
+  Model m = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 3, 12, 12] x) => (float[N, 4, 12, 12] y) {
+  c1 = Conv <pads=[1,1,1,1]> (x, w1, b1)
+  s = Shape (c1)
+  n = Gather <axis=0> (s, i0)
+  nu = Unsqueeze (n, ax0)
+  shp = Concat <axis=0> (nu, two, four, twelve, twelve)
+  r = Reshape (c1, shp)
+  t = Transpose <perm=[0,2,1,3,4]> (r)
+  shp2 = Concat <axis=0> (nu, eight, twelve, twelve)
+  u = Reshape (t, shp2)
+  y = Conv (u, w2, b2)
+})");
+  addConst(m, "w1", {8, 3, 3, 3}, 1, -0.5f, 0.5f);
+  addConst(m, "b1", {8}, 2, -0.1f, 0.1f);
+  addConst(m, "w2", {4, 8, 1, 1}, 3, -0.3f, 0.3f);
+  addConst(m, "b2", {4}, 4, -0.1f, 0.1f);
+  m.graph.initializers.set("i0", Tensor::scalar<int64_t>(0));
+  m.graph.initializers.set("ax0", Tensor::fromVector<int64_t>({1}, {0}));
+  for (const auto& [name, v] : std::vector<std::pair<std::string, int64_t>>{{"two", 2}, {"four", 4}, {"eight", 8}, {"twelve", 12}})
+    m.graph.initializers.set(name, Tensor::fromVector<int64_t>({1}, {v}));
+  Model fp = m;
+  auto r = quantize(m, c);
+  CHECK(r.stats["layers_quantized"] == 2);
+  for (const auto& n : m.graph.nodes)
+    if (n.op_type == "QuantizeLinear") {
+      INFO(n.describe());
+      CHECK((n.inputs[0] == "x" || n.inputs[0] == "c1" || n.inputs[0] == "u"));
+    }
+  CHECK_NOTHROW(checkModelForOutput(m));
+  CHECK(outputSqnr(fp, m, 11) > 25.0);
+}
+
 TEST_CASE("quantize_static options", "[quantize]") {
   Calib c;
   SECTION("int8 symmetric activations keep the ReLUs") {
