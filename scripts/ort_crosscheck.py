@@ -40,8 +40,9 @@ def ort_run(model, outdir, threads, batch=None, inputs_from=None):
     run(cmd)
 
 
-def lwc_exec(lwc, model, outdir, threads, inputs_from):
-    run([lwc, "exec", model, "--threads", str(threads), "--outdir", outdir] + input_args(inputs_from))
+def lwc_exec(lwc, model, outdir, threads, inputs_from, reference=False):
+    run([lwc, "exec", model, "--threads", str(threads), "--outdir", outdir] + (["--reference"] if reference else [])
+        + input_args(inputs_from))
 
 
 def compare_outputs(ref_dir, test_dir, rtol, atol):
@@ -73,11 +74,11 @@ def compare_outputs(ref_dir, test_dir, rtol, atol):
     return worst
 
 
-def check(model, lwc, batch, rtol, atol, threads):
+def check(model, lwc, batch, rtol, atol, threads, reference=False):
     with tempfile.TemporaryDirectory() as d:
         ort_dir, lwc_dir = os.path.join(d, "ort"), os.path.join(d, "lwc")
         ort_run(model, ort_dir, threads, batch=batch)
-        lwc_exec(lwc, model, lwc_dir, threads, ort_dir)
+        lwc_exec(lwc, model, lwc_dir, threads, ort_dir, reference)
         return compare_outputs(ort_dir, lwc_dir, rtol, atol)
 
 
@@ -89,11 +90,14 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rtol", type=float, default=1e-4)
     ap.add_argument("--atol", type=float, default=1e-6)
+    ap.add_argument("--reference", action="store_true",
+                    help="run lwc with its reference kernels only (lwc exec --reference): the plain ONNX semantics of "
+                         "each node, e.g. QDQ as written instead of fused integer kernels")
     args = ap.parse_args()
     failed = 0
     for m in args.models:
         try:
-            worst = check(m, args.lwc, args.batch, args.rtol, args.atol, args.threads)
+            worst = check(m, args.lwc, args.batch, args.rtol, args.atol, args.threads, args.reference)
             print(f"ok      {m}  (worst error {worst:.2f} of the limit)")
         except Exception as e:  # one line per model, keep going
             failed += 1
