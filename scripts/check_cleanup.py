@@ -2,7 +2,7 @@
 """Runs `lwc fuse` (the cleanup pipeline) on each model and checks the result:
   - no BatchNormalization is left whose input comes from a Conv / ConvTranspose / Gemm;
   - ONNX Runtime gives the same outputs for the cleaned model as for the original (same seeded
-    random inputs, max|diff| <= rtol * max|original| + atol, rtol 1e-4);
+    random inputs, max|diff| <= rtol * max|original| + atol, rtol 1e-4, atol 0);
   - the lwc engine running the cleaned model agrees with ONNX Runtime on the original, same limit.
 Prints one line per model with nodes, BatchNorms, params and MACs before -> after.
 Exit code 0 when every model passes.
@@ -62,7 +62,7 @@ def main():
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rtol", type=float, default=1e-4)
-    ap.add_argument("--atol", type=float, default=1e-6)
+    ap.add_argument("--atol", type=float, default=0.0)
     args = ap.parse_args()
     failed = 0
     for m in args.models:

@@ -4,8 +4,10 @@ compares every output. Exit code 0 when all agree, 1 otherwise; one line per mod
 
     scripts/ort_crosscheck.py [--lwc build/apps/lwc/lwc] [--batch 2] MODEL.onnx ...
 
-Agreement: max|lwc - ort| <= rtol * max|ort| + atol for every output (defaults rtol 1e-4, atol 1e-6),
-i.e. relative to the output's own scale, so random-weight models with tiny logits are judged fairly.
+Agreement: max|lwc - ort| <= rtol * max|ort| + atol for every output (defaults rtol 1e-4, atol 0),
+i.e. relative to the output's own scale, so random-weight models with tiny logits are judged fairly
+(several torchvision models with random weights have logits near 1e-9: an absolute slack of 1e-6,
+the default until 2026-11-30, let any output of theirs pass).
 """
 import argparse
 import os
@@ -67,7 +69,8 @@ def compare_outputs(ref_dir, test_dir, rtol, atol):
         a64, b64 = a.astype(np.float64), b.astype(np.float64)
         scale = float(np.max(np.abs(a64))) if a64.size else 0.0
         err = float(np.max(np.abs(a64 - b64))) if a64.size else 0.0
-        rel = err / (rtol * scale + atol)
+        limit = rtol * scale + atol
+        rel = err / limit if limit > 0 else (0.0 if err == 0 else float("inf"))
         worst = max(worst, rel)
         if not rel <= 1.0:
             raise RuntimeError(f"{f}: max abs diff {err:.3g} at output scale {scale:.3g} (limit {rtol * scale + atol:.3g})")
@@ -89,7 +92,7 @@ def main():
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rtol", type=float, default=1e-4)
-    ap.add_argument("--atol", type=float, default=1e-6)
+    ap.add_argument("--atol", type=float, default=0.0)
     ap.add_argument("--reference", action="store_true",
                     help="run lwc with its reference kernels only (lwc exec --reference): the plain ONNX semantics of "
                          "each node, e.g. QDQ as written instead of fused integer kernels")

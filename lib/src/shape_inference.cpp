@@ -7,9 +7,147 @@
 
 #include "lwc/model_io.h"
 
+#include <algorithm>
+#include <map>
+#include <set>
+
 namespace lwc {
 
 namespace {
+// The value of a small integer tensor (rank 0 or 1) that a shape computation produces.
+struct IntValue {
+  std::vector<int64_t> v;
+  bool scalar = false;
+};
+constexpr size_t kMaxIntValue = 64;
+
+std::optional<IntValue> intValueOf(const Tensor& t) {
+  if (t.rank() > 1 || t.numel() > static_cast<int64_t>(kMaxIntValue)) return std::nullopt;
+  IntValue r;
+  r.scalar = t.rank() == 0;
+  if (t.dtype() == DType::Int64) r.v.assign(t.data<int64_t>(), t.data<int64_t>() + t.numel());
+  else if (t.dtype() == DType::Int32) r.v.assign(t.data<int32_t>(), t.data<int32_t>() + t.numel());
+  else return std::nullopt;
+  return r;
+}
+
+const onnx::AttributeProto* findAttr(const onnx::NodeProto& n, const char* name) {
+  for (const auto& a : n.attribute())
+    if (a.name() == name) return &a;
+  return nullptr;
+}
+
+// Elementwise integer arithmetic with numpy broadcasting of a one-element operand.
+std::optional<IntValue> arith(const std::string& op, const IntValue& a, const IntValue& b) {
+  const size_t n = std::max(a.v.size(), b.v.size());
+  if ((a.v.size() != n && a.v.size() != 1) || (b.v.size() != n && b.v.size() != 1)) return std::nullopt;
+  IntValue r;
+  r.scalar = a.scalar && b.scalar;
+  for (size_t i = 0; i < n; ++i) {
+    const int64_t x = a.v[a.v.size() == 1 ? 0 : i], y = b.v[b.v.size() == 1 ? 0 : i];
+    if (op == "Add") r.v.push_back(x + y);
+    else if (op == "Sub") r.v.push_back(x - y);
+    else if (op == "Mul") r.v.push_back(x * y);
+    else if (y == 0) return std::nullopt;
+    else r.v.push_back(x / y);  // Div on integers truncates (ONNX Runtime, C++)
+  }
+  return r;
+}
+
+// Evaluates one node of a shape computation when its inputs' values (or, for Shape and Size, its
+// input's dimensions) are known. Integer tensors of rank <= 1 only.
+std::optional<IntValue> evalShapeNode(const onnx::NodeProto& n, const std::map<std::string, IntValue>& vals,
+                                      const ValueTypes& types) {
+  if (!n.domain().empty() && n.domain() != "ai.onnx") return std::nullopt;
+  const std::string& op = n.op_type();
+  auto in = [&](int i) -> const IntValue* {
+    if (i >= n.input_size() || n.input(i).empty()) return nullptr;
+    auto it = vals.find(n.input(i));
+    return it == vals.end() ? nullptr : &it->second;
+  };
+  if (op == "Shape" || op == "Size") {
+    if (n.input_size() < 1) return std::nullopt;
+    auto s = concreteShape(types, n.input(0));
+    if (!s) return std::nullopt;
+    IntValue r;
+    if (op == "Size") {
+      r.scalar = true;
+      r.v.push_back(numelOf(*s));
+      return r;
+    }
+    const auto rank = static_cast<int64_t>(s->size());
+    int64_t start = 0, end = rank;
+    if (const auto* a = findAttr(n, "start")) start = a->i();
+    if (const auto* a = findAttr(n, "end")) end = a->i();
+    if (start < 0) start += rank;
+    if (end < 0) end += rank;
+    start = std::clamp<int64_t>(start, 0, rank);
+    end = std::clamp<int64_t>(end, 0, rank);
+    for (int64_t i = start; i < end; ++i) r.v.push_back((*s)[static_cast<size_t>(i)]);
+    return r;
+  }
+  if (op == "Identity" || op == "Cast") {
+    if (op == "Cast") {
+      const auto* to = findAttr(n, "to");
+      if (!to || (to->i() != onnx::TensorProto::INT64 && to->i() != onnx::TensorProto::INT32)) return std::nullopt;
+    }
+    const IntValue* a = in(0);
+    return a ? std::optional<IntValue>(*a) : std::nullopt;
+  }
+  if (op == "Add" || op == "Sub" || op == "Mul" || op == "Div") {
+    const IntValue *a = in(0), *b = in(1);
+    return a && b ? arith(op, *a, *b) : std::nullopt;
+  }
+  if (op == "Gather") {
+    const IntValue *d = in(0), *idx = in(1);
+    const auto* axis = findAttr(n, "axis");
+    if (!d || !idx || d->scalar || (axis && axis->i() != 0)) return std::nullopt;
+    IntValue r;
+    r.scalar = idx->scalar;
+    const auto size = static_cast<int64_t>(d->v.size());
+    for (int64_t k : idx->v) {
+      if (k < 0) k += size;
+      if (k < 0 || k >= size) return std::nullopt;
+      r.v.push_back(d->v[static_cast<size_t>(k)]);
+    }
+    return r;
+  }
+  if (op == "Unsqueeze" || op == "Squeeze") {
+    const IntValue* a = in(0);
+    if (!a || (op == "Unsqueeze") != a->scalar || (op == "Squeeze" && a->v.size() != 1)) return std::nullopt;
+    IntValue r = *a;
+    r.scalar = op == "Squeeze";
+    return r;
+  }
+  if (op == "Concat") {
+    IntValue r;
+    for (int i = 0; i < n.input_size(); ++i) {
+      const IntValue* a = in(i);
+      if (!a || a->scalar) return std::nullopt;
+      r.v.insert(r.v.end(), a->v.begin(), a->v.end());
+    }
+    if (r.v.size() > kMaxIntValue) return std::nullopt;
+    return r;
+  }
+  if (op == "Slice") {
+    const IntValue *d = in(0), *st = in(1), *en = in(2), *ax = in(3), *sp = in(4);
+    if (!d || d->scalar || !st || !en || st->v.size() != 1 || en->v.size() != 1) return std::nullopt;
+    if (ax && (ax->v.size() != 1 || (ax->v[0] != 0 && ax->v[0] != -1))) return std::nullopt;
+    const int64_t step = sp ? (sp->v.size() == 1 ? sp->v[0] : 0) : 1;
+    if (step <= 0) return std::nullopt;  // forward slices only
+    const auto size = static_cast<int64_t>(d->v.size());
+    int64_t b = st->v[0], e = en->v[0];
+    if (b < 0) b += size;
+    if (e < 0) e += size;
+    b = std::clamp<int64_t>(b, 0, size);
+    e = std::clamp<int64_t>(e, 0, size);
+    IntValue r;
+    for (int64_t i = b; i < e; i += step) r.v.push_back(d->v[static_cast<size_t>(i)]);
+    return r;
+  }
+  return std::nullopt;
+}
+
 void collect(const onnx::GraphProto& g, ValueTypes& out) {
   for (const auto* list : {&g.input(), &g.output(), &g.value_info()})
     for (const auto& vi : *list) {
@@ -40,15 +178,66 @@ ValueTypes inferShapes(const Model& m, const ShapeOptions& opts) {
       if (sh->dim_size() > 0 && !sh->dim(0).has_dim_value()) sh->mutable_dim(0)->clear_dim_param();
     }
   }
-  try {
-    onnx::ShapeInferenceOptions o(/*check_type=*/false, /*error_mode=*/0, /*data_prop=*/true);
-    weight_coding::registerOnnxSchemas();  // ai.lwc::HuffmanDecode outputs get their shapes
-    onnx::shape_inference::InferShapes(p, onnx::OpSchemaRegistry::Instance(), o);
-  } catch (const std::exception&) {
-    // Inference conflicts (e.g. a declared shape that disagrees) leave us with what was declared.
-  }
+  auto infer = [&] {
+    try {
+      onnx::ShapeInferenceOptions o(/*check_type=*/false, /*error_mode=*/0, /*data_prop=*/true);
+      weight_coding::registerOnnxSchemas();  // ai.lwc::HuffmanDecode outputs get their shapes
+      onnx::shape_inference::InferShapes(p, onnx::OpSchemaRegistry::Instance(), o);
+    } catch (const std::exception&) {
+      // Inference conflicts (e.g. a declared shape that disagrees) leave us with what was declared.
+    }
+  };
+  infer();
   ValueTypes types;
   collect(p.graph(), types);
+
+  // ONNX's data propagation stops at ops it does not cover (Div and Cast in ONNX 1.12), so a
+  // Reshape whose target torch computed as view(b, g, c // g, h, w) (ShuffleNet's channel
+  // shuffle) leaves every shape after it unknown. Evaluate such small integer computations here,
+  // turn the nodes that feed anything else than another evaluated node into Constants in the copy,
+  // and infer again, until nothing new is learnt (each round can resolve the next Reshape).
+  std::map<std::string, IntValue> vals;
+  for (const auto& [name, t] : m.graph.initializers.items())
+    if (auto v = intValueOf(t)) vals[name] = *v;
+  for (int round = 0; round < 64; ++round) {
+    bool learnt = false;
+    for (auto& n : *g->mutable_node()) {
+      if (n.output_size() != 1 || n.output(0).empty() || vals.count(n.output(0))) continue;
+      std::optional<IntValue> v;
+      if (n.op_type() == "Constant" && n.domain().empty()) {
+        if (const auto* a = findAttr(n, "value"); a && a->has_t())
+          if (a->t().data_type() == onnx::TensorProto::INT64 || a->t().data_type() == onnx::TensorProto::INT32) {
+            try {
+              v = intValueOf(tensorFromProto(a->t(), {}, n.output(0)));
+            } catch (const std::exception&) {
+            }
+          }
+      } else {
+        v = evalShapeNode(n, vals, types);
+      }
+      if (!v) continue;
+      vals[n.output(0)] = *v;
+      if (n.op_type() == "Constant") continue;
+      // The copy's node becomes a Constant holding the value: ONNX's data propagation reads it.
+      Tensor t = v->scalar ? Tensor::scalar<int64_t>(v->v[0])
+                           : Tensor::fromVector<int64_t>({static_cast<int64_t>(v->v.size())}, v->v);
+      const std::string out = n.output(0);
+      auto it = types.find(out);
+      if (it != types.end() && it->second.dtype == DType::Int32) t = t.cast(DType::Int32);
+      n.Clear();
+      n.set_op_type("Constant");
+      n.add_output(out);
+      auto* a = n.add_attribute();
+      a->set_name("value");
+      a->set_type(onnx::AttributeProto::TENSOR);
+      *a->mutable_t() = tensorToProto(t, "");
+      learnt = true;
+    }
+    if (!learnt) break;
+    infer();
+    types.clear();
+    collect(p.graph(), types);
+  }
   for (const auto& [name, t] : m.graph.initializers.items()) {
     ValueInfo v;
     v.name = name;

@@ -84,3 +84,51 @@ TEST_CASE("shape inference with symbolic batch", "[analysis]") {
   CHECK(concreteShape(fixed, "f") == Shape{32, 8});
   CHECK(concreteShape(fixed, "y") == Shape{32, 10});
 }
+
+TEST_CASE("shape inference evaluates integer shape computations ONNX does not propagate", "[analysis]") {
+  // ShuffleNet's channel shuffle as torch exports view(b, g, c // g, h, w): the Reshape target
+  // goes through Div and Cast, where ONNX's data propagation stops. Twice in a row, so the second
+  // Reshape's target is only known once the first Reshape's output shape is.
+  Model m = parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 8, 4, 4] x) => (float[N, 8, 4, 4] y)
+<int64 i0 = {0}, int64 i1 = {1}, int64 i2 = {2}, int64 i3 = {3}, int64 two = {2}, int64[1] ax = {0},
+ int64[1] g2 = {2}, int64[1] m1 = {-1}>
+{
+  s = Shape (x)
+  b = Gather <axis=0> (s, i0)
+  c = Gather <axis=0> (s, i1)
+  h = Gather <axis=0> (s, i2)
+  w = Gather <axis=0> (s, i3)
+  cg = Div (c, two)
+  cgc = Cast <to=7> (cg)
+  bu = Unsqueeze (b, ax)
+  cu = Unsqueeze (cgc, ax)
+  hu = Unsqueeze (h, ax)
+  wu = Unsqueeze (w, ax)
+  t1 = Concat <axis=0> (bu, g2, cu, hu, wu)
+  r1 = Reshape (x, t1)
+  p = Transpose <perm=[0,2,1,3,4]> (r1)
+  t2 = Concat <axis=0> (bu, m1, hu, wu)
+  f = Reshape (p, t2)
+  s2 = Shape (f)
+  n2 = Slice (s2, i1, i2)
+  n2s = Squeeze (n2, ax)
+  c2 = Div (n2s, two)
+  c2u = Unsqueeze (c2, ax)
+  t3 = Concat <axis=0> (bu, g2, c2u, hu, wu)
+  r2 = Reshape (f, t3)
+  t4 = Concat <axis=0> (bu, m1, hu, wu)
+  y = Reshape (r2, t4)
+}
+)");
+  // Symbolic batch: nothing is evaluated (Shape(x) is not concrete), the symbols stay.
+  ValueTypes sym = inferShapes(m);
+  CHECK_FALSE(concreteShape(sym, "r1"));
+  ValueTypes fixed = inferShapes(m, ShapeOptions{2});
+  CHECK(concreteShape(fixed, "r1") == Shape{2, 2, 4, 4, 4});
+  CHECK(concreteShape(fixed, "f") == Shape{2, 8, 4, 4});
+  CHECK(concreteShape(fixed, "r2") == Shape{2, 2, 4, 4, 4});
+  CHECK(concreteShape(fixed, "y") == Shape{2, 8, 4, 4});
+  CHECK(fixed.at("cgc").dtype == DType::Int64);
+}
