@@ -8,8 +8,8 @@
 #include "lwc/model_io.h"
 
 #include <algorithm>
+#include <limits>
 #include <map>
-#include <set>
 
 namespace lwc {
 
@@ -45,11 +45,15 @@ std::optional<IntValue> arith(const std::string& op, const IntValue& a, const In
   r.scalar = a.scalar && b.scalar;
   for (size_t i = 0; i < n; ++i) {
     const int64_t x = a.v[a.v.size() == 1 ? 0 : i], y = b.v[b.v.size() == 1 ? 0 : i];
-    if (op == "Add") r.v.push_back(x + y);
-    else if (op == "Sub") r.v.push_back(x - y);
-    else if (op == "Mul") r.v.push_back(x * y);
-    else if (y == 0) return std::nullopt;
-    else r.v.push_back(x / y);  // Div on integers truncates (ONNX Runtime, C++)
+    int64_t z = 0;
+    bool overflow = false;
+    if (op == "Add") overflow = __builtin_add_overflow(x, y, &z);
+    else if (op == "Sub") overflow = __builtin_sub_overflow(x, y, &z);
+    else if (op == "Mul") overflow = __builtin_mul_overflow(x, y, &z);
+    else if (y == 0 || (y == -1 && x == std::numeric_limits<int64_t>::min())) overflow = true;
+    else z = x / y;  // Div on integers truncates (ONNX Runtime, C++)
+    if (overflow) return std::nullopt;  // left to the runtime, as before
+    r.v.push_back(z);
   }
   return r;
 }
