@@ -132,3 +132,23 @@ g (float[N, 8, 4, 4] x) => (float[N, 8, 4, 4] y)
   CHECK(concreteShape(fixed, "y") == Shape{2, 8, 4, 4});
   CHECK(fixed.at("cgc").dtype == DType::Int64);
 }
+
+TEST_CASE("shape-value evaluation leaves overflowing integer arithmetic alone", "[analysis]") {
+  // 8 * (2^62) overflows int64: no wrapped value may become a Reshape target.
+  Model m = parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 13]>
+g (float[2, 8] x) => (float[?] y)
+<int64 i1 = {1}, int64[1] big = {4611686018427387904}, int64[1] ax = {0}>
+{
+  s = Shape (x)
+  c = Gather <axis=0> (s, i1)
+  cu = Unsqueeze (c, ax)
+  t = Mul (cu, big)
+  y = Reshape (x, t)
+}
+)");
+  ValueTypes types;
+  REQUIRE_NOTHROW(types = inferShapes(m, ShapeOptions{2}));
+  CHECK_FALSE(concreteShape(types, "y"));
+  CHECK(concreteShape(types, "cu") == Shape{1});
+}
