@@ -378,7 +378,7 @@ TEST_CASE("preprocessing JSON", "[data]") {
     test::TempDir t;
     writeGray(t / "a.png", 4, 4, std::vector<uint8_t>(16, 7));
     CHECK_THROWS_WITH(openDataset(opts(t.path(), raw({{"color", "rgb"}}), {1, 4, 4})),
-                      Contains("test preprocessing") && Contains("wants 1"));
+                      Contains("test preprocessing") && Contains("wants 1") && Contains("set \"color\": \"gray\""));
     CHECK_THROWS_WITH(openDataset(opts(t.path(), raw({{"mean", {1, 2, 3}}}), {1, 4, 4})), Contains("\"mean\" has 3 values"));
     CHECK_THROWS_WITH(openDataset(opts(t.path(), raw({{"layout", "NCHW"}}), {4, 4, 1})), Contains("set \"layout\": \"NHWC\""));
   }

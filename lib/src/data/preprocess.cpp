@@ -197,7 +197,8 @@ ImagePipeline::ImagePipeline(const Preprocess& pp, const std::vector<int64_t>& s
   const int64_t want = pp.color ? (*pp.color == Preprocess::Color::Gray ? 1 : 3) : model_c_;
   if (pp.color && model_c_ >= 0 && want != model_c_)
     fail(pp.origin, ": \"color\": \"", *pp.color == Preprocess::Color::Gray ? "gray" : "rgb/bgr", "\" gives ", want,
-         " channel(s) but the model input ", modelShapeStr(ss), " wants ", model_c_);
+         " channel(s) but the model input ", modelShapeStr(ss), " wants ", model_c_, "; set \"color\": \"",
+         model_c_ == 1 ? "gray" : "rgb", "\" (or use preprocessing made for this model)");
   if (want > 0) {
     for (const auto* v : {&pp.mean, &pp.stddev})
       if (v->size() > 1 && static_cast<int64_t>(v->size()) != want)
