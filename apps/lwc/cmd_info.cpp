@@ -216,7 +216,7 @@ void addInfoCommand(CLI::App& app, Action& action, const GlobalOptions&) {
   cmd->callback([&action, opts] {
     action = [opts] {
       const Model m = loadModel(opts->model);
-      const ModelStats st = analyzeModel(m, opts->batch);
+      const ModelStats st = analyzeModel(m, AnalyzeOptions{opts->batch});
       if (opts->json) std::cout << buildJson(m, st).dump(2) << "\n";
       else printHuman(m, st, opts->per_layer);
       return 0;

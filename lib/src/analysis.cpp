@@ -148,7 +148,8 @@ int64_t countZeros(const Tensor& t) {
 }
 
 namespace {
-ModelStats analyzeStored(const Model& m, int64_t batch) {
+ModelStats analyzeStored(const Model& m, const AnalyzeOptions& opts) {
+  const int64_t batch = opts.batch;
   ModelStats st;
   st.batch = batch;
   const Graph& g = m.graph;
@@ -169,7 +170,7 @@ ModelStats analyzeStored(const Model& m, int64_t batch) {
     st.params += t.numel();
     st.weight_bytes += static_cast<int64_t>(t.nbytes());
     st.weight_bytes_by_dtype[std::string(dtypeName(t.dtype()))] += static_cast<int64_t>(t.nbytes());
-    st.entropy_bytes += entropyBitsPerElement(t) * static_cast<double>(t.numel()) / 8.0;
+    if (opts.entropy) st.entropy_bytes += entropyBitsPerElement(t) * static_cast<double>(t.numel()) / 8.0;
     if (r == InitRole::Weight) {
       st.weight_elements += t.numel();
       st.weight_zeros += countZeros(t);
@@ -259,16 +260,18 @@ ModelStats analyzeStored(const Model& m, int64_t batch) {
 }
 }  // namespace
 
-ModelStats analyzeModel(const Model& m, int64_t batch) {
+ModelStats analyzeModel(const Model& m, const AnalyzeOptions& opts) {
   const bool coded = std::any_of(m.graph.nodes.begin(), m.graph.nodes.end(),
                                  [](const Node& n) { return n.domain == weight_coding::kDomain; });
-  if (!coded) return analyzeStored(m, batch);
+  if (!coded) return analyzeStored(m, opts);
   // Huffman-coded weights (ai.lwc::HuffmanDecode): parameters, sparsity, MACs and layers are those
   // of the decoded weights; nodes, stored weight bytes and file size are what the file holds.
   Model decoded = m;
   weight_coding::decodeAll(decoded);
-  ModelStats st = analyzeStored(decoded, batch);
-  const ModelStats stored = analyzeStored(m, batch);
+  ModelStats st = analyzeStored(decoded, opts);
+  AnalyzeOptions counts_only = opts;
+  counts_only.entropy = false;  // the file's bound is the decoded weights' (st), not the streams'
+  const ModelStats stored = analyzeStored(m, counts_only);
   st.nodes = stored.nodes;
   st.op_histogram = stored.op_histogram;
   st.weight_bytes_by_dtype = stored.weight_bytes_by_dtype;

@@ -258,7 +258,7 @@ double secondsSince(Clock::time_point t0) { return std::chrono::duration<double>
 
 StageMetrics sizeMetrics(const Model& m) {
   StageMetrics s;
-  const ModelStats st = analyzeModel(m);
+  const ModelStats st = analyzeModel(m, AnalyzeOptions{1, /*entropy=*/false});
   s.nodes = static_cast<int64_t>(st.nodes);
   s.params = st.params;
   s.macs = st.macs;
@@ -444,7 +444,7 @@ PipelineReport runPipeline(const Pipeline& p, Model& m, const RunOptions& opts) 
   StageRecord first;
   first.pass = "input";
   first.metrics = sizeMetrics(m);
-  rep.input_file_bytes = analyzeModel(m).file_bytes;
+  rep.input_file_bytes = analyzeModel(m, AnalyzeOptions{1, /*entropy=*/false}).file_bytes;
   if (ev) {
     log("evaluating the input model on " + rep.eval_data);
     ev->evaluate(m, first.metrics, true);

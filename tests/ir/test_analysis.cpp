@@ -48,7 +48,7 @@ TEST_CASE("parameters and MACs of a small CNN", "[analysis]") {
   CHECK(roles["shp"] == InitRole::Constant);
 
   for (int64_t batch : {1, 4}) {
-    ModelStats st = analyzeModel(m, batch);
+    ModelStats st = analyzeModel(m, AnalyzeOptions{batch});
     CHECK(st.params == 8 * 3 * 9 + 8 + 8 + 80 + 10);
     CHECK(st.bn_running_stats == 16);
     CHECK(st.constants == 2);

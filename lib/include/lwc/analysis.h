@@ -56,7 +56,16 @@ struct ModelStats {
   std::vector<LayerStats> layers;  ///< nodes with parameters or MACs, graph order
 };
 
-ModelStats analyzeModel(const Model& m, int64_t batch = 1);
+struct AnalyzeOptions {
+  /// Batch size for symbolic first dimensions (MACs are per this many samples).
+  int64_t batch = 1;
+  /// Compute entropy_bytes, the Shannon bound of the parameters. It sorts every parameter
+  /// tensor's values (about a second for 11 M parameters); skip it where only counts are needed
+  /// (the per-stage metrics of a pipeline, channel pruning's MACs search). entropy_bytes is 0 then.
+  bool entropy = true;
+};
+
+ModelStats analyzeModel(const Model& m, const AnalyzeOptions& opts = {});
 
 /// Empirical Shannon entropy of a tensor's values (bits per element; exact value histogram).
 double entropyBitsPerElement(const Tensor& t);
