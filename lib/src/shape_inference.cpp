@@ -18,6 +18,7 @@ namespace {
 struct IntValue {
   std::vector<int64_t> v;
   bool scalar = false;
+  DType dtype = DType::Int64;  ///< Int64 or Int32, as the node produces it
 };
 constexpr size_t kMaxIntValue = 64;
 
@@ -25,6 +26,7 @@ std::optional<IntValue> intValueOf(const Tensor& t) {
   if (t.rank() > 1 || t.numel() > static_cast<int64_t>(kMaxIntValue)) return std::nullopt;
   IntValue r;
   r.scalar = t.rank() == 0;
+  r.dtype = t.dtype();
   if (t.dtype() == DType::Int64) r.v.assign(t.data<int64_t>(), t.data<int64_t>() + t.numel());
   else if (t.dtype() == DType::Int32) r.v.assign(t.data<int32_t>(), t.data<int32_t>() + t.numel());
   else return std::nullopt;
@@ -43,6 +45,7 @@ std::optional<IntValue> arith(const std::string& op, const IntValue& a, const In
   if ((a.v.size() != n && a.v.size() != 1) || (b.v.size() != n && b.v.size() != 1)) return std::nullopt;
   IntValue r;
   r.scalar = a.scalar && b.scalar;
+  r.dtype = a.dtype;
   for (size_t i = 0; i < n; ++i) {
     const int64_t x = a.v[a.v.size() == 1 ? 0 : i], y = b.v[b.v.size() == 1 ? 0 : i];
     int64_t z = 0;
@@ -96,7 +99,10 @@ std::optional<IntValue> evalShapeNode(const onnx::NodeProto& n, const std::map<s
       if (!to || (to->i() != onnx::TensorProto::INT64 && to->i() != onnx::TensorProto::INT32)) return std::nullopt;
     }
     const IntValue* a = in(0);
-    return a ? std::optional<IntValue>(*a) : std::nullopt;
+    if (!a) return std::nullopt;
+    IntValue r = *a;
+    if (op == "Cast") r.dtype = findAttr(n, "to")->i() == onnx::TensorProto::INT32 ? DType::Int32 : DType::Int64;
+    return r;
   }
   if (op == "Add" || op == "Sub" || op == "Mul" || op == "Div") {
     const IntValue *a = in(0), *b = in(1);
@@ -108,6 +114,7 @@ std::optional<IntValue> evalShapeNode(const onnx::NodeProto& n, const std::map<s
     if (!d || !idx || d->scalar || (axis && axis->i() != 0)) return std::nullopt;
     IntValue r;
     r.scalar = idx->scalar;
+    r.dtype = d->dtype;
     const auto size = static_cast<int64_t>(d->v.size());
     for (int64_t k : idx->v) {
       if (k < 0) k += size;
@@ -128,6 +135,7 @@ std::optional<IntValue> evalShapeNode(const onnx::NodeProto& n, const std::map<s
     for (int i = 0; i < n.input_size(); ++i) {
       const IntValue* a = in(i);
       if (!a || a->scalar) return std::nullopt;
+      r.dtype = a->dtype;
       r.v.insert(r.v.end(), a->v.begin(), a->v.end());
     }
     if (r.v.size() > kMaxIntValue) return std::nullopt;
@@ -146,6 +154,7 @@ std::optional<IntValue> evalShapeNode(const onnx::NodeProto& n, const std::map<s
     b = std::clamp<int64_t>(b, 0, size);
     e = std::clamp<int64_t>(e, 0, size);
     IntValue r;
+    r.dtype = d->dtype;
     for (int64_t i = b; i < e; i += step) r.v.push_back(d->v[static_cast<size_t>(i)]);
     return r;
   }
@@ -218,6 +227,12 @@ ValueTypes inferShapes(const Model& m, const ShapeOptions& opts) {
           }
       } else {
         v = evalShapeNode(n, vals, types);
+        // int32 results outside int32's range would wrap in a runtime: leave them to it.
+        if (v && v->dtype == DType::Int32 &&
+            std::any_of(v->v.begin(), v->v.end(), [](int64_t x) {
+              return x < std::numeric_limits<int32_t>::min() || x > std::numeric_limits<int32_t>::max();
+            }))
+          v.reset();
       }
       if (!v) continue;
       vals[n.output(0)] = *v;
@@ -225,9 +240,8 @@ ValueTypes inferShapes(const Model& m, const ShapeOptions& opts) {
       // The copy's node becomes a Constant holding the value: ONNX's data propagation reads it.
       Tensor t = v->scalar ? Tensor::scalar<int64_t>(v->v[0])
                            : Tensor::fromVector<int64_t>({static_cast<int64_t>(v->v.size())}, v->v);
+      if (v->dtype == DType::Int32) t = t.cast(DType::Int32);
       const std::string out = n.output(0);
-      auto it = types.find(out);
-      if (it != types.end() && it->second.dtype == DType::Int32) t = t.cast(DType::Int32);
       n.Clear();
       n.set_op_type("Constant");
       n.add_output(out);

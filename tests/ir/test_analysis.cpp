@@ -101,7 +101,8 @@ g (float[N, 8, 4, 4] x) => (float[N, 8, 4, 4] y)
   h = Gather <axis=0> (s, i2)
   w = Gather <axis=0> (s, i3)
   cg = Div (c, two)
-  cgc = Cast <to=7> (cg)
+  c32 = Cast <to=6> (cg)
+  cgc = Cast <to=7> (c32)
   bu = Unsqueeze (b, ax)
   cu = Unsqueeze (cgc, ax)
   hu = Unsqueeze (h, ax)
@@ -131,6 +132,7 @@ g (float[N, 8, 4, 4] x) => (float[N, 8, 4, 4] y)
   CHECK(concreteShape(fixed, "r2") == Shape{2, 2, 4, 4, 4});
   CHECK(concreteShape(fixed, "y") == Shape{2, 8, 4, 4});
   CHECK(fixed.at("cgc").dtype == DType::Int64);
+  CHECK(fixed.at("c32").dtype == DType::Int32);  // the evaluated value keeps the type its node makes
 }
 
 TEST_CASE("shape-value evaluation leaves overflowing integer arithmetic alone", "[analysis]") {
