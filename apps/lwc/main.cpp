@@ -61,7 +61,7 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", "lwc 0.1.0");
   GlobalOptions g;
   app.add_flag("-v,--verbose", g.verbose, "Log details to stderr");
-  app.add_flag("-q,--quiet", g.quiet, "Only print errors");
+  app.add_flag("-q,--quiet", g.quiet, "Log only errors to stderr (results still go to stdout)");
   Action action;
   addInfoCommand(app, action, g);
   addOpsCommand(app, action, g);
