@@ -6,9 +6,11 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <spdlog/spdlog.h>
 
 #include "commands.h"
 #include "data_args.h"
+#include "run_common.h"
 #include "lwc/engine.h"
 #include "lwc/metrics.h"
 #include "lwc/model_io.h"
@@ -98,6 +100,10 @@ void addBenchCommand(CLI::App& app, Action& action, const GlobalOptions& g) {
     action = [o, &g] {
       engine::configureThreads(o->threads);
       const Model m = loadModel(o->model);
+      if (const int64_t fixed = benchBatchFor(m, o->batch); fixed != o->batch) {
+        spdlog::info("batch {}: the model input's fixed batch size (not --batch {})", fixed, o->batch);
+        o->batch = fixed;  // items/s counts what is run
+      }
       engine::SessionOptions so;
       so.threads = o->threads;
       so.reference_only = o->reference;

@@ -84,7 +84,7 @@ void addCompareCommand(CLI::App& app, Action& action, const GlobalOptions&) {
       const Model ma = loadModel(o->a), mb = loadModel(o->b);
       if (ma.graph.outputs.size() != mb.graph.outputs.size())
         fail(o->b, ": has ", mb.graph.outputs.size(), " outputs but ", o->a, " has ", ma.graph.outputs.size());
-      auto ds = o->data.open(ma);
+      auto ds = o->data.open(ma, &mb);
       engine::SessionOptions so;
       so.threads = o->threads;
       so.observable = o->per_layer;

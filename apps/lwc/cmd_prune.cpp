@@ -131,28 +131,35 @@ void addPruneCommand(CLI::App& app, Action& action, const GlobalOptions&) {
         RunHooks hooks;
         auto lat = std::make_shared<std::pair<double, double>>(0.0, 0.0);
         auto ort = std::make_shared<OrtPair>();
-        hooks.on_stage = [a, lat, ort, ort_tool](const Pass& pass, const Model& before, const Model& after,
-                                                  StageRecord& rec) {
+        auto bench_batch = std::make_shared<int64_t>(a->bench_batch);
+        hooks.on_stage = [a, lat, ort, ort_tool, bench_batch](const Pass& pass, const Model& before, const Model& after,
+                                                               StageRecord& rec) {
           if (pass.name() != "prune_channels" || a->bench_batch <= 0) return;
-          lat->first = medianLatencyMs(before, a->bench_batch, a->run.threads);
-          lat->second = medianLatencyMs(after, a->bench_batch, a->run.threads);
+          const int64_t bb = benchBatchFor(before, a->bench_batch);
+          *bench_batch = bb;
+          lat->first = medianLatencyMs(before, bb, a->run.threads);
+          lat->second = medianLatencyMs(after, bb, a->run.threads);
           rec.details = {{"latency_ms",
-                          {{"batch", a->bench_batch},
+                          {{"batch", bb},
                            {"before", lat->first},
                            {"after", lat->second},
                            {"speedup", lat->second > 0 ? lat->first / lat->second : 0.0}}}};
+          if (bb != a->bench_batch)
+            rec.result.notes.push_back("latency measured at batch " + std::to_string(bb) +
+                                       ", the model input's fixed batch size (not --bench-batch " +
+                                       std::to_string(a->bench_batch) + ")");
           if (!ort_tool.empty()) {
-            *ort = ortBenchPair(ort_tool, before, after, a->bench_batch, a->run.threads);
-            rec.details["ort_latency_ms"] = ort->toJson(a->bench_batch, "before", "after");
+            *ort = ortBenchPair(ort_tool, before, after, bb, a->run.threads);
+            rec.details["ort_latency_ms"] = ort->toJson(bb, "before", "after");
           }
         };
-        hooks.print_extra = [a, lat, ort](const PipelineReport&) {
+        hooks.print_extra = [lat, ort, bench_batch](const PipelineReport&) {
           if (lat->first > 0)
             std::printf("latency  lwc engine, batch %lld: %.3f -> %.3f ms (%.2fx)\n",
-                        static_cast<long long>(a->bench_batch), lat->first, lat->second, lat->first / lat->second);
+                        static_cast<long long>(*bench_batch), lat->first, lat->second, lat->first / lat->second);
           if (ort->a_ms > 0)
             std::printf("latency  ONNX Runtime %s, batch %lld: %.3f -> %.3f ms (%.2fx)\n", ort->version.c_str(),
-                        static_cast<long long>(a->bench_batch), ort->a_ms, ort->b_ms, ort->a_ms / ort->b_ms);
+                        static_cast<long long>(*bench_batch), ort->a_ms, ort->b_ms, ort->a_ms / ort->b_ms);
         };
         return runPipelineCommand(std::move(p), a->run.positional.at(0), a->run, hooks);
       }

@@ -128,7 +128,9 @@ void addQuantizeCommand(CLI::App& app, Action& action, const GlobalOptions&) {
       auto ort = std::make_shared<OrtPair>();
       auto table = std::make_shared<std::vector<passes::TensorError>>();
       auto lat = std::make_shared<std::pair<double, double>>(0.0, 0.0);
-      hooks.on_stage = [q, table, lat, ort, ort_tool](const Pass& pass, const Model& before, const Model& after, StageRecord& rec) {
+      auto bench_batch = std::make_shared<int64_t>(q->bench_batch);
+      hooks.on_stage = [q, table, lat, ort, ort_tool, bench_batch](const Pass& pass, const Model& before, const Model& after,
+                                                                  StageRecord& rec) {
         if (pass.name().rfind("quantize", 0) != 0) return;
         const auto* qs = dynamic_cast<const passes::QuantizeStatic*>(&pass);
         nlohmann::json d = nlohmann::json::object();
@@ -155,15 +157,21 @@ void addQuantizeCommand(CLI::App& app, Action& action, const GlobalOptions&) {
                               {"elements", e.elements}});
           d["layers"] = layers;
         }
-        if (q->bench_batch > 0) {
-          lat->first = medianLatencyMs(before, q->bench_batch, q->run.threads);
-          lat->second = medianLatencyMs(after, q->bench_batch, q->run.threads);
-          d["latency_ms"] = {{"batch", q->bench_batch}, {"fp32", lat->first}, {"int8", lat->second},
+        const int64_t bb = q->bench_batch > 0 ? benchBatchFor(before, q->bench_batch) : 0;
+        *bench_batch = bb;
+        if (bb > 0) {
+          lat->first = medianLatencyMs(before, bb, q->run.threads);
+          lat->second = medianLatencyMs(after, bb, q->run.threads);
+          d["latency_ms"] = {{"batch", bb}, {"fp32", lat->first}, {"int8", lat->second},
                              {"speedup", lat->second > 0 ? lat->first / lat->second : 0.0}};
+          if (bb != q->bench_batch)
+            rec.result.notes.push_back("latency measured at batch " + std::to_string(bb) +
+                                       ", the model input's fixed batch size (not --bench-batch " +
+                                       std::to_string(q->bench_batch) + ")");
         }
         if (!ort_tool.empty()) {
-          *ort = ortBenchPair(ort_tool, before, after, q->bench_batch, q->run.threads);
-          d["ort_latency_ms"] = ort->toJson(q->bench_batch, "fp32", "int8");
+          *ort = ortBenchPair(ort_tool, before, after, bb, q->run.threads);
+          d["ort_latency_ms"] = ort->toJson(bb, "fp32", "int8");
         }
         if (qs && !q->reduce_range && engine::hostX86WithoutVnni()) {
           const std::string note =
@@ -174,7 +182,7 @@ void addQuantizeCommand(CLI::App& app, Action& action, const GlobalOptions&) {
         }
         rec.details = d;
       };
-      hooks.print_extra = [q, table, lat, ort](const PipelineReport& rep) {
+      hooks.print_extra = [table, lat, ort, bench_batch](const PipelineReport& rep) {
         const auto& d = rep.stages.back().details;
         if (d.contains("calibration"))
           std::printf("\ncalibration  %lld samples in %.2f s (%.0f images/s)\n",
@@ -182,10 +190,10 @@ void addQuantizeCommand(CLI::App& app, Action& action, const GlobalOptions&) {
                       d["calibration"]["seconds"].get<double>(), d["calibration"]["images_per_s"].get<double>());
         if (lat->first > 0)
           std::printf("latency      lwc engine, batch %lld: fp32 %.3f ms, int8 %.3f ms (%.2fx)\n",
-                      static_cast<long long>(q->bench_batch), lat->first, lat->second, lat->first / lat->second);
+                      static_cast<long long>(*bench_batch), lat->first, lat->second, lat->first / lat->second);
         if (ort->a_ms > 0)
           std::printf("latency      ONNX Runtime %s, batch %lld: fp32 %.3f ms, int8 %.3f ms (%.2fx)\n",
-                      ort->version.c_str(), static_cast<long long>(q->bench_batch), ort->a_ms, ort->b_ms,
+                      ort->version.c_str(), static_cast<long long>(*bench_batch), ort->a_ms, ort->b_ms,
                       ort->a_ms / ort->b_ms);
         if (!table->empty()) {
           std::printf("\nper-tensor error, worst first (SQNR of the int8 tensor against fp32):\n");

@@ -69,6 +69,13 @@ void printGraph(const std::string& pass, const Model& m) {
 }  // namespace
 
 // Median latency of a model in the lwc engine on random inputs of the model's shape at `batch`.
+int64_t benchBatchFor(const Model& m, int64_t requested) {
+  const auto inputs = m.graph.realInputs();
+  if (inputs.empty() || !inputs[0]->shape || inputs[0]->shape->empty()) return requested;
+  const Dim& d = (*inputs[0]->shape)[0];
+  return d.known() ? d.value : requested;
+}
+
 double medianLatencyMs(const Model& m, int64_t batch, int threads) {
   engine::SessionOptions so;
   so.threads = threads;

@@ -25,8 +25,16 @@ DataOptions DataArgs::optionsFor(const Model& m) const {
   return o;
 }
 
-std::unique_ptr<Dataset> DataArgs::open(const Model& m) const {
-  auto ds = openDataset(optionsFor(m));
+std::unique_ptr<Dataset> DataArgs::open(const Model& m, const Model* also) const {
+  DataOptions o = optionsFor(m);
+  if (also) {
+    const int64_t b = optionsFor(*also).fixed_batch;
+    if (b > 0 && o.fixed_batch > 0 && b != o.fixed_batch)
+      fail(also->label(), ": its input's fixed batch size is ", b, " but ", m.label(), "'s is ", o.fixed_batch,
+           "; the two models cannot be fed the same batches");
+    if (b > 0) o.fixed_batch = b;
+  }
+  auto ds = openDataset(o);
   if (const std::string w = defaultPreprocessingWarning(*ds); !w.empty()) spdlog::warn("--data {}", w);
   return ds;
 }

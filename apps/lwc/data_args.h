@@ -24,7 +24,8 @@ struct DataArgs {
   /// DataOptions checked against the model's first input and first output.
   DataOptions optionsFor(const Model& m) const;
   /// The data for model m; warns (once, on stderr) when image data get the default preprocessing.
-  std::unique_ptr<Dataset> open(const Model& m) const;
+  /// `also`: a second model fed the same batches (lwc compare); its fixed batch size counts too.
+  std::unique_ptr<Dataset> open(const Model& m, const Model* also = nullptr) const;
 };
 
 /// A one-line progress bar on stderr, only when stderr is a terminal.

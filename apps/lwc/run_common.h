@@ -38,6 +38,9 @@ int runPipelineCommand(Pipeline p, const std::string& model_path, const RunArgs&
 /// Median latency (ms) of `m` in the lwc engine on deterministic inputs of its shape at `batch`
 /// (3 warm-up runs, then up to 1.5 s).
 double medianLatencyMs(const Model& m, int64_t batch, int threads);
+/// The batch to time a model at: its input's batch size when the model fixes it (exported with
+/// batch 1, say), else `requested`.
+int64_t benchBatchFor(const Model& m, int64_t requested);
 
 /// The standard cleanup pipeline (configs/cleanup.json, compiled in).
 Pipeline cleanupPipeline();

@@ -673,6 +673,32 @@ TEST_CASE("limits", "[data]") {
   CHECK_THROWS_WITH(openDataset(o), Contains("limit"));
 }
 
+TEST_CASE("a model with a fixed batch size gets batches of exactly that size", "[data]") {
+  // Models exported with batch 1 (or 4) accept no other batch: every batch has that size,
+  // whatever a caller asks next() for, and a sample count that leaves a partial batch is an error.
+  DataOptions o = opts(kSample / "images.npy");
+  o.fixed_batch = 1;
+  o.limit = 5;
+  auto one = openDataset(o);
+  int batches = 0;
+  while (auto b = one->next(16)) {
+    CHECK(b->inputs.dim(0) == 1);
+    CHECK(b->first_index == batches);
+    ++batches;
+  }
+  CHECK(batches == 5);
+  o.fixed_batch = 4;
+  CHECK_THROWS_WITH(openDataset(o), Contains("5 samples do not fill batches of 4") && Contains("--calib-limit"));
+  o.limit = 8;
+  auto four = openDataset(o);
+  batches = 0;
+  while (auto b = four->next(3)) {
+    CHECK(b->inputs.dim(0) == 4);
+    ++batches;
+  }
+  CHECK(batches == 2);
+}
+
 TEST_CASE("reading speed", "[data]") {
   using clock = std::chrono::steady_clock;
   const auto readCount = [](Dataset& d) {

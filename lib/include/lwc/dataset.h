@@ -72,10 +72,14 @@ struct DataOptions {
   DType dtype = DType::Undefined;
   /// Number of classes the model predicts (0 = unknown): labels must lie in [0, num_classes).
   int64_t num_classes = 0;
+  /// The model input's batch size when it is fixed (a model exported with batch 1), 0 when
+  /// symbolic. Then every batch has exactly this many samples, whatever next(n) asks for, and
+  /// openDataset fails when the samples (after the limit) do not fill whole batches.
+  int64_t fixed_batch = 0;
 };
 
 class Model;
-/// Sets sample_shape, dtype and num_classes from the model's (single) input and first output.
+/// Sets sample_shape, dtype, num_classes and fixed_batch from the model's (single) input and first output.
 /// Throws lwc::Error when the model has no input or several.
 void fitToModel(DataOptions& o, const Model& m);
 

@@ -336,12 +336,43 @@ std::unique_ptr<Dataset> open(const DataOptions& o) {
 
 }  // namespace
 
+// Batches of exactly the model's fixed batch size.
+class FixedBatchDataset : public Dataset {
+ public:
+  FixedBatchDataset(std::unique_ptr<Dataset> inner, int64_t batch) : inner_(std::move(inner)), batch_(batch) {}
+  int64_t size() const override { return inner_->size(); }
+  bool hasLabels() const override { return inner_->hasLabels(); }
+  std::string describe() const override { return inner_->describe(); }
+  std::optional<Batch> next(int64_t) override {
+    auto b = inner_->next(batch_);
+    if (b && b->inputs.dim(0) != batch_)
+      fail(describe(), ": a batch of ", b->inputs.dim(0), " samples where the model's fixed batch size is ", batch_,
+           "; export the model with a symbolic batch dimension");
+    return b;
+  }
+  void reset() override { inner_->reset(); }
+  std::vector<std::string> classNames() const override { return inner_->classNames(); }
+  std::string sampleName(int64_t i) const override { return inner_->sampleName(i); }
+  std::optional<Preprocess> preprocessing() const override { return inner_->preprocessing(); }
+
+ private:
+  std::unique_ptr<Dataset> inner_;
+  int64_t batch_;
+};
+
 std::unique_ptr<Dataset> openDataset(const DataOptions& o) {
+  std::unique_ptr<Dataset> ds;
   try {
-    return open(o);
+    ds = open(o);
   } catch (const std::filesystem::filesystem_error& e) {
     fail(e.path1().string(), ": ", e.code().message());
   }
+  if (o.fixed_batch <= 0) return ds;
+  if (ds->size() % o.fixed_batch != 0)
+    fail(ds->describe(), ": ", ds->size(), " samples do not fill batches of ", o.fixed_batch,
+         ", the model input's fixed batch size; use a sample limit that is a multiple of ", o.fixed_batch,
+         " (--calib-limit, --eval-limit, --limit) or export the model with a symbolic batch dimension");
+  return std::make_unique<FixedBatchDataset>(std::move(ds), o.fixed_batch);
 }
 
 std::string defaultPreprocessingWarning(const Dataset& ds) {
@@ -364,6 +395,7 @@ void fitToModel(DataOptions& o, const Model& m) {
     fail(m.label(), ": the model has ", inputs.size(), " inputs; datasets feed single-input models");
   const ValueInfo& in = *inputs[0];
   o.dtype = in.dtype;
+  o.fixed_batch = in.shape && !in.shape->empty() && (*in.shape)[0].known() ? (*in.shape)[0].value : 0;
   o.sample_shape.clear();
   if (in.shape)
     for (size_t i = 1; i < in.shape->size(); ++i) o.sample_shape.push_back((*in.shape)[i].known() ? (*in.shape)[i].value : -1);
