@@ -277,6 +277,12 @@ Model modelFromProto(const onnx::ModelProto& proto, const fs::path& base_dir, co
         }
     if (!t.doc_string().empty()) G.initializers.docStrings()[t.name()] = t.doc_string();
   }
+  if (m.ir_version < 4) {
+    // IR 3 and older list every initializer among the graph inputs. Runtimes treat them as the
+    // model's constants (ONNX Runtime lets inputs override initializers only from IR 4 on), and so
+    // does lwc: they leave the input list here and come back to it when the model is written.
+    std::erase_if(G.inputs, [&](const ValueInfo& v) { return G.initializers.contains(v.name); });
+  }
   G.sparse_initializers.assign(g.sparse_initializer().begin(), g.sparse_initializer().end());
   G.quantization_annotation.assign(g.quantization_annotation().begin(), g.quantization_annotation().end());
   G.nodes.reserve(static_cast<size_t>(g.node_size()));
@@ -355,6 +361,20 @@ onnx::ModelProto modelToProto(const Model& m) {
   }
   for (const auto& s : G.sparse_initializers) *g->add_sparse_initializer() = s;
   for (const auto& v : G.inputs) *g->add_input() = valueInfoToProto(v);
+  if (m.ir_version > 0 && m.ir_version < 4) {
+    // IR version 3 and older: every initializer must also be a graph input. Initializers that a
+    // pass created (a folded constant, a quantization scale) are listed after the others.
+    for (const auto& [name, t] : G.initializers.items()) {
+      if (G.isGraphInput(name)) continue;
+      ValueInfo v;
+      v.name = name;
+      v.dtype = t.dtype();
+      SymShape s;
+      for (int64_t d : t.shape()) s.push_back(Dim{d, {}});
+      v.shape = s;
+      *g->add_input() = valueInfoToProto(v);
+    }
+  }
   for (const auto& v : G.outputs) *g->add_output() = valueInfoToProto(v);
   for (const auto& v : G.value_info) *g->add_value_info() = valueInfoToProto(v);
   for (const auto& q : G.quantization_annotation) *g->add_quantization_annotation() = q;

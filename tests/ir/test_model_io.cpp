@@ -4,6 +4,7 @@
 
 #include <catch2/catch.hpp>
 #include <fstream>
+#include <onnx/checker.h>
 #include <onnx/defs/parser.h>
 
 #include "lwc/model_io.h"
@@ -253,4 +254,36 @@ TEST_CASE("atomic writes", "[io]") {
       CHECK(test::readFile(d / "ro" / "a.onnx") == "old");
     }
   }
+}
+
+TEST_CASE("IR version 3: initializers a pass adds are listed as graph inputs too", "[io]") {
+  // IR <= 3 requires every initializer to be a graph input (ONNX checker: "in initializer but not
+  // in graph input"). PyTorch's old exports (libonnx-testdata's pytorch-operator cases) are IR 3;
+  // folding a Constant node there made lwc write a file the checker rejected.
+  Model m = parseModelText(R"(
+<ir_version: 3, opset_import: ["" : 6]>
+g (float[2, 3] x, float[3] b) => (float[2, 3] y)
+<float[3] b = {1, 2, 3}>
+{
+  y = Add <broadcast=1> (x, b)
+}
+)");
+  // On load the initializers leave the input list: they are the model's constants (as in ONNX
+  // Runtime, which lets inputs override initializers only from IR 4 on), so passes may fold them.
+  REQUIRE(m.graph.inputs.size() == 1);
+  CHECK(m.graph.realInputs().size() == 1);
+  m.graph.initializers.set("k", Tensor::fromVector<float>({3}, {4, 5, 6}));  // as fold_constants adds one
+  m.graph.nodes[0].inputs[1] = "k";
+  const onnx::ModelProto p = modelToProto(m);
+  int listed_b = 0, listed_k = 0;
+  for (const auto& in : p.graph().input()) {
+    listed_b += in.name() == "b";
+    listed_k += in.name() == "k";
+  }
+  CHECK(listed_b == 1);  // each initializer listed once
+  CHECK(listed_k == 1);
+  CHECK(p.graph().input(0).name() == "x");
+  CHECK_NOTHROW(onnx::checker::check_model(p));
+  m.ir_version = 8;  // from IR 4 on, initializers need not be inputs: nothing is added
+  CHECK(modelToProto(m).graph().input_size() == 1);
 }
