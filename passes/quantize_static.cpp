@@ -86,6 +86,14 @@ void checkNotQuantized(const Model& m, const std::string& action) {
            "); ", action, " the float model it came from instead");
 }
 
+void checkQuantizableOpset(const Model& m, int64_t min_opset, const std::string& ops) {
+  const int64_t v = m.opsetFor("");
+  if (v < min_opset)
+    fail(m.label(), ": opset ", v, " has no ", ops, " (introduced in opset ", min_opset,
+         "); convert the model to opset 13 first (onnx.version_converter.convert_version(model, 13)), "
+         "which also allows per-channel weight scales");
+}
+
 namespace {
 
 const std::set<std::string> kCompute = {"Conv", "Gemm", "MatMul"};
@@ -251,6 +259,7 @@ int64_t correctQuantizedBiases(Model& m, const Model& fp32, std::vector<BiasFix>
 
 PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
   checkNotQuantized(m);
+  checkQuantizableOpset(m, 10, "QuantizeLinear/DequantizeLinear");
   Graph& g = m.graph;
   topoSort(g, m.label());
   const PassOptions& o = options_;

@@ -79,4 +79,9 @@ std::vector<TensorError> quantizationErrors(const Model& fp32, const Model& q, c
 /// ("quantize", "prune") says what to run on the float model instead.
 void checkNotQuantized(const Model& m, const std::string& action = "quantize");
 
+/// Throws lwc::Error when the model's default-domain opset predates the ops quantization writes
+/// (`min_opset`: 10 for QuantizeLinear/DequantizeLinear, 11 for DynamicQuantizeLinear). Raising the
+/// opset import alone would change what older ops in the model mean, so the user converts it.
+void checkQuantizableOpset(const Model& m, int64_t min_opset, const std::string& ops);
+
 }  // namespace lwc::passes

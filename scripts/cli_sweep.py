@@ -8,7 +8,8 @@ model the ONNX checker rejects, or an exception it did not expect) or a crash fa
 
 Default DIRs: Debian libonnx-testdata's pytorch-converted and pytorch-operator cases (PyTorch
 exports from IR 3 / opset 6 on, with Constant nodes, old broadcasting attributes, and the like).
-Commands: `lwc fuse`, `lwc prune --sparsity 0.5 --min-params 0` and `lwc prune --channels 0.5`.
+Commands: `lwc fuse`, `lwc prune --sparsity 0.5 --min-params 0`, `lwc prune --channels 0.5`,
+`lwc quantize --calib CASE_DIR` (its test_data_set_* as calibration data) and `lwc quantize --mode dynamic`.
 """
 import argparse
 import glob
@@ -23,6 +24,9 @@ COMMANDS = {
     "fuse": ["fuse"],
     "prune": ["prune", "--sparsity", "0.5", "--min-params", "0"],
     "channels": ["prune", "--channels", "0.5", "--bench-batch", "0"],
+    # {case}: the case's folder, whose test_data_set_* serve as calibration data.
+    "quantize": ["quantize", "--calib", "{case}", "--bench-batch", "0", "--layer-samples", "0"],
+    "dynamic": ["quantize", "--mode", "dynamic", "--bench-batch", "0"],
 }
 
 
@@ -41,7 +45,8 @@ def main():
             case = os.path.basename(os.path.dirname(m))
             for name, cmd in COMMANDS.items():
                 out = os.path.join(d, f"{case}.{name}.onnx")
-                r = subprocess.run([args.lwc, "-q"] + cmd + [m, "-o", out], capture_output=True, text=True, timeout=300)
+                argv = [a.replace("{case}", os.path.dirname(m)) for a in cmd]
+                r = subprocess.run([args.lwc, "-q"] + argv + [m, "-o", out], capture_output=True, text=True, timeout=300)
                 err = r.stderr.strip().splitlines()
                 if r.returncode == 0:
                     back = subprocess.run([args.lwc, "info", out], capture_output=True, text=True)

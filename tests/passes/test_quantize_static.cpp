@@ -444,6 +444,16 @@ TEST_CASE("quantize_static rejects bad input with one clear error", "[quantize]"
   wrong.spec.options.path = d / "bad.npy";
   Model w = smallCnn();
   CHECK_THAT(errorOf([&] { quantize(w, wrong); }), Contains("bad.npy"));
+  // Opset 9 has no QuantizeLinear: a clear error, not a file the ONNX checker rejects.
+  Model old = parseGraph(R"(<ir_version: 4, opset_import: ["" : 9]>
+g (float[N, 3, 12, 12] x) => (float[N, 8, 12, 12] y) {
+  y = Conv <pads=[1,1,1,1]> (x, w1)
+})");
+  addConst(old, "w1", {8, 3, 3, 3}, 1);
+  const std::string old_before = serialized(old);
+  CHECK_THAT(errorOf([&] { quantize(old, c); }), Contains("opset 9 has no QuantizeLinear") && Contains("convert the model to opset 13"));
+  CHECK(serialized(old) == old_before);
+  CHECK_THAT(errorOf([&] { runPass(old, "quantize_dynamic"); }), Contains("opset 9 has no DynamicQuantizeLinear"));
   // Statistics from another model lack this model's tensors.
   TempDir e;
   Model a = smallCnn();
