@@ -8,6 +8,16 @@
 
 namespace lwc {
 
+ValueInfo valueInfoOf(const std::string& name, const Tensor& t) {
+  ValueInfo v;
+  v.name = name;
+  v.dtype = t.dtype();
+  SymShape s;
+  for (int64_t d : t.shape()) s.push_back(Dim{d, {}});
+  v.shape = std::move(s);
+  return v;
+}
+
 std::string symShapeStr(const SymShape& s) {
   std::ostringstream os;
   os << '[';

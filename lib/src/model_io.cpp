@@ -364,16 +364,8 @@ onnx::ModelProto modelToProto(const Model& m) {
   if (m.ir_version > 0 && m.ir_version < 4) {
     // IR version 3 and older: every initializer must also be a graph input. Initializers that a
     // pass created (a folded constant, a quantization scale) are listed after the others.
-    for (const auto& [name, t] : G.initializers.items()) {
-      if (G.isGraphInput(name)) continue;
-      ValueInfo v;
-      v.name = name;
-      v.dtype = t.dtype();
-      SymShape s;
-      for (int64_t d : t.shape()) s.push_back(Dim{d, {}});
-      v.shape = s;
-      *g->add_input() = valueInfoToProto(v);
-    }
+    for (const auto& [name, t] : G.initializers.items())
+      if (!G.isGraphInput(name)) *g->add_input() = valueInfoToProto(valueInfoOf(name, t));
   }
   for (const auto& v : G.outputs) *g->add_output() = valueInfoToProto(v);
   for (const auto& v : G.value_info) *g->add_value_info() = valueInfoToProto(v);

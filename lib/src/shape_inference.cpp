@@ -256,15 +256,7 @@ ValueTypes inferShapes(const Model& m, const ShapeOptions& opts) {
     types.clear();
     collect(p.graph(), types);
   }
-  for (const auto& [name, t] : m.graph.initializers.items()) {
-    ValueInfo v;
-    v.name = name;
-    v.dtype = t.dtype();
-    SymShape s;
-    for (auto d : t.shape()) s.push_back(Dim{d, {}});
-    v.shape = s;
-    types[name] = v;
-  }
+  for (const auto& [name, t] : m.graph.initializers.items()) types[name] = valueInfoOf(name, t);
   return types;
 }
 

@@ -40,13 +40,7 @@ Model singleNodeModel(const NodeSpec& spec) {
     if (is_const) {
       m.graph.initializers.set(name, t);
     } else {
-      ValueInfo v;
-      v.name = name;
-      v.dtype = t.dtype();
-      SymShape s;
-      for (auto d : t.shape()) s.push_back(Dim{d, {}});
-      v.shape = s;
-      m.graph.inputs.push_back(v);
+      m.graph.inputs.push_back(valueInfoOf(name, t));
     }
   }
   for (size_t o = 0; o < spec.num_outputs; ++o) {

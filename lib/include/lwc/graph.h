@@ -43,6 +43,9 @@ struct ValueInfo {
   int raw_elem_type = 0;
 };
 
+/// The ValueInfo of a tensor value `name` with t's dtype and (fully known) shape.
+ValueInfo valueInfoOf(const std::string& name, const Tensor& t);
+
 struct Node {
   std::string name;
   std::string op_type;
