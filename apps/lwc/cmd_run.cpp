@@ -12,6 +12,7 @@
 #include "cleanup_config.h"
 #include "commands.h"
 #include "run_common.h"
+#include "lwc/dataset.h"
 #include "lwc/engine.h"
 #include "lwc/model_io.h"
 #include "lwc/pipeline.h"
@@ -70,10 +71,8 @@ void printGraph(const std::string& pass, const Model& m) {
 
 // Median latency of a model in the lwc engine on random inputs of the model's shape at `batch`.
 int64_t benchBatchFor(const Model& m, int64_t requested) {
-  const auto inputs = m.graph.realInputs();
-  if (inputs.empty() || !inputs[0]->shape || inputs[0]->shape->empty()) return requested;
-  const Dim& d = (*inputs[0]->shape)[0];
-  return d.known() ? d.value : requested;
+  const int64_t fixed = fixedBatchSize(m);
+  return fixed > 0 ? fixed : requested;
 }
 
 double medianLatencyMs(const Model& m, int64_t batch, int threads) {

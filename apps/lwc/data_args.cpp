@@ -28,7 +28,7 @@ DataOptions DataArgs::optionsFor(const Model& m) const {
 std::unique_ptr<Dataset> DataArgs::open(const Model& m, const Model* also) const {
   DataOptions o = optionsFor(m);
   if (also) {
-    const int64_t b = optionsFor(*also).fixed_batch;
+    const int64_t b = fixedBatchSize(*also);
     if (b > 0 && o.fixed_batch > 0 && b != o.fixed_batch)
       fail(also->label(), ": its input's fixed batch size is ", b, " but ", m.label(), "'s is ", o.fixed_batch,
            "; the two models cannot be fed the same batches");

@@ -79,6 +79,9 @@ struct DataOptions {
 };
 
 class Model;
+/// The batch size the model's first input fixes (a model exported with batch 1), 0 when the
+/// batch dimension is symbolic or the input has no shape.
+int64_t fixedBatchSize(const Model& m);
 /// Sets sample_shape, dtype, num_classes and fixed_batch from the model's (single) input and first output.
 /// Throws lwc::Error when the model has no input or several.
 void fitToModel(DataOptions& o, const Model& m);

@@ -388,6 +388,13 @@ std::string defaultPreprocessingWarning(const Dataset& ds) {
 
 namespace lwc {
 
+int64_t fixedBatchSize(const Model& m) {
+  const auto inputs = m.graph.realInputs();
+  if (inputs.empty() || !inputs[0]->shape || inputs[0]->shape->empty()) return 0;
+  const Dim& d = (*inputs[0]->shape)[0];
+  return d.known() ? d.value : 0;
+}
+
 void fitToModel(DataOptions& o, const Model& m) {
   const auto inputs = m.graph.realInputs();
   if (inputs.empty()) fail(m.label(), ": the model has no inputs to feed data to");
@@ -395,7 +402,7 @@ void fitToModel(DataOptions& o, const Model& m) {
     fail(m.label(), ": the model has ", inputs.size(), " inputs; datasets feed single-input models");
   const ValueInfo& in = *inputs[0];
   o.dtype = in.dtype;
-  o.fixed_batch = in.shape && !in.shape->empty() && (*in.shape)[0].known() ? (*in.shape)[0].value : 0;
+  o.fixed_batch = fixedBatchSize(m);
   o.sample_shape.clear();
   if (in.shape)
     for (size_t i = 1; i < in.shape->size(); ++i) o.sample_shape.push_back((*in.shape)[i].known() ? (*in.shape)[i].value : -1);
