@@ -19,7 +19,9 @@ using Catch::Matchers::Contains;
 using nlohmann::json;
 
 namespace {
-Model twoLayers() {
+// Conv(8 -> channels, 3x3) -> Relu -> pool -> Gemm(channels -> 5); the Gemm's weights are uniform
+// in [-w2_range, w2_range). Default: 1152 conv weights in [-1, 1) and 80 small classifier weights.
+Model twoLayers(int64_t channels = 16, float w2_range = 0.1f) {
   Model m = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
 g (float[N, 8, 10, 10] x) => (float[N, 5] y) {
   c = Conv <pads=[1,1,1,1]> (x, w1)
@@ -28,8 +30,8 @@ g (float[N, 8, 10, 10] x) => (float[N, 5] y) {
   f = Flatten (p)
   y = Gemm <transB=1> (f, w2)
 })");
-  addConst(m, "w1", {16, 8, 3, 3}, 1);         // 1152 weights, uniform in [-1, 1)
-  addConst(m, "w2", {5, 16}, 2, -0.1f, 0.1f);  // 80 weights, small
+  addConst(m, "w1", {channels, 8, 3, 3}, 1);
+  addConst(m, "w2", {5, channels}, 2, -w2_range, w2_range);
   return m;
 }
 
@@ -488,16 +490,7 @@ TEST_CASE("prune_magnitude criterion obs with an N:M pattern: N of every M kept,
           "[prune][lsq]") {
   // twoLayers' conv has 8 input channels (two groups of 4 at each kernel position); its classifier
   // gets 18 inputs here: four groups of 4 and a trailing pair that stays dense.
-  Model fp = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
-g (float[N, 8, 10, 10] x) => (float[N, 5] y) {
-  c = Conv <pads=[1,1,1,1]> (x, w1)
-  r = Relu (c)
-  p = GlobalAveragePool (r)
-  f = Flatten (p)
-  y = Gemm <transB=1> (f, w2)
-})");
-  addConst(fp, "w1", {18, 8, 3, 3}, 1);
-  addConst(fp, "w2", {5, 18}, 2);
+  Model fp = twoLayers(18, 1.0f);
   TempDir d;
   const DataSpec calib = npyData(d / "x.npy", randomFloat({96, 8, 10, 10}, 7, -1.0f, 2.0f), 32);
   auto prune = [&](const char* criterion, int rounds) {
