@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <unordered_map>
 
+#include "lwc/model_io.h"
 #include "lwc/shape_inference.h"
 
 namespace lwc {
@@ -148,13 +149,19 @@ int64_t countZeros(const Tensor& t) {
 }
 
 namespace {
+std::map<std::string, int64_t> opHistogram(const Graph& g) {
+  std::map<std::string, int64_t> h;
+  for (const auto& n : g.nodes) ++h[n.domain.empty() ? n.op_type : n.domain + "." + n.op_type];
+  return h;
+}
+
 ModelStats analyzeStored(const Model& m, const AnalyzeOptions& opts) {
   const int64_t batch = opts.batch;
   ModelStats st;
   st.batch = batch;
   const Graph& g = m.graph;
   st.nodes = g.nodes.size();
-  for (const auto& n : g.nodes) ++st.op_histogram[n.domain.empty() ? n.op_type : n.domain + "." + n.op_type];
+  st.op_histogram = opHistogram(g);
 
   const auto roles = initializerRoles(g);
   for (const auto& [name, t] : g.initializers.items()) {
@@ -260,18 +267,45 @@ ModelStats analyzeStored(const Model& m, const AnalyzeOptions& opts) {
 }
 }  // namespace
 
+namespace {
+// A tensor held in a Constant node's `value` (how some exporters store weights and shapes) counts
+// as an initializer would, by its role: the engine and fold_constants read it as one.
+bool isTensorConstantNode(const Node& n) {
+  if (n.op_type != "Constant" || !n.domain.empty() || n.outputs.size() != 1) return false;
+  const onnx::AttributeProto* a = n.attr("value");
+  return a && a->has_t() && fromOnnxType(a->t().data_type()) != DType::Undefined;
+}
+
+// Statistics of the model with its Constant nodes read as initializers; nodes and the op
+// histogram stay those of the file.
+ModelStats analyzeWithConstants(const Model& m, const AnalyzeOptions& opts) {
+  if (std::none_of(m.graph.nodes.begin(), m.graph.nodes.end(), isTensorConstantNode)) return analyzeStored(m, opts);
+  Model copy = m;
+  const std::filesystem::path base = m.source.empty() ? std::filesystem::path() : m.source.parent_path();
+  std::erase_if(copy.graph.nodes, [&](const Node& n) {
+    if (!isTensorConstantNode(n)) return false;
+    copy.graph.initializers.set(n.outputs[0], tensorFromProto(n.attr("value")->t(), base, n.describe()));
+    return true;
+  });
+  ModelStats st = analyzeStored(copy, opts);
+  st.nodes = m.graph.nodes.size();
+  st.op_histogram = opHistogram(m.graph);
+  return st;
+}
+}  // namespace
+
 ModelStats analyzeModel(const Model& m, const AnalyzeOptions& opts) {
   const bool coded = std::any_of(m.graph.nodes.begin(), m.graph.nodes.end(),
                                  [](const Node& n) { return n.domain == weight_coding::kDomain; });
-  if (!coded) return analyzeStored(m, opts);
+  if (!coded) return analyzeWithConstants(m, opts);
   // Huffman-coded weights (ai.lwc::HuffmanDecode): parameters, sparsity, MACs and layers are those
   // of the decoded weights; nodes, stored weight bytes and file size are what the file holds.
   Model decoded = m;
   weight_coding::decodeAll(decoded);
-  ModelStats st = analyzeStored(decoded, opts);
+  ModelStats st = analyzeWithConstants(decoded, opts);
   AnalyzeOptions counts_only = opts;
   counts_only.entropy = false;  // the file's bound is the decoded weights' (st), not the streams'
-  const ModelStats stored = analyzeStored(m, counts_only);
+  const ModelStats stored = analyzeWithConstants(m, counts_only);
   st.nodes = stored.nodes;
   st.op_histogram = stored.op_histogram;
   st.weight_bytes_by_dtype = stored.weight_bytes_by_dtype;

@@ -26,17 +26,33 @@ g (float[N, 3, 16, 16] x, float[8,3,3,3] w, float[10,8] gw) => (float[N, 10] y)
 )");
   return m;
 }
+
+// The small CNN's two weight tensors; every 4th conv weight is zero.
+std::vector<std::pair<std::string, Tensor>> smallCnnWeights() {
+  Tensor w(DType::Float32, {8, 3, 3, 3});
+  for (int64_t i = 0; i < w.numel(); ++i) w.data<float>()[i] = (i % 4 == 0) ? 0.0f : 0.1f * float(i);
+  Tensor gw(DType::Float32, {10, 8});
+  for (int64_t i = 0; i < gw.numel(); ++i) gw.data<float>()[i] = 0.01f * float(i + 1);
+  return {{"w", w}, {"gw", gw}};
+}
+
+Node constantNode(const std::string& output, const Tensor& t) {
+  Node c;
+  c.op_type = "Constant";
+  c.outputs = {output};
+  onnx::AttributeProto a;
+  a.set_name("value");
+  a.set_type(onnx::AttributeProto::TENSOR);
+  *a.mutable_t() = tensorToProto(t, output);
+  c.attrs.push_back(a);
+  return c;
+}
 }  // namespace
 
 TEST_CASE("parameters and MACs of a small CNN", "[analysis]") {
   Model m = smallCnn();
   // Weights as initializers (the text format above leaves w/gw as inputs of nothing; add them).
-  Tensor w(DType::Float32, {8, 3, 3, 3});
-  for (int64_t i = 0; i < w.numel(); ++i) w.data<float>()[i] = (i % 4 == 0) ? 0.0f : 0.1f * float(i);
-  Tensor gw(DType::Float32, {10, 8});
-  for (int64_t i = 0; i < gw.numel(); ++i) gw.data<float>()[i] = 0.01f * float(i + 1);
-  m.graph.initializers.set("w", w);
-  m.graph.initializers.set("gw", gw);
+  for (auto& [name, t] : smallCnnWeights()) m.graph.initializers.set(name, t);
 
   auto roles = initializerRoles(m.graph);
   CHECK(roles["w"] == InitRole::Weight);
@@ -61,6 +77,39 @@ TEST_CASE("parameters and MACs of a small CNN", "[analysis]") {
     CHECK(st.layers[0].op_type == "Conv");
     CHECK(st.layers[0].output_shape == shapeStr({batch, 8, 16, 16}));
   }
+}
+
+TEST_CASE("weights held in Constant nodes count as parameters", "[analysis]") {
+  Model with_inits = smallCnn();
+  Model with_nodes = smallCnn();
+  for (auto& [name, t] : smallCnnWeights()) {
+    with_inits.graph.initializers.set(name, t);
+    with_nodes.graph.nodes.insert(with_nodes.graph.nodes.begin(), constantNode(name, t));
+  }
+  const ModelStats a = analyzeModel(with_inits);
+  const ModelStats b = analyzeModel(with_nodes);
+  CHECK(b.params == a.params);
+  CHECK(b.params == 8 * 3 * 9 + 8 + 8 + 80 + 10);
+  CHECK(b.weight_bytes == a.weight_bytes);
+  CHECK(b.weight_elements == a.weight_elements);
+  CHECK(b.weight_zeros == a.weight_zeros);
+  CHECK(b.entropy_bytes == a.entropy_bytes);
+  CHECK(b.macs == a.macs);
+  REQUIRE(b.layers.size() == a.layers.size());
+  CHECK(b.layers[0].params == a.layers[0].params);
+  // The file's own nodes are reported as they are.
+  CHECK(b.nodes == a.nodes + 2);
+  CHECK(b.op_histogram.at("Constant") == 2);
+  // A Constant holding an integer shape is not a parameter.
+  Model shape_node = with_inits;
+  shape_node.graph.nodes.insert(shape_node.graph.nodes.begin(),
+                               constantNode("shp2", Tensor::fromVector<int64_t>({2}, {-1, 8})));
+  for (auto& n : shape_node.graph.nodes)
+    if (n.op_type == "Reshape") n.inputs[1] = "shp2";
+  shape_node.graph.initializers.erase("shp");
+  const ModelStats c = analyzeModel(shape_node);
+  CHECK(c.constants == a.constants);
+  CHECK(analyzeModel(shape_node).params == a.params);
 }
 
 TEST_CASE("entropy bound", "[analysis]") {

@@ -5,7 +5,8 @@
 //    float tensors with more than one element (e.g. a bias added after MatMul). Not counted: BatchNorm
 //    running mean/variance (reported separately as bn_running_stats), quantization scales/zero points,
 //    integer shape/index constants and float scalars (reported as constants). This matches
-//    sum(p.numel() for p in model.parameters()) in PyTorch.
+//    sum(p.numel() for p in model.parameters()) in PyTorch. Tensors held in Constant nodes count
+//    by the same rules, as initializers would.
 //  - MACs: multiply-accumulates of Conv, ConvTranspose, Gemm, MatMul and their integer/QLinear
 //    forms; FLOPs = 2 x MACs. Everything else is counted separately as other_ops: one per output
 //    element for elementwise ops, the window size per output element for pooling, one per input
