@@ -127,17 +127,6 @@ int runPipelineCommand(Pipeline p, const std::string& model_path, const RunArgs&
   ro.on_stage = hooks.on_stage;
   PipelineReport rep = runPipeline(p, m, ro);
   rep.output = a.output;
-  // Say who wrote the file and how; the input's producer stays in the metadata.
-  auto setMeta = [&m](const std::string& k, const std::string& v) {
-    for (auto& [key, val] : m.metadata_props)
-      if (key == k) return void(val = v);
-    m.metadata_props.emplace_back(k, v);
-  };
-  if (!m.producer_name.empty() && m.producer_name != "lwc")
-    setMeta("lwc.source_producer", m.producer_name + " " + m.producer_version);
-  setMeta("lwc.pipeline", rep.pipeline);
-  m.producer_name = "lwc";
-  m.producer_version = "0.1.0";
   checkModelForOutput(m);
   const bool ok = rep.gatesPassed();
   if (ok || a.keep_failed) saveModel(m, a.output);

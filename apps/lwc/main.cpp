@@ -14,6 +14,7 @@
 
 #include "commands.h"
 #include "lwc/engine.h"
+#include "lwc/pipeline.h"
 #include "lwc/status.h"
 
 namespace {
@@ -58,7 +59,7 @@ int main(int argc, char** argv) {
   using namespace lwc::app;
   CLI::App app{"lwc: make trained neural networks small and fast (ONNX in, ONNX out)", "lwc"};
   app.require_subcommand(1);
-  app.set_version_flag("--version", "lwc 0.1.0");
+  app.set_version_flag("--version", std::string("lwc ") + lwc::kProducerVersion);
   GlobalOptions g;
   app.add_flag("-v,--verbose", g.verbose, "Log details to stderr");
   app.add_flag("-q,--quiet", g.quiet, "Log only errors to stderr (results still go to stdout)");

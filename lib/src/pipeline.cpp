@@ -247,6 +247,8 @@ void Pipeline::check() const {
     if (s.pass->needsCalibration(s.pass->options()) && !calib)
       fail(origin, ": ", s.where, " (", s.pass->name(),
            ") needs calibration data: add data.calib to the pipeline or pass --calib DIR");
+  if (steps.empty())
+    fail(origin, ": no passes: list at least one (to evaluate a model without changing it, use lwc eval)");
 }
 
 // ------------------------------------------------------------------ running
@@ -256,7 +258,11 @@ namespace {
 using Clock = std::chrono::steady_clock;
 double secondsSince(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
-StageMetrics sizeMetrics(const Model& m) {
+// Counts and bytes of a stage. For the input model as read (`input_file_bytes` given), "bytes" is
+// its size on disk, external data included, and is also stored there (-1 for a model built in
+// memory, whose bytes are then its serialised size); for later stages it is the size of the file
+// lwc writes for the model.
+StageMetrics sizeMetrics(const Model& m, int64_t* input_file_bytes = nullptr) {
   StageMetrics s;
   const ModelStats st = analyzeModel(m, AnalyzeOptions{1, /*entropy=*/false});
   s.nodes = static_cast<int64_t>(st.nodes);
@@ -266,7 +272,9 @@ StageMetrics sizeMetrics(const Model& m) {
   s.weight_bytes = st.weight_bytes;
   s.weight_elements = st.weight_elements;
   s.weight_zeros = st.weight_zeros;
-  s.file_bytes = static_cast<int64_t>(modelToProto(m).ByteSizeLong());
+  if (input_file_bytes) *input_file_bytes = st.file_bytes;
+  s.file_bytes = input_file_bytes && st.file_bytes >= 0 ? st.file_bytes
+                                                        : static_cast<int64_t>(modelToProto(m).ByteSizeLong());
   return s;
 }
 
@@ -443,8 +451,9 @@ PipelineReport runPipeline(const Pipeline& p, Model& m, const RunOptions& opts) 
 
   StageRecord first;
   first.pass = "input";
-  first.metrics = sizeMetrics(m);
-  rep.input_file_bytes = analyzeModel(m, AnalyzeOptions{1, /*entropy=*/false}).file_bytes;
+  first.metrics = sizeMetrics(m, &rep.input_file_bytes);
+  // Stamped now, so that every later stage's bytes are those of the file lwc writes.
+  stampProvenance(m, rep.pipeline);
   if (ev) {
     log("evaluating the input model on " + rep.eval_data);
     ev->evaluate(m, first.metrics, true);
@@ -508,6 +517,19 @@ PipelineReport runPipeline(const Pipeline& p, Model& m, const RunOptions& opts) 
   }
   rep.total_seconds = secondsSince(t_start);
   return rep;
+}
+
+void stampProvenance(Model& m, const std::string& pipeline) {
+  auto setMeta = [&m](const std::string& k, const std::string& v) {
+    for (auto& [key, val] : m.metadata_props)
+      if (key == k) return void(val = v);
+    m.metadata_props.emplace_back(k, v);
+  };
+  if (!m.producer_name.empty() && m.producer_name != kProducerName)
+    setMeta("lwc.source_producer", m.producer_name + " " + m.producer_version);
+  setMeta("lwc.pipeline", pipeline);
+  m.producer_name = kProducerName;
+  m.producer_version = kProducerVersion;
 }
 
 void checkModelForOutput(const Model& m) {

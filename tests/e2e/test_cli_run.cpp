@@ -85,6 +85,10 @@ TEST_CASE("lwc fuse on every testdata model: no BN after a Conv, identical accur
     CHECK(rep["final"]["params"].get<int64_t>() <= rep["input"]["params"].get<int64_t>());
     CHECK(rep["final"]["macs"] == rep["input"]["macs"]);
     CHECK(rep["final"]["nodes"].get<int64_t>() == static_cast<int64_t>(m.graph.nodes.size()));
+    // Bytes are the files': the input as read, the output as written (producer metadata included).
+    CHECK(rep["input"]["file_bytes"].get<int64_t>() == static_cast<int64_t>(fs::file_size(in)));
+    CHECK(rep["input_file_bytes"] == rep["input"]["file_bytes"]);
+    CHECK(rep["final"]["file_bytes"].get<int64_t>() == static_cast<int64_t>(fs::file_size(out)));
     if (name == "mnv2" || name == "resnet") {
       CHECK(countOp(loadModel(in), "BatchNormalization") > 0);
       CHECK(countOp(m, "BatchNormalization") == 0);
@@ -169,6 +173,7 @@ TEST_CASE("lwc run: bad pipelines and paths fail before any work, leaving no fil
   bad({{"passes", {{{"pass", "fold_constants"}, {"options", {{"max_growth_kb", true}}}}}}}, "expected int");
   bad({{"passes", nlohmann::json::array()}, {"data", {{"eval", "/no/such/data"}}}}, "/no/such/data does not exist");
   bad({{"passes", nlohmann::json::array()}, {"gates", {{"max_top1_drop", 1}}}}, "needs evaluation data");
+  bad({{"passes", nlohmann::json::array()}}, "no passes: list at least one");
   auto r = runLwc("run " + q(cfg("cleanup.json")) + " " + q(model) + " -o " + q(model));
   CHECK(r.exit_code == 1);
   CHECK_THAT(r.err, Contains("must not overwrite the input"));

@@ -103,7 +103,8 @@ TEST_CASE("pipeline JSON is validated before any work starts", "[pipeline]") {
                Contains("data.eval.path") && Contains("does not exist"));
     CHECK_THAT(errorOf([] { parse({{"passes", json::array()}, {"gates", {{"max_top1_drop", 1}}}}).check(); }),
                Contains("gates.max_top1_drop needs evaluation data"));
-    CHECK_NOTHROW(parse({{"passes", json::array()}, {"gates", {{"min_size_ratio", 1}}}}).check());
+    CHECK_NOTHROW(parse({{"passes", {"fuse_batchnorm"}}, {"gates", {{"min_size_ratio", 1}}}}).check());
+    CHECK_THAT(errorOf([] { parse({{"passes", json::array()}}).check(); }), Contains("no passes"));
   }
 }
 
@@ -129,9 +130,13 @@ g (float[N, 4] x) => (float[N, 4] y) {
   y = Add (x, w)
 })");
   addConst(m, "w", {4}, 1);
-  const std::string before = serialized(m);
+  // As it was before that pass: the input with lwc's provenance, stamped before the first pass.
+  Model expected = m;
+  stampProvenance(expected, "p.json");
+  const std::string before = serialized(expected);
   CHECK_THAT(errorOf([&] { runPipeline(p, m); }), Contains("breaking (passes[0]): deliberate failure"));
   CHECK(serialized(m) == before);
+  CHECK(m.producer_name == "lwc");
 }
 
 TEST_CASE("pipelines report per-stage metrics and evaluate gates", "[pipeline]") {

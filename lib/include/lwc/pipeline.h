@@ -139,9 +139,16 @@ struct RunOptions {
 };
 
 /// Runs the pipeline on `m` (rewritten in place). Before any pass runs, the data sources are opened
-/// and checked against the model and the gates. A pass that throws leaves `m` as it was before that
+/// and checked against the model and the gates, and `m` is stamped (stampProvenance). A pass that throws leaves `m` as it was before that
 /// pass and the error propagates. Gates are evaluated but do not throw: see PipelineReport::gates.
 PipelineReport runPipeline(const Pipeline& p, Model& m, const RunOptions& opts = {});
+
+/// Who wrote the file and how: producer "lwc" and its version, metadata `lwc.pipeline` (the
+/// pipeline's name) and `lwc.source_producer` (the input's producer, when it was not lwc).
+/// runPipeline stamps the model before its first pass.
+inline constexpr const char* kProducerName = "lwc";
+inline constexpr const char* kProducerVersion = "0.1.0";
+void stampProvenance(Model& m, const std::string& pipeline);
 
 /// Checks a model before it is written: ONNX's checker (full check, strict shape inference) and
 /// lwc's own graph validation. Throws lwc::Error naming the model and the problem.
