@@ -75,20 +75,39 @@ bool choleskySolve(std::vector<double>& M, std::vector<double>& rhs, int64_t n) 
 
 bool choleskyLower(std::vector<double>& M, int64_t n, int threads) {
   const int nt = threads > 0 ? threads : 1;
+  double* A = M.data();
+  // Column j of L for all rows i > j at once: a_i = M[i][j] − Σ_{k<j} L[i][k]·L[j][k], k ascending,
+  // the terms and the order of row i's own dot product, so every element has the bits of the
+  // row-by-row textbook form (a unit test compares them). Finished columns are also kept
+  // transposed in the upper triangle, which the factorisation does not read (A[k][i] = L[i][k]
+  // for i > k), so each update runs along contiguous memory over a block of rows that stays in
+  // L1; blocks are independent, so the thread count does not change the result either.
+  constexpr int64_t kRows = 256;
+  std::vector<double> acc(static_cast<size_t>(n));
   for (int64_t j = 0; j < n; ++j) {
-    double* Mj = &M[static_cast<size_t>(j * n)];
-    double d = Mj[j];
-    for (int64_t k = 0; k < j; ++k) d -= Mj[k] * Mj[k];
+    double* Lj = A + j * n;
+    double d = Lj[j];
+    for (int64_t k = 0; k < j; ++k) d -= Lj[k] * Lj[k];
     if (!(d > 0) || !std::isfinite(d)) return false;
     d = std::sqrt(d);
-    Mj[j] = d;
-    // Each row below is its own sum in a fixed order: the same result on any number of threads.
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && (n - j) * j > 65536)
-    for (int64_t i = j + 1; i < n; ++i) {
-      double* Mi = &M[static_cast<size_t>(i * n)];
-      double s = Mi[j];
-      for (int64_t k = 0; k < j; ++k) s -= Mi[k] * Mj[k];
-      Mi[j] = s / d;
+    Lj[j] = d;
+    const int64_t r0 = j + 1, len = n - r0, blocks = (len + kRows - 1) / kRows;
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && len * j > 65536)
+    for (int64_t b = 0; b < blocks; ++b) {
+      const int64_t t0 = b * kRows, t1 = std::min(len, t0 + kRows);
+      double* a = acc.data() + r0;
+      for (int64_t t = t0; t < t1; ++t) a[t] = A[(r0 + t) * n + j];
+      for (int64_t k = 0; k < j; ++k) {
+        const double l = Lj[k];
+        const double* Tk = A + k * n + r0;
+#pragma omp simd
+        for (int64_t t = t0; t < t1; ++t) a[t] -= Tk[t] * l;
+      }
+      for (int64_t t = t0; t < t1; ++t) {
+        const double v = a[t] / d;
+        A[(r0 + t) * n + j] = v;
+        Lj[r0 + t] = v;
+      }
     }
   }
   return true;

@@ -132,9 +132,10 @@ struct LayerGram {
 void layerGrams(const Model& model, const std::vector<size_t>& nodes, Dataset& data, const std::string& input, int64_t batch,
                 int threads, int64_t rows_per_sample, bool bias_column, const std::function<void(size_t, LayerGram&)>& done);
 
-/// Cholesky factor M = L Lᵀ in place (M symmetric n x n, row-major; L in the lower triangle, the
-/// upper triangle is left as it was). False when M is not positive definite. `threads` > 1 splits
-/// large columns across threads; the result is the same on any number.
+/// Cholesky factor M = L Lᵀ in place (M symmetric n x n, row-major; only its lower triangle is
+/// read). Afterwards L is in the lower triangle and Lᵀ in the upper one. False when M is not
+/// positive definite. `threads` > 1 splits large columns across threads; the result is the same on
+/// any number, and each element has the bits of the textbook row-by-row form.
 bool choleskyLower(std::vector<double>& M, int64_t n, int threads = 1);
 
 /// The part of `m` that computes `value` (made the only graph output; everything else dropped), so

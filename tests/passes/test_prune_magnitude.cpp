@@ -2,6 +2,8 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <cstring>
+#include <random>
 
 #include "lwc/analysis.h"
 #include "lwc/engine.h"
@@ -174,6 +176,60 @@ TEST_CASE("prune_magnitude recover bias matches the reference's per-channel outp
       REQUIRE(a.numel() == b.numel());
       for (int64_t e = 0; e < a.numel(); ++e) CHECK(b.at(e) == Approx(a.at(e)).margin(1e-5));
     }
+}
+
+TEST_CASE("choleskyLower gives the bits of the textbook row-by-row factorisation", "[lsq]") {
+  // The textbook form: each element its own dot product over k ascending.
+  auto textbook = [](std::vector<double> M, int64_t n) {
+    for (int64_t j = 0; j < n; ++j) {
+      double* Mj = &M[static_cast<size_t>(j * n)];
+      double d = Mj[j];
+      for (int64_t k = 0; k < j; ++k) d -= Mj[k] * Mj[k];
+      if (!(d > 0)) return std::vector<double>();
+      d = std::sqrt(d);
+      Mj[j] = d;
+      for (int64_t i = j + 1; i < n; ++i) {
+        double* Mi = &M[static_cast<size_t>(i * n)];
+        double s = Mi[j];
+        for (int64_t k = 0; k < j; ++k) s -= Mi[k] * Mj[k];
+        Mi[j] = s / d;
+      }
+    }
+    return M;
+  };
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<double> u(-1.0, 1.0);
+  for (int64_t n : {1, 2, 5, 255, 256, 257, 600}) {
+    INFO("n " << n);
+    // M = BᵀB / rows + 0.01 I: positive definite, with a wide spread of scales.
+    const int64_t rows = n + 3;
+    std::vector<double> B(static_cast<size_t>(rows * n));
+    for (auto& v : B) v = u(rng);
+    std::vector<double> M(static_cast<size_t>(n * n), 0.0);
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t j = 0; j < n; ++j) {
+        double s = 0;
+        for (int64_t r = 0; r < rows; ++r) s += B[static_cast<size_t>(r * n + i)] * B[static_cast<size_t>(r * n + j)];
+        M[static_cast<size_t>(i * n + j)] = s / double(rows) + (i == j ? 0.01 : 0.0);
+      }
+    const std::vector<double> want = textbook(M, n);
+    REQUIRE(want.size() == M.size());
+    for (int threads : {1, 3}) {
+      std::vector<double> L = M;
+      REQUIRE(passes::choleskyLower(L, n, threads));
+      int64_t differ = 0;
+      for (int64_t i = 0; i < n; ++i)
+        for (int64_t j = 0; j <= i; ++j) {
+          const double a = L[static_cast<size_t>(i * n + j)], b = want[static_cast<size_t>(i * n + j)];
+          differ += std::memcmp(&a, &b, sizeof a) != 0;
+          differ += L[static_cast<size_t>(j * n + i)] != a;  // Lᵀ in the upper triangle
+        }
+      CHECK(differ == 0);
+    }
+  }
+  // Not positive definite: the second pivot is 1 − 4 < 0.
+  std::vector<double> bad{1, 2, 2, 1};
+  CHECK_FALSE(passes::choleskyLower(bad, 2));
 }
 
 TEST_CASE("prune_magnitude recover lsq solves each pruned layer's least squares exactly", "[prune][lsq]") {
