@@ -207,6 +207,7 @@ void addQuantizeCommand(CLI::App& app, Action& action, const GlobalOptions&) {
             std::printf("  ... %zu more in the JSON report (--report)\n", table->size() - show);
         }
       };
+      q->run.extra_output = q->save_calib;
       return runPipelineCommand(std::move(p), q->run.positional.at(0), q->run, hooks);
     };
   });
@@ -228,6 +229,7 @@ void addCalibrateCommand(CLI::App& app, Action& action, const GlobalOptions&) {
   cmd->add_option("--threads", q->run.threads, "Threads (0 = all cores)")->default_val(0);
   cmd->callback([&action, q] {
     action = [q] {
+      checkWritable(q->save_calib);
       engine::configureThreads(q->run.threads);
       Model m = loadModel(q->run.positional.at(0));
       Pipeline p = quantPipeline(*q);

@@ -110,11 +110,9 @@ int runPipelineCommand(Pipeline p, const std::string& model_path, const RunArgs&
   std::error_code ec;
   if (fs::exists(a.output) && fs::exists(model_path) && fs::equivalent(a.output, model_path, ec))
     fail(a.output, ": the output must not overwrite the input model; choose another -o path");
-  const fs::path out_dir = fs::absolute(a.output).parent_path();
-  if (!fs::is_directory(out_dir)) fail(a.output, ": folder ", out_dir.string(), " does not exist");
-  for (const auto& r : {a.report, a.report_md})
-    if (!r.empty() && !fs::is_directory(fs::absolute(r).parent_path()))
-      fail(r, ": folder ", fs::absolute(r).parent_path().string(), " does not exist");
+  // Every file the run writes, checked before any work (the model is written before the reports).
+  for (const auto& f : {a.output, a.report, a.report_md, a.extra_output})
+    if (!f.empty()) checkWritable(f);
 
   engine::configureThreads(a.threads);
   Model m = loadModel(model_path);

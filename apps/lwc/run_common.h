@@ -19,6 +19,8 @@ struct RunArgs {
   int64_t eval_limit = -1, calib_limit = -1;
   bool print_after_all = false, time_passes = false, json = false, keep_failed = false;
   int threads = 0;
+  /// Another file the command writes (quantize --save-calib); checked with -o and the reports.
+  std::string extra_output;
 };
 
 /// -o, --report, --report-md, --eval, --calib, --preprocess, limits, --print-after-all, --time-passes,

@@ -373,11 +373,18 @@ onnx::ModelProto modelToProto(const Model& m) {
   return p;
 }
 
-void writeFileAtomic(const fs::path& path, std::string_view bytes) {
+void checkWritable(const fs::path& path) {
   const fs::path dir = path.parent_path().empty() ? fs::path(".") : path.parent_path();
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) fail("cannot write '", path.string(), "': folder '", dir.string(), "' does not exist");
   if (fs::is_directory(path, ec)) fail("cannot write '", path.string(), "': it is a folder; give a file name");
+  if (::access(dir.c_str(), W_OK) != 0)
+    fail("cannot write '", path.string(), "': folder '", dir.string(), "' is not writable (", std::strerror(errno), ")");
+}
+
+void writeFileAtomic(const fs::path& path, std::string_view bytes) {
+  checkWritable(path);
+  const fs::path dir = path.parent_path().empty() ? fs::path(".") : path.parent_path();
   std::string tmpl = (dir / ("." + path.filename().string() + ".tmp-XXXXXX")).string();
   int fd = ::mkstemp(tmpl.data());
   if (fd < 0) fail("cannot write '", path.string(), "': ", std::strerror(errno));

@@ -180,6 +180,19 @@ TEST_CASE("lwc run: bad pipelines and paths fail before any work, leaving no fil
   r = runLwc("run " + q(cfg("cleanup.json")) + " " + q(model) + " -o /no/such/dir/out.onnx");
   CHECK(r.exit_code == 1);
   CHECK_THAT(r.err, Contains("/no/such/dir") && Contains("does not exist"));
+  // A report path that is a folder fails before the model is written (it was written, then the
+  // report failed with exit code 1).
+  for (const char* flag : {"--report", "--report-md"}) {
+    r = runLwc("run " + q(cfg("cleanup.json")) + " " + q(model) + " -o " + q(d / "out.onnx") + " " + flag + " " + q(d.path()));
+    CHECK(r.exit_code == 1);
+    CHECK_THAT(r.err, Contains("it is a folder"));
+    CHECK_FALSE(fs::exists(d / "out.onnx"));
+  }
+  r = runLwc("quantize " + q(model) + " --calib " + q(td("fmnist_sample")) + " -o " + q(d / "out.onnx") +
+             " --save-calib " + q(d.path()));
+  CHECK(r.exit_code == 1);
+  CHECK_THAT(r.err, Contains("it is a folder"));
+  CHECK_FALSE(fs::exists(d / "out.onnx"));
   r = runLwc("run --passes 'fuse_batchnorm{x=1}' " + q(model) + " -o " + q(d / "out.onnx"));
   CHECK(r.exit_code == 1);
   CHECK_THAT(r.err, Contains("x: unknown option"));

@@ -34,6 +34,10 @@ void saveModel(const Model& m, const std::filesystem::path& path);
 /// Parses a model written in ONNX's text format (onnx/defs/parser.h); for tests and small tools.
 Model parseModelText(std::string_view text, const LoadOptions& opts = {});
 
+/// Fails with one line naming `path` unless writeFileAtomic can write it: its folder exists and is
+/// writable, and `path` is not a folder. Commands call it for each output before any work.
+void checkWritable(const std::filesystem::path& path);
+
 /// Writes bytes atomically (temp file in the same folder + fsync + rename).
 void writeFileAtomic(const std::filesystem::path& path, std::string_view bytes);
 
