@@ -35,7 +35,8 @@ async function createSession(modelPath, threads = 2) {
       executionProviders: ['cpu'],
       intraOpNumThreads: threads,
       interOpNumThreads: 1,
-      graphOptimizationLevel: 'all',
+      // LWC_ORT_OPT_LEVEL=disabled|basic|extended tells a wrong result of ours from one of ORT's graph rewrites.
+      graphOptimizationLevel: process.env.LWC_ORT_OPT_LEVEL || 'all',
       executionMode: 'sequential',
       logSeverityLevel: 4, // fatal only: errors reach the user through our one-line message
     });
