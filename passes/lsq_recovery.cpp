@@ -686,8 +686,10 @@ std::vector<LsqLayerResult> lsqRecover(Model& m, const Model& unmodified, const 
   engine::SessionOptions so;  // plain sessions: the truncated graphs' outputs are the tensors we need
   so.threads = ctx.threads;
 
+  size_t done = 0;
   for (size_t idx : nodes) {
     const Node n = g.nodes[idx];
+    ++done;
     LsqLayerResult res;
     res.node = n.describe();
     auto skip = [&](const std::string& why) { r.notes.push_back(n.describe() + ": not reconstructed (" + why + ")"); };
@@ -706,6 +708,11 @@ std::vector<LsqLayerResult> lsqRecover(Model& m, const Model& unmodified, const 
       continue;
     }
     const LayerForm& f = *form;
+    // One line per layer: on large layers the exact per-channel solves take minutes (each channel
+    // with its own mask factorises a matrix of its unknowns).
+    if (ctx.progress)
+      ctx.progress("lsq: layer " + std::to_string(done) + "/" + std::to_string(nodes.size()) + " " + n.describe() +
+                   ": " + std::to_string(f.out) + " channels, up to " + std::to_string(f.Kb()) + " unknowns each");
     // Existing bias (Conv B, Gemm C) must be a constant vector of `out` (or one) values.
     std::vector<float> bias0(static_cast<size_t>(f.out), 0.0f);
     if (f.bias && n.hasInput(2)) {

@@ -444,6 +444,7 @@ PipelineReport runPipeline(const Pipeline& p, Model& m, const RunOptions& opts) 
   PassContext ctx;
   ctx.calib = p.calib ? &*p.calib : nullptr;
   ctx.threads = opts.threads;
+  ctx.progress = opts.log;
   const Model reference = m;
   ctx.reference = &reference;
   std::map<std::string, RecoveryAnchor> anchors;

@@ -93,7 +93,8 @@ struct PassContext {
   /// towards the weights the pass received).
   std::map<std::string, RecoveryAnchor>* recovery_anchors = nullptr;
   int threads = 0;
-  bool verbose = false;
+  /// Progress of a long pass, one line each (the pipeline's log: `lwc -v` prints it); may be empty.
+  std::function<void(const std::string&)> progress;
 };
 
 /// ctx.calib's data, fitted to model m (fitToModel), at most `max_samples` samples when that is > 0
