@@ -503,59 +503,53 @@ struct ChannelSystems {
     return e;
   }
 
-  /// The ridge solution on the sums a (less `minus`, a held-out fold) with λ = damp · mean(diag G_SS),
-  /// pulling towards `anchor`. `factor` (when given) receives the Cholesky factor of G_SS + λI
-  /// (lower triangle).
-  /// G_SS + λI of the sums a, λ = damp · mean(diag G_SS), factorised by choleskyLower into L
-  /// (`threads` for it); what solve() factorises, for channels that share S. False when not
-  /// positive definite.
-  bool factor(const Accum& a, const std::vector<int64_t>& S, double damp, std::vector<double>& L, double& lambda,
-              int threads) const {
-    const int64_t s = static_cast<int64_t>(S.size());
-    L.resize(static_cast<size_t>(s * s));
-    double diag = 0;
-    for (int64_t i = 0; i < s; ++i) diag += a.G[static_cast<size_t>(S[static_cast<size_t>(i)] * (a.Kb + 1))];
-    lambda = diag > 0 ? damp * diag / double(s) : 1.0;
-    for (int64_t i = 0; i < s; ++i) {
-      const int64_t ki = S[static_cast<size_t>(i)];
-      for (int64_t j = 0; j < s; ++j) L[static_cast<size_t>(i * s + j)] = a.G[static_cast<size_t>(ki * a.Kb + S[static_cast<size_t>(j)])];
-      L[static_cast<size_t>(i * s + i)] += lambda;
-    }
-    return choleskyLower(L, s, threads);
-  }
-
-  /// solve() for output oi with the factor L and λ of factor() on the same sums and S.
-  void solveWith(const Accum& a, int64_t oi, const std::vector<int64_t>& S, const std::vector<double>& anchor,
-                 const std::vector<double>& L, double lambda, std::vector<double>& x) const {
-    const int64_t s = static_cast<int64_t>(S.size());
-    x.assign(static_cast<size_t>(s), 0.0);
-    for (int64_t i = 0; i < s; ++i)
-      x[static_cast<size_t>(i)] = a.C[static_cast<size_t>(S[static_cast<size_t>(i)] * f.ocg + oi)] + lambda * anchor[static_cast<size_t>(i)];
-    choleskySubstitute(L, x, s);
-  }
-
-  bool solve(const Accum& a, const Accum* minus, int64_t oi, const std::vector<int64_t>& S,
-             const std::vector<double>& anchor, double damp, std::vector<double>& x,
-             std::vector<double>* factor = nullptr) const {
+  /// G_SS + λI of the sums a (less `minus`, a held-out fold, when given), λ = damp · mean(diag
+  /// G_SS), factorised by choleskyLower into L (`threads` for it). Channels with the same S share
+  /// it. False when not positive definite.
+  bool factor(const Accum& a, const Accum* minus, const std::vector<int64_t>& S, double damp, std::vector<double>& L,
+              double& lambda, int threads) const {
     const int64_t s = static_cast<int64_t>(S.size());
     auto G = [&](int64_t i, int64_t j) {
       const size_t at = static_cast<size_t>(i * a.Kb + j);
       return minus ? a.G[at] - minus->G[at] : a.G[at];
     };
-    std::vector<double> M(static_cast<size_t>(s * s));
-    x.assign(static_cast<size_t>(s), 0.0);
+    L.resize(static_cast<size_t>(s * s));
     double diag = 0;
     for (int64_t i = 0; i < s; ++i) diag += G(S[static_cast<size_t>(i)], S[static_cast<size_t>(i)]);
-    const double lambda = diag > 0 ? damp * diag / double(s) : 1.0;
+    lambda = diag > 0 ? damp * diag / double(s) : 1.0;
     for (int64_t i = 0; i < s; ++i) {
       const int64_t ki = S[static_cast<size_t>(i)];
-      for (int64_t j = 0; j < s; ++j) M[static_cast<size_t>(i * s + j)] = G(ki, S[static_cast<size_t>(j)]);
-      M[static_cast<size_t>(i * s + i)] += lambda;
-      const size_t c = static_cast<size_t>(ki * f.ocg + oi);
+      for (int64_t j = 0; j < s; ++j) L[static_cast<size_t>(i * s + j)] = G(ki, S[static_cast<size_t>(j)]);
+      L[static_cast<size_t>(i * s + i)] += lambda;
+    }
+    return choleskyLower(L, s, threads);
+  }
+
+  /// The ridge solution for output oi, pulling towards `anchor`, with the factor L and λ that
+  /// factor() gave for the same sums (and `minus`) and S.
+  void solveWith(const Accum& a, const Accum* minus, int64_t oi, const std::vector<int64_t>& S,
+                 const std::vector<double>& anchor, const std::vector<double>& L, double lambda,
+                 std::vector<double>& x) const {
+    const int64_t s = static_cast<int64_t>(S.size());
+    x.assign(static_cast<size_t>(s), 0.0);
+    for (int64_t i = 0; i < s; ++i) {
+      const size_t c = static_cast<size_t>(S[static_cast<size_t>(i)] * f.ocg + oi);
       x[static_cast<size_t>(i)] = (minus ? a.C[c] - minus->C[c] : a.C[c]) + lambda * anchor[static_cast<size_t>(i)];
     }
-    const bool ok = choleskySolve(M, x, s);
-    if (factor) *factor = std::move(M);
+    choleskySubstitute(L, x, s);
+  }
+
+  /// The ridge solution on the sums a (less `minus`) with λ = damp · mean(diag G_SS), pulling
+  /// towards `anchor`: factor() then solveWith(). `L` (when given) receives the Cholesky factor of
+  /// G_SS + λI (lower triangle).
+  bool solve(const Accum& a, const Accum* minus, int64_t oi, const std::vector<int64_t>& S,
+             const std::vector<double>& anchor, double damp, std::vector<double>& x,
+             std::vector<double>* L = nullptr) const {
+    std::vector<double> M;
+    double lambda = 0;
+    const bool ok = factor(a, minus, S, damp, M, lambda, 1);
+    if (ok) solveWith(a, minus, oi, S, anchor, M, lambda, x);
+    if (L) *L = std::move(M);
     return ok;
   }
 
@@ -928,7 +922,7 @@ std::vector<LsqLayerResult> lsqRecover(Model& m, const Model& unmodified, const 
         failed[static_cast<size_t>(o)] = 1;
         return;
       }
-      cs.solveWith(a, oi, S, va, L, lambda, x);
+      cs.solveWith(a, nullptr, oi, S, va, L, lambda, x);
       const double ea = err(x);
       if (!(ea <= eb)) return;  // never make a channel worse on the data it was fitted to
       e_after[static_cast<size_t>(o)] = ea;
@@ -945,7 +939,7 @@ std::vector<LsqLayerResult> lsqRecover(Model& m, const Model& unmodified, const 
       for (const Family& fam : families) {
         std::vector<double> L;
         double lambda = 0;
-        const bool ok = !fam.S.empty() && cs.factor(acc[static_cast<size_t>(fam.gi)], fam.S, res.damping, L, lambda, nt);
+        const bool ok = !fam.S.empty() && cs.factor(acc[static_cast<size_t>(fam.gi)], nullptr, fam.S, res.damping, L, lambda, nt);
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
         for (size_t c = 0; c < fam.channels.size(); ++c) fitChannel(fam, fam.channels[c], L, lambda, ok);
       }
@@ -955,7 +949,7 @@ std::vector<LsqLayerResult> lsqRecover(Model& m, const Model& unmodified, const 
         const Family& fam = families[fi];
         std::vector<double> L;
         double lambda = 0;
-        const bool ok = !fam.S.empty() && cs.factor(acc[static_cast<size_t>(fam.gi)], fam.S, res.damping, L, lambda, 1);
+        const bool ok = !fam.S.empty() && cs.factor(acc[static_cast<size_t>(fam.gi)], nullptr, fam.S, res.damping, L, lambda, 1);
         for (int64_t o : fam.channels) fitChannel(fam, o, L, lambda, ok);
       }
     }

@@ -508,7 +508,8 @@ PassResult PruneChannels::run(Model& m, PassContext& ctx) {
     }
     mm.graph.value_info.clear();  // shapes changed; re-inferred on demand
   };
-  const int64_t macs0 = analyzeModel(m, AnalyzeOptions{1, /*entropy=*/false}).macs;
+  auto macsOf = [](const Model& t) { return analyzeModel(t, AnalyzeOptions{1, /*entropy=*/false}).macs; };
+  const int64_t macs0 = macsOf(m);
   double ratio = o.getFloat("ratio");
   std::vector<int64_t> counts = countsFor(ratio);
   const double target = o.getFloat("macs_reduction");
@@ -520,7 +521,7 @@ PassResult PruneChannels::run(Model& m, PassContext& ctx) {
       applyCounts(t, c);
       return t;
     };
-    auto reductionOf = [&](const Model& t) { return 1.0 - double(analyzeModel(t, AnalyzeOptions{1, /*entropy=*/false}).macs) / double(macs0); };
+    auto reductionOf = [&](const Model& t) { return 1.0 - double(macsOf(t)) / double(macs0); };
     auto reduction = [&](const std::vector<int64_t>& c) { return reductionOf(pruned(c)); };
     double lo = 0, hi = 0.95;
     const std::vector<int64_t> most = countsFor(hi);
@@ -631,7 +632,7 @@ PassResult PruneChannels::run(Model& m, PassContext& ctx) {
       if (mb.role == Role::Source) kept_out[m.graph.nodes[mb.node].outputs[0]] = grp.keep;
     }
   }
-  const int64_t macs1 = analyzeModel(m, AnalyzeOptions{1, /*entropy=*/false}).macs;
+  const int64_t macs1 = macsOf(m);
   std::ostringstream sum;
   sum << "ratio " << std::setprecision(4) << ratio;
   if (refine_steps > 0) sum << " refined by " << refine_steps << " per-group steps";

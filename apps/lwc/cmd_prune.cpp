@@ -144,10 +144,7 @@ void addPruneCommand(CLI::App& app, Action& action, const GlobalOptions&) {
                            {"before", lat->first},
                            {"after", lat->second},
                            {"speedup", lat->second > 0 ? lat->first / lat->second : 0.0}}}};
-          if (bb != a->bench_batch)
-            rec.result.notes.push_back("latency measured at batch " + std::to_string(bb) +
-                                       ", the model input's fixed batch size (not --bench-batch " +
-                                       std::to_string(a->bench_batch) + ")");
+          if (const std::string note = fixedBatchNote(bb, a->bench_batch); !note.empty()) rec.result.notes.push_back(note);
           if (!ort_tool.empty()) {
             *ort = ortBenchPair(ort_tool, before, after, bb, a->run.threads);
             rec.details["ort_latency_ms"] = ort->toJson(bb, "before", "after");

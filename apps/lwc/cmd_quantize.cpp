@@ -164,10 +164,7 @@ void addQuantizeCommand(CLI::App& app, Action& action, const GlobalOptions&) {
           lat->second = medianLatencyMs(after, bb, q->run.threads);
           d["latency_ms"] = {{"batch", bb}, {"fp32", lat->first}, {"int8", lat->second},
                              {"speedup", lat->second > 0 ? lat->first / lat->second : 0.0}};
-          if (bb != q->bench_batch)
-            rec.result.notes.push_back("latency measured at batch " + std::to_string(bb) +
-                                       ", the model input's fixed batch size (not --bench-batch " +
-                                       std::to_string(q->bench_batch) + ")");
+          if (const std::string note = fixedBatchNote(bb, q->bench_batch); !note.empty()) rec.result.notes.push_back(note);
         }
         if (!ort_tool.empty()) {
           *ort = ortBenchPair(ort_tool, before, after, bb, q->run.threads);

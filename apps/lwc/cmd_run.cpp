@@ -69,12 +69,18 @@ void printGraph(const std::string& pass, const Model& m) {
 
 }  // namespace
 
-// Median latency of a model in the lwc engine on random inputs of the model's shape at `batch`.
 int64_t benchBatchFor(const Model& m, int64_t requested) {
   const int64_t fixed = fixedBatchSize(m);
   return fixed > 0 ? fixed : requested;
 }
 
+std::string fixedBatchNote(int64_t used, int64_t requested) {
+  if (used == requested) return "";
+  return "latency measured at batch " + std::to_string(used) + ", the model input's fixed batch size (not --bench-batch " +
+         std::to_string(requested) + ")";
+}
+
+// Median latency of a model in the lwc engine on random inputs of the model's shape at `batch`.
 double medianLatencyMs(const Model& m, int64_t batch, int threads) {
   engine::SessionOptions so;
   so.threads = threads;

@@ -43,6 +43,9 @@ double medianLatencyMs(const Model& m, int64_t batch, int threads);
 /// The batch to time a model at: its input's batch size when the model fixes it (exported with
 /// batch 1, say), else `requested`.
 int64_t benchBatchFor(const Model& m, int64_t requested);
+/// The note a command adds when it timed at `used` (benchBatchFor) instead of the --bench-batch
+/// asked for; empty when they are the same.
+std::string fixedBatchNote(int64_t used, int64_t requested);
 
 /// The standard cleanup pipeline (configs/cleanup.json, compiled in).
 Pipeline cleanupPipeline();
