@@ -14,6 +14,7 @@
 #include "lwc/dataset.h"
 #include "lwc/engine.h"
 #include "lwc/graph_edit.h"
+#include "passes/activation_cut.h"
 #include "passes/eliminate_dead.h"
 
 namespace lwc::passes {
@@ -679,6 +680,13 @@ std::vector<LsqLayerResult> lsqRecover(Model& m, const Model& unmodified, const 
   auto ds = openCalibration(ctx, m);
   engine::SessionOptions so;  // plain sessions: the truncated graphs' outputs are the tensors we need
   so.threads = ctx.threads;
+  // Each layer's input (in m) and reference output (in the pipeline's input, or in `unmodified`)
+  // are computed from the tensors kept at a cut just before the layer, not from the model input:
+  // work linear in depth, not quadratic. Up to kCutBudget per model kept (twice that while a cut
+  // moves); a cut that needs more is not kept and the layer runs from the last one kept.
+  constexpr int64_t kCutBudget = int64_t{512} << 20;
+  ActivationCut cur_cut(ds->size(), so, kCutBudget), ref_cut(ds->size(), so, kCutBudget),
+      unmodified_cut(ds->size(), so, kCutBudget);
 
   size_t done = 0;
   for (size_t idx : nodes) {
@@ -733,8 +741,9 @@ std::vector<LsqLayerResult> lsqRecover(Model& m, const Model& unmodified, const 
       ba = &it->second.bias;
     }
     const bool use_ref = ctx.reference && producerIndex(ctx.reference->graph, yname) >= 0;
-    engine::Session ref_s(truncatedTo(use_ref ? *ctx.reference : unmodified, yname), so);
-    engine::Session* ref = &ref_s;
+    const Model& ref_model = use_ref ? *ctx.reference : unmodified;
+    ActivationCut& ref = use_ref ? ref_cut : unmodified_cut;
+    ref.begin(ref_model, static_cast<size_t>(producerIndex(ref_model.graph, yname) + 1), yname);
     const std::string& xname = n.inputs[0];
     std::string in_name;
     for (const auto& vi : g.inputs)
@@ -742,8 +751,7 @@ std::vector<LsqLayerResult> lsqRecover(Model& m, const Model& unmodified, const 
         in_name = vi.name;
         break;
       }
-    std::unique_ptr<engine::Session> cur_s;
-    if (xname != in_name) cur_s = std::make_unique<engine::Session>(truncatedTo(m, xname), so);
+    if (xname != in_name) cur_cut.begin(m, idx, xname);  // nodes before this layer are final
 
     // Channel o of this layer is channel refChannel(o) of the reference output.
     const auto kept_it = opts.ref_channels.find(yname);
@@ -767,14 +775,12 @@ std::vector<LsqLayerResult> lsqRecover(Model& m, const Model& unmodified, const 
     for (int k = 0; cv_possible && k < kFolds; ++k) folds.emplace_back(Kb, f.ocg);
     std::vector<float> A, Yg, Af, Yf;
     int64_t sample_base = 0;
+    size_t batch_index = 0;
     ds->reset();
     while (auto b = ds->next(ctx.calib->batch)) {
-      Tensor X, Y;
-      if (xname == in_name)
-        X = b->inputs;
-      else
-        X = cur_s->runOrdered({{in_name, b->inputs}}).at(0);
-      Y = ref->runOrdered({{ref->inputNames().at(0), b->inputs}}).at(0);
+      const Tensor X = xname == in_name ? b->inputs : cur_cut.get(batch_index, b->inputs);
+      const Tensor Y = ref.get(batch_index, b->inputs);
+      ++batch_index;
       if (X.empty() || Y.empty() || X.dtype() != DType::Float32 || Y.dtype() != DType::Float32)
         fail(n.describe(), ": lsq recovery could not observe the layer's float input and output");
       const int64_t N = X.dim(0);
@@ -809,6 +815,8 @@ std::vector<LsqLayerResult> lsqRecover(Model& m, const Model& unmodified, const 
       }
       sample_base += N;
     }
+    ref.finish();
+    if (xname != in_name) cur_cut.finish();
 
     // Solve each output channel over its surviving weights (+ bias).
     Tensor Wn = W.clone();

@@ -30,6 +30,9 @@
 // (Optimal Brain Surgeon saliencies on the same normal equations; prune_magnitude's criterion obs).
 // Channels whose system is not positive definite keep their weights (counted). A layer whose
 // reconstruction error would not decrease keeps its weights.
+// Each layer's X_cur and Y_ref are computed from activations kept at a cut before the layer
+// (ActivationCut, passes/activation_cut.h): the passes run only the nodes since the last cut, with
+// the bits of running the model from its input.
 #pragma once
 
 #include <functional>
