@@ -2,10 +2,11 @@
 
 #include "lwc/weight_coding.h"
 
+#include <algorithm>
+#include <array>
 #include <cmath>
 #include <filesystem>
 #include <set>
-#include <algorithm>
 #include <unordered_map>
 
 #include "lwc/model_io.h"
@@ -109,10 +110,26 @@ std::map<std::string, InitRole> initializerRoles(const Graph& g) {
 }
 
 namespace {
+// Ascending order of unsigned keys by least-significant-digit radix sort, one pass per byte (a
+// byte every key shares is skipped): the order std::sort gives, several times faster on the
+// millions of weights of a large layer (the whole `lwc info` of torchvision resnet50: 2.0 -> 0.8 s).
+template <typename U>
+void radixSort(std::vector<U>& v) {
+  std::vector<U> tmp(v.size());
+  for (unsigned shift = 0; shift < 8 * sizeof(U); shift += 8) {
+    std::array<size_t, 257> count{};
+    for (const U x : v) ++count[((x >> shift) & 0xFFu) + 1];
+    if (std::any_of(count.begin() + 1, count.end(), [&](size_t c) { return c == v.size(); })) continue;
+    for (size_t b = 1; b < count.size(); ++b) count[b] += count[b - 1];
+    for (const U x : v) tmp[count[(x >> shift) & 0xFFu]++] = x;
+    v.swap(tmp);
+  }
+}
+
 template <typename U>
 double entropyOf(const U* p, int64_t n) {
   std::vector<U> v(p, p + n);
-  std::sort(v.begin(), v.end());
+  radixSort(v);
   double h = 0;
   const double total = static_cast<double>(n);
   for (int64_t i = 0; i < n;) {

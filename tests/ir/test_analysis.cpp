@@ -1,5 +1,9 @@
 #include <catch2/catch.hpp>
+#include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <map>
+#include <random>
 
 #include "lwc/analysis.h"
 #include "lwc/model_io.h"
@@ -118,6 +122,43 @@ TEST_CASE("entropy bound", "[analysis]") {
   CHECK(entropyBitsPerElement(t) == Approx(1.5));
   Tensor z(DType::Int8, {100});
   CHECK(entropyBitsPerElement(z) == 0.0);
+}
+
+TEST_CASE("entropy bound has the bits of the histogram summed in ascending bit patterns", "[analysis]") {
+  // The reference: counts per exact bit pattern (std::map, ascending), -Σ q log2 q in that order.
+  auto reference = [](const Tensor& t) {
+    std::map<uint64_t, int64_t> counts;
+    const auto* b = static_cast<const uint8_t*>(t.raw());
+    const size_t w = dtypeSize(t.dtype());
+    for (int64_t i = 0; i < t.numel(); ++i) {
+      uint64_t key = 0;
+      std::memcpy(&key, b + static_cast<size_t>(i) * w, w);
+      ++counts[key];
+    }
+    double h = 0;
+    for (const auto& [key, c] : counts) {
+      const double q = static_cast<double>(c) / static_cast<double>(t.numel());
+      h -= q * std::log2(q);
+    }
+    return h;
+  };
+  std::mt19937 rng(3);
+  std::normal_distribution<float> g(0.0f, 1.0f);
+  for (int64_t n : {1, 7, 1000, 300000}) {
+    Tensor f(DType::Float32, {n}), q(DType::Int8, {n}), h(DType::Float16, {n}), d(DType::Int64, {n});
+    for (int64_t i = 0; i < n; ++i) {
+      const float v = g(rng);
+      // Few distinct values too (shared weights), negatives and both zeros.
+      f.data<float>()[i] = i % 3 == 0 ? std::round(v * 4) / 4 : (i % 5 == 0 ? -0.0f : v);
+      q.data<int8_t>()[i] = static_cast<int8_t>(std::clamp(v * 40.0f, -128.0f, 127.0f));
+      static_cast<uint16_t*>(h.raw())[i] = static_cast<uint16_t>(rng() & 0x3ff);
+      d.data<int64_t>()[i] = static_cast<int64_t>(v * 1e6) - (int64_t{1} << 40);
+    }
+    for (const Tensor* t : {&f, &q, &h, &d}) {
+      INFO("n " << n << ", " << dtypeName(t->dtype()));
+      CHECK(entropyBitsPerElement(*t) == reference(*t));
+    }
+  }
 }
 
 TEST_CASE("shape inference with symbolic batch", "[analysis]") {
