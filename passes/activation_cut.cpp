@@ -13,18 +13,14 @@ namespace lwc::passes {
 
 namespace {
 constexpr size_t kInput = std::numeric_limits<size_t>::max();
-
-int64_t bytesOf(const Tensor& t) { return static_cast<int64_t>(t.numel() * dtypeSize(t.dtype())); }
 }  // namespace
 
 std::vector<char> ActivationCut::constantNodes(const Graph& g) {
-  static const std::set<std::string> kRandom = {"RandomNormal", "RandomUniform", "RandomNormalLike",
-                                                "RandomUniformLike", "Multinomial", "Bernoulli"};
   std::vector<char> c(g.nodes.size(), 0);
   std::unordered_set<std::string> values;
   for (size_t i = 0; i < g.nodes.size(); ++i) {
     const Node& n = g.nodes[i];
-    if (kRandom.count(n.op_type) || !implicitInputs(n).empty()) continue;
+    if (engine::isRandomOp(n) || !implicitInputs(n).empty()) continue;
     bool all = true;
     for (const auto& in : n.inputs) all = all && (in.empty() || values.count(in) || g.initializers.contains(in));
     if (!all) continue;
@@ -146,7 +142,7 @@ void ActivationCut::reset() {
 int64_t ActivationCut::keptBytes() const {
   int64_t bytes = 0;
   for (const auto& batch : kept_)
-    for (const auto& t : batch) bytes += bytesOf(t);
+    for (const auto& t : batch) bytes += static_cast<int64_t>(t.nbytes());
   return bytes;
 }
 
@@ -161,20 +157,20 @@ void ActivationCut::begin(const Model& model, size_t upto, const std::string& va
     typed_ = true;
   }
   upto = std::min(upto, g.nodes.size());
-  if (safe_.size() != g.nodes.size() + 1) {
+  if (safe_.size() != g.nodes.size() + 1) {  // the node list stays the same between passes
     safe_ = safeCuts(g, input_);
     constant_ = constantNodes(g);
+    producer_.clear();
+    for (size_t i = 0; i < g.nodes.size(); ++i)
+      if (!constant_[i])
+        for (const auto& o : g.nodes[i].outputs)
+          if (!o.empty()) producer_.emplace(o, i);
   }
-  std::unordered_map<std::string, size_t> producer;  // of the values that can cross
-  for (size_t i = 0; i < g.nodes.size(); ++i)
-    if (!constant_[i])
-      for (const auto& o : g.nodes[i].outputs)
-        if (!o.empty()) producer.emplace(o, i);
   // Computed before node k (the input counts as computed before node 0).
   auto before = [&](const std::string& v, size_t k) {
     if (v == input_) return true;
-    const auto it = producer.find(v);
-    return it != producer.end() && it->second < k;
+    const auto it = producer_.find(v);
+    return it != producer_.end() && it->second < k;
   };
   // The kept cut serves this pass when it lies at or before `upto` and `value` is computed after
   // it or kept there; otherwise start again from the input.
@@ -256,7 +252,7 @@ Tensor ActivationCut::get(size_t b, const Tensor& input) {
   if (advancing_ && b == 0) {
     // Size the new cut from the first batch: all batches but the last are as large.
     int64_t bytes = 0;
-    for (size_t k = 0; k < next_names_.size(); ++k) bytes += bytesOf(outs[k]);
+    for (size_t k = 0; k < next_names_.size(); ++k) bytes += static_cast<int64_t>(outs[k].nbytes());
     const int64_t n0 = input.rank() > 0 ? std::max<int64_t>(input.dim(0), 1) : 1;
     const int64_t batches = (std::max<int64_t>(samples_, 1) + n0 - 1) / n0;
     advancing_ = bytes <= budget_ / batches;

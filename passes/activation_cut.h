@@ -27,6 +27,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "lwc/engine.h"
@@ -78,6 +79,7 @@ class ActivationCut {
   std::string input_;  ///< the model input batches feed
   std::vector<char> safe_;      ///< safeCuts() of the model
   std::vector<char> constant_;  ///< constantNodes() of the model
+  std::unordered_map<std::string, size_t> producer_;  ///< producing node of each value that can cross
 
   size_t cut_ = 0;
   std::vector<ValueInfo> cut_infos_;       ///< the tensors kept at the cut

@@ -199,7 +199,7 @@ void forEachBatch(const Model& model, const std::vector<std::string>& values, Da
     const std::vector<Tensor> out = sess.runOrdered({{input, b->inputs}});
     if (n == 1 && batch > 1) {
       int64_t bytes = 0;
-      for (const auto& t : out) bytes += static_cast<int64_t>(t.numel() * dtypeSize(t.dtype()));
+      for (const auto& t : out) bytes += static_cast<int64_t>(t.nbytes());
       n = std::clamp<int64_t>(kOutputBudget / std::max<int64_t>(bytes, 1), 1, batch);
     }
     fn(out);

@@ -87,6 +87,10 @@ std::vector<OpSupport> supportedOps();
 /// Ops of the model the engine cannot run at the model's opset: "Domain.Op (opset N) in node 'x'".
 std::vector<std::string> unsupportedOps(const Model& m);
 
+/// True for ops whose output differs from run to run (RandomNormal, Bernoulli, ...): never folded
+/// into constants.
+bool isRandomOp(const Node& n);
+
 /// Runs one node on constant inputs with the reference kernels (for constant folding). Returns
 /// nullopt when the node cannot be evaluated that way (other domain, random op, subgraphs, no
 /// reference kernel); throws lwc::Error when the kernel rejects the inputs.

@@ -90,12 +90,16 @@ int foldConstantNodes(Graph& g, const Model& model, bool keep_dequantize) {
 }
 }  // namespace
 
-std::optional<std::vector<Tensor>> evaluateNode(const Model& model, const Node& n,
-                                                const std::vector<const Tensor*>& inputs) {
+bool isRandomOp(const Node& n) {
   static const std::set<std::string> kNondeterministic = {"RandomNormal", "RandomUniform", "RandomNormalLike",
                                                           "RandomUniformLike", "Multinomial", "Bernoulli"};
+  return kNondeterministic.count(n.op_type) > 0;
+}
+
+std::optional<std::vector<Tensor>> evaluateNode(const Model& model, const Node& n,
+                                                const std::vector<const Tensor*>& inputs) {
   // ai.lwc (coded weights) is deterministic and decodes once when a session is built.
-  if ((!n.domain.empty() && n.domain != "ai.lwc") || kNondeterministic.count(n.op_type) || !implicitInputs(n).empty())
+  if ((!n.domain.empty() && n.domain != "ai.lwc") || isRandomOp(n) || !implicitInputs(n).empty())
     return std::nullopt;
   const auto cands = builtinKernels().find(n.domain, n.op_type, model.opsetFor(n.domain));
   const KernelRegistry::Entry* ref = nullptr;
