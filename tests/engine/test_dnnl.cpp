@@ -1,5 +1,7 @@
 // oneDNN fast paths must match the reference kernels (the oracle) on seeded random inputs.
+#include <algorithm>
 #include <catch2/catch.hpp>
+#include <cstring>
 
 #include "support/engine_util.h"
 
@@ -219,5 +221,38 @@ TEST_CASE("dnnl LayerNormalization matches the reference", "[dnnl][nn]") {
     st.constant_inputs = {1};
     st.num_outputs = 3;
     CHECK(implOf(engine::Session(singleNodeModel(st)), "LayerNormalization") == "ref");
+  }
+}
+
+// A pointwise convolution of NHWC data runs as one matrix product over every pixel of the batch
+// (DnnlConv folds the batch into the pixels): each image must still get the bits it gets alone.
+TEST_CASE("dnnl pointwise Conv gives each image of a batch the bits it gets alone", "[dnnl][nn]") {
+  const std::vector<ConvCase> cases = {
+      {"1x1 pixels (a classifier head)", {5, 32, 1, 1}, {64, 32, 1, 1}, 1, {1, 1}, {0, 0, 0, 0}, {1, 1}, "", true},
+      {"2x2 pixels", {4, 48, 2, 2}, {96, 48, 1, 1}, 1, {1, 1}, {0, 0, 0, 0}, {1, 1}, "", true},
+      {"7x7 pixels, odd channels, no bias", {3, 33, 7, 7}, {17, 33, 1, 1}, 1, {1, 1}, {0, 0, 0, 0}, {1, 1}, "", false},
+  };
+  uint32_t seed = 300;
+  for (const auto& c : cases) {
+    INFO(c.name);
+    NodeSpec s = convSpec(c, seed += 10);
+    Model m = singleNodeModel(s);
+    m.graph.inputs[0].shape->at(0) = Dim{-1, "N"};
+    engine::Session fast(m);
+    REQUIRE(implOf(fast, "Conv") == "dnnl");
+    const Tensor& x = s.inputs[0];
+    const Tensor y = fast.runOrdered({{"in0", x}}).at(0);
+    const int64_t n = x.dim(0), x_img = x.numel() / n, y_img = y.numel() / n;
+    for (int64_t i = 0; i < n; ++i) {
+      Shape one = x.shape();
+      one[0] = 1;
+      Tensor xi(DType::Float32, one);
+      std::copy_n(x.data<float>() + i * x_img, x_img, xi.data<float>());
+      const Tensor yi = fast.runOrdered({{"in0", xi}}).at(0);
+      INFO("image " << i);
+      CHECK(std::equal(yi.data<float>(), yi.data<float>() + y_img, y.data<float>() + i * y_img,
+                       [](float a, float b) { return std::memcmp(&a, &b, sizeof a) == 0; }));
+    }
+    CHECK(compareTensors(y, runNode(s, true)[0], 1e-4, 1e-5).empty());
   }
 }

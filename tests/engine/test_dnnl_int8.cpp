@@ -6,6 +6,7 @@
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <iostream>
 
 #include "lwc/model_io.h"
@@ -680,4 +681,38 @@ g (uint8[N, 4, 8, 8] x) => (uint8[N, 8, 4, 4] y, int8[N, 8, 4, 4] z) {
   const auto a = fast.runOrdered({{"x", x}}), b = ref.runOrdered({{"x", x}});
   checkRequantized(a[0], b[0]);
   checkRequantized(a[1], b[1]);
+}
+
+// Pointwise convolutions run as one matrix product over every pixel of the batch (the batch folded
+// into the pixels); integer accumulation is exact, so each image must get the bits it gets alone.
+TEST_CASE("dnnl pointwise QLinearConv gives each image of a batch the bits it gets alone", "[dnnl][quant]") {
+  std::vector<QConvCase> cases;
+  QConvCase c{"1x1 pixels, u8 -> u8, per-channel, bias", {5, 32, 1, 1}, {64, 32, 1, 1}};
+  c.per_channel = true, c.bias = true;
+  cases.push_back(c);
+  c = {"2x2 pixels, s8 -> u8", {4, 48, 2, 2}, {96, 48, 1, 1}};
+  c.xt = DType::Int8;
+  cases.push_back(c);
+  uint32_t seed = 3000;
+  for (const auto& qc : cases) {
+    INFO(qc.name);
+    const NodeSpec s = qlinearConvSpec(qc, seed += 10);
+    Model m = singleNodeModel(s);
+    m.graph.inputs[0].shape->at(0) = Dim{-1, "N"};
+    engine::Session fast(m);
+    REQUIRE(implOf(fast, "QLinearConv") == expectedQLinearConvImpl());
+    const Tensor& x = s.inputs[0];
+    const Tensor y = fast.runOrdered({{"in0", x}}).at(0);
+    const int64_t n = x.dim(0), x_img = x.numel() / n, y_img = y.numel() / n;
+    for (int64_t i = 0; i < n; ++i) {
+      Shape one = x.shape();
+      one[0] = 1;
+      Tensor xi(x.dtype(), one);
+      std::memcpy(xi.raw(), static_cast<const uint8_t*>(x.raw()) + i * x_img, static_cast<size_t>(x_img));
+      const Tensor yi = fast.runOrdered({{"in0", xi}}).at(0);
+      INFO("image " << i);
+      CHECK(std::memcmp(yi.raw(), static_cast<const uint8_t*>(y.raw()) + i * y_img, static_cast<size_t>(y_img)) == 0);
+    }
+    checkRequantized(y, runNode(s, true)[0]);
+  }
 }

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <vector>
 
 #include "lwc/tensor.h"
 
@@ -27,6 +28,11 @@ inline dnnl::engine& cpuEngine() {
 inline dnnl::stream& cpuStream() {
   static thread_local dnnl::stream s(cpuEngine());
   return s;
+}
+
+/// True when every element of `v` is `value` (a convolution's strides or pads).
+inline bool allEqual(const std::vector<int64_t>& v, int64_t value) {
+  return std::all_of(v.begin(), v.end(), [value](int64_t e) { return e == value; });
 }
 
 /// A oneDNN memory object for a per-call temporary (a blocked copy of an activation), backed by a
