@@ -2,6 +2,7 @@
 // independently of the kernels where hand values are impractical.
 #include <catch2/catch.hpp>
 #include <cmath>
+#include <cstring>
 #include <functional>
 
 #include "engine/kernels/nn_ref.h"
@@ -391,6 +392,37 @@ TEST_CASE("nn_ref: gemmBlocked handles transposes, leading dims and beta", "[nn]
       for (int64_t p = 0; p < k; ++p) s += a.at(p * m + i) * b.at(j * (k + 3) + p);
       CHECK(c.at(i * n + j) == Approx(0.5 * s + 2.0 * c0.at(i * n + j)).epsilon(1e-4));
     }
+}
+
+// gemmBlocked's float tiles keep 4 x 16 blocks of C in registers; every element must still be the
+// textbook sum: C scaled by beta (or zeroed), then (alpha * a) * b added in ascending p, one multiply
+// and one add at a time, in float. Sizes cover whole tiles, edges in both directions and the 256
+// blocking of k.
+TEST_CASE("nn_ref: gemmBlocked in float gives the bits of the textbook loop", "[nn]") {
+  uint32_t seed = 40;
+  for (int64_t m : {1L, 4L, 7L, 16L, 37L})
+    for (int64_t n : {3L, 16L, 33L, 300L})
+      for (int64_t k : {1L, 16L, 270L})
+        for (float beta : {0.0f, 1.0f, 0.75f}) {
+          INFO(m << " x " << n << " x " << k << ", beta " << beta);
+          const Tensor a = randomFloat({m, k}, ++seed), b = randomFloat({k, n}, ++seed), c0 = randomFloat({m, n}, ++seed);
+          const float alpha = 1.25f;
+          Tensor c = c0.clone();
+          engine::gemmBlocked<float>(false, false, m, n, k, alpha, a.data<float>(), k, b.data<float>(), n, beta,
+                                     c.data<float>(), n);
+          int64_t differ = 0;
+          for (int64_t i = 0; i < m; ++i)
+            for (int64_t j = 0; j < n; ++j) {
+              float want = beta == 0.0f ? 0.0f : beta == 1.0f ? c0.at(i * n + j) : c0.data<float>()[i * n + j] * beta;
+              for (int64_t p = 0; p < k; ++p) {
+                const float prod = (alpha * a.data<float>()[i * k + p]) * b.data<float>()[p * n + j];
+                want = want + prod;
+              }
+              const float got = c.data<float>()[i * n + j];
+              differ += std::memcmp(&got, &want, sizeof got) != 0;
+            }
+          CHECK(differ == 0);
+        }
 }
 
 // ---------------------------------------------------------------- pooling
