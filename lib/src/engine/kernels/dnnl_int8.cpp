@@ -193,6 +193,22 @@ void setZeroPoint(dnnl::primitive_attr& attr, int arg, const ZeroPoint& z) {
 
 bool isRef(const char* impl) { return std::string(impl).rfind("ref", 0) == 0; }
 
+/// Depthwise int8 convolutions: oneDNN 2.6 lists its brgemm kernel (brdgmm_dw) first, but its
+/// direct kernel (jit_int8, AVX512-VNNI) is faster on the shapes of mobile networks (standalone,
+/// NHWC, median of 300 calls: 96 channels 14x14 batch 32 113 -> 91 us, 16 channels 28x28 89 -> 69 us,
+/// batch 1 96 channels 4.6 -> 4.0 us; level on 7x7 and 4x4). Both accumulate exactly in int32 and
+/// requantize alike (outputs compared byte for byte on the INT8 models). Moves `pd` to the first
+/// jit_int8 implementation when brdgmm_dw is the chosen one and a jit_int8 follows; else leaves it.
+void preferJitInt8(dnnl::convolution_forward::primitive_desc& pd) {
+  if (std::string(pd.impl_info_str()).rfind("brdgmm_dw", 0) != 0) return;
+  auto probe = pd;
+  while (probe.next_impl())
+    if (std::string(probe.impl_info_str()).rfind("jit_int8:", 0) == 0) {
+      pd = probe;
+      return;
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // QLinearConv and ConvInteger.
 
@@ -510,6 +526,7 @@ class DnnlQConv final : public Kernel {
                                       w_any, b_md, y_md, strides, dil, pad_l, pad_r);
     auto& eng = cpuEngine();
     p.pd = dnnl::convolution_forward::primitive_desc(d, attr, eng);
+    if (group == oc && icg == 1 && !c_.f32) preferJitInt8(p.pd);
     if (isRef(p.pd.impl_info_str())) return p;
     p.prim = dnnl::convolution_forward(p.pd);
     std::vector<float> wf;
