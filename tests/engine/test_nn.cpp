@@ -1,10 +1,13 @@
 // Reference kernels of the nn and reduction families: hand-computed cases, and naive loops written
 // independently of the kernels where hand values are impractical.
+#include <algorithm>
 #include <catch2/catch.hpp>
+#include <omp.h>
 #include <cmath>
 #include <cstring>
 #include <functional>
 
+#include "engine/kernels/common.h"
 #include "engine/kernels/nn_ref.h"
 #include "lwc/model_io.h"
 #include "support/engine_util.h"
@@ -719,4 +722,29 @@ g (float[N, 1, 6, 6] x, float[4, 1, 3, 3] w) => (float[N, 4] y)
     for (int64_t c = 0; c < 4; ++c) sum += y.at(b * 4 + c);
     CHECK(sum == Approx(1.0));
   }
+}
+
+// parallelFor / parallelRanges: every index exactly once; when not parallel, body runs outside any
+// OpenMP construct (omp_get_level() counts inactive regions too: `parallel if (false)` would show 1),
+// since libgomp makes a system call even for a region of one thread.
+TEST_CASE("parallelFor and parallelRanges cover each index once, serial runs enter no OpenMP region", "[nn]") {
+  for (bool parallel : {false, true})
+    for (int64_t n : {0L, 1L, 7L, 1000L}) {
+      INFO("parallel " << parallel << ", n " << n);
+      std::vector<int> hits(static_cast<size_t>(n), 0);
+      std::vector<int> level(static_cast<size_t>(n), -1);
+      engine::parallelFor(n, parallel, [&](int64_t i) {
+        ++hits[static_cast<size_t>(i)];
+        level[static_cast<size_t>(i)] = omp_get_level();
+      });
+      CHECK(std::all_of(hits.begin(), hits.end(), [](int h) { return h == 1; }));
+      if (!parallel || n < 2) CHECK(std::all_of(level.begin(), level.end(), [](int l) { return l == 0; }));
+      std::vector<int> covered(static_cast<size_t>(n), 0);
+      engine::parallelRanges(n, parallel, [&](int64_t b, int64_t e) {
+        CHECK(b < e);
+        for (int64_t i = b; i < e; ++i) ++covered[static_cast<size_t>(i)];
+        if (!parallel) CHECK(omp_get_level() == 0);
+      });
+      CHECK(std::all_of(covered.begin(), covered.end(), [](int h) { return h == 1; }));
+    }
 }

@@ -53,8 +53,17 @@ inline bool sgemmFixedBlocks(char transa, int64_t m, int64_t n, int64_t k, const
                              int64_t ldb, float* c, int64_t ldc, int64_t row_block, int64_t col_block, int threads) {
   if (m <= 0 || n <= 0) return true;
   const int64_t rb = (m + row_block - 1) / row_block, cb = (n + col_block - 1) / col_block;
+  if (rb * cb == 1) {
+    // One block: its sgemm on one thread, without an OpenMP region (libgomp makes a futex call even
+    // for a team of one; see parallelFor in common.h). The caller's thread count is restored.
+    const int saved = omp_get_max_threads();
+    omp_set_num_threads(1);
+    const bool done = dnnl_sgemm(transa, 'N', m, n, k, 1.0f, a, lda, b, ldb, 0.0f, c, ldc) == dnnl_success;
+    omp_set_num_threads(saved);
+    return done;
+  }
   std::atomic<bool> ok{true};
-#pragma omp parallel for schedule(dynamic, 1) if (rb * cb > 1) num_threads(threads > 0 ? threads : omp_get_max_threads())
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads > 0 ? threads : omp_get_max_threads())
   for (int64_t blk = 0; blk < rb * cb; ++blk) {
     omp_set_num_threads(1);  // this block's sgemm on one thread, also outside an active region
     const int64_t r0 = (blk / cb) * row_block, c0 = (blk % cb) * col_block;

@@ -270,9 +270,12 @@ void requantRow(const float* __restrict a, const int32_t* __restrict bias, const
 
 /// x - zp as float32 (exact), for DnnlQConv's f32 mode.
 template <typename T>
-void centre(const T* __restrict x, float* __restrict out, int64_t n, int32_t zp) {
-#pragma omp parallel for schedule(static) if (n >= (1 << 16))
+void centreRange(const T* __restrict x, float* __restrict out, int64_t n, int32_t zp) {
   for (int64_t i = 0; i < n; ++i) out[i] = static_cast<float>(static_cast<int32_t>(x[i]) - zp);
+}
+template <typename T>
+void centre(const T* x, float* out, int64_t n, int32_t zp) {
+  parallelRanges(n, n >= (1 << 16), [=](int64_t i0, int64_t i1) { centreRange(x + i0, out + i0, i1 - i0, zp); });
 }
 
 class RefQLinearConvNhwc final : public Kernel {
@@ -432,8 +435,8 @@ class DnnlQConv final : public Kernel {
     // integers below 2^24 in magnitude, bias is added in int32 with wrap-around, then
     // rne(clamp(float(acc) * M)) + y_zp (clamping first is the same, the bounds are integers).
     auto emit = [&](auto* dst) {
-#pragma omp parallel for schedule(static) if (ny >= (1 << 16))
-      for (int64_t px = 0; px < pixels; ++px) requantRow(yf + px * oc, bias, mul, dst + px * oc, oc, flo, fhi, y_zp);
+      parallelFor(pixels, ny >= (1 << 16),
+                  [&](int64_t px) { requantRow(yf + px * oc, bias, mul, dst + px * oc, oc, flo, fhi, y_zp); });
     };
     if (c_.y_type == DType::UInt8) emit(y.data<uint8_t>());
     else emit(y.data<int8_t>());

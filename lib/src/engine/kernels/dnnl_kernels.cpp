@@ -274,15 +274,16 @@ void globalAvgPoolNhwc(KernelContext& ctx) {
   const float* in = x.data<float>();
   float* out = y.data<float>();
   const float inv = 1.0f / static_cast<float>(hw);
-#pragma omp parallel for if (n * hw * c > 65536)
-  for (int64_t b = 0; b < n; ++b) {
-    float* o = out + b * c;
-    for (int64_t k = 0; k < c; ++k) o[k] = 0.0f;
-    const float* p = in + b * hw * c;
-    for (int64_t i = 0; i < hw; ++i)
-      for (int64_t k = 0; k < c; ++k) o[k] += p[i * c + k];
-    for (int64_t k = 0; k < c; ++k) o[k] *= inv;
-  }
+  parallelFor(n, n * hw * c > 65536, [=](int64_t b) {
+    const int64_t C = c, HW = hw;  // locals: float stores cannot make them reload
+    const float scale = inv;
+    float* __restrict o = out + b * C;
+    const float* __restrict p = in + b * HW * C;
+    for (int64_t k = 0; k < C; ++k) o[k] = 0.0f;
+    for (int64_t i = 0; i < HW; ++i)
+      for (int64_t k = 0; k < C; ++k) o[k] += p[i * C + k];
+    for (int64_t k = 0; k < C; ++k) o[k] *= scale;
+  });
 }
 
 /// Y = X·W + b for a runtime X (any rank >= 2, leading dims flattened) and constant 2-D W.

@@ -101,8 +101,7 @@ Tensor viaFloat32(const Tensor& x, const KernelContext& ctx, F&& f) {
 template <typename F>
 void forChunks(int64_t n, const F& f) {
   const int64_t chunks = (n + kGrain - 1) / kGrain;
-#pragma omp parallel for schedule(static) if (n >= kParallelMin)
-  for (int64_t c = 0; c < chunks; ++c) f(c * kGrain, std::min(n, (c + 1) * kGrain));
+  parallelFor(chunks, n >= kParallelMin, [&](int64_t c) { f(c * kGrain, std::min(n, (c + 1) * kGrain)); });
 }
 
 /// The output shape of K broadcast inputs and their strides over a collapsed iteration space:
@@ -157,8 +156,7 @@ void forEachRow(const BroadcastPlan<K>& p, const Row& row) {
   const int64_t col_chunks = (len + col_chunk - 1) / col_chunk;
   const int64_t rows_per_item = std::max<int64_t>(1, kGrain / len);
   const int64_t items = (rows + rows_per_item - 1) / rows_per_item * col_chunks;
-#pragma omp parallel for schedule(static) if (numel >= kParallelMin)
-  for (int64_t it = 0; it < items; ++it) {
+  parallelFor(items, numel >= kParallelMin, [&](int64_t it) {
     const int64_t r0 = it / col_chunks * rows_per_item, r1 = std::min(rows, r0 + rows_per_item);
     const int64_t c0 = it % col_chunks * col_chunk, c1 = std::min(len, c0 + col_chunk);
     std::vector<int64_t> idx(r - 1);
@@ -180,7 +178,7 @@ void forEachRow(const BroadcastPlan<K>& p, const Row& row) {
         idx[d] = 0;
       }
     }
-  }
+  });
 }
 
 /// Output buffer for a loop that writes every element (the one place to switch to an uninitialised

@@ -265,15 +265,14 @@ void gemmBlocked(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T 
   if (parallel)
     while (mc > 4 && ceilDiv(m, mc) * col_blocks < 2 * omp_get_max_threads()) mc /= 2;
   const int64_t row_blocks = ceilDiv(m, mc);
-#pragma omp parallel for collapse(2) schedule(static) if (parallel)
-  for (int64_t rb = 0; rb < row_blocks; ++rb)
-    for (int64_t cb = 0; cb < col_blocks; ++cb) {
-      const int64_t i0 = rb * mc, rows = std::min(mc, m - i0);
-      const int64_t j0 = cb * kNc, cols = std::min(kNc, n - j0);
-      for (int64_t p0 = 0; p0 < k; p0 += kKc)
-        gemmMicro(rows, cols, std::min(kKc, k - p0), alpha, a + i0 * lda + p0, lda, b + p0 * ldb + j0, ldb,
-                  c + i0 * ldc + j0, ldc);
-    }
+  parallelFor(row_blocks * col_blocks, parallel, [&](int64_t blk) {
+    const int64_t rb = blk / col_blocks, cb = blk % col_blocks;
+    const int64_t i0 = rb * mc, rows = std::min(mc, m - i0);
+    const int64_t j0 = cb * kNc, cols = std::min(kNc, n - j0);
+    for (int64_t p0 = 0; p0 < k; p0 += kKc)
+      gemmMicro(rows, cols, std::min(kKc, k - p0), alpha, a + i0 * lda + p0, lda, b + p0 * ldb + j0, ldb,
+                c + i0 * ldc + j0, ldc);
+  });
 }
 
 #define LWC_INSTANTIATE_GEMM(T)                                                                                   \

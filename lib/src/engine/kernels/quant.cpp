@@ -7,6 +7,7 @@
 #include <string>
 #include <utility>
 
+#include "engine/kernels/common.h"
 #include "engine/kernels/quant_ref.h"
 
 namespace lwc::engine::quant {
@@ -123,29 +124,31 @@ void mapWithParams(const AxisLayout& l, const TX* x, TY* y, const std::vector<fl
                    const std::vector<int32_t>& zp, F&& f) {
   const int64_t total = l.outer * l.axis_len * l.inner;
   if (l.kind == AxisLayout::Kind::PerTensor) {
-#pragma omp parallel for schedule(static) if (total > kParallelMin)
-    for (int64_t i = 0; i < total; ++i) y[i] = f(x[i], scale[0], zp[0]);
+    parallelRanges(total, total > kParallelMin, [&](int64_t i0, int64_t i1) {
+      const float s0 = scale[0];  // locals, so that stores to y cannot make them reload
+      const int32_t z0 = zp[0];
+      for (int64_t i = i0; i < i1; ++i) y[i] = f(x[i], s0, z0);
+    });
     return;
   }
   const int64_t step = l.innerStep();
-#pragma omp parallel for collapse(2) schedule(static) if (total > kParallelMin)
-  for (int64_t o = 0; o < l.outer; ++o)
-    for (int64_t a = 0; a < l.axis_len; ++a) {
-      const int64_t row = (o * l.axis_len + a) * l.inner;
-      const int64_t p = l.base(o, a);
-      for (int64_t i = 0; i < l.inner; ++i) y[row + i] = f(x[row + i], scale[p + i * step], zp[p + i * step]);
-    }
+  parallelFor(l.outer * l.axis_len, total > kParallelMin, [&](int64_t oa) {
+    const int64_t o = oa / l.axis_len, a = oa % l.axis_len;
+    const int64_t row = oa * l.inner;
+    const int64_t p = l.base(o, a);
+    for (int64_t i = 0; i < l.inner; ++i) y[row + i] = f(x[row + i], scale[p + i * step], zp[p + i * step]);
+  });
 }
 
 // QuantizeLinear with one scale and zero point (the activations' case), written so that it
 // vectorises; the same values as quantizeValue: NaN becomes 0 by a select, clamping comes before
 // rounding (the bounds are integers), and rne is adding and subtracting 1.5 * 2^23 in the default
 // rounding mode (exact for |v| <= 2^22, which the bounds of 8- and 16-bit types guarantee).
+// The loop of quantizePerTensor on one range, with plain parameters and restrict pointers so that
+// nothing is reloaded per element and it vectorises (a lambda's captures would be reloaded after
+// every 8-bit store, which may alias them).
 template <typename T>
-void quantizePerTensor(const float* __restrict x, T* __restrict y, int64_t n, float scale, int32_t zp, QRange r) {
-  static_assert(sizeof(T) <= 2);
-  const float lo = static_cast<float>(r.lo - zp), hi = static_cast<float>(r.hi - zp);
-#pragma omp parallel for schedule(static) if (n > kParallelMin)
+void quantizeRange(const float* __restrict x, T* __restrict y, int64_t n, float scale, int32_t zp, float lo, float hi) {
   for (int64_t i = 0; i < n; ++i) {
     float v = x[i] / scale;
     v = v == v ? v : 0.0f;
@@ -153,6 +156,14 @@ void quantizePerTensor(const float* __restrict x, T* __restrict y, int64_t n, fl
     v = (v + 12582912.0f) - 12582912.0f;
     y[i] = static_cast<T>(static_cast<int32_t>(v) + zp);
   }
+}
+
+template <typename T>
+void quantizePerTensor(const float* __restrict x, T* __restrict y, int64_t n, float scale, int32_t zp, QRange r) {
+  static_assert(sizeof(T) <= 2);
+  const float lo = static_cast<float>(r.lo - zp), hi = static_cast<float>(r.hi - zp);
+  parallelRanges(n, n > kParallelMin,
+                 [=](int64_t i0, int64_t i1) { quantizeRange(x + i0, y + i0, i1 - i0, scale, zp, lo, hi); });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -501,10 +512,17 @@ void dynamicQuantizeLinear(KernelContext& ctx) {
   const int64_t n = x.numel();
   // The range always includes 0, so that 0 is exactly representable. NaNs are ignored.
   float lo = 0.0f, hi = 0.0f;
-#pragma omp parallel for reduction(min : lo) reduction(max : hi) if (n > kParallelMin)
-  for (int64_t i = 0; i < n; ++i) {
-    lo = std::min(lo, xs[i]);
-    hi = std::max(hi, xs[i]);
+  if (n > kParallelMin) {
+#pragma omp parallel for reduction(min : lo) reduction(max : hi)
+    for (int64_t i = 0; i < n; ++i) {
+      lo = std::min(lo, xs[i]);
+      hi = std::max(hi, xs[i]);
+    }
+  } else {  // no OpenMP construct for small inputs (see parallelFor)
+    for (int64_t i = 0; i < n; ++i) {
+      lo = std::min(lo, xs[i]);
+      hi = std::max(hi, xs[i]);
+    }
   }
   const QRange range{0, 255};
   // For an all-zero input the spec's formula divides 0 by 0; like ONNX Runtime we then use scale 1
@@ -513,8 +531,7 @@ void dynamicQuantizeLinear(KernelContext& ctx) {
   const int32_t zp = roundSaturate(0.0f - lo / scale, range.lo, range.hi);
   Tensor& y = ctx.alloc(0, DType::UInt8, x.shape());
   uint8_t* ys = y.data<uint8_t>();
-#pragma omp parallel for schedule(static) if (n > kParallelMin)
-  for (int64_t i = 0; i < n; ++i) ys[i] = static_cast<uint8_t>(quantizeValue(xs[i], scale, zp, range));
+  parallelFor(n, n > kParallelMin, [&](int64_t i) { ys[i] = static_cast<uint8_t>(quantizeValue(xs[i], scale, zp, range)); });
   if (ctx.numOutputs() > 1) ctx.outputs[1] = Tensor::scalar(scale);
   if (ctx.numOutputs() > 2) ctx.outputs[2] = Tensor::scalar(static_cast<uint8_t>(zp));
 }
@@ -676,12 +693,9 @@ void qlinearMatMul(KernelContext& ctx) {
 // roundSaturate does, then round half to even by adding and removing 1.5 * 2^23 (exact for
 // |q| < 2^22, which the clamp guarantees).
 template <typename TA, typename TB, typename TY>
-void qaddSameShape(const TA* __restrict A, const TB* __restrict B, TY* __restrict Y, int64_t n, float sa, int32_t za,
-                   float sb, int32_t zb, float sy, int32_t zy, QRange range, bool relu) {
-  const float lo = static_cast<float>(range.lo - zy), hi = static_cast<float>(range.hi - zy);
-  const float floor_v = relu ? 0.0f : -std::numeric_limits<float>::infinity();
+void qaddRange(const TA* __restrict A, const TB* __restrict B, TY* __restrict Y, int64_t n, float sa, int32_t za,
+               float sb, int32_t zb, float sy, int32_t zy, float lo, float hi, float floor_v) {
   constexpr float kMagic = 12582912.0f;
-#pragma omp parallel for schedule(static) if (n > kParallelMin)
   for (int64_t i = 0; i < n; ++i) {
     float v = static_cast<float>(static_cast<int32_t>(A[i]) - za) * sa + static_cast<float>(static_cast<int32_t>(B[i]) - zb) * sb;
     v = std::max(v, floor_v);
@@ -690,6 +704,16 @@ void qaddSameShape(const TA* __restrict A, const TB* __restrict B, TY* __restric
     q = (q + kMagic) - kMagic;
     Y[i] = static_cast<TY>(static_cast<int32_t>(q) + zy);
   }
+}
+
+template <typename TA, typename TB, typename TY>
+void qaddSameShape(const TA* A, const TB* B, TY* Y, int64_t n, float sa, int32_t za, float sb, int32_t zb, float sy,
+                   int32_t zy, QRange range, bool relu) {
+  const float lo = static_cast<float>(range.lo - zy), hi = static_cast<float>(range.hi - zy);
+  const float floor_v = relu ? 0.0f : -std::numeric_limits<float>::infinity();
+  parallelRanges(n, n > kParallelMin, [=](int64_t i0, int64_t i1) {
+    qaddRange(A + i0, B + i0, Y + i0, i1 - i0, sa, za, sb, zb, sy, zy, lo, hi, floor_v);
+  });
 }
 
 // lwc.internal.QAdd (a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp), attribute relu: the fused

@@ -101,16 +101,15 @@ template <typename T, typename Acc, typename F>
 void reduceLoop(const T* x, const Layout& l, Acc* acc, F&& update) {
   constexpr int64_t kBlock = 512;
   const int64_t blocks = (l.inner + kBlock - 1) / kBlock;
-#pragma omp parallel for collapse(2) schedule(static) if (l.outer * blocks > 1 && l.outer * l.red * l.inner > 16384)
-  for (int64_t o = 0; o < l.outer; ++o)
-    for (int64_t b = 0; b < blocks; ++b) {
-      const int64_t i0 = b * kBlock, i1 = std::min(l.inner, i0 + kBlock);
-      Acc* a = acc + o * l.inner;
-      for (int64_t r = 0; r < l.red; ++r) {
-        const T* xr = x + (o * l.red + r) * l.inner;
-        for (int64_t i = i0; i < i1; ++i) a[i] = update(a[i], xr[i], o * l.inner + i);
-      }
+  parallelFor(l.outer * blocks, l.outer * blocks > 1 && l.outer * l.red * l.inner > 16384, [&](int64_t ob) {
+    const int64_t o = ob / blocks, b = ob % blocks;
+    const int64_t i0 = b * kBlock, i1 = std::min(l.inner, i0 + kBlock);
+    Acc* a = acc + o * l.inner;
+    for (int64_t r = 0; r < l.red; ++r) {
+      const T* xr = x + (o * l.red + r) * l.inner;
+      for (int64_t i = i0; i < i1; ++i) a[i] = update(a[i], xr[i], o * l.inner + i);
     }
+  });
 }
 
 template <typename T>
