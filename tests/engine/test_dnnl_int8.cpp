@@ -6,7 +6,6 @@
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <cmath>
-#include <cstring>
 #include <iostream>
 
 #include "lwc/model_io.h"
@@ -701,18 +700,8 @@ TEST_CASE("dnnl pointwise QLinearConv gives each image of a batch the bits it ge
     m.graph.inputs[0].shape->at(0) = Dim{-1, "N"};
     engine::Session fast(m);
     REQUIRE(implOf(fast, "QLinearConv") == expectedQLinearConvImpl());
-    const Tensor& x = s.inputs[0];
-    const Tensor y = fast.runOrdered({{"in0", x}}).at(0);
-    const int64_t n = x.dim(0), x_img = x.numel() / n, y_img = y.numel() / n;
-    for (int64_t i = 0; i < n; ++i) {
-      Shape one = x.shape();
-      one[0] = 1;
-      Tensor xi(x.dtype(), one);
-      std::memcpy(xi.raw(), static_cast<const uint8_t*>(x.raw()) + i * x_img, static_cast<size_t>(x_img));
-      const Tensor yi = fast.runOrdered({{"in0", xi}}).at(0);
-      INFO("image " << i);
-      CHECK(std::memcmp(yi.raw(), static_cast<const uint8_t*>(y.raw()) + i * y_img, static_cast<size_t>(y_img)) == 0);
-    }
+    CHECK(imagesDifferingFromBatch(fast, s.inputs[0]).empty());
+    const Tensor y = fast.runOrdered({{"in0", s.inputs[0]}}).at(0);
     checkRequantized(y, runNode(s, true)[0]);
   }
 }

@@ -1,6 +1,7 @@
 #include "support/engine_util.h"
 
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <sstream>
 
@@ -157,6 +158,25 @@ std::string compareTensors(const Tensor& a, const Tensor& e, double rtol, double
   if (wi < 0) return {};
   os << "element " << wi << ": got " << a.at(wi) << ", expected " << e.at(wi);
   return os.str();
+}
+
+std::vector<int64_t> imagesDifferingFromBatch(engine::Session& s, const Tensor& x) {
+  const std::string in = s.inputNames().at(0);
+  const Tensor y = s.runOrdered({{in, x}}).at(0);
+  const int64_t n = x.dim(0);
+  const size_t x_img = x.nbytes() / static_cast<size_t>(n), y_img = y.nbytes() / static_cast<size_t>(n);
+  Shape one = x.shape();
+  one[0] = 1;
+  std::vector<int64_t> differ;
+  for (int64_t i = 0; i < n; ++i) {
+    Tensor xi(x.dtype(), one);
+    std::memcpy(xi.raw(), static_cast<const std::byte*>(x.raw()) + static_cast<size_t>(i) * x_img, x_img);
+    const Tensor yi = s.runOrdered({{in, xi}}).at(0);
+    if (yi.nbytes() != y_img ||
+        std::memcmp(yi.raw(), static_cast<const std::byte*>(y.raw()) + static_cast<size_t>(i) * y_img, y_img) != 0)
+      differ.push_back(i);
+  }
+  return differ;
 }
 
 }  // namespace lwc::test

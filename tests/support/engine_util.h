@@ -45,6 +45,10 @@ Tensor randomInt(DType dtype, Shape shape, uint32_t seed, int64_t lo, int64_t hi
 /// Implementation ("ref", "dnnl" ...) chosen for the first node whose description contains `op`, or "none".
 std::string implOf(const engine::Session& s, const std::string& op);
 
+/// Runs `s` on batch `x` (its first input) and on each image of `x` alone; returns the indices of
+/// the images whose output 0 alone differs, in any byte, from their part of the batch's output.
+std::vector<int64_t> imagesDifferingFromBatch(engine::Session& s, const Tensor& x);
+
 /// Max |a-b| / (atol + rtol*|b|) style check; returns an empty string when close, else a description
 /// of the worst element (index, both values).
 std::string compareTensors(const Tensor& actual, const Tensor& expected, double rtol = 1e-5, double atol = 1e-6);

@@ -67,7 +67,7 @@ using dnnl_util::dt;
 using dnnl_util::cpuEngine;
 using dnnl_util::cpuStream;
 using dnnl_util::scratchMemory;
-using dnnl_util::allEqual;
+using dnnl_util::convDims;
 
 /// True when oneDNN's int8 kernels use VNNI (exact u8 x s8 -> s32 dot products).
 bool haveVnni() {
@@ -500,16 +500,9 @@ class DnnlQConv final : public Kernel {
     memory::dims dil;
     for (auto d : geo.dilations) dil.push_back(d - 1);  // oneDNN counts dilation from 0
     const int64_t oc = c_.w_shape[0], icg = c_.w_shape[1], kh = c_.w_shape[2], kw = c_.w_shape[3], group = cp.group;
-    // A pointwise convolution (1x1, stride 1, no padding) of NHWC data is one matrix product over
-    // all N*H*W pixels: oneDNN gets it as a single image of N*H*W x 1 pixels, the same bytes, and
-    // blocks over every pixel, where per image it has only H*W (mnv2_fmnist's 320 -> 1280 layer on
-    // 1x1 pixels at batch 32: 83 -> 33 us; a 784 -> 300 Gemm: 45 -> 19 us). Integer accumulation is
-    // exact, so the bits do not change. (NCHW with one pixel per image has the NHWC bytes too.)
-    const bool pointwise = kh == 1 && kw == 1 && xs[0] > 1 && (c_.nhwc || xs[2] * xs[3] == 1) &&
-                           allEqual(geo.strides, 1) && allEqual(geo.pads_begin, 0) && allEqual(geo.pads_end, 0);
-    const int64_t pixels = xs[0] * xs[2] * xs[3];
-    const memory::dims xd = pointwise ? memory::dims{1, xs[1], pixels, 1} : memory::dims{xs[0], xs[1], xs[2], xs[3]};
-    const memory::dims yd = pointwise ? memory::dims{1, oc, pixels, 1} : memory::dims{xs[0], oc, geo.out[0], geo.out[1]};
+    // Folds pointwise convolutions (see convDims); NCHW with one pixel per image has the NHWC bytes.
+    const auto [xd, yd] = convDims(xs, oc, kh, kw, geo.strides, geo.pads_begin, geo.pads_end, geo.out,
+                                   c_.nhwc || xs[2] * xs[3] == 1);
     const memory::dims wd = group == 1 ? memory::dims{oc, icg, kh, kw} : memory::dims{group, oc / group, icg, kh, kw};
     const dt xdt = c_.f32 ? dt::f32 : dnnlType(xt), ydt = c_.f32 ? dt::f32 : dnnlType(c_.y_type), wdt = c_.f32 ? dt::f32 : dt::s8;
     const memory::desc x_md(xd, xdt, tag::nhwc), y_md(yd, ydt, tag::nhwc), w_any(wd, wdt, tag::any);

@@ -23,7 +23,7 @@ using dnnl_util::cpuEngine;
 using dnnl_util::cpuStream;
 using dnnl_util::scratchMemory;
 using dnnl_util::sgemmFixedBlocks;
-using dnnl_util::allEqual;
+using dnnl_util::convDims;
 
 struct PostOp {
   std::string kind;  // relu, clip, logistic, hardswish, add
@@ -122,15 +122,8 @@ class DnnlConv final : public Kernel {
     for (auto d : geo.dilations) dil.push_back(d - 1);  // oneDNN counts dilation from 0
     auto& eng = cpuEngine();
     const int64_t oc = w_.dim(0), icg = w_.dim(1), kh = w_.dim(2), kw = w_.dim(3), group = cp.group;
-    // A pointwise convolution of NHWC data is one matrix product over all N*H*W pixels: given to
-    // oneDNN as a single image of N*H*W x 1 pixels (the same bytes) it blocks over every pixel
-    // instead of over each image's few (mnv2_fmnist's 320 -> 1280 layer on 1x1 pixels, batch 32:
-    // 328 -> 122 us). The sum over input channels keeps its order (outputs compared bit for bit).
-    const bool pointwise = nhwc_ && kh == 1 && kw == 1 && xs[0] > 1 && allEqual(geo.strides, 1) &&
-                           allEqual(geo.pads_begin, 0) && allEqual(geo.pads_end, 0);
-    const int64_t pixels = xs[0] * xs[2] * xs[3];
-    const memory::dims xd = pointwise ? memory::dims{1, xs[1], pixels, 1} : memory::dims{xs[0], xs[1], xs[2], xs[3]};
-    const memory::dims yd = pointwise ? memory::dims{1, oc, pixels, 1} : memory::dims{xs[0], oc, geo.out[0], geo.out[1]};
+    // NCHW tensors here are reordered to oneDNN's layout at the edges: only NHWC ones fold.
+    const auto [xd, yd] = convDims(xs, oc, kh, kw, geo.strides, geo.pads_begin, geo.pads_end, geo.out, nhwc_);
     memory::dims wd = group == 1 ? memory::dims{oc, icg, kh, kw} : memory::dims{group, oc / group, icg, kh, kw};
     const tag act = nhwc_ ? tag::nhwc : tag::any;
     memory::desc x_md(xd, dt::f32, act), y_md(yd, dt::f32, act), w_any(wd, dt::f32, tag::any);

@@ -140,13 +140,12 @@ void mapWithParams(const AxisLayout& l, const TX* x, TY* y, const std::vector<fl
   });
 }
 
-// QuantizeLinear with one scale and zero point (the activations' case), written so that it
-// vectorises; the same values as quantizeValue: NaN becomes 0 by a select, clamping comes before
-// rounding (the bounds are integers), and rne is adding and subtracting 1.5 * 2^23 in the default
-// rounding mode (exact for |v| <= 2^22, which the bounds of 8- and 16-bit types guarantee).
-// The loop of quantizePerTensor on one range, with plain parameters and restrict pointers so that
-// nothing is reloaded per element and it vectorises (a lambda's captures would be reloaded after
-// every 8-bit store, which may alias them).
+// QuantizeLinear with one scale and zero point (the activations' case) on one range, written so
+// that it vectorises: plain parameters and restrict pointers, so nothing is reloaded per element (a
+// lambda's captures would be reloaded after every 8-bit store, which may alias them). The same
+// values as quantizeValue: NaN becomes 0 by a select, clamping comes before rounding (the bounds
+// are integers), and rne is adding and subtracting 1.5 * 2^23 in the default rounding mode (exact
+// for |v| <= 2^22, which the bounds of 8- and 16-bit types guarantee).
 template <typename T>
 void quantizeRange(const float* __restrict x, T* __restrict y, int64_t n, float scale, int32_t zp, float lo, float hi) {
   for (int64_t i = 0; i < n; ++i) {
@@ -511,19 +510,20 @@ void dynamicQuantizeLinear(KernelContext& ctx) {
   const float* xs = x.data<float>();
   const int64_t n = x.numel();
   // The range always includes 0, so that 0 is exactly representable. NaNs are ignored.
+  // Per-range minima and maxima, combined after: min and max are exact in any order.
   float lo = 0.0f, hi = 0.0f;
-  if (n > kParallelMin) {
-#pragma omp parallel for reduction(min : lo) reduction(max : hi)
-    for (int64_t i = 0; i < n; ++i) {
-      lo = std::min(lo, xs[i]);
-      hi = std::max(hi, xs[i]);
+  parallelRanges(n, n > kParallelMin, [&](int64_t i0, int64_t i1) {
+    float l = 0.0f, h = 0.0f;
+    for (int64_t i = i0; i < i1; ++i) {
+      l = std::min(l, xs[i]);
+      h = std::max(h, xs[i]);
     }
-  } else {  // no OpenMP construct for small inputs (see parallelFor)
-    for (int64_t i = 0; i < n; ++i) {
-      lo = std::min(lo, xs[i]);
-      hi = std::max(hi, xs[i]);
+#pragma omp critical(lwc_dynamic_quantize_range)
+    {
+      lo = std::min(lo, l);
+      hi = std::max(hi, h);
     }
-  }
+  });
   const QRange range{0, 255};
   // For an all-zero input the spec's formula divides 0 by 0; like ONNX Runtime we then use scale 1
   // (zero point 0, every output 0).

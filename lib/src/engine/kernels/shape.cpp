@@ -67,16 +67,7 @@ void checkShape(const Shape& s, const KernelContext& ctx, const char* what) {
 /// Runs body(begin, end) over [0, n) on several threads when the work is large.
 template <typename F>
 void parallelRange(int64_t n, int64_t bytes, F&& body) {
-  if (bytes < kParallelBytes || n < 2 || omp_get_max_threads() == 1 || omp_in_parallel()) {
-    body(int64_t{0}, n);
-    return;
-  }
-#pragma omp parallel
-  {
-    const int64_t nt = omp_get_num_threads(), t = omp_get_thread_num();
-    const int64_t b = n * t / nt, e = n * (t + 1) / nt;
-    if (b < e) body(b, e);
-  }
+  parallelRanges(n, bytes >= kParallelBytes && omp_get_max_threads() > 1 && !omp_in_parallel(), body);
 }
 
 template <typename T>
