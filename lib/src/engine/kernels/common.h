@@ -8,6 +8,18 @@
 
 #include "engine/kernel.h"
 
+/// On an element loop (or a register tile): also compile an AVX2 version, picked at load time on
+/// CPUs that have it (GCC function multiversioning). The release build targets baseline x86-64
+/// (SSE2). The avx2 target does not enable fused multiply-add, so each multiply and add still rounds
+/// separately and the AVX2 version gives the bits of the SSE2 one; division, min/max and the
+/// float/int conversions are exact IEEE operations on any width. (x86-64-v4 or "avx2,fma" would
+/// contract a * b + c into one rounding and change results.)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define LWC_AVX2_CLONE __attribute__((target_clones("avx2", "default")))
+#else
+#define LWC_AVX2_CLONE
+#endif
+
 namespace lwc::engine {
 
 /// Calls f(T{}) with the C++ type of dtype `t` for the listed kinds; errors for others.

@@ -147,7 +147,7 @@ void mapWithParams(const AxisLayout& l, const TX* x, TY* y, const std::vector<fl
 // are integers), and rne is adding and subtracting 1.5 * 2^23 in the default rounding mode (exact
 // for |v| <= 2^22, which the bounds of 8- and 16-bit types guarantee).
 template <typename T>
-void quantizeRange(const float* __restrict x, T* __restrict y, int64_t n, float scale, int32_t zp, float lo, float hi) {
+LWC_AVX2_CLONE void quantizeRange(const float* __restrict x, T* __restrict y, int64_t n, float scale, int32_t zp, float lo, float hi) {
   for (int64_t i = 0; i < n; ++i) {
     float v = x[i] / scale;
     v = v == v ? v : 0.0f;
@@ -155,6 +155,13 @@ void quantizeRange(const float* __restrict x, T* __restrict y, int64_t n, float 
     v = (v + 12582912.0f) - 12582912.0f;
     y[i] = static_cast<T>(static_cast<int32_t>(v) + zp);
   }
+}
+
+// DequantizeLinear with one scale and zero point on one range: dequantizeValue's arithmetic with
+// plain parameters, so that it vectorises (and gets an AVX2 clone).
+template <typename T>
+LWC_AVX2_CLONE void dequantizeRange(const T* __restrict x, float* __restrict y, int64_t n, float scale, int32_t zp) {
+  for (int64_t i = 0; i < n; ++i) y[i] = static_cast<float>(static_cast<int32_t>(x[i]) - zp) * scale;
 }
 
 template <typename T>
@@ -462,7 +469,7 @@ void quantizeLinear(KernelContext& ctx) {
   }
   const QRange range = qrange(out, ctx, "the output type (y_zero_point or output_dtype)");
   const AxisLayout layout = axisLayout(ctx, x.shape(), scale_t.shape(), "y_scale");
-  Tensor& y = ctx.alloc(0, out, x.shape());
+  Tensor& y = ctx.allocUninit(0, out, x.shape());
   dispatchQuantized(out, ctx, "y", [&](auto tag) {
     using T = decltype(tag);
     if constexpr (sizeof(T) <= 2) {
@@ -491,9 +498,17 @@ void dequantizeLinear(KernelContext& ctx) {
         if (z != 0) ctx.error("x is int32, whose zero point must be 0, got ", z);
   }
   const AxisLayout layout = axisLayout(ctx, x.shape(), scale_t.shape(), "x_scale");
-  Tensor y(DType::Float32, x.shape());
+  Tensor y = Tensor::uninitialized(DType::Float32, x.shape());  // every element is written below
   auto run = [&](auto tag) {
     using T = decltype(tag);
+    if (layout.kind == AxisLayout::Kind::PerTensor) {
+      const T* xs = x.data<T>();
+      float* ys = y.data<float>();
+      const float s0 = scale[0];
+      const int32_t z0 = zp[0];
+      return parallelRanges(x.numel(), x.numel() > kParallelMin,
+                            [=](int64_t i0, int64_t i1) { dequantizeRange(xs + i0, ys + i0, i1 - i0, s0, z0); });
+    }
     mapWithParams(layout, x.data<T>(), y.data<float>(), scale, zp, [](T v, float s, int32_t z) {
       return dequantizeValue(static_cast<int32_t>(v), z, s);
     });
@@ -529,9 +544,8 @@ void dynamicQuantizeLinear(KernelContext& ctx) {
   // (zero point 0, every output 0).
   const float scale = hi == lo ? 1.0f : (hi - lo) / 255.0f;
   const int32_t zp = roundSaturate(0.0f - lo / scale, range.lo, range.hi);
-  Tensor& y = ctx.alloc(0, DType::UInt8, x.shape());
-  uint8_t* ys = y.data<uint8_t>();
-  parallelFor(n, n > kParallelMin, [&](int64_t i) { ys[i] = static_cast<uint8_t>(quantizeValue(xs[i], scale, zp, range)); });
+  Tensor& y = ctx.allocUninit(0, DType::UInt8, x.shape());
+  quantizePerTensor(xs, y.data<uint8_t>(), n, scale, zp, range);  // quantizeValue's values, vectorised
   if (ctx.numOutputs() > 1) ctx.outputs[1] = Tensor::scalar(scale);
   if (ctx.numOutputs() > 2) ctx.outputs[2] = Tensor::scalar(static_cast<uint8_t>(zp));
 }
@@ -693,7 +707,7 @@ void qlinearMatMul(KernelContext& ctx) {
 // roundSaturate does, then round half to even by adding and removing 1.5 * 2^23 (exact for
 // |q| < 2^22, which the clamp guarantees).
 template <typename TA, typename TB, typename TY>
-void qaddRange(const TA* __restrict A, const TB* __restrict B, TY* __restrict Y, int64_t n, float sa, int32_t za,
+LWC_AVX2_CLONE void qaddRange(const TA* __restrict A, const TB* __restrict B, TY* __restrict Y, int64_t n, float sa, int32_t za,
                float sb, int32_t zb, float sy, int32_t zy, float lo, float hi, float floor_v) {
   constexpr float kMagic = 12582912.0f;
   for (int64_t i = 0; i < n; ++i) {
