@@ -193,17 +193,22 @@ void setZeroPoint(dnnl::primitive_attr& attr, int arg, const ZeroPoint& z) {
 
 bool isRef(const char* impl) { return std::string(impl).rfind("ref", 0) == 0; }
 
-/// Depthwise int8 convolutions: oneDNN 2.6 lists its brgemm kernel (brdgmm_dw) first, but its
-/// direct kernel (jit_int8, AVX512-VNNI) is faster on the shapes of mobile networks (standalone,
-/// NHWC, median of 300 calls: 96 channels 14x14 batch 32 113 -> 91 us, 16 channels 28x28 89 -> 69 us,
-/// batch 1 96 channels 4.6 -> 4.0 us; level on 7x7 and 4x4). Both accumulate exactly in int32 and
-/// requantize alike (outputs compared byte for byte on the INT8 models). Moves `pd` to the first
-/// jit_int8 implementation when brdgmm_dw is the chosen one and a jit_int8 follows; else leaves it.
-void preferJitInt8(dnnl::convolution_forward::primitive_desc& pd) {
-  if (std::string(pd.impl_info_str()).rfind("brdgmm_dw", 0) != 0) return;
+/// oneDNN 2.6 lists its brgemm int8 convolutions first, but on the shapes of mobile networks its
+/// direct kernels are faster (standalone, NHWC, median of 300-400 calls, AVX512-VNNI):
+/// - depthwise: brdgmm_dw -> jit_int8: 96 channels 14x14 batch 32 113 -> 91 us, 16 channels 28x28
+///   89 -> 69 us, batch 1 96 channels 4.6 -> 4.0 us; level on 7x7 and 4x4;
+/// - 1x1: brgconv_1x1 -> jit_int8_1x1: over the 1x1 layers of mnv2_fmnist, torchvision
+///   mobilenet_v2 and resnet50 at batch 1 and 32 (38 shapes) the time ratio is 0.70-1.10, median
+///   0.95; e.g. mobilenet_v2 144 -> 24 on 56x56 at batch 32 2027 -> 1433 us, mnv2_fmnist 8 -> 48 on
+///   28x28 at batch 32 89 -> 78 us; the worst, 256 -> 64 on 56x56 at batch 32, 4289 -> 4646 us.
+/// All accumulate exactly in int32 and requantize alike (outputs compared byte for byte on every
+/// shape and on the INT8 models). Moves `pd` to the first implementation named `to...` when the
+/// chosen one is named `from...` and such an implementation follows; else leaves it.
+void preferImpl(dnnl::convolution_forward::primitive_desc& pd, const char* from, const char* to) {
+  if (std::string(pd.impl_info_str()).rfind(from, 0) != 0) return;
   auto probe = pd;
   while (probe.next_impl())
-    if (std::string(probe.impl_info_str()).rfind("jit_int8:", 0) == 0) {
+    if (std::string(probe.impl_info_str()).rfind(to, 0) == 0) {
       pd = probe;
       return;
     }
@@ -522,7 +527,8 @@ class DnnlQConv final : public Kernel {
                                       w_any, b_md, y_md, strides, dil, pad_l, pad_r);
     auto& eng = cpuEngine();
     p.pd = dnnl::convolution_forward::primitive_desc(d, attr, eng);
-    if (group == oc && icg == 1 && !c_.f32) preferJitInt8(p.pd);
+    if (group == oc && icg == 1 && !c_.f32) preferImpl(p.pd, "brdgmm_dw", "jit_int8:");
+    if (kh == 1 && kw == 1 && !c_.f32) preferImpl(p.pd, "brgconv_1x1:", "jit_int8_1x1:");
     if (isRef(p.pd.impl_info_str())) return p;
     p.prim = dnnl::convolution_forward(p.pd);
     std::vector<float> wf;
