@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <functional>
 #include <limits>
 
@@ -551,4 +552,36 @@ TEST_CASE("elementwise errors name the node", "[elementwise]") {
   CHECK_THROWS_WITH(run("Add", {f32({1}, {1}), vec<int32_t>({1}, {1})}), Catch::Contains("'n0'") && Catch::Contains("int32"));
   CHECK_THROWS_AS(run("Sqrt", {vec<bool>({1}, {true})}), lwc::Error);
   CHECK_THROWS_AS(run("Sum", {vec<int32_t>({1}, {1}), vec<int32_t>({1}, {1})}), lwc::Error);  // float only
+}
+
+// The row loops have an AVX2 copy (LWC_AVX2_CLONE); every float result must still be the single
+// IEEE operation on the two operands, bit for bit: equal shapes (parallel above 32768 elements),
+// a row broadcast and a scalar, including infinities, NaN, signed zeros and subnormals.
+TEST_CASE("float Add/Sub/Mul/Div give each element the bits of the one IEEE operation", "[elementwise]") {
+  std::vector<float> a, b;
+  const float inf = std::numeric_limits<float>::infinity();
+  const std::vector<float> special{inf, -inf, std::nanf(""), 0.0f, -0.0f, 1e-40f, -3e-39f, 3.4e38f, 1.0f, -7.5f};
+  for (int i = 0; i < 70000; ++i) {
+    a.push_back(i < 100 ? special[i % 10] : std::ldexp(static_cast<float>((i * 7919) % 2003) - 1001.3f, i % 60 - 30));
+    b.push_back(i < 100 ? special[i / 10] : std::ldexp(static_cast<float>((i * 104729) % 997) - 498.7f, (i * 13) % 50 - 25));
+  }
+  const Tensor A = f32({700, 100}, a), B = f32({700, 100}, b);
+  const Tensor Brow = f32({100}, std::vector<float>(b.begin(), b.begin() + 100)), Bs = f32({}, {b[123]});
+  auto same = [](float x, float y) { return std::memcmp(&x, &y, sizeof x) == 0 || (std::isnan(x) && std::isnan(y)); };
+  const std::vector<std::pair<std::string, std::function<float(float, float)>>> ops{
+      {"Add", [](float x, float y) { return x + y; }}, {"Sub", [](float x, float y) { return x - y; }},
+      {"Mul", [](float x, float y) { return x * y; }}, {"Div", [](float x, float y) { return x / y; }}};
+  for (const auto& [op, f] : ops) {
+    INFO(op);
+    for (const Tensor* rhs : {&B, &Brow, &Bs}) {
+      const Tensor y = run(op, {A, *rhs});
+      REQUIRE(y.numel() == A.numel());
+      int64_t wrong = 0;
+      for (int64_t i = 0; i < A.numel(); ++i) {
+        const float r = rhs == &B ? b[i] : rhs == &Brow ? b[i % 100] : b[123];
+        wrong += !same(y.data<float>()[i], f(a[i], r));
+      }
+      CHECK(wrong == 0);
+    }
+  }
 }

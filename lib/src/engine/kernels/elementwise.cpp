@@ -181,19 +181,19 @@ void forEachRow(const BroadcastPlan<K>& p, const Row& row) {
   });
 }
 
-/// Output buffer for a loop that writes every element (the one place to switch to an uninitialised
-/// allocation).
-Tensor newOutput(DType dtype, const Shape& shape) { return Tensor(dtype, shape); }
+/// Output buffer for a loop that writes every element: not zero-filled first.
+Tensor newOutput(DType dtype, const Shape& shape) { return Tensor::uninitialized(dtype, shape); }
 
-// Row loops take pointers and the op by value so the compiler knows nothing aliases them.
+// Row loops take pointers and the op by value so the compiler knows nothing aliases them; each has
+// an AVX2 copy with the same bits (LWC_AVX2_CLONE: no FMA, so each operation rounds as in the SSE2 copy).
 template <typename T, typename U, typename Op>
-void unaryRow(const T* x, U* y, int64_t n, Op op) {
+LWC_AVX2_CLONE void unaryRow(const T* x, U* y, int64_t n, Op op) {
   for (int64_t i = 0; i < n; ++i) y[i] = static_cast<U>(op(x[i]));
 }
 
 /// va/vb: whether a/b vary along the row (stride 1) or stay fixed (stride 0).
 template <typename T, typename U, typename Op>
-void binaryRow(const T* a, bool va, const T* b, bool vb, U* o, int64_t n, Op op) {
+LWC_AVX2_CLONE void binaryRow(const T* a, bool va, const T* b, bool vb, U* o, int64_t n, Op op) {
   if (va && vb) {
     for (int64_t i = 0; i < n; ++i) o[i] = static_cast<U>(op(a[i], b[i]));
   } else if (va) {
