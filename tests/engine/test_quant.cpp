@@ -391,7 +391,8 @@ TEST_CASE("QAdd on equal shapes agrees with the definition on every pair of valu
       const double want = std::clamp(std::nearbyint(static_cast<double>(q)) + zy, lo, hi);
       wrong += y.data<TY>()[i] != static_cast<TY>(want);
     }
-    INFO("sa " << sa << " za " << za << " sb " << sb << " zb " << zb << " sy " << sy << " zy " << zy << " relu " << relu);
+    INFO("sa " << sa << " za " << za << " sb " << sb << " zb " << zb << " sy " << sy << " zy " << zy
+               << " relu " << relu);
     CHECK(wrong == 0);
   };
   for (bool relu : {false, true}) {

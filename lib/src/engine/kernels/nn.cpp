@@ -189,9 +189,8 @@ using v8f = float __attribute__((vector_size(32)));
 // writes C from memory at every step. Each element still gets its products added one at a time in
 // ascending p, each a separate multiply and add (the avx2 clone does not enable fused multiply-add),
 // so the bits are the loop's (a unit test compares them). 16 x 16 x 16 in 0.16 us instead of 0.52.
-LWC_AVX2_CLONE void gemmTile4x16(int64_t kc, float alpha, const float* a,
-                                                                   int64_t lda, const float* b, int64_t ldb, float* c,
-                                                                   int64_t ldc) {
+LWC_AVX2_CLONE void gemmTile4x16(int64_t kc, float alpha, const float* a, int64_t lda, const float* b, int64_t ldb,
+                                 float* c, int64_t ldc) {
   // Eight named accumulators: GCC keeps them in registers (as an array they went through memory).
   v8f c00, c01, c10, c11, c20, c21, c30, c31;  // memcpy: unaligned whole-vector loads and stores
   std::memcpy(&c00, c, 32), std::memcpy(&c01, c + 8, 32);

@@ -147,7 +147,8 @@ void mapWithParams(const AxisLayout& l, const TX* x, TY* y, const std::vector<fl
 // are integers), and rne is adding and subtracting 1.5 * 2^23 in the default rounding mode (exact
 // for |v| <= 2^22, which the bounds of 8- and 16-bit types guarantee).
 template <typename T>
-LWC_AVX2_CLONE void quantizeRange(const float* __restrict x, T* __restrict y, int64_t n, float scale, int32_t zp, float lo, float hi) {
+LWC_AVX2_CLONE void quantizeRange(const float* __restrict x, T* __restrict y, int64_t n, float scale, int32_t zp,
+                                  float lo, float hi) {
   for (int64_t i = 0; i < n; ++i) {
     float v = x[i] / scale;
     v = v == v ? v : 0.0f;
@@ -707,8 +708,8 @@ void qlinearMatMul(KernelContext& ctx) {
 // roundSaturate does, then round half to even by adding and removing 1.5 * 2^23 (exact for
 // |q| < 2^22, which the clamp guarantees).
 template <typename TA, typename TB, typename TY>
-LWC_AVX2_CLONE void qaddRange(const TA* __restrict A, const TB* __restrict B, TY* __restrict Y, int64_t n, float sa, int32_t za,
-               float sb, int32_t zb, float sy, int32_t zy, float lo, float hi, float floor_v) {
+LWC_AVX2_CLONE void qaddRange(const TA* __restrict A, const TB* __restrict B, TY* __restrict Y, int64_t n, float sa,
+                              int32_t za, float sb, int32_t zb, float sy, int32_t zy, float lo, float hi, float floor_v) {
   constexpr float kMagic = 12582912.0f;
   for (int64_t i = 0; i < n; ++i) {
     float v = static_cast<float>(static_cast<int32_t>(A[i]) - za) * sa + static_cast<float>(static_cast<int32_t>(B[i]) - zb) * sb;
