@@ -49,7 +49,6 @@
 #include <optional>
 #include <string>
 #include <type_traits>
-#include <unordered_map>
 
 #include "engine/kernels/common.h"
 #include "engine/kernels/dnnl_common.h"
@@ -63,6 +62,7 @@ namespace {
 
 using dnnl_util::memory;
 using dnnl_util::tag;
+using dnnl_util::ExecArgs;
 using dnnl_util::dt;
 using dnnl_util::cpuEngine;
 using dnnl_util::cpuStream;
@@ -340,20 +340,24 @@ class DnnlQConv final : public Kernel {
     }
     memory y_user(p.y_plain, eng, y.raw());
     y_mem = y_same ? memory(p.pd.dst_desc(), eng, y.raw()) : scratchMemory(p.pd.dst_desc(), y_blocked);
-    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, x_mem}, {DNNL_ARG_WEIGHTS, p.w_mem}, {DNNL_ARG_DST, y_mem}};
-    if (c_.bias)
-      args[DNNL_ARG_BIAS] = memory(memory::desc({c_.w_shape[0]}, dt::s32, tag::a), eng,
-                                   const_cast<void*>(ctx.in(c_.in.bias).raw()));
+    ExecArgs args{{DNNL_ARG_SRC, &x_mem}, {DNNL_ARG_WEIGHTS, &p.w_mem}, {DNNL_ARG_DST, &y_mem}};
+    memory b_mem, x_zp_mem, y_zp_mem;  // live until execute() returns
+    if (c_.bias) {
+      b_mem = memory(memory::desc({c_.w_shape[0]}, dt::s32, tag::a), eng, const_cast<void*>(ctx.in(c_.in.bias).raw()));
+      args.add(DNNL_ARG_BIAS, b_mem);
+    }
     int32_t x_zp = 0, y_zp = 0;
     if (c_.x_zp.runtime()) {
       x_zp = c_.x_zp.at(ctx, c_.in.x_zp);
-      args[DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_SRC] = memory(memory::desc({1}, dt::s32, tag::x), eng, &x_zp);
+      x_zp_mem = memory(memory::desc({1}, dt::s32, tag::x), eng, &x_zp);
+      args.add(DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_SRC, x_zp_mem);
     }
     if (c_.in.qlinear && c_.y_zp.runtime()) {
       y_zp = c_.y_zp.at(ctx, c_.in.y_zp);
-      args[DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_DST] = memory(memory::desc({1}, dt::s32, tag::x), eng, &y_zp);
+      y_zp_mem = memory(memory::desc({1}, dt::s32, tag::x), eng, &y_zp);
+      args.add(DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_DST, y_zp_mem);
     }
-    p.prim.execute(s, args);
+    args.execute(p.prim, s);
     if (!y_same) dnnl::reorder(y_mem, y_user).execute(s, y_mem, y_user);
     s.wait();
   }
@@ -385,21 +389,24 @@ class DnnlQConv final : public Kernel {
     }
     p->x_mem.set_data_handle(const_cast<void*>(x.raw()));
     p->y_mem.set_data_handle(y.raw());
-    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, p->x_mem}, {DNNL_ARG_WEIGHTS, p->w_mem}, {DNNL_ARG_DST, p->y_mem}};
+    ExecArgs args{{DNNL_ARG_SRC, &p->x_mem}, {DNNL_ARG_WEIGHTS, &p->w_mem}, {DNNL_ARG_DST, &p->y_mem}};
     if (c_.bias) {
       p->b_mem.set_data_handle(const_cast<void*>(ctx.in(c_.in.bias).raw()));
-      args[DNNL_ARG_BIAS] = p->b_mem;
+      args.add(DNNL_ARG_BIAS, p->b_mem);
     }
     int32_t x_zp = 0, y_zp = 0;
+    memory x_zp_mem, y_zp_mem;  // live until execute() returns
     if (c_.x_zp.runtime()) {
       x_zp = c_.x_zp.at(ctx, c_.in.x_zp);
-      args[DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_SRC] = memory(memory::desc({1}, dt::s32, tag::x), eng, &x_zp);
+      x_zp_mem = memory(memory::desc({1}, dt::s32, tag::x), eng, &x_zp);
+      args.add(DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_SRC, x_zp_mem);
     }
     if (c_.y_zp.runtime()) {
       y_zp = c_.y_zp.at(ctx, c_.in.y_zp);
-      args[DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_DST] = memory(memory::desc({1}, dt::s32, tag::x), eng, &y_zp);
+      y_zp_mem = memory(memory::desc({1}, dt::s32, tag::x), eng, &y_zp);
+      args.add(DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_DST, y_zp_mem);
     }
-    p->prim.execute(s, args);
+    args.execute(p->prim, s);
     s.wait();
   }
 
@@ -427,7 +434,7 @@ class DnnlQConv final : public Kernel {
     }
     p.x_mem.set_data_handle(xf);
     p.y_mem.set_data_handle(yf_.data());
-    p.prim.execute(s, {{DNNL_ARG_SRC, p.x_mem}, {DNNL_ARG_WEIGHTS, p.w_mem}, {DNNL_ARG_DST, p.y_mem}});
+    ExecArgs{{DNNL_ARG_SRC, &p.x_mem}, {DNNL_ARG_WEIGHTS, &p.w_mem}, {DNNL_ARG_DST, &p.y_mem}}.execute(p.prim, s);
     s.wait();
     const int32_t* bias = c_.bias ? ctx.in(c_.in.bias).data<int32_t>() : nullptr;
     const float* yf = yf_.data();
@@ -672,17 +679,20 @@ class DnnlQMatMul final : public Kernel {
     dnnl::stream& s = cpuStream();
     memory am(p.src, eng, const_cast<void*>(a.raw()));
     memory ym(p.dst, eng, y.raw());
-    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, p.w_mem}, {DNNL_ARG_DST, ym}};
+    ExecArgs args{{DNNL_ARG_SRC, &am}, {DNNL_ARG_WEIGHTS, &p.w_mem}, {DNNL_ARG_DST, &ym}};
     int32_t a_zp = 0, y_zp = 0;
+    memory a_zp_mem, y_zp_mem;  // live until execute() returns
     if (c_.a_zp.runtime()) {
       a_zp = c_.a_zp.at(ctx, c_.in.a_zp);
-      args[DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_SRC] = memory(memory::desc({1}, dt::s32, tag::x), eng, &a_zp);
+      a_zp_mem = memory(memory::desc({1}, dt::s32, tag::x), eng, &a_zp);
+      args.add(DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_SRC, a_zp_mem);
     }
     if (c_.in.qlinear && c_.y_zp.runtime()) {
       y_zp = c_.y_zp.at(ctx, c_.in.y_zp);
-      args[DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_DST] = memory(memory::desc({1}, dt::s32, tag::x), eng, &y_zp);
+      y_zp_mem = memory(memory::desc({1}, dt::s32, tag::x), eng, &y_zp);
+      args.add(DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_DST, y_zp_mem);
     }
-    p.prim.execute(s, args);
+    args.execute(p.prim, s);
     s.wait();
   }
 

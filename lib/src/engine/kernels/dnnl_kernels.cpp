@@ -24,6 +24,7 @@ using dnnl_util::cpuStream;
 using dnnl_util::scratchMemory;
 using dnnl_util::sgemmFixedBlocks;
 using dnnl_util::convDims;
+using dnnl_util::ExecArgs;
 
 struct PostOp {
   std::string kind;  // relu, clip, logistic, hardswish, add
@@ -87,13 +88,13 @@ class DnnlConv final : public Kernel {
       dnnl::reorder(p.x_user, x_mem).execute(s, p.x_user, x_mem);
     }
     if (!p.dst_plain) y_mem = scratchMemory(p.pd.dst_desc(), y_blocked);
-    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, x_mem}, {DNNL_ARG_WEIGHTS, p.w_mem}, {DNNL_ARG_DST, y_mem}};
-    if (!b_.empty()) args[DNNL_ARG_BIAS] = p.b_mem;
+    ExecArgs args{{DNNL_ARG_SRC, &x_mem}, {DNNL_ARG_WEIGHTS, &p.w_mem}, {DNNL_ARG_DST, &y_mem}};
+    if (!b_.empty()) args.add(DNNL_ARG_BIAS, p.b_mem);
     if (residual) {
       p.r_user.set_data_handle(const_cast<void*>(residual->raw()));
-      args[DNNL_ARG_ATTR_MULTIPLE_POST_OP(p.add_index) | DNNL_ARG_SRC_1] = p.r_user;
+      args.add(DNNL_ARG_ATTR_MULTIPLE_POST_OP(p.add_index) | DNNL_ARG_SRC_1, p.r_user);
     }
-    p.conv.execute(s, args);
+    args.execute(p.conv, s);
     if (!p.dst_plain) dnnl::reorder(y_mem, p.y_user).execute(s, y_mem, p.y_user);
     s.wait();
   }
@@ -209,10 +210,14 @@ class DnnlPoolNhwc final : public Kernel {
     dnnl::stream& s = cpuStream();
     memory xm(p.pd.src_desc(), eng, const_cast<void*>(x.raw()));
     memory ym(p.pd.dst_desc(), eng, y.raw());
-    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, xm}, {DNNL_ARG_DST, ym}};
+    ExecArgs args{{DNNL_ARG_SRC, &xm}, {DNNL_ARG_DST, &ym}};
     Tensor ws;
-    if (p.pd.workspace_desc().get_size() > 0) args[DNNL_ARG_WORKSPACE] = scratchMemory(p.pd.workspace_desc(), ws);
-    p.prim.execute(s, args);
+    memory ws_mem;  // live until execute() returns
+    if (p.pd.workspace_desc().get_size() > 0) {
+      ws_mem = scratchMemory(p.pd.workspace_desc(), ws);
+      args.add(DNNL_ARG_WORKSPACE, ws_mem);
+    }
+    args.execute(p.prim, s);
     s.wait();
   }
 
