@@ -6,10 +6,10 @@
 
 #include <algorithm>
 #include <array>
-#include <initializer_list>
-#include <stdexcept>
 #include <atomic>
 #include <cstdint>
+#include <initializer_list>
+#include <stdexcept>
 #include <utility>
 #include <vector>
 

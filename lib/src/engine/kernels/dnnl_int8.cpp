@@ -191,6 +191,13 @@ void setZeroPoint(dnnl::primitive_attr& attr, int arg, const ZeroPoint& z) {
   else if (*z.value != 0) attr.set_zero_points(arg, 0, {*z.value});
 }
 
+/// Adds a runtime zero point `value` for `arg` (DNNL_ARG_SRC or DNNL_ARG_DST) to `args`; `holder`
+/// keeps the memory object alive until execute() returns.
+void addRuntimeZeroPoint(ExecArgs& args, int arg, int32_t* value, memory& holder) {
+  holder = memory(memory::desc({1}, dt::s32, tag::x), cpuEngine(), value);
+  args.add(DNNL_ARG_ATTR_ZERO_POINTS | arg, holder);
+}
+
 bool isRef(const char* impl) { return std::string(impl).rfind("ref", 0) == 0; }
 
 /// oneDNN 2.6 lists its brgemm int8 convolutions first, but on the shapes of mobile networks its
@@ -349,13 +356,11 @@ class DnnlQConv final : public Kernel {
     int32_t x_zp = 0, y_zp = 0;
     if (c_.x_zp.runtime()) {
       x_zp = c_.x_zp.at(ctx, c_.in.x_zp);
-      x_zp_mem = memory(memory::desc({1}, dt::s32, tag::x), eng, &x_zp);
-      args.add(DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_SRC, x_zp_mem);
+      addRuntimeZeroPoint(args, DNNL_ARG_SRC, &x_zp, x_zp_mem);
     }
     if (c_.in.qlinear && c_.y_zp.runtime()) {
       y_zp = c_.y_zp.at(ctx, c_.in.y_zp);
-      y_zp_mem = memory(memory::desc({1}, dt::s32, tag::x), eng, &y_zp);
-      args.add(DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_DST, y_zp_mem);
+      addRuntimeZeroPoint(args, DNNL_ARG_DST, &y_zp, y_zp_mem);
     }
     args.execute(p.prim, s);
     if (!y_same) dnnl::reorder(y_mem, y_user).execute(s, y_mem, y_user);
@@ -398,13 +403,11 @@ class DnnlQConv final : public Kernel {
     memory x_zp_mem, y_zp_mem;  // live until execute() returns
     if (c_.x_zp.runtime()) {
       x_zp = c_.x_zp.at(ctx, c_.in.x_zp);
-      x_zp_mem = memory(memory::desc({1}, dt::s32, tag::x), eng, &x_zp);
-      args.add(DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_SRC, x_zp_mem);
+      addRuntimeZeroPoint(args, DNNL_ARG_SRC, &x_zp, x_zp_mem);
     }
     if (c_.y_zp.runtime()) {
       y_zp = c_.y_zp.at(ctx, c_.in.y_zp);
-      y_zp_mem = memory(memory::desc({1}, dt::s32, tag::x), eng, &y_zp);
-      args.add(DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_DST, y_zp_mem);
+      addRuntimeZeroPoint(args, DNNL_ARG_DST, &y_zp, y_zp_mem);
     }
     args.execute(p->prim, s);
     s.wait();
@@ -684,13 +687,11 @@ class DnnlQMatMul final : public Kernel {
     memory a_zp_mem, y_zp_mem;  // live until execute() returns
     if (c_.a_zp.runtime()) {
       a_zp = c_.a_zp.at(ctx, c_.in.a_zp);
-      a_zp_mem = memory(memory::desc({1}, dt::s32, tag::x), eng, &a_zp);
-      args.add(DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_SRC, a_zp_mem);
+      addRuntimeZeroPoint(args, DNNL_ARG_SRC, &a_zp, a_zp_mem);
     }
     if (c_.in.qlinear && c_.y_zp.runtime()) {
       y_zp = c_.y_zp.at(ctx, c_.in.y_zp);
-      y_zp_mem = memory(memory::desc({1}, dt::s32, tag::x), eng, &y_zp);
-      args.add(DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_DST, y_zp_mem);
+      addRuntimeZeroPoint(args, DNNL_ARG_DST, &y_zp, y_zp_mem);
     }
     args.execute(p.prim, s);
     s.wait();

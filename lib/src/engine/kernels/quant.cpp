@@ -166,6 +166,12 @@ LWC_AVX2_CLONE void dequantizeRange(const T* __restrict x, float* __restrict y, 
 }
 
 template <typename T>
+void dequantizePerTensor(const T* x, float* y, int64_t n, float scale, int32_t zp) {
+  parallelRanges(n, n > kParallelMin,
+                 [=](int64_t i0, int64_t i1) { dequantizeRange(x + i0, y + i0, i1 - i0, scale, zp); });
+}
+
+template <typename T>
 void quantizePerTensor(const float* __restrict x, T* __restrict y, int64_t n, float scale, int32_t zp, QRange r) {
   static_assert(sizeof(T) <= 2);
   const float lo = static_cast<float>(r.lo - zp), hi = static_cast<float>(r.hi - zp);
@@ -502,14 +508,8 @@ void dequantizeLinear(KernelContext& ctx) {
   Tensor y = Tensor::uninitialized(DType::Float32, x.shape());  // every element is written below
   auto run = [&](auto tag) {
     using T = decltype(tag);
-    if (layout.kind == AxisLayout::Kind::PerTensor) {
-      const T* xs = x.data<T>();
-      float* ys = y.data<float>();
-      const float s0 = scale[0];
-      const int32_t z0 = zp[0];
-      return parallelRanges(x.numel(), x.numel() > kParallelMin,
-                            [=](int64_t i0, int64_t i1) { dequantizeRange(xs + i0, ys + i0, i1 - i0, s0, z0); });
-    }
+    if (layout.kind == AxisLayout::Kind::PerTensor)
+      return dequantizePerTensor(x.data<T>(), y.data<float>(), x.numel(), scale[0], zp[0]);
     mapWithParams(layout, x.data<T>(), y.data<float>(), scale, zp, [](T v, float s, int32_t z) {
       return dequantizeValue(static_cast<int32_t>(v), z, s);
     });
