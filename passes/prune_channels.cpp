@@ -113,6 +113,8 @@ const std::set<std::string> kBinary = {"Add", "Sub", "Mul", "Div", "Max", "Min"}
 
 /// Copy of `t` keeping only indices `keep` along `axis`.
 Tensor sliceAxis(const Tensor& t, int axis, const std::vector<int64_t>& keep) {
+  LWC_CHECK(axis >= 0 && axis < static_cast<int>(t.rank()), "sliceAxis: axis " + std::to_string(axis) +
+                                                                 " of a rank-" + std::to_string(t.rank()) + " tensor");
   Shape s = t.shape();
   int64_t outer = 1, inner = 1;
   for (int d = 0; d < axis; ++d) outer *= s[static_cast<size_t>(d)];

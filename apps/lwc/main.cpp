@@ -111,8 +111,9 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "lwc: internal error (please report): %s\n", e.what());
     return 2;
   } catch (const std::bad_alloc&) {
-    std::fprintf(stderr, "lwc: error: out of memory\n");
-    return 2;
+    // Resources, not a bug: the model's tensors at this input size do not fit.
+    std::fprintf(stderr, "lwc: error: out of memory (try a smaller --batch or input size, or a machine with more memory)\n");
+    return 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "lwc: internal error (please report): %s\n", e.what());
     return 2;

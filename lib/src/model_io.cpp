@@ -5,6 +5,7 @@
 #include <google/protobuf/io/coded_stream.h>
 #include <google/protobuf/io/zero_copy_stream_impl_lite.h>
 #include <onnx/defs/parser.h>
+#include <onnx/defs/schema.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -12,6 +13,7 @@
 #include <climits>
 #include <cstring>
 #include <fstream>
+#include <set>
 #include <sstream>
 
 namespace lwc {
@@ -240,6 +242,71 @@ onnx::ValueInfoProto valueInfoToProto(const ValueInfo& v) {
   return p;
 }
 
+namespace {
+std::string joinInts(const std::vector<int64_t>& v) {
+  std::string s;
+  for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + std::to_string(v[i]);
+  return s;
+}
+
+// Inputs and outputs of each standard-domain node against its ONNX schema at the model's opset:
+// how many, and no required one left empty. Everything that reads a node (analysis, passes, the
+// engine's graph rewrites) may then index the inputs the op requires; a node with a missing
+// weight input had crashed `lwc info` and `lwc exec`. Ops libonnx has no schema for are left to
+// the engine, which names them as unsupported.
+void validateArity(const Model& m, const std::string& label) {
+  int64_t opset = 0;
+  for (const auto& o : m.opset_imports)
+    if (o.domain.empty() || o.domain == "ai.onnx") opset = o.version;
+  if (opset <= 0) return;
+  const auto& registry = *onnx::OpSchemaRegistry::Instance();
+  for (const Node& n : m.graph.nodes) {
+    if (!n.domain.empty()) continue;
+    const onnx::OpSchema* schema = registry.GetSchema(n.op_type, static_cast<int>(opset), "");
+    if (!schema) continue;
+    auto check = [&](const std::vector<std::string>& names, int lo, int hi, const std::vector<onnx::OpSchema::FormalParameter>& formal,
+                     const char* what) {
+      const int count = static_cast<int>(names.size());
+      if (count < lo || count > hi) {
+        const std::string range = lo == hi ? std::to_string(lo)
+                                  : hi == std::numeric_limits<int>::max() ? "at least " + std::to_string(lo)
+                                                                          : std::to_string(lo) + " to " + std::to_string(hi);
+        fail(label, ": node ", n.describe(), " has ", count, " ", what, count == 1 ? "" : "s", "; ", n.op_type, " (opset ",
+             opset, ") takes ", range, ": the model is corrupt or was edited by hand");
+      }
+      for (size_t i = 0; i < names.size() && i < formal.size(); ++i)
+        if (names[i].empty() && formal[i].GetOption() == onnx::OpSchema::Single)
+          fail(label, ": node ", n.describe(), " leaves its required ", what, " ", i, " ('", formal[i].GetName(),
+               "') empty: the model is corrupt or was edited by hand");
+    };
+    check(n.inputs, schema->min_input(), schema->max_input(), schema->inputs(), "input");
+    check(n.outputs, schema->min_output(), schema->max_output(), schema->outputs(), "output");
+    // Window attributes: libonnx's shape inference for these ops divides by the strides (a zero
+    // stride kills the process with SIGFPE), and every runtime needs them positive.
+    static const std::set<std::string> kWindowOps = {"Conv", "ConvTranspose", "ConvInteger", "QLinearConv", "MaxPool",
+                                                     "AveragePool", "LpPool", "MaxUnpool"};
+    if (!kWindowOps.count(n.op_type)) continue;
+    for (const char* a : {"strides", "dilations", "kernel_shape", "pads", "group"}) {
+      const onnx::AttributeProto* attr = n.attr(a);
+      if (!attr) continue;
+      const bool pads = std::string_view(a) == "pads";
+      std::vector<int64_t> v(attr->ints().begin(), attr->ints().end());
+      if (attr->type() == onnx::AttributeProto::INT) v = {attr->i()};
+      // No model has windows near 2^24; oneDNN's kernels fail to set up with values near 2^31.
+      constexpr int64_t kMax = int64_t{1} << 24;
+      for (int64_t x : v)
+        if (pads ? x < 0 : x < 1) {
+          fail(label, ": node ", n.describe(), " has ", a, " [", joinInts(v), "]; ",
+               pads ? "pads must not be negative" : "each must be at least 1", ": the model is corrupt or was edited by hand");
+        } else if (x > kMax) {
+          fail(label, ": node ", n.describe(), " has ", a, " [", joinInts(v), "]; lwc takes values up to ", kMax,
+               ": the model is corrupt or was edited by hand");
+        }
+    }
+  }
+}
+}  // namespace
+
 Model modelFromProto(const onnx::ModelProto& proto, const fs::path& base_dir, const std::string& label,
                      const LoadOptions& opts) {
   if (!proto.has_graph() || proto.ir_version() <= 0)
@@ -299,6 +366,7 @@ Model modelFromProto(const onnx::ModelProto& proto, const fs::path& base_dir, co
   }
   if (opts.validate) {
     validateGraph(G, label);
+    validateArity(m, label);
     topoSort(G, label);
   }
   return m;

@@ -1,5 +1,7 @@
 #include "lwc/tensor.h"
 
+#include <unistd.h>
+
 #include <cmath>
 #include <map>
 #include <mutex>
@@ -85,29 +87,40 @@ std::shared_ptr<std::byte> allocateRaw(size_t bytes) {
 }
 }  // namespace
 
-Tensor::Tensor(DType dtype, Shape shape) : dtype_(dtype), shape_(std::move(shape)) {
+void Tensor::checkAllocatable(DType dtype, const Shape& shape) {
   LWC_CHECK(dtype != DType::Undefined, "tensor of undefined dtype");
-  for (int64_t d : shape_) {
-    if (d < 0) fail("tensor dimension ", d, " is negative in shape ", shapeStr(shape_));
+  double elements = 1;
+  for (int64_t d : shape) {
+    if (d < 0) fail("tensor dimension ", d, " is negative in shape ", shapeStr(shape));
+    elements *= static_cast<double>(d);
   }
+  // Refuse absurd sizes before allocating (a corrupt file must not take the machine down): over
+  // 64 GiB, or over half of this machine's memory, where the kernel's OOM killer would otherwise
+  // end the process without a word once the pages are touched.
+  static const double limit = [] {
+    const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+    const double half_ram = pages > 0 && page > 0 ? 0.5 * double(pages) * double(page) : 1e300;
+    return std::min(64.0 * (1ull << 30), half_ram);
+  }();
+  const double bytes = elements * static_cast<double>(dtypeSize(dtype));
+  if (bytes > limit)
+    fail("tensor of shape ", shapeStr(shape), " would need ", bytes / (1 << 30), " GiB, more than ",
+         limit >= 64.0 * (1ull << 30) ? "the 64 GiB lwc allows one tensor" : "half of this machine's memory");
+}
+
+Tensor::Tensor(DType dtype, Shape shape) : dtype_(dtype), shape_(std::move(shape)) {
+  checkAllocatable(dtype, shape_);
   numel_ = numelOf(shape_);
-  // Refuse absurd sizes before allocating (a corrupt file must not take the machine down).
-  const double bytes = static_cast<double>(numel_) * static_cast<double>(dtypeSize(dtype));
-  if (bytes > 64.0 * (1ull << 30)) fail("tensor of shape ", shapeStr(shape_), " would need ", bytes / (1 << 30), " GiB");
   data_ = allocateRaw(nbytes());
   std::memset(data_.get(), 0, nbytes());
 }
 
 Tensor Tensor::uninitialized(DType dtype, Shape shape) {
   Tensor t;
-  LWC_CHECK(dtype != DType::Undefined, "tensor of undefined dtype");
+  checkAllocatable(dtype, shape);
   t.dtype_ = dtype;
   t.shape_ = std::move(shape);
-  for (int64_t d : t.shape_)
-    if (d < 0) fail("tensor dimension ", d, " is negative in shape ", shapeStr(t.shape_));
   t.numel_ = numelOf(t.shape_);
-  const double bytes = static_cast<double>(t.numel_) * static_cast<double>(dtypeSize(dtype));
-  if (bytes > 64.0 * (1ull << 30)) fail("tensor of shape ", shapeStr(t.shape_), " would need ", bytes / (1 << 30), " GiB");
   t.data_ = allocateRaw(t.nbytes());
   return t;
 }

@@ -212,6 +212,39 @@ g (float[2] x) => (float[2] y)
 )"));
     CHECK_THROWS_WITH(loadModel(d / "u.onnx"), Catch::Contains("u.onnx") && Catch::Contains("'ghost'"));
   }
+  SECTION("node with fewer or more inputs than its op takes, or a required one left empty") {
+    // A Conv without its weights had crashed `lwc info` and `lwc exec` (they index the inputs the
+    // op requires); the count is checked against the op's schema at the model's opset.
+    auto arity = [&](const char* body) {
+      writeProto(d / "a.onnx", protoFromText((std::string(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[1, 3, 8, 8] x, float[4, 3, 3, 3] w) => (float[1, 4, 6, 6] y)
+{
+)") + body + "\n}").c_str()));
+      try {
+        loadModel(d / "a.onnx");
+      } catch (const Error& e) {
+        return std::string(e.what());
+      }
+      return std::string("(loaded)");
+    };
+    CHECK(arity("y = Conv(x, w)") == "(loaded)");
+    CHECK(arity("y = Conv(x, w, )") == "(loaded)");  // an omitted optional input
+    CHECK_THAT(arity("y = Conv(x)"), Catch::Contains("a.onnx: node Conv (output 'y') has 1 input; Conv (opset 13) takes 2 to 3"));
+    CHECK_THAT(arity("y = Conv(x, w, w, w)"), Catch::Contains("has 4 inputs; Conv (opset 13) takes 2 to 3"));
+    CHECK_THAT(arity("y = Conv(x, , w)"), Catch::Contains("leaves its required input 1 ('W') empty"));
+    CHECK_THAT(arity("y, z = Relu(x)"), Catch::Contains("has 2 outputs; Relu (opset 13) takes 1"));
+    // Window attributes: libonnx's shape inference divides by the strides (SIGFPE on a zero).
+    CHECK(arity("y = Conv <strides = [1, 1], dilations = [1, 1], pads = [0, 0, 0, 0]> (x, w)") == "(loaded)");
+    CHECK_THAT(arity("y = Conv <strides = [0, 1]> (x, w)"),
+               Catch::Contains("node Conv (output 'y') has strides [0, 1]; each must be at least 1"));
+    CHECK_THAT(arity("y = MaxPool <kernel_shape = [2, 2], strides = [1, 0]> (x)"), Catch::Contains("has strides [1, 0]"));
+    CHECK_THAT(arity("y = AveragePool <kernel_shape = [0, 2]> (x)"), Catch::Contains("has kernel_shape [0, 2]"));
+    CHECK_THAT(arity("y = Conv <dilations = [1, -1]> (x, w)"), Catch::Contains("has dilations [1, -1]"));
+    CHECK_THAT(arity("y = Conv <group = 0> (x, w)"), Catch::Contains("has group [0]"));
+    CHECK_THAT(arity("y = Conv <pads = [0, -1, 0, 0]> (x, w)"), Catch::Contains("pads must not be negative"));
+    CHECK_THAT(arity("y = Conv <strides = [2, 2147483647]> (x, w)"),
+               Catch::Contains("has strides [2, 2147483647]; lwc takes values up to 16777216"));
+  }
   SECTION("initializer whose data does not match its shape") {
     onnx::ModelProto q = good;
     auto* t = q.mutable_graph()->mutable_initializer(0);  // B: float[4]

@@ -97,6 +97,7 @@ int foldBatchNorms(Graph& g) {
     if (!isFloatConst(g, conv.inputs[1]) || (conv.hasInput(2) && !isFloatConst(g, conv.inputs[2]))) continue;
     if (consumersOf(g, conv.outputs[0]) != 1 || g.isGraphOutput(conv.outputs[0])) continue;
     const Tensor& w0 = g.initializers.at(conv.inputs[1]);
+    if (w0.rank() < 3) continue;  // not a Conv's weights: the Conv kernel names the problem
     const int64_t oc = w0.dim(0);
     bool ok = true;
     for (size_t k = 1; k <= 4; ++k) ok = ok && bn.hasInput(k) && isFloatConst(g, bn.inputs[k], oc);
@@ -136,6 +137,8 @@ std::optional<DqInfo> dqProducing(const Graph& g, const std::string& v) {
   const Node& n = g.nodes[static_cast<size_t>(p)];
   if (n.op_type != "DequantizeLinear" || !n.domain.empty() || !n.hasInput(2)) return std::nullopt;
   if (!g.initializers.contains(n.inputs[1]) || !g.initializers.contains(n.inputs[2])) return std::nullopt;
+  // The rewrites read the scale as float32; any other type is the DequantizeLinear kernel's to reject.
+  if (g.initializers.at(n.inputs[1]).dtype() != DType::Float32) return std::nullopt;
   return DqInfo{&n, n.inputs[0], n.inputs[1], n.inputs[2], n.attrInt("axis", 1)};
 }
 

@@ -439,6 +439,11 @@ ConvParams parseConvParams(const Node& n, const Shape& x, const Shape& w) {
   if (w[0] % p.group != 0)
     nodeFail(n, "W ", shapeStr(w), " has ", w[0], " output channels, which group ", p.group, " does not divide");
   p.geo = forwardWindow(n, x, kernelFromWeights(n, w), false);
+  try {  // before a kernel prepares for it (oneDNN refuses such sizes with its own error)
+    Tensor::checkAllocatable(DType::Float32, p.outShape());
+  } catch (const Error& e) {
+    nodeFail(n, "the output ", e.what());
+  }
   return p;
 }
 
