@@ -11,6 +11,7 @@
 #include "lwc/analysis.h"
 #include "lwc/engine.h"
 #include "lwc/model_io.h"
+#include "lwc/pipeline.h"
 #include "lwc/shape_inference.h"
 
 namespace lwc::app {
@@ -125,6 +126,8 @@ nlohmann::json buildJson(const Model& m, const ModelStats& st) {
   }
   j["layers"] = layers;
   j["unsupported_ops"] = engine::unsupportedOps(m);
+  const std::string problem = inputModelProblem(m);
+  j["checks"] = {{"passed", problem.empty()}, {"problem", problem}};
   nlohmann::json coded = nlohmann::json::array();
   for (const auto& t : codedTensors(m))
     coded.push_back({{"name", t.name}, {"dtype", t.dtype}, {"shape", t.shape}, {"elements", t.elements},
@@ -174,6 +177,11 @@ void printHuman(const Model& m, const ModelStats& st, bool per_layer) {
     if (unsupported.size() > 5) o << "; ...";
     o << "\n";
   }
+  const std::string problem = inputModelProblem(m);
+  if (problem.empty())
+    o << "checks      passes ONNX's checker, strict shape inference and lwc's weight-shape checks\n";
+  else
+    o << "checks      the model " << problem << "\n            lwc's commands that write a model refuse it until it is repaired\n";
   const auto coded = codedTensors(m);
   if (!coded.empty()) {
     int64_t raw = 0, stored = 0;

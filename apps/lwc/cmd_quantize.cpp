@@ -229,6 +229,7 @@ void addCalibrateCommand(CLI::App& app, Action& action, const GlobalOptions&) {
       checkWritable(q->save_calib);
       engine::configureThreads(q->run.threads);
       Model m = loadModel(q->run.positional.at(0));
+      checkModelForInput(m);
       Pipeline p = quantPipeline(*q);
       p.calib = DataSpec{};
       p.calib->options.path = q->run.calib;

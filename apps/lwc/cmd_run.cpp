@@ -122,6 +122,7 @@ int runPipelineCommand(Pipeline p, const std::string& model_path, const RunArgs&
 
   engine::configureThreads(a.threads);
   Model m = loadModel(model_path);
+  checkModelForInput(m);
   RunOptions ro;
   ro.threads = a.threads;
   ro.log = [](const std::string& s) { spdlog::debug("{}", s); };  // progress: with -v
@@ -131,7 +132,17 @@ int runPipelineCommand(Pipeline p, const std::string& model_path, const RunArgs&
   ro.on_stage = hooks.on_stage;
   PipelineReport rep = runPipeline(p, m, ro);
   rep.output = a.output;
-  checkModelForOutput(m);
+  try {
+    checkModelForOutput(m);
+  } catch (const InternalError&) {
+    // The input check forgave what the passes usually repair (Constant nodes); if the input as
+    // read already fails ONNX's checks, that is the reason, and the user's to fix.
+    if (const std::string problem = inputModelProblem(loadModel(model_path), /*as_is=*/true); !problem.empty())
+      fail(model_path, ": the input model ", problem,
+           " (lwc writes only models that pass these checks, and its passes did not repair this: repair the model or "
+           "export it again)");
+    throw;
+  }
   const bool ok = rep.gatesPassed();
   if (ok || a.keep_failed) saveModel(m, a.output);
   if (!a.report.empty()) writeFileAtomic(a.report, rep.toJson().dump(2) + "\n");

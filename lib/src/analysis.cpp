@@ -297,6 +297,14 @@ bool isTensorConstantNode(const Node& n) {
 // histogram stay those of the file.
 ModelStats analyzeWithConstants(const Model& m, const AnalyzeOptions& opts) {
   if (std::none_of(m.graph.nodes.begin(), m.graph.nodes.end(), isTensorConstantNode)) return analyzeStored(m, opts);
+  ModelStats st = analyzeStored(constantsAsInitializers(m), opts);
+  st.nodes = m.graph.nodes.size();
+  st.op_histogram = opHistogram(m.graph);
+  return st;
+}
+}  // namespace
+
+Model constantsAsInitializers(const Model& m) {
   Model copy = m;
   const std::filesystem::path base = m.source.empty() ? std::filesystem::path() : m.source.parent_path();
   std::erase_if(copy.graph.nodes, [&](const Node& n) {
@@ -304,12 +312,8 @@ ModelStats analyzeWithConstants(const Model& m, const AnalyzeOptions& opts) {
     copy.graph.initializers.set(n.outputs[0], tensorFromProto(n.attr("value")->t(), base, n.describe()));
     return true;
   });
-  ModelStats st = analyzeStored(copy, opts);
-  st.nodes = m.graph.nodes.size();
-  st.op_histogram = opHistogram(m.graph);
-  return st;
+  return copy;
 }
-}  // namespace
 
 ModelStats analyzeModel(const Model& m, const AnalyzeOptions& opts) {
   const bool coded = std::any_of(m.graph.nodes.begin(), m.graph.nodes.end(),

@@ -17,6 +17,7 @@
 #include "lwc/engine.h"
 #include "lwc/metrics.h"
 #include "lwc/model_io.h"
+#include "lwc/shape_inference.h"
 
 namespace lwc {
 
@@ -533,21 +534,175 @@ void stampProvenance(Model& m, const std::string& pipeline) {
   m.producer_version = kProducerVersion;
 }
 
-void checkModelForOutput(const Model& m) {
-  validateGraph(m.graph, m.label());
+namespace {
+
+// ONNX's messages span lines ("... ==> Context: Bad node spec for node. Name: X OpType: Y"); lwc's
+// error lines do not.
+std::string oneLine(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    const bool space = c == '\n' || c == '\r' || c == '\t' || c == ' ';
+    if (space) {
+      if (!out.empty() && out.back() != ' ') out += ' ';
+    } else {
+      out += c;
+    }
+  }
+  while (!out.empty() && out.back() == ' ') out.pop_back();
+  return out;
+}
+
+// Empty when `m` passes ONNX's full checker and strict shape inference; else which of the two
+// failed and ONNX's reason, on one line.
+std::string onnxCheckFailure(const Model& m) {
+  // The checker's own message for these does not say which value.
+  auto declared = [&](const ValueInfo& v, const char* what) -> std::string {
+    if (v.other_type) return "";
+    if (v.dtype == DType::Undefined) return std::string("the ONNX checker: ") + what + " '" + v.name + "' declares no type";
+    if (!v.shape)
+      return std::string("the ONNX checker: ") + what + " '" + v.name +
+             "' declares no shape (ONNX requires one on the main graph's inputs and outputs; its dimensions may be "
+             "symbolic names)";
+    return "";
+  };
+  for (const auto& v : m.graph.inputs)
+    if (!m.graph.initializers.contains(v.name))
+      if (std::string why = declared(v, "graph input"); !why.empty()) return why;
+  for (const auto& v : m.graph.outputs)
+    if (std::string why = declared(v, "graph output"); !why.empty()) return why;
   onnx::ModelProto proto = modelToProto(m);
   try {
     weight_coding::registerOnnxSchemas();
     onnx::checker::check_model(proto);
   } catch (const std::exception& e) {
-    throw InternalError(m.label() + ": the model lwc produced fails the ONNX checker: " + e.what());
+    return "the ONNX checker: " + oneLine(e.what());
   }
   try {
     onnx::ShapeInferenceOptions o(/*check_type=*/true, /*error_mode=*/1, /*data_prop=*/false);
     onnx::shape_inference::InferShapes(proto, onnx::OpSchemaRegistry::Instance(), o);
   } catch (const std::exception& e) {
-    throw InternalError(m.label() + ": the model lwc produced fails ONNX shape inference: " + e.what());
+    return "ONNX shape inference: " + oneLine(e.what());
   }
+  return "";
+}
+
+// Weight-shape agreements that ONNX's shape inference does not check (its Gemm and Conv rules take
+// the output's dimensions from one operand and never compare the shared one) but every runtime
+// needs: an input whose shape was edited, or weights from another model, would otherwise pass
+// through passes that do not run the model and come out as a file no runtime can run. Only fully
+// known shapes are compared. Empty when consistent, else the first disagreement.
+std::string shapeDisagreement(const Model& m) {
+  const ValueTypes types = inferShapes(m);
+  // Dimension d of input i of n, when known.
+  auto dim = [&](const Node& n, size_t i, size_t d) -> std::optional<int64_t> {
+    if (!n.hasInput(i)) return std::nullopt;
+    auto it = types.find(n.inputs[i]);
+    if (it == types.end() || !it->second.shape || d >= it->second.shape->size()) return std::nullopt;
+    const Dim& x = (*it->second.shape)[d];
+    return x.known() ? std::optional<int64_t>(x.value) : std::nullopt;
+  };
+  auto rank = [&](const Node& n, size_t i) -> std::optional<size_t> {
+    if (!n.hasInput(i)) return std::nullopt;
+    auto it = types.find(n.inputs[i]);
+    if (it == types.end() || !it->second.shape) return std::nullopt;
+    return it->second.shape->size();
+  };
+  auto num = [](int64_t v) { return std::to_string(v); };
+  for (const Node& n : m.graph.nodes) {
+    if (!n.domain.empty() && n.domain != "ai.onnx") continue;
+    const std::string& op = n.op_type;
+    if (op == "Gemm") {
+      if (rank(n, 0) != 2u || rank(n, 1) != 2u) continue;
+      const int64_t ta = n.attrInt("transA", 0), tb = n.attrInt("transB", 0);
+      const auto ka = dim(n, 0, ta ? 0 : 1), kb = dim(n, 1, tb ? 1 : 0);
+      if (ka && kb && *ka != *kb)
+        return n.describe() + ": A ('" + n.inputs[0] + "') has " + num(*ka) + " columns but B ('" + n.inputs[1] +
+               "') has " + num(*kb) + " rows (transA " + num(ta) + ", transB " + num(tb) + ")";
+      const auto nb = dim(n, 1, tb ? 0 : 1);
+      if (const auto rc = rank(n, 2); rc && nb && *rc >= 1 && *rc <= 2)
+        if (const auto c = dim(n, 2, *rc - 1); c && *c != 1 && *c != *nb)
+          return n.describe() + ": C ('" + n.inputs[2] + "') has " + num(*c) + " columns, neither 1 nor the output's " +
+                 num(*nb);
+    } else if (op == "Conv") {
+      const auto rx = rank(n, 0), rw = rank(n, 1);
+      if (!rx || !rw || *rx < 3 || *rx != *rw) continue;
+      const int64_t group = n.attrInt("group", 1);
+      const auto c = dim(n, 0, 1), wc = dim(n, 1, 1), m_out = dim(n, 1, 0);
+      if (c && wc && group >= 1 && *c != *wc * group)
+        return n.describe() + ": input ('" + n.inputs[0] + "') has " + num(*c) + " channels but the weights ('" +
+               n.inputs[1] + "') take " + num(*wc) + " per group x " + num(group) + " groups";
+      if (m_out && group >= 1 && *m_out % group != 0)
+        return n.describe() + ": " + num(*m_out) + " output channels do not divide into " + num(group) + " groups";
+      if (const auto rb = rank(n, 2); rb && *rb != 1)
+        return n.describe() + ": bias ('" + n.inputs[2] + "') has rank " + num(int64_t(*rb)) + "; it must be 1-D";
+      if (const auto b = dim(n, 2, 0); b && m_out && *b != *m_out)
+        return n.describe() + ": bias ('" + n.inputs[2] + "') has " + num(*b) + " values for " + num(*m_out) +
+               " output channels";
+    }
+    if (op == "Conv" || op == "MaxPool" || op == "AveragePool") {
+      // The window must fit the padded input (ONNX's inference lets a negative size through).
+      const std::string auto_pad = n.attrString("auto_pad", "NOTSET");
+      const auto rx = rank(n, 0);
+      if (!rx || *rx < 3 || (auto_pad != "NOTSET" && auto_pad != "VALID")) continue;
+      const size_t sd = *rx - 2;
+      std::vector<int64_t> kernel = n.attrInts("kernel_shape");
+      if (op == "Conv" && kernel.empty() && rank(n, 1) == rx)
+        for (size_t i = 0; i < sd; ++i) kernel.push_back(dim(n, 1, 2 + i).value_or(-1));
+      std::vector<int64_t> pads = n.attrInts("pads"), dil = n.attrInts("dilations");
+      if (auto_pad == "VALID") pads.clear();
+      if (kernel.size() != sd || (!pads.empty() && pads.size() != 2 * sd) || (!dil.empty() && dil.size() != sd))
+        continue;
+      for (size_t i = 0; i < sd; ++i) {
+        const auto x = dim(n, 0, 2 + i);
+        const int64_t k = kernel[i], d = dil.empty() ? 1 : dil[i];
+        const int64_t p = pads.empty() ? 0 : pads[i] + pads[sd + i];
+        if (!x || k < 1 || d < 1) continue;
+        if (*x + p < d * (k - 1) + 1)
+          return n.describe() + ": the window (kernel " + num(k) + ", dilation " + num(d) + ") is larger than the input ('" +
+                 n.inputs[0] + "'), " + num(*x) + " + " + num(p) + " padding, in spatial dimension " + num(int64_t(i));
+      }
+    }
+    if (op == "BatchNormalization") {
+      const auto c = dim(n, 0, 1);
+      if (!c) continue;
+      for (size_t i = 1; i < 5; ++i) {
+        if (const auto r = rank(n, i); r && *r != 1)
+          return n.describe() + ": '" + n.inputs[i] + "' (input " + num(int64_t(i)) + ") has rank " + num(int64_t(*r)) +
+                 "; it must be 1-D with one value per channel";
+        if (const auto p = dim(n, i, 0); p && *p != *c)
+          return n.describe() + ": input ('" + n.inputs[0] + "') has " + num(*c) + " channels but '" + n.inputs[i] +
+                 "' has " + num(*p) + " values";
+      }
+    }
+  }
+  return "";
+}
+
+}  // namespace
+
+void checkModelForOutput(const Model& m) {
+  validateGraph(m.graph, m.label());
+  if (const std::string why = onnxCheckFailure(m); !why.empty())
+    throw InternalError(m.label() + ": the model lwc produced fails " + why);
+}
+
+std::string inputModelProblem(const Model& m, bool as_is) {
+  const bool constants = !as_is && std::any_of(m.graph.nodes.begin(), m.graph.nodes.end(), [](const Node& n) {
+    return n.op_type == "Constant" && n.domain.empty();
+  });
+  if (const std::string why = onnxCheckFailure(constants ? constantsAsInitializers(m) : m); !why.empty())
+    return "fails " + why;
+  if (const std::string why = shapeDisagreement(m); !why.empty()) return "has shapes that disagree: " + why;
+  return "";
+}
+
+void checkModelForInput(const Model& m) {
+  const std::string problem = inputModelProblem(m);
+  if (problem.empty()) return;
+  fail(m.label(), ": the input model ", problem,
+       problem.rfind("fails ", 0) == 0
+           ? " (lwc writes only models that pass these checks: repair the model or export it again)"
+           : " (was the input shape edited, or do the weights belong to another model?)");
 }
 
 // ------------------------------------------------------------------ report

@@ -67,6 +67,8 @@ TEST_CASE("lwc info --json is stable and complete", "[cli][info]") {
   CHECK(j["op_histogram"]["Conv"] == 1);
   CHECK(j["layers"][0]["macs"] == 2 * 6912);
   CHECK(j["entropy_bound_bytes"].get<int64_t>() > 0);
+  CHECK(j["checks"]["passed"] == true);
+  CHECK(j["checks"]["problem"] == "");
 }
 
 TEST_CASE("lwc info rejects bad input with one line and exit 1", "[cli][info]") {

@@ -198,3 +198,67 @@ TEST_CASE("lwc run: bad pipelines and paths fail before any work, leaving no fil
   CHECK_THAT(r.err, Contains("x: unknown option"));
   CHECK(test::readFile(model) == before);
 }
+
+TEST_CASE("lwc fuse/prune/quantize/calibrate: an input that fails ONNX's checks or whose shapes disagree exits 1, no file",
+          "[cli][run]") {
+  TempDir d;
+  // lenet5 with its input edited to 32x32: ONNX's checks pass (its Gemm rule does not compare the
+  // shared dimension), but the first Gemm now gets 576 columns for 400 weight rows. Before, fuse
+  // and prune wrote a model no runtime can run and dynamic quantization ended in an internal error.
+  Model m = loadModel(td("lenet5_fmnist.onnx"));
+  auto& dims = *m.graph.inputs[0].shape;
+  dims[2].value = dims[3].value = 32;
+  saveModel(m, d / "l5_32.onnx");
+  // lenet5 with an attribute its first Relu does not have: the checker rejects it (before, the
+  // run got as far as checking its own output and reported an internal error, exit code 2).
+  Model a = loadModel(td("lenet5_fmnist.onnx"));
+  for (auto& n : a.graph.nodes)
+    if (n.op_type == "Relu") {
+      n.setAttr("perm", std::vector<int64_t>{1, 0});
+      break;
+    }
+  saveModel(a, d / "l5_attr.onnx");
+  const std::string calib = " --calib " + q(td("fmnist_sample"));
+  for (const std::string cmd : {"fuse", "prune --sparsity 0.5", "prune --channels 0.3", "quantize --mode dynamic",
+                                "quantize --calib-limit 8"}) {
+    for (const auto& [file, expect] : std::vector<std::pair<std::string, std::string>>{
+             {"l5_32.onnx", "has shapes that disagree: Gemm '/fc1/Gemm': A ('/Flatten_output_0') has 576 columns but B "
+                            "('fc1.weight') has 400 rows"},
+             {"l5_attr.onnx", "fails the ONNX checker: Unrecognized attribute: perm for operator Relu"}}) {
+      INFO(cmd << " " << file);
+      std::string extra = cmd.rfind("quantize --calib", 0) == 0 ? calib : "";
+      if (cmd != "fuse") extra += " --bench-batch 0";
+      auto r = runLwc(cmd + " " + q(d / file) + extra + " -o " + q(d / "out.onnx"));
+      CHECK(r.exit_code == 1);
+      CHECK_THAT(r.err, Contains("lwc: error: ") && Contains(file) && Contains(expect));
+      CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+      CHECK_FALSE(fs::exists(d / "out.onnx"));
+    }
+  }
+  // An early PyTorch export (opset 6) holds int64 Constants, which ONNX's Constant-1 does not
+  // allow: fold_constants turns them into initializers, so `lwc fuse` writes a valid model, while
+  // a pipeline that keeps them stops with the input's reason, exit code 1 (before: internal error).
+  const fs::path ps = "/usr/share/libonnx-testdata/data/pytorch-converted/test_PixelShuffle/model.onnx";
+  auto fused = runLwc("fuse " + q(ps) + " -o " + q(d / "ps.onnx"));
+  CHECK(fused.exit_code == 0);
+  CHECK(fs::exists(d / "ps.onnx"));
+  fused = runLwc("run --passes eliminate_identity " + q(ps) + " -o " + q(d / "ps2.onnx"));
+  CHECK(fused.exit_code == 1);
+  CHECK_THAT(fused.err, Contains("the input model fails ONNX shape inference") &&
+                            Contains("(op_type:Constant): output has unsupported type tensor(int64)"));
+  CHECK_FALSE(fs::exists(d / "ps2.onnx"));
+  // `lwc info` still describes such a model, and says what the writing commands will refuse.
+  auto info = runLwc("info " + q(d / "l5_32.onnx"));
+  CHECK(info.exit_code == 0);
+  CHECK_THAT(info.out, Contains("checks      the model has shapes that disagree: Gemm '/fc1/Gemm'"));
+  info = runLwc("info --json " + q(d / "l5_attr.onnx"));
+  REQUIRE(info.exit_code == 0);
+  const auto j = nlohmann::json::parse(info.out);
+  CHECK(j["checks"]["passed"] == false);
+  CHECK_THAT(j["checks"]["problem"].get<std::string>(), Contains("fails the ONNX checker: Unrecognized attribute: perm"));
+  CHECK_THAT(runLwc("info " + q(td("lenet5_fmnist.onnx"))).out, Contains("checks      passes"));
+  auto r = runLwc("calibrate " + q(d / "l5_attr.onnx") + calib + " -o " + q(d / "c.json"));
+  CHECK(r.exit_code == 1);
+  CHECK_THAT(r.err, Contains("Unrecognized attribute: perm"));
+  CHECK_FALSE(fs::exists(d / "c.json"));
+}

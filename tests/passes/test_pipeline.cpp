@@ -178,3 +178,76 @@ TEST_CASE("gates on accuracy need labels, checked before any pass runs", "[pipel
   Model m = loadModel(testdataDir() / "lenet5_fmnist.onnx");
   CHECK_THAT(errorOf([&] { runPipeline(p, m); }), Contains("needs labelled evaluation data"));
 }
+
+TEST_CASE("an input model that fails ONNX's checks or whose weight shapes disagree is the user's error", "[pipeline]") {
+  auto inputError = [](const Model& m) {
+    try {
+      checkModelForInput(m);
+    } catch (const Error& e) {
+      const std::string msg = e.what();
+      CHECK(msg.find('\n') == std::string::npos);  // one line, though ONNX's own messages span several
+      return msg;
+    } catch (const std::exception& e) {
+      FAIL("not lwc::Error (exit code 1) but " << e.what());
+    }
+    return std::string("(no error)");
+  };
+  auto model = [](const char* body, const char* sig = "(float[N, 3, 8, 8] x) => (float[N, 4, 6, 6] y)") {
+    return parseGraph(std::string("<ir_version: 8, opset_import: [\"\" : 13]>\ng ") + sig + " {\n" + body + "\n}");
+  };
+
+  Model ok = model("y = Conv (x, w, b)");
+  addConst(ok, "w", {4, 3, 3, 3}, 1);
+  addConst(ok, "b", {4}, 1);
+  CHECK(inputError(ok) == "(no error)");
+
+  // ONNX's checker: an attribute Relu does not have; the message names the node.
+  Model attr = model("y = Relu <perm = [1, 0]> (x)", "(float[N, 3] x) => (float[N, 3] y)");
+  attr.graph.nodes[0].name = "act1";
+  CHECK_THAT(inputError(attr), Contains("fails the ONNX checker") && Contains("Unrecognized attribute: perm") &&
+                                   Contains("act1") && Contains("repair the model"));
+  // A graph output with a type and no shape: the checker does not say which, lwc does.
+  Model noshape = ok;
+  noshape.graph.outputs[0].shape.reset();
+  CHECK_THAT(inputError(noshape), Contains("graph output 'y' declares no shape"));
+
+  // Disagreements ONNX's shape inference lets through (it passes each of these).
+  Model conv = model("y = Conv (x, w)");
+  addConst(conv, "w", {4, 2, 3, 3}, 1);
+  CHECK_THAT(inputError(conv), Contains("has shapes that disagree") && Contains("input ('x') has 3 channels") &&
+                                   Contains("take 2 per group x 1 groups"));
+  Model bias = ok;
+  bias.graph.initializers.set("b", Tensor(DType::Float32, {5}));
+  CHECK_THAT(inputError(bias), Contains("bias ('b') has 5 values for 4 output channels"));
+  Model bn = model("y = BatchNormalization (x, s, c, mu, var)", "(float[N, 3, 8, 8] x) => (float[N, 3, 8, 8] y)");
+  for (const char* p : {"s", "c", "mu"}) addConst(bn, p, {3}, 1);
+  addConst(bn, "var", {4}, 1);
+  CHECK_THAT(inputError(bn), Contains("input ('x') has 3 channels but 'var' has 4 values"));
+  bn.graph.initializers.set("var", Tensor::scalar<float>(1.f));  // had crashed prune_channels
+  CHECK_THAT(inputError(bn), Contains("'var' (input 4) has rank 0; it must be 1-D with one value per channel"));
+  Model gemm = model("y = Gemm <transB = 1> (x, w)", "(float[N, 400] x) => (float[N, 10] y)");
+  gemm.graph.nodes[0].name = "/fc1/Gemm";
+  addConst(gemm, "w", {10, 256}, 1);
+  CHECK_THAT(inputError(gemm), Contains("Gemm '/fc1/Gemm': A ('x') has 400 columns but B ('w') has 256 rows"));
+  Model gemm_ok = model("y = Gemm <transB = 1> (x, w, c)", "(float[N, 256] x) => (float[N, 10] y)");
+  addConst(gemm_ok, "w", {10, 256}, 1);
+  addConst(gemm_ok, "c", {10}, 1);
+  CHECK(inputError(gemm_ok) == "(no error)");
+  Model gemm_c = gemm_ok;
+  gemm_c.graph.initializers.set("c", Tensor(DType::Float32, {7}));
+  CHECK_THAT(inputError(gemm_c), Contains("C ('c') has 7 columns, neither 1 nor the output's 10"));
+  // A window larger than the padded input (ONNX's inference lets the negative size through).
+  Model window = model("y = Conv <pads = [1, 1, 1, 1]> (x, w)", "(float[N, 3, 2, 8] x) => (float[N, 4, H, W] y)");
+  addConst(window, "w", {4, 3, 5, 3}, 1);
+  CHECK_THAT(inputError(window), Contains("the window (kernel 5, dilation 1) is larger than the input ('x'), 2 + 2 "
+                                          "padding, in spatial dimension 0"));
+  Model pool = model("y = MaxPool <kernel_shape = [3, 3]> (x)", "(float[N, 3, 8, 2] x) => (float[N, 3, H, W] y)");
+  CHECK_THAT(inputError(pool), Contains("MaxPool (output 'y'): the window (kernel 3, dilation 1)"));
+  Model fits = model("y = Conv <pads = [1, 1, 1, 1]> (x, w)", "(float[N, 3, 3, 8] x) => (float[N, 4, 1, 8] y)");
+  addConst(fits, "w", {4, 3, 5, 3}, 1);
+  CHECK(inputError(fits) == "(no error)");
+  // Symbolic dimensions are not compared.
+  Model sym = model("y = Gemm <transB = 1> (x, w)", "(float[N, K] x) => (float[N, 10] y)");
+  addConst(sym, "w", {10, 256}, 1);
+  CHECK(inputError(sym) == "(no error)");
+}

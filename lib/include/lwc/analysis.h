@@ -68,6 +68,10 @@ struct AnalyzeOptions {
 
 ModelStats analyzeModel(const Model& m, const AnalyzeOptions& opts = {});
 
+/// A copy of `m` whose Constant nodes holding a tensor (`value`) are initializers instead, as the
+/// engine and fold_constants read them; `m` itself when it has none.
+Model constantsAsInitializers(const Model& m);
+
 /// Empirical Shannon entropy of a tensor's values (bits per element; exact value histogram).
 double entropyBitsPerElement(const Tensor& t);
 /// Number of elements equal to zero (for floats: +0 and -0).

@@ -151,7 +151,23 @@ inline constexpr const char* kProducerVersion = "0.1.0";
 void stampProvenance(Model& m, const std::string& pipeline);
 
 /// Checks a model before it is written: ONNX's checker (full check, strict shape inference) and
-/// lwc's own graph validation. Throws lwc::Error naming the model and the problem.
+/// lwc's own graph validation. A failure is lwc's bug: throws lwc::InternalError naming the model
+/// and ONNX's reason.
 void checkModelForOutput(const Model& m);
+
+/// The same ONNX checks on a model as it was read, before any pass runs: an input that already
+/// fails them (an attribute its op does not have, an op its opset does not define, inconsistent
+/// types or shapes) is the user's to repair, so this throws lwc::Error naming the file and ONNX's
+/// reason (which names the node) instead of letting the run end in checkModelForOutput's
+/// internal error.
+void checkModelForInput(const Model& m);
+
+/// What checkModelForInput would reject, without throwing: empty when the model passes, else
+/// "fails the ONNX checker: ...", "fails ONNX shape inference: ..." or "has shapes that disagree:
+/// ..." (one line). `lwc info` shows it. The ONNX checks see Constant nodes holding tensors as
+/// initializers, as the engine and fold_constants read them (early PyTorch exports hold int64
+/// Constants that ONNX's Constant-1 schema does not allow; lwc's output has initializers there);
+/// `as_is` checks the model exactly as read.
+std::string inputModelProblem(const Model& m, bool as_is = false);
 
 }  // namespace lwc
