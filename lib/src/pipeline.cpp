@@ -581,7 +581,12 @@ std::string onnxCheckFailure(const Model& m) {
     onnx::ShapeInferenceOptions o(/*check_type=*/true, /*error_mode=*/1, /*data_prop=*/false);
     onnx::shape_inference::InferShapes(proto, onnx::OpSchemaRegistry::Instance(), o);
   } catch (const std::exception& e) {
-    return "ONNX shape inference: " + oneLine(e.what());
+    // One node's error cascades into "input has no type" on every node after it: keep the first.
+    std::string msg = oneLine(e.what());
+    const size_t first = msg.find("(op_type:");
+    const size_t second = first == std::string::npos ? first : msg.find(" (op_type:", first + 1);
+    if (second != std::string::npos) msg = msg.substr(0, second) + " (and errors on later nodes)";
+    return "ONNX shape inference: " + msg;
   }
   return "";
 }

@@ -211,6 +211,14 @@ TEST_CASE("an input model that fails ONNX's checks or whose weight shapes disagr
   noshape.graph.outputs[0].shape.reset();
   CHECK_THAT(inputError(noshape), Contains("graph output 'y' declares no shape"));
 
+  // ONNX's inference error on one node cascades to every node after it; the message keeps the first.
+  Model cascade = model("t = Conv (x, w)\n  u = Relu (t)\n  y = Relu (u)");
+  addConst(cascade, "w", {}, 1);  // a scalar: "Second input tensor has wrong dimension"
+  const std::string cascaded = inputError(cascade);
+  CHECK_THAT(cascaded, Contains("fails ONNX shape inference") && Contains("(op_type:Conv") &&
+                           Contains("(and errors on later nodes)"));
+  CHECK(cascaded.find("op_type:Relu") == std::string::npos);
+
   // Disagreements ONNX's shape inference lets through (it passes each of these).
   Model conv = model("y = Conv (x, w)");
   addConst(conv, "w", {4, 2, 3, 3}, 1);
