@@ -243,18 +243,12 @@ onnx::ValueInfoProto valueInfoToProto(const ValueInfo& v) {
 }
 
 namespace {
-std::string joinInts(const std::vector<int64_t>& v) {
-  std::string s;
-  for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + std::to_string(v[i]);
-  return s;
-}
-
-// Inputs and outputs of each standard-domain node against its ONNX schema at the model's opset:
-// how many, and no required one left empty. Everything that reads a node (analysis, passes, the
-// engine's graph rewrites) may then index the inputs the op requires; a node with a missing
-// weight input had crashed `lwc info` and `lwc exec`. Ops libonnx has no schema for are left to
-// the engine, which names them as unsupported.
-void validateArity(const Model& m, const std::string& label) {
+// Each standard-domain node against its ONNX schema at the model's opset: how many inputs and
+// outputs, and no required one left empty (everything that reads a node -- analysis, passes, the
+// engine's graph rewrites -- may then index the inputs the op requires; a node with a missing
+// weight input had crashed `lwc info` and `lwc exec`), and for convolutions and pools the window
+// attributes. Ops libonnx has no schema for are left to the engine, which names them as unsupported.
+void validateNodes(const Model& m, const std::string& label) {
   int64_t opset = 0;
   for (const auto& o : m.opset_imports)
     if (o.domain.empty() || o.domain == "ai.onnx") opset = o.version;
@@ -296,10 +290,10 @@ void validateArity(const Model& m, const std::string& label) {
       constexpr int64_t kMax = int64_t{1} << 24;
       for (int64_t x : v)
         if (pads ? x < 0 : x < 1) {
-          fail(label, ": node ", n.describe(), " has ", a, " [", joinInts(v), "]; ",
+          fail(label, ": node ", n.describe(), " has ", a, " ", shapeStr(v), "; ",
                pads ? "pads must not be negative" : "each must be at least 1", ": the model is corrupt or was edited by hand");
         } else if (x > kMax) {
-          fail(label, ": node ", n.describe(), " has ", a, " [", joinInts(v), "]; lwc takes values up to ", kMax,
+          fail(label, ": node ", n.describe(), " has ", a, " ", shapeStr(v), "; lwc takes values up to ", kMax,
                ": the model is corrupt or was edited by hand");
         }
     }
@@ -366,7 +360,7 @@ Model modelFromProto(const onnx::ModelProto& proto, const fs::path& base_dir, co
   }
   if (opts.validate) {
     validateGraph(G, label);
-    validateArity(m, label);
+    validateNodes(m, label);
     topoSort(G, label);
   }
   return m;

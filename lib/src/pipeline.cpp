@@ -598,19 +598,20 @@ std::string onnxCheckFailure(const Model& m) {
 // known shapes are compared. Empty when consistent, else the first disagreement.
 std::string shapeDisagreement(const Model& m) {
   const ValueTypes types = inferShapes(m);
-  // Dimension d of input i of n, when known.
-  auto dim = [&](const Node& n, size_t i, size_t d) -> std::optional<int64_t> {
-    if (!n.hasInput(i)) return std::nullopt;
+  // Inferred shape of input i of n (dimensions possibly symbolic), when its rank is known.
+  auto shapeOf = [&](const Node& n, size_t i) -> const SymShape* {
+    if (!n.hasInput(i)) return nullptr;
     auto it = types.find(n.inputs[i]);
-    if (it == types.end() || !it->second.shape || d >= it->second.shape->size()) return std::nullopt;
-    const Dim& x = (*it->second.shape)[d];
-    return x.known() ? std::optional<int64_t>(x.value) : std::nullopt;
+    return it == types.end() || !it->second.shape ? nullptr : &*it->second.shape;
   };
   auto rank = [&](const Node& n, size_t i) -> std::optional<size_t> {
-    if (!n.hasInput(i)) return std::nullopt;
-    auto it = types.find(n.inputs[i]);
-    if (it == types.end() || !it->second.shape) return std::nullopt;
-    return it->second.shape->size();
+    const SymShape* s = shapeOf(n, i);
+    return s ? std::optional<size_t>(s->size()) : std::nullopt;
+  };
+  auto dim = [&](const Node& n, size_t i, size_t d) -> std::optional<int64_t> {
+    const SymShape* s = shapeOf(n, i);
+    if (!s || d >= s->size() || !(*s)[d].known()) return std::nullopt;
+    return (*s)[d].value;
   };
   auto num = [](int64_t v) { return std::to_string(v); };
   for (const Node& n : m.graph.nodes) {

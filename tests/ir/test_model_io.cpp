@@ -236,14 +236,14 @@ g (float[1, 3, 8, 8] x, float[4, 3, 3, 3] w) => (float[1, 4, 6, 6] y)
     // Window attributes: libonnx's shape inference divides by the strides (SIGFPE on a zero).
     CHECK(arity("y = Conv <strides = [1, 1], dilations = [1, 1], pads = [0, 0, 0, 0]> (x, w)") == "(loaded)");
     CHECK_THAT(arity("y = Conv <strides = [0, 1]> (x, w)"),
-               Catch::Contains("node Conv (output 'y') has strides [0, 1]; each must be at least 1"));
-    CHECK_THAT(arity("y = MaxPool <kernel_shape = [2, 2], strides = [1, 0]> (x)"), Catch::Contains("has strides [1, 0]"));
-    CHECK_THAT(arity("y = AveragePool <kernel_shape = [0, 2]> (x)"), Catch::Contains("has kernel_shape [0, 2]"));
-    CHECK_THAT(arity("y = Conv <dilations = [1, -1]> (x, w)"), Catch::Contains("has dilations [1, -1]"));
+               Catch::Contains("node Conv (output 'y') has strides [0,1]; each must be at least 1"));
+    CHECK_THAT(arity("y = MaxPool <kernel_shape = [2, 2], strides = [1, 0]> (x)"), Catch::Contains("has strides [1,0]"));
+    CHECK_THAT(arity("y = AveragePool <kernel_shape = [0, 2]> (x)"), Catch::Contains("has kernel_shape [0,2]"));
+    CHECK_THAT(arity("y = Conv <dilations = [1, -1]> (x, w)"), Catch::Contains("has dilations [1,-1]"));
     CHECK_THAT(arity("y = Conv <group = 0> (x, w)"), Catch::Contains("has group [0]"));
     CHECK_THAT(arity("y = Conv <pads = [0, -1, 0, 0]> (x, w)"), Catch::Contains("pads must not be negative"));
     CHECK_THAT(arity("y = Conv <strides = [2, 2147483647]> (x, w)"),
-               Catch::Contains("has strides [2, 2147483647]; lwc takes values up to 16777216"));
+               Catch::Contains("has strides [2,2147483647]; lwc takes values up to 16777216"));
   }
   SECTION("initializer whose data does not match its shape") {
     onnx::ModelProto q = good;

@@ -52,8 +52,9 @@ class Tensor {
   Tensor(DType dtype, Shape shape);
   /// Allocates without initialising the contents: for outputs a kernel overwrites completely.
   static Tensor uninitialized(DType dtype, Shape shape);
-  /// Throws lwc::Error, as the constructors do, for a negative dimension or a tensor over 64 GiB:
-  /// a kernel that prepares work for an output (a oneDNN primitive) calls it first.
+  /// Throws lwc::Error, as the constructors do, for a negative dimension or a tensor over 64 GiB
+  /// or over half of the machine's memory: a kernel that prepares work for an output (a oneDNN
+  /// primitive) calls it first.
   static void checkAllocatable(DType dtype, const Shape& shape);
 
   template <typename T>
