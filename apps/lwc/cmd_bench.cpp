@@ -33,11 +33,7 @@ struct BenchOptions {
 
 Tensor randomInput(const ValueInfo& v, int64_t batch, std::mt19937& rng) {
   Shape s;
-  if (!v.shape) fail("input '", v.name, "' has no declared shape; lwc bench needs one");
-  for (size_t i = 0; i < v.shape->size(); ++i) {
-    const Dim& d = (*v.shape)[i];
-    s.push_back(d.known() ? d.value : (i == 0 ? batch : 1));
-  }
+  for (size_t i = 0; i < v.shape->size(); ++i) s.push_back(i == 0 && !(*v.shape)[0].known() ? batch : (*v.shape)[i].value);
   Tensor t(v.dtype == DType::Undefined ? DType::Float32 : v.dtype, s);
   if (t.dtype() == DType::Float32) {
     std::uniform_real_distribution<float> u(-1.0f, 1.0f);
@@ -120,6 +116,8 @@ void addBenchCommand(CLI::App& app, Action& action, const GlobalOptions& g) {
           fail(o->data.data, ": holds ", b->inputs.dim(0), " samples, fewer than --batch ", o->batch);
         feeds[m.graph.realInputs().at(0)->name] = b->inputs;
       } else {
+        if (const std::string why = benchShapeProblem(m); !why.empty())
+          fail(o->model, ": ", why, "; lwc bench makes random inputs of the declared shape: give --data DIR to feed real samples instead");
         for (const auto* v : m.graph.realInputs()) feeds[v->name] = randomInput(*v, o->batch, rng);
       }
       using clock = std::chrono::steady_clock;

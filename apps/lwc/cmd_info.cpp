@@ -127,7 +127,7 @@ nlohmann::json buildJson(const Model& m, const ModelStats& st) {
   j["layers"] = layers;
   j["unsupported_ops"] = engine::unsupportedOps(m);
   const std::string problem = inputModelProblem(m);
-  j["checks"] = {{"passed", problem.empty()}, {"problem", problem}};
+  j["checks"] = {{"passed", problem.empty()}, {"problem", problem}, {"undeclared_outputs", undeclaredOutputs(m)}};
   nlohmann::json coded = nlohmann::json::array();
   for (const auto& t : codedTensors(m))
     coded.push_back({{"name", t.name}, {"dtype", t.dtype}, {"shape", t.shape}, {"elements", t.elements},
@@ -178,7 +178,15 @@ void printHuman(const Model& m, const ModelStats& st, bool per_layer) {
     o << "\n";
   }
   const std::string problem = inputModelProblem(m);
-  if (problem.empty())
+  const auto undeclared = undeclaredOutputs(m);
+  if (problem.empty() && !undeclared.empty())
+  {
+    o << "checks      passes ONNX's checker, strict shape inference and lwc's weight-shape checks once shape inference\n"
+         "            fills in the type or shape that graph output";
+    for (size_t i = 0; i < undeclared.size(); ++i) o << (i ? ", '" : " '") << undeclared[i] << "'";
+    o << " leaves out (the commands that write a model do this)\n";
+  }
+  else if (problem.empty())
     o << "checks      passes ONNX's checker, strict shape inference and lwc's weight-shape checks\n";
   else
     o << "checks      the model " << problem << "\n            lwc's commands that write a model refuse it until it is repaired\n";

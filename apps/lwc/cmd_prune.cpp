@@ -135,6 +135,10 @@ void addPruneCommand(CLI::App& app, Action& action, const GlobalOptions&) {
         hooks.on_stage = [a, lat, ort, ort_tool, bench_batch](const Pass& pass, const Model& before, const Model& after,
                                                                StageRecord& rec) {
           if (pass.name() != "prune_channels" || a->bench_batch <= 0) return;
+          if (const std::string why = benchShapeProblem(before); !why.empty()) {
+            rec.result.notes.push_back("latency not measured: " + why + "; `lwc bench --data` times such a model");
+            return;
+          }
           const int64_t bb = benchBatchFor(before, a->bench_batch);
           *bench_batch = bb;
           lat->first = medianLatencyMs(before, bb, a->run.threads);

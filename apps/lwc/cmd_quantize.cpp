@@ -157,7 +157,11 @@ void addQuantizeCommand(CLI::App& app, Action& action, const GlobalOptions&) {
                               {"elements", e.elements}});
           d["layers"] = layers;
         }
-        const int64_t bb = q->bench_batch > 0 ? benchBatchFor(before, q->bench_batch) : 0;
+        int64_t bb = q->bench_batch > 0 ? benchBatchFor(before, q->bench_batch) : 0;
+        if (const std::string why = benchShapeProblem(before); bb > 0 && !why.empty()) {
+          rec.result.notes.push_back("latency not measured: " + why + "; `lwc bench --data` times such a model");
+          bb = 0;
+        }
         *bench_batch = bb;
         if (bb > 0) {
           lat->first = medianLatencyMs(before, bb, q->run.threads);
@@ -166,7 +170,7 @@ void addQuantizeCommand(CLI::App& app, Action& action, const GlobalOptions&) {
                              {"speedup", lat->second > 0 ? lat->first / lat->second : 0.0}};
           if (const std::string note = fixedBatchNote(bb, q->bench_batch); !note.empty()) rec.result.notes.push_back(note);
         }
-        if (!ort_tool.empty()) {
+        if (!ort_tool.empty() && bb > 0) {
           *ort = ortBenchPair(ort_tool, before, after, bb, q->run.threads);
           d["ort_latency_ms"] = ort->toJson(bb, "fp32", "int8");
         }
@@ -229,6 +233,7 @@ void addCalibrateCommand(CLI::App& app, Action& action, const GlobalOptions&) {
       checkWritable(q->save_calib);
       engine::configureThreads(q->run.threads);
       Model m = loadModel(q->run.positional.at(0));
+      for (const auto& s : completeOutputDeclarations(m)) spdlog::warn("{}: {}", q->run.positional.at(0), s);
       checkModelForInput(m);
       Pipeline p = quantPipeline(*q);
       p.calib = DataSpec{};

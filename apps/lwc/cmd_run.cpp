@@ -80,14 +80,25 @@ std::string fixedBatchNote(int64_t used, int64_t requested) {
          std::to_string(requested) + ")";
 }
 
+std::string benchShapeProblem(const Model& m) {
+  for (const ValueInfo* in : m.graph.realInputs()) {
+    if (!in->shape) return "input '" + in->name + "' declares no shape";
+    for (size_t i = 1; i < in->shape->size(); ++i)
+      if (!(*in->shape)[i].known())
+        return "input '" + in->name + "' has unknown dimensions besides the batch (" + symShapeStr(*in->shape) + ")";
+  }
+  return "";
+}
+
 // Median latency of a model in the lwc engine on random inputs of the model's shape at `batch`.
 double medianLatencyMs(const Model& m, int64_t batch, int threads) {
+  if (const std::string why = benchShapeProblem(m); !why.empty()) throw InternalError("medianLatencyMs: " + why);
   engine::SessionOptions so;
   so.threads = threads;
   engine::Session s(m, so);
   const ValueInfo* in = m.graph.realInputs().at(0);
   Shape shape;
-  for (const auto& d : *in->shape) shape.push_back(d.known() ? d.value : batch);
+  for (const auto& d : *in->shape) shape.push_back(d.value);
   if (!shape.empty()) shape[0] = batch;
   Tensor x(DType::Float32, shape);
   for (int64_t i = 0; i < x.numel(); ++i) x.data<float>()[i] = static_cast<float>((i * 7919) % 255) / 255.0f;
@@ -122,6 +133,7 @@ int runPipelineCommand(Pipeline p, const std::string& model_path, const RunArgs&
 
   engine::configureThreads(a.threads);
   Model m = loadModel(model_path);
+  for (const auto& s : completeOutputDeclarations(m)) spdlog::warn("{}: {}", model_path, s);
   checkModelForInput(m);
   RunOptions ro;
   ro.threads = a.threads;

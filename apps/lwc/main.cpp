@@ -4,6 +4,8 @@
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cctype>
 #include <cstdio>
 #include <cstdlib>
 #include <malloc.h>
@@ -11,6 +13,7 @@
 #include <iostream>
 #include <regex>
 #include <string>
+#include <vector>
 
 #include "commands.h"
 #include "lwc/engine.h"
@@ -32,6 +35,52 @@ std::string parseErrorMessage(std::string msg) {
   for (char& c : msg)
     if (c == '\n') c = ' ';
   return msg;
+}
+
+size_t editDistance(const std::string& a, const std::string& b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diag = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      const size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diag = up;
+    }
+  }
+  return row[b.size()];
+}
+
+// The first "--name" / "-x" on the command line that neither `sub` nor a parent command defines,
+// with the closest option it has when one is near ("did you mean --calib-limit?"). CLI11 reports a
+// mistyped option that takes a value as a surplus positional ("model: At Most 1 required but
+// received 2"), which does not say what is wrong. Empty when every option is known.
+std::string unknownOptionMessage(const CLI::App& sub, const std::string& command, int argc, char** argv) {
+  auto known = [&](const std::string& name) {
+    for (const CLI::App* a = &sub; a; a = a->get_parent())
+      if (a->get_option_no_throw(name)) return true;
+    return false;
+  };
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--") break;
+    if (arg.size() < 2 || arg[0] != '-') continue;
+    if (std::isdigit(static_cast<unsigned char>(arg[1])) || arg[1] == '.') continue;  // a negative number
+    const bool long_form = arg[1] == '-';
+    if (!long_form && arg.size() != 2) continue;  // "-vq" or a value: leave to CLI11
+    const std::string name = arg.substr(0, arg.find('='));
+    if (known(name)) continue;
+    std::string msg = "unknown option '" + name + "' for '" + command + "'";
+    std::string best;
+    size_t best_d = 3;  // suggest only a near miss
+    for (const CLI::App* a = &sub; a; a = a->get_parent())
+      for (const CLI::Option* o : a->get_options())
+        for (const std::string& l : o->get_lnames())
+          if (const size_t d = editDistance(name, "--" + l); d < best_d) best_d = d, best = "--" + l;
+    return msg + (best.empty() ? "" : " (did you mean " + best + "?)");
+  }
+  return "";
 }
 }  // namespace
 
@@ -90,6 +139,10 @@ int main(int argc, char** argv) {
       where += " " + sub->get_name();
     }
     std::string msg = parseErrorMessage(e.what());
+    const CLI::App* deepest = &app;
+    while (!deepest->get_subcommands().empty()) deepest = deepest->get_subcommands().front();
+    if (deepest != &app)
+      if (std::string unknown = unknownOptionMessage(*deepest, where, argc, argv); !unknown.empty()) msg = unknown;
     if (where == "lwc" && argc > 1 && argv[1][0] != '-') {
       bool known = false;
       for (const CLI::App* sub : app.get_subcommands({})) known = known || sub->check_name(argv[1]);

@@ -38,8 +38,12 @@ struct RunHooks {
 int runPipelineCommand(Pipeline p, const std::string& model_path, const RunArgs& a, const RunHooks& hooks = {});
 
 /// Median latency (ms) of `m` in the lwc engine on deterministic inputs of its shape at `batch`
-/// (3 warm-up runs, then up to 1.5 s).
+/// (3 warm-up runs, then up to 1.5 s). Needs benchShapeProblem(m) empty.
 double medianLatencyMs(const Model& m, int64_t batch, int threads);
+/// Why random inputs of `m`'s declared shape cannot be made: a real input with no shape, or with
+/// an unknown dimension other than the first (a fully convolutional export with dynamic height and
+/// width, say); only data fixes those. Empty when the first dimension is all a batch size settles.
+std::string benchShapeProblem(const Model& m);
 /// The batch to time a model at: its input's batch size when the model fixes it (exported with
 /// batch 1, say), else `requested`.
 int64_t benchBatchFor(const Model& m, int64_t requested);

@@ -692,7 +692,37 @@ void checkModelForOutput(const Model& m) {
     throw InternalError(m.label() + ": the model lwc produced fails " + why);
 }
 
-std::string inputModelProblem(const Model& m, bool as_is) {
+std::vector<std::string> undeclaredOutputs(const Model& m) {
+  std::vector<std::string> names;
+  for (const auto& o : m.graph.outputs)
+    if (!o.other_type && (o.dtype == DType::Undefined || !o.shape)) names.push_back(o.name);
+  return names;
+}
+
+std::vector<std::string> completeOutputDeclarations(Model& m) {
+  if (undeclaredOutputs(m).empty()) return {};
+  const ValueTypes types = inferShapes(m);
+  std::vector<std::string> filled;
+  for (auto& o : m.graph.outputs) {
+    if (o.other_type || (o.dtype != DType::Undefined && o.shape)) continue;
+    const auto it = types.find(o.name);
+    if (it == types.end() || it->second.other_type || it->second.dtype == DType::Undefined) continue;
+    const ValueInfo& inferred = it->second;
+    if (o.dtype != DType::Undefined && o.dtype != inferred.dtype) continue;  // the checker names the conflict
+    if (!o.shape && !inferred.shape) continue;
+    const bool had_type = o.dtype != DType::Undefined;
+    o.dtype = inferred.dtype;
+    if (!o.shape) o.shape = inferred.shape;
+    filled.push_back("graph output '" + o.name + "' declared no " + (had_type ? "shape" : "type") +
+                     "; lwc gives it the inferred " + std::string(dtypeName(o.dtype)) + " " + symShapeStr(*o.shape));
+  }
+  return filled;
+}
+
+std::string inputModelProblem(const Model& input, bool as_is) {
+  std::optional<Model> completed;
+  if (!undeclaredOutputs(input).empty()) completeOutputDeclarations(completed.emplace(input));
+  const Model& m = completed ? *completed : input;
   const bool constants = !as_is && std::any_of(m.graph.nodes.begin(), m.graph.nodes.end(), [](const Node& n) {
     return n.op_type == "Constant" && n.domain.empty();
   });

@@ -170,6 +170,40 @@ TEST_CASE("lwc bench on random inputs and on data", "[cli][bench]") {
   CHECK_THAT(too_big.err, Catch::Contains("fewer than --batch 1000"));
 }
 
+TEST_CASE("an input whose dimensions only the data fixes: bench asks for --data, quantize and prune skip the latency",
+          "[cli][bench]") {
+  // As torch.onnx.export with dynamic_axes on height and width writes it (here every dimension).
+  // Before 2026-12-01 bench filled the unknown dimensions with 1 and failed inside MaxPool, and
+  // quantize's and prune's latency filled them with the batch size, so the whole command ended in
+  // "input has 32 channels but the weights expect 1" after quantizing.
+  TempDir d;
+  const fs::path sample = test::testdataDir() / "fmnist_sample";
+  Model m = loadModel(test::testdataDir() / "lenet5_fmnist.onnx");
+  for (auto& dim : *m.graph.inputs[0].shape) dim = Dim{};
+  saveModel(m, d / "dyn.onnx");
+  auto r = runLwc("bench " + q(d / "dyn.onnx") + " --iters 2");
+  CHECK(r.exit_code == 1);
+  CHECK(r.err == "lwc: error: " + (d / "dyn.onnx").string() +
+                     ": input 'input' has unknown dimensions besides the batch ([?,?,?,?]); lwc bench makes random inputs of "
+                     "the declared shape: give --data DIR to feed real samples instead\n");
+  r = runLwc("bench " + q(d / "dyn.onnx") + " --batch 4 --iters 2 --json --data " + q(sample));
+  CHECK(r.exit_code == 0);
+  const std::string note = "latency not measured: input 'input' has unknown dimensions besides the batch ([?,?,?,?])";
+  r = runLwc("quantize " + q(d / "dyn.onnx") + " --calib " + q(sample) + " --calib-samples 16 --layer-samples 0 -o " +
+             q(d / "q.onnx") + " --report " + q(d / "q.json"));
+  INFO(r.err);
+  CHECK(r.exit_code == 0);
+  CHECK_THAT(r.err, Catch::Contains(note));
+  CHECK(fs::exists(d / "q.onnx"));
+  const auto rep = nlohmann::json::parse(std::ifstream(d / "q.json"));
+  CHECK_FALSE(rep["stages"].back()["details"].contains("latency_ms"));
+  r = runLwc("prune " + q(d / "dyn.onnx") + " --channels 0.3 -o " + q(d / "p.onnx"));
+  CHECK(r.exit_code == 0);
+  CHECK_THAT(r.err, Catch::Contains(note));
+  CHECK_THAT(r.out, !Catch::Contains("latency"));
+  CHECK(fs::exists(d / "p.onnx"));
+}
+
 TEST_CASE("exec, eval and compare reject bad arguments with one line and exit 1", "[cli][eval]") {
   TempDir d;
   const fs::path sample = test::testdataDir() / "fmnist_sample";

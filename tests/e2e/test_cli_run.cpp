@@ -199,6 +199,39 @@ TEST_CASE("lwc run: bad pipelines and paths fail before any work, leaving no fil
   CHECK(test::readFile(model) == before);
 }
 
+TEST_CASE("lwc fuse/quantize/calibrate: a graph output without a declared shape gets the inferred one, with a warning",
+          "[cli][run]") {
+  TempDir d;
+  // As onnx.helper.make_tensor_value_info(name, FLOAT, None) writes it: ONNX's checker refuses the
+  // model, ONNX Runtime runs it. Until 2026-12-01 lwc refused it.
+  Model m = loadModel(td("lenet5_fmnist.onnx"));
+  const auto declared = m.graph.outputs[0].shape;
+  m.graph.outputs[0].shape.reset();
+  saveModel(m, d / "l5_noshape.onnx");
+  const std::string calib = " --calib " + q(td("fmnist_sample"));
+  for (const std::string& cmd : std::vector<std::string>{"fuse", "quantize --calib-limit 8 --bench-batch 0" + calib}) {
+    INFO(cmd);
+    auto r = runLwc(cmd + " " + q(d / "l5_noshape.onnx") + " -o " + q(d / "out.onnx"));
+    CHECK(r.exit_code == 0);
+    CHECK_THAT(r.err, Contains("l5_noshape.onnx: graph output 'logits' declared no shape; lwc gives it the inferred "
+                               "float32 [N,10]"));
+    REQUIRE(fs::exists(d / "out.onnx"));
+    const Model out = loadModel(d / "out.onnx");
+    CHECK(out.graph.outputs[0].shape == declared);
+    fs::remove(d / "out.onnx");
+  }
+  auto r = runLwc("calibrate " + q(d / "l5_noshape.onnx") + calib + " --calib-samples 8 -o " + q(d / "c.json"));
+  CHECK(r.exit_code == 0);
+  CHECK(fs::exists(d / "c.json"));
+  auto info = runLwc("info --json " + q(d / "l5_noshape.onnx"));
+  REQUIRE(info.exit_code == 0);
+  const auto j = nlohmann::json::parse(info.out);
+  CHECK(j["checks"]["passed"] == true);
+  CHECK(j["checks"]["undeclared_outputs"] == nlohmann::json::array({"logits"}));
+  CHECK_THAT(runLwc("info " + q(d / "l5_noshape.onnx")).out, Contains("fills in the type or shape that graph output 'logits'"));
+  CHECK(runLwc("info --json " + q(td("lenet5_fmnist.onnx"))).out.find("\"undeclared_outputs\": []") != std::string::npos);
+}
+
 TEST_CASE("lwc fuse/prune/quantize/calibrate: an input that fails ONNX's checks or whose shapes disagree exits 1, no file",
           "[cli][run]") {
   TempDir d;

@@ -206,10 +206,37 @@ TEST_CASE("an input model that fails ONNX's checks or whose weight shapes disagr
   attr.graph.nodes[0].name = "act1";
   CHECK_THAT(inputError(attr), Contains("fails the ONNX checker") && Contains("Unrecognized attribute: perm") &&
                                    Contains("act1") && Contains("repair the model"));
-  // A graph output with a type and no shape: the checker does not say which, lwc does.
+  // A graph output with a type and no shape (make_tensor_value_info(name, FLOAT, None)): ONNX's
+  // checker refuses it, ONNX Runtime runs it; lwc fills it in from shape inference.
   Model noshape = ok;
   noshape.graph.outputs[0].shape.reset();
-  CHECK_THAT(inputError(noshape), Contains("graph output 'y' declares no shape"));
+  CHECK(undeclaredOutputs(noshape) == std::vector<std::string>{"y"});
+  CHECK(inputError(noshape) == "(no error)");
+  auto filled = completeOutputDeclarations(noshape);
+  REQUIRE(filled.size() == 1);
+  CHECK(filled[0] == "graph output 'y' declared no shape; lwc gives it the inferred float32 [N,4,6,6]");
+  CHECK(noshape.graph.outputs[0].shape == ok.graph.outputs[0].shape);
+  CHECK(undeclaredOutputs(noshape).empty());
+  // No type either: both come from inference.
+  Model notype = ok;
+  notype.graph.outputs[0].shape.reset();
+  notype.graph.outputs[0].dtype = DType::Undefined;
+  filled = completeOutputDeclarations(notype);
+  REQUIRE(filled.size() == 1);
+  CHECK_THAT(filled[0], Contains("declared no type") && Contains("float32 [N,4,6,6]"));
+  CHECK(notype.graph.outputs[0].dtype == DType::Float32);
+  // A declared type that disagrees with inference is not overwritten: the checks name it.
+  Model wrongtype = ok;
+  wrongtype.graph.outputs[0].shape.reset();
+  wrongtype.graph.outputs[0].dtype = DType::Int64;
+  CHECK(completeOutputDeclarations(wrongtype).empty());
+  CHECK(inputError(wrongtype) != "(no error)");
+  // A shape inference cannot find (Reshape to a shape known only at run time) stays missing, and the
+  // checker's refusal names the output, which ONNX's own message does not.
+  Model unknowable = model("y = Reshape (x, s)", "(float[N, 3] x, int64[K] s) => (float y)");
+  unknowable.graph.outputs[0].shape.reset();
+  CHECK(completeOutputDeclarations(unknowable).empty());
+  CHECK_THAT(inputError(unknowable), Contains("graph output 'y' declares no shape"));
 
   // ONNX's inference error on one node cascades to every node after it; the message keeps the first.
   Model cascade = model("t = Conv (x, w)\n  u = Relu (t)\n  y = Relu (u)");

@@ -162,9 +162,20 @@ void checkModelForOutput(const Model& m);
 /// internal error.
 void checkModelForInput(const Model& m);
 
+/// Graph outputs that declare no tensor type or no shape. ONNX's checker requires both, ONNX
+/// Runtime only the type, and hand-built graphs often leave the shape out
+/// (`make_tensor_value_info(name, FLOAT, None)`).
+std::vector<std::string> undeclaredOutputs(const Model& m);
+
+/// Gives each undeclared graph output its type and shape from shape inference (dimensions may be
+/// symbolic or unnamed). Returns one line per output it completed, for the user; an output whose
+/// type inference cannot find, or whose declared type disagrees with it, is left for the checks
+/// to name.
+std::vector<std::string> completeOutputDeclarations(Model& m);
+
 /// What checkModelForInput would reject, without throwing: empty when the model passes, else
 /// "fails the ONNX checker: ...", "fails ONNX shape inference: ..." or "has shapes that disagree:
-/// ..." (one line). `lwc info` shows it. The ONNX checks see Constant nodes holding tensors as
+/// ..." (one line), judged after completeOutputDeclarations (which the commands run first). `lwc info` shows it. The ONNX checks see Constant nodes holding tensors as
 /// initializers, as the engine and fold_constants read them (early PyTorch exports hold int64
 /// Constants that ONNX's Constant-1 schema does not allow; lwc's output has initializers there);
 /// `as_is` checks the model exactly as read.
