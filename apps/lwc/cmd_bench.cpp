@@ -31,20 +31,6 @@ struct BenchOptions {
   DataArgs data;
 };
 
-Tensor randomInput(const ValueInfo& v, int64_t batch, std::mt19937& rng) {
-  Shape s;
-  for (size_t i = 0; i < v.shape->size(); ++i) s.push_back(i == 0 && !(*v.shape)[0].known() ? batch : (*v.shape)[i].value);
-  Tensor t(v.dtype == DType::Undefined ? DType::Float32 : v.dtype, s);
-  if (t.dtype() == DType::Float32) {
-    std::uniform_real_distribution<float> u(-1.0f, 1.0f);
-    for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = u(rng);
-  } else if (t.dtype() == DType::UInt8 || t.dtype() == DType::Int8) {
-    auto* p = static_cast<uint8_t*>(t.raw());
-    for (int64_t i = 0; i < t.numel(); ++i) p[i] = static_cast<uint8_t>(rng());
-  }  // other types stay zero (indices, masks)
-  return t;
-}
-
 /// Time per op type; with `per_node` also every node, slowest first (graph order breaks ties).
 // Per node the median time of its calls (robust to the slow calls a shared machine gives), per op
 // type the sum of its nodes' medians; shares of the sum over all nodes.
@@ -118,7 +104,7 @@ void addBenchCommand(CLI::App& app, Action& action, const GlobalOptions& g) {
       } else {
         if (const std::string why = benchShapeProblem(m); !why.empty())
           fail(o->model, ": ", why, "; lwc bench makes random inputs of the declared shape: give --data DIR to feed real samples instead");
-        for (const auto* v : m.graph.realInputs()) feeds[v->name] = randomInput(*v, o->batch, rng);
+        feeds = randomFeeds(m, o->batch, rng);
       }
       using clock = std::chrono::steady_clock;
       for (int i = 0; i < o->warmup; ++i) s.run(feeds);

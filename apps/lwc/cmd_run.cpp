@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <random>
 
 #include "cleanup_config.h"
 #include "commands.h"
@@ -90,19 +91,33 @@ std::string benchShapeProblem(const Model& m) {
   return "";
 }
 
+engine::TensorMap randomFeeds(const Model& m, int64_t batch, std::mt19937& rng) {
+  if (const std::string why = benchShapeProblem(m); !why.empty()) throw InternalError("randomFeeds: " + why);
+  engine::TensorMap feeds;
+  for (const ValueInfo* v : m.graph.realInputs()) {
+    Shape shape;
+    for (const auto& d : *v->shape) shape.push_back(d.value);
+    if (!shape.empty() && !(*v->shape)[0].known()) shape[0] = batch;
+    Tensor t(v->dtype == DType::Undefined ? DType::Float32 : v->dtype, shape);
+    if (t.dtype() == DType::Float32) {
+      std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+      for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = u(rng);
+    } else if (t.dtype() == DType::UInt8 || t.dtype() == DType::Int8) {
+      auto* p = static_cast<uint8_t*>(t.raw());
+      for (int64_t i = 0; i < t.numel(); ++i) p[i] = static_cast<uint8_t>(rng());
+    }  // other types stay zero: valid indices, token ids and masks
+    feeds[v->name] = std::move(t);
+  }
+  return feeds;
+}
+
 // Median latency of a model in the lwc engine on random inputs of the model's shape at `batch`.
 double medianLatencyMs(const Model& m, int64_t batch, int threads) {
-  if (const std::string why = benchShapeProblem(m); !why.empty()) throw InternalError("medianLatencyMs: " + why);
   engine::SessionOptions so;
   so.threads = threads;
   engine::Session s(m, so);
-  const ValueInfo* in = m.graph.realInputs().at(0);
-  Shape shape;
-  for (const auto& d : *in->shape) shape.push_back(d.value);
-  if (!shape.empty()) shape[0] = batch;
-  Tensor x(DType::Float32, shape);
-  for (int64_t i = 0; i < x.numel(); ++i) x.data<float>()[i] = static_cast<float>((i * 7919) % 255) / 255.0f;
-  const engine::TensorMap feeds{{s.inputNames().at(0), x}};
+  std::mt19937 rng(42);
+  const engine::TensorMap feeds = randomFeeds(m, batch, rng);
   for (int i = 0; i < 3; ++i) s.run(feeds);
   std::vector<double> t;
   const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(1500);

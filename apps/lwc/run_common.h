@@ -3,9 +3,11 @@
 
 #include <CLI/CLI.hpp>
 #include <functional>
+#include <random>
 #include <string>
 #include <vector>
 
+#include "lwc/engine.h"
 #include "lwc/pipeline.h"
 
 namespace lwc::app {
@@ -44,6 +46,10 @@ double medianLatencyMs(const Model& m, int64_t batch, int threads);
 /// an unknown dimension other than the first (a fully convolutional export with dynamic height and
 /// width, say); only data fixes those. Empty when the first dimension is all a batch size settles.
 std::string benchShapeProblem(const Model& m);
+/// Inputs for timing `m`: every real input at its declared shape with `batch` for an unknown first
+/// dimension (needs benchShapeProblem(m) empty); floats uniform in [-1, 1), 8-bit integers over
+/// their range, other types zero (valid indices and token ids).
+engine::TensorMap randomFeeds(const Model& m, int64_t batch, std::mt19937& rng);
 /// The batch to time a model at: its input's batch size when the model fixes it (exported with
 /// batch 1, say), else `requested`.
 int64_t benchBatchFor(const Model& m, int64_t requested);

@@ -1,5 +1,6 @@
 // lwc quantize / calibrate end to end: real models and data, reports, shards, bad input.
 #include <catch2/catch.hpp>
+#include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -252,4 +253,43 @@ TEST_CASE("lwc quantize --mode dynamic: MatMulInteger models without calibration
     const auto rep = readJson(d / "r.json");
     CHECK(rep["input"]["eval"]["top1"].get<double>() - rep["final"]["eval"]["top1"].get<double>() <= 0.005);
   }
+}
+
+TEST_CASE("lwc quantize --mode dynamic and lwc bench time a model with an int64 token input and a second input",
+          "[cli][quantize]") {
+  // Before 2026-12-01 the report's latency fed one float32 tensor to the first input, so the whole
+  // command ended in "model input 'ids' expects int64 but got float32" after quantizing.
+  TempDir d;
+  Model m = parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 13]>
+g (int64[N, 8] ids, float[N, 8, 64] x2, float[100, 64] emb, float[64, 64] w1, float[64, 10] w2) => (float[N, 8, 10] y)
+{
+  e = Gather (emb, ids)
+  h = MatMul (e, w1)
+  a = Add (h, x2)
+  y = MatMul (a, w2)
+}
+)");
+  auto addWeight = [&m](const std::string& name, Shape shape, float step) {
+    Tensor t(DType::Float32, shape);
+    for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = std::sin(step * static_cast<float>(i));
+    m.graph.initializers.set(name, std::move(t));
+  };
+  addWeight("emb", {100, 64}, 0.37f);
+  addWeight("w1", {64, 64}, 0.11f);
+  addWeight("w2", {64, 10}, 0.23f);
+  m.graph.inputs.resize(2);  // the weights were declared as inputs only to parse
+  saveModel(m, d / "tokens.onnx");
+  auto r = runLwc("quantize " + q(d / "tokens.onnx") + " --mode dynamic --bench-batch 4 -o " + q(d / "q.onnx") + " --report " +
+                  q(d / "r.json"));
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK(countOp(loadModel(d / "q.onnx"), "MatMulInteger") == 2);
+  const auto lat = readJson(d / "r.json")["stages"].back()["details"]["latency_ms"];
+  CHECK(lat["batch"] == 4);
+  CHECK(lat["fp32"].get<double>() > 0);
+  CHECK(lat["int8"].get<double>() > 0);
+  r = runLwc("bench " + q(d / "q.onnx") + " --batch 3 --iters 2 --json");
+  REQUIRE(r.exit_code == 0);
+  CHECK(nlohmann::json::parse(r.out)["batch"] == 3);
 }
