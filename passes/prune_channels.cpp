@@ -470,7 +470,7 @@ PassResult PruneChannels::run(Model& m, PassContext& ctx) {
       prunable.push_back(i);
   }
   if (prunable.empty()) {
-    r.notes.push_back("no prunable channel group in " + m.label());
+    r.notes.push_back("no prunable channel group in " + m.label() + float16WeightsHint(m));
     return r;
   }
   const std::string kind = o.getString("importance");

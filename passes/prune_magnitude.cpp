@@ -9,6 +9,7 @@
 #include <set>
 #include <sstream>
 
+#include "lwc/analysis.h"
 #include "lwc/engine.h"
 #include "lwc/graph_edit.h"
 #include "lwc/dataset.h"
@@ -219,7 +220,9 @@ PassResult PruneMagnitude::run(Model& m, PassContext& ctx) {
     seen.insert(n.inputs[1]);
     layers.push_back({i, n.inputs[1], reductionAxis(n)});
   }
-  if (layers.empty()) fail(m.label(), ": no layer to prune (no Conv/ConvTranspose/Gemm/MatMul with constant weights of at least min_params)");
+  if (layers.empty())
+    fail(m.label(), ": no layer to prune (no Conv/ConvTranspose/Gemm/MatMul with constant weights of at least min_params)",
+         float16WeightsHint(m));
 
   // Masks: true = zero this weight.
   std::vector<std::vector<bool>> masks(layers.size());

@@ -6,6 +6,7 @@
 #include <map>
 #include <set>
 
+#include "lwc/analysis.h"
 #include "lwc/graph_edit.h"
 #include "passes/quantize_static.h"
 
@@ -122,7 +123,8 @@ PassResult QuantizeDynamic::run(Model& m, PassContext&) {
   g.nodes = std::move(out);
   dropUnusedConstants(g, old_weights);
   topoSort(g, m.label());
-  if (layers == 0) fail(m.label(), ": nothing to quantize dynamically (no MatMul/Gemm with constant 2-D weights)");
+  if (layers == 0)
+    fail(m.label(), ": nothing to quantize dynamically (no MatMul/Gemm with constant 2-D weights)", float16WeightsHint(m));
   r.stats = {{"layers_quantized", layers}, {"activations_quantized", static_cast<int64_t>(dyn.size())}};
   r.changed = true;
   return r;

@@ -7,6 +7,7 @@
 #include <sstream>
 #include <tuple>
 
+#include "lwc/analysis.h"
 #include "lwc/engine.h"
 #include "lwc/graph_edit.h"
 #include "lwc/metrics.h"
@@ -313,7 +314,9 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
     r.notes.push_back(g.nodes[compute.front()].describe() + ": kept in float (keep_fp32 first)");
     compute.erase(compute.begin());
   }
-  if (compute.empty()) fail(m.label(), ": nothing to quantize (no Conv/Gemm/MatMul with constant weights left after exclusions)");
+  if (compute.empty())
+    fail(m.label(), ": nothing to quantize (no Conv/Gemm/MatMul with constant weights left after exclusions)",
+         float16WeightsHint(m));
   selected.insert(compute.begin(), compute.end());
   // Only float values are quantized: a Concat or Add can also compute shapes (int64), as the
   // channel shuffle of ShuffleNet does.

@@ -90,6 +90,15 @@ void addCompareCommand(CLI::App& app, Action& action, const GlobalOptions&) {
       so.observable = o->per_layer;
       engine::Session sa(ma, so), sb(mb, so);
       const std::string ina = sa.inputNames().at(0), inb = sb.inputNames().at(0);
+      // A float16 copy of a float32 model (or the reverse) gets the same samples in its own precision,
+      // and its outputs are compared in float32.
+      auto inputType = [](const Model& m) {
+        const DType t = m.graph.realInputs().at(0)->dtype;
+        return t == DType::Float16 ? DType::Float16 : DType::Float32;
+      };
+      const DType ta = inputType(ma), tb = inputType(mb);
+      auto feed = [](const Tensor& x, DType t) { return x.dtype() == DType::Float32 || x.dtype() == DType::Float16 ? (x.dtype() == t ? x : x.cast(t)) : x; };
+      auto f32 = [](const Tensor& t) { return t.dtype() == DType::Float16 ? t.cast(DType::Float32) : t; };
 
       std::vector<Row> outs(ma.graph.outputs.size());
       for (size_t i = 0; i < outs.size(); ++i) outs[i].name = ma.graph.outputs[i].name;
@@ -99,14 +108,15 @@ void addCompareCommand(CLI::App& app, Action& action, const GlobalOptions&) {
       int64_t done = 0;
       while (auto batch = ds->next(o->data.batch)) {
         std::map<std::string, Tensor> acts;
-        auto ra = sa.runOrdered({{ina, batch->inputs}},
+        auto ra = sa.runOrdered({{ina, feed(batch->inputs, ta)}},
                                 o->per_layer ? engine::Observer([&](const std::string& n, const Tensor& t) {
-                                  acts[n] = t;  // shares the buffer; the engine allocates fresh outputs
+                                  acts[n] = f32(t);  // shares the buffer; the engine allocates fresh outputs
                                   first_seen.emplace(n, first_seen.size());
                                 })
                                              : engine::Observer());
-        auto rb = sb.runOrdered({{inb, batch->inputs}},
-                                o->per_layer ? engine::Observer([&](const std::string& n, const Tensor& t) {
+        auto rb = sb.runOrdered({{inb, feed(batch->inputs, tb)}},
+                                o->per_layer ? engine::Observer([&](const std::string& n, const Tensor& half) {
+                                  const Tensor t = f32(half);
                                   auto it = acts.find(n);
                                   if (it == acts.end() || it->second.shape() != t.shape() || !isFloat(t.dtype()) ||
                                       !isFloat(it->second.dtype()))
@@ -117,6 +127,8 @@ void addCompareCommand(CLI::App& app, Action& action, const GlobalOptions&) {
                                 })
                                              : engine::Observer());
         for (size_t i = 0; i < outs.size(); ++i) {
+          ra[i] = f32(ra[i]);
+          rb[i] = f32(rb[i]);
           if (ra[i].shape() != rb[i].shape())
             fail("output ", i, " has shape ", shapeStr(ra[i].shape()), " in ", o->a, " but ", shapeStr(rb[i].shape()),
                  " in ", o->b);

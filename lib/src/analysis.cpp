@@ -315,6 +315,18 @@ Model constantsAsInitializers(const Model& m) {
   return copy;
 }
 
+std::string float16WeightsHint(const Model& m) {
+  for (const Node& n : m.graph.nodes) {
+    if (!n.domain.empty() || (n.op_type != "Conv" && n.op_type != "ConvTranspose" && n.op_type != "Gemm" && n.op_type != "MatMul"))
+      continue;
+    for (const auto& in : n.inputs)
+      if (const Tensor* w = in.empty() ? nullptr : m.graph.initializers.find(in); w && w->dtype() == DType::Float16)
+        return " (its weights are float16, e.g. " + n.describe() +
+               ": lwc prunes and quantizes float32 models; convert it to float32 first)";
+  }
+  return "";
+}
+
 ModelStats analyzeModel(const Model& m, const AnalyzeOptions& opts) {
   const bool coded = std::any_of(m.graph.nodes.begin(), m.graph.nodes.end(),
                                  [](const Node& n) { return n.domain == weight_coding::kDomain; });

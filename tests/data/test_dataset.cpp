@@ -309,6 +309,34 @@ TEST_CASE("fmnist sample: PNG ImageFolder, .npy and IDX give identical batches",
   }
 }
 
+TEST_CASE("a float16 model input gets image batches rounded to float16; other types are refused", "[data]") {
+  // Before 2026-12-01 a half-precision model could not be evaluated on images at all.
+  DataOptions o;
+  o.preprocess = Preprocess::load(kSample / "preprocess.json");
+  o.sample_shape = {1, 28, 28};
+  o.num_classes = 10;
+  for (const fs::path& path : {kSample / "images.npy", kSample / "png"}) {
+    INFO(path);
+    o.path = path;
+    o.dtype = DType::Float32;
+    const All ref = readAll(*openDataset(o), 100);
+    o.dtype = DType::Float16;
+    auto d = openDataset(o);
+    size_t i = 0;
+    while (auto b = d->next(100)) {
+      REQUIRE(b->inputs.dtype() == DType::Float16);
+      const auto* h = static_cast<const uint16_t*>(b->inputs.raw());
+      const int64_t per = b->inputs.numel() / b->inputs.dim(0);
+      for (int64_t k = 0; k < b->inputs.dim(0); ++k, ++i)
+        for (int64_t j = 0; j < per; ++j) REQUIRE(h[k * per + j] == floatToHalf(ref.x[i][static_cast<size_t>(j)]));
+    }
+    CHECK(i == 500);
+  }
+  o.path = kSample / "images.npy";
+  o.dtype = DType::Int64;
+  CHECK_THROWS_WITH(openDataset(o), Contains("images.npy: the model input is int64 but preprocessed images are float32"));
+}
+
 TEST_CASE("image data read with the default preprocessing get a warning", "[data]") {
   DataOptions o;
   o.sample_shape = {1, 28, 28};

@@ -204,6 +204,43 @@ TEST_CASE("an input whose dimensions only the data fixes: bench asks for --data,
   CHECK(fs::exists(d / "p.onnx"));
 }
 
+TEST_CASE("a float16 model: eval and compare feed it half-precision images; quantize and prune say why they stop",
+          "[cli][eval]") {
+  // lenet5 with every weight and its input and output in float16, as a GPU export writes it.
+  TempDir d;
+  const fs::path sample = test::testdataDir() / "fmnist_sample";
+  Model m = loadModel(test::testdataDir() / "lenet5_fmnist.onnx");
+  for (auto& [name, t] : m.graph.initializers.items())
+    if (t.dtype() == DType::Float32) t = t.cast(DType::Float16);
+  m.graph.inputs[0].dtype = m.graph.outputs[0].dtype = DType::Float16;
+  m.graph.value_info.clear();
+  saveModel(m, d / "half.onnx");
+  auto r = runLwc("eval " + q(d / "half.onnx") + " --data " + q(sample) + " --json");
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  auto float_run = runLwc("eval " + q(test::testdataDir() / "lenet5_fmnist.onnx") + " --data " + q(sample) + " --json");
+  REQUIRE(float_run.exit_code == 0);
+  const double top1 = nlohmann::json::parse(r.out)["top1"].get<double>();
+  CHECK(std::abs(top1 - nlohmann::json::parse(float_run.out)["top1"].get<double>()) <= 0.004);  // 2 of 500 images
+  r = runLwc("compare " + q(test::testdataDir() / "lenet5_fmnist.onnx") + " " + q(d / "half.onnx") + " --data " +
+             q(sample) + " --json");
+  REQUIRE(r.exit_code == 0);
+  const auto c = nlohmann::json::parse(r.out);
+  INFO(r.out);
+  CHECK(c["outputs"][0]["top1_agreement"].get<double>() >= 0.99);
+  CHECK(c["outputs"][0]["sqnr_db"].get<double>() > 40);
+  const std::string hint = "(its weights are float16, e.g. Conv '/conv1/Conv': lwc prunes and quantizes float32 models; "
+                           "convert it to float32 first)";
+  for (const std::string& cmd : {"quantize --calib " + q(sample), std::string("quantize --mode dynamic"),
+                                 std::string("prune --sparsity 0.5")}) {
+    INFO(cmd);
+    r = runLwc(cmd + " " + q(d / "half.onnx") + " -o " + q(d / "out.onnx"));
+    CHECK(r.exit_code == 1);
+    CHECK_THAT(r.err, Catch::Contains(hint));
+    CHECK_FALSE(fs::exists(d / "out.onnx"));
+  }
+}
+
 TEST_CASE("exec, eval and compare reject bad arguments with one line and exit 1", "[cli][eval]") {
   TempDir d;
   const fs::path sample = test::testdataDir() / "fmnist_sample";

@@ -72,6 +72,11 @@ ModelStats analyzeModel(const Model& m, const AnalyzeOptions& opts = {});
 /// engine and fold_constants read them; `m` itself when it has none.
 Model constantsAsInitializers(const Model& m);
 
+/// For the error a compression pass gives when it finds nothing to work on: " (its weights are
+/// float16, e.g. Conv 'c1': lwc prunes and quantizes float32 models; convert it to float32
+/// first)" when a Conv/ConvTranspose/Gemm/MatMul holds float16 constant weights, else "".
+std::string float16WeightsHint(const Model& m);
+
 /// Empirical Shannon entropy of a tensor's values (bits per element; exact value histogram).
 double entropyBitsPerElement(const Tensor& t);
 /// Number of elements equal to zero (for floats: +0 and -0).

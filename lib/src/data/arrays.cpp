@@ -85,8 +85,7 @@ class ArrayDataset final : public Dataset {
       } else {
         fail(a_.where, ": uint8 array ", shapeStr(a_.shape), " is not images [N,H,W], [N,C,H,W] or [N,H,W,C]");
       }
-      if (o.dtype != DType::Undefined && o.dtype != DType::Float32)
-        fail(a_.where, ": the model input is ", dtypeName(o.dtype), " but preprocessed images are float32");
+      out_ = imageBatchType(o.dtype, a_.where);
       pipeline_.emplace(pp, o.sample_shape);
     } else {
       if (a_.dtype != want)
@@ -132,7 +131,7 @@ class ArrayDataset final : public Dataset {
     if (images_) {
       buf_.resize(bytes);
       readRecords(buf_.data(), bytes, k);
-      BatchBuilder bb(k);
+      BatchBuilder bb(k, out_);
       for (int64_t i = 0; i < k; ++i) {
         const uint8_t* p = buf_.data() + record_bytes_ * static_cast<uint64_t>(i);
         const PixelView v = chw_ ? PixelView::chw(p, c_, h_, w_) : PixelView::hwc(p, h_, w_, c_);
@@ -179,6 +178,7 @@ class ArrayDataset final : public Dataset {
   bool images_ = false, chw_ = false;
   int64_t h_ = 0, w_ = 0, c_ = 1;
   std::optional<ImagePipeline> pipeline_;
+  DType out_ = DType::Float32;  ///< of image batches: float16 for a half-precision model input
   std::vector<uint8_t> buf_;
   std::vector<float> scratch_;
 };

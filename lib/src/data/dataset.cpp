@@ -46,9 +46,7 @@ class ImageFilesDataset final : public Dataset {
                     std::string labels_from, int64_t total, bool spaced, const DataOptions& o, const Preprocess& pp)
       : root_(std::move(root)), entries_(std::move(entries)), classes_(std::move(classes)), kind_(std::move(kind)),
         labels_from_(std::move(labels_from)), total_(total), spaced_(spaced), has_labels_(!entries_.empty() && entries_[0].label >= 0),
-        pipeline_(pp, o.sample_shape) {
-    if (o.dtype != DType::Undefined && o.dtype != DType::Float32)
-      fail(show(root_), ": the model input is ", dtypeName(o.dtype), " but preprocessed images are float32");
+        pipeline_(pp, o.sample_shape), out_(imageBatchType(o.dtype, show(root_))) {
     next(1);  // decode and preprocess the first image now, so a mismatch shows before any work is done
     reset();
   }
@@ -80,7 +78,7 @@ class ImageFilesDataset final : public Dataset {
     if (k <= 0) return std::nullopt;
     Batch b;
     b.first_index = pos_;
-    BatchBuilder bb(k);
+    BatchBuilder bb(k, out_);
     for (int64_t i = 0; i < k; ++i) {
       const ImageEntry& e = entries_[static_cast<size_t>(pos_ + i)];
       const fs::path file = root_ / e.rel;
@@ -104,6 +102,7 @@ class ImageFilesDataset final : public Dataset {
   bool spaced_;  ///< the limit took evenly spaced samples rather than the first ones
   bool has_labels_;
   ImagePipeline pipeline_;
+  DType out_;  ///< float32, or float16 for a half-precision model input
   std::vector<float> scratch_;
   int64_t pos_ = 0;
 };

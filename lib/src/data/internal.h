@@ -164,16 +164,24 @@ class ImagePipeline {
 /// Collects preprocessed samples into one batch tensor, checking they all have the same shape.
 class BatchBuilder {
  public:
-  explicit BatchBuilder(int64_t n) : n_(n) {}
+  /// `out`: Float32, or Float16 for a model whose input is half precision (values are rounded
+  /// to nearest even when the batch is finished).
+  explicit BatchBuilder(int64_t n, DType out = DType::Float32) : n_(n), out_(out) {}
   void add(const Shape& shape, const std::vector<float>& values, const std::string& where);
   Tensor finish();
 
  private:
   int64_t n_, count_ = 0;
+  DType out_;
   Shape first_;
   std::string first_where_;
   Tensor t_;
 };
+
+/// The element type preprocessed images are delivered in for a model input of type `model_input`
+/// (Undefined: not known yet): float32, or float16 for a float16 input; anything else is the user's
+/// error, naming `where`.
+DType imageBatchType(DType model_input, const std::string& where);
 
 /// Checks an as-is sample shape against the model's ([-1] dims match anything).
 bool shapeMatches(const Shape& actual, const std::vector<int64_t>& wanted);

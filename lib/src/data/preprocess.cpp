@@ -400,7 +400,19 @@ void BatchBuilder::add(const Shape& shape, const std::vector<float>& values, con
 
 Tensor BatchBuilder::finish() {
   LWC_CHECK(count_ == n_, "batch underfilled");
-  return t_;
+  if (out_ == DType::Float32) return t_;
+  LWC_CHECK(out_ == DType::Float16, "image batches are float32 or float16");
+  Tensor h = Tensor::uninitialized(DType::Float16, t_.shape());
+  const float* src = t_.data<float>();
+  auto* dst = static_cast<uint16_t*>(h.raw());
+  for (int64_t i = 0; i < t_.numel(); ++i) dst[i] = floatToHalf(src[i]);
+  return h;
+}
+
+DType imageBatchType(DType model_input, const std::string& where) {
+  if (model_input == DType::Undefined || model_input == DType::Float32) return DType::Float32;
+  if (model_input == DType::Float16) return DType::Float16;
+  fail(where, ": the model input is ", dtypeName(model_input), " but preprocessed images are float32 (or float16)");
 }
 
 }  // namespace data
