@@ -181,6 +181,18 @@ PassResult FuseBatchnorm::run(Model& m, PassContext&) {
   const ValueTypes types = inferShapes(m);
   Ctx c{g, types};
   PassResult r;
+  // A model whose float constants are all float16 (a GPU export) folds in float32, and every
+  // constant goes back to float16 afterwards, the folded ones rounded once. Mixed-precision models
+  // keep their float16 BatchNormalizations (the note says so).
+  bool any_half = false, any_single = false;
+  for (const auto& [name, t] : g.initializers.items()) {
+    any_half = any_half || t.dtype() == DType::Float16;
+    any_single = any_single || t.dtype() == DType::Float32;
+  }
+  const bool widened = any_half && !any_single;
+  if (widened)
+    for (auto& [name, t] : g.initializers.items())
+      if (t.dtype() == DType::Float16) t = t.cast(DType::Float32);
   int64_t into_producer = 0, into_consumer = 0, left = 0;
   for (size_t bi = 0; bi < g.nodes.size(); ++bi) {
     const Node& bn = g.nodes[bi];
@@ -198,7 +210,12 @@ PassResult FuseBatchnorm::run(Model& m, PassContext&) {
     const Tensor* gamma = floatConstant(g, bn.inputs.size() > 1 ? bn.inputs[1] : "");
     bool consts = gamma != nullptr && bn.inputs.size() >= 5;
     for (size_t k = 2; consts && k <= 4; ++k) consts = floatConstant(g, bn.inputs[k], gamma->numel()) != nullptr;
-    if (!consts) { leave("scale, bias, mean or variance is not a constant float tensor"); continue; }
+    if (!consts) {
+      leave(any_half && any_single ? "scale, bias, mean or variance is not a constant float32 tensor (a model that mixes "
+                                     "float16 and float32 constants keeps its float16 BatchNormalizations)"
+                                   : "scale, bias, mean or variance is not a constant float tensor");
+      continue;
+    }
     const ChannelAffine a = batchNormAffine(*gamma, g.initializers.at(bn.inputs[2]), g.initializers.at(bn.inputs[3]),
                                             g.initializers.at(bn.inputs[4]), bn.attrFloat("epsilon", 1e-5f));
     const std::vector<std::string> params(bn.inputs.begin() + 1, bn.inputs.end());
@@ -218,6 +235,9 @@ PassResult FuseBatchnorm::run(Model& m, PassContext&) {
     }
     leave(why_p + "; " + why_c);
   }
+  if (widened)
+    for (auto& [name, t] : g.initializers.items())
+      if (t.dtype() == DType::Float32) t = t.cast(DType::Float16);
   r.stats = {{"folded_into_producer", into_producer}, {"folded_into_consumer", into_consumer}, {"left_alone", left}};
   r.changed = into_producer + into_consumer > 0;
   return r;

@@ -1,5 +1,7 @@
 // fuse_batchnorm: folded where the math allows, left alone (and reported) everywhere else.
 #include <catch2/catch.hpp>
+#include <cstdio>
+#include <cstring>
 
 #include "lwc/model_io.h"
 #include "support/pass_util.h"
@@ -220,4 +222,54 @@ g (float[N, 3, 8, 8] x) => (float[N, 4, 6, 6] y, float[N, 4, 6, 6] z) {
     CHECK(m.graph.initializers.at("w").bitEqual(before.graph.initializers.at("w")));
     CHECK(compareModels(before, m, 1e-5).empty());
   }
+}
+
+TEST_CASE("fuse_batchnorm folds a float16 model in float32 and stores float16", "[fuse_batchnorm]") {
+  const char* text = R"(<ir_version: 8, opset_import: ["" : 13]>
+g (%s[N, 3, 8, 8] x) => (%s[N, 4, 8, 8] y) {
+  c = Conv <pads=[1,1,1,1]> (x, w, b)
+  y = BatchNormalization <epsilon=0.001> (c, bn_g, bn_b, bn_m, bn_v)
+})";
+  auto model = [&](const char* type) {
+    char buf[512];
+    std::snprintf(buf, sizeof buf, text, type, type);
+    Model m = parseGraph(buf);
+    addConst(m, "w", {4, 3, 3, 3}, 1);
+    addConst(m, "b", {4}, 2);
+    addBn(m, "bn", 4, 10);
+    return m;
+  };
+  // The float16 model, and the same values widened to float32 (exact), folded the float32 way.
+  Model half = model("float16");
+  for (auto& [name, t] : half.graph.initializers.items()) t = t.cast(DType::Float16);
+  Model single = model("float");
+  for (auto& [name, t] : single.graph.initializers.items()) t = half.graph.initializers.at(name).cast(DType::Float32);
+  auto r = runPass(half, "fuse_batchnorm");
+  CHECK(r.stats["folded_into_producer"] == 1);
+  CHECK(countOps(half, "BatchNormalization") == 0);
+  REQUIRE(runPass(single, "fuse_batchnorm").stats["folded_into_producer"] == 1);
+  REQUIRE(half.graph.initializers.size() == single.graph.initializers.size());
+  for (const auto& [name, t] : half.graph.initializers.items()) {
+    INFO(name);
+    CHECK(t.dtype() == DType::Float16);
+    const Tensor want = single.graph.initializers.at(name).cast(DType::Float16);
+    REQUIRE(t.numel() == want.numel());
+    CHECK(std::memcmp(t.raw(), want.raw(), static_cast<size_t>(t.numel()) * 2) == 0);
+  }
+  // A float16 part and a float32 part: mixed precision is left alone, and the note says why.
+  Model mixed = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float16[N, 3, 8, 8] x) => (float[N, 4, 8, 8] z) {
+  c = Conv <pads=[1,1,1,1]> (x, w, b)
+  y = BatchNormalization <epsilon=0.001> (c, bn_g, bn_b, bn_m, bn_v)
+  y32 = Cast <to=1> (y)
+  z = Add (y32, k)
+})");
+  addConst(mixed, "w", {4, 3, 3, 3}, 1);
+  addConst(mixed, "b", {4}, 2);
+  addBn(mixed, "bn", 4, 10);
+  for (auto& [name, t] : mixed.graph.initializers.items()) t = t.cast(DType::Float16);
+  addConst(mixed, "k", {1}, 3);
+  r = runPass(mixed, "fuse_batchnorm");
+  CHECK_FALSE(r.changed);
+  CHECK(noteMentions(r, "mixes float16 and float32 constants"));
 }
