@@ -470,7 +470,11 @@ PassResult PruneChannels::run(Model& m, PassContext& ctx) {
       prunable.push_back(i);
   }
   if (prunable.empty()) {
-    r.notes.push_back("no prunable channel group in " + m.label() + float16WeightsHint(m));
+    // Float16 weights are a whole-model reason the user can act on; an architecture it does not
+    // understand is reported group by group above and the model passes through unchanged.
+    if (const std::string half = float16WeightsHint(m); !half.empty())
+      fail(m.label(), ": no prunable channel group", half);
+    r.notes.push_back("no prunable channel group in " + m.label());
     return r;
   }
   const std::string kind = o.getString("importance");

@@ -309,7 +309,7 @@ TEST_CASE("fmnist sample: PNG ImageFolder, .npy and IDX give identical batches",
   }
 }
 
-TEST_CASE("a float16 model input gets image batches rounded to float16; other types are refused", "[data]") {
+TEST_CASE("a float16 model input gets image batches rounded to float16, other types are refused", "[data]") {
   // Before 2026-12-01 a half-precision model could not be evaluated on images at all.
   DataOptions o;
   o.preprocess = Preprocess::load(kSample / "preprocess.json");

@@ -204,7 +204,7 @@ TEST_CASE("an input whose dimensions only the data fixes: bench asks for --data,
   CHECK(fs::exists(d / "p.onnx"));
 }
 
-TEST_CASE("a float16 model: eval and compare feed it half-precision images; quantize and prune say why they stop",
+TEST_CASE("a float16 model: eval and compare feed it half-precision images, quantize and prune say why they stop",
           "[cli][eval]") {
   // lenet5 with every weight and its input and output in float16, as a GPU export writes it.
   TempDir d;
@@ -232,7 +232,7 @@ TEST_CASE("a float16 model: eval and compare feed it half-precision images; quan
   const std::string hint = "(its weights are float16, e.g. Conv '/conv1/Conv': lwc prunes and quantizes float32 models; "
                            "convert it to float32 first)";
   for (const std::string& cmd : {"quantize --calib " + q(sample), std::string("quantize --mode dynamic"),
-                                 std::string("prune --sparsity 0.5")}) {
+                                 std::string("prune --sparsity 0.5"), std::string("prune --channels 0.3")}) {
     INFO(cmd);
     r = runLwc(cmd + " " + q(d / "half.onnx") + " -o " + q(d / "out.onnx"));
     CHECK(r.exit_code == 1);

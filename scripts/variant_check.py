@@ -1,0 +1,187 @@
+#!/usr/bin/env python3
+"""Valid variants of a real model, of the kinds other exporters and tools write, through lwc's
+commands and ONNX Runtime: what ONNX Runtime runs, lwc must run too, with the same accuracy, and
+every model lwc writes must run in ONNX Runtime with the accuracy lwc reports.
+
+    scripts/variant_check.py MODEL.onnx [--lwc build/apps/lwc/lwc] [--data testdata/fmnist_sample]
+
+Variants (each alone):
+  output-no-shape  the graph output declares its type only (make_tensor_value_info(name, FLOAT, None))
+  dynamic-hw       height and width symbolic as well as the batch (dynamic_axes on H and W)
+  tf-names         input and output named as TensorFlow converters name them ('serving_default/x:0')
+  external-data    weights in a separate file beside the model (save_as_external_data)
+  opset-15, -17    converted with ONNX's version converter
+  float16          every float constant and the input and output in float16
+
+For each variant: ONNX Runtime's top-1 on the data, then `lwc eval` (must equal it), then
+`lwc fuse`, `lwc quantize` (static, 64 calibration samples), `lwc prune --sparsity 0.5` and
+`lwc prune --channels 0.3`: each must write a file whose ONNX Runtime top-1 equals lwc's own
+`lwc eval` of it (within one image for the INT8 files: the runtimes may round one requantization
+differently). float16 models cannot be quantized or pruned: those commands must stop with exit
+code 1 and say the weights are float16. Exit code 1 when any check fails; one line per check.
+Needs Debian's python3-onnx and numpy, node and scripts/ort (npm install there).
+"""
+import argparse
+import copy
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import onnx
+from onnx import numpy_helper, version_converter, TensorProto
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def rename_io(m):
+    g = m.graph
+    names = {g.input[0].name: "serving_default/input:0", g.output[0].name: "StatefulPartitionedCall/model/dense/BiasAdd:0"}
+    for n in g.node:
+        n.input[:] = [names.get(x, x) for x in n.input]
+        n.output[:] = [names.get(x, x) for x in n.output]
+    g.input[0].name = names[g.input[0].name]
+    g.output[0].name = names[g.output[0].name]
+    return m
+
+
+def dynamic_hw(m):
+    dims = m.graph.input[0].type.tensor_type.shape.dim
+    for i, sym in ((2, "H"), (3, "W")):
+        dims[i].Clear()
+        dims[i].dim_param = sym
+    return m
+
+
+def to_float16(m):
+    g = m.graph
+    for t in g.initializer:
+        if t.data_type == TensorProto.FLOAT:
+            t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float16), t.name))
+    for n in g.node:
+        for a in n.attribute:
+            if n.op_type == "Constant" and a.name == "value" and a.t.data_type == TensorProto.FLOAT:
+                a.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(a.t).astype(np.float16)))
+            if n.op_type == "Cast" and a.name == "to" and a.i == TensorProto.FLOAT:
+                a.i = TensorProto.FLOAT16
+    for v in list(g.input) + list(g.output):
+        if v.type.tensor_type.elem_type == TensorProto.FLOAT:
+            v.type.tensor_type.elem_type = TensorProto.FLOAT16
+    del g.value_info[:]
+    return m
+
+
+def output_no_shape(m):
+    m.graph.output[0].type.tensor_type.ClearField("shape")
+    return m
+
+
+VARIANTS = {
+    "output-no-shape": output_no_shape,
+    "dynamic-hw": dynamic_hw,
+    "tf-names": rename_io,
+    "external-data": lambda m: m,  # saved differently below
+    "opset-15": lambda m: version_converter.convert_version(m, 15),
+    "opset-17": lambda m: version_converter.convert_version(m, 17),
+    "float16": to_float16,
+}
+
+
+class Checker:
+    def __init__(self, args):
+        self.args = args
+        self.failures = 0
+        with open(os.path.join(args.data, "preprocess.json")) as f:
+            pre = json.load(f)
+        self.ort_pre = json.dumps({k: pre[k] for k in ("scale", "mean", "std", "layout") if k in pre})
+
+    def lwc(self, *argv):
+        return subprocess.run([self.args.lwc, *argv], capture_output=True, text=True, timeout=600)
+
+    def lwc_top1(self, model):
+        r = self.lwc("eval", model, "--data", self.args.data, "--json")
+        if r.returncode != 0:
+            raise RuntimeError("lwc eval: " + r.stderr.strip())
+        return json.loads(r.stdout)["top1_correct"]
+
+    def ort_top1(self, model):
+        r = subprocess.run(["node", os.path.join(ROOT, "scripts/ort/ort_tool.js"), "eval", model,
+                            "--npy", os.path.join(self.args.data, "images.npy"),
+                            "--npy-labels", os.path.join(self.args.data, "labels.npy"),
+                            "--preprocess", self.ort_pre, "--json"], capture_output=True, text=True, timeout=600)
+        if r.returncode != 0:
+            raise RuntimeError("ONNX Runtime: " + (r.stderr.strip() or r.stdout.strip()))
+        return json.loads(r.stdout)["correct"]
+
+    def report(self, ok, what):
+        print(("ok    " if ok else "FAIL  ") + what, flush=True)
+        self.failures += 0 if ok else 1
+
+    def check_variant(self, name, path, tmp):
+        try:
+            ort = self.ort_top1(path)
+            mine = self.lwc_top1(path)
+        except RuntimeError as e:
+            return self.report(False, f"{name}: {e}")
+        self.report(ort == mine, f"{name}: lwc eval {mine} correct, ONNX Runtime {ort}")
+        half = name.endswith("float16")
+        calib = ["--calib", self.args.data, "--calib-samples", "64", "--layer-samples", "0"]
+        commands = [("fuse", ["fuse"], False),
+                    ("quantize", ["quantize", *calib, "--bench-batch", "0"], half),
+                    ("prune --sparsity 0.5", ["prune", "--sparsity", "0.5"], half),
+                    ("prune --channels 0.3", ["prune", "--channels", "0.3", "--bench-batch", "0"], half)]
+        for label, argv, refused in commands:
+            out = os.path.join(tmp, "out.onnx")
+            if os.path.exists(out):
+                os.remove(out)
+            r = self.lwc(*argv, path, "-o", out)
+            if refused:
+                self.report(r.returncode == 1 and "weights are float16" in r.stderr and not os.path.exists(out),
+                            f"{name}: lwc {label}: exit code {r.returncode}, {r.stderr.strip()[-120:]}")
+                continue
+            if r.returncode != 0 or not os.path.exists(out):
+                self.report(False, f"{name}: lwc {label}: exit code {r.returncode}: {r.stderr.strip()[-300:]}")
+                continue
+            try:
+                mine, ort = self.lwc_top1(out), self.ort_top1(out)
+            except RuntimeError as e:
+                self.report(False, f"{name}: lwc {label}: output: {e}")
+                continue
+            slack = 1 if label == "quantize" else 0
+            self.report(abs(mine - ort) <= slack, f"{name}: lwc {label}: lwc eval {mine} correct, ONNX Runtime {ort}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("model")
+    ap.add_argument("--lwc", default=os.path.join(ROOT, "build/apps/lwc/lwc"))
+    ap.add_argument("--data", default=os.path.join(ROOT, "testdata/fmnist_sample"))
+    ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of: " + ", ".join(VARIANTS))
+    args = ap.parse_args()
+    base = onnx.load(args.model)
+    c = Checker(args)
+    stem = os.path.splitext(os.path.basename(args.model))[0]
+    for name in args.variants.split(","):
+        if name not in VARIANTS:
+            sys.exit(f"variant_check: unknown variant '{name}'")
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                m = VARIANTS[name](copy.deepcopy(base))
+            except Exception as e:  # the converter has no adapter for some op of this model at that opset
+                print(f"n/a   {stem} {name}: ONNX's converter: {str(e).splitlines()[0][:120]}")
+                continue
+            path = os.path.join(tmp, f"{stem}.{name}.onnx")
+            if name == "external-data":
+                onnx.save(m, path, save_as_external_data=True, all_tensors_to_one_file=True,
+                          location=f"{stem}.weights", size_threshold=1024)
+            else:
+                onnx.save(m, path)
+            c.check_variant(f"{stem} {name}", path, tmp)
+    print(f"variant_check: {c.failures} failed")
+    sys.exit(1 if c.failures else 0)
+
+
+if __name__ == "__main__":
+    main()
