@@ -158,19 +158,30 @@ void addQuantizeCommand(CLI::App& app, Action& action, const GlobalOptions&) {
           d["layers"] = layers;
         }
         int64_t bb = q->bench_batch > 0 ? benchBatchFor(before, q->bench_batch) : 0;
-        if (const std::string why = benchShapeProblem(before); bb > 0 && !why.empty()) {
+        // Dimensions the model leaves open (height and width, say) are timed at the data's.
+        std::optional<Shape> sample;
+        if (bb > 0 && !benchShapeProblem(before).empty()) sample = dataSampleShape(q->run, before);
+        const Shape* sp = sample ? &*sample : nullptr;
+        if (const std::string why = benchShapeProblem(before, sp); bb > 0 && !why.empty()) {
           rec.result.notes.push_back("latency not measured: " + why + "; `lwc bench --data` times such a model");
           bb = 0;
+        } else if (bb > 0 && sp) {
+          rec.result.notes.push_back("latency measured at the data's sample shape " + shapeStr(*sp) +
+                                     ", which the model input leaves open");
         }
         *bench_batch = bb;
         if (bb > 0) {
-          lat->first = medianLatencyMs(before, bb, q->run.threads);
-          lat->second = medianLatencyMs(after, bb, q->run.threads);
+          lat->first = medianLatencyMs(before, bb, q->run.threads, sp);
+          lat->second = medianLatencyMs(after, bb, q->run.threads, sp);
           d["latency_ms"] = {{"batch", bb}, {"fp32", lat->first}, {"int8", lat->second},
                              {"speedup", lat->second > 0 ? lat->first / lat->second : 0.0}};
+          if (sp) d["latency_ms"]["sample_shape"] = *sp;
           if (const std::string note = fixedBatchNote(bb, q->bench_batch); !note.empty()) rec.result.notes.push_back(note);
         }
-        if (!ort_tool.empty() && bb > 0) {
+        if (!ort_tool.empty() && bb > 0 && sp) {
+          rec.result.notes.push_back("ONNX Runtime latency not measured: its timing tool makes inputs of the declared "
+                                     "shape, and this model's leaves dimensions open");
+        } else if (!ort_tool.empty() && bb > 0) {
           *ort = ortBenchPair(ort_tool, before, after, bb, q->run.threads);
           d["ort_latency_ms"] = ort->toJson(bb, "fp32", "int8");
         }

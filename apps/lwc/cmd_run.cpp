@@ -81,23 +81,40 @@ std::string fixedBatchNote(int64_t used, int64_t requested) {
          std::to_string(requested) + ")";
 }
 
-std::string benchShapeProblem(const Model& m) {
-  for (const ValueInfo* in : m.graph.realInputs()) {
+namespace {
+// The declared shape of a real input with its unknown dimensions after the first filled from a
+// data sample's shape (when its rank fits); nullopt when one stays unknown.
+std::optional<Shape> timingShape(const ValueInfo& in, const Shape* sample, int64_t batch) {
+  if (!in.shape) return std::nullopt;
+  const SymShape& s = *in.shape;
+  const bool fits = sample && sample->size() + 1 == s.size();
+  Shape out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i].known()) out.push_back(s[i].value);
+    else if (i == 0) out.push_back(batch);
+    else if (fits) out.push_back((*sample)[i - 1]);
+    else return std::nullopt;
+  }
+  return out;
+}
+}  // namespace
+
+std::string benchShapeProblem(const Model& m, const Shape* sample) {
+  const auto inputs = m.graph.realInputs();
+  for (const ValueInfo* in : inputs) {
     if (!in->shape) return "input '" + in->name + "' declares no shape";
-    for (size_t i = 1; i < in->shape->size(); ++i)
-      if (!(*in->shape)[i].known())
-        return "input '" + in->name + "' has unknown dimensions besides the batch (" + symShapeStr(*in->shape) + ")";
+    if (!timingShape(*in, inputs.size() == 1 ? sample : nullptr, 1))
+      return "input '" + in->name + "' has unknown dimensions besides the batch (" + symShapeStr(*in->shape) + ")";
   }
   return "";
 }
 
-engine::TensorMap randomFeeds(const Model& m, int64_t batch, std::mt19937& rng) {
-  if (const std::string why = benchShapeProblem(m); !why.empty()) throw InternalError("randomFeeds: " + why);
+engine::TensorMap randomFeeds(const Model& m, int64_t batch, std::mt19937& rng, const Shape* sample) {
+  if (const std::string why = benchShapeProblem(m, sample); !why.empty()) throw InternalError("randomFeeds: " + why);
+  const auto inputs = m.graph.realInputs();
   engine::TensorMap feeds;
-  for (const ValueInfo* v : m.graph.realInputs()) {
-    Shape shape;
-    for (const auto& d : *v->shape) shape.push_back(d.value);
-    if (!shape.empty() && !(*v->shape)[0].known()) shape[0] = batch;
+  for (const ValueInfo* v : inputs) {
+    const Shape shape = *timingShape(*v, inputs.size() == 1 ? sample : nullptr, batch);
     Tensor t(v->dtype == DType::Undefined ? DType::Float32 : v->dtype, shape);
     if (t.dtype() == DType::Float32) {
       std::uniform_real_distribution<float> u(-1.0f, 1.0f);
@@ -111,13 +128,31 @@ engine::TensorMap randomFeeds(const Model& m, int64_t batch, std::mt19937& rng) 
   return feeds;
 }
 
+std::optional<Shape> dataSampleShape(const RunArgs& a, const Model& m) {
+  const std::string& path = !a.eval.empty() ? a.eval : a.calib;
+  if (path.empty()) return std::nullopt;
+  try {
+    DataOptions o;
+    o.path = path;
+    if (!a.preprocess.empty()) o.preprocess = Preprocess::load(a.preprocess);
+    fitToModel(o, m);
+    o.limit = 1;
+    auto ds = openDataset(o);
+    auto b = ds->next(1);
+    if (!b || b->inputs.rank() < 1) return std::nullopt;
+    return Shape(b->inputs.shape().begin() + 1, b->inputs.shape().end());
+  } catch (const Error&) {
+    return std::nullopt;
+  }
+}
+
 // Median latency of a model in the lwc engine on random inputs of the model's shape at `batch`.
-double medianLatencyMs(const Model& m, int64_t batch, int threads) {
+double medianLatencyMs(const Model& m, int64_t batch, int threads, const Shape* sample) {
   engine::SessionOptions so;
   so.threads = threads;
   engine::Session s(m, so);
   std::mt19937 rng(42);
-  const engine::TensorMap feeds = randomFeeds(m, batch, rng);
+  const engine::TensorMap feeds = randomFeeds(m, batch, rng, sample);
   for (int i = 0; i < 3; ++i) s.run(feeds);
   std::vector<double> t;
   const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(1500);

@@ -3,6 +3,7 @@
 
 #include <CLI/CLI.hpp>
 #include <functional>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -40,16 +41,22 @@ struct RunHooks {
 int runPipelineCommand(Pipeline p, const std::string& model_path, const RunArgs& a, const RunHooks& hooks = {});
 
 /// Median latency (ms) of `m` in the lwc engine on deterministic inputs of its shape at `batch`
-/// (3 warm-up runs, then up to 1.5 s). Needs benchShapeProblem(m) empty.
-double medianLatencyMs(const Model& m, int64_t batch, int threads);
+/// (3 warm-up runs, then up to 1.5 s). Needs benchShapeProblem(m, sample) empty.
+double medianLatencyMs(const Model& m, int64_t batch, int threads, const Shape* sample = nullptr);
 /// Why random inputs of `m`'s declared shape cannot be made: a real input with no shape, or with
 /// an unknown dimension other than the first (a fully convolutional export with dynamic height and
-/// width, say); only data fixes those. Empty when the first dimension is all a batch size settles.
-std::string benchShapeProblem(const Model& m);
+/// width, say) that `sample` (one data sample's shape, without the batch) does not fill. Empty when
+/// they can.
+std::string benchShapeProblem(const Model& m, const Shape* sample = nullptr);
 /// Inputs for timing `m`: every real input at its declared shape with `batch` for an unknown first
-/// dimension (needs benchShapeProblem(m) empty); floats uniform in [-1, 1), 8-bit integers over
-/// their range, other types zero (valid indices and token ids).
-engine::TensorMap randomFeeds(const Model& m, int64_t batch, std::mt19937& rng);
+/// dimension and `sample`'s dimensions for unknown others (needs benchShapeProblem(m, sample)
+/// empty); floats uniform in [-1, 1), 8-bit integers over their range, other types zero (valid
+/// indices and token ids).
+engine::TensorMap randomFeeds(const Model& m, int64_t batch, std::mt19937& rng, const Shape* sample = nullptr);
+/// The shape of the first sample (without the batch) of the command's --eval data, else its
+/// --calib data, as read for `m`; nullopt when neither is given or it cannot be read (the run
+/// reports that itself).
+std::optional<Shape> dataSampleShape(const RunArgs& a, const Model& m);
 /// The batch to time a model at: its input's batch size when the model fixes it (exported with
 /// batch 1, say), else `requested`.
 int64_t benchBatchFor(const Model& m, int64_t requested);

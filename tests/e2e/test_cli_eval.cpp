@@ -170,12 +170,13 @@ TEST_CASE("lwc bench on random inputs and on data", "[cli][bench]") {
   CHECK_THAT(too_big.err, Catch::Contains("fewer than --batch 1000"));
 }
 
-TEST_CASE("an input whose dimensions only the data fixes: bench asks for --data, quantize and prune skip the latency",
+TEST_CASE("an input whose dimensions only the data fixes: bench asks for --data, quantize times at the data's shape",
           "[cli][bench]") {
   // As torch.onnx.export with dynamic_axes on height and width writes it (here every dimension).
   // Before 2026-12-01 bench filled the unknown dimensions with 1 and failed inside MaxPool, and
   // quantize's and prune's latency filled them with the batch size, so the whole command ended in
-  // "input has 32 channels but the weights expect 1" after quantizing.
+  // "input has 32 channels but the weights expect 1" after quantizing. Now the reports time at the
+  // shape of the command's data, and without data they leave the latency out and say why.
   TempDir d;
   const fs::path sample = test::testdataDir() / "fmnist_sample";
   Model m = loadModel(test::testdataDir() / "lenet5_fmnist.onnx");
@@ -193,10 +194,15 @@ TEST_CASE("an input whose dimensions only the data fixes: bench asks for --data,
              q(d / "q.onnx") + " --report " + q(d / "q.json"));
   INFO(r.err);
   CHECK(r.exit_code == 0);
-  CHECK_THAT(r.err, Catch::Contains(note));
+  CHECK_THAT(r.err, Catch::Contains("latency measured at the data's sample shape [1,28,28], which the model input leaves open"));
   CHECK(fs::exists(d / "q.onnx"));
-  const auto rep = nlohmann::json::parse(std::ifstream(d / "q.json"));
-  CHECK_FALSE(rep["stages"].back()["details"].contains("latency_ms"));
+  const auto lat = nlohmann::json::parse(std::ifstream(d / "q.json"))["stages"].back()["details"]["latency_ms"];
+  CHECK(lat["sample_shape"] == nlohmann::json::array({1, 28, 28}));
+  CHECK(lat["fp32"].get<double>() > 0);
+  CHECK(lat["int8"].get<double>() > 0);
+  r = runLwc("quantize " + q(d / "dyn.onnx") + " --mode dynamic -o " + q(d / "qd.onnx"));
+  CHECK(r.exit_code == 0);
+  CHECK_THAT(r.err, Catch::Contains(note));
   r = runLwc("prune " + q(d / "dyn.onnx") + " --channels 0.3 -o " + q(d / "p.onnx"));
   CHECK(r.exit_code == 0);
   CHECK_THAT(r.err, Catch::Contains(note));
