@@ -135,17 +135,9 @@ void addPruneCommand(CLI::App& app, Action& action, const GlobalOptions&) {
         hooks.on_stage = [a, lat, ort, ort_tool, bench_batch](const Pass& pass, const Model& before, const Model& after,
                                                                StageRecord& rec) {
           if (pass.name() != "prune_channels" || a->bench_batch <= 0) return;
-          // Dimensions the model leaves open (height and width, say) are timed at the data's.
-          std::optional<Shape> sample;
-          if (!benchShapeProblem(before).empty()) sample = dataSampleShape(a->run, before);
+          std::optional<Shape> sample;  // the data's, for dimensions the model leaves open
+          if (!prepareTiming(before, a->run, sample, rec.result.notes)) return;
           const Shape* sp = sample ? &*sample : nullptr;
-          if (const std::string why = benchShapeProblem(before, sp); !why.empty()) {
-            rec.result.notes.push_back("latency not measured: " + why + "; `lwc bench --data` times such a model");
-            return;
-          }
-          if (sp)
-            rec.result.notes.push_back("latency measured at the data's sample shape " + shapeStr(*sp) +
-                                       ", which the model input leaves open");
           const int64_t bb = benchBatchFor(before, a->bench_batch);
           *bench_batch = bb;
           lat->first = medianLatencyMs(before, bb, a->run.threads, sp);
@@ -158,8 +150,7 @@ void addPruneCommand(CLI::App& app, Action& action, const GlobalOptions&) {
           if (sp) rec.details["latency_ms"]["sample_shape"] = *sp;
           if (const std::string note = fixedBatchNote(bb, a->bench_batch); !note.empty()) rec.result.notes.push_back(note);
           if (!ort_tool.empty() && sp) {
-            rec.result.notes.push_back("ONNX Runtime latency not measured: its timing tool makes inputs of the declared "
-                                       "shape, and this model's leaves dimensions open");
+            rec.result.notes.push_back(kOrtOpenShapeNote);
           } else if (!ort_tool.empty()) {
             *ort = ortBenchPair(ort_tool, before, after, bb, a->run.threads);
             rec.details["ort_latency_ms"] = ort->toJson(bb, "before", "after");

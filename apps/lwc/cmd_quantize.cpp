@@ -158,17 +158,9 @@ void addQuantizeCommand(CLI::App& app, Action& action, const GlobalOptions&) {
           d["layers"] = layers;
         }
         int64_t bb = q->bench_batch > 0 ? benchBatchFor(before, q->bench_batch) : 0;
-        // Dimensions the model leaves open (height and width, say) are timed at the data's.
-        std::optional<Shape> sample;
-        if (bb > 0 && !benchShapeProblem(before).empty()) sample = dataSampleShape(q->run, before);
+        std::optional<Shape> sample;  // the data's, for dimensions the model leaves open
+        if (bb > 0 && !prepareTiming(before, q->run, sample, rec.result.notes)) bb = 0;
         const Shape* sp = sample ? &*sample : nullptr;
-        if (const std::string why = benchShapeProblem(before, sp); bb > 0 && !why.empty()) {
-          rec.result.notes.push_back("latency not measured: " + why + "; `lwc bench --data` times such a model");
-          bb = 0;
-        } else if (bb > 0 && sp) {
-          rec.result.notes.push_back("latency measured at the data's sample shape " + shapeStr(*sp) +
-                                     ", which the model input leaves open");
-        }
         *bench_batch = bb;
         if (bb > 0) {
           lat->first = medianLatencyMs(before, bb, q->run.threads, sp);
@@ -179,8 +171,7 @@ void addQuantizeCommand(CLI::App& app, Action& action, const GlobalOptions&) {
           if (const std::string note = fixedBatchNote(bb, q->bench_batch); !note.empty()) rec.result.notes.push_back(note);
         }
         if (!ort_tool.empty() && bb > 0 && sp) {
-          rec.result.notes.push_back("ONNX Runtime latency not measured: its timing tool makes inputs of the declared "
-                                     "shape, and this model's leaves dimensions open");
+          rec.result.notes.push_back(kOrtOpenShapeNote);
         } else if (!ort_tool.empty() && bb > 0) {
           *ort = ortBenchPair(ort_tool, before, after, bb, q->run.threads);
           d["ort_latency_ms"] = ort->toJson(bb, "fp32", "int8");

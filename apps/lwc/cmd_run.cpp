@@ -128,6 +128,7 @@ engine::TensorMap randomFeeds(const Model& m, int64_t batch, std::mt19937& rng, 
   return feeds;
 }
 
+namespace {
 std::optional<Shape> dataSampleShape(const RunArgs& a, const Model& m) {
   const std::string& path = !a.eval.empty() ? a.eval : a.calib;
   if (path.empty()) return std::nullopt;
@@ -144,6 +145,20 @@ std::optional<Shape> dataSampleShape(const RunArgs& a, const Model& m) {
   } catch (const Error&) {
     return std::nullopt;
   }
+}
+}  // namespace
+
+bool prepareTiming(const Model& m, const RunArgs& a, std::optional<Shape>& sample, std::vector<std::string>& notes) {
+  sample.reset();
+  if (benchShapeProblem(m).empty()) return true;
+  sample = dataSampleShape(a, m);
+  if (const std::string why = benchShapeProblem(m, sample ? &*sample : nullptr); !why.empty()) {
+    notes.push_back("latency not measured: " + why + "; `lwc bench --data` times such a model");
+    sample.reset();
+    return false;
+  }
+  notes.push_back("latency measured at the data's sample shape " + shapeStr(*sample) + ", which the model input leaves open");
+  return true;
 }
 
 // Median latency of a model in the lwc engine on random inputs of the model's shape at `batch`.

@@ -134,13 +134,12 @@ int main(int argc, char** argv) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
     std::string where = "lwc";
-    for (const CLI::App* sub = &app; !sub->get_subcommands().empty();) {
-      sub = sub->get_subcommands().front();
-      where += " " + sub->get_name();
+    const CLI::App* deepest = &app;
+    while (!deepest->get_subcommands().empty()) {
+      deepest = deepest->get_subcommands().front();
+      where += " " + deepest->get_name();
     }
     std::string msg = parseErrorMessage(e.what());
-    const CLI::App* deepest = &app;
-    while (!deepest->get_subcommands().empty()) deepest = deepest->get_subcommands().front();
     if (deepest != &app)
       if (std::string unknown = unknownOptionMessage(*deepest, where, argc, argv); !unknown.empty()) msg = unknown;
     if (where == "lwc" && argc > 1 && argv[1][0] != '-') {

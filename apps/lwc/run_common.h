@@ -53,10 +53,15 @@ std::string benchShapeProblem(const Model& m, const Shape* sample = nullptr);
 /// empty); floats uniform in [-1, 1), 8-bit integers over their range, other types zero (valid
 /// indices and token ids).
 engine::TensorMap randomFeeds(const Model& m, int64_t batch, std::mt19937& rng, const Shape* sample = nullptr);
-/// The shape of the first sample (without the batch) of the command's --eval data, else its
-/// --calib data, as read for `m`; nullopt when neither is given or it cannot be read (the run
-/// reports that itself).
-std::optional<Shape> dataSampleShape(const RunArgs& a, const Model& m);
+/// How a report can time `m` with random inputs. When the model input leaves dimensions open,
+/// `sample` gets the shape of the first sample (without the batch) of the command's --eval data,
+/// else its --calib data. Returns false when `m` cannot be timed (no data, or it cannot be read:
+/// the run reports that itself). Either way the note for the report goes to `notes`.
+bool prepareTiming(const Model& m, const RunArgs& a, std::optional<Shape>& sample, std::vector<std::string>& notes);
+/// The report note when ONNX Runtime's timing is skipped because prepareTiming needed `sample`.
+inline constexpr const char* kOrtOpenShapeNote =
+    "ONNX Runtime latency not measured: its timing tool makes inputs of the declared shape, and this model's leaves "
+    "dimensions open";
 /// The batch to time a model at: its input's batch size when the model fixes it (exported with
 /// batch 1, say), else `requested`.
 int64_t benchBatchFor(const Model& m, int64_t requested);
