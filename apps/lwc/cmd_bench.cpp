@@ -103,7 +103,8 @@ void addBenchCommand(CLI::App& app, Action& action, const GlobalOptions& g) {
         feeds[m.graph.realInputs().at(0)->name] = b->inputs;
       } else {
         if (const std::string why = benchShapeProblem(m); !why.empty())
-          fail(o->model, ": ", why, "; lwc bench makes random inputs of the declared shape: give --data DIR to feed real samples instead");
+          fail(o->model, ": ", why,
+               "; lwc bench makes random inputs of the declared shape: give --data DIR to feed real samples instead");
         feeds = randomFeeds(m, o->batch, rng);
       }
       using clock = std::chrono::steady_clock;

@@ -92,12 +92,11 @@ void addCompareCommand(CLI::App& app, Action& action, const GlobalOptions&) {
       const std::string ina = sa.inputNames().at(0), inb = sb.inputNames().at(0);
       // A float16 copy of a float32 model (or the reverse) gets the same samples in its own precision,
       // and its outputs are compared in float32.
-      auto inputType = [](const Model& m) {
-        const DType t = m.graph.realInputs().at(0)->dtype;
-        return t == DType::Float16 ? DType::Float16 : DType::Float32;
+      auto isHalfOrSingle = [](DType t) { return t == DType::Float16 || t == DType::Float32; };
+      auto feed = [&](const Tensor& x, const Model& m) {
+        const DType want = m.graph.realInputs().at(0)->dtype;
+        return isHalfOrSingle(x.dtype()) && isHalfOrSingle(want) && x.dtype() != want ? x.cast(want) : x;
       };
-      const DType ta = inputType(ma), tb = inputType(mb);
-      auto feed = [](const Tensor& x, DType t) { return x.dtype() == DType::Float32 || x.dtype() == DType::Float16 ? (x.dtype() == t ? x : x.cast(t)) : x; };
       auto f32 = [](const Tensor& t) { return t.dtype() == DType::Float16 ? t.cast(DType::Float32) : t; };
 
       std::vector<Row> outs(ma.graph.outputs.size());
@@ -108,13 +107,13 @@ void addCompareCommand(CLI::App& app, Action& action, const GlobalOptions&) {
       int64_t done = 0;
       while (auto batch = ds->next(o->data.batch)) {
         std::map<std::string, Tensor> acts;
-        auto ra = sa.runOrdered({{ina, feed(batch->inputs, ta)}},
+        auto ra = sa.runOrdered({{ina, feed(batch->inputs, ma)}},
                                 o->per_layer ? engine::Observer([&](const std::string& n, const Tensor& t) {
                                   acts[n] = f32(t);  // shares the buffer; the engine allocates fresh outputs
                                   first_seen.emplace(n, first_seen.size());
                                 })
                                              : engine::Observer());
-        auto rb = sb.runOrdered({{inb, feed(batch->inputs, tb)}},
+        auto rb = sb.runOrdered({{inb, feed(batch->inputs, mb)}},
                                 o->per_layer ? engine::Observer([&](const std::string& n, const Tensor& half) {
                                   const Tensor t = f32(half);
                                   auto it = acts.find(n);

@@ -179,17 +179,16 @@ void printHuman(const Model& m, const ModelStats& st, bool per_layer) {
   }
   const std::string problem = inputModelProblem(m);
   const auto undeclared = undeclaredOutputs(m);
-  if (problem.empty() && !undeclared.empty())
-  {
+  if (!problem.empty()) {
+    o << "checks      the model " << problem << "\n            lwc's commands that write a model refuse it until it is repaired\n";
+  } else if (undeclared.empty()) {
+    o << "checks      passes ONNX's checker, strict shape inference and lwc's weight-shape checks\n";
+  } else {
     o << "checks      passes ONNX's checker, strict shape inference and lwc's weight-shape checks once shape inference\n"
          "            fills in the type or shape that graph output";
     for (size_t i = 0; i < undeclared.size(); ++i) o << (i ? ", '" : " '") << undeclared[i] << "'";
     o << " leaves out (the commands that write a model do this)\n";
   }
-  else if (problem.empty())
-    o << "checks      passes ONNX's checker, strict shape inference and lwc's weight-shape checks\n";
-  else
-    o << "checks      the model " << problem << "\n            lwc's commands that write a model refuse it until it is repaired\n";
   const auto coded = codedTensors(m);
   if (!coded.empty()) {
     int64_t raw = 0, stored = 0;

@@ -157,7 +157,8 @@ bool prepareTiming(const Model& m, const RunArgs& a, std::optional<Shape>& sampl
     sample.reset();
     return false;
   }
-  notes.push_back("latency measured at the data's sample shape " + shapeStr(*sample) + ", which the model input leaves open");
+  notes.push_back("latency measured at the data's sample shape " + shapeStr(*sample) +
+                  ", which the model input leaves open");
   return true;
 }
 

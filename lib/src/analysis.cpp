@@ -317,8 +317,8 @@ Model constantsAsInitializers(const Model& m) {
 
 std::string float16WeightsHint(const Model& m) {
   for (const Node& n : m.graph.nodes) {
-    if (!n.domain.empty() || (n.op_type != "Conv" && n.op_type != "ConvTranspose" && n.op_type != "Gemm" && n.op_type != "MatMul"))
-      continue;
+    const std::string& op = n.op_type;
+    if (!n.domain.empty() || (op != "Conv" && op != "ConvTranspose" && op != "Gemm" && op != "MatMul")) continue;
     for (const auto& in : n.inputs)
       if (const Tensor* w = in.empty() ? nullptr : m.graph.initializers.find(in); w && w->dtype() == DType::Float16)
         return " (its weights are float16, e.g. " + n.describe() +

@@ -692,10 +692,14 @@ void checkModelForOutput(const Model& m) {
     throw InternalError(m.label() + ": the model lwc produced fails " + why);
 }
 
+namespace {
+bool undeclared(const ValueInfo& v) { return !v.other_type && (v.dtype == DType::Undefined || !v.shape); }
+}  // namespace
+
 std::vector<std::string> undeclaredOutputs(const Model& m) {
   std::vector<std::string> names;
   for (const auto& o : m.graph.outputs)
-    if (!o.other_type && (o.dtype == DType::Undefined || !o.shape)) names.push_back(o.name);
+    if (undeclared(o)) names.push_back(o.name);
   return names;
 }
 
@@ -704,7 +708,7 @@ std::vector<std::string> completeOutputDeclarations(Model& m) {
   const ValueTypes types = inferShapes(m);
   std::vector<std::string> filled;
   for (auto& o : m.graph.outputs) {
-    if (o.other_type || (o.dtype != DType::Undefined && o.shape)) continue;
+    if (!undeclared(o)) continue;
     const auto it = types.find(o.name);
     if (it == types.end() || it->second.other_type || it->second.dtype == DType::Undefined) continue;
     const ValueInfo& inferred = it->second;

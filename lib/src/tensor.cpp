@@ -170,7 +170,7 @@ Tensor Tensor::cast(DType to) const {
     return f.cast(to);
   }
   if (to == DType::Float16) {
-    Tensor f = cast(DType::Float32);
+    const Tensor f = dtype_ == DType::Float32 ? *this : cast(DType::Float32);  // shares the buffer, no copy
     auto* dst = static_cast<uint16_t*>(out.raw());
     for (int64_t i = 0; i < n; ++i) dst[i] = floatToHalf(f.data<float>()[i]);
     return out;

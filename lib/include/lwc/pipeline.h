@@ -175,8 +175,8 @@ std::vector<std::string> completeOutputDeclarations(Model& m);
 
 /// What checkModelForInput would reject, without throwing: empty when the model passes, else
 /// "fails the ONNX checker: ...", "fails ONNX shape inference: ..." or "has shapes that disagree:
-/// ..." (one line), judged after completeOutputDeclarations (which the commands run first). `lwc info` shows it. The ONNX checks see Constant nodes holding tensors as
-/// initializers, as the engine and fold_constants read them (early PyTorch exports hold int64
+/// ..." (one line), judged after completeOutputDeclarations (which the commands run first).
+/// `lwc info` shows it. The ONNX checks see Constant nodes holding tensors as initializers, as the engine and fold_constants read them (early PyTorch exports hold int64
 /// Constants that ONNX's Constant-1 schema does not allow; lwc's output has initializers there);
 /// `as_is` checks the model exactly as read.
 std::string inputModelProblem(const Model& m, bool as_is = false);

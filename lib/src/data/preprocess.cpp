@@ -402,11 +402,7 @@ Tensor BatchBuilder::finish() {
   LWC_CHECK(count_ == n_, "batch underfilled");
   if (out_ == DType::Float32) return t_;
   LWC_CHECK(out_ == DType::Float16, "image batches are float32 or float16");
-  Tensor h = Tensor::uninitialized(DType::Float16, t_.shape());
-  const float* src = t_.data<float>();
-  auto* dst = static_cast<uint16_t*>(h.raw());
-  for (int64_t i = 0; i < t_.numel(); ++i) dst[i] = floatToHalf(src[i]);
-  return h;
+  return t_.cast(DType::Float16);
 }
 
 DType imageBatchType(DType model_input, const std::string& where) {
