@@ -81,7 +81,7 @@ void addBenchCommand(CLI::App& app, Action& action, const GlobalOptions& g) {
   cmd->callback([&action, o, &g] {
     action = [o, &g] {
       engine::configureThreads(o->threads);
-      const Model m = loadModel(o->model);
+      const Model m = loadInputModel(o->model);
       if (const int64_t fixed = benchBatchFor(m, o->batch); fixed != o->batch) {
         spdlog::info("batch {}: the model input's fixed batch size (not --batch {})", fixed, o->batch);
         o->batch = fixed;  // items/s counts what is run

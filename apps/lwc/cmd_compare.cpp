@@ -81,7 +81,7 @@ void addCompareCommand(CLI::App& app, Action& action, const GlobalOptions&) {
   cmd->callback([&action, o] {
     action = [o] {
       engine::configureThreads(o->threads);
-      const Model ma = loadModel(o->a), mb = loadModel(o->b);
+      const Model ma = loadInputModel(o->a), mb = loadInputModel(o->b);
       if (ma.graph.outputs.size() != mb.graph.outputs.size())
         fail(o->b, ": has ", mb.graph.outputs.size(), " outputs but ", o->a, " has ", ma.graph.outputs.size());
       auto ds = o->data.open(ma, &mb);

@@ -33,7 +33,7 @@ void addEvalCommand(CLI::App& app, Action& action, const GlobalOptions&) {
   cmd->callback([&action, o] {
     action = [o] {
       engine::configureThreads(o->threads);
-      const Model m = loadModel(o->model);
+      const Model m = loadInputModel(o->model);
       auto ds = o->data.open(m);
       engine::SessionOptions so;
       so.threads = o->threads;

@@ -42,7 +42,7 @@ void addExecCommand(CLI::App& app, Action& action, const GlobalOptions&) {
   cmd->callback([&action, o] {
     action = [o] {
       engine::configureThreads(o->threads);
-      const Model m = loadModel(o->model);
+      const Model m = loadInputModel(o->model);
       engine::TensorMap feeds;
       for (const auto& spec : o->inputs) {
         const auto eq = spec.find('=');

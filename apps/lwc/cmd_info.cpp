@@ -230,7 +230,7 @@ void addInfoCommand(CLI::App& app, Action& action, const GlobalOptions&) {
   cmd->add_option("--batch", opts->batch, "Batch size for MACs")->default_val(1)->check(CLI::PositiveNumber);
   cmd->callback([&action, opts] {
     action = [opts] {
-      const Model m = loadModel(opts->model);
+      const Model m = loadInputModel(opts->model);
       const ModelStats st = analyzeModel(m, AnalyzeOptions{opts->batch});
       if (opts->json) std::cout << buildJson(m, st).dump(2) << "\n";
       else printHuman(m, st, opts->per_layer);

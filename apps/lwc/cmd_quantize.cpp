@@ -234,7 +234,7 @@ void addCalibrateCommand(CLI::App& app, Action& action, const GlobalOptions&) {
     action = [q] {
       checkWritable(q->save_calib);
       engine::configureThreads(q->run.threads);
-      Model m = loadModel(q->run.positional.at(0));
+      Model m = loadInputModel(q->run.positional.at(0));
       for (const auto& s : completeOutputDeclarations(m)) spdlog::warn("{}: {}", q->run.positional.at(0), s);
       checkModelForInput(m);
       Pipeline p = quantPipeline(*q);

@@ -198,7 +198,7 @@ int runPipelineCommand(Pipeline p, const std::string& model_path, const RunArgs&
     if (!f.empty()) checkWritable(f);
 
   engine::configureThreads(a.threads);
-  Model m = loadModel(model_path);
+  Model m = loadInputModel(model_path);
   for (const auto& s : completeOutputDeclarations(m)) spdlog::warn("{}: {}", model_path, s);
   checkModelForInput(m);
   RunOptions ro;

@@ -3,6 +3,9 @@
 
 #include <CLI/CLI.hpp>
 #include <functional>
+#include <string>
+
+#include "lwc/graph.h"
 
 namespace lwc::app {
 
@@ -13,6 +16,10 @@ struct GlobalOptions {
   bool verbose = false;
   bool quiet = false;
 };
+
+/// Loads a model a command works on, with the changes of lwc/model_fixups.h (local functions
+/// inlined, initializers out of the input list, node names unique), each printed as a warning.
+Model loadInputModel(const std::string& path);
 
 void addInfoCommand(CLI::App& app, Action& action, const GlobalOptions& g);
 void addOpsCommand(CLI::App& app, Action& action, const GlobalOptions& g);

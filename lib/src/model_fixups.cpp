@@ -1,0 +1,195 @@
+#include "lwc/model_fixups.h"
+
+#include <algorithm>
+#include <functional>
+#include <map>
+#include <set>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "lwc/status.h"
+
+namespace lwc {
+namespace {
+
+std::string normDomain(const std::string& d) { return d == "ai.onnx" ? "" : d; }
+std::string functionKey(const std::string& domain, const std::string& name) { return normDomain(domain) + '\n' + name; }
+std::string functionLabel(const onnx::FunctionProto& f) {
+  return f.domain().empty() ? f.name() : f.domain() + "." + f.name();
+}
+
+bool hasSubgraph(const onnx::NodeProto& n) {
+  return std::any_of(n.attribute().begin(), n.attribute().end(),
+                     [](const onnx::AttributeProto& a) { return a.has_g() || a.graphs_size() > 0; });
+}
+
+/// Every name a node, value, initializer or declaration uses, to derive fresh ones from.
+std::unordered_set<std::string> usedNames(const Graph& g) {
+  std::unordered_set<std::string> used;
+  for (const auto& n : g.nodes) {
+    used.insert(n.name);
+    used.insert(n.inputs.begin(), n.inputs.end());
+    used.insert(n.outputs.begin(), n.outputs.end());
+  }
+  for (const auto& [k, v] : g.initializers.items()) used.insert(k);
+  for (const auto* list : {&g.inputs, &g.outputs, &g.value_info})
+    for (const auto& v : *list) used.insert(v.name);
+  return used;
+}
+
+std::string freshName(std::unordered_set<std::string>& used, const std::string& base) {
+  std::string c = base;
+  for (int i = 1; used.count(c); ++i) c = base + "_" + std::to_string(i);
+  used.insert(c);
+  return c;
+}
+
+}  // namespace
+
+std::vector<std::string> inlineLocalFunctions(Model& m) {
+  if (m.functions.empty()) return {};
+  const std::string label = m.label();
+  std::map<std::string, const onnx::FunctionProto*> fns;
+  for (const auto& f : m.functions) fns[functionKey(f.domain(), f.name())] = &f;
+  std::set<std::string> fn_domains;
+  for (const auto& f : m.functions) fn_domains.insert(normDomain(f.domain()));
+
+  Graph& g = m.graph;
+  std::unordered_set<std::string> used = usedNames(g);
+  std::map<std::string, int> calls;
+  std::vector<Node> out;
+  std::vector<std::string> stack;
+  std::function<void(const Node&)> expand = [&](const Node& call) {
+    const auto it = fns.find(functionKey(call.domain, call.op_type));
+    if (it == fns.end()) {
+      out.push_back(call);
+      return;
+    }
+    const onnx::FunctionProto& f = *it->second;
+    if (std::find(stack.begin(), stack.end(), it->first) != stack.end())
+      fail(label, ": model-local function '", functionLabel(f), "' calls itself (node ", call.describe(),
+           "); lwc cannot inline recursion: export the model without functions");
+    for (const auto& o : f.opset_import()) {
+      const std::string d = normDomain(o.domain());
+      if (fn_domains.count(d)) continue;  // the domain of local functions: calls, not operators
+      const int64_t mine = m.opsetFor(d);
+      if (mine == 0) {
+        m.setOpset(d, o.version());
+      } else if (mine != o.version()) {
+        fail(label, ": model-local function '", functionLabel(f), "' imports opset ", o.version(), " of domain '",
+             d.empty() ? "ai.onnx" : d, "' and the model opset ", mine,
+             "; lwc inlines functions only at the model's opset: export the model again with one opset");
+      }
+    }
+    ++calls[it->first];
+    const std::string prefix = call.name.empty() ? freshName(used, f.name()) : call.name;
+    std::unordered_map<std::string, std::string> rename;
+    for (int i = 0; i < f.input_size(); ++i)
+      rename[f.input(i)] = static_cast<size_t>(i) < call.inputs.size() ? call.inputs[i] : "";
+    for (int i = 0; i < f.output_size(); ++i)
+      rename[f.output(i)] = static_cast<size_t>(i) < call.outputs.size() && !call.outputs[i].empty()
+                                ? call.outputs[i]
+                                : freshName(used, prefix + "/" + f.output(i));
+    const auto map = [&](const std::string& v) -> std::string {
+      if (v.empty()) return v;
+      const auto r = rename.find(v);
+      if (r != rename.end()) return r->second;
+      return rename[v] = freshName(used, prefix + "/" + v);
+    };
+    stack.push_back(it->first);
+    for (int k = 0; k < f.node_size(); ++k) {
+      const onnx::NodeProto& fn = f.node(k);
+      if (hasSubgraph(fn))
+        fail(label, ": model-local function '", functionLabel(f), "' has a ", fn.op_type(),
+             " node with a subgraph; lwc cannot inline that: export the model without functions");
+      Node n;
+      n.name = freshName(used, prefix + "/" + (fn.name().empty() ? fn.op_type() + "_" + std::to_string(k) : fn.name()));
+      n.op_type = fn.op_type();
+      n.domain = normDomain(fn.domain());
+      n.doc_string = fn.doc_string();
+      for (const auto& v : fn.input()) n.inputs.push_back(map(v));
+      for (const auto& v : fn.output()) n.outputs.push_back(map(v));
+      for (const auto& a : fn.attribute()) {
+        if (a.ref_attr_name().empty()) {
+          n.attrs.push_back(a);
+          continue;
+        }
+        // A reference to the call's attribute; one the call does not set is left out, so the
+        // operator's default applies.
+        const onnx::AttributeProto* given = call.attr(a.ref_attr_name());
+        if (!given) continue;
+        onnx::AttributeProto copy = *given;
+        copy.set_name(a.name());
+        n.attrs.push_back(std::move(copy));
+      }
+      expand(n);
+    }
+    stack.pop_back();
+  };
+  for (const auto& n : g.nodes) expand(n);
+  if (calls.empty()) return {};
+  g.nodes = std::move(out);
+
+  std::vector<std::string> lines;
+  for (const auto& [key, count] : calls)
+    lines.push_back("lwc inlines model-local function '" + functionLabel(*fns.at(key)) + "' (" + std::to_string(count) +
+                    (count == 1 ? " call" : " calls") + "): its nodes replace the calls here and in the model lwc writes");
+  std::erase_if(m.functions, [&](const onnx::FunctionProto& f) { return calls.count(functionKey(f.domain(), f.name())); });
+  std::set<std::string> still;
+  for (const auto& n : g.nodes) still.insert(normDomain(n.domain));
+  for (const auto& f : m.functions) still.insert(normDomain(f.domain()));
+  std::erase_if(m.opset_imports, [&](const OpsetImport& o) {
+    const std::string d = normDomain(o.domain);
+    return fn_domains.count(d) && !still.count(d);
+  });
+  topoSort(g, label);
+  return lines;
+}
+
+std::vector<std::string> initializerInputsToConstants(Model& m) {
+  Graph& g = m.graph;
+  std::vector<std::string> names;
+  std::erase_if(g.inputs, [&](const ValueInfo& v) {
+    if (!g.initializers.contains(v.name)) return false;
+    names.push_back(v.name);
+    return true;
+  });
+  if (names.empty()) return {};
+  const bool one = names.size() == 1;
+  return {std::to_string(names.size()) + (one ? " initializer is" : " initializers are") + " also listed as graph " +
+          (one ? "input" : "inputs") + " (e.g. '" + names.front() +
+          "', as torch.onnx.export writes with keep_initializers_as_inputs=True): lwc treats " + (one ? "it" : "them") +
+          " as constant weights, and a model lwc writes lists only the other inputs"};
+}
+
+std::vector<std::string> makeNodeNamesUnique(Model& m) {
+  Graph& g = m.graph;
+  std::unordered_map<std::string, int> count;
+  for (const auto& n : g.nodes)
+    if (!n.name.empty()) ++count[n.name];
+  std::vector<std::string> shared;  // in node order, for a deterministic message
+  for (const auto& n : g.nodes)
+    if (count[n.name] > 1 && std::find(shared.begin(), shared.end(), n.name) == shared.end()) shared.push_back(n.name);
+  if (shared.empty()) return {};
+  std::unordered_set<std::string> used;
+  for (const auto& n : g.nodes) used.insert(n.name);
+  std::unordered_set<std::string> seen;
+  for (auto& n : g.nodes)
+    if (!n.name.empty() && !seen.insert(n.name).second) n.name = freshName(used, n.name);
+  std::string examples;
+  for (size_t i = 0; i < shared.size() && i < 3; ++i)
+    examples += (i ? ", '" : "'") + shared[i] + "' by " + std::to_string(count[shared[i]]);
+  if (shared.size() > 3) examples += ", ...";
+  return {std::to_string(shared.size()) + (shared.size() == 1 ? " node name is" : " node names are") +
+          " shared by several nodes (" + examples + "); lwc numbers the repeats ('" + shared.front() + "_1', ...), " +
+          "since ONNX Runtime refuses a model with duplicate node names"};
+}
+
+std::vector<std::string> normalizeModel(Model& m) {
+  std::vector<std::string> lines = inlineLocalFunctions(m);
+  for (auto* step : {&initializerInputsToConstants, &makeNodeNamesUnique})
+    for (auto& s : (*step)(m)) lines.push_back(std::move(s));
+  return lines;
+}
+
+}  // namespace lwc
