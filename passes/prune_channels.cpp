@@ -66,6 +66,7 @@ struct Member {
   Role role;
   size_t input = 0;  // ConstOperand: which input is the constant
   int axis = 0;      // ConstOperand: channel axis within the constant
+  int64_t spread = 1;  // Sink after a Flatten of [N, C, H, W]: each channel is `spread` consecutive inputs
 };
 
 struct Group {
@@ -153,6 +154,13 @@ Analysis analyze(const Model& m, const std::vector<std::string>& exclude) {
   std::map<std::string, std::string> blocked;
   std::map<std::string, int64_t> channels;
   std::vector<Member> members;
+  // Tensors that are a Flatten of channels x positions (value: positions per channel). Only
+  // element-wise ops and Gemm/MatMul consumers may read them.
+  std::map<std::string, int64_t> spread;
+  auto spreadOf = [&](const std::string& t) {
+    const auto it = spread.find(t);
+    return it == spread.end() ? int64_t{1} : it->second;
+  };
   auto isConst = [&](const std::string& t) { return g.initializers.contains(t) && !g.isGraphInput(t); };
   auto block = [&](const std::string& t, const std::string& why) {
     if (t.empty() || isConst(t)) return;
@@ -175,6 +183,12 @@ Analysis analyze(const Model& m, const std::vector<std::string>& exclude) {
       continue;
     }
     const std::string& op = n.op_type;
+    int64_t in_spread = 1;
+    for (const auto& t : n.inputs) in_spread = std::max(in_spread, t.empty() ? int64_t{1} : spreadOf(t));
+    if (in_spread > 1 && !(op == "Gemm" || op == "MatMul" || kUnary.count(op) || op == "Dropout")) {
+      blockNode(n, "read by " + what + " after a Flatten of channels and positions");
+      continue;
+    }
     if (op == "Conv" || op == "Gemm" || op == "MatMul") {
       const Tensor* w = n.inputs.size() > 1 ? floatConstant(g, n.inputs[1]) : nullptr;
       const Tensor* b = n.hasInput(2) ? floatConstant(g, n.inputs[2]) : nullptr;
@@ -220,8 +234,14 @@ Analysis analyze(const Model& m, const std::vector<std::string>& exclude) {
         blockNode(n, what + " has a bias that is not per output");
         continue;
       }
-      members.push_back({n.inputs[0], i, Role::Sink});
-      channels[n.inputs[0]] = K;
+      const int64_t per = spreadOf(n.inputs[0]);
+      if (K % per != 0) {
+        blockNode(n, what + " reads " + std::to_string(K) + " inputs, not a multiple of the Flatten's " +
+                         std::to_string(per) + " positions per channel");
+        continue;
+      }
+      members.push_back({n.inputs[0], i, Role::Sink, 0, 0, per});
+      channels[n.inputs[0]] = K / per;
       uf.add(n.inputs[0]);
       if (excluded(n)) {
         block(n.outputs[0], what + " is excluded");
@@ -252,17 +272,26 @@ Analysis analyze(const Model& m, const std::vector<std::string>& exclude) {
         continue;
       }
       uf.unite(n.inputs[0], n.outputs[0]);
+      if (in_spread > 1) spread[n.outputs[0]] = in_spread;
       continue;
     }
     if (op == "Flatten") {
+      // [N, C, d2, ...] -> [N, C * d2 * ...]: channel c becomes the positions' consecutive inputs
+      // c * P ... c * P + P - 1 of the layers that read it.
       const int r = rankOf(n.inputs[0]);
-      bool ok = n.attrInt("axis", 1) == 1 && r >= 2;
-      for (int d = 2; ok && d < r; ++d) ok = dimOf(n.inputs[0], static_cast<size_t>(d)) == 1;
-      if (!ok) {
-        blockNode(n, "read by " + what + " (channels are not the only non-batch dimension)");
+      const int64_t axis = n.attrInt("axis", 1);
+      int64_t positions = 1;
+      for (int d = 2; d < r && positions > 0; ++d) positions *= std::max<int64_t>(dimOf(n.inputs[0], size_t(d)), 0);
+      if (axis != 1 && !(axis == -(r - 1) && r >= 2)) {
+        blockNode(n, "read by " + what + " (flattens from axis " + std::to_string(axis) + ", not the channels)");
+        continue;
+      }
+      if (r < 2 || positions <= 0) {
+        blockNode(n, "read by " + what + " (the size of its positions is unknown)");
         continue;
       }
       uf.unite(n.inputs[0], n.outputs[0]);
+      if (positions > 1) spread[n.outputs[0]] = positions;
       continue;
     }
     if (kBinary.count(op) && n.numInputs() == 2) {
@@ -423,7 +452,10 @@ void applyGroup(Graph& g, const Group& grp, const std::vector<int64_t>& keep) {
       case Role::Sink: {
         const bool trans = n.op_type == "Gemm" && n.attrInt("transB", 0) != 0;
         const int axis = n.op_type == "Conv" ? 1 : (trans ? 1 : 0);
-        setInput(g, mb.node, 1, base + "_w", sliceAxis(cur(1), axis, keep));
+        std::vector<int64_t> rows;  // the inputs of the kept channels
+        for (int64_t c : keep)
+          for (int64_t p = 0; p < mb.spread; ++p) rows.push_back(c * mb.spread + p);
+        setInput(g, mb.node, 1, base + "_w", sliceAxis(cur(1), axis, rows));
         break;
       }
       case Role::DwConv:

@@ -18,6 +18,8 @@ Variants (each alone):
   constant-nodes   the weights in Constant nodes instead of initializers
   local-functions  every node of the first node's op type a call of a model-local function whose
                    body takes its attributes from the call (export_modules_as_functions)
+  view-flatten     the Flatten as x.view(x.size(0), -1) exports (Shape, Gather, Unsqueeze, Concat,
+                   Reshape); n/a for a model without Flatten
 
 For each variant: ONNX Runtime's top-1 on the data, then `lwc eval` (must equal it), then
 `lwc fuse`, `lwc quantize` (static, 64 calibration samples), `lwc prune --sparsity 0.5` and
@@ -133,6 +135,29 @@ def local_functions(m):
     return m
 
 
+def view_flatten(m):
+    """The Flatten as torch.onnx.export writes x.view(x.size(0), -1): Shape -> Gather(0) ->
+    Unsqueeze -> Concat(., [-1]) -> Reshape."""
+    h, g = onnx.helper, m.graph
+    at = next((i for i, n in enumerate(g.node) if n.op_type == "Flatten"), None)
+    if at is None:
+        raise ValueError("the model has no Flatten")
+    f = g.node[at]
+    x, y = f.input[0], f.output[0]
+    g.initializer.extend([numpy_helper.from_array(np.array(0, np.int64), "view_i0"),
+                          numpy_helper.from_array(np.array([0], np.int64), "view_axes"),
+                          numpy_helper.from_array(np.array([-1], np.int64), "view_m1")])
+    chain = [h.make_node("Shape", [x], ["view_s"], name="/view/Shape"),
+             h.make_node("Gather", ["view_s", "view_i0"], ["view_b"], name="/view/Gather", axis=0),
+             h.make_node("Unsqueeze", ["view_b", "view_axes"], ["view_bu"], name="/view/Unsqueeze"),
+             h.make_node("Concat", ["view_bu", "view_m1"], ["view_t"], name="/view/Concat", axis=0),
+             h.make_node("Reshape", [x, "view_t"], [y], name="/view/Reshape")]
+    nodes = list(g.node[:at]) + chain + list(g.node[at + 1:])
+    del g.node[:]
+    g.node.extend(nodes)
+    return m
+
+
 def output_no_shape(m):
     m.graph.output[0].type.tensor_type.ClearField("shape")
     return m
@@ -151,6 +176,7 @@ VARIANTS = {
     "no-names": no_node_names,
     "constant-nodes": constant_nodes,
     "local-functions": local_functions,
+    "view-flatten": view_flatten,
 }
 # ONNX Runtime refuses these as they are; its top-1 on the original model is the reference.
 ORT_REFUSES_INPUT = {"dup-names"}
@@ -239,8 +265,8 @@ def main():
         with tempfile.TemporaryDirectory() as tmp:
             try:
                 m = VARIANTS[name](copy.deepcopy(base))
-            except Exception as e:  # the converter has no adapter for some op of this model at that opset
-                print(f"n/a   {stem} {name}: ONNX's converter: {str(e).splitlines()[0][:120]}")
+            except Exception as e:  # the converter has no adapter for some op at that opset, no Flatten, ...
+                print(f"n/a   {stem} {name}: {str(e).splitlines()[0][:120]}")
                 continue
             path = os.path.join(tmp, f"{stem}.{name}.onnx")
             if name == "external-data":

@@ -232,3 +232,63 @@ TEST_CASE("lwc prune: bad input gets one clear error and no output file", "[cli]
                  " --bench-batch 0 --layer-samples 0").exit_code == 0);
   bad(d / "q.onnx", "--sparsity 0.5", "already quantized");
 }
+
+TEST_CASE("lwc prune --channels: a conv before x.view(x.size(0), -1) is pruned as before torch.flatten",
+          "[cli][prune][channels]") {
+  // lenet5_fmnist with its Flatten replaced by what torch.onnx.export writes for
+  // x.view(x.size(0), -1): Shape -> Gather(0) -> Unsqueeze -> Concat(., [-1]) -> Reshape.
+  TempDir d;
+  Model m = loadModel(td("lenet5_fmnist.onnx"));
+  auto& nodes = m.graph.nodes;
+  const auto it = std::find_if(nodes.begin(), nodes.end(), [](const Node& n) { return n.op_type == "Flatten"; });
+  REQUIRE(it != nodes.end());
+  const std::string x = it->inputs[0], y = it->outputs[0];
+  m.graph.initializers.set("i0", Tensor::scalar<int64_t>(0));
+  m.graph.initializers.set("ax", Tensor::fromVector<int64_t>({1}, {0}));
+  m.graph.initializers.set("m1", Tensor::fromVector<int64_t>({1}, {-1}));
+  auto node = [](const std::string& op, std::vector<std::string> in, const std::string& out) {
+    Node n;
+    n.op_type = op;
+    n.name = "/view/" + op;
+    n.inputs = std::move(in);
+    n.outputs = {out};
+    return n;
+  };
+  std::vector<Node> chain = {node("Shape", {x}, "s"), node("Gather", {"s", "i0"}, "b"),
+                             node("Unsqueeze", {"b", "ax"}, "bu"), node("Concat", {"bu", "m1"}, "t"),
+                             node("Reshape", {x, "t"}, y)};
+  chain[3].setAttr("axis", int64_t{0});
+  const auto pos = nodes.erase(it);
+  nodes.insert(pos, chain.begin(), chain.end());
+  saveModel(m, d / "view.onnx");
+
+  auto prune = [&](const fs::path& in, const std::string& out) {
+    auto r = runLwc("prune " + q(in) + " --channels 0.5 --round-to 4 --bench-batch 0 -o " + q(d / out));
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    return r.err;
+  };
+  const std::string log_flat = prune(td("lenet5_fmnist.onnx"), "flat.onnx"), log_view = prune(d / "view.onnx", "pview.onnx");
+  CHECK_THAT(log_view, !Contains("left alone (read by Shape"));
+  CHECK_THAT(log_flat, !Contains("channels are not the only non-batch dimension"));
+  auto layerShapes = [](const fs::path& p) {
+    const Model mm = loadModel(p);
+    std::vector<Shape> s;
+    for (const auto& n : mm.graph.nodes)
+      if (n.op_type == "Conv" || n.op_type == "Gemm") s.push_back(mm.graph.initializers.at(n.inputs[1]).shape());
+    return s;
+  };
+  const auto flat = layerShapes(d / "flat.onnx");
+  REQUIRE(flat.size() == 5);
+  CHECK(flat[1][0] == 8);                // conv2: 16 -> 8 channels
+  CHECK(flat[2] == Shape{60, 200});      // fc1 reads 8 x 5 x 5 inputs
+  CHECK(layerShapes(d / "pview.onnx") == flat);
+  const Model v = loadModel(d / "pview.onnx");
+  CHECK(std::none_of(v.graph.nodes.begin(), v.graph.nodes.end(), [](const Node& n) { return n.op_type == "Shape"; }));
+  auto top1 = [&](const std::string& f) {
+    auto r = runLwc("eval " + q(d / f) + " --data " + q(td("fmnist_sample")) + " --json");
+    REQUIRE(r.exit_code == 0);
+    return nlohmann::json::parse(r.out)["top1_correct"].get<int64_t>();
+  };
+  CHECK(top1("pview.onnx") == top1("flat.onnx"));
+}

@@ -250,3 +250,73 @@ TEST_CASE("prune_channels recover lsq re-fits the consumers from the kept channe
   CHECK(err(fitted) < 0.5 * err(plain));
   CHECK(weightShape(fitted, "c") == weightShape(plain, "c"));
 }
+
+TEST_CASE("prune_channels sees through a Flatten of channels and positions to Gemm and MatMul", "[prune_channels]") {
+  // Conv [N,8,6,6] -> MaxPool [N,8,3,3] -> Flatten [N,72]: channel c is inputs 9c ... 9c+8 of
+  // both consumers (Gemm with transB, MatMul without).
+  auto net = [] {
+    Model m = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 3, 6, 6] x) => (float[N, 5] y, float[N, 4] z) {
+  a = Conv <pads=[1,1,1,1]> (x, wa, ba)
+  r = Relu (a)
+  p = MaxPool <kernel_shape=[2,2], strides=[2,2]> (r)
+  f = Flatten (p)
+  y = Gemm <transB=1> (f, wf, bf)
+  z = MatMul (f, wm)
+})");
+    addConst(m, "wa", {8, 3, 3, 3}, 1);
+    addConst(m, "ba", {8}, 2);
+    addConst(m, "wf", {5, 72}, 3);
+    addConst(m, "bf", {5}, 4);
+    addConst(m, "wm", {72, 4}, 5);
+    Tensor& w = *m.graph.initializers.find("wa");
+    for (int64_t o = 1; o < 8; o += 2)  // odd filters nearly zero: l1 removes exactly those
+      for (int64_t k = 0; k < 27; ++k) w.data<float>()[o * 27 + k] *= 0.01f;
+    return m;
+  };
+  Model m = net();
+  auto r = runPass(m, "prune_channels", {{"ratio", 0.5}, {"min_channels", 1}, {"round_to", 1}});
+  CHECK(r.stats["groups_pruned"] == 1);
+  CHECK(weightShape(m, "a") == Shape{4, 3, 3, 3});
+  CHECK(weightShape(m, "y") == Shape{5, 36});
+  CHECK(weightShape(m, "z") == Shape{36, 4});
+  // The kept columns are those of the even channels, in order.
+  const Model original = net();
+  const Tensor& wf0 = original.graph.initializers.at("wf");
+  const Tensor& wf1 = m.graph.initializers.at(m.graph.nodes[4].inputs[1]);
+  for (int64_t j = 0; j < 5; ++j)
+    for (int64_t k = 0; k < 4; ++k)
+      for (int64_t p = 0; p < 9; ++p) REQUIRE(wf1.at(j * 36 + k * 9 + p) == wf0.at(j * 72 + 2 * k * 9 + p));
+  // Numerically: the original with the odd filters zeroed.
+  Model zeroed = net();
+  for (const char* name : {"wa", "ba"}) {
+    Tensor& t = *zeroed.graph.initializers.find(name);
+    const int64_t per = t.numel() / 8;
+    for (int64_t o = 1; o < 8; o += 2)
+      for (int64_t k = 0; k < per; ++k) t.data<float>()[o * per + k] = 0.0f;
+  }
+  CHECK(compareModels(zeroed, m, 1e-5).empty());
+
+  SECTION("anything else after the Flatten leaves the group alone") {
+    Model b = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 3, 6, 6] x) => (float[N, 5] y) {
+  a = Conv <pads=[1,1,1,1]> (x, wa, ba)
+  p = MaxPool <kernel_shape=[2,2], strides=[2,2]> (a)
+  f = Flatten (p)
+  s = Add (f, c)
+  y = Gemm <transB=1> (s, wf, bf)
+})");
+    addConst(b, "wa", {8, 3, 3, 3}, 1);
+    addConst(b, "ba", {8}, 2);
+    addConst(b, "c", {72}, 6);
+    addConst(b, "wf", {5, 72}, 3);
+    addConst(b, "bf", {5}, 4);
+    const std::string before = serialized(b);
+    auto rb = runPass(b, "prune_channels", {{"ratio", 0.5}, {"round_to", 1}});
+    CHECK_FALSE(rb.changed);
+    CHECK(serialized(b) == before);
+    bool said = false;
+    for (const auto& n : rb.notes) said = said || n.find("after a Flatten of channels and positions") != std::string::npos;
+    CHECK(said);
+  }
+}
