@@ -34,6 +34,7 @@ Node node(const std::string& op, const std::string& name, std::vector<std::strin
 
 PassResult QuantizeDynamic::run(Model& m, PassContext&) {
   checkNotQuantized(m);
+  const std::string upgraded = upgradeOpset(m, 11, "DynamicQuantizeLinear");
   checkQuantizableOpset(m, 11, "DynamicQuantizeLinear");
   Graph& g = m.graph;
   topoSort(g, m.label());
@@ -46,6 +47,7 @@ PassResult QuantizeDynamic::run(Model& m, PassContext&) {
     exclude.insert(e);
   }
   PassResult r;
+  if (!upgraded.empty()) r.notes.push_back(upgraded);
   std::map<std::string, std::array<std::string, 3>> dyn;  // activation -> (q, scale, zero point)
   std::vector<Node> out;
   int64_t layers = 0;

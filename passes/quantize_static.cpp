@@ -11,6 +11,7 @@
 #include "lwc/engine.h"
 #include "lwc/graph_edit.h"
 #include "lwc/metrics.h"
+#include "lwc/model_fixups.h"
 #include "lwc/model_io.h"
 #include "lwc/shape_inference.h"
 #include "passes/gptq.h"
@@ -87,12 +88,21 @@ void checkNotQuantized(const Model& m, const std::string& action) {
            "); ", action, " the float model it came from instead");
 }
 
+std::string upgradeOpset(Model& m, int64_t want, const std::string& what) {
+  const int64_t from = m.opsetFor("");
+  if (from >= want) return "";
+  const std::string why = convertOpset(m, 13);
+  if (why.empty())
+    return "opset " + std::to_string(from) + " -> 13 with ONNX's version converter (" + what + " needs " +
+           std::to_string(want) + ")";
+  return "opset " + std::to_string(from) + " kept: ONNX's version converter could not convert the model to 13 (" + why + ")";
+}
+
 void checkQuantizableOpset(const Model& m, int64_t min_opset, const std::string& ops) {
   const int64_t v = m.opsetFor("");
   if (v < min_opset)
     fail(m.label(), ": opset ", v, " has no ", ops, " (introduced in opset ", min_opset,
-         "); convert the model to opset 13 first (onnx.version_converter.convert_version(model, 13)), "
-         "which also allows per-channel weight scales");
+         "), and ONNX's version converter could not convert it to opset 13: export the model again at opset 13");
 }
 
 namespace {
@@ -260,12 +270,15 @@ int64_t correctQuantizedBiases(Model& m, const Model& fp32, std::vector<BiasFix>
 
 PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
   checkNotQuantized(m);
+  const PassOptions& o = options_;
+  const bool per_channel_opt = o.getBool("per_channel");
+  // Per-channel weight scales need opset 13, QuantizeLinear at all 10: convert older models.
+  const std::string upgraded =
+      upgradeOpset(m, per_channel_opt ? 13 : 10, per_channel_opt ? "per-channel DequantizeLinear" : "QuantizeLinear");
   checkQuantizableOpset(m, 10, "QuantizeLinear/DequantizeLinear");
   Graph& g = m.graph;
   topoSort(g, m.label());
-  const PassOptions& o = options_;
   const bool symmetric = o.getString("act_type") == "int8";
-  const bool per_channel_opt = o.getBool("per_channel");
   const float w_qmax = o.getBool("reduce_range") ? 63.0f : 127.0f;
   const bool per_channel = per_channel_opt && m.opsetFor("") >= 13;
   const bool bias_correction = o.getBool("bias_correction");
@@ -277,6 +290,7 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
   const Model fp32 = bias_correction ? m : Model();  // shares the tensors; the edits below write new ones
   std::vector<BiasFix> bias_fixes;
   PassResult r;
+  if (!upgraded.empty()) r.notes.push_back(upgraded);
   if (per_channel_opt && !per_channel)
     r.notes.push_back("opset " + std::to_string(m.opsetFor("")) +
                       " < 13: per-tensor weight scales (per-channel DequantizeLinear needs opset 13)");
@@ -567,10 +581,11 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
           const std::string qn = fresh(bname + "_quantized"), sn = fresh(bname + "_scale"), zn = fresh(bname + "_zero_point"),
                             dn = fresh(bname + "_dequantized");
           new_inits.push_back({qn, bq});
-          new_inits.push_back({sn, bs});
-          new_inits.push_back({zn, Tensor(DType::Int32, {ch})});
+          // Per-tensor weights (opset < 13, whose DequantizeLinear has no axis): one bias scale.
+          new_inits.push_back({sn, per_channel ? bs : Tensor::scalar<float>(bs.data<float>()[0])});
+          new_inits.push_back({zn, per_channel ? Tensor(DType::Int32, {ch}) : Tensor::scalar<int32_t>(0)});
           Node dq = makeNode("DequantizeLinear", fresh(bname + "_DequantizeLinear"), {qn, sn, zn}, dn);
-          dq.setAttr("axis", int64_t(0));
+          if (per_channel) dq.setAttr("axis", int64_t(0));
           new_nodes.push_back(dq);
           bias_dq = dn;
           ++biases_q;

@@ -79,9 +79,15 @@ std::vector<TensorError> quantizationErrors(const Model& fp32, const Model& q, c
 /// ("quantize", "prune") says what to run on the float model instead.
 void checkNotQuantized(const Model& m, const std::string& action = "quantize");
 
+/// A model whose default-domain opset is below `want` is converted to opset 13 with ONNX's version
+/// converter (raising the opset import alone would change what older ops mean). Returns the note
+/// for the report: the conversion, or why the converter could not do it (the model is then as it
+/// was); empty when the opset is already high enough. `what` names the op that needs `want`.
+std::string upgradeOpset(Model& m, int64_t want, const std::string& what);
+
 /// Throws lwc::Error when the model's default-domain opset predates the ops quantization writes
-/// (`min_opset`: 10 for QuantizeLinear/DequantizeLinear, 11 for DynamicQuantizeLinear). Raising the
-/// opset import alone would change what older ops in the model mean, so the user converts it.
+/// (`min_opset`: 10 for QuantizeLinear/DequantizeLinear, 11 for DynamicQuantizeLinear), after
+/// upgradeOpset could not convert it.
 void checkQuantizableOpset(const Model& m, int64_t min_opset, const std::string& ops);
 
 }  // namespace lwc::passes

@@ -18,6 +18,8 @@ Variants (each alone):
   constant-nodes   the weights in Constant nodes instead of initializers
   local-functions  every node of the first node's op type a call of a model-local function whose
                    body takes its attributes from the call (export_modules_as_functions)
+  opset-11         the opset import set to 11 where every node means the same there (n/a where
+                   ONNX's checker refuses it): per-tensor weight scales, DequantizeLinear without axis
   view-flatten     the Flatten as x.view(x.size(0), -1) exports (Shape, Gather, Unsqueeze, Concat,
                    Reshape); n/a for a model without Flatten
 
@@ -158,6 +160,19 @@ def view_flatten(m):
     return m
 
 
+def relabel_opset(version):
+    """The default-domain opset import set to `version` without converting any node: valid where
+    every node means the same at that opset (ONNX's checker must accept it), as the models of
+    older exporters are (torch.onnx.export(..., opset_version=11))."""
+    def f(m):
+        for o in m.opset_import:
+            if o.domain in ("", "ai.onnx"):
+                o.version = version
+        onnx.checker.check_model(m, full_check=True)
+        return m
+    return f
+
+
 def output_no_shape(m):
     m.graph.output[0].type.tensor_type.ClearField("shape")
     return m
@@ -177,6 +192,7 @@ VARIANTS = {
     "constant-nodes": constant_nodes,
     "local-functions": local_functions,
     "view-flatten": view_flatten,
+    "opset-11": relabel_opset(11),
 }
 # ONNX Runtime refuses these as they are; its top-1 on the original model is the reference.
 ORT_REFUSES_INPUT = {"dup-names"}

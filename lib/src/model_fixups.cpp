@@ -7,6 +7,9 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include <onnx/version_converter/convert.h>
+
+#include "lwc/model_io.h"
 #include "lwc/status.h"
 
 namespace lwc {
@@ -183,6 +186,25 @@ std::vector<std::string> makeNodeNamesUnique(Model& m) {
   return {std::to_string(shared.size()) + (shared.size() == 1 ? " node name is" : " node names are") +
           " shared by several nodes (" + examples + "); lwc numbers the repeats ('" + shared.front() + "_1', ...), " +
           "since ONNX Runtime refuses a model with duplicate node names"};
+}
+
+std::string convertOpset(Model& m, int64_t target) {
+  const int64_t from = m.opsetFor("");
+  if (from == target) return "";
+  try {
+    const onnx::ModelProto converted =
+        onnx::version_conversion::ConvertVersion(modelToProto(m), static_cast<int>(target));
+    Model c = modelFromProto(converted, ".", m.label());
+    if (c.opsetFor("") != target) return "it left the opset at " + std::to_string(c.opsetFor(""));
+    c.source = m.source;
+    c.external_data_files = m.external_data_files;
+    m = std::move(c);
+    return "";
+  } catch (const std::exception& e) {
+    std::string why = e.what();
+    if (const size_t nl = why.find('\n'); nl != std::string::npos) why.resize(nl);
+    return why.size() > 200 ? why.substr(0, 200) + "..." : why;
+  }
 }
 
 std::vector<std::string> normalizeModel(Model& m) {

@@ -1,5 +1,6 @@
 // lwc quantize / calibrate end to end: real models and data, reports, shards, bad input.
 #include <catch2/catch.hpp>
+#include <array>
 #include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -292,4 +293,51 @@ g (int64[N, 8] ids, float[N, 8, 64] x2, float[100, 64] emb, float[64, 64] w1, fl
   r = runLwc("bench " + q(d / "q.onnx") + " --batch 3 --iters 2 --json");
   REQUIRE(r.exit_code == 0);
   CHECK(nlohmann::json::parse(r.out)["batch"] == 3);
+}
+
+TEST_CASE("lwc quantize an opset-11 model: converted to 13 for per-channel scales, or per-tensor at 11",
+          "[cli][quantize]") {
+  // resnet_fmnist's nodes (Conv, BatchNormalization, Relu, Add, GlobalAveragePool, Flatten, Gemm)
+  // mean the same at opset 11, as torch.onnx.export(..., opset_version=11) writes them.
+  TempDir d;
+  Model m = loadModel(td("resnet_fmnist.onnx"));
+  m.setOpset("", 11);
+  saveModel(m, d / "o11.onnx");
+  const fs::path sample = td("fmnist_sample");
+  auto quantize = [&](const std::string& out, const std::string& extra) {
+    auto r = runLwc("quantize " + q(d / "o11.onnx") + " --calib " + q(sample) + " --eval " + q(sample) + " -o " +
+                    q(d / out) + " --bench-batch 0 --layer-samples 0 --json" + extra);
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    const auto rep = nlohmann::json::parse(r.out);
+    CHECK(rep["input"]["eval"]["top1"].get<double>() - rep["final"]["eval"]["top1"].get<double>() <= 0.01);
+    return r.err;
+  };
+  // What every DequantizeLinear of a file has: {with axis, int32 biases, total}.
+  auto dqs = [&](const std::string& f) {
+    const Model qm = loadModel(d / f);
+    std::array<int, 3> c{0, 0, 0};
+    for (const auto& n : qm.graph.nodes) {
+      if (n.op_type != "DequantizeLinear") continue;
+      c[0] += n.hasAttr("axis");
+      c[1] += qm.graph.initializers.contains(n.inputs[0]) && qm.graph.initializers.at(n.inputs[0]).dtype() == DType::Int32;
+      ++c[2];
+    }
+    return std::make_pair(qm.opsetFor(""), c);
+  };
+  // Per-channel (the default): ONNX's version converter takes the model to opset 13.
+  CHECK_THAT(quantize("pc.onnx", ""), Contains("opset 11 -> 13 with ONNX's version converter"));
+  const auto [pc_opset, pc] = dqs("pc.onnx");
+  CHECK(pc_opset == 13);
+  CHECK(pc[0] == 32);  // weights and int32 biases of the 15 convolutions and the Gemm, per channel
+  CHECK(pc[1] == 16);
+  // Per-tensor: opset 11 stays, and no DequantizeLinear has an axis (opset 11 has none; until
+  // 2026-12-01 the int32 biases had one and the command ended in an internal error).
+  const std::string err = quantize("pt.onnx", " --per-tensor");
+  CHECK_THAT(err, !Contains("version converter"));
+  const auto [pt_opset, pt] = dqs("pt.onnx");
+  CHECK(pt_opset == 11);
+  CHECK(pt[0] == 0);
+  CHECK(pt[1] == 16);
+  CHECK(pt[2] > 20);
 }

@@ -28,6 +28,12 @@ std::vector<std::string> initializerInputsToConstants(Model& m);
 /// Empty names stay empty.
 std::vector<std::string> makeNodeNamesUnique(Model& m);
 
+/// Converts the model's default-domain opset to `target` with ONNX's version converter (the
+/// adapters of ONNX's own C++ library, as onnx.version_converter.convert_version). Returns "" on
+/// success, else why not (the model is then unchanged). For the passes that need a newer opset
+/// than the model's (per-channel DequantizeLinear needs 13).
+std::string convertOpset(Model& m, int64_t target);
+
 /// The three above, in that order.
 std::vector<std::string> normalizeModel(Model& m);
 
