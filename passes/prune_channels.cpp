@@ -7,6 +7,7 @@
 #include <iomanip>
 #include <map>
 #include <numeric>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <unordered_map>
@@ -111,6 +112,23 @@ const std::set<std::string> kUnary = {"Relu",  "Clip",     "LeakyRelu", "Sigmoid
                                       "Gelu",  "Neg",       "Abs",     "Sqrt",        "Exp"};
 const std::set<std::string> kPool = {"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool"};
 const std::set<std::string> kBinary = {"Add", "Sub", "Mul", "Div", "Max", "Min"};
+const std::set<std::string> kReduce = {"ReduceMean", "ReduceMax",  "ReduceMin",       "ReduceSum",       "ReduceProd",
+                                       "ReduceL1",   "ReduceL2",   "ReduceSumSquare", "ReduceLogSum",    "ReduceLogSumExp"};
+
+/// The axes a Reduce*, Squeeze or Unsqueeze node names: its `axes` attribute, or its constant second
+/// input (Squeeze/Unsqueeze/ReduceSum from opset 13, every Reduce from 18); nullopt when it names
+/// none (all axes) or they are computed at run time.
+std::optional<std::vector<int64_t>> namedAxes(const Graph& g, const Node& n) {
+  if (n.hasInput(1)) {
+    const Tensor* t = g.initializers.find(n.inputs[1]);
+    if (!t || g.isGraphInput(n.inputs[1]) || (t->dtype() != DType::Int64 && t->dtype() != DType::Int32)) return std::nullopt;
+    std::vector<int64_t> axes;
+    for (int64_t i = 0; i < t->numel(); ++i) axes.push_back(static_cast<int64_t>(t->at(i)));
+    return axes;
+  }
+  if (n.hasAttr("axes")) return n.attrInts("axes");
+  return std::nullopt;
+}
 
 /// Copy of `t` keeping only indices `keep` along `axis`.
 Tensor sliceAxis(const Tensor& t, int axis, const std::vector<int64_t>& keep) {
@@ -273,6 +291,24 @@ Analysis analyze(const Model& m, const std::vector<std::string>& exclude) {
       }
       uf.unite(n.inputs[0], n.outputs[0]);
       if (in_spread > 1) spread[n.outputs[0]] = in_spread;
+      continue;
+    }
+    if ((kReduce.count(op) || op == "Squeeze" || op == "Unsqueeze") && !extra_outputs) {
+      // Over axes after the channels only (x.mean([2, 3]), x.amax(-1), x.squeeze(-1)), channel c
+      // stays at axis 1, and a [N, C] result is read like a Flatten of [N, C, 1, 1].
+      const int r = op == "Unsqueeze" ? rankOf(n.outputs[0]) : rankOf(n.inputs[0]);
+      const auto axes = namedAxes(g, n);
+      if (r < 2 || !axes || axes->empty()) {
+        blockNode(n, "read by " + what + (r < 2 ? "" : " (its axes are all, or computed at run time)"));
+        continue;
+      }
+      bool ok = true;
+      for (int64_t a : *axes) ok = ok && (a < 0 ? a + r : a) >= 2 && (a < 0 ? a + r : a) < r;
+      if (!ok) {
+        blockNode(n, "read by " + what + " (its axes include the batch or the channels)");
+        continue;
+      }
+      uf.unite(n.inputs[0], n.outputs[0]);
       continue;
     }
     if (op == "Flatten") {

@@ -22,12 +22,16 @@ Variants (each alone):
                    ONNX's checker refuses it): per-tensor weight scales, DequantizeLinear without axis
   view-flatten     the Flatten as x.view(x.size(0), -1) exports (Shape, Gather, Unsqueeze, Concat,
                    Reshape); n/a for a model without Flatten
+  mean-head        GlobalAveragePool + Flatten as x.mean([2, 3]) exports (ReduceMean, keepdims 0)
+  squeeze-head     the Flatten after GlobalAveragePool as .squeeze(-1).squeeze(-1) (Squeeze);
+                   both n/a for a model without GlobalAveragePool -> Flatten
 
 For each variant: ONNX Runtime's top-1 on the data, then `lwc eval` (must equal it), then
 `lwc fuse`, `lwc quantize` (static, 64 calibration samples), `lwc prune --sparsity 0.5` and
 `lwc prune --channels 0.3`: each must write a file whose ONNX Runtime top-1 equals lwc's own
 `lwc eval` of it (within one image for the INT8 files: the runtimes may round one requantization
-differently). float16 models cannot be quantized or pruned: those commands must stop with exit
+differently), and `prune --channels 0.3` must leave as many MACs as on the model itself (but
+dynamic-hw, whose MACs are unknown). float16 models cannot be quantized or pruned: those commands must stop with exit
 code 1 and say the weights are float16. Exit code 1 when any check fails; one line per check.
 Needs Debian's python3-onnx and numpy, node and scripts/ort (npm install there).
 """
@@ -160,6 +164,34 @@ def view_flatten(m):
     return m
 
 
+def pooled_head(kind):
+    """GlobalAveragePool -> Flatten as other model code writes it: x.mean([2, 3]) (ReduceMean,
+    keepdims 0) or F.adaptive_avg_pool2d(x, 1).squeeze(-1).squeeze(-1) (GlobalAveragePool, Squeeze
+    with axes [-1, -2])."""
+    def f(m):
+        h, g = onnx.helper, m.graph
+        at = next((i for i, n in enumerate(g.node) if n.op_type == "Flatten" and i > 0 and
+                   g.node[i - 1].op_type == "GlobalAveragePool" and g.node[i - 1].output[0] == n.input[0]), None)
+        if at is None:
+            raise ValueError("the model has no GlobalAveragePool -> Flatten")
+        pool, flat = g.node[at - 1], g.node[at]
+        if kind == "mean":
+            new = [h.make_node("ReduceMean", [pool.input[0]], [flat.output[0]], name="/mean/ReduceMean", axes=[2, 3], keepdims=0)]
+        else:
+            opset = next(o.version for o in m.opset_import if o.domain in ("", "ai.onnx"))
+            if opset >= 13:
+                g.initializer.append(numpy_helper.from_array(np.array([-1, -2], np.int64), "squeeze_axes"))
+                sq = h.make_node("Squeeze", [pool.output[0], "squeeze_axes"], [flat.output[0]], name="/squeeze/Squeeze")
+            else:
+                sq = h.make_node("Squeeze", [pool.output[0]], [flat.output[0]], name="/squeeze/Squeeze", axes=[-1, -2])
+            new = [pool, sq]
+        nodes = list(g.node[:at - 1]) + new + list(g.node[at + 1:])
+        del g.node[:]
+        g.node.extend(nodes)
+        return m
+    return f
+
+
 def relabel_opset(version):
     """The default-domain opset import set to `version` without converting any node: valid where
     every node means the same at that opset (ONNX's checker must accept it), as the models of
@@ -193,6 +225,8 @@ VARIANTS = {
     "local-functions": local_functions,
     "view-flatten": view_flatten,
     "opset-11": relabel_opset(11),
+    "mean-head": pooled_head("mean"),
+    "squeeze-head": pooled_head("squeeze"),
 }
 # ONNX Runtime refuses these as they are; its top-1 on the original model is the reference.
 ORT_REFUSES_INPUT = {"dup-names"}
@@ -202,6 +236,7 @@ class Checker:
     def __init__(self, args):
         self.args = args
         self.failures = 0
+        self.expected_macs = None
         with open(os.path.join(args.data, "preprocess.json")) as f:
             pre = json.load(f)
         self.ort_pre = json.dumps({k: pre[k] for k in ("scale", "mean", "std", "layout") if k in pre})
@@ -263,6 +298,24 @@ class Checker:
                 continue
             slack = 1 if label == "quantize" else 0
             self.report(abs(mine - ort) <= slack, f"{name}: lwc {label}: lwc eval {mine} correct, ONNX Runtime {ort}")
+            if label == "prune --channels 0.3" and self.expected_macs is not None and not name.endswith("dynamic-hw"):
+                # The same network written another way must lose the same channels.
+                macs = self.macs(out)
+                self.report(macs == self.expected_macs,
+                            f"{name}: lwc {label}: {macs} MACs left, {self.expected_macs} from the original model")
+
+    def macs(self, model):
+        r = self.lwc("info", model, "--json")
+        if r.returncode != 0:
+            raise RuntimeError("lwc info: " + r.stderr.strip())
+        return json.loads(r.stdout)["macs"]
+
+    def set_reference(self, model, tmp):
+        """MACs left by `lwc prune --channels 0.3` on the model as committed: every variant but
+        dynamic-hw (MACs unknown) must leave exactly as many."""
+        out = os.path.join(tmp, "reference.onnx")
+        r = self.lwc("prune", "--channels", "0.3", "--bench-batch", "0", model, "-o", out)
+        self.expected_macs = self.macs(out) if r.returncode == 0 else None
 
 
 def main():
@@ -275,6 +328,8 @@ def main():
     base = onnx.load(args.model)
     c = Checker(args)
     stem = os.path.splitext(os.path.basename(args.model))[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        c.set_reference(args.model, tmp)
     for name in args.variants.split(","):
         if name not in VARIANTS:
             sys.exit(f"variant_check: unknown variant '{name}'")

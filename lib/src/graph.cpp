@@ -188,21 +188,29 @@ bool Graph::isGraphInput(const std::string& n) const {
   return std::any_of(inputs.begin(), inputs.end(), [&](const auto& v) { return v.name == n; });
 }
 
-std::string Graph::uniqueName(const std::string& base) const {
+std::unordered_set<std::string> Graph::usedNames() const {
   std::unordered_set<std::string> used;
   for (const auto& n : nodes) {
     used.insert(n.name);
-    for (const auto& o : n.outputs) used.insert(o);
-    for (const auto& i : n.inputs) used.insert(i);
+    used.insert(n.inputs.begin(), n.inputs.end());
+    used.insert(n.outputs.begin(), n.outputs.end());
   }
   for (const auto& [k, v] : initializers.items()) used.insert(k);
   for (const auto* list : {&inputs, &outputs, &value_info})
     for (const auto& v : *list) used.insert(v.name);
-  if (!used.count(base)) return base;
-  for (int i = 1;; ++i) {
-    std::string c = base + "_" + std::to_string(i);
-    if (!used.count(c)) return c;
-  }
+  return used;
+}
+
+std::string Graph::uniqueName(const std::string& base) const {
+  std::unordered_set<std::string> used = usedNames();
+  return claimName(used, base);
+}
+
+std::string claimName(std::unordered_set<std::string>& used, const std::string& base) {
+  std::string c = base;
+  for (int i = 1; used.count(c); ++i) c = base + "_" + std::to_string(i);
+  used.insert(c);
+  return c;
 }
 
 // ---------------------------------------------------------------- Model

@@ -26,27 +26,6 @@ bool hasSubgraph(const onnx::NodeProto& n) {
                      [](const onnx::AttributeProto& a) { return a.has_g() || a.graphs_size() > 0; });
 }
 
-/// Every name a node, value, initializer or declaration uses, to derive fresh ones from.
-std::unordered_set<std::string> usedNames(const Graph& g) {
-  std::unordered_set<std::string> used;
-  for (const auto& n : g.nodes) {
-    used.insert(n.name);
-    used.insert(n.inputs.begin(), n.inputs.end());
-    used.insert(n.outputs.begin(), n.outputs.end());
-  }
-  for (const auto& [k, v] : g.initializers.items()) used.insert(k);
-  for (const auto* list : {&g.inputs, &g.outputs, &g.value_info})
-    for (const auto& v : *list) used.insert(v.name);
-  return used;
-}
-
-std::string freshName(std::unordered_set<std::string>& used, const std::string& base) {
-  std::string c = base;
-  for (int i = 1; used.count(c); ++i) c = base + "_" + std::to_string(i);
-  used.insert(c);
-  return c;
-}
-
 }  // namespace
 
 std::vector<std::string> inlineLocalFunctions(Model& m) {
@@ -58,7 +37,7 @@ std::vector<std::string> inlineLocalFunctions(Model& m) {
   for (const auto& f : m.functions) fn_domains.insert(normDomain(f.domain()));
 
   Graph& g = m.graph;
-  std::unordered_set<std::string> used = usedNames(g);
+  std::unordered_set<std::string> used = g.usedNames();
   std::map<std::string, int> calls;
   std::vector<Node> out;
   std::vector<std::string> stack;
@@ -85,19 +64,19 @@ std::vector<std::string> inlineLocalFunctions(Model& m) {
       }
     }
     ++calls[it->first];
-    const std::string prefix = call.name.empty() ? freshName(used, f.name()) : call.name;
+    const std::string prefix = call.name.empty() ? claimName(used, f.name()) : call.name;
     std::unordered_map<std::string, std::string> rename;
     for (int i = 0; i < f.input_size(); ++i)
       rename[f.input(i)] = static_cast<size_t>(i) < call.inputs.size() ? call.inputs[i] : "";
     for (int i = 0; i < f.output_size(); ++i)
       rename[f.output(i)] = static_cast<size_t>(i) < call.outputs.size() && !call.outputs[i].empty()
                                 ? call.outputs[i]
-                                : freshName(used, prefix + "/" + f.output(i));
+                                : claimName(used, prefix + "/" + f.output(i));
     const auto map = [&](const std::string& v) -> std::string {
       if (v.empty()) return v;
       const auto r = rename.find(v);
       if (r != rename.end()) return r->second;
-      return rename[v] = freshName(used, prefix + "/" + v);
+      return rename[v] = claimName(used, prefix + "/" + v);
     };
     stack.push_back(it->first);
     for (int k = 0; k < f.node_size(); ++k) {
@@ -106,7 +85,7 @@ std::vector<std::string> inlineLocalFunctions(Model& m) {
         fail(label, ": model-local function '", functionLabel(f), "' has a ", fn.op_type(),
              " node with a subgraph; lwc cannot inline that: export the model without functions");
       Node n;
-      n.name = freshName(used, prefix + "/" + (fn.name().empty() ? fn.op_type() + "_" + std::to_string(k) : fn.name()));
+      n.name = claimName(used, prefix + "/" + (fn.name().empty() ? fn.op_type() + "_" + std::to_string(k) : fn.name()));
       n.op_type = fn.op_type();
       n.domain = normDomain(fn.domain());
       n.doc_string = fn.doc_string();
@@ -178,7 +157,7 @@ std::vector<std::string> makeNodeNamesUnique(Model& m) {
   for (const auto& n : g.nodes) used.insert(n.name);
   std::unordered_set<std::string> seen;
   for (auto& n : g.nodes)
-    if (!n.name.empty() && !seen.insert(n.name).second) n.name = freshName(used, n.name);
+    if (!n.name.empty() && !seen.insert(n.name).second) n.name = claimName(used, n.name);
   std::string examples;
   for (size_t i = 0; i < shared.size() && i < 3; ++i)
     examples += (i ? ", '" : "'") + shared[i] + "' by " + std::to_string(count[shared[i]]);

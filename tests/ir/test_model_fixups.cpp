@@ -158,6 +158,16 @@ TEST_CASE("inlineLocalFunctions inlines nested calls and refuses recursion and a
     m.functions[0] = scaleFunction(11);
     CHECK_THROWS_WITH(inlineLocalFunctions(m), Catch::Contains("imports opset 11 of domain 'ai.onnx' and the model opset 13"));
   }
+  SECTION("a body with a subgraph (If)") {
+    Model m = callingModel();
+    onnx::NodeProto iff = protoNode("If", {"x"}, {"y"});
+    auto* a = iff.add_attribute();
+    a->set_name("then_branch");
+    a->set_type(onnx::AttributeProto::GRAPH);
+    a->mutable_g()->set_name("then");
+    *m.functions[0].mutable_node(1) = iff;
+    CHECK_THROWS_WITH(inlineLocalFunctions(m), Catch::Contains("node with a subgraph"));
+  }
   SECTION("no functions, or none called: nothing changes") {
     Model m = parseModelText(R"(
 <ir_version: 8, opset_import: ["" : 13]>

@@ -320,3 +320,73 @@ g (float[N, 3, 6, 6] x) => (float[N, 5] y) {
     CHECK(said);
   }
 }
+
+TEST_CASE("prune_channels sees through reductions and squeezes over the positions", "[prune_channels]") {
+  // x.mean([2, 3]) (ReduceMean, keepdims 0), GlobalMaxPool + squeeze(-1).squeeze(-1) (Squeeze with
+  // an axes input) and x.sum([2, 3], keepdim=True) + Flatten (ReduceSum with an axes input) all keep
+  // channel c at axis 1; their readers' inputs c go with the channel.
+  auto net = [] {
+    Model m = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 3, 6, 6] x) => (float[N, 5] y, float[N, 4] z, float[N, 3] w) {
+  a = Conv <pads=[1,1,1,1]> (x, wa, ba)
+  r = Relu (a)
+  m1 = ReduceMean <axes=[2,3], keepdims=0> (r)
+  y = Gemm <transB=1> (m1, wf, bf)
+  p = GlobalMaxPool (r)
+  q = Squeeze (p, sq)
+  z = MatMul (q, wm)
+  t = ReduceSum <keepdims=1> (r, ax)
+  u = Flatten (t)
+  w = Gemm (u, wg)
+})");
+    addConst(m, "wa", {8, 3, 3, 3}, 1);
+    addConst(m, "ba", {8}, 2);
+    addConst(m, "wf", {5, 8}, 3);
+    addConst(m, "bf", {5}, 4);
+    addConst(m, "wm", {8, 4}, 5);
+    addConst(m, "wg", {8, 3}, 6);
+    Tensor sq(DType::Int64, {2}), ax(DType::Int64, {2});
+    sq.data<int64_t>()[0] = -1, sq.data<int64_t>()[1] = -2;
+    ax.data<int64_t>()[0] = 2, ax.data<int64_t>()[1] = 3;
+    m.graph.initializers.set("sq", sq);
+    m.graph.initializers.set("ax", ax);
+    Tensor& w = *m.graph.initializers.find("wa");
+    for (int64_t o = 1; o < 8; o += 2)  // odd filters nearly zero: l1 removes exactly those
+      for (int64_t k = 0; k < 27; ++k) w.data<float>()[o * 27 + k] *= 0.01f;
+    return m;
+  };
+  Model m = net();
+  auto r = runPass(m, "prune_channels", {{"ratio", 0.5}, {"min_channels", 1}, {"round_to", 1}});
+  CHECK(r.stats["groups_pruned"] == 1);
+  CHECK(weightShape(m, "a") == Shape{4, 3, 3, 3});
+  CHECK(weightShape(m, "y") == Shape{5, 4});
+  CHECK(weightShape(m, "z") == Shape{4, 4});
+  CHECK(weightShape(m, "w") == Shape{4, 3});
+  Model zeroed = net();
+  for (const char* name : {"wa", "ba"}) {
+    Tensor& t = *zeroed.graph.initializers.find(name);
+    const int64_t per = t.numel() / 8;
+    for (int64_t o = 1; o < 8; o += 2)
+      for (int64_t k = 0; k < per; ++k) t.data<float>()[o * per + k] = 0.0f;
+  }
+  CHECK(compareModels(zeroed, m, 1e-5).empty());
+
+  SECTION("a reduction over the channels leaves the group alone") {
+    Model b = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 3, 6, 6] x) => (float[N, 6, 6] y) {
+  a = Conv <pads=[1,1,1,1]> (x, wa, ba)
+  c = Conv (a, wc, bc)
+  y = ReduceMean <axes=[1], keepdims=0> (c)
+})");
+    addConst(b, "wa", {8, 3, 3, 3}, 1);
+    addConst(b, "ba", {8}, 2);
+    addConst(b, "wc", {4, 8, 1, 1}, 3);
+    addConst(b, "bc", {4}, 4);
+    auto rb = runPass(b, "prune_channels", {{"ratio", 0.5}, {"round_to", 1}});
+    CHECK(rb.stats["groups_pruned"] == 1);  // a's channels; c's are read by the ReduceMean
+    CHECK(weightShape(b, "c") == Shape{4, 4, 1, 1});
+    bool said = false;
+    for (const auto& n : rb.notes) said = said || n.find("(its axes include the batch or the channels)") != std::string::npos;
+    CHECK(said);
+  }
+}

@@ -15,6 +15,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "lwc/tensor.h"
@@ -119,7 +120,12 @@ class Graph {
   bool isGraphInput(const std::string& name) const;
   /// A name not used by any value, node or initializer, derived from `base`.
   std::string uniqueName(const std::string& base) const;
+  /// Every name a node, value, initializer or declaration uses (for many fresh names at once: claimName).
+  std::unordered_set<std::string> usedNames() const;
 };
+
+/// `base`, or the first of base_1, base_2, ... not in `used`; added to `used`.
+std::string claimName(std::unordered_set<std::string>& used, const std::string& base);
 
 struct OpsetImport {
   std::string domain;
