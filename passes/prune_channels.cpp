@@ -76,6 +76,20 @@ struct Group {
   std::string blocked;  // reason, empty when prunable
   int64_t channels = -1;
   std::vector<int64_t> keep;
+  /// The output of this Concat (node index) along the channels, with no channels of its own: it
+  /// keeps what its inputs' groups keep. -1 for a group whose channels layers produce.
+  int64_t concat = -1;
+  bool hasSource() const {
+    return std::any_of(members.begin(), members.end(), [](const Member& x) { return x.role == Role::Source; });
+  }
+};
+
+/// A Concat along the channels: its output group and, per input in order, the input's group (-1:
+/// channels nothing prunes, such as the image) and channel count.
+struct ConcatLink {
+  size_t node;
+  size_t out_group;
+  std::vector<std::pair<int64_t, int64_t>> segments;
 };
 
 class UnionFind {
@@ -153,6 +167,7 @@ Tensor sliceAxis(const Tensor& t, int axis, const std::vector<int64_t>& keep) {
 
 struct Analysis {
   std::vector<Group> groups;
+  std::vector<ConcatLink> links;  ///< in node order
 };
 
 Analysis analyze(const Model& m, const std::vector<std::string>& exclude) {
@@ -172,6 +187,11 @@ Analysis analyze(const Model& m, const std::vector<std::string>& exclude) {
   std::map<std::string, std::string> blocked;
   std::map<std::string, int64_t> channels;
   std::vector<Member> members;
+  struct PendingConcat {
+    size_t node;
+    std::vector<int64_t> sizes;
+  };
+  std::vector<PendingConcat> concats;
   // Tensors that are a Flatten of channels x positions (value: positions per channel). Only
   // element-wise ops and Gemm/MatMul consumers may read them.
   std::map<std::string, int64_t> spread;
@@ -311,6 +331,28 @@ Analysis analyze(const Model& m, const std::vector<std::string>& exclude) {
       uf.unite(n.inputs[0], n.outputs[0]);
       continue;
     }
+    if (op == "Concat") {
+      // Along the channels, the output's channels are the inputs' one after another: its group
+      // keeps what the inputs' groups keep (DenseNet, Inception, SqueezeNet's fire modules).
+      const int r = rankOf(n.outputs[0]);
+      int64_t axis = n.attrInt("axis", 0);
+      if (axis < 0) axis += r;
+      bool ok = r >= 2 && axis == 1 && !n.inputs.empty();
+      std::vector<int64_t> sizes;
+      for (const auto& t : n.inputs) {
+        ok = ok && !t.empty() && !isConst(t) && rankOf(t) == r && dimOf(t, 1) > 0;
+        sizes.push_back(t.empty() ? -1 : dimOf(t, 1));
+      }
+      if (!ok) {
+        blockNode(n, "read by " + what + (r >= 2 && axis != 1 ? " (not along the channels)" : ""));
+        continue;
+      }
+      for (const auto& t : n.inputs) uf.add(t);
+      uf.add(n.outputs[0]);
+      channels[n.outputs[0]] = std::accumulate(sizes.begin(), sizes.end(), int64_t{0});
+      concats.push_back({i, std::move(sizes)});
+      continue;
+    }
     if (op == "Flatten") {
       // [N, C, d2, ...] -> [N, C * d2 * ...]: channel c becomes the positions' consecutive inputs
       // c * P ... c * P + P - 1 of the layers that read it.
@@ -375,7 +417,14 @@ Analysis analyze(const Model& m, const std::vector<std::string>& exclude) {
   std::map<std::string, Group> by_root;
   for (const auto& t : uf.keys()) by_root[uf.find(t)].tensors.push_back(t);
   for (const auto& mb : members) by_root[uf.find(mb.tensor)].members.push_back(mb);
+  for (const auto& c : concats) {
+    Group& out = by_root[uf.find(g.nodes[c.node].outputs[0])];
+    if (out.concat >= 0 && out.blocked.empty())
+      out.blocked = "the outputs of " + g.nodes[size_t(out.concat)].describe() + " and " + g.nodes[c.node].describe() + " meet";
+    out.concat = static_cast<int64_t>(c.node);
+  }
   Analysis a;
+  std::map<std::string, size_t> index_of_root;
   for (auto& [root, grp] : by_root) {
     for (const auto& t : grp.tensors) {
       auto it = blocked.find(t);
@@ -388,17 +437,42 @@ Analysis analyze(const Model& m, const std::vector<std::string>& exclude) {
         grp.channels = c->second;
       }
     }
-    const bool has_source = std::any_of(grp.members.begin(), grp.members.end(), [](auto& x) { return x.role == Role::Source; });
-    if (!has_source) continue;  // nothing produces these channels from weights (e.g. the input image)
+    const bool has_source = grp.hasSource();
+    if (!has_source && grp.concat < 0) continue;  // nothing produces these channels from weights (e.g. the input image)
+    if (has_source && grp.concat >= 0 && grp.blocked.empty())
+      grp.blocked = "layers' channels meet the output of " + g.nodes[size_t(grp.concat)].describe();
     std::sort(grp.members.begin(), grp.members.end(), [](const Member& x, const Member& y) {
       return std::tie(x.node, x.role, x.input) < std::tie(y.node, y.role, y.input);
     });
+    index_of_root[root] = a.groups.size();
     a.groups.push_back(std::move(grp));
+  }
+  for (const auto& c : concats) {
+    const Node& n = g.nodes[c.node];
+    ConcatLink link{c.node, index_of_root.at(uf.find(n.outputs[0])), {}};
+    for (size_t k = 0; k < n.inputs.size(); ++k) {
+      const auto it = index_of_root.find(uf.find(n.inputs[k]));
+      link.segments.emplace_back(it == index_of_root.end() ? -1 : static_cast<int64_t>(it->second), c.sizes[k]);
+    }
+    a.links.push_back(std::move(link));
+  }
+  // Channels a Concat's output shows can only go where its output's group may lose channels.
+  for (bool changed = true; changed;) {
+    changed = false;
+    for (const auto& link : a.links) {
+      if (a.groups[link.out_group].blocked.empty()) continue;
+      for (const auto& [gi, size] : link.segments)
+        if (gi >= 0 && a.groups[size_t(gi)].blocked.empty()) {
+          a.groups[size_t(gi)].blocked = "concatenated by " + g.nodes[link.node].describe() + ", whose channels are left alone";
+          changed = true;
+        }
+    }
   }
   return a;
 }
 
 std::string groupName(const Graph& g, const Group& grp) {
+  if (!grp.hasSource() && grp.concat >= 0) return "channels of " + g.nodes[size_t(grp.concat)].describe();
   std::string s;
   int k = 0;
   for (const auto& mb : grp.members)
@@ -534,7 +608,7 @@ PassResult PruneChannels::run(Model& m, PassContext& ctx) {
       r.notes.push_back(groupName(m.graph, grp) + ": left alone (" + grp.blocked + ")");
     else if (grp.channels <= 1)
       r.notes.push_back(groupName(m.graph, grp) + ": left alone (a single channel)");
-    else
+    else if (grp.hasSource())
       prunable.push_back(i);
   }
   if (prunable.empty()) {
@@ -579,6 +653,23 @@ PassResult PruneChannels::run(Model& m, PassContext& ctx) {
       Group& grp = an.groups[prunable[k]];
       grp.keep = keepTop(imps[k], counts[k]);
       if (static_cast<int64_t>(grp.keep.size()) < grp.channels) applyGroup(mm.graph, grp, grp.keep);
+    }
+    // A Concat's output keeps its inputs' kept channels, each input's at its offset (in node order,
+    // so a Concat of Concats sees its inputs' choice).
+    for (const auto& link : an.links) {
+      Group& out = an.groups[link.out_group];
+      out.keep.clear();
+      if (!out.blocked.empty()) continue;
+      int64_t offset = 0;
+      for (const auto& [gi, size] : link.segments) {
+        const Group* in = gi >= 0 ? &an.groups[size_t(gi)] : nullptr;
+        if (in && in->blocked.empty() && !in->keep.empty())
+          for (int64_t c : in->keep) out.keep.push_back(offset + c);
+        else
+          for (int64_t c = 0; c < size; ++c) out.keep.push_back(offset + c);
+        offset += size;
+      }
+      if (static_cast<int64_t>(out.keep.size()) < out.channels) applyGroup(mm.graph, out, out.keep);
     }
     mm.graph.value_info.clear();  // shapes changed; re-inferred on demand
   };
@@ -706,6 +797,17 @@ PassResult PruneChannels::run(Model& m, PassContext& ctx) {
       if (mb.role == Role::Source) kept_out[m.graph.nodes[mb.node].outputs[0]] = grp.keep;
     }
   }
+  int64_t concats_sliced = 0;
+  for (const auto& link : an.links) {
+    const Group& out = an.groups[link.out_group];
+    const int64_t kept = static_cast<int64_t>(out.keep.size());
+    if (!out.blocked.empty() || kept == out.channels) continue;
+    ++concats_sliced;
+    r.notes.push_back(groupName(m.graph, out) + ": kept " + std::to_string(kept) + " of " +
+                      std::to_string(out.channels) + " channels, those its inputs kept");
+    for (const auto& mb : out.members)
+      if (mb.role == Role::Sink) sinks.push_back(mb.node);
+  }
   const int64_t macs1 = macsOf(m);
   std::ostringstream sum;
   sum << "ratio " << std::setprecision(4) << ratio;
@@ -724,8 +826,10 @@ PassResult PruneChannels::run(Model& m, PassContext& ctx) {
     lo.ref_channels = kept_out;
     for (const auto& res : lsqRecover(m, unpruned, sinks, ctx, r, lo)) reconstructed += res.applied;
   }
-  r.stats = {{"groups", static_cast<int64_t>(an.groups.size())},
+  const auto own = std::count_if(an.groups.begin(), an.groups.end(), [](const Group& x) { return x.hasSource(); });
+  r.stats = {{"groups", static_cast<int64_t>(own)},
              {"groups_pruned", groups_pruned},
+             {"concats_sliced", concats_sliced},
              {"channels_removed", removed},
              {"channels_in_prunable_groups", total},
              {"layers_reconstructed", reconstructed}};

@@ -109,11 +109,11 @@ g (float[N, 3, 8, 8] x) => (float[N, 12, 8, 8] y, float[N, 4, 8, 8] z) {
   CHECK(serialized(m) == before);
   int concat = 0, output = 0;
   for (const auto& n : r.notes) {
-    concat += n.find("left alone (read by Concat") != std::string::npos;
+    concat += n.find("left alone (concatenated by Concat") != std::string::npos;
     output += n.find("left alone (graph output)") != std::string::npos;
   }
-  CHECK(concat == 2);
-  CHECK(output == 1);
+  CHECK(concat == 2);  // a and b: the Concat's output is a graph output
+  CHECK(output == 2);  // the Concat's channels and c's
 }
 
 TEST_CASE("prune_channels slices depthwise convs and BatchNormalization, bn_gamma ranks by |gamma|", "[prune_channels]") {
@@ -387,6 +387,107 @@ g (float[N, 3, 6, 6] x) => (float[N, 6, 6] y) {
     CHECK(weightShape(b, "c") == Shape{4, 4, 1, 1});
     bool said = false;
     for (const auto& n : rb.notes) said = said || n.find("(its axes include the batch or the channels)") != std::string::npos;
+    CHECK(said);
+  }
+}
+
+TEST_CASE("prune_channels slices a Concat along the channels as its inputs were pruned", "[prune_channels]") {
+  // Two 8-channel convolutions concatenated (a fire module's expand layers), read by a Conv, then
+  // concatenated again with the image (DenseNet) and read through a pool by a Gemm: the Concats
+  // keep their inputs' kept channels at each input's offset; the image's 3 stay.
+  auto net = [] {
+    Model m = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 3, 6, 6] x) => (float[N, 4, 6, 6] d, float[N, 5] y) {
+  a = Conv <pads=[1,1,1,1]> (x, wa, ba)
+  b = Conv (x, wb, bb)
+  c = Concat <axis=1> (a, b)
+  r = Relu (c)
+  d = Conv (r, wd, bd)
+  e = Concat <axis=-3> (r, x)
+  p = GlobalAveragePool (e)
+  f = Flatten (p)
+  y = Gemm <transB=1> (f, wf, bf)
+})");
+    addConst(m, "wa", {8, 3, 3, 3}, 1);
+    addConst(m, "ba", {8}, 2);
+    addConst(m, "wb", {8, 3, 1, 1}, 3);
+    addConst(m, "bb", {8}, 4);
+    addConst(m, "wd", {4, 16, 1, 1}, 5);
+    addConst(m, "bd", {4}, 6);
+    addConst(m, "wf", {5, 19}, 7);
+    addConst(m, "bf", {5}, 8);
+    for (const char* w : {"wa", "wb"}) {  // odd filters nearly zero: l1 removes exactly those
+      Tensor& t = *m.graph.initializers.find(w);
+      const int64_t per = t.numel() / 8;
+      for (int64_t o = 1; o < 8; o += 2)
+        for (int64_t k = 0; k < per; ++k) t.data<float>()[o * per + k] *= 0.01f;
+    }
+    return m;
+  };
+  Model m = net();
+  auto r = runPass(m, "prune_channels", {{"ratio", 0.5}, {"min_channels", 1}, {"round_to", 1}});
+  CHECK(r.stats["groups_pruned"] == 2);
+  CHECK(r.stats["concats_sliced"] == 2);
+  CHECK(weightShape(m, "a") == Shape{4, 3, 3, 3});
+  CHECK(weightShape(m, "b") == Shape{4, 3, 1, 1});
+  CHECK(weightShape(m, "d") == Shape{4, 8, 1, 1});
+  CHECK(weightShape(m, "y") == Shape{5, 11});
+  // The Gemm keeps the columns of a's and b's even channels and of the image's three.
+  const Model original = net();
+  const Tensor& wf0 = original.graph.initializers.at("wf");
+  const Tensor& wf1 = m.graph.initializers.at(m.graph.nodes.back().inputs[1]);
+  const std::vector<int64_t> cols = {0, 2, 4, 6, 8, 10, 12, 14, 16, 17, 18};
+  for (int64_t j = 0; j < 5; ++j)
+    for (size_t k = 0; k < cols.size(); ++k) REQUIRE(wf1.at(j * 11 + int64_t(k)) == wf0.at(j * 19 + cols[k]));
+  bool said = false;
+  for (const auto& n : r.notes) said = said || n.find("kept 8 of 16 channels, those its inputs kept") != std::string::npos;
+  CHECK(said);
+  Model zeroed = net();
+  for (const char* name : {"wa", "ba", "wb", "bb"}) {
+    Tensor& t = *zeroed.graph.initializers.find(name);
+    const int64_t per = t.numel() / 8;
+    for (int64_t o = 1; o < 8; o += 2)
+      for (int64_t k = 0; k < per; ++k) t.data<float>()[o * per + k] = 0.0f;
+  }
+  CHECK(compareModels(zeroed, m, 1e-5).empty());
+
+  SECTION("a Concat whose output is left alone leaves its inputs alone") {
+    Model b = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 3, 6, 6] x) => (float[N, 16, 6, 6] c) {
+  a = Conv <pads=[1,1,1,1]> (x, wa, ba)
+  b = Conv (x, wb, bb)
+  c = Concat <axis=1> (a, b)
+})");
+    addConst(b, "wa", {8, 3, 3, 3}, 1);
+    addConst(b, "ba", {8}, 2);
+    addConst(b, "wb", {8, 3, 1, 1}, 3);
+    addConst(b, "bb", {8}, 4);
+    const std::string before = serialized(b);
+    auto rb = runPass(b, "prune_channels", {{"ratio", 0.5}, {"round_to", 1}});
+    CHECK_FALSE(rb.changed);
+    CHECK(serialized(b) == before);
+    int said_in = 0;
+    for (const auto& n : rb.notes) said_in += n.find("whose channels are left alone") != std::string::npos;
+    CHECK(said_in == 2);
+  }
+  SECTION("a Concat along another axis leaves its inputs alone") {
+    Model b = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 3, 6, 6] x) => (float[N, 4, 12, 6] d) {
+  a = Conv <pads=[1,1,1,1]> (x, wa, ba)
+  b = Conv (x, wb, bb)
+  c = Concat <axis=2> (a, b)
+  d = Conv (c, wd, bd)
+})");
+    addConst(b, "wa", {8, 3, 3, 3}, 1);
+    addConst(b, "ba", {8}, 2);
+    addConst(b, "wb", {8, 3, 1, 1}, 3);
+    addConst(b, "bb", {8}, 4);
+    addConst(b, "wd", {4, 8, 1, 1}, 5);
+    addConst(b, "bd", {4}, 6);
+    auto rb = runPass(b, "prune_channels", {{"ratio", 0.5}, {"round_to", 1}});
+    CHECK_FALSE(rb.changed);
+    bool said = false;
+    for (const auto& n : rb.notes) said = said || n.find("(not along the channels)") != std::string::npos;
     CHECK(said);
   }
 }
