@@ -25,14 +25,18 @@ Variants (each alone):
   mean-head        GlobalAveragePool + Flatten as x.mean([2, 3]) exports (ReduceMean, keepdims 0)
   squeeze-head     the Flatten after GlobalAveragePool as .squeeze(-1).squeeze(-1) (Squeeze);
                    both n/a for a model without GlobalAveragePool -> Flatten
+  concat-conv      the widest Conv with an even channel count as two Convs of half the channels
+                   and a Concat along the channels (n/a without such a Conv); its channel
+                   pruning runs with --round-to 1 and must slice the Concat (or say why not)
 
 For each variant: ONNX Runtime's top-1 on the data, then `lwc eval` (must equal it), then
 `lwc fuse`, `lwc quantize` (static, 64 calibration samples), `lwc prune --sparsity 0.5` and
 `lwc prune --channels 0.3`: each must write a file whose ONNX Runtime top-1 equals lwc's own
 `lwc eval` of it (within one image for the INT8 files: the runtimes may round one requantization
-differently), and `prune --channels 0.3` must leave as many MACs as on the model itself (but
-dynamic-hw, whose MACs are unknown). float16 models cannot be quantized or pruned: those commands must stop with exit
-code 1 and say the weights are float16. Exit code 1 when any check fails; one line per check.
+differently), and `prune --channels 0.3` must leave as many MACs as on the model itself (but on
+dynamic-hw, whose MACs are unknown, and concat-conv, whose halves are groups of their own).
+float16 models cannot be quantized or pruned: those commands must stop with exit code 1 and say
+the weights are float16. Exit code 1 when any check fails; one line per check.
 Needs Debian's python3-onnx and numpy, node and scripts/ort (npm install there).
 """
 import argparse
@@ -192,6 +196,36 @@ def pooled_head(kind):
     return f
 
 
+def concat_conv(m):
+    """The widest Conv with an even number of output channels split in two halves joined by a Concat
+    along the channels (the same function), as Inception/SqueezeNet-style code computes branches."""
+    h, g = onnx.helper, m.graph
+    inits = {t.name: t for t in g.initializer}
+    convs = [(inits[n.input[1]].dims[0], -i) for i, n in enumerate(g.node) if n.op_type == "Conv" and
+             n.input[1] in inits and inits[n.input[1]].dims[0] % 2 == 0]
+    at = -max(convs)[1] if convs else None  # the widest, so that its halves lose channels at 0.3
+    if at is None:
+        raise ValueError("the model has no Conv with an even number of channels")
+    conv = g.node[at]
+    w = numpy_helper.to_array(inits[conv.input[1]])
+    b = numpy_helper.to_array(inits[conv.input[2]]) if len(conv.input) > 2 and conv.input[2] else None
+    half, parts = w.shape[0] // 2, []
+    for k in range(2):
+        names = [conv.input[0], f"concat_w{k}"]
+        g.initializer.append(numpy_helper.from_array(np.ascontiguousarray(w[k * half:(k + 1) * half]), f"concat_w{k}"))
+        if b is not None:
+            g.initializer.append(numpy_helper.from_array(np.ascontiguousarray(b[k * half:(k + 1) * half]), f"concat_b{k}"))
+            names.append(f"concat_b{k}")
+        part = h.make_node("Conv", names, [f"concat_part{k}"], name=f"{conv.name}_part{k}")
+        part.attribute.extend(conv.attribute)
+        parts.append(part)
+    cat = h.make_node("Concat", ["concat_part0", "concat_part1"], [conv.output[0]], name=f"{conv.name}_concat", axis=1)
+    nodes = list(g.node[:at]) + parts + [cat] + list(g.node[at + 1:])
+    del g.node[:]
+    g.node.extend(nodes)
+    return m
+
+
 def relabel_opset(version):
     """The default-domain opset import set to `version` without converting any node: valid where
     every node means the same at that opset (ONNX's checker must accept it), as the models of
@@ -227,7 +261,10 @@ VARIANTS = {
     "opset-11": relabel_opset(11),
     "mean-head": pooled_head("mean"),
     "squeeze-head": pooled_head("squeeze"),
+    "concat-conv": concat_conv,
 }
+# prune --channels may leave other MACs: unknown (dynamic-hw), or other groups to rank and align (concat-conv).
+SAME_MACS_EXEMPT = ("dynamic-hw", "concat-conv")
 # ONNX Runtime refuses these as they are; its top-1 on the original model is the reference.
 ORT_REFUSES_INPUT = {"dup-names"}
 
@@ -275,10 +312,13 @@ class Checker:
         # The latency the reports measure (about 3 s a command) is kept where the variant is about
         # input shapes, which is what random timing inputs are made from.
         bench = [] if name.endswith("dynamic-hw") else ["--bench-batch", "0"]
+        # Unaligned, so that the halves lose channels; the report says whether the Concat was sliced.
+        report = os.path.join(tmp, "report.json")
+        concat = ["--round-to", "1", "--report", report] if name.endswith("concat-conv") else []
         commands = [("fuse", ["fuse"], False),
                     ("quantize", ["quantize", *calib, *bench], half),
                     ("prune --sparsity 0.5", ["prune", "--sparsity", "0.5"], half),
-                    ("prune --channels 0.3", ["prune", "--channels", "0.3", *bench], half)]
+                    ("prune --channels 0.3", ["prune", "--channels", "0.3", *bench, *concat], half)]
         for label, argv, refused in commands:
             out = os.path.join(tmp, "out.onnx")
             if os.path.exists(out):
@@ -298,7 +338,18 @@ class Checker:
                 continue
             slack = 1 if label == "quantize" else 0
             self.report(abs(mine - ort) <= slack, f"{name}: lwc {label}: lwc eval {mine} correct, ONNX Runtime {ort}")
-            if label == "prune --channels 0.3" and self.expected_macs is not None and not name.endswith("dynamic-hw"):
+            if concat and label == "prune --channels 0.3":
+                # The halves must lose channels through the Concat, or, where the layer cannot lose
+                # channels in the model itself (tinyformer: a Reshape reads it), a note must say why.
+                with open(report) as f:
+                    stage = json.load(f)["stages"][-1]
+                sliced = stage["stats"].get("concats_sliced", 0)
+                if sliced >= 1:
+                    self.report(True, f"{name}: lwc {label}: {sliced} Concats sliced")
+                else:
+                    why = [n for n in stage["notes"] if "whose channels are left alone" in n]
+                    self.report(bool(why), f"{name}: lwc {label}: no Concat sliced ({why[0] if why else 'no note says why'})")
+            if label == "prune --channels 0.3" and self.expected_macs is not None and not name.endswith(SAME_MACS_EXEMPT):
                 # The same network written another way must lose the same channels.
                 macs = self.macs(out)
                 self.report(macs == self.expected_macs,

@@ -234,9 +234,7 @@ void addCalibrateCommand(CLI::App& app, Action& action, const GlobalOptions&) {
     action = [q] {
       checkWritable(q->save_calib);
       engine::configureThreads(q->run.threads);
-      Model m = loadInputModel(q->run.positional.at(0));
-      for (const auto& s : completeOutputDeclarations(m)) spdlog::warn("{}: {}", q->run.positional.at(0), s);
-      checkModelForInput(m);
+      Model m = loadPipelineInput(q->run.positional.at(0));
       Pipeline p = quantPipeline(*q);
       p.calib = DataSpec{};
       p.calib->options.path = q->run.calib;

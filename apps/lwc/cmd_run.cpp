@@ -198,9 +198,7 @@ int runPipelineCommand(Pipeline p, const std::string& model_path, const RunArgs&
     if (!f.empty()) checkWritable(f);
 
   engine::configureThreads(a.threads);
-  Model m = loadInputModel(model_path);
-  for (const auto& s : completeOutputDeclarations(m)) spdlog::warn("{}: {}", model_path, s);
-  checkModelForInput(m);
+  Model m = loadPipelineInput(model_path);
   RunOptions ro;
   ro.threads = a.threads;
   ro.log = [](const std::string& s) { spdlog::debug("{}", s); };  // progress: with -v

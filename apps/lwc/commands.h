@@ -20,6 +20,9 @@ struct GlobalOptions {
 /// Loads a model a command works on, with the changes of lwc/model_fixups.h (local functions
 /// inlined, initializers out of the input list, node names unique), each printed as a warning.
 Model loadInputModel(const std::string& path);
+/// loadInputModel, then what commands that run passes need: graph outputs without a declared
+/// shape get the inferred one (a warning each), and the model must pass lwc's input checks.
+Model loadPipelineInput(const std::string& path);
 
 void addInfoCommand(CLI::App& app, Action& action, const GlobalOptions& g);
 void addOpsCommand(CLI::App& app, Action& action, const GlobalOptions& g);
