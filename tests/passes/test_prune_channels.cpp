@@ -2,6 +2,7 @@
 // groups, numeric equivalence with "channels zeroed", bn_gamma ranking, MACs targets, lsq, errors.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 
 #include "lwc/analysis.h"
@@ -17,6 +18,23 @@ using namespace lwc::test;
 using Catch::Matchers::Contains;
 
 namespace {
+/// Multiplies the odd output channels of each named 8-channel weight or bias by `factor`: 0.01f
+/// makes the l1 ranking remove exactly those, 0 gives the model that computes what the pruned one does.
+void scaleOddChannels(Model& m, std::initializer_list<const char*> names, float factor) {
+  for (const char* name : names) {
+    Tensor& t = *m.graph.initializers.find(name);
+    const int64_t per = t.numel() / 8;
+    for (int64_t o = 1; o < 8; o += 2)
+      for (int64_t k = 0; k < per; ++k) t.data<float>()[o * per + k] *= factor;
+  }
+}
+
+/// How many of a pass's notes contain `text`.
+int notesWith(const std::vector<std::string>& notes, const std::string& text) {
+  return static_cast<int>(
+      std::count_if(notes.begin(), notes.end(), [&](const std::string& n) { return n.find(text) != std::string::npos; }));
+}
+
 // Two coupled producers (A and B, joined by the residual Add), two consumers (B and C).
 Model residualNet() {
   Model m = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
@@ -39,12 +57,7 @@ g (float[N, 3, 8, 8] x) => (float[N, 5] y) {
   addConst(m, "wf", {5, 6}, 7);
   addConst(m, "bf", {5}, 8);
   // Odd output channels of A and B are nearly zero: the l1 ranking must remove exactly those.
-  for (const char* w : {"wa", "wb"}) {
-    Tensor& t = *m.graph.initializers.find(w);
-    const int64_t per = t.numel() / 8;
-    for (int64_t o = 1; o < 8; o += 2)
-      for (int64_t k = 0; k < per; ++k) t.data<float>()[o * per + k] *= 0.01f;
-  }
+  scaleOddChannels(m, {"wa", "wb"}, 0.01f);
   return m;
 }
 
@@ -66,12 +79,7 @@ TEST_CASE("prune_channels removes coupled channels together and computes what ze
   CHECK(weightShape(m, "y") == Shape{5, 3});
   // Reference: the original model with the removed channels' filters zeroed at their producers.
   Model z = residualNet();
-  for (const char* w : {"wa", "wb", "ba", "bb"}) {
-    Tensor& t = *z.graph.initializers.find(w);
-    const int64_t per = t.numel() / 8;
-    for (int64_t o = 1; o < 8; o += 2)
-      for (int64_t k = 0; k < per; ++k) t.data<float>()[o * per + k] = 0.0f;
-  }
+  scaleOddChannels(z, {"wa", "wb", "ba", "bb"}, 0.0f);
   // ... and for group {c}: the channels pruned there are whichever 3 the ranking chose; zero the
   // same rows of wc/bc (found by matching the kept rows) and their columns of wf.
   const Tensor& wc1 = m.graph.initializers.at(m.graph.nodes[4].inputs[1]);
@@ -107,13 +115,9 @@ g (float[N, 3, 8, 8] x) => (float[N, 12, 8, 8] y, float[N, 4, 8, 8] z) {
   auto r = runPass(m, "prune_channels", {{"ratio", 0.5}, {"round_to", 1}});
   CHECK_FALSE(r.changed);
   CHECK(serialized(m) == before);
-  int concat = 0, output = 0;
-  for (const auto& n : r.notes) {
-    concat += n.find("left alone (concatenated by Concat") != std::string::npos;
-    output += n.find("left alone (graph output)") != std::string::npos;
-  }
-  CHECK(concat == 2);  // a and b: the Concat's output is a graph output
-  CHECK(output == 2);  // the Concat's channels and c's
+  // a and b: the Concat's output is a graph output; then the Concat's channels and c's
+  CHECK(notesWith(r.notes, "left alone (concatenated by Concat") == 2);
+  CHECK(notesWith(r.notes, "left alone (graph output)") == 2);
 }
 
 TEST_CASE("prune_channels slices depthwise convs and BatchNormalization, bn_gamma ranks by |gamma|", "[prune_channels]") {
@@ -269,9 +273,7 @@ g (float[N, 3, 6, 6] x) => (float[N, 5] y, float[N, 4] z) {
     addConst(m, "wf", {5, 72}, 3);
     addConst(m, "bf", {5}, 4);
     addConst(m, "wm", {72, 4}, 5);
-    Tensor& w = *m.graph.initializers.find("wa");
-    for (int64_t o = 1; o < 8; o += 2)  // odd filters nearly zero: l1 removes exactly those
-      for (int64_t k = 0; k < 27; ++k) w.data<float>()[o * 27 + k] *= 0.01f;
+    scaleOddChannels(m, {"wa"}, 0.01f);  // odd filters nearly zero: l1 removes exactly those
     return m;
   };
   Model m = net();
@@ -289,12 +291,7 @@ g (float[N, 3, 6, 6] x) => (float[N, 5] y, float[N, 4] z) {
       for (int64_t p = 0; p < 9; ++p) REQUIRE(wf1.at(j * 36 + k * 9 + p) == wf0.at(j * 72 + 2 * k * 9 + p));
   // Numerically: the original with the odd filters zeroed.
   Model zeroed = net();
-  for (const char* name : {"wa", "ba"}) {
-    Tensor& t = *zeroed.graph.initializers.find(name);
-    const int64_t per = t.numel() / 8;
-    for (int64_t o = 1; o < 8; o += 2)
-      for (int64_t k = 0; k < per; ++k) t.data<float>()[o * per + k] = 0.0f;
-  }
+  scaleOddChannels(zeroed, {"wa", "ba"}, 0.0f);
   CHECK(compareModels(zeroed, m, 1e-5).empty());
 
   SECTION("anything else after the Flatten leaves the group alone") {
@@ -315,9 +312,7 @@ g (float[N, 3, 6, 6] x) => (float[N, 5] y) {
     auto rb = runPass(b, "prune_channels", {{"ratio", 0.5}, {"round_to", 1}});
     CHECK_FALSE(rb.changed);
     CHECK(serialized(b) == before);
-    bool said = false;
-    for (const auto& n : rb.notes) said = said || n.find("after a Flatten of channels and positions") != std::string::npos;
-    CHECK(said);
+    CHECK(notesWith(rb.notes, "after a Flatten of channels and positions") >= 1);
   }
 }
 
@@ -350,9 +345,7 @@ g (float[N, 3, 6, 6] x) => (float[N, 5] y, float[N, 4] z, float[N, 3] w) {
     ax.data<int64_t>()[0] = 2, ax.data<int64_t>()[1] = 3;
     m.graph.initializers.set("sq", sq);
     m.graph.initializers.set("ax", ax);
-    Tensor& w = *m.graph.initializers.find("wa");
-    for (int64_t o = 1; o < 8; o += 2)  // odd filters nearly zero: l1 removes exactly those
-      for (int64_t k = 0; k < 27; ++k) w.data<float>()[o * 27 + k] *= 0.01f;
+    scaleOddChannels(m, {"wa"}, 0.01f);  // odd filters nearly zero: l1 removes exactly those
     return m;
   };
   Model m = net();
@@ -363,12 +356,7 @@ g (float[N, 3, 6, 6] x) => (float[N, 5] y, float[N, 4] z, float[N, 3] w) {
   CHECK(weightShape(m, "z") == Shape{4, 4});
   CHECK(weightShape(m, "w") == Shape{4, 3});
   Model zeroed = net();
-  for (const char* name : {"wa", "ba"}) {
-    Tensor& t = *zeroed.graph.initializers.find(name);
-    const int64_t per = t.numel() / 8;
-    for (int64_t o = 1; o < 8; o += 2)
-      for (int64_t k = 0; k < per; ++k) t.data<float>()[o * per + k] = 0.0f;
-  }
+  scaleOddChannels(zeroed, {"wa", "ba"}, 0.0f);
   CHECK(compareModels(zeroed, m, 1e-5).empty());
 
   SECTION("a reduction over the channels leaves the group alone") {
@@ -385,9 +373,7 @@ g (float[N, 3, 6, 6] x) => (float[N, 6, 6] y) {
     auto rb = runPass(b, "prune_channels", {{"ratio", 0.5}, {"round_to", 1}});
     CHECK(rb.stats["groups_pruned"] == 1);  // a's channels; c's are read by the ReduceMean
     CHECK(weightShape(b, "c") == Shape{4, 4, 1, 1});
-    bool said = false;
-    for (const auto& n : rb.notes) said = said || n.find("(its axes include the batch or the channels)") != std::string::npos;
-    CHECK(said);
+    CHECK(notesWith(rb.notes, "(its axes include the batch or the channels)") >= 1);
   }
 }
 
@@ -416,12 +402,7 @@ g (float[N, 3, 6, 6] x) => (float[N, 4, 6, 6] d, float[N, 5] y) {
     addConst(m, "bd", {4}, 6);
     addConst(m, "wf", {5, 19}, 7);
     addConst(m, "bf", {5}, 8);
-    for (const char* w : {"wa", "wb"}) {  // odd filters nearly zero: l1 removes exactly those
-      Tensor& t = *m.graph.initializers.find(w);
-      const int64_t per = t.numel() / 8;
-      for (int64_t o = 1; o < 8; o += 2)
-        for (int64_t k = 0; k < per; ++k) t.data<float>()[o * per + k] *= 0.01f;
-    }
+    scaleOddChannels(m, {"wa", "wb"}, 0.01f);  // odd filters nearly zero: l1 removes exactly those
     return m;
   };
   Model m = net();
@@ -439,16 +420,9 @@ g (float[N, 3, 6, 6] x) => (float[N, 4, 6, 6] d, float[N, 5] y) {
   const std::vector<int64_t> cols = {0, 2, 4, 6, 8, 10, 12, 14, 16, 17, 18};
   for (int64_t j = 0; j < 5; ++j)
     for (size_t k = 0; k < cols.size(); ++k) REQUIRE(wf1.at(j * 11 + int64_t(k)) == wf0.at(j * 19 + cols[k]));
-  bool said = false;
-  for (const auto& n : r.notes) said = said || n.find("kept 8 of 16 channels, those its inputs kept") != std::string::npos;
-  CHECK(said);
+  CHECK(notesWith(r.notes, "kept 8 of 16 channels, those its inputs kept") >= 1);
   Model zeroed = net();
-  for (const char* name : {"wa", "ba", "wb", "bb"}) {
-    Tensor& t = *zeroed.graph.initializers.find(name);
-    const int64_t per = t.numel() / 8;
-    for (int64_t o = 1; o < 8; o += 2)
-      for (int64_t k = 0; k < per; ++k) t.data<float>()[o * per + k] = 0.0f;
-  }
+  scaleOddChannels(zeroed, {"wa", "ba", "wb", "bb"}, 0.0f);
   CHECK(compareModels(zeroed, m, 1e-5).empty());
 
   SECTION("a Concat whose output is left alone leaves its inputs alone") {
@@ -466,9 +440,7 @@ g (float[N, 3, 6, 6] x) => (float[N, 16, 6, 6] c) {
     auto rb = runPass(b, "prune_channels", {{"ratio", 0.5}, {"round_to", 1}});
     CHECK_FALSE(rb.changed);
     CHECK(serialized(b) == before);
-    int said_in = 0;
-    for (const auto& n : rb.notes) said_in += n.find("whose channels are left alone") != std::string::npos;
-    CHECK(said_in == 2);
+    CHECK(notesWith(rb.notes, "whose channels are left alone") == 2);
   }
   SECTION("a Concat along another axis leaves its inputs alone") {
     Model b = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
@@ -486,8 +458,6 @@ g (float[N, 3, 6, 6] x) => (float[N, 4, 12, 6] d) {
     addConst(b, "bd", {4}, 6);
     auto rb = runPass(b, "prune_channels", {{"ratio", 0.5}, {"round_to", 1}});
     CHECK_FALSE(rb.changed);
-    bool said = false;
-    for (const auto& n : rb.notes) said = said || n.find("(not along the channels)") != std::string::npos;
-    CHECK(said);
+    CHECK(notesWith(rb.notes, "(not along the channels)") >= 1);
   }
 }
