@@ -375,6 +375,18 @@ g (float[N, 3, 6, 6] x) => (float[N, 6, 6] y) {
     CHECK(weightShape(b, "c") == Shape{4, 4, 1, 1});
     CHECK(notesWith(rb.notes, "(its axes include the batch or the channels)") >= 1);
   }
+  SECTION("a reduction over every axis leaves the group alone") {
+    Model b = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 3, 6, 6] x) => (float[1, 1, 1, 1] y) {
+  a = Conv <pads=[1,1,1,1]> (x, wa, ba)
+  y = ReduceMean (a)
+})");
+    addConst(b, "wa", {8, 3, 3, 3}, 1);
+    addConst(b, "ba", {8}, 2);
+    auto rb = runPass(b, "prune_channels", {{"ratio", 0.5}, {"round_to", 1}});
+    CHECK_FALSE(rb.changed);
+    CHECK(notesWith(rb.notes, "(its axes are all, or computed at run time)") == 1);
+  }
 }
 
 TEST_CASE("prune_channels slices a Concat along the channels as its inputs were pruned", "[prune_channels]") {
@@ -441,6 +453,36 @@ g (float[N, 3, 6, 6] x) => (float[N, 16, 6, 6] c) {
     CHECK_FALSE(rb.changed);
     CHECK(serialized(b) == before);
     CHECK(notesWith(rb.notes, "whose channels are left alone") == 2);
+  }
+  SECTION("a Concat's output added to a layer's output, or to another Concat's, leaves the inputs alone") {
+    const std::vector<std::pair<std::string, std::string>> cases = {
+        {"e = Conv (x, we, be)", "layers' channels meet the output of Concat"},
+        {"e = Concat <axis=1> (b, a)", "the outputs of Concat"}};
+    for (const auto& [other, why] : cases) {
+      Model b = parseGraph(std::string(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 3, 6, 6] x) => (float[N, 4, 6, 6] d) {
+  a = Conv <pads=[1,1,1,1]> (x, wa, ba)
+  b = Conv (x, wb, bb)
+  c = Concat <axis=1> (a, b)
+  )") + other + R"(
+  s = Add (c, e)
+  d = Conv (s, wd, bd)
+})");
+      addConst(b, "wa", {8, 3, 3, 3}, 1);
+      addConst(b, "ba", {8}, 2);
+      addConst(b, "wb", {8, 3, 1, 1}, 3);
+      addConst(b, "bb", {8}, 4);
+      addConst(b, "we", {16, 3, 1, 1}, 5);
+      addConst(b, "be", {16}, 6);
+      addConst(b, "wd", {4, 16, 1, 1}, 7);
+      addConst(b, "bd", {4}, 8);
+      const std::string before = serialized(b);
+      auto rb = runPass(b, "prune_channels", {{"ratio", 0.5}, {"round_to", 1}});
+      CHECK_FALSE(rb.changed);
+      CHECK(serialized(b) == before);
+      CHECK(notesWith(rb.notes, "whose channels are left alone") == 2);
+      CHECK(notesWith(rb.notes, why) == 1);
+    }
   }
   SECTION("a Concat along another axis leaves its inputs alone") {
     Model b = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
