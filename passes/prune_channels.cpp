@@ -79,6 +79,11 @@ struct Group {
   /// The output of this Concat (node index) along the channels, with no channels of its own: it
   /// keeps what its inputs' groups keep. -1 for a group whose channels layers produce.
   int64_t concat = -1;
+  /// The output `split_output` of this Split (node index) along the channels: it keeps what the
+  /// Split's input keeps of its segment, and layers whose outputs meet it (a residual Add) keep
+  /// the same channels. -1 for other groups.
+  int64_t split = -1, split_output = -1;
+  bool derived() const { return concat >= 0 || split >= 0; }
   bool hasSource() const {
     return std::any_of(members.begin(), members.end(), [](const Member& x) { return x.role == Role::Source; });
   }
@@ -90,6 +95,14 @@ struct ConcatLink {
   size_t node;
   size_t out_group;
   std::vector<std::pair<int64_t, int64_t>> segments;
+};
+
+/// A Split along the channels: its input's group (-1: channels nothing prunes) and, per output in
+/// order, the output's group and segment size.
+struct SplitLink {
+  size_t node;
+  int64_t in_group;
+  std::vector<std::pair<size_t, int64_t>> outputs;
 };
 
 class UnionFind {
@@ -168,11 +181,67 @@ Tensor sliceAxis(const Tensor& t, int axis, const std::vector<int64_t>& keep) {
 struct Analysis {
   std::vector<Group> groups;
   std::vector<ConcatLink> links;  ///< in node order
+  std::vector<SplitLink> splits;  ///< in node order
 };
+
+/// Segment sizes of a Split node along axis 1 of a [N, C, ...] input: its `split` attribute
+/// (opset < 13) or constant input, else equal parts; an empty vector (and `why`) when they cannot be read.
+std::vector<int64_t> splitSizes(const Graph& g, const Node& n, int64_t opset, int64_t C, std::string& why) {
+  std::vector<int64_t> sizes;
+  if (opset < 13) {
+    if (n.hasAttr("split")) sizes = n.attrInts("split");
+  } else if (n.hasInput(1)) {
+    const Tensor* t = g.initializers.find(n.inputs[1]);
+    if (!t || g.isGraphInput(n.inputs[1]) || t->dtype() != DType::Int64) {
+      why = " (its split sizes are computed at run time)";
+      return {};
+    }
+    for (int64_t i = 0; i < t->numel(); ++i) sizes.push_back(static_cast<int64_t>(t->at(i)));
+  }
+  if (sizes.empty()) {
+    const auto k = static_cast<int64_t>(n.outputs.size());
+    if (k == 0 || C % k != 0) {
+      why = " (its " + std::to_string(C) + " channels do not split evenly into " + std::to_string(k) + " outputs)";
+      return {};
+    }
+    sizes.assign(static_cast<size_t>(k), C / k);
+  }
+  const bool ok = sizes.size() == n.outputs.size() &&
+                  std::all_of(sizes.begin(), sizes.end(), [](int64_t s) { return s > 0; }) &&
+                  std::accumulate(sizes.begin(), sizes.end(), int64_t{0}) == C;
+  if (!ok) {
+    why = " (its split sizes do not cover the " + std::to_string(C) + " channels)";
+    return {};
+  }
+  return sizes;
+}
+
+/// Writes a Split node's segment sizes: into its `split` attribute (opset < 13), else its constant
+/// `split` input, added where the Split had equal parts (replacing opset 18's `num_outputs`).
+void setSplitSizes(Model& m, size_t node, const std::vector<int64_t>& sizes) {
+  Graph& g = m.graph;
+  Node& n = g.nodes[node];
+  const std::string base = (n.name.empty() ? n.op_type : n.name) + "_split";
+  Tensor t = Tensor::fromVector<int64_t>({static_cast<int64_t>(sizes.size())}, sizes);
+  if (m.opsetFor("") < 13) {
+    n.setAttr("split", sizes);
+  } else if (n.hasInput(1)) {
+    n.inputs[1] = replaceConstant(g, n.inputs[1], base, std::move(t));
+  } else {
+    const std::string name = g.uniqueName(base);
+    g.initializers.set(name, std::move(t));
+    n.inputs.resize(2);
+    n.inputs[1] = name;
+    n.removeAttr("num_outputs");
+  }
+}
 
 Analysis analyze(const Model& m, const std::vector<std::string>& exclude) {
   const Graph& g = m.graph;
-  const ValueTypes types = inferShapes(m);
+  // With a concrete batch, shape inference also resolves reshapes to sizes computed from the
+  // input's shape (ShuffleNet's channel shuffle, x.view(x.size(0), ...)); only ranks and the
+  // dimensions after the batch are read here.
+  const ValueTypes types = inferShapes(m, ShapeOptions{1});
   auto rankOf = [&](const std::string& t) -> int {
     auto it = types.find(t);
     return it != types.end() && it->second.shape ? int(it->second.shape->size()) : -1;
@@ -191,7 +260,7 @@ Analysis analyze(const Model& m, const std::vector<std::string>& exclude) {
     size_t node;
     std::vector<int64_t> sizes;
   };
-  std::vector<PendingConcat> concats;
+  std::vector<PendingConcat> concats, splits;
   // Tensors that are a Flatten of channels x positions (value: positions per channel). Only
   // element-wise ops and Gemm/MatMul consumers may read them.
   std::map<std::string, int64_t> spread;
@@ -353,6 +422,30 @@ Analysis analyze(const Model& m, const std::vector<std::string>& exclude) {
       concats.push_back({i, std::move(sizes)});
       continue;
     }
+    if (op == "Split") {
+      // Along the channels, each output is a run of the input's channels: it keeps what the
+      // input's group keeps there, and the split sizes follow (YOLOv8's C2f, ShuffleNetV2, GhostNet).
+      const int r = rankOf(n.inputs[0]);
+      int64_t axis = n.attrInt("axis", 0);
+      if (axis < 0) axis += r;
+      const int64_t C = r >= 2 ? dimOf(n.inputs[0], 1) : -1;
+      std::string why;
+      std::vector<int64_t> sizes;
+      if (r >= 2 && axis == 1 && C > 0 && !isConst(n.inputs[0])) sizes = splitSizes(g, n, m.opsetFor(""), C, why);
+      const bool ok = !sizes.empty() && std::all_of(n.outputs.begin(), n.outputs.end(), [](auto& s) { return !s.empty(); });
+      if (!ok) {
+        blockNode(n, "read by " + what + (r >= 2 && axis != 1 ? " (not along the channels)" : why));
+        continue;
+      }
+      uf.add(n.inputs[0]);
+      channels[n.inputs[0]] = C;
+      for (size_t k = 0; k < n.outputs.size(); ++k) {
+        uf.add(n.outputs[k]);
+        channels[n.outputs[k]] = sizes[k];
+      }
+      splits.push_back({i, std::move(sizes)});
+      continue;
+    }
     if (op == "Flatten") {
       // [N, C, d2, ...] -> [N, C * d2 * ...]: channel c becomes the positions' consecutive inputs
       // c * P ... c * P + P - 1 of the layers that read it.
@@ -423,6 +516,19 @@ Analysis analyze(const Model& m, const std::vector<std::string>& exclude) {
       out.blocked = "the outputs of " + g.nodes[size_t(out.concat)].describe() + " and " + g.nodes[c.node].describe() + " meet";
     out.concat = static_cast<int64_t>(c.node);
   }
+  for (const auto& sp : splits) {
+    const Node& n = g.nodes[sp.node];
+    for (size_t k = 0; k < n.outputs.size(); ++k) {
+      Group& out = by_root[uf.find(n.outputs[k])];
+      if (out.split == static_cast<int64_t>(sp.node) && out.blocked.empty())
+        out.blocked = "outputs of " + n.describe() + " meet";
+      else if (out.derived() && out.blocked.empty())
+        out.blocked = "the outputs of " + g.nodes[size_t(out.concat >= 0 ? out.concat : out.split)].describe() + " and " +
+                      n.describe() + " meet";
+      out.split = static_cast<int64_t>(sp.node);
+      out.split_output = static_cast<int64_t>(k);
+    }
+  }
   Analysis a;
   std::map<std::string, size_t> index_of_root;
   for (auto& [root, grp] : by_root) {
@@ -438,7 +544,7 @@ Analysis analyze(const Model& m, const std::vector<std::string>& exclude) {
       }
     }
     const bool has_source = grp.hasSource();
-    if (!has_source && grp.concat < 0) continue;  // nothing produces these channels from weights (e.g. the input image)
+    if (!has_source && !grp.derived()) continue;  // nothing produces these channels from weights (e.g. the input image)
     if (has_source && grp.concat >= 0 && grp.blocked.empty())
       grp.blocked = "layers' channels meet the output of " + g.nodes[size_t(grp.concat)].describe();
     std::sort(grp.members.begin(), grp.members.end(), [](const Member& x, const Member& y) {
@@ -455,6 +561,25 @@ Analysis analyze(const Model& m, const std::vector<std::string>& exclude) {
       link.segments.emplace_back(it == index_of_root.end() ? -1 : static_cast<int64_t>(it->second), c.sizes[k]);
     }
     a.links.push_back(std::move(link));
+  }
+  // A Split's segments are chosen within its input's group, so that group must have channels of
+  // its own, and no segment may meet the input again.
+  for (const auto& sp : splits) {
+    const Node& n = g.nodes[sp.node];
+    const auto it = index_of_root.find(uf.find(n.inputs[0]));
+    SplitLink link{sp.node, it == index_of_root.end() ? -1 : static_cast<int64_t>(it->second), {}};
+    for (size_t k = 0; k < n.outputs.size(); ++k) link.outputs.emplace_back(index_of_root.at(uf.find(n.outputs[k])), sp.sizes[k]);
+    if (link.in_group >= 0) {
+      Group& in = a.groups[size_t(link.in_group)];
+      const bool meets = std::any_of(link.outputs.begin(), link.outputs.end(),
+                                     [&](const auto& o) { return static_cast<int64_t>(o.first) == link.in_group; });
+      if (in.blocked.empty() && (in.derived() || meets))
+        in.blocked = "split by " + n.describe() + (meets ? ", whose outputs meet its input" : ", not by layers");
+      for (const auto& other : a.splits)
+        if (other.in_group == link.in_group && in.blocked.empty())
+          in.blocked = "split by both " + g.nodes[other.node].describe() + " and " + n.describe();
+    }
+    a.splits.push_back(std::move(link));
   }
   // Channels a Concat's output shows can only go where its output's group may lose channels.
   for (bool changed = true; changed;) {
@@ -480,6 +605,9 @@ std::string groupName(const Graph& g, const Group& grp) {
       if (k++ < 3) s += (s.empty() ? "" : ", ") + g.nodes[mb.node].describe();
     }
   if (k > 3) s += " and " + std::to_string(k - 3) + " more";
+  if (grp.split >= 0)
+    return "channels of output " + std::to_string(grp.split_output) + " of " + g.nodes[size_t(grp.split)].describe() +
+           (s.empty() ? "" : " and of " + s);
   return "channels of " + s;
 }
 
@@ -608,7 +736,7 @@ PassResult PruneChannels::run(Model& m, PassContext& ctx) {
       r.notes.push_back(groupName(m.graph, grp) + ": left alone (" + grp.blocked + ")");
     else if (grp.channels <= 1)
       r.notes.push_back(groupName(m.graph, grp) + ": left alone (a single channel)");
-    else if (grp.hasSource())
+    else if (grp.hasSource() && !grp.derived())
       prunable.push_back(i);
   }
   if (prunable.empty()) {
@@ -619,13 +747,30 @@ PassResult PruneChannels::run(Model& m, PassContext& ctx) {
     r.notes.push_back("no prunable channel group in " + m.label());
     return r;
   }
+  // A group a Split reads keeps channels segment by segment, each aligned on its own.
+  std::vector<const SplitLink*> split_of(prunable.size(), nullptr);
+  for (const auto& sp : an.splits)
+    for (size_t k = 0; k < prunable.size(); ++k)
+      if (sp.in_group == static_cast<int64_t>(prunable[k])) split_of[k] = &sp;
   const std::string kind = o.getString("importance");
   std::vector<std::vector<double>> imps;
   int64_t bn_groups = 0;
-  for (size_t i : prunable) {
+  for (size_t k = 0; k < prunable.size(); ++k) {
     bool used_bn = false;
-    imps.push_back(importance(m.graph, an.groups[i], kind, used_bn));
+    imps.push_back(importance(m.graph, an.groups[prunable[k]], kind, used_bn));
     bn_groups += used_bn;
+    // Layers whose outputs meet a segment (C2f's residual bottlenecks) rank its channels too.
+    int64_t offset = 0;
+    for (const auto& [gi, size] : split_of[k] ? split_of[k]->outputs : std::vector<std::pair<size_t, int64_t>>{}) {
+      const Group& out = an.groups[gi];
+      bool out_bn = false;
+      if (out.blocked.empty() && out.hasSource()) {
+        const std::vector<double> more = importance(m.graph, out, kind, out_bn);
+        if (out_bn == used_bn)
+          for (int64_t c = 0; c < size; ++c) imps.back()[size_t(offset + c)] += more[size_t(c)];
+      }
+      offset += size;
+    }
   }
   if (kind == "bn_gamma" && bn_groups == 0)
     fail(o.where(), ".importance: bn_gamma needs BatchNormalization nodes after the pruned layers, but ", m.label(),
@@ -636,7 +781,35 @@ PassResult PruneChannels::run(Model& m, PassContext& ctx) {
 
   const int64_t minc = o.getInt("min_channels"), round_to = o.getInt("round_to");
   std::vector<int64_t> align(prunable.size());
-  for (size_t k = 0; k < prunable.size(); ++k) align[k] = alignmentFor(an.groups[prunable[k]].channels, round_to);
+  for (size_t k = 0; k < prunable.size(); ++k) {
+    const int64_t C = an.groups[prunable[k]].channels;
+    align[k] = alignmentFor(C, round_to);
+    if (split_of[k]) {
+      align[k] = 0;
+      for (const auto& [gi, size] : split_of[k]->outputs) align[k] += alignmentFor(size, round_to);
+      align[k] = std::min(align[k], C);
+    }
+  }
+  // The kept channels of prunable group k: the `count` most important, or with a Split reading it,
+  // the same share of each segment (at least one, aligned; all of a segment whose readers are left alone).
+  auto keepFor = [&](size_t k, int64_t count) {
+    if (!split_of[k]) return keepTop(imps[k], count);
+    const int64_t C = an.groups[prunable[k]].channels;
+    std::vector<int64_t> keep;
+    int64_t offset = 0;
+    for (const auto& [gi, size] : split_of[k]->outputs) {
+      int64_t n = size;
+      if (an.groups[gi].blocked.empty()) {
+        const int64_t a = alignmentFor(size, round_to);
+        n = (count * size + C - 1) / C;
+        n = std::min(size, std::max<int64_t>(1, (n + a - 1) / a * a));
+      }
+      const std::vector<double> seg(imps[k].begin() + offset, imps[k].begin() + offset + size);
+      for (int64_t c : keepTop(seg, n)) keep.push_back(offset + c);
+      offset += size;
+    }
+    return keep;
+  };
   // Kept channel count of every prunable group for a uniform removal ratio (monotone in the ratio).
   auto countsFor = [&](double ratio) {
     std::vector<int64_t> c(prunable.size());
@@ -651,8 +824,27 @@ PassResult PruneChannels::run(Model& m, PassContext& ctx) {
   auto applyCounts = [&](Model& mm, const std::vector<int64_t>& counts) {
     for (size_t k = 0; k < prunable.size(); ++k) {
       Group& grp = an.groups[prunable[k]];
-      grp.keep = keepTop(imps[k], counts[k]);
+      grp.keep = keepFor(k, counts[k]);
       if (static_cast<int64_t>(grp.keep.size()) < grp.channels) applyGroup(mm.graph, grp, grp.keep);
+    }
+    // A Split's outputs keep what its input kept of their segments, and its sizes follow.
+    for (const auto& sp : an.splits) {
+      const Group* in = sp.in_group >= 0 ? &an.groups[size_t(sp.in_group)] : nullptr;
+      const bool sliced = in && in->blocked.empty() && !in->keep.empty() && static_cast<int64_t>(in->keep.size()) < in->channels;
+      std::vector<int64_t> sizes;
+      int64_t offset = 0;
+      for (const auto& [gi, size] : sp.outputs) {
+        Group& out = an.groups[gi];
+        out.keep.clear();
+        if (sliced)
+          for (int64_t c : in->keep)
+            if (c >= offset && c < offset + size) out.keep.push_back(c - offset);
+        sizes.push_back(sliced ? static_cast<int64_t>(out.keep.size()) : size);
+        if (!out.blocked.empty()) out.keep.clear();  // kept whole (keepFor kept all of its segment)
+        if (!out.keep.empty() && static_cast<int64_t>(out.keep.size()) < size) applyGroup(mm.graph, out, out.keep);
+        offset += size;
+      }
+      if (sliced) setSplitSizes(mm, sp.node, sizes);
     }
     // A Concat's output keeps its inputs' kept channels, each input's at its offset (in node order,
     // so a Concat of Concats sees its inputs' choice).
@@ -797,6 +989,23 @@ PassResult PruneChannels::run(Model& m, PassContext& ctx) {
       if (mb.role == Role::Source) kept_out[m.graph.nodes[mb.node].outputs[0]] = grp.keep;
     }
   }
+  int64_t splits_sliced = 0;
+  for (const auto& sp : an.splits) {
+    bool sliced = false;
+    for (const auto& [gi, size] : sp.outputs) {
+      const Group& out = an.groups[gi];
+      const int64_t kept = static_cast<int64_t>(out.keep.size());
+      if (out.keep.empty() || kept == size) continue;
+      sliced = true;
+      r.notes.push_back(groupName(m.graph, out) + ": kept " + std::to_string(kept) + " of " + std::to_string(size) +
+                        " channels, those its input kept");
+      for (const auto& mb : out.members) {
+        if (mb.role == Role::Sink) sinks.push_back(mb.node);
+        if (mb.role == Role::Source) kept_out[m.graph.nodes[mb.node].outputs[0]] = out.keep;
+      }
+    }
+    splits_sliced += sliced;
+  }
   int64_t concats_sliced = 0;
   for (const auto& link : an.links) {
     const Group& out = an.groups[link.out_group];
@@ -830,6 +1039,7 @@ PassResult PruneChannels::run(Model& m, PassContext& ctx) {
   r.stats = {{"groups", static_cast<int64_t>(own)},
              {"groups_pruned", groups_pruned},
              {"concats_sliced", concats_sliced},
+             {"splits_sliced", splits_sliced},
              {"channels_removed", removed},
              {"channels_in_prunable_groups", total},
              {"layers_reconstructed", reconstructed}};

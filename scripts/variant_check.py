@@ -28,13 +28,17 @@ Variants (each alone):
   concat-conv      the widest Conv with an even channel count as two Convs of half the channels
                    and a Concat along the channels (n/a without such a Conv); its channel
                    pruning runs with --round-to 1 and must slice the Concat (or say why not)
+  split-concat     the widest Conv with an even channel count followed by a Split into two halves
+                   and a Concat of the halves (the same function; n/a without such a Conv); its
+                   channel pruning runs with --round-to 1 and must slice the Split (or say why not)
 
 For each variant: ONNX Runtime's top-1 on the data, then `lwc eval` (must equal it), then
 `lwc fuse`, `lwc quantize` (static, 64 calibration samples), `lwc prune --sparsity 0.5` and
 `lwc prune --channels 0.3`: each must write a file whose ONNX Runtime top-1 equals lwc's own
 `lwc eval` of it (within one image for the INT8 files: the runtimes may round one requantization
 differently), and `prune --channels 0.3` must leave as many MACs as on the model itself (but on
-dynamic-hw, whose MACs are unknown, and concat-conv, whose halves are groups of their own).
+dynamic-hw, whose MACs are unknown, concat-conv, whose halves are groups of their own, and
+split-concat, whose halves keep channels each on its own).
 float16 models cannot be quantized or pruned: those commands must stop with exit code 1 and say
 the weights are float16. Exit code 1 when any check fails; one line per check.
 Needs Debian's python3-onnx and numpy, node and scripts/ort (npm install there).
@@ -196,16 +200,23 @@ def pooled_head(kind):
     return f
 
 
+def widest_even_conv(g):
+    """Index of the widest Conv with an even number of output channels (the first of equals), so
+    that its halves lose channels at 0.3."""
+    inits = {t.name: t for t in g.initializer}
+    convs = [(inits[n.input[1]].dims[0], -i) for i, n in enumerate(g.node) if n.op_type == "Conv" and
+             n.input[1] in inits and inits[n.input[1]].dims[0] % 2 == 0]
+    if not convs:
+        raise ValueError("the model has no Conv with an even number of channels")
+    return -max(convs)[1]
+
+
 def concat_conv(m):
     """The widest Conv with an even number of output channels split in two halves joined by a Concat
     along the channels (the same function), as Inception/SqueezeNet-style code computes branches."""
     h, g = onnx.helper, m.graph
     inits = {t.name: t for t in g.initializer}
-    convs = [(inits[n.input[1]].dims[0], -i) for i, n in enumerate(g.node) if n.op_type == "Conv" and
-             n.input[1] in inits and inits[n.input[1]].dims[0] % 2 == 0]
-    at = -max(convs)[1] if convs else None  # the widest, so that its halves lose channels at 0.3
-    if at is None:
-        raise ValueError("the model has no Conv with an even number of channels")
+    at = widest_even_conv(g)
     conv = g.node[at]
     w = numpy_helper.to_array(inits[conv.input[1]])
     b = numpy_helper.to_array(inits[conv.input[2]]) if len(conv.input) > 2 and conv.input[2] else None
@@ -221,6 +232,23 @@ def concat_conv(m):
         parts.append(part)
     cat = h.make_node("Concat", ["concat_part0", "concat_part1"], [conv.output[0]], name=f"{conv.name}_concat", axis=1)
     nodes = list(g.node[:at]) + parts + [cat] + list(g.node[at + 1:])
+    del g.node[:]
+    g.node.extend(nodes)
+    return m
+
+
+def split_concat(m):
+    """The widest Conv with an even number of output channels followed by a Split into two equal
+    halves (x.chunk(2, 1): no sizes stated) and a Concat of them (the same function), the way
+    YOLOv8's C2f and ShuffleNetV2 split a layer's channels."""
+    h, g = onnx.helper, m.graph
+    at = widest_even_conv(g)
+    conv = g.node[at]
+    y = conv.output[0]
+    conv.output[0] = "split_in"
+    split = h.make_node("Split", ["split_in"], ["split_part0", "split_part1"], name=f"{conv.name}_split", axis=1)
+    cat = h.make_node("Concat", ["split_part0", "split_part1"], [y], name=f"{conv.name}_concat", axis=1)
+    nodes = list(g.node[:at + 1]) + [split, cat] + list(g.node[at + 1:])
     del g.node[:]
     g.node.extend(nodes)
     return m
@@ -262,9 +290,15 @@ VARIANTS = {
     "mean-head": pooled_head("mean"),
     "squeeze-head": pooled_head("squeeze"),
     "concat-conv": concat_conv,
+    "split-concat": split_concat,
 }
-# prune --channels may leave other MACs: unknown (dynamic-hw), or other groups to rank and align (concat-conv).
-SAME_MACS_EXEMPT = ("dynamic-hw", "concat-conv")
+# prune --channels may leave other MACs: unknown (dynamic-hw), or other groups to rank and align
+# (concat-conv) or segments aligned each on its own (split-concat).
+SAME_MACS_EXEMPT = ("dynamic-hw", "concat-conv", "split-concat")
+# Variants whose channel pruning runs unaligned (--round-to 1) and must slice the node the variant
+# added, or say why not: the report's stat and the note that names the reason.
+SLICED = {"concat-conv": ("concats_sliced", "Concat", "whose channels are left alone"),
+          "split-concat": ("splits_sliced", "Split", "of Split")}
 # ONNX Runtime refuses these as they are; its top-1 on the original model is the reference.
 ORT_REFUSES_INPUT = {"dup-names"}
 
@@ -312,9 +346,10 @@ class Checker:
         # The latency the reports measure (about 3 s a command) is kept where the variant is about
         # input shapes, which is what random timing inputs are made from.
         bench = [] if name.endswith("dynamic-hw") else ["--bench-batch", "0"]
-        # Unaligned, so that the halves lose channels; the report says whether the Concat was sliced.
+        # Unaligned, so that the halves lose channels; the report says whether the node was sliced.
         report = os.path.join(tmp, "report.json")
-        concat = ["--round-to", "1", "--report", report] if name.endswith("concat-conv") else []
+        sliced_check = next((v for k, v in SLICED.items() if name.endswith(k)), None)
+        concat = ["--round-to", "1", "--report", report] if sliced_check else []
         commands = [("fuse", ["fuse"], False),
                     ("quantize", ["quantize", *calib, *bench], half),
                     ("prune --sparsity 0.5", ["prune", "--sparsity", "0.5"], half),
@@ -339,16 +374,18 @@ class Checker:
             slack = 1 if label == "quantize" else 0
             self.report(abs(mine - ort) <= slack, f"{name}: lwc {label}: lwc eval {mine} correct, ONNX Runtime {ort}")
             if concat and label == "prune --channels 0.3":
-                # The halves must lose channels through the Concat, or, where the layer cannot lose
-                # channels in the model itself (tinyformer: a Reshape reads it), a note must say why.
+                # The halves must lose channels through the Concat or Split, or, where the layer
+                # cannot lose channels in the model itself (tinyformer: a Reshape reads it), a note
+                # must say why.
+                stat, op, reason = sliced_check
                 with open(report) as f:
                     stage = json.load(f)["stages"][-1]
-                sliced = stage["stats"].get("concats_sliced", 0)
+                sliced = stage["stats"].get(stat, 0)
                 if sliced >= 1:
-                    self.report(True, f"{name}: lwc {label}: {sliced} Concats sliced")
+                    self.report(True, f"{name}: lwc {label}: {sliced} {op}s sliced")
                 else:
-                    why = [n for n in stage["notes"] if "whose channels are left alone" in n]
-                    self.report(bool(why), f"{name}: lwc {label}: no Concat sliced ({why[0] if why else 'no note says why'})")
+                    why = [n for n in stage["notes"] if reason in n and "left alone" in n]
+                    self.report(bool(why), f"{name}: lwc {label}: no {op} sliced ({why[0] if why else 'no note says why'})")
             if label == "prune --channels 0.3" and self.expected_macs is not None and not name.endswith(SAME_MACS_EXEMPT):
                 # The same network written another way must lose the same channels.
                 macs = self.macs(out)

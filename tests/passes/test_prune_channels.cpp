@@ -18,13 +18,13 @@ using namespace lwc::test;
 using Catch::Matchers::Contains;
 
 namespace {
-/// Multiplies the odd output channels of each named 8-channel weight or bias by `factor`: 0.01f
+/// Multiplies the odd output channels of each named weight or bias of `channels` outputs by `factor`: 0.01f
 /// makes the l1 ranking remove exactly those, 0 gives the model that computes what the pruned one does.
-void scaleOddChannels(Model& m, std::initializer_list<const char*> names, float factor) {
+void scaleOddChannels(Model& m, std::initializer_list<const char*> names, float factor, int64_t channels = 8) {
   for (const char* name : names) {
     Tensor& t = *m.graph.initializers.find(name);
-    const int64_t per = t.numel() / 8;
-    for (int64_t o = 1; o < 8; o += 2)
+    const int64_t per = t.numel() / channels;
+    for (int64_t o = 1; o < channels; o += 2)
       for (int64_t k = 0; k < per; ++k) t.data<float>()[o * per + k] *= factor;
   }
 }
@@ -502,4 +502,197 @@ g (float[N, 3, 6, 6] x) => (float[N, 4, 12, 6] d) {
     CHECK_FALSE(rb.changed);
     CHECK(notesWith(rb.notes, "(not along the channels)") >= 1);
   }
+}
+
+TEST_CASE("prune_channels slices a Split along the channels segment by segment and rewrites its sizes", "[prune_channels]") {
+  // YOLOv8's C2f: a layer's channels split in two halves, the second half read by a Conv, and the
+  // halves and the Conv's output concatenated. Each half keeps its share of the layer's kept
+  // channels, the Split's sizes follow, in each way a Split can state them.
+  struct Form {
+    int opset;
+    std::string split;                  // the Split line
+    std::vector<int64_t> sizes_before;  // its "sp" input, if any
+  };
+  const std::vector<Form> forms = {{11, "s0, s1 = Split <axis=1, split=[4, 4]> (a)", {}},
+                                   {13, "s0, s1 = Split <axis=1> (a, sp)", {4, 4}},
+                                   {13, "s0, s1 = Split <axis=-3> (a)", {}}};
+  for (const auto& form : forms) {
+    INFO(form.split);
+    auto net = [&] {
+      Model m = parseGraph("<ir_version: 8, opset_import: [\"\" : " + std::to_string(form.opset) + R"(]>
+g (float[N, 3, 6, 6] x) => (float[N, 4, 6, 6] d) {
+  a = Conv (x, wa, ba)
+  )" + form.split + R"(
+  b = Conv <pads=[1,1,1,1]> (s1, wb, bb)
+  c = Concat <axis=1> (s0, s1, b)
+  d = Conv (c, wd, bd)
+})");
+      addConst(m, "wa", {8, 3, 1, 1}, 1);
+      addConst(m, "ba", {8}, 2);
+      addConst(m, "wb", {8, 4, 3, 3}, 3);
+      addConst(m, "bb", {8}, 4);
+      addConst(m, "wd", {4, 16, 1, 1}, 5);
+      addConst(m, "bd", {4}, 6);
+      if (!form.sizes_before.empty()) m.graph.initializers.set("sp", Tensor::fromVector<int64_t>({2}, form.sizes_before));
+      scaleOddChannels(m, {"wa", "wb"}, 0.01f);
+      return m;
+    };
+    Model m = net();
+    auto r = runPass(m, "prune_channels", {{"ratio", 0.5}, {"min_channels", 1}, {"round_to", 1}});
+    CHECK(r.stats["groups_pruned"] == 2);
+    CHECK(r.stats["splits_sliced"] == 1);
+    CHECK(r.stats["concats_sliced"] == 1);
+    CHECK(weightShape(m, "a") == Shape{4, 3, 1, 1});
+    CHECK(weightShape(m, "b") == Shape{4, 2, 3, 3});
+    CHECK(weightShape(m, "d") == Shape{4, 8, 1, 1});
+    const Node& split = m.graph.nodes[1];
+    REQUIRE(split.op_type == "Split");
+    if (form.opset < 13) {
+      CHECK(split.attrInts("split") == std::vector<int64_t>{2, 2});
+    } else {
+      REQUIRE(split.hasInput(1));
+      const Tensor& sp = m.graph.initializers.at(split.inputs[1]);
+      CHECK((sp.numel() == 2 && sp.at(0) == 2 && sp.at(1) == 2));
+    }
+    CHECK(notesWith(r.notes, "of Split") == 2);
+    CHECK(notesWith(r.notes, "kept 2 of 4 channels, those its input kept") == 2);
+    Model zeroed = net();
+    scaleOddChannels(zeroed, {"wa", "ba", "wb", "bb"}, 0.0f);
+    CHECK(compareModels(zeroed, m, 1e-5).empty());
+  }
+
+  SECTION("layers added to a segment (C2f's residual bottleneck) keep the segment's channels") {
+    auto c2f = [] {
+      Model m = parseGraph(R"(<ir_version: 8, opset_import: ["" : 11]>
+g (float[N, 3, 6, 6] x) => (float[N, 4, 6, 6] d) {
+  a = Conv (x, wa, ba)
+  s0, s1 = Split <axis=1, split=[4, 4]> (a)
+  b = Conv <pads=[1,1,1,1]> (s1, wb, bb)
+  r = Add (s1, b)
+  c = Concat <axis=1> (s0, r)
+  d = Conv (c, wd, bd)
+})");
+      addConst(m, "wa", {8, 3, 1, 1}, 1);
+      addConst(m, "ba", {8}, 2);
+      addConst(m, "wb", {4, 4, 3, 3}, 3);
+      addConst(m, "bb", {4}, 4);
+      addConst(m, "wd", {4, 8, 1, 1}, 5);
+      addConst(m, "bd", {4}, 6);
+      scaleOddChannels(m, {"wa"}, 0.01f);
+      scaleOddChannels(m, {"wb"}, 0.01f, 4);
+      return m;
+    };
+    Model m = c2f();
+    auto r = runPass(m, "prune_channels", {{"ratio", 0.5}, {"min_channels", 1}, {"round_to", 1}});
+    CHECK(r.stats["splits_sliced"] == 1);
+    CHECK(m.graph.nodes[1].attrInts("split") == std::vector<int64_t>{2, 2});
+    CHECK(weightShape(m, "a") == Shape{4, 3, 1, 1});
+    CHECK(weightShape(m, "b") == Shape{2, 2, 3, 3});
+    CHECK(weightShape(m, "d") == Shape{4, 4, 1, 1});
+    CHECK(notesWith(r.notes, "channels of output 1 of Split") == 1);
+    CHECK(notesWith(r.notes, "and of Conv (output 'b'): kept 2 of 4 channels, those its input kept") == 1);
+    Model zeroed = c2f();
+    scaleOddChannels(zeroed, {"wa", "ba"}, 0.0f);
+    scaleOddChannels(zeroed, {"wb", "bb"}, 0.0f, 4);
+    CHECK(compareModels(zeroed, m, 1e-5).empty());
+  }
+  SECTION("a segment whose readers are left alone is kept whole, the others are still sliced") {
+    Model m = parseGraph(R"(<ir_version: 8, opset_import: ["" : 11]>
+g (float[N, 3, 6, 6] x) => (float[N, 2, 6, 6] s0, float[N, 4, 6, 6] d) {
+  a = Conv (x, wa, ba)
+  s0, s1 = Split <axis=1, split=[2, 6]> (a)
+  d = Conv (s1, wd, bd)
+})");
+    addConst(m, "wa", {8, 3, 1, 1}, 1);
+    addConst(m, "ba", {8}, 2);
+    addConst(m, "wd", {4, 6, 1, 1}, 3);
+    addConst(m, "bd", {4}, 4);
+    scaleOddChannels(m, {"wa"}, 0.01f);  // the second segment (channels 2-7) loses 3, 5 and 7
+    const Tensor wd0 = m.graph.initializers.at("wd");
+    auto r = runPass(m, "prune_channels", {{"ratio", 0.5}, {"min_channels", 1}, {"round_to", 1}});
+    CHECK(r.stats["splits_sliced"] == 1);
+    CHECK(m.graph.nodes[1].attrInts("split") == std::vector<int64_t>{2, 3});
+    CHECK(weightShape(m, "a") == Shape{5, 3, 1, 1});
+    CHECK(weightShape(m, "d") == Shape{4, 3, 1, 1});
+    CHECK(notesWith(r.notes, "channels of output 0 of Split") == 1);
+    CHECK(notesWith(r.notes, "left alone (graph output)") >= 1);
+    const Tensor& wd1 = m.graph.initializers.at(m.graph.nodes[2].inputs[1]);
+    for (int64_t o = 0; o < 4; ++o)
+      for (int64_t k = 0; k < 3; ++k) REQUIRE(wd1.at(o * 3 + k) == wd0.at(o * 6 + 2 * k));
+    CHECK(compareModels(m, m).empty());  // runs
+  }
+  SECTION("Splits it cannot follow leave the layer alone and say why") {
+    const std::vector<std::pair<std::string, std::string>> cases = {
+        {"s0, s1 = Split <axis=2> (a)", "(not along the channels)"},
+        {"s0, s1 = Split <axis=1> (a, sp)", "(its split sizes are computed at run time)"},
+        {"s0, s1 = Split <axis=1> (c)", "split by Split"},
+        {"s0, s1 = Split <axis=1> (a)\n  t = Split <axis=1, split=[8]> (a)", "split by both"},
+        {"s0, s1 = Split <axis=1> (a)\n  u = Add (s0, s1)", "outputs of Split"}};
+    for (const auto& [line, why] : cases) {
+      INFO(line);
+      Model m = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 3, 6, 6] x, int64[2] sp) => (float y, float z) {
+  a = Conv (x, wa, ba)
+  c = Concat <axis=1> (a)
+  )" + line + R"(
+  y = Conv (s0, wy)
+  z = Conv (s1, wy)
+})");
+      addConst(m, "wa", {8, 3, 1, 1}, 1);
+      addConst(m, "ba", {8}, 2);
+      addConst(m, "wy", {2, line.find("axis=2") != std::string::npos ? 8 : 4, 1, 1}, 3);
+      const std::string before = serialized(m);
+      auto r = runPass(m, "prune_channels", {{"ratio", 0.5}, {"round_to", 1}});
+      CHECK_FALSE(r.changed);
+      CHECK(serialized(m) == before);
+      CHECK(notesWith(r.notes, why) >= 1);
+    }
+  }
+}
+
+TEST_CASE("prune_channels reads shapes after a channel shuffle sized from the input's shape", "[prune_channels]") {
+  // ShuffleNetV2's shuffle as torch exports x.view(b, g, c // g, h, w): sizes computed from Shape,
+  // so with a symbolic batch the shapes after it were unknown and every later group was left
+  // alone. The shuffle itself stays (Shape and Reshape read a's channels); b's group is pruned.
+  Model m = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 3, 6, 6] x) => (float[N, 4, 6, 6] y) {
+  a = Conv (x, wa, ba)
+  sh = Shape (a)
+  n = Gather <axis=0> (sh, i0)
+  c = Gather <axis=0> (sh, i1)
+  h = Gather <axis=0> (sh, i2)
+  w = Gather <axis=0> (sh, i3)
+  cg = Div (c, two)
+  nu = Unsqueeze (n, ax0)
+  cgu = Unsqueeze (cg, ax0)
+  hu = Unsqueeze (h, ax0)
+  wu = Unsqueeze (w, ax0)
+  cu = Unsqueeze (c, ax0)
+  s5 = Concat <axis=0> (nu, two1, cgu, hu, wu)
+  r5 = Reshape (a, s5)
+  t = Transpose <perm=[0, 2, 1, 3, 4]> (r5)
+  s4 = Concat <axis=0> (nu, cu, hu, wu)
+  r4 = Reshape (t, s4)
+  b = Conv (r4, wb, bb)
+  rb = Relu (b)
+  y = Conv (rb, wc, bc)
+})");
+  for (auto [name, v] : std::vector<std::pair<std::string, int64_t>>{{"i0", 0}, {"i1", 1}, {"i2", 2}, {"i3", 3}, {"two", 2}})
+    m.graph.initializers.set(name, Tensor::fromVector<int64_t>({}, {v}));
+  m.graph.initializers.set("two1", Tensor::fromVector<int64_t>({1}, {2}));
+  m.graph.initializers.set("ax0", Tensor::fromVector<int64_t>({1}, {0}));
+  addConst(m, "wa", {8, 3, 1, 1}, 1);
+  addConst(m, "ba", {8}, 2);
+  addConst(m, "wb", {8, 8, 1, 1}, 3);
+  addConst(m, "bb", {8}, 4);
+  addConst(m, "wc", {4, 8, 1, 1}, 5);
+  addConst(m, "bc", {4}, 6);
+  const Model original = m;
+  auto r = runPass(m, "prune_channels", {{"ratio", 0.5}, {"min_channels", 1}, {"round_to", 1}});
+  CHECK(r.stats["groups_pruned"] == 1);
+  CHECK(weightShape(m, "b") == Shape{4, 8, 1, 1});
+  CHECK(weightShape(m, "y") == Shape{4, 4, 1, 1});
+  CHECK(weightShape(m, "a") == Shape{8, 3, 1, 1});
+  CHECK(notesWith(r.notes, "left alone (read by Shape") == 1);
+  CHECK(compareModels(m, m).empty());  // runs
 }
