@@ -35,7 +35,7 @@ std::unique_ptr<Dataset> DataArgs::open(const Model& m, const Model* also) const
     if (b > 0) o.fixed_batch = b;
   }
   auto ds = openDataset(o);
-  if (const std::string w = defaultPreprocessingWarning(*ds); !w.empty()) spdlog::warn("--data {}", w);
+  if (const std::string w = preprocessingWarning(*ds); !w.empty()) spdlog::warn("--data {}", w);
   return ds;
 }
 

@@ -413,7 +413,7 @@ PipelineReport runPipeline(const Pipeline& p, Model& m, const RunOptions& opts) 
     if (!pp) return json(nullptr);
     json j = pp->toJson();
     j["from"] = pp->origin;
-    if (const std::string w = defaultPreprocessingWarning(ds); !w.empty()) warn(what + ": " + w);
+    if (const std::string w = preprocessingWarning(ds); !w.empty()) warn(what + ": " + w);
     return j;
   };
   p.check();

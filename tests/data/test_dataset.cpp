@@ -337,7 +337,7 @@ TEST_CASE("a float16 model input gets image batches rounded to float16, other ty
   CHECK_THROWS_WITH(openDataset(o), Contains("images.npy: the model input is int64 but preprocessed images are float32"));
 }
 
-TEST_CASE("image data read with the default preprocessing get a warning", "[data]") {
+TEST_CASE("image data read with the default preprocessing, or arrays given a preprocessing they do not get, get a warning", "[data]") {
   DataOptions o;
   o.sample_shape = {1, 28, 28};
   o.num_classes = 10;
@@ -346,15 +346,15 @@ TEST_CASE("image data read with the default preprocessing get a warning", "[data
   auto bare = openDataset(o);
   REQUIRE(bare->preprocessing());
   CHECK(bare->preprocessing()->origin == Preprocess{}.origin);
-  CHECK_THAT(defaultPreprocessingWarning(*bare), Contains("ImageFolder") && Contains("only scaled to [0, 1]") &&
+  CHECK_THAT(preprocessingWarning(*bare), Contains("ImageFolder") && Contains("only scaled to [0, 1]") &&
                                                     Contains("--preprocess FILE"));
   // Given explicitly, or found beside the data: no warning.
   o.preprocess = Preprocess::load(kSample / "preprocess.json");
-  CHECK(defaultPreprocessingWarning(*openDataset(o)).empty());
+  CHECK(preprocessingWarning(*openDataset(o)).empty());
   DataOptions beside;
   beside.path = kSample;
   beside.sample_shape = {1, 28, 28};
-  CHECK(defaultPreprocessingWarning(*openDataset(beside)).empty());
+  CHECK(preprocessingWarning(*openDataset(beside)).empty());
   // Float arrays are fed as stored: nothing is preprocessed, nothing to warn about.
   test::TempDir d;
   writeNpy(d / "x.npy", Tensor(DType::Float32, {4, 1, 28, 28}));
@@ -363,7 +363,18 @@ TEST_CASE("image data read with the default preprocessing get a warning", "[data
   f.sample_shape = {1, 28, 28};
   auto floats = openDataset(f);
   CHECK_FALSE(floats->preprocessing());
-  CHECK(defaultPreprocessingWarning(*floats).empty());
+  CHECK(preprocessingWarning(*floats).empty());
+  // ... unless a preprocessing was given for them, which they do not get: uint8 images for a
+  // uint8 model input (Cast/Div inside the model) with the preprocess.json beside them.
+  DataOptions u8;
+  u8.path = kSample;
+  u8.sample_shape = {1, 28, 28};
+  u8.dtype = DType::UInt8;
+  auto raw = openDataset(u8);
+  CHECK_FALSE(raw->preprocessing());
+  CHECK_THAT(preprocessingWarning(*raw), Contains("preprocess.json is not applied") && Contains("fed as stored"));
+  f.preprocess = Preprocess::load(kSample / "preprocess.json");
+  CHECK_THAT(preprocessingWarning(*openDataset(f)), Contains("x.npy") && Contains("is not applied"));
 }
 
 TEST_CASE("preprocessing JSON", "[data]") {

@@ -110,6 +110,10 @@ class Dataset {
   virtual std::string sampleName(int64_t i) const = 0;
   /// The preprocessing applied, or nullopt for sources used as stored (float arrays, .pb tensors).
   virtual std::optional<Preprocess> preprocessing() const { return std::nullopt; }
+  /// Where a preprocessing came from that these samples do not get because they are fed as stored
+  /// (a preprocess.json beside an array of the model's dtype, e.g. uint8 images for a uint8
+  /// input); empty when none was given or it applies.
+  virtual std::string ignoredPreprocessing() const { return ""; }
 };
 
 /// Opens a dataset, detecting its kind from `opts.path`:
@@ -126,8 +130,9 @@ std::unique_ptr<Dataset> openDataset(const DataOptions& opts);
 
 /// One line for image data read with the default preprocessing (no preprocessing given and no
 /// preprocess.json beside the data), which only scales pixels to [0, 1]: a model trained on
-/// normalized inputs then sees the wrong values, and nothing else would say so. Empty when a
-/// preprocessing file or option applies, or when the source is not images (arrays fed as stored).
-std::string defaultPreprocessingWarning(const Dataset& ds);
+/// normalized inputs then sees the wrong values, and nothing else would say so. Likewise for a
+/// preprocessing given for samples fed as stored, which it does not reach. Empty when a
+/// preprocessing file or option applies, or when none was given for arrays fed as stored.
+std::string preprocessingWarning(const Dataset& ds);
 
 }  // namespace lwc

@@ -88,6 +88,7 @@ class ArrayDataset final : public Dataset {
       out_ = imageBatchType(o.dtype, a_.where);
       pipeline_.emplace(pp, o.sample_shape);
     } else {
+      if (pp.origin != Preprocess{}.origin) ignored_preprocess_ = pp.origin;
       if (a_.dtype != want)
         fail(a_.where, ": holds ", dtypeName(a_.dtype), " ", shapeStr(a_.shape), "; only uint8 arrays are treated as images, "
              "anything else is fed to the model as stored and must be ", dtypeName(want), " (e.g. .astype(np.",
@@ -161,6 +162,7 @@ class ArrayDataset final : public Dataset {
     if (!pipeline_) return std::nullopt;
     return pipeline_->preprocess();
   }
+  std::string ignoredPreprocessing() const override { return ignored_preprocess_; }
 
  private:
   void readRecords(uint8_t* dst, uint64_t bytes, int64_t k) {
@@ -181,6 +183,7 @@ class ArrayDataset final : public Dataset {
   DType out_ = DType::Float32;  ///< of image batches: float16 for a half-precision model input
   std::vector<uint8_t> buf_;
   std::vector<float> scratch_;
+  std::string ignored_preprocess_;
 };
 
 /// Reads a whole small array from a stream positioned after its header.

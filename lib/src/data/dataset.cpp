@@ -374,7 +374,11 @@ std::unique_ptr<Dataset> openDataset(const DataOptions& o) {
   return std::make_unique<FixedBatchDataset>(std::move(ds), o.fixed_batch);
 }
 
-std::string defaultPreprocessingWarning(const Dataset& ds) {
+std::string preprocessingWarning(const Dataset& ds) {
+  if (const std::string ignored = ds.ignoredPreprocessing(); !ignored.empty())
+    return ds.describe() + ": the preprocessing of " + ignored + " is not applied: these samples have the model's "
+           "input type and are fed as stored (only uint8 images for a float input are preprocessed); put the scaling "
+           "into the data or the model, or remove the preprocessing";
   const auto pp = ds.preprocessing();
   if (!pp || pp->origin != Preprocess{}.origin) return "";
   return ds.describe() +
