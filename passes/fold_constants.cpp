@@ -1,10 +1,42 @@
 #include "passes/fold_constants.h"
 
+#include <set>
+
 #include "lwc/engine.h"
 #include "lwc/graph_edit.h"
 #include "lwc/shape_inference.h"
 
 namespace lwc::passes {
+
+namespace {
+
+/// Gather(Shape(x), k) with constant indices k whose dimensions of x are known, though others
+/// (the batch) are not: torch.onnx.export sizes x.chunk(2, 1) and views from x.size(1) this way.
+std::optional<Tensor> knownShapeDims(const Model& m, const ValueTypes& types, const Node& n) {
+  const Graph& g = m.graph;
+  if (n.op_type != "Gather" || n.inputs.size() != 2 || n.attrInt("axis", 0) != 0) return std::nullopt;
+  const int p = producerIndex(g, n.inputs[0]);
+  if (p < 0) return std::nullopt;
+  const Node& shape = g.nodes[static_cast<size_t>(p)];
+  if (shape.op_type != "Shape" || !shape.domain.empty() || shape.hasAttr("start") || shape.hasAttr("end")) return std::nullopt;
+  const Tensor* idx = g.initializers.find(n.inputs[1]);
+  const auto it = types.find(shape.inputs[0]);
+  if (!idx || g.isGraphInput(n.inputs[1]) || (idx->dtype() != DType::Int64 && idx->dtype() != DType::Int32) ||
+      it == types.end() || !it->second.shape)
+    return std::nullopt;
+  const SymShape& s = *it->second.shape;
+  const auto rank = static_cast<int64_t>(s.size());
+  std::vector<int64_t> v;
+  for (int64_t i = 0; i < idx->numel(); ++i) {
+    int64_t k = static_cast<int64_t>(idx->at(i));
+    if (k < 0) k += rank;
+    if (k < 0 || k >= rank || !s[static_cast<size_t>(k)].known()) return std::nullopt;
+    v.push_back(s[static_cast<size_t>(k)].value);
+  }
+  return Tensor::fromVector<int64_t>(idx->shape(), v);
+}
+
+}  // namespace
 
 std::vector<OptionSpec> FoldConstants::optionSpecs() const {
   OptionSpec growth{"max_growth_kb", OptionType::Int, 1024,
@@ -16,54 +48,66 @@ std::vector<OptionSpec> FoldConstants::optionSpecs() const {
 PassResult FoldConstants::run(Model& m, PassContext&) {
   Graph& g = m.graph;
   const int64_t max_growth = options_.getInt("max_growth_kb") * 1024;
-  const ValueTypes types = inferShapes(m);
   PassResult r;
   int64_t folded = 0, skipped_size = 0, skipped_output = 0;
   std::vector<std::string> maybe_unused;
-  for (size_t i = 0; i < g.nodes.size(); ++i) {
-    const Node& n = g.nodes[i];
-    if (!n.domain.empty() || n.op_type == "DequantizeLinear") continue;
-    std::optional<std::vector<Tensor>> outs;
-    int64_t in_bytes = 0;
-    if ((n.op_type == "Shape" || n.op_type == "Size") && n.hasInput(0) && !g.initializers.contains(n.inputs[0])) {
-      auto s = concreteShape(types, n.inputs[0]);
-      if (!s || n.hasAttr("start") || n.hasAttr("end")) continue;
-      outs = std::vector<Tensor>{n.op_type == "Size" ? Tensor::scalar<int64_t>(numelOf(*s))
-                                                     : Tensor::fromVector<int64_t>({static_cast<int64_t>(s->size())}, *s)};
-    } else {
-      std::vector<const Tensor*> ins;
-      bool all_const = true;
-      for (const auto& in : n.inputs) {
-        const Tensor* t = in.empty() ? nullptr : g.initializers.find(in);
-        all_const = all_const && (in.empty() || (t && !g.isGraphInput(in)));
-        ins.push_back(t);
-        if (t) in_bytes += static_cast<int64_t>(t->nbytes());
+  std::set<std::string> noted;  // first outputs of the nodes left alone with a note
+  // Dimensions folded from a Shape can make later shapes known (a Slice's bounds), and with them
+  // more such dimensions: infer again and repeat while that happens.
+  for (int64_t round = 0, from_shapes = 1; from_shapes > 0 && round < 16; ++round) {
+    from_shapes = 0;
+    const ValueTypes types = inferShapes(m);
+    for (size_t i = 0; i < g.nodes.size(); ++i) {
+      const Node& n = g.nodes[i];
+      if (!n.domain.empty() || n.op_type == "DequantizeLinear") continue;
+      std::optional<std::vector<Tensor>> outs;
+      int64_t in_bytes = 0;
+      if ((n.op_type == "Shape" || n.op_type == "Size") && n.hasInput(0) && !g.initializers.contains(n.inputs[0])) {
+        auto s = concreteShape(types, n.inputs[0]);
+        if (!s || n.hasAttr("start") || n.hasAttr("end")) continue;
+        outs = std::vector<Tensor>{n.op_type == "Size" ? Tensor::scalar<int64_t>(numelOf(*s))
+                                                       : Tensor::fromVector<int64_t>({static_cast<int64_t>(s->size())}, *s)};
+      } else if (auto dims = knownShapeDims(m, types, n)) {
+        outs = std::vector<Tensor>{std::move(*dims)};
+        ++from_shapes;
+      } else {
+        std::vector<const Tensor*> ins;
+        bool all_const = true;
+        for (const auto& in : n.inputs) {
+          const Tensor* t = in.empty() ? nullptr : g.initializers.find(in);
+          all_const = all_const && (in.empty() || (t && !g.isGraphInput(in)));
+          ins.push_back(t);
+          if (t) in_bytes += static_cast<int64_t>(t->nbytes());
+        }
+        if (!all_const) continue;
+        bool makes_output = false;
+        for (const auto& o : n.outputs) makes_output = makes_output || (!o.empty() && g.isGraphOutput(o));
+        if (makes_output) {
+          if (noted.insert(n.outputs.front()).second) {
+            ++skipped_output;
+            r.notes.push_back(n.describe() + ": left alone: it produces a graph output");
+          }
+          continue;
+        }
+        outs = engine::evaluateNode(m, n, ins);
       }
-      if (!all_const) continue;
-      bool makes_output = false;
-      for (const auto& o : n.outputs) makes_output = makes_output || (!o.empty() && g.isGraphOutput(o));
-      if (makes_output) {
-        ++skipped_output;
-        r.notes.push_back(n.describe() + ": left alone: it produces a graph output");
+      if (!outs) continue;
+      int64_t out_bytes = 0;
+      for (const auto& t : *outs) out_bytes += static_cast<int64_t>(t.nbytes());
+      if (out_bytes > in_bytes + max_growth) {
+        if (!noted.insert(n.outputs.front()).second) continue;
+        ++skipped_size;
+        r.notes.push_back(n.describe() + ": left alone: folding would add " + std::to_string((out_bytes - in_bytes) / 1024) +
+                          " KiB (max_growth_kb " + std::to_string(max_growth / 1024) + ")");
         continue;
       }
-      outs = engine::evaluateNode(m, n, ins);
+      for (size_t o = 0; o < outs->size(); ++o)
+        if (!n.outputs[o].empty()) g.initializers.set(n.outputs[o], (*outs)[o]);
+      maybe_unused.insert(maybe_unused.end(), n.inputs.begin(), n.inputs.end());
+      g.nodes.erase(g.nodes.begin() + static_cast<std::ptrdiff_t>(i));
+      --i;
+      ++folded;
     }
-    if (!outs) continue;
-    int64_t out_bytes = 0;
-    for (const auto& t : *outs) out_bytes += static_cast<int64_t>(t.nbytes());
-    if (out_bytes > in_bytes + max_growth) {
-      ++skipped_size;
-      r.notes.push_back(n.describe() + ": left alone: folding would add " + std::to_string((out_bytes - in_bytes) / 1024) +
-                        " KiB (max_growth_kb " + std::to_string(max_growth / 1024) + ")");
-      continue;
-    }
-    for (size_t o = 0; o < outs->size(); ++o)
-      if (!n.outputs[o].empty()) g.initializers.set(n.outputs[o], (*outs)[o]);
-    maybe_unused.insert(maybe_unused.end(), n.inputs.begin(), n.inputs.end());
-    g.nodes.erase(g.nodes.begin() + static_cast<std::ptrdiff_t>(i));
-    --i;
-    ++folded;
   }
   // Folded outputs no longer need value_info entries (initializers carry their own type).
   std::erase_if(g.value_info, [&](const ValueInfo& v) { return g.initializers.contains(v.name); });

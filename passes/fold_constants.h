@@ -5,7 +5,8 @@
 //   After:  Reshape(X, shape_const)
 //
 // Nodes are evaluated in topological order with the engine's reference kernels, so chains fold
-// completely. Shape (and Size) of a value whose shape is fully known fold too. Left alone: random
+// completely. Shape (and Size) of a value whose shape is fully known fold too, and so does a Gather
+// of known dimensions from a Shape whose other dimensions are not (x.size(1) with a symbolic batch). Left alone: random
 // ops, nodes with subgraphs, ops in other domains, DequantizeLinear (folding it would turn int8
 // weights back into float32 and undo quantization), nodes producing graph outputs, and nodes whose
 // outputs are more than `max_growth_kb` larger than their inputs (Expand, Tile, ConstantOfShape

@@ -7,6 +7,7 @@
 #include "passes/fuse_bias_add.h"
 #include "passes/fuse_pad_into_conv.h"
 #include "passes/fuse_reshape.h"
+#include "passes/fuse_slices.h"
 #include "passes/prune_magnitude.h"
 #include "passes/weight_share.h"
 #include "passes/prune_channels.h"
@@ -25,6 +26,7 @@ void registerBuiltinPasses(PassRegistry& r) {
   r.add([] { return std::make_unique<FuseBiasAdd>(); });
   r.add([] { return std::make_unique<FusePadIntoConv>(); });
   r.add([] { return std::make_unique<FuseReshape>(); });
+  r.add([] { return std::make_unique<FuseSlices>(); });
   r.add([] { return std::make_unique<QuantizeStatic>(); });
   r.add([] { return std::make_unique<QuantizeDynamic>(); });
   r.add([] { return std::make_unique<PruneMagnitude>(); });

@@ -120,7 +120,7 @@ TEST_CASE("lwc run: JSON and text pipelines, deterministic output, Markdown repo
   auto b = runLwc("-q fuse " + q(td("mnv2_fmnist.onnx")) + " -o " + q(d / "b.onnx"));
   REQUIRE(b.exit_code == 0);
   CHECK(test::readFile(d / "a.onnx") == test::readFile(d / "b.onnx"));  // same pipeline, same bytes
-  auto c = runLwc("-q run --passes 'fold_constants,eliminate_identity,fuse_reshape,fuse_pad_into_conv,fuse_batchnorm,fuse_bias_add,"
+  auto c = runLwc("-q run --passes 'fold_constants,eliminate_identity,fuse_reshape,fuse_slices,fuse_pad_into_conv,fuse_batchnorm,fuse_bias_add,"
                   "eliminate_identity,eliminate_dead' " + q(td("mnv2_fmnist.onnx")) + " -o " + q(d / "c.onnx"));
   INFO(c.err);
   REQUIRE(c.exit_code == 0);
