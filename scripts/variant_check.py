@@ -31,6 +31,8 @@ Variants (each alone):
   split-concat     the widest Conv with an even channel count followed by a Split into two halves
                    and a Concat of the halves (the same function; n/a without such a Conv); its
                    channel pruning runs with --round-to 1 and must slice the Split (or say why not)
+  chunk-concat     the same with the Split written as torch 1.13 exports x.chunk(2, 1) with a
+                   symbolic batch: two Slices whose bounds come from Shape -> Gather -> Div
 
 For each variant: ONNX Runtime's top-1 on the data, then `lwc eval` (must equal it), then
 `lwc fuse`, `lwc quantize` (static, 64 calibration samples), `lwc prune --sparsity 0.5` and
@@ -38,7 +40,7 @@ For each variant: ONNX Runtime's top-1 on the data, then `lwc eval` (must equal 
 `lwc eval` of it (within one image for the INT8 files: the runtimes may round one requantization
 differently), and `prune --channels 0.3` must leave as many MACs as on the model itself (but on
 dynamic-hw, whose MACs are unknown, concat-conv, whose halves are groups of their own, and
-split-concat, whose halves keep channels each on its own).
+split-concat and chunk-concat, whose halves keep channels each on its own).
 float16 models cannot be quantized or pruned: those commands must stop with exit code 1 and say
 the weights are float16. Exit code 1 when any check fails; one line per check.
 Needs Debian's python3-onnx and numpy, node and scripts/ort (npm install there).
@@ -254,6 +256,28 @@ def split_concat(m):
     return m
 
 
+def chunk_concat(m):
+    """split_concat with the halves cut as torch 1.13 exports x.chunk(2, 1) with a symbolic batch:
+    two Slices whose bounds are computed from the Shape of the Conv's output."""
+    h, g = onnx.helper, m.graph
+    at = widest_even_conv(g)
+    conv = g.node[at]
+    y = conv.output[0]
+    conv.output[0] = "chunk_in"
+    for name, v in (("chunk_axis", [1]), ("chunk_zero", [0]), ("chunk_two", [2])):
+        g.initializer.append(numpy_helper.from_array(np.array(v, np.int64), name))
+    nodes = [h.make_node("Shape", ["chunk_in"], ["chunk_shape"]),
+             h.make_node("Gather", ["chunk_shape", "chunk_axis"], ["chunk_c"], axis=0),
+             h.make_node("Div", ["chunk_c", "chunk_two"], ["chunk_half"]),
+             h.make_node("Slice", ["chunk_in", "chunk_zero", "chunk_half", "chunk_axis"], ["chunk_part0"], name=f"{conv.name}_chunk0"),
+             h.make_node("Slice", ["chunk_in", "chunk_half", "chunk_c", "chunk_axis"], ["chunk_part1"], name=f"{conv.name}_chunk1"),
+             h.make_node("Concat", ["chunk_part0", "chunk_part1"], [y], name=f"{conv.name}_concat", axis=1)]
+    nodes = list(g.node[:at + 1]) + nodes + list(g.node[at + 1:])
+    del g.node[:]
+    g.node.extend(nodes)
+    return m
+
+
 def relabel_opset(version):
     """The default-domain opset import set to `version` without converting any node: valid where
     every node means the same at that opset (ONNX's checker must accept it), as the models of
@@ -291,14 +315,16 @@ VARIANTS = {
     "squeeze-head": pooled_head("squeeze"),
     "concat-conv": concat_conv,
     "split-concat": split_concat,
+    "chunk-concat": chunk_concat,
 }
 # prune --channels may leave other MACs: unknown (dynamic-hw), or other groups to rank and align
 # (concat-conv) or segments aligned each on its own (split-concat).
-SAME_MACS_EXEMPT = ("dynamic-hw", "concat-conv", "split-concat")
+SAME_MACS_EXEMPT = ("dynamic-hw", "concat-conv", "split-concat", "chunk-concat")
 # Variants whose channel pruning runs unaligned (--round-to 1) and must slice the node the variant
 # added, or say why not: the report's stat and the note that names the reason.
 SLICED = {"concat-conv": ("concats_sliced", "Concat", "whose channels are left alone"),
-          "split-concat": ("splits_sliced", "Split", "of Split")}
+          "split-concat": ("splits_sliced", "Split", "of Split"),
+          "chunk-concat": ("splits_sliced", "Split", "of Split")}
 # ONNX Runtime refuses these as they are; its top-1 on the original model is the reference.
 ORT_REFUSES_INPUT = {"dup-names"}
 
