@@ -407,13 +407,14 @@ PipelineReport runPipeline(const Pipeline& p, Model& m, const RunOptions& opts) 
     else if (opts.note) opts.note(s);
     else log(s);
   };
-  // The preprocessing a data source applies, for the report, and a warning when it is the default.
+  // The preprocessing a data source applies, for the report, and a warning when it is the default
+  // or when one was given that the source's samples do not get.
   auto preprocessing = [&](const Dataset& ds, const std::string& what) {
+    if (const std::string w = preprocessingWarning(ds); !w.empty()) warn(what + ": " + w);
     const auto pp = ds.preprocessing();
     if (!pp) return json(nullptr);
     json j = pp->toJson();
     j["from"] = pp->origin;
-    if (const std::string w = preprocessingWarning(ds); !w.empty()) warn(what + ": " + w);
     return j;
   };
   p.check();

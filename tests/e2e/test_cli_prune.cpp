@@ -7,6 +7,7 @@
 #include "lwc/analysis.h"
 #include "lwc/metrics.h"
 #include "lwc/model_io.h"
+#include "lwc/npy.h"
 #include "support/test_util.h"
 
 using namespace lwc;
@@ -64,6 +65,15 @@ TEST_CASE("lwc prune reaches the sparsity, without recovery, 3 steps end where o
   const auto rb = nlohmann::json::parse(fb);
   CHECK_THAT(rb["calib_data"].get<std::string>(), Catch::Contains("ImageFolder"));
   CHECK(rb["calib_preprocessing"]["from"] == "default preprocessing");
+  // Float arrays are fed as stored: a preprocess.json beside them does not reach them, and says so.
+  fs::create_directories(d / "floats");
+  writeNpy(d / "floats" / "images.npy", Tensor(DType::Float32, {4, 1, 28, 28}));
+  fs::copy_file(td("fmnist_sample") / "preprocess.json", d / "floats" / "preprocess.json");
+  auto stored = runLwc("prune " + q(td("resnet_fmnist.onnx")) + " --sparsity 0.3 --recover bias -o " + q(d / "c.onnx") +
+                       " --calib " + q(d / "floats"));
+  INFO(stored.err);
+  REQUIRE(stored.exit_code == 0);
+  CHECK_THAT(stored.err, Catch::Contains("warning: --calib: NumPy") && Catch::Contains("preprocess.json is not applied"));
 }
 
 TEST_CASE("lwc prune --recover lsq beats no recovery and is deterministic", "[cli][prune][lsq]") {
