@@ -19,7 +19,11 @@ struct IntValue {
   std::vector<int64_t> v;
   bool scalar = false;
   DType dtype = DType::Int64;  ///< Int64 or Int32, as the node produces it
+  /// The Shape of a value whose dimensions are partly symbolic (the batch): entries kUnknown are
+  /// not known. Only Gather and Slice read such a value, and only their fully known results count.
+  bool partial = false;
 };
+constexpr int64_t kUnknown = std::numeric_limits<int64_t>::min();
 constexpr size_t kMaxIntValue = 64;
 
 std::optional<IntValue> intValueOf(const Tensor& t) {
@@ -67,14 +71,29 @@ std::optional<IntValue> evalShapeNode(const onnx::NodeProto& n, const std::map<s
                                       const ValueTypes& types) {
   if (!n.domain().empty() && n.domain() != "ai.onnx") return std::nullopt;
   const std::string& op = n.op_type();
-  auto in = [&](int i) -> const IntValue* {
+  auto value = [&](int i, bool partial_ok) -> const IntValue* {
     if (i >= n.input_size() || n.input(i).empty()) return nullptr;
     auto it = vals.find(n.input(i));
-    return it == vals.end() ? nullptr : &it->second;
+    return it == vals.end() || (it->second.partial && !partial_ok) ? nullptr : &it->second;
+  };
+  auto in = [&](int i) { return value(i, false); };
+  // The result of picking entries of a partly known value: fully known, or nothing.
+  auto known = [](IntValue r) -> std::optional<IntValue> {
+    if (std::find(r.v.begin(), r.v.end(), kUnknown) != r.v.end()) return std::nullopt;
+    r.partial = false;
+    return r;
   };
   if (op == "Shape" || op == "Size") {
     if (n.input_size() < 1) return std::nullopt;
     auto s = concreteShape(types, n.input(0));
+    if (!s && op == "Shape") {
+      // Partly symbolic: the known dimensions still answer Gather(Shape(x), 1) (x.size(1)).
+      auto it = types.find(n.input(0));
+      if (it == types.end() || !it->second.shape) return std::nullopt;
+      Shape dims;
+      for (const auto& d : *it->second.shape) dims.push_back(d.known() ? d.value : kUnknown);
+      s = dims;
+    }
     if (!s) return std::nullopt;
     IntValue r;
     if (op == "Size") {
@@ -91,6 +110,7 @@ std::optional<IntValue> evalShapeNode(const onnx::NodeProto& n, const std::map<s
     start = std::clamp<int64_t>(start, 0, rank);
     end = std::clamp<int64_t>(end, 0, rank);
     for (int64_t i = start; i < end; ++i) r.v.push_back((*s)[static_cast<size_t>(i)]);
+    r.partial = std::find(r.v.begin(), r.v.end(), kUnknown) != r.v.end();
     return r;
   }
   if (op == "Identity" || op == "Cast") {
@@ -109,7 +129,7 @@ std::optional<IntValue> evalShapeNode(const onnx::NodeProto& n, const std::map<s
     return a && b ? arith(op, *a, *b) : std::nullopt;
   }
   if (op == "Gather") {
-    const IntValue *d = in(0), *idx = in(1);
+    const IntValue *d = value(0, true), *idx = in(1);
     const auto* axis = findAttr(n, "axis");
     if (!d || !idx || d->scalar || (axis && axis->i() != 0)) return std::nullopt;
     IntValue r;
@@ -121,7 +141,7 @@ std::optional<IntValue> evalShapeNode(const onnx::NodeProto& n, const std::map<s
       if (k < 0 || k >= size) return std::nullopt;
       r.v.push_back(d->v[static_cast<size_t>(k)]);
     }
-    return r;
+    return known(r);
   }
   if (op == "Unsqueeze" || op == "Squeeze") {
     const IntValue* a = in(0);
@@ -142,7 +162,7 @@ std::optional<IntValue> evalShapeNode(const onnx::NodeProto& n, const std::map<s
     return r;
   }
   if (op == "Slice") {
-    const IntValue *d = in(0), *st = in(1), *en = in(2), *ax = in(3), *sp = in(4);
+    const IntValue *d = value(0, true), *st = in(1), *en = in(2), *ax = in(3), *sp = in(4);
     if (!d || d->scalar || !st || !en || st->v.size() != 1 || en->v.size() != 1) return std::nullopt;
     if (ax && (ax->v.size() != 1 || (ax->v[0] != 0 && ax->v[0] != -1))) return std::nullopt;
     const int64_t step = sp ? (sp->v.size() == 1 ? sp->v[0] : 0) : 1;
@@ -156,7 +176,7 @@ std::optional<IntValue> evalShapeNode(const onnx::NodeProto& n, const std::map<s
     IntValue r;
     r.dtype = d->dtype;
     for (int64_t i = b; i < e; i += step) r.v.push_back(d->v[static_cast<size_t>(i)]);
-    return r;
+    return known(r);
   }
   return std::nullopt;
 }
@@ -215,7 +235,8 @@ ValueTypes inferShapes(const Model& m, const ShapeOptions& opts) {
   for (int round = 0; round < 64; ++round) {
     bool learnt = false;
     for (auto& n : *g->mutable_node()) {
-      if (n.output_size() != 1 || n.output(0).empty() || vals.count(n.output(0))) continue;
+      if (n.output_size() != 1 || n.output(0).empty()) continue;
+      if (const auto it = vals.find(n.output(0)); it != vals.end() && !it->second.partial) continue;
       std::optional<IntValue> v;
       if (n.op_type() == "Constant" && n.domain().empty()) {
         if (const auto* a = findAttr(n, "value"); a && a->has_t())
@@ -236,7 +257,7 @@ ValueTypes inferShapes(const Model& m, const ShapeOptions& opts) {
       }
       if (!v) continue;
       vals[n.output(0)] = *v;
-      if (n.op_type() == "Constant") continue;
+      if (n.op_type() == "Constant" || v->partial) continue;  // a partial Shape stays for ONNX's propagation
       // The copy's node becomes a Constant holding the value: ONNX's data propagation reads it.
       Tensor t = v->scalar ? Tensor::scalar<int64_t>(v->v[0])
                            : Tensor::fromVector<int64_t>({static_cast<int64_t>(v->v.size())}, v->v);

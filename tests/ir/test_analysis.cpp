@@ -225,6 +225,29 @@ g (float[N, 8, 4, 4] x) => (float[N, 8, 4, 4] y)
   CHECK(fixed.at("c32").dtype == DType::Int32);  // the evaluated value keeps the type its node makes
 }
 
+TEST_CASE("shape inference evaluates known dimensions of a Shape whose batch is symbolic", "[analysis]") {
+  // torch's x.chunk(2, 1): the Slice's end is x.size(1) // 2, through Div, with the batch symbolic.
+  // The channel count is known, so the end is too; the batch Gather stays unknown.
+  Model m = parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 8, 4] x) => (float[?, ?, ?] o, int64 b)
+<int64 i0 = {0}, int64 i1 = {1}, int64 two = {2}, int64[1] ax = {0}, int64[1] z = {0}, int64[1] one = {1}>
+{
+  s = Shape (x)
+  c = Gather <axis=0> (s, i1)
+  h = Div (c, two)
+  hu = Unsqueeze (h, ax)
+  y = Slice (x, z, hu, one)
+  o = Relu (y)
+  b = Gather <axis=0> (s, i0)
+}
+)");
+  ValueTypes sym = inferShapes(m);
+  REQUIRE(sym.count("y"));
+  REQUIRE(sym["y"].shape);
+  CHECK(symShapeStr(*sym["y"].shape) == "[N,4,4]");
+}
+
 TEST_CASE("shape-value evaluation leaves overflowing integer arithmetic alone", "[analysis]") {
   // 8 * (2^62) overflows int64: no wrapped value may become a Reshape target.
   Model m = parseModelText(R"(
