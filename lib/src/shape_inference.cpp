@@ -19,9 +19,13 @@ struct IntValue {
   std::vector<int64_t> v;
   bool scalar = false;
   DType dtype = DType::Int64;  ///< Int64 or Int32, as the node produces it
-  /// The Shape of a value whose dimensions are partly symbolic (the batch): entries kUnknown are
-  /// not known. Only Gather and Slice read such a value, and only their fully known results count.
+  /// Computed from the Shape of a value whose dimensions are partly symbolic (the batch): entries
+  /// kUnknown are not known, and `sym` names their symbol (dim_param; empty when none). Gather,
+  /// Slice, Unsqueeze/Squeeze, Concat and integer Casts carry such a value; arithmetic does not.
+  /// A Reshape target whose unknown entries each copy its data input's dimension at that position
+  /// (the same symbol) is given to ONNX's inference as 0 there ("copy"), which is exact.
   bool partial = false;
+  std::vector<std::string> sym;  ///< per entry when partial
 };
 constexpr int64_t kUnknown = std::numeric_limits<int64_t>::min();
 constexpr size_t kMaxIntValue = 64;
@@ -77,10 +81,14 @@ std::optional<IntValue> evalShapeNode(const onnx::NodeProto& n, const std::map<s
     return it == vals.end() || (it->second.partial && !partial_ok) ? nullptr : &it->second;
   };
   auto in = [&](int i) { return value(i, false); };
-  // The result of picking entries of a partly known value: fully known, or nothing.
-  auto known = [](IntValue r) -> std::optional<IntValue> {
-    if (std::find(r.v.begin(), r.v.end(), kUnknown) != r.v.end()) return std::nullopt;
-    r.partial = false;
+  // Entries picked from a (partly known) value: fully known, or partial with their symbols.
+  auto pick = [](const IntValue& d, IntValue r, const std::vector<int64_t>& at) -> std::optional<IntValue> {
+    for (int64_t k : at) {
+      r.v.push_back(d.v[static_cast<size_t>(k)]);
+      r.sym.push_back(d.partial ? d.sym[static_cast<size_t>(k)] : std::string());
+    }
+    r.partial = std::find(r.v.begin(), r.v.end(), kUnknown) != r.v.end();
+    if (!r.partial) r.sym.clear();
     return r;
   };
   if (op == "Shape" || op == "Size") {
@@ -90,9 +98,21 @@ std::optional<IntValue> evalShapeNode(const onnx::NodeProto& n, const std::map<s
       // Partly symbolic: the known dimensions still answer Gather(Shape(x), 1) (x.size(1)).
       auto it = types.find(n.input(0));
       if (it == types.end() || !it->second.shape) return std::nullopt;
-      Shape dims;
-      for (const auto& d : *it->second.shape) dims.push_back(d.known() ? d.value : kUnknown);
-      s = dims;
+      IntValue whole;
+      whole.partial = true;
+      for (const auto& d : *it->second.shape) {
+        whole.v.push_back(d.known() ? d.value : kUnknown);
+        whole.sym.push_back(d.known() ? std::string() : d.param);
+      }
+      const auto rank = static_cast<int64_t>(whole.v.size());
+      int64_t start = 0, end = rank;
+      if (const auto* a = findAttr(n, "start")) start = a->i();
+      if (const auto* a = findAttr(n, "end")) end = a->i();
+      start = std::clamp<int64_t>(start < 0 ? start + rank : start, 0, rank);
+      end = std::clamp<int64_t>(end < 0 ? end + rank : end, 0, rank);
+      std::vector<int64_t> at;
+      for (int64_t i = start; i < end; ++i) at.push_back(i);
+      return pick(whole, IntValue{}, at);
     }
     if (!s) return std::nullopt;
     IntValue r;
@@ -110,7 +130,6 @@ std::optional<IntValue> evalShapeNode(const onnx::NodeProto& n, const std::map<s
     start = std::clamp<int64_t>(start, 0, rank);
     end = std::clamp<int64_t>(end, 0, rank);
     for (int64_t i = start; i < end; ++i) r.v.push_back((*s)[static_cast<size_t>(i)]);
-    r.partial = std::find(r.v.begin(), r.v.end(), kUnknown) != r.v.end();
     return r;
   }
   if (op == "Identity" || op == "Cast") {
@@ -118,7 +137,7 @@ std::optional<IntValue> evalShapeNode(const onnx::NodeProto& n, const std::map<s
       const auto* to = findAttr(n, "to");
       if (!to || (to->i() != onnx::TensorProto::INT64 && to->i() != onnx::TensorProto::INT32)) return std::nullopt;
     }
-    const IntValue* a = in(0);
+    const IntValue* a = value(0, true);
     if (!a) return std::nullopt;
     IntValue r = *a;
     if (op == "Cast") r.dtype = findAttr(n, "to")->i() == onnx::TensorProto::INT32 ? DType::Int32 : DType::Int64;
@@ -136,30 +155,35 @@ std::optional<IntValue> evalShapeNode(const onnx::NodeProto& n, const std::map<s
     r.scalar = idx->scalar;
     r.dtype = d->dtype;
     const auto size = static_cast<int64_t>(d->v.size());
+    std::vector<int64_t> at;
     for (int64_t k : idx->v) {
       if (k < 0) k += size;
       if (k < 0 || k >= size) return std::nullopt;
-      r.v.push_back(d->v[static_cast<size_t>(k)]);
+      at.push_back(k);
     }
-    return known(r);
+    return pick(*d, r, at);
   }
   if (op == "Unsqueeze" || op == "Squeeze") {
-    const IntValue* a = in(0);
+    const IntValue* a = value(0, true);
     if (!a || (op == "Unsqueeze") != a->scalar || (op == "Squeeze" && a->v.size() != 1)) return std::nullopt;
     IntValue r = *a;
     r.scalar = op == "Squeeze";
     return r;
   }
   if (op == "Concat") {
-    IntValue r;
+    IntValue d;
     for (int i = 0; i < n.input_size(); ++i) {
-      const IntValue* a = in(i);
+      const IntValue* a = value(i, true);
       if (!a || a->scalar) return std::nullopt;
-      r.dtype = a->dtype;
-      r.v.insert(r.v.end(), a->v.begin(), a->v.end());
+      d.dtype = a->dtype;
+      d.v.insert(d.v.end(), a->v.begin(), a->v.end());
+      if (a->partial) d.sym.insert(d.sym.end(), a->sym.begin(), a->sym.end());
+      else d.sym.resize(d.v.size());
+      d.partial = d.partial || a->partial;
     }
-    if (r.v.size() > kMaxIntValue) return std::nullopt;
-    return r;
+    if (d.v.size() > kMaxIntValue) return std::nullopt;
+    if (!d.partial) d.sym.clear();
+    return d;
   }
   if (op == "Slice") {
     const IntValue *d = value(0, true), *st = in(1), *en = in(2), *ax = in(3), *sp = in(4);
@@ -175,8 +199,9 @@ std::optional<IntValue> evalShapeNode(const onnx::NodeProto& n, const std::map<s
     e = std::clamp<int64_t>(e, 0, size);
     IntValue r;
     r.dtype = d->dtype;
-    for (int64_t i = b; i < e; i += step) r.v.push_back(d->v[static_cast<size_t>(i)]);
-    return known(r);
+    std::vector<int64_t> at;
+    for (int64_t i = b; i < e; i += step) at.push_back(i);
+    return pick(*d, r, at);
   }
   return std::nullopt;
 }
@@ -211,7 +236,11 @@ ValueTypes inferShapes(const Model& m, const ShapeOptions& opts) {
       if (sh->dim_size() > 0 && !sh->dim(0).has_dim_value()) sh->mutable_dim(0)->clear_dim_param();
     }
   }
+  // Each inference starts from the declared value_info only: a symbol ONNX invented for a
+  // dimension it could not follow (unk__1) would otherwise outlive the round that learns it.
+  const auto declared = g->value_info();
   auto infer = [&] {
+    *g->mutable_value_info() = declared;
     try {
       onnx::ShapeInferenceOptions o(/*check_type=*/false, /*error_mode=*/0, /*data_prop=*/true);
       weight_coding::registerOnnxSchemas();  // ai.lwc::HuffmanDecode outputs get their shapes
@@ -237,6 +266,30 @@ ValueTypes inferShapes(const Model& m, const ShapeOptions& opts) {
     for (auto& n : *g->mutable_node()) {
       if (n.output_size() != 1 || n.output(0).empty()) continue;
       if (const auto it = vals.find(n.output(0)); it != vals.end() && !it->second.partial) continue;
+      if (n.op_type() == "Reshape" && n.domain().empty() && n.input_size() == 2) {
+        // A target like [N, 2, c // 2, h, w] whose symbolic entries copy the data's dimensions in place.
+        const auto target = vals.find(n.input(1));
+        const auto data = types.find(n.input(0));
+        const auto* allowzero = findAttr(n, "allowzero");
+        if (target == vals.end() || !target->second.partial || target->second.scalar || data == types.end() ||
+            !data->second.shape || (allowzero && allowzero->i() != 0))
+          continue;
+        const IntValue& t = target->second;
+        const SymShape& ds = *data->second.shape;
+        bool copies = true;
+        std::vector<int64_t> v = t.v;
+        for (size_t k = 0; k < v.size() && copies; ++k) {
+          if (v[k] != kUnknown) continue;
+          copies = k < ds.size() && !t.sym[k].empty() && !ds[k].known() && ds[k].param == t.sym[k];
+          v[k] = 0;
+        }
+        if (!copies) continue;
+        const std::string name = "lwc_copy_target:" + n.output(0);
+        *g->add_initializer() = tensorToProto(Tensor::fromVector<int64_t>({static_cast<int64_t>(v.size())}, v), name);
+        n.set_input(1, name);
+        learnt = true;
+        continue;
+      }
       std::optional<IntValue> v;
       if (n.op_type() == "Constant" && n.domain().empty()) {
         if (const auto* a = findAttr(n, "value"); a && a->has_t())
@@ -251,7 +304,7 @@ ValueTypes inferShapes(const Model& m, const ShapeOptions& opts) {
         // int32 results outside int32's range would wrap in a runtime: leave them to it.
         if (v && v->dtype == DType::Int32 &&
             std::any_of(v->v.begin(), v->v.end(), [](int64_t x) {
-              return x < std::numeric_limits<int32_t>::min() || x > std::numeric_limits<int32_t>::max();
+              return x != kUnknown && (x < std::numeric_limits<int32_t>::min() || x > std::numeric_limits<int32_t>::max());
             }))
           v.reset();
       }

@@ -213,9 +213,17 @@ g (float[N, 8, 4, 4] x) => (float[N, 8, 4, 4] y)
   y = Reshape (r2, t4)
 }
 )");
-  // Symbolic batch: nothing is evaluated (Shape(x) is not concrete), the symbols stay.
+  // Symbolic batch: the known dimensions are evaluated, the batch entry of each target copies the
+  // data's batch in place, so every shape is known up to the symbol.
   ValueTypes sym = inferShapes(m);
   CHECK_FALSE(concreteShape(sym, "r1"));
+  for (const auto& [name, shape] : std::vector<std::pair<std::string, std::string>>{
+           {"r1", "[N,2,4,4,4]"}, {"p", "[N,4,2,4,4]"}, {"f", "[N,8,4,4]"}, {"r2", "[N,2,4,4,4]"}}) {
+    INFO(name);
+    REQUIRE(sym.count(name));
+    REQUIRE(sym.at(name).shape);
+    CHECK(symShapeStr(*sym.at(name).shape) == shape);
+  }
   ValueTypes fixed = inferShapes(m, ShapeOptions{2});
   CHECK(concreteShape(fixed, "r1") == Shape{2, 2, 4, 4, 4});
   CHECK(concreteShape(fixed, "f") == Shape{2, 8, 4, 4});
@@ -223,6 +231,40 @@ g (float[N, 8, 4, 4] x) => (float[N, 8, 4, 4] y)
   CHECK(concreteShape(fixed, "y") == Shape{2, 8, 4, 4});
   CHECK(fixed.at("cgc").dtype == DType::Int64);
   CHECK(fixed.at("c32").dtype == DType::Int32);  // the evaluated value keeps the type its node makes
+}
+
+TEST_CASE("shape inference keeps the batch symbol through a copied dimension learnt in a later round", "[analysis]") {
+  // A cleaned-up shuffle: r2's target is a constant [0, ...] (copy), but its input is only known
+  // after the first round resolves f; ONNX's first pass names r2's batch unk__0, which must not
+  // outlive that round, or y's target (the input's batch symbol N) would no longer match it.
+  Model m = parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 8, 4, 4] x) => (float[?, ?, ?, ?] o)
+<int64 i0 = {0}, int64[1] ax = {0}, int64[4] shuffle = {2, 4, 4, 4}, int64[3] back = {-1, 4, 4},
+ int64[5] copy = {0, 2, 4, 4, 4}>
+{
+  s = Shape (x)
+  b = Gather <axis=0> (s, i0)
+  bu = Unsqueeze (b, ax)
+  t1 = Concat <axis=0> (bu, shuffle)
+  r1 = Reshape (x, t1)
+  p = Transpose <perm=[0,2,1,3,4]> (r1)
+  t2 = Concat <axis=0> (bu, back)
+  f = Reshape (p, t2)
+  r2 = Reshape (f, copy)
+  p2 = Transpose <perm=[0,2,1,3,4]> (r2)
+  y = Reshape (p2, t2)
+  o = Relu (y)
+}
+)");
+  ValueTypes sym = inferShapes(m);
+  for (const auto& [name, shape] : std::vector<std::pair<std::string, std::string>>{
+           {"f", "[N,8,4,4]"}, {"r2", "[N,2,4,4,4]"}, {"y", "[N,8,4,4]"}}) {
+    INFO(name);
+    REQUIRE(sym.count(name));
+    REQUIRE(sym.at(name).shape);
+    CHECK(symShapeStr(*sym.at(name).shape) == shape);
+  }
 }
 
 TEST_CASE("shape inference evaluates known dimensions of a Shape whose batch is symbolic", "[analysis]") {
