@@ -1035,7 +1035,8 @@ PassResult PruneChannels::run(Model& m, PassContext& ctx) {
     lo.ref_channels = kept_out;
     for (const auto& res : lsqRecover(m, unpruned, sinks, ctx, r, lo)) reconstructed += res.applied;
   }
-  const auto own = std::count_if(an.groups.begin(), an.groups.end(), [](const Group& x) { return x.hasSource(); });
+  // Groups that follow a Split are counted by splits_sliced, not as groups of their own.
+  const auto own = std::count_if(an.groups.begin(), an.groups.end(), [](const Group& x) { return x.hasSource() && x.split < 0; });
   r.stats = {{"groups", static_cast<int64_t>(own)},
              {"groups_pruned", groups_pruned},
              {"concats_sliced", concats_sliced},

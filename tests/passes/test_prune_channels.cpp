@@ -589,6 +589,7 @@ g (float[N, 3, 6, 6] x) => (float[N, 4, 6, 6] d) {
     CHECK(weightShape(m, "a") == Shape{4, 3, 1, 1});
     CHECK(weightShape(m, "b") == Shape{2, 2, 3, 3});
     CHECK(weightShape(m, "d") == Shape{4, 4, 1, 1});
+    CHECK(r.stats["groups"] == 2);  // a's and d's; b's follows the Split and is counted there
     CHECK(notesWith(r.notes, "channels of output 1 of Split") == 1);
     CHECK(notesWith(r.notes, "and of Conv (output 'b'): kept 2 of 4 channels, those its input kept") == 1);
     Model zeroed = c2f();
