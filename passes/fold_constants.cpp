@@ -19,16 +19,13 @@ std::optional<Tensor> knownShapeDims(const Model& m, const ValueTypes& types, co
   if (p < 0) return std::nullopt;
   const Node& shape = g.nodes[static_cast<size_t>(p)];
   if (shape.op_type != "Shape" || !shape.domain.empty() || shape.hasAttr("start") || shape.hasAttr("end")) return std::nullopt;
-  const Tensor* idx = g.initializers.find(n.inputs[1]);
+  const Tensor* idx = intConstant(g, n.inputs[1]);
   const auto it = types.find(shape.inputs[0]);
-  if (!idx || g.isGraphInput(n.inputs[1]) || (idx->dtype() != DType::Int64 && idx->dtype() != DType::Int32) ||
-      it == types.end() || !it->second.shape)
-    return std::nullopt;
+  if (!idx || it == types.end() || !it->second.shape) return std::nullopt;
   const SymShape& s = *it->second.shape;
   const auto rank = static_cast<int64_t>(s.size());
   std::vector<int64_t> v;
-  for (int64_t i = 0; i < idx->numel(); ++i) {
-    int64_t k = static_cast<int64_t>(idx->at(i));
+  for (int64_t k : intValues(*idx)) {
     if (k < 0) k += rank;
     if (k < 0 || k >= rank || !s[static_cast<size_t>(k)].known()) return std::nullopt;
     v.push_back(s[static_cast<size_t>(k)].value);

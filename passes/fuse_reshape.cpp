@@ -15,11 +15,10 @@ struct Elem {
   int dim = -1;
 };
 
-const Tensor* intConstant(const Graph& g, const std::string& name) {
-  const Tensor* t = g.initializers.find(name);
-  if (!t || g.isGraphInput(name) || (t->dtype() != DType::Int64 && t->dtype() != DType::Int32) || t->rank() > 1)
-    return nullptr;
-  return t;
+/// A constant integer scalar or vector (lwc::intConstant of rank <= 1).
+const Tensor* intVector(const Graph& g, const std::string& name) {
+  const Tensor* t = intConstant(g, name);
+  return t && t->rank() <= 1 ? t : nullptr;
 }
 
 class TargetReader {
@@ -29,7 +28,7 @@ class TargetReader {
 
   /// Appends the elements tensor `t` holds; false when they are not all known.
   bool read(const std::string& t, std::vector<Elem>& out) {
-    if (const Tensor* c = intConstant(g_, t)) {
+    if (const Tensor* c = intVector(g_, t)) {
       for (int64_t i = 0; i < c->numel(); ++i) out.push_back({static_cast<int64_t>(c->at(i)), -1});
       return true;
     }
@@ -47,7 +46,7 @@ class TargetReader {
     if (n.op_type == "Unsqueeze") {  // a scalar made 1-D
       std::vector<int64_t> axes;
       if (m_.opsetFor("") >= 13) {
-        const Tensor* a = n.hasInput(1) ? intConstant(g_, n.inputs[1]) : nullptr;
+        const Tensor* a = n.hasInput(1) ? intVector(g_, n.inputs[1]) : nullptr;
         if (!a) return false;
         for (int64_t i = 0; i < a->numel(); ++i) axes.push_back(static_cast<int64_t>(a->at(i)));
       } else {
@@ -61,7 +60,7 @@ class TargetReader {
       const int sp = gi_.producer(n.inputs[0]);
       if (sp < 0 || n.attrInt("axis", 0) != 0 || !n.hasInput(1)) return false;
       const Node& shape = g_.nodes[static_cast<size_t>(sp)];
-      const Tensor* idx = intConstant(g_, n.inputs[1]);
+      const Tensor* idx = intVector(g_, n.inputs[1]);
       if (!idx || !isShapeOfX(shape)) return false;
       visited.push_back(static_cast<size_t>(sp));
       for (int64_t i = 0; i < idx->numel(); ++i) {
@@ -131,7 +130,7 @@ PassResult FuseReshape::run(Model& m, PassContext&) {
     TargetReader reader(m, gi, x, xs);
     std::vector<Elem> elems;
     if (!reader.read(n.inputs[1], elems)) continue;
-    const bool computed = !intConstant(g, n.inputs[1]);
+    const bool computed = !intVector(g, n.inputs[1]);
     // The constant target: input dimension d at position d is 0 ("copy"), other known ones their value.
     std::vector<int64_t> target;
     bool ok = true;

@@ -13,12 +13,9 @@ namespace {
 
 /// The single value of a constant integer input (one element), or nullopt.
 std::optional<int64_t> oneInt(const Graph& g, const Node& n, size_t k) {
-  if (!n.hasInput(k)) return std::nullopt;
-  const Tensor* t = g.initializers.find(n.inputs[k]);
-  if (!t || g.isGraphInput(n.inputs[k]) || t->numel() != 1 || (t->dtype() != DType::Int64 && t->dtype() != DType::Int32))
-    return std::nullopt;
-  // Read exactly: torch writes "to the end" as INT64_MAX, which a double would round past.
-  return t->dtype() == DType::Int64 ? t->data<int64_t>()[0] : int64_t{t->data<int32_t>()[0]};
+  const Tensor* t = n.hasInput(k) ? intConstant(g, n.inputs[k]) : nullptr;
+  if (!t || t->numel() != 1) return std::nullopt;
+  return intValues(*t)[0];
 }
 
 struct Piece {
@@ -75,7 +72,7 @@ PassResult FuseSlices::run(Model& m, PassContext&) {
     }
   std::vector<size_t> erase;
   std::vector<std::string> maybe_unused;
-  int64_t fused = 0;
+  int64_t fused = 0, replaced = 0;
   for (const auto& key : order) {
     std::vector<Piece> ps = cuts[key];
     if (ps.size() < 2) continue;
@@ -88,14 +85,14 @@ PassResult FuseSlices::run(Model& m, PassContext&) {
                         ": left alone (their ranges leave gaps or overlap)");
       continue;
     }
-    size_t first = ps.front().node;
+    // The Split stands where the first Slice in node order stood; the others go.
+    const size_t first = std::min_element(ps.begin(), ps.end(), [](const Piece& x, const Piece& y) { return x.node < y.node; })->node;
     std::vector<std::string> outs;
     std::vector<int64_t> sizes;
     for (const auto& p : ps) {
-      first = std::min(first, p.node);
       outs.push_back(g.nodes[p.node].outputs[0]);
       sizes.push_back(p.end - p.start);
-      erase.push_back(p.node);
+      if (p.node != first) erase.push_back(p.node);
       const auto& in = g.nodes[p.node].inputs;
       maybe_unused.insert(maybe_unused.end(), in.begin() + 1, in.end());
     }
@@ -106,24 +103,18 @@ PassResult FuseSlices::run(Model& m, PassContext&) {
     split.inputs = {key.first};
     split.outputs = outs;
     split.setAttr("axis", key.second);
-    if (opset < 13) {
-      split.setAttr("split", sizes);
-    } else {
-      const std::string sizes_name = g.uniqueName(key.first + "_split_sizes");
-      g.initializers.set(sizes_name, Tensor::fromVector<int64_t>({static_cast<int64_t>(sizes.size())}, sizes));
-      split.inputs.push_back(sizes_name);
-    }
     std::string what;
     for (const auto& p : ps) what += (what.empty() ? "" : ", ") + g.nodes[p.node].describe();
     r.notes.push_back(what + ": one Split along axis " + std::to_string(key.second));
     g.nodes[first] = std::move(split);
-    erase.erase(std::find(erase.end() - static_cast<std::ptrdiff_t>(ps.size()), erase.end(), first));
+    setSplitSizes(g, first, opset, sizes, key.first + "_split_sizes");
     ++fused;
+    replaced += static_cast<int64_t>(ps.size());
   }
   std::sort(erase.begin(), erase.end(), std::greater<>());
   for (size_t i : erase) g.nodes.erase(g.nodes.begin() + static_cast<std::ptrdiff_t>(i));
   const int64_t dropped = dropUnusedConstants(g, maybe_unused);
-  r.stats = {{"splits", fused}, {"slices_replaced", static_cast<int64_t>(erase.size()) + fused},
+  r.stats = {{"splits", fused}, {"slices_replaced", replaced},
              {"initializers_removed", dropped}};
   r.changed = fused > 0;
   return r;

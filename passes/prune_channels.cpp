@@ -147,11 +147,9 @@ const std::set<std::string> kReduce = {"ReduceMean", "ReduceMax",  "ReduceMin", 
 /// none (all axes) or they are computed at run time.
 std::optional<std::vector<int64_t>> namedAxes(const Graph& g, const Node& n) {
   if (n.hasInput(1)) {
-    const Tensor* t = g.initializers.find(n.inputs[1]);
-    if (!t || g.isGraphInput(n.inputs[1]) || (t->dtype() != DType::Int64 && t->dtype() != DType::Int32)) return std::nullopt;
-    std::vector<int64_t> axes;
-    for (int64_t i = 0; i < t->numel(); ++i) axes.push_back(static_cast<int64_t>(t->at(i)));
-    return axes;
+    const Tensor* t = intConstant(g, n.inputs[1]);
+    if (!t) return std::nullopt;
+    return intValues(*t);
   }
   if (n.hasAttr("axes")) return n.attrInts("axes");
   return std::nullopt;
@@ -191,12 +189,12 @@ std::vector<int64_t> splitSizes(const Graph& g, const Node& n, int64_t opset, in
   if (opset < 13) {
     if (n.hasAttr("split")) sizes = n.attrInts("split");
   } else if (n.hasInput(1)) {
-    const Tensor* t = g.initializers.find(n.inputs[1]);
-    if (!t || g.isGraphInput(n.inputs[1]) || t->dtype() != DType::Int64) {
+    const Tensor* t = intConstant(g, n.inputs[1]);
+    if (!t || t->dtype() != DType::Int64) {
       why = " (its split sizes are computed at run time)";
       return {};
     }
-    for (int64_t i = 0; i < t->numel(); ++i) sizes.push_back(static_cast<int64_t>(t->at(i)));
+    sizes = intValues(*t);
   }
   if (sizes.empty()) {
     const auto k = static_cast<int64_t>(n.outputs.size());
@@ -214,26 +212,6 @@ std::vector<int64_t> splitSizes(const Graph& g, const Node& n, int64_t opset, in
     return {};
   }
   return sizes;
-}
-
-/// Writes a Split node's segment sizes: into its `split` attribute (opset < 13), else its constant
-/// `split` input, added where the Split had equal parts (replacing opset 18's `num_outputs`).
-void setSplitSizes(Model& m, size_t node, const std::vector<int64_t>& sizes) {
-  Graph& g = m.graph;
-  Node& n = g.nodes[node];
-  const std::string base = (n.name.empty() ? n.op_type : n.name) + "_split";
-  Tensor t = Tensor::fromVector<int64_t>({static_cast<int64_t>(sizes.size())}, sizes);
-  if (m.opsetFor("") < 13) {
-    n.setAttr("split", sizes);
-  } else if (n.hasInput(1)) {
-    n.inputs[1] = replaceConstant(g, n.inputs[1], base, std::move(t));
-  } else {
-    const std::string name = g.uniqueName(base);
-    g.initializers.set(name, std::move(t));
-    n.inputs.resize(2);
-    n.inputs[1] = name;
-    n.removeAttr("num_outputs");
-  }
 }
 
 Analysis analyze(const Model& m, const std::vector<std::string>& exclude) {
@@ -844,7 +822,10 @@ PassResult PruneChannels::run(Model& m, PassContext& ctx) {
         if (!out.keep.empty() && static_cast<int64_t>(out.keep.size()) < size) applyGroup(mm.graph, out, out.keep);
         offset += size;
       }
-      if (sliced) setSplitSizes(mm, sp.node, sizes);
+      if (sliced) {
+        const Node& n = mm.graph.nodes[sp.node];
+        setSplitSizes(mm.graph, sp.node, mm.opsetFor(""), sizes, (n.name.empty() ? n.op_type : n.name) + "_split");
+      }
     }
     // A Concat's output keeps its inputs' kept channels, each input's at its offset (in node order,
     // so a Concat of Concats sees its inputs' choice).

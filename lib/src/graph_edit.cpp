@@ -86,6 +86,36 @@ const Tensor* floatConstant(const Graph& g, const std::string& name, int64_t num
   return t && t->dtype() == DType::Float32 && (numel < 0 || t->numel() == numel) ? t : nullptr;
 }
 
+const Tensor* intConstant(const Graph& g, const std::string& name) {
+  if (name.empty() || g.isGraphInput(name)) return nullptr;
+  const Tensor* t = g.initializers.find(name);
+  return t && (t->dtype() == DType::Int64 || t->dtype() == DType::Int32) ? t : nullptr;
+}
+
+std::vector<int64_t> intValues(const Tensor& t) {
+  LWC_CHECK(t.dtype() == DType::Int64 || t.dtype() == DType::Int32, "intValues of a " + std::string(dtypeName(t.dtype())) + " tensor");
+  if (t.dtype() == DType::Int64) return {t.data<int64_t>(), t.data<int64_t>() + t.numel()};
+  return {t.data<int32_t>(), t.data<int32_t>() + t.numel()};
+}
+
+void setSplitSizes(Graph& g, size_t node, int64_t opset, const std::vector<int64_t>& sizes, const std::string& base) {
+  Node& n = g.nodes[node];
+  if (opset < 13) {
+    n.setAttr("split", sizes);
+    return;
+  }
+  Tensor t = Tensor::fromVector<int64_t>({static_cast<int64_t>(sizes.size())}, sizes);
+  if (n.hasInput(1)) {
+    n.inputs[1] = replaceConstant(g, n.inputs[1], base, std::move(t));
+    return;
+  }
+  const std::string name = g.uniqueName(base);
+  g.initializers.set(name, std::move(t));
+  n.inputs.resize(2);
+  n.inputs[1] = name;
+  n.removeAttr("num_outputs");
+}
+
 ChannelAffine batchNormAffine(const Tensor& gamma, const Tensor& beta, const Tensor& mean, const Tensor& var,
                               double epsilon) {
   const int64_t c = gamma.numel();

@@ -37,6 +37,17 @@ int producerIndex(const Graph& g, const std::string& value);
 /// Float32 initializer named `name` (optionally with exactly `numel` elements), else nullptr.
 const Tensor* floatConstant(const Graph& g, const std::string& name, int64_t numel = -1);
 
+/// Int64 or int32 initializer named `name` that is not also a graph input (a constant), else nullptr.
+const Tensor* intConstant(const Graph& g, const std::string& name);
+/// The values of an int64 or int32 tensor, read exactly (torch writes "to the end" as INT64_MAX,
+/// which a double would round past).
+std::vector<int64_t> intValues(const Tensor& t);
+
+/// Sets the segment sizes of Split node `node`: its `split` attribute before opset 13, else its
+/// constant `split` input (shared constants are copied under a name from `base`), added where the
+/// Split had none (replacing opset 18's `num_outputs`).
+void setSplitSizes(Graph& g, size_t node, int64_t opset, const std::vector<int64_t>& sizes, const std::string& base);
+
 /// BatchNormalization as a per-channel affine map y = scale·x + shift:
 /// scale = γ/√(var+ε), shift = β − μ·scale (computed in double).
 struct ChannelAffine {
