@@ -91,46 +91,34 @@ std::optional<IntValue> evalShapeNode(const onnx::NodeProto& n, const std::map<s
     if (!r.partial) r.sym.clear();
     return r;
   };
-  if (op == "Shape" || op == "Size") {
-    if (n.input_size() < 1) return std::nullopt;
-    auto s = concreteShape(types, n.input(0));
-    if (!s && op == "Shape") {
-      // Partly symbolic: the known dimensions still answer Gather(Shape(x), 1) (x.size(1)).
-      auto it = types.find(n.input(0));
-      if (it == types.end() || !it->second.shape) return std::nullopt;
-      IntValue whole;
-      whole.partial = true;
-      for (const auto& d : *it->second.shape) {
-        whole.v.push_back(d.known() ? d.value : kUnknown);
-        whole.sym.push_back(d.known() ? std::string() : d.param);
-      }
-      const auto rank = static_cast<int64_t>(whole.v.size());
-      int64_t start = 0, end = rank;
-      if (const auto* a = findAttr(n, "start")) start = a->i();
-      if (const auto* a = findAttr(n, "end")) end = a->i();
-      start = std::clamp<int64_t>(start < 0 ? start + rank : start, 0, rank);
-      end = std::clamp<int64_t>(end < 0 ? end + rank : end, 0, rank);
-      std::vector<int64_t> at;
-      for (int64_t i = start; i < end; ++i) at.push_back(i);
-      return pick(whole, IntValue{}, at);
-    }
+  if (op == "Size") {
+    auto s = n.input_size() < 1 ? std::nullopt : concreteShape(types, n.input(0));
     if (!s) return std::nullopt;
     IntValue r;
-    if (op == "Size") {
-      r.scalar = true;
-      r.v.push_back(numelOf(*s));
-      return r;
+    r.scalar = true;
+    r.v.push_back(numelOf(*s));
+    return r;
+  }
+  if (op == "Shape") {
+    // Symbolic dimensions (the batch) are kUnknown with their symbol; the known ones still answer
+    // Gather(Shape(x), 1) (x.size(1)).
+    const auto it = n.input_size() < 1 ? types.end() : types.find(n.input(0));
+    if (it == types.end() || !it->second.shape) return std::nullopt;
+    IntValue whole;
+    whole.partial = true;  // pick() reads the symbols and decides
+    for (const auto& d : *it->second.shape) {
+      whole.v.push_back(d.known() ? d.value : kUnknown);
+      whole.sym.push_back(d.known() ? std::string() : d.param);
     }
-    const auto rank = static_cast<int64_t>(s->size());
+    const auto rank = static_cast<int64_t>(whole.v.size());
     int64_t start = 0, end = rank;
     if (const auto* a = findAttr(n, "start")) start = a->i();
     if (const auto* a = findAttr(n, "end")) end = a->i();
-    if (start < 0) start += rank;
-    if (end < 0) end += rank;
-    start = std::clamp<int64_t>(start, 0, rank);
-    end = std::clamp<int64_t>(end, 0, rank);
-    for (int64_t i = start; i < end; ++i) r.v.push_back((*s)[static_cast<size_t>(i)]);
-    return r;
+    start = std::clamp<int64_t>(start < 0 ? start + rank : start, 0, rank);
+    end = std::clamp<int64_t>(end < 0 ? end + rank : end, 0, rank);
+    std::vector<int64_t> at;
+    for (int64_t i = start; i < end; ++i) at.push_back(i);
+    return pick(whole, IntValue{}, at);
   }
   if (op == "Identity" || op == "Cast") {
     if (op == "Cast") {
