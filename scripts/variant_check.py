@@ -239,43 +239,45 @@ def concat_conv(m):
     return m
 
 
+def after_widest_conv(m, nodes_for):
+    """The widest Conv with an even number of output channels made to write `cut_in`, followed
+    by the nodes `nodes_for(conv)` returns, the last of which writes the Conv's old output."""
+    g = m.graph
+    at = widest_even_conv(g)
+    conv = g.node[at]
+    y = conv.output[0]
+    conv.output[0] = "cut_in"
+    added = nodes_for(conv)
+    added[-1].output[0] = y
+    nodes = list(g.node[:at + 1]) + added + list(g.node[at + 1:])
+    del g.node[:]
+    g.node.extend(nodes)
+    return m
+
+
 def split_concat(m):
     """The widest Conv with an even number of output channels followed by a Split into two equal
     halves (x.chunk(2, 1): no sizes stated) and a Concat of them (the same function), the way
     YOLOv8's C2f and ShuffleNetV2 split a layer's channels."""
-    h, g = onnx.helper, m.graph
-    at = widest_even_conv(g)
-    conv = g.node[at]
-    y = conv.output[0]
-    conv.output[0] = "split_in"
-    split = h.make_node("Split", ["split_in"], ["split_part0", "split_part1"], name=f"{conv.name}_split", axis=1)
-    cat = h.make_node("Concat", ["split_part0", "split_part1"], [y], name=f"{conv.name}_concat", axis=1)
-    nodes = list(g.node[:at + 1]) + [split, cat] + list(g.node[at + 1:])
-    del g.node[:]
-    g.node.extend(nodes)
-    return m
+    h = onnx.helper
+    return after_widest_conv(m, lambda conv: [
+        h.make_node("Split", ["cut_in"], ["cut_part0", "cut_part1"], name=f"{conv.name}_split", axis=1),
+        h.make_node("Concat", ["cut_part0", "cut_part1"], ["cut_out"], name=f"{conv.name}_concat", axis=1)])
 
 
 def chunk_concat(m):
     """split_concat with the halves cut as torch 1.13 exports x.chunk(2, 1) with a symbolic batch:
     two Slices whose bounds are computed from the Shape of the Conv's output."""
     h, g = onnx.helper, m.graph
-    at = widest_even_conv(g)
-    conv = g.node[at]
-    y = conv.output[0]
-    conv.output[0] = "chunk_in"
     for name, v in (("chunk_axis", [1]), ("chunk_zero", [0]), ("chunk_two", [2])):
         g.initializer.append(numpy_helper.from_array(np.array(v, np.int64), name))
-    nodes = [h.make_node("Shape", ["chunk_in"], ["chunk_shape"]),
-             h.make_node("Gather", ["chunk_shape", "chunk_axis"], ["chunk_c"], axis=0),
-             h.make_node("Div", ["chunk_c", "chunk_two"], ["chunk_half"]),
-             h.make_node("Slice", ["chunk_in", "chunk_zero", "chunk_half", "chunk_axis"], ["chunk_part0"], name=f"{conv.name}_chunk0"),
-             h.make_node("Slice", ["chunk_in", "chunk_half", "chunk_c", "chunk_axis"], ["chunk_part1"], name=f"{conv.name}_chunk1"),
-             h.make_node("Concat", ["chunk_part0", "chunk_part1"], [y], name=f"{conv.name}_concat", axis=1)]
-    nodes = list(g.node[:at + 1]) + nodes + list(g.node[at + 1:])
-    del g.node[:]
-    g.node.extend(nodes)
-    return m
+    return after_widest_conv(m, lambda conv: [
+        h.make_node("Shape", ["cut_in"], ["chunk_shape"]),
+        h.make_node("Gather", ["chunk_shape", "chunk_axis"], ["chunk_c"], axis=0),
+        h.make_node("Div", ["chunk_c", "chunk_two"], ["chunk_half"]),
+        h.make_node("Slice", ["cut_in", "chunk_zero", "chunk_half", "chunk_axis"], ["cut_part0"], name=f"{conv.name}_chunk0"),
+        h.make_node("Slice", ["cut_in", "chunk_half", "chunk_c", "chunk_axis"], ["cut_part1"], name=f"{conv.name}_chunk1"),
+        h.make_node("Concat", ["cut_part0", "cut_part1"], ["cut_out"], name=f"{conv.name}_concat", axis=1)])
 
 
 def relabel_opset(version):
