@@ -9,10 +9,12 @@ namespace lwc::passes {
 
 namespace {
 
-/// One element of a Reshape target: a number, or dimension `dim` of the Reshape's data input.
+/// One element of a Reshape target: a number, or dimension `dim` of `src`, the shape of the tensor a Shape
+/// node read (the Reshape's data input, or another tensor whose shape is known).
 struct Elem {
   int64_t value = 0;
   int dim = -1;
+  const SymShape* src = nullptr;
 };
 
 /// A constant integer scalar or vector (lwc::intConstant of rank <= 1).
@@ -23,8 +25,8 @@ const Tensor* intVector(const Graph& g, const std::string& name) {
 
 class TargetReader {
  public:
-  TargetReader(const Model& m, const GraphIndex& gi, const std::string& x, const SymShape& xs)
-      : m_(m), g_(m.graph), gi_(gi), x_(x), xs_(xs), rank_(static_cast<int>(xs.size())) {}
+  TargetReader(const Model& m, const GraphIndex& gi, const ValueTypes& types)
+      : m_(m), g_(m.graph), gi_(gi), types_(types) {}
 
   /// Appends the elements tensor `t` holds; false when they are not all known.
   bool read(const std::string& t, std::vector<Elem>& out) {
@@ -61,13 +63,15 @@ class TargetReader {
       if (sp < 0 || n.attrInt("axis", 0) != 0 || !n.hasInput(1)) return false;
       const Node& shape = g_.nodes[static_cast<size_t>(sp)];
       const Tensor* idx = intVector(g_, n.inputs[1]);
-      if (!idx || !isShapeOfX(shape)) return false;
+      const SymShape* src = shapeRead(shape);
+      if (!idx || !src) return false;
       visited.push_back(static_cast<size_t>(sp));
+      const auto rank = static_cast<int64_t>(src->size());
       for (int64_t i = 0; i < idx->numel(); ++i) {
         int64_t d = static_cast<int64_t>(idx->at(i));
-        if (d < 0) d += rank_;
-        if (d < 0 || d >= rank_) return false;
-        out.push_back({0, static_cast<int>(d)});
+        if (d < 0) d += rank;
+        if (d < 0 || d >= rank) return false;
+        out.push_back({0, static_cast<int>(d), src});
       }
       return true;
     }
@@ -82,8 +86,8 @@ class TargetReader {
       out.push_back({v, -1});
       return true;
     }
-    if (n.op_type == "Shape" && isShapeOfX(n)) {
-      for (int d = 0; d < rank_; ++d) out.push_back({0, d});
+    if (const SymShape* src = n.op_type == "Shape" ? shapeRead(n) : nullptr) {
+      for (int d = 0; d < static_cast<int>(src->size()); ++d) out.push_back({0, d, src});
       return true;
     }
     return false;
@@ -92,21 +96,22 @@ class TargetReader {
   std::vector<size_t> visited;  ///< nodes of the target's subgraph
 
  private:
-  std::optional<int64_t> known(const Elem& e) const {
+  static std::optional<int64_t> known(const Elem& e) {
     if (e.dim < 0) return e.value;
-    const Dim& d = xs_[static_cast<size_t>(e.dim)];
+    const Dim& d = (*e.src)[static_cast<size_t>(e.dim)];
     return d.known() ? std::optional<int64_t>(d.value) : std::nullopt;
   }
-  bool isShapeOfX(const Node& n) const {
-    return n.op_type == "Shape" && n.domain.empty() && n.inputs.size() == 1 && n.inputs[0] == x_ && !n.hasAttr("start") &&
-           !n.hasAttr("end");
+  /// The shape a whole-tensor Shape node reads, when its rank is known.
+  const SymShape* shapeRead(const Node& n) const {
+    if (n.op_type != "Shape" || !n.domain.empty() || n.inputs.size() != 1 || n.hasAttr("start") || n.hasAttr("end"))
+      return nullptr;
+    const auto it = types_.find(n.inputs[0]);
+    return it != types_.end() && it->second.shape ? &*it->second.shape : nullptr;
   }
   const Model& m_;
   const Graph& g_;
   const GraphIndex& gi_;
-  std::string x_;
-  const SymShape& xs_;
-  int rank_;
+  const ValueTypes& types_;
 };
 
 }  // namespace
@@ -127,21 +132,27 @@ PassResult FuseReshape::run(Model& m, PassContext&) {
     const int rank = static_cast<int>(xs.size());
     const bool allowzero = n.attrInt("allowzero", 0) != 0;
     const GraphIndex gi(g);
-    TargetReader reader(m, gi, x, xs);
+    TargetReader reader(m, gi, types);
     std::vector<Elem> elems;
     if (!reader.read(n.inputs[1], elems)) continue;
     const bool computed = !intVector(g, n.inputs[1]);
-    // The constant target: input dimension d at position d is 0 ("copy"), other known ones their value.
+    // The constant target: known dimensions are their value; an unknown one is 0 ("copy") at position k when
+    // it is the input's dimension k, or has the same symbol as the input's dimension k.
     std::vector<int64_t> target;
     bool ok = true;
     for (size_t k = 0; k < elems.size() && ok; ++k) {
       const Elem& e = elems[k];
       if (e.dim < 0) {
         target.push_back(e.value);
-      } else if (static_cast<size_t>(e.dim) == k && !allowzero) {
+        continue;
+      }
+      const Dim& d = (*e.src)[static_cast<size_t>(e.dim)];
+      const bool same = k < xs.size() && ((e.src == &xs && static_cast<size_t>(e.dim) == k) ||
+                                          (!d.param.empty() && d.param == xs[k].param));
+      if (same && !allowzero) {
         target.push_back(0);
-      } else if (xs[static_cast<size_t>(e.dim)].known()) {
-        target.push_back(xs[static_cast<size_t>(e.dim)].value);
+      } else if (d.known()) {
+        target.push_back(d.value);
       } else {
         ok = false;
       }

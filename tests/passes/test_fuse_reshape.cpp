@@ -115,6 +115,57 @@ g (float[N, 4, 3, 3] x) => (float[N, 4, 9] y) {
   }
 }
 
+TEST_CASE("fuse_reshape reads the Shape of another tensor whose dimensions have the same symbols", "[fuse_reshape]") {
+  SECTION("x.view(z.size(0), -1)") {
+    Model m = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 4, 3, 3] x, float[N, 2] z) => (float[N, 36] y, float[N, 2] z2) {
+  z2 = Relu (z)
+  s = Shape (z)
+  i0 = Constant <value=int64[1] {0}> ()
+  b = Gather <axis=0> (s, i0)
+  m1 = Constant <value=int64[1] {-1}> ()
+  t = Concat <axis=0> (b, m1)
+  y = Reshape (x, t)
+})");
+    const Model before = m;
+    runPass(m, "fold_constants");
+    auto r = runPass(m, "fuse_reshape");
+    CHECK(r.stats["flattened"] == 1);
+    CHECK(r.stats["removed_shape_nodes"] == 3);  // Shape, Gather, Concat
+    REQUIRE(m.graph.nodes.size() == 2);
+    const Node* f = nodeOf(m, "Flatten");
+    REQUIRE(f);
+    CHECK(f->inputs == std::vector<std::string>{"x"});
+    CHECK(compareModels(before, m, 0.0, 3).empty());
+  }
+  SECTION("the second Reshape of a channel shuffle, sized from the block's input") {
+    Model m = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 4, 3, 3] x) => (float[N, 4, 3, 3] y) {
+  t1 = Constant <value=int64[5] {0, 2, 2, 3, 3}> ()
+  r = Reshape (x, t1)
+  p = Transpose <perm=[0, 2, 1, 3, 4]> (r)
+  s = Shape (x)
+  i0 = Constant <value=int64 {0}> ()
+  b = Gather <axis=0> (s, i0)
+  ax = Constant <value=int64[1] {0}> ()
+  bu = Unsqueeze (b, ax)
+  rest = Constant <value=int64[3] {-1, 3, 3}> ()
+  t2 = Concat <axis=0> (bu, rest)
+  y = Reshape (p, t2)
+})");
+    const Model before = m;
+    runPass(m, "fold_constants");
+    auto r = runPass(m, "fuse_reshape");
+    CHECK(r.stats["fused"] == 1);
+    CHECK(r.stats["removed_shape_nodes"] == 4);  // Shape, Gather, Unsqueeze, Concat
+    REQUIRE(m.graph.nodes.size() == 3);
+    const Node& last = m.graph.nodes.back();
+    REQUIRE(last.op_type == "Reshape");
+    CHECK(ints(m.graph.initializers.at(last.inputs[1])) == std::vector<int64_t>{0, -1, 3, 3});
+    CHECK(compareModels(before, m, 0.0, 3).empty());
+  }
+}
+
 TEST_CASE("fuse_reshape leaves alone what it cannot prove", "[fuse_reshape]") {
   SECTION("an unknown dimension read at another position") {
     Model m = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
@@ -142,9 +193,9 @@ g (float[N, 4, 3, 3] x) => (float[N, 36] y) {
     CHECK_FALSE(runPass(m, "fuse_reshape").changed);
     CHECK(serialized(m) == before);
   }
-  SECTION("the Shape of another tensor") {
+  SECTION("the Shape of another tensor whose dimension has another symbol") {
     Model m = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
-g (float[N, 4, 3, 3] x, float[N, 2] z) => (float[N, 36] y) {
+g (float[N, 4, 3, 3] x, float[M, 2] z) => (float[N, 36] y) {
   s = Shape (z)
   i0 = Constant <value=int64[1] {0}> ()
   b = Gather <axis=0> (s, i0)
