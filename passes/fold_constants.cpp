@@ -46,7 +46,7 @@ PassResult FoldConstants::run(Model& m, PassContext&) {
   Graph& g = m.graph;
   const int64_t max_growth = options_.getInt("max_growth_kb") * 1024;
   PassResult r;
-  int64_t folded = 0, skipped_size = 0, skipped_output = 0;
+  int64_t folded = 0, bypassed = 0, skipped_size = 0, skipped_output = 0;
   std::vector<std::string> maybe_unused;
   std::set<std::string> noted;  // first outputs of the nodes left alone with a note
   // Dimensions folded from a Shape can make later shapes known (a Slice's bounds), and with them
@@ -86,6 +86,16 @@ PassResult FoldConstants::run(Model& m, PassContext&) {
           }
           continue;
         }
+        // An Identity of a constant (torch's export shares a parameter, such as the ones and zeros of
+        // freshly initialised LayerNorms, this way): its readers read the constant itself, so the
+        // parameter stays shared instead of becoming one copy per reader.
+        if (n.op_type == "Identity" && n.inputs.size() == 1 && n.outputs.size() == 1 &&
+            bypassNode(g, i, n.inputs[0], n.outputs[0])) {
+          --i;
+          ++folded;
+          ++bypassed;
+          continue;
+        }
         outs = engine::evaluateNode(m, n, ins);
       }
       if (!outs) continue;
@@ -109,7 +119,7 @@ PassResult FoldConstants::run(Model& m, PassContext&) {
   // Folded outputs no longer need value_info entries (initializers carry their own type).
   std::erase_if(g.value_info, [&](const ValueInfo& v) { return g.initializers.contains(v.name); });
   const int64_t dropped = dropUnusedConstants(g, maybe_unused);
-  r.stats = {{"folded", folded}, {"initializers_removed", dropped}, {"skipped_growth", skipped_size},
+  r.stats = {{"folded", folded}, {"identities_bypassed", bypassed}, {"initializers_removed", dropped}, {"skipped_growth", skipped_size},
              {"skipped_graph_output", skipped_output}};
   r.changed = folded > 0;
   return r;

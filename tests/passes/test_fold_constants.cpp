@@ -2,6 +2,7 @@
 // outputs are left alone.
 #include <catch2/catch.hpp>
 
+#include "lwc/analysis.h"
 #include "support/pass_util.h"
 
 using namespace lwc;
@@ -115,4 +116,28 @@ g (float[N, 512] x) => (float[N, 512, 512] y, float[4] k, float[N, 4] z) {
     CHECK(countOps(m, "DequantizeLinear") == 1);
     CHECK(countOps(m, "Relu") == 1);
   }
+}
+
+TEST_CASE("fold_constants keeps a parameter shared through Identity nodes shared", "[fold_constants]") {
+  // torch's export shares identical parameters (a fresh LayerNorm's ones, zero biases) as Identity
+  // nodes of one initializer; evaluating them would give every reader its own copy.
+  Model m = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 4] x) => (float[N, 3] y, float[N, 3] z, float[4, 3] w3) {
+  w2 = Identity (w)
+  w3 = Identity (w)
+  y = MatMul (x, w)
+  z = MatMul (x, w2)
+})");
+  addConst(m, "w", {4, 3}, 5);
+  const Model before = m;
+  const int64_t params_before = analyzeModel(m).params;
+  auto r = runPass(m, "fold_constants");
+  CHECK(r.stats["identities_bypassed"] == 1);
+  CHECK(r.stats["skipped_graph_output"] == 1);  // w3 is a graph output: left alone
+  CHECK(countOps(m, "Identity") == 1);
+  CHECK(m.graph.initializers.size() == 1);
+  CHECK(analyzeModel(m).params == params_before);
+  for (const auto& n : m.graph.nodes)
+    if (n.op_type == "MatMul") CHECK(n.inputs[1] == "w");
+  CHECK(compareModels(before, m).empty());
 }
