@@ -1,5 +1,6 @@
 #include "passes/fold_constants.h"
 
+#include <map>
 #include <set>
 
 #include "lwc/engine.h"
@@ -49,10 +50,11 @@ PassResult FoldConstants::run(Model& m, PassContext&) {
   int64_t folded = 0, bypassed = 0, skipped_size = 0, skipped_output = 0;
   std::vector<std::string> maybe_unused;
   std::set<std::string> noted;  // first outputs of the nodes left alone with a note
-  // Dimensions folded from a Shape can make later shapes known (a Slice's bounds), and with them
-  // more such dimensions: infer again and repeat while that happens.
-  for (int64_t round = 0, from_shapes = 1; from_shapes > 0 && round < 16; ++round) {
-    from_shapes = 0;
+  // A fold can make later shapes known (a Reshape's target, a Slice's bounds, dimensions read from
+  // a Shape), and with them more folds: infer again and repeat while a round folds anything.
+  // torchvision's swin_t at a fixed batch needs one round per chain of window reshapes.
+  for (int64_t round = 0, again = 1; again > 0 && round < 64; ++round) {
+    again = 0;
     const ValueTypes types = inferShapes(m);
     for (size_t i = 0; i < g.nodes.size(); ++i) {
       const Node& n = g.nodes[i];
@@ -66,7 +68,6 @@ PassResult FoldConstants::run(Model& m, PassContext&) {
                                                        : Tensor::fromVector<int64_t>({static_cast<int64_t>(s->size())}, *s)};
       } else if (auto dims = knownShapeDims(m, types, n)) {
         outs = std::vector<Tensor>{std::move(*dims)};
-        ++from_shapes;
       } else {
         std::vector<const Tensor*> ins;
         bool all_const = true;
@@ -114,6 +115,7 @@ PassResult FoldConstants::run(Model& m, PassContext&) {
       g.nodes.erase(g.nodes.begin() + static_cast<std::ptrdiff_t>(i));
       --i;
       ++folded;
+      ++again;
     }
   }
   // Folded outputs no longer need value_info entries (initializers carry their own type).
@@ -123,6 +125,41 @@ PassResult FoldConstants::run(Model& m, PassContext&) {
              {"skipped_graph_output", skipped_output}};
   r.changed = folded > 0;
   return r;
+}
+
+ModelStats analyzeFolded(const Model& m, const AnalyzeOptions& opts) {
+  ModelStats st = analyzeModel(m, opts);
+  if (st.macs_complete) return st;
+  Model c = m;
+  for (auto& v : c.graph.inputs) {
+    if (c.graph.initializers.contains(v.name) || !v.shape || v.shape->empty() || (*v.shape)[0].known()) continue;
+    (*v.shape)[0] = Dim{opts.batch, ""};
+  }
+  for (auto& v : c.graph.outputs)
+    if (v.shape && !v.shape->empty() && !(*v.shape)[0].known()) (*v.shape)[0] = Dim{};
+  c.graph.value_info.clear();
+  try {
+    FoldConstants fold;
+    fold.configure(nlohmann::json::object(), "fold_constants");
+    PassContext ctx;
+    fold.run(c, ctx);
+  } catch (const std::exception&) {
+    return st;  // the plain count, marked incomplete
+  }
+  const ModelStats f = analyzeModel(c, AnalyzeOptions{opts.batch, /*entropy=*/false});
+  if (!f.macs_complete && f.macs <= st.macs) return st;
+  st.macs = f.macs;
+  st.macs_complete = f.macs_complete;
+  st.other_ops = f.other_ops;
+  std::map<std::string, const LayerStats*> by_name;
+  for (const auto& L : f.layers) by_name[L.name] = &L;
+  for (auto& L : st.layers) {
+    const auto it = by_name.find(L.name);
+    if (L.macs >= 0 || it == by_name.end()) continue;
+    L.macs = it->second->macs;
+    L.output_shape = it->second->output_shape;
+  }
+  return st;
 }
 
 }  // namespace lwc::passes

@@ -13,6 +13,7 @@
 // would otherwise bloat the file). Inputs nobody reads afterwards are removed.
 #pragma once
 
+#include "lwc/analysis.h"
 #include "lwc/pass.h"
 
 namespace lwc::passes {
@@ -24,5 +25,11 @@ class FoldConstants : public Pass {
   std::vector<OptionSpec> optionSpecs() const override;
   PassResult run(Model& m, PassContext& ctx) override;
 };
+
+/// analyzeModel(m, opts), except that when it cannot count every MAC (shapes computed at run time
+/// from the symbolic batch, as torchvision's swin_t sizes its window partitions), the MACs, other
+/// ops and the layers' MACs come from a copy of `m` whose symbolic batch is opts.batch and whose
+/// constant computations fold_constants has folded. Params and bytes are always `m`'s own.
+ModelStats analyzeFolded(const Model& m, const AnalyzeOptions& opts = {});
 
 }  // namespace lwc::passes

@@ -13,6 +13,7 @@
 #include "lwc/model_io.h"
 #include "lwc/pipeline.h"
 #include "lwc/shape_inference.h"
+#include "passes/fold_constants.h"
 
 namespace lwc::app {
 
@@ -231,7 +232,7 @@ void addInfoCommand(CLI::App& app, Action& action, const GlobalOptions&) {
   cmd->callback([&action, opts] {
     action = [opts] {
       const Model m = loadInputModel(opts->model);
-      const ModelStats st = analyzeModel(m, AnalyzeOptions{opts->batch});
+      const ModelStats st = passes::analyzeFolded(m, AnalyzeOptions{opts->batch});
       if (opts->json) std::cout << buildJson(m, st).dump(2) << "\n";
       else printHuman(m, st, opts->per_layer);
       return 0;

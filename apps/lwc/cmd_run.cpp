@@ -18,6 +18,7 @@
 #include "lwc/model_io.h"
 #include "lwc/pipeline.h"
 #include "passes/registry.h"
+#include "passes/fold_constants.h"
 
 namespace lwc::app {
 
@@ -204,6 +205,7 @@ int runPipelineCommand(Pipeline p, const std::string& model_path, const RunArgs&
   ro.log = [](const std::string& s) { spdlog::debug("{}", s); };  // progress: with -v
   ro.note = [](const std::string& s) { spdlog::info("{}", s); };   // what a pass left alone, and why
   ro.warn = [](const std::string& s) { spdlog::warn("{}", s); };
+  ro.full_count = [](const Model& model) { return passes::analyzeFolded(model, AnalyzeOptions{1, /*entropy=*/false}); };
   if (a.print_after_all) ro.after_pass = printGraph;
   ro.on_stage = hooks.on_stage;
   PipelineReport rep = runPipeline(p, m, ro);

@@ -71,6 +71,37 @@ TEST_CASE("lwc info --json is stable and complete", "[cli][info]") {
   CHECK(j["checks"]["problem"] == "");
 }
 
+TEST_CASE("lwc info counts MACs whose sizes are computed at run time (swin_t's window reshapes)", "[cli][info]") {
+  // Reshape(x, [-1, x.size(1) % 3]): shape inference does not evaluate Mod, so only the copy with
+  // the batch fixed and the sizes folded knows the MatMul's input.
+  TempDir d;
+  Model m = parseModelText(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 8] x, float[2, 5] w) => (float[M, 5] y) <float[2, 5] w = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10}> {
+  s = Shape (x)
+  i1 = Constant <value=int64 {1}> ()
+  dim = Gather <axis=0> (s, i1)
+  three = Constant <value=int64 {3}> ()
+  r = Mod (dim, three)
+  ax = Constant <value=int64[1] {0}> ()
+  ru = Unsqueeze (r, ax)
+  m1 = Constant <value=int64[1] {-1}> ()
+  t = Concat <axis=0> (m1, ru)
+  f = Reshape (x, t)
+  y = MatMul (f, w)
+})");
+  const fs::path p = d / "mod.onnx";
+  saveModel(m, p);
+  auto r = runLwc("info --json --batch 3 " + q(p));
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  auto j = nlohmann::json::parse(r.out);
+  CHECK(j["macs"] == 3 * 4 * 2 * 5);
+  CHECK(j["macs_complete"] == true);
+  CHECK(j["nodes"] == 11);  // the model as it is, not the folded copy
+  auto h = runLwc("info " + q(p));
+  CHECK_THAT(h.out, Catch::Contains("MACs        40 at batch 1;"));
+}
+
 TEST_CASE("lwc info rejects bad input with one line and exit 1", "[cli][info]") {
   TempDir d;
   test::writeFile(d / "junk.onnx", "this is not a model");

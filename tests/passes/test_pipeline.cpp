@@ -2,10 +2,12 @@
 // before work starts, transactional passes, gates.
 #include <catch2/catch.hpp>
 
+#include <cmath>
 #include <filesystem>
 
 #include "lwc/model_io.h"
 #include "lwc/pipeline.h"
+#include "passes/fold_constants.h"
 #include "passes/registry.h"
 #include "support/pass_util.h"
 #include "support/test_util.h"
@@ -285,4 +287,62 @@ TEST_CASE("an input model that fails ONNX's checks or whose weight shapes disagr
   Model sym = model("y = Gemm <transB = 1> (x, w)", "(float[N, K] x) => (float[N, 10] y)");
   addConst(sym, "w", {10, 256}, 1);
   CHECK(inputError(sym) == "(no error)");
+}
+
+namespace {
+// y = MatMul(Reshape(x, [-1, x.size(1) % 3]), w): the target needs Mod, which shape inference does
+// not evaluate, so the MatMul's MACs are unknown until the target is folded at a fixed batch.
+Model modMatMul() {
+  Model m = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 8] x) => (float[M, 5] y) {
+  s = Shape (x)
+  i1 = Constant <value=int64 {1}> ()
+  d = Gather <axis=0> (s, i1)
+  three = Constant <value=int64 {3}> ()
+  r = Mod (d, three)
+  ax = Constant <value=int64[1] {0}> ()
+  ru = Unsqueeze (r, ax)
+  m1 = Constant <value=int64[1] {-1}> ()
+  t = Concat <axis=0> (m1, ru)
+  f = Reshape (x, t)
+  y = MatMul (f, w)
+})");
+  addConst(m, "w", {2, 5}, 3);
+  return m;
+}
+}  // namespace
+
+TEST_CASE("MACs that depend on sizes computed at run time are counted on a folded copy, or marked", "[pipeline]") {
+  const Model m = modMatMul();
+  const ModelStats plain = analyzeModel(m, AnalyzeOptions{3});
+  CHECK_FALSE(plain.macs_complete);
+  CHECK(plain.macs == 0);
+  const ModelStats full = passes::analyzeFolded(m, AnalyzeOptions{3});
+  CHECK(full.macs_complete);
+  CHECK(full.macs == 3 * 4 * 2 * 5);  // [3, 8] viewed as [12, 2], times [2, 5]
+  CHECK(full.params == plain.params);
+  CHECK(full.nodes == plain.nodes);  // the model itself is not changed
+  REQUIRE(full.layers.size() == 1);
+  CHECK(full.layers[0].macs == full.macs);
+
+  // A pipeline without a full count marks its lower bounds and fails a MACs gate on them; with
+  // one (as the lwc commands run it), the input and the final model are counted in full.
+  Pipeline p = parse({{"passes", {"eliminate_dead"}}, {"gates", {{"max_macs_ratio", 1.0}}}});
+  Model a = m;
+  PipelineReport rep = runPipeline(p, a);
+  CHECK_FALSE(rep.stages.back().metrics.macs_complete);
+  CHECK_FALSE(rep.gates.at(0).passed);
+  CHECK(std::isnan(rep.gates.at(0).value));
+  CHECK_THAT(rep.toText(false), Contains("MACs 0+ -> 0+") && Contains("MACs marked + are lower bounds") &&
+                               Contains("max_macs_ratio: unknown"));
+  CHECK_THAT(rep.toMarkdown(), Contains("| 0+ |"));
+  RunOptions ro;
+  ro.full_count = [](const Model& x) { return passes::analyzeFolded(x, AnalyzeOptions{1, false}); };
+  Model b = m;
+  rep = runPipeline(p, b, ro);
+  CHECK(rep.stages.front().metrics.macs == 40);
+  CHECK(rep.stages.back().metrics.macs == 40);
+  CHECK(rep.stages.back().metrics.macs_complete);
+  CHECK(rep.gates.at(0).passed);
+  CHECK(rep.gates.at(0).value == 1.0);
 }

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "lwc/analysis.h"
 #include "lwc/pass.h"
 
 namespace lwc {
@@ -136,6 +137,10 @@ struct RunOptions {
   /// Warnings about the inputs that do not stop the run (image data read with the default
   /// preprocessing); `note` when not set.
   std::function<void(const std::string& line)> warn;
+  /// Counts the MACs of the input model and of the final one where the plain analysis cannot count
+  /// them all (shapes computed at run time); their MACs and completeness are taken from
+  /// it (the summary line, the gates, the report). Unset: the plain count, marked incomplete.
+  std::function<ModelStats(const Model& m)> full_count;
 };
 
 /// Runs the pipeline on `m` (rewritten in place). Before any pass runs, the data sources are opened
