@@ -854,6 +854,9 @@ PassResult PruneChannels::run(Model& m, PassContext& ctx) {
   int64_t refine_steps = 0;
   if (target > 0) {
     if (macs0 <= 0) fail(m.label(), ": macs_reduction needs the model's MACs (shapes could not be inferred); use ratio");
+    if (!analyzeModel(m, AnalyzeOptions{1, /*entropy=*/false}).macs_complete)
+      fail(m.label(), ": macs_reduction needs every layer's MACs, but some layers' shapes are computed at run time from "
+           "the batch; export the model with a fixed batch size (then `lwc fuse` folds the sizes), or use ratio");
     auto pruned = [&](const std::vector<int64_t>& c) {
       Model t = m;
       applyCounts(t, c);

@@ -186,6 +186,40 @@ TEST_CASE("prune_channels macs_reduction reaches the target, bad options are ref
   CHECK_THAT(err({{"importance", "bn_gamma"}}), Contains("bn_gamma needs BatchNormalization"));
   CHECK_THAT(err({{"exclude", {"nope"}}}), Contains("no node or op type named 'nope'"));
   CHECK_THAT(err({{"ratio", 1.0}}), Contains("ratio"));
+  // A MatMul whose input is sized at run time (x.size(1) % 4): a MACs target over the other layers
+  // alone would be wrong, so it is refused.
+  Model partial = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 3, 8, 8] x) => (float[N, 6] y, float[M, 3] z) {
+  a = Conv <pads=[1,1,1,1]> (x, wa, ba)
+  r = Relu (a)
+  c = Conv (r, wc, bc)
+  p = GlobalAveragePool (c)
+  y = Flatten (p)
+  s = Shape (y)
+  i1 = Constant <value=int64 {1}> ()
+  d = Gather <axis=0> (s, i1)
+  four = Constant <value=int64 {4}> ()
+  md = Mod (d, four)
+  ax = Constant <value=int64[1] {0}> ()
+  mu = Unsqueeze (md, ax)
+  m1 = Constant <value=int64[1] {-1}> ()
+  t = Concat <axis=0> (m1, mu)
+  f = Reshape (y, t)
+  z = MatMul (f, wz)
+})");
+  addConst(partial, "wa", {8, 3, 3, 3}, 1);
+  addConst(partial, "ba", {8}, 2);
+  addConst(partial, "wc", {6, 8, 1, 1}, 5);
+  addConst(partial, "bc", {6}, 6);
+  addConst(partial, "wz", {2, 3}, 7);
+  REQUIRE_FALSE(analyzeModel(partial).macs_complete);
+  std::string partial_err = "(no error)";
+  try {
+    runPass(partial, "prune_channels", {{"macs_reduction", 0.3}});
+  } catch (const Error& e) {
+    partial_err = e.what();
+  }
+  CHECK_THAT(partial_err, Contains("computed at run time") && Contains("use ratio"));
   auto p = passes::builtinPasses().create("prune_channels");
   p->configure({{"recover", "lsq"}}, "p");
   CHECK(p->needsCalibration(p->options()));
