@@ -73,8 +73,8 @@ def main():
             rc, o2, e2 = run(["/usr/bin/python3", os.path.join(ROOT, "scripts/ort_crosscheck.py"), "--lwc", args.lwc, out])
             ok = rc == 0 and m1_file == m1
             bad += not ok
-            line = (f"| {name} | {st['groups_pruned']} / {st['groups'] - st['groups_pruned']} | {m0 / 1e6:.1f} M | "
-                    f"{m1 / 1e6:.1f} M | {m1_file / 1e6:.1f} M | {100 * (1 - m1 / m0):.1f} % | "
+            line = (f"| {name} | {st.get('groups_pruned', 0)} / {st.get('groups', 0) - st.get('groups_pruned', 0)} | {m0 / 1e6:.1f} M | "
+                    f"{m1 / 1e6:.1f} M | {m1_file / 1e6:.1f} M | {100 * (1 - m1 / m0) if m0 else 0:.1f} % | "
                     f"{'yes' if rc == 0 else 'NO: ' + (o2 + e2).strip().splitlines()[-1]} |")
             if args.latency:
                 # Alternating runs, best median of each: robust to other load on the machine.
