@@ -695,6 +695,14 @@ struct Plan {
 
 }  // namespace
 
+namespace {
+/// Groups with a producer of their own; those that follow a Split are counted by splits_sliced.
+int64_t ownGroups(const Analysis& an) {
+  return static_cast<int64_t>(
+      std::count_if(an.groups.begin(), an.groups.end(), [](const Group& x) { return x.hasSource() && x.split < 0; }));
+}
+}  // namespace
+
 PassResult PruneChannels::run(Model& m, PassContext& ctx) {
   checkNotQuantized(m, "prune");
   const PassOptions& o = options_;
@@ -723,6 +731,7 @@ PassResult PruneChannels::run(Model& m, PassContext& ctx) {
     if (const std::string half = float16WeightsHint(m); !half.empty())
       fail(m.label(), ": no prunable channel group", half);
     r.notes.push_back("no prunable channel group in " + m.label());
+    r.stats = {{"groups", ownGroups(an)}, {"groups_pruned", 0}};
     return r;
   }
   // A group a Split reads keeps channels segment by segment, each aligned on its own.
@@ -1019,9 +1028,7 @@ PassResult PruneChannels::run(Model& m, PassContext& ctx) {
     lo.ref_channels = kept_out;
     for (const auto& res : lsqRecover(m, unpruned, sinks, ctx, r, lo)) reconstructed += res.applied;
   }
-  // Groups that follow a Split are counted by splits_sliced, not as groups of their own.
-  const auto own = std::count_if(an.groups.begin(), an.groups.end(), [](const Group& x) { return x.hasSource() && x.split < 0; });
-  r.stats = {{"groups", static_cast<int64_t>(own)},
+  r.stats = {{"groups", ownGroups(an)},
              {"groups_pruned", groups_pruned},
              {"concats_sliced", concats_sliced},
              {"splits_sliced", splits_sliced},

@@ -118,6 +118,9 @@ g (float[N, 3, 8, 8] x) => (float[N, 12, 8, 8] y, float[N, 4, 8, 8] z) {
   // a and b: the Concat's output is a graph output; then the Concat's channels and c's
   CHECK(notesWith(r.notes, "left alone (concatenated by Concat") == 2);
   CHECK(notesWith(r.notes, "left alone (graph output)") == 2);
+  CHECK(notesWith(r.notes, "no prunable channel group") == 1);
+  CHECK(r.stats.at("groups") == 3);  // a, b and c; the report says none was pruned
+  CHECK(r.stats.at("groups_pruned") == 0);
 }
 
 TEST_CASE("prune_channels slices depthwise convs and BatchNormalization, bn_gamma ranks by |gamma|", "[prune_channels]") {
