@@ -693,14 +693,12 @@ struct Plan {
   std::vector<std::vector<int64_t>> keep;  // per prunable group
 };
 
-}  // namespace
-
-namespace {
 /// Groups with a producer of their own; those that follow a Split are counted by splits_sliced.
 int64_t ownGroups(const Analysis& an) {
   return static_cast<int64_t>(
       std::count_if(an.groups.begin(), an.groups.end(), [](const Group& x) { return x.hasSource() && x.split < 0; }));
 }
+
 }  // namespace
 
 PassResult PruneChannels::run(Model& m, PassContext& ctx) {
@@ -856,14 +854,15 @@ PassResult PruneChannels::run(Model& m, PassContext& ctx) {
     mm.graph.value_info.clear();  // shapes changed; re-inferred on demand
   };
   auto macsOf = [](const Model& t) { return analyzeModel(t, AnalyzeOptions{1, /*entropy=*/false}).macs; };
-  const int64_t macs0 = macsOf(m);
+  const ModelStats stats0 = analyzeModel(m, AnalyzeOptions{1, /*entropy=*/false});
+  const int64_t macs0 = stats0.macs;
   double ratio = o.getFloat("ratio");
   std::vector<int64_t> counts = countsFor(ratio);
   const double target = o.getFloat("macs_reduction");
   int64_t refine_steps = 0;
   if (target > 0) {
     if (macs0 <= 0) fail(m.label(), ": macs_reduction needs the model's MACs (shapes could not be inferred); use ratio");
-    if (!analyzeModel(m, AnalyzeOptions{1, /*entropy=*/false}).macs_complete)
+    if (!stats0.macs_complete)
       fail(m.label(), ": macs_reduction needs every layer's MACs, but some layers' shapes are computed at run time from "
            "the batch; export the model with a fixed batch size (then `lwc fuse` folds the sizes), or use ratio");
     auto pruned = [&](const std::vector<int64_t>& c) {

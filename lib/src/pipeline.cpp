@@ -824,6 +824,10 @@ std::string human(int64_t v) {
   return os.str();
 }
 
+bool anyIncompleteMacs(const std::vector<StageRecord>& stages) {
+  return std::any_of(stages.begin(), stages.end(), [](const StageRecord& s) { return !s.metrics.macs_complete; });
+}
+
 std::string gateText(const GateResult& g) {
   std::ostringstream os;
   if (std::isnan(g.value)) {
@@ -937,7 +941,7 @@ std::string PipelineReport::toText(bool time_passes) const {
      << b.macs << (b.macs_complete ? "" : "+") << ", bytes " << a.file_bytes << " -> " << b.file_bytes;
   if (b.file_bytes) os << " (" << std::fixed << std::setprecision(2) << double(a.file_bytes) / double(b.file_bytes) << "x smaller)";
   os << "\n";
-  if (std::any_of(stages.begin(), stages.end(), [](const StageRecord& s) { return !s.metrics.macs_complete; }))
+  if (anyIncompleteMacs(stages))
     os << "MACs marked + are lower bounds: some layers' shapes are only known at run time\n";
   if (labels && b.evaluated)
     os << "top-1 " << pct(*a.top1) << " -> " << pct(*b.top1) << " (" << std::showpos << std::fixed << std::setprecision(2)
@@ -975,7 +979,7 @@ std::string PipelineReport::toMarkdown() const {
     }
     os << " " << changeSummary(s) << " |\n";
   }
-  if (std::any_of(stages.begin(), stages.end(), [](const StageRecord& s) { return !s.metrics.macs_complete; }))
+  if (anyIncompleteMacs(stages))
     os << "\nMACs marked + are lower bounds: some layers' shapes are only known at run time.\n";
   const StageMetrics& fin = stages.back().metrics;
   if (labels && fin.evaluated && stages.size() > 1)
