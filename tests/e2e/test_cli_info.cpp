@@ -4,6 +4,7 @@
 
 #include "lwc/model_io.h"
 #include "lwc/npy.h"
+#include "support/pass_util.h"
 #include "support/test_util.h"
 
 using namespace lwc;
@@ -75,20 +76,7 @@ TEST_CASE("lwc info counts MACs whose sizes are computed at run time (swin_t's w
   // Reshape(x, [-1, x.size(1) % 3]): shape inference does not evaluate Mod, so only the copy with
   // the batch fixed and the sizes folded knows the MatMul's input.
   TempDir d;
-  Model m = parseModelText(R"(<ir_version: 8, opset_import: ["" : 13]>
-g (float[N, 8] x, float[2, 5] w) => (float[M, 5] y) <float[2, 5] w = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10}> {
-  s = Shape (x)
-  i1 = Constant <value=int64 {1}> ()
-  dim = Gather <axis=0> (s, i1)
-  three = Constant <value=int64 {3}> ()
-  r = Mod (dim, three)
-  ax = Constant <value=int64[1] {0}> ()
-  ru = Unsqueeze (r, ax)
-  m1 = Constant <value=int64[1] {-1}> ()
-  t = Concat <axis=0> (m1, ru)
-  f = Reshape (x, t)
-  y = MatMul (f, w)
-})");
+  const Model m = lwc::test::runTimeSizedMatMul();
   const fs::path p = d / "mod.onnx";
   saveModel(m, p);
   auto r = runLwc("info --json --batch 3 " + q(p));

@@ -289,31 +289,8 @@ TEST_CASE("an input model that fails ONNX's checks or whose weight shapes disagr
   CHECK(inputError(sym) == "(no error)");
 }
 
-namespace {
-// y = MatMul(Reshape(x, [-1, x.size(1) % 3]), w): the target needs Mod, which shape inference does
-// not evaluate, so the MatMul's MACs are unknown until the target is folded at a fixed batch.
-Model modMatMul() {
-  Model m = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
-g (float[N, 8] x) => (float[M, 5] y) {
-  s = Shape (x)
-  i1 = Constant <value=int64 {1}> ()
-  d = Gather <axis=0> (s, i1)
-  three = Constant <value=int64 {3}> ()
-  r = Mod (d, three)
-  ax = Constant <value=int64[1] {0}> ()
-  ru = Unsqueeze (r, ax)
-  m1 = Constant <value=int64[1] {-1}> ()
-  t = Concat <axis=0> (m1, ru)
-  f = Reshape (x, t)
-  y = MatMul (f, w)
-})");
-  addConst(m, "w", {2, 5}, 3);
-  return m;
-}
-}  // namespace
-
 TEST_CASE("MACs that depend on sizes computed at run time are counted on a folded copy, or marked", "[pipeline]") {
-  const Model m = modMatMul();
+  const Model m = runTimeSizedMatMul();
   const ModelStats plain = analyzeModel(m, AnalyzeOptions{3});
   CHECK_FALSE(plain.macs_complete);
   CHECK(plain.macs == 0);

@@ -20,6 +20,25 @@ void addConst(Model& m, const std::string& name, Shape shape, uint32_t seed, flo
   m.graph.initializers.set(name, randomFloat(std::move(shape), seed, lo, hi));
 }
 
+Model runTimeSizedMatMul() {
+  Model m = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 8] x) => (float[M, 5] y) {
+  s = Shape (x)
+  i1 = Constant <value=int64 {1}> ()
+  d = Gather <axis=0> (s, i1)
+  three = Constant <value=int64 {3}> ()
+  r = Mod (d, three)
+  ax = Constant <value=int64[1] {0}> ()
+  ru = Unsqueeze (r, ax)
+  m1 = Constant <value=int64[1] {-1}> ()
+  t = Concat <axis=0> (m1, ru)
+  f = Reshape (x, t)
+  y = MatMul (f, w)
+})");
+  addConst(m, "w", {2, 5}, 3);
+  return m;
+}
+
 Model gemmModel(int64_t in, int64_t out, uint32_t seed) {
   Model m = parseGraph("<ir_version: 8, opset_import: [\"\" : 13]>\ng (float[N, " + std::to_string(in) +
                        "] x) => (float[N, " + std::to_string(out) + "] y) {\n  y = Gemm <transB=1> (x, w, b)\n}");

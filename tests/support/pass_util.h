@@ -19,6 +19,10 @@ void addConst(Model& m, const std::string& name, Shape shape, uint32_t seed, flo
 /// One Gemm y = x·wᵀ + b, x [N, in] -> y [N, out], with seeded random w [out, in] (seed) and
 /// b [out] (seed + 1), values in [-1, 1).
 Model gemmModel(int64_t in, int64_t out, uint32_t seed);
+/// y = MatMul(Reshape(x, [-1, x.size(1) % 3]), w), x [N, 8] -> y [4N, 5], 11 nodes, seeded random
+/// w [2, 5]: shape inference does not evaluate Mod, so the MatMul's MACs (N·4·2·5) are only known
+/// once the target is folded at a fixed batch.
+Model runTimeSizedMatMul();
 /// Runs a built-in pass by name with options. Throws when the pass leaves an initializer that a
 /// node read before the pass unread after it (a pass must drop the constants it orphans).
 PassResult runPass(Model& m, const std::string& pass, const nlohmann::json& options = nlohmann::json::object());
