@@ -753,11 +753,19 @@ std::vector<LsqLayerResult> lsqRecover(Model& m, const Model& unmodified, const 
     const bool select = select_it != opts.select_zeros.end();
     Tensor W = select ? wp->clone() : *wp;  // OBS selection zeroes weights in its own copy
     std::string why;
-    const auto form = layerForm(n, W, opts.fit_bias, why);
+    auto form = layerForm(n, W, opts.fit_bias, why);
     if (!form) {
       skip(why);
       continue;
     }
+    // A MatMul's bias, when it has one, is the constant of the Add after it: the fit then matches
+    // that Add's output and writes the bias back there.
+    const TrailingBias tb = form->kind == LayerForm::Kind::MatMul && opts.fit_bias
+                                ? trailingBiasAdd(g, GraphIndex(g), n.outputs.at(0), form->out)
+                                : TrailingBias{};
+    const int bias_add = tb.node;
+    const size_t bias_input = tb.input;
+    if (bias_add >= 0) form->bias = true;
     const LayerForm& f = *form;
     // One line per layer: on large layers the exact per-channel solves take minutes (each channel
     // with its own mask factorises a matrix of its unknowns).
@@ -774,9 +782,13 @@ std::vector<LsqLayerResult> lsqRecover(Model& m, const Model& unmodified, const 
       }
       for (int64_t o = 0; o < f.out; ++o) bias0[static_cast<size_t>(o)] = static_cast<float>(b->at(b->numel() == 1 ? 0 : o));
     }
+    if (bias_add >= 0) {
+      const Tensor& b = *floatConstant(g, g.nodes[size_t(bias_add)].inputs[bias_input]);
+      for (int64_t o = 0; o < f.out; ++o) bias0[static_cast<size_t>(o)] = b.data<float>()[o];
+    }
 
     // Reference: the pipeline's input model when it computes this tensor, else this step's input.
-    const std::string& yname = n.outputs.at(0);
+    const std::string& yname = bias_add >= 0 ? g.nodes[size_t(bias_add)].outputs.at(0) : n.outputs.at(0);
     // The ridge's anchor: this layer's weights before the pipeline first re-fitted it (recorded now
     // when this is the first time, or when its shape changed since).
     const float* wa = W.data<float>();
@@ -803,7 +815,7 @@ std::vector<LsqLayerResult> lsqRecover(Model& m, const Model& unmodified, const 
     if (xname != in_name) cur_cut.begin(m, idx, xname);  // nodes before this layer are final
 
     // Channel o of this layer is channel refChannel(o) of the reference output.
-    const auto kept_it = opts.ref_channels.find(yname);
+    const auto kept_it = opts.ref_channels.find(n.outputs.at(0));
     const std::vector<int64_t>* kept = kept_it == opts.ref_channels.end() ? nullptr : &kept_it->second;
     auto refChannel = [&](int64_t o) { return kept ? (*kept)[static_cast<size_t>(o)] : o; };
     auto channelsFit = [&](int64_t ref_out) {
@@ -1024,7 +1036,14 @@ std::vector<LsqLayerResult> lsqRecover(Model& m, const Model& unmodified, const 
     const std::string base = n.name.empty() ? n.op_type : n.name;
     const std::string wname = replaceConstant(g, n.inputs[1], base + "_w", std::move(Wn));
     g.nodes[idx].inputs[1] = wname;
-    if (f.bias) {
+    if (bias_add >= 0) {
+      const Node& a = g.nodes[size_t(bias_add)];
+      Tensor nb(DType::Float32, g.initializers.at(a.inputs[bias_input]).shape());
+      std::copy(bias1.begin(), bias1.end(), nb.data<float>());
+      const std::string bname =
+          replaceConstant(g, a.inputs[bias_input], (a.name.empty() ? a.op_type : a.name) + "_bias", std::move(nb));
+      g.nodes[size_t(bias_add)].inputs[bias_input] = bname;
+    } else if (f.bias) {
       Tensor nb(DType::Float32, {f.out});
       std::copy(bias1.begin(), bias1.end(), nb.data<float>());
       const std::string bname = replaceConstant(g, n.hasInput(2) ? n.inputs[2] : "", base + "_bias", std::move(nb));

@@ -52,7 +52,8 @@ struct LsqOptions {
   /// Gemm/MatMul layers with fewer rows than this times (K + 1) choose the damping by
   /// cross-validation (0 = never; off by default, see the README's pruning section).
   double cv_rows_per_weight = 0;
-  /// Fit a bias too (added when the layer has none; not for MatMul).
+  /// Fit a bias too (added when the layer has none; a MatMul's is the constant of an Add that alone
+  /// reads its output, as Linear layers on tokens export, and a MatMul without one gets none).
   bool fit_bias = true;
   /// Output tensor name -> which of the reference's output channels the layer still computes
   /// (prune_channels removed the others): the reference output is read at those channels.

@@ -136,9 +136,14 @@ class UnionFind {
 
 const std::set<std::string> kUnary = {"Relu",  "Clip",     "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish",
                                       "Tanh",  "Identity", "Elu",       "Selu",    "Softplus",    "Mish",
-                                      "Gelu",  "Neg",       "Abs",     "Sqrt",        "Exp"};
+                                      "Gelu",  "Neg",       "Abs",     "Sqrt",        "Exp",      "Erf"};
 const std::set<std::string> kPool = {"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool"};
-const std::set<std::string> kBinary = {"Add", "Sub", "Mul", "Div", "Max", "Min"};
+const std::set<std::string> kBinary = {"Add", "Sub", "Mul", "Div", "Max", "Min", "Pow"};
+
+/// Where a tensor of rank >= 3 keeps a group's channels: axis 1 (NCHW convolutions) or the last
+/// axis (Linear layers on tokens, channels-last MLPs: MatMul with constant [K, N] weights). In a
+/// rank-2 tensor [N, C] the two are the same axis.
+constexpr int kAxis1 = 1, kLastAxis = 2, kEitherAxis = kAxis1 | kLastAxis;
 const std::set<std::string> kReduce = {"ReduceMean", "ReduceMax",  "ReduceMin",       "ReduceSum",       "ReduceProd",
                                        "ReduceL1",   "ReduceL2",   "ReduceSumSquare", "ReduceLogSum",    "ReduceLogSumExp"};
 
@@ -260,6 +265,16 @@ Analysis analyze(const Model& m, const std::vector<std::string>& exclude) {
     return std::find(exclude.begin(), exclude.end(), n.name) != exclude.end() ||
            std::find(exclude.begin(), exclude.end(), n.op_type) != exclude.end();
   };
+  // Which channel axes each tensor allows (kAxis1 | kLastAxis), and the first op that ruled out each.
+  std::map<std::string, int> axis_allowed;
+  std::map<std::string, std::string> not_last_why, not_axis1_why;
+  auto allowAxes = [&](const std::string& t, int allowed, const std::string& by) {
+    if (t.empty() || isConst(t) || allowed == kEitherAxis || rankOf(t) == 2) return;
+    auto [it, fresh] = axis_allowed.try_emplace(t, kEitherAxis);
+    it->second &= allowed;
+    if (!(allowed & kLastAxis)) not_last_why.try_emplace(t, by);
+    if (!(allowed & kAxis1)) not_axis1_why.try_emplace(t, by);
+  };
   for (size_t i = 0; i < g.nodes.size(); ++i) {
     const Node& n = g.nodes[i];
     const std::string what = n.describe();
@@ -288,6 +303,8 @@ Analysis analyze(const Model& m, const std::vector<std::string>& exclude) {
           continue;
         }
         const int64_t cin = w->dim(1) * group, out = w->dim(0);
+        allowAxes(n.inputs[0], kAxis1, what);
+        allowAxes(n.outputs[0], kAxis1, what);
         if (group == 1) {
           members.push_back({n.inputs[0], i, Role::Sink});
           channels[n.inputs[0]] = cin;
@@ -308,11 +325,15 @@ Analysis analyze(const Model& m, const std::vector<std::string>& exclude) {
         }
         continue;
       }
-      // Gemm / MatMul: [rows, K] x W -> [rows, N].
-      if (w->rank() != 2 || rankOf(n.inputs[0]) != 2 || (op == "Gemm" && n.attrInt("transA", 0) != 0)) {
+      // Gemm / MatMul: [rows, K] x W -> [rows, N]; a MatMul also [..., T, K] x W -> [..., T, N],
+      // channels on the last axis (Linear on tokens: a transformer MLP's hidden width).
+      const int rin = rankOf(n.inputs[0]);
+      if (w->rank() != 2 || (op == "Gemm" ? rin != 2 : rin < 2) || (op == "Gemm" && n.attrInt("transA", 0) != 0)) {
         blockNode(n, what + " is not a 2-D layer with constant weights");
         continue;
       }
+      allowAxes(n.inputs[0], kLastAxis, what);
+      allowAxes(n.outputs[0], kLastAxis, what);
       const bool trans = op == "Gemm" && n.attrInt("transB", 0) != 0;
       const int64_t K = trans ? w->dim(1) : w->dim(0), N = trans ? w->dim(0) : w->dim(1);
       if (b && !(b->numel() == N || b->numel() == 1)) {
@@ -345,6 +366,7 @@ Analysis analyze(const Model& m, const std::vector<std::string>& exclude) {
         continue;
       }
       uf.unite(n.inputs[0], n.outputs[0]);
+      allowAxes(n.inputs[0], kAxis1, what);
       members.push_back({n.inputs[0], i, Role::BatchNorm});
       continue;
     }
@@ -357,6 +379,7 @@ Analysis analyze(const Model& m, const std::vector<std::string>& exclude) {
         continue;
       }
       uf.unite(n.inputs[0], n.outputs[0]);
+      if (kPool.count(op)) allowAxes(n.inputs[0], kAxis1, what);
       if (in_spread > 1) spread[n.outputs[0]] = in_spread;
       continue;
     }
@@ -376,6 +399,8 @@ Analysis analyze(const Model& m, const std::vector<std::string>& exclude) {
         continue;
       }
       uf.unite(n.inputs[0], n.outputs[0]);
+      allowAxes(n.inputs[0], kAxis1, what);
+      allowAxes(n.outputs[0], kAxis1, what);
       continue;
     }
     if (op == "Concat") {
@@ -394,8 +419,12 @@ Analysis analyze(const Model& m, const std::vector<std::string>& exclude) {
         blockNode(n, "read by " + what + (r >= 2 && axis != 1 ? " (not along the channels)" : ""));
         continue;
       }
-      for (const auto& t : n.inputs) uf.add(t);
+      for (const auto& t : n.inputs) {
+        uf.add(t);
+        allowAxes(t, kAxis1, what);
+      }
       uf.add(n.outputs[0]);
+      allowAxes(n.outputs[0], kAxis1, what);
       channels[n.outputs[0]] = std::accumulate(sizes.begin(), sizes.end(), int64_t{0});
       concats.push_back({i, std::move(sizes)});
       continue;
@@ -416,9 +445,11 @@ Analysis analyze(const Model& m, const std::vector<std::string>& exclude) {
         continue;
       }
       uf.add(n.inputs[0]);
+      allowAxes(n.inputs[0], kAxis1, what);
       channels[n.inputs[0]] = C;
       for (size_t k = 0; k < n.outputs.size(); ++k) {
         uf.add(n.outputs[k]);
+        allowAxes(n.outputs[k], kAxis1, what);
         channels[n.outputs[k]] = sizes[k];
       }
       splits.push_back({i, std::move(sizes)});
@@ -440,6 +471,7 @@ Analysis analyze(const Model& m, const std::vector<std::string>& exclude) {
         continue;
       }
       uf.unite(n.inputs[0], n.outputs[0]);
+      allowAxes(n.inputs[0], kAxis1, what);
       if (positions > 1) spread[n.outputs[0]] = positions;
       continue;
     }
@@ -449,9 +481,15 @@ Analysis analyze(const Model& m, const std::vector<std::string>& exclude) {
       const int ry = rankOf(y);
       if (ca && cb) continue;
       if (!ca && !cb) {
-        if (ry >= 2 && rankOf(a) == ry && rankOf(b) == ry && dimOf(a, 1) > 1 && dimOf(a, 1) == dimOf(b, 1)) {
+        // Both operands carry the same channels: on axis 1 or on the last axis, whichever sizes match.
+        const bool same_rank = ry >= 2 && rankOf(a) == ry && rankOf(b) == ry;
+        const auto last = static_cast<size_t>(std::max(ry - 1, 0));
+        const int allowed = (same_rank && dimOf(a, 1) > 1 && dimOf(a, 1) == dimOf(b, 1) ? kAxis1 : 0) |
+                            (same_rank && dimOf(a, last) > 1 && dimOf(a, last) == dimOf(b, last) ? kLastAxis : 0);
+        if (allowed != 0) {
           uf.unite(a, y);
           uf.unite(b, y);
+          for (const auto* t : {&a, &b, &y}) allowAxes(*t, allowed, what);
         } else {
           blockNode(n, "read by " + what + " (operands' channels do not match)");
         }
@@ -467,15 +505,18 @@ Analysis analyze(const Model& m, const std::vector<std::string>& exclude) {
         uf.unite(x, y);
         continue;
       }
-      const int axis = 1 - (ry - int(c.rank()));
-      bool ok = axis >= 0 && int(c.rank()) <= ry;
-      for (int d = 0; ok && d < int(c.rank()); ++d)
-        if (d != axis) ok = c.dim(static_cast<size_t>(d)) == 1;
-      if (!ok) {
+      // A per-channel constant has one axis of size > 1, at the output's axis 1 or its last axis.
+      int axis = -1, wide = 0;
+      for (int d = 0; d < int(c.rank()); ++d)
+        if (c.dim(static_cast<size_t>(d)) != 1) axis = d, ++wide;
+      const int at = ry - int(c.rank()) + axis;  // the output axis it runs along
+      const int allowed = (at == 1 ? kAxis1 : 0) | (at == ry - 1 ? kLastAxis : 0);
+      if (int(c.rank()) > ry || wide != 1 || allowed == 0) {
         blockNode(n, "read by " + what + " (constant operand is not per-channel)");
         continue;
       }
       uf.unite(x, y);
+      allowAxes(x, allowed, what);
       members.push_back({x, i, Role::ConstOperand, ca ? size_t(0) : size_t(1), axis});
       channels[x] = c.dim(static_cast<size_t>(axis));
       continue;
@@ -510,9 +551,12 @@ Analysis analyze(const Model& m, const std::vector<std::string>& exclude) {
   Analysis a;
   std::map<std::string, size_t> index_of_root;
   for (auto& [root, grp] : by_root) {
+    const std::string *on_axis1 = nullptr, *on_last = nullptr;
     for (const auto& t : grp.tensors) {
       auto it = blocked.find(t);
       if (it != blocked.end() && grp.blocked.empty()) grp.blocked = it->second;
+      if (auto w = not_last_why.find(t); w != not_last_why.end() && !on_axis1) on_axis1 = &w->second;
+      if (auto w = not_axis1_why.find(t); w != not_axis1_why.end() && !on_last) on_last = &w->second;
       auto c = channels.find(t);
       if (c != channels.end()) {
         if (grp.channels >= 0 && grp.channels != c->second && grp.blocked.empty())
@@ -521,6 +565,8 @@ Analysis analyze(const Model& m, const std::vector<std::string>& exclude) {
         grp.channels = c->second;
       }
     }
+    if (on_axis1 && on_last && grp.blocked.empty())
+      grp.blocked = "its channels are on axis 1 for " + *on_axis1 + " but on the last axis for " + *on_last;
     const bool has_source = grp.hasSource();
     if (!has_source && !grp.derived()) continue;  // nothing produces these channels from weights (e.g. the input image)
     if (has_source && grp.concat >= 0 && grp.blocked.empty())

@@ -5,17 +5,22 @@
 //   Before: Conv1(W1 [64,C,3,3]) -> BN -> Relu -> Conv2(W2 [K,64,3,3])
 //   After:  Conv1(W1[keep]) -> BN[keep] -> Relu -> Conv2(W2[:, keep])          |keep| = 64 − removed
 //
-// Channel groups. Every tensor with a channel axis (axis 1) belongs to a group of tensors whose
-// channels must be removed together (union-find over the graph):
+// Channel groups. Every tensor with a channel axis belongs to a group of tensors whose channels
+// must be removed together (union-find over the graph):
 //   - producers: Conv (group 1) and Gemm/MatMul with constant weights start a channel space;
 //   - channel-wise ops join their input's group and are sliced: depthwise Conv (group = channels,
 //     weights [C,1,k,k]: weights, bias and `group` shrink), BatchNormalization (constant
-//     parameters), Relu/Clip/LeakyRelu/Sigmoid/HardSigmoid/HardSwish/Tanh/Identity/Dropout,
+//     parameters), Relu/Clip/LeakyRelu/Sigmoid/HardSigmoid/HardSwish/Tanh/Erf/Gelu/Identity/Dropout,
 //     MaxPool/AveragePool/GlobalAveragePool/GlobalMaxPool, Flatten of [N,C,1,1], and Add/Sub/Mul/
-//     Div/Max/Min whose other operand is a scalar or per-channel constant (sliced) or another
+//     Div/Max/Min/Pow whose other operand is a scalar or per-channel constant (sliced) or another
 //     tensor of the same channels (residual Add, squeeze-excitation Mul: both sides coupled);
 //   - consumers: Conv (group 1) and Gemm/MatMul read the group's channels as input channels and
 //     lose those rows.
+// The channel axis is axis 1 for convolutions and the last axis for a MatMul on [..., T, K] inputs
+// (Linear layers on tokens: the hidden width of a transformer MLP, MatMul -> Add(bias) -> GELU
+// written out with Erf -> MatMul, or a channels-last ConvNeXt block's). Each tensor of rank >= 3
+// allows the axes its readers and producers imply (in [N, C] they are the same axis); a group whose
+// tensors need axis 1 in one place and the last axis in another is left alone.
 // A group is left alone, and the reason reported, when any of its tensors is a graph input or
 // output or is read by an op not listed (Concat, Split, Reshape, Transpose, grouped Conv, ...):
 // the pass never produces an invalid model; it prunes what it understands.

@@ -604,17 +604,12 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
     new_inputs[i] = {weight_dq.at(wname), bias_dq};
     // A MatMul (or a Gemm without C) whose bias is the float constant of the one Add after it, as
     // exporters write Linear layers on 3-D inputs: bias correction moves that constant instead.
-    if (bias_correction && bias_dq.empty() && !n.hasInput(2) && !g.isGraphOutput(n.outputs[0]) &&
-        index.numConsumers(n.outputs[0]) == 1) {
-      const Node& add = g.nodes[static_cast<size_t>(index.consumers(n.outputs[0])[0])];
+    if (bias_correction && bias_dq.empty() && !n.hasInput(2)) {
       const int64_t ch = g.initializers.at(wname).dim(static_cast<size_t>(axis));
-      if (add.op_type == "Add" && add.domain.empty() && add.inputs.size() == 2) {
-        const std::string& c = add.inputs[0] == n.outputs[0] ? add.inputs[1] : add.inputs[0];
-        const Tensor* bt = floatConstant(g, c);
-        bool last_axis = bt && bt->numel() == ch && bt->dtype() == DType::Float32;
-        for (size_t d = 0; last_axis && d + 1 < bt->rank(); ++d) last_axis = bt->dim(d) == 1;
-        if (last_axis && !g.isGraphInput(c) && index.numConsumers(c) == 1)
-          bias_fixes.push_back({add.describe(), add.outputs[0], add.outputs[0], c, {}, -1});
+      if (const TrailingBias tb = trailingBiasAdd(g, index, n.outputs[0], ch); tb.node >= 0) {
+        const Node& add = g.nodes[static_cast<size_t>(tb.node)];
+        const std::string& c = add.inputs[tb.input];
+        if (index.numConsumers(c) == 1) bias_fixes.push_back({add.describe(), add.outputs[0], add.outputs[0], c, {}, -1});
       }
     }
   }

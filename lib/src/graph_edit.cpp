@@ -86,6 +86,19 @@ const Tensor* floatConstant(const Graph& g, const std::string& name, int64_t num
   return t && t->dtype() == DType::Float32 && (numel < 0 || t->numel() == numel) ? t : nullptr;
 }
 
+TrailingBias trailingBiasAdd(const Graph& g, const GraphIndex& index, const std::string& value, int64_t channels) {
+  if (g.isGraphOutput(value) || index.numConsumers(value) != 1) return {};
+  const int a = index.consumers(value)[0];
+  const Node& add = g.nodes[static_cast<size_t>(a)];
+  if (add.op_type != "Add" || !add.domain.empty() || add.inputs.size() != 2) return {};
+  const size_t k = add.inputs[0] == value ? 1 : 0;
+  const Tensor* b = floatConstant(g, add.inputs[k], channels);
+  if (!b || add.inputs[k] == value || g.isGraphInput(add.inputs[k]) || b->rank() < 1) return {};
+  for (size_t d = 0; d + 1 < b->rank(); ++d)
+    if (b->dim(d) != 1) return {};
+  return {a, k};
+}
+
 const Tensor* intConstant(const Graph& g, const std::string& name) {
   if (name.empty() || g.isGraphInput(name)) return nullptr;
   const Tensor* t = g.initializers.find(name);

@@ -29,6 +29,12 @@ void scaleOddChannels(Model& m, std::initializer_list<const char*> names, float 
   }
 }
 
+std::string joinNotes(const std::vector<std::string>& notes) {
+  std::string s;
+  for (const auto& n : notes) s += n + "\n";
+  return s;
+}
+
 /// How many of a pass's notes contain `text`.
 int notesWith(const std::vector<std::string>& notes, const std::string& text) {
   return static_cast<int>(
@@ -733,4 +739,128 @@ g (float[N, 3, 6, 6] x) => (float[N, 4, 6, 6] y) {
   CHECK(weightShape(m, "a") == Shape{8, 3, 1, 1});
   CHECK(notesWith(r.notes, "left alone (read by Shape") == 1);
   CHECK(compareModels(m, m).empty());  // runs
+}
+
+namespace {
+// A pre-norm transformer MLP on tokens, as torch exports it at opset 17: Linear layers on the last
+// axis (MatMul + Add of the bias), GELU written out with Erf, a residual Add.
+Model tokenMlp() {
+  Model m = parseGraph(R"(<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, 4, 6] x) => (float[N, 4, 6] y) {
+  ln = LayerNormalization <axis=-1> (x, lg, lb)
+  h = MatMul (ln, w1)
+  hb = Add (b1, h)
+  d = Div (hb, sqrt2)
+  e = Erf (d)
+  e1 = Add (e, one)
+  g1 = Mul (hb, e1)
+  g2 = Mul (g1, half)
+  o = MatMul (g2, w2)
+  ob = Add (b2, o)
+  y = Add (x, ob)
+})");
+  addConst(m, "lg", {6}, 1);
+  addConst(m, "lb", {6}, 2);
+  addConst(m, "w1", {6, 8}, 3);
+  addConst(m, "b1", {8}, 4);
+  addConst(m, "w2", {8, 6}, 5);
+  addConst(m, "b2", {6}, 6);
+  m.graph.initializers.set("sqrt2", Tensor::fromVector<float>({}, {1.4142135f}));
+  m.graph.initializers.set("one", Tensor::fromVector<float>({}, {1.0f}));
+  m.graph.initializers.set("half", Tensor::fromVector<float>({}, {0.5f}));
+  return m;
+}
+
+/// Multiplies the odd hidden channels (columns of w1, entries of b1) by `factor`.
+void scaleOddHidden(Model& m, float factor) {
+  float* w = m.graph.initializers.find("w1")->data<float>();
+  float* b = m.graph.initializers.find("b1")->data<float>();
+  for (int64_t c = 1; c < 8; c += 2) {
+    for (int64_t k = 0; k < 6; ++k) w[k * 8 + c] *= factor;
+    b[c] *= factor;
+  }
+}
+}  // namespace
+
+TEST_CASE("prune_channels slices a transformer MLP's hidden width on the last axis", "[prune_channels]") {
+  Model m = tokenMlp();
+  scaleOddHidden(m, 0.01f);  // l1 removes exactly the odd hidden channels
+  Model zeroed = tokenMlp();
+  scaleOddHidden(zeroed, 0.0f);  // GELU(0) = 0: what the pruned model computes
+  auto r = runPass(m, "prune_channels", {{"ratio", 0.5}, {"min_channels", 1}, {"round_to", 1}});
+  INFO(joinNotes(r.notes));
+  CHECK(r.stats["groups_pruned"] == 1);
+  CHECK(weightShape(m, "h") == Shape{6, 4});
+  CHECK(weightShape(m, "o") == Shape{4, 6});
+  bool bias_sliced = false;
+  for (const auto& n : m.graph.nodes)
+    if (n.outputs[0] == "hb") bias_sliced = m.graph.initializers.at(n.inputs[0]).shape() == Shape{4};
+  CHECK(bias_sliced);
+  // The token stream (the second MatMul's output, the residual) keeps its channels.
+  CHECK(notesWith(r.notes, "MatMul (output 'o'): left alone (read by LayerNormalization") == 1);
+  CHECK(compareModels(zeroed, m, 1e-5).empty());
+
+  SECTION("lsq re-fits the second MatMul from the kept hidden channels") {
+    TempDir d;
+    const DataSpec calib = npyData(d / "x.npy", randomFloat({256, 4, 6}, 31, -2.0f, 2.0f), 64);
+    auto prune = [&](const char* recover) {
+      Model p = tokenMlp();
+      auto pass = passes::builtinPasses().create("prune_channels");
+      pass->configure({{"ratio", 0.5}, {"recover", recover}, {"round_to", 1}, {"min_channels", 1}}, "p");
+      PassContext ctx;
+      ctx.calib = &calib;
+      pass->run(p, ctx);
+      return p;
+    };
+    const Tensor x = randomFloat({64, 4, 6}, 32, -2.0f, 2.0f);
+    const Tensor y0 = engine::Session(tokenMlp()).runOrdered({{"x", x}})[0];
+    const Model lsq = prune("lsq");
+    const double plain = squaredError(prune("none"), "x", x, y0), fitted = squaredError(lsq, "x", x, y0);
+    // The second Linear's bias, the constant of the Add after its MatMul, is fitted with its weights:
+    // with the original bias put back the error is larger.
+    Model old_bias = lsq;
+    for (const auto& n : old_bias.graph.nodes)
+      if (n.outputs[0] == "ob") old_bias.graph.initializers.set(n.inputs[0], tokenMlp().graph.initializers.at("b2"));
+    const double unbiased = squaredError(old_bias, "x", x, y0);
+    INFO("plain " << plain << " lsq " << fitted << " lsq with the original bias " << unbiased);
+    CHECK(fitted < 0.5 * plain);
+    CHECK(fitted < 0.9 * unbiased);
+  }
+}
+
+TEST_CASE("prune_channels leaves channels alone that lie on axis 1 in one tensor and on the last axis in another",
+          "[prune_channels]") {
+  // A MatMul on an NCHW convolution's last axis (the width, 8 like the channels): slicing the
+  // Conv's filters and the MatMul's rows together would be wrong.
+  Model m = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 3, 8, 8] x) => (float[N, 8, 8, 5] y) {
+  a = Conv <pads=[1,1,1,1]> (x, wa)
+  r = Relu (a)
+  y = MatMul (r, wm)
+})");
+  addConst(m, "wa", {8, 3, 3, 3}, 1);
+  addConst(m, "wm", {8, 5}, 2);
+  const std::string before = serialized(m);
+  auto r = runPass(m, "prune_channels", {{"ratio", 0.5}, {"round_to", 1}});
+  INFO(joinNotes(r.notes));
+  CHECK_FALSE(r.changed);
+  CHECK(serialized(m) == before);
+  CHECK(notesWith(r.notes, "left alone (its channels are on axis 1 for Conv (output 'a') but on the last axis for MatMul (output 'y'))") == 1);
+
+  SECTION("a bias along the width is not per channel") {
+    Model b = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 3, 8, 8] x) => (float[N, 4, 8, 8] y) {
+  a = Conv <pads=[1,1,1,1]> (x, wa)
+  s = Add (a, c)
+  y = Conv (s, wb)
+})");
+    addConst(b, "wa", {8, 3, 3, 3}, 1);
+    addConst(b, "c", {8}, 3);  // broadcasts along the last axis (the width), not the channels
+    addConst(b, "wb", {4, 8, 1, 1}, 2);
+    const std::string before_b = serialized(b);
+    auto rb = runPass(b, "prune_channels", {{"ratio", 0.5}, {"round_to", 1}});
+    CHECK_FALSE(rb.changed);
+    CHECK(serialized(b) == before_b);
+    CHECK(notesWith(rb.notes, "on axis 1 for Conv") == 1);
+  }
 }

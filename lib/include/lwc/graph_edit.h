@@ -37,6 +37,15 @@ int producerIndex(const Graph& g, const std::string& value);
 /// Float32 initializer named `name` (optionally with exactly `numel` elements), else nullptr.
 const Tensor* floatConstant(const Graph& g, const std::string& name, int64_t numel = -1);
 
+/// The Add that alone reads `value` (not a graph output) and adds a float32 constant of `channels`
+/// values along the last axis ([C] or [1, ..., C]; not a graph input): how exporters write the bias
+/// of a Linear layer on 3-D inputs, MatMul + Add. `node` is -1 when there is none.
+struct TrailingBias {
+  int node = -1;
+  size_t input = 0;  ///< which input of the Add is the constant
+};
+TrailingBias trailingBiasAdd(const Graph& g, const GraphIndex& index, const std::string& value, int64_t channels);
+
 /// Int64 or int32 initializer named `name` that is not also a graph input (a constant), else nullptr.
 const Tensor* intConstant(const Graph& g, const std::string& name);
 /// The values of an int64 or int32 tensor, read exactly (torch writes "to the end" as INT64_MAX,
