@@ -226,7 +226,7 @@ ValueTypes inferShapes(const Model& m, const ShapeOptions& opts) {
   }
   // Each inference starts from the declared value_info only: a symbol ONNX invented for a
   // dimension it could not follow (unk__1) would otherwise outlive the round that learns it.
-  const auto declared = g->value_info();
+  auto declared = g->value_info();
   auto infer = [&] {
     *g->mutable_value_info() = declared;
     try {
@@ -311,6 +311,32 @@ ValueTypes inferShapes(const Model& m, const ShapeOptions& opts) {
       a->set_name("value");
       a->set_type(onnx::AttributeProto::TENSOR);
       *a->mutable_t() = tensorToProto(t, "");
+      learnt = true;
+    }
+    // ONNX 1.12 gives no shape at all to a Reshape whose target is computed at run time, or to a
+    // Pad whose pads are, though their ranks are known: the target's length, the data's rank.
+    // Declaring those ranks gives the ops after them theirs (swin_t pads its windows and
+    // partitions them so; channel pruning and the passes read ranks).
+    for (const auto& n : g->node()) {
+      if (n.output_size() < 1 || n.output(0).empty() || !n.domain().empty() || n.input_size() < 1) continue;
+      if (const auto it = types.find(n.output(0)); it != types.end() && it->second.shape) continue;
+      const auto data = types.find(n.input(0));
+      if (data == types.end() || data->second.dtype == DType::Undefined) continue;
+      int64_t rank = -1;
+      if (n.op_type() == "Reshape" && n.input_size() == 2) {
+        const auto target = types.find(n.input(1));
+        if (target != types.end() && target->second.shape && target->second.shape->size() == 1 &&
+            (*target->second.shape)[0].known())
+          rank = (*target->second.shape)[0].value;
+      } else if (n.op_type() == "Pad" && data->second.shape) {
+        rank = static_cast<int64_t>(data->second.shape->size());
+      }
+      if (rank < 0) continue;
+      ValueInfo v;
+      v.name = n.output(0);
+      v.dtype = data->second.dtype;
+      v.shape = SymShape(static_cast<size_t>(rank));
+      *declared.Add() = valueInfoToProto(v);
       learnt = true;
     }
     if (!learnt) break;

@@ -233,6 +233,29 @@ g (float[N, 8, 4, 4] x) => (float[N, 8, 4, 4] y)
   CHECK(fixed.at("c32").dtype == DType::Int32);  // the evaluated value keeps the type its node makes
 }
 
+TEST_CASE("shape inference keeps the ranks of a Pad and a Reshape whose sizes are computed at run time", "[analysis]") {
+  // ONNX 1.12 gives these no shape at all; their ranks are the data's and the target's length, and
+  // the ops after them get theirs (swin_t pads and partitions its windows so).
+  Model m = parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 5, 6] x, int64[6] pads, int64[4] target) => (float[?, ?, ?, ?] y)
+{
+  p = Pad (x, pads)
+  r = Relu (p)
+  t = Reshape (r, target)
+  y = Transpose <perm=[0, 2, 1, 3]> (t)
+}
+)");
+  for (const auto& types : {inferShapes(m), inferShapes(m, ShapeOptions{2})})
+    for (const auto& [name, rank] : std::vector<std::pair<std::string, size_t>>{{"p", 3}, {"r", 3}, {"t", 4}, {"y", 4}}) {
+      INFO(name);
+      REQUIRE(types.count(name));
+      REQUIRE(types.at(name).shape);
+      CHECK(types.at(name).shape->size() == rank);
+      CHECK(types.at(name).dtype == DType::Float32);
+    }
+}
+
 TEST_CASE("shape inference keeps the batch symbol through a copied dimension learnt in a later round", "[analysis]") {
   // A cleaned-up shuffle: r2's target is a constant [0, ...] (copy), but its input is only known
   // after the first round resolves f; ONNX's first pass names r2's batch unk__0, which must not
