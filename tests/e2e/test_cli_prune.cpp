@@ -302,3 +302,39 @@ TEST_CASE("lwc prune --channels: a conv before x.view(x.size(0), -1) is pruned a
   };
   CHECK(top1("pview.onnx") == top1("flat.onnx"));
 }
+
+TEST_CASE("lwc prune --channels on tinyformer: the MLPs' hidden widths shrink, lsq re-fits the second Linear",
+          "[cli][prune][channels][lsq]") {
+  // The two encoder blocks' MLPs (64 -> 128 -> 64, GELU written out with Erf) run on tokens: their
+  // channels are on the last axis. Attention, the residual stream and the embedding stay.
+  TempDir d;
+  auto prune = [&](const std::string& args, const std::string& out) {
+    const fs::path rep = d / (out + ".json");
+    auto r = runLwc("-q prune " + q(td("tinyformer_fmnist.onnx")) + " --channels 0.5 --bench-batch 0 " + args +
+                    " --eval " + q(td("fmnist_sample")) + " -o " + q(d / (out + ".onnx")) + " --report " + q(rep));
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    std::ifstream f(rep);
+    return nlohmann::json::parse(f);
+  };
+  const auto none = prune("--recover none", "none"), lsq = prune("--recover lsq --calib " + q(td("fmnist_sample")), "lsq");
+  const auto& stats = none["stages"].back()["stats"];
+  CHECK(stats["groups_pruned"].get<int>() == 2);
+  CHECK(stats["channels_removed"].get<int>() == 128);
+  CHECK(lsq["stages"].back()["stats"]["layers_reconstructed"].get<int>() == 2);
+  const Model m = loadModel(d / "lsq.onnx");
+  int fc1 = 0, fc2 = 0;
+  for (const auto& n : m.graph.nodes) {
+    if (n.op_type != "MatMul" || !m.graph.initializers.contains(n.inputs[1])) continue;
+    const Shape w = m.graph.initializers.at(n.inputs[1]).shape();
+    fc1 += w == Shape{64, 64} && n.name.find("fc1") != std::string::npos;
+    fc2 += w == Shape{64, 64} && n.name.find("fc2") != std::string::npos;
+  }
+  CHECK(fc1 == 2);
+  CHECK(fc2 == 2);
+  CHECK(none["final"]["params"].get<double>() < none["input"]["params"].get<double>());
+  const double s_none = none["final"]["eval"]["output_sqnr_db"].get<double>(),
+               s_lsq = lsq["final"]["eval"]["output_sqnr_db"].get<double>();
+  INFO("SQNR none " << s_none << " dB, lsq " << s_lsq << " dB");
+  CHECK(s_lsq > s_none + 3);
+}
