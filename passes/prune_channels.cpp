@@ -139,13 +139,13 @@ const std::set<std::string> kUnary = {"Relu",  "Clip",     "LeakyRelu", "Sigmoid
                                       "Gelu",  "Neg",       "Abs",     "Sqrt",        "Exp",      "Erf"};
 const std::set<std::string> kPool = {"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool"};
 const std::set<std::string> kBinary = {"Add", "Sub", "Mul", "Div", "Max", "Min", "Pow"};
+const std::set<std::string> kReduce = {"ReduceMean", "ReduceMax",  "ReduceMin",       "ReduceSum",       "ReduceProd",
+                                       "ReduceL1",   "ReduceL2",   "ReduceSumSquare", "ReduceLogSum",    "ReduceLogSumExp"};
 
 /// Where a tensor of rank >= 3 keeps a group's channels: axis 1 (NCHW convolutions) or the last
 /// axis (Linear layers on tokens, channels-last MLPs: MatMul with constant [K, N] weights). In a
 /// rank-2 tensor [N, C] the two are the same axis.
 constexpr int kAxis1 = 1, kLastAxis = 2, kEitherAxis = kAxis1 | kLastAxis;
-const std::set<std::string> kReduce = {"ReduceMean", "ReduceMax",  "ReduceMin",       "ReduceSum",       "ReduceProd",
-                                       "ReduceL1",   "ReduceL2",   "ReduceSumSquare", "ReduceLogSum",    "ReduceLogSumExp"};
 
 /// The axes a Reduce*, Squeeze or Unsqueeze node names: its `axes` attribute, or its constant second
 /// input (Squeeze/Unsqueeze/ReduceSum from opset 13, every Reduce from 18); nullopt when it names
@@ -265,13 +265,11 @@ Analysis analyze(const Model& m, const std::vector<std::string>& exclude) {
     return std::find(exclude.begin(), exclude.end(), n.name) != exclude.end() ||
            std::find(exclude.begin(), exclude.end(), n.op_type) != exclude.end();
   };
-  // Which channel axes each tensor allows (kAxis1 | kLastAxis), and the first op that ruled out each.
-  std::map<std::string, int> axis_allowed;
+  // Per tensor of rank >= 3, the first op that ruled out the last axis, and the first that ruled
+  // out axis 1, as its channel axis: a group with both cannot be pruned.
   std::map<std::string, std::string> not_last_why, not_axis1_why;
   auto allowAxes = [&](const std::string& t, int allowed, const std::string& by) {
     if (t.empty() || isConst(t) || allowed == kEitherAxis || rankOf(t) == 2) return;
-    auto [it, fresh] = axis_allowed.try_emplace(t, kEitherAxis);
-    it->second &= allowed;
     if (!(allowed & kLastAxis)) not_last_why.try_emplace(t, by);
     if (!(allowed & kAxis1)) not_axis1_why.try_emplace(t, by);
   };
