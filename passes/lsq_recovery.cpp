@@ -737,6 +737,8 @@ std::vector<LsqLayerResult> lsqRecover(Model& m, const Model& unmodified, const 
   ActivationCut cur_cut(ds->size(), so, kCutBudget), ref_cut(ds->size(), so, kCutBudget),
       unmodified_cut(ds->size(), so, kCutBudget);
 
+  // Which node reads which activation does not change below (only constants are replaced).
+  const GraphIndex graph_index(g);
   size_t done = 0;
   for (size_t idx : nodes) {
     const Node n = g.nodes[idx];
@@ -761,7 +763,7 @@ std::vector<LsqLayerResult> lsqRecover(Model& m, const Model& unmodified, const 
     // A MatMul's bias, when it has one, is the constant of the Add after it: the fit then matches
     // that Add's output and writes the bias back there.
     const TrailingBias tb = form->kind == LayerForm::Kind::MatMul && opts.fit_bias
-                                ? trailingBiasAdd(g, GraphIndex(g), n.outputs.at(0), form->out)
+                                ? trailingBiasAdd(g, graph_index, n.outputs.at(0), form->out)
                                 : TrailingBias{};
     const int bias_add = tb.node;
     const size_t bias_input = tb.input;
