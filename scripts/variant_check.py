@@ -33,6 +33,9 @@ Variants (each alone):
                    channel pruning runs with --round-to 1 and must slice the Split (or say why not)
   chunk-concat     the same with the Split written as torch 1.13 exports x.chunk(2, 1) with a
                    symbolic batch: two Slices whose bounds come from Shape -> Gather -> Div
+  opset-20         opset 20 and IR 10, newer than lwc's ONNX 1.12 knows: reductions take their
+                   axes as an input (opset 18) and the GELU written out with Erf is one Gelu node
+                   (opset 20); lwc reads it as opset 17, IR 8
 
 For each variant: ONNX Runtime's top-1 on the data, then `lwc eval` (must equal it), then
 `lwc fuse`, `lwc quantize` (static, 64 calibration samples), `lwc prune --sparsity 0.5` and
@@ -293,6 +296,61 @@ def relabel_opset(version):
     return f
 
 
+REDUCE_AXES_INPUT = ("ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceMax", "ReduceMean",
+                     "ReduceMin", "ReduceProd", "ReduceSumSquare")
+
+
+def erf_gelu(g, erf):
+    """The five nodes of a GELU torch 1.13 writes out around `erf` (Div by sqrt 2, Erf, Add 1,
+    Mul by x, Mul by 0.5), as (x, nodes, output), or None."""
+    producer = {o: n for n in g.node for o in n.output}
+    readers = {}
+    for n in g.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+    div = producer.get(erf.input[0])
+    def only_reader(v, op):
+        r = readers.get(v, [])
+        return r[0] if len(r) == 1 and r[0].op_type == op else None
+    add = only_reader(erf.output[0], "Add")
+    mul = add and only_reader(add.output[0], "Mul")
+    half = mul and only_reader(mul.output[0], "Mul")
+    if not (div is not None and div.op_type == "Div" and add and mul and half):
+        return None
+    x = div.input[0]
+    if x not in mul.input:
+        return None
+    return x, [div, erf, add, mul, half], half.output[0]
+
+
+def opset_20(m):
+    """The model as newer exporters write it: opset 20 and IR 10, the reductions with their axes as
+    a constant input (opset 18), and each GELU written out with Erf one Gelu node (opset 20)."""
+    g = m.graph
+    for n in g.node:
+        if n.op_type in REDUCE_AXES_INPUT:
+            axes = next((a for a in n.attribute if a.name == "axes"), None)
+            if axes is not None:
+                name = (n.name or n.output[0]) + "_axes"
+                g.initializer.append(numpy_helper.from_array(np.array(list(axes.ints), dtype=np.int64), name))
+                n.attribute.remove(axes)
+                n.input.append(name)
+    for erf in [n for n in g.node if n.op_type == "Erf"]:
+        found = erf_gelu(g, erf)
+        if found is None:
+            continue
+        x, nodes, out = found
+        at = list(g.node).index(nodes[0])
+        for n in nodes:
+            g.node.remove(n)
+        g.node.insert(at, onnx.helper.make_node("Gelu", [x], [out], name=(erf.name or out) + "_gelu"))
+    for o in m.opset_import:
+        if o.domain in ("", "ai.onnx"):
+            o.version = 20
+    m.ir_version = 10
+    return m
+
+
 def output_no_shape(m):
     m.graph.output[0].type.tensor_type.ClearField("shape")
     return m
@@ -318,6 +376,7 @@ VARIANTS = {
     "concat-conv": concat_conv,
     "split-concat": split_concat,
     "chunk-concat": chunk_concat,
+    "opset-20": opset_20,
 }
 # prune --channels may leave other MACs: unknown (dynamic-hw), or other groups to rank and align
 # (concat-conv) or segments aligned each on its own (split-concat).

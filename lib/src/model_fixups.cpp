@@ -187,7 +187,9 @@ std::string convertOpset(Model& m, int64_t target) {
 }
 
 std::vector<std::string> normalizeModel(Model& m) {
-  std::vector<std::string> lines = inlineLocalFunctions(m);
+  std::vector<std::string> lines = std::move(m.load_notes);
+  m.load_notes.clear();
+  for (auto& s : inlineLocalFunctions(m)) lines.push_back(std::move(s));
   for (auto* step : {&initializerInputsToConstants, &makeNodeNamesUnique})
     for (auto& s : (*step)(m)) lines.push_back(std::move(s));
   return lines;

@@ -16,6 +16,8 @@
 #include <set>
 #include <sstream>
 
+#include "lwc/opset_lowering.h"
+
 namespace lwc {
 
 namespace fs = std::filesystem;
@@ -301,8 +303,39 @@ void validateNodes(const Model& m, const std::string& label) {
 }
 }  // namespace
 
+namespace {
+Model modelFromKnownProto(const onnx::ModelProto& proto, const fs::path& base_dir, const std::string& label,
+                          const LoadOptions& opts);
+
+bool newerThanKnown(const onnx::ModelProto& p) {
+  if (p.ir_version() > knownIrVersion()) return true;
+  for (const auto& o : p.opset_import())
+    if ((o.domain().empty() || o.domain() == "ai.onnx") && o.version() > knownOpset()) return true;
+  return false;
+}
+
+// A model of a newer opset or IR version is lowered first (in place), its notes kept for the user.
+Model modelFromOwnedProto(onnx::ModelProto& proto, const fs::path& base_dir, const std::string& label,
+                          const LoadOptions& opts) {
+  std::vector<std::string> notes;
+  if (proto.has_graph() && proto.ir_version() > 0 && newerThanKnown(proto)) notes = lowerToKnownVersions(proto, label);
+  Model m = modelFromKnownProto(proto, base_dir, label, opts);
+  m.load_notes = std::move(notes);
+  return m;
+}
+}  // namespace
+
 Model modelFromProto(const onnx::ModelProto& proto, const fs::path& base_dir, const std::string& label,
                      const LoadOptions& opts) {
+  if (!proto.has_graph() || proto.ir_version() <= 0 || !newerThanKnown(proto))
+    return modelFromKnownProto(proto, base_dir, label, opts);
+  onnx::ModelProto copy = proto;
+  return modelFromOwnedProto(copy, base_dir, label, opts);
+}
+
+namespace {
+Model modelFromKnownProto(const onnx::ModelProto& proto, const fs::path& base_dir, const std::string& label,
+                          const LoadOptions& opts) {
   if (!proto.has_graph() || proto.ir_version() <= 0)
     fail(label, ": not an ONNX model (no graph or no IR version); is this the right file?");
   Model m;
@@ -365,6 +398,7 @@ Model modelFromProto(const onnx::ModelProto& proto, const fs::path& base_dir, co
   }
   return m;
 }
+}  // namespace
 
 Model loadModel(const fs::path& path, const LoadOptions& opts) {
   const std::string bytes = readFile(path, "model file");
@@ -375,7 +409,7 @@ Model loadModel(const fs::path& path, const LoadOptions& opts) {
   cis.SetTotalBytesLimit(INT_MAX);
   if (!proto.ParseFromCodedStream(&cis) || !cis.ConsumedEntireMessage())
     fail(path.string(), ": not a valid ONNX protobuf (truncated or not an ONNX file)");
-  Model m = modelFromProto(proto, path.parent_path().empty() ? fs::path(".") : path.parent_path(), path.string(), opts);
+  Model m = modelFromOwnedProto(proto, path.parent_path().empty() ? fs::path(".") : path.parent_path(), path.string(), opts);
   m.source = path;
   return m;
 }
@@ -492,7 +526,7 @@ Model parseModelText(std::string_view text, const LoadOptions& opts) {
   const std::string s(text);
   auto status = onnx::OnnxParser::Parse(p, s.c_str());
   if (!status.IsOK()) fail("cannot parse ONNX text: ", status.ErrorMessage());
-  return modelFromProto(p, {}, "<text model>", opts);
+  return modelFromOwnedProto(p, {}, "<text model>", opts);
 }
 
 }  // namespace lwc

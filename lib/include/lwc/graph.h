@@ -149,6 +149,9 @@ class Model {
   std::filesystem::path source;
   /// External data files the initializers were read from (for "bytes on disk").
   std::vector<std::filesystem::path> external_data_files;
+  /// What reading the file changed (a newer opset or IR version lowered: lwc/opset_lowering.h),
+  /// one line each; normalizeModel hands them to the commands, which print them as warnings.
+  std::vector<std::string> load_notes;
 
   /// Opset version imported for a domain ("" and "ai.onnx" are the same), 0 if not imported.
   int64_t opsetFor(std::string_view domain) const;

@@ -34,7 +34,7 @@ std::vector<std::string> makeNodeNamesUnique(Model& m);
 /// than the model's (per-channel DequantizeLinear needs 13).
 std::string convertOpset(Model& m, int64_t target);
 
-/// The three above, in that order.
+/// What loading changed (Model::load_notes, handed on and cleared), then the three above, in that order.
 std::vector<std::string> normalizeModel(Model& m);
 
 }  // namespace lwc

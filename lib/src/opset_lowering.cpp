@@ -1,0 +1,449 @@
+#include "lwc/opset_lowering.h"
+
+#include <onnx/defs/schema.h>
+
+#include <algorithm>
+#include <functional>
+#include <map>
+#include <set>
+#include <string_view>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "lwc/graph.h"
+#include "lwc/model_io.h"
+#include "lwc/dtype.h"
+#include "lwc/status.h"
+
+namespace lwc {
+
+int64_t knownOpset() {
+  const auto& map = onnx::OpSchemaRegistry::DomainToVersionRange::Instance().Map();
+  const auto it = map.find("");
+  return it == map.end() ? 17 : it->second.second;
+}
+
+int64_t knownIrVersion() { return static_cast<int64_t>(onnx::Version::IR_VERSION); }
+
+namespace {
+
+// Ops of the default domain whose opset-18..22 versions differ from their opset-17 versions in
+// more than the element types they accept (ONNX's Changelog.md). Element types are left to ONNX's
+// checker: a type opset 17 lacks fails it, naming the node.
+const std::set<std::string_view> kReduceOps = {"ReduceL1",  "ReduceL2",  "ReduceLogSum", "ReduceLogSumExp", "ReduceMax",
+                                               "ReduceMean", "ReduceMin", "ReduceProd",   "ReduceSumSquare"};
+// Ops added in opsets 18 to 22 that lwc does not rewrite into opset-17 ops.
+const std::set<std::string_view> kNewOps = {"BitwiseAnd",   "BitwiseNot",  "BitwiseOr",      "BitwiseXor",
+                                            "CenterCropPad", "Col2Im",      "GroupNormalization", "DeformConv",
+                                            "AffineGrid",   "ImageDecoder", "RegexFullMatch", "StringConcat",
+                                            "StringSplit"};
+
+std::string describe(const onnx::NodeProto& n) {
+  Node d;
+  d.name = n.name();
+  d.op_type = n.op_type();
+  d.outputs.assign(n.output().begin(), n.output().end());
+  return d.describe();
+}
+
+const onnx::AttributeProto* findAttr(const onnx::NodeProto& n, std::string_view name) {
+  for (const auto& a : n.attribute())
+    if (a.name() == name) return &a;
+  return nullptr;
+}
+
+onnx::AttributeProto* mutableAttr(onnx::NodeProto& n, std::string_view name) {
+  for (auto& a : *n.mutable_attribute())
+    if (a.name() == name) return &a;
+  return nullptr;
+}
+
+void removeAttr(onnx::NodeProto& n, std::string_view name) {
+  auto* attrs = n.mutable_attribute();
+  for (int i = 0; i < attrs->size(); ++i)
+    if (attrs->Get(i).name() == name) {
+      attrs->DeleteSubrange(i, 1);
+      return;
+    }
+}
+
+int64_t attrInt(const onnx::NodeProto& n, std::string_view name, int64_t dflt) {
+  const auto* a = findAttr(n, name);
+  return a ? a->i() : dflt;
+}
+
+std::string attrString(const onnx::NodeProto& n, std::string_view name, const std::string& dflt) {
+  const auto* a = findAttr(n, name);
+  return a ? a->s() : dflt;
+}
+
+bool isDefaultDomain(const std::string& d) { return d.empty() || d == "ai.onnx"; }
+
+struct Lowering {
+  std::string label;
+  int64_t from = 0;
+  int64_t to = 0;
+  std::unordered_set<std::string> used;         // every value and node name in the model, for fresh names
+  std::vector<std::unordered_map<std::string, const onnx::TensorProto*>> scopes;  // constants, innermost last
+  std::map<std::string, int> changes;          // "what changed" -> how many nodes
+  int float_type = 0;                          // the one float element type of the model, 0 when mixed
+  bool constants_as_nodes = false;             // in a function body
+
+  [[noreturn]] void refuse(const onnx::NodeProto& n, const std::string& why) const {
+    fail(label, ": node ", describe(n), " ", why, "; lwc reads opsets above ", to, " (up to ", kMaxReadableOpset,
+         ") by rewriting them into opset ", to, ", which it cannot do here: export the model with opset_version=", to);
+  }
+
+  const onnx::TensorProto* constant(const std::string& name) const {
+    for (auto it = scopes.rbegin(); it != scopes.rend(); ++it) {
+      const auto f = it->find(name);
+      if (f != it->end()) return f->second;
+    }
+    return nullptr;
+  }
+
+  std::string fresh(const std::string& base) { return claimName(used, base); }
+
+  void count(const std::string& what) { ++changes[what]; }
+
+  // An attribute a later opset added, dropped where it holds its default; else the node is refused.
+  void dropDefaultInt(onnx::NodeProto& n, std::string_view name, int64_t dflt) {
+    const auto* a = findAttr(n, name);
+    if (!a) return;
+    if (a->type() == onnx::AttributeProto::INTS) {
+      for (int64_t v : a->ints())
+        if (v != dflt) refuse(n, "has " + std::string(name) + " other than " + std::to_string(dflt));
+    } else if (a->i() != dflt) {
+      refuse(n, "has " + std::string(name) + " " + std::to_string(a->i()));
+    }
+    removeAttr(n, name);
+    count(n.op_type() + ": " + std::string(name) + " left at its default, dropped");
+  }
+
+  std::vector<int64_t> constInts(const onnx::NodeProto& n, const std::string& value) const {
+    const onnx::TensorProto* t = constant(value);
+    if (!t) refuse(n, "reads its axes from '" + value + "', which is computed at run time");
+    const Tensor v = tensorFromProto(*t, {}, label + ": '" + value + "'");
+    if (v.dtype() != DType::Int64 && v.dtype() != DType::Int32) refuse(n, "has axes '" + value + "' that are not integers");
+    std::vector<int64_t> out;
+    for (int64_t i = 0; i < v.numel(); ++i) out.push_back(static_cast<int64_t>(v.at(i)));
+    return out;
+  }
+
+  // One node; appends what replaces it to `out`. `extra` collects initializers the rewrite adds.
+  void node(onnx::NodeProto n, std::vector<onnx::NodeProto>& out, std::vector<onnx::TensorProto>& extra) {
+    for (auto& a : *n.mutable_attribute()) {
+      if (a.has_g()) graph(*a.mutable_g());
+      for (auto& g : *a.mutable_graphs()) graph(g);
+    }
+    if (!isDefaultDomain(n.domain())) {
+      out.push_back(std::move(n));
+      return;
+    }
+    const std::string& op = n.op_type();
+    if (kReduceOps.count(op)) {
+      reduce(n);
+    } else if (op == "Split") {
+      if (findAttr(n, "num_outputs")) {
+        if (n.input_size() > 1 && !n.input(1).empty()) refuse(n, "has both a split input and num_outputs");
+        if (attrInt(n, "num_outputs", 0) != n.output_size())
+          refuse(n, "has num_outputs " + std::to_string(attrInt(n, "num_outputs", 0)) + " but " +
+                        std::to_string(n.output_size()) + " outputs");
+        removeAttr(n, "num_outputs");
+        count("Split: num_outputs dropped (equal parts)");
+      }
+    } else if (op == "Pad") {
+      if (n.input_size() > 3 && !n.input(3).empty()) refuse(n, "pads only some axes (its axes input, opset 18)");
+      if (attrString(n, "mode", "constant") == "wrap") refuse(n, "pads in mode 'wrap' (opset 19)");
+    } else if (op == "Resize") {
+      dropDefaultInt(n, "antialias", 0);
+      if (findAttr(n, "axes")) refuse(n, "resizes only some axes (its axes attribute, opset 18)");
+      if (const auto* a = findAttr(n, "keep_aspect_ratio_policy")) {
+        if (a->s() != "stretch") refuse(n, "has keep_aspect_ratio_policy '" + a->s() + "' (opset 18)");
+        removeAttr(n, "keep_aspect_ratio_policy");
+        count("Resize: keep_aspect_ratio_policy 'stretch' dropped");
+      }
+      if (attrString(n, "coordinate_transformation_mode", "") == "half_pixel_symmetric")
+        refuse(n, "has coordinate_transformation_mode 'half_pixel_symmetric' (opset 19)");
+    } else if (op == "ScatterElements" || op == "ScatterND") {
+      const std::string r = attrString(n, "reduction", "none");
+      if (r == "max" || r == "min") refuse(n, "has reduction '" + r + "' (opset 18)");
+    } else if (op == "LpPool") {
+      dropDefaultInt(n, "ceil_mode", 0);
+      dropDefaultInt(n, "dilations", 1);
+    } else if (op == "AveragePool") {
+      dropDefaultInt(n, "dilations", 1);
+    } else if (op == "Cast" || op == "CastLike") {
+      if (findAttr(n, "saturate")) {
+        removeAttr(n, "saturate");  // only float8 targets saturate, and opset 17 has none
+        count(op + ": saturate dropped");
+      }
+    } else if (op == "QuantizeLinear" || op == "DequantizeLinear") {
+      if (findAttr(n, "saturate")) {
+        removeAttr(n, "saturate");
+        count(op + ": saturate dropped");
+      }
+      dropDefaultInt(n, "block_size", 0);
+      if (const auto* a = findAttr(n, "output_dtype")) {
+        // Opset 21: the output type when there is no zero point to give it (uint8 by default).
+        const bool has_zero_point = n.input_size() > 2 && !n.input(2).empty();
+        if (!has_zero_point && a->i() != 0 && a->i() != onnx::TensorProto::UINT8)
+          refuse(n, "sets output_dtype " + std::to_string(a->i()) + " without a zero point (opset 21)");
+        removeAttr(n, "output_dtype");
+        count(op + ": output_dtype dropped (the zero point's type)");
+      }
+    } else if (op == "GridSample") {
+      if (auto* a = mutableAttr(n, "mode")) {
+        if (a->s() == "linear") a->set_s("bilinear");
+        else if (a->s() == "cubic") a->set_s("bicubic");
+        else if (a->s() != "nearest") refuse(n, "has mode '" + a->s() + "'");
+        count("GridSample: mode renamed to its opset-16 name");
+      }
+    } else if (op == "DFT" && from >= 20) {
+      refuse(n, "is the opset-20 DFT (axis as an input, another default axis)");
+    } else if (op == "Mish") {
+      mish(n, out, extra);
+      return;
+    } else if (op == "Gelu") {
+      gelu(n, out, extra);
+      return;
+    } else if (kNewOps.count(op)) {
+      refuse(n, "is an op opset " + std::to_string(to) + " does not have");
+    }
+    out.push_back(std::move(n));
+  }
+
+  void reduce(onnx::NodeProto& n) {
+    const bool noop = attrInt(n, "noop_with_empty_axes", 0) != 0;
+    removeAttr(n, "noop_with_empty_axes");
+    std::vector<int64_t> axes;
+    const bool has_axes = n.input_size() > 1 && !n.input(1).empty();
+    if (has_axes) axes = constInts(n, n.input(1));
+    while (n.input_size() > 1) n.mutable_input()->RemoveLast();
+    if (axes.empty() && noop) {
+      n.set_op_type("Identity");
+      n.clear_attribute();
+      count("Reduce with noop_with_empty_axes and no axes: Identity");
+      return;
+    }
+    if (!axes.empty()) {
+      auto* a = n.add_attribute();
+      a->set_name("axes");
+      a->set_type(onnx::AttributeProto::INTS);
+      for (int64_t v : axes) a->add_ints(v);
+    }
+    count(n.op_type() + ": axes input -> attribute");
+  }
+
+  // A float scalar of the model's float type (CastLike to `like` when the model mixes float types).
+  std::string scalar(float v, const std::string& like, const std::string& base, std::vector<onnx::NodeProto>& out,
+                     std::vector<onnx::TensorProto>& extra) {
+    const std::string name = fresh(base);
+    Tensor t = Tensor::scalar(v);
+    if (float_type != 0 && float_type != onnx::TensorProto::FLOAT)
+      t = t.cast(fromOnnxType(float_type));
+    if (constants_as_nodes) {
+      onnx::NodeProto c;
+      c.set_op_type("Constant");
+      c.add_output(name);
+      auto* a = c.add_attribute();
+      a->set_name("value");
+      a->set_type(onnx::AttributeProto::TENSOR);
+      *a->mutable_t() = tensorToProto(t, name);
+      out.push_back(std::move(c));
+    } else {
+      extra.push_back(tensorToProto(t, name));
+    }
+    if (float_type != 0) return name;
+    onnx::NodeProto c;
+    c.set_op_type("CastLike");
+    c.add_input(name);
+    c.add_input(like);
+    c.add_output(fresh(name + "_like"));
+    out.push_back(c);
+    return c.output(0);
+  }
+
+  onnx::NodeProto& emit(std::vector<onnx::NodeProto>& out, const onnx::NodeProto& from_node, const std::string& op,
+                        std::vector<std::string> inputs, const std::string& output) {
+    onnx::NodeProto k;
+    k.set_op_type(op);
+    if (!from_node.name().empty()) k.set_name(fresh(from_node.name() + "/" + op));
+    for (auto& i : inputs) k.add_input(i);
+    k.add_output(output);
+    out.push_back(std::move(k));
+    return out.back();
+  }
+
+  // Mish(x) = x * tanh(softplus(x)).
+  void mish(const onnx::NodeProto& n, std::vector<onnx::NodeProto>& out, std::vector<onnx::TensorProto>&) {
+    const std::string& x = n.input(0);
+    const std::string base = n.output(0);
+    const std::string sp = fresh(base + "/softplus"), th = fresh(base + "/tanh");
+    emit(out, n, "Softplus", {x}, sp);
+    emit(out, n, "Tanh", {sp}, th);
+    emit(out, n, "Mul", {x, th}, n.output(0));
+    count("Mish -> Softplus, Tanh, Mul");
+  }
+
+  // Gelu(x) = x/2 (1 + erf(x/sqrt 2)); approximate "tanh": x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
+  void gelu(const onnx::NodeProto& n, std::vector<onnx::NodeProto>& out, std::vector<onnx::TensorProto>& extra) {
+    const std::string& x = n.input(0);
+    const std::string base = n.output(0);
+    const std::string approx = attrString(n, "approximate", "none");
+    const std::string one = scalar(1.0f, x, base + "/one", out, extra), half = scalar(0.5f, x, base + "/half", out, extra);
+    std::string inner;
+    if (approx == "none") {
+      const std::string sqrt2 = scalar(1.4142135623730951f, x, base + "/sqrt2", out, extra);
+      emit(out, n, "Div", {x, sqrt2}, fresh(base + "/div"));
+      emit(out, n, "Erf", {out.back().output(0)}, fresh(base + "/erf"));
+      inner = out.back().output(0);
+      count("Gelu -> Div, Erf, Add, Mul, Mul");
+    } else if (approx == "tanh") {
+      const std::string k = scalar(0.044715f, x, base + "/k", out, extra);
+      const std::string s = scalar(0.7978845608028654f, x, base + "/sqrt_2_over_pi", out, extra);
+      emit(out, n, "Mul", {x, x}, fresh(base + "/x2"));
+      emit(out, n, "Mul", {out.back().output(0), x}, fresh(base + "/x3"));
+      emit(out, n, "Mul", {out.back().output(0), k}, fresh(base + "/kx3"));
+      emit(out, n, "Add", {x, out.back().output(0)}, fresh(base + "/poly"));
+      emit(out, n, "Mul", {out.back().output(0), s}, fresh(base + "/scaled"));
+      emit(out, n, "Tanh", {out.back().output(0)}, fresh(base + "/tanh"));
+      inner = out.back().output(0);
+      count("Gelu (tanh) -> Mul, Add, Tanh, Mul");
+    } else {
+      refuse(n, "has approximate '" + approx + "'");
+    }
+    emit(out, n, "Add", {inner, one}, fresh(base + "/add"));
+    emit(out, n, "Mul", {x, out.back().output(0)}, fresh(base + "/mul"));
+    emit(out, n, "Mul", {out.back().output(0), half}, n.output(0));
+  }
+
+  // The nodes of a graph or a function body (whose constants `g` is null for: a body has no
+  // initializers, so the scalars a rewrite needs become Constant nodes there).
+  void nodes(google::protobuf::RepeatedPtrField<onnx::NodeProto>& ns, onnx::GraphProto* g) {
+    std::unordered_map<std::string, const onnx::TensorProto*> scope;
+    if (g)
+      for (const auto& t : g->initializer()) scope[t.name()] = &t;
+    for (const auto& n : ns)
+      if (n.op_type() == "Constant" && isDefaultDomain(n.domain()) && n.output_size() == 1)
+        if (const auto* a = findAttr(n, "value"); a && a->has_t()) scope[n.output(0)] = &a->t();
+    scopes.push_back(std::move(scope));
+    const bool outer = constants_as_nodes;
+    constants_as_nodes = g == nullptr;
+    std::vector<onnx::NodeProto> out;
+    std::vector<onnx::TensorProto> extra;
+    out.reserve(static_cast<size_t>(ns.size()));
+    for (const auto& n : ns) node(n, out, extra);
+    constants_as_nodes = outer;
+    scopes.pop_back();
+    ns.Clear();
+    for (auto& n : out) *ns.Add() = std::move(n);
+    for (auto& t : extra) *g->add_initializer() = std::move(t);
+  }
+
+  void graph(onnx::GraphProto& g) { nodes(*g.mutable_node(), &g); }
+};
+
+void collectNames(const onnx::GraphProto& g, std::unordered_set<std::string>& used) {
+  for (const auto& v : g.input()) used.insert(v.name());
+  for (const auto& v : g.output()) used.insert(v.name());
+  for (const auto& v : g.value_info()) used.insert(v.name());
+  for (const auto& t : g.initializer()) used.insert(t.name());
+  for (const auto& n : g.node()) {
+    used.insert(n.name());
+    for (const auto& s : n.input()) used.insert(s);
+    for (const auto& s : n.output()) used.insert(s);
+    for (const auto& a : n.attribute()) {
+      if (a.has_g()) collectNames(a.g(), used);
+      for (const auto& sg : a.graphs()) collectNames(sg, used);
+    }
+  }
+}
+
+// Element types of tensors and declarations, for the IR-version check and the constants' type.
+void collectTypes(const onnx::GraphProto& g, std::set<int>& types) {
+  auto vi = [&](const onnx::ValueInfoProto& v) {
+    if (v.type().has_tensor_type()) types.insert(v.type().tensor_type().elem_type());
+  };
+  for (const auto& v : g.input()) vi(v);
+  for (const auto& v : g.output()) vi(v);
+  for (const auto& v : g.value_info()) vi(v);
+  for (const auto& t : g.initializer()) types.insert(t.data_type());
+  for (const auto& n : g.node())
+    for (const auto& a : n.attribute()) {
+      if (a.has_t()) types.insert(a.t().data_type());
+      if (a.name() == "to" && a.type() == onnx::AttributeProto::INT) types.insert(static_cast<int>(a.i()));
+      if (a.has_g()) collectTypes(a.g(), types);
+      for (const auto& sg : a.graphs()) collectTypes(sg, types);
+    }
+}
+
+}  // namespace
+
+std::vector<std::string> lowerToKnownVersions(onnx::ModelProto& p, const std::string& label) {
+  std::vector<std::string> notes;
+  const int64_t known_ir = knownIrVersion();
+  const int64_t to = knownOpset();
+  int64_t from = 0;
+  for (const auto& o : p.opset_import())
+    if (isDefaultDomain(o.domain())) from = o.version();
+  const bool new_ir = p.ir_version() > known_ir, new_opset = from > to;
+  if (!new_ir && !new_opset) return notes;
+
+  std::set<int> types;
+  collectTypes(p.graph(), types);
+  for (const auto& f : p.functions()) {
+    onnx::GraphProto body;  // only its nodes: for their Constant tensors and Cast targets
+    *body.mutable_node() = f.node();
+    collectTypes(body, types);
+  }
+  for (int t : types)
+    if (t > onnx::TensorProto::BFLOAT16)
+      fail(label, ": uses element type ", t,
+           " (float8, int4 or a later type, IR version 9 on), which lwc does not support; export the model in "
+           "float32 or float16");
+  if (new_opset && from > kMaxReadableOpset)
+    fail(label, ": imports opset ", from, "; lwc reads opsets up to ", kMaxReadableOpset, " (rewritten into opset ", to,
+         ", the newest its ONNX library knows): export the model with opset_version=", to);
+
+  if (new_opset) {
+    Lowering l;
+    l.label = label;
+    l.from = from;
+    l.to = to;
+    collectNames(p.graph(), l.used);
+    for (const auto& f : p.functions())
+      for (const auto& n : f.node()) {
+        for (const auto& v : n.input()) l.used.insert(v);
+        for (const auto& v : n.output()) l.used.insert(v);
+      }
+    std::set<int> floats;
+    for (int t : types)
+      if (t == onnx::TensorProto::FLOAT || t == onnx::TensorProto::FLOAT16 || t == onnx::TensorProto::DOUBLE ||
+          t == onnx::TensorProto::BFLOAT16)
+        floats.insert(t);
+    l.float_type = floats.size() == 1 ? *floats.begin() : 0;
+    l.graph(*p.mutable_graph());
+    for (auto& f : *p.mutable_functions()) {
+      l.nodes(*f.mutable_node(), nullptr);
+      for (auto& o : *f.mutable_opset_import())
+        if (isDefaultDomain(o.domain()) && o.version() > to) o.set_version(to);
+    }
+    for (auto& o : *p.mutable_opset_import())
+      if (isDefaultDomain(o.domain())) o.set_version(to);
+    std::string what;
+    for (const auto& [k, c] : l.changes) what += (what.empty() ? "" : "; ") + k + " (" + std::to_string(c) + ")";
+    notes.push_back("lwc reads opset " + std::to_string(from) + " as opset " + std::to_string(to) +
+                    " (the newest its ONNX library knows) and the models it writes import opset " + std::to_string(to) +
+                    (what.empty() ? ": no node needed a change" : ": " + what));
+  }
+  if (new_ir) {
+    notes.push_back("lwc reads IR version " + std::to_string(p.ir_version()) + " as IR version " +
+                    std::to_string(known_ir) + " (the model uses none of the later types) and writes IR version " +
+                    std::to_string(known_ir));
+    p.set_ir_version(known_ir);
+  }
+  return notes;
+}
+
+}  // namespace lwc

@@ -1,0 +1,256 @@
+// Models newer than Debian's ONNX 1.12 (opset 17, IR 8): read by lowering them (lwc/opset_lowering.h).
+#include <catch2/catch.hpp>
+
+#include <cmath>
+
+#include "lwc/engine.h"
+#include "lwc/model_fixups.h"
+#include "lwc/model_io.h"
+#include "lwc/opset_lowering.h"
+#include "lwc/pipeline.h"
+#include "lwc/status.h"
+#include "support/engine_util.h"
+
+using namespace lwc;
+using namespace lwc::test;
+
+namespace {
+
+std::string joined(const std::vector<std::string>& v) {
+  std::string s;
+  for (const auto& x : v) s += x + "\n";
+  return s;
+}
+
+const Node* nodeWithOutput(const Model& m, const std::string& out) {
+  for (const auto& n : m.graph.nodes)
+    if (!n.outputs.empty() && n.outputs[0] == out) return &n;
+  return nullptr;
+}
+
+Tensor runOne(const Model& m, const Tensor& x, const std::string& out) {
+  engine::Session s(m);
+  return s.run({{"x", x}}).at(out);
+}
+
+}  // namespace
+
+TEST_CASE("an opset-20 model reads as opset 17 and computes what its ops define", "[opset_lowering]") {
+  REQUIRE(knownOpset() == 17);
+  Model m = parseModelText(R"(
+<ir_version: 10, opset_import: ["" : 20]>
+g (float[2, 3, 4, 5] x) => (float[2, 3] mean, float[2, 3, 4, 5] same, float[2, 3, 2, 5] lo, float[2, 3, 2, 5] hi,
+                            float[2, 3, 4, 5] mish, float[2, 3, 4, 5] gelu, float[2, 3, 4, 5] gelu_tanh,
+                            float[2, 3, 4, 5] cast, float[2, 3, 3, 4] pool)
+<int64[2] axes = {2, 3}>
+{
+  mean = ReduceMean <keepdims = 0> (x, axes)
+  same = ReduceL2 <noop_with_empty_axes = 1> (x)
+  lo, hi = Split <axis = 2, num_outputs = 2> (x)
+  mish = Mish (x)
+  gelu = Gelu (x)
+  gelu_tanh = Gelu <approximate = "tanh"> (x)
+  cast = Cast <to = 1, saturate = 1> (x)
+  pool = AveragePool <kernel_shape = [2, 2], dilations = [1, 1]> (x)
+}
+)");
+  CHECK(m.opsetFor("") == 17);
+  CHECK(m.ir_version == 8);
+  const std::string notes = joined(m.load_notes);
+  INFO(notes);
+  CHECK_THAT(notes, Catch::Contains("reads opset 20 as opset 17") && Catch::Contains("ReduceMean: axes input -> attribute (1)") &&
+                        Catch::Contains("Identity (1)") && Catch::Contains("Split: num_outputs dropped (equal parts) (1)") &&
+                        Catch::Contains("Mish -> Softplus, Tanh, Mul (1)") && Catch::Contains("Gelu -> Div, Erf") &&
+                        Catch::Contains("Gelu (tanh)") && Catch::Contains("Cast: saturate dropped (1)") &&
+                        Catch::Contains("AveragePool: dilations left at its default, dropped (1)") &&
+                        Catch::Contains("reads IR version 10 as IR version 8"));
+  // The model is now one ONNX 1.12 checks and infers, and lwc writes it at opset 17, IR 8.
+  CHECK_NOTHROW(checkModelForOutput(m));
+  const onnx::ModelProto p = modelToProto(m);
+  CHECK(p.ir_version() == 8);
+  CHECK(p.opset_import(0).version() == 17);
+  const Node* mean = nodeWithOutput(m, "mean");
+  REQUIRE(mean);
+  CHECK(mean->inputs.size() == 1);
+  CHECK(mean->attrInts("axes") == std::vector<int64_t>{2, 3});
+  CHECK(nodeWithOutput(m, "same")->op_type == "Identity");
+  CHECK_FALSE(nodeWithOutput(m, "lo")->hasAttr("num_outputs"));
+  // An all-float32 model gets float32 constants, no CastLike.
+  for (const auto& n : m.graph.nodes) CHECK(n.op_type != "CastLike");
+
+  // normalizeModel hands the notes on once.
+  const auto lines = normalizeModel(m);
+  CHECK(lines.size() == 2);
+  CHECK(m.load_notes.empty());
+
+  const Tensor x = randomFloat({2, 3, 4, 5}, 11, -3.0f, 3.0f);
+  engine::Session s(m);
+  const auto out = s.run({{"x", x}});
+  const float* xv = x.data<float>();
+  const float* mv = out.at("mean").data<float>();
+  for (int i = 0; i < 6; ++i) {
+    double sum = 0;
+    for (int j = 0; j < 20; ++j) sum += xv[i * 20 + j];
+    CHECK(mv[i] == Approx(sum / 20).margin(1e-6));
+  }
+  CHECK(out.at("same").bitEqual(x));
+  CHECK(out.at("lo").shape() == Shape{2, 3, 2, 5});
+  CHECK(out.at("hi").data<float>()[0] == xv[10]);
+  const float* mish = out.at("mish").data<float>();
+  const float* gelu = out.at("gelu").data<float>();
+  const float* gelu_tanh = out.at("gelu_tanh").data<float>();
+  for (int64_t i = 0; i < x.numel(); ++i) {
+    const double v = xv[i];
+    CHECK(mish[i] == Approx(v * std::tanh(std::log1p(std::exp(v)))).margin(1e-5));
+    CHECK(gelu[i] == Approx(0.5 * v * (1 + std::erf(v / std::sqrt(2.0)))).margin(1e-5));
+    CHECK(gelu_tanh[i] ==
+          Approx(0.5 * v * (1 + std::tanh(std::sqrt(2 / M_PI) * (v + 0.044715 * v * v * v)))).margin(1e-5));
+  }
+  CHECK(out.at("cast").bitEqual(x));
+  CHECK(out.at("pool").data<float>()[0] == Approx((xv[0] + xv[1] + xv[5] + xv[6]) / 4).margin(1e-6));
+}
+
+TEST_CASE("opset lowering: constants in Constant nodes, subgraphs, and a float16 model", "[opset_lowering]") {
+  SECTION("axes from a Constant node, in an If branch") {
+    Model m = parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 18]>
+g (float[2, 4] x, bool c) => (float[2] y)
+{
+  y = If (c) <then_branch = g1 () => (float[2] a) {
+      k = Constant <value = int64[1] {1}> ()
+      a = ReduceMax <keepdims = 0> (x, k)
+    }, else_branch = g2 () => (float[2] b) {
+      b = ReduceMin <keepdims = 0, axes = [1]> (x)
+    }>
+}
+)");
+    CHECK(m.opsetFor("") == 17);
+    CHECK_NOTHROW(checkModelForOutput(m));
+    // (The engine does not run If; the branch's node is checked as ONNX 1.12 reads it.)
+    const onnx::GraphProto& branch = m.graph.nodes.at(0).attr("then_branch")->g();
+    const onnx::NodeProto& reduce = branch.node(branch.node_size() - 1);
+    CHECK(reduce.op_type() == "ReduceMax");
+    CHECK(reduce.input_size() == 1);
+    REQUIRE(reduce.attribute_size() == 2);
+    const auto& axes = reduce.attribute(0).name() == "axes" ? reduce.attribute(0) : reduce.attribute(1);
+    CHECK(axes.name() == "axes");
+    CHECK(std::vector<int64_t>(axes.ints().begin(), axes.ints().end()) == std::vector<int64_t>{1});
+  }
+  SECTION("a float16 model's Gelu gets float16 constants") {
+    Model m = parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 20]>
+g (float16[3] x) => (float16[3] y)
+{
+  y = Gelu (x)
+}
+)");
+    int half_constants = 0;
+    for (const auto& [name, t] : m.graph.initializers.items()) half_constants += t.dtype() == DType::Float16;
+    CHECK(half_constants == 3);
+    CHECK_NOTHROW(checkModelForOutput(m));
+  }
+  SECTION("a model with float16 and float32 tensors casts the constants like x") {
+    Model m = parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 20]>
+g (float16[3] x) => (float[3] y)
+{
+  g = Gelu (x)
+  y = Cast <to = 1> (g)
+}
+)");
+    int cast_like = 0;
+    for (const auto& n : m.graph.nodes) cast_like += n.op_type == "CastLike";
+    CHECK(cast_like == 3);
+    CHECK_NOTHROW(checkModelForOutput(m));
+  }
+}
+
+TEST_CASE("opset lowering refuses what opset 17 cannot say, naming the node", "[opset_lowering]") {
+  auto refused = [](const char* text) -> std::string {
+    try {
+      parseModelText(text);
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "(read without an error)";
+  };
+  CHECK_THAT(refused(R"(
+<ir_version: 8, opset_import: ["" : 18]>
+g (float[2, 4] x, int64[1] k) => (float[2] y)
+{
+  y = ReduceMean <keepdims = 0> (x, k)
+}
+)"),
+             Catch::Contains("ReduceMean (output 'y')") && Catch::Contains("'k', which is computed at run time") &&
+                 Catch::Contains("opset_version=17"));
+  CHECK_THAT(refused(R"(
+<ir_version: 8, opset_import: ["" : 18]>
+g (float[2, 4] x) => (float[2, 6] y)
+<int64[2] pads = {1, 1}, int64[1] axes = {1}>
+{
+  y = Pad (x, pads, , axes)
+}
+)"),
+             Catch::Contains("Pad (output 'y') pads only some axes"));
+  CHECK_THAT(refused(R"(
+<ir_version: 8, opset_import: ["" : 18]>
+g (float[1, 1, 4, 4] x) => (float[1, 1, 2, 2] y)
+<float[4] scales = {1.0, 1.0, 0.5, 0.5}>
+{
+  y = Resize <antialias = 1> (x, , scales)
+}
+)"),
+             Catch::Contains("Resize (output 'y') has antialias 1"));
+  CHECK_THAT(refused(R"(
+<ir_version: 8, opset_import: ["" : 21]>
+g (float[1, 4, 2] x, float[4] s, float[4] b) => (float[1, 4, 2] y)
+{
+  y = GroupNormalization <num_groups = 2> (x, s, b)
+}
+)"),
+             Catch::Contains("GroupNormalization (output 'y') is an op opset 17 does not have"));
+  CHECK_THAT(refused(R"(
+<ir_version: 8, opset_import: ["" : 23]>
+g (float[2] x) => (float[2] y)
+{
+  y = Relu (x)
+}
+)"),
+             Catch::Contains("imports opset 23; lwc reads opsets up to 22"));
+  // A float8 tensor (IR 9 on): refused by type, whatever the opset.
+  onnx::ModelProto p = modelToProto(parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 13]>
+g (float[2] x) => (float[2] y)
+{
+  y = Relu (x)
+}
+)"));
+  p.set_ir_version(9);
+  p.mutable_graph()->mutable_input(0)->mutable_type()->mutable_tensor_type()->set_elem_type(17);
+  CHECK_THROWS_WITH(modelFromProto(p, {}, "f8.onnx"), Catch::Contains("f8.onnx: uses element type 17") &&
+                                                         Catch::Contains("export the model in float32 or float16"));
+}
+
+TEST_CASE("a model at a known opset and IR version is read unchanged", "[opset_lowering]") {
+  const char* text = R"(
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[2, 4] x) => (float[2] y)
+{
+  y = ReduceMean <keepdims = 0, axes = [1]> (x)
+}
+)";
+  Model m = parseModelText(text);
+  CHECK(m.load_notes.empty());
+  CHECK(m.opsetFor("") == 17);
+  onnx::ModelProto p = modelToProto(m);
+  onnx::ModelProto lowered = p;
+  CHECK(lowerToKnownVersions(lowered, "m").empty());
+  CHECK(lowered.SerializeAsString() == p.SerializeAsString());
+  // The same model at IR 9 only changes its IR version.
+  p.set_ir_version(9);
+  const Model m9 = modelFromProto(p, {}, "m9");
+  REQUIRE(m9.load_notes.size() == 1);
+  CHECK_THAT(m9.load_notes[0], Catch::Contains("reads IR version 9 as IR version 8"));
+  CHECK(m9.ir_version == 8);
+  CHECK(runOne(m9, Tensor::fromVector<float>({2, 4}, {1, 2, 3, 4, 5, 6, 7, 8}), "y").data<float>()[1] == 6.5f);
+}
