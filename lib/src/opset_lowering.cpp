@@ -215,9 +215,10 @@ struct Lowering {
 
   void reduce(onnx::NodeProto& n) {
     const bool noop = attrInt(n, "noop_with_empty_axes", 0) != 0;
+    const bool has_axes = n.input_size() > 1 && !n.input(1).empty();
+    if (!has_axes && !findAttr(n, "noop_with_empty_axes")) return;  // the same node at opset 17
     removeAttr(n, "noop_with_empty_axes");
     std::vector<int64_t> axes;
-    const bool has_axes = n.input_size() > 1 && !n.input(1).empty();
     if (has_axes) axes = constInts(n, n.input(1));
     while (n.input_size() > 1) n.mutable_input()->RemoveLast();
     if (axes.empty() && noop) {
@@ -232,7 +233,7 @@ struct Lowering {
       a->set_type(onnx::AttributeProto::INTS);
       for (int64_t v : axes) a->add_ints(v);
     }
-    count(n.op_type() + ": axes input -> attribute");
+    count(n.op_type() + (has_axes ? ": axes input -> attribute" : ": noop_with_empty_axes 0 dropped"));
   }
 
   // A float scalar of the model's float type (CastLike to `like` when the model mixes float types).
