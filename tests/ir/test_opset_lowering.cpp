@@ -1,0 +1,143 @@
+// Models newer than Debian's ONNX 1.12 (opset 17, IR 8), as lwc reads them (lwc/opset_lowering.h);
+// what they compute is tested in tests/engine/test_opset_lowering.cpp. Here under the sanitizers.
+#include <catch2/catch.hpp>
+
+#include <onnx/checker.h>
+
+#include "lwc/model_fixups.h"
+#include "lwc/model_io.h"
+#include "lwc/opset_lowering.h"
+#include "lwc/status.h"
+
+using namespace lwc;
+
+TEST_CASE("opset lowering refuses what opset 17 cannot say, naming the node", "[opset_lowering]") {
+  auto refused = [](const char* text) -> std::string {
+    try {
+      parseModelText(text);
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "(read without an error)";
+  };
+  CHECK_THAT(refused(R"(
+<ir_version: 8, opset_import: ["" : 18]>
+g (float[2, 4] x, int64[1] k) => (float[2] y)
+{
+  y = ReduceMean <keepdims = 0> (x, k)
+}
+)"),
+             Catch::Contains("ReduceMean (output 'y')") && Catch::Contains("'k', which is computed at run time") &&
+                 Catch::Contains("opset_version=17"));
+  CHECK_THAT(refused(R"(
+<ir_version: 8, opset_import: ["" : 18]>
+g (float[2, 4] x) => (float[2, 6] y)
+<int64[2] pads = {1, 1}, int64[1] axes = {1}>
+{
+  y = Pad (x, pads, , axes)
+}
+)"),
+             Catch::Contains("Pad (output 'y') pads only some axes"));
+  CHECK_THAT(refused(R"(
+<ir_version: 8, opset_import: ["" : 18]>
+g (float[1, 1, 4, 4] x) => (float[1, 1, 2, 2] y)
+<float[4] scales = {1.0, 1.0, 0.5, 0.5}>
+{
+  y = Resize <antialias = 1> (x, , scales)
+}
+)"),
+             Catch::Contains("Resize (output 'y') has antialias 1"));
+  CHECK_THAT(refused(R"(
+<ir_version: 8, opset_import: ["" : 21]>
+g (float[1, 4, 2] x, float[4] s, float[4] b) => (float[1, 4, 2] y)
+{
+  y = GroupNormalization <num_groups = 2> (x, s, b)
+}
+)"),
+             Catch::Contains("GroupNormalization (output 'y') is an op opset 17 does not have"));
+  CHECK_THAT(refused(R"(
+<ir_version: 8, opset_import: ["" : 23]>
+g (float[2] x) => (float[2] y)
+{
+  y = Relu (x)
+}
+)"),
+             Catch::Contains("imports opset 23; lwc reads opsets up to 22"));
+  // A float8 tensor (IR 9 on): refused by type, whatever the opset.
+  onnx::ModelProto p = modelToProto(parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 13]>
+g (float[2] x) => (float[2] y)
+{
+  y = Relu (x)
+}
+)"));
+  p.set_ir_version(9);
+  p.mutable_graph()->mutable_input(0)->mutable_type()->mutable_tensor_type()->set_elem_type(17);
+  CHECK_THROWS_WITH(modelFromProto(p, {}, "f8.onnx"), Catch::Contains("f8.onnx: uses element type 17") &&
+                                                         Catch::Contains("export the model in float32 or float16"));
+}
+
+TEST_CASE("a model at a known opset and IR version is read unchanged", "[opset_lowering]") {
+  const char* text = R"(
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[2, 4] x) => (float[2] y)
+{
+  y = ReduceMean <keepdims = 0, axes = [1]> (x)
+}
+)";
+  Model m = parseModelText(text);
+  CHECK(m.load_notes.empty());
+  CHECK(m.opsetFor("") == 17);
+  onnx::ModelProto p = modelToProto(m);
+  onnx::ModelProto lowered = p;
+  CHECK(lowerToKnownVersions(lowered, "m").empty());
+  CHECK(lowered.SerializeAsString() == p.SerializeAsString());
+  // The same model at IR 9 only changes its IR version.
+  p.set_ir_version(9);
+  const Model m9 = modelFromProto(p, {}, "m9");
+  REQUIRE(m9.load_notes.size() == 1);
+  CHECK_THAT(m9.load_notes[0], Catch::Contains("reads IR version 9 as IR version 8"));
+  CHECK(m9.ir_version == 8);
+}
+
+TEST_CASE("opset lowering rewrites model-local function bodies with Constant nodes for their scalars", "[opset_lowering]") {
+  onnx::ModelProto p = modelToProto(parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 17, "lwc.test" : 1]>
+g (float[2, 3] x) => (float[2, 3] y)
+{
+  y = lwc.test.Act (x)
+}
+)"));
+  onnx::FunctionProto* f = p.add_functions();
+  f->set_domain("lwc.test");
+  f->set_name("Act");
+  f->add_input("a");
+  f->add_output("b");
+  onnx::NodeProto* gelu = f->add_node();
+  gelu->set_op_type("Gelu");
+  gelu->add_input("a");
+  gelu->add_output("b");
+  auto* o = f->add_opset_import();
+  o->set_domain("");
+  o->set_version(20);
+  p.mutable_opset_import(0)->set_version(20);
+
+  Model m = modelFromProto(p, {}, "fn.onnx");
+  REQUIRE(m.functions.size() == 1);
+  const onnx::FunctionProto& body = m.functions[0];
+  CHECK(body.opset_import(0).version() == 17);
+  int constants = 0, gelus = 0, erfs = 0;
+  for (const auto& n : body.node()) {
+    constants += n.op_type() == "Constant";
+    gelus += n.op_type() == "Gelu";
+    erfs += n.op_type() == "Erf";
+  }
+  CHECK(constants == 3);
+  CHECK(gelus == 0);
+  CHECK(erfs == 1);
+  CHECK(m.graph.initializers.size() == 0);  // a body has no initializers to put them in
+  // Inlined, the model is one ONNX 1.12's checker accepts.
+  normalizeModel(m);
+  CHECK(m.functions.empty());
+  CHECK_NOTHROW(onnx::checker::check_model(modelToProto(m)));
+}
