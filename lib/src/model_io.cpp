@@ -301,39 +301,8 @@ void validateNodes(const Model& m, const std::string& label) {
     }
   }
 }
-}  // namespace
 
-namespace {
-Model modelFromKnownProto(const onnx::ModelProto& proto, const fs::path& base_dir, const std::string& label,
-                          const LoadOptions& opts);
-
-bool newerThanKnown(const onnx::ModelProto& p) {
-  if (p.ir_version() > knownIrVersion()) return true;
-  for (const auto& o : p.opset_import())
-    if ((o.domain().empty() || o.domain() == "ai.onnx") && o.version() > knownOpset()) return true;
-  return false;
-}
-
-// A model of a newer opset or IR version is lowered first (in place), its notes kept for the user.
-Model modelFromOwnedProto(onnx::ModelProto& proto, const fs::path& base_dir, const std::string& label,
-                          const LoadOptions& opts) {
-  std::vector<std::string> notes;
-  if (proto.has_graph() && proto.ir_version() > 0 && newerThanKnown(proto)) notes = lowerToKnownVersions(proto, label);
-  Model m = modelFromKnownProto(proto, base_dir, label, opts);
-  m.load_notes = std::move(notes);
-  return m;
-}
-}  // namespace
-
-Model modelFromProto(const onnx::ModelProto& proto, const fs::path& base_dir, const std::string& label,
-                     const LoadOptions& opts) {
-  if (!proto.has_graph() || proto.ir_version() <= 0 || !newerThanKnown(proto))
-    return modelFromKnownProto(proto, base_dir, label, opts);
-  onnx::ModelProto copy = proto;
-  return modelFromOwnedProto(copy, base_dir, label, opts);
-}
-
-namespace {
+// The IR of a model whose opset and IR version ONNX's library here knows.
 Model modelFromKnownProto(const onnx::ModelProto& proto, const fs::path& base_dir, const std::string& label,
                           const LoadOptions& opts) {
   if (!proto.has_graph() || proto.ir_version() <= 0)
@@ -398,7 +367,32 @@ Model modelFromKnownProto(const onnx::ModelProto& proto, const fs::path& base_di
   }
   return m;
 }
+
+bool newerThanKnown(const onnx::ModelProto& p) {
+  if (p.ir_version() > knownIrVersion()) return true;
+  for (const auto& o : p.opset_import())
+    if ((o.domain().empty() || o.domain() == "ai.onnx") && o.version() > knownOpset()) return true;
+  return false;
+}
+
+// A model of a newer opset or IR version is lowered first (in place), its notes kept for the user.
+Model modelFromOwnedProto(onnx::ModelProto& proto, const fs::path& base_dir, const std::string& label,
+                          const LoadOptions& opts) {
+  std::vector<std::string> notes;
+  if (proto.has_graph() && proto.ir_version() > 0 && newerThanKnown(proto)) notes = lowerToKnownVersions(proto, label);
+  Model m = modelFromKnownProto(proto, base_dir, label, opts);
+  m.load_notes = std::move(notes);
+  return m;
+}
 }  // namespace
+
+Model modelFromProto(const onnx::ModelProto& proto, const fs::path& base_dir, const std::string& label,
+                     const LoadOptions& opts) {
+  if (!proto.has_graph() || proto.ir_version() <= 0 || !newerThanKnown(proto))
+    return modelFromKnownProto(proto, base_dir, label, opts);
+  onnx::ModelProto copy = proto;
+  return modelFromOwnedProto(copy, base_dir, label, opts);
+}
 
 Model loadModel(const fs::path& path, const LoadOptions& opts) {
   const std::string bytes = readFile(path, "model file");
