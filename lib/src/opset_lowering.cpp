@@ -201,11 +201,12 @@ struct Lowering {
       }
     } else if (op == "DFT" && from >= 20) {
       refuse(n, "is the opset-20 DFT (axis as an input, another default axis)");
-    } else if (op == "Mish") {
-      mish(n, out, extra);
-      return;
-    } else if (op == "Gelu") {
-      gelu(n, out, extra);
+    } else if (op == "Mish" || op == "Gelu") {
+      if (n.input_size() != 1 || n.input(0).empty() || n.output_size() != 1 || n.output(0).empty())
+        fail(label, ": node ", describe(n), " has ", n.input_size(), " inputs and ", n.output_size(), " outputs; ", op,
+             " takes one of each: the model is corrupt or was edited by hand");
+      if (op == "Mish") mish(n, out, extra);
+      else gelu(n, out, extra);
       return;
     } else if (kNewOps.count(op)) {
       refuse(n, "is an op opset " + std::to_string(to) + " does not have");

@@ -63,6 +63,14 @@ g (float[2] x) => (float[2] y)
 }
 )"),
              Catch::Contains("imports opset 23; lwc reads opsets up to 22"));
+  CHECK_THAT(refused(R"(
+<ir_version: 8, opset_import: ["" : 20]>
+g (float[2] x) => (float[2] y)
+{
+  y = Gelu ()
+}
+)"),
+             Catch::Contains("Gelu (output 'y') has 0 inputs and 1 outputs; Gelu takes one of each"));
   // A float8 tensor (IR 9 on): refused by type, whatever the opset.
   onnx::ModelProto p = modelToProto(parseModelText(R"(
 <ir_version: 8, opset_import: ["" : 13]>
