@@ -215,11 +215,18 @@ std::string claimName(std::unordered_set<std::string>& used, const std::string& 
 
 // ---------------------------------------------------------------- Model
 
+bool isDefaultDomain(std::string_view domain) { return domain.empty() || domain == "ai.onnx"; }
+
+const onnx::AttributeProto* findAttribute(const onnx::NodeProto& n, std::string_view name) {
+  for (const auto& a : n.attribute())
+    if (a.name() == name) return &a;
+  return nullptr;
+}
+
 int64_t Model::opsetFor(std::string_view d) const {
-  const bool dflt = d.empty() || d == "ai.onnx";
+  const bool dflt = isDefaultDomain(d);
   for (const auto& o : opset_imports) {
-    const bool od = o.domain.empty() || o.domain == "ai.onnx";
-    if ((dflt && od) || o.domain == d) return o.version;
+    if ((dflt && isDefaultDomain(o.domain)) || o.domain == d) return o.version;
   }
   return 0;
 }

@@ -253,7 +253,7 @@ namespace {
 void validateNodes(const Model& m, const std::string& label) {
   int64_t opset = 0;
   for (const auto& o : m.opset_imports)
-    if (o.domain.empty() || o.domain == "ai.onnx") opset = o.version;
+    if (isDefaultDomain(o.domain)) opset = o.version;
   if (opset <= 0) return;
   const auto& registry = *onnx::OpSchemaRegistry::Instance();
   for (const Node& n : m.graph.nodes) {
@@ -366,13 +366,6 @@ Model modelFromKnownProto(const onnx::ModelProto& proto, const fs::path& base_di
     topoSort(G, label);
   }
   return m;
-}
-
-bool newerThanKnown(const onnx::ModelProto& p) {
-  if (p.ir_version() > knownIrVersion()) return true;
-  for (const auto& o : p.opset_import())
-    if ((o.domain().empty() || o.domain() == "ai.onnx") && o.version() > knownOpset()) return true;
-  return false;
 }
 
 // A model of a newer opset or IR version is lowered first (in place), its notes kept for the user.

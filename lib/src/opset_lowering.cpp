@@ -2,17 +2,15 @@
 
 #include <onnx/defs/schema.h>
 
-#include <algorithm>
-#include <functional>
 #include <map>
 #include <set>
 #include <string_view>
 #include <unordered_map>
 #include <unordered_set>
 
+#include "lwc/dtype.h"
 #include "lwc/graph.h"
 #include "lwc/model_io.h"
-#include "lwc/dtype.h"
 #include "lwc/status.h"
 
 namespace lwc {
@@ -24,6 +22,19 @@ int64_t knownOpset() {
 }
 
 int64_t knownIrVersion() { return static_cast<int64_t>(onnx::Version::IR_VERSION); }
+
+namespace {
+int64_t defaultOpset(const onnx::ModelProto& p) {
+  int64_t v = 0;
+  for (const auto& o : p.opset_import())
+    if (isDefaultDomain(o.domain())) v = o.version();
+  return v;
+}
+}  // namespace
+
+bool newerThanKnown(const onnx::ModelProto& p) {
+  return p.ir_version() > knownIrVersion() || defaultOpset(p) > knownOpset();
+}
 
 namespace {
 
@@ -46,12 +57,6 @@ std::string describe(const onnx::NodeProto& n) {
   return d.describe();
 }
 
-const onnx::AttributeProto* findAttr(const onnx::NodeProto& n, std::string_view name) {
-  for (const auto& a : n.attribute())
-    if (a.name() == name) return &a;
-  return nullptr;
-}
-
 onnx::AttributeProto* mutableAttr(onnx::NodeProto& n, std::string_view name) {
   for (auto& a : *n.mutable_attribute())
     if (a.name() == name) return &a;
@@ -68,16 +73,14 @@ void removeAttr(onnx::NodeProto& n, std::string_view name) {
 }
 
 int64_t attrInt(const onnx::NodeProto& n, std::string_view name, int64_t dflt) {
-  const auto* a = findAttr(n, name);
+  const auto* a = findAttribute(n, name);
   return a ? a->i() : dflt;
 }
 
 std::string attrString(const onnx::NodeProto& n, std::string_view name, const std::string& dflt) {
-  const auto* a = findAttr(n, name);
+  const auto* a = findAttribute(n, name);
   return a ? a->s() : dflt;
 }
-
-bool isDefaultDomain(const std::string& d) { return d.empty() || d == "ai.onnx"; }
 
 struct Lowering {
   std::string label;
@@ -108,7 +111,7 @@ struct Lowering {
 
   // An attribute a later opset added, dropped where it holds its default; else the node is refused.
   void dropDefaultInt(onnx::NodeProto& n, std::string_view name, int64_t dflt) {
-    const auto* a = findAttr(n, name);
+    const auto* a = findAttribute(n, name);
     if (!a) return;
     if (a->type() == onnx::AttributeProto::INTS) {
       for (int64_t v : a->ints())
@@ -144,7 +147,7 @@ struct Lowering {
     if (kReduceOps.count(op)) {
       reduce(n);
     } else if (op == "Split") {
-      if (findAttr(n, "num_outputs")) {
+      if (findAttribute(n, "num_outputs")) {
         if (n.input_size() > 1 && !n.input(1).empty()) refuse(n, "has both a split input and num_outputs");
         if (attrInt(n, "num_outputs", 0) != n.output_size())
           refuse(n, "has num_outputs " + std::to_string(attrInt(n, "num_outputs", 0)) + " but " +
@@ -157,8 +160,8 @@ struct Lowering {
       if (attrString(n, "mode", "constant") == "wrap") refuse(n, "pads in mode 'wrap' (opset 19)");
     } else if (op == "Resize") {
       dropDefaultInt(n, "antialias", 0);
-      if (findAttr(n, "axes")) refuse(n, "resizes only some axes (its axes attribute, opset 18)");
-      if (const auto* a = findAttr(n, "keep_aspect_ratio_policy")) {
+      if (findAttribute(n, "axes")) refuse(n, "resizes only some axes (its axes attribute, opset 18)");
+      if (const auto* a = findAttribute(n, "keep_aspect_ratio_policy")) {
         if (a->s() != "stretch") refuse(n, "has keep_aspect_ratio_policy '" + a->s() + "' (opset 18)");
         removeAttr(n, "keep_aspect_ratio_policy");
         count("Resize: keep_aspect_ratio_policy 'stretch' dropped");
@@ -174,17 +177,17 @@ struct Lowering {
     } else if (op == "AveragePool") {
       dropDefaultInt(n, "dilations", 1);
     } else if (op == "Cast" || op == "CastLike") {
-      if (findAttr(n, "saturate")) {
+      if (findAttribute(n, "saturate")) {
         removeAttr(n, "saturate");  // only float8 targets saturate, and opset 17 has none
         count(op + ": saturate dropped");
       }
     } else if (op == "QuantizeLinear" || op == "DequantizeLinear") {
-      if (findAttr(n, "saturate")) {
+      if (findAttribute(n, "saturate")) {
         removeAttr(n, "saturate");
         count(op + ": saturate dropped");
       }
       dropDefaultInt(n, "block_size", 0);
-      if (const auto* a = findAttr(n, "output_dtype")) {
+      if (const auto* a = findAttribute(n, "output_dtype")) {
         // Opset 21: the output type when there is no zero point to give it (uint8 by default).
         const bool has_zero_point = n.input_size() > 2 && !n.input(2).empty();
         if (!has_zero_point && a->i() != 0 && a->i() != onnx::TensorProto::UINT8)
@@ -205,7 +208,7 @@ struct Lowering {
       if (n.input_size() != 1 || n.input(0).empty() || n.output_size() != 1 || n.output(0).empty())
         fail(label, ": node ", describe(n), " has ", n.input_size(), " inputs and ", n.output_size(), " outputs; ", op,
              " takes one of each: the model is corrupt or was edited by hand");
-      if (op == "Mish") mish(n, out, extra);
+      if (op == "Mish") mish(n, out);
       else gelu(n, out, extra);
       return;
     } else if (kNewOps.count(op)) {
@@ -217,7 +220,7 @@ struct Lowering {
   void reduce(onnx::NodeProto& n) {
     const bool noop = attrInt(n, "noop_with_empty_axes", 0) != 0;
     const bool has_axes = n.input_size() > 1 && !n.input(1).empty();
-    if (!has_axes && !findAttr(n, "noop_with_empty_axes")) return;  // the same node at opset 17
+    if (!has_axes && !findAttribute(n, "noop_with_empty_axes")) return;  // the same node at opset 17
     removeAttr(n, "noop_with_empty_axes");
     std::vector<int64_t> axes;
     if (has_axes) axes = constInts(n, n.input(1));
@@ -266,58 +269,56 @@ struct Lowering {
     return c.output(0);
   }
 
-  onnx::NodeProto& emit(std::vector<onnx::NodeProto>& out, const onnx::NodeProto& from_node, const std::string& op,
-                        std::vector<std::string> inputs, const std::string& output) {
+  // Appends op(inputs) -> output, named after the node it replaces; returns the output's name.
+  std::string emit(std::vector<onnx::NodeProto>& out, const onnx::NodeProto& from_node, const std::string& op,
+                   const std::vector<std::string>& inputs, const std::string& output) {
     onnx::NodeProto k;
     k.set_op_type(op);
     if (!from_node.name().empty()) k.set_name(fresh(from_node.name() + "/" + op));
-    for (auto& i : inputs) k.add_input(i);
+    for (const auto& i : inputs) k.add_input(i);
     k.add_output(output);
     out.push_back(std::move(k));
-    return out.back();
+    return output;
   }
 
   // Mish(x) = x * tanh(softplus(x)).
-  void mish(const onnx::NodeProto& n, std::vector<onnx::NodeProto>& out, std::vector<onnx::TensorProto>&) {
+  void mish(const onnx::NodeProto& n, std::vector<onnx::NodeProto>& out) {
     const std::string& x = n.input(0);
-    const std::string base = n.output(0);
-    const std::string sp = fresh(base + "/softplus"), th = fresh(base + "/tanh");
-    emit(out, n, "Softplus", {x}, sp);
-    emit(out, n, "Tanh", {sp}, th);
-    emit(out, n, "Mul", {x, th}, n.output(0));
+    const std::string& base = n.output(0);
+    const std::string sp = emit(out, n, "Softplus", {x}, fresh(base + "/softplus"));
+    const std::string th = emit(out, n, "Tanh", {sp}, fresh(base + "/tanh"));
+    emit(out, n, "Mul", {x, th}, base);
     count("Mish -> Softplus, Tanh, Mul");
   }
 
   // Gelu(x) = x/2 (1 + erf(x/sqrt 2)); approximate "tanh": x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
   void gelu(const onnx::NodeProto& n, std::vector<onnx::NodeProto>& out, std::vector<onnx::TensorProto>& extra) {
     const std::string& x = n.input(0);
-    const std::string base = n.output(0);
+    const std::string& base = n.output(0);
     const std::string approx = attrString(n, "approximate", "none");
     const std::string one = scalar(1.0f, x, base + "/one", out, extra), half = scalar(0.5f, x, base + "/half", out, extra);
     std::string inner;
     if (approx == "none") {
       const std::string sqrt2 = scalar(1.4142135623730951f, x, base + "/sqrt2", out, extra);
-      emit(out, n, "Div", {x, sqrt2}, fresh(base + "/div"));
-      emit(out, n, "Erf", {out.back().output(0)}, fresh(base + "/erf"));
-      inner = out.back().output(0);
+      const std::string div = emit(out, n, "Div", {x, sqrt2}, fresh(base + "/div"));
+      inner = emit(out, n, "Erf", {div}, fresh(base + "/erf"));
       count("Gelu -> Div, Erf, Add, Mul, Mul");
     } else if (approx == "tanh") {
       const std::string k = scalar(0.044715f, x, base + "/k", out, extra);
       const std::string s = scalar(0.7978845608028654f, x, base + "/sqrt_2_over_pi", out, extra);
-      emit(out, n, "Mul", {x, x}, fresh(base + "/x2"));
-      emit(out, n, "Mul", {out.back().output(0), x}, fresh(base + "/x3"));
-      emit(out, n, "Mul", {out.back().output(0), k}, fresh(base + "/kx3"));
-      emit(out, n, "Add", {x, out.back().output(0)}, fresh(base + "/poly"));
-      emit(out, n, "Mul", {out.back().output(0), s}, fresh(base + "/scaled"));
-      emit(out, n, "Tanh", {out.back().output(0)}, fresh(base + "/tanh"));
-      inner = out.back().output(0);
+      const std::string x2 = emit(out, n, "Mul", {x, x}, fresh(base + "/x2"));
+      const std::string x3 = emit(out, n, "Mul", {x2, x}, fresh(base + "/x3"));
+      const std::string kx3 = emit(out, n, "Mul", {x3, k}, fresh(base + "/kx3"));
+      const std::string poly = emit(out, n, "Add", {x, kx3}, fresh(base + "/poly"));
+      const std::string scaled = emit(out, n, "Mul", {poly, s}, fresh(base + "/scaled"));
+      inner = emit(out, n, "Tanh", {scaled}, fresh(base + "/tanh"));
       count("Gelu (tanh) -> Mul, Add, Tanh, Mul");
     } else {
       refuse(n, "has approximate '" + approx + "'");
     }
-    emit(out, n, "Add", {inner, one}, fresh(base + "/add"));
-    emit(out, n, "Mul", {x, out.back().output(0)}, fresh(base + "/mul"));
-    emit(out, n, "Mul", {out.back().output(0), half}, n.output(0));
+    const std::string plus_one = emit(out, n, "Add", {inner, one}, fresh(base + "/add"));
+    const std::string times_x = emit(out, n, "Mul", {x, plus_one}, fresh(base + "/mul"));
+    emit(out, n, "Mul", {times_x, half}, base);
   }
 
   // The nodes of a graph or a function body (whose constants `g` is null for: a body has no
@@ -328,7 +329,7 @@ struct Lowering {
       for (const auto& t : g->initializer()) scope[t.name()] = &t;
     for (const auto& n : ns)
       if (n.op_type() == "Constant" && isDefaultDomain(n.domain()) && n.output_size() == 1)
-        if (const auto* a = findAttr(n, "value"); a && a->has_t()) scope[n.output(0)] = &a->t();
+        if (const auto* a = findAttribute(n, "value"); a && a->has_t()) scope[n.output(0)] = &a->t();
     scopes.push_back(std::move(scope));
     const bool outer = constants_as_nodes;
     constants_as_nodes = g == nullptr;
@@ -385,10 +386,7 @@ void collectTypes(const onnx::GraphProto& g, std::set<int>& types) {
 std::vector<std::string> lowerToKnownVersions(onnx::ModelProto& p, const std::string& label) {
   std::vector<std::string> notes;
   const int64_t known_ir = knownIrVersion();
-  const int64_t to = knownOpset();
-  int64_t from = 0;
-  for (const auto& o : p.opset_import())
-    if (isDefaultDomain(o.domain())) from = o.version();
+  const int64_t to = knownOpset(), from = defaultOpset(p);
   const bool new_ir = p.ir_version() > known_ir, new_opset = from > to;
   if (!new_ir && !new_opset) return notes;
 

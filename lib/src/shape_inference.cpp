@@ -41,12 +41,6 @@ std::optional<IntValue> intValueOf(const Tensor& t) {
   return r;
 }
 
-const onnx::AttributeProto* findAttr(const onnx::NodeProto& n, const char* name) {
-  for (const auto& a : n.attribute())
-    if (a.name() == name) return &a;
-  return nullptr;
-}
-
 // Elementwise integer arithmetic with numpy broadcasting of a one-element operand.
 std::optional<IntValue> arith(const std::string& op, const IntValue& a, const IntValue& b) {
   const size_t n = std::max(a.v.size(), b.v.size());
@@ -112,8 +106,8 @@ std::optional<IntValue> evalShapeNode(const onnx::NodeProto& n, const std::map<s
     }
     const auto rank = static_cast<int64_t>(whole.v.size());
     int64_t start = 0, end = rank;
-    if (const auto* a = findAttr(n, "start")) start = a->i();
-    if (const auto* a = findAttr(n, "end")) end = a->i();
+    if (const auto* a = findAttribute(n, "start")) start = a->i();
+    if (const auto* a = findAttribute(n, "end")) end = a->i();
     start = std::clamp<int64_t>(start < 0 ? start + rank : start, 0, rank);
     end = std::clamp<int64_t>(end < 0 ? end + rank : end, 0, rank);
     std::vector<int64_t> at;
@@ -122,13 +116,13 @@ std::optional<IntValue> evalShapeNode(const onnx::NodeProto& n, const std::map<s
   }
   if (op == "Identity" || op == "Cast") {
     if (op == "Cast") {
-      const auto* to = findAttr(n, "to");
+      const auto* to = findAttribute(n, "to");
       if (!to || (to->i() != onnx::TensorProto::INT64 && to->i() != onnx::TensorProto::INT32)) return std::nullopt;
     }
     const IntValue* a = value(0, true);
     if (!a) return std::nullopt;
     IntValue r = *a;
-    if (op == "Cast") r.dtype = findAttr(n, "to")->i() == onnx::TensorProto::INT32 ? DType::Int32 : DType::Int64;
+    if (op == "Cast") r.dtype = findAttribute(n, "to")->i() == onnx::TensorProto::INT32 ? DType::Int32 : DType::Int64;
     return r;
   }
   if (op == "Add" || op == "Sub" || op == "Mul" || op == "Div") {
@@ -137,7 +131,7 @@ std::optional<IntValue> evalShapeNode(const onnx::NodeProto& n, const std::map<s
   }
   if (op == "Gather") {
     const IntValue *d = value(0, true), *idx = in(1);
-    const auto* axis = findAttr(n, "axis");
+    const auto* axis = findAttribute(n, "axis");
     if (!d || !idx || d->scalar || (axis && axis->i() != 0)) return std::nullopt;
     IntValue r;
     r.scalar = idx->scalar;
@@ -258,7 +252,7 @@ ValueTypes inferShapes(const Model& m, const ShapeOptions& opts) {
         // A target like [N, 2, c // 2, h, w] whose symbolic entries copy the data's dimensions in place.
         const auto target = vals.find(n.input(1));
         const auto data = types.find(n.input(0));
-        const auto* allowzero = findAttr(n, "allowzero");
+        const auto* allowzero = findAttribute(n, "allowzero");
         if (target == vals.end() || !target->second.partial || target->second.scalar || data == types.end() ||
             !data->second.shape || (allowzero && allowzero->i() != 0))
           continue;
@@ -280,7 +274,7 @@ ValueTypes inferShapes(const Model& m, const ShapeOptions& opts) {
       }
       std::optional<IntValue> v;
       if (n.op_type() == "Constant" && n.domain().empty()) {
-        if (const auto* a = findAttr(n, "value"); a && a->has_t())
+        if (const auto* a = findAttribute(n, "value"); a && a->has_t())
           if (a->t().data_type() == onnx::TensorProto::INT64 || a->t().data_type() == onnx::TensorProto::INT32) {
             try {
               v = intValueOf(tensorFromProto(a->t(), {}, n.output(0)));

@@ -176,6 +176,12 @@ class GraphIndex {
   std::vector<int> none_;
 };
 
+/// True for the default ONNX domain, written "" or "ai.onnx".
+bool isDefaultDomain(std::string_view domain);
+
+/// The attribute `name` of a node still in protobuf form (subgraph and function-body nodes), or null.
+const onnx::AttributeProto* findAttribute(const onnx::NodeProto& n, std::string_view name);
+
 /// Outer-scope names a node's subgraph attributes read (their implicit inputs).
 std::vector<std::string> implicitInputs(const Node& n);
 

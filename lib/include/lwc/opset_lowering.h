@@ -25,6 +25,10 @@ int64_t knownIrVersion();
 /// changed the ops listed in opset_lowering.cpp; later ones added ops and types lwc has not checked.
 inline constexpr int64_t kMaxReadableOpset = 22;
 
+/// True when the model's IR version or default-domain opset is above those the library knows:
+/// what lowerToKnownVersions rewrites (it returns at once for any other model).
+bool newerThanKnown(const onnx::ModelProto& p);
+
 /// Rewrites a model whose default-domain opset is above knownOpset() (up to kMaxReadableOpset)
 /// into opset knownOpset(), node by node and in every subgraph: ReduceL1 ... ReduceSumSquare read a
 /// constant `axes` input as the attribute (noop_with_empty_axes with no axes: Identity), Split drops
