@@ -71,6 +71,26 @@ g (float[2] x) => (float[2] y)
 }
 )"),
              Catch::Contains("Gelu (output 'y') has 0 inputs and 1 outputs; Gelu takes one of each"));
+  // The other rewrites' refusals, one node each at opset 20.
+  const std::pair<const char*, const char*> cases[] = {
+      {"y = AveragePool <kernel_shape = [2], dilations = [2]> (x)", "AveragePool (output 'y') has dilations other than 1"},
+      {"y = Pad <mode = \"wrap\"> (x, p)", "Pad (output 'y') pads in mode 'wrap'"},
+      {"y = ScatterElements <reduction = \"max\"> (x, i, x)", "ScatterElements (output 'y') has reduction 'max'"},
+      {"y = Gelu <approximate = \"cubic\"> (x)", "Gelu (output 'y') has approximate 'cubic'"},
+      {"y, z = Split <axis = 1, num_outputs = 3> (x)", "Split (output 'y') has num_outputs 3 but 2 outputs"},
+      {"y = Resize <keep_aspect_ratio_policy = \"not_larger\"> (x, , s)", "keep_aspect_ratio_policy 'not_larger'"},
+      {"y = QuantizeLinear <output_dtype = 3> (x, s)", "QuantizeLinear (output 'y') sets output_dtype 3 without a zero point"},
+  };
+  for (const auto& [node, expect] : cases) {
+    const std::string text = std::string(R"(
+<ir_version: 8, opset_import: ["" : 21]>
+g (float[2, 4] x) => (float[2, 4] y)
+<int64[4] p = {0, 1, 0, 1}, int64[2, 4] i = {0, 0, 0, 0, 0, 0, 0, 0}, float[2] s = {1.0, 1.0}>
+{
+  )") + node + "\n}\n";
+    INFO(node);
+    CHECK_THAT(refused(text.c_str()), Catch::Contains(expect) && Catch::Contains("opset_version=17"));
+  }
   // A float8 tensor (IR 9 on): refused by type, whatever the opset.
   onnx::ModelProto p = modelToProto(parseModelText(R"(
 <ir_version: 8, opset_import: ["" : 13]>
