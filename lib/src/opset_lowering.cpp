@@ -88,6 +88,7 @@ struct Lowering {
   int64_t to = 0;
   std::unordered_set<std::string> used;         // every value and node name in the model, for fresh names
   std::vector<std::unordered_map<std::string, const onnx::TensorProto*>> scopes;  // constants, innermost last
+  std::vector<std::unordered_map<std::string, std::vector<int64_t>>> shapes;    // declared shapes (-1: not fixed)
   std::map<std::string, int> changes;          // "what changed" -> how many nodes
   int float_type = 0;                          // the one float element type of the model, 0 when mixed
   bool constants_as_nodes = false;             // in a function body
@@ -147,14 +148,7 @@ struct Lowering {
     if (kReduceOps.count(op)) {
       reduce(n);
     } else if (op == "Split") {
-      if (findAttribute(n, "num_outputs")) {
-        if (n.input_size() > 1 && !n.input(1).empty()) refuse(n, "has both a split input and num_outputs");
-        if (attrInt(n, "num_outputs", 0) != n.output_size())
-          refuse(n, "has num_outputs " + std::to_string(attrInt(n, "num_outputs", 0)) + " but " +
-                        std::to_string(n.output_size()) + " outputs");
-        removeAttr(n, "num_outputs");
-        count("Split: num_outputs dropped (equal parts)");
-      }
+      split(n, out, extra);
     } else if (op == "Pad") {
       if (n.input_size() > 3 && !n.input(3).empty()) refuse(n, "pads only some axes (its axes input, opset 18)");
       if (attrString(n, "mode", "constant") == "wrap") refuse(n, "pads in mode 'wrap' (opset 19)");
@@ -240,13 +234,10 @@ struct Lowering {
     count(n.op_type() + (has_axes ? ": axes input -> attribute" : ": noop_with_empty_axes 0 dropped"));
   }
 
-  // A float scalar of the model's float type (CastLike to `like` when the model mixes float types).
-  std::string scalar(float v, const std::string& like, const std::string& base, std::vector<onnx::NodeProto>& out,
-                     std::vector<onnx::TensorProto>& extra) {
+  // A constant named after `base`: an initializer, or a Constant node in a function body.
+  std::string addConstant(const Tensor& t, const std::string& base, std::vector<onnx::NodeProto>& out,
+                       std::vector<onnx::TensorProto>& extra) {
     const std::string name = fresh(base);
-    Tensor t = Tensor::scalar(v);
-    if (float_type != 0 && float_type != onnx::TensorProto::FLOAT)
-      t = t.cast(fromOnnxType(float_type));
     if (constants_as_nodes) {
       onnx::NodeProto c;
       c.set_op_type("Constant");
@@ -259,6 +250,16 @@ struct Lowering {
     } else {
       extra.push_back(tensorToProto(t, name));
     }
+    return name;
+  }
+
+  // A float scalar of the model's float type (CastLike to `like` when the model mixes float types).
+  std::string scalar(float v, const std::string& like, const std::string& base, std::vector<onnx::NodeProto>& out,
+                     std::vector<onnx::TensorProto>& extra) {
+    Tensor t = Tensor::scalar(v);
+    if (float_type != 0 && float_type != onnx::TensorProto::FLOAT)
+      t = t.cast(fromOnnxType(float_type));
+    const std::string name = addConstant(t, base, out, extra);
     if (float_type != 0) return name;
     onnx::NodeProto c;
     c.set_op_type("CastLike");
@@ -267,6 +268,85 @@ struct Lowering {
     c.add_output(fresh(name + "_like"));
     out.push_back(c);
     return c.output(0);
+  }
+
+  // The declared size of `value`'s axis `axis`, or -1 when no declaration in scope fixes it.
+  int64_t declaredDim(const std::string& value, int64_t axis) const {
+    for (auto it = shapes.rbegin(); it != shapes.rend(); ++it) {
+      const auto f = it->find(value);
+      if (f == it->end()) continue;
+      const auto& dims = f->second;
+      const int64_t r = static_cast<int64_t>(dims.size());
+      if (axis < -r || axis >= r) return -1;
+      return dims[static_cast<size_t>(axis < 0 ? axis + r : axis)];
+    }
+    return -1;
+  }
+
+  // Opset 18's Split with num_outputs n cuts chunks of ceil(dim / n), the last one taking what is
+  // left; opset 17's Split without sizes cuts n equal parts, so an uneven split needs its sizes.
+  void split(onnx::NodeProto& n, std::vector<onnx::NodeProto>& out, std::vector<onnx::TensorProto>& extra) {
+    if (!findAttribute(n, "num_outputs")) return;
+    if (n.input_size() > 1 && !n.input(1).empty()) refuse(n, "has both a split input and num_outputs");
+    const int64_t parts = attrInt(n, "num_outputs", 0);
+    if (parts != n.output_size() || parts < 1)
+      refuse(n, "has num_outputs " + std::to_string(parts) + " but " + std::to_string(n.output_size()) + " outputs");
+    if (n.input_size() < 1 || n.input(0).empty())
+      fail(label, ": node ", describe(n), " has no input; Split takes one: the model is corrupt or was edited by hand");
+    removeAttr(n, "num_outputs");
+    const int64_t axis = attrInt(n, "axis", 0);
+    const int64_t dim = declaredDim(n.input(0), axis);
+    if (dim >= 0 && dim % parts == 0) {
+      count("Split: num_outputs dropped (equal parts)");
+      return;
+    }
+    const std::string base = n.output(0) + "/split";
+    std::string sizes;
+    if (dim >= 0) {
+      const int64_t chunk = (dim + parts - 1) / parts, last = dim - chunk * (parts - 1);
+      if (last < 0)
+        fail(label, ": node ", describe(n), " splits a dimension of ", dim, " into ", parts,
+             " chunks of ", chunk, ", which leaves none for the last: the model is corrupt or was edited by hand");
+      std::vector<int64_t> v(static_cast<size_t>(parts), chunk);
+      v.back() = last;
+      sizes = addConstant(Tensor::fromVector<int64_t>({parts}, v), base, out, extra);
+      count("Split: num_outputs -> split sizes (uneven parts)");
+    } else {
+      // The sizes from the input's shape at run time: c = ceil(d / n), sizes = [c, ..., c, d - c (n - 1)].
+      onnx::NodeProto shape;
+      shape.set_op_type("Shape");
+      if (!n.name().empty()) shape.set_name(fresh(n.name() + "/Shape"));
+      shape.add_input(n.input(0));
+      shape.add_output(fresh(base + "/dim"));
+      auto* start = shape.add_attribute();
+      start->set_name("start");
+      start->set_type(onnx::AttributeProto::INT);
+      start->set_i(axis);
+      if (axis != -1) {
+        auto* end = shape.add_attribute();
+        end->set_name("end");
+        end->set_type(onnx::AttributeProto::INT);
+        end->set_i(axis + 1);
+      }
+      const std::string d = shape.output(0);
+      out.push_back(std::move(shape));
+      const std::string n1 = addConstant(Tensor::fromVector<int64_t>({1}, {parts - 1}), base + "/n_minus_1", out, extra);
+      const std::string nn = addConstant(Tensor::fromVector<int64_t>({1}, {parts}), base + "/n", out, extra);
+      const std::string up = emit(out, n, "Add", {d, n1}, fresh(base + "/round_up"));
+      const std::string chunk = emit(out, n, "Div", {up, nn}, fresh(base + "/chunk"));
+      const std::string head = emit(out, n, "Mul", {chunk, n1}, fresh(base + "/head"));
+      const std::string last = emit(out, n, "Sub", {d, head}, fresh(base + "/last"));
+      std::vector<std::string> all(static_cast<size_t>(parts - 1), chunk);
+      all.push_back(last);
+      sizes = emit(out, n, "Concat", all, fresh(base + "/sizes"));
+      auto* a = out.back().add_attribute();
+      a->set_name("axis");
+      a->set_type(onnx::AttributeProto::INT);
+      a->set_i(0);
+      count("Split: num_outputs -> split sizes from the input's shape");
+    }
+    if (n.input_size() < 2) n.add_input(sizes);
+    else n.set_input(1, sizes);
   }
 
   // Appends op(inputs) -> output, named after the node it replaces; returns the output's name.
@@ -331,6 +411,20 @@ struct Lowering {
       if (n.op_type() == "Constant" && isDefaultDomain(n.domain()) && n.output_size() == 1)
         if (const auto* a = findAttribute(n, "value"); a && a->has_t()) scope[n.output(0)] = &a->t();
     scopes.push_back(std::move(scope));
+    std::unordered_map<std::string, std::vector<int64_t>> declared;
+    if (g) {
+      auto vi = [&](const onnx::ValueInfoProto& v) {
+        if (!v.type().has_tensor_type() || !v.type().tensor_type().has_shape()) return;
+        std::vector<int64_t> dims;
+        for (const auto& d : v.type().tensor_type().shape().dim()) dims.push_back(d.has_dim_value() ? d.dim_value() : -1);
+        declared[v.name()] = std::move(dims);
+      };
+      for (const auto& v : g->input()) vi(v);
+      for (const auto& v : g->value_info()) vi(v);
+      for (const auto& v : g->output()) vi(v);
+      for (const auto& t : g->initializer()) declared[t.name()].assign(t.dims().begin(), t.dims().end());
+    }
+    shapes.push_back(std::move(declared));
     const bool outer = constants_as_nodes;
     constants_as_nodes = g == nullptr;
     std::vector<onnx::NodeProto> out;
@@ -339,6 +433,7 @@ struct Lowering {
     for (const auto& n : ns) node(n, out, extra);
     constants_as_nodes = outer;
     scopes.pop_back();
+    shapes.pop_back();
     ns.Clear();
     for (auto& n : out) *ns.Add() = std::move(n);
     for (auto& t : extra) *g->add_initializer() = std::move(t);

@@ -939,7 +939,13 @@ std::string PipelineReport::toText(bool time_passes) const {
   const auto& b = stages.back().metrics;
   os << "\nparams " << a.params << " -> " << b.params << ", MACs " << a.macs << (a.macs_complete ? "" : "+") << " -> "
      << b.macs << (b.macs_complete ? "" : "+") << ", bytes " << a.file_bytes << " -> " << b.file_bytes;
-  if (b.file_bytes) os << " (" << std::fixed << std::setprecision(2) << double(a.file_bytes) / double(b.file_bytes) << "x smaller)";
+  // A ratio below 1 reads as "0.57x smaller"; a file that grew says how much larger it is.
+  if (a.file_bytes && b.file_bytes && a.file_bytes != b.file_bytes) {
+    const bool smaller = b.file_bytes < a.file_bytes;
+    os << " (" << std::fixed << std::setprecision(2)
+       << (smaller ? double(a.file_bytes) / double(b.file_bytes) : double(b.file_bytes) / double(a.file_bytes))
+       << (smaller ? "x smaller)" : "x larger)");
+  }
   os << "\n";
   if (anyIncompleteMacs(stages))
     os << "MACs marked + are lower bounds: some layers' shapes are only known at run time\n";

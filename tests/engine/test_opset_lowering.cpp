@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "lwc/engine.h"
+#include "lwc/graph_edit.h"
 #include "lwc/model_fixups.h"
 #include "lwc/model_io.h"
 #include "lwc/opset_lowering.h"
@@ -177,4 +178,76 @@ g (float[2, 4] x) => (float[2] y)
   const Model m9 = modelFromProto(p, {}, "m9");
   CHECK(m9.ir_version == 8);
   CHECK(runOne(m9, Tensor::fromVector<float>({2, 4}, {1, 2, 3, 4, 5, 6, 7, 8}), "y").data<float>()[1] == 6.5f);
+}
+
+TEST_CASE("an opset-18 Split with num_outputs cuts chunks of ceil(dim / n), the last one smaller", "[opset_lowering]") {
+  // Rows 0..d-1 of x hold their own index, so each output's first and last values name its rows.
+  auto rows = [](int64_t d) {
+    std::vector<float> v(static_cast<size_t>(d * 2));
+    for (int64_t i = 0; i < d * 2; ++i) v[static_cast<size_t>(i)] = static_cast<float>(i / 2);
+    return Tensor::fromVector<float>({d, 2}, v);
+  };
+  auto expectChunks = [&](const Model& m, int64_t d, const std::vector<int64_t>& sizes) {
+    engine::Session s(m);
+    const auto out = s.run({{"x", rows(d)}});
+    int64_t first = 0;
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      const Tensor& y = out.at(std::string(1, static_cast<char>('a' + i)));
+      INFO("dimension " << d << ", output " << i);
+      REQUIRE(y.shape() == Shape{sizes[i], 2});
+      if (sizes[i] == 0) continue;
+      CHECK(y.data<float>()[0] == static_cast<float>(first));
+      CHECK(y.data<float>()[y.numel() - 1] == static_cast<float>(first + sizes[i] - 1));
+      first += sizes[i];
+    }
+  };
+  SECTION("a declared dimension: the sizes become a constant") {
+    Model m = parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 18]>
+g (float[5, 2] x) => (float[3, 2] a, float[2, 2] b)
+{
+  a, b = Split <num_outputs = 2> (x)
+}
+)");
+    CHECK_THAT(joined(m.load_notes), Catch::Contains("Split: num_outputs -> split sizes (uneven parts) (1)"));
+    const Node* sp = nodeWithOutput(m, "a");
+    REQUIRE(sp->inputs.size() == 2);
+    REQUIRE(m.graph.initializers.contains(sp->inputs[1]));
+    CHECK(intValues(m.graph.initializers.at(sp->inputs[1])) == std::vector<int64_t>{3, 2});
+    CHECK_NOTHROW(checkModelForOutput(m));
+    expectChunks(m, 5, {3, 2});
+  }
+  SECTION("a dimension only known at run time: the sizes come from the input's shape") {
+    Model m = parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 18]>
+g (float[D, 2] x) => (float[?, 2] a, float[?, 2] b, float[?, 2] c)
+{
+  a, b, c = Split <axis = -2, num_outputs = 3> (x)
+}
+)");
+    CHECK_THAT(joined(m.load_notes), Catch::Contains("Split: num_outputs -> split sizes from the input's shape (1)"));
+    CHECK_NOTHROW(checkModelForOutput(m));
+    expectChunks(m, 7, {3, 3, 1});
+    expectChunks(m, 9, {3, 3, 3});
+    expectChunks(m, 8, {3, 3, 2});
+  }
+  SECTION("in a model-local function body: the constants are Constant nodes") {
+    Model m = parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 18, "local" : 1]>
+g (float[7, 2] x) => (float[4, 2] a, float[3, 2] b)
+{
+  a, b = local.Halves (x)
+}
+<domain: "local", opset_import: ["" : 18]>
+Halves (v) => (p, q)
+{
+  p, q = Split <num_outputs = 2> (v)
+}
+)");
+    CHECK_THAT(joined(m.load_notes), Catch::Contains("split sizes from the input's shape"));
+    normalizeModel(m);  // inlines the function
+    CHECK(m.graph.initializers.size() == 0);
+    CHECK_NOTHROW(checkModelForOutput(m));
+    expectChunks(m, 7, {4, 3});
+  }
 }

@@ -91,6 +91,16 @@ g (float[2, 4] x) => (float[2, 4] y)
     INFO(node);
     CHECK_THAT(refused(text.c_str()), Catch::Contains(expect) && Catch::Contains("opset_version=17"));
   }
+  // An opset-18 Split whose chunks of ceil(5 / 4) = 2 leave nothing for its last output.
+  CHECK_THAT(refused(R"(
+<ir_version: 8, opset_import: ["" : 18]>
+g (float[2, 5] x) => (float[2, 2] a, float[2, 2] b, float[2, 1] c, float[2, 0] d)
+{
+  a, b, c, d = Split <axis = 1, num_outputs = 4> (x)
+}
+)"),
+             Catch::Contains("Split (output 'a') splits a dimension of 5 into 4 chunks of 2, which leaves none for the "
+                             "last: the model is corrupt"));
   // A float8 tensor (IR 9 on): refused by type, whatever the opset.
   onnx::ModelProto p = modelToProto(parseModelText(R"(
 <ir_version: 8, opset_import: ["" : 13]>

@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include "lwc/analysis.h"
+#include "lwc/graph_edit.h"
 #include "support/pass_util.h"
 
 using namespace lwc;
@@ -60,6 +61,36 @@ g (float[N, 4, 3] x) => (float[N, 1, 3] y, float[N, 12] z) {
     CHECK(countOps(m, "Slice") == 2);
     REQUIRE(m.graph.initializers.contains("h2"));
     CHECK(m.graph.initializers.at("h2").at(0) == 1);
+    CHECK(compareModels(before, m).empty());
+  }
+  SECTION("Shape with start and end: the dimensions it selects, though the batch is symbolic") {
+    // How lwc writes an opset-18 Split with num_outputs in opset 17 (lwc/opset_lowering.h).
+    Model m = parseGraph(R"(<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, 5, 3] x) => (float[N, 3, 3] y, float[N, 2, 3] z, int64[1] b, float[?, 3] w) {
+  r = Relu (x)
+  d = Shape <start = 1, end = 2> (r)
+  last = Shape <start = -1> (r)
+  n1 = Constant <value=int64[1] {1}> ()
+  n = Constant <value=int64[1] {2}> ()
+  up = Add (d, n1)
+  c = Div (up, n)
+  l = Sub (d, c)
+  sizes = Concat <axis=0> (c, l)
+  y, z = Split <axis = 1> (r, sizes)
+  b = Shape <end = 1> (r)
+  mone = Constant <value=int64[1] {-1}> ()
+  t = Concat <axis=0> (mone, last)
+  w = Reshape (r, t)
+})");
+    Model before = m;
+    auto r = runPass(m, "fold_constants");
+    CHECK(countOps(m, "Shape") == 1);  // the batch, which stays unknown
+    CHECK(countOps(m, "Concat") == 0);
+    REQUIRE(m.graph.initializers.contains("t"));
+    CHECK(intValues(m.graph.initializers.at("t")) == std::vector<int64_t>{-1, 3});
+    REQUIRE(m.graph.initializers.contains("sizes"));
+    CHECK(m.graph.initializers.at("sizes").at(0) == 3);
+    CHECK(m.graph.initializers.at("sizes").at(1) == 2);
     CHECK(compareModels(before, m).empty());
   }
   SECTION("Shape of a value with a fully known shape") {
