@@ -124,7 +124,7 @@ size_t Node::numInputs() const {
 }
 
 std::string Node::describe() const {
-  std::string s = domain.empty() || domain == "ai.onnx" ? op_type : domain + "." + op_type;
+  std::string s = isDefaultDomain(domain) ? op_type : domain + "." + op_type;
   if (!name.empty()) return s + " '" + name + "'";
   if (!outputs.empty()) return s + " (output '" + outputs[0] + "')";
   return s;
@@ -216,6 +216,7 @@ std::string claimName(std::unordered_set<std::string>& used, const std::string& 
 // ---------------------------------------------------------------- Model
 
 bool isDefaultDomain(std::string_view domain) { return domain.empty() || domain == "ai.onnx"; }
+std::string normalizedDomain(std::string_view domain) { return isDefaultDomain(domain) ? std::string() : std::string(domain); }
 
 const onnx::AttributeProto* findAttribute(const onnx::NodeProto& n, std::string_view name) {
   for (const auto& a : n.attribute())

@@ -9,14 +9,14 @@
 
 #include <onnx/version_converter/convert.h>
 
+#include "lwc/graph.h"
 #include "lwc/model_io.h"
 #include "lwc/status.h"
 
 namespace lwc {
 namespace {
 
-std::string normDomain(const std::string& d) { return d == "ai.onnx" ? "" : d; }
-std::string functionKey(const std::string& domain, const std::string& name) { return normDomain(domain) + '\n' + name; }
+std::string functionKey(const std::string& domain, const std::string& name) { return normalizedDomain(domain) + '\n' + name; }
 std::string functionLabel(const onnx::FunctionProto& f) {
   return f.domain().empty() ? f.name() : f.domain() + "." + f.name();
 }
@@ -34,7 +34,7 @@ std::vector<std::string> inlineLocalFunctions(Model& m) {
   std::map<std::string, const onnx::FunctionProto*> fns;
   for (const auto& f : m.functions) fns[functionKey(f.domain(), f.name())] = &f;
   std::set<std::string> fn_domains;
-  for (const auto& f : m.functions) fn_domains.insert(normDomain(f.domain()));
+  for (const auto& f : m.functions) fn_domains.insert(normalizedDomain(f.domain()));
 
   Graph& g = m.graph;
   std::unordered_set<std::string> used = g.usedNames();
@@ -52,7 +52,7 @@ std::vector<std::string> inlineLocalFunctions(Model& m) {
       fail(label, ": model-local function '", functionLabel(f), "' calls itself (node ", call.describe(),
            "); lwc cannot inline recursion: export the model without functions");
     for (const auto& o : f.opset_import()) {
-      const std::string d = normDomain(o.domain());
+      const std::string d = normalizedDomain(o.domain());
       if (fn_domains.count(d)) continue;  // the domain of local functions: calls, not operators
       const int64_t mine = m.opsetFor(d);
       if (mine == 0) {
@@ -87,7 +87,7 @@ std::vector<std::string> inlineLocalFunctions(Model& m) {
       Node n;
       n.name = claimName(used, prefix + "/" + (fn.name().empty() ? fn.op_type() + "_" + std::to_string(k) : fn.name()));
       n.op_type = fn.op_type();
-      n.domain = normDomain(fn.domain());
+      n.domain = normalizedDomain(fn.domain());
       n.doc_string = fn.doc_string();
       for (const auto& v : fn.input()) n.inputs.push_back(map(v));
       for (const auto& v : fn.output()) n.outputs.push_back(map(v));
@@ -118,10 +118,10 @@ std::vector<std::string> inlineLocalFunctions(Model& m) {
                     (count == 1 ? " call" : " calls") + "): its nodes replace the calls here and in the model lwc writes");
   std::erase_if(m.functions, [&](const onnx::FunctionProto& f) { return calls.count(functionKey(f.domain(), f.name())); });
   std::set<std::string> still;
-  for (const auto& n : g.nodes) still.insert(normDomain(n.domain));
-  for (const auto& f : m.functions) still.insert(normDomain(f.domain()));
+  for (const auto& n : g.nodes) still.insert(normalizedDomain(n.domain));
+  for (const auto& f : m.functions) still.insert(normalizedDomain(f.domain()));
   std::erase_if(m.opset_imports, [&](const OpsetImport& o) {
-    const std::string d = normDomain(o.domain);
+    const std::string d = normalizedDomain(o.domain);
     return fn_domains.count(d) && !still.count(d);
   });
   topoSort(g, label);

@@ -353,7 +353,7 @@ Model modelFromKnownProto(const onnx::ModelProto& proto, const fs::path& base_di
     Node n;
     n.name = pn.name();
     n.op_type = pn.op_type();
-    n.domain = pn.domain() == "ai.onnx" ? "" : pn.domain();
+    n.domain = normalizedDomain(pn.domain());
     n.doc_string = pn.doc_string();
     n.inputs.assign(pn.input().begin(), pn.input().end());
     n.outputs.assign(pn.output().begin(), pn.output().end());

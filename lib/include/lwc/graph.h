@@ -178,6 +178,8 @@ class GraphIndex {
 
 /// True for the default ONNX domain, written "" or "ai.onnx".
 bool isDefaultDomain(std::string_view domain);
+/// The domain as lwc stores it: "" for the default domain (whether written "" or "ai.onnx").
+std::string normalizedDomain(std::string_view domain);
 
 /// The attribute `name` of a node still in protobuf form (subgraph and function-body nodes), or null.
 const onnx::AttributeProto* findAttribute(const onnx::NodeProto& n, std::string_view name);

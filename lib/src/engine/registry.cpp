@@ -4,6 +4,7 @@
 
 #include "engine/kernel.h"
 #include "engine/optimize.h"
+#include "lwc/graph.h"
 
 namespace lwc::engine {
 
@@ -23,8 +24,7 @@ class FnKernel final : public Kernel {
 };
 
 bool sameDomain(const std::string& a, const std::string& b) {
-  auto norm = [](const std::string& d) { return d == "ai.onnx" ? std::string() : d; };
-  return norm(a) == norm(b);
+  return normalizedDomain(a) == normalizedDomain(b);
 }
 }  // namespace
 
