@@ -45,7 +45,7 @@ const std::set<std::string_view> kReduceOps = {"ReduceL1",  "ReduceL2",  "Reduce
                                                "ReduceMean", "ReduceMin", "ReduceProd",   "ReduceSumSquare"};
 // Ops added in opsets 18 to 22 that lwc does not rewrite into opset-17 ops.
 const std::set<std::string_view> kNewOps = {"BitwiseAnd",   "BitwiseNot",  "BitwiseOr",      "BitwiseXor",
-                                            "CenterCropPad", "Col2Im",      "GroupNormalization", "DeformConv",
+                                            "CenterCropPad", "Col2Im",      "DeformConv",
                                             "AffineGrid",   "ImageDecoder", "RegexFullMatch", "StringConcat",
                                             "StringSplit"};
 
@@ -204,6 +204,14 @@ struct Lowering {
              " takes one of each: the model is corrupt or was edited by hand");
       if (op == "Mish") mish(n, out);
       else gelu(n, out, extra);
+      return;
+    } else if (op == "GroupNormalization") {
+      bool ok = n.input_size() == 3 && n.output_size() == 1 && !n.output(0).empty();
+      for (const auto& i : n.input()) ok = ok && !i.empty();
+      if (!ok)
+        fail(label, ": node ", describe(n), " has ", n.input_size(), " inputs and ", n.output_size(),
+             " outputs; GroupNormalization takes X, scale and bias and gives Y: the model is corrupt or was edited by hand");
+      groupNorm(n, out, extra);
       return;
     } else if (kNewOps.count(op)) {
       refuse(n, "is an op opset " + std::to_string(to) + " does not have");
@@ -399,6 +407,87 @@ struct Lowering {
     const std::string plus_one = emit(out, n, "Add", {inner, one}, fresh(base + "/add"));
     const std::string times_x = emit(out, n, "Mul", {x, plus_one}, fresh(base + "/mul"));
     emit(out, n, "Mul", {times_x, half}, base);
+  }
+
+  static void setAttr(onnx::NodeProto& n, const std::string& name, const std::vector<int64_t>& ints, bool list) {
+    auto* a = n.add_attribute();
+    a->set_name(name);
+    if (list) {
+      a->set_type(onnx::AttributeProto::INTS);
+      for (int64_t v : ints) a->add_ints(v);
+    } else {
+      a->set_type(onnx::AttributeProto::INT);
+      a->set_i(ints.at(0));
+    }
+  }
+
+  std::string ints(const std::vector<int64_t>& v, const std::string& base, std::vector<onnx::NodeProto>& out,
+                   std::vector<onnx::TensorProto>& extra) {
+    return addConstant(Tensor::fromVector<int64_t>({static_cast<int64_t>(v.size())}, v), base, out, extra);
+  }
+
+  // GroupNormalization (opset 18, 21) in opset-17 ops: X viewed as [N, G, -1], each group
+  // normalised over its last axis, then scaled and shifted, per group at opsets 18-20 (scale and
+  // bias [G]) and per channel from opset 21 (scale and bias [C]; the statistics in stash_type,
+  // float32 by default).
+  void groupNorm(const onnx::NodeProto& n, std::vector<onnx::NodeProto>& out, std::vector<onnx::TensorProto>& extra) {
+    const std::string &x = n.input(0), &scale = n.input(1), &bias = n.input(2);
+    const std::string& base = n.output(0);
+    const int64_t groups = attrInt(n, "num_groups", 0);
+    if (groups < 1) refuse(n, "has num_groups " + std::to_string(groups));
+    const auto* eps_attr = findAttribute(n, "epsilon");
+    const float eps = eps_attr ? eps_attr->f() : 1e-5f;
+    const bool per_channel = from >= 21;
+    const int64_t stash = per_channel ? attrInt(n, "stash_type", onnx::TensorProto::FLOAT) : 0;
+    if (per_channel && stash != onnx::TensorProto::FLOAT && stash != onnx::TensorProto::DOUBLE &&
+        stash != onnx::TensorProto::FLOAT16 && stash != onnx::TensorProto::BFLOAT16)
+      refuse(n, "has stash_type " + std::to_string(stash));
+    // The statistics' type: stash_type where the model's float type is another one (or mixed).
+    const bool cast = per_channel && float_type != stash;
+    std::string xs = x;
+    if (cast) {
+      xs = emit(out, n, "Cast", {x}, fresh(base + "/stash"));
+      setAttr(out.back(), "to", {stash}, false);
+    }
+    std::string eps_name;
+    if (per_channel) {
+      Tensor e = Tensor::scalar(eps);
+      if (stash != onnx::TensorProto::FLOAT) e = e.cast(fromOnnxType(static_cast<int>(stash)));
+      eps_name = addConstant(e, base + "/epsilon", out, extra);
+    } else {
+      eps_name = scalar(eps, x, base + "/epsilon", out, extra);
+    }
+    const std::string view = emit(out, n, "Reshape", {xs, ints({0, groups, -1}, base + "/groups", out, extra)},
+                                  fresh(base + "/grouped"));
+    const std::string mean = emit(out, n, "ReduceMean", {view}, fresh(base + "/mean"));
+    setAttr(out.back(), "axes", {2}, true);
+    const std::string dev = emit(out, n, "Sub", {view, mean}, fresh(base + "/dev"));
+    const std::string sq = emit(out, n, "Mul", {dev, dev}, fresh(base + "/sq"));
+    const std::string var = emit(out, n, "ReduceMean", {sq}, fresh(base + "/var"));
+    setAttr(out.back(), "axes", {2}, true);
+    const std::string ve = emit(out, n, "Add", {var, eps_name}, fresh(base + "/var_eps"));
+    const std::string sd = emit(out, n, "Sqrt", {ve}, fresh(base + "/std"));
+    std::string norm = emit(out, n, "Div", {dev, sd}, fresh(base + "/norm"));
+    if (cast) norm = emit(out, n, "CastLike", {norm, x}, fresh(base + "/norm_cast"));
+    const std::string one = ints({1}, base + "/axis1", out, extra);
+    const std::string s2 = emit(out, n, "Unsqueeze", {scale, one}, fresh(base + "/scale"));
+    const std::string b2 = emit(out, n, "Unsqueeze", {bias, one}, fresh(base + "/bias"));
+    std::string view2 = norm;
+    if (per_channel) {
+      // [N, C, -1], C from the scale's length.
+      const std::string c = emit(out, n, "Shape", {scale}, fresh(base + "/channels"));
+      const std::string target = emit(out, n, "Concat",
+                                      {ints({0}, base + "/keep", out, extra), c, ints({-1}, base + "/rest", out, extra)},
+                                      fresh(base + "/per_channel_shape"));
+      setAttr(out.back(), "axis", {0}, false);
+      view2 = emit(out, n, "Reshape", {norm, target}, fresh(base + "/per_channel"));
+    }
+    const std::string scaled = emit(out, n, "Mul", {view2, s2}, fresh(base + "/scaled"));
+    const std::string shifted = emit(out, n, "Add", {scaled, b2}, fresh(base + "/shifted"));
+    const std::string shape = emit(out, n, "Shape", {x}, fresh(base + "/shape"));
+    emit(out, n, "Reshape", {shifted, shape}, base);
+    count(std::string("GroupNormalization") + (per_channel ? "" : " (opset 18, scale and bias per group)") +
+          " -> Reshape, ReduceMean, Sub, Mul, ReduceMean, Add, Sqrt, Div, Mul, Add, Reshape");
   }
 
   // The nodes of a graph or a function body (whose constants `g` is null for: a body has no

@@ -251,3 +251,99 @@ Halves (v) => (p, q)
     expectChunks(m, 7, {4, 3});
   }
 }
+
+TEST_CASE("GroupNormalization reads as the opset-17 ops that compute it, per channel at 21, per group at 18",
+          "[opset_lowering]") {
+  // y[n, c, i] = scale * (x - mean) / sqrt(var + eps) + bias, the statistics over the group of c.
+  const int64_t N = 2, C = 6, G = 3, S = 5;
+  const Tensor x = randomFloat({N, C, S}, 23, -2.0f, 4.0f);
+  auto expected = [&](const std::vector<float>& scale, const std::vector<float>& bias, bool per_channel) {
+    std::vector<float> y(static_cast<size_t>(N * C * S));
+    const float* xv = x.data<float>();
+    const int64_t per = C / G * S;
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t g = 0; g < G; ++g) {
+        const float* p = xv + (n * G + g) * per;
+        double mean = 0, var = 0;
+        for (int64_t i = 0; i < per; ++i) mean += p[i];
+        mean /= static_cast<double>(per);
+        for (int64_t i = 0; i < per; ++i) var += (p[i] - mean) * (p[i] - mean);
+        var /= static_cast<double>(per);
+        for (int64_t i = 0; i < per; ++i) {
+          const int64_t c = g * (C / G) + i / S;
+          const size_t k = per_channel ? static_cast<size_t>(c) : static_cast<size_t>(g);
+          y[static_cast<size_t>((n * G + g) * per + i)] =
+              static_cast<float>(scale[k] * (p[i] - mean) / std::sqrt(var + 1e-3) + bias[k]);
+        }
+      }
+    return y;
+  };
+  SECTION("opset 21: scale and bias per channel") {
+    Model m = parseModelText(R"(
+<ir_version: 10, opset_import: ["" : 21]>
+g (float[N, 6, 5] x) => (float[N, 6, 5] y)
+<float[6] s = {0.5, -1.0, 2.0, 1.5, 0.25, 3.0}, float[6] b = {0.1, 0.2, -0.3, 0.4, 0.5, -0.6}>
+{
+  y = GroupNormalization <num_groups = 3, epsilon = 0.001> (x, s, b)
+}
+)");
+    CHECK_THAT(joined(m.load_notes), Catch::Contains("GroupNormalization -> Reshape, ReduceMean"));
+    for (const auto& n : m.graph.nodes) CHECK(n.op_type != "Cast");  // a float32 model computes in float32
+    CHECK_NOTHROW(checkModelForOutput(m));
+    const auto y = runOne(m, x, "y");
+    const auto want = expected({0.5f, -1.0f, 2.0f, 1.5f, 0.25f, 3.0f}, {0.1f, 0.2f, -0.3f, 0.4f, 0.5f, -0.6f}, true);
+    REQUIRE(y.shape() == x.shape());
+    for (size_t i = 0; i < want.size(); ++i) CHECK(y.data<float>()[i] == Approx(want[i]).margin(1e-5));
+  }
+  SECTION("opset 18: scale and bias per group") {
+    Model m = parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 18]>
+g (float[N, 6, 5] x) => (float[N, 6, 5] y)
+<float[3] s = {0.5, -1.0, 2.0}, float[3] b = {0.1, 0.2, -0.3}>
+{
+  y = GroupNormalization <num_groups = 3, epsilon = 0.001> (x, s, b)
+}
+)");
+    CHECK_THAT(joined(m.load_notes), Catch::Contains("GroupNormalization (opset 18, scale and bias per group)"));
+    CHECK_NOTHROW(checkModelForOutput(m));
+    const auto y = runOne(m, x, "y");
+    const auto want = expected({0.5f, -1.0f, 2.0f}, {0.1f, 0.2f, -0.3f}, false);
+    for (size_t i = 0; i < want.size(); ++i) CHECK(y.data<float>()[i] == Approx(want[i]).margin(1e-5));
+  }
+  SECTION("opset 21, float16: the statistics in float32 (stash_type), the result in float16") {
+    Model m = parseModelText(R"(
+<ir_version: 10, opset_import: ["" : 21]>
+g (float16[N, 6, 5] x, float16[6] s, float16[6] b) => (float16[N, 6, 5] y)
+{
+  y = GroupNormalization <num_groups = 3, epsilon = 0.001> (x, s, b)
+}
+)");
+    int casts = 0;
+    for (const auto& n : m.graph.nodes) casts += n.op_type == "Cast" || n.op_type == "CastLike";
+    CHECK(casts == 2);
+    CHECK_NOTHROW(checkModelForOutput(m));
+    const Tensor x16 = x.cast(DType::Float16);
+    engine::Session s(m);
+    const float scale[] = {0.5f, -1.0f, 2.0f, 1.5f, 0.25f, 3.0f}, bias[] = {0.1f, 0.2f, -0.3f, 0.4f, 0.5f, -0.6f};
+    const Tensor sv = Tensor::fromVector<float>({6}, std::vector<float>(scale, scale + 6)).cast(DType::Float16);
+    const Tensor bv = Tensor::fromVector<float>({6}, std::vector<float>(bias, bias + 6)).cast(DType::Float16);
+    const Tensor y = s.run({{"x", x16}, {"s", sv}, {"b", bv}}).at("y").cast(DType::Float32);
+    // Against the float32 formula on the float16 input, within float16's rounding of the result.
+    const Tensor xr = x16.cast(DType::Float32);
+    const float* xv = xr.data<float>();
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t g = 0; g < G; ++g) {
+        const int64_t per = C / G * S, off = (n * G + g) * per;
+        double mean = 0, var = 0;
+        for (int64_t i = 0; i < per; ++i) mean += xv[off + i];
+        mean /= static_cast<double>(per);
+        for (int64_t i = 0; i < per; ++i) var += (xv[off + i] - mean) * (xv[off + i] - mean);
+        var /= static_cast<double>(per);
+        for (int64_t i = 0; i < per; ++i) {
+          const int64_t c = g * (C / G) + i / S;
+          const double w = scale[c] * (xv[off + i] - mean) / std::sqrt(var + 1e-3) + bias[c];
+          CHECK(y.data<float>()[off + i] == Approx(w).margin(4e-3));
+        }
+      }
+  }
+}

@@ -49,12 +49,29 @@ g (float[1, 1, 4, 4] x) => (float[1, 1, 2, 2] y)
              Catch::Contains("Resize (output 'y') has antialias 1"));
   CHECK_THAT(refused(R"(
 <ir_version: 8, opset_import: ["" : 21]>
-g (float[1, 4, 2] x, float[4] s, float[4] b) => (float[1, 4, 2] y)
+g (float[1, 4, 2] x, int64[3] s) => (float[1, 4, 2] y)
 {
-  y = GroupNormalization <num_groups = 2> (x, s, b)
+  y = CenterCropPad (x, s)
 }
 )"),
-             Catch::Contains("GroupNormalization (output 'y') is an op opset 17 does not have"));
+             Catch::Contains("CenterCropPad (output 'y') is an op opset 17 does not have"));
+  CHECK_THAT(refused(R"(
+<ir_version: 8, opset_import: ["" : 21]>
+g (float[1, 4, 2] x, float[4] s) => (float[1, 4, 2] y)
+{
+  y = GroupNormalization <num_groups = 2> (x, s)
+}
+)"),
+             Catch::Contains("GroupNormalization (output 'y') has 2 inputs and 1 outputs; GroupNormalization takes X, "
+                             "scale and bias"));
+  CHECK_THAT(refused(R"(
+<ir_version: 8, opset_import: ["" : 21]>
+g (float[1, 4, 2] x, float[4] s, float[4] b) => (float[1, 4, 2] y)
+{
+  y = GroupNormalization <num_groups = 0> (x, s, b)
+}
+)"),
+             Catch::Contains("GroupNormalization (output 'y') has num_groups 0") && Catch::Contains("opset_version=17"));
   CHECK_THAT(refused(R"(
 <ir_version: 8, opset_import: ["" : 23]>
 g (float[2] x) => (float[2] y)

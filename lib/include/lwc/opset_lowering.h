@@ -31,15 +31,16 @@ bool newerThanKnown(const onnx::ModelProto& p);
 
 /// Rewrites a model whose default-domain opset is above knownOpset() (up to kMaxReadableOpset)
 /// into opset knownOpset(), node by node and in every subgraph: ReduceL1 ... ReduceSumSquare read a
-/// constant `axes` input as the attribute (noop_with_empty_axes with no axes: Identity), Split trades
-/// num_outputs for its sizes (chunks of ceil(d / n): a constant where the input's declared shape
-/// gives d, else computed from Shape at run time; none where d divides evenly), Mish and Gelu become the opset-17 ops that compute them, and attributes newer ops
+/// constant `axes` input as the attribute (noop_with_empty_axes with no axes: Identity), Split
+/// trades num_outputs for its sizes (chunks of ceil(d / n): a constant where the input's declared
+/// shape gives d, else computed from Shape at run time; none where d divides evenly), Mish, Gelu
+/// and GroupNormalization become the opset-17 ops that compute them, and attributes newer ops
 /// added are dropped where they hold their defaults (Resize antialias, pool dilations of 1, Cast
 /// saturate, Q/DQ block_size 0, ...). A node that has no such form (an `axes` input computed at run
-/// time, Pad's axes or wrap mode, a new op such as GroupNormalization) throws lwc::Error naming the
-/// node and what to do. An IR version above knownIrVersion() becomes knownIrVersion() unless a tensor
-/// uses an element type that came later (float8, int4, ...), which throws. Returns one line per
-/// kind of change for the user (empty: the model was already in the known versions).
+/// time, Pad's axes or wrap mode, a new op such as Col2Im) throws lwc::Error naming the node and
+/// what to do. An IR version above knownIrVersion() becomes knownIrVersion() unless a tensor uses
+/// an element type that came later (float8, int4, ...), which throws. Returns one line per kind of
+/// change for the user (empty: the model was already in the known versions).
 std::vector<std::string> lowerToKnownVersions(onnx::ModelProto& p, const std::string& label);
 
 }  // namespace lwc
