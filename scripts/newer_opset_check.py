@@ -10,7 +10,8 @@ outputs. Exit code 0 when every model passes; one line per model.
 The models: an opset-18 Split with num_outputs whose sizes do not divide (declared size: constant
 sizes; size only known at run time: computed from Shape; inside a model-local function), and
 GroupNormalization at opset 21 (scale and bias per channel; 4-D and 3-D; float16 with the float32
-statistics of stash_type) and at opset 18 (per group). Needs Debian's python3-onnx, numpy, node and
+statistics of stash_type) and at opset 18 (per group), RMSNormalization at opset 23 (last axis,
+from axis 1, float16) and Swish at opset 24 (alpha 1 and 0.7). Needs Debian's python3-onnx, numpy, node and
 scripts/ort (npm install there).
 """
 import argparse
@@ -31,7 +32,7 @@ def save(path, nodes, inputs, outputs, opset, inits=(), functions=(), extra_opse
     g = helper.make_graph(nodes, "g", inputs, outputs, list(inits))
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)] + list(extra_opsets),
                           functions=list(functions))
-    m.ir_version = 10 if opset >= 21 else 9
+    m.ir_version = 11 if opset >= 23 else 10 if opset >= 21 else 9
     onnx.save(m, path)
 
 
@@ -85,6 +86,29 @@ def group_norm_models(d):
     return out
 
 
+def opset23_models(d):
+    """RMSNormalization (opset 23) and Swish (opset 24): ops later opsets added with opset-17 forms."""
+    rng = np.random.default_rng(5)
+    out = []
+    for name, shape, axis, elem in [("rmsnorm23", ["N", 4, 6], -1, TensorProto.FLOAT),
+                                    ("rmsnorm23_axis1", ["N", 3, 2, 5], 1, TensorProto.FLOAT),
+                                    ("rmsnorm23_f16", ["N", 4, 8], -1, TensorProto.FLOAT16)]:
+        dtype = np.float16 if elem == TensorProto.FLOAT16 else np.float32
+        scale = numpy_helper.from_array((1 + 0.3 * rng.standard_normal(shape[axis:] if axis >= 0 else [shape[-1]]))
+                                        .astype(dtype), "scale")
+        node = helper.make_node("RMSNormalization", ["x", "scale"], ["y"], axis=axis, epsilon=1e-4, name="rms")
+        f = os.path.join(d, name + ".onnx")
+        save(f, [node], [vi("x", elem, shape)], [vi("y", elem, None)], 23, [scale])
+        out.append(f)
+    for name, alpha in [("swish24", None), ("swish24_alpha", 0.7)]:
+        kw = {} if alpha is None else {"alpha": alpha}
+        f = os.path.join(d, name + ".onnx")
+        save(f, [helper.make_node("Swish", ["x"], ["y"], name="swish", **kw)], [vi("x", TensorProto.FLOAT, ["N", 3, 5])],
+             [vi("y", TensorProto.FLOAT, None)], 24)
+        out.append(f)
+    return out
+
+
 def run(cmd):
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
@@ -115,7 +139,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         d = args.keep or tmp
         os.makedirs(d, exist_ok=True)
-        models = split_models(d) + group_norm_models(d)
+        models = split_models(d) + group_norm_models(d) + opset23_models(d)
         failed = 0
         for m in models:
             # float16 outputs round at 2^-11 of their scale; float32 ones are held to 1e-4 as elsewhere.

@@ -43,11 +43,11 @@ namespace {
 // checker: a type opset 17 lacks fails it, naming the node.
 const std::set<std::string_view> kReduceOps = {"ReduceL1",  "ReduceL2",  "ReduceLogSum", "ReduceLogSumExp", "ReduceMax",
                                                "ReduceMean", "ReduceMin", "ReduceProd",   "ReduceSumSquare"};
-// Ops added in opsets 18 to 22 that lwc does not rewrite into opset-17 ops.
-const std::set<std::string_view> kNewOps = {"BitwiseAnd",   "BitwiseNot",  "BitwiseOr",      "BitwiseXor",
-                                            "CenterCropPad", "Col2Im",      "DeformConv",
-                                            "AffineGrid",   "ImageDecoder", "RegexFullMatch", "StringConcat",
-                                            "StringSplit"};
+// Ops added in opsets 18 to 25 that lwc does not rewrite into opset-17 ops.
+const std::set<std::string_view> kNewOps = {"BitwiseAnd",     "BitwiseNot",    "BitwiseOr",      "BitwiseXor",
+                                            "CenterCropPad",  "Col2Im",        "DeformConv",     "AffineGrid",
+                                            "ImageDecoder",   "RegexFullMatch", "StringConcat",  "StringSplit",
+                                            "Attention",      "RotaryEmbedding", "TensorScatter"};
 
 std::string describe(const onnx::NodeProto& n) {
   Node d;
@@ -171,23 +171,40 @@ struct Lowering {
     } else if (op == "AveragePool") {
       dropDefaultInt(n, "dilations", 1);
     } else if (op == "Cast" || op == "CastLike") {
-      if (findAttribute(n, "saturate")) {
-        removeAttr(n, "saturate");  // only float8 targets saturate, and opset 17 has none
-        count(op + ": saturate dropped");
-      }
+      // Both only act on float8 (saturate, opset 19) and float8e8m0 (round_mode, opset 25)
+      // targets, which opset 17 does not have (refused by type).
+      for (const char* a : {"saturate", "round_mode"})
+        if (findAttribute(n, a)) {
+          removeAttr(n, a);
+          count(op + ": " + a + " dropped");
+        }
     } else if (op == "QuantizeLinear" || op == "DequantizeLinear") {
       if (findAttribute(n, "saturate")) {
         removeAttr(n, "saturate");
         count(op + ": saturate dropped");
       }
       dropDefaultInt(n, "block_size", 0);
-      if (const auto* a = findAttribute(n, "output_dtype")) {
+      if (const auto* a = findAttribute(n, "output_dtype"); a && op == "QuantizeLinear") {
         // Opset 21: the output type when there is no zero point to give it (uint8 by default).
         const bool has_zero_point = n.input_size() > 2 && !n.input(2).empty();
         if (!has_zero_point && a->i() != 0 && a->i() != onnx::TensorProto::UINT8)
           refuse(n, "sets output_dtype " + std::to_string(a->i()) + " without a zero point (opset 21)");
         removeAttr(n, "output_dtype");
         count(op + ": output_dtype dropped (the zero point's type)");
+      } else if (a) {
+        // Opset 23: the float output type, the scale's when absent. Only the model's one float type
+        // can be the scale's for certain.
+        if (a->i() != 0 && a->i() != float_type)
+          refuse(n, "sets output_dtype " + std::to_string(a->i()) + " (opset 23), which may differ from its scale's type");
+        removeAttr(n, "output_dtype");
+        count(op + ": output_dtype dropped (the scale's type)");
+      }
+      if (const auto* a = findAttribute(n, "precision")) {
+        // Opset 23: the type of x / y_scale, the scale's when absent.
+        if (a->i() != 0 && a->i() != float_type)
+          refuse(n, "sets precision " + std::to_string(a->i()) + " (opset 23), which may differ from its scale's type");
+        removeAttr(n, "precision");
+        count(op + ": precision dropped (the scale's type)");
       }
     } else if (op == "GridSample") {
       if (auto* a = mutableAttr(n, "mode")) {
@@ -204,6 +221,16 @@ struct Lowering {
              " takes one of each: the model is corrupt or was edited by hand");
       if (op == "Mish") mish(n, out);
       else gelu(n, out, extra);
+      return;
+    } else if (op == "Swish" || op == "RMSNormalization") {
+      const size_t ins = op == "Swish" ? 1 : 2;
+      bool ok = static_cast<size_t>(n.input_size()) == ins && n.output_size() == 1 && !n.output(0).empty();
+      for (const auto& i : n.input()) ok = ok && !i.empty();
+      if (!ok)
+        fail(label, ": node ", describe(n), " has ", n.input_size(), " inputs and ", n.output_size(), " outputs; ", op,
+             " takes ", ins == 1 ? "one input" : "X and scale", " and gives one output: the model is corrupt or was edited by hand");
+      if (op == "Swish") swish(n, out, extra);
+      else rmsNorm(n, out, extra);
       return;
     } else if (op == "GroupNormalization") {
       bool ok = n.input_size() == 3 && n.output_size() == 1 && !n.output(0).empty();
@@ -488,6 +515,62 @@ struct Lowering {
     emit(out, n, "Reshape", {shifted, shape}, base);
     count(std::string("GroupNormalization") + (per_channel ? "" : " (opset 18, scale and bias per group)") +
           " -> Reshape, ReduceMean, Sub, Mul, ReduceMean, Add, Sqrt, Div, Mul, Add, Reshape");
+  }
+
+  // Swish (opset 24): x * sigmoid(alpha x).
+  void swish(const onnx::NodeProto& n, std::vector<onnx::NodeProto>& out, std::vector<onnx::TensorProto>& extra) {
+    const std::string& x = n.input(0);
+    const std::string& base = n.output(0);
+    const auto* alpha_attr = findAttribute(n, "alpha");
+    const float alpha = alpha_attr ? alpha_attr->f() : 1.0f;
+    std::string arg = x;
+    if (alpha != 1.0f) arg = emit(out, n, "Mul", {x, scalar(alpha, x, base + "/alpha", out, extra)}, fresh(base + "/scaled"));
+    const std::string sig = emit(out, n, "Sigmoid", {arg}, fresh(base + "/sigmoid"));
+    emit(out, n, "Mul", {x, sig}, base);
+    count(std::string("Swish -> ") + (alpha != 1.0f ? "Mul, " : "") + "Sigmoid, Mul");
+  }
+
+  // RMSNormalization (opset 23): x / sqrt(mean(x^2 over the axes from `axis` on) + epsilon) * scale,
+  // the statistics in stash_type (float32 by default).
+  void rmsNorm(const onnx::NodeProto& n, std::vector<onnx::NodeProto>& out, std::vector<onnx::TensorProto>& extra) {
+    const std::string &x = n.input(0), &scale = n.input(1);
+    const std::string& base = n.output(0);
+    int64_t axis = attrInt(n, "axis", -1);
+    if (axis >= 0) {
+      // The axes from `axis` to the last need the rank, from x's declaration.
+      int64_t rank = -1;
+      for (auto it = shapes.rbegin(); it != shapes.rend() && rank < 0; ++it)
+        if (const auto f = it->find(x); f != it->end()) rank = static_cast<int64_t>(f->second.size());
+      if (rank < 0) refuse(n, "normalises from axis " + std::to_string(axis) + " of an input whose rank is not declared");
+      if (axis >= rank) refuse(n, "has axis " + std::to_string(axis) + " for an input of rank " + std::to_string(rank));
+      axis -= rank;
+    }
+    std::vector<int64_t> axes;
+    for (int64_t a = axis; a < 0; ++a) axes.push_back(a);
+    const auto* eps_attr = findAttribute(n, "epsilon");
+    const float eps = eps_attr ? eps_attr->f() : 1e-5f;
+    const int64_t stash = attrInt(n, "stash_type", onnx::TensorProto::FLOAT);
+    if (stash != onnx::TensorProto::FLOAT && stash != onnx::TensorProto::DOUBLE && stash != onnx::TensorProto::FLOAT16 &&
+        stash != onnx::TensorProto::BFLOAT16)
+      refuse(n, "has stash_type " + std::to_string(stash));
+    const bool cast = float_type != stash;
+    std::string xs = x;
+    if (cast) {
+      xs = emit(out, n, "Cast", {x}, fresh(base + "/stash"));
+      setAttr(out.back(), "to", {stash}, false);
+    }
+    Tensor e = Tensor::scalar(eps);
+    if (stash != onnx::TensorProto::FLOAT) e = e.cast(fromOnnxType(static_cast<int>(stash)));
+    const std::string eps_name = addConstant(e, base + "/epsilon", out, extra);
+    const std::string sq = emit(out, n, "Mul", {xs, xs}, fresh(base + "/sq"));
+    const std::string ms = emit(out, n, "ReduceMean", {sq}, fresh(base + "/mean_sq"));
+    setAttr(out.back(), "axes", axes, true);
+    const std::string ve = emit(out, n, "Add", {ms, eps_name}, fresh(base + "/mean_sq_eps"));
+    const std::string rms = emit(out, n, "Sqrt", {ve}, fresh(base + "/rms"));
+    std::string norm = emit(out, n, "Div", {xs, rms}, fresh(base + "/norm"));
+    if (cast) norm = emit(out, n, "CastLike", {norm, x}, fresh(base + "/norm_cast"));
+    emit(out, n, "Mul", {norm, scale}, base);
+    count("RMSNormalization -> Mul, ReduceMean, Add, Sqrt, Div, Mul");
   }
 
   // The nodes of a graph or a function body (whose constants `g` is null for: a body has no

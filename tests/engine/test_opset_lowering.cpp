@@ -347,3 +347,58 @@ g (float16[N, 6, 5] x, float16[6] s, float16[6] b) => (float16[N, 6, 5] y)
       }
   }
 }
+
+TEST_CASE("opsets 23-25: RMSNormalization and Swish compute their definitions, type-only attributes go",
+          "[opset_lowering]") {
+  Model m = parseModelText(R"(
+<ir_version: 10, opset_import: ["" : 25]>
+g (float[2, 3, 4] x) => (float[2, 3, 4] rms, float[2, 3, 4] rms12, float[2, 3, 4] swish, float[2, 3, 4] swish7,
+                         float[2, 3, 4] cast, float[2, 3, 4] qdq)
+<float[4] s = {0.5, 1.0, -2.0, 3.0}, float[3, 4] s12 = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}, float qs = {0.05},
+ uint8 qz = {128}>
+{
+  rms = RMSNormalization <epsilon = 0.01> (x, s)
+  rms12 = RMSNormalization <axis = 1> (x, s12)
+  swish = Swish (x)
+  swish7 = Swish <alpha = 0.7> (x)
+  cast = Cast <to = 1, round_mode = "up"> (x)
+  q = QuantizeLinear <precision = 1> (x, qs, qz)
+  qdq = DequantizeLinear <output_dtype = 1> (q, qs, qz)
+}
+)");
+  const std::string notes = joined(m.load_notes);
+  INFO(notes);
+  CHECK_THAT(notes, Catch::Contains("reads opset 25 as opset 17") && Catch::Contains("RMSNormalization -> Mul, ReduceMean") &&
+                        Catch::Contains("Swish -> Sigmoid, Mul (1)") && Catch::Contains("Swish -> Mul, Sigmoid, Mul (1)") &&
+                        Catch::Contains("Cast: round_mode dropped (1)") &&
+                        Catch::Contains("QuantizeLinear: precision dropped (the scale's type) (1)") &&
+                        Catch::Contains("DequantizeLinear: output_dtype dropped (the scale's type) (1)"));
+  CHECK_NOTHROW(checkModelForOutput(m));
+  const Tensor x = randomFloat({2, 3, 4}, 5, -3.0f, 3.0f);
+  engine::Session sess(m);
+  const auto out = sess.run({{"x", x}});
+  const float* xv = x.data<float>();
+  const float s[] = {0.5f, 1.0f, -2.0f, 3.0f};
+  for (int r = 0; r < 6; ++r) {  // over the last axis
+    double ms = 0;
+    for (int j = 0; j < 4; ++j) ms += double(xv[r * 4 + j]) * xv[r * 4 + j];
+    ms /= 4;
+    for (int j = 0; j < 4; ++j)
+      CHECK(out.at("rms").data<float>()[r * 4 + j] == Approx(xv[r * 4 + j] / std::sqrt(ms + 0.01) * s[j]).margin(1e-5));
+  }
+  for (int b = 0; b < 2; ++b) {  // over axes 1 and 2
+    double ms = 0;
+    for (int j = 0; j < 12; ++j) ms += double(xv[b * 12 + j]) * xv[b * 12 + j];
+    ms /= 12;
+    for (int j = 0; j < 12; ++j)
+      CHECK(out.at("rms12").data<float>()[b * 12 + j] == Approx(xv[b * 12 + j] / std::sqrt(ms + 1e-5) * (j + 1)).margin(1e-4));
+  }
+  for (int64_t i = 0; i < x.numel(); ++i) {
+    const double v = xv[i];
+    CHECK(out.at("swish").data<float>()[i] == Approx(v / (1 + std::exp(-v))).margin(1e-5));
+    CHECK(out.at("swish7").data<float>()[i] == Approx(v / (1 + std::exp(-0.7 * v))).margin(1e-5));
+    // 0.05 steps around 128: the round trip is x to the nearest step, clamped to [-6.4, 6.35].
+    CHECK(out.at("qdq").data<float>()[i] == Approx(std::nearbyint(v / 0.05) * 0.05).margin(1e-5));
+  }
+  CHECK(out.at("cast").bitEqual(x));
+}

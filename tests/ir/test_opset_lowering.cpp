@@ -73,13 +73,42 @@ g (float[1, 4, 2] x, float[4] s, float[4] b) => (float[1, 4, 2] y)
 )"),
              Catch::Contains("GroupNormalization (output 'y') has num_groups 0") && Catch::Contains("opset_version=17"));
   CHECK_THAT(refused(R"(
-<ir_version: 8, opset_import: ["" : 23]>
+<ir_version: 8, opset_import: ["" : 26]>
 g (float[2] x) => (float[2] y)
 {
   y = Relu (x)
 }
 )"),
-             Catch::Contains("imports opset 23; lwc reads opsets up to 22"));
+             Catch::Contains("imports opset 26; lwc reads opsets up to 25"));
+  // Opsets 23-25: ops with no opset-17 form, attributes that may change the result, corrupt nodes.
+  const std::pair<const char*, const char*> newer[] = {
+      {"y = Attention (x, x, x)", "Attention (output 'y') is an op opset 17 does not have"},
+      {"y = RotaryEmbedding (x, x, x)", "RotaryEmbedding (output 'y') is an op opset 17 does not have"},
+      {"y = RMSNormalization <axis = 1> (h, s)", "normalises from axis 1 of an input whose rank is not declared"},
+      {"y = RMSNormalization <axis = 2> (x, s)", "has axis 2 for an input of rank 2"},
+      {"y = RMSNormalization <stash_type = 6> (x, s)", "has stash_type 6"},
+      {"q = QuantizeLinear <precision = 10> (x, s, z)", "QuantizeLinear (output 'q') sets precision 10 (opset 23)"},
+      {"y = DequantizeLinear <output_dtype = 10> (z, s, z)", "DequantizeLinear (output 'y') sets output_dtype 10 (opset 23)"},
+  };
+  for (const auto& [node, expect] : newer) {
+    const std::string text = std::string(R"(
+<ir_version: 8, opset_import: ["" : 24]>
+g (float[2, 4] x) => (float[2, 4] y)
+<float[4] s = {1.0, 1.0, 1.0, 1.0}, uint8 z = {0}>
+{
+  h = Relu (x)
+  )") + node + "\n}\n";
+    INFO(node);
+    CHECK_THAT(refused(text.c_str()), Catch::Contains(expect) && Catch::Contains("opset_version=17"));
+  }
+  CHECK_THAT(refused(R"(
+<ir_version: 8, opset_import: ["" : 24]>
+g (float[2] x) => (float[2] y)
+{
+  y = Swish ()
+}
+)"),
+             Catch::Contains("Swish (output 'y') has 0 inputs and 1 outputs; Swish takes one input and gives one output"));
   CHECK_THAT(refused(R"(
 <ir_version: 8, opset_import: ["" : 20]>
 g (float[2] x) => (float[2] y)

@@ -21,9 +21,9 @@ namespace lwc {
 int64_t knownOpset();
 int64_t knownIrVersion();
 
-/// The newest default-domain opset lwc reads, by lowering it to knownOpset(). Opsets 18 to 22
-/// changed the ops listed in opset_lowering.cpp; later ones added ops and types lwc has not checked.
-inline constexpr int64_t kMaxReadableOpset = 22;
+/// The newest default-domain opset lwc reads, by lowering it to knownOpset(). Opsets 18 to 25
+/// (ONNX 1.13 to 1.20) changed the ops listed in opset_lowering.cpp; later ones are not checked.
+inline constexpr int64_t kMaxReadableOpset = 25;
 
 /// True when the model's IR version or default-domain opset is above those the library knows:
 /// what lowerToKnownVersions rewrites (it returns at once for any other model).
