@@ -76,7 +76,7 @@ def mutate(m, rng):
             d[rng.randrange(len(d))].dim_value = rng.choice([0, 1, 3, 27, 2**31])
             return "graph input shape"
     elif kind == 6 and m.opset_import:
-        m.opset_import[0].version = rng.choice([1, 6, 9, 11, 12, 13, 17, 18, 19, 21, 30])
+        m.opset_import[0].version = rng.choice([1, 6, 9, 11, 12, 13, 17, 18, 19, 21, 23, 25, 26, 30])
         return "opset version"
     elif kind == 7 and nd is not None:
         if rng.random() < 0.5 and len(nd.output):

@@ -11,7 +11,9 @@ The models: an opset-18 Split with num_outputs whose sizes do not divide (declar
 sizes; size only known at run time: computed from Shape; inside a model-local function), and
 GroupNormalization at opset 21 (scale and bias per channel; 4-D and 3-D; float16 with the float32
 statistics of stash_type) and at opset 18 (per group), RMSNormalization at opset 23 (last axis,
-from axis 1, float16) and Swish at opset 24 (alpha 1 and 0.7). Needs Debian's python3-onnx, numpy, node and
+from axis 1, float16), Swish at opset 24 (alpha 1 and 0.7) and Attention at opsets 23 and 24
+(causal with fewer queries than keys, bool and float masks, 3-D inputs with heads, one key/value
+head for three query heads). Needs Debian's python3-onnx, numpy, node and
 scripts/ort (npm install there).
 """
 import argparse
@@ -109,6 +111,30 @@ def opset23_models(d):
     return out
 
 
+def attention_models(d):
+    """Attention (opsets 23, 24) without a key/value cache: 4-D and 3-D heads, masks, causal, MQA."""
+    rng = np.random.default_rng(7)
+    F = TensorProto.FLOAT
+    bool_mask = numpy_helper.from_array(rng.random((3, 5)) > 0.3, "mask")
+    float_mask = numpy_helper.from_array(rng.standard_normal((1, 2, 3, 5)).astype(np.float32), "mask")
+    cases = [  # name, Q, K, V shapes, extra input, attributes, opset
+        ("attention23_causal", ["N", 2, 3, 8], ["N", 2, 5, 8], ["N", 2, 5, 6], None, {"is_causal": 1}, 23),
+        ("attention23_bool_mask", ["N", 2, 3, 8], ["N", 2, 5, 8], ["N", 2, 5, 6], bool_mask, {}, 23),
+        ("attention24_float_mask", ["N", 2, 3, 8], ["N", 2, 5, 8], ["N", 2, 5, 6], float_mask, {"scale": 0.3}, 24),
+        ("attention23_3d", ["N", 4, 12], ["N", 6, 12], ["N", 6, 9], None, {"q_num_heads": 3, "kv_num_heads": 3}, 23),
+        ("attention23_3d_mqa", ["N", 4, 12], ["N", 6, 4], ["N", 6, 3], None, {"q_num_heads": 3, "kv_num_heads": 1}, 23),
+    ]
+    out = []
+    for name, qs, ks, vs, mask, attrs, opset in cases:
+        inputs = ["q", "k", "v"] + (["mask"] if mask is not None else [])
+        node = helper.make_node("Attention", inputs, ["y"], name="attention", **attrs)
+        f = os.path.join(d, name + ".onnx")
+        save(f, [node], [vi("q", F, qs), vi("k", F, ks), vi("v", F, vs)], [vi("y", F, None)], opset,
+             [mask] if mask is not None else [])
+        out.append(f)
+    return out
+
+
 def run(cmd):
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
@@ -139,7 +165,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         d = args.keep or tmp
         os.makedirs(d, exist_ok=True)
-        models = split_models(d) + group_norm_models(d) + opset23_models(d)
+        models = split_models(d) + group_norm_models(d) + opset23_models(d) + attention_models(d)
         failed = 0
         for m in models:
             # float16 outputs round at 2^-11 of their scale; float32 ones are held to 1e-4 as elsewhere.

@@ -2,6 +2,8 @@
 
 #include <onnx/defs/schema.h>
 
+#include <cmath>
+#include <limits>
 #include <map>
 #include <set>
 #include <string_view>
@@ -47,7 +49,7 @@ const std::set<std::string_view> kReduceOps = {"ReduceL1",  "ReduceL2",  "Reduce
 const std::set<std::string_view> kNewOps = {"BitwiseAnd",     "BitwiseNot",    "BitwiseOr",      "BitwiseXor",
                                             "CenterCropPad",  "Col2Im",        "DeformConv",     "AffineGrid",
                                             "ImageDecoder",   "RegexFullMatch", "StringConcat",  "StringSplit",
-                                            "Attention",      "RotaryEmbedding", "TensorScatter"};
+                                            "RotaryEmbedding", "TensorScatter"};
 
 std::string describe(const onnx::NodeProto& n) {
   Node d;
@@ -89,6 +91,7 @@ struct Lowering {
   std::unordered_set<std::string> used;         // every value and node name in the model, for fresh names
   std::vector<std::unordered_map<std::string, const onnx::TensorProto*>> scopes;  // constants, innermost last
   std::vector<std::unordered_map<std::string, std::vector<int64_t>>> shapes;    // declared shapes (-1: not fixed)
+  std::vector<std::unordered_map<std::string, int>> elem_types;                 // declared element types
   std::map<std::string, int> changes;          // "what changed" -> how many nodes
   int float_type = 0;                          // the one float element type of the model, 0 when mixed
   bool constants_as_nodes = false;             // in a function body
@@ -231,6 +234,9 @@ struct Lowering {
              " takes ", ins == 1 ? "one input" : "X and scale", " and gives one output: the model is corrupt or was edited by hand");
       if (op == "Swish") swish(n, out, extra);
       else rmsNorm(n, out, extra);
+      return;
+    } else if (op == "Attention") {
+      attention(n, out, extra);
       return;
     } else if (op == "GroupNormalization") {
       bool ok = n.input_size() == 3 && n.output_size() == 1 && !n.output(0).empty();
@@ -573,6 +579,148 @@ struct Lowering {
     count("RMSNormalization -> Mul, ReduceMean, Add, Sqrt, Div, Mul");
   }
 
+  int declaredType(const std::string& value) const {
+    for (auto it = elem_types.rbegin(); it != elem_types.rend(); ++it)
+      if (const auto f = it->find(value); f != it->end()) return f->second;
+    return 0;
+  }
+
+  int64_t declaredRank(const std::string& value) const {
+    for (auto it = shapes.rbegin(); it != shapes.rend(); ++it)
+      if (const auto f = it->find(value); f != it->end()) return static_cast<int64_t>(f->second.size());
+    return -1;
+  }
+
+  // Attention (opsets 23, 24) without a key/value cache: softmax(Q K^T * scale + mask) V, per head,
+  // Q and K each scaled by sqrt(scale) first as the op's definition does; 3-D inputs are split into
+  // q_num_heads / kv_num_heads heads and joined again after. MQA (one key/value head) broadcasts.
+  void attention(const onnx::NodeProto& n, std::vector<onnx::NodeProto>& out, std::vector<onnx::TensorProto>& extra) {
+    auto has = [&](int i) { return n.input_size() > i && !n.input(i).empty(); };
+    if (!has(0) || !has(1) || !has(2) || n.output_size() < 1 || n.output(0).empty())
+      fail(label, ": node ", describe(n), " has ", n.input_size(), " inputs and ", n.output_size(),
+           " outputs; Attention takes Q, K and V and gives Y: the model is corrupt or was edited by hand");
+    if (has(4) || has(5)) refuse(n, "reads a key/value cache (past_key, past_value)");
+    if (has(6)) refuse(n, "reads nonpad_kv_seqlen (opset 24)");
+    for (int o = 1; o < n.output_size(); ++o)
+      if (!n.output(o).empty()) refuse(n, "gives output " + std::to_string(o) + " (the present cache or the QK product)");
+    if (const auto* a = findAttribute(n, "softcap"); a && a->f() != 0.0f) refuse(n, "has softcap");
+    if (const auto* a = findAttribute(n, "softmax_precision"); a && a->i() != 0 && a->i() != float_type)
+      refuse(n, "has softmax_precision " + std::to_string(a->i()));
+    if (float_type != onnx::TensorProto::FLOAT && float_type != onnx::TensorProto::FLOAT16 &&
+        float_type != onnx::TensorProto::DOUBLE)
+      refuse(n, "is in a model without one float type");
+    const std::string &q = n.input(0), &k = n.input(1), &v = n.input(2);
+    const std::string& base = n.output(0);
+    const int64_t q_heads = attrInt(n, "q_num_heads", 0), kv_heads = attrInt(n, "kv_num_heads", 0);
+    int64_t rank = declaredRank(q);
+    if (rank < 0) {
+      if (q_heads || kv_heads) refuse(n, "has q_num_heads/kv_num_heads for a Q whose rank is not declared");
+      rank = 4;
+    }
+    if (rank != 3 && rank != 4) refuse(n, "has a Q of rank " + std::to_string(rank));
+    if (rank == 3 && (q_heads < 1 || kv_heads < 1)) refuse(n, "has 3-D inputs without q_num_heads and kv_num_heads");
+    if (rank == 3 && q_heads != kv_heads && kv_heads != 1)
+      refuse(n, "groups " + std::to_string(q_heads) + " query heads over " + std::to_string(kv_heads) + " key/value heads");
+    if (rank == 4) {
+      const int64_t hq = declaredDim(q, 1), hk = declaredDim(k, 1);
+      if (hq > 0 && hk > 0 && hq != hk && hk != 1)
+        refuse(n, "groups " + std::to_string(hq) + " query heads over " + std::to_string(hk) + " key/value heads");
+    }
+    // [B, S, H * D] -> [B, H, S, D]
+    auto heads = [&](const std::string& x, int64_t h, const std::string& what) {
+      const std::string r = emit(out, n, "Reshape", {x, ints({0, 0, h, -1}, base + "/" + what + "_shape", out, extra)},
+                                 fresh(base + "/" + what + "_split"));
+      const std::string t = emit(out, n, "Transpose", {r}, fresh(base + "/" + what + "_heads"));
+      setAttr(out.back(), "perm", {0, 2, 1, 3}, true);
+      return t;
+    };
+    const std::string q4 = rank == 3 ? heads(q, q_heads, "q") : q;
+    const std::string k4 = rank == 3 ? heads(k, kv_heads, "k") : k;
+    const std::string v4 = rank == 3 ? heads(v, kv_heads, "v") : v;
+    // sqrt(scale): the attribute's, else head_size^-1/4, from a declared size or computed.
+    std::string root;
+    const auto* scale_attr = findAttribute(n, "scale");
+    int64_t head_size = rank == 4 ? declaredDim(q, -1) : -1;
+    if (rank == 3 && declaredDim(q, -1) > 0 && declaredDim(q, -1) % q_heads == 0) head_size = declaredDim(q, -1) / q_heads;
+    if (scale_attr || head_size > 0) {
+      const double sc = scale_attr ? scale_attr->f() : 1.0 / std::sqrt(static_cast<double>(head_size));
+      if (!(sc > 0)) refuse(n, "has scale " + std::to_string(sc));
+      root = scalar(static_cast<float>(std::sqrt(sc)), q, base + "/sqrt_scale", out, extra);
+    } else {
+      onnx::NodeProto shape;
+      shape.set_op_type("Shape");
+      if (!n.name().empty()) shape.set_name(fresh(n.name() + "/Shape"));
+      shape.add_input(q4);
+      shape.add_output(fresh(base + "/head_size"));
+      setAttr(shape, "start", {-1}, false);
+      const std::string d = shape.output(0);
+      out.push_back(std::move(shape));
+      const std::string df = emit(out, n, "Cast", {d}, fresh(base + "/head_size_float"));
+      setAttr(out.back(), "to", {float_type}, false);
+      const std::string r1 = emit(out, n, "Sqrt", {df}, fresh(base + "/head_size_sqrt"));
+      const std::string r2 = emit(out, n, "Sqrt", {r1}, fresh(base + "/head_size_root4"));
+      root = emit(out, n, "Reciprocal", {r2}, fresh(base + "/sqrt_scale"));
+    }
+    const std::string qs = emit(out, n, "Mul", {q4, root}, fresh(base + "/q_scaled"));
+    const std::string ks = emit(out, n, "Mul", {k4, root}, fresh(base + "/k_scaled"));
+    const std::string kt = emit(out, n, "Transpose", {ks}, fresh(base + "/k_transposed"));
+    setAttr(out.back(), "perm", {0, 1, 3, 2}, true);
+    std::string scores = emit(out, n, "MatMul", {qs, kt}, fresh(base + "/scores"));
+    std::string neg_inf;
+    auto negInf = [&] {
+      if (neg_inf.empty())
+        neg_inf = scalar(-std::numeric_limits<float>::infinity(), q, base + "/neg_inf", out, extra);
+      return neg_inf;
+    };
+    if (has(3)) {
+      const std::string& mask = n.input(3);
+      const int t = declaredType(mask);
+      if (t == onnx::TensorProto::BOOL) {
+        scores = emit(out, n, "Where", {mask, scores, negInf()}, fresh(base + "/masked"));
+      } else if (t == float_type) {
+        scores = emit(out, n, "Add", {scores, mask}, fresh(base + "/biased"));
+      } else {
+        refuse(n, "has an attn_mask '" + mask + "' whose element type is not declared as bool or the model's float type");
+      }
+    }
+    if (attrInt(n, "is_causal", 0) != 0) {
+      // Keys after the query's own position are masked: the lower triangle of [S, L] from the top left.
+      onnx::NodeProto shape;
+      shape.set_op_type("Shape");
+      if (!n.name().empty()) shape.set_name(fresh(n.name() + "/Shape"));
+      shape.add_input(scores);
+      shape.add_output(fresh(base + "/scores_shape"));
+      setAttr(shape, "start", {-2}, false);
+      const std::string sl = shape.output(0);
+      out.push_back(std::move(shape));
+      onnx::NodeProto ones;
+      ones.set_op_type("ConstantOfShape");
+      ones.add_input(sl);
+      ones.add_output(fresh(base + "/ones"));
+      auto* a = ones.add_attribute();
+      a->set_name("value");
+      a->set_type(onnx::AttributeProto::TENSOR);
+      *a->mutable_t() = tensorToProto(Tensor::fromVector<bool>({1}, {true}), "value");
+      const std::string one = ones.output(0);
+      out.push_back(std::move(ones));
+      const std::string tri = emit(out, n, "Trilu", {one}, fresh(base + "/causal"));
+      setAttr(out.back(), "upper", {0}, false);
+      scores = emit(out, n, "Where", {tri, scores, negInf()}, fresh(base + "/causal_masked"));
+    }
+    const std::string probs = emit(out, n, "Softmax", {scores}, fresh(base + "/probs"));
+    setAttr(out.back(), "axis", {-1}, false);
+    if (rank == 4) {
+      emit(out, n, "MatMul", {probs, v4}, base);
+    } else {
+      const std::string y4 = emit(out, n, "MatMul", {probs, v4}, fresh(base + "/heads_out"));
+      const std::string yt = emit(out, n, "Transpose", {y4}, fresh(base + "/heads_back"));
+      setAttr(out.back(), "perm", {0, 2, 1, 3}, true);
+      emit(out, n, "Reshape", {yt, ints({0, 0, -1}, base + "/joined_shape", out, extra)}, base);
+    }
+    count(std::string("Attention") + (rank == 3 ? " (3-D)" : "") + " -> Mul, Transpose, MatMul, Softmax, MatMul" +
+          (has(3) ? " (with attn_mask)" : "") + (attrInt(n, "is_causal", 0) ? " (causal)" : ""));
+  }
+
   // The nodes of a graph or a function body (whose constants `g` is null for: a body has no
   // initializers, so the scalars a rewrite needs become Constant nodes there).
   void nodes(google::protobuf::RepeatedPtrField<onnx::NodeProto>& ns, onnx::GraphProto* g) {
@@ -584,8 +732,12 @@ struct Lowering {
         if (const auto* a = findAttribute(n, "value"); a && a->has_t()) scope[n.output(0)] = &a->t();
     scopes.push_back(std::move(scope));
     std::unordered_map<std::string, std::vector<int64_t>> declared;
+    std::unordered_map<std::string, int> types;
+    for (const auto& [name, t] : scopes.back()) types[name] = t->data_type();
     if (g) {
       auto vi = [&](const onnx::ValueInfoProto& v) {
+        if (v.type().has_tensor_type() && v.type().tensor_type().elem_type() != 0)
+          types[v.name()] = v.type().tensor_type().elem_type();
         if (!v.type().has_tensor_type() || !v.type().tensor_type().has_shape()) return;
         std::vector<int64_t> dims;
         for (const auto& d : v.type().tensor_type().shape().dim()) dims.push_back(d.has_dim_value() ? d.dim_value() : -1);
@@ -597,6 +749,7 @@ struct Lowering {
       for (const auto& t : g->initializer()) declared[t.name()].assign(t.dims().begin(), t.dims().end());
     }
     shapes.push_back(std::move(declared));
+    elem_types.push_back(std::move(types));
     const bool outer = constants_as_nodes;
     constants_as_nodes = g == nullptr;
     std::vector<onnx::NodeProto> out;
@@ -606,6 +759,7 @@ struct Lowering {
     constants_as_nodes = outer;
     scopes.pop_back();
     shapes.pop_back();
+    elem_types.pop_back();
     ns.Clear();
     for (auto& n : out) *ns.Add() = std::move(n);
     for (auto& t : extra) *g->add_initializer() = std::move(t);

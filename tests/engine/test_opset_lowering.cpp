@@ -402,3 +402,37 @@ g (float[2, 3, 4] x) => (float[2, 3, 4] rms, float[2, 3, 4] rms12, float[2, 3, 4
   }
   CHECK(out.at("cast").bitEqual(x));
 }
+
+TEST_CASE("Attention (opset 23) reads as softmax(Q K^T / sqrt(d) + mask) V per head", "[opset_lowering]") {
+  // 1 batch, 2 heads, 3 queries, 4 keys, head size 4; causal: query i sees keys 0..i.
+  Model m = parseModelText(R"(
+<ir_version: 10, opset_import: ["" : 23]>
+g (float[1, 2, 3, 4] q, float[1, 2, 4, 4] k, float[1, 2, 4, 2] v) => (float[1, 2, 3, 2] y)
+{
+  y = Attention <is_causal = 1> (q, k, v)
+}
+)");
+  CHECK_THAT(joined(m.load_notes), Catch::Contains("Attention -> Mul, Transpose, MatMul, Softmax, MatMul (causal) (1)"));
+  CHECK_NOTHROW(checkModelForOutput(m));
+  const Tensor q = randomFloat({1, 2, 3, 4}, 31, -1.0f, 1.0f), k = randomFloat({1, 2, 4, 4}, 32, -1.0f, 1.0f),
+               v = randomFloat({1, 2, 4, 2}, 33, -1.0f, 1.0f);
+  engine::Session s(m);
+  const Tensor y = s.run({{"q", q}, {"k", k}, {"v", v}}).at("y");
+  REQUIRE(y.shape() == Shape{1, 2, 3, 2});
+  for (int h = 0; h < 2; ++h)
+    for (int i = 0; i < 3; ++i) {
+      std::vector<double> w;
+      double total = 0;
+      for (int j = 0; j <= i; ++j) {
+        double dot = 0;
+        for (int d = 0; d < 4; ++d) dot += double(q.data<float>()[(h * 3 + i) * 4 + d]) * k.data<float>()[(h * 4 + j) * 4 + d];
+        w.push_back(std::exp(dot / 2.0));  // 1 / sqrt(4)
+        total += w.back();
+      }
+      for (int c = 0; c < 2; ++c) {
+        double want = 0;
+        for (int j = 0; j <= i; ++j) want += w[static_cast<size_t>(j)] / total * v.data<float>()[(h * 4 + j) * 2 + c];
+        CHECK(y.data<float>()[(h * 3 + i) * 2 + c] == Approx(want).margin(1e-5));
+      }
+    }
+}

@@ -82,7 +82,13 @@ g (float[2] x) => (float[2] y)
              Catch::Contains("imports opset 26; lwc reads opsets up to 25"));
   // Opsets 23-25: ops with no opset-17 form, attributes that may change the result, corrupt nodes.
   const std::pair<const char*, const char*> newer[] = {
-      {"y = Attention (x, x, x)", "Attention (output 'y') is an op opset 17 does not have"},
+      {"y = Attention (x, x, x, , x, x)", "Attention (output 'y') reads a key/value cache"},
+      {"y, pk = Attention (x, x, x)", "Attention (output 'y') gives output 1"},
+      {"y = Attention <softcap = 30.0> (x, x, x)", "Attention (output 'y') has softcap"},
+      {"y = Attention (x4, x4, x4, h)", "has an attn_mask 'h' whose element type is not declared"},
+      {"y = Attention (x3, x3, x3)", "has 3-D inputs without q_num_heads and kv_num_heads"},
+      {"y = Attention <q_num_heads = 4, kv_num_heads = 2> (x3, x3, x3)", "groups 4 query heads over 2 key/value heads"},
+      {"y = Attention <q_num_heads = 2, kv_num_heads = 2> (h, h, h)", "q_num_heads/kv_num_heads for a Q whose rank"},
       {"y = RotaryEmbedding (x, x, x)", "RotaryEmbedding (output 'y') is an op opset 17 does not have"},
       {"y = RMSNormalization <axis = 1> (h, s)", "normalises from axis 1 of an input whose rank is not declared"},
       {"y = RMSNormalization <axis = 2> (x, s)", "has axis 2 for an input of rank 2"},
@@ -93,7 +99,7 @@ g (float[2] x) => (float[2] y)
   for (const auto& [node, expect] : newer) {
     const std::string text = std::string(R"(
 <ir_version: 8, opset_import: ["" : 24]>
-g (float[2, 4] x) => (float[2, 4] y)
+g (float[2, 4] x, float[1, 2, 8] x3, float[1, 2, 3, 4] x4) => (float[2, 4] y)
 <float[4] s = {1.0, 1.0, 1.0, 1.0}, uint8 z = {0}>
 {
   h = Relu (x)

@@ -34,7 +34,8 @@ bool newerThanKnown(const onnx::ModelProto& p);
 /// constant `axes` input as the attribute (noop_with_empty_axes with no axes: Identity), Split
 /// trades num_outputs for its sizes (chunks of ceil(d / n): a constant where the input's declared
 /// shape gives d, else computed from Shape at run time; none where d divides evenly), Mish, Gelu,
-/// Swish, GroupNormalization and RMSNormalization become the opset-17 ops that compute them, and attributes newer ops
+/// Swish, GroupNormalization, RMSNormalization and Attention (without a key/value cache) become the
+/// opset-17 ops that compute them, and attributes newer ops
 /// added are dropped where they hold their defaults (Resize antialias, pool dilations of 1, Cast
 /// saturate, Q/DQ block_size 0, ...). A node that has no such form (an `axes` input computed at run
 /// time, Pad's axes or wrap mode, a new op such as Col2Im) throws lwc::Error naming the node and
