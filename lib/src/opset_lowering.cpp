@@ -137,6 +137,15 @@ struct Lowering {
     return out;
   }
 
+  // A node the rewrite reads must have exactly `ins` inputs, all given, and one output.
+  void requireArity(const onnx::NodeProto& n, int ins, const char* takes) const {
+    bool ok = n.input_size() == ins && n.output_size() == 1 && !n.output(0).empty();
+    for (const auto& i : n.input()) ok = ok && !i.empty();
+    if (!ok)
+      fail(label, ": node ", describe(n), " has ", n.input_size(), " inputs and ", n.output_size(), " outputs; ",
+           n.op_type(), " takes ", takes, " and gives one output: the model is corrupt or was edited by hand");
+  }
+
   // One node; appends what replaces it to `out`. `extra` collects initializers the rewrite adds.
   void node(onnx::NodeProto n, std::vector<onnx::NodeProto>& out, std::vector<onnx::TensorProto>& extra) {
     for (auto& a : *n.mutable_attribute()) {
@@ -218,33 +227,22 @@ struct Lowering {
       }
     } else if (op == "DFT" && from >= 20) {
       refuse(n, "is the opset-20 DFT (axis as an input, another default axis)");
-    } else if (op == "Mish" || op == "Gelu") {
-      if (n.input_size() != 1 || n.input(0).empty() || n.output_size() != 1 || n.output(0).empty())
-        fail(label, ": node ", describe(n), " has ", n.input_size(), " inputs and ", n.output_size(), " outputs; ", op,
-             " takes one of each: the model is corrupt or was edited by hand");
+    } else if (op == "Mish" || op == "Gelu" || op == "Swish") {
+      requireArity(n, 1, "one input");
       if (op == "Mish") mish(n, out);
-      else gelu(n, out, extra);
+      else if (op == "Gelu") gelu(n, out, extra);
+      else swish(n, out, extra);
       return;
-    } else if (op == "Swish" || op == "RMSNormalization") {
-      const size_t ins = op == "Swish" ? 1 : 2;
-      bool ok = static_cast<size_t>(n.input_size()) == ins && n.output_size() == 1 && !n.output(0).empty();
-      for (const auto& i : n.input()) ok = ok && !i.empty();
-      if (!ok)
-        fail(label, ": node ", describe(n), " has ", n.input_size(), " inputs and ", n.output_size(), " outputs; ", op,
-             " takes ", ins == 1 ? "one input" : "X and scale", " and gives one output: the model is corrupt or was edited by hand");
-      if (op == "Swish") swish(n, out, extra);
-      else rmsNorm(n, out, extra);
+    } else if (op == "RMSNormalization") {
+      requireArity(n, 2, "X and scale");
+      rmsNorm(n, out, extra);
+      return;
+    } else if (op == "GroupNormalization") {
+      requireArity(n, 3, "X, scale and bias");
+      groupNorm(n, out, extra);
       return;
     } else if (op == "Attention") {
       attention(n, out, extra);
-      return;
-    } else if (op == "GroupNormalization") {
-      bool ok = n.input_size() == 3 && n.output_size() == 1 && !n.output(0).empty();
-      for (const auto& i : n.input()) ok = ok && !i.empty();
-      if (!ok)
-        fail(label, ": node ", describe(n), " has ", n.input_size(), " inputs and ", n.output_size(),
-             " outputs; GroupNormalization takes X, scale and bias and gives Y: the model is corrupt or was edited by hand");
-      groupNorm(n, out, extra);
       return;
     } else if (kNewOps.count(op)) {
       refuse(n, "is an op opset " + std::to_string(to) + " does not have");
@@ -354,23 +352,7 @@ struct Lowering {
       count("Split: num_outputs -> split sizes (uneven parts)");
     } else {
       // The sizes from the input's shape at run time: c = ceil(d / n), sizes = [c, ..., c, d - c (n - 1)].
-      onnx::NodeProto shape;
-      shape.set_op_type("Shape");
-      if (!n.name().empty()) shape.set_name(fresh(n.name() + "/Shape"));
-      shape.add_input(n.input(0));
-      shape.add_output(fresh(base + "/dim"));
-      auto* start = shape.add_attribute();
-      start->set_name("start");
-      start->set_type(onnx::AttributeProto::INT);
-      start->set_i(axis);
-      if (axis != -1) {
-        auto* end = shape.add_attribute();
-        end->set_name("end");
-        end->set_type(onnx::AttributeProto::INT);
-        end->set_i(axis + 1);
-      }
-      const std::string d = shape.output(0);
-      out.push_back(std::move(shape));
+      const std::string d = shapeOf(out, n, n.input(0), axis, axis == -1 ? 0 : axis + 1, base + "/dim");
       const std::string n1 = addConstant(Tensor::fromVector<int64_t>({1}, {parts - 1}), base + "/n_minus_1", out, extra);
       const std::string nn = addConstant(Tensor::fromVector<int64_t>({1}, {parts}), base + "/n", out, extra);
       const std::string up = emit(out, n, "Add", {d, n1}, fresh(base + "/round_up"));
@@ -400,6 +382,15 @@ struct Lowering {
     k.add_output(output);
     out.push_back(std::move(k));
     return output;
+  }
+
+  // Shape(x) from axis `start` to `end` (0: to the last axis); returns the output's name.
+  std::string shapeOf(std::vector<onnx::NodeProto>& out, const onnx::NodeProto& from_node, const std::string& x,
+                      int64_t start, int64_t end, const std::string& base) {
+    const std::string name = emit(out, from_node, "Shape", {x}, fresh(base));
+    setAttr(out.back(), "start", {start}, false);
+    if (end != 0) setAttr(out.back(), "end", {end}, false);
+    return name;
   }
 
   // Mish(x) = x * tanh(softplus(x)).
@@ -647,14 +638,7 @@ struct Lowering {
       if (!(sc > 0)) refuse(n, "has scale " + std::to_string(sc));
       root = scalar(static_cast<float>(std::sqrt(sc)), q, base + "/sqrt_scale", out, extra);
     } else {
-      onnx::NodeProto shape;
-      shape.set_op_type("Shape");
-      if (!n.name().empty()) shape.set_name(fresh(n.name() + "/Shape"));
-      shape.add_input(q4);
-      shape.add_output(fresh(base + "/head_size"));
-      setAttr(shape, "start", {-1}, false);
-      const std::string d = shape.output(0);
-      out.push_back(std::move(shape));
+      const std::string d = shapeOf(out, n, q4, -1, 0, base + "/head_size");
       const std::string df = emit(out, n, "Cast", {d}, fresh(base + "/head_size_float"));
       setAttr(out.back(), "to", {float_type}, false);
       const std::string r1 = emit(out, n, "Sqrt", {df}, fresh(base + "/head_size_sqrt"));
@@ -685,14 +669,7 @@ struct Lowering {
     }
     if (attrInt(n, "is_causal", 0) != 0) {
       // Keys after the query's own position are masked: the lower triangle of [S, L] from the top left.
-      onnx::NodeProto shape;
-      shape.set_op_type("Shape");
-      if (!n.name().empty()) shape.set_name(fresh(n.name() + "/Shape"));
-      shape.add_input(scores);
-      shape.add_output(fresh(base + "/scores_shape"));
-      setAttr(shape, "start", {-2}, false);
-      const std::string sl = shape.output(0);
-      out.push_back(std::move(shape));
+      const std::string sl = shapeOf(out, n, scores, -2, 0, base + "/scores_shape");
       onnx::NodeProto ones;
       ones.set_op_type("ConstantOfShape");
       ones.add_input(sl);

@@ -122,7 +122,7 @@ g (float[2] x) => (float[2] y)
   y = Gelu ()
 }
 )"),
-             Catch::Contains("Gelu (output 'y') has 0 inputs and 1 outputs; Gelu takes one of each"));
+             Catch::Contains("Gelu (output 'y') has 0 inputs and 1 outputs; Gelu takes one input and gives one output"));
   // The other rewrites' refusals, one node each at opset 20.
   const std::pair<const char*, const char*> cases[] = {
       {"y = AveragePool <kernel_shape = [2], dilations = [2]> (x)", "AveragePool (output 'y') has dilations other than 1"},
