@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <limits>
 #include <map>
+#include <set>
 
 namespace lwc {
 
@@ -221,14 +222,43 @@ ValueTypes inferShapes(const Model& m, const ShapeOptions& opts) {
   // Each inference starts from the declared value_info only: a symbol ONNX invented for a
   // dimension it could not follow (unk__1) would otherwise outlive the round that learns it.
   auto declared = g->value_info();
+  // ONNX 1.12's data propagation for Shape reads its input's type without checking that there is
+  // one, so a Shape of a value nothing could type (a custom op's output, the output of a Reshape
+  // whose target does not fit) crashed every command. Such inputs get an empty declaration (no
+  // element type, no shape) that inference fills where it can; those still empty are dropped after.
+  std::set<std::string> shape_inputs;
+  {
+    std::set<std::string> typed;
+    for (const auto* list : {&g->input(), &g->output(), &g->value_info()})
+      for (const auto& v : *list) typed.insert(v.name());
+    for (const auto& t : g->initializer()) typed.insert(t.name());
+    for (const auto& n : g->node())
+      if (n.op_type() == "Shape" && isDefaultDomain(n.domain()) && n.input_size() > 0 && !n.input(0).empty() &&
+          !typed.count(n.input(0)))
+        shape_inputs.insert(n.input(0));
+  }
   auto infer = [&] {
     *g->mutable_value_info() = declared;
+    std::set<std::string> have;
+    for (const auto& v : declared) have.insert(v.name());
+    for (const auto& name : shape_inputs)
+      if (!have.count(name)) {
+        auto* v = g->add_value_info();
+        v->set_name(name);
+        v->mutable_type()->mutable_tensor_type();
+      }
     try {
       onnx::ShapeInferenceOptions o(/*check_type=*/false, /*error_mode=*/0, /*data_prop=*/true);
       weight_coding::registerOnnxSchemas();  // ai.lwc::HuffmanDecode outputs get their shapes
       onnx::shape_inference::InferShapes(p, onnx::OpSchemaRegistry::Instance(), o);
     } catch (const std::exception&) {
       // Inference conflicts (e.g. a declared shape that disagrees) leave us with what was declared.
+    }
+    auto* vi = g->mutable_value_info();
+    for (int i = vi->size() - 1; i >= 0; --i) {
+      const auto& v = vi->Get(i);
+      if (shape_inputs.count(v.name()) && v.type().tensor_type().elem_type() == 0 && !v.type().tensor_type().has_shape())
+        vi->DeleteSubrange(i, 1);
     }
   };
   infer();

@@ -332,3 +332,28 @@ g (float[2, 8] x) => (float[?] y)
   CHECK_FALSE(concreteShape(types, "y"));
   CHECK(concreteShape(types, "cu") == Shape{1});
 }
+
+TEST_CASE("shape inference survives a Shape of a value nothing can type", "[analysis]") {
+  // ONNX 1.12's data propagation for Shape reads its input's type unchecked: a custom op's output
+  // or a Reshape that cannot be inferred (12 is no multiple of 5) used to crash every command here.
+  Model m = parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 17, "com.example" : 1]>
+g (float[N, 4, 12] x) => (int64[3] s1, int64[1] s2, float[N, 4, 12] r)
+<int64[4] t = {0, 0, 5, -1}>
+{
+  c = com.example.Custom (x)
+  s1 = Shape (c)
+  bad = Reshape (x, t)
+  s2 = Shape <start = -1> (bad)
+  r = Relu (x)
+  rs = Shape (r)
+}
+)");
+  ValueTypes types;
+  REQUIRE_NOTHROW(types = inferShapes(m));
+  // What could be inferred still is; nothing is declared for the values that could not be typed.
+  REQUIRE(types.count("rs"));
+  CHECK(concreteShape(types, "rs") == Shape{3});
+  CHECK_FALSE(types.count("c"));
+  CHECK_FALSE(types.count("bad"));
+}
