@@ -6,11 +6,12 @@ internal error (exit code 2), a hang, or an error that spans several lines fails
     scripts/fuzz_models.py MODEL [--count N] [--seed S] [--lwc build/apps/lwc/lwc] [--keep DIR]
 
 Each variant applies one to three random edits of the kinds a hand-edited or half-converted model
-has: an initializer's dims or data type changed, an attribute set to 0, -1, a huge or a NaN value,
-an attribute the op does not have, an input removed or pointed elsewhere, an op type swapped, a
-node removed, the graph input's shape or the opset version changed; one variant in eight instead
-gets random byte edits of the serialised file. Every variant goes through `lwc info`, `lwc exec`
-(random batch of 2) and `lwc fuse`, and at random also `lwc quantize --mode dynamic`,
+has: an initializer's dims, data type or (for a 1-D int64 constant: a shape, axes, pads) one value
+changed, an attribute set to 0, -1, a huge or a NaN value, an attribute the op does not have, an
+input removed or pointed elsewhere, an op type swapped or moved to a domain lwc has no schema for,
+a node removed, the graph input's shape or the opset version changed; one variant in eight
+instead gets random byte edits of the serialised file. Every variant goes through `lwc info`,
+`lwc exec` (random batch of 2) and `lwc fuse`, and at random also `lwc quantize --mode dynamic`,
 `lwc prune --sparsity 0.5` and `lwc prune --channels 0.3`. Deterministic for a given seed.
 With --keep, each failing variant is saved there for reproduction. Exit code 1 when any run
 failed. Needs Debian's python3-onnx.
@@ -24,7 +25,7 @@ import sys
 import tempfile
 
 import onnx
-from onnx import helper
+from onnx import helper, numpy_helper
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OPS = ["Conv", "Add", "Relu", "Gemm", "MatMul", "Reshape", "Transpose", "Softmax", "Concat", "Gather", "MaxPool",
@@ -41,6 +42,15 @@ def mutate(m, rng):
     nd = rng.choice(nodes) if nodes else None
     kind = rng.randrange(9)
     if kind == 0 and g.initializer:
+        ints = [t for t in g.initializer if t.data_type == onnx.TensorProto.INT64 and 0 < len(t.dims) <= 1
+                and (t.raw_data or t.int64_data)]
+        if ints and rng.random() < 0.5:  # a shape, axes or pads constant gets a wrong value
+            t = rng.choice(ints)
+            v = numpy_helper.to_array(t).copy()
+            if v.size:
+                v.flat[rng.randrange(v.size)] = rng.choice(INTS)
+                t.CopyFrom(numpy_helper.from_array(v, t.name))
+                return f"a value of {t.name}"
         t = rng.choice(g.initializer)
         if t.dims:
             t.dims[rng.randrange(len(t.dims))] = rng.choice(INTS)
@@ -64,6 +74,11 @@ def mutate(m, rng):
         nd.input[rng.randrange(len(nd.input))] = rng.choice(["nope", ""] + others)
         return f"input of {nd.name} redirected"
     elif kind == 3 and nd is not None:
+        if rng.random() < 0.25:  # an op of a domain lwc has no schema for
+            nd.domain = "com.example"
+            if not any(o.domain == "com.example" for o in m.opset_import):
+                m.opset_import.append(helper.make_opsetid("com.example", 1))
+            return f"{nd.name} moves to domain com.example"
         nd.op_type = rng.choice(OPS)
         return f"{nd.name} becomes {nd.op_type}"
     elif kind == 4 and g.initializer:
