@@ -84,6 +84,9 @@ std::string attrString(const onnx::NodeProto& n, std::string_view name, const st
   return a ? a->s() : dflt;
 }
 
+// Ranks beyond this are taken for corrupt attributes (ONNX Runtime's kernels stop at far fewer).
+constexpr int64_t kMaxRank = 64;
+
 struct Lowering {
   std::string label;
   int64_t from = 0;
@@ -533,15 +536,13 @@ struct Lowering {
     const std::string &x = n.input(0), &scale = n.input(1);
     const std::string& base = n.output(0);
     int64_t axis = attrInt(n, "axis", -1);
-    if (axis >= 0) {
-      // The axes from `axis` to the last need the rank, from x's declaration.
-      int64_t rank = -1;
-      for (auto it = shapes.rbegin(); it != shapes.rend() && rank < 0; ++it)
-        if (const auto f = it->find(x); f != it->end()) rank = static_cast<int64_t>(f->second.size());
-      if (rank < 0) refuse(n, "normalises from axis " + std::to_string(axis) + " of an input whose rank is not declared");
-      if (axis >= rank) refuse(n, "has axis " + std::to_string(axis) + " for an input of rank " + std::to_string(rank));
-      axis -= rank;
-    }
+    // The axes from `axis` to the last; a positive axis needs the rank, from x's declaration.
+    const int64_t rank = declaredRank(x);
+    if (rank < 0 && axis >= 0)
+      refuse(n, "normalises from axis " + std::to_string(axis) + " of an input whose rank is not declared");
+    if ((rank >= 0 && (axis < -rank || axis >= rank)) || axis < -kMaxRank)
+      refuse(n, "has axis " + std::to_string(axis) + (rank >= 0 ? " for an input of rank " + std::to_string(rank) : ""));
+    if (axis >= 0) axis -= rank;
     std::vector<int64_t> axes;
     for (int64_t a = axis; a < 0; ++a) axes.push_back(a);
     const auto* eps_attr = findAttribute(n, "epsilon");

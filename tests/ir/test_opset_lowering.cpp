@@ -92,6 +92,8 @@ g (float[2] x) => (float[2] y)
       {"y = RotaryEmbedding (x, x, x)", "RotaryEmbedding (output 'y') is an op opset 17 does not have"},
       {"y = RMSNormalization <axis = 1> (h, s)", "normalises from axis 1 of an input whose rank is not declared"},
       {"y = RMSNormalization <axis = 2> (x, s)", "has axis 2 for an input of rank 2"},
+      {"y = RMSNormalization <axis = -3> (x, s)", "has axis -3 for an input of rank 2"},
+      {"y = RMSNormalization <axis = -2147483648> (h, s)", "has axis -2147483648"},
       {"y = RMSNormalization <stash_type = 6> (x, s)", "has stash_type 6"},
       {"q = QuantizeLinear <precision = 10> (x, s, z)", "QuantizeLinear (output 'q') sets precision 10 (opset 23)"},
       {"y = DequantizeLinear <output_dtype = 10> (z, s, z)", "DequantizeLinear (output 'y') sets output_dtype 10 (opset 23)"},
