@@ -237,6 +237,30 @@ ValueTypes inferShapes(const Model& m, const ShapeOptions& opts) {
           !typed.count(n.input(0)))
         shape_inputs.insert(n.input(0));
   }
+  // ONNX 1.12's data propagation for Add, Sub and Mul reads an operand of no elements as if it
+  // had one (the Shape of a scalar plus 1, a Shape slice past the rank, an empty constant), and a
+  // Shape with no input at all: both crashed every command. Such models are inferred without it
+  // (lwc's own evaluation of shape computations below still runs). Only models where an Add, Sub
+  // or Mul reads two integer values that may carry shape data need the extra inference to tell.
+  bool data_prop = true;
+  std::vector<const onnx::NodeProto*> shape_math;
+  {
+    std::set<std::string> int_values;  // integer constants and the outputs of ops that carry shape data
+    for (const auto& t : g->initializer())
+      if (t.data_type() == onnx::TensorProto::INT64 || t.data_type() == onnx::TensorProto::INT32) int_values.insert(t.name());
+    static const std::set<std::string> kShapeOps = {"Shape", "Size", "Gather", "Slice", "Concat", "Squeeze", "Unsqueeze",
+                                                    "Cast", "Add", "Sub", "Mul", "Div", "Constant", "ConstantOfShape",
+                                                    "Range", "ReduceProd", "Min", "Max", "Identity", "Where"};
+    for (const auto& n : g->node()) {
+      if (!isDefaultDomain(n.domain())) continue;
+      if (n.op_type() == "Shape" && (n.input_size() == 0 || n.input(0).empty())) data_prop = false;
+      const bool math = n.op_type() == "Add" || n.op_type() == "Sub" || n.op_type() == "Mul";
+      if (math && n.input_size() == 2 && int_values.count(n.input(0)) && int_values.count(n.input(1)))
+        shape_math.push_back(&n);
+      if (kShapeOps.count(n.op_type()))
+        for (const auto& o : n.output()) int_values.insert(o);
+    }
+  }
   auto infer = [&] {
     *g->mutable_value_info() = declared;
     std::set<std::string> have;
@@ -248,7 +272,7 @@ ValueTypes inferShapes(const Model& m, const ShapeOptions& opts) {
         v->mutable_type()->mutable_tensor_type();
       }
     try {
-      onnx::ShapeInferenceOptions o(/*check_type=*/false, /*error_mode=*/0, /*data_prop=*/true);
+      onnx::ShapeInferenceOptions o(/*check_type=*/false, /*error_mode=*/0, data_prop);
       weight_coding::registerOnnxSchemas();  // ai.lwc::HuffmanDecode outputs get their shapes
       onnx::shape_inference::InferShapes(p, onnx::OpSchemaRegistry::Instance(), o);
     } catch (const std::exception&) {
@@ -261,6 +285,21 @@ ValueTypes inferShapes(const Model& m, const ShapeOptions& opts) {
         vi->DeleteSubrange(i, 1);
     }
   };
+  if (data_prop && !shape_math.empty()) {
+    data_prop = false;
+    infer();
+    ValueTypes first;
+    collect(p.graph(), first);
+    auto empty = [&](const std::string& v) {
+      if (m.graph.initializers.contains(v)) return m.graph.initializers.at(v).numel() == 0;
+      const auto it = first.find(v);
+      return it != first.end() && it->second.shape && it->second.shape->size() == 1 && (*it->second.shape)[0].known() &&
+             (*it->second.shape)[0].value == 0;
+    };
+    bool hazard = false;
+    for (const auto* n : shape_math) hazard = hazard || empty(n->input(0)) || empty(n->input(1));
+    data_prop = !hazard;
+  }
   infer();
   ValueTypes types;
   collect(p.graph(), types);

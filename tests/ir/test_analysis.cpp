@@ -357,3 +357,28 @@ g (float[N, 4, 12] x) => (int64[3] s1, int64[1] s2, float[N, 4, 12] r)
   CHECK_FALSE(types.count("c"));
   CHECK_FALSE(types.count("bad"));
 }
+
+TEST_CASE("shape inference survives shape arithmetic on values of no elements", "[analysis]") {
+  // ONNX 1.12's data propagation for Add/Sub/Mul reads an operand of no elements as if it had
+  // one: the Shape of a scalar plus [1] (a valid model: the result has no elements either), a
+  // Shape slice past the rank, an empty constant. Each crashed every command before.
+  Model m = parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 17]>
+g (float x, float[2, 3] z) => (int64[0] a, int64[0] b, int64[0] c, float[2, 3] r)
+<int64[1] one = {1}, int64[0] none = {}>
+{
+  s = Shape (x)
+  a = Add (s, one)
+  past = Shape <start = 5, end = 6> (z)
+  b = Sub (one, past)
+  c = Mul (none, one)
+  r = Relu (z)
+  rs = Shape (r)
+  two = Add (rs, one)
+}
+)");
+  ValueTypes types;
+  REQUIRE_NOTHROW(types = inferShapes(m));
+  CHECK(concreteShape(types, "a") == Shape{0});
+  CHECK(concreteShape(types, "two") == Shape{2});
+}
