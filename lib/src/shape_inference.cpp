@@ -366,6 +366,7 @@ ValueTypes inferShapes(const Model& m, const ShapeOptions& opts) {
       Tensor t = v->scalar ? Tensor::scalar<int64_t>(v->v[0])
                            : Tensor::fromVector<int64_t>({static_cast<int64_t>(v->v.size())}, v->v);
       if (v->dtype == DType::Int32) t = t.cast(DType::Int32);
+      if (t.numel() == 0) data_prop = false;  // an empty value would reach ONNX's Add/Sub/Mul propagation
       const std::string out = n.output(0);
       n.Clear();
       n.set_op_type("Constant");
