@@ -63,7 +63,7 @@ class Tensor {
     LWC_CHECK(static_cast<int64_t>(values.size()) == t.numel(), "fromVector size mismatch");
     if constexpr (std::is_same_v<T, bool>) {
       for (size_t i = 0; i < values.size(); ++i) t.data<bool>()[i] = values[i];
-    } else {
+    } else if (!values.empty()) {  // an empty vector's data() may be null, which memcpy must not get
       std::memcpy(t.raw(), values.data(), values.size() * sizeof(T));
     }
     return t;
