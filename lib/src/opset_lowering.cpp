@@ -92,9 +92,13 @@ struct Lowering {
   int64_t from = 0;
   int64_t to = 0;
   std::unordered_set<std::string> used;         // every value and node name in the model, for fresh names
-  std::vector<std::unordered_map<std::string, const onnx::TensorProto*>> scopes;  // constants, innermost last
-  std::vector<std::unordered_map<std::string, std::vector<int64_t>>> shapes;    // declared shapes (-1: not fixed)
-  std::vector<std::unordered_map<std::string, int>> elem_types;                 // declared element types
+  // What a graph (or function body) says about its values: constants, and the declarations of its
+  // inputs, outputs and value_info. Innermost last; a subgraph sees its outer scopes.
+  struct Scope {
+    std::unordered_map<std::string, const onnx::TensorProto*> constants;
+    std::unordered_map<std::string, ValueInfo> declared;
+  };
+  std::vector<Scope> scopes;
   std::map<std::string, int> changes;          // "what changed" -> how many nodes
   int float_type = 0;                          // the one float element type of the model, 0 when mixed
   bool constants_as_nodes = false;             // in a function body
@@ -104,12 +108,41 @@ struct Lowering {
          ") by rewriting them into opset ", to, ", which it cannot do here: export the model with opset_version=", to);
   }
 
-  const onnx::TensorProto* constant(const std::string& name) const {
-    for (auto it = scopes.rbegin(); it != scopes.rend(); ++it) {
-      const auto f = it->find(name);
-      if (f != it->end()) return f->second;
-    }
+  // The innermost scope's entry for `name` in one of its maps, or null.
+  template <typename Map>
+  const typename Map::mapped_type* lookup(Map Scope::*map, const std::string& name) const {
+    for (auto it = scopes.rbegin(); it != scopes.rend(); ++it)
+      if (const auto f = ((*it).*map).find(name); f != ((*it).*map).end()) return &f->second;
     return nullptr;
+  }
+
+  const onnx::TensorProto* constant(const std::string& name) const {
+    const auto* c = lookup(&Scope::constants, name);
+    return c ? *c : nullptr;
+  }
+
+  // The declared shape of `value` (-1 where a dimension is not fixed), from its declaration or, for a
+  // constant, its tensor; nullopt when its rank is not declared.
+  std::optional<std::vector<int64_t>> declaredShape(const std::string& value) const {
+    if (const auto* v = lookup(&Scope::declared, value); v && v->shape) {
+      std::vector<int64_t> dims;
+      for (const auto& d : *v->shape) dims.push_back(d.value);
+      return dims;
+    }
+    if (const auto* t = constant(value)) return std::vector<int64_t>(t->dims().begin(), t->dims().end());
+    return std::nullopt;
+  }
+
+  int64_t declaredRank(const std::string& value) const {
+    const auto s = declaredShape(value);
+    return s ? static_cast<int64_t>(s->size()) : -1;
+  }
+
+  // The declared ONNX element type of `value`, 0 when none is.
+  int declaredType(const std::string& value) const {
+    if (const auto* v = lookup(&Scope::declared, value); v && v->dtype != DType::Undefined) return toOnnxType(v->dtype);
+    if (const auto* t = constant(value)) return t->data_type();
+    return 0;
   }
 
   std::string fresh(const std::string& base) { return claimName(used, base); }
@@ -314,15 +347,11 @@ struct Lowering {
 
   // The declared size of `value`'s axis `axis`, or -1 when no declaration in scope fixes it.
   int64_t declaredDim(const std::string& value, int64_t axis) const {
-    for (auto it = shapes.rbegin(); it != shapes.rend(); ++it) {
-      const auto f = it->find(value);
-      if (f == it->end()) continue;
-      const auto& dims = f->second;
-      const int64_t r = static_cast<int64_t>(dims.size());
-      if (axis < -r || axis >= r) return -1;
-      return dims[static_cast<size_t>(axis < 0 ? axis + r : axis)];
-    }
-    return -1;
+    const auto dims = declaredShape(value);
+    if (!dims) return -1;
+    const int64_t r = static_cast<int64_t>(dims->size());
+    if (axis < -r || axis >= r) return -1;
+    return (*dims)[static_cast<size_t>(axis < 0 ? axis + r : axis)];
   }
 
   // Opset 18's Split with num_outputs n cuts chunks of ceil(dim / n), the last one taking what is
@@ -571,18 +600,6 @@ struct Lowering {
     count("RMSNormalization -> Mul, ReduceMean, Add, Sqrt, Div, Mul");
   }
 
-  int declaredType(const std::string& value) const {
-    for (auto it = elem_types.rbegin(); it != elem_types.rend(); ++it)
-      if (const auto f = it->find(value); f != it->end()) return f->second;
-    return 0;
-  }
-
-  int64_t declaredRank(const std::string& value) const {
-    for (auto it = shapes.rbegin(); it != shapes.rend(); ++it)
-      if (const auto f = it->find(value); f != it->end()) return static_cast<int64_t>(f->second.size());
-    return -1;
-  }
-
   // Attention (opsets 23, 24) without a key/value cache: softmax(Q K^T * scale + mask) V, per head,
   // Q and K each scaled by sqrt(scale) first as the op's definition does; 3-D inputs are split into
   // q_num_heads / kv_num_heads heads and joined again after. MQA (one key/value head) broadcasts.
@@ -702,32 +719,16 @@ struct Lowering {
   // The nodes of a graph or a function body (whose constants `g` is null for: a body has no
   // initializers, so the scalars a rewrite needs become Constant nodes there).
   void nodes(google::protobuf::RepeatedPtrField<onnx::NodeProto>& ns, onnx::GraphProto* g) {
-    std::unordered_map<std::string, const onnx::TensorProto*> scope;
+    Scope scope;
     if (g)
-      for (const auto& t : g->initializer()) scope[t.name()] = &t;
+      for (const auto& t : g->initializer()) scope.constants[t.name()] = &t;
     for (const auto& n : ns)
       if (n.op_type() == "Constant" && isDefaultDomain(n.domain()) && n.output_size() == 1)
-        if (const auto* a = findAttribute(n, "value"); a && a->has_t()) scope[n.output(0)] = &a->t();
+        if (const auto* a = findAttribute(n, "value"); a && a->has_t()) scope.constants[n.output(0)] = &a->t();
+    if (g)
+      for (const auto* list : {&g->input(), &g->value_info(), &g->output()})
+        for (const auto& v : *list) scope.declared[v.name()] = valueInfoFromProto(v);
     scopes.push_back(std::move(scope));
-    std::unordered_map<std::string, std::vector<int64_t>> declared;
-    std::unordered_map<std::string, int> types;
-    for (const auto& [name, t] : scopes.back()) types[name] = t->data_type();
-    if (g) {
-      auto vi = [&](const onnx::ValueInfoProto& v) {
-        if (v.type().has_tensor_type() && v.type().tensor_type().elem_type() != 0)
-          types[v.name()] = v.type().tensor_type().elem_type();
-        if (!v.type().has_tensor_type() || !v.type().tensor_type().has_shape()) return;
-        std::vector<int64_t> dims;
-        for (const auto& d : v.type().tensor_type().shape().dim()) dims.push_back(d.has_dim_value() ? d.dim_value() : -1);
-        declared[v.name()] = std::move(dims);
-      };
-      for (const auto& v : g->input()) vi(v);
-      for (const auto& v : g->value_info()) vi(v);
-      for (const auto& v : g->output()) vi(v);
-      for (const auto& t : g->initializer()) declared[t.name()].assign(t.dims().begin(), t.dims().end());
-    }
-    shapes.push_back(std::move(declared));
-    elem_types.push_back(std::move(types));
     const bool outer = constants_as_nodes;
     constants_as_nodes = g == nullptr;
     std::vector<onnx::NodeProto> out;
@@ -736,8 +737,6 @@ struct Lowering {
     for (const auto& n : ns) node(n, out, extra);
     constants_as_nodes = outer;
     scopes.pop_back();
-    shapes.pop_back();
-    elem_types.pop_back();
     ns.Clear();
     for (auto& n : out) *ns.Add() = std::move(n);
     for (auto& t : extra) *g->add_initializer() = std::move(t);
