@@ -1,6 +1,5 @@
 #include "passes/fold_constants.h"
 
-#include <algorithm>
 #include <map>
 #include <set>
 
@@ -35,16 +34,14 @@ std::optional<Tensor> knownShapeDims(const Model& m, const ValueTypes& types, co
   return Tensor::fromVector<int64_t>(idx->shape(), v);
 }
 
-/// Shape(x) with start/end (opset 15): the selected dimensions when all of them are known, though
-/// others may not be (an uneven Split of a newer opset reads its axis' size this way).
+/// Shape(x): the dimensions it selects (all, or start/end of opset 15) when each of them is known,
+/// though others may not be (an uneven Split of a newer opset reads its axis' size this way).
 std::optional<Tensor> knownShapeSlice(const ValueTypes& types, const Node& n) {
-  if (n.op_type != "Shape" || (!n.hasAttr("start") && !n.hasAttr("end"))) return std::nullopt;
   const auto it = types.find(n.inputs[0]);
   if (it == types.end() || !it->second.shape) return std::nullopt;
   const SymShape& s = *it->second.shape;
   const auto rank = static_cast<int64_t>(s.size());
-  auto clampAxis = [rank](int64_t a) { return std::clamp(a < 0 ? a + rank : a, int64_t{0}, rank); };
-  const int64_t start = clampAxis(n.attrInt("start", 0)), end = clampAxis(n.attrInt("end", rank));
+  const auto [start, end] = shapeSliceBounds(rank, n.attrInt("start", 0), n.attrInt("end", rank));
   std::vector<int64_t> v;
   for (int64_t k = start; k < end; ++k) {
     if (!s[static_cast<size_t>(k)].known()) return std::nullopt;
@@ -81,15 +78,14 @@ PassResult FoldConstants::run(Model& m, PassContext&) {
       std::optional<std::vector<Tensor>> outs;
       int64_t in_bytes = 0;
       if ((n.op_type == "Shape" || n.op_type == "Size") && n.hasInput(0) && !g.initializers.contains(n.inputs[0])) {
-        if (n.op_type == "Shape" && (n.hasAttr("start") || n.hasAttr("end"))) {
+        if (n.op_type == "Shape") {
           auto dims = knownShapeSlice(types, n);
           if (!dims) continue;
           outs = std::vector<Tensor>{std::move(*dims)};
         } else {
           auto s = concreteShape(types, n.inputs[0]);
           if (!s) continue;
-          outs = std::vector<Tensor>{n.op_type == "Size" ? Tensor::scalar<int64_t>(numelOf(*s))
-                                                         : Tensor::fromVector<int64_t>({static_cast<int64_t>(s->size())}, *s)};
+          outs = std::vector<Tensor>{Tensor::scalar<int64_t>(numelOf(*s))};
         }
       } else if (auto dims = knownShapeDims(m, types, n)) {
         outs = std::vector<Tensor>{std::move(*dims)};

@@ -106,11 +106,9 @@ std::optional<IntValue> evalShapeNode(const onnx::NodeProto& n, const std::map<s
       whole.sym.push_back(d.known() ? std::string() : d.param);
     }
     const auto rank = static_cast<int64_t>(whole.v.size());
-    int64_t start = 0, end = rank;
-    if (const auto* a = findAttribute(n, "start")) start = a->i();
-    if (const auto* a = findAttribute(n, "end")) end = a->i();
-    start = std::clamp<int64_t>(start < 0 ? start + rank : start, 0, rank);
-    end = std::clamp<int64_t>(end < 0 ? end + rank : end, 0, rank);
+    const auto* a_start = findAttribute(n, "start");
+    const auto* a_end = findAttribute(n, "end");
+    const auto [start, end] = shapeSliceBounds(rank, a_start ? a_start->i() : 0, a_end ? a_end->i() : rank);
     std::vector<int64_t> at;
     for (int64_t i = start; i < end; ++i) at.push_back(i);
     return pick(whole, IntValue{}, at);
@@ -200,6 +198,11 @@ void collect(const onnx::GraphProto& g, ValueTypes& out) {
     }
 }
 }  // namespace
+
+std::pair<int64_t, int64_t> shapeSliceBounds(int64_t rank, int64_t start, int64_t end) {
+  auto clampAxis = [rank](int64_t a) { return std::clamp<int64_t>(a < 0 ? a + rank : a, 0, rank); };
+  return {clampAxis(start), clampAxis(end)};
+}
 
 ValueTypes inferShapes(const Model& m, const ShapeOptions& opts) {
   onnx::ModelProto p = modelToProto(m);

@@ -3,6 +3,7 @@
 
 #include <string>
 #include <unordered_map>
+#include <utility>
 
 #include "lwc/graph.h"
 
@@ -19,6 +20,10 @@ using ValueTypes = std::unordered_map<std::string, ValueInfo>;
 /// shape inference (data propagation on, so Shape->Gather->Concat->Reshape chains resolve).
 /// Values it cannot infer are absent or have no shape. Never throws for node-level failures.
 ValueTypes inferShapes(const Model& m, const ShapeOptions& opts = {});
+
+/// The axes [first, last) a Shape node with these start/end attributes reads from an input of rank
+/// `rank` (negative ones count from the back; both clamped to [0, rank], as ONNX defines).
+std::pair<int64_t, int64_t> shapeSliceBounds(int64_t rank, int64_t start, int64_t end);
 
 /// Concrete shape of a value if fully known.
 std::optional<Shape> concreteShape(const ValueTypes& types, const std::string& name);
