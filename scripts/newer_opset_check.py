@@ -27,7 +27,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ort_crosscheck import ROOT, compare_outputs, lwc_exec, ort_run  # noqa: E402
+from ort_crosscheck import ROOT, compare_outputs, lwc_exec, ort_run, run_each  # noqa: E402
 
 
 def save(path, nodes, inputs, outputs, opset, inits=(), functions=(), extra_opsets=()):
@@ -166,18 +166,9 @@ def main():
         d = args.keep or tmp
         os.makedirs(d, exist_ok=True)
         models = split_models(d) + group_norm_models(d) + opset23_models(d) + attention_models(d)
-        failed = 0
-        for m in models:
-            # float16 outputs round at 2^-11 of their scale; float32 ones are held to 1e-4 as elsewhere.
-            rtol = 2e-3 if m.endswith("_f16.onnx") else 1e-4
-            try:
-                worst = check(m, args.lwc, rtol)
-                print(f"ok      {os.path.basename(m)}  (worst error {worst:.2f} of the limit)")
-            except Exception as e:  # one line per model, keep going
-                failed += 1
-                print(f"FAILED  {os.path.basename(m)}: {e}")
-        print(f"{len(models) - failed} passed, {failed} failed")
-        return 1 if failed else 0
+        # float16 outputs round at 2^-11 of their scale; float32 ones are held to 1e-4 as elsewhere.
+        return run_each(models, lambda m: "  (worst error {:.2f} of the limit)".format(
+            check(m, args.lwc, 2e-3 if m.endswith("_f16.onnx") else 1e-4)), label=os.path.basename)
 
 
 if __name__ == "__main__":

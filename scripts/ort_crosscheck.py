@@ -85,6 +85,21 @@ def check(model, lwc, batch, rtol, atol, threads, reference=False):
         return compare_outputs(ort_dir, lwc_dir, rtol, atol)
 
 
+def run_each(models, check_one, label=lambda m: m):
+    """check_one(m) for each model, one line each: "ok      LABEL<what check_one returned>" or
+    "FAILED  LABEL: why" (an exception fails that model only); then "N passed, M failed".
+    Returns the exit code: 1 when any failed."""
+    failed = 0
+    for m in models:
+        try:
+            print(f"ok      {label(m)}{check_one(m)}")
+        except Exception as e:  # one line per model, keep going
+            failed += 1
+            print(f"FAILED  {label(m)}: {e}")
+    print(f"{len(models) - failed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("models", nargs="+")
@@ -97,16 +112,8 @@ def main():
                     help="run lwc with its reference kernels only (lwc exec --reference): the plain ONNX semantics of "
                          "each node, e.g. QDQ as written instead of fused integer kernels")
     args = ap.parse_args()
-    failed = 0
-    for m in args.models:
-        try:
-            worst = check(m, args.lwc, args.batch, args.rtol, args.atol, args.threads, args.reference)
-            print(f"ok      {m}  (worst error {worst:.2f} of the limit)")
-        except Exception as e:  # one line per model, keep going
-            failed += 1
-            print(f"FAILED  {m}: {e}")
-    print(f"{len(args.models) - failed} passed, {failed} failed")
-    return 1 if failed else 0
+    return run_each(args.models, lambda m: "  (worst error {:.2f} of the limit)".format(
+        check(m, args.lwc, args.batch, args.rtol, args.atol, args.threads, args.reference)))
 
 
 if __name__ == "__main__":
