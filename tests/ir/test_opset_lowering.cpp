@@ -20,6 +20,15 @@ TEST_CASE("opset lowering refuses what opset 17 cannot say, naming the node", "[
     }
     return "(read without an error)";
   };
+  // Each node, in the graph `head` opens, is refused naming it and the fix.
+  using Cases = std::vector<std::pair<const char*, const char*>>;
+  auto refusedNodes = [&](const char* head, const Cases& cases) {
+    for (const auto& [node, expect] : cases) {
+      INFO(node);
+      CHECK_THAT(refused((std::string(head) + node + "\n}\n").c_str()),
+                 Catch::Contains(expect) && Catch::Contains("opset_version=17"));
+    }
+  };
   CHECK_THAT(refused(R"(
 <ir_version: 8, opset_import: ["" : 18]>
 g (float[2, 4] x, int64[1] k) => (float[2] y)
@@ -81,7 +90,13 @@ g (float[2] x) => (float[2] y)
 )"),
              Catch::Contains("imports opset 26; lwc reads opsets up to 25"));
   // Opsets 23-25: ops with no opset-17 form, attributes that may change the result, corrupt nodes.
-  const std::pair<const char*, const char*> newer[] = {
+  refusedNodes(R"(
+<ir_version: 8, opset_import: ["" : 24]>
+g (float[2, 4] x, float[1, 2, 8] x3, float[1, 2, 3, 4] x4) => (float[2, 4] y)
+<float[4] s = {1.0, 1.0, 1.0, 1.0}, uint8 z = {0}>
+{
+  h = Relu (x)
+  )", {
       {"y = Attention (x, x, x, , x, x)", "Attention (output 'y') reads a key/value cache"},
       {"y, pk = Attention (x, x, x)", "Attention (output 'y') gives output 1"},
       {"y = Attention <softcap = 30.0> (x, x, x)", "Attention (output 'y') has softcap"},
@@ -97,18 +112,7 @@ g (float[2] x) => (float[2] y)
       {"y = RMSNormalization <stash_type = 6> (x, s)", "has stash_type 6"},
       {"q = QuantizeLinear <precision = 10> (x, s, z)", "QuantizeLinear (output 'q') sets precision 10 (opset 23)"},
       {"y = DequantizeLinear <output_dtype = 10> (z, s, z)", "DequantizeLinear (output 'y') sets output_dtype 10 (opset 23)"},
-  };
-  for (const auto& [node, expect] : newer) {
-    const std::string text = std::string(R"(
-<ir_version: 8, opset_import: ["" : 24]>
-g (float[2, 4] x, float[1, 2, 8] x3, float[1, 2, 3, 4] x4) => (float[2, 4] y)
-<float[4] s = {1.0, 1.0, 1.0, 1.0}, uint8 z = {0}>
-{
-  h = Relu (x)
-  )") + node + "\n}\n";
-    INFO(node);
-    CHECK_THAT(refused(text.c_str()), Catch::Contains(expect) && Catch::Contains("opset_version=17"));
-  }
+  });
   CHECK_THAT(refused(R"(
 <ir_version: 8, opset_import: ["" : 24]>
 g (float[2] x) => (float[2] y)
@@ -126,7 +130,12 @@ g (float[2] x) => (float[2] y)
 )"),
              Catch::Contains("Gelu (output 'y') has 0 inputs and 1 outputs; Gelu takes one input and gives one output"));
   // The other rewrites' refusals, one node each at opset 20.
-  const std::pair<const char*, const char*> cases[] = {
+  refusedNodes(R"(
+<ir_version: 8, opset_import: ["" : 21]>
+g (float[2, 4] x) => (float[2, 4] y)
+<int64[4] p = {0, 1, 0, 1}, int64[2, 4] i = {0, 0, 0, 0, 0, 0, 0, 0}, float[2] s = {1.0, 1.0}>
+{
+  )", {
       {"y = AveragePool <kernel_shape = [2], dilations = [2]> (x)", "AveragePool (output 'y') has dilations other than 1"},
       {"y = Pad <mode = \"wrap\"> (x, p)", "Pad (output 'y') pads in mode 'wrap'"},
       {"y = ScatterElements <reduction = \"max\"> (x, i, x)", "ScatterElements (output 'y') has reduction 'max'"},
@@ -134,17 +143,7 @@ g (float[2] x) => (float[2] y)
       {"y, z = Split <axis = 1, num_outputs = 3> (x)", "Split (output 'y') has num_outputs 3 but 2 outputs"},
       {"y = Resize <keep_aspect_ratio_policy = \"not_larger\"> (x, , s)", "keep_aspect_ratio_policy 'not_larger'"},
       {"y = QuantizeLinear <output_dtype = 3> (x, s)", "QuantizeLinear (output 'y') sets output_dtype 3 without a zero point"},
-  };
-  for (const auto& [node, expect] : cases) {
-    const std::string text = std::string(R"(
-<ir_version: 8, opset_import: ["" : 21]>
-g (float[2, 4] x) => (float[2, 4] y)
-<int64[4] p = {0, 1, 0, 1}, int64[2, 4] i = {0, 0, 0, 0, 0, 0, 0, 0}, float[2] s = {1.0, 1.0}>
-{
-  )") + node + "\n}\n";
-    INFO(node);
-    CHECK_THAT(refused(text.c_str()), Catch::Contains(expect) && Catch::Contains("opset_version=17"));
-  }
+  });
   // An opset-18 Split whose chunks of ceil(5 / 4) = 2 leave nothing for its last output.
   CHECK_THAT(refused(R"(
 <ir_version: 8, opset_import: ["" : 18]>
