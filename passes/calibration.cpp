@@ -9,6 +9,7 @@
 #include <set>
 
 #include "lwc/engine.h"
+#include "lwc/json_text.h"
 
 namespace lwc::passes {
 
@@ -388,13 +389,7 @@ CalibrationStats CalibrationStats::fromJson(const json& j, const std::string& wh
 CalibrationStats CalibrationStats::load(const std::string& path) {
   std::ifstream in(path);
   if (!in) fail(path, ": cannot read the calibration file");
-  json j;
-  try {
-    j = json::parse(in);
-  } catch (const json::parse_error& e) {
-    fail(path, ": not valid JSON: ", e.what());
-  }
-  return fromJson(j, path);
+  return fromJson(parseJsonText(std::string(std::istreambuf_iterator<char>(in), {}), path), path);
 }
 
 // ------------------------------------------------------------------ collection

@@ -16,6 +16,7 @@
 
 #include "lwc/analysis.h"
 #include "lwc/engine.h"
+#include "lwc/json_text.h"
 #include "lwc/metrics.h"
 #include "lwc/model_io.h"
 #include "lwc/shape_inference.h"
@@ -195,12 +196,7 @@ Pipeline Pipeline::fromJson(const json& j, const std::string& origin, const fs::
 Pipeline Pipeline::load(const fs::path& file, const PassRegistry& registry) {
   std::ifstream in(file);
   if (!in) fail(file.string(), ": cannot read the pipeline file (does it exist?)");
-  json j;
-  try {
-    j = json::parse(in);
-  } catch (const json::parse_error& e) {
-    fail(file.string(), ": not valid JSON: ", e.what());
-  }
+  const json j = parseJsonText(std::string(std::istreambuf_iterator<char>(in), {}), file.string());
   Pipeline p = fromJson(j, file.string(), file.parent_path(), registry);
   if (p.name.empty()) p.name = file.stem().string();
   return p;

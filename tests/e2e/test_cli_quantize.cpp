@@ -230,6 +230,8 @@ TEST_CASE("lwc quantize: bad input gets one clear error and no output file", "[c
   bad("--load-calib " + q(d / "none.json") + " --weight-rounding gptq", "--weight-rounding gptq measures layer inputs on calibration data");
   bad("--calib " + q(td("fmnist_sample")) + " --weight-rounding stochastic", "--weight-rounding");
   bad("--load-calib " + q(d / "none.json") + " --bias-correction", "--bias-correction measures layer outputs on calibration data");
+  test::writeFile(d / "overflow.json", R"({"version": 1, "tensors": {"x": {"min": -1e999}}})");
+  bad("--load-calib " + q(d / "overflow.json"), "overflow.json: not valid JSON");
   // An already quantized model.
   REQUIRE(runLwc("-q quantize " + q(model) + " --calib " + q(td("fmnist_sample")) + " -o " + q(d / "q.onnx") +
                  " --bench-batch 0 --layer-samples 0").exit_code == 0);

@@ -174,7 +174,14 @@ TEST_CASE("lwc run: bad pipelines and paths fail before any work, leaving no fil
   bad({{"passes", nlohmann::json::array()}, {"data", {{"eval", "/no/such/data"}}}}, "/no/such/data does not exist");
   bad({{"passes", nlohmann::json::array()}, {"gates", {{"max_top1_drop", 1}}}}, "needs evaluation data");
   bad({{"passes", nlohmann::json::array()}}, "no passes: list at least one");
-  auto r = runLwc("run " + q(cfg("cleanup.json")) + " " + q(model) + " -o " + q(model));
+  // A number beyond double's range is a parse failure too (nlohmann calls it out_of_range, and it
+  // was an internal error, exit code 2).
+  test::writeFile(d / "p.json", R"({"passes": ["fold_constants"], "x": 1e999})");
+  auto r = runLwc("run " + q(d / "p.json") + " " + q(model) + " -o " + q(d / "out.onnx"));
+  CHECK(r.exit_code == 1);
+  CHECK_THAT(r.err, Contains("p.json: not valid JSON") && Contains("number overflow parsing '1e999'"));
+  CHECK_FALSE(fs::exists(d / "out.onnx"));
+  r = runLwc("run " + q(cfg("cleanup.json")) + " " + q(model) + " -o " + q(model));
   CHECK(r.exit_code == 1);
   CHECK_THAT(r.err, Contains("must not overwrite the input"));
   r = runLwc("run " + q(cfg("cleanup.json")) + " " + q(model) + " -o /no/such/dir/out.onnx");

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "internal.h"
+#include "lwc/json_text.h"
 
 namespace lwc {
 
@@ -113,13 +114,7 @@ Preprocess Preprocess::fromJson(const json& j, const std::string& where) {
 
 Preprocess Preprocess::load(const std::filesystem::path& path) {
   const std::string text = data::readWholeFile(path, uint64_t(1) << 20);
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const json::parse_error& e) {
-    fail(path.string(), ": invalid JSON (", e.what(), ")");
-  }
-  return fromJson(j, path.string());
+  return fromJson(parseJsonText(text, path.string()), path.string());
 }
 
 json Preprocess::toJson() const {

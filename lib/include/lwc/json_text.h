@@ -1,0 +1,17 @@
+// Reading JSON that users write (pipelines, preprocessing, calibration statistics).
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <string>
+
+namespace lwc {
+
+/// Parses JSON text that came from `where` (a file name, or an option). Every way the text can fail
+/// to parse, bad syntax or a number beyond double's range alike, throws lwc::Error
+/// "<where>: not valid JSON: <nlohmann's reason>"; nlohmann reports an overflowing number as
+/// out_of_range rather than parse_error, so catching parse_error alone let "1e999" end lwc with
+/// an internal error.
+nlohmann::json parseJsonText(const std::string& text, const std::string& where);
+
+}  // namespace lwc
