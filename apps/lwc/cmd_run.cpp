@@ -192,7 +192,7 @@ int runPipelineCommand(Pipeline p, const std::string& model_path, const RunArgs&
   applyDataOverride(p.calib, a.calib, a.calib_limit, a.preprocess, "--calib");
   p.check();
   std::error_code ec;
-  if (fs::exists(a.output) && fs::exists(model_path) && fs::equivalent(a.output, model_path, ec))
+  if (fs::exists(a.output, ec) && fs::exists(model_path, ec) && fs::equivalent(a.output, model_path, ec))
     fail(a.output, ": the output must not overwrite the input model; choose another -o path");
   // Every file the run writes, checked before any work (the model is written before the reports).
   for (const auto& f : {a.output, a.report, a.report_md, a.extra_output})

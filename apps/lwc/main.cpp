@@ -8,6 +8,7 @@
 #include <cctype>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <malloc.h>
 #include <unistd.h>
 #include <iostream>
@@ -162,6 +163,13 @@ int main(int argc, char** argv) {
   } catch (const lwc::InternalError& e) {
     std::fprintf(stderr, "lwc: internal error (please report): %s\n", e.what());
     return 2;
+  } catch (const std::filesystem::filesystem_error& e) {
+    // A path the system refuses (a name too long, a loop of links, no permission) where lwc asked
+    // about it without a std::error_code: the user's path or machine, not a bug.
+    std::string paths = "'" + e.path1().string() + "'";
+    if (!e.path2().empty()) paths += " and '" + e.path2().string() + "'";
+    std::fprintf(stderr, "lwc: error: cannot access %s: %s\n", paths.c_str(), e.code().message().c_str());
+    return 1;
   } catch (const std::bad_alloc&) {
     // Resources, not a bug: the model's tensors at this input size do not fit.
     std::fprintf(stderr, "lwc: error: out of memory (try a smaller --batch or input size, or a machine with more memory)\n");

@@ -463,12 +463,22 @@ void checkWritable(const fs::path& path) {
   if (fs::is_directory(path, ec)) fail("cannot write '", path.string(), "': it is a folder; give a file name");
   if (::access(dir.c_str(), W_OK) != 0)
     fail("cannot write '", path.string(), "': folder '", dir.string(), "' is not writable (", std::strerror(errno), ")");
+  const long name_max = ::pathconf(dir.c_str(), _PC_NAME_MAX);
+  const size_t name_len = path.filename().string().size();
+  if (name_max > 0 && name_len > static_cast<size_t>(name_max))
+    fail("cannot write '", path.string(), "': the file name is ", name_len, " bytes long, over the ", name_max,
+         "-byte limit of its file system; give a shorter name");
 }
 
 void writeFileAtomic(const fs::path& path, std::string_view bytes) {
   checkWritable(path);
   const fs::path dir = path.parent_path().empty() ? fs::path(".") : path.parent_path();
-  std::string tmpl = (dir / ("." + path.filename().string() + ".tmp-XXXXXX")).string();
+  // The temporary name is the file's, shortened where needed to stay within the file system's
+  // limit on names (the suffix adds 12 bytes to a name that may be at the limit already).
+  const long name_max = ::pathconf(dir.c_str(), _PC_NAME_MAX);
+  std::string stem = path.filename().string();
+  if (name_max > 12 && stem.size() + 12 > static_cast<size_t>(name_max)) stem.resize(static_cast<size_t>(name_max) - 12);
+  std::string tmpl = (dir / ("." + stem + ".tmp-XXXXXX")).string();
   int fd = ::mkstemp(tmpl.data());
   if (fd < 0) fail("cannot write '", path.string(), "': ", std::strerror(errno));
   auto cleanup = [&](const char* what) {

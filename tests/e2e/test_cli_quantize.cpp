@@ -232,6 +232,15 @@ TEST_CASE("lwc quantize: bad input gets one clear error and no output file", "[c
   bad("--load-calib " + q(d / "none.json") + " --bias-correction", "--bias-correction measures layer outputs on calibration data");
   test::writeFile(d / "overflow.json", R"({"version": 1, "tensors": {"x": {"min": -1e999}}})");
   bad("--load-calib " + q(d / "overflow.json"), "overflow.json: not valid JSON");
+  // Paths the system refuses were internal errors (std::filesystem's exception) wherever lwc
+  // asked about them without an error code.
+  bad("--calib " + q(d / std::string(300, 'x')), "File name too long");
+  {
+    const auto r = runLwc("quantize " + q(model) + " --calib " + q(td("fmnist_sample")) + " -o " +
+                          q(d / (std::string(300, 'x') + ".onnx")));
+    CHECK(r.exit_code == 1);
+    CHECK_THAT(r.err, Contains("the file name is 305 bytes long"));
+  }
   // An already quantized model.
   REQUIRE(runLwc("-q quantize " + q(model) + " --calib " + q(td("fmnist_sample")) + " -o " + q(d / "q.onnx") +
                  " --bench-batch 0 --layer-samples 0").exit_code == 0);

@@ -273,6 +273,21 @@ TEST_CASE("atomic writes", "[io]") {
   SECTION("missing folder is a clear error") {
     CHECK_THROWS_WITH(saveModel(m, d / "no" / "such" / "a.onnx"), Catch::Contains("does not exist"));
   }
+  SECTION("a file name at the file system's limit is written; one over it is a clear error") {
+    const long name_max = ::pathconf(d.path().c_str(), _PC_NAME_MAX);
+    REQUIRE(name_max > 20);
+    // The temporary file's name adds a suffix: it used to go over the limit and fail at mkstemp.
+    const std::string longest = std::string(static_cast<size_t>(name_max) - 5, 'a') + ".onnx";
+    saveModel(m, d / longest);
+    CHECK(loadModel(d / longest).graph.nodes.size() == m.graph.nodes.size());
+    size_t files = 0;
+    for ([[maybe_unused]] const auto& e : fs::directory_iterator(d.path())) ++files;
+    CHECK(files == 1);
+    const std::string too_long = std::string(static_cast<size_t>(name_max), 'b') + ".onnx";
+    CHECK_THROWS_WITH(saveModel(m, d / too_long),
+                      Catch::Contains("the file name is " + std::to_string(too_long.size()) + " bytes long") &&
+                          Catch::Contains("give a shorter name"));
+  }
   SECTION("unwritable folder leaves nothing and keeps the old file") {
     if (::geteuid() == 0) {
       // root ignores permission bits; use a path under a regular file instead
