@@ -13,23 +13,28 @@ cmake --build build-asan -j"$JOBS" --target test_ir test_data
 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ./build-asan/tests/test_ir
 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ./build-asan/tests/test_data
 
-echo "== huffman decoder fuzzing (60 s)"
-# A clang build of the libFuzzer target alone (see tests/fuzz/CMakeLists.txt). The fuzzer works on a
-# copy of the seed corpus, so the repository stays unchanged; a crash leaves its input in that copy.
+echo "== fuzzing: huffman decoder, dataset readers (60 s each)"
+# Clang builds of the libFuzzer targets (see tests/fuzz/CMakeLists.txt). Each fuzzer works on a copy
+# of its seed corpus, so the repository stays unchanged; a crash leaves its input in that copy.
 cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLWC_FUZZ=ON \
   -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ >/dev/null
-cmake --build build-fuzz -j"$JOBS" --target fuzz_huffman_decode
-FUZZ_DIR=$(mktemp -d)
-mkdir "$FUZZ_DIR/corpus"
-cp tests/fuzz/corpus/* "$FUZZ_DIR/corpus/"
-if ! ./build-fuzz/tests/fuzz/fuzz_huffman_decode -max_total_time=60 -rss_limit_mb=2048 -max_len=4096 \
-    -artifact_prefix="$FUZZ_DIR/" "$FUZZ_DIR/corpus" 2>"$FUZZ_DIR/log"; then
-  tail -n 60 "$FUZZ_DIR/log"
-  echo "fuzz_huffman_decode failed: reproducer (crash-*, timeout-*, oom-*) and log in $FUZZ_DIR"
-  exit 1
-fi
-tail -n 1 "$FUZZ_DIR/log"
-rm -rf "$FUZZ_DIR"
+cmake --build build-fuzz -j"$JOBS" --target fuzz_huffman_decode fuzz_dataset
+fuzz() {  # fuzz TARGET CORPUS MAX_LEN
+  local dir
+  dir=$(mktemp -d)
+  mkdir "$dir/corpus"
+  cp "$2"/* "$dir/corpus/"
+  if ! "./build-fuzz/tests/fuzz/$1" -max_total_time=60 -rss_limit_mb=2048 -max_len="$3" \
+      -artifact_prefix="$dir/" "$dir/corpus" 2>"$dir/log"; then
+    tail -n 60 "$dir/log"
+    echo "$1 failed: reproducer (crash-*, timeout-*, oom-*) and log in $dir"
+    exit 1
+  fi
+  echo "$1: $(tail -n 1 "$dir/log")"
+  rm -rf "$dir"
+}
+fuzz fuzz_huffman_decode tests/fuzz/corpus 4096
+fuzz fuzz_dataset tests/fuzz/corpus_dataset 16384
 
 echo "== all tests"
 cd build
