@@ -7,7 +7,8 @@ error that spans several lines fails the run.
     scripts/fuzz_json.py [--count N] [--seed S] [--lwc build/apps/lwc/lwc] [--keep DIR]
 
 The files: every pipeline under configs/ (run by `lwc run` on lenet5 with the bundled sample as
-data), the sample's preprocess.json (`lwc eval --preprocess`) and calibration statistics saved by
+data), the text form of their passes (`lwc run --passes TEXT`; text edits only), the sample's
+preprocess.json (`lwc eval --preprocess`) and calibration statistics saved by
 `lwc quantize --save-calib` (`lwc quantize --load-calib`). Each variant applies one to three edits
 at random places of the JSON tree: a value replaced by one of another type or out of range (null,
 booleans, 0, -1, 2^31, 2^63, 1e308, NaN, an empty or long string, [], {}, a mixed list), a key
@@ -79,19 +80,26 @@ def mutate(doc, rng):
     return doc, f"{where} replaced"
 
 
-def text_edits(text, rng):
-    numbers = [m.span() for m in re.finditer(r"-?\d+(\.\d+)?([eE][-+]?\d+)?", text)]
+PASSES_ALPHABET = b'{}[],="=:0123456789.-e aZ_\xff'
+
+
+def text_edits(data, rng, alphabet=b'{}[]",:0aZ\\\x00\xff'):
+    """Edits of the bytes (not always UTF-8 after) of a file or argument."""
+    numbers = [m.span() for m in re.finditer(rb"-?\d+(\.\d+)?([eE][-+]?\d+)?", data)]
     if numbers and rng.random() < 0.5:
         a, b = rng.choice(numbers)
-        return text[:a] + rng.choice(["1e999", "-1e999", "-0", "1" * 40, "0x10"]) + text[b:], "a number token"
-    b = bytearray(text.encode())
+        return data[:a] + rng.choice([b"1e999", b"-1e999", b"-0", b"1" * 40, b"0x10"]) + data[b:], "a number token"
+    b = bytearray(data)
     for _ in range(rng.choice([1, 2, 4])):
         off = rng.randrange(len(b))
         if rng.random() < 0.5:
-            b[off] = rng.choice(b'{}[]",:0aZ\\\x00\xff')
-        else:
+            b[off] = rng.choice(alphabet)
+        elif rng.random() < 0.7:
             del b[off:off + rng.randrange(1, 8)]
-    return b.decode(errors="replace"), "bytes"
+        else:
+            end = off + rng.randrange(1, 24)
+            b[off:off] = b[off:end]  # a span repeated
+    return bytes(b), "bytes"
 
 
 def main():
@@ -101,6 +109,7 @@ def main():
     ap.add_argument("--lwc", default=os.path.join(ROOT, "build/apps/lwc/lwc"))
     ap.add_argument("--keep", help="folder for the variants that failed")
     ap.add_argument("--timeout", type=int, default=120, help="seconds per command")
+    ap.add_argument("--show", action="store_true", help="print every run's outcome, not only the failures")
     args = ap.parse_args()
     rng = random.Random(args.seed)
     runs = bad = 0
@@ -119,6 +128,18 @@ def main():
             if name.endswith(".json") and name != "pipeline.schema.json":
                 files.append((name, open(os.path.join(ROOT, "configs", name)).read(),
                               lambda v: ["run", v, MODEL, "-o", out]))
+        # The text form of a pipeline (`lwc run --passes "a,b{key=value}"`), from the configs' passes.
+        steps = []
+        for name in ("cleanup.json", "int8_static.json", "deep_compression.json"):
+            for st in json.load(open(os.path.join(ROOT, "configs", name)))["passes"]:
+                if isinstance(st, str):
+                    steps.append(st)
+                else:
+                    opts = ",".join(f"{k}={json.dumps(v)}" for k, v in st.get("options", {}).items())
+                    steps.append(st["pass"] + ("{" + opts + "}" if opts else ""))
+        files.append(("passes.txt", ",".join(dict.fromkeys(steps)),
+                      lambda v: ["run", "--passes", open(v, "rb").read(), MODEL, "--calib", SAMPLE, "--calib-limit", "64",
+                                 "-o", out]))
         files.append(("preprocess.json", open(os.path.join(SAMPLE, "preprocess.json")).read(),
                       lambda v: ["eval", MODEL, "--data", os.path.join(SAMPLE, "images.npy"), "--preprocess", v,
                                  "--limit", "64"]))
@@ -126,19 +147,26 @@ def main():
                       lambda v: ["quantize", MODEL, "--load-calib", v, "--bench-batch", "0", "--layer-samples", "0",
                                  "-o", out]))
         for name, text, command in files:
-            base = json.loads(text)
+            base = json.loads(text) if name.endswith(".json") else None
             for i in range(args.count):
-                if rng.random() < 0.125:
-                    data, what = text_edits(text, rng)
+                if base is None:  # the text form: edits of its grammar's characters, numbers and spans
+                    data, descs = text.encode(), []
+                    for _ in range(rng.choice([1, 1, 2, 3])):
+                        data, d = text_edits(data, rng, PASSES_ALPHABET)
+                        descs.append(d)
+                    data = data.replace(b"\0", b"")  # a command-line argument cannot hold one
+                    what = "text edits: " + ", ".join(descs)
+                elif rng.random() < 0.125:
+                    data, what = text_edits(text.encode(), rng)
                     what = "text edits: " + what
                 else:
                     doc, descs = copy.deepcopy(base), []
                     for _ in range(rng.choice([1, 1, 2, 3])):
                         doc, d = mutate(doc, rng)
                         descs.append(d)
-                    data, what = json.dumps(doc, allow_nan=True), "; ".join(descs)
+                    data, what = json.dumps(doc, allow_nan=True).encode(), "; ".join(descs)
                 path = os.path.join(tmp, "configs", "variant_" + name)
-                with open(path, "w") as f:
+                with open(path, "wb") as f:
                     f.write(data)
                 cmd = command(path)
                 runs += 1
@@ -152,6 +180,8 @@ def main():
                 one_error = len(lines) == 1 and lines[0].startswith("lwc: error: ") and not wrote
                 clean = (rc == 0 and (wrote or "-o" not in cmd)) or (rc == 1 and one_error) or \
                         (rc == 3 and one_error and "quality gate failed" in lines[0])
+                if args.show:
+                    print(f"{name} {i} ({what[:60]}): exit {rc}: {(lines or [''])[-1][:160]}", flush=True)
                 if not clean:
                     bad += 1
                     print(f"{name} variant {i} ({what}): lwc {cmd[0]}: exit {rc}"

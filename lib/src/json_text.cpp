@@ -12,4 +12,10 @@ nlohmann::json parseJsonText(const std::string& text, const std::string& where) 
   }
 }
 
+std::string briefJson(const nlohmann::json& v, size_t max_chars) {
+  std::string s = v.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  if (s.size() > max_chars) s = s.substr(0, max_chars) + "...";
+  return s;
+}
+
 }  // namespace lwc

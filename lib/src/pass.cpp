@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "lwc/json_text.h"
 #include "lwc/status.h"
 
 namespace lwc {
@@ -47,7 +48,7 @@ bool typeMatches(OptionType t, const nlohmann::json& v) {
 PassOptions::PassOptions(const std::vector<OptionSpec>& specs, const nlohmann::json& given, const std::string& where)
     : where_(where) {
   if (!given.is_null() && !given.is_object())
-    fail(where, ": options must be a JSON object like {\"key\": value}, got ", given.dump());
+    fail(where, ": options must be a JSON object like {\"key\": value}, got ", briefJson(given));
   if (given.is_object())
     for (const auto& [key, v] : given.items()) {
       const OptionSpec* spec = nullptr;
@@ -55,7 +56,7 @@ PassOptions::PassOptions(const std::vector<OptionSpec>& specs, const nlohmann::j
         if (s.name == key) spec = &s;
       if (!spec) fail(where, ".", key, ": unknown option; ", validKeys(specs));
       if (!typeMatches(spec->type, v))
-        fail(where, ".", key, ": expected ", optionTypeName(spec->type), ", got ", v.dump());
+        fail(where, ".", key, ": expected ", optionTypeName(spec->type), ", got ", briefJson(v));
       nlohmann::json value = v;
       if (spec->type == OptionType::Int) value = static_cast<int64_t>(v.get<double>());
       if (spec->type == OptionType::Float) value = v.get<double>();
@@ -63,7 +64,7 @@ PassOptions::PassOptions(const std::vector<OptionSpec>& specs, const nlohmann::j
       if (spec->type == OptionType::Int || spec->type == OptionType::Float) {
         const double d = value.get<double>();
         if (!(d >= spec->min && d <= spec->max))
-          fail(where, ".", key, ": ", v.dump(), " is outside the valid range [", spec->min, ", ", spec->max, "]");
+          fail(where, ".", key, ": ", briefJson(v), " is outside the valid range [", spec->min, ", ", spec->max, "]");
       }
       if (spec->type == OptionType::String && !spec->choices.empty()) {
         bool ok = false;

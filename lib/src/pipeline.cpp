@@ -55,7 +55,7 @@ std::string keyList(const std::vector<std::string>& keys) {
 }
 
 void checkKeys(const json& j, const std::string& where, const std::vector<std::string>& valid) {
-  if (!j.is_object()) fail(where, ": expected a JSON object, got ", j.dump());
+  if (!j.is_object()) fail(where.empty() ? "the top level" : where, ": expected a JSON object, got ", briefJson(j));
   for (const auto& [k, v] : j.items())
     if (std::find(valid.begin(), valid.end(), k) == valid.end())
       fail(where.empty() ? "" : where + ".", k, ": unknown key; valid keys: ", keyList(valid));
@@ -149,7 +149,7 @@ Pipeline Pipeline::fromJson(const json& j, const std::string& origin, const fs::
   p.name = str("name");
   p.description = str("description");
   if (j.contains("schema_version") && j["schema_version"] != 1)
-    fail(origin, ": schema_version ", j["schema_version"].dump(), " is not supported by this lwc (1 is)");
+    fail(origin, ": schema_version ", briefJson(j["schema_version"]), " is not supported by this lwc (1 is)");
   try {
     if (j.contains("eval_every_pass")) {
       if (!j["eval_every_pass"].is_boolean()) fail("eval_every_pass: expected true or false");
@@ -183,7 +183,7 @@ Pipeline Pipeline::fromJson(const json& j, const std::string& origin, const fs::
           for (const auto& g : gateInfos()) names.push_back(g.name);
           fail("gates.", k, ": unknown gate; valid gates: ", keyList(names));
         }
-        if (!v.is_number()) fail("gates.", k, ": expected a number, got ", v.dump());
+        if (!v.is_number()) fail("gates.", k, ": expected a number, got ", briefJson(v));
         p.gates.push_back(Gate{k, v.get<double>()});
       }
     }

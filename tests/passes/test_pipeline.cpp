@@ -99,6 +99,11 @@ TEST_CASE("pipeline JSON is validated before any work starts", "[pipeline]") {
                Contains("gates.max_top1_drop: expected a number"));
     CHECK_THAT(errorOf([] { parse({{"passes", json::array()}, {"data", {{"eval", {{"labels", "x"}}}}}}); }),
                Contains("data.eval.path: required"));
+    CHECK_THAT(errorOf([] { parse(json::array({1, 2})); }), Contains("p.json: the top level: expected a JSON object, got [1,2]"));
+    // A large value in the wrong place is quoted in part, so the error stays one readable line.
+    const std::string e = errorOf([] { parse({{"passes", {{{"pass", "fold_constants"}, {"options", std::vector<int>(1000, 7)}}}}}); });
+    CHECK_THAT(e, Contains("options must be a JSON object") && Contains("[7,7,7") && Contains("..."));
+    CHECK(e.size() < 200);
   }
   SECTION("missing data and gates without data are caught by check()") {
     CHECK_THAT(errorOf([] { parse({{"passes", json::array()}, {"data", {{"eval", "no_such_dir"}}}}).check(); }),
@@ -121,6 +126,10 @@ TEST_CASE("the text form parses names and options", "[pipeline]") {
              Contains("unbalanced"));
   CHECK_THAT(errorOf([] { Pipeline::fromText("fuse_batchnorm,,eliminate_dead", passes::builtinPasses()); }),
              Contains("empty pass name"));
+  // A bare value is taken as a string and quoted back in the error; bytes that are not UTF-8 made
+  // quoting it throw (an internal error, exit code 2).
+  CHECK_THAT(errorOf([] { Pipeline::fromText("fold_constants{max_growth_kb=\xff\xfe}", passes::builtinPasses()); }),
+             Contains("max_growth_kb: expected int, got \""));
 }
 
 TEST_CASE("a failing pass leaves the model as it was", "[pipeline]") {

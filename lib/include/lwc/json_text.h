@@ -1,4 +1,5 @@
-// Reading JSON that users write (pipelines, preprocessing, calibration statistics).
+// Reading JSON that users write (pipelines, preprocessing, calibration statistics) and quoting it
+// back in error messages.
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -13,5 +14,9 @@ namespace lwc {
 /// out_of_range rather than parse_error, so catching parse_error alone let "1e999" end lwc with
 /// an internal error.
 nlohmann::json parseJsonText(const std::string& text, const std::string& where);
+
+/// A JSON value as it appears in an error message: its compact text, cut to about `max_chars`
+/// with "..." so that a large object in the wrong place keeps the message to one readable line.
+std::string briefJson(const nlohmann::json& v, size_t max_chars = 60);
 
 }  // namespace lwc

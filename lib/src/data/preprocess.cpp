@@ -22,13 +22,13 @@ std::string keyList() {
 
 int64_t positiveInt(const json& v, const std::string& where, const char* key) {
   if (!v.is_number_integer() || v.get<int64_t>() <= 0 || v.get<int64_t>() > (int64_t(1) << 16))
-    fail(where, ": \"", key, "\" must be a positive integer or [height, width] (got ", v.dump(), ")");
+    fail(where, ": \"", key, "\" must be a positive integer or [height, width] (got ", briefJson(v), ")");
   return v.get<int64_t>();
 }
 
 std::array<int64_t, 2> sizePair(const json& v, const std::string& where, const char* key) {
   if (!v.is_array() || v.size() != 2)
-    fail(where, ": \"", key, "\" must be a positive integer or [height, width] (got ", v.dump(), ")");
+    fail(where, ": \"", key, "\" must be a positive integer or [height, width] (got ", briefJson(v), ")");
   return {positiveInt(v[0], where, key), positiveInt(v[1], where, key)};
 }
 
@@ -37,7 +37,7 @@ std::vector<double> channelValues(const json& v, const std::string& where, const
   const auto take = [&](const json& x) {
     if (!x.is_number() || !std::isfinite(x.get<double>()) || (positive && x.get<double>() <= 0))
       fail(where, ": \"", key, "\" must be ", positive ? "a positive number" : "a number",
-           " or a list of one per channel (got ", v.dump(), ")");
+           " or a list of one per channel (got ", briefJson(v), ")");
     out.push_back(x.get<double>());
   };
   if (v.is_array()) {
@@ -81,7 +81,7 @@ Preprocess Preprocess::fromJson(const json& j, const std::string& where) {
       }
     } else if (key == "scale") {
       if (!v.is_number() || !std::isfinite(v.get<double>()) || v.get<double>() == 0)
-        fail(where, ": \"scale\" must be a non-zero number, e.g. 0.00392156862745098 for 1/255 (got ", v.dump(), ")");
+        fail(where, ": \"scale\" must be a non-zero number, e.g. 0.00392156862745098 for 1/255 (got ", briefJson(v), ")");
       p.scale = v.get<double>();
     } else if (key == "mean") {
       p.mean = channelValues(v, where, "mean", false);
@@ -96,7 +96,7 @@ Preprocess Preprocess::fromJson(const json& j, const std::string& where) {
       else if (s == "bgr")
         p.color = Color::Bgr;
       else
-        fail(where, ": \"color\" must be \"gray\", \"rgb\" or \"bgr\" (got ", v.dump(), ")");
+        fail(where, ": \"color\" must be \"gray\", \"rgb\" or \"bgr\" (got ", briefJson(v), ")");
     } else if (key == "layout") {
       const std::string s = v.is_string() ? lower(v.get<std::string>()) : "";
       if (s == "nchw")
@@ -104,7 +104,7 @@ Preprocess Preprocess::fromJson(const json& j, const std::string& where) {
       else if (s == "nhwc")
         p.layout = Layout::NHWC;
       else
-        fail(where, ": \"layout\" must be \"NCHW\" or \"NHWC\" (got ", v.dump(), ")");
+        fail(where, ": \"layout\" must be \"NCHW\" or \"NHWC\" (got ", briefJson(v), ")");
     } else {
       fail(where, ": unknown preprocessing key \"", key, "\"; valid keys: ", keyList());
     }
