@@ -10,6 +10,7 @@
 #include "lwc/analysis.h"
 #include "lwc/engine.h"
 #include "lwc/graph_edit.h"
+#include "lwc/json_text.h"
 #include "lwc/metrics.h"
 #include "lwc/model_fixups.h"
 #include "lwc/model_io.h"
@@ -429,7 +430,7 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
     stats_ = collectStats(m, tensors, *ctx.calib, co);
   }
   const std::string save = o.getString("save_calib");
-  if (!save.empty()) writeFileAtomic(save, stats_.toJson().dump() + "\n");
+  if (!save.empty()) writeFileAtomic(save, dumpJson(stats_.toJson(), -1) + "\n");
 
   const Calibrator cal = parseCalibrator(o.getString("calibrator"), o.where() + ".calibrator");
   std::map<std::string, QParams> qp;

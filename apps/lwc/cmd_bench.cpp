@@ -12,6 +12,7 @@
 #include "data_args.h"
 #include "run_common.h"
 #include "lwc/engine.h"
+#include "lwc/json_text.h"
 #include "lwc/metrics.h"
 #include "lwc/model_io.h"
 
@@ -129,7 +130,7 @@ void addBenchCommand(CLI::App& app, Action& action, const GlobalOptions& g) {
                          {"model", o->model},     {"batch", o->batch},   {"threads", o->threads},
                          {"median_ms", med},      {"p90_ms", p90},       {"mean_ms", mean},
                          {"items_per_s", items},  {"iters", ms.size()},  {"reference_kernels", o->reference}};
-        std::cout << j.dump(2) << "\n";
+        std::cout << dumpJson(j) << "\n";
       } else {
         std::printf("%s  batch %lld  threads %d  runs %zu\n", o->model.c_str(), static_cast<long long>(o->batch),
                     o->threads, ms.size());

@@ -13,6 +13,7 @@
 #include "commands.h"
 #include "data_args.h"
 #include "lwc/engine.h"
+#include "lwc/json_text.h"
 #include "lwc/metrics.h"
 #include "lwc/model_io.h"
 
@@ -180,7 +181,7 @@ void addCompareCommand(CLI::App& app, Action& action, const GlobalOptions&) {
           for (const auto* r : worst) j["layers"].push_back(rowJson(*r));
           j["first_divergence"] = first_div.empty() ? nlohmann::json(nullptr) : nlohmann::json(first_div);
         }
-        std::cout << j.dump(2) << "\n";
+        std::cout << dumpJson(j) << "\n";
         return 0;
       }
       std::printf("reference  %s\ncandidate  %s\ndata       %s (%lld samples)\n\n", o->a.c_str(), o->b.c_str(),

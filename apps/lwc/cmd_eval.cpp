@@ -7,6 +7,7 @@
 #include "commands.h"
 #include "data_args.h"
 #include "lwc/engine.h"
+#include "lwc/json_text.h"
 #include "lwc/metrics.h"
 #include "lwc/model_io.h"
 
@@ -66,7 +67,7 @@ void addEvalCommand(CLI::App& app, Action& action, const GlobalOptions&) {
           j["top1_correct"] = acc.top1Correct();
           j["top5_correct"] = acc.top5Correct();
         }
-        std::cout << j.dump(2) << "\n";
+        std::cout << dumpJson(j) << "\n";
       } else {
         std::printf("model   %s\ndata    %s\n", o->model.c_str(), ds->describe().c_str());
         if (ds->hasLabels())

@@ -6,6 +6,7 @@
 
 #include "commands.h"
 #include "lwc/huffman.h"
+#include "lwc/json_text.h"
 #include "lwc/weight_coding.h"
 #include "format.h"
 #include "lwc/analysis.h"
@@ -233,7 +234,7 @@ void addInfoCommand(CLI::App& app, Action& action, const GlobalOptions&) {
     action = [opts] {
       const Model m = loadInputModel(opts->model);
       const ModelStats st = passes::analyzeFolded(m, AnalyzeOptions{opts->batch});
-      if (opts->json) std::cout << buildJson(m, st).dump(2) << "\n";
+      if (opts->json) std::cout << dumpJson(buildJson(m, st)) << "\n";
       else printHuman(m, st, opts->per_layer);
       return 0;
     };

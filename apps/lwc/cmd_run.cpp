@@ -15,6 +15,7 @@
 #include "run_common.h"
 #include "lwc/dataset.h"
 #include "lwc/engine.h"
+#include "lwc/json_text.h"
 #include "lwc/model_io.h"
 #include "lwc/pipeline.h"
 #include "passes/registry.h"
@@ -223,9 +224,9 @@ int runPipelineCommand(Pipeline p, const std::string& model_path, const RunArgs&
   }
   const bool ok = rep.gatesPassed();
   if (ok || a.keep_failed) saveModel(m, a.output);
-  if (!a.report.empty()) writeFileAtomic(a.report, rep.toJson().dump(2) + "\n");
+  if (!a.report.empty()) writeFileAtomic(a.report, dumpJson(rep.toJson()) + "\n");
   if (!a.report_md.empty()) writeFileAtomic(a.report_md, rep.toMarkdown());
-  if (a.json) std::cout << rep.toJson().dump(2) << "\n";
+  if (a.json) std::cout << dumpJson(rep.toJson()) << "\n";
   else std::cout << rep.toText(a.time_passes);
   if (!a.json && hooks.print_extra) hooks.print_extra(rep);
   if (!ok) {

@@ -12,8 +12,12 @@ nlohmann::json parseJsonText(const std::string& text, const std::string& where) 
   }
 }
 
+std::string dumpJson(const nlohmann::json& v, int indent) {
+  return v.dump(indent, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
 std::string briefJson(const nlohmann::json& v, size_t max_chars) {
-  std::string s = v.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  std::string s = dumpJson(v, -1);
   if (s.size() > max_chars) s = s.substr(0, max_chars) + "...";
   return s;
 }

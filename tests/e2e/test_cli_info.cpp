@@ -76,6 +76,23 @@ TEST_CASE("lwc info --json is stable and complete", "[cli][info]") {
   CHECK(j["checks"]["problem"] == "");
 }
 
+TEST_CASE("names that are not UTF-8 reach JSON output as U+FFFD instead of an internal error", "[cli][info]") {
+  // ONNX's protobuf schema (proto2) does not check that names are UTF-8, so a model may hold any
+  // bytes there; nlohmann/json's dump threw on them (exit code 2).
+  TempDir d;
+  Model m = loadModel(writeSmallModel(d));
+  m.graph.nodes.at(0).name = "conv\xff\xfe";
+  saveModel(m, d / "latin1.onnx");
+  auto r = runLwc("info --json " + q(d / "latin1.onnx"));
+  REQUIRE(r.exit_code == 0);
+  CHECK(nlohmann::json::parse(r.out)["layers"][0]["name"] == "conv\xef\xbf\xbd\xef\xbf\xbd");
+  r = runLwc("prune " + q(d / "latin1.onnx") + " --sparsity 0.5 --min-params 0 --bench-batch 0 -o " +
+             q(d / "out.onnx") + " --report " + q(d / "report.json"));
+  CHECK(r.exit_code == 0);
+  CHECK_NOTHROW(nlohmann::json::parse(test::readFile(d / "report.json")));
+  CHECK(fs::exists(d / "out.onnx"));
+}
+
 TEST_CASE("lwc info counts MACs whose sizes are computed at run time (swin_t's window reshapes)", "[cli][info]") {
   // Reshape(x, [-1, x.size(1) % 3]): shape inference does not evaluate Mod, so only the copy with
   // the batch fixed and the sizes folded knows the MatMul's input.

@@ -15,6 +15,11 @@ namespace lwc {
 /// an internal error.
 nlohmann::json parseJsonText(const std::string& text, const std::string& where);
 
+/// JSON text for files and standard output (reports, saved statistics): as nlohmann's dump, except
+/// that bytes which are not UTF-8 (a node name in a model is any bytes) become U+FFFD instead of
+/// throwing, which made `lwc info --json` and `lwc prune --report` internal errors on such models.
+std::string dumpJson(const nlohmann::json& v, int indent = 2);
+
 /// A JSON value as it appears in an error message: its compact text, cut to about `max_chars`
 /// with "..." so that a large object in the wrong place keeps the message to one readable line.
 std::string briefJson(const nlohmann::json& v, size_t max_chars = 60);
