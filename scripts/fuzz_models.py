@@ -9,10 +9,11 @@ Each variant applies one to three random edits of the kinds a hand-edited or hal
 has: an initializer's dims, data type or (for a 1-D int64 constant: a shape, axes, pads) one value
 changed, an attribute set to 0, -1, a huge or a NaN value, an attribute the op does not have, an
 input removed or pointed elsewhere, an op type swapped or moved to a domain lwc has no schema for,
-a node removed, the graph input's shape or the opset version changed; one variant in eight
-instead gets random byte edits of the serialised file. Every variant goes through `lwc info`,
-`lwc exec` (random batch of 2) and `lwc fuse`, and at random also `lwc quantize --mode dynamic`,
-`lwc prune --sparsity 0.5` and `lwc prune --channels 0.3`. Deterministic for a given seed.
+a node removed, the graph input's shape or the opset version changed, a name made not UTF-8;
+one variant in eight instead gets random byte edits of the serialised file. Every variant goes
+through `lwc info` (half of them with --json), `lwc exec` (random batch of 2) and `lwc fuse`, and
+at random also `lwc quantize --mode dynamic`, `lwc prune --sparsity 0.5` and `lwc prune
+--channels 0.3`. Deterministic for a given seed.
 With --keep, each failing variant is saved there for reproduction. Exit code 1 when any run
 failed. Needs Debian's python3-onnx.
 """
@@ -143,11 +144,19 @@ def main():
                 m = copy.deepcopy(base)
                 what = "; ".join(mutate(m, rng) for _ in range(rng.choice([1, 1, 2, 3])))
                 data = m.SerializeToString()
+                names = sorted({n.name for n in m.graph.node if len(n.name) >= 2} |
+                               {o for n in m.graph.node for o in n.output if len(o) >= 2})
+                if names and rng.random() < 0.1:
+                    # A name that is not UTF-8 (ONNX's proto2 schema allows any bytes; protobuf's
+                    # Python API does not, hence the edit of the serialised bytes, same length).
+                    name = rng.choice(names).encode()
+                    data = data.replace(name, b"\xff" + name[1:])
+                    what += f"; {name.decode()!r} not UTF-8"
             path = os.path.join(tmp, "variant.onnx")
             with open(path, "wb") as f:
                 f.write(data)
             out = os.path.join(tmp, "out.onnx")
-            cmds = [["info", path], ["exec", path, "--random-batch", "2", "--outdir", os.path.join(tmp, "exec")],
+            cmds = [["info", path] + (["--json"] if rng.random() < 0.5 else []), ["exec", path, "--random-batch", "2", "--outdir", os.path.join(tmp, "exec")],
                     ["fuse", path, "-o", out]]
             if rng.random() < 0.3:
                 cmds.append(["quantize", path, "--mode", "dynamic", "--bench-batch", "0", "-o", out])
