@@ -197,6 +197,40 @@ void collect(const onnx::GraphProto& g, ValueTypes& out) {
         out[v.name] = std::move(v);
     }
 }
+/// ONNX's inference functions trust that the checker has run: Scan's reads `num_scan_inputs`
+/// without looking, so a Scan without it segfaulted every command (found by fuzzing model files).
+/// A node that lacks an attribute its schema requires, or holds one of another type, is left out
+/// of the copy that is inferred, in the graph and in every subgraph: its outputs stay untyped, and
+/// the checks that report such a model run where they always did.
+void dropNodesTheirSchemaRefuses(onnx::GraphProto& g, const std::map<std::string, int64_t>& opsets) {
+  auto* nodes = g.mutable_node();
+  for (int i = nodes->size() - 1; i >= 0; --i) {
+    onnx::NodeProto& n = *nodes->Mutable(i);
+    for (auto& a : *n.mutable_attribute()) {
+      if (a.has_g()) dropNodesTheirSchemaRefuses(*a.mutable_g(), opsets);
+      for (auto& sub : *a.mutable_graphs()) dropNodesTheirSchemaRefuses(sub, opsets);
+    }
+    const std::string domain = normalizedDomain(n.domain());
+    const auto version = opsets.find(domain);
+    if (version == opsets.end()) continue;
+    const onnx::OpSchema* schema =
+        onnx::OpSchemaRegistry::Schema(n.op_type(), static_cast<int>(std::min<int64_t>(version->second, INT32_MAX)), domain);
+    if (!schema) continue;
+    bool refused = false;
+    for (const auto& entry : schema->attributes()) {
+      const onnx::OpSchema::Attribute& attr = entry.second;
+      const auto given = std::find_if(n.attribute().begin(), n.attribute().end(),
+                                      [&](const onnx::AttributeProto& a) { return a.name() == entry.first; });
+      if (given == n.attribute().end())
+        refused = attr.required;
+      else  // an attribute without a type (old exporters) is read as its schema says
+        refused = given->type() != onnx::AttributeProto::UNDEFINED && given->type() != attr.type;
+      if (refused) break;
+    }
+    if (refused) nodes->DeleteSubrange(i, 1);
+  }
+}
+
 }  // namespace
 
 std::pair<int64_t, int64_t> shapeSliceBounds(int64_t rank, int64_t start, int64_t end) {
@@ -207,6 +241,11 @@ std::pair<int64_t, int64_t> shapeSliceBounds(int64_t rank, int64_t start, int64_
 ValueTypes inferShapes(const Model& m, const ShapeOptions& opts) {
   onnx::ModelProto p = modelToProto(m);
   auto* g = p.mutable_graph();
+  {
+    std::map<std::string, int64_t> opsets;
+    for (const auto& o : p.opset_import()) opsets[normalizedDomain(o.domain())] = o.version();
+    dropNodesTheirSchemaRefuses(*g, opsets);
+  }
   if (opts.batch > 0) {
     for (auto& in : *g->mutable_input()) {
       if (m.graph.initializers.contains(in.name())) continue;
