@@ -55,9 +55,18 @@ bool isNormSlot(const std::string& op, size_t i) {
   return false;
 }
 
+/// a * b, or -1 (unknown) when either is unknown or the product does not fit in 64 bits: the
+/// shapes counted are declared or inferred ones, which a corrupt model may make anything (a
+/// fuzzed model declared [206158430205, 268435455], and the count wrapped).
+int64_t mulKnown(int64_t a, int64_t b) {
+  int64_t r = 0;
+  return a < 0 || b < 0 || __builtin_mul_overflow(a, b, &r) ? -1 : r;
+}
+
+/// The product of s[from:], or -1 when a dimension is negative or the product does not fit.
 int64_t prod(const Shape& s, size_t from = 0) {
   int64_t p = 1;
-  for (size_t i = from; i < s.size(); ++i) p *= s[i];
+  for (size_t i = from; i < s.size(); ++i) p = mulKnown(p, s[i]);
   return p;
 }
 
@@ -237,40 +246,42 @@ ModelStats analyzeStored(const Model& m, const AnalyzeOptions& opts) {
     if (op == "Conv" || op == "ConvInteger" || op == "QLinearConv") {
       const size_t wi = op == "QLinearConv" ? 3 : 1;
       auto w = shapeOf(n.inputs[wi]);
-      if (out && w && w->size() >= 2) L.macs = numelOf(*out) * prod(*w, 1);
+      if (out && w && w->size() >= 2) L.macs = mulKnown(prod(*out), prod(*w, 1));
     } else if (op == "ConvTranspose") {
       auto x = shapeOf(n.inputs[0]);
       auto w = shapeOf(n.inputs[1]);
-      if (x && w && w->size() >= 2) L.macs = numelOf(*x) * prod(*w, 1);
+      if (x && w && w->size() >= 2) L.macs = mulKnown(prod(*x), prod(*w, 1));
     } else if (op == "Gemm") {
       auto a = shapeOf(n.inputs[0]);
-      if (out && a && a->size() == 2) L.macs = numelOf(*out) * (*a)[n.attrInt("transA", 0) ? 0 : 1];
+      if (out && a && a->size() == 2) L.macs = mulKnown(prod(*out), (*a)[n.attrInt("transA", 0) ? 0 : 1]);
     } else if (op == "MatMul" || op == "MatMulInteger" || op == "QLinearMatMul") {
       auto a = shapeOf(n.inputs[0]);
-      if (out && a && !a->empty()) L.macs = numelOf(*out) * a->back();
+      if (out && a && !a->empty()) L.macs = mulKnown(prod(*out), a->back());
     } else {
       mac_op = false;
       L.macs = 0;
       if (out && !kShapeOps.count(op) && n.domain.empty()) {
-        const int64_t on = numelOf(*out);
+        const int64_t on = prod(*out);
         if (op == "MaxPool" || op == "AveragePool" || op == "LpPool") {
-          L.other_ops = on * prod(n.attrInts("kernel_shape"));
+          L.other_ops = mulKnown(on, prod(n.attrInts("kernel_shape")));
         } else if (op.rfind("Global", 0) == 0 || op.rfind("Reduce", 0) == 0 || op == "Softmax" ||
                    op == "LogSoftmax" || op == "ArgMax" || op == "ArgMin") {
           auto x = shapeOf(n.inputs[0]);
-          L.other_ops = x ? numelOf(*x) : on;
+          L.other_ops = x ? prod(*x) : on;
         } else if (op == "BatchNormalization" || op == "InstanceNormalization" || op == "LayerNormalization") {
-          L.other_ops = 2 * on;
+          L.other_ops = mulKnown(2, on);
         } else if (op != "QuantizeLinear" && op != "DequantizeLinear") {
           L.other_ops = on;
         }
       }
     }
+    int64_t sum = 0;
     if (mac_op) {
-      if (L.macs < 0) st.macs_complete = false;
-      else st.macs += L.macs;
+      if (L.macs < 0 || __builtin_add_overflow(st.macs, L.macs, &sum)) st.macs_complete = false;
+      else st.macs = sum;
     }
-    st.other_ops += L.other_ops;
+    if (L.other_ops < 0) L.other_ops = 0;  // sizes that do not fit: not counted
+    if (!__builtin_add_overflow(st.other_ops, L.other_ops, &sum)) st.other_ops = sum;
     if (L.params > 0 || mac_op) st.layers.push_back(std::move(L));
   }
 

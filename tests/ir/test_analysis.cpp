@@ -382,3 +382,55 @@ g (float x, float[2, 3] z) => (int64[0] a, int64[0] b, int64[0] c, float[2, 3] r
   CHECK(concreteShape(types, "a") == Shape{0});
   CHECK(concreteShape(types, "two") == Shape{2});
 }
+
+TEST_CASE("shape inference survives nodes that lack an attribute their schema requires", "[analysis]") {
+  // ONNX's inference functions trust the checker: Scan's reads num_scan_inputs without looking, and
+  // a Scan whose attribute was misspelt (a fuzzed backend-test model) crashed every command. Such
+  // nodes, also inside subgraphs, are left out of the inference: their outputs stay untyped.
+  Model m = parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 11]>
+g (float[2] init, float[3, 2] x) => (float[2] y, float[3, 2] z, float[3, 2] r)
+{
+  y, z = Scan <num_scan_intuts = 1, body = body (float[2] sum_in, float[2] next) => (float[2] sum_out, float[2] scan_out) {
+    sum_out = Add (sum_in, next)
+    scan_out = Identity (sum_out)
+  }> (init, x)
+  c = Cast <to = "int64"> (x)
+  r = Relu (x)
+}
+)");
+  ValueTypes types;
+  REQUIRE_NOTHROW(types = inferShapes(m));
+  CHECK(concreteShape(types, "r") == Shape{3, 2});
+  // A valid Scan is inferred as before.
+  Model ok = parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 11]>
+g (float[2] init, float[3, 2] x) => (float[2] y, float[3, 2] z)
+{
+  y, z = Scan <num_scan_inputs = 1, body = body (float[2] sum_in, float[2] next) => (float[2] sum_out, float[2] scan_out) {
+    sum_out = Add (sum_in, next)
+    scan_out = Identity (sum_out)
+  }> (init, x)
+}
+)");
+  REQUIRE_NOTHROW(types = inferShapes(ok));
+  CHECK(concreteShape(types, "z") == Shape{3, 2});
+}
+
+TEST_CASE("MACs of shapes whose counts do not fit in 64 bits are unknown, not wrapped", "[analysis]") {
+  // Declared shapes may be anything in a corrupt model: a fuzzed one declared [206158430205,
+  // 268435455], and the element count overflowed (undefined behaviour; a wrapped, wrong count).
+  Model m = parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[4294967296, 4294967296] a, float[4294967296, 8] b, float[2, 3] c, float[3, 4] d) => (float[4294967296, 8] y, float[4294967296, 4294967296] r, float[2, 4] e)
+{
+  y = MatMul (a, b)
+  r = Relu (a)
+  e = MatMul (c, d)
+}
+)");
+  const ModelStats st = analyzeModel(m);
+  CHECK_FALSE(st.macs_complete);  // 2^67 MACs: the product wrapped to 0 before
+  CHECK(st.macs == 2 * 4 * 3);    // what is known is still counted
+  CHECK(st.other_ops == 0);       // 2^64 Relu outputs do not fit either: not counted
+}
