@@ -197,6 +197,20 @@ void collect(const onnx::GraphProto& g, ValueTypes& out) {
         out[v.name] = std::move(v);
     }
 }
+/// ONNX 1.12's ConvTranspose inference reads as many spatial dimensions of X as W has without
+/// checking X's rank, and segfaulted every command on a model whose X had fewer (found by fuzzing).
+/// A ConvTranspose takes part in an inference only once the previous one (or the declarations)
+/// gave X and W ranks that agree; until then its domain is set to this one, unknown to ONNX, so
+/// its outputs stay untyped, and it is restored right after.
+constexpr const char* kHeldBackDomain = "lwc.held_back";
+
+/// The rank of `v` from the initializers or `types`, -1 when unknown.
+int64_t rankOf(const std::string& v, const Model& m, const ValueTypes& types) {
+  if (const Tensor* t = m.graph.initializers.find(v)) return static_cast<int64_t>(t->shape().size());
+  const auto it = types.find(v);
+  return it == types.end() || !it->second.shape ? -1 : static_cast<int64_t>(it->second.shape->size());
+}
+
 /// ONNX's inference functions trust that the checker has run: Scan's reads `num_scan_inputs`
 /// without looking, so a Scan without it segfaulted every command (found by fuzzing model files).
 /// A node that lacks an attribute its schema requires, or holds one of another type, is left out
@@ -303,6 +317,9 @@ ValueTypes inferShapes(const Model& m, const ShapeOptions& opts) {
         for (const auto& o : n.output()) int_values.insert(o);
     }
   }
+  ValueTypes known;  // what the last inference, at first the declarations, says: for held-back nodes
+  collect(p.graph(), known);
+  size_t held_back = 0;
   auto infer = [&] {
     *g->mutable_value_info() = declared;
     std::set<std::string> have;
@@ -313,6 +330,29 @@ ValueTypes inferShapes(const Model& m, const ShapeOptions& opts) {
         v->set_name(name);
         v->mutable_type()->mutable_tensor_type();
       }
+    std::vector<onnx::NodeProto*> held;
+    for (auto& n : *g->mutable_node())
+      if (n.op_type() == "ConvTranspose" && isDefaultDomain(n.domain())) {
+        const int64_t x = n.input_size() >= 2 ? rankOf(n.input(0), m, known) : -1;
+        const int64_t w = n.input_size() >= 2 ? rankOf(n.input(1), m, known) : -1;
+        if (x < 3 || x != w) {
+          n.set_domain(kHeldBackDomain);
+          held.push_back(&n);
+          // Its output gets W's rank for this inference, so that the nodes after it learn their
+          // ranks in the same inference and the next one can take it back.
+          const bool declared_out = std::any_of(g->value_info().begin(), g->value_info().end(),
+                                                [&](const onnx::ValueInfoProto& v) { return v.name() == n.output(0); });
+          const auto xt = known.find(n.input(0));
+          if (w >= 3 && !declared_out && n.output_size() >= 1 && xt != known.end() &&
+              xt->second.dtype != DType::Undefined) {
+            ValueInfo v;
+            v.name = n.output(0);
+            v.dtype = xt->second.dtype;
+            v.shape = SymShape(static_cast<size_t>(w));
+            *g->add_value_info() = valueInfoToProto(v);
+          }
+        }
+      }
     try {
       onnx::ShapeInferenceOptions o(/*check_type=*/false, /*error_mode=*/0, data_prop);
       weight_coding::registerOnnxSchemas();  // ai.lwc::HuffmanDecode outputs get their shapes
@@ -320,6 +360,8 @@ ValueTypes inferShapes(const Model& m, const ShapeOptions& opts) {
     } catch (const std::exception&) {
       // Inference conflicts (e.g. a declared shape that disagrees) leave us with what was declared.
     }
+    for (auto* n : held) n->set_domain("");
+    held_back = held.size();
     auto* vi = g->mutable_value_info();
     for (int i = vi->size() - 1; i >= 0; --i) {
       const auto& v = vi->Get(i);
@@ -345,6 +387,12 @@ ValueTypes inferShapes(const Model& m, const ShapeOptions& opts) {
   infer();
   ValueTypes types;
   collect(p.graph(), types);
+  if (held_back > 0) {  // ConvTransposes whose input ranks this inference learnt take part now
+    known = types;
+    infer();
+    types.clear();
+    collect(p.graph(), types);
+  }
 
   // ONNX's data propagation stops at ops it does not cover (Div and Cast in ONNX 1.12), so a
   // Reshape whose target torch computed as view(b, g, c // g, h, w) (ShuffleNet's channel
@@ -446,6 +494,7 @@ ValueTypes inferShapes(const Model& m, const ShapeOptions& opts) {
       learnt = true;
     }
     if (!learnt) break;
+    known = types;
     infer();
     types.clear();
     collect(p.graph(), types);

@@ -434,3 +434,39 @@ g (float[4294967296, 4294967296] a, float[4294967296, 8] b, float[2, 3] c, float
   CHECK(st.macs == 2 * 4 * 3);    // what is known is still counted
   CHECK(st.other_ops == 0);       // 2^64 Relu outputs do not fit either: not counted
 }
+
+TEST_CASE("ConvTranspose is inferred only once its input ranks agree", "[analysis]") {
+  // ONNX 1.12's ConvTranspose inference reads as many dimensions of X as W has, unchecked: an X
+  // of rank 2 (declared, or from a Flatten) segfaulted every command (a fuzzed backend-test model).
+  Model bad = parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[1, 2] x, float[1, 2, 3, 3] z) => (float[1, 2, 3, 3] y, float[1, 2, 3, 3] y2, float[1, 2, 3, 3] r)
+<float[2, 2, 3, 3] w = {0,0,0,0,0,0,0,0,0, 0,0,0,0,0,0,0,0,0, 0,0,0,0,0,0,0,0,0, 0,0,0,0,0,0,0,0,0}>
+{
+  y = ConvTranspose (x, w)
+  f = Flatten (z)
+  y2 = ConvTranspose (f, w)
+  r = Relu (z)
+}
+)");
+  ValueTypes types;
+  REQUIRE_NOTHROW(types = inferShapes(bad));
+  CHECK(concreteShape(types, "r") == Shape{1, 2, 3, 3});
+  // A chain of valid ones is inferred whole: the second's input rank comes from the first.
+  Model ok = parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, 2, 3, 3] x) => (float[N, 1, 7, 7] y)
+<float[2, 4, 3, 3] w1 = {0,0,0,0,0,0,0,0,0, 0,0,0,0,0,0,0,0,0, 0,0,0,0,0,0,0,0,0, 0,0,0,0,0,0,0,0,0,
+                         0,0,0,0,0,0,0,0,0, 0,0,0,0,0,0,0,0,0, 0,0,0,0,0,0,0,0,0, 0,0,0,0,0,0,0,0,0},
+ float[4, 1, 3, 3] w2 = {0,0,0,0,0,0,0,0,0, 0,0,0,0,0,0,0,0,0, 0,0,0,0,0,0,0,0,0, 0,0,0,0,0,0,0,0,0}>
+{
+  a = ConvTranspose (x, w1)
+  b = Relu (a)
+  y = ConvTranspose (b, w2)
+}
+)");
+  REQUIRE_NOTHROW(types = inferShapes(ok, ShapeOptions{2}));
+  CHECK(concreteShape(types, "a") == Shape{2, 4, 5, 5});
+  CHECK(concreteShape(types, "b") == Shape{2, 4, 5, 5});
+  CHECK(concreteShape(types, "y") == Shape{2, 1, 7, 7});
+}
