@@ -590,23 +590,9 @@ std::string onnxCheckFailure(const Model& m) {
   } catch (const std::exception& e) {
     return "the ONNX checker: " + oneLine(e.what());
   }
-  // ONNX 1.12's ConvTranspose inference segfaults on an X of another rank than W (lwc's own
-  // inference holds such nodes back): say so before ONNX's strict inference would run into it.
-  if (std::any_of(m.graph.nodes.begin(), m.graph.nodes.end(), [](const Node& n) { return n.op_type == "ConvTranspose"; })) {
-    const ValueTypes types = inferShapes(m);
-    auto rank = [&](const std::string& v) -> int64_t {
-      const auto it = types.find(v);
-      return it == types.end() || !it->second.shape ? -1 : static_cast<int64_t>(it->second.shape->size());
-    };
-    for (const Node& n : m.graph.nodes) {
-      if (n.op_type != "ConvTranspose" || !(n.domain.empty() || n.domain == "ai.onnx") || n.inputs.size() < 2) continue;
-      const int64_t x = rank(n.inputs[0]), w = rank(n.inputs[1]);
-      if (x >= 0 && w >= 0 && (x != w || x < 3))
-        return "ONNX shape inference: " + n.describe() + ": X ('" + n.inputs[0] + "') has rank " + std::to_string(x) +
-               " and W ('" + n.inputs[1] + "') rank " + std::to_string(w) +
-               "; both must be 2 + the number of spatial dimensions";
-    }
-  }
+  // ONNX 1.12's convolution inference segfaults on an X of another rank than W (lwc's own
+  // inference leaves such nodes out): say so before ONNX's strict inference would run into it.
+  if (const std::string why = convRankDisagreement(m); !why.empty()) return "ONNX shape inference: " + why;
   try {
     onnx::ShapeInferenceOptions o(/*check_type=*/true, /*error_mode=*/1, /*data_prop=*/false);
     onnx::shape_inference::InferShapes(proto, onnx::OpSchemaRegistry::Instance(), o);

@@ -197,12 +197,13 @@ void collect(const onnx::GraphProto& g, ValueTypes& out) {
         out[v.name] = std::move(v);
     }
 }
-/// ONNX 1.12's ConvTranspose inference reads as many spatial dimensions of X as W has without
-/// checking X's rank, and segfaulted every command on a model whose X had fewer (found by fuzzing).
-/// A ConvTranspose takes part in an inference only once the previous one (or the declarations)
-/// gave X and W ranks that agree; until then its domain is set to this one, unknown to ONNX, so
-/// its outputs stay untyped, and it is restored right after.
-constexpr const char* kHeldBackDomain = "lwc.held_back";
+/// The inputs (X, W) of the convolutions whose ONNX inference reads W's rank into X unchecked.
+std::optional<std::pair<int, int>> convLikeInputs(const std::string& op, const std::string& domain) {
+  if (!isDefaultDomain(domain)) return std::nullopt;
+  if (op == "Conv" || op == "ConvInteger" || op == "ConvTranspose") return std::pair{0, 1};
+  if (op == "QLinearConv") return std::pair{0, 3};
+  return std::nullopt;
+}
 
 /// The rank of `v` from the initializers or `types`, -1 when unknown.
 int64_t rankOf(const std::string& v, const Model& m, const ValueTypes& types) {
@@ -293,6 +294,33 @@ ValueTypes inferShapes(const Model& m, const ShapeOptions& opts) {
           !typed.count(n.input(0)))
         shape_inputs.insert(n.input(0));
   }
+  // ONNX 1.12's inference of Conv, ConvInteger, QLinearConv and ConvTranspose reads as many
+  // dimensions of X as W has, unchecked: an X of lower rank segfaulted every command (fuzzed
+  // backend-test models). A node whose declared ranks disagree is left out of the inference; an
+  // undeclared X is declared with W's rank and no element type, so that a producer inferring
+  // another rank conflicts there (an inference error ONNX records) instead of reaching the node.
+  // Placeholders still without an element type are dropped after each inference.
+  std::set<std::string> rank_placeholders;
+  {
+    ValueTypes declared_types;
+    collect(p.graph(), declared_types);
+    for (auto& n : *g->mutable_node()) {
+      const auto io = convLikeInputs(n.op_type(), n.domain());
+      if (!io || n.input_size() <= std::max(io->first, io->second)) continue;
+      const std::string& x = n.input(io->first);
+      const int64_t xr = rankOf(x, m, declared_types), wr = rankOf(n.input(io->second), m, declared_types);
+      if (xr >= 0 && wr >= 0 && (xr != wr || xr < 3)) {
+        n.set_domain("lwc.left_out");
+      } else if (xr < 0 && wr >= 3 && !x.empty()) {
+        auto* v = declared.Add();
+        v->set_name(x);
+        auto* shape = v->mutable_type()->mutable_tensor_type()->mutable_shape();
+        for (int64_t d = 0; d < wr; ++d) shape->add_dim();
+        shape_inputs.erase(x);
+        rank_placeholders.insert(x);
+      }
+    }
+  }
   // ONNX 1.12's data propagation for Add, Sub and Mul reads an operand of no elements as if it
   // had one (the Shape of a scalar plus 1, a Shape slice past the rank, an empty constant), and a
   // Shape with no input at all: both crashed every command. Such models are inferred without it
@@ -317,9 +345,6 @@ ValueTypes inferShapes(const Model& m, const ShapeOptions& opts) {
         for (const auto& o : n.output()) int_values.insert(o);
     }
   }
-  ValueTypes known;  // what the last inference, at first the declarations, says: for held-back nodes
-  collect(p.graph(), known);
-  size_t held_back = 0;
   auto infer = [&] {
     *g->mutable_value_info() = declared;
     std::set<std::string> have;
@@ -330,29 +355,6 @@ ValueTypes inferShapes(const Model& m, const ShapeOptions& opts) {
         v->set_name(name);
         v->mutable_type()->mutable_tensor_type();
       }
-    std::vector<onnx::NodeProto*> held;
-    for (auto& n : *g->mutable_node())
-      if (n.op_type() == "ConvTranspose" && isDefaultDomain(n.domain())) {
-        const int64_t x = n.input_size() >= 2 ? rankOf(n.input(0), m, known) : -1;
-        const int64_t w = n.input_size() >= 2 ? rankOf(n.input(1), m, known) : -1;
-        if (x < 3 || x != w) {
-          n.set_domain(kHeldBackDomain);
-          held.push_back(&n);
-          // Its output gets W's rank for this inference, so that the nodes after it learn their
-          // ranks in the same inference and the next one can take it back.
-          const bool declared_out = std::any_of(g->value_info().begin(), g->value_info().end(),
-                                                [&](const onnx::ValueInfoProto& v) { return v.name() == n.output(0); });
-          const auto xt = known.find(n.input(0));
-          if (w >= 3 && !declared_out && n.output_size() >= 1 && xt != known.end() &&
-              xt->second.dtype != DType::Undefined) {
-            ValueInfo v;
-            v.name = n.output(0);
-            v.dtype = xt->second.dtype;
-            v.shape = SymShape(static_cast<size_t>(w));
-            *g->add_value_info() = valueInfoToProto(v);
-          }
-        }
-      }
     try {
       onnx::ShapeInferenceOptions o(/*check_type=*/false, /*error_mode=*/0, data_prop);
       weight_coding::registerOnnxSchemas();  // ai.lwc::HuffmanDecode outputs get their shapes
@@ -360,12 +362,12 @@ ValueTypes inferShapes(const Model& m, const ShapeOptions& opts) {
     } catch (const std::exception&) {
       // Inference conflicts (e.g. a declared shape that disagrees) leave us with what was declared.
     }
-    for (auto* n : held) n->set_domain("");
-    held_back = held.size();
     auto* vi = g->mutable_value_info();
     for (int i = vi->size() - 1; i >= 0; --i) {
       const auto& v = vi->Get(i);
       if (shape_inputs.count(v.name()) && v.type().tensor_type().elem_type() == 0 && !v.type().tensor_type().has_shape())
+        vi->DeleteSubrange(i, 1);
+      else if (rank_placeholders.count(v.name()) && v.type().tensor_type().elem_type() == 0)
         vi->DeleteSubrange(i, 1);
     }
   };
@@ -387,12 +389,6 @@ ValueTypes inferShapes(const Model& m, const ShapeOptions& opts) {
   infer();
   ValueTypes types;
   collect(p.graph(), types);
-  if (held_back > 0) {  // ConvTransposes whose input ranks this inference learnt take part now
-    known = types;
-    infer();
-    types.clear();
-    collect(p.graph(), types);
-  }
 
   // ONNX's data propagation stops at ops it does not cover (Div and Cast in ONNX 1.12), so a
   // Reshape whose target torch computed as view(b, g, c // g, h, w) (ShuffleNet's channel
@@ -494,13 +490,39 @@ ValueTypes inferShapes(const Model& m, const ShapeOptions& opts) {
       learnt = true;
     }
     if (!learnt) break;
-    known = types;
     infer();
     types.clear();
     collect(p.graph(), types);
   }
   for (const auto& [name, t] : m.graph.initializers.items()) types[name] = valueInfoOf(name, t);
   return types;
+}
+
+std::string convRankDisagreement(const Model& m) {
+  auto convLike = [](const Node& n) { return convLikeInputs(n.op_type, n.domain).has_value(); };
+  if (std::none_of(m.graph.nodes.begin(), m.graph.nodes.end(), convLike)) return "";
+  const ValueTypes types = inferShapes(m);
+  std::optional<ValueTypes> probe;  // inferred with every such node left out: X's own rank
+  for (const Node& n : m.graph.nodes) {
+    const auto io = convLikeInputs(n.op_type, n.domain);
+    if (!io || !n.hasInput(io->first) || !n.hasInput(io->second)) continue;
+    const std::string &x = n.inputs[io->first], &w = n.inputs[io->second];
+    int64_t xr = rankOf(x, m, types);
+    const int64_t wr = rankOf(w, m, types);
+    if (xr < 0 && wr >= 0) {
+      if (!probe) {
+        Model copy = m;
+        for (Node& c : copy.graph.nodes)
+          if (convLike(c)) c.domain = "lwc.left_out";
+        probe = inferShapes(copy);
+      }
+      xr = rankOf(x, m, *probe);
+    }
+    if (xr >= 0 && wr >= 0 && (xr != wr || xr < 3))
+      return n.describe() + ": X ('" + x + "') has rank " + std::to_string(xr) + " and W ('" + w + "') rank " +
+             std::to_string(wr) + "; both must be 2 + the number of spatial dimensions";
+  }
+  return "";
 }
 
 std::optional<Shape> concreteShape(const ValueTypes& types, const std::string& name) {

@@ -21,6 +21,12 @@ using ValueTypes = std::unordered_map<std::string, ValueInfo>;
 /// Values it cannot infer are absent or have no shape. Never throws for node-level failures.
 ValueTypes inferShapes(const Model& m, const ShapeOptions& opts = {});
 
+/// For each Conv, ConvInteger, QLinearConv and ConvTranspose whose X and W ranks are known (X's as
+/// its producer infers it), the first whose ranks disagree or are under 3, described; else empty.
+/// ONNX 1.12's inference of these reads W's rank into X unchecked and crashes on such a node, so
+/// the strict ONNX check asks this first; inferShapes leaves such nodes out by itself.
+std::string convRankDisagreement(const Model& m);
+
 /// The axes [first, last) a Shape node with these start/end attributes reads from an input of rank
 /// `rank` (negative ones count from the back; both clamped to [0, rank], as ONNX defines).
 std::pair<int64_t, int64_t> shapeSliceBounds(int64_t rank, int64_t start, int64_t end);
