@@ -284,6 +284,8 @@ ValueTypes inferShapes(const Model& m, const ShapeOptions& opts) {
   // whose target does not fit) crashed every command. Such inputs get an empty declaration (no
   // element type, no shape) that inference fills where it can; those still empty are dropped after.
   std::set<std::string> shape_inputs;
+  for (auto& in : *g->mutable_input())  // likewise a graph input declared without any type
+    if (!in.has_type()) in.mutable_type()->mutable_tensor_type();
   {
     std::set<std::string> typed;
     for (const auto* list : {&g->input(), &g->output(), &g->value_info()})

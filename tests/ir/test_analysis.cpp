@@ -356,6 +356,18 @@ g (float[N, 4, 12] x) => (int64[3] s1, int64[1] s2, float[N, 4, 12] r)
   CHECK(concreteShape(types, "rs") == Shape{3});
   CHECK_FALSE(types.count("c"));
   CHECK_FALSE(types.count("bad"));
+  // A graph input declared without any type (a fuzzed backend-test model) crashed the same way.
+  Model untyped = parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 15]>
+g (float[3, 4] x) => (int64[2] y)
+{
+  y = Shape (x)
+}
+)");
+  untyped.graph.inputs.at(0).dtype = DType::Undefined;
+  untyped.graph.inputs.at(0).shape.reset();
+  REQUIRE_FALSE(modelToProto(untyped).graph().input(0).has_type());
+  REQUIRE_NOTHROW(types = inferShapes(untyped));
 }
 
 TEST_CASE("shape inference survives shape arithmetic on values of no elements", "[analysis]") {
