@@ -35,6 +35,8 @@ fuzz() {  # fuzz TARGET CORPUS MAX_LEN
 }
 fuzz fuzz_huffman_decode tests/fuzz/corpus 4096
 fuzz fuzz_dataset tests/fuzz/corpus_dataset 16384
+# fuzz_model_load is not run here: it still finds crashes inside ONNX 1.12's shape inference
+# within minutes (README, "Broken input models"); run it by hand as described there.
 
 echo "== all tests"
 cd build
