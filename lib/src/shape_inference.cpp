@@ -205,6 +205,18 @@ std::optional<std::pair<int, int>> convLikeInputs(const std::string& op, const s
   return std::nullopt;
 }
 
+/// Ranks as the graph declares them, read from the protobuf itself (whatever its element type
+/// says: a declaration lwc cannot read still has a rank ONNX's inference reads), and initializers'.
+std::map<std::string, int64_t> declaredRanks(const onnx::GraphProto& g) {
+  std::map<std::string, int64_t> out;
+  for (const auto* list : {&g.input(), &g.output(), &g.value_info()})
+    for (const auto& v : *list)
+      if (v.type().has_tensor_type() && v.type().tensor_type().has_shape())
+        out[v.name()] = v.type().tensor_type().shape().dim_size();
+  for (const auto& t : g.initializer()) out[t.name()] = t.dims_size();
+  return out;
+}
+
 /// The rank of `v` from the initializers or `types`, -1 when unknown.
 int64_t rankOf(const std::string& v, const Model& m, const ValueTypes& types) {
   if (const Tensor* t = m.graph.initializers.find(v)) return static_cast<int64_t>(t->shape().size());
@@ -304,13 +316,16 @@ ValueTypes inferShapes(const Model& m, const ShapeOptions& opts) {
   // Placeholders still without an element type are dropped after each inference.
   std::set<std::string> rank_placeholders;
   {
-    ValueTypes declared_types;
-    collect(p.graph(), declared_types);
+    const std::map<std::string, int64_t> declared_rank = declaredRanks(*g);
+    auto rank = [&](const std::string& v) -> int64_t {
+      const auto it = declared_rank.find(v);
+      return it == declared_rank.end() ? -1 : it->second;
+    };
     for (auto& n : *g->mutable_node()) {
       const auto io = convLikeInputs(n.op_type(), n.domain());
       if (!io || n.input_size() <= std::max(io->first, io->second)) continue;
       const std::string& x = n.input(io->first);
-      const int64_t xr = rankOf(x, m, declared_types), wr = rankOf(n.input(io->second), m, declared_types);
+      const int64_t xr = rank(x), wr = rank(n.input(io->second));
       if (xr >= 0 && wr >= 0 && (xr != wr || xr < 3)) {
         n.set_domain("lwc.left_out");
       } else if (xr < 0 && wr >= 3 && !x.empty()) {
@@ -504,13 +519,19 @@ std::string convRankDisagreement(const Model& m) {
   auto convLike = [](const Node& n) { return convLikeInputs(n.op_type, n.domain).has_value(); };
   if (std::none_of(m.graph.nodes.begin(), m.graph.nodes.end(), convLike)) return "";
   const ValueTypes types = inferShapes(m);
+  const std::map<std::string, int64_t> declared = declaredRanks(modelToProto(m).graph());
+  auto rankIn = [&](const std::string& v, const ValueTypes& t) -> int64_t {
+    const int64_t r = rankOf(v, m, t);
+    const auto it = declared.find(v);
+    return r >= 0 || it == declared.end() ? r : it->second;
+  };
   std::optional<ValueTypes> probe;  // inferred with every such node left out: X's own rank
   for (const Node& n : m.graph.nodes) {
     const auto io = convLikeInputs(n.op_type, n.domain);
     if (!io || !n.hasInput(io->first) || !n.hasInput(io->second)) continue;
     const std::string &x = n.inputs[io->first], &w = n.inputs[io->second];
-    int64_t xr = rankOf(x, m, types);
-    const int64_t wr = rankOf(w, m, types);
+    int64_t xr = rankIn(x, types);
+    const int64_t wr = rankIn(w, types);
     if (xr < 0 && wr >= 0) {
       if (!probe) {
         Model copy = m;
@@ -518,7 +539,7 @@ std::string convRankDisagreement(const Model& m) {
           if (convLike(c)) c.domain = "lwc.left_out";
         probe = inferShapes(copy);
       }
-      xr = rankOf(x, m, *probe);
+      xr = rankIn(x, *probe);
     }
     if (xr >= 0 && wr >= 0 && (xr != wr || xr < 3))
       return n.describe() + ": X ('" + x + "') has rank " + std::to_string(xr) + " and W ('" + w + "') rank " +

@@ -470,6 +470,20 @@ g (float[1, 2] x, float[1, 2, 3, 3] z) => (float[1, 2, 3, 3] y, float[1, 2, 3, 3
   bad.graph.nodes.erase(bad.graph.nodes.begin());  // the declared one; the Flatten's are inferred
   REQUIRE_NOTHROW(types = inferShapes(bad));
   CHECK_THAT(convRankDisagreement(bad), Catch::Contains("X ('f') has rank 2 and W ('w') rank 4"));
+  // A W whose element type lwc cannot read (44) still has a rank ONNX's inference reads.
+  Model odd = parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 11]>
+g (float[1, 1, 3] x, float[1] w) => (float[1, 2, 5] y)
+{
+  y = ConvTranspose (x, w)
+}
+)");
+  onnx::TypeProto t;
+  t.mutable_tensor_type()->set_elem_type(44);
+  t.mutable_tensor_type()->mutable_shape()->add_dim()->set_dim_value(1);
+  odd.graph.inputs.at(1).other_type = t;
+  REQUIRE_NOTHROW(types = inferShapes(odd));
+  CHECK_THAT(convRankDisagreement(odd), Catch::Contains("X ('x') has rank 3 and W ('w') rank 1"));
   // A chain of valid ones is inferred whole: the second's input rank comes from the first.
   Model ok = parseModelText(R"(
 <ir_version: 8, opset_import: ["" : 17]>
