@@ -96,7 +96,7 @@ std::map<std::string, InitRole> initializerRoles(const Graph& g) {
       const Node& n = g.nodes[ni];
       for (size_t i = 0; i < n.inputs.size(); ++i) {
         if (n.inputs[i] != name) continue;
-        if (n.op_type == "DequantizeLinear" && i == 0) {
+        if (n.op_type == "DequantizeLinear" && i == 0 && !n.outputs.empty()) {
           auto it = dq_role.find(n.outputs[0]);
           if (it != dq_role.end()) (it->second == InitRole::Weight ? seen_weight : seen_bias) = true;
           else seen_norm = seen_norm || t.numel() > 1;  // quantized tensor of another kind
@@ -212,10 +212,12 @@ ModelStats analyzeStored(const Model& m, const AnalyzeOptions& opts) {
 
   const ValueTypes types = inferShapes(m, ShapeOptions{batch});
   auto shapeOf = [&](const std::string& v) { return concreteShape(types, v); };
+  // Input i's shape; none for an input the node lacks (a corrupt model may have a Gemm without any).
+  auto inShape = [&](const Node& n, size_t i) { return n.hasInput(i) ? shapeOf(n.inputs[i]) : std::nullopt; };
   std::set<std::string> counted;  // shared initializers count once
   std::unordered_map<std::string, std::string> dq_src;
   for (const auto& n : g.nodes)
-    if (n.op_type == "DequantizeLinear" && !n.outputs.empty() && g.initializers.contains(n.inputs[0]))
+    if (n.op_type == "DequantizeLinear" && !n.outputs.empty() && n.hasInput(0) && g.initializers.contains(n.inputs[0]))
       dq_src[n.outputs[0]] = n.inputs[0];
   for (const auto& n : g.nodes) {
     LayerStats L;
@@ -245,17 +247,17 @@ ModelStats analyzeStored(const Model& m, const AnalyzeOptions& opts) {
     bool mac_op = true;
     if (op == "Conv" || op == "ConvInteger" || op == "QLinearConv") {
       const size_t wi = op == "QLinearConv" ? 3 : 1;
-      auto w = shapeOf(n.inputs[wi]);
+      auto w = inShape(n, wi);
       if (out && w && w->size() >= 2) L.macs = mulKnown(prod(*out), prod(*w, 1));
     } else if (op == "ConvTranspose") {
-      auto x = shapeOf(n.inputs[0]);
-      auto w = shapeOf(n.inputs[1]);
+      auto x = inShape(n, 0);
+      auto w = inShape(n, 1);
       if (x && w && w->size() >= 2) L.macs = mulKnown(prod(*x), prod(*w, 1));
     } else if (op == "Gemm") {
-      auto a = shapeOf(n.inputs[0]);
+      auto a = inShape(n, 0);
       if (out && a && a->size() == 2) L.macs = mulKnown(prod(*out), (*a)[n.attrInt("transA", 0) ? 0 : 1]);
     } else if (op == "MatMul" || op == "MatMulInteger" || op == "QLinearMatMul") {
-      auto a = shapeOf(n.inputs[0]);
+      auto a = inShape(n, 0);
       if (out && a && !a->empty()) L.macs = mulKnown(prod(*out), a->back());
     } else {
       mac_op = false;
@@ -266,7 +268,7 @@ ModelStats analyzeStored(const Model& m, const AnalyzeOptions& opts) {
           L.other_ops = mulKnown(on, prod(n.attrInts("kernel_shape")));
         } else if (op.rfind("Global", 0) == 0 || op.rfind("Reduce", 0) == 0 || op == "Softmax" ||
                    op == "LogSoftmax" || op == "ArgMax" || op == "ArgMin") {
-          auto x = shapeOf(n.inputs[0]);
+          auto x = inShape(n, 0);
           L.other_ops = x ? prod(*x) : on;
         } else if (op == "BatchNormalization" || op == "InstanceNormalization" || op == "LayerNormalization") {
           L.other_ops = mulKnown(2, on);

@@ -503,3 +503,24 @@ g (float[N, 2, 3, 3] x) => (float[N, 1, 7, 7] y)
   CHECK(concreteShape(types, "y") == Shape{2, 1, 7, 7});
   CHECK(convRankDisagreement(ok).empty());
 }
+
+TEST_CASE("the analysis reads only the inputs and outputs a node has", "[analysis]") {
+  // A fuzzed model had a Gemm with no inputs: the MACs count indexed its first input (out of
+  // bounds, a segfault in lwc info); a DequantizeLinear without inputs or outputs likewise.
+  Model m = parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 13]>
+g (float[2, 3] x) => (float[2, 3] y)
+{
+  y = Relu (x)
+  g = Gemm (x, x)
+  d = DequantizeLinear (x, x)
+}
+)", LoadOptions{false});
+  m.graph.nodes.at(1).inputs.clear();
+  m.graph.nodes.at(2).inputs.clear();
+  ModelStats st;
+  REQUIRE_NOTHROW(st = analyzeModel(m));
+  CHECK_FALSE(st.macs_complete);
+  m.graph.nodes.at(2).outputs.clear();
+  REQUIRE_NOTHROW(st = analyzeModel(m));
+}
