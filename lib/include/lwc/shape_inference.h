@@ -22,7 +22,8 @@ using ValueTypes = std::unordered_map<std::string, ValueInfo>;
 ValueTypes inferShapes(const Model& m, const ShapeOptions& opts = {});
 
 /// For each Conv, ConvInteger, QLinearConv and ConvTranspose whose X and W ranks are known (X's as
-/// its producer infers it), the first whose ranks disagree or are under 3, described; else empty.
+/// its producer infers it), the first whose ranks disagree or are under 3, described; else empty
+/// (also for a W of rank 0 where ONNX's inference reports that itself).
 /// ONNX 1.12's inference of these reads W's rank into X unchecked and crashes on such a node, so
 /// the strict ONNX check asks this first; inferShapes leaves such nodes out by itself.
 std::string convRankDisagreement(const Model& m);
