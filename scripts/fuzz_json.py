@@ -27,6 +27,8 @@ import subprocess
 import sys
 import tempfile
 
+from fuzz_models import run_lwc
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL = os.path.join(ROOT, "testdata", "lenet5_fmnist.onnx")
 SAMPLE = os.path.join(ROOT, "testdata", "fmnist_sample")
@@ -170,12 +172,7 @@ def main():
                     f.write(data)
                 cmd = command(path)
                 runs += 1
-                try:
-                    r = subprocess.run([args.lwc, "-q"] + cmd, capture_output=True, timeout=args.timeout)
-                    rc, err = r.returncode, r.stderr.decode(errors="replace")
-                except subprocess.TimeoutExpired:
-                    rc, err = "timeout", ""
-                lines = [l for l in err.splitlines() if l.strip()]
+                rc, lines = run_lwc(args.lwc, cmd, args.timeout)
                 wrote = os.path.exists(out)
                 one_error = len(lines) == 1 and lines[0].startswith("lwc: error: ") and not wrote
                 clean = (rc == 0 and (wrote or "-o" not in cmd)) or (rc == 1 and one_error) or \

@@ -123,6 +123,17 @@ def byte_edits(data, rng):
     return bytes(b)
 
 
+def run_lwc(lwc, cmd, timeout):
+    """Runs `lwc -q CMD`; returns its exit code ("timeout" when it ran past `timeout` seconds) and
+    the non-blank lines of its standard error."""
+    try:
+        r = subprocess.run([lwc, "-q"] + cmd, capture_output=True, timeout=timeout)
+        rc, err = r.returncode, r.stderr.decode(errors="replace")
+    except subprocess.TimeoutExpired:
+        rc, err = "timeout", ""
+    return rc, [l for l in err.splitlines() if l.strip()]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model")
@@ -166,12 +177,7 @@ def main():
                 cmds.append(["prune", path, "--channels", "0.3", "--bench-batch", "0", "-o", out])
             for cmd in cmds:
                 runs += 1
-                try:
-                    r = subprocess.run([args.lwc, "-q"] + cmd, capture_output=True, timeout=args.timeout)
-                    rc, err = r.returncode, r.stderr.decode(errors="replace")
-                except subprocess.TimeoutExpired:
-                    rc, err = "timeout", ""
-                lines = [l for l in err.splitlines() if l.strip()]
+                rc, lines = run_lwc(args.lwc, cmd, args.timeout)
                 clean = rc == 0 or (rc == 1 and len(lines) == 1 and lines[0].startswith("lwc: error: "))
                 if not clean:
                     bad += 1
