@@ -101,35 +101,56 @@ json TensorStats::toJson() const {
               {"hist", hist_}};
 }
 
+namespace {
+
+// Typed fields of a calibration file, each error naming the key and what it must hold.
+const json& field(const json& j, const char* key, const std::string& where) {
+  if (!j.is_object()) fail(where, ": must be a JSON object");
+  const auto it = j.find(key);
+  if (it == j.end()) fail(where, ": missing \"", key, "\"");
+  return *it;
+}
+double numberField(const json& j, const char* key, const std::string& where) {
+  const json& v = field(j, key, where);
+  if (!v.is_number()) fail(where, ": \"", key, "\" must be a number, not ", briefJson(v));
+  return v.get<double>();
+}
+int64_t countField(const json& v, const std::string& what, const std::string& where) {
+  if (!v.is_number_integer() || (v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(std::numeric_limits<int64_t>::max())) ||
+      v.get<int64_t>() < 0)
+    fail(where, ": ", what, " must be a count (an integer >= 0), not ", briefJson(v));
+  return v.get<int64_t>();
+}
+
+}  // namespace
+
 TensorStats TensorStats::fromJson(const json& j, const std::string& where) {
   TensorStats s;
-  try {
-    s.min_ = j.at("min").get<double>();
-    s.max_ = j.at("max").get<double>();
-    s.count_ = j.at("count").get<int64_t>();
-    s.zeros_ = j.value("zeros", int64_t(0));
-    if (s.zeros_ < 0 || s.zeros_ > s.count_) fail(where, ": zeros exceeds count");
-    s.range_ = j.at("range").get<double>();
-    if (j.at("bins").get<int>() != kBins) fail(where, ": histogram has ", j.at("bins").get<int>(), " bins, expected ", kBins);
-    if (s.range_ < 0 || s.count_ < 0 || s.min_ > s.max_) fail(where, ": inconsistent statistics");
-    if (s.range_ > 0) {
-      int e = 0;
-      if (std::frexp(s.range_, &e) != 0.5) fail(where, ": range ", s.range_, " is not a power of two");
-      const json& h = j.at("hist");
-      if (!h.is_array() || h.size() != static_cast<size_t>(kBins))
-        fail(where, ": histogram must be an array of ", kBins, " counts");
-      s.hist_.assign(kBins, 0);
-      int64_t total = 0;
-      for (int b = 0; b < kBins; ++b) {
-        const int64_t c = h[static_cast<size_t>(b)].get<int64_t>();
-        if (c < 0) fail(where, ": negative histogram count");
-        s.hist_[static_cast<size_t>(b)] = c;
-        total += c;
-      }
-      if (total != s.count_) fail(where, ": histogram holds ", total, " values, count says ", s.count_);
+  s.min_ = numberField(j, "min", where);
+  s.max_ = numberField(j, "max", where);
+  s.count_ = countField(field(j, "count", where), "\"count\"", where);
+  s.zeros_ = j.contains("zeros") ? countField(j["zeros"], "\"zeros\"", where) : 0;
+  if (s.zeros_ > s.count_) fail(where, ": zeros exceeds count");
+  s.range_ = numberField(j, "range", where);
+  const int64_t bins = countField(field(j, "bins", where), "\"bins\"", where);
+  if (bins != kBins) fail(where, ": histogram has ", bins, " bins, expected ", kBins);
+  if (!std::isfinite(s.min_) || !std::isfinite(s.max_) || !std::isfinite(s.range_) || s.range_ < 0 || s.min_ > s.max_)
+    fail(where, ": inconsistent statistics");
+  if (s.range_ > 0) {
+    int e = 0;
+    if (std::frexp(s.range_, &e) != 0.5) fail(where, ": range ", s.range_, " is not a power of two");
+    const json& h = field(j, "hist", where);
+    if (!h.is_array() || h.size() != static_cast<size_t>(kBins))
+      fail(where, ": histogram must be an array of ", kBins, " counts");
+    s.hist_.assign(kBins, 0);
+    int64_t total = 0;
+    for (int b = 0; b < kBins; ++b) {
+      const int64_t c = countField(h[static_cast<size_t>(b)], "histogram entry " + std::to_string(b), where);
+      if (c > std::numeric_limits<int64_t>::max() - total) fail(where, ": histogram counts overflow");
+      s.hist_[static_cast<size_t>(b)] = c;
+      total += c;
     }
-  } catch (const json::exception& e) {
-    fail(where, ": malformed statistics (", e.what(), ")");
+    if (total != s.count_) fail(where, ": histogram holds ", total, " values, count says ", s.count_);
   }
   return s;
 }
@@ -374,13 +395,20 @@ json CalibrationStats::toJson() const {
 }
 
 CalibrationStats CalibrationStats::fromJson(const json& j, const std::string& where) {
-  if (!j.is_object() || j.value("schema", "") != "lwc.calib")
+  const auto schema = j.is_object() ? j.find("schema") : j.end();
+  if (!j.is_object() || schema == j.end() || *schema != "lwc.calib")
     fail(where, ": not an lwc calibration file (schema lwc.calib); write one with --save-calib or lwc calibrate");
-  if (j.value("schema_version", 0) != 1) fail(where, ": unsupported schema_version ", j.value("schema_version", 0));
+  const auto version = j.find("schema_version");
+  if (version == j.end() || *version != 1)
+    fail(where, ": unsupported schema_version ", version == j.end() ? std::string("(none)") : briefJson(*version),
+         "; this lwc reads 1");
   CalibrationStats c;
-  c.model = j.value("model", "");
-  c.samples = j.value("samples", int64_t(0));
-  c.seconds = j.value("seconds", 0.0);
+  if (j.contains("model")) {
+    if (!j["model"].is_string()) fail(where, ": \"model\" must be a string, not ", briefJson(j["model"]));
+    c.model = j["model"].get<std::string>();
+  }
+  c.samples = j.contains("samples") ? countField(j["samples"], "\"samples\"", where) : 0;
+  c.seconds = j.contains("seconds") ? numberField(j, "seconds", where) : 0.0;
   if (!j.contains("tensors") || !j["tensors"].is_object()) fail(where, ": missing \"tensors\"");
   for (const auto& [name, s] : j["tensors"].items()) c.tensors[name] = TensorStats::fromJson(s, where + ": tensor '" + name + "'");
   return c;

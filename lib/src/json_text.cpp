@@ -8,7 +8,12 @@ nlohmann::json parseJsonText(const std::string& text, const std::string& where) 
   try {
     return nlohmann::json::parse(text);
   } catch (const nlohmann::json::exception& e) {
-    fail(where, ": not valid JSON: ", e.what());
+    // "[json.exception.parse_error.101] parse error at line 7, column 17: ...": the tag is the
+    // library's, the rest says where and what.
+    std::string what = e.what();
+    if (what.rfind("[json.exception.", 0) == 0)
+      if (const size_t end = what.find("] "); end != std::string::npos) what.erase(0, end + 2);
+    fail(where, ": not valid JSON: ", what);
   }
 }
 

@@ -232,6 +232,23 @@ TEST_CASE("lwc quantize: bad input gets one clear error and no output file", "[c
   bad("--load-calib " + q(d / "none.json") + " --bias-correction", "--bias-correction measures layer outputs on calibration data");
   test::writeFile(d / "overflow.json", R"({"version": 1, "tensors": {"x": {"min": -1e999}}})");
   bad("--load-calib " + q(d / "overflow.json"), "overflow.json: not valid JSON");
+  // Fields of the wrong JSON type were internal errors (nlohmann's type_error escaped).
+  auto calibFile = [&](const std::string& name, const std::string& text) {
+    test::writeFile(d / name, text);
+    return "--load-calib " + q(d / name);
+  };
+  const std::string stats = R"("max": 1, "count": 0, "range": 0, "bins": 2048)";
+  bad(calibFile("v.json", R"({"schema": "lwc.calib", "schema_version": "1", "tensors": {}})"),
+      "v.json: unsupported schema_version \"1\"");
+  bad(calibFile("s.json", R"({"schema": 7})"), "s.json: not an lwc calibration file");
+  bad(calibFile("n.json", R"({"schema": "lwc.calib", "schema_version": 1, "samples": "x", "tensors": {}})"),
+      "n.json: \"samples\" must be a count");
+  bad(calibFile("m.json", R"({"schema": "lwc.calib", "schema_version": 1, "tensors": {"t": {"min": "0", )" + stats + "}}}"),
+      "m.json: tensor 't': \"min\" must be a number, not \"0\"");
+  bad(calibFile("c.json", R"({"schema": "lwc.calib", "schema_version": 1, "tensors": {"t": {"min": 0, "max": 1, "range": 0, "bins": 2048}}})"),
+      "c.json: tensor 't': missing \"count\"");
+  bad(calibFile("t.json", R"({"schema": "lwc.calib", "schema_version": 1, "tensors": {"t": [1]}})"),
+      "t.json: tensor 't': must be a JSON object");
   // Paths the system refuses were internal errors (std::filesystem's exception) wherever lwc
   // asked about them without an error code.
   bad("--calib " + q(d / std::string(300, 'x')), "File name too long");

@@ -133,6 +133,22 @@ TEST_CASE("calibration files are validated", "[calibration]") {
   t = s.toJson();
   t["hist"] = {1, 2, 3};
   CHECK_THAT(err({{"schema", "lwc.calib"}, {"schema_version", 1}, {"tensors", {{"x", t}}}}), Contains("array of 2048"));
+  // Values of the wrong JSON type are named, not nlohmann's type_error (which escaped as an internal error).
+  t = s.toJson();
+  t["hist"][5] = "3";
+  CHECK_THAT(err({{"schema", "lwc.calib"}, {"schema_version", 1}, {"tensors", {{"x", t}}}}),
+             Contains("tensor 'x': histogram entry 5 must be a count (an integer >= 0), not \"3\""));
+  t = s.toJson();
+  t["count"] = 1.5;
+  CHECK_THAT(err({{"schema", "lwc.calib"}, {"schema_version", 1}, {"tensors", {{"x", t}}}}),
+             Contains("\"count\" must be a count"));
+  t = s.toJson();
+  t["hist"][0] = uint64_t(1) << 63;  // above int64's range: was read as a negative count
+  CHECK_THAT(err({{"schema", "lwc.calib"}, {"schema_version", 1}, {"tensors", {{"x", t}}}}),
+             Contains("histogram entry 0 must be a count"));
+  CHECK_THAT(err({{"schema", "lwc.calib"}, {"schema_version", 1}, {"model", 3}, {"tensors", nlohmann::json::object()}}),
+             Contains("\"model\" must be a string, not 3"));
+  CHECK(err({{"schema", "lwc.calib"}, {"schema_version", 1}, {"tensors", nlohmann::json::object()}}) == "(no error)");
 }
 
 TEST_CASE("statistics collected in shards merge to the statistics of the whole data", "[calibration]") {
