@@ -595,6 +595,7 @@ std::string onnxCheckFailure(const Model& m) {
   if (const std::string why = convRankDisagreement(m); !why.empty()) return "ONNX shape inference: " + why;
   try {
     onnx::ShapeInferenceOptions o(/*check_type=*/true, /*error_mode=*/1, /*data_prop=*/false);
+    guardOnnxInference();
     onnx::shape_inference::InferShapes(proto, onnx::OpSchemaRegistry::Instance(), o);
   } catch (const std::exception& e) {
     // One node's error cascades into "input has no type" on every node after it: keep the first.

@@ -3,13 +3,17 @@
 #include "lwc/weight_coding.h"
 
 #include <onnx/defs/schema.h>
+#include <onnx/defs/shape_inference.h>
 #include <onnx/shape_inference/implementation.h>
 
 #include "lwc/model_io.h"
 
 #include <algorithm>
+#include <climits>
+#include <functional>
 #include <limits>
 #include <map>
+#include <mutex>
 #include <set>
 
 namespace lwc {
@@ -260,6 +264,106 @@ void dropNodesTheirSchemaRefuses(onnx::GraphProto& g, const std::map<std::string
 
 }  // namespace
 
+namespace {
+
+/// Rank of input i as inference sees it at this node, -1 when it has none (or no such input).
+int64_t inferenceRank(onnx::InferenceContext& ctx, size_t i) {
+  if (i >= ctx.getNumInputs()) return -1;
+  const onnx::TypeProto* t = ctx.getInputType(i);
+  if (!t || !t->has_tensor_type() || !t->tensor_type().has_shape()) return -1;
+  return t->tensor_type().shape().dim_size();
+}
+
+/// Wraps the inference function of every version of `op` (default domain): `check` runs first and
+/// either throws ONNX's inference error (which ONNX records against the node: lenient inference
+/// leaves the node's outputs unknown, strict inference reports it) or returns whether the original
+/// function may run.
+void guardSchema(const char* op, std::function<bool(onnx::InferenceContext&)> check) {
+  for (int version = INT_MAX; version > 0;) {
+    const onnx::OpSchema* schema = onnx::OpSchemaRegistry::Schema(op, version, "");
+    if (!schema) break;
+    if (const onnx::InferenceFunction original = schema->GetTypeAndShapeInferenceFunction())
+      const_cast<onnx::OpSchema*>(schema)->TypeAndShapeInferenceFunction([original, check](onnx::InferenceContext& ctx) {
+        if (check(ctx)) original(ctx);
+      });
+    version = schema->SinceVersion() - 1;
+  }
+}
+
+}  // namespace
+
+void guardOnnxInference() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    // ONNX 1.12's inference functions index dimensions their rank may not have; found by declaring
+    // each input of libonnx-testdata's node models at ranks 0-5 (tests/conformance/
+    // test_rank_variants.cpp): each crashed every lwc command on such a model.
+    // LayerNormalization reads the dimensions before `axis`: axis must lie in [-rank, rank).
+    guardSchema("LayerNormalization", [](onnx::InferenceContext& ctx) {
+      const int64_t r = inferenceRank(ctx, 0);
+      if (r < 0) return true;
+      const auto* a = ctx.getAttribute("axis");
+      const int64_t axis = a && a->has_i() ? a->i() : -1;
+      if (axis < -r || axis >= r)
+        fail_shape_inference("axis ", axis, " is out of range for X of rank ", r, " (it must lie in [", -r, ", ", r, "))");
+      return true;
+    });
+    // STFT reads the signal's dimensions 0 and 1: the signal is [batch, length, 1 or 2].
+    guardSchema("STFT", [](onnx::InferenceContext& ctx) {
+      const int64_t r = inferenceRank(ctx, 0);
+      if (r >= 0 && r != 3) fail_shape_inference("signal has rank ", r, "; it must be [batch, length, 1 or 2]");
+      return true;
+    });
+    // Gemm before opset 9 reads two dimensions of A and B (pytorch-converted models).
+    guardSchema("Gemm", [](onnx::InferenceContext& ctx) {
+      for (size_t i = 0; i < 2; ++i)
+        if (const int64_t r = inferenceRank(ctx, i); r >= 0 && r != 2)
+          fail_shape_inference(i == 0 ? "A" : "B", " has rank ", r, "; Gemm's A and B must be 2-D");
+      return true;
+    });
+    // Attribute values the inference functions divide by or index with (found by setting each
+    // integer attribute of the same models to values out of range): strides or dilations of 0
+    // divide by zero in the convolution and pooling inference; a DepthToSpace / SpaceToDepth
+    // blocksize whose square overflows int64 divides by zero; a negative GatherND batch_dims indexes
+    // before the first dimension.
+    for (const char* op : {"Conv", "ConvInteger", "QLinearConv", "ConvTranspose", "AveragePool", "MaxPool", "LpPool"})
+      guardSchema(op, [](onnx::InferenceContext& ctx) {
+        for (const char* name : {"strides", "dilations"})
+          if (const auto* a = ctx.getAttribute(name))
+            for (const int64_t v : a->ints())
+              if (v < 1) fail_shape_inference(name, " must be positive, not ", v);
+        return true;
+      });
+    for (const char* op : {"DepthToSpace", "SpaceToDepth"})
+      guardSchema(op, [](onnx::InferenceContext& ctx) {
+        const auto* a = ctx.getAttribute("blocksize");
+        if (a && (a->i() < 1 || a->i() > (int64_t(1) << 31)))
+          fail_shape_inference("blocksize ", a->i(), " is out of range (it must lie in [1, 2^31])");
+        return true;
+      });
+    guardSchema("GatherND", [](onnx::InferenceContext& ctx) {
+      const auto* a = ctx.getAttribute("batch_dims");
+      if (!a) return true;
+      const int64_t b = a->i(), rd = inferenceRank(ctx, 0), ri = inferenceRank(ctx, 1);
+      if (b < 0 || (rd >= 0 && b >= rd) || (ri >= 0 && b >= ri))
+        fail_shape_inference("batch_dims ", b, " is out of range (it must be >= 0 and below the ranks of data and indices)");
+      return true;
+    });
+    // MaxUnpool without output_shape reads I's dimension 1, whether I has a shape or not.
+    guardSchema("MaxUnpool", [](onnx::InferenceContext& ctx) {
+      if (ctx.getNumInputs() != 2 || inferenceRank(ctx, 0) < 0) return true;
+      const int64_t ri = inferenceRank(ctx, 1);
+      if (ri < 0) {  // the element type only
+        onnx::propagateElemTypeFromInputToOutput(ctx, 0, 0);
+        return false;
+      }
+      if (ri != inferenceRank(ctx, 0))
+        fail_shape_inference("I has rank ", ri, " but X rank ", inferenceRank(ctx, 0), "; I must have X's shape");
+      return true;
+    });
+  });
+}
+
 std::pair<int64_t, int64_t> shapeSliceBounds(int64_t rank, int64_t start, int64_t end) {
   auto clampAxis = [rank](int64_t a) { return std::clamp<int64_t>(a < 0 ? a + rank : a, 0, rank); };
   return {clampAxis(start), clampAxis(end)};
@@ -375,6 +479,7 @@ ValueTypes inferShapes(const Model& m, const ShapeOptions& opts) {
     try {
       onnx::ShapeInferenceOptions o(/*check_type=*/false, /*error_mode=*/0, data_prop);
       weight_coding::registerOnnxSchemas();  // ai.lwc::HuffmanDecode outputs get their shapes
+      guardOnnxInference();
       onnx::shape_inference::InferShapes(p, onnx::OpSchemaRegistry::Instance(), o);
     } catch (const std::exception&) {
       // Inference conflicts (e.g. a declared shape that disagrees) leave us with what was declared.

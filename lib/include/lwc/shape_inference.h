@@ -28,6 +28,11 @@ ValueTypes inferShapes(const Model& m, const ShapeOptions& opts = {});
 /// the strict ONNX check asks this first; inferShapes leaves such nodes out by itself.
 std::string convRankDisagreement(const Model& m);
 
+/// Puts rank checks in front of the ONNX 1.12 inference functions that index dimensions an input
+/// may not have (LayerNormalization's axis, STFT's signal, MaxUnpool's I): such a node gets ONNX's
+/// inference error instead of crashing the process. Idempotent; inferShapes calls it.
+void guardOnnxInference();
+
 /// The axes [first, last) a Shape node with these start/end attributes reads from an input of rank
 /// `rank` (negative ones count from the back; both clamped to [0, rank], as ONNX defines).
 std::pair<int64_t, int64_t> shapeSliceBounds(int64_t rank, int64_t start, int64_t end);
