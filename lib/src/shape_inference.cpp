@@ -334,6 +334,30 @@ void guardOnnxInference() {
               if (v < 1) fail_shape_inference(name, " must be positive, not ", v);
         return true;
       });
+    // Dimension values (found by setting each input dimension to 2^40): with auto_pad SAME and a
+    // stride above 1, the convolution and pooling inference finds the padding by subtracting the
+    // stride from the input size one step at a time (2^39 steps hang); ConstantOfShape and Expand
+    // add one output dimension per entry of their shape input, so a length of 2^40 declares a rank
+    // ONNX then tries to build (memory until the process is killed).
+    for (const char* op : {"Conv", "ConvInteger", "QLinearConv", "AveragePool", "MaxPool", "LpPool"})
+      guardSchema(op, [](onnx::InferenceContext& ctx) {
+        const auto* pad = ctx.getAttribute("auto_pad");
+        if (!pad || pad->s() == "NOTSET" || pad->s() == "VALID" || inferenceRank(ctx, 0) < 3) return true;
+        const auto& shape = ctx.getInputType(0)->tensor_type().shape();
+        for (int d = 2; d < shape.dim_size(); ++d)
+          if (shape.dim(d).has_dim_value() && shape.dim(d).dim_value() > (int64_t(1) << 31))
+            fail_shape_inference("X's dimension ", d, " (", shape.dim(d).dim_value(),
+                                 ") is beyond what lwc infers with auto_pad ", pad->s(), " (2^31)");
+        return true;
+      });
+    for (const auto& [op, input] : {std::pair<const char*, size_t>{"ConstantOfShape", 0}, {"Expand", 1}})
+      guardSchema(op, [input = input](onnx::InferenceContext& ctx) {
+        if (inferenceRank(ctx, input) != 1) return true;
+        const auto& d = ctx.getInputType(input)->tensor_type().shape().dim(0);
+        if (d.has_dim_value() && d.dim_value() > 1024)
+          fail_shape_inference("the shape input lists ", d.dim_value(), " dimensions (lwc reads at most 1024)");
+        return true;
+      });
     for (const char* op : {"DepthToSpace", "SpaceToDepth"})
       guardSchema(op, [](onnx::InferenceContext& ctx) {
         const auto* a = ctx.getAttribute("blocksize");

@@ -1,11 +1,12 @@
 // ONNX's backend test models (node, pytorch-converted, pytorch-operator) edited the way broken
-// exporters and hand edits break them: one graph input re-declared at another rank (0 to 5), or one
-// integer attribute set out of range. Each edit goes through what every lwc command does first:
+// exporters and hand edits break them: one graph input re-declared at another rank (0 to 5), one
+// integer attribute set out of range, or one input dimension set to 0, 1 or 2^40. Each edit goes through what every lwc command does first:
 // model building, lwc's shape inference (with and without a batch size), the analysis `lwc info`
 // prints, and the input checks (ONNX's checker and strict shape inference). Each must answer or
 // throw lwc::Error. ONNX 1.12's inference functions index dimensions and divide by attributes
-// without checking them in several ops (guardOnnxInference lists them): a crash there ends this
-// test, as it ended every lwc command on such a model.
+// without checking them in several ops, and loop or allocate per unit of a dimension in others
+// (guardOnnxInference lists them): a crash there ends this test, as it ended every lwc command on
+// such a model; a hang or an allocation of 2^40 protobuf messages times it out or gets it killed.
 #include <onnx/onnx_pb.h>
 
 #include <algorithm>
@@ -129,5 +130,30 @@ TEST_CASE("backend test models with an integer attribute set out of range get an
   });
   INFO(t.variants << " variants, " << t.refused << " refused");
   CHECK(t.variants > 20000);
+  CHECK(t.refused > 0);
+}
+
+TEST_CASE("backend test models with an input dimension set to 0, 1 or 2^40 get answers or lwc errors",
+          "[conformance][robustness]") {
+  Tally t;
+  forEachModel([&](const onnx::ModelProto& proto, const fs::path& file) {
+    for (int i = 0; i < proto.graph().input_size(); ++i) {
+      const onnx::ValueInfoProto& input = proto.graph().input(i);
+      if (!input.type().has_tensor_type()) continue;
+      const int rank = input.type().tensor_type().shape().dim_size();
+      for (int d = 0; d < rank; ++d) {
+        for (const int64_t value : {int64_t(0), int64_t(1), int64_t(1) << 40}) {
+          onnx::ModelProto v = proto;
+          v.mutable_graph()->mutable_input(i)->mutable_type()->mutable_tensor_type()->mutable_shape()->mutable_dim(d)->set_dim_value(value);
+          readAsLwcDoes(v, file,
+                        file.parent_path().filename().string() + ", input '" + input.name() + "' dimension " +
+                            std::to_string(d) + " = " + std::to_string(value),
+                        t);
+        }
+      }
+    }
+  });
+  INFO(t.variants << " variants, " << t.refused << " refused");
+  CHECK(t.variants > 12000);
   CHECK(t.refused > 0);
 }

@@ -1,7 +1,8 @@
 // Which edits of ONNX's backend test models crash ONNX's own shape inference (the library lwc links,
 // without lwc's guards): each graph input declared at ranks 0-5, each integer attribute set to
-// values out of range. Every inference runs in a child process, so a crash is counted, not fatal.
-// Prints one line per crashing edit and a summary. Used to find the classes guardOnnxInference
+// values out of range, each input dimension set to 0, 1 or 2^40. Every inference runs in a child
+// process, so a crash is counted, not fatal; a child that runs over 5 s counts as hung (SIGALRM).
+// Prints one line per such edit and a summary. Used to find the classes guardOnnxInference
 // (lib/src/shape_inference.cpp) checks for; rerun it after an ONNX upgrade.
 //   build/tests/onnx_inference_probe [/usr/share/libonnx-testdata/data]
 #include <onnx/defs/schema.h>
@@ -26,6 +27,7 @@ namespace {
 int inferInChild(const onnx::ModelProto& m) {
   const pid_t pid = fork();
   if (pid == 0) {
+    alarm(5);  // a hang is reported as SIGALRM
     for (int strict = 0; strict < 2; ++strict) {
       onnx::ModelProto p = m;
       try {
@@ -55,7 +57,7 @@ int main(int argc, char** argv) {
   const fs::path root = argc > 1 ? argv[1] : "/usr/share/libonnx-testdata/data";
   const int64_t values[] = {-1000, -7, -2, -1, 0, 1, 2, 7, 1000, int64_t(1) << 40, std::numeric_limits<int64_t>::min(),
                             std::numeric_limits<int64_t>::max()};
-  int rank_edits = 0, rank_crashes = 0, attr_edits = 0, attr_crashes = 0;
+  int rank_edits = 0, rank_crashes = 0, attr_edits = 0, attr_crashes = 0, dim_edits = 0, dim_crashes = 0;
   for (const char* set : {"node", "pytorch-converted", "pytorch-operator"}) {
     std::vector<fs::path> files;
     if (!fs::is_directory(root / set)) continue;
@@ -88,6 +90,23 @@ int main(int argc, char** argv) {
           }
         }
       }
+      for (int i = 0; i < m.graph().input_size(); ++i) {
+        const auto& input = m.graph().input(i);
+        if (!input.type().has_tensor_type()) continue;
+        for (int d = 0; d < input.type().tensor_type().shape().dim_size(); ++d)
+          for (const int64_t value : {int64_t(0), int64_t(1), int64_t(1) << 40}) {
+            onnx::ModelProto v = m;
+            v.mutable_graph()->mutable_input(i)->mutable_type()->mutable_tensor_type()->mutable_shape()->mutable_dim(d)->set_dim_value(value);
+            v.mutable_graph()->clear_value_info();
+            ++dim_edits;
+            if (const int sig = inferInChild(v)) {
+              ++dim_crashes;
+              std::cout << name << ": input '" << input.name() << "' (read by " << consumers(m.graph(), input.name())
+                        << ") dimension " << d << " = " << value << ": signal " << sig << "\n"
+                        << std::flush;
+            }
+          }
+      }
       for (int n = 0; n < m.graph().node_size(); ++n)
         for (int a = 0; a < m.graph().node(n).attribute_size(); ++a) {
           const auto& attr = m.graph().node(n).attribute(a);
@@ -112,6 +131,7 @@ int main(int argc, char** argv) {
     }
   }
   std::cout << "rank edits: " << rank_edits << ", " << rank_crashes << " crashed ONNX's inference; attribute edits: "
-            << attr_edits << ", " << attr_crashes << " crashed\n";
+            << attr_edits << ", " << attr_crashes << " crashed; dimension edits: " << dim_edits << ", " << dim_crashes
+            << " crashed or hung\n";
   return 0;
 }
