@@ -321,35 +321,33 @@ void guardOnnxInference() {
           fail_shape_inference(i == 0 ? "A" : "B", " has rank ", r, "; Gemm's A and B must be 2-D");
       return true;
     });
-    // Attribute values the inference functions divide by or index with (found by setting each
-    // integer attribute of the same models to values out of range): strides or dilations of 0
-    // divide by zero in the convolution and pooling inference; a DepthToSpace / SpaceToDepth
-    // blocksize whose square overflows int64 divides by zero; a negative GatherND batch_dims indexes
-    // before the first dimension.
+    // Values the convolution and pooling inference divides by or loops over (found by setting each
+    // integer attribute and each input dimension of the same models out of range): strides or
+    // dilations of 0 divide by zero; with auto_pad SAME and a stride above 1 it finds the padding
+    // by subtracting the stride from the input size one step at a time (2^39 steps hang).
+    // ConvTranspose has its own inference, without the auto_pad loop. On the main graph, model
+    // loading (model_io.cpp, window attributes) refuses strides and dilations below 1 by name
+    // before any inference; this check is what reaches the nodes of subgraphs.
     for (const char* op : {"Conv", "ConvInteger", "QLinearConv", "ConvTranspose", "AveragePool", "MaxPool", "LpPool"})
-      guardSchema(op, [](onnx::InferenceContext& ctx) {
+      guardSchema(op, [padding_loop = std::string(op) != "ConvTranspose"](onnx::InferenceContext& ctx) {
+        const auto* pad = ctx.getAttribute("auto_pad");
+        if (padding_loop && pad && pad->s() != "NOTSET" && pad->s() != "VALID" && inferenceRank(ctx, 0) >= 3) {
+          const auto& shape = ctx.getInputType(0)->tensor_type().shape();
+          for (int d = 2; d < shape.dim_size(); ++d)
+            if (shape.dim(d).has_dim_value() && shape.dim(d).dim_value() > (int64_t(1) << 31))
+              fail_shape_inference("X's dimension ", d, " (", shape.dim(d).dim_value(),
+                                   ") is beyond what lwc infers with auto_pad ", pad->s(), " (2^31)");
+        }
         for (const char* name : {"strides", "dilations"})
           if (const auto* a = ctx.getAttribute(name))
             for (const int64_t v : a->ints())
               if (v < 1) fail_shape_inference(name, " must be positive, not ", v);
         return true;
       });
-    // Dimension values (found by setting each input dimension to 2^40): with auto_pad SAME and a
-    // stride above 1, the convolution and pooling inference finds the padding by subtracting the
-    // stride from the input size one step at a time (2^39 steps hang); ConstantOfShape and Expand
+    // A DepthToSpace / SpaceToDepth blocksize whose square overflows int64 divides by zero; a
+    // negative GatherND batch_dims indexes before the first dimension; ConstantOfShape and Expand
     // add one output dimension per entry of their shape input, so a length of 2^40 declares a rank
     // ONNX then tries to build (memory until the process is killed).
-    for (const char* op : {"Conv", "ConvInteger", "QLinearConv", "AveragePool", "MaxPool", "LpPool"})
-      guardSchema(op, [](onnx::InferenceContext& ctx) {
-        const auto* pad = ctx.getAttribute("auto_pad");
-        if (!pad || pad->s() == "NOTSET" || pad->s() == "VALID" || inferenceRank(ctx, 0) < 3) return true;
-        const auto& shape = ctx.getInputType(0)->tensor_type().shape();
-        for (int d = 2; d < shape.dim_size(); ++d)
-          if (shape.dim(d).has_dim_value() && shape.dim(d).dim_value() > (int64_t(1) << 31))
-            fail_shape_inference("X's dimension ", d, " (", shape.dim(d).dim_value(),
-                                 ") is beyond what lwc infers with auto_pad ", pad->s(), " (2^31)");
-        return true;
-      });
     for (const auto& [op, input] : {std::pair<const char*, size_t>{"ConstantOfShape", 0}, {"Expand", 1}})
       guardSchema(op, [input = input](onnx::InferenceContext& ctx) {
         if (inferenceRank(ctx, input) != 1) return true;

@@ -28,9 +28,11 @@ ValueTypes inferShapes(const Model& m, const ShapeOptions& opts = {});
 /// the strict ONNX check asks this first; inferShapes leaves such nodes out by itself.
 std::string convRankDisagreement(const Model& m);
 
-/// Puts rank checks in front of the ONNX 1.12 inference functions that index dimensions an input
-/// may not have (LayerNormalization's axis, STFT's signal, MaxUnpool's I): such a node gets ONNX's
-/// inference error instead of crashing the process. Idempotent; inferShapes calls it.
+/// Puts checks in front of the ONNX 1.12 inference functions that crash, hang or exhaust memory on
+/// some ranks, attribute values or dimension sizes (LayerNormalization's axis, STFT's signal,
+/// MaxUnpool's I, zero strides, auto_pad SAME over huge inputs, ...; the list is in the source):
+/// such a node gets ONNX's inference error instead. Idempotent; every ONNX inference lwc runs
+/// calls it first.
 void guardOnnxInference();
 
 /// The axes [first, last) a Shape node with these start/end attributes reads from an input of rank
