@@ -245,45 +245,160 @@ onnx::ValueInfoProto valueInfoToProto(const ValueInfo& v) {
 }
 
 namespace {
+// A tensor stored in the file (a subgraph's initializer, a node's tensor attribute such as a
+// Constant's value), checked without copying its data: the type is one ONNX defines and the data
+// fills the declared shape exactly. ONNX's inference reads such tensors (ParseData), and 1.12 copies
+// all of raw_data into a vector sized in whole elements: 17 bytes for an int64 tensor wrote past a
+// heap buffer (AddressSanitizer, found by fuzz_model_load in a Loop body's Constant). External data
+// is read, and checked, where lwc uses it (tensorFromProto).
+void checkStoredTensor(const onnx::TensorProto& p, const std::string& where) {
+  using TP = onnx::TensorProto;
+  const int type = p.data_type();
+  if (type == TP::UNDEFINED || !TP::DataType_IsValid(type))
+    fail(where, ": tensor has data type ", type, ", which ONNX does not define: the model is corrupt or was edited by hand");
+  double count = 1;
+  for (int64_t d : p.dims()) {
+    if (d < 0) fail(where, ": negative dimension ", d, " in the tensor's shape: the model is corrupt or was edited by hand");
+    count *= static_cast<double>(d);
+  }
+  if (count > static_cast<double>(int64_t{1} << 40))
+    fail(where, ": declared shape with ", count, " elements is implausibly large (corrupt file?)");
+  if (p.data_location() == TP::EXTERNAL) return;
+  const auto n = static_cast<int64_t>(count);
+  size_t elem = 0;   // bytes per element in raw_data
+  int64_t per = 1;   // typed-field values per element
+  int64_t have = 0;  // typed-field values present
+  const char* field = "";
+  switch (type) {
+    case TP::FLOAT: elem = 4, have = p.float_data_size(), field = "float_data"; break;
+    case TP::COMPLEX64: elem = 8, per = 2, have = p.float_data_size(), field = "float_data"; break;
+    case TP::DOUBLE: elem = 8, have = p.double_data_size(), field = "double_data"; break;
+    case TP::COMPLEX128: elem = 16, per = 2, have = p.double_data_size(), field = "double_data"; break;
+    case TP::INT64: elem = 8, have = p.int64_data_size(), field = "int64_data"; break;
+    case TP::UINT32: elem = 4, have = p.uint64_data_size(), field = "uint64_data"; break;
+    case TP::UINT64: elem = 8, have = p.uint64_data_size(), field = "uint64_data"; break;
+    case TP::STRING: have = p.string_data_size(), field = "string_data"; break;
+    case TP::INT32: elem = 4, have = p.int32_data_size(), field = "int32_data"; break;
+    case TP::INT16: case TP::UINT16: case TP::FLOAT16: case TP::BFLOAT16:
+      elem = 2, have = p.int32_data_size(), field = "int32_data"; break;
+    default:  // INT8, UINT8, BOOL
+      elem = 1, have = p.int32_data_size(), field = "int32_data"; break;
+  }
+  const std::string shape = shapeStr(Shape(p.dims().begin(), p.dims().end()));
+  const DType dt = fromOnnxType(type);
+  const std::string type_name = dt != DType::Undefined ? std::string(dtypeName(dt)) : TP::DataType_Name(static_cast<TP::DataType>(type));
+  if (p.has_raw_data()) {
+    if (type == TP::STRING) fail(where, ": a STRING tensor cannot hold raw_data: the model is corrupt or was edited by hand");
+    if (p.raw_data().size() != static_cast<size_t>(n) * elem)
+      fail(where, ": raw_data holds ", p.raw_data().size(), " bytes but shape ", shape, " of ", type_name, " needs ",
+           static_cast<size_t>(n) * elem, "; the tensor is corrupt");
+  } else if (have != n * per) {
+    fail(where, ": ", field, " holds ", have, " values but shape ", shape, " of ", type_name, " needs ", n * per,
+         "; the tensor is corrupt");
+  }
+}
+
+// The same description Node::describe gives, for a node still in protobuf form.
+std::string describeProto(const onnx::NodeProto& n) {
+  const std::string d = normalizedDomain(n.domain());
+  std::string s = isDefaultDomain(d) ? n.op_type() : d + "." + n.op_type();
+  if (!n.name().empty()) return s + " '" + n.name() + "'";
+  if (n.output_size() > 0) return s + " (output '" + n.output(0) + "')";
+  return s;
+}
+
+const onnx::AttributeProto* findAttr(const std::vector<onnx::AttributeProto>& attrs, std::string_view name) {
+  for (const auto& a : attrs)
+    if (a.name() == name) return &a;
+  return nullptr;
+}
+const onnx::AttributeProto* findAttr(const google::protobuf::RepeatedPtrField<onnx::AttributeProto>& attrs,
+                                     std::string_view name) {
+  for (const auto& a : attrs)
+    if (a.name() == name) return &a;
+  return nullptr;
+}
+
 // Each standard-domain node against its ONNX schema at the model's opset: how many inputs and
 // outputs, and no required one left empty (everything that reads a node -- analysis, passes, the
 // engine's graph rewrites -- may then index the inputs the op requires; a node with a missing
 // weight input had crashed `lwc info` and `lwc exec`), and for convolutions and pools the window
-// attributes. Ops libonnx has no schema for are left to the engine, which names them as unsupported.
-void validateNodes(const Model& m, const std::string& label) {
-  int64_t opset = 0;
-  for (const auto& o : m.opset_imports)
-    if (isDefaultDomain(o.domain)) opset = o.version;
-  if (opset <= 0) return;
-  const auto& registry = *onnx::OpSchemaRegistry::Instance();
-  for (const Node& n : m.graph.nodes) {
-    if (!n.domain.empty()) continue;
-    const onnx::OpSchema* schema = registry.GetSchema(n.op_type, static_cast<int>(opset), "");
-    if (!schema) continue;
-    auto check = [&](const std::vector<std::string>& names, int lo, int hi, const std::vector<onnx::OpSchema::FormalParameter>& formal,
+// attributes; then every tensor the node's attributes hold, and its subgraphs, node by node, the
+// same way (ONNX's inference walks into them: a zero stride inside an If divided by zero there).
+// Ops libonnx has no schema for are left to the engine, which names them as unsupported.
+class NodeValidator {
+ public:
+  NodeValidator(const Model& m, std::string label) : label_(std::move(label)) {
+    for (const auto& o : m.opset_imports)
+      if (isDefaultDomain(o.domain)) opset_ = o.version;
+  }
+
+  template <class Names, class Attrs>
+  void node(const std::string& who, const std::string& op_type, const std::string& domain, const Names& inputs,
+            const Names& outputs, const Attrs& attrs) {
+    if (domain.empty() && opset_ > 0) schemaChecks(who, op_type, inputs, outputs, attrs);
+    for (const auto& a : attrs) {
+      // By the fields present, not the declared type: ONNX's inference reads a Constant's value
+      // whatever type the attribute claims.
+      if (!a.has_t() && a.tensors().empty() && !a.has_sparse_tensor() && a.sparse_tensors().empty() && !a.has_g() &&
+          a.graphs().empty())
+        continue;
+      const std::string at = "attribute '" + a.name() + "' of " + who;
+      if (a.has_t()) tensor(a.t(), at);
+      for (const auto& t : a.tensors()) tensor(t, at);
+      if (a.has_sparse_tensor()) sparse(a.sparse_tensor(), at);
+      for (const auto& t : a.sparse_tensors()) sparse(t, at);
+      if (a.has_g()) graph(a.g(), at);
+      for (const auto& g : a.graphs()) graph(g, at);
+    }
+  }
+
+  void sparse(const onnx::SparseTensorProto& s, const std::string& where) {
+    tensor(s.values(), where + " (values)");
+    tensor(s.indices(), where + " (indices)");
+  }
+
+ private:
+  void tensor(const onnx::TensorProto& t, const std::string& where) { checkStoredTensor(t, label_ + ": " + where); }
+
+  void graph(const onnx::GraphProto& g, const std::string& where) {
+    const std::string in = " in " + where;  // "in attribute 'body' of node Loop 'l'"
+    for (const auto& t : g.initializer()) tensor(t, "initializer '" + t.name() + "'" + in);
+    for (const auto& s : g.sparse_initializer()) sparse(s, "sparse initializer" + in);
+    for (const auto& pn : g.node())
+      node("node " + describeProto(pn) + in, pn.op_type(), normalizedDomain(pn.domain()), pn.input(), pn.output(),
+           pn.attribute());
+  }
+
+  template <class Names, class Attrs>
+  void schemaChecks(const std::string& who, const std::string& op_type, const Names& inputs, const Names& outputs,
+                    const Attrs& attrs) {
+    const onnx::OpSchema* schema = onnx::OpSchemaRegistry::Instance()->GetSchema(op_type, static_cast<int>(opset_), "");
+    if (!schema) return;
+    auto check = [&](const Names& names, int lo, int hi, const std::vector<onnx::OpSchema::FormalParameter>& formal,
                      const char* what) {
       const int count = static_cast<int>(names.size());
       if (count < lo || count > hi) {
         const std::string range = lo == hi ? std::to_string(lo)
                                   : hi == std::numeric_limits<int>::max() ? "at least " + std::to_string(lo)
                                                                           : std::to_string(lo) + " to " + std::to_string(hi);
-        fail(label, ": node ", n.describe(), " has ", count, " ", what, count == 1 ? "" : "s", "; ", n.op_type, " (opset ",
-             opset, ") takes ", range, ": the model is corrupt or was edited by hand");
+        fail(label_, ": ", who, " has ", count, " ", what, count == 1 ? "" : "s", "; ", op_type, " (opset ", opset_,
+             ") takes ", range, ": the model is corrupt or was edited by hand");
       }
-      for (size_t i = 0; i < names.size() && i < formal.size(); ++i)
-        if (names[i].empty() && formal[i].GetOption() == onnx::OpSchema::Single)
-          fail(label, ": node ", n.describe(), " leaves its required ", what, " ", i, " ('", formal[i].GetName(),
+      for (int i = 0; i < count && i < static_cast<int>(formal.size()); ++i)
+        if (names[i].empty() && formal[static_cast<size_t>(i)].GetOption() == onnx::OpSchema::Single)
+          fail(label_, ": ", who, " leaves its required ", what, " ", i, " ('", formal[static_cast<size_t>(i)].GetName(),
                "') empty: the model is corrupt or was edited by hand");
     };
-    check(n.inputs, schema->min_input(), schema->max_input(), schema->inputs(), "input");
-    check(n.outputs, schema->min_output(), schema->max_output(), schema->outputs(), "output");
+    check(inputs, schema->min_input(), schema->max_input(), schema->inputs(), "input");
+    check(outputs, schema->min_output(), schema->max_output(), schema->outputs(), "output");
     // Window attributes: libonnx's shape inference for these ops divides by the strides (a zero
     // stride kills the process with SIGFPE), and every runtime needs them positive.
     static const std::set<std::string> kWindowOps = {"Conv", "ConvTranspose", "ConvInteger", "QLinearConv", "MaxPool",
                                                      "AveragePool", "LpPool", "MaxUnpool"};
-    if (!kWindowOps.count(n.op_type)) continue;
+    if (!kWindowOps.count(op_type)) return;
     for (const char* a : {"strides", "dilations", "kernel_shape", "pads", "group"}) {
-      const onnx::AttributeProto* attr = n.attr(a);
+      const onnx::AttributeProto* attr = findAttr(attrs, a);
       if (!attr) continue;
       const bool pads = std::string_view(a) == "pads";
       std::vector<int64_t> v(attr->ints().begin(), attr->ints().end());
@@ -292,14 +407,23 @@ void validateNodes(const Model& m, const std::string& label) {
       constexpr int64_t kMax = int64_t{1} << 24;
       for (int64_t x : v)
         if (pads ? x < 0 : x < 1) {
-          fail(label, ": node ", n.describe(), " has ", a, " ", shapeStr(v), "; ",
+          fail(label_, ": ", who, " has ", a, " ", shapeStr(v), "; ",
                pads ? "pads must not be negative" : "each must be at least 1", ": the model is corrupt or was edited by hand");
         } else if (x > kMax) {
-          fail(label, ": node ", n.describe(), " has ", a, " ", shapeStr(v), "; lwc takes values up to ", kMax,
+          fail(label_, ": ", who, " has ", a, " ", shapeStr(v), "; lwc takes values up to ", kMax,
                ": the model is corrupt or was edited by hand");
         }
     }
   }
+
+  std::string label_;
+  int64_t opset_ = 0;
+};
+
+void validateNodes(const Model& m, const std::string& label) {
+  NodeValidator v(m, label);
+  for (const Node& n : m.graph.nodes) v.node("node " + n.describe(), n.op_type, n.domain, n.inputs, n.outputs, n.attrs);
+  for (const auto& s : m.graph.sparse_initializers) v.sparse(s, "sparse initializer");
 }
 
 // The IR of a model whose opset and IR version ONNX's library here knows.

@@ -4,6 +4,7 @@
 
 #include <catch2/catch.hpp>
 #include <fstream>
+#include <functional>
 #include <onnx/checker.h>
 #include <onnx/defs/parser.h>
 
@@ -252,6 +253,89 @@ g (float[1, 3, 8, 8] x, float[4, 3, 3, 3] w) => (float[1, 4, 6, 6] y)
     t->set_raw_data(std::string(10, '\0'));
     writeProto(d / "i.onnx", q);
     CHECK_THROWS_WITH(loadModel(d / "i.onnx"), Catch::Contains("i.onnx") && Catch::Contains("initializer 'B'"));
+  }
+  SECTION("tensors in nodes and subgraphs, and subgraph nodes, are checked like the main graph's") {
+    // ONNX 1.12's inference reads constant tensors anywhere in the model (ParseData) and copies all
+    // of raw_data into a vector of whole elements: a 17-byte int64 Constant in a Loop body wrote past
+    // a heap buffer (fuzz_model_load; tests/fuzz/crashes_model_load). Loading now refuses such
+    // tensors, and runs the node checks (arity, window attributes) inside subgraphs too.
+    const onnx::ModelProto base = protoFromText(R"(
+<ir_version: 8, opset_import: ["" : 13]>
+g (int64 n, bool c, float[1, 1, 8, 8] x, float[1, 1, 3, 3] w) => (float[1, 1, 8, 8] y, float[1, 1, 8, 8] z)
+{
+  k = Constant <value = int64[1] {0}> ()
+  y = Loop (n, c, x) <body = b (int64 i, bool ci, float[1, 1, 8, 8] xi) => (bool co, float[1, 1, 8, 8] xo) {
+    co = Identity (ci)
+    axes = Constant <value = int64[1] {0}> ()
+    s = Unsqueeze (xi, axes)
+    xo = Squeeze (s, axes)
+  }>
+  z = If (c) <then_branch = t () => (float[1, 1, 8, 8] p) {
+    p = Conv <pads = [1, 1, 1, 1]> (x, w)
+  }, else_branch = e () => (float[1, 1, 8, 8] q) {
+    q = Identity (x)
+  }>
+}
+)");
+    auto loadWith = [&](const std::function<void(onnx::ModelProto&)>& edit) {
+      onnx::ModelProto q = base;
+      edit(q);
+      writeProto(d / "s.onnx", q);
+      try {
+        loadModel(d / "s.onnx");
+      } catch (const Error& e) {
+        return std::string(e.what());
+      }
+      return std::string("(loaded)");
+    };
+    auto g = [](onnx::ModelProto& q, int node) { return q.mutable_graph()->mutable_node(node); };
+    auto loopConstant = [&](onnx::ModelProto& q) { return g(q, 1)->mutable_attribute(0)->mutable_g()->mutable_node(1)->mutable_attribute(0)->mutable_t(); };
+    auto thenConv = [&](onnx::ModelProto& q) { return g(q, 2)->mutable_attribute(0)->mutable_g()->mutable_node(0); };
+    REQUIRE(base.graph().node(2).attribute(0).name() == "then_branch");
+    CHECK(loadWith([](onnx::ModelProto&) {}) == "(loaded)");
+    CHECK(loadWith([&](onnx::ModelProto& q) {  // the same value as raw_data is fine
+      auto* t = loopConstant(q);
+      t->clear_int64_data();
+      t->set_raw_data(std::string(8, '\0'));
+    }) == "(loaded)");
+    CHECK_THAT(loadWith([&](onnx::ModelProto& q) {
+      auto* t = loopConstant(q);
+      t->clear_int64_data();
+      t->set_raw_data("const_tensor_axes");  // 17 bytes
+    }),
+               Catch::Contains("s.onnx: attribute 'value' of node Constant (output 'axes') in attribute 'body' of node Loop "
+                               "(output 'y'): raw_data holds 17 bytes but shape [1] of int64 needs 8"));
+    CHECK_THAT(loadWith([&](onnx::ModelProto& q) {  // main graph Constant
+      auto* t = g(q, 0)->mutable_attribute(0)->mutable_t();
+      t->add_int64_data(5);
+    }),
+               Catch::Contains("attribute 'value' of node Constant (output 'k'): int64_data holds 2 values but shape [1]"));
+    CHECK_THAT(loadWith([&](onnx::ModelProto& q) { loopConstant(q)->set_data_type(99); }),
+               Catch::Contains("data type 99, which ONNX does not define"));
+    CHECK_THAT(loadWith([&](onnx::ModelProto& q) { loopConstant(q)->set_dims(0, -1); }),
+               Catch::Contains("negative dimension -1"));
+    CHECK_THAT(loadWith([&](onnx::ModelProto& q) {  // a subgraph initializer
+      auto* t = g(q, 1)->mutable_attribute(0)->mutable_g()->add_initializer();
+      t->set_name("extra");
+      t->set_data_type(onnx::TensorProto::FLOAT);
+      t->add_dims(3);
+      t->add_float_data(1.0f);
+    }),
+               Catch::Contains("initializer 'extra' in attribute 'body' of node Loop (output 'y'): float_data holds 1 values "
+                               "but shape [3] of float32 needs 3"));
+    // The node checks inside a branch: a zero stride (ONNX's inference divides by it), a missing input.
+    CHECK_THAT(loadWith([&](onnx::ModelProto& q) {
+      auto* a = thenConv(q)->add_attribute();
+      a->set_name("strides");
+      a->set_type(onnx::AttributeProto::INTS);
+      a->add_ints(0);
+      a->add_ints(1);
+    }),
+               Catch::Contains("s.onnx: node Conv (output 'p') in attribute 'then_branch' of node If (output 'z') has strides "
+                               "[0,1]; each must be at least 1"));
+    CHECK_THAT(loadWith([&](onnx::ModelProto& q) { thenConv(q)->mutable_input()->RemoveLast(); }),
+               Catch::Contains("node Conv (output 'p') in attribute 'then_branch' of node If (output 'z') has 1 input; Conv "
+                               "(opset 13) takes 2 to 3"));
   }
   SECTION("no graph") {
     onnx::ModelProto q;
