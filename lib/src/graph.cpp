@@ -123,11 +123,16 @@ size_t Node::numInputs() const {
   return n;
 }
 
-std::string Node::describe() const {
-  std::string s = isDefaultDomain(domain) ? op_type : domain + "." + op_type;
-  if (!name.empty()) return s + " '" + name + "'";
-  if (!outputs.empty()) return s + " (output '" + outputs[0] + "')";
+std::string describeNode(std::string_view domain, std::string_view op_type, std::string_view name,
+                         const std::string* first_output) {
+  std::string s = isDefaultDomain(domain) ? std::string(op_type) : std::string(domain) + "." + std::string(op_type);
+  if (!name.empty()) return s + " '" + std::string(name) + "'";
+  if (first_output) return s + " (output '" + *first_output + "')";
   return s;
+}
+
+std::string Node::describe() const {
+  return describeNode(domain, op_type, name, outputs.empty() ? nullptr : &outputs[0]);
 }
 
 // ---------------------------------------------------------------- InitializerTable

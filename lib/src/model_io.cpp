@@ -89,6 +89,60 @@ void copyTyped(const Src& src, Dst* dst, int64_t n) {
   for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<Dst>(src.Get(static_cast<int>(i)));
 }
 
+// A tensor stored in the file (an initializer, a node's tensor attribute such as a Constant's
+// value, in any graph), checked without copying its data: the type is one ONNX defines and the
+// data fills the declared shape exactly. tensorFromProto runs it first; model loading runs it on
+// the tensors lwc does not read itself (subgraphs, attributes). ONNX's inference reads all of them
+// (ParseData), and 1.12 copies all of raw_data into a vector sized in whole elements: 17 bytes for
+// an int64 tensor wrote past a heap buffer (AddressSanitizer, found by fuzz_model_load in a Loop
+// body's Constant). External data is checked where lwc reads it (tensorFromProto).
+void checkStoredTensor(const onnx::TensorProto& p, const std::string& where) {
+  using TP = onnx::TensorProto;
+  const int type = p.data_type();
+  if (type == TP::UNDEFINED || !TP::DataType_IsValid(type))
+    fail(where, ": tensor has data type ", type, ", which ONNX does not define: the model is corrupt or was edited by hand");
+  double count = 1;
+  for (int64_t d : p.dims()) {
+    if (d < 0) fail(where, ": negative dimension ", d, " in the tensor's shape: the model is corrupt or was edited by hand");
+    count *= static_cast<double>(d);
+  }
+  if (count > static_cast<double>(int64_t{1} << 40))
+    fail(where, ": declared shape with ", count, " elements is implausibly large (corrupt file?)");
+  if (p.data_location() == TP::EXTERNAL) return;
+  const auto n = static_cast<int64_t>(count);
+  size_t elem = 0;   // bytes per element in raw_data
+  int64_t per = 1;   // typed-field values per element
+  int64_t have = 0;  // typed-field values present
+  const char* field = "";
+  switch (type) {
+    case TP::FLOAT: elem = 4, have = p.float_data_size(), field = "float_data"; break;
+    case TP::COMPLEX64: elem = 8, per = 2, have = p.float_data_size(), field = "float_data"; break;
+    case TP::DOUBLE: elem = 8, have = p.double_data_size(), field = "double_data"; break;
+    case TP::COMPLEX128: elem = 16, per = 2, have = p.double_data_size(), field = "double_data"; break;
+    case TP::INT64: elem = 8, have = p.int64_data_size(), field = "int64_data"; break;
+    case TP::UINT32: elem = 4, have = p.uint64_data_size(), field = "uint64_data"; break;
+    case TP::UINT64: elem = 8, have = p.uint64_data_size(), field = "uint64_data"; break;
+    case TP::STRING: have = p.string_data_size(), field = "string_data"; break;
+    case TP::INT32: elem = 4, have = p.int32_data_size(), field = "int32_data"; break;
+    case TP::INT16: case TP::UINT16: case TP::FLOAT16: case TP::BFLOAT16:
+      elem = 2, have = p.int32_data_size(), field = "int32_data"; break;
+    default:  // INT8, UINT8, BOOL
+      elem = 1, have = p.int32_data_size(), field = "int32_data"; break;
+  }
+  const std::string shape = shapeStr(Shape(p.dims().begin(), p.dims().end()));
+  const DType dt = fromOnnxType(type);
+  const std::string type_name = dt != DType::Undefined ? std::string(dtypeName(dt)) : TP::DataType_Name(static_cast<TP::DataType>(type));
+  if (p.has_raw_data()) {
+    if (type == TP::STRING) fail(where, ": a STRING tensor cannot hold raw_data: the model is corrupt or was edited by hand");
+    if (p.raw_data().size() != static_cast<size_t>(n) * elem)
+      fail(where, ": raw_data holds ", p.raw_data().size(), " bytes but shape ", shape, " of ", type_name, " needs ",
+           static_cast<size_t>(n) * elem, "; the tensor is corrupt");
+  } else if (have != n * per) {
+    fail(where, ": ", field, " holds ", have, " values but shape ", shape, " of ", type_name, " needs ", n * per,
+         "; the tensor is corrupt");
+  }
+}
+
 }  // namespace
 
 Tensor tensorFromProto(const onnx::TensorProto& p, const fs::path& base_dir, const std::string& where) {
@@ -97,21 +151,14 @@ Tensor tensorFromProto(const onnx::TensorProto& p, const fs::path& base_dir, con
     fail(where, ": tensor type ", onnx::TensorProto::DataType_Name(static_cast<onnx::TensorProto::DataType>(p.data_type())),
          " (", p.data_type(), ") is not supported by lwc");
   if (p.has_segment()) fail(where, ": segmented tensors are not supported");
+  checkStoredTensor(p, where);  // dimensions, and (stored inline) data that fills them
   Shape shape(p.dims().begin(), p.dims().end());
-  for (auto d : shape)
-    if (d < 0) fail(where, ": negative dimension ", d, " in initializer shape");
   double count = 1;
   for (auto d : shape) count *= static_cast<double>(d);
   if (count * static_cast<double>(dtypeSize(dt)) > 16.0 * (1ull << 30))
     fail(where, ": declared shape ", shapeStr(shape), " is implausibly large (corrupt file?)");
   const int64_t n = numelOf(shape);
   const size_t bytes = static_cast<size_t>(n) * dtypeSize(dt);
-
-  auto checkCount = [&](int64_t have, const char* field) {
-    if (have != n)
-      fail(where, ": ", field, " holds ", have, " values but shape ", shapeStr(shape), " needs ", n,
-           "; the initializer is corrupt");
-  };
 
   if (p.data_location() == onnx::TensorProto::EXTERNAL) {
     std::string blob = readExternal(p, base_dir, where, bytes);
@@ -120,9 +167,6 @@ Tensor tensorFromProto(const onnx::TensorProto& p, const fs::path& base_dir, con
     return t;
   }
   if (p.has_raw_data()) {
-    if (p.raw_data().size() != bytes)
-      fail(where, ": raw_data holds ", p.raw_data().size(), " bytes but shape ", shapeStr(shape), " of ",
-           dtypeName(dt), " needs ", bytes, "; the initializer is corrupt");
     Tensor t(dt, shape);
     if (bytes) std::memcpy(t.raw(), p.raw_data().data(), bytes);
     if (dt == DType::Bool) {  // normalise to 0/1
@@ -134,48 +178,37 @@ Tensor tensorFromProto(const onnx::TensorProto& p, const fs::path& base_dir, con
   Tensor t(dt, shape);
   switch (dt) {
     case DType::Float32:
-      checkCount(p.float_data_size(), "float_data");
       copyTyped(p.float_data(), t.data<float>(), n);
       break;
     case DType::Float64:
-      checkCount(p.double_data_size(), "double_data");
       copyTyped(p.double_data(), t.data<double>(), n);
       break;
     case DType::Int64:
-      checkCount(p.int64_data_size(), "int64_data");
       copyTyped(p.int64_data(), t.data<int64_t>(), n);
       break;
     case DType::UInt32:
-      checkCount(p.uint64_data_size(), "uint64_data");
       copyTyped(p.uint64_data(), t.data<uint32_t>(), n);
       break;
     case DType::UInt64:
-      checkCount(p.uint64_data_size(), "uint64_data");
       copyTyped(p.uint64_data(), t.data<uint64_t>(), n);
       break;
     case DType::Int32:
-      checkCount(p.int32_data_size(), "int32_data");
       copyTyped(p.int32_data(), t.data<int32_t>(), n);
       break;
     case DType::Int8:
-      checkCount(p.int32_data_size(), "int32_data");
       copyTyped(p.int32_data(), t.data<int8_t>(), n);
       break;
     case DType::UInt8:
-      checkCount(p.int32_data_size(), "int32_data");
       copyTyped(p.int32_data(), t.data<uint8_t>(), n);
       break;
     case DType::Int16:
-      checkCount(p.int32_data_size(), "int32_data");
       copyTyped(p.int32_data(), t.data<int16_t>(), n);
       break;
     case DType::UInt16:
     case DType::Float16:
-      checkCount(p.int32_data_size(), "int32_data");
       copyTyped(p.int32_data(), static_cast<uint16_t*>(t.raw()), n);
       break;
     case DType::Bool:
-      checkCount(p.int32_data_size(), "int32_data");
       for (int64_t i = 0; i < n; ++i) t.data<bool>()[i] = p.int32_data(static_cast<int>(i)) != 0;
       break;
     case DType::Undefined: break;
@@ -245,75 +278,9 @@ onnx::ValueInfoProto valueInfoToProto(const ValueInfo& v) {
 }
 
 namespace {
-// A tensor stored in the file (a subgraph's initializer, a node's tensor attribute such as a
-// Constant's value), checked without copying its data: the type is one ONNX defines and the data
-// fills the declared shape exactly. ONNX's inference reads such tensors (ParseData), and 1.12 copies
-// all of raw_data into a vector sized in whole elements: 17 bytes for an int64 tensor wrote past a
-// heap buffer (AddressSanitizer, found by fuzz_model_load in a Loop body's Constant). External data
-// is read, and checked, where lwc uses it (tensorFromProto).
-void checkStoredTensor(const onnx::TensorProto& p, const std::string& where) {
-  using TP = onnx::TensorProto;
-  const int type = p.data_type();
-  if (type == TP::UNDEFINED || !TP::DataType_IsValid(type))
-    fail(where, ": tensor has data type ", type, ", which ONNX does not define: the model is corrupt or was edited by hand");
-  double count = 1;
-  for (int64_t d : p.dims()) {
-    if (d < 0) fail(where, ": negative dimension ", d, " in the tensor's shape: the model is corrupt or was edited by hand");
-    count *= static_cast<double>(d);
-  }
-  if (count > static_cast<double>(int64_t{1} << 40))
-    fail(where, ": declared shape with ", count, " elements is implausibly large (corrupt file?)");
-  if (p.data_location() == TP::EXTERNAL) return;
-  const auto n = static_cast<int64_t>(count);
-  size_t elem = 0;   // bytes per element in raw_data
-  int64_t per = 1;   // typed-field values per element
-  int64_t have = 0;  // typed-field values present
-  const char* field = "";
-  switch (type) {
-    case TP::FLOAT: elem = 4, have = p.float_data_size(), field = "float_data"; break;
-    case TP::COMPLEX64: elem = 8, per = 2, have = p.float_data_size(), field = "float_data"; break;
-    case TP::DOUBLE: elem = 8, have = p.double_data_size(), field = "double_data"; break;
-    case TP::COMPLEX128: elem = 16, per = 2, have = p.double_data_size(), field = "double_data"; break;
-    case TP::INT64: elem = 8, have = p.int64_data_size(), field = "int64_data"; break;
-    case TP::UINT32: elem = 4, have = p.uint64_data_size(), field = "uint64_data"; break;
-    case TP::UINT64: elem = 8, have = p.uint64_data_size(), field = "uint64_data"; break;
-    case TP::STRING: have = p.string_data_size(), field = "string_data"; break;
-    case TP::INT32: elem = 4, have = p.int32_data_size(), field = "int32_data"; break;
-    case TP::INT16: case TP::UINT16: case TP::FLOAT16: case TP::BFLOAT16:
-      elem = 2, have = p.int32_data_size(), field = "int32_data"; break;
-    default:  // INT8, UINT8, BOOL
-      elem = 1, have = p.int32_data_size(), field = "int32_data"; break;
-  }
-  const std::string shape = shapeStr(Shape(p.dims().begin(), p.dims().end()));
-  const DType dt = fromOnnxType(type);
-  const std::string type_name = dt != DType::Undefined ? std::string(dtypeName(dt)) : TP::DataType_Name(static_cast<TP::DataType>(type));
-  if (p.has_raw_data()) {
-    if (type == TP::STRING) fail(where, ": a STRING tensor cannot hold raw_data: the model is corrupt or was edited by hand");
-    if (p.raw_data().size() != static_cast<size_t>(n) * elem)
-      fail(where, ": raw_data holds ", p.raw_data().size(), " bytes but shape ", shape, " of ", type_name, " needs ",
-           static_cast<size_t>(n) * elem, "; the tensor is corrupt");
-  } else if (have != n * per) {
-    fail(where, ": ", field, " holds ", have, " values but shape ", shape, " of ", type_name, " needs ", n * per,
-         "; the tensor is corrupt");
-  }
-}
-
-// The same description Node::describe gives, for a node still in protobuf form.
-std::string describeProto(const onnx::NodeProto& n) {
-  const std::string d = normalizedDomain(n.domain());
-  std::string s = isDefaultDomain(d) ? n.op_type() : d + "." + n.op_type();
-  if (!n.name().empty()) return s + " '" + n.name() + "'";
-  if (n.output_size() > 0) return s + " (output '" + n.output(0) + "')";
-  return s;
-}
-
-const onnx::AttributeProto* findAttr(const std::vector<onnx::AttributeProto>& attrs, std::string_view name) {
-  for (const auto& a : attrs)
-    if (a.name() == name) return &a;
-  return nullptr;
-}
-const onnx::AttributeProto* findAttr(const google::protobuf::RepeatedPtrField<onnx::AttributeProto>& attrs,
-                                     std::string_view name) {
+// Node::attr for either form of a node's attribute list.
+template <class Attrs>
+const onnx::AttributeProto* findAttr(const Attrs& attrs, std::string_view name) {
   for (const auto& a : attrs)
     if (a.name() == name) return &a;
   return nullptr;
@@ -366,7 +333,7 @@ class NodeValidator {
     for (const auto& t : g.initializer()) tensor(t, "initializer '" + t.name() + "'" + in);
     for (const auto& s : g.sparse_initializer()) sparse(s, "sparse initializer" + in);
     for (const auto& pn : g.node())
-      node("node " + describeProto(pn) + in, pn.op_type(), normalizedDomain(pn.domain()), pn.input(), pn.output(),
+      node("node " + describeNode(normalizedDomain(pn.domain()), pn.op_type(), pn.name(), pn.output_size() ? &pn.output(0) : nullptr) + in, pn.op_type(), normalizedDomain(pn.domain()), pn.input(), pn.output(),
            pn.attribute());
   }
 

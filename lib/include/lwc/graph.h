@@ -72,9 +72,14 @@ struct Node {
   /// Number of inputs that are present (non-empty names), counting from the front.
   size_t numInputs() const;
   bool hasInput(size_t i) const { return i < inputs.size() && !inputs[i].empty(); }
-  /// "Conv 'name'" or "Conv #3" for messages.
+  /// "Conv 'name'", or "Conv (output 'y')" for an unnamed node, for messages.
   std::string describe() const;
 };
+
+/// Node::describe's text from the parts, for nodes still in protobuf form (subgraphs);
+/// first_output is null when the node has no outputs.
+std::string describeNode(std::string_view domain, std::string_view op_type, std::string_view name,
+                         const std::string* first_output);
 
 /// Initializers in file order with O(1) lookup by name.
 class InitializerTable {
