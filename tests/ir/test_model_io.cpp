@@ -312,6 +312,13 @@ g (int64 n, bool c, float[1, 1, 8, 8] x, float[1, 1, 3, 3] w) => (float[1, 1, 8,
                Catch::Contains("attribute 'value' of node Constant (output 'k'): int64_data holds 2 values but shape [1]"));
     CHECK_THAT(loadWith([&](onnx::ModelProto& q) { loopConstant(q)->set_data_type(99); }),
                Catch::Contains("data type 99, which ONNX does not define"));
+    CHECK_THAT(loadWith([&](onnx::ModelProto& q) {
+      auto* t = loopConstant(q);
+      t->clear_int64_data();
+      t->set_data_type(onnx::TensorProto::STRING);
+      t->set_raw_data("abc");
+    }),
+               Catch::Contains("a STRING tensor cannot hold raw_data"));
     CHECK_THAT(loadWith([&](onnx::ModelProto& q) { loopConstant(q)->set_dims(0, -1); }),
                Catch::Contains("negative dimension -1"));
     CHECK_THAT(loadWith([&](onnx::ModelProto& q) {  // a subgraph initializer
