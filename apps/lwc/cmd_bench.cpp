@@ -32,7 +32,8 @@ struct BenchOptions {
   DataArgs data;
 };
 
-/// Time per op type; with `per_node` also every node, slowest first (graph order breaks ties).
+/// Time per op type; with `per_node` also every node, slowest first (graph order breaks ties), with
+/// the library implementation it ran on where the kernel names one (oneDNN convolutions).
 // Per node the median time of its calls (robust to the slow calls a shared machine gives), per op
 // type the sum of its nodes' medians; shares of the sum over all nodes.
 void printProfile(const std::vector<engine::NodeProfile>& prof, bool per_node) {
@@ -57,10 +58,10 @@ void printProfile(const std::vector<engine::NodeProfile>& prof, bool per_node) {
   std::vector<size_t> order(prof.size());
   for (size_t i = 0; i < order.size(); ++i) order[i] = i;
   std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return prof[a].median_ms > prof[b].median_ms; });
-  std::fprintf(stderr, "\n%-64s %-6s %10s %7s\n", "node", "impl", "ms/run", "share");
+  std::fprintf(stderr, "\n%-64s %-6s %10s %7s  %s\n", "node", "impl", "ms/run", "share", "primitive");
   for (size_t i : order)
-    std::fprintf(stderr, "%-64s %-6s %10.3f %6.1f%%\n", prof[i].node.c_str(), prof[i].impl.c_str(), prof[i].median_ms,
-                 100.0 * prof[i].median_ms / total);
+    std::fprintf(stderr, "%-64s %-6s %10.3f %6.1f%%  %s\n", prof[i].node.c_str(), prof[i].impl.c_str(),
+                 prof[i].median_ms, 100.0 * prof[i].median_ms / total, prof[i].primitive.c_str());
 }
 
 }  // namespace

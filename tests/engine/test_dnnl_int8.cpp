@@ -705,3 +705,49 @@ TEST_CASE("dnnl pointwise QLinearConv gives each image of a batch the bits it ge
     checkRequantized(y, runNode(s, true)[0]);
   }
 }
+
+TEST_CASE("the profile names oneDNN's implementation, and pointwise layers under 256 channels avoid AMX", "[dnnl][quant]") {
+  // On CPUs with AMX oneDNN 2.6 lists its AMX kernels first, which are slower on narrow pointwise
+  // layers (dnnl_int8.cpp, avoidNarrowAmx1x1); elsewhere the check holds trivially.
+  struct Case {
+    const char* name;
+    QConvCase c;
+  };
+  std::vector<Case> cases;
+  QConvCase c{"", {32, 16, 14, 14}, {8, 16, 1, 1}};
+  c.per_channel = true, c.bias = true;
+  cases.push_back({"1x1 16 -> 8, batch 32 (pixels folded into one image)", c});
+  c = {"", {1, 160, 7, 7}, {96, 160, 1, 1}};
+  c.per_channel = true;
+  cases.push_back({"1x1 160 -> 96, batch 1 on 7x7", c});
+  c = {"", {2, 16, 12, 12}, {32, 16, 3, 3}};
+  c.pads = {1, 1, 1, 1};
+  cases.push_back({"3x3 16 -> 32", c});
+  uint32_t seed = 900;
+  for (const auto& [name, qc] : cases) {
+    INFO(name);
+    const NodeSpec s = qlinearConvSpec(qc, seed += 10);
+    engine::SessionOptions so;
+    so.profile = true;
+    engine::Session session(singleNodeModel(s), so);
+    engine::TensorMap feeds;
+    for (size_t i = 0; i < s.inputs.size(); ++i)
+      if (std::find(s.constant_inputs.begin(), s.constant_inputs.end(), i) == s.constant_inputs.end())
+        feeds["in" + std::to_string(i)] = s.inputs[i];
+    const Tensor got = session.runOrdered(feeds)[0];
+    checkRequantized(got, runNode(s, /*reference_only=*/true)[0]);
+    const auto prof = session.profile();
+    const auto it = std::find_if(prof.begin(), prof.end(),
+                                 [](const engine::NodeProfile& p) { return p.op_type.find("QLinearConv") != std::string::npos; });
+    REQUIRE(it != prof.end());
+    INFO(it->impl << " " << it->primitive);
+    REQUIRE(it->impl == expectedQLinearConvImpl());
+    if (it->impl == "dnnl") {
+      CHECK_FALSE(it->primitive.empty());
+      CHECK(it->primitive.rfind("ref", 0) != 0);
+      if (qc.w[2] == 1) CHECK(it->primitive.find("amx") == std::string::npos);
+    } else {
+      CHECK(it->primitive.empty());  // the reference names no library kernel
+    }
+  }
+}

@@ -32,6 +32,9 @@ struct NodeProfile {
   std::string node;  ///< node description
   std::string op_type;
   std::string impl;
+  /// The library implementation the node's last call ran on (oneDNN's name, e.g.
+  /// "jit_int8_1x1:avx512_core_vnni"); empty for kernels that do not say.
+  std::string primitive;
   double total_ms = 0;
   int64_t calls = 0;
   /// Median over those calls: on a shared machine a few slow calls (the process descheduled) raise

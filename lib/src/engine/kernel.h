@@ -65,6 +65,9 @@ class Kernel {
  public:
   virtual ~Kernel() = default;
   virtual void run(KernelContext& ctx) = 0;
+  /// The library implementation the last call ran on, e.g. oneDNN's "jit_int8_1x1:avx512_core_vnni";
+  /// empty where the kernel has none to name (or the call took a reference fallback).
+  virtual std::string primitive() const { return {}; }
 };
 
 /// Returns nullptr when this implementation does not handle the node (e.g. a fast path that only

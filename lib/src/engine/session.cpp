@@ -227,8 +227,8 @@ std::vector<NodeProfile> Session::profile() const {
     const std::vector<double> t(impl_->node_ms[i].begin(), impl_->node_ms[i].end());
     double total = 0;
     for (double v : t) total += v;
-    r.push_back({n.describe(), n.domain.empty() ? n.op_type : n.domain + "." + n.op_type, impl_->impl_names[i], total,
-                 static_cast<int64_t>(t.size()), percentile(t, 0.5)});
+    r.push_back({n.describe(), n.domain.empty() ? n.op_type : n.domain + "." + n.op_type, impl_->impl_names[i],
+                 impl_->kernels[i]->primitive(), total, static_cast<int64_t>(t.size()), percentile(t, 0.5)});
   }
   return r;
 }

@@ -221,6 +221,24 @@ void preferImpl(dnnl::convolution_forward::primitive_desc& pd, const char* from,
     }
 }
 
+/// On CPUs with AMX (Sapphire Rapids), a pointwise (1x1) int8 convolution over `ic` < 256 input
+/// channels takes jit_int8_1x1 (VNNI) rather than the AMX kernel oneDNN 2.6 lists first there
+/// (`jit_1x1:avx512_core_amx_int8`; `jit:avx512_core_amx_int8` for one image of few pixels). AMX
+/// multiplies tiles 64 bytes deep along the input channels; on narrow layers its tile set-up and
+/// padding cost more than they save. Standalone on a 2-core Xeon with AMX (NHWC, the attributes lwc
+/// sets, median of 300 calls on 2 threads, geometric mean of two runs; jit_int8_1x1 time / AMX time
+/// over the 1x1 layers of mnv2_fmnist, torchvision mobilenet_v2 and resnet50 at batch 1 and 32):
+/// with ic < 256, 54 of 57 shapes 0.34-0.97 (mobilenet_v2 32 -> 192 on 28x28 at batch 32 1985 ->
+/// 848 us), the other three 1.10-1.26; with ic >= 256 it is mixed, 14 of 26 below 1 (0.50-2.18,
+/// resnet50 1024 -> 256 on 14x14 at batch 32 AMX's best), so AMX stays there. 3x3 convolutions keep
+/// AMX (at batch 32 it was 1.47-2.13x faster on 9 of 10 shapes of 16-512 channels, 0.91 on 16 -> 16
+/// at 14x14). Both accumulate exactly in int32: the INT8 mnv2_fmnist and mobilenet_v2 outputs are
+/// byte-identical with AMX everywhere, with this choice, and without AMX.
+void avoidNarrowAmx1x1(dnnl::convolution_forward::primitive_desc& pd, int64_t ic) {
+  const std::string chosen = pd.impl_info_str();
+  if (ic < 256 && chosen.find("avx512_core_amx") != std::string::npos) preferImpl(pd, chosen.c_str(), "jit_int8_1x1:");
+}
+
 // ---------------------------------------------------------------------------------------------
 // QLinearConv and ConvInteger.
 
@@ -324,11 +342,13 @@ class DnnlQConv final : public Kernel {
   }
 
   void run(KernelContext& ctx) override {
+    last_ = nullptr;
     if (c_.nhwc) return runNhwc(ctx);
     const Tensor& x = ctx.in(0);
     if (!runnable(ctx)) return reference(ctx);
     Prepared& p = prepare(x.shape(), x.dtype());
     if (!p.ok) return reference(ctx);
+    last_ = &p;
     const Shape& xs = x.shape();
     Tensor& y = ctx.allocUninit(0, c_.y_type, p.out_shape);
     auto& eng = cpuEngine();
@@ -371,6 +391,8 @@ class DnnlQConv final : public Kernel {
   /// has no fast implementation for it (the factory then declines).
   bool probe(const Shape& xs, DType xt) { return prepare(xs, xt).ok; }
 
+  std::string primitive() const override { return last_ ? last_->pd.impl_info_str() : std::string(); }
+
  private:
   // NHWC in, NHWC out: no reorders. Where oneDNN has no fast primitive (or the inputs are not what
   // it was prepared for), the reference runs on NCHW copies.
@@ -380,6 +402,7 @@ class DnnlQConv final : public Kernel {
     const Shape xs{x.dim(0), x.dim(3), x.dim(1), x.dim(2)};
     Prepared* p = runnable(ctx) ? &prepare(xs, x.dtype()) : nullptr;
     if (!p || !p->ok) return qlinearConvNhwcReference(ctx);
+    last_ = p;
     if (c_.f32) return runF32(ctx, *p);
     const Shape& ys = p->out_shape;
     Tensor& y = ctx.allocUninit(0, c_.y_type, Shape{ys[0], ys[2], ys[3], ys[1]});
@@ -538,7 +561,10 @@ class DnnlQConv final : public Kernel {
     auto& eng = cpuEngine();
     p.pd = dnnl::convolution_forward::primitive_desc(d, attr, eng);
     if (group == oc && icg == 1 && !c_.f32) preferImpl(p.pd, "brdgmm_dw", "jit_int8:");
-    if (kh == 1 && kw == 1 && !c_.f32) preferImpl(p.pd, "brgconv_1x1:", "jit_int8_1x1:");
+    if (kh == 1 && kw == 1 && !c_.f32) {
+      preferImpl(p.pd, "brgconv_1x1:", "jit_int8_1x1:");
+      avoidNarrowAmx1x1(p.pd, icg);
+    }
     if (isRef(p.pd.impl_info_str())) return p;
     p.prim = dnnl::convolution_forward(p.pd);
     std::vector<float> wf;
@@ -557,6 +583,7 @@ class DnnlQConv final : public Kernel {
   Node node_;
   Config c_;
   std::map<std::pair<Shape, DType>, Prepared> cache_;
+  const Prepared* last_ = nullptr;  ///< what the last call ran (map nodes do not move); null: the reference
   std::vector<float> xf_, yf_;  ///< f32 mode: centred input and float accumulators (NHWC)
   std::vector<float> mul_;      ///< f32 mode: requantization multiplier per output channel
   std::vector<int32_t> zero_bias_;
@@ -670,11 +697,13 @@ class DnnlQMatMul final : public Kernel {
   explicit DnnlQMatMul(Config c) : c_(std::move(c)) {}
 
   void run(KernelContext& ctx) override {
+    last_ = nullptr;
     const Tensor& a = ctx.in(0);
     if (!runnable(ctx)) return reference(ctx);
     const int64_t m = a.numel() / c_.k;
     Prepared& p = prepare(m, a.dtype());
     if (!p.ok) return reference(ctx);
+    last_ = &p;
     Shape ys = a.shape();
     ys.back() = c_.n;
     Tensor& y = ctx.allocUninit(0, c_.y_type, ys);
@@ -699,12 +728,15 @@ class DnnlQMatMul final : public Kernel {
 
   bool probe(int64_t m, DType at) { return prepare(m, at).ok; }
 
+  std::string primitive() const override { return last_ ? last_->impl : std::string(); }
+
  private:
   struct Prepared {
     bool ok = false;
     memory::desc src, dst;  ///< [m, k] and [m, n] as the primitive sees them (same bytes as row-major)
     dnnl::primitive prim;
     memory w_mem;
+    std::string impl;  ///< oneDNN's implementation name
   };
 
   void reference(KernelContext& ctx) const { c_.in.qlinear ? quant::qlinearMatMul(ctx) : quant::matMulInteger(ctx); }
@@ -763,6 +795,7 @@ class DnnlQMatMul final : public Kernel {
       bool have = true;
       try {
         pd = dnnl::convolution_forward::primitive_desc(d, attr, eng);
+        avoidNarrowAmx1x1(pd, k);
       } catch (const dnnl::error&) {
         have = false;
       }
@@ -770,6 +803,7 @@ class DnnlQMatMul final : public Kernel {
         p.src = ad;
         p.dst = yd;
         p.prim = dnnl::convolution_forward(pd);
+        p.impl = std::string("convolution ") + pd.impl_info_str();
         // B [k, n] row-major is the OIHW weight [n, k, 1, 1] with strides (1, n, 1, 1).
         w_user_md = memory::desc({n, k, 1, 1}, dt::s8, memory::dims{1, n, 1, 1});
         w_md = pd.weights_desc();
@@ -783,6 +817,7 @@ class DnnlQMatMul final : public Kernel {
       p.src = ad;
       p.dst = yd;
       p.prim = dnnl::matmul(pd);
+      p.impl = std::string("matmul ") + pd.impl_info_str();
       w_user_md = memory::desc({k, n}, dt::s8, tag::ab);
       w_md = pd.weights_desc();
     }
@@ -797,6 +832,7 @@ class DnnlQMatMul final : public Kernel {
 
   Config c_;
   std::map<std::pair<int64_t, DType>, Prepared> cache_;
+  const Prepared* last_ = nullptr;  ///< what the last call ran (map nodes do not move); null: the reference
 };
 
 /// Per-column parameter of B: a single value, [N] or [1, N].

@@ -59,6 +59,7 @@ class DnnlConv final : public Kernel {
     if (xs[1] != w_.dim(1) * group)
       ctx.error("input has ", xs[1], " channels but the weights expect ", w_.dim(1) * group);
     Prepared& p = prepare(xs, ctx);
+    last_ = &p;
     const Shape& ys = p.out_shape;  // NCHW logical
     Tensor& y = ctx.allocUninit(0, DType::Float32, nhwc_ ? Shape{ys[0], ys[2], ys[3], ys[1]} : ys);
     const Tensor* residual = nullptr;
@@ -98,6 +99,8 @@ class DnnlConv final : public Kernel {
     if (!p.dst_plain) dnnl::reorder(y_mem, p.y_user).execute(s, y_mem, p.y_user);
     s.wait();
   }
+
+  std::string primitive() const override { return last_ ? last_->pd.impl_info_str() : std::string(); }
 
  private:
   struct Prepared {
@@ -166,6 +169,7 @@ class DnnlConv final : public Kernel {
   bool nhwc_;
   std::vector<PostOp> post_;
   std::map<Shape, Prepared> cache_;
+  const Prepared* last_ = nullptr;  ///< what the last call ran (map nodes do not move)
 };
 
 std::unique_ptr<Kernel> makeDnnlConvImpl(const KernelInfo& info, bool nhwc) {
