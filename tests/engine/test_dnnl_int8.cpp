@@ -730,11 +730,7 @@ TEST_CASE("the profile names oneDNN's implementation, and pointwise layers under
     engine::SessionOptions so;
     so.profile = true;
     engine::Session session(singleNodeModel(s), so);
-    engine::TensorMap feeds;
-    for (size_t i = 0; i < s.inputs.size(); ++i)
-      if (std::find(s.constant_inputs.begin(), s.constant_inputs.end(), i) == s.constant_inputs.end())
-        feeds["in" + std::to_string(i)] = s.inputs[i];
-    const Tensor got = session.runOrdered(feeds)[0];
+    const Tensor got = session.runOrdered(feedsOf(s))[0];
     checkRequantized(got, runNode(s, /*reference_only=*/true)[0]);
     const auto prof = session.profile();
     const auto it = std::find_if(prof.begin(), prof.end(),

@@ -59,13 +59,17 @@ std::vector<Tensor> runNode(const NodeSpec& spec, bool reference_only) {
   engine::SessionOptions o;
   o.reference_only = reference_only;
   engine::Session s(m, o);
+  return s.runOrdered(feedsOf(spec));
+}
+
+engine::TensorMap feedsOf(const NodeSpec& spec) {
   engine::TensorMap feeds;
   for (size_t i = 0; i < spec.inputs.size(); ++i) {
     if (spec.inputs[i].empty()) continue;
     if (std::find(spec.constant_inputs.begin(), spec.constant_inputs.end(), i) != spec.constant_inputs.end()) continue;
     feeds["in" + std::to_string(i)] = spec.inputs[i];
   }
-  return s.runOrdered(feeds);
+  return feeds;
 }
 
 onnx::AttributeProto attrInt(const std::string& name, int64_t v) {

@@ -27,6 +27,9 @@ NodeSpec makeSpec(const std::string& op, std::vector<Tensor> inputs, std::vector
 
 /// Builds a one-node model from the spec.
 Model singleNodeModel(const NodeSpec& spec);
+/// The run-time inputs of singleNodeModel(spec): "in<i>" for every input that is neither omitted
+/// nor stored as a constant.
+engine::TensorMap feedsOf(const NodeSpec& spec);
 /// Builds and runs a one-node model; returns its outputs in order.
 std::vector<Tensor> runNode(const NodeSpec& spec, bool reference_only = false);
 
