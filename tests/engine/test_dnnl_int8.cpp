@@ -8,6 +8,7 @@
 #include <cmath>
 #include <iostream>
 
+#include "engine/kernels/dw_int8.h"
 #include "lwc/model_io.h"
 #include "support/engine_util.h"
 
@@ -745,5 +746,68 @@ TEST_CASE("the profile names oneDNN's implementation, and pointwise layers under
     } else {
       CHECK(it->primitive.empty());  // the reference names no library kernel
     }
+  }
+}
+
+TEST_CASE("lwc's own 3x3 depthwise int8 kernel gives the reference's bits, and the profile names it", "[dnnl][quant]") {
+  // dw_int8.h runs uint8 3x3 depthwise QLinearConvs on inputs up to 7x7 on CPUs with AVX-512
+  // VNNI and VBMI, with the reference's requantization: bit-identical to it, where oneDNN is only
+  // within one step. The cases reach its branches: 16 channels (one 48-byte load per window row),
+  // channel tails, column tiles (output wider than a tile) and row tiles (more than 8 rows per
+  // thread), padded borders and images meeting inside one thread's rows. Elsewhere (other CPUs,
+  // int8 inputs, 5x5, larger images) oneDNN runs and the comparison is within one step.
+  const bool own_cpu = engine::dw::available();
+  struct Case {
+    QConvCase c;
+    bool own;  ///< the kernel takes it on a CPU that has the instructions
+  };
+  std::vector<Case> cases;
+  QConvCase c{"16 channels, pad 1, batch 3, per-channel, bias", {3, 16, 7, 7}, {16, 1, 3, 3}, 16};
+  c.pads = {1, 1, 1, 1}, c.per_channel = c.bias = true;
+  cases.push_back({c, true});
+  c = {"13 channels, stride 2, asymmetric pads, u8 -> s8", {2, 13, 7, 6}, {13, 1, 3, 3}, 13};
+  c.strides = {2, 2}, c.pads = {1, 0, 0, 1}, c.yt = DType::Int8, c.bias = true;
+  cases.push_back({c, true});
+  c = {"33 channels, one row of 49 columns (two column tiles), batch 12, per-channel", {12, 33, 1, 49}, {33, 1, 3, 3}, 33};
+  c.pads = {1, 1, 1, 1}, c.per_channel = true;
+  cases.push_back({c, true});
+  c = {"200 channels, no padding, uint8 weights with zero point 128", {1, 200, 7, 7}, {200, 1, 3, 3}, 200};
+  c.wt = DType::UInt8, c.per_channel = c.bias = true;
+  cases.push_back({c, true});
+  c = {"96 channels, stride 2 on 7x7, batch 4", {4, 96, 7, 7}, {96, 1, 3, 3}, 96};
+  c.strides = {2, 2}, c.pads = {1, 1, 1, 1}, c.per_channel = c.bias = true;
+  cases.push_back({c, true});
+  c = {"8x8 (more than 7x7 pixels): oneDNN", {1, 16, 8, 8}, {16, 1, 3, 3}, 16};
+  c.pads = {1, 1, 1, 1};
+  cases.push_back({c, false});
+  c = {"int8 input: oneDNN", {1, 32, 10, 10}, {32, 1, 3, 3}, 32};
+  c.xt = DType::Int8, c.pads = {1, 1, 1, 1};
+  cases.push_back({c, false});
+  c = {"5x5: oneDNN", {1, 32, 10, 10}, {32, 1, 5, 5}, 32};
+  c.pads = {2, 2, 2, 2};
+  cases.push_back({c, false});
+  uint32_t seed = 1300;
+  for (const auto& [qc, own] : cases) {
+    INFO(qc.name);
+    const NodeSpec s = qlinearConvSpec(qc, seed += 10);
+    const Tensor want = runNode(s, /*reference_only=*/true)[0];
+    for (int threads : {1, 2, 3}) {
+      INFO("threads " << threads);
+      engine::configureThreads(threads);
+      engine::SessionOptions so;
+      so.profile = true;
+      engine::Session session(singleNodeModel(s), so);
+      const Tensor got = session.runOrdered(feedsOf(s))[0];
+      const auto prof = session.profile();
+      const auto it = std::find_if(prof.begin(), prof.end(), [](const engine::NodeProfile& p) {
+        return p.op_type.find("QLinearConv") != std::string::npos;
+      });
+      REQUIRE(it != prof.end());
+      const bool named = it->primitive == "lwc_dw3x3_int8:avx512_vnni_vbmi";
+      CHECK(named == (own && own_cpu));
+      if (named) CHECK(got.bitEqual(want));
+      else checkRequantized(got, want);
+    }
+    engine::configureThreads(0);
   }
 }

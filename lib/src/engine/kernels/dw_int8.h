@@ -1,0 +1,44 @@
+// lwc's own 3x3 depthwise int8 convolution (NHWC, uint8 activations, int8 weights) for CPUs with
+// AVX-512 VNNI and VBMI. On a Xeon with AMX, oneDNN 2.6 lists one fast int8 depthwise kernel
+// (jit_int8:avx512_core_vnni), and its fixed cost per call dominated the small layers of mobile
+// networks: in mnv2_fmnist INT8 at batch 1 every 7x7 or smaller depthwise layer took 6-9 us there
+// and 2-5 us here. DnnlQConv uses this kernel for inputs of up to 7x7 pixels (see its build()).
+// Exact: int32 accumulators, then the reference's requantization, bit for bit (oneDNN's is within
+// one step of it).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+namespace lwc::engine::dw {
+
+/// Shape of one depthwise 3x3 convolution over an NHWC tensor [n, h, w, c] -> [n, oh, ow, c].
+/// Dilation 1; any stride and padding (taps outside the input read the input zero point).
+struct Geometry {
+  int64_t n = 0, h = 0, w = 0, c = 0, oh = 0, ow = 0;
+  int64_t stride_h = 1, stride_w = 1, pad_t = 0, pad_l = 0;
+};
+
+/// True when this CPU has the instructions the kernel needs (AVX-512 F/BW/VL, VNNI and VBMI).
+bool available();
+
+/// The kernel's weight layout from [c][3][3] int8 weights (already shifted by their zero point):
+/// per block of 16 channels, three 64-byte groups of four taps per channel (taps 9-11 zero).
+std::vector<int8_t> packWeights(const int8_t* w, int64_t c);
+
+/// Per-call constants of the requantization, y = clamp(rne(clamp(float(acc) * mul[c], flo, fhi)) +
+/// y_zp) with acc = bias[c] + sum_taps (x - x_zp) * w (int32, wrapping), as quant::requantizeValue.
+struct Requant {
+  const int32_t* bias_eff = nullptr;  ///< bias[c] - x_zp * sum(w[c]) (wrapping), c entries
+  const float* mul = nullptr;         ///< c entries
+  float flo = 0, fhi = 0;             ///< lo - y_zp, hi - y_zp
+  int32_t y_zp = 0;
+  uint8_t x_zp = 0;
+};
+
+/// Output rows [row_begin, row_end) of the n * oh rows; y is uint8 or int8 (the same bytes: the
+/// clamp above keeps each value within its type).
+void runRows(const Geometry& g, const uint8_t* x, const int8_t* packed, const Requant& q, uint8_t* y,
+             int64_t row_begin, int64_t row_end);
+
+}  // namespace lwc::engine::dw
