@@ -431,12 +431,12 @@ class DnnlQConv final : public Kernel {
     for (int64_t m = 0; m < oc; ++m)  // bias - x_zp * sum(w), wrapping as the reference's int32 sums
       dw_bias_[static_cast<size_t>(m)] = static_cast<int32_t>(static_cast<uint32_t>(bias[m]) -
                                                               static_cast<uint32_t>(x_zp) * static_cast<uint32_t>(dw_wsum_[static_cast<size_t>(m)]));
-    const int32_t lo = c_.y_type == DType::UInt8 ? 0 : -128, hi = c_.y_type == DType::UInt8 ? 255 : 127;
+    const quant::QRange yr = quant::qrange(c_.y_type, ctx, "y_zero_point");
     dw::Requant q;
     q.bias_eff = dw_bias_.data();
     q.mul = mul_.data();
-    q.flo = static_cast<float>(lo - y_zp);
-    q.fhi = static_cast<float>(hi - y_zp);
+    q.flo = static_cast<float>(yr.lo - y_zp);
+    q.fhi = static_cast<float>(yr.hi - y_zp);
     q.y_zp = y_zp;
     q.x_zp = static_cast<uint8_t>(x_zp);
     const uint8_t* xd = x.data<uint8_t>();
@@ -519,8 +519,8 @@ class DnnlQConv final : public Kernel {
     const float* yf = yf_.data();
     const float* mul = mul_.data();
     if (!bias) bias = zero_bias_.data();
-    const int32_t lo = c_.y_type == DType::UInt8 ? 0 : -128, hi = c_.y_type == DType::UInt8 ? 255 : 127;
-    const float flo = static_cast<float>(lo - y_zp), fhi = static_cast<float>(hi - y_zp);
+    const quant::QRange yr = quant::qrange(c_.y_type, ctx, "y_zero_point");
+    const float flo = static_cast<float>(yr.lo - y_zp), fhi = static_cast<float>(yr.hi - y_zp);
     const int64_t pixels = ny / oc;
     // quant::requantizeValue written out per row so that it vectorises: the accumulators are exact
     // integers below 2^24 in magnitude, bias is added in int32 with wrap-around, then
@@ -654,7 +654,7 @@ class DnnlQConv final : public Kernel {
   std::map<std::pair<Shape, DType>, Prepared> cache_;
   const Prepared* last_ = nullptr;  ///< what the last call ran (map nodes do not move); null: the reference
   std::vector<float> xf_, yf_;  ///< f32 mode: centred input and float accumulators (NHWC)
-  std::vector<float> mul_;      ///< f32 mode: requantization multiplier per output channel
+  std::vector<float> mul_;      ///< f32 mode and own depthwise kernel: multiplier per output channel
   std::vector<int32_t> zero_bias_;
   std::vector<int8_t> dw_w_;        ///< own depthwise kernel: packed weights (dw::packWeights)
   std::vector<int32_t> dw_wsum_;    ///< own depthwise kernel: sum of each channel's nine weights

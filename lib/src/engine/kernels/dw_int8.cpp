@@ -61,7 +61,9 @@ class Rows {
   Rows(const Geometry& g, const uint8_t* x, const int8_t* packed, const Requant& q, uint8_t* y, const uint8_t* zrow,
        uint8_t* ring, const uint8_t* zp_row)
       : g_(g), x_(x), w_(reinterpret_cast<const __m512i*>(packed)), q_(q), y_(y), zrow_(zrow), ring_(ring),
-        zp_row_(zp_row), blocks_((g.c + 15) / 16), cols_(chunkCols(g)), row_bytes_(cols_ * blocks_ * 64) {}
+        zp_row_(zp_row), blocks_((g.c + 15) / 16), full_blocks_(g.c % 16 == 0 ? blocks_ : blocks_ - 1),
+        tail_(static_cast<__mmask16>((1u << (g.c % 16 == 0 ? 16 : g.c % 16)) - 1u)), cols_(chunkCols(g)),
+        row_bytes_(cols_ * blocks_ * 64) {}
 
   LWC_DW_TARGET void run(int64_t r0, int64_t r1) {
     alignas(64) uint8_t idx_bytes[64];  // vpermb: byte 4 * ch + kw takes byte 16 * kw + ch
@@ -70,78 +72,79 @@ class Rows {
     const __m512i idx = _mm512_load_si512(idx_bytes);
     const __m512 flo = _mm512_set1_ps(q_.flo), fhi = _mm512_set1_ps(q_.fhi);
     const __m512i yzp = _mm512_set1_epi32(q_.y_zp);
-    const int64_t C = g_.c;
-    const __mmask16 tail = static_cast<__mmask16>((1u << (C % 16 == 0 ? 16 : C % 16)) - 1u);
     // Locals, not members: the byte stores below may alias anything, which would make the compiler
     // reload every member after each store.
-    const int64_t blocks = blocks_, full_blocks = C % 16 == 0 ? blocks : blocks - 1, ow_n = g_.ow;
+    const int64_t C = g_.c, blocks = blocks_, full_blocks = full_blocks_, ow_n = g_.ow;
+    const __mmask16 tail = tail_;
     const __m512i* __restrict wts = w_;
     const int32_t* __restrict bias = q_.bias_eff;
     const float* __restrict mul = q_.mul;
+    // The reference's requantization of 16 accumulators: float multiply, clamp, round to nearest
+    // even, zero point; then the low byte of each lane.
+    auto requant = [&](__m512i acc, __m512i bi, __m512 mu) LWC_DW_TARGET {
+      __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(acc, bi)), mu);
+      f = _mm512_min_ps(_mm512_max_ps(f, flo), fhi);
+      return _mm512_cvtepi32_epi8(
+          _mm512_add_epi32(_mm512_cvt_roundps_epi32(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), yzp));
+    };
     // Tiles of 8 output rows x cols_ output columns, column tiles inner: the input rows of 8
     // output rows stay in the L2 cache while the column tiles pass over them.
     for (int64_t rb = r0; rb < r1; rb += 8) {
-    const int64_t re = std::min(rb + 8, r1);
-    for (int64_t c0 = 0; c0 < ow_n; c0 += cols_) {
-    const int64_t c1 = std::min(c0 + cols_, ow_n);
-    tag_[0] = tag_[1] = tag_[2] = -1;
-    for (int64_t r = rb; r < re; ++r) {
-      const int64_t n = r / g_.oh, oh = r % g_.oh;
-      const uint8_t* t[3];
-      for (int kh = 0; kh < 3; ++kh) t[kh] = tripletRow(n, oh * g_.stride_h - g_.pad_t + kh, c0, c1, idx, tail);
-      const uint8_t* __restrict t0 = t[0];
-      const uint8_t* __restrict t1 = t[1];
-      const uint8_t* __restrict t2 = t[2];
-      uint8_t* __restrict out = y_ + (r * ow_n + c0) * C;
-      // Four output pixels at a time: their accumulate-and-requantize chains (about 45 cycles of
-      // latency each) are independent, so they overlap.
-      auto block = [&](int64_t o, int64_t b) LWC_DW_TARGET {
-        const __m512i* w = wts + b * 3;
-        __m512i acc = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_loadu_si512(t0 + o), _mm512_loadu_si512(w));
-        acc = _mm512_dpbusd_epi32(acc, _mm512_loadu_si512(t1 + o), _mm512_loadu_si512(w + 1));
-        return _mm512_dpbusd_epi32(acc, _mm512_loadu_si512(t2 + o), _mm512_loadu_si512(w + 2));
-      };
-      auto requant = [&](__m512i acc, __m512i bi, __m512 mu) LWC_DW_TARGET {
-        __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(acc, bi)), mu);
-        f = _mm512_min_ps(_mm512_max_ps(f, flo), fhi);
-        return _mm512_cvtepi32_epi8(
-            _mm512_add_epi32(_mm512_cvt_roundps_epi32(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), yzp));
-      };
-      const int64_t stride = blocks * 64;  // triplet bytes per output column
-      int64_t ow = c0;
-      for (; ow + 4 <= c1; ow += 4, out += 4 * C) {
-        const int64_t o = (ow - c0) * stride;
-        for (int64_t b = 0; b < blocks; ++b) {
-          const __m512i a0 = block(o + b * 64, b), a1 = block(o + stride + b * 64, b);
-          const __m512i a2 = block(o + 2 * stride + b * 64, b), a3 = block(o + 3 * stride + b * 64, b);
-          if (b < full_blocks) {
-            const __m512i bi = _mm512_loadu_si512(bias + b * 16);
-            const __m512 mu = _mm512_loadu_ps(mul + b * 16);
-            _mm_storeu_si128(reinterpret_cast<__m128i*>(out + b * 16), requant(a0, bi, mu));
-            _mm_storeu_si128(reinterpret_cast<__m128i*>(out + C + b * 16), requant(a1, bi, mu));
-            _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 2 * C + b * 16), requant(a2, bi, mu));
-            _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 3 * C + b * 16), requant(a3, bi, mu));
-          } else {
-            const __m512i bi = _mm512_maskz_loadu_epi32(tail, bias + b * 16);
-            const __m512 mu = _mm512_maskz_loadu_ps(tail, mul + b * 16);
-            _mm_mask_storeu_epi8(out + b * 16, tail, requant(a0, bi, mu));
-            _mm_mask_storeu_epi8(out + C + b * 16, tail, requant(a1, bi, mu));
-            _mm_mask_storeu_epi8(out + 2 * C + b * 16, tail, requant(a2, bi, mu));
-            _mm_mask_storeu_epi8(out + 3 * C + b * 16, tail, requant(a3, bi, mu));
+      const int64_t re = std::min(rb + 8, r1);
+      for (int64_t c0 = 0; c0 < ow_n; c0 += cols_) {
+        const int64_t c1 = std::min(c0 + cols_, ow_n);
+        tag_[0] = tag_[1] = tag_[2] = -1;
+        for (int64_t r = rb; r < re; ++r) {
+          const int64_t n = r / g_.oh, oh = r % g_.oh;
+          const uint8_t* t[3];
+          for (int kh = 0; kh < 3; ++kh) t[kh] = tripletRow(n, oh * g_.stride_h - g_.pad_t + kh, c0, c1, idx);
+          const uint8_t* __restrict t0 = t[0];
+          const uint8_t* __restrict t1 = t[1];
+          const uint8_t* __restrict t2 = t[2];
+          uint8_t* __restrict out = y_ + (r * ow_n + c0) * C;
+          // Four output pixels at a time: their accumulate-and-requantize chains (about 45 cycles of
+          // latency each) are independent, so they overlap.
+          auto block = [&](int64_t o, int64_t b) LWC_DW_TARGET {
+            const __m512i* w = wts + b * 3;
+            __m512i acc = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_loadu_si512(t0 + o), _mm512_loadu_si512(w));
+            acc = _mm512_dpbusd_epi32(acc, _mm512_loadu_si512(t1 + o), _mm512_loadu_si512(w + 1));
+            return _mm512_dpbusd_epi32(acc, _mm512_loadu_si512(t2 + o), _mm512_loadu_si512(w + 2));
+          };
+          const int64_t stride = blocks * 64;  // triplet bytes per output column
+          int64_t ow = c0;
+          for (; ow + 4 <= c1; ow += 4, out += 4 * C) {
+            const int64_t o = (ow - c0) * stride;
+            for (int64_t b = 0; b < blocks; ++b) {
+              const __m512i a0 = block(o + b * 64, b), a1 = block(o + stride + b * 64, b);
+              const __m512i a2 = block(o + 2 * stride + b * 64, b), a3 = block(o + 3 * stride + b * 64, b);
+              if (b < full_blocks) {
+                const __m512i bi = _mm512_loadu_si512(bias + b * 16);
+                const __m512 mu = _mm512_loadu_ps(mul + b * 16);
+                _mm_storeu_si128(reinterpret_cast<__m128i*>(out + b * 16), requant(a0, bi, mu));
+                _mm_storeu_si128(reinterpret_cast<__m128i*>(out + C + b * 16), requant(a1, bi, mu));
+                _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 2 * C + b * 16), requant(a2, bi, mu));
+                _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 3 * C + b * 16), requant(a3, bi, mu));
+              } else {
+                const __m512i bi = _mm512_maskz_loadu_epi32(tail, bias + b * 16);
+                const __m512 mu = _mm512_maskz_loadu_ps(tail, mul + b * 16);
+                _mm_mask_storeu_epi8(out + b * 16, tail, requant(a0, bi, mu));
+                _mm_mask_storeu_epi8(out + C + b * 16, tail, requant(a1, bi, mu));
+                _mm_mask_storeu_epi8(out + 2 * C + b * 16, tail, requant(a2, bi, mu));
+                _mm_mask_storeu_epi8(out + 3 * C + b * 16, tail, requant(a3, bi, mu));
+              }
+            }
+          }
+          for (; ow < c1; ++ow, out += C) {
+            const int64_t o = (ow - c0) * stride;
+            for (int64_t b = 0; b < blocks; ++b) {
+              const __mmask16 m = b < full_blocks ? static_cast<__mmask16>(0xFFFF) : tail;
+              const __m128i v = requant(block(o + b * 64, b), _mm512_maskz_loadu_epi32(m, bias + b * 16),
+                                        _mm512_maskz_loadu_ps(m, mul + b * 16));
+              _mm_mask_storeu_epi8(out + b * 16, m, v);
+            }
           }
         }
       }
-      for (; ow < c1; ++ow, out += C) {
-        const int64_t o = (ow - c0) * stride;
-        for (int64_t b = 0; b < blocks; ++b) {
-          const __mmask16 m = b < full_blocks ? static_cast<__mmask16>(0xFFFF) : tail;
-          const __m128i v = requant(block(o + b * 64, b), _mm512_maskz_loadu_epi32(m, bias + b * 16),
-                                    _mm512_maskz_loadu_ps(m, mul + b * 16));
-          _mm_mask_storeu_epi8(out + b * 16, m, v);
-        }
-      }
-    }
-    }
     }
   }
 
@@ -149,8 +152,7 @@ class Rows {
   // The triplet row of input row ih of image n: for each output column and channel, the bytes
   // [x(iw-1), x(iw), x(iw+1), x(iw+1)] around the column's centre (x_zp outside the input). Ring
   // slot (n * h + ih) mod 3: the three rows one output row reads are consecutive, so distinct.
-  LWC_DW_TARGET const uint8_t* tripletRow(int64_t n, int64_t ih, int64_t c0, int64_t c1, __m512i idx,
-                                         __mmask16 tail) {
+  LWC_DW_TARGET const uint8_t* tripletRow(int64_t n, int64_t ih, int64_t c0, int64_t c1, __m512i idx) {
     if (ih < 0 || ih >= g_.h) return zp_row_;
     const int64_t key = n * g_.h + ih, slot = key % 3;
     uint8_t* dst = ring_ + slot * row_bytes_;
@@ -158,7 +160,8 @@ class Rows {
     tag_[slot] = key;
     const int64_t C = g_.c;
     const uint8_t* xr = x_ + key * g_.w * C;
-    const int64_t blocks = blocks_, full_blocks = C % 16 == 0 ? blocks : blocks - 1, W = g_.w;
+    const int64_t blocks = blocks_, full_blocks = full_blocks_, W = g_.w;
+    const __mmask16 tail = tail_;
     // Three pixels' 16 channel bytes side by side (the fourth lane meets zero weights, any bytes do),
     // regrouped channel by channel.
     auto put = [&](const uint8_t* p0, const uint8_t* p1, const uint8_t* p2) LWC_DW_TARGET {
@@ -203,7 +206,9 @@ class Rows {
   const uint8_t* zrow_;
   uint8_t* ring_;
   const uint8_t* zp_row_;
-  int64_t blocks_, cols_, row_bytes_;
+  int64_t blocks_, full_blocks_;  ///< 16-channel blocks; those without a channel tail
+  __mmask16 tail_;                 ///< channels of the last block
+  int64_t cols_, row_bytes_;
   int64_t tag_[3] = {-1, -1, -1};
 };
 
