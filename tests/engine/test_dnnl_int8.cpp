@@ -27,6 +27,11 @@ bool haveAvx512Vnni() {
   const auto want = static_cast<unsigned>(dnnl::cpu_isa::avx512_core_vnni);
   return (isa & want) == want;
 }
+bool haveAmx() {
+  const auto isa = static_cast<unsigned>(dnnl::get_effective_cpu_isa());
+  const auto want = static_cast<unsigned>(dnnl::cpu_isa::avx512_core_amx);
+  return (isa & want) == want;
+}
 /// `avx512_only`: oneDNN has a fast kernel for the case only with AVX-512 (e.g. few channels per
 /// group); elsewhere the factory sees a `ref` implementation and declines.
 std::string expectedImpl(bool avx512_only = false) {
@@ -707,7 +712,7 @@ TEST_CASE("dnnl pointwise QLinearConv gives each image of a batch the bits it ge
   }
 }
 
-TEST_CASE("the profile names oneDNN's implementation, and pointwise layers under 256 channels avoid AMX", "[dnnl][quant]") {
+TEST_CASE("the profile names oneDNN's implementation, and pointwise layers under 256 channels or 2^23 multiply-adds avoid AMX", "[dnnl][quant]") {
   // On CPUs with AMX oneDNN 2.6 lists its AMX kernels first, which are slower on narrow pointwise
   // layers (dnnl_int8.cpp, avoidNarrowAmx1x1); elsewhere the check holds trivially.
   struct Case {
@@ -721,9 +726,16 @@ TEST_CASE("the profile names oneDNN's implementation, and pointwise layers under
   c = {"", {1, 160, 7, 7}, {96, 160, 1, 1}};
   c.per_channel = true;
   cases.push_back({"1x1 160 -> 96, batch 1 on 7x7", c});
+  c = {"", {1, 288, 4, 4}, {48, 288, 1, 1}};  // mnv2_fmnist's features.12 projection
+  c.per_channel = true, c.bias = true;
+  cases.push_back({"1x1 288 -> 48, batch 1 on 4x4 (under 2^23 multiply-adds)", c});
+  c = {"", {4, 320, 14, 14}, {128, 320, 1, 1}};
+  c.per_channel = true;
+  cases.push_back({"1x1 320 -> 128, batch 4 on 14x14 (32 M multiply-adds: AMX where the CPU has it)", c});
   c = {"", {2, 16, 12, 12}, {32, 16, 3, 3}};
   c.pads = {1, 1, 1, 1};
   cases.push_back({"3x3 16 -> 32", c});
+  const bool amx = haveAmx();
   uint32_t seed = 900;
   for (const auto& [name, qc] : cases) {
     INFO(name);
@@ -742,7 +754,9 @@ TEST_CASE("the profile names oneDNN's implementation, and pointwise layers under
     if (it->impl == "dnnl") {
       CHECK_FALSE(it->primitive.empty());
       CHECK(it->primitive.rfind("ref", 0) != 0);
-      if (qc.w[2] == 1) CHECK(it->primitive.find("amx") == std::string::npos);
+      const bool large = qc.x[0] * qc.x[2] * qc.x[3] * qc.w[0] * qc.w[1] >= (int64_t{1} << 23);
+      if (qc.w[2] == 1 && (qc.w[1] < 256 || !large)) CHECK(it->primitive.find("amx") == std::string::npos);
+      if (qc.w[2] == 1 && qc.w[1] >= 256 && large && amx) CHECK(it->primitive.find("amx") != std::string::npos);
     } else {
       CHECK(it->primitive.empty());  // the reference names no library kernel
     }
