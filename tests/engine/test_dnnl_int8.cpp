@@ -9,6 +9,7 @@
 #include <iostream>
 
 #include "engine/kernels/dw_int8.h"
+#include "engine/kernels/few_int8.h"
 #include "lwc/model_io.h"
 #include "support/engine_util.h"
 
@@ -818,6 +819,71 @@ TEST_CASE("lwc's own 3x3 depthwise int8 kernel gives the reference's bits, and t
       });
       REQUIRE(it != prof.end());
       const bool named = it->primitive == "lwc_dw3x3_int8:avx512_vnni_vbmi";
+      CHECK(named == (own && own_cpu));
+      if (named) CHECK(got.bitEqual(want));
+      else checkRequantized(got, want);
+    }
+    engine::configureThreads(0);
+  }
+}
+
+TEST_CASE("lwc's own int8 kernel for few input channels gives the reference's bits, and the profile names it", "[dnnl][quant]") {
+  // few_int8.h runs uint8 QLinearConvs over 1 or 2 input channels (a kernel row of at most 8 input
+  // bytes, more than one tap) on CPUs with AVX-512 VNNI, with the reference's requantization: bit-
+  // identical to it. The cases reach its branches: one and two 4-byte groups per kernel row, whole
+  // 16-channel blocks and channel tails, four-column steps and the single columns after them,
+  // strides, asymmetric pads, int8 outputs, uint8 weights with a zero point, and outputs large
+  // enough to be split over threads. Elsewhere oneDNN runs (within one step).
+  const bool own_cpu = engine::few::available();
+  struct Case {
+    QConvCase c;
+    bool own;  ///< the kernel takes it on a CPU that has the instructions
+  };
+  std::vector<Case> cases;
+  QConvCase c{"1 -> 16, 3x3, pad 1 (mnv2_fmnist's stem), batch 4, per-channel, bias", {4, 1, 28, 28}, {16, 1, 3, 3}};
+  c.pads = {1, 1, 1, 1}, c.per_channel = c.bias = true;
+  cases.push_back({c, true});
+  c = {"1 -> 6, 5x5, pad 2 (lenet5's first layer), batch 3, bias", {3, 1, 28, 28}, {6, 1, 5, 5}};
+  c.pads = {2, 2, 2, 2}, c.bias = true;
+  cases.push_back({c, true});
+  c = {"2 -> 20, 3x3, stride 2, asymmetric pads, u8 -> s8, uint8 weights with zero point 128", {2, 2, 9, 11}, {20, 2, 3, 3}};
+  c.strides = {2, 2}, c.pads = {1, 0, 0, 1}, c.yt = DType::Int8, c.wt = DType::UInt8, c.per_channel = true;
+  cases.push_back({c, true});
+  c = {"1 -> 33, 11x8 kernel (two whole groups per row), pads 5 3 5 4", {1, 1, 13, 10}, {33, 1, 11, 8}};
+  c.pads = {5, 3, 5, 4}, c.bias = true;
+  cases.push_back({c, true});
+  c = {"1 -> 16, 3x3, zero points fed at run time (the node stays NCHW): oneDNN", {2, 1, 6, 7}, {16, 1, 3, 3}};
+  c.pads = {1, 1, 1, 1}, c.runtime_zp = true;
+  cases.push_back({c, false});
+  c = {"3 -> 16, 3x3 (9 bytes a row): oneDNN", {1, 3, 10, 10}, {16, 3, 3, 3}};
+  c.pads = {1, 1, 1, 1};
+  cases.push_back({c, false});
+  c = {"2 -> 16, 1x1: oneDNN", {1, 2, 8, 8}, {16, 2, 1, 1}};
+  cases.push_back({c, false});
+  c = {"2 -> 4 in 2 groups: oneDNN", {1, 2, 8, 8}, {4, 1, 3, 3}, 2};
+  cases.push_back({c, false});
+  c = {"int8 input: oneDNN", {1, 1, 10, 10}, {16, 1, 3, 3}};
+  c.xt = DType::Int8;
+  cases.push_back({c, false});
+  uint32_t seed = 1700;
+  for (const auto& [qc, own] : cases) {
+    INFO(qc.name);
+    const NodeSpec s = qlinearConvSpec(qc, seed += 10);
+    const Tensor want = runNode(s, /*reference_only=*/true)[0];
+    for (int threads : {1, 2, 3}) {
+      INFO("threads " << threads);
+      engine::configureThreads(threads);
+      engine::SessionOptions so;
+      so.profile = true;
+      engine::Session session(singleNodeModel(s), so);
+      const Tensor got = session.runOrdered(feedsOf(s))[0];
+      const auto prof = session.profile();
+      const auto it = std::find_if(prof.begin(), prof.end(), [](const engine::NodeProfile& p) {
+        return p.op_type.find("QLinearConv") != std::string::npos;
+      });
+      REQUIRE(it != prof.end());
+      INFO(it->impl << " " << it->primitive);
+      const bool named = it->primitive == "lwc_few_ic_int8:avx512_vnni";
       CHECK(named == (own && own_cpu));
       if (named) CHECK(got.bitEqual(want));
       else checkRequantized(got, want);

@@ -53,6 +53,7 @@
 #include "engine/kernels/common.h"
 #include "engine/kernels/dnnl_common.h"
 #include "engine/kernels/dw_int8.h"
+#include "engine/kernels/few_int8.h"
 #include "engine/kernels/nn_ref.h"
 #include "engine/optimize.h"
 #include "engine/kernels/quant_ref.h"
@@ -346,18 +347,20 @@ class DnnlQConv final : public Kernel {
     bool u8_only = false;
   };
   DnnlQConv(const Node& n, Config c) : node_(n), c_(std::move(c)) {
-    if (c_.f32 || ownDepthwise()) {  // per-channel multipliers and a zero bias: requantization without branches
+    own_ = ownKernel();
+    if (c_.f32 || own_ != Own::none) {  // per-channel multipliers and a zero bias: requantization without branches
       const int64_t oc = c_.w_shape[0];
       for (int64_t m = 0; m < oc; ++m) mul_.push_back(c_.scales[c_.scales.size() > 1 ? m : 0]);
       zero_bias_.assign(static_cast<size_t>(oc), 0);
     }
-    if (ownDepthwise()) {
-      const int64_t oc = c_.w_shape[0];
-      dw_w_ = dw::packWeights(c_.w.w.data(), oc);
+    if (own_ != Own::none) {
+      const int64_t oc = c_.w_shape[0], per = c_.w_shape[1] * c_.w_shape[2] * c_.w_shape[3];
+      own_w_ = own_ == Own::dw ? dw::packWeights(c_.w.w.data(), oc)
+                               : few::packWeights(c_.w.w.data(), oc, c_.w_shape[1], c_.w_shape[2], c_.w_shape[3]);
       for (int64_t m = 0; m < oc; ++m) {
         int32_t sum = 0;
-        for (int k = 0; k < 9; ++k) sum += c_.w.w[static_cast<size_t>(m * 9 + k)];
-        dw_wsum_.push_back(sum);
+        for (int64_t k = 0; k < per; ++k) sum += c_.w.w[static_cast<size_t>(m * per + k)];
+        own_wsum_.push_back(sum);
       }
     }
   }
@@ -414,47 +417,70 @@ class DnnlQConv final : public Kernel {
 
   std::string primitive() const override {
     if (!last_) return std::string();
-    return last_->own_dw ? std::string(kOwnDepthwiseName) : std::string(last_->pd.impl_info_str());
+    if (last_->own == Own::dw) return kOwnDepthwiseName;
+    if (last_->own == Own::few) return kOwnFewName;
+    return last_->pd.impl_info_str();
   }
 
  private:
   static constexpr const char* kOwnDepthwiseName = "lwc_dw3x3_int8:avx512_vnni_vbmi";
+  static constexpr const char* kOwnFewName = "lwc_few_ic_int8:avx512_vnni";
 
-  /// lwc's own depthwise kernel (dw_int8.h) for this node, shape permitting: a 3x3 depthwise
-  /// QLinearConv on NHWC tensors on a CPU with AVX-512 VNNI and VBMI. oneDNN 2.6's int8 depthwise
-  /// kernel (jit_int8, the only fast one it lists on such CPUs) was slower than its float one there.
-  bool ownDepthwise() const {
-    static const bool cpu = dw::available();
-    return cpu && c_.nhwc && c_.in.qlinear && !c_.f32 && c_.w_shape.size() == 4 && c_.w_shape[1] == 1 &&
-           c_.w_shape[2] == 3 && c_.w_shape[3] == 3;
+  /// lwc's own kernels, shapes permitting: `dw` (dw_int8.h), a 3x3 depthwise QLinearConv, on CPUs
+  /// with AVX-512 VNNI and VBMI (oneDNN 2.6's int8 depthwise kernel, the only fast one it lists on
+  /// such CPUs, was slower than its float one there); `few` (few_int8.h), a convolution over few
+  /// input channels, on CPUs with AVX-512 VNNI. Both on NHWC tensors.
+  enum class Own { none, dw, few };
+  Own ownKernel() const {
+    if (!c_.nhwc || !c_.in.qlinear || c_.f32 || c_.w_shape.size() != 4) return Own::none;
+    static const bool dw_cpu = dw::available(), few_cpu = few::available();
+    const int64_t group = node_.attrInt("group", 1), icg = c_.w_shape[1], kh = c_.w_shape[2], kw = c_.w_shape[3];
+    if (dw_cpu && group == c_.w_shape[0] && icg == 1 && kh == 3 && kw == 3) return Own::dw;
+    if (few_cpu && group == 1 && few::fits(icg, kh, kw)) return Own::few;
+    return Own::none;
   }
 
-  // y = requantize(bias + sum (x - x_zp) * w) by dw::runRows over the output rows; the same
-  // arithmetic as the reference (see dw_int8.h), so the same bytes.
-  void runOwnDepthwise(KernelContext& ctx, const Prepared& p) {
-    const Tensor& x = ctx.in(0);
+  // The requantization constants of an own kernel for this call: bias - x_zp * sum(w) per output
+  // channel (wrapping, as the reference's int32 sums) and the reference's bounds.
+  int8k::Requant ownRequant(KernelContext& ctx) {
     const int32_t x_zp = c_.x_zp.at(ctx, c_.in.x_zp), y_zp = c_.y_zp.at(ctx, c_.in.y_zp);
-    const Shape& ys = p.out_shape;
-    Tensor& y = ctx.allocUninit(0, c_.y_type, Shape{ys[0], ys[2], ys[3], ys[1]});
-    const int64_t oc = ys[1];
+    const int64_t oc = c_.w_shape[0];
     const int32_t* bias = c_.bias ? ctx.in(c_.in.bias).data<int32_t>() : zero_bias_.data();
-    dw_bias_.resize(static_cast<size_t>(oc));
-    for (int64_t m = 0; m < oc; ++m)  // bias - x_zp * sum(w), wrapping as the reference's int32 sums
-      dw_bias_[static_cast<size_t>(m)] = static_cast<int32_t>(static_cast<uint32_t>(bias[m]) -
-                                                              static_cast<uint32_t>(x_zp) * static_cast<uint32_t>(dw_wsum_[static_cast<size_t>(m)]));
+    own_bias_.resize(static_cast<size_t>(oc));
+    for (int64_t m = 0; m < oc; ++m)
+      own_bias_[static_cast<size_t>(m)] = static_cast<int32_t>(static_cast<uint32_t>(bias[m]) -
+                                                               static_cast<uint32_t>(x_zp) * static_cast<uint32_t>(own_wsum_[static_cast<size_t>(m)]));
     const quant::QRange yr = quant::qrange(c_.y_type, ctx, "y_zero_point");
-    dw::Requant q;
-    q.bias_eff = dw_bias_.data();
+    int8k::Requant q;
+    q.bias_eff = own_bias_.data();
     q.mul = mul_.data();
     q.flo = static_cast<float>(yr.lo - y_zp);
     q.fhi = static_cast<float>(yr.hi - y_zp);
     q.y_zp = y_zp;
     q.x_zp = static_cast<uint8_t>(x_zp);
+    return q;
+  }
+
+  // y = requantize(bias + sum (x - x_zp) * w) by an own kernel over the output rows; the same
+  // arithmetic as the reference (see dw_int8.h, few_int8.h), so the same bytes.
+  void runOwn(KernelContext& ctx, const Prepared& p) {
+    const Tensor& x = ctx.in(0);
+    const int8k::Requant q = ownRequant(ctx);
+    const Shape& ys = p.out_shape;
+    Tensor& y = ctx.allocUninit(0, c_.y_type, Shape{ys[0], ys[2], ys[3], ys[1]});
     const uint8_t* xd = x.data<uint8_t>();
     auto* yd = static_cast<uint8_t*>(y.raw());
-    const dw::Geometry& g = p.dw;
-    parallelRanges(g.n * g.oh, y.numel() >= (1 << 15),
-                   [&](int64_t r0, int64_t r1) { dw::runRows(g, xd, dw_w_.data(), q, yd, r0, r1); });
+    const bool parallel = y.numel() >= (1 << 15);
+    if (p.own == Own::dw) {
+      const dw::Geometry& g = p.dw;
+      parallelRanges(g.n * g.oh, parallel, [&](int64_t r0, int64_t r1) { dw::runRows(g, xd, own_w_.data(), q, yd, r0, r1); });
+      return;
+    }
+    const few::Geometry& g = p.few;
+    few_pad_.resize(few::paddedBytes(g));
+    few::pad(g, xd, q.x_zp, few_pad_.data());
+    parallelRanges(g.n * g.oh, parallel,
+                   [&](int64_t r0, int64_t r1) { few::runRows(g, few_pad_.data(), own_w_.data(), q, yd, r0, r1); });
   }
 
   // NHWC in, NHWC out: no reorders. Where oneDNN has no fast primitive (or the inputs are not what
@@ -466,7 +492,7 @@ class DnnlQConv final : public Kernel {
     Prepared* p = runnable(ctx) ? &prepare(xs, x.dtype()) : nullptr;
     if (!p || !p->ok) return qlinearConvNhwcReference(ctx);
     last_ = p;
-    if (p->own_dw) return runOwnDepthwise(ctx, *p);
+    if (p->own != Own::none) return runOwn(ctx, *p);
     if (c_.f32) return runF32(ctx, *p);
     const Shape& ys = p->out_shape;
     Tensor& y = ctx.allocUninit(0, c_.y_type, Shape{ys[0], ys[2], ys[3], ys[1]});
@@ -549,8 +575,9 @@ class DnnlQConv final : public Kernel {
  private:
   struct Prepared {
     bool ok = false;
-    bool own_dw = false;  ///< runs dw::runRows with `dw`, not oneDNN
+    Own own = Own::none;  ///< dw: runs dw::runRows with `dw`; few: few::runRows with `few`; none: oneDNN
     dw::Geometry dw;
+    few::Geometry few;
     dnnl::convolution_forward::primitive_desc pd;
     dnnl::convolution_forward prim;
     memory::desc x_plain, y_plain;
@@ -609,11 +636,19 @@ class DnnlQConv final : public Kernel {
     // of oneDNN's time on mnv2_fmnist's 7x7 and smaller layers and about the same on mobilenet_v2's
     // 7x7 ones; on 14x14 from 0.75x to 1.4x; on 28x28 and 56x56 1.1-1.6x, though standalone (the
     // same input over and over) it had been ahead there too.
-    if (ownDepthwise() && group == oc && xs[1] == oc && xt == DType::UInt8 && geo.dilations[0] == 1 &&
-        geo.dilations[1] == 1 && xs[2] * xs[3] <= 7 * 7) {
-      p.own_dw = true;
+    const bool own_ok = xt == DType::UInt8 && geo.dilations[0] == 1 && geo.dilations[1] == 1;
+    if (own_ == Own::dw && own_ok && group == oc && xs[1] == oc && xs[2] * xs[3] <= 7 * 7) {
+      p.own = Own::dw;
       p.dw = dw::Geometry{xs[0], xs[2], xs[3], oc, geo.out[0], geo.out[1],
                           geo.strides[0], geo.strides[1], geo.pads_begin[0], geo.pads_begin[1]};
+      p.out_shape = cp.outShape();
+      p.ok = true;
+      return p;
+    }
+    if (own_ == Own::few && own_ok && group == 1 && xs[1] == icg) {
+      p.own = Own::few;
+      p.few = few::Geometry{xs[0], xs[2], xs[3], icg, oc, kh, kw, geo.out[0], geo.out[1],
+                            geo.strides[0], geo.strides[1], geo.pads_begin[0], geo.pads_begin[1]};
       p.out_shape = cp.outShape();
       p.ok = true;
       return p;
@@ -665,11 +700,13 @@ class DnnlQConv final : public Kernel {
   std::map<std::pair<Shape, DType>, Prepared> cache_;
   const Prepared* last_ = nullptr;  ///< what the last call ran (map nodes do not move); null: the reference
   std::vector<float> xf_, yf_;  ///< f32 mode: centred input and float accumulators (NHWC)
-  std::vector<float> mul_;      ///< f32 mode and own depthwise kernel: multiplier per output channel
+  std::vector<float> mul_;      ///< f32 mode and own kernels: multiplier per output channel
   std::vector<int32_t> zero_bias_;
-  std::vector<int8_t> dw_w_;        ///< own depthwise kernel: packed weights (dw::packWeights)
-  std::vector<int32_t> dw_wsum_;    ///< own depthwise kernel: sum of each channel's nine weights
-  std::vector<int32_t> dw_bias_;    ///< own depthwise kernel: bias - x_zp * sum(w), per call
+  Own own_ = Own::none;             ///< the own kernel this node's weights are packed for
+  std::vector<int8_t> own_w_;       ///< own kernel: packed weights (dw::packWeights, few::packWeights)
+  std::vector<int32_t> own_wsum_;   ///< own kernel: sum of each output channel's weights
+  std::vector<int32_t> own_bias_;   ///< own kernel: bias - x_zp * sum(w), per call
+  std::vector<uint8_t> few_pad_;    ///< few: the input framed by its zero point, per call
 };
 
 /// Per-output-channel parameter as the reference accepts it: a single value or a 1-D tensor of M.

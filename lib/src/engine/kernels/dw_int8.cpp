@@ -3,11 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
-#if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>
-// GCC 12's AVX-512 intrinsics start their results from _mm512_undefined_*() (`__m512i __Y = __Y;`),
-// which -Wmaybe-uninitialized reports at every use once inlined; nothing here is uninitialised.
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#ifdef LWC_INT8_X86
 #define LWC_DW_X86 1
 #define LWC_DW_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")))
 #endif
@@ -79,13 +75,8 @@ class Rows {
     const __m512i* __restrict wts = w_;
     const int32_t* __restrict bias = q_.bias_eff;
     const float* __restrict mul = q_.mul;
-    // The reference's requantization of 16 accumulators: float multiply, clamp, round to nearest
-    // even, zero point; then the low byte of each lane.
     auto requant = [&](__m512i acc, __m512i bi, __m512 mu) LWC_DW_TARGET {
-      __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(acc, bi)), mu);
-      f = _mm512_min_ps(_mm512_max_ps(f, flo), fhi);
-      return _mm512_cvtepi32_epi8(
-          _mm512_add_epi32(_mm512_cvt_roundps_epi32(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), yzp));
+      return int8k::requant16(acc, bi, mu, flo, fhi, yzp);
     };
     // Tiles of 8 output rows x cols_ output columns, column tiles inner: the input rows of 8
     // output rows stay in the L2 cache while the column tiles pass over them.

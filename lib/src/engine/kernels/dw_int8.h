@@ -10,6 +10,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "engine/kernels/int8_avx512.h"
+
 namespace lwc::engine::dw {
 
 /// Shape of one depthwise 3x3 convolution over an NHWC tensor [n, h, w, c] -> [n, oh, ow, c].
@@ -26,15 +28,8 @@ bool available();
 /// per block of 16 channels, three 64-byte groups of four taps per channel (taps 9-11 zero).
 std::vector<int8_t> packWeights(const int8_t* w, int64_t c);
 
-/// Per-call constants of the requantization, y = clamp(rne(clamp(float(acc) * mul[c], flo, fhi)) +
-/// y_zp) with acc = bias[c] + sum_taps (x - x_zp) * w (int32, wrapping), as quant::requantizeValue.
-struct Requant {
-  const int32_t* bias_eff = nullptr;  ///< bias[c] - x_zp * sum(w[c]) (wrapping), c entries
-  const float* mul = nullptr;         ///< c entries
-  float flo = 0, fhi = 0;             ///< lo - y_zp, hi - y_zp
-  int32_t y_zp = 0;
-  uint8_t x_zp = 0;
-};
+/// The requantization's constants (shared with the other own kernels).
+using Requant = int8k::Requant;
 
 /// Output rows [row_begin, row_end) of the n * oh rows; y is uint8 or int8 (the same bytes: the
 /// clamp above keeps each value within its type).
