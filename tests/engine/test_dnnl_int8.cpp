@@ -713,9 +713,9 @@ TEST_CASE("dnnl pointwise QLinearConv gives each image of a batch the bits it ge
   }
 }
 
-TEST_CASE("the profile names oneDNN's implementation, and pointwise layers under 256 channels or 2^23 multiply-adds avoid AMX", "[dnnl][quant]") {
-  // On CPUs with AMX oneDNN 2.6 lists its AMX kernels first, which are slower on narrow pointwise
-  // layers (dnnl_int8.cpp, avoidNarrowAmx1x1); elsewhere the check holds trivially.
+TEST_CASE("the profile names oneDNN's implementation, and convolutions under 2^23 multiply-adds or pointwise under 256 channels avoid AMX", "[dnnl][quant]") {
+  // On CPUs with AMX oneDNN 2.6 lists its AMX kernels first, which are slower on small layers and
+  // narrow pointwise ones (dnnl_int8.cpp, avoidSmallAmx); elsewhere the check holds trivially.
   struct Case {
     const char* name;
     QConvCase c;
@@ -735,7 +735,10 @@ TEST_CASE("the profile names oneDNN's implementation, and pointwise layers under
   cases.push_back({"1x1 320 -> 128, batch 4 on 14x14 (32 M multiply-adds: AMX where the CPU has it)", c});
   c = {"", {2, 16, 12, 12}, {32, 16, 3, 3}};
   c.pads = {1, 1, 1, 1};
-  cases.push_back({"3x3 16 -> 32", c});
+  cases.push_back({"3x3 16 -> 32, batch 2 on 12x12 (under 2^23 multiply-adds)", c});
+  c = {"", {4, 64, 14, 14}, {64, 64, 3, 3}};
+  c.pads = {1, 1, 1, 1}, c.per_channel = true;
+  cases.push_back({"3x3 64 -> 64, batch 4 on 14x14 (29 M multiply-adds: AMX where the CPU has it)", c});
   const bool amx = haveAmx();
   uint32_t seed = 900;
   for (const auto& [name, qc] : cases) {
@@ -755,9 +758,11 @@ TEST_CASE("the profile names oneDNN's implementation, and pointwise layers under
     if (it->impl == "dnnl") {
       CHECK_FALSE(it->primitive.empty());
       CHECK(it->primitive.rfind("ref", 0) != 0);
-      const bool large = qc.x[0] * qc.x[2] * qc.x[3] * qc.w[0] * qc.w[1] >= (int64_t{1} << 23);
-      if (qc.w[2] == 1 && (qc.w[1] < 256 || !large)) CHECK(it->primitive.find("amx") == std::string::npos);
-      if (qc.w[2] == 1 && qc.w[1] >= 256 && large && amx) CHECK(it->primitive.find("amx") != std::string::npos);
+      // stride 1 and "same" padding in these cases: the output has the input's pixels
+      const bool large = qc.x[0] * qc.x[2] * qc.x[3] * qc.w[0] * qc.w[1] * qc.w[2] * qc.w[3] >= (int64_t{1} << 23);
+      const bool pointwise = qc.w[2] == 1 && qc.w[3] == 1;
+      if (!large || (pointwise && qc.w[1] < 256)) CHECK(it->primitive.find("amx") == std::string::npos);
+      else if (amx) CHECK(it->primitive.find("amx") != std::string::npos);
     } else {
       CHECK(it->primitive.empty());  // the reference names no library kernel
     }

@@ -223,33 +223,33 @@ void preferImpl(dnnl::convolution_forward::primitive_desc& pd, const char* from,
     }
 }
 
-/// On CPUs with AMX (Sapphire Rapids), a pointwise (1x1) int8 convolution over `ic` < 256 input
-/// channels, or of fewer than 2^23 multiply-adds per call (`macs`), takes jit_int8_1x1 (VNNI) rather
-/// than the AMX kernel oneDNN 2.6 lists first there (`jit_1x1:avx512_core_amx_int8`;
-/// `jit:avx512_core_amx_int8` for one image of few pixels). AMX multiplies tiles 64 bytes deep
-/// along the input channels; on narrow or small layers its tile set-up and padding cost more than
-/// they save.
-/// - Channels, standalone on a 2-core Xeon with AMX (NHWC, the attributes lwc sets, median of 300
-///   calls on 2 threads, geometric mean of two runs; jit_int8_1x1 time / AMX time over the 1x1
+/// On CPUs with AMX (Sapphire Rapids), an int8 convolution of fewer than 2^23 multiply-adds per call
+/// (`macs`), or a pointwise one over `ic` < 256 input channels, takes oneDNN's VNNI kernel
+/// (jit_int8_1x1 or jit_int8) rather than the AMX kernel oneDNN 2.6 lists first there
+/// (`jit_1x1:avx512_core_amx_int8`, `brgconv:avx512_core_amx_int8`; `jit:avx512_core_amx_int8` for
+/// one image of few pixels). AMX multiplies tiles 64 bytes deep along the input channels; on narrow
+/// or small layers its tile set-up and padding cost more than they save.
+/// - Pointwise channels, standalone on a 2-core Xeon with AMX (NHWC, the attributes lwc sets, median
+///   of 300 calls on 2 threads, geometric mean of two runs; jit_int8_1x1 time / AMX time over the 1x1
 ///   layers of mnv2_fmnist, torchvision mobilenet_v2 and resnet50 at batch 1 and 32): with ic < 256,
 ///   54 of 57 shapes 0.34-0.97 (mobilenet_v2 32 -> 192 on 28x28 at batch 32 1985 -> 848 us), the
 ///   other three 1.10-1.26; with ic >= 256 it is mixed, 14 of 26 below 1 (0.50-2.18).
 /// - Size, in the networks (per-node profiles of INT8 files, `lwc -v bench --profile`, the lower of
-///   two runs each way): of the layers with ic >= 256, every one under 2^23 multiply-adds was as fast
-///   or faster on VNNI, 0.28-1.00 (mnv2_fmnist at batch 1 0.28-0.55 and at batch 32 0.56-0.81,
+///   two runs each way): every pointwise layer of ic >= 256 under 2^23 multiply-adds was as fast or
+///   faster on VNNI, 0.28-1.00 (mnv2_fmnist at batch 1 0.28-0.55 and at batch 32 0.56-0.81,
 ///   mobilenet_v2 at batch 1 0.57-0.71, mobilenet_v3_large's and efficientnet_b0's squeeze-excite
 ///   and projection layers 0.40-1.00, lenet300's 784 -> 300 Gemm at batch 32 0.90), while from
 ///   about 10^7 on AMX won some (efficientnet_b0's 672 -> 112 and 1152 -> 192 projections at batch
 ///   1 1.15-1.41, mobilenet_v2 320 -> 1280 on 7x7 1.30, everything at batch 32 on 224x224 inputs
-///   1.38-1.63).
-/// 3x3 convolutions keep AMX (at batch 32 it was 1.47-2.13x faster on 9 of 10 shapes of 16-512
-/// channels, 0.91 on 16 -> 16 at 14x14). Both accumulate exactly in int32: the INT8 mnv2_fmnist
-/// and mobilenet_v2 outputs are byte-identical with AMX everywhere, with this choice, and without
-/// AMX.
-void avoidNarrowAmx1x1(dnnl::convolution_forward::primitive_desc& pd, int64_t ic, int64_t macs) {
+///   1.38-1.63). The same held for the 3x3 and 5x5 layers under 2^23: resnet_fmnist's at batch 1
+///   0.50-1.00 (0.71 summed), lenet5's 6 -> 16 5x5 0.52-0.98; larger 3x3 layers keep AMX (at batch
+///   32 it was 1.47-2.13x faster on 9 of 10 shapes of 16-512 channels standalone).
+/// Both accumulate exactly in int32: the INT8 files' outputs are byte-identical with AMX everywhere,
+/// with this choice, and without AMX.
+void avoidSmallAmx(dnnl::convolution_forward::primitive_desc& pd, int64_t ic, int64_t macs, bool pointwise) {
   const std::string chosen = pd.impl_info_str();
-  if ((ic < 256 || macs < (int64_t{1} << 23)) && chosen.find("avx512_core_amx") != std::string::npos)
-    preferImpl(pd, chosen.c_str(), "jit_int8_1x1:");
+  if (chosen.find("avx512_core_amx") == std::string::npos) return;
+  if (macs < (int64_t{1} << 23) || (pointwise && ic < 256)) preferImpl(pd, chosen.c_str(), pointwise ? "jit_int8_1x1:" : "jit_int8:");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -676,10 +676,8 @@ class DnnlQConv final : public Kernel {
     auto& eng = cpuEngine();
     p.pd = dnnl::convolution_forward::primitive_desc(d, attr, eng);
     if (group == oc && icg == 1 && !c_.f32) preferImpl(p.pd, "brdgmm_dw", "jit_int8:");
-    if (kh == 1 && kw == 1 && !c_.f32) {
-      preferImpl(p.pd, "brgconv_1x1:", "jit_int8_1x1:");
-      avoidNarrowAmx1x1(p.pd, icg, xs[0] * geo.out[0] * geo.out[1] * icg * oc);
-    }
+    if (kh == 1 && kw == 1 && !c_.f32) preferImpl(p.pd, "brgconv_1x1:", "jit_int8_1x1:");
+    if (!c_.f32) avoidSmallAmx(p.pd, icg, xs[0] * geo.out[0] * geo.out[1] * icg * oc * kh * kw, kh * kw == 1);
     if (isRef(p.pd.impl_info_str())) return p;
     p.prim = dnnl::convolution_forward(p.pd);
     std::vector<float> wf;
@@ -915,7 +913,7 @@ class DnnlQMatMul final : public Kernel {
       bool have = true;
       try {
         pd = dnnl::convolution_forward::primitive_desc(d, attr, eng);
-        avoidNarrowAmx1x1(pd, k, m * k * n);
+        avoidSmallAmx(pd, k, m * k * n, /*pointwise=*/true);
       } catch (const dnnl::error&) {
         have = false;
       }
