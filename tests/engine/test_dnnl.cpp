@@ -1,6 +1,11 @@
 // oneDNN fast paths must match the reference kernels (the oracle) on seeded random inputs.
 #include <catch2/catch.hpp>
+#include <omp.h>
 
+#include <cstring>
+#include <functional>
+
+#include "engine/kernels/dnnl_common.h"
 #include "support/engine_util.h"
 
 using namespace lwc;
@@ -171,6 +176,7 @@ TEST_CASE("dnnl Softmax matches the reference and gives the same bits on 1, 2 an
   };
   const std::vector<Case> cases = {
       {"attention rows, last axis", {8, 4, 16, 16}, -1, 13},
+      {"many attention rows (above the one-thread size)", {16, 4, 32, 32}, -1, 13},
       {"middle axis (strided rows)", {3, 7, 5}, 1, 13},
       {"first axis", {6, 10}, 0, 13},
       {"opset 11: trailing dims from axis 1 as one row", {4, 3, 5}, 1, 11},
@@ -197,6 +203,7 @@ TEST_CASE("dnnl LayerNormalization matches the reference", "[dnnl][nn]") {
   };
   const std::vector<Case> cases = {
       {"tokens, last axis", {8, 16, 64}, {64}, -1, true},
+      {"many tokens (above the one-thread size)", {64, 16, 64}, {64}, -1, true},
       {"two trailing dims", {4, 6, 5}, {6, 5}, 1, true},
       {"no bias", {5, 32}, {32}, -1, false},
       {"normalized shape [1, C], Scale [C]", {3, 1, 8}, {8}, -2, true},
@@ -220,6 +227,49 @@ TEST_CASE("dnnl LayerNormalization matches the reference", "[dnnl][nn]") {
     st.num_outputs = 3;
     CHECK(implOf(engine::Session(singleNodeModel(st)), "LayerNormalization") == "ref");
   }
+}
+
+TEST_CASE("small oneDNN normalizations run on one thread with the bits of a multi-threaded run", "[dnnl][nn]") {
+  // Below dnnl_util::kSmallPrimitiveElements the kernels hold OpenMP to one thread around the
+  // primitive (SingleThreadIf); rows of a small input must get the bits they get in a large one.
+  SECTION("the guard holds OpenMP to one thread while it lives, and only when asked") {
+    engine::configureThreads(2);
+    {
+      const engine::dnnl_util::SingleThreadIf one(true);
+      CHECK(omp_get_max_threads() == 1);
+    }
+    CHECK(omp_get_max_threads() == 2);
+    {
+      const engine::dnnl_util::SingleThreadIf none(false);
+      CHECK(omp_get_max_threads() == 2);
+    }
+    engine::configureThreads(0);
+  }
+  const int64_t rows_small = 8, rows_large = 64, row = 16 * 64;
+  REQUIRE(rows_small * row < engine::dnnl_util::kSmallPrimitiveElements);
+  REQUIRE(rows_large * row >= engine::dnnl_util::kSmallPrimitiveElements);
+  const Tensor large = randomFloat({rows_large, 16, 64}, 300, -3.0f, 5.0f);
+  Tensor small(DType::Float32, {rows_small, 16, 64});
+  std::memcpy(small.raw(), large.raw(), static_cast<size_t>(rows_small * row) * sizeof(float));
+  const Tensor scale = randomFloat({64}, 301, 0.5f, 1.5f), bias = randomFloat({64}, 302);
+  auto layerNorm = [&](const Tensor& x) {
+    NodeSpec s = makeSpec("LayerNormalization", {x, scale, bias}, {attrInt("axis", -1), attrFloat("epsilon", 1e-5f)}, 17);
+    s.constant_inputs = {1, 2};
+    return s;
+  };
+  auto softmax = [](const Tensor& x) { return makeSpec("Softmax", {x}, {attrInt("axis", -1)}, 13); };
+  for (int threads : {2, 3}) {
+    INFO("threads " << threads);
+    engine::configureThreads(threads);
+    for (const auto& [op, spec] : {std::pair<std::string, std::function<NodeSpec(const Tensor&)>>{"LayerNormalization", layerNorm},
+                                   {"Softmax", softmax}}) {
+      INFO(op);
+      REQUIRE(implOf(engine::Session(singleNodeModel(spec(small))), op) == "dnnl");
+      const Tensor ys = runNode(spec(small))[0], yl = runNode(spec(large))[0];
+      CHECK(std::memcmp(ys.raw(), yl.raw(), static_cast<size_t>(rows_small * row) * sizeof(float)) == 0);
+    }
+  }
+  engine::configureThreads(0);
 }
 
 // A pointwise convolution of NHWC data runs as one matrix product over every pixel of the batch

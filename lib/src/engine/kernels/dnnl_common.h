@@ -58,6 +58,33 @@ class ExecArgs {
   int n_ = 0;
 };
 
+/// Holds OpenMP to one thread while it lives, when `one` (then restores the previous count). For
+/// small tensors: oneDNN's eltwise, softmax, layer-normalization and pooling primitives then run their
+/// loop on the calling thread without entering an OpenMP region, whose start and end cost more than
+/// the work itself there. Those primitives compute each element (or row) the same way on any number
+/// of threads, so the bits do not change.
+class SingleThreadIf {
+ public:
+  explicit SingleThreadIf(bool one) : saved_(one ? omp_get_max_threads() : 0) {
+    if (one) omp_set_num_threads(1);
+  }
+  ~SingleThreadIf() {
+    if (saved_ > 0) omp_set_num_threads(saved_);
+  }
+  SingleThreadIf(const SingleThreadIf&) = delete;
+  SingleThreadIf& operator=(const SingleThreadIf&) = delete;
+
+ private:
+  int saved_;
+};
+
+/// Elements below which the eltwise, softmax, layer-normalization and pooling kernels run their
+/// primitive on one thread (SingleThreadIf). Per-node profiles at batch 1 on a 2-core Xeon, in turns
+/// with and without (2026-12-03): tinyformer_fmnist's five LayerNormalizations 0.031-0.033 ->
+/// 0.021-0.023 ms, its two GELUs 0.009 -> 0.006 ms, lenet5's max pools 3-6 -> 2-5 us each; 2^14 and
+/// 2^16 gave the same.
+constexpr int64_t kSmallPrimitiveElements = int64_t{1} << 14;
+
 /// True when every element of `v` is `value` (a convolution's strides or pads).
 inline bool allEqual(const std::vector<int64_t>& v, int64_t value) {
   return std::all_of(v.begin(), v.end(), [value](int64_t e) { return e == value; });

@@ -24,6 +24,8 @@ using dnnl_util::cpuStream;
 using dnnl_util::scratchMemory;
 using dnnl_util::sgemmFixedBlocks;
 using dnnl_util::convDims;
+using dnnl_util::SingleThreadIf;
+using dnnl_util::kSmallPrimitiveElements;
 using dnnl_util::ExecArgs;
 
 struct PostOp {
@@ -221,6 +223,7 @@ class DnnlPoolNhwc final : public Kernel {
       ws_mem = scratchMemory(p.pd.workspace_desc(), ws);
       args.add(DNNL_ARG_WORKSPACE, ws_mem);
     }
+    const SingleThreadIf one(x.numel() < kSmallPrimitiveElements);
     args.execute(p.prim, s);
     s.wait();
   }
@@ -363,6 +366,7 @@ struct SrcDstPrimitive {
   void run(const Tensor& x, Tensor& y) const {
     auto& eng = cpuEngine();
     dnnl::stream& st = cpuStream();
+    const SingleThreadIf one(x.numel() < kSmallPrimitiveElements);
     prim.execute(st, {{DNNL_ARG_SRC, memory(md, eng, const_cast<void*>(x.raw()))}, {DNNL_ARG_DST, memory(md, eng, y.raw())}});
     st.wait();
   }
@@ -440,6 +444,7 @@ class DnnlLayerNorm final : public Kernel {
     dnnl::stream& st = cpuStream();
     const memory::desc vd({size}, dt::f32, tag::a);
     Tensor mean_buf, var_buf;
+    const SingleThreadIf one(x.numel() < kSmallPrimitiveElements);
     p.prim.execute(st, {{DNNL_ARG_SRC, memory(p.md, eng, const_cast<void*>(x.raw()))},
                         {DNNL_ARG_DST, memory(p.md, eng, y.raw())},
                         {DNNL_ARG_SCALE, memory(vd, eng, const_cast<void*>(scale_.raw()))},
