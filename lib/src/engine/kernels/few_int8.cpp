@@ -4,6 +4,9 @@
 #include <cstring>
 
 #ifdef LWC_INT8_X86
+// GCC 12's AVX-512 intrinsics start their results from _mm512_undefined_*() (`__m512i __Y = __Y;`),
+// which -Wmaybe-uninitialized reports at every use once inlined; nothing here is uninitialised.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #define LWC_FEW_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
 #endif
 

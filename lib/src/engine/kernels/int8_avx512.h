@@ -6,9 +6,6 @@
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
-// GCC 12's AVX-512 intrinsics start their results from _mm512_undefined_*() (`__m512i __Y = __Y;`),
-// which -Wmaybe-uninitialized reports at every use once inlined; nothing here is uninitialised.
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #define LWC_INT8_X86 1
 #endif
 
