@@ -713,6 +713,50 @@ TEST_CASE("dnnl pointwise QLinearConv gives each image of a batch the bits it ge
   }
 }
 
+namespace {
+/// The QLinearConv's entry in the profile of a single-node session run with profiling (the engine
+/// may have given the node its NHWC form).
+engine::NodeProfile qconvProfile(const engine::Session& session) {
+  const auto prof = session.profile();
+  const auto it = std::find_if(prof.begin(), prof.end(),
+                               [](const engine::NodeProfile& p) { return p.op_type.find("QLinearConv") != std::string::npos; });
+  REQUIRE(it != prof.end());
+  return *it;
+}
+
+struct OwnKernelCase {
+  QConvCase c;
+  bool own;  ///< one of lwc's own kernels takes it on a CPU that has the instructions
+};
+
+/// Runs each case on 1, 2 and 3 threads: where `own` and `own_cpu`, the profile must name
+/// `primitive` and the output must be the reference's bit for bit; elsewhere another kernel runs
+/// and the output must be within one requantization step of the reference.
+void checkOwnKernel(const std::vector<OwnKernelCase>& cases, const std::string& primitive, bool own_cpu,
+                    uint32_t seed) {
+  for (const auto& [qc, own] : cases) {
+    INFO(qc.name);
+    const NodeSpec s = qlinearConvSpec(qc, seed += 10);
+    const Tensor want = runNode(s, /*reference_only=*/true)[0];
+    for (int threads : {1, 2, 3}) {
+      INFO("threads " << threads);
+      engine::configureThreads(threads);
+      engine::SessionOptions so;
+      so.profile = true;
+      engine::Session session(singleNodeModel(s), so);
+      const Tensor got = session.runOrdered(feedsOf(s))[0];
+      const engine::NodeProfile prof = qconvProfile(session);
+      INFO(prof.impl << " " << prof.primitive);
+      const bool named = prof.primitive == primitive;
+      CHECK(named == (own && own_cpu));
+      if (named) CHECK(got.bitEqual(want));
+      else checkRequantized(got, want);
+    }
+    engine::configureThreads(0);
+  }
+}
+}  // namespace
+
 TEST_CASE("the profile names oneDNN's implementation, and convolutions under 2^23 multiply-adds or pointwise under 256 channels avoid AMX", "[dnnl][quant]") {
   // On CPUs with AMX oneDNN 2.6 lists its AMX kernels first, which are slower on small layers and
   // narrow pointwise ones (dnnl_int8.cpp, avoidSmallAmx); elsewhere the check holds trivially.
@@ -749,22 +793,19 @@ TEST_CASE("the profile names oneDNN's implementation, and convolutions under 2^2
     engine::Session session(singleNodeModel(s), so);
     const Tensor got = session.runOrdered(feedsOf(s))[0];
     checkRequantized(got, runNode(s, /*reference_only=*/true)[0]);
-    const auto prof = session.profile();
-    const auto it = std::find_if(prof.begin(), prof.end(),
-                                 [](const engine::NodeProfile& p) { return p.op_type.find("QLinearConv") != std::string::npos; });
-    REQUIRE(it != prof.end());
-    INFO(it->impl << " " << it->primitive);
-    REQUIRE(it->impl == expectedQLinearConvImpl());
-    if (it->impl == "dnnl") {
-      CHECK_FALSE(it->primitive.empty());
-      CHECK(it->primitive.rfind("ref", 0) != 0);
+    const engine::NodeProfile prof = qconvProfile(session);
+    INFO(prof.impl << " " << prof.primitive);
+    REQUIRE(prof.impl == expectedQLinearConvImpl());
+    if (prof.impl == "dnnl") {
+      CHECK_FALSE(prof.primitive.empty());
+      CHECK(prof.primitive.rfind("ref", 0) != 0);
       // stride 1 and "same" padding in these cases: the output has the input's pixels
       const bool large = qc.x[0] * qc.x[2] * qc.x[3] * qc.w[0] * qc.w[1] * qc.w[2] * qc.w[3] >= (int64_t{1} << 23);
       const bool pointwise = qc.w[2] == 1 && qc.w[3] == 1;
-      if (!large || (pointwise && qc.w[1] < 256)) CHECK(it->primitive.find("amx") == std::string::npos);
-      else if (amx) CHECK(it->primitive.find("amx") != std::string::npos);
+      if (!large || (pointwise && qc.w[1] < 256)) CHECK(prof.primitive.find("amx") == std::string::npos);
+      else if (amx) CHECK(prof.primitive.find("amx") != std::string::npos);
     } else {
-      CHECK(it->primitive.empty());  // the reference names no library kernel
+      CHECK(prof.primitive.empty());  // the reference names no library kernel
     }
   }
 }
@@ -776,12 +817,7 @@ TEST_CASE("lwc's own 3x3 depthwise int8 kernel gives the reference's bits, and t
   // channel tails, column tiles (output wider than a tile) and row tiles (more than 8 rows per
   // thread), padded borders and images meeting inside one thread's rows. Elsewhere (other CPUs,
   // int8 inputs, 5x5, larger images) oneDNN runs and the comparison is within one step.
-  const bool own_cpu = engine::dw::available();
-  struct Case {
-    QConvCase c;
-    bool own;  ///< the kernel takes it on a CPU that has the instructions
-  };
-  std::vector<Case> cases;
+  std::vector<OwnKernelCase> cases;
   QConvCase c{"16 channels, pad 1, batch 3, per-channel, bias", {3, 16, 7, 7}, {16, 1, 3, 3}, 16};
   c.pads = {1, 1, 1, 1}, c.per_channel = c.bias = true;
   cases.push_back({c, true});
@@ -806,30 +842,7 @@ TEST_CASE("lwc's own 3x3 depthwise int8 kernel gives the reference's bits, and t
   c = {"5x5: oneDNN", {1, 32, 10, 10}, {32, 1, 5, 5}, 32};
   c.pads = {2, 2, 2, 2};
   cases.push_back({c, false});
-  uint32_t seed = 1300;
-  for (const auto& [qc, own] : cases) {
-    INFO(qc.name);
-    const NodeSpec s = qlinearConvSpec(qc, seed += 10);
-    const Tensor want = runNode(s, /*reference_only=*/true)[0];
-    for (int threads : {1, 2, 3}) {
-      INFO("threads " << threads);
-      engine::configureThreads(threads);
-      engine::SessionOptions so;
-      so.profile = true;
-      engine::Session session(singleNodeModel(s), so);
-      const Tensor got = session.runOrdered(feedsOf(s))[0];
-      const auto prof = session.profile();
-      const auto it = std::find_if(prof.begin(), prof.end(), [](const engine::NodeProfile& p) {
-        return p.op_type.find("QLinearConv") != std::string::npos;
-      });
-      REQUIRE(it != prof.end());
-      const bool named = it->primitive == "lwc_dw3x3_int8:avx512_vnni_vbmi";
-      CHECK(named == (own && own_cpu));
-      if (named) CHECK(got.bitEqual(want));
-      else checkRequantized(got, want);
-    }
-    engine::configureThreads(0);
-  }
+  checkOwnKernel(cases, "lwc_dw3x3_int8:avx512_vnni_vbmi", engine::dw::available(), 1300);
 }
 
 TEST_CASE("lwc's own int8 kernel for few input channels gives the reference's bits, and the profile names it", "[dnnl][quant]") {
@@ -839,12 +852,7 @@ TEST_CASE("lwc's own int8 kernel for few input channels gives the reference's bi
   // 16-channel blocks and channel tails, four-column steps and the single columns after them,
   // strides, asymmetric pads, int8 outputs, uint8 weights with a zero point, and outputs large
   // enough to be split over threads. Elsewhere oneDNN runs (within one step).
-  const bool own_cpu = engine::few::available();
-  struct Case {
-    QConvCase c;
-    bool own;  ///< the kernel takes it on a CPU that has the instructions
-  };
-  std::vector<Case> cases;
+  std::vector<OwnKernelCase> cases;
   QConvCase c{"1 -> 16, 3x3, pad 1 (mnv2_fmnist's stem), batch 4, per-channel, bias", {4, 1, 28, 28}, {16, 1, 3, 3}};
   c.pads = {1, 1, 1, 1}, c.per_channel = c.bias = true;
   cases.push_back({c, true});
@@ -870,29 +878,5 @@ TEST_CASE("lwc's own int8 kernel for few input channels gives the reference's bi
   c = {"int8 input: oneDNN", {1, 1, 10, 10}, {16, 1, 3, 3}};
   c.xt = DType::Int8;
   cases.push_back({c, false});
-  uint32_t seed = 1700;
-  for (const auto& [qc, own] : cases) {
-    INFO(qc.name);
-    const NodeSpec s = qlinearConvSpec(qc, seed += 10);
-    const Tensor want = runNode(s, /*reference_only=*/true)[0];
-    for (int threads : {1, 2, 3}) {
-      INFO("threads " << threads);
-      engine::configureThreads(threads);
-      engine::SessionOptions so;
-      so.profile = true;
-      engine::Session session(singleNodeModel(s), so);
-      const Tensor got = session.runOrdered(feedsOf(s))[0];
-      const auto prof = session.profile();
-      const auto it = std::find_if(prof.begin(), prof.end(), [](const engine::NodeProfile& p) {
-        return p.op_type.find("QLinearConv") != std::string::npos;
-      });
-      REQUIRE(it != prof.end());
-      INFO(it->impl << " " << it->primitive);
-      const bool named = it->primitive == "lwc_few_ic_int8:avx512_vnni";
-      CHECK(named == (own && own_cpu));
-      if (named) CHECK(got.bitEqual(want));
-      else checkRequantized(got, want);
-    }
-    engine::configureThreads(0);
-  }
+  checkOwnKernel(cases, "lwc_few_ic_int8:avx512_vnni", engine::few::available(), 1700);
 }
