@@ -6,6 +6,7 @@
 #include <functional>
 
 #include "engine/kernels/dnnl_common.h"
+#include "lwc/model_io.h"
 #include "support/engine_util.h"
 
 using namespace lwc;
@@ -291,5 +292,50 @@ TEST_CASE("dnnl pointwise Conv gives each image of a batch the bits it gets alon
     CHECK(imagesDifferingFromBatch(fast, s.inputs[0]).empty());
     const Tensor y = fast.runOrdered({{"in0", s.inputs[0]}}).at(0);
     CHECK(compareTensors(y, runNode(s, true)[0], 1e-4, 1e-5).empty());
+  }
+}
+
+// The kernels keep a oneDNN primitive and its memory objects per input shape and re-point the
+// memory at each call's tensors: a session reused on other inputs and shapes must give, byte for
+// byte, what a fresh session gives on each.
+TEST_CASE("oneDNN kernels reused across calls read and write each call's tensors", "[dnnl][nn]") {
+  auto dynamicFirstDim = [](const NodeSpec& s) {
+    Model m = singleNodeModel(s);
+    m.graph.inputs[0].shape->at(0) = Dim{-1, "N"};
+    return m;
+  };
+  SECTION("LayerNormalization, below and above the one-thread size") {
+    NodeSpec s = makeSpec("LayerNormalization", {randomFloat({2, 16, 64}, 1), randomFloat({64}, 2, 0.5f, 1.5f), randomFloat({64}, 3)},
+                          {attrInt("axis", -1), attrFloat("epsilon", 1e-5f)}, 17);
+    s.constant_inputs = {1, 2};
+    const Model m = dynamicFirstDim(s);
+    CHECK(implOf(engine::Session(m), "LayerNormalization") == "dnnl");
+    const Tensor a = randomFloat({2, 16, 64}, 4), b = randomFloat({2, 16, 64}, 5), c = randomFloat({32, 16, 64}, 6);
+    CHECK(runsDifferingFromFresh(m, {a, b, c, a, b}).empty());
+  }
+  SECTION("Softmax") {
+    const Model m = dynamicFirstDim(makeSpec("Softmax", {randomFloat({1, 4, 16, 16}, 7)}, {attrInt("axis", -1)}, 13));
+    CHECK(implOf(engine::Session(m), "Softmax") == "dnnl");
+    const Tensor a = randomFloat({1, 4, 16, 16}, 8, -5.0f, 5.0f), b = randomFloat({1, 4, 16, 16}, 9, -5.0f, 5.0f),
+                 c = randomFloat({3, 4, 16, 16}, 10, -5.0f, 5.0f);
+    CHECK(runsDifferingFromFresh(m, {a, b, c, a, b}).empty());
+  }
+  SECTION("max and average pooling in the NHWC chain") {
+    // (The pools read the convolution's output, a session buffer that may come back at the same
+    // address on every call: this section checks the results more than the re-pointing.)
+    Model m = parseModelText(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 8, 8, 8] x) => (float[N, 16, 4, 4] y, float[N, 16, 4, 4] z) {
+  c = Conv <pads = [1, 1, 1, 1]> (x, w, b)
+  r = Relu (c)
+  y = MaxPool <kernel_shape = [2, 2], strides = [2, 2]> (r)
+  z = AveragePool <kernel_shape = [3, 3], strides = [2, 2], pads = [1, 1, 1, 1]> (r)
+})",
+                             LoadOptions{false});
+    m.graph.initializers.set("w", randomFloat({16, 8, 3, 3}, 11));
+    m.graph.initializers.set("b", randomFloat({16}, 12));
+    validateGraph(m.graph);
+    CHECK(implOf(engine::Session(m), "PoolNhwc") == "dnnl");
+    const Tensor a = randomFloat({2, 8, 8, 8}, 13), b = randomFloat({2, 8, 8, 8}, 14), c = randomFloat({1, 8, 8, 8}, 15);
+    CHECK(runsDifferingFromFresh(m, {a, b, c, a}).empty());
   }
 }

@@ -687,6 +687,9 @@ g (uint8[N, 4, 8, 8] x) => (uint8[N, 8, 4, 4] y, int8[N, 8, 4, 4] z) {
   const auto a = fast.runOrdered({{"x", x}}), b = ref.runOrdered({{"x", x}});
   checkRequantized(a[0], b[0]);
   checkRequantized(a[1], b[1]);
+  // The pooling kernel keeps its memory objects per shape and re-points them per call.
+  const Tensor x2 = randomInt(DType::UInt8, {2, 4, 8, 8}, 4, 0, 255), x3 = randomInt(DType::UInt8, {1, 4, 8, 8}, 5, 0, 255);
+  CHECK(runsDifferingFromFresh(m, {x, x2, x3, x}).empty());
 }
 
 // Pointwise convolutions run as one matrix product over every pixel of the batch (the batch folded
@@ -879,4 +882,15 @@ TEST_CASE("lwc's own int8 kernel for few input channels gives the reference's bi
   c.xt = DType::Int8;
   cases.push_back({c, false});
   checkOwnKernel(cases, "lwc_few_ic_int8:avx512_vnni", engine::few::available(), 1700);
+}
+
+TEST_CASE("a reused session's QLinearMatMul reads and writes each call's tensors", "[dnnl][quant]") {
+  // DnnlQMatMul keeps a primitive and its memory objects per row count and re-points them per call.
+  const NodeSpec s = qlinearMatMulSpec(matCases()[0], 50);  // A [7, 64]
+  Model m = singleNodeModel(s);
+  m.graph.inputs[0].shape->at(0) = Dim{-1, "M"};
+  CHECK(implOf(engine::Session(m), "QLinearMatMul") == expectedImpl());
+  const Tensor a = randomQ(DType::UInt8, {7, 64}, 51), b = randomQ(DType::UInt8, {7, 64}, 52),
+               c = randomQ(DType::UInt8, {300, 64}, 53);
+  CHECK(runsDifferingFromFresh(m, {a, b, c, a, b}).empty());
 }

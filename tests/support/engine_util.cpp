@@ -183,4 +183,18 @@ std::vector<int64_t> imagesDifferingFromBatch(engine::Session& s, const Tensor& 
   return differ;
 }
 
+std::vector<size_t> runsDifferingFromFresh(const Model& m, const std::vector<Tensor>& xs) {
+  engine::Session kept(m);
+  const std::string in = kept.inputNames().at(0);
+  std::vector<size_t> differ;
+  for (size_t i = 0; i < xs.size(); ++i) {
+    const auto got = kept.runOrdered({{in, xs[i]}});
+    const auto want = engine::Session(m).runOrdered({{in, xs[i]}});
+    bool same = got.size() == want.size();
+    for (size_t o = 0; same && o < got.size(); ++o) same = got[o].bitEqual(want[o]);
+    if (!same) differ.push_back(i);
+  }
+  return differ;
+}
+
 }  // namespace lwc::test

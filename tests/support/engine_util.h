@@ -52,6 +52,12 @@ std::string implOf(const engine::Session& s, const std::string& op);
 /// the images whose output 0 alone differs, in any byte, from their part of the batch's output.
 std::vector<int64_t> imagesDifferingFromBatch(engine::Session& s, const Tensor& x);
 
+/// Runs one session of `m` on each of `xs` (fed as its first input) in turn, every input alive
+/// throughout, and a fresh session on each; returns the indices whose outputs differ from the fresh
+/// session's in any byte. Kernels that keep state between calls (per-shape primitives, memory
+/// objects re-pointed per call) must read and write each call's own tensors.
+std::vector<size_t> runsDifferingFromFresh(const Model& m, const std::vector<Tensor>& xs);
+
 /// Max |a-b| / (atol + rtol*|b|) style check; returns an empty string when close, else a description
 /// of the worst element (index, both values).
 std::string compareTensors(const Tensor& actual, const Tensor& expected, double rtol = 1e-5, double atol = 1e-6);

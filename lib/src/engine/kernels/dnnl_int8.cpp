@@ -674,10 +674,11 @@ class DnnlQConv final : public Kernel {
     dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, x_md,
                                       w_any, b_md, y_md, strides, dil, pad_l, pad_r);
     auto& eng = cpuEngine();
+    const int64_t macs = xs[0] * geo.out[0] * geo.out[1] * icg * oc * kh * kw;
     p.pd = dnnl::convolution_forward::primitive_desc(d, attr, eng);
     if (group == oc && icg == 1 && !c_.f32) preferImpl(p.pd, "brdgmm_dw", "jit_int8:");
     if (kh == 1 && kw == 1 && !c_.f32) preferImpl(p.pd, "brgconv_1x1:", "jit_int8_1x1:");
-    if (!c_.f32) avoidSmallAmx(p.pd, icg, xs[0] * geo.out[0] * geo.out[1] * icg * oc * kh * kw, kh * kw == 1);
+    if (!c_.f32) avoidSmallAmx(p.pd, icg, macs, kh * kw == 1);
     if (isRef(p.pd.impl_info_str())) return p;
     p.prim = dnnl::convolution_forward(p.pd);
     std::vector<float> wf;
@@ -825,11 +826,10 @@ class DnnlQMatMul final : public Kernel {
     Shape ys = a.shape();
     ys.back() = c_.n;
     Tensor& y = ctx.allocUninit(0, c_.y_type, ys);
-    auto& eng = cpuEngine();
     dnnl::stream& s = cpuStream();
-    memory am(p.src, eng, const_cast<void*>(a.raw()));
-    memory ym(p.dst, eng, y.raw());
-    ExecArgs args{{DNNL_ARG_SRC, &am}, {DNNL_ARG_WEIGHTS, &p.w_mem}, {DNNL_ARG_DST, &ym}};
+    p.a_mem.set_data_handle(const_cast<void*>(a.raw()));
+    p.y_mem.set_data_handle(y.raw());
+    ExecArgs args{{DNNL_ARG_SRC, &p.a_mem}, {DNNL_ARG_WEIGHTS, &p.w_mem}, {DNNL_ARG_DST, &p.y_mem}};
     int32_t a_zp = 0, y_zp = 0;
     memory a_zp_mem, y_zp_mem;  // live until execute() returns
     if (c_.a_zp.runtime()) {
@@ -854,6 +854,7 @@ class DnnlQMatMul final : public Kernel {
     memory::desc src, dst;  ///< [m, k] and [m, n] as the primitive sees them (same bytes as row-major)
     dnnl::primitive prim;
     memory w_mem;
+    memory a_mem, y_mem;  ///< made once, re-pointed per call (creating them per call cost microseconds)
     std::string impl;  ///< oneDNN's implementation name
   };
 
@@ -941,6 +942,8 @@ class DnnlQMatMul final : public Kernel {
     }
     memory w_user(w_user_md, eng, const_cast<int8_t*>(c_.b.w.data()));
     p.w_mem = memory(w_md, eng);
+    p.a_mem = memory(p.src, eng, nullptr);
+    p.y_mem = memory(p.dst, eng, nullptr);
     dnnl::stream& s = cpuStream();
     dnnl::reorder(w_user, p.w_mem).execute(s, w_user, p.w_mem);
     s.wait();

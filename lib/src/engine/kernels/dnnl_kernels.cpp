@@ -212,11 +212,10 @@ class DnnlPoolNhwc final : public Kernel {
     const Shape xs{x.dim(0), x.dim(3), x.dim(1), x.dim(2)};
     Prepared& p = prepare(xs, x.dtype(), ctx);
     Tensor& y = ctx.allocUninit(0, x.dtype(), {xs[0], p.out_hw[0], p.out_hw[1], xs[1]});
-    auto& eng = cpuEngine();
     dnnl::stream& s = cpuStream();
-    memory xm(p.pd.src_desc(), eng, const_cast<void*>(x.raw()));
-    memory ym(p.pd.dst_desc(), eng, y.raw());
-    ExecArgs args{{DNNL_ARG_SRC, &xm}, {DNNL_ARG_DST, &ym}};
+    p.x.set_data_handle(const_cast<void*>(x.raw()));
+    p.y.set_data_handle(y.raw());
+    ExecArgs args{{DNNL_ARG_SRC, &p.x}, {DNNL_ARG_DST, &p.y}};
     Tensor ws;
     memory ws_mem;  // live until execute() returns
     if (p.pd.workspace_desc().get_size() > 0) {
@@ -233,6 +232,7 @@ class DnnlPoolNhwc final : public Kernel {
     dnnl::pooling_v2_forward::primitive_desc pd;
     dnnl::pooling_v2_forward prim;
     memory::dims out_hw;
+    memory x, y;  ///< made once, re-pointed per call
   };
   Prepared& prepare(const Shape& xs, DType dtype, const KernelContext& ctx) {
     Shape key = xs;
@@ -262,8 +262,10 @@ class DnnlPoolNhwc final : public Kernel {
     memory::desc x_md({xs[0], xs[1], xs[2], xs[3]}, data_type, tag::nhwc);
     memory::desc y_md({xs[0], xs[1], out[0], out[1]}, data_type, tag::nhwc);
     dnnl::pooling_v2_forward::desc d(dnnl::prop_kind::forward_inference, alg, x_md, y_md, st, kd, dd, pl, pr);
-    Prepared p{dnnl::pooling_v2_forward::primitive_desc(d, cpuEngine()), {}, out};
+    Prepared p{dnnl::pooling_v2_forward::primitive_desc(d, cpuEngine()), {}, out, {}, {}};
     p.prim = dnnl::pooling_v2_forward(p.pd);
+    p.x = memory(p.pd.src_desc(), cpuEngine(), nullptr);
+    p.y = memory(p.pd.dst_desc(), cpuEngine(), nullptr);
     return cache_.emplace(key, std::move(p)).first->second;
   }
   Node node_;
@@ -359,17 +361,22 @@ std::unique_ptr<Kernel> makeDnnlMatMul(const KernelInfo& info) {
 }
 
 /// A oneDNN primitive reading one plain tensor and writing another of the same layout (softmax,
-/// eltwise), made once per shape by the kernels that own it.
+/// eltwise), made once per shape by the kernels that own it. Its memory objects are made with it and
+/// re-pointed per call: creating two per call and passing them in a std::unordered_map cost more
+/// than a small GELU or softmax itself.
 struct SrcDstPrimitive {
-  memory::desc md;
-  dnnl::primitive prim;
-  void run(const Tensor& x, Tensor& y) const {
-    auto& eng = cpuEngine();
+  SrcDstPrimitive(const memory::desc& md, dnnl::primitive p)
+      : prim(std::move(p)), src(md, cpuEngine(), nullptr), dst(md, cpuEngine(), nullptr) {}
+  void run(const Tensor& x, Tensor& y) {
+    src.set_data_handle(const_cast<void*>(x.raw()));
+    dst.set_data_handle(y.raw());
     dnnl::stream& st = cpuStream();
     const SingleThreadIf one(x.numel() < kSmallPrimitiveElements);
-    prim.execute(st, {{DNNL_ARG_SRC, memory(md, eng, const_cast<void*>(x.raw()))}, {DNNL_ARG_DST, memory(md, eng, y.raw())}});
+    ExecArgs{{DNNL_ARG_SRC, &src}, {DNNL_ARG_DST, &dst}}.execute(prim, st);
     st.wait();
   }
+  dnnl::primitive prim;
+  memory src, dst;
 };
 
 /// Softmax along one axis of a float32 tensor (opset 13+), or over the trailing dims from `axis`
@@ -399,7 +406,7 @@ class DnnlSoftmax final : public Kernel {
       const memory::desc md(dims, dt::f32, tag::abc);
       dnnl::softmax_forward::primitive_desc pd(
           dnnl::softmax_forward::desc(dnnl::prop_kind::forward_inference, md, 1), cpuEngine());
-      it = cache_.emplace(dims, SrcDstPrimitive{md, dnnl::softmax_forward(pd)}).first;
+      it = cache_.emplace(dims, SrcDstPrimitive(md, dnnl::softmax_forward(pd))).first;
     }
     it->second.run(x, ctx.allocUninit(0, DType::Float32, s));
   }
@@ -436,29 +443,36 @@ class DnnlLayerNorm final : public Kernel {
       const auto flags = dnnl::normalization_flags::use_scale | dnnl::normalization_flags::use_shift;
       dnnl::layer_normalization_forward::primitive_desc pd(
           dnnl::layer_normalization_forward::desc(dnnl::prop_kind::forward_inference, md, eps, flags), cpuEngine());
-      it = cache_.emplace(dims, Prepared{md, pd, dnnl::layer_normalization_forward(pd)}).first;
+      it = cache_.emplace(dims, Prepared(md, pd, size, scale_, shift_)).first;
     }
-    const Prepared& p = it->second;
+    Prepared& p = it->second;
     Tensor& y = ctx.allocUninit(0, DType::Float32, x.shape());
-    auto& eng = cpuEngine();
     dnnl::stream& st = cpuStream();
-    const memory::desc vd({size}, dt::f32, tag::a);
-    Tensor mean_buf, var_buf;
+    p.x.set_data_handle(const_cast<void*>(x.raw()));
+    p.y.set_data_handle(y.raw());
     const SingleThreadIf one(x.numel() < kSmallPrimitiveElements);
-    p.prim.execute(st, {{DNNL_ARG_SRC, memory(p.md, eng, const_cast<void*>(x.raw()))},
-                        {DNNL_ARG_DST, memory(p.md, eng, y.raw())},
-                        {DNNL_ARG_SCALE, memory(vd, eng, const_cast<void*>(scale_.raw()))},
-                        {DNNL_ARG_SHIFT, memory(vd, eng, const_cast<void*>(shift_.raw()))},
-                        {DNNL_ARG_MEAN, scratchMemory(p.pd.mean_desc(), mean_buf)},
-                        {DNNL_ARG_VARIANCE, scratchMemory(p.pd.variance_desc(), var_buf)}});
+    ExecArgs{{DNNL_ARG_SRC, &p.x},        {DNNL_ARG_DST, &p.y},       {DNNL_ARG_SCALE, &p.scale},
+             {DNNL_ARG_SHIFT, &p.shift},  {DNNL_ARG_MEAN, &p.mean},   {DNNL_ARG_VARIANCE, &p.var}}
+        .execute(p.prim, st);
     st.wait();
   }
 
  private:
+  /// The primitive with its memory objects, made once per shape (creating six per call cost more
+  /// than a small normalization); x and y are re-pointed per call, the statistics have their own
+  /// buffers (the primitive writes them, nothing reads them).
   struct Prepared {
-    memory::desc md;
-    dnnl::layer_normalization_forward::primitive_desc pd;
+    Prepared(const memory::desc& md, const dnnl::layer_normalization_forward::primitive_desc& pd, int64_t size,
+             const Tensor& scale_t, const Tensor& shift_t)
+        : prim(pd),
+          x(md, cpuEngine(), nullptr),
+          y(md, cpuEngine(), nullptr),
+          scale(memory::desc({size}, dt::f32, tag::a), cpuEngine(), const_cast<void*>(scale_t.raw())),
+          shift(memory::desc({size}, dt::f32, tag::a), cpuEngine(), const_cast<void*>(shift_t.raw())),
+          mean(pd.mean_desc(), cpuEngine()),
+          var(pd.variance_desc(), cpuEngine()) {}
     dnnl::layer_normalization_forward prim;
+    memory x, y, scale, shift, mean, var;
   };
   Tensor scale_, shift_;
   Shape scale_shape_;
@@ -497,7 +511,7 @@ class DnnlGelu final : public Kernel {
       dnnl::eltwise_forward::primitive_desc pd(
           dnnl::eltwise_forward::desc(dnnl::prop_kind::forward_inference, dnnl::algorithm::eltwise_gelu_erf, md, 0.0f, 0.0f),
           cpuEngine());
-      it = cache_.emplace(dims, SrcDstPrimitive{md, dnnl::eltwise_forward(pd)}).first;
+      it = cache_.emplace(dims, SrcDstPrimitive(md, dnnl::eltwise_forward(pd))).first;
     }
     it->second.run(x, y);
   }
