@@ -1,6 +1,7 @@
 // oneDNN int8 fast paths (dnnl_int8.cpp) against the reference integer kernels (the oracle):
 // int32 outputs bit for bit, requantized outputs within one step and >= 99% exact.
 #include <dnnl.hpp>
+#include <omp.h>
 
 #include <algorithm>
 #include <catch2/catch.hpp>
@@ -882,6 +883,57 @@ TEST_CASE("lwc's own int8 kernel for few input channels gives the reference's bi
   c.xt = DType::Int8;
   cases.push_back({c, false});
   checkOwnKernel(cases, "lwc_few_ic_int8:avx512_vnni", engine::few::available(), 1700);
+}
+
+TEST_CASE("int8 oneDNN calls under 2^18 multiply-adds run on the calling thread, larger ones on all, with the same bits", "[dnnl][quant]") {
+  // dnnl_int8.cpp, kOneThreadInt8Macs: such a primitive is made and run on one thread, and the
+  // profile appends ", 1 thread" to its implementation. Without VNNI a QLinearConv runs an exact
+  // fp32 convolution, which keeps all threads.
+  struct Case {
+    const char* name;
+    NodeSpec spec;
+    std::string op;
+    bool small;
+  };
+  QConvCase cs{"", {1, 16, 8, 8}, {32, 16, 1, 1}};
+  cs.per_channel = true;
+  QConvCase cl{"", {4, 64, 14, 14}, {64, 64, 3, 3}};
+  cl.pads = {1, 1, 1, 1};
+  QMatCase ml{"", {512, 256}, 256};
+  ml.per_column = true;
+  const std::vector<Case> cases = {
+      {"QLinearMatMul 7 x 64 x 48 (21 504 multiply-adds)", qlinearMatMulSpec(matCases()[0], 10), "QLinearMatMul", true},
+      {"QLinearMatMul 512 x 256 x 256 (33.5 M)", qlinearMatMulSpec(ml, 20), "QLinearMatMul", false},
+      {"QLinearConv 1x1 16 -> 32 on 8x8 (32 768)", qlinearConvSpec(cs, 30), "QLinearConv", true},
+      {"QLinearConv 3x3 64 -> 64, batch 4 on 14x14 (29 M)", qlinearConvSpec(cl, 40), "QLinearConv", false},
+  };
+  for (const auto& c : cases) {
+    INFO(c.name);
+    const Tensor want = runNode(c.spec, /*reference_only=*/true)[0];
+    std::vector<Tensor> got;
+    for (int threads : {2, 1, 3}) {
+      INFO("threads " << threads);
+      engine::configureThreads(threads);
+      engine::SessionOptions so;
+      so.profile = true;
+      engine::Session session(singleNodeModel(c.spec), so);
+      got.push_back(session.runOrdered(feedsOf(c.spec))[0]);
+      CHECK(omp_get_max_threads() == threads);  // the guard restored the count
+      checkRequantized(got.back(), want);
+      const auto prof = session.profile();
+      const auto it = std::find_if(prof.begin(), prof.end(),
+                                   [&](const engine::NodeProfile& p) { return p.op_type.find(c.op) != std::string::npos; });
+      REQUIRE(it != prof.end());
+      INFO(it->impl << " " << it->primitive);
+      const bool int8_kernel = c.op == "QLinearMatMul" ? expectedImpl() == "dnnl" : int8FastPathHere();
+      if (int8_kernel) REQUIRE(it->impl == "dnnl");
+      const bool one = it->primitive.size() > 10 && it->primitive.compare(it->primitive.size() - 10, 10, ", 1 thread") == 0;
+      CHECK(one == (int8_kernel && c.small));
+    }
+    engine::configureThreads(0);
+    CHECK(got[0].bitEqual(got[1]));
+    CHECK(got[0].bitEqual(got[2]));
+  }
 }
 
 TEST_CASE("a reused session's QLinearMatMul reads and writes each call's tensors", "[dnnl][quant]") {

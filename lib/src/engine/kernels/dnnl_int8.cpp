@@ -70,6 +70,7 @@ using dnnl_util::cpuEngine;
 using dnnl_util::cpuStream;
 using dnnl_util::scratchMemory;
 using dnnl_util::convDims;
+using dnnl_util::SingleThreadIf;
 
 /// True when oneDNN's int8 kernels use VNNI (exact u8 x s8 -> s32 dot products).
 bool haveVnni() {
@@ -246,6 +247,20 @@ void preferImpl(dnnl::convolution_forward::primitive_desc& pd, const char* from,
 ///   32 it was 1.47-2.13x faster on 9 of 10 shapes of 16-512 channels standalone).
 /// Both accumulate exactly in int32: the INT8 files' outputs are byte-identical with AMX everywhere,
 /// with this choice, and without AMX.
+/// Multiply-adds per call below which an int8 convolution or matrix product on oneDNN is made and
+/// run on the calling thread (SingleThreadIf around the primitive's creation, which fixes the threads
+/// its kernel splits the work over, and around each call). At batch 1 the OpenMP region of each such
+/// call cost more than the second thread saved: whole files on a 2-core Xeon (AMX, VNNI), five rounds
+/// with and without, lwc bench --threads 2, 2026-12-03: INT8 mnv2_fmnist batch 1 0.67 (0.60-1.03) of
+/// the time, lenet5 0.74, lenet300 0.66, tinyformer 0.79, resnet_fmnist 0.95; the whole run on one
+/// thread (every call) was slower than this on tinyformer (0.164 vs 0.124 ms). At batch 32 no layer
+/// of those files is this small. Per-node profiles alone favoured two threads even at 30 000
+/// multiply-adds: the cost shows between the calls, not inside them. Integer sums: the same bits on
+/// any number of threads.
+constexpr int64_t kOneThreadInt8Macs = int64_t{1} << 18;
+/// Appended to the implementation name in the profile for such calls.
+constexpr const char* kOneThreadSuffix = ", 1 thread";
+
 void avoidSmallAmx(dnnl::convolution_forward::primitive_desc& pd, int64_t ic, int64_t macs, bool pointwise) {
   const std::string chosen = pd.impl_info_str();
   if (chosen.find("avx512_core_amx") == std::string::npos) return;
@@ -406,6 +421,7 @@ class DnnlQConv final : public Kernel {
       y_zp = c_.y_zp.at(ctx, c_.in.y_zp);
       addRuntimeZeroPoint(args, DNNL_ARG_DST, &y_zp, y_zp_mem);
     }
+    const SingleThreadIf one(p.one_thread);
     args.execute(p.prim, s);
     if (!y_same) dnnl::reorder(y_mem, y_user).execute(s, y_mem, y_user);
     s.wait();
@@ -419,7 +435,7 @@ class DnnlQConv final : public Kernel {
     if (!last_) return std::string();
     if (last_->own == Own::dw) return kOwnDepthwiseName;
     if (last_->own == Own::few) return kOwnFewName;
-    return last_->pd.impl_info_str();
+    return std::string(last_->pd.impl_info_str()) + (last_->one_thread ? kOneThreadSuffix : "");
   }
 
  private:
@@ -522,6 +538,7 @@ class DnnlQConv final : public Kernel {
       y_zp = c_.y_zp.at(ctx, c_.in.y_zp);
       addRuntimeZeroPoint(args, DNNL_ARG_DST, &y_zp, y_zp_mem);
     }
+    const SingleThreadIf one(p->one_thread);
     args.execute(p->prim, s);
     s.wait();
   }
@@ -584,6 +601,7 @@ class DnnlQConv final : public Kernel {
     memory w_mem;
     memory x_mem, y_mem, b_mem;  ///< NHWC path: created on first use, re-pointed per call
     Shape out_shape;
+    bool one_thread = false;  ///< made and run on one thread (kOneThreadInt8Macs)
   };
 
   void reference(KernelContext& ctx) const { c_.in.qlinear ? quant::qlinearConv(ctx) : quant::convInteger(ctx); }
@@ -675,6 +693,8 @@ class DnnlQConv final : public Kernel {
                                       w_any, b_md, y_md, strides, dil, pad_l, pad_r);
     auto& eng = cpuEngine();
     const int64_t macs = xs[0] * geo.out[0] * geo.out[1] * icg * oc * kh * kw;
+    p.one_thread = !c_.f32 && macs < kOneThreadInt8Macs;  // f32 mode: float kernels
+    const SingleThreadIf one(p.one_thread);  // the primitive plans its threads when it is made
     p.pd = dnnl::convolution_forward::primitive_desc(d, attr, eng);
     if (group == oc && icg == 1 && !c_.f32) preferImpl(p.pd, "brdgmm_dw", "jit_int8:");
     if (kh == 1 && kw == 1 && !c_.f32) preferImpl(p.pd, "brgconv_1x1:", "jit_int8_1x1:");
@@ -840,6 +860,7 @@ class DnnlQMatMul final : public Kernel {
       y_zp = c_.y_zp.at(ctx, c_.in.y_zp);
       addRuntimeZeroPoint(args, DNNL_ARG_DST, &y_zp, y_zp_mem);
     }
+    const SingleThreadIf one(p.one_thread);
     args.execute(p.prim, s);
     s.wait();
   }
@@ -855,6 +876,7 @@ class DnnlQMatMul final : public Kernel {
     dnnl::primitive prim;
     memory w_mem;
     memory a_mem, y_mem;  ///< made once, re-pointed per call (creating them per call cost microseconds)
+    bool one_thread = false;  ///< made and run on one thread (kOneThreadInt8Macs)
     std::string impl;  ///< oneDNN's implementation name
   };
 
@@ -902,6 +924,8 @@ class DnnlQMatMul final : public Kernel {
     }
     setZeroPoint(attr, DNNL_ARG_SRC, c_.a_zp);
     Prepared p;
+    p.one_thread = m * k * n < kOneThreadInt8Macs;
+    const SingleThreadIf one(p.one_thread);  // the primitive plans its threads when it is made
     memory::desc w_user_md, w_md;  // B [k, n] as stored, and as the primitive wants it
     {
       // One image of m x 1 pixels rather than m images of one pixel (the same bytes): oneDNN then
@@ -947,6 +971,7 @@ class DnnlQMatMul final : public Kernel {
     dnnl::stream& s = cpuStream();
     dnnl::reorder(w_user, p.w_mem).execute(s, w_user, p.w_mem);
     s.wait();
+    if (p.one_thread) p.impl += kOneThreadSuffix;
     p.ok = true;
     return p;
   }
