@@ -369,6 +369,25 @@ TEST_CASE("MatMul: numpy broadcasting and 1-D promotion", "[nn]") {
     for (int64_t k = 0; k < 5; ++k) s += x.at(flat({3, 7, 5}, {2, 4, k})) * w.at(flat({5, 6}, {k, 3}));
     CHECK(y.at(flat({3, 7, 6}, {2, 4, 3})) == Approx(s).epsilon(1e-5));
   }
+  SECTION("batched products (attention heads) give the same bits on 1, 2 and 3 threads, small and large") {
+    // Small batches run on the calling thread, large ones over the team (matMulRef).
+    for (const Shape& shape : {Shape{1, 4, 16, 16}, Shape{8, 4, 32, 32}}) {
+      INFO(shapeStr(shape));
+      const Tensor qa = randomFloat(shape, 5), qb = randomFloat(shape, 6);
+      std::vector<Tensor> ys;
+      for (int threads : {1, 2, 3}) {
+        engine::configureThreads(threads);
+        ys.push_back(run1(spec("MatMul", {qa, qb})));
+      }
+      engine::configureThreads(0);
+      CHECK(ys[0].bitEqual(ys[1]));
+      CHECK(ys[0].bitEqual(ys[2]));
+      const int64_t m = shape[2];
+      double s = 0;
+      for (int64_t k = 0; k < m; ++k) s += qa.at(flat(shape, {0, 3, 5, k})) * qb.at(flat(shape, {0, 3, k, 7}));
+      CHECK(ys[0].at(flat(ys[0].shape(), {0, 3, 5, 7})) == Approx(s).epsilon(1e-5).margin(1e-6));
+    }
+  }
   SECTION("int32 and int64") {
     const Tensor ai = Tensor::fromVector<int32_t>({2, 2}, {1, 2, 3, 4});
     CHECK(values(run1(spec("MatMul", {ai, ai}))) == std::vector<float>{7, 10, 15, 22});
