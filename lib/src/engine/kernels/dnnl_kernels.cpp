@@ -451,8 +451,8 @@ class DnnlLayerNorm final : public Kernel {
     p.x.set_data_handle(const_cast<void*>(x.raw()));
     p.y.set_data_handle(y.raw());
     const SingleThreadIf one(x.numel() < kSmallPrimitiveElements);
-    ExecArgs{{DNNL_ARG_SRC, &p.x},        {DNNL_ARG_DST, &p.y},       {DNNL_ARG_SCALE, &p.scale},
-             {DNNL_ARG_SHIFT, &p.shift},  {DNNL_ARG_MEAN, &p.mean},   {DNNL_ARG_VARIANCE, &p.var}}
+    ExecArgs{{DNNL_ARG_SRC, &p.x},     {DNNL_ARG_DST, &p.y},   {DNNL_ARG_SCALE, &p.scale},
+             {DNNL_ARG_SHIFT, &p.shift}, {DNNL_ARG_MEAN, &p.mean}, {DNNL_ARG_VARIANCE, &p.var}}
         .execute(p.prim, st);
     st.wait();
   }
