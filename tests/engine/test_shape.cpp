@@ -227,14 +227,24 @@ TEST_CASE("Transpose", "[shape]") {
             B({2, 3, 2}, {true, false, false, false, false, true, true, true, true, false, false, true}));
   }
   SECTION("large tensors match an element-by-element oracle") {
-    // Channel shuffle keeps a contiguous inner run; NCHW -> NHWC does not.
+    // Channel shuffle and attention's head split keep a contiguous inner run (copied as whole rows,
+    // over threads above 1 MB, in units of up to 256 rows); NCHW -> NHWC does not.
     for (const auto& [shape, perm] : std::vector<std::pair<Shape, std::vector<int64_t>>>{
-             {{1, 2, 58, 28, 28}, {0, 2, 1, 3, 4}}, {{2, 64, 40, 40}, {0, 2, 3, 1}}, {{3, 5, 7, 11}, {3, 1, 0, 2}}}) {
+             {{1, 2, 58, 28, 28}, {0, 2, 1, 3, 4}},
+             {{2, 64, 40, 40}, {0, 2, 3, 1}},
+             {{3, 5, 7, 11}, {3, 1, 0, 2}},
+             {{64, 16, 3, 4, 16}, {2, 0, 3, 1, 4}},
+             {{600, 2, 8}, {1, 0, 2}},
+             {{5, 300, 3}, {1, 0, 2}}}) {
+      INFO(shapeStr(shape));
       const Tensor x = randomFloat(shape, 7);
       checkEq(run1(node("Transpose", {x}, {attrInts("perm", perm)})), naiveTranspose(x, perm));
     }
     const Tensor h = randomFloat({37, 45}, 9).cast(DType::Float16);
     checkEq(run1(node("Transpose", {h})), naiveTranspose(h.cast(DType::Float32), {1, 0}).cast(DType::Float16));
+    const Tensor h3 = randomFloat({600, 2, 8}, 10).cast(DType::Float16);  // 16-byte rows
+    checkEq(run1(node("Transpose", {h3}, {attrInts("perm", {1, 0, 2})})),
+            naiveTranspose(h3.cast(DType::Float32), {1, 0, 2}).cast(DType::Float16));
   }
   SECTION("moving only axes of size 1 is a view of the same buffer") {
     // NCHW -> NHWC of a pooled [N, C, 1, 1] tensor, and a size-1 axis moved to the front.
