@@ -59,10 +59,11 @@ class ExecArgs {
 };
 
 /// Holds OpenMP to one thread while it lives, when `one` (then restores the previous count). For
-/// small tensors: oneDNN's eltwise, softmax, layer-normalization and pooling primitives then run their
-/// loop on the calling thread without entering an OpenMP region, whose start and end cost more than
-/// the work itself there. Those primitives compute each element (or row) the same way on any number
-/// of threads, so the bits do not change.
+/// small work, where an OpenMP region's start and end cost more than the work itself: oneDNN's
+/// eltwise, softmax, layer-normalization and pooling primitives then run their loop on the calling
+/// thread (each element or row the same way on any number of threads, so the bits do not change);
+/// held around a convolution's creation too, the primitive is planned for one thread (dnnl_int8.cpp,
+/// kOneThreadInt8Macs).
 class SingleThreadIf {
  public:
   explicit SingleThreadIf(bool one) : saved_(one ? omp_get_max_threads() : 0) {

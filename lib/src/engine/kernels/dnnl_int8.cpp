@@ -224,6 +224,20 @@ void preferImpl(dnnl::convolution_forward::primitive_desc& pd, const char* from,
     }
 }
 
+/// Multiply-adds per call below which an int8 convolution or matrix product on oneDNN is made and
+/// run on the calling thread (SingleThreadIf around the primitive's creation, which fixes the threads
+/// its kernel splits the work over, and around each call). At batch 1 the OpenMP region of each such
+/// call cost more than the second thread saved: whole files on a 2-core Xeon (AMX, VNNI), five rounds
+/// with and without, lwc bench --threads 2, 2026-12-03: INT8 mnv2_fmnist batch 1 0.67 (0.60-1.03) of
+/// the time, lenet5 0.74, lenet300 0.66, tinyformer 0.79, resnet_fmnist 0.95; the whole run on one
+/// thread (every call) was slower than this on tinyformer (0.164 vs 0.124 ms). At batch 32 no layer
+/// of those files is this small. Per-node profiles alone favoured two threads even at 30 000
+/// multiply-adds: the cost shows between the calls, not inside them. Integer sums: the same bits on
+/// any number of threads.
+constexpr int64_t kOneThreadInt8Macs = int64_t{1} << 18;
+/// Appended to the implementation name in the profile for such calls.
+constexpr const char* kOneThreadSuffix = ", 1 thread";
+
 /// On CPUs with AMX (Sapphire Rapids), an int8 convolution of fewer than 2^23 multiply-adds per call
 /// (`macs`), or a pointwise one over `ic` < 256 input channels, takes oneDNN's VNNI kernel
 /// (jit_int8_1x1 or jit_int8) rather than the AMX kernel oneDNN 2.6 lists first there
@@ -247,20 +261,6 @@ void preferImpl(dnnl::convolution_forward::primitive_desc& pd, const char* from,
 ///   32 it was 1.47-2.13x faster on 9 of 10 shapes of 16-512 channels standalone).
 /// Both accumulate exactly in int32: the INT8 files' outputs are byte-identical with AMX everywhere,
 /// with this choice, and without AMX.
-/// Multiply-adds per call below which an int8 convolution or matrix product on oneDNN is made and
-/// run on the calling thread (SingleThreadIf around the primitive's creation, which fixes the threads
-/// its kernel splits the work over, and around each call). At batch 1 the OpenMP region of each such
-/// call cost more than the second thread saved: whole files on a 2-core Xeon (AMX, VNNI), five rounds
-/// with and without, lwc bench --threads 2, 2026-12-03: INT8 mnv2_fmnist batch 1 0.67 (0.60-1.03) of
-/// the time, lenet5 0.74, lenet300 0.66, tinyformer 0.79, resnet_fmnist 0.95; the whole run on one
-/// thread (every call) was slower than this on tinyformer (0.164 vs 0.124 ms). At batch 32 no layer
-/// of those files is this small. Per-node profiles alone favoured two threads even at 30 000
-/// multiply-adds: the cost shows between the calls, not inside them. Integer sums: the same bits on
-/// any number of threads.
-constexpr int64_t kOneThreadInt8Macs = int64_t{1} << 18;
-/// Appended to the implementation name in the profile for such calls.
-constexpr const char* kOneThreadSuffix = ", 1 thread";
-
 void avoidSmallAmx(dnnl::convolution_forward::primitive_desc& pd, int64_t ic, int64_t macs, bool pointwise) {
   const std::string chosen = pd.impl_info_str();
   if (chosen.find("avx512_core_amx") == std::string::npos) return;

@@ -228,6 +228,10 @@ void gemmMicro(int64_t rows, int64_t cols, int64_t kc, T alpha, const T* a, int6
   gemmMicroLoop(rows, cols, kc, alpha, a, lda, b, ldb, c, ldc);
 }
 
+/// Multiply-adds from which a product (gemmBlocked) or a batch of them (matMulRef) is split over
+/// the threads; below, the OpenMP region costs more than it saves.
+constexpr int64_t kParallelMacs = int64_t{1} << 16;
+
 }  // namespace
 
 template <typename T>
@@ -258,7 +262,7 @@ void gemmBlocked(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T 
   }
   // A kKc x kNc panel of B (256 KiB in float) stays in L2 while a task's rows sweep over it.
   constexpr int64_t kNc = 256, kKc = 256;
-  const bool parallel = !omp_in_parallel() && m * n * k >= (int64_t{1} << 16);
+  const bool parallel = !omp_in_parallel() && m * n * k >= kParallelMacs;
   const int64_t col_blocks = ceilDiv(n, kNc);
   int64_t mc = 64;
   if (parallel)
@@ -399,11 +403,11 @@ Tensor matMulRef(const Tensor& a, const Tensor& b, const MatMulParams& p) {
       sa *= p.a_batch[i];
       sb *= p.b_batch[i];
     }
-    // Over the batch when there is work for the threads (the same 2^16 multiply-adds as
-    // gemmBlocked's own split); else on this thread without an OpenMP region, which cost more than
-    // the products themselves on attention's heads at batch 1 (tinyformer_fmnist: four 4 x 16x16x16
-    // products, 6 us each on two threads). Each product is computed the same way either way.
-    parallelFor(batches, batches >= omp_get_max_threads() && batches * p.m * p.n * p.k >= (int64_t{1} << 16), [&](int64_t bi) {
+    // Over the batch when there is work for the threads (kParallelMacs, as gemmBlocked's own
+    // split); else on this thread without an OpenMP region, which cost more than the products
+    // themselves on attention's heads at batch 1 (tinyformer_fmnist: four 4 x 16x16x16 products,
+    // 6 us each on two threads). Each product is computed the same way either way.
+    parallelFor(batches, batches >= omp_get_max_threads() && batches * p.m * p.n * p.k >= kParallelMacs, [&](int64_t bi) {
       int64_t ao = 0, bo = 0, rest = bi;
       for (size_t i = r; i-- > 0;) {
         const int64_t idx = rest % p.batch[i];
