@@ -718,15 +718,16 @@ TEST_CASE("dnnl pointwise QLinearConv gives each image of a batch the bits it ge
 }
 
 namespace {
-/// The QLinearConv's entry in the profile of a single-node session run with profiling (the engine
-/// may have given the node its NHWC form).
-engine::NodeProfile qconvProfile(const engine::Session& session) {
+/// The entry of the first node whose op type contains `op` in the profile of a session run with
+/// profiling (the engine may have given a QLinearConv its NHWC form).
+engine::NodeProfile profileOf(const engine::Session& session, const std::string& op) {
   const auto prof = session.profile();
   const auto it = std::find_if(prof.begin(), prof.end(),
-                               [](const engine::NodeProfile& p) { return p.op_type.find("QLinearConv") != std::string::npos; });
+                               [&](const engine::NodeProfile& p) { return p.op_type.find(op) != std::string::npos; });
   REQUIRE(it != prof.end());
   return *it;
 }
+engine::NodeProfile qconvProfile(const engine::Session& session) { return profileOf(session, "QLinearConv"); }
 
 struct OwnKernelCase {
   QConvCase c;
@@ -920,15 +921,11 @@ TEST_CASE("int8 oneDNN calls under 2^18 multiply-adds run on the calling thread,
       got.push_back(session.runOrdered(feedsOf(c.spec))[0]);
       CHECK(omp_get_max_threads() == threads);  // the guard restored the count
       checkRequantized(got.back(), want);
-      const auto prof = session.profile();
-      const auto it = std::find_if(prof.begin(), prof.end(),
-                                   [&](const engine::NodeProfile& p) { return p.op_type.find(c.op) != std::string::npos; });
-      REQUIRE(it != prof.end());
-      INFO(it->impl << " " << it->primitive);
+      const engine::NodeProfile prof = profileOf(session, c.op);
+      INFO(prof.impl << " " << prof.primitive);
       const bool int8_kernel = c.op == "QLinearMatMul" ? expectedImpl() == "dnnl" : int8FastPathHere();
-      if (int8_kernel) REQUIRE(it->impl == "dnnl");
-      const bool one = it->primitive.size() > 10 && it->primitive.compare(it->primitive.size() - 10, 10, ", 1 thread") == 0;
-      CHECK(one == (int8_kernel && c.small));
+      if (int8_kernel) REQUIRE(prof.impl == "dnnl");
+      CHECK(prof.primitive.ends_with(", 1 thread") == (int8_kernel && c.small));
     }
     engine::configureThreads(0);
     CHECK(got[0].bitEqual(got[1]));
