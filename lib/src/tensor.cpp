@@ -2,8 +2,8 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
-#include <map>
 #include <mutex>
 #include <new>
 #include <unordered_map>
@@ -38,10 +38,13 @@ thread_local BufferPool* t_pool = nullptr;
 
 struct BufferPool::State {
   std::mutex mu;
-  /// Free buffers by capacity. A request takes the smallest free buffer that fits and wastes at most
-  /// half of it, so buffers freed by early layers serve later layers of other sizes: the pool holds
-  /// about the peak of live activations rather than one buffer per distinct tensor size.
-  std::multimap<size_t, std::byte*> free;
+  /// Free buffers, sorted by capacity. A request takes the smallest free buffer that fits and wastes
+  /// at most half of it, so buffers freed by early layers serve later layers of other sizes: the pool
+  /// holds about the peak of live activations rather than one buffer per distinct tensor size. A
+  /// sorted vector, not a multimap: taking and returning a buffer then allocates nothing once the
+  /// vector has grown to the session's number of live buffers (a multimap allocated a node per
+  /// return, about a tenth of the allocator calls of a batch-1 run).
+  std::vector<std::pair<size_t, std::byte*>> free;
   size_t free_bytes = 0;
   static constexpr size_t kMaxFreeBytes = size_t(1) << 30;
   ~State() {
@@ -55,35 +58,104 @@ BufferPool::Scope::Scope(BufferPool& p) : prev_(t_pool) { t_pool = &p; }
 BufferPool::Scope::~Scope() { t_pool = prev_; }
 
 namespace {
-std::shared_ptr<std::byte> allocateRaw(size_t bytes) {
-  const size_t n = roundedSize(bytes);
-  if (!t_pool) return std::shared_ptr<std::byte>(systemAlloc(n), systemFree);
-  std::shared_ptr<BufferPool::State> st = t_pool->state();
-  std::byte* p = nullptr;
-  size_t cap = n;
-  {
-    std::lock_guard<std::mutex> lock(st->mu);
-    auto it = st->free.lower_bound(n);
-    if (it != st->free.end() && it->first / 2 <= n) {
-      cap = it->first;
-      p = it->second;
-      st->free.erase(it);
-      st->free_bytes -= cap;
+/// Allocator for the reference-count blocks of pooled buffers (std::shared_ptr with a deleter
+/// allocates one per buffer): freed blocks are kept in a per-thread list, at most kKeepBlocks of
+/// them, and reused. Blocks may be freed on another thread than the one that made them; every list
+/// holds blocks of the one size, so where a block goes does not matter. The list's head and count are
+/// trivially destructible thread-locals, valid until the thread is gone; a drain object empties the
+/// list when the thread ends and closes it, so blocks freed after that (a static tensor at exit) go
+/// straight back to the system.
+struct FreeBlock {
+  FreeBlock* next;
+};
+thread_local FreeBlock* t_blocks = nullptr;
+thread_local size_t t_block_count = 0;
+thread_local bool t_blocks_closed = false;
+constexpr size_t kKeepBlocks = 4096;
+
+struct BlockDrain {
+  ~BlockDrain() {
+    while (FreeBlock* b = t_blocks) {
+      t_blocks = b->next;
+      ::operator delete(b);
     }
+    t_block_count = 0;
+    t_blocks_closed = true;
   }
-  if (!p) p = systemAlloc(n);
-  std::weak_ptr<BufferPool::State> weak = st;
-  return std::shared_ptr<std::byte>(p, [weak, cap](std::byte* q) {
-    if (auto s = weak.lock()) {
+};
+
+template <typename T>
+struct BlockAllocator {
+  using value_type = T;
+  static constexpr size_t kBytes = sizeof(T) > sizeof(FreeBlock) ? sizeof(T) : sizeof(FreeBlock);
+  BlockAllocator() = default;
+  template <typename U>
+  BlockAllocator(const BlockAllocator<U>&) {}
+
+  T* allocate(size_t n) {
+    if (n == 1 && t_blocks) {
+      FreeBlock* b = t_blocks;
+      t_blocks = b->next;
+      --t_block_count;
+      return reinterpret_cast<T*>(b);
+    }
+    return static_cast<T*>(::operator new(n == 1 ? kBytes : n * sizeof(T)));
+  }
+  void deallocate(T* p, size_t n) {
+    if (n == 1 && !t_blocks_closed && t_block_count < kKeepBlocks) {
+      thread_local BlockDrain drain;  // constructed once per thread that keeps blocks
+      (void)drain;
+      auto* b = reinterpret_cast<FreeBlock*>(p);
+      b->next = t_blocks;
+      t_blocks = b;
+      ++t_block_count;
+      return;
+    }
+    ::operator delete(p);
+  }
+  template <typename U>
+  bool operator==(const BlockAllocator<U>&) const { return true; }
+};
+
+/// Returns a pooled buffer to its pool when the last tensor sharing it goes (or to the system if
+/// the pool is gone by then, or holds kMaxFreeBytes already).
+struct PoolReturn {
+  std::weak_ptr<BufferPool::State> pool;
+  size_t cap;
+  void operator()(std::byte* q) const {
+    if (auto s = pool.lock()) {
       std::lock_guard<std::mutex> lock(s->mu);
       if (s->free_bytes + cap <= BufferPool::State::kMaxFreeBytes) {
-        s->free.emplace(cap, q);
+        auto& f = s->free;
+        f.insert(std::upper_bound(f.begin(), f.end(), cap, [](size_t c, const auto& e) { return c < e.first; }),
+                 {cap, q});
         s->free_bytes += cap;
         return;
       }
     }
     systemFree(q);
-  });
+  }
+};
+
+std::shared_ptr<std::byte> allocateRaw(size_t bytes) {
+  const size_t n = roundedSize(bytes);
+  if (!t_pool) return std::shared_ptr<std::byte>(systemAlloc(n), systemFree);
+  const std::shared_ptr<BufferPool::State>& st = t_pool->state();
+  std::byte* p = nullptr;
+  size_t cap = n;
+  {
+    std::lock_guard<std::mutex> lock(st->mu);
+    auto& f = st->free;
+    auto it = std::lower_bound(f.begin(), f.end(), n, [](const auto& e, size_t c) { return e.first < c; });
+    if (it != f.end() && it->first / 2 <= n) {
+      cap = it->first;
+      p = it->second;
+      f.erase(it);
+      st->free_bytes -= cap;
+    }
+  }
+  if (!p) p = systemAlloc(n);
+  return std::shared_ptr<std::byte>(p, PoolReturn{st, cap}, BlockAllocator<std::byte>{});
 }
 }  // namespace
 

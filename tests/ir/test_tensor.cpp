@@ -1,6 +1,10 @@
 #include <catch2/catch.hpp>
+#include <algorithm>
 #include <cmath>
 #include <limits>
+#include <memory>
+#include <thread>
+#include <vector>
 
 #include "lwc/model_io.h"
 #include "lwc/tensor.h"
@@ -48,6 +52,71 @@ TEST_CASE("tensor basics", "[tensor]") {
   CHECK_THROWS_AS(t.reshaped({4}), InternalError);
   CHECK(Tensor(DType::Int8, {0, 5}).numel() == 0);
   CHECK_THROWS_AS(Tensor(DType::Float32, {-1}), Error);
+}
+
+// A BufferPool hands a freed buffer to the next request it fits without wasting more than half of
+// it, smallest first; buffers come back when the last tensor sharing them goes, from any thread, and
+// tensors may outlive their pool.
+TEST_CASE("BufferPool reuses the smallest fitting buffer, from any thread, and may go first", "[tensor]") {
+  auto pool = std::make_unique<BufferPool>();
+  auto alloc = [&](int64_t floats) {
+    BufferPool::Scope scope(*pool);
+    return Tensor::uninitialized(DType::Float32, {floats});
+  };
+  SECTION("the smallest free buffer that fits, and none more than twice too large") {
+    Tensor a = alloc(1024), b = alloc(512), c = alloc(256);  // 4096, 2048 and 1024 bytes
+    const void *p4096 = a.raw(), *p2048 = b.raw(), *p1024 = c.raw();
+    b = Tensor();  // all three back in the pool, in neither size order
+    a = Tensor();
+    c = Tensor();
+    const Tensor d = alloc(400);  // 1600 bytes: 2048 is the smallest that fits
+    CHECK(d.raw() == p2048);
+    const Tensor e = alloc(200);  // 800 bytes: 1024 fits
+    CHECK(e.raw() == p1024);
+    const Tensor f = alloc(100);  // 400 bytes: 4096 fits but is more than twice too large
+    CHECK(f.raw() != p4096);
+    const Tensor g = alloc(1024);
+    CHECK(g.raw() == p4096);
+    const Tensor h = alloc(1024);  // nothing left: a fresh buffer
+    CHECK(h.raw() != p4096);
+    CHECK(reinterpret_cast<uintptr_t>(h.raw()) % 64 == 0);
+  }
+  SECTION("a buffer shared by copies returns once, when the last copy goes") {
+    const void* p;
+    Tensor keep;
+    {
+      const Tensor a = alloc(64);
+      p = a.raw();
+      keep = a.reshaped({8, 8});
+    }
+    const Tensor other = alloc(64);
+    CHECK(other.raw() != p);  // still held by `keep`
+    keep = Tensor();
+    CHECK(alloc(64).raw() == p);
+  }
+  SECTION("tensors freed on other threads return to the pool, and survive the pool") {
+    std::vector<Tensor> made;
+    for (int i = 0; i < 64; ++i) {
+      made.push_back(alloc(16 + i));
+      made.back().data<float>()[0] = static_cast<float>(i);
+    }
+    std::vector<const void*> addresses;
+    for (const Tensor& t : made) addresses.push_back(t.raw());
+    std::thread([&] { made.clear(); }).join();  // the reference blocks are freed on that thread
+    int reused = 0;
+    std::vector<Tensor> again;
+    for (int i = 0; i < 64; ++i) {
+      again.push_back(alloc(16 + i));
+      reused += std::find(addresses.begin(), addresses.end(), again.back().raw()) != addresses.end();
+    }
+    CHECK(reused == 64);
+    for (int i = 0; i < 64; ++i) again[i].data<float>()[0] = static_cast<float>(i);
+    pool.reset();  // the pool goes first; the tensors still own valid buffers, freed to the system later
+    bool intact = true;
+    for (int i = 0; i < 64; ++i) intact = intact && again[i].data<float>()[0] == static_cast<float>(i);
+    CHECK(intact);
+    std::thread([&] { again.clear(); }).join();
+  }
 }
 
 TEST_CASE("tensor cast", "[tensor]") {
