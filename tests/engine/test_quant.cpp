@@ -358,6 +358,56 @@ TEST_CASE("DequantizeLinear per tensor agrees with the definition bit for bit", 
   check(int32_t{}, 0, 2.9e-7f);
 }
 
+// A scalar float32 scale with an 8-bit scalar zero point (or none) is read in place, without the
+// parameter vectors of the general path: per-tensor results must equal the general path's per-axis
+// results with that one scale repeated, bit for bit, for QuantizeLinear (uint8 and int8, zero point
+// given, absent, or typed by output_dtype) and DequantizeLinear; parameters the fast path does not
+// take (a 1-element scale of rank 2, a float16 scale) still give the definition.
+TEST_CASE("per-tensor 8-bit QuantizeLinear and DequantizeLinear equal the per-axis path with one repeated scale",
+          "[quant]") {
+  std::vector<float> v;
+  for (int i = 0; i < 3 * 40000; ++i) v.push_back(std::ldexp(static_cast<float>(i % 1013) - 506.5f, i % 9 - 6));
+  const Tensor x = floats({3, 40000}, v);  // above the parallel threshold
+  const float scale = 0.0371f;
+  const Tensor axis_scale = floats({3}, {scale, scale, scale});
+  auto same = [](const Tensor& a, const Tensor& b) { return a.bitEqual(b); };
+  SECTION("QuantizeLinear") {
+    CHECK(same(run1("QuantizeLinear", {x, Tensor::scalar(scale), Tensor::scalar<uint8_t>(131)}),
+               run1("QuantizeLinear", {x, axis_scale, u8({3}, {131, 131, 131})}, {attrInt("axis", 0)})));
+    CHECK(same(run1("QuantizeLinear", {x, Tensor::scalar(scale), Tensor::scalar<int8_t>(-7)}),
+               run1("QuantizeLinear", {x, axis_scale, i8({3}, {-7, -7, -7})}, {attrInt("axis", 0)})));
+    const Tensor no_zp = run1("QuantizeLinear", {x, Tensor::scalar(scale)});
+    CHECK(no_zp.dtype() == DType::UInt8);
+    CHECK(same(no_zp, run1("QuantizeLinear", {x, axis_scale}, {attrInt("axis", 0)})));
+    const Tensor typed = run1("QuantizeLinear", {x, Tensor::scalar(scale)}, {attrInt("output_dtype", 3 /* INT8 */)}, 21);
+    CHECK(typed.dtype() == DType::Int8);
+    CHECK(same(typed, run1("QuantizeLinear", {x, axis_scale}, {attrInt("axis", 0), attrInt("output_dtype", 3)}, 21)));
+    CHECK(same(run1("QuantizeLinear", {x, floats({1}, {scale}), u8({1}, {131})}),
+               run1("QuantizeLinear", {x, Tensor::scalar(scale), Tensor::scalar<uint8_t>(131)})));
+  }
+  SECTION("DequantizeLinear") {
+    std::vector<uint8_t> qu(v.size());
+    std::vector<int8_t> qi(v.size());
+    for (size_t i = 0; i < v.size(); ++i) {
+      qu[i] = static_cast<uint8_t>(i * 7919 % 256);
+      qi[i] = static_cast<int8_t>(static_cast<int>(i * 104729 % 256) - 128);
+    }
+    const Tensor xu = u8({3, 40000}, qu), xi = i8({3, 40000}, qi);
+    CHECK(same(run1("DequantizeLinear", {xu, Tensor::scalar(scale), Tensor::scalar<uint8_t>(131)}),
+               run1("DequantizeLinear", {xu, axis_scale, u8({3}, {131, 131, 131})}, {attrInt("axis", 0)})));
+    CHECK(same(run1("DequantizeLinear", {xi, Tensor::scalar(scale), Tensor::scalar<int8_t>(-7)}),
+               run1("DequantizeLinear", {xi, axis_scale, i8({3}, {-7, -7, -7})}, {attrInt("axis", 0)})));
+    CHECK(same(run1("DequantizeLinear", {xi, Tensor::scalar(scale)}),
+               run1("DequantizeLinear", {xi, axis_scale}, {attrInt("axis", 0)})));
+    // A float16 scale takes the general path: the float32 result of the half-rounded scale, as float16.
+    const Tensor half = run1("DequantizeLinear", {xu, Tensor::scalar(scale).cast(DType::Float16)}, {}, 21);
+    CHECK(half.dtype() == DType::Float16);
+    const float rounded = halfToFloat(floatToHalf(scale));
+    CHECK(same(half, run1("DequantizeLinear", {xu, axis_scale.cast(DType::Float16)}, {attrInt("axis", 0)}, 21)));
+    CHECK(same(half, run1("DequantizeLinear", {xu, Tensor::scalar(rounded)}, {}, 21).cast(DType::Float16)));
+  }
+}
+
 // lwc.internal.QAdd on equal shapes is a vectorised range function (with an AVX2 clone): for every
 // pair of 8-bit values, several scales, with and without the fused Relu, it must give the
 // definition: saturate(rint(max(float(a - za) * sa + float(b - zb) * sb, 0 if relu) / sy) + zy).
@@ -402,6 +452,38 @@ TEST_CASE("QAdd on equal shapes agrees with the definition on every pair of valu
     check(int8_t{}, int8_t{}, 0.02f, 0, 0.03f, -5, 0.04f, 0, relu);
     check(int8_t{}, int8_t{}, 0.25f, 0, 0.25f, 0, 0.5f, -2, relu);  // ties again
   }
+}
+
+// QAdd reads its six per-tensor parameters in place when they are single float32 / 8-bit values;
+// a broadcast operand still gives the definition, and bad parameters are still refused by name.
+TEST_CASE("QAdd broadcasts and refuses bad parameters by name", "[quant]") {
+  auto qadd = [](Tensor a, Tensor sa, Tensor za, Tensor b, Tensor sb, Tensor zb, Tensor sy, Tensor zy) {
+    NodeSpec s;
+    s.op_type = "QAdd";
+    s.domain = "lwc.internal";
+    s.opset = 1;
+    s.inputs = {a, sa, za, b, sb, zb, sy, zy};
+    return runNode(s).at(0);
+  };
+  const Tensor a = u8({2, 3}, {0, 50, 100, 150, 200, 250}), b = u8({3}, {10, 128, 255});
+  const Tensor y = qadd(a, Tensor::scalar(0.1f), Tensor::scalar<uint8_t>(20), b, Tensor::scalar(0.05f),
+                        Tensor::scalar<uint8_t>(128), Tensor::scalar(0.2f), Tensor::scalar<uint8_t>(10));
+  REQUIRE(y.shape() == Shape{2, 3});
+  for (int64_t i = 0; i < 6; ++i) {
+    volatile float pa = static_cast<float>(a.data<uint8_t>()[i] - 20) * 0.1f;
+    volatile float pb = static_cast<float>(b.data<uint8_t>()[i % 3] - 128) * 0.05f;
+    const double want = std::clamp(std::nearbyint(static_cast<double>((pa + pb) / 0.2f)) + 10, 0.0, 255.0);
+    CHECK(y.data<uint8_t>()[i] == static_cast<uint8_t>(want));
+  }
+  CHECK_THROWS_WITH(qadd(a, Tensor::scalar(0.0f), Tensor::scalar<uint8_t>(0), b, Tensor::scalar(1.0f),
+                         Tensor::scalar<uint8_t>(0), Tensor::scalar(1.0f), Tensor::scalar<uint8_t>(0)),
+                    Catch::Contains("a_scale must be positive and finite"));
+  CHECK_THROWS_WITH(qadd(a, Tensor::scalar(1.0f), Tensor::scalar<uint8_t>(0), b, Tensor::scalar(1.0f),
+                         Tensor::scalar<int8_t>(0), Tensor::scalar(1.0f), Tensor::scalar<uint8_t>(0)),
+                    Catch::Contains("b_zero_point is int8 but must be uint8"));
+  CHECK_THROWS_WITH(qadd(a, Tensor::scalar(1.0f), Tensor::scalar<uint8_t>(0), b, Tensor::scalar(1.0f),
+                         Tensor::scalar<uint8_t>(0), Tensor::scalar(std::nanf("")), Tensor::scalar<uint8_t>(0)),
+                    Catch::Contains("y_scale must be positive and finite"));
 }
 
 TEST_CASE("QuantizeLinear per axis and blocked", "[quant]") {

@@ -4,6 +4,7 @@
 // Integer ops accumulate in int32 exactly as ONNX defines them; the rounding, saturation and
 // requantization formulas live in quant_ref.h so that fast paths share them.
 #include <limits>
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -452,19 +453,61 @@ std::vector<int32_t> readZeroPoints(const Tensor& t, DType expect, const KernelC
 // ---------------------------------------------------------------------------------------------
 // The kernels.
 
+namespace {
+/// Per-tensor parameters of the case every quantized activation takes: a float32 scalar scale that
+/// is positive and finite, an 8-bit scalar zero point (or none, and an 8-bit default type), no
+/// block size. Read in place, so QuantizeLinear and DequantizeLinear make no vectors per call
+/// (readScales and readZeroPoints did: a few hundred allocator calls per batch-1 run of a QDQ
+/// transformer). nullopt sends the call to the general path, which also names what is wrong.
+struct ScalarParams8 {
+  float scale;
+  int32_t zp;
+  DType type;
+};
+std::optional<ScalarParams8> scalarParams8(const KernelContext& ctx, const Tensor& scale, size_t zp_input,
+                                           DType default_type) {
+  if (scale.dtype() != DType::Float32 || scale.numel() != 1 || scale.rank() > 1 ||
+      ctx.node.attrInt("block_size", 0) != 0)
+    return std::nullopt;
+  const float s = scale.data<float>()[0];
+  if (!std::isfinite(s) || s <= 0.0f) return std::nullopt;
+  ScalarParams8 p{s, 0, default_type};
+  if (ctx.has(zp_input)) {
+    const Tensor& z = ctx.in(zp_input);
+    if (z.numel() != 1) return std::nullopt;
+    p.type = z.dtype();
+    if (p.type == DType::UInt8) p.zp = z.data<uint8_t>()[0];
+    else if (p.type == DType::Int8) p.zp = z.data<int8_t>()[0];
+    else return std::nullopt;
+  } else if (p.type != DType::UInt8 && p.type != DType::Int8) {
+    return std::nullopt;
+  }
+  return p;
+}
+}  // namespace
+
 void quantizeLinear(KernelContext& ctx) {
   const Tensor& x_in = ctx.in(0);
   const DType xt = x_in.dtype();
   if (xt != DType::Float32 && xt != DType::Float16 && xt != DType::Int32)
     ctx.error("x must be float32, float16 or int32, got ", dtypeName(xt));
-  // float16 and int32 inputs are divided in float32, as ONNX Runtime does.
-  const Tensor x = xt == DType::Float32 ? x_in : x_in.cast(DType::Float32);
   const Tensor& scale_t = ctx.in(1);
-  const std::vector<float> scale = readScales(scale_t, ctx, "y_scale");
-
   DType out = DType::UInt8;  // the default without a zero point
   const int64_t out_attr = ctx.node.attrInt("output_dtype", 0);
   if (out_attr != 0) out = fromOnnxType(static_cast<int>(out_attr));
+  if (xt == DType::Float32)
+    if (const auto p = scalarParams8(ctx, scale_t, 2, out); p && (out_attr == 0 || p->type == out)) {
+      Tensor& y = ctx.allocUninit(0, p->type, x_in.shape());
+      const QRange range = qrange(p->type, ctx, "y");
+      if (p->type == DType::UInt8)
+        quantizePerTensor(x_in.data<float>(), y.data<uint8_t>(), x_in.numel(), p->scale, p->zp, range);
+      else
+        quantizePerTensor(x_in.data<float>(), y.data<int8_t>(), x_in.numel(), p->scale, p->zp, range);
+      return;
+    }
+  // float16 and int32 inputs are divided in float32, as ONNX Runtime does.
+  const Tensor x = xt == DType::Float32 ? x_in : x_in.cast(DType::Float32);
+  const std::vector<float> scale = readScales(scale_t, ctx, "y_scale");
   std::vector<int32_t> zp(scale.size(), 0);
   if (ctx.has(2)) {
     const Tensor& zp_t = ctx.in(2);
@@ -495,6 +538,12 @@ void dequantizeLinear(KernelContext& ctx) {
   const DType xt = x.dtype();
   if (xt != DType::Int8 && xt != DType::UInt8 && xt != DType::Int16 && xt != DType::UInt16 && xt != DType::Int32)
     ctx.error("x must be int8, uint8, int16, uint16 or int32, got ", dtypeName(xt));
+  if (const auto p = scalarParams8(ctx, scale_t, 2, xt); p && p->type == xt) {
+    Tensor& y = ctx.allocUninit(0, DType::Float32, x.shape());
+    if (xt == DType::UInt8) dequantizePerTensor(x.data<uint8_t>(), y.data<float>(), x.numel(), p->scale, p->zp);
+    else dequantizePerTensor(x.data<int8_t>(), y.data<float>(), x.numel(), p->scale, p->zp);
+    return;
+  }
   const std::vector<float> scale = readScales(scale_t, ctx, "x_scale");
   std::vector<int32_t> zp(scale.size(), 0);
   if (ctx.has(2)) {
@@ -731,22 +780,38 @@ void qaddSameShape(const TA* A, const TB* B, TY* Y, int64_t n, float sa, int32_t
   });
 }
 
+namespace {
+// readScales(t).at(0) and readZeroPoints(t).at(0), with their checks, without their vectors when t
+// holds one float32 (one zero point of the expected type): QAdd reads six per call.
+float firstScale(const Tensor& t, const KernelContext& ctx, const char* what) {
+  if (t.dtype() != DType::Float32 || t.numel() != 1) return readScales(t, ctx, what).at(0);
+  const float v = t.data<float>()[0];
+  if (!std::isfinite(v) || v <= 0.0f) ctx.error(what, " must be positive and finite, got ", v);
+  return v;
+}
+int32_t firstZeroPoint(const Tensor& t, DType expect, const KernelContext& ctx, const char* what) {
+  if (t.dtype() != expect || t.numel() != 1) return readZeroPoints(t, expect, ctx, what).at(0);
+  return static_cast<int32_t>(t.at(0));
+}
+}  // namespace
+
 // lwc.internal.QAdd (a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp), attribute relu: the fused
 // form of DequantizeLinear x2 -> Add [-> Relu] -> QuantizeLinear with per-tensor parameters (the
 // engine's QDQ fusion creates it). Same float32 operations in the same order, so the result is
 // bit-identical to the unfused chain, without the float tensors in between.
 void qadd(KernelContext& ctx) {
   const Tensor &a = ctx.in(0), &b = ctx.in(3);
-  const float sa = readScales(ctx.in(1), ctx, "a_scale").at(0), sb = readScales(ctx.in(4), ctx, "b_scale").at(0),
-              sy = readScales(ctx.in(6), ctx, "y_scale").at(0);
-  const int32_t za = readZeroPoints(ctx.in(2), a.dtype(), ctx, "a_zero_point").at(0),
-                zb = readZeroPoints(ctx.in(5), b.dtype(), ctx, "b_zero_point").at(0);
+  const float sa = firstScale(ctx.in(1), ctx, "a_scale"), sb = firstScale(ctx.in(4), ctx, "b_scale"),
+              sy = firstScale(ctx.in(6), ctx, "y_scale");
+  const int32_t za = firstZeroPoint(ctx.in(2), a.dtype(), ctx, "a_zero_point"),
+                zb = firstZeroPoint(ctx.in(5), b.dtype(), ctx, "b_zero_point");
   const DType yt = ctx.in(7).dtype();
-  const int32_t zy = readZeroPoints(ctx.in(7), yt, ctx, "y_zero_point").at(0);
+  const int32_t zy = firstZeroPoint(ctx.in(7), yt, ctx, "y_zero_point");
   const QRange range = qrange(yt, ctx, "y_zero_point");
   const bool relu = ctx.node.attrInt("relu", 0) != 0;
-  const Shape out = broadcastShapes(a.shape(), b.shape(), ctx);
-  Tensor& y = ctx.allocUninit(0, yt, out);
+  Tensor& y = a.shape() == b.shape() ? ctx.allocUninit(0, yt, a.shape())
+                                     : ctx.allocUninit(0, yt, broadcastShapes(a.shape(), b.shape(), ctx));
+  const Shape& out = y.shape();
   const int64_t n = y.numel();
   dispatchQuantized(a.dtype(), ctx, "a", [&](auto ta) {
     using TA = decltype(ta);
