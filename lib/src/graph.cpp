@@ -63,10 +63,15 @@ std::string Node::attrString(std::string_view n, const std::string& dflt) const 
   return a->s();
 }
 std::vector<int64_t> Node::attrInts(std::string_view n, const std::vector<int64_t>& dflt) const {
+  if (!attr(n)) return dflt;
+  const std::span<const int64_t> v = attrIntsView(n);
+  return {v.begin(), v.end()};
+}
+std::span<const int64_t> Node::attrIntsView(std::string_view n) const {
   const auto* a = attr(n);
-  if (!a) return dflt;
+  if (!a) return {};
   if (a->type() != onnx::AttributeProto::INTS && a->type() != 0) badAttr(*this, n, "a list of ints");
-  return {a->ints().begin(), a->ints().end()};
+  return {a->ints().data(), static_cast<size_t>(a->ints().size())};
 }
 std::vector<float> Node::attrFloats(std::string_view n, const std::vector<float>& dflt) const {
   const auto* a = attr(n);

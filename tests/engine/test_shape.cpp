@@ -261,8 +261,31 @@ TEST_CASE("Transpose", "[shape]") {
     checkEq(y, naiveTranspose(x, {2, 1, 0}));
     CHECK(y.raw() != x.raw());
   }
+  SECTION("ranks above 8 (the kernel's index arrays then leave their inline storage)") {
+    // Rank 9 to 11, every axis of size 2 or 3, so each permutation leaves runs of one element and the
+    // per-row walk goes through all the dims; the perm reverses pairs of axes.
+    for (size_t r : {9, 10, 11}) {
+      Shape shape;
+      std::vector<int64_t> perm;
+      for (size_t k = 0; k < r; ++k) shape.push_back(2 + static_cast<int64_t>(k % 2));
+      for (size_t k = 0; k < r; ++k) perm.push_back(static_cast<int64_t>(k % 2 == 0 ? std::min(k + 1, r - 1) : k - 1));
+      if (r % 2 == 1) std::swap(perm[r - 1], perm[0]);
+      INFO("rank " << r << ", perm " << shapeStr(perm));
+      const Tensor x = randomFloat(shape, 13 + static_cast<uint32_t>(r));
+      checkEq(run1(node("Transpose", {x}, {attrInts("perm", perm)})), naiveTranspose(x, perm));
+      std::reverse(perm.begin(), perm.end());
+      checkEq(run1(node("Transpose", {x}, {attrInts("perm", perm)})), naiveTranspose(x, perm));
+      checkEq(run1(node("Transpose", {x})), naiveTranspose(x, [&] {
+                std::vector<int64_t> rev(r);
+                for (size_t k = 0; k < r; ++k) rev[k] = static_cast<int64_t>(r - 1 - k);
+                return rev;
+              }()));
+    }
+  }
   SECTION("a perm that is not a permutation") {
     CHECK_THROWS_AS(run1(node("Transpose", {iota(DType::Float32, {2, 3})}, {attrInts("perm", {0, 0})})), lwc::Error);
+    CHECK_THROWS_WITH(run1(node("Transpose", {iota(DType::Float32, {2, 3})}, {attrFloat("perm", 1.0f)})),
+                      Catch::Contains("perm"));
   }
 }
 

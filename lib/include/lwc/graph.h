@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <map>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -62,6 +63,9 @@ struct Node {
   float attrFloat(std::string_view n, float dflt) const;
   std::string attrString(std::string_view n, const std::string& dflt = "") const;
   std::vector<int64_t> attrInts(std::string_view n, const std::vector<int64_t>& dflt = {}) const;
+  /// attrInts without the copy, for kernels that read it on every call: the attribute's own values
+  /// (valid while the node is), empty when the attribute is absent.
+  std::span<const int64_t> attrIntsView(std::string_view n) const;
   std::vector<float> attrFloats(std::string_view n, const std::vector<float>& dflt = {}) const;
   void setAttr(const std::string& n, int64_t v);
   void setAttr(const std::string& n, float v);

@@ -3,7 +3,10 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <span>
+#include <type_traits>
 #include <vector>
 
 #include "engine/kernel.h"
@@ -39,6 +42,69 @@ auto dispatchFloat(DType t, const KernelContext& ctx, F&& f) {
   }
   ctx.error("element type ", dtypeName(t), " is not supported by this op (float32/float64 expected)");
 }
+
+/// A vector of trivially copyable values that keeps up to N of them inside itself and moves to the
+/// heap only beyond that: for the per-call index arithmetic of kernels (dims, strides, a
+/// permutation), which real models keep to a rank of 8 or less but the spec does not bound. A
+/// std::vector there cost an allocator call each, several per small op at batch 1.
+template <typename T, size_t N = 8>
+class InlineVec {
+  static_assert(std::is_trivially_copyable_v<T> && !std::is_same_v<T, bool>);  // (vector<bool> has no data())
+
+ public:
+  InlineVec() = default;
+  explicit InlineVec(size_t n, T v = T{}) { resize(n, v); }
+  InlineVec(std::span<const T> values) {
+    for (const T& v : values) push_back(v);
+  }
+
+  size_t size() const { return n_; }
+  bool empty() const { return n_ == 0; }
+  T* data() { return spilled_ ? heap_.data() : buf_; }
+  const T* data() const { return spilled_ ? heap_.data() : buf_; }
+  T& operator[](size_t i) { return data()[i]; }
+  const T& operator[](size_t i) const { return data()[i]; }
+  T& back() { return data()[n_ - 1]; }
+  const T& back() const { return data()[n_ - 1]; }
+  T* begin() { return data(); }
+  T* end() { return data() + n_; }
+  const T* begin() const { return data(); }
+  const T* end() const { return data() + n_; }
+  operator std::span<const T>() const { return {data(), n_}; }
+
+  void push_back(T v) {
+    if (!spilled_ && n_ == N) spill();
+    if (spilled_) heap_.push_back(v);
+    else buf_[n_] = v;
+    ++n_;
+  }
+  void resize(size_t n, T v = T{}) {
+    if (!spilled_ && n > N) spill();
+    if (spilled_) heap_.resize(n, v);
+    else
+      for (size_t i = n_; i < n; ++i) buf_[i] = v;
+    n_ = n;
+  }
+
+ private:
+  void spill() {
+    heap_.assign(buf_, buf_ + n_);
+    spilled_ = true;
+  }
+  T buf_[N] = {};
+  std::vector<T> heap_;
+  size_t n_ = 0;
+  bool spilled_ = false;
+};
+
+/// Lexicographic order of int64 sequences, a Shape or a view of one: a map keyed by Shape with this
+/// order finds a key from a view (an array on the stack) without copying it into a Shape.
+struct ShapeLess {
+  using is_transparent = void;
+  bool operator()(std::span<const int64_t> a, std::span<const int64_t> b) const {
+    return std::lexicographical_compare(a.begin(), a.end(), b.begin(), b.end());
+  }
+};
 
 /// Numpy-style broadcast of two shapes; errors naming the node when incompatible.
 Shape broadcastShapes(const Shape& a, const Shape& b, const KernelContext& ctx);

@@ -47,7 +47,7 @@ std::vector<int64_t> stridesOf(const Shape& s) {
   return st;
 }
 
-int64_t prod(const Shape& s, size_t from, size_t to) {
+int64_t prod(std::span<const int64_t> s, size_t from, size_t to) {
   int64_t n = 1;
   for (size_t k = from; k < to; ++k) n *= s[k];
   return n;
@@ -136,12 +136,12 @@ void transposeTiles(std::byte* dst, const std::byte* src, int64_t a, int64_t n, 
 
 /// The case of viewCopy where the inner destination axis is strided in the source but another
 /// axis p is contiguous there (NCHW <-> NHWC): a batch of 2-D transposes of axes p and last.
-void tiledCopy(std::byte* dst, const std::byte* src, const Shape& dims, const std::vector<int64_t>& strides, size_t p,
-               size_t es) {
+void tiledCopy(std::byte* dst, const std::byte* src, std::span<const int64_t> dims, std::span<const int64_t> strides,
+               size_t p, size_t es) {
   const size_t r = dims.size();
-  std::vector<int64_t> dst_strides(r);
+  InlineVec<int64_t> dst_strides(r);
   for (size_t k = r; k-- > 0;) dst_strides[k] = k + 1 == r ? 1 : dst_strides[k + 1] * dims[k + 1];
-  std::vector<size_t> rest;
+  InlineVec<size_t> rest;
   for (size_t k = 0; k + 1 < r; ++k)
     if (k != p) rest.push_back(k);
   int64_t jobs = 1;
@@ -184,9 +184,9 @@ void tiledCopy(std::byte* dst, const std::byte* src, const Shape& dims, const st
 /// Copies the n-d view of `src` with element strides `st` (any sign, 0 = broadcast) into the
 /// contiguous `dst` of shape `shape`. Size-1 dimensions are dropped and dimensions that are
 /// contiguous in both are merged, so the inner loop is as long as possible.
-void viewCopy(std::byte* dst, const std::byte* src, const Shape& shape, const std::vector<int64_t>& st, size_t es) {
-  Shape dims;
-  std::vector<int64_t> strides;
+void viewCopy(std::byte* dst, const std::byte* src, std::span<const int64_t> shape, std::span<const int64_t> st,
+              size_t es) {
+  InlineVec<int64_t> dims, strides;
   for (size_t k = 0; k < shape.size(); ++k) {
     if (shape[k] == 0) return;
     if (shape[k] == 1) continue;
@@ -233,7 +233,7 @@ void viewCopy(std::byte* dst, const std::byte* src, const Shape& shape, const st
     return;
   }
   parallelRange(rows, rows * n * static_cast<int64_t>(es), [&](int64_t r0, int64_t r1) {
-    std::vector<int64_t> idx(outer);
+    InlineVec<int64_t> idx(outer);
     int64_t off = 0, r = r0;
     for (size_t k = outer; k-- > 0;) {
       idx[k] = r % dims[k];
@@ -397,19 +397,27 @@ void dropout(KernelContext& ctx, int since) {
 void transpose(KernelContext& ctx) {
   const Tensor& x = ctx.in(0);
   const int64_t r = static_cast<int64_t>(x.rank());
-  std::vector<int64_t> perm = ctx.node.attrInts("perm");
+  // Read in place (InlineVec, the attribute's own array): a Transpose makes no vectors per call but
+  // its output's shape.
+  InlineVec<int64_t> perm(ctx.node.attrIntsView("perm"));
   if (perm.empty())
     for (int64_t k = r - 1; k >= 0; --k) perm.push_back(k);
-  std::vector<bool> seen(r, false);
+  InlineVec<uint8_t> seen(static_cast<size_t>(r), 0);
   bool ok = static_cast<int64_t>(perm.size()) == r;
   for (size_t k = 0; ok && k < perm.size(); ++k) {
     ok = perm[k] >= 0 && perm[k] < r && !seen[perm[k]];
-    if (ok) seen[perm[k]] = true;
+    if (ok) seen[perm[k]] = 1;
   }
-  if (!ok) ctx.error("perm ", shapeStr(perm), " is not a permutation of the ", r, " axes of ", shapeStr(x.shape()));
-  const auto xs = stridesOf(x.shape());
+  if (!ok)
+    ctx.error("perm ", shapeStr(Shape(perm.begin(), perm.end())), " is not a permutation of the ", r, " axes of ",
+              shapeStr(x.shape()));
+  InlineVec<int64_t> xs(static_cast<size_t>(r));
+  for (int64_t k = r, acc = 1; k-- > 0;) {
+    xs[k] = acc;
+    acc *= x.dim(k);
+  }
   Shape out(r);
-  std::vector<int64_t> st(r);
+  InlineVec<int64_t> st(static_cast<size_t>(r));
   for (int64_t k = 0; k < r; ++k) {
     out[k] = x.dim(perm[k]);
     st[k] = xs[perm[k]];
@@ -426,8 +434,8 @@ void transpose(KernelContext& ctx) {
     ctx.outputs[0] = x.reshaped(std::move(out));
     return;
   }
-  Tensor& y = ctx.allocUninit(0, x.dtype(), out);
-  viewCopy(bytesOf(y), bytesOf(x), out, st, dtypeSize(x.dtype()));
+  Tensor& y = ctx.allocUninit(0, x.dtype(), std::move(out));
+  viewCopy(bytesOf(y), bytesOf(x), y.shape(), st, dtypeSize(x.dtype()));
 }
 
 void concat(KernelContext& ctx, int since) {
