@@ -119,6 +119,11 @@ TEST_CASE("binary broadcasting matches a naive reference", "[elementwise]") {
         {{5}, {1}},          {{3, 1}, {1, 4}},          {{2, 3, 4}, {4}},       {{2, 3, 4}, {3, 1}},
         {{1, 3, 1, 5}, {2, 1, 4, 1}}, {{6, 1, 1}, {6, 5, 1}}, {{2, 1, 3, 1}, {1, 4, 1, 5}}, {{1}, {}},
         {{0, 3}, {3}},       {{2, 0}, {1, 1}},          {{1, 1}, {1, 1, 1}},    {{7, 2, 1, 3}, {2, 5, 3}},
+        // One side a single element or a vector along the other's last axis (the unplanned loops),
+        // and near misses that need the plan: a higher-rank vector, a column, a 1-element last axis.
+        {{4}, {1, 4}},       {{1, 4}, {4}},             {{3, 4}, {1, 1, 4}},    {{1, 1, 4}, {2, 3, 4}},
+        {{2, 3, 4}, {1}},    {{1, 1}, {2, 3}},          {{3, 1}, {3}},          {{3, 4}, {3, 1}},
+        {{2, 3, 1}, {1}},    {{5, 1}, {1, 1}},
     };
     uint32_t seed = 10;
     for (const auto& [sa, sb] : cases) {
@@ -517,6 +522,22 @@ TEST_CASE("large tensors (parallel path) equal a plain loop", "[elementwise]") {
     Tensor want(DType::Float32, nchw);
     for (int64_t i = 0; i < n; ++i) want.data<float>()[i] = px[i] * ch.data<float>()[(i / hw) % 64];
     CHECK(r.bitEqual(want));
+  }
+  SECTION("a vector along the last axis or a single element, on either side") {
+    const Tensor row = randomFloat({32}, 26), one = randomFloat({1, 1}, 27);
+    const float* pr = row.data<float>();
+    const float s = one.data<float>()[0];
+    Tensor w1(DType::Float32, nchw), w2(DType::Float32, nchw), w3(DType::Float32, nchw), w4(DType::Float32, nchw);
+    for (int64_t i = 0; i < n; ++i) {
+      w1.data<float>()[i] = px[i] - pr[i % 32];
+      w2.data<float>()[i] = pr[i % 32] / px[i];
+      w3.data<float>()[i] = px[i] * s;
+      w4.data<float>()[i] = s - px[i];
+    }
+    CHECK(run("Sub", {x, row}).bitEqual(w1));
+    CHECK(run("Div", {row, x}).bitEqual(w2));
+    CHECK(run("Mul", {x, one}).bitEqual(w3));
+    CHECK(run("Sub", {one, x}).bitEqual(w4));
   }
   SECTION("general two-sided broadcast") {
     const Tensor a = randomFloat({4, 1, 64, 64}, 24);

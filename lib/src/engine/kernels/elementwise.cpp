@@ -181,6 +181,22 @@ void forEachRow(const BroadcastPlan<K>& p, const Row& row) {
   });
 }
 
+/// Whether one operand of a broadcast binary op is a single element or a vector along the other's
+/// last axis, and of the same or lower rank (so the output has the other operand's shape): 1 when
+/// that operand is `a`, 2 when it is `b`, 0 otherwise (and when the shapes are equal).
+int trailingVector(const Shape& a, const Shape& b) {
+  auto fits = [](const Shape& small, const Shape& big) {
+    if (small.size() > big.size()) return false;
+    const int64_t n = numelOf(small);
+    if (n != 1 && (big.empty() || small.empty() || small.back() != big.back() || n != big.back())) return false;
+    return numelOf(big) > 0;
+  };
+  if (a == b) return 0;
+  if (fits(b, a)) return 2;
+  if (fits(a, b)) return 1;
+  return 0;
+}
+
 /// Output buffer for a loop that writes every element: not zero-filled first.
 Tensor newOutput(DType dtype, const Shape& shape) { return Tensor::uninitialized(dtype, shape); }
 
@@ -251,6 +267,30 @@ Tensor binaryTyped(const Tensor& a, const Tensor& b, const Op& op, const KernelC
     forChunks(out.numel(), [&](int64_t i0, int64_t i1) { binaryRow(pa + i0, true, pb + i0, true, po + i0, i1 - i0, op); });
     return out;
   }
+  // The broadcasts of most models without a plan (whose vectors cost more than a small op's
+  // arithmetic): one operand a single element, or a vector along the other's last axis (a bias).
+  // Same per-element operations as the planned loop, so the same bits.
+  if (const int vec = trailingVector(a.shape(), b.shape()); vec != 0) {
+    const Tensor& big = vec == 1 ? b : a;
+    Tensor out = newOutput(dtypeOf<U>(), big.shape());
+    U* po = out.data<U>();
+    const int64_t n = big.numel(), len = vec == 1 ? a.numel() : b.numel();
+    if (len == 1) {
+      forChunks(n, [&](int64_t i0, int64_t i1) {
+        if (vec == 1) binaryRow(pa, false, pb + i0, true, po + i0, i1 - i0, op);
+        else binaryRow(pa + i0, true, pb, false, po + i0, i1 - i0, op);
+      });
+      return out;
+    }
+    const int64_t rows = n / len, rows_per_item = std::max<int64_t>(1, kGrain / len);
+    parallelFor((rows + rows_per_item - 1) / rows_per_item, n >= kParallelMin, [&](int64_t it) {
+      for (int64_t r = it * rows_per_item, r1 = std::min(rows, r + rows_per_item); r < r1; ++r) {
+        if (vec == 1) binaryRow(pa, true, pb + r * len, true, po + r * len, len, op);
+        else binaryRow(pa + r * len, true, pb, true, po + r * len, len, op);
+      }
+    });
+    return out;
+  }
   const auto plan = planBroadcast<2>({&a.shape(), &b.shape()}, ctx);
   Tensor out = newOutput(dtypeOf<U>(), plan.out);
   U* po = out.data<U>();
@@ -266,7 +306,8 @@ Tensor binaryValues(const Tensor& a, const Tensor& b, const Op& op, const Kernel
   if (a.dtype() != b.dtype())
     ctx.error("inputs have different element types (", dtypeName(a.dtype()), " and ", dtypeName(b.dtype()), ")");
   return viaFloat32<K>(a, ctx, [&](const Tensor& af) {
-    const Tensor bf = toFloat32IfHalf(b);
+    Tensor b_half;  // b as float32 when it is float16; else b itself is used, not a copy
+    const Tensor& bf = b.dtype() == DType::Float16 ? (b_half = b.cast(DType::Float32)) : b;
     return dispatch<K>(af.dtype(), ctx, [&](auto tag) { return binaryTyped<decltype(tag)>(af, bf, op, ctx); });
   });
 }
@@ -287,7 +328,9 @@ Tensor alignLegacy(const KernelContext& ctx, const Tensor& a, const Tensor& b) {
 template <Kinds K, typename Op>
 void binary(KernelContext& ctx, const Op& op) {
   const Tensor& a = ctx.in(0);
-  ctx.outputs[0] = binaryValues<K>(a, alignLegacy(ctx, a, ctx.in(1)), op, ctx);
+  // Only the opset 1-6 form makes a reshaped copy of B (a copy allocates its shape).
+  ctx.outputs[0] = ctx.node.attrInt("broadcast", 0) != 0 ? binaryValues<K>(a, alignLegacy(ctx, a, ctx.in(1)), op, ctx)
+                                                         : binaryValues<K>(a, ctx.in(1), op, ctx);
 }
 
 /// Sum, Max, Min: a left fold of the binary op over all inputs (each step broadcasts).

@@ -381,7 +381,7 @@ MatMulParams parseMatMulParams(const Node& n, const Shape& a, const Shape& b) {
 }
 
 Tensor matMulRef(const Tensor& a, const Tensor& b, const MatMulParams& p) {
-  Tensor y(a.dtype(), p.out);
+  Tensor y = Tensor::uninitialized(a.dtype(), p.out);  // every element written below (beta 0)
   const int64_t batches = numelOf(p.batch), mk = p.m * p.k, kn = p.k * p.n, mn = p.m * p.n;
   dispatchGemm(a.dtype(), [&](auto tag) {
     using T = decltype(tag);
@@ -865,8 +865,15 @@ class RefKernel final : public Kernel {
 
 const char* kFloatTypes = "float16, float32 or float64";
 
-// Input i as float32 when it is float16; optional inputs come back empty.
-Tensor floatInput(const KernelContext& ctx, size_t i) { return ctx.has(i) ? toFloat32IfHalf(ctx.in(i)) : Tensor(); }
+// Input i as float32 when it is float16 (converted into `storage`), else the input itself, not a copy
+// (a copy allocates its shape); optional inputs come back empty.
+const Tensor& floatInput(const KernelContext& ctx, size_t i, Tensor& storage) {
+  if (!ctx.has(i)) return storage;
+  const Tensor& t = ctx.in(i);
+  if (t.dtype() != DType::Float16) return t;
+  storage = t.cast(DType::Float32);
+  return storage;
+}
 
 void requireFloat(const KernelContext& ctx, const Tensor& t, const char* what) {
   if (t.dtype() != DType::Float32 && t.dtype() != DType::Float64)
@@ -891,7 +898,8 @@ void requireVector(const KernelContext& ctx, const Tensor& t, int64_t len, const
 
 void convKernel(KernelContext& ctx) {
   const bool half = isHalf(ctx);
-  const Tensor x = floatInput(ctx, 0), w = floatInput(ctx, 1), b = floatInput(ctx, 2);
+  Tensor x_f, w_f, b_f;
+  const Tensor &x = floatInput(ctx, 0, x_f), &w = floatInput(ctx, 1, w_f), &b = floatInput(ctx, 2, b_f);
   requireFloat(ctx, x, "input X");
   requireSameType(ctx, x, w, "W");
   requireSameType(ctx, x, b, "B");
@@ -902,7 +910,8 @@ void convKernel(KernelContext& ctx) {
 
 void convTransposeKernel(KernelContext& ctx) {
   const bool half = isHalf(ctx);
-  const Tensor x = floatInput(ctx, 0), w = floatInput(ctx, 1), b = floatInput(ctx, 2);
+  Tensor x_f, w_f, b_f;
+  const Tensor &x = floatInput(ctx, 0, x_f), &w = floatInput(ctx, 1, w_f), &b = floatInput(ctx, 2, b_f);
   requireFloat(ctx, x, "input X");
   requireSameType(ctx, x, w, "W");
   requireSameType(ctx, x, b, "B");
@@ -925,7 +934,8 @@ void requireGemmType(const KernelContext& ctx, const Tensor& t) {
 
 void gemmKernel(KernelContext& ctx) {
   const bool half = isHalf(ctx);
-  const Tensor a = floatInput(ctx, 0), b = floatInput(ctx, 1), c = floatInput(ctx, 2);
+  Tensor a_f, b_f, c_f;
+  const Tensor &a = floatInput(ctx, 0, a_f), &b = floatInput(ctx, 1, b_f), &c = floatInput(ctx, 2, c_f);
   requireGemmType(ctx, a);
   requireSameType(ctx, a, b, "B");
   requireSameType(ctx, a, c, "C");
@@ -935,7 +945,8 @@ void gemmKernel(KernelContext& ctx) {
 
 void matMulKernel(KernelContext& ctx) {
   const bool half = isHalf(ctx);
-  const Tensor a = floatInput(ctx, 0), b = floatInput(ctx, 1);
+  Tensor a_f, b_f;
+  const Tensor &a = floatInput(ctx, 0, a_f), &b = floatInput(ctx, 1, b_f);
   requireGemmType(ctx, a);
   requireSameType(ctx, a, b, "B");
   setOutput(ctx, 0, matMulRef(a, b, parseMatMulParams(ctx.node, a.shape(), b.shape())), half);
@@ -946,7 +957,8 @@ KernelFactory poolFactory(const std::string& op) {
     const int64_t opset = info.opset;
     return std::make_unique<RefKernel>([op, opset](KernelContext& ctx) {
       const bool half = isHalf(ctx);
-      const Tensor x = floatInput(ctx, 0);
+      Tensor x_f;
+      const Tensor& x = floatInput(ctx, 0, x_f);
       const bool ints_ok = op == "MaxPool" && (x.dtype() == DType::Int8 || x.dtype() == DType::UInt8);
       if (!ints_ok) requireFloat(ctx, x, "input X");
       const PoolParams p = parsePoolParams(ctx.node, opset, x.shape());
@@ -967,7 +979,8 @@ KernelFactory poolFactory(const std::string& op) {
 template <bool kMax>
 void globalPoolKernel(KernelContext& ctx) {
   const bool half = isHalf(ctx);
-  const Tensor x = floatInput(ctx, 0);
+  Tensor x_f;
+  const Tensor& x = floatInput(ctx, 0, x_f);
   requireFloat(ctx, x, "input X");
   if (x.rank() < 3) ctx.error("input X has shape ", shapeStr(x.shape()), "; expected [N, C, D1, ...]");
   Shape os = x.shape();
@@ -1033,7 +1046,8 @@ std::unique_ptr<Kernel> makeBatchNorm(const KernelInfo& info) {
                 "supported: lwc runs inference graphs; export the model in eval mode");
   return std::make_unique<RefKernel>([](KernelContext& ctx) {
     const bool half = isHalf(ctx);
-    const Tensor x = floatInput(ctx, 0);
+    Tensor x_f;
+    const Tensor& x = floatInput(ctx, 0, x_f);
     requireFloat(ctx, x, "input X");
     if (x.rank() < 2) ctx.error("input X has shape ", shapeStr(x.shape()), "; expected [N, C, ...]");
     const int64_t c = x.dim(1), per_channel = x.numel() / std::max<int64_t>(1, x.dim(0) * c);
@@ -1068,7 +1082,8 @@ void meanVar(const T* x, int64_t size, double& mean, double& var) {
 
 void instanceNormKernel(KernelContext& ctx) {
   const bool half = isHalf(ctx);
-  const Tensor x = floatInput(ctx, 0);
+  Tensor x_f;
+  const Tensor& x = floatInput(ctx, 0, x_f);
   requireFloat(ctx, x, "input X");
   if (x.rank() < 3) ctx.error("input X has shape ", shapeStr(x.shape()), "; expected [N, C, D1, ...]");
   const int64_t c = x.dim(1), planes = x.dim(0) * c, size = x.numel() / std::max<int64_t>(1, planes);
@@ -1113,7 +1128,8 @@ std::vector<double> broadcastTo(const KernelContext& ctx, const Tensor& t, const
 
 void layerNormKernel(KernelContext& ctx) {
   const bool half = isHalf(ctx);
-  const Tensor x = floatInput(ctx, 0);
+  Tensor x_f;
+  const Tensor& x = floatInput(ctx, 0, x_f);
   requireFloat(ctx, x, "input X");
   const auto r = static_cast<int64_t>(x.rank());
   const int64_t axis = normAxis(ctx.node.attrInt("axis", -1), r, ctx);
@@ -1157,7 +1173,8 @@ void layerNormKernel(KernelContext& ctx) {
 
 void lrnKernel(KernelContext& ctx) {
   const bool half = isHalf(ctx);
-  const Tensor x = floatInput(ctx, 0);
+  Tensor x_f;
+  const Tensor& x = floatInput(ctx, 0, x_f);
   requireFloat(ctx, x, "input X");
   if (x.rank() < 3) ctx.error("input X has shape ", shapeStr(x.shape()), "; expected [N, C, D1, ...]");
   const Node& n = ctx.node;
@@ -1195,7 +1212,8 @@ enum class SoftmaxOp { Softmax, LogSoftmax, Hardmax };
 KernelFn softmaxKernel(SoftmaxOp op, bool coerce_2d) {
   return [op, coerce_2d](KernelContext& ctx) {
     const bool half = isHalf(ctx);
-    const Tensor x = floatInput(ctx, 0);
+    Tensor x_f;
+    const Tensor& x = floatInput(ctx, 0, x_f);
     requireFloat(ctx, x, "input X");
     const auto r = static_cast<int64_t>(x.rank());
     if (r == 0) ctx.error("input X is a scalar; expected rank >= 1");
