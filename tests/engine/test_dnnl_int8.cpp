@@ -933,6 +933,35 @@ TEST_CASE("int8 oneDNN calls under 2^18 multiply-adds run on the calling thread,
   }
 }
 
+// Zero points fed at run time reach oneDNN through one-element memory objects that the kernel makes
+// once and re-points per call: a session reused over calls with other zero points (and inputs) must
+// give, byte for byte, what a fresh session gives on each.
+TEST_CASE("a reused session's int8 kernels take each call's runtime zero points", "[dnnl][quant]") {
+  std::vector<std::pair<NodeSpec, std::string>> specs;
+  for (const auto& c : convCases())
+    if (c.runtime_zp) specs.emplace_back(qlinearConvSpec(c, 1200), "QLinearConv");
+  for (const auto& c : matCases())
+    if (c.runtime_zp) specs.emplace_back(qlinearMatMulSpec(c, 1300), "QLinearMatMul");
+  REQUIRE(specs.size() == 3);
+  for (const auto& [spec, op] : specs) {
+    INFO(op << " " << shapeStr(spec.inputs[0].shape()));
+    const Model m = singleNodeModel(spec);
+    engine::Session kept(m);
+    if (int8FastPathHere()) CHECK(implOf(kept, op) == "dnnl");
+    const DType xt = spec.inputs[2].dtype(), yt = spec.inputs[7].dtype();
+    int differ = 0;
+    for (int call = 0; call < 4; ++call) {
+      engine::TensorMap feeds = feedsOf(spec);
+      feeds["in0"] = randomQ(xt, spec.inputs[0].shape(), 1400 + call);
+      feeds["in2"] = scalarQ(xt, (xt == DType::UInt8 ? 100 : -20) + 9 * call);
+      feeds["in7"] = scalarQ(yt, (yt == DType::UInt8 ? 120 : 5) - 7 * call);
+      const Tensor got = kept.run(feeds).at("out0");
+      differ += !got.bitEqual(engine::Session(m).run(feeds).at("out0"));
+    }
+    CHECK(differ == 0);
+  }
+}
+
 TEST_CASE("a reused session's QLinearMatMul reads and writes each call's tensors", "[dnnl][quant]") {
   // DnnlQMatMul keeps a primitive and its memory objects per row count and re-points them per call.
   const NodeSpec s = qlinearMatMulSpec(matCases()[0], 50);  // A [7, 64]

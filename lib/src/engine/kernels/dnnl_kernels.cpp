@@ -3,6 +3,7 @@
 //
 // Conv (fp32, 2-D, constant weights): oneDNN picks its preferred blocked layouts (format_tag::any);
 // activations are reordered from/to plain NCHW at the kernel's edges, weights once per input shape.
+#include <array>
 #include <dnnl.hpp>
 #include <map>
 #include <mutex>
@@ -56,7 +57,8 @@ class DnnlConv final : public Kernel {
     const Tensor& x = ctx.in(0);
     if (x.dtype() != DType::Float32 || x.rank() != 4) ctx.error("expects a float32 4-D input, got ", shapeStr(x.shape()));
     // Logical NCHW dims of the input.
-    const Shape xs = nhwc_ ? Shape{x.dim(0), x.dim(3), x.dim(1), x.dim(2)} : x.shape();
+    const std::array<int64_t, 4> xs = nhwc_ ? std::array<int64_t, 4>{x.dim(0), x.dim(3), x.dim(1), x.dim(2)}
+                                            : std::array<int64_t, 4>{x.dim(0), x.dim(1), x.dim(2), x.dim(3)};
     const int64_t group = node_.attrInt("group", 1);
     if (xs[1] != w_.dim(1) * group)
       ctx.error("input has ", xs[1], " channels but the weights expect ", w_.dim(1) * group);
@@ -117,9 +119,10 @@ class DnnlConv final : public Kernel {
     bool src_plain = false, dst_plain = false;
   };
 
-  Prepared& prepare(const Shape& xs, const KernelContext& ctx) {
-    auto it = cache_.find(xs);
+  Prepared& prepare(std::span<const int64_t> key, const KernelContext& ctx) {
+    auto it = cache_.find(key);  // looked up by a view: no copy of the shape per call
     if (it != cache_.end()) return it->second;
+    const Shape xs(key.begin(), key.end());
     const ConvParams cp = parseConvParams(node_, xs, w_.shape());  // shared with the reference: same shapes, same errors
     const WindowGeometry& geo = cp.geo;
     const memory::dims strides(geo.strides.begin(), geo.strides.end());
@@ -170,7 +173,7 @@ class DnnlConv final : public Kernel {
   Tensor w_, b_;
   bool nhwc_;
   std::vector<PostOp> post_;
-  std::map<Shape, Prepared> cache_;
+  std::map<Shape, Prepared, ShapeLess> cache_;
   const Prepared* last_ = nullptr;  ///< what the last call ran (map nodes do not move)
 };
 
