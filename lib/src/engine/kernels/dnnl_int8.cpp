@@ -724,8 +724,9 @@ class DnnlQConv final : public Kernel {
     template <typename A, typename B>
     bool operator()(const A& a, const B& b) const {
       const View x = view(a), y = view(b);
-      if (std::lexicographical_compare(x.first.begin(), x.first.end(), y.first.begin(), y.first.end())) return true;
-      if (std::lexicographical_compare(y.first.begin(), y.first.end(), x.first.begin(), x.first.end())) return false;
+      const ShapeLess less;
+      if (less(x.first, y.first)) return true;
+      if (less(y.first, x.first)) return false;
       return x.second < y.second;
     }
   };
