@@ -46,4 +46,10 @@ std::vector<int64_t> readInts(const Tensor& t, const KernelContext& ctx) {
 
 Tensor toFloat32IfHalf(const Tensor& t) { return t.dtype() == DType::Float16 ? t.cast(DType::Float32) : t; }
 
+const Tensor& asFloat32IfHalf(const Tensor& t, Tensor& storage) {
+  if (t.dtype() != DType::Float16) return t;
+  storage = t.cast(DType::Float32);
+  return storage;
+}
+
 }  // namespace lwc::engine

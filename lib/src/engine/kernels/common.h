@@ -120,6 +120,9 @@ std::vector<int64_t> readInts(const Tensor& t, const KernelContext& ctx);
 
 /// Converts a float16 tensor to float32 (other dtypes returned as is).
 Tensor toFloat32IfHalf(const Tensor& t);
+/// The same without copying a tensor that is not float16 (a copy allocates its shape): returns t
+/// itself, or its float32 conversion kept in `storage`.
+const Tensor& asFloat32IfHalf(const Tensor& t, Tensor& storage);
 
 /// body(i) for i in [0, n): split statically over the OpenMP team when `parallel`, else on this
 /// thread without entering an OpenMP construct. libgomp (GCC 12) turns `#pragma omp parallel ...

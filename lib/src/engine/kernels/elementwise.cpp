@@ -306,8 +306,8 @@ Tensor binaryValues(const Tensor& a, const Tensor& b, const Op& op, const Kernel
   if (a.dtype() != b.dtype())
     ctx.error("inputs have different element types (", dtypeName(a.dtype()), " and ", dtypeName(b.dtype()), ")");
   return viaFloat32<K>(a, ctx, [&](const Tensor& af) {
-    Tensor b_half;  // b as float32 when it is float16; else b itself is used, not a copy
-    const Tensor& bf = b.dtype() == DType::Float16 ? (b_half = b.cast(DType::Float32)) : b;
+    Tensor b_half;
+    const Tensor& bf = asFloat32IfHalf(b, b_half);
     return dispatch<K>(af.dtype(), ctx, [&](auto tag) { return binaryTyped<decltype(tag)>(af, bf, op, ctx); });
   });
 }

@@ -868,11 +868,7 @@ const char* kFloatTypes = "float16, float32 or float64";
 // Input i as float32 when it is float16 (converted into `storage`), else the input itself, not a copy
 // (a copy allocates its shape); optional inputs come back empty.
 const Tensor& floatInput(const KernelContext& ctx, size_t i, Tensor& storage) {
-  if (!ctx.has(i)) return storage;
-  const Tensor& t = ctx.in(i);
-  if (t.dtype() != DType::Float16) return t;
-  storage = t.cast(DType::Float32);
-  return storage;
+  return ctx.has(i) ? asFloat32IfHalf(ctx.in(i), storage) : storage;
 }
 
 void requireFloat(const KernelContext& ctx, const Tensor& t, const char* what) {

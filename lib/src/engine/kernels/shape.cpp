@@ -37,8 +37,8 @@ std::byte* bytesOf(Tensor& t) { return static_cast<std::byte*>(t.raw()); }
 const std::byte* bytesOf(const Tensor& t) { return static_cast<const std::byte*>(t.raw()); }
 
 /// Row-major element strides of a shape.
-std::vector<int64_t> stridesOf(const Shape& s) {
-  std::vector<int64_t> st(s.size());
+InlineVec<int64_t> stridesOf(const Shape& s) {
+  InlineVec<int64_t> st(s.size());
   int64_t acc = 1;
   for (size_t k = s.size(); k-- > 0;) {
     st[k] = acc;
@@ -411,11 +411,7 @@ void transpose(KernelContext& ctx) {
   if (!ok)
     ctx.error("perm ", shapeStr(Shape(perm.begin(), perm.end())), " is not a permutation of the ", r, " axes of ",
               shapeStr(x.shape()));
-  InlineVec<int64_t> xs(static_cast<size_t>(r));
-  for (int64_t k = r, acc = 1; k-- > 0;) {
-    xs[k] = acc;
-    acc *= x.dim(k);
-  }
+  const auto xs = stridesOf(x.shape());
   Shape out(r);
   InlineVec<int64_t> st(static_cast<size_t>(r));
   for (int64_t k = 0; k < r; ++k) {
