@@ -431,13 +431,20 @@ QRange qrange(DType t, const KernelContext& ctx, const char* what) {
   return r;
 }
 
+namespace {
+/// A scale value, refused by name unless positive and finite.
+float checkedScale(float v, const KernelContext& ctx, const char* what) {
+  if (!std::isfinite(v) || v <= 0.0f) ctx.error(what, " must be positive and finite, got ", v);
+  return v;
+}
+}  // namespace
+
 std::vector<float> readScales(const Tensor& t, const KernelContext& ctx, const char* what) {
   if (t.dtype() != DType::Float32 && t.dtype() != DType::Float16)
     ctx.error(what, " must be float32 or float16, got ", dtypeName(t.dtype()));
   const Tensor f = toFloat32IfHalf(t);
   std::vector<float> s(f.data<float>(), f.data<float>() + f.numel());
-  for (float v : s)
-    if (!std::isfinite(v) || v <= 0.0f) ctx.error(what, " must be positive and finite, got ", v);
+  for (float v : s) checkedScale(v, ctx, what);
   return s;
 }
 
@@ -785,9 +792,7 @@ namespace {
 // holds one float32 (one zero point of the expected type): QAdd reads six per call.
 float firstScale(const Tensor& t, const KernelContext& ctx, const char* what) {
   if (t.dtype() != DType::Float32 || t.numel() != 1) return readScales(t, ctx, what).at(0);
-  const float v = t.data<float>()[0];
-  if (!std::isfinite(v) || v <= 0.0f) ctx.error(what, " must be positive and finite, got ", v);
-  return v;
+  return checkedScale(t.data<float>()[0], ctx, what);
 }
 int32_t firstZeroPoint(const Tensor& t, DType expect, const KernelContext& ctx, const char* what) {
   if (t.dtype() != expect || t.numel() != 1) return readZeroPoints(t, expect, ctx, what).at(0);
