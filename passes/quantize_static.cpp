@@ -366,6 +366,10 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
     tensors.push_back(t);
   };
   std::map<size_t, size_t> absorbed;  // compute node -> activation node
+  // MatMul -> its bias Add, as exporters write Linear layers on 3-D inputs: the layer's output is
+  // the Add's, quantized once after the bias (QDQ format; see the header).
+  std::map<size_t, TrailingBias> bias_adds;
+  const bool fold_bias_adds = o.getString("format") == "qdq";
   std::set<std::string> pool_outputs;  // quantized only for the runtimes' sake: optional in saved statistics
   for (size_t i : selected) {
     const Node& n = g.nodes[i];
@@ -380,6 +384,17 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
     }
     if (!kCompute.count(n.op_type)) continue;
     std::string out = n.outputs[0];
+    if (fold_bias_adds && n.op_type == "MatMul") {
+      const int64_t ch = g.initializers.at(n.inputs[1]).dim(static_cast<size_t>(weight_axis.at(i)));
+      const TrailingBias tb = trailingBiasAdd(g, index, out, ch);
+      if (tb.node >= 0) {
+        const Node& add = g.nodes[static_cast<size_t>(tb.node)];
+        if (!exclude.count(add.name) && !exclude.count(add.op_type)) {
+          bias_adds[i] = tb;
+          out = add.outputs[0];
+        }
+      }
+    }
     if (!symmetric && !g.isGraphOutput(out) && index.numConsumers(out) == 1) {
       const int c = index.consumers(out)[0];
       const Node& act = g.nodes[static_cast<size_t>(c)];
@@ -427,7 +442,12 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
     co.max_samples = o.getInt("calib_samples");
     std::tie(co.shard, co.shards) = parseShard(o.getString("calib_shard"), o.where());
     co.threads = ctx.threads;
-    stats_ = collectStats(m, tensors, *ctx.calib, co);
+    // The MatMul outputs inside bias Adds too: saved statistics (lwc calibrate, which quantizes to
+    // QDQ) then also serve format qoperator, which quantizes them.
+    std::vector<std::string> collect = tensors;
+    for (const auto& [i, tb] : bias_adds)
+      if (!tensor_set.count(g.nodes[i].outputs[0])) collect.push_back(g.nodes[i].outputs[0]);
+    stats_ = collectStats(m, collect, *ctx.calib, co);
   }
   const std::string save = o.getString("save_calib");
   if (!save.empty()) writeFileAtomic(save, dumpJson(stats_.toJson(), -1) + "\n");
@@ -610,7 +630,9 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
       if (const TrailingBias tb = trailingBiasAdd(g, index, n.outputs[0], ch); tb.node >= 0) {
         const Node& add = g.nodes[static_cast<size_t>(tb.node)];
         const std::string& c = add.inputs[tb.input];
-        if (index.numConsumers(c) == 1) bias_fixes.push_back({add.describe(), add.outputs[0], add.outputs[0], c, {}, -1});
+        const auto act = absorbed.find(i);  // after the Add (bias_adds)
+        const std::string q_out = act == absorbed.end() ? add.outputs[0] : g.nodes[act->second].outputs[0];
+        if (index.numConsumers(c) == 1) bias_fixes.push_back({add.describe(), add.outputs[0], q_out, c, {}, -1});
       }
     }
   }
@@ -619,7 +641,8 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
   std::set<size_t> drop;
   std::vector<std::string> old_consts;
   for (const auto& [ci, ai] : absorbed) {
-    g.nodes[ci].outputs[0] = g.nodes[ai].outputs[0];
+    const auto ba = bias_adds.find(ci);
+    g.nodes[ba == bias_adds.end() ? ci : static_cast<size_t>(ba->second.node)].outputs[0] = g.nodes[ai].outputs[0];
     drop.insert(ai);
     // A Clip's bounds go with it (when nothing else reads them).
     for (size_t k = 1; k < g.nodes[ai].inputs.size(); ++k) old_consts.push_back(g.nodes[ai].inputs[k]);
@@ -683,6 +706,7 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
              {"layers_gptq", gptq_layers},
              {"layers_quantized", static_cast<int64_t>(compute.size())},
              {"activations_absorbed", static_cast<int64_t>(absorbed.size())},
+             {"bias_adds_inside", static_cast<int64_t>(bias_adds.size())},
              {"calibration_samples", stats_.samples},
              {"qoperator_layers", qoperator_layers}};
   r.changed = true;

@@ -18,7 +18,13 @@
 //            weight_rounding gptq: the same scales, W_q chosen by GPTQ (passes/gptq.h) on the
 //            calibration data instead of round-to-nearest; the float bias moves with it
 //   bias:    int32, s_b[o] = s_x · s_w[o], b_q = round(b/s_b), zero point 0
-// Relu, and Clip with minimum 0, directly after a compute node are absorbed with uint8
+// A Linear layer on 3-D inputs, which exporters write as MatMul + Add(constant bias along the last
+// axis), is one layer: its output is quantized after the Add, which keeps the float bias, and the
+// MatMul's own output is not (one rounding, as for a Conv or Gemm with its bias; the lwc engine
+// runs DQ -> MatMul -> Add -> Q as one integer matmul with the bias in its accumulator, ONNX
+// Runtime as MatMulIntegerToFloat + Add + Q). With format qoperator, which has no integer matmul
+// with a bias, the MatMul's output is quantized and the Add stays in float between DQ and Q.
+// Relu, and Clip with minimum 0, directly after a compute node (or its bias Add) are absorbed with uint8
 // activations: their output range starts at 0, so zp = 0 and QuantizeLinear's saturation is the
 // activation (exact). With int8 activations they stay.
 //

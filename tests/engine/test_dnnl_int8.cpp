@@ -503,6 +503,57 @@ TEST_CASE("dnnl QLinearMatMul matches the reference within one step", "[dnnl][qu
   }
 }
 
+TEST_CASE("lwc.internal.QLinearMatMul adds its float bias to the accumulator in oneDNN and in the reference", "[dnnl][quant]") {
+  // What the engine runs for DQ -> MatMul -> Add(bias) -> Q (a Linear layer on 3-D inputs): y =
+  // saturate(rne((acc + c / (a_scale * b_scale)) * M) + y_zp). The bias is large enough to move most
+  // outputs by several steps, so a kernel that dropped it or added it in the wrong units fails.
+  uint32_t seed = 3100;
+  for (const auto& c : matCases()) {
+    if (c.runtime_zp) continue;
+    INFO(c.name);
+    NodeSpec s = qlinearMatMulSpec(c, seed += 10);
+    s.domain = "lwc.internal";
+    s.opset = 1;
+    const float ys = s.inputs[6].data<float>()[0];
+    std::vector<float> bias(static_cast<size_t>(c.n));
+    for (size_t j = 0; j < bias.size(); ++j) bias[j] = ys * (static_cast<float>(j % 13) - 6.0f) * 1.7f;
+    s.inputs.push_back(Tensor::fromVector<float>(c.n % 2 ? Shape{c.n} : Shape{1, c.n}, bias));
+    s.constant_inputs = indicesExcept(9, {});
+    CHECK(implOf(engine::Session(singleNodeModel(s)), "QLinearMatMul") == expectedImpl());
+    const Tensor got = runNode(s)[0], want = runNode(s, true)[0];
+    checkRequantized(got, want);
+    // The reference against the definition, in double.
+    const Tensor &a = s.inputs[0], &b = s.inputs[3], &bs = s.inputs[4], &bz = s.inputs[5];
+    const double as = s.inputs[1].at(0), az = s.inputs[2].at(0), yz = s.inputs[7].at(0);
+    const int64_t K = b.dim(0), N = c.n, M = a.numel() / K;
+    const auto [ilo, ihi] = rangeOf(want.dtype());
+    const double lo = static_cast<double>(ilo), hi = static_cast<double>(ihi);
+    int64_t off = 0, moved = 0;
+    for (int64_t m = 0; m < M; ++m)
+      for (int64_t n = 0; n < N; ++n) {
+        const size_t pc = bs.numel() == 1 ? 0 : static_cast<size_t>(n);
+        double acc = 0;
+        for (int64_t k = 0; k < K; ++k) acc += (a.at(m * K + k) - az) * (b.at(k * N + n) - bz.at(pc));
+        const double v = acc * as * bs.at(pc) + bias[static_cast<size_t>(n)];
+        const double q = std::clamp(std::nearbyint(v / ys) + yz, lo, hi);
+        const double q0 = std::clamp(std::nearbyint(acc * as * bs.at(pc) / ys) + yz, lo, hi);
+        off = std::max<int64_t>(off, static_cast<int64_t>(std::llround(std::abs(q - want.at(m * N + n)))));
+        moved += std::abs(q - q0) >= 2;
+      }
+    CHECK(off <= 1);
+    CHECK(moved * 3 > M * N);
+  }
+  SECTION("a bias that is not one float per output column is refused by name") {
+    NodeSpec s = qlinearMatMulSpec(matCases()[0], 7);
+    s.domain = "lwc.internal";
+    s.opset = 1;
+    s.inputs.push_back(Tensor::fromVector<float>({3}, {1, 2, 3}));
+    s.constant_inputs = indicesExcept(9, {});
+    CHECK(implOf(engine::Session(singleNodeModel(s)), "QLinearMatMul") == "ref");
+    CHECK_THROWS_WITH(runNode(s), Catch::Contains("bias must be float32 with one value per output column (48)"));
+  }
+}
+
 TEST_CASE("dnnl MatMulInteger matches the reference exactly", "[dnnl][quant]") {
   uint32_t seed = 1300;
   for (const auto& c : matCases()) {

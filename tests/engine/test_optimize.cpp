@@ -167,6 +167,77 @@ g (float[N, 8, 6, 6] x) => (float[N, 4] y, uint8[N, 8] r, uint8[N, 8, 1, 1] t)
   }
 }
 
+TEST_CASE("a Linear layer on 3-D inputs (DQ -> MatMul -> Add bias -> Q) runs as one integer matmul", "[optimize][quant]") {
+  // What lwc quantize writes for MatMul + Add(bias): the bias Add between the MatMul and the Q, on
+  // either side of the Add, as [N] or [1, N]. The engine folds the Add into the integer matmul
+  // (lwc.internal.QLinearMatMul); a bias Add whose output is a graph output, or a bias that is not
+  // one value per column, stays a float Add.
+  Model m = parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 5, 16] x) => (uint8[N, 5, 8] y1, uint8[N, 5, 8] y2, float[N, 5, 8] f, uint8[N, 5, 8] y3)
+{
+  xq = QuantizeLinear (x, sx, zx)
+  xd = DequantizeLinear (xq, sx, zx)
+  wd = DequantizeLinear <axis = 1> (wq, sw, zw)
+  m1 = MatMul (xd, wd)
+  a1 = Add (c, m1)
+  y1 = QuantizeLinear (a1, sy, zy)
+  m2 = MatMul (xd, wd)
+  a2 = Add (m2, c2)
+  y2 = QuantizeLinear (a2, sy, zy)
+  m3 = MatMul (xd, wd)
+  f = Add (m3, c)
+  m4 = MatMul (xd, wd)
+  a4 = Add (m4, cs)
+  y3 = QuantizeLinear (a4, sy, zy)
+}
+)",
+                           LoadOptions{false});
+  auto& init = m.graph.initializers;
+  init.set("sx", Tensor::scalar(0.02f));
+  init.set("zx", Tensor::scalar<uint8_t>(128));
+  std::vector<float> sw(8), c(8);
+  for (size_t j = 0; j < 8; ++j) {
+    sw[j] = 0.004f + 0.001f * static_cast<float>(j);
+    c[j] = 0.3f * (static_cast<float>(j) - 3.5f);
+  }
+  init.set("wq", randomInt(DType::Int8, {16, 8}, 5, -127, 127));
+  init.set("sw", Tensor::fromVector<float>({8}, sw));
+  init.set("zw", Tensor(DType::Int8, {8}));
+  init.set("c", Tensor::fromVector<float>({8}, c));
+  init.set("c2", Tensor::fromVector<float>({1, 8}, c));
+  init.set("cs", Tensor::scalar(0.5f));
+  init.set("sy", Tensor::scalar(0.03f));
+  init.set("zy", Tensor::scalar<uint8_t>(120));
+  validateGraph(m.graph);
+  engine::Session fast(m), ref(m, engine::SessionOptions{0, true});
+  auto countOf = [](const engine::Session& s, const std::string& op) {
+    int n = 0;
+    for (const auto& [desc, impl] : s.kernelChoices()) n += desc.rfind(op + " ", 0) == 0;
+    return n;
+  };
+  CHECK(countOf(fast, "lwc.internal.QLinearMatMul") == 2);
+  CHECK(countOf(fast, "Add") == 2);  // f (a graph output) and a4 (a scalar), after integer matmuls to float
+  for (uint32_t seed : {1u, 2u}) {
+    engine::TensorMap feeds{{"x", randomFloat({3, 5, 16}, seed, -2.5f, 2.5f)}};
+    const auto a = fast.runOrdered(feeds), e = ref.runOrdered(feeds);
+    REQUIRE(a.size() == 4);
+    for (size_t k : {0u, 1u, 3u}) {
+      int64_t differ = 0, worst = 0;
+      for (int64_t i = 0; i < a[k].numel(); ++i) {
+        const auto d = static_cast<int64_t>(std::llround(std::abs(a[k].at(i) - e[k].at(i))));
+        differ += d != 0;
+        worst = std::max(worst, d);
+      }
+      INFO("output " << k << ": " << differ << " of " << a[k].numel() << " differ");
+      CHECK(worst <= 1);
+      CHECK(differ * 50 <= a[k].numel());
+    }
+    CHECK(compareTensors(a[2], e[2], 1e-5, 1e-5).empty());
+    CHECK(a[0].bitEqual(a[1]));  // the same layer, bias on either side of the Add
+  }
+}
+
 TEST_CASE("the decomposed exact GELU runs as one fused op", "[optimize]") {
   // Two exporter spellings: Div(sqrt 2) ... Mul(x) -> Mul(0.5), and Mul(1/sqrt 2) ... Mul(0.5) -> Mul(x).
   // A third chain whose Erf output is also read elsewhere must stay as it is.

@@ -400,7 +400,8 @@ g (float[N, 4, 8] x) => (float[N, 4, 5] y) {
     double worst = 0;
     for (const std::string v : {"a", "y"}) {
       const auto want = passes::channelMeans(fp, {v}, *ds, "x", 16, 0, {-1}).at(0);
-      const auto have = passes::channelMeans(q, {v}, *ds, "x", 16, 0, {-1}).at(0);
+      // The Relu after a is absorbed: the Add's output (before saturation) is named r.
+      const auto have = passes::channelMeans(q, {v == "a" ? "r" : v}, *ds, "x", 16, 0, {-1}).at(0);
       REQUIRE(want.size() == (v == "a" ? 6u : 5u));
       REQUIRE(have.size() == want.size());
       for (size_t ch = 0; ch < have.size(); ++ch) worst = std::max(worst, std::fabs(want[ch] - have[ch]));
@@ -423,6 +424,80 @@ g (float[N, 4, 8] x) => (float[N, 4, 5] y) {
   CHECK(after < 1e-6);
   CHECK_FALSE(plain.graph.initializers.at("c").bitEqual(corrected.graph.initializers.at("c")));
   CHECK(corrected.graph.initializers.at("c2").shape() == Shape{1, 5});  // the constant keeps its shape
+}
+
+TEST_CASE("quantize_static quantizes a Linear layer on 3-D inputs after its bias Add", "[quantize]") {
+  // MatMul + Add(constant along the last axis) is one layer: one QuantizeLinear after the Add (with
+  // a Relu after it absorbed), none between MatMul and Add, and the engine runs it as one integer
+  // matmul with the bias in its accumulator. A constant that is not one value per column, and the
+  // qoperator format, keep the MatMul's own output quantized.
+  const std::string text = R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 4, 8] x) => (float[N, 4, 5] y) {
+  m = MatMul (x, w)
+  a = Add (m, c)
+  r = Relu (a)
+  m2 = MatMul (r, w2)
+  a2 = Add (c2, m2)
+  m3 = MatMul (a2, w3)
+  a3 = Add (m3, half)
+  y = MatMul (a3, w4)
+})";
+  auto model = [&] {
+    Model m = parseGraph(text);
+    addConst(m, "w", {8, 6}, 1, -0.5f, 0.5f);
+    addConst(m, "c", {6}, 2, -0.1f, 0.1f);
+    addConst(m, "w2", {6, 5}, 3, -0.5f, 0.5f);
+    addConst(m, "c2", {1, 5}, 4, -0.1f, 0.1f);
+    addConst(m, "w3", {5, 7}, 5, -0.5f, 0.5f);
+    m.graph.initializers.set("half", Tensor::scalar(0.5f));
+    addConst(m, "w4", {7, 5}, 6, -0.5f, 0.5f);
+    return m;
+  };
+  TempDir dir;
+  DataSpec spec;
+  writeNpy(dir / "x.npy", randomFloat({48, 4, 8}, 5, 0.0f, 1.0f));
+  spec.options.path = dir / "x.npy";
+  spec.batch = 16;
+  PassContext ctx;
+  ctx.calib = &spec;
+  auto quantizedInputs = [](const Model& q) {
+    std::set<std::string> v;
+    for (const auto& n : q.graph.nodes)
+      if (n.op_type == "QuantizeLinear") v.insert(n.inputs[0]);
+    return v;
+  };
+  const Model fp = model();
+  Model q = model();
+  passes::QuantizeStatic p;
+  p.configure(json::object(), "q");
+  const PassResult r = p.run(q, ctx);
+  validateGraph(q.graph);
+  CHECK(r.stats.at("bias_adds_inside") == 2);
+  CHECK(r.stats.at("activations_absorbed") == 1);
+  CHECK(countOps(q, "Relu") == 0);
+  // x, r (the first Add's output, Relu absorbed), a2 (the second's), m3 (its constant is a
+  // scalar: the MatMul's own output) and a3 (the last layer's input).
+  CHECK(quantizedInputs(q) == std::set<std::string>{"x", "r", "a2", "m3", "a3"});
+  engine::Session s(q);
+  int fused = 0;
+  for (const auto& [desc, impl] : s.kernelChoices()) fused += desc.rfind("lwc.internal.QLinearMatMul ", 0) == 0;
+  CHECK(fused == 2);
+  engine::Session sf(fp);
+  ErrorMeter e;
+  for (uint32_t seed : {7u, 8u}) {
+    const Tensor x = randomFloat({8, 4, 8}, seed, 0.0f, 1.0f);
+    e.add(sf.runOrdered({{"x", x}})[0], s.runOrdered({{"x", x}})[0]);
+  }
+  CHECK(e.sqnrDb() > 25.0);
+
+  Model qo = model();
+  passes::QuantizeStatic po;
+  po.configure({{"format", "qoperator"}}, "q");
+  const PassResult ro = po.run(qo, ctx);
+  validateGraph(qo.graph);
+  CHECK(ro.stats.at("bias_adds_inside") == 0);
+  CHECK(countOps(qo, "QLinearMatMul") == 3);  // not y: a float graph output
+  CHECK(countOps(qo, "Add") == 3);
 }
 
 TEST_CASE("quantize_static rejects bad input with one clear error", "[quantize]") {

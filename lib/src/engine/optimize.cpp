@@ -166,10 +166,21 @@ std::optional<std::string> int32Bias(const Graph& g, const std::string& v, float
   return db->q;
 }
 
+// The node that alone reads `v` (any input), or -1.
+int soleReader(const Graph& g, const std::string& v) {
+  if (g.isGraphOutput(v) || useCount(g, v) != 1) return -1;
+  for (size_t i = 0; i < g.nodes.size(); ++i)
+    if (std::find(g.nodes[i].inputs.begin(), g.nodes[i].inputs.end(), v) != g.nodes[i].inputs.end()) return static_cast<int>(i);
+  return -1;
+}
+
 // DQ(x) -> Conv/MatMul(DQ(W) [, DQ(b)]) -> Q  becomes  QLinearConv/QLinearMatMul, the integer kernel
 // ONNX Runtime also runs for this pattern. Weights must be constant int8/uint8, activations
 // per-tensor; a Conv bias must be int32 with scale x_scale * w_scale (as quantizers write it).
-int fuseQdq(Graph& g) {
+// With `internal_ops`, DQ(x) -> MatMul(DQ(W)) -> Add(c) -> Q, a Linear layer on 3-D inputs with its
+// float bias c ([N] or [1, N]) quantized after the Add, becomes lwc.internal.QLinearMatMul: the
+// same inputs and c, which the kernel adds to the accumulator (c / (x_scale * w_scale)).
+int fuseQdq(Graph& g, bool internal_ops) {
   int fused = 0;
   for (size_t i = 0; i < g.nodes.size(); ++i) {
     const Node& op = g.nodes[i];
@@ -199,8 +210,25 @@ int fuseQdq(Graph& g) {
       if (!b) continue;
       bias = *b;
     }
-    const std::string y = op.outputs[0];
+    std::string y = op.outputs[0];
     if (g.isGraphOutput(y) || useCount(g, y) != 1) continue;
+    int bias_add = -1;  // the MatMul's bias Add (internal_ops)
+    std::string bias_c;
+    if (internal_ops && op.op_type == "MatMul" && wq->rank() == 2) {
+      const int ai = soleReader(g, y);
+      const Node* add = ai >= 0 ? &g.nodes[static_cast<size_t>(ai)] : nullptr;
+      if (add && add->op_type == "Add" && add->domain.empty() && add->inputs.size() == 2 && add->inputs[0] != add->inputs[1]) {
+        const std::string& c = add->inputs[add->inputs[0] == y ? 1 : 0];
+        const Tensor* ct = g.isGraphInput(c) ? nullptr : g.initializers.find(c);
+        if (ct && ct->dtype() == DType::Float32 && ct->numel() == wq->dim(1) && ct->rank() >= 1 && ct->rank() <= 2 &&
+            ct->dim(ct->rank() - 1) == wq->dim(1)) {
+          bias_add = ai;
+          bias_c = c;
+          y = add->outputs[0];
+          if (g.isGraphOutput(y) || useCount(g, y) != 1) continue;
+        }
+      }
+    }
     size_t qi = 0;
     while (qi < g.nodes.size() && !(g.nodes[qi].inputs.size() > 0 && g.nodes[qi].inputs[0] == y)) ++qi;
     if (qi == g.nodes.size()) continue;
@@ -212,6 +240,10 @@ int fuseQdq(Graph& g) {
     f.op_type = conv ? "QLinearConv" : "QLinearMatMul";
     f.inputs = {dx->q, dx->scale, dx->zp, dw->q, dw->scale, dw->zp, qn.inputs[1], qn.inputs[2]};
     if (!bias.empty()) f.inputs.push_back(bias);
+    if (bias_add >= 0) {
+      f.domain = kInternalDomain;
+      f.inputs.push_back(bias_c);
+    }
     f.outputs = {qn.outputs[0]};
     if (op.op_type != "Conv") f.attrs.clear();
     std::vector<Node> extra;
@@ -245,9 +277,13 @@ int fuseQdq(Graph& g) {
       f.outputs = {y4};
       extra = {r_in, f, r_out};
     }
-    const std::string removed_q = qn.outputs[0];
-    g.nodes.erase(g.nodes.begin() + static_cast<std::ptrdiff_t>(qi));
-    if (qi < i) --i;
+    std::vector<size_t> gone{qi};
+    if (bias_add >= 0) gone.push_back(static_cast<size_t>(bias_add));
+    std::sort(gone.rbegin(), gone.rend());
+    for (size_t k : gone) {
+      g.nodes.erase(g.nodes.begin() + static_cast<std::ptrdiff_t>(k));
+      if (k < i) --i;
+    }
     if (extra.empty()) {
       g.nodes[i] = f;
     } else {
@@ -758,7 +794,7 @@ int fusePostOps(Graph& g) {
 
 int qdqToQOperator(Graph& g) {
   const int dropped = dropRequantize(g);
-  const int fused = fuseQdq(g);
+  const int fused = fuseQdq(g, /*internal_ops=*/false);
   if (fused || dropped) removeDeadNodes(g);
   topoSort(g);
   return fused;
@@ -769,7 +805,7 @@ OptimizeStats optimizeForExecution(Graph& g) {
   st.bn_folded = foldBatchNorms(g);
   // In this order: the float-output rewrite takes only what fuseQdq left (no QuantizeLinear after).
   if (dropRequantize(g)) removeDeadNodes(g);
-  st.qdq_fused = fuseQdq(g);
+  st.qdq_fused = fuseQdq(g, /*internal_ops=*/true);
   st.qdq_fused += fuseQAdd(g);
   st.qdq_fused += fuseQdqFloatOutput(g);
   if (st.qdq_fused) removeDeadNodes(g);

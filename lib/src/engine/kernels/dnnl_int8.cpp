@@ -829,12 +829,15 @@ std::unique_ptr<Kernel> makeQConv(const KernelInfo& info, const QConvInputs& in,
 // ---------------------------------------------------------------------------------------------
 // QLinearMatMul and MatMulInteger: Y[..., N] = A[..., K] x B[K, N], A's leading dims flattened.
 
-/// QLinearMatMul (a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp) and MatMulInteger (A, B, a_zp, b_zp).
+/// QLinearMatMul (a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp), lwc.internal.QLinearMatMul (the
+/// same and a float bias per column) and MatMulInteger (A, B, a_zp, b_zp).
 struct QMatMulInputs {
   bool qlinear;
   size_t a_zp, b, b_zp, y_zp;
+  size_t bias = 0;  ///< 0: none
 };
 constexpr QMatMulInputs kQLinearMatMul{true, 2, 3, 5, 7};
+constexpr QMatMulInputs kQLinearMatMulBias{true, 2, 3, 5, 7, 8};
 constexpr QMatMulInputs kMatMulInteger{false, 2, 1, 3, 0};
 
 class DnnlQMatMul final : public Kernel {
@@ -844,6 +847,7 @@ class DnnlQMatMul final : public Kernel {
     int64_t k = 0, n = 0;
     ShiftedWeights b;
     std::vector<float> scales;  ///< per column or one; empty for MatMulInteger
+    std::vector<float> bias;    ///< per column in accumulator units (bias / (a_scale * b_scale)); empty: none
     ZeroPoint a_zp, y_zp;
     DType y_type = DType::Int32;
     bool u8_only = false;  ///< CPUs without VNNI, 7-bit B: exact for uint8 A only
@@ -865,6 +869,7 @@ class DnnlQMatMul final : public Kernel {
     p.a_mem.set_data_handle(const_cast<void*>(a.raw()));
     p.y_mem.set_data_handle(y.raw());
     ExecArgs args{{DNNL_ARG_SRC, &p.a_mem}, {DNNL_ARG_WEIGHTS, &p.w_mem}, {DNNL_ARG_DST, &p.y_mem}};
+    if (!c_.bias.empty()) args.add(DNNL_ARG_BIAS, p.bias_mem);
     if (c_.a_zp.runtime()) zps_.add(args, DNNL_ARG_SRC, c_.a_zp.at(ctx, c_.in.a_zp));
     if (c_.in.qlinear && c_.y_zp.runtime()) zps_.add(args, DNNL_ARG_DST, c_.y_zp.at(ctx, c_.in.y_zp));
     const SingleThreadIf one(p.one_thread);
@@ -882,12 +887,16 @@ class DnnlQMatMul final : public Kernel {
     memory::desc src, dst;  ///< [m, k] and [m, n] as the primitive sees them (same bytes as row-major)
     dnnl::primitive prim;
     memory w_mem;
+    memory bias_mem;  ///< over Config::bias, when there is one
     memory a_mem, y_mem;  ///< made once, re-pointed per call (creating them per call cost microseconds)
     bool one_thread = false;  ///< made and run on one thread (kOneThreadInt8Macs)
     std::string impl;  ///< oneDNN's implementation name
   };
 
-  void reference(KernelContext& ctx) const { c_.in.qlinear ? quant::qlinearMatMul(ctx) : quant::matMulInteger(ctx); }
+  void reference(KernelContext& ctx) const {
+    if (c_.in.bias) return quant::qlinearMatMulBias(ctx, &ctx.in(c_.in.bias));
+    c_.in.qlinear ? quant::qlinearMatMul(ctx) : quant::matMulInteger(ctx);
+  }
 
   bool runnable(const KernelContext& ctx) const {
     const Tensor& a = ctx.in(0);
@@ -939,8 +948,9 @@ class DnnlQMatMul final : public Kernel {
       // blocks over the rows (see DnnlQConv::build).
       const memory::desc ad({1, k, m, 1}, dnnlType(at), tag::nhwc), yd({1, n, m, 1}, dnnlType(c_.y_type), tag::nhwc);
       const memory::desc wd_any({n, k, 1, 1}, dt::s8, tag::any);
+      const memory::desc bd = c_.bias.empty() ? memory::desc() : memory::desc({n}, dt::f32, tag::a);
       dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, ad,
-                                        wd_any, memory::desc(), yd, {1, 1}, {0, 0}, {0, 0}, {0, 0});
+                                        wd_any, bd, yd, {1, 1}, {0, 0}, {0, 0}, {0, 0});
       dnnl::convolution_forward::primitive_desc pd;
       bool have = true;
       try {
@@ -962,7 +972,9 @@ class DnnlQMatMul final : public Kernel {
     if (!p.prim) {
       const memory::desc ad({m, k}, dnnlType(at), tag::ab), yd({m, n}, dnnlType(c_.y_type), tag::ab);
       const memory::desc wd_any({k, n}, dt::s8, tag::any);
-      const auto pd = dnnl::matmul::primitive_desc(dnnl::matmul::desc(ad, wd_any, yd), attr, eng);
+      const auto md = c_.bias.empty() ? dnnl::matmul::desc(ad, wd_any, yd)
+                                      : dnnl::matmul::desc(ad, wd_any, memory::desc({1, n}, dt::f32, tag::ab), yd);
+      const auto pd = dnnl::matmul::primitive_desc(md, attr, eng);
       if (isRef(pd.impl_info_str())) return p;
       p.src = ad;
       p.dst = yd;
@@ -975,6 +987,8 @@ class DnnlQMatMul final : public Kernel {
     p.w_mem = memory(w_md, eng);
     p.a_mem = memory(p.src, eng, nullptr);
     p.y_mem = memory(p.dst, eng, nullptr);
+    if (!c_.bias.empty())  // [n] and [1, n] have the same bytes
+      p.bias_mem = memory(memory::desc({c_.n}, dt::f32, tag::a), eng, const_cast<float*>(c_.bias.data()));
     dnnl::stream& s = cpuStream();
     dnnl::reorder(w_user, p.w_mem).execute(s, w_user, p.w_mem);
     s.wait();
@@ -1033,6 +1047,14 @@ std::unique_ptr<Kernel> makeQMatMul(const KernelInfo& info, const QMatMulInputs&
     const auto as = constScales(as_t), bs = constScales(bs_t), ys = constScales(ys_t);
     if (!as || !bs || !ys) return nullptr;
     for (float s : *bs) c.scales.push_back(quant::requantMultiplier((*as)[0], s, (*ys)[0]));
+    if (in.bias) {  // the reference names a bias it cannot use
+      const Tensor* bias = info.constant(in.bias);
+      if (!bias || bias->dtype() != DType::Float32 || bias->numel() != N || bias->rank() < 1 || bias->rank() > 2 ||
+          bias->dim(bias->rank() - 1) != N)
+        return nullptr;
+      for (int64_t j = 0; j < N; ++j)
+        c.bias.push_back(bias->data<float>()[j] / ((*as)[0] * (*bs)[bs->size() == 1 ? 0 : static_cast<size_t>(j)]));
+    }
     const auto y_zp = zeroPoint(info, in.y_zp);
     if (!y_zp) return nullptr;
     c.y_zp = *y_zp;
@@ -1078,6 +1100,7 @@ void registerDnnlInt8Kernels(KernelRegistry& r) {
   r.add("", "ConvInteger", 10, until, "dnnl", [](const KernelInfo& i) { return makeQConv(i, kConvInteger); });
   r.add("", "QLinearMatMul", 10, until, "dnnl", [](const KernelInfo& i) { return makeQMatMul(i, kQLinearMatMul); });
   r.add("", "MatMulInteger", 10, until, "dnnl", [](const KernelInfo& i) { return makeQMatMul(i, kMatMulInteger); });
+  r.add(kInternalDomain, "QLinearMatMul", 1, 1, "dnnl", [](const KernelInfo& i) { return makeQMatMul(i, kQLinearMatMulBias); });
 }
 
 }  // namespace lwc::engine

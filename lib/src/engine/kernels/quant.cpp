@@ -716,7 +716,9 @@ void matMulInteger(KernelContext& ctx) {
   });
 }
 
-void qlinearMatMul(KernelContext& ctx) {
+void qlinearMatMul(KernelContext& ctx) { qlinearMatMulBias(ctx, nullptr); }
+
+void qlinearMatMulBias(KernelContext& ctx, const Tensor* bias) {
   const Tensor& a = ctx.in(0);
   const Tensor& b = ctx.in(3);
   require8(a.dtype(), ctx, "a");
@@ -738,6 +740,10 @@ void qlinearMatMul(KernelContext& ctx) {
   require8(yt, ctx, "y_zero_point");
   const int32_t y_zp = readZeroPoints(ctx.in(7), yt, ctx, "y_zero_point")[0];
   const QRange range = qrange(yt, ctx, "y_zero_point");
+  if (bias && (bias->dtype() != DType::Float32 || bias->numel() != d.N || bias->rank() < 1 || bias->rank() > 2 ||
+               bias->dim(bias->rank() - 1) != d.N))
+    ctx.error("bias must be float32 with one value per output column (", d.N, "), got ", dtypeName(bias->dtype()), " ",
+              shapeStr(bias->shape()));
 
   Tensor& y = ctx.alloc(0, yt, d.out);
   dispatch8(a.dtype(), ctx, "a", [&](auto ta) {
@@ -751,7 +757,13 @@ void qlinearMatMul(KernelContext& ctx) {
                            TY* dst = ys + (bt * d.M + m) * d.N;
                            for (int64_t n = 0; n < d.N; ++n) {
                              const float bs = b_scale[b_at.batch_off[bt] + n * b_at.step];
-                             dst[n] = static_cast<TY>(requantizeValue(acc[n], requantMultiplier(as, bs, y_scale), y_zp, range));
+                             const float mult = requantMultiplier(as, bs, y_scale);
+                             // The bias joins the accumulator, as the oneDNN kernel adds it.
+                             dst[n] = static_cast<TY>(
+                                 bias ? roundSaturate((static_cast<float>(acc[n]) + bias->data<float>()[n] / (as * bs)) * mult,
+                                                      range.lo - y_zp, range.hi - y_zp) +
+                                            y_zp
+                                      : requantizeValue(acc[n], mult, y_zp, range));
                            }
                          });
       });
@@ -863,6 +875,12 @@ void registerQuantKernels(KernelRegistry& r) {
   r.addFn("QLinearConv", 10, kMaxOpset, qlinearConv);
   r.addFn("MatMulInteger", 10, kMaxOpset, matMulInteger);
   r.addFn("QLinearMatMul", 10, kMaxOpset, qlinearMatMul);
+  r.add("lwc.internal", "QLinearMatMul", 1, 1, "ref", [](const KernelInfo&) -> std::unique_ptr<Kernel> {
+    struct K final : Kernel {
+      void run(KernelContext& ctx) override { qlinearMatMulBias(ctx, &ctx.in(8)); }
+    };
+    return std::make_unique<K>();
+  });
   r.add("lwc.internal", "QAdd", 1, 1, "ref", [](const KernelInfo&) -> std::unique_ptr<Kernel> {
     struct K final : Kernel {
       void run(KernelContext& ctx) override { qadd(ctx); }

@@ -80,5 +80,8 @@ void convInteger(KernelContext& ctx);
 void qlinearConv(KernelContext& ctx);
 void matMulInteger(KernelContext& ctx);
 void qlinearMatMul(KernelContext& ctx);
+/// lwc.internal.QLinearMatMul: QLinearMatMul's inputs and a float32 bias per output column (input 8,
+/// real units) added to the accumulator: y = saturate(rne((acc + bias / (a_scale * b_scale)) * M) + y_zp).
+void qlinearMatMulBias(KernelContext& ctx, const Tensor* bias);
 
 }  // namespace lwc::engine::quant
