@@ -395,14 +395,24 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
         }
       }
     }
+    int act_node = -1;
     if (!symmetric && !g.isGraphOutput(out) && index.numConsumers(out) == 1) {
       const int c = index.consumers(out)[0];
       const Node& act = g.nodes[static_cast<size_t>(c)];
       if (act.domain.empty() && isZeroClip(m, act) && act.inputs[0] == out && !g.isGraphOutput(act.outputs[0])) {
-        absorbed[i] = static_cast<size_t>(c);
+        act_node = c;
         out = act.outputs[0];
       }
     }
+    // A Linear layer's output is quantized only where a quantized node reads it: read by float ops
+    // (attention's reshapes, GELU) it stays float, computed from the integers by both runtimes
+    // (MatMulIntegerToFloat), without a rounding that nothing needs.
+    if (bias_adds.count(i)) {
+      bool read_quantized = false;
+      for (int c : index.consumers(out)) read_quantized = read_quantized || selected.count(static_cast<size_t>(c)) > 0;
+      if (!read_quantized) continue;
+    }
+    if (act_node >= 0) absorbed[i] = static_cast<size_t>(act_node);
     if (!g.isGraphOutput(out)) addTensor(out);
   }
   for (size_t i : selected) {  // a pool output that a quantized node reads is required, as before

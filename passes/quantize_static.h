@@ -19,11 +19,14 @@
 //            calibration data instead of round-to-nearest; the float bias moves with it
 //   bias:    int32, s_b[o] = s_x · s_w[o], b_q = round(b/s_b), zero point 0
 // A Linear layer on 3-D inputs, which exporters write as MatMul + Add(constant bias along the last
-// axis), is one layer: its output is quantized after the Add, which keeps the float bias, and the
-// MatMul's own output is not (one rounding, as for a Conv or Gemm with its bias; the lwc engine
-// runs DQ -> MatMul -> Add -> Q as one integer matmul with the bias in its accumulator, ONNX
-// Runtime as MatMulIntegerToFloat + Add + Q). With format qoperator, which has no integer matmul
-// with a bias, the MatMul's output is quantized and the Add stays in float between DQ and Q.
+// axis), is one layer: the MatMul's own output is not quantized and the Add keeps the float bias.
+// The Add's output is quantized where a quantized node reads it (a residual Add, the next layer):
+// one rounding, as for a Conv or Gemm with its bias; the lwc engine runs DQ -> MatMul -> Add -> Q
+// as one integer matmul with the bias in its accumulator, ONNX Runtime as MatMulIntegerToFloat,
+// Add and Q. Read only by float ops (attention, GELU) it stays float: DQ -> MatMul -> Add runs as
+// one integer matmul with a float output in both runtimes (lwc.internal.MatMulIntegerToFloat,
+// ONNX Runtime's MatMulIntegerToFloat). With format qoperator, which has neither, the MatMul's
+// output is quantized and the Add stays in float between DQ and Q.
 // Relu, and Clip with minimum 0, directly after a compute node (or its bias Add) are absorbed with uint8
 // activations: their output range starts at 0, so zp = 0 and QuantizeLinear's saturation is the
 // activation (exact). With int8 activations they stay.

@@ -554,6 +554,47 @@ TEST_CASE("lwc.internal.QLinearMatMul adds its float bias to the accumulator in 
   }
 }
 
+TEST_CASE("lwc.internal.MatMulIntegerToFloat computes acc times the scales plus the bias in oneDNN and in the reference", "[dnnl][quant]") {
+  // DQ(a) -> MatMul(DQ(b)) -> Add(bias) with a float output (engine fusion of a Linear layer read
+  // by float ops): y = acc * a_scale * b_scale + bias, against the definition in double.
+  uint32_t seed = 3300;
+  for (const auto& c : matCases()) {
+    if (c.runtime_zp) continue;
+    INFO(c.name);
+    const NodeSpec q = qlinearMatMulSpec(c, seed += 10);
+    NodeSpec s;
+    s.op_type = "MatMulIntegerToFloat";
+    s.domain = "lwc.internal";
+    s.opset = 1;
+    s.inputs = {q.inputs[0], q.inputs[1], q.inputs[2], q.inputs[3], q.inputs[4], q.inputs[5]};
+    std::vector<float> bias(static_cast<size_t>(c.n));
+    for (size_t j = 0; j < bias.size(); ++j) bias[j] = 0.25f * (static_cast<float>(j % 7) - 3.0f);
+    s.inputs.push_back(Tensor::fromVector<float>(c.n % 2 ? Shape{c.n} : Shape{1, c.n}, bias));
+    s.constant_inputs = indicesExcept(7, {});
+    CHECK(implOf(engine::Session(singleNodeModel(s)), "MatMulIntegerToFloat") == expectedImpl());
+    for (bool reference : {false, true}) {
+      const Tensor y = runNode(s, reference)[0];
+      const Tensor &a = s.inputs[0], &b = s.inputs[3], &bs = s.inputs[4], &bz = s.inputs[5];
+      const double as = s.inputs[1].at(0), az = s.inputs[2].at(0);
+      const int64_t K = b.dim(0), N = c.n, M = a.numel() / K;
+      REQUIRE(y.numel() == M * N);
+      double worst = 0, largest = 0;
+      for (int64_t m = 0; m < M; ++m)
+        for (int64_t n = 0; n < N; ++n) {
+          const size_t pc = bs.numel() == 1 ? 0 : static_cast<size_t>(n);
+          double acc = 0;
+          for (int64_t k = 0; k < K; ++k) acc += (a.at(m * K + k) - az) * (b.at(k * N + n) - bz.at(pc));
+          const double want = acc * as * bs.at(pc) + bias[static_cast<size_t>(n)];
+          worst = std::max(worst, std::abs(y.at(m * N + n) - want));
+          largest = std::max(largest, std::abs(want));
+        }
+      INFO((reference ? "reference" : "fast") << ": worst error " << worst << " of values up to " << largest);
+      CHECK(worst <= 1e-5 * largest);
+      CHECK(largest > 1.0);
+    }
+  }
+}
+
 TEST_CASE("dnnl MatMulInteger matches the reference exactly", "[dnnl][quant]") {
   uint32_t seed = 1300;
   for (const auto& c : matCases()) {

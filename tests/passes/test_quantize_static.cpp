@@ -428,11 +428,12 @@ g (float[N, 4, 8] x) => (float[N, 4, 5] y) {
 
 TEST_CASE("quantize_static quantizes a Linear layer on 3-D inputs after its bias Add", "[quantize]") {
   // MatMul + Add(constant along the last axis) is one layer: one QuantizeLinear after the Add (with
-  // a Relu after it absorbed), none between MatMul and Add, and the engine runs it as one integer
-  // matmul with the bias in its accumulator. A constant that is not one value per column, and the
-  // qoperator format, keep the MatMul's own output quantized.
+  // a Relu after it absorbed) where a quantized node reads it, none between MatMul and Add, and the
+  // engine runs it as one integer matmul with the bias in its accumulator. Read only by a float op
+  // (m5's Add, read by Tanh) its output stays float. A constant that is not one value per column,
+  // and the qoperator format, keep the MatMul's own output quantized.
   const std::string text = R"(<ir_version: 8, opset_import: ["" : 13]>
-g (float[N, 4, 8] x) => (float[N, 4, 5] y) {
+g (float[N, 4, 8] x) => (float[N, 4, 5] y, float[N, 4, 3] t) {
   m = MatMul (x, w)
   a = Add (m, c)
   r = Relu (a)
@@ -441,6 +442,9 @@ g (float[N, 4, 8] x) => (float[N, 4, 5] y) {
   m3 = MatMul (a2, w3)
   a3 = Add (m3, half)
   y = MatMul (a3, w4)
+  m5 = MatMul (r, w5)
+  a5 = Add (m5, c5)
+  t = Tanh (a5)
 })";
   auto model = [&] {
     Model m = parseGraph(text);
@@ -451,6 +455,8 @@ g (float[N, 4, 8] x) => (float[N, 4, 5] y) {
     addConst(m, "w3", {5, 7}, 5, -0.5f, 0.5f);
     m.graph.initializers.set("half", Tensor::scalar(0.5f));
     addConst(m, "w4", {7, 5}, 6, -0.5f, 0.5f);
+    addConst(m, "w5", {6, 3}, 7, -0.5f, 0.5f);
+    addConst(m, "c5", {3}, 8, -0.1f, 0.1f);
     return m;
   };
   TempDir dir;
@@ -472,7 +478,7 @@ g (float[N, 4, 8] x) => (float[N, 4, 5] y) {
   p.configure(json::object(), "q");
   const PassResult r = p.run(q, ctx);
   validateGraph(q.graph);
-  CHECK(r.stats.at("bias_adds_inside") == 2);
+  CHECK(r.stats.at("bias_adds_inside") == 3);
   CHECK(r.stats.at("activations_absorbed") == 1);
   CHECK(countOps(q, "Relu") == 0);
   // x, r (the first Add's output, Relu absorbed), a2 (the second's), m3 (its constant is a
@@ -483,12 +489,15 @@ g (float[N, 4, 8] x) => (float[N, 4, 5] y) {
   for (const auto& [desc, impl] : s.kernelChoices()) fused += desc.rfind("lwc.internal.QLinearMatMul ", 0) == 0;
   CHECK(fused == 2);
   engine::Session sf(fp);
-  ErrorMeter e;
+  ErrorMeter e, et;
   for (uint32_t seed : {7u, 8u}) {
     const Tensor x = randomFloat({8, 4, 8}, seed, 0.0f, 1.0f);
-    e.add(sf.runOrdered({{"x", x}})[0], s.runOrdered({{"x", x}})[0]);
+    const auto want = sf.runOrdered({{"x", x}}), got = s.runOrdered({{"x", x}});
+    e.add(want[0], got[0]);
+    et.add(want[1], got[1]);
   }
   CHECK(e.sqnrDb() > 25.0);
+  CHECK(et.sqnrDb() > 25.0);
 
   Model qo = model();
   passes::QuantizeStatic po;
@@ -496,8 +505,8 @@ g (float[N, 4, 8] x) => (float[N, 4, 5] y) {
   const PassResult ro = po.run(qo, ctx);
   validateGraph(qo.graph);
   CHECK(ro.stats.at("bias_adds_inside") == 0);
-  CHECK(countOps(qo, "QLinearMatMul") == 3);  // not y: a float graph output
-  CHECK(countOps(qo, "Add") == 3);
+  CHECK(countOps(qo, "QLinearMatMul") == 4);  // not y: a float graph output
+  CHECK(countOps(qo, "Add") == 4);
 }
 
 TEST_CASE("quantize_static rejects bad input with one clear error", "[quantize]") {

@@ -390,6 +390,30 @@ int fuseQdqFloatOutput(Graph& g) {
         for (int64_t k = 0; k < K; ++k) wkn.data<int8_t>()[k * N + n] = wq->data<int8_t>()[n * K + k];
     }
     if (!matMulIntegerFast(xzp.dtype(), static_cast<int32_t>(xzp.at(0)), wkn)) continue;
+    // A Linear layer on 3-D inputs whose output stays float (read by float ops: attention, GELU):
+    // DQ(x) -> MatMul(DQ(W)) -> Add(c) becomes lwc.internal.MatMulIntegerToFloat(x, .., W, .., c),
+    // one int8 kernel writing acc * x_scale * w_scale + c (ONNX Runtime's MatMulIntegerToFloat).
+    if (!gemm) {
+      const int ai = soleReader(g, op.outputs[0]);
+      const Node* add = ai >= 0 ? &g.nodes[static_cast<size_t>(ai)] : nullptr;
+      if (add && add->op_type == "Add" && add->domain.empty() && add->inputs.size() == 2 && add->inputs[0] != add->inputs[1]) {
+        const std::string& c = add->inputs[add->inputs[0] == op.outputs[0] ? 1 : 0];
+        const Tensor* ct = g.isGraphInput(c) ? nullptr : g.initializers.find(c);
+        if (ct && ct->dtype() == DType::Float32 && ct->numel() == N && ct->rank() >= 1 && ct->rank() <= 2 && ct->dim(ct->rank() - 1) == N) {
+          Node f = op;
+          f.domain = kInternalDomain;
+          f.op_type = "MatMulIntegerToFloat";
+          f.inputs = {dx->q, dx->scale, dx->zp, dw->q, dw->scale, dw->zp, c};
+          f.outputs = add->outputs;
+          f.attrs.clear();
+          g.nodes[i] = f;
+          g.nodes.erase(g.nodes.begin() + ai);
+          if (static_cast<size_t>(ai) < i) --i;
+          ++fused;
+          continue;
+        }
+      }
+    }
     const std::string base = op.name.empty() ? op.outputs[0] : op.name;
     const std::string wn = g.uniqueName(dw->q + "_kn"), mn = g.uniqueName(base + "_multiplier");
     g.initializers.set(wn, std::move(wkn));
@@ -644,6 +668,40 @@ bool cancelPairs(Graph& g) {
   return changed;
 }
 
+// ------------------------------------------------------------------ MatMul + bias
+
+// MatMul(A, B) -> Add(c) with a constant float32 B [K, N] and c one value per column ([N] or [1, N]),
+// a Linear layer on 3-D inputs as exporters write it, becomes lwc.internal.MatMul(A, B, c): the
+// product and the bias in one kernel (the same float additions as the Add, on the rows just
+// written) instead of a second pass and a second tensor.
+int fuseMatMulBias(Graph& g) {
+  int fused = 0;
+  for (size_t i = 0; i < g.nodes.size(); ++i) {
+    const Node& mm = g.nodes[i];
+    if (mm.op_type != "MatMul" || !mm.domain.empty() || mm.inputs.size() != 2 || mm.outputs.size() != 1) continue;
+    const Tensor* b = g.isGraphInput(mm.inputs[1]) ? nullptr : g.initializers.find(mm.inputs[1]);
+    if (!b || b->dtype() != DType::Float32 || b->rank() != 2) continue;
+    const int ai = soleReader(g, mm.outputs[0]);
+    if (ai < 0) continue;
+    const Node& add = g.nodes[static_cast<size_t>(ai)];
+    if (add.op_type != "Add" || !add.domain.empty() || add.inputs.size() != 2 || add.inputs[0] == add.inputs[1]) continue;
+    const std::string& c = add.inputs[add.inputs[0] == mm.outputs[0] ? 1 : 0];
+    const Tensor* ct = g.isGraphInput(c) ? nullptr : g.initializers.find(c);
+    const int64_t n = b->dim(1);
+    if (!ct || ct->dtype() != DType::Float32 || ct->numel() != n || ct->rank() < 1 || ct->rank() > 2 || ct->dim(ct->rank() - 1) != n)
+      continue;
+    Node f = mm;
+    f.domain = kInternalDomain;
+    f.inputs.push_back(c);
+    f.outputs = add.outputs;
+    g.nodes[i] = f;
+    g.nodes.erase(g.nodes.begin() + ai);
+    if (static_cast<size_t>(ai) < i) --i;
+    ++fused;
+  }
+  return fused;
+}
+
 // ------------------------------------------------------------------ GELU
 
 // The exact GELU as exporters decompose it, x * 0.5 * (1 + erf(x / sqrt(2))):
@@ -809,6 +867,7 @@ OptimizeStats optimizeForExecution(Graph& g) {
   st.qdq_fused += fuseQAdd(g);
   st.qdq_fused += fuseQdqFloatOutput(g);
   if (st.qdq_fused) removeDeadNodes(g);
+  st.matmul_bias_fused = fuseMatMulBias(g);
   st.gelu_fused = fuseGelu(g);
   st.convs_nhwc = convertConvs(g) + convertQConvs(g);
   if (st.convs_nhwc > 0) {

@@ -27,6 +27,7 @@ struct OptimizeStats {
   int transposes_left = 0;
   int fused_post_ops = 0;
   int gelu_fused = 0;
+  int matmul_bias_fused = 0;
 };
 
 OptimizeStats optimizeForExecution(Graph& g);

@@ -127,9 +127,18 @@ inline memory scratchMemory(const memory::desc& d, lwc::Tensor& keep) {
 /// each computed by a single-threaded sgemm over the whole k. oneDNN's multi-threaded sgemm splits
 /// the k sum between threads for some shapes (few outputs, long sums), so its last bits would depend
 /// on the thread count. threads <= 0: the process-wide count. False when an sgemm call fails.
+/// `bias` (n values, optional) is added to every row, by each block's thread right after its sgemm.
 inline bool sgemmFixedBlocks(char transa, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
-                             int64_t ldb, float* c, int64_t ldc, int64_t row_block, int64_t col_block, int threads) {
+                             int64_t ldb, float* c, int64_t ldc, int64_t row_block, int64_t col_block, int threads,
+                             const float* bias = nullptr) {
   if (m <= 0 || n <= 0) return true;
+  auto addBias = [&](int64_t r0, int64_t mr, int64_t c0, int64_t nc) {
+    if (!bias) return;
+    for (int64_t r = r0; r < r0 + mr; ++r) {
+      float* __restrict row = c + r * ldc;
+      for (int64_t j = c0; j < c0 + nc; ++j) row[j] += bias[j];
+    }
+  };
   const int64_t rb = (m + row_block - 1) / row_block, cb = (n + col_block - 1) / col_block;
   if (rb * cb == 1) {
     // One block: its sgemm on one thread, without an OpenMP region (libgomp makes a futex call even
@@ -138,6 +147,7 @@ inline bool sgemmFixedBlocks(char transa, int64_t m, int64_t n, int64_t k, const
     omp_set_num_threads(1);
     const bool done = dnnl_sgemm(transa, 'N', m, n, k, 1.0f, a, lda, b, ldb, 0.0f, c, ldc) == dnnl_success;
     omp_set_num_threads(saved);
+    if (done) addBias(0, m, 0, n);
     return done;
   }
   std::atomic<bool> ok{true};
@@ -149,6 +159,8 @@ inline bool sgemmFixedBlocks(char transa, int64_t m, int64_t n, int64_t k, const
     const float* ab = transa == 'N' ? a + r0 * lda : a + r0;
     if (dnnl_sgemm(transa, 'N', mr, nc, k, 1.0f, ab, lda, b + c0, ldb, 0.0f, c + r0 * ldc + c0, ldc) != dnnl_success)
       ok = false;
+    else
+      addBias(r0, mr, c0, nc);
   }
   return ok;
 }

@@ -83,7 +83,9 @@ bool haveVnni() {
 }
 
 bool is8(DType t) { return t == DType::UInt8 || t == DType::Int8; }
-dt dnnlType(DType t) { return t == DType::UInt8 ? dt::u8 : t == DType::Int8 ? dt::s8 : dt::s32; }
+dt dnnlType(DType t) {
+  return t == DType::UInt8 ? dt::u8 : t == DType::Int8 ? dt::s8 : t == DType::Float32 ? dt::f32 : dt::s32;
+}
 
 /// Accumulators up to this magnitude survive oneDNN's float32 post-processing exactly.
 constexpr int64_t kExactAcc = int64_t{1} << 24;
@@ -830,14 +832,17 @@ std::unique_ptr<Kernel> makeQConv(const KernelInfo& info, const QConvInputs& in,
 // QLinearMatMul and MatMulInteger: Y[..., N] = A[..., K] x B[K, N], A's leading dims flattened.
 
 /// QLinearMatMul (a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp), lwc.internal.QLinearMatMul (the
-/// same and a float bias per column) and MatMulInteger (A, B, a_zp, b_zp).
+/// same and a float bias per column), lwc.internal.MatMulIntegerToFloat (a, a_scale, a_zp, b,
+/// b_scale, b_zp, bias: float output, acc * a_scale * b_scale + bias) and MatMulInteger (A, B, a_zp, b_zp).
 struct QMatMulInputs {
-  bool qlinear;
+  bool qlinear;  ///< scales at inputs 1 and 4 (and 6 unless float_out)
   size_t a_zp, b, b_zp, y_zp;
   size_t bias = 0;  ///< 0: none
+  bool float_out = false;
 };
 constexpr QMatMulInputs kQLinearMatMul{true, 2, 3, 5, 7};
 constexpr QMatMulInputs kQLinearMatMulBias{true, 2, 3, 5, 7, 8};
+constexpr QMatMulInputs kMatMulIntegerToFloat{true, 2, 3, 5, 0, 6, true};
 constexpr QMatMulInputs kMatMulInteger{false, 2, 1, 3, 0};
 
 class DnnlQMatMul final : public Kernel {
@@ -871,7 +876,7 @@ class DnnlQMatMul final : public Kernel {
     ExecArgs args{{DNNL_ARG_SRC, &p.a_mem}, {DNNL_ARG_WEIGHTS, &p.w_mem}, {DNNL_ARG_DST, &p.y_mem}};
     if (!c_.bias.empty()) args.add(DNNL_ARG_BIAS, p.bias_mem);
     if (c_.a_zp.runtime()) zps_.add(args, DNNL_ARG_SRC, c_.a_zp.at(ctx, c_.in.a_zp));
-    if (c_.in.qlinear && c_.y_zp.runtime()) zps_.add(args, DNNL_ARG_DST, c_.y_zp.at(ctx, c_.in.y_zp));
+    if (c_.in.qlinear && !c_.in.float_out && c_.y_zp.runtime()) zps_.add(args, DNNL_ARG_DST, c_.y_zp.at(ctx, c_.in.y_zp));
     const SingleThreadIf one(p.one_thread);
     args.execute(p.prim, s);
     s.wait();
@@ -894,6 +899,7 @@ class DnnlQMatMul final : public Kernel {
   };
 
   void reference(KernelContext& ctx) const {
+    if (c_.in.float_out) return quant::matMulIntegerToFloat(ctx);
     if (c_.in.bias) return quant::qlinearMatMulBias(ctx, &ctx.in(c_.in.bias));
     c_.in.qlinear ? quant::qlinearMatMul(ctx) : quant::matMulInteger(ctx);
   }
@@ -906,7 +912,7 @@ class DnnlQMatMul final : public Kernel {
       const Tensor& z = ctx.in(c_.in.a_zp);
       if (z.numel() != 1 || z.dtype() != a.dtype()) return false;
     }
-    if (c_.in.qlinear) {
+    if (c_.in.qlinear && !c_.in.float_out) {
       const Tensor& z = ctx.in(c_.in.y_zp);
       if (!single(z) || z.dtype() != c_.y_type) return false;
     }
@@ -1041,10 +1047,13 @@ std::unique_ptr<Kernel> makeQMatMul(const KernelInfo& info, const QMatMulInputs&
   c.u8_only = !haveVnni();
 
   if (in.qlinear) {
-    const Tensor *as_t = info.constant(1), *bs_t = info.constant(4), *ys_t = info.constant(6);
-    if (!as_t || !bs_t || !ys_t || !bzp_t || as_t->numel() != 1 || !single(*ys_t) || !perColumnShape(*bs_t, N)) return nullptr;
+    const Tensor *as_t = info.constant(1), *bs_t = info.constant(4), *ys_t = in.float_out ? nullptr : info.constant(6);
+    if (!as_t || !bs_t || (!in.float_out && (!ys_t || !single(*ys_t))) || !bzp_t || as_t->numel() != 1 || !perColumnShape(*bs_t, N))
+      return nullptr;
     if (!((bzp_t->numel() == 1 && bs_t->numel() == 1) || bzp_t->shape() == bs_t->shape())) return nullptr;
-    const auto as = constScales(as_t), bs = constScales(bs_t), ys = constScales(ys_t);
+    // A float output is the accumulator times a_scale * b_scale: a "y_scale" of 1.
+    const auto as = constScales(as_t), bs = constScales(bs_t);
+    const auto ys = in.float_out ? std::optional<std::vector<float>>(std::vector<float>{1.0f}) : constScales(ys_t);
     if (!as || !bs || !ys) return nullptr;
     for (float s : *bs) c.scales.push_back(quant::requantMultiplier((*as)[0], s, (*ys)[0]));
     if (in.bias) {  // the reference names a bias it cannot use
@@ -1054,6 +1063,12 @@ std::unique_ptr<Kernel> makeQMatMul(const KernelInfo& info, const QMatMulInputs&
         return nullptr;
       for (int64_t j = 0; j < N; ++j)
         c.bias.push_back(bias->data<float>()[j] / ((*as)[0] * (*bs)[bs->size() == 1 ? 0 : static_cast<size_t>(j)]));
+    }
+    if (in.float_out) {
+      c.y_type = DType::Float32;
+      c.y_zp.value = 0;
+      if (maxCentered(a_type, c.a_zp.value) * c.b.max_abs_sum > kExactAcc) return nullptr;
+      return std::make_unique<DnnlQMatMul>(std::move(c));
     }
     const auto y_zp = zeroPoint(info, in.y_zp);
     if (!y_zp) return nullptr;
@@ -1101,6 +1116,7 @@ void registerDnnlInt8Kernels(KernelRegistry& r) {
   r.add("", "QLinearMatMul", 10, until, "dnnl", [](const KernelInfo& i) { return makeQMatMul(i, kQLinearMatMul); });
   r.add("", "MatMulInteger", 10, until, "dnnl", [](const KernelInfo& i) { return makeQMatMul(i, kMatMulInteger); });
   r.add(kInternalDomain, "QLinearMatMul", 1, 1, "dnnl", [](const KernelInfo& i) { return makeQMatMul(i, kQLinearMatMulBias); });
+  r.add(kInternalDomain, "MatMulIntegerToFloat", 1, 1, "dnnl", [](const KernelInfo& i) { return makeQMatMul(i, kMatMulIntegerToFloat); });
 }
 
 }  // namespace lwc::engine

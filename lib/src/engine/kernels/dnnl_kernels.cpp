@@ -313,13 +313,10 @@ class DnnlMatMul final : public Kernel {
     ys.back() = n;
     Tensor& y = ctx.allocUninit(0, DType::Float32, ys);
     float* Y = y.data<float>();
-    if (!sgemmFixedBlocks('N', m, n, k, x.data<float>(), k, w_.data<float>(), n, Y, n, 64, 128, 0))
+    // The bias is added block by block by the thread that computed the block, while it is in cache.
+    if (!sgemmFixedBlocks('N', m, n, k, x.data<float>(), k, w_.data<float>(), n, Y, n, 64, 128, 0,
+                          b_.empty() ? nullptr : b_.data<float>()))
       ctx.error("oneDNN sgemm failed");
-    if (!b_.empty()) {
-      const float* B = b_.data<float>();
-      for (int64_t r = 0; r < m; ++r)
-        for (int64_t c = 0; c < n; ++c) Y[r * n + c] += B[c];
-    }
   }
 
  private:
@@ -361,6 +358,17 @@ std::unique_ptr<Kernel> makeDnnlMatMul(const KernelInfo& info) {
   const auto* xt = info.input_types.empty() ? nullptr : info.input_types[0];
   if (!xt || xt->dtype != DType::Float32 || !xt->shape || xt->shape->size() < 2) return nullptr;
   return std::make_unique<DnnlMatMul>(*b, Tensor());
+}
+
+/// lwc.internal.MatMul (A, B, c): MatMul with its bias Add (optimize.cpp, fuseMatMulBias).
+std::unique_ptr<Kernel> makeDnnlMatMulBias(const KernelInfo& info) {
+  const Tensor* c = info.constant(2);
+  const Tensor* b = info.constant(1);
+  if (!b || b->dtype() != DType::Float32 || b->rank() != 2 || !c || c->dtype() != DType::Float32 || c->numel() != b->dim(1))
+    return nullptr;
+  const auto* xt = info.input_types.empty() ? nullptr : info.input_types[0];
+  if (!xt || xt->dtype != DType::Float32 || !xt->shape || xt->shape->size() < 2) return nullptr;
+  return std::make_unique<DnnlMatMul>(*b, c->reshaped({b->dim(1)}));
 }
 
 /// A oneDNN primitive reading one plain tensor and writing another of the same layout (softmax,
@@ -538,6 +546,7 @@ void registerDnnlKernels(KernelRegistry& r) {
   });
   r.add("", "Gemm", 1, 22, "dnnl", makeDnnlGemm);
   r.add("", "MatMul", 1, 22, "dnnl", makeDnnlMatMul);
+  r.add(kInternalDomain, "MatMul", 1, 1, "dnnl", makeDnnlMatMulBias);
   r.add("", "Softmax", 1, 12, "dnnl", [](const KernelInfo&) -> std::unique_ptr<Kernel> { return std::make_unique<DnnlSoftmax>(true); });
   r.add("", "Softmax", 13, 22, "dnnl", [](const KernelInfo&) -> std::unique_ptr<Kernel> { return std::make_unique<DnnlSoftmax>(false); });
   r.add("", "LayerNormalization", 17, 22, "dnnl", makeDnnlLayerNorm);

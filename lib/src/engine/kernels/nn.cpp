@@ -948,6 +948,23 @@ void matMulKernel(KernelContext& ctx) {
   setOutput(ctx, 0, matMulRef(a, b, parseMatMulParams(ctx.node, a.shape(), b.shape())), half);
 }
 
+// lwc.internal.MatMul (A, B, c): MatMul(A, B) + c, c one float32 value per output column.
+void matMulBiasKernel(KernelContext& ctx) {
+  const Tensor &a = ctx.in(0), &b = ctx.in(1), &c = ctx.in(2);
+  requireFloat(ctx, a, "input A");
+  requireSameType(ctx, a, b, "B");
+  Tensor y = matMulRef(a, b, parseMatMulParams(ctx.node, a.shape(), b.shape()));
+  const int64_t n = y.rank() ? y.shape().back() : 1;
+  if (c.dtype() != DType::Float32 || c.numel() != n)
+    ctx.error("bias must be float32 with one value per output column (", n, "), got ", dtypeName(c.dtype()), " ",
+              shapeStr(c.shape()));
+  float* Y = y.data<float>();
+  const float* C = c.data<float>();
+  for (int64_t r = 0; r < y.numel() / std::max<int64_t>(n, 1); ++r)
+    for (int64_t j = 0; j < n; ++j) Y[r * n + j] += C[j];
+  ctx.outputs[0] = std::move(y);
+}
+
 KernelFactory poolFactory(const std::string& op) {
   return [op](const KernelInfo& info) -> std::unique_ptr<Kernel> {
     const int64_t opset = info.opset;
@@ -1259,6 +1276,9 @@ void registerNnKernels(KernelRegistry& r) {
   r.addFn("ConvTranspose", 1, 22, convTransposeKernel);
   r.addFn("Gemm", 1, 22, gemmKernel);
   r.addFn("MatMul", 1, 22, matMulKernel);
+  r.add("lwc.internal", "MatMul", 1, 1, "ref", [](const KernelInfo&) -> std::unique_ptr<Kernel> {
+    return std::make_unique<RefKernel>(matMulBiasKernel);
+  });
   for (const char* op : {"MaxPool", "AveragePool", "LpPool"}) r.add("", op, 1, 22, "ref", poolFactory(op));
   r.addFn("GlobalAveragePool", 1, 22, globalPoolKernel<false>);
   r.addFn("GlobalMaxPool", 1, 22, globalPoolKernel<true>);

@@ -771,6 +771,42 @@ void qlinearMatMulBias(KernelContext& ctx, const Tensor* bias) {
   });
 }
 
+void matMulIntegerToFloat(KernelContext& ctx) {
+  const Tensor& a = ctx.in(0);
+  const Tensor& b = ctx.in(3);
+  require8(a.dtype(), ctx, "a");
+  require8(b.dtype(), ctx, "b");
+  const MatMulDims d = matmulDims(ctx, a.shape(), b.shape());
+  checkPair(ctx.in(1), ctx.in(2), ctx, "a_scale", "a_zero_point");
+  const std::vector<float> a_scale = readScales(ctx.in(1), ctx, "a_scale");
+  const std::vector<int32_t> a_zp = readZeroPoints(ctx.in(2), a.dtype(), ctx, "a_zero_point");
+  const MatParam a_at = matParam(ctx, ctx.in(1).shape(), d, true, "a_scale");
+  checkPair(ctx.in(4), ctx.in(5), ctx, "b_scale", "b_zero_point");
+  const std::vector<float> b_scale = readScales(ctx.in(4), ctx, "b_scale");
+  const std::vector<int32_t> b_zp = readZeroPoints(ctx.in(5), b.dtype(), ctx, "b_zero_point");
+  const MatParam b_at = matParam(ctx, ctx.in(4).shape(), d, false, "b_scale");
+  const Tensor* bias = ctx.has(6) ? &ctx.in(6) : nullptr;
+  if (bias && (bias->dtype() != DType::Float32 || bias->numel() != d.N))
+    ctx.error("bias must be float32 with one value per output column (", d.N, "), got ", dtypeName(bias->dtype()), " ",
+              shapeStr(bias->shape()));
+  Tensor& y = ctx.alloc(0, DType::Float32, d.out);
+  float* ys = y.data<float>();
+  dispatch8(a.dtype(), ctx, "a", [&](auto ta) {
+    dispatch8(b.dtype(), ctx, "b", [&](auto tb) {
+      matmulAccumulate(d, a.data<decltype(ta)>(), a_zp, a_at, b.data<decltype(tb)>(), b_zp, b_at,
+                       [&](int64_t bt, int64_t m, const int32_t* acc) {
+                         const float as = a_scale[a_at.batch_off[bt] + m * a_at.step];
+                         float* dst = ys + (bt * d.M + m) * d.N;
+                         for (int64_t n = 0; n < d.N; ++n) {
+                           const float bs = b_scale[b_at.batch_off[bt] + n * b_at.step];
+                           // As the oneDNN kernel: the bias joins the accumulator, then one scale.
+                           dst[n] = (static_cast<float>(acc[n]) + (bias ? bias->data<float>()[n] / (as * bs) : 0.0f)) * (as * bs);
+                         }
+                       });
+    });
+  });
+}
+
 // QAdd on equal shapes: quantizeValue's arithmetic in a form the compiler vectorizes with baseline
 // SSE2 (plain parameters and restrict pointers, so nothing is reloaded per element): clamp first, as
 // roundSaturate does, then round half to even by adding and removing 1.5 * 2^23 (exact for
@@ -878,6 +914,12 @@ void registerQuantKernels(KernelRegistry& r) {
   r.add("lwc.internal", "QLinearMatMul", 1, 1, "ref", [](const KernelInfo&) -> std::unique_ptr<Kernel> {
     struct K final : Kernel {
       void run(KernelContext& ctx) override { qlinearMatMulBias(ctx, &ctx.in(8)); }
+    };
+    return std::make_unique<K>();
+  });
+  r.add("lwc.internal", "MatMulIntegerToFloat", 1, 1, "ref", [](const KernelInfo&) -> std::unique_ptr<Kernel> {
+    struct K final : Kernel {
+      void run(KernelContext& ctx) override { matMulIntegerToFloat(ctx); }
     };
     return std::make_unique<K>();
   });

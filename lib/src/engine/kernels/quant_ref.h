@@ -83,5 +83,8 @@ void qlinearMatMul(KernelContext& ctx);
 /// lwc.internal.QLinearMatMul: QLinearMatMul's inputs and a float32 bias per output column (input 8,
 /// real units) added to the accumulator: y = saturate(rne((acc + bias / (a_scale * b_scale)) * M) + y_zp).
 void qlinearMatMulBias(KernelContext& ctx, const Tensor* bias);
+/// lwc.internal.MatMulIntegerToFloat (a, a_scale, a_zp, b, b_scale, b_zp [, bias]): float
+/// (acc + bias / (a_scale * b_scale)) * a_scale * b_scale, as ONNX Runtime's MatMulIntegerToFloat.
+void matMulIntegerToFloat(KernelContext& ctx);
 
 }  // namespace lwc::engine::quant
