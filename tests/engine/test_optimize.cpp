@@ -240,6 +240,29 @@ g (float[N, 5, 16] x) => (uint8[N, 5, 8] y1, uint8[N, 5, 8] y2, float[N, 5, 8] f
     CHECK(compareTensors(a[2], e[2], 1e-5, 1e-5).empty());
     CHECK(a[0].bitEqual(a[1]));  // the same layer, bias on either side of the Add
   }
+
+  // A 1-D input: MatMul gives [8], the Add of a [1, 8] bias [1, 8]; the fused op keeps that shape.
+  Model v = parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 13]>
+g (float[16] x) => (uint8[1, 8] y)
+{
+  xq = QuantizeLinear (x, sx, zx)
+  xd = DequantizeLinear (xq, sx, zx)
+  wd = DequantizeLinear <axis = 1> (wq, sw, zw)
+  m1 = MatMul (xd, wd)
+  a1 = Add (m1, c2)
+  y = QuantizeLinear (a1, sy, zy)
+}
+)",
+                           LoadOptions{false});
+  for (const char* name : {"sx", "zx", "wq", "sw", "zw", "c2", "sy", "zy"}) v.graph.initializers.set(name, init.at(name));
+  validateGraph(v.graph);
+  engine::Session vf(v), vr(v, engine::SessionOptions{0, true});
+  CHECK(countOf(vf, "lwc.internal.QLinearMatMul") == 1);
+  engine::TensorMap feeds{{"x", randomFloat({16}, 9, -2.5f, 2.5f)}};
+  const Tensor got = vf.runOrdered(feeds)[0], want = vr.runOrdered(feeds)[0];
+  REQUIRE(got.shape() == Shape{1, 8});
+  for (int64_t i = 0; i < 8; ++i) CHECK(std::abs(got.at(i) - want.at(i)) <= 1);
 }
 
 TEST_CASE("MatMul with constant weights and its bias Add run as one kernel", "[optimize]") {
@@ -281,6 +304,24 @@ g (float[N, 5, 16] x) => (float[N, 5, 8] y, float[N, 5, 8] m3, float[N, 5, 8] z)
   CHECK(matmuls == 2);  // m3 (a graph output) and m4 (a scalar Add)
   CHECK(adds == 3);
   checkSame(m, {3, 5, 16}, "MatMul + bias");
+
+  // A 1-D A: MatMul gives [8], the Add of a [1, 8] bias [1, 8]; the fused op keeps that shape.
+  Model v = parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[16] x) => (float[1, 8] y)
+{
+  m1 = MatMul (x, w1)
+  y = Add (m1, b2)
+}
+)",
+                           LoadOptions{false});
+  v.graph.initializers.set("w1", init.at("w1"));
+  v.graph.initializers.set("b2", init.at("b2"));
+  validateGraph(v.graph);
+  engine::Session sv(v);
+  REQUIRE(sv.kernelChoices().size() == 1);
+  CHECK(sv.kernelChoices()[0].first.rfind("lwc.internal.MatMul ", 0) == 0);
+  checkSame(v, {16}, "1-D A");
 }
 
 TEST_CASE("the decomposed exact GELU runs as one fused op", "[optimize]") {

@@ -962,6 +962,11 @@ void matMulBiasKernel(KernelContext& ctx) {
   const float* C = c.data<float>();
   for (int64_t r = 0; r < y.numel() / std::max<int64_t>(n, 1); ++r)
     for (int64_t j = 0; j < n; ++j) Y[r * n + j] += C[j];
+  if (c.rank() > y.rank()) {  // a [1, N] bias after a 1-D A: the Add's output is [1, N]
+    Shape s = y.shape();
+    s.insert(s.begin(), c.rank() - y.rank(), 1);
+    y = y.reshaped(s);
+  }
   ctx.outputs[0] = std::move(y);
 }
 

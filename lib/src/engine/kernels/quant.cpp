@@ -718,6 +718,14 @@ void matMulInteger(KernelContext& ctx) {
 
 void qlinearMatMul(KernelContext& ctx) { qlinearMatMulBias(ctx, nullptr); }
 
+namespace {
+// The shape MatMul + Add(bias) has: a [1, N] bias after a 1-D A's [N] product makes it [1, N].
+Shape withBiasRank(Shape out, const Tensor* bias) {
+  if (bias && bias->rank() > out.size()) out.insert(out.begin(), bias->rank() - out.size(), 1);
+  return out;
+}
+}  // namespace
+
 void qlinearMatMulBias(KernelContext& ctx, const Tensor* bias) {
   const Tensor& a = ctx.in(0);
   const Tensor& b = ctx.in(3);
@@ -745,7 +753,7 @@ void qlinearMatMulBias(KernelContext& ctx, const Tensor* bias) {
     ctx.error("bias must be float32 with one value per output column (", d.N, "), got ", dtypeName(bias->dtype()), " ",
               shapeStr(bias->shape()));
 
-  Tensor& y = ctx.alloc(0, yt, d.out);
+  Tensor& y = ctx.alloc(0, yt, withBiasRank(d.out, bias));
   dispatch8(a.dtype(), ctx, "a", [&](auto ta) {
     dispatch8(b.dtype(), ctx, "b", [&](auto tb) {
       dispatch8(yt, ctx, "y_zero_point", [&](auto ty) {
@@ -789,7 +797,7 @@ void matMulIntegerToFloat(KernelContext& ctx) {
   if (bias && (bias->dtype() != DType::Float32 || bias->numel() != d.N))
     ctx.error("bias must be float32 with one value per output column (", d.N, "), got ", dtypeName(bias->dtype()), " ",
               shapeStr(bias->shape()));
-  Tensor& y = ctx.alloc(0, DType::Float32, d.out);
+  Tensor& y = ctx.alloc(0, DType::Float32, withBiasRank(d.out, bias));
   float* ys = y.data<float>();
   dispatch8(a.dtype(), ctx, "a", [&](auto ta) {
     dispatch8(b.dtype(), ctx, "b", [&](auto tb) {
