@@ -457,6 +457,23 @@ NodeSpec qlinearMatMulSpec(const QMatCase& c, uint32_t seed) {
   return s;
 }
 
+// acc · a_scale · b_scale of a QLinearMatMul spec's inputs 0-5 (per-tensor a), row-major [M, N], in
+// double: the definition the fused kernels are checked against.
+std::vector<double> scaledProducts(const NodeSpec& s) {
+  const Tensor &a = s.inputs[0], &b = s.inputs[3], &bs = s.inputs[4], &bz = s.inputs[5];
+  const double as = s.inputs[1].at(0), az = s.inputs[2].at(0);
+  const int64_t K = b.dim(0), N = b.dim(1), M = a.numel() / K;
+  std::vector<double> v(static_cast<size_t>(M * N));
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t n = 0; n < N; ++n) {
+      const int64_t pc = bs.numel() == 1 ? 0 : n;
+      double acc = 0;
+      for (int64_t k = 0; k < K; ++k) acc += (a.at(m * K + k) - az) * (b.at(k * N + n) - bz.at(pc));
+      v[static_cast<size_t>(m * N + n)] = acc * as * bs.at(pc);
+    }
+  return v;
+}
+
 NodeSpec matMulIntegerSpec(const QMatCase& c, uint32_t seed) {
   NodeSpec s;
   s.op_type = "MatMulInteger";
@@ -523,25 +540,19 @@ TEST_CASE("lwc.internal.QLinearMatMul adds its float bias to the accumulator in 
     const Tensor got = runNode(s)[0], want = runNode(s, true)[0];
     checkRequantized(got, want);
     // The reference against the definition, in double.
-    const Tensor &a = s.inputs[0], &b = s.inputs[3], &bs = s.inputs[4], &bz = s.inputs[5];
-    const double as = s.inputs[1].at(0), az = s.inputs[2].at(0), yz = s.inputs[7].at(0);
-    const int64_t K = b.dim(0), N = c.n, M = a.numel() / K;
+    const std::vector<double> p = scaledProducts(s);
+    const double yz = s.inputs[7].at(0);
     const auto [ilo, ihi] = rangeOf(want.dtype());
     const double lo = static_cast<double>(ilo), hi = static_cast<double>(ihi);
     int64_t off = 0, moved = 0;
-    for (int64_t m = 0; m < M; ++m)
-      for (int64_t n = 0; n < N; ++n) {
-        const size_t pc = bs.numel() == 1 ? 0 : static_cast<size_t>(n);
-        double acc = 0;
-        for (int64_t k = 0; k < K; ++k) acc += (a.at(m * K + k) - az) * (b.at(k * N + n) - bz.at(pc));
-        const double v = acc * as * bs.at(pc) + bias[static_cast<size_t>(n)];
-        const double q = std::clamp(std::nearbyint(v / ys) + yz, lo, hi);
-        const double q0 = std::clamp(std::nearbyint(acc * as * bs.at(pc) / ys) + yz, lo, hi);
-        off = std::max<int64_t>(off, static_cast<int64_t>(std::llround(std::abs(q - want.at(m * N + n)))));
-        moved += std::abs(q - q0) >= 2;
-      }
+    for (size_t i = 0; i < p.size(); ++i) {
+      const double q = std::clamp(std::nearbyint((p[i] + bias[i % bias.size()]) / ys) + yz, lo, hi);
+      const double q0 = std::clamp(std::nearbyint(p[i] / ys) + yz, lo, hi);
+      off = std::max<int64_t>(off, static_cast<int64_t>(std::llround(std::abs(q - want.at(static_cast<int64_t>(i))))));
+      moved += std::abs(q - q0) >= 2;
+    }
     CHECK(off <= 1);
-    CHECK(moved * 3 > M * N);
+    CHECK(moved * 3 > static_cast<int64_t>(p.size()));
   }
   SECTION("a bias that is not one float per output column is refused by name") {
     NodeSpec s = qlinearMatMulSpec(matCases()[0], 7);
@@ -572,22 +583,16 @@ TEST_CASE("lwc.internal.MatMulIntegerToFloat computes acc times the scales plus 
     s.inputs.push_back(Tensor::fromVector<float>(c.n % 2 ? Shape{c.n} : Shape{1, c.n}, bias));
     s.constant_inputs = indicesExcept(7, {});
     CHECK(implOf(engine::Session(singleNodeModel(s)), "MatMulIntegerToFloat") == expectedImpl());
+    const std::vector<double> p = scaledProducts(s);
     for (bool reference : {false, true}) {
       const Tensor y = runNode(s, reference)[0];
-      const Tensor &a = s.inputs[0], &b = s.inputs[3], &bs = s.inputs[4], &bz = s.inputs[5];
-      const double as = s.inputs[1].at(0), az = s.inputs[2].at(0);
-      const int64_t K = b.dim(0), N = c.n, M = a.numel() / K;
-      REQUIRE(y.numel() == M * N);
+      REQUIRE(y.numel() == static_cast<int64_t>(p.size()));
       double worst = 0, largest = 0;
-      for (int64_t m = 0; m < M; ++m)
-        for (int64_t n = 0; n < N; ++n) {
-          const size_t pc = bs.numel() == 1 ? 0 : static_cast<size_t>(n);
-          double acc = 0;
-          for (int64_t k = 0; k < K; ++k) acc += (a.at(m * K + k) - az) * (b.at(k * N + n) - bz.at(pc));
-          const double want = acc * as * bs.at(pc) + bias[static_cast<size_t>(n)];
-          worst = std::max(worst, std::abs(y.at(m * N + n) - want));
-          largest = std::max(largest, std::abs(want));
-        }
+      for (size_t i = 0; i < p.size(); ++i) {
+        const double want = p[i] + bias[i % bias.size()];
+        worst = std::max(worst, std::abs(y.at(static_cast<int64_t>(i)) - want));
+        largest = std::max(largest, std::abs(want));
+      }
       INFO((reference ? "reference" : "fast") << ": worst error " << worst << " of values up to " << largest);
       CHECK(worst <= 1e-5 * largest);
       CHECK(largest > 1.0);

@@ -44,11 +44,12 @@ g (float[N, 3, 12, 12] x) => (float[N, 5] y) {
   return m;
 }
 
+// Calibration data: seeded uniform [0, 1) samples of `shape` (first dim: samples) in an .npy file.
 struct Calib {
   TempDir dir;
   DataSpec spec;
-  Calib() {
-    writeNpy(dir / "x.npy", randomFloat({64, 3, 12, 12}, 42, 0.0f, 1.0f));
+  explicit Calib(const Shape& shape = {64, 3, 12, 12}, uint32_t seed = 42) {
+    writeNpy(dir / "x.npy", randomFloat(shape, seed, 0.0f, 1.0f));
     spec.options.path = dir / "x.npy";
     spec.batch = 16;
   }
@@ -459,13 +460,9 @@ g (float[N, 4, 8] x) => (float[N, 4, 5] y, float[N, 4, 3] t) {
     addConst(m, "c5", {3}, 8, -0.1f, 0.1f);
     return m;
   };
-  TempDir dir;
-  DataSpec spec;
-  writeNpy(dir / "x.npy", randomFloat({48, 4, 8}, 5, 0.0f, 1.0f));
-  spec.options.path = dir / "x.npy";
-  spec.batch = 16;
+  const Calib calib({48, 4, 8}, 5);
   PassContext ctx;
-  ctx.calib = &spec;
+  ctx.calib = &calib.spec;
   auto quantizedInputs = [](const Model& q) {
     std::set<std::string> v;
     for (const auto& n : q.graph.nodes)

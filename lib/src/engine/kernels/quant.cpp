@@ -724,23 +724,61 @@ Shape withBiasRank(Shape out, const Tensor* bias) {
   if (bias && bias->rank() > out.size()) out.insert(out.begin(), bias->rank() - out.size(), 1);
   return out;
 }
-}  // namespace
 
-void qlinearMatMulBias(KernelContext& ctx, const Tensor* bias) {
+// Inputs 0-5 of QLinearMatMul and of lwc.internal.MatMulIntegerToFloat (a, a_scale, a_zero_point,
+// b, b_scale, b_zero_point), checked and read.
+struct QMatMulOperands {
+  MatMulDims d;
+  std::vector<float> a_scale, b_scale;
+  std::vector<int32_t> a_zp, b_zp;
+  MatParam a_at, b_at;
+};
+QMatMulOperands readQMatMulOperands(const KernelContext& ctx) {
   const Tensor& a = ctx.in(0);
   const Tensor& b = ctx.in(3);
   require8(a.dtype(), ctx, "a");
   require8(b.dtype(), ctx, "b");
-  const MatMulDims d = matmulDims(ctx, a.shape(), b.shape());
-
+  QMatMulOperands o;
+  o.d = matmulDims(ctx, a.shape(), b.shape());
   checkPair(ctx.in(1), ctx.in(2), ctx, "a_scale", "a_zero_point");
-  const std::vector<float> a_scale = readScales(ctx.in(1), ctx, "a_scale");
-  const std::vector<int32_t> a_zp = readZeroPoints(ctx.in(2), a.dtype(), ctx, "a_zero_point");
-  const MatParam a_at = matParam(ctx, ctx.in(1).shape(), d, true, "a_scale");
+  o.a_scale = readScales(ctx.in(1), ctx, "a_scale");
+  o.a_zp = readZeroPoints(ctx.in(2), a.dtype(), ctx, "a_zero_point");
+  o.a_at = matParam(ctx, ctx.in(1).shape(), o.d, true, "a_scale");
   checkPair(ctx.in(4), ctx.in(5), ctx, "b_scale", "b_zero_point");
-  const std::vector<float> b_scale = readScales(ctx.in(4), ctx, "b_scale");
-  const std::vector<int32_t> b_zp = readZeroPoints(ctx.in(5), b.dtype(), ctx, "b_zero_point");
-  const MatParam b_at = matParam(ctx, ctx.in(4).shape(), d, false, "b_scale");
+  o.b_scale = readScales(ctx.in(4), ctx, "b_scale");
+  o.b_zp = readZeroPoints(ctx.in(5), b.dtype(), ctx, "b_zero_point");
+  o.b_at = matParam(ctx, ctx.in(4).shape(), o.d, false, "b_scale");
+  return o;
+}
+
+// The integer products of `o` (inputs 0 and 3 of ctx), one output row at a time:
+// row(output row, its int32 accumulators, its a_scale, bsOf(n) = column n's b_scale).
+template <typename RowFn>
+void forEachAccRow(const KernelContext& ctx, const QMatMulOperands& o, RowFn&& row) {
+  const Tensor& a = ctx.in(0);
+  const Tensor& b = ctx.in(3);
+  dispatch8(a.dtype(), ctx, "a", [&](auto ta) {
+    dispatch8(b.dtype(), ctx, "b", [&](auto tb) {
+      matmulAccumulate(o.d, a.data<decltype(ta)>(), o.a_zp, o.a_at, b.data<decltype(tb)>(), o.b_zp, o.b_at,
+                       [&](int64_t bt, int64_t m, const int32_t* acc) {
+                         const auto bsOf = [&](int64_t n) { return o.b_scale[o.b_at.batch_off[bt] + n * o.b_at.step]; };
+                         row(bt * o.d.M + m, acc, o.a_scale[o.a_at.batch_off[bt] + m * o.a_at.step], bsOf);
+                       });
+    });
+  });
+}
+
+// A fused Linear layer's bias: float32, one value per output column ([N] or [1, N]).
+void checkColumnBias(const KernelContext& ctx, const Tensor* bias, int64_t n) {
+  if (bias && (bias->dtype() != DType::Float32 || bias->numel() != n || bias->rank() < 1 || bias->rank() > 2 ||
+               bias->dim(bias->rank() - 1) != n))
+    ctx.error("bias must be float32 with one value per output column (", n, "), got ", dtypeName(bias->dtype()), " ",
+              shapeStr(bias->shape()));
+}
+}  // namespace
+
+void qlinearMatMulBias(KernelContext& ctx, const Tensor* bias) {
+  const QMatMulOperands o = readQMatMulOperands(ctx);
   requireSingle(ctx.in(6), ctx, "y_scale");
   requireSingle(ctx.in(7), ctx, "y_zero_point");
   const float y_scale = readScales(ctx.in(6), ctx, "y_scale")[0];
@@ -748,70 +786,39 @@ void qlinearMatMulBias(KernelContext& ctx, const Tensor* bias) {
   require8(yt, ctx, "y_zero_point");
   const int32_t y_zp = readZeroPoints(ctx.in(7), yt, ctx, "y_zero_point")[0];
   const QRange range = qrange(yt, ctx, "y_zero_point");
-  if (bias && (bias->dtype() != DType::Float32 || bias->numel() != d.N || bias->rank() < 1 || bias->rank() > 2 ||
-               bias->dim(bias->rank() - 1) != d.N))
-    ctx.error("bias must be float32 with one value per output column (", d.N, "), got ", dtypeName(bias->dtype()), " ",
-              shapeStr(bias->shape()));
+  checkColumnBias(ctx, bias, o.d.N);
 
-  Tensor& y = ctx.alloc(0, yt, withBiasRank(d.out, bias));
-  dispatch8(a.dtype(), ctx, "a", [&](auto ta) {
-    dispatch8(b.dtype(), ctx, "b", [&](auto tb) {
-      dispatch8(yt, ctx, "y_zero_point", [&](auto ty) {
-        using TY = decltype(ty);
-        TY* ys = y.data<TY>();
-        matmulAccumulate(d, a.data<decltype(ta)>(), a_zp, a_at, b.data<decltype(tb)>(), b_zp, b_at,
-                         [&](int64_t bt, int64_t m, const int32_t* acc) {
-                           const float as = a_scale[a_at.batch_off[bt] + m * a_at.step];
-                           TY* dst = ys + (bt * d.M + m) * d.N;
-                           for (int64_t n = 0; n < d.N; ++n) {
-                             const float bs = b_scale[b_at.batch_off[bt] + n * b_at.step];
-                             const float mult = requantMultiplier(as, bs, y_scale);
-                             // The bias joins the accumulator, as the oneDNN kernel adds it.
-                             dst[n] = static_cast<TY>(
-                                 bias ? roundSaturate((static_cast<float>(acc[n]) + bias->data<float>()[n] / (as * bs)) * mult,
+  Tensor& y = ctx.alloc(0, yt, withBiasRank(o.d.out, bias));
+  dispatch8(yt, ctx, "y_zero_point", [&](auto ty) {
+    using TY = decltype(ty);
+    TY* ys = y.data<TY>();
+    forEachAccRow(ctx, o, [&](int64_t row, const int32_t* acc, float as, const auto& bsOf) {
+      TY* dst = ys + row * o.d.N;
+      for (int64_t n = 0; n < o.d.N; ++n) {
+        const float bs = bsOf(n);
+        const float mult = requantMultiplier(as, bs, y_scale);
+        // The bias joins the accumulator, as the oneDNN kernel adds it.
+        dst[n] = static_cast<TY>(bias ? roundSaturate((static_cast<float>(acc[n]) + bias->data<float>()[n] / (as * bs)) * mult,
                                                       range.lo - y_zp, range.hi - y_zp) +
                                             y_zp
                                       : requantizeValue(acc[n], mult, y_zp, range));
-                           }
-                         });
-      });
+      }
     });
   });
 }
 
 void matMulIntegerToFloat(KernelContext& ctx) {
-  const Tensor& a = ctx.in(0);
-  const Tensor& b = ctx.in(3);
-  require8(a.dtype(), ctx, "a");
-  require8(b.dtype(), ctx, "b");
-  const MatMulDims d = matmulDims(ctx, a.shape(), b.shape());
-  checkPair(ctx.in(1), ctx.in(2), ctx, "a_scale", "a_zero_point");
-  const std::vector<float> a_scale = readScales(ctx.in(1), ctx, "a_scale");
-  const std::vector<int32_t> a_zp = readZeroPoints(ctx.in(2), a.dtype(), ctx, "a_zero_point");
-  const MatParam a_at = matParam(ctx, ctx.in(1).shape(), d, true, "a_scale");
-  checkPair(ctx.in(4), ctx.in(5), ctx, "b_scale", "b_zero_point");
-  const std::vector<float> b_scale = readScales(ctx.in(4), ctx, "b_scale");
-  const std::vector<int32_t> b_zp = readZeroPoints(ctx.in(5), b.dtype(), ctx, "b_zero_point");
-  const MatParam b_at = matParam(ctx, ctx.in(4).shape(), d, false, "b_scale");
+  const QMatMulOperands o = readQMatMulOperands(ctx);
   const Tensor* bias = ctx.has(6) ? &ctx.in(6) : nullptr;
-  if (bias && (bias->dtype() != DType::Float32 || bias->numel() != d.N))
-    ctx.error("bias must be float32 with one value per output column (", d.N, "), got ", dtypeName(bias->dtype()), " ",
-              shapeStr(bias->shape()));
-  Tensor& y = ctx.alloc(0, DType::Float32, withBiasRank(d.out, bias));
-  float* ys = y.data<float>();
-  dispatch8(a.dtype(), ctx, "a", [&](auto ta) {
-    dispatch8(b.dtype(), ctx, "b", [&](auto tb) {
-      matmulAccumulate(d, a.data<decltype(ta)>(), a_zp, a_at, b.data<decltype(tb)>(), b_zp, b_at,
-                       [&](int64_t bt, int64_t m, const int32_t* acc) {
-                         const float as = a_scale[a_at.batch_off[bt] + m * a_at.step];
-                         float* dst = ys + (bt * d.M + m) * d.N;
-                         for (int64_t n = 0; n < d.N; ++n) {
-                           const float bs = b_scale[b_at.batch_off[bt] + n * b_at.step];
-                           // As the oneDNN kernel: the bias joins the accumulator, then one scale.
-                           dst[n] = (static_cast<float>(acc[n]) + (bias ? bias->data<float>()[n] / (as * bs) : 0.0f)) * (as * bs);
-                         }
-                       });
-    });
+  checkColumnBias(ctx, bias, o.d.N);
+  float* ys = ctx.alloc(0, DType::Float32, withBiasRank(o.d.out, bias)).data<float>();
+  forEachAccRow(ctx, o, [&](int64_t row, const int32_t* acc, float as, const auto& bsOf) {
+    float* dst = ys + row * o.d.N;
+    for (int64_t n = 0; n < o.d.N; ++n) {
+      const float bs = bsOf(n);
+      // As the oneDNN kernel: the bias joins the accumulator, then one scale.
+      dst[n] = (static_cast<float>(acc[n]) + (bias ? bias->data<float>()[n] / (as * bs) : 0.0f)) * (as * bs);
+    }
   });
 }
 
