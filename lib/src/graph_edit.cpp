@@ -92,11 +92,16 @@ TrailingBias trailingBiasAdd(const Graph& g, const GraphIndex& index, const std:
   const Node& add = g.nodes[static_cast<size_t>(a)];
   if (add.op_type != "Add" || !add.domain.empty() || add.inputs.size() != 2) return {};
   const size_t k = add.inputs[0] == value ? 1 : 0;
-  const Tensor* b = floatConstant(g, add.inputs[k], channels);
-  if (!b || add.inputs[k] == value || g.isGraphInput(add.inputs[k]) || b->rank() < 1) return {};
-  for (size_t d = 0; d + 1 < b->rank(); ++d)
-    if (b->dim(d) != 1) return {};
+  const Tensor* b = g.initializers.find(add.inputs[k]);
+  if (!b || add.inputs[k] == value || g.isGraphInput(add.inputs[k]) || !isColumnBias(*b, channels)) return {};
   return {a, k};
+}
+
+bool isColumnBias(const Tensor& t, int64_t n) {
+  if (t.dtype() != DType::Float32 || t.numel() != n || t.rank() < 1) return false;
+  for (size_t d = 0; d + 1 < t.rank(); ++d)
+    if (t.dim(d) != 1) return false;
+  return true;
 }
 
 const Tensor* intConstant(const Graph& g, const std::string& name) {

@@ -598,6 +598,17 @@ TEST_CASE("lwc.internal.MatMulIntegerToFloat computes acc times the scales plus 
       CHECK(largest > 1.0);
     }
   }
+  SECTION("a bias that is not one float per output column is refused by name") {
+    const NodeSpec q = qlinearMatMulSpec(matCases()[0], 7);
+    NodeSpec s;
+    s.op_type = "MatMulIntegerToFloat";
+    s.domain = "lwc.internal";
+    s.opset = 1;
+    s.inputs = {q.inputs[0], q.inputs[1], q.inputs[2], q.inputs[3], q.inputs[4], q.inputs[5], Tensor::fromVector<float>({48, 1}, std::vector<float>(48, 1.0f))};
+    s.constant_inputs = indicesExcept(7, {});
+    CHECK(implOf(engine::Session(singleNodeModel(s)), "MatMulIntegerToFloat") == "ref");
+    CHECK_THROWS_WITH(runNode(s), Catch::Contains("bias must be float32 with one value per output column (48)"));
+  }
 }
 
 TEST_CASE("dnnl MatMulInteger matches the reference exactly", "[dnnl][quant]") {

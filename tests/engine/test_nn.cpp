@@ -333,6 +333,19 @@ TEST_CASE("Gemm: alpha, beta, transposes, broadcast C", "[nn]") {
   }
 }
 
+TEST_CASE("lwc.internal.MatMul adds its bias per output column and refuses any other bias by name", "[nn]") {
+  // The engine's fusion of MatMul + Add(bias) (optimize.cpp); its reference kernel.
+  NodeSpec s;
+  s.op_type = "MatMul";
+  s.domain = "lwc.internal";
+  s.opset = 1;
+  const Tensor x = f32({2, 3}, {1, 2, 3, 4, 5, 6}), w = f32({3, 2}, {1, 0, 0, 1, 1, 1});
+  s.inputs = {x, w, f32({2}, {10, -10})};
+  CHECK(values(run1(s)) == std::vector<float>{14, -5, 20, 1});
+  s.inputs[2] = f32({2, 1}, {10, -10});
+  CHECK_THROWS_WITH(run1(s), Catch::Contains("bias must be float32 with one value per output column (2)"));
+}
+
 TEST_CASE("MatMul: numpy broadcasting and 1-D promotion", "[nn]") {
   auto naive = [](const Tensor& a, const Tensor& b, const Shape& out) {
     // a [2,1,3,4] x b [5,4,2] -> [2,5,3,2]

@@ -37,6 +37,10 @@ int producerIndex(const Graph& g, const std::string& value);
 /// Float32 initializer named `name` (optionally with exactly `numel` elements), else nullptr.
 const Tensor* floatConstant(const Graph& g, const std::string& name, int64_t numel = -1);
 
+/// A float32 tensor of `n` values along its last axis ([n] or [1, ..., n]): one value per output
+/// column, as a Linear layer's bias.
+bool isColumnBias(const Tensor& t, int64_t n);
+
 /// The Add that alone reads `value` (not a graph output) and adds a float32 constant of `channels`
 /// values along the last axis ([C] or [1, ..., C]; not a graph input): how exporters write the bias
 /// of a Linear layer on 3-D inputs, MatMul + Add. `node` is -1 when there is none.

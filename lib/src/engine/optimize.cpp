@@ -174,6 +174,25 @@ int soleReader(const Graph& g, const std::string& v) {
   return -1;
 }
 
+// The Add that alone reads a MatMul's output `y` and adds a constant bias of `n` columns
+// (isFusedMatMulBias): a Linear layer on 3-D inputs as exporters write it. The engine's graph
+// changes as it is rewritten, so this scans instead of using a GraphIndex (trailingBiasAdd).
+struct BiasAdd {
+  int node = -1;
+  std::string bias;
+};
+std::optional<BiasAdd> fusableBiasAdd(const Graph& g, const std::string& y, int64_t n) {
+  const int ai = soleReader(g, y);
+  if (ai < 0) return std::nullopt;
+  const Node& add = g.nodes[static_cast<size_t>(ai)];
+  if (add.op_type != "Add" || !add.domain.empty() || add.inputs.size() != 2 || add.inputs[0] == add.inputs[1])
+    return std::nullopt;
+  const std::string& c = add.inputs[add.inputs[0] == y ? 1 : 0];
+  const Tensor* ct = g.isGraphInput(c) ? nullptr : g.initializers.find(c);
+  if (!ct || !isFusedMatMulBias(*ct, n)) return std::nullopt;
+  return BiasAdd{ai, c};
+}
+
 // DQ(x) -> Conv/MatMul(DQ(W) [, DQ(b)]) -> Q  becomes  QLinearConv/QLinearMatMul, the integer kernel
 // ONNX Runtime also runs for this pattern. Weights must be constant int8/uint8, activations
 // per-tensor; a Conv bias must be int32 with scale x_scale * w_scale (as quantizers write it).
@@ -212,22 +231,11 @@ int fuseQdq(Graph& g, bool internal_ops) {
     }
     std::string y = op.outputs[0];
     if (g.isGraphOutput(y) || useCount(g, y) != 1) continue;
-    int bias_add = -1;  // the MatMul's bias Add (internal_ops)
-    std::string bias_c;
-    if (internal_ops && op.op_type == "MatMul" && wq->rank() == 2) {
-      const int ai = soleReader(g, y);
-      const Node* add = ai >= 0 ? &g.nodes[static_cast<size_t>(ai)] : nullptr;
-      if (add && add->op_type == "Add" && add->domain.empty() && add->inputs.size() == 2 && add->inputs[0] != add->inputs[1]) {
-        const std::string& c = add->inputs[add->inputs[0] == y ? 1 : 0];
-        const Tensor* ct = g.isGraphInput(c) ? nullptr : g.initializers.find(c);
-        if (ct && ct->dtype() == DType::Float32 && ct->numel() == wq->dim(1) && ct->rank() >= 1 && ct->rank() <= 2 &&
-            ct->dim(ct->rank() - 1) == wq->dim(1)) {
-          bias_add = ai;
-          bias_c = c;
-          y = add->outputs[0];
-          if (g.isGraphOutput(y) || useCount(g, y) != 1) continue;
-        }
-      }
+    std::optional<BiasAdd> bias_add;  // the MatMul's bias Add (internal_ops)
+    if (internal_ops && op.op_type == "MatMul" && wq->rank() == 2) bias_add = fusableBiasAdd(g, y, wq->dim(1));
+    if (bias_add) {
+      y = g.nodes[static_cast<size_t>(bias_add->node)].outputs[0];
+      if (g.isGraphOutput(y) || useCount(g, y) != 1) continue;
     }
     size_t qi = 0;
     while (qi < g.nodes.size() && !(g.nodes[qi].inputs.size() > 0 && g.nodes[qi].inputs[0] == y)) ++qi;
@@ -240,9 +248,9 @@ int fuseQdq(Graph& g, bool internal_ops) {
     f.op_type = conv ? "QLinearConv" : "QLinearMatMul";
     f.inputs = {dx->q, dx->scale, dx->zp, dw->q, dw->scale, dw->zp, qn.inputs[1], qn.inputs[2]};
     if (!bias.empty()) f.inputs.push_back(bias);
-    if (bias_add >= 0) {
+    if (bias_add) {
       f.domain = kInternalDomain;
-      f.inputs.push_back(bias_c);
+      f.inputs.push_back(bias_add->bias);
     }
     f.outputs = {qn.outputs[0]};
     if (op.op_type != "Conv") f.attrs.clear();
@@ -278,7 +286,7 @@ int fuseQdq(Graph& g, bool internal_ops) {
       extra = {r_in, f, r_out};
     }
     std::vector<size_t> gone{qi};
-    if (bias_add >= 0) gone.push_back(static_cast<size_t>(bias_add));
+    if (bias_add) gone.push_back(static_cast<size_t>(bias_add->node));
     std::sort(gone.rbegin(), gone.rend());
     for (size_t k : gone) {
       g.nodes.erase(g.nodes.begin() + static_cast<std::ptrdiff_t>(k));
@@ -393,26 +401,18 @@ int fuseQdqFloatOutput(Graph& g) {
     // A Linear layer on 3-D inputs whose output stays float (read by float ops: attention, GELU):
     // DQ(x) -> MatMul(DQ(W)) -> Add(c) becomes lwc.internal.MatMulIntegerToFloat(x, .., W, .., c),
     // one int8 kernel writing acc * x_scale * w_scale + c (ONNX Runtime's MatMulIntegerToFloat).
-    if (!gemm) {
-      const int ai = soleReader(g, op.outputs[0]);
-      const Node* add = ai >= 0 ? &g.nodes[static_cast<size_t>(ai)] : nullptr;
-      if (add && add->op_type == "Add" && add->domain.empty() && add->inputs.size() == 2 && add->inputs[0] != add->inputs[1]) {
-        const std::string& c = add->inputs[add->inputs[0] == op.outputs[0] ? 1 : 0];
-        const Tensor* ct = g.isGraphInput(c) ? nullptr : g.initializers.find(c);
-        if (ct && ct->dtype() == DType::Float32 && ct->numel() == N && ct->rank() >= 1 && ct->rank() <= 2 && ct->dim(ct->rank() - 1) == N) {
-          Node f = op;
-          f.domain = kInternalDomain;
-          f.op_type = "MatMulIntegerToFloat";
-          f.inputs = {dx->q, dx->scale, dx->zp, dw->q, dw->scale, dw->zp, c};
-          f.outputs = add->outputs;
-          f.attrs.clear();
-          g.nodes[i] = f;
-          g.nodes.erase(g.nodes.begin() + ai);
-          if (static_cast<size_t>(ai) < i) --i;
-          ++fused;
-          continue;
-        }
-      }
+    if (const auto ba = gemm ? std::nullopt : fusableBiasAdd(g, op.outputs[0], N)) {
+      Node f = op;
+      f.domain = kInternalDomain;
+      f.op_type = "MatMulIntegerToFloat";
+      f.inputs = {dx->q, dx->scale, dx->zp, dw->q, dw->scale, dw->zp, ba->bias};
+      f.outputs = g.nodes[static_cast<size_t>(ba->node)].outputs;
+      f.attrs.clear();
+      g.nodes[i] = f;
+      g.nodes.erase(g.nodes.begin() + ba->node);
+      if (static_cast<size_t>(ba->node) < i) --i;
+      ++fused;
+      continue;
     }
     const std::string base = op.name.empty() ? op.outputs[0] : op.name;
     const std::string wn = g.uniqueName(dw->q + "_kn"), mn = g.uniqueName(base + "_multiplier");
@@ -681,22 +681,15 @@ int fuseMatMulBias(Graph& g) {
     if (mm.op_type != "MatMul" || !mm.domain.empty() || mm.inputs.size() != 2 || mm.outputs.size() != 1) continue;
     const Tensor* b = g.isGraphInput(mm.inputs[1]) ? nullptr : g.initializers.find(mm.inputs[1]);
     if (!b || b->dtype() != DType::Float32 || b->rank() != 2) continue;
-    const int ai = soleReader(g, mm.outputs[0]);
-    if (ai < 0) continue;
-    const Node& add = g.nodes[static_cast<size_t>(ai)];
-    if (add.op_type != "Add" || !add.domain.empty() || add.inputs.size() != 2 || add.inputs[0] == add.inputs[1]) continue;
-    const std::string& c = add.inputs[add.inputs[0] == mm.outputs[0] ? 1 : 0];
-    const Tensor* ct = g.isGraphInput(c) ? nullptr : g.initializers.find(c);
-    const int64_t n = b->dim(1);
-    if (!ct || ct->dtype() != DType::Float32 || ct->numel() != n || ct->rank() < 1 || ct->rank() > 2 || ct->dim(ct->rank() - 1) != n)
-      continue;
+    const auto ba = fusableBiasAdd(g, mm.outputs[0], b->dim(1));
+    if (!ba) continue;
     Node f = mm;
     f.domain = kInternalDomain;
-    f.inputs.push_back(c);
-    f.outputs = add.outputs;
+    f.inputs.push_back(ba->bias);
+    f.outputs = g.nodes[static_cast<size_t>(ba->node)].outputs;
     g.nodes[i] = f;
-    g.nodes.erase(g.nodes.begin() + ai);
-    if (static_cast<size_t>(ai) < i) --i;
+    g.nodes.erase(g.nodes.begin() + ba->node);
+    if (static_cast<size_t>(ba->node) < i) --i;
     ++fused;
   }
   return fused;
@@ -849,6 +842,8 @@ int fusePostOps(Graph& g) {
 
 }  // namespace
 
+
+bool isFusedMatMulBias(const Tensor& c, int64_t n) { return isColumnBias(c, n) && c.rank() <= 2; }
 
 int qdqToQOperator(Graph& g) {
   const int dropped = dropRequantize(g);

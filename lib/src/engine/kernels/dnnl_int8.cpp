@@ -1058,9 +1058,7 @@ std::unique_ptr<Kernel> makeQMatMul(const KernelInfo& info, const QMatMulInputs&
     for (float s : *bs) c.scales.push_back(quant::requantMultiplier((*as)[0], s, (*ys)[0]));
     if (in.bias) {  // the reference names a bias it cannot use
       const Tensor* bias = info.constant(in.bias);
-      if (!bias || bias->dtype() != DType::Float32 || bias->numel() != N || bias->rank() < 1 || bias->rank() > 2 ||
-          bias->dim(bias->rank() - 1) != N)
-        return nullptr;
+      if (!bias || !isFusedMatMulBias(*bias, N)) return nullptr;
       for (int64_t j = 0; j < N; ++j)
         c.bias.push_back(bias->data<float>()[j] / ((*as)[0] * (*bs)[bs->size() == 1 ? 0 : static_cast<size_t>(j)]));
     }

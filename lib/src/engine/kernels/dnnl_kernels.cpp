@@ -352,23 +352,20 @@ std::unique_ptr<Kernel> makeDnnlGemm(const KernelInfo& info) {
   return std::make_unique<DnnlMatMul>(w, bias);
 }
 
+/// MatMul (A, B) and lwc.internal.MatMul (A, B, c), a MatMul with its bias Add (optimize.cpp,
+/// fuseMatMulBias).
 std::unique_ptr<Kernel> makeDnnlMatMul(const KernelInfo& info) {
   const Tensor* b = info.constant(1);
   if (!b || b->dtype() != DType::Float32 || b->rank() != 2) return nullptr;
   const auto* xt = info.input_types.empty() ? nullptr : info.input_types[0];
   if (!xt || xt->dtype != DType::Float32 || !xt->shape || xt->shape->size() < 2) return nullptr;
-  return std::make_unique<DnnlMatMul>(*b, Tensor());
-}
-
-/// lwc.internal.MatMul (A, B, c): MatMul with its bias Add (optimize.cpp, fuseMatMulBias).
-std::unique_ptr<Kernel> makeDnnlMatMulBias(const KernelInfo& info) {
-  const Tensor* c = info.constant(2);
-  const Tensor* b = info.constant(1);
-  if (!b || b->dtype() != DType::Float32 || b->rank() != 2 || !c || c->dtype() != DType::Float32 || c->numel() != b->dim(1))
-    return nullptr;
-  const auto* xt = info.input_types.empty() ? nullptr : info.input_types[0];
-  if (!xt || xt->dtype != DType::Float32 || !xt->shape || xt->shape->size() < 2) return nullptr;
-  return std::make_unique<DnnlMatMul>(*b, c->reshaped({b->dim(1)}));
+  Tensor bias;
+  if (info.hasInput(2)) {
+    const Tensor* c = info.constant(2);
+    if (!c || !isFusedMatMulBias(*c, b->dim(1))) return nullptr;
+    bias = c->reshaped({b->dim(1)});
+  }
+  return std::make_unique<DnnlMatMul>(*b, bias);
 }
 
 /// A oneDNN primitive reading one plain tensor and writing another of the same layout (softmax,
@@ -546,7 +543,7 @@ void registerDnnlKernels(KernelRegistry& r) {
   });
   r.add("", "Gemm", 1, 22, "dnnl", makeDnnlGemm);
   r.add("", "MatMul", 1, 22, "dnnl", makeDnnlMatMul);
-  r.add(kInternalDomain, "MatMul", 1, 1, "dnnl", makeDnnlMatMulBias);
+  r.add(kInternalDomain, "MatMul", 1, 1, "dnnl", makeDnnlMatMul);
   r.add("", "Softmax", 1, 12, "dnnl", [](const KernelInfo&) -> std::unique_ptr<Kernel> { return std::make_unique<DnnlSoftmax>(true); });
   r.add("", "Softmax", 13, 22, "dnnl", [](const KernelInfo&) -> std::unique_ptr<Kernel> { return std::make_unique<DnnlSoftmax>(false); });
   r.add("", "LayerNormalization", 17, 22, "dnnl", makeDnnlLayerNorm);

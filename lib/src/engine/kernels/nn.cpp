@@ -18,6 +18,7 @@
 
 #include "engine/kernels/common.h"
 #include "engine/kernels/nn_ref.h"
+#include "engine/optimize.h"
 
 namespace lwc::engine {
 
@@ -955,7 +956,7 @@ void matMulBiasKernel(KernelContext& ctx) {
   requireSameType(ctx, a, b, "B");
   Tensor y = matMulRef(a, b, parseMatMulParams(ctx.node, a.shape(), b.shape()));
   const int64_t n = y.rank() ? y.shape().back() : 1;
-  if (c.dtype() != DType::Float32 || c.numel() != n)
+  if (!isFusedMatMulBias(c, n))
     ctx.error("bias must be float32 with one value per output column (", n, "), got ", dtypeName(c.dtype()), " ",
               shapeStr(c.shape()));
   float* Y = y.data<float>();

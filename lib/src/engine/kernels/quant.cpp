@@ -10,6 +10,7 @@
 
 #include "engine/kernels/common.h"
 #include "engine/kernels/quant_ref.h"
+#include "engine/optimize.h"
 
 namespace lwc::engine::quant {
 
@@ -770,8 +771,7 @@ void forEachAccRow(const KernelContext& ctx, const QMatMulOperands& o, RowFn&& r
 
 // A fused Linear layer's bias: float32, one value per output column ([N] or [1, N]).
 void checkColumnBias(const KernelContext& ctx, const Tensor* bias, int64_t n) {
-  if (bias && (bias->dtype() != DType::Float32 || bias->numel() != n || bias->rank() < 1 || bias->rank() > 2 ||
-               bias->dim(bias->rank() - 1) != n))
+  if (bias && !isFusedMatMulBias(*bias, n))
     ctx.error("bias must be float32 with one value per output column (", n, "), got ", dtypeName(bias->dtype()), " ",
               shapeStr(bias->shape()));
 }
