@@ -710,6 +710,7 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
     dq_weights_.clear();
   }
   r.stats = {{"tensors_quantized", static_cast<int64_t>(tensors.size())},
+             {"tensors_calibrated", static_cast<int64_t>(stats_.tensors.size())},
              {"weights_quantized", weights_q},
              {"biases_quantized", biases_q},
              {"biases_corrected", biases_corrected},

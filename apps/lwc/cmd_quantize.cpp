@@ -247,7 +247,7 @@ void addCalibrateCommand(CLI::App& app, Action& action, const GlobalOptions&) {
       PipelineReport rep = runPipeline(p, m, ro);
       const auto& st = rep.stages.back().result.stats;
       std::printf("wrote %s: statistics of %lld tensors over %lld samples (shard %s)\n", q->save_calib.c_str(),
-                  static_cast<long long>(st.at("tensors_quantized")),
+                  static_cast<long long>(st.at("tensors_calibrated")),
                   static_cast<long long>(st.at("calibration_samples")), q->shard.c_str());
       return 0;
     };

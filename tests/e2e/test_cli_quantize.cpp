@@ -202,6 +202,24 @@ TEST_CASE("lwc calibrate shards merge into the same model as one calibration", "
   CHECK(test::readFile(d / "sharded.onnx") == test::readFile(d / "whole.onnx"));
 }
 
+TEST_CASE("lwc calibrate names the number of tensors its file holds", "[cli][quantize]") {
+  // tinyformer's Linear layers (MatMul + bias Add) are quantized after the Add, but the file also holds
+  // the MatMul outputs (for --format qoperator): more tensors than the QDQ model quantizes.
+  TempDir d;
+  auto r = runLwc("calibrate " + q(td("tinyformer_fmnist.onnx")) + " --calib " + q(td("fmnist_sample")) +
+                  " --calib-samples 40 -o " + q(d / "t.json"));
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  const size_t held = readJson(d / "t.json")["tensors"].size();
+  CHECK_THAT(r.out, Contains("statistics of " + std::to_string(held) + " tensors over 40 samples"));
+  auto qz = runLwc("quantize " + q(td("tinyformer_fmnist.onnx")) + " --load-calib " + q(d / "t.json") + " -o " +
+                   q(d / "t.onnx") + " --bench-batch 0 --layer-samples 0 --report " + q(d / "r.json"));
+  REQUIRE(qz.exit_code == 0);
+  const auto stats = readJson(d / "r.json")["stages"].back()["stats"];
+  CHECK(stats["tensors_calibrated"].get<size_t>() == held);
+  CHECK(stats["tensors_quantized"].get<size_t>() < held);
+}
+
 TEST_CASE("lwc quantize: bad input gets one clear error and no output file", "[cli][quantize]") {
   TempDir d;
   const fs::path model = td("lenet5_fmnist.onnx");
