@@ -272,6 +272,17 @@ std::optional<LayerForm> layerForm(const Node& n, const Tensor& W, bool bias_col
   return f;
 }
 
+std::optional<LayerForm> layerFormIn(const Graph& g, const GraphIndex& index, const Node& n, const Tensor& W, bool bias_column,
+                                     std::string& why, TrailingBias* tb) {
+  auto f = layerForm(n, W, bias_column, why);
+  const TrailingBias add = f && f->kind == LayerForm::Kind::MatMul && bias_column
+                               ? trailingBiasAdd(g, index, n.outputs.at(0), f->out)
+                               : TrailingBias{};
+  if (add.node >= 0) f->bias = true;
+  if (tb) *tb = add;
+  return f;
+}
+
 namespace {
 
 /// Fills A (rows x Kb; the bias column is 1) with group gi's sampled rows of the layer on input X,
@@ -350,6 +361,7 @@ std::string inputMismatch(const LayerForm& f, const Tensor& X) {
 void layerGrams(const Model& model, const std::vector<size_t>& nodes, Dataset& data, const std::string& input, int64_t batch,
                 int threads, int64_t rows_per_sample, bool bias_column, const std::function<void(size_t, LayerGram&)>& done) {
   const Graph& g = model.graph;
+  const GraphIndex index(g);
   std::vector<LayerGram> out(nodes.size());
   std::vector<size_t> todo;
   for (size_t i = 0; i < nodes.size(); ++i) {
@@ -361,7 +373,7 @@ void layerGrams(const Model& model, const std::vector<size_t>& nodes, Dataset& d
       continue;
     }
     std::string why;
-    auto f = layerForm(n, *w, bias_column, why);
+    auto f = layerFormIn(g, index, n, *w, bias_column, why);
     if (!f) {
       out[i].unsupported = why;
       done(i, out[i]);
@@ -755,19 +767,16 @@ std::vector<LsqLayerResult> lsqRecover(Model& m, const Model& unmodified, const 
     const bool select = select_it != opts.select_zeros.end();
     Tensor W = select ? wp->clone() : *wp;  // OBS selection zeroes weights in its own copy
     std::string why;
-    auto form = layerForm(n, W, opts.fit_bias, why);
+    // A MatMul's bias, when it has one, is the constant of the Add after it: the fit then matches
+    // that Add's output and writes the bias back there.
+    TrailingBias tb;
+    auto form = layerFormIn(g, graph_index, n, W, opts.fit_bias, why, &tb);
     if (!form) {
       skip(why);
       continue;
     }
-    // A MatMul's bias, when it has one, is the constant of the Add after it: the fit then matches
-    // that Add's output and writes the bias back there.
-    const TrailingBias tb = form->kind == LayerForm::Kind::MatMul && opts.fit_bias
-                                ? trailingBiasAdd(g, graph_index, n.outputs.at(0), form->out)
-                                : TrailingBias{};
     const int bias_add = tb.node;
     const size_t bias_input = tb.input;
-    if (bias_add >= 0) form->bias = true;
     const LayerForm& f = *form;
     // One line per layer: on large layers the exact per-channel solves take minutes (each channel
     // with its own mask factorises a matrix of its unknowns).

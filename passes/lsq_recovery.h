@@ -42,6 +42,7 @@
 #include <vector>
 
 #include "lwc/dataset.h"
+#include "lwc/graph_edit.h"
 #include "lwc/pass.h"
 
 namespace lwc::passes {
@@ -111,6 +112,11 @@ struct LayerForm {
 /// The form of `n` with weights `W`: Conv with 4-D weights, Gemm (transA = 0, alpha = beta = 1) and
 /// MatMul with 2-D weights. Otherwise nullopt, and `why` says what is not supported.
 std::optional<LayerForm> layerForm(const Node& n, const Tensor& W, bool bias_column, std::string& why);
+/// layerForm of a node of `g`, where a MatMul's bias is the float constant of the one Add after it
+/// (trailingBiasAdd; Linear layers on 3-D inputs export so): with `bias_column` such a MatMul gets
+/// the bias column too, and `tb` (when given) gets that Add (node -1 when there is none).
+std::optional<LayerForm> layerFormIn(const Graph& g, const GraphIndex& index, const Node& n, const Tensor& W, bool bias_column,
+                                     std::string& why, TrailingBias* tb = nullptr);
 
 /// Runs `model` with `values` as its outputs over all of `data` (reset first) and hands each
 /// batch's outputs (in the order of `values`) to `fn`. `input` is the model input the batches feed;

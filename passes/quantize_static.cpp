@@ -471,7 +471,8 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
   // its input on the calibration data (float model), layer chunk by layer chunk.
   struct GptqLayer {
     Tensor q;
-    Tensor bias;  ///< empty when the layer has no bias GPTQ could move
+    Tensor bias;            ///< empty when the layer has no bias GPTQ could move
+    std::string add_const;  ///< a MatMul's bias: the constant of the Add after it, moved in place
   };
   std::map<size_t, GptqLayer> gptq_layers_done;
   double gptq_err = 0, nearest_err = 0;
@@ -514,6 +515,18 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
                  std::vector<float> bias;
                  if (b && b->rank() == 1 && b->numel() == ch && !g.isGraphInput(n.inputs[2]))
                    for (int64_t c = 0; c < ch; ++c) bias.push_back(static_cast<float>(b->at(c)));
+                 // A MatMul (or a Gemm without C) whose bias is the constant of the one Add after it
+                 // (Linear layers on 3-D inputs): GPTQ moves that constant, when only that Add reads it.
+                 std::string add_const;
+                 if (bias.empty() && !n.hasInput(2))
+                   if (const TrailingBias tb = trailingBiasAdd(g, index, n.outputs[0], ch); tb.node >= 0) {
+                     const std::string& c = g.nodes[static_cast<size_t>(tb.node)].inputs[tb.input];
+                     if (index.numConsumers(c) == 1) {
+                       const Tensor& t = g.initializers.at(c);
+                       for (int64_t k = 0; k < ch; ++k) bias.push_back(t.data<float>()[k]);
+                       add_const = c;
+                     }
+                   }
                  GptqResult gr = gptqRound(lg, w, nearest_q, bias, scale, w_qmax, 0.01, ctx.threads);
                  if (gr.groups_not_pd + gr.groups_not_finite > 0)
                    r.notes.push_back(n.describe() + ": nearest rounding in " +
@@ -527,7 +540,7 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
                    nearest_err += gr.error_nearest;
                  }
                  gptq_channels_nearest += gr.channels_nearest;
-                 GptqLayer done{std::move(gr.q), Tensor()};
+                 GptqLayer done{std::move(gr.q), Tensor(), add_const};
                  if (!bias.empty()) done.bias = Tensor::fromVector<float>({ch}, gr.bias);
                  gptq_layers_done.emplace(i, std::move(done));
                });
@@ -571,7 +584,10 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
       const auto done = gptq_layers_done.find(i);
       if (done != gptq_layers_done.end()) {
         wq = std::move(done->second.q);
-        if (!done->second.bias.empty()) {
+        if (!done->second.add_const.empty()) {  // the Add's constant, in its own shape ([N] or [1, N])
+          const std::string& c = done->second.add_const;
+          g.initializers.set(c, done->second.bias.reshaped(g.initializers.at(c).shape()));
+        } else if (!done->second.bias.empty()) {
           gptq_bias = std::move(done->second.bias);
           b = &gptq_bias;
         }
