@@ -204,6 +204,17 @@ Tensor Tensor::reshaped(Shape shape) const {
   return t;
 }
 
+Tensor Tensor::view(int64_t offset, Shape shape) const {
+  const int64_t n = numelOf(shape);
+  LWC_CHECK(offset >= 0 && n >= 0 && offset + n <= numel_, "view of ", n, " elements at ", offset, " in ", shapeStr(shape_));
+  Tensor t = *this;
+  t.shape_ = std::move(shape);
+  t.numel_ = n;
+  // Shares ownership of the whole buffer, points into it.
+  t.data_ = std::shared_ptr<std::byte>(data_, data_.get() + offset * static_cast<int64_t>(dtypeSize(dtype_)));
+  return t;
+}
+
 Tensor Tensor::clone() const {
   if (empty()) return {};
   Tensor t(dtype_, shape_);

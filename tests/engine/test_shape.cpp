@@ -371,6 +371,71 @@ TEST_CASE("Gather", "[shape]") {
   CHECK_THROWS_AS(run1(node("Gather", {x, I({1}, {0})}, {attrInt("axis", 2)})), lwc::Error);
 }
 
+TEST_CASE("Gather, Slice and Split of a contiguous block are views of the input; other selections copy", "[shape]") {
+  // [3, 2, 2, 4]: a stacked q, k, v as attention exports split it.
+  const Tensor x = iota(DType::Float32, {3, 2, 2, 4});
+  const auto* base = static_cast<const float*>(x.raw());
+  auto viewAt = [&](const Tensor& y) -> int64_t {  // element offset into x's buffer, or -1 for a copy
+    const auto* p = static_cast<const float*>(y.raw());
+    return p >= base && p < base + x.numel() ? p - base : -1;
+  };
+  auto naive = [&](const Tensor& y, int64_t offset) {  // the block's values, read from x
+    Tensor want(DType::Float32, y.shape());
+    for (int64_t i = 0; i < want.numel(); ++i) want.data<float>()[i] = x.data<float>()[offset + i];
+    checkEq(y, want);
+  };
+  SECTION("Gather of one index, or consecutive indices, on the outermost axis") {
+    const Tensor k = run1(node("Gather", {x, Tensor::scalar<int64_t>(1)}));
+    CHECK(k.shape() == Shape{2, 2, 4});
+    CHECK(viewAt(k) == 16);
+    naive(k, 16);
+    const Tensor kv = run1(node("Gather", {x, I({2}, {1, 2})}));
+    CHECK(viewAt(kv) == 16);
+    naive(kv, 16);
+    const Tensor last = run1(node("Gather", {x, I({1, 1}, {-1})}));  // negative, 2-D indices
+    CHECK(last.shape() == Shape{1, 1, 2, 2, 4});
+    CHECK(viewAt(last) == 32);
+    // Leading axes of size 1 count as outermost: axis 1 of a [1, 3, 4].
+    const Tensor row = iota(DType::Float32, {1, 3, 4});
+    const Tensor r = run1(node("Gather", {row, Tensor::scalar<int64_t>(2)}, {attrInt("axis", 1)}));
+    CHECK(static_cast<const float*>(r.raw()) == static_cast<const float*>(row.raw()) + 8);
+    // Not a block: reversed or repeated indices, an inner axis.
+    CHECK(viewAt(run1(node("Gather", {x, I({2}, {2, 1})}))) == -1);
+    CHECK(viewAt(run1(node("Gather", {x, I({2}, {1, 1})}))) == -1);
+    CHECK(viewAt(run1(node("Gather", {x, Tensor::scalar<int64_t>(1)}, {attrInt("axis", 1)}))) == -1);
+  }
+  SECTION("Slice: single indices outside, one range with step 1, then whole axes") {
+    const Tensor a = run1(node("Slice", {x, I({1}, {1}), I({1}, {3})}, {}, 13));
+    CHECK(a.shape() == Shape{2, 2, 2, 4});
+    CHECK(viewAt(a) == 16);
+    naive(a, 16);
+    // x[2, 1, 0:2, :] and x[0, 1, 1, 1:3]
+    const Tensor b = run1(node("Slice", {x, I({2}, {2, 1}), I({2}, {3, 2})}, {}, 13));
+    CHECK(viewAt(b) == 40);
+    naive(b, 40);
+    const Tensor c = run1(node("Slice", {x, I({4}, {0, 1, 1, 1}), I({4}, {1, 2, 2, 3})}, {}, 13));
+    CHECK(c.shape() == Shape{1, 1, 1, 2});
+    CHECK(viewAt(c) == 13);
+    naive(c, 13);
+    // Copies: a range on an inner axis, a step, a reversed range.
+    const Tensor d = run1(node("Slice", {x, I({1}, {1}), I({1}, {3}), I({1}, {3})}, {}, 13));
+    CHECK(viewAt(d) == -1);
+    CHECK(d.shape() == Shape{3, 2, 2, 2});
+    CHECK(viewAt(run1(node("Slice", {x, I({1}, {0}), I({1}, {3}), I({1}, {0}), I({1}, {2})}, {}, 13))) == -1);
+    CHECK(viewAt(run1(node("Slice", {x, I({1}, {2}), I({1}, {kIntMin}), I({1}, {0}), I({1}, {-1})}, {}, 13))) == -1);
+  }
+  SECTION("Split along the outermost axis; an inner axis copies") {
+    auto parts = runNode(node("Split", {x, I({2}, {1, 2})}, {}, 13, 2));
+    CHECK(viewAt(parts[0]) == 0);
+    CHECK(viewAt(parts[1]) == 16);
+    naive(parts[0], 0);
+    naive(parts[1], 16);
+    auto inner = runNode(node("Split", {x}, {attrInt("axis", 3)}, 13, 2));
+    CHECK(viewAt(inner[0]) == -1);
+    CHECK(viewAt(inner[1]) == -1);
+  }
+}
+
 TEST_CASE("GatherElements and GatherND", "[shape]") {
   checkEq(run1(node("GatherElements", {I({2, 2}, {1, 2, 3, 4}), I({2, 2}, {0, 0, 1, 0})}, {attrInt("axis", 1)})),
           I({2, 2}, {1, 1, 4, 3}));

@@ -98,6 +98,9 @@ class Tensor {
 
   /// Same buffer, new shape with the same element count.
   Tensor reshaped(Shape shape) const;
+  /// The `shape` elements from element `offset` on, in the same buffer (no copy): a contiguous
+  /// block such as one index of the first axis. The buffer lives as long as any view of it.
+  Tensor view(int64_t offset, Shape shape) const;
   /// Deep copy.
   Tensor clone() const;
   /// True when dtype, shape and bytes are identical.

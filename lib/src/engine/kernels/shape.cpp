@@ -512,6 +512,11 @@ void split(KernelContext& ctx, int since) {
   for (int64_t i = 0; i < n; ++i) {
     Shape s = x.shape();
     s[axis] = sizes[i];
+    if (rows == 1 && sizes[i] > 0 && numelOf(s) > 0) {  // the outermost axis of any size: contiguous parts, views
+      ctx.outputs[static_cast<size_t>(i)] = x.view(offset * prod(x.shape(), axis + 1, r), std::move(s));
+      offset += sizes[i];
+      continue;
+    }
     Tensor& y = ctx.alloc(i, x.dtype(), s);
     const int64_t chunk = sizes[i] * inner;
     for (int64_t row = 0; row < rows; ++row)
@@ -567,8 +572,6 @@ void slice(KernelContext& ctx, bool from_inputs) {
     begin[a] = b;
     step[a] = s;
   }
-  Tensor& y = ctx.alloc(0, x.dtype(), out);
-  if (y.numel() == 0) return;
   const auto xs = stridesOf(x.shape());
   int64_t offset = 0;
   std::vector<int64_t> st(r);
@@ -576,6 +579,18 @@ void slice(KernelContext& ctx, bool from_inputs) {
     offset += begin[k] * xs[k];
     st[k] = step[k] * xs[k];
   }
+  // A contiguous block (single indices on the outer axes, then one range with step 1, then whole
+  // axes) is a view of x, no copy.
+  int64_t k0 = 0;
+  while (k0 < r && out[k0] == 1) ++k0;
+  bool block = k0 == r || step[k0] == 1;
+  for (int64_t k = k0 + 1; block && k < r; ++k) block = out[k] == x.dim(k) && step[k] == 1;
+  if (block && numelOf(out) > 0) {
+    ctx.outputs[0] = x.view(offset, std::move(out));
+    return;
+  }
+  Tensor& y = ctx.alloc(0, x.dtype(), out);
+  if (y.numel() == 0) return;
   const size_t es = dtypeSize(x.dtype());
   viewCopy(bytesOf(y), bytesOf(x) + offset * static_cast<int64_t>(es), out, st, es);
 }
@@ -701,8 +716,16 @@ void gather(KernelContext& ctx) {
   Shape out(x.shape().begin(), x.shape().begin() + axis);
   out.insert(out.end(), ind.shape().begin(), ind.shape().end());
   out.insert(out.end(), x.shape().begin() + axis + 1, x.shape().end());
-  Tensor& y = ctx.alloc(0, x.dtype(), out);
   const int64_t rows = prod(x.shape(), 0, axis), n = static_cast<int64_t>(idx.size());
+  // Consecutive indices on the outermost axis of any size (one index of a stacked q, k, v) select
+  // one contiguous block: a view of it, no copy.
+  bool block = rows == 1 && n > 0;
+  for (int64_t k = 1; block && k < n; ++k) block = idx[k] == idx[0] + k;
+  if (block && numelOf(out) > 0) {
+    ctx.outputs[0] = x.view(idx[0] * prod(x.shape(), axis + 1, r), std::move(out));
+    return;
+  }
+  Tensor& y = ctx.alloc(0, x.dtype(), out);
   const int64_t inner = prod(x.shape(), axis + 1, r) * static_cast<int64_t>(dtypeSize(x.dtype()));
   const std::byte* src = bytesOf(x);
   std::byte* dst = bytesOf(y);
