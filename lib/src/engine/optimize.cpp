@@ -695,6 +695,35 @@ int fuseMatMulBias(Graph& g) {
   return fused;
 }
 
+// ------------------------------------------------------------------ MatMul of a transposed B
+
+// Transpose(Bt) swapping only the last two axes, read by nothing but MatMul(A, ·) as its B (the kᵀ of
+// attention as exporters write it), becomes lwc.internal.MatMulTransB(A, Bt): the product reads Bt's
+// rows instead of a transposed copy written first. A constant Bt is left alone (weight matrices
+// have their own paths).
+int fuseMatMulTransB(Graph& g) {
+  int fused = 0;
+  for (auto& mm : g.nodes) {
+    if (mm.op_type != "MatMul" || !mm.domain.empty() || mm.inputs.size() != 2 || mm.outputs.size() != 1) continue;
+    const int ti = producerIndex(g, mm.inputs[1]);
+    if (ti < 0 || g.isGraphOutput(mm.inputs[1]) || useCount(g, mm.inputs[1]) != 1) continue;
+    const Node& t = g.nodes[static_cast<size_t>(ti)];
+    if (t.op_type != "Transpose" || !t.domain.empty() || t.inputs.size() != 1 || !t.hasAttr("perm") ||
+        g.initializers.contains(t.inputs[0]))
+      continue;
+    const std::vector<int64_t> perm = t.attrInts("perm");
+    const auto r = static_cast<int64_t>(perm.size());
+    bool swaps_last = r >= 2 && perm[r - 1] == r - 2 && perm[r - 2] == r - 1;
+    for (int64_t k = 0; swaps_last && k + 2 < r; ++k) swaps_last = perm[k] == k;
+    if (!swaps_last) continue;
+    mm.domain = kInternalDomain;
+    mm.op_type = "MatMulTransB";
+    mm.inputs[1] = t.inputs[0];
+    ++fused;
+  }
+  return fused;
+}
+
 // ------------------------------------------------------------------ GELU
 
 // The exact GELU as exporters decompose it, x * 0.5 * (1 + erf(x / sqrt(2))):
@@ -864,6 +893,8 @@ OptimizeStats optimizeForExecution(Graph& g) {
   if (st.qdq_fused) removeDeadNodes(g);
   st.matmul_bias_fused = fuseMatMulBias(g);
   st.gelu_fused = fuseGelu(g);
+  st.matmul_trans_b = fuseMatMulTransB(g);
+  if (st.matmul_trans_b) removeDeadNodes(g);  // the Transposes
   st.convs_nhwc = convertConvs(g) + convertQConvs(g);
   if (st.convs_nhwc > 0) {
     bool changed = true;

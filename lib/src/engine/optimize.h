@@ -28,6 +28,7 @@ struct OptimizeStats {
   int fused_post_ops = 0;
   int gelu_fused = 0;
   int matmul_bias_fused = 0;
+  int matmul_trans_b = 0;
 };
 
 OptimizeStats optimizeForExecution(Graph& g);

@@ -245,17 +245,26 @@ void gemmBlocked(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T 
     else if (beta != T(1)) for (int64_t j = 0; j < n; ++j) row[j] *= beta;
   }
   if (k <= 0) return;
-  // Transposed operands are packed once so the inner loop always streams rows of B and C.
-  std::vector<T> at, bt;
+  // Transposed operands are packed once so the inner loop always streams rows of B and C. Small
+  // packs reuse this thread's buffers: batched products (attention's q·kᵀ: 16 x 16 per head, a few
+  // hundred calls per node) would otherwise allocate for every call.
+  constexpr size_t kKeptPack = size_t{1} << 18;  // elements kept per thread and operand
+  thread_local std::vector<T> kept_a, kept_b;
+  std::vector<T> own_a, own_b;
+  auto packBuffer = [&](std::vector<T>& kept, std::vector<T>& own, int64_t elems) -> std::vector<T>& {
+    std::vector<T>& buf = static_cast<size_t>(elems) <= kKeptPack ? kept : own;
+    if (buf.size() < static_cast<size_t>(elems)) buf.resize(static_cast<size_t>(elems));
+    return buf;
+  };
   if (trans_a) {
-    at.resize(static_cast<size_t>(m * k));
+    std::vector<T>& at = packBuffer(kept_a, own_a, m * k);
     for (int64_t p = 0; p < k; ++p)
       for (int64_t i = 0; i < m; ++i) at[i * k + p] = a[p * lda + i];
     a = at.data();
     lda = k;
   }
   if (trans_b) {
-    bt.resize(static_cast<size_t>(k * n));
+    std::vector<T>& bt = packBuffer(kept_b, own_b, k * n);
     for (int64_t j = 0; j < n; ++j)
       for (int64_t p = 0; p < k; ++p) bt[p * n + j] = b[j * ldb + p];
     b = bt.data();
@@ -381,7 +390,7 @@ MatMulParams parseMatMulParams(const Node& n, const Shape& a, const Shape& b) {
   return p;
 }
 
-Tensor matMulRef(const Tensor& a, const Tensor& b, const MatMulParams& p) {
+Tensor matMulRef(const Tensor& a, const Tensor& b, const MatMulParams& p, bool trans_b) {
   Tensor y = Tensor::uninitialized(a.dtype(), p.out);  // every element written below (beta 0)
   const int64_t batches = numelOf(p.batch), mk = p.m * p.k, kn = p.k * p.n, mn = p.m * p.n;
   dispatchGemm(a.dtype(), [&](auto tag) {
@@ -389,9 +398,10 @@ Tensor matMulRef(const Tensor& a, const Tensor& b, const MatMulParams& p) {
     const T* ad = a.data<T>();
     const T* bd = b.data<T>();
     T* yd = y.data<T>();
+    const int64_t ldb = trans_b ? p.k : p.n;
     // Activations [B..., M, K] times one weight matrix: a single GEMM with B*M rows.
     if (numelOf(p.b_batch) == 1 && p.a_batch == p.batch) {
-      gemmBlocked<T>(false, false, batches * p.m, p.n, p.k, T(1), ad, p.k, bd, p.n, T(0), yd, p.n);
+      gemmBlocked<T>(false, trans_b, batches * p.m, p.n, p.k, T(1), ad, p.k, bd, ldb, T(0), yd, p.n);
       return;
     }
     // Element strides of each operand's batch dims, 0 where broadcast.
@@ -416,7 +426,7 @@ Tensor matMulRef(const Tensor& a, const Tensor& b, const MatMulParams& p) {
         ao += idx * as[i];
         bo += idx * bs[i];
       }
-      gemmBlocked<T>(false, false, p.m, p.n, p.k, T(1), ad + ao, p.k, bd + bo, p.n, T(0), yd + bi * mn, p.n);
+      gemmBlocked<T>(false, trans_b, p.m, p.n, p.k, T(1), ad + ao, p.k, bd + bo, ldb, T(0), yd + bi * mn, p.n);
     });
   });
   return y;
@@ -971,6 +981,21 @@ void matMulBiasKernel(KernelContext& ctx) {
   ctx.outputs[0] = std::move(y);
 }
 
+// lwc.internal.MatMulTransB (A, Bt): MatMul(A, B) where Bt is B with its last two axes swapped
+// (the optimizer's rewrite of Transpose -> MatMul input B): the product reads Bt's rows in place of
+// a transposed copy. Same element types as MatMul.
+void matMulTransBKernel(KernelContext& ctx) {
+  const bool half = isHalf(ctx);
+  Tensor a_f, b_f;
+  const Tensor &a = floatInput(ctx, 0, a_f), &bt = floatInput(ctx, 1, b_f);
+  requireGemmType(ctx, a);
+  requireSameType(ctx, a, bt, "B");
+  if (bt.rank() < 2) ctx.error("B must have rank 2 or more, got ", shapeStr(bt.shape()));
+  Shape b = bt.shape();
+  std::swap(b[b.size() - 1], b[b.size() - 2]);
+  setOutput(ctx, 0, matMulRef(a, bt, parseMatMulParams(ctx.node, a.shape(), b), true), half);
+}
+
 KernelFactory poolFactory(const std::string& op) {
   return [op](const KernelInfo& info) -> std::unique_ptr<Kernel> {
     const int64_t opset = info.opset;
@@ -1284,6 +1309,9 @@ void registerNnKernels(KernelRegistry& r) {
   r.addFn("MatMul", 1, 22, matMulKernel);
   r.add("lwc.internal", "MatMul", 1, 1, "ref", [](const KernelInfo&) -> std::unique_ptr<Kernel> {
     return std::make_unique<RefKernel>(matMulBiasKernel);
+  });
+  r.add("lwc.internal", "MatMulTransB", 1, 1, "ref", [](const KernelInfo&) -> std::unique_ptr<Kernel> {
+    return std::make_unique<RefKernel>(matMulTransBKernel);
   });
   for (const char* op : {"MaxPool", "AveragePool", "LpPool"}) r.add("", op, 1, 22, "ref", poolFactory(op));
   r.addFn("GlobalAveragePool", 1, 22, globalPoolKernel<false>);

@@ -76,7 +76,8 @@ struct MatMulParams {
   Shape out;               ///< result shape, promoted dims removed
 };
 MatMulParams parseMatMulParams(const Node& n, const Shape& a, const Shape& b);
-Tensor matMulRef(const Tensor& a, const Tensor& b, const MatMulParams& p);
+/// With trans_b, b holds B with its last two axes swapped ([..., N, K]); p is parsed for B.
+Tensor matMulRef(const Tensor& a, const Tensor& b, const MatMulParams& p, bool trans_b = false);
 
 /// Row-major C[M,N] = alpha * op(A) * op(B) + beta * C (beta == 0 ignores C's contents).
 /// Blocked, OpenMP-parallel unless already inside a parallel region. Instantiated for float, double,
