@@ -371,7 +371,7 @@ TEST_CASE("Gather", "[shape]") {
   CHECK_THROWS_AS(run1(node("Gather", {x, I({1}, {0})}, {attrInt("axis", 2)})), lwc::Error);
 }
 
-TEST_CASE("Gather, Slice and Split of a contiguous block are views of the input; other selections copy", "[shape]") {
+TEST_CASE("Gather, Slice and Split of a contiguous block are views of the input and other selections copy", "[shape]") {
   // [3, 2, 2, 4]: a stacked q, k, v as attention exports split it.
   const Tensor x = iota(DType::Float32, {3, 2, 2, 4});
   const auto* base = static_cast<const float*>(x.raw());
