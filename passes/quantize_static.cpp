@@ -482,6 +482,15 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
     const bool gemm_beta_ok = n.op_type != "Gemm" || n.attrFloat("beta", 1.0f) == 1.0f;
     return n.hasInput(2) && gemm_beta_ok ? floatConstant(g, n.inputs[2]) : nullptr;
   };
+  // A MatMul (or a Gemm without C) whose bias is the float constant of the one Add after it, as
+  // exporters write Linear layers on 3-D inputs, where that Add alone reads the constant: the Add
+  // (node -1 otherwise). GPTQ and bias correction move that constant as the layer's bias.
+  auto movableBiasAdd = [&](const Node& n, int64_t ch) -> TrailingBias {
+    if (n.hasInput(2)) return {};
+    const TrailingBias tb = trailingBiasAdd(g, index, n.outputs[0], ch);
+    if (tb.node < 0 || index.numConsumers(g.nodes[static_cast<size_t>(tb.node)].inputs[tb.input]) != 1) return {};
+    return tb;
+  };
   if (gptq) {
     std::map<std::string, int> uses;
     for (size_t i : compute) ++uses[g.nodes[i].inputs[1]];
@@ -515,18 +524,12 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
                  std::vector<float> bias;
                  if (b && b->rank() == 1 && b->numel() == ch && !g.isGraphInput(n.inputs[2]))
                    for (int64_t c = 0; c < ch; ++c) bias.push_back(static_cast<float>(b->at(c)));
-                 // A MatMul (or a Gemm without C) whose bias is the constant of the one Add after it
-                 // (Linear layers on 3-D inputs): GPTQ moves that constant, when only that Add reads it.
                  std::string add_const;
-                 if (bias.empty() && !n.hasInput(2))
-                   if (const TrailingBias tb = trailingBiasAdd(g, index, n.outputs[0], ch); tb.node >= 0) {
-                     const std::string& c = g.nodes[static_cast<size_t>(tb.node)].inputs[tb.input];
-                     if (index.numConsumers(c) == 1) {
-                       const Tensor& t = g.initializers.at(c);
-                       for (int64_t k = 0; k < ch; ++k) bias.push_back(t.data<float>()[k]);
-                       add_const = c;
-                     }
-                   }
+                 if (const TrailingBias tb = bias.empty() ? movableBiasAdd(n, ch) : TrailingBias{}; tb.node >= 0) {
+                   add_const = g.nodes[static_cast<size_t>(tb.node)].inputs[tb.input];
+                   const Tensor& t = g.initializers.at(add_const);
+                   bias.assign(t.data<float>(), t.data<float>() + ch);
+                 }
                  GptqResult gr = gptqRound(lg, w, nearest_q, bias, scale, w_qmax, 0.01, ctx.threads);
                  if (gr.groups_not_pd + gr.groups_not_finite > 0)
                    r.notes.push_back(n.describe() + ": nearest rounding in " +
@@ -649,16 +652,14 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
       new_inits.push_back({bias_dq, gptq_bias});
     }
     new_inputs[i] = {weight_dq.at(wname), bias_dq};
-    // A MatMul (or a Gemm without C) whose bias is the float constant of the one Add after it, as
-    // exporters write Linear layers on 3-D inputs: bias correction moves that constant instead.
-    if (bias_correction && bias_dq.empty() && !n.hasInput(2)) {
+    // Without an int32 bias, bias correction moves the Add constant after a MatMul instead.
+    if (bias_correction && bias_dq.empty()) {
       const int64_t ch = g.initializers.at(wname).dim(static_cast<size_t>(axis));
-      if (const TrailingBias tb = trailingBiasAdd(g, index, n.outputs[0], ch); tb.node >= 0) {
+      if (const TrailingBias tb = movableBiasAdd(n, ch); tb.node >= 0) {
         const Node& add = g.nodes[static_cast<size_t>(tb.node)];
-        const std::string& c = add.inputs[tb.input];
         const auto act = absorbed.find(i);  // after the Add (bias_adds)
         const std::string q_out = act == absorbed.end() ? add.outputs[0] : g.nodes[act->second].outputs[0];
-        if (index.numConsumers(c) == 1) bias_fixes.push_back({add.describe(), add.outputs[0], q_out, c, {}, -1});
+        bias_fixes.push_back({add.describe(), add.outputs[0], q_out, add.inputs[tb.input], {}, -1});
       }
     }
   }

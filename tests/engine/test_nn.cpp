@@ -346,6 +346,21 @@ TEST_CASE("lwc.internal.MatMul adds its bias per output column and refuses any o
   CHECK_THROWS_WITH(run1(s), Catch::Contains("bias must be float32 with one value per output column (2)"));
 }
 
+TEST_CASE("lwc.internal.MatMulTransB multiplies by its second input's last two axes swapped", "[nn]") {
+  // The engine's rewrite of Transpose -> MatMul input B (optimize.cpp); its kernel on bad input too.
+  NodeSpec s;
+  s.op_type = "MatMulTransB";
+  s.domain = "lwc.internal";
+  s.opset = 1;
+  const Tensor x = f32({2, 3}, {1, 2, 3, 4, 5, 6}), bt = f32({2, 3}, {1, 0, 1, 0, 1, 1});  // B = btᵀ [3, 2]
+  s.inputs = {x, bt};
+  CHECK(values(run1(s)) == std::vector<float>{4, 5, 10, 11});
+  s.inputs[1] = f32({3}, {1, 0, 1});
+  CHECK_THROWS_WITH(run1(s), Catch::Contains("B must have rank 2 or more, got [3]"));
+  s.inputs[1] = f32({3, 2}, {1, 0, 1, 0, 1, 1});  // B would be [2, 3]: 3 vs 2 inner
+  CHECK_THROWS_AS(run1(s), lwc::Error);
+}
+
 TEST_CASE("MatMul: numpy broadcasting and 1-D promotion", "[nn]") {
   auto naive = [](const Tensor& a, const Tensor& b, const Shape& out) {
     // a [2,1,3,4] x b [5,4,2] -> [2,5,3,2]

@@ -426,22 +426,7 @@ g (float[N, 6, 8] x) => (float[N, 6, 8] y) {
 TEST_CASE("quantize_static weight_rounding gptq moves the float Add constant after a MatMul", "[gptq][quantize]") {
   // Linear layers on 3-D inputs export as MatMul + Add(constant): that constant is the bias GPTQ's
   // compensation reaches, as a Conv's or Gemm's own bias is.
-  const std::string text = R"(<ir_version: 8, opset_import: ["" : 13]>
-g (float[N, 36, 12] x) => (float[N, 36, 5] y) {
-  m = MatMul (x, w)
-  a = Add (m, c)
-  r = Relu (a)
-  m2 = MatMul (r, w2)
-  y = Add (c2, m2)
-})";
-  auto model = [&] {
-    Model m = parseGraph(text);
-    addConst(m, "w", {12, 8}, 1, -0.5f, 0.5f);
-    addConst(m, "c", {1, 8}, 2, -0.1f, 0.1f);
-    addConst(m, "w2", {8, 5}, 3, -0.5f, 0.5f);
-    addConst(m, "c2", {5}, 4, -0.1f, 0.1f);
-    return m;
-  };
+  auto model = [] { return twoLinearLayers(36, 12, 8, 5, /*first_bias_2d=*/true); };
   // Correlated along the last axis: rows of smooth images.
   auto rows = [](int64_t n, uint32_t seed) { return smoothImages(n, seed).reshaped({n, 36, 12}); };
   TempDir dir;

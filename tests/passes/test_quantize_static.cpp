@@ -375,22 +375,7 @@ TEST_CASE("quantize_static bias_correction removes each layer's output mean shif
 TEST_CASE("quantize_static bias_correction moves the float Add constant after a MatMul", "[quantize]") {
   // Linear layers on 3-D inputs export as MatMul + Add(constant): the constant (per last axis) is
   // the bias that correction moves, in float, so the means then match to float precision.
-  const std::string text = R"(<ir_version: 8, opset_import: ["" : 13]>
-g (float[N, 4, 8] x) => (float[N, 4, 5] y) {
-  m = MatMul (x, w)
-  a = Add (m, c)
-  r = Relu (a)
-  m2 = MatMul (r, w2)
-  y = Add (c2, m2)
-})";
-  auto model = [&] {
-    Model m = parseGraph(text);
-    addConst(m, "w", {8, 6}, 1, -0.5f, 0.5f);
-    addConst(m, "c", {6}, 2, -0.1f, 0.1f);
-    addConst(m, "w2", {6, 5}, 3, -0.5f, 0.5f);
-    addConst(m, "c2", {1, 5}, 4, -0.1f, 0.1f);
-    return m;
-  };
+  auto model = [] { return twoLinearLayers(4, 8, 6, 5, /*first_bias_2d=*/false); };
   TempDir dir;
   DataSpec spec;
   writeNpy(dir / "x.npy", randomFloat({48, 4, 8}, 5, 0.0f, 1.0f));

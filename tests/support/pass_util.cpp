@@ -47,6 +47,19 @@ Model gemmModel(int64_t in, int64_t out, uint32_t seed) {
   return m;
 }
 
+Model twoLinearLayers(int64_t seq, int64_t in, int64_t hidden, int64_t out, bool first_bias_2d) {
+  const std::string s = std::to_string(seq);
+  Model m = parseGraph("<ir_version: 8, opset_import: [\"\" : 13]>\ng (float[N, " + s + ", " + std::to_string(in) +
+                       "] x) => (float[N, " + s + ", " + std::to_string(out) +
+                       "] y) {\n  m = MatMul (x, w)\n  a = Add (m, c)\n  r = Relu (a)\n  m2 = MatMul (r, w2)\n"
+                       "  y = Add (c2, m2)\n}");
+  addConst(m, "w", {in, hidden}, 1, -0.5f, 0.5f);
+  addConst(m, "c", first_bias_2d ? Shape{1, hidden} : Shape{hidden}, 2, -0.1f, 0.1f);
+  addConst(m, "w2", {hidden, out}, 3, -0.5f, 0.5f);
+  addConst(m, "c2", first_bias_2d ? Shape{out} : Shape{1, out}, 4, -0.1f, 0.1f);
+  return m;
+}
+
 PassResult runPass(Model& m, const std::string& pass, const nlohmann::json& options) {
   PassContext ctx;
   return runPass(m, pass, options, ctx);

@@ -19,6 +19,11 @@ void addConst(Model& m, const std::string& name, Shape shape, uint32_t seed, flo
 /// One Gemm y = x·wᵀ + b, x [N, in] -> y [N, out], with seeded random w [out, in] (seed) and
 /// b [out] (seed + 1), values in [-1, 1).
 Model gemmModel(int64_t in, int64_t out, uint32_t seed);
+/// Two Linear layers on sequences as exporters write them: x [N, seq, in] -> MatMul(w) -> Add(c)
+/// -> Relu -> MatMul(w2) -> Add(c2, ·) -> y [N, seq, out] (opset 13). Seeded weights w [in, hidden]
+/// (1), w2 [hidden, out] (3) in [-0.5, 0.5) and biases c (2), c2 (4) in [-0.1, 0.1); one bias is
+/// [1, N], the other [N]: c when `first_bias_2d`, else c2.
+Model twoLinearLayers(int64_t seq, int64_t in, int64_t hidden, int64_t out, bool first_bias_2d);
 /// y = MatMul(Reshape(x, [-1, x.size(1) % 3]), w), x [N, 8] -> y [4N, 5], 11 nodes, seeded random
 /// w [2, 5]: shape inference does not evaluate Mod, so the MatMul's MACs (N·4·2·5) are only known
 /// once the target is folded at a fixed batch.

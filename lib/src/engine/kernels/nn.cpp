@@ -950,14 +950,24 @@ void gemmKernel(KernelContext& ctx) {
   setOutput(ctx, 0, gemmRef(a, b, c.empty() ? nullptr : &c, p), half);
 }
 
-void matMulKernel(KernelContext& ctx) {
+// MatMul, and lwc.internal.MatMulTransB (A, Bt) with `trans_b`: MatMul(A, B) where Bt is B with its
+// last two axes swapped (the optimizer's rewrite of Transpose -> MatMul input B), read in place of a
+// transposed copy. Same element types either way.
+void matMulAnyKernel(KernelContext& ctx, bool trans_b) {
   const bool half = isHalf(ctx);
   Tensor a_f, b_f;
   const Tensor &a = floatInput(ctx, 0, a_f), &b = floatInput(ctx, 1, b_f);
   requireGemmType(ctx, a);
   requireSameType(ctx, a, b, "B");
-  setOutput(ctx, 0, matMulRef(a, b, parseMatMulParams(ctx.node, a.shape(), b.shape())), half);
+  Shape b_shape = b.shape();
+  if (trans_b) {
+    if (b.rank() < 2) ctx.error("B must have rank 2 or more, got ", shapeStr(b.shape()));
+    std::swap(b_shape[b_shape.size() - 1], b_shape[b_shape.size() - 2]);
+  }
+  setOutput(ctx, 0, matMulRef(a, b, parseMatMulParams(ctx.node, a.shape(), b_shape), trans_b), half);
 }
+
+void matMulKernel(KernelContext& ctx) { matMulAnyKernel(ctx, false); }
 
 // lwc.internal.MatMul (A, B, c): MatMul(A, B) + c, c one float32 value per output column.
 void matMulBiasKernel(KernelContext& ctx) {
@@ -979,21 +989,6 @@ void matMulBiasKernel(KernelContext& ctx) {
     y = y.reshaped(s);
   }
   ctx.outputs[0] = std::move(y);
-}
-
-// lwc.internal.MatMulTransB (A, Bt): MatMul(A, B) where Bt is B with its last two axes swapped
-// (the optimizer's rewrite of Transpose -> MatMul input B): the product reads Bt's rows in place of
-// a transposed copy. Same element types as MatMul.
-void matMulTransBKernel(KernelContext& ctx) {
-  const bool half = isHalf(ctx);
-  Tensor a_f, b_f;
-  const Tensor &a = floatInput(ctx, 0, a_f), &bt = floatInput(ctx, 1, b_f);
-  requireGemmType(ctx, a);
-  requireSameType(ctx, a, bt, "B");
-  if (bt.rank() < 2) ctx.error("B must have rank 2 or more, got ", shapeStr(bt.shape()));
-  Shape b = bt.shape();
-  std::swap(b[b.size() - 1], b[b.size() - 2]);
-  setOutput(ctx, 0, matMulRef(a, bt, parseMatMulParams(ctx.node, a.shape(), b), true), half);
 }
 
 KernelFactory poolFactory(const std::string& op) {
@@ -1311,7 +1306,7 @@ void registerNnKernels(KernelRegistry& r) {
     return std::make_unique<RefKernel>(matMulBiasKernel);
   });
   r.add("lwc.internal", "MatMulTransB", 1, 1, "ref", [](const KernelInfo&) -> std::unique_ptr<Kernel> {
-    return std::make_unique<RefKernel>(matMulTransBKernel);
+    return std::make_unique<RefKernel>([](KernelContext& ctx) { matMulAnyKernel(ctx, true); });
   });
   for (const char* op : {"MaxPool", "AveragePool", "LpPool"}) r.add("", op, 1, 22, "ref", poolFactory(op));
   r.addFn("GlobalAveragePool", 1, 22, globalPoolKernel<false>);

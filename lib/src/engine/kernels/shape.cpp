@@ -506,14 +506,14 @@ void split(KernelContext& ctx, int since) {
   }
   if (total != dim) ctx.error("split ", shapeStr(sizes), " does not add up to the dimension ", dim, " of axis ", axis);
   const size_t es = dtypeSize(x.dtype());
-  const int64_t rows = prod(x.shape(), 0, axis);
-  const int64_t inner = prod(x.shape(), axis + 1, r) * static_cast<int64_t>(es);
+  const int64_t rows = prod(x.shape(), 0, axis), inner_elems = prod(x.shape(), axis + 1, r);
+  const int64_t inner = inner_elems * static_cast<int64_t>(es);
   int64_t offset = 0;
   for (int64_t i = 0; i < n; ++i) {
     Shape s = x.shape();
     s[axis] = sizes[i];
-    if (rows == 1 && sizes[i] > 0 && numelOf(s) > 0) {  // the outermost axis of any size: contiguous parts, views
-      ctx.outputs[static_cast<size_t>(i)] = x.view(offset * prod(x.shape(), axis + 1, r), std::move(s));
+    if (rows == 1 && numelOf(s) > 0) {  // the outermost axis of any size: contiguous parts, views
+      ctx.outputs[static_cast<size_t>(i)] = x.view(offset * inner_elems, std::move(s));
       offset += sizes[i];
       continue;
     }
@@ -717,16 +717,17 @@ void gather(KernelContext& ctx) {
   out.insert(out.end(), ind.shape().begin(), ind.shape().end());
   out.insert(out.end(), x.shape().begin() + axis + 1, x.shape().end());
   const int64_t rows = prod(x.shape(), 0, axis), n = static_cast<int64_t>(idx.size());
+  const int64_t inner_elems = prod(x.shape(), axis + 1, r);
   // Consecutive indices on the outermost axis of any size (one index of a stacked q, k, v) select
   // one contiguous block: a view of it, no copy.
   bool block = rows == 1 && n > 0;
   for (int64_t k = 1; block && k < n; ++k) block = idx[k] == idx[0] + k;
   if (block && numelOf(out) > 0) {
-    ctx.outputs[0] = x.view(idx[0] * prod(x.shape(), axis + 1, r), std::move(out));
+    ctx.outputs[0] = x.view(idx[0] * inner_elems, std::move(out));
     return;
   }
   Tensor& y = ctx.alloc(0, x.dtype(), out);
-  const int64_t inner = prod(x.shape(), axis + 1, r) * static_cast<int64_t>(dtypeSize(x.dtype()));
+  const int64_t inner = inner_elems * static_cast<int64_t>(dtypeSize(x.dtype()));
   const std::byte* src = bytesOf(x);
   std::byte* dst = bytesOf(y);
   parallelRange(rows * n, static_cast<int64_t>(y.nbytes()), [&](int64_t t0, int64_t t1) {
