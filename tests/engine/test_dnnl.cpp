@@ -168,6 +168,47 @@ TEST_CASE("dnnl Conv gives the same bits on 1, 2 and 3 threads", "[dnnl][nn]") {
   }
 }
 
+TEST_CASE("fp32 oneDNN convolutions under 2^20 multiply-adds (depthwise 2^18) run on the calling thread, larger ones on all, with the same bits", "[dnnl][nn]") {
+  // dnnl_common.h, oneThreadCall: such a primitive is made and run on one thread, and the profile
+  // appends ", 1 thread" to its implementation; the process's thread count is restored after.
+  struct Case {
+    ConvCase c;
+    bool small;
+  };
+  const std::vector<Case> cases = {
+      {{"1x1 16 -> 32 on 8x8 (32 768 multiply-adds)", {1, 16, 8, 8}, {32, 16, 1, 1}, 1, {1, 1}, {0, 0, 0, 0}, {1, 1}, "", true}, true},
+      {{"depthwise 3x3 96 channels on 14x14 (169 344)", {1, 96, 14, 14}, {96, 1, 3, 3}, 96, {1, 1}, {1, 1, 1, 1}, {1, 1}, "", false}, true},
+      {{"depthwise 3x3 192 channels on 14x14 (338 688)", {1, 192, 14, 14}, {192, 1, 3, 3}, 192, {1, 1}, {1, 1, 1, 1}, {1, 1}, "", false}, false},
+      {{"1x1 64 -> 64 on 14x14 (802 816)", {1, 64, 14, 14}, {64, 64, 1, 1}, 1, {1, 1}, {0, 0, 0, 0}, {1, 1}, "", true}, true},
+      {{"1x1 64 -> 64 on 16x16 (1 048 576, the limit)", {1, 64, 16, 16}, {64, 64, 1, 1}, 1, {1, 1}, {0, 0, 0, 0}, {1, 1}, "", true}, false},
+      {{"3x3 32 -> 32, batch 4 on 14x14 (7.2 M)", {4, 32, 14, 14}, {32, 32, 3, 3}, 1, {1, 1}, {1, 1, 1, 1}, {1, 1}, "", true}, false},
+  };
+  uint32_t seed = 700;
+  for (const auto& [c, small] : cases) {
+    INFO(c.name);
+    const NodeSpec s = convSpec(c, seed += 10);
+    const Tensor want = runNode(s, /*reference_only=*/true)[0];
+    std::vector<Tensor> got;
+    for (int threads : {2, 1, 3}) {
+      INFO("threads " << threads);
+      engine::configureThreads(threads);
+      engine::SessionOptions so;
+      so.profile = true;
+      engine::Session session(singleNodeModel(s), so);
+      got.push_back(session.runOrdered(feedsOf(s))[0]);
+      CHECK(omp_get_max_threads() == threads);  // the guard restored the count
+      CHECK(compareTensors(got.back(), want, 1e-4, 1e-5).empty());
+      const engine::NodeProfile prof = profileOf(session, "Conv");
+      INFO(prof.impl << " " << prof.primitive);
+      REQUIRE(prof.impl == "dnnl");
+      CHECK(prof.primitive.ends_with(", 1 thread") == small);
+    }
+    engine::configureThreads(0);
+    CHECK(got[0].bitEqual(got[1]));
+    CHECK(got[0].bitEqual(got[2]));
+  }
+}
+
 TEST_CASE("dnnl Softmax matches the reference and gives the same bits on 1, 2 and 3 threads", "[dnnl][nn]") {
   struct Case {
     const char* name;

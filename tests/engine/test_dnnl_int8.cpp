@@ -826,15 +826,6 @@ TEST_CASE("dnnl pointwise QLinearConv gives each image of a batch the bits it ge
 }
 
 namespace {
-/// The entry of the first node whose op type contains `op` in the profile of a session run with
-/// profiling (the engine may have given a QLinearConv its NHWC form).
-engine::NodeProfile profileOf(const engine::Session& session, const std::string& op) {
-  const auto prof = session.profile();
-  const auto it = std::find_if(prof.begin(), prof.end(),
-                               [&](const engine::NodeProfile& p) { return p.op_type.find(op) != std::string::npos; });
-  REQUIRE(it != prof.end());
-  return *it;
-}
 engine::NodeProfile qconvProfile(const engine::Session& session) { return profileOf(session, "QLinearConv"); }
 
 struct OwnKernelCase {
@@ -994,8 +985,8 @@ TEST_CASE("lwc's own int8 kernel for few input channels gives the reference's bi
   checkOwnKernel(cases, "lwc_few_ic_int8:avx512_vnni", engine::few::available(), 1700);
 }
 
-TEST_CASE("int8 oneDNN calls under 2^18 multiply-adds run on the calling thread, larger ones on all, with the same bits", "[dnnl][quant]") {
-  // dnnl_int8.cpp, kOneThreadInt8Macs: such a primitive is made and run on one thread, and the
+TEST_CASE("int8 oneDNN calls under 2^20 multiply-adds (depthwise 2^18) run on the calling thread, larger ones on all, with the same bits", "[dnnl][quant]") {
+  // dnnl_common.h, oneThreadCall: such a primitive is made and run on one thread, and the
   // profile appends ", 1 thread" to its implementation. Without VNNI a QLinearConv runs an exact
   // fp32 convolution, which keeps all threads.
   struct Case {
@@ -1008,13 +999,24 @@ TEST_CASE("int8 oneDNN calls under 2^18 multiply-adds run on the calling thread,
   cs.per_channel = true;
   QConvCase cl{"", {4, 64, 14, 14}, {64, 64, 3, 3}};
   cl.pads = {1, 1, 1, 1};
+  QConvCase cm{"", {1, 64, 14, 14}, {64, 64, 1, 1}};
+  QConvCase dws{"", {1, 48, 14, 14}, {48, 1, 3, 3}};
+  dws.group = 48;
+  dws.pads = {1, 1, 1, 1};
+  QConvCase dwl = dws;
+  dwl.x = {1, 192, 14, 14};
+  dwl.w = {192, 1, 3, 3};
+  dwl.group = 192;
   QMatCase ml{"", {512, 256}, 256};
   ml.per_column = true;
   const std::vector<Case> cases = {
       {"QLinearMatMul 7 x 64 x 48 (21 504 multiply-adds)", qlinearMatMulSpec(matCases()[0], 10), "QLinearMatMul", true},
       {"QLinearMatMul 512 x 256 x 256 (33.5 M)", qlinearMatMulSpec(ml, 20), "QLinearMatMul", false},
       {"QLinearConv 1x1 16 -> 32 on 8x8 (32 768)", qlinearConvSpec(cs, 30), "QLinearConv", true},
+      {"QLinearConv 1x1 64 -> 64 on 14x14 (802 816)", qlinearConvSpec(cm, 35), "QLinearConv", true},
       {"QLinearConv 3x3 64 -> 64, batch 4 on 14x14 (29 M)", qlinearConvSpec(cl, 40), "QLinearConv", false},
+      {"QLinearConv depthwise 3x3, 48 channels on 14x14 (84 672)", qlinearConvSpec(dws, 50), "QLinearConv", true},
+      {"QLinearConv depthwise 3x3, 192 channels on 14x14 (338 688)", qlinearConvSpec(dwl, 60), "QLinearConv", false},
   };
   for (const auto& c : cases) {
     INFO(c.name);

@@ -1,5 +1,8 @@
 #include "support/engine_util.h"
 
+#include <catch2/catch.hpp>
+
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -135,6 +138,14 @@ std::string implOf(const engine::Session& s, const std::string& op) {
   for (const auto& [desc, impl] : s.kernelChoices())
     if (desc.find(op) != std::string::npos) return impl;
   return "none";
+}
+
+engine::NodeProfile profileOf(const engine::Session& session, const std::string& op) {
+  const auto prof = session.profile();
+  const auto it = std::find_if(prof.begin(), prof.end(),
+                               [&](const engine::NodeProfile& p) { return p.op_type.find(op) != std::string::npos; });
+  REQUIRE(it != prof.end());
+  return *it;
 }
 
 std::string compareTensors(const Tensor& a, const Tensor& e, double rtol, double atol) {

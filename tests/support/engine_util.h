@@ -48,6 +48,10 @@ Tensor randomInt(DType dtype, Shape shape, uint32_t seed, int64_t lo, int64_t hi
 /// Implementation ("ref", "dnnl" ...) chosen for the first node whose description contains `op`, or "none".
 std::string implOf(const engine::Session& s, const std::string& op);
 
+/// The entry of the first node whose op type contains `op` in the profile of a session run with
+/// profiling (the engine may have given a node its NHWC form, e.g. lwc.internal.ConvNhwc).
+engine::NodeProfile profileOf(const engine::Session& session, const std::string& op);
+
 /// Runs `s` on batch `x` (its first input) and on each image of `x` alone; returns the indices of
 /// the images whose output 0 alone differs, in any byte, from their part of the batch's output.
 std::vector<int64_t> imagesDifferingFromBatch(engine::Session& s, const Tensor& x);

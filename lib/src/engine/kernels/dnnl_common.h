@@ -62,8 +62,8 @@ class ExecArgs {
 /// small work, where an OpenMP region's start and end cost more than the work itself: oneDNN's
 /// eltwise, softmax, layer-normalization and pooling primitives then run their loop on the calling
 /// thread (each element or row the same way on any number of threads, so the bits do not change);
-/// held around a convolution's creation too, the primitive is planned for one thread (dnnl_int8.cpp,
-/// kOneThreadInt8Macs).
+/// held around a convolution's creation too, the primitive is planned for one thread
+/// (oneThreadCall).
 class SingleThreadIf {
  public:
   explicit SingleThreadIf(bool one) : saved_(one ? omp_get_max_threads() : 0) {
@@ -78,6 +78,41 @@ class SingleThreadIf {
  private:
   int saved_;
 };
+
+/// Multiply-adds per call below which a convolution or matrix product on oneDNN (int8 in
+/// dnnl_int8.cpp, fp32 convolutions in dnnl_kernels.cpp) is made and run on the calling thread
+/// (SingleThreadIf around the primitive's creation, which fixes the threads its kernel splits the
+/// work over, and around each call): at batch 1 the OpenMP region of each such call costs more than
+/// the second thread saves. Depthwise convolutions do fewer multiply-adds per microsecond than
+/// dense ones (one input channel per output: little reuse; fp32 on one thread of the AMD EPYC below
+/// 34-37 per ns against ~75), so theirs is the lower limit.
+///
+/// Measured with a trial switch, whole files in alternating turns, lwc bench --threads 2. 2-core
+/// Xeon (AMX, VNNI), 2026-12-03, int8 at 2^18 against none: INT8 mnv2_fmnist batch 1 0.67
+/// (0.60-1.03) of the time, lenet5 0.74, lenet300 0.66, tinyformer 0.79, resnet_fmnist 0.95; 2^20
+/// no better; the whole run on one thread was slower there (tinyformer 0.164 vs 0.124 ms); fp32
+/// convolutions at 2^18 level (mnv2_fmnist 0.90-1.02, resnet_fmnist 0.96-1.11). Per-node profiles
+/// alone favoured two threads even at 30 000 multiply-adds: the cost showed between the calls. 2-core
+/// AMD EPYC (AVX512-VNNI; a VM where an empty two-thread OpenMP region costs ~2.9 us), 2026-12-04,
+/// four to six pairs per row: fp32 convolutions at 2^18 against none, mnv2_fmnist batch 1 0.48-0.58
+/// (each of its 52 convolutions ~5 us slower on two threads), lenet5 0.66, tinyformer 0.91,
+/// resnet_fmnist 0.97, batch 32 and torchvision mobilenet_v2 / resnet50 level; then dense layers at
+/// 2^20 against 2^18: fp32 mnv2_fmnist batch 1 0.68-0.76, INT8 0.64-0.65 and resnet_fmnist 0.92-0.95,
+/// the rest level (batch 32, mobilenet_v2, lenet5, lenet300, tinyformer, shufflenet). Depthwise
+/// layers at 2^20 cost 4 % at batch 32 on fp32 mnv2_fmnist (its 0.3-0.9 M ones gain from two
+/// threads) and 4-10 % on INT8 mobilenet_v2 at batch 1 (its int8 depthwise layers of 0.3-0.7 M,
+/// 12-27 us each on two threads). Integer sums are exact, and oneDNN's float convolutions sum each
+/// output in the same order on any number of threads (unit tests on 1, 2 and 3 threads), so the
+/// bits do not change.
+constexpr int64_t kOneThreadMacs = int64_t{1} << 20;
+constexpr int64_t kOneThreadDepthwiseMacs = int64_t{1} << 18;
+/// Whether a call of `macs` multiply-adds runs on one thread (see kOneThreadMacs). `depthwise`: a
+/// grouped convolution with one input channel per group.
+inline bool oneThreadCall(int64_t macs, bool depthwise) {
+  return macs < (depthwise ? kOneThreadDepthwiseMacs : kOneThreadMacs);
+}
+/// Appended to the implementation name in the profile for such calls.
+constexpr const char* kOneThreadSuffix = ", 1 thread";
 
 /// Elements below which the eltwise, softmax, layer-normalization and pooling kernels run their
 /// primitive on one thread (SingleThreadIf). Per-node profiles at batch 1 on a 2-core Xeon, in turns

@@ -71,6 +71,8 @@ using dnnl_util::cpuStream;
 using dnnl_util::scratchMemory;
 using dnnl_util::convDims;
 using dnnl_util::SingleThreadIf;
+using dnnl_util::oneThreadCall;
+using dnnl_util::kOneThreadSuffix;
 
 /// True when oneDNN's int8 kernels use VNNI (exact u8 x s8 -> s32 dot products).
 bool haveVnni() {
@@ -239,20 +241,6 @@ void preferImpl(dnnl::convolution_forward::primitive_desc& pd, const char* from,
       return;
     }
 }
-
-/// Multiply-adds per call below which an int8 convolution or matrix product on oneDNN is made and
-/// run on the calling thread (SingleThreadIf around the primitive's creation, which fixes the threads
-/// its kernel splits the work over, and around each call). At batch 1 the OpenMP region of each such
-/// call cost more than the second thread saved: whole files on a 2-core Xeon (AMX, VNNI), five rounds
-/// with and without, lwc bench --threads 2, 2026-12-03: INT8 mnv2_fmnist batch 1 0.67 (0.60-1.03) of
-/// the time, lenet5 0.74, lenet300 0.66, tinyformer 0.79, resnet_fmnist 0.95; the whole run on one
-/// thread (every call) was slower than this on tinyformer (0.164 vs 0.124 ms). At batch 32 no layer
-/// of those files is this small. Per-node profiles alone favoured two threads even at 30 000
-/// multiply-adds: the cost shows between the calls, not inside them. Integer sums: the same bits on
-/// any number of threads.
-constexpr int64_t kOneThreadInt8Macs = int64_t{1} << 18;
-/// Appended to the implementation name in the profile for such calls.
-constexpr const char* kOneThreadSuffix = ", 1 thread";
 
 /// On CPUs with AMX (Sapphire Rapids), an int8 convolution of fewer than 2^23 multiply-adds per call
 /// (`macs`), or a pointwise one over `ic` < 256 input channels, takes oneDNN's VNNI kernel
@@ -602,7 +590,7 @@ class DnnlQConv final : public Kernel {
     memory w_mem;
     memory x_mem, y_mem, b_mem;  ///< NHWC path: created on first use, re-pointed per call
     Shape out_shape;
-    bool one_thread = false;  ///< made and run on one thread (kOneThreadInt8Macs)
+    bool one_thread = false;  ///< made and run on one thread (oneThreadCall)
   };
 
   void reference(KernelContext& ctx) const { c_.in.qlinear ? quant::qlinearConv(ctx) : quant::convInteger(ctx); }
@@ -694,7 +682,7 @@ class DnnlQConv final : public Kernel {
                                       w_any, b_md, y_md, strides, dil, pad_l, pad_r);
     auto& eng = cpuEngine();
     const int64_t macs = xs[0] * geo.out[0] * geo.out[1] * icg * oc * kh * kw;
-    p.one_thread = !c_.f32 && macs < kOneThreadInt8Macs;  // f32 mode: float kernels
+    p.one_thread = !c_.f32 && oneThreadCall(macs, group > 1 && icg == 1);  // f32 mode: float kernels
     const SingleThreadIf one(p.one_thread);  // the primitive plans its threads when it is made
     p.pd = dnnl::convolution_forward::primitive_desc(d, attr, eng);
     if (group == oc && icg == 1 && !c_.f32) preferImpl(p.pd, "brdgmm_dw", "jit_int8:");
@@ -894,7 +882,7 @@ class DnnlQMatMul final : public Kernel {
     memory w_mem;
     memory bias_mem;  ///< over Config::bias, when there is one
     memory a_mem, y_mem;  ///< made once, re-pointed per call (creating them per call cost microseconds)
-    bool one_thread = false;  ///< made and run on one thread (kOneThreadInt8Macs)
+    bool one_thread = false;  ///< made and run on one thread (oneThreadCall)
     std::string impl;  ///< oneDNN's implementation name
   };
 
@@ -946,7 +934,7 @@ class DnnlQMatMul final : public Kernel {
     }
     setZeroPoint(attr, DNNL_ARG_SRC, c_.a_zp);
     Prepared p;
-    p.one_thread = m * k * n < kOneThreadInt8Macs;
+    p.one_thread = oneThreadCall(m * k * n, false);
     const SingleThreadIf one(p.one_thread);  // the primitive plans its threads when it is made
     memory::desc w_user_md, w_md;  // B [k, n] as stored, and as the primitive wants it
     {

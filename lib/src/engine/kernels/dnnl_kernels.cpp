@@ -26,6 +26,8 @@ using dnnl_util::scratchMemory;
 using dnnl_util::sgemmFixedBlocks;
 using dnnl_util::convDims;
 using dnnl_util::SingleThreadIf;
+using dnnl_util::oneThreadCall;
+using dnnl_util::kOneThreadSuffix;
 using dnnl_util::kSmallPrimitiveElements;
 using dnnl_util::ExecArgs;
 
@@ -64,6 +66,7 @@ class DnnlConv final : public Kernel {
       ctx.error("input has ", xs[1], " channels but the weights expect ", w_.dim(1) * group);
     Prepared& p = prepare(xs, ctx);
     last_ = &p;
+    const SingleThreadIf one(p.one_thread);
     const Shape& ys = p.out_shape;  // NCHW logical
     Tensor& y = ctx.allocUninit(0, DType::Float32, nhwc_ ? Shape{ys[0], ys[2], ys[3], ys[1]} : ys);
     const Tensor* residual = nullptr;
@@ -104,7 +107,9 @@ class DnnlConv final : public Kernel {
     s.wait();
   }
 
-  std::string primitive() const override { return last_ ? last_->pd.impl_info_str() : std::string(); }
+  std::string primitive() const override {
+    return last_ ? std::string(last_->pd.impl_info_str()) + (last_->one_thread ? kOneThreadSuffix : "") : std::string();
+  }
 
  private:
   struct Prepared {
@@ -117,6 +122,7 @@ class DnnlConv final : public Kernel {
     int add_index = 0;
     memory x_user, y_user, r_user;  ///< plain-layout views, re-pointed per call
     bool src_plain = false, dst_plain = false;
+    bool one_thread = false;  ///< made and run on one thread (oneThreadCall)
   };
 
   Prepared& prepare(std::span<const int64_t> key, const KernelContext& ctx) {
@@ -155,6 +161,8 @@ class DnnlConv final : public Kernel {
     }
     dnnl::primitive_attr attr;
     attr.set_post_ops(ops);
+    p.one_thread = oneThreadCall(xs[0] * geo.out[0] * geo.out[1] * icg * oc * kh * kw, group > 1 && icg == 1);
+    const SingleThreadIf one(p.one_thread);  // the primitive plans its threads when it is made
     dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, x_md,
                                       w_any, b_md, y_md, strides, dil, pad_l, pad_r);
     p.pd = dnnl::convolution_forward::primitive_desc(d, attr, eng);
