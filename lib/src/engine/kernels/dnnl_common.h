@@ -98,10 +98,10 @@ class SingleThreadIf {
 /// (each of its 52 convolutions ~5 us slower on two threads), lenet5 0.66, tinyformer 0.91,
 /// resnet_fmnist 0.97, batch 32 and torchvision mobilenet_v2 / resnet50 level; then dense layers at
 /// 2^20 against 2^18: fp32 mnv2_fmnist batch 1 0.68-0.76, INT8 0.64-0.65 and resnet_fmnist 0.92-0.95,
-/// the rest level (batch 32, mobilenet_v2, lenet5, lenet300, tinyformer, shufflenet). Depthwise
-/// layers at 2^20 cost 4 % at batch 32 on fp32 mnv2_fmnist (its 0.3-0.9 M ones gain from two
-/// threads) and 4-10 % on INT8 mobilenet_v2 at batch 1 (its int8 depthwise layers of 0.3-0.7 M,
-/// 12-27 us each on two threads). Integer sums are exact, and oneDNN's float convolutions sum each
+/// the rest level (batch 32, mobilenet_v2, lenet5, lenet300, tinyformer, shufflenet). Every layer
+/// at 2^20 had cost 10-12 % at batch 32 on fp32 mnv2_fmnist and 4-10 % on INT8 mobilenet_v2 at
+/// batch 1, all of it in depthwise layers (per-node profiles: fp32 884 736 multiply-add ones 19 us
+/// on two threads, 24 on one; int8 ones of 12-27 us, 2-18 us slower on one). Integer sums are exact, and oneDNN's float convolutions sum each
 /// output in the same order on any number of threads (unit tests on 1, 2 and 3 threads), so the
 /// bits do not change.
 constexpr int64_t kOneThreadMacs = int64_t{1} << 20;
