@@ -154,6 +154,56 @@ TEST_CASE("dnnl Gemm and MatMul give the same bits on any number of threads", "[
   }
 }
 
+TEST_CASE("fp32 oneDNN products under 2^20 multiply-adds run their blocks on the calling thread, with the bits of the parallel blocks", "[dnnl][nn]") {
+  // sgemmFixedBlocks with threads = 1 takes the blocks in turn; with 2 or 3 they go to a parallel
+  // loop. Several blocks (3 x 3 of 64 x 128) with and without bias: the same bits either way.
+  const int64_t m = 150, k = 70, n = 300;
+  const Tensor a = randomFloat({m, k}, 800), b = randomFloat({k, n}, 801), bias = randomFloat({n}, 802);
+  for (const float* bp : {static_cast<const float*>(nullptr), bias.data<float>()}) {
+    INFO((bp ? "with bias" : "without bias"));
+    std::vector<Tensor> cs;
+    for (int threads : {1, 2, 3}) {
+      Tensor c(DType::Float32, {m, n});
+      REQUIRE(engine::dnnl_util::sgemmFixedBlocks('N', m, n, k, a.data<float>(), k, b.data<float>(), n, c.data<float>(), n,
+                                                  64, 128, threads, bp));
+      cs.push_back(c);
+    }
+    CHECK(cs[0].bitEqual(cs[1]));
+    CHECK(cs[0].bitEqual(cs[2]));
+  }
+  // MatMul nodes under and over the limit: the profile names the one-thread calls; thread count restored.
+  struct Case {
+    const char* name;
+    Shape a, w;
+    bool small;
+  };
+  const std::vector<Case> cases = {{"50 x 64 x 192 (614 400, two blocks)", {1, 50, 64}, {64, 192}, true},
+                                   {"210 x 96 x 300 (6 M)", {3, 70, 96}, {96, 300}, false}};
+  uint32_t seed = 810;
+  for (const auto& c : cases) {
+    INFO(c.name);
+    NodeSpec s;
+    s.op_type = "MatMul";
+    s.opset = 13;
+    s.inputs = {randomFloat(c.a, seed), randomFloat(c.w, seed + 1)};
+    s.constant_inputs = {1};
+    seed += 10;
+    for (int threads : {2, 1}) {
+      engine::configureThreads(threads);
+      engine::SessionOptions so;
+      so.profile = true;
+      engine::Session session(singleNodeModel(s), so);
+      session.runOrdered(feedsOf(s));
+      CHECK(omp_get_max_threads() == threads);
+      const engine::NodeProfile prof = profileOf(session, "MatMul");
+      INFO(prof.impl << " " << prof.primitive);
+      REQUIRE(prof.impl == "dnnl");
+      CHECK(prof.primitive.ends_with(", 1 thread") == c.small);
+    }
+    engine::configureThreads(0);
+  }
+}
+
 TEST_CASE("dnnl Conv gives the same bits on 1, 2 and 3 threads", "[dnnl][nn]") {
   const std::vector<ConvCase> cases = {
       {"small 1x1", {1, 16, 4, 4}, {32, 16, 1, 1}, 1, {1, 1}, {0, 0, 0, 0}, {1, 1}, "", true},

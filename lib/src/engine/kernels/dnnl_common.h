@@ -80,7 +80,7 @@ class SingleThreadIf {
 };
 
 /// Multiply-adds per call below which a convolution or matrix product on oneDNN (int8 in
-/// dnnl_int8.cpp, fp32 convolutions in dnnl_kernels.cpp) is made and run on the calling thread
+/// dnnl_int8.cpp, fp32 convolutions and products in dnnl_kernels.cpp) is made and run on the calling thread
 /// (SingleThreadIf around the primitive's creation, which fixes the threads its kernel splits the
 /// work over, and around each call): at batch 1 the OpenMP region of each such call costs more than
 /// the second thread saves. Depthwise convolutions do fewer multiply-adds per microsecond than
@@ -175,27 +175,31 @@ inline bool sgemmFixedBlocks(char transa, int64_t m, int64_t n, int64_t k, const
     }
   };
   const int64_t rb = (m + row_block - 1) / row_block, cb = (n + col_block - 1) / col_block;
-  if (rb * cb == 1) {
-    // One block: its sgemm on one thread, without an OpenMP region (libgomp makes a futex call even
-    // for a team of one; see parallelFor in common.h). The caller's thread count is restored.
+  auto block = [&](int64_t blk) {
+    const int64_t r0 = (blk / cb) * row_block, c0 = (blk % cb) * col_block;
+    const int64_t mr = std::min(row_block, m - r0), nc = std::min(col_block, n - c0);
+    const float* ab = transa == 'N' ? a + r0 * lda : a + r0;
+    if (dnnl_sgemm(transa, 'N', mr, nc, k, 1.0f, ab, lda, b + c0, ldb, 0.0f, c + r0 * ldc + c0, ldc) != dnnl_success)
+      return false;
+    addBias(r0, mr, c0, nc);
+    return true;
+  };
+  if (rb * cb == 1 || threads == 1) {
+    // One block, or one thread asked for: the blocks in turn on the calling thread, without an
+    // OpenMP region (libgomp makes a futex call even for a team of one; see parallelFor in
+    // common.h). The caller's thread count is restored.
     const int saved = omp_get_max_threads();
     omp_set_num_threads(1);
-    const bool done = dnnl_sgemm(transa, 'N', m, n, k, 1.0f, a, lda, b, ldb, 0.0f, c, ldc) == dnnl_success;
+    bool done = true;
+    for (int64_t blk = 0; blk < rb * cb && done; ++blk) done = block(blk);
     omp_set_num_threads(saved);
-    if (done) addBias(0, m, 0, n);
     return done;
   }
   std::atomic<bool> ok{true};
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads > 0 ? threads : omp_get_max_threads())
   for (int64_t blk = 0; blk < rb * cb; ++blk) {
     omp_set_num_threads(1);  // this block's sgemm on one thread, also outside an active region
-    const int64_t r0 = (blk / cb) * row_block, c0 = (blk % cb) * col_block;
-    const int64_t mr = std::min(row_block, m - r0), nc = std::min(col_block, n - c0);
-    const float* ab = transa == 'N' ? a + r0 * lda : a + r0;
-    if (dnnl_sgemm(transa, 'N', mr, nc, k, 1.0f, ab, lda, b + c0, ldb, 0.0f, c + r0 * ldc + c0, ldc) != dnnl_success)
-      ok = false;
-    else
-      addBias(r0, mr, c0, nc);
+    if (!block(blk)) ok = false;
   }
   return ok;
 }
