@@ -101,9 +101,9 @@ class SingleThreadIf {
 /// the rest level (batch 32, mobilenet_v2, lenet5, lenet300, tinyformer, shufflenet). Every layer
 /// at 2^20 had cost 10-12 % at batch 32 on fp32 mnv2_fmnist and 4-10 % on INT8 mobilenet_v2 at
 /// batch 1, all of it in depthwise layers (per-node profiles: fp32 884 736 multiply-add ones 19 us
-/// on two threads, 24 on one; int8 ones of 12-27 us, 2-18 us slower on one). Integer sums are exact, and oneDNN's float convolutions sum each
-/// output in the same order on any number of threads (unit tests on 1, 2 and 3 threads), so the
-/// bits do not change.
+/// on two threads, 24 on one; int8 ones of 12-27 us, 2-18 us slower on one). Integer sums are
+/// exact, and oneDNN's float convolutions sum each output in the same order on any number of
+/// threads (unit tests on 1, 2 and 3 threads), so the bits do not change.
 constexpr int64_t kOneThreadMacs = int64_t{1} << 20;
 constexpr int64_t kOneThreadDepthwiseMacs = int64_t{1} << 18;
 /// Whether a call of `macs` multiply-adds runs on one thread (see kOneThreadMacs). `depthwise`: a
@@ -118,7 +118,11 @@ constexpr const char* kOneThreadSuffix = ", 1 thread";
 /// primitive on one thread (SingleThreadIf). Per-node profiles at batch 1 on a 2-core Xeon, in turns
 /// with and without (2026-12-03): tinyformer_fmnist's five LayerNormalizations 0.031-0.033 ->
 /// 0.021-0.023 ms, its two GELUs 0.009 -> 0.006 ms, lenet5's max pools 3-6 -> 2-5 us each; 2^14 and
-/// 2^16 gave the same.
+/// 2^16 gave the same. The guard is held around the primitive's creation too (as for convolutions):
+/// until 2026-12-04 only the calls were, and a softmax made under two threads still cost 5.5 us per
+/// call on one against 1.5 us when made under one (tinyformer_fmnist's 4 x 16 x 16 attention
+/// softmaxes at batch 1, 2-core AMD EPYC; whole file, four alternating pairs: FP32 0.71-0.79 of the
+/// time, INT8 0.70, batch 32 level, lenet5 and mnv2_fmnist level).
 constexpr int64_t kSmallPrimitiveElements = int64_t{1} << 14;
 
 /// True when every element of `v` is `value` (a convolution's strides or pads).

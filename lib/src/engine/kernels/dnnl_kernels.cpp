@@ -273,6 +273,7 @@ class DnnlPoolNhwc final : public Kernel {
     memory::desc x_md({xs[0], xs[1], xs[2], xs[3]}, data_type, tag::nhwc);
     memory::desc y_md({xs[0], xs[1], out[0], out[1]}, data_type, tag::nhwc);
     dnnl::pooling_v2_forward::desc d(dnnl::prop_kind::forward_inference, alg, x_md, y_md, st, kd, dd, pl, pr);
+    const SingleThreadIf one(xs[0] * xs[1] * xs[2] * xs[3] < kSmallPrimitiveElements);  // planned for the threads it runs on
     Prepared p{dnnl::pooling_v2_forward::primitive_desc(d, cpuEngine()), {}, out, {}, {}};
     p.prim = dnnl::pooling_v2_forward(p.pd);
     p.x = memory(p.pd.src_desc(), cpuEngine(), nullptr);
@@ -428,6 +429,7 @@ class DnnlSoftmax final : public Kernel {
     const memory::dims dims{outer, len, inner};
     auto it = cache_.find(dims);
     if (it == cache_.end()) {
+      const SingleThreadIf one(x.numel() < kSmallPrimitiveElements);  // planned for the threads it runs on
       const memory::desc md(dims, dt::f32, tag::abc);
       dnnl::softmax_forward::primitive_desc pd(
           dnnl::softmax_forward::desc(dnnl::prop_kind::forward_inference, md, 1), cpuEngine());
@@ -463,6 +465,7 @@ class DnnlLayerNorm final : public Kernel {
     const memory::dims dims{outer, size};
     auto it = cache_.find(dims);
     if (it == cache_.end()) {
+      const SingleThreadIf one(x.numel() < kSmallPrimitiveElements);  // planned for the threads it runs on
       const memory::desc md(dims, dt::f32, tag::ab);
       const float eps = ctx.node.attrFloat("epsilon", 1e-5f);
       const auto flags = dnnl::normalization_flags::use_scale | dnnl::normalization_flags::use_shift;
@@ -532,6 +535,7 @@ class DnnlGelu final : public Kernel {
     const memory::dims dims{x.numel()};
     auto it = cache_.find(dims);
     if (it == cache_.end()) {
+      const SingleThreadIf one(x.numel() < kSmallPrimitiveElements);  // planned for the threads it runs on
       const memory::desc md(dims, dt::f32, tag::a);
       dnnl::eltwise_forward::primitive_desc pd(
           dnnl::eltwise_forward::desc(dnnl::prop_kind::forward_inference, dnnl::algorithm::eltwise_gelu_erf, md, 0.0f, 0.0f),
