@@ -189,16 +189,11 @@ TEST_CASE("fp32 oneDNN products under 2^20 multiply-adds run their blocks on the
     s.constant_inputs = {1};
     seed += 10;
     for (int threads : {2, 1}) {
-      engine::configureThreads(threads);
-      engine::SessionOptions so;
-      so.profile = true;
-      engine::Session session(singleNodeModel(s), so);
-      session.runOrdered(feedsOf(s));
-      CHECK(omp_get_max_threads() == threads);
-      const engine::NodeProfile prof = profileOf(session, "MatMul");
-      INFO(prof.impl << " " << prof.primitive);
-      REQUIRE(prof.impl == "dnnl");
-      CHECK(prof.primitive.ends_with(", 1 thread") == c.small);
+      INFO("threads " << threads);
+      const ProfiledRun r = runProfiledOnThreads(s, "MatMul", threads);
+      INFO(r.prof.impl << " " << r.prof.primitive);
+      REQUIRE(r.prof.impl == "dnnl");
+      CHECK(r.prof.primitive.ends_with(", 1 thread") == c.small);
     }
     engine::configureThreads(0);
   }
@@ -241,17 +236,12 @@ TEST_CASE("fp32 oneDNN convolutions under 2^20 multiply-adds (depthwise 2^18) ru
     std::vector<Tensor> got;
     for (int threads : {2, 1, 3}) {
       INFO("threads " << threads);
-      engine::configureThreads(threads);
-      engine::SessionOptions so;
-      so.profile = true;
-      engine::Session session(singleNodeModel(s), so);
-      got.push_back(session.runOrdered(feedsOf(s))[0]);
-      CHECK(omp_get_max_threads() == threads);  // the guard restored the count
-      CHECK(compareTensors(got.back(), want, 1e-4, 1e-5).empty());
-      const engine::NodeProfile prof = profileOf(session, "Conv");
-      INFO(prof.impl << " " << prof.primitive);
-      REQUIRE(prof.impl == "dnnl");
-      CHECK(prof.primitive.ends_with(", 1 thread") == small);
+      const ProfiledRun r = runProfiledOnThreads(s, "Conv", threads);
+      got.push_back(r.y);
+      CHECK(compareTensors(r.y, want, 1e-4, 1e-5).empty());
+      INFO(r.prof.impl << " " << r.prof.primitive);
+      REQUIRE(r.prof.impl == "dnnl");
+      CHECK(r.prof.primitive.ends_with(", 1 thread") == small);
     }
     engine::configureThreads(0);
     CHECK(got[0].bitEqual(got[1]));

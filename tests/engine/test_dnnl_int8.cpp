@@ -844,12 +844,7 @@ void checkOwnKernel(const std::vector<OwnKernelCase>& cases, const std::string& 
     const Tensor want = runNode(s, /*reference_only=*/true)[0];
     for (int threads : {1, 2, 3}) {
       INFO("threads " << threads);
-      engine::configureThreads(threads);
-      engine::SessionOptions so;
-      so.profile = true;
-      engine::Session session(singleNodeModel(s), so);
-      const Tensor got = session.runOrdered(feedsOf(s))[0];
-      const engine::NodeProfile prof = qconvProfile(session);
+      const auto [got, prof] = runProfiledOnThreads(s, "QLinearConv", threads);
       INFO(prof.impl << " " << prof.primitive);
       const bool named = prof.primitive == primitive;
       CHECK(named == (own && own_cpu));
@@ -1024,18 +1019,13 @@ TEST_CASE("int8 oneDNN calls under 2^20 multiply-adds (depthwise 2^18) run on th
     std::vector<Tensor> got;
     for (int threads : {2, 1, 3}) {
       INFO("threads " << threads);
-      engine::configureThreads(threads);
-      engine::SessionOptions so;
-      so.profile = true;
-      engine::Session session(singleNodeModel(c.spec), so);
-      got.push_back(session.runOrdered(feedsOf(c.spec))[0]);
-      CHECK(omp_get_max_threads() == threads);  // the guard restored the count
-      checkRequantized(got.back(), want);
-      const engine::NodeProfile prof = profileOf(session, c.op);
-      INFO(prof.impl << " " << prof.primitive);
+      const ProfiledRun r = runProfiledOnThreads(c.spec, c.op, threads);
+      got.push_back(r.y);
+      checkRequantized(r.y, want);
+      INFO(r.prof.impl << " " << r.prof.primitive);
       const bool int8_kernel = c.op == "QLinearMatMul" ? expectedImpl() == "dnnl" : int8FastPathHere();
-      if (int8_kernel) REQUIRE(prof.impl == "dnnl");
-      CHECK(prof.primitive.ends_with(", 1 thread") == (int8_kernel && c.small));
+      if (int8_kernel) REQUIRE(r.prof.impl == "dnnl");
+      CHECK(r.prof.primitive.ends_with(", 1 thread") == (int8_kernel && c.small));
     }
     engine::configureThreads(0);
     CHECK(got[0].bitEqual(got[1]));

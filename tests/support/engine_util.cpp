@@ -2,6 +2,8 @@
 
 #include <catch2/catch.hpp>
 
+#include <omp.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -146,6 +148,18 @@ engine::NodeProfile profileOf(const engine::Session& session, const std::string&
                                [&](const engine::NodeProfile& p) { return p.op_type.find(op) != std::string::npos; });
   REQUIRE(it != prof.end());
   return *it;
+}
+
+ProfiledRun runProfiledOnThreads(const NodeSpec& spec, const std::string& op, int threads) {
+  engine::configureThreads(threads);
+  engine::SessionOptions so;
+  so.profile = true;
+  engine::Session session(singleNodeModel(spec), so);
+  ProfiledRun r;
+  r.y = session.runOrdered(feedsOf(spec))[0];
+  CHECK(omp_get_max_threads() == threads);  // the one-thread guards restored the count
+  r.prof = profileOf(session, op);
+  return r;
 }
 
 std::string compareTensors(const Tensor& a, const Tensor& e, double rtol, double atol) {

@@ -52,6 +52,16 @@ std::string implOf(const engine::Session& s, const std::string& op);
 /// profiling (the engine may have given a node its NHWC form, e.g. lwc.internal.ConvNhwc).
 engine::NodeProfile profileOf(const engine::Session& session, const std::string& op);
 
+/// Output 0 of singleNodeModel(spec) and the profile entry of its node whose op type contains `op`,
+/// from a session made and run with profiling after configureThreads(threads). Checks that the
+/// process's thread count is `threads` again after the run (kernels that hold OpenMP to one thread
+/// must restore it). Leaves the count at `threads`: callers reset it with configureThreads(0).
+struct ProfiledRun {
+  Tensor y;
+  engine::NodeProfile prof;
+};
+ProfiledRun runProfiledOnThreads(const NodeSpec& spec, const std::string& op, int threads);
+
 /// Runs `s` on batch `x` (its first input) and on each image of `x` alone; returns the indices of
 /// the images whose output 0 alone differs, in any byte, from their part of the batch's output.
 std::vector<int64_t> imagesDifferingFromBatch(engine::Session& s, const Tensor& x);
