@@ -11,6 +11,7 @@
 
 #include "engine/kernels/dw_int8.h"
 #include "engine/kernels/few_int8.h"
+#include "engine/kernels/pw_int8.h"
 #include "lwc/model_io.h"
 #include "support/engine_util.h"
 
@@ -980,10 +981,54 @@ TEST_CASE("lwc's own int8 kernel for few input channels gives the reference's bi
   checkOwnKernel(cases, "lwc_few_ic_int8:avx512_vnni", engine::few::available(), 1700);
 }
 
-TEST_CASE("int8 oneDNN calls under 2^20 multiply-adds (depthwise 2^18) run on the calling thread, larger ones on all, with the same bits", "[dnnl][quant]") {
+TEST_CASE("lwc's own int8 pointwise kernel gives the reference's bits on small calls, and the profile names it", "[dnnl][quant]") {
+  // pw_int8.h runs uint8 1x1 QLinearConvs (groups 1, stride 1, no padding) on CPUs with AVX-512
+  // VNNI where oneThreadCall puts the call on one thread (under 2^20 multiply-adds), with the
+  // reference's requantization: bit-identical to it. The cases reach its branches: input channels
+  // in whole groups of four and with a tail of 1-3, output blocks of 16 and a tail, one to four
+  // blocks per pass and a second pass, four-pixel tiles and the 1-3 pixels after them, int8
+  // outputs, uint8 weights with a zero point, per-tensor and per-channel scales, with and without
+  // bias. Elsewhere oneDNN runs (within one step).
+  std::vector<OwnKernelCase> cases;
+  QConvCase c{"16 -> 48 on 28x28 (mnv2_fmnist's expansion at batch 1), per-channel, bias", {1, 16, 28, 28}, {48, 16, 1, 1}};
+  c.per_channel = c.bias = true;
+  cases.push_back({c, true});
+  c = {"192 -> 32 on 4x4 (mnv2_fmnist's projection), per-tensor", {1, 192, 4, 4}, {32, 192, 1, 1}};
+  cases.push_back({c, true});
+  c = {"13 -> 37, 5x7, batch 3 (input and output tails, 105 pixels), u8 -> s8, uint8 weights with zero point 128",
+       {3, 13, 5, 7}, {37, 13, 1, 1}};
+  c.yt = DType::Int8, c.wt = DType::UInt8, c.per_channel = c.bias = true;
+  cases.push_back({c, true});
+  c = {"2 -> 70 on 3x3 (two input bytes, a 4-block pass then a 1-block one, 4 + 4 + 1 pixels)", {1, 2, 3, 3}, {70, 2, 1, 1}};
+  c.bias = true;
+  cases.push_back({c, true});
+  c = {"321 -> 131, 2x3 (a 1-byte input tail, 9 blocks, 4 + 2 pixels), per-channel", {1, 321, 2, 3}, {131, 321, 1, 1}};
+  c.per_channel = true;
+  cases.push_back({c, true});
+  c = {"64 -> 64, batch 2 on 14x14 (1.6 M multiply-adds, over 2^20): oneDNN", {2, 64, 14, 14}, {64, 64, 1, 1}};
+  cases.push_back({c, false});
+  c = {"stride 2: oneDNN", {1, 32, 8, 8}, {16, 32, 1, 1}};
+  c.strides = {2, 2};
+  cases.push_back({c, false});
+  c = {"padded 1x1: oneDNN", {1, 32, 6, 6}, {16, 32, 1, 1}};
+  c.pads = {1, 1, 1, 1};
+  cases.push_back({c, false});
+  c = {"2 groups: oneDNN", {1, 32, 6, 6}, {16, 16, 1, 1}, 2};
+  cases.push_back({c, false});
+  c = {"int8 input: oneDNN", {1, 32, 6, 6}, {16, 32, 1, 1}};
+  c.xt = DType::Int8;
+  cases.push_back({c, false});
+  c = {"zero points fed at run time (the node stays NCHW): oneDNN", {1, 32, 6, 6}, {16, 32, 1, 1}};
+  c.runtime_zp = true;
+  cases.push_back({c, false});
+  checkOwnKernel(cases, "lwc_pw_int8:avx512_vnni, 1 thread", engine::pw::available(), 2100);
+}
+
+TEST_CASE("int8 calls under 2^20 multiply-adds (depthwise 2^18) run on the calling thread, larger ones on all, with the same bits", "[dnnl][quant]") {
   // dnnl_common.h, oneThreadCall: such a primitive is made and run on one thread, and the
-  // profile appends ", 1 thread" to its implementation. Without VNNI a QLinearConv runs an exact
-  // fp32 convolution, which keeps all threads.
+  // profile appends ", 1 thread" to its implementation; small pointwise convolutions run lwc's own
+  // kernel there (pw_int8.h) on CPUs with VNNI, also on the calling thread and so named. Without
+  // VNNI a QLinearConv runs an exact fp32 convolution, which keeps all threads.
   struct Case {
     const char* name;
     NodeSpec spec;
@@ -995,6 +1040,8 @@ TEST_CASE("int8 oneDNN calls under 2^20 multiply-adds (depthwise 2^18) run on th
   QConvCase cl{"", {4, 64, 14, 14}, {64, 64, 3, 3}};
   cl.pads = {1, 1, 1, 1};
   QConvCase cm{"", {1, 64, 14, 14}, {64, 64, 1, 1}};
+  QConvCase c3{"", {1, 16, 8, 8}, {16, 16, 3, 3}};  // dense and small, not pointwise: oneDNN on every CPU
+  c3.pads = {1, 1, 1, 1};
   QConvCase dws{"", {1, 48, 14, 14}, {48, 1, 3, 3}};
   dws.group = 48;
   dws.pads = {1, 1, 1, 1};
@@ -1010,6 +1057,7 @@ TEST_CASE("int8 oneDNN calls under 2^20 multiply-adds (depthwise 2^18) run on th
       {"QLinearConv 1x1 16 -> 32 on 8x8 (32 768)", qlinearConvSpec(cs, 30), "QLinearConv", true},
       {"QLinearConv 1x1 64 -> 64 on 14x14 (802 816)", qlinearConvSpec(cm, 35), "QLinearConv", true},
       {"QLinearConv 3x3 64 -> 64, batch 4 on 14x14 (29 M)", qlinearConvSpec(cl, 40), "QLinearConv", false},
+      {"QLinearConv 3x3 16 -> 16 on 8x8 (147 456)", qlinearConvSpec(c3, 45), "QLinearConv", true},
       {"QLinearConv depthwise 3x3, 48 channels on 14x14 (84 672)", qlinearConvSpec(dws, 50), "QLinearConv", true},
       {"QLinearConv depthwise 3x3, 192 channels on 14x14 (338 688)", qlinearConvSpec(dwl, 60), "QLinearConv", false},
   };

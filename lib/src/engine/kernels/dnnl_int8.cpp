@@ -55,6 +55,7 @@
 #include "engine/kernels/dw_int8.h"
 #include "engine/kernels/few_int8.h"
 #include "engine/kernels/nn_ref.h"
+#include "engine/kernels/pw_int8.h"
 #include "engine/optimize.h"
 #include "engine/kernels/quant_ref.h"
 
@@ -357,6 +358,7 @@ class DnnlQConv final : public Kernel {
     ZeroPoint x_zp, y_zp;
     DType y_type = DType::Int32;
     bool bias = false;
+    bool bias_const = false;  ///< the bias is an initializer (the same on every call)
     /// lwc.internal.QLinearConvNhwc: x and y are NHWC tensors (logical shape [N,H,W,C]).
     bool nhwc = false;
     /// CPUs without VNNI: an fp32 convolution of the centred integers (exact, the factory checks
@@ -374,8 +376,9 @@ class DnnlQConv final : public Kernel {
     }
     if (own_ != Own::none) {
       const int64_t oc = c_.w_shape[0], per = c_.w_shape[1] * c_.w_shape[2] * c_.w_shape[3];
-      own_w_ = own_ == Own::dw ? dw::packWeights(c_.w.w.data(), oc)
-                               : few::packWeights(c_.w.w.data(), oc, c_.w_shape[1], c_.w_shape[2], c_.w_shape[3]);
+      own_w_ = own_ == Own::dw   ? dw::packWeights(c_.w.w.data(), oc)
+               : own_ == Own::pw ? pw::packWeights(c_.w.w.data(), oc, c_.w_shape[1])
+                                 : few::packWeights(c_.w.w.data(), oc, c_.w_shape[1], c_.w_shape[2], c_.w_shape[3]);
       for (int64_t m = 0; m < oc; ++m) {
         int32_t sum = 0;
         for (int64_t k = 0; k < per; ++k) sum += c_.w.w[static_cast<size_t>(m * per + k)];
@@ -432,30 +435,39 @@ class DnnlQConv final : public Kernel {
     if (!last_) return std::string();
     if (last_->own == Own::dw) return kOwnDepthwiseName;
     if (last_->own == Own::few) return kOwnFewName;
+    if (last_->own == Own::pw) return std::string(kOwnPointwiseName) + kOneThreadSuffix;
     return std::string(last_->pd.impl_info_str()) + (last_->one_thread ? kOneThreadSuffix : "");
   }
 
  private:
   static constexpr const char* kOwnDepthwiseName = "lwc_dw3x3_int8:avx512_vnni_vbmi";
   static constexpr const char* kOwnFewName = "lwc_few_ic_int8:avx512_vnni";
+  static constexpr const char* kOwnPointwiseName = "lwc_pw_int8:avx512_vnni";
 
   /// lwc's own kernels, shapes permitting: `dw` (dw_int8.h), a 3x3 depthwise QLinearConv, on CPUs
   /// with AVX-512 VNNI and VBMI (oneDNN 2.6's int8 depthwise kernel, the only fast one it lists on
   /// such CPUs, was slower than its float one there); `few` (few_int8.h), a convolution over few
-  /// input channels, on CPUs with AVX-512 VNNI. Both on NHWC tensors.
-  enum class Own { none, dw, few };
+  /// input channels, on CPUs with AVX-512 VNNI; `pw` (pw_int8.h), a small pointwise convolution, on
+  /// CPUs with AVX-512 VNNI. All on NHWC tensors.
+  enum class Own { none, dw, few, pw };
   Own ownKernel() const {
     if (!c_.nhwc || !c_.in.qlinear || c_.f32 || c_.w_shape.size() != 4) return Own::none;
-    static const bool dw_cpu = dw::available(), few_cpu = few::available();
+    static const bool dw_cpu = dw::available(), few_cpu = few::available(), pw_cpu = pw::available();
     const int64_t group = node_.attrInt("group", 1), icg = c_.w_shape[1], kh = c_.w_shape[2], kw = c_.w_shape[3];
     if (dw_cpu && group == c_.w_shape[0] && icg == 1 && kh == 3 && kw == 3) return Own::dw;
     if (few_cpu && group == 1 && few::fits(icg, kh, kw)) return Own::few;
+    if (pw_cpu && group == 1 && kh == 1 && kw == 1) return Own::pw;
     return Own::none;
   }
 
   // The requantization constants of an own kernel for this call: bias - x_zp * sum(w) per output
   // channel (wrapping, as the reference's int32 sums) and the reference's bounds.
+  // With constant zero points and bias (as quantized models have) they are the same on every call
+  // and are worked out once: for a 4x4 layer at batch 1 the per-call loop over the output channels
+  // was a visible part of the call.
   int8k::Requant ownRequant(KernelContext& ctx) {
+    const bool fixed = c_.x_zp.value && c_.y_zp.value && (!c_.bias || c_.bias_const);
+    if (fixed && own_fixed_) return *own_fixed_;
     const int32_t x_zp = c_.x_zp.at(ctx, c_.in.x_zp), y_zp = c_.y_zp.at(ctx, c_.in.y_zp);
     const int64_t oc = c_.w_shape[0];
     const int32_t* bias = c_.bias ? ctx.in(c_.in.bias).data<int32_t>() : zero_bias_.data();
@@ -471,6 +483,7 @@ class DnnlQConv final : public Kernel {
     q.fhi = static_cast<float>(yr.hi - y_zp);
     q.y_zp = y_zp;
     q.x_zp = static_cast<uint8_t>(x_zp);
+    if (fixed) own_fixed_ = q;
     return q;
   }
 
@@ -487,6 +500,10 @@ class DnnlQConv final : public Kernel {
     if (p.own == Own::dw) {
       const dw::Geometry& g = p.dw;
       parallelRanges(g.n * g.oh, parallel, [&](int64_t r0, int64_t r1) { dw::runRows(g, xd, own_w_.data(), q, yd, r0, r1); });
+      return;
+    }
+    if (p.own == Own::pw) {  // small calls only (build), on the calling thread
+      pw::runPixels(p.pw, xd, own_w_.data(), q, yd, 0, p.pw.pixels);
       return;
     }
     const few::Geometry& g = p.few;
@@ -581,9 +598,10 @@ class DnnlQConv final : public Kernel {
  private:
   struct Prepared {
     bool ok = false;
-    Own own = Own::none;  ///< dw: runs dw::runRows with `dw`; few: few::runRows with `few`; none: oneDNN
+    Own own = Own::none;  ///< dw: dw::runRows with `dw`; few: few::runRows with `few`; pw: pw::runPixels with `pw`; none: oneDNN
     dw::Geometry dw;
     few::Geometry few;
+    pw::Geometry pw;
     dnnl::convolution_forward::primitive_desc pd;
     dnnl::convolution_forward prim;
     memory::desc x_plain, y_plain;
@@ -660,6 +678,22 @@ class DnnlQConv final : public Kernel {
       p.ok = true;
       return p;
     }
+    // The own pointwise kernel where oneDNN's call would run on one thread (oneThreadCall): there
+    // its fixed cost was most of the time (pw_int8.h). On larger calls oneDNN stays: the own kernel
+    // run over all threads took 1.2-1.5x its time on mobilenet_v2's 112x112 and 56x56 expansions
+    // at batch 32 (16 -> 96, 32 -> 16, 24 -> 144: the requantization, not the products, bounds them)
+    // and was level on the rest.
+    const int64_t macs = xs[0] * geo.out[0] * geo.out[1] * icg * oc * kh * kw;
+    const bool unit = geo.strides[0] == 1 && geo.strides[1] == 1 && geo.pads_begin[0] == 0 && geo.pads_begin[1] == 0 &&
+                      geo.pads_end[0] == 0 && geo.pads_end[1] == 0;
+    if (own_ == Own::pw && own_ok && unit && group == 1 && xs[1] == icg && oneThreadCall(macs, false)) {
+      p.own = Own::pw;
+      p.pw = pw::Geometry{xs[0] * xs[2] * xs[3], icg, oc};
+      p.one_thread = true;
+      p.out_shape = cp.outShape();
+      p.ok = true;
+      return p;
+    }
     // Folds pointwise convolutions (see convDims); NCHW with one pixel per image has the NHWC bytes.
     const auto [xd, yd] = convDims(xs, oc, kh, kw, geo.strides, geo.pads_begin, geo.pads_end, geo.out,
                                    c_.nhwc || xs[2] * xs[3] == 1);
@@ -681,7 +715,6 @@ class DnnlQConv final : public Kernel {
     dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, x_md,
                                       w_any, b_md, y_md, strides, dil, pad_l, pad_r);
     auto& eng = cpuEngine();
-    const int64_t macs = xs[0] * geo.out[0] * geo.out[1] * icg * oc * kh * kw;
     p.one_thread = !c_.f32 && oneThreadCall(macs, group > 1 && icg == 1);  // f32 mode: float kernels
     const SingleThreadIf one(p.one_thread);  // the primitive plans its threads when it is made
     p.pd = dnnl::convolution_forward::primitive_desc(d, attr, eng);
@@ -729,7 +762,8 @@ class DnnlQConv final : public Kernel {
   Own own_ = Own::none;             ///< the own kernel this node's weights are packed for
   std::vector<int8_t> own_w_;       ///< own kernel: packed weights (dw::packWeights, few::packWeights)
   std::vector<int32_t> own_wsum_;   ///< own kernel: sum of each output channel's weights
-  std::vector<int32_t> own_bias_;   ///< own kernel: bias - x_zp * sum(w), per call
+  std::vector<int32_t> own_bias_;   ///< own kernel: bias - x_zp * sum(w), per call (or once, see ownRequant)
+  std::optional<int8k::Requant> own_fixed_;  ///< own kernel: the constants, where they cannot change
   std::vector<uint8_t> few_pad_;    ///< few: the input framed by its zero point, per call
 };
 
@@ -797,6 +831,7 @@ std::unique_ptr<Kernel> makeQConv(const KernelInfo& info, const QConvInputs& in,
       const DType bt = inputType(info, in.bias);
       if (bt != DType::Undefined && bt != DType::Int32) return nullptr;
       c.bias = true;
+      c.bias_const = info.constant(in.bias) != nullptr;
     }
   }
   // int32 output (oneDNN's float post-processing) and the fp32 path: exact only while every
