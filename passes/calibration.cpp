@@ -415,9 +415,7 @@ CalibrationStats CalibrationStats::fromJson(const json& j, const std::string& wh
 }
 
 CalibrationStats CalibrationStats::load(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) fail(path, ": cannot read the calibration file");
-  return fromJson(parseJsonText(std::string(std::istreambuf_iterator<char>(in), {}), path), path);
+  return fromJson(readJsonFile(path, "a calibration file (lwc.calib JSON, from lwc calibrate or --save-calib)"), path);
 }
 
 // ------------------------------------------------------------------ collection

@@ -74,10 +74,10 @@ void addBenchCommand(CLI::App& app, Action& action, const GlobalOptions& g) {
   auto* cmd = app.add_subcommand("bench", "Measure latency and throughput of the lwc engine on random inputs");
   cmd->add_option("model", o->model, "ONNX model file")->required();
   cmd->add_option("--batch", o->batch, "Batch size for symbolic first dimensions")->default_val(1)->check(CLI::PositiveNumber);
-  cmd->add_option("--threads", o->threads, "Threads (0 = all cores)")->default_val(0)->check(CLI::NonNegativeNumber);
+  addThreadsOption(cmd, o->threads);
   cmd->add_option("--warmup", o->warmup, "Untimed runs first")->default_val(5)->check(CLI::NonNegativeNumber);
   cmd->add_option("--iters", o->iters, "Timed runs (0: run for --seconds)")->default_val(0)->check(CLI::NonNegativeNumber);
-  cmd->add_option("--seconds", o->seconds, "Time budget for timed runs")->default_val(3.0)->check(CLI::PositiveNumber);
+  cmd->add_option("--seconds", o->seconds, "Time budget for timed runs")->default_val(3.0)->check(kFinite)->check(CLI::PositiveNumber);
   cmd->add_flag("--json", o->json, "Machine-readable output");
   cmd->add_option("--data", o->data.data, "Feed the first --batch samples of this data instead of random inputs");
   cmd->add_option("--preprocess", o->data.preprocess, "Preprocessing JSON for --data");

@@ -78,7 +78,7 @@ void addCompareCommand(CLI::App& app, Action& action, const GlobalOptions&) {
   o->data.add(cmd, true);
   cmd->add_flag("--per-layer", o->per_layer, "Also compare every tensor name the two models share, worst first");
   cmd->add_flag("--json", o->json, "Machine-readable output (schema lwc.compare)");
-  cmd->add_option("--threads", o->threads, "Threads (0 = all cores)")->default_val(0);
+  addThreadsOption(cmd, o->threads);
   cmd->callback([&action, o] {
     action = [o] {
       engine::configureThreads(o->threads);
@@ -136,7 +136,7 @@ void addCompareCommand(CLI::App& app, Action& action, const GlobalOptions&) {
           if (isScores(ra[i])) {
             outs[i].scores = true;
             const auto pa = argmaxRows(ra[i]), pb = argmaxRows(rb[i]);
-            for (size_t k = 0; k < pa.size(); ++k) outs[i].agree += pa[k] == pb[k];
+            for (size_t k = 0; k < pa.size(); ++k) outs[i].agree += pa[k] >= 0 && pa[k] == pb[k];
             outs[i].rows += static_cast<int64_t>(pa.size());
             if (batch->labels.size() == pa.size())
               for (size_t k = 0; k < pa.size(); ++k) {

@@ -28,7 +28,7 @@ void addEvalCommand(CLI::App& app, Action& action, const GlobalOptions&) {
   auto* cmd = app.add_subcommand("eval", "Top-1/top-5 accuracy and images/s of a model on real data");
   cmd->add_option("model", o->model, "ONNX model file")->required();
   o->data.add(cmd, true);
-  cmd->add_option("--threads", o->threads, "Threads (0 = all cores)")->default_val(0);
+  addThreadsOption(cmd, o->threads);
   cmd->add_flag("--json", o->json, "Machine-readable output (schema lwc.eval)");
   cmd->add_flag("--reference", o->reference, "Use only the reference kernels");
   cmd->callback([&action, o] {

@@ -37,7 +37,7 @@ void addExecCommand(CLI::App& app, Action& action, const GlobalOptions&) {
   cmd->add_option("--random-batch", o->random_batch, "Feed seeded random inputs with this batch size instead");
   cmd->add_option("--seed", o->seed, "Seed for --random-batch")->default_val(0);
   cmd->add_option("--outdir", o->outdir, "Folder for <output>.npy files (created)")->required();
-  cmd->add_option("--threads", o->threads, "Threads (0 = all cores)")->default_val(0);
+  addThreadsOption(cmd, o->threads);
   cmd->add_flag("--reference", o->reference, "Use only the reference kernels");
   cmd->callback([&action, o] {
     action = [o] {

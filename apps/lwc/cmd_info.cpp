@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
 
 #include "commands.h"
 #include "lwc/huffman.h"
@@ -10,6 +11,7 @@
 #include "lwc/weight_coding.h"
 #include "format.h"
 #include "lwc/analysis.h"
+#include "lwc/dataset.h"
 #include "lwc/engine.h"
 #include "lwc/model_io.h"
 #include "lwc/pipeline.h"
@@ -230,10 +232,19 @@ void addInfoCommand(CLI::App& app, Action& action, const GlobalOptions&) {
   cmd->add_flag("--json", opts->json, "Machine-readable output (schema in README)");
   cmd->add_flag("--per-layer", opts->per_layer, "Table of parameters and MACs per layer");
   cmd->add_option("--batch", opts->batch, "Batch size for MACs")->default_val(1)->check(CLI::PositiveNumber);
-  cmd->callback([&action, opts] {
-    action = [opts] {
+  cmd->callback([&action, opts, cmd] {
+    const bool batch_given = cmd->count("--batch") > 0;
+    action = [opts, batch_given] {
       const Model m = loadInputModel(opts->model);
-      const ModelStats st = passes::analyzeFolded(m, AnalyzeOptions{opts->batch});
+      ModelStats st = passes::analyzeFolded(m, AnalyzeOptions{opts->batch});
+      // --batch fills a symbolic batch dimension; a model whose input fixes it is counted at its
+      // own batch size, and says so (it printed "at batch 1" for a batch-3 model's MACs).
+      if (const int64_t fixed = fixedBatchSize(m); fixed > 0) {
+        if (batch_given && fixed != opts->batch)
+          spdlog::warn("{}: the model's input fixes the batch size at {}; MACs are at batch {} (--batch {} ignored)",
+                       opts->model, fixed, fixed, opts->batch);
+        st.batch = fixed;
+      }
       if (opts->json) std::cout << dumpJson(buildJson(m, st)) << "\n";
       else printHuman(m, st, opts->per_layer);
       return 0;

@@ -4,9 +4,10 @@
 // lwc prune MODEL --channels R | --macs-reduction F [--importance l1|l2|bn_gamma] [--recover lsq --calib D]
 // -o OUT: channel pruning (prune_channels) with the cleanup passes.
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <memory>
-#include <cmath>
+#include <span>
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
@@ -85,24 +86,32 @@ void addPruneCommand(CLI::App& app, Action& action, const GlobalOptions&) {
                   "Channel pruning: batch for the before/after latency in the lwc engine in the report (0 = skip)")
       ->check(CLI::NonNegativeNumber);
   a->ort.add(cmd, "the latency before/after channel pruning");
-  cmd->callback([&action, a] {
-    action = [a] {
+  cmd->callback([&action, a, cmd] {
+    action = [a, cmd] {
+      // Which kind of pruning is asked for follows from the options given, not their values: a
+      // --channels of 0, -0.5 or nan used to fall through to 50 % magnitude pruning.
+      const bool channels = cmd->count("--channels") > 0 || cmd->count("--macs-reduction") > 0;
+      // Options of the other kind would be ignored without a word: refused instead.
+      const char* const magnitude_only[] = {"--sparsity", "--iters", "--scope", "--pattern", "--include",
+                                            "--min-params", "--criterion", "--obs-rounds"};
+      const char* const channel_only[] = {"--importance", "--min-channels", "--round-to", "--bench-batch", "--ort-bench"};
+      // (--bench-batch 0, "no timing", is what magnitude pruning does anyway: scripts pass it to both.)
+      for (const char* opt : channels ? std::span<const char* const>(magnitude_only) : std::span<const char* const>(channel_only))
+        if (cmd->count(opt) > 0 && !(std::string_view(opt) == "--bench-batch" && a->bench_batch == 0))
+          fail("prune: ", opt, channels ? " applies to magnitude pruning (--sparsity), not to channel pruning (--channels, --macs-reduction); drop it"
+                                        : " applies to channel pruning (--channels or --macs-reduction); drop it or prune channels");
       if (!(a->sparsity >= 0.0 && a->sparsity < 1.0))
         fail("prune: --sparsity ", a->sparsity, " is outside [0, 1); e.g. 0.5 zeroes half of the weights");
       if (a->iters < 1) fail("prune: --iters ", a->iters, ": give at least 1 step");
-      if (a->criterion != "magnitude" && (a->channels > 0 || a->macs_reduction > 0))
-        fail("prune: --criterion applies to magnitude pruning; channel pruning ranks channels by --importance");
+      if (!(a->lsq_cv_rows >= 0.0 && std::isfinite(a->lsq_cv_rows)))
+        fail("prune: --lsq-cv-rows ", a->lsq_cv_rows, " must be a finite number >= 0");
       if (a->pattern != "unstructured" && a->iters != 1)
         fail("prune: --pattern ", a->pattern, " is reached in one step; drop --iters");
-      const bool channels = a->channels > 0 || a->macs_reduction > 0;
-      if (a->ort.enabled && !channels)
-        fail("prune: --ort-bench measures channel pruning (--channels or --macs-reduction); magnitude pruning leaves "
-             "dense kernels as fast as before");
       if (channels) {
-        if (!(a->channels >= 0.0 && a->channels < 1.0)) fail("prune: --channels ", a->channels, " is outside [0, 1); e.g. 0.3 removes 30 % of the channels");
-        if (!(a->macs_reduction < 0.95))
+        if (cmd->count("--channels") && !(a->channels > 0.0 && a->channels < 1.0))
+          fail("prune: --channels ", a->channels, " is outside (0, 1); e.g. 0.3 removes 30 % of the channels");
+        if (cmd->count("--macs-reduction") && !(a->macs_reduction > 0.0 && a->macs_reduction <= 0.95))
           fail("prune: --macs-reduction ", a->macs_reduction, " is outside (0, 0.95]; e.g. 0.3 cuts MACs by 30 %");
-        if (a->iters != 1) fail("prune: --iters applies to magnitude pruning; channel pruning runs in one step");
         if (a->recover == "bias") fail("prune: channel pruning recovers with --recover lsq (or none), not bias");
         const std::string ort_tool = a->ort.resolve("prune", a->bench_batch);
         // l1/l2 rank the filters after BatchNormalization is folded into them; bn_gamma reads the
@@ -120,7 +129,7 @@ void addPruneCommand(CLI::App& app, Action& action, const GlobalOptions&) {
                             {"round_to", a->round_to},
                             {"recover", a->recover},
                             {"lsq_cv_rows", a->lsq_cv_rows}};
-        if (a->macs_reduction > 0)
+        if (cmd->count("--macs-reduction"))
           o["macs_reduction"] = a->macs_reduction;
         else
           o["ratio"] = a->channels;

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
@@ -17,6 +18,8 @@
 #include "run_common.h"
 
 namespace lwc::app {
+
+namespace fs = std::filesystem;
 
 namespace {
 
@@ -43,7 +46,9 @@ struct QuantArgs {
 void addQuantOptions(CLI::App* cmd, QuantArgs& q) {
   cmd->add_option("--calibrator", q.calibrator, "minmax | percentile | entropy | mse")
       ->check(CLI::IsMember({"minmax", "percentile", "entropy", "mse"}));
-  cmd->add_option("--percentile", q.percentile, "Percentile for --calibrator percentile")->check(CLI::Range(50.0, 100.0));
+  cmd->add_option("--percentile", q.percentile, "Percentile for --calibrator percentile")
+      ->check(kFinite)
+      ->check(CLI::Range(50.0, 100.0));
   cmd->add_option("--calib-samples", q.calib_samples, "Calibration samples (0 = all)")->check(CLI::NonNegativeNumber);
   cmd->add_flag("--per-tensor", q.per_tensor, "One weight scale per tensor instead of per output channel");
   cmd->add_flag("--reduce-range", q.reduce_range,
@@ -112,7 +117,13 @@ void addQuantizeCommand(CLI::App& app, Action& action, const GlobalOptions&) {
     for (const char* o : {"--calibrator", "--percentile", "--calib-samples", "--reduce-range", "--bias-correction", "--weight-rounding", "--act-type", "--keep-fp32",
                           "--save-calib", "--load-calib", "--format"})
       if (static_only.empty() && cmd->count(o) > 0) static_only = o;
-    action = [q, static_only] {
+    const bool percentile_given = cmd->count("--percentile") > 0, calib_given = cmd->count("--calib") > 0;
+    action = [q, static_only, percentile_given, calib_given] {
+      if (percentile_given && q->calibrator != "percentile")
+        fail("quantize: --percentile applies to --calibrator percentile (the calibrator is ", q->calibrator,
+             "); add --calibrator percentile or drop --percentile");
+      if (q->mode == "dynamic" && calib_given)
+        fail("quantize: --mode dynamic quantizes activations at run time and reads no calibration data; drop --calib");
       if (q->mode == "dynamic" && !static_only.empty())
         fail("quantize: ", static_only, " applies to --mode static; dynamic mode has no calibration and writes ",
              "DynamicQuantizeLinear + MatMulInteger (drop ", static_only, ")");
@@ -229,12 +240,21 @@ void addCalibrateCommand(CLI::App& app, Action& action, const GlobalOptions&) {
       ->check(CLI::IsMember({"uint8", "int8"}));
   cmd->add_option("--exclude", q->exclude, "Node names or op types that will stay float")->delimiter(',');
   cmd->add_option("--keep-fp32", q->keep_fp32, "first,last")->delimiter(',');
-  cmd->add_option("--threads", q->run.threads, "Threads (0 = all cores)")->default_val(0);
+  addThreadsOption(cmd, q->run.threads);
   cmd->callback([&action, q] {
     action = [q] {
-      checkWritable(q->save_calib);
+      const std::string& model_path = q->run.positional.at(0);
+      std::vector<NamedPath> inputs{{"the input model", model_path},
+                                    {"the calibration data", q->run.calib},
+                                    {"the --preprocess file", q->run.preprocess}};
+      std::error_code ec;
+      if (!fs::is_directory(q->run.calib, ec))
+        inputs.push_back({"the calibration data", fs::path(q->run.calib).parent_path() / "preprocess.json"});
+      checkOutputPaths({{"-o", q->save_calib}}, inputs);
       engine::configureThreads(q->run.threads);
-      Model m = loadPipelineInput(q->run.positional.at(0));
+      Model m = loadPipelineInput(model_path);
+      for (const auto& f : m.external_data_files) inputs.push_back({"the input model's external data", f});
+      checkOutputPaths({{"-o", q->save_calib}}, inputs);
       Pipeline p = quantPipeline(*q);
       p.calib = DataSpec{};
       p.calib->options.path = q->run.calib;

@@ -38,7 +38,7 @@ void addRunOptions(CLI::App* cmd, RunArgs& a) {
   cmd->add_flag("--time-passes", a.time_passes, "Show the time spent in each pass");
   cmd->add_flag("--json", a.json, "Print the JSON report on stdout instead of the table");
   cmd->add_flag("--keep-failed", a.keep_failed, "Write the output model even when a gate fails");
-  cmd->add_option("--threads", a.threads, "Threads (0 = all cores)")->default_val(0);
+  addThreadsOption(cmd, a.threads);
 }
 
 namespace {
@@ -195,12 +195,33 @@ int runPipelineCommand(Pipeline p, const std::string& model_path, const RunArgs&
   std::error_code ec;
   if (fs::exists(a.output, ec) && fs::exists(model_path, ec) && fs::equivalent(a.output, model_path, ec))
     fail(a.output, ": the output must not overwrite the input model; choose another -o path");
-  // Every file the run writes, checked before any work (the model is written before the reports).
-  for (const auto& f : {a.output, a.report, a.report_md, a.extra_output})
-    if (!f.empty()) checkWritable(f);
+  // Every file the run writes, checked before any work (the model is written before the reports)
+  // against each other and every file it reads; the input's external data once it is loaded.
+  std::vector<NamedPath> outputs{{"-o", a.output}, {"--report", a.report}, {"--report-md", a.report_md}};
+  std::vector<NamedPath> inputs{{"the input model", model_path}};
+  if (!a.pipeline_file.empty()) inputs.push_back({"the pipeline file", a.pipeline_file});
+  if (!a.preprocess.empty()) inputs.push_back({"the --preprocess file", a.preprocess});
+  for (const auto* d : {&p.eval, &p.calib}) {
+    if (!*d) continue;
+    const DataOptions& o = (*d)->options;
+    const std::string what = "the data of " + (*d)->origin;
+    inputs.push_back({what, o.path});
+    inputs.push_back({what, o.labels});
+    if (!fs::is_directory(o.path, ec)) inputs.push_back({what, o.path.parent_path() / "preprocess.json"});
+  }
+  for (const auto& step : p.steps) {  // a pass's own files: quantize_static's save_calib and load_calib
+    const PassOptions& po = step.pass->options();
+    if (po.has("save_calib"))
+      outputs.push_back({a.extra_output.empty() ? step.where + ".save_calib" : "--save-calib", po.getString("save_calib")});
+    if (po.has("load_calib"))
+      for (const auto& f : po.getStrings("load_calib")) inputs.push_back({"a --load-calib file", f});
+  }
+  checkOutputPaths(outputs, inputs);
 
   engine::configureThreads(a.threads);
   Model m = loadPipelineInput(model_path);
+  for (const auto& f : m.external_data_files) inputs.push_back({"the input model's external data", f});
+  checkOutputPaths(outputs, inputs);
   RunOptions ro;
   ro.threads = a.threads;
   ro.log = [](const std::string& s) { spdlog::debug("{}", s); };  // progress: with -v
@@ -251,6 +272,7 @@ void addRunCommand(CLI::App& app, Action& action, const GlobalOptions&) {
         return runPipelineCommand(Pipeline::fromText(a->passes, passes::builtinPasses()), pos[0], *a);
       }
       if (pos.size() != 2) fail("run: give the pipeline and the model: lwc run PIPELINE.json MODEL -o OUT (or use --passes)");
+      a->pipeline_file = pos[0];
       return runPipelineCommand(Pipeline::load(pos[0], passes::builtinPasses()), pos[1], *a);
     };
   });

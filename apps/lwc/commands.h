@@ -2,6 +2,7 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <cmath>
 #include <functional>
 #include <string>
 
@@ -23,6 +24,27 @@ Model loadInputModel(const std::string& path);
 /// loadInputModel, then what commands that run passes need: graph outputs without a declared
 /// shape get the inferred one (a warning each), and the model must pass lwc's input checks.
 Model loadPipelineInput(const std::string& path);
+
+/// Most threads a command accepts: OpenMP aborts or crashes when it cannot create the threads asked
+/// for (100 000 crashed lwc), and no machine lwc runs on has more cores.
+inline constexpr int kMaxThreads = 1024;
+
+/// Refuses nan and inf for a floating-point option (CLI11's range checks let nan through: every
+/// comparison with it is false, and `bench --seconds nan` never ended).
+inline const CLI::Validator kFinite(
+    [](std::string& text) {
+      double v = 0;
+      if (CLI::detail::lexical_cast(text, v) && !std::isfinite(v)) return "expected a finite number, got " + text;
+      return std::string();
+    },
+    "FINITE");
+
+/// --threads N: 0 = all cores, at most kMaxThreads.
+inline CLI::Option* addThreadsOption(CLI::App* cmd, int& threads) {
+  return cmd->add_option("--threads", threads, "Threads (0 = all cores)")
+      ->default_val(0)
+      ->check(CLI::Range(0, kMaxThreads));
+}
 
 void addInfoCommand(CLI::App& app, Action& action, const GlobalOptions& g);
 void addOpsCommand(CLI::App& app, Action& action, const GlobalOptions& g);

@@ -22,8 +22,10 @@ struct RunArgs {
   int64_t eval_limit = -1, calib_limit = -1;
   bool print_after_all = false, time_passes = false, json = false, keep_failed = false;
   int threads = 0;
-  /// Another file the command writes (quantize --save-calib); checked with -o and the reports.
+  /// Set when the command writes --save-calib (quantize): names that output in messages.
   std::string extra_output;
+  /// The pipeline JSON file the run reads (lwc run), so that no output overwrites it.
+  std::string pipeline_file;
 };
 
 /// -o, --report, --report-md, --eval, --calib, --preprocess, limits, --print-after-all, --time-passes,

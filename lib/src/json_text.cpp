@@ -1,12 +1,39 @@
 #include "lwc/json_text.h"
 
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <iterator>
+#include <set>
+#include <vector>
+
 #include "lwc/status.h"
 
 namespace lwc {
 
+namespace {
+struct DuplicateKey {
+  std::string key;
+};
+}  // namespace
+
 nlohmann::json parseJsonText(const std::string& text, const std::string& where) {
+  // nlohmann keeps the last of two equal keys in an object; a user who wrote {"sparsity": 0.5,
+  // "sparsity": 0.7} meant one of them, and lwc cannot know which. The parser's callback sees every
+  // key with the objects it belongs to opening and closing around it.
+  std::vector<std::set<std::string>> open;
+  const auto check = [&](int, nlohmann::json::parse_event_t ev, nlohmann::json& parsed) {
+    using E = nlohmann::json::parse_event_t;
+    if (ev == E::object_start) open.emplace_back();
+    else if (ev == E::object_end && !open.empty()) open.pop_back();
+    else if (ev == E::key && !open.empty() && !open.back().insert(parsed.get<std::string>()).second)
+      throw DuplicateKey{parsed.get<std::string>()};
+    return true;
+  };
   try {
-    return nlohmann::json::parse(text);
+    return nlohmann::json::parse(text, check);
+  } catch (const DuplicateKey& d) {
+    fail(where, ": key \"", d.key, "\" appears twice in one object; keep one");
   } catch (const nlohmann::json::exception& e) {
     // "[json.exception.parse_error.101] parse error at line 7, column 17: ...": the tag is the
     // library's, the rest says where and what.
@@ -15,6 +42,17 @@ nlohmann::json parseJsonText(const std::string& text, const std::string& where) 
       if (const size_t end = what.find("] "); end != std::string::npos) what.erase(0, end + 2);
     fail(where, ": not valid JSON: ", what);
   }
+}
+
+nlohmann::json readJsonFile(const std::filesystem::path& path, const std::string& what) {
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) fail(path.string(), ": not found (expected ", what, ")");
+  if (std::filesystem::is_directory(path, ec)) fail(path.string(), ": is a folder, expected ", what);
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail(path.string(), ": cannot open ", what, ": ", std::strerror(errno));
+  std::string text(std::istreambuf_iterator<char>(in), {});
+  if (in.bad()) fail(path.string(), ": cannot read ", what, ": ", std::strerror(errno));
+  return parseJsonText(text, path.string());
 }
 
 std::string dumpJson(const nlohmann::json& v, int indent) {

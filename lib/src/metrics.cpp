@@ -32,7 +32,7 @@ std::vector<int64_t> argmaxRows(const Tensor& scores) {
   std::vector<int64_t> r(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) {
     const float* row = f.data<float>() + i * c;
-    r[i] = std::max_element(row, row + c) - row;
+    r[i] = std::any_of(row, row + c, [](float v) { return std::isnan(v); }) ? -1 : std::max_element(row, row + c) - row;
   }
   return r;
 }
@@ -60,6 +60,9 @@ void AccuracyMeter::add(const Tensor& scores, const std::vector<int64_t>& labels
     if (y < 0 || y >= c)
       fail("label ", y, " of sample ", first_index + i, " is outside the model's ", c, " classes");
     const float* row = f.data<float>() + i * c;
+    // A row with a NaN score is no prediction: wrong at top-1 and top-5 (every comparison with NaN
+    // is false, so the rank below put the label first and counted it right).
+    if (std::any_of(row, row + c, [](float v) { return std::isnan(v); })) continue;
     // rank of the true class: number of classes scoring strictly higher (ties favour the label
     // only if it comes first, as argmax does)
     int64_t higher = 0;
@@ -76,7 +79,8 @@ void ErrorMeter::add(const Tensor& reference, const Tensor& test) {
   for (int64_t i = 0; i < reference.numel(); ++i) {
     const double a = reference.at(i), b = test.at(i);
     const double d = a - b;
-    max_abs_ = std::max(max_abs_, std::fabs(d));
+    // NaN (in either tensor) sticks: std::max would drop it and report 0 for a NaN output.
+    if (std::isnan(d) || std::fabs(d) > max_abs_) max_abs_ = std::fabs(d);
     sig_ += a * a;
     noise_ += d * d;
     dot_ += a * b;

@@ -452,6 +452,8 @@ Model modelFromKnownProto(const onnx::ModelProto& proto, const fs::path& base_di
     G.nodes.push_back(std::move(n));
   }
   if (opts.validate) {
+    // Nothing could be evaluated, compared or kept by any pass: every node would be dead.
+    if (G.outputs.empty()) fail(label, ": the graph declares no outputs; a model needs at least one (export it again)");
     validateGraph(G, label);
     validateNodes(m, label);
     topoSort(G, label);
@@ -559,6 +561,46 @@ void checkWritable(const fs::path& path) {
   if (name_max > 0 && name_len > static_cast<size_t>(name_max))
     fail("cannot write '", path.string(), "': the file name is ", name_len, " bytes long, over the ", name_max,
          "-byte limit of its file system; give a shorter name");
+}
+
+namespace {
+// Whether `a` and `b` name the same file: the same file on disk where both exist, else the same
+// absolute path once the existing part of each is resolved (two outputs not written yet).
+bool sameFile(const fs::path& a, const fs::path& b) {
+  std::error_code ec;
+  if (fs::exists(a, ec) && fs::exists(b, ec)) return fs::equivalent(a, b, ec) && !ec;
+  const fs::path ca = fs::weakly_canonical(fs::absolute(a, ec), ec), cb = fs::weakly_canonical(fs::absolute(b, ec), ec);
+  return !ec && ca == cb;
+}
+}  // namespace
+
+void checkOutputPaths(const std::vector<NamedPath>& outputs, const std::vector<NamedPath>& inputs) {
+  std::error_code ec;
+  for (size_t i = 0; i < outputs.size(); ++i) {
+    const auto& [what, out] = outputs[i];
+    if (out.empty()) continue;
+    checkWritable(out);
+    const fs::file_status st = fs::symlink_status(out, ec);
+    if (fs::exists(st) && !fs::is_regular_file(st) && !fs::is_symlink(st))
+      fail("cannot write '", out.string(), "' (", what,
+           "): it exists and is not a regular file (a device or other special file, which the atomic write would "
+           "replace); give the path of a regular file");
+    for (const auto& [in_what, in] : inputs) {
+      if (in.empty() || !fs::exists(in, ec)) continue;
+      if (sameFile(out, in))
+        fail("cannot write '", out.string(), "' (", what, "): it is ", in_what, " ('", in.string(),
+             "'), which this run reads; choose another path");
+      if (fs::is_directory(in, ec) && fs::exists(out, ec))
+        for (const auto& e : fs::directory_iterator(in, ec))
+          if (e.is_regular_file(ec) && fs::equivalent(e.path(), out, ec))
+            fail("cannot write '", out.string(), "' (", what, "): it is a file of ", in_what, " ('", in.string(),
+                 "'), which this run reads; choose another path");
+    }
+    for (size_t j = 0; j < i; ++j)
+      if (!outputs[j].path.empty() && sameFile(out, outputs[j].path))
+        fail("cannot write '", out.string(), "': it is given for both ", outputs[j].what, " and ", what,
+             "; give each output its own path");
+  }
 }
 
 void writeFileAtomic(const fs::path& path, std::string_view bytes) {

@@ -194,13 +194,29 @@ Pipeline Pipeline::fromJson(const json& j, const std::string& origin, const fs::
 }
 
 Pipeline Pipeline::load(const fs::path& file, const PassRegistry& registry) {
-  std::ifstream in(file);
-  if (!in) fail(file.string(), ": cannot read the pipeline file (does it exist?)");
-  const json j = parseJsonText(std::string(std::istreambuf_iterator<char>(in), {}), file.string());
+  const json j = readJsonFile(file, "the pipeline file");
   Pipeline p = fromJson(j, file.string(), file.parent_path(), registry);
   if (p.name.empty()) p.name = file.stem().string();
   return p;
 }
+
+namespace {
+// A value of the text form: a JSON literal, a bare word (a string), or a list of either in
+// brackets, so that include=[Gemm,Conv] is the list of two op types that the README shows (it
+// was the one string "[Gemm,Conv]", refused as an unknown node name).
+json textValue(const std::string& val, const std::string& where) {
+  json v = json::parse(val, nullptr, false);
+  if (!v.is_discarded()) return v;
+  if (val.size() >= 2 && val.front() == '[' && val.back() == ']') {
+    json list = json::array();
+    const std::string inner = trim(val.substr(1, val.size() - 2));
+    if (!inner.empty())
+      for (const auto& e : splitTopLevel(inner, where)) list.push_back(textValue(trim(e), where));
+    return list;
+  }
+  return val;  // a bare word is a string
+}
+}  // namespace
 
 Pipeline Pipeline::fromText(const std::string& text, const PassRegistry& registry) {
   const std::string origin = "--passes";
@@ -222,9 +238,7 @@ Pipeline Pipeline::fromText(const std::string& text, const PassRegistry& registr
         const auto eq = kv.find('=');
         if (eq == std::string::npos) fail(where, ": option \"", trim(kv), "\" must be key=value");
         const std::string key = trim(kv.substr(0, eq)), val = trim(kv.substr(eq + 1));
-        json v = json::parse(val, nullptr, false);
-        if (v.is_discarded()) v = val;  // a bare word is a string
-        options[key] = v;
+        options[key] = textValue(val, where);
       }
     }
     p.steps.push_back(makeStep(name, options, where, registry));
@@ -350,7 +364,7 @@ class Evaluator {
           err.add(r, y);
           const auto ar = argmaxRows(r);
           const auto& ay = predictions();
-          for (size_t k = 0; k < ar.size() && k < ay.size(); ++k) agree += ar[k] == ay[k];
+          for (size_t k = 0; k < ar.size() && k < ay.size(); ++k) agree += ar[k] >= 0 && ar[k] == ay[k];
         }
       }
       n += b->inputs.dim(0);

@@ -589,6 +589,18 @@ TEST_CASE("bad data gets one error naming the file", "[data]") {
     test::writeFile(t / "cut.npy", cut.substr(0, cut.size() - 5));
     CHECK_THROWS_WITH(openDataset(opts(t / "cut.npy")), Contains("cut.npy") && Contains("truncated"));
   }
+  SECTION("float samples holding NaN or infinity") {
+    // Fed as stored, they flowed through every layer: lsq recovery fitted to NaN activations
+    // reported a near-zero error and wrote a model.
+    for (const float bad : {std::nanf(""), INFINITY, -INFINITY}) {
+      Tensor x(DType::Float32, {5, 1, 2, 2});
+      x.data<float>()[3 * 4 + 1] = bad;  // sample 3
+      writeNpy(t / "f.npy", x);
+      auto d = openDataset(opts(t / "f.npy", std::nullopt, {1, 2, 2}));
+      CHECK_NOTHROW(d->next(3));
+      CHECK_THROWS_WITH(d->next(2), Contains("f.npy") && Contains("sample 3 holds NaN or infinity"));
+    }
+  }
   SECTION("IDX header lying about its size") {
     const std::string header = idxHeader(10000, 28, 28);
     test::writeFile(t / "t10k-images-idx3-ubyte.gz", gzip(header + "abc"));

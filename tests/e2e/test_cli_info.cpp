@@ -203,3 +203,23 @@ g (float[N, 4] x) => (float[N, 4] y)
     CHECK(std::count(bad.err.begin(), bad.err.end(), '\n') == 1);
   }
 }
+
+TEST_CASE("lwc info: a model whose input fixes the batch says so, whatever --batch asks", "[cli][info]") {
+  // It printed "MACs 1.25 M at batch 1" for lenet5 exported with batch 3 (the MACs of 3 images),
+  // and "at batch 4" with --batch 4 for the same figure.
+  TempDir d;
+  Model m = loadModel(test::testdataDir() / "lenet5_fmnist.onnx");
+  const auto base = nlohmann::json::parse(runLwc("info --json " + q(test::testdataDir() / "lenet5_fmnist.onnx")).out);
+  m.graph.inputs.at(0).shape->at(0) = Dim{3, ""};
+  m.graph.outputs.at(0).shape->at(0) = Dim{3, ""};
+  saveModel(m, d / "b3.onnx");
+  auto r = runLwc("info " + q(d / "b3.onnx"));
+  REQUIRE(r.exit_code == 0);
+  CHECK_THAT(r.out, Catch::Contains("at batch 3"));
+  r = runLwc("info --json --batch 4 " + q(d / "b3.onnx"));
+  REQUIRE(r.exit_code == 0);
+  const auto j = nlohmann::json::parse(r.out);
+  CHECK(j["batch"] == 3);
+  CHECK(j["macs"].get<int64_t>() == 3 * base["macs"].get<int64_t>());
+  CHECK_THAT(r.err, Catch::Contains("fixes the batch size at 3") && Catch::Contains("--batch 4 ignored"));
+}

@@ -223,13 +223,25 @@ TEST_CASE("lwc prune: bad input gets one clear error and no output file", "[cli]
   bad(model, "--exclude conv_nine", "no node or op type named 'conv_nine'");
   bad(model, "--recover bias", "needs calibration data");
   bad(model, "--recover lsq", "needs calibration data");
-  bad(model, "--channels 1.0", "--channels 1 is outside [0, 1)");
+  bad(model, "--channels 1.0", "--channels 1 is outside (0, 1)");
+  // Out-of-range channel fractions used to fall through to 50 % magnitude pruning, exit 0.
+  bad(model, "--channels 0", "--channels 0 is outside (0, 1)");
+  bad(model, "--channels -0.5", "--channels -0.5 is outside (0, 1)");
+  bad(model, "--channels nan", "--channels nan is outside (0, 1)");
+  bad(model, "--macs-reduction -0.3", "--macs-reduction -0.3 is outside (0, 0.95]");
+  bad(model, "--macs-reduction nan", "--macs-reduction nan is outside (0, 0.95]");
+  // Options of the other kind of pruning were accepted and ignored.
+  for (const char* opt : {"--include Conv", "--pattern 2:4", "--scope global", "--min-params 100000", "--iters 3"})
+    bad(model, std::string("--channels 0.3 ") + opt, std::string(opt).substr(0, std::string(opt).find(' ')) + " applies to magnitude pruning");
+  for (const char* opt : {"--importance l2", "--round-to 8", "--min-channels 4", "--bench-batch 8"})
+    bad(model, std::string("--sparsity 0.5 ") + opt, std::string(opt).substr(0, std::string(opt).find(' ')) + " applies to channel pruning");
+  bad(model, "--lsq-cv-rows nan", "--lsq-cv-rows nan must be a finite number");
   bad(model, "--macs-reduction 0.99", "--macs-reduction 0.99 is outside (0, 0.95]");
   bad(model, "--channels 0.3 --recover lsq", "needs calibration data");
   bad(model, "--criterion obs", "set recover to lsq");
   bad(model, "--obs-rounds 3", "obs_rounds: applies to criterion obs");
   bad(model, "--channels 0.3 --criterion obs", "--criterion applies to magnitude pruning");
-  bad(model, "--sparsity 0.5 --ort-bench", "--ort-bench measures channel pruning");
+  bad(model, "--sparsity 0.5 --ort-bench", "--ort-bench applies to channel pruning");
   bad(model, "--channels 0.3 --ort-bench --bench-batch 0", "--ort-bench needs --bench-batch of at least 1");
   bad(model, "--channels 0.3 --ort-bench --ort-tool " + q(d / "no_such_tool.js"),
       "no_such_tool.js: --ort-bench needs ONNX Runtime's ort_tool.js");

@@ -245,6 +245,13 @@ TEST_CASE("lwc quantize: bad input gets one clear error and no output file", "[c
   bad("--mode dynamic --reduce-range", "--reduce-range applies to --mode static");
   bad("--mode dynamic --bias-correction", "--bias-correction applies to --mode static");
   bad("--mode dynamic --weight-rounding gptq", "--weight-rounding applies to --mode static");
+  // Accepted and ignored before: the percentile of another calibrator, calibration data in dynamic mode.
+  bad("--calib " + q(td("fmnist_sample")) + " --percentile 99", "--percentile applies to --calibrator percentile");
+  bad("--calib " + q(td("fmnist_sample")) + " --calibrator percentile --percentile nan", "expected a finite number, got nan");
+  bad("--mode dynamic --calib " + q(td("fmnist_sample")), "--mode dynamic quantizes activations at run time");
+  // A folder or a missing file as saved statistics: an internal error before (a folder), one line now.
+  bad("--calib " + q(td("fmnist_sample")) + " --load-calib " + q(td("fmnist_sample")), "is a folder, expected a calibration file");
+  bad("--calib " + q(td("fmnist_sample")) + " --load-calib " + q(d / "none.json"), "none.json: not found (expected a calibration file");
   bad("--load-calib " + q(d / "none.json") + " --weight-rounding gptq", "--weight-rounding gptq measures layer inputs on calibration data");
   bad("--calib " + q(td("fmnist_sample")) + " --weight-rounding stochastic", "--weight-rounding");
   bad("--load-calib " + q(d / "none.json") + " --bias-correction", "--bias-correction measures layer outputs on calibration data");

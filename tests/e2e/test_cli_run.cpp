@@ -1,6 +1,11 @@
 // lwc run / fuse / passes end to end: real models, real data, reports, gates and exit codes.
+#include <onnx/onnx_pb.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+
 #include <catch2/catch.hpp>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "lwc/model_io.h"
@@ -204,6 +209,128 @@ TEST_CASE("lwc run: bad pipelines and paths fail before any work, leaving no fil
   CHECK(r.exit_code == 1);
   CHECK_THAT(r.err, Contains("x: unknown option"));
   CHECK(test::readFile(model) == before);
+}
+
+TEST_CASE("lwc: out-of-range threads and seconds, duplicate JSON keys, a folder as pipeline and a graph without outputs get one line",
+          "[cli][run]") {
+  // Each was a crash, a hang, an internal error or a silent choice before.
+  TempDir d;
+  const fs::path model = td("lenet5_fmnist.onnx"), data = td("fmnist_sample");
+  test::writeFile(d / "dup.json", R"({"passes": ["fold_constants"], "passes": ["fuse_batchnorm"]})");
+  test::writeFile(d / "pp.json", R"({"resize": null, "scale": 255, "scale": 1})");
+  {
+    Model m = loadModel(model);
+    m.graph.outputs.clear();
+    onnx::ModelProto p = modelToProto(m);
+    test::writeFile(d / "noout.onnx", p.SerializeAsString());
+  }
+  struct Case {
+    std::string args, expect;
+  };
+  const std::string m = q(model), out = " -o " + q(d / "out.onnx");
+  const std::vector<Case> cases = {
+      {"eval " + m + " --data " + q(data) + " --limit 10 --threads 100000", "--threads: Value 100000 not in range 0 to 1024"},
+      {"quantize " + m + " --calib " + q(data) + out + " --threads -5", "--threads: Value -5 not in range"},
+      {"bench " + m + " --seconds nan", "--seconds: expected a finite number, got nan"},
+      {"bench " + m + " --seconds inf", "--seconds: expected a finite number, got inf"},
+      {"run " + q(d / "dup.json") + " " + m + out, "dup.json: key \"passes\" appears twice in one object"},
+      {"eval " + m + " --data " + q(data) + " --preprocess " + q(d / "pp.json"), "pp.json: key \"scale\" appears twice"},
+      {"run " + q(data) + " " + m + out, "is a folder, expected the pipeline file"},
+      {"eval " + q(d / "noout.onnx") + " --data " + q(data), "the graph declares no outputs"},
+      {"fuse " + q(d / "noout.onnx") + out, "the graph declares no outputs"},
+  };
+  for (const auto& c : cases) {
+    INFO(c.args);
+    const auto r = runLwc(c.args);
+    CHECK(r.exit_code == 1);
+    CHECK_THAT(r.err, Contains(c.expect));
+    CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+    CHECK_FALSE(fs::exists(d / "out.onnx"));
+  }
+}
+
+TEST_CASE("lwc run/fuse/quantize/calibrate: no output may be a file the run reads, another output or a device", "[cli][run]") {
+  // Each case used to exit 0 having replaced the file: the input model by a report, calibration
+  // data or a pipeline by a model, the input's external data by a model, /dev/null by a regular
+  // file (the atomic write renames over the path), one output by another.
+  TempDir d;
+  const fs::path model = d / "m.onnx", data = d / "data", ext_dir = d / "ext";
+  fs::copy_file(td("lenet5_fmnist.onnx"), model);
+  fs::create_directories(data);
+  for (const char* f : {"images.npy", "labels.npy", "preprocess.json"}) fs::copy_file(td("fmnist_sample") / f, data / f);
+  fs::copy_file(cfg("cleanup.json"), d / "p.json");
+  fs::copy_file(td("fmnist_sample") / "preprocess.json", d / "pp.json");
+  fs::create_directories(ext_dir);
+  {
+    Model m = loadModel(model);
+    saveModel(m, ext_dir / "e.onnx");
+  }
+  // The same model with its weights in ext/e.data (ONNX's external-data form).
+  std::ifstream in(ext_dir / "e.onnx", std::ios::binary);
+  onnx::ModelProto proto;
+  REQUIRE(proto.ParseFromIstream(&in));
+  std::string blob;
+  for (auto& t : *proto.mutable_graph()->mutable_initializer()) {
+    const size_t offset = blob.size(), length = t.raw_data().size();
+    blob += t.raw_data();
+    t.clear_raw_data();
+    t.set_data_location(onnx::TensorProto::EXTERNAL);
+    auto* kv = t.add_external_data();
+    kv->set_key("location"), kv->set_value("e.data");
+    kv = t.add_external_data();
+    kv->set_key("offset"), kv->set_value(std::to_string(offset));
+    kv = t.add_external_data();
+    kv->set_key("length"), kv->set_value(std::to_string(length));
+  }
+  test::writeFile(ext_dir / "e.data", blob);
+  test::writeFile(ext_dir / "e.onnx", proto.SerializeAsString());
+  REQUIRE(loadModel(ext_dir / "e.onnx").graph.initializers.size() == loadModel(model).graph.initializers.size());
+  REQUIRE(::mknod((d / "null").c_str(), S_IFCHR | 0666, makedev(1, 3)) == 0);
+
+  std::map<fs::path, std::string> before;
+  for (const auto& e : fs::recursive_directory_iterator(d.path()))
+    if (e.is_regular_file()) before[e.path()] = test::readFile(e.path());
+  const std::string m = q(model), out = q(d / "out.onnx"), calib = " --calib " + q(data);
+  struct Case {
+    std::string args, expect;
+  };
+  const std::vector<Case> cases = {
+      {"fuse " + m + " -o " + out + " --report " + m, "(--report): it is the input model"},
+      {"fuse " + m + " -o " + out + " --report-md " + m, "(--report-md): it is the input model"},
+      {"quantize " + m + calib + " -o " + out + " --save-calib " + m, "(--save-calib): it is the input model"},
+      {"calibrate " + m + calib + " -o " + m, "(-o): it is the input model"},
+      {"fuse " + m + " -o " + out + " --report " + out, "given for both -o and --report"},
+      {"fuse " + m + " -o " + out + " --report " + q(d / "r") + " --report-md " + q(d / "r"), "given for both --report and --report-md"},
+      {"quantize " + m + calib + " -o " + out + " --save-calib " + out, "given for both -o and --save-calib"},
+      {"quantize " + m + " --calib " + q(data / "images.npy") + " -o " + q(data / "images.npy"), "it is the data of --calib"},
+      {"quantize " + m + calib + " -o " + q(data / "labels.npy"), "it is a file of the data of --calib"},
+      {"quantize " + m + " --calib " + q(data / "images.npy") + " -o " + out + " --report " + q(data / "preprocess.json"),
+       "it is the data of --calib"},
+      {"run " + q(d / "p.json") + " " + m + " -o " + q(d / "p.json"), "it is the pipeline file"},
+      {"fuse " + m + " -o " + out + " --eval " + q(data) + " --preprocess " + q(d / "pp.json") + " --report " + q(d / "pp.json"),
+       "it is the --preprocess file"},
+      {"fuse " + q(ext_dir / "e.onnx") + " -o " + q(ext_dir / "e.data"), "it is the input model's external data"},
+      {"fuse " + m + " -o " + q(d / "null"), "not a regular file"},
+      {"fuse " + m + " -o " + out + " --report " + q(d / "null"), "not a regular file"},
+  };
+  for (const auto& c : cases) {
+    INFO(c.args);
+    const auto r = runLwc(c.args);
+    CHECK(r.exit_code == 1);
+    CHECK_THAT(r.err, Contains(c.expect));
+    CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+    CHECK_FALSE(fs::exists(d / "out.onnx"));
+    CHECK_FALSE(fs::exists(d / "r"));
+  }
+  std::map<fs::path, std::string> after;
+  for (const auto& e : fs::recursive_directory_iterator(d.path()))
+    if (e.is_regular_file()) after[e.path()] = test::readFile(e.path());
+  CHECK(after == before);  // nothing written, nothing replaced, no temporary file left
+  CHECK(fs::is_character_file(d / "null"));
+  // The same outputs elsewhere are fine.
+  const auto r = runLwc("fuse " + m + " -o " + out + " --report " + q(d / "r"));
+  CHECK(r.exit_code == 0);
+  CHECK(fs::exists(d / "out.onnx"));
 }
 
 TEST_CASE("lwc fuse/quantize/calibrate: a graph output without a declared shape gets the inferred one, with a warning",

@@ -40,6 +40,27 @@ TEST_CASE("error meter", "[metrics]") {
   CHECK_THROWS_AS(e.add(a, Tensor(DType::Float32, {5})), Error);
 }
 
+TEST_CASE("NaN scores are no prediction: wrong, never agreeing, and a NaN difference is reported", "[metrics]") {
+  // A model with a NaN weight gives NaN logits; they used to count as 100 % top-1 (every
+  // comparison with NaN is false, so no class outranked the label) and max |diff| 0.
+  const float nan = std::nanf("");
+  Tensor s = Tensor::fromVector<float>({3, 3}, {nan, nan, nan,   // all NaN
+                                                0.1f, nan, 0.2f,  // one NaN
+                                                0.1f, 0.7f, 0.2f});
+  AccuracyMeter m;
+  m.add(s, {0, 2, 1});
+  CHECK(m.count() == 3);
+  CHECK(m.top1Correct() == 1);  // only the row without NaN
+  CHECK(m.top5Correct() == 1);
+  CHECK(argmaxRows(s) == std::vector<int64_t>{-1, -1, 1});
+  ErrorMeter e;
+  e.add(Tensor::fromVector<float>({3}, {1, 2, 3}), Tensor::fromVector<float>({3}, {1, nan, 3}));
+  CHECK(std::isnan(e.maxAbsDiff()));
+  CHECK(std::isnan(e.sqnrDb()));
+  e.add(Tensor::fromVector<float>({1}, {1}), Tensor::fromVector<float>({1}, {5}));  // NaN stays
+  CHECK(std::isnan(e.maxAbsDiff()));
+}
+
 TEST_CASE("percentile interpolates between order statistics", "[metrics]") {
   CHECK(percentile({3.0, 1.0, 2.0}, 0.5) == 2.0);       // odd count: the middle value
   CHECK(percentile({4.0, 1.0, 3.0, 2.0}, 0.5) == 2.5);  // even count: mean of the middle two

@@ -130,6 +130,15 @@ TEST_CASE("the text form parses names and options", "[pipeline]") {
   // quoting it throw (an internal error, exit code 2).
   CHECK_THAT(errorOf([] { Pipeline::fromText("fold_constants{max_growth_kb=\xff\xfe}", passes::builtinPasses()); }),
              Contains("max_growth_kb: expected int, got \""));
+  // Lists of bare words (the README's key2=[x,y]) are lists of strings, as the JSON form; they were
+  // the one string "[Gemm,Conv]".
+  for (const char* text : {"prune_magnitude{include=[Gemm,Conv]}", "prune_magnitude{include=[\"Gemm\", Conv]}",
+                           "prune_magnitude{include=[ Gemm , Conv ]}"}) {
+    INFO(text);
+    const Pipeline l = Pipeline::fromText(text, passes::builtinPasses());
+    CHECK(l.steps.at(0).pass->options().getStrings("include") == std::vector<std::string>{"Gemm", "Conv"});
+  }
+  CHECK(Pipeline::fromText("prune_magnitude{include=[]}", passes::builtinPasses()).steps.at(0).pass->options().getStrings("include").empty());
 }
 
 TEST_CASE("a failing pass leaves the model as it was", "[pipeline]") {

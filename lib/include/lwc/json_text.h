@@ -4,6 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <filesystem>
 #include <string>
 
 namespace lwc {
@@ -13,7 +14,12 @@ namespace lwc {
 /// "<where>: not valid JSON: <nlohmann's reason>"; nlohmann reports an overflowing number as
 /// out_of_range rather than parse_error, so catching parse_error alone let "1e999" end lwc with
 /// an internal error.
+/// A key given twice in one object is refused the same way ("key "k" appears twice").
 nlohmann::json parseJsonText(const std::string& text, const std::string& where);
+
+/// Reads and parses a JSON file; `what` names it in errors ("the pipeline file"): a missing file,
+/// a folder and an unreadable file each get one line naming the path.
+nlohmann::json readJsonFile(const std::filesystem::path& path, const std::string& what);
 
 /// JSON text for files and standard output (reports, saved statistics): as nlohmann's dump, except
 /// that bytes which are not UTF-8 (a node name in a model is any bytes) become U+FFFD instead of

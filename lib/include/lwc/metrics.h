@@ -31,7 +31,8 @@ class AccuracyMeter {
 /// 0 for an empty `v`.
 double percentile(std::vector<double> v, double p);
 
-/// Index of the largest score in each row of [N, C] scores (ties: the lowest index).
+/// Index of the largest score in each row of [N, C] scores (ties: the lowest index); -1 for a row
+/// holding a NaN (no prediction: never a label, and callers count no agreement for it).
 std::vector<int64_t> argmaxRows(const Tensor& scores);
 
 /// Exact two-sided McNemar test of two classifiers on the same labelled samples: `only_a` samples

@@ -38,6 +38,19 @@ Model parseModelText(std::string_view text, const LoadOptions& opts = {});
 /// writable, and `path` is not a folder. Commands call it for each output before any work.
 void checkWritable(const std::filesystem::path& path);
 
+/// A file a command reads or writes, and what it is to the user ("the input model", "--report").
+struct NamedPath {
+  std::string what;
+  std::filesystem::path path;
+};
+
+/// Fails with one line naming the output unless every output in `outputs` (empty paths skipped)
+/// can be written without harm: checkWritable; not an existing file other than a regular file (a
+/// device such as /dev/null: the atomic write renames over whatever is there); not the same file
+/// as an input (for an input folder, as any file directly inside it) or as another output.
+/// Commands call it before any work, and again with the input model's external data once loaded.
+void checkOutputPaths(const std::vector<NamedPath>& outputs, const std::vector<NamedPath>& inputs);
+
 /// Writes bytes atomically (temp file in the same folder + fsync + rename).
 void writeFileAtomic(const std::filesystem::path& path, std::string_view bytes);
 

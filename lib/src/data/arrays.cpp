@@ -2,6 +2,7 @@
 // batch from a ByteStream; uint8 records are images and go through the preprocessing pipeline,
 // records of the model's own dtype are used as stored.
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <regex>
 #include <sstream>
@@ -145,6 +146,7 @@ class ArrayDataset final : public Dataset {
       full.insert(full.end(), record_shape_.begin(), record_shape_.end());
       b.inputs = Tensor::uninitialized(a_.dtype, full);
       readRecords(static_cast<uint8_t*>(b.inputs.raw()), bytes, k);
+      checkFinite(b.inputs);
     }
     if (hasLabels()) b.labels.assign(labels_.values.begin() + pos_, labels_.values.begin() + pos_ + k);
     pos_ += k;
@@ -165,6 +167,24 @@ class ArrayDataset final : public Dataset {
   std::string ignoredPreprocessing() const override { return ignored_preprocess_; }
 
  private:
+  // Float samples are fed as stored: NaN or infinity there would flow through every layer (lsq
+  // recovery fitted to NaN activations reported a near-zero error and wrote a model).
+  void checkFinite(const Tensor& t) const {
+    if (!isFloat(t.dtype())) return;
+    const int64_t per = std::max<int64_t>(numelOf(record_shape_), 1);
+    auto bad = [&](int64_t i) {
+      fail(a_.where, ": sample ", pos_ + i / per, " holds NaN or infinity; the model's inputs must be finite numbers");
+    };
+    if (t.dtype() == DType::Float32) {
+      const float* v = t.data<float>();
+      for (int64_t i = 0; i < t.numel(); ++i)
+        if (!std::isfinite(v[i])) bad(i);
+    } else {
+      for (int64_t i = 0; i < t.numel(); ++i)
+        if (!std::isfinite(t.at(i))) bad(i);
+    }
+  }
+
   void readRecords(uint8_t* dst, uint64_t bytes, int64_t k) {
     const size_t got = a_.stream->read(dst, bytes);
     if (got != bytes)
