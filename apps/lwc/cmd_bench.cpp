@@ -80,7 +80,7 @@ void addBenchCommand(CLI::App& app, Action& action, const GlobalOptions& g) {
   cmd->add_option("--seconds", o->seconds, "Time budget for timed runs")->default_val(3.0)->check(kFinite)->check(CLI::PositiveNumber);
   cmd->add_flag("--json", o->json, "Machine-readable output");
   cmd->add_option("--data", o->data.data, "Feed the first --batch samples of this data instead of random inputs");
-  cmd->add_option("--preprocess", o->data.preprocess, "Preprocessing JSON for --data");
+  cmd->add_option("--preprocess", o->data.preprocess, "Preprocessing JSON for --data")->needs("--data");
   cmd->add_flag("--reference", o->reference, "Use only the reference kernels (no oneDNN)");
   cmd->add_flag("--profile", o->profile, "Print the time per op type (and per node with -v)");
   cmd->callback([&action, o, &g] {

@@ -3,6 +3,7 @@
 #include <filesystem>
 #include <iostream>
 #include <random>
+#include <spdlog/spdlog.h>
 
 #include "commands.h"
 #include "lwc/engine.h"
@@ -34,7 +35,9 @@ void addExecCommand(CLI::App& app, Action& action, const GlobalOptions&) {
   auto* cmd = app.add_subcommand("exec", "Run a model once on .npy inputs (or random ones) and write its outputs as .npy");
   cmd->add_option("model", o->model, "ONNX model file")->required();
   cmd->add_option("--input", o->inputs, "NAME=FILE.npy for each model input");
-  cmd->add_option("--random-batch", o->random_batch, "Feed seeded random inputs with this batch size instead");
+  cmd->add_option("--random-batch", o->random_batch,
+                  "Feed seeded random inputs with this batch size to the inputs --input does not give")
+      ->check(CLI::PositiveNumber);
   cmd->add_option("--seed", o->seed, "Seed for --random-batch")->default_val(0);
   cmd->add_option("--outdir", o->outdir, "Folder for <output>.npy files (created)")->required();
   addThreadsOption(cmd, o->threads);
@@ -62,6 +65,9 @@ void addExecCommand(CLI::App& app, Action& action, const GlobalOptions&) {
           Shape s;
           for (size_t i = 0; i < v->shape->size(); ++i)
             s.push_back((*v->shape)[i].known() ? (*v->shape)[i].value : (i == 0 ? o->random_batch : 1));
+          if (!s.empty() && (*v->shape)[0].known() && s[0] != o->random_batch)
+            spdlog::warn("input '{}' fixes its batch size at {}; it gets {} random samples, not --random-batch {}", v->name,
+                         s[0], s[0], o->random_batch);
           Tensor t(DType::Float32, s);
           for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = u(rng);
           writeNpy(fs::path(o->outdir) / "inputs" / (safeName(v->name) + ".npy"), t);

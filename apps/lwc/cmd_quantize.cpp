@@ -244,6 +244,7 @@ void addCalibrateCommand(CLI::App& app, Action& action, const GlobalOptions&) {
   cmd->callback([&action, q] {
     action = [q] {
       const std::string& model_path = q->run.positional.at(0);
+      if (q->save_calib.empty()) fail("-o: the output path is empty; give the file to write");
       std::vector<NamedPath> inputs{{"the input model", model_path},
                                     {"the calibration data", q->run.calib},
                                     {"the --preprocess file", q->run.preprocess}};

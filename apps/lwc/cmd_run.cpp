@@ -192,6 +192,7 @@ int runPipelineCommand(Pipeline p, const std::string& model_path, const RunArgs&
   applyDataOverride(p.eval, a.eval, a.eval_limit, a.preprocess, "--eval");
   applyDataOverride(p.calib, a.calib, a.calib_limit, a.preprocess, "--calib");
   p.check();
+  if (a.output.empty()) fail("-o: the output path is empty; give the file to write");
   std::error_code ec;
   if (fs::exists(a.output, ec) && fs::exists(model_path, ec) && fs::equivalent(a.output, model_path, ec))
     fail(a.output, ": the output must not overwrite the input model; choose another -o path");
@@ -272,6 +273,9 @@ void addRunCommand(CLI::App& app, Action& action, const GlobalOptions&) {
         return runPipelineCommand(Pipeline::fromText(a->passes, passes::builtinPasses()), pos[0], *a);
       }
       if (pos.size() != 2) fail("run: give the pipeline and the model: lwc run PIPELINE.json MODEL -o OUT (or use --passes)");
+      auto ext = [](const std::string& f) { return fs::path(f).extension().string(); };
+      if (ext(pos[0]) == ".onnx" && ext(pos[1]) == ".json")
+        fail("run: the pipeline comes first: lwc run ", pos[1], " ", pos[0], " -o OUT");
       a->pipeline_file = pos[0];
       return runPipelineCommand(Pipeline::load(pos[0], passes::builtinPasses()), pos[1], *a);
     };

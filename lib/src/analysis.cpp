@@ -329,6 +329,10 @@ Model constantsAsInitializers(const Model& m) {
 }
 
 std::string float16WeightsHint(const Model& m) {
+  for (const Node& n : m.graph.nodes)
+    if (n.domain == weight_coding::kDomain)
+      return " (its weights are Huffman-coded, e.g. " + n.describe() +
+             ": run `lwc decode` first to restore plain ONNX weights)";
   for (const Node& n : m.graph.nodes) {
     const std::string& op = n.op_type;
     if (!n.domain.empty() || (op != "Conv" && op != "ConvTranspose" && op != "Gemm" && op != "MatMul")) continue;

@@ -58,13 +58,20 @@ PassOptions::PassOptions(const std::vector<OptionSpec>& specs, const nlohmann::j
       if (!typeMatches(spec->type, v))
         fail(where, ".", key, ": expected ", optionTypeName(spec->type), ", got ", briefJson(v));
       nlohmann::json value = v;
-      if (spec->type == OptionType::Int) value = static_cast<int64_t>(v.get<double>());
-      if (spec->type == OptionType::Float) value = v.get<double>();
       if (spec->type == OptionType::StringList && v.is_string()) value = nlohmann::json::array({v});
       if (spec->type == OptionType::Int || spec->type == OptionType::Float) {
-        const double d = value.get<double>();
-        if (!(d >= spec->min && d <= spec->max))
+        // Checked as a double before an integer option is converted: 1e30 does not fit an int64
+        // (the conversion is undefined), and the message gave the unbounded default, [0, 1e+300].
+        const double d = v.get<double>();
+        const bool integer = spec->type == OptionType::Int;
+        const double hi = integer ? std::min(spec->max, 9007199254740992.0) : spec->max;  // 2^53: exact in a double
+        if (!(d >= spec->min && d <= hi)) {
+          if (integer)
+            fail(where, ".", key, ": ", briefJson(v), " is outside the valid range [", static_cast<int64_t>(spec->min), ", ",
+                 static_cast<int64_t>(hi), "]");
           fail(where, ".", key, ": ", briefJson(v), " is outside the valid range [", spec->min, ", ", spec->max, "]");
+        }
+        value = integer ? nlohmann::json(static_cast<int64_t>(d)) : nlohmann::json(d);
       }
       if (spec->type == OptionType::String && !spec->choices.empty()) {
         bool ok = false;

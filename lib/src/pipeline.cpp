@@ -149,7 +149,8 @@ Pipeline Pipeline::fromJson(const json& j, const std::string& origin, const fs::
   p.name = str("name");
   p.description = str("description");
   if (j.contains("schema_version") && j["schema_version"] != 1)
-    fail(origin, ": schema_version ", briefJson(j["schema_version"]), " is not supported by this lwc (1 is)");
+    fail(origin, ": schema_version ", briefJson(j["schema_version"]), " is not supported by this lwc: it must be the number 1",
+         j["schema_version"].is_string() ? " (a number, not a string)" : "");
   try {
     if (j.contains("eval_every_pass")) {
       if (!j["eval_every_pass"].is_boolean()) fail("eval_every_pass: expected true or false");

@@ -238,7 +238,18 @@ TEST_CASE("lwc: out-of-range threads and seconds, duplicate JSON keys, a folder 
       {"run " + q(data) + " " + m + out, "is a folder, expected the pipeline file"},
       {"eval " + q(d / "noout.onnx") + " --data " + q(data), "the graph declares no outputs"},
       {"fuse " + q(d / "noout.onnx") + out, "the graph declares no outputs"},
+      // Messages that named the wrong cause or failed only after the work.
+      {"fuse " + m + " -o ''", "-o: the output path is empty"},
+      {"exec " + m + " --random-batch 0 --outdir " + q(d / "ex"), "--random-batch: 0 must be greater than 0"},
+      {"run " + m + " " + q(cfg("cleanup.json")) + out, "the pipeline comes first"},
+      {"bench " + m + " --preprocess " + q(d / "pp.json"), "--preprocess requires --data"},
+      {"run " + q(d / "big.json") + " " + m + out, "min_params: 1e+30 is outside the valid range [0, 9007199254740992]"},
+      {"run " + q(d / "schema.json") + " " + m + out, "it must be the number 1 (a number, not a string)"},
+      {"eval " + m + " --data " + q(data) + " --preprocess " + q(d / "resize.json"), "a positive integer up to 65536"},
   };
+  test::writeFile(d / "big.json", R"({"passes": [{"pass": "prune_magnitude", "options": {"min_params": 1e30}}]})");
+  test::writeFile(d / "schema.json", R"({"schema_version": "1", "passes": ["fold_constants"]})");
+  test::writeFile(d / "resize.json", R"({"resize": 100000})");
   for (const auto& c : cases) {
     INFO(c.args);
     const auto r = runLwc(c.args);

@@ -73,8 +73,10 @@ ModelStats analyzeModel(const Model& m, const AnalyzeOptions& opts = {});
 Model constantsAsInitializers(const Model& m);
 
 /// For the error a compression pass gives when it finds nothing to work on: " (its weights are
-/// float16, e.g. Conv 'c1': lwc prunes and quantizes float32 models; convert it to float32
-/// first)" when a Conv/ConvTranspose/Gemm/MatMul holds float16 constant weights, else "".
+/// Huffman-coded, ...: run `lwc decode` first ...)" when the model holds ai.lwc weight-coding
+/// nodes; " (its weights are float16, e.g. Conv 'c1': lwc prunes and quantizes float32 models;
+/// convert it to float32 first)" when a Conv/ConvTranspose/Gemm/MatMul holds float16 constant
+/// weights; else "".
 std::string float16WeightsHint(const Model& m);
 
 /// Empirical Shannon entropy of a tensor's values (bits per element; exact value histogram).

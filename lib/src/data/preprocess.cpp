@@ -22,13 +22,13 @@ std::string keyList() {
 
 int64_t positiveInt(const json& v, const std::string& where, const char* key) {
   if (!v.is_number_integer() || v.get<int64_t>() <= 0 || v.get<int64_t>() > (int64_t(1) << 16))
-    fail(where, ": \"", key, "\" must be a positive integer or [height, width] (got ", briefJson(v), ")");
+    fail(where, ": \"", key, "\" must be a positive integer up to 65536 or [height, width] (got ", briefJson(v), ")");
   return v.get<int64_t>();
 }
 
 std::array<int64_t, 2> sizePair(const json& v, const std::string& where, const char* key) {
   if (!v.is_array() || v.size() != 2)
-    fail(where, ": \"", key, "\" must be a positive integer or [height, width] (got ", briefJson(v), ")");
+    fail(where, ": \"", key, "\" must be a positive integer up to 65536 or [height, width] (got ", briefJson(v), ")");
   return {positiveInt(v[0], where, key), positiveInt(v[1], where, key)};
 }
 
