@@ -1024,6 +1024,72 @@ TEST_CASE("lwc's own int8 pointwise kernel gives the reference's bits on small c
   checkOwnKernel(cases, "lwc_pw_int8:avx512_vnni, 1 thread", engine::pw::available(), 2100);
 }
 
+TEST_CASE("a residual QAdd after a pointwise QLinearConv is fused into it, with the two nodes' bits", "[dnnl][quant]") {
+  // DQ(conv) + DQ(r) -> Add [-> Relu] -> Q becomes lwc.internal.QAdd, and a QAdd reading the only
+  // use of a QLinearConvNhwc becomes lwc.internal.QLinearConvNhwcAdd (optimize.cpp, fuseConvQAdd).
+  // Where the convolution runs lwc's own pointwise kernel the add happens as its outputs are
+  // written (profile: "... + add"); elsewhere the convolution, then the reference QAdd. The oracle
+  // is an unrewritten reference session (observable: no fusion, node by node): the fused own
+  // kernel and the fused reference session give its bits; with oneDNN's convolution (large calls)
+  // the result is within one step, as oneDNN's own. On 1, 2 and 3 threads, with and without a Relu.
+  for (const bool relu : {false, true})
+    for (const int64_t hw : {22, 32}) {
+      INFO("relu " << relu << ", " << hw << "x" << hw);
+      Model m = parseModelText(std::string(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (uint8[N, 24, H, W] x) => (uint8[N, 40, H, W] y) {
+  c = QLinearConv (x, xs, xz, w, ws, wz, cs, cz, b)
+  r = QLinearConv (x, xs, xz, w2, ws, wz, rs, rz)
+  cd = DequantizeLinear (c, as, az)
+  rd = DequantizeLinear (r, rs, rz)
+  s = Add (cd, rd)
+)") + (relu ? "  t = Relu (s)\n  y = QuantizeLinear (t, ys, yz)\n}" : "  y = QuantizeLinear (s, ys, yz)\n}"),
+                               LoadOptions{false});
+      auto& init = m.graph.initializers;
+      init.set("xs", Tensor::scalar(0.02f));
+      init.set("xz", Tensor::scalar<uint8_t>(120));
+      init.set("w", randomInt(DType::Int8, {40, 24, 1, 1}, 11, -90, 90));
+      init.set("w2", randomInt(DType::Int8, {40, 24, 1, 1}, 12, -90, 90));
+      init.set("ws", Tensor::fromVector<float>({40}, std::vector<float>(40, 0.004f)));
+      init.set("wz", Tensor::fromVector<int8_t>({40}, std::vector<int8_t>(40, 0)));
+      init.set("b", randomInt(DType::Int32, {40}, 13, -2000, 2000));
+      init.set("cs", Tensor::scalar(0.05f));
+      init.set("cz", Tensor::scalar<uint8_t>(100));
+      init.set("as", Tensor::scalar(0.05f));  // the add's view of c: the same parameters, other tensors
+      init.set("az", Tensor::scalar<uint8_t>(100));
+      init.set("rs", Tensor::scalar(0.03f));
+      init.set("rz", Tensor::scalar<uint8_t>(90));
+      init.set("ys", Tensor::scalar(0.07f));
+      init.set("yz", Tensor::scalar<uint8_t>(relu ? 20 : 110));  // relu: zeros land at 20, inside the range
+      validateGraph(m.graph);
+      engine::SessionOptions plain;
+      plain.observable = true;
+      plain.reference_only = true;
+      engine::Session ref(m, plain);
+      const Tensor x = randomInt(DType::UInt8, {2, 24, hw, hw}, 14 + static_cast<uint32_t>(hw), 0, 255);
+      const Tensor want = ref.runOrdered({{"x", x}})[0];
+      for (int threads : {1, 2, 3}) {
+        INFO("threads " << threads);
+        engine::configureThreads(threads);
+        engine::SessionOptions so;
+        so.profile = true;
+        engine::Session fast(m, so);
+        const Tensor got = fast.runOrdered({{"x", x}})[0];
+        const auto prof = fast.profile();
+        const auto it = std::find_if(prof.begin(), prof.end(), [](const auto& p) { return p.op_type.ends_with("QLinearConvNhwcAdd"); });
+        REQUIRE(it != prof.end());
+        CHECK(std::none_of(prof.begin(), prof.end(), [](const auto& p) { return p.op_type.ends_with("QAdd"); }));
+        INFO(it->impl << " " << it->primitive);
+        const bool own = int8FastPathHere() && engine::pw::available() && hw == 22;  // 2 x 484 x 24 x 40 = 929 280 multiply-adds: one thread
+        CHECK(it->primitive.ends_with(" + add") == own);
+        if (own || it->impl == "ref") CHECK(got.bitEqual(want));
+        else checkRequantized(got, want);
+        engine::Session reference(m, engine::SessionOptions{0, true});
+        CHECK(reference.runOrdered({{"x", x}})[0].bitEqual(want));
+      }
+      engine::configureThreads(0);
+    }
+}
+
 TEST_CASE("int8 calls under 2^20 multiply-adds (depthwise 2^18) run on the calling thread, larger ones on all, with the same bits", "[dnnl][quant]") {
   // dnnl_common.h, oneThreadCall: such a primitive is made and run on one thread, and the
   // profile appends ", 1 thread" to its implementation; small pointwise convolutions run lwc's own

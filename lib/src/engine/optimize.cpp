@@ -882,6 +882,43 @@ int qdqToQOperator(Graph& g) {
   return fused;
 }
 
+// QLinearConvNhwc -> QAdd (the convolution's output read by nothing else) becomes
+// lwc.internal.QLinearConvNhwcAdd(conv inputs, bias or "", r, r_scale, r_zp, c_scale, c_zp,
+// y_scale, y_zp){relu}: the residual add of a QDQ block is done as the convolution's outputs are
+// written (for the calls lwc's own pointwise kernel runs; the others add after the convolution),
+// saving a node and a pass over the tensor. c_scale/c_zp are the QAdd's for the convolution's
+// output, r its other operand. Placed where the QAdd was, so r is ready.
+int fuseConvQAdd(Graph& g) {
+  int fused = 0;
+  for (size_t qi = 0; qi < g.nodes.size(); ++qi) {
+    const Node& q = g.nodes[qi];
+    if (q.domain != kInternalDomain || q.op_type != "QAdd" || q.inputs.size() != 8) continue;
+    bool params = true;
+    for (size_t k : {1, 2, 4, 5, 6, 7}) params = params && isScalarConst(g, q.inputs[k]);
+    if (!params) continue;
+    for (int side : {0, 3}) {
+      const std::string& y = q.inputs[static_cast<size_t>(side)];
+      const int ci = producerIndex(g, y);
+      if (ci < 0 || g.isGraphOutput(y) || useCount(g, y) != 1) continue;
+      const Node& c = g.nodes[static_cast<size_t>(ci)];
+      if (c.domain != kInternalDomain || c.op_type != "QLinearConvNhwc" || c.inputs.size() < 8) continue;
+      const int other = side == 0 ? 3 : 0;
+      Node f = c;
+      f.op_type = "QLinearConvNhwcAdd";
+      f.inputs.resize(9);  // the bias, or "" where the convolution has none
+      for (int k : {other, other + 1, other + 2, side + 1, side + 2, 6, 7}) f.inputs.push_back(q.inputs[static_cast<size_t>(k)]);
+      f.outputs = {q.outputs[0]};
+      f.setAttr("relu", q.attrInt("relu", 0));
+      g.nodes[qi] = f;
+      g.nodes.erase(g.nodes.begin() + ci);
+      if (static_cast<size_t>(ci) < qi) --qi;
+      ++fused;
+      break;
+    }
+  }
+  return fused;
+}
+
 OptimizeStats optimizeForExecution(Graph& g) {
   OptimizeStats st;
   st.bn_folded = foldBatchNorms(g);
@@ -906,6 +943,7 @@ OptimizeStats optimizeForExecution(Graph& g) {
       removeDeadNodes(g);
     }
     st.fused_post_ops = fusePostOps(g);
+    st.fused_post_ops += fuseConvQAdd(g);
     removeDeadNodes(g);
   }
   for (const auto& n : g.nodes) st.transposes_left += n.op_type == "Transpose";

@@ -431,6 +431,28 @@ class DnnlQConv final : public Kernel {
   /// has no fast implementation for it (the factory then declines).
   bool probe(const Shape& xs, DType xt) { return prepare(xs, xt).ok; }
 
+  /// lwc.internal.QLinearConvNhwcAdd: runs the convolution with `add` fused into the own pointwise
+  /// kernel's output (ctx's inputs: the convolution's; its output: the add's) where this call takes
+  /// that kernel, everything is uint8 and the residual `r` has the output's (NHWC) shape; false,
+  /// with nothing written, where it does not.
+  bool runFusedAdd(KernelContext& ctx, pw::Add add, const Tensor& r) {
+    last_ = nullptr;
+    const Tensor& x = ctx.in(0);
+    if (!c_.nhwc || own_ != Own::pw || c_.y_type != DType::UInt8 || x.rank() != 4 || !runnable(ctx)) return false;
+    const std::array<int64_t, 4> xs{x.dim(0), x.dim(3), x.dim(1), x.dim(2)};
+    Prepared& p = prepare(xs, x.dtype());
+    if (!p.ok || p.own != Own::pw) return false;
+    const Shape& ys = p.out_shape;
+    const Shape y_nhwc{ys[0], ys[2], ys[3], ys[1]};
+    if (r.dtype() != DType::UInt8 || r.shape() != y_nhwc) return false;
+    last_ = &p;
+    const int8k::Requant q = ownRequant(ctx);
+    add.r = r.data<uint8_t>();
+    Tensor& y = ctx.allocUninit(0, DType::UInt8, y_nhwc);
+    pw::runPixels(p.pw, x.data<uint8_t>(), own_w_.data(), q, static_cast<uint8_t*>(y.raw()), 0, p.pw.pixels, &add);
+    return true;
+  }
+
   std::string primitive() const override {
     if (!last_) return std::string();
     if (last_->own == Own::dw) return kOwnDepthwiseName;
@@ -1125,6 +1147,67 @@ bool matMulIntegerFast(DType a_type, int32_t a_zp, const Tensor& b) {
   }
 }
 
+// lwc.internal.QLinearConvNhwcAdd (optimize.cpp, fuseConvQAdd): inputs 0-8 the convolution's
+// (bias or none), 9-11 the residual r with its scale and zero point, 12-13 the QAdd's scale and zero
+// point for the convolution's output, 14-15 the QAdd's output scale and zero point; attribute relu.
+// Where the convolution runs lwc's own pointwise kernel and everything is uint8 with constant add
+// parameters, the add happens as its outputs are written; elsewhere the convolution runs (its fast
+// kernel or the reference) and then the reference QAdd. Either way the bits of the two nodes.
+class QConvAdd final : public Kernel {
+ public:
+  QConvAdd(std::unique_ptr<Kernel> conv, std::optional<pw::Add> add) : conv_(std::move(conv)), add_(add) {
+    fast_ = dynamic_cast<DnnlQConv*>(conv_.get());
+  }
+  void run(KernelContext& ctx) override {
+    if (ctx.inputs.size() != 16) ctx.error("expects 16 inputs, got ", ctx.inputs.size());
+    const std::span<const Tensor* const> conv_in = ctx.inputs.first(9);
+    fused_ = false;
+    if (fast_ && add_) {
+      KernelContext cc{ctx.node, conv_in, ctx.outputs};
+      if (fast_->runFusedAdd(cc, *add_, ctx.in(9))) {
+        fused_ = true;
+        return;
+      }
+    }
+    Tensor conv_out[1];
+    KernelContext cc{ctx.node, conv_in, conv_out};
+    conv_->run(cc);
+    const std::array<const Tensor*, 8> add_in{&conv_out[0], ctx.inputs[12], ctx.inputs[13], ctx.inputs[9],
+                                              ctx.inputs[10], ctx.inputs[11], ctx.inputs[14], ctx.inputs[15]};
+    KernelContext ac{ctx.node, add_in, ctx.outputs};
+    quant::qadd(ac);
+  }
+  std::string primitive() const override { return conv_->primitive() + (fused_ ? " + add" : ""); }
+
+ private:
+  std::unique_ptr<Kernel> conv_;
+  DnnlQConv* fast_ = nullptr;
+  std::optional<pw::Add> add_;  ///< the constant parameters, where all are (else no fused path)
+  bool fused_ = false;
+};
+
+/// The fused add's constant parameters, or nullopt where one is not a constant of the expected type.
+std::optional<pw::Add> constantAdd(const KernelInfo& info) {
+  pw::Add a;
+  for (size_t k : {10, 12, 14})
+    if (const Tensor* t = info.constant(k); !t || t->dtype() != DType::Float32 || t->numel() != 1) return std::nullopt;
+  for (size_t k : {11, 13, 15})
+    if (const Tensor* t = info.constant(k); !t || t->dtype() != DType::UInt8 || t->numel() != 1) return std::nullopt;
+  a.r_scale = info.constant(10)->data<float>()[0];
+  a.c_scale = info.constant(12)->data<float>()[0];
+  a.y_scale = info.constant(14)->data<float>()[0];
+  if (!(a.r_scale > 0 && a.c_scale > 0 && a.y_scale > 0 && std::isfinite(a.r_scale) && std::isfinite(a.c_scale) &&
+        std::isfinite(a.y_scale)))
+    return std::nullopt;  // the reference raises the error
+  a.r_zp = info.constant(11)->data<uint8_t>()[0];
+  a.c_zp = info.constant(13)->data<uint8_t>()[0];
+  a.y_zp = info.constant(15)->data<uint8_t>()[0];
+  a.floor = info.node.attrInt("relu", 0) ? 0.0f : -std::numeric_limits<float>::infinity();
+  a.lo = static_cast<float>(0 - a.y_zp);
+  a.hi = static_cast<float>(255 - a.y_zp);
+  return a;
+}
+
 void registerDnnlInt8Kernels(KernelRegistry& r) {
   const int until = quant::kMaxOpset;
   r.add("", "QLinearConv", 10, until, "dnnl", [](const KernelInfo& i) { return makeQConv(i, kQLinearConv); });
@@ -1133,6 +1216,14 @@ void registerDnnlInt8Kernels(KernelRegistry& r) {
   });
   r.add(kInternalDomain, "QLinearConvNhwc", 1, 1, "ref",
         [](const KernelInfo&) -> std::unique_ptr<Kernel> { return std::make_unique<RefQLinearConvNhwc>(); });
+  r.add(kInternalDomain, "QLinearConvNhwcAdd", 1, 1, "dnnl", [](const KernelInfo& i) -> std::unique_ptr<Kernel> {
+    auto conv = makeQConv(i, kQLinearConv, true);
+    if (!conv) return nullptr;
+    return std::make_unique<QConvAdd>(std::move(conv), constantAdd(i));
+  });
+  r.add(kInternalDomain, "QLinearConvNhwcAdd", 1, 1, "ref", [](const KernelInfo&) -> std::unique_ptr<Kernel> {
+    return std::make_unique<QConvAdd>(std::make_unique<RefQLinearConvNhwc>(), std::nullopt);
+  });
   r.add("", "ConvInteger", 10, until, "dnnl", [](const KernelInfo& i) { return makeQConv(i, kConvInteger); });
   r.add("", "QLinearMatMul", 10, until, "dnnl", [](const KernelInfo& i) { return makeQMatMul(i, kQLinearMatMul); });
   r.add("", "MatMulInteger", 10, until, "dnnl", [](const KernelInfo& i) { return makeQMatMul(i, kMatMulInteger); });

@@ -61,6 +61,25 @@ LWC_PW_TARGET inline __m512i bcastTail(const uint8_t* p, int64_t rem) {
   return _mm512_set1_epi32(v);
 }
 
+// The requantized convolution outputs (as requant16, kept as int32) plus the residual `r`, in the
+// reference QAdd's float32 operations (pw_int8.h, Add). This file is compiled with
+// -ffp-contract=off (lib/CMakeLists.txt): a fused multiply-add here would change the bits.
+LWC_PW_TARGET inline __m128i addResidual(__m512i acc, __m512 mul, __m512 flo, __m512 fhi, __m512i yzp, const Add& a,
+                                         const uint8_t* r, __mmask16 m) {
+  __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), mul);
+  f = _mm512_min_ps(_mm512_max_ps(f, flo), fhi);
+  const __m512i c = _mm512_add_epi32(_mm512_cvt_roundps_epi32(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), yzp);
+  const __m512i rv = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, r));
+  const __m512 fc = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(c, _mm512_set1_epi32(a.c_zp))), _mm512_set1_ps(a.c_scale));
+  const __m512 fr = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(rv, _mm512_set1_epi32(a.r_zp))), _mm512_set1_ps(a.r_scale));
+  __m512 v = _mm512_max_ps(_mm512_add_ps(fc, fr), _mm512_set1_ps(a.floor));
+  __m512 qv = _mm512_div_ps(v, _mm512_set1_ps(a.y_scale));
+  qv = _mm512_min_ps(_mm512_max_ps(qv, _mm512_set1_ps(a.lo)), _mm512_set1_ps(a.hi));
+  const __m512 magic = _mm512_set1_ps(12582912.0f);  // 1.5 * 2^23: round half to even, as the reference
+  qv = _mm512_sub_ps(_mm512_add_ps(qv, magic), magic);
+  return _mm512_cvtepi32_epi8(_mm512_add_epi32(_mm512_cvttps_epi32(qv), _mm512_set1_epi32(a.y_zp)));
+}
+
 // acc + the four-byte dot products of x (uint8) and w (int8) per lane: vpdpbusd, written as inline
 // assembly because GCC 12 copied every accumulator of a tile to another register around each
 // _mm512_dpbusd_epi32 of the loop (its builtin does not tie the sum to the output register).
@@ -95,9 +114,9 @@ LWC_PW_TARGET inline __m512i dp(__m512i acc, __m512i x, __m512i w) {
     store(a##B##4, B, 4), store(a##B##5, B, 5), store(a##B##6, B, 6), store(a##B##7, B, 7);          \
   }
 
-template <int NB, int NP>
+template <int NB, int NP, bool ADD>
 LWC_PW_TARGET void tile(const Geometry& g, const uint8_t* __restrict x, const __m512i* __restrict wts, int64_t b0,
-                        const int8k::Requant& q, uint8_t* __restrict y) {
+                        const int8k::Requant& q, uint8_t* __restrict y, const Add* add, int64_t p0) {
   static_assert(NB >= 1 && NB <= 4 && NP >= 1 && NP <= 8);
   const int64_t ic = g.ic, full = ic / 4, rem = ic % 4, groups = groupsOf(ic);
   const __m512i* wb = wts + b0 * groups;
@@ -127,11 +146,13 @@ LWC_PW_TARGET void tile(const Geometry& g, const uint8_t* __restrict x, const __
   const __m512 flo = _mm512_set1_ps(q.flo), fhi = _mm512_set1_ps(q.fhi);
   const __m512i yzp = _mm512_set1_epi32(q.y_zp);
   const __m512i none = _mm512_setzero_si512();  // the sums started from the bias
-  auto store = [&](__m512i acc, int b, int p) LWC_PW_TARGET {
+  auto store = [&](__m512i acc, int b, int p) LWC_PW_TARGET __attribute__((always_inline)) {
     if (p >= NP) return;
     const int64_t c0 = (b0 + b) * 16;
     const __mmask16 m = mask(b);
-    const __m128i v = int8k::requant16(acc, none, _mm512_maskz_loadu_ps(m, q.mul + c0), flo, fhi, yzp);
+    const __m512 mu = _mm512_maskz_loadu_ps(m, q.mul + c0);
+    const __m128i v = ADD ? addResidual(acc, mu, flo, fhi, yzp, *add, add->r + (p0 + p) * g.oc + c0, m)
+                          : int8k::requant16(acc, none, mu, flo, fhi, yzp);
     uint8_t* o = y + p * g.oc + c0;
     if (m == 0xFFFF) _mm_storeu_si128(reinterpret_cast<__m128i*>(o), v);  // plain store where the block is whole
     else _mm_mask_storeu_epi8(o, m, v);
@@ -143,27 +164,32 @@ LWC_PW_TARGET void tile(const Geometry& g, const uint8_t* __restrict x, const __
 #undef LWC_PW_PIXELS
 #undef LWC_PW_STORE
 
-using TileFn = void (*)(const Geometry&, const uint8_t*, const __m512i*, int64_t, const int8k::Requant&, uint8_t*);
+using TileFn = void (*)(const Geometry&, const uint8_t*, const __m512i*, int64_t, const int8k::Requant&, uint8_t*,
+                        const Add*, int64_t);
 
 /// Pixels per whole tile for NB blocks.
 constexpr int pixelsFor(int nb) { return nb <= 2 ? 8 : 4; }
 
-template <int NB, int NP = 1>
+// With ADD a separate copy of each tile: a run-time test in the shared one slowed the plain tiles
+// (mnv2_fmnist's 42 unfused pointwise layers 0.079 -> 0.084 ms at batch 1).
+template <int NB, bool ADD, int NP = 1>
 TileFn tileFor(int np) {
   if constexpr (NP < pixelsFor(NB)) {
-    if (np > NP) return tileFor<NB, NP + 1>(np);
+    if (np > NP) return tileFor<NB, ADD, NP + 1>(np);
   }
-  return tile<NB, NP>;
+  return tile<NB, NP, ADD>;
 }
+template <bool ADD>
 TileFn tileFor(int nb, int np) {
-  return nb == 1 ? tileFor<1>(np) : nb == 2 ? tileFor<2>(np) : nb == 3 ? tileFor<3>(np) : tileFor<4>(np);
+  return nb == 1 ? tileFor<1, ADD>(np) : nb == 2 ? tileFor<2, ADD>(np) : nb == 3 ? tileFor<3, ADD>(np) : tileFor<4, ADD>(np);
 }
+TileFn tileFor(int nb, int np, bool add) { return add ? tileFor<true>(nb, np) : tileFor<false>(nb, np); }
 
 }  // namespace
 #endif
 
 void runPixels(const Geometry& g, const uint8_t* x, const int8_t* packed, const int8k::Requant& q, uint8_t* y,
-               int64_t pixel_begin, int64_t pixel_end) {
+               int64_t pixel_begin, int64_t pixel_end, const Add* add) {
 #ifdef LWC_INT8_X86
   const int64_t blocks = (g.oc + 15) / 16;
   const auto* wts = reinterpret_cast<const __m512i*>(packed);
@@ -174,14 +200,14 @@ void runPixels(const Geometry& g, const uint8_t* x, const int8_t* packed, const 
     const int64_t c1 = std::min(pixel_end, c0 + kChunk);
     for (int64_t b0 = 0; b0 < blocks; b0 += 4) {
       const int nb = static_cast<int>(std::min<int64_t>(4, blocks - b0)), np = pixelsFor(nb);
-      const TileFn whole = tileFor(nb, np);
+      const TileFn whole = tileFor(nb, np, add != nullptr);
       int64_t p = c0;
-      for (; p + np <= c1; p += np) whole(g, x + p * g.ic, wts, b0, q, y + p * g.oc);
-      if (p < c1) tileFor(nb, static_cast<int>(c1 - p))(g, x + p * g.ic, wts, b0, q, y + p * g.oc);
+      for (; p + np <= c1; p += np) whole(g, x + p * g.ic, wts, b0, q, y + p * g.oc, add, p);
+      if (p < c1) tileFor(nb, static_cast<int>(c1 - p), add != nullptr)(g, x + p * g.ic, wts, b0, q, y + p * g.oc, add, p);
     }
   }
 #else
-  (void)g, (void)x, (void)packed, (void)q, (void)y, (void)pixel_begin, (void)pixel_end;
+  (void)g, (void)x, (void)packed, (void)q, (void)y, (void)pixel_begin, (void)pixel_end, (void)add;
 #endif
 }
 

@@ -28,9 +28,22 @@ bool available();
 /// four weights for input channels 4g .. 4g+3 (zero past ic and past oc).
 std::vector<int8_t> packWeights(const int8_t* w, int64_t oc, int64_t ic);
 
+/// A residual add fused into the output (lwc.internal.QLinearConvNhwcAdd): with c the uint8 result
+/// above and r the uint8 residual at the same place, y = uint8(rne(clamp(max(float(c - c_zp) * c_scale
+/// + float(r - r_zp) * r_scale, floor) / y_scale, lo, hi)) + y_zp): the reference QAdd's float32
+/// operations in its order (quant.cpp, qaddRange), so the same bits.
+struct Add {
+  const uint8_t* r = nullptr;  ///< [pixels, oc], as y
+  float c_scale = 1, r_scale = 1, y_scale = 1;
+  int32_t c_zp = 0, r_zp = 0, y_zp = 0;
+  float floor = 0;   ///< 0 with a fused Relu, else -infinity
+  float lo = 0, hi = 0;  ///< 0 - y_zp, 255 - y_zp
+};
+
 /// y[p][o] = requantize(bias_eff[o] + sum_k x[p][k] * w[o][k]) for pixels [pixel_begin, pixel_end);
 /// y is uint8 or int8 (the same bytes: the requantization's clamp keeps each value within its type).
+/// With `add`, y is the fused residual add of that (uint8) result and add->r (uint8 output).
 void runPixels(const Geometry& g, const uint8_t* x, const int8_t* packed, const int8k::Requant& q, uint8_t* y,
-               int64_t pixel_begin, int64_t pixel_end);
+               int64_t pixel_begin, int64_t pixel_end, const Add* add = nullptr);
 
 }  // namespace lwc::engine::pw

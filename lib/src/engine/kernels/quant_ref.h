@@ -86,5 +86,8 @@ void qlinearMatMulBias(KernelContext& ctx, const Tensor* bias);
 /// lwc.internal.MatMulIntegerToFloat (a, a_scale, a_zp, b, b_scale, b_zp [, bias]): float
 /// (acc + bias / (a_scale * b_scale)) * a_scale * b_scale, as ONNX Runtime's MatMulIntegerToFloat.
 void matMulIntegerToFloat(KernelContext& ctx);
+/// lwc.internal.QAdd (a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp){relu}: DequantizeLinear x2
+/// -> Add [-> Relu] -> QuantizeLinear in one pass, bit for bit.
+void qadd(KernelContext& ctx);
 
 }  // namespace lwc::engine::quant
