@@ -246,7 +246,15 @@ TEST_CASE("lwc: out-of-range threads and seconds, duplicate JSON keys, a folder 
       {"run " + q(d / "big.json") + " " + m + out, "min_params: 1e+30 is outside the valid range [0, 9007199254740992]"},
       {"run " + q(d / "schema.json") + " " + m + out, "it must be the number 1 (a number, not a string)"},
       {"eval " + m + " --data " + q(data) + " --preprocess " + q(d / "resize.json"), "a positive integer up to 65536"},
+      {"exec " + q(d / "r3.onnx") + " --random-batch 2 --outdir " + q(d / "ex"), "node Conv '/conv1/Conv'"},
   };
+  {
+    // An input declared with rank 3 in front of a Conv: the error named the Transpose the engine
+    // inserts for its NHWC layout ('lwc_transpose'), not the Conv.
+    Model r3 = loadModel(model);
+    r3.graph.inputs.at(0).shape->erase(r3.graph.inputs.at(0).shape->begin() + 1);
+    test::writeFile(d / "r3.onnx", modelToProto(r3).SerializeAsString());
+  }
   test::writeFile(d / "big.json", R"({"passes": [{"pass": "prune_magnitude", "options": {"min_params": 1e30}}]})");
   test::writeFile(d / "schema.json", R"({"schema_version": "1", "passes": ["fold_constants"]})");
   test::writeFile(d / "resize.json", R"({"resize": 100000})");

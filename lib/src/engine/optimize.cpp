@@ -489,8 +489,15 @@ int fuseQAdd(Graph& g) {
 
 // ------------------------------------------------------------------ NHWC conversion
 
+// True where the graph declares `v` with a shape whose rank is not 4: a Conv on such an input is
+// left to its reference kernel, whose error names the Conv, not an inserted layout Transpose.
+bool notRank4(const Graph& g, const std::string& v) {
+  const ValueInfo* vi = g.findValueInfo(v);
+  return vi && vi->shape && vi->shape->size() != 4;
+}
+
 bool convEligible(const Graph& g, const Node& n) {
-  if (n.op_type != "Conv" || !n.domain.empty() || n.inputs.size() < 2) return false;
+  if (n.op_type != "Conv" || !n.domain.empty() || n.inputs.size() < 2 || notRank4(g, n.inputs[0])) return false;
   const Tensor* w = g.initializers.find(n.inputs[1]);
   if (!w || w->dtype() != DType::Float32 || w->rank() != 4) return false;
   if (n.hasInput(2) && !isFloatConst(g, n.inputs[2], w->dim(0))) return false;
@@ -541,7 +548,7 @@ int convertQConvs(Graph& g) {
   for (auto& n : nodes) g.nodes.push_back(n);
   std::vector<Node> out;
   for (auto& n : nodes) {
-    bool ok = n.op_type == "QLinearConv" && n.domain.empty() && n.inputs.size() >= 8;
+    bool ok = n.op_type == "QLinearConv" && n.domain.empty() && n.inputs.size() >= 8 && !notRank4(g, n.inputs[0]);
     const Tensor* w = ok ? g.initializers.find(n.inputs[3]) : nullptr;
     ok = ok && w && w->rank() == 4 && (w->dtype() == DType::Int8 || w->dtype() == DType::UInt8);
     for (size_t k : {1, 2, 6, 7}) ok = ok && isScalarConst(g, n.inputs[k]);
