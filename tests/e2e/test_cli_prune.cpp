@@ -210,10 +210,7 @@ TEST_CASE("lwc prune: bad input gets one clear error and no output file", "[cli]
   const fs::path model = td("lenet5_fmnist.onnx");
   auto bad = [&](const fs::path& m, const std::string& args, const std::string& expect) {
     INFO(args);
-    auto r = runLwc("prune " + q(m) + " -o " + q(d / "out.onnx") + " " + args);
-    CHECK(r.exit_code == 1);
-    CHECK_THAT(r.err, Contains(expect));
-    CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+    test::checkOneLineError(runLwc("prune " + q(m) + " -o " + q(d / "out.onnx") + " " + args), expect);
     CHECK_FALSE(fs::exists(d / "out.onnx"));
   };
   bad(model, "--sparsity 1.0", "outside [0, 1)");

@@ -225,10 +225,7 @@ TEST_CASE("lwc quantize: bad input gets one clear error and no output file", "[c
   const fs::path model = td("lenet5_fmnist.onnx");
   auto bad = [&](const std::string& args, const std::string& expect) {
     INFO(args);
-    auto r = runLwc("quantize " + q(model) + " -o " + q(d / "out.onnx") + " " + args);
-    CHECK(r.exit_code == 1);
-    CHECK_THAT(r.err, Contains(expect));
-    CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+    test::checkOneLineError(runLwc("quantize " + q(model) + " -o " + q(d / "out.onnx") + " " + args), expect);
     CHECK_FALSE(fs::exists(d / "out.onnx"));
   };
   fs::create_directory(d / "empty");

@@ -167,10 +167,7 @@ TEST_CASE("lwc run: bad pipelines and paths fail before any work, leaving no fil
     INFO(pipeline.dump());
     const fs::path p = d / "p.json";
     test::writeFile(p, pipeline.dump());
-    auto r = runLwc("run " + q(p) + " " + q(model) + " -o " + q(d / "out.onnx"));
-    CHECK(r.exit_code == 1);
-    CHECK_THAT(r.err, Contains(expect));
-    CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);  // one line
+    test::checkOneLineError(runLwc("run " + q(p) + " " + q(model) + " -o " + q(d / "out.onnx")), expect);
     CHECK_FALSE(fs::exists(d / "out.onnx"));
   };
   bad({{"passes", {"fuse_bachnorm"}}}, "passes[0]: unknown pass 'fuse_bachnorm'");
@@ -260,10 +257,7 @@ TEST_CASE("lwc: out-of-range threads and seconds, duplicate JSON keys, a folder 
   test::writeFile(d / "resize.json", R"({"resize": 100000})");
   for (const auto& c : cases) {
     INFO(c.args);
-    const auto r = runLwc(c.args);
-    CHECK(r.exit_code == 1);
-    CHECK_THAT(r.err, Contains(c.expect));
-    CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+    test::checkOneLineError(runLwc(c.args), c.expect);
     CHECK_FALSE(fs::exists(d / "out.onnx"));
   }
 }
@@ -334,10 +328,7 @@ TEST_CASE("lwc run/fuse/quantize/calibrate: no output may be a file the run read
   };
   for (const auto& c : cases) {
     INFO(c.args);
-    const auto r = runLwc(c.args);
-    CHECK(r.exit_code == 1);
-    CHECK_THAT(r.err, Contains(c.expect));
-    CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+    test::checkOneLineError(runLwc(c.args), c.expect);
     CHECK_FALSE(fs::exists(d / "out.onnx"));
     CHECK_FALSE(fs::exists(d / "r"));
   }
@@ -415,9 +406,8 @@ TEST_CASE("lwc fuse/prune/quantize/calibrate: an input that fails ONNX's checks 
       std::string extra = cmd.rfind("quantize --calib", 0) == 0 ? calib : "";
       if (cmd != "fuse") extra += " --bench-batch 0";
       auto r = runLwc(cmd + " " + q(d / file) + extra + " -o " + q(d / "out.onnx"));
-      CHECK(r.exit_code == 1);
-      CHECK_THAT(r.err, Contains("lwc: error: ") && Contains(file) && Contains(expect));
-      CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+      test::checkOneLineError(r, expect);
+      CHECK_THAT(r.err, Contains("lwc: error: ") && Contains(file));
       CHECK_FALSE(fs::exists(d / "out.onnx"));
     }
   }

@@ -3,6 +3,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <catch2/catch.hpp>
 #include <cstdlib>
 #include <fstream>
 #include <random>
@@ -35,6 +37,12 @@ std::string readFile(const fs::path& p) {
   std::ostringstream ss;
   ss << f.rdbuf();
   return ss.str();
+}
+
+void checkOneLineError(const RunResult& r, const std::string& expect) {
+  CHECK(r.exit_code == 1);
+  CHECK_THAT(r.err, Catch::Contains(expect));
+  CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
 }
 
 RunResult runCommand(const std::string& cmd) {

@@ -32,6 +32,9 @@ struct RunResult {
 RunResult runLwc(const std::string& args);
 /// Runs any shell command, capturing stdout and stderr.
 RunResult runCommand(const std::string& cmd);
+/// Checks (Catch2 CHECKs) that a command failed the way bad input must: exit code 1 and exactly
+/// one line on stderr, which contains `expect`.
+void checkOneLineError(const RunResult& r, const std::string& expect);
 
 std::filesystem::path sourceDir();
 std::filesystem::path testdataDir();
