@@ -25,9 +25,7 @@ namespace lwc::engine::dw {
 
 #ifdef LWC_DW_X86
 bool available() {
-  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni") &&
-         __builtin_cpu_supports("avx512vbmi");
+  return int8k::haveAvx512Vnni() && __builtin_cpu_supports("avx512vbmi");
 }
 #else
 bool available() { return false; }

@@ -29,14 +29,7 @@ int64_t rowPitch(const Geometry& g) {
 }
 }  // namespace
 
-#ifdef LWC_INT8_X86
-bool available() {
-  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
-}
-#else
-bool available() { return false; }
-#endif
+bool available() { return int8k::haveAvx512Vnni(); }
 
 bool fits(int64_t ic, int64_t kh, int64_t kw) {
   return ic >= 1 && ic <= 2 && kw >= 1 && kw * ic <= 8 && kh >= 1 && kh <= 11 && kh * kw > 1;
@@ -69,12 +62,7 @@ void pad(const Geometry& g, const uint8_t* x, uint8_t x_zp, uint8_t* padded) {
 #ifdef LWC_INT8_X86
 namespace {
 
-// Four input bytes in every lane.
-LWC_FEW_TARGET inline __m512i bcast(const uint8_t* p) {
-  int32_t v;
-  std::memcpy(&v, p, 4);
-  return _mm512_set1_epi32(v);
-}
+using int8k::bcast4;
 
 // GROUPS 4-byte groups per kernel row (1 or 2), so the tap loop unrolls.
 template <int GROUPS>
@@ -104,10 +92,10 @@ LWC_FEW_TARGET void rows(const Geometry& g, const uint8_t* padded, const int8_t*
           const uint8_t* pk = p + k * pitch;
           for (int gi = 0; gi < GROUPS; ++gi) {
             const __m512i wv = _mm512_loadu_si512(wb + k * GROUPS + gi);
-            a0 = _mm512_dpbusd_epi32(a0, bcast(pk + 4 * gi), wv);
-            a1 = _mm512_dpbusd_epi32(a1, bcast(pk + step + 4 * gi), wv);
-            a2 = _mm512_dpbusd_epi32(a2, bcast(pk + 2 * step + 4 * gi), wv);
-            a3 = _mm512_dpbusd_epi32(a3, bcast(pk + 3 * step + 4 * gi), wv);
+            a0 = _mm512_dpbusd_epi32(a0, bcast4(pk + 4 * gi), wv);
+            a1 = _mm512_dpbusd_epi32(a1, bcast4(pk + step + 4 * gi), wv);
+            a2 = _mm512_dpbusd_epi32(a2, bcast4(pk + 2 * step + 4 * gi), wv);
+            a3 = _mm512_dpbusd_epi32(a3, bcast4(pk + 3 * step + 4 * gi), wv);
           }
         }
         uint8_t* o = out + ow * oc + b * 16;
@@ -130,7 +118,7 @@ LWC_FEW_TARGET void rows(const Geometry& g, const uint8_t* padded, const int8_t*
         __m512i a = _mm512_setzero_si512();
         for (int64_t k = 0; k < kh; ++k)
           for (int gi = 0; gi < GROUPS; ++gi)
-            a = _mm512_dpbusd_epi32(a, bcast(p + k * pitch + 4 * gi), _mm512_loadu_si512(wb + k * GROUPS + gi));
+            a = _mm512_dpbusd_epi32(a, bcast4(p + k * pitch + 4 * gi), _mm512_loadu_si512(wb + k * GROUPS + gi));
         _mm_mask_storeu_epi8(out + ow * oc + b * 16, m, int8k::requant16(a, bi, mu, flo, fhi, yzp));
       }
     }

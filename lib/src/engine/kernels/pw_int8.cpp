@@ -26,14 +26,7 @@ namespace {
 int64_t groupsOf(int64_t ic) { return (ic + 3) / 4; }
 }  // namespace
 
-#ifdef LWC_INT8_X86
-bool available() {
-  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
-}
-#else
-bool available() { return false; }
-#endif
+bool available() { return int8k::haveAvx512Vnni(); }
 
 std::vector<int8_t> packWeights(const int8_t* w, int64_t oc, int64_t ic) {
   const int64_t blocks = (oc + 15) / 16, groups = groupsOf(ic);
@@ -47,12 +40,7 @@ std::vector<int8_t> packWeights(const int8_t* w, int64_t oc, int64_t ic) {
 #ifdef LWC_INT8_X86
 namespace {
 
-// Four input bytes in every lane.
-LWC_PW_TARGET inline __m512i bcast(const uint8_t* p) {
-  int32_t v;
-  std::memcpy(&v, p, 4);
-  return _mm512_set1_epi32(v);
-}
+using int8k::bcast4;
 
 // The last `rem` (1-3) input bytes of a row, zero-extended to four, in every lane.
 LWC_PW_TARGET inline __m512i bcastTail(const uint8_t* p, int64_t rem) {
@@ -66,9 +54,7 @@ LWC_PW_TARGET inline __m512i bcastTail(const uint8_t* p, int64_t rem) {
 // -ffp-contract=off (lib/CMakeLists.txt): a fused multiply-add here would change the bits.
 LWC_PW_TARGET inline __m128i addResidual(__m512i acc, __m512 mul, __m512 flo, __m512 fhi, __m512i yzp, const Add& a,
                                          const uint8_t* r, __mmask16 m) {
-  __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), mul);
-  f = _mm512_min_ps(_mm512_max_ps(f, flo), fhi);
-  const __m512i c = _mm512_add_epi32(_mm512_cvt_roundps_epi32(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), yzp);
+  const __m512i c = int8k::requantLanes(acc, _mm512_setzero_si512(), mul, flo, fhi, yzp);
   const __m512i rv = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, r));
   const __m512 fc = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(c, _mm512_set1_epi32(a.c_zp))), _mm512_set1_ps(a.c_scale));
   const __m512 fr = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(rv, _mm512_set1_epi32(a.r_zp))), _mm512_set1_ps(a.r_scale));
@@ -99,7 +85,7 @@ LWC_PW_TARGET inline __m512i dp(__m512i acc, __m512i x, __m512i w) {
           a##B##4 = a##B##0, a##B##5 = a##B##0, a##B##6 = a##B##0, a##B##7 = a##B##0;
 #define LWC_PW_PIXEL(P, TAIL)                                                  \
   if constexpr (NP > P) {                                                      \
-    const __m512i xv = TAIL ? bcastTail(xk + P * ic, rem) : bcast(xk + P * ic); \
+    const __m512i xv = TAIL ? bcastTail(xk + P * ic, rem) : bcast4(xk + P * ic); \
     a0##P = dp(a0##P, xv, w0);                                          \
     if constexpr (NB > 1) a1##P = dp(a1##P, xv, w1);                    \
     if constexpr (NB > 2) a2##P = dp(a2##P, xv, w2);                    \
