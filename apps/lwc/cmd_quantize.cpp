@@ -4,7 +4,6 @@
 
 #include <chrono>
 #include <cstdio>
-#include <filesystem>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
@@ -18,8 +17,6 @@
 #include "run_common.h"
 
 namespace lwc::app {
-
-namespace fs = std::filesystem;
 
 namespace {
 
@@ -245,17 +242,10 @@ void addCalibrateCommand(CLI::App& app, Action& action, const GlobalOptions&) {
     action = [q] {
       const std::string& model_path = q->run.positional.at(0);
       if (q->save_calib.empty()) fail("-o: the output path is empty; give the file to write");
-      std::vector<NamedPath> inputs{{"the input model", model_path},
-                                    {"the calibration data", q->run.calib},
-                                    {"the --preprocess file", q->run.preprocess}};
-      std::error_code ec;
-      if (!fs::is_directory(q->run.calib, ec))
-        inputs.push_back({"the calibration data", fs::path(q->run.calib).parent_path() / "preprocess.json"});
-      checkOutputPaths({{"-o", q->save_calib}}, inputs);
+      std::vector<NamedPath> inputs{{"the input model", model_path}, {"the --preprocess file", q->run.preprocess}};
+      addDataInputs(inputs, "the calibration data", q->run.calib);
       engine::configureThreads(q->run.threads);
-      Model m = loadPipelineInput(model_path);
-      for (const auto& f : m.external_data_files) inputs.push_back({"the input model's external data", f});
-      checkOutputPaths({{"-o", q->save_calib}}, inputs);
+      Model m = loadPipelineInputFor(model_path, {{"-o", q->save_calib}}, std::move(inputs));
       Pipeline p = quantPipeline(*q);
       p.calib = DataSpec{};
       p.calib->options.path = q->run.calib;

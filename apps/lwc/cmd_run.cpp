@@ -188,6 +188,22 @@ Pipeline cleanupPipeline() {
                             passes::builtinPasses());
 }
 
+void addDataInputs(std::vector<NamedPath>& inputs, const std::string& what, const fs::path& path, const fs::path& labels) {
+  inputs.push_back({what, path});
+  inputs.push_back({what, labels});
+  std::error_code ec;
+  if (!fs::is_directory(path, ec)) inputs.push_back({what, path.parent_path() / "preprocess.json"});
+}
+
+Model loadPipelineInputFor(const std::string& model_path, const std::vector<NamedPath>& outputs,
+                           std::vector<NamedPath> inputs) {
+  checkOutputPaths(outputs, inputs);
+  Model m = loadPipelineInput(model_path);
+  for (const auto& f : m.external_data_files) inputs.push_back({"the input model's external data", f});
+  checkOutputPaths(outputs, inputs);
+  return m;
+}
+
 int runPipelineCommand(Pipeline p, const std::string& model_path, const RunArgs& a, const RunHooks& hooks) {
   applyDataOverride(p.eval, a.eval, a.eval_limit, a.preprocess, "--eval");
   applyDataOverride(p.calib, a.calib, a.calib_limit, a.preprocess, "--calib");
@@ -202,14 +218,8 @@ int runPipelineCommand(Pipeline p, const std::string& model_path, const RunArgs&
   std::vector<NamedPath> inputs{{"the input model", model_path}};
   if (!a.pipeline_file.empty()) inputs.push_back({"the pipeline file", a.pipeline_file});
   if (!a.preprocess.empty()) inputs.push_back({"the --preprocess file", a.preprocess});
-  for (const auto* d : {&p.eval, &p.calib}) {
-    if (!*d) continue;
-    const DataOptions& o = (*d)->options;
-    const std::string what = "the data of " + (*d)->origin;
-    inputs.push_back({what, o.path});
-    inputs.push_back({what, o.labels});
-    if (!fs::is_directory(o.path, ec)) inputs.push_back({what, o.path.parent_path() / "preprocess.json"});
-  }
+  for (const auto* d : {&p.eval, &p.calib})
+    if (*d) addDataInputs(inputs, "the data of " + (*d)->origin, (*d)->options.path, (*d)->options.labels);
   for (const auto& step : p.steps) {  // a pass's own files: quantize_static's save_calib and load_calib
     const PassOptions& po = step.pass->options();
     if (po.has("save_calib"))
@@ -217,12 +227,8 @@ int runPipelineCommand(Pipeline p, const std::string& model_path, const RunArgs&
     if (po.has("load_calib"))
       for (const auto& f : po.getStrings("load_calib")) inputs.push_back({"a --load-calib file", f});
   }
-  checkOutputPaths(outputs, inputs);
-
   engine::configureThreads(a.threads);
-  Model m = loadPipelineInput(model_path);
-  for (const auto& f : m.external_data_files) inputs.push_back({"the input model's external data", f});
-  checkOutputPaths(outputs, inputs);
+  Model m = loadPipelineInputFor(model_path, outputs, std::move(inputs));
   RunOptions ro;
   ro.threads = a.threads;
   ro.log = [](const std::string& s) { spdlog::debug("{}", s); };  // progress: with -v

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "lwc/engine.h"
+#include "lwc/model_io.h"
 #include "lwc/pipeline.h"
 
 namespace lwc::app {
@@ -41,6 +42,15 @@ struct RunHooks {
 /// Checks paths, loads the model, runs the pipeline, checks and writes the output and reports.
 /// Returns the exit code (0, or 3 when a gate failed).
 int runPipelineCommand(Pipeline p, const std::string& model_path, const RunArgs& a, const RunHooks& hooks = {});
+
+/// Adds the files a data source reads to `inputs` (for checkOutputPaths): its path (a file or a
+/// folder), its labels, and for a file the preprocess.json beside it.
+void addDataInputs(std::vector<NamedPath>& inputs, const std::string& what, const std::filesystem::path& path,
+                   const std::filesystem::path& labels = {});
+/// checkOutputPaths(outputs, inputs), then loadPipelineInput, then checkOutputPaths again with the
+/// model's external data files among the inputs: every output checked before any work.
+Model loadPipelineInputFor(const std::string& model_path, const std::vector<NamedPath>& outputs,
+                           std::vector<NamedPath> inputs);
 
 /// Median latency (ms) of `m` in the lwc engine on deterministic inputs of its shape at `batch`
 /// (3 warm-up runs, then up to 1.5 s). Needs benchShapeProblem(m, sample) empty.
