@@ -14,6 +14,11 @@ void checkScores(const Tensor& s, int64_t& n, int64_t& c) {
   for (size_t i = 2; i < s.rank(); ++i)
     if (s.dim(i) != 1) fail("model output has shape ", shapeStr(s.shape()), "; expected [N, classes] scores");
 }
+
+// A row holding a NaN score is no prediction (every comparison with NaN is false).
+bool hasNan(const float* row, int64_t c) {
+  return std::any_of(row, row + c, [](float v) { return std::isnan(v); });
+}
 }  // namespace
 
 double percentile(std::vector<double> v, double p) {
@@ -32,7 +37,7 @@ std::vector<int64_t> argmaxRows(const Tensor& scores) {
   std::vector<int64_t> r(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) {
     const float* row = f.data<float>() + i * c;
-    r[i] = std::any_of(row, row + c, [](float v) { return std::isnan(v); }) ? -1 : std::max_element(row, row + c) - row;
+    r[i] = hasNan(row, c) ? -1 : std::max_element(row, row + c) - row;
   }
   return r;
 }
@@ -62,7 +67,7 @@ void AccuracyMeter::add(const Tensor& scores, const std::vector<int64_t>& labels
     const float* row = f.data<float>() + i * c;
     // A row with a NaN score is no prediction: wrong at top-1 and top-5 (every comparison with NaN
     // is false, so the rank below put the label first and counted it right).
-    if (std::any_of(row, row + c, [](float v) { return std::isnan(v); })) continue;
+    if (hasNan(row, c)) continue;
     // rank of the true class: number of classes scoring strictly higher (ties favour the label
     // only if it comes first, as argmax does)
     int64_t higher = 0;
