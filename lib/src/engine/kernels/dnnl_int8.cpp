@@ -437,19 +437,12 @@ class DnnlQConv final : public Kernel {
   /// with nothing written, where it does not.
   bool runFusedAdd(KernelContext& ctx, pw::Add add, const Tensor& r) {
     last_ = nullptr;
-    const Tensor& x = ctx.in(0);
-    if (!c_.nhwc || own_ != Own::pw || c_.y_type != DType::UInt8 || x.rank() != 4 || !runnable(ctx)) return false;
-    const std::array<int64_t, 4> xs{x.dim(0), x.dim(3), x.dim(1), x.dim(2)};
-    Prepared& p = prepare(xs, x.dtype());
-    if (!p.ok || p.own != Own::pw) return false;
-    const Shape& ys = p.out_shape;
-    const Shape y_nhwc{ys[0], ys[2], ys[3], ys[1]};
-    if (r.dtype() != DType::UInt8 || r.shape() != y_nhwc) return false;
-    last_ = &p;
-    const int8k::Requant q = ownRequant(ctx);
+    if (!c_.nhwc || own_ != Own::pw || c_.y_type != DType::UInt8) return false;
+    Prepared* p = prepareNhwc(ctx);
+    if (!p || !p->ok || p->own != Own::pw || r.dtype() != DType::UInt8 || r.shape() != nhwcOutShape(*p)) return false;
+    last_ = p;
     add.r = r.data<uint8_t>();
-    Tensor& y = ctx.allocUninit(0, DType::UInt8, y_nhwc);
-    pw::runPixels(p.pw, x.data<uint8_t>(), own_w_.data(), q, static_cast<uint8_t*>(y.raw()), 0, p.pw.pixels, &add);
+    runOwn(ctx, *p, &add);
     return true;
   }
 
@@ -511,11 +504,11 @@ class DnnlQConv final : public Kernel {
 
   // y = requantize(bias + sum (x - x_zp) * w) by an own kernel over the output rows; the same
   // arithmetic as the reference (see dw_int8.h, few_int8.h), so the same bytes.
-  void runOwn(KernelContext& ctx, const Prepared& p) {
+  // `add`: the residual add fused into the pointwise kernel (runFusedAdd); pw only.
+  void runOwn(KernelContext& ctx, const Prepared& p, const pw::Add* add = nullptr) {
     const Tensor& x = ctx.in(0);
     const int8k::Requant q = ownRequant(ctx);
-    const Shape& ys = p.out_shape;
-    Tensor& y = ctx.allocUninit(0, c_.y_type, Shape{ys[0], ys[2], ys[3], ys[1]});
+    Tensor& y = ctx.allocUninit(0, c_.y_type, nhwcOutShape(p));
     const uint8_t* xd = x.data<uint8_t>();
     auto* yd = static_cast<uint8_t*>(y.raw());
     const bool parallel = y.numel() >= (1 << 15);
@@ -525,7 +518,7 @@ class DnnlQConv final : public Kernel {
       return;
     }
     if (p.own == Own::pw) {  // small calls only (build), on the calling thread
-      pw::runPixels(p.pw, xd, own_w_.data(), q, yd, 0, p.pw.pixels);
+      pw::runPixels(p.pw, xd, own_w_.data(), q, yd, 0, p.pw.pixels, add);
       return;
     }
     const few::Geometry& g = p.few;
@@ -537,17 +530,27 @@ class DnnlQConv final : public Kernel {
 
   // NHWC in, NHWC out: no reorders. Where oneDNN has no fast primitive (or the inputs are not what
   // it was prepared for), the reference runs on NCHW copies.
-  void runNhwc(KernelContext& ctx) {
+  // The prepared form for this call's NHWC input; null where the inputs are not what the fast
+  // paths take (runnable).
+  Prepared* prepareNhwc(KernelContext& ctx) {
     const Tensor& x = ctx.in(0);
     if (x.rank() != 4) ctx.error("expects a 4-D NHWC input, got ", shapeStr(x.shape()));
     const std::array<int64_t, 4> xs{x.dim(0), x.dim(3), x.dim(1), x.dim(2)};
-    Prepared* p = runnable(ctx) ? &prepare(xs, x.dtype()) : nullptr;
+    return runnable(ctx) ? &prepare(xs, x.dtype()) : nullptr;
+  }
+  static Shape nhwcOutShape(const Prepared& p) {
+    const Shape& ys = p.out_shape;
+    return Shape{ys[0], ys[2], ys[3], ys[1]};
+  }
+
+  void runNhwc(KernelContext& ctx) {
+    const Tensor& x = ctx.in(0);
+    Prepared* p = prepareNhwc(ctx);
     if (!p || !p->ok) return qlinearConvNhwcReference(ctx);
     last_ = p;
     if (p->own != Own::none) return runOwn(ctx, *p);
     if (c_.f32) return runF32(ctx, *p);
-    const Shape& ys = p->out_shape;
-    Tensor& y = ctx.allocUninit(0, c_.y_type, Shape{ys[0], ys[2], ys[3], ys[1]});
+    Tensor& y = ctx.allocUninit(0, c_.y_type, nhwcOutShape(*p));
     auto& eng = cpuEngine();
     dnnl::stream& s = cpuStream();
     // Memory objects are made once per prepared shape and re-pointed per call: creating them costs
@@ -579,9 +582,8 @@ class DnnlQConv final : public Kernel {
   void runF32(KernelContext& ctx, Prepared& p) {
     const Tensor& x = ctx.in(0);
     const int32_t x_zp = c_.x_zp.at(ctx, c_.in.x_zp), y_zp = c_.y_zp.at(ctx, c_.in.y_zp);
-    const Shape& ys = p.out_shape;
-    Tensor& y = ctx.allocUninit(0, c_.y_type, Shape{ys[0], ys[2], ys[3], ys[1]});
-    const int64_t nx = x.numel(), ny = y.numel(), oc = ys[1];
+    Tensor& y = ctx.allocUninit(0, c_.y_type, nhwcOutShape(p));
+    const int64_t nx = x.numel(), ny = y.numel(), oc = p.out_shape[1];
     xf_.resize(static_cast<size_t>(nx));
     yf_.resize(static_cast<size_t>(ny));
     float* xf = xf_.data();
