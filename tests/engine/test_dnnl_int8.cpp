@@ -986,9 +986,9 @@ TEST_CASE("lwc's own int8 pointwise kernel gives the reference's bits on small c
   // VNNI where oneThreadCall puts the call on one thread (under 2^20 multiply-adds), with the
   // reference's requantization: bit-identical to it. The cases reach its branches: input channels
   // in whole groups of four and with a tail of 1-3, output blocks of 16 and a tail, one to four
-  // blocks per pass and a second pass, four-pixel tiles and the 1-3 pixels after them, int8
-  // outputs, uint8 weights with a zero point, per-tensor and per-channel scales, with and without
-  // bias. Elsewhere oneDNN runs (within one step).
+  // blocks per pass and a second pass, whole tiles (8 pixels for one or two blocks, else 4) and the
+  // pixels after them, int8 outputs, uint8 weights with a zero point, per-tensor and per-channel
+  // scales, with and without bias. Elsewhere oneDNN runs (within one step).
   std::vector<OwnKernelCase> cases;
   QConvCase c{"16 -> 48 on 28x28 (mnv2_fmnist's expansion at batch 1), per-channel, bias", {1, 16, 28, 28}, {48, 16, 1, 1}};
   c.per_channel = c.bias = true;
