@@ -251,7 +251,11 @@ void Model::setOpset(const std::string& d, int64_t v) {
   opset_imports.push_back({d, v});
 }
 
-std::string Model::label() const { return source.empty() ? std::string("<model>") : source.string(); }
+std::string Model::label() const {
+  std::string l = source.empty() ? std::string("<model>") : source.string();
+  if (!stage.empty()) l += " as changed by " + stage;
+  return l;
+}
 
 // ---------------------------------------------------------------- analysis helpers
 

@@ -505,6 +505,7 @@ PipelineReport runPipeline(const Pipeline& p, Model& m, const RunOptions& opts) 
       throw;
     }
     rec.seconds = secondsSince(t0);
+    if (rec.result.changed) m.stage = "pass " + std::to_string(i + 1) + " (" + step.pass->name() + ")";
     rec.metrics = sizeMetrics(m);
     const bool last = i + 1 == p.steps.size();
     if (last) fullCount(opts, m, rec.metrics);

@@ -286,6 +286,13 @@ TEST_CASE("lwc quantize: bad input gets one clear error and no output file", "[c
   auto r = runLwc("quantize " + q(d / "q.onnx") + " --calib " + q(td("fmnist_sample")) + " -o " + q(d / "out.onnx"));
   CHECK(r.exit_code == 1);
   CHECK_THAT(r.err, Contains("already quantized"));
+  CHECK_THAT(r.err, !Contains("as changed by"));  // the file itself is quantized
+  CHECK_FALSE(fs::exists(d / "out.onnx"));
+  // Quantized twice in one pipeline: the message names the pass that quantized it, not the file.
+  r = runLwc("run --passes quantize_dynamic,quantize_dynamic " + q(td("lenet300_fmnist.onnx")) + " -o " +
+             q(d / "out.onnx"));
+  CHECK(r.exit_code == 1);
+  CHECK_THAT(r.err, Contains("lenet300_fmnist.onnx as changed by pass 1 (quantize_dynamic): already quantized"));
   CHECK_FALSE(fs::exists(d / "out.onnx"));
 }
 

@@ -82,3 +82,31 @@ g (float[2] x) => (float[2] y)
   REQUIRE(un.size() == 1);
   CHECK_THAT(un[0], Catch::Contains("Frobnicate"));
 }
+
+TEST_CASE("run-time kernel errors name the model, the node as the file has it and the inputs fed", "[session]") {
+  // Dynamic H and W: the shapes are only checked when the kernels run. The engine runs the Conv
+  // and the MaxPool as its own NHWC ops; the message must not name those.
+  Model m = parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 8, H, W] x, float[8, 8, 3, 3] w) => (float[N, 8, P, Q] y)
+{
+  c = Conv <pads = [1, 1, 1, 1]> (x, w)
+  r = Relu (c)
+  y = MaxPool <kernel_shape = [2, 2]> (r)
+}
+)");
+  m.graph.inputs.pop_back();  // w: a weight, not an input
+  m.graph.initializers.set("w", randomFloat({8, 8, 3, 3}, 7));
+  m.graph.nodes[0].name = "conv1";
+  m.graph.nodes[2].name = "pool1";
+  m.source = "dyn.onnx";
+  engine::Session s(m);
+  CHECK(s.run({{"x", randomFloat({1, 8, 4, 4}, 1)}}).at("y").shape() == Shape{1, 8, 3, 3});  // stride 1
+  bool rewritten = false;
+  for (const auto& [node, impl] : s.kernelChoices()) rewritten |= node.find("lwc.internal") != std::string::npos;
+  CHECK(rewritten);  // otherwise this test does not test the renaming
+  CHECK_THROWS_WITH(s.run({{"x", randomFloat({2, 8, 1, 1}, 1)}}),
+                    Catch::StartsWith("dyn.onnx: node MaxPool 'pool1': the window") &&
+                        Catch::Contains("inputs fed: 'x' [2,8,1,1] (declared [N,8,H,W])") &&
+                        !Catch::Contains("lwc.internal"));
+}

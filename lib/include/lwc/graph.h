@@ -161,11 +161,14 @@ class Model {
   /// What reading the file changed (a newer opset or IR version lowered: lwc/opset_lowering.h),
   /// one line each; normalizeModel hands them to the commands, which print them as warnings.
   std::vector<std::string> load_notes;
+  /// The last pipeline pass that changed the model ("pass 2 (quantize_dynamic)"), empty before
+  /// the first: messages about the model then say it is no longer the file as read.
+  std::string stage;
 
   /// Opset version imported for a domain ("" and "ai.onnx" are the same), 0 if not imported.
   int64_t opsetFor(std::string_view domain) const;
   void setOpset(const std::string& domain, int64_t version);
-  /// Name for messages: the file name, or "<model>".
+  /// Name for messages: the file name, or "<model>", and "as changed by <stage>" after a pass.
   std::string label() const;
 };
 

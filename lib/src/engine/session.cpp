@@ -49,6 +49,28 @@ struct Session::Impl {
   OptimizeStats stats;
   BufferPool pool;
   std::vector<std::vector<float>> node_ms;  ///< profile: per node, the time of every call
+  std::string label;                        ///< the model's name for messages
+  /// Node name -> how the model's file describes it, for nodes the engine rewrote into its own
+  /// op types: errors name the node the user can find in the file.
+  std::unordered_map<std::string, std::string> file_desc;
+
+  // A kernel refused its inputs at run time (a shape the model cannot take): names the model, the
+  // node as the file names it (not the engine's rewrite of it) and the inputs that were fed.
+  [[noreturn]] void failRun(const Node& n, const Error& e, const TensorMap& inputs) const {
+    std::string msg = e.what();
+    if (n.domain == kInternalDomain)
+      if (auto it = file_desc.find(n.name); it != file_desc.end())
+        if (const std::string internal = n.describe(); msg.compare(0, 5 + internal.size(), "node " + internal) == 0)
+          msg = "node " + it->second + msg.substr(5 + internal.size());
+    std::string fed;
+    for (size_t k = 0; k < input_names.size(); ++k) {
+      auto it = inputs.find(input_names[k]);
+      if (it == inputs.end()) continue;
+      fed += (fed.empty() ? "" : ", ") + ("'" + input_names[k] + "' " + shapeStr(it->second.shape()));
+      if (input_infos[k]->shape) fed += " (declared " + symShapeStr(*input_infos[k]->shape) + ")";
+    }
+    fail(label, ": ", msg, "; inputs fed: ", fed, "; feed inputs the model accepts (the shape it was exported for)");
+  }
 
   int slot(const std::string& name) {
     auto [it, fresh] = slot_of.emplace(name, static_cast<int>(slot_names.size()));
@@ -123,6 +145,9 @@ Session::Session(const Model& model, SessionOptions opts) : impl_(std::make_uniq
   Impl& s = *impl_;
   s.graph = model.graph;
   s.opts = opts;
+  s.label = model.label();
+  for (const auto& n : model.graph.nodes)
+    if (!n.name.empty()) s.file_desc.emplace(n.name, n.describe());
   Graph& g = s.graph;
   topoSort(g, model.label());
   for (const auto& n : g.nodes)
@@ -282,12 +307,16 @@ std::vector<Tensor> Session::runOrdered(const TensorMap& inputs, const Observer&
     }
     outs.assign(n.outputs.size(), Tensor());
     KernelContext ctx{n, in_ptrs, outs};
-    if (s.opts.profile) {
-      const auto t0 = std::chrono::steady_clock::now();
-      s.kernels[i]->run(ctx);
-      s.node_ms[i].push_back(std::chrono::duration<float, std::milli>(std::chrono::steady_clock::now() - t0).count());
-    } else {
-      s.kernels[i]->run(ctx);
+    try {
+      if (s.opts.profile) {
+        const auto t0 = std::chrono::steady_clock::now();
+        s.kernels[i]->run(ctx);
+        s.node_ms[i].push_back(std::chrono::duration<float, std::milli>(std::chrono::steady_clock::now() - t0).count());
+      } else {
+        s.kernels[i]->run(ctx);
+      }
+    } catch (const Error& e) {
+      s.failRun(n, e, inputs);
     }
     for (size_t o = 0; o < n.outputs.size(); ++o) {
       const int sl = s.node_out[i][o];
