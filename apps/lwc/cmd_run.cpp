@@ -209,9 +209,6 @@ int runPipelineCommand(Pipeline p, const std::string& model_path, const RunArgs&
   applyDataOverride(p.calib, a.calib, a.calib_limit, a.preprocess, "--calib");
   p.check();
   if (a.output.empty()) fail("-o: the output path is empty; give the file to write");
-  std::error_code ec;
-  if (fs::exists(a.output, ec) && fs::exists(model_path, ec) && fs::equivalent(a.output, model_path, ec))
-    fail(a.output, ": the output must not overwrite the input model; choose another -o path");
   // Every file the run writes, checked before any work (the model is written before the reports)
   // against each other and every file it reads; the input's external data once it is loaded.
   std::vector<NamedPath> outputs{{"-o", a.output}, {"--report", a.report}, {"--report-md", a.report_md}};

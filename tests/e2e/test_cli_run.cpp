@@ -185,7 +185,8 @@ TEST_CASE("lwc run: bad pipelines and paths fail before any work, leaving no fil
   CHECK_FALSE(fs::exists(d / "out.onnx"));
   r = runLwc("run " + q(cfg("cleanup.json")) + " " + q(model) + " -o " + q(model));
   CHECK(r.exit_code == 1);
-  CHECK_THAT(r.err, Contains("must not overwrite the input"));
+  CHECK_THAT(r.err, Contains("(-o): it is the input model"));
+  CHECK(test::readFile(model) == before);  // untouched
   r = runLwc("run " + q(cfg("cleanup.json")) + " " + q(model) + " -o /no/such/dir/out.onnx");
   CHECK(r.exit_code == 1);
   CHECK_THAT(r.err, Contains("/no/such/dir") && Contains("does not exist"));
