@@ -1,9 +1,7 @@
 #include "lwc/json_text.h"
 
-#include <cerrno>
-#include <cstring>
-#include <fstream>
-#include <iterator>
+#include "lwc/model_io.h"
+
 #include <set>
 #include <vector>
 
@@ -45,14 +43,7 @@ nlohmann::json parseJsonText(const std::string& text, const std::string& where) 
 }
 
 nlohmann::json readJsonFile(const std::filesystem::path& path, const std::string& what) {
-  std::error_code ec;
-  if (!std::filesystem::exists(path, ec)) fail(path.string(), ": not found (expected ", what, ")");
-  if (std::filesystem::is_directory(path, ec)) fail(path.string(), ": is a folder, expected ", what);
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail(path.string(), ": cannot open ", what, ": ", std::strerror(errno));
-  std::string text(std::istreambuf_iterator<char>(in), {});
-  if (in.bad()) fail(path.string(), ": cannot read ", what, ": ", std::strerror(errno));
-  return parseJsonText(text, path.string());
+  return parseJsonText(readUserFile(path, what), path.string());
 }
 
 std::string dumpJson(const nlohmann::json& v, int indent) {

@@ -13,6 +13,7 @@
 #include <climits>
 #include <cstring>
 #include <fstream>
+#include <iterator>
 #include <set>
 #include <sstream>
 
@@ -23,18 +24,6 @@ namespace lwc {
 namespace fs = std::filesystem;
 
 namespace {
-
-std::string readFile(const fs::path& path, const std::string& what) {
-  std::error_code ec;
-  if (!fs::exists(path, ec)) fail(path.string(), ": ", what, " not found");
-  if (fs::is_directory(path, ec)) fail(path.string(), ": is a folder, expected ", what);
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail(path.string(), ": cannot open ", what, ": ", std::strerror(errno));
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  if (in.bad()) fail(path.string(), ": read error");
-  return ss.str();
-}
 
 // Reads an external-data blob, refusing locations that leave the model's folder.
 std::string readExternal(const onnx::TensorProto& p, const fs::path& base_dir, const std::string& where,
@@ -481,7 +470,7 @@ Model modelFromProto(const onnx::ModelProto& proto, const fs::path& base_dir, co
 }
 
 Model loadModel(const fs::path& path, const LoadOptions& opts) {
-  const std::string bytes = readFile(path, "model file");
+  const std::string bytes = readUserFile(path, "an ONNX model file");
   if (bytes.empty()) fail(path.string(), ": file is empty, expected an ONNX model");
   onnx::ModelProto proto;
   google::protobuf::io::ArrayInputStream ais(bytes.data(), static_cast<int>(std::min<size_t>(bytes.size(), INT_MAX)));
@@ -601,6 +590,17 @@ void checkOutputPaths(const std::vector<NamedPath>& outputs, const std::vector<N
         fail("cannot write '", out.string(), "': it is given for both ", outputs[j].what, " and ", what,
              "; give each output its own path");
   }
+}
+
+std::string readUserFile(const fs::path& path, const std::string& what) {
+  std::error_code ec;
+  if (!fs::exists(path, ec)) fail(path.string(), ": not found (expected ", what, ")");
+  if (fs::is_directory(path, ec)) fail(path.string(), ": is a folder, expected ", what);
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail(path.string(), ": cannot open ", what, ": ", std::strerror(errno));
+  std::string text(std::istreambuf_iterator<char>(in), {});
+  if (in.bad()) fail(path.string(), ": cannot read ", what, ": ", std::strerror(errno));
+  return text;
 }
 
 void writeFileAtomic(const fs::path& path, std::string_view bytes) {

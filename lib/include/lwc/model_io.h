@@ -51,6 +51,10 @@ struct NamedPath {
 /// Commands call it before any work, and again with the input model's external data once loaded.
 void checkOutputPaths(const std::vector<NamedPath>& outputs, const std::vector<NamedPath>& inputs);
 
+/// Reads a whole file the user named; `what` says what it should be ("the pipeline file"). A
+/// missing file, a folder or a read error fails with one line naming the path.
+std::string readUserFile(const std::filesystem::path& path, const std::string& what);
+
 /// Writes bytes atomically (temp file in the same folder + fsync + rename).
 void writeFileAtomic(const std::filesystem::path& path, std::string_view bytes);
 
