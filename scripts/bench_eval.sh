@@ -13,8 +13,6 @@ PRE=testdata/fmnist_sample/preprocess.json
 [ -x "$LWC" ] || { echo "bench_eval: build lwc first (bash scripts/build.sh)" >&2; exit 1; }
 models=("$@")
 [ ${#models[@]} -gt 0 ] || models=(testdata/mnv2_fmnist.onnx)
-# The ORT tool takes the same keys inline (it has no "color" key: grayscale is implied).
-ORT_PRE=$(/usr/bin/python3 -c "import json; j=json.load(open('$PRE')); j.pop('color', None); print(json.dumps(j))")
 field() { /usr/bin/python3 -c "import json,sys; j=json.load(sys.stdin); print(j['$1'])"; }
 ROUNDS=${ROUNDS:-5}
 echo "# lwc eval vs ONNX Runtime eval loop, 10 000 images, batch 100, 2 threads, $ROUNDS alternating rounds, $(date -u +%Y-%m-%d)"
@@ -25,7 +23,7 @@ for m in "${models[@]}"; do
   ls=(); os=()
   for ((r = 0; r < ROUNDS; r++)); do
     lj=$("$LWC" eval "$m" --data "$IMAGES" --labels "$LABELS" --preprocess "$PRE" --batch 100 --threads 2 --json)
-    oj=$(node scripts/ort/ort_tool.js eval "$m" --images "$IMAGES" --labels "$LABELS" --preprocess "$ORT_PRE" --batch 100 --threads 2 --json)
+    oj=$(node scripts/ort/ort_tool.js eval "$m" --images "$IMAGES" --labels "$LABELS" --preprocess "$PRE" --batch 100 --threads 2 --json)
     ls+=("$(echo "$lj" | field images_per_s)"); os+=("$(echo "$oj" | field images_per_s)")
   done
   /usr/bin/python3 - "$(basename "$m")" "$(echo "$lj" | field top1_correct)" "$(echo "$oj" | field correct)" \

@@ -1,6 +1,7 @@
 'use strict';
 // `eval`: top-1 / top-5 accuracy of an image classifier on IDX (MNIST-style) or .npy data.
 
+const fs = require('fs');
 const { fail } = require('./errors');
 const { floatToHalf, toFloat64 } = require('./dtypes');
 const { readIdx } = require('./idx');
@@ -35,18 +36,34 @@ function loadData(opts) {
   return { images: { n, c, h, w, data: img.data }, labels, source: imgFile };
 }
 
-function parsePreprocess(text) {
+// --preprocess takes JSON text or the path of a JSON file such as lwc's preprocess.json.
+function parsePreprocess(arg) {
   let p = {};
+  let text = arg;
+  let where = '--preprocess';
+  if (arg && !arg.trimStart().startsWith('{')) {
+    where = arg;
+    try {
+      text = fs.readFileSync(arg, 'utf8');
+    } catch (e) {
+      fail('eval: --preprocess ', arg, ': neither JSON text nor a readable file (', e.code || e.message, ')');
+    }
+  }
   if (text) {
     try {
       p = JSON.parse(text);
     } catch (e) {
-      fail('eval: --preprocess is not valid JSON: ', e.message);
+      fail('eval: ', where, ' is not valid JSON: ', e.message);
     }
-    if (typeof p !== 'object' || p === null || Array.isArray(p)) fail('eval: --preprocess must be a JSON object');
+    if (typeof p !== 'object' || p === null || Array.isArray(p)) fail('eval: ', where, ' must be a JSON object');
   }
-  for (const k of Object.keys(p))
-    if (!['scale', 'mean', 'std', 'layout'].includes(k)) fail('eval: --preprocess: unknown key "', k, '" (scale, mean, std, layout)');
+  for (const k of Object.keys(p)) {
+    if (k === 'resize' || k === 'crop')
+      fail('eval: ', where, ': "', k, '" is not done by this tool (it does not resize); drop the key and give images of the size the model takes');
+    if (!['scale', 'mean', 'std', 'layout', 'color'].includes(k)) fail('eval: ', where, ': unknown key "', k, '" (scale, mean, std, layout, color)');
+  }
+  if (p.color !== undefined && p.color !== null && !['gray', 'rgb'].includes(p.color))
+    fail('eval: ', where, ': "color" ', JSON.stringify(p.color), ' is not done by this tool (it takes "gray" or "rgb": the data as stored)');
   const arr = (v, name) => {
     const a = Array.isArray(v) ? v : [v];
     if (!a.length || a.some((x) => typeof x !== 'number' || !Number.isFinite(x))) fail('eval: --preprocess: "', name, '" must be a number or an array of numbers');
@@ -57,6 +74,7 @@ function parsePreprocess(text) {
     mean: p.mean === undefined ? [0] : arr(p.mean, 'mean'),
     std: p.std === undefined ? [1] : arr(p.std, 'std'),
     layout: p.layout,
+    color: p.color === null ? undefined : p.color,
   };
   if (typeof pre.scale !== 'number' || !Number.isFinite(pre.scale)) fail('eval: --preprocess: "scale" must be a number');
   if (pre.std.some((s) => s === 0)) fail('eval: --preprocess: "std" has a zero');
@@ -148,6 +166,10 @@ async function evalCommand(opts, model) {
   if (threads < 1) fail('eval: --threads must be at least 1');
   const pre = parsePreprocess(opts.preprocess);
   const { images, labels, source } = loadData(opts);
+  // "color" as lwc reads it: gray is one channel, rgb three; this tool feeds the data as stored
+  // (gray repeated for a 3-channel model) and only checks that the data is what the file says.
+  if (pre.color && images.c !== (pre.color === 'gray' ? 1 : 3) && !(pre.color === 'rgb' && images.c === 1))
+    fail('eval: --preprocess: "color" "', pre.color, '" but ', source, ' has ', images.c, ' channels; this tool does not convert colours');
   const session = await S.createSession(model, threads);
   const input = S.describe(session, 'input')[0];
   const outputName = session.outputNames[0];
