@@ -59,7 +59,7 @@ struct Session::Impl {
   [[noreturn]] void failRun(const Node& n, const Error& e, const TensorMap& inputs) const {
     std::string msg = e.what();
     if (n.domain == kInternalDomain)
-      if (auto it = file_desc.find(n.name); it != file_desc.end())
+      if (auto it = file_desc.find(n.name); it != file_desc.end() && !it->second.empty())
         if (const std::string internal = n.describe(); msg.compare(0, 5 + internal.size(), "node " + internal) == 0)
           msg = "node " + it->second + msg.substr(5 + internal.size());
     std::string fed;
@@ -146,8 +146,6 @@ Session::Session(const Model& model, SessionOptions opts) : impl_(std::make_uniq
   s.graph = model.graph;
   s.opts = opts;
   s.label = model.label();
-  for (const auto& n : model.graph.nodes)
-    if (!n.name.empty()) s.file_desc.emplace(n.name, n.describe());
   Graph& g = s.graph;
   topoSort(g, model.label());
   for (const auto& n : g.nodes)
@@ -163,6 +161,11 @@ Session::Session(const Model& model, SessionOptions opts) : impl_(std::make_uniq
     }
   }
 
+  for (const auto& n : g.nodes)
+    if (n.domain == kInternalDomain && !n.name.empty()) s.file_desc.emplace(n.name, std::string());
+  if (!s.file_desc.empty())
+    for (const auto& n : model.graph.nodes)
+      if (auto it = s.file_desc.find(n.name); it != s.file_desc.end() && it->second.empty()) it->second = n.describe();
   for (const auto& [name, t] : g.initializers.items()) s.constants[s.slot(name)] = t;
   for (const auto* v : g.realInputs()) {
     s.input_names.push_back(v->name);
