@@ -66,7 +66,7 @@ function parsePreprocess(arg) {
     fail('eval: ', where, ': "color" ', JSON.stringify(p.color), ' is not done by this tool (it takes "gray" or "rgb": the data as stored)');
   const arr = (v, name) => {
     const a = Array.isArray(v) ? v : [v];
-    if (!a.length || a.some((x) => typeof x !== 'number' || !Number.isFinite(x))) fail('eval: --preprocess: "', name, '" must be a number or an array of numbers');
+    if (!a.length || a.some((x) => typeof x !== 'number' || !Number.isFinite(x))) fail('eval: ', where, ': "', name, '" must be a number or an array of numbers');
     return a;
   };
   const pre = {
@@ -75,10 +75,11 @@ function parsePreprocess(arg) {
     std: p.std === undefined ? [1] : arr(p.std, 'std'),
     layout: p.layout,
     color: p.color === null ? undefined : p.color,
+    where,
   };
-  if (typeof pre.scale !== 'number' || !Number.isFinite(pre.scale)) fail('eval: --preprocess: "scale" must be a number');
-  if (pre.std.some((s) => s === 0)) fail('eval: --preprocess: "std" has a zero');
-  if (pre.layout !== undefined && pre.layout !== 'NCHW' && pre.layout !== 'NHWC') fail('eval: --preprocess: "layout" must be "NCHW" or "NHWC"');
+  if (typeof pre.scale !== 'number' || !Number.isFinite(pre.scale)) fail('eval: ', where, ': "scale" must be a number');
+  if (pre.std.some((s) => s === 0)) fail('eval: ', where, ': "std" has a zero');
+  if (pre.layout !== undefined && pre.layout !== 'NCHW' && pre.layout !== 'NHWC') fail('eval: ', where, ': "layout" must be "NCHW" or "NHWC"');
   return pre;
 }
 
@@ -112,7 +113,7 @@ function planInput(model, m, img, pre) {
     fail(model, ': input "', m.name, '" has shape [', s.join(','), ']; eval needs rank 2, 3 or 4');
   }
   for (const [k, v] of [['mean', pre.mean], ['std', pre.std]])
-    if (v.length !== 1 && v.length !== ch) fail('eval: --preprocess: "', k, '" has ', v.length, ' values for ', ch, ' channels');
+    if (v.length !== 1 && v.length !== ch) fail('eval: ', pre.where, ': "', k, '" has ', v.length, ' values for ', ch, ' channels');
   const fixedBatch = known(s[0]) ? s[0] : 0;
   const itemShape = s.length === 4 ? (layout === 'NCHW' ? [ch, img.h, img.w] : [img.h, img.w, ch]) : s.length === 3 ? [img.h, img.w] : [ch * img.h * img.w];
   return { layout: s.length === 4 ? layout : 'NCHW', ch, fixedBatch, itemShape, type: m.type };
@@ -169,7 +170,7 @@ async function evalCommand(opts, model) {
   // "color" as lwc reads it: gray is one channel, rgb three; this tool feeds the data as stored
   // (gray repeated for a 3-channel model) and only checks that the data is what the file says.
   if (pre.color && images.c !== (pre.color === 'gray' ? 1 : 3) && !(pre.color === 'rgb' && images.c === 1))
-    fail('eval: --preprocess: "color" "', pre.color, '" but ', source, ' has ', images.c, ' channels; this tool does not convert colours');
+    fail('eval: ', pre.where, ': "color" "', pre.color, '" but ', source, ' has ', images.c, ' channels; this tool does not convert colours');
   const session = await S.createSession(model, threads);
   const input = S.describe(session, 'input')[0];
   const outputName = session.outputNames[0];

@@ -1,11 +1,13 @@
 // lwc eval and lwc compare end to end on the committed models and real data.
 #include <catch2/catch.hpp>
+#include <algorithm>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
 
 #include "lwc/metrics.h"
 #include "lwc/model_io.h"
+#include "lwc/npy.h"
 #include "support/test_util.h"
 
 using namespace lwc;
@@ -277,4 +279,45 @@ g (float[N, 1, 28, 28] a, float[N, 1, 28, 28] b) => (float[N, 1, 28, 28] y, floa
     CHECK_THAT(r.err, Catch::StartsWith("lwc: error: ") && Catch::Contains(c.expect));
     CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
   }
+}
+
+TEST_CASE("ONNX Runtime's eval tool reads lwc's preprocess.json and refuses what it cannot apply", "[cli][eval][ort]") {
+  TempDir d;
+  const fs::path sample = test::testdataDir() / "fmnist_sample";
+  const fs::path model = test::testdataDir() / "lenet5_fmnist.onnx";
+  const std::string tool = "node " + q(test::sourceDir() / "scripts/ort/ort_tool.js") + " eval " + q(model);
+  const std::string npy = " --npy " + q(sample / "images.npy") + " --npy-labels " + q(sample / "labels.npy");
+  auto ort = [&](const std::string& pre, const std::string& data) {
+    return test::runCommand(tool + data + " --preprocess " + q(pre) + " --json");
+  };
+  // The file as lwc reads it (with its "color"), and its keys given inline: the same count as lwc's.
+  const int64_t want = models()["lenet5"]["sample500_top1_correct"].get<int64_t>();
+  auto r = ort((sample / "preprocess.json").string(), npy);
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK(nlohmann::json::parse(r.out)["correct"].get<int64_t>() == want);
+  r = ort(R"({"scale": 0.00392156862745098, "mean": [0.286], "std": [0.353]})", npy);
+  REQUIRE(r.exit_code == 0);
+  CHECK(nlohmann::json::parse(r.out)["correct"].get<int64_t>() == want);
+  // What it cannot do, or cannot read: one line naming the file or the key, exit code 1.
+  auto bad = [&](const std::string& pre, const std::string& data, const std::string& expect) {
+    INFO(pre);
+    const auto b = ort(pre, data);
+    CHECK(b.exit_code == 1);
+    CHECK_THAT(b.err, Catch::StartsWith("ort_tool: error: ") && Catch::Contains(expect));
+    CHECK(std::count(b.err.begin(), b.err.end(), '\n') <= 1);
+  };
+  bad((d / "none.json").string(), npy, "none.json: neither JSON text nor a readable file (ENOENT)");
+  test::writeFile(d / "resize.json", R"({"resize": [32, 32]})");
+  bad((d / "resize.json").string(), npy, "resize.json: \"resize\" is not done by this tool");
+  bad(R"({"crop": [24, 24]})", npy, "--preprocess: \"crop\" is not done by this tool");
+  bad(R"({"color": "bgr"})", npy, "\"color\" \"bgr\" is not done by this tool");
+  test::writeFile(d / "zero.json", R"({"std": [0]})");
+  bad((d / "zero.json").string(), npy, "zero.json: \"std\" has a zero");
+  // "gray" for data with three channels: the tool does not convert colours.
+  Tensor rgb(DType::UInt8, {2, 3, 28, 28});
+  writeNpy(d / "rgb.npy", rgb);
+  writeNpy(d / "lab.npy", Tensor::fromVector<int64_t>({2}, {0, 1}));
+  bad(R"({"color": "gray"})", " --npy " + q(d / "rgb.npy") + " --npy-labels " + q(d / "lab.npy"),
+      "\"color\" \"gray\" but");
 }
