@@ -438,7 +438,7 @@ CalibrationStats collectStats(const Model& m, const std::vector<std::string>& te
   const auto t0 = std::chrono::steady_clock::now();
   DataOptions o = data.options;
   fitToModel(o, m);
-  if (opts.max_samples > 0 && (o.limit == 0 || opts.max_samples < o.limit)) o.limit = opts.max_samples;
+  capSamples(o, opts.max_samples, kCalibSamplesHint);
   auto ds = openDataset(o);
   const int64_t n = ds->size();
   if (n == 0) fail(data.origin, ": ", o.path.string(), ": no calibration samples");

@@ -760,7 +760,7 @@ std::vector<TensorError> quantizationErrors(const Model& fp32, const Model& q, c
   // Activations.
   DataOptions o = data.options;
   fitToModel(o, fp32);
-  if (max_samples > 0 && (o.limit == 0 || max_samples < o.limit)) o.limit = max_samples;
+  capSamples(o, max_samples, kCalibSamplesHint);
   auto ds = openDataset(o);
   engine::SessionOptions fo;
   fo.observable = true;

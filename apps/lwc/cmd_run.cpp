@@ -53,7 +53,11 @@ void applyDataOverride(std::optional<DataSpec>& spec, const std::string& path, i
     if (!preprocess.empty()) spec->options.preprocess = Preprocess::load(preprocess);
     spec->origin = flag;
   }
-  if (limit >= 0 && spec) spec->options.limit = limit;
+  if (!spec) return;
+  if (limit >= 0) spec->options.limit = limit;
+  const std::string limit_flag = std::string(flag) + "-limit";
+  spec->options.limit_hint =
+      spec->options.limit_hint.empty() || !path.empty() ? limit_flag : limit_flag + " or " + spec->options.limit_hint;
 }
 
 void printGraph(const std::string& pass, const Model& m) {

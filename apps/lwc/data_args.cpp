@@ -21,6 +21,7 @@ DataOptions DataArgs::optionsFor(const Model& m) const {
   o.labels = labels;
   if (!preprocess.empty()) o.preprocess = Preprocess::load(preprocess);
   o.limit = limit;
+  o.limit_hint = "--limit";
   fitToModel(o, m);
   return o;
 }

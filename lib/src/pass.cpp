@@ -108,7 +108,7 @@ std::unique_ptr<Dataset> openCalibration(const PassContext& ctx, const Model& m,
   if (!ctx.calib) throw InternalError("openCalibration without calibration data");
   DataOptions dopt = ctx.calib->options;
   fitToModel(dopt, m);
-  if (max_samples > 0 && (dopt.limit == 0 || max_samples < dopt.limit)) dopt.limit = max_samples;
+  capSamples(dopt, max_samples, kCalibSamplesHint);
   return openDataset(dopt);
 }
 

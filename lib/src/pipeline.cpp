@@ -86,6 +86,7 @@ DataSpec parseData(const json& j, const std::string& where, const fs::path& base
       fail(join(where, "limit"), ": expected a non-negative integer (0 = all samples)");
     d.options.limit = j["limit"].get<int64_t>();
   }
+  d.options.limit_hint = join(where, "limit");
   if (j.contains("batch")) {
     if (!j["batch"].is_number_integer() || j["batch"].get<int64_t>() < 1)
       fail(join(where, "batch"), ": expected a positive integer");

@@ -743,6 +743,18 @@ TEST_CASE("a model with a fixed batch size gets batches of exactly that size", "
   CHECK(batches == 5);
   o.fixed_batch = 4;
   CHECK_THROWS_WITH(openDataset(o), Contains("5 samples do not fill batches of 4") && Contains("--calib-limit"));
+  // The caller names the option that set the limit; a pass's own cap takes over when it is lower.
+  o.limit_hint = "--limit";
+  CHECK_THROWS_WITH(openDataset(o), Contains("(--limit)"));
+  o.limit = 0;
+  capSamples(o, 7, "calib_samples");
+  CHECK(o.limit == 7);
+  CHECK_THROWS_WITH(openDataset(o), Contains("7 samples do not fill batches of 4,") && Contains("(calib_samples)"));
+  capSamples(o, 9, "ignored");  // no lower than the limit in effect: nothing changes
+  CHECK(o.limit == 7);
+  CHECK(o.limit_hint == "calib_samples");
+  o.limit = 5;
+  o.limit_hint.clear();
   o.limit = 8;
   auto four = openDataset(o);
   batches = 0;

@@ -131,6 +131,38 @@ TEST_CASE("lwc quantize and prune --channels on a model exported with batch 1", 
   }
 }
 
+TEST_CASE("a sample count that leaves a partial fixed batch names the limit option the user has there", "[cli][quantize]") {
+  // Before, every such error listed --calib-limit, --eval-limit and --limit, whichever the
+  // command had and whichever limit was in effect.
+  TempDir d;
+  Model m = loadModel(td("lenet5_fmnist.onnx"));
+  for (auto* vs : {&m.graph.inputs, &m.graph.outputs})
+    for (auto& v : *vs) (*v.shape)[0] = Dim{4, ""};
+  saveModel(m, d / "b4.onnx");
+  const fs::path sample = td("fmnist_sample");
+  const std::string common = " -o " + q(d / "q.onnx") + " --bench-batch 0 --layer-samples 0";
+  test::writeFile(d / "p.json", R"({"schema_version": 1, "passes": ["quantize_static"],
+      "data": {"calib": {"path": ")" + sample.generic_string() + R"(", "limit": 6}}})");
+  struct Case {
+    std::string args, names;
+  };
+  for (const Case& c : std::vector<Case>{
+           {"quantize " + q(d / "b4.onnx") + " --calib " + q(sample) + " --calib-limit 6" + common, "(--calib-limit)"},
+           {"quantize " + q(d / "b4.onnx") + " --calib " + q(sample) + " --calib-samples 6" + common,
+            "(the pass option calib_samples, --calib-samples of lwc quantize)"},
+           {"quantize " + q(d / "b4.onnx") + " --calib " + q(sample) + " --eval " + q(sample) + " --eval-limit 6" + common,
+            "(--eval-limit)"},
+           {"run " + q(d / "p.json") + " " + q(d / "b4.onnx") + " -o " + q(d / "q.onnx"), "(--calib-limit or data.calib.limit)"},
+           {"eval " + q(d / "b4.onnx") + " --data " + q(sample) + " --limit 6", "(--limit)"}}) {
+    INFO(c.args);
+    auto r = runLwc(c.args);
+    INFO(r.err);
+    CHECK(r.exit_code != 0);
+    CHECK_THAT(r.err, Contains("6 samples do not fill batches of 4") && Contains(c.names));
+    CHECK(!fs::exists(d / "q.onnx"));
+  }
+}
+
 TEST_CASE("lwc quantize --reduce-range: 7-bit weights for CPUs without VNNI", "[cli][quantize]") {
   TempDir d;
   const fs::path sample = td("fmnist_sample");

@@ -76,7 +76,14 @@ struct DataOptions {
   /// symbolic. Then every batch has exactly this many samples, whatever next(n) asks for, and
   /// openDataset fails when the samples (after the limit) do not fill whole batches.
   int64_t fixed_batch = 0;
+  /// How the user sets `limit` where these options come from, for messages ("--calib-limit",
+  /// "data.calib.limit"); empty: the generic list of limit options.
+  std::string limit_hint;
 };
+
+/// Lowers o.limit to `max_samples` (a pass option such as calib_samples; 0 = no cap) when that is
+/// fewer samples, and then names `option` as the limit in messages.
+void capSamples(DataOptions& o, int64_t max_samples, const std::string& option);
 
 class Model;
 /// The batch size the model's first input fixes (a model exported with batch 1), 0 when the

@@ -97,9 +97,11 @@ struct PassContext {
   std::function<void(const std::string&)> progress;
 };
 
-/// ctx.calib's data, fitted to model m (fitToModel), at most `max_samples` samples when that is > 0
-/// and below the data's own limit. Needs ctx.calib.
+/// ctx.calib's data, fitted to model m (fitToModel), at most `max_samples` samples (the pass's
+/// calib_samples option) when that is > 0 and below the data's own limit. Needs ctx.calib.
 std::unique_ptr<Dataset> openCalibration(const PassContext& ctx, const Model& m, int64_t max_samples = 0);
+/// How messages name the calib_samples pass option (capSamples).
+inline constexpr const char* kCalibSamplesHint = "the pass option calib_samples, --calib-samples of lwc quantize";
 
 class Pass {
  public:

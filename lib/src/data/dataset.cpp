@@ -359,6 +359,12 @@ class FixedBatchDataset : public Dataset {
   int64_t batch_;
 };
 
+void capSamples(DataOptions& o, int64_t max_samples, const std::string& option) {
+  if (max_samples <= 0 || (o.limit > 0 && o.limit <= max_samples)) return;
+  o.limit = max_samples;
+  o.limit_hint = option;
+}
+
 std::unique_ptr<Dataset> openDataset(const DataOptions& o) {
   std::unique_ptr<Dataset> ds;
   try {
@@ -369,8 +375,8 @@ std::unique_ptr<Dataset> openDataset(const DataOptions& o) {
   if (o.fixed_batch <= 0) return ds;
   if (ds->size() % o.fixed_batch != 0)
     fail(ds->describe(), ": ", ds->size(), " samples do not fill batches of ", o.fixed_batch,
-         ", the model input's fixed batch size; use a sample limit that is a multiple of ", o.fixed_batch,
-         " (--calib-limit, --eval-limit, --limit) or export the model with a symbolic batch dimension");
+         ", the model input's fixed batch size; use a sample limit that is a multiple of ", o.fixed_batch, " (",
+         o.limit_hint.empty() ? "--calib-limit, --eval-limit, --limit" : o.limit_hint, ") or export the model with a symbolic batch dimension");
   return std::make_unique<FixedBatchDataset>(std::move(ds), o.fixed_batch);
 }
 
