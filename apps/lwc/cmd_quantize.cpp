@@ -115,7 +115,13 @@ void addQuantizeCommand(CLI::App& app, Action& action, const GlobalOptions&) {
                           "--save-calib", "--load-calib", "--format"})
       if (static_only.empty() && cmd->count(o) > 0) static_only = o;
     const bool percentile_given = cmd->count("--percentile") > 0, calib_given = cmd->count("--calib") > 0;
-    action = [q, static_only, percentile_given, calib_given] {
+    const bool both_limits = cmd->count("--calib-limit") > 0 && cmd->count("--calib-samples") > 0;
+    action = [q, static_only, percentile_given, calib_given, both_limits] {
+      // Both cap the calibration samples (the data's limit and the pass option); two different
+      // values would silently mean the smaller one.
+      if (both_limits && q->run.calib_limit != q->calib_samples)
+        fail("quantize: --calib-limit ", q->run.calib_limit, " and --calib-samples ", q->calib_samples,
+             " both limit the calibration samples; give one of them");
       if (percentile_given && q->calibrator != "percentile")
         fail("quantize: --percentile applies to --calibrator percentile (the calibrator is ", q->calibrator,
              "); add --calibrator percentile or drop --percentile");
@@ -251,6 +257,7 @@ void addCalibrateCommand(CLI::App& app, Action& action, const GlobalOptions&) {
       p.calib->options.path = q->run.calib;
       if (!q->run.preprocess.empty()) p.calib->options.preprocess = Preprocess::load(q->run.preprocess);
       p.calib->origin = "--calib";
+      p.calib->options.limit_hint = "--calib-samples";
       RunOptions ro;
       ro.threads = q->run.threads;
       ro.log = [](const std::string& s) { spdlog::debug("{}", s); };

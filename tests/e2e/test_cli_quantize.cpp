@@ -153,7 +153,9 @@ TEST_CASE("a sample count that leaves a partial fixed batch names the limit opti
            {"quantize " + q(d / "b4.onnx") + " --calib " + q(sample) + " --eval " + q(sample) + " --eval-limit 6" + common,
             "(--eval-limit)"},
            {"run " + q(d / "p.json") + " " + q(d / "b4.onnx") + " -o " + q(d / "q.onnx"), "(--calib-limit or data.calib.limit)"},
-           {"eval " + q(d / "b4.onnx") + " --data " + q(sample) + " --limit 6", "(--limit)"}}) {
+           {"eval " + q(d / "b4.onnx") + " --data " + q(sample) + " --limit 6", "(--limit)"},
+           {"calibrate " + q(d / "b4.onnx") + " --calib " + q(sample) + " --calib-samples 6 -o " + q(d / "q.onnx"),
+            "(the pass option calib_samples, --calib-samples of lwc quantize)"}}) {
     INFO(c.args);
     auto r = runLwc(c.args);
     INFO(r.err);
@@ -161,6 +163,12 @@ TEST_CASE("a sample count that leaves a partial fixed batch names the limit opti
     CHECK_THAT(r.err, Contains("6 samples do not fill batches of 4") && Contains(c.names));
     CHECK(!fs::exists(d / "q.onnx"));
   }
+  // lwc quantize has both the data's limit and the pass option: two different values are an error.
+  auto r = runLwc("quantize " + q(td("lenet5_fmnist.onnx")) + " --calib " + q(sample) + " --calib-limit 100 --calib-samples 50" +
+                  common);
+  CHECK(r.exit_code != 0);
+  CHECK_THAT(r.err, Contains("--calib-limit 100 and --calib-samples 50 both limit the calibration samples; give one of them"));
+  CHECK(!fs::exists(d / "q.onnx"));
 }
 
 TEST_CASE("lwc quantize --reduce-range: 7-bit weights for CPUs without VNNI", "[cli][quantize]") {
