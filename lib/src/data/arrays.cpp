@@ -133,7 +133,7 @@ class ArrayDataset final : public Dataset {
     if (images_) {
       buf_.resize(bytes);
       readRecords(buf_.data(), bytes, k);
-      BatchBuilder bb(k, out_);
+      BatchBuilder bb(k, out_, &recycle_);
       for (int64_t i = 0; i < k; ++i) {
         const uint8_t* p = buf_.data() + record_bytes_ * static_cast<uint64_t>(i);
         const PixelView v = chw_ ? PixelView::chw(p, c_, h_, w_) : PixelView::hwc(p, h_, w_, c_);
@@ -144,7 +144,7 @@ class ArrayDataset final : public Dataset {
     } else {
       Shape full{k};
       full.insert(full.end(), record_shape_.begin(), record_shape_.end());
-      b.inputs = Tensor::uninitialized(a_.dtype, full);
+      b.inputs = recycledTensor(recycle_, a_.dtype, full);
       readRecords(static_cast<uint8_t*>(b.inputs.raw()), bytes, k);
       checkFinite(b.inputs);
     }
@@ -198,6 +198,7 @@ class ArrayDataset final : public Dataset {
   Shape record_shape_;
   uint64_t record_bytes_ = 0;
   bool images_ = false, chw_ = false;
+  Tensor recycle_;  ///< the last batch's tensor, reused once the caller has let go of it
   int64_t h_ = 0, w_ = 0, c_ = 1;
   std::optional<ImagePipeline> pipeline_;
   DType out_ = DType::Float32;  ///< of image batches: float16 for a half-precision model input

@@ -78,7 +78,7 @@ class ImageFilesDataset final : public Dataset {
     if (k <= 0) return std::nullopt;
     Batch b;
     b.first_index = pos_;
-    BatchBuilder bb(k, out_);
+    BatchBuilder bb(k, out_, &recycle_);
     for (int64_t i = 0; i < k; ++i) {
       const ImageEntry& e = entries_[static_cast<size_t>(pos_ + i)];
       const fs::path file = root_ / e.rel;
@@ -104,6 +104,7 @@ class ImageFilesDataset final : public Dataset {
   ImagePipeline pipeline_;
   DType out_;  ///< float32, or float16 for a half-precision model input
   std::vector<float> scratch_;
+  Tensor recycle_;  ///< the last batch's tensor, reused once the caller has let go of it
   int64_t pos_ = 0;
 };
 

@@ -383,7 +383,7 @@ void BatchBuilder::add(const Shape& shape, const std::vector<float>& values, con
     first_where_ = where;
     Shape full{n_};
     full.insert(full.end(), shape.begin(), shape.end());
-    t_ = Tensor::uninitialized(DType::Float32, full);
+    t_ = recycle_ ? recycledTensor(*recycle_, DType::Float32, full) : Tensor::uninitialized(DType::Float32, full);
   } else if (shape != first_) {
     fail(where, ": preprocessed to ", shapeStr(shape), " but ", first_where_, " in the same batch gives ", shapeStr(first_),
          "; add \"resize\" and \"crop\" to the preprocessing JSON so all images have one size");
@@ -398,6 +398,12 @@ Tensor BatchBuilder::finish() {
   if (out_ == DType::Float32) return t_;
   LWC_CHECK(out_ == DType::Float16, "image batches are float32 or float16");
   return t_.cast(DType::Float16);
+}
+
+Tensor recycledTensor(Tensor& recycle, DType dtype, const Shape& shape) {
+  if (recycle.dtype() != dtype || recycle.shape() != shape || !recycle.uniqueBuffer())
+    recycle = Tensor::uninitialized(dtype, shape);
+  return recycle;
 }
 
 DType imageBatchType(DType model_input, const std::string& where) {
