@@ -71,7 +71,9 @@ class Tensor {
   template <typename T>
   static Tensor scalar(T v) { return fromVector<T>({}, {v}); }
 
-  /// True when this tensor's buffer is shared with no other Tensor.
+  /// True when this tensor's buffer is shared with no other Tensor. Datasets reuse a batch's
+  /// buffer once this holds (data::recycledTensor), so every Tensor owns a share of its buffer:
+  /// copies and views do; a constructor wrapping memory it does not own would break that.
   bool uniqueBuffer() const { return data_.use_count() == 1; }
 
   bool empty() const { return dtype_ == DType::Undefined; }
