@@ -563,12 +563,29 @@ bool sameFile(const fs::path& a, const fs::path& b) {
 }
 }  // namespace
 
+namespace {
+// Creates and removes a file in `path`'s folder, as the atomic write will: access() does not see
+// every reason that fails (a pseudo file system such as /proc accepted root's W_OK, and a run
+// then wrote its model and failed on the report).
+void probeCreate(const fs::path& path) {
+  const fs::path dir = path.parent_path().empty() ? fs::path(".") : path.parent_path();
+  std::string tmpl = (dir / ".lwc-probe-XXXXXX").string();
+  const int fd = ::mkstemp(tmpl.data());
+  if (fd < 0)
+    fail("cannot write '", path.string(), "': no file can be created in folder '", dir.string(), "' (",
+         std::strerror(errno), "); choose another folder");
+  ::close(fd);
+  ::unlink(tmpl.c_str());
+}
+}  // namespace
+
 void checkOutputPaths(const std::vector<NamedPath>& outputs, const std::vector<NamedPath>& inputs) {
   std::error_code ec;
   for (size_t i = 0; i < outputs.size(); ++i) {
     const auto& [what, out] = outputs[i];
     if (out.empty()) continue;
     checkWritable(out);
+    probeCreate(out);
     const fs::file_status st = fs::symlink_status(out, ec);
     if (fs::exists(st) && !fs::is_regular_file(st) && !fs::is_symlink(st))
       fail("cannot write '", out.string(), "' (", what,

@@ -197,6 +197,13 @@ TEST_CASE("lwc run: bad pipelines and paths fail before any work, leaving no fil
     CHECK(r.exit_code == 1);
     CHECK_THAT(r.err, Contains("it is a folder"));
     CHECK_FALSE(fs::exists(d / "out.onnx"));
+    // A folder where no file can be created though access() lets root write there (/proc): the
+    // model was written, then the report failed.
+    r = runLwc("run " + q(cfg("cleanup.json")) + " " + q(model) + " -o " + q(d / "out.onnx") + " " + flag +
+               " /proc/lwc-report");
+    CHECK(r.exit_code == 1);
+    CHECK_THAT(r.err, Contains("cannot write '/proc/lwc-report'"));
+    CHECK_FALSE(fs::exists(d / "out.onnx"));
   }
   r = runLwc("quantize " + q(model) + " --calib " + q(td("fmnist_sample")) + " -o " + q(d / "out.onnx") +
              " --save-calib " + q(d.path()));

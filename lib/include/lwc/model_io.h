@@ -45,9 +45,10 @@ struct NamedPath {
 };
 
 /// Fails with one line naming the output unless every output in `outputs` (empty paths skipped)
-/// can be written without harm: checkWritable; not an existing file other than a regular file (a
-/// device such as /dev/null: the atomic write renames over whatever is there); not the same file
-/// as an input (for an input folder, as any file directly inside it) or as another output.
+/// can be written without harm: checkWritable, and a file can really be created in its folder;
+/// not an existing file other than a regular file (a device such as /dev/null: the atomic write
+/// renames over whatever is there); not the same file as an input (for an input folder, as any
+/// file directly inside it) or as another output.
 /// Commands call it before any work, and again with the input model's external data once loaded.
 void checkOutputPaths(const std::vector<NamedPath>& outputs, const std::vector<NamedPath>& inputs);
 
