@@ -742,7 +742,8 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
 }
 
 std::vector<TensorError> quantizationErrors(const Model& fp32, const Model& q, const QuantizeStatic& pass,
-                                            const DataSpec& data, int64_t max_samples, int threads) {
+                                            const DataSpec& data, int64_t max_samples, const std::string& samples_option,
+                                            int threads) {
   std::vector<TensorError> out;
   // Weights: the dequantized tensor the DQ node computes, against the float original.
   for (const auto& [w, dq] : pass.dequantizedWeights()) {
@@ -760,7 +761,7 @@ std::vector<TensorError> quantizationErrors(const Model& fp32, const Model& q, c
   // Activations.
   DataOptions o = data.options;
   fitToModel(o, fp32);
-  capSamples(o, max_samples, kCalibSamplesHint);
+  capSamples(o, max_samples, samples_option);
   auto ds = openDataset(o);
   engine::SessionOptions fo;
   fo.observable = true;

@@ -80,9 +80,11 @@ struct TensorError {
 /// Per-tensor SQNR of a quantized model against the float model it came from: weights directly,
 /// activations on up to `max_samples` samples of `data`, both models run node by node with every
 /// tensor observable (the QDQ graph's values are those of the integer kernels up to rare one-step
-/// differences in requantization ties). Sorted worst first.
+/// differences in requantization ties). Sorted worst first. `samples_option` names what set
+/// max_samples in messages ("--layer-samples").
 std::vector<TensorError> quantizationErrors(const Model& fp32, const Model& q, const QuantizeStatic& pass,
-                                            const DataSpec& data, int64_t max_samples, int threads);
+                                            const DataSpec& data, int64_t max_samples, const std::string& samples_option,
+                                            int threads);
 
 /// Throws lwc::Error naming the first node that shows the model is already quantized; `action`
 /// ("quantize", "prune") says what to run on the float model instead.

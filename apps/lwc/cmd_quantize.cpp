@@ -164,7 +164,7 @@ void addQuantizeCommand(CLI::App& app, Action& action, const GlobalOptions&) {
           data = &spec;
         }
         if (qs && data && q->layer_samples > 0) {
-          *table = passes::quantizationErrors(before, after, *qs, *data, q->layer_samples, q->run.threads);
+          *table = passes::quantizationErrors(before, after, *qs, *data, q->layer_samples, "--layer-samples", q->run.threads);
           nlohmann::json layers = nlohmann::json::array();
           for (const auto& e : *table)
             layers.push_back({{"tensor", e.tensor}, {"kind", e.kind}, {"sqnr_db", e.sqnr_db}, {"cosine", e.cosine},
