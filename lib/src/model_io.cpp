@@ -25,6 +25,9 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// The folder a file is in ("." for a bare name).
+fs::path folderOf(const fs::path& path) { return path.parent_path().empty() ? fs::path(".") : path.parent_path(); }
+
 // Reads an external-data blob, refusing locations that leave the model's folder.
 std::string readExternal(const onnx::TensorProto& p, const fs::path& base_dir, const std::string& where,
                          size_t expected_bytes) {
@@ -478,7 +481,7 @@ Model loadModel(const fs::path& path, const LoadOptions& opts) {
   cis.SetTotalBytesLimit(INT_MAX);
   if (!proto.ParseFromCodedStream(&cis) || !cis.ConsumedEntireMessage())
     fail(path.string(), ": not a valid ONNX protobuf (truncated or not an ONNX file)");
-  Model m = modelFromOwnedProto(proto, path.parent_path().empty() ? fs::path(".") : path.parent_path(), path.string(), opts);
+  Model m = modelFromOwnedProto(proto, folderOf(path), path.string(), opts);
   m.source = path;
   return m;
 }
@@ -539,7 +542,7 @@ onnx::ModelProto modelToProto(const Model& m) {
 }
 
 void checkWritable(const fs::path& path) {
-  const fs::path dir = path.parent_path().empty() ? fs::path(".") : path.parent_path();
+  const fs::path dir = folderOf(path);
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) fail("cannot write '", path.string(), "': folder '", dir.string(), "' does not exist");
   if (fs::is_directory(path, ec)) fail("cannot write '", path.string(), "': it is a folder; give a file name");
@@ -561,14 +564,12 @@ bool sameFile(const fs::path& a, const fs::path& b) {
   const fs::path ca = fs::weakly_canonical(fs::absolute(a, ec), ec), cb = fs::weakly_canonical(fs::absolute(b, ec), ec);
   return !ec && ca == cb;
 }
-}  // namespace
 
-namespace {
 // Creates and removes a file in `path`'s folder, as the atomic write will: access() does not see
 // every reason that fails (a pseudo file system such as /proc accepted root's W_OK, and a run
 // then wrote its model and failed on the report).
 void probeCreate(const fs::path& path) {
-  const fs::path dir = path.parent_path().empty() ? fs::path(".") : path.parent_path();
+  const fs::path dir = folderOf(path);
   std::string tmpl = (dir / ".lwc-probe-XXXXXX").string();
   const int fd = ::mkstemp(tmpl.data());
   if (fd < 0)
@@ -622,7 +623,7 @@ std::string readUserFile(const fs::path& path, const std::string& what) {
 
 void writeFileAtomic(const fs::path& path, std::string_view bytes) {
   checkWritable(path);
-  const fs::path dir = path.parent_path().empty() ? fs::path(".") : path.parent_path();
+  const fs::path dir = folderOf(path);
   // The temporary name is the file's, shortened where needed to stay within the file system's
   // limit on names (the suffix adds 12 bytes to a name that may be at the limit already).
   const long name_max = ::pathconf(dir.c_str(), _PC_NAME_MAX);

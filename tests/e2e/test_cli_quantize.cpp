@@ -21,6 +21,14 @@ namespace {
 std::string q(const fs::path& p) { return "'" + p.string() + "'"; }
 fs::path td(const std::string& f) { return test::testdataDir() / f; }
 
+/// lenet5_fmnist re-declared with a fixed batch size of `batch`, written to `path`.
+void saveFixedBatchLenet5(int64_t batch, const fs::path& path) {
+  Model m = loadModel(td("lenet5_fmnist.onnx"));
+  for (auto* vs : {&m.graph.inputs, &m.graph.outputs})
+    for (auto& v : *vs) (*v.shape)[0] = Dim{batch, ""};
+  saveModel(m, path);
+}
+
 nlohmann::json readJson(const fs::path& p) {
   std::ifstream f(p);
   REQUIRE(f.good());
@@ -96,10 +104,7 @@ TEST_CASE("lwc quantize and prune --channels on a model exported with batch 1", 
   // time and the latency is measured at batch 1, with a note (was: "expects shape [1,1,28,28] but
   // got [16,1,28,28]" and no output).
   TempDir d;
-  Model m = loadModel(td("lenet5_fmnist.onnx"));
-  for (auto* vs : {&m.graph.inputs, &m.graph.outputs})
-    for (auto& v : *vs) (*v.shape)[0] = Dim{1, ""};
-  saveModel(m, d / "b1.onnx");
+  saveFixedBatchLenet5(1, d / "b1.onnx");
   const fs::path sample = td("fmnist_sample");
   auto r = runLwc("quantize " + q(d / "b1.onnx") + " --calib " + q(sample) + " --eval " + q(sample) + " -o " +
                   q(d / "q.onnx") + " --bench-batch 8 --layer-samples 16 --json");
@@ -135,10 +140,7 @@ TEST_CASE("a sample count that leaves a partial fixed batch names the limit opti
   // Before, every such error listed --calib-limit, --eval-limit and --limit, whichever the
   // command had and whichever limit was in effect.
   TempDir d;
-  Model m = loadModel(td("lenet5_fmnist.onnx"));
-  for (auto* vs : {&m.graph.inputs, &m.graph.outputs})
-    for (auto& v : *vs) (*v.shape)[0] = Dim{4, ""};
-  saveModel(m, d / "b4.onnx");
+  saveFixedBatchLenet5(4, d / "b4.onnx");
   const fs::path sample = td("fmnist_sample");
   const std::string common = " -o " + q(d / "q.onnx") + " --bench-batch 0 --layer-samples 0";
   test::writeFile(d / "p.json", R"({"schema_version": 1, "passes": ["quantize_static"],
@@ -155,7 +157,10 @@ TEST_CASE("a sample count that leaves a partial fixed batch names the limit opti
            {"run " + q(d / "p.json") + " " + q(d / "b4.onnx") + " -o " + q(d / "q.onnx"), "(--calib-limit or data.calib.limit)"},
            {"eval " + q(d / "b4.onnx") + " --data " + q(sample) + " --limit 6", "(--limit)"},
            {"calibrate " + q(d / "b4.onnx") + " --calib " + q(sample) + " --calib-samples 6 -o " + q(d / "q.onnx"),
-            "(the pass option calib_samples, --calib-samples of lwc quantize)"}}) {
+            "(the pass option calib_samples, --calib-samples of lwc quantize)"},
+           {"quantize " + q(d / "b4.onnx") + " --calib " + q(sample) + " -o " + q(d / "q.onnx") +
+                " --bench-batch 0 --layer-samples 6",
+            "(--layer-samples)"}}) {
     INFO(c.args);
     auto r = runLwc(c.args);
     INFO(r.err);
