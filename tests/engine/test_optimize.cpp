@@ -397,3 +397,49 @@ g (float[N, 6, 20] x) => (float[N, 6, 20] y, float[N, 6, 20] z, float[N, 6, 20] 
   const auto a = fast.runOrdered(wide), b = ref.runOrdered(wide);
   for (size_t i = 0; i < a.size(); ++i) CHECK(compareTensors(a[i], b[i], 1e-5, 1e-5).empty());
 }
+
+TEST_CASE("a Transpose -> Reshape -> Transpose chain that only reshapes becomes one Reshape", "[optimize]") {
+  // A vision transformer's patch embedding: Conv (run NHWC, so the engine adds a to-NCHW Transpose
+  // after it) -> flatten(2) -> transpose(1, 2) only reshapes the NHWC output into tokens; and back:
+  // tokens -> transpose(1, 2) -> reshape to [N, C, H, W] -> Conv (the engine's to-NHWC Transpose).
+  // `mixed` reshapes to [N, H*W, C] before swapping axes: not a reshape of anything, it stays.
+  Model m = parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, 3, 16, 16] x) => (float[N, 16, 8] tok, float[N, 4, 4, 4] y, float[N, 8, 16] mixed)
+{
+  p = Conv <kernel_shape = [4, 4], strides = [4, 4]> (x, wp, bp)
+  s1 = Constant <value = int64[3] {-1, 8, 16}> ()
+  f = Reshape (p, s1)
+  t = Transpose <perm = [0, 2, 1]> (f)
+  tok = Add (t, pos)
+  b = Transpose <perm = [0, 2, 1]> (tok)
+  s2 = Constant <value = int64[4] {-1, 8, 4, 4}> ()
+  img = Reshape (b, s2)
+  y = Conv <kernel_shape = [1, 1]> (img, wq)
+  s3 = Constant <value = int64[3] {-1, 16, 8}> ()
+  q = Conv <kernel_shape = [4, 4], strides = [4, 4]> (x, wp2)
+  g2 = Reshape (q, s3)
+  mixed = Transpose <perm = [0, 2, 1]> (g2)
+}
+)",
+                           LoadOptions{false});
+  m.graph.initializers.set("wp", randomFloat({8, 3, 4, 4}, 1));
+  m.graph.initializers.set("bp", randomFloat({8}, 2));
+  m.graph.initializers.set("pos", randomFloat({1, 16, 8}, 3));
+  m.graph.initializers.set("wq", randomFloat({4, 8, 1, 1}, 4));
+  m.graph.initializers.set("wp2", randomFloat({8, 3, 4, 4}, 5));
+  validateGraph(m.graph);
+  engine::Session fast(m), ref(m, engine::SessionOptions{0, true});
+  // Left: x to NHWC (one copy for both patch convolutions), y and q back to NCHW, and `mixed`.
+  CHECK(countOf(fast, "Transpose") == 4);
+  for (const int64_t n : {1, 3}) {
+    const engine::TensorMap feeds{{"x", randomFloat({n, 3, 16, 16}, 6)}};
+    const auto a = fast.runOrdered(feeds), b = ref.runOrdered(feeds);
+    REQUIRE(a.size() == b.size());
+    for (size_t i = 0; i < a.size(); ++i) {
+      INFO("output " << i << " at batch " << n);
+      CHECK(a[i].shape() == b[i].shape());
+      CHECK(compareTensors(a[i], b[i], 1e-4, 1e-4).empty());
+    }
+  }
+}

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <limits>
 #include <numbers>
+#include <numeric>
 #include <optional>
 #include <set>
 
@@ -675,6 +676,29 @@ bool cancelPairs(Graph& g) {
   return changed;
 }
 
+// Two Transposes of the same value with the same perm (the to-NHWC copies convertConvs puts in
+// front of each convolution that reads a graph input or another non-NHWC value) become one: the
+// later one's readers read the earlier one's output.
+bool mergeDuplicateTransposes(Graph& g) {
+  bool changed = false;
+  for (size_t i = 0; i < g.nodes.size(); ++i) {
+    const Node& a = g.nodes[i];
+    if (a.op_type != "Transpose" || !a.domain.empty() || a.inputs.size() != 1 || a.outputs.size() != 1) continue;
+    for (size_t j = i + 1; j < g.nodes.size(); ++j) {
+      const Node& b = g.nodes[j];
+      if (b.op_type != "Transpose" || !b.domain.empty() || b.inputs != a.inputs || b.outputs.size() != 1 ||
+          b.attrInts("perm") != a.attrInts("perm") || g.isGraphOutput(b.outputs[0]) || useCount(g, b.outputs[0]) == 0)
+        continue;
+      const std::string from = b.outputs[0], to = a.outputs[0];
+      for (auto& m : g.nodes)
+        for (auto& in : m.inputs)
+          if (in == from) in = to;
+      changed = true;
+    }
+  }
+  return changed;
+}
+
 // ------------------------------------------------------------------ MatMul + bias
 
 // MatMul(A, B) -> Add(c) with a constant float32 B [K, N] and c one value per column ([N] or [1, N]),
@@ -926,7 +950,120 @@ int fuseConvQAdd(Graph& g) {
   return fused;
 }
 
-OptimizeStats optimizeForExecution(Graph& g) {
+// ------------------------------------------------------------------ Transpose -> Reshape -> Transpose
+
+/// The per-sample dims (all but the first) of `v` when they are all known and the first is not
+/// a known 0; nullopt otherwise.
+std::optional<Shape> sampleDims(const ValueTypes& types, const std::string& v) {
+  auto it = types.find(v);
+  if (it == types.end() || !it->second.shape || it->second.shape->empty()) return std::nullopt;
+  const SymShape& s = *it->second.shape;
+  Shape d;
+  for (size_t k = 1; k < s.size(); ++k) {
+    if (!s[k].known() || s[k].value == 0) return std::nullopt;
+    d.push_back(s[k].value);
+  }
+  return d;
+}
+
+/// The permutation a Transpose applies (its perm, or the reversal it defaults to), or nullopt when
+/// it is not a valid permutation of `rank` axes that keeps axis 0 (the batch) first.
+std::optional<std::vector<int64_t>> batchKeepingPerm(const Node& t, size_t rank) {
+  std::vector<int64_t> p = t.attrInts("perm");
+  if (p.empty())
+    for (size_t k = rank; k-- > 0;) p.push_back(static_cast<int64_t>(k));
+  if (p.size() != rank || p.empty() || p[0] != 0) return std::nullopt;
+  std::vector<bool> seen(rank, false);
+  for (int64_t a : p) {
+    if (a < 0 || a >= static_cast<int64_t>(rank) || seen[static_cast<size_t>(a)]) return std::nullopt;
+    seen[static_cast<size_t>(a)] = true;
+  }
+  return p;
+}
+
+/// Transpose(P1) -> Reshape -> Transpose(P2) whose composition keeps every element where a plain
+/// reshape puts it becomes one Reshape of the first Transpose's input: no copy at all. The engine's
+/// own layout change makes this chain in front of every vision transformer's token sequence: a
+/// patch-embedding ConvNhwc, the to-NCHW Transpose after it, then the model's flatten(2) and
+/// transpose(1, 2), which together only reshape the NHWC output to [N, H*W, C]. Decided per sample
+/// on the inferred shapes: all dims but the batch known, the batch first and kept first by both
+/// Transposes and by the Reshape (same per-sample size), and the element mapping checked
+/// index by index. Inputs are checked against the declared shapes, so the inferred ones hold.
+int foldTransposeReshapeTranspose(Graph& g, const ValueTypes& types) {
+  constexpr int64_t kMaxCheckedElements = int64_t{1} << 22;
+  int folded = 0;
+  for (size_t i = 0; i < g.nodes.size(); ++i) {
+    const Node& t2 = g.nodes[i];
+    if (t2.op_type != "Transpose" || !t2.domain.empty() || t2.inputs.size() != 1 || t2.outputs.size() != 1) continue;
+    const int ri = producerIndex(g, t2.inputs[0]);
+    if (ri < 0) continue;
+    const Node& r = g.nodes[static_cast<size_t>(ri)];
+    if (r.op_type != "Reshape" || !r.domain.empty() || r.inputs.empty() || r.outputs.size() != 1) continue;
+    if (g.isGraphOutput(r.outputs[0]) || useCount(g, r.outputs[0]) != 1) continue;
+    const int t1i = producerIndex(g, r.inputs[0]);
+    if (t1i < 0) continue;
+    const Node& t1 = g.nodes[static_cast<size_t>(t1i)];
+    if (t1.op_type != "Transpose" || !t1.domain.empty() || t1.inputs.size() != 1 || t1.outputs.size() != 1) continue;
+    const auto vd = sampleDims(types, t1.outputs[0]);  // V = T1(X), per sample
+    const auto rd = sampleDims(types, r.outputs[0]);   // R = Reshape(V)
+    if (!vd || !rd) continue;
+    const auto p1 = batchKeepingPerm(t1, vd->size() + 1);
+    const auto p2 = batchKeepingPerm(t2, rd->size() + 1);
+    if (!p1 || !p2) continue;
+    const int64_t m = std::accumulate(vd->begin(), vd->end(), int64_t{1}, std::multiplies<>());
+    if (m != std::accumulate(rd->begin(), rd->end(), int64_t{1}, std::multiplies<>()) || m > kMaxCheckedElements)
+      continue;
+    // Per-sample dims (index 0 is the first non-batch axis): X[p1[k]] = V[k], Y[k] = R[p2[k]].
+    const size_t a = vd->size(), b = rd->size();
+    Shape xd(a), yd(b);
+    for (size_t k = 0; k < a; ++k) xd[static_cast<size_t>((*p1)[k + 1] - 1)] = (*vd)[k];
+    for (size_t k = 0; k < b; ++k) yd[k] = (*rd)[static_cast<size_t>((*p2)[k + 1] - 1)];
+    if (const auto known_y = sampleDims(types, t2.outputs[0]); known_y && *known_y != yd) continue;
+    auto stridesOf = [](const Shape& d) {
+      std::vector<int64_t> s(d.size(), 1);
+      for (size_t k = d.size(); k-- > 1;) s[k - 1] = s[k] * d[k];
+      return s;
+    };
+    const auto xs = stridesOf(xd), vs = stridesOf(*vd), rs = stridesOf(*rd);
+    // Walk Y in memory order; Y element y sits at R index r (r[p2[k]] = y[k]), i.e. at V's linear
+    // index L = R's linear index of r; V's multi-index v of L sits at X index x (x[p1[k]] = v[k]).
+    std::vector<int64_t> y(b, 0);
+    bool identity = true;
+    for (int64_t lin = 0; lin < m && identity; ++lin) {
+      int64_t l = 0;
+      for (size_t k = 0; k < b; ++k) l += y[k] * rs[static_cast<size_t>((*p2)[k + 1] - 1)];
+      int64_t lx = 0;
+      for (size_t k = 0; k < a; ++k) {
+        const int64_t v = (l / vs[k]) % (*vd)[k];
+        lx += v * xs[static_cast<size_t>((*p1)[k + 1] - 1)];
+      }
+      identity = lx == lin;
+      for (size_t k = b; k-- > 0;) {
+        if (++y[k] < yd[k]) break;
+        y[k] = 0;
+      }
+    }
+    if (!identity) continue;
+    std::vector<int64_t> shape{-1};
+    shape.insert(shape.end(), yd.begin(), yd.end());
+    const std::string shape_name = g.uniqueName(t2.outputs[0] + "_shape");
+    g.initializers.set(shape_name, Tensor::fromVector<int64_t>({static_cast<int64_t>(shape.size())}, shape));
+    Node n;
+    n.op_type = "Reshape";
+    // The model's node name where there is one (the profile then names the Transpose of the file
+    // that became a Reshape); the Reshape's when T2 is one the engine added.
+    n.name = t2.name.rfind("lwc_transpose", 0) == 0 ? r.name : t2.name;
+    n.inputs = {t1.inputs[0], shape_name};
+    n.outputs = t2.outputs;
+    g.nodes[i] = std::move(n);
+    g.nodes.erase(g.nodes.begin() + ri);  // its only reader was T2; T1 goes with removeDeadNodes if unread
+    if (static_cast<size_t>(ri) < i) --i;
+    ++folded;
+  }
+  return folded;
+}
+
+OptimizeStats optimizeForExecution(Graph& g, const ValueTypes* types) {
   OptimizeStats st;
   st.bn_folded = foldBatchNorms(g);
   // In this order: the float-output rewrite takes only what fuseQdq left (no QuantizeLinear after).
@@ -947,11 +1084,16 @@ OptimizeStats optimizeForExecution(Graph& g) {
       for (size_t i = 0; i < g.nodes.size(); ++i)
         if (pushThrough(g, i)) changed = true;
       if (cancelPairs(g)) changed = true;
+      if (mergeDuplicateTransposes(g)) changed = true;
       removeDeadNodes(g);
     }
     st.fused_post_ops = fusePostOps(g);
     st.fused_post_ops += fuseConvQAdd(g);
     removeDeadNodes(g);
+  }
+  if (types) {
+    st.transposes_folded = foldTransposeReshapeTranspose(g, *types);
+    if (st.transposes_folded) removeDeadNodes(g);
   }
   for (const auto& n : g.nodes) st.transposes_left += n.op_type == "Transpose";
   topoSort(g);

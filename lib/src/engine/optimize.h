@@ -6,15 +6,19 @@
 // 2. Each 2-D float Conv with constant weights becomes lwc.internal.ConvNhwc between two Transposes;
 //    Transposes are then pushed through layout-agnostic ops (activations, elementwise arithmetic
 //    with constants or with other NHWC values, pooling, Concat) and cancelled in pairs, so whole
-//    chains of convolutions run in NHWC without reorders; the rest stay at the edges.
+//    chains of convolutions run in NHWC without reorders; the rest stay at the edges (one copy per
+//    value and perm, however many convolutions read it).
 // 3. Activations (Relu, Clip, Sigmoid, HardSwish, LeakyRelu) and a residual Add that follow a
 //    ConvNhwc are fused into it as oneDNN post-ops.
 // 4. The exact GELU that exporters decompose (x/sqrt2 -> Erf -> +1 -> *x -> *0.5) becomes
 //    lwc.internal.Gelu, one oneDNN gelu_erf pass.
+// 5. Transpose -> Reshape -> Transpose chains that only reshape (the inferred shapes say so) become
+//    one Reshape: a ConvNhwc's output flattened into a transformer's tokens is not copied twice.
 // The rewritten graph computes the same function; tests compare it with the reference kernels.
 #pragma once
 
 #include "lwc/graph.h"
+#include "lwc/shape_inference.h"
 
 namespace lwc::engine {
 
@@ -29,9 +33,12 @@ struct OptimizeStats {
   int gelu_fused = 0;
   int matmul_bias_fused = 0;
   int matmul_trans_b = 0;
+  int transposes_folded = 0;  ///< Transpose -> Reshape -> Transpose chains that became one Reshape
 };
 
-OptimizeStats optimizeForExecution(Graph& g);
+/// `types`: the inferred types of the model's values (inferShapes); rewrites that depend on
+/// shapes (5.) are skipped without them.
+OptimizeStats optimizeForExecution(Graph& g, const ValueTypes* types = nullptr);
 
 /// The bias the fused MatMul + Add ops (lwc.internal.MatMul, QLinearMatMul, MatMulIntegerToFloat)
 /// take: float32, `n` values along the last axis, [n] or [1, n] (at most rank 2, so that adding it

@@ -156,7 +156,7 @@ Session::Session(const Model& model, SessionOptions opts) : impl_(std::make_uniq
     // Weight DequantizeLinear nodes stay until the QDQ fusion has turned them into integer kernels.
     foldConstantNodes(g, model, !s.opts.observable);
     if (!s.opts.observable) {
-      s.stats = optimizeForExecution(g);
+      s.stats = optimizeForExecution(g, &s.types);
       foldConstantNodes(g, model, false);
     }
   }
