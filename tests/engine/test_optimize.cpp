@@ -443,3 +443,48 @@ g (float[N, 3, 16, 16] x) => (float[N, 16, 8] tok, float[N, 4, 4, 4] y, float[N,
     }
   }
 }
+
+TEST_CASE("a scalar Mul or Div after attention's q times k transposed is applied as the product is written", "[optimize]") {
+  // s1 (Mul by a scalar, the scalar first) and s2 (Div by a [1] constant) fold into their products;
+  // s3 multiplies by a per-column constant, s4's product is also a graph output, s5 divides a
+  // scalar by the product: those three stay. Every output keeps the bits of the unfused graph.
+  Model m = parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, 2, 6, 4] q, float[N, 2, 5, 4] k) => (float[N, 2, 6, 5] s1, float[N, 2, 6, 5] s2, float[N, 2, 6, 5] s3, float[N, 2, 6, 5] p4, float[N, 2, 6, 5] s4, float[N, 2, 6, 5] s5)
+{
+  t1 = Transpose <perm = [0, 1, 3, 2]> (k)
+  p1 = MatMul (q, t1)
+  s1 = Mul (c, p1)
+  t2 = Transpose <perm = [0, 1, 3, 2]> (k)
+  p2 = MatMul (q, t2)
+  s2 = Div (p2, d)
+  t3 = Transpose <perm = [0, 1, 3, 2]> (k)
+  p3 = MatMul (q, t3)
+  s3 = Mul (p3, cols)
+  t4 = Transpose <perm = [0, 1, 3, 2]> (k)
+  p4 = MatMul (q, t4)
+  s4 = Mul (p4, c)
+  t5 = Transpose <perm = [0, 1, 3, 2]> (k)
+  p5 = MatMul (q, t5)
+  s5 = Div (c, p5)
+}
+)",
+                           LoadOptions{false});
+  m.graph.initializers.set("c", Tensor::scalar(0.3535534f));
+  m.graph.initializers.set("d", Tensor::fromVector<float>({1}, {2.8284271f}));
+  m.graph.initializers.set("cols", randomFloat({5}, 9));
+  validateGraph(m.graph);
+  engine::Session fast(m), ref(m, engine::SessionOptions{0, true});
+  CHECK(countOf(fast, "lwc.internal.MatMulTransB") == 5);
+  CHECK(countOf(fast, "Mul") == 2);  // s3, s4
+  CHECK(countOf(fast, "Div") == 1);  // s5
+  for (const int64_t n : {1, 3}) {
+    const engine::TensorMap feeds{{"q", randomFloat({n, 2, 6, 4}, 1)}, {"k", randomFloat({n, 2, 5, 4}, 2)}};
+    const auto a = fast.runOrdered(feeds), b = ref.runOrdered(feeds);
+    REQUIRE(a.size() == b.size());
+    for (size_t i = 0; i < a.size(); ++i) {
+      INFO("output " << i << " at batch " << n << ": " << compareTensors(a[i], b[i], 0, 0));
+      CHECK(a[i].bitEqual(b[i]));
+    }
+  }
+}

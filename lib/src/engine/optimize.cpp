@@ -755,6 +755,41 @@ int fuseMatMulTransB(Graph& g) {
   return fused;
 }
 
+// MatMulTransB -> Mul|Div by a float32 scalar constant (attention's scores times 1/sqrt(d), or
+// divided by sqrt(d)) becomes the MatMulTransB with attributes scale / scale_divides: each product's
+// outputs are scaled right after they are computed, the same operation per element as the node
+// (so the same bits), without a separate pass over the scores. The product must have no other
+// reader. Needs the product's type to be float32: Mul and Div take operands of one type, so a
+// float32 scalar says so (the kernel refuses anything else).
+int fuseMatMulScale(Graph& g) {
+  int fused = 0;
+  for (size_t i = 0; i < g.nodes.size(); ++i) {
+    const Node& op = g.nodes[i];
+    if ((op.op_type != "Mul" && op.op_type != "Div") || !op.domain.empty() || op.inputs.size() != 2 ||
+        op.outputs.size() != 1)
+      continue;
+    for (size_t side = 0; side < 2; ++side) {
+      if (op.op_type == "Div" && side == 1) break;  // s / product is not a scaling
+      const std::string& prod = op.inputs[side];
+      const Tensor* c = g.initializers.find(op.inputs[1 - side]);
+      if (!c || c->dtype() != DType::Float32 || c->numel() != 1 || c->rank() > 1 || g.isGraphInput(op.inputs[1 - side]))
+        continue;
+      const int pi = producerIndex(g, prod);
+      if (pi < 0 || g.isGraphOutput(prod) || useCount(g, prod) != 1) continue;
+      Node& mm = g.nodes[static_cast<size_t>(pi)];
+      if (mm.domain != kInternalDomain || mm.op_type != "MatMulTransB" || mm.hasAttr("scale")) continue;
+      mm.setAttr("scale", c->data<float>()[0]);
+      if (op.op_type == "Div") mm.setAttr("scale_divides", int64_t{1});
+      mm.outputs[0] = op.outputs[0];
+      g.nodes.erase(g.nodes.begin() + static_cast<std::ptrdiff_t>(i));
+      --i;
+      ++fused;
+      break;
+    }
+  }
+  return fused;
+}
+
 // ------------------------------------------------------------------ GELU
 
 // The exact GELU as exporters decompose it, x * 0.5 * (1 + erf(x / sqrt(2))):
@@ -1075,7 +1110,10 @@ OptimizeStats optimizeForExecution(Graph& g, const ValueTypes* types) {
   st.matmul_bias_fused = fuseMatMulBias(g);
   st.gelu_fused = fuseGelu(g);
   st.matmul_trans_b = fuseMatMulTransB(g);
-  if (st.matmul_trans_b) removeDeadNodes(g);  // the Transposes
+  if (st.matmul_trans_b) {
+    removeDeadNodes(g);  // the Transposes
+    st.matmul_scaled = fuseMatMulScale(g);
+  }
   st.convs_nhwc = convertConvs(g) + convertQConvs(g);
   if (st.convs_nhwc > 0) {
     bool changed = true;

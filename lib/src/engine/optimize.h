@@ -12,7 +12,9 @@
 //    ConvNhwc are fused into it as oneDNN post-ops.
 // 4. The exact GELU that exporters decompose (x/sqrt2 -> Erf -> +1 -> *x -> *0.5) becomes
 //    lwc.internal.Gelu, one oneDNN gelu_erf pass.
-// 5. Transpose -> Reshape -> Transpose chains that only reshape (the inferred shapes say so) become
+// 5. A MatMul of a transposed B (attention's q times k transposed) reads B in place
+//    (lwc.internal.MatMulTransB), and a scalar Mul/Div after it is applied as each product is written.
+// 6. Transpose -> Reshape -> Transpose chains that only reshape (the inferred shapes say so) become
 //    one Reshape: a ConvNhwc's output flattened into a transformer's tokens is not copied twice.
 // The rewritten graph computes the same function; tests compare it with the reference kernels.
 #pragma once
@@ -33,11 +35,12 @@ struct OptimizeStats {
   int gelu_fused = 0;
   int matmul_bias_fused = 0;
   int matmul_trans_b = 0;
+  int matmul_scaled = 0;  ///< scalar Mul/Div after a MatMulTransB folded into it
   int transposes_folded = 0;  ///< Transpose -> Reshape -> Transpose chains that became one Reshape
 };
 
 /// `types`: the inferred types of the model's values (inferShapes); rewrites that depend on
-/// shapes (5.) are skipped without them.
+/// shapes (6.) are skipped without them.
 OptimizeStats optimizeForExecution(Graph& g, const ValueTypes* types = nullptr);
 
 /// The bias the fused MatMul + Add ops (lwc.internal.MatMul, QLinearMatMul, MatMulIntegerToFloat)

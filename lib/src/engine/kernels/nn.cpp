@@ -390,7 +390,8 @@ MatMulParams parseMatMulParams(const Node& n, const Shape& a, const Shape& b) {
   return p;
 }
 
-Tensor matMulRef(const Tensor& a, const Tensor& b, const MatMulParams& p, bool trans_b) {
+Tensor matMulRef(const Tensor& a, const Tensor& b, const MatMulParams& p, bool trans_b, const ProductScale* scale) {
+  LWC_CHECK(!scale || a.dtype() == DType::Float32, "a scaled product must be float32");
   Tensor y = Tensor::uninitialized(a.dtype(), p.out);  // every element written below (beta 0)
   const int64_t batches = numelOf(p.batch), mk = p.m * p.k, kn = p.k * p.n, mn = p.m * p.n;
   dispatchGemm(a.dtype(), [&](auto tag) {
@@ -399,9 +400,22 @@ Tensor matMulRef(const Tensor& a, const Tensor& b, const MatMulParams& p, bool t
     const T* bd = b.data<T>();
     T* yd = y.data<T>();
     const int64_t ldb = trans_b ? p.k : p.n;
+    // The scale of a fused Mul/Div, on outputs still in cache: the same float operation per
+    // element as the node it replaces, so the same bits.
+    auto scaleOutputs = [&](T* out, int64_t count) {
+      if constexpr (std::is_same_v<T, float>) {
+        if (!scale) return;
+        const float s = scale->value;
+        if (scale->divide)
+          for (int64_t i = 0; i < count; ++i) out[i] = out[i] / s;
+        else
+          for (int64_t i = 0; i < count; ++i) out[i] = out[i] * s;
+      }
+    };
     // Activations [B..., M, K] times one weight matrix: a single GEMM with B*M rows.
     if (numelOf(p.b_batch) == 1 && p.a_batch == p.batch) {
       gemmBlocked<T>(false, trans_b, batches * p.m, p.n, p.k, T(1), ad, p.k, bd, ldb, T(0), yd, p.n);
+      scaleOutputs(yd, batches * mn);
       return;
     }
     // Element strides of each operand's batch dims, 0 where broadcast.
@@ -427,6 +441,7 @@ Tensor matMulRef(const Tensor& a, const Tensor& b, const MatMulParams& p, bool t
         bo += idx * bs[i];
       }
       gemmBlocked<T>(false, trans_b, p.m, p.n, p.k, T(1), ad + ao, p.k, bd + bo, ldb, T(0), yd + bi * mn, p.n);
+      scaleOutputs(yd + bi * mn, mn);
     });
   });
   return y;
@@ -964,7 +979,14 @@ void matMulAnyKernel(KernelContext& ctx, bool trans_b) {
     if (b.rank() < 2) ctx.error("B must have rank 2 or more, got ", shapeStr(b.shape()));
     std::swap(b_shape[b_shape.size() - 1], b_shape[b_shape.size() - 2]);
   }
-  setOutput(ctx, 0, matMulRef(a, b, parseMatMulParams(ctx.node, a.shape(), b_shape), trans_b), half);
+  // lwc.internal.MatMulTransB's fused scalar Mul/Div (optimize.cpp; float32 only).
+  std::optional<ProductScale> scale;
+  if (trans_b && ctx.node.hasAttr("scale")) {
+    if (a.dtype() != DType::Float32 || half) ctx.error("a scaled product takes float32 inputs, got ", dtypeName(a.dtype()));
+    scale = ProductScale{ctx.node.attrFloat("scale", 1.0f), ctx.node.attrInt("scale_divides", 0) != 0};
+  }
+  setOutput(ctx, 0,
+            matMulRef(a, b, parseMatMulParams(ctx.node, a.shape(), b_shape), trans_b, scale ? &*scale : nullptr), half);
 }
 
 void matMulKernel(KernelContext& ctx) { matMulAnyKernel(ctx, false); }

@@ -76,8 +76,16 @@ struct MatMulParams {
   Shape out;               ///< result shape, promoted dims removed
 };
 MatMulParams parseMatMulParams(const Node& n, const Shape& a, const Shape& b);
+/// A scalar the product is multiplied or divided by afterwards, element by element, as a Mul or
+/// Div node after it would (lwc.internal.MatMulTransB's `scale`: attention's 1/sqrt(d)).
+struct ProductScale {
+  float value = 1.0f;
+  bool divide = false;
+};
 /// With trans_b, b holds B with its last two axes swapped ([..., N, K]); p is parsed for B.
-Tensor matMulRef(const Tensor& a, const Tensor& b, const MatMulParams& p, bool trans_b = false);
+/// `scale` (float32 only) is applied to each product's outputs right after they are computed.
+Tensor matMulRef(const Tensor& a, const Tensor& b, const MatMulParams& p, bool trans_b = false,
+                 const ProductScale* scale = nullptr);
 
 /// Row-major C[M,N] = alpha * op(A) * op(B) + beta * C (beta == 0 ignores C's contents).
 /// Blocked, OpenMP-parallel unless already inside a parallel region. Instantiated for float, double,
