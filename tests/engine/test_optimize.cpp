@@ -488,3 +488,43 @@ g (float[N, 2, 6, 4] q, float[N, 2, 5, 4] k) => (float[N, 2, 6, 5] s1, float[N, 
     }
   }
 }
+
+TEST_CASE("a Transpose that merges attention's heads back is where the MatMul writes its products", "[optimize]") {
+  // y1: MatMul -> Transpose [0, 2, 1, 3] (B broadcast over the batch); y2: the same after a
+  // MatMulTransB with its scale; y3's product is also a graph output and y4 swaps other axes:
+  // those two Transposes stay. Every output keeps the bits of the unfused graph.
+  Model m = parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, 2, 6, 4] a, float[2, 4, 5] b, float[N, 2, 5, 4] k) => (float[N, 6, 2, 5] y1, float[N, 6, 2, 5] y2, float[N, 2, 6, 5] p3, float[N, 6, 2, 5] y3, float[2, N, 6, 5] y4)
+{
+  p1 = MatMul (a, b)
+  y1 = Transpose <perm = [0, 2, 1, 3]> (p1)
+  kt = Transpose <perm = [0, 1, 3, 2]> (k)
+  p2 = MatMul (a, kt)
+  s2 = Mul (p2, c)
+  y2 = Transpose <perm = [0, 2, 1, 3]> (s2)
+  p3 = MatMul (a, b)
+  y3 = Transpose <perm = [0, 2, 1, 3]> (p3)
+  p4 = MatMul (a, b)
+  y4 = Transpose <perm = [1, 0, 2, 3]> (p4)
+}
+)",
+                           LoadOptions{false});
+  m.graph.initializers.set("c", Tensor::scalar(0.5f));
+  validateGraph(m.graph);
+  engine::Session fast(m), ref(m, engine::SessionOptions{0, true});
+  CHECK(countOf(fast, "lwc.internal.MatMulMergeHeads") == 1);
+  CHECK(countOf(fast, "lwc.internal.MatMulTransB") == 1);
+  CHECK(countOf(fast, "Transpose") == 2);  // y3, y4
+  for (const int64_t n : {1, 3}) {
+    const engine::TensorMap feeds{
+        {"a", randomFloat({n, 2, 6, 4}, 1)}, {"b", randomFloat({2, 4, 5}, 2)}, {"k", randomFloat({n, 2, 5, 4}, 3)}};
+    const auto x = fast.runOrdered(feeds), y = ref.runOrdered(feeds);
+    REQUIRE(x.size() == y.size());
+    for (size_t i = 0; i < x.size(); ++i) {
+      INFO("output " << i << " at batch " << n << ": " << compareTensors(x[i], y[i], 0, 0));
+      CHECK(x[i].shape() == y[i].shape());
+      CHECK(x[i].bitEqual(y[i]));
+    }
+  }
+}

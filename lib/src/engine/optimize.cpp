@@ -790,6 +790,39 @@ int fuseMatMulScale(Graph& g) {
   return fused;
 }
 
+// A MatMul of two activations (or a MatMulTransB) whose only reader is a Transpose [0, 2, 1, 3]
+// (attention's heads merged back: [B, H, T, D] -> [B, T, H, D]) writes each product straight into
+// the transposed layout: MatMul becomes lwc.internal.MatMulMergeHeads, MatMulTransB gets
+// merge_heads = 1. The same products, placed where the Transpose would copy them: same bits.
+int fuseMatMulMergeHeads(Graph& g) {
+  int fused = 0;
+  const std::vector<int64_t> kSwap12{0, 2, 1, 3};
+  for (size_t i = 0; i < g.nodes.size(); ++i) {
+    const Node& t = g.nodes[i];
+    if (t.op_type != "Transpose" || !t.domain.empty() || t.inputs.size() != 1 || t.outputs.size() != 1 ||
+        t.attrInts("perm") != kSwap12)
+      continue;
+    const int pi = producerIndex(g, t.inputs[0]);
+    if (pi < 0 || g.isGraphOutput(t.inputs[0]) || useCount(g, t.inputs[0]) != 1) continue;
+    Node& mm = g.nodes[static_cast<size_t>(pi)];
+    const bool onnx_mm = mm.op_type == "MatMul" && mm.domain.empty();
+    const bool trans_b = mm.op_type == "MatMulTransB" && mm.domain == kInternalDomain;
+    if ((!onnx_mm && !trans_b) || mm.inputs.size() != 2 || mm.outputs.size() != 1 || mm.hasAttr("merge_heads")) continue;
+    // Two activations: a constant B takes the oneDNN kernels, which this does not reach.
+    if (g.initializers.contains(mm.inputs[0]) || g.initializers.contains(mm.inputs[1])) continue;
+    if (onnx_mm) {
+      mm.domain = kInternalDomain;
+      mm.op_type = "MatMulMergeHeads";
+    }
+    mm.setAttr("merge_heads", int64_t{1});
+    mm.outputs[0] = t.outputs[0];
+    g.nodes.erase(g.nodes.begin() + static_cast<std::ptrdiff_t>(i));
+    --i;
+    ++fused;
+  }
+  return fused;
+}
+
 // ------------------------------------------------------------------ GELU
 
 // The exact GELU as exporters decompose it, x * 0.5 * (1 + erf(x / sqrt(2))):
@@ -1114,6 +1147,7 @@ OptimizeStats optimizeForExecution(Graph& g, const ValueTypes* types) {
     removeDeadNodes(g);  // the Transposes
     st.matmul_scaled = fuseMatMulScale(g);
   }
+  st.matmul_merge_heads = fuseMatMulMergeHeads(g);
   st.convs_nhwc = convertConvs(g) + convertQConvs(g);
   if (st.convs_nhwc > 0) {
     bool changed = true;

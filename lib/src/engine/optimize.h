@@ -13,7 +13,9 @@
 // 4. The exact GELU that exporters decompose (x/sqrt2 -> Erf -> +1 -> *x -> *0.5) becomes
 //    lwc.internal.Gelu, one oneDNN gelu_erf pass.
 // 5. A MatMul of a transposed B (attention's q times k transposed) reads B in place
-//    (lwc.internal.MatMulTransB), and a scalar Mul/Div after it is applied as each product is written.
+//    (lwc.internal.MatMulTransB), a scalar Mul/Div after it is applied as each product is written,
+//    and a Transpose [0, 2, 1, 3] after a MatMul of two activations (heads merged back) is where
+//    the products are written (lwc.internal.MatMulMergeHeads, or MatMulTransB's merge_heads).
 // 6. Transpose -> Reshape -> Transpose chains that only reshape (the inferred shapes say so) become
 //    one Reshape: a ConvNhwc's output flattened into a transformer's tokens is not copied twice.
 // The rewritten graph computes the same function; tests compare it with the reference kernels.
@@ -36,6 +38,7 @@ struct OptimizeStats {
   int matmul_bias_fused = 0;
   int matmul_trans_b = 0;
   int matmul_scaled = 0;  ///< scalar Mul/Div after a MatMulTransB folded into it
+  int matmul_merge_heads = 0;  ///< Transpose [0, 2, 1, 3] after a MatMul of two activations folded into it
   int transposes_folded = 0;  ///< Transpose -> Reshape -> Transpose chains that became one Reshape
 };
 

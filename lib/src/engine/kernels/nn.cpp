@@ -390,9 +390,14 @@ MatMulParams parseMatMulParams(const Node& n, const Shape& a, const Shape& b) {
   return p;
 }
 
-Tensor matMulRef(const Tensor& a, const Tensor& b, const MatMulParams& p, bool trans_b, const ProductScale* scale) {
+Tensor matMulRef(const Tensor& a, const Tensor& b, const MatMulParams& p, bool trans_b, const ProductScale* scale,
+                 bool merge_heads) {
   LWC_CHECK(!scale || a.dtype() == DType::Float32, "a scaled product must be float32");
-  Tensor y = Tensor::uninitialized(a.dtype(), p.out);  // every element written below (beta 0)
+  LWC_CHECK(!merge_heads || p.out.size() == 4, "merging heads needs a 4-D product");
+  // With merge_heads the product of batch (b, h) goes to rows [b, :, h, :] of y [B, M, H, N].
+  const int64_t heads = merge_heads ? p.out[1] : 1;
+  Tensor y = Tensor::uninitialized(
+      a.dtype(), merge_heads ? Shape{p.out[0], p.out[2], p.out[1], p.out[3]} : p.out);  // every element written below
   const int64_t batches = numelOf(p.batch), mk = p.m * p.k, kn = p.k * p.n, mn = p.m * p.n;
   dispatchGemm(a.dtype(), [&](auto tag) {
     using T = decltype(tag);
@@ -413,7 +418,7 @@ Tensor matMulRef(const Tensor& a, const Tensor& b, const MatMulParams& p, bool t
       }
     };
     // Activations [B..., M, K] times one weight matrix: a single GEMM with B*M rows.
-    if (numelOf(p.b_batch) == 1 && p.a_batch == p.batch) {
+    if (numelOf(p.b_batch) == 1 && p.a_batch == p.batch && !merge_heads) {
       gemmBlocked<T>(false, trans_b, batches * p.m, p.n, p.k, T(1), ad, p.k, bd, ldb, T(0), yd, p.n);
       scaleOutputs(yd, batches * mn);
       return;
@@ -439,6 +444,13 @@ Tensor matMulRef(const Tensor& a, const Tensor& b, const MatMulParams& p, bool t
         rest /= p.batch[i];
         ao += idx * as[i];
         bo += idx * bs[i];
+      }
+      if (merge_heads) {
+        const int64_t bb = bi / heads, h = bi % heads, ldc = heads * p.n;
+        T* out = yd + bb * p.m * ldc + h * p.n;
+        gemmBlocked<T>(false, trans_b, p.m, p.n, p.k, T(1), ad + ao, p.k, bd + bo, ldb, T(0), out, ldc);
+        for (int64_t i = 0; i < p.m; ++i) scaleOutputs(out + i * ldc, p.n);
+        return;
       }
       gemmBlocked<T>(false, trans_b, p.m, p.n, p.k, T(1), ad + ao, p.k, bd + bo, ldb, T(0), yd + bi * mn, p.n);
       scaleOutputs(yd + bi * mn, mn);
@@ -985,8 +997,14 @@ void matMulAnyKernel(KernelContext& ctx, bool trans_b) {
     if (a.dtype() != DType::Float32 || half) ctx.error("a scaled product takes float32 inputs, got ", dtypeName(a.dtype()));
     scale = ProductScale{ctx.node.attrFloat("scale", 1.0f), ctx.node.attrInt("scale_divides", 0) != 0};
   }
-  setOutput(ctx, 0,
-            matMulRef(a, b, parseMatMulParams(ctx.node, a.shape(), b_shape), trans_b, scale ? &*scale : nullptr), half);
+  // lwc.internal.MatMulTransB / MatMulMergeHeads with merge_heads: the Transpose [0, 2, 1, 3]
+  // that read the product, folded in (optimize.cpp).
+  const MatMulParams p = parseMatMulParams(ctx.node, a.shape(), b_shape);
+  const bool merge = ctx.node.domain == "lwc.internal" && ctx.node.attrInt("merge_heads", 0) != 0;
+  if (merge && p.out.size() != 4)
+    ctx.error("merging heads needs a 4-D product, got ", shapeStr(p.out), " from ", shapeStr(a.shape()), " and ",
+              shapeStr(b.shape()));
+  setOutput(ctx, 0, matMulRef(a, b, p, trans_b, scale ? &*scale : nullptr, merge), half);
 }
 
 void matMulKernel(KernelContext& ctx) { matMulAnyKernel(ctx, false); }
@@ -1329,6 +1347,9 @@ void registerNnKernels(KernelRegistry& r) {
   });
   r.add("lwc.internal", "MatMulTransB", 1, 1, "ref", [](const KernelInfo&) -> std::unique_ptr<Kernel> {
     return std::make_unique<RefKernel>([](KernelContext& ctx) { matMulAnyKernel(ctx, true); });
+  });
+  r.add("lwc.internal", "MatMulMergeHeads", 1, 1, "ref", [](const KernelInfo&) -> std::unique_ptr<Kernel> {
+    return std::make_unique<RefKernel>([](KernelContext& ctx) { matMulAnyKernel(ctx, false); });
   });
   for (const char* op : {"MaxPool", "AveragePool", "LpPool"}) r.add("", op, 1, 22, "ref", poolFactory(op));
   r.addFn("GlobalAveragePool", 1, 22, globalPoolKernel<false>);

@@ -84,8 +84,10 @@ struct ProductScale {
 };
 /// With trans_b, b holds B with its last two axes swapped ([..., N, K]); p is parsed for B.
 /// `scale` (float32 only) is applied to each product's outputs right after they are computed.
+/// `merge_heads`: a rank-4 result [B, H, M, N] is written as [B, M, H, N] (what a Transpose with
+/// perm [0, 2, 1, 3] after it makes of it: attention's heads merged back), each product in place.
 Tensor matMulRef(const Tensor& a, const Tensor& b, const MatMulParams& p, bool trans_b = false,
-                 const ProductScale* scale = nullptr);
+                 const ProductScale* scale = nullptr, bool merge_heads = false);
 
 /// Row-major C[M,N] = alpha * op(A) * op(B) + beta * C (beta == 0 ignores C's contents).
 /// Blocked, OpenMP-parallel unless already inside a parallel region. Instantiated for float, double,
