@@ -491,11 +491,12 @@ g (float[N, 2, 6, 4] q, float[N, 2, 5, 4] k) => (float[N, 2, 6, 5] s1, float[N, 
 
 TEST_CASE("a Transpose that merges attention's heads back is where the MatMul writes its products", "[optimize]") {
   // y1: MatMul -> Transpose [0, 2, 1, 3] (B broadcast over the batch); y2: the same after a
-  // MatMulTransB with its scale; y3's product is also a graph output and y4 swaps other axes:
+  // MatMulTransB with its scale; y5: a 4-D product of a vector and a 5-D B (not [B, H] matrices:
+  // swapped after the product); y3's product is also a graph output and y4 swaps other axes:
   // those two Transposes stay. Every output keeps the bits of the unfused graph.
   Model m = parseModelText(R"(
 <ir_version: 8, opset_import: ["" : 17]>
-g (float[N, 2, 6, 4] a, float[2, 4, 5] b, float[N, 2, 5, 4] k) => (float[N, 6, 2, 5] y1, float[N, 6, 2, 5] y2, float[N, 2, 6, 5] p3, float[N, 6, 2, 5] y3, float[2, N, 6, 5] y4)
+g (float[N, 2, 6, 4] a, float[2, 4, 5] b, float[N, 2, 5, 4] k, float[4] v, float[N, 2, 3, 4, 5] b5) => (float[N, 6, 2, 5] y1, float[N, 6, 2, 5] y2, float[N, 2, 6, 5] p3, float[N, 6, 2, 5] y3, float[2, N, 6, 5] y4, float[N, 3, 2, 5] y5)
 {
   p1 = MatMul (a, b)
   y1 = Transpose <perm = [0, 2, 1, 3]> (p1)
@@ -507,18 +508,21 @@ g (float[N, 2, 6, 4] a, float[2, 4, 5] b, float[N, 2, 5, 4] k) => (float[N, 6, 2
   y3 = Transpose <perm = [0, 2, 1, 3]> (p3)
   p4 = MatMul (a, b)
   y4 = Transpose <perm = [1, 0, 2, 3]> (p4)
+  p5 = MatMul (v, b5)
+  y5 = Transpose <perm = [0, 2, 1, 3]> (p5)
 }
 )",
                            LoadOptions{false});
   m.graph.initializers.set("c", Tensor::scalar(0.5f));
   validateGraph(m.graph);
   engine::Session fast(m), ref(m, engine::SessionOptions{0, true});
-  CHECK(countOf(fast, "lwc.internal.MatMulMergeHeads") == 1);
+  CHECK(countOf(fast, "lwc.internal.MatMulMergeHeads") == 2);
   CHECK(countOf(fast, "lwc.internal.MatMulTransB") == 1);
   CHECK(countOf(fast, "Transpose") == 2);  // y3, y4
   for (const int64_t n : {1, 3}) {
     const engine::TensorMap feeds{
-        {"a", randomFloat({n, 2, 6, 4}, 1)}, {"b", randomFloat({2, 4, 5}, 2)}, {"k", randomFloat({n, 2, 5, 4}, 3)}};
+        {"a", randomFloat({n, 2, 6, 4}, 1)}, {"b", randomFloat({2, 4, 5}, 2)}, {"k", randomFloat({n, 2, 5, 4}, 3)},
+        {"v", randomFloat({4}, 4)},          {"b5", randomFloat({n, 2, 3, 4, 5}, 5)}};
     const auto x = fast.runOrdered(feeds), y = ref.runOrdered(feeds);
     REQUIRE(x.size() == y.size());
     for (size_t i = 0; i < x.size(); ++i) {

@@ -1004,7 +1004,24 @@ void matMulAnyKernel(KernelContext& ctx, bool trans_b) {
   if (merge && p.out.size() != 4)
     ctx.error("merging heads needs a 4-D product, got ", shapeStr(p.out), " from ", shapeStr(a.shape()), " and ",
               shapeStr(b.shape()));
-  setOutput(ctx, 0, matMulRef(a, b, p, trans_b, scale ? &*scale : nullptr, merge), half);
+  // In place only for [B, H] products of matrices; a 4-D product with a 1-D operand (its dim
+  // removed) is computed plainly and its axes 1 and 2 swapped after.
+  const bool in_place = merge && p.batch.size() == 2 && a.rank() >= 2 && b.rank() >= 2;
+  Tensor y = matMulRef(a, b, p, trans_b, scale ? &*scale : nullptr, in_place);
+  if (merge && !in_place) {
+    const int64_t d0 = y.dim(0), d1 = y.dim(1), d2 = y.dim(2), d3 = y.dim(3);
+    const size_t row = static_cast<size_t>(d3) * dtypeSize(y.dtype());
+    Tensor t = Tensor::uninitialized(y.dtype(), {d0, d2, d1, d3});
+    const auto* src = static_cast<const std::byte*>(y.raw());
+    auto* dst = static_cast<std::byte*>(t.raw());
+    for (int64_t i = 0; i < d0; ++i)
+      for (int64_t j = 0; j < d1; ++j)
+        for (int64_t k = 0; k < d2; ++k)
+          std::memcpy(dst + static_cast<size_t>((i * d2 + k) * d1 + j) * row,
+                      src + static_cast<size_t>((i * d1 + j) * d2 + k) * row, row);
+    y = std::move(t);
+  }
+  setOutput(ctx, 0, std::move(y), half);
 }
 
 void matMulKernel(KernelContext& ctx) { matMulAnyKernel(ctx, false); }
