@@ -420,3 +420,37 @@ g (float[N, 8, 8, 8] x) => (float[N, 16, 4, 4] y, float[N, 16, 4, 4] z) {
     CHECK(runsDifferingFromFresh(m, {a, b, c, a}).empty());
   }
 }
+
+TEST_CASE("a MatMul of two activations takes oneDNN's sgemm per product from 2^18 multiply-adds, with the same bits on 1, 2 and 3 threads", "[dnnl][nn]") {
+  // Each product on one thread: the bits do not depend on the thread count, and the count is the
+  // caller's again after the call (runProfiledOnThreads checks).
+  auto check = [](const NodeSpec& s, const std::string& primitive) {
+    std::vector<Tensor> ys;
+    for (int threads : {1, 2, 3}) {
+      const ProfiledRun r = runProfiledOnThreads(s, "MatMul", threads);
+      CHECK(r.prof.impl == "dnnl");
+      CHECK(r.prof.primitive == primitive);
+      ys.push_back(r.y);
+    }
+    engine::configureThreads(0);
+    CHECK(ys[0].bitEqual(ys[1]));
+    CHECK(ys[0].bitEqual(ys[2]));
+    return ys[0];
+  };
+  SECTION("vision-transformer-sized heads: 70 x 64 x 70 per product") {
+    NodeSpec s;
+    s.op_type = "MatMul";
+    s.opset = 13;
+    s.inputs = {randomFloat({2, 3, 70, 64}, 1), randomFloat({2, 3, 64, 70}, 2)};
+    const Tensor y = check(s, "sgemm per product, 1 thread each");
+    CHECK(compareTensors(y, runNode(s, true)[0], 1e-4, 1e-5).empty());
+  }
+  SECTION("small heads stay on the reference loop, bit for bit") {
+    NodeSpec s;
+    s.op_type = "MatMul";
+    s.opset = 13;
+    s.inputs = {randomFloat({2, 4, 16, 16}, 3), randomFloat({2, 4, 16, 16}, 4)};
+    const Tensor y = check(s, "");
+    CHECK(y.bitEqual(runNode(s, true)[0]));
+  }
+}

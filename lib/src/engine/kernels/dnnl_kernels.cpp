@@ -386,6 +386,42 @@ std::unique_ptr<Kernel> makeDnnlMatMul(const KernelInfo& info) {
   return std::make_unique<DnnlMatMul>(*b, bias);
 }
 
+/// Multiply-adds per product from which a MatMul of two activations takes oneDNN's sgemm: a
+/// vision transformer's attention (ViT-B/16: 12 heads of 197 x 64 x 197) and not the small heads
+/// the reference loop serves well (tinyformer_fmnist: 16 x 16 x 16; their bits stay those of the
+/// reference).
+constexpr int64_t kSgemmProductMacs = int64_t{1} << 18;
+
+/// One product of a batched MatMul on oneDNN's sgemm, on one thread (the products are spread over
+/// the threads by the caller), so the bits do not depend on the thread count.
+bool sgemmProduct(bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
+                  int64_t ldb, float* c, int64_t ldc) {
+  if (m * n * k < kSgemmProductMacs) return false;
+  const SingleThreadIf one(true);
+  return dnnl_sgemm('N', trans_b ? 'T' : 'N', m, n, k, 1.0f, a, lda, b, ldb, 0.0f, c, ldc) == dnnl_success;
+}
+
+/// MatMul of two runtime operands (attention's q·kᵀ and scores·v), lwc.internal.MatMulTransB and
+/// MatMulMergeHeads: the reference kernel, with each float32 product of a batch of at least
+/// kSgemmProductMacs multiply-adds on oneDNN's sgemm (sgemmProduct). torchvision's ViT-B/16 at
+/// batch 1 on the 2-core AVX512-VNNI EPYC, 2026-12-04: its 24 attention products 14.2 -> 4.6 ms
+/// (`lwc -v bench --profile`), within 1e-4 of ONNX Runtime (scripts/ort_crosscheck.py).
+class DnnlActivationMatMul final : public Kernel {
+ public:
+  explicit DnnlActivationMatMul(bool trans_b) : trans_b_(trans_b) {}
+  void run(KernelContext& ctx) override { matMulAnyKernel(ctx, trans_b_, sgemmProduct, &used_sgemm_); }
+  std::string primitive() const override { return used_sgemm_ ? "sgemm per product, 1 thread each" : ""; }
+
+ private:
+  bool trans_b_;
+  bool used_sgemm_ = false;
+};
+
+std::unique_ptr<Kernel> makeDnnlActivationMatMul(const KernelInfo& info, bool trans_b) {
+  if (info.constant(1)) return nullptr;  // constant B: makeDnnlMatMul, or the reference
+  return std::make_unique<DnnlActivationMatMul>(trans_b);
+}
+
 /// A oneDNN primitive reading one plain tensor and writing another of the same layout (softmax,
 /// eltwise), made once per shape by the kernels that own it. Its memory objects are made with it and
 /// re-pointed per call: creating two per call and passing them in a std::unordered_map cost more
@@ -565,6 +601,10 @@ void registerDnnlKernels(KernelRegistry& r) {
   r.add("", "Gemm", 1, 22, "dnnl", makeDnnlGemm);
   r.add("", "MatMul", 1, 22, "dnnl", makeDnnlMatMul);
   r.add(kInternalDomain, "MatMul", 1, 1, "dnnl", makeDnnlMatMul);
+  r.add("", "MatMul", 1, 22, "dnnl", [](const KernelInfo& i) { return makeDnnlActivationMatMul(i, false); });
+  r.add(kInternalDomain, "MatMulTransB", 1, 1, "dnnl", [](const KernelInfo& i) { return makeDnnlActivationMatMul(i, true); });
+  r.add(kInternalDomain, "MatMulMergeHeads", 1, 1, "dnnl",
+        [](const KernelInfo& i) { return makeDnnlActivationMatMul(i, false); });
   r.add("", "Softmax", 1, 12, "dnnl", [](const KernelInfo&) -> std::unique_ptr<Kernel> { return std::make_unique<DnnlSoftmax>(true); });
   r.add("", "Softmax", 13, 22, "dnnl", [](const KernelInfo&) -> std::unique_ptr<Kernel> { return std::make_unique<DnnlSoftmax>(false); });
   r.add("", "LayerNormalization", 17, 22, "dnnl", makeDnnlLayerNorm);

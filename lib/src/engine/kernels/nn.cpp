@@ -10,6 +10,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -391,7 +392,8 @@ MatMulParams parseMatMulParams(const Node& n, const Shape& a, const Shape& b) {
 }
 
 Tensor matMulRef(const Tensor& a, const Tensor& b, const MatMulParams& p, bool trans_b, const ProductScale* scale,
-                 bool merge_heads) {
+                 bool merge_heads, FloatProduct fast, bool* used_fast) {
+  if (used_fast) *used_fast = false;
   LWC_CHECK(!scale || a.dtype() == DType::Float32, "a scaled product must be float32");
   LWC_CHECK(!merge_heads || p.out.size() == 4, "merging heads needs a 4-D product");
   // With merge_heads the product of batch (b, h) goes to rows [b, :, h, :] of y [B, M, H, N].
@@ -423,6 +425,18 @@ Tensor matMulRef(const Tensor& a, const Tensor& b, const MatMulParams& p, bool t
       scaleOutputs(yd, batches * mn);
       return;
     }
+    // One product; `fast` may take it (float32 only). Whether it does depends on the shapes alone,
+    // and it gives the same bits on any thread count, so the result does too.
+    std::atomic<bool> took_fast{false};
+    auto product = [&](const T* pa, const T* pb, T* pc, int64_t ldc) {
+      if constexpr (std::is_same_v<T, float>) {
+        if (fast && fast(trans_b, p.m, p.n, p.k, pa, p.k, pb, ldb, pc, ldc)) {
+          took_fast.store(true, std::memory_order_relaxed);
+          return;
+        }
+      }
+      gemmBlocked<T>(false, trans_b, p.m, p.n, p.k, T(1), pa, p.k, pb, ldb, T(0), pc, ldc);
+    };
     // Element strides of each operand's batch dims, 0 where broadcast.
     const size_t r = p.batch.size();
     std::vector<int64_t> as(r), bs(r);
@@ -448,13 +462,14 @@ Tensor matMulRef(const Tensor& a, const Tensor& b, const MatMulParams& p, bool t
       if (merge_heads) {
         const int64_t bb = bi / heads, h = bi % heads, ldc = heads * p.n;
         T* out = yd + bb * p.m * ldc + h * p.n;
-        gemmBlocked<T>(false, trans_b, p.m, p.n, p.k, T(1), ad + ao, p.k, bd + bo, ldb, T(0), out, ldc);
+        product(ad + ao, bd + bo, out, ldc);
         for (int64_t i = 0; i < p.m; ++i) scaleOutputs(out + i * ldc, p.n);
         return;
       }
-      gemmBlocked<T>(false, trans_b, p.m, p.n, p.k, T(1), ad + ao, p.k, bd + bo, ldb, T(0), yd + bi * mn, p.n);
+      product(ad + ao, bd + bo, yd + bi * mn, p.n);
       scaleOutputs(yd + bi * mn, mn);
     });
+    if (used_fast) *used_fast = took_fast.load();
   });
   return y;
 }
@@ -980,7 +995,10 @@ void gemmKernel(KernelContext& ctx) {
 // MatMul, and lwc.internal.MatMulTransB (A, Bt) with `trans_b`: MatMul(A, B) where Bt is B with its
 // last two axes swapped (the optimizer's rewrite of Transpose -> MatMul input B), read in place of a
 // transposed copy. Same element types either way.
-void matMulAnyKernel(KernelContext& ctx, bool trans_b) {
+}  // namespace
+
+void matMulAnyKernel(KernelContext& ctx, bool trans_b, FloatProduct fast, bool* used_fast) {
+  if (used_fast) *used_fast = false;
   const bool half = isHalf(ctx);
   Tensor a_f, b_f;
   const Tensor &a = floatInput(ctx, 0, a_f), &b = floatInput(ctx, 1, b_f);
@@ -1007,7 +1025,7 @@ void matMulAnyKernel(KernelContext& ctx, bool trans_b) {
   // In place only for [B, H] products of matrices; a 4-D product with a 1-D operand (its dim
   // removed) is computed plainly and its axes 1 and 2 swapped after.
   const bool in_place = merge && p.batch.size() == 2 && a.rank() >= 2 && b.rank() >= 2;
-  Tensor y = matMulRef(a, b, p, trans_b, scale ? &*scale : nullptr, in_place);
+  Tensor y = matMulRef(a, b, p, trans_b, scale ? &*scale : nullptr, in_place, half ? nullptr : fast, used_fast);
   if (merge && !in_place) {
     const int64_t d0 = y.dim(0), d1 = y.dim(1), d2 = y.dim(2), d3 = y.dim(3);
     const size_t row = static_cast<size_t>(d3) * dtypeSize(y.dtype());
@@ -1023,6 +1041,8 @@ void matMulAnyKernel(KernelContext& ctx, bool trans_b) {
   }
   setOutput(ctx, 0, std::move(y), half);
 }
+
+namespace {
 
 void matMulKernel(KernelContext& ctx) { matMulAnyKernel(ctx, false); }
 

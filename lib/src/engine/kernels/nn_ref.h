@@ -86,8 +86,19 @@ struct ProductScale {
 /// `scale` (float32 only) is applied to each product's outputs right after they are computed.
 /// `merge_heads`: a rank-4 result [B, H, M, N] is written as [B, M, H, N] (what a Transpose with
 /// perm [0, 2, 1, 3] after it makes of it: attention's heads merged back), each product in place.
+/// One float32 product C[m, n] = A[m, k] · B (B [k, n], or [n, k] with trans_b; row strides lda,
+/// ldb, ldc) by a faster library routine; returns false to leave it to the reference loop. Must
+/// give the same bits on any number of threads.
+using FloatProduct = bool (*)(bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
+                              const float* b, int64_t ldb, float* c, int64_t ldc);
+/// `fast` is offered each product of a batched float32 MatMul (B with batch dims, or merge_heads);
+/// `*used_fast` (when given) says whether it took any.
 Tensor matMulRef(const Tensor& a, const Tensor& b, const MatMulParams& p, bool trans_b = false,
-                 const ProductScale* scale = nullptr, bool merge_heads = false);
+                 const ProductScale* scale = nullptr, bool merge_heads = false, FloatProduct fast = nullptr,
+                 bool* used_fast = nullptr);
+/// The MatMul kernel (ONNX MatMul, lwc.internal.MatMulTransB with trans_b, MatMulMergeHeads) on
+/// the reference loops, products offered to `fast` as matMulRef does.
+void matMulAnyKernel(KernelContext& ctx, bool trans_b, FloatProduct fast = nullptr, bool* used_fast = nullptr);
 
 /// Row-major C[M,N] = alpha * op(A) * op(B) + beta * C (beta == 0 ignores C's contents).
 /// Blocked, OpenMP-parallel unless already inside a parallel region. Instantiated for float, double,
