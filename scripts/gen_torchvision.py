@@ -37,11 +37,21 @@ MODELS = {
     "mnasnet1_0": {},
     "regnet_y_400mf": {},
 }
+# Exported only when named in --models: not torchvision's own configurations, but its classes
+# at a size tests can afford. vit_tiny: torchvision's VisionTransformer with ViT-B/16's patch
+# embedding and token count (224x224, 16x16 patches, 197 tokens) and torch's MultiheadAttention
+# export, but 2 layers of 2 heads of 64 (each attention product 197 x 64 x 197).
+EXTRA_MODELS = {
+    "vit_tiny": lambda: torchvision.models.vision_transformer.VisionTransformer(
+        image_size=224, patch_size=16, num_layers=2, num_heads=2, hidden_dim=128, mlp_dim=256),
+}
 BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
 def build(name, seed, bn_stats):
     torch.manual_seed(seed)
+    if name in EXTRA_MODELS:
+        return EXTRA_MODELS[name]().eval()
     model = getattr(torchvision.models, name)(weights=None, **MODELS[name])
     if bn_stats == "random":
         # Freshly initialised BN is the identity (gamma 1, beta 0, mean 0, var 1); give it
@@ -102,7 +112,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", required=True, help="output directory")
     ap.add_argument("--models", default=",".join(MODELS),
-                    help="comma-separated subset of: " + ", ".join(MODELS))
+                    help="comma-separated subset of: " + ", ".join(MODELS) +
+                    "; also (only when named): " + ", ".join(EXTRA_MODELS))
     ap.add_argument("--image", type=int, default=224, help="square input size of the dummy")
     ap.add_argument("--opset", type=int, default=13)
     ap.add_argument("--seed", type=int, default=0)
@@ -113,8 +124,8 @@ def main():
 
     names = [n for n in args.models.split(",") if n]
     for n in names:
-        if n not in MODELS:
-            ap.error(f"unknown model {n!r}; valid: {', '.join(MODELS)}")
+        if n not in MODELS and n not in EXTRA_MODELS:
+            ap.error(f"unknown model {n!r}; valid: {', '.join(list(MODELS) + list(EXTRA_MODELS))}")
     torch.set_num_threads(args.threads)
     os.makedirs(args.out, exist_ok=True)
     meta_path = os.path.join(args.out, "torchvision_params.json")
