@@ -992,11 +992,11 @@ void gemmKernel(KernelContext& ctx) {
   setOutput(ctx, 0, gemmRef(a, b, c.empty() ? nullptr : &c, p), half);
 }
 
+}  // namespace
+
 // MatMul, and lwc.internal.MatMulTransB (A, Bt) with `trans_b`: MatMul(A, B) where Bt is B with its
 // last two axes swapped (the optimizer's rewrite of Transpose -> MatMul input B), read in place of a
 // transposed copy. Same element types either way.
-}  // namespace
-
 void matMulAnyKernel(KernelContext& ctx, bool trans_b, FloatProduct fast, bool* used_fast) {
   if (used_fast) *used_fast = false;
   const bool half = isHalf(ctx);
