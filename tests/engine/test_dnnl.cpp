@@ -437,19 +437,20 @@ TEST_CASE("a MatMul of two activations takes oneDNN's sgemm per product from 2^1
     CHECK(ys[0].bitEqual(ys[2]));
     return ys[0];
   };
-  SECTION("vision-transformer-sized heads: 70 x 64 x 70 per product") {
+  auto matMul = [](const Shape& a, const Shape& b, uint32_t seed) {
     NodeSpec s;
     s.op_type = "MatMul";
     s.opset = 13;
-    s.inputs = {randomFloat({2, 3, 70, 64}, 1), randomFloat({2, 3, 64, 70}, 2)};
+    s.inputs = {randomFloat(a, seed), randomFloat(b, seed + 1)};
+    return s;
+  };
+  SECTION("vision-transformer-sized heads: 70 x 64 x 70 per product") {
+    const NodeSpec s = matMul({2, 3, 70, 64}, {2, 3, 64, 70}, 1);
     const Tensor y = check(s, "sgemm per product, 1 thread each");
     CHECK(compareTensors(y, runNode(s, true)[0], 1e-4, 1e-5).empty());
   }
   SECTION("small heads stay on the reference loop, bit for bit") {
-    NodeSpec s;
-    s.op_type = "MatMul";
-    s.opset = 13;
-    s.inputs = {randomFloat({2, 4, 16, 16}, 3), randomFloat({2, 4, 16, 16}, 4)};
+    const NodeSpec s = matMul({2, 4, 16, 16}, {2, 4, 16, 16}, 3);
     const Tensor y = check(s, "");
     CHECK(y.bitEqual(runNode(s, true)[0]));
   }

@@ -29,6 +29,20 @@ int countOf(const engine::Session& s, const std::string& op) {
 
 void addInit(Model& m, const std::string& name, Shape s) { m.graph.initializers.set(name, zeros(std::move(s))); }
 
+// Runs the optimized and the reference session on `feeds` and checks every output: the same shape,
+// and the same bits (`bits`) or agreement within compareTensors(rtol, atol).
+void checkOutputs(engine::Session& fast, engine::Session& ref, const engine::TensorMap& feeds, const std::string& what,
+                  bool bits, double rtol = 0, double atol = 0) {
+  const auto a = fast.runOrdered(feeds), b = ref.runOrdered(feeds);
+  REQUIRE(a.size() == b.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    INFO("output " << i << " " << what << ": " << compareTensors(a[i], b[i], 0, 0));
+    CHECK(a[i].shape() == b[i].shape());
+    if (bits) CHECK(a[i].bitEqual(b[i]));
+    else CHECK(compareTensors(a[i], b[i], rtol, atol).empty());
+  }
+}
+
 void checkSame(const Model& m, const Shape& x_shape, const std::string& what) {
   INFO(what);
   engine::Session fast(m), ref(m, engine::SessionOptions{0, true});
@@ -432,16 +446,8 @@ g (float[N, 3, 16, 16] x) => (float[N, 16, 8] tok, float[N, 4, 4, 4] y, float[N,
   engine::Session fast(m), ref(m, engine::SessionOptions{0, true});
   // Left: x to NHWC (one copy for both patch convolutions), y and q back to NCHW, and `mixed`.
   CHECK(countOf(fast, "Transpose") == 4);
-  for (const int64_t n : {1, 3}) {
-    const engine::TensorMap feeds{{"x", randomFloat({n, 3, 16, 16}, 6)}};
-    const auto a = fast.runOrdered(feeds), b = ref.runOrdered(feeds);
-    REQUIRE(a.size() == b.size());
-    for (size_t i = 0; i < a.size(); ++i) {
-      INFO("output " << i << " at batch " << n);
-      CHECK(a[i].shape() == b[i].shape());
-      CHECK(compareTensors(a[i], b[i], 1e-4, 1e-4).empty());
-    }
-  }
+  for (const int64_t n : {1, 3})
+    checkOutputs(fast, ref, {{"x", randomFloat({n, 3, 16, 16}, 6)}}, "at batch " + std::to_string(n), false, 1e-4, 1e-4);
 }
 
 TEST_CASE("a scalar Mul or Div after attention's q times k transposed is applied as the product is written", "[optimize]") {
@@ -478,15 +484,9 @@ g (float[N, 2, 6, 4] q, float[N, 2, 5, 4] k) => (float[N, 2, 6, 5] s1, float[N, 
   CHECK(countOf(fast, "lwc.internal.MatMulTransB") == 5);
   CHECK(countOf(fast, "Mul") == 2);  // s3, s4
   CHECK(countOf(fast, "Div") == 1);  // s5
-  for (const int64_t n : {1, 3}) {
-    const engine::TensorMap feeds{{"q", randomFloat({n, 2, 6, 4}, 1)}, {"k", randomFloat({n, 2, 5, 4}, 2)}};
-    const auto a = fast.runOrdered(feeds), b = ref.runOrdered(feeds);
-    REQUIRE(a.size() == b.size());
-    for (size_t i = 0; i < a.size(); ++i) {
-      INFO("output " << i << " at batch " << n << ": " << compareTensors(a[i], b[i], 0, 0));
-      CHECK(a[i].bitEqual(b[i]));
-    }
-  }
+  for (const int64_t n : {1, 3})
+    checkOutputs(fast, ref, {{"q", randomFloat({n, 2, 6, 4}, 1)}, {"k", randomFloat({n, 2, 5, 4}, 2)}},
+                 "at batch " + std::to_string(n), true);
 }
 
 TEST_CASE("a Transpose that merges attention's heads back is where the MatMul writes its products", "[optimize]") {
@@ -523,13 +523,7 @@ g (float[N, 2, 6, 4] a, float[2, 4, 5] b, float[N, 2, 5, 4] k, float[4] v, float
     const engine::TensorMap feeds{
         {"a", randomFloat({n, 2, 6, 4}, 1)}, {"b", randomFloat({2, 4, 5}, 2)}, {"k", randomFloat({n, 2, 5, 4}, 3)},
         {"v", randomFloat({4}, 4)},          {"b5", randomFloat({n, 2, 3, 4, 5}, 5)}};
-    const auto x = fast.runOrdered(feeds), y = ref.runOrdered(feeds);
-    REQUIRE(x.size() == y.size());
-    for (size_t i = 0; i < x.size(); ++i) {
-      INFO("output " << i << " at batch " << n << ": " << compareTensors(x[i], y[i], 0, 0));
-      CHECK(x[i].shape() == y[i].shape());
-      CHECK(x[i].bitEqual(y[i]));
-    }
+    checkOutputs(fast, ref, feeds, "at batch " + std::to_string(n), true);
   }
 }
 
@@ -561,9 +555,7 @@ g (float[N, 2, 70, 64] q, float[N, 2, 70, 64] k, float[N, 2, 70, 64] v) => (floa
     const engine::TensorMap feeds{{"q", randomFloat({n, 2, 70, 64}, 1)},
                                   {"k", randomFloat({n, 2, 70, 64}, 2)},
                                   {"v", randomFloat({n, 2, 70, 64}, 3)}};
-    const auto a = fast.runOrdered(feeds), b = ref.runOrdered(feeds);
-    REQUIRE(a.size() == 1);
-    CHECK(a[0].shape() == b[0].shape());
-    CHECK(compareTensors(a[0], b[0], 1e-4, 1e-5).empty());
+    REQUIRE(fast.outputNames().size() == 1);
+    checkOutputs(fast, ref, feeds, "at batch " + std::to_string(n), false, 1e-4, 1e-5);
   }
 }

@@ -667,10 +667,7 @@ bool cancelPairs(Graph& g) {
     if (n.op_type != "Transpose" || !n.domain.empty() || n.attrInts("perm") != kToNhwc) continue;
     const Node* p = producerOf(g, n.inputs[0]);
     if (!isToNchw(p) || g.isGraphOutput(n.outputs[0])) continue;
-    const std::string from = n.outputs[0], to = p->inputs[0];
-    for (auto& m : g.nodes)
-      for (auto& in : m.inputs)
-        if (in == from) in = to;
+    replaceUses(g, std::string(n.outputs[0]), std::string(p->inputs[0]));  // copies: it rewrites inputs
     changed = true;
   }
   return changed;
@@ -689,10 +686,7 @@ bool mergeDuplicateTransposes(Graph& g) {
       if (b.op_type != "Transpose" || !b.domain.empty() || b.inputs != a.inputs || b.outputs.size() != 1 ||
           b.attrInts("perm") != a.attrInts("perm") || g.isGraphOutput(b.outputs[0]) || useCount(g, b.outputs[0]) == 0)
         continue;
-      const std::string from = b.outputs[0], to = a.outputs[0];
-      for (auto& m : g.nodes)
-        for (auto& in : m.inputs)
-          if (in == from) in = to;
+      replaceUses(g, std::string(b.outputs[0]), std::string(a.outputs[0]));  // copies: it rewrites inputs
       changed = true;
     }
   }
