@@ -46,13 +46,34 @@ EXTRA_MODELS = {
         image_size=224, patch_size=16, num_layers=2, num_heads=2, hidden_dim=128, mlp_dim=256),
 }
 BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+# Bumped whenever build() makes different weights for the same arguments, so that files an older
+# version wrote are exported again instead of skipped. 2: VisionTransformer's head and class token.
+RECIPE = 2
+
+
+def give_vit_weights(model, seed):
+    """torchvision's VisionTransformer starts with a zero classifier and a zero class token: its
+    logits are 0 for every input, so no comparison on them can fail. Give both seeded values of
+    a trained model's scale (the class token like a patch embedding, the head like a fresh Linear)."""
+    vit = torchvision.models.vision_transformer.VisionTransformer
+    if not isinstance(model, vit):
+        return
+    gen = torch.Generator().manual_seed(seed + 2)
+    with torch.no_grad():
+        model.class_token.copy_(torch.randn(model.class_token.shape, generator=gen))
+        head = model.heads.head
+        head.weight.copy_(torch.randn(head.weight.shape, generator=gen) / head.in_features ** 0.5)
+        head.bias.copy_(torch.randn(head.bias.shape, generator=gen) * 0.1)
 
 
 def build(name, seed, bn_stats):
     torch.manual_seed(seed)
     if name in EXTRA_MODELS:
-        return EXTRA_MODELS[name]().eval()
+        model = EXTRA_MODELS[name]()
+        give_vit_weights(model, seed)
+        return model.eval()
     model = getattr(torchvision.models, name)(weights=None, **MODELS[name])
+    give_vit_weights(model, seed)
     if bn_stats == "random":
         # Freshly initialised BN is the identity (gamma 1, beta 0, mean 0, var 1); give it
         # non-trivial, seeded values so BN folding and quantization see real arithmetic.
@@ -143,14 +164,16 @@ def main():
         entry = dict(meta.get(name, {}))
         entry.update({"file": f"{name}.onnx", "params": params, "bn_running_stats": bn_stats,
                       "torchvision": torchvision.__version__})
-        if os.path.exists(path):
+        made_as = {"recipe": RECIPE, "opset": args.opset, "image": args.image, "seed": args.seed,
+                   "bn_stats": args.bn_stats}
+        if os.path.exists(path) and all(entry.get(k) == v for k, v in made_as.items()):
             print(f"{name}: {path} exists, skipped (params {params}, BN stats {bn_stats})")
         else:
             t0 = time.time()
             ops = export(model, path, args.image, args.opset)
             secs = time.time() - t0
-            entry.update({"opset": args.opset, "image": args.image, "seed": args.seed,
-                          "bn_stats": args.bn_stats, "bytes": os.path.getsize(path),
+            entry.update(made_as)
+            entry.update({"bytes": os.path.getsize(path),
                           "export_seconds": round(secs, 1), "ops": ops})
             print(f"{name}: params {params}, BN stats {bn_stats}, "
                   f"{os.path.getsize(path)} bytes, export {secs:.1f}s", flush=True)

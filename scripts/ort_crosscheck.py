@@ -7,7 +7,8 @@ compares every output. Exit code 0 when all agree, 1 otherwise; one line per mod
 Agreement: max|lwc - ort| <= rtol * max|ort| + atol for every output (defaults rtol 1e-4, atol 0),
 i.e. relative to the output's own scale, so random-weight models with tiny logits are judged fairly
 (several torchvision models with random weights have logits near 1e-9: an absolute slack of 1e-6,
-the default until 2026-11-30, let any output of theirs pass).
+the default until 2026-11-30, let any output of theirs pass). A reference run whose outputs are the
+same for every input sample (all zeros, say) fails the check: agreement on it would prove nothing.
 """
 import argparse
 import os
@@ -47,12 +48,32 @@ def lwc_exec(lwc, model, outdir, threads, inputs_from, reference=False):
         + input_args(inputs_from))
 
 
+def check_informative(ref_dir, outs):
+    """Raises when no float output of the reference run tells its input samples apart: every output
+    all zeros, or the same for every sample of the batch. Agreement on such outputs proves nothing
+    (torchvision's VisionTransformer starts with a zero classifier, so its logits are 0 for any
+    input until scripts/gen_torchvision.py gives it weights)."""
+    floats = [np.load(os.path.join(ref_dir, f)) for f in outs]
+    floats = [a for a in floats if a.dtype.kind == "f" and a.size]
+    if not floats:
+        return
+
+    def informative(a):
+        if a.ndim >= 1 and a.shape[0] >= 2:
+            return bool(np.any(a != a[:1]))
+        return bool(np.any(a != 0))
+    if not any(informative(a) for a in floats):
+        raise RuntimeError("every output is the same for every input sample (all zeros or constant): agreement "
+                           "would prove nothing; give the model weights its output depends on")
+
+
 def compare_outputs(ref_dir, test_dir, rtol, atol):
     """Worst error of the outputs in TEST_DIR against REF_DIR, as a fraction of the limit; raises when over it."""
     worst = 0.0
     outs = [f for f in sorted(os.listdir(ref_dir)) if f.endswith(".npy")]
     if not outs:
         raise RuntimeError("the reference run produced no outputs")
+    check_informative(ref_dir, outs)
     for f in outs:
         a = np.load(os.path.join(ref_dir, f))
         p = os.path.join(test_dir, f)
