@@ -1,6 +1,7 @@
 // The engine's graph rewrites (BN folding, NHWC, post-op fusion) must not change results.
 #include <catch2/catch.hpp>
 
+#include "lwc/analysis.h"
 #include "lwc/model_io.h"
 #include "support/engine_util.h"
 
@@ -329,6 +330,62 @@ g (float[16] x) => (float[1, 8] y)
   checkSame(v, {16}, "1-D A");
 }
 
+TEST_CASE("optional outputs that nothing reads are not computed", "[optimize][dnnl]") {
+  // torch exports LayerNormalization and Dropout with outputs that nothing reads: the statistics
+  // would keep the normalization off oneDNN, the mask would be filled on every call. A mask that is a
+  // graph output is still computed.
+  Model m = parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, 4, 16] x) => (float[N, 4, 16] y, float[N, 4, 16] z, bool[N, 4, 16] mask)
+{
+  y, mean, inv = LayerNormalization <axis = -1> (x, scale, bias)
+  d, unread = Dropout (y)
+  z, mask = Dropout (d)
+}
+)",
+                           LoadOptions{false});
+  m.graph.initializers.set("scale", randomFloat({16}, 1, 0.5f, 1.5f));
+  m.graph.initializers.set("bias", randomFloat({16}, 2));
+  validateGraph(m.graph);
+  engine::Session fast(m), ref(m, engine::SessionOptions{0, true});
+  CHECK(implOf(fast, "LayerNormalization") == "dnnl");
+  CHECK(implOf(ref, "LayerNormalization") == "ref");
+  const engine::TensorMap feeds{{"x", randomFloat({3, 4, 16}, 3)}};
+  checkOutputs(fast, ref, feeds, "at batch 3", false, 1e-5, 1e-5);
+  const auto out = fast.runOrdered(feeds);
+  REQUIRE(out.size() == 3);
+  CHECK(out[2].dtype() == DType::Bool);
+  CHECK(countZeros(out[2]) == 0);  // inference: every element kept
+}
+
+TEST_CASE("a MatMul with constant weights on an input of unknown rank runs on oneDNN, a vector on the reference", "[optimize][dnnl]") {
+  // xr's rank comes from an input (swin_t's windows at a symbolic batch have none from its second
+  // stage on): the kernel is chosen without it and checks each call. y: MatMul + bias Add (fused);
+  // z: plain MatMul. A rank-1 xr (a vector times W) takes the reference kernels.
+  Model m = parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 20] x, int64[K] shp) => (float y, float z)
+{
+  xr = Reshape (x, shp)
+  p = MatMul (xr, w)
+  y = Add (p, b)
+  z = MatMul (xr, w2)
+}
+)",
+                           LoadOptions{false});
+  m.graph.initializers.set("w", randomFloat({20, 24}, 1));
+  m.graph.initializers.set("b", randomFloat({24}, 2));
+  m.graph.initializers.set("w2", randomFloat({20, 8}, 3));
+  validateGraph(m.graph);
+  engine::Session fast(m), ref(m, engine::SessionOptions{0, true});
+  CHECK(implOf(fast, "lwc.internal.MatMul") == "dnnl");
+  CHECK(implOf(fast, "MatMul") == "dnnl");
+  const engine::TensorMap big{{"x", randomFloat({48, 20}, 4)}, {"shp", Tensor::fromVector<int64_t>({4}, {2, 4, 6, 20})}};
+  checkOutputs(fast, ref, big, "rank 4", false, 1e-5, 1e-5);
+  const engine::TensorMap vec{{"x", randomFloat({1, 20}, 5)}, {"shp", Tensor::fromVector<int64_t>({1}, {20})}};
+  checkOutputs(fast, ref, vec, "rank 1", true);
+}
+
 TEST_CASE("a MatMul of a transposed B (attention's q times k transposed) reads B in place", "[optimize]") {
   // t1 swaps the last two axes and only the MatMul reads it: lwc.internal.MatMulTransB, no Transpose.
   // t2 keeps the last two axes, t3 is also a graph output: they stay (t4, of a constant, is folded).
@@ -410,6 +467,163 @@ g (float[N, 6, 20] x) => (float[N, 6, 20] y, float[N, 6, 20] z, float[N, 6, 20] 
   const engine::TensorMap wide{{"x", randomFloat({3, 6, 20}, 7, -6.0f, 6.0f)}};  // the tails of erf
   const auto a = fast.runOrdered(wide), b = ref.runOrdered(wide);
   for (size_t i = 0; i < a.size(); ++i) CHECK(compareTensors(a[i], b[i], 1e-5, 1e-5).empty());
+}
+
+TEST_CASE("a LayerNormalization that the exporter decomposed runs as one op", "[optimize]") {
+  // torch.onnx below opset 17: ReduceMean -> Sub -> Pow 2 -> ReduceMean -> Add eps -> Sqrt -> Div
+  // [-> Mul gamma -> Add beta]. ya: over the last axis with gamma and beta; yb: over the last two
+  // axes, beta broadcast along one of them; yc: no affine part; ye: a gamma that varies along a
+  // non-normalized axis (its Mul and the Add after it stay); yd: Sqrt's output is also a graph
+  // output, so that chain stays as it is.
+  Model m = parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 6, 20] x) => (float[N, 6, 20] ya, float[N, 6, 20] yb, float[N, 6, 20] yc, float[N, 6, 20] yd, float[N, 6, 1] sd, float[N, 6, 20] ye)
+{
+  ma = ReduceMean <axes = [-1]> (x)
+  da = Sub (x, ma)
+  pa = Pow (da, two)
+  va = ReduceMean <axes = [-1]> (pa)
+  ea = Add (va, eps)
+  sa = Sqrt (ea)
+  na = Div (da, sa)
+  ga = Mul (na, gamma_a)
+  ya = Add (ga, beta_a)
+  mb = ReduceMean <axes = [1, 2]> (x)
+  db = Sub (x, mb)
+  pb = Pow (db, two)
+  vb = ReduceMean <axes = [-1, -2]> (pb)
+  eb = Add (eps, vb)
+  sb = Sqrt (eb)
+  nb = Div (db, sb)
+  gb = Mul (gamma_b, nb)
+  yb = Add (gb, beta_b)
+  mc = ReduceMean <axes = [2]> (x)
+  dc = Sub (x, mc)
+  pc = Pow (dc, two)
+  vc = ReduceMean <axes = [2]> (pc)
+  ec = Add (vc, eps)
+  sc = Sqrt (ec)
+  yc = Div (dc, sc)
+  md = ReduceMean <axes = [-1]> (x)
+  dd = Sub (x, md)
+  pd = Pow (dd, two)
+  vd = ReduceMean <axes = [-1]> (pd)
+  ed = Add (vd, eps)
+  sd = Sqrt (ed)
+  yd = Div (dd, sd)
+  me = ReduceMean <axes = [-1]> (x)
+  de = Sub (x, me)
+  pe = Pow (de, two)
+  ve = ReduceMean <axes = [-1]> (pe)
+  ee = Add (ve, eps)
+  se = Sqrt (ee)
+  ne = Div (de, se)
+  ge = Mul (ne, gamma_e)
+  ye = Add (ge, beta_a)
+}
+)",
+                           LoadOptions{false});
+  m.graph.initializers.set("two", Tensor::scalar(2.0f));
+  m.graph.initializers.set("eps", Tensor::scalar(1e-5f));
+  m.graph.initializers.set("gamma_a", randomFloat({20}, 1, 0.5f, 1.5f));
+  m.graph.initializers.set("beta_a", randomFloat({20}, 2));
+  m.graph.initializers.set("gamma_b", randomFloat({6, 20}, 3, 0.5f, 1.5f));
+  m.graph.initializers.set("beta_b", randomFloat({1, 20}, 4));
+  m.graph.initializers.set("gamma_e", randomFloat({6, 1}, 5, 0.5f, 1.5f));
+  validateGraph(m.graph);
+  engine::Session fast(m), ref(m, engine::SessionOptions{0, true});
+  CHECK(countOf(fast, "lwc.internal.LayerNorm") == 4);
+  CHECK(countOf(fast, "ReduceMean") == 2);  // yd's chain
+  CHECK(countOf(fast, "Mul") == 1);         // ye's gamma
+  for (const int64_t n : {1, 3}) {
+    // An offset and a spread unlike N(0, 1), so that a missing mean or variance would show.
+    checkOutputs(fast, ref, {{"x", randomFloat({n, 6, 20}, 6, 2.0f, 5.0f)}}, "at batch " + std::to_string(n), false, 1e-5,
+                 1e-5);
+  }
+}
+
+TEST_CASE("a decomposed LayerNormalization of a tensor of unknown rank runs as one op, its affine part stays", "[optimize]") {
+  // xr's shape comes from an input, so nothing about it is known before run time. Over axis -1 the
+  // normalization is fused with a scale of 1 and a bias of 0 and the Mul and Add stay (they could
+  // broadcast xr beyond its shape); over axis 2 it stays as it is (which axis that is depends on the
+  // rank).
+  Model m = parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 6, 20] x, int64[K] shp) => (float y, float z)
+{
+  xr = Reshape (x, shp)
+  ma = ReduceMean <axes = [-1]> (xr)
+  da = Sub (xr, ma)
+  pa = Pow (da, two)
+  va = ReduceMean <axes = [-1]> (pa)
+  ea = Add (va, eps)
+  sa = Sqrt (ea)
+  na = Div (da, sa)
+  ga = Mul (na, gamma)
+  y = Add (ga, beta)
+  mb = ReduceMean <axes = [2]> (xr)
+  db = Sub (xr, mb)
+  pb = Pow (db, two)
+  vb = ReduceMean <axes = [2]> (pb)
+  eb = Add (vb, eps)
+  sb = Sqrt (eb)
+  z = Div (db, sb)
+}
+)",
+                           LoadOptions{false});
+  m.graph.initializers.set("two", Tensor::scalar(2.0f));
+  m.graph.initializers.set("eps", Tensor::scalar(1e-5f));
+  m.graph.initializers.set("gamma", randomFloat({20}, 1, 0.5f, 1.5f));
+  m.graph.initializers.set("beta", randomFloat({20}, 2));
+  validateGraph(m.graph);
+  engine::Session fast(m), ref(m, engine::SessionOptions{0, true});
+  CHECK(countOf(fast, "lwc.internal.LayerNorm") == 1);
+  CHECK(countOf(fast, "ReduceMean") == 2);
+  CHECK(countOf(fast, "Mul") == 1);
+  for (const int64_t n : {1, 4}) {
+    const Tensor shp = Tensor::fromVector<int64_t>({3}, {n * 2, 3, 20});
+    checkOutputs(fast, ref, {{"x", randomFloat({n, 6, 20}, 6, 2.0f, 5.0f)}, {"shp", shp}}, "at batch " + std::to_string(n),
+                 false, 1e-5, 1e-5);
+  }
+}
+
+TEST_CASE("a decomposed LayerNormalization with its axes as an input (opset 18) runs as one op", "[optimize]") {
+  // lwc reads opset 18 by rewriting it into opset 17 (constant axes become the attribute), so the
+  // fusion sees the same chain. Also a Sub of the other order and a Pow of 3, which are not a normalization: that chain stays.
+  Model m = parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 18]>
+g (float[N, 4, 16] x) => (float[N, 4, 16] y, float[N, 4, 16] z)
+{
+  axes = Constant <value = int64[1] {-1}> ()
+  m = ReduceMean (x, axes)
+  d = Sub (x, m)
+  p = Pow (d, two)
+  v = ReduceMean (p, axes)
+  e = Add (v, eps)
+  s = Sqrt (e)
+  n = Div (d, s)
+  g1 = Mul (n, gamma)
+  y = Add (g1, beta)
+  m2 = ReduceMean (x, axes)
+  d2 = Sub (x, m2)
+  p2 = Pow (d2, three)
+  v2 = ReduceMean (p2, axes)
+  e2 = Add (v2, eps)
+  s2 = Sqrt (e2)
+  z = Div (d2, s2)
+}
+)",
+                           LoadOptions{false});
+  m.graph.initializers.set("two", Tensor::scalar(2.0f));
+  m.graph.initializers.set("three", Tensor::scalar(3.0f));
+  m.graph.initializers.set("eps", Tensor::scalar(1e-6f));
+  m.graph.initializers.set("gamma", randomFloat({16}, 1, 0.5f, 1.5f));
+  m.graph.initializers.set("beta", randomFloat({16}, 2));
+  validateGraph(m.graph);
+  engine::Session fast(m), ref(m, engine::SessionOptions{0, true});
+  CHECK(countOf(fast, "lwc.internal.LayerNorm") == 1);
+  CHECK(countOf(fast, "ReduceMean") == 2);
+  checkOutputs(fast, ref, {{"x", randomFloat({2, 4, 16}, 3, -3.0f, 1.0f)}}, "at batch 2", false, 1e-5, 1e-5);
 }
 
 TEST_CASE("a Transpose -> Reshape -> Transpose chain that only reshapes becomes one Reshape", "[optimize]") {

@@ -883,6 +883,209 @@ int fuseGelu(Graph& g) {
   return fused;
 }
 
+// ------------------------------------------------------------------ unread optional outputs
+
+// Trailing optional outputs that nothing reads are dropped: Dropout's mask (torch exports it with
+// every Dropout; the kernel would fill a bool tensor of the input's size per call), LayerNormalization's
+// Mean and InvStdDev (the oneDNN kernel serves Y alone) and MaxPool's Indices.
+int dropUnreadOptionalOutputs(Graph& g) {
+  std::set<std::string> read;
+  for (const auto& n : g.nodes) {
+    for (const auto& i : n.inputs) read.insert(i);
+    for (const auto& i : implicitInputs(n)) read.insert(i);
+  }
+  for (const auto& o : g.outputs) read.insert(o.name);
+  int dropped = 0;
+  for (auto& n : g.nodes) {
+    if (!n.domain.empty() || (n.op_type != "Dropout" && n.op_type != "LayerNormalization" && n.op_type != "MaxPool"))
+      continue;
+    while (n.outputs.size() > 1 && (n.outputs.back().empty() || !read.count(n.outputs.back()))) {
+      n.outputs.pop_back();
+      ++dropped;
+    }
+  }
+  return dropped;
+}
+
+// ------------------------------------------------------------------ LayerNorm
+
+// How many trailing axes a ReduceMean averages over when they are the last k axes (in any order,
+// negative or, where the rank r is known (r >= 0), non-negative) and it keeps the reduced dims;
+// nullopt otherwise. (Opset 18's axes input is never seen here: lwc reads opsets above 17 by
+// rewriting them into 17, see opset_lowering.cpp, where constant axes become the attribute.)
+std::optional<int64_t> trailingMeanAxes(const Node& n, int64_t r) {
+  if (n.op_type != "ReduceMean" || !n.domain.empty() || n.inputs.size() != 1 || n.outputs.size() != 1 ||
+      n.attrInt("keepdims", 1) != 1)
+    return std::nullopt;
+  std::vector<int64_t> axes = n.attrInts("axes");
+  if (axes.empty()) return std::nullopt;  // all axes
+  for (auto& a : axes) {
+    if (a >= 0 && r >= 0 && a < r) a -= r;  // as an offset from the end
+    if (a >= 0 || (r >= 0 && a < -r)) return std::nullopt;
+  }
+  std::sort(axes.begin(), axes.end());
+  const auto k = static_cast<int64_t>(axes.size());
+  for (int64_t j = 0; j < k; ++j)
+    if (axes[static_cast<size_t>(j)] != j - k) return std::nullopt;
+  return k;
+}
+
+// LayerNormalization as exporters write it below opset 17 (torch.onnx at opset 13, the opset
+// ONNX Runtime's own LayerNormFusion targets):
+//   m = ReduceMean(x) -> d = Sub(x, m) -> Pow(d, 2) -> ReduceMean -> Add(eps) -> Sqrt -> Div(d, .)
+//   [-> Mul(gamma)] [-> Add(beta)]
+// over the same trailing axes becomes lwc.internal.LayerNorm(x, gamma, beta), one pass of oneDNN's
+// layer normalization instead of nine ops, two of them reductions, and four full-size temporaries.
+// The same function, computed as LayerNormalization computes it (y = (x - mean) * (1 / sqrt(var +
+// eps)) * gamma + beta, statistics in float32), so the bits differ from the nine ops' by rounding.
+// Needs float32 x (from the inferred types), trailing axes (negative ones where its rank is not
+// known), constant float32 scalars for 2 and eps, and no other reader of any intermediate (d: the
+// Pow and the Div). gamma and beta are taken in where x's normalized dims are known.
+int fuseLayerNorm(Graph& g, const ValueTypes& types) {
+  auto scalarConst = [&](const std::string& v) -> std::optional<float> {
+    const Tensor* t = g.isGraphInput(v) ? nullptr : g.initializers.find(v);
+    if (!t || t->dtype() != DType::Float32 || t->numel() != 1) return std::nullopt;
+    return t->data<float>()[0];
+  };
+  // The sole reader of v when it is `op` in the default domain with one output, or -1.
+  auto next = [&](const std::string& v, const char* op) -> int {
+    const int i = soleReader(g, v);
+    if (i < 0) return -1;
+    const Node& n = g.nodes[static_cast<size_t>(i)];
+    return n.op_type == op && n.domain.empty() && n.outputs.size() == 1 ? i : -1;
+  };
+  // The constant other input of binary node n (the one that is not v), or nullptr.
+  auto constOperand = [&](const Node& n, const std::string& v) -> const Tensor* {
+    if (n.inputs.size() != 2 || n.inputs[0] == n.inputs[1]) return nullptr;
+    const std::string& c = n.inputs[n.inputs[0] == v ? 1 : 0];
+    const Tensor* t = g.isGraphInput(c) ? nullptr : g.initializers.find(c);
+    return t && t->dtype() == DType::Float32 ? t : nullptr;
+  };
+  // Fuses the pattern rooted at the ReduceMean g.nodes[i]. Every other node of the pattern reads
+  // its output, so comes later in the (topologically sorted) graph.
+  auto fuseAt = [&](size_t i) -> bool {
+    const Node& mean = g.nodes[i];
+    if (mean.op_type != "ReduceMean" || !mean.domain.empty() || mean.inputs.empty()) return false;
+    const std::string x = mean.inputs[0];
+    auto xt = types.find(x);
+    if (xt == types.end() || xt->second.dtype != DType::Float32) return false;
+    const SymShape* xs = xt->second.shape ? &*xt->second.shape : nullptr;
+    const int64_t r = xs ? static_cast<int64_t>(xs->size()) : -1;
+    const auto k = trailingMeanAxes(mean, r);
+    if (!k) return false;
+    // The normalized dims, when the inferred type knows them; nullopt leaves gamma and beta as
+    // they were (their Mul and Add could broadcast x beyond its shape, which LayerNorm cannot).
+    std::optional<Shape> norm;
+    if (r >= *k) {
+      norm.emplace();
+      for (int64_t j = r - *k; j < r && norm; ++j) {
+        const Dim& dim = (*xs)[static_cast<size_t>(j)];
+        if (dim.known() && dim.value > 0) norm->push_back(dim.value);
+        else norm.reset();
+      }
+    }
+
+    const int sub = next(mean.outputs[0], "Sub");
+    if (sub < 0 || g.nodes[sub].inputs.size() != 2 || g.nodes[sub].inputs[0] != x) return false;
+    const std::string d = g.nodes[sub].outputs[0];
+    if (g.isGraphOutput(d) || useCount(g, d) != 2) return false;
+    int pow = -1, div = -1;
+    for (size_t k = 0; k < g.nodes.size(); ++k) {
+      const Node& n = g.nodes[k];
+      if (n.inputs.size() == 2 && n.inputs[0] == d && n.domain.empty() && n.outputs.size() == 1) {
+        if (n.op_type == "Pow") pow = static_cast<int>(k);
+        if (n.op_type == "Div") div = static_cast<int>(k);
+      }
+    }
+    if (pow < 0 || div < 0 || scalarConst(g.nodes[pow].inputs[1]) != 2.0f) return false;
+    const int var = soleReader(g, g.nodes[pow].outputs[0]);
+    if (var < 0 || trailingMeanAxes(g.nodes[var], r) != k || g.nodes[var].inputs[0] != g.nodes[pow].outputs[0])
+      return false;
+    const int add = next(g.nodes[var].outputs[0], "Add");
+    if (add < 0) return false;
+    const Node& add_n = g.nodes[add];
+    const std::optional<float> eps =
+        add_n.inputs.size() == 2 ? scalarConst(add_n.inputs[add_n.inputs[0] == g.nodes[var].outputs[0] ? 1 : 0])
+                                 : std::nullopt;
+    if (!eps || !(*eps >= 0.0f) || !std::isfinite(*eps)) return false;
+    const int sqrt = next(add_n.outputs[0], "Sqrt");
+    if (sqrt < 0 || soleReader(g, g.nodes[sqrt].outputs[0]) != div || g.nodes[div].inputs[1] != g.nodes[sqrt].outputs[0])
+      return false;
+
+    // Optional Mul(gamma) and Add(beta), taken in where the normalized dims are known: constants
+    // whose dims, right-aligned against x's, are 1 outside the normalized axes, expanded to the
+    // normalized shape. Elsewhere the LayerNorm gets a scalar 1 and 0, and the Mul and Add stay.
+    auto affine = [&](const Tensor& c) -> std::optional<Tensor> {
+      if (!norm || static_cast<int64_t>(c.rank()) > r) return std::nullopt;
+      const Shape& nd = *norm;
+      const int64_t axis = r - *k, off = r - static_cast<int64_t>(c.rank());  // x's axes of norm[0], c's axis 0
+      std::vector<int64_t> strides(nd.size(), 0);  // c's stride along each normalized axis (0: broadcast)
+      int64_t st = 1;
+      for (int64_t j = static_cast<int64_t>(c.rank()) - 1; j >= 0; --j) {
+        const int64_t cd = c.dim(static_cast<size_t>(j)), xa = off + j;
+        if (cd != 1 && (xa < axis || cd != nd[static_cast<size_t>(xa - axis)])) return std::nullopt;
+        if (cd != 1) strides[static_cast<size_t>(xa - axis)] = st;
+        st *= cd;
+      }
+      Tensor e(DType::Float32, nd);
+      for (int64_t f = 0; f < e.numel(); ++f) {
+        int64_t rem = f, src = 0;
+        for (size_t j = nd.size(); j-- > 0;) {
+          src += (rem % nd[j]) * strides[j];
+          rem /= nd[j];
+        }
+        e.data<float>()[f] = c.data<float>()[src];
+      }
+      return e;
+    };
+    std::vector<size_t> gone{i, static_cast<size_t>(sub), static_cast<size_t>(pow), static_cast<size_t>(var),
+                             static_cast<size_t>(add), static_cast<size_t>(sqrt), static_cast<size_t>(div)};
+    std::string y = g.nodes[div].outputs[0];
+    Tensor gamma = norm ? Tensor(DType::Float32, *norm) : Tensor::scalar(1.0f);
+    Tensor beta = norm ? Tensor(DType::Float32, *norm) : Tensor::scalar(0.0f);
+    std::fill(gamma.data<float>(), gamma.data<float>() + gamma.numel(), 1.0f);
+    if (const int mul = next(y, "Mul"); mul >= 0) {
+      const Tensor* c = constOperand(g.nodes[mul], y);
+      if (auto e = c ? affine(*c) : std::nullopt) {
+        gamma = *e;
+        gone.push_back(static_cast<size_t>(mul));
+        y = g.nodes[mul].outputs[0];
+      }
+    }
+    if (const int badd = next(y, "Add"); badd >= 0) {
+      const Tensor* c = constOperand(g.nodes[badd], y);
+      if (auto e = c ? affine(*c) : std::nullopt) {
+        beta = *e;
+        gone.push_back(static_cast<size_t>(badd));
+        y = g.nodes[badd].outputs[0];
+      }
+    }
+    Node ln;
+    ln.domain = kInternalDomain;
+    ln.op_type = "LayerNorm";
+    ln.name = mean.name;
+    ln.inputs = {x, g.uniqueName(x + "_ln_scale"), g.uniqueName(x + "_ln_bias")};
+    g.initializers.set(ln.inputs[1], gamma);
+    g.initializers.set(ln.inputs[2], beta);
+    ln.outputs = {y};
+    ln.setAttr("axis", -*k);
+    ln.setAttr("epsilon", *eps);
+    std::sort(gone.begin(), gone.end());
+    const size_t at = gone.back();  // where y was produced: every reader of y comes later
+    g.nodes[at] = ln;
+    for (auto it = gone.rbegin() + 1; it != gone.rend(); ++it) g.nodes.erase(g.nodes.begin() + static_cast<std::ptrdiff_t>(*it));
+    return true;
+  };
+  int fused = 0;
+  for (size_t i = 0; i < g.nodes.size();) {
+    if (fuseAt(i))
+      ++fused;  // the node now at i is the one after the ReduceMean
+    else
+      ++i;
+  }
+  return fused;
+}
+
 // ------------------------------------------------------------------ post-op fusion
 
 int fusePostOps(Graph& g) {
@@ -1135,7 +1338,9 @@ OptimizeStats optimizeForExecution(Graph& g, const ValueTypes* types) {
   st.qdq_fused += fuseQdqFloatOutput(g);
   if (st.qdq_fused) removeDeadNodes(g);
   st.matmul_bias_fused = fuseMatMulBias(g);
+  st.outputs_dropped = dropUnreadOptionalOutputs(g);
   st.gelu_fused = fuseGelu(g);
+  if (types) st.layernorm_fused = fuseLayerNorm(g, *types);
   st.matmul_trans_b = fuseMatMulTransB(g);
   if (st.matmul_trans_b) {
     removeDeadNodes(g);  // the Transposes

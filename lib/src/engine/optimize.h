@@ -12,6 +12,11 @@
 //    ConvNhwc are fused into it as oneDNN post-ops.
 // 4. The exact GELU that exporters decompose (x/sqrt2 -> Erf -> +1 -> *x -> *0.5) becomes
 //    lwc.internal.Gelu, one oneDNN gelu_erf pass.
+//    LayerNormalization as exporters decompose it below opset 17 (ReduceMean, Sub, Pow, ReduceMean,
+//    Add, Sqrt, Div, then Mul and Add by constants) becomes lwc.internal.LayerNorm, oneDNN's layer
+//    normalization in one pass.
+//    Unread optional outputs (Dropout's mask, LayerNormalization's statistics, MaxPool's indices)
+//    are not computed.
 // 5. A MatMul of a transposed B (attention's q times k transposed) reads B in place
 //    (lwc.internal.MatMulTransB), a scalar Mul/Div after it is applied as each product is written,
 //    and a Transpose [0, 2, 1, 3] after a MatMul of two activations (heads merged back) is where
@@ -35,6 +40,8 @@ struct OptimizeStats {
   int transposes_left = 0;
   int fused_post_ops = 0;
   int gelu_fused = 0;
+  int outputs_dropped = 0;  ///< unread optional outputs (Dropout's mask, ...) no longer computed
+  int layernorm_fused = 0;  ///< decomposed LayerNormalizations (ReduceMean ... Div [Mul] [Add]) made one op
   int matmul_bias_fused = 0;
   int matmul_trans_b = 0;
   int matmul_scaled = 0;  ///< scalar Mul/Div after a MatMulTransB folded into it

@@ -313,11 +313,18 @@ void globalAvgPoolNhwc(KernelContext& ctx) {
 /// 2026-12-04, four alternating pairs; lenet5, lenet300, mnv2_fmnist, mobilenet_v2 level.
 class DnnlMatMul final : public Kernel {
  public:
-  DnnlMatMul(Tensor w_kn, Tensor b) : w_(std::move(w_kn)), b_(std::move(b)) {}
+  /// `reference`: the kernel for an X that is not float32 or not a matrix (a MatMul whose input type
+  /// was not inferred); nullptr: such an X is an error (Gemm).
+  DnnlMatMul(Tensor w_kn, Tensor b, KernelFn reference = nullptr)
+      : w_(std::move(w_kn)), b_(std::move(b)), reference_(std::move(reference)) {}
 
   void run(KernelContext& ctx) override {
     const Tensor& x = ctx.in(0);
     const int64_t k = w_.dim(0), n = w_.dim(1);
+    if (reference_ && (x.dtype() != DType::Float32 || x.rank() < 2)) {
+      one_thread_ = false;
+      return reference_(ctx);
+    }
     if (x.dtype() != DType::Float32 || x.rank() < 2 || x.shape().back() != k)
       ctx.error("input ", shapeStr(x.shape()), " does not match weights ", shapeStr(w_.shape()));
     const int64_t m = x.numel() / k;
@@ -338,6 +345,7 @@ class DnnlMatMul final : public Kernel {
 
  private:
   Tensor w_, b_;
+  KernelFn reference_;
   bool one_thread_ = false;  ///< the last call ran on the calling thread
 };
 
@@ -371,19 +379,23 @@ std::unique_ptr<Kernel> makeDnnlGemm(const KernelInfo& info) {
 }
 
 /// MatMul (A, B) and lwc.internal.MatMul (A, B, c), a MatMul with its bias Add (optimize.cpp,
-/// fuseMatMulBias).
+/// fuseMatMulBias). An A whose inferred type says float32 of rank >= 2, or says nothing (swin_t's
+/// windows at a symbolic batch: no rank from the second stage on), which is then checked per call.
 std::unique_ptr<Kernel> makeDnnlMatMul(const KernelInfo& info) {
   const Tensor* b = info.constant(1);
   if (!b || b->dtype() != DType::Float32 || b->rank() != 2) return nullptr;
   const auto* xt = info.input_types.empty() ? nullptr : info.input_types[0];
-  if (!xt || xt->dtype != DType::Float32 || !xt->shape || xt->shape->size() < 2) return nullptr;
+  if (xt && xt->dtype != DType::Undefined && xt->dtype != DType::Float32) return nullptr;
+  if (xt && xt->shape && xt->shape->size() < 2) return nullptr;
   Tensor bias;
-  if (info.hasInput(2)) {
+  const bool fused = info.hasInput(2);
+  if (fused) {
     const Tensor* c = info.constant(2);
     if (!c || !isFusedMatMulBias(*c, b->dim(1))) return nullptr;
     bias = c->reshaped({b->dim(1)});
   }
-  return std::make_unique<DnnlMatMul>(*b, bias);
+  KernelFn reference = fused ? KernelFn(matMulBiasReference) : KernelFn([](KernelContext& c) { matMulAnyKernel(c, false); });
+  return std::make_unique<DnnlMatMul>(*b, bias, std::move(reference));
 }
 
 /// Multiply-adds per product from which a MatMul of two activations takes oneDNN's sgemm: a
@@ -481,11 +493,13 @@ class DnnlSoftmax final : public Kernel {
 
 /// LayerNormalization of a float32 tensor with constant Scale and B, only Y requested: oneDNN's
 /// layer normalization over the flattened trailing dims [outer, size] (mean and variance in float32,
-/// each row by one thread). Anything else takes the reference kernel.
+/// each row by one thread). Scale and B have the normalized shape, or, for the optimizer's
+/// lwc.internal.LayerNorm where the normalized dims are not known before run time, one value each
+/// (`uniform`). Anything else takes the reference kernel.
 class DnnlLayerNorm final : public Kernel {
  public:
-  DnnlLayerNorm(Tensor scale, Tensor shift, Shape scale_shape)
-      : scale_(std::move(scale)), shift_(std::move(shift)), scale_shape_(std::move(scale_shape)) {}
+  DnnlLayerNorm(Tensor scale, Tensor shift, Shape scale_shape, bool uniform)
+      : scale_(std::move(scale)), shift_(std::move(shift)), scale_shape_(std::move(scale_shape)), uniform_(uniform) {}
   void run(KernelContext& ctx) override {
     const Tensor& x = ctx.in(0);
     const auto r = static_cast<int64_t>(x.rank());
@@ -493,11 +507,11 @@ class DnnlLayerNorm final : public Kernel {
     const int64_t axis = normAxis(ctx.node.attrInt("axis", -1), r, ctx);
     int64_t outer = 1, size = 1;
     for (int64_t d = 0; d < r; ++d) (d < axis ? outer : size) *= x.dim(static_cast<size_t>(d));
-    // Scale and B must have the normalized shape (less its leading 1s): other broadcasts, float64
-    // statistics and errors are the reference kernel's.
+    // Scale and B must have the normalized shape (less its leading 1s), or be uniform: other
+    // broadcasts, float64 statistics and errors are the reference kernel's.
     Shape norm(x.shape().begin() + axis, x.shape().end());
     while (norm.size() > scale_shape_.size() && norm.front() == 1) norm.erase(norm.begin());
-    if (norm != scale_shape_ || ctx.node.attrInt("stash_type", 1) != 1) return layerNormReference(ctx);
+    if ((!uniform_ && norm != scale_shape_) || ctx.node.attrInt("stash_type", 1) != 1) return layerNormReference(ctx);
     const memory::dims dims{outer, size};
     auto it = cache_.find(dims);
     if (it == cache_.end()) {
@@ -507,7 +521,11 @@ class DnnlLayerNorm final : public Kernel {
       const auto flags = dnnl::normalization_flags::use_scale | dnnl::normalization_flags::use_shift;
       dnnl::layer_normalization_forward::primitive_desc pd(
           dnnl::layer_normalization_forward::desc(dnnl::prop_kind::forward_inference, md, eps, flags), cpuEngine());
-      it = cache_.emplace(dims, Prepared(md, pd, size, scale_, shift_)).first;
+      auto values = [&](const Tensor& t) {
+        const float* v = t.data<float>();
+        return uniform_ ? std::vector<float>(static_cast<size_t>(size), v[0]) : std::vector<float>(v, v + size);
+      };
+      it = cache_.try_emplace(dims, md, pd, values(scale_), values(shift_)).first;
     }
     Prepared& p = it->second;
     Tensor& y = ctx.allocUninit(0, DType::Float32, x.shape());
@@ -523,23 +541,32 @@ class DnnlLayerNorm final : public Kernel {
 
  private:
   /// The primitive with its memory objects, made once per shape (creating six per call cost more
-  /// than a small normalization); x and y are re-pointed per call, the statistics have their own
-  /// buffers (the primitive writes them, nothing reads them).
+  /// than a small normalization); x and y are re-pointed per call, scale and shift are this shape's
+  /// copies of the constants, the statistics have their own buffers (the primitive writes them,
+  /// nothing reads them). Built in place in the map: the memory objects point into the vectors.
   struct Prepared {
-    Prepared(const memory::desc& md, const dnnl::layer_normalization_forward::primitive_desc& pd, int64_t size,
-             const Tensor& scale_t, const Tensor& shift_t)
-        : prim(pd),
+    Prepared(const memory::desc& md, const dnnl::layer_normalization_forward::primitive_desc& pd,
+             std::vector<float> scale_v, std::vector<float> shift_v)
+        : scale_values(std::move(scale_v)),
+          shift_values(std::move(shift_v)),
+          prim(pd),
           x(md, cpuEngine(), nullptr),
           y(md, cpuEngine(), nullptr),
-          scale(memory::desc({size}, dt::f32, tag::a), cpuEngine(), const_cast<void*>(scale_t.raw())),
-          shift(memory::desc({size}, dt::f32, tag::a), cpuEngine(), const_cast<void*>(shift_t.raw())),
+          scale(memory::desc({static_cast<memory::dim>(scale_values.size())}, dt::f32, tag::a), cpuEngine(),
+                scale_values.data()),
+          shift(memory::desc({static_cast<memory::dim>(shift_values.size())}, dt::f32, tag::a), cpuEngine(),
+                shift_values.data()),
           mean(pd.mean_desc(), cpuEngine()),
           var(pd.variance_desc(), cpuEngine()) {}
+    Prepared(const Prepared&) = delete;
+    Prepared& operator=(const Prepared&) = delete;
+    std::vector<float> scale_values, shift_values;
     dnnl::layer_normalization_forward prim;
     memory x, y, scale, shift, mean, var;
   };
   Tensor scale_, shift_;
   Shape scale_shape_;
+  bool uniform_;
   std::map<memory::dims, Prepared> cache_;
 };
 
@@ -556,7 +583,8 @@ std::unique_ptr<Kernel> makeDnnlLayerNorm(const KernelInfo& info) {
     if (!b || b->dtype() != DType::Float32 || b->shape() != scale->shape()) return nullptr;
     shift = b->reshaped({scale->numel()});
   }
-  return std::make_unique<DnnlLayerNorm>(scale->reshaped({scale->numel()}), shift, scale->shape());
+  const bool uniform = n.domain == kInternalDomain && scale->numel() == 1;
+  return std::make_unique<DnnlLayerNorm>(scale->reshaped({scale->numel()}), shift, scale->shape(), uniform);
 }
 
 /// lwc.internal.Gelu (the optimizer's fusion of the decomposed exact GELU): oneDNN's eltwise
@@ -608,6 +636,7 @@ void registerDnnlKernels(KernelRegistry& r) {
   r.add("", "Softmax", 1, 12, "dnnl", [](const KernelInfo&) -> std::unique_ptr<Kernel> { return std::make_unique<DnnlSoftmax>(true); });
   r.add("", "Softmax", 13, 22, "dnnl", [](const KernelInfo&) -> std::unique_ptr<Kernel> { return std::make_unique<DnnlSoftmax>(false); });
   r.add("", "LayerNormalization", 17, 22, "dnnl", makeDnnlLayerNorm);
+  r.add(kInternalDomain, "LayerNorm", 1, 1, "dnnl", makeDnnlLayerNorm);
   r.add(kInternalDomain, "Gelu", 1, 1, "dnnl", [](const KernelInfo&) -> std::unique_ptr<Kernel> { return std::make_unique<DnnlGelu>(); });
   registerDnnlInt8Kernels(r);  // dnnl_int8.cpp
 }

@@ -1042,12 +1042,8 @@ void matMulAnyKernel(KernelContext& ctx, bool trans_b, FloatProduct fast, bool* 
   setOutput(ctx, 0, std::move(y), half);
 }
 
-namespace {
-
-void matMulKernel(KernelContext& ctx) { matMulAnyKernel(ctx, false); }
-
 // lwc.internal.MatMul (A, B, c): MatMul(A, B) + c, c one float32 value per output column.
-void matMulBiasKernel(KernelContext& ctx) {
+void matMulBiasReference(KernelContext& ctx) {
   const Tensor &a = ctx.in(0), &b = ctx.in(1), &c = ctx.in(2);
   requireFloat(ctx, a, "input A");
   requireSameType(ctx, a, b, "B");
@@ -1067,6 +1063,10 @@ void matMulBiasKernel(KernelContext& ctx) {
   }
   ctx.outputs[0] = std::move(y);
 }
+
+namespace {
+
+void matMulKernel(KernelContext& ctx) { matMulAnyKernel(ctx, false); }
 
 KernelFactory poolFactory(const std::string& op) {
   return [op](const KernelInfo& info) -> std::unique_ptr<Kernel> {
@@ -1380,7 +1380,7 @@ void registerNnKernels(KernelRegistry& r) {
   r.addFn("Gemm", 1, 22, gemmKernel);
   r.addFn("MatMul", 1, 22, matMulKernel);
   r.add("lwc.internal", "MatMul", 1, 1, "ref", [](const KernelInfo&) -> std::unique_ptr<Kernel> {
-    return std::make_unique<RefKernel>(matMulBiasKernel);
+    return std::make_unique<RefKernel>(matMulBiasReference);
   });
   r.add("lwc.internal", "MatMulTransB", 1, 1, "ref", [](const KernelInfo&) -> std::unique_ptr<Kernel> {
     return std::make_unique<RefKernel>([](KernelContext& ctx) { matMulAnyKernel(ctx, true); });
@@ -1394,6 +1394,7 @@ void registerNnKernels(KernelRegistry& r) {
   r.add("", "BatchNormalization", 1, 22, "ref", makeBatchNorm);
   r.addFn("InstanceNormalization", 1, 22, instanceNormKernel);
   r.addFn("LayerNormalization", 17, 22, layerNormKernel);
+  r.addFn("LayerNorm", 1, 1, layerNormKernel, kInternalDomain);  // the optimizer's fusion of the decomposed form
   r.addFn("LRN", 1, 22, lrnKernel);
   const std::pair<const char*, SoftmaxOp> softmaxes[] = {
       {"Softmax", SoftmaxOp::Softmax}, {"LogSoftmax", SoftmaxOp::LogSoftmax}, {"Hardmax", SoftmaxOp::Hardmax}};

@@ -109,6 +109,8 @@ void gemmBlocked(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T 
 
 /// The reference LayerNormalization and Softmax kernels (the fast paths fall back to them).
 void layerNormReference(KernelContext& ctx);
+/// The reference lwc.internal.MatMul (A, B, c): MatMul(A, B) + c (optimize.cpp, fuseMatMulBias).
+void matMulBiasReference(KernelContext& ctx);
 void softmaxReference(KernelContext& ctx, bool coerce_2d);
 
 }  // namespace lwc::engine
