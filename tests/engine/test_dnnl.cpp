@@ -154,6 +154,46 @@ TEST_CASE("dnnl Gemm and MatMul give the same bits on any number of threads", "[
   }
 }
 
+TEST_CASE("weights of 2^19 elements or more are reordered once and multiplied in fixed blocks, with the same bits on 1, 2 and 3 threads", "[dnnl][nn]") {
+  // PackedWeights: blocks of 128 rows x 384 columns. Rows and columns that do not fill a block
+  // (300 = 128 + 128 + 44 rows, 1100 = 384 + 384 + 332 columns), a bias added per block, one
+  // block at batch 1 (a row of a classifier), and each call's own tensors through a reused session.
+  struct Case {
+    const char* name;
+    Shape a, w;
+    bool bias;
+  };
+  const std::vector<Case> cases = {{"3-D input, remainder rows and columns", {2, 150, 512}, {512, 1100}, false},
+                                   {"Gemm with bias", {200, 1024}, {1024, 520}, true},
+                                   {"one row (a 1000-class classifier at batch 1)", {1, 1280}, {1280, 1000}, true}};
+  uint32_t seed = 900;
+  for (const auto& c : cases) {
+    INFO(c.name);
+    NodeSpec s;
+    s.op_type = c.a.size() == 2 ? "Gemm" : "MatMul";
+    s.opset = 13;
+    s.inputs = {randomFloat(c.a, seed), randomFloat(c.w, seed + 1)};
+    if (c.bias) s.inputs.push_back(randomFloat({c.w[1]}, seed + 2));
+    s.constant_inputs = c.bias ? std::vector<size_t>{1, 2} : std::vector<size_t>{1};
+    seed += 10;
+    CHECK(compareTensors(sameBitsOnThreads(s, s.op_type), runNode(s, true)[0], 1e-4, 1e-4).empty());
+    const ProfiledRun r = runProfiledOnThreads(s, s.op_type, 2);
+    engine::configureThreads(0);
+    INFO(r.prof.primitive);
+    CHECK(r.prof.primitive.find("weights reordered") != std::string::npos);
+    // A symbolic first dim, so that a reused session meets other row counts (other remainder blocks).
+    Model m = singleNodeModel(s);
+    for (auto& v : m.graph.inputs)
+      if (v.name == m.graph.nodes[0].inputs[0] && v.shape) (*v.shape)[0] = Dim{-1, "N"};
+    for (auto& v : m.graph.outputs)
+      if (v.shape) (*v.shape)[0] = Dim{-1, "N"};
+    Shape other = c.a;
+    other[0] += 1;
+    const std::vector<Tensor> xs = {randomFloat(c.a, seed + 3), randomFloat(other, seed + 4), randomFloat(c.a, seed + 5)};
+    CHECK(runsDifferingFromFresh(m, xs).empty());
+  }
+}
+
 TEST_CASE("fp32 oneDNN products under 2^20 multiply-adds run their blocks on the calling thread, with the bits of the parallel blocks", "[dnnl][nn]") {
   // sgemmFixedBlocks with threads = 1 takes the blocks in turn; with 2 or 3 they go to a parallel
   // loop. Several blocks (3 x 3 of 64 x 128) with and without bias: the same bits either way.
