@@ -169,7 +169,8 @@ struct Lowering {
     const Tensor v = tensorFromProto(*t, {}, label + ": '" + value + "'");
     if (v.dtype() != DType::Int64 && v.dtype() != DType::Int32) refuse(n, "has axes '" + value + "' that are not integers");
     std::vector<int64_t> out;
-    for (int64_t i = 0; i < v.numel(); ++i) out.push_back(static_cast<int64_t>(v.at(i)));
+    for (int64_t i = 0; i < v.numel(); ++i)  // exactly: through a double, INT64_MAX would not convert back
+      out.push_back(v.dtype() == DType::Int64 ? v.data<int64_t>()[i] : v.data<int32_t>()[i]);
     return out;
   }
 

@@ -4,10 +4,12 @@
 #include <zlib.h>
 
 #include <catch2/catch.hpp>
+
 #include <chrono>
 #include <cmath>
 #include <cstring>
 #include <iostream>
+#include <limits>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -634,6 +636,44 @@ TEST_CASE("bad data gets one error naming the file", "[data]") {
     CHECK(b->inputs.shape() == Shape{3, 1, 2, 2});
     CHECK(b->inputs.data<float>()[0] == 5.0f / 255.0f);
   }
+  SECTION(".npy labels at the ends of 64-bit integers") {
+    // Read through a double, INT64_MAX became 2^63 and its conversion back was undefined
+    // (fuzz_dataset under UBSan, 2026-12-04). Without a model the class count is unknown, so it is
+    // a label like any other, read exactly; negative and unrepresentable ones are one error each,
+    // naming the file and index.
+    writeNpy(t / "images.npy", Tensor(DType::UInt8, {3, 28, 28}));
+    writeNpy(t / "labels.npy", Tensor::fromVector<int64_t>({3}, {1, std::numeric_limits<int64_t>::max(), 0}));
+    {
+      auto d = openDataset(opts(t.path(), std::nullopt, {1, 28, 28}));
+      auto b = d->next(3);
+      REQUIRE(b);
+      CHECK(b->labels == std::vector<int64_t>{1, std::numeric_limits<int64_t>::max(), 0});
+    }
+    writeNpy(t / "labels.npy", Tensor::fromVector<int64_t>({3}, {1, std::numeric_limits<int64_t>::min(), 0}));
+    CHECK_THROWS_WITH(openDataset(opts(t.path(), std::nullopt, {1, 28, 28})),
+                      Contains("labels.npy[1]") && Contains("is negative"));
+    writeNpy(t / "labels.npy", Tensor::fromVector<uint64_t>({3}, {1, 0, uint64_t{1} << 63}));
+    CHECK_THROWS_WITH(openDataset(opts(t.path(), std::nullopt, {1, 28, 28})),
+                      Contains("labels.npy") && Contains("[2]: label 9223372036854775808 is out of range"));
+    writeNpy(t / "labels.npy", Tensor::fromVector<uint64_t>({3}, {1, 0, 9}));
+    auto d = openDataset(opts(t.path(), std::nullopt, {1, 28, 28}));
+    auto b = d->next(3);
+    REQUIRE(b);
+    CHECK(b->labels == std::vector<int64_t>{1, 0, 9});
+    // The same reading for an .npz's label array.
+    const Tensor images(DType::UInt8, {3, 28, 28});
+    test::writeFile(t / "d.npz", makeZip({{"x.npy", toNpy(images)}, {"y.npy", toNpy(Tensor::fromVector<uint64_t>({3}, {1, uint64_t{1} << 63, 0}))}},
+                                         false, false));
+    CHECK_THROWS_WITH(openDataset(opts(t / "d.npz", std::nullopt, {1, 28, 28})),
+                      Contains("d.npz") && Contains("[1]: label 9223372036854775808 is out of range"));
+    test::writeFile(t / "d.npz", makeZip({{"x.npy", toNpy(images)}, {"y.npy", toNpy(Tensor::fromVector<int64_t>({3}, {1, std::numeric_limits<int64_t>::max(), 0}))}},
+                                         false, false));
+    auto dz = openDataset(opts(t / "d.npz", std::nullopt, {1, 28, 28}));
+    auto bz = dz->next(3);
+    REQUIRE(bz);
+    CHECK(bz->labels == std::vector<int64_t>{1, std::numeric_limits<int64_t>::max(), 0});
+  }
+
   SECTION("labels file with fewer lines than images") {
     for (int i = 0; i < 3; ++i) writeGray(t / ("im" + std::to_string(i) + ".png"), 2, 2, {1, 2, 3, 4});
     test::writeFile(t / "labels.txt", "1\n2\n");

@@ -352,8 +352,7 @@ std::unique_ptr<Dataset> openNpz(const fs::path& p, const DataOptions& o, const 
     if (lh.shape[0] != n) fail(lw, " has ", lh.shape[0], " labels but ", a.where, " holds ", n, " samples");
     if (lh.header_bytes + lh.dataBytes() != lab->second->uncompressed) fail(lw, ": header and member size disagree (corrupt archive?)");
     const Tensor t = readWhole(*ls, lh, lw);
-    labels.values.resize(static_cast<size_t>(n));
-    for (int64_t i = 0; i < n; ++i) labels.values[i] = static_cast<int64_t>(t.at(i));
+    labels.values = labelValues(t, lw);
     checkLabelRange(labels.values, o.num_classes, lw);
     labels.from = p.filename().string() + ":" + lab->first;
   }

@@ -215,6 +215,9 @@ struct LabelFile {
 LabelFile readLabelFile(const fs::path& p, int64_t num_classes);
 /// Range check of labels read from an array: errors name "<file>[i]".
 void checkLabelRange(const std::vector<int64_t>& labels, int64_t num_classes, const std::string& file);
+/// The values of an integer (or bool) label array, exactly; a uint64 label above INT64_MAX is an
+/// error naming `where` and its index.
+std::vector<int64_t> labelValues(const Tensor& t, const std::string& where);
 
 // ---------------------------------------------------------------------------------------------
 // Sources

@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <charconv>
 #include <cstring>
+#include <limits>
 
 #include "internal.h"
 
@@ -83,17 +84,31 @@ LabelFile readNpyLabels(const fs::path& p, int64_t num_classes) {
   Tensor t(h.dtype, h.shape);
   s->readExact(t.raw(), t.nbytes(), name, "label data");
   LabelFile out;
-  out.labels.resize(static_cast<size_t>(t.numel()));
-  for (int64_t i = 0; i < t.numel(); ++i) {
-    const double v = t.at(i);
-    if (h.dtype == DType::UInt64 && v > 9.0e18) fail(name, "[", i, "]: label ", v, " is out of range");
-    out.labels[i] = static_cast<int64_t>(v);
-    checkOne(out.labels[i], num_classes, name + "[" + std::to_string(i) + "]");
-  }
+  out.labels = labelValues(t, name);
+  checkLabelRange(out.labels, num_classes, name);
   return out;
 }
 
 }  // namespace
+
+std::vector<int64_t> labelValues(const Tensor& t, const std::string& where) {
+  std::vector<int64_t> out(static_cast<size_t>(t.numel()));
+  for (int64_t i = 0; i < t.numel(); ++i) {
+    // 64-bit labels are read as integers: through a double, INT64_MAX rounds to 2^63, which no
+    // int64_t holds (found by fuzz_dataset under UBSan). Narrower types are exact in a double.
+    if (t.dtype() == DType::UInt64) {
+      const uint64_t u = t.data<uint64_t>()[i];
+      if (u > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
+        fail(where, "[", i, "]: label ", u, " is out of range; labels are class indices 0, 1, ...");
+      out[static_cast<size_t>(i)] = static_cast<int64_t>(u);
+    } else if (t.dtype() == DType::Int64) {
+      out[static_cast<size_t>(i)] = t.data<int64_t>()[i];
+    } else {
+      out[static_cast<size_t>(i)] = static_cast<int64_t>(t.at(i));
+    }
+  }
+  return out;
+}
 
 void checkLabelRange(const std::vector<int64_t>& labels, int64_t num_classes, const std::string& file) {
   for (size_t i = 0; i < labels.size(); ++i)
