@@ -94,9 +94,8 @@ def build(name, seed, bn_stats, image=224):
     torch.manual_seed(seed)
     if name in EXTRA_MODELS:
         model = EXTRA_MODELS[name]()
-        give_vit_weights(model, seed)
-        return model.eval()
-    model = getattr(torchvision.models, name)(weights=None, **MODELS[name])
+    else:
+        model = getattr(torchvision.models, name)(weights=None, **MODELS[name])
     give_vit_weights(model, seed)
     if name in MEASURED_BN:
         measure_bn_stats(model, seed, image)

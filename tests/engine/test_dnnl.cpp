@@ -37,6 +37,19 @@ NodeSpec convSpec(const ConvCase& c, uint32_t seed) {
   return s;
 }
 
+/// A dense layer with constant weights w: Gemm for a 2-D input a (with a constant bias of w[1]
+/// values when `bias`), MatMul otherwise (no bias); inputs seeded from `seed`.
+NodeSpec denseSpec(const Shape& a, const Shape& w, bool bias, uint32_t seed) {
+  NodeSpec s;
+  s.op_type = a.size() == 2 ? "Gemm" : "MatMul";
+  s.opset = 13;
+  s.inputs = {randomFloat(a, seed), randomFloat(w, seed + 1)};
+  const bool with_bias = bias && s.op_type == "Gemm";
+  if (with_bias) s.inputs.push_back(randomFloat({w[1]}, seed + 2));
+  s.constant_inputs = with_bias ? std::vector<size_t>{1, 2} : std::vector<size_t>{1};
+  return s;
+}
+
 /// Runs `s` on 1, 2 and 3 threads (the process default restored after), requires oneDNN's kernel for
 /// `op` under each count, checks that the three results have the same bits and returns the first.
 Tensor sameBitsOnThreads(const NodeSpec& s, const std::string& op) {
@@ -143,12 +156,7 @@ TEST_CASE("dnnl Gemm and MatMul give the same bits on any number of threads", "[
   uint32_t seed = 40;
   for (const auto& c : cases) {
     INFO(c.name);
-    NodeSpec s;
-    s.op_type = c.a.size() == 2 ? "Gemm" : "MatMul";
-    s.opset = 13;
-    s.inputs = {randomFloat(c.a, seed), randomFloat(c.w, seed + 1)};
-    if (c.bias && s.op_type == "Gemm") s.inputs.push_back(randomFloat({c.w[1]}, seed + 2));
-    s.constant_inputs = c.bias && s.op_type == "Gemm" ? std::vector<size_t>{1, 2} : std::vector<size_t>{1};
+    const NodeSpec s = denseSpec(c.a, c.w, c.bias, seed);
     seed += 10;
     CHECK(compareTensors(sameBitsOnThreads(s, s.op_type), runNode(s, true)[0], 1e-4, 1e-5).empty());
   }
@@ -169,12 +177,7 @@ TEST_CASE("weights of 2^19 elements or more are reordered once and multiplied in
   uint32_t seed = 900;
   for (const auto& c : cases) {
     INFO(c.name);
-    NodeSpec s;
-    s.op_type = c.a.size() == 2 ? "Gemm" : "MatMul";
-    s.opset = 13;
-    s.inputs = {randomFloat(c.a, seed), randomFloat(c.w, seed + 1)};
-    if (c.bias) s.inputs.push_back(randomFloat({c.w[1]}, seed + 2));
-    s.constant_inputs = c.bias ? std::vector<size_t>{1, 2} : std::vector<size_t>{1};
+    const NodeSpec s = denseSpec(c.a, c.w, c.bias, seed);
     seed += 10;
     CHECK(compareTensors(sameBitsOnThreads(s, s.op_type), runNode(s, true)[0], 1e-4, 1e-4).empty());
     const ProfiledRun r = runProfiledOnThreads(s, s.op_type, 2);

@@ -589,7 +589,7 @@ g (float[N, 6, 20] x, int64[K] shp) => (float y, float z)
 
 TEST_CASE("a decomposed LayerNormalization with its axes as an input (opset 18) runs as one op", "[optimize]") {
   // lwc reads opset 18 by rewriting it into opset 17 (constant axes become the attribute), so the
-  // fusion sees the same chain. Also a Sub of the other order and a Pow of 3, which are not a normalization: that chain stays.
+  // fusion sees the same chain. Also a chain with a Pow of 3, which is not a normalization: it stays.
   Model m = parseModelText(R"(
 <ir_version: 8, opset_import: ["" : 18]>
 g (float[N, 4, 16] x) => (float[N, 4, 16] y, float[N, 4, 16] z)

@@ -33,16 +33,22 @@ int consumersOf(const Graph& g, const std::string& v) {
   return c;
 }
 
+// Every value some node reads (subgraphs included) or the graph outputs.
+std::set<std::string> valuesRead(const Graph& g) {
+  std::set<std::string> read;
+  for (const auto& n : g.nodes) {
+    for (const auto& i : n.inputs) read.insert(i);
+    for (const auto& i : implicitInputs(n)) read.insert(i);
+  }
+  for (const auto& o : g.outputs) read.insert(o.name);
+  return read;
+}
+
 void removeDeadNodes(Graph& g) {
   bool changed = true;
   while (changed) {
     changed = false;
-    std::set<std::string> used;
-    for (const auto& n : g.nodes) {
-      for (const auto& i : n.inputs) used.insert(i);
-      for (const auto& i : implicitInputs(n)) used.insert(i);
-    }
-    for (const auto& o : g.outputs) used.insert(o.name);
+    const std::set<std::string> used = valuesRead(g);
     for (size_t i = 0; i < g.nodes.size(); ++i) {
       const Node& n = g.nodes[i];
       if (n.domain != "" && n.domain != kInternalDomain) continue;
@@ -173,6 +179,12 @@ int soleReader(const Graph& g, const std::string& v) {
   for (size_t i = 0; i < g.nodes.size(); ++i)
     if (std::find(g.nodes[i].inputs.begin(), g.nodes[i].inputs.end(), v) != g.nodes[i].inputs.end()) return static_cast<int>(i);
   return -1;
+}
+
+// soleReader when that node is in the default domain (an op the exporter wrote), else -1.
+int soleDefaultReader(const Graph& g, const std::string& v) {
+  const int i = soleReader(g, v);
+  return i >= 0 && g.nodes[static_cast<size_t>(i)].domain.empty() ? i : -1;
 }
 
 // The Add that alone reads a MatMul's output `y` and adds a constant bias of `n` columns
@@ -828,14 +840,6 @@ int fuseGelu(Graph& g) {
     const Tensor* t = g.initializers.find(v);
     return t && t->dtype() == DType::Float32 && t->numel() == 1 && std::fabs(t->at(0) - want) <= 1e-6 * std::fabs(want);
   };
-  // The single reader of v (an op in the default domain), or -1.
-  auto onlyReader = [&](const std::string& v) -> int {
-    if (g.isGraphOutput(v) || useCount(g, v) != 1) return -1;
-    for (size_t i = 0; i < g.nodes.size(); ++i)
-      for (const auto& in : g.nodes[i].inputs)
-        if (in == v) return g.nodes[i].domain.empty() ? static_cast<int>(i) : -1;
-    return -1;
-  };
   // The other input of binary node n (the one that is not v), or "" if n is not binary on v.
   auto other = [](const Node& n, const std::string& v) -> std::string {
     if (n.inputs.size() != 2 || n.outputs.size() != 1) return "";
@@ -848,19 +852,19 @@ int fuseGelu(Graph& g) {
     const Node& erf = g.nodes[ei];
     if (erf.op_type != "Erf" || !erf.domain.empty() || erf.inputs.size() != 1 || erf.outputs.size() != 1) continue;
     const int di = producerIndex(g, erf.inputs[0]);
-    if (di < 0 || onlyReader(erf.inputs[0]) != static_cast<int>(ei)) continue;
+    if (di < 0 || soleDefaultReader(g, erf.inputs[0]) != static_cast<int>(ei)) continue;
     const Node& scale = g.nodes[static_cast<size_t>(di)];
     if (!scale.domain.empty() || scale.inputs.size() != 2) continue;
     const std::string x = scale.inputs[0];
     const bool div = scale.op_type == "Div" && scalarIs(scale.inputs[1], std::numbers::sqrt2);
     const bool mul = scale.op_type == "Mul" && scalarIs(scale.inputs[1], 1 / std::numbers::sqrt2);
     if (!div && !mul) continue;
-    const int ai = onlyReader(erf.outputs[0]);
+    const int ai = soleDefaultReader(g, erf.outputs[0]);
     if (ai < 0 || g.nodes[ai].op_type != "Add" || !scalarIs(other(g.nodes[ai], erf.outputs[0]), 1.0)) continue;
-    const int m1 = onlyReader(g.nodes[ai].outputs[0]);
+    const int m1 = soleDefaultReader(g, g.nodes[ai].outputs[0]);
     if (m1 < 0 || g.nodes[m1].op_type != "Mul") continue;
     const std::string o1 = other(g.nodes[m1], g.nodes[ai].outputs[0]);
-    const int m2 = onlyReader(g.nodes[m1].outputs[0]);
+    const int m2 = soleDefaultReader(g, g.nodes[m1].outputs[0]);
     if (m2 < 0 || g.nodes[m2].op_type != "Mul") continue;
     const std::string o2 = other(g.nodes[m2], g.nodes[m1].outputs[0]);
     const bool x_then_half = o1 == x && scalarIs(o2, 0.5);
@@ -889,12 +893,7 @@ int fuseGelu(Graph& g) {
 // every Dropout; the kernel would fill a bool tensor of the input's size per call), LayerNormalization's
 // Mean and InvStdDev (the oneDNN kernel serves Y alone) and MaxPool's Indices.
 int dropUnreadOptionalOutputs(Graph& g) {
-  std::set<std::string> read;
-  for (const auto& n : g.nodes) {
-    for (const auto& i : n.inputs) read.insert(i);
-    for (const auto& i : implicitInputs(n)) read.insert(i);
-  }
-  for (const auto& o : g.outputs) read.insert(o.name);
+  const std::set<std::string> read = valuesRead(g);
   int dropped = 0;
   for (auto& n : g.nodes) {
     if (!n.domain.empty() || (n.op_type != "Dropout" && n.op_type != "LayerNormalization" && n.op_type != "MaxPool"))
@@ -949,10 +948,10 @@ int fuseLayerNorm(Graph& g, const ValueTypes& types) {
   };
   // The sole reader of v when it is `op` in the default domain with one output, or -1.
   auto next = [&](const std::string& v, const char* op) -> int {
-    const int i = soleReader(g, v);
+    const int i = soleDefaultReader(g, v);
     if (i < 0) return -1;
     const Node& n = g.nodes[static_cast<size_t>(i)];
-    return n.op_type == op && n.domain.empty() && n.outputs.size() == 1 ? i : -1;
+    return n.op_type == op && n.outputs.size() == 1 ? i : -1;
   };
   // The constant other input of binary node n (the one that is not v), or nullptr.
   auto constOperand = [&](const Node& n, const std::string& v) -> const Tensor* {
@@ -1044,22 +1043,18 @@ int fuseLayerNorm(Graph& g, const ValueTypes& types) {
     Tensor gamma = norm ? Tensor(DType::Float32, *norm) : Tensor::scalar(1.0f);
     Tensor beta = norm ? Tensor(DType::Float32, *norm) : Tensor::scalar(0.0f);
     std::fill(gamma.data<float>(), gamma.data<float>() + gamma.numel(), 1.0f);
-    if (const int mul = next(y, "Mul"); mul >= 0) {
-      const Tensor* c = constOperand(g.nodes[mul], y);
-      if (auto e = c ? affine(*c) : std::nullopt) {
-        gamma = *e;
-        gone.push_back(static_cast<size_t>(mul));
-        y = g.nodes[mul].outputs[0];
-      }
-    }
-    if (const int badd = next(y, "Add"); badd >= 0) {
-      const Tensor* c = constOperand(g.nodes[badd], y);
-      if (auto e = c ? affine(*c) : std::nullopt) {
-        beta = *e;
-        gone.push_back(static_cast<size_t>(badd));
-        y = g.nodes[badd].outputs[0];
-      }
-    }
+    // y's sole reader `op` by a constant that affine() takes in becomes `into`; y moves past it.
+    auto takeIn = [&](const char* op, Tensor& into) {
+      const int at = next(y, op);
+      const Tensor* c = at >= 0 ? constOperand(g.nodes[static_cast<size_t>(at)], y) : nullptr;
+      auto e = c ? affine(*c) : std::nullopt;
+      if (!e) return;
+      into = *e;
+      gone.push_back(static_cast<size_t>(at));
+      y = g.nodes[static_cast<size_t>(at)].outputs[0];
+    };
+    takeIn("Mul", gamma);
+    takeIn("Add", beta);
     Node ln;
     ln.domain = kInternalDomain;
     ln.op_type = "LayerNorm";

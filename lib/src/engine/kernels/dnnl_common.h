@@ -161,6 +161,37 @@ inline memory scratchMemory(const memory::desc& d, lwc::Tensor& keep) {
   return memory(d, cpuEngine(), keep.raw());
 }
 
+/// block(0) .. block(blocks - 1), each on one thread: in turn on the calling thread when there is
+/// one block or one thread is asked for (without an OpenMP region: libgomp makes a futex call even
+/// for a team of one, see parallelFor in common.h; the caller's thread count is restored), else
+/// spread over `threads` threads (<= 0: the process-wide count). False when a block returned false.
+template <typename Block>
+bool runBlocks(int64_t blocks, int threads, Block&& block) {
+  if (blocks == 1 || threads == 1) {
+    const SingleThreadIf one(true);
+    bool done = true;
+    for (int64_t blk = 0; blk < blocks && done; ++blk) done = block(blk);
+    return done;
+  }
+  std::atomic<bool> ok{true};
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads > 0 ? threads : omp_get_max_threads())
+  for (int64_t blk = 0; blk < blocks; ++blk) {
+    omp_set_num_threads(1);  // this block's oneDNN call on one thread, also outside an active region
+    if (!block(blk)) ok = false;
+  }
+  return ok;
+}
+
+/// Adds `bias` (one value per column) to rows r0 .. r0 + mr - 1, columns c0 .. c0 + nc - 1 of the
+/// row-major c: each block's thread does so right after computing the block, while it is in cache.
+inline void addRowBias(float* c, int64_t ldc, const float* bias, int64_t r0, int64_t mr, int64_t c0, int64_t nc) {
+  if (!bias) return;
+  for (int64_t r = r0; r < r0 + mr; ++r) {
+    float* __restrict row = c + r * ldc;
+    for (int64_t j = c0; j < c0 + nc; ++j) row[j] += bias[j];
+  }
+}
+
 /// c = op(a) · b, row-major (op(a) = a [m x k] for transa 'N', aᵀ of a [k x m] for 'T'; b [k x n]),
 /// with the same bits on any number of threads: c is cut into fixed blocks of row_block x col_block,
 /// each computed by a single-threaded sgemm over the whole k. oneDNN's multi-threaded sgemm splits
@@ -171,41 +202,16 @@ inline bool sgemmFixedBlocks(char transa, int64_t m, int64_t n, int64_t k, const
                              int64_t ldb, float* c, int64_t ldc, int64_t row_block, int64_t col_block, int threads,
                              const float* bias = nullptr) {
   if (m <= 0 || n <= 0) return true;
-  auto addBias = [&](int64_t r0, int64_t mr, int64_t c0, int64_t nc) {
-    if (!bias) return;
-    for (int64_t r = r0; r < r0 + mr; ++r) {
-      float* __restrict row = c + r * ldc;
-      for (int64_t j = c0; j < c0 + nc; ++j) row[j] += bias[j];
-    }
-  };
   const int64_t rb = (m + row_block - 1) / row_block, cb = (n + col_block - 1) / col_block;
-  auto block = [&](int64_t blk) {
+  return runBlocks(rb * cb, threads, [&](int64_t blk) {
     const int64_t r0 = (blk / cb) * row_block, c0 = (blk % cb) * col_block;
     const int64_t mr = std::min(row_block, m - r0), nc = std::min(col_block, n - c0);
     const float* ab = transa == 'N' ? a + r0 * lda : a + r0;
     if (dnnl_sgemm(transa, 'N', mr, nc, k, 1.0f, ab, lda, b + c0, ldb, 0.0f, c + r0 * ldc + c0, ldc) != dnnl_success)
       return false;
-    addBias(r0, mr, c0, nc);
+    addRowBias(c, ldc, bias, r0, mr, c0, nc);
     return true;
-  };
-  if (rb * cb == 1 || threads == 1) {
-    // One block, or one thread asked for: the blocks in turn on the calling thread, without an
-    // OpenMP region (libgomp makes a futex call even for a team of one; see parallelFor in
-    // common.h). The caller's thread count is restored.
-    const int saved = omp_get_max_threads();
-    omp_set_num_threads(1);
-    bool done = true;
-    for (int64_t blk = 0; blk < rb * cb && done; ++blk) done = block(blk);
-    omp_set_num_threads(saved);
-    return done;
-  }
-  std::atomic<bool> ok{true};
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads > 0 ? threads : omp_get_max_threads())
-  for (int64_t blk = 0; blk < rb * cb; ++blk) {
-    omp_set_num_threads(1);  // this block's sgemm on one thread, also outside an active region
-    if (!block(blk)) ok = false;
-  }
-  return ok;
+  });
 }
 
 }  // namespace lwc::engine::dnnl_util

@@ -24,6 +24,8 @@ using dnnl_util::cpuEngine;
 using dnnl_util::cpuStream;
 using dnnl_util::scratchMemory;
 using dnnl_util::sgemmFixedBlocks;
+using dnnl_util::runBlocks;
+using dnnl_util::addRowBias;
 using dnnl_util::convDims;
 using dnnl_util::SingleThreadIf;
 using dnnl_util::oneThreadCall;
@@ -354,17 +356,19 @@ class PackedWeights {
 
   int64_t blocks(int64_t m) const { return (m + kRows - 1) / kRows * static_cast<int64_t>(panels_.size()); }
 
-  /// Block `blk` of Y = X·W (X [m, k] and Y [m, n], row-major), on the calling thread; the rows and
-  /// columns it wrote.
-  std::pair<int64_t, int64_t> runBlock(int64_t blk, int64_t m, const float* x, float* y, int64_t* r0, int64_t* c0) {
+  /// Where a block of Y lies: rows r0 .. r0 + mr - 1, columns c0 .. c0 + nc - 1.
+  struct Block {
+    int64_t r0, mr, c0, nc;
+  };
+
+  /// Block `blk` of Y = X·W (X [m, k] and Y [m, n], row-major), on the calling thread.
+  Block runBlock(int64_t blk, int64_t m, const float* x, float* y) {
     const int64_t np = static_cast<int64_t>(panels_.size());
     const Panel& p = panels_[static_cast<size_t>(blk % np)];
-    *r0 = (blk / np) * kRows;
-    *c0 = p.c0;
-    const int64_t mr = std::min(kRows, m - *r0);
+    const int64_t r0 = (blk / np) * kRows, mr = std::min(kRows, m - r0);
     Prim& q = prims_.at({mr, p.nc});
-    memory a(q.pd.src_desc(), cpuEngine(), const_cast<float*>(x + *r0 * k_));
-    memory c(q.pd.dst_desc(), cpuEngine(), y + *r0 * n_ + p.c0);
+    memory a(q.pd.src_desc(), cpuEngine(), const_cast<float*>(x + r0 * k_));
+    memory c(q.pd.dst_desc(), cpuEngine(), y + r0 * n_ + p.c0);
     static thread_local std::vector<std::byte> scratch;
     const size_t need = q.pd.scratchpad_desc().get_size();
     if (scratch.size() < need) scratch.resize(need);
@@ -372,7 +376,7 @@ class PackedWeights {
     ExecArgs{{DNNL_ARG_SRC, &a}, {DNNL_ARG_WEIGHTS, &p.w}, {DNNL_ARG_DST, &c}, {DNNL_ARG_SCRATCHPAD, &sp}}.execute(
         q.prim, cpuStream());
     cpuStream().wait();
-    return {mr, p.nc};
+    return {r0, mr, p.c0, p.nc};
   }
 
   const std::string& impl() const { return impl_; }
@@ -472,39 +476,19 @@ class DnnlMatMul final : public Kernel {
   /// The blocks of PackedWeights over the threads (or in turn on the calling thread for a small
   /// product), each adding the bias to what it wrote, as sgemmFixedBlocks does.
   void runPacked(KernelContext& ctx, int64_t m, const float* x, float* y) {
-    const int64_t n = w_.dim(1), blocks = packed_->blocks(m);
     const float* bias = b_.empty() ? nullptr : b_.data<float>();
-    auto block = [&](int64_t blk) {
-      int64_t r0 = 0, c0 = 0;
-      const auto [mr, nc] = packed_->runBlock(blk, m, x, y, &r0, &c0);
-      if (!bias) return;
-      for (int64_t r = r0; r < r0 + mr; ++r) {
-        float* __restrict row = y + r * n;
-        for (int64_t j = c0; j < c0 + nc; ++j) row[j] += bias[j];
-      }
-    };
-    std::atomic<bool> ok{true};
     std::string error;
-    if (one_thread_ || blocks == 1) {
-      const SingleThreadIf one(true);
+    const bool ok = runBlocks(packed_->blocks(m), one_thread_ ? 1 : 0, [&](int64_t blk) {
       try {
-        for (int64_t blk = 0; blk < blocks; ++blk) block(blk);
-      } catch (const std::exception& e) {
-        ctx.error("oneDNN matmul failed: ", e.what());
-      }
-      return;
-    }
-#pragma omp parallel for schedule(dynamic, 1)
-    for (int64_t blk = 0; blk < blocks; ++blk) {
-      omp_set_num_threads(1);  // this block's primitive on one thread, also outside an active region
-      try {
-        block(blk);
+        const PackedWeights::Block b = packed_->runBlock(blk, m, x, y);
+        addRowBias(y, w_.dim(1), bias, b.r0, b.mr, b.c0, b.nc);
+        return true;
       } catch (const std::exception& e) {
 #pragma omp critical(lwc_packed_matmul)
         error = e.what();
-        ok = false;
+        return false;
       }
-    }
+    });
     if (!ok) ctx.error("oneDNN matmul failed: ", error);
   }
 
