@@ -29,6 +29,7 @@ struct BenchOptions {
   bool json = false;
   bool reference = false;
   bool profile = false;
+  bool no_split = false;
   DataArgs data;
 };
 
@@ -83,6 +84,9 @@ void addBenchCommand(CLI::App& app, Action& action, const GlobalOptions& g) {
   cmd->add_option("--preprocess", o->data.preprocess, "Preprocessing JSON for --data")->needs("--data");
   cmd->add_flag("--reference", o->reference, "Use only the reference kernels (no oneDNN)");
   cmd->add_flag("--profile", o->profile, "Print the time per op type (and per node with -v)");
+  cmd->add_flag("--no-split-batch", o->no_split,
+                "Run every layer on the whole batch (by default the first, memory-bound layers of a large batch run a few "
+                "samples at a time; -v says how)");
   cmd->callback([&action, o, &g] {
     action = [o, &g] {
       engine::configureThreads(o->threads);
@@ -95,6 +99,7 @@ void addBenchCommand(CLI::App& app, Action& action, const GlobalOptions& g) {
       so.threads = o->threads;
       so.reference_only = o->reference;
       so.profile = o->profile;
+      so.split_batch = !o->no_split;
       engine::Session s(m, so);
       std::mt19937 rng(42);
       engine::TensorMap feeds;
@@ -124,6 +129,7 @@ void addBenchCommand(CLI::App& app, Action& action, const GlobalOptions& g) {
         ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
         if (o->iters == 0 && std::chrono::duration<double>(t1 - start).count() >= o->seconds && ms.size() >= 10) break;
       }
+      if (const std::string split = s.batchSplit(); !split.empty()) spdlog::debug("batch split: {}", split);
       const double med = percentile(ms, 0.5), p90 = percentile(ms, 0.9);
       double mean = 0;
       for (double x : ms) mean += x;
@@ -133,7 +139,8 @@ void addBenchCommand(CLI::App& app, Action& action, const GlobalOptions& g) {
         nlohmann::json j{{"schema", "lwc.bench"}, {"schema_version", 1}, {"runtime", "lwc"},
                          {"model", o->model},     {"batch", o->batch},   {"threads", o->threads},
                          {"median_ms", med},      {"p90_ms", p90},       {"mean_ms", mean},
-                         {"items_per_s", items},  {"iters", ms.size()},  {"reference_kernels", o->reference}};
+                         {"items_per_s", items},  {"iters", ms.size()},  {"reference_kernels", o->reference},
+                         {"batch_split", s.batchSplit()}};
         std::cout << dumpJson(j) << "\n";
       } else {
         std::printf("%s  batch %lld  threads %d  runs %zu\n", o->model.c_str(), static_cast<long long>(o->batch),

@@ -21,6 +21,7 @@ struct ExecOptions {
   std::string outdir;
   int threads = 0;
   bool reference = false;
+  bool no_split = false;
 };
 
 std::string safeName(std::string s) {
@@ -42,6 +43,7 @@ void addExecCommand(CLI::App& app, Action& action, const GlobalOptions&) {
   cmd->add_option("--outdir", o->outdir, "Folder for <output>.npy files (created)")->required();
   addThreadsOption(cmd, o->threads);
   cmd->add_flag("--reference", o->reference, "Use only the reference kernels");
+  cmd->add_flag("--no-split-batch", o->no_split, "Run every layer on the whole batch (see lwc bench --no-split-batch)");
   cmd->callback([&action, o] {
     action = [o] {
       engine::configureThreads(o->threads);
@@ -79,6 +81,7 @@ void addExecCommand(CLI::App& app, Action& action, const GlobalOptions&) {
       engine::SessionOptions so;
       so.threads = o->threads;
       so.reference_only = o->reference;
+      so.split_batch = !o->no_split;
       engine::Session s(m, so);
       const auto outs = s.run(feeds);
       for (const auto& [name, t] : outs) writeNpy(fs::path(o->outdir) / (safeName(name) + ".npy"), t);

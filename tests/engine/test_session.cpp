@@ -110,3 +110,91 @@ g (float[N, 8, H, W] x, float[8, 8, 3, 3] w) => (float[N, 8, P, Q] y)
                         Catch::Contains("inputs fed: 'x' [2,8,1,1] (declared [N,8,H,W])") &&
                         !Catch::Contains("lwc.internal"));
 }
+
+namespace {
+// Outputs of `m` on `feeds` with and without batch splitting; the split one's description.
+std::pair<std::string, std::string> runSplitAndWhole(const Model& m, const engine::TensorMap& feeds,
+                                                     const engine::Observer& observer = {}) {
+  engine::Session split(m);
+  engine::SessionOptions whole_opts;
+  whole_opts.split_batch = false;
+  engine::Session whole(m, whole_opts);
+  const auto a = split.runOrdered(feeds, observer);
+  const auto b = whole.runOrdered(feeds);
+  CHECK(whole.batchSplit().empty());
+  REQUIRE(a.size() == b.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    INFO("output " << i << " " << shapeStr(a[i].shape()));
+    CHECK(a[i].bitEqual(b[i]));
+  }
+  return {split.batchSplit(), a.empty() ? std::string() : shapeStr(a[0].shape())};
+}
+
+// A memory-bound start (a 1x1 convolution of 3 channels, Relu, Add of a per-channel constant, max
+// pooling) on 255x255 images, whose per-sample rows (3*255*255 floats) do not start on 64-byte
+// boundaries; `mix` computes m from the convolution's output a.
+Model splitModel(const std::string& mix) {
+  Model m = parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 3, 255, 255] x) => (float[N, 4] y, float[N, 8, 127, 127] p)
+<float[8, 3, 1, 1] w1 = {0.1, -0.2, 0.3, 0.4, -0.5, 0.6, 0.7, 0.8, -0.9, 1.0, 1.1, -1.2, 0.1, 0.2, 0.3, -0.4, 0.5, 0.6, -0.7, 0.8, 0.9, 1.0, -1.1, 1.2},
+ float[8, 1, 1] c = {0.5, -0.5, 0.25, -0.25, 0.125, -0.125, 1.0, -1.0},
+ float[4, 8, 1, 1] w2 = {1, 2, 3, 4, 5, 6, 7, 8, -1, -2, -3, -4, -5, -6, -7, -8, 0.5, 0.5, 0.5, 0.5, -0.5, -0.5, -0.5, -0.5, 1, 0, 1, 0, 1, 0, 1, 0},
+ int64[2] flat = {-1, 4}, int64[1] st = {1}, int64[1] en = {10}, int64[1] ax = {0},
+ float[9, 1, 1, 1] k9 = {1, 2, 3, 4, 5, 6, 7, 8, 9}>
+{
+  a = Conv (x, w1)
+)" + mix + R"(
+  r = Relu (m)
+  s = Add (r, c)
+  p = MaxPool <kernel_shape = [3, 3], strides = [2, 2]> (s)
+  q = Conv (p, w2)
+  g = GlobalAveragePool (q)
+  y = Reshape (g, flat)
+}
+)");
+  return m;
+}
+}  // namespace
+
+TEST_CASE("a large batch runs its memory-bound first layers a few samples at a time, with the bits of the whole batch", "[session]") {
+  const Model m = splitModel("  m = Identity (a)");
+  // 9 samples: 4.2 MB of activations per sample in the Add (2.1 MB in, 2.1 MB out), 37 MB for the
+  // batch, so slices of at most 4 samples (16 MiB). The split ends after the pooling (the input's
+  // transpose to NHWC, the convolution, Identity, Relu, the Add, the pooling): there the fewest
+  // bytes cross. The output p comes from the split part, gathered whole.
+  auto [split9, shape9] = runSplitAndWhole(m, {{"x", randomFloat({9, 3, 255, 255}, 11)}});
+  CHECK(shape9 == "[9,4]");
+  CHECK_THAT(split9, Catch::StartsWith("the first 6 of 11 nodes in 3 slices of 3 samples"));
+  auto [split10, shape10] = runSplitAndWhole(m, {{"x", randomFloat({10, 3, 255, 255}, 12)}});
+  CHECK_THAT(split10, Catch::Contains("3 slices of 3-4 samples"));
+  // Small batches run whole.
+  CHECK(runSplitAndWhole(m, {{"x", randomFloat({3, 3, 255, 255}, 13)}}).first.empty());
+  // A run with an observer sees whole-batch tensors.
+  int64_t observed_batch = 0;
+  const auto with_observer = runSplitAndWhole(m, {{"x", randomFloat({9, 3, 255, 255}, 11)}},
+                                              [&](const std::string&, const Tensor& t) { observed_batch = std::max(observed_batch, t.dim(0)); });
+  CHECK(with_observer.first.empty());
+  CHECK(observed_batch == 9);
+}
+
+TEST_CASE("batch splitting stops before a node that mixes samples", "[session]") {
+  const Tensor x = randomFloat({9, 3, 255, 255}, 21);
+  // Concat along the batch (then rows 1-9 of it), Softmax over the batch, a constant with a batch-sized first
+  // dimension, MaxPool's indices (counted across the batch): each of these runs on the whole batch
+  // and the results equal an unsplit run's.
+  for (const std::string mix : {"  d = Concat <axis = 0> (a, a)\n  m = Slice (d, st, en, ax)",
+                                "  d = Transpose <perm = [1, 0, 2, 3]> (a)\n  e = Softmax <axis = 1> (d)\n"
+                                "  m = Transpose <perm = [1, 0, 2, 3]> (e)",
+                                "  m = Add (a, k9)",
+                                "  pp, idx = MaxPool <kernel_shape = [1, 1]> (a)\n  fi = Cast <to = 1> (idx)\n  m = Add (pp, fi)"}) {
+    INFO(mix);
+    const Model m = splitModel(mix);
+    const auto [split, shape] = runSplitAndWhole(m, {{"x", x}});
+    CHECK(shape == "[9,4]");
+    // The split, if any, ends before the mixing node: at most the input's transpose to NHWC, the
+    // convolution and its output's transpose back.
+    INFO(split);
+    CHECK((split.empty() || split.starts_with("the first 2 of ") || split.starts_with("the first 3 of ")));
+  }
+}
