@@ -243,16 +243,18 @@ Tensor concatRows(const std::vector<Tensor>& parts) {
 }
 
 // Where splitting pays (measured 2026-12-05 on a 2-core Xeon with torchvision mobilenet_v2,
-// resnet18 and resnet50 at batch 32): a node bound by memory (fewer than kMemoryBoundMacsPerByte
-// multiply-adds per byte of activations: pointwise convolutions of few channels, depthwise ones,
-// pooling, activations) whose activations (inputs and outputs) over the whole batch take
-// kSplitFromBytes or more gains when a slice's take at most kSliceBytes: mobilenet_v2 114 -> 80 ms.
-// Nodes bound by compute (resnet's 3x3 convolutions) neither gain nor lose; nodes with more than
-// kSplitMaxWeightBytes of weights would be read again for every slice and end the split.
+// resnet18 and resnet50 at batch 32): a node bound by memory (fewer than
+// kMemoryBoundMacsPerElement multiply-adds per activation element read or written, 6 per byte of
+// float32, where int8 kernels also do about 4 times the multiply-adds per second: pointwise
+// convolutions of few channels, depthwise ones, pooling, activations) whose activations (inputs
+// and outputs) over the whole batch take kSplitFromBytes or more gains when a slice's take at most
+// kSliceBytes: mobilenet_v2 97-107 -> 70-74 ms. Nodes bound by compute (resnet's 3x3 convolutions)
+// neither gain nor lose; nodes with more than kSplitMaxWeightBytes of weights would be read again
+// for every slice and end the split.
 constexpr int64_t kSplitFromBytes = 24ll << 20;
 constexpr int64_t kSliceBytes = 16ll << 20;
 constexpr int64_t kSplitMaxWeightBytes = 1ll << 20;
-constexpr int64_t kMemoryBoundMacsPerByte = 6;
+constexpr int64_t kMemoryBoundMacsPerElement = 24;
 constexpr size_t kSplitCutWindow = 8;  ///< nodes after the last large one where the cut may go
 }  // namespace
 
@@ -536,7 +538,7 @@ const Session::Impl::SplitPlan& Session::Impl::splitPlan(const std::vector<Tenso
   }
   if (batch < 4) cand = 0;
   // One sample through the candidates: bytes per sample, and the shape checks.
-  std::vector<int64_t> slot_bytes(values.size(), 0), ws(cand, 0), macs(cand, 0);
+  std::vector<int64_t> slot_bytes(values.size(), 0), ws(cand, 0), elems(cand, 0), macs(cand, 0);
   for (size_t k : plan.inputs) slot_bytes[input_slots[k]] = static_cast<int64_t>(probe[input_slots[k]].nbytes());
   size_t seg = 0;
   for (; seg < cand; ++seg) {
@@ -561,9 +563,13 @@ const Session::Impl::SplitPlan& Session::Impl::splitPlan(const std::vector<Tenso
       if (node_out[seg][o] >= 0) {
         slot_bytes[node_out[seg][o]] = static_cast<int64_t>(outs[o].nbytes());
         ws[seg] += static_cast<int64_t>(outs[o].nbytes());
+        elems[seg] += outs[o].numel();
       }
     for (size_t k = 0; k < ins.size(); ++k)
-      if (ins[k] && !in_const[k]) ws[seg] += static_cast<int64_t>(ins[k]->nbytes());
+      if (ins[k] && !in_const[k]) {
+        ws[seg] += static_cast<int64_t>(ins[k]->nbytes());
+        elems[seg] += ins[k]->numel();
+      }
     // Multiply-adds per sample: a convolution's weights (the rank-4 constant) give those per output.
     for (size_t k = 0; k < ins.size(); ++k)
       if (ins[k] && in_const[k] && ins[k]->rank() == 4 && ins[k]->dim(0) > 0 && !outs.empty() && !outs[0].empty())
@@ -571,7 +577,7 @@ const Session::Impl::SplitPlan& Session::Impl::splitPlan(const std::vector<Tenso
   }
   size_t big = seg;
   for (size_t i = 0; i < seg; ++i)
-    if (batch * ws[i] >= kSplitFromBytes && macs[i] < kMemoryBoundMacsPerByte * ws[i]) big = i;
+    if (batch * ws[i] >= kSplitFromBytes && macs[i] < kMemoryBoundMacsPerElement * elems[i]) big = i;
   if (big < seg) {
     // Bytes crossing a cut after node p: values produced up to p and read after it.
     auto crossing = [&](size_t p) {
