@@ -131,6 +131,39 @@ g (float[N, 4, 12, 12] x) => (float[N, 16, 6, 6] y, float[N, 8, 12, 12] z)
   checkSame(m, {3, 4, 12, 12}, "mobilenet-like");
 }
 
+TEST_CASE("SiLU (y * Sigmoid(y)) after a convolution runs as the convolution's swish post-op", "[optimize]") {
+  // EfficientNet's activation as torch exports it, in either operand order, and once where the
+  // Sigmoid's output is also a graph output (not fused: the Sigmoid must still be computed).
+  Model m = parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 4, 10, 10] x) => (float[N, 8, 10, 10] y, float[N, 8, 10, 10] t)
+{
+  c = Conv <pads=[1,1,1,1]> (x, w0, b0)
+  s = Sigmoid (c)
+  a = Mul (c, s)
+  d = Conv <group=8, pads=[1,1,1,1]> (a, w1, b1)
+  s1 = Sigmoid (d)
+  y = Mul (s1, d)
+  e = Conv (x, w2, b2)
+  t = Sigmoid (e)
+  u = Mul (e, t)
+}
+)",
+                           LoadOptions{false});
+  addInit(m, "w0", {8, 4, 3, 3});
+  addInit(m, "b0", {8});
+  addInit(m, "w1", {8, 1, 3, 3});
+  addInit(m, "b1", {8});
+  addInit(m, "w2", {8, 4, 1, 1});
+  addInit(m, "b2", {8});
+  randomizeWeights(m, 7);
+  validateGraph(m.graph);
+  engine::Session s(m);
+  CHECK(countOf(s, "Sigmoid") == 1);  // t's
+  CHECK(countOf(s, "Mul") == 1);      // u's
+  checkSame(m, {3, 4, 10, 10}, "SiLU");
+}
+
 TEST_CASE("DequantizeLinear -> Flatten -> QuantizeLinear with the same parameters runs on the integers", "[optimize][quant]") {
   // What lwc quantize writes after a global pool: the pool's output and the Flatten's output carry
   // the same scale and zero point (equal values, separate initializers). The engine drops the

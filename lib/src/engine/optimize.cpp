@@ -1092,15 +1092,60 @@ int fusePostOps(Graph& g) {
       Node& c = g.nodes[i];
       if (c.domain != kInternalDomain || c.op_type != "ConvNhwc") continue;
       const std::string y = c.outputs[0];
-      if (g.isGraphOutput(y) || consumersOf(g, y) != 1) continue;
+      if (g.isGraphOutput(y)) continue;
+      auto ops = c.attr("post_ops") ? std::vector<std::string>(c.attr("post_ops")->strings().begin(), c.attr("post_ops")->strings().end())
+                                    : std::vector<std::string>{};
+      auto alphas = c.attrFloats("post_alpha"), betas = c.attrFloats("post_beta");
+      auto append = [&](const std::string& kind, float alpha, float beta, const std::string& out) {
+        ops.push_back(kind);
+        alphas.push_back(alpha);
+        betas.push_back(beta);
+        onnx::AttributeProto po;
+        po.set_name("post_ops");
+        po.set_type(onnx::AttributeProto::STRINGS);
+        for (const auto& s : ops) po.add_strings(s);
+        c.removeAttr("post_ops");
+        c.attrs.push_back(po);
+        c.setAttr("post_alpha", alphas);
+        c.setAttr("post_beta", betas);
+        c.outputs[0] = out;
+      };
+      // SiLU, y * Sigmoid(y) (EfficientNet's activation, as torch exports it): y read by a Sigmoid
+      // and by the Mul of y and the Sigmoid's output, which nothing else reads. oneDNN's swish.
+      if (consumersOf(g, y) == 2) {
+        const int si = [&] {
+          for (size_t k = 0; k < g.nodes.size(); ++k)
+            if (g.nodes[k].domain.empty() && g.nodes[k].op_type == "Sigmoid" && g.nodes[k].inputs.size() == 1 &&
+                g.nodes[k].inputs[0] == y && g.nodes[k].outputs.size() == 1)
+              return static_cast<int>(k);
+          return -1;
+        }();
+        if (si < 0) continue;
+        const std::string sg = g.nodes[static_cast<size_t>(si)].outputs[0];
+        if (g.isGraphOutput(sg) || consumersOf(g, sg) != 1) continue;
+        const int mi = [&] {
+          for (size_t k = 0; k < g.nodes.size(); ++k) {
+            const Node& m = g.nodes[k];
+            if (m.domain.empty() && m.op_type == "Mul" && m.inputs.size() == 2 && m.outputs.size() == 1 &&
+                ((m.inputs[0] == y && m.inputs[1] == sg) || (m.inputs[0] == sg && m.inputs[1] == y)))
+              return static_cast<int>(k);
+          }
+          return -1;
+        }();
+        if (mi < 0) continue;
+        append("swish", 1.0f, 0.0f, g.nodes[static_cast<size_t>(mi)].outputs[0]);
+        g.nodes.erase(g.nodes.begin() + std::max(si, mi));
+        g.nodes.erase(g.nodes.begin() + std::min(si, mi));
+        ++fused;
+        changed = true;
+        continue;
+      }
+      if (consumersOf(g, y) != 1) continue;
       auto it = std::find_if(g.nodes.begin(), g.nodes.end(), [&](const Node& n) {
         return std::find(n.inputs.begin(), n.inputs.end(), y) != n.inputs.end();
       });
       Node& a = *it;
       if (!a.domain.empty() || a.outputs.size() != 1) continue;
-      auto ops = c.attr("post_ops") ? std::vector<std::string>(c.attr("post_ops")->strings().begin(), c.attr("post_ops")->strings().end())
-                                    : std::vector<std::string>{};
-      auto alphas = c.attrFloats("post_alpha"), betas = c.attrFloats("post_beta");
       std::string kind;
       float alpha = 0, beta = 0;
       if (a.op_type == "Relu") {
@@ -1140,18 +1185,7 @@ int fusePostOps(Graph& g) {
       } else {
         continue;
       }
-      ops.push_back(kind);
-      alphas.push_back(alpha);
-      betas.push_back(beta);
-      onnx::AttributeProto po;
-      po.set_name("post_ops");
-      po.set_type(onnx::AttributeProto::STRINGS);
-      for (const auto& s : ops) po.add_strings(s);
-      c.removeAttr("post_ops");
-      c.attrs.push_back(po);
-      c.setAttr("post_alpha", alphas);
-      c.setAttr("post_beta", betas);
-      c.outputs[0] = a.outputs[0];
+      append(kind, alpha, beta, a.outputs[0]);
       g.nodes.erase(it);
       ++fused;
       changed = true;
