@@ -164,6 +164,41 @@ g (float[N, 4, 10, 10] x) => (float[N, 8, 10, 10] y, float[N, 8, 10, 10] t)
   checkSame(m, {3, 4, 10, 10}, "SiLU");
 }
 
+TEST_CASE("a BatchNormalization no Conv absorbs runs as a depthwise 1x1 Conv, a Pad of zeros is dropped", "[optimize]") {
+  // DenseNet's pre-activation layer (Concat -> BN -> Relu -> Conv) and transition (Pad of zeros ->
+  // AveragePool); a BN of a 2-D tensor stays a BatchNormalization.
+  Model m = parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 4, 8, 8] x) => (float[N, 6, 4, 4] y, float[N, 6] z)
+{
+  c = Conv <pads=[1,1,1,1]> (x, w0)
+  k = Concat <axis=1> (x, c)
+  n = BatchNormalization (k, g0, b0, m0, v0)
+  r = Relu (n)
+  d = Conv (r, w1, bc1)
+  p = Pad (d, zp)
+  y = AveragePool <kernel_shape=[2,2], strides=[2,2]> (p)
+  gp = GlobalAveragePool (y)
+  f = Flatten (gp)
+  z = BatchNormalization (f, g1, b1, m1, v1)
+}
+)",
+                           LoadOptions{false});
+  addInit(m, "w0", {2, 4, 3, 3});
+  for (const char* p : {"g0", "b0", "m0", "v0"}) addInit(m, p, {6});
+  for (const char* p : {"g1", "b1", "m1", "v1"}) addInit(m, p, {6});
+  addInit(m, "w1", {6, 6, 1, 1});
+  addInit(m, "bc1", {6});
+  randomizeWeights(m, 9);
+  m.graph.initializers.set("zp", Tensor::fromVector<int64_t>({8}, {0, 0, 0, 0, 0, 0, 0, 0}));
+  validateGraph(m.graph);
+  engine::Session s(m);
+  CHECK(countOf(s, "BatchNormalization") == 1);  // z's
+  CHECK(countOf(s, "Pad") == 0);
+  CHECK(countOf(s, "lwc.internal.ConvNhwc") == 3);
+  checkSame(m, {3, 4, 8, 8}, "densenet-like");
+}
+
 TEST_CASE("DequantizeLinear -> Flatten -> QuantizeLinear with the same parameters runs on the integers", "[optimize][quant]") {
   // What lwc quantize writes after a global pool: the pool's output and the Flatten's output carry
   // the same scale and zero point (equal values, separate initializers). The engine drops the

@@ -129,6 +129,72 @@ int foldBatchNorms(Graph& g) {
   return folded;
 }
 
+// A BatchNormalization that no Conv before it absorbs (DenseNet's, after a Concat) becomes a
+// depthwise 1x1 Conv of its affine map, where its input is known to be 4-D with as many channels:
+// the Conv then runs in NHWC with the following activation fused, where the reference
+// BatchNormalization had kept the layout in NCHW around it. The same function; the last bits
+// differ (scale·x + shift instead of (x − μ)/√(var+ε)·γ + β).
+int batchNormsToDepthwise(Graph& g, const ValueTypes& types) {
+  int done = 0;
+  for (auto& bn : g.nodes) {
+    if (bn.op_type != "BatchNormalization" || !bn.domain.empty() || bn.outputs.size() != 1 || bn.inputs.size() != 5) continue;
+    if (bn.attrInt("training_mode", 0) != 0) continue;
+    const auto xt = types.find(bn.inputs[0]);
+    if (xt == types.end() || xt->second.dtype != DType::Float32 || !xt->second.shape || xt->second.shape->size() != 4) continue;
+    const Dim& cd = (*xt->second.shape)[1];
+    if (!cd.known() || cd.value < 1) continue;
+    const int64_t c = cd.value;
+    bool ok = true;
+    for (size_t k = 1; k <= 4; ++k) ok = ok && isFloatConst(g, bn.inputs[k], c);
+    if (!ok) continue;
+    const auto affine = batchNormAffine(g.initializers.at(bn.inputs[1]), g.initializers.at(bn.inputs[2]),
+                                        g.initializers.at(bn.inputs[3]), g.initializers.at(bn.inputs[4]),
+                                        bn.attrFloat("epsilon", 1e-5f));
+    Tensor w(DType::Float32, {c, 1, 1, 1}), b(DType::Float32, {c});
+    for (int64_t i = 0; i < c; ++i) {
+      w.data<float>()[i] = static_cast<float>(affine.scale[static_cast<size_t>(i)]);
+      b.data<float>()[i] = static_cast<float>(affine.shift[static_cast<size_t>(i)]);
+    }
+    const std::string wn = g.uniqueName(bn.inputs[0] + "_bn_scale"), bname = g.uniqueName(bn.inputs[0] + "_bn_shift");
+    g.initializers.set(wn, w);
+    g.initializers.set(bname, b);
+    Node conv;
+    conv.op_type = "Conv";
+    conv.name = bn.name;
+    conv.inputs = {bn.inputs[0], wn, bname};
+    conv.outputs = bn.outputs;
+    conv.setAttr("group", c);
+    conv.setAttr("kernel_shape", std::vector<int64_t>{1, 1});
+    bn = conv;
+    ++done;
+  }
+  return done;
+}
+
+// A Pad of all-zero pads (DenseNet's before each average pooling) is dropped: its readers read its
+// input.
+int dropZeroPads(Graph& g) {
+  int dropped = 0;
+  for (size_t i = 0; i < g.nodes.size(); ++i) {
+    const Node& n = g.nodes[i];
+    if (n.op_type != "Pad" || !n.domain.empty() || n.outputs.size() != 1 || g.isGraphOutput(n.outputs[0])) continue;
+    std::vector<int64_t> pads;
+    if (n.hasInput(1)) {
+      const Tensor* t = g.initializers.find(n.inputs[1]);
+      if (!t || (t->dtype() != DType::Int64 && t->dtype() != DType::Int32)) continue;
+      pads = intValues(*t);
+    } else {
+      pads = n.attrInts("pads");
+    }
+    if (pads.empty() || std::any_of(pads.begin(), pads.end(), [](int64_t p) { return p != 0; })) continue;
+    replaceUses(g, std::string(n.outputs[0]), std::string(n.inputs[0]));  // copies: it rewrites inputs
+    g.nodes.erase(g.nodes.begin() + static_cast<std::ptrdiff_t>(i));
+    --i;
+    ++dropped;
+  }
+  return dropped;
+}
+
 // ------------------------------------------------------------------ QDQ -> integer ops
 
 // A DequantizeLinear whose scale and zero point are constants: (quantized input, scale, zero point).
@@ -1360,6 +1426,8 @@ int foldTransposeReshapeTranspose(Graph& g, const ValueTypes& types) {
 OptimizeStats optimizeForExecution(Graph& g, const ValueTypes* types) {
   OptimizeStats st;
   st.bn_folded = foldBatchNorms(g);
+  if (types) st.bn_depthwise = batchNormsToDepthwise(g, *types);
+  st.pads_dropped = dropZeroPads(g);
   // In this order: the float-output rewrite takes only what fuseQdq left (no QuantizeLinear after).
   if (dropRequantize(g)) removeDeadNodes(g);
   st.qdq_fused = fuseQdq(g, /*internal_ops=*/true);

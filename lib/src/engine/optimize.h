@@ -1,6 +1,7 @@
 // Graph rewrites the engine applies to its private copy of a graph before choosing kernels.
 //
-// 1. BatchNormalization after a Conv with constant weights is folded into the Conv. A
+// 1. BatchNormalization after a Conv with constant weights is folded into the Conv; any other
+//    (4-D input, constant parameters) becomes a depthwise 1x1 Conv; a Pad of zeros is dropped. A
 //    DequantizeLinear -> [Flatten/Reshape/Squeeze/Unsqueeze] -> QuantizeLinear round trip with equal
 //    per-tensor parameters (exact) is dropped, and QDQ patterns become integer kernels.
 // 2. Each 2-D float Conv with constant weights becomes lwc.internal.ConvNhwc between two Transposes;
@@ -35,6 +36,8 @@ inline constexpr const char* kInternalDomain = "lwc.internal";
 
 struct OptimizeStats {
   int bn_folded = 0;
+  int bn_depthwise = 0;  ///< BatchNormalizations no Conv absorbs, made depthwise 1x1 Convs (4-D input)
+  int pads_dropped = 0;  ///< Pads of all-zero pads
   int qdq_fused = 0;
   int convs_nhwc = 0;
   int transposes_left = 0;
