@@ -164,6 +164,39 @@ g (float[N, 4, 10, 10] x) => (float[N, 8, 10, 10] y, float[N, 8, 10, 10] t)
   checkSame(m, {3, 4, 10, 10}, "SiLU");
 }
 
+TEST_CASE("HardSwish as y * HardSigmoid(y) and a HardSigmoid after a convolution run as its post-ops", "[optimize]") {
+  // MobileNetV3 as torch exports it: HardSwish spelt out with HardSigmoid(alpha 1/6, beta 1/2), and
+  // the squeeze-excitation gate (ONNX's default alpha 0.2); one HardSigmoid of other parameters in
+  // a product stays.
+  Model m = parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 4, 10, 10] x) => (float[N, 8, 10, 10] y, float[N, 8, 10, 10] z)
+{
+  c = Conv <pads=[1,1,1,1]> (x, w0, b0)
+  h = HardSigmoid <alpha = 0.16666667, beta = 0.5> (c)
+  a = Mul (c, h)
+  d = Conv <group=8, pads=[1,1,1,1]> (a, w1, b1)
+  y = HardSigmoid (d)
+  e = Conv (x, w2, b2)
+  h2 = HardSigmoid <alpha = 0.25, beta = 0.5> (e)
+  z = Mul (h2, e)
+}
+)",
+                           LoadOptions{false});
+  addInit(m, "w0", {8, 4, 3, 3});
+  addInit(m, "b0", {8});
+  addInit(m, "w1", {8, 1, 3, 3});
+  addInit(m, "b1", {8});
+  addInit(m, "w2", {8, 4, 1, 1});
+  addInit(m, "b2", {8});
+  randomizeWeights(m, 8);
+  validateGraph(m.graph);
+  engine::Session s(m);
+  CHECK(countOf(s, "HardSigmoid") == 1);  // h2
+  CHECK(countOf(s, "Mul") == 1);          // z
+  checkSame(m, {3, 4, 10, 10}, "HardSwish");
+}
+
 TEST_CASE("a BatchNormalization no Conv absorbs runs as a depthwise 1x1 Conv, a Pad of zeros is dropped", "[optimize]") {
   // DenseNet's pre-activation layer (Concat -> BN -> Relu -> Conv) and transition (Pad of zeros ->
   // AveragePool); a BN of a 2-D tensor stays a BatchNormalization.

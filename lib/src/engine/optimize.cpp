@@ -1176,14 +1176,23 @@ int fusePostOps(Graph& g) {
         c.setAttr("post_beta", betas);
         c.outputs[0] = out;
       };
-      // SiLU, y * Sigmoid(y) (EfficientNet's activation, as torch exports it): y read by a Sigmoid
-      // and by the Mul of y and the Sigmoid's output, which nothing else reads. oneDNN's swish.
+      // SiLU, y * Sigmoid(y) (EfficientNet's activation, as torch exports it), and HardSwish as
+      // y * HardSigmoid(y) with alpha 1/6 and beta 1/2 (MobileNetV3's, as torch exports it): y read
+      // by the gate and by the Mul of y and the gate's output, which nothing else reads. oneDNN's
+      // swish and hardswish.
       if (consumersOf(g, y) == 2) {
+        std::string gated;
         const int si = [&] {
-          for (size_t k = 0; k < g.nodes.size(); ++k)
-            if (g.nodes[k].domain.empty() && g.nodes[k].op_type == "Sigmoid" && g.nodes[k].inputs.size() == 1 &&
-                g.nodes[k].inputs[0] == y && g.nodes[k].outputs.size() == 1)
-              return static_cast<int>(k);
+          for (size_t k = 0; k < g.nodes.size(); ++k) {
+            const Node& n = g.nodes[k];
+            if (!n.domain.empty() || n.inputs.size() != 1 || n.inputs[0] != y || n.outputs.size() != 1) continue;
+            if (n.op_type == "Sigmoid") gated = "swish";
+            else if (n.op_type == "HardSigmoid" && std::abs(n.attrFloat("alpha", 0.2f) - 1.0f / 6.0f) < 1e-6f &&
+                     n.attrFloat("beta", 0.5f) == 0.5f)
+              gated = "hardswish";
+            else continue;
+            return static_cast<int>(k);
+          }
           return -1;
         }();
         if (si < 0) continue;
@@ -1199,7 +1208,7 @@ int fusePostOps(Graph& g) {
           return -1;
         }();
         if (mi < 0) continue;
-        append("swish", 1.0f, 0.0f, g.nodes[static_cast<size_t>(mi)].outputs[0]);
+        append(gated, gated == "swish" ? 1.0f : 0.0f, 0.0f, g.nodes[static_cast<size_t>(mi)].outputs[0]);
         g.nodes.erase(g.nodes.begin() + std::max(si, mi));
         g.nodes.erase(g.nodes.begin() + std::min(si, mi));
         ++fused;
@@ -1223,6 +1232,12 @@ int fusePostOps(Graph& g) {
         kind = "logistic";
       } else if (a.op_type == "HardSwish") {
         kind = "hardswish";
+      } else if (a.op_type == "HardSigmoid") {
+        // max(0, min(1, alpha * y + beta)): oneDNN's linear, then clip.
+        append("linear", a.attrFloat("alpha", 0.2f), a.attrFloat("beta", 0.5f), y);
+        kind = "clip";
+        alpha = 0.0f;
+        beta = 1.0f;
       } else if (a.op_type == "Clip") {
         float lo = -INFINITY, hi = INFINITY;
         if (a.hasAttr("min") || a.hasAttr("max")) {

@@ -9,7 +9,8 @@
 //    with constants or with other NHWC values, pooling, Concat) and cancelled in pairs, so whole
 //    chains of convolutions run in NHWC without reorders; the rest stay at the edges (one copy per
 //    value and perm, however many convolutions read it).
-// 3. Activations (Relu, Clip, Sigmoid, HardSwish, LeakyRelu, SiLU as y * Sigmoid(y)) and a residual Add that follow a
+// 3. Activations (Relu, Clip, Sigmoid, HardSigmoid, HardSwish, LeakyRelu, SiLU as y * Sigmoid(y), HardSwish as
+//    y * HardSigmoid(y)) and a residual Add that follow a
 //    ConvNhwc are fused into it as oneDNN post-ops.
 // 4. The exact GELU that exporters decompose (x/sqrt2 -> Erf -> +1 -> *x -> *0.5) becomes
 //    lwc.internal.Gelu, one oneDNN gelu_erf pass.

@@ -156,6 +156,7 @@ class DnnlConv final : public Kernel {
       else if (po.kind == "logistic") ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_logistic, 0.0f, 0.0f);
       else if (po.kind == "hardswish") ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_hardswish, 0.0f, 0.0f);
       else if (po.kind == "swish") ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_swish, po.alpha, 0.0f);
+      else if (po.kind == "linear") ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_linear, po.alpha, po.beta);
       else if (po.kind == "add") {
         ops.append_binary(dnnl::algorithm::binary_add, p.y_plain);
         p.has_add = true;
