@@ -172,6 +172,32 @@ TEST_CASE("lwc bench on random inputs and on data", "[cli][bench]") {
   CHECK_THAT(too_big.err, Catch::Contains("fewer than --batch 1000"));
 }
 
+TEST_CASE("lwc bench and lwc exec split a large batch, say so, and --no-split-batch turns it off", "[cli][bench]") {
+  // mnv2_fmnist at batch 500: its first layers' activations take more than 24 MB over the batch.
+  TempDir d;
+  const fs::path model = test::testdataDir() / "mnv2_fmnist.onnx";
+  auto split = runLwc("bench " + q(model) + " --batch 500 --iters 1 --warmup 0 --json");
+  INFO(split.err);
+  REQUIRE(split.exit_code == 0);
+  CHECK_THAT(nlohmann::json::parse(split.out)["batch_split"].get<std::string>(),
+             Catch::StartsWith("the first ") && Catch::Contains(" slices of "));
+  auto verbose = runLwc("-v bench " + q(model) + " --batch 500 --iters 1 --warmup 0");
+  CHECK_THAT(verbose.err, Catch::Contains("batch split: the first "));
+  auto whole = runLwc("bench " + q(model) + " --batch 500 --iters 1 --warmup 0 --json --no-split-batch");
+  REQUIRE(whole.exit_code == 0);
+  CHECK(nlohmann::json::parse(whole.out)["batch_split"] == "");
+  // The same bytes either way.
+  REQUIRE(runLwc("exec " + q(model) + " --random-batch 500 --seed 4 --outdir " + q(d / "a")).exit_code == 0);
+  REQUIRE(runLwc("exec " + q(model) + " --random-batch 500 --seed 4 --no-split-batch --outdir " + q(d / "b")).exit_code == 0);
+  size_t files = 0;
+  for (const auto& e : fs::directory_iterator(d / "a")) {
+    if (e.path().extension() != ".npy") continue;  // inputs/ holds the random inputs
+    ++files;
+    CHECK(readNpy(e.path()).bitEqual(readNpy(d / "b" / e.path().filename())));
+  }
+  CHECK(files == 1);
+}
+
 TEST_CASE("an input whose dimensions only the data fixes: bench asks for --data, quantize times at the data's shape",
           "[cli][bench]") {
   // As torch.onnx.export with dynamic_axes on height and width writes it (here every dimension).
