@@ -674,6 +674,18 @@ TEST_CASE("bad data gets one error naming the file", "[data]") {
     CHECK(bz->labels == std::vector<int64_t>{1, std::numeric_limits<int64_t>::max(), 0});
   }
 
+  SECTION(".npy bool labels and inputs with bytes other than 0 and 1 read as True") {
+    // A bool holding any other byte was undefined behaviour (fuzz_dataset under UBSan, 2026-12-05).
+    writeNpy(t / "images.npy", Tensor(DType::UInt8, {3, 28, 28}));
+    std::string lab = toNpy(Tensor::fromVector<bool>({3}, {false, true, false}));
+    lab[lab.size() - 2] = '\x20';
+    test::writeFile(t / "labels.npy", lab);
+    auto d = openDataset(opts(t.path(), std::nullopt, {1, 28, 28}));
+    auto b = d->next(3);
+    REQUIRE(b);
+    CHECK(b->labels == std::vector<int64_t>{0, 1, 0});
+  }
+
   SECTION("labels file with fewer lines than images") {
     for (int i = 0; i < 3; ++i) writeGray(t / ("im" + std::to_string(i) + ".png"), 2, 2, {1, 2, 3, 4});
     test::writeFile(t / "labels.txt", "1\n2\n");

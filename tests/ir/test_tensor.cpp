@@ -232,4 +232,15 @@ TEST_CASE(".npy round trip and errors", "[tensor][npy]") {
   const auto pos = big.find("(2, 3)");
   big.replace(pos, 6, "(2, 9)");
   CHECK_THROWS_AS(parseNpy(big, "lie.npy"), Error);
+  // A bool array's bytes other than 0 and 1 read as True, as NumPy reads them (a bool holding any
+  // other byte was undefined behaviour, found by fuzz_dataset on 2026-12-05).
+  std::string flags = toNpy(Tensor::fromVector<bool>({4}, {false, true, false, true}));
+  flags[flags.size() - 3] = '\x20';
+  flags[flags.size() - 1] = '\xff';
+  const Tensor fl = parseNpy(flags, "flags.npy");
+  REQUIRE(fl.dtype() == DType::Bool);
+  const auto* fb = static_cast<const uint8_t*>(fl.raw());
+  CHECK(std::vector<int>(fb, fb + 4) == std::vector<int>{0, 1, 0, 1});
+  flags[flags.size() - 4] = '\x07';
+  CHECK(parseNpy(flags, "flags.npy").at(0) == 1.0);
 }
