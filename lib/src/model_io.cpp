@@ -156,19 +156,13 @@ Tensor tensorFromProto(const onnx::TensorProto& p, const fs::path& base_dir, con
     std::string blob = readExternal(p, base_dir, where, bytes);
     Tensor t(dt, shape);
     std::memcpy(t.raw(), blob.data(), bytes);
-    if (dt == DType::Bool) {  // normalise to 0/1, as raw_data below
-      auto* b = static_cast<uint8_t*>(t.raw());
-      for (int64_t i = 0; i < n; ++i) b[i] = b[i] != 0;
-    }
+    t.normalizeBools();
     return t;
   }
   if (p.has_raw_data()) {
     Tensor t(dt, shape);
     if (bytes) std::memcpy(t.raw(), p.raw_data().data(), bytes);
-    if (dt == DType::Bool) {  // normalise to 0/1
-      auto* b = static_cast<uint8_t*>(t.raw());
-      for (int64_t i = 0; i < n; ++i) b[i] = b[i] != 0;
-    }
+    t.normalizeBools();
     return t;
   }
   Tensor t(dt, shape);

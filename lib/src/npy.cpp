@@ -101,10 +101,7 @@ Tensor parseNpy(const std::string& b, const std::string& where) {
          b.size() - data_off, " data bytes");
   Tensor t(dt, shape);
   if (t.nbytes()) std::memcpy(t.raw(), b.data() + data_off, t.nbytes());
-  if (t.dtype() == DType::Bool) {  // any non-zero byte is True, as NumPy reads it; a bool holds only 0 or 1
-    auto* v = static_cast<uint8_t*>(t.raw());
-    for (int64_t i = 0; i < t.numel(); ++i) v[i] = v[i] != 0;
-  }
+  t.normalizeBools();
   return t;
 }
 

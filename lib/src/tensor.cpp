@@ -222,6 +222,12 @@ Tensor Tensor::clone() const {
   return t;
 }
 
+void Tensor::normalizeBools() {
+  if (dtype_ != DType::Bool) return;
+  auto* b = static_cast<uint8_t*>(raw());
+  for (int64_t i = 0; i < numel_; ++i) b[i] = b[i] != 0;
+}
+
 bool Tensor::bitEqual(const Tensor& o) const {
   return dtype_ == o.dtype_ && shape_ == o.shape_ && (nbytes() == 0 || std::memcmp(raw(), o.raw(), nbytes()) == 0);
 }

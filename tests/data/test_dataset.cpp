@@ -684,6 +684,21 @@ TEST_CASE("bad data gets one error naming the file", "[data]") {
     auto b = d->next(3);
     REQUIRE(b);
     CHECK(b->labels == std::vector<int64_t>{0, 1, 0});
+    // A bool array fed as stored (a model with a bool input), bytes 0x00 0x05 0x01 0xff per sample.
+    fs::remove(t / "images.npy");
+    fs::remove(t / "labels.npy");
+    std::string mask = toNpy(Tensor(DType::Bool, {2, 4}));
+    const std::string bytes("\x00\x05\x01\xff\x00\x05\x01\xff", 8);
+    mask.replace(mask.size() - 8, 8, bytes);
+    test::writeFile(t / "mask.npy", mask);
+    DataOptions o = opts(t / "mask.npy", std::nullopt, {4});
+    o.dtype = DType::Bool;
+    auto dm = openDataset(o);
+    auto bm = dm->next(2);
+    REQUIRE(bm);
+    REQUIRE(bm->inputs.dtype() == DType::Bool);
+    const auto* mb = static_cast<const uint8_t*>(bm->inputs.raw());
+    CHECK(std::vector<int>(mb, mb + 8) == std::vector<int>{0, 1, 1, 1, 0, 1, 1, 1});
   }
 
   SECTION("labels file with fewer lines than images") {

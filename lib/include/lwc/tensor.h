@@ -107,6 +107,10 @@ class Tensor {
   Tensor clone() const;
   /// True when dtype, shape and bytes are identical.
   bool bitEqual(const Tensor& other) const;
+  /// For a bool tensor filled from bytes (a file, raw data): any non-zero byte becomes 1 (True), as
+  /// NumPy and ONNX read them; reading a C++ bool that holds another byte is undefined behaviour.
+  /// Other dtypes are left as they are.
+  void normalizeBools();
   /// Element i converted to double (any dtype); for statistics and tests, not hot loops.
   double at(int64_t i) const;
   /// Converts to another dtype (float <-> int casts truncate like static_cast, as ONNX Cast does).

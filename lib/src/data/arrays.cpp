@@ -146,6 +146,7 @@ class ArrayDataset final : public Dataset {
       full.insert(full.end(), record_shape_.begin(), record_shape_.end());
       b.inputs = recycledTensor(recycle_, a_.dtype, full);
       readRecords(static_cast<uint8_t*>(b.inputs.raw()), bytes, k);
+      b.inputs.normalizeBools();
       checkFinite(b.inputs);
     }
     if (hasLabels()) b.labels.assign(labels_.values.begin() + pos_, labels_.values.begin() + pos_ + k);
@@ -190,7 +191,6 @@ class ArrayDataset final : public Dataset {
     if (got != bytes)
       fail(a_.where, ": the data ends inside sample ", pos_ + static_cast<int64_t>(got / record_bytes_), " of the ", total_,
            " its header declares (truncated file?)");
-    if (a_.dtype == DType::Bool) normalizeBools(dst, bytes);
   }
 
   ArraySpec a_;
@@ -212,7 +212,7 @@ class ArrayDataset final : public Dataset {
 Tensor readWhole(ByteStream& s, const NpyHeader& h, const std::string& where) {
   Tensor t(h.dtype, h.shape);
   s.readExact(t.raw(), t.nbytes(), where, "array data");
-  if (t.dtype() == DType::Bool) normalizeBools(static_cast<uint8_t*>(t.raw()), t.nbytes());
+  t.normalizeBools();
   return t;
 }
 

@@ -219,12 +219,6 @@ void checkLabelRange(const std::vector<int64_t>& labels, int64_t num_classes, co
 /// error naming `where` and its index.
 std::vector<int64_t> labelValues(const Tensor& t, const std::string& where);
 
-/// Bytes read into a bool array: any non-zero byte is True (1), as NumPy reads it; a C++ bool
-/// holding another byte is undefined behaviour (found by fuzz_dataset on 2026-12-05).
-inline void normalizeBools(uint8_t* p, uint64_t n) {
-  for (uint64_t i = 0; i < n; ++i) p[i] = p[i] != 0;
-}
-
 // ---------------------------------------------------------------------------------------------
 // Sources
 

@@ -83,7 +83,7 @@ LabelFile readNpyLabels(const fs::path& p, int64_t num_classes) {
   if (h.dataBytes() > fsize) fail(name, ": header declares ", shapeStr(h.shape), " but the file holds only ", fsize, " bytes");
   Tensor t(h.dtype, h.shape);
   s->readExact(t.raw(), t.nbytes(), name, "label data");
-  if (t.dtype() == DType::Bool) normalizeBools(static_cast<uint8_t*>(t.raw()), t.nbytes());
+  t.normalizeBools();
   LabelFile out;
   out.labels = labelValues(t, name);
   checkLabelRange(out.labels, num_classes, name);
