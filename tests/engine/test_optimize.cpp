@@ -131,6 +131,21 @@ g (float[N, 4, 12, 12] x) => (float[N, 16, 6, 6] y, float[N, 8, 12, 12] z)
   checkSame(m, {3, 4, 12, 12}, "mobilenet-like");
 }
 
+namespace {
+// Weights of the three convolutions the activation-fusion tests share: c = Conv 3x3 (4 -> 8, w0,
+// b0), d = depthwise 3x3 (w1, b1), e = Conv 1x1 (4 -> 8, w2, b2); seeded, then the graph validated.
+void addGatedConvWeights(Model& m, uint32_t seed) {
+  addInit(m, "w0", {8, 4, 3, 3});
+  addInit(m, "b0", {8});
+  addInit(m, "w1", {8, 1, 3, 3});
+  addInit(m, "b1", {8});
+  addInit(m, "w2", {8, 4, 1, 1});
+  addInit(m, "b2", {8});
+  randomizeWeights(m, seed);
+  validateGraph(m.graph);
+}
+}  // namespace
+
 TEST_CASE("SiLU (y * Sigmoid(y)) after a convolution runs as the convolution's swish post-op", "[optimize]") {
   // EfficientNet's activation as torch exports it, in either operand order, and once where the
   // Sigmoid's output is also a graph output (not fused: the Sigmoid must still be computed).
@@ -150,14 +165,7 @@ g (float[N, 4, 10, 10] x) => (float[N, 8, 10, 10] y, float[N, 8, 10, 10] t)
 }
 )",
                            LoadOptions{false});
-  addInit(m, "w0", {8, 4, 3, 3});
-  addInit(m, "b0", {8});
-  addInit(m, "w1", {8, 1, 3, 3});
-  addInit(m, "b1", {8});
-  addInit(m, "w2", {8, 4, 1, 1});
-  addInit(m, "b2", {8});
-  randomizeWeights(m, 7);
-  validateGraph(m.graph);
+  addGatedConvWeights(m, 7);
   engine::Session s(m);
   CHECK(countOf(s, "Sigmoid") == 1);  // t's
   CHECK(countOf(s, "Mul") == 1);      // u's
@@ -183,14 +191,7 @@ g (float[N, 4, 10, 10] x) => (float[N, 8, 10, 10] y, float[N, 8, 10, 10] z)
 }
 )",
                            LoadOptions{false});
-  addInit(m, "w0", {8, 4, 3, 3});
-  addInit(m, "b0", {8});
-  addInit(m, "w1", {8, 1, 3, 3});
-  addInit(m, "b1", {8});
-  addInit(m, "w2", {8, 4, 1, 1});
-  addInit(m, "b2", {8});
-  randomizeWeights(m, 8);
-  validateGraph(m.graph);
+  addGatedConvWeights(m, 8);
   engine::Session s(m);
   CHECK(countOf(s, "HardSigmoid") == 1);  // h2
   CHECK(countOf(s, "Mul") == 1);          // z

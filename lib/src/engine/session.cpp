@@ -62,7 +62,7 @@ struct Session::Impl {
   // with constants ...): roles per input, 'b' carries the batch, 'c' must be a constant, 'e' an
   // elementwise operand (the batch, or a constant that broadcasts along it).
   std::vector<std::string> split_roles;  ///< per leading node that may be split
-  std::vector<int64_t> const_bytes;      ///< per node: bytes of its constant inputs
+  std::vector<int64_t> const_bytes;      ///< per such node: bytes of its constant inputs
   std::vector<int> last_reader;          ///< per slot: last node reading it, nodes.size() for outputs, -1 none
   struct SplitPlan {
     size_t nodes = 0;         ///< nodes [0, nodes) run per slice; 0: no split
@@ -383,10 +383,6 @@ Session::Session(const Model& model, SessionOptions opts) : impl_(std::make_uniq
 
   // The leading nodes that may run on slices of the batch: inputs with a symbolic first dimension
   // carry the batch, and so does every output of a node that computes each sample on its own.
-  s.const_bytes.assign(g.nodes.size(), 0);
-  for (size_t i = 0; i < g.nodes.size(); ++i)
-    for (int sl : s.node_in[i])
-      if (sl >= 0 && !s.constants[sl].empty()) s.const_bytes[i] += static_cast<int64_t>(s.constants[sl].nbytes());
   if (s.opts.split_batch && !s.opts.reference_only && !s.opts.observable) {
     std::vector<char> batched(s.slot_names.size(), 0);
     for (size_t k = 0; k < s.input_slots.size(); ++k) {
@@ -398,6 +394,7 @@ Session::Session(const Model& model, SessionOptions opts) : impl_(std::make_uniq
       if (!roles) break;
       // Every input fits its role, and one carries the batch.
       bool fits = true, any = false;
+      int64_t const_bytes = 0;
       for (size_t k = 0; k < roles->size(); ++k) {
         const int sl = s.node_in[i][k];
         if (sl < 0) continue;
@@ -405,11 +402,13 @@ Session::Session(const Model& model, SessionOptions opts) : impl_(std::make_uniq
         const char r = (*roles)[k];
         fits = fits && !(r == 'c' && !is_const) && !(r == 'b' && !batched[sl]) && !(r == 'e' && !is_const && !batched[sl]);
         any = any || batched[sl];
+        if (is_const) const_bytes += static_cast<int64_t>(s.constants[sl].nbytes());
       }
       if (!fits || !any) break;
       for (int sl : s.node_out[i])
         if (sl >= 0) batched[sl] = 1;
       s.split_roles.push_back(*roles);
+      s.const_bytes.push_back(const_bytes);
     }
   }
 }
@@ -516,6 +515,12 @@ const Session::Impl::SplitPlan& Session::Impl::splitPlan(const std::vector<Tenso
   auto it = split_plans.find(key);
   if (it != split_plans.end()) return it->second;
   SplitPlan plan;
+  // True when one of the first n nodes reads slot sl.
+  auto read_by_first = [&](size_t n, int sl) {
+    for (size_t i = 0; i < n; ++i)
+      if (std::find(node_in[i].begin(), node_in[i].end(), sl) != node_in[i].end()) return true;
+    return false;
+  };
   // The graph inputs the candidates read, and the batch they share.
   size_t cand = 0;
   while (cand < split_roles.size() && const_bytes[cand] <= kSplitMaxWeightBytes) ++cand;
@@ -523,11 +528,7 @@ const Session::Impl::SplitPlan& Session::Impl::splitPlan(const std::vector<Tenso
   std::vector<Tensor> probe(values.size());
   for (size_t k = 0; k < input_slots.size() && cand > 0; ++k) {
     const int sl = input_slots[k];
-    if (last_reader[sl] < 0) continue;
-    bool read = false;
-    for (size_t i = 0; i < cand && !read; ++i)
-      read = std::find(node_in[i].begin(), node_in[i].end(), sl) != node_in[i].end();
-    if (!read) continue;
+    if (last_reader[sl] < 0 || !read_by_first(cand, sl)) continue;
     const Tensor& t = values[sl];
     if (t.rank() == 0 || (batch >= 0 && t.dim(0) != batch)) cand = 0;
     else {
@@ -579,12 +580,17 @@ const Session::Impl::SplitPlan& Session::Impl::splitPlan(const std::vector<Tenso
   for (size_t i = 0; i < seg; ++i)
     if (batch * ws[i] >= kSplitFromBytes && macs[i] < kMemoryBoundMacsPerElement * elems[i]) big = i;
   if (big < seg) {
-    // Bytes crossing a cut after node p: values produced up to p and read after it.
-    auto crossing = [&](size_t p) {
-      int64_t b = 0;
+    // The values crossing a cut after node p: produced up to p and read after it.
+    auto crossing_slots = [&](size_t p) {
+      std::vector<int> r;
       for (size_t i = 0; i <= p; ++i)
         for (int sl : node_out[i])
-          if (sl >= 0 && last_reader[sl] > static_cast<int>(p)) b += slot_bytes[sl];
+          if (sl >= 0 && last_reader[sl] > static_cast<int>(p)) r.push_back(sl);
+      return r;
+    };
+    auto crossing = [&](size_t p) {
+      int64_t b = 0;
+      for (int sl : crossing_slots(p)) b += slot_bytes[sl];
       return b;
     };
     size_t cut = big;
@@ -602,9 +608,7 @@ const Session::Impl::SplitPlan& Session::Impl::splitPlan(const std::vector<Tenso
       plan.nodes = cut + 1;
       plan.batch = batch;
       plan.slices = slices;
-      for (size_t i = 0; i <= cut; ++i)
-        for (int sl : node_out[i])
-          if (sl >= 0 && last_reader[sl] > static_cast<int>(cut)) plan.cut.push_back(sl);
+      plan.cut = crossing_slots(cut);
       const int64_t lo = batch / slices;
       char buf[64];
       std::snprintf(buf, sizeof buf, "%.1f MB", static_cast<double>(widest) / 1e6);
@@ -615,11 +619,7 @@ const Session::Impl::SplitPlan& Session::Impl::splitPlan(const std::vector<Tenso
     }
   }
   // Only the inputs the split nodes read are sliced.
-  std::erase_if(plan.inputs, [&](int k) {
-    for (size_t i = 0; i < plan.nodes; ++i)
-      if (std::find(node_in[i].begin(), node_in[i].end(), input_slots[k]) != node_in[i].end()) return false;
-    return true;
-  });
+  std::erase_if(plan.inputs, [&](int k) { return !read_by_first(plan.nodes, input_slots[k]); });
   return split_plans.emplace(std::move(key), std::move(plan)).first->second;
 }
 
