@@ -857,9 +857,10 @@ void checkOwnKernel(const std::vector<OwnKernelCase>& cases, const std::string& 
 }
 }  // namespace
 
-TEST_CASE("the profile names oneDNN's implementation, and convolutions under 2^23 multiply-adds or pointwise under 256 channels avoid AMX", "[dnnl][quant]") {
-  // On CPUs with AMX oneDNN 2.6 lists its AMX kernels first, which are slower on small layers and
-  // narrow pointwise ones (dnnl_int8.cpp, avoidSmallAmx); elsewhere the check holds trivially.
+TEST_CASE("the profile names oneDNN's implementation, and convolutions under 2^23 multiply-adds, pointwise under 256 channels and pointwise projections under 2^25 avoid AMX", "[dnnl][quant]") {
+  // On CPUs with AMX oneDNN 2.6 lists its AMX kernels first, which are slower on small layers,
+  // narrow pointwise ones and pointwise ones into no more channels than they read up to 2^25
+  // multiply-adds (dnnl_int8.cpp, avoidSmallAmx); elsewhere the check holds trivially.
   struct Case {
     const char* name;
     QConvCase c;
@@ -874,9 +875,18 @@ TEST_CASE("the profile names oneDNN's implementation, and convolutions under 2^2
   c = {"", {1, 288, 4, 4}, {48, 288, 1, 1}};  // mnv2_fmnist's features.12 projection
   c.per_channel = true, c.bias = true;
   cases.push_back({"1x1 288 -> 48, batch 1 on 4x4 (under 2^23 multiply-adds)", c});
+  c = {"", {32, 480, 2, 2}, {160, 480, 1, 1}};  // mnv2_fmnist's features.17 projection at batch 32
+  c.per_channel = true, c.bias = true;
+  cases.push_back({"1x1 480 -> 160, batch 32 on 2x2 (9.8 M multiply-adds, fewer outputs than inputs)", c});
   c = {"", {4, 320, 14, 14}, {128, 320, 1, 1}};
   c.per_channel = true;
-  cases.push_back({"1x1 320 -> 128, batch 4 on 14x14 (32 M multiply-adds: AMX where the CPU has it)", c});
+  cases.push_back({"1x1 320 -> 128, batch 4 on 14x14 (32 M multiply-adds, under 2^25, fewer outputs than inputs)", c});
+  c = {"", {8, 320, 14, 14}, {128, 320, 1, 1}};
+  c.per_channel = true;
+  cases.push_back({"1x1 320 -> 128, batch 8 on 14x14 (64 M multiply-adds: AMX where the CPU has it)", c});
+  c = {"", {1, 320, 7, 7}, {1280, 320, 1, 1}};  // mobilenet_v2's last expansion at batch 1
+  c.per_channel = true;
+  cases.push_back({"1x1 320 -> 1280, batch 1 on 7x7 (20 M multiply-adds, more outputs than inputs: AMX where the CPU has it)", c});
   c = {"", {2, 16, 12, 12}, {32, 16, 3, 3}};
   c.pads = {1, 1, 1, 1};
   cases.push_back({"3x3 16 -> 32, batch 2 on 12x12 (under 2^23 multiply-adds)", c});
@@ -900,9 +910,11 @@ TEST_CASE("the profile names oneDNN's implementation, and convolutions under 2^2
       CHECK_FALSE(prof.primitive.empty());
       CHECK(prof.primitive.rfind("ref", 0) != 0);
       // stride 1 and "same" padding in these cases: the output has the input's pixels
-      const bool large = qc.x[0] * qc.x[2] * qc.x[3] * qc.w[0] * qc.w[1] * qc.w[2] * qc.w[3] >= (int64_t{1} << 23);
+      const int64_t macs = qc.x[0] * qc.x[2] * qc.x[3] * qc.w[0] * qc.w[1] * qc.w[2] * qc.w[3];
+      const bool large = macs >= (int64_t{1} << 23);
       const bool pointwise = qc.w[2] == 1 && qc.w[3] == 1;
-      if (!large || (pointwise && qc.w[1] < 256)) CHECK(prof.primitive.find("amx") == std::string::npos);
+      const bool projection = qc.w[0] <= qc.w[1] && macs < (int64_t{1} << 25);
+      if (!large || (pointwise && (qc.w[1] < 256 || projection))) CHECK(prof.primitive.find("amx") == std::string::npos);
       else if (amx) CHECK(prof.primitive.find("amx") != std::string::npos);
     } else {
       CHECK(prof.primitive.empty());  // the reference names no library kernel

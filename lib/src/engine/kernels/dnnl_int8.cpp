@@ -244,7 +244,8 @@ void preferImpl(dnnl::convolution_forward::primitive_desc& pd, const char* from,
 }
 
 /// On CPUs with AMX (Sapphire Rapids), an int8 convolution of fewer than 2^23 multiply-adds per call
-/// (`macs`), or a pointwise one over `ic` < 256 input channels, takes oneDNN's VNNI kernel
+/// (`macs`), or a pointwise one over `ic` < 256 input channels or of fewer than 2^25 multiply-adds
+/// into no more output channels (`oc`) than it reads, takes oneDNN's VNNI kernel
 /// (jit_int8_1x1 or jit_int8) rather than the AMX kernel oneDNN 2.6 lists first there
 /// (`jit_1x1:avx512_core_amx_int8`, `brgconv:avx512_core_amx_int8`; `jit:avx512_core_amx_int8` for
 /// one image of few pixels). AMX multiplies tiles 64 bytes deep along the input channels; on narrow
@@ -264,12 +265,22 @@ void preferImpl(dnnl::convolution_forward::primitive_desc& pd, const char* from,
 ///   1.38-1.63). The same held for the 3x3 and 5x5 layers under 2^23: resnet_fmnist's at batch 1
 ///   0.50-1.00 (0.71 summed), lenet5's 6 -> 16 5x5 0.52-0.98; larger 3x3 layers keep AMX (at batch
 ///   32 it was 1.47-2.13x faster on 9 of 10 shapes of 16-512 channels standalone).
+/// - Pointwise layers of 2^23 to 2^25 multiply-adds with ic >= 256 (2026-12-05, same machine,
+///   per-node profiles of the INT8 files, the lower of two runs each way, AMX -> VNNI): those with
+///   oc <= ic ran faster on VNNI, every one of them: mnv2_fmnist's 480 -> 160 on 2x2 at batch 32
+///   65 -> 17 us, at batch 1 efficientnet_b0's 480 -> 112 75 -> 24, 672 -> 112 79 -> 30 and
+///   1152 -> 192 (with its residual add) 67 -> 39, 1152 -> 320 61 -> 35, mnasnet1_0's 480 -> 96
+///   65 -> 15, mobilenet_v2's 960 -> 320 52 -> 29, regnet_y_400mf's 440 -> 440 45 -> 19 (the
+///   earlier measurement that kept AMX for efficientnet_b0's projections is not reproduced by this
+///   build); the expansions 320 -> 1280 on 7x7 (2x10^7) stay faster on AMX, 37 vs 51 and 40 vs 61 us.
 /// Both accumulate exactly in int32: the INT8 files' outputs are byte-identical with AMX everywhere,
 /// with this choice, and without AMX.
-void avoidSmallAmx(dnnl::convolution_forward::primitive_desc& pd, int64_t ic, int64_t macs, bool pointwise) {
+void avoidSmallAmx(dnnl::convolution_forward::primitive_desc& pd, int64_t ic, int64_t oc, int64_t macs, bool pointwise) {
   const std::string chosen = pd.impl_info_str();
   if (chosen.find("avx512_core_amx") == std::string::npos) return;
-  if (macs < (int64_t{1} << 23) || (pointwise && ic < 256)) preferImpl(pd, chosen.c_str(), pointwise ? "jit_int8_1x1:" : "jit_int8:");
+  const bool small = macs < (int64_t{1} << 23);
+  const bool narrow_pointwise = pointwise && (ic < 256 || (oc <= ic && macs < (int64_t{1} << 25)));
+  if (small || narrow_pointwise) preferImpl(pd, chosen.c_str(), pointwise ? "jit_int8_1x1:" : "jit_int8:");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -744,7 +755,7 @@ class DnnlQConv final : public Kernel {
     p.pd = dnnl::convolution_forward::primitive_desc(d, attr, eng);
     if (group == oc && icg == 1 && !c_.f32) preferImpl(p.pd, "brdgmm_dw", "jit_int8:");
     if (kh == 1 && kw == 1 && !c_.f32) preferImpl(p.pd, "brgconv_1x1:", "jit_int8_1x1:");
-    if (!c_.f32) avoidSmallAmx(p.pd, icg, macs, kh * kw == 1);
+    if (!c_.f32) avoidSmallAmx(p.pd, icg, oc, macs, kh * kw == 1);
     if (isRef(p.pd.impl_info_str())) return p;
     p.prim = dnnl::convolution_forward(p.pd);
     std::vector<float> wf;
@@ -1008,7 +1019,7 @@ class DnnlQMatMul final : public Kernel {
       bool have = true;
       try {
         pd = dnnl::convolution_forward::primitive_desc(d, attr, eng);
-        avoidSmallAmx(pd, k, m * k * n, /*pointwise=*/true);
+        avoidSmallAmx(pd, k, n, m * k * n, /*pointwise=*/true);
       } catch (const dnnl::error&) {
         have = false;
       }
