@@ -286,6 +286,155 @@ g (float[N, 8, 6, 6] x) => (float[N, 4] y, uint8[N, 8] r, uint8[N, 8, 1, 1] t)
   }
 }
 
+TEST_CASE("elementwise float ops between an 8-bit DQ and Q run as one 256-entry lookup table, with the chain's bytes", "[optimize][quant]") {
+  // What INT8 files keep in float: SiLU (efficientnet), HardSwish spelt out (mobilenet_v3), here
+  // uint8 -> uint8 and int8 -> int8. Left alone: a chain whose value something else reads (the
+  // Tanh, read by a graph output's Relu), a constant that adds an axis, a per-channel
+  // QuantizeLinear. A product of two dequantized tensors becomes lwc.internal.QMulLut (the second
+  // one's table its dequantized values). 100 columns: 64-byte blocks and a tail; 200 rows
+  // (20 000 bytes) for the threaded split; every byte value occurs in every input.
+  Model m = parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 13]>
+g (uint8[N, 100] x, int8[N, 100] xs) => (uint8[N, 100] silu, int8[N, 100] hsw, uint8[N, 100] keep, float[N, 100] side,
+                                       uint8[N, 100] two, uint8[1, N, 100] big, uint8[N, 100] pc)
+{
+  xd = DequantizeLinear (x, s0, z0)
+  sg = Sigmoid (xd)
+  sm = Mul (xd, sg)
+  silu = QuantizeLinear (sm, s1, z1)
+  xsd = DequantizeLinear (xs, s2, z2)
+  a3 = Add (xsd, three)
+  c6 = Clip (a3, zero, six)
+  d6 = Div (c6, six)
+  hm = Mul (xsd, d6)
+  hsw = QuantizeLinear (hm, s3, z3)
+  t = Tanh (xd)
+  side = Relu (t)
+  keep = QuantizeLinear (t, s1, z1)
+  e = Mul (xd, xsd)
+  two = QuantizeLinear (e, s1, z1)
+  b3 = Add (xd, one3)
+  big = QuantizeLinear (b3, s1, z1)
+  sg2 = Sigmoid (xd)
+  pc = QuantizeLinear <axis = 1> (sg2, spc, zpc)
+}
+)",
+                           LoadOptions{false});
+  auto& init = m.graph.initializers;
+  init.set("s0", Tensor::scalar(0.043f));
+  init.set("z0", Tensor::scalar<uint8_t>(131));
+  init.set("s1", Tensor::scalar(0.021f));
+  init.set("z1", Tensor::scalar<uint8_t>(13));
+  init.set("s2", Tensor::scalar(0.037f));
+  init.set("z2", Tensor::scalar<int8_t>(-5));
+  init.set("s3", Tensor::scalar(0.029f));
+  init.set("z3", Tensor::scalar<int8_t>(-100));
+  init.set("three", Tensor::scalar(3.0f));
+  init.set("zero", Tensor::scalar(0.0f));
+  init.set("six", Tensor::scalar(6.0f));
+  init.set("one3", Tensor(DType::Float32, {1, 1, 1}));
+  Tensor spc(DType::Float32, {100}), zpc(DType::UInt8, {100});
+  for (int64_t c = 0; c < 100; ++c) spc.data<float>()[c] = 0.004f + 0.0001f * static_cast<float>(c);
+  init.set("spc", spc);
+  init.set("zpc", zpc);
+  validateGraph(m.graph);
+  engine::Session fast(m), ref(m, engine::SessionOptions{0, true});
+  CHECK(countOf(fast, "lwc.internal.QLut") == 2);
+  CHECK(countOf(fast, "lwc.internal.QMulLut") == 1);
+  CHECK(countOf(fast, "Sigmoid") == 1);  // sg2's, before the per-channel Q
+  CHECK(countOf(fast, "Clip") == 0);
+  CHECK(countOf(fast, "Tanh") == 1);
+  CHECK(countOf(fast, "Mul") == 0);
+  CHECK(countOf(fast, "QuantizeLinear") == 3);  // keep, big, pc
+  for (int64_t rows : {3, 200}) {
+    INFO(rows << " rows");
+    Tensor x(DType::UInt8, {rows, 100}), xs(DType::Int8, {rows, 100});
+    for (int64_t i = 0; i < rows * 100; ++i) {
+      static_cast<uint8_t*>(x.raw())[i] = static_cast<uint8_t>(i * 7 + rows);
+      static_cast<uint8_t*>(xs.raw())[i] = static_cast<uint8_t>(i * 3 + 1);
+    }
+    checkOutputs(fast, ref, {{"x", x}, {"xs", xs}}, "lookup tables", /*bits=*/true);
+  }
+}
+
+TEST_CASE("a quantized squeeze-excite block: its pooling runs on the 8-bit input and its gate as one lookup and product", "[optimize][quant]") {
+  // DQ -> GlobalAveragePool -> Q becomes lwc.internal.QGlobalAvgPoolNhwc (integer sums) and
+  // DQ(c) * Sigmoid(DQ(f)) -> Q lwc.internal.QMulLut. The oracle: the reference kernels run on the
+  // fast session's own 8-bit inputs of the two (the convolutions before them are float oneDNN
+  // kernels, within rounding of the reference): the product has the chain's bits, the pooling
+  // within one step of it (its mean is rounded once, the reference's sum rounds each term).
+  const std::string se = R"(
+<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 24, 6, 6] x) => (uint8[N, 24, 6, 6] y, uint8[N, 24, 1, 1] pq, uint8[N, 24, 6, 6] cq, int8[N, 24, 1, 1] fq)
+{
+  c = Conv <pads = [1, 1, 1, 1]> (x, w1, b1)
+  cq = QuantizeLinear (c, s1, z1)
+  cd = DequantizeLinear (cq, s1, z1)
+  p = GlobalAveragePool (cd)
+  pq = QuantizeLinear (p, s2, z2)
+  pd = DequantizeLinear (pq, s2, z2)
+  f = Conv (pd, w2, b2)
+  fq = QuantizeLinear (f, s3, z3)
+  fd = DequantizeLinear (fq, s3, z3)
+  sg = Sigmoid (fd)
+  m = Mul (cd, sg)
+  y = QuantizeLinear (m, s4, z4)
+}
+)";
+  const std::string tail = R"(
+<ir_version: 8, opset_import: ["" : 13]>
+g (uint8[N, 24, 6, 6] cq, int8[N, 24, 1, 1] fq) => (uint8[N, 24, 6, 6] y, uint8[N, 24, 1, 1] pq)
+{
+  cd = DequantizeLinear (cq, s1, z1)
+  p = GlobalAveragePool (cd)
+  pq = QuantizeLinear (p, s2, z2)
+  fd = DequantizeLinear (fq, s3, z3)
+  sg = Sigmoid (fd)
+  m = Mul (cd, sg)
+  y = QuantizeLinear (m, s4, z4)
+}
+)";
+  auto params = [](Model& m) {
+    auto& init = m.graph.initializers;
+    init.set("s1", Tensor::scalar(0.031f));
+    init.set("z1", Tensor::scalar<uint8_t>(120));
+    init.set("s2", Tensor::scalar(0.007f));
+    init.set("z2", Tensor::scalar<uint8_t>(128));
+    init.set("s3", Tensor::scalar(0.05f));
+    init.set("z3", Tensor::scalar<int8_t>(3));
+    init.set("s4", Tensor::scalar(0.017f));
+    init.set("z4", Tensor::scalar<uint8_t>(110));
+  };
+  Model m = parseModelText(se, LoadOptions{false});
+  params(m);
+  m.graph.initializers.set("w1", randomFloat({24, 24, 3, 3}, 11, -0.3f, 0.3f));
+  m.graph.initializers.set("b1", randomFloat({24}, 12));
+  m.graph.initializers.set("w2", randomFloat({24, 24, 1, 1}, 13, -2.0f, 2.0f));
+  m.graph.initializers.set("b2", randomFloat({24}, 14));
+  validateGraph(m.graph);
+  Model t = parseModelText(tail, LoadOptions{false});
+  params(t);
+  validateGraph(t.graph);
+  engine::Session fast(m), ref(t, engine::SessionOptions{0, true});
+  CHECK(countOf(fast, "lwc.internal.QGlobalAvgPoolNhwc") == 1);
+  CHECK(countOf(fast, "lwc.internal.QMulLut") == 1);
+  CHECK(countOf(fast, "Sigmoid") == 0);
+  CHECK(countOf(fast, "Mul") == 0);
+  CHECK(countOf(fast, "GlobalAveragePool") == 0);
+  for (int64_t n : {1, 3, 40}) {  // 40: over the threading threshold
+    INFO("batch " << n);
+    const auto got = fast.runOrdered({{"x", randomFloat({n, 24, 6, 6}, static_cast<uint32_t>(20 + n), -2.0f, 2.0f)}});
+    REQUIRE(got.size() == 4);
+    const auto want = ref.runOrdered({{"cq", got[2]}, {"fq", got[3]}});
+    CHECK(got[0].bitEqual(want[0]));
+    CHECK(compareTensors(got[1], want[1], 0, 1.0).empty());
+    // The test's inputs reach both sides of the pooling's rounding: not every mean is its zero point.
+    int64_t nonzero = 0;
+    for (int64_t i = 0; i < want[1].numel(); ++i) nonzero += want[1].data<uint8_t>()[i] != 128;
+    CHECK(nonzero > want[1].numel() / 2);
+  }
+}
+
 TEST_CASE("a Linear layer on 3-D inputs (DQ -> MatMul -> Add bias -> Q) runs as one integer matmul", "[optimize][quant]") {
   // What lwc quantize writes for MatMul + Add(bias): the bias Add between the MatMul and the Q, on
   // either side of the Add, as [N] or [1, N]. The engine folds the Add into the integer matmul

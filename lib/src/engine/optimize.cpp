@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <map>
 #include <numbers>
 #include <numeric>
 #include <optional>
@@ -566,6 +567,244 @@ int fuseQAdd(Graph& g) {
   return fused;
 }
 
+// ------------------------------------------------------------------ lookup tables
+
+// Elementwise float ops a lookup table may replace: deterministic, one output, and each output
+// element a function of the same element of the inputs alone (scalar constants broadcast).
+const std::set<std::string> kLutOps = {"Relu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "LeakyRelu", "Elu",
+                                       "Selu", "Celu", "Tanh", "Neg", "Abs", "Exp", "Log", "Sqrt", "Reciprocal",
+                                       "Erf", "Identity", "Softplus", "Softsign", "Mish", "Add", "Sub", "Mul",
+                                       "Div", "Max", "Min", "Pow"};
+constexpr size_t kLutMaxNodes = 16;
+
+// A value computed by elementwise float ops (kLutOps) from one per-tensor 8-bit DequantizeLinear:
+// every op reads only the dequantized value, the other ops' outputs or scalar float constants
+// that add no axes, and nothing but the chain and node `reader` reads their outputs. The value is
+// then a function of each byte of the DequantizeLinear's input alone. `nodes` is empty when the
+// value is the DequantizeLinear's output itself. `types` (when known) gives the dequantized
+// value's rank, which a constant operand must not exceed; without it only rank-0 constants.
+struct LutChain {
+  DqInfo root;
+  std::set<size_t> nodes;
+};
+
+std::optional<LutChain> lutChain(const Graph& g, const std::string& value, size_t reader, const ValueTypes* types) {
+  std::set<size_t> chain;
+  std::optional<DqInfo> root;
+  std::vector<std::string> todo{value};
+  while (!todo.empty()) {
+    const std::string v = todo.back();
+    todo.pop_back();
+    const int pi = producerIndex(g, v);
+    if (pi < 0) return std::nullopt;
+    const Node& n = g.nodes[static_cast<size_t>(pi)];
+    if (n.op_type == "DequantizeLinear" && n.domain.empty()) {
+      auto d = dqProducing(g, v);
+      if (!d || (root && root->node != d->node) || !isScalarConst(g, d->scale) || !isScalarConst(g, d->zp)) return std::nullopt;
+      root = d;
+      continue;
+    }
+    if (chain.count(static_cast<size_t>(pi))) continue;
+    if (!n.domain.empty() || !kLutOps.count(n.op_type) || n.outputs.size() != 1 || chain.size() >= kLutMaxNodes)
+      return std::nullopt;
+    chain.insert(static_cast<size_t>(pi));
+    for (const auto& in : n.inputs) {
+      if (in.empty()) continue;
+      const Tensor* c = g.isGraphInput(in) ? nullptr : g.initializers.find(in);
+      if (!c) todo.push_back(in);
+      else if (c->dtype() != DType::Float32 || c->numel() != 1) return std::nullopt;  // one value (rank: below)
+    }
+  }
+  if (!root) return std::nullopt;
+  const DType xt = g.initializers.at(root->zp).dtype();
+  if (xt != DType::UInt8 && xt != DType::Int8) return std::nullopt;
+  size_t root_rank = 0;
+  if (types) {
+    auto it = types->find(root->node->outputs[0]);
+    if (it != types->end() && it->second.shape) root_rank = it->second.shape->size();
+  }
+  for (size_t ci : chain) {
+    const Node& n = g.nodes[ci];
+    for (const auto& in : n.inputs) {
+      const Tensor* c = in.empty() || g.isGraphInput(in) ? nullptr : g.initializers.find(in);
+      if (c && c->rank() > root_rank) return std::nullopt;
+    }
+    const std::string& o = n.outputs[0];
+    if (o.empty() || g.isGraphOutput(o) || readBySubgraph(g, o)) return std::nullopt;
+    for (size_t k = 0; k < g.nodes.size(); ++k) {
+      if (k == reader || chain.count(k)) continue;
+      const auto& ins = g.nodes[k].inputs;
+      if (std::find(ins.begin(), ins.end(), o) != ins.end()) return std::nullopt;
+    }
+  }
+  return LutChain{*root, std::move(chain)};
+}
+
+// The chain's value for each of the 256 bytes its DequantizeLinear may read (byte order), then
+// `last`'s (a QuantizeLinear reading it) when given: the reference kernels of those very nodes,
+// in graph order (the graph is sorted). nullopt when a kernel rejects its operands (the session
+// then reports it when it runs the chain).
+std::optional<Tensor> lutValues(const Graph& g, const LutChain& c, int64_t opset, const Node* last) {
+  Tensor bytes(g.initializers.at(c.root.zp).dtype(), {256});
+  for (int b = 0; b < 256; ++b) static_cast<uint8_t*>(bytes.raw())[b] = static_cast<uint8_t>(b);
+  std::map<std::string, Tensor> vals;
+  auto eval = [&](const Node& n) {
+    std::vector<const Tensor*> ins;
+    for (const auto& in : n.inputs) {
+      auto it = vals.find(in);
+      ins.push_back(in.empty() ? nullptr : it != vals.end() ? &it->second : g.initializers.find(in));
+    }
+    auto outs = evaluateNodeAt(n, opset, ins);
+    if (!outs || outs->size() != 1 || (*outs)[0].numel() != 256) return false;
+    vals[n.outputs[0]] = std::move((*outs)[0]);
+    return true;
+  };
+  try {
+    vals[c.root.q] = bytes;
+    bool ok = eval(*c.root.node);
+    for (size_t k = 0; ok && k < g.nodes.size(); ++k)
+      if (c.nodes.count(k)) ok = eval(g.nodes[k]);
+    if (ok && last) ok = eval(*last);
+    if (!ok) return std::nullopt;
+    const std::string& out = last ? last->outputs[0] : c.nodes.empty() ? c.root.node->outputs[0] : g.nodes[*c.nodes.rbegin()].outputs[0];
+    return vals.at(out).reshaped({256});
+  } catch (const Error&) {
+    return std::nullopt;
+  }
+}
+
+// Erases the chain's nodes; returns `keep` (an index) as it is after the erasures.
+size_t eraseChain(Graph& g, const LutChain& c, size_t keep) {
+  for (auto it = c.nodes.rbegin(); it != c.nodes.rend(); ++it) {
+    g.nodes.erase(g.nodes.begin() + static_cast<std::ptrdiff_t>(*it));
+    if (*it < keep) --keep;
+  }
+  return keep;
+}
+
+// A per-tensor QuantizeLinear with constant parameters of 8-bit output type; else nullopt.
+std::optional<DType> scalarQuantize(const Graph& g, const Node& q) {
+  if (q.op_type != "QuantizeLinear" || !q.domain.empty() || q.inputs.size() != 3 || q.outputs.size() != 1 ||
+      !isScalarConst(g, q.inputs[1]) || !isScalarConst(g, q.inputs[2]) || g.isGraphOutput(q.inputs[0]))
+    return std::nullopt;
+  const DType yt = g.initializers.at(q.inputs[2]).dtype();
+  if (yt != DType::UInt8 && yt != DType::Int8) return std::nullopt;
+  return yt;
+}
+
+// x (8-bit) -> DequantizeLinear -> elementwise float ops -> QuantizeLinear -> y (8-bit), per-tensor
+// parameters (lutChain): y is a function of each byte of x, so the chain becomes
+// lwc.internal.QLut(x, table), its 256 results, computed by the reference kernels of those very
+// nodes (lutValues): the same bytes as the chain. INT8 files keep activation functions in float
+// between their DQ and Q: torchvision's SiLU (y * Sigmoid(y)) in efficientnet, HardSwish in
+// mobilenet_v3, a Sigmoid gate.
+int fuseLookupTables(Graph& g, int64_t opset, const ValueTypes* types) {
+  int fused = 0;
+  for (size_t qi = 0; qi < g.nodes.size(); ++qi) {
+    const Node& q = g.nodes[qi];
+    const auto yt = scalarQuantize(g, q);
+    if (!yt) continue;
+    auto chain = lutChain(g, q.inputs[0], qi, types);
+    if (!chain || chain->nodes.empty()) continue;
+    auto table = lutValues(g, *chain, opset, &q);
+    if (!table || table->dtype() != *yt) continue;
+    Node f;
+    f.domain = kInternalDomain;
+    f.op_type = "QLut";
+    f.name = q.name;
+    const std::string tn = g.uniqueName(q.outputs[0] + "_lut");
+    g.initializers.set(tn, std::move(*table));
+    f.inputs = {chain->root.q, tn};
+    f.outputs = {q.outputs[0]};
+    g.nodes[qi] = f;  // the Q's place: after the chain, so x is ready
+    qi = eraseChain(g, *chain, qi);
+    ++fused;
+  }
+  return fused;
+}
+
+// DQ(x) * gate -> Q, per-tensor 8-bit parameters, where the gate is a lutChain of another 8-bit
+// tensor g (a Sigmoid of a dequantized tensor: a squeeze-excite block's scaling) or a second
+// dequantized tensor, becomes lwc.internal.QMulLut(x, x_scale, x_zp, g, table, y_scale, y_zp):
+// table the gate's 256 float values (lutValues), the product and its quantization the reference
+// Mul's and QuantizeLinear's float operations, so the same bytes. The Mul's output is read by the
+// Q alone. Runs after the NHWC conversion, on whatever layout the operands have.
+int fuseQMulLut(Graph& g, int64_t opset) {
+  int fused = 0;
+  for (size_t qi = 0; qi < g.nodes.size(); ++qi) {
+    const Node& q = g.nodes[qi];
+    if (!scalarQuantize(g, q)) continue;
+    const int mi = producerIndex(g, q.inputs[0]);
+    if (mi < 0 || useCount(g, q.inputs[0]) != 1) continue;
+    const Node& mul = g.nodes[static_cast<size_t>(mi)];
+    if (mul.op_type != "Mul" || !mul.domain.empty() || mul.inputs.size() != 2 || mul.inputs[0] == mul.inputs[1]) continue;
+    for (size_t k = 0; k < 2; ++k) {
+      auto dx = dqProducing(g, mul.inputs[k]);
+      if (!dx || !isScalarConst(g, dx->scale) || !isScalarConst(g, dx->zp)) continue;
+      const DType xt = g.initializers.at(dx->zp).dtype();
+      if (xt != DType::UInt8 && xt != DType::Int8) continue;
+      auto gate = lutChain(g, mul.inputs[1 - k], static_cast<size_t>(mi), nullptr);
+      if (!gate || gate->root.node == dx->node) continue;
+      auto table = lutValues(g, *gate, opset, nullptr);
+      if (!table || table->dtype() != DType::Float32) continue;
+      Node f;
+      f.domain = kInternalDomain;
+      f.op_type = "QMulLut";
+      f.name = mul.name;
+      const std::string tn = g.uniqueName(mul.outputs[0] + "_gate");
+      g.initializers.set(tn, std::move(*table));
+      f.inputs = {dx->q, dx->scale, dx->zp, gate->root.q, tn, q.inputs[1], q.inputs[2]};
+      f.outputs = {q.outputs[0]};
+      const LutChain erase{gate->root, [&] {
+                             auto e = gate->nodes;
+                             e.insert(static_cast<size_t>(mi));
+                             return e;
+                           }()};
+      g.nodes[qi] = f;
+      qi = eraseChain(g, erase, qi);
+      ++fused;
+      break;
+    }
+  }
+  return fused;
+}
+
+// DQ(x) -> GlobalAvgPoolNhwc -> Q with per-tensor parameters (8-bit x and y), the pooling's output
+// read by the Q alone, becomes lwc.internal.QGlobalAvgPoolNhwc(x, x_scale, x_zp, y_scale, y_zp):
+// integer sums over the 8-bit input instead of a float copy of it (the head of a classifier, the
+// squeeze of a squeeze-excite block). Runs after the NHWC conversion made the pooling NHWC.
+int fuseQGlobalAvgPool(Graph& g) {
+  int fused = 0;
+  for (size_t qi = 0; qi < g.nodes.size(); ++qi) {
+    const Node& q = g.nodes[qi];
+    if (q.op_type != "QuantizeLinear" || !q.domain.empty() || q.inputs.size() != 3 || !isScalarConst(g, q.inputs[1]) ||
+        !isScalarConst(g, q.inputs[2]))
+      continue;
+    const DType yt = g.initializers.at(q.inputs[2]).dtype();
+    const int pi = producerIndex(g, q.inputs[0]);
+    if ((yt != DType::UInt8 && yt != DType::Int8) || pi < 0) continue;
+    const Node& pool = g.nodes[static_cast<size_t>(pi)];
+    if (pool.domain != kInternalDomain || pool.op_type != "GlobalAvgPoolNhwc" || pool.outputs.size() != 1 ||
+        g.isGraphOutput(q.inputs[0]) || useCount(g, q.inputs[0]) != 1)
+      continue;
+    auto dx = dqProducing(g, pool.inputs[0]);
+    if (!dx || !isScalarConst(g, dx->scale) || !isScalarConst(g, dx->zp)) continue;
+    const DType xt = g.initializers.at(dx->zp).dtype();
+    if (xt != DType::UInt8 && xt != DType::Int8) continue;
+    Node f;
+    f.domain = kInternalDomain;
+    f.op_type = "QGlobalAvgPoolNhwc";
+    f.name = pool.name;
+    f.inputs = {dx->q, dx->scale, dx->zp, q.inputs[1], q.inputs[2]};
+    f.outputs = {q.outputs[0]};
+    g.nodes[qi] = f;  // the Q's place, after the pooling's input
+    g.nodes.erase(g.nodes.begin() + pi);
+    if (static_cast<size_t>(pi) < qi) --qi;
+    ++fused;
+  }
+  return fused;
+}
+
 // ------------------------------------------------------------------ NHWC conversion
 
 // True where the graph declares `v` with a shape whose rank is not 4: a Conv on such an input is
@@ -679,12 +918,13 @@ bool isToNchw(const Node* n) {
 bool pushThrough(Graph& g, size_t i) {
   Node& n = g.nodes[i];
   const bool qadd = n.domain == kInternalDomain && n.op_type == "QAdd";
-  if (!n.domain.empty() && !qadd) return false;
+  const bool qlut = n.domain == kInternalDomain && n.op_type == "QLut";
+  if (!n.domain.empty() && !qadd && !qlut) return false;
   const std::string& op = n.op_type;
   // Per-tensor QuantizeLinear/DequantizeLinear are elementwise with scalar parameters: layout-free.
   const bool qdq = (op == "QuantizeLinear" || op == "DequantizeLinear") && n.inputs.size() >= 2 &&
                    isScalarConst(g, n.inputs[1]) && (!n.hasInput(2) || isScalarConst(g, n.inputs[2]));
-  const bool unary = kUnary.count(op) != 0 || qdq;
+  const bool unary = (kUnary.count(op) != 0 && n.domain.empty()) || qdq || qlut;
   const bool binary = kBinary.count(op) != 0 || qadd;
   const bool pool = (op == "MaxPool" || op == "AveragePool") && n.outputs.size() == 1 &&
                     n.attrInts("kernel_shape").size() == 2;
@@ -1438,7 +1678,7 @@ int foldTransposeReshapeTranspose(Graph& g, const ValueTypes& types) {
   return folded;
 }
 
-OptimizeStats optimizeForExecution(Graph& g, const ValueTypes* types) {
+OptimizeStats optimizeForExecution(Graph& g, const ValueTypes* types, int64_t opset) {
   OptimizeStats st;
   st.bn_folded = foldBatchNorms(g);
   if (types) st.bn_depthwise = batchNormsToDepthwise(g, *types);
@@ -1448,7 +1688,8 @@ OptimizeStats optimizeForExecution(Graph& g, const ValueTypes* types) {
   st.qdq_fused = fuseQdq(g, /*internal_ops=*/true);
   st.qdq_fused += fuseQAdd(g);
   st.qdq_fused += fuseQdqFloatOutput(g);
-  if (st.qdq_fused) removeDeadNodes(g);
+  if (opset > 0) st.lookup_tables = fuseLookupTables(g, opset, types);
+  if (st.qdq_fused || st.lookup_tables) removeDeadNodes(g);
   st.matmul_bias_fused = fuseMatMulBias(g);
   st.outputs_dropped = dropUnreadOptionalOutputs(g);
   st.gelu_fused = fuseGelu(g);
@@ -1472,7 +1713,14 @@ OptimizeStats optimizeForExecution(Graph& g, const ValueTypes* types) {
     }
     st.fused_post_ops = fusePostOps(g);
     st.fused_post_ops += fuseConvQAdd(g);
+    st.qdq_fused += fuseQGlobalAvgPool(g);
     removeDeadNodes(g);
+  }
+  // After the layout change, which would stop at this op: it runs on the operands' layout.
+  if (opset > 0) {
+    const int products = fuseQMulLut(g, opset);
+    st.lookup_tables += products;
+    if (products) removeDeadNodes(g);
   }
   if (types) {
     st.transposes_folded = foldTransposeReshapeTranspose(g, *types);

@@ -3,7 +3,13 @@
 // 1. BatchNormalization after a Conv with constant weights is folded into the Conv; any other
 //    (4-D input, constant parameters) becomes a depthwise 1x1 Conv; a Pad of zeros is dropped. A
 //    DequantizeLinear -> [Flatten/Reshape/Squeeze/Unsqueeze] -> QuantizeLinear round trip with equal
-//    per-tensor parameters (exact) is dropped, and QDQ patterns become integer kernels.
+//    per-tensor parameters (exact) is dropped, and QDQ patterns become integer kernels. Elementwise
+//    float ops between a per-tensor 8-bit DequantizeLinear and QuantizeLinear (an INT8 model's
+//    SiLU, HardSwish, Sigmoid, Tanh) become one 256-entry lookup table, lwc.internal.QLut,
+//    computed by the reference kernels: the same bytes as the chain. After the layout change
+//    (2.), a product of such a chain (a squeeze-excite gate) and another dequantized tensor
+//    becomes lwc.internal.QMulLut (same bytes), and DequantizeLinear -> global average pooling ->
+//    QuantizeLinear lwc.internal.QGlobalAvgPoolNhwc, integer sums (within one step).
 // 2. Each 2-D float Conv with constant weights becomes lwc.internal.ConvNhwc between two Transposes;
 //    Transposes are then pushed through layout-agnostic ops (activations, elementwise arithmetic
 //    with constants or with other NHWC values, pooling, Concat) and cancelled in pairs, so whole
@@ -40,6 +46,7 @@ struct OptimizeStats {
   int bn_depthwise = 0;  ///< BatchNormalizations no Conv absorbs, made depthwise 1x1 Convs (4-D input)
   int pads_dropped = 0;  ///< Pads of all-zero pads
   int qdq_fused = 0;
+  int lookup_tables = 0;  ///< DQ -> elementwise float ops -> Q chains made one lookup (QLut), gated products (QMulLut)
   int convs_nhwc = 0;
   int transposes_left = 0;
   int fused_post_ops = 0;
@@ -54,8 +61,13 @@ struct OptimizeStats {
 };
 
 /// `types`: the inferred types of the model's values (inferShapes); rewrites that depend on
-/// shapes (6.) are skipped without them.
-OptimizeStats optimizeForExecution(Graph& g, const ValueTypes* types = nullptr);
+/// shapes (6.) are skipped without them. `opset`: the model's default-domain opset, at which the
+/// lookup tables of 1. are computed; 0 skips that rewrite.
+OptimizeStats optimizeForExecution(Graph& g, const ValueTypes* types = nullptr, int64_t opset = 0);
+
+/// evaluateNode (lwc/engine.h) at a given opset of the node's domain: the node on constant inputs
+/// with the reference kernels.
+std::optional<std::vector<Tensor>> evaluateNodeAt(const Node& n, int64_t opset, const std::vector<const Tensor*>& inputs);
 
 /// The bias the fused MatMul + Add ops (lwc.internal.MatMul, QLinearMatMul, MatMulIntegerToFloat)
 /// take: float32, `n` values along the last axis, [n] or [1, n] (at most rank 2, so that adding it

@@ -155,12 +155,17 @@ std::optional<std::string> perSampleRoles(const Node& n) {
       if (ni > 3) r[3] = 'b';  // the residual of a fused Add
       return r;
     }
-    if (op == "QLinearConvNhwc" || op == "Gelu") return first('c');
+    if (op == "QLinearConvNhwc" || op == "Gelu" || op == "QLut" || op == "QGlobalAvgPoolNhwc") return first('c');
     if (op == "PoolNhwc" || op == "GlobalAvgPoolNhwc") return n.outputs.size() == 1 ? first('c') : std::optional<std::string>();
     if (op == "QLinearConvNhwcAdd") {
       if (ni < 10) return std::nullopt;
       auto r = first('c');
       r[9] = 'b';
+      return r;
+    }
+    if (op == "QMulLut" && ni == 7) {
+      std::string r(ni, 'c');
+      r[0] = r[3] = 'e';
       return r;
     }
     if (op == "QAdd" && ni == 8) {
@@ -266,17 +271,21 @@ bool isRandomOp(const Node& n) {
 
 std::optional<std::vector<Tensor>> evaluateNode(const Model& model, const Node& n,
                                                 const std::vector<const Tensor*>& inputs) {
+  return evaluateNodeAt(n, model.opsetFor(n.domain), inputs);
+}
+
+std::optional<std::vector<Tensor>> evaluateNodeAt(const Node& n, int64_t opset, const std::vector<const Tensor*>& inputs) {
   // ai.lwc (coded weights) is deterministic and decodes once when a session is built.
   if ((!n.domain.empty() && n.domain != "ai.lwc") || isRandomOp(n) || !implicitInputs(n).empty())
     return std::nullopt;
-  const auto cands = builtinKernels().find(n.domain, n.op_type, model.opsetFor(n.domain));
+  const auto cands = builtinKernels().find(n.domain, n.op_type, opset);
   const KernelRegistry::Entry* ref = nullptr;
   for (const auto* e : cands)
     if (e->impl == "ref") ref = e;
   if (!ref) return std::nullopt;
   SessionOptions ref_opts;
   ref_opts.reference_only = true;
-  KernelInfo info{n, model.opsetFor(n.domain), inputs, std::vector<const ValueInfo*>(inputs.size(), nullptr), ref_opts};
+  KernelInfo info{n, opset, inputs, std::vector<const ValueInfo*>(inputs.size(), nullptr), ref_opts};
   auto k = ref->factory(info);
   if (!k) return std::nullopt;
   std::vector<Tensor> outs(n.outputs.size());
@@ -302,7 +311,7 @@ Session::Session(const Model& model, SessionOptions opts) : impl_(std::make_uniq
     // Weight DequantizeLinear nodes stay until the QDQ fusion has turned them into integer kernels.
     foldConstantNodes(g, model, !s.opts.observable);
     if (!s.opts.observable) {
-      s.stats = optimizeForExecution(g, &s.types);
+      s.stats = optimizeForExecution(g, &s.types, model.opsetFor(""));
       foldConstantNodes(g, model, false);
     }
   }

@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "engine/kernels/common.h"
+#include "engine/kernels/int8_avx512.h"
 #include "engine/kernels/quant_ref.h"
 #include "engine/optimize.h"
 
@@ -913,6 +914,250 @@ void qadd(KernelContext& ctx) {
   });
 }
 
+// lwc.internal.QLut (x, table): y = table[x] byte by byte, x uint8 or int8 (as its byte, 0-255),
+// table 256 values of y's type (optimize.cpp, fuseLookupTables: an elementwise float chain between
+// a DequantizeLinear and a QuantizeLinear, evaluated once). With AVX-512 VBMI 64 bytes at a time:
+// two vpermi2b each look up 128 entries and the top bit of each byte picks between them.
+namespace {
+#ifdef LWC_INT8_X86
+__attribute__((target("avx512f,avx512bw,avx512vbmi"))) void lutVbmi(const uint8_t* __restrict x, const uint8_t* table,
+                                                                    uint8_t* __restrict y, int64_t n) {
+  const __m512i t0 = _mm512_loadu_si512(table), t1 = _mm512_loadu_si512(table + 64);
+  const __m512i t2 = _mm512_loadu_si512(table + 128), t3 = _mm512_loadu_si512(table + 192);
+  int64_t i = 0;
+  for (; i + 64 <= n; i += 64) {
+    const __m512i v = _mm512_loadu_si512(x + i);
+    const __m512i lo = _mm512_permutex2var_epi8(t0, v, t1), hi = _mm512_permutex2var_epi8(t2, v, t3);
+    _mm512_storeu_si512(y + i, _mm512_mask_blend_epi8(_mm512_movepi8_mask(v), lo, hi));
+  }
+  if (i < n) {
+    const __mmask64 m = (uint64_t{1} << (n - i)) - 1;  // n - i < 64
+    const __m512i v = _mm512_maskz_loadu_epi8(m, x + i);
+    const __m512i lo = _mm512_permutex2var_epi8(t0, v, t1), hi = _mm512_permutex2var_epi8(t2, v, t3);
+    _mm512_mask_storeu_epi8(y + i, m, _mm512_mask_blend_epi8(_mm512_movepi8_mask(v), lo, hi));
+  }
+}
+#endif
+
+void lutScalar(const uint8_t* __restrict x, const uint8_t* table, uint8_t* __restrict y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] = table[x[i]];
+}
+}  // namespace
+
+void qlut(KernelContext& ctx) {
+  const Tensor &x = ctx.in(0), &table = ctx.in(1);
+  if (x.dtype() != DType::UInt8 && x.dtype() != DType::Int8)
+    ctx.error("input must be uint8 or int8, not ", dtypeName(x.dtype()));
+  if ((table.dtype() != DType::UInt8 && table.dtype() != DType::Int8) || table.numel() != 256)
+    ctx.error("the table must hold 256 uint8 or int8 values");
+  Tensor& y = ctx.allocUninit(0, table.dtype(), x.shape());
+  const auto* xp = static_cast<const uint8_t*>(x.raw());
+  const auto* tp = static_cast<const uint8_t*>(table.raw());
+  auto* yp = static_cast<uint8_t*>(y.raw());
+#ifdef LWC_INT8_X86
+  static const bool vbmi = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                           __builtin_cpu_supports("avx512vbmi");
+#else
+  constexpr bool vbmi = false;
+#endif
+  const int64_t n = x.numel();
+  // Blocks of 64 bytes per thread, so only the last thread has a tail.
+  parallelRanges((n + 63) / 64, n > kParallelMin, [&](int64_t b0, int64_t b1) {
+    const int64_t i0 = b0 * 64, i1 = std::min(n, b1 * 64);
+#ifdef LWC_INT8_X86
+    if (vbmi) return lutVbmi(xp + i0, tp, yp + i0, i1 - i0);
+#endif
+    lutScalar(xp + i0, tp, yp + i0, i1 - i0);
+  });
+}
+
+// lwc.internal.QMulLut (x, x_scale, x_zp, g, table, y_scale, y_zp): QuantizeLinear(
+// DequantizeLinear(x) * table[g]) with numpy broadcasting (optimize.cpp, fuseQMulLut: a
+// squeeze-excite block's gate, table the gate's 256 float values). The reference Mul's and
+// QuantizeLinear's float operations: the product of the dequantized x and the gate, then
+// quantizeValue (NaN to the zero point, clamp, round half to even), in a form the compiler
+// vectorizes where g broadcasts along the rows of x (its last axis runs with x's).
+template <typename TX, typename TY>
+LWC_AVX2_CLONE void qmulRow(const TX* __restrict X, const float* __restrict gate, TY* __restrict Y, int64_t n, float sx,
+                            int32_t zx, float sy, int32_t zy, float lo, float hi) {
+  constexpr float kMagic = 12582912.0f;  // 1.5 * 2^23: adding and removing it rounds half to even
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = gate[i] * (static_cast<float>(static_cast<int32_t>(X[i]) - zx) * sx);
+    float q = v / sy;
+    q = q == q ? q : 0.0f;
+    q = std::min(std::max(q, lo), hi);
+    q = (q + kMagic) - kMagic;
+    Y[i] = static_cast<TY>(static_cast<int32_t>(q) + zy);
+  }
+}
+
+void qmulLut(KernelContext& ctx) {
+  const Tensor &x = ctx.in(0), &g = ctx.in(3), &table = ctx.in(4);
+  const float sx = firstScale(ctx.in(1), ctx, "x_scale"), sy = firstScale(ctx.in(5), ctx, "y_scale");
+  const int32_t zx = firstZeroPoint(ctx.in(2), x.dtype(), ctx, "x_zero_point");
+  const DType yt = ctx.in(6).dtype();
+  const int32_t zy = firstZeroPoint(ctx.in(6), yt, ctx, "y_zero_point");
+  const QRange range = qrange(yt, ctx, "y_zero_point");
+  if ((g.dtype() != DType::UInt8 && g.dtype() != DType::Int8) || table.dtype() != DType::Float32 || table.numel() != 256)
+    ctx.error("the gate must be uint8 or int8 with a table of 256 float32 values");
+  const float* T = table.data<float>();
+  const auto* G = static_cast<const uint8_t*>(g.raw());
+  const Shape out = x.shape() == g.shape() ? x.shape() : broadcastShapes(x.shape(), g.shape(), ctx);
+  Tensor& y = ctx.allocUninit(0, yt, out);
+  const float lo = static_cast<float>(range.lo - zy), hi = static_cast<float>(range.hi - zy);
+  // Rows: the output's last axis when x runs along it whole (x has the output's shape); g's values
+  // for a row are gathered into floats once per row.
+  const int64_t cols = out.empty() ? 1 : out.back(), rows = cols ? y.numel() / cols : 0;
+  const auto gs = broadcastStrides(g.shape(), out);
+  const bool rowwise = x.shape() == out && !out.empty();
+  dispatchQuantized(x.dtype(), ctx, "x", [&](auto tx) {
+    using TX = decltype(tx);
+    dispatchQuantized(yt, ctx, "y_zero_point", [&](auto ty) {
+      using TY = decltype(ty);
+      const TX* X = x.data<TX>();
+      TY* Y = y.data<TY>();
+      if (rowwise) {
+        parallelRanges(rows, y.numel() > kParallelMin, [&](int64_t r0, int64_t r1) {
+          std::vector<float> gate(static_cast<size_t>(cols));
+          // The row's index over the output's leading axes (an odometer) and g's offset for it.
+          const size_t lead = out.size() - 1;
+          std::vector<int64_t> idx(lead);
+          int64_t off = 0;
+          for (size_t d = lead, rem = static_cast<size_t>(r0); d-- > 0;) {
+            idx[d] = static_cast<int64_t>(rem % static_cast<size_t>(out[d]));
+            rem /= static_cast<size_t>(out[d]);
+            off += idx[d] * gs[d];
+          }
+          int64_t last_off = -1;
+          for (int64_t r = r0; r < r1; ++r) {
+            if (off != last_off) {
+              for (int64_t c = 0; c < cols; ++c) gate[static_cast<size_t>(c)] = T[G[off + c * gs.back()]];
+              last_off = off;
+            }
+            qmulRow(X + r * cols, gate.data(), Y + r * cols, cols, sx, zx, sy, zy, lo, hi);
+            for (size_t d = lead; d-- > 0;) {
+              off += gs[d];
+              if (++idx[d] < out[d]) break;
+              off -= gs[d] * out[d];
+              idx[d] = 0;
+            }
+          }
+        });
+        return;
+      }
+      const auto xs = broadcastStrides(x.shape(), out);
+      const int64_t n = y.numel();
+      for (int64_t i = 0; i < n; ++i) {
+        int64_t ix = 0, ig = 0, rem = i;
+        for (size_t d = out.size(); d-- > 0;) {
+          const int64_t c = rem % out[d];
+          rem /= out[d];
+          ix += c * xs[d];
+          ig += c * gs[d];
+        }
+        const float v = T[G[ig]] * dequantizeValue(X[ix], zx, sx);
+        Y[i] = static_cast<TY>(quantizeValue(v, sy, zy, range));
+      }
+    });
+  });
+}
+
+// lwc.internal.QGlobalAvgPoolNhwc (x, x_scale, x_zp, y_scale, y_zp): DequantizeLinear ->
+// GlobalAvgPoolNhwc -> QuantizeLinear with per-tensor parameters (optimize.cpp,
+// fuseQGlobalAvgPool), on the 8-bit NHWC [N, H, W, C] input: exact integer sums per channel, then
+// (sum - H * W * x_zp) * x_scale / (H * W * y_scale) in double, clamped and rounded half to even
+// as QuantizeLinear rounds. The reference rounds each dequantized value, their mean and its
+// quotient by y_scale to float on the way, so a result that falls within a few float steps of a
+// half-integer can round the other way: within one quantization step of the reference's. Output
+// [N, 1, 1, C] (the bytes of NCHW [N, C, 1, 1]).
+template <typename TX>
+LWC_AVX2_CLONE void sumPixels(const TX* __restrict X, int64_t stride, int64_t pixels, int64_t nc, int32_t* __restrict part) {
+  for (int64_t p = 0; p < pixels; ++p)
+    for (int64_t c = 0; c < nc; ++c) part[c] += static_cast<int32_t>(X[p * stride + c]);
+}
+
+// One image's results from its channels' sums (int32, without the zero points' part `bias`):
+// (sum + bias) * x_scale / (H * W * y_scale) in double (`k`), clamped, rounded half to even, plus
+// the zero point; written so that the compiler vectorizes it (as qaddRange).
+template <typename TY>
+LWC_AVX2_CLONE void quantizeMeans(const int32_t* __restrict sums, int64_t C, int32_t bias, double k, int32_t zy, double lo,
+                                  double hi, TY* __restrict Y) {
+  constexpr double kMagic = 6755399441055744.0;  // 1.5 * 2^52: adding and removing it rounds half to even
+  for (int64_t c = 0; c < C; ++c) {
+    double q = static_cast<double>(sums[c] + bias) * k;
+    q = std::min(std::max(q, lo), hi);
+    q = (q + kMagic) - kMagic;
+    Y[c] = static_cast<TY>(static_cast<int32_t>(q) + zy);
+  }
+}
+
+void qglobalAvgPoolNhwc(KernelContext& ctx) {
+  const Tensor& x = ctx.in(0);
+  if (x.rank() != 4) ctx.error("input has shape ", shapeStr(x.shape()), "; expected NHWC [N, H, W, C]");
+  const float sx = firstScale(ctx.in(1), ctx, "x_scale"), sy = firstScale(ctx.in(3), ctx, "y_scale");
+  const int32_t zx = firstZeroPoint(ctx.in(2), x.dtype(), ctx, "x_zero_point");
+  const DType yt = ctx.in(4).dtype();
+  const int32_t zy = firstZeroPoint(ctx.in(4), yt, ctx, "y_zero_point");
+  const QRange range = qrange(yt, ctx, "y_zero_point");
+  const int64_t N = x.dim(0), HW = x.dim(1) * x.dim(2), C = x.dim(3);
+  Tensor& y = ctx.allocUninit(0, yt, {N, 1, 1, C});
+  const double k = static_cast<double>(sx) / (static_cast<double>(HW) * static_cast<double>(sy));
+  if (HW >= (int64_t{1} << 23)) {  // sums that may not fit int32: int64, one channel at a time
+    dispatchQuantized(x.dtype(), ctx, "x", [&](auto tx) {
+      using TX = decltype(tx);
+      const TX* X = x.data<TX>();
+      auto* Y = static_cast<uint8_t*>(y.raw());
+      for (int64_t n = 0; n < N; ++n)
+        for (int64_t c = 0; c < C; ++c) {
+          int64_t total = -HW * zx;
+          for (int64_t p = 0; p < HW; ++p) total += X[(n * HW + p) * C + c];
+          const double q = std::clamp(std::nearbyint(static_cast<double>(total) * k), double(range.lo - zy), double(range.hi - zy));
+          Y[n * C + c] = static_cast<uint8_t>(static_cast<int32_t>(q) + zy);  // the value's byte, uint8 or int8
+        }
+    });
+    return;
+  }
+  constexpr int64_t kBlock = 64;  // channels per unit of work
+  const int64_t blocks = (C + kBlock - 1) / kBlock;
+  // Pixel chunks per image, so that one image of few channels still runs on every thread: each
+  // unit (image, chunk, channel block) sums into its own row of `parts`, added up after. Sums of
+  // fewer than 2^23 values of at most 255 fit int32.
+  const int64_t chunks = std::clamp<int64_t>(HW / 1024, 1, 16);
+  // Reused by the calling thread's next call: a fresh vector above malloc's mmap threshold cost page
+  // faults on every call (mnv2_fmnist at batch 32: 164 KB, 0.11 ms of a 0.02 ms node).
+  thread_local std::vector<int32_t> parts;
+  if (parts.size() < static_cast<size_t>(N * chunks * C)) parts.resize(static_cast<size_t>(N * chunks * C));
+  int32_t* const pp = parts.data();  // the workers' own thread_local `parts` would be another vector
+  const int32_t bias = static_cast<int32_t>(-HW * zx);
+  dispatchQuantized(x.dtype(), ctx, "x", [&](auto tx) {
+    using TX = decltype(tx);
+    dispatchQuantized(yt, ctx, "y_zero_point", [&](auto ty) {
+      using TY = decltype(ty);
+      const TX* X = x.data<TX>();
+      TY* Y = y.data<TY>();
+      parallelRanges(N * chunks * blocks, N * HW * C > kParallelMin, [&](int64_t u0, int64_t u1) {
+        for (int64_t u = u0; u < u1; ++u) {
+          const int64_t nk = u / blocks, n = nk / chunks, j = nk % chunks;
+          const int64_t c0 = (u % blocks) * kBlock, nc = std::min(kBlock, C - c0);
+          const int64_t p0 = HW * j / chunks, p1 = HW * (j + 1) / chunks;
+          int32_t* part = pp + nk * C + c0;
+          std::fill(part, part + nc, 0);
+          sumPixels(X + (n * HW + p0) * C + c0, C, p1 - p0, nc, part);
+        }
+      });
+      const double lo = range.lo - zy, hi = range.hi - zy;
+      parallelRanges(N, N * C > 4096, [&](int64_t n0, int64_t n1) {
+        for (int64_t n = n0; n < n1; ++n) {
+          int32_t* sums = pp + n * chunks * C;  // the chunks' rows added into the first
+          for (int64_t j = 1; j < chunks; ++j)
+            for (int64_t c = 0; c < C; ++c) sums[c] += sums[j * C + c];
+          quantizeMeans(sums, C, bias, k, zy, lo, hi, Y + n * C);
+        }
+      });
+    });
+  });
+}
+
 }  // namespace lwc::engine::quant
 
 namespace lwc::engine {
@@ -935,6 +1180,24 @@ void registerQuantKernels(KernelRegistry& r) {
   r.add("lwc.internal", "MatMulIntegerToFloat", 1, 1, "ref", [](const KernelInfo&) -> std::unique_ptr<Kernel> {
     struct K final : Kernel {
       void run(KernelContext& ctx) override { matMulIntegerToFloat(ctx); }
+    };
+    return std::make_unique<K>();
+  });
+  r.add("lwc.internal", "QGlobalAvgPoolNhwc", 1, 1, "ref", [](const KernelInfo&) -> std::unique_ptr<Kernel> {
+    struct K final : Kernel {
+      void run(KernelContext& ctx) override { qglobalAvgPoolNhwc(ctx); }
+    };
+    return std::make_unique<K>();
+  });
+  r.add("lwc.internal", "QMulLut", 1, 1, "ref", [](const KernelInfo&) -> std::unique_ptr<Kernel> {
+    struct K final : Kernel {
+      void run(KernelContext& ctx) override { qmulLut(ctx); }
+    };
+    return std::make_unique<K>();
+  });
+  r.add("lwc.internal", "QLut", 1, 1, "ref", [](const KernelInfo&) -> std::unique_ptr<Kernel> {
+    struct K final : Kernel {
+      void run(KernelContext& ctx) override { qlut(ctx); }
     };
     return std::make_unique<K>();
   });
