@@ -355,6 +355,29 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
       continue;
     selected.insert(i);
   }
+  // x * Sigmoid(y) of two activations (SiLU when y is x, a squeeze-excite gate otherwise): the
+  // Sigmoid's output and the product are quantized too, so that ONNX Runtime runs QLinearSigmoid (a
+  // table) and QLinearMul instead of float ops between a DequantizeLinear and a QuantizeLinear: it
+  // ran efficientnet_b0's and mobilenet_v3's INT8 files at 0.46-0.76 of their FP32 speed that way.
+  // Other products (GELU's x * (erf + 1), attention's) stay float.
+  for (size_t i = 0; i < g.nodes.size(); ++i) {
+    const Node& n = g.nodes[i];
+    if (n.op_type != "Mul" || !n.domain.empty() || n.inputs.size() != 2 || exclude.count(n.name) ||
+        exclude.count(n.op_type) || !isFloatValue(n.outputs[0]) || g.isGraphOutput(n.outputs[0]))
+      continue;
+    if (g.initializers.contains(n.inputs[0]) || g.initializers.contains(n.inputs[1])) continue;
+    for (size_t k = 0; k < 2; ++k) {
+      const int si = producerIndex(g, n.inputs[k]);
+      if (si < 0) continue;
+      const Node& sg = g.nodes[static_cast<size_t>(si)];
+      if (sg.op_type != "Sigmoid" || !sg.domain.empty() || exclude.count(sg.name) || exclude.count(sg.op_type) ||
+          g.isGraphOutput(sg.outputs[0]) || useCount(g, sg.outputs[0]) != 1)
+        continue;
+      selected.insert(i);
+      selected.insert(static_cast<size_t>(si));
+      break;
+    }
+  }
 
   // --- tensors to quantize; activations to absorb
   const GraphIndex index(g);

@@ -296,8 +296,19 @@ TEST_CASE("elementwise float ops between an 8-bit DQ and Q run as one 256-entry 
   Model m = parseModelText(R"(
 <ir_version: 8, opset_import: ["" : 13]>
 g (uint8[N, 100] x, int8[N, 100] xs) => (uint8[N, 100] silu, int8[N, 100] hsw, uint8[N, 100] keep, float[N, 100] side,
-                                       uint8[N, 100] two, uint8[1, N, 100] big, uint8[N, 100] pc)
+                                       uint8[N, 100] two, uint8[1, N, 100] big, uint8[N, 100] pc, uint8[N, 100] qsilu,
+                                       int8[N, 100] qsilu2)
 {
+  sg3 = Sigmoid (xd)
+  qs = QuantizeLinear (sg3, s5, z5)
+  qsd = DequantizeLinear (qs, s5, z5)
+  qm = Mul (xd, qsd)
+  qsilu = QuantizeLinear (qm, s1, z1)
+  sg4 = Sigmoid (xsd)
+  qs2 = QuantizeLinear (sg4, s5, z5)
+  qsd2 = DequantizeLinear (qs2, s5, z5)
+  qm2 = Mul (qsd2, xsd)
+  qsilu2 = QuantizeLinear (qm2, s3, z3)
   xd = DequantizeLinear (x, s0, z0)
   sg = Sigmoid (xd)
   sm = Mul (xd, sg)
@@ -329,6 +340,8 @@ g (uint8[N, 100] x, int8[N, 100] xs) => (uint8[N, 100] silu, int8[N, 100] hsw, u
   init.set("z2", Tensor::scalar<int8_t>(-5));
   init.set("s3", Tensor::scalar(0.029f));
   init.set("z3", Tensor::scalar<int8_t>(-100));
+  init.set("s5", Tensor::scalar(1.0f / 256.0f));
+  init.set("z5", Tensor::scalar<uint8_t>(0));
   init.set("three", Tensor::scalar(3.0f));
   init.set("zero", Tensor::scalar(0.0f));
   init.set("six", Tensor::scalar(6.0f));
@@ -339,7 +352,9 @@ g (uint8[N, 100] x, int8[N, 100] xs) => (uint8[N, 100] silu, int8[N, 100] hsw, u
   init.set("zpc", zpc);
   validateGraph(m.graph);
   engine::Session fast(m), ref(m, engine::SessionOptions{0, true});
-  CHECK(countOf(fast, "lwc.internal.QLut") == 2);
+  // 2 chains, and the SiLUs whose Sigmoid output is quantized (as lwc quantize writes them), x times
+  // a lookup of x: one table each (the QMulLut of x and QLut(x) folded into one QLut).
+  CHECK(countOf(fast, "lwc.internal.QLut") == 4);
   CHECK(countOf(fast, "lwc.internal.QMulLut") == 1);
   CHECK(countOf(fast, "Sigmoid") == 1);  // sg2's, before the per-channel Q
   CHECK(countOf(fast, "Clip") == 0);

@@ -161,6 +161,57 @@ g (float[N, 3, 12, 12] x) => (float[N, 4, 12, 12] y) {
   CHECK(outputSqnr(fp, m, 5) > 25.0);
 }
 
+TEST_CASE("quantize_static quantizes a Sigmoid gate and its product (SiLU, squeeze-excite), not other products", "[quantize]") {
+  // x * Sigmoid(y): the Sigmoid's output and the Mul's inputs are quantized, so that ONNX Runtime
+  // fuses QLinearSigmoid and QLinearMul (a GELU-like x * (erf + 1) product stays float).
+  Calib c;
+  Model m = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 3, 12, 12] x) => (float[N, 4, 12, 12] y) {
+  c1 = Conv <pads=[1,1,1,1]> (x, w1, b1)
+  s1 = Sigmoid (c1)
+  m1 = Mul (c1, s1)
+  p = GlobalAveragePool (m1)
+  f = Conv (p, wf, bf)
+  sg = Sigmoid (f)
+  m2 = Mul (sg, m1)
+  c2 = Conv (m2, w2, b2)
+  e = Erf (c2)
+  a = Add (e, one)
+  gm = Mul (c2, a)
+  y = Conv (gm, w3, b3)
+})");
+  addConst(m, "w1", {8, 3, 3, 3}, 1, -0.5f, 0.5f);
+  addConst(m, "b1", {8}, 2, -0.1f, 0.1f);
+  addConst(m, "wf", {8, 8, 1, 1}, 3, -0.5f, 0.5f);
+  addConst(m, "bf", {8}, 4, -0.1f, 0.1f);
+  addConst(m, "w2", {8, 8, 1, 1}, 5, -0.3f, 0.3f);
+  addConst(m, "b2", {8}, 6, -0.1f, 0.1f);
+  addConst(m, "w3", {4, 8, 1, 1}, 7, -0.3f, 0.3f);
+  addConst(m, "b3", {4}, 8, -0.1f, 0.1f);
+  m.graph.initializers.set("one", Tensor::scalar(1.0f));
+  Model fp = m;
+  quantize(m, c);
+  auto quantized = [&](const std::string& v) {
+    return std::any_of(m.graph.nodes.begin(), m.graph.nodes.end(),
+                       [&](const Node& n) { return n.op_type == "QuantizeLinear" && n.inputs[0] == v; });
+  };
+  CHECK(quantized("s1"));  // the gates' outputs
+  CHECK(quantized("sg"));
+  CHECK(quantized("m1"));  // the products, read by quantized nodes
+  CHECK(quantized("m2"));
+  CHECK_FALSE(quantized("a"));  // the other product's operand
+  CHECK_FALSE(quantized("e"));
+  // Each Mul of a gate reads two dequantized values.
+  for (const auto& n : m.graph.nodes)
+    if (n.op_type == "Mul" && (n.outputs[0] == "m1" || n.outputs[0] == "m2"))
+      for (const auto& in : n.inputs) {
+        const int p = producerIndex(m.graph, in);
+        REQUIRE(p >= 0);
+        CHECK(m.graph.nodes[static_cast<size_t>(p)].op_type == "DequantizeLinear");
+      }
+  CHECK(outputSqnr(fp, m, 5) > 25.0);
+}
+
 TEST_CASE("quantize_static absorbs Clip(0, 6) and drops the bounds no other node reads", "[quantize]") {
   // ReLU6 as PyTorch exports it: Clip with its bounds as initializers. The first two are absorbed
   // into uint8 QuantizeLinears; the last writes the graph output and stays, still reading lo and hi.

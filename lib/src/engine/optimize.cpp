@@ -769,6 +769,62 @@ int fuseQMulLut(Graph& g, int64_t opset) {
   return fused;
 }
 
+// QMulLut(x, .., g, ..) where one of x and g is a QLut of the other (SiLU once `lwc quantize` has
+// quantized the Sigmoid's output: Q(DQ(x) * DQ(Q(Sigmoid(DQ(x)))))) is again a function of each
+// byte of one tensor: one QLut, its table the QMulLut kernel's own operations on the 256 bytes
+// (the reference DequantizeLinear, the gate's table, the float product, QuantizeLinear).
+int fuseSelfGatedLookups(Graph& g) {
+  int fused = 0;
+  for (size_t i = 0; i < g.nodes.size(); ++i) {
+    const Node& m = g.nodes[i];
+    if (m.domain != kInternalDomain || m.op_type != "QMulLut" || m.inputs.size() != 7) continue;
+    const std::string &xq = m.inputs[0], &gq = m.inputs[3];
+    const int xi = producerIndex(g, xq), gi = producerIndex(g, gq);
+    auto isLutOf = [&](int li, const std::string& of) {
+      if (li < 0) return false;
+      const Node& l = g.nodes[static_cast<size_t>(li)];
+      return l.domain == kInternalDomain && l.op_type == "QLut" && l.inputs.size() == 2 && l.inputs[0] == of;
+    };
+    const bool gate_of_x = isLutOf(gi, xq), x_of_gate = !gate_of_x && isLutOf(xi, gq);
+    if (!gate_of_x && !x_of_gate) continue;
+    const Node& lut = g.nodes[static_cast<size_t>(gate_of_x ? gi : xi)];
+    const Tensor* inner = g.initializers.find(lut.inputs[1]);
+    const Tensor *sx = g.initializers.find(m.inputs[1]), *zx = g.initializers.find(m.inputs[2]);
+    const Tensor *table = g.initializers.find(m.inputs[4]), *sy = g.initializers.find(m.inputs[5]), *zy = g.initializers.find(m.inputs[6]);
+    if (!inner || !sx || !zx || !table || !sy || !zy || inner->numel() != 256 || table->numel() != 256 ||
+        table->dtype() != DType::Float32 || sx->dtype() != DType::Float32 || sy->dtype() != DType::Float32 ||
+        sx->numel() != 1 || sy->numel() != 1 || zx->numel() != 1 || zy->numel() != 1)
+      continue;
+    const DType xt = zx->dtype(), yt = zy->dtype();
+    if ((xt != DType::UInt8 && xt != DType::Int8) || (yt != DType::UInt8 && yt != DType::Int8)) continue;
+    auto value = [](DType t, uint8_t byte) { return t == DType::Int8 ? int32_t(int8_t(byte)) : int32_t(byte); };
+    const float sxv = sx->data<float>()[0], syv = sy->data<float>()[0];
+    const int32_t zxv = static_cast<int32_t>(zx->at(0)), zyv = static_cast<int32_t>(zy->at(0));
+    const int32_t lo = yt == DType::Int8 ? -128 : 0, hi = yt == DType::Int8 ? 127 : 255;
+    const auto* L = static_cast<const uint8_t*>(inner->raw());
+    const float* T = table->data<float>();
+    Tensor out(yt, {256});
+    for (int b = 0; b < 256; ++b) {
+      const uint8_t xb = gate_of_x ? static_cast<uint8_t>(b) : L[b], gb = gate_of_x ? L[b] : static_cast<uint8_t>(b);
+      const float v = T[gb] * (static_cast<float>(value(xt, xb) - zxv) * sxv);
+      const float q = v / syv;
+      const int32_t r = std::isnan(q) ? 0 : static_cast<int32_t>(std::rint(std::clamp(q, float(lo - zyv), float(hi - zyv))));
+      static_cast<uint8_t*>(out.raw())[b] = static_cast<uint8_t>(r + zyv);
+    }
+    Node f;
+    f.domain = kInternalDomain;
+    f.op_type = "QLut";
+    f.name = m.name;
+    const std::string tn = g.uniqueName(m.outputs[0] + "_lut");
+    g.initializers.set(tn, std::move(out));
+    f.inputs = {lut.inputs[0], tn};
+    f.outputs = {m.outputs[0]};
+    g.nodes[i] = f;  // the inner QLut stays for any other reader (removeDeadNodes drops it otherwise)
+    ++fused;
+  }
+  return fused;
+}
+
 // DQ(x) -> GlobalAvgPoolNhwc -> Q with per-tensor parameters (8-bit x and y), the pooling's output
 // read by the Q alone, becomes lwc.internal.QGlobalAvgPoolNhwc(x, x_scale, x_zp, y_scale, y_zp):
 // integer sums over the 8-bit input instead of a float copy of it (the head of a classifier, the
@@ -1719,7 +1775,7 @@ OptimizeStats optimizeForExecution(Graph& g, const ValueTypes* types, int64_t op
   // After the layout change, which would stop at this op: it runs on the operands' layout.
   if (opset > 0) {
     const int products = fuseQMulLut(g, opset);
-    st.lookup_tables += products;
+    st.lookup_tables += products + fuseSelfGatedLookups(g);
     if (products) removeDeadNodes(g);
   }
   if (types) {

@@ -991,6 +991,22 @@ LWC_AVX2_CLONE void qmulRow(const TX* __restrict X, const float* __restrict gate
   }
 }
 
+// qmulRow with the full-shape operand the gate's bytes G (values from the table T) and the other
+// one dequantized into `row`: the same product (float multiplication commutes) and quantization.
+template <typename TY>
+LWC_AVX2_CLONE void qmulRowTable(const uint8_t* __restrict G, const float* __restrict T, const float* __restrict row,
+                                 TY* __restrict Y, int64_t n, float sy, int32_t zy, float lo, float hi) {
+  constexpr float kMagic = 12582912.0f;
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = T[G[i]] * row[i];
+    float q = v / sy;
+    q = q == q ? q : 0.0f;
+    q = std::min(std::max(q, lo), hi);
+    q = (q + kMagic) - kMagic;
+    Y[i] = static_cast<TY>(static_cast<int32_t>(q) + zy);
+  }
+}
+
 void qmulLut(KernelContext& ctx) {
   const Tensor &x = ctx.in(0), &g = ctx.in(3), &table = ctx.in(4);
   const float sx = firstScale(ctx.in(1), ctx, "x_scale"), sy = firstScale(ctx.in(5), ctx, "y_scale");
@@ -1005,47 +1021,52 @@ void qmulLut(KernelContext& ctx) {
   const Shape out = x.shape() == g.shape() ? x.shape() : broadcastShapes(x.shape(), g.shape(), ctx);
   Tensor& y = ctx.allocUninit(0, yt, out);
   const float lo = static_cast<float>(range.lo - zy), hi = static_cast<float>(range.hi - zy);
-  // Rows: the output's last axis when x runs along it whole (x has the output's shape); g's values
-  // for a row are gathered into floats once per row.
   const int64_t cols = out.empty() ? 1 : out.back(), rows = cols ? y.numel() / cols : 0;
   const auto gs = broadcastStrides(g.shape(), out);
-  const bool rowwise = x.shape() == out && !out.empty();
+  // Rows along the output's last axis when one operand has the output's shape (`big`); the other's
+  // values for a row (`row`) are gathered into floats once, when its offset changes.
+  const bool x_big = x.shape() == out && !out.empty();
+  const bool g_big = !x_big && g.shape() == out && !out.empty();
+  const auto xs = broadcastStrides(x.shape(), out);
   dispatchQuantized(x.dtype(), ctx, "x", [&](auto tx) {
     using TX = decltype(tx);
     dispatchQuantized(yt, ctx, "y_zero_point", [&](auto ty) {
       using TY = decltype(ty);
       const TX* X = x.data<TX>();
       TY* Y = y.data<TY>();
-      if (rowwise) {
+      if (x_big || g_big) {
+        const auto& ss = x_big ? gs : xs;  // the small operand's strides
         parallelRanges(rows, y.numel() > kParallelMin, [&](int64_t r0, int64_t r1) {
-          std::vector<float> gate(static_cast<size_t>(cols));
-          // The row's index over the output's leading axes (an odometer) and g's offset for it.
+          std::vector<float> row(static_cast<size_t>(cols));
+          // The row's index over the output's leading axes (an odometer) and the small operand's
+          // offset for it.
           const size_t lead = out.size() - 1;
           std::vector<int64_t> idx(lead);
           int64_t off = 0;
           for (size_t d = lead, rem = static_cast<size_t>(r0); d-- > 0;) {
             idx[d] = static_cast<int64_t>(rem % static_cast<size_t>(out[d]));
             rem /= static_cast<size_t>(out[d]);
-            off += idx[d] * gs[d];
+            off += idx[d] * ss[d];
           }
           int64_t last_off = -1;
           for (int64_t r = r0; r < r1; ++r) {
             if (off != last_off) {
-              for (int64_t c = 0; c < cols; ++c) gate[static_cast<size_t>(c)] = T[G[off + c * gs.back()]];
+              for (int64_t c = 0; c < cols; ++c)
+                row[static_cast<size_t>(c)] = x_big ? T[G[off + c * ss.back()]] : dequantizeValue(X[off + c * ss.back()], zx, sx);
               last_off = off;
             }
-            qmulRow(X + r * cols, gate.data(), Y + r * cols, cols, sx, zx, sy, zy, lo, hi);
+            if (x_big) qmulRow(X + r * cols, row.data(), Y + r * cols, cols, sx, zx, sy, zy, lo, hi);
+            else qmulRowTable(G + r * cols, T, row.data(), Y + r * cols, cols, sy, zy, lo, hi);
             for (size_t d = lead; d-- > 0;) {
-              off += gs[d];
+              off += ss[d];
               if (++idx[d] < out[d]) break;
-              off -= gs[d] * out[d];
+              off -= ss[d] * out[d];
               idx[d] = 0;
             }
           }
         });
         return;
       }
-      const auto xs = broadcastStrides(x.shape(), out);
       const int64_t n = y.numel();
       for (int64_t i = 0; i < n; ++i) {
         int64_t ix = 0, ig = 0, rem = i;
