@@ -1,5 +1,7 @@
 #include "engine/optimize.h"
 
+#include "engine/kernels/quant_ref.h"
+
 #include "lwc/analysis.h"
 #include "lwc/engine.h"
 #include "lwc/graph_edit.h"
@@ -692,6 +694,19 @@ std::optional<DType> scalarQuantize(const Graph& g, const Node& q) {
   return yt;
 }
 
+// lwc.internal.QLut(x, table) -> y named `name`, its 256-entry table stored as a new initializer.
+Node lutNode(Graph& g, const std::string& name, const std::string& x, Tensor table, const std::string& y) {
+  Node f;
+  f.domain = kInternalDomain;
+  f.op_type = "QLut";
+  f.name = name;
+  const std::string tn = g.uniqueName(y + "_lut");
+  g.initializers.set(tn, std::move(table));
+  f.inputs = {x, tn};
+  f.outputs = {y};
+  return f;
+}
+
 // x (8-bit) -> DequantizeLinear -> elementwise float ops -> QuantizeLinear -> y (8-bit), per-tensor
 // parameters (lutChain): y is a function of each byte of x, so the chain becomes
 // lwc.internal.QLut(x, table), its 256 results, computed by the reference kernels of those very
@@ -708,15 +723,7 @@ int fuseLookupTables(Graph& g, int64_t opset, const ValueTypes* types) {
     if (!chain || chain->nodes.empty()) continue;
     auto table = lutValues(g, *chain, opset, &q);
     if (!table || table->dtype() != *yt) continue;
-    Node f;
-    f.domain = kInternalDomain;
-    f.op_type = "QLut";
-    f.name = q.name;
-    const std::string tn = g.uniqueName(q.outputs[0] + "_lut");
-    g.initializers.set(tn, std::move(*table));
-    f.inputs = {chain->root.q, tn};
-    f.outputs = {q.outputs[0]};
-    g.nodes[qi] = f;  // the Q's place: after the chain, so x is ready
+    g.nodes[qi] = lutNode(g, q.name, chain->root.q, std::move(*table), q.outputs[0]);  // the Q's place: after the chain, so x is ready
     qi = eraseChain(g, *chain, qi);
     ++fused;
   }
@@ -800,26 +807,17 @@ int fuseSelfGatedLookups(Graph& g) {
     auto value = [](DType t, uint8_t byte) { return t == DType::Int8 ? int32_t(int8_t(byte)) : int32_t(byte); };
     const float sxv = sx->data<float>()[0], syv = sy->data<float>()[0];
     const int32_t zxv = static_cast<int32_t>(zx->at(0)), zyv = static_cast<int32_t>(zy->at(0));
-    const int32_t lo = yt == DType::Int8 ? -128 : 0, hi = yt == DType::Int8 ? 127 : 255;
+    const quant::QRange range = yt == DType::Int8 ? quant::QRange{-128, 127} : quant::QRange{0, 255};
     const auto* L = static_cast<const uint8_t*>(inner->raw());
     const float* T = table->data<float>();
     Tensor out(yt, {256});
     for (int b = 0; b < 256; ++b) {
       const uint8_t xb = gate_of_x ? static_cast<uint8_t>(b) : L[b], gb = gate_of_x ? L[b] : static_cast<uint8_t>(b);
-      const float v = T[gb] * (static_cast<float>(value(xt, xb) - zxv) * sxv);
-      const float q = v / syv;
-      const int32_t r = std::isnan(q) ? 0 : static_cast<int32_t>(std::rint(std::clamp(q, float(lo - zyv), float(hi - zyv))));
-      static_cast<uint8_t*>(out.raw())[b] = static_cast<uint8_t>(r + zyv);
+      const float v = T[gb] * quant::dequantizeValue(value(xt, xb), zxv, sxv);
+      static_cast<uint8_t*>(out.raw())[b] = static_cast<uint8_t>(quant::quantizeValue(v, syv, zyv, range));
     }
-    Node f;
-    f.domain = kInternalDomain;
-    f.op_type = "QLut";
-    f.name = m.name;
-    const std::string tn = g.uniqueName(m.outputs[0] + "_lut");
-    g.initializers.set(tn, std::move(out));
-    f.inputs = {lut.inputs[0], tn};
-    f.outputs = {m.outputs[0]};
-    g.nodes[i] = f;  // the inner QLut stays for any other reader (removeDeadNodes drops it otherwise)
+    // The inner QLut stays for any other reader (removeDeadNodes drops it otherwise).
+    g.nodes[i] = lutNode(g, m.name, lut.inputs[0], std::move(out), m.outputs[0]);
     ++fused;
   }
   return fused;
@@ -833,12 +831,9 @@ int fuseQGlobalAvgPool(Graph& g) {
   int fused = 0;
   for (size_t qi = 0; qi < g.nodes.size(); ++qi) {
     const Node& q = g.nodes[qi];
-    if (q.op_type != "QuantizeLinear" || !q.domain.empty() || q.inputs.size() != 3 || !isScalarConst(g, q.inputs[1]) ||
-        !isScalarConst(g, q.inputs[2]))
-      continue;
-    const DType yt = g.initializers.at(q.inputs[2]).dtype();
+    if (!scalarQuantize(g, q)) continue;
     const int pi = producerIndex(g, q.inputs[0]);
-    if ((yt != DType::UInt8 && yt != DType::Int8) || pi < 0) continue;
+    if (pi < 0) continue;
     const Node& pool = g.nodes[static_cast<size_t>(pi)];
     if (pool.domain != kInternalDomain || pool.op_type != "GlobalAvgPoolNhwc" || pool.outputs.size() != 1 ||
         g.isGraphOutput(q.inputs[0]) || useCount(g, q.inputs[0]) != 1)

@@ -823,21 +823,24 @@ void matMulIntegerToFloat(KernelContext& ctx) {
   });
 }
 
+// roundSaturate's arithmetic on a float that is not NaN, in a form the compiler vectorizes: clamp
+// first, then round half to even by adding and removing 1.5 * 2^23 (exact for |q| < 2^22, which the
+// clamp guarantees).
+inline float clampRoundHalfEven(float q, float lo, float hi) {
+  constexpr float kMagic = 12582912.0f;
+  q = std::min(std::max(q, lo), hi);
+  return (q + kMagic) - kMagic;
+}
+
 // QAdd on equal shapes: quantizeValue's arithmetic in a form the compiler vectorizes with baseline
-// SSE2 (plain parameters and restrict pointers, so nothing is reloaded per element): clamp first, as
-// roundSaturate does, then round half to even by adding and removing 1.5 * 2^23 (exact for
-// |q| < 2^22, which the clamp guarantees).
+// SSE2 (plain parameters and restrict pointers, so nothing is reloaded per element).
 template <typename TA, typename TB, typename TY>
 LWC_AVX2_CLONE void qaddRange(const TA* __restrict A, const TB* __restrict B, TY* __restrict Y, int64_t n, float sa,
                               int32_t za, float sb, int32_t zb, float sy, int32_t zy, float lo, float hi, float floor_v) {
-  constexpr float kMagic = 12582912.0f;
   for (int64_t i = 0; i < n; ++i) {
     float v = static_cast<float>(static_cast<int32_t>(A[i]) - za) * sa + static_cast<float>(static_cast<int32_t>(B[i]) - zb) * sb;
     v = std::max(v, floor_v);
-    float q = v / sy;
-    q = std::min(std::max(q, lo), hi);
-    q = (q + kMagic) - kMagic;
-    Y[i] = static_cast<TY>(static_cast<int32_t>(q) + zy);
+    Y[i] = static_cast<TY>(static_cast<int32_t>(clampRoundHalfEven(v / sy, lo, hi)) + zy);
   }
 }
 
@@ -980,14 +983,9 @@ void qlut(KernelContext& ctx) {
 template <typename TX, typename TY>
 LWC_AVX2_CLONE void qmulRow(const TX* __restrict X, const float* __restrict gate, TY* __restrict Y, int64_t n, float sx,
                             int32_t zx, float sy, int32_t zy, float lo, float hi) {
-  constexpr float kMagic = 12582912.0f;  // 1.5 * 2^23: adding and removing it rounds half to even
   for (int64_t i = 0; i < n; ++i) {
-    const float v = gate[i] * (static_cast<float>(static_cast<int32_t>(X[i]) - zx) * sx);
-    float q = v / sy;
-    q = q == q ? q : 0.0f;
-    q = std::min(std::max(q, lo), hi);
-    q = (q + kMagic) - kMagic;
-    Y[i] = static_cast<TY>(static_cast<int32_t>(q) + zy);
+    const float q = gate[i] * (static_cast<float>(static_cast<int32_t>(X[i]) - zx) * sx) / sy;
+    Y[i] = static_cast<TY>(static_cast<int32_t>(clampRoundHalfEven(q == q ? q : 0.0f, lo, hi)) + zy);
   }
 }
 
@@ -996,14 +994,9 @@ LWC_AVX2_CLONE void qmulRow(const TX* __restrict X, const float* __restrict gate
 template <typename TY>
 LWC_AVX2_CLONE void qmulRowTable(const uint8_t* __restrict G, const float* __restrict T, const float* __restrict row,
                                  TY* __restrict Y, int64_t n, float sy, int32_t zy, float lo, float hi) {
-  constexpr float kMagic = 12582912.0f;
   for (int64_t i = 0; i < n; ++i) {
-    const float v = T[G[i]] * row[i];
-    float q = v / sy;
-    q = q == q ? q : 0.0f;
-    q = std::min(std::max(q, lo), hi);
-    q = (q + kMagic) - kMagic;
-    Y[i] = static_cast<TY>(static_cast<int32_t>(q) + zy);
+    const float q = T[G[i]] * row[i] / sy;
+    Y[i] = static_cast<TY>(static_cast<int32_t>(clampRoundHalfEven(q == q ? q : 0.0f, lo, hi)) + zy);
   }
 }
 
@@ -1192,42 +1185,12 @@ void registerQuantKernels(KernelRegistry& r) {
   r.addFn("QLinearConv", 10, kMaxOpset, qlinearConv);
   r.addFn("MatMulInteger", 10, kMaxOpset, matMulInteger);
   r.addFn("QLinearMatMul", 10, kMaxOpset, qlinearMatMul);
-  r.add("lwc.internal", "QLinearMatMul", 1, 1, "ref", [](const KernelInfo&) -> std::unique_ptr<Kernel> {
-    struct K final : Kernel {
-      void run(KernelContext& ctx) override { qlinearMatMulBias(ctx, &ctx.in(8)); }
-    };
-    return std::make_unique<K>();
-  });
-  r.add("lwc.internal", "MatMulIntegerToFloat", 1, 1, "ref", [](const KernelInfo&) -> std::unique_ptr<Kernel> {
-    struct K final : Kernel {
-      void run(KernelContext& ctx) override { matMulIntegerToFloat(ctx); }
-    };
-    return std::make_unique<K>();
-  });
-  r.add("lwc.internal", "QGlobalAvgPoolNhwc", 1, 1, "ref", [](const KernelInfo&) -> std::unique_ptr<Kernel> {
-    struct K final : Kernel {
-      void run(KernelContext& ctx) override { qglobalAvgPoolNhwc(ctx); }
-    };
-    return std::make_unique<K>();
-  });
-  r.add("lwc.internal", "QMulLut", 1, 1, "ref", [](const KernelInfo&) -> std::unique_ptr<Kernel> {
-    struct K final : Kernel {
-      void run(KernelContext& ctx) override { qmulLut(ctx); }
-    };
-    return std::make_unique<K>();
-  });
-  r.add("lwc.internal", "QLut", 1, 1, "ref", [](const KernelInfo&) -> std::unique_ptr<Kernel> {
-    struct K final : Kernel {
-      void run(KernelContext& ctx) override { qlut(ctx); }
-    };
-    return std::make_unique<K>();
-  });
-  r.add("lwc.internal", "QAdd", 1, 1, "ref", [](const KernelInfo&) -> std::unique_ptr<Kernel> {
-    struct K final : Kernel {
-      void run(KernelContext& ctx) override { qadd(ctx); }
-    };
-    return std::make_unique<K>();
-  });
+  r.addFn("QLinearMatMul", 1, 1, [](KernelContext& ctx) { qlinearMatMulBias(ctx, &ctx.in(8)); }, kInternalDomain);
+  r.addFn("MatMulIntegerToFloat", 1, 1, matMulIntegerToFloat, kInternalDomain);
+  r.addFn("QGlobalAvgPoolNhwc", 1, 1, qglobalAvgPoolNhwc, kInternalDomain);
+  r.addFn("QMulLut", 1, 1, qmulLut, kInternalDomain);
+  r.addFn("QLut", 1, 1, qlut, kInternalDomain);
+  r.addFn("QAdd", 1, 1, qadd, kInternalDomain);
 }
 
 }  // namespace lwc::engine
