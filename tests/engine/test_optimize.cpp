@@ -450,6 +450,57 @@ g (uint8[N, 24, 6, 6] cq, int8[N, 24, 1, 1] fq) => (uint8[N, 24, 6, 6] y, uint8[
   }
 }
 
+TEST_CASE("the integer pooling sums more than 2^23 pixels in int64, within one step of the definition", "[optimize][quant]") {
+  // lwc.internal.QGlobalAvgPoolNhwc keeps int32 sums below 2^23 pixels per channel; a larger image
+  // (2900 x 2900) takes its int64 path. The definition: mean of (x - x_zp) * x_scale, quantized.
+  const int64_t side = 2900, hw = side * side;
+  REQUIRE(hw >= (int64_t{1} << 23));
+  Tensor x(DType::UInt8, {1, side, side, 1});
+  uint32_t state = 12345;
+  double sum = 0;
+  for (int64_t i = 0; i < hw; ++i) {
+    state = state * 1664525u + 1013904223u;
+    const uint8_t v = static_cast<uint8_t>(140 + (state >> 24) % 100);  // 140..239
+    static_cast<uint8_t*>(x.raw())[i] = v;
+    sum += v;
+  }
+  NodeSpec s;
+  s.op_type = "QGlobalAvgPoolNhwc";
+  s.domain = "lwc.internal";
+  s.opset = 1;
+  s.inputs = {x, Tensor::scalar(0.05f), Tensor::scalar<uint8_t>(100), Tensor::scalar(0.03f), Tensor::scalar<uint8_t>(7)};
+  s.constant_inputs = {1, 2, 3, 4};
+  const Tensor y = runNode(s)[0];
+  REQUIRE(y.shape() == Shape{1, 1, 1, 1});
+  const double want = std::clamp(std::nearbyint((sum / static_cast<double>(hw) - 100.0) * 0.05 / 0.03) + 7.0, 0.0, 255.0);
+  CHECK(want > 100);  // not saturated, not the zero point
+  CHECK(std::abs(static_cast<double>(y.data<uint8_t>()[0]) - want) <= 1.0);
+}
+
+TEST_CASE("the lookup-table kernels refuse operands they were not built for, naming them", "[optimize][quant]") {
+  // The engine's rewrites only build them from 8-bit tensors; a model that names these internal ops
+  // itself gets a clear error instead of a read out of bounds.
+  auto internal = [](const std::string& op, std::vector<Tensor> inputs) {
+    NodeSpec s;
+    s.op_type = op;
+    s.domain = "lwc.internal";
+    s.opset = 1;
+    s.inputs = std::move(inputs);
+    for (size_t i = 1; i < s.inputs.size(); ++i) s.constant_inputs.push_back(i);
+    return s;
+  };
+  const Tensor bytes(DType::UInt8, {2, 8}), table(DType::UInt8, {256});
+  CHECK_THROWS_WITH(runNode(internal("QLut", {randomFloat({2, 8}, 1), table})), Catch::Contains("input must be uint8 or int8"));
+  CHECK_THROWS_WITH(runNode(internal("QLut", {bytes, Tensor(DType::UInt8, {255})})),
+                    Catch::Contains("the table must hold 256 uint8 or int8 values"));
+  CHECK_THROWS_WITH(runNode(internal("QMulLut", {bytes, Tensor::scalar(0.1f), Tensor::scalar<uint8_t>(0), bytes,
+                                                 Tensor(DType::Float32, {16}), Tensor::scalar(0.1f), Tensor::scalar<uint8_t>(0)})),
+                    Catch::Contains("a table of 256 float32 values"));
+  CHECK_THROWS_WITH(runNode(internal("QGlobalAvgPoolNhwc", {bytes, Tensor::scalar(0.1f), Tensor::scalar<uint8_t>(0),
+                                                            Tensor::scalar(0.1f), Tensor::scalar<uint8_t>(0)})),
+                    Catch::Contains("expected NHWC [N, H, W, C]"));
+}
+
 TEST_CASE("a Linear layer on 3-D inputs (DQ -> MatMul -> Add bias -> Q) runs as one integer matmul", "[optimize][quant]") {
   // What lwc quantize writes for MatMul + Add(bias): the bias Add between the MatMul and the Q, on
   // either side of the Add, as [N] or [1, N]. The engine folds the Add into the integer matmul
