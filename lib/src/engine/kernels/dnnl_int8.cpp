@@ -283,6 +283,24 @@ void avoidSmallAmx(dnnl::convolution_forward::primitive_desc& pd, int64_t ic, in
   if (small || narrow_pointwise) preferImpl(pd, chosen.c_str(), pointwise ? "jit_int8_1x1:" : "jit_int8:");
 }
 
+/// oneDNN 2.6's AMX int8 1x1 convolution (`jit_1x1:avx512_core_amx_int8`, unit strides) writes
+/// past the end of its destination when an image has 27, 33, 36, 39, 42, 45 or 48 output pixels
+/// (pixels / 3 rows of extra output, for any batch, channel count and output type; measured with a
+/// canary region after the destination over 1-4096 pixels in one column, square images up to
+/// 400 x 400 and batches 1-8; stride 2 did not). In lwc that was a heap corruption: the classifiers
+/// of mobilenet_v3 and efficientnet_b0 run as one 1 x m image, and batch 33 aborted. Such
+/// convolutions take the VNNI kernel (byte-identical); false when `pd` is still that kernel (no
+/// alternative listed): the caller must not run it.
+bool avoidAmx1x1Overrun(dnnl::convolution_forward::primitive_desc& pd, int64_t pixels) {
+  auto risky = [&] {
+    return std::string(pd.impl_info_str()).rfind("jit_1x1:avx512_core_amx", 0) == 0 && pixels % 3 == 0 &&
+           pixels >= 27 && pixels <= 48;
+  };
+  if (!risky()) return true;
+  preferImpl(pd, "jit_1x1:avx512_core_amx", "jit_int8_1x1:");
+  return !risky();
+}
+
 // ---------------------------------------------------------------------------------------------
 // QLinearConv and ConvInteger.
 
@@ -756,7 +774,7 @@ class DnnlQConv final : public Kernel {
     if (group == oc && icg == 1 && !c_.f32) preferImpl(p.pd, "brdgmm_dw", "jit_int8:");
     if (kh == 1 && kw == 1 && !c_.f32) preferImpl(p.pd, "brgconv_1x1:", "jit_int8_1x1:");
     if (!c_.f32) avoidSmallAmx(p.pd, icg, oc, macs, kh * kw == 1);
-    if (isRef(p.pd.impl_info_str())) return p;
+    if (isRef(p.pd.impl_info_str()) || !avoidAmx1x1Overrun(p.pd, yd[2] * yd[3])) return p;  // pixels as oneDNN sees them
     p.prim = dnnl::convolution_forward(p.pd);
     std::vector<float> wf;
     if (c_.f32) wf.assign(c_.w.w.begin(), c_.w.w.end());
@@ -1020,6 +1038,7 @@ class DnnlQMatMul final : public Kernel {
       try {
         pd = dnnl::convolution_forward::primitive_desc(d, attr, eng);
         avoidSmallAmx(pd, k, n, m * k * n, /*pointwise=*/true);
+        have = avoidAmx1x1Overrun(pd, m);  // one image of m pixels
       } catch (const dnnl::error&) {
         have = false;
       }
