@@ -4,12 +4,15 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <array>
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <cmath>
 #include <iostream>
+#include <random>
 
 #include "engine/kernels/dw_int8.h"
+#include "engine/kernels/int8_avx512.h"
 #include "engine/kernels/few_int8.h"
 #include "engine/kernels/pw_int8.h"
 #include "lwc/model_io.h"
@@ -965,12 +968,13 @@ TEST_CASE("pointwise int8 layers of 27-48 pixels (multiples of 3) avoid oneDNN's
 }
 
 TEST_CASE("lwc's own 3x3 depthwise int8 kernel gives the reference's bits, and the profile names it", "[dnnl][quant]") {
-  // dw_int8.h runs uint8 3x3 depthwise QLinearConvs on inputs up to 7x7 on CPUs with AVX-512
-  // VNNI and VBMI, with the reference's requantization: bit-identical to it, where oneDNN is only
-  // within one step. The cases reach its branches: 16 channels (one 48-byte load per window row),
-  // channel tails, column tiles (output wider than a tile) and row tiles (more than 8 rows per
-  // thread), padded borders and images meeting inside one thread's rows. Elsewhere (other CPUs,
-  // int8 inputs, 5x5, larger images) oneDNN runs and the comparison is within one step.
+  // dw_int8.h runs uint8 3x3 depthwise QLinearConvs of stride 1, and strided ones of up to 2^18
+  // outputs, on CPUs with AVX-512 VNNI and VBMI, with the reference's requantization: bit-identical
+  // to it, where oneDNN is only within one step. The cases reach its branches: 16 channels (one
+  // 48-byte load per window row, four pixels in one 64-byte store), channel tails, column tiles
+  // (output wider than a tile) and row tiles (more than 8 rows per thread), padded borders and
+  // images meeting inside one thread's rows. Elsewhere (other CPUs, int8 inputs, 5x5, larger strided
+  // layers) oneDNN runs and the comparison is within one step.
   std::vector<OwnKernelCase> cases;
   QConvCase c{"16 channels, pad 1, batch 3, per-channel, bias", {3, 16, 7, 7}, {16, 1, 3, 3}, 16};
   c.pads = {1, 1, 1, 1}, c.per_channel = c.bias = true;
@@ -987,8 +991,17 @@ TEST_CASE("lwc's own 3x3 depthwise int8 kernel gives the reference's bits, and t
   c = {"96 channels, stride 2 on 7x7, batch 4", {4, 96, 7, 7}, {96, 1, 3, 3}, 96};
   c.strides = {2, 2}, c.pads = {1, 1, 1, 1}, c.per_channel = c.bias = true;
   cases.push_back({c, true});
-  c = {"8x8 (more than 7x7 pixels): oneDNN", {1, 16, 8, 8}, {16, 1, 3, 3}, 16};
-  c.pads = {1, 1, 1, 1};
+  c = {"16 channels on 28x28, batch 2, pad 1", {2, 16, 28, 28}, {16, 1, 3, 3}, 16};
+  c.pads = {1, 1, 1, 1}, c.per_channel = c.bias = true;
+  cases.push_back({c, true});
+  c = {"96 channels on 14x14, batch 3, pad 1, u8 -> s8", {3, 96, 14, 14}, {96, 1, 3, 3}, 96};
+  c.pads = {1, 1, 1, 1}, c.per_channel = true, c.yt = DType::Int8;
+  cases.push_back({c, true});
+  c = {"stride 2 to 2^18 outputs (48 channels, 28x28 -> 14x14, batch 8)", {8, 48, 28, 28}, {48, 1, 3, 3}, 48};
+  c.strides = {2, 2}, c.pads = {1, 1, 1, 1}, c.per_channel = true;
+  cases.push_back({c, true});
+  c = {"stride 2 beyond 2^18 outputs (batch 28): oneDNN", {28, 48, 28, 28}, {48, 1, 3, 3}, 48};
+  c.strides = {2, 2}, c.pads = {1, 1, 1, 1}, c.per_channel = true;
   cases.push_back({c, false});
   c = {"int8 input: oneDNN", {1, 32, 10, 10}, {32, 1, 3, 3}, 32};
   c.xt = DType::Int8, c.pads = {1, 1, 1, 1};
@@ -997,6 +1010,92 @@ TEST_CASE("lwc's own 3x3 depthwise int8 kernel gives the reference's bits, and t
   c.pads = {2, 2, 2, 2};
   cases.push_back({c, false});
   checkOwnKernel(cases, "lwc_dw3x3_int8:avx512_vnni_vbmi", engine::dw::available(), 1300);
+}
+
+namespace {
+#ifdef LWC_INT8_X86
+// GCC 12's AVX-512 intrinsics start from _mm512_undefined_*(), which -Wmaybe-uninitialized reports
+// once inlined (as in dw_int8.cpp); nothing here is uninitialised.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+// Four 16-lane accumulators (acc, without the bias) requantized by requant16 one at a time and by
+// requant64 (accumulators holding the bias, as the kernels start them), 64 bytes each.
+__attribute__((target("avx512f,avx512bw,avx512vl"))) std::pair<std::vector<uint8_t>, std::vector<uint8_t>> requantBothWays(
+    const std::vector<int32_t>& acc, const std::vector<int32_t>& bias, const std::vector<float>& mul, int32_t yzp,
+    bool y_signed) {
+  const int32_t lo = y_signed ? -128 : 0, hi = y_signed ? 127 : 255;
+  const __m512 flo = _mm512_set1_ps(static_cast<float>(lo - yzp)), fhi = _mm512_set1_ps(static_cast<float>(hi - yzp));
+  const __m512i bi = _mm512_loadu_si512(bias.data());
+  const __m512 mu = _mm512_loadu_ps(mul.data());
+  std::vector<uint8_t> one(64), four(64);
+  __m512i a[4];
+  for (int k = 0; k < 4; ++k) {
+    const __m512i v = _mm512_loadu_si512(acc.data() + 16 * k);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(one.data() + 16 * k),
+                     engine::int8k::requant16(v, bi, mu, flo, fhi, _mm512_set1_epi32(yzp)));
+    a[k] = _mm512_add_epi32(v, bi);
+  }
+  const __m512i yzp16 = _mm512_set1_epi16(static_cast<int16_t>(yzp)), perm = engine::int8k::requant64Perm();
+  const __m512i lo8 = _mm512_set1_epi8(static_cast<char>(lo)), hi8 = _mm512_set1_epi8(static_cast<char>(hi));
+  const __m512i v = y_signed ? engine::int8k::requant64<true>(a[0], a[1], a[2], a[3], mu, mu, mu, mu, yzp16, lo8, hi8, perm)
+                             : engine::int8k::requant64<false>(a[0], a[1], a[2], a[3], mu, mu, mu, mu, yzp16, lo8, hi8, perm);
+  _mm512_storeu_si512(four.data(), v);
+  return {one, four};
+}
+#pragma GCC diagnostic pop
+#endif
+}  // namespace
+
+TEST_CASE("the own kernels' four-at-a-time requantization gives the one-at-a-time bytes wherever saturationExact allows it", "[dnnl][quant]") {
+#ifdef LWC_INT8_X86
+  if (!engine::int8k::haveAvx512Vnni()) return;  // the kernels do not run on this CPU
+  // Multipliers from 1e-4 to 2 and accumulators up to the bound (|acc + bias| * mul <= 2^30):
+  // results far beyond int16 and the byte range (both saturations), exact halves (mul 0.5 and odd
+  // sums: round half to even), both output types, zero points at the ends of their range.
+  std::mt19937 rng(4242);
+  int64_t clipped = 0, halves = 0;
+  for (int trial = 0; trial < 400; ++trial) {
+    const bool y_signed = trial % 2 == 1;
+    const int32_t yzp = y_signed ? std::array<int32_t, 3>{-128, 0, 127}[trial % 3] : std::array<int32_t, 3>{0, 128, 255}[trial % 3];
+    std::vector<float> mul(16);
+    std::vector<int32_t> bias(16), acc(64);
+    for (int c = 0; c < 16; ++c) {
+      mul[c] = trial % 5 == 0 ? 0.5f : std::exp(std::uniform_real_distribution<float>(std::log(1e-4f), std::log(2.0f))(rng));
+      bias[c] = std::uniform_int_distribution<int32_t>(-5000, 5000)(rng);
+    }
+    for (int i = 0; i < 64; ++i) {
+      const double limit = std::min(1073741824.0 / mul[i % 16], 2.0e9) - 5001;
+      const double scale = std::pow(10.0, std::uniform_real_distribution<double>(0, std::log10(limit))(rng));
+      acc[i] = static_cast<int32_t>(std::uniform_real_distribution<double>(-scale, scale)(rng));
+      const double f = (static_cast<double>(acc[i]) + bias[i % 16]) * mul[i % 16];
+      clipped += f + yzp > (y_signed ? 127 : 255) || f + yzp < (y_signed ? -128 : 0);
+      halves += mul[i % 16] == 0.5f && ((acc[i] + bias[i % 16]) & 1) != 0;
+    }
+    int64_t abs_w = 0;  // the bound saturationExact checks, for one channel of weights summing to 1
+    std::vector<int64_t> abs_wsum(16, abs_w);
+    std::vector<int32_t> bias_bound(16);
+    for (int c = 0; c < 16; ++c) {
+      int64_t m = 0;
+      for (int k = 0; k < 4; ++k) m = std::max<int64_t>(m, std::abs(static_cast<int64_t>(acc[16 * k + c]) + bias[c]));
+      bias_bound[c] = static_cast<int32_t>(m);
+    }
+    REQUIRE(engine::int8k::saturationExact(bias_bound.data(), mul.data(), abs_wsum.data(), 16));
+    const auto [one, four] = requantBothWays(acc, bias, mul, yzp, y_signed);
+    INFO("trial " << trial);
+    CHECK(one == four);
+  }
+  CHECK(clipped > 1000);  // the saturating paths were reached
+  CHECK(halves > 100);
+  // And the bound refuses what could overflow the float-to-int conversion.
+  const int32_t big_bias = 1 << 20;
+  const float big_mul = 2048.0f;
+  const int64_t w = 0;
+  CHECK_FALSE(engine::int8k::saturationExact(&big_bias, &big_mul, &w, 1));
+  const int32_t zero_bias = 0;
+  const float unit = 1.0f;
+  const int64_t heavy = (int64_t{1} << 30) / 255 + 1;  // 255 * sum |w| just over 2^30
+  CHECK_FALSE(engine::int8k::saturationExact(&zero_bias, &unit, &heavy, 1));
+#endif
 }
 
 TEST_CASE("lwc's own int8 kernel for few input channels gives the reference's bits, and the profile names it", "[dnnl][quant]") {
@@ -1162,9 +1261,10 @@ TEST_CASE("int8 calls under 2^20 multiply-adds (depthwise 2^18) run on the calli
   QConvCase cm{"", {1, 64, 14, 14}, {64, 64, 1, 1}};
   QConvCase c3{"", {1, 16, 8, 8}, {16, 16, 3, 3}};  // dense and small, not pointwise: oneDNN on every CPU
   c3.pads = {1, 1, 1, 1};
-  QConvCase dws{"", {1, 48, 14, 14}, {48, 1, 3, 3}};
+  QConvCase dws{"", {1, 48, 14, 14}, {48, 1, 3, 3}};  // int8 input: oneDNN (the own kernel reads uint8)
   dws.group = 48;
   dws.pads = {1, 1, 1, 1};
+  dws.xt = DType::Int8;
   QConvCase dwl = dws;
   dwl.x = {1, 192, 14, 14};
   dwl.w = {192, 1, 3, 3};

@@ -410,8 +410,14 @@ class DnnlQConv final : public Kernel {
                                  : few::packWeights(c_.w.w.data(), oc, c_.w_shape[1], c_.w_shape[2], c_.w_shape[3]);
       for (int64_t m = 0; m < oc; ++m) {
         int32_t sum = 0;
-        for (int64_t k = 0; k < per; ++k) sum += c_.w.w[static_cast<size_t>(m * per + k)];
+        int64_t abs_sum = 0;
+        for (int64_t k = 0; k < per; ++k) {
+          const int8_t w = c_.w.w[static_cast<size_t>(m * per + k)];
+          sum += w;
+          abs_sum += std::abs(static_cast<int64_t>(w));
+        }
         own_wsum_.push_back(sum);
+        own_wabs_.push_back(abs_sum);
       }
     }
   }
@@ -527,6 +533,10 @@ class DnnlQConv final : public Kernel {
     q.fhi = static_cast<float>(yr.hi - y_zp);
     q.y_zp = y_zp;
     q.x_zp = static_cast<uint8_t>(x_zp);
+    q.lo = static_cast<int32_t>(yr.lo);
+    q.hi = static_cast<int32_t>(yr.hi);
+    q.y_signed = c_.y_type == DType::Int8;
+    q.sat = int8k::saturationExact(q.bias_eff, q.mul, own_wabs_.data(), oc);
     if (fixed) own_fixed_ = q;
     return q;
   }
@@ -709,13 +719,18 @@ class DnnlQConv final : public Kernel {
     memory::dims dil;
     for (auto d : geo.dilations) dil.push_back(d - 1);  // oneDNN counts dilation from 0
     const int64_t oc = c_.w_shape[0], icg = c_.w_shape[1], kh = c_.w_shape[2], kw = c_.w_shape[3], group = cp.group;
-    // The own depthwise kernel on inputs of up to 7x7 pixels. In the networks (mnv2_fmnist and
-    // mobilenet_v2 INT8, per-node profile, two runs of each build, batch 1 and 32) it took 0.3-0.85
-    // of oneDNN's time on mnv2_fmnist's 7x7 and smaller layers and about the same on mobilenet_v2's
-    // 7x7 ones; on 14x14 from 0.75x to 1.4x; on 28x28 and 56x56 1.1-1.6x, though standalone (the
-    // same input over and over) it had been ahead there too.
+    // The own depthwise kernel for every stride-1 layer, and strided ones of up to 2^18 outputs.
+    // Per-node profiles in the networks (2026-12-05, 2-core AMX Xeon, the lower of two runs, own
+    // against oneDNN's jit_int8): stride 1 0.67-0.79 on mnv2_fmnist's 28x28 and 14x14 layers at
+    // batch 1 and 32, 0.82-0.95 on mobilenet_v2's at batch 1, level at batch 8 (0.88-1.06, its
+    // 112x112 layer 1.00), mnasnet1_0 0.68-1.00, shufflenet_v2 0.56-0.75; strided ones won on small
+    // calls (mnv2_fmnist's 14x14 -> 7x7 at batch 32, 1.5e5 outputs, 0.86; shufflenet_v2's 0.50-0.73)
+    // and lost on larger ones (28x28 -> 14x14 at batch 32, 3.0e5 outputs, 1.10; mobilenet_v2's
+    // 112x112 -> 56x56 at batch 8 1.08).
     const bool own_ok = xt == DType::UInt8 && geo.dilations[0] == 1 && geo.dilations[1] == 1;
-    if (own_ == Own::dw && own_ok && group == oc && xs[1] == oc && xs[2] * xs[3] <= 7 * 7) {
+    const bool own_dw_size = geo.strides[0] == 1 && geo.strides[1] == 1 ? true
+                                                                         : xs[0] * geo.out[0] * geo.out[1] * oc <= (int64_t{1} << 18);
+    if (own_ == Own::dw && own_ok && group == oc && xs[1] == oc && own_dw_size) {
       p.own = Own::dw;
       p.dw = dw::Geometry{xs[0], xs[2], xs[3], oc, geo.out[0], geo.out[1],
                           geo.strides[0], geo.strides[1], geo.pads_begin[0], geo.pads_begin[1]};
@@ -815,6 +830,7 @@ class DnnlQConv final : public Kernel {
   Own own_ = Own::none;             ///< the own kernel this node's weights are packed for
   std::vector<int8_t> own_w_;       ///< own kernel: packed weights (dw::packWeights, few::packWeights)
   std::vector<int32_t> own_wsum_;   ///< own kernel: sum of each output channel's weights
+  std::vector<int64_t> own_wabs_;   ///< own kernel: sum of each output channel's absolute weights
   std::vector<int32_t> own_bias_;   ///< own kernel: bias - x_zp * sum(w), per call (or once, see ownRequant)
   std::optional<int8k::Requant> own_fixed_;  ///< own kernel: the constants, where they cannot change
   std::vector<uint8_t> few_pad_;    ///< few: the input framed by its zero point, per call

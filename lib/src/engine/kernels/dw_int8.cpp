@@ -60,87 +60,110 @@ class Rows {
       : g_(g), x_(x), w_(reinterpret_cast<const __m512i*>(packed)), q_(q), y_(y), zrow_(zrow), ring_(ring),
         zp_row_(zp_row), blocks_((g.c + 15) / 16), full_blocks_(g.c % 16 == 0 ? blocks_ : blocks_ - 1),
         tail_(static_cast<__mmask16>((1u << (g.c % 16 == 0 ? 16 : g.c % 16)) - 1u)), cols_(chunkCols(g)),
-        row_bytes_(cols_ * blocks_ * 64) {}
+        row_bytes_(cols_ * blocks_ * 64), in0_((g.pad_l + g.stride_w - 1) / g.stride_w),
+        in1_(g.w - 3 + g.pad_l >= 0 ? (g.w - 3 + g.pad_l) / g.stride_w + 1 : 0) {}
 
   LWC_DW_TARGET void run(int64_t r0, int64_t r1) {
     alignas(64) uint8_t idx_bytes[64];  // vpermb: byte 4 * ch + kw takes byte 16 * kw + ch
     for (int ch = 0; ch < 16; ++ch)
       for (int kw = 0; kw < 4; ++kw) idx_bytes[4 * ch + kw] = static_cast<uint8_t>(16 * kw + ch);
     const __m512i idx = _mm512_load_si512(idx_bytes);
-    const __m512 flo = _mm512_set1_ps(q_.flo), fhi = _mm512_set1_ps(q_.fhi);
-    const __m512i yzp = _mm512_set1_epi32(q_.y_zp);
-    // Locals, not members: the byte stores below may alias anything, which would make the compiler
-    // reload every member after each store.
-    const int64_t C = g_.c, blocks = blocks_, full_blocks = full_blocks_, ow_n = g_.ow;
-    const __mmask16 tail = tail_;
-    const __m512i* __restrict wts = w_;
-    const int32_t* __restrict bias = q_.bias_eff;
-    const float* __restrict mul = q_.mul;
-    auto requant = [&](__m512i acc, __m512i bi, __m512 mu) LWC_DW_TARGET {
-      return int8k::requant16(acc, bi, mu, flo, fhi, yzp);
-    };
     // Tiles of 8 output rows x cols_ output columns, column tiles inner: the input rows of 8
     // output rows stay in the L2 cache while the column tiles pass over them.
+    const int64_t oh_n = g_.oh, ow_n = g_.ow;
     for (int64_t rb = r0; rb < r1; rb += 8) {
       const int64_t re = std::min(rb + 8, r1);
       for (int64_t c0 = 0; c0 < ow_n; c0 += cols_) {
         const int64_t c1 = std::min(c0 + cols_, ow_n);
         tag_[0] = tag_[1] = tag_[2] = -1;
+        int64_t n = rb / oh_n, oh = rb % oh_n;
         for (int64_t r = rb; r < re; ++r) {
-          const int64_t n = r / g_.oh, oh = r % g_.oh;
           const uint8_t* t[3];
           for (int kh = 0; kh < 3; ++kh) t[kh] = tripletRow(n, oh * g_.stride_h - g_.pad_t + kh, c0, c1, idx);
-          const uint8_t* __restrict t0 = t[0];
-          const uint8_t* __restrict t1 = t[1];
-          const uint8_t* __restrict t2 = t[2];
-          uint8_t* __restrict out = y_ + (r * ow_n + c0) * C;
-          // Four output pixels at a time: their accumulate-and-requantize chains (about 45 cycles of
-          // latency each) are independent, so they overlap.
-          auto block = [&](int64_t o, int64_t b) LWC_DW_TARGET {
-            const __m512i* w = wts + b * 3;
-            __m512i acc = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_loadu_si512(t0 + o), _mm512_loadu_si512(w));
-            acc = _mm512_dpbusd_epi32(acc, _mm512_loadu_si512(t1 + o), _mm512_loadu_si512(w + 1));
-            return _mm512_dpbusd_epi32(acc, _mm512_loadu_si512(t2 + o), _mm512_loadu_si512(w + 2));
-          };
-          const int64_t stride = blocks * 64;  // triplet bytes per output column
-          int64_t ow = c0;
-          for (; ow + 4 <= c1; ow += 4, out += 4 * C) {
-            const int64_t o = (ow - c0) * stride;
-            for (int64_t b = 0; b < blocks; ++b) {
-              const __m512i a0 = block(o + b * 64, b), a1 = block(o + stride + b * 64, b);
-              const __m512i a2 = block(o + 2 * stride + b * 64, b), a3 = block(o + 3 * stride + b * 64, b);
-              if (b < full_blocks) {
-                const __m512i bi = _mm512_loadu_si512(bias + b * 16);
-                const __m512 mu = _mm512_loadu_ps(mul + b * 16);
-                _mm_storeu_si128(reinterpret_cast<__m128i*>(out + b * 16), requant(a0, bi, mu));
-                _mm_storeu_si128(reinterpret_cast<__m128i*>(out + C + b * 16), requant(a1, bi, mu));
-                _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 2 * C + b * 16), requant(a2, bi, mu));
-                _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 3 * C + b * 16), requant(a3, bi, mu));
-              } else {
-                const __m512i bi = _mm512_maskz_loadu_epi32(tail, bias + b * 16);
-                const __m512 mu = _mm512_maskz_loadu_ps(tail, mul + b * 16);
-                _mm_mask_storeu_epi8(out + b * 16, tail, requant(a0, bi, mu));
-                _mm_mask_storeu_epi8(out + C + b * 16, tail, requant(a1, bi, mu));
-                _mm_mask_storeu_epi8(out + 2 * C + b * 16, tail, requant(a2, bi, mu));
-                _mm_mask_storeu_epi8(out + 3 * C + b * 16, tail, requant(a3, bi, mu));
-              }
-            }
-          }
-          for (; ow < c1; ++ow, out += C) {
-            const int64_t o = (ow - c0) * stride;
-            for (int64_t b = 0; b < blocks; ++b) {
-              const __mmask16 m = b < full_blocks ? static_cast<__mmask16>(0xFFFF) : tail;
-              const __m128i v = requant(block(o + b * 64, b), _mm512_maskz_loadu_epi32(m, bias + b * 16),
-                                        _mm512_maskz_loadu_ps(m, mul + b * 16));
-              _mm_mask_storeu_epi8(out + b * 16, m, v);
-            }
-          }
+          uint8_t* out = y_ + (r * ow_n + c0) * g_.c;
+          if (q_.sat)
+            outputRow<true>(t[0], t[1], t[2], out, c1 - c0);
+          else
+            outputRow<false>(t[0], t[1], t[2], out, c1 - c0);
+          if (++oh == oh_n) oh = 0, ++n;
         }
       }
     }
   }
 
  private:
+  // One output row's `cols` pixels from its three triplet rows, block by block (the block's
+  // weights, bias and multipliers stay in registers while its pixels pass), four pixels at a time:
+  // their accumulate-and-requantize chains (about 45 cycles of latency each) are independent, so
+  // they overlap. Sat: accumulators start from the bias and four are requantized together
+  // (requant64); otherwise each by requant16.
+  template <bool Sat>
+  LWC_DW_TARGET void outputRow(const uint8_t* __restrict t0, const uint8_t* __restrict t1,
+                               const uint8_t* __restrict t2, uint8_t* __restrict out, int64_t cols) {
+    // Locals, not members: the byte stores below may alias anything, which would make the compiler
+    // reload every member after each store.
+    const int64_t C = g_.c, blocks = blocks_, full_blocks = full_blocks_;
+    const int64_t stride = blocks * 64;  // triplet bytes per output column
+    const __mmask16 tail = tail_;
+    const __m512i* __restrict wts = w_;
+    const int32_t* __restrict bias = q_.bias_eff;
+    const float* __restrict mul = q_.mul;
+    const __m512 flo = _mm512_set1_ps(q_.flo), fhi = _mm512_set1_ps(q_.fhi);
+    const __m512i yzp = _mm512_set1_epi32(q_.y_zp);
+    const __m512i yzp16 = _mm512_set1_epi16(static_cast<int16_t>(q_.y_zp)), perm = int8k::requant64Perm();
+    const __m512i lo8 = _mm512_set1_epi8(static_cast<char>(q_.lo)), hi8 = _mm512_set1_epi8(static_cast<char>(q_.hi));
+    const bool y_signed = q_.y_signed;
+    for (int64_t b = 0; b < blocks; ++b) {
+      const bool full = b < full_blocks;
+      const __mmask16 m = full ? static_cast<__mmask16>(0xFFFF) : tail;
+      const __m512i w0 = _mm512_loadu_si512(wts + b * 3), w1 = _mm512_loadu_si512(wts + b * 3 + 1),
+                    w2 = _mm512_loadu_si512(wts + b * 3 + 2);
+      const __m512i bi = _mm512_maskz_loadu_epi32(m, bias + b * 16);
+      const __m512 mu = _mm512_maskz_loadu_ps(m, mul + b * 16);
+      const __m512i init = Sat && full ? bi : _mm512_setzero_si512();
+      const uint8_t* p0 = t0 + b * 64;
+      const uint8_t* p1 = t1 + b * 64;
+      const uint8_t* p2 = t2 + b * 64;
+      uint8_t* o = out + b * 16;
+      auto acc = [&](int64_t k) LWC_DW_TARGET {
+        const int64_t off = k * stride;
+        __m512i a = _mm512_dpbusd_epi32(init, _mm512_loadu_si512(p0 + off), w0);
+        a = _mm512_dpbusd_epi32(a, _mm512_loadu_si512(p1 + off), w1);
+        return _mm512_dpbusd_epi32(a, _mm512_loadu_si512(p2 + off), w2);
+      };
+      auto one = [&](__m512i a) LWC_DW_TARGET { return int8k::requant16(a, bi, mu, flo, fhi, yzp); };
+      int64_t ow = 0;
+      for (; ow + 4 <= cols; ow += 4, p0 += 4 * stride, p1 += 4 * stride, p2 += 4 * stride, o += 4 * C) {
+        const __m512i a0 = acc(0), a1 = acc(1), a2 = acc(2), a3 = acc(3);
+        if (Sat && full) {
+          const __m512i v = y_signed ? int8k::requant64<true>(a0, a1, a2, a3, mu, mu, mu, mu, yzp16, lo8, hi8, perm)
+                                     : int8k::requant64<false>(a0, a1, a2, a3, mu, mu, mu, mu, yzp16, lo8, hi8, perm);
+          if (C == 16) {
+            _mm512_storeu_si512(o, v);
+          } else {
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(o), _mm512_castsi512_si128(v));
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(o + C), _mm512_extracti32x4_epi32(v, 1));
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(o + 2 * C), _mm512_extracti32x4_epi32(v, 2));
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(o + 3 * C), _mm512_extracti32x4_epi32(v, 3));
+          }
+        } else if (full) {
+          _mm_storeu_si128(reinterpret_cast<__m128i*>(o), one(a0));
+          _mm_storeu_si128(reinterpret_cast<__m128i*>(o + C), one(a1));
+          _mm_storeu_si128(reinterpret_cast<__m128i*>(o + 2 * C), one(a2));
+          _mm_storeu_si128(reinterpret_cast<__m128i*>(o + 3 * C), one(a3));
+        } else {
+          _mm_mask_storeu_epi8(o, m, one(a0));
+          _mm_mask_storeu_epi8(o + C, m, one(a1));
+          _mm_mask_storeu_epi8(o + 2 * C, m, one(a2));
+          _mm_mask_storeu_epi8(o + 3 * C, m, one(a3));
+        }
+      }
+      const __m512i rest_bias = Sat && full ? _mm512_setzero_si512() : bi;  // init holds the bias already
+      for (; ow < cols; ++ow, p0 += stride, p1 += stride, p2 += stride, o += C)
+        _mm_mask_storeu_epi8(o, m, int8k::requant16(acc(0), rest_bias, mu, flo, fhi, yzp));
+    }
+  }
+
   // The triplet row of input row ih of image n: for each output column and channel, the bytes
   // [x(iw-1), x(iw), x(iw+1), x(iw+1)] around the column's centre (x_zp outside the input). Ring
   // slot (n * h + ih) mod 3: the three rows one output row reads are consecutive, so distinct.
@@ -172,21 +195,29 @@ class Rows {
         dst += 64;
       }
     };
-    for (int64_t ow = c0; ow < c1; ++ow) {
-      const int64_t iw = ow * g_.stride_w - g_.pad_l;
-      if (iw >= 0 && iw + 2 < W) {
-        const uint8_t* p = xr + iw * C;
-        if (C == 16) {  // the three pixels are 48 consecutive bytes
-          _mm512_storeu_si512(dst, _mm512_permutexvar_epi8(idx, _mm512_maskz_loadu_epi8(0xFFFFFFFFFFFFull, p)));
-          dst += 64;
-        } else {
-          put(p, p + C, p + 2 * C);
-        }
-        continue;
+    // Columns whose three pixels all lie inside the input, [in0, in1); the others read zero points.
+    const int64_t sw = g_.stride_w, pl = g_.pad_l;
+    const int64_t in0 = std::min(c1, std::max(c0, in0_)), in1 = std::max(in0, std::min(c1, in1_));
+    const uint8_t* zrow = zrow_;
+    auto edge = [&](int64_t ow) LWC_DW_TARGET {
+      const int64_t iw = ow * sw - pl;
+      put(iw >= 0 && iw < W ? xr + iw * C : zrow, iw + 1 >= 0 && iw + 1 < W ? xr + (iw + 1) * C : zrow,
+          iw + 2 >= 0 && iw + 2 < W ? xr + (iw + 2) * C : zrow);
+    };
+    for (int64_t ow = c0; ow < in0; ++ow) edge(ow);
+    if (C == 16) {  // the three pixels are 48 consecutive bytes
+      const uint8_t* p = xr + (in0 * sw - pl) * 16;
+      uint8_t* __restrict d = dst;
+      for (int64_t ow = in0; ow < in1; ++ow, p += sw * 16, d += 64)
+        _mm512_storeu_si512(d, _mm512_permutexvar_epi8(idx, _mm512_maskz_loadu_epi8(0xFFFFFFFFFFFFull, p)));
+      dst = d;
+    } else {
+      for (int64_t ow = in0; ow < in1; ++ow) {
+        const uint8_t* p = xr + (ow * sw - pl) * C;
+        put(p, p + C, p + 2 * C);
       }
-      put(iw >= 0 && iw < W ? xr + iw * C : zrow_, iw + 1 >= 0 && iw + 1 < W ? xr + (iw + 1) * C : zrow_,
-          iw + 2 >= 0 && iw + 2 < W ? xr + (iw + 2) * C : zrow_);
     }
+    for (int64_t ow = in1; ow < c1; ++ow) edge(ow);
     return ring_ + slot * row_bytes_;
   }
 
@@ -201,6 +232,7 @@ class Rows {
   int64_t blocks_, full_blocks_;  ///< 16-channel blocks; those without a channel tail
   __mmask16 tail_;                 ///< channels of the last block
   int64_t cols_, row_bytes_;
+  int64_t in0_, in1_;  ///< output columns whose three input pixels all lie inside the input: [in0_, in1_)
   int64_t tag_[3] = {-1, -1, -1};
 };
 
@@ -215,9 +247,11 @@ void runRows(const Geometry& g, const uint8_t* x, const int8_t* packed, const Re
   // Per thread and reused: the ring of three triplet rows, then a triplet row of zero points (rows
   // above and below the input), then a pixel of zero points (columns left and right of it).
   thread_local std::vector<uint8_t> buf;
-  const size_t need = static_cast<size_t>(4 * row_bytes + blocks * 16);
+  // 64-byte aligned: the triplet rows are written and read 64 bytes at a time, and a store or load
+  // across two cache lines costs two accesses.
+  const size_t need = static_cast<size_t>(4 * row_bytes + blocks * 16) + 63;
   if (buf.size() < need) buf.resize(need);
-  uint8_t* ring = buf.data();
+  uint8_t* ring = buf.data() + ((64 - reinterpret_cast<uintptr_t>(buf.data()) % 64) % 64);
   std::memset(ring + 3 * row_bytes, q.x_zp, static_cast<size_t>(row_bytes + blocks * 16));
   Rows(g, x, packed, q, y, ring + 4 * row_bytes, ring, ring + 3 * row_bytes).run(row_begin, row_end);
 #else

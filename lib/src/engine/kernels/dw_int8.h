@@ -2,7 +2,9 @@
 // AVX-512 VNNI and VBMI. On a Xeon with AMX, oneDNN 2.6 lists one fast int8 depthwise kernel
 // (jit_int8:avx512_core_vnni), and its fixed cost per call dominated the small layers of mobile
 // networks: in mnv2_fmnist INT8 at batch 1 every 7x7 or smaller depthwise layer took 6-9 us there
-// and 2-5 us here. DnnlQConv uses this kernel for inputs of up to 7x7 pixels (see its build()).
+// and 2-5 us here. Since its requantization runs four accumulators at a time (requant64, where
+// the multipliers allow) it is also faster than oneDNN's on larger layers: DnnlQConv uses it for
+// every stride-1 layer and strided ones of up to 2^18 outputs (see its build()).
 // Exact: int32 accumulators, then the reference's requantization, bit for bit (oneDNN's is within
 // one step of it).
 #pragma once

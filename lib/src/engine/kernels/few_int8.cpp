@@ -72,6 +72,8 @@ LWC_FEW_TARGET void rows(const Geometry& g, const uint8_t* padded, const int8_t*
   const int64_t pitch = rowPitch(g), prow = paddedRows(g), step = g.stride_w * g.ic;
   const __m512 flo = _mm512_set1_ps(q.flo), fhi = _mm512_set1_ps(q.fhi);
   const __m512i yzp = _mm512_set1_epi32(q.y_zp);
+  const __m512i yzp16 = _mm512_set1_epi16(static_cast<int16_t>(q.y_zp)), perm = int8k::requant64Perm();
+  const __m512i lo8 = _mm512_set1_epi8(static_cast<char>(q.lo)), hi8 = _mm512_set1_epi8(static_cast<char>(q.hi));
   const __m512i* __restrict wts = reinterpret_cast<const __m512i*>(packed);
   for (int64_t r = r0; r < r1; ++r) {
     const int64_t n = r / g.oh, oh = r % g.oh;
@@ -83,11 +85,12 @@ LWC_FEW_TARGET void rows(const Geometry& g, const uint8_t* padded, const int8_t*
       const __m512i bi = _mm512_maskz_loadu_epi32(m, q.bias_eff + b * 16);
       const __m512 mu = _mm512_maskz_loadu_ps(m, q.mul + b * 16);
       const __m512i* wb = wts + b * kh * GROUPS;
+      const bool sat_block = q.sat && left >= 16;
       int64_t ow = 0;
       // Four output pixels at a time share each weight load; their sums are independent chains.
       for (; ow + 4 <= ow_n; ow += 4) {
         const uint8_t* p = in + ow * step;
-        __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
+        __m512i a0 = sat_block ? bi : _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
         for (int64_t k = 0; k < kh; ++k) {
           const uint8_t* pk = p + k * pitch;
           for (int gi = 0; gi < GROUPS; ++gi) {
@@ -99,6 +102,15 @@ LWC_FEW_TARGET void rows(const Geometry& g, const uint8_t* padded, const int8_t*
           }
         }
         uint8_t* o = out + ow * oc + b * 16;
+        if (sat_block) {  // the accumulators hold the bias: four requantized together
+          const __m512i v = q.y_signed ? int8k::requant64<true>(a0, a1, a2, a3, mu, mu, mu, mu, yzp16, lo8, hi8, perm)
+                                       : int8k::requant64<false>(a0, a1, a2, a3, mu, mu, mu, mu, yzp16, lo8, hi8, perm);
+          _mm_storeu_si128(reinterpret_cast<__m128i*>(o), _mm512_castsi512_si128(v));
+          _mm_storeu_si128(reinterpret_cast<__m128i*>(o + oc), _mm512_extracti32x4_epi32(v, 1));
+          _mm_storeu_si128(reinterpret_cast<__m128i*>(o + 2 * oc), _mm512_extracti32x4_epi32(v, 2));
+          _mm_storeu_si128(reinterpret_cast<__m128i*>(o + 3 * oc), _mm512_extracti32x4_epi32(v, 3));
+          continue;
+        }
         const __m128i y0 = int8k::requant16(a0, bi, mu, flo, fhi, yzp), y1 = int8k::requant16(a1, bi, mu, flo, fhi, yzp);
         const __m128i y2 = int8k::requant16(a2, bi, mu, flo, fhi, yzp), y3 = int8k::requant16(a3, bi, mu, flo, fhi, yzp);
         if (left >= 16) {  // plain stores where the block is whole: masked ones are the slower form

@@ -3,6 +3,7 @@
 // requantization and the 4-byte broadcast.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -20,7 +21,24 @@ struct Requant {
   float flo = 0, fhi = 0;             ///< lo - y_zp, hi - y_zp
   int32_t y_zp = 0;
   uint8_t x_zp = 0;
+  /// Every accumulator's float(acc) * mul is within +-2^30 (bounded by the weights, the bias and the
+  /// multiplier: see saturationExact), so converting without the float clamp cannot overflow and
+  /// saturating packs followed by a byte clamp to [lo, hi] give the same bytes (requant64).
+  bool sat = false;
+  int32_t lo = 0, hi = 255;  ///< the output type's clamp (flo + y_zp, fhi + y_zp)
+  bool y_signed = false;     ///< int8 output (else uint8)
 };
+
+/// True when |bias_eff[c] + sum over the window of x * w| * |mul[c]| <= 2^30 for every uint8 input
+/// x and every channel: abs_wsum[c] is sum |w| of channel c's (zero-point-free) weights.
+inline bool saturationExact(const int32_t* bias_eff, const float* mul, const int64_t* abs_wsum, int64_t channels) {
+  for (int64_t c = 0; c < channels; ++c) {
+    const double bound = (std::abs(static_cast<double>(bias_eff[c])) + 255.0 * static_cast<double>(abs_wsum[c])) *
+                         std::abs(static_cast<double>(mul[c]));
+    if (!(bound <= 1073741824.0)) return false;
+  }
+  return true;
+}
 
 #ifdef LWC_INT8_X86
 /// True when this CPU has what the own int8 kernels use: AVX-512 F/BW/VL and VNNI.
@@ -42,6 +60,41 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) inline __m512i requantLanes
 __attribute__((target("avx512f,avx512bw,avx512vl"))) inline __m128i requant16(__m512i acc, __m512i bias, __m512 mul,
                                                                               __m512 flo, __m512 fhi, __m512i yzp) {
   return _mm512_cvtepi32_epi8(requantLanes(acc, bias, mul, flo, fhi, yzp));
+}
+
+/// The requantization of four 16-lane accumulators that already hold bias + products, for calls
+/// with q.sat: float multiply, round to nearest even, saturate to int16, add the zero point with
+/// saturation, saturate to bytes and clamp to [lo, hi]: the reference's bytes, since the float clamp
+/// bounds are integers (so clamping before or after rounding is the same) and q.sat rules out
+/// overflow in the conversion. Returns a's 16 bytes, then b's, c's and d's. `perm` is
+/// requant64Perm(); lo8 / hi8 are lo and hi in every byte.
+template <bool Signed>
+__attribute__((target("avx512f,avx512bw,avx512vl"))) inline __m512i requant64(__m512i a, __m512i b, __m512i c, __m512i d,
+                                                                              __m512 ma, __m512 mb, __m512 mc, __m512 md,
+                                                                              __m512i yzp16, __m512i lo8, __m512i hi8,
+                                                                              __m512i perm) {
+  constexpr int kRne = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+  const __m512i ia = _mm512_cvt_roundps_epi32(_mm512_mul_ps(_mm512_cvtepi32_ps(a), ma), kRne);
+  const __m512i ib = _mm512_cvt_roundps_epi32(_mm512_mul_ps(_mm512_cvtepi32_ps(b), mb), kRne);
+  const __m512i ic = _mm512_cvt_roundps_epi32(_mm512_mul_ps(_mm512_cvtepi32_ps(c), mc), kRne);
+  const __m512i id = _mm512_cvt_roundps_epi32(_mm512_mul_ps(_mm512_cvtepi32_ps(d), md), kRne);
+  // Per 128-bit lane i: packs give words [a 4i..4i+3, b 4i..4i+3], then bytes [a, b, c, d] 4 each.
+  const __m512i ab = _mm512_adds_epi16(_mm512_packs_epi32(ia, ib), yzp16);
+  const __m512i cd = _mm512_adds_epi16(_mm512_packs_epi32(ic, id), yzp16);
+  __m512i v;
+  if constexpr (Signed) {
+    v = _mm512_packs_epi16(ab, cd);
+    v = _mm512_min_epi8(_mm512_max_epi8(v, lo8), hi8);
+  } else {
+    v = _mm512_packus_epi16(ab, cd);
+    v = _mm512_min_epu8(_mm512_max_epu8(v, lo8), hi8);
+  }
+  return _mm512_permutexvar_epi32(perm, v);  // dword 4i + j (vector j, group i) -> 4j + i
+}
+
+/// requant64's dword order: out[4j + i] = in[4i + j].
+__attribute__((target("avx512f"))) inline __m512i requant64Perm() {
+  return _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
 }
 
 /// Four bytes from p (any alignment) in every lane: the input operand of a vpdpbusd.
