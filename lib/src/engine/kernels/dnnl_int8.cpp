@@ -485,7 +485,7 @@ class DnnlQConv final : public Kernel {
     if (!last_) return std::string();
     if (last_->own == Own::dw) return kOwnDepthwiseName;
     if (last_->own == Own::few) return kOwnFewName;
-    if (last_->own == Own::pw) return std::string(kOwnPointwiseName) + kOneThreadSuffix;
+    if (last_->own == Own::pw) return last_->one_thread ? std::string(kOwnPointwiseName) + kOneThreadSuffix : std::string(kOwnPointwiseName);
     return std::string(last_->pd.impl_info_str()) + (last_->one_thread ? kOneThreadSuffix : "");
   }
 
@@ -556,8 +556,11 @@ class DnnlQConv final : public Kernel {
       parallelRanges(g.n * g.oh, parallel, [&](int64_t r0, int64_t r1) { dw::runRows(g, xd, own_w_.data(), q, yd, r0, r1); });
       return;
     }
-    if (p.own == Own::pw) {  // small calls only (build), on the calling thread
-      pw::runPixels(p.pw, xd, own_w_.data(), q, yd, 0, p.pw.pixels, add);
+    if (p.own == Own::pw) {
+      if (p.one_thread) return pw::runPixels(p.pw, xd, own_w_.data(), q, yd, 0, p.pw.pixels, add);
+      parallelRanges((p.pw.pixels + 63) / 64, true, [&](int64_t c0, int64_t c1) {
+        pw::runPixels(p.pw, xd, own_w_.data(), q, yd, c0 * 64, std::min(p.pw.pixels, c1 * 64), add);
+      });
       return;
     }
     const few::Geometry& g = p.few;
@@ -747,17 +750,22 @@ class DnnlQConv final : public Kernel {
       return p;
     }
     // The own pointwise kernel where oneDNN's call would run on one thread (oneThreadCall): there
-    // its fixed cost was most of the time (pw_int8.h). On larger calls oneDNN stays: the own kernel
-    // run over all threads took 1.2-1.5x its time on mobilenet_v2's 112x112 and 56x56 expansions
-    // at batch 32 (16 -> 96, 32 -> 16, 24 -> 144: the requantization, not the products, bounds them)
-    // and was level on the rest.
+    // its fixed cost was most of the time (pw_int8.h). On larger calls, over all threads, where the
+    // weights fit the L1 cache (ic * oc <= 32 K) and the output channels fill whole blocks of 16 (so
+    // four sums are requantized at a time): per-node profiles (2026-12-05, 2-core AMX Xeon) gave
+    // 0.64-0.98 of oneDNN's time on mnv2_fmnist at batch 32 (the residual adds fused in: 0.64-0.96)
+    // and 0.75-0.87 on mobilenet_v2's layers of up to 24.6 K weights at batch 1, while larger
+    // weights lost (576 -> 96 1.25, 960 -> 160 1.5-1.7, 960 -> 320 2.1: reloaded from L2 for every
+    // tile of pixels) and 16 -> 8 on 28x28 (a partial block) 1.36.
     const int64_t macs = xs[0] * geo.out[0] * geo.out[1] * icg * oc * kh * kw;
     const bool unit = geo.strides[0] == 1 && geo.strides[1] == 1 && geo.pads_begin[0] == 0 && geo.pads_begin[1] == 0 &&
                       geo.pads_end[0] == 0 && geo.pads_end[1] == 0;
-    if (own_ == Own::pw && own_ok && unit && group == 1 && xs[1] == icg && oneThreadCall(macs, false)) {
+    const bool one_thread = oneThreadCall(macs, false);
+    if (own_ == Own::pw && own_ok && unit && group == 1 && xs[1] == icg &&
+        (one_thread || (oc % 16 == 0 && icg * oc <= (int64_t{1} << 15)))) {
       p.own = Own::pw;
       p.pw = pw::Geometry{xs[0] * xs[2] * xs[3], icg, oc};
-      p.one_thread = true;
+      p.one_thread = one_thread;
       p.out_shape = cp.outShape();
       p.ok = true;
       return p;

@@ -143,6 +143,56 @@ LWC_PW_TARGET void tile(const Geometry& g, const uint8_t* __restrict x, const __
     if (m == 0xFFFF) _mm_storeu_si128(reinterpret_cast<__m128i*>(o), v);  // plain store where the block is whole
     else _mm_mask_storeu_epi8(o, m, v);
   };
+  if constexpr (!ADD) {
+    // Where saturationExact allows (q.sat), four sums at a time (requant64): the four blocks of a
+    // pixel (64 output channels, one store) or, with fewer blocks, four pixels of a block.
+    if (q.sat) {
+      const __m512i yzp16 = _mm512_set1_epi16(static_cast<int16_t>(q.y_zp)), perm = int8k::requant64Perm();
+      const __m512i lo8 = _mm512_set1_epi8(static_cast<char>(q.lo)), hi8 = _mm512_set1_epi8(static_cast<char>(q.hi));
+      auto four = [&](__m512i s0, __m512i s1, __m512i s2, __m512i s3, __m512 m0, __m512 m1, __m512 m2,
+                      __m512 m3) LWC_PW_TARGET __attribute__((always_inline)) {
+        return q.y_signed ? int8k::requant64<true>(s0, s1, s2, s3, m0, m1, m2, m3, yzp16, lo8, hi8, perm)
+                          : int8k::requant64<false>(s0, s1, s2, s3, m0, m1, m2, m3, yzp16, lo8, hi8, perm);
+      };
+      if constexpr (NB == 4) {
+        if ((b0 + 4) * 16 <= g.oc) {
+          const __m512 m0 = _mm512_loadu_ps(q.mul + b0 * 16), m1 = _mm512_loadu_ps(q.mul + b0 * 16 + 16);
+          const __m512 m2 = _mm512_loadu_ps(q.mul + b0 * 16 + 32), m3 = _mm512_loadu_ps(q.mul + b0 * 16 + 48);
+          uint8_t* o = y + b0 * 16;
+          auto px = [&](__m512i s0, __m512i s1, __m512i s2, __m512i s3, int p) LWC_PW_TARGET __attribute__((always_inline)) {
+            if (p < NP) _mm512_storeu_si512(o + p * g.oc, four(s0, s1, s2, s3, m0, m1, m2, m3));
+          };
+          px(a00, a10, a20, a30, 0), px(a01, a11, a21, a31, 1), px(a02, a12, a22, a32, 2), px(a03, a13, a23, a33, 3);
+          return;
+        }
+      }
+      if constexpr (NP == 4 || NP == 8) {
+        // s: a block's sums for pixels 0-3 (and 4-7), each group into four 16-byte stores
+        auto block = [&](int b, __m512i s0, __m512i s1, __m512i s2, __m512i s3, __m512i s4, __m512i s5, __m512i s6,
+                         __m512i s7) LWC_PW_TARGET __attribute__((always_inline)) {
+          const int64_t c0 = (b0 + b) * 16;
+          const __m512 mu = _mm512_loadu_ps(q.mul + c0);
+          uint8_t* o = y + c0;
+          const int64_t oc = g.oc;
+          auto put = [&](__m512i v, uint8_t* d) LWC_PW_TARGET __attribute__((always_inline)) {
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(d), _mm512_castsi512_si128(v));
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(d + oc), _mm512_extracti32x4_epi32(v, 1));
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(d + 2 * oc), _mm512_extracti32x4_epi32(v, 2));
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(d + 3 * oc), _mm512_extracti32x4_epi32(v, 3));
+          };
+          put(four(s0, s1, s2, s3, mu, mu, mu, mu), o);
+          if constexpr (NP == 8) put(four(s4, s5, s6, s7, mu, mu, mu, mu), o + 4 * oc);
+        };
+        if ((b0 + NB) * 16 <= g.oc) {
+          block(0, a00, a01, a02, a03, a04, a05, a06, a07);
+          if constexpr (NB > 1) block(1, a10, a11, a12, a13, a14, a15, a16, a17);
+          if constexpr (NB > 2) block(2, a20, a21, a22, a23, a24, a25, a26, a27);
+          if constexpr (NB > 3) block(3, a30, a31, a32, a33, a34, a35, a36, a37);
+          return;
+        }
+      }
+    }
+  }
   LWC_PW_STORE(0) LWC_PW_STORE(1) LWC_PW_STORE(2) LWC_PW_STORE(3)
 }
 #undef LWC_PW_ACC

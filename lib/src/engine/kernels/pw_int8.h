@@ -4,7 +4,9 @@
 // layers of mobile networks on small images are tiny (mnv2_fmnist's 4x4 192 -> 32 projection: 98 304
 // multiply-adds, 0.5 us at one vpdpbusd per cycle), and oneDNN's jit_int8_1x1 took 1.3-2.1 us per
 // call there, most of it fixed cost. DnnlQConv uses this kernel for the calls that oneThreadCall
-// puts on one thread (dnnl_common.h) and runs it on the calling thread.
+// puts on one thread (dnnl_common.h), on the calling thread, and for larger calls whose weights
+// fit the L1 cache and fill whole blocks of 16 output channels, over all threads (chunks of 64
+// pixels): there requantizing four sums at a time (requant64) made it faster than oneDNN's.
 // Exact: int32 sums, then the reference's requantization, bit for bit.
 #pragma once
 
