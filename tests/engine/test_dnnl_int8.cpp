@@ -1035,10 +1035,9 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) std::pair<std::vector<uint8
                      engine::int8k::requant16(v, bi, mu, flo, fhi, _mm512_set1_epi32(yzp)));
     a[k] = _mm512_add_epi32(v, bi);
   }
-  const __m512i yzp16 = _mm512_set1_epi16(static_cast<int16_t>(yzp)), perm = engine::int8k::requant64Perm();
-  const __m512i lo8 = _mm512_set1_epi8(static_cast<char>(lo)), hi8 = _mm512_set1_epi8(static_cast<char>(hi));
-  const __m512i v = y_signed ? engine::int8k::requant64<true>(a[0], a[1], a[2], a[3], mu, mu, mu, mu, yzp16, lo8, hi8, perm)
-                             : engine::int8k::requant64<false>(a[0], a[1], a[2], a[3], mu, mu, mu, mu, yzp16, lo8, hi8, perm);
+  engine::int8k::Requant q;
+  q.y_zp = yzp, q.lo = lo, q.hi = hi, q.y_signed = y_signed;
+  const __m512i v = engine::int8k::Requant4(q)(a[0], a[1], a[2], a[3], mu, mu, mu, mu);
   _mm512_storeu_si512(four.data(), v);
   return {one, four};
 }

@@ -110,9 +110,7 @@ class Rows {
     const float* __restrict mul = q_.mul;
     const __m512 flo = _mm512_set1_ps(q_.flo), fhi = _mm512_set1_ps(q_.fhi);
     const __m512i yzp = _mm512_set1_epi32(q_.y_zp);
-    const __m512i yzp16 = _mm512_set1_epi16(static_cast<int16_t>(q_.y_zp)), perm = int8k::requant64Perm();
-    const __m512i lo8 = _mm512_set1_epi8(static_cast<char>(q_.lo)), hi8 = _mm512_set1_epi8(static_cast<char>(q_.hi));
-    const bool y_signed = q_.y_signed;
+    const int8k::Requant4 four(q_);
     for (int64_t b = 0; b < blocks; ++b) {
       const bool full = b < full_blocks;
       const __mmask16 m = full ? static_cast<__mmask16>(0xFFFF) : tail;
@@ -136,8 +134,7 @@ class Rows {
       for (; ow + 4 <= cols; ow += 4, p0 += 4 * stride, p1 += 4 * stride, p2 += 4 * stride, o += 4 * C) {
         const __m512i a0 = acc(0), a1 = acc(1), a2 = acc(2), a3 = acc(3);
         if (Sat && full) {
-          const __m512i v = y_signed ? int8k::requant64<true>(a0, a1, a2, a3, mu, mu, mu, mu, yzp16, lo8, hi8, perm)
-                                     : int8k::requant64<false>(a0, a1, a2, a3, mu, mu, mu, mu, yzp16, lo8, hi8, perm);
+          const __m512i v = four(a0, a1, a2, a3, mu, mu, mu, mu);
           if (C == 16) {
             _mm512_storeu_si512(o, v);
           } else {

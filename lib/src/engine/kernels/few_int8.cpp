@@ -72,8 +72,7 @@ LWC_FEW_TARGET void rows(const Geometry& g, const uint8_t* padded, const int8_t*
   const int64_t pitch = rowPitch(g), prow = paddedRows(g), step = g.stride_w * g.ic;
   const __m512 flo = _mm512_set1_ps(q.flo), fhi = _mm512_set1_ps(q.fhi);
   const __m512i yzp = _mm512_set1_epi32(q.y_zp);
-  const __m512i yzp16 = _mm512_set1_epi16(static_cast<int16_t>(q.y_zp)), perm = int8k::requant64Perm();
-  const __m512i lo8 = _mm512_set1_epi8(static_cast<char>(q.lo)), hi8 = _mm512_set1_epi8(static_cast<char>(q.hi));
+  const int8k::Requant4 four(q);
   const __m512i* __restrict wts = reinterpret_cast<const __m512i*>(packed);
   for (int64_t r = r0; r < r1; ++r) {
     const int64_t n = r / g.oh, oh = r % g.oh;
@@ -103,8 +102,7 @@ LWC_FEW_TARGET void rows(const Geometry& g, const uint8_t* padded, const int8_t*
         }
         uint8_t* o = out + ow * oc + b * 16;
         if (sat_block) {  // the accumulators hold the bias: four requantized together
-          const __m512i v = q.y_signed ? int8k::requant64<true>(a0, a1, a2, a3, mu, mu, mu, mu, yzp16, lo8, hi8, perm)
-                                       : int8k::requant64<false>(a0, a1, a2, a3, mu, mu, mu, mu, yzp16, lo8, hi8, perm);
+          const __m512i v = four(a0, a1, a2, a3, mu, mu, mu, mu);
           _mm_storeu_si128(reinterpret_cast<__m128i*>(o), _mm512_castsi512_si128(v));
           _mm_storeu_si128(reinterpret_cast<__m128i*>(o + oc), _mm512_extracti32x4_epi32(v, 1));
           _mm_storeu_si128(reinterpret_cast<__m128i*>(o + 2 * oc), _mm512_extracti32x4_epi32(v, 2));

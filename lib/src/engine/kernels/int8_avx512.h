@@ -97,6 +97,22 @@ __attribute__((target("avx512f"))) inline __m512i requant64Perm() {
   return _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
 }
 
+/// requant64 for one call's Requant: its constants made once, the output type chosen per call.
+struct Requant4 {
+  __m512i yzp16, lo8, hi8, perm;
+  bool y_signed;
+  __attribute__((target("avx512f,avx512bw"))) explicit Requant4(const Requant& q)
+      : yzp16(_mm512_set1_epi16(static_cast<int16_t>(q.y_zp))), lo8(_mm512_set1_epi8(static_cast<char>(q.lo))),
+        hi8(_mm512_set1_epi8(static_cast<char>(q.hi))), perm(requant64Perm()), y_signed(q.y_signed) {}
+  /// Sums a, b, c, d (holding the bias) with multipliers ma ... md: a's 16 bytes, then b's, c's, d's.
+  __attribute__((target("avx512f,avx512bw,avx512vl"))) __m512i operator()(__m512i a, __m512i b, __m512i c, __m512i d,
+                                                                          __m512 ma, __m512 mb, __m512 mc,
+                                                                          __m512 md) const {
+    return y_signed ? requant64<true>(a, b, c, d, ma, mb, mc, md, yzp16, lo8, hi8, perm)
+                    : requant64<false>(a, b, c, d, ma, mb, mc, md, yzp16, lo8, hi8, perm);
+  }
+};
+
 /// Four bytes from p (any alignment) in every lane: the input operand of a vpdpbusd.
 __attribute__((target("avx512f"))) inline __m512i bcast4(const uint8_t* p) {
   int32_t v;

@@ -147,13 +147,7 @@ LWC_PW_TARGET void tile(const Geometry& g, const uint8_t* __restrict x, const __
     // Where saturationExact allows (q.sat), four sums at a time (requant64): the four blocks of a
     // pixel (64 output channels, one store) or, with fewer blocks, four pixels of a block.
     if (q.sat) {
-      const __m512i yzp16 = _mm512_set1_epi16(static_cast<int16_t>(q.y_zp)), perm = int8k::requant64Perm();
-      const __m512i lo8 = _mm512_set1_epi8(static_cast<char>(q.lo)), hi8 = _mm512_set1_epi8(static_cast<char>(q.hi));
-      auto four = [&](__m512i s0, __m512i s1, __m512i s2, __m512i s3, __m512 m0, __m512 m1, __m512 m2,
-                      __m512 m3) LWC_PW_TARGET __attribute__((always_inline)) {
-        return q.y_signed ? int8k::requant64<true>(s0, s1, s2, s3, m0, m1, m2, m3, yzp16, lo8, hi8, perm)
-                          : int8k::requant64<false>(s0, s1, s2, s3, m0, m1, m2, m3, yzp16, lo8, hi8, perm);
-      };
+      const int8k::Requant4 four(q);
       if constexpr (NB == 4) {
         if ((b0 + 4) * 16 <= g.oc) {
           const __m512 m0 = _mm512_loadu_ps(q.mul + b0 * 16), m1 = _mm512_loadu_ps(q.mul + b0 * 16 + 16);
