@@ -19,6 +19,11 @@ layout, or a missing node, is off by the whole scale or more. How close the two 
 where it matters is checked on the trained models (scripts/quant_table.py --check: top-1 within
 0.1 points on 10 000 test images).
 
+Each file also runs once in lwc's engine at an odd batch (--odd-batch, default 33: `lwc exec
+--random-batch`), which must exit cleanly: at 33 the classifiers are one image of 33 pixels for
+oneDNN, where its AMX 1x1 int8 kernel wrote past its output (heap corruption that aborted
+mobilenet_v3 and efficientnet_b0 INT8 files until lwc stopped using that kernel there).
+
 Exit code 1 when any model fails to quantize, load or agree.
 """
 import argparse
@@ -42,6 +47,7 @@ def main():
     ap.add_argument("--calib-limit", type=int, default=8)
     ap.add_argument("--rtol", type=float, default=0.25)
     ap.add_argument("--extra", default="", help="more lwc quantize arguments, e.g. '--act-type int8'")
+    ap.add_argument("--odd-batch", type=int, default=33, help="also run each file at this batch (0: skip)")
     args = ap.parse_args()
     bad = 0
     print("| model | format | quantize s | ORT loads, agrees (worst error as a fraction of the limit) |")
@@ -68,6 +74,14 @@ def main():
                 except Exception as e:  # one row per file, keep going
                     bad += 1
                     verdict = f"NO: {e}"
+                if args.odd_batch > 0:
+                    r = subprocess.run([args.lwc, "-q", "exec", out, "--random-batch", str(args.odd_batch), "--outdir",
+                                        os.path.join(d, "odd"), "--threads", "2"], capture_output=True, text=True)
+                    if r.returncode != 0:
+                        bad += 1
+                        verdict += f"; NO: batch {args.odd_batch} exited {r.returncode}: {r.stderr.strip()[-200:]}"
+                    else:
+                        verdict += f"; batch {args.odd_batch} runs"
                 print(f"| {name} | {fmt} | {seconds:.1f} | {verdict} |", flush=True)
     return 1 if bad else 0
 
