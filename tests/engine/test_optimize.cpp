@@ -477,6 +477,57 @@ TEST_CASE("the integer pooling sums more than 2^23 pixels in int64, within one s
   CHECK(std::abs(static_cast<double>(y.data<uint8_t>()[0]) - want) <= 1.0);
 }
 
+TEST_CASE("QMulLut gives the definition's bits on every broadcast form: x full, the gate full, neither", "[optimize][quant]") {
+  // y = QuantizeLinear(table[g] * DequantizeLinear(x)), numpy broadcasting: the row path (one
+  // operand has the output's shape) and the general one (the output is larger than both).
+  std::vector<float> t(256);
+  for (int i = 0; i < 256; ++i) t[static_cast<size_t>(i)] = 1.0f / (1.0f + std::exp(-(static_cast<float>(i) - 100.0f) * 0.05f));
+  const Tensor table = Tensor::fromVector<float>({256}, t);
+  const float sx = 0.043f, sy = 0.021f;
+  const int32_t zx = 131, zy = 13;
+  auto bytes = [](Shape shape, int salt) {
+    std::vector<uint8_t> v(static_cast<size_t>(numelOf(shape)));
+    for (size_t i = 0; i < v.size(); ++i) v[i] = static_cast<uint8_t>((i * 37 + static_cast<size_t>(salt)) & 255);
+    return Tensor::fromVector<uint8_t>(std::move(shape), v);
+  };
+  struct Case {
+    Shape x, g;
+  };
+  for (const auto& [xs, gs] : {Case{{2, 3, 5}, {2, 1, 5}}, Case{{2, 1, 5}, {2, 3, 5}}, Case{{2, 1, 5}, {1, 3, 1}},
+                               Case{{3, 1}, {1, 70}}}) {
+    const Tensor x = bytes(xs, 1), g = bytes(gs, 2);
+    NodeSpec s;
+    s.op_type = "QMulLut";
+    s.domain = "lwc.internal";
+    s.opset = 1;
+    s.inputs = {x, Tensor::scalar(sx), Tensor::scalar<uint8_t>(static_cast<uint8_t>(zx)), g, table,
+                Tensor::scalar(sy), Tensor::scalar<uint8_t>(static_cast<uint8_t>(zy))};
+    s.constant_inputs = {1, 2, 4, 5, 6};
+    const Tensor y = runNode(s)[0];
+    Shape out(xs.size());
+    for (size_t d = 0; d < out.size(); ++d) out[d] = std::max(xs[d], gs[d]);
+    INFO("x " << shapeStr(xs) << " g " << shapeStr(gs));
+    REQUIRE(y.shape() == out);
+    int64_t wrong = 0;
+    for (int64_t i = 0; i < y.numel(); ++i) {
+      int64_t ix = 0, ig = 0, rem = i, px = 1, pg = 1;  // the definition's index arithmetic
+      for (size_t d = out.size(); d-- > 0;) {
+        const int64_t c = rem % out[d];
+        rem /= out[d];
+        ix += (xs[d] == 1 ? 0 : c) * px;
+        ig += (gs[d] == 1 ? 0 : c) * pg;
+        px *= xs[d], pg *= gs[d];
+      }
+      volatile float dx = static_cast<float>(static_cast<int32_t>(x.data<uint8_t>()[ix]) - zx) * sx;
+      volatile float v = t[g.data<uint8_t>()[ig]] * dx;
+      const float q = v / sy;
+      const double want = std::clamp(std::nearbyint(static_cast<double>(q)) + zy, 0.0, 255.0);
+      wrong += y.data<uint8_t>()[i] != static_cast<uint8_t>(want);
+    }
+    CHECK(wrong == 0);
+  }
+}
+
 TEST_CASE("the lookup-table kernels refuse operands they were not built for, naming them", "[optimize][quant]") {
   // The engine's rewrites only build them from 8-bit tensors; a model that names these internal ops
   // itself gets a clear error instead of a read out of bounds.

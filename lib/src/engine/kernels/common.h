@@ -4,6 +4,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <span>
 #include <type_traits>
@@ -154,6 +155,87 @@ void parallelRanges(int64_t n, bool parallel, const F& body) {
     const int64_t b = n * t / nt, e = n * (t + 1) / nt;
     if (b < e) body(b, e);
   }
+}
+
+// Broadcast element loops (elementwise.cpp's binary and variadic ops, the quantized ones of
+// quant.cpp).
+
+/// The output shape of K broadcast inputs and their strides over a collapsed iteration space:
+/// `dims` (outer first, never empty) multiply to the output's element count, and each input's
+/// innermost stride is 1 or 0.
+template <size_t K>
+struct BroadcastPlan {
+  Shape out;
+  std::vector<int64_t> dims;
+  std::array<std::vector<int64_t>, K> strides;
+};
+
+template <size_t K>
+BroadcastPlan<K> planBroadcast(const std::array<const Shape*, K>& in, const KernelContext& ctx) {
+  BroadcastPlan<K> p;
+  p.out = *in[0];
+  for (size_t k = 1; k < K; ++k) p.out = broadcastShapes(p.out, *in[k], ctx);
+  std::array<std::vector<int64_t>, K> full;
+  for (size_t k = 0; k < K; ++k) full[k] = broadcastStrides(*in[k], p.out);
+  // Walk from the innermost dim; a dim joins the current group when every input continues it
+  // contiguously (its stride equals the group's stride times the group's size; 0 == 0*n included).
+  for (size_t d = p.out.size(); d-- > 0;) {
+    if (p.out[d] == 1) continue;
+    bool merge = !p.dims.empty();
+    for (size_t k = 0; merge && k < K; ++k) merge = full[k][d] == p.strides[k].back() * p.dims.back();
+    if (merge) {
+      p.dims.back() *= p.out[d];
+      continue;
+    }
+    p.dims.push_back(p.out[d]);
+    for (size_t k = 0; k < K; ++k) p.strides[k].push_back(full[k][d]);
+  }
+  if (p.dims.empty()) {
+    p.dims.push_back(1);
+    for (size_t k = 0; k < K; ++k) p.strides[k].push_back(0);
+  }
+  std::reverse(p.dims.begin(), p.dims.end());
+  for (auto& s : p.strides) std::reverse(s.begin(), s.end());
+  return p;
+}
+
+/// Calls row(out_offset, in_offsets, len) for runs along the innermost dim, covering the output
+/// once; work items of about `grain` elements run in parallel when the output has at least
+/// `parallel_min` elements.
+template <size_t K, typename Row>
+void forEachRow(const BroadcastPlan<K>& p, const Row& row, int64_t grain = 16384, int64_t parallel_min = 32768) {
+  const int64_t numel = numelOf(p.out);
+  if (numel == 0) return;
+  const size_t r = p.dims.size();
+  const int64_t len = p.dims[r - 1];
+  const int64_t rows = numel / len;
+  const int64_t col_chunk = std::min(len, grain);
+  const int64_t col_chunks = (len + col_chunk - 1) / col_chunk;
+  const int64_t rows_per_item = std::max<int64_t>(1, grain / len);
+  const int64_t items = (rows + rows_per_item - 1) / rows_per_item * col_chunks;
+  parallelFor(items, numel >= parallel_min, [&](int64_t it) {
+    const int64_t r0 = it / col_chunks * rows_per_item, r1 = std::min(rows, r0 + rows_per_item);
+    const int64_t c0 = it % col_chunks * col_chunk, c1 = std::min(len, c0 + col_chunk);
+    std::vector<int64_t> idx(r - 1);
+    std::array<int64_t, K> off{};
+    int64_t rem = r0;
+    for (size_t d = r - 1; d-- > 0;) {
+      idx[d] = rem % p.dims[d];
+      rem /= p.dims[d];
+      for (size_t k = 0; k < K; ++k) off[k] += idx[d] * p.strides[k][d];
+    }
+    for (int64_t i = r0; i < r1; ++i) {
+      std::array<int64_t, K> at;
+      for (size_t k = 0; k < K; ++k) at[k] = off[k] + c0 * p.strides[k][r - 1];
+      row(i * len + c0, at, c1 - c0);
+      for (size_t d = r - 1; d-- > 0;) {  // odometer over the outer dims
+        for (size_t k = 0; k < K; ++k) off[k] += p.strides[k][d];
+        if (++idx[d] < p.dims[d]) break;
+        for (size_t k = 0; k < K; ++k) off[k] -= p.strides[k][d] * p.dims[d];
+        idx[d] = 0;
+      }
+    }
+  });
 }
 
 }  // namespace lwc::engine

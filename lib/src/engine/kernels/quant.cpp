@@ -883,7 +883,6 @@ void qadd(KernelContext& ctx) {
   const bool relu = ctx.node.attrInt("relu", 0) != 0;
   Tensor& y = a.shape() == b.shape() ? ctx.allocUninit(0, yt, a.shape())
                                      : ctx.allocUninit(0, yt, broadcastShapes(a.shape(), b.shape(), ctx));
-  const Shape& out = y.shape();
   const int64_t n = y.numel();
   dispatchQuantized(a.dtype(), ctx, "a", [&](auto ta) {
     using TA = decltype(ta);
@@ -900,18 +899,11 @@ void qadd(KernelContext& ctx) {
           return static_cast<TY>(quantizeValue(v, sy, zy, range));
         };
         if (a.shape() == b.shape()) return qaddSameShape(A, B, Y, n, sa, za, sb, zb, sy, zy, range, relu);
-        const auto sa_ = broadcastStrides(a.shape(), out), sb_ = broadcastStrides(b.shape(), out);
-        std::vector<int64_t> idx(out.size(), 0);
-        for (int64_t i = 0; i < n; ++i) {
-          int64_t ia = 0, ib = 0, rem = i;
-          for (size_t d = out.size(); d-- > 0;) {
-            const int64_t c = rem % out[d];
-            rem /= out[d];
-            ia += c * sa_[d];
-            ib += c * sb_[d];
-          }
-          Y[i] = one(A[ia], B[ib]);
-        }
+        const auto plan = planBroadcast<2>({&a.shape(), &b.shape()}, ctx);
+        const int64_t sa_ = plan.strides[0].back(), sb_ = plan.strides[1].back();
+        forEachRow(plan, [&](int64_t o, const std::array<int64_t, 2>& at, int64_t len) {
+          for (int64_t j = 0; j < len; ++j) Y[o + j] = one(A[at[0] + j * sa_], B[at[1] + j * sb_]);
+        });
       });
     });
   });
@@ -1060,18 +1052,14 @@ void qmulLut(KernelContext& ctx) {
         });
         return;
       }
-      const int64_t n = y.numel();
-      for (int64_t i = 0; i < n; ++i) {
-        int64_t ix = 0, ig = 0, rem = i;
-        for (size_t d = out.size(); d-- > 0;) {
-          const int64_t c = rem % out[d];
-          rem /= out[d];
-          ix += c * xs[d];
-          ig += c * gs[d];
+      const auto plan = planBroadcast<2>({&x.shape(), &g.shape()}, ctx);
+      const int64_t xj = plan.strides[0].back(), gj = plan.strides[1].back();
+      forEachRow(plan, [&](int64_t o, const std::array<int64_t, 2>& at, int64_t len) {
+        for (int64_t j = 0; j < len; ++j) {
+          const float v = T[G[at[1] + j * gj]] * dequantizeValue(X[at[0] + j * xj], zx, sx);
+          Y[o + j] = static_cast<TY>(quantizeValue(v, sy, zy, range));
         }
-        const float v = T[G[ig]] * dequantizeValue(X[ix], zx, sx);
-        Y[i] = static_cast<TY>(quantizeValue(v, sy, zy, range));
-      }
+      });
     });
   });
 }
