@@ -830,8 +830,6 @@ TEST_CASE("dnnl pointwise QLinearConv gives each image of a batch the bits it ge
 }
 
 namespace {
-engine::NodeProfile qconvProfile(const engine::Session& session) { return profileOf(session, "QLinearConv"); }
-
 struct OwnKernelCase {
   QConvCase c;
   bool own;  ///< one of lwc's own kernels takes it on a CPU that has the instructions
@@ -901,12 +899,8 @@ TEST_CASE("the profile names oneDNN's implementation, and convolutions under 2^2
   for (const auto& [name, qc] : cases) {
     INFO(name);
     const NodeSpec s = qlinearConvSpec(qc, seed += 10);
-    engine::SessionOptions so;
-    so.profile = true;
-    engine::Session session(singleNodeModel(s), so);
-    const Tensor got = session.runOrdered(feedsOf(s))[0];
+    const auto [got, prof] = runProfiled(s, "QLinearConv");
     checkRequantized(got, runNode(s, /*reference_only=*/true)[0]);
-    const engine::NodeProfile prof = qconvProfile(session);
     INFO(prof.impl << " " << prof.primitive);
     REQUIRE(prof.impl == expectedQLinearConvImpl());
     if (prof.impl == "dnnl") {
@@ -939,12 +933,8 @@ TEST_CASE("pointwise int8 layers of 27-48 pixels (multiples of 3) avoid oneDNN's
       QConvCase c{"", {batch, 576, 1, 1}, {1024, 576, 1, 1}};
       c.per_channel = true, c.bias = true;
       const NodeSpec s = qlinearConvSpec(c, seed += 10);
-      engine::SessionOptions so;
-      so.profile = true;
-      engine::Session session(singleNodeModel(s), so);
-      const Tensor got = session.runOrdered(feedsOf(s))[0];
+      const auto [got, prof] = runProfiled(s, "QLinearConv");
       checkRequantized(got, runNode(s, /*reference_only=*/true)[0]);
-      const engine::NodeProfile prof = qconvProfile(session);
       INFO(prof.impl << " " << prof.primitive);
       REQUIRE(prof.impl == expectedQLinearConvImpl());
       if (risky) CHECK(prof.primitive.find("jit_1x1:avx512_core_amx") == std::string::npos);
@@ -953,12 +943,8 @@ TEST_CASE("pointwise int8 layers of 27-48 pixels (multiples of 3) avoid oneDNN's
     SECTION("MatMulInteger 1024 x 1000, " + std::to_string(batch) + " rows") {
       QMatCase c{"", {batch, 1024}, 1000};
       const NodeSpec s = matMulIntegerSpec(c, seed += 10);
-      engine::SessionOptions so;
-      so.profile = true;
-      engine::Session session(singleNodeModel(s), so);
-      const Tensor got = session.runOrdered(feedsOf(s))[0];
+      const auto [got, prof] = runProfiled(s, "MatMulInteger");
       CHECK(got.bitEqual(runNode(s, true)[0]));
-      const engine::NodeProfile prof = profileOf(session, "MatMulInteger");
       INFO(prof.impl << " " << prof.primitive);
       REQUIRE(prof.impl == expectedImpl());
       if (risky) CHECK(prof.primitive.find("jit_1x1:avx512_core_amx") == std::string::npos);

@@ -150,15 +150,20 @@ engine::NodeProfile profileOf(const engine::Session& session, const std::string&
   return *it;
 }
 
-ProfiledRun runProfiledOnThreads(const NodeSpec& spec, const std::string& op, int threads) {
-  engine::configureThreads(threads);
+ProfiledRun runProfiled(const NodeSpec& spec, const std::string& op) {
   engine::SessionOptions so;
   so.profile = true;
   engine::Session session(singleNodeModel(spec), so);
   ProfiledRun r;
   r.y = session.runOrdered(feedsOf(spec))[0];
-  CHECK(omp_get_max_threads() == threads);  // the one-thread guards restored the count
   r.prof = profileOf(session, op);
+  return r;
+}
+
+ProfiledRun runProfiledOnThreads(const NodeSpec& spec, const std::string& op, int threads) {
+  engine::configureThreads(threads);
+  ProfiledRun r = runProfiled(spec, op);
+  CHECK(omp_get_max_threads() == threads);  // the one-thread guards restored the count
   return r;
 }
 

@@ -61,6 +61,8 @@ struct ProfiledRun {
   engine::NodeProfile prof;
 };
 ProfiledRun runProfiledOnThreads(const NodeSpec& spec, const std::string& op, int threads);
+/// The same on the current thread count.
+ProfiledRun runProfiled(const NodeSpec& spec, const std::string& op);
 
 /// Runs `s` on batch `x` (its first input) and on each image of `x` alone; returns the indices of
 /// the images whose output 0 alone differs, in any byte, from their part of the batch's output.
