@@ -1125,8 +1125,9 @@ TEST_CASE("lwc's own int8 pointwise kernel gives the reference's bits on small c
   // ones over all threads where ic * oc <= 32 K and oc fills blocks of 16, with the reference's
   // requantization: bit-identical to it. The cases reach its branches: input channels
   // in whole groups of four and with a tail of 1-3, output blocks of 16 and a tail, one to four
-  // blocks per pass and a second pass, whole tiles (8 pixels for one or two blocks, else 4) and the
-  // pixels after them, int8 outputs, uint8 weights with a zero point, per-tensor and per-channel
+  // blocks per pass and a second pass, whole tiles (8 pixels up to three blocks, else 4) and the
+  // pixels after them, tiles that hold every output channel (16, 32, 48: stored 64 bytes at a time
+  // across pixels), int8 outputs, uint8 weights with a zero point, per-tensor and per-channel
   // scales, with and without bias. Elsewhere oneDNN runs (within one step).
   std::vector<OwnKernelCase> cases;
   QConvCase c{"16 -> 48 on 28x28 (mnv2_fmnist's expansion at batch 1), per-channel, bias", {1, 16, 28, 28}, {48, 16, 1, 1}};
@@ -1151,6 +1152,10 @@ TEST_CASE("lwc's own int8 pointwise kernel gives the reference's bits on small c
   cases.push_back({c, true});
   c = {"24 -> 48, batch 3 on 28x28 (over 2^20, 3-block tiles of 4 pixels, u8 -> s8)", {3, 24, 28, 28}, {48, 24, 1, 1}};
   c.yt = DType::Int8, c.per_channel = true, c.bias = true;
+  cases.push_back({c, true});
+  c = {"8 -> 16 on 9x9, batch 2 (one block: 8-pixel tiles stored four pixels at a time, then 2 pixels), u8 -> s8",
+       {2, 8, 9, 9}, {16, 8, 1, 1}};
+  c.yt = DType::Int8, c.per_channel = c.bias = true;
   cases.push_back({c, true});
   c = {"256 -> 256, batch 2 on 7x7 (over 2^20, 64 K weights): oneDNN", {2, 256, 7, 7}, {256, 256, 1, 1}};
   cases.push_back({c, false});
