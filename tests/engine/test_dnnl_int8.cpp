@@ -112,6 +112,9 @@ struct QConvCase {
   bool runtime_zp = false;  ///< x (and y) zero points fed at run time
   std::string auto_pad;
   bool avx512_only = false;  ///< see expectedImpl
+  /// Per-channel: channel 0's weight scale times 10^6, so its multiplier rules out the four-at-a-time
+  /// requantization of the own kernels (int8k::saturationExact fails) and channel 0 saturates.
+  bool huge_first_channel = false;
 };
 
 std::vector<onnx::AttributeProto> convAttrs(const QConvCase& c) {
@@ -134,6 +137,7 @@ NodeSpec qlinearConvSpec(const QConvCase& c, uint32_t seed) {
   const float ys = xs * ws_base / mult;
   std::vector<float> ws(c.per_channel ? M : 1);
   for (size_t m = 0; m < ws.size(); ++m) ws[m] = ws_base * (0.6f + 0.8f * static_cast<float>((m * 37 + seed) % 64) / 64.0f);
+  if (c.huge_first_channel) ws[0] *= 1e6f;
   const Shape pshape = c.per_channel ? Shape{M} : Shape{};
   const int64_t wzp = c.wt == DType::UInt8 ? 128 : 0;
   NodeSpec s;
@@ -958,7 +962,9 @@ TEST_CASE("lwc's own 3x3 depthwise int8 kernel gives the reference's bits, and t
   // outputs, on CPUs with AVX-512 VNNI and VBMI, with the reference's requantization: bit-identical
   // to it, where oneDNN is only within one step. The cases reach its branches: 16 channels (one
   // 48-byte load per window row, four pixels in one 64-byte store), channel tails, column tiles
-  // (output wider than a tile) and row tiles (more than 8 rows per thread), padded borders and
+  // (output wider than a tile) and row tiles (more than 8 rows per thread), stride 1 (quadruplets
+  // for pairs of columns, odd widths) and 2 (triplets), a multiplier that rules out the
+  // four-at-a-time requantization, padded borders and
   // images meeting inside one thread's rows. Elsewhere (other CPUs, int8 inputs, 5x5, larger strided
   // layers) oneDNN runs and the comparison is within one step.
   std::vector<OwnKernelCase> cases;
@@ -968,8 +974,18 @@ TEST_CASE("lwc's own 3x3 depthwise int8 kernel gives the reference's bits, and t
   c = {"13 channels, stride 2, asymmetric pads, u8 -> s8", {2, 13, 7, 6}, {13, 1, 3, 3}, 13};
   c.strides = {2, 2}, c.pads = {1, 0, 0, 1}, c.yt = DType::Int8, c.bias = true;
   cases.push_back({c, true});
-  c = {"33 channels, one row of 49 columns (two column tiles), batch 12, per-channel", {12, 33, 1, 49}, {33, 1, 3, 3}, 33};
+  c = {"33 channels, one row of 101 columns (two column tiles, the last with an odd column), batch 12, per-channel",
+       {12, 33, 1, 101}, {33, 1, 3, 3}, 33};
   c.pads = {1, 1, 1, 1}, c.per_channel = true;
+  cases.push_back({c, true});
+  c = {"33 channels, stride 2, one row of 101 columns (two column tiles), batch 12", {12, 33, 1, 101}, {33, 1, 3, 3}, 33};
+  c.strides = {2, 2}, c.pads = {1, 1, 1, 1}, c.bias = true;
+  cases.push_back({c, true});
+  c = {"48 channels on 9x9, one multiplier too large for four-at-a-time requantization, u8 -> s8", {2, 48, 9, 9}, {48, 1, 3, 3}, 48};
+  c.pads = {1, 1, 1, 1}, c.per_channel = c.bias = c.huge_first_channel = true, c.yt = DType::Int8;
+  cases.push_back({c, true});
+  c = {"40 channels, stride 2 on 9x9, one multiplier too large for four-at-a-time requantization", {2, 40, 9, 9}, {40, 1, 3, 3}, 40};
+  c.strides = {2, 2}, c.pads = {1, 1, 1, 1}, c.per_channel = c.huge_first_channel = true;
   cases.push_back({c, true});
   c = {"200 channels, no padding, uint8 weights with zero point 128", {1, 200, 7, 7}, {200, 1, 3, 3}, 200};
   c.wt = DType::UInt8, c.per_channel = c.bias = true;
@@ -1156,6 +1172,9 @@ TEST_CASE("lwc's own int8 pointwise kernel gives the reference's bits on small c
   c = {"8 -> 16 on 9x9, batch 2 (one block: 8-pixel tiles stored four pixels at a time, then 2 pixels), u8 -> s8",
        {2, 8, 9, 9}, {16, 8, 1, 1}};
   c.yt = DType::Int8, c.per_channel = c.bias = true;
+  cases.push_back({c, true});
+  c = {"24 -> 48 on 6x6, one multiplier too large for four-at-a-time requantization", {1, 24, 6, 6}, {48, 24, 1, 1}};
+  c.per_channel = c.huge_first_channel = c.bias = true;
   cases.push_back({c, true});
   c = {"256 -> 256, batch 2 on 7x7 (over 2^20, 64 K weights): oneDNN", {2, 256, 7, 7}, {256, 256, 1, 1}};
   cases.push_back({c, false});

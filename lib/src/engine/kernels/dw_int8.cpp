@@ -19,7 +19,10 @@ namespace lwc::engine::dw {
 // weights [w0, w1, w2, 0]. Those input quadruples are built once per input row and output column
 // ("triplet rows", 64 bytes per 16 channels, regrouped by one vpermb) and kept in a ring of three
 // rows, so each output pixel costs three plain 64-byte loads and three vpdpbusd per 16 channels, and
-// each input row is regrouped once for all the output rows that read it. Taps outside the input
+// each input row is regrouped once for all the output rows that read it. With stride 1 the ring
+// holds quadruplets [x(iw), .., x(iw+3)] for pairs of output columns instead: the pair's left pixel
+// takes weights [w0, w1, w2, 0], its right one [0, w0, w1, w2], so a pixel costs 1.5 loads and half
+// a regrouping (standalone, 32 x 14 x 14 x 96 on 2 threads: 52-55 -> 47-50 us). Taps outside the input
 // read the input zero point; their products are cancelled by bias_eff, which subtracts
 // x_zp * sum(w) once per channel, so the accumulator is bias + sum (x - x_zp) * w, the reference's.
 
@@ -47,9 +50,11 @@ namespace {
 
 // Output columns per pass: the three triplet rows of a pass (cols * blocks * 64 bytes each) stay
 // within about 24 KB, so they are still in the L1 cache when the next output rows read them.
+// With stride 1 the ring holds quadruplets for pairs of columns (half the bytes per column), so
+// twice the columns, an even number (a pair never straddles two passes).
 int64_t chunkCols(const Geometry& g) {
   const int64_t blocks = (g.c + 15) / 16;
-  const int64_t cols = std::max<int64_t>(4, 128 / blocks);
+  const int64_t cols = g.stride_w == 1 ? std::max<int64_t>(4, 256 / blocks) & ~int64_t{1} : std::max<int64_t>(4, 128 / blocks);
   return std::min(cols, g.ow);
 }
 
@@ -59,8 +64,8 @@ class Rows {
        uint8_t* ring, const uint8_t* zp_row)
       : g_(g), x_(x), w_(reinterpret_cast<const __m512i*>(packed)), q_(q), y_(y), zrow_(zrow), ring_(ring),
         zp_row_(zp_row), blocks_((g.c + 15) / 16), full_blocks_(g.c % 16 == 0 ? blocks_ : blocks_ - 1),
-        tail_(static_cast<__mmask16>((1u << (g.c % 16 == 0 ? 16 : g.c % 16)) - 1u)), cols_(chunkCols(g)),
-        row_bytes_(cols_ * blocks_ * 64), in0_((g.pad_l + g.stride_w - 1) / g.stride_w),
+        tail_(static_cast<__mmask16>((1u << (g.c % 16 == 0 ? 16 : g.c % 16)) - 1u)), quad_(g.stride_w == 1),
+        cols_(chunkCols(g)), row_bytes_((quad_ ? (cols_ + 1) / 2 : cols_) * blocks_ * 64), in0_((g.pad_l + g.stride_w - 1) / g.stride_w),
         in1_(g.w - 3 + g.pad_l >= 0 ? (g.w - 3 + g.pad_l) / g.stride_w + 1 : 0) {}
 
   LWC_DW_TARGET void run(int64_t r0, int64_t r1) {
@@ -82,8 +87,17 @@ class Rows {
         int64_t n = rb / oh_n, oh = rb % oh_n;
         for (int64_t r = rb; r < re; ++r) {
           const uint8_t* t[3];
-          for (int kh = 0; kh < 3; ++kh) t[kh] = tripletRow(n, oh * g_.stride_h - g_.pad_t + kh, c0, c1, idx);
           uint8_t* out = y_ + (r * ow_n + c0) * g_.c;
+          if (quad_) {
+            for (int kh = 0; kh < 3; ++kh) t[kh] = quadRow(n, oh * g_.stride_h - g_.pad_t + kh, c0, c1, idx);
+            if (q_.sat)
+              outputRowQuad<true>(t[0], t[1], t[2], out, c1 - c0);
+            else
+              outputRowQuad<false>(t[0], t[1], t[2], out, c1 - c0);
+            if (++oh == oh_n) oh = 0, ++n;
+            continue;
+          }
+          for (int kh = 0; kh < 3; ++kh) t[kh] = tripletRow(n, oh * g_.stride_h - g_.pad_t + kh, c0, c1, idx);
           if (q_.sat)
             outputRow<true>(t[0], t[1], t[2], out, c1 - c0);
           else
@@ -164,6 +178,128 @@ class Rows {
     }
   }
 
+  // Stride 1: one output row's `cols` pixels from its three quadruplet rows. A pair of output
+  // columns (ow, ow + 1) reads one quadruplet [x(iw), x(iw+1), x(iw+2), x(iw+3)] per input row:
+  // weights [w0, w1, w2, 0] give ow, the same weights one byte up, [0, w0, w1, w2], give ow + 1. So
+  // a pixel costs 1.5 loads and the ring is built once per two columns; the products and the
+  // requantization are those of outputRow, in the same order (the same bits).
+  template <bool Sat>
+  LWC_DW_TARGET void outputRowQuad(const uint8_t* __restrict t0, const uint8_t* __restrict t1,
+                                   const uint8_t* __restrict t2, uint8_t* __restrict out, int64_t cols) {
+    const int64_t C = g_.c, blocks = blocks_, full_blocks = full_blocks_;
+    const int64_t stride = blocks * 64;  // quadruplet bytes per pair of output columns
+    const __mmask16 tail = tail_;
+    const __m512i* __restrict wts = w_;
+    const int32_t* __restrict bias = q_.bias_eff;
+    const float* __restrict mul = q_.mul;
+    const __m512 flo = _mm512_set1_ps(q_.flo), fhi = _mm512_set1_ps(q_.fhi);
+    const __m512i yzp = _mm512_set1_epi32(q_.y_zp);
+    const int8k::Requant4 four(q_);
+    for (int64_t b = 0; b < blocks; ++b) {
+      const bool full = b < full_blocks;
+      const __mmask16 m = full ? static_cast<__mmask16>(0xFFFF) : tail;
+      const __m512i w0 = _mm512_loadu_si512(wts + b * 3), w1 = _mm512_loadu_si512(wts + b * 3 + 1),
+                    w2 = _mm512_loadu_si512(wts + b * 3 + 2);
+      const __m512i v0 = _mm512_slli_epi32(w0, 8), v1 = _mm512_slli_epi32(w1, 8), v2 = _mm512_slli_epi32(w2, 8);
+      const __m512i bi = _mm512_maskz_loadu_epi32(m, bias + b * 16);
+      const __m512 mu = _mm512_maskz_loadu_ps(m, mul + b * 16);
+      const __m512i init = Sat && full ? bi : _mm512_setzero_si512();
+      const uint8_t* p0 = t0 + b * 64;
+      const uint8_t* p1 = t1 + b * 64;
+      const uint8_t* p2 = t2 + b * 64;
+      uint8_t* o = out + b * 16;
+      // The sums of pair k's two pixels (from the pointers' current position)
+      auto pair = [&](int64_t k, __m512i& even, __m512i& odd) LWC_DW_TARGET {
+        const int64_t off = k * stride;
+        const __m512i x0 = _mm512_loadu_si512(p0 + off), x1 = _mm512_loadu_si512(p1 + off),
+                      x2 = _mm512_loadu_si512(p2 + off);
+        even = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_dpbusd_epi32(init, x0, w0), x1, w1), x2, w2);
+        odd = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_dpbusd_epi32(init, x0, v0), x1, v1), x2, v2);
+      };
+      int64_t ow = 0;
+      if (Sat && full) {
+        auto put = [&](__m512i v, int64_t n) LWC_DW_TARGET {
+          if (C == 16 && n == 4) {
+            _mm512_storeu_si512(o, v);
+            return;
+          }
+          _mm_storeu_si128(reinterpret_cast<__m128i*>(o), _mm512_castsi512_si128(v));
+          if (n > 1) _mm_storeu_si128(reinterpret_cast<__m128i*>(o + C), _mm512_extracti32x4_epi32(v, 1));
+          if (n > 2) _mm_storeu_si128(reinterpret_cast<__m128i*>(o + 2 * C), _mm512_extracti32x4_epi32(v, 2));
+          if (n > 3) _mm_storeu_si128(reinterpret_cast<__m128i*>(o + 3 * C), _mm512_extracti32x4_epi32(v, 3));
+        };
+        for (; ow + 4 <= cols; ow += 4, p0 += 2 * stride, p1 += 2 * stride, p2 += 2 * stride, o += 4 * C) {
+          __m512i e0, o0, e1, o1;
+          pair(0, e0, o0), pair(1, e1, o1);
+          put(four(e0, o0, e1, o1, mu, mu, mu, mu), 4);
+        }
+        if (ow < cols) {  // 1-3 pixels: one or two pairs (the sums past the row are not stored)
+          __m512i e0, o0, e1 = _mm512_setzero_si512(), o1 = e1;
+          pair(0, e0, o0);
+          if (cols - ow > 2) pair(1, e1, o1);
+          put(four(e0, o0, e1, o1, mu, mu, mu, mu), cols - ow);
+        }
+        continue;
+      }
+      const __m512i rest_bias = Sat && full ? _mm512_setzero_si512() : bi;  // init holds the bias already
+      for (; ow < cols; ow += 2, p0 += stride, p1 += stride, p2 += stride, o += 2 * C) {
+        __m512i e, d;
+        pair(0, e, d);
+        _mm_mask_storeu_epi8(o, m, int8k::requant16(e, rest_bias, mu, flo, fhi, yzp));
+        if (ow + 1 < cols) _mm_mask_storeu_epi8(o + C, m, int8k::requant16(d, rest_bias, mu, flo, fhi, yzp));
+      }
+    }
+  }
+
+  // Stride 1: the quadruplet row of input row ih of image n for output columns [c0, c1): per pair
+  // of columns (c0 + 2k, c0 + 2k + 1) and channel, the bytes [x(iw), x(iw+1), x(iw+2), x(iw+3)],
+  // iw = c0 + 2k - pad_l (x_zp outside the input). Ring slots as tripletRow's.
+  LWC_DW_TARGET const uint8_t* quadRow(int64_t n, int64_t ih, int64_t c0, int64_t c1, __m512i idx) {
+    if (ih < 0 || ih >= g_.h) return zp_row_;
+    const int64_t key = n * g_.h + ih, slot = key % 3;
+    uint8_t* dst = ring_ + slot * row_bytes_;
+    if (tag_[slot] == key) return dst;
+    tag_[slot] = key;
+    const int64_t C = g_.c;
+    const uint8_t* xr = x_ + key * g_.w * C;
+    const int64_t blocks = blocks_, full_blocks = full_blocks_, W = g_.w, pl = g_.pad_l;
+    const __mmask16 tail = tail_;
+    const uint8_t* zrow = zrow_;
+    // Four pixels' 16 channel bytes side by side, regrouped channel by channel.
+    auto put = [&](const uint8_t* q0, const uint8_t* q1, const uint8_t* q2, const uint8_t* q3) LWC_DW_TARGET {
+      int64_t b = 0;
+      for (; b < full_blocks; ++b, dst += 64) {
+        __m512i v = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q0 + b * 16)));
+        v = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(q1 + b * 16)), 1);
+        v = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(q2 + b * 16)), 2);
+        v = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(q3 + b * 16)), 3);
+        _mm512_storeu_si512(dst, _mm512_permutexvar_epi8(idx, v));
+      }
+      if (b < blocks) {
+        __m512i v = _mm512_castsi128_si512(_mm_maskz_loadu_epi8(tail, q0 + b * 16));
+        v = _mm512_inserti32x4(v, _mm_maskz_loadu_epi8(tail, q1 + b * 16), 1);
+        v = _mm512_inserti32x4(v, _mm_maskz_loadu_epi8(tail, q2 + b * 16), 2);
+        v = _mm512_inserti32x4(v, _mm_maskz_loadu_epi8(tail, q3 + b * 16), 3);
+        _mm512_storeu_si512(dst, _mm512_permutexvar_epi8(idx, v));
+        dst += 64;
+      }
+    };
+    auto px = [&](int64_t iw) { return iw >= 0 && iw < W ? xr + iw * C : zrow; };
+    for (int64_t ow = c0; ow < c1; ow += 2) {
+      const int64_t iw = ow - pl;
+      if (iw < 0 || iw + 3 >= W) {
+        put(px(iw), px(iw + 1), px(iw + 2), px(iw + 3));
+      } else if (C == 16) {  // the four pixels are 64 consecutive bytes
+        _mm512_storeu_si512(dst, _mm512_permutexvar_epi8(idx, _mm512_loadu_si512(xr + iw * 16)));
+        dst += 64;
+      } else {
+        const uint8_t* q = xr + iw * C;
+        put(q, q + C, q + 2 * C, q + 3 * C);
+      }
+    }
+    return ring_ + slot * row_bytes_;
+  }
+
   // The triplet row of input row ih of image n: for each output column and channel, the bytes
   // [x(iw-1), x(iw), x(iw+1), x(iw+1)] around the column's centre (x_zp outside the input). Ring
   // slot (n * h + ih) mod 3: the three rows one output row reads are consecutive, so distinct.
@@ -231,6 +367,7 @@ class Rows {
   const uint8_t* zp_row_;
   int64_t blocks_, full_blocks_;  ///< 16-channel blocks; those without a channel tail
   __mmask16 tail_;                 ///< channels of the last block
+  bool quad_;                      ///< stride 1: quadruplet rows (quadRow, outputRowQuad)
   int64_t cols_, row_bytes_;
   int64_t in0_, in1_;  ///< output columns whose three input pixels all lie inside the input: [in0_, in1_)
   int64_t tag_[3] = {-1, -1, -1};
