@@ -1103,12 +1103,17 @@ TEST_CASE("lwc's own int8 kernel for few input channels gives the reference's bi
   // few_int8.h runs uint8 QLinearConvs over 1 or 2 input channels (a kernel row of at most 8 input
   // bytes, more than one tap) on CPUs with AVX-512 VNNI, with the reference's requantization: bit-
   // identical to it. The cases reach its branches: one and two 4-byte groups per kernel row, whole
-  // 16-channel blocks and channel tails, four-column steps and the single columns after them,
+  // 16-channel blocks and channel tails, eight-column groups (one block), four-column steps and the
+  // single columns after them, input rows within and over 64 bytes (the padded copy),
   // strides, asymmetric pads, int8 outputs, uint8 weights with a zero point, and outputs large
   // enough to be split over threads. Elsewhere oneDNN runs (within one step).
   std::vector<OwnKernelCase> cases;
   QConvCase c{"1 -> 16, 3x3, pad 1 (mnv2_fmnist's stem), batch 4, per-channel, bias", {4, 1, 28, 28}, {16, 1, 3, 3}};
   c.pads = {1, 1, 1, 1}, c.per_channel = c.bias = true;
+  cases.push_back({c, true});
+  c = {"1 -> 16, 3x3, stride 2 over 70 columns (input rows over 64 bytes, 35 outputs a row: 8-pixel groups and a tail), u8 -> s8",
+       {2, 1, 9, 70}, {16, 1, 3, 3}};
+  c.strides = {2, 2}, c.pads = {1, 1, 1, 1}, c.yt = DType::Int8, c.per_channel = true;
   cases.push_back({c, true});
   c = {"1 -> 6, 5x5, pad 2 (lenet5's first layer), batch 3, bias", {3, 1, 28, 28}, {6, 1, 5, 5}};
   c.pads = {2, 2, 2, 2}, c.bias = true;
