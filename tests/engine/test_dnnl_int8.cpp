@@ -1183,7 +1183,14 @@ TEST_CASE("lwc's own int8 pointwise kernel gives the reference's bits on small c
   cases.push_back({c, true});
   c = {"256 -> 256, batch 2 on 7x7 (over 2^20, 64 K weights): oneDNN", {2, 256, 7, 7}, {256, 256, 1, 1}};
   cases.push_back({c, false});
-  c = {"16 -> 8, batch 12 on 28x28 (over 2^20, a partial block of outputs): oneDNN", {12, 16, 28, 28}, {8, 16, 1, 1}};
+  c = {"16 -> 8, batch 12 on 28x28 (over 2^20: eight outputs, two pixels a vector, all threads)", {12, 16, 28, 28}, {8, 16, 1, 1}};
+  c.per_channel = c.bias = true;
+  cases.push_back({c, true});
+  c = {"13 -> 8 on 5x5, batch 3 (75 pixels: four 16-pixel pair tiles, then 11 pixels; an input tail), u8 -> s8",
+       {3, 13, 5, 5}, {8, 13, 1, 1}};
+  c.yt = DType::Int8, c.per_channel = true;
+  cases.push_back({c, true});
+  c = {"16 -> 12, batch 12 on 28x28 (over 2^20, a partial block of outputs): oneDNN", {12, 16, 28, 28}, {12, 16, 1, 1}};
   cases.push_back({c, false});
   c = {"stride 2: oneDNN", {1, 32, 8, 8}, {16, 32, 1, 1}};
   c.strides = {2, 2};

@@ -756,13 +756,14 @@ class DnnlQConv final : public Kernel {
     // 0.64-0.98 of oneDNN's time on mnv2_fmnist at batch 32 (the residual adds fused in: 0.64-0.96)
     // and 0.75-0.87 on mobilenet_v2's layers of up to 24.6 K weights at batch 1, while larger
     // weights lost (576 -> 96 1.25, 960 -> 160 1.5-1.7, 960 -> 320 2.1: reloaded from L2 for every
-    // tile of pixels) and 16 -> 8 on 28x28 (a partial block) 1.36.
+    // tile of pixels) and 16 -> 8 on 28x28 (a partial block) 1.36. Eight output channels now take
+    // two pixels per vector (pw_int8.cpp, pairTiles): that layer at batch 32 0.035 -> 0.016 ms.
     const int64_t macs = xs[0] * geo.out[0] * geo.out[1] * icg * oc * kh * kw;
     const bool unit = geo.strides[0] == 1 && geo.strides[1] == 1 && geo.pads_begin[0] == 0 && geo.pads_begin[1] == 0 &&
                       geo.pads_end[0] == 0 && geo.pads_end[1] == 0;
     const bool one_thread = oneThreadCall(macs, false);
     if (own_ == Own::pw && own_ok && unit && group == 1 && xs[1] == icg &&
-        (one_thread || (oc % 16 == 0 && icg * oc <= (int64_t{1} << 15)))) {
+        (one_thread || ((oc % 16 == 0 || oc == 8) && icg * oc <= (int64_t{1} << 15)))) {
       p.own = Own::pw;
       p.pw = pw::Geometry{xs[0] * xs[2] * xs[3], icg, oc};
       p.one_thread = one_thread;

@@ -32,8 +32,11 @@ std::vector<int8_t> packWeights(const int8_t* w, int64_t oc, int64_t ic) {
   const int64_t blocks = (oc + 15) / 16, groups = groupsOf(ic);
   std::vector<int8_t> p(static_cast<size_t>(blocks * groups * 64), 0);
   for (int64_t o = 0; o < oc; ++o)
-    for (int64_t k = 0; k < ic; ++k)
-      p[static_cast<size_t>(((o / 16) * groups + k / 4) * 64 + (o % 16) * 4 + k % 4)] = w[o * ic + k];
+    for (int64_t k = 0; k < ic; ++k) {
+      const auto at = static_cast<size_t>(((o / 16) * groups + k / 4) * 64 + (o % 16) * 4 + k % 4);
+      p[at] = w[o * ic + k];
+      if (oc == 8) p[at + 32] = w[o * ic + k];  // lanes 8-15 repeat lanes 0-7 (pairTiles)
+    }
   return p;
 }
 
@@ -222,6 +225,51 @@ LWC_PW_TARGET void tile(const Geometry& g, const uint8_t* __restrict x, const __
 #undef LWC_PW_PIXELS
 #undef LWC_PW_STORE
 
+// Eight output channels (oc == 8, Requant::sat): a vector holds two pixels, lanes 0-7 the first's
+// channels and lanes 8-15 the second's (the weights repeat in lanes 8-15, see packWeights), so no
+// lane is idle and each pixel pair's 16 output bytes are consecutive. A tile of 16 pixels keeps 8
+// sums; per group of four input channels one weight load, and per pair one broadcast of each
+// pixel's four bytes (the second into lanes 8-15). Two requant64 give the tile's 128 output bytes.
+// Returns the pixels done (whole tiles from `begin`); the rest go to the other tiles.
+LWC_PW_TARGET int64_t pairTiles(const Geometry& g, const uint8_t* __restrict x, const __m512i* __restrict wts,
+                                const int8k::Requant& q, uint8_t* __restrict y, int64_t begin, int64_t end) {
+  const int64_t ic = g.ic, full = ic / 4, rem = ic % 4;
+  const __m256i b8 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q.bias_eff));
+  const __m256 m8 = _mm256_loadu_ps(q.mul);
+  const __m512i bias = _mm512_inserti64x4(_mm512_castsi256_si512(b8), b8, 1);
+  const __m512 mul = _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(m8)), _mm256_castps_pd(m8), 1));
+  const int8k::Requant4 four(q);
+  auto pairOf = [&](const uint8_t* p0, bool tail) LWC_PW_TARGET __attribute__((always_inline)) {
+    const __m512i lo = tail ? bcastTail(p0, rem) : bcast4(p0);
+    int32_t v = 0;
+    std::memcpy(&v, p0 + ic, static_cast<size_t>(tail ? rem : 4));
+    return _mm512_mask_broadcastd_epi32(lo, 0xFF00, _mm_cvtsi32_si128(v));
+  };
+  int64_t p = begin;
+  for (; p + 16 <= end; p += 16) {
+    const uint8_t* xp = x + p * ic;
+    __m512i a0 = bias, a1 = bias, a2 = bias, a3 = bias, a4 = bias, a5 = bias, a6 = bias, a7 = bias;
+    auto step = [&](int64_t k, bool tail) LWC_PW_TARGET __attribute__((always_inline)) {
+      const __m512i w = _mm512_loadu_si512(wts + k);
+      const uint8_t* xk = xp + 4 * k;
+      a0 = dp(a0, pairOf(xk, tail), w);
+      a1 = dp(a1, pairOf(xk + 2 * ic, tail), w);
+      a2 = dp(a2, pairOf(xk + 4 * ic, tail), w);
+      a3 = dp(a3, pairOf(xk + 6 * ic, tail), w);
+      a4 = dp(a4, pairOf(xk + 8 * ic, tail), w);
+      a5 = dp(a5, pairOf(xk + 10 * ic, tail), w);
+      a6 = dp(a6, pairOf(xk + 12 * ic, tail), w);
+      a7 = dp(a7, pairOf(xk + 14 * ic, tail), w);
+    };
+    for (int64_t k = 0; k < full; ++k) step(k, false);
+    if (rem) step(full, true);
+    uint8_t* o = y + p * 8;
+    _mm512_storeu_si512(o, four(a0, a1, a2, a3, mul, mul, mul, mul));
+    _mm512_storeu_si512(o + 64, four(a4, a5, a6, a7, mul, mul, mul, mul));
+  }
+  return p - begin;
+}
+
 using TileFn = void (*)(const Geometry&, const uint8_t*, const __m512i*, int64_t, const int8k::Requant&, uint8_t*,
                         const Add*, int64_t);
 
@@ -257,6 +305,7 @@ void runPixels(const Geometry& g, const uint8_t* x, const int8_t* packed, const 
   // Chunks of kChunk pixels, whose input rows stay in the L1 cache while four blocks (64 output
   // channels) at a time pass over them; their weights, 64 * ic bytes, stay in L1 or L2.
   constexpr int64_t kChunk = 64;
+  if (g.oc == 8 && q.sat && add == nullptr) pixel_begin += pairTiles(g, x, wts, q, y, pixel_begin, pixel_end);
   for (int64_t c0 = pixel_begin; c0 < pixel_end; c0 += kChunk) {
     const int64_t c1 = std::min(pixel_end, c0 + kChunk);
     for (int64_t b0 = 0; b0 < blocks; b0 += 4) {

@@ -6,7 +6,8 @@
 // call there, most of it fixed cost. DnnlQConv uses this kernel for the calls that oneThreadCall
 // puts on one thread (dnnl_common.h), on the calling thread, and for larger calls whose weights
 // fit the L1 cache and fill whole blocks of 16 output channels, over all threads (chunks of 64
-// pixels): there requantizing four sums at a time (requant64) made it faster than oneDNN's.
+// pixels): there requantizing four sums at a time (requant64) made it faster than oneDNN's. Eight
+// output channels count as a whole block: a vector then holds two pixels' outputs.
 // Exact: int32 sums, then the reference's requantization, bit for bit.
 #pragma once
 
@@ -27,7 +28,8 @@ bool available();
 
 /// The kernel's weight layout from [oc][ic] int8 weights (already shifted by their zero point):
 /// per block of 16 output channels, ceil(ic / 4) 64-byte groups, lane m holding output channel m's
-/// four weights for input channels 4g .. 4g+3 (zero past ic and past oc).
+/// four weights for input channels 4g .. 4g+3 (zero past ic and past oc; with oc == 8, lanes 8-15
+/// repeat lanes 0-7).
 std::vector<int8_t> packWeights(const int8_t* w, int64_t oc, int64_t ic);
 
 /// A residual add fused into the output (lwc.internal.QLinearConvNhwcAdd): with c the uint8 result
