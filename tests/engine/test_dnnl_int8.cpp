@@ -1218,8 +1218,9 @@ TEST_CASE("a residual QAdd after a pointwise QLinearConv is fused into it, with 
   // kernel and the fused reference session give its bits; with oneDNN's convolution (large calls)
   // the result is within one step, as oneDNN's own. On 1, 2 and 3 threads, with and without a Relu.
   for (const bool relu : {false, true})
-    for (const int64_t hw : {22, 32}) {
-      INFO("relu " << relu << ", " << hw << "x" << hw);
+    for (const int64_t hw : {22, 32})
+    for (const uint8_t az : {100, 97}) {  // the add's zero point for c: the convolution's, or another
+      INFO("relu " << relu << ", " << hw << "x" << hw << ", az " << int{az});
       Model m = parseModelText(std::string(R"(<ir_version: 8, opset_import: ["" : 13]>
 g (uint8[N, 24, H, W] x) => (uint8[N, 40, H, W] y) {
   c = QLinearConv (x, xs, xz, w, ws, wz, cs, cz, b)
@@ -1240,7 +1241,7 @@ g (uint8[N, 24, H, W] x) => (uint8[N, 40, H, W] y) {
       init.set("cs", Tensor::scalar(0.05f));
       init.set("cz", Tensor::scalar<uint8_t>(100));
       init.set("as", Tensor::scalar(0.05f));  // the add's view of c: the same parameters, other tensors
-      init.set("az", Tensor::scalar<uint8_t>(100));
+      init.set("az", Tensor::scalar<uint8_t>(az));
       init.set("rs", Tensor::scalar(0.03f));
       init.set("rz", Tensor::scalar<uint8_t>(90));
       init.set("ys", Tensor::scalar(0.07f));
