@@ -54,7 +54,8 @@ namespace {
 // twice the columns, an even number (a pair never straddles two passes).
 int64_t chunkCols(const Geometry& g) {
   const int64_t blocks = (g.c + 15) / 16;
-  const int64_t cols = g.stride_w == 1 ? std::max<int64_t>(4, 256 / blocks) & ~int64_t{1} : std::max<int64_t>(4, 128 / blocks);
+  const int64_t cols =
+      g.stride_w == 1 ? std::max<int64_t>(4, 256 / blocks) & ~int64_t{1} : std::max<int64_t>(4, 128 / blocks);
   return std::min(cols, g.ow);
 }
 
@@ -65,7 +66,8 @@ class Rows {
       : g_(g), x_(x), w_(reinterpret_cast<const __m512i*>(packed)), q_(q), y_(y), zrow_(zrow), ring_(ring),
         zp_row_(zp_row), blocks_((g.c + 15) / 16), full_blocks_(g.c % 16 == 0 ? blocks_ : blocks_ - 1),
         tail_(static_cast<__mmask16>((1u << (g.c % 16 == 0 ? 16 : g.c % 16)) - 1u)), quad_(g.stride_w == 1),
-        cols_(chunkCols(g)), row_bytes_((quad_ ? (cols_ + 1) / 2 : cols_) * blocks_ * 64), in0_((g.pad_l + g.stride_w - 1) / g.stride_w),
+        cols_(chunkCols(g)), row_bytes_((quad_ ? (cols_ + 1) / 2 : cols_) * blocks_ * 64),
+        in0_((g.pad_l + g.stride_w - 1) / g.stride_w),
         in1_(g.w - 3 + g.pad_l >= 0 ? (g.w - 3 + g.pad_l) / g.stride_w + 1 : 0) {}
 
   LWC_DW_TARGET void run(int64_t r0, int64_t r1) {
@@ -77,7 +79,7 @@ class Rows {
     // output rows stay in the L2 cache while the column tiles pass over them.
     // Where one column tile spans the row, the triplet rows stay valid from one row tile to the
     // next, so the whole range is one tile: each input row is regrouped once, not again for the
-    // next 8 rows (14 x 14 layers had regrouped 18 rows for 14).
+    // next 8 rows (with 8-row tiles a 14 x 14 image had about 17 rows regrouped for its 14).
     const int64_t oh_n = g_.oh, ow_n = g_.ow, tile_rows = cols_ >= ow_n ? r1 - r0 : 8;
     for (int64_t rb = r0; rb < r1; rb += tile_rows) {
       const int64_t re = std::min(rb + tile_rows, r1);

@@ -161,9 +161,11 @@ LWC_PW_TARGET void tile(const Geometry& g, const uint8_t* __restrict x, const __
                                 NB > 2 ? _mm512_loadu_ps(q.mul + 32) : _mm512_setzero_ps()};
           auto at = [&](int i) LWC_PW_TARGET __attribute__((always_inline)) {  // i-th sum in memory order
             const int b = i % NB, p = i / NB;
-#define LWC_PW_AT(B) \
-  if (b == B) switch (p) { case 0: return a##B##0; case 1: return a##B##1; case 2: return a##B##2; case 3: return a##B##3; \
-                          case 4: return a##B##4; case 5: return a##B##5; case 6: return a##B##6; default: return a##B##7; }
+#define LWC_PW_AT(B)                                                                                  \
+  if (b == B) switch (p) {                                                                          \
+      case 0: return a##B##0; case 1: return a##B##1; case 2: return a##B##2; case 3: return a##B##3; \
+      case 4: return a##B##4; case 5: return a##B##5; case 6: return a##B##6; default: return a##B##7; \
+    }
             LWC_PW_AT(0) LWC_PW_AT(1)
             LWC_PW_AT(2)
 #undef LWC_PW_AT
@@ -237,7 +239,8 @@ LWC_PW_TARGET int64_t pairTiles(const Geometry& g, const uint8_t* __restrict x, 
   const __m256i b8 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q.bias_eff));
   const __m256 m8 = _mm256_loadu_ps(q.mul);
   const __m512i bias = _mm512_inserti64x4(_mm512_castsi256_si512(b8), b8, 1);
-  const __m512 mul = _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(m8)), _mm256_castps_pd(m8), 1));
+  const __m512 mul =
+      _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(m8)), _mm256_castps_pd(m8), 1));
   const int8k::Requant4 four(q);
   auto pairOf = [&](const uint8_t* p0, bool tail) LWC_PW_TARGET __attribute__((always_inline)) {
     const __m512i lo = tail ? bcastTail(p0, rem) : bcast4(p0);
