@@ -915,8 +915,11 @@ TEST_CASE("the profile names oneDNN's implementation, and convolutions under 2^2
       const bool large = macs >= (int64_t{1} << 23);
       const bool pointwise = qc.w[2] == 1 && qc.w[3] == 1;
       const bool projection = qc.w[0] <= qc.w[1] && macs < (int64_t{1} << 25);
-      if (!large || (pointwise && (qc.w[1] < 256 || projection))) CHECK(prof.primitive.find("amx") == std::string::npos);
-      else if (amx) CHECK(prof.primitive.find("amx") != std::string::npos);
+      // oneDNN's AMX kernels are named "...avx512_core_amx..."; lwc's own pointwise kernel, which
+      // takes such pointwise layers on AMX CPUs, is "lwc_pw_int8:avx512_vnni+amx" (its own tiles).
+      const bool onednn_amx = prof.primitive.find("avx512_core_amx") != std::string::npos;
+      if (!large || (pointwise && (qc.w[1] < 256 || projection))) CHECK_FALSE(onednn_amx);
+      else if (amx) CHECK(onednn_amx);
     } else {
       CHECK(prof.primitive.empty());  // the reference names no library kernel
     }
@@ -942,7 +945,7 @@ TEST_CASE("pointwise int8 layers of 27-48 pixels (multiples of 3) avoid oneDNN's
       INFO(prof.impl << " " << prof.primitive);
       REQUIRE(prof.impl == expectedQLinearConvImpl());
       if (risky) CHECK(prof.primitive.find("jit_1x1:avx512_core_amx") == std::string::npos);
-      else if (amx && prof.impl == "dnnl") CHECK(prof.primitive.find("amx") != std::string::npos);
+      else if (amx && prof.impl == "dnnl") CHECK(prof.primitive.find("avx512_core_amx") != std::string::npos);
     }
     SECTION("MatMulInteger 1024 x 1000, " + std::to_string(batch) + " rows") {
       QMatCase c{"", {batch, 1024}, 1000};
@@ -952,7 +955,7 @@ TEST_CASE("pointwise int8 layers of 27-48 pixels (multiples of 3) avoid oneDNN's
       INFO(prof.impl << " " << prof.primitive);
       REQUIRE(prof.impl == expectedImpl());
       if (risky) CHECK(prof.primitive.find("jit_1x1:avx512_core_amx") == std::string::npos);
-      else if (amx && prof.impl == "dnnl") CHECK(prof.primitive.find("amx") != std::string::npos);
+      else if (amx && prof.impl == "dnnl") CHECK(prof.primitive.find("avx512_core_amx") != std::string::npos);
     }
   }
 }
@@ -1181,7 +1184,26 @@ TEST_CASE("lwc's own int8 pointwise kernel gives the reference's bits on small c
   c = {"24 -> 48 on 6x6, one multiplier too large for four-at-a-time requantization", {1, 24, 6, 6}, {48, 24, 1, 1}};
   c.per_channel = c.huge_first_channel = c.bias = true;
   cases.push_back({c, true});
-  c = {"256 -> 256, batch 2 on 7x7 (over 2^20, 64 K weights): oneDNN", {2, 256, 7, 7}, {256, 256, 1, 1}};
+  // AMX tiles (pw::amxFits: CPUs with AMX-INT8; elsewhere these cases are the vpdpbusd tiles'
+  // or oneDNN's): a 64-byte chunk of input channels and a shorter one, only a short one, groups of
+  // four blocks and fewer, 16-pixel tiles and the pixels after them, int8 outputs.
+  c = {"96 -> 64, batch 2 on 5x5 (AMX: a 64-byte and a 32-byte chunk, four blocks; 50 pixels: three tiles, then 2)",
+       {2, 96, 5, 5}, {64, 96, 1, 1}};
+  c.per_channel = c.bias = true;
+  cases.push_back({c, true});
+  c = {"48 -> 80 on 4x5, u8 -> s8 (AMX: one 48-byte chunk; four blocks, then one; one tile, then 4 pixels)",
+       {1, 48, 4, 5}, {80, 48, 1, 1}};
+  c.yt = DType::Int8, c.per_channel = true;
+  cases.push_back({c, true});
+  c = {"64 -> 64 on 6x6, one multiplier too large for four-at-a-time requantization (no AMX: vpdpbusd tiles)",
+       {1, 64, 6, 6}, {64, 64, 1, 1}};
+  c.per_channel = c.huge_first_channel = true;
+  cases.push_back({c, true});
+  c = {"256 -> 256, batch 2 on 7x7 (over 2^20, 64 K weights): AMX tiles on all threads, else oneDNN", {2, 256, 7, 7},
+       {256, 256, 1, 1}};
+  cases.push_back({c, engine::pw::amxFits(256, 256)});
+  c = {"256 -> 512, batch 4 on 8x8 (3.4e7 multiply-adds into more channels: oneDNN's AMX kernel stays)", {4, 256, 8, 8},
+       {512, 256, 1, 1}};
   cases.push_back({c, false});
   c = {"16 -> 8, batch 12 on 28x28 (over 2^20: eight outputs, two pixels a vector, all threads)", {12, 16, 28, 28}, {8, 16, 1, 1}};
   c.per_channel = c.bias = true;
@@ -1217,27 +1239,30 @@ TEST_CASE("a residual QAdd after a pointwise QLinearConv is fused into it, with 
   // is an unrewritten reference session (observable: no fusion, node by node): the fused own
   // kernel and the fused reference session give its bits; with oneDNN's convolution (large calls)
   // the result is within one step, as oneDNN's own. On 1, 2 and 3 threads, with and without a Relu.
+  // Channels 24 -> 40 (vpdpbusd tiles on one thread at 22 x 22, oneDNN at 32 x 32) and 64 -> 48
+  // (all threads at both sizes: AMX tiles where the CPU has them).
+  for (const auto& [ic, oc] : {std::pair<int64_t, int64_t>{24, 40}, {64, 48}})
   for (const bool relu : {false, true})
     for (const int64_t hw : {22, 32})
     for (const uint8_t az : {100, 97}) {  // the add's zero point for c: the convolution's, or another
-      INFO("relu " << relu << ", " << hw << "x" << hw << ", az " << int{az});
+      INFO(ic << " -> " << oc << ", relu " << relu << ", " << hw << "x" << hw << ", az " << int{az});
       Model m = parseModelText(std::string(R"(<ir_version: 8, opset_import: ["" : 13]>
-g (uint8[N, 24, H, W] x) => (uint8[N, 40, H, W] y) {
+g (uint8[N, )") + std::to_string(ic) + ", H, W] x) => (uint8[N, " + std::to_string(oc) + R"(, H, W] y) {
   c = QLinearConv (x, xs, xz, w, ws, wz, cs, cz, b)
   r = QLinearConv (x, xs, xz, w2, ws, wz, rs, rz)
   cd = DequantizeLinear (c, as, az)
   rd = DequantizeLinear (r, rs, rz)
   s = Add (cd, rd)
-)") + (relu ? "  t = Relu (s)\n  y = QuantizeLinear (t, ys, yz)\n}" : "  y = QuantizeLinear (s, ys, yz)\n}"),
+)" + (relu ? "  t = Relu (s)\n  y = QuantizeLinear (t, ys, yz)\n}" : "  y = QuantizeLinear (s, ys, yz)\n}"),
                                LoadOptions{false});
       auto& init = m.graph.initializers;
       init.set("xs", Tensor::scalar(0.02f));
       init.set("xz", Tensor::scalar<uint8_t>(120));
-      init.set("w", randomInt(DType::Int8, {40, 24, 1, 1}, 11, -90, 90));
-      init.set("w2", randomInt(DType::Int8, {40, 24, 1, 1}, 12, -90, 90));
-      init.set("ws", Tensor::fromVector<float>({40}, std::vector<float>(40, 0.004f)));
-      init.set("wz", Tensor::fromVector<int8_t>({40}, std::vector<int8_t>(40, 0)));
-      init.set("b", randomInt(DType::Int32, {40}, 13, -2000, 2000));
+      init.set("w", randomInt(DType::Int8, {oc, ic, 1, 1}, 11, -90, 90));
+      init.set("w2", randomInt(DType::Int8, {oc, ic, 1, 1}, 12, -90, 90));
+      init.set("ws", Tensor::fromVector<float>({oc}, std::vector<float>(static_cast<size_t>(oc), 0.004f)));
+      init.set("wz", Tensor::fromVector<int8_t>({oc}, std::vector<int8_t>(static_cast<size_t>(oc), 0)));
+      init.set("b", randomInt(DType::Int32, {oc}, 13, -2000, 2000));
       init.set("cs", Tensor::scalar(0.05f));
       init.set("cz", Tensor::scalar<uint8_t>(100));
       init.set("as", Tensor::scalar(0.05f));  // the add's view of c: the same parameters, other tensors
@@ -1251,7 +1276,7 @@ g (uint8[N, 24, H, W] x) => (uint8[N, 40, H, W] y) {
       plain.observable = true;
       plain.reference_only = true;
       engine::Session ref(m, plain);
-      const Tensor x = randomInt(DType::UInt8, {2, 24, hw, hw}, 14 + static_cast<uint32_t>(hw), 0, 255);
+      const Tensor x = randomInt(DType::UInt8, {2, ic, hw, hw}, 14 + static_cast<uint32_t>(hw), 0, 255);
       const Tensor want = ref.runOrdered({{"x", x}})[0];
       for (int threads : {1, 2, 3}) {
         INFO("threads " << threads);
@@ -1265,7 +1290,8 @@ g (uint8[N, 24, H, W] x) => (uint8[N, 40, H, W] y) {
         REQUIRE(it != prof.end());
         CHECK(std::none_of(prof.begin(), prof.end(), [](const auto& p) { return p.op_type.ends_with("QAdd"); }));
         INFO(it->impl << " " << it->primitive);
-        const bool own = int8FastPathHere() && engine::pw::available() && hw == 22;  // 2 x 484 x 24 x 40 = 929 280 multiply-adds: one thread
+        // 24 -> 40 at 22 x 22: 929 280 multiply-adds, one thread; 64 -> 48: 3 K weights in whole blocks
+        const bool own = int8FastPathHere() && engine::pw::available() && (hw == 22 || ic == 64);
         CHECK(it->primitive.ends_with(" + add") == own);
         if (own || it->impl == "ref") CHECK(got.bitEqual(want));
         else checkRequantized(got, want);

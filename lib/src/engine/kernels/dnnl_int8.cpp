@@ -275,12 +275,17 @@ void preferImpl(dnnl::convolution_forward::primitive_desc& pd, const char* from,
 ///   build); the expansions 320 -> 1280 on 7x7 (2x10^7) stay faster on AMX, 37 vs 51 and 40 vs 61 us.
 /// Both accumulate exactly in int32: the INT8 files' outputs are byte-identical with AMX everywhere,
 /// with this choice, and without AMX.
+/// Whether avoidSmallAmx leaves oneDNN's AMX kernel in place for such a convolution.
+bool dnnlKeepsAmx(int64_t ic, int64_t oc, int64_t macs, bool pointwise) {
+  const bool small = macs < (int64_t{1} << 23);
+  const bool narrow_pointwise = pointwise && (ic < 256 || (oc <= ic && macs < (int64_t{1} << 25)));
+  return !small && !narrow_pointwise;
+}
+
 void avoidSmallAmx(dnnl::convolution_forward::primitive_desc& pd, int64_t ic, int64_t oc, int64_t macs, bool pointwise) {
   const std::string chosen = pd.impl_info_str();
   if (chosen.find("avx512_core_amx") == std::string::npos) return;
-  const bool small = macs < (int64_t{1} << 23);
-  const bool narrow_pointwise = pointwise && (ic < 256 || (oc <= ic && macs < (int64_t{1} << 25)));
-  if (small || narrow_pointwise) preferImpl(pd, chosen.c_str(), pointwise ? "jit_int8_1x1:" : "jit_int8:");
+  if (!dnnlKeepsAmx(ic, oc, macs, pointwise)) preferImpl(pd, chosen.c_str(), pointwise ? "jit_int8_1x1:" : "jit_int8:");
 }
 
 /// oneDNN 2.6's AMX int8 1x1 convolution (`jit_1x1:avx512_core_amx_int8`, unit strides) writes
@@ -485,7 +490,10 @@ class DnnlQConv final : public Kernel {
     if (!last_) return std::string();
     if (last_->own == Own::dw) return kOwnDepthwiseName;
     if (last_->own == Own::few) return kOwnFewName;
-    if (last_->own == Own::pw) return last_->one_thread ? std::string(kOwnPointwiseName) + kOneThreadSuffix : std::string(kOwnPointwiseName);
+    if (last_->own == Own::pw) {  // "+amx": its 16-pixel tiles multiply on AMX (pw::amxFits)
+      const std::string name = std::string(kOwnPointwiseName) + (pw::amxFits(last_->pw.ic, last_->pw.oc) ? "+amx" : "");
+      return last_->one_thread ? name + kOneThreadSuffix : name;
+    }
     return std::string(last_->pd.impl_info_str()) + (last_->one_thread ? kOneThreadSuffix : "");
   }
 
@@ -758,12 +766,20 @@ class DnnlQConv final : public Kernel {
     // weights lost (576 -> 96 1.25, 960 -> 160 1.5-1.7, 960 -> 320 2.1: reloaded from L2 for every
     // tile of pixels) and 16 -> 8 on 28x28 (a partial block) 1.36. Eight output channels now take
     // two pixels per vector (pw_int8.cpp, pairTiles): that layer at batch 32 0.035 -> 0.016 ms.
+    // On CPUs with AMX (pw::amxFits) the own kernel multiplies 16-pixel tiles on AMX and also takes
+    // every layer on which oneDNN would run its VNNI kernel (dnnlKeepsAmx false): per-node profiles
+    // (2026-12-05, AMX Xeon, the lower of two runs, own AMX against oneDNN or the own vpdpbusd
+    // tiles) gave 0.52-0.92 on mnv2_fmnist's layers at batch 32 (160 -> 1280 0.048 -> 0.030 ms,
+    // 480 -> 80 with its add 0.015 -> 0.009), 0.57-1.00 on mobilenet_v2's at batch 1 and 0.54-1.01
+    // at batch 32. Where oneDNN keeps its own AMX kernel (large layers) ours lost (960 -> 320 at
+    // batch 32 1.49, 576 -> 96 1.13-1.19: every 16 pixels reload all weights), so those stay.
     const int64_t macs = xs[0] * geo.out[0] * geo.out[1] * icg * oc * kh * kw;
     const bool unit = geo.strides[0] == 1 && geo.strides[1] == 1 && geo.pads_begin[0] == 0 && geo.pads_begin[1] == 0 &&
                       geo.pads_end[0] == 0 && geo.pads_end[1] == 0;
     const bool one_thread = oneThreadCall(macs, false);
     if (own_ == Own::pw && own_ok && unit && group == 1 && xs[1] == icg &&
-        (one_thread || ((oc % 16 == 0 || oc == 8) && icg * oc <= (int64_t{1} << 15)))) {
+        (one_thread || ((oc % 16 == 0 || oc == 8) && icg * oc <= (int64_t{1} << 15)) ||
+         (pw::amxFits(icg, oc) && !dnnlKeepsAmx(icg, oc, macs, true)))) {
       p.own = Own::pw;
       p.pw = pw::Geometry{xs[0] * xs[2] * xs[3], icg, oc};
       p.one_thread = one_thread;

@@ -1,7 +1,13 @@
 #include "engine/kernels/pw_int8.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
+
+#if defined(__x86_64__) && defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 #ifdef LWC_INT8_X86
 // GCC 12's AVX-512 intrinsics start their results from _mm512_undefined_*() (`__m512i __Y = __Y;`),
@@ -27,6 +33,8 @@ int64_t groupsOf(int64_t ic) { return (ic + 3) / 4; }
 }  // namespace
 
 bool available() { return int8k::haveAvx512Vnni(); }
+
+
 
 std::vector<int8_t> packWeights(const int8_t* w, int64_t oc, int64_t ic) {
   const int64_t blocks = (oc + 15) / 16, groups = groupsOf(ic);
@@ -297,8 +305,151 @@ TileFn tileFor(int nb, int np) {
 }
 TileFn tileFor(int nb, int np, bool add) { return add ? tileFor<true>(nb, np) : tileFor<false>(nb, np); }
 
+// ---- AMX (Sapphire Rapids and later) ----
+// The products as tile multiplications: A = 16 pixels x 64 input bytes (rows of the NHWC input,
+// stride ic), B = 16 rows of four input channels x 16 output channels, which is the packed weight
+// layout above (one block's groups 16c .. 16c + 15 are 16 consecutive 64-byte rows), C = 16 pixels x
+// 16 int32 sums. tdpbusd sums exactly in int32 (wrapping), as vpdpbusd. Up to four C tiles (64 output
+// channels) share each A; the last, shorter chunk of input channels uses tiles 2 and 3 configured
+// for its depth. The sums are stored to a 4 KB buffer and requantized with the vector code above.
+#define LWC_AMX_TARGET __attribute__((target("amx-tile,amx-int8,avx512f,avx512bw,avx512vl,avx512vnni")))
+
+bool amxUsable() {
+#if defined(__linux__) && defined(SYS_arch_prctl)
+  static const bool ok = [] {
+    if (std::getenv("LWC_NO_AMX")) return false;
+    if (!__builtin_cpu_supports("avx512vnni")) return false;
+    unsigned a, b, c, d;
+    __asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(7), "c"(0));
+    const bool amx_tile = (d >> 24) & 1, amx_int8 = (d >> 25) & 1;
+    if (!amx_tile || !amx_int8) return false;
+    // Linux hands out the tile state on request (ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA).
+    return syscall(SYS_arch_prctl, 0x1023, 18) == 0;
+  }();
+  return ok;
+#else
+  return false;
+#endif
+}
+
+struct alignas(64) TileConfig {
+  uint8_t palette = 1, start_row = 0, reserved[14] = {};
+  uint16_t colsb[16] = {};
+  uint8_t rows[16] = {};
+};
+
+template <bool ADD>
+LWC_AMX_TARGET int64_t amxTiles(const Geometry& g, const uint8_t* __restrict x, const int8_t* __restrict packed,
+                                const int8k::Requant& q, uint8_t* __restrict y, const Add* add, int64_t begin,
+                                int64_t end) {
+  const int64_t ic = g.ic, oc = g.oc, blocks = oc / 16, groups = ic / 4;
+  const int64_t chunks = ic / 64, rem = ic % 64;  // whole 64-byte chunks, then rem bytes (a multiple of 4)
+  TileConfig cfg;
+  for (int t = 0; t < 8; ++t) cfg.rows[t] = 16, cfg.colsb[t] = 64;
+  cfg.colsb[2] = static_cast<uint16_t>(rem > 0 ? rem : 64);  // A, last chunk
+  cfg.rows[3] = static_cast<uint8_t>(rem > 0 ? rem / 4 : 16);  // B, last chunk
+  _tile_loadconfig(&cfg);
+  alignas(64) int32_t sums[4][16 * 16];
+  const int8k::Requant4 four(q);
+  const __m512 flo = _mm512_set1_ps(q.flo), fhi = _mm512_set1_ps(q.fhi);
+  const __m512i yzp = _mm512_set1_epi32(q.y_zp);
+  int64_t p = begin;
+  for (; p + 16 <= end; p += 16) {
+    const uint8_t* xp = x + p * ic;
+    for (int64_t b0 = 0; b0 < blocks; b0 += 4) {
+      const int64_t nb = std::min<int64_t>(4, blocks - b0);
+      _tile_zero(4);
+      _tile_zero(5);
+      _tile_zero(6);
+      _tile_zero(7);
+      auto bRows = [&](int64_t b, int64_t c) { return packed + ((b0 + b) * groups + 16 * c) * 64; };
+      // (the tile intrinsics are asm statements: one per statement, tile numbers as literals)
+      for (int64_t c = 0; c < chunks; ++c) {
+        _tile_loadd(0, xp + 64 * c, ic);
+        _tile_loadd(1, bRows(0, c), 64);
+        _tile_dpbusd(4, 0, 1);
+        if (nb > 1) {
+          _tile_loadd(1, bRows(1, c), 64);
+          _tile_dpbusd(5, 0, 1);
+        }
+        if (nb > 2) {
+          _tile_loadd(1, bRows(2, c), 64);
+          _tile_dpbusd(6, 0, 1);
+        }
+        if (nb > 3) {
+          _tile_loadd(1, bRows(3, c), 64);
+          _tile_dpbusd(7, 0, 1);
+        }
+      }
+      if (rem > 0) {
+        _tile_loadd(2, xp + 64 * chunks, ic);
+        _tile_loadd(3, bRows(0, chunks), 64);
+        _tile_dpbusd(4, 2, 3);
+        if (nb > 1) {
+          _tile_loadd(3, bRows(1, chunks), 64);
+          _tile_dpbusd(5, 2, 3);
+        }
+        if (nb > 2) {
+          _tile_loadd(3, bRows(2, chunks), 64);
+          _tile_dpbusd(6, 2, 3);
+        }
+        if (nb > 3) {
+          _tile_loadd(3, bRows(3, chunks), 64);
+          _tile_dpbusd(7, 2, 3);
+        }
+      }
+      _tile_stored(4, sums[0], 64);
+      if (nb > 1) _tile_stored(5, sums[1], 64);
+      if (nb > 2) _tile_stored(6, sums[2], 64);
+      if (nb > 3) _tile_stored(7, sums[3], 64);
+      // Row r of sums[b]: pixel p + r, output channels (b0 + b) * 16 ...
+      __m512i bias[4];
+      __m512 mul[4];
+      for (int64_t b = 0; b < nb; ++b) {
+        bias[b] = _mm512_loadu_si512(q.bias_eff + (b0 + b) * 16);
+        mul[b] = _mm512_loadu_ps(q.mul + (b0 + b) * 16);
+      }
+      auto acc = [&](int64_t b, int64_t r) LWC_AMX_TARGET {
+        return _mm512_add_epi32(_mm512_load_si512(sums[b] + r * 16), bias[b]);
+      };
+      uint8_t* yo = y + p * oc + b0 * 16;
+      if constexpr (ADD) {
+        for (int64_t r = 0; r < 16; ++r)
+          for (int64_t b = 0; b < nb; ++b)
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(yo + r * oc + b * 16),
+                             addResidual(acc(b, r), mul[b], flo, fhi, yzp, *add, add->r + (p + r) * oc + (b0 + b) * 16,
+                                         static_cast<__mmask16>(0xFFFF)));
+      } else if (nb == 4) {  // a pixel's four blocks: 64 consecutive bytes
+        for (int64_t r = 0; r < 16; ++r)
+          _mm512_storeu_si512(yo + r * oc, four(acc(0, r), acc(1, r), acc(2, r), acc(3, r), mul[0], mul[1], mul[2], mul[3]));
+      } else {  // four pixels of a block
+        for (int64_t b = 0; b < nb; ++b)
+          for (int64_t r = 0; r < 16; r += 4) {
+            const __m512i v = four(acc(b, r), acc(b, r + 1), acc(b, r + 2), acc(b, r + 3), mul[b], mul[b], mul[b], mul[b]);
+            uint8_t* o = yo + r * oc + b * 16;
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(o), _mm512_castsi512_si128(v));
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(o + oc), _mm512_extracti32x4_epi32(v, 1));
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(o + 2 * oc), _mm512_extracti32x4_epi32(v, 2));
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(o + 3 * oc), _mm512_extracti32x4_epi32(v, 3));
+          }
+      }
+    }
+  }
+  _tile_release();
+  return p - begin;
+}
+
 }  // namespace
 #endif
+
+bool amxFits(int64_t ic, int64_t oc) {
+#ifdef LWC_INT8_X86
+  return oc % 16 == 0 && ic % 4 == 0 && ic >= 32 && (ic >= 64 || oc >= 64) && amxUsable();
+#else
+  (void)ic, (void)oc;
+  return false;
+#endif
+}
 
 void runPixels(const Geometry& g, const uint8_t* x, const int8_t* packed, const int8k::Requant& q, uint8_t* y,
                int64_t pixel_begin, int64_t pixel_end, const Add* add) {
@@ -309,6 +460,9 @@ void runPixels(const Geometry& g, const uint8_t* x, const int8_t* packed, const 
   // channels) at a time pass over them; their weights, 64 * ic bytes, stay in L1 or L2.
   constexpr int64_t kChunk = 64;
   if (g.oc == 8 && q.sat && add == nullptr) pixel_begin += pairTiles(g, x, wts, q, y, pixel_begin, pixel_end);
+  if (amxFits(g.ic, g.oc) && q.sat && pixel_end - pixel_begin >= 16)
+    pixel_begin += add ? amxTiles<true>(g, x, packed, q, y, add, pixel_begin, pixel_end)
+                       : amxTiles<false>(g, x, packed, q, y, add, pixel_begin, pixel_end);
   for (int64_t c0 = pixel_begin; c0 < pixel_end; c0 += kChunk) {
     const int64_t c1 = std::min(pixel_end, c0 + kChunk);
     for (int64_t b0 = 0; b0 < blocks; b0 += 4) {

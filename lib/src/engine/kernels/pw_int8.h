@@ -7,7 +7,10 @@
 // puts on one thread (dnnl_common.h), on the calling thread, and for larger calls whose weights
 // fit the L1 cache and fill whole blocks of 16 output channels, over all threads (chunks of 64
 // pixels): there requantizing four sums at a time (requant64) made it faster than oneDNN's. Eight
-// output channels count as a whole block: a vector then holds two pixels' outputs.
+// output channels count as a whole block: a vector then holds two pixels' outputs. On CPUs with
+// AMX-INT8 (Sapphire Rapids on), 16-pixel tiles of layers with at least 32 input channels multiply
+// on AMX tiles (amxFits) and DnnlQConv also gives the kernel the layers oneDNN would run on VNNI.
+// LWC_NO_AMX=1 in the environment turns the AMX path off (for comparisons).
 // Exact: int32 sums, then the reference's requantization, bit for bit.
 #pragma once
 
@@ -43,6 +46,11 @@ struct Add {
   float floor = 0;   ///< 0 with a fused Relu, else -infinity
   float lo = 0, hi = 0;  ///< 0 - y_zp, 255 - y_zp
 };
+
+/// True where runPixels multiplies on AMX tiles (CPUs with AMX-INT8 whose kernel grants the tile
+/// state): whole blocks of 16 outputs, input channels in groups of four, at least 32 of them, and
+/// at least 64 inputs or outputs (smaller layers were faster with vpdpbusd).
+bool amxFits(int64_t ic, int64_t oc);
 
 /// y[p][o] = requantize(bias_eff[o] + sum_k x[p][k] * w[o][k]) for pixels [pixel_begin, pixel_end);
 /// y is uint8 or int8 (the same bytes: the requantization's clamp keeps each value within its type).
