@@ -111,6 +111,42 @@ class Rows {
   }
 
  private:
+  // One block's registers for an output row: its mask, weights, bias and multipliers, and the sums'
+  // starting value (the bias where four are requantized together, Sat on a whole block).
+  struct Block {
+    bool full;
+    __mmask16 m;
+    __m512i w0, w1, w2, bi, init;
+    __m512 mu;
+  };
+  // An output row's constants, copied out of the members once (outputRow, outputRowQuad).
+  struct RowConstants {
+    const __m512i* w;
+    const int32_t* bias;
+    const float* mul;
+    int64_t full_blocks;
+    __mmask16 tail;
+    __m512 flo, fhi;
+    __m512i yzp;
+    int8k::Requant4 four;
+    LWC_DW_TARGET explicit RowConstants(const Rows& r)
+        : w(r.w_), bias(r.q_.bias_eff), mul(r.q_.mul), full_blocks(r.full_blocks_), tail(r.tail_),
+          flo(_mm512_set1_ps(r.q_.flo)), fhi(_mm512_set1_ps(r.q_.fhi)), yzp(_mm512_set1_epi32(r.q_.y_zp)),
+          four(r.q_) {}
+    LWC_DW_TARGET Block block(int64_t b, bool sat) const {
+      Block k;
+      k.full = b < full_blocks;
+      k.m = k.full ? static_cast<__mmask16>(0xFFFF) : tail;
+      k.w0 = _mm512_loadu_si512(w + b * 3);
+      k.w1 = _mm512_loadu_si512(w + b * 3 + 1);
+      k.w2 = _mm512_loadu_si512(w + b * 3 + 2);
+      k.bi = _mm512_maskz_loadu_epi32(k.m, bias + b * 16);
+      k.mu = _mm512_maskz_loadu_ps(k.m, mul + b * 16);
+      k.init = sat && k.full ? k.bi : _mm512_setzero_si512();
+      return k;
+    }
+  };
+
   // One output row's `cols` pixels from its three triplet rows, block by block (the block's
   // weights, bias and multipliers stay in registers while its pixels pass), four pixels at a time:
   // their accumulate-and-requantize chains (about 45 cycles of latency each) are independent, so
@@ -121,23 +157,14 @@ class Rows {
                                const uint8_t* __restrict t2, uint8_t* __restrict out, int64_t cols) {
     // Locals, not members: the byte stores below may alias anything, which would make the compiler
     // reload every member after each store.
-    const int64_t C = g_.c, blocks = blocks_, full_blocks = full_blocks_;
+    const int64_t C = g_.c, blocks = blocks_;
     const int64_t stride = blocks * 64;  // triplet bytes per output column
-    const __mmask16 tail = tail_;
-    const __m512i* __restrict wts = w_;
-    const int32_t* __restrict bias = q_.bias_eff;
-    const float* __restrict mul = q_.mul;
-    const __m512 flo = _mm512_set1_ps(q_.flo), fhi = _mm512_set1_ps(q_.fhi);
-    const __m512i yzp = _mm512_set1_epi32(q_.y_zp);
-    const int8k::Requant4 four(q_);
+    const RowConstants k(*this);
+    const __m512 flo = k.flo, fhi = k.fhi;
+    const __m512i yzp = k.yzp;
+    const int8k::Requant4& four = k.four;
     for (int64_t b = 0; b < blocks; ++b) {
-      const bool full = b < full_blocks;
-      const __mmask16 m = full ? static_cast<__mmask16>(0xFFFF) : tail;
-      const __m512i w0 = _mm512_loadu_si512(wts + b * 3), w1 = _mm512_loadu_si512(wts + b * 3 + 1),
-                    w2 = _mm512_loadu_si512(wts + b * 3 + 2);
-      const __m512i bi = _mm512_maskz_loadu_epi32(m, bias + b * 16);
-      const __m512 mu = _mm512_maskz_loadu_ps(m, mul + b * 16);
-      const __m512i init = Sat && full ? bi : _mm512_setzero_si512();
+      const auto [full, m, w0, w1, w2, bi, init, mu] = k.block(b, Sat);
       const uint8_t* p0 = t0 + b * 64;
       const uint8_t* p1 = t1 + b * 64;
       const uint8_t* p2 = t2 + b * 64;
@@ -153,15 +180,7 @@ class Rows {
       for (; ow + 4 <= cols; ow += 4, p0 += 4 * stride, p1 += 4 * stride, p2 += 4 * stride, o += 4 * C) {
         const __m512i a0 = acc(0), a1 = acc(1), a2 = acc(2), a3 = acc(3);
         if (Sat && full) {
-          const __m512i v = four(a0, a1, a2, a3, mu, mu, mu, mu);
-          if (C == 16) {
-            _mm512_storeu_si512(o, v);
-          } else {
-            _mm_storeu_si128(reinterpret_cast<__m128i*>(o), _mm512_castsi512_si128(v));
-            _mm_storeu_si128(reinterpret_cast<__m128i*>(o + C), _mm512_extracti32x4_epi32(v, 1));
-            _mm_storeu_si128(reinterpret_cast<__m128i*>(o + 2 * C), _mm512_extracti32x4_epi32(v, 2));
-            _mm_storeu_si128(reinterpret_cast<__m128i*>(o + 3 * C), _mm512_extracti32x4_epi32(v, 3));
-          }
+          int8k::storePieces(o, C, four(a0, a1, a2, a3, mu, mu, mu, mu));
         } else if (full) {
           _mm_storeu_si128(reinterpret_cast<__m128i*>(o), one(a0));
           _mm_storeu_si128(reinterpret_cast<__m128i*>(o + C), one(a1));
@@ -188,24 +207,15 @@ class Rows {
   template <bool Sat>
   LWC_DW_TARGET void outputRowQuad(const uint8_t* __restrict t0, const uint8_t* __restrict t1,
                                    const uint8_t* __restrict t2, uint8_t* __restrict out, int64_t cols) {
-    const int64_t C = g_.c, blocks = blocks_, full_blocks = full_blocks_;
+    const int64_t C = g_.c, blocks = blocks_;
     const int64_t stride = blocks * 64;  // quadruplet bytes per pair of output columns
-    const __mmask16 tail = tail_;
-    const __m512i* __restrict wts = w_;
-    const int32_t* __restrict bias = q_.bias_eff;
-    const float* __restrict mul = q_.mul;
-    const __m512 flo = _mm512_set1_ps(q_.flo), fhi = _mm512_set1_ps(q_.fhi);
-    const __m512i yzp = _mm512_set1_epi32(q_.y_zp);
-    const int8k::Requant4 four(q_);
+    const RowConstants k(*this);
+    const __m512 flo = k.flo, fhi = k.fhi;
+    const __m512i yzp = k.yzp;
+    const int8k::Requant4& four = k.four;
     for (int64_t b = 0; b < blocks; ++b) {
-      const bool full = b < full_blocks;
-      const __mmask16 m = full ? static_cast<__mmask16>(0xFFFF) : tail;
-      const __m512i w0 = _mm512_loadu_si512(wts + b * 3), w1 = _mm512_loadu_si512(wts + b * 3 + 1),
-                    w2 = _mm512_loadu_si512(wts + b * 3 + 2);
+      const auto [full, m, w0, w1, w2, bi, init, mu] = k.block(b, Sat);
       const __m512i v0 = _mm512_slli_epi32(w0, 8), v1 = _mm512_slli_epi32(w1, 8), v2 = _mm512_slli_epi32(w2, 8);
-      const __m512i bi = _mm512_maskz_loadu_epi32(m, bias + b * 16);
-      const __m512 mu = _mm512_maskz_loadu_ps(m, mul + b * 16);
-      const __m512i init = Sat && full ? bi : _mm512_setzero_si512();
       const uint8_t* p0 = t0 + b * 64;
       const uint8_t* p1 = t1 + b * 64;
       const uint8_t* p2 = t2 + b * 64;
@@ -220,26 +230,16 @@ class Rows {
       };
       int64_t ow = 0;
       if (Sat && full) {
-        auto put = [&](__m512i v, int64_t n) LWC_DW_TARGET {
-          if (C == 16 && n == 4) {
-            _mm512_storeu_si512(o, v);
-            return;
-          }
-          _mm_storeu_si128(reinterpret_cast<__m128i*>(o), _mm512_castsi512_si128(v));
-          if (n > 1) _mm_storeu_si128(reinterpret_cast<__m128i*>(o + C), _mm512_extracti32x4_epi32(v, 1));
-          if (n > 2) _mm_storeu_si128(reinterpret_cast<__m128i*>(o + 2 * C), _mm512_extracti32x4_epi32(v, 2));
-          if (n > 3) _mm_storeu_si128(reinterpret_cast<__m128i*>(o + 3 * C), _mm512_extracti32x4_epi32(v, 3));
-        };
         for (; ow + 4 <= cols; ow += 4, p0 += 2 * stride, p1 += 2 * stride, p2 += 2 * stride, o += 4 * C) {
           __m512i e0, o0, e1, o1;
           pair(0, e0, o0), pair(1, e1, o1);
-          put(four(e0, o0, e1, o1, mu, mu, mu, mu), 4);
+          int8k::storePieces(o, C, four(e0, o0, e1, o1, mu, mu, mu, mu));
         }
         if (ow < cols) {  // 1-3 pixels: one or two pairs (the sums past the row are not stored)
           __m512i e0, o0, e1 = _mm512_setzero_si512(), o1 = e1;
           pair(0, e0, o0);
           if (cols - ow > 2) pair(1, e1, o1);
-          put(four(e0, o0, e1, o1, mu, mu, mu, mu), cols - ow);
+          int8k::storePieces(o, C, four(e0, o0, e1, o1, mu, mu, mu, mu), cols - ow);
         }
         continue;
       }
@@ -257,90 +257,45 @@ class Rows {
   // of columns (c0 + 2k, c0 + 2k + 1) and channel, the bytes [x(iw), x(iw+1), x(iw+2), x(iw+3)],
   // iw = c0 + 2k - pad_l (x_zp outside the input). Ring slots as tripletRow's.
   LWC_DW_TARGET const uint8_t* quadRow(int64_t n, int64_t ih, int64_t c0, int64_t c1, __m512i idx) {
-    if (ih < 0 || ih >= g_.h) return zp_row_;
-    const int64_t key = n * g_.h + ih, slot = key % 3;
-    uint8_t* dst = ring_ + slot * row_bytes_;
-    if (tag_[slot] == key) return dst;
-    tag_[slot] = key;
-    const int64_t C = g_.c;
-    const uint8_t* xr = x_ + key * g_.w * C;
-    const int64_t blocks = blocks_, full_blocks = full_blocks_, W = g_.w, pl = g_.pad_l;
-    const __mmask16 tail = tail_;
-    const uint8_t* zrow = zrow_;
-    // Four pixels' 16 channel bytes side by side, regrouped channel by channel.
-    auto put = [&](const uint8_t* q0, const uint8_t* q1, const uint8_t* q2, const uint8_t* q3) LWC_DW_TARGET {
-      int64_t b = 0;
-      for (; b < full_blocks; ++b, dst += 64) {
-        __m512i v = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q0 + b * 16)));
-        v = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(q1 + b * 16)), 1);
-        v = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(q2 + b * 16)), 2);
-        v = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(q3 + b * 16)), 3);
-        _mm512_storeu_si512(dst, _mm512_permutexvar_epi8(idx, v));
-      }
-      if (b < blocks) {
-        __m512i v = _mm512_castsi128_si512(_mm_maskz_loadu_epi8(tail, q0 + b * 16));
-        v = _mm512_inserti32x4(v, _mm_maskz_loadu_epi8(tail, q1 + b * 16), 1);
-        v = _mm512_inserti32x4(v, _mm_maskz_loadu_epi8(tail, q2 + b * 16), 2);
-        v = _mm512_inserti32x4(v, _mm_maskz_loadu_epi8(tail, q3 + b * 16), 3);
-        _mm512_storeu_si512(dst, _mm512_permutexvar_epi8(idx, v));
-        dst += 64;
-      }
-    };
-    auto px = [&](int64_t iw) { return iw >= 0 && iw < W ? xr + iw * C : zrow; };
+    const uint8_t* row;
+    uint8_t* dst = slotToBuild(n, ih, row);
+    if (!dst) return row;
+    const int64_t C = g_.c, W = g_.w, pl = g_.pad_l;
+    const uint8_t* xr = x_ + (n * g_.h + ih) * W * C;
     for (int64_t ow = c0; ow < c1; ow += 2) {
       const int64_t iw = ow - pl;
       if (iw < 0 || iw + 3 >= W) {
-        put(px(iw), px(iw + 1), px(iw + 2), px(iw + 3));
+        const uint8_t* px[4] = {pixel(xr, iw), pixel(xr, iw + 1), pixel(xr, iw + 2), pixel(xr, iw + 3)};
+        dst = regroup<4>(dst, px, idx);
       } else if (C == 16) {  // the four pixels are 64 consecutive bytes
         _mm512_storeu_si512(dst, _mm512_permutexvar_epi8(idx, _mm512_loadu_si512(xr + iw * 16)));
         dst += 64;
       } else {
         const uint8_t* q = xr + iw * C;
-        put(q, q + C, q + 2 * C, q + 3 * C);
+        const uint8_t* px[4] = {q, q + C, q + 2 * C, q + 3 * C};
+        dst = regroup<4>(dst, px, idx);
       }
     }
-    return ring_ + slot * row_bytes_;
+    return row;
   }
 
   // The triplet row of input row ih of image n: for each output column and channel, the bytes
   // [x(iw-1), x(iw), x(iw+1), x(iw+1)] around the column's centre (x_zp outside the input). Ring
   // slot (n * h + ih) mod 3: the three rows one output row reads are consecutive, so distinct.
   LWC_DW_TARGET const uint8_t* tripletRow(int64_t n, int64_t ih, int64_t c0, int64_t c1, __m512i idx) {
-    if (ih < 0 || ih >= g_.h) return zp_row_;
-    const int64_t key = n * g_.h + ih, slot = key % 3;
-    uint8_t* dst = ring_ + slot * row_bytes_;
-    if (tag_[slot] == key) return dst;
-    tag_[slot] = key;
-    const int64_t C = g_.c;
-    const uint8_t* xr = x_ + key * g_.w * C;
-    const int64_t blocks = blocks_, full_blocks = full_blocks_, W = g_.w;
-    const __mmask16 tail = tail_;
-    // Three pixels' 16 channel bytes side by side (the fourth lane meets zero weights, any bytes do),
-    // regrouped channel by channel.
-    auto put = [&](const uint8_t* p0, const uint8_t* p1, const uint8_t* p2) LWC_DW_TARGET {
-      int64_t b = 0;
-      for (; b < full_blocks; ++b, dst += 64) {
-        __m512i v = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p0 + b * 16)));
-        v = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(p1 + b * 16)), 1);
-        v = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(p2 + b * 16)), 2);
-        _mm512_storeu_si512(dst, _mm512_permutexvar_epi8(idx, v));
-      }
-      if (b < blocks) {
-        __m512i v = _mm512_castsi128_si512(_mm_maskz_loadu_epi8(tail, p0 + b * 16));
-        v = _mm512_inserti32x4(v, _mm_maskz_loadu_epi8(tail, p1 + b * 16), 1);
-        v = _mm512_inserti32x4(v, _mm_maskz_loadu_epi8(tail, p2 + b * 16), 2);
-        _mm512_storeu_si512(dst, _mm512_permutexvar_epi8(idx, v));
-        dst += 64;
-      }
-    };
+    const uint8_t* row;
+    uint8_t* dst = slotToBuild(n, ih, row);
+    if (!dst) return row;
+    const int64_t C = g_.c, W = g_.w;
+    const uint8_t* xr = x_ + (n * g_.h + ih) * W * C;
     // Columns whose three pixels all lie inside the input, [in0, in1); the others read zero points.
+    // (The fourth lane of a triplet meets zero weights; any bytes do.)
     const int64_t sw = g_.stride_w, pl = g_.pad_l;
     const int64_t in0 = std::min(c1, std::max(c0, in0_)), in1 = std::max(in0, std::min(c1, in1_));
-    const uint8_t* zrow = zrow_;
     auto edge = [&](int64_t ow) LWC_DW_TARGET {
       const int64_t iw = ow * sw - pl;
-      put(iw >= 0 && iw < W ? xr + iw * C : zrow, iw + 1 >= 0 && iw + 1 < W ? xr + (iw + 1) * C : zrow,
-          iw + 2 >= 0 && iw + 2 < W ? xr + (iw + 2) * C : zrow);
+      const uint8_t* px[3] = {pixel(xr, iw), pixel(xr, iw + 1), pixel(xr, iw + 2)};
+      dst = regroup<3>(dst, px, idx);
     };
     for (int64_t ow = c0; ow < in0; ++ow) edge(ow);
     if (C == 16) {  // the three pixels are 48 consecutive bytes
@@ -352,11 +307,57 @@ class Rows {
     } else {
       for (int64_t ow = in0; ow < in1; ++ow) {
         const uint8_t* p = xr + (ow * sw - pl) * C;
-        put(p, p + C, p + 2 * C);
+        const uint8_t* px[3] = {p, p + C, p + 2 * C};
+        dst = regroup<3>(dst, px, idx);
       }
     }
     for (int64_t ow = in1; ow < c1; ++ow) edge(ow);
-    return ring_ + slot * row_bytes_;
+    return row;
+  }
+
+  // Input row ih of image n in the ring (tripletRow, quadRow): the slot to build it into, or null
+  // where there is nothing to build, `row` then being the row to read (zp_row_ for rows outside the
+  // input; the slot where it still holds that row).
+  LWC_DW_TARGET uint8_t* slotToBuild(int64_t n, int64_t ih, const uint8_t*& row) {
+    if (ih < 0 || ih >= g_.h) {
+      row = zp_row_;
+      return nullptr;
+    }
+    const int64_t key = n * g_.h + ih, slot = key % 3;
+    uint8_t* dst = ring_ + slot * row_bytes_;
+    row = dst;
+    if (tag_[slot] == key) return nullptr;
+    tag_[slot] = key;
+    return dst;
+  }
+
+  // Pixel iw of input row xr, or the pixel of zero points outside the input.
+  const uint8_t* pixel(const uint8_t* xr, int64_t iw) const {
+    return iw >= 0 && iw < g_.w ? xr + iw * g_.c : zrow_;
+  }
+
+  // One column of a ring row: N (3 or 4) pixels' 16 channel bytes side by side per block, regrouped
+  // channel by channel by idx, into dst (64 bytes per block); returns dst past them.
+  template <int N>
+  LWC_DW_TARGET uint8_t* regroup(uint8_t* dst, const uint8_t* const* px, __m512i idx) const {
+    static_assert(N == 3 || N == 4);
+    const int64_t blocks = blocks_, full_blocks = full_blocks_;  // locals: the stores may alias members
+    const __mmask16 tail = tail_;
+    int64_t b = 0;
+    for (; b < full_blocks; ++b, dst += 64) {
+      auto at = [&](int k) LWC_DW_TARGET { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(px[k] + b * 16)); };
+      __m512i v = _mm512_inserti32x4(_mm512_inserti32x4(_mm512_castsi128_si512(at(0)), at(1), 1), at(2), 2);
+      if constexpr (N == 4) v = _mm512_inserti32x4(v, at(3), 3);
+      _mm512_storeu_si512(dst, _mm512_permutexvar_epi8(idx, v));
+    }
+    if (b < blocks) {
+      auto at = [&](int k) LWC_DW_TARGET { return _mm_maskz_loadu_epi8(tail, px[k] + b * 16); };
+      __m512i v = _mm512_inserti32x4(_mm512_inserti32x4(_mm512_castsi128_si512(at(0)), at(1), 1), at(2), 2);
+      if constexpr (N == 4) v = _mm512_inserti32x4(v, at(3), 3);
+      _mm512_storeu_si512(dst, _mm512_permutexvar_epi8(idx, v));
+      dst += 64;
+    }
+    return dst;
   }
 
   const Geometry& g_;

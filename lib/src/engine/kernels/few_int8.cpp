@@ -147,11 +147,7 @@ LWC_FEW_TARGET void rows(const Geometry& g, const uint8_t* padded, const int8_t*
         }
         uint8_t* o = out + ow * oc + b * 16;
         if (sat_block) {  // the accumulators hold the bias: four requantized together
-          const __m512i v = four(a0, a1, a2, a3, mu, mu, mu, mu);
-          _mm_storeu_si128(reinterpret_cast<__m128i*>(o), _mm512_castsi512_si128(v));
-          _mm_storeu_si128(reinterpret_cast<__m128i*>(o + oc), _mm512_extracti32x4_epi32(v, 1));
-          _mm_storeu_si128(reinterpret_cast<__m128i*>(o + 2 * oc), _mm512_extracti32x4_epi32(v, 2));
-          _mm_storeu_si128(reinterpret_cast<__m128i*>(o + 3 * oc), _mm512_extracti32x4_epi32(v, 3));
+          int8k::storePieces(o, oc, four(a0, a1, a2, a3, mu, mu, mu, mu));
           continue;
         }
         const __m128i y0 = int8k::requant16(a0, bi, mu, flo, fhi, yzp), y1 = int8k::requant16(a1, bi, mu, flo, fhi, yzp);

@@ -97,6 +97,20 @@ __attribute__((target("avx512f"))) inline __m512i requant64Perm() {
   return _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
 }
 
+/// Stores the first n (1-4) 16-byte pieces of v, a requant64 result (four pixels' bytes of one block
+/// of 16 channels), at o, o + pitch, o + 2 * pitch and o + 3 * pitch: one 64-byte store where the
+/// pieces are consecutive (pitch 16, all four).
+__attribute__((target("avx512f"))) inline void storePieces(uint8_t* o, int64_t pitch, __m512i v, int64_t n = 4) {
+  if (pitch == 16 && n == 4) {
+    _mm512_storeu_si512(o, v);
+    return;
+  }
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(o), _mm512_castsi512_si128(v));
+  if (n > 1) _mm_storeu_si128(reinterpret_cast<__m128i*>(o + pitch), _mm512_extracti32x4_epi32(v, 1));
+  if (n > 2) _mm_storeu_si128(reinterpret_cast<__m128i*>(o + 2 * pitch), _mm512_extracti32x4_epi32(v, 2));
+  if (n > 3) _mm_storeu_si128(reinterpret_cast<__m128i*>(o + 3 * pitch), _mm512_extracti32x4_epi32(v, 3));
+}
+
 /// requant64 for one call's Requant: its constants made once, the output type chosen per call.
 struct Requant4 {
   __m512i yzp16, lo8, hi8, perm;

@@ -209,14 +209,8 @@ LWC_PW_TARGET void tile(const Geometry& g, const uint8_t* __restrict x, const __
           const __m512 mu = _mm512_loadu_ps(q.mul + c0);
           uint8_t* o = y + c0;
           const int64_t oc = g.oc;
-          auto put = [&](__m512i v, uint8_t* d) LWC_PW_TARGET __attribute__((always_inline)) {
-            _mm_storeu_si128(reinterpret_cast<__m128i*>(d), _mm512_castsi512_si128(v));
-            _mm_storeu_si128(reinterpret_cast<__m128i*>(d + oc), _mm512_extracti32x4_epi32(v, 1));
-            _mm_storeu_si128(reinterpret_cast<__m128i*>(d + 2 * oc), _mm512_extracti32x4_epi32(v, 2));
-            _mm_storeu_si128(reinterpret_cast<__m128i*>(d + 3 * oc), _mm512_extracti32x4_epi32(v, 3));
-          };
-          put(four(s0, s1, s2, s3, mu, mu, mu, mu), o);
-          if constexpr (NP == 8) put(four(s4, s5, s6, s7, mu, mu, mu, mu), o + 4 * oc);
+          int8k::storePieces(o, oc, four(s0, s1, s2, s3, mu, mu, mu, mu));
+          if constexpr (NP == 8) int8k::storePieces(o + 4 * oc, oc, four(s4, s5, s6, s7, mu, mu, mu, mu));
         };
         if ((b0 + NB) * 16 <= g.oc) {
           block(0, a00, a01, a02, a03, a04, a05, a06, a07);
@@ -363,41 +357,31 @@ LWC_AMX_TARGET int64_t amxTiles(const Geometry& g, const uint8_t* __restrict x, 
       _tile_zero(6);
       _tile_zero(7);
       auto bRows = [&](int64_t b, int64_t c) { return packed + ((b0 + b) * groups + 16 * c) * 64; };
-      // (the tile intrinsics are asm statements: one per statement, tile numbers as literals)
+      // One chunk of input channels, A in tile TA and each block's B in tile TB, into C tiles 4-7.
+      // (The tile intrinsics are asm statements taking tile numbers as literals, hence a macro.)
+#define LWC_AMX_CHUNK(TA, TB, c)                  \
+  _tile_loadd(TA, xp + 64 * (c), ic);             \
+  _tile_loadd(TB, bRows(0, c), 64);               \
+  _tile_dpbusd(4, TA, TB);                        \
+  if (nb > 1) {                                   \
+    _tile_loadd(TB, bRows(1, c), 64);             \
+    _tile_dpbusd(5, TA, TB);                      \
+  }                                               \
+  if (nb > 2) {                                   \
+    _tile_loadd(TB, bRows(2, c), 64);             \
+    _tile_dpbusd(6, TA, TB);                      \
+  }                                               \
+  if (nb > 3) {                                   \
+    _tile_loadd(TB, bRows(3, c), 64);             \
+    _tile_dpbusd(7, TA, TB);                      \
+  }
       for (int64_t c = 0; c < chunks; ++c) {
-        _tile_loadd(0, xp + 64 * c, ic);
-        _tile_loadd(1, bRows(0, c), 64);
-        _tile_dpbusd(4, 0, 1);
-        if (nb > 1) {
-          _tile_loadd(1, bRows(1, c), 64);
-          _tile_dpbusd(5, 0, 1);
-        }
-        if (nb > 2) {
-          _tile_loadd(1, bRows(2, c), 64);
-          _tile_dpbusd(6, 0, 1);
-        }
-        if (nb > 3) {
-          _tile_loadd(1, bRows(3, c), 64);
-          _tile_dpbusd(7, 0, 1);
-        }
+        LWC_AMX_CHUNK(0, 1, c)
       }
       if (rem > 0) {
-        _tile_loadd(2, xp + 64 * chunks, ic);
-        _tile_loadd(3, bRows(0, chunks), 64);
-        _tile_dpbusd(4, 2, 3);
-        if (nb > 1) {
-          _tile_loadd(3, bRows(1, chunks), 64);
-          _tile_dpbusd(5, 2, 3);
-        }
-        if (nb > 2) {
-          _tile_loadd(3, bRows(2, chunks), 64);
-          _tile_dpbusd(6, 2, 3);
-        }
-        if (nb > 3) {
-          _tile_loadd(3, bRows(3, chunks), 64);
-          _tile_dpbusd(7, 2, 3);
-        }
+        LWC_AMX_CHUNK(2, 3, chunks)
       }
+#undef LWC_AMX_CHUNK
       _tile_stored(4, sums[0], 64);
       if (nb > 1) _tile_stored(5, sums[1], 64);
       if (nb > 2) _tile_stored(6, sums[2], 64);
@@ -425,12 +409,9 @@ LWC_AMX_TARGET int64_t amxTiles(const Geometry& g, const uint8_t* __restrict x, 
       } else {  // four pixels of a block
         for (int64_t b = 0; b < nb; ++b)
           for (int64_t r = 0; r < 16; r += 4) {
-            const __m512i v = four(acc(b, r), acc(b, r + 1), acc(b, r + 2), acc(b, r + 3), mul[b], mul[b], mul[b], mul[b]);
-            uint8_t* o = yo + r * oc + b * 16;
-            _mm_storeu_si128(reinterpret_cast<__m128i*>(o), _mm512_castsi512_si128(v));
-            _mm_storeu_si128(reinterpret_cast<__m128i*>(o + oc), _mm512_extracti32x4_epi32(v, 1));
-            _mm_storeu_si128(reinterpret_cast<__m128i*>(o + 2 * oc), _mm512_extracti32x4_epi32(v, 2));
-            _mm_storeu_si128(reinterpret_cast<__m128i*>(o + 3 * oc), _mm512_extracti32x4_epi32(v, 3));
+            int8k::storePieces(yo + r * oc + b * 16, oc,
+                               four(acc(b, r), acc(b, r + 1), acc(b, r + 2), acc(b, r + 3), mul[b], mul[b], mul[b],
+                                    mul[b]));
           }
       }
     }
