@@ -454,6 +454,101 @@ TEST_CASE("QAdd on equal shapes agrees with the definition on every pair of valu
   }
 }
 
+// On CPUs with AVX-512 the per-tensor QuantizeLinear, QAdd and QMulLut kernels divide by a scale as
+// a multiplication by its reciprocal plus one fused multiply-add correction (quant.cpp,
+// divideLanes), which must round every quotient as the division does. A plain reciprocal
+// multiplication is off by an ulp often enough to move quotients next to half-integers to the
+// other integer: these inputs put the quotients there, for many scales (300 for QuantizeLinear,
+// 40 for the others), and every result must be the definition's.
+TEST_CASE("QuantizeLinear, QAdd and QMulLut round quotients next to half-integers as the division does", "[quant]") {
+  uint32_t seed = 12345;
+  auto nextScale = [&] {  // 1.xxx * 2^e, e in -20..2
+    seed = seed * 1664525u + 1013904223u;
+    const float frac = static_cast<float>(seed >> 9) * 0x1p-23f;
+    return std::ldexp(1.0f + frac, static_cast<int>(seed % 23) - 20);
+  };
+  SECTION("QuantizeLinear") {
+    int64_t wrong = 0, checked = 0;
+    for (int k = 0; k < 300; ++k) {
+      const float s = nextScale();
+      std::vector<float> v;
+      for (int j = -260; j <= 260; ++j) {  // (j + 0.5) * s and its float neighbours
+        float t = (static_cast<float>(j) + 0.5f) * s;
+        v.push_back(t);
+        float up = t, down = t;
+        for (int n = 0; n < 2; ++n) {
+          up = std::nextafter(up, INFINITY), down = std::nextafter(down, -INFINITY);
+          v.push_back(up), v.push_back(down);
+        }
+      }
+      const Tensor y =
+          run1("QuantizeLinear", {floats({static_cast<int64_t>(v.size())}, v), Tensor::scalar(s), Tensor::scalar<uint8_t>(128)});
+      for (size_t i = 0; i < v.size(); ++i, ++checked) {
+        const double want = std::clamp(std::nearbyint(static_cast<double>(v[i] / s)) + 128, 0.0, 255.0);
+        wrong += y.data<uint8_t>()[i] != static_cast<uint8_t>(want);
+      }
+    }
+    INFO(checked << " values");
+    CHECK(wrong == 0);
+  }
+  SECTION("QAdd") {  // a * s / 2 + b * 3s / 4: every pair of bytes, sums of quarters of s
+    std::vector<uint8_t> a, b;
+    for (int i = 0; i < 65536; ++i) a.push_back(static_cast<uint8_t>(i & 255)), b.push_back(static_cast<uint8_t>(i >> 8));
+    const Tensor A = u8({256, 256}, a), B = u8({256, 256}, b);
+    int64_t wrong = 0;
+    for (int k = 0; k < 40; ++k) {
+      const float sy = nextScale(), sa = sy * 0.5f, sb = sy * 0.75f;
+      NodeSpec n;
+      n.op_type = "QAdd";
+      n.domain = "lwc.internal";
+      n.opset = 1;
+      n.inputs = {A, Tensor::scalar(sa), Tensor::scalar<uint8_t>(128), B, Tensor::scalar(sb), Tensor::scalar<uint8_t>(100),
+                  Tensor::scalar(sy), Tensor::scalar<uint8_t>(128)};
+      const Tensor y = runNode(n).at(0);
+      for (int i = 0; i < 65536; ++i) {
+        volatile float pa = static_cast<float>(static_cast<int32_t>(a[i]) - 128) * sa;  // two roundings, no FMA
+        volatile float pb = static_cast<float>(static_cast<int32_t>(b[i]) - 100) * sb;
+        const float q = (pa + pb) / sy;
+        wrong += y.data<uint8_t>()[i] != static_cast<uint8_t>(std::clamp(std::nearbyint(double(q)) + 128, 0.0, 255.0));
+      }
+    }
+    CHECK(wrong == 0);
+  }
+  SECTION("QMulLut, x full and the gate full") {  // table c_i * sy, c_i a multiple of 1/32; x - zx integers
+    std::vector<uint8_t> full(65536), row(256);
+    for (int i = 0; i < 65536; ++i) full[static_cast<size_t>(i)] = static_cast<uint8_t>((i * 7 + i / 256) & 255);
+    for (int i = 0; i < 256; ++i) row[static_cast<size_t>(i)] = static_cast<uint8_t>(i);
+    int64_t wrong = 0;
+    for (int k = 0; k < 40; ++k) {
+      const float sy = nextScale(), sx = 1.0f;
+      std::vector<float> t(256);
+      for (int i = 0; i < 256; ++i) t[static_cast<size_t>(i)] = (static_cast<float>(i % 32) / 16.0f + 1.0f / 32.0f) * sy;
+      for (bool x_full : {true, false}) {
+        const Tensor X = x_full ? u8({256, 256}, full) : u8({1, 256}, row);
+        const Tensor G = x_full ? u8({1, 256}, row) : u8({256, 256}, full);
+        NodeSpec n;
+        n.op_type = "QMulLut";
+        n.domain = "lwc.internal";
+        n.opset = 1;
+        n.inputs = {X, Tensor::scalar(sx), Tensor::scalar<uint8_t>(128), G, Tensor::fromVector<float>({256}, t),
+                    Tensor::scalar(sy), Tensor::scalar<uint8_t>(128)};
+        n.constant_inputs = {1, 2, 4, 5, 6};
+        const Tensor y = runNode(n).at(0);
+        REQUIRE(y.numel() == 65536);
+        for (int i = 0; i < 65536; ++i) {
+          const uint8_t xb = x_full ? full[static_cast<size_t>(i)] : row[static_cast<size_t>(i % 256)];
+          const uint8_t gb = x_full ? row[static_cast<size_t>(i % 256)] : full[static_cast<size_t>(i)];
+          volatile float dx = static_cast<float>(static_cast<int32_t>(xb) - 128) * sx;
+          volatile float p = t[gb] * dx;
+          const float q = p / sy;
+          wrong += y.data<uint8_t>()[i] != static_cast<uint8_t>(std::clamp(std::nearbyint(double(q)) + 128, 0.0, 255.0));
+        }
+      }
+    }
+    CHECK(wrong == 0);
+  }
+}
+
 // QAdd reads its six per-tensor parameters in place when they are single float32 / 8-bit values;
 // a broadcast operand still gives the definition, and bad parameters are still refused by name.
 TEST_CASE("QAdd broadcasts and refuses bad parameters by name", "[quant]") {

@@ -13,6 +13,12 @@
 #include "engine/kernels/quant_ref.h"
 #include "engine/optimize.h"
 
+#ifdef LWC_INT8_X86
+// GCC 12's AVX-512 intrinsics start their results from _mm512_undefined_*() (`__m512i __Y = __Y;`),
+// which -Wmaybe-uninitialized reports at every use once inlined; nothing here is uninitialised.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
 namespace lwc::engine::quant {
 
 namespace {
@@ -21,6 +27,71 @@ namespace {
 constexpr int64_t kParallelMin = 1 << 14;
 
 int64_t ceilDiv(int64_t a, int64_t b) { return a >= 0 ? (a + b - 1) / b : -((-a) / b); }  // b > 0
+
+// ---------------------------------------------------------------------------------------------
+// QuantizeLinear's division without a divider. x / scale, rounded to nearest as the division
+// rounds it, is q0 = x * r, e = x - q0 * scale (exact with a fused multiply-add), q0 + e * r, where
+// r = 1 / scale rounded to nearest (Markstein's theorem: r within half an ulp of 1 / scale and q0
+// within an ulp of the quotient make the corrected value the correctly rounded one, barring
+// underflow of e; scales within 2^-100..2^100 rule that out wherever the quotient reaches 0.5, the
+// first value that rounds away from zero). A vdivps of 16 lanes costs 10-16 cycles, the two fused
+// multiply-adds 1: the kernels that divide per element (the squeeze-excite products, the input's
+// QuantizeLinear, QAdd) were bound by it. Checked against the division on every float x in
+// 2^-40..2^40 for 2000 scales in 2^-30..2^10 (no difference); a unit test checks the kernels next
+// to every half-integer quotient for 300 scales.
+#ifdef LWC_INT8_X86
+#define LWC_Q512 __attribute__((target("avx512f,avx512bw,avx512vl")))
+
+// AVX-512 F/BW/VL: the 16-lane quantization kernels below.
+bool haveAvx512() {
+  static const bool ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                         __builtin_cpu_supports("avx512vl");
+  return ok;
+}
+
+// A scale whose reciprocal divides exactly as above (and whose reciprocal is a normal float).
+bool reciprocalDivides(float scale) { return scale >= 0x1p-100f && scale <= 0x1p100f; }
+
+// a / b per lane, rounded as the division rounds it (rb = 1.0f / b); where a * rb is infinite the
+// correction is NaN, and the quotient is then infinite or beyond the largest float as well, so q0 is
+// kept: only its clamp to the output range matters.
+LWC_Q512 inline __m512 divideLanes(__m512 a, __m512 b, __m512 rb) {
+  const __m512 q0 = _mm512_mul_ps(a, rb);
+  const __m512 q1 = _mm512_fmadd_ps(_mm512_fnmadd_ps(q0, b, a), rb, q0);
+  return _mm512_mask_mov_ps(q1, _mm512_cmp_ps_mask(_mm512_abs_ps(q0), _mm512_set1_ps(INFINITY), _CMP_EQ_OQ), q0);
+}
+
+// quantizeValue after the division, per lane: NaN to 0, clamp to [lo, hi] (integers), round half
+// to even, add the zero point.
+LWC_Q512 inline __m512i quantizeLanes(__m512 q, __m512 lo, __m512 hi, __m512i zp) {
+  q = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(q, q, _CMP_ORD_Q), q);
+  q = _mm512_min_ps(_mm512_max_ps(q, lo), hi);
+  return _mm512_add_epi32(_mm512_cvt_roundps_epi32(q, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), zp);
+}
+
+// The low 8 or 16 bits of 16 int32 lanes (values already within T's range), the first `m` of them.
+template <typename T>
+LWC_Q512 inline void storeLanes(T* y, __mmask16 m, __m512i v) {
+  static_assert(sizeof(T) <= 2);
+  if constexpr (sizeof(T) == 1)
+    _mm512_mask_cvtepi32_storeu_epi8(y, m, v);
+  else
+    _mm512_mask_cvtepi32_storeu_epi16(y, m, v);
+}
+
+// 16 (the first `m`) 8-bit values from p as int32 lanes.
+template <typename T>
+LWC_Q512 inline __m512i widenLanes(const T* p, __mmask16 m) {
+  static_assert(sizeof(T) == 1);
+  const __m128i v = _mm_maskz_loadu_epi8(m, p);
+  if constexpr (std::is_same_v<T, uint8_t>)
+    return _mm512_cvtepu8_epi32(v);
+  else
+    return _mm512_cvtepi8_epi32(v);
+}
+
+inline __mmask16 firstLanes(int64_t n) { return n >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << n) - 1u); }
+#endif
 
 // Calls f(T{}) for an 8-bit quantized dtype.
 template <typename F>
@@ -174,10 +245,38 @@ void dequantizePerTensor(const T* x, float* y, int64_t n, float scale, int32_t z
                  [=](int64_t i0, int64_t i1) { dequantizeRange(x + i0, y + i0, i1 - i0, scale, zp); });
 }
 
+#ifdef LWC_INT8_X86
+// quantizeRange with the division by a reciprocal (divideLanes), 16 values at a time: the same values.
+template <typename T>
+LWC_Q512 void quantizeRange512(const float* __restrict x, T* __restrict y, int64_t n, float scale, int32_t zp, float lo,
+                               float hi) {
+  const __m512 b = _mm512_set1_ps(scale), rb = _mm512_set1_ps(1.0f / scale);
+  const __m512 vlo = _mm512_set1_ps(lo), vhi = _mm512_set1_ps(hi);
+  const __m512i vzp = _mm512_set1_epi32(zp);
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {  // two independent chains per iteration
+    const __m512 a0 = _mm512_loadu_ps(x + i), a1 = _mm512_loadu_ps(x + i + 16);
+    storeLanes(y + i, 0xFFFF, quantizeLanes(divideLanes(a0, b, rb), vlo, vhi, vzp));
+    storeLanes(y + i + 16, 0xFFFF, quantizeLanes(divideLanes(a1, b, rb), vlo, vhi, vzp));
+  }
+  for (; i < n; i += 16) {
+    const __mmask16 m = firstLanes(n - i);
+    storeLanes(y + i, m, quantizeLanes(divideLanes(_mm512_maskz_loadu_ps(m, x + i), b, rb), vlo, vhi, vzp));
+  }
+}
+#endif
+
 template <typename T>
 void quantizePerTensor(const float* __restrict x, T* __restrict y, int64_t n, float scale, int32_t zp, QRange r) {
   static_assert(sizeof(T) <= 2);
   const float lo = static_cast<float>(r.lo - zp), hi = static_cast<float>(r.hi - zp);
+#ifdef LWC_INT8_X86
+  if (haveAvx512() && reciprocalDivides(scale)) {
+    parallelRanges(n, n > kParallelMin,
+                   [=](int64_t i0, int64_t i1) { quantizeRange512(x + i0, y + i0, i1 - i0, scale, zp, lo, hi); });
+    return;
+  }
+#endif
   parallelRanges(n, n > kParallelMin,
                  [=](int64_t i0, int64_t i1) { quantizeRange(x + i0, y + i0, i1 - i0, scale, zp, lo, hi); });
 }
@@ -844,11 +943,41 @@ LWC_AVX2_CLONE void qaddRange(const TA* __restrict A, const TB* __restrict B, TY
   }
 }
 
+#ifdef LWC_INT8_X86
+// qaddRange on 8-bit tensors, 16 values at a time, dividing as divideLanes does: the same values
+// (the two products and their sum each rounded: quant.cpp is built with -ffp-contract=off).
+template <typename TA, typename TB, typename TY>
+LWC_Q512 void qaddRange512(const TA* __restrict A, const TB* __restrict B, TY* __restrict Y, int64_t n, float sa,
+                           int32_t za, float sb, int32_t zb, float sy, int32_t zy, float lo, float hi, float floor_v) {
+  const __m512 vsa = _mm512_set1_ps(sa), vsb = _mm512_set1_ps(sb), b = _mm512_set1_ps(sy),
+               rb = _mm512_set1_ps(1.0f / sy);
+  const __m512 vlo = _mm512_set1_ps(lo), vhi = _mm512_set1_ps(hi), vfloor = _mm512_set1_ps(floor_v);
+  const __m512i vza = _mm512_set1_epi32(za), vzb = _mm512_set1_epi32(zb), vzy = _mm512_set1_epi32(zy);
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = firstLanes(n - i);
+    const __m512 a = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(widenLanes(A + i, m), vza)), vsa);
+    const __m512 c = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(widenLanes(B + i, m), vzb)), vsb);
+    const __m512 v = _mm512_max_ps(_mm512_add_ps(a, c), vfloor);
+    storeLanes(Y + i, m, quantizeLanes(divideLanes(v, b, rb), vlo, vhi, vzy));
+  }
+}
+#endif
+
 template <typename TA, typename TB, typename TY>
 void qaddSameShape(const TA* A, const TB* B, TY* Y, int64_t n, float sa, int32_t za, float sb, int32_t zb, float sy,
                    int32_t zy, QRange range, bool relu) {
   const float lo = static_cast<float>(range.lo - zy), hi = static_cast<float>(range.hi - zy);
   const float floor_v = relu ? 0.0f : -std::numeric_limits<float>::infinity();
+#ifdef LWC_INT8_X86
+  if constexpr (sizeof(TA) == 1 && sizeof(TB) == 1 && sizeof(TY) == 1) {
+    if (haveAvx512() && reciprocalDivides(sy)) {
+      parallelRanges(n, n > kParallelMin, [=](int64_t i0, int64_t i1) {
+        qaddRange512(A + i0, B + i0, Y + i0, i1 - i0, sa, za, sb, zb, sy, zy, lo, hi, floor_v);
+      });
+      return;
+    }
+  }
+#endif
   parallelRanges(n, n > kParallelMin, [=](int64_t i0, int64_t i1) {
     qaddRange(A + i0, B + i0, Y + i0, i1 - i0, sa, za, sb, zb, sy, zy, lo, hi, floor_v);
   });
@@ -981,6 +1110,42 @@ LWC_AVX2_CLONE void qmulRow(const TX* __restrict X, const float* __restrict gate
   }
 }
 
+#ifdef LWC_INT8_X86
+// qmulRow for `rows` consecutive rows of `cols` values that share one gate row, 16 values at a time,
+// with the division by a reciprocal (divideLanes): the same values (float multiplication commutes).
+template <typename TX, typename TY>
+LWC_Q512 void qmulRows512(const TX* __restrict X, const float* __restrict gate, TY* __restrict Y, int64_t rows,
+                          int64_t cols, float sx, int32_t zx, float sy, int32_t zy, float lo, float hi) {
+  const __m512 vsx = _mm512_set1_ps(sx), b = _mm512_set1_ps(sy), rb = _mm512_set1_ps(1.0f / sy);
+  const __m512 vlo = _mm512_set1_ps(lo), vhi = _mm512_set1_ps(hi);
+  const __m512i vzx = _mm512_set1_epi32(zx), vzy = _mm512_set1_epi32(zy);
+  for (int64_t r = 0; r < rows; ++r, X += cols, Y += cols)
+    for (int64_t c = 0; c < cols; c += 16) {
+      const __mmask16 m = firstLanes(cols - c);
+      const __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(widenLanes(X + c, m), vzx)), vsx);
+      const __m512 p = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, gate + c), v);
+      storeLanes(Y + c, m, quantizeLanes(divideLanes(p, b, rb), vlo, vhi, vzy));
+    }
+}
+
+// qmulRowTable for `rows` consecutive rows that share one row of the other operand, 16 values at a
+// time (the table's floats gathered by the bytes), dividing as divideLanes does: the same values.
+template <typename TY>
+LWC_Q512 void qmulRowsTable512(const uint8_t* __restrict G, const float* __restrict T, const float* __restrict row,
+                               TY* __restrict Y, int64_t rows, int64_t cols, float sy, int32_t zy, float lo, float hi) {
+  const __m512 b = _mm512_set1_ps(sy), rb = _mm512_set1_ps(1.0f / sy);
+  const __m512 vlo = _mm512_set1_ps(lo), vhi = _mm512_set1_ps(hi);
+  const __m512i vzy = _mm512_set1_epi32(zy);
+  for (int64_t r = 0; r < rows; ++r, G += cols, Y += cols)
+    for (int64_t c = 0; c < cols; c += 16) {
+      const __mmask16 m = firstLanes(cols - c);
+      const __m512 t = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, widenLanes(G + c, m), T, 4);
+      const __m512 p = _mm512_mul_ps(t, _mm512_maskz_loadu_ps(m, row + c));
+      storeLanes(Y + c, m, quantizeLanes(divideLanes(p, b, rb), vlo, vhi, vzy));
+    }
+}
+#endif
+
 // qmulRow with the full-shape operand the gate's bytes G (values from the table T) and the other
 // one dequantized into `row`: the same product (float multiplication commutes) and quantization.
 template <typename TY>
@@ -1012,6 +1177,11 @@ void qmulLut(KernelContext& ctx) {
   // values for a row (`row`) are gathered into floats once, when its offset changes.
   const bool x_big = x.shape() == out && !out.empty();
   const bool g_big = !x_big && g.shape() == out && !out.empty();
+#ifdef LWC_INT8_X86
+  const bool fast = haveAvx512() && reciprocalDivides(sy);  // the 16-lane kernels, for 8-bit x and y
+#else
+  constexpr bool fast = false;
+#endif
   const auto xs = broadcastStrides(x.shape(), out);
   dispatchQuantized(x.dtype(), ctx, "x", [&](auto tx) {
     using TX = decltype(tx);
@@ -1033,15 +1203,34 @@ void qmulLut(KernelContext& ctx) {
             rem /= static_cast<size_t>(out[d]);
             off += idx[d] * ss[d];
           }
-          int64_t last_off = -1;
+          // With the 16-lane kernels, the rows since `run` share the current row of the small
+          // operand and go in one call (flush).
+          constexpr bool wide = sizeof(TX) == 1 && sizeof(TY) == 1;
+          int64_t last_off = -1, run = r0;
+          auto flush = [&](int64_t end) {
+#ifdef LWC_INT8_X86
+            if constexpr (wide) {
+              if (fast && end > run) {
+                if (x_big)
+                  qmulRows512(X + run * cols, row.data(), Y + run * cols, end - run, cols, sx, zx, sy, zy, lo, hi);
+                else
+                  qmulRowsTable512(G + run * cols, T, row.data(), Y + run * cols, end - run, cols, sy, zy, lo, hi);
+              }
+            }
+#endif
+            run = end;
+          };
           for (int64_t r = r0; r < r1; ++r) {
             if (off != last_off) {
+              flush(r);
               for (int64_t c = 0; c < cols; ++c)
                 row[static_cast<size_t>(c)] = x_big ? T[G[off + c * ss.back()]] : dequantizeValue(X[off + c * ss.back()], zx, sx);
               last_off = off;
             }
-            if (x_big) qmulRow(X + r * cols, row.data(), Y + r * cols, cols, sx, zx, sy, zy, lo, hi);
-            else qmulRowTable(G + r * cols, T, row.data(), Y + r * cols, cols, sy, zy, lo, hi);
+            if (!(fast && wide)) {
+              if (x_big) qmulRow(X + r * cols, row.data(), Y + r * cols, cols, sx, zx, sy, zy, lo, hi);
+              else qmulRowTable(G + r * cols, T, row.data(), Y + r * cols, cols, sy, zy, lo, hi);
+            }
             for (size_t d = lead; d-- > 0;) {
               off += ss[d];
               if (++idx[d] < out[d]) break;
@@ -1049,6 +1238,7 @@ void qmulLut(KernelContext& ctx) {
               idx[d] = 0;
             }
           }
+          flush(r1);
         });
         return;
       }
