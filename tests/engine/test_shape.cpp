@@ -246,6 +246,17 @@ TEST_CASE("Transpose", "[shape]") {
     checkEq(run1(node("Transpose", {h3}, {attrInts("perm", {1, 0, 2})})),
             naiveTranspose(h3.cast(DType::Float32), {1, 0, 2}).cast(DType::Float16));
   }
+  SECTION("NCHW -> NHWC of 2-4 channels (planes interleaved into pixels) for 1-, 2-, 4- and 8-byte elements") {
+    for (const Shape& shape : std::vector<Shape>{{2, 3, 17, 19}, {1, 3, 224, 224}, {3, 2, 5, 61}, {2, 4, 30, 30}, {1, 3, 1, 7}})
+      for (DType dt : {DType::UInt8, DType::Float16, DType::Float32, DType::Int64}) {
+        INFO(shapeStr(shape) << " " << dtypeName(dt));
+        Tensor v(DType::Int64, shape);  // values below 251: exact in every type
+        for (int64_t i = 0; i < v.numel(); ++i) v.data<int64_t>()[i] = (i * 7 + i / 251) % 251;
+        const std::vector<int64_t> perm = {0, 2, 3, 1};
+        checkEq(run1(node("Transpose", {v.cast(dt)}, {attrInts("perm", perm)})),
+                naiveTranspose(v.cast(DType::Float32), perm).cast(dt));
+      }
+  }
   SECTION("moving only axes of size 1 is a view of the same buffer") {
     // NCHW -> NHWC of a pooled [N, C, 1, 1] tensor, and a size-1 axis moved to the front.
     for (const auto& [shape, perm] : std::vector<std::pair<Shape, std::vector<int64_t>>>{
