@@ -1302,6 +1302,91 @@ g (uint8[N, )") + std::to_string(ic) + ", H, W] x) => (uint8[N, " + std::to_stri
     }
 }
 
+TEST_CASE("a lookup (QLut) after a QLinearConv is fused into it, with the two nodes' bits", "[dnnl][quant]") {
+  // DQ(c) -> HardSwish -> Q becomes lwc.internal.QLut, and a QLut reading the only use of a
+  // QLinearConvNhwc becomes lwc.internal.QLinearConvNhwcLut (optimize.cpp, fuseConvQLut): where an
+  // own kernel runs the convolution each thread looks its outputs up in pieces as it writes them
+  // (profile: "... + lut"), elsewhere the lookup follows the convolution ("... then lut"). Oracles:
+  // the same model with c also a graph output (no fusion: the convolution, then the QLut) must give
+  // the same bits on every path, and where an own kernel runs, the unrewritten reference session
+  // too. Cases: own depthwise (3x3, 40 x 40 so that a thread's rows come in several pieces), own
+  // pointwise, own few-input-channel stem, int8 output (an int8 table), and a 5x5 depthwise oneDNN runs.
+  struct Case {
+    const char* name;
+    int64_t ic, oc, hw, k, group;
+    bool s8, own;
+  };
+  const bool dw_cpu = int8FastPathHere() && engine::dw::available(), pw_cpu = int8FastPathHere() && engine::pw::available();
+  const bool few_cpu = int8FastPathHere() && engine::few::available();
+  for (const Case& c : {Case{"depthwise 3x3, 48 channels, 40 x 40", 48, 48, 40, 3, 48, false, dw_cpu},
+                        Case{"pointwise 32 -> 64, 20 x 20", 32, 64, 20, 1, 1, false, pw_cpu},
+                        Case{"pointwise 24 -> 40, 9 x 9, int8 output", 24, 40, 9, 1, 1, true, pw_cpu},
+                        Case{"1 -> 16, 3x3, 28 x 28", 1, 16, 28, 3, 1, false, few_cpu},
+                        Case{"depthwise 5x5, 32 channels, 14 x 14", 32, 32, 14, 5, 32, false, false}}) {
+    INFO(c.name);
+    const std::string yt = c.s8 ? "int8" : "uint8";
+    const std::string pad = std::to_string(c.k / 2);
+    auto model = [&](bool c_out) {
+      Model m = parseModelText(std::string(R"(<ir_version: 8, opset_import: ["" : 14]>
+g (uint8[N, )") + std::to_string(c.ic) + ", H, W] x) => (" + yt + " y" + (c_out ? ", " + yt + " c" : std::string()) +
+                                   R"() {
+  c = QLinearConv <group = )" + std::to_string(c.group) + ", pads = [" + pad + ", " + pad + ", " + pad + ", " + pad +
+                                   R"(]> (x, xs, xz, w, ws, wz, cs, cz, b)
+  cd = DequantizeLinear (c, cs, cz)
+  h = HardSwish (cd)
+  y = QuantizeLinear (h, ys, yz)
+}
+)",
+                               LoadOptions{false});
+      auto& init = m.graph.initializers;
+      init.set("xs", Tensor::scalar(0.02f));
+      init.set("xz", Tensor::scalar<uint8_t>(120));
+      init.set("w", randomInt(DType::Int8, {c.oc, c.ic / c.group, c.k, c.k}, 21, -90, 90));
+      init.set("ws", Tensor::fromVector<float>({c.oc}, std::vector<float>(static_cast<size_t>(c.oc), 0.004f)));
+      init.set("wz", Tensor::fromVector<int8_t>({c.oc}, std::vector<int8_t>(static_cast<size_t>(c.oc), 0)));
+      init.set("b", randomInt(DType::Int32, {c.oc}, 22, -2000, 2000));
+      init.set("cs", Tensor::scalar(0.05f));
+      init.set("ys", Tensor::scalar(0.03f));
+      if (c.s8) {
+        init.set("cz", Tensor::scalar<int8_t>(-10));
+        init.set("yz", Tensor::scalar<int8_t>(-100));
+      } else {
+        init.set("cz", Tensor::scalar<uint8_t>(110));
+        init.set("yz", Tensor::scalar<uint8_t>(20));
+      }
+      validateGraph(m.graph);
+      return m;
+    };
+    const Model fused_m = model(false), split_m = model(true);
+    engine::SessionOptions plain;
+    plain.observable = true;
+    plain.reference_only = true;
+    const Tensor x = randomInt(DType::UInt8, {3, c.ic, c.hw, c.hw}, 23, 0, 255);
+    const Tensor want = engine::Session(fused_m, plain).runOrdered({{"x", x}})[0];
+    for (int threads : {1, 2, 3}) {
+      INFO("threads " << threads);
+      engine::configureThreads(threads);
+      engine::SessionOptions so;
+      so.profile = true;
+      engine::Session fused(fused_m, so), split(split_m, so);
+      const Tensor got = fused.runOrdered({{"x", x}})[0];
+      const Tensor apart = split.runOrdered({{"x", x}})[0];
+      const auto prof = fused.profile(), split_prof = split.profile();
+      const auto it = std::find_if(prof.begin(), prof.end(), [](const auto& p) { return p.op_type.ends_with("QLinearConvNhwcLut"); });
+      REQUIRE(it != prof.end());
+      INFO(it->impl << " " << it->primitive);
+      CHECK(std::none_of(prof.begin(), prof.end(), [](const auto& p) { return p.op_type.ends_with("QLut"); }));
+      CHECK(std::any_of(split_prof.begin(), split_prof.end(), [](const auto& p) { return p.op_type.ends_with("QLut"); }));
+      CHECK(it->primitive.ends_with(" + lut") == c.own);
+      CHECK(got.dtype() == (c.s8 ? DType::Int8 : DType::UInt8));
+      CHECK(got.bitEqual(apart));
+      if (c.own) CHECK(got.bitEqual(want));
+      CHECK(engine::Session(fused_m, engine::SessionOptions{0, true}).runOrdered({{"x", x}})[0].bitEqual(want));
+    }
+    engine::configureThreads(0);
+  }
+}
+
 TEST_CASE("int8 calls under 2^20 multiply-adds (depthwise 2^18) run on the calling thread, larger ones on all, with the same bits", "[dnnl][quant]") {
   // dnnl_common.h, oneThreadCall: such a primitive is made and run on one thread, and the
   // profile appends ", 1 thread" to its implementation; small pointwise convolutions run lwc's own

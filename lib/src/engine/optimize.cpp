@@ -1616,6 +1616,38 @@ int fuseConvQAdd(Graph& g) {
   return fused;
 }
 
+// QLinearConvNhwc -> QLut (the convolution's output read by nothing else: an INT8 model's SiLU or
+// HardSwish after a convolution) becomes lwc.internal.QLinearConvNhwcLut(conv inputs, bias or "",
+// table): the lookup runs on the outputs as the convolution writes them, while they are in cache,
+// instead of a pass of its own over the tensor. Only where the table has the convolution's output
+// type (the QLut's output is then the same type) and is a constant.
+int fuseConvQLut(Graph& g) {
+  int fused = 0;
+  for (size_t li = 0; li < g.nodes.size(); ++li) {
+    const Node& l = g.nodes[li];
+    if (l.domain != kInternalDomain || l.op_type != "QLut" || l.inputs.size() != 2 || l.outputs.size() != 1) continue;
+    const Tensor* table = g.isGraphInput(l.inputs[1]) ? nullptr : g.initializers.find(l.inputs[1]);
+    const std::string& y = l.inputs[0];
+    const int ci = producerIndex(g, y);
+    if (!table || table->numel() != 256 || ci < 0 || g.isGraphOutput(y) || useCount(g, y) != 1) continue;
+    const Node& c = g.nodes[static_cast<size_t>(ci)];
+    if (c.domain != kInternalDomain || c.op_type != "QLinearConvNhwc" || c.inputs.size() < 8 || c.outputs.size() != 1)
+      continue;
+    const Tensor* y_zp = g.isGraphInput(c.inputs[7]) ? nullptr : g.initializers.find(c.inputs[7]);
+    if (!y_zp || y_zp->dtype() != table->dtype()) continue;
+    Node f = c;
+    f.op_type = "QLinearConvNhwcLut";
+    f.inputs.resize(9);  // the bias, or "" where the convolution has none
+    f.inputs.push_back(l.inputs[1]);
+    f.outputs = {l.outputs[0]};
+    g.nodes[li] = f;
+    g.nodes.erase(g.nodes.begin() + ci);
+    if (static_cast<size_t>(ci) < li) --li;
+    ++fused;
+  }
+  return fused;
+}
+
 // ------------------------------------------------------------------ Transpose -> Reshape -> Transpose
 
 /// The per-sample dims (all but the first) of `v` when they are all known and the first is not
@@ -1772,6 +1804,8 @@ OptimizeStats optimizeForExecution(Graph& g, const ValueTypes* types, int64_t op
     const int products = fuseQMulLut(g, opset);
     st.lookup_tables += products + fuseSelfGatedLookups(g);
     if (products) removeDeadNodes(g);
+    // After the self-gated products became lookups: a SiLU's QLut then follows its convolution.
+    st.fused_post_ops += fuseConvQLut(g);
   }
   if (types) {
     st.transposes_folded = foldTransposeReshapeTranspose(g, *types);

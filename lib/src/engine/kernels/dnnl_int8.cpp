@@ -486,6 +486,20 @@ class DnnlQConv final : public Kernel {
     return true;
   }
 
+  /// lwc.internal.QLinearConvNhwcLut: runs the convolution with the lookup `table` applied to its
+  /// outputs as an own kernel writes them (each thread's rows in pieces of up to kLutPiece bytes,
+  /// looked up while still in cache) where this call takes an own kernel; false, with nothing
+  /// written, where it does not.
+  bool runWithLut(KernelContext& ctx, const uint8_t* table) {
+    last_ = nullptr;
+    if (!c_.nhwc || own_ == Own::none) return false;
+    Prepared* p = prepareNhwc(ctx);
+    if (!p || !p->ok || p->own == Own::none) return false;
+    last_ = p;
+    runOwn(ctx, *p, nullptr, table);
+    return true;
+  }
+
   std::string primitive() const override {
     if (!last_) return std::string();
     if (last_->own == Own::dw) return kOwnDepthwiseName;
@@ -549,33 +563,54 @@ class DnnlQConv final : public Kernel {
     return q;
   }
 
+  // Bytes of output an own kernel writes before a fused lookup (runWithLut) passes over them: small
+  // enough to be still in the L2 cache, large enough that the depthwise kernel's input rows are
+  // seldom regrouped twice (each piece starts its ring afresh).
+  static constexpr int64_t kLutPiece = 256 << 10;
+
   // y = requantize(bias + sum (x - x_zp) * w) by an own kernel over the output rows; the same
   // arithmetic as the reference (see dw_int8.h, few_int8.h), so the same bytes.
   // `add`: the residual add fused into the pointwise kernel (runFusedAdd); pw only.
-  void runOwn(KernelContext& ctx, const Prepared& p, const pw::Add* add = nullptr) {
+  // `lut`: a lookup applied to the outputs (runWithLut), piece by piece on each thread.
+  void runOwn(KernelContext& ctx, const Prepared& p, const pw::Add* add = nullptr, const uint8_t* lut = nullptr) {
     const Tensor& x = ctx.in(0);
     const int8k::Requant q = ownRequant(ctx);
     Tensor& y = ctx.allocUninit(0, c_.y_type, nhwcOutShape(p));
     const uint8_t* xd = x.data<uint8_t>();
     auto* yd = static_cast<uint8_t*>(y.raw());
     const bool parallel = y.numel() >= (1 << 15);
+    // Units [u0, u1) of `unit_bytes` output bytes each, by run(a, b) on pieces followed by the lookup.
+    auto pieces = [&](int64_t u0, int64_t u1, int64_t unit_bytes, int64_t align, auto&& run) {
+      if (!lut) return run(u0, u1);
+      const int64_t step = std::max<int64_t>(align, kLutPiece / std::max<int64_t>(1, unit_bytes) / align * align);
+      for (int64_t a = u0; a < u1; a += step) {
+        const int64_t b = std::min(u1, a + step);
+        run(a, b);
+        quant::lookupBytes(yd + a * unit_bytes, lut, yd + a * unit_bytes, (b - a) * unit_bytes);
+      }
+    };
     if (p.own == Own::dw) {
       const dw::Geometry& g = p.dw;
-      parallelRanges(g.n * g.oh, parallel, [&](int64_t r0, int64_t r1) { dw::runRows(g, xd, own_w_.data(), q, yd, r0, r1); });
+      parallelRanges(g.n * g.oh, parallel, [&](int64_t r0, int64_t r1) {
+        pieces(r0, r1, g.ow * g.c, 1, [&](int64_t a, int64_t b) { dw::runRows(g, xd, own_w_.data(), q, yd, a, b); });
+      });
       return;
     }
     if (p.own == Own::pw) {
-      if (p.one_thread) return pw::runPixels(p.pw, xd, own_w_.data(), q, yd, 0, p.pw.pixels, add);
+      auto px = [&](int64_t a, int64_t b) { pw::runPixels(p.pw, xd, own_w_.data(), q, yd, a, b, add); };
+      if (p.one_thread) return pieces(0, p.pw.pixels, p.pw.oc, 64, px);
       parallelRanges((p.pw.pixels + 63) / 64, true, [&](int64_t c0, int64_t c1) {
-        pw::runPixels(p.pw, xd, own_w_.data(), q, yd, c0 * 64, std::min(p.pw.pixels, c1 * 64), add);
+        pieces(c0 * 64, std::min(p.pw.pixels, c1 * 64), p.pw.oc, 64, px);
       });
       return;
     }
     const few::Geometry& g = p.few;
     few_pad_.resize(few::paddedBytes(g));
     few::pad(g, xd, q.x_zp, few_pad_.data());
-    parallelRanges(g.n * g.oh, parallel,
-                   [&](int64_t r0, int64_t r1) { few::runRows(g, few_pad_.data(), own_w_.data(), q, yd, r0, r1); });
+    parallelRanges(g.n * g.oh, parallel, [&](int64_t r0, int64_t r1) {
+      pieces(r0, r1, g.ow * g.oc, 1,
+             [&](int64_t a, int64_t b) { few::runRows(g, few_pad_.data(), own_w_.data(), q, yd, a, b); });
+    });
   }
 
   // NHWC in, NHWC out: no reorders. Where oneDNN has no fast primitive (or the inputs are not what
@@ -1259,6 +1294,41 @@ class QConvAdd final : public Kernel {
   bool fused_ = false;
 };
 
+// lwc.internal.QLinearConvNhwcLut (optimize.cpp, fuseConvQLut): inputs 0-8 the convolution's (bias or
+// none), 9 the 256-entry table of the lwc.internal.QLut that alone read its output, of the
+// convolution's output type. Where an own kernel runs the convolution, each thread looks its
+// outputs up piece by piece as they are written (DnnlQConv::runWithLut); elsewhere the
+// convolution runs, then the lookup over the whole output. Either way the bits of the two nodes.
+class QConvLut final : public Kernel {
+ public:
+  explicit QConvLut(std::unique_ptr<Kernel> conv) : conv_(std::move(conv)) { fast_ = dynamic_cast<DnnlQConv*>(conv_.get()); }
+  void run(KernelContext& ctx) override {
+    if (ctx.inputs.size() != 10) ctx.error("expects 10 inputs, got ", ctx.inputs.size());
+    const Tensor& table = ctx.in(9);
+    if (!is8(table.dtype()) || table.numel() != 256) ctx.error("the table (input 9) must hold 256 int8 or uint8 values");
+    const auto* t = static_cast<const uint8_t*>(table.raw());
+    KernelContext cc{ctx.node, ctx.inputs.first(9), ctx.outputs};
+    fused_ = fast_ && fast_->runWithLut(cc, t);
+    if (!fused_) conv_->run(cc);
+    Tensor& y = ctx.outputs[0];
+    if (y.dtype() != table.dtype())
+      ctx.error("the table is ", dtypeName(table.dtype()), " but the convolution's output is ", dtypeName(y.dtype()));
+    if (fused_) return;
+    auto* yd = static_cast<uint8_t*>(y.raw());
+    const int64_t n = y.numel();
+    parallelRanges((n + 63) / 64, n >= (1 << 15), [&](int64_t b0, int64_t b1) {
+      const int64_t i0 = b0 * 64, i1 = std::min(n, b1 * 64);
+      quant::lookupBytes(yd + i0, t, yd + i0, i1 - i0);
+    });
+  }
+  std::string primitive() const override { return conv_->primitive() + (fused_ ? " + lut" : " then lut"); }
+
+ private:
+  std::unique_ptr<Kernel> conv_;
+  DnnlQConv* fast_ = nullptr;
+  bool fused_ = false;
+};
+
 /// The fused add's constant parameters, or nullopt where one is not a constant of the expected type.
 std::optional<pw::Add> constantAdd(const KernelInfo& info) {
   pw::Add a;
@@ -1296,6 +1366,14 @@ void registerDnnlInt8Kernels(KernelRegistry& r) {
   });
   r.add(kInternalDomain, "QLinearConvNhwcAdd", 1, 1, "ref", [](const KernelInfo&) -> std::unique_ptr<Kernel> {
     return std::make_unique<QConvAdd>(std::make_unique<RefQLinearConvNhwc>(), std::nullopt);
+  });
+  r.add(kInternalDomain, "QLinearConvNhwcLut", 1, 1, "dnnl", [](const KernelInfo& i) -> std::unique_ptr<Kernel> {
+    auto conv = makeQConv(i, kQLinearConv, true);
+    if (!conv) return nullptr;
+    return std::make_unique<QConvLut>(std::move(conv));
+  });
+  r.add(kInternalDomain, "QLinearConvNhwcLut", 1, 1, "ref", [](const KernelInfo&) -> std::unique_ptr<Kernel> {
+    return std::make_unique<QConvLut>(std::make_unique<RefQLinearConvNhwc>());
   });
   r.add("", "ConvInteger", 10, until, "dnnl", [](const KernelInfo& i) { return makeQConv(i, kConvInteger); });
   r.add("", "QLinearMatMul", 10, until, "dnnl", [](const KernelInfo& i) { return makeQMatMul(i, kQLinearMatMul); });

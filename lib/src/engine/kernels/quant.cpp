@@ -1044,8 +1044,8 @@ void qadd(KernelContext& ctx) {
 // two vpermi2b each look up 128 entries and the top bit of each byte picks between them.
 namespace {
 #ifdef LWC_INT8_X86
-__attribute__((target("avx512f,avx512bw,avx512vbmi"))) void lutVbmi(const uint8_t* __restrict x, const uint8_t* table,
-                                                                    uint8_t* __restrict y, int64_t n) {
+__attribute__((target("avx512f,avx512bw,avx512vbmi"))) void lutVbmi(const uint8_t* x, const uint8_t* table, uint8_t* y,
+                                                                    int64_t n) {
   const __m512i t0 = _mm512_loadu_si512(table), t1 = _mm512_loadu_si512(table + 64);
   const __m512i t2 = _mm512_loadu_si512(table + 128), t3 = _mm512_loadu_si512(table + 192);
   int64_t i = 0;
@@ -1063,10 +1063,20 @@ __attribute__((target("avx512f,avx512bw,avx512vbmi"))) void lutVbmi(const uint8_
 }
 #endif
 
-void lutScalar(const uint8_t* __restrict x, const uint8_t* table, uint8_t* __restrict y, int64_t n) {
+// (No restrict: x and y may be one buffer, lookupBytes.)
+void lutScalar(const uint8_t* x, const uint8_t* table, uint8_t* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] = table[x[i]];
 }
 }  // namespace
+
+void lookupBytes(const uint8_t* x, const uint8_t* table, uint8_t* y, int64_t n) {
+#ifdef LWC_INT8_X86
+  static const bool vbmi = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                           __builtin_cpu_supports("avx512vbmi");
+  if (vbmi) return lutVbmi(x, table, y, n);
+#endif
+  lutScalar(x, table, y, n);
+}
 
 void qlut(KernelContext& ctx) {
   const Tensor &x = ctx.in(0), &table = ctx.in(1);
@@ -1078,20 +1088,11 @@ void qlut(KernelContext& ctx) {
   const auto* xp = static_cast<const uint8_t*>(x.raw());
   const auto* tp = static_cast<const uint8_t*>(table.raw());
   auto* yp = static_cast<uint8_t*>(y.raw());
-#ifdef LWC_INT8_X86
-  static const bool vbmi = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                           __builtin_cpu_supports("avx512vbmi");
-#else
-  constexpr bool vbmi = false;
-#endif
   const int64_t n = x.numel();
   // Blocks of 64 bytes per thread, so only the last thread has a tail.
   parallelRanges((n + 63) / 64, n > kParallelMin, [&](int64_t b0, int64_t b1) {
     const int64_t i0 = b0 * 64, i1 = std::min(n, b1 * 64);
-#ifdef LWC_INT8_X86
-    if (vbmi) return lutVbmi(xp + i0, tp, yp + i0, i1 - i0);
-#endif
-    lutScalar(xp + i0, tp, yp + i0, i1 - i0);
+    lookupBytes(xp + i0, tp, yp + i0, i1 - i0);
   });
 }
 

@@ -89,5 +89,8 @@ void matMulIntegerToFloat(KernelContext& ctx);
 /// lwc.internal.QAdd (a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp){relu}: DequantizeLinear x2
 /// -> Add [-> Relu] -> QuantizeLinear in one pass, bit for bit.
 void qadd(KernelContext& ctx);
+/// y[i] = table[x[i]] for n bytes (x and y may be the same buffer), on the calling thread: the
+/// lookup of lwc.internal.QLut (64 bytes at a time with AVX-512 VBMI).
+void lookupBytes(const uint8_t* x, const uint8_t* table, uint8_t* y, int64_t n);
 
 }  // namespace lwc::engine::quant
