@@ -450,6 +450,49 @@ g (uint8[N, 24, 6, 6] cq, int8[N, 24, 1, 1] fq) => (uint8[N, 24, 6, 6] y, uint8[
   }
 }
 
+TEST_CASE("the integer pooling's sums are exact for large 8-bit values over many pixels and channel tails", "[optimize][quant]") {
+  // lwc.internal.QGlobalAvgPoolNhwc sums 64 channels at a time (with AVX-512: in 16-bit lanes over
+  // up to 256 pixels, then in 32-bit ones). Values near the ends of uint8 and int8 make 256-pixel
+  // sums of 55 000-65 000 and -32 000 (a signed reading of the first would be wrong); 1500 pixels
+  // (several groups of 256, pixel chunks over threads) and 100 channels (a block and a tail of 36).
+  // The result must be the exact sums' rounding, rne((sum - HW * x_zp) * x_scale / (HW * y_scale))
+  // in double as the kernel computes it, clamped, plus the zero point.
+  const int64_t N = 3, H = 30, W = 50, C = 100, HW = H * W;
+  for (const bool s8 : {false, true}) {
+    INFO((s8 ? "int8" : "uint8"));
+    Tensor x(s8 ? DType::Int8 : DType::UInt8, {N, H, W, C});
+    std::vector<int64_t> sums(static_cast<size_t>(N * C), 0);
+    uint32_t state = 777;
+    for (int64_t i = 0; i < x.numel(); ++i) {
+      state = state * 1664525u + 1013904223u;
+      const int v = s8 ? -128 + static_cast<int>((state >> 24) % 28) : 200 + static_cast<int>((state >> 24) % 56);
+      static_cast<uint8_t*>(x.raw())[i] = static_cast<uint8_t>(v);
+      sums[static_cast<size_t>((i / (HW * C)) * C + i % C)] += v;
+    }
+    const float sx = 0.011f, sy = 0.013f;
+    const int32_t zx = s8 ? 3 : 5, zy = s8 ? 20 : 40;
+    NodeSpec s;
+    s.op_type = "QGlobalAvgPoolNhwc";
+    s.domain = "lwc.internal";
+    s.opset = 1;
+    s.inputs = {x, Tensor::scalar(sx), s8 ? Tensor::scalar<int8_t>(static_cast<int8_t>(zx)) : Tensor::scalar<uint8_t>(static_cast<uint8_t>(zx)),
+                Tensor::scalar(sy), s8 ? Tensor::scalar<int8_t>(static_cast<int8_t>(zy)) : Tensor::scalar<uint8_t>(static_cast<uint8_t>(zy))};
+    s.constant_inputs = {1, 2, 3, 4};
+    const Tensor y = runNode(s)[0];
+    REQUIRE(y.shape() == Shape{N, 1, 1, C});
+    const double k = static_cast<double>(sx) / (static_cast<double>(HW) * static_cast<double>(sy));
+    const double lo = s8 ? -128 - zy : -zy, hi = s8 ? 127 - zy : 255 - zy;
+    int64_t wrong = 0;
+    for (int64_t i = 0; i < N * C; ++i) {
+      const double q = std::clamp(std::nearbyint(static_cast<double>(sums[static_cast<size_t>(i)] - HW * zx) * k), lo, hi);
+      const int64_t want = static_cast<int64_t>(q) + zy;
+      const int64_t got = s8 ? y.data<int8_t>()[i] : y.data<uint8_t>()[i];
+      wrong += got != want;
+    }
+    CHECK(wrong == 0);
+  }
+}
+
 TEST_CASE("the integer pooling sums more than 2^23 pixels in int64, within one step of the definition", "[optimize][quant]") {
   // lwc.internal.QGlobalAvgPoolNhwc keeps int32 sums below 2^23 pixels per channel; a larger image
   // (2900 x 2900) takes its int64 path. The definition: mean of (x - x_zp) * x_scale, quantized.

@@ -1269,6 +1269,41 @@ LWC_AVX2_CLONE void sumPixels(const TX* __restrict X, int64_t stride, int64_t pi
     for (int64_t c = 0; c < nc; ++c) part[c] += static_cast<int32_t>(X[p * stride + c]);
 }
 
+#ifdef LWC_INT8_X86
+// sumPixels for 8-bit X and up to 64 channels with AVX-512: the 64 channels' sums of up to 256
+// pixels in 16-bit lanes (255 * 256 and 128 * 256 fit), added into int32 registers after each 256,
+// and into `part` once at the end; exact integer sums, so the same values. (The vectorized loop above
+// loads, adds and stores `part` for every pixel.)
+template <typename TX>
+LWC_Q512 void sumPixels512(const TX* __restrict X, int64_t stride, int64_t pixels, int64_t nc, int32_t* __restrict part) {
+  static_assert(sizeof(TX) == 1);
+  constexpr bool kUnsigned = std::is_same_v<TX, uint8_t>;
+  const __mmask64 m = nc >= 64 ? ~__mmask64{0} : (__mmask64{1} << nc) - 1;
+  // 32 bytes to 16-bit lanes; 16 such lanes to 32-bit ones (uint8 sums reach 65280: unsigned).
+  auto widen16 = [&](__m256i v) LWC_Q512 { return kUnsigned ? _mm512_cvtepu8_epi16(v) : _mm512_cvtepi8_epi16(v); };
+  auto widen32 = [&](__m256i v) LWC_Q512 { return kUnsigned ? _mm512_cvtepu16_epi32(v) : _mm512_cvtepi16_epi32(v); };
+  __m512i s32[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512()};
+  for (int64_t p0 = 0; p0 < pixels; p0 += 256) {
+    const int64_t p1 = std::min(pixels, p0 + 256);
+    __m512i lo = _mm512_setzero_si512(), hi = _mm512_setzero_si512();  // channels 0-31, 32-63
+    for (int64_t p = p0; p < p1; ++p) {
+      const __m512i v = _mm512_maskz_loadu_epi8(m, X + p * stride);
+      lo = _mm512_add_epi16(lo, widen16(_mm512_castsi512_si256(v)));
+      hi = _mm512_add_epi16(hi, widen16(_mm512_extracti64x4_epi64(v, 1)));
+    }
+    s32[0] = _mm512_add_epi32(s32[0], widen32(_mm512_castsi512_si256(lo)));
+    s32[1] = _mm512_add_epi32(s32[1], widen32(_mm512_extracti64x4_epi64(lo, 1)));
+    s32[2] = _mm512_add_epi32(s32[2], widen32(_mm512_castsi512_si256(hi)));
+    s32[3] = _mm512_add_epi32(s32[3], widen32(_mm512_extracti64x4_epi64(hi, 1)));
+  }
+  for (int k = 0; k < 4 && 16 * k < nc; ++k) {
+    const __mmask16 mk = firstLanes(nc - 16 * k);
+    int32_t* d = part + 16 * k;
+    _mm512_mask_storeu_epi32(d, mk, _mm512_add_epi32(_mm512_maskz_loadu_epi32(mk, d), s32[k]));
+  }
+}
+#endif
+
 // One image's results from its channels' sums (int32, without the zero points' part `bias`):
 // (sum + bias) * x_scale / (H * W * y_scale) in double (`k`), clamped, rounded half to even, plus
 // the zero point; written so that the compiler vectorizes it (as qaddRange).
@@ -1322,6 +1357,9 @@ void qglobalAvgPoolNhwc(KernelContext& ctx) {
   if (parts.size() < static_cast<size_t>(N * chunks * C)) parts.resize(static_cast<size_t>(N * chunks * C));
   int32_t* const pp = parts.data();  // the workers' own thread_local `parts` would be another vector
   const int32_t bias = static_cast<int32_t>(-HW * zx);
+#ifdef LWC_INT8_X86
+  const bool wide = haveAvx512();  // sumPixels512 for 8-bit inputs
+#endif
   dispatchQuantized(x.dtype(), ctx, "x", [&](auto tx) {
     using TX = decltype(tx);
     dispatchQuantized(yt, ctx, "y_zero_point", [&](auto ty) {
@@ -1335,6 +1373,14 @@ void qglobalAvgPoolNhwc(KernelContext& ctx) {
           const int64_t p0 = HW * j / chunks, p1 = HW * (j + 1) / chunks;
           int32_t* part = pp + nk * C + c0;
           std::fill(part, part + nc, 0);
+#ifdef LWC_INT8_X86
+          if constexpr (sizeof(TX) == 1) {
+            if (wide) {
+              sumPixels512(X + (n * HW + p0) * C + c0, C, p1 - p0, nc, part);
+              continue;
+            }
+          }
+#endif
           sumPixels(X + (n * HW + p0) * C + c0, C, p1 - p0, nc, part);
         }
       });
