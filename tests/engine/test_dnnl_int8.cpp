@@ -1011,10 +1011,55 @@ TEST_CASE("lwc's own 3x3 depthwise int8 kernel gives the reference's bits, and t
   c = {"int8 input: oneDNN", {1, 32, 10, 10}, {32, 1, 3, 3}, 32};
   c.xt = DType::Int8, c.pads = {1, 1, 1, 1};
   cases.push_back({c, false});
-  c = {"5x5: oneDNN", {1, 32, 10, 10}, {32, 1, 5, 5}, 32};
-  c.pads = {2, 2, 2, 2};
-  cases.push_back({c, false});
   checkOwnKernel(cases, "lwc_dw3x3_int8:avx512_vnni_vbmi", engine::dw::available(), 1300);
+}
+
+TEST_CASE("lwc's own 5x5 depthwise int8 kernel gives the reference's bits, and the profile names it", "[dnnl][quant]") {
+  // The same kernel with five ring rows of quadruplets from every second input column (dw_int8.cpp,
+  // outputRow5): stride 1 (pairs of pixels, two entries each) and horizontal stride 2, channel
+  // tails, column tiles (one row of 101 columns; 240 and 672 channels, whose tiles hold 10 and 4
+  // columns), odd widths, no padding, a vertical stride only, a multiplier that rules out the
+  // four-at-a-time requantization. Elsewhere oneDNN runs (within one step).
+  std::vector<OwnKernelCase> cases;
+  QConvCase c{"32 channels, pad 2", {1, 32, 10, 10}, {32, 1, 5, 5}, 32};
+  c.pads = {2, 2, 2, 2};
+  cases.push_back({c, true});
+  c = {"13 channels, stride 2, asymmetric pads, batch 2, per-channel, bias, u8 -> s8", {2, 13, 11, 9}, {13, 1, 5, 5}, 13};
+  c.strides = {2, 2}, c.pads = {2, 1, 1, 2}, c.per_channel = c.bias = true, c.yt = DType::Int8;
+  cases.push_back({c, true});
+  c = {"33 channels, one row of 101 columns, batch 3, bias", {3, 33, 1, 101}, {33, 1, 5, 5}, 33};
+  c.pads = {2, 2, 2, 2}, c.bias = true;
+  cases.push_back({c, true});
+  c = {"33 channels, stride 2, one row of 101 columns, batch 3, per-channel", {3, 33, 1, 101}, {33, 1, 5, 5}, 33};
+  c.strides = {2, 2}, c.pads = {2, 2, 2, 2}, c.per_channel = true;
+  cases.push_back({c, true});
+  c = {"48 channels on 9x9, one multiplier too large for four-at-a-time requantization, u8 -> s8", {2, 48, 9, 9}, {48, 1, 5, 5}, 48};
+  c.pads = {2, 2, 2, 2}, c.per_channel = c.bias = c.huge_first_channel = true, c.yt = DType::Int8;
+  cases.push_back({c, true});
+  c = {"40 channels, stride 2 on 9x9, one multiplier too large", {2, 40, 9, 9}, {40, 1, 5, 5}, 40};
+  c.strides = {2, 2}, c.pads = {2, 2, 2, 2}, c.per_channel = c.huge_first_channel = true;
+  cases.push_back({c, true});
+  c = {"240 channels on 14x14, batch 2", {2, 240, 14, 14}, {240, 1, 5, 5}, 240};
+  c.pads = {2, 2, 2, 2}, c.per_channel = c.bias = true;
+  cases.push_back({c, true});
+  c = {"672 channels on 7x7, batch 2", {2, 672, 7, 7}, {672, 1, 5, 5}, 672};
+  c.pads = {2, 2, 2, 2}, c.per_channel = true;
+  cases.push_back({c, true});
+  c = {"16 channels, no padding, 12x12", {1, 16, 12, 12}, {16, 1, 5, 5}, 16};
+  cases.push_back({c, true});
+  c = {"vertical stride 2 only", {2, 24, 12, 13}, {24, 1, 5, 5}, 24};
+  c.strides = {2, 1}, c.pads = {2, 2, 2, 2}, c.bias = true;
+  cases.push_back({c, true});
+  c = {"horizontal stride 3: oneDNN", {1, 16, 12, 12}, {16, 1, 5, 5}, 16};
+  c.strides = {3, 3}, c.pads = {2, 2, 2, 2};
+  cases.push_back({c, false});
+  c = {"int8 input: oneDNN", {1, 32, 10, 10}, {32, 1, 5, 5}, 32};
+  c.xt = DType::Int8, c.pads = {2, 2, 2, 2};
+  cases.push_back({c, false});
+  c = {"stride 2 beyond 2^18 outputs (batch 28; 3x3 layers of this size stay with oneDNN)", {28, 48, 28, 28}, {48, 1, 5, 5}, 48};
+  c.strides = {2, 2}, c.pads = {2, 2, 2, 2}, c.per_channel = true;
+  cases.push_back({c, true});
+  checkOwnKernel(cases, "lwc_dw5x5_int8:avx512_vnni_vbmi", engine::dw::available(), 1700);
 }
 
 namespace {
@@ -1310,7 +1355,7 @@ TEST_CASE("a lookup (QLut) after a QLinearConv is fused into it, with the two no
   // the same model with c also a graph output (no fusion: the convolution, then the QLut) must give
   // the same bits on every path, and where an own kernel runs, the unrewritten reference session
   // too. Cases: own depthwise (3x3, 40 x 40 so that a thread's rows come in several pieces), own
-  // pointwise, own few-input-channel stem, int8 output (an int8 table), and a 5x5 depthwise oneDNN runs.
+  // pointwise, own few-input-channel stem, int8 output (an int8 table), and a 7x7 depthwise oneDNN runs.
   struct Case {
     const char* name;
     int64_t ic, oc, hw, k, group;
@@ -1322,7 +1367,7 @@ TEST_CASE("a lookup (QLut) after a QLinearConv is fused into it, with the two no
                         Case{"pointwise 32 -> 64, 20 x 20", 32, 64, 20, 1, 1, false, pw_cpu},
                         Case{"pointwise 24 -> 40, 9 x 9, int8 output", 24, 40, 9, 1, 1, true, pw_cpu},
                         Case{"1 -> 16, 3x3, 28 x 28", 1, 16, 28, 3, 1, false, few_cpu},
-                        Case{"depthwise 5x5, 32 channels, 14 x 14", 32, 32, 14, 5, 32, false, false}}) {
+                        Case{"depthwise 7x7, 32 channels, 14 x 14", 32, 32, 14, 7, 32, false, false}}) {
     INFO(c.name);
     const std::string yt = c.s8 ? "int8" : "uint8";
     const std::string pad = std::to_string(c.k / 2);

@@ -410,7 +410,7 @@ class DnnlQConv final : public Kernel {
     }
     if (own_ != Own::none) {
       const int64_t oc = c_.w_shape[0], per = c_.w_shape[1] * c_.w_shape[2] * c_.w_shape[3];
-      own_w_ = own_ == Own::dw   ? dw::packWeights(c_.w.w.data(), oc)
+      own_w_ = own_ == Own::dw   ? dw::packWeights(c_.w.w.data(), oc, c_.w_shape[2])
                : own_ == Own::pw ? pw::packWeights(c_.w.w.data(), oc, c_.w_shape[1])
                                  : few::packWeights(c_.w.w.data(), oc, c_.w_shape[1], c_.w_shape[2], c_.w_shape[3]);
       for (int64_t m = 0; m < oc; ++m) {
@@ -502,7 +502,7 @@ class DnnlQConv final : public Kernel {
 
   std::string primitive() const override {
     if (!last_) return std::string();
-    if (last_->own == Own::dw) return kOwnDepthwiseName;
+    if (last_->own == Own::dw) return last_->dw.k == 5 ? kOwnDepthwise5Name : kOwnDepthwiseName;
     if (last_->own == Own::few) return kOwnFewName;
     if (last_->own == Own::pw) {  // "+amx": its 16-pixel tiles multiply on AMX (pw::amxFits)
       const std::string name = std::string(kOwnPointwiseName) + (pw::amxFits(last_->pw.ic, last_->pw.oc) ? "+amx" : "");
@@ -513,10 +513,11 @@ class DnnlQConv final : public Kernel {
 
  private:
   static constexpr const char* kOwnDepthwiseName = "lwc_dw3x3_int8:avx512_vnni_vbmi";
+  static constexpr const char* kOwnDepthwise5Name = "lwc_dw5x5_int8:avx512_vnni_vbmi";
   static constexpr const char* kOwnFewName = "lwc_few_ic_int8:avx512_vnni";
   static constexpr const char* kOwnPointwiseName = "lwc_pw_int8:avx512_vnni";
 
-  /// lwc's own kernels, shapes permitting: `dw` (dw_int8.h), a 3x3 depthwise QLinearConv, on CPUs
+  /// lwc's own kernels, shapes permitting: `dw` (dw_int8.h), a 3x3 or 5x5 depthwise QLinearConv, on CPUs
   /// with AVX-512 VNNI and VBMI (oneDNN 2.6's int8 depthwise kernel, the only fast one it lists on
   /// such CPUs, was slower than its float one there); `few` (few_int8.h), a convolution over few
   /// input channels, on CPUs with AVX-512 VNNI; `pw` (pw_int8.h), a small pointwise convolution, on
@@ -526,7 +527,7 @@ class DnnlQConv final : public Kernel {
     if (!c_.nhwc || !c_.in.qlinear || c_.f32 || c_.w_shape.size() != 4) return Own::none;
     static const bool dw_cpu = dw::available(), few_cpu = few::available(), pw_cpu = pw::available();
     const int64_t group = node_.attrInt("group", 1), icg = c_.w_shape[1], kh = c_.w_shape[2], kw = c_.w_shape[3];
-    if (dw_cpu && group == c_.w_shape[0] && icg == 1 && kh == 3 && kw == 3) return Own::dw;
+    if (dw_cpu && group == c_.w_shape[0] && icg == 1 && kh == kw && (kh == 3 || kh == 5)) return Own::dw;
     if (few_cpu && group == 1 && few::fits(icg, kh, kw)) return Own::few;
     if (pw_cpu && group == 1 && kh == 1 && kw == 1) return Own::pw;
     return Own::none;
@@ -772,14 +773,17 @@ class DnnlQConv final : public Kernel {
     // 112x112 layer 1.00), mnasnet1_0 0.68-1.00, shufflenet_v2 0.56-0.75; strided ones won on small
     // calls (mnv2_fmnist's 14x14 -> 7x7 at batch 32, 1.5e5 outputs, 0.86; shufflenet_v2's 0.50-0.73)
     // and lost on larger ones (28x28 -> 14x14 at batch 32, 3.0e5 outputs, 1.10; mobilenet_v2's
-    // 112x112 -> 56x56 at batch 8 1.08).
+    // 112x112 -> 56x56 at batch 8 1.08). 5x5 layers take it at any size (efficientnet_b0 at batch
+    // 32: the stride-1 ones 0.66-0.91 of oneDNN's time, the stride-2 ones 0.90-0.95, 3.6e6 and
+    // 2.0e5 outputs; at batch 1 all of them 0.67-0.89).
     const bool own_ok = xt == DType::UInt8 && geo.dilations[0] == 1 && geo.dilations[1] == 1;
-    const bool own_dw_size = geo.strides[0] == 1 && geo.strides[1] == 1 ? true
-                                                                         : xs[0] * geo.out[0] * geo.out[1] * oc <= (int64_t{1} << 18);
-    if (own_ == Own::dw && own_ok && group == oc && xs[1] == oc && own_dw_size) {
+    const bool own_dw_size = (geo.strides[0] == 1 && geo.strides[1] == 1) || kh == 5
+                                 ? true
+                                 : xs[0] * geo.out[0] * geo.out[1] * oc <= (int64_t{1} << 18);
+    if (own_ == Own::dw && own_ok && group == oc && xs[1] == oc && own_dw_size && dw::fits(kh, geo.strides[1])) {
       p.own = Own::dw;
       p.dw = dw::Geometry{xs[0], xs[2], xs[3], oc, geo.out[0], geo.out[1],
-                          geo.strides[0], geo.strides[1], geo.pads_begin[0], geo.pads_begin[1]};
+                          geo.strides[0], geo.strides[1], geo.pads_begin[0], geo.pads_begin[1], kh};
       p.out_shape = cp.outShape();
       p.ok = true;
       return p;

@@ -34,14 +34,23 @@ bool available() {
 bool available() { return false; }
 #endif
 
-std::vector<int8_t> packWeights(const int8_t* w, int64_t c) {
-  const int64_t blocks = (c + 15) / 16;
-  std::vector<int8_t> p(static_cast<size_t>(blocks * 3 * 64), 0);
+std::vector<int8_t> packWeights(const int8_t* w, int64_t c, int64_t k) {
+  const int64_t blocks = (c + 15) / 16, groups = k == 5 ? 4 : 1;
+  std::vector<int8_t> p(static_cast<size_t>(blocks * k * groups * 64), 0);
   for (int64_t b = 0; b < blocks; ++b)
-    for (int kh = 0; kh < 3; ++kh)
-      for (int64_t ch = 0; ch < 16 && b * 16 + ch < c; ++ch)
-        for (int kw = 0; kw < 3; ++kw)
-          p[static_cast<size_t>((b * 3 + kh) * 64 + ch * 4 + kw)] = w[(b * 16 + ch) * 9 + kh * 3 + kw];
+    for (int64_t kh = 0; kh < k; ++kh)
+      for (int64_t ch = 0; ch < 16 && b * 16 + ch < c; ++ch) {
+        const int8_t* r = w + ((b * 16 + ch) * k + kh) * k;  // the channel's kernel row
+        int8_t* g = p.data() + ((b * k + kh) * groups) * 64 + ch * 4;
+        if (k == 3) {
+          g[0] = r[0], g[1] = r[1], g[2] = r[2];
+          continue;
+        }
+        g[0] = r[0], g[1] = r[1], g[2] = r[2], g[3] = r[3];  // [w0, w1, w2, w3]
+        g[64 + 2] = r[4];                                     // [0, 0, w4, 0]
+        g[128 + 1] = r[0], g[128 + 2] = r[1], g[128 + 3] = r[2];  // [0, w0, w1, w2]
+        g[192 + 2] = r[3], g[192 + 3] = r[4];                 // [0, 0, w3, w4]
+      }
   return p;
 }
 
@@ -52,11 +61,24 @@ namespace {
 // within about 24 KB, so they are still in the L1 cache when the next output rows read them.
 // With stride 1 the ring holds quadruplets for pairs of columns (half the bytes per column), so
 // twice the columns, an even number (a pair never straddles two passes).
+// 5 x 5: five ring rows of about 76 / blocks quadruplets each (the same bytes as 3 x 3's three).
 int64_t chunkCols(const Geometry& g) {
   const int64_t blocks = (g.c + 15) / 16;
+  if (g.k == 5) {
+    const int64_t units = std::max<int64_t>(1, 76 / blocks);
+    return std::min(g.stride_w == 1 ? std::max<int64_t>(4, 2 * units) & ~int64_t{1} : std::max<int64_t>(4, units), g.ow);
+  }
   const int64_t cols =
       g.stride_w == 1 ? std::max<int64_t>(4, 256 / blocks) & ~int64_t{1} : std::max<int64_t>(4, 128 / blocks);
   return std::min(cols, g.ow);
+}
+
+// The 64-byte groups per block a ring row holds for `cols` output columns: 3 x 3 one triplet per
+// column, or (stride 1) one quadruplet per pair; 5 x 5 quadruplets every second input column, one
+// past the last pair (stride 1) or column (stride 2), since a window reads two.
+int64_t ringEntries(const Geometry& g, int64_t cols) {
+  if (g.k == 5) return (g.stride_w == 1 ? (cols + 1) / 2 : cols) + 1;
+  return g.stride_w == 1 ? (cols + 1) / 2 : cols;
 }
 
 class Rows {
@@ -66,7 +88,7 @@ class Rows {
       : g_(g), x_(x), w_(reinterpret_cast<const __m512i*>(packed)), q_(q), y_(y), zrow_(zrow), ring_(ring),
         zp_row_(zp_row), blocks_((g.c + 15) / 16), full_blocks_(g.c % 16 == 0 ? blocks_ : blocks_ - 1),
         tail_(static_cast<__mmask16>((1u << (g.c % 16 == 0 ? 16 : g.c % 16)) - 1u)), quad_(g.stride_w == 1),
-        cols_(chunkCols(g)), row_bytes_((quad_ ? (cols_ + 1) / 2 : cols_) * blocks_ * 64),
+        k_(g.k), cols_(chunkCols(g)), row_bytes_(ringEntries(g, cols_) * blocks_ * 64),
         in0_((g.pad_l + g.stride_w - 1) / g.stride_w),
         in1_(g.w - 3 + g.pad_l >= 0 ? (g.w - 3 + g.pad_l) / g.stride_w + 1 : 0) {}
 
@@ -85,13 +107,23 @@ class Rows {
       const int64_t re = std::min(rb + tile_rows, r1);
       for (int64_t c0 = 0; c0 < ow_n; c0 += cols_) {
         const int64_t c1 = std::min(c0 + cols_, ow_n);
-        tag_[0] = tag_[1] = tag_[2] = -1;
+        std::fill(std::begin(tag_), std::end(tag_), -1);
         int64_t n = rb / oh_n, oh = rb % oh_n;
         for (int64_t r = rb; r < re; ++r) {
-          const uint8_t* t[3];
+          const uint8_t* t[5];
           uint8_t* out = y_ + (r * ow_n + c0) * g_.c;
+          if (k_ == 5) {  // quadruplets from every second input column, from the chunk's first window
+            const int64_t iw0 = c0 * g_.stride_w - g_.pad_l, entries = ringEntries(g_, c1 - c0);
+            for (int kh = 0; kh < 5; ++kh) t[kh] = quadRow(n, oh * g_.stride_h - g_.pad_t + kh, iw0, entries, idx);
+            if (quad_)
+              q_.sat ? outputRow5<true, false>(t, out, c1 - c0) : outputRow5<false, false>(t, out, c1 - c0);
+            else
+              q_.sat ? outputRow5<true, true>(t, out, c1 - c0) : outputRow5<false, true>(t, out, c1 - c0);
+            if (++oh == oh_n) oh = 0, ++n;
+            continue;
+          }
           if (quad_) {
-            for (int kh = 0; kh < 3; ++kh) t[kh] = quadRow(n, oh * g_.stride_h - g_.pad_t + kh, c0, c1, idx);
+            for (int kh = 0; kh < 3; ++kh) t[kh] = quadRow(n, oh * g_.stride_h - g_.pad_t + kh, c0 - g_.pad_l, (c1 - c0 + 1) / 2, idx);
             if (q_.sat)
               outputRowQuad<true>(t[0], t[1], t[2], out, c1 - c0);
             else
@@ -253,17 +285,102 @@ class Rows {
     }
   }
 
-  // Stride 1: the quadruplet row of input row ih of image n for output columns [c0, c1): per pair
-  // of columns (c0 + 2k, c0 + 2k + 1) and channel, the bytes [x(iw), x(iw+1), x(iw+2), x(iw+3)],
-  // iw = c0 + 2k - pad_l (x_zp outside the input). Ring slots as tripletRow's.
-  LWC_DW_TARGET const uint8_t* quadRow(int64_t n, int64_t ih, int64_t c0, int64_t c1, __m512i idx) {
+  // 5 x 5: one output row's `cols` pixels from its five quadruplet rows, entry e holding
+  // [x(iw), .., x(iw+3)] for iw = iw0 + 2e. A window of five reads two entries: with stride 2 (S2)
+  // pixel j takes entries j and j + 1 with weights [w0, w1, w2, w3] and [0, 0, w4, 0]; with stride 1
+  // the pair of pixels k (columns 2k, 2k + 1) takes entries k and k + 1, the left pixel with those
+  // weights, the right one with [0, w0, w1, w2] and [0, 0, w3, w4]. Exact int32 sums, then the
+  // requantization of outputRow: the reference's bits.
+  template <bool Sat, bool S2>
+  LWC_DW_TARGET void outputRow5(const uint8_t* const* t, uint8_t* __restrict out, int64_t cols) {
+    const int64_t C = g_.c, blocks = blocks_;
+    const int64_t stride = blocks * 64;  // bytes per entry
+    const RowConstants k(*this);
+    const __m512 flo = k.flo, fhi = k.fhi;
+    const __m512i yzp = k.yzp;
+    const int8k::Requant4& four = k.four;
+    for (int64_t b = 0; b < blocks; ++b) {
+      const Block bk = k.block(b, Sat);  // its weights are 3 x 3's: w5 below
+      const bool full = bk.full;
+      const __mmask16 m = bk.m;
+      const __m512i bi = bk.bi, init = bk.init;
+      const __m512 mu = bk.mu;
+      const __m512i* w5 = k.w + b * 20;  // per kernel row: A, B, A', B'
+      const uint8_t* p[5];
+      for (int r = 0; r < 5; ++r) p[r] = t[r] + b * 64;
+      uint8_t* o = out + b * 16;
+      // Pixel j's sum (S2), or pair j's two (stride 1), from the entries at j and j + 1.
+      auto one = [&](int64_t j) LWC_DW_TARGET {
+        __m512i a = init;
+        for (int r = 0; r < 5; ++r) {
+          a = _mm512_dpbusd_epi32(a, _mm512_loadu_si512(p[r] + j * stride), _mm512_loadu_si512(w5 + 4 * r));
+          a = _mm512_dpbusd_epi32(a, _mm512_loadu_si512(p[r] + (j + 1) * stride), _mm512_loadu_si512(w5 + 4 * r + 1));
+        }
+        return a;
+      };
+      auto pair = [&](int64_t j, __m512i& even, __m512i& odd) LWC_DW_TARGET {
+        even = odd = init;
+        for (int r = 0; r < 5; ++r) {
+          const __m512i x0 = _mm512_loadu_si512(p[r] + j * stride), x1 = _mm512_loadu_si512(p[r] + (j + 1) * stride);
+          even = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(even, x0, _mm512_loadu_si512(w5 + 4 * r)), x1, _mm512_loadu_si512(w5 + 4 * r + 1));
+          odd = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(odd, x0, _mm512_loadu_si512(w5 + 4 * r + 2)), x1, _mm512_loadu_si512(w5 + 4 * r + 3));
+        }
+      };
+      const __m512i rest_bias = Sat && full ? _mm512_setzero_si512() : bi;  // init holds the bias already
+      auto store1 = [&](uint8_t* d, __m512i a) LWC_DW_TARGET {
+        _mm_mask_storeu_epi8(d, m, int8k::requant16(a, rest_bias, mu, flo, fhi, yzp));
+      };
+      int64_t ow = 0;
+      if constexpr (S2) {
+        if (Sat && full) {
+          for (; ow + 4 <= cols; ow += 4, o += 4 * C)
+            int8k::storePieces(o, C, four(one(ow), one(ow + 1), one(ow + 2), one(ow + 3), mu, mu, mu, mu));
+          if (ow < cols) {  // 1-3 pixels (the sums past the row are not stored)
+            const __m512i z = _mm512_setzero_si512();
+            const int64_t left = cols - ow;
+            int8k::storePieces(o, C, four(one(ow), left > 1 ? one(ow + 1) : z, left > 2 ? one(ow + 2) : z, z, mu, mu, mu, mu),
+                               left);
+          }
+          continue;
+        }
+        for (; ow < cols; ++ow, o += C) store1(o, one(ow));
+      } else {
+        if (Sat && full) {
+          for (; ow + 4 <= cols; ow += 4, o += 4 * C) {
+            __m512i e0, o0, e1, o1;
+            pair(ow / 2, e0, o0), pair(ow / 2 + 1, e1, o1);
+            int8k::storePieces(o, C, four(e0, o0, e1, o1, mu, mu, mu, mu));
+          }
+          if (ow < cols) {  // 1-3 pixels: one or two pairs
+            __m512i e0, o0, e1 = _mm512_setzero_si512(), o1 = e1;
+            pair(ow / 2, e0, o0);
+            if (cols - ow > 2) pair(ow / 2 + 1, e1, o1);
+            int8k::storePieces(o, C, four(e0, o0, e1, o1, mu, mu, mu, mu), cols - ow);
+          }
+          continue;
+        }
+        for (; ow < cols; ow += 2, o += 2 * C) {
+          __m512i e, d;
+          pair(ow / 2, e, d);
+          store1(o, e);
+          if (ow + 1 < cols) store1(o + C, d);
+        }
+      }
+    }
+  }
+
+  // The quadruplet row of input row ih of image n: `entries` entries, entry e holding per channel
+  // the bytes [x(iw), x(iw+1), x(iw+2), x(iw+3)], iw = iw0 + 2e (x_zp outside the input). For 3 x 3
+  // at stride 1 an entry serves a pair of output columns; for 5 x 5 see outputRow5. Ring slots as
+  // tripletRow's.
+  LWC_DW_TARGET const uint8_t* quadRow(int64_t n, int64_t ih, int64_t iw0, int64_t entries, __m512i idx) {
     const uint8_t* row;
     uint8_t* dst = slotToBuild(n, ih, row);
     if (!dst) return row;
-    const int64_t C = g_.c, W = g_.w, pl = g_.pad_l;
+    const int64_t C = g_.c, W = g_.w;
     const uint8_t* xr = x_ + (n * g_.h + ih) * W * C;
-    for (int64_t ow = c0; ow < c1; ow += 2) {
-      const int64_t iw = ow - pl;
+    for (int64_t e = 0; e < entries; ++e) {
+      const int64_t iw = iw0 + 2 * e;
       if (iw < 0 || iw + 3 >= W) {
         const uint8_t* px[4] = {pixel(xr, iw), pixel(xr, iw + 1), pixel(xr, iw + 2), pixel(xr, iw + 3)};
         dst = regroup<4>(dst, px, idx);
@@ -281,7 +398,7 @@ class Rows {
 
   // The triplet row of input row ih of image n: for each output column and channel, the bytes
   // [x(iw-1), x(iw), x(iw+1), x(iw+1)] around the column's centre (x_zp outside the input). Ring
-  // slot (n * h + ih) mod 3: the three rows one output row reads are consecutive, so distinct.
+  // slot (n * h + ih) mod k: the k rows one output row reads are consecutive, so distinct.
   LWC_DW_TARGET const uint8_t* tripletRow(int64_t n, int64_t ih, int64_t c0, int64_t c1, __m512i idx) {
     const uint8_t* row;
     uint8_t* dst = slotToBuild(n, ih, row);
@@ -323,7 +440,7 @@ class Rows {
       row = zp_row_;
       return nullptr;
     }
-    const int64_t key = n * g_.h + ih, slot = key % 3;
+    const int64_t key = n * g_.h + ih, slot = key % k_;
     uint8_t* dst = ring_ + slot * row_bytes_;
     row = dst;
     if (tag_[slot] == key) return nullptr;
@@ -370,10 +487,11 @@ class Rows {
   const uint8_t* zp_row_;
   int64_t blocks_, full_blocks_;  ///< 16-channel blocks; those without a channel tail
   __mmask16 tail_;                 ///< channels of the last block
-  bool quad_;                      ///< stride 1: quadruplet rows (quadRow, outputRowQuad)
+  bool quad_;                      ///< stride 1: quadruplet rows (quadRow, outputRowQuad or outputRow5)
+  int64_t k_;                      ///< 3 or 5
   int64_t cols_, row_bytes_;
   int64_t in0_, in1_;  ///< output columns whose three input pixels all lie inside the input: [in0_, in1_)
-  int64_t tag_[3] = {-1, -1, -1};
+  int64_t tag_[5] = {-1, -1, -1, -1, -1};
 };
 
 }  // namespace
@@ -383,17 +501,17 @@ void runRows(const Geometry& g, const uint8_t* x, const int8_t* packed, const Re
              int64_t row_begin, int64_t row_end) {
 #ifdef LWC_DW_X86
   if (row_begin >= row_end) return;
-  const int64_t blocks = (g.c + 15) / 16, row_bytes = chunkCols(g) * blocks * 64;
-  // Per thread and reused: the ring of three triplet rows, then a triplet row of zero points (rows
-  // above and below the input), then a pixel of zero points (columns left and right of it).
+  const int64_t blocks = (g.c + 15) / 16, row_bytes = ringEntries(g, chunkCols(g)) * blocks * 64, k = g.k;
+  // Per thread and reused: the ring of k rows (triplets or quadruplets), then a row of zero points
+  // (rows above and below the input), then a pixel of zero points (columns left and right of it).
   thread_local std::vector<uint8_t> buf;
-  // 64-byte aligned: the triplet rows are written and read 64 bytes at a time, and a store or load
+  // 64-byte aligned: the ring rows are written and read 64 bytes at a time, and a store or load
   // across two cache lines costs two accesses.
-  const size_t need = static_cast<size_t>(4 * row_bytes + blocks * 16) + 63;
+  const size_t need = static_cast<size_t>((k + 1) * row_bytes + blocks * 16) + 63;
   if (buf.size() < need) buf.resize(need);
   uint8_t* ring = buf.data() + ((64 - reinterpret_cast<uintptr_t>(buf.data()) % 64) % 64);
-  std::memset(ring + 3 * row_bytes, q.x_zp, static_cast<size_t>(row_bytes + blocks * 16));
-  Rows(g, x, packed, q, y, ring + 4 * row_bytes, ring, ring + 3 * row_bytes).run(row_begin, row_end);
+  std::memset(ring + k * row_bytes, q.x_zp, static_cast<size_t>(row_bytes + blocks * 16));
+  Rows(g, x, packed, q, y, ring + (k + 1) * row_bytes, ring, ring + k * row_bytes).run(row_begin, row_end);
 #else
   (void)g, (void)x, (void)packed, (void)q, (void)y, (void)row_begin, (void)row_end;
 #endif
