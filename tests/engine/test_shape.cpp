@@ -257,6 +257,25 @@ TEST_CASE("Transpose", "[shape]") {
                 naiveTranspose(v.cast(DType::Float32), perm).cast(dt));
       }
   }
+  SECTION("bytes and 4-byte elements: NCHW <-> NHWC and 2-D transposes in 16 x 16 and 4 x 4 blocks, with partial blocks") {
+    for (const auto& [shape, perm] : std::vector<std::pair<Shape, std::vector<int64_t>>>{
+             {{1, 58, 28, 28}, {0, 2, 3, 1}},
+             {{1, 28, 28, 58}, {0, 3, 1, 2}},
+             {{2, 116, 14, 14}, {0, 2, 3, 1}},
+             {{3, 17, 5, 33}, {0, 2, 3, 1}},
+             {{3, 5, 33, 17}, {0, 3, 1, 2}},
+             {{1, 1024, 7, 7}, {0, 2, 3, 1}},
+             {{1, 7, 7, 464}, {0, 3, 1, 2}},
+             {{37, 45}, {1, 0}},
+             {{16, 16}, {1, 0}}})
+      for (DType dt : {DType::UInt8, DType::Int8, DType::Float32}) {
+        INFO(shapeStr(shape) << " " << dtypeName(dt));
+        Tensor v(DType::Int64, shape);  // values below 251 (and 127 for int8): exact in every type
+        for (int64_t i = 0; i < v.numel(); ++i) v.data<int64_t>()[i] = (i * 7 + i / 251) % (dt == DType::Int8 ? 127 : 251);
+        checkEq(run1(node("Transpose", {v.cast(dt)}, {attrInts("perm", perm)})),
+                naiveTranspose(v.cast(DType::Float32), perm).cast(dt));
+      }
+  }
   SECTION("moving only axes of size 1 is a view of the same buffer") {
     // NCHW -> NHWC of a pooled [N, C, 1, 1] tensor, and a size-1 axis moved to the front.
     for (const auto& [shape, perm] : std::vector<std::pair<Shape, std::vector<int64_t>>>{
