@@ -1,6 +1,7 @@
 // The engine's graph rewrites (BN folding, NHWC, post-op fusion) must not change results.
 #include <catch2/catch.hpp>
 
+#include "engine/optimize.h"
 #include "lwc/analysis.h"
 #include "lwc/model_io.h"
 #include "support/engine_util.h"
@@ -90,6 +91,66 @@ g (float[N, 3, 16, 16] x) => (float[N, 10] y)
   randomizeWeights(m, 11);
   validateGraph(m.graph);
   checkSame(m, {2, 3, 16, 16}, "resnet-like");
+}
+
+TEST_CASE("a ReduceMean/Sum/Max over H and W of an NHWC convolution's output reduces NHWC's axes 1 and 2, without a Transpose", "[optimize]") {
+  // mnasnet's and shufflenet_v2's heads are x.mean([2, 3]): the reduction now runs on the NHWC
+  // tensor (axes 1, 2; each channel's values in the same order, so the same bits), and a
+  // to-NCHW Transpose of the whole feature map is no longer written first. Axes as an attribute,
+  // negative, and as a constant input (ReduceSum at opset 13); keepdims 0 and 1. A reduction over
+  // the channels is left reading the NCHW copy.
+  Model m = parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 3, 10, 12] x) => (float[N, 5] y, float[N, 8] s, float[N, 8, 1, 1] mx, float[N, 1, 10, 12] cm)
+{
+  c = Conv <pads=[1,1,1,1]> (x, w, b)
+  r = Relu (c)
+  mean = ReduceMean <axes=[2, 3], keepdims=0> (r)
+  y = Gemm <transB=1> (mean, wf, bf)
+  s = ReduceSum <keepdims=0> (r, axes23)
+  mx = ReduceMax <axes=[-1, -2]> (r)
+  cm = ReduceMean <axes=[1]> (r)
+}
+)",
+                           LoadOptions{false});
+  addInit(m, "w", {8, 3, 3, 3});
+  addInit(m, "b", {8});
+  addInit(m, "wf", {5, 8});
+  addInit(m, "bf", {5});
+  randomizeWeights(m, 21);
+  m.graph.initializers.set("axes23", Tensor::fromVector<int64_t>({2}, {2, 3}));
+  validateGraph(m.graph);
+  checkSame(m, {2, 3, 10, 12}, "reductions over H and W");
+  Graph g = m.graph;
+  engine::optimizeForExecution(g, nullptr, 13);
+  auto producer = [&](const std::string& v) -> const Node* {
+    for (const auto& n : g.nodes)
+      for (const auto& o : n.outputs)
+        if (o == v) return &n;
+    return nullptr;
+  };
+  int spatial = 0, channel = 0;
+  for (const auto& n : g.nodes) {
+    if (!n.op_type.starts_with("Reduce")) continue;
+    const Node* p = producer(n.inputs[0]);
+    REQUIRE(p);
+    INFO(n.op_type << " reading " << p->op_type);
+    std::vector<int64_t> axes = n.attrInts("axes");
+    if (n.hasInput(1)) {
+      const Tensor* t = g.initializers.find(n.inputs[1]);
+      REQUIRE(t);
+      axes.assign(t->data<int64_t>(), t->data<int64_t>() + t->numel());
+    }
+    if (axes == std::vector<int64_t>{1, 2}) {
+      ++spatial;
+      CHECK(p->op_type != "Transpose");
+    } else {
+      ++channel;
+      CHECK(p->op_type == "Transpose");
+    }
+  }
+  CHECK(spatial == 3);
+  CHECK(channel == 1);
 }
 
 TEST_CASE("inverted residual with Clip, depthwise, constant broadcast, Concat", "[optimize]") {

@@ -964,6 +964,31 @@ bool isToNchw(const Node* n) {
   return n && n->op_type == "Transpose" && n->domain.empty() && n->attrInts("perm") == kToNchw;
 }
 
+// The reduced axes of a ReduceMean / ReduceSum / ReduceMax / ReduceMin `n` when they are exactly
+// the spatial axes 2 and 3 of a 4-D NCHW input (attribute, or a constant second input); nullopt
+// otherwise. Those reductions visit each channel's values in the same (h, w) order in NHWC, over
+// axes 1 and 2, so the result's bits are the same.
+std::optional<bool> reducesSpatialAxes(const Graph& g, const Node& n) {
+  const std::string& op = n.op_type;
+  if (!n.domain.empty() || (op != "ReduceMean" && op != "ReduceSum" && op != "ReduceMax" && op != "ReduceMin") ||
+      n.outputs.size() != 1)
+    return std::nullopt;
+  std::vector<int64_t> axes;
+  if (n.hasInput(1)) {
+    const Tensor* t = g.isGraphInput(n.inputs[1]) ? nullptr : g.initializers.find(n.inputs[1]);
+    if (!t || t->dtype() != DType::Int64 || t->rank() != 1) return std::nullopt;
+    axes.assign(t->data<int64_t>(), t->data<int64_t>() + t->numel());
+  } else {
+    if (n.inputs.size() > 2) return std::nullopt;
+    axes = n.attrInts("axes");
+  }
+  for (int64_t& a : axes)
+    if (a < 0) a += 4;
+  std::sort(axes.begin(), axes.end());
+  if (axes != std::vector<int64_t>{2, 3}) return std::nullopt;
+  return n.attrInt("keepdims", 1) != 0;
+}
+
 // Moves a to-NCHW Transpose below node `i` when every data input of the node is such a transpose
 // (or a constant, which is permuted). Returns true when the graph changed.
 bool pushThrough(Graph& g, size_t i) {
@@ -981,14 +1006,16 @@ bool pushThrough(Graph& g, size_t i) {
                     n.attrInts("kernel_shape").size() == 2;
   const bool gap = op == "GlobalAveragePool";
   const bool concat = op == "Concat";
-  if (!unary && !binary && !pool && !gap && !concat) return false;
+  const std::optional<bool> reduce_keepdims = reducesSpatialAxes(g, n);
+  const bool reduce = reduce_keepdims.has_value();
+  if (!unary && !binary && !pool && !gap && !concat && !reduce) return false;
   if (n.outputs.size() != 1) return false;
   if (concat) {
     const int64_t axis = n.attrInt("axis", 1);
     if (axis < -4 || axis > 3) return false;
   }
   // Which inputs are data inputs that must be NHWC?
-  size_t data_inputs = unary || pool || gap ? 1 : n.inputs.size();
+  size_t data_inputs = unary || pool || gap || reduce ? 1 : n.inputs.size();
   std::vector<std::string> new_inputs = n.inputs;
   bool any_transposed = false;
   for (size_t k = 0; k < data_inputs; ++k) {
@@ -1008,6 +1035,24 @@ bool pushThrough(Graph& g, size_t i) {
     new_inputs[k] = cn;
   }
   if (!any_transposed) return false;
+  if (reduce) {  // over NHWC's axes 1 and 2; without kept dims [N, C] either way: no Transpose after
+    Node& m = g.nodes[i];
+    m.inputs = new_inputs;
+    if (m.hasInput(1)) {
+      const std::string an = g.uniqueName(m.inputs[1] + "_nhwc");
+      g.initializers.set(an, Tensor::fromVector<int64_t>({2}, {1, 2}));
+      g.nodes[i].inputs[1] = an;
+    } else {
+      m.setAttr("axes", std::vector<int64_t>{1, 2});
+    }
+    if (!*reduce_keepdims) return true;
+    Node& r = g.nodes[i];
+    const std::string y = r.outputs[0];
+    const std::string y_nhwc = g.uniqueName(y + "_nhwc");
+    r.outputs[0] = y_nhwc;
+    g.nodes.insert(g.nodes.begin() + static_cast<std::ptrdiff_t>(i) + 1, makeTranspose(g, y_nhwc, y, kToNchw));
+    return true;
+  }
   Node& m = g.nodes[i];  // initializers.set does not move nodes; re-take the reference for clarity
   m.inputs = new_inputs;
   const std::string y = m.outputs[0];
