@@ -297,15 +297,28 @@ void globalAvgPoolNhwc(KernelContext& ctx) {
   const float* in = x.data<float>();
   float* out = y.data<float>();
   const float inv = 1.0f / static_cast<float>(hw);
-  parallelFor(n, n * hw * c > 65536, [=](int64_t b) {
-    const int64_t C = c, HW = hw;  // locals: float stores cannot make them reload
-    const float scale = inv;
-    float* __restrict o = out + b * C;
-    const float* __restrict p = in + b * HW * C;
-    for (int64_t k = 0; k < C; ++k) o[k] = 0.0f;
+  // Units of one image's 16 channels (one cache line of floats), so a batch-1 call (a squeeze-excite
+  // pool) spreads over the threads too; each channel still sums its pixels in order, in float: the
+  // same bits on any number of threads. (Per image, the first squeeze-excite pool of
+  // efficientnet_b0, 112 x 112 x 32, had taken 0.075 ms on one thread.)
+  constexpr int64_t kLanes = 16;
+  const int64_t blocks = (c + kLanes - 1) / kLanes;
+  parallelFor(n * blocks, n * hw * c > 65536, [=](int64_t u) {
+    const int64_t b = u / blocks, k0 = (u % blocks) * kLanes, C = c, HW = hw;
+    float* __restrict o = out + b * C + k0;
+    const float* __restrict p = in + b * HW * C + k0;
+    if (C - k0 >= kLanes) {
+      float acc[kLanes] = {};
+      for (int64_t i = 0; i < HW; ++i)
+        for (int64_t k = 0; k < kLanes; ++k) acc[k] += p[i * C + k];
+      for (int64_t k = 0; k < kLanes; ++k) o[k] = acc[k] * inv;
+      return;
+    }
+    const int64_t nk = C - k0;
+    for (int64_t k = 0; k < nk; ++k) o[k] = 0.0f;
     for (int64_t i = 0; i < HW; ++i)
-      for (int64_t k = 0; k < C; ++k) o[k] += p[i * C + k];
-    for (int64_t k = 0; k < C; ++k) o[k] *= scale;
+      for (int64_t k = 0; k < nk; ++k) o[k] += p[i * C + k];
+    for (int64_t k = 0; k < nk; ++k) o[k] *= inv;
   });
 }
 
