@@ -1035,23 +1035,18 @@ bool pushThrough(Graph& g, size_t i) {
     new_inputs[k] = cn;
   }
   if (!any_transposed) return false;
-  if (reduce) {  // over NHWC's axes 1 and 2; without kept dims [N, C] either way: no Transpose after
-    Node& m = g.nodes[i];
-    m.inputs = new_inputs;
-    if (m.hasInput(1)) {
-      const std::string an = g.uniqueName(m.inputs[1] + "_nhwc");
+  if (reduce) {  // over NHWC's axes 1 and 2
+    if (g.nodes[i].hasInput(1)) {
+      const std::string an = g.uniqueName(new_inputs[1] + "_nhwc");
       g.initializers.set(an, Tensor::fromVector<int64_t>({2}, {1, 2}));
-      g.nodes[i].inputs[1] = an;
+      new_inputs[1] = an;
     } else {
-      m.setAttr("axes", std::vector<int64_t>{1, 2});
+      g.nodes[i].setAttr("axes", std::vector<int64_t>{1, 2});
     }
-    if (!*reduce_keepdims) return true;
-    Node& r = g.nodes[i];
-    const std::string y = r.outputs[0];
-    const std::string y_nhwc = g.uniqueName(y + "_nhwc");
-    r.outputs[0] = y_nhwc;
-    g.nodes.insert(g.nodes.begin() + static_cast<std::ptrdiff_t>(i) + 1, makeTranspose(g, y_nhwc, y, kToNchw));
-    return true;
+    if (!*reduce_keepdims) {  // [N, C] in either layout: no Transpose after
+      g.nodes[i].inputs = new_inputs;
+      return true;
+    }
   }
   Node& m = g.nodes[i];  // initializers.set does not move nodes; re-take the reference for clarity
   m.inputs = new_inputs;

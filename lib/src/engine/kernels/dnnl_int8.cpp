@@ -1319,11 +1319,7 @@ class QConvLut final : public Kernel {
       ctx.error("the table is ", dtypeName(table.dtype()), " but the convolution's output is ", dtypeName(y.dtype()));
     if (fused_) return;
     auto* yd = static_cast<uint8_t*>(y.raw());
-    const int64_t n = y.numel();
-    parallelRanges((n + 63) / 64, n >= (1 << 15), [&](int64_t b0, int64_t b1) {
-      const int64_t i0 = b0 * 64, i1 = std::min(n, b1 * 64);
-      quant::lookupBytes(yd + i0, t, yd + i0, i1 - i0);
-    });
+    quant::lookupBytesParallel(yd, t, yd, y.numel());
   }
   std::string primitive() const override { return conv_->primitive() + (fused_ ? " + lut" : " then lut"); }
 

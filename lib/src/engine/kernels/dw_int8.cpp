@@ -143,8 +143,9 @@ class Rows {
   }
 
  private:
-  // One block's registers for an output row: its mask, weights, bias and multipliers, and the sums'
-  // starting value (the bias where four are requantized together, Sat on a whole block).
+  // One block's registers for an output row: its mask, 3 x 3 weights (zero for 5 x 5, whose rows
+  // read their own), bias and multipliers, and the sums' starting value (the bias where four are
+  // requantized together, Sat on a whole block).
   struct Block {
     bool full;
     __mmask16 m;
@@ -165,13 +166,13 @@ class Rows {
         : w(r.w_), bias(r.q_.bias_eff), mul(r.q_.mul), full_blocks(r.full_blocks_), tail(r.tail_),
           flo(_mm512_set1_ps(r.q_.flo)), fhi(_mm512_set1_ps(r.q_.fhi)), yzp(_mm512_set1_epi32(r.q_.y_zp)),
           four(r.q_) {}
-    LWC_DW_TARGET Block block(int64_t b, bool sat) const {
+    LWC_DW_TARGET Block block(int64_t b, bool sat, bool weights3 = true) const {
       Block k;
       k.full = b < full_blocks;
       k.m = k.full ? static_cast<__mmask16>(0xFFFF) : tail;
-      k.w0 = _mm512_loadu_si512(w + b * 3);
-      k.w1 = _mm512_loadu_si512(w + b * 3 + 1);
-      k.w2 = _mm512_loadu_si512(w + b * 3 + 2);
+      k.w0 = weights3 ? _mm512_loadu_si512(w + b * 3) : _mm512_setzero_si512();
+      k.w1 = weights3 ? _mm512_loadu_si512(w + b * 3 + 1) : _mm512_setzero_si512();
+      k.w2 = weights3 ? _mm512_loadu_si512(w + b * 3 + 2) : _mm512_setzero_si512();
       k.bi = _mm512_maskz_loadu_epi32(k.m, bias + b * 16);
       k.mu = _mm512_maskz_loadu_ps(k.m, mul + b * 16);
       k.init = sat && k.full ? k.bi : _mm512_setzero_si512();
@@ -300,7 +301,7 @@ class Rows {
     const __m512i yzp = k.yzp;
     const int8k::Requant4& four = k.four;
     for (int64_t b = 0; b < blocks; ++b) {
-      const Block bk = k.block(b, Sat);  // its weights are 3 x 3's: w5 below
+      const Block bk = k.block(b, Sat, /*weights3=*/false);  // the weights: w5 below
       const bool full = bk.full;
       const __mmask16 m = bk.m;
       const __m512i bi = bk.bi, init = bk.init;

@@ -41,11 +41,13 @@ inline bool saturationExact(const int32_t* bias_eff, const float* mul, const int
 }
 
 #ifdef LWC_INT8_X86
-/// True when this CPU has what the own int8 kernels use: AVX-512 F/BW/VL and VNNI.
-inline bool haveAvx512Vnni() {
-  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
+/// True when this CPU has AVX-512 F, BW and VL (the 16-lane quantization kernels of quant.cpp).
+inline bool haveAvx512Bw() {
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
 }
+
+/// True when this CPU has what the own int8 kernels use: AVX-512 F/BW/VL and VNNI.
+inline bool haveAvx512Vnni() { return haveAvx512Bw() && __builtin_cpu_supports("avx512vnni"); }
 
 /// The reference's requantization of 16 int32 sums of products (without bias): add bias, float
 /// multiply, clamp, round to nearest even, add the zero point; each lane's value as int32.

@@ -44,8 +44,7 @@ int64_t ceilDiv(int64_t a, int64_t b) { return a >= 0 ? (a + b - 1) / b : -((-a)
 
 // AVX-512 F/BW/VL: the 16-lane quantization kernels below.
 bool haveAvx512() {
-  static const bool ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                         __builtin_cpu_supports("avx512vl");
+  static const bool ok = int8k::haveAvx512Bw();
   return ok;
 }
 
@@ -88,6 +87,12 @@ LWC_Q512 inline __m512i widenLanes(const T* p, __mmask16 m) {
     return _mm512_cvtepu8_epi32(v);
   else
     return _mm512_cvtepi8_epi32(v);
+}
+
+// dequantizeValue of 16 (the first `m`) 8-bit values from p: float(x - zp) * scale.
+template <typename T>
+LWC_Q512 inline __m512 dequantizeLanes(const T* p, __mmask16 m, __m512i zp, __m512 scale) {
+  return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(widenLanes(p, m), zp)), scale);
 }
 
 inline __mmask16 firstLanes(int64_t n) { return n >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << n) - 1u); }
@@ -955,9 +960,7 @@ LWC_Q512 void qaddRange512(const TA* __restrict A, const TB* __restrict B, TY* _
   const __m512i vza = _mm512_set1_epi32(za), vzb = _mm512_set1_epi32(zb), vzy = _mm512_set1_epi32(zy);
   for (int64_t i = 0; i < n; i += 16) {
     const __mmask16 m = firstLanes(n - i);
-    const __m512 a = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(widenLanes(A + i, m), vza)), vsa);
-    const __m512 c = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(widenLanes(B + i, m), vzb)), vsb);
-    const __m512 v = _mm512_max_ps(_mm512_add_ps(a, c), vfloor);
+    const __m512 v = _mm512_max_ps(_mm512_add_ps(dequantizeLanes(A + i, m, vza, vsa), dequantizeLanes(B + i, m, vzb, vsb)), vfloor);
     storeLanes(Y + i, m, quantizeLanes(divideLanes(v, b, rb), vlo, vhi, vzy));
   }
 }
@@ -1078,6 +1081,14 @@ void lookupBytes(const uint8_t* x, const uint8_t* table, uint8_t* y, int64_t n) 
   lutScalar(x, table, y, n);
 }
 
+void lookupBytesParallel(const uint8_t* x, const uint8_t* table, uint8_t* y, int64_t n) {
+  // Blocks of 64 bytes per thread, so only the last thread has a tail.
+  parallelRanges((n + 63) / 64, n > kParallelMin, [&](int64_t b0, int64_t b1) {
+    const int64_t i0 = b0 * 64, i1 = std::min(n, b1 * 64);
+    lookupBytes(x + i0, table, y + i0, i1 - i0);
+  });
+}
+
 void qlut(KernelContext& ctx) {
   const Tensor &x = ctx.in(0), &table = ctx.in(1);
   if (x.dtype() != DType::UInt8 && x.dtype() != DType::Int8)
@@ -1088,12 +1099,7 @@ void qlut(KernelContext& ctx) {
   const auto* xp = static_cast<const uint8_t*>(x.raw());
   const auto* tp = static_cast<const uint8_t*>(table.raw());
   auto* yp = static_cast<uint8_t*>(y.raw());
-  const int64_t n = x.numel();
-  // Blocks of 64 bytes per thread, so only the last thread has a tail.
-  parallelRanges((n + 63) / 64, n > kParallelMin, [&](int64_t b0, int64_t b1) {
-    const int64_t i0 = b0 * 64, i1 = std::min(n, b1 * 64);
-    lookupBytes(xp + i0, tp, yp + i0, i1 - i0);
-  });
+  lookupBytesParallel(xp, tp, yp, x.numel());
 }
 
 // lwc.internal.QMulLut (x, x_scale, x_zp, g, table, y_scale, y_zp): QuantizeLinear(
@@ -1123,8 +1129,7 @@ LWC_Q512 void qmulRows512(const TX* __restrict X, const float* __restrict gate, 
   for (int64_t r = 0; r < rows; ++r, X += cols, Y += cols)
     for (int64_t c = 0; c < cols; c += 16) {
       const __mmask16 m = firstLanes(cols - c);
-      const __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(widenLanes(X + c, m), vzx)), vsx);
-      const __m512 p = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, gate + c), v);
+      const __m512 p = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, gate + c), dequantizeLanes(X + c, m, vzx, vsx));
       storeLanes(Y + c, m, quantizeLanes(divideLanes(p, b, rb), vlo, vhi, vzy));
     }
 }

@@ -92,5 +92,7 @@ void qadd(KernelContext& ctx);
 /// y[i] = table[x[i]] for n bytes (x and y may be the same buffer), on the calling thread: the
 /// lookup of lwc.internal.QLut (64 bytes at a time with AVX-512 VBMI).
 void lookupBytes(const uint8_t* x, const uint8_t* table, uint8_t* y, int64_t n);
+/// lookupBytes over all threads (above a size threshold), in blocks of 64 bytes.
+void lookupBytesParallel(const uint8_t* x, const uint8_t* table, uint8_t* y, int64_t n);
 
 }  // namespace lwc::engine::quant

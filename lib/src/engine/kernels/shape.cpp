@@ -214,6 +214,12 @@ bool interleaved(std::byte* dst, const std::byte* src, int64_t a, int64_t n, int
   }
 }
 
+/// dst[i * dst_stride + j] = src[i + j * src_stride]: interleaveRows where it applies, else transposeTiles.
+template <typename T>
+void transposeRows(std::byte* dst, const std::byte* src, int64_t a, int64_t n, int64_t dst_stride, int64_t src_stride) {
+  if (!interleaved<T>(dst, src, a, n, dst_stride, src_stride)) transposeTiles<T>(dst, src, a, n, dst_stride, src_stride);
+}
+
 /// The case of viewCopy where the inner destination axis is strided in the source but another
 /// axis p is contiguous there (NCHW <-> NHWC): a batch of 2-D transposes of axes p and last.
 void tiledCopy(std::byte* dst, const std::byte* src, std::span<const int64_t> dims, std::span<const int64_t> strides,
@@ -245,20 +251,16 @@ void tiledCopy(std::byte* dst, const std::byte* src, std::span<const int64_t> di
       const std::byte* s = src + soff * static_cast<int64_t>(es);
       switch (es) {
         case 1:
-          if (!interleaved<uint8_t>(d, s, rows, n, dst_strides[p], strides[r - 1]))
-            transposeTiles<uint8_t>(d, s, rows, n, dst_strides[p], strides[r - 1]);
+          transposeRows<uint8_t>(d, s, rows, n, dst_strides[p], strides[r - 1]);
           break;
         case 2:
-          if (!interleaved<uint16_t>(d, s, rows, n, dst_strides[p], strides[r - 1]))
-            transposeTiles<uint16_t>(d, s, rows, n, dst_strides[p], strides[r - 1]);
+          transposeRows<uint16_t>(d, s, rows, n, dst_strides[p], strides[r - 1]);
           break;
         case 4:
-          if (!interleaved<uint32_t>(d, s, rows, n, dst_strides[p], strides[r - 1]))
-            transposeTiles<uint32_t>(d, s, rows, n, dst_strides[p], strides[r - 1]);
+          transposeRows<uint32_t>(d, s, rows, n, dst_strides[p], strides[r - 1]);
           break;
         default:
-          if (!interleaved<uint64_t>(d, s, rows, n, dst_strides[p], strides[r - 1]))
-            transposeTiles<uint64_t>(d, s, rows, n, dst_strides[p], strides[r - 1]);
+          transposeRows<uint64_t>(d, s, rows, n, dst_strides[p], strides[r - 1]);
           break;
       }
     }
