@@ -1,5 +1,6 @@
 // The engine's graph rewrites (BN folding, NHWC, post-op fusion) must not change results.
 #include <catch2/catch.hpp>
+#include <optional>
 
 #include "engine/optimize.h"
 #include "lwc/analysis.h"
@@ -683,6 +684,28 @@ TEST_CASE("the lookup-table kernels refuse operands they were not built for, nam
   CHECK_THROWS_WITH(runNode(internal("QGlobalAvgPoolNhwc", {bytes, Tensor::scalar(0.1f), Tensor::scalar<uint8_t>(0),
                                                             Tensor::scalar(0.1f), Tensor::scalar<uint8_t>(0)})),
                     Catch::Contains("expected NHWC [N, H, W, C]"));
+  // A convolution with a fused lookup (QLinearConvNhwcLut): its table is input 9, 256 values of the
+  // convolution's output type; both the fast and the reference kernels say so.
+  const std::vector<Tensor> conv = {randomInt(DType::UInt8, {1, 4, 4, 2}, 5, 0, 255), Tensor::scalar(0.02f),
+                                    Tensor::scalar<uint8_t>(128), randomInt(DType::Int8, {3, 2, 1, 1}, 6, -50, 50),
+                                    Tensor::scalar(0.01f), Tensor::scalar<int8_t>(0), Tensor::scalar(0.05f),
+                                    Tensor::scalar<uint8_t>(100), Tensor(DType::Int32, {3})};
+  auto withTable = [&](std::optional<Tensor> t) {
+    std::vector<Tensor> in = conv;
+    if (t) in.push_back(*t);
+    return internal("QLinearConvNhwcLut", in);
+  };
+  for (const bool ref : {false, true}) {
+    INFO((ref ? "reference" : "fast") << " kernels");
+    CHECK_THROWS_WITH(runNode(withTable(std::nullopt), ref), Catch::Contains("expects 10 inputs, got 9"));
+    CHECK_THROWS_WITH(runNode(withTable(Tensor(DType::Float32, {256})), ref),
+                      Catch::Contains("the table (input 9) must hold 256 int8 or uint8 values"));
+    CHECK_THROWS_WITH(runNode(withTable(Tensor(DType::UInt8, {255})), ref),
+                      Catch::Contains("the table (input 9) must hold 256 int8 or uint8 values"));
+    CHECK_THROWS_WITH(runNode(withTable(Tensor(DType::Int8, {256})), ref),
+                      Catch::Contains("the table is int8 but the convolution's output is uint8"));
+    CHECK(runNode(withTable(Tensor(DType::UInt8, {256})), ref).at(0).shape() == Shape{1, 4, 4, 3});
+  }
 }
 
 TEST_CASE("a Linear layer on 3-D inputs (DQ -> MatMul -> Add bias -> Q) runs as one integer matmul", "[optimize][quant]") {
