@@ -1297,3 +1297,84 @@ g (float[N, 2, 70, 64] q, float[N, 2, 70, 64] k, float[N, 2, 70, 64] v) => (floa
     checkOutputs(fast, ref, feeds, "at batch " + std::to_string(n), false, 1e-4, 1e-5);
   }
 }
+
+TEST_CASE("a residual Add fused into a float convolution writes into the residual's buffer only where nothing else reads it", "[optimize]") {
+  // The fused Add is oneDNN's sum post-op: the output buffer must hold the residual when the
+  // convolution starts. The residual's own buffer is taken where the session would release it
+  // after the convolution (r0 in `dies`); it is copied where the convolution also reads it as its
+  // input (`same`), or where a later node or the caller reads it (`later`, `output`). (A model
+  // input never reaches the fused Add directly: it is NCHW, the convolution's output NHWC.) The
+  // caller's input tensor comes back unchanged.
+  const char* head = R"(<ir_version: 8, opset_import: ["" : 13]>)";
+  const std::map<std::string, std::string> bodies = {
+      {"dies", R"(g (float[N, 8, 9, 9] x) => (float[N, 8, 9, 9] y) {
+  c0 = Conv <pads=[1,1,1,1]> (x, w0, b0)
+  r0 = Relu (c0)
+  c1 = Conv <pads=[1,1,1,1]> (r0, w1, b1)
+  r1 = Relu (c1)
+  c2 = Conv <pads=[1,1,1,1]> (r1, w2, b2)
+  s = Add (c2, r0)
+  y = Relu (s)
+})"},
+      {"same", R"(g (float[N, 8, 9, 9] x) => (float[N, 8, 9, 9] y) {
+  c0 = Conv <pads=[1,1,1,1]> (x, w0, b0)
+  r0 = Relu (c0)
+  c1 = Conv <pads=[1,1,1,1]> (r0, w1, b1)
+  s = Add (r0, c1)
+  y = Relu (s)
+})"},
+      {"later", R"(g (float[N, 8, 9, 9] x) => (float[N, 8, 9, 9] y) {
+  c0 = Conv <pads=[1,1,1,1]> (x, w0, b0)
+  r0 = Relu (c0)
+  c1 = Conv <pads=[1,1,1,1]> (r0, w1, b1)
+  r1 = Relu (c1)
+  c2 = Conv <pads=[1,1,1,1]> (r1, w2, b2)
+  s = Add (c2, r0)
+  t = Relu (s)
+  y = Mul (t, r0)
+})"},
+      {"output", R"(g (float[N, 8, 9, 9] x) => (float[N, 8, 9, 9] y, float[N, 8, 9, 9] r0) {
+  c0 = Conv <pads=[1,1,1,1]> (x, w0, b0)
+  r0 = Relu (c0)
+  c1 = Conv <pads=[1,1,1,1]> (r0, w1, b1)
+  r1 = Relu (c1)
+  c2 = Conv <pads=[1,1,1,1]> (r1, w2, b2)
+  s = Add (c2, r0)
+  y = Relu (s)
+})"},
+  };
+  for (const auto& [name, body] : bodies) {
+    INFO(name);
+    Model m = parseModelText(std::string(head) + "\n" + body, LoadOptions{false});
+    for (int i = 0; i < 3; ++i) {
+      addInit(m, "w" + std::to_string(i), {8, 8, 3, 3});
+      addInit(m, "b" + std::to_string(i), {8});
+    }
+    randomizeWeights(m, 31);
+    for (int i = 0; i < 3; ++i) {
+      const std::string w = "w" + std::to_string(i);
+      if (body.find(w + ",") != std::string::npos) continue;
+      m.graph.initializers.erase(w);
+      m.graph.initializers.erase("b" + std::to_string(i));
+    }
+    validateGraph(m.graph);
+    engine::Session fast(m), ref(m, engine::SessionOptions{0, true});
+    // The Add was fused: no Add node runs on its own.
+    CHECK(countOf(fast, "Add") == 0);
+    for (int64_t batch : {1, 3}) {
+      const Tensor x = randomFloat({batch, 8, 9, 9}, static_cast<uint32_t>(batch));
+      const Tensor x_copy = x.clone();
+      engine::TensorMap feeds{{"x", x}};
+      const auto want = ref.runOrdered(feeds);
+      for (int round = 0; round < 2; ++round) {  // the second call runs the prepared primitive
+        const auto got = fast.runOrdered(feeds);
+        REQUIRE(got.size() == want.size());
+        for (size_t i = 0; i < got.size(); ++i) {
+          INFO("batch " << batch << " round " << round << " output " << i << ": " << compareTensors(got[i], want[i], 0, 0));
+          CHECK(compareTensors(got[i], want[i], 1e-4, 1e-4).empty());
+        }
+      }
+      CHECK(x.bitEqual(x_copy));
+    }
+  }
+}

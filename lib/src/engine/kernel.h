@@ -40,8 +40,15 @@ struct KernelContext {
   std::span<const Tensor* const> inputs;
   /// One slot per node output; the kernel assigns a freshly allocated tensor to each it produces.
   std::span<Tensor> outputs;
+  /// Per input: the session's value when this kernel may take its buffer as an output (see donor).
+  std::span<Tensor* const> donors = {};
 
   const Tensor& in(size_t i) const;
+  /// Input i's value, for the kernel to move into an output and write in place, when the session
+  /// would release it after this node anyway: this node is its last reader (and reads it at no
+  /// other input), it is no model output or constant, and no other tensor shares its buffer (no
+  /// caller's input, view or handle kept elsewhere). nullptr otherwise. Once taken, in(i) is empty.
+  Tensor* donor(size_t i) const { return i < donors.size() ? donors[i] : nullptr; }
   bool has(size_t i) const { return i < inputs.size() && inputs[i] != nullptr; }
   size_t numOutputs() const { return outputs.size(); }
   /// Allocates output i.

@@ -489,8 +489,17 @@ void Session::Impl::runNode(size_t i, std::vector<Tensor>& values, const TensorM
     if (v.empty()) throw InternalError("value '" + slot_names[sl] + "' read before it was produced");
     in_ptrs[k] = &v;
   }
+  // Inputs whose buffers the kernel may take over (KernelContext::donor).
+  std::array<Tensor*, 16> donors{};
+  const size_t n_donors = std::min(in_slots.size(), donors.size());
+  for (size_t k = 0; k < n_donors; ++k) {
+    const int sl = in_slots[k];
+    if (sl < 0 || last_reader[sl] != static_cast<int>(i) || values[sl].empty() || !values[sl].uniqueBuffer()) continue;
+    if (std::count(in_slots.begin(), in_slots.end(), sl) == 1) donors[k] = &values[sl];
+  }
   std::vector<Tensor> outs(n.outputs.size());
-  KernelContext ctx{n, std::span<const Tensor* const>(in_ptrs, in_slots.size()), outs};
+  KernelContext ctx{n, std::span<const Tensor* const>(in_ptrs, in_slots.size()), outs,
+                    std::span<Tensor* const>(donors.data(), n_donors)};
   try {
     if (opts.profile) {
       const auto t0 = std::chrono::steady_clock::now();

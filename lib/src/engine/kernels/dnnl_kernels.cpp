@@ -4,6 +4,7 @@
 // Conv (fp32, 2-D, constant weights): oneDNN picks its preferred blocked layouts (format_tag::any);
 // activations are reordered from/to plain NCHW at the kernel's edges, weights once per input shape.
 #include <array>
+#include <cstring>
 #include <dnnl.hpp>
 #include <map>
 #include <mutex>
@@ -70,13 +71,25 @@ class DnnlConv final : public Kernel {
     last_ = &p;
     const SingleThreadIf one(p.one_thread);
     const Shape& ys = p.out_shape;  // NCHW logical
-    Tensor& y = ctx.allocUninit(0, DType::Float32, nhwc_ ? Shape{ys[0], ys[2], ys[3], ys[1]} : ys);
+    Shape y_shape = nhwc_ ? Shape{ys[0], ys[2], ys[3], ys[1]} : ys;
+    // A fused residual Add is oneDNN's sum post-op: the output buffer holds the residual when the
+    // convolution starts (oneDNN's brgconv kernels take a sum but not a same-shape binary add,
+    // which fell back to its older direct kernels, 5-15 % slower). The residual's own buffer
+    // becomes the output where the session would release it after this node; else it is copied.
     const Tensor* residual = nullptr;
+    bool in_place = false;
     if (p.has_add) {
       residual = &ctx.in(3);
-      if (residual->shape() != y.shape())
-        ctx.error("residual input ", shapeStr(residual->shape()), " does not match the output ", shapeStr(y.shape()));
+      if (residual->dtype() != DType::Float32 || residual->shape() != y_shape)
+        ctx.error("residual input ", dtypeName(residual->dtype()), " ", shapeStr(residual->shape()),
+                  " does not match the float32 output ", shapeStr(y_shape));
+      if (Tensor* d = p.dst_plain ? ctx.donor(3) : nullptr) {
+        ctx.outputs[0] = std::move(*d);
+        residual = nullptr;
+        in_place = true;
+      }
     }
+    Tensor& y = in_place ? ctx.outputs[0] : ctx.allocUninit(0, DType::Float32, std::move(y_shape));
     auto& eng = cpuEngine();
     dnnl::stream& s = cpuStream();
     // The plain-layout memory objects are made once per prepared shape and re-pointed per call
@@ -86,8 +99,6 @@ class DnnlConv final : public Kernel {
       p.x_user = memory(p.x_plain, eng, nullptr);
       p.y_user = memory(p.y_plain, eng, nullptr);
       if (p.has_add) p.r_user = memory(p.y_plain, eng, nullptr);
-      p.src_plain = p.pd.src_desc() == p.x_plain;
-      p.dst_plain = p.pd.dst_desc() == p.y_plain;
     }
     p.x_user.set_data_handle(const_cast<void*>(x.raw()));
     p.y_user.set_data_handle(y.raw());
@@ -98,12 +109,16 @@ class DnnlConv final : public Kernel {
       dnnl::reorder(p.x_user, x_mem).execute(s, p.x_user, x_mem);
     }
     if (!p.dst_plain) y_mem = scratchMemory(p.pd.dst_desc(), y_blocked);
+    if (residual) {  // not taken over: the sum reads it from the output buffer
+      if (p.dst_plain) {
+        std::memcpy(y.raw(), residual->raw(), y.nbytes());
+      } else {
+        p.r_user.set_data_handle(const_cast<void*>(residual->raw()));
+        dnnl::reorder(p.r_user, y_mem).execute(s, p.r_user, y_mem);
+      }
+    }
     ExecArgs args{{DNNL_ARG_SRC, &x_mem}, {DNNL_ARG_WEIGHTS, &p.w_mem}, {DNNL_ARG_DST, &y_mem}};
     if (!b_.empty()) args.add(DNNL_ARG_BIAS, p.b_mem);
-    if (residual) {
-      p.r_user.set_data_handle(const_cast<void*>(residual->raw()));
-      args.add(DNNL_ARG_ATTR_MULTIPLE_POST_OP(p.add_index) | DNNL_ARG_SRC_1, p.r_user);
-    }
     args.execute(p.conv, s);
     if (!p.dst_plain) dnnl::reorder(y_mem, p.y_user).execute(s, y_mem, p.y_user);
     s.wait();
@@ -121,7 +136,6 @@ class DnnlConv final : public Kernel {
     memory w_mem, b_mem;
     Shape out_shape;
     bool has_add = false;
-    int add_index = 0;
     memory x_user, y_user, r_user;  ///< plain-layout views, re-pointed per call
     bool src_plain = false, dst_plain = false;
     bool one_thread = false;  ///< made and run on one thread (oneThreadCall)
@@ -158,9 +172,8 @@ class DnnlConv final : public Kernel {
       else if (po.kind == "swish") ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_swish, po.alpha, 0.0f);
       else if (po.kind == "linear") ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_linear, po.alpha, po.beta);
       else if (po.kind == "add") {
-        ops.append_binary(dnnl::algorithm::binary_add, p.y_plain);
+        ops.append_sum(1.0f);
         p.has_add = true;
-        p.add_index = static_cast<int>(i);
       } else ctx.error("unknown fused post-op '", po.kind, "'");
     }
     dnnl::primitive_attr attr;
@@ -171,6 +184,8 @@ class DnnlConv final : public Kernel {
                                       w_any, b_md, y_md, strides, dil, pad_l, pad_r);
     p.pd = dnnl::convolution_forward::primitive_desc(d, attr, eng);
     p.conv = dnnl::convolution_forward(p.pd);
+    p.src_plain = p.pd.src_desc() == p.x_plain;
+    p.dst_plain = p.pd.dst_desc() == p.y_plain;
     memory w_user(memory::desc(wd, dt::f32, group == 1 ? tag::oihw : tag::goihw), eng, const_cast<void*>(w_.raw()));
     p.w_mem = memory(p.pd.weights_desc(), eng);
     dnnl::stream& s = cpuStream();
