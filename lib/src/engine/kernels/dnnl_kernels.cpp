@@ -457,6 +457,15 @@ class PackedWeights {
 /// under oneThreadCall's limit run their blocks on the calling thread: tinyformer_fmnist FP32 at
 /// batch 1 (qkv 50 x 64 x 192, two blocks) 0.78-0.80 of the time on the 2-core AMD EPYC,
 /// 2026-12-04, four alternating pairs; lenet5, lenet300, mnv2_fmnist, mobilenet_v2 level.
+/// Weights (elements, fp32: 1 MB) from which a product under oneThreadCall's limit still runs on
+/// all threads: with a few rows (a classifier head at batch 1) it is bound by reading the weights,
+/// which two cores do faster than one. Per-node profiles at batch 1 (2-core AMX Xeon, 2026-12-05,
+/// one thread -> two): mobilenet_v3_small's 1024 -> 1000 head 0.145 -> 0.090 ms and 576 -> 1024
+/// 0.084 -> 0.055, resnet18's 512 -> 1000 0.127 -> 0.081, googlenet's 0.255 -> 0.179, densenet121's
+/// 0.335 -> 0.219, shufflenet_v2's 0.147 -> 0.099; whole mobilenet_v3_small 0.88-0.90 of the time.
+/// Same blocks, same bits.
+constexpr int64_t kOneThreadWeightElements = int64_t{1} << 18;
+
 class DnnlMatMul final : public Kernel {
  public:
   /// `reference`: the kernel for an X that is not float32 or not a matrix (a MatMul whose input type
@@ -489,7 +498,7 @@ class DnnlMatMul final : public Kernel {
     // The bias is added block by block by the thread that computed the block, while it is in cache.
     // Small products take the blocks in turn on the calling thread (oneThreadCall; the blocks are
     // the same, so are the bits).
-    one_thread_ = oneThreadCall(m * k * n, false);
+    one_thread_ = oneThreadCall(m * k * n, false) && k * n < kOneThreadWeightElements;
     used_packed_ = packed_ && m > 0 && packed_->prepare(m);
     if (used_packed_) return runPacked(ctx, m, x.data<float>(), Y);
     if (!sgemmFixedBlocks('N', m, n, k, x.data<float>(), k, w_.data<float>(), n, Y, n, 64, 128, one_thread_ ? 1 : 0,
