@@ -555,33 +555,43 @@ TEST_CASE("the integer pooling's sums are exact for large 8-bit values over many
   }
 }
 
-TEST_CASE("the float NHWC global average pooling sums each channel's pixels in order, on any number of threads", "[optimize]") {
-  // lwc.internal.GlobalAvgPoolNhwc splits an image's channels into blocks of 16 over the threads;
-  // each channel's sum is the float sum of its pixels in order, times 1 / HW: the same bits as this
-  // loop on 1, 2 and 3 threads, with a channel tail (37 = 16 + 16 + 5) and 300 pixels.
-  const int64_t N = 3, H = 15, W = 20, C = 37;
-  const Tensor x = randomFloat({N, H, W, C}, 91, -3.0f, 3.0f);
-  std::vector<float> want(static_cast<size_t>(N * C));
-  const float inv = 1.0f / static_cast<float>(H * W);
-  for (int64_t b = 0; b < N; ++b)
-    for (int64_t k = 0; k < C; ++k) {
-      float acc = 0.0f;
-      for (int64_t i = 0; i < H * W; ++i) acc += x.data<float>()[(b * H * W + i) * C + k];
-      want[static_cast<size_t>(b * C + k)] = acc * inv;
+TEST_CASE("the float NHWC global average pooling sums each channel's pixels in chunks of 64, on any number of threads", "[optimize]") {
+  // lwc.internal.GlobalAvgPoolNhwc: each channel's sum is the float sum of its pixels in order within
+  // chunks of 64 (kGapChunk), the chunks' sums added in order, times 1 / HW; one chunk (up to 64
+  // pixels) is split over the threads by blocks of 16 channels, more by chunks. The same bits as
+  // this loop on 1, 2 and 3 threads, with a channel tail (37 = 16 + 16 + 5); 49 pixels (one
+  // chunk), 64, 300 (four chunks and a tail of 44) and 12 544 (112 x 112).
+  const int64_t N = 3, C = 37;
+  for (const auto& [H, W] : std::vector<std::pair<int64_t, int64_t>>{{7, 7}, {8, 8}, {15, 20}, {112, 112}}) {
+    INFO(H << " x " << W);
+    const int64_t hw = H * W;
+    const Tensor x = randomFloat({N, H, W, C}, 91, -3.0f, 3.0f);
+    std::vector<float> want(static_cast<size_t>(N * C));
+    const float inv = 1.0f / static_cast<float>(hw);
+    for (int64_t b = 0; b < N; ++b)
+      for (int64_t k = 0; k < C; ++k) {
+        float total = 0.0f;
+        for (int64_t i0 = 0; i0 < hw; i0 += 64) {
+          float acc = 0.0f;
+          for (int64_t i = i0; i < std::min(hw, i0 + 64); ++i) acc += x.data<float>()[(b * hw + i) * C + k];
+          total = i0 == 0 ? acc : total + acc;
+        }
+        want[static_cast<size_t>(b * C + k)] = total * inv;
+      }
+    NodeSpec s;
+    s.op_type = "GlobalAvgPoolNhwc";
+    s.domain = "lwc.internal";
+    s.opset = 1;
+    s.inputs = {x};
+    for (int threads : {1, 2, 3}) {
+      INFO("threads " << threads);
+      engine::configureThreads(threads);
+      const Tensor y = runNode(s)[0];
+      REQUIRE(y.shape() == Shape{N, 1, 1, C});
+      CHECK(y.bitEqual(Tensor::fromVector<float>({N, 1, 1, C}, want)));
     }
-  NodeSpec s;
-  s.op_type = "GlobalAvgPoolNhwc";
-  s.domain = "lwc.internal";
-  s.opset = 1;
-  s.inputs = {x};
-  for (int threads : {1, 2, 3}) {
-    INFO("threads " << threads);
-    engine::configureThreads(threads);
-    const Tensor y = runNode(s)[0];
-    REQUIRE(y.shape() == Shape{N, 1, 1, C});
-    CHECK(y.bitEqual(Tensor::fromVector<float>({N, 1, 1, C}, want)));
+    engine::configureThreads(0);
   }
-  engine::configureThreads(0);
 }
 
 TEST_CASE("the integer pooling sums more than 2^23 pixels in int64, within one step of the definition", "[optimize][quant]") {

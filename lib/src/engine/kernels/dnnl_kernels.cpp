@@ -303,7 +303,11 @@ class DnnlPoolNhwc final : public Kernel {
   std::map<Shape, Prepared> cache_;
 };
 
-/// Mean over H and W of an NHWC tensor -> [N,1,1,C].
+/// Mean over H and W of an NHWC tensor -> [N,1,1,C]. Each channel's pixels are summed in float, in
+/// order, within chunks of kGapChunk pixels; the chunks' sums are added in order and the total
+/// multiplied by 1 / HW. The same bits on any number of threads.
+constexpr int64_t kGapChunk = 64;
+
 void globalAvgPoolNhwc(KernelContext& ctx) {
   const Tensor& x = ctx.in(0);
   if (x.dtype() != DType::Float32 || x.rank() != 4) ctx.error("expects a float32 NHWC input");
@@ -312,29 +316,57 @@ void globalAvgPoolNhwc(KernelContext& ctx) {
   const float* in = x.data<float>();
   float* out = y.data<float>();
   const float inv = 1.0f / static_cast<float>(hw);
-  // Units of one image's 16 channels (one cache line of floats), so a batch-1 call (a squeeze-excite
-  // pool) spreads over the threads too; each channel still sums its pixels in order, in float: the
-  // same bits on any number of threads. (Per image, the first squeeze-excite pool of
-  // efficientnet_b0, 112 x 112 x 32, had taken 0.075 ms on one thread.)
   constexpr int64_t kLanes = 16;
-  const int64_t blocks = (c + kLanes - 1) / kLanes;
-  parallelFor(n * blocks, n * hw * c > 65536, [=](int64_t u) {
-    const int64_t b = u / blocks, k0 = (u % blocks) * kLanes, C = c, HW = hw;
-    float* __restrict o = out + b * C + k0;
-    const float* __restrict p = in + b * HW * C + k0;
-    if (C - k0 >= kLanes) {
+  // Sums pixels [i0, i1) of image b's channels [k0, k0 + nk) in order into o[0, nk).
+  auto sumPixels = [=](int64_t b, int64_t i0, int64_t i1, int64_t k0, int64_t nk, float* __restrict o) {
+    const int64_t C = c;
+    const float* __restrict p = in + (b * hw + i0) * C + k0;
+    if (nk == kLanes) {
       float acc[kLanes] = {};
-      for (int64_t i = 0; i < HW; ++i)
+      for (int64_t i = 0; i < i1 - i0; ++i)
         for (int64_t k = 0; k < kLanes; ++k) acc[k] += p[i * C + k];
-      for (int64_t k = 0; k < kLanes; ++k) o[k] = acc[k] * inv;
+      for (int64_t k = 0; k < kLanes; ++k) o[k] = acc[k];
       return;
     }
-    const int64_t nk = C - k0;
     for (int64_t k = 0; k < nk; ++k) o[k] = 0.0f;
-    for (int64_t i = 0; i < HW; ++i)
+    for (int64_t i = 0; i < i1 - i0; ++i)
       for (int64_t k = 0; k < nk; ++k) o[k] += p[i * C + k];
-    for (int64_t k = 0; k < nk; ++k) o[k] *= inv;
+  };
+  const int64_t blocks = (c + kLanes - 1) / kLanes;
+  if (hw <= kGapChunk) {
+    // Units of one image's 16 channels (one cache line of floats), so a batch-1 call spreads over
+    // the threads too.
+    parallelFor(n * blocks, n * hw * c > 65536, [=](int64_t u) {
+      const int64_t b = u / blocks, k0 = (u % blocks) * kLanes, nk = std::min(kLanes, c - k0);
+      float* o = out + b * c + k0;
+      sumPixels(b, 0, hw, k0, nk, o);
+      for (int64_t k = 0; k < nk; ++k) o[k] *= inv;
+    });
+    return;
+  }
+  // Larger images: units of kGapChunk pixels of one image, all channels. A thread then reads the
+  // pixels the convolution before wrote on its core (oneDNN splits those over rows), where units
+  // of channels read every pixel, half of them from the other core's cache. A standalone loop on
+  // 112 x 112 x 32 floats two threads had just written by halves: 61 us by channel blocks, 9 by
+  // pixel halves. efficientnet_b0 FP32 at batch 1 (2-core AMX Xeon, 2026-12-05): its 17 pools
+  // 0.35-0.37 -> 0.19 ms, the 16 squeeze-excite products after them 0.31-0.32 -> 0.25 (they read
+  // the same tensors), its first pool 0.090 -> 0.019 ms; chunks of 128 and 256 pixels gave
+  // 0.18-0.21 and 0.22.
+  const int64_t chunks = (hw + kGapChunk - 1) / kGapChunk;
+  std::vector<float> part(static_cast<size_t>(n * chunks * c));
+  float* parts = part.data();
+  parallelFor(n * chunks, true, [=](int64_t u) {
+    const int64_t b = u / chunks, i0 = (u % chunks) * kGapChunk, i1 = std::min(hw, i0 + kGapChunk);
+    for (int64_t k0 = 0; k0 < c; k0 += kLanes) sumPixels(b, i0, i1, k0, std::min(kLanes, c - k0), parts + u * c + k0);
   });
+  for (int64_t b = 0; b < n; ++b) {
+    float* o = out + b * c;
+    const float* pb = parts + b * chunks * c;
+    for (int64_t k = 0; k < c; ++k) o[k] = pb[k];
+    for (int64_t j = 1; j < chunks; ++j)
+      for (int64_t k = 0; k < c; ++k) o[k] += pb[j * c + k];
+    for (int64_t k = 0; k < c; ++k) o[k] *= inv;
+  }
 }
 
 /// Weight matrices of at least this many elements (K·N) are multiplied on oneDNN's matmul with the
