@@ -506,3 +506,67 @@ TEST_CASE("a MatMul of two activations takes oneDNN's sgemm per product from 2^1
     CHECK(y.bitEqual(runNode(s, true)[0]));
   }
 }
+
+TEST_CASE("NHWC max pooling with dilation 1 runs separably (rows, then columns) with the reference's values on float, uint8 and int8", "[dnnl][nn]") {
+  // lwc.internal.PoolNhwc mode=max: maxPoolNhwcSeparable (profile "lwc_maxpool_separable") where
+  // every window holds an input pixel; against MaxPool's reference kernel on the NCHW copy, bit for
+  // bit, on 1, 2 and 3 threads. Windows cut by the pads and by ceil_mode, asymmetric kernels and
+  // strides, a window of one row or one column, channel counts off the vector width.
+  struct Case {
+    const char* name;
+    int64_t n, c, h, w;
+    std::vector<int64_t> kernel, strides, pads;
+    int64_t ceil = 0;
+  };
+  const std::vector<Case> cases = {
+      {"3x3 s1 p1, 28x28x40", 2, 40, 28, 28, {3, 3}, {1, 1}, {1, 1, 1, 1}},
+      {"3x3 s2 ceil, 15x17x19", 1, 19, 15, 17, {3, 3}, {2, 2}, {0, 0, 0, 0}, 1},
+      {"3x3 s2 p1, 14x14x64", 3, 64, 14, 14, {3, 3}, {2, 2}, {1, 1, 1, 1}},
+      {"2x2 s2, 9x9x7", 2, 7, 9, 9, {2, 2}, {2, 2}, {0, 0, 0, 0}},
+      {"5x3 s(1,2) pads 2,1,0,1, 11x10x33", 1, 33, 11, 10, {5, 3}, {1, 2}, {2, 1, 0, 1}},
+      {"1x4 s1, 6x8x5 (one row per window)", 2, 5, 6, 8, {1, 4}, {1, 1}, {0, 0, 0, 0}},
+      {"4x1 s3 ceil, 13x6x17 (one column per window)", 1, 17, 13, 6, {4, 1}, {3, 1}, {0, 0, 0, 0}, 1},
+  };
+  uint32_t seed = 900;
+  for (const auto& c : cases) {
+    for (DType dt : {DType::Float32, DType::UInt8, DType::Int8}) {
+      INFO(c.name << " " << dtypeName(dt));
+      const Shape nhwc{c.n, c.h, c.w, c.c};
+      Tensor x = dt == DType::Float32 ? randomFloat(nhwc, ++seed, -5.0f, 5.0f)
+                                      : randomInt(dt, nhwc, ++seed, dt == DType::UInt8 ? 0 : -128, dt == DType::UInt8 ? 255 : 127);
+      // The reference on the NCHW copy.
+      Tensor x_nchw = Tensor::uninitialized(dt, {c.n, c.c, c.h, c.w});
+      const size_t es = dtypeSize(dt);
+      for (int64_t b = 0; b < c.n; ++b)
+        for (int64_t i = 0; i < c.h * c.w; ++i)
+          for (int64_t k = 0; k < c.c; ++k)
+            std::memcpy(static_cast<std::byte*>(x_nchw.raw()) + ((b * c.c + k) * c.h * c.w + i) * es,
+                        static_cast<const std::byte*>(x.raw()) + ((b * c.h * c.w + i) * c.c + k) * es, es);
+      std::vector<onnx::AttributeProto> attrs = {attrInts("kernel_shape", c.kernel), attrInts("strides", c.strides),
+                                                 attrInts("pads", c.pads), attrInt("ceil_mode", c.ceil)};
+      const Tensor want = runNode(makeSpec("MaxPool", {x_nchw}, attrs, 13), /*reference_only=*/true)[0];
+      NodeSpec s;
+      s.op_type = "PoolNhwc";
+      s.domain = "lwc.internal";
+      s.opset = 1;
+      s.attrs = attrs;
+      s.attrs.push_back(attrString("mode", "max"));
+      s.inputs = {x};
+      for (int threads : {2, 1, 3}) {
+        INFO("threads " << threads);
+        const ProfiledRun r = runProfiledOnThreads(s, "PoolNhwc", threads);
+        CHECK(r.prof.primitive == "lwc_maxpool_separable");
+        REQUIRE(r.y.shape() == Shape{want.dim(0), want.dim(2), want.dim(3), want.dim(1)});
+        int64_t bad = 0;
+        for (int64_t b = 0; b < want.dim(0); ++b)
+          for (int64_t k = 0; k < want.dim(1); ++k)
+            for (int64_t i = 0; i < want.dim(2) * want.dim(3); ++i)
+              bad += std::memcmp(static_cast<const std::byte*>(want.raw()) + ((b * want.dim(1) + k) * want.dim(2) * want.dim(3) + i) * es,
+                                 static_cast<const std::byte*>(r.y.raw()) + ((b * want.dim(2) * want.dim(3) + i) * want.dim(1) + k) * es,
+                                 es) != 0;
+        CHECK(bad == 0);
+      }
+      engine::configureThreads(0);
+    }
+  }
+}
