@@ -1388,3 +1388,53 @@ TEST_CASE("a residual Add fused into a float convolution writes into the residua
     }
   }
 }
+
+TEST_CASE("elementwise Add and Mul write into an input's buffer only where nothing else reads it", "[optimize]") {
+  // The binary kernels take a donated input of the output's shape and type as their output
+  // (KernelContext::donor): `a` dies at the Mul and `b` at the Add in `dies`; `a` is read again
+  // (`later`), is a model output (`output`), or is both operands (`same`), so it must keep its
+  // values; the caller's tensors come back unchanged. Exact float arithmetic, so bit for bit
+  // against the same operations here; s broadcasts along the last axis or by a plan.
+  const std::map<std::string, std::string> bodies = {
+      {"dies", "a = Neg (x)\n b = Mul (a, s)\n y = Add (b, t)"},
+      {"later", "a = Neg (x)\n b = Mul (a, s)\n y = Add (b, a)"},
+      {"output", "a = Neg (x)\n b = Mul (a, s)\n y = Add (b, t)"},
+      {"same", "a = Neg (x)\n b = Mul (a, a)\n y = Add (b, t)"},
+  };
+  for (const Shape& s_shape : {Shape{5}, Shape{2, 1, 4, 1}}) {
+    for (const auto& [name, body] : bodies) {
+      INFO(name << ", s " << shapeStr(s_shape));
+      const std::string outs = name == "output" ? "float[2, 3, 4, 5] y, float[2, 3, 4, 5] a" : "float[2, 3, 4, 5] y";
+      const std::string s_type = s_shape.size() == 1 ? "float[5] s" : "float[2, 1, 4, 1] s";
+      Model m = parseModelText("<ir_version: 8, opset_import: [\"\" : 13]>\ng (float[2, 3, 4, 5] x, " + s_type +
+                                   ", float[2, 3, 4, 5] t) => (" + outs + ") {\n " + body + "\n}",
+                               LoadOptions{false});
+      validateGraph(m.graph);
+      const Tensor x = randomFloat({2, 3, 4, 5}, 41), s = randomFloat(s_shape, 42), t = randomFloat({2, 3, 4, 5}, 43);
+      const Tensor x0 = x.clone(), s0 = s.clone(), t0 = t.clone();
+      // The expected values, element by element.
+      Tensor want_y(DType::Float32, {2, 3, 4, 5}), want_a(DType::Float32, {2, 3, 4, 5});
+      for (int64_t i = 0; i < 120; ++i) {
+        const int64_t n = i / 60, h = (i / 5) % 4, w = i % 5;
+        const float sv = s_shape.size() == 1 ? s.data<float>()[w] : s.data<float>()[n * 4 + h];
+        const float a = -x.data<float>()[i];
+        const float b = name == "same" ? a * a : a * sv;
+        want_a.data<float>()[i] = a;
+        want_y.data<float>()[i] = b + (name == "later" ? a : t.data<float>()[i]);
+      }
+      for (bool reference : {false, true}) {
+        engine::Session sess(m, engine::SessionOptions{0, reference});
+        for (int round = 0; round < 2; ++round) {
+          INFO("reference " << reference << " round " << round);
+          const auto got = sess.runOrdered({{"x", x}, {"s", s}, {"t", t}});
+          REQUIRE(got.size() == (name == "output" ? 2u : 1u));
+          CHECK(got[0].bitEqual(want_y));
+          if (name == "output") CHECK(got[1].bitEqual(want_a));
+        }
+      }
+      CHECK(x.bitEqual(x0));
+      CHECK(s.bitEqual(s0));
+      CHECK(t.bitEqual(t0));
+    }
+  }
+}

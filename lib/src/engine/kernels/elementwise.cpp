@@ -123,6 +123,19 @@ int trailingVector(const Shape& a, const Shape& b) {
 /// Output buffer for a loop that writes every element: not zero-filled first.
 Tensor newOutput(DType dtype, const Shape& shape) { return Tensor::uninitialized(dtype, shape); }
 
+/// Inputs the session lets a kernel write its output into (KernelContext::donor), by position.
+using Donors = std::array<Tensor*, 2>;
+
+/// newOutput, or the buffer of a donated input of the output's type and shape: the loops below
+/// read each element of an input of the output's shape at the index they write, so they may
+/// write over it (a residual Add or a squeeze-excite product whose activation dies there then
+/// writes into lines already in cache instead of a fresh buffer).
+Tensor outputBuffer(const Donors& donors, DType dtype, const Shape& shape) {
+  for (Tensor* d : donors)
+    if (d && d->dtype() == dtype && d->shape() == shape) return std::move(*d);
+  return newOutput(dtype, shape);
+}
+
 // Row loops take pointers and the op by value so the compiler knows nothing aliases them; each has
 // an AVX2 copy with the same bits (LWC_AVX2_CLONE: no FMA, so each operation rounds as in the SSE2 copy).
 template <typename T, typename U, typename Op>
@@ -176,7 +189,7 @@ template <typename Op>
 constexpr bool kRejectsZeroDivisor = requires { Op::kDivides; };
 
 template <typename T, typename Op>
-Tensor binaryTyped(const Tensor& a, const Tensor& b, const Op& op, const KernelContext& ctx) {
+Tensor binaryTyped(const Tensor& a, const Tensor& b, const Op& op, const KernelContext& ctx, const Donors& donors) {
   using U = ResultOf<Op, T, T, T>;
   const T* pa = a.data<T>();
   const T* pb = b.data<T>();
@@ -185,7 +198,7 @@ Tensor binaryTyped(const Tensor& a, const Tensor& b, const Op& op, const KernelC
       ctx.error("integer division by zero (the divisor, input 1, holds a 0)");
   }
   if (a.shape() == b.shape()) {
-    Tensor out = newOutput(dtypeOf<U>(), a.shape());
+    Tensor out = outputBuffer(donors, dtypeOf<U>(), a.shape());
     U* po = out.data<U>();
     forChunks(out.numel(), [&](int64_t i0, int64_t i1) { binaryRow(pa + i0, true, pb + i0, true, po + i0, i1 - i0, op); });
     return out;
@@ -195,7 +208,7 @@ Tensor binaryTyped(const Tensor& a, const Tensor& b, const Op& op, const KernelC
   // Same per-element operations as the planned loop, so the same bits.
   if (const int vec = trailingVector(a.shape(), b.shape()); vec != 0) {
     const Tensor& big = vec == 1 ? b : a;
-    Tensor out = newOutput(dtypeOf<U>(), big.shape());
+    Tensor out = outputBuffer(donors, dtypeOf<U>(), big.shape());
     U* po = out.data<U>();
     const int64_t n = big.numel(), len = vec == 1 ? a.numel() : b.numel();
     if (len == 1) {
@@ -215,7 +228,7 @@ Tensor binaryTyped(const Tensor& a, const Tensor& b, const Op& op, const KernelC
     return out;
   }
   const auto plan = planBroadcast<2>({&a.shape(), &b.shape()}, ctx);
-  Tensor out = newOutput(dtypeOf<U>(), plan.out);
+  Tensor out = outputBuffer(donors, dtypeOf<U>(), plan.out);
   U* po = out.data<U>();
   const bool va = plan.strides[0].back() != 0, vb = plan.strides[1].back() != 0;
   forEachRow(plan, [&](int64_t o, const std::array<int64_t, 2>& off, int64_t n) {
@@ -225,13 +238,13 @@ Tensor binaryTyped(const Tensor& a, const Tensor& b, const Op& op, const KernelC
 }
 
 template <Kinds K, typename Op>
-Tensor binaryValues(const Tensor& a, const Tensor& b, const Op& op, const KernelContext& ctx) {
+Tensor binaryValues(const Tensor& a, const Tensor& b, const Op& op, const KernelContext& ctx, const Donors& donors = {}) {
   if (a.dtype() != b.dtype())
     ctx.error("inputs have different element types (", dtypeName(a.dtype()), " and ", dtypeName(b.dtype()), ")");
   return viaFloat32<K>(a, ctx, [&](const Tensor& af) {
     Tensor b_half;
     const Tensor& bf = asFloat32IfHalf(b, b_half);
-    return dispatch<K>(af.dtype(), ctx, [&](auto tag) { return binaryTyped<decltype(tag)>(af, bf, op, ctx); });
+    return dispatch<K>(af.dtype(), ctx, [&](auto tag) { return binaryTyped<decltype(tag)>(af, bf, op, ctx, donors); });
   });
 }
 
@@ -250,10 +263,11 @@ Tensor alignLegacy(const KernelContext& ctx, const Tensor& a, const Tensor& b) {
 
 template <Kinds K, typename Op>
 void binary(KernelContext& ctx, const Op& op) {
-  const Tensor& a = ctx.in(0);
+  // Handles, not references: an input taken as the output buffer leaves its slot empty.
+  const Tensor a = ctx.in(0), b = ctx.in(1);
   // Only the opset 1-6 form makes a reshaped copy of B (a copy allocates its shape).
-  ctx.outputs[0] = ctx.node.attrInt("broadcast", 0) != 0 ? binaryValues<K>(a, alignLegacy(ctx, a, ctx.in(1)), op, ctx)
-                                                         : binaryValues<K>(a, ctx.in(1), op, ctx);
+  ctx.outputs[0] = ctx.node.attrInt("broadcast", 0) != 0 ? binaryValues<K>(a, alignLegacy(ctx, a, b), op, ctx)
+                                                         : binaryValues<K>(a, b, op, ctx, {ctx.donor(0), ctx.donor(1)});
 }
 
 /// Sum, Max, Min: a left fold of the binary op over all inputs (each step broadcasts).
