@@ -1438,3 +1438,73 @@ TEST_CASE("elementwise Add and Mul write into an input's buffer only where nothi
     }
   }
 }
+
+TEST_CASE("max pooling and concatenation between a DequantizeLinear and a QuantizeLinear run on the 8-bit values, with the float path's bytes", "[optimize][quant]") {
+  // fuseIntegerPoolConcat: DQ -> MaxPool -> Q with equal parameters becomes an 8-bit MaxPool;
+  // DQ(a), DQ(b), DQ(c) -> Concat -> Q becomes a Concat of a (the Q's parameters) and of b, c
+  // through 256-entry requantization tables (lwc.internal.QLut; c's values saturate in the
+  // output's range). A MaxPool requantized to other parameters (p2) and a Concat with a float
+  // input (e) stay float. Only exact operations, so every output byte for byte against the
+  // reference session, which runs the nodes as written; uint8 and int8.
+  for (const char* t : {"uint8", "int8"}) {
+    INFO(t);
+    const std::string T = t;
+    const std::string text = R"(
+<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 3, 9, 9] x, float[N, 2, 5, 5] e) => ()" + T + R"([N, 9, 5, 5] y, )" + T + R"([N, 3, 2, 2] p2q, )" + T + R"([N, 5, 5, 5] fq)
+{
+  xq = QuantizeLinear (x, sx, zx)
+  xd = DequantizeLinear (xq, sx, zx)
+  a = MaxPool <kernel_shape = [3, 3], strides = [2, 2], pads = [1, 1, 1, 1]> (xd)
+  aq = QuantizeLinear (a, sx, zx)
+  ad = DequantizeLinear (aq, sx, zx)
+  bq = QuantizeLinear (ad, s1, z1)
+  bd = DequantizeLinear (bq, s1, z1)
+  cq = QuantizeLinear (ad, s2, z2)
+  cd = DequantizeLinear (cq, s2, z2)
+  cat = Concat <axis = 1> (ad, bd, cd)
+  y = QuantizeLinear (cat, sx, zx)
+  p2 = MaxPool <kernel_shape = [2, 2], strides = [2, 2]> (ad)
+  p2q = QuantizeLinear (p2, s3, z3)
+  f = Concat <axis = 1> (bd, e)
+  fq = QuantizeLinear (f, s1, z1)
+}
+)";
+    Model m = parseModelText(text, LoadOptions{false});
+    const DType qt = T == "uint8" ? DType::UInt8 : DType::Int8;
+    auto zp = [&](int v) {
+      Tensor z(qt, {});
+      if (qt == DType::UInt8) z.data<uint8_t>()[0] = static_cast<uint8_t>(v);
+      else z.data<int8_t>()[0] = static_cast<int8_t>(v - 128);
+      return z;
+    };
+    m.graph.initializers.set("sx", Tensor::fromVector<float>({}, {0.02f}));
+    m.graph.initializers.set("zx", zp(128));
+    m.graph.initializers.set("s1", Tensor::fromVector<float>({}, {0.031f}));
+    m.graph.initializers.set("z1", zp(110));
+    m.graph.initializers.set("s2", Tensor::fromVector<float>({}, {0.007f}));
+    m.graph.initializers.set("z2", zp(140));
+    m.graph.initializers.set("s3", Tensor::fromVector<float>({}, {0.05f}));
+    m.graph.initializers.set("z3", zp(100));
+    validateGraph(m.graph);
+    engine::Session fast(m), ref(m, engine::SessionOptions{0, true});
+    CHECK(countOf(fast, "lwc.internal.QLut") == 2);
+    CHECK(countOf(fast, "MaxPool") == 2);
+    CHECK(countOf(fast, "Concat") == 2);
+    // Left: the Qs of x, b, c, p2 and f; the DQs of a (read by p2, b and c) and of b (read by f).
+    // xd and cd went with the pool and the concatenation that alone read them.
+    CHECK(countOf(fast, "QuantizeLinear") == 5);
+    CHECK(countOf(fast, "DequantizeLinear") == 2);
+    for (int64_t batch : {1, 4}) {
+      INFO("batch " << batch);
+      engine::TensorMap feeds{{"x", randomFloat({batch, 3, 9, 9}, static_cast<uint32_t>(70 + batch), -3.0f, 3.0f)},
+                              {"e", randomFloat({batch, 2, 5, 5}, static_cast<uint32_t>(80 + batch), -3.0f, 3.0f)}};
+      const auto a = fast.runOrdered(feeds), b = ref.runOrdered(feeds);
+      REQUIRE(a.size() == 3);
+      for (size_t i = 0; i < 3; ++i) {
+        INFO("output " << i << ": " << compareTensors(a[i], b[i], 0, 0));
+        CHECK(a[i].bitEqual(b[i]));
+      }
+    }
+  }
+}
