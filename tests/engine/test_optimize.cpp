@@ -1508,3 +1508,86 @@ g (float[N, 3, 9, 9] x, float[N, 2, 5, 5] e) => ()" + T + R"([N, 9, 5, 5] y, )" 
     }
   }
 }
+
+TEST_CASE("a normalization and Relu between dequantized 8-bit inputs (one, or a channel concatenation) and a QuantizeLinear run as per-channel byte tables", "[optimize][quant]") {
+  // fuseChannelLookupTables: [Concat(DQ(a), DQ(b)) | DQ(x)] -> BatchNormalization -> Relu -> Q
+  // becomes [a byte Concat ->] lwc.internal.QLutChannels. `dense`: a and b come from quantized
+  // convolutions (NHWC, so the tables run channels-last) with integer weights and inputs, exact in
+  // float too; `plain`: the input's own Q / DQ (NCHW). The output byte for byte against the
+  // reference session, which runs the float nodes as written; uint8 and int8.
+  for (const char* t : {"uint8", "int8"}) {
+    for (const bool dense : {true, false}) {
+      INFO(t << (dense ? " dense" : " plain"));
+      const std::string T = t;
+      const std::string body =
+          dense ? R"(
+  w1d = DequantizeLinear (w1, one, wz)
+  w2d = DequantizeLinear (w2, one, wz)
+  c1 = Conv <pads = [1, 1, 1, 1]> (xd, w1d)
+  c1q = QuantizeLinear (c1, s1, z1)
+  c1d = DequantizeLinear (c1q, s1, z1)
+  c2 = Conv <pads = [1, 1, 1, 1]> (xd, w2d)
+  c2q = QuantizeLinear (c2, s2, z2)
+  c2d = DequantizeLinear (c2q, s2, z2)
+  cat = Concat <axis = 1> (c1d, c2d)
+  n = BatchNormalization (cat, gamma, beta, mean, var)
+)"
+                : R"(
+  n = BatchNormalization (xd, gamma, beta, mean, var)
+)";
+      const int64_t c = dense ? 11 : 4;  // 5 + 6 channels, or the input's 4
+      const std::string text = R"(
+<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 4, 7, 7] x) => ()" + T + R"([N, )" + std::to_string(c) + R"(, 7, 7] y)
+{
+  xq = QuantizeLinear (x, sx, zx)
+  xd = DequantizeLinear (xq, sx, zx))" + body + R"(
+  r = Relu (n)
+  y = QuantizeLinear (r, sy, zy)
+}
+)";
+      Model m = parseModelText(text, LoadOptions{false});
+      const DType qt = T == "uint8" ? DType::UInt8 : DType::Int8;
+      auto zp = [&](int v) {
+        Tensor z(qt, {});
+        if (qt == DType::UInt8) z.data<uint8_t>()[0] = static_cast<uint8_t>(v);
+        else z.data<int8_t>()[0] = static_cast<int8_t>(v - 128);
+        return z;
+      };
+      m.graph.initializers.set("sx", Tensor::fromVector<float>({}, {1.0f}));
+      m.graph.initializers.set("zx", zp(128));
+      m.graph.initializers.set("one", Tensor::fromVector<float>({}, {1.0f}));
+      m.graph.initializers.set("wz", Tensor(DType::Int8, {}));
+      m.graph.initializers.set("w1", randomInt(DType::Int8, {5, 4, 3, 3}, 51, -1, 1));
+      m.graph.initializers.set("w2", randomInt(DType::Int8, {6, 4, 3, 3}, 52, -1, 1));
+      m.graph.initializers.set("s1", Tensor::fromVector<float>({}, {1.0f}));
+      m.graph.initializers.set("z1", zp(120));
+      m.graph.initializers.set("s2", Tensor::fromVector<float>({}, {0.5f}));
+      m.graph.initializers.set("z2", zp(135));
+      m.graph.initializers.set("gamma", randomFloat({c}, 53, 0.5f, 1.5f));
+      m.graph.initializers.set("beta", randomFloat({c}, 54, -1.0f, 1.0f));
+      m.graph.initializers.set("mean", randomFloat({c}, 55, -2.0f, 2.0f));
+      m.graph.initializers.set("var", randomFloat({c}, 56, 0.5f, 4.0f));
+      m.graph.initializers.set("sy", Tensor::fromVector<float>({}, {0.03f}));
+      m.graph.initializers.set("zy", zp(qt == DType::UInt8 ? 0 : 128));
+      if (!dense) {
+        for (const char* n : {"w1", "w2", "one", "wz", "s1", "z1", "s2", "z2"}) m.graph.initializers.erase(n);
+      }
+      validateGraph(m.graph);
+      engine::Session fast(m), ref(m, engine::SessionOptions{0, true});
+      CHECK(countOf(fast, "lwc.internal.QLutChannels") == 1);
+      CHECK(countOf(fast, "BatchNormalization") == 0);
+      CHECK(countOf(fast, "lwc.internal.ConvNhwc") == 0);
+      for (int64_t batch : {1, 3}) {
+        INFO("batch " << batch);
+        // Integer inputs in [-3, 3]: the convolutions' sums are exact in float.
+        Tensor x = randomInt(DType::Int32, {batch, 4, 7, 7}, static_cast<uint32_t>(90 + batch), -3, 3).cast(DType::Float32);
+        const engine::TensorMap feeds{{"x", x}};
+        const auto a = fast.runOrdered(feeds), b = ref.runOrdered(feeds);
+        REQUIRE(a.size() == 1);
+        INFO(compareTensors(a[0], b[0], 0, 0));
+        CHECK(a[0].bitEqual(b[0]));
+      }
+    }
+  }
+}

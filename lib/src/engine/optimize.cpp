@@ -7,6 +7,7 @@
 #include "lwc/graph_edit.h"
 
 #include <algorithm>
+#include <cstring>
 #include <cmath>
 #include <limits>
 #include <map>
@@ -804,6 +805,150 @@ int fuseIntegerPoolConcat(Graph& g, int64_t opset) {
   return fused;
 }
 
+// Channels of x along axis 1 from the inferred types; 0 when unknown.
+int64_t channelsOf(const ValueTypes& types, const std::string& v) {
+  const auto it = types.find(v);
+  if (it == types.end() || !it->second.shape || it->second.shape->size() < 2) return 0;
+  const Dim& d = (*it->second.shape)[1];
+  return d.known() && d.value > 0 ? d.value : 0;
+}
+
+// A pre-activation block of an INT8 file, DQ(x) -> BatchNormalization -> [Relu] -> Q, or DenseNet's
+// Concat(DQ(x_1), ..., DQ(x_k)) along the channels -> BatchNormalization -> [Relu] -> Q, all
+// per-tensor 8-bit parameters: each output byte is a function of the input byte and its channel,
+// so the chain becomes [Concat(x_1, ..., x_k) ->] lwc.internal.QLutChannels(x, table){axis = 1},
+// table [C, 256] the Q of the chain of each channel's 256 dequantized values by the reference
+// kernels of those very nodes: the reference's bytes (where the float path ran the normalization
+// as a depthwise convolution, within a rounding of them). Runs before BatchNormalizations become
+// depthwise convolutions. DenseNet-121's INT8 file spent half its time at batch 32 in the float
+// concatenations, normalizations and their DequantizeLinear / QuantizeLinear.
+int fuseChannelLookupTables(Graph& g, int64_t opset, const ValueTypes& types) {
+  int fused = 0;
+  for (size_t qi = 0; qi < g.nodes.size(); ++qi) {
+    const Node q = g.nodes[qi];
+    const auto yt = scalarQuantize(g, q);
+    if (!yt) continue;
+    // Walk back: [Relu] <- BatchNormalization <- DQ | Concat of DQs; each value read once.
+    auto single = [&](const std::string& v) -> const Node* {
+      const int pi = producerIndex(g, v);
+      if (pi < 0 || g.isGraphOutput(v) || consumersOf(g, v) != 1) return nullptr;
+      const Node* n = &g.nodes[static_cast<size_t>(pi)];
+      return n->domain.empty() && n->outputs.size() == 1 ? n : nullptr;
+    };
+    const Node* relu = single(q.inputs[0]);
+    const Node* bn = relu;
+    if (relu && relu->op_type == "Relu") bn = single(relu->inputs[0]);
+    else relu = nullptr;
+    if (!bn || bn->op_type != "BatchNormalization" || bn->inputs.size() != 5 || bn->attrInt("training_mode", 0) != 0)
+      continue;
+    const int64_t c = channelsOf(types, bn->inputs[0]);
+    if (c == 0) continue;
+    bool ok = true;
+    for (size_t k = 1; k <= 4; ++k) ok = ok && isFloatConst(g, bn->inputs[k], c);
+    if (!ok) continue;
+    // The root: one DQ, or a Concat along axis 1 of DQs of one 8-bit type.
+    std::vector<DqInfo> parts;
+    std::vector<int64_t> widths;
+    const Node* cat = single(bn->inputs[0]);
+    if (cat && cat->op_type == "Concat") {
+      if (cat->attrInt("axis", 0) != 1) continue;
+      for (const auto& in : cat->inputs) {
+        auto dq = in.empty() ? std::nullopt : dqProducing(g, in);
+        const int64_t w = in.empty() ? 0 : channelsOf(types, in);
+        if (!dq || w == 0) {
+          ok = false;
+          break;
+        }
+        parts.push_back(*dq);
+        widths.push_back(w);
+      }
+    } else {
+      cat = nullptr;
+      auto dq = dqProducing(g, bn->inputs[0]);
+      if (dq) {
+        parts.push_back(*dq);
+        widths.push_back(c);
+      } else {
+        ok = false;
+      }
+    }
+    if (!ok || parts.empty()) continue;
+    int64_t total = 0;
+    const DType xt = g.initializers.at(parts[0].zp).dtype();
+    for (size_t k = 0; k < parts.size(); ++k) {
+      total += widths[k];
+      ok = ok && isScalarConst(g, parts[k].scale) && isScalarConst(g, parts[k].zp) &&
+           g.initializers.at(parts[k].zp).dtype() == xt;
+    }
+    if (!ok || total != c || (xt != DType::UInt8 && xt != DType::Int8)) continue;
+    // The table: each channel's 256 dequantized values through the chain, by the reference kernels.
+    std::optional<Tensor> table;
+    try {
+      Tensor bytes(xt, {256});
+      for (int b = 0; b < 256; ++b) static_cast<uint8_t*>(bytes.raw())[b] = static_cast<uint8_t>(b);
+      Tensor x(DType::Float32, {1, c, 256, 1});
+      int64_t c0 = 0;
+      for (size_t k = 0; k < parts.size() && ok; ++k) {
+        auto v = evaluateNodeAt(*parts[k].node, opset,
+                                {&bytes, g.initializers.find(parts[k].scale), g.initializers.find(parts[k].zp)});
+        if (!v || v->size() != 1 || (*v)[0].dtype() != DType::Float32 || (*v)[0].numel() != 256) {
+          ok = false;
+          break;
+        }
+        for (int64_t ch = c0; ch < c0 + widths[k]; ++ch)
+          std::memcpy(x.data<float>() + ch * 256, (*v)[0].data<float>(), 256 * sizeof(float));
+        c0 += widths[k];
+      }
+      std::vector<const Tensor*> bn_in{&x};
+      for (size_t k = 1; k <= 4; ++k) bn_in.push_back(g.initializers.find(bn->inputs[k]));
+      auto y = ok ? evaluateNodeAt(*bn, opset, bn_in) : std::nullopt;
+      if (y && y->size() == 1 && relu) y = evaluateNodeAt(*relu, opset, {&(*y)[0]});
+      if (y && y->size() == 1)
+        y = evaluateNodeAt(q, opset, {&(*y)[0], g.initializers.find(q.inputs[1]), g.initializers.find(q.inputs[2])});
+      if (y && y->size() == 1 && (*y)[0].dtype() == *yt && (*y)[0].numel() == c * 256) table = (*y)[0].reshaped({c, 256});
+    } catch (const Error&) {
+      table.reset();
+    }
+    if (!table) continue;
+    std::vector<Node> replacement;
+    std::string x = parts[0].q;
+    if (cat) {
+      Node m = *cat;
+      m.inputs.clear();
+      for (const auto& d : parts) m.inputs.push_back(d.q);
+      x = g.uniqueName(cat->outputs[0] + "_q");
+      m.outputs = {x};
+      replacement.push_back(std::move(m));
+    }
+    Node f;
+    f.domain = kInternalDomain;
+    f.op_type = "QLutChannels";
+    f.name = q.name;
+    const std::string tn = g.uniqueName(q.outputs[0] + "_channel_lut");
+    g.initializers.set(tn, std::move(*table));
+    f.inputs = {x, tn};
+    f.outputs = {q.outputs[0]};
+    f.setAttr("axis", int64_t{1});
+    replacement.push_back(std::move(f));
+    // In the Q's place (every x_i is ready there); the float chain, now unread, goes (its
+    // DequantizeLinears with removeDeadNodes, where nothing else reads them).
+    std::vector<std::string> chain_outputs = {bn->outputs[0]};
+    if (relu) chain_outputs.push_back(relu->outputs[0]);
+    if (cat) chain_outputs.push_back(cat->outputs[0]);
+    g.nodes.erase(g.nodes.begin() + static_cast<std::ptrdiff_t>(qi));
+    g.nodes.insert(g.nodes.begin() + static_cast<std::ptrdiff_t>(qi), replacement.begin(), replacement.end());
+    qi += replacement.size() - 1;
+    for (const auto& o : chain_outputs) {
+      const int pi = producerIndex(g, o);
+      if (pi < 0) continue;
+      g.nodes.erase(g.nodes.begin() + pi);
+      if (static_cast<size_t>(pi) < qi) --qi;
+    }
+    ++fused;
+  }
+  return fused;
+}
+
 // DQ(x) * gate -> Q, per-tensor 8-bit parameters, where the gate is a lutChain of another 8-bit
 // tensor g (a Sigmoid of a dequantized tensor: a squeeze-excite block's scaling) or a second
 // dequantized tensor, becomes lwc.internal.QMulLut(x, x_scale, x_zp, g, table, y_scale, y_zp):
@@ -1069,12 +1214,14 @@ bool pushThrough(Graph& g, size_t i) {
   Node& n = g.nodes[i];
   const bool qadd = n.domain == kInternalDomain && n.op_type == "QAdd";
   const bool qlut = n.domain == kInternalDomain && n.op_type == "QLut";
-  if (!n.domain.empty() && !qadd && !qlut) return false;
+  // Per-channel tables along axis 1: layout-free but for the axis, which becomes NHWC's 3.
+  const bool qlutc = n.domain == kInternalDomain && n.op_type == "QLutChannels" && n.attrInt("axis", 1) == 1;
+  if (!n.domain.empty() && !qadd && !qlut && !qlutc) return false;
   const std::string& op = n.op_type;
   // Per-tensor QuantizeLinear/DequantizeLinear are elementwise with scalar parameters: layout-free.
   const bool qdq = (op == "QuantizeLinear" || op == "DequantizeLinear") && n.inputs.size() >= 2 &&
                    isScalarConst(g, n.inputs[1]) && (!n.hasInput(2) || isScalarConst(g, n.inputs[2]));
-  const bool unary = (kUnary.count(op) != 0 && n.domain.empty()) || qdq || qlut;
+  const bool unary = (kUnary.count(op) != 0 && n.domain.empty()) || qdq || qlut || qlutc;
   const bool binary = kBinary.count(op) != 0 || qadd;
   const bool pool = (op == "MaxPool" || op == "AveragePool") && n.outputs.size() == 1 &&
                     n.attrInts("kernel_shape").size() == 2;
@@ -1138,6 +1285,8 @@ bool pushThrough(Graph& g, size_t i) {
     int64_t axis = m.attrInt("axis", 1);
     if (axis < 0) axis += 4;
     m.setAttr("axis", kToNchw[static_cast<size_t>(axis)]);
+  } else if (qlutc) {
+    m.setAttr("axis", int64_t{3});
   }
   g.nodes.insert(g.nodes.begin() + static_cast<std::ptrdiff_t>(i) + 1, makeTranspose(g, y_nhwc, y, kToNchw));
   return true;
@@ -1878,6 +2027,11 @@ int foldTransposeReshapeTranspose(Graph& g, const ValueTypes& types) {
 OptimizeStats optimizeForExecution(Graph& g, const ValueTypes* types, int64_t opset) {
   OptimizeStats st;
   st.bn_folded = foldBatchNorms(g);
+  if (types && opset > 0) {
+    const int tables = fuseChannelLookupTables(g, opset, *types);
+    st.lookup_tables += tables;
+    if (tables) removeDeadNodes(g);
+  }
   if (types) st.bn_depthwise = batchNormsToDepthwise(g, *types);
   st.pads_dropped = dropZeroPads(g);
   // In this order: the float-output rewrite takes only what fuseQdq left (no QuantizeLinear after).

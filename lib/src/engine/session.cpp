@@ -155,7 +155,8 @@ std::optional<std::string> perSampleRoles(const Node& n) {
       if (ni > 3) r[3] = 'b';  // the residual of a fused Add
       return r;
     }
-    if (op == "QLinearConvNhwc" || op == "QLinearConvNhwcLut" || op == "Gelu" || op == "QLut" || op == "QGlobalAvgPoolNhwc")
+    if (op == "QLinearConvNhwc" || op == "QLinearConvNhwcLut" || op == "Gelu" || op == "QLut" || op == "QLutChannels" ||
+        op == "QGlobalAvgPoolNhwc")
       return first('c');
     if (op == "PoolNhwc" || op == "GlobalAvgPoolNhwc") return n.outputs.size() == 1 ? first('c') : std::optional<std::string>();
     if (op == "QLinearConvNhwcAdd") {

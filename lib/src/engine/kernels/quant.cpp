@@ -1089,6 +1089,59 @@ void lookupBytesParallel(const uint8_t* x, const uint8_t* table, uint8_t* y, int
   });
 }
 
+// lwc.internal.QLutChannels(x, table){axis}: y = table[c][x] for the element's index c along
+// `axis`, table [C, 256] of 8-bit values indexed by x's byte: a per-channel float chain between a
+// DequantizeLinear and a QuantizeLinear (optimize.cpp, fuseChannelLookupTables).
+void qlutChannels(KernelContext& ctx) {
+  const Tensor &x = ctx.in(0), &table = ctx.in(1);
+  if (x.dtype() != DType::UInt8 && x.dtype() != DType::Int8)
+    ctx.error("input must be uint8 or int8, not ", dtypeName(x.dtype()));
+  if (x.rank() == 0) ctx.error("input must have an axis of channels");
+  const int64_t axis = normAxis(ctx.node.attrInt("axis", 1), static_cast<int64_t>(x.rank()), ctx);
+  const int64_t c = x.dim(static_cast<size_t>(axis));
+  if ((table.dtype() != DType::UInt8 && table.dtype() != DType::Int8) || table.rank() != 2 || table.dim(0) != c ||
+      table.dim(1) != 256)
+    ctx.error("the table must hold [", c, ", 256] uint8 or int8 values, not ", dtypeName(table.dtype()), " ",
+              shapeStr(table.shape()));
+  Tensor& y = ctx.allocUninit(0, table.dtype(), x.shape());
+  int64_t inner = 1, outer = 1;
+  for (size_t d = 0; d < x.rank(); ++d) {
+    if (static_cast<int64_t>(d) < axis) outer *= x.dim(d);
+    else if (static_cast<int64_t>(d) > axis) inner *= x.dim(d);
+  }
+  const auto* xp = static_cast<const uint8_t*>(x.raw());
+  const auto* tp = static_cast<const uint8_t*>(table.raw());
+  auto* yp = static_cast<uint8_t*>(y.raw());
+  if (inner == 1) {
+    // Channels last (NHWC): rows of c bytes. Blocks of 64 channels (16 KB of tables, which stay in
+    // L1) over all of a thread's rows: over whole rows, each byte's lookup had gone to L2 for
+    // tables of more than ~190 channels (DenseNet-121's up to 1024).
+    constexpr int64_t kBlock = 64;
+    parallelRanges(outer, outer * c > kParallelMin, [&](int64_t r0, int64_t r1) {
+      for (int64_t k0 = 0; k0 < c; k0 += kBlock) {
+        const int64_t nk = std::min(kBlock, c - k0);
+        const uint8_t* tb = tp + k0 * 256;
+        for (int64_t r = r0; r < r1; ++r) {
+          const uint8_t* xr = xp + r * c + k0;
+          uint8_t* yr = yp + r * c + k0;
+          int64_t k = 0;
+          for (; k + 8 <= nk; k += 8) {  // 8 bytes per load and store
+            uint64_t v, o = 0;
+            std::memcpy(&v, xr + k, 8);
+            for (int j = 0; j < 8; ++j) o |= uint64_t{tb[(k + j) * 256 + ((v >> (8 * j)) & 255)]} << (8 * j);
+            std::memcpy(yr + k, &o, 8);
+          }
+          for (; k < nk; ++k) yr[k] = tb[k * 256 + xr[k]];
+        }
+      }
+    });
+    return;
+  }
+  parallelRanges(outer * c, outer * c * inner > kParallelMin, [&](int64_t p0, int64_t p1) {
+    for (int64_t pl = p0; pl < p1; ++pl) lookupBytes(xp + pl * inner, tp + (pl % c) * 256, yp + pl * inner, inner);
+  });
+}
+
 void qlut(KernelContext& ctx) {
   const Tensor &x = ctx.in(0), &table = ctx.in(1);
   if (x.dtype() != DType::UInt8 && x.dtype() != DType::Int8)
@@ -1420,6 +1473,7 @@ void registerQuantKernels(KernelRegistry& r) {
   r.addFn("QGlobalAvgPoolNhwc", 1, 1, qglobalAvgPoolNhwc, kInternalDomain);
   r.addFn("QMulLut", 1, 1, qmulLut, kInternalDomain);
   r.addFn("QLut", 1, 1, qlut, kInternalDomain);
+  r.addFn("QLutChannels", 1, 1, qlutChannels, kInternalDomain);
   r.addFn("QAdd", 1, 1, qadd, kInternalDomain);
 }
 
