@@ -442,6 +442,24 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
     const Node& n = g.nodes[i];
     for (size_t k = 0; k < (kCompute.count(n.op_type) ? 1 : n.inputs.size()); ++k) pool_outputs.erase(n.inputs[k]);
   }
+  // A Split's quantized outputs take the parameters of its input, quantized too (the union of
+  // their ranges), as ONNX Runtime's quantizer shares them over such ops: the split then moves
+  // bytes in both runtimes instead of running between a DequantizeLinear and two QuantizeLinears
+  // with their own scales (ShuffleNet's channel shuffles).
+  std::map<std::string, std::string> split_shares;  // output -> the Split's input
+  std::set<std::string> split_inputs_added;          // quantized only for that: optional in saved statistics
+  for (const auto& n : g.nodes) {
+    if (n.op_type != "Split" || !n.domain.empty() || n.inputs.empty() || exclude.count(n.name) ||
+        exclude.count(n.op_type) || g.isGraphInput(n.inputs[0]) || !isFloatValue(n.inputs[0]))
+      continue;
+    for (const auto& out : n.outputs)
+      if (tensor_set.count(out)) split_shares[out] = n.inputs[0];
+    if (std::any_of(n.outputs.begin(), n.outputs.end(), [&](const std::string& v) { return split_shares.count(v); }) &&
+        !tensor_set.count(n.inputs[0])) {
+      addTensor(n.inputs[0]);
+      split_inputs_added.insert(n.inputs[0]);
+    }
+  }
   // The first input of the model only counts when it is float.
   for (const auto* in : g.realInputs())
     if (in->dtype != DType::Float32 && tensor_set.count(in->name)) {
@@ -457,6 +475,14 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
     // Statistics saved before pool outputs were quantized (2026-11-30) lack them: those pools stay
     // in float, as they were then.
     std::erase_if(tensors, [&](const std::string& t) {
+      // Statistics saved before Split inputs were quantized (2026-12-05) lack them: those Splits'
+      // outputs keep their own parameters.
+      if (split_inputs_added.count(t) && (!stats_.tensors.count(t) || stats_.tensors.at(t).count() == 0)) {
+        r.notes.push_back("'" + t + "': no statistics in " + loads[0] +
+                          "; the Split reading it quantizes its outputs with their own parameters");
+        tensor_set.erase(t);
+        return true;
+      }
       const bool missing = pool_outputs.count(t) && (!stats_.tensors.count(t) || stats_.tensors.at(t).count() == 0);
       if (missing) {
         r.notes.push_back("'" + t + "': no statistics in " + loads[0] +
@@ -489,6 +515,8 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
   std::map<std::string, QParams> qp;
   for (const auto& t : tensors) qp[t] = activationParams(computeRange(stats_.tensors.at(t), cal, o.getFloat("percentile"), symmetric),
                                                         symmetric);
+  for (const auto& [out, in] : split_shares)
+    if (qp.count(out) && qp.count(in)) qp[out] = qp[in];
 
   // --- GPTQ: each quantized layer's int8 weights (and moved float bias) from the Gram matrix of
   // its input on the calibration data (float model), layer chunk by layer chunk.

@@ -334,9 +334,11 @@ g (float[N, 8, 6, 6] x) => (float[N, 4] y, uint8[N, 8] r, uint8[N, 8, 1, 1] t)
   validateGraph(m.graph);
   engine::Session fast(m), ref(m, engine::SessionOptions{0, true});
   CHECK(countOf(ref, "QuantizeLinear") == 6);
-  // Dropped: fq (through the Flatten) and tq (DQ -> Q directly). Kept: xq, pq, r (another scale)
-  // and t (a graph output: the round trip is exact, but the output keeps its producer).
-  CHECK(countOf(fast, "QuantizeLinear") == 4);
+  // Dropped: fq (through the Flatten) and tq (DQ -> Q directly); r (another scale) becomes a
+  // requantization table before its Flatten (fuseIntegerDataMovement) and an Identity. Kept: xq,
+  // pq and t (a graph output: the round trip is exact, but the output keeps its producer).
+  CHECK(countOf(fast, "QuantizeLinear") == 3);
+  CHECK(countOf(fast, "lwc.internal.QLut") == 1);
   for (uint32_t seed : {1u, 2u, 3u}) {
     Tensor x = randomFloat({3, 8, 6, 6}, seed, 0.0f, 5.0f);  // some values saturate at 255
     engine::TensorMap feeds{{"x", x}};
@@ -1587,6 +1589,64 @@ g (float[N, 4, 7, 7] x) => ()" + T + R"([N, )" + std::to_string(c) + R"(, 7, 7] 
         REQUIRE(a.size() == 1);
         INFO(compareTensors(a[0], b[0], 0, 0));
         CHECK(a[0].bitEqual(b[0]));
+      }
+    }
+  }
+}
+
+TEST_CASE("a channel shuffle between dequantized 8-bit tensors and QuantizeLinears of one set of parameters moves bytes", "[optimize][quant]") {
+  // fuseIntegerDataMovement: DQ(a), DQ(b) -> Concat -> Reshape -> Transpose -> Reshape -> Q, and
+  // DQ -> Split -> Q, Q (the Split's outputs with its input's parameters, as lwc quantize writes
+  // them), as ShuffleNet's units; b's bytes go through a requantization table (its parameters
+  // differ), a's as they are. With `mixed` the Split's second output has other parameters: that
+  // Split stays float. Only exact operations: byte for byte against the reference session.
+  for (const bool mixed : {false, true}) {
+    INFO((mixed ? "mixed" : "shared") << " exit parameters");
+    Model m = parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 4, 5, 5] x1, float[N, 4, 5, 5] x2) => (uint8[N, 4, 5, 5] pq, uint8[N, 4, 5, 5] qq)
+{
+  aq = QuantizeLinear (x1, s3, z3)
+  ad = DequantizeLinear (aq, s3, z3)
+  bq = QuantizeLinear (x2, s2, z2)
+  bd = DequantizeLinear (bq, s2, z2)
+  cat = Concat <axis = 1> (ad, bd)
+  r = Reshape (cat, shape5)
+  t = Transpose <perm = [0, 2, 1, 3, 4]> (r)
+  r2 = Reshape (t, shape4)
+  sq = QuantizeLinear (r2, s3, z3)
+  sd = DequantizeLinear (sq, s3, z3)
+  p, q = Split <axis = 1> (sd, sizes)
+  pq = QuantizeLinear (p, s3, z3)
+  qq = QuantizeLinear (q, s4, z4)
+}
+)",
+                             LoadOptions{false});
+    auto& init = m.graph.initializers;
+    init.set("s3", Tensor::scalar(0.02f));
+    init.set("z3", Tensor::scalar<uint8_t>(128));
+    init.set("s2", Tensor::scalar(0.035f));
+    init.set("z2", Tensor::scalar<uint8_t>(100));
+    init.set("s4", Tensor::scalar(mixed ? 0.03f : 0.02f));
+    init.set("z4", Tensor::scalar<uint8_t>(mixed ? 120 : 128));
+    init.set("shape5", Tensor::fromVector<int64_t>({5}, {0, 2, 4, 5, 5}));
+    init.set("shape4", Tensor::fromVector<int64_t>({4}, {0, 8, 5, 5}));
+    init.set("sizes", Tensor::fromVector<int64_t>({2}, {4, 4}));
+    validateGraph(m.graph);
+    engine::Session fast(m), ref(m, engine::SessionOptions{0, true});
+    // Left: the inputs' Qs, and with `mixed` the float Split's two Qs and its DQ.
+    CHECK(countOf(fast, "QuantizeLinear") == (mixed ? 4 : 2));
+    CHECK(countOf(fast, "DequantizeLinear") == (mixed ? 1 : 0));
+    CHECK(countOf(fast, "lwc.internal.QLut") == 1);
+    for (int64_t batch : {1, 3}) {
+      INFO("batch " << batch);
+      engine::TensorMap feeds{{"x1", randomFloat({batch, 4, 5, 5}, static_cast<uint32_t>(20 + batch), -3.0f, 3.0f)},
+                              {"x2", randomFloat({batch, 4, 5, 5}, static_cast<uint32_t>(30 + batch), -4.0f, 4.0f)}};
+      const auto a = fast.runOrdered(feeds), b = ref.runOrdered(feeds);
+      REQUIRE(a.size() == 2);
+      for (size_t i = 0; i < 2; ++i) {
+        INFO("output " << i << ": " << compareTensors(a[i], b[i], 0, 0));
+        CHECK(a[i].bitEqual(b[i]));
       }
     }
   }

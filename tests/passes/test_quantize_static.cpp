@@ -598,3 +598,63 @@ g (float[N, 3, 12, 12] x) => (float[N, 8, 12, 12] y) {
   // The tensor "x" exists in both; the Conv output is a graph output, so only x is needed: works.
   CHECK_NOTHROW(p.run(other, ctx));
 }
+
+TEST_CASE("quantize_static gives a Split's quantized outputs the parameters of its input, quantized too", "[quantize]") {
+  // ShuffleNet's unit: x1, x2 = split(x); x2 -> convolutions; concat(x1, x2'). The outputs share the
+  // input's scale and zero point (the union of their ranges), as ONNX Runtime's quantizer does, so
+  // the split moves bytes in either runtime; the engine then runs the shuffle on the bytes.
+  Calib c;
+  Model m = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 3, 12, 12] x) => (float[N, 4, 12, 12] y) {
+  c1 = Conv <pads=[1,1,1,1]> (x, w1, b1)
+  r1 = Relu (c1)
+  a, b = Split <axis = 1> (r1, sizes)
+  c2 = Conv <pads=[1,1,1,1]> (b, w2, b2)
+  cat = Concat <axis = 1> (a, c2)
+  y = Conv (cat, w3, b3)
+})");
+  addConst(m, "w1", {8, 3, 3, 3}, 1, -0.5f, 0.5f);
+  addConst(m, "b1", {8}, 2, -0.1f, 0.1f);
+  addConst(m, "w2", {4, 4, 3, 3}, 3, -0.3f, 0.3f);
+  addConst(m, "b2", {4}, 4, -0.1f, 0.1f);
+  addConst(m, "w3", {4, 8, 1, 1}, 5, -0.3f, 0.3f);
+  addConst(m, "b3", {4}, 6, -0.1f, 0.1f);
+  m.graph.initializers.set("sizes", Tensor::fromVector<int64_t>({2}, {4, 4}));
+  Model fp = m;
+  quantize(m, c);
+  // The Q of each of a, b and of the Split's input: one scale and zero point.
+  auto qOf = [&](const std::string& v) -> const Node* {
+    for (const auto& n : m.graph.nodes)
+      if (n.op_type == "QuantizeLinear" && n.inputs[0] == v) return &n;
+    return nullptr;
+  };
+  const Node* qa = qOf("a");
+  const Node* qb = qOf("b");
+  const Node* qr = qOf("r1");
+  REQUIRE(qa);
+  REQUIRE(qb);
+  REQUIRE(qr);
+  const auto& init = m.graph.initializers;
+  for (const Node* q : {qa, qb}) {
+    CHECK(init.at(q->inputs[1]).at(0) == init.at(qr->inputs[1]).at(0));
+    CHECK(init.at(q->inputs[2]).at(0) == init.at(qr->inputs[2]).at(0));
+  }
+  // The Split reads the dequantized input.
+  for (const auto& n : m.graph.nodes)
+    if (n.op_type == "Split") {
+      const int p = producerIndex(m.graph, n.inputs[0]);
+      REQUIRE(p >= 0);
+      CHECK(m.graph.nodes[static_cast<size_t>(p)].op_type == "DequantizeLinear");
+    }
+  CHECK(outputSqnr(fp, m, 5) > 25.0);
+  // In the engine the split runs on the bytes: no float QuantizeLinear after it.
+  engine::Session s(m);
+  int quantizes = 0;
+  std::string ops;
+  for (const auto& [desc, impl] : s.kernelChoices()) {
+    quantizes += desc.rfind("QuantizeLinear ", 0) == 0;
+    ops += desc + "; ";
+  }
+  INFO(ops);
+  CHECK(quantizes == 1);  // the model input's
+}

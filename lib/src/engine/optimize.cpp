@@ -805,6 +805,135 @@ int fuseIntegerPoolConcat(Graph& g, int64_t opset) {
   return fused;
 }
 
+// A region of data-movement ops (Concat, Split, Slice, Reshape, Transpose, ...) whose inputs are
+// all per-tensor DequantizeLinears of 8-bit tensors and whose outputs are all read by per-tensor
+// QuantizeLinears with one set of parameters moves bytes instead of floats: each entry reads its
+// 8-bit tensor (through a 256-entry requantization table, QLut, where its parameters differ from
+// the Qs', as in fuseIntegerPoolConcat), and the Qs' readers read the region's outputs. The ops
+// only move values, so the same bytes. ShuffleNet's channel shuffles (Concat, Reshape, Transpose,
+// Reshape between dequantized branches and a Q; a Split between a DQ and two Qs of the same
+// parameters, as `lwc quantize` writes them since 2026-12-05) ran in float. One region per call.
+bool fuseIntegerDataMovementOnce(Graph& g, int64_t opset) {
+  static const std::set<std::string> kMove = {"Concat",   "Split",    "Slice",        "Reshape",     "Transpose", "Flatten",
+                                              "Squeeze",  "Unsqueeze", "Identity",    "DepthToSpace", "SpaceToDepth"};
+  auto dataInputs = [](const Node& n) -> size_t { return n.op_type == "Concat" ? n.inputs.size() : 1; };
+  for (size_t qi = 0; qi < g.nodes.size(); ++qi) {
+    const Node q0 = g.nodes[qi];
+    const auto yt = scalarQuantize(g, q0);
+    if (!yt) continue;
+    const int p0 = producerIndex(g, q0.inputs[0]);
+    if (p0 < 0 || !g.nodes[static_cast<size_t>(p0)].domain.empty() || !kMove.count(g.nodes[static_cast<size_t>(p0)].op_type))
+      continue;
+    auto isExit = [&](const Node& n) {
+      return scalarQuantize(g, n) == yt && sameScalar(g, n.inputs[1], q0.inputs[1]) && sameScalar(g, n.inputs[2], q0.inputs[2]);
+    };
+    // The region: walk from the Q's input through producers and readers. A value produced in the
+    // region is read only by region ops (as data) or by exits; its inputs come from region ops or
+    // from entries (DequantizeLinears, which other nodes may read too).
+    std::set<size_t> region, entries, exits;
+    std::set<std::string> seen;
+    std::vector<std::string> todo = {q0.inputs[0]};
+    bool ok = true;
+    while (ok && !todo.empty()) {
+      const std::string v = todo.back();
+      todo.pop_back();
+      if (!seen.insert(v).second) continue;
+      const int pi = producerIndex(g, v);
+      if (pi < 0 || g.isGraphOutput(v)) {
+        ok = false;
+        break;
+      }
+      if (auto dq = dqProducing(g, v)) {
+        const DType xt = g.initializers.at(dq->zp).dtype();
+        ok = isScalarConst(g, dq->scale) && isScalarConst(g, dq->zp) && (xt == DType::UInt8 || xt == DType::Int8);
+        entries.insert(static_cast<size_t>(pi));
+        continue;
+      }
+      const Node& p = g.nodes[static_cast<size_t>(pi)];
+      if (!p.domain.empty() || !kMove.count(p.op_type)) {
+        ok = false;
+        break;
+      }
+      region.insert(static_cast<size_t>(pi));
+      for (size_t k = 0; k < dataInputs(p); ++k)
+        if (!p.inputs[k].empty()) todo.push_back(p.inputs[k]);
+      for (const auto& o : p.outputs) {
+        if (o.empty()) continue;
+        if (g.isGraphOutput(o)) ok = false;
+        for (size_t k = 0; k < g.nodes.size() && ok; ++k) {
+          const Node& r = g.nodes[k];
+          for (size_t j = 0; j < r.inputs.size() && ok; ++j) {
+            if (r.inputs[j] != o) continue;
+            if (r.domain.empty() && kMove.count(r.op_type) && j < dataInputs(r)) {
+              for (const auto& ro : r.outputs)
+                if (!ro.empty()) todo.push_back(ro);
+            } else if (j == 0 && isExit(r)) {
+              exits.insert(k);
+            } else {
+              ok = false;
+            }
+          }
+        }
+      }
+    }
+    if (!ok || region.empty() || entries.empty() || exits.empty()) continue;
+    // The entries' 8-bit values, through a requantization table where their parameters differ.
+    std::map<std::string, std::string> repl;  // entry DQ output -> 8-bit value
+    std::vector<Node> luts;
+    for (size_t e : entries) {
+      const std::string dq_out = g.nodes[e].outputs[0];
+      auto dq = dqProducing(g, dq_out);
+      if (!dq) {
+        ok = false;
+        break;
+      }
+      if (sameScalar(g, dq->scale, q0.inputs[1]) && sameScalar(g, dq->zp, q0.inputs[2])) {
+        repl[dq_out] = dq->q;
+        continue;
+      }
+      Node requantize = q0;
+      requantize.inputs[0] = dq_out;
+      auto table = lutValues(g, LutChain{*dq, {}}, opset, &requantize);
+      if (!table || table->dtype() != *yt) {
+        ok = false;
+        break;
+      }
+      const std::string y = g.uniqueName(dq_out + "_requantized");
+      luts.push_back(lutNode(g, q0.name + "_" + dq_out, dq->q, std::move(*table), y));
+      repl[dq_out] = y;
+    }
+    if (!ok) continue;
+    for (size_t k : region)
+      for (auto& in : g.nodes[k].inputs)
+        if (auto it = repl.find(in); it != repl.end()) in = it->second;
+    // The exits' readers read the region's values; a Q whose output is a model output becomes an
+    // Identity of it.
+    std::vector<size_t> erase;
+    for (size_t x : exits) {
+      Node& qn = g.nodes[x];
+      if (g.isGraphOutput(qn.outputs[0])) {
+        qn.op_type = "Identity";
+        qn.inputs.resize(1);
+        continue;
+      }
+      replaceUses(g, std::string(qn.outputs[0]), std::string(qn.inputs[0]));
+      erase.push_back(x);
+    }
+    std::sort(erase.rbegin(), erase.rend());
+    for (size_t x : erase) g.nodes.erase(g.nodes.begin() + static_cast<std::ptrdiff_t>(x));
+    for (auto& lut : luts) g.nodes.push_back(std::move(lut));  // placed by the sort
+    topoSort(g);
+    return true;
+  }
+  return false;
+}
+
+int fuseIntegerDataMovement(Graph& g, int64_t opset) {
+  int fused = 0;
+  while (fuseIntegerDataMovementOnce(g, opset)) ++fused;
+  return fused;
+}
+
 // Channels of x along axis 1 from the inferred types; 0 when unknown.
 int64_t channelsOf(const ValueTypes& types, const std::string& v) {
   const auto it = types.find(v);
@@ -2042,6 +2171,7 @@ OptimizeStats optimizeForExecution(Graph& g, const ValueTypes* types, int64_t op
   if (opset > 0) {
     st.lookup_tables = fuseLookupTables(g, opset, types);
     st.qdq_fused += fuseIntegerPoolConcat(g, opset);
+    st.qdq_fused += fuseIntegerDataMovement(g, opset);
   }
   if (st.qdq_fused || st.lookup_tables) removeDeadNodes(g);
   st.matmul_bias_fused = fuseMatMulBias(g);
