@@ -18,6 +18,7 @@
 #include <limits>
 #include <numeric>
 #include <optional>
+#include <tuple>
 
 #include "engine/kernels/common.h"
 #include "lwc/model_io.h"
@@ -598,6 +599,8 @@ void split(KernelContext& ctx, int since) {
   const int64_t rows = prod(x.shape(), 0, axis), inner_elems = prod(x.shape(), axis + 1, r);
   const int64_t inner = inner_elems * static_cast<int64_t>(es);
   int64_t offset = 0;
+  // The copied parts: (output, chunk bytes per row, offset along the axis).
+  std::vector<std::tuple<std::byte*, int64_t, int64_t>> parts;
   for (int64_t i = 0; i < n; ++i) {
     Shape s = x.shape();
     s[axis] = sizes[i];
@@ -606,12 +609,19 @@ void split(KernelContext& ctx, int since) {
       offset += sizes[i];
       continue;
     }
-    Tensor& y = ctx.alloc(i, x.dtype(), s);
-    const int64_t chunk = sizes[i] * inner;
-    for (int64_t row = 0; row < rows; ++row)
-      std::memcpy(bytesOf(y) + row * chunk, bytesOf(x) + (row * dim + offset) * inner, chunk);
+    Tensor& y = ctx.allocUninit(i, x.dtype(), s);  // every byte is copied below
+    parts.emplace_back(bytesOf(y), sizes[i] * inner, offset);
     offset += sizes[i];
   }
+  if (parts.empty()) return;
+  // Row by row over the threads, each input row read once (a transformer's q, k, v split of
+  // [N, 197, 576] floats went at 26 GB/s on one thread, zero-filling its outputs first).
+  const std::byte* src = bytesOf(x);
+  parallelRange(rows, static_cast<int64_t>(x.nbytes()), [&](int64_t r0, int64_t r1) {
+    for (int64_t row = r0; row < r1; ++row)
+      for (const auto& [dst, chunk, off] : parts)
+        if (chunk > 0) std::memcpy(dst + row * chunk, src + (row * dim + off) * inner, static_cast<size_t>(chunk));
+  });
 }
 
 void slice(KernelContext& ctx, bool from_inputs) {
