@@ -688,7 +688,7 @@ void slice(KernelContext& ctx, bool from_inputs) {
     ctx.outputs[0] = x.view(offset, std::move(out));
     return;
   }
-  Tensor& y = ctx.alloc(0, x.dtype(), out);
+  Tensor& y = ctx.allocUninit(0, x.dtype(), out);  // viewCopy writes every element
   if (y.numel() == 0) return;
   const size_t es = dtypeSize(x.dtype());
   viewCopy(bytesOf(y), bytesOf(x) + offset * static_cast<int64_t>(es), out, st, es);
