@@ -1442,7 +1442,8 @@ TEST_CASE("elementwise Add and Mul write into an input's buffer only where nothi
 }
 
 TEST_CASE("max pooling and concatenation between a DequantizeLinear and a QuantizeLinear run on the 8-bit values, with the float path's bytes", "[optimize][quant]") {
-  // fuseIntegerPoolConcat: DQ -> MaxPool -> Q with equal parameters becomes an 8-bit MaxPool;
+  // fuseIntegerMaxPool: DQ -> MaxPool -> Q with equal parameters becomes an 8-bit MaxPool;
+  // fuseIntegerDataMovement (a region of one Concat):
   // DQ(a), DQ(b), DQ(c) -> Concat -> Q becomes a Concat of a (the Q's parameters) and of b, c
   // through 256-entry requantization tables (lwc.internal.QLut; c's values saturate in the
   // output's range). A MaxPool requantized to other parameters (p2) and a Concat with a float

@@ -731,75 +731,33 @@ int fuseLookupTables(Graph& g, int64_t opset, const ValueTypes* types) {
   return fused;
 }
 
-// Max pooling and concatenation of dequantized 8-bit tensors, requantized after, run on the
-// integers, as ONNX Runtime's QDQ fusions do:
-//   DQ(x) -> MaxPool -> Q with the same per-tensor parameters  becomes  MaxPool(x): the max of
-//   dequantized values is the dequantized max (the scale is positive), and Q(DQ(q)) = q;
-//   DQ(x_i) -> Concat -> Q  becomes  Concat(x_i, or QLut(x_i) where x_i's parameters differ from
-//   the Q's), each table the Q of the DequantizeLinear of every byte by the reference kernels of
-//   those very nodes (lutValues).
-// The same bytes as the float path. torchvision googlenet's and squeezenet's INT8 files spent a
-// third of their time at batch 32 in the DequantizeLinear, float pooling and concatenation and
-// QuantizeLinear around their pools and inception / fire modules. The pool or Concat must be read
-// by the Q alone.
-int fuseIntegerPoolConcat(Graph& g, int64_t opset) {
+// DQ(x) -> MaxPool -> Q with the same per-tensor parameters becomes MaxPool(x), as ONNX Runtime's
+// QDQ fusions do: the max of dequantized values is the dequantized max (the scale is positive),
+// and Q(DQ(q)) = q, so the float path's bytes. torchvision googlenet's INT8 file ran its 13 pools
+// in float between a DQ and a Q. The pool must be read by the Q alone. (Its concatenations are
+// regions of fuseIntegerDataMovement.)
+int fuseIntegerMaxPool(Graph& g) {
   int fused = 0;
   for (size_t qi = 0; qi < g.nodes.size(); ++qi) {
-    const Node q = g.nodes[qi];
-    const auto yt = scalarQuantize(g, q);
-    if (!yt) continue;
+    const Node& q = g.nodes[qi];
+    if (!scalarQuantize(g, q)) continue;
     const int pi = producerIndex(g, q.inputs[0]);
     if (pi < 0) continue;
-    const Node p = g.nodes[static_cast<size_t>(pi)];
-    if (!p.domain.empty() || p.outputs.size() != 1 || g.isGraphOutput(p.outputs[0]) || consumersOf(g, p.outputs[0]) != 1)
+    const Node& p = g.nodes[static_cast<size_t>(pi)];
+    if (!p.domain.empty() || p.op_type != "MaxPool" || p.outputs.size() != 1 || g.isGraphOutput(p.outputs[0]) ||
+        consumersOf(g, p.outputs[0]) != 1)
       continue;
-    std::vector<Node> replacement;
-    if (p.op_type == "MaxPool") {
-      auto dq = dqProducing(g, p.inputs[0]);
-      if (!dq || !sameScalar(g, dq->scale, q.inputs[1]) || !sameScalar(g, dq->zp, q.inputs[2]) ||
-          !(g.initializers.at(dq->scale).at(0) > 0))
-        continue;
-      Node m = p;
-      m.inputs[0] = dq->q;
-      m.outputs[0] = q.outputs[0];
-      replacement.push_back(std::move(m));
-    } else if (p.op_type == "Concat" && !p.inputs.empty()) {
-      std::vector<std::string> ins;
-      bool ok = true;
-      for (const auto& in : p.inputs) {
-        auto dq = in.empty() ? std::nullopt : dqProducing(g, in);
-        if (!dq || !isScalarConst(g, dq->scale) || !isScalarConst(g, dq->zp)) {
-          ok = false;
-          break;
-        }
-        if (sameScalar(g, dq->scale, q.inputs[1]) && sameScalar(g, dq->zp, q.inputs[2])) {
-          ins.push_back(dq->q);
-          continue;
-        }
-        Node requantize = q;  // the Q, reading this input's dequantized values
-        requantize.inputs[0] = in;
-        auto table = lutValues(g, LutChain{*dq, {}}, opset, &requantize);
-        if (!table || table->dtype() != *yt) {
-          ok = false;
-          break;
-        }
-        const std::string y = g.uniqueName(in + "_requantized");
-        replacement.push_back(lutNode(g, q.name + "_" + in, dq->q, std::move(*table), y));
-        ins.push_back(y);
-      }
-      if (!ok) continue;
-      Node c = p;
-      c.inputs = std::move(ins);
-      c.outputs[0] = q.outputs[0];
-      replacement.push_back(std::move(c));
-    } else {
+    auto dq = dqProducing(g, p.inputs[0]);
+    if (!dq || !sameScalar(g, dq->scale, q.inputs[1]) || !sameScalar(g, dq->zp, q.inputs[2]) ||
+        !(g.initializers.at(dq->scale).at(0) > 0))
       continue;
-    }
-    // In the Q's place (after the pool or Concat, so every input is ready), the pool or Concat gone.
-    g.nodes.erase(g.nodes.begin() + static_cast<std::ptrdiff_t>(qi));
-    g.nodes.insert(g.nodes.begin() + static_cast<std::ptrdiff_t>(qi), replacement.begin(), replacement.end());
+    Node m = p;
+    m.inputs[0] = dq->q;
+    m.outputs[0] = q.outputs[0];
+    // In the Q's place (after the pool, so x is ready), the pool gone.
+    g.nodes[qi] = std::move(m);
     g.nodes.erase(g.nodes.begin() + pi);
-    qi = qi - 1 + replacement.size() - 1;
+    --qi;
     ++fused;
   }
   return fused;
@@ -809,10 +767,13 @@ int fuseIntegerPoolConcat(Graph& g, int64_t opset) {
 // all per-tensor DequantizeLinears of 8-bit tensors and whose outputs are all read by per-tensor
 // QuantizeLinears with one set of parameters moves bytes instead of floats: each entry reads its
 // 8-bit tensor (through a 256-entry requantization table, QLut, where its parameters differ from
-// the Qs', as in fuseIntegerPoolConcat), and the Qs' readers read the region's outputs. The ops
-// only move values, so the same bytes. ShuffleNet's channel shuffles (Concat, Reshape, Transpose,
-// Reshape between dequantized branches and a Q; a Split between a DQ and two Qs of the same
-// parameters, as `lwc quantize` writes them since 2026-12-05) ran in float. One region per call.
+// the Qs': Q(DQ(byte)) by the reference kernels of those very nodes, lutValues), and the Qs'
+// readers read the region's outputs. The ops only move values, so the same bytes. The inception
+// and fire modules' DQs -> Concat -> Q (googlenet's and squeezenet's INT8 files spent a third of
+// their time at batch 32 around those and their pools) and ShuffleNet's channel shuffles (Concat,
+// Reshape, Transpose, Reshape between dequantized branches and a Q; a Split between a DQ and two
+// Qs of the same parameters, as `lwc quantize` writes them since 2026-12-05) ran in float. One
+// region per call.
 bool fuseIntegerDataMovementOnce(Graph& g, int64_t opset) {
   static const std::set<std::string> kMove = {"Concat",   "Split",    "Slice",        "Reshape",     "Transpose", "Flatten",
                                               "Squeeze",  "Unsqueeze", "Identity",    "DepthToSpace", "SpaceToDepth"};
@@ -2170,7 +2131,7 @@ OptimizeStats optimizeForExecution(Graph& g, const ValueTypes* types, int64_t op
   st.qdq_fused += fuseQdqFloatOutput(g);
   if (opset > 0) {
     st.lookup_tables = fuseLookupTables(g, opset, types);
-    st.qdq_fused += fuseIntegerPoolConcat(g, opset);
+    st.qdq_fused += fuseIntegerMaxPool(g);
     st.qdq_fused += fuseIntegerDataMovement(g, opset);
   }
   if (st.qdq_fused || st.lookup_tables) removeDeadNodes(g);
