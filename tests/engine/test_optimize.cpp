@@ -32,6 +32,15 @@ int countOf(const engine::Session& s, const std::string& op) {
 
 void addInit(Model& m, const std::string& name, Shape s) { m.graph.initializers.set(name, zeros(std::move(s))); }
 
+// A scalar zero point of 8-bit type `qt` at uint8 value v: v itself, or v - 128 as int8 (the same
+// point of the range), so that one test graph serves both activation types.
+Tensor zeroPoint(DType qt, int v) {
+  Tensor z(qt, {});
+  if (qt == DType::UInt8) z.data<uint8_t>()[0] = static_cast<uint8_t>(v);
+  else z.data<int8_t>()[0] = static_cast<int8_t>(v - 128);
+  return z;
+}
+
 // Runs the optimized and the reference session on `feeds` and checks every output: the same shape,
 // and the same bits (`bits`) or agreement within compareTensors(rtol, atol).
 void checkOutputs(engine::Session& fast, engine::Session& ref, const engine::TensorMap& feeds, const std::string& what,
@@ -1475,12 +1484,7 @@ g (float[N, 3, 9, 9] x, float[N, 2, 5, 5] e) => ()" + T + R"([N, 9, 5, 5] y, )" 
 )";
     Model m = parseModelText(text, LoadOptions{false});
     const DType qt = T == "uint8" ? DType::UInt8 : DType::Int8;
-    auto zp = [&](int v) {
-      Tensor z(qt, {});
-      if (qt == DType::UInt8) z.data<uint8_t>()[0] = static_cast<uint8_t>(v);
-      else z.data<int8_t>()[0] = static_cast<int8_t>(v - 128);
-      return z;
-    };
+    auto zp = [&](int v) { return zeroPoint(qt, v); };
     m.graph.initializers.set("sx", Tensor::fromVector<float>({}, {0.02f}));
     m.graph.initializers.set("zx", zp(128));
     m.graph.initializers.set("s1", Tensor::fromVector<float>({}, {0.031f}));
@@ -1551,12 +1555,7 @@ g (float[N, 4, 7, 7] x) => ()" + T + R"([N, )" + std::to_string(c) + R"(, 7, 7] 
 )";
       Model m = parseModelText(text, LoadOptions{false});
       const DType qt = T == "uint8" ? DType::UInt8 : DType::Int8;
-      auto zp = [&](int v) {
-        Tensor z(qt, {});
-        if (qt == DType::UInt8) z.data<uint8_t>()[0] = static_cast<uint8_t>(v);
-        else z.data<int8_t>()[0] = static_cast<int8_t>(v - 128);
-        return z;
-      };
+      auto zp = [&](int v) { return zeroPoint(qt, v); };
       m.graph.initializers.set("sx", Tensor::fromVector<float>({}, {1.0f}));
       m.graph.initializers.set("zx", zp(128));
       m.graph.initializers.set("one", Tensor::fromVector<float>({}, {1.0f}));
