@@ -458,8 +458,12 @@ void globalAvgPoolNhwc(KernelContext& ctx) {
   // the same tensors), its first pool 0.090 -> 0.019 ms; chunks of 128 and 256 pixels gave
   // 0.18-0.21 and 0.22.
   const int64_t chunks = (hw + kGapChunk - 1) / kGapChunk;
-  std::vector<float> part(static_cast<size_t>(n * chunks * c));
-  float* parts = part.data();
+  // Reused by the calling thread's next call, as quant.cpp's integer pooling does: at batch 32 a
+  // fresh vector would be above malloc's mmap threshold (32 x 196 chunks x 32 channels, 800 KB) and
+  // page-fault on every call.
+  thread_local std::vector<float> part;
+  if (part.size() < static_cast<size_t>(n * chunks * c)) part.resize(static_cast<size_t>(n * chunks * c));
+  float* parts = part.data();  // the workers' own thread_local `part` would be another vector
   parallelFor(n * chunks, true, [=](int64_t u) {
     const int64_t b = u / chunks, i0 = (u % chunks) * kGapChunk, i1 = std::min(hw, i0 + kGapChunk);
     for (int64_t k0 = 0; k0 < c; k0 += kLanes) sumPixels(b, i0, i1, k0, std::min(kLanes, c - k0), parts + u * c + k0);
