@@ -1651,3 +1651,72 @@ g (float[N, 4, 5, 5] x1, float[N, 4, 5, 5] x2) => (uint8[N, 4, 5, 5] pq, uint8[N
     }
   }
 }
+
+TEST_CASE("lwc.internal.QLutChannels rejects a float input, a table of the wrong shape or type, and looks up each channel's table", "[optimize][quant]") {
+  // The node only comes from fuseChannelLookupTables, but a model may name it: bad operands get the
+  // kernel's message, not a read past the table. A good call on NCHW (axis 1) and channels-last
+  // (axis 3) data against the tables by index.
+  auto spec = [](Tensor x, Tensor table, int64_t axis) {
+    NodeSpec s;
+    s.op_type = "QLutChannels";
+    s.domain = "lwc.internal";
+    s.opset = 1;
+    s.inputs = {std::move(x), std::move(table)};
+    s.attrs = {attrInt("axis", axis)};
+    return s;
+  };
+  const Tensor x = randomInt(DType::UInt8, {2, 3, 4, 5}, 71, 0, 255);
+  const Tensor table = randomInt(DType::UInt8, {3, 256}, 72, 0, 255);
+  CHECK_THROWS_WITH(runNode(spec(randomFloat({2, 3, 4, 5}, 73), table, 1)), Catch::Contains("input must be uint8 or int8"));
+  CHECK_THROWS_WITH(runNode(spec(x, randomInt(DType::UInt8, {4, 256}, 74, 0, 255), 1)),
+                    Catch::Contains("the table must hold [3, 256] uint8 or int8 values"));
+  CHECK_THROWS_WITH(runNode(spec(x, randomInt(DType::UInt8, {3, 255}, 75, 0, 255), 1)),
+                    Catch::Contains("the table must hold [3, 256]"));
+  CHECK_THROWS_WITH(runNode(spec(x, randomFloat({3, 256}, 76), 1)), Catch::Contains("the table must hold [3, 256]"));
+  for (const int64_t axis : {1, 3}) {
+    INFO("axis " << axis);
+    const Tensor t = randomInt(DType::Int8, {x.dim(static_cast<size_t>(axis)), 256}, 77, -128, 127);
+    const Tensor y = runNode(spec(x, t, axis))[0];
+    REQUIRE(y.dtype() == DType::Int8);
+    REQUIRE(y.shape() == x.shape());
+    int64_t bad = 0;
+    for (int64_t i = 0; i < x.numel(); ++i) {
+      const int64_t ch = axis == 1 ? (i / 20) % 3 : i % 5;
+      bad += y.data<int8_t>()[i] != t.data<int8_t>()[ch * 256 + x.data<uint8_t>()[i]];
+    }
+    CHECK(bad == 0);
+  }
+}
+
+TEST_CASE("a float convolution's fused residual of the wrong shape or type is named in the error", "[optimize]") {
+  // lwc.internal.ConvNhwc{post_ops = [add]}(x, w, b, r): the residual must be the float32 output's
+  // shape, as the optimizer writes it; a model naming the node with another gets one message (the
+  // sum post-op would otherwise read or write past it). A matching residual adds.
+  onnx::AttributeProto ops;
+  ops.set_name("post_ops");
+  ops.set_type(onnx::AttributeProto::STRINGS);
+  ops.add_strings("add");
+  auto spec = [&](Tensor r) {
+    NodeSpec s;
+    s.op_type = "ConvNhwc";
+    s.domain = "lwc.internal";
+    s.opset = 1;
+    s.inputs = {randomFloat({1, 6, 6, 4}, 81), randomFloat({8, 4, 3, 3}, 82), randomFloat({8}, 83), std::move(r)};
+    s.constant_inputs = {1, 2};
+    s.attrs = {attrInts("pads", {1, 1, 1, 1}), ops};
+    return s;
+  };
+  CHECK_THROWS_WITH(runNode(spec(randomFloat({1, 6, 6, 5}, 84))),
+                    Catch::Contains("residual input float32 [1,6,6,5] does not match the float32 output [1,6,6,8]"));
+  CHECK_THROWS_WITH(runNode(spec(randomInt(DType::Int32, {1, 6, 6, 8}, 85, -3, 3))),
+                    Catch::Contains("residual input int32 [1,6,6,8] does not match"));
+  // Against the same convolution without the add, plus r.
+  const Tensor r = randomFloat({1, 6, 6, 8}, 86);
+  NodeSpec plain = spec(r);
+  plain.inputs.pop_back();
+  plain.attrs.pop_back();
+  const Tensor with = runNode(spec(r))[0], without = runNode(plain)[0];
+  Tensor want = without.clone();
+  for (int64_t i = 0; i < want.numel(); ++i) want.data<float>()[i] += r.data<float>()[i];
+  CHECK(compareTensors(with, want, 1e-5, 1e-5).empty());
+}
