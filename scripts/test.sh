@@ -38,7 +38,7 @@ fuzz fuzz_dataset tests/fuzz/corpus_dataset 16384
 # fuzz_model_load is not run here: it has found one fault after another inside ONNX 1.12's shape
 # inference (the last, a heap overflow from a Constant with a short raw_data in a Loop body, found in
 # 60 s by a CI run on 2026-12-02, is now refused at load; its input is in tests/fuzz/crashes_model_load/).
-# README, "Broken input models", says how to run it by hand.
+# README, "Input checking and robustness", says how to run it by hand.
 
 echo "== all tests"
 cd build
