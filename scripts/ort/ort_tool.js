@@ -1,9 +1,10 @@
 #!/usr/bin/env node
 'use strict';
 // ort_tool: ONNX Runtime (onnxruntime-node) as the peer runtime for lwc's tests and benchmarks.
-// Subcommands: info, run, bench, eval. See README.md in this folder.
+// Subcommands: info, run, bench, profile, eval. See README.md in this folder.
 
 const fs = require('fs');
+const os = require('os');
 const path = require('path');
 const { ToolError, fail, oneLine } = require('./errors');
 const { parseArgs, splitPair } = require('./args');
@@ -19,6 +20,8 @@ const USAGE = `usage: node scripts/ort/ort_tool.js <command> ...
               [--dim SYMBOL=V ...] --outdir DIR [--threads T] [--json]
   bench MODEL [--batch N] [--threads T] [--warmup W] [--iters I | --seconds S] [--seed S]
               [--dim SYMBOL=V ...] [--json]
+  profile MODEL [--batch N] [--threads T] [--warmup W] [--iters I] [--seed S] [--dim SYMBOL=V ...]
+              [--top K] [--json]
   eval  MODEL (--images IDX --labels IDX | --npy IMAGES.npy --npy-labels LABELS.npy)
               [--preprocess JSON] [--batch N] [--limit N] [--threads T] [--json]
 Errors: one line on stderr, exit 1 (2 = a bug in this tool).`;
@@ -227,6 +230,70 @@ async function benchCommand(argv) {
     );
 }
 
+// ---------------------------------------------------------------- profile
+// ONNX Runtime's own per-node kernel times (SessionOptions.enableProfiling): the median over the
+// timed runs of each node's "_kernel_time" event, warm-up runs left out, the sum per op type, and
+// their total. The node names are those of ONNX Runtime's optimized graph (fused nodes included).
+async function profileCommand(argv) {
+  const spec = {
+    '--batch': 'int', '--threads': 'int', '--warmup': 'int', '--iters': 'int', '--seed': 'int', '--dim': 'list',
+    '--top': 'int', '--json': 'bool',
+  };
+  const { opts, positional } = parseArgs(argv, spec, 'profile');
+  const model = oneModel(positional, 'profile');
+  const batch = opts.batch === undefined ? 1 : opts.batch;
+  if (batch < 1) fail('profile: --batch must be at least 1');
+  const warmup = opts.warmup === undefined ? 5 : opts.warmup;
+  const iters = opts.iters === undefined ? 50 : opts.iters;
+  if (warmup < 0 || iters < 1) fail('profile: --warmup must be at least 0 and --iters at least 1');
+  const threads = threadsOf(opts);
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ort_profile_'));
+  try {
+    const session = await S.createSession(model, threads, { enableProfiling: true, profileFilePrefix: path.join(dir, 'p') });
+    const inputs = S.describe(session, 'input');
+    const feeds = S.feedsOf(S.randomInputs(inputs, batch, mulberry32(opts.seed || 0), parseDims(opts.dim)));
+    for (let i = 0; i < warmup + iters; i++) {
+      const r = await S.runSession(session, feeds, model);
+      for (const t of Object.values(r)) if (t.dispose) t.dispose();
+    }
+    session.endProfiling();
+    await session.release();
+    const files = fs.readdirSync(dir).filter((f) => f.endsWith('.json'));
+    if (files.length !== 1) fail(model, ': ONNX Runtime wrote ', files.length, ' profile files, expected 1');
+    const events = JSON.parse(fs.readFileSync(path.join(dir, files[0]), 'utf8'));
+    const perNode = new Map(); // name -> { op, times }
+    for (const e of events) {
+      if (e.cat !== 'Node' || typeof e.name !== 'string' || !e.name.endsWith('_kernel_time')) continue;
+      const name = e.name.slice(0, -'_kernel_time'.length);
+      if (!perNode.has(name)) perNode.set(name, { op: (e.args && e.args.op_name) || '?', times: [] });
+      perNode.get(name).times.push(e.dur);
+    }
+    const nodes = [];
+    for (const [name, { op, times }] of perNode) {
+      const timed = times.slice(Math.min(warmup, times.length - 1)).sort((a, b) => a - b);
+      nodes.push({ name, op_type: op, median_us: quantile(timed, 0.5), runs: timed.length });
+    }
+    nodes.sort((a, b) => b.median_us - a.median_us || (a.name < b.name ? -1 : 1));
+    const byOp = {};
+    let total = 0;
+    for (const n of nodes) {
+      byOp[n.op_type] = (byOp[n.op_type] || 0) + n.median_us;
+      total += n.median_us;
+    }
+    const r = { runtime: 'onnxruntime-node', version: S.version(), model, batch, threads, warmup, iters, total_us: total, op_types: byOp, nodes };
+    if (opts.json) console.log(JSON.stringify(r));
+    else {
+      console.log(`${model}: batch ${batch}, ${threads} threads, median of ${iters} runs per node (onnxruntime-node ${r.version})`);
+      console.log(`total ${total.toFixed(1)} us over ${nodes.length} nodes`);
+      for (const [op, us] of Object.entries(byOp).sort((a, b) => b[1] - a[1])) console.log(`  ${op.padEnd(28)} ${us.toFixed(1).padStart(10)} us`);
+      const top = opts.top === undefined ? 20 : opts.top;
+      for (const n of nodes.slice(0, top)) console.log(`${n.median_us.toFixed(1).padStart(10)} us  ${n.op_type.padEnd(24)} ${n.name}`);
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 // ---------------------------------------------------------------- eval
 async function evalEntry(argv) {
   const spec = {
@@ -237,7 +304,7 @@ async function evalEntry(argv) {
   await evalCommand(opts, oneModel(positional, 'eval'));
 }
 
-const COMMANDS = { info: infoCommand, run: runCommand, bench: benchCommand, eval: evalEntry };
+const COMMANDS = { info: infoCommand, run: runCommand, bench: benchCommand, profile: profileCommand, eval: evalEntry };
 
 async function main(argv) {
   const [cmd, ...rest] = argv;
@@ -258,7 +325,7 @@ async function main(argv) {
     return 0;
   }
   const f = COMMANDS[cmd];
-  if (!f) fail('unknown command "', cmd, '" (info, run, bench, eval)');
+  if (!f) fail('unknown command "', cmd, '" (info, run, bench, profile, eval)');
   await f(rest);
   return 0;
 }

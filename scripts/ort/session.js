@@ -26,7 +26,7 @@ function version() {
   return (v && (v.node || v.common)) || 'unknown';
 }
 
-async function createSession(modelPath, threads = 2) {
+async function createSession(modelPath, threads = 2, extra = {}) {
   const o = runtime();
   if (!fs.existsSync(modelPath)) fail(modelPath, ': no such file');
   if (fs.statSync(modelPath).isDirectory()) fail(modelPath, ': is a directory, not an ONNX model');
@@ -39,6 +39,7 @@ async function createSession(modelPath, threads = 2) {
       graphOptimizationLevel: process.env.LWC_ORT_OPT_LEVEL || 'all',
       executionMode: 'sequential',
       logSeverityLevel: 4, // fatal only: errors reach the user through our one-line message
+      ...extra,
     });
   } catch (e) {
     fail(modelPath, ': ONNX Runtime cannot load the model: ', oneLine(e.message));

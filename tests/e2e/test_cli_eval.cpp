@@ -2,6 +2,7 @@
 #include <catch2/catch.hpp>
 #include <algorithm>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <random>
 
@@ -346,4 +347,32 @@ TEST_CASE("ONNX Runtime's eval tool reads lwc's preprocess.json and refuses what
   writeNpy(d / "lab.npy", Tensor::fromVector<int64_t>({2}, {0, 1}));
   bad(R"({"color": "gray"})", " --npy " + q(d / "rgb.npy") + " --npy-labels " + q(d / "lab.npy"),
       "\"color\" \"gray\" but");
+}
+
+TEST_CASE("ONNX Runtime's profile tool: a median per node, their sums per op type and in total", "[cli][ort]") {
+  const fs::path tool = test::sourceDir() / "scripts/ort/ort_tool.js";
+  const fs::path model = test::testdataDir() / "lenet5_fmnist.onnx";
+  const auto r = test::runCommand("node " + q(tool) + " profile " + q(model) + " --batch 4 --warmup 2 --iters 7 --json");
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  const auto j = nlohmann::json::parse(r.out);
+  CHECK(j["batch"] == 4);
+  CHECK(j["iters"] == 7);
+  REQUIRE(j["nodes"].size() >= 2);  // lenet5 keeps at least its convolutions and its Gemms apart
+  double total = 0;
+  std::map<std::string, double> by_op;
+  for (const auto& n : j["nodes"]) {
+    CHECK(n["runs"] == 7);  // the warm-up runs are left out
+    CHECK(n["median_us"].get<double>() >= 0);
+    total += n["median_us"].get<double>();
+    by_op[n["op_type"].get<std::string>()] += n["median_us"].get<double>();
+  }
+  CHECK(j["total_us"].get<double>() == Approx(total));
+  CHECK(by_op.size() == j["op_types"].size());
+  for (const auto& [op, us] : by_op) CHECK(j["op_types"][op].get<double>() == Approx(us));
+  CHECK(by_op.count("Conv") + by_op.count("FusedConv") >= 1);
+
+  const auto bad = test::runCommand("node " + q(tool) + " profile " + q(test::testdataDir() / "no_such.onnx"));
+  CHECK(bad.exit_code == 1);
+  CHECK_THAT(bad.err, Catch::StartsWith("ort_tool: error: ") && Catch::Contains("no_such.onnx: no such file"));
 }
