@@ -1298,9 +1298,33 @@ std::optional<bool> reducesSpatialAxes(const Graph& g, const Node& n) {
   return n.attrInt("keepdims", 1) != 0;
 }
 
+// True when the inferred shapes of `a` and `b` rule out broadcasting between them, as far as they
+// are known: both of rank 4, and no dimension where both are known and differ, or where one is
+// known to be 1 and the other is not. Symbolic dimensions on both sides pass (ONNX's inference names
+// every unknown size afresh, so different names say nothing); should one of them be 1 at run time
+// on the residual's side, the convolution kernel broadcasts it.
+bool noBroadcast(const ValueTypes& types, const std::string& a, const std::string& b) {
+  const auto ia = types.find(a), ib = types.find(b);
+  if (ia == types.end() || ib == types.end() || !ia->second.shape || !ib->second.shape) return false;
+  const SymShape &sa = *ia->second.shape, &sb = *ib->second.shape;
+  if (sa.size() != 4 || sb.size() != 4) return false;
+  for (size_t d = 0; d < 4; ++d) {
+    const Dim &x = sa[d], &y = sb[d];
+    if (x.known() && y.known()) {
+      if (x.value != y.value) return false;
+    } else if ((x.known() && x.value == 1) || (y.known() && y.value == 1)) {
+      return false;
+    }
+  }
+  return true;
+}
+
 // Moves a to-NCHW Transpose below node `i` when every data input of the node is such a transpose
-// (or a constant, which is permuted). Returns true when the graph changed.
-bool pushThrough(Graph& g, size_t i) {
+// (or a constant, which is permuted). Returns true when the graph changed. A binary node whose two
+// operands cannot broadcast against each other (noBroadcast on the inferred shapes of the NCHW
+// values it read) has its NHWC output named in `same_shape`: only such an Add can become a
+// convolution's residual post-op, which needs the residual in the output's own shape.
+bool pushThrough(Graph& g, size_t i, const ValueTypes* types, std::set<std::string>& same_shape) {
   Node& n = g.nodes[i];
   const bool qadd = n.domain == kInternalDomain && n.op_type == "QAdd";
   const bool qlut = n.domain == kInternalDomain && n.op_type == "QLut";
@@ -1346,6 +1370,7 @@ bool pushThrough(Graph& g, size_t i) {
     new_inputs[k] = cn;
   }
   if (!any_transposed) return false;
+  const bool operands_same_shape = binary && types && n.inputs.size() == 2 && noBroadcast(*types, n.inputs[0], n.inputs[1]);
   if (reduce) {  // over NHWC's axes 1 and 2
     if (g.nodes[i].hasInput(1)) {
       const std::string an = g.uniqueName(new_inputs[1] + "_nhwc");
@@ -1364,6 +1389,7 @@ bool pushThrough(Graph& g, size_t i) {
   const std::string y = m.outputs[0];
   const std::string y_nhwc = g.uniqueName(y + "_nhwc");
   m.outputs[0] = y_nhwc;
+  if (operands_same_shape) same_shape.insert(y_nhwc);
   if (pool) {
     m.domain = kInternalDomain;
     m.setAttr("mode", std::string(op == "MaxPool" ? "max" : "avg"));
@@ -1793,7 +1819,9 @@ int fuseLayerNorm(Graph& g, const ValueTypes& types) {
 
 // ------------------------------------------------------------------ post-op fusion
 
-int fusePostOps(Graph& g) {
+// `same_shape`: the NHWC binary nodes whose operands have one shape (pushThrough). `opset`: the
+// model's default-domain opset (0: unknown), which decides whether Clip's bounds are attributes.
+int fusePostOps(Graph& g, const std::set<std::string>& same_shape, int64_t opset) {
   int fused = 0;
   bool changed = true;
   while (changed) {
@@ -1884,7 +1912,7 @@ int fusePostOps(Graph& g) {
         beta = 1.0f;
       } else if (a.op_type == "Clip") {
         float lo = -INFINITY, hi = INFINITY;
-        if (a.hasAttr("min") || a.hasAttr("max")) {
+        if (opset < 11 && (a.hasAttr("min") || a.hasAttr("max"))) {  // inputs from opset 11 (0: unknown)
           lo = a.attrFloat("min", lo);
           hi = a.attrFloat("max", hi);
         }
@@ -1902,8 +1930,10 @@ int fusePostOps(Graph& g) {
       } else if (a.op_type == "Add" && a.inputs.size() == 2 && c.inputs.size() < 4) {
         const std::string other = a.inputs[0] == y ? a.inputs[1] : a.inputs[0];
         // An Add reading a ConvNhwc output directly was moved into NHWC by pushThrough, so its other
-        // operand is NHWC too (a permuted constant is excluded; the kernel checks shapes at run time).
-        if (other == y || g.initializers.contains(other)) continue;
+        // operand is NHWC too (a permuted constant is excluded). Only an Add whose operands cannot
+        // broadcast: the residual is summed into the convolution's own output (x + GAP(y) adds a
+        // [N,1,1,C] value, conv(GAP(x)) + y has the smaller operand on the convolution's side).
+        if (other == y || g.initializers.contains(other) || !same_shape.count(a.outputs[0])) continue;
         kind = "add";
         c.inputs.resize(3);
         c.inputs.push_back(other);
@@ -2147,16 +2177,17 @@ OptimizeStats optimizeForExecution(Graph& g, const ValueTypes* types, int64_t op
   st.matmul_merge_heads = fuseMatMulMergeHeads(g);
   st.convs_nhwc = convertConvs(g) + convertQConvs(g);
   if (st.convs_nhwc > 0) {
+    std::set<std::string> same_shape;
     bool changed = true;
     while (changed) {
       changed = false;
       for (size_t i = 0; i < g.nodes.size(); ++i)
-        if (pushThrough(g, i)) changed = true;
+        if (pushThrough(g, i, types, same_shape)) changed = true;
       if (cancelPairs(g)) changed = true;
       if (mergeDuplicateTransposes(g)) changed = true;
       removeDeadNodes(g);
     }
-    st.fused_post_ops = fusePostOps(g);
+    st.fused_post_ops = fusePostOps(g, same_shape, opset);
     st.fused_post_ops += fuseConvQAdd(g);
     st.qdq_fused += fuseQGlobalAvgPool(g);
     removeDeadNodes(g);

@@ -40,6 +40,35 @@ struct PostOp {
   float alpha = 0, beta = 0;
 };
 
+// True when `r` broadcasts to `y` without growing: the same rank, each dimension equal or 1.
+bool broadcastsInto(const Shape& r, const Shape& y) {
+  if (r.size() != y.size()) return false;
+  for (size_t d = 0; d < r.size(); ++d)
+    if (r[d] != y[d] && r[d] != 1) return false;
+  return true;
+}
+
+// out (4-D, float) = r broadcast to out's shape (broadcastsInto(r, out)).
+void broadcastFill(const Tensor& r, Tensor& out) {
+  const Shape& o = out.shape();
+  const Shape& rs = r.shape();
+  int64_t st[4];
+  int64_t stride = 1;
+  for (int d = 3; d >= 0; --d) {
+    st[d] = rs[static_cast<size_t>(d)] == 1 ? 0 : stride;
+    stride *= rs[static_cast<size_t>(d)];
+  }
+  const float* R = r.data<float>();
+  float* Y = out.data<float>();
+  for (int64_t a = 0; a < o[0]; ++a)
+    for (int64_t b = 0; b < o[1]; ++b)
+      for (int64_t c = 0; c < o[2]; ++c) {
+        const float* row = R + a * st[0] + b * st[1] + c * st[2];
+        float* dst = Y + ((a * o[1] + b) * o[2] + c) * o[3];
+        for (int64_t e = 0; e < o[3]; ++e) dst[e] = row[e * st[3]];
+      }
+}
+
 std::vector<PostOp> parsePostOps(const Node& n) {
   std::vector<PostOp> r;
   const auto* a = n.attr("post_ops");
@@ -78,13 +107,17 @@ class DnnlConv final : public Kernel {
     // which fell back to its older direct kernels, 5-15 % slower). The residual's own buffer
     // becomes the output where the session would release it after this node; else it is copied.
     const Tensor* residual = nullptr;
-    bool in_place = false;
+    bool in_place = false, broadcast = false;
     if (p.has_add) {
       residual = &ctx.in(3);
-      if (residual->dtype() != DType::Float32 || residual->shape() != y_shape)
+      // The optimizer fuses only an Add whose operands cannot broadcast as far as shape inference
+      // knows; a symbolic size that is 1 at run time on the residual's side is broadcast here.
+      broadcast = residual->dtype() == DType::Float32 && residual->shape() != y_shape &&
+                  broadcastsInto(residual->shape(), y_shape);
+      if (residual->dtype() != DType::Float32 || (residual->shape() != y_shape && !broadcast))
         ctx.error("residual input ", dtypeName(residual->dtype()), " ", shapeStr(residual->shape()),
                   " does not match the float32 output ", shapeStr(y_shape));
-      if (Tensor* d = p.dst_plain ? ctx.donor(3) : nullptr) {
+      if (Tensor* d = p.dst_plain && !broadcast ? ctx.donor(3) : nullptr) {
         ctx.outputs[0] = std::move(*d);
         residual = nullptr;
         in_place = true;
@@ -110,7 +143,17 @@ class DnnlConv final : public Kernel {
       dnnl::reorder(p.x_user, x_mem).execute(s, p.x_user, x_mem);
     }
     if (!p.dst_plain) y_mem = scratchMemory(p.pd.dst_desc(), y_blocked);
-    if (residual) {  // not taken over: the sum reads it from the output buffer
+    Tensor full;  // a broadcast residual at the output's shape, where the output is blocked
+    if (residual && broadcast) {
+      if (p.dst_plain) {
+        broadcastFill(*residual, y);
+      } else {
+        full = Tensor(DType::Float32, y.shape());
+        broadcastFill(*residual, full);
+        p.r_user.set_data_handle(full.raw());
+        dnnl::reorder(p.r_user, y_mem).execute(s, p.r_user, y_mem);
+      }
+    } else if (residual) {  // not taken over: the sum reads it from the output buffer
       if (p.dst_plain) {
         std::memcpy(y.raw(), residual->raw(), y.nbytes());
       } else {
