@@ -1692,13 +1692,16 @@ TEST_CASE("an Add whose operands broadcast stays out of the convolution, one of 
   // The fused residual is summed into the convolution's own output, so only an Add whose operands
   // have one shape may be fused. A global-context add (x + GAP(y), GCNet's conv(GAP(x)) + y) has a
   // [N,C,1,1] operand on either side: both used to stop the run ("residual input ... does not
-  // match"), while ONNX Runtime runs them. Shapes known to differ in a dimension of 1 are left alone;
-  // unknown spatial sizes on both sides (a model exported with dynamic height and width) still fuse.
+  // match"), while ONNX Runtime runs them. Only operands whose sizes are provably equal fuse: known
+  // and equal, or the same symbolic size carried through size-keeping convolutions (a residual block
+  // exported with dynamic height and width, also its strided shortcut); symbolic sizes of other names
+  // may differ, and one of them may be 1 at run time on either side.
   const char* head = R"(<ir_version: 8, opset_import: ["" : 13]>)";
   struct Case {
     std::string body;
     int adds;  // Add nodes left unfused
     Shape x;
+    Shape z = {};  // a second input, where the graph has one
   };
   const std::map<std::string, Case> cases = {
       {"residual broadcasts", {R"(g (float[N, 8, 9, 9] x) => (float[N, 8, 9, 9] y) {
@@ -1720,7 +1723,20 @@ TEST_CASE("an Add whose operands broadcast stays out of the convolution, one of 
   c1 = Conv <pads=[1,1,1,1]> (z, w1, b1)
   s = Add (c0, c1)
   y = Relu (s)
-})", 1, {3, 8, 9, 9}}},
+})", 1, {3, 8, 9, 9}, {1, 8, 9, 9}}},
+      {"symbolic sizes of other names, 1 on the convolution's side", {R"(g (float[N, 8, H, W] x, float[N, 8, H2, W2] z) => (float[N, 8, A, B] y) {
+  c0 = Conv <pads=[1,1,1,1]> (x, w0, b0)
+  c1 = Conv <pads=[1,1,1,1]> (z, w1, b1)
+  s = Add (c0, c1)
+  y = Relu (s)
+})", 1, {2, 8, 1, 1}, {2, 8, 5, 5}}},
+      {"strided block, dynamic height and width", {R"(g (float[N, 8, H, W] x) => (float[N, 8, A, B] y) {
+  c0 = Conv <pads=[1,1,1,1], strides=[2,2]> (x, w0, b0)
+  r0 = Relu (c0)
+  c1 = Conv <strides=[2,2]> (x, w1, b1)
+  s = Add (r0, c1)
+  y = Relu (s)
+})", 0, {2, 8, 9, 7}}},
       {"same shape, dynamic height and width", {R"(g (float[N, 8, H, W] x) => (float[N, 8, H, W] y) {
   c0 = Conv <pads=[1,1,1,1]> (x, w0, b0)
   r0 = Relu (c0)
@@ -1733,8 +1749,8 @@ TEST_CASE("an Add whose operands broadcast stays out of the convolution, one of 
     INFO(name);
     Model m = parseModelText(std::string(head) + "\n" + c.body, LoadOptions{false});
     for (int i = 0; i < 2; ++i) {
-      addInit(m, "w" + std::to_string(i), {8, 8, i == 0 && name == "convolution output broadcasts" ? 1 : 3,
-                                           i == 0 && name == "convolution output broadcasts" ? 1 : 3});
+      const bool pointwise = (i == 0 && name == "convolution output broadcasts") || (i == 1 && name.rfind("strided", 0) == 0);
+      addInit(m, "w" + std::to_string(i), {8, 8, pointwise ? 1 : 3, pointwise ? 1 : 3});
       addInit(m, "b" + std::to_string(i), {8});
     }
     randomizeWeights(m, 57);
@@ -1742,7 +1758,7 @@ TEST_CASE("an Add whose operands broadcast stays out of the convolution, one of 
     engine::Session fast(m), ref(m, engine::SessionOptions{0, true});
     CHECK(countOf(fast, "Add") == c.adds);
     engine::TensorMap feeds{{"x", randomFloat(c.x, 5)}};
-    if (name == "batch broadcasts") feeds.emplace("z", randomFloat({1, 8, 9, 9}, 6));
+    if (!c.z.empty()) feeds.emplace("z", randomFloat(c.z, 6));
     checkOutputs(fast, ref, feeds, name, /*bits=*/false, 1e-4, 1e-4);
   }
 }
@@ -1813,5 +1829,65 @@ g (float[N, 8, 9, 9] x) => (float[N, 8, 9, 9] y) {
     engine::Session fast(m), ref(m, engine::SessionOptions{0, true});
     CHECK(countOf(fast, "Clip") == 0);  // fused either way
     checkOutputs(fast, ref, {{"x", randomFloat({2, 8, 9, 9}, 92)}}, "opset " + std::to_string(opset), false, 1e-4, 1e-4);
+  }
+}
+
+TEST_CASE("one-value constants that widen the rank keep GELU and LayerNorm unfused, Clip(min > max) stays out of a convolution", "[optimize]") {
+  // A constant of one value and rank 3 or 4 broadcasts the output up to its rank: the fused
+  // Gelu(x) / LayerNorm(x) would keep x's. Clip with min > max gives max everywhere, which
+  // oneDNN's clip post-op does not take. Each found by running such models against ONNX Runtime.
+  const char* head = R"(<ir_version: 8, opset_import: ["" : 13]>)";
+  struct Case {
+    std::string body;
+    std::map<std::string, std::pair<Shape, float>> consts;
+    Shape x;
+    const char* fused_op;  // the op that stays: not fused away
+  };
+  const std::map<std::string, Case> cases = {
+      {"gelu, sqrt 2 of rank 3", {R"(g (float[N, 4] x) => (float[1, N, 4] y) {
+  d = Div (x, s2)
+  e = Erf (d)
+  a = Add (e, one)
+  m = Mul (x, a)
+  y = Mul (m, half)
+})", {{"s2", {{1, 1, 1}, 1.41421356f}}, {"one", {{}, 1.0f}}, {"half", {{}, 0.5f}}}, {2, 4}, "Erf"}},
+      {"gelu, one half of rank 3", {R"(g (float[N, 4] x) => (float[1, N, 4] y) {
+  d = Div (x, s2)
+  e = Erf (d)
+  a = Add (e, one)
+  m = Mul (x, a)
+  y = Mul (m, half)
+})", {{"s2", {{}, 1.41421356f}}, {"one", {{}, 1.0f}}, {"half", {{1, 1, 1}, 0.5f}}}, {2, 4}, "Erf"}},
+      {"layernorm, eps of rank 4", {R"(g (float[N, 3, 8] x) => (float[1, N, 3, 8] y) {
+  m = ReduceMean <axes=[-1]> (x)
+  d = Sub (x, m)
+  p = Pow (d, two)
+  v = ReduceMean <axes=[-1]> (p)
+  ve = Add (v, eps)
+  s = Sqrt (ve)
+  y = Div (d, s)
+})", {{"two", {{}, 2.0f}}, {"eps", {{1, 1, 1, 1}, 1e-5f}}}, {2, 3, 8}, "Sqrt"}},
+      {"clip with min above max", {R"(g (float[N, 8, 9, 9] x) => (float[N, 8, 9, 9] y) {
+  c = Conv <pads=[1,1,1,1]> (x, w0, b0)
+  y = Clip (c, lo, hi)
+})", {{"lo", {{}, 0.5f}}, {"hi", {{}, -0.5f}}}, {2, 8, 9, 9}, "Clip"}},
+  };
+  for (const auto& [name, c] : cases) {
+    INFO(name);
+    Model m = parseModelText(std::string(head) + "\n" + c.body, LoadOptions{false});
+    if (name.rfind("clip", 0) == 0) {
+      addInit(m, "w0", {8, 8, 3, 3});
+      addInit(m, "b0", {8});
+      randomizeWeights(m, 61);
+    }
+    for (const auto& [k, v] : c.consts) {
+      Tensor t(DType::Float32, v.first);
+      t.data<float>()[0] = v.second;
+      m.graph.initializers.set(k, std::move(t));
+    }
+    validateGraph(m.graph);
+    engine::Session fast(m), ref(m, engine::SessionOptions{0, true});
+    CHECK(countOf(fast, c.fused_op) == 1);
+    checkOutputs(fast, ref, {{"x", randomFloat(c.x, 7)}}, name, /*bits=*/false, 1e-4, 1e-4);
   }
 }

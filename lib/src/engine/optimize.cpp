@@ -7,6 +7,7 @@
 #include "lwc/graph_edit.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cstring>
 #include <cmath>
 #include <limits>
@@ -15,6 +16,7 @@
 #include <numeric>
 #include <optional>
 #include <set>
+#include <unordered_map>
 
 namespace lwc::engine {
 
@@ -1298,33 +1300,80 @@ std::optional<bool> reducesSpatialAxes(const Graph& g, const Node& n) {
   return n.attrInt("keepdims", 1) != 0;
 }
 
-// True when the inferred shapes of `a` and `b` rule out broadcasting between them, as far as they
-// are known: both of rank 4, and no dimension where both are known and differ, or where one is
-// known to be 1 and the other is not. Symbolic dimensions on both sides pass (ONNX's inference names
-// every unknown size afresh, so different names say nothing); should one of them be 1 at run time
-// on the residual's side, the convolution kernel broadcasts it.
-bool noBroadcast(const ValueTypes& types, const std::string& a, const std::string& b) {
-  const auto ia = types.find(a), ib = types.find(b);
-  if (ia == types.end() || ib == types.end() || !ia->second.shape || !ib->second.shape) return false;
-  const SymShape &sa = *ia->second.shape, &sb = *ib->second.shape;
-  if (sa.size() != 4 || sb.size() != 4) return false;
-  for (size_t d = 0; d < 4; ++d) {
-    const Dim &x = sa[d], &y = sb[d];
-    if (x.known() && y.known()) {
-      if (x.value != y.value) return false;
-    } else if ((x.known() && x.value == 1) || (y.known() && y.value == 1)) {
-      return false;
+// Sizes of the rank-4 values, as keys that are equal only where the sizes are: a known size as its
+// number; a symbolic one by the name the graph gives it ("$H"), carried through the ops that keep
+// it and through convolutions and pools as "f(in,a,s)" for floor((in + a) / s) + 1 (a = the pads'
+// sum - dilation * (kernel - 1) - 1), so that the two branches of a residual block on images of
+// any size get the same key; anything else a key of its own. ONNX's inference names every unknown
+// size afresh (unk__N), which says nothing, so such names count as unknown.
+using SizeKeys = std::unordered_map<std::string, std::vector<std::string>>;
+
+SizeKeys sizeKeys(const Graph& g, const ValueTypes& types) {
+  SizeKeys keys;
+  auto base = [&](const std::string& v) -> const std::vector<std::string>* {
+    if (auto it = keys.find(v); it != keys.end()) return &it->second;
+    const auto t = types.find(v);
+    if (t == types.end() || !t->second.shape || t->second.shape->size() != 4) return nullptr;
+    std::vector<std::string> k;
+    for (size_t d = 0; d < 4; ++d) {
+      const Dim& dim = (*t->second.shape)[d];
+      if (dim.known()) k.push_back(std::to_string(dim.value));
+      else if (!dim.param.empty() && dim.param.rfind("unk__", 0) != 0) k.push_back("$" + dim.param);
+      else k.push_back("?" + v + "#" + std::to_string(d));
     }
+    return &keys.emplace(v, std::move(k)).first->second;
+  };
+  for (const Node& n : g.nodes) {
+    if (!n.domain.empty() || n.outputs.empty() || n.inputs.empty() || n.inputs[0].empty()) continue;
+    const std::vector<std::string>* in = base(n.inputs[0]);
+    const std::vector<std::string>* out = base(n.outputs[0]);
+    if (!in || !out) continue;
+    std::vector<std::string> k = *out;
+    const std::string& op = n.op_type;
+    if (kUnary.count(op) || op == "BatchNormalization" || op == "Dropout") {
+      k = *in;
+    } else if (kBinary.count(op) && n.inputs.size() == 2) {
+      const std::vector<std::string>* b = base(n.inputs[1]);
+      if (!b) continue;
+      for (size_t d = 0; d < 4; ++d)  // equal sizes, or one side 1 (broadcast): the other side's
+        if ((*in)[d] == (*b)[d] || (*b)[d] == "1") k[d] = (*in)[d];
+        else if ((*in)[d] == "1") k[d] = (*b)[d];
+    } else if ((op == "Conv" || op == "MaxPool" || op == "AveragePool") && n.attrString("auto_pad", "NOTSET") == "NOTSET" &&
+               n.attrInt("ceil_mode", 0) == 0) {
+      std::vector<int64_t> ks = n.attrInts("kernel_shape");
+      if (ks.empty() && op == "Conv" && n.inputs.size() > 1)
+        if (const Tensor* w = g.initializers.find(n.inputs[1]); w && w->rank() == 4) ks = {w->dim(2), w->dim(3)};
+      const auto st = n.attrInts("strides", {1, 1}), dl = n.attrInts("dilations", {1, 1}), pd = n.attrInts("pads", {0, 0, 0, 0});
+      if (ks.size() != 2 || st.size() != 2 || dl.size() != 2 || pd.size() != 4) continue;
+      k[0] = (*in)[0];
+      if (op != "Conv") k[1] = (*in)[1];
+      for (size_t d = 0; d < 2; ++d) {
+        const int64_t a = pd[d] + pd[d + 2] - dl[d] * (ks[d] - 1) - 1;
+        const std::string& i = (*in)[d + 2];
+        if (!(*out)[d + 2].empty() && std::isdigit(static_cast<unsigned char>((*out)[d + 2][0]))) continue;  // known
+        k[d + 2] = st[d] == 1 && a == -1 ? i : "f(" + i + "," + std::to_string(a) + "," + std::to_string(st[d]) + ")";
+      }
+    } else {
+      continue;
+    }
+    keys[n.outputs[0]] = std::move(k);
   }
-  return true;
+  return keys;
+}
+
+// True when the sizes of `a` and `b` are provably equal in every dimension (sizeKeys), so that an
+// Add of the two cannot broadcast.
+bool sameSizes(const SizeKeys& keys, const std::string& a, const std::string& b) {
+  const auto ia = keys.find(a), ib = keys.find(b);
+  return ia != keys.end() && ib != keys.end() && ia->second == ib->second;
 }
 
 // Moves a to-NCHW Transpose below node `i` when every data input of the node is such a transpose
 // (or a constant, which is permuted). Returns true when the graph changed. A binary node whose two
-// operands cannot broadcast against each other (noBroadcast on the inferred shapes of the NCHW
-// values it read) has its NHWC output named in `same_shape`: only such an Add can become a
-// convolution's residual post-op, which needs the residual in the output's own shape.
-bool pushThrough(Graph& g, size_t i, const ValueTypes* types, std::set<std::string>& same_shape) {
+// operands have provably equal sizes (sameSizes of the NCHW values it read) has its NHWC output
+// named in `same_shape`: only such an Add can become a convolution's residual post-op, which
+// needs the residual in the output's own shape.
+bool pushThrough(Graph& g, size_t i, const SizeKeys& sizes, std::set<std::string>& same_shape) {
   Node& n = g.nodes[i];
   const bool qadd = n.domain == kInternalDomain && n.op_type == "QAdd";
   const bool qlut = n.domain == kInternalDomain && n.op_type == "QLut";
@@ -1370,7 +1419,7 @@ bool pushThrough(Graph& g, size_t i, const ValueTypes* types, std::set<std::stri
     new_inputs[k] = cn;
   }
   if (!any_transposed) return false;
-  const bool operands_same_shape = binary && types && n.inputs.size() == 2 && noBroadcast(*types, n.inputs[0], n.inputs[1]);
+  const bool operands_same_shape = binary && n.inputs.size() == 2 && sameSizes(sizes, n.inputs[0], n.inputs[1]);
   if (reduce) {  // over NHWC's axes 1 and 2
     if (g.nodes[i].hasInput(1)) {
       const std::string an = g.uniqueName(new_inputs[1] + "_nhwc");
@@ -1572,9 +1621,11 @@ int fuseMatMulMergeHeads(Graph& g) {
 // becomes lwc.internal.Gelu(x), one oneDNN eltwise pass (gelu_erf) instead of five elementwise ops
 // and a scalar erf per element. Every intermediate must have this one reader.
 int fuseGelu(Graph& g) {
+  // One value of rank 0 or 1: a [1, 1, 1] constant would widen the output's rank, which Gelu(x) keeps.
   auto scalarIs = [&](const std::string& v, double want) {
     const Tensor* t = g.initializers.find(v);
-    return t && t->dtype() == DType::Float32 && t->numel() == 1 && std::fabs(t->at(0) - want) <= 1e-6 * std::fabs(want);
+    return t && t->dtype() == DType::Float32 && t->numel() == 1 && t->rank() <= 1 &&
+           std::fabs(t->at(0) - want) <= 1e-6 * std::fabs(want);
   };
   // The other input of binary node n (the one that is not v), or "" if n is not binary on v.
   auto other = [](const Node& n, const std::string& v) -> std::string {
@@ -1679,7 +1730,8 @@ std::optional<int64_t> trailingMeanAxes(const Node& n, int64_t r) {
 int fuseLayerNorm(Graph& g, const ValueTypes& types) {
   auto scalarConst = [&](const std::string& v) -> std::optional<float> {
     const Tensor* t = g.isGraphInput(v) ? nullptr : g.initializers.find(v);
-    if (!t || t->dtype() != DType::Float32 || t->numel() != 1) return std::nullopt;
+    // Rank 0 or 1 (x has at least one axis): a [1, 1, 1, 1] eps or exponent would widen the output.
+    if (!t || t->dtype() != DType::Float32 || t->numel() != 1 || t->rank() > 1) return std::nullopt;
     return t->data<float>()[0];
   };
   // The sole reader of v when it is `op` in the default domain with one output, or -1.
@@ -1924,6 +1976,7 @@ int fusePostOps(Graph& g, const std::set<std::string>& same_shape, int64_t opset
           if (!isFloatConst(g, a.inputs[2], 1)) continue;
           hi = g.initializers.at(a.inputs[2]).data<float>()[0];
         }
+        if (lo > hi) continue;  // max everywhere, which oneDNN's clip does not take (the reference does it)
         kind = "clip";
         alpha = lo;
         beta = hi;
@@ -2175,6 +2228,7 @@ OptimizeStats optimizeForExecution(Graph& g, const ValueTypes* types, int64_t op
     st.matmul_scaled = fuseMatMulScale(g);
   }
   st.matmul_merge_heads = fuseMatMulMergeHeads(g);
+  const SizeKeys sizes = types ? sizeKeys(g, *types) : SizeKeys{};
   st.convs_nhwc = convertConvs(g) + convertQConvs(g);
   if (st.convs_nhwc > 0) {
     std::set<std::string> same_shape;
@@ -2182,7 +2236,7 @@ OptimizeStats optimizeForExecution(Graph& g, const ValueTypes* types, int64_t op
     while (changed) {
       changed = false;
       for (size_t i = 0; i < g.nodes.size(); ++i)
-        if (pushThrough(g, i, types, same_shape)) changed = true;
+        if (pushThrough(g, i, sizes, same_shape)) changed = true;
       if (cancelPairs(g)) changed = true;
       if (mergeDuplicateTransposes(g)) changed = true;
       removeDeadNodes(g);
