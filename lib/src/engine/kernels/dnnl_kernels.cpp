@@ -110,8 +110,8 @@ class DnnlConv final : public Kernel {
     bool in_place = false, broadcast = false;
     if (p.has_add) {
       residual = &ctx.in(3);
-      // The optimizer fuses only an Add whose operands cannot broadcast as far as shape inference
-      // knows; a symbolic size that is 1 at run time on the residual's side is broadcast here.
+      // The optimizer fuses only an Add whose operands' sizes are provably equal; a residual with
+      // sizes of 1 where the output has more (a node written some other way) is broadcast here.
       broadcast = residual->dtype() == DType::Float32 && residual->shape() != y_shape &&
                   broadcastsInto(residual->shape(), y_shape);
       if (residual->dtype() != DType::Float32 || (residual->shape() != y_shape && !broadcast))
