@@ -3,6 +3,9 @@
 #include "lwc/graph_edit.h"
 #include "lwc/shape_inference.h"
 
+#include <cmath>
+#include <optional>
+
 namespace lwc::passes {
 
 namespace {
@@ -219,9 +222,27 @@ PassResult FuseBatchnorm::run(Model& m, PassContext&) {
     const ChannelAffine a = batchNormAffine(*gamma, g.initializers.at(bn.inputs[2]), g.initializers.at(bn.inputs[3]),
                                             g.initializers.at(bn.inputs[4]), bn.attrFloat("epsilon", 1e-5f));
     const std::vector<std::string> params(bn.inputs.begin() + 1, bn.inputs.end());
+    // A float16 model stores the folded values in float16: a fold whose weights or bias leave its
+    // range (|v| > 65504, e.g. large weights over a tiny variance) is undone and the BN kept.
+    const std::optional<Graph> before = widened ? std::optional<Graph>(g) : std::nullopt;
+    auto overflowsHalf = [&]() {
+      if (!before) return false;
+      for (const auto& [name, t] : g.initializers.items()) {
+        const Tensor* old = before->initializers.find(name);
+        if (t.dtype() != DType::Float32 || (old && old->raw() == t.raw())) continue;  // unchanged
+        for (int64_t i = 0; i < t.numel(); ++i)
+          if (!(std::fabs(t.data<float>()[i]) <= 65504.0f)) return true;
+      }
+      return false;
+    };
     const std::string why_p = foldIntoProducer(c, bi, a);
     if (why_p.empty()) {
       dropUnusedConstants(g, params);
+      if (overflowsHalf()) {
+        g = *before;
+        leave("the folded weights or bias would exceed float16's range (65504), in which the model stores them");
+        continue;
+      }
       ++into_producer;
       --bi;
       continue;
@@ -229,6 +250,11 @@ PassResult FuseBatchnorm::run(Model& m, PassContext&) {
     const std::string why_c = foldIntoConsumer(c, bi, a);
     if (why_c.empty()) {
       dropUnusedConstants(g, params);
+      if (overflowsHalf()) {
+        g = *before;
+        leave("the folded weights or bias would exceed float16's range (65504), in which the model stores them");
+        continue;
+      }
       ++into_consumer;
       --bi;
       continue;

@@ -161,7 +161,9 @@ bool isZeroClip(const Model& m, const Node& n) {
   return lo && lo->numel() == 1 && lo->at(0) == 0.0;
 }
 
-Tensor quantizeWeights(const Tensor& w, int axis, bool per_channel, Tensor& scale, Tensor& zp, float qmax) {
+// `floor`: per channel (or one value per tensor), the smallest scale allowed; empty for none.
+Tensor quantizeWeights(const Tensor& w, int axis, bool per_channel, Tensor& scale, Tensor& zp, float qmax,
+                       const std::vector<float>& floor = {}) {
   const int64_t ch = per_channel ? w.dim(static_cast<size_t>(axis)) : 1;
   int64_t outer = 1, inner = 1;
   if (per_channel) {
@@ -177,6 +179,7 @@ Tensor quantizeWeights(const Tensor& w, int axis, bool per_channel, Tensor& scal
       for (int64_t k = 0; k < inner; ++k)
         s[static_cast<size_t>(c)] = std::max(s[static_cast<size_t>(c)], std::fabs(W[(a * ch + c) * inner + k]));
   for (auto& v : s) v = v > 0 ? v / qmax : 1.0f;
+  for (size_t c = 0; c < floor.size() && c < s.size(); ++c) s[c] = std::max(s[c], floor[c]);
   Tensor q(DType::Int8, w.shape());
   int8_t* Q = q.data<int8_t>();
   for (int64_t a = 0; a < outer; ++a)
@@ -513,8 +516,13 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
 
   const Calibrator cal = parseCalibrator(o.getString("calibrator"), o.where() + ".calibrator");
   std::map<std::string, QParams> qp;
-  for (const auto& t : tensors) qp[t] = activationParams(computeRange(stats_.tensors.at(t), cal, o.getFloat("percentile"), symmetric),
-                                                        symmetric);
+  for (const auto& t : tensors) {
+    const TensorStats& st = stats_.tensors.at(t);
+    if (!std::isfinite(st.min()) || !std::isfinite(st.max()))
+      fail(m.label(), ": tensor '", t, "' takes infinite values on the calibration data (range [", st.min(), ", ", st.max(),
+           "]); check the model's weights and the data, or keep its producer in float with --exclude");
+    qp[t] = activationParams(computeRange(st, cal, o.getFloat("percentile"), symmetric), symmetric);
+  }
   for (const auto& [out, in] : split_shares)
     if (qp.count(out) && qp.count(in)) qp[out] = qp[in];
 
@@ -541,6 +549,26 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
     const TrailingBias tb = trailingBiasAdd(g, index, n.outputs[0], ch);
     if (tb.node < 0 || index.numConsumers(g.nodes[static_cast<size_t>(tb.node)].inputs[tb.input]) != 1) return {};
     return tb;
+  };
+  // The smallest weight scale per channel (one for per-tensor weights) at which the layer's bias
+  // fits int32 at s_b = s_x · s_w, with room to spare (2^30): a channel whose weights are almost
+  // zero (a BatchNormalization switched off by training, gamma ~ 0, beta != 0, folded in) would
+  // otherwise need a float bias, which ONNX Runtime's optimized graph miscomputes. Raising the
+  // scale costs that channel's weights their resolution, which they hardly had; ONNX Runtime's
+  // quantizer does the same. Empty where nothing needs raising.
+  auto biasScaleFloor = [&](const Node& n, int64_t ch) -> std::vector<float> {
+    const Tensor* b = floatBias(n);
+    const auto xq = qp.find(n.inputs[0]);
+    if (!b || xq == qp.end() || g.isGraphInput(n.inputs[2]) || b->rank() != 1 || b->numel() != ch) return {};
+    std::vector<float> f(static_cast<size_t>(per_channel ? ch : 1), 0.0f);
+    bool any = false;
+    for (int64_t c = 0; c < ch; ++c) {
+      const double need = std::fabs(b->at(c)) / (double(xq->second.scale) * 1073741824.0);
+      float& v = f[static_cast<size_t>(per_channel ? c : 0)];
+      v = std::max(v, static_cast<float>(need));
+      any = any || need > 0;
+    }
+    return any ? f : std::vector<float>{};
   };
   if (gptq) {
     std::map<std::string, int> uses;
@@ -570,7 +598,8 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
                  const int axis = weight_axis.at(i);
                  const int64_t ch = w.dim(static_cast<size_t>(axis));
                  Tensor scale, zp;
-                 const Tensor nearest_q = quantizeWeights(w, axis, per_channel, scale, zp, w_qmax);  // as the rewrite does
+                 const Tensor nearest_q =
+                     quantizeWeights(w, axis, per_channel, scale, zp, w_qmax, biasScaleFloor(n, ch));  // as the rewrite does
                  const Tensor* b = floatBias(n);
                  std::vector<float> bias;
                  if (b && b->rank() == 1 && b->numel() == ch && !g.isGraphInput(n.inputs[2]))
@@ -634,7 +663,8 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
     Tensor gptq_bias;  // the bias GPTQ moved
     if (!weight_dq.count(wname)) {
       Tensor scale, zp;
-      Tensor wq = quantizeWeights(g.initializers.at(wname), axis, per_channel, scale, zp, w_qmax);
+      const Tensor& w0 = g.initializers.at(wname);
+      Tensor wq = quantizeWeights(w0, axis, per_channel, scale, zp, w_qmax, biasScaleFloor(n, w0.dim(static_cast<size_t>(axis))));
       const auto done = gptq_layers_done.find(i);
       if (done != gptq_layers_done.end()) {
         wq = std::move(done->second.q);

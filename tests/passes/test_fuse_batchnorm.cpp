@@ -273,3 +273,41 @@ g (float16[N, 3, 8, 8] x) => (float[N, 4, 8, 8] z) {
   CHECK_FALSE(r.changed);
   CHECK(noteMentions(r, "mixes float16 and float32 constants"));
 }
+
+TEST_CASE("fuse_batchnorm leaves a float16 BN alone where the folded weights would leave float16's range", "[fuse_batchnorm]") {
+  // Weights of 1000 over a variance of 1e-4: folded, 1000 / sqrt(1e-4 + 1e-5) = 95,346 > 65,504,
+  // stored as inf (the output inf where the model gives finite values). The fold is undone and the
+  // note says why; the model, its values and its other BN are as they were.
+  Model m = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float16[N, 2, 4, 4] x) => (float16[N, 2, 4, 4] y, float16[N, 2, 4, 4] z) {
+  c = Conv (x, w)
+  y = BatchNormalization (c, g1, b1, m1, v1)
+  d = Conv (x, w2)
+  z = BatchNormalization (d, g2, b2, m2, v2)
+})");
+  auto half = [](Shape s, float v) {
+    Tensor t(DType::Float32, std::move(s));
+    for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = v;
+    return t.cast(DType::Float16);
+  };
+  m.graph.initializers.set("w", half({2, 2, 1, 1}, 1000.0f));
+  m.graph.initializers.set("w2", half({2, 2, 1, 1}, 0.5f));
+  for (const char* k : {"1", "2"}) {
+    m.graph.initializers.set(std::string("g") + k, half({2}, 1.0f));
+    m.graph.initializers.set(std::string("b") + k, half({2}, 0.0f));
+    m.graph.initializers.set(std::string("m") + k, half({2}, 0.0f));
+    m.graph.initializers.set(std::string("v") + k, half({2}, std::string(k) == "1" ? 1e-4f : 1.0f));
+  }
+  const Model before = m;
+  const auto r = runPass(m, "fuse_batchnorm");
+  CHECK(r.stats.at("left_alone") == 1);
+  CHECK(r.stats.at("folded_into_producer") == 1);  // the other BN
+  CHECK(noteMentions(r, "exceed float16's range"));
+  CHECK(countOps(m, "BatchNormalization") == 1);
+  for (const auto& [name, t] : m.graph.initializers.items()) {
+    INFO(name);
+    CHECK(t.dtype() == DType::Float16);
+    for (int64_t i = 0; i < t.numel(); ++i) CHECK(std::isfinite(t.cast(DType::Float32).data<float>()[i]));
+  }
+  CHECK(m.graph.initializers.at("w").bitEqual(before.graph.initializers.at("w")));
+}

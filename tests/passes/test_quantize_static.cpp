@@ -658,3 +658,47 @@ g (float[N, 3, 12, 12] x) => (float[N, 4, 12, 12] y) {
   INFO(ops);
   CHECK(quantizes == 1);  // the model input's
 }
+
+TEST_CASE("quantize_static raises a channel's weight scale until its bias fits int32", "[quantize]") {
+  // A channel whose weights are almost zero and whose bias is not (a BatchNormalization switched
+  // off in training, folded in) needs |b| / (s_x · s_w) beyond int32. A float bias there is what
+  // ONNX Runtime's optimized graph got wrong (that channel's bias dropped); the scale floor keeps
+  // every bias int32, the channel's output within one bias step of b, the other channels as
+  // round-to-nearest gives them.
+  Model fp = smallCnn();
+  Tensor w1 = fp.graph.initializers.at("w1").clone(), b1 = fp.graph.initializers.at("b1").clone();
+  for (int64_t k = 0; k < 27; ++k) w1.data<float>()[2 * 27 + k] *= 1e-7f;  // channel 2
+  b1.data<float>()[2] = 50.0f;
+  fp.graph.initializers.set("w1", w1);
+  fp.graph.initializers.set("b1", b1);
+  Model m = fp;
+  Calib c;
+  const PassResult r = quantize(m, c);
+  for (const auto& note : r.notes) CHECK_THAT(note, !Contains("kept in float"));
+  CHECK(r.stats.at("biases_quantized") == 3);
+  const std::string& bq = m.graph.initializers.contains("b1_quantized") ? "b1_quantized" : "";
+  REQUIRE(!bq.empty());
+  const Tensor& b = m.graph.initializers.at(bq);
+  const Tensor& bs = m.graph.initializers.at("b1_scale");
+  CHECK(std::fabs(b.data<int32_t>()[2]) <= 1073741824);  // 2^30
+  CHECK(b.data<int32_t>()[2] * double(bs.data<float>()[2]) == Approx(50.0).epsilon(1e-6));
+  // The other channels keep max|w| / 127.
+  const Tensor& ws = m.graph.initializers.at("w1_scale");
+  for (int64_t ch : {0, 1, 3}) {
+    float mx = 0;
+    for (int64_t k = 0; k < 27; ++k) mx = std::max(mx, std::fabs(w1.data<float>()[ch * 27 + k]));
+    CHECK(ws.data<float>()[ch] == Approx(mx / 127.0f));
+  }
+  CHECK(outputSqnr(fp, m, 9) > 25.0);
+}
+
+TEST_CASE("quantize_static refuses a tensor that takes infinite values on the calibration data", "[quantize]") {
+  Model m = smallCnn();
+  Tensor b2 = m.graph.initializers.at("b2").clone();
+  b2.data<float>()[1] = std::numeric_limits<float>::infinity();
+  m.graph.initializers.set("b2", b2);
+  Calib c;
+  const std::string e = errorOf([&] { quantize(m, c); });
+  CHECK_THAT(e, Contains("takes infinite values on the calibration data"));
+  CHECK_THAT(e, Contains("--exclude"));
+}
