@@ -359,7 +359,7 @@ Session::Session(const Model& model, SessionOptions opts) : impl_(std::make_uniq
       if (reg.find(n.domain, n.op_type, 1 << 20).empty() && reg.find(n.domain, n.op_type, opset).empty() &&
           [&] {
             for (const auto& e : reg.entries())
-              if (e.op_type == n.op_type) return false;
+              if (e.op_type == n.op_type && e.domain == n.domain) return false;
             return true;
           }())
         fail(model.label(), ": node ", n.describe(), ": op ", op, " (opset ", opset,
