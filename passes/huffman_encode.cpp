@@ -45,8 +45,17 @@ PassResult HuffmanEncode::run(Model& m, PassContext&) {
   std::vector<Node> decoders;
   std::vector<std::string> names;
   for (const auto& [name, t] : g.initializers.items()) names.push_back(name);
+  // A coded tensor's stream and codebook (a file encoded before) stay as they are.
+  std::set<std::string> coded_parts;
+  for (const auto& n : g.nodes)
+    if (n.domain == weight_coding::kDomain && n.op_type == weight_coding::kDecodeOp)
+      for (const auto& in : n.inputs) coded_parts.insert(in);
   for (const auto& name : names) {
     const Tensor t = g.initializers.at(name);
+    if (coded_parts.count(name)) {
+      if (t.numel() >= o.getInt("min_elements")) r.notes.push_back(name + ": left as is (already Huffman-coded)");
+      continue;
+    }
     if (g.isGraphInput(name) || t.numel() < o.getInt("min_elements")) continue;
     if ((!include.empty() && !listed(include, name)) || listed(exclude, name)) continue;
     std::string why;

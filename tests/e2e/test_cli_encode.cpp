@@ -69,6 +69,26 @@ TEST_CASE("decode(encode(m)) has bit-identical weights for every testdata model"
   }
 }
 
+TEST_CASE("encoding an encoded model leaves its streams and codebooks alone and says so", "[cli][huffman]") {
+  // Each HuffmanDecode's inputs are already coded: a second encode used to code an int64 tensor's
+  // stream again (a chain of two decoders), silently.
+  TempDir d;
+  const fs::path shared = d / "shared.onnx", enc = d / "enc.onnx", enc2 = d / "enc2.onnx";
+  REQUIRE(runLwc("-q run --passes \"weight_share{bits=6,min_params=0}\" " + q(td("lenet300_fmnist.onnx")) + " -o " + q(shared))
+              .exit_code == 0);
+  REQUIRE(runLwc("-q encode " + q(shared) + " --min-elements 1 -o " + q(enc)).exit_code == 0);
+  const auto r = runLwc("encode " + q(enc) + " --min-elements 1 -o " + q(enc2));
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  const Model me = loadModel(enc), me2 = loadModel(enc2);
+  const int decoders = countDomain(me, weight_coding::kDomain);
+  CHECK(decoders >= 3);
+  CHECK(countDomain(me2, weight_coding::kDomain) == decoders);
+  CHECK(weights(me2) == weights(me));
+  for (const auto& n : me.graph.nodes)
+    if (n.domain == weight_coding::kDomain) CHECK_THAT(r.err, Contains(n.inputs[0] + ": left as is (already Huffman-coded)"));
+}
+
 TEST_CASE("Huffman coding of an INT8 model is lossless and smaller, lwc info shows coded sizes", "[cli][huffman]") {
   TempDir d;
   const fs::path int8 = d / "q.onnx", enc = d / "q.huff.onnx", dec = d / "q.dec.onnx";
