@@ -716,9 +716,18 @@ void selectObs(const ChannelSystems& cs, float* w, float* w1, int64_t numel, int
   }
 }
 
+// A relative error that is not finite (the reference output overflowed to inf, so the ratio is
+// inf/inf) reads "not finite", not "-nan".
 std::string describeError(double before, double after) {
   std::ostringstream s;
-  s << std::setprecision(3) << "relative output error " << before << " -> " << after;
+  auto put = [&](double v) {
+    if (std::isfinite(v)) s << v;
+    else s << "not finite";
+  };
+  s << std::setprecision(3) << "relative output error ";
+  put(before);
+  s << " -> ";
+  put(after);
   return s.str();
 }
 
