@@ -900,3 +900,21 @@ TEST_CASE("reading speed", "[data]") {
   std::cout << "PNG ImageFolder: 500 images in " << s * 1e3 << " ms\n";
   CHECK(s < 2.0);
 }
+
+TEST_CASE("fitToModel takes the class count from the last dimension, or dimension 1 of an [N, C, 1, 1] head", "[data]") {
+  // A convolutional head without Flatten declares [N, C, 1, 1]; its class count is C (it was 1, and
+  // every label above 0 was refused as out of range), as the accuracy meter reads such scores.
+  auto classes = [](const char* out) {
+    const std::string text = std::string("<ir_version: 8, opset_import: [\"\" : 13]>\ng (float[N, 10] x) => (") + out +
+                             " y) {\n  y = Reshape (x, shape)\n}";
+    Model m = parseModelText(text, LoadOptions{false});
+    m.graph.initializers.set("shape", Tensor::fromVector<int64_t>({4}, {-1, 10, 1, 1}));
+    DataOptions o;
+    fitToModel(o, m);
+    return o.num_classes;
+  };
+  CHECK(classes("float[N, 10, 1, 1]") == 10);
+  CHECK(classes("float[N, 10]") == 10);
+  CHECK(classes("float[N, 2, 5]") == 5);
+  CHECK(classes("float[N, 5, 2, 1]") == 1);  // not a [N, C, 1, 1] head: the last dimension
+}

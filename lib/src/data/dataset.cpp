@@ -416,8 +416,12 @@ void fitToModel(DataOptions& o, const Model& m) {
   o.sample_shape.clear();
   if (in.shape)
     for (size_t i = 1; i < in.shape->size(); ++i) o.sample_shape.push_back((*in.shape)[i].known() ? (*in.shape)[i].value : -1);
+  // The class count: the last dimension of output 0, or dimension 1 of an [N, C, 1, 1] output (a
+  // convolutional head without Flatten), which the accuracy meter reads as [N, C].
   if (!m.graph.outputs.empty() && m.graph.outputs[0].shape && !m.graph.outputs[0].shape->empty()) {
-    const Dim& c = m.graph.outputs[0].shape->back();
+    const SymShape& s = *m.graph.outputs[0].shape;
+    const bool conv_head = s.size() == 4 && s[2].known() && s[2].value == 1 && s[3].known() && s[3].value == 1;
+    const Dim& c = conv_head ? s[1] : s.back();
     if (c.known()) o.num_classes = c.value;
   }
 }
