@@ -42,9 +42,10 @@ Tensor zeroPoint(DType qt, int v) {
 }
 
 // Runs the optimized and the reference session on `feeds` and checks every output: the same shape,
-// and the same bits (`bits`) or agreement within compareTensors(rtol, atol).
-void checkOutputs(engine::Session& fast, engine::Session& ref, const engine::TensorMap& feeds, const std::string& what,
-                  bool bits, double rtol = 0, double atol = 0) {
+// and the same bits (`bits`) or agreement within compareTensors(rtol, atol). Returns the number of
+// outputs.
+size_t checkOutputs(engine::Session& fast, engine::Session& ref, const engine::TensorMap& feeds, const std::string& what,
+                    bool bits, double rtol = 0, double atol = 0) {
   const auto a = fast.runOrdered(feeds), b = ref.runOrdered(feeds);
   REQUIRE(a.size() == b.size());
   for (size_t i = 0; i < a.size(); ++i) {
@@ -53,6 +54,7 @@ void checkOutputs(engine::Session& fast, engine::Session& ref, const engine::Ten
     if (bits) CHECK(a[i].bitEqual(b[i]));
     else CHECK(compareTensors(a[i], b[i], rtol, atol).empty());
   }
+  return a.size();
 }
 
 void checkSame(const Model& m, const Shape& x_shape, const std::string& what) {
@@ -1506,12 +1508,7 @@ g (float[N, 3, 9, 9] x, float[N, 2, 5, 5] e) => ()" + T + R"([N, 9, 5, 5] y, )" 
       INFO("batch " << batch);
       engine::TensorMap feeds{{"x", randomFloat({batch, 3, 9, 9}, static_cast<uint32_t>(70 + batch), -3.0f, 3.0f)},
                               {"e", randomFloat({batch, 2, 5, 5}, static_cast<uint32_t>(80 + batch), -3.0f, 3.0f)}};
-      const auto a = fast.runOrdered(feeds), b = ref.runOrdered(feeds);
-      REQUIRE(a.size() == 3);
-      for (size_t i = 0; i < 3; ++i) {
-        INFO("output " << i << ": " << compareTensors(a[i], b[i], 0, 0));
-        CHECK(a[i].bitEqual(b[i]));
-      }
+      CHECK(checkOutputs(fast, ref, feeds, "", /*bits=*/true) == 3);
     }
   }
 }
@@ -1584,11 +1581,7 @@ g (float[N, 4, 7, 7] x) => ()" + T + R"([N, )" + std::to_string(c) + R"(, 7, 7] 
         INFO("batch " << batch);
         // Integer inputs in [-3, 3]: the convolutions' sums are exact in float.
         Tensor x = randomInt(DType::Int32, {batch, 4, 7, 7}, static_cast<uint32_t>(90 + batch), -3, 3).cast(DType::Float32);
-        const engine::TensorMap feeds{{"x", x}};
-        const auto a = fast.runOrdered(feeds), b = ref.runOrdered(feeds);
-        REQUIRE(a.size() == 1);
-        INFO(compareTensors(a[0], b[0], 0, 0));
-        CHECK(a[0].bitEqual(b[0]));
+        CHECK(checkOutputs(fast, ref, {{"x", x}}, "", /*bits=*/true) == 1);
       }
     }
   }
@@ -1642,12 +1635,7 @@ g (float[N, 4, 5, 5] x1, float[N, 4, 5, 5] x2) => (uint8[N, 4, 5, 5] pq, uint8[N
       INFO("batch " << batch);
       engine::TensorMap feeds{{"x1", randomFloat({batch, 4, 5, 5}, static_cast<uint32_t>(20 + batch), -3.0f, 3.0f)},
                               {"x2", randomFloat({batch, 4, 5, 5}, static_cast<uint32_t>(30 + batch), -4.0f, 4.0f)}};
-      const auto a = fast.runOrdered(feeds), b = ref.runOrdered(feeds);
-      REQUIRE(a.size() == 2);
-      for (size_t i = 0; i < 2; ++i) {
-        INFO("output " << i << ": " << compareTensors(a[i], b[i], 0, 0));
-        CHECK(a[i].bitEqual(b[i]));
-      }
+      CHECK(checkOutputs(fast, ref, feeds, "", /*bits=*/true) == 2);
     }
   }
 }
