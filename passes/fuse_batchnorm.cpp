@@ -236,30 +236,19 @@ PassResult FuseBatchnorm::run(Model& m, PassContext&) {
       return false;
     };
     const std::string why_p = foldIntoProducer(c, bi, a);
-    if (why_p.empty()) {
-      dropUnusedConstants(g, params);
-      if (overflowsHalf()) {
-        g = *before;
-        leave("the folded weights or bias would exceed float16's range (65504), in which the model stores them");
-        continue;
-      }
-      ++into_producer;
-      --bi;
+    const std::string why_c = why_p.empty() ? std::string() : foldIntoConsumer(c, bi, a);
+    if (!why_p.empty() && !why_c.empty()) {
+      leave(why_p + "; " + why_c);
       continue;
     }
-    const std::string why_c = foldIntoConsumer(c, bi, a);
-    if (why_c.empty()) {
-      dropUnusedConstants(g, params);
-      if (overflowsHalf()) {
-        g = *before;
-        leave("the folded weights or bias would exceed float16's range (65504), in which the model stores them");
-        continue;
-      }
-      ++into_consumer;
-      --bi;
+    dropUnusedConstants(g, params);
+    if (overflowsHalf()) {
+      g = *before;
+      leave("the folded weights or bias would exceed float16's range (65504), in which the model stores them");
       continue;
     }
-    leave(why_p + "; " + why_c);
+    ++(why_p.empty() ? into_producer : into_consumer);
+    --bi;
   }
   if (widened)
     for (auto& [name, t] : g.initializers.items())
