@@ -716,6 +716,8 @@ void selectObs(const ChannelSystems& cs, float* w, float* w1, int64_t numel, int
   }
 }
 
+}  // namespace
+
 // A relative error that is not finite (the reference output overflowed to inf, so the ratio is
 // inf/inf) reads "not finite", not "-nan".
 std::string describeError(double before, double after) {
@@ -730,8 +732,6 @@ std::string describeError(double before, double after) {
   put(after);
   return s.str();
 }
-
-}  // namespace
 
 OptionSpec lsqCvRowsOption() {
   OptionSpec cv{"lsq_cv_rows", OptionType::Float, 0.0,

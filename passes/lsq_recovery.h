@@ -163,6 +163,10 @@ std::vector<std::vector<double>> channelMeans(const Model& model, const std::vec
                                               const std::vector<int>& axes = {});
 
 /// The `lsq_cv_rows` option of the passes that run lsqRecover (LsqOptions::cv_rows_per_weight).
+// "relative output error 0.12 -> 0.034" for a layer's note; a value that is not finite (the
+// reference output overflowed, inf/inf) reads "not finite" rather than the platform's "-nan".
+std::string describeError(double before, double after);
+
 OptionSpec lsqCvRowsOption();
 
 /// Reconstructs the given nodes (indices into m.graph.nodes, Conv/Gemm/MatMul with constant float

@@ -20,6 +20,8 @@
 namespace lwc::app {
 
 namespace {
+constexpr int kMaxPruneIters = 1000;
+
 struct PruneArgs {
   RunArgs run;
   double sparsity = 0.5;
@@ -103,6 +105,11 @@ void addPruneCommand(CLI::App& app, Action& action, const GlobalOptions&) {
       if (!(a->sparsity >= 0.0 && a->sparsity < 1.0))
         fail("prune: --sparsity ", a->sparsity, " is outside [0, 1); e.g. 0.5 zeroes half of the weights");
       if (a->iters < 1) fail("prune: --iters ", a->iters, ": give at least 1 step");
+      // Each step is a whole prune (and recovery) pass over the model: a typo such as 1000000 would
+      // run for days and hold a million pipeline steps.
+      if (a->iters > kMaxPruneIters)
+        fail("prune: --iters ", a->iters, " is more than ", kMaxPruneIters,
+             " steps; gradual pruning uses 10-100 (each step prunes and recovers the whole model)");
       if (!(a->lsq_cv_rows >= 0.0 && std::isfinite(a->lsq_cv_rows)))
         fail("prune: --lsq-cv-rows ", a->lsq_cv_rows, " must be a finite number >= 0");
       if (a->pattern != "unstructured" && a->iters != 1)

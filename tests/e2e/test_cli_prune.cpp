@@ -216,6 +216,7 @@ TEST_CASE("lwc prune: bad input gets one clear error and no output file", "[cli]
   bad(model, "--sparsity 1.0", "outside [0, 1)");
   bad(model, "--sparsity -0.1", "outside [0, 1)");
   bad(model, "--iters 0", "--iters 0");
+  bad(model, "--iters 1001", "--iters 1001 is more than 1000 steps");
   bad(model, "--pattern 4:2", "1 <= N < M");
   bad(model, "--exclude conv_nine", "no node or op type named 'conv_nine'");
   bad(model, "--recover bias", "needs calibration data");

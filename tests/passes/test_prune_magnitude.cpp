@@ -3,6 +3,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <random>
 
 #include "lwc/analysis.h"
@@ -176,6 +177,14 @@ TEST_CASE("prune_magnitude recover bias matches the reference's per-channel outp
       REQUIRE(a.numel() == b.numel());
       for (int64_t e = 0; e < a.numel(); ++e) CHECK(b.at(e) == Approx(a.at(e)).margin(1e-5));
     }
+}
+
+TEST_CASE("lsq's error note says not finite for an overflowed reference, not -nan", "[lsq]") {
+  CHECK(passes::describeError(0.5, 0.125) == "relative output error 0.5 -> 0.125");
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  const double inf = std::numeric_limits<double>::infinity();
+  CHECK(passes::describeError(-nan, 0.25) == "relative output error not finite -> 0.25");
+  CHECK(passes::describeError(inf, -nan) == "relative output error not finite -> not finite");
 }
 
 TEST_CASE("choleskyLower gives the bits of the textbook row-by-row factorisation", "[lsq]") {
