@@ -342,6 +342,11 @@ PassResult PruneMagnitude::run(Model& m, PassContext& ctx) {
     std::ostringstream note;
     note << n.describe() << ": sparsity " << std::fixed << std::setprecision(1)
          << 100.0 * double(layer_zeros) / double(w.numel()) << " % of " << w.numel();
+    // One global threshold can take every weight of a layer of small weights: its output is then
+    // its bias alone, whatever the input. Said plainly, not left for the user to find in the model.
+    if (layer_zeros == w.numel() && w.numel() > 0)
+      note << "; every weight is zero, so the layer's output no longer depends on its input (lower the sparsity, "
+              "use scope layer, or exclude this node)";
     sparsity_notes.push_back(note.str());
   }
   r.notes.insert(r.notes.begin() + static_cast<std::ptrdiff_t>(sparsity_notes_at), sparsity_notes.begin(), sparsity_notes.end());

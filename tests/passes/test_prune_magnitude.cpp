@@ -68,10 +68,18 @@ TEST_CASE("prune_magnitude zeroes exactly the smallest weights", "[prune]") {
   }
   SECTION("global scope: one threshold, so the layer of small weights loses most") {
     Model m = twoLayers();
-    runPass(m, "prune_magnitude", {{"sparsity", 0.5}, {"scope", "global"}, {"min_params", 0}});
+    auto r = runPass(m, "prune_magnitude", {{"sparsity", 0.5}, {"scope", "global"}, {"min_params", 0}});
     const int64_t z1 = countZeros(m.graph.initializers.at("w1")), z2 = countZeros(m.graph.initializers.at("w2"));
     CHECK(z1 + z2 == 616);  // floor(0.5 * 1232)
     CHECK(z2 == 80);        // all of w2 is below w1's median magnitude
+    // A layer pruned away whole is said so, and only that one.
+    int whole = 0;
+    for (const auto& n : r.notes)
+      if (n.find("every weight is zero") != std::string::npos) {
+        ++whole;
+        CHECK_THAT(n, Contains("Gemm") && Contains("sparsity 100.0 % of 80"));
+      }
+    CHECK(whole == 1);
   }
   SECTION("2:4 keeps two of every four input channels per output and tap") {
     Model m = twoLayers();
