@@ -772,6 +772,14 @@ std::vector<LsqLayerResult> lsqRecover(Model& m, const Model& unmodified, const 
       skip("weights are not a float constant");
       continue;
     }
+    // A weight tensor other nodes read too: a re-fit for this node's inputs would have to be
+    // written under a new name, untying the weights and growing the model (a shared conv of 2304
+    // weights became two). Left as the pass made it, for every reader.
+    if (const size_t uses = useCount(g, n.inputs[1]); uses > 1) {
+      skip("its weights '" + n.inputs[1] + "' are read by " + std::to_string(uses) +
+           " nodes; a re-fit for this one would untie them");
+      continue;
+    }
     const auto select_it = opts.shared ? opts.select_zeros.end() : opts.select_zeros.find(n.outputs.at(0));
     const bool select = select_it != opts.select_zeros.end();
     Tensor W = select ? wp->clone() : *wp;  // OBS selection zeroes weights in its own copy

@@ -94,12 +94,13 @@ struct Layer {
 };
 
 // Reduction axis of the weight: input channels of a Conv [O, I, k..] (1), ConvTranspose [I, O, k..] (0),
-// K of Gemm B ([K,N] -> 0, transB [N,K] -> 1) and MatMul B [K, N] (0).
-int64_t reductionAxis(const Node& n) {
+// K of Gemm B ([K,N] -> 0, transB [N,K] -> 1) and of MatMul B [..., K, N] (rank - 2: a batched
+// [B, K, N] weight's groups run along K, not along its batch axis).
+int64_t reductionAxis(const Node& n, const Tensor& w) {
   if (n.op_type == "Conv") return 1;
   if (n.op_type == "ConvTranspose") return 0;
   if (n.op_type == "Gemm") return n.attrInt("transB", 0) ? 1 : 0;
-  return 0;
+  return static_cast<int64_t>(w.rank()) - 2;
 }
 
 }  // namespace
@@ -201,14 +202,30 @@ PassResult PruneMagnitude::run(Model& m, PassContext& ctx) {
   std::vector<Layer> layers;
   std::set<std::string> seen;
   const int64_t min_params = o.getInt("min_params");
+  auto isLayer = [&](const Node& n) -> const Tensor* {
+    if (!n.domain.empty() || (n.op_type != "Conv" && n.op_type != "ConvTranspose" && n.op_type != "Gemm" && n.op_type != "MatMul"))
+      return nullptr;
+    const Tensor* w = n.inputs.size() > 1 ? floatConstant(g, n.inputs[1]) : nullptr;
+    return !w || g.isGraphInput(n.inputs[1]) || w->rank() < 2 ? nullptr : w;
+  };
+  auto keptDense = [&](const Node& n) { return (!include.empty() && !listed(include, n)) || listed(exclude, n); };
+  // A weight tensor several layers read is pruned for all of them or for none: one reader that
+  // include/exclude leaves dense keeps it dense for the others (pruning it for them would change
+  // the excluded layer too).
+  std::map<std::string, std::string> held_dense;  // weight -> the reader left dense
+  for (const Node& n : g.nodes)
+    if (isLayer(n) && keptDense(n)) held_dense.emplace(n.inputs[1], n.describe());
   for (size_t i = 0; i < g.nodes.size(); ++i) {
     const Node& n = g.nodes[i];
-    if (!n.domain.empty() || (n.op_type != "Conv" && n.op_type != "ConvTranspose" && n.op_type != "Gemm" && n.op_type != "MatMul"))
-      continue;
-    const Tensor* w = n.inputs.size() > 1 ? floatConstant(g, n.inputs[1]) : nullptr;
-    if (!w || g.isGraphInput(n.inputs[1]) || w->rank() < 2) continue;
-    if ((!include.empty() && !listed(include, n)) || listed(exclude, n)) {
+    const Tensor* w = isLayer(n);
+    if (!w) continue;
+    if (keptDense(n)) {
       r.notes.push_back(n.describe() + ": left dense (include/exclude)");
+      continue;
+    }
+    if (const auto h = held_dense.find(n.inputs[1]); h != held_dense.end()) {
+      r.notes.push_back(n.describe() + ": left dense (its weights '" + n.inputs[1] + "' are shared with " + h->second +
+                        ", which include/exclude leaves dense)");
       continue;
     }
     if (w->numel() < min_params) {
@@ -218,7 +235,7 @@ PassResult PruneMagnitude::run(Model& m, PassContext& ctx) {
     }
     if (seen.count(n.inputs[1])) continue;  // shared weight: pruned once
     seen.insert(n.inputs[1]);
-    layers.push_back({i, n.inputs[1], reductionAxis(n)});
+    layers.push_back({i, n.inputs[1], reductionAxis(n, *w)});
   }
   if (layers.empty())
     fail(m.label(), ": no layer to prune (no Conv/ConvTranspose/Gemm/MatMul with constant weights of at least min_params)",
@@ -236,6 +253,10 @@ PassResult PruneMagnitude::run(Model& m, PassContext& ctx) {
       for (size_t d = 0; d < axis; ++d) outer *= w.dim(d);
       for (size_t d = axis + 1; d < w.rank(); ++d) inner *= w.dim(d);
       const int64_t len = w.dim(axis);
+      if (len % group != 0)
+        r.notes.push_back(g.nodes[layers[l].node].describe() + ": " + pattern + " groups cover " +
+                          std::to_string(len / group * group) + " of its " + std::to_string(len) +
+                          " input channels; the last " + std::to_string(len % group) + " stay dense");
       auto& mask = masks[l];
       mask.assign(static_cast<size_t>(w.numel()), false);
       const float* W = w.data<float>();

@@ -640,3 +640,92 @@ TEST_CASE("prune_magnitude rejects bad options", "[prune]") {
   CHECK_THAT(errorOf([] { Model m = twoLayers(); runPass(m, "prune_magnitude", {{"criterion", "obs"}}); }),
              Contains("set recover to lsq"));
 }
+
+TEST_CASE("prune_magnitude: a weight two layers share is pruned for both or for neither", "[prune]") {
+  // Two convolutions read the same weight w.
+  auto shared = [] {
+    Model m = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 8, 6, 6] x) => (float[N, 8, 6, 6] y) {
+  a = Conv <pads=[1,1,1,1], kernel_shape=[3,3]> (x, w)
+  r = Relu (a)
+  y = Conv <pads=[1,1,1,1], kernel_shape=[3,3]> (r, w)
+})");
+    addConst(m, "w", {8, 8, 3, 3}, 3);
+    m.graph.nodes[0].name = "first";
+    m.graph.nodes[2].name = "second";
+    return m;
+  };
+  SECTION("excluding one reader keeps the weight dense for the other, and says why") {
+    for (const char* excluded : {"first", "second"}) {
+      INFO(excluded);
+      Model m = shared();
+      const std::string before = serialized(m);
+      auto p = passes::builtinPasses().create("prune_magnitude");
+      p->configure({{"sparsity", 0.5}, {"min_params", 0}, {"exclude", {excluded}}}, "p");
+      PassContext ctx;
+      // Nothing else to prune: an error, not a silent prune of the excluded layer's weights.
+      CHECK_THAT(errorOf([&] { p->run(m, ctx); }), Contains("no layer to prune"));
+      CHECK(serialized(m) == before);
+    }
+    // With a third layer to prune, the shared weight stays dense and the note names the reason.
+    Model m = shared();
+    m.graph.nodes.push_back(parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+h (float[N, 8, 6, 6] y) => (float[N, 8, 6, 6] z) { z = Conv <pads=[1,1,1,1], kernel_shape=[3,3]> (y, v) })").graph.nodes[0]);
+    m.graph.outputs[0].name = "z";
+    addConst(m, "v", {8, 8, 3, 3}, 4);
+    auto r = runPass(m, "prune_magnitude", {{"sparsity", 0.5}, {"min_params", 0}, {"exclude", {"first"}}});
+    CHECK(countZeros(m.graph.initializers.at("w")) == 0);
+    CHECK(countZeros(m.graph.initializers.at("v")) == 288);
+    bool said = false;
+    for (const auto& n : r.notes) said = said || (n.find("second") != std::string::npos && n.find("shared with") != std::string::npos);
+    CHECK(said);
+  }
+  SECTION("lsq leaves a shared weight as pruning made it instead of untying it") {
+    TempDir d;
+    const DataSpec calib = npyData(d / "x.npy", randomFloat({16, 8, 6, 6}, 5), 8);
+    Model fp = shared(), m = fp;
+    PassContext ctx;
+    ctx.calib = &calib;
+    ctx.reference = &fp;
+    auto r = runPass(m, "prune_magnitude", {{"sparsity", 0.5}, {"min_params", 0}, {"recover", "lsq"}}, ctx);
+    // Still one weight tensor read by both convolutions (a re-fit of one reader used to write a
+    // second copy: 576 -> 1152 parameters).
+    CHECK(m.graph.initializers.size() == 1);
+    CHECK(m.graph.nodes[0].inputs[1] == "w");
+    CHECK(m.graph.nodes[2].inputs[1] == "w");
+    CHECK(countZeros(m.graph.initializers.at("w")) == 288);
+    CHECK(r.stats["layers_reconstructed"] == 0);
+    CHECK(r.stats["zeros_in_pruned_layers"] == 288);
+    bool said = false;
+    for (const auto& n : r.notes) said = said || n.find("read by 2 nodes") != std::string::npos;
+    CHECK(said);
+  }
+}
+
+TEST_CASE("prune_magnitude N:M groups run along K of a batched MatMul weight, and a ragged tail is named", "[prune]") {
+  Model m = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[2, 5, 8] x) => (float[2, 5, 6] y) {
+  y = MatMul (x, w)
+})");
+  addConst(m, "w", {2, 8, 6}, 6);  // [batch, K, N]
+  runPass(m, "prune_magnitude", {{"pattern", "2:4"}, {"min_params", 0}});
+  const Tensor& w = m.graph.initializers.at("w");
+  for (int64_t b = 0; b < 2; ++b)
+    for (int64_t k0 = 0; k0 < 8; k0 += 4)
+      for (int64_t n = 0; n < 6; ++n) {
+        int nz = 0;
+        for (int64_t k = k0; k < k0 + 4; ++k) nz += w.data<float>()[(b * 8 + k) * 6 + n] != 0.0f;
+        CHECK(nz == 2);
+      }
+  // 6 input channels in groups of 4: the last 2 are not in a group and stay dense, in the notes.
+  Model c = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 6, 5, 5] x) => (float[N, 4, 5, 5] y) {
+  y = Conv <pads=[1,1,1,1], kernel_shape=[3,3]> (x, w)
+})");
+  addConst(c, "w", {4, 6, 3, 3}, 7);
+  auto r = runPass(c, "prune_magnitude", {{"pattern", "2:4"}, {"min_params", 0}});
+  CHECK(countZeros(c.graph.initializers.at("w")) == 4 * 9 * 2);
+  bool said = false;
+  for (const auto& n : r.notes) said = said || n.find("cover 4 of its 6 input channels; the last 2 stay dense") != std::string::npos;
+  CHECK(said);
+}
