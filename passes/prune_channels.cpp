@@ -185,6 +185,10 @@ struct Analysis {
   std::vector<Group> groups;
   std::vector<ConcatLink> links;  ///< in node order
   std::vector<SplitLink> splits;  ///< in node order
+  /// Layers with weights whose output channels no group covers (a Conv1d, a ConvTranspose, a
+  /// grouped convolution feeding nothing prunable): "channels of X: left alone (why)", so the
+  /// report names every layer it does not prune.
+  std::vector<std::string> unhandled;
 };
 
 /// Segment sizes of a Split node along axis 1 of a [N, C, ...] input: its `split` attribute
@@ -261,6 +265,15 @@ Analysis analyze(const Model& m, const std::vector<std::string>& exclude) {
     for (const auto& t : n.inputs) block(t, why);
     for (const auto& t : n.outputs) block(t, why);
   };
+  // A layer with weights whose output channels this pass cannot prune: named in the notes even
+  // where no prunable group reaches its output (its group has no producer, so it is not listed).
+  std::vector<std::pair<size_t, std::string>> unhandled_layers;
+  auto blockLayer = [&](size_t i, const std::string& why) {  // why: "is a ConvTranspose"
+    const Node& n = g.nodes[i];
+    for (const auto& t : n.inputs) block(t, "read by " + n.describe() + ", which " + why);
+    for (const auto& t : n.outputs) block(t, n.describe() + " " + why);
+    unhandled_layers.emplace_back(i, why);
+  };
   auto excluded = [&](const Node& n) {
     return std::find(exclude.begin(), exclude.end(), n.name) != exclude.end() ||
            std::find(exclude.begin(), exclude.end(), n.op_type) != exclude.end();
@@ -287,6 +300,10 @@ Analysis analyze(const Model& m, const std::vector<std::string>& exclude) {
       blockNode(n, "read by " + what + " after a Flatten of channels and positions");
       continue;
     }
+    if (op == "ConvTranspose" && n.inputs.size() > 1 && floatConstant(g, n.inputs[1])) {
+      blockLayer(i, "is a transposed convolution, not supported here");
+      continue;
+    }
     if (op == "Conv" || op == "Gemm" || op == "MatMul") {
       const Tensor* w = n.inputs.size() > 1 ? floatConstant(g, n.inputs[1]) : nullptr;
       const Tensor* b = n.hasInput(2) ? floatConstant(g, n.inputs[2]) : nullptr;
@@ -297,7 +314,7 @@ Analysis analyze(const Model& m, const std::vector<std::string>& exclude) {
       if (op == "Conv") {
         const int64_t group = n.attrInt("group", 1);
         if (w->rank() != 4) {
-          blockNode(n, what + " is not a 2-D convolution");
+          blockLayer(i, "is not a 2-D convolution");
           continue;
         }
         const int64_t cin = w->dim(1) * group, out = w->dim(0);
@@ -319,7 +336,7 @@ Analysis analyze(const Model& m, const std::vector<std::string>& exclude) {
           members.push_back({n.inputs[0], i, Role::DwConv});
           channels[n.inputs[0]] = cin;
         } else {
-          blockNode(n, what + " is a grouped convolution (group " + std::to_string(group) + ")");
+          blockLayer(i, "is a grouped convolution (group " + std::to_string(group) + ")");
         }
         continue;
       }
@@ -327,7 +344,7 @@ Analysis analyze(const Model& m, const std::vector<std::string>& exclude) {
       // channels on the last axis (Linear on tokens: a transformer MLP's hidden width).
       const int rin = rankOf(n.inputs[0]);
       if (w->rank() != 2 || (op == "Gemm" ? rin != 2 : rin < 2) || (op == "Gemm" && n.attrInt("transA", 0) != 0)) {
-        blockNode(n, what + " is not a 2-D layer with constant weights");
+        blockLayer(i, "is not a 2-D layer with constant weights");
         continue;
       }
       allowAxes(n.inputs[0], kLastAxis, what);
@@ -603,6 +620,9 @@ Analysis analyze(const Model& m, const std::vector<std::string>& exclude) {
     }
     a.splits.push_back(std::move(link));
   }
+  for (const auto& [i, why] : unhandled_layers)
+    if (!index_of_root.count(uf.find(g.nodes[i].outputs.at(0))))
+      a.unhandled.push_back("channels of " + g.nodes[i].describe() + ": left alone (it " + why + ")");
   // Channels a Concat's output shows can only go where its output's group may lose channels.
   for (bool changed = true; changed;) {
     changed = false;
@@ -758,6 +778,7 @@ PassResult PruneChannels::run(Model& m, PassContext& ctx) {
   Analysis an = analyze(m, exclude);
   PassResult r;
   std::vector<size_t> prunable;
+  r.notes = an.unhandled;
   for (size_t i = 0; i < an.groups.size(); ++i) {
     const Group& grp = an.groups[i];
     if (!grp.blocked.empty())
@@ -769,9 +790,16 @@ PassResult PruneChannels::run(Model& m, PassContext& ctx) {
   }
   if (prunable.empty()) {
     // Float16 weights are a whole-model reason the user can act on; an architecture it does not
-    // understand is reported group by group above and the model passes through unchanged.
+    // understand is reported group by group above and the model passes through unchanged. A MACs
+    // target cannot be met then: an error, as when the prunable groups cannot reach it.
     if (const std::string half = float16WeightsHint(m); !half.empty())
       fail(m.label(), ": no prunable channel group", half);
+    if (o.getFloat("macs_reduction") > 0)
+      fail(o.where(), ".macs_reduction: ", m.label(), " has no channel group this pass can prune, so its MACs cannot drop (",
+           r.notes.empty() ? std::string("no layer produces channels")
+                           : (r.notes.size() > 1 ? "first of " + std::to_string(r.notes.size()) + " reasons: " : std::string()) +
+                                 r.notes.front(),
+           ")");
     r.notes.push_back("no prunable channel group in " + m.label());
     r.stats = {{"groups", ownGroups(an)}, {"groups_pruned", 0}};
     return r;

@@ -129,6 +129,50 @@ g (float[N, 3, 8, 8] x) => (float[N, 12, 8, 8] y, float[N, 4, 8, 8] z) {
   CHECK(r.stats.at("groups_pruned") == 0);
 }
 
+TEST_CASE("prune_channels names every layer whose channels it cannot prune, and a MACs target then fails", "[prune_channels]") {
+  // A Conv1d, a ConvTranspose and a grouped convolution: none starts a prunable group, and their
+  // outputs reach no layer that does, so no group lists them; the notes still must.
+  auto model = [] {
+    Model m = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 4, 8] x, float[N, 4, 6, 6] u) => (float[N, 6, 8] y, float[N, 8, 7, 7] z) {
+  a = Conv <pads=[1,1]> (x, w1)
+  r = Relu (a)
+  y = Conv <pads=[1,1]> (r, w2)
+  t = ConvTranspose <kernel_shape=[2,2]> (u, wt)
+  s = Relu (t)
+  z = Conv <group=2, pads=[1,1,1,1]> (s, wg)
+})");
+    addConst(m, "w1", {8, 4, 3}, 1);
+    addConst(m, "w2", {6, 8, 3}, 2);
+    addConst(m, "wt", {4, 8, 2, 2}, 3);
+    addConst(m, "wg", {8, 4, 3, 3}, 4);
+    return m;
+  };
+  Model m = model();
+  const std::string before = serialized(m);
+  auto r = runPass(m, "prune_channels", {{"ratio", 0.5}, {"round_to", 1}});
+  INFO(joinNotes(r.notes));
+  CHECK(serialized(m) == before);
+  CHECK(notesWith(r.notes, "(output 'a'): left alone (it is not a 2-D convolution)") == 1);
+  CHECK(notesWith(r.notes, "(output 'y'): left alone (it is not a 2-D convolution)") == 1);
+  CHECK(notesWith(r.notes, "(output 't'): left alone (it is a transposed convolution") == 1);
+  CHECK(notesWith(r.notes, "(output 'z'): left alone (it is a grouped convolution (group 2))") == 1);
+  CHECK(notesWith(r.notes, "no prunable channel group") == 1);
+  // A MACs target cannot be met by pruning nothing: one error naming the first reason.
+  Model t = model();
+  auto p = passes::builtinPasses().create("prune_channels");
+  p->configure({{"macs_reduction", 0.3}}, "prune_channels");
+  PassContext ctx;
+  try {
+    p->run(t, ctx);
+    FAIL("no error");
+  } catch (const Error& e) {
+    CHECK_THAT(std::string(e.what()), Contains("macs_reduction") && Contains("has no channel group this pass can prune") &&
+                                          Contains("first of"));
+  }
+  CHECK(serialized(t) == before);
+}
+
 TEST_CASE("prune_channels slices depthwise convs and BatchNormalization, bn_gamma ranks by |gamma|", "[prune_channels]") {
   auto build = [] {
     Model m = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
