@@ -359,12 +359,27 @@ ModelStats analyzeModel(const Model& m, const AnalyzeOptions& opts) {
   st.nodes = stored.nodes;
   st.op_histogram = stored.op_histogram;
   st.weight_bytes_by_dtype = stored.weight_bytes_by_dtype;
-  int64_t coded_bytes = 0;
+  // The decoders' inputs (streams, codebooks) are the coded weights' bytes. The stored count has
+  // already taken those of them it sees as parameters (a float codebook of several values), so
+  // they move from their dtype's line to "huffman-coded" instead of being counted twice.
+  const auto roles = initializerRoles(m.graph);
+  std::set<std::string> coded_inputs;
   for (const auto& n : m.graph.nodes)
     if (n.domain == weight_coding::kDomain)
       for (const auto& in : n.inputs)
-        if (const Tensor* t = m.graph.initializers.find(in)) coded_bytes += static_cast<int64_t>(t->nbytes());
-  st.weight_bytes = stored.weight_bytes + coded_bytes;
+        if (m.graph.initializers.contains(in)) coded_inputs.insert(in);
+  int64_t coded_bytes = 0, counted_twice = 0;
+  for (const auto& name : coded_inputs) {
+    const Tensor& t = m.graph.initializers.at(name);
+    const auto bytes = static_cast<int64_t>(t.nbytes());
+    coded_bytes += bytes;
+    const InitRole r = roles.at(name);
+    if (r == InitRole::BnStat || r == InitRole::QuantParam || r == InitRole::Constant) continue;
+    counted_twice += bytes;
+    auto it = st.weight_bytes_by_dtype.find(std::string(dtypeName(t.dtype())));
+    if (it != st.weight_bytes_by_dtype.end() && (it->second -= bytes) <= 0) st.weight_bytes_by_dtype.erase(it);
+  }
+  st.weight_bytes = stored.weight_bytes - counted_twice + coded_bytes;
   st.weight_bytes_by_dtype["huffman-coded"] = coded_bytes;
   st.file_bytes = stored.file_bytes;
   return st;

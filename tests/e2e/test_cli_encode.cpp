@@ -3,6 +3,7 @@
 // lwc info reports coded sizes, corrupt coded weights get one clear error.
 #include <catch2/catch.hpp>
 #include <fstream>
+#include <set>
 #include <nlohmann/json.hpp>
 
 #include "lwc/engine.h"
@@ -119,6 +120,32 @@ TEST_CASE("Huffman coding of an INT8 model is lossless and smaller, lwc info sho
   for (const auto& t : j["huffman_coded"]) stored += t["stream_bytes"].get<int64_t>() + t["codebook_bytes"].get<int64_t>();
   CHECK(stored > 0);
   CHECK(j["params"].get<int64_t>() == nlohmann::json::parse(runLwc("info --json " + q(int8)).out)["params"].get<int64_t>());
+}
+
+TEST_CASE("lwc info counts a coded float model's weight bytes once: streams and codebooks, plus what is not coded",
+          "[cli][huffman]") {
+  TempDir d;
+  const fs::path enc = d / "enc.onnx";
+  // Shared weights (16 values a layer) so that the float weights are coded.
+  REQUIRE(runLwc("-q run --passes \"weight_share{bits=4},huffman_encode\" " + q(td("lenet5_fmnist.onnx")) + " -o " + q(enc) +
+                 " --report " + q(d / "r.json")).exit_code == 0);
+  const Model m = loadModel(enc);
+  std::set<std::string> coded;
+  for (const auto& n : m.graph.nodes)
+    if (n.domain == weight_coding::kDomain)
+      for (const auto& in : n.inputs) coded.insert(in);
+  int64_t coded_bytes = 0, plain_float = 0;
+  for (const auto& [name, t] : m.graph.initializers.items())
+    (coded.count(name) ? coded_bytes : plain_float) += static_cast<int64_t>(t.nbytes());
+  REQUIRE(coded_bytes > 0);
+  REQUIRE(plain_float > 0);  // the biases and the small layers stay plain float32
+  const auto j = nlohmann::json::parse(runLwc("info --json " + q(enc)).out);
+  // Each float codebook used to be counted twice: as a float32 parameter and inside the coded bytes.
+  CHECK(j["weight_bytes"].get<int64_t>() == coded_bytes + plain_float);
+  CHECK(j["weight_bytes_by_dtype"]["huffman-coded"].get<int64_t>() == coded_bytes);
+  CHECK(j["weight_bytes_by_dtype"]["float32"].get<int64_t>() == plain_float);
+  std::ifstream f(d / "r.json");
+  CHECK(nlohmann::json::parse(f)["final"]["weight_bytes"].get<int64_t>() == coded_bytes + plain_float);
 }
 
 TEST_CASE("a corrupt coded weight gets one clear error and no output", "[cli][huffman]") {
