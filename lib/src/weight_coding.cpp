@@ -31,7 +31,7 @@ void registerOnnxSchemas() {
         .TypeConstraint("T2",
                         {"tensor(float)", "tensor(float16)", "tensor(double)", "tensor(bfloat16)", "tensor(int8)",
                          "tensor(uint8)", "tensor(int16)", "tensor(uint16)", "tensor(int32)", "tensor(uint32)",
-                         "tensor(int64)", "tensor(uint64)"},
+                         "tensor(int64)", "tensor(uint64)", "tensor(bool)"},
                         "Weight types")
         .Attr("shape", "Shape of the decoded tensor", onnx::AttributeProto::INTS)
         .TypeAndShapeInferenceFunction([](onnx::InferenceContext& ctx) {
