@@ -14,6 +14,7 @@
 #include "lwc/graph_edit.h"
 #include "lwc/dataset.h"
 #include "passes/lsq_recovery.h"
+#include "passes/weight_layers.h"
 #include "passes/quantize_static.h"
 
 namespace lwc::passes {
@@ -188,55 +189,12 @@ PassResult PruneMagnitude::run(Model& m, PassContext& ctx) {
   const Model unpruned = m;  // shares the tensors; pruning writes new ones
   Graph& g = m.graph;
   const PassOptions& o = options_;
-  const auto include = o.getStrings("include"), exclude = o.getStrings("exclude");
-  for (const auto* list : {&include, &exclude})
-    for (const auto& e : *list) {
-      bool found = false;
-      for (const auto& n : g.nodes) found = found || n.name == e || n.op_type == e;
-      if (!found) fail(o.where(), list == &include ? ".include" : ".exclude", ": no node or op type named '", e, "' in ", m.label());
-    }
-  auto listed = [](const std::vector<std::string>& l, const Node& n) {
-    return std::find(l.begin(), l.end(), n.name) != l.end() || std::find(l.begin(), l.end(), n.op_type) != l.end();
-  };
+  WeightLayerFilter filter{o.getStrings("include"), o.getStrings("exclude"), o.getInt("min_params"), "left dense"};
+  checkIncludeExclude(g, filter, o.where(), m.label());
   PassResult r;
   std::vector<Layer> layers;
-  std::set<std::string> seen;
-  const int64_t min_params = o.getInt("min_params");
-  auto isLayer = [&](const Node& n) -> const Tensor* {
-    if (!n.domain.empty() || (n.op_type != "Conv" && n.op_type != "ConvTranspose" && n.op_type != "Gemm" && n.op_type != "MatMul"))
-      return nullptr;
-    const Tensor* w = n.inputs.size() > 1 ? floatConstant(g, n.inputs[1]) : nullptr;
-    return !w || g.isGraphInput(n.inputs[1]) || w->rank() < 2 ? nullptr : w;
-  };
-  auto keptDense = [&](const Node& n) { return (!include.empty() && !listed(include, n)) || listed(exclude, n); };
-  // A weight tensor several layers read is pruned for all of them or for none: one reader that
-  // include/exclude leaves dense keeps it dense for the others (pruning it for them would change
-  // the excluded layer too).
-  std::map<std::string, std::string> held_dense;  // weight -> the reader left dense
-  for (const Node& n : g.nodes)
-    if (isLayer(n) && keptDense(n)) held_dense.emplace(n.inputs[1], n.describe());
-  for (size_t i = 0; i < g.nodes.size(); ++i) {
-    const Node& n = g.nodes[i];
-    const Tensor* w = isLayer(n);
-    if (!w) continue;
-    if (keptDense(n)) {
-      r.notes.push_back(n.describe() + ": left dense (include/exclude)");
-      continue;
-    }
-    if (const auto h = held_dense.find(n.inputs[1]); h != held_dense.end()) {
-      r.notes.push_back(n.describe() + ": left dense (its weights '" + n.inputs[1] + "' are shared with " + h->second +
-                        ", which include/exclude leaves dense)");
-      continue;
-    }
-    if (w->numel() < min_params) {
-      r.notes.push_back(n.describe() + ": left dense: " + std::to_string(w->numel()) + " weights < min_params " +
-                        std::to_string(min_params));
-      continue;
-    }
-    if (seen.count(n.inputs[1])) continue;  // shared weight: pruned once
-    seen.insert(n.inputs[1]);
-    layers.push_back({i, n.inputs[1], reductionAxis(n, *w)});
-  }
+  for (const auto& [node, weight] : selectWeightLayers(g, filter, r.notes))
+    layers.push_back({node, weight, reductionAxis(g.nodes[node], g.initializers.at(weight))});
   if (layers.empty())
     fail(m.label(), ": no layer to prune (no Conv/ConvTranspose/Gemm/MatMul with constant weights of at least min_params)",
          float16WeightsHint(m));

@@ -9,6 +9,7 @@
 
 #include "lwc/graph_edit.h"
 #include "passes/lsq_recovery.h"
+#include "passes/weight_layers.h"
 #include "passes/quantize_static.h"
 
 namespace lwc::passes {
@@ -103,36 +104,21 @@ PassResult WeightShare::run(Model& m, PassContext& ctx) {
   std::vector<size_t> shared_nodes;
   Graph& g = m.graph;
   const PassOptions& o = options_;
-  const auto include = o.getStrings("include"), exclude = o.getStrings("exclude");
-  for (const auto* list : {&include, &exclude})
-    for (const auto& e : *list) {
-      bool found = false;
-      for (const auto& n : g.nodes) found = found || n.name == e || n.op_type == e;
-      if (!found) fail(o.where(), list == &include ? ".include" : ".exclude", ": no node or op type named '", e, "' in ", m.label());
-    }
-  auto listed = [](const std::vector<std::string>& l, const Node& n) {
-    return std::find(l.begin(), l.end(), n.name) != l.end() || std::find(l.begin(), l.end(), n.op_type) != l.end();
-  };
+  WeightLayerFilter filter{o.getStrings("include"), o.getStrings("exclude"), o.getInt("min_params"), "left alone"};
+  checkIncludeExclude(g, filter, o.where(), m.label());
   PassResult r;
-  std::set<std::string> seen;
   int64_t layers = 0, weights = 0, changed_weights = 0;
   double err = 0, energy = 0;
-  for (size_t i = 0; i < g.nodes.size(); ++i) {
+  for (const auto& [i, wname] : selectWeightLayers(g, filter, r.notes)) {
     const Node& n = g.nodes[i];
-    if (!n.domain.empty() || (n.op_type != "Conv" && n.op_type != "ConvTranspose" && n.op_type != "Gemm" && n.op_type != "MatMul"))
-      continue;
-    const Tensor* w = n.inputs.size() > 1 ? floatConstant(g, n.inputs[1]) : nullptr;
-    if (!w || g.isGraphInput(n.inputs[1]) || w->rank() < 2 || seen.count(n.inputs[1])) continue;
-    if ((!include.empty() && !listed(include, n)) || listed(exclude, n)) {
-      r.notes.push_back(n.describe() + ": left alone (include/exclude)");
-      continue;
-    }
-    if (w->numel() < o.getInt("min_params")) {
-      r.notes.push_back(n.describe() + ": left alone: " + std::to_string(w->numel()) + " weights < min_params " +
-                        std::to_string(o.getInt("min_params")));
+    const Tensor* w = &g.initializers.at(wname);
+    // k-means over values that include an inf or a NaN has no centroids: every weight of the layer
+    // became inf or NaN. Such a layer is named and left as it is.
+    const int64_t bad = std::count_if(w->data<float>(), w->data<float>() + w->numel(), [](float v) { return !std::isfinite(v); });
+    if (bad > 0) {
+      r.notes.push_back(n.describe() + ": left alone (" + std::to_string(bad) + " of its weights are not finite)");
       continue;
     }
-    seen.insert(n.inputs[1]);
     shared_nodes.push_back(i);
     const bool conv = n.op_type == "Conv" || n.op_type == "ConvTranspose";
     const int bits = int(conv && o.getInt("conv_bits") > 0 ? o.getInt("conv_bits") : o.getInt("bits"));

@@ -2,7 +2,10 @@
 // at most 2^bits values per layer, lossless when a layer has few values.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <limits>
 #include <set>
 
 #include "lwc/engine.h"
@@ -112,4 +115,64 @@ TEST_CASE("weight_share recover lsq re-fits the shared values: same clusters, sm
   auto err = [&](const Model& m) { return squaredError(m, "x", X, y0); };
   INFO("k-means " << err(km) << " lsq " << err(ls));
   CHECK(err(ls) < 0.85 * err(km));  // measured 0.78
+}
+
+TEST_CASE("weight_share names the layers it leaves alone: not finite, float16, constant first operand, shared with an excluded layer",
+          "[weight_share]") {
+  auto notesWith = [](const PassResult& r, const std::string& text) {
+    return std::count_if(r.notes.begin(), r.notes.end(), [&](const std::string& n) { return n.find(text) != std::string::npos; });
+  };
+  SECTION("one inf or NaN weight: the layer stays as it was (it used to become all inf or all NaN)") {
+    for (const float bad : {std::numeric_limits<float>::infinity(), std::numeric_limits<float>::quiet_NaN()}) {
+      Model m = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 30] x) => (float[N, 30] y) {
+  h = MatMul (x, w)
+  y = MatMul (h, v)
+})");
+      addConst(m, "w", {30, 30}, 1);
+      addConst(m, "v", {30, 30}, 2);
+      m.graph.initializers.find("w")->data<float>()[17] = bad;
+      const std::string w_before = serialized(m);
+      auto r = runPass(m, "weight_share", {{"bits", 2}, {"min_params", 0}});
+      CHECK(notesWith(r, "left alone (1 of its weights are not finite)") == 1);
+      const Tensor& w = m.graph.initializers.at("w");
+      int64_t finite = 0;
+      for (int64_t i = 0; i < w.numel(); ++i) finite += std::isfinite(w.data<float>()[i]);
+      CHECK(finite == 899);
+      std::set<float> vals(m.graph.initializers.at("v").data<float>(), m.graph.initializers.at("v").data<float>() + 900);
+      CHECK(vals.size() <= 4);  // the other layer is shared as usual
+      CHECK(r.stats["layers_shared"] == 1);
+    }
+  }
+  SECTION("float16 weights and a constant first operand are named, not skipped without a word") {
+    Model m = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[30, 30] x) => (float[30, 30] y) {
+  h = MatMul (c, x)
+  y = MatMul (h, v)
+})");
+    addConst(m, "c", {30, 30}, 3);
+    Tensor half(DType::Float16, {30, 30});
+    std::memset(half.raw(), 0, half.nbytes());
+    m.graph.initializers.set("v", half);
+    PassContext ctx;
+    auto p = passes::builtinPasses().create("weight_share");
+    p->configure({{"bits", 2}, {"min_params", 0}}, "weight_share");
+    auto r = p->run(m, ctx);
+    CHECK(notesWith(r, "left alone (its weights are float16; convert the model to float32 first)") == 1);
+    CHECK(notesWith(r, "left alone (its constant operand is the first input") == 1);
+    CHECK_FALSE(r.changed);
+  }
+  SECTION("a weight two layers read stays as it is when one of them is excluded") {
+    Model m = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 30] x) => (float[N, 30] y) {
+  h = MatMul (x, w)
+  y = MatMul (h, w)
+})");
+    addConst(m, "w", {30, 30}, 4);
+    m.graph.nodes[1].name = "second";
+    const std::string before = serialized(m);
+    auto r = runPass(m, "weight_share", {{"bits", 2}, {"min_params", 0}, {"exclude", {"second"}}});
+    CHECK(serialized(m) == before);
+    CHECK(notesWith(r, "are shared with MatMul 'second', which include/exclude leaves alone") == 1);
+  }
 }

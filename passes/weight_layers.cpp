@@ -1,0 +1,79 @@
+#include "passes/weight_layers.h"
+
+#include <algorithm>
+#include <map>
+#include <set>
+
+#include "lwc/dtype.h"
+#include "lwc/graph_edit.h"
+#include "lwc/status.h"
+
+namespace lwc::passes {
+
+namespace {
+bool listed(const std::vector<std::string>& l, const Node& n) {
+  return std::find(l.begin(), l.end(), n.name) != l.end() || std::find(l.begin(), l.end(), n.op_type) != l.end();
+}
+bool isWeightOp(const Node& n) {
+  return n.domain.empty() && (n.op_type == "Conv" || n.op_type == "ConvTranspose" || n.op_type == "Gemm" || n.op_type == "MatMul");
+}
+}  // namespace
+
+void checkIncludeExclude(const Graph& g, const WeightLayerFilter& f, const std::string& where, const std::string& label) {
+  for (const auto* list : {&f.include, &f.exclude})
+    for (const auto& e : *list) {
+      const bool found = std::any_of(g.nodes.begin(), g.nodes.end(), [&](const Node& n) { return n.name == e || n.op_type == e; });
+      if (!found) fail(where, list == &f.include ? ".include" : ".exclude", ": no node or op type named '", e, "' in ", label);
+    }
+}
+
+std::vector<WeightLayer> selectWeightLayers(const Graph& g, const WeightLayerFilter& f, std::vector<std::string>& notes) {
+  // The constant float32 weight of a layer, or null (with `why` set where the user can act on it).
+  auto weightOf = [&](const Node& n, std::string& why) -> const Tensor* {
+    if (!isWeightOp(n) || n.inputs.size() < 2) return nullptr;
+    const Tensor* w = floatConstant(g, n.inputs[1]);
+    if (w && !g.isGraphInput(n.inputs[1])) return w->rank() >= 2 ? w : nullptr;
+    const Tensor* other = g.isGraphInput(n.inputs[1]) ? nullptr : g.initializers.find(n.inputs[1]);
+    if (other && isFloat(other->dtype()) && other->rank() >= 2)
+      why = std::string("its weights are ") + std::string(dtypeName(other->dtype())) + "; convert the model to float32 first";
+    else if (n.op_type == "MatMul" && !n.inputs[0].empty() && floatConstant(g, n.inputs[0]) && !g.isGraphInput(n.inputs[0]))
+      why = "its constant operand is the first input (only B = the second input is changed)";
+    return nullptr;
+  };
+  auto keptByRequest = [&](const Node& n) { return (!f.include.empty() && !listed(f.include, n)) || listed(f.exclude, n); };
+  // A weight one of its readers keeps as it is stays so for all of them.
+  std::map<std::string, std::string> held;  // weight -> why
+  for (const Node& n : g.nodes) {
+    std::string why;
+    const Tensor* w = weightOf(n, why);
+    if (!w) continue;
+    if (keptByRequest(n))
+      held.emplace(n.inputs[1], "its weights '" + n.inputs[1] + "' are shared with " + n.describe() + ", which include/exclude leaves alone");
+    else if (w->numel() < f.min_params)
+      held.emplace(n.inputs[1], std::to_string(w->numel()) + " weights < min_params " + std::to_string(f.min_params));
+  }
+  std::vector<WeightLayer> layers;
+  std::set<std::string> seen;
+  for (size_t i = 0; i < g.nodes.size(); ++i) {
+    const Node& n = g.nodes[i];
+    std::string why;
+    const Tensor* w = weightOf(n, why);
+    if (!w) {
+      if (!why.empty()) notes.push_back(n.describe() + ": " + f.kept + " (" + why + ")");
+      continue;
+    }
+    if (keptByRequest(n)) {
+      notes.push_back(n.describe() + ": " + f.kept + " (include/exclude)");
+      continue;
+    }
+    if (const auto h = held.find(n.inputs[1]); h != held.end()) {
+      notes.push_back(n.describe() + ": " + f.kept + " (" + h->second + ")");
+      continue;
+    }
+    if (!seen.insert(n.inputs[1]).second) continue;  // shared weight: once
+    layers.push_back({i, n.inputs[1]});
+  }
+  return layers;
+}
+
+}  // namespace lwc::passes

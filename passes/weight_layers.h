@@ -1,0 +1,33 @@
+// Which layers a weight-rewriting pass (prune_magnitude, weight_share) works on: Conv,
+// ConvTranspose, Gemm and MatMul of the default domain whose second input is a constant float32
+// tensor of rank >= 2, chosen by the passes' common include / exclude / min_params options. One
+// entry per weight tensor: a weight several layers read is changed for all of them or, where
+// include/exclude or min_params keeps one reader as it is, for none. Every layer passed over for a
+// reason the user can act on gets a note ("Conv 'c1': left dense (include/exclude)"); layers with
+// float16 weights or a constant first operand are named too, not skipped without a word.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "lwc/graph.h"
+
+namespace lwc::passes {
+
+struct WeightLayer {
+  size_t node;
+  std::string weight;
+};
+
+struct WeightLayerFilter {
+  std::vector<std::string> include, exclude;  ///< node names or op types
+  int64_t min_params = 0;
+  std::string kept = "left alone";  ///< how a note says "not changed": "left dense", "left alone"
+};
+
+/// Fails naming `where`.include / .exclude when an entry names no node or op type of `g`.
+void checkIncludeExclude(const Graph& g, const WeightLayerFilter& f, const std::string& where, const std::string& label);
+
+std::vector<WeightLayer> selectWeightLayers(const Graph& g, const WeightLayerFilter& f, std::vector<std::string>& notes);
+
+}  // namespace lwc::passes
