@@ -500,7 +500,11 @@ PipelineReport runPipeline(const Pipeline& p, Model& m, const RunOptions& opts) 
       validateGraph(m.graph, m.label());
     } catch (const Error& e) {
       m = std::move(before);
-      throw Error(std::string(step.pass->name()) + " (" + step.where + "): " + e.what());
+      // A message that already names the step (an option's error: "<where>.options.include: ...")
+      // is not prefixed with it a second time.
+      const std::string what = e.what();
+      if (!step.where.empty() && what.rfind(step.where, 0) == 0) throw;
+      throw Error(std::string(step.pass->name()) + " (" + step.where + "): " + what);
     } catch (...) {
       m = std::move(before);
       throw;

@@ -214,6 +214,11 @@ TEST_CASE("lwc run: bad pipelines and paths fail before any work, leaving no fil
   CHECK(r.exit_code == 1);
   CHECK_THAT(r.err, Contains("x: unknown option"));
   CHECK(test::readFile(model) == before);
+  // An option's error found while the pass runs names the step once (it was "huffman_encode (--passes
+  // item 1 (...)): --passes item 1 (...).options.include: ...").
+  r = runLwc("run --passes 'huffman_encode{include=[nope]}' " + q(model) + " -o " + q(d / "out.onnx"));
+  test::checkOneLineError(r, "lwc: error: --passes item 1 (huffman_encode{include=[nope]}).options.include: no initializer named 'nope'");
+  CHECK_FALSE(fs::exists(d / "out.onnx"));
 }
 
 TEST_CASE("lwc: out-of-range threads and seconds, duplicate JSON keys, a folder as pipeline and a graph without outputs get one line",
