@@ -175,6 +175,20 @@ std::string convertOpset(Model& m, int64_t target) {
         onnx::version_conversion::ConvertVersion(modelToProto(m), static_cast<int>(target));
     Model c = modelFromProto(converted, ".", m.label());
     if (c.opsetFor("") != target) return "it left the opset at " + std::to_string(c.opsetFor(""));
+    // Upsample-9 and Resize-10 map output pixels to input pixels as x / scale ("asymmetric") and
+    // pick the nearest one by floor; Resize-11 defaults to half_pixel and round_prefer_floor. The
+    // converter of Debian's ONNX adds neither attribute, so a bilinear upsampling at opset 9 or 10
+    // computed something else after conversion (6 dB against the original). Set both here.
+    // Every Resize of a model from before opset 11 was an Upsample or a Resize-10 (the converter
+    // renames some outputs, so they are found by kind, not by name).
+    if (from < 11 && target >= 11)
+      for (auto& n : c.graph.nodes)
+        if (n.domain.empty() && n.op_type == "Resize") {
+          if (!n.hasAttr("coordinate_transformation_mode"))
+            n.setAttr("coordinate_transformation_mode", std::string("asymmetric"));
+          if (n.attrString("mode", "nearest") == "nearest" && !n.hasAttr("nearest_mode"))
+            n.setAttr("nearest_mode", std::string("floor"));
+        }
     c.source = m.source;
     c.external_data_files = m.external_data_files;
     m = std::move(c);
