@@ -236,6 +236,14 @@ double clippedKl(const std::vector<double>& bins, int b0, int b1, int levels) {
   return klDivergence(p, q);
 }
 
+// A threshold may clip at most this fraction of the (non-zero) values. TensorRT's KL criterion
+// does not see what a clipping loses once the kept part is a few occupied bins: the clipped mass
+// folds into the edge bin, Q has its mass there too, and the divergence is near zero. Values
+// clamped to [0.5, 2] got the range [0, 0.502] (every value 0.5 after quantization, 3.8 dB), a
+// GlobalMaxPool's outputs in [2.5, 7.0] the range [0, 2.6]. On the testdata models the thresholds
+// chosen clip at most 2 % of the values, so the bound changes nothing there.
+constexpr double kMaxClippedFraction = 0.10;
+
 // Symmetric threshold T over the |x| histogram (int8 activations, or non-negative tensors).
 double entropyThreshold(const TensorStats& s) {
   // Exact zeros (ReLU's spike) are represented exactly whatever the range; left in, they dominate the
@@ -249,7 +257,13 @@ double entropyThreshold(const TensorStats& s) {
   if (last <= levels) return last * w;  // fewer occupied bins than levels: no clipping needed
   double best = std::numeric_limits<double>::infinity();
   int best_i = last;
+  double total = 0;
+  for (int k = 0; k < last; ++k) total += a[static_cast<size_t>(k)];
+  // clipped[i]: the mass at or above bin i.
+  std::vector<double> clipped(static_cast<size_t>(last) + 1, 0.0);
+  for (int k = last - 1; k >= 0; --k) clipped[static_cast<size_t>(k)] = clipped[static_cast<size_t>(k) + 1] + a[static_cast<size_t>(k)];
   for (int i = levels; i <= last; ++i) {
+    if (clipped[static_cast<size_t>(i)] > kMaxClippedFraction * total) continue;
     const double kl = clippedKl(a, 0, i, levels);
     if (kl < best) {
       best = kl;
@@ -273,9 +287,14 @@ Range entropyRangeSigned(const TensorStats& s) {
   Range best_r{s.min(), s.max()};
   if (last - first <= levels) return best_r;
   double best = std::numeric_limits<double>::infinity();
+  double total = 0;
+  for (int k = first; k < last; ++k) total += h[static_cast<size_t>(k)];
   for (int i = 1; i <= nb / 2; ++i) {
     const int b0 = std::max(first, nb / 2 - i), b1 = std::min(last, nb / 2 + i);
     if (b1 - b0 < levels) continue;
+    double kept = 0;
+    for (int k = b0; k < b1; ++k) kept += h[static_cast<size_t>(k)];
+    if (total - kept > kMaxClippedFraction * total) continue;
     const double kl = clippedKl(h, b0, b1, levels);
     if (kl < best) {
       best = kl;
