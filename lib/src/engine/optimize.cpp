@@ -1386,8 +1386,12 @@ bool pushThrough(Graph& g, size_t i, const SizeKeys& sizes, std::set<std::string
                    isScalarConst(g, n.inputs[1]) && (!n.hasInput(2) || isScalarConst(g, n.inputs[2]));
   const bool unary = (kUnary.count(op) != 0 && n.domain.empty()) || qdq || qlut || qlutc;
   const bool binary = kBinary.count(op) != 0 || qadd;
+  // An AveragePool with ceil_mode and count_include_pad divides a window that overhangs the pads
+  // by the taps within input + pads, which oneDNN's pooling cannot: it stays an NCHW op for its
+  // reference kernel (the NHWC one stopped the run, even on the model quantize wrote).
   const bool pool = (op == "MaxPool" || op == "AveragePool") && n.outputs.size() == 1 &&
-                    n.attrInts("kernel_shape").size() == 2;
+                    n.attrInts("kernel_shape").size() == 2 &&
+                    !(op == "AveragePool" && n.attrInt("ceil_mode", 0) != 0 && n.attrInt("count_include_pad", 0) != 0);
   const bool gap = op == "GlobalAveragePool";
   const bool concat = op == "Concat";
   const std::optional<bool> reduce_keepdims = reducesSpatialAxes(g, n);
