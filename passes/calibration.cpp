@@ -401,6 +401,8 @@ Range computeRange(const TensorStats& s, Calibrator c, double percentile, bool s
 
 void CalibrationStats::merge(const CalibrationStats& o) {
   if (model.empty()) model = o.model;
+  if (act_type.empty()) act_type = o.act_type;
+  else if (!o.act_type.empty() && o.act_type != act_type) act_type = "mixed";
   samples += o.samples;
   seconds += o.seconds;
   for (const auto& [name, s] : o.tensors) tensors[name].merge(s);
@@ -409,8 +411,10 @@ void CalibrationStats::merge(const CalibrationStats& o) {
 json CalibrationStats::toJson() const {
   json t = json::object();
   for (const auto& [name, s] : tensors) t[name] = s.toJson();
-  return json{{"schema", "lwc.calib"}, {"schema_version", 1}, {"model", model}, {"samples", samples},
-              {"seconds", seconds}, {"tensors", t}};
+  json j{{"schema", "lwc.calib"}, {"schema_version", 1}, {"model", model}, {"samples", samples},
+         {"seconds", seconds}, {"tensors", t}};
+  if (!act_type.empty()) j["act_type"] = act_type;
+  return j;
 }
 
 CalibrationStats CalibrationStats::fromJson(const json& j, const std::string& where) {
@@ -425,6 +429,10 @@ CalibrationStats CalibrationStats::fromJson(const json& j, const std::string& wh
   if (j.contains("model")) {
     if (!j["model"].is_string()) fail(where, ": \"model\" must be a string, not ", briefJson(j["model"]));
     c.model = j["model"].get<std::string>();
+  }
+  if (j.contains("act_type")) {
+    if (!j["act_type"].is_string()) fail(where, ": \"act_type\" must be a string, not ", briefJson(j["act_type"]));
+    c.act_type = j["act_type"].get<std::string>();
   }
   c.samples = j.contains("samples") ? countField(j["samples"], "\"samples\"", where) : 0;
   c.seconds = j.contains("seconds") ? numberField(j, "seconds", where) : 0.0;

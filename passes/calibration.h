@@ -65,6 +65,9 @@ Range computeRange(const TensorStats& s, Calibrator c, double percentile, bool s
 /// Statistics of many tensors, as saved by --save-calib and merged by --load-calib.
 struct CalibrationStats {
   std::string model;  ///< file name of the model they were collected on
+  /// The --act-type they were collected for ("" in files from before 2026-12-05): int8 activations
+  /// quantize the tensors before a ReLU that uint8 ones absorb, so each needs its own tensors.
+  std::string act_type;
   int64_t samples = 0;
   std::map<std::string, TensorStats> tensors;
   double seconds = 0;

@@ -510,10 +510,16 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
       }
       return missing;
     });
+    const std::string act = o.getString("act_type");
     for (const auto& t : tensors)
-      if (!stats_.tensors.count(t) || stats_.tensors.at(t).count() == 0)
+      if (!stats_.tensors.count(t) || stats_.tensors.at(t).count() == 0) {
+        if (!stats_.act_type.empty() && stats_.act_type != act)
+          fail(loads[0], ": has no statistics for tensor '", t, "' of ", m.label(), ": they were collected for --act-type ",
+               stats_.act_type, ", which quantizes other tensors; collect them for ", act, " with lwc calibrate --act-type ", act);
         fail(loads[0], ": has no statistics for tensor '", t, "' of ", m.label(),
-             "; collect them on this model (after the same cleanup) with lwc calibrate");
+             "; collect them on this model (after the same cleanup, with the same --act-type, --exclude and --keep-fp32) "
+             "with lwc calibrate");
+      }
   } else {
     if (!ctx.calib) fail(o.where(), ": quantize_static needs calibration data (--calib DIR or data.calib)");
     CollectOptions co;
@@ -527,6 +533,7 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
       if (!tensor_set.count(g.nodes[i].outputs[0])) collect.push_back(g.nodes[i].outputs[0]);
     stats_ = collectStats(m, collect, *ctx.calib, co);
   }
+  if (loads.empty()) stats_.act_type = o.getString("act_type");
   const std::string save = o.getString("save_calib");
   if (!save.empty()) writeFileAtomic(save, dumpJson(stats_.toJson(), -1) + "\n");
 

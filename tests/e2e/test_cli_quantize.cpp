@@ -245,6 +245,15 @@ TEST_CASE("lwc calibrate shards merge into the same model as one calibration", "
   CHECK(readJson(d / "a.json")["samples"].get<int>() + readJson(d / "b.json")["samples"].get<int>() == 500);
   // minmax ranges of merged shards equal those of the whole set: identical models.
   CHECK(test::readFile(d / "sharded.onnx") == test::readFile(d / "whole.onnx"));
+  // The files say which activation type they were collected for; int8 activations need the
+  // tensors before the ReLUs that uint8 ones absorb, and the error says to recollect for int8
+  // (it used to say only "collect them on this model", though they were).
+  CHECK(readJson(d / "a.json")["act_type"] == "uint8");
+  test::checkOneLineError(runLwc("quantize " + q(model) + " --act-type int8 --load-calib " + q(d / "a.json") + " " +
+                                 q(d / "b.json") + " -o " + q(d / "int8.onnx")),
+                          "they were collected for --act-type uint8, which quantizes other tensors; collect them for "
+                          "int8 with lwc calibrate --act-type int8");
+  CHECK_FALSE(fs::exists(d / "int8.onnx"));
 }
 
 TEST_CASE("lwc calibrate names the number of tensors its file holds", "[cli][quantize]") {
