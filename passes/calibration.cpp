@@ -401,6 +401,7 @@ Range computeRange(const TensorStats& s, Calibrator c, double percentile, bool s
 
 void CalibrationStats::merge(const CalibrationStats& o) {
   if (model.empty()) model = o.model;
+  shard = samples == 0 && tensors.empty() ? o.shard : "";  // one shard's statistics keep its name
   if (act_type.empty()) act_type = o.act_type;
   else if (!o.act_type.empty() && o.act_type != act_type) act_type = "mixed";
   samples += o.samples;
@@ -414,6 +415,7 @@ json CalibrationStats::toJson() const {
   json j{{"schema", "lwc.calib"}, {"schema_version", 1}, {"model", model}, {"samples", samples},
          {"seconds", seconds}, {"tensors", t}};
   if (!act_type.empty()) j["act_type"] = act_type;
+  if (!shard.empty()) j["shard"] = shard;
   return j;
 }
 
@@ -429,6 +431,10 @@ CalibrationStats CalibrationStats::fromJson(const json& j, const std::string& wh
   if (j.contains("model")) {
     if (!j["model"].is_string()) fail(where, ": \"model\" must be a string, not ", briefJson(j["model"]));
     c.model = j["model"].get<std::string>();
+  }
+  if (j.contains("shard")) {
+    if (!j["shard"].is_string()) fail(where, ": \"shard\" must be a string, not ", briefJson(j["shard"]));
+    c.shard = j["shard"].get<std::string>();
   }
   if (j.contains("act_type")) {
     if (!j["act_type"].is_string()) fail(where, ": \"act_type\" must be a string, not ", briefJson(j["act_type"]));

@@ -68,6 +68,8 @@ struct CalibrationStats {
   /// The --act-type they were collected for ("" in files from before 2026-12-05): int8 activations
   /// quantize the tensors before a ReLU that uint8 ones absorb, so each needs its own tensors.
   std::string act_type;
+  /// "i/n" for statistics of one shard of the data ("" where unknown or merged).
+  std::string shard;
   int64_t samples = 0;
   std::map<std::string, TensorStats> tensors;
   double seconds = 0;

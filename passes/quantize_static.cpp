@@ -1,6 +1,7 @@
 #include "passes/quantize_static.h"
 
 #include <algorithm>
+#include <filesystem>
 #include <cmath>
 #include <iomanip>
 #include <set>
@@ -490,7 +491,26 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
   const auto loads = o.getStrings("load_calib");
   if (!loads.empty()) {
     stats_ = CalibrationStats{};
-    for (const auto& f : loads) stats_.merge(CalibrationStats::load(f));
+    // Each file once and each shard once: a shard given twice (s0.json s0.json) counted its
+    // samples twice without a word, and with a missing shard the statistics cover part of the data.
+    std::map<std::string, std::string> shard_file;  // "i/n" -> the file holding it
+    std::set<int> totals;
+    for (size_t k = 0; k < loads.size(); ++k) {
+      for (size_t e = 0; e < k; ++e)
+        if (std::filesystem::weakly_canonical(loads[e]) == std::filesystem::weakly_canonical(loads[k]))
+          fail(o.where(), ".load_calib: ", loads[k], " is given twice; give each statistics file once");
+      CalibrationStats one = CalibrationStats::load(loads[k]);
+      if (!one.shard.empty()) {
+        if (const auto [it, fresh] = shard_file.emplace(one.shard, loads[k]); !fresh)
+          fail(o.where(), ".load_calib: ", loads[k], " holds shard ", one.shard, " of the data, as ", it->second,
+               " does; give each shard once");
+        totals.insert(parseShard(one.shard, loads[k]).second);
+      }
+      stats_.merge(one);
+    }
+    if (totals.size() == 1 && shard_file.size() == loads.size() && static_cast<int>(loads.size()) < *totals.begin())
+      r.notes.push_back("--load-calib: " + std::to_string(loads.size()) + " of " + std::to_string(*totals.begin()) +
+                        " shards; the statistics cover only their part of the calibration data");
     // Statistics saved before pool outputs were quantized (2026-11-30) lack them: those pools stay
     // in float, as they were then.
     std::erase_if(tensors, [&](const std::string& t) {
@@ -532,6 +552,7 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
     for (const auto& [i, tb] : bias_adds)
       if (!tensor_set.count(g.nodes[i].outputs[0])) collect.push_back(g.nodes[i].outputs[0]);
     stats_ = collectStats(m, collect, *ctx.calib, co);
+    stats_.shard = std::to_string(co.shard) + "/" + std::to_string(co.shards);
   }
   if (loads.empty()) stats_.act_type = o.getString("act_type");
   const std::string save = o.getString("save_calib");

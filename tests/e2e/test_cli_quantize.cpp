@@ -254,6 +254,21 @@ TEST_CASE("lwc calibrate shards merge into the same model as one calibration", "
                           "they were collected for --act-type uint8, which quantizes other tensors; collect them for "
                           "int8 with lwc calibrate --act-type int8");
   CHECK_FALSE(fs::exists(d / "int8.onnx"));
+  // Each file and each shard once (s0 twice used to count its samples twice without a word); a
+  // missing shard is named.
+  CHECK(readJson(d / "b.json")["shard"] == "1/2");
+  test::checkOneLineError(runLwc("quantize " + q(model) + " --load-calib " + q(d / "a.json") + " " + q(d / "a.json") +
+                                 " -o " + q(d / "twice.onnx")),
+                          "a.json is given twice");
+  fs::copy_file(d / "a.json", d / "copy.json");
+  test::checkOneLineError(runLwc("quantize " + q(model) + " --load-calib " + q(d / "a.json") + " " + q(d / "copy.json") +
+                                 " -o " + q(d / "twice.onnx")),
+                          "copy.json holds shard 0/2 of the data, as");
+  CHECK_FALSE(fs::exists(d / "twice.onnx"));
+  auto half = runLwc("quantize " + q(model) + " --load-calib " + q(d / "a.json") + " -o " + q(d / "half.onnx") +
+                     " --bench-batch 0 --layer-samples 0");
+  CHECK(half.exit_code == 0);
+  CHECK_THAT(half.err, Contains("--load-calib: 1 of 2 shards"));
 }
 
 TEST_CASE("lwc calibrate names the number of tensors its file holds", "[cli][quantize]") {
