@@ -49,17 +49,22 @@ void addExecCommand(CLI::App& app, Action& action, const GlobalOptions&) {
       engine::configureThreads(o->threads);
       const Model m = loadInputModel(o->model);
       engine::TensorMap feeds;
+      std::vector<std::filesystem::path> read{o->model};  // every file this run reads
+      for (const auto& f : m.external_data_files) read.push_back(f);
       for (const auto& spec : o->inputs) {
         const auto eq = spec.find('=');
         if (eq == std::string::npos) fail("--input '", spec, "': expected NAME=FILE.npy");
         feeds[spec.substr(0, eq)] = readNpy(spec.substr(eq + 1));
+        read.push_back(spec.substr(eq + 1));
       }
+      for (const auto& [name, t] : feeds)
+        if (!m.graph.isGraphInput(name)) fail("--input '", name, "': the model has no input of that name");
       namespace fs = std::filesystem;
-      fs::create_directories(o->outdir);
+      // Random inputs are made (and checked) before anything is written: a failed run leaves no folder behind.
+      std::vector<std::pair<fs::path, Tensor>> writes;
       if (o->random_batch > 0) {
         std::mt19937 rng(o->seed);
         std::uniform_real_distribution<float> u(-1.0f, 1.0f);
-        fs::create_directories(fs::path(o->outdir) / "inputs");
         for (const auto* v : m.graph.realInputs()) {
           if (feeds.count(v->name)) continue;
           if (!v->shape || v->dtype != DType::Float32)
@@ -72,18 +77,29 @@ void addExecCommand(CLI::App& app, Action& action, const GlobalOptions&) {
                          s[0], s[0], o->random_batch);
           Tensor t(DType::Float32, s);
           for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = u(rng);
-          writeNpy(fs::path(o->outdir) / "inputs" / (safeName(v->name) + ".npy"), t);
+          writes.emplace_back(fs::path(o->outdir) / "inputs" / (safeName(v->name) + ".npy"), t);
           feeds[v->name] = t;
         }
       }
-      for (const auto& [name, t] : feeds)
-        if (!m.graph.isGraphInput(name)) fail("--input '", name, "': the model has no input of that name");
+      // No output file may be one this run reads (an --input .npy in --outdir was overwritten by
+      // the output of the same name).
+      auto checkNotRead = [&](const fs::path& out) {
+        std::error_code ec;
+        for (const auto& in : read)
+          if (fs::exists(out, ec) && fs::exists(in, ec) && fs::equivalent(out, in, ec))
+            fail("cannot write '", out.string(), "': it is '", in.string(), "', which this run reads; choose another --outdir");
+      };
+      for (const auto& v : m.graph.outputs) checkNotRead(fs::path(o->outdir) / (safeName(v.name) + ".npy"));
+      for (const auto& [path, t] : writes) checkNotRead(path);
       engine::SessionOptions so;
       so.threads = o->threads;
       so.reference_only = o->reference;
       so.split_batch = !o->no_split;
       engine::Session s(m, so);
       const auto outs = s.run(feeds);
+      fs::create_directories(o->outdir);
+      if (!writes.empty()) fs::create_directories(fs::path(o->outdir) / "inputs");
+      for (const auto& [path, t] : writes) writeNpy(path, t);
       for (const auto& [name, t] : outs) writeNpy(fs::path(o->outdir) / (safeName(name) + ".npy"), t);
       return 0;
     };

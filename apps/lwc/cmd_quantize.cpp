@@ -249,7 +249,7 @@ void addCalibrateCommand(CLI::App& app, Action& action, const GlobalOptions&) {
       const std::string& model_path = q->run.positional.at(0);
       if (q->save_calib.empty()) fail("-o: the output path is empty; give the file to write");
       std::vector<NamedPath> inputs{{"the input model", model_path}, {"the --preprocess file", q->run.preprocess}};
-      addDataInputs(inputs, "the calibration data", q->run.calib);
+      addDataInputs(inputs, "--calib", q->run.calib);
       engine::configureThreads(q->run.threads);
       Model m = loadPipelineInputFor(model_path, {{"-o", q->save_calib}}, std::move(inputs));
       Pipeline p = quantPipeline(*q);

@@ -192,11 +192,25 @@ Pipeline cleanupPipeline() {
                             passes::builtinPasses());
 }
 
-void addDataInputs(std::vector<NamedPath>& inputs, const std::string& what, const fs::path& path, const fs::path& labels) {
-  inputs.push_back({what, path});
-  inputs.push_back({what, labels});
+void addDataInputs(std::vector<NamedPath>& inputs, const std::string& origin, const fs::path& path, const fs::path& labels,
+                   const fs::path& preprocess) {
+  const std::string data = "the data of " + origin, lab = "the labels of " + origin, pre = "the preprocessing of " + origin;
+  inputs.push_back({data, path});
+  inputs.push_back({lab, labels});
+  inputs.push_back({pre, preprocess});
   std::error_code ec;
-  if (!fs::is_directory(path, ec)) inputs.push_back({what, path.parent_path() / "preprocess.json"});
+  if (fs::is_directory(path, ec)) return;  // a folder: every file in it, at any depth (checkOutputPaths)
+  // Beside a data file, what the loaders find there by themselves: its preprocessing, the labels
+  // of a .npy, the labels twin of an IDX images file (an output written over them was read by
+  // this run and broke the next one).
+  const fs::path dir = path.parent_path();
+  inputs.push_back({pre, dir / "preprocess.json"});
+  for (const char* n : {"labels.npy", "labels.txt", "labels.csv"}) inputs.push_back({lab, dir / n});
+  std::string name = path.filename().string();
+  if (const size_t at = name.find("images-idx3"); at != std::string::npos) {
+    name.replace(at, 11, "labels-idx1");
+    inputs.push_back({lab, dir / name});
+  }
 }
 
 Model loadPipelineInputFor(const std::string& model_path, const std::vector<NamedPath>& outputs,
@@ -220,7 +234,9 @@ int runPipelineCommand(Pipeline p, const std::string& model_path, const RunArgs&
   if (!a.pipeline_file.empty()) inputs.push_back({"the pipeline file", a.pipeline_file});
   if (!a.preprocess.empty()) inputs.push_back({"the --preprocess file", a.preprocess});
   for (const auto* d : {&p.eval, &p.calib})
-    if (*d) addDataInputs(inputs, "the data of " + (*d)->origin, (*d)->options.path, (*d)->options.labels);
+    if (*d)
+      addDataInputs(inputs, (*d)->origin, (*d)->options.path, (*d)->options.labels,
+                    (*d)->options.preprocess ? (*d)->options.preprocess->file : fs::path());
   for (const auto& step : p.steps) {  // a pass's own files: quantize_static's save_calib and load_calib
     const PassOptions& po = step.pass->options();
     if (po.has("save_calib"))

@@ -43,10 +43,11 @@ struct RunHooks {
 /// Returns the exit code (0, or 3 when a gate failed).
 int runPipelineCommand(Pipeline p, const std::string& model_path, const RunArgs& a, const RunHooks& hooks = {});
 
-/// Adds the files a data source reads to `inputs` (for checkOutputPaths): its path (a file or a
-/// folder), its labels, and for a file the preprocess.json beside it.
-void addDataInputs(std::vector<NamedPath>& inputs, const std::string& what, const std::filesystem::path& path,
-                   const std::filesystem::path& labels = {});
+/// Adds the files a data source (`origin`: "--eval", "data.calib") reads to `inputs` (for checkOutputPaths): its path (a file or a
+/// folder), its labels and preprocessing files, and for a file those the loaders find beside it
+/// (preprocess.json, labels.npy/.txt/.csv, an IDX images file's labels twin).
+void addDataInputs(std::vector<NamedPath>& inputs, const std::string& origin, const std::filesystem::path& path,
+                   const std::filesystem::path& labels = {}, const std::filesystem::path& preprocess = {});
 /// checkOutputPaths(outputs, inputs), then loadPipelineInput, then checkOutputPaths again with the
 /// model's external data files among the inputs: every output checked before any work.
 Model loadPipelineInputFor(const std::string& model_path, const std::vector<NamedPath>& outputs,

@@ -595,11 +595,16 @@ void checkOutputPaths(const std::vector<NamedPath>& outputs, const std::vector<N
       if (sameFile(out, in))
         fail("cannot write '", out.string(), "' (", what, "): it is ", in_what, " ('", in.string(),
              "'), which this run reads; choose another path");
-      if (fs::is_directory(in, ec) && fs::exists(out, ec))
-        for (const auto& e : fs::directory_iterator(in, ec))
-          if (e.is_regular_file(ec) && fs::equivalent(e.path(), out, ec))
-            fail("cannot write '", out.string(), "' (", what, "): it is a file of ", in_what, " ('", in.string(),
-                 "'), which this run reads; choose another path");
+      // Nothing is written into a folder the run reads, at any depth: a file there is the data's
+      // (an image of a class subfolder), and a new one becomes data of the next run.
+      if (fs::is_directory(in, ec)) {
+        const fs::path folder = fs::weakly_canonical(fs::absolute(in, ec), ec);
+        const fs::path target = fs::weakly_canonical(fs::absolute(out, ec), ec);
+        auto [f, t] = std::mismatch(folder.begin(), folder.end(), target.begin(), target.end());
+        if (!ec && f == folder.end() && t != target.end())
+          fail("cannot write '", out.string(), "' (", what, "): it lies in ", in_what, " ('", in.string(),
+               "'), a folder this run reads; write outside it");
+      }
     }
     for (size_t j = 0; j < i; ++j)
       if (!outputs[j].path.empty() && sameFile(out, outputs[j].path))

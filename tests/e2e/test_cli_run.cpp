@@ -312,6 +312,18 @@ TEST_CASE("lwc run/fuse/quantize/calibrate: no output may be a file the run read
   test::writeFile(ext_dir / "e.onnx", proto.SerializeAsString());
   REQUIRE(loadModel(ext_dir / "e.onnx").graph.initializers.size() == loadModel(model).graph.initializers.size());
   REQUIRE(::mknod((d / "null").c_str(), S_IFCHR | 0666, makedev(1, 3)) == 0);
+  // An ImageFolder (class subfolders), a pipeline whose eval data names its preprocessing file,
+  // and an --input .npy of lwc exec in the folder it writes to.
+  fs::create_directories(d / "png" / "00");
+  fs::create_directories(d / "png" / "01");
+  for (const char* c : {"00", "01"})
+    for (const auto& e : fs::directory_iterator(td("fmnist_sample") / "png" / c)) {
+      fs::copy_file(e.path(), d / "png" / c / e.path().filename());
+      break;
+    }
+  test::writeFile(d / "pe.json", R"({"passes": ["fuse_batchnorm"], "data": {"eval": {"path": "data/images.npy", "preprocess": "pp.json"}}})");
+  fs::create_directories(d / "ex");
+  fs::copy_file(data / "images.npy", d / "ex" / "logits.npy");
 
   std::map<fs::path, std::string> before;
   for (const auto& e : fs::recursive_directory_iterator(d.path()))
@@ -329,9 +341,22 @@ TEST_CASE("lwc run/fuse/quantize/calibrate: no output may be a file the run read
       {"fuse " + m + " -o " + out + " --report " + q(d / "r") + " --report-md " + q(d / "r"), "given for both --report and --report-md"},
       {"quantize " + m + calib + " -o " + out + " --save-calib " + out, "given for both -o and --save-calib"},
       {"quantize " + m + " --calib " + q(data / "images.npy") + " -o " + q(data / "images.npy"), "it is the data of --calib"},
-      {"quantize " + m + calib + " -o " + q(data / "labels.npy"), "it is a file of the data of --calib"},
+      {"quantize " + m + calib + " -o " + q(data / "labels.npy"), "it lies in the data of --calib"},
       {"quantize " + m + " --calib " + q(data / "images.npy") + " -o " + out + " --report " + q(data / "preprocess.json"),
-       "it is the data of --calib"},
+       "it is the preprocessing of --calib"},
+      // The labels a .npy finds beside it, read by this run (the report replaced them, exit 0).
+      {"fuse " + m + " -o " + out + " --eval " + q(data / "images.npy") + " --report " + q(data / "labels.npy"),
+       "it is the labels of --eval"},
+      {"calibrate " + m + " --calib " + q(data / "images.npy") + " -o " + q(data / "labels.npy"), "it is the labels of --calib"},
+      // A new file inside a data folder becomes data of the next run: nothing is written there.
+      {"fuse " + m + " -o " + out + " --eval " + q(data) + " --report " + q(data / "new.json"), "it lies in the data of --eval"},
+      // A file of a class subfolder of an ImageFolder (a Markdown report replaced an image, exit 0).
+      {"fuse " + m + " -o " + out + " --eval " + q(d / "png") + " --report-md " + q(d / "png" / "00" / "r.md"),
+       "it lies in the data of --eval"},
+      // The preprocessing file a pipeline's data entry names (only --preprocess was protected).
+      {"run " + q(d / "pe.json") + " " + m + " -o " + out + " --report " + q(d / "pp.json"), "it is the preprocessing of data.eval"},
+      // lwc exec wrote its output over the --input file of the same name.
+      {"exec " + m + " --input input=" + q(d / "ex" / "logits.npy") + " --outdir " + q(d / "ex"), "which this run reads"},
       {"run " + q(d / "p.json") + " " + m + " -o " + q(d / "p.json"), "it is the pipeline file"},
       {"fuse " + m + " -o " + out + " --eval " + q(data) + " --preprocess " + q(d / "pp.json") + " --report " + q(d / "pp.json"),
        "it is the --preprocess file"},

@@ -47,6 +47,7 @@ struct Preprocess {
   std::optional<Color> color;
   std::optional<Layout> layout;
   std::string origin = "default preprocessing";  ///< the file or option it came from, for messages
+  std::filesystem::path file;                    ///< the JSON file it was read from (load), else empty
 
   /// Validates every key; unknown keys or wrong types -> lwc::Error naming the key and `where`.
   static Preprocess fromJson(const nlohmann::json& j, const std::string& where);

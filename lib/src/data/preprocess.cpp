@@ -114,7 +114,9 @@ Preprocess Preprocess::fromJson(const json& j, const std::string& where) {
 
 Preprocess Preprocess::load(const std::filesystem::path& path) {
   const std::string text = data::readWholeFile(path, uint64_t(1) << 20);
-  return fromJson(parseJsonText(text, path.string()), path.string());
+  Preprocess pp = fromJson(parseJsonText(text, path.string()), path.string());
+  pp.file = path;
+  return pp;
 }
 
 json Preprocess::toJson() const {
