@@ -554,6 +554,21 @@ void checkWritable(const fs::path& path) {
 }
 
 namespace {
+// The file a write to `path` must replace: `path`, or where a symbolic link there points to
+// (resolved through every link of the chain; a dangling link's target is created).
+fs::path writeTarget(const fs::path& path) {
+  std::error_code ec;
+  if (!fs::is_symlink(fs::symlink_status(path, ec))) return path;
+  fs::path target = path;
+  for (int hops = 0; hops < 40 && fs::is_symlink(fs::symlink_status(target, ec)); ++hops) {
+    const fs::path next = fs::read_symlink(target, ec);
+    if (ec) fail("cannot write '", path.string(), "': cannot read the symbolic link: ", ec.message());
+    target = next.is_absolute() ? next : target.parent_path() / next;
+  }
+  if (fs::is_symlink(fs::symlink_status(target, ec))) fail("cannot write '", path.string(), "': too many symbolic links");
+  return target.lexically_normal();
+}
+
 // Whether `a` and `b` name the same file: the same file on disk where both exist, else the same
 // absolute path once the existing part of each is resolved (two outputs not written yet).
 bool sameFile(const fs::path& a, const fs::path& b) {
@@ -583,10 +598,12 @@ void checkOutputPaths(const std::vector<NamedPath>& outputs, const std::vector<N
   for (size_t i = 0; i < outputs.size(); ++i) {
     const auto& [what, out] = outputs[i];
     if (out.empty()) continue;
-    checkWritable(out);
-    probeCreate(out);
-    const fs::file_status st = fs::symlink_status(out, ec);
-    if (fs::exists(st) && !fs::is_regular_file(st) && !fs::is_symlink(st))
+    // A symbolic link is written through: its target is the file written (and checked).
+    const fs::path real = writeTarget(out);
+    checkWritable(real);
+    probeCreate(real);
+    const fs::file_status st = fs::status(real, ec);
+    if (fs::exists(st) && !fs::is_regular_file(st))
       fail("cannot write '", out.string(), "' (", what,
            "): it exists and is not a regular file (a device or other special file, which the atomic write would "
            "replace); give the path of a regular file");
@@ -624,7 +641,10 @@ std::string readUserFile(const fs::path& path, const std::string& what) {
   return text;
 }
 
-void writeFileAtomic(const fs::path& path, std::string_view bytes) {
+void writeFileAtomic(const fs::path& given, std::string_view bytes) {
+  // Through a symbolic link to its target: renaming over the link itself replaced the link by a
+  // regular file (a link to /dev/null, or root's /dev/stdout) and left its target as it was.
+  const fs::path path = writeTarget(given);
   checkWritable(path);
   const fs::path dir = folderOf(path);
   // The temporary name is the file's, shortened where needed to stay within the file system's
@@ -650,7 +670,17 @@ void writeFileAtomic(const fs::path& path, std::string_view bytes) {
     }
     off += static_cast<size_t>(w);
   }
-  if (::fchmod(fd, 0644) != 0) cleanup("chmod failed");
+  // The mode a plain create would give (0666 less the umask), or the replaced file's own mode:
+  // mkstemp's 0600 would hide the file from others, a fixed 0644 ignored both.
+  mode_t mode = 0;
+  if (struct stat old {}; ::stat(path.c_str(), &old) == 0 && S_ISREG(old.st_mode)) {
+    mode = old.st_mode & 07777;
+  } else {
+    const mode_t mask = ::umask(0);
+    ::umask(mask);
+    mode = 0666 & ~mask;
+  }
+  if (::fchmod(fd, mode) != 0) cleanup("chmod failed");
   if (::fsync(fd) != 0) cleanup("fsync failed");
   if (::close(fd) != 0) {
     ::unlink(tmpl.c_str());

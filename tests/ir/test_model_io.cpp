@@ -393,6 +393,30 @@ TEST_CASE("atomic writes", "[io]") {
       CHECK(test::readFile(d / "ro" / "a.onnx") == "old");
     }
   }
+  SECTION("a symbolic link is written through: the target replaced, the link kept") {
+    test::writeFile(d / "target.onnx", "old");
+    fs::create_symlink("target.onnx", d / "link.onnx");
+    saveModel(m, d / "link.onnx");
+    CHECK(fs::is_symlink(d / "link.onnx"));
+    CHECK(loadModel(d / "target.onnx").graph.nodes.size() == m.graph.nodes.size());
+    // A link to a device is refused like the device (it used to be replaced by a regular file).
+    fs::create_symlink("/dev/null", d / "null_link");
+    CHECK_THROWS_WITH(checkOutputPaths({{"-o", d / "null_link"}}, {}), Catch::Contains("is not a regular file"));
+    CHECK(fs::is_symlink(d / "null_link"));
+  }
+  SECTION("the file's mode: the umask for a new file, the old mode for a replaced one") {
+    const mode_t old_mask = ::umask(077);
+    writeFileAtomic(d / "new.json", "{}");
+    ::umask(old_mask);
+    struct stat st {};
+    REQUIRE(::stat((d / "new.json").c_str(), &st) == 0);
+    CHECK((st.st_mode & 0777) == 0600);
+    test::writeFile(d / "kept.json", "old");
+    ::chmod((d / "kept.json").c_str(), 0640);
+    writeFileAtomic(d / "kept.json", "{}");
+    REQUIRE(::stat((d / "kept.json").c_str(), &st) == 0);
+    CHECK((st.st_mode & 0777) == 0640);
+  }
 }
 
 TEST_CASE("IR version 3: initializers a pass adds are listed as graph inputs too", "[io]") {
