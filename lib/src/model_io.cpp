@@ -2,6 +2,8 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+
+#include <csignal>
 #include <google/protobuf/io/coded_stream.h>
 #include <google/protobuf/io/zero_copy_stream_impl_lite.h>
 #include <onnx/defs/parser.h>
@@ -641,6 +643,44 @@ std::string readUserFile(const fs::path& path, const std::string& what) {
   return text;
 }
 
+namespace {
+// The temporary file being written, removed by SIGINT/SIGTERM/SIGHUP before the signal ends the
+// process (Ctrl-C during a write left a full-size hidden .NAME.tmp-XXXXXX beside the target).
+char g_tmp_path[4096];
+volatile sig_atomic_t g_tmp_active = 0;
+
+void removeTmpAndRaise(int sig) {
+  if (g_tmp_active) ::unlink(g_tmp_path);  // async-signal-safe
+  ::signal(sig, SIG_DFL);
+  ::raise(sig);
+}
+
+// Before each write: a signal left at its default action gets the handler (one ignored, as nohup
+// does with SIGHUP, or handled by the host program, stays as it is).
+void installTmpCleanup() {
+  for (int sig : {SIGINT, SIGTERM, SIGHUP}) {
+    struct sigaction old {};
+    if (::sigaction(sig, nullptr, &old) != 0 || old.sa_handler != SIG_DFL) continue;
+    struct sigaction sa {};
+    sa.sa_handler = removeTmpAndRaise;
+    sigemptyset(&sa.sa_mask);
+    ::sigaction(sig, &sa, nullptr);
+  }
+}
+
+// Marks `tmp` as the file to remove on a signal for as long as it lives.
+struct TmpGuard {
+  explicit TmpGuard(const std::string& tmp) {
+    installTmpCleanup();
+    if (tmp.size() < sizeof g_tmp_path) {
+      std::memcpy(g_tmp_path, tmp.c_str(), tmp.size() + 1);
+      g_tmp_active = 1;
+    }
+  }
+  ~TmpGuard() { g_tmp_active = 0; }
+};
+}  // namespace
+
 void writeFileAtomic(const fs::path& given, std::string_view bytes) {
   // Through a symbolic link to its target: renaming over the link itself replaced the link by a
   // regular file (a link to /dev/null, or root's /dev/stdout) and left its target as it was.
@@ -655,6 +695,7 @@ void writeFileAtomic(const fs::path& given, std::string_view bytes) {
   std::string tmpl = (dir / ("." + stem + ".tmp-XXXXXX")).string();
   int fd = ::mkstemp(tmpl.data());
   if (fd < 0) fail("cannot write '", path.string(), "': ", std::strerror(errno));
+  const TmpGuard guard(tmpl);
   auto cleanup = [&](const char* what) {
     const int err = errno;
     ::close(fd);

@@ -1,8 +1,10 @@
 #include <google/protobuf/util/message_differencer.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
+#include <csignal>
 #include <fstream>
 #include <functional>
 #include <onnx/checker.h>
@@ -416,6 +418,47 @@ TEST_CASE("atomic writes", "[io]") {
     writeFileAtomic(d / "kept.json", "{}");
     REQUIRE(::stat((d / "kept.json").c_str(), &st) == 0);
     CHECK((st.st_mode & 0777) == 0640);
+  }
+}
+
+TEST_CASE("a SIGTERM or SIGINT during an atomic write removes the temporary file", "[io]") {
+  // Ctrl-C while a model was being written left a full-size hidden .NAME.tmp-XXXXXX beside the
+  // target. The child is frozen (SIGSTOP) as soon as its temporary file exists, so the signal
+  // lands inside the write whatever the disk's speed.
+  for (int sig : {SIGTERM, SIGINT}) {
+    INFO("signal " << sig);
+    TempDir d;
+    const pid_t pid = ::fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+      ::signal(sig, SIG_DFL);
+      writeFileAtomic(d / "big.bin", std::string(size_t(256) << 20, 'x'));
+      ::_exit(0);
+    }
+    auto tmpFiles = [&] {
+      int n = 0;
+      for (const auto& e : fs::directory_iterator(d.path())) n += e.path().filename().string().rfind(".big.bin.tmp-", 0) == 0;
+      return n;
+    };
+    bool stopped = false;
+    for (int i = 0; i < 200000 && !stopped; ++i) {
+      if (tmpFiles() > 0) {
+        ::kill(pid, SIGSTOP);
+        stopped = true;
+      }
+    }
+    REQUIRE(stopped);
+    int status = 0;
+    REQUIRE(::waitpid(pid, &status, WUNTRACED) == pid);
+    REQUIRE(WIFSTOPPED(status));
+    REQUIRE(tmpFiles() == 1);  // frozen inside the write
+    ::kill(pid, sig);
+    ::kill(pid, SIGCONT);
+    REQUIRE(::waitpid(pid, &status, 0) == pid);
+    CHECK(WIFSIGNALED(status));
+    CHECK(WTERMSIG(status) == sig);
+    CHECK(tmpFiles() == 0);
+    CHECK_FALSE(fs::exists(d / "big.bin"));
   }
 }
 
