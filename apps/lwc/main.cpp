@@ -8,6 +8,7 @@
 #include <cctype>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <malloc.h>
 #include <unistd.h>
@@ -156,7 +157,15 @@ int main(int argc, char** argv) {
   spdlog::set_level(g.quiet ? spdlog::level::err : g.verbose ? spdlog::level::debug : spdlog::level::info);
   spdlog::set_pattern("lwc: %l: %v");
   try {
-    return action ? action() : 1;
+    const int rc = action ? action() : 1;
+    // Results go to stdout: a full disk or a closed pipe there (lwc info --json > report.json)
+    // is a failed run, not an empty file and exit code 0.
+    std::cout.flush();
+    if (std::fflush(stdout) != 0 || std::ferror(stdout) || !std::cout) {
+      std::fprintf(stderr, "lwc: error: cannot write the results to standard output (%s)\n", std::strerror(errno));
+      return 1;
+    }
+    return rc;
   } catch (const lwc::Error& e) {
     std::fprintf(stderr, "lwc: error: %s\n", e.what());
     return 1;

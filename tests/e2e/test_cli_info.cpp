@@ -223,3 +223,13 @@ TEST_CASE("lwc info: a model whose input fixes the batch says so, whatever --bat
   CHECK(j["macs"].get<int64_t>() == 3 * base["macs"].get<int64_t>());
   CHECK_THAT(r.err, Catch::Contains("fixes the batch size at 3") && Catch::Contains("--batch 4 ignored"));
 }
+
+TEST_CASE("results that cannot be written to standard output are an error, not exit code 0", "[cli][info]") {
+  // lwc info --json > report.json on a full disk exited 0 with an empty file.
+  const std::string model = q(test::testdataDir() / "lenet5_fmnist.onnx");
+  auto r = test::runCommand("( '" + std::string(LWC_EXE) + "' info " + model + " --json > /dev/full )");
+  CHECK(r.exit_code == 1);
+  CHECK_THAT(r.err, Catch::Contains("cannot write the results to standard output"));
+  CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+  CHECK(test::runCommand("( '" + std::string(LWC_EXE) + "' info " + model + " --json > /dev/null )").exit_code == 0);
+}
