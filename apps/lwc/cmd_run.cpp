@@ -268,7 +268,8 @@ int runPipelineCommand(Pipeline p, const std::string& model_path, const RunArgs&
     throw;
   }
   const bool ok = rep.gatesPassed();
-  if (ok || a.keep_failed) saveModel(m, a.output);
+  rep.output_written = ok || a.keep_failed;
+  if (rep.output_written) saveModel(m, a.output);
   if (!a.report.empty()) writeFileAtomic(a.report, dumpJson(rep.toJson()) + "\n");
   if (!a.report_md.empty()) writeFileAtomic(a.report_md, rep.toMarkdown());
   if (a.json) std::cout << dumpJson(rep.toJson()) << "\n";

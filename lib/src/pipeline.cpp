@@ -901,7 +901,8 @@ json PipelineReport::toJson() const {
               {"schema_version", kReportSchemaVersion},
               {"pipeline", pipeline},
               {"model", model},
-              {"output", output},
+              {"output", output_written && !output.empty() ? json(output) : json(nullptr)},
+              {"output_not_written", output_written || output.empty() ? json(nullptr) : json(output)},
               {"eval_data", eval_data.empty() ? json(nullptr) : json(eval_data)},
               {"eval_preprocessing", eval_preprocessing},
               {"calib_data", calib_data.empty() ? json(nullptr) : json(calib_data)},
@@ -921,7 +922,7 @@ std::string PipelineReport::toText(bool time_passes) const {
   const bool eval = stages.front().metrics.evaluated;
   const bool labels = eval && stages.front().metrics.top1.has_value();
   os << "pipeline " << pipeline << "\nmodel    " << model << "\n";
-  if (!output.empty()) os << "output   " << output << "\n";
+  if (!output.empty()) os << "output   " << output << (output_written ? "" : " (not written: a gate failed)") << "\n";
   if (eval) os << "eval     " << eval_data << "\n";
   if (!calib_data.empty()) os << "calib    " << calib_data << "\n";
   os << "\n";

@@ -154,9 +154,16 @@ TEST_CASE("lwc run: a failed gate exits 3, writes the report, not the model", "[
   const auto rep = readJson(d / "rep.json");
   CHECK(rep["status"] == "gate_failed");
   CHECK(rep["gates"].size() == 2);
-  auto k = runLwc("-q run " + q(p) + " " + q(td("resnet_fmnist.onnx")) + " -o " + q(d / "out.onnx") + " --keep-failed");
+  // The report does not name a file it did not write (an older one there would pass for this run's).
+  CHECK(rep["output"].is_null());
+  CHECK(rep["output_not_written"] == (d / "out.onnx").string());
+  CHECK_THAT(r.out, Contains("(not written: a gate failed)"));
+  auto k = runLwc("-q run " + q(p) + " " + q(td("resnet_fmnist.onnx")) + " -o " + q(d / "out.onnx") + " --keep-failed --report " +
+                  q(d / "rep.json"));
   CHECK(k.exit_code == 3);
   CHECK(fs::exists(d / "out.onnx"));
+  CHECK(readJson(d / "rep.json")["output"] == (d / "out.onnx").string());
+  CHECK(readJson(d / "rep.json")["output_not_written"].is_null());
 }
 
 TEST_CASE("lwc run: bad pipelines and paths fail before any work, leaving no file", "[cli][run]") {

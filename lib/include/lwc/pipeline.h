@@ -104,6 +104,9 @@ struct PipelineReport {
   std::string pipeline;  ///< name or origin
   std::string model;
   std::string output;
+  /// False when a gate failed and the model was not written (the report then says "output": null
+  /// and "output_not_written": the path, so that no one takes an older file there for this run's).
+  bool output_written = true;
   std::string eval_data;  ///< dataset description, empty without eval data
   std::string calib_data;  ///< the same for the calibration data
   /// The preprocessing applied to image data (Preprocess::toJson plus "from": the file or option it
