@@ -28,14 +28,14 @@ using nlohmann::json;
 
 const std::vector<GateInfo>& gateInfos() {
   static const std::vector<GateInfo> k = {
-      {"max_top1_drop", "top-1 may drop at most this many percentage points (e.g. 0.5)", true, true},
-      {"max_top5_drop", "top-5 may drop at most this many percentage points", true, true},
-      {"min_top1", "final top-1 in percent must be at least this", true, true},
-      {"min_top1_agreement", "percent of samples whose top-1 class matches the input model's, at least", true, false},
+      {"max_top1_drop", "top-1 may drop at most this many percentage points (e.g. 0.5)", true, true, 0, 100},
+      {"max_top5_drop", "top-5 may drop at most this many percentage points", true, true, 0, 100},
+      {"min_top1", "final top-1 in percent must be at least this", true, true, 0, 100},
+      {"min_top1_agreement", "percent of samples whose top-1 class matches the input model's, at least", true, false, 0, 100},
       {"min_output_sqnr_db", "SQNR of the first output against the input model's, in dB, at least", true, false},
-      {"min_size_ratio", "input file bytes / output file bytes, at least (e.g. 3.5 for INT8)", false, false},
-      {"max_params_ratio", "output params / input params, at most", false, false},
-      {"max_macs_ratio", "output MACs / input MACs, at most", false, false},
+      {"min_size_ratio", "input file bytes / output file bytes, at least (e.g. 3.5 for INT8)", false, false, 0},
+      {"max_params_ratio", "output params / input params, at most", false, false, 0},
+      {"max_macs_ratio", "output MACs / input MACs, at most", false, false, 0},
   };
   return k;
 }
@@ -186,7 +186,15 @@ Pipeline Pipeline::fromJson(const json& j, const std::string& origin, const fs::
           fail("gates.", k, ": unknown gate; valid gates: ", keyList(names));
         }
         if (!v.is_number()) fail("gates.", k, ": expected a number, got ", briefJson(v));
-        p.gates.push_back(Gate{k, v.get<double>()});
+        // A limit no run can meet (min_top1 150) or that means nothing (a negative drop or ratio)
+        // is a typo: refused before the work, not reported as a failed gate after it.
+        const GateInfo& info = *findGate(k);
+        const double limit = v.get<double>();
+        if (!(limit >= info.min && limit <= info.max)) {
+          if (info.max < 1e300) fail("gates.", k, ": ", limit, " is outside [", info.min, ", ", info.max, "]; ", info.help);
+          fail("gates.", k, ": ", limit, " is below ", info.min, "; ", info.help);
+        }
+        p.gates.push_back(Gate{k, limit});
       }
     }
   } catch (const Error& e) {
@@ -240,6 +248,8 @@ Pipeline Pipeline::fromText(const std::string& text, const PassRegistry& registr
         const auto eq = kv.find('=');
         if (eq == std::string::npos) fail(where, ": option \"", trim(kv), "\" must be key=value");
         const std::string key = trim(kv.substr(0, eq)), val = trim(kv.substr(eq + 1));
+        // As in JSON pipelines, a key given twice is an error, not the last one silently winning.
+        if (options.contains(key)) fail(where, ": option \"", key, "\" is given twice; give it once");
         options[key] = textValue(val, where);
       }
     }

@@ -97,6 +97,15 @@ TEST_CASE("pipeline JSON is validated before any work starts", "[pipeline]") {
                Contains("gates.max_top1_dorp: unknown gate"));
     CHECK_THAT(errorOf([] { parse({{"passes", json::array()}, {"gates", {{"max_top1_drop", "1"}}}}); }),
                Contains("gates.max_top1_drop: expected a number"));
+    // Limits no run can meet or that mean nothing: refused before the work (the run used to
+    // happen, then exit 3 on a failed gate).
+    CHECK_THAT(errorOf([] { parse({{"passes", json::array()}, {"gates", {{"min_top1", 150}}}}); }),
+               Contains("gates.min_top1: 150 is outside [0, 100]"));
+    CHECK_THAT(errorOf([] { parse({{"passes", json::array()}, {"gates", {{"max_top1_drop", -5}}}}); }),
+               Contains("gates.max_top1_drop: -5 is outside [0, 100]"));
+    CHECK_THAT(errorOf([] { parse({{"passes", json::array()}, {"gates", {{"min_size_ratio", -1}}}}); }),
+               Contains("gates.min_size_ratio: -1 is below 0"));
+    CHECK_NOTHROW(parse({{"passes", json::array()}, {"gates", {{"min_top1", 100}, {"max_top1_drop", 0}, {"min_output_sqnr_db", -3}}}}));
     CHECK_THAT(errorOf([] { parse({{"passes", json::array()}, {"data", {{"eval", {{"labels", "x"}}}}}}); }),
                Contains("data.eval.path: required"));
     CHECK_THAT(errorOf([] { parse(json::array({1, 2})); }), Contains("p.json: the top level: expected a JSON object, got [1,2]"));
@@ -124,6 +133,9 @@ TEST_CASE("the text form parses names and options", "[pipeline]") {
              Contains("must be key=value"));
   CHECK_THAT(errorOf([] { Pipeline::fromText("fold_constants{max_growth_kb=1", passes::builtinPasses()); }),
              Contains("unbalanced"));
+  // A key given twice, as in JSON pipelines: an error (the last one used to win).
+  CHECK_THAT(errorOf([] { Pipeline::fromText("prune_magnitude{sparsity=0.5,sparsity=0.6}", passes::builtinPasses()); }),
+             Contains("option \"sparsity\" is given twice"));
   CHECK_THAT(errorOf([] { Pipeline::fromText("fuse_batchnorm,,eliminate_dead", passes::builtinPasses()); }),
              Contains("empty pass name"));
   // A bare value is taken as a string and quoted back in the error; bytes that are not UTF-8 made

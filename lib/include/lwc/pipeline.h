@@ -29,6 +29,7 @@ struct GateInfo {
   std::string help;
   bool needs_eval = false;    ///< needs eval data
   bool needs_labels = false;  ///< needs eval data with labels
+  double min = -1e300, max = 1e300;  ///< the limits that make sense (percent in [0, 100], ratios >= 0)
 };
 const std::vector<GateInfo>& gateInfos();
 
