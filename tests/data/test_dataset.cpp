@@ -563,6 +563,35 @@ TEST_CASE("bad data gets one error naming the file", "[data]") {
     test::writeFile(t / "cls" / "bad.png", "not an image");
     CHECK_THROWS_WITH(openDataset(opts(t.path())), Contains("bad.png") && Contains("not a PNG or JPEG"));
   }
+  SECTION("images at the top of an ImageFolder, and an image that is a link to a missing file") {
+    // One stray preview.png at the top turned a labelled ImageFolder into a flat folder of 1
+    // unlabelled image (calibration then ran on it); a dangling link was left out without a word.
+    for (const char* c : {"00", "01"}) {
+      fs::create_directories(t / "if" / c);
+      writeGray(t / "if" / c / "a.png", 2, 2, {1, 2, 3, 4});
+    }
+    CHECK(openDataset(opts(t / "if"))->size() == 2);
+    writeGray(t / "if" / "preview.png", 2, 2, {1, 2, 3, 4});
+    CHECK_THROWS_WITH(openDataset(opts(t / "if")),
+                      Contains("holds images at its top (1, e.g. 'preview.png') and class folders of images (e.g. '00')"));
+    fs::remove(t / "if" / "preview.png");
+    fs::create_symlink(t / "nowhere.png", t / "if" / "01" / "b.png");
+    CHECK_THROWS_WITH(openDataset(opts(t / "if")), Contains("b.png") && Contains("a link to a missing file"));
+  }
+  SECTION("images in nested folders of a class folder belong to that class, as in torchvision") {
+    for (const char* c : {"00", "01"}) {
+      fs::create_directories(t / "nest" / c / "batch2");
+      writeGray(t / "nest" / c / "a.png", 2, 2, {1, 2, 3, 4});
+      writeGray(t / "nest" / c / "batch2" / "b.png", 2, 2, {1, 2, 3, 4});
+    }
+    fs::create_directories(t / "nest" / "01" / ".cache");
+    writeGray(t / "nest" / "01" / ".cache" / "c.png", 2, 2, {1, 2, 3, 4});  // hidden: not data
+    auto d = openDataset(opts(t / "nest"));
+    CHECK(d->size() == 4);
+    const auto b = d->next(4);
+    REQUIRE(b);
+    CHECK(b->labels == std::vector<int64_t>{0, 0, 1, 1});
+  }
   SECTION("corrupt (truncated) JPEG") {
     writeJpeg(t / "a.jpg", 64, 64, 3, std::vector<uint8_t>(64 * 64 * 3, 99));
     const std::string bytes = test::readFile(t / "a.jpg");

@@ -207,10 +207,28 @@ bool isImageFile(const fs::path& p) {
   return e == ".png" || e == ".jpg" || e == ".jpeg";
 }
 
-std::vector<std::string> listImages(const fs::path& dir) {
+std::vector<std::string> listImages(const fs::path& dir, bool recursive) {
   std::vector<std::string> out;
-  for (const auto& e : fs::directory_iterator(dir))
-    if (e.is_regular_file() && isImageFile(e.path()) && !hidden(e.path())) out.push_back(e.path().filename().string());
+  // An image name that is not a readable file (a link to a missing file) is an error, as an
+  // unreadable image is: it used to be left out without a word.
+  auto take = [&](const fs::directory_entry& e, const std::string& rel) {
+    if (!isImageFile(e.path()) || hidden(e.path())) return;
+    if (e.is_regular_file()) out.push_back(rel);
+    else if (e.is_symlink() && !fs::exists(e.path())) fail(show(e.path()), ": a link to a missing file; remove it or restore its target");
+  };
+  if (!recursive) {
+    for (const auto& e : fs::directory_iterator(dir)) take(e, e.path().filename().string());
+  } else {
+    // Images at any depth of a class folder, as torchvision's ImageFolder takes them (hidden
+    // folders skipped); a nested folder's images used to be left out.
+    for (auto it = fs::recursive_directory_iterator(dir); it != fs::recursive_directory_iterator(); ++it) {
+      if (it->is_directory() && hidden(it->path())) {
+        it.disable_recursion_pending();
+        continue;
+      }
+      take(*it, fs::relative(it->path(), dir).generic_string());
+    }
+  }
   std::sort(out.begin(), out.end());
   return out;
 }
@@ -222,7 +240,7 @@ std::unique_ptr<Dataset> openImageFolder(const fs::path& root, const DataOptions
   std::vector<std::string> classes = listSubdirs(root);
   std::vector<ImageEntry> entries;
   for (size_t c = 0; c < classes.size(); ++c)
-    for (const auto& f : listImages(root / classes[c])) entries.push_back({classes[c] + "/" + f, static_cast<int64_t>(c)});
+    for (const auto& f : listImages(root / classes[c], /*recursive=*/true)) entries.push_back({classes[c] + "/" + f, static_cast<int64_t>(c)});
   if (o.num_classes > 0 && static_cast<int64_t>(classes.size()) > o.num_classes)
     fail(show(root), ": ", classes.size(), " class folders but the model predicts ", o.num_classes,
          " classes; labels are the sorted folder indices 0..", classes.size() - 1);
@@ -313,9 +331,23 @@ std::unique_ptr<Dataset> open(const DataOptions& o) {
     }
   if (!pbs.empty()) return openOnnxTestData(o.path, pbs, o);
 
-  if (const auto files = listImages(o.path); !files.empty()) return openFlatImageFolder(o.path, files, o, pp);
+  const auto files = listImages(o.path);
+  // A subfolder with images in it makes the folder an ImageFolder (its images at any depth are
+  // the class's); images only deeper down (fmnist_sample/png/00/...) do not.
+  std::string class_dir;
   for (const auto& d : subdirs)
-    if (!listImages(o.path / d).empty()) return openImageFolder(o.path, o, pp);
+    if (!listImages(o.path / d).empty()) {
+      class_dir = d;
+      break;
+    }
+  // Both is no layout: one stray image at the top (a preview.png) turned an ImageFolder of 500
+  // labelled images into a flat folder of 1 unlabelled image, and calibration ran on that one.
+  if (!files.empty() && !class_dir.empty())
+    fail(show(o.path), ": holds images at its top (", files.size(), ", e.g. '", files.front(),
+         "') and class folders of images (e.g. '", class_dir,
+         "'); an ImageFolder keeps every image in a class folder: move the top-level images out (or the class folders, for a flat folder)");
+  if (!files.empty()) return openFlatImageFolder(o.path, files, o, pp);
+  if (!class_dir.empty()) return openImageFolder(o.path, o, pp);
 
   // Arrays: images.npy, else the only .npy that is not labels, else the only .npz.
   if (fs::is_regular_file(o.path / "images.npy")) return openNpy(o.path / "images.npy", o, pp);

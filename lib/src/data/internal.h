@@ -233,8 +233,9 @@ std::unique_ptr<Dataset> openOnnxTestData(const fs::path& dir, const std::vector
 
 /// True for .png/.jpg/.jpeg (any case).
 bool isImageFile(const fs::path& p);
-/// Image files directly in `dir`, sorted by name (byte order).
-std::vector<std::string> listImages(const fs::path& dir);
+/// Sorted image files (.png/.jpg/.jpeg, not hidden) of `dir`, as paths relative to it; with
+/// `recursive`, at any depth (class folders of an ImageFolder).
+std::vector<std::string> listImages(const fs::path& dir, bool recursive = false);
 /// The first of labels.npy, labels.txt, labels.csv in `dir`, if any.
 std::optional<fs::path> findLabelsIn(const fs::path& dir);
 
