@@ -37,18 +37,20 @@ struct Row {
   int64_t labelled = 0, right_a = 0, right_b = 0, only_a = 0, only_b = 0;
 };
 
+// JSON has no inf or NaN: an infinite SQNR (identical outputs) is the string "inf", a NaN (the
+// outputs hold NaN) is null, for every figure alike (SQNR used to say "nan" where the others said null).
 nlohmann::json number(double v) {
   if (std::isinf(v)) return v > 0 ? "inf" : "-inf";
-  if (std::isnan(v)) return "nan";
+  if (std::isnan(v)) return nullptr;
   return v;
 }
 
 nlohmann::json rowJson(const Row& r) {
   nlohmann::json j{{"name", r.name},
                    {"elements", r.err.elements()},
-                   {"max_abs_diff", r.err.maxAbsDiff()},
+                   {"max_abs_diff", number(r.err.maxAbsDiff())},
                    {"sqnr_db", number(r.err.sqnrDb())},
-                   {"cosine", r.err.cosine()}};
+                   {"cosine", number(r.err.cosine())}};
   if (r.scores) j["top1_agreement"] = r.rows ? double(r.agree) / double(r.rows) : 0.0;
   if (r.labelled > 0)
     j["labels"] = {{"samples", r.labelled},
@@ -60,9 +62,24 @@ nlohmann::json rowJson(const Row& r) {
   return j;
 }
 
-bool isScores(const Tensor& t) { return t.rank() == 2 && t.dim(1) > 1 && isFloat(t.dtype()); }
+// Class scores: [N, C], or [N, C, 1, ...] (a convolutional head), as lwc eval reads them.
+bool isScores(const Tensor& t) {
+  if (t.rank() < 2 || t.dim(1) < 2 || !isFloat(t.dtype())) return false;
+  for (size_t i = 2; i < t.rank(); ++i)
+    if (t.dim(i) != 1) return false;
+  return true;
+}
+
+// A figure for the text table; NaN prints as "nan" (printf wrote "-nan" on this platform).
+std::string fixed(double v, const char* fmt) {
+  if (std::isnan(v)) return "nan";
+  char buf[48];
+  std::snprintf(buf, sizeof buf, fmt, v);
+  return buf;
+}
 
 std::string sqnrStr(double v) {
+  if (std::isnan(v)) return "nan";
   if (std::isinf(v)) return v > 0 ? "inf" : "-inf";
   char buf[32];
   std::snprintf(buf, sizeof buf, "%.2f", v);
@@ -138,8 +155,13 @@ void addCompareCommand(CLI::App& app, Action& action, const GlobalOptions&) {
             const auto pa = argmaxRows(ra[i]), pb = argmaxRows(rb[i]);
             for (size_t k = 0; k < pa.size(); ++k) outs[i].agree += pa[k] >= 0 && pa[k] == pb[k];
             outs[i].rows += static_cast<int64_t>(pa.size());
+            const int64_t classes = ra[i].dim(1);
             if (batch->labels.size() == pa.size())
               for (size_t k = 0; k < pa.size(); ++k) {
+                // As lwc eval: a label the model cannot predict is bad data, not a wrong answer.
+                if (batch->labels[k] < 0 || batch->labels[k] >= classes)
+                  fail(ds->describe(), ": label ", batch->labels[k], " of sample ", batch->first_index + int64_t(k),
+                       " is outside the ", classes, " classes of output '", outs[i].name, "'");
                 const bool a_ok = pa[k] == batch->labels[k], b_ok = pb[k] == batch->labels[k];
                 Row& r = outs[i];
                 ++r.labelled;
@@ -190,8 +212,8 @@ void addCompareCommand(CLI::App& app, Action& action, const GlobalOptions&) {
       for (const auto& r : outs) {
         char agr[32] = "-";
         if (r.scores) std::snprintf(agr, sizeof agr, "%.2f %%", 100.0 * double(r.agree) / double(std::max<int64_t>(r.rows, 1)));
-        std::printf("%-32s %10s %12.4g %10s %10.6f\n", r.name.c_str(), agr, r.err.maxAbsDiff(), sqnrStr(r.err.sqnrDb()).c_str(),
-                    r.err.cosine());
+        std::printf("%-32s %10s %12s %10s %10s\n", r.name.c_str(), agr, fixed(r.err.maxAbsDiff(), "%.4g").c_str(),
+                    sqnrStr(r.err.sqnrDb()).c_str(), fixed(r.err.cosine(), "%.6f").c_str());
       }
       for (const auto& r : outs) {
         if (r.labelled == 0) continue;
@@ -208,8 +230,8 @@ void addCompareCommand(CLI::App& app, Action& action, const GlobalOptions&) {
         std::printf("\n%zu shared tensors, worst first:\n%-48s %12s %10s %10s\n", worst.size(), "tensor", "max |diff|",
                     "SQNR dB", "cosine");
         for (const auto* r : worst)
-          std::printf("%-48s %12.4g %10s %10.6f\n", r->name.c_str(), r->err.maxAbsDiff(), sqnrStr(r->err.sqnrDb()).c_str(),
-                      r->err.cosine());
+          std::printf("%-48s %12s %10s %10s\n", r->name.c_str(), fixed(r->err.maxAbsDiff(), "%.4g").c_str(),
+                      sqnrStr(r->err.sqnrDb()).c_str(), fixed(r->err.cosine(), "%.6f").c_str());
       }
       return 0;
     };

@@ -138,6 +138,49 @@ TEST_CASE("lwc compare: a model against itself, and against a perturbed copy", "
   CHECK_FALSE(nlohmann::json::parse(bare.out)["outputs"][0].contains("labels"));
 }
 
+TEST_CASE("lwc compare reads [N, C, 1, 1] scores as eval does, and refuses labels the model cannot predict",
+          "[cli][compare]") {
+  TempDir d;
+  const fs::path sample = test::testdataDir() / "fmnist_sample";
+  // lenet5 with its logits reshaped to [N, 10, 1, 1], a convolutional head's shape: agreement and
+  // the labels section were missing for it.
+  Model m = loadModel(test::testdataDir() / "lenet5_fmnist.onnx");
+  const std::string logits = m.graph.outputs[0].name;
+  for (auto& n : m.graph.nodes)
+    for (auto& o : n.outputs)
+      if (o == logits) o = "flat_logits";
+  Tensor shape(DType::Int64, {4});
+  const int64_t dims[4] = {-1, 10, 1, 1};
+  std::copy(dims, dims + 4, shape.data<int64_t>());
+  m.graph.initializers.set("head_shape", shape);
+  Node r;
+  r.op_type = "Reshape";
+  r.name = "head";
+  r.inputs = {"flat_logits", "head_shape"};
+  r.outputs = {logits};
+  m.graph.nodes.push_back(r);
+  m.graph.outputs[0].shape.reset();  // no declared class count: only compare's own check sees the labels
+  saveModel(m, d / "nc11.onnx");
+  const std::string data = " --data " + q(sample / "images.npy") + " --preprocess " + q(sample / "preprocess.json");
+  auto c = runLwc("compare " + q(d / "nc11.onnx") + " " + q(d / "nc11.onnx") + data + " --json");
+  INFO(c.err);
+  REQUIRE(c.exit_code == 0);
+  const auto j = nlohmann::json::parse(c.out)["outputs"][0];
+  CHECK(j["top1_agreement"] == 1.0);
+  REQUIRE(j.contains("labels"));
+  CHECK(j["labels"]["samples"] == 500);
+  // The same images with one label out of the 10 classes: an error, as in lwc eval (compare
+  // counted it as a wrong answer of both models).
+  fs::create_directory(d / "bad");
+  fs::copy_file(sample / "images.npy", d / "bad" / "images.npy");
+  Tensor labels = readNpy(sample / "labels.npy");
+  labels.data<int64_t>()[3] = 12;
+  writeNpy(d / "bad" / "labels.npy", labels);
+  test::checkOneLineError(runLwc("compare " + q(d / "nc11.onnx") + " " + q(d / "nc11.onnx") + " --data " +
+                                 q(d / "bad" / "images.npy") + " --preprocess " + q(sample / "preprocess.json")),
+                          "label 12 of sample 3 is outside the 10 classes of output");
+}
+
 TEST_CASE("lwc bench on random inputs and on data", "[cli][bench]") {
   const fs::path sample = test::testdataDir() / "fmnist_sample";
   const fs::path model = test::testdataDir() / "lenet5_fmnist.onnx";
