@@ -51,7 +51,13 @@ void addEvalCommand(CLI::App& app, Action& action, const GlobalOptions&) {
         auto outs = s.runOrdered({{in_name, b->inputs}});
         auto t1 = clock::now();
         busy += std::chrono::duration<double>(t1 - t0).count();
-        if (ds->hasLabels()) acc.add(outs.at(0), b->labels, b->first_index);
+        if (ds->hasLabels()) {
+          try {
+            acc.add(outs.at(0), b->labels, b->first_index);
+          } catch (const Error& e) {  // the scores' shape or a label: name the model and the data
+            fail(o->model, " on ", ds->describe(), ": ", e.what());
+          }
+        }
         count += b->inputs.dim(0);
         bar.update(count);
         t0 = clock::now();

@@ -29,6 +29,8 @@ DataOptions DataArgs::optionsFor(const Model& m) const {
 std::unique_ptr<Dataset> DataArgs::open(const Model& m, const Model* also) const {
   DataOptions o = optionsFor(m);
   if (also) {
+    DataOptions other;
+    fitToModel(other, *also);  // the second model must take the same data: one input ("input 'b2' was not given")
     const int64_t b = fixedBatchSize(*also);
     if (b > 0 && o.fixed_batch > 0 && b != o.fixed_batch)
       fail(also->label(), ": its input's fixed batch size is ", b, " but ", m.label(), "'s is ", o.fixed_batch,

@@ -347,7 +347,11 @@ class Evaluator {
         return pred_cache;
       };
       if (ds_->hasLabels()) {
-        acc.add(y, b->labels, b->first_index);
+        try {
+          acc.add(y, b->labels, b->first_index);
+        } catch (const Error& e) {  // the scores' shape or a label: name the model and the data
+          fail(m.label(), " on ", ds_->describe(), ": ", e.what());
+        }
         // Per-sample correctness (argmax, ties to the lower class as AccuracyMeter ranks), paired
         // with the input model's for the McNemar test.
         const auto& pred = predictions();

@@ -592,6 +592,14 @@ TEST_CASE("bad data gets one error naming the file", "[data]") {
     REQUIRE(b);
     CHECK(b->labels == std::vector<int64_t>{0, 0, 1, 1});
   }
+  SECTION("a valid PNG larger than the pixel limit is named as such, not as corrupt") {
+    // IHDR of 60000 x 60000 gray pixels and a short IDAT: 74 bytes.
+    const unsigned char png[] = {0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44, 0x52, 0x00, 0x00, 0xea, 0x60, 0x00, 0x00, 0xea, 0x60, 0x08, 0x00, 0x00, 0x00, 0x00, 0xa5, 0xb9, 0x2a, 0x9e, 0x00, 0x00, 0x00, 0x11, 0x49, 0x44, 0x41, 0x54, 0x78, 0x9c, 0x63, 0x60, 0x18, 0x05, 0xa3, 0x60, 0x14, 0x0c, 0x77, 0x00, 0x00, 0x03, 0xe8, 0x00, 0x01, 0xb3, 0xa6, 0xd3, 0x46, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45, 0x4e, 0x44, 0xae, 0x42, 0x60, 0x82};
+    fs::create_directories(t / "big" / "c0");
+    test::writeFile(t / "big" / "c0" / "0.png", std::string(reinterpret_cast<const char*>(png), sizeof png));
+    CHECK_THROWS_WITH(openDataset(opts(t / "big"))->next(1),
+                      Contains("0.png: 60000x60000 pixels is over lwc's limit of 268435456 pixels per image"));
+  }
   SECTION("corrupt (truncated) JPEG") {
     writeJpeg(t / "a.jpg", 64, 64, 3, std::vector<uint8_t>(64 * 64 * 3, 99));
     const std::string bytes = test::readFile(t / "a.jpg");
@@ -930,7 +938,7 @@ TEST_CASE("reading speed", "[data]") {
   CHECK(s < 2.0);
 }
 
-TEST_CASE("fitToModel takes the class count from the last dimension, or dimension 1 of an [N, C, 1, 1] head", "[data]") {
+TEST_CASE("fitToModel takes the class count from dimension 1 of [N, C] or [N, C, 1, ...] scores, and none from other shapes", "[data]") {
   // A convolutional head without Flatten declares [N, C, 1, 1]; its class count is C (it was 1, and
   // every label above 0 was refused as out of range), as the accuracy meter reads such scores.
   auto classes = [](const char* out) {
@@ -944,6 +952,9 @@ TEST_CASE("fitToModel takes the class count from the last dimension, or dimensio
   };
   CHECK(classes("float[N, 10, 1, 1]") == 10);
   CHECK(classes("float[N, 10]") == 10);
-  CHECK(classes("float[N, 2, 5]") == 5);
-  CHECK(classes("float[N, 5, 2, 1]") == 1);  // not a [N, C, 1, 1] head: the last dimension
+  CHECK(classes("float[N, 10, 1]") == 10);
+  // Not class scores: no class count (labels were checked against the last dimension, so label 9
+  // was "out of range for a model with 2 classes" where the real fault is the output's shape).
+  CHECK(classes("float[N, 2, 5]") == 0);
+  CHECK(classes("float[N, 5, 2, 1]") == 0);
 }

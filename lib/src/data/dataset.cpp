@@ -448,13 +448,15 @@ void fitToModel(DataOptions& o, const Model& m) {
   o.sample_shape.clear();
   if (in.shape)
     for (size_t i = 1; i < in.shape->size(); ++i) o.sample_shape.push_back((*in.shape)[i].known() ? (*in.shape)[i].value : -1);
-  // The class count: the last dimension of output 0, or dimension 1 of an [N, C, 1, 1] output (a
-  // convolutional head without Flatten), which the accuracy meter reads as [N, C].
-  if (!m.graph.outputs.empty() && m.graph.outputs[0].shape && !m.graph.outputs[0].shape->empty()) {
+  // The class count: dimension 1 of output 0 when it is class scores as the accuracy meter reads
+  // them, [N, C] or [N, C, 1, ...] (a convolutional head without Flatten). Another shape ([N, 5, 2])
+  // has no class count: the meter refuses its scores, instead of labels being checked against
+  // its last dimension (label 9 "out of range for a model with 2 classes").
+  if (!m.graph.outputs.empty() && m.graph.outputs[0].shape && m.graph.outputs[0].shape->size() >= 2) {
     const SymShape& s = *m.graph.outputs[0].shape;
-    const bool conv_head = s.size() == 4 && s[2].known() && s[2].value == 1 && s[3].known() && s[3].value == 1;
-    const Dim& c = conv_head ? s[1] : s.back();
-    if (c.known()) o.num_classes = c.value;
+    bool scores = true;
+    for (size_t i = 2; i < s.size(); ++i) scores = scores && s[i].known() && s[i].value == 1;
+    if (scores && s[1].known()) o.num_classes = s[1].value;
   }
 }
 

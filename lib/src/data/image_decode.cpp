@@ -22,10 +22,16 @@ namespace {
 constexpr int64_t kMaxPixels = int64_t(1) << 28;
 constexpr uint32_t kMaxSide = 1u << 16;
 
+std::string tooLarge(int64_t w, int64_t h) {
+  return std::to_string(w) + "x" + std::to_string(h) + " pixels is over lwc's limit of " + std::to_string(kMaxPixels) +
+         " pixels per image; resize it before evaluation";
+}
+
 struct PngState {
   const unsigned char* data = nullptr;
   size_t size = 0, pos = 0;
   char msg[256] = {0};
+  bool too_large = false;  // a valid image over kMaxPixels: not "corrupt"
   DecodedImage img;
   std::vector<png_bytep> rows;
 };
@@ -58,6 +64,7 @@ DecodedImage decodePng(const std::string& bytes, const std::string& where) {
   }
   if (setjmp(png_jmpbuf(png))) {
     png_destroy_read_struct(&png, &info, nullptr);
+    if (st->too_large) fail(where, ": ", tooLarge(st->img.w, st->img.h));
     fail(where, ": corrupt PNG (", st->msg, ")");
   }
   png_set_read_fn(png, st.get(), pngRead);
@@ -75,7 +82,10 @@ DecodedImage decodePng(const std::string& bytes, const std::string& where) {
   img.h = png_get_image_height(png, info);
   img.c = png_get_channels(png, info);
   img.bits = png_get_bit_depth(png, info);
-  if (img.w * img.h > kMaxPixels) png_error(png, "image too large");
+  if (img.w * img.h > kMaxPixels) {
+    st->too_large = true;
+    png_error(png, "image too large");
+  }
   const size_t rowbytes = png_get_rowbytes(png, info);
   const size_t elem = img.bits == 16 ? 2 : 1;
   if (rowbytes != static_cast<size_t>(img.w * img.c) * elem) png_error(png, "unexpected row layout");
@@ -99,6 +109,7 @@ struct JpegErr {
   jpeg_error_mgr pub;
   std::jmp_buf jb;
   char msg[JMSG_LENGTH_MAX];
+  int64_t large_w = 0, large_h = 0;  // a valid image over kMaxPixels: not "corrupt"
 };
 
 struct JpegState {
@@ -133,6 +144,7 @@ DecodedImage decodeJpeg(const std::string& bytes, const std::string& where) {
   jpeg_create_decompress(&st->cinfo);
   if (setjmp(err.jb)) {
     jpeg_destroy_decompress(&st->cinfo);
+    if (err.large_w > 0) fail(where, ": ", tooLarge(err.large_w, err.large_h));
     fail(where, ": corrupt JPEG (", err.msg, ")");
   }
   jpeg_decompress_struct& ci = st->cinfo;
@@ -144,7 +156,8 @@ DecodedImage decodeJpeg(const std::string& bytes, const std::string& where) {
   }
   ci.out_color_space = ci.jpeg_color_space == JCS_GRAYSCALE ? JCS_GRAYSCALE : JCS_RGB;
   if (static_cast<int64_t>(ci.image_width) * ci.image_height > kMaxPixels) {
-    std::snprintf(err.msg, sizeof err.msg, "image too large");
+    err.large_w = ci.image_width;
+    err.large_h = ci.image_height;
     std::longjmp(err.jb, 1);
   }
   jpeg_start_decompress(&ci);
