@@ -64,19 +64,20 @@ bool QuantizeStatic::needsCalibration(const PassOptions& o) const {
   return o.getStrings("load_calib").empty() || o.getBool("bias_correction") || o.getString("weight_rounding") == "gptq";
 }
 
-namespace {
-std::pair<int, int> parseShard(const std::string& s, const std::string& where) {
+std::pair<int, int> parseShard(const std::string& s, const std::string& what) {
   int i = -1, n = -1;
   char slash = 0;
   std::istringstream is(s);
   if (!(is >> i >> slash >> n) || slash != '/' || !is.eof() || n < 1 || i < 0 || i >= n)
-    fail(where, ".calib_shard: \"", s, "\" is not i/n with 0 <= i < n (e.g. 0/4)");
+    fail(what, ": \"", s, "\" is not i/n with 0 <= i < n (e.g. 0/4)");
   return {i, n};
 }
+
+namespace {
 }  // namespace
 
 void QuantizeStatic::validate(const PassOptions& o) const {
-  parseShard(o.getString("calib_shard"), o.where());
+  parseShard(o.getString("calib_shard"), o.where() + ".calib_shard");
   for (const auto& k : o.getStrings("keep_fp32"))
     if (k != "first" && k != "last") fail(o.where(), ".keep_fp32: \"", k, "\" is not first or last");
 }
@@ -504,7 +505,7 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
         if (const auto [it, fresh] = shard_file.emplace(one.shard, loads[k]); !fresh)
           fail(o.where(), ".load_calib: ", loads[k], " holds shard ", one.shard, " of the data, as ", it->second,
                " does; give each shard once");
-        totals.insert(parseShard(one.shard, loads[k]).second);
+        totals.insert(parseShard(one.shard, loads[k] + ": shard").second);
       }
       stats_.merge(one);
     }
@@ -544,7 +545,7 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
     if (!ctx.calib) fail(o.where(), ": quantize_static needs calibration data (--calib DIR or data.calib)");
     CollectOptions co;
     co.max_samples = o.getInt("calib_samples");
-    std::tie(co.shard, co.shards) = parseShard(o.getString("calib_shard"), o.where());
+    std::tie(co.shard, co.shards) = parseShard(o.getString("calib_shard"), o.where() + ".calib_shard");
     co.threads = ctx.threads;
     // The MatMul outputs inside bias Adds too: saved statistics (lwc calibrate, which quantizes to
     // QDQ) then also serve format qoperator, which quantizes them.

@@ -101,4 +101,7 @@ std::string upgradeOpset(Model& m, int64_t want, const std::string& what);
 /// upgradeOpset could not convert it.
 void checkQuantizableOpset(const Model& m, int64_t min_opset, const std::string& ops);
 
+/// "i/n" -> (i, n) with 0 <= i < n; fails naming `what` ("--shard", "quantize.calib_shard").
+std::pair<int, int> parseShard(const std::string& s, const std::string& what);
+
 }  // namespace lwc::passes

@@ -248,6 +248,7 @@ void addCalibrateCommand(CLI::App& app, Action& action, const GlobalOptions&) {
     action = [q] {
       const std::string& model_path = q->run.positional.at(0);
       if (q->save_calib.empty()) fail("-o: the output path is empty; give the file to write");
+      passes::parseShard(q->shard, "--shard");  // named as the user gave it, not as the pass option
       std::vector<NamedPath> inputs{{"the input model", model_path}, {"the --preprocess file", q->run.preprocess}};
       addDataInputs(inputs, "--calib", q->run.calib);
       engine::configureThreads(q->run.threads);

@@ -223,6 +223,14 @@ Model loadPipelineInputFor(const std::string& model_path, const std::vector<Name
 }
 
 int runPipelineCommand(Pipeline p, const std::string& model_path, const RunArgs& a, const RunHooks& hooks) {
+  // Options about data that the run does not have would be ignored without a word.
+  if (a.eval_limit >= 0 && a.eval.empty() && !p.eval)
+    fail("--eval-limit: this run has no evaluation data; give --eval DATA (or data.eval in the pipeline)");
+  if (a.calib_limit >= 0 && a.calib.empty() && !p.calib)
+    fail("--calib-limit: this run has no calibration data; give --calib DATA (or data.calib in the pipeline)");
+  if (!a.preprocess.empty() && a.eval.empty() && a.calib.empty())
+    fail("--preprocess applies to the data given with --eval or --calib; for a pipeline's own data set \"preprocess\" "
+         "in its data entry");
   applyDataOverride(p.eval, a.eval, a.eval_limit, a.preprocess, "--eval");
   applyDataOverride(p.calib, a.calib, a.calib_limit, a.preprocess, "--calib");
   p.check();

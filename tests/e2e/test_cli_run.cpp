@@ -223,6 +223,13 @@ TEST_CASE("lwc run: bad pipelines and paths fail before any work, leaving no fil
   CHECK(test::readFile(model) == before);
   // An option's error found while the pass runs names the step once (it was "huffman_encode (--passes
   // item 1 (...)): --passes item 1 (...).options.include: ...").
+  // Data options for data the run does not have were ignored without a word.
+  test::checkOneLineError(runLwc("run " + q(cfg("cleanup.json")) + " " + q(model) + " -o " + q(d / "out.onnx") + " --eval-limit 5"),
+                          "--eval-limit: this run has no evaluation data");
+  test::checkOneLineError(runLwc("run " + q(cfg("cleanup.json")) + " " + q(model) + " -o " + q(d / "out.onnx") +
+                                 " --preprocess " + q(td("fmnist_sample") / "preprocess.json")),
+                          "--preprocess applies to the data given with --eval or --calib");
+  CHECK_FALSE(fs::exists(d / "out.onnx"));
   r = runLwc("run --passes 'huffman_encode{include=[nope]}' " + q(model) + " -o " + q(d / "out.onnx"));
   test::checkOneLineError(r, "lwc: error: --passes item 1 (huffman_encode{include=[nope]}).options.include: no initializer named 'nope'");
   CHECK_FALSE(fs::exists(d / "out.onnx"));
