@@ -243,8 +243,10 @@ Pipeline Pipeline::fromText(const std::string& text, const PassRegistry& registr
     json options = json::object();
     if (brace != std::string::npos) {
       if (item.back() != '}') fail(where, ": options must end with '}'");
-      for (const auto& kv : splitTopLevel(item.substr(brace + 1, item.size() - brace - 2), where)) {
-        if (trim(kv).empty()) continue;
+      const std::string body = item.substr(brace + 1, item.size() - brace - 2);
+      for (const auto& kv : trim(body).empty() ? std::vector<std::string>{} : splitTopLevel(body, where)) {
+        // An empty option ({sparsity=0.5,}) is refused as an empty pass name is ("a,,b").
+        if (trim(kv).empty()) fail(where, ": empty option in {", body, "}; remove the extra comma");
         const auto eq = kv.find('=');
         if (eq == std::string::npos) fail(where, ": option \"", trim(kv), "\" must be key=value");
         const std::string key = trim(kv.substr(0, eq)), val = trim(kv.substr(eq + 1));

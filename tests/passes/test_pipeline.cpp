@@ -133,6 +133,9 @@ TEST_CASE("the text form parses names and options", "[pipeline]") {
              Contains("must be key=value"));
   CHECK_THAT(errorOf([] { Pipeline::fromText("fold_constants{max_growth_kb=1", passes::builtinPasses()); }),
              Contains("unbalanced"));
+  CHECK_THAT(errorOf([] { Pipeline::fromText("prune_magnitude{sparsity=0.5,}", passes::builtinPasses()); }),
+             Contains("empty option in {sparsity=0.5,}"));
+  CHECK(Pipeline::fromText("fuse_batchnorm{ }", passes::builtinPasses()).steps.size() == 1);
   // A key given twice, as in JSON pipelines: an error (the last one used to win).
   CHECK_THAT(errorOf([] { Pipeline::fromText("prune_magnitude{sparsity=0.5,sparsity=0.6}", passes::builtinPasses()); }),
              Contains("option \"sparsity\" is given twice"));
