@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
+#include "schema.h"
 #include "lwc/pipeline.h"
 #include "passes/registry.h"
 
@@ -22,11 +23,16 @@ nlohmann::json optionJson(const OptionSpec& o) {
 }  // namespace
 
 void addPassesCommand(CLI::App& app, Action& action, const GlobalOptions&) {
-  auto json = std::make_shared<bool>(false);
+  auto json = std::make_shared<bool>(false), schema = std::make_shared<bool>(false);
   auto* cmd = app.add_subcommand("passes", "List the passes with their options, and the pipeline gates");
-  cmd->add_flag("--json", *json, "Machine-readable output (schema lwc.passes)");
-  cmd->callback([&action, json] {
-    action = [json] {
+  auto* j = cmd->add_flag("--json", *json, "Machine-readable output (schema lwc.passes)");
+  cmd->add_flag("--schema", *schema, "Print the JSON Schema of pipeline files (configs/pipeline.schema.json)")->excludes(j);
+  cmd->callback([&action, json, schema] {
+    action = [json, schema] {
+      if (*schema) {
+        std::cout << pipelineSchema().dump(2) << "\n";
+        return 0;
+      }
       const auto passes = passes::builtinPasses().all();
       if (*json) {
         nlohmann::json a = nlohmann::json::array(), g = nlohmann::json::array();

@@ -149,6 +149,7 @@ Pipeline Pipeline::fromJson(const json& j, const std::string& origin, const fs::
   };
   p.name = str("name");
   p.description = str("description");
+  str("$schema");  // a string where given, as the schema says
   if (j.contains("schema_version") && j["schema_version"] != 1)
     fail(origin, ": schema_version ", briefJson(j["schema_version"]), " is not supported by this lwc: it must be the number 1",
          j["schema_version"].is_string() ? " (a number, not a string)" : "");

@@ -67,6 +67,34 @@ TEST_CASE("lwc passes lists every pass with its options", "[cli][run]") {
   CHECK_THAT(t.out, Contains("max_growth_kb") && Contains("max_top1_drop"));
 }
 
+TEST_CASE("configs/pipeline.schema.json is what lwc passes --schema generates, every pass and option in it", "[cli][run]") {
+  // The schema's "options" used to be any object: editors and linters passed unknown passes,
+  // unknown options and out-of-range values that lwc refuses. It is generated now; regenerate with
+  // lwc passes --schema > configs/pipeline.schema.json when a pass changes.
+  auto r = runLwc("passes --schema");
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.out == test::readFile(cfg("pipeline.schema.json")));
+  const auto schema = nlohmann::json::parse(r.out);
+  const auto declared = nlohmann::json::parse(runLwc("passes --json").out);
+  const auto& items = schema["properties"]["passes"]["items"]["oneOf"];
+  REQUIRE(items.size() == declared["passes"].size() + 1);
+  for (size_t i = 0; i < declared["passes"].size(); ++i) {
+    const auto& p = declared["passes"][i];
+    CHECK(items[0]["enum"][i] == p["name"]);
+    const auto& form = items[i + 1];
+    CHECK(form["properties"]["pass"]["const"] == p["name"]);
+    CHECK(form["properties"]["options"]["properties"].size() == p["options"].size());
+    for (const auto& o : p["options"]) {
+      const auto& os = form["properties"]["options"]["properties"][o["name"].get<std::string>()];
+      if (o.contains("min")) CHECK(os["minimum"] == o["min"]);
+      if (o.contains("max")) CHECK(os["maximum"] == o["max"]);
+      if (o.contains("choices")) CHECK(os["enum"] == o["choices"]);
+    }
+  }
+  CHECK(schema["properties"]["gates"]["properties"].size() == declared["gates"].size());
+  CHECK(schema["properties"]["gates"]["properties"]["min_top1"]["maximum"] == 100);
+}
+
 TEST_CASE("lwc fuse on every testdata model: no BN after a Conv, identical accuracy on 10 000 images", "[cli][run]") {
   REQUIRE(fs::exists(kIdx));
   TempDir d;

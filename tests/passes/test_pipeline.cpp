@@ -99,6 +99,9 @@ TEST_CASE("pipeline JSON is validated before any work starts", "[pipeline]") {
                Contains("gates.max_top1_drop: expected a number"));
     // Limits no run can meet or that mean nothing: refused before the work (the run used to
     // happen, then exit 3 on a failed gate).
+    // What the schema refuses, lwc refuses too.
+    CHECK_NOTHROW(parse({{"passes", {{{"pass", "fuse_batchnorm"}, {"options", nullptr}}}}}));  // null: the defaults, as the schema says
+    CHECK_THAT(errorOf([] { parse({{"passes", json::array()}, {"$schema", 5}}); }), Contains("$schema: expected a string"));
     CHECK_THAT(errorOf([] { parse({{"passes", json::array()}, {"gates", {{"min_top1", 150}}}}); }),
                Contains("gates.min_top1: 150 is outside [0, 100]"));
     CHECK_THAT(errorOf([] { parse({{"passes", json::array()}, {"gates", {{"max_top1_drop", -5}}}}); }),
