@@ -41,6 +41,11 @@ std::vector<OptionSpec> QuantizeStatic::optionSpecs() const {
                       "channel at a time and move the weights not yet rounded, and the bias, to cancel the error on the "
                       "calibration data)"};
   rounding.choices = {"nearest", "gptq"};
+  OptionSpec load{"load_calib", OptionType::StringList, json::array(),
+                  "Use saved statistics (lwc.calib files, merged) instead of running calibration"};
+  load.is_path = true;
+  OptionSpec save{"save_calib", OptionType::String, "", "Write the collected statistics to this file"};
+  save.is_path = true;
   return {cal,
           pct,
           samples,
@@ -50,8 +55,8 @@ std::vector<OptionSpec> QuantizeStatic::optionSpecs() const {
            "7-bit weights ([-63, 63]) for x86 CPUs without VNNI, whose u8 x s8 kernels saturate in int16 (ONNX Runtime's reduce_range)"},
           {"exclude", OptionType::StringList, json::array(), "Node names or op types to keep in float"},
           {"keep_fp32", OptionType::StringList, json::array(), "\"first\" and/or \"last\": keep the first/last compute layer in float"},
-          {"load_calib", OptionType::StringList, json::array(), "Use saved statistics (lwc.calib files, merged) instead of running calibration"},
-          {"save_calib", OptionType::String, "", "Write the collected statistics to this file"},
+          load,
+          save,
           {"calib_shard", OptionType::String, "0/1", "i/n: calibrate on the i-th of n equal parts of the data (0-based)"},
           {"bias_correction", OptionType::Bool, false,
            "Move each quantized layer's int32 bias by the mean shift quantization causes in its output on the calibration data "

@@ -96,11 +96,28 @@ DataSpec parseData(const json& j, const std::string& where, const fs::path& base
 }
 
 PipelineStep makeStep(const std::string& name, const json& options, const std::string& where,
-                      const PassRegistry& registry) {
+                      const PassRegistry& registry, const fs::path& base_dir = {}) {
   PipelineStep s;
   s.where = where;
   s.pass = registry.create(name, where);
-  s.pass->configure(options, join(where, "options"));
+  // File options of a pipeline file resolve against its folder, as its data paths do (they
+  // resolved against the current folder: the same pipeline wrote its statistics elsewhere
+  // depending on where it was run from).
+  json resolved = options;
+  if (!base_dir.empty() && resolved.is_object())
+    for (const auto& spec : s.pass->optionSpecs()) {
+      if (!spec.is_path || !resolved.contains(spec.name)) continue;
+      auto fix = [&](json& v) {
+        if (v.is_string() && !v.get<std::string>().empty() && fs::path(v.get<std::string>()).is_relative())
+          v = (base_dir / v.get<std::string>()).lexically_normal().string();
+      };
+      json& v = resolved[spec.name];
+      if (v.is_array())
+        for (auto& e : v) fix(e);
+      else
+        fix(v);
+    }
+  s.pass->configure(resolved, join(where, "options"));
   return s;
 }
 
@@ -175,7 +192,7 @@ Pipeline Pipeline::fromJson(const json& j, const std::string& origin, const fs::
       }
       checkKeys(s, where, {"pass", "options"});
       if (!s.contains("pass") || !s["pass"].is_string()) fail(where, ".pass: required string (the pass name)");
-      p.steps.push_back(makeStep(s["pass"].get<std::string>(), s.value("options", json::object()), where, registry));
+      p.steps.push_back(makeStep(s["pass"].get<std::string>(), s.value("options", json::object()), where, registry, base_dir));
     }
     if (j.contains("gates")) {
       const json& gates = j["gates"];

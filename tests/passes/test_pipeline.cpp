@@ -99,6 +99,15 @@ TEST_CASE("pipeline JSON is validated before any work starts", "[pipeline]") {
                Contains("gates.max_top1_drop: expected a number"));
     // Limits no run can meet or that mean nothing: refused before the work (the run used to
     // happen, then exit 3 on a failed gate).
+    // File options resolve against the pipeline's folder, as its data paths do.
+    {
+      const Pipeline p = Pipeline::fromJson(
+          {{"passes", {{{"pass", "quantize_static"}, {"options", {{"save_calib", "s.json"}, {"load_calib", {"a.json", "/abs/b.json"}}}}}}}},
+          "p.json", "/pipes/here", passes::builtinPasses());
+      const PassOptions& o = p.steps.at(0).pass->options();
+      CHECK(o.getString("save_calib") == "/pipes/here/s.json");
+      CHECK(o.getStrings("load_calib") == std::vector<std::string>{"/pipes/here/a.json", "/abs/b.json"});
+    }
     // What the schema refuses, lwc refuses too.
     CHECK_NOTHROW(parse({{"passes", {{{"pass", "fuse_batchnorm"}, {"options", nullptr}}}}}));  // null: the defaults, as the schema says
     CHECK_THAT(errorOf([] { parse({{"passes", json::array()}, {"$schema", 5}}); }), Contains("$schema: expected a string"));

@@ -32,6 +32,9 @@ struct OptionSpec {
   std::string help;
   std::vector<std::string> choices;  ///< for String: the allowed values (empty = any)
   double min = -1e300, max = 1e300;  ///< for Int/Float: inclusive range
+  /// For String/StringList: file paths. In a pipeline file, relative ones resolve against the
+  /// file's folder, as its data paths do.
+  bool is_path = false;
 };
 
 /// Validated option values of one pass instance: every declared option, defaults filled in.
