@@ -14,6 +14,7 @@
 #include "lwc/dataset.h"
 #include "lwc/engine.h"
 #include "lwc/graph_edit.h"
+#include "lwc/shape_inference.h"
 #include "passes/activation_cut.h"
 #include "passes/eliminate_dead.h"
 
@@ -733,6 +734,23 @@ std::string describeError(double before, double after) {
   return s.str();
 }
 
+RecoveryReference::RecoveryReference(const Model* reference, const Model& unmodified) : reference_(reference) {
+  if (!reference_) return;
+  ref_types_ = inferShapes(*reference_, ShapeOptions{1});
+  step_types_ = inferShapes(unmodified, ShapeOptions{1});
+}
+
+bool RecoveryReference::usePipelineInput(const std::string& value) const {
+  if (!reference_ || producerIndex(reference_->graph, value) < 0) return false;
+  const auto a = ref_types_.find(value), b = step_types_.find(value);
+  if (a == ref_types_.end() || b == step_types_.end() || !a->second.shape || !b->second.shape) return true;
+  const SymShape &x = *a->second.shape, &y = *b->second.shape;
+  if (x.size() != y.size()) return false;
+  for (size_t i = 0; i < x.size(); ++i)
+    if (x[i].known() && y[i].known() && x[i].value != y[i].value) return false;
+  return true;
+}
+
 OptionSpec lsqCvRowsOption() {
   OptionSpec cv{"lsq_cv_rows", OptionType::Float, 0.0,
                 "lsq: a Gemm/MatMul layer with fewer calibration rows than this times its inputs + 1 chooses its "
@@ -757,6 +775,7 @@ std::vector<LsqLayerResult> lsqRecover(Model& m, const Model& unmodified, const 
   constexpr int64_t kCutBudget = int64_t{512} << 20;
   ActivationCut cur_cut(ds->size(), so, kCutBudget), ref_cut(ds->size(), so, kCutBudget),
       unmodified_cut(ds->size(), so, kCutBudget);
+  const RecoveryReference references(ctx.reference, unmodified);
 
   // Which node reads which activation does not change below (only constants are replaced).
   const GraphIndex graph_index(g);
@@ -829,7 +848,7 @@ std::vector<LsqLayerResult> lsqRecover(Model& m, const Model& unmodified, const 
       wa = it->second.weights.data<float>();
       ba = &it->second.bias;
     }
-    const bool use_ref = ctx.reference && producerIndex(ctx.reference->graph, yname) >= 0;
+    const bool use_ref = references.usePipelineInput(yname);
     const Model& ref_model = use_ref ? *ctx.reference : unmodified;
     ActivationCut& ref = use_ref ? ref_cut : unmodified_cut;
     ref.begin(ref_model, static_cast<size_t>(producerIndex(ref_model.graph, yname) + 1), yname);

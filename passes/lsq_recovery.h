@@ -35,6 +35,8 @@
 // the bits of running the model from its input.
 #pragma once
 
+#include <unordered_map>
+
 #include <functional>
 #include <map>
 #include <optional>
@@ -166,6 +168,22 @@ std::vector<std::vector<double>> channelMeans(const Model& model, const std::vec
 // "relative output error 0.12 -> 0.034" for a layer's note; a value that is not finite (the
 // reference output overflowed, inf/inf) reads "not finite" rather than the platform's "-nan".
 std::string describeError(double before, double after);
+
+/// Which model a recovery step matches a layer's output to: the pipeline's input (`reference`,
+/// the original model) where it computes a tensor of that name with the same shape, else the
+/// step's input (`unmodified`). After an earlier step pruned channels, the pipeline's input still
+/// has the tensor under its name but with more channels (a later lsq step stopped with "reference
+/// output does not match the layer", a bias step skipped the layer, and a second channel step
+/// matched its kept channels by index to the wrong original channels).
+class RecoveryReference {
+ public:
+  RecoveryReference(const Model* reference, const Model& unmodified);
+  bool usePipelineInput(const std::string& value) const;
+
+ private:
+  const Model* reference_;
+  std::unordered_map<std::string, ValueInfo> ref_types_, step_types_;
+};
 
 OptionSpec lsqCvRowsOption();
 

@@ -132,9 +132,10 @@ int64_t correctBiases(Model& m, const Model& unmodified, const std::vector<Layer
   std::map<std::string, std::vector<double>> ref_means;
   {
     std::vector<std::string> from_ref, from_unmodified;
+    const RecoveryReference references(ctx.reference, unmodified);
     for (const auto& L : layers) {
       const std::string& y = g.nodes[L.node].outputs.at(0);
-      (ctx.reference && producerIndex(ctx.reference->graph, y) >= 0 ? from_ref : from_unmodified).push_back(y);
+      (references.usePipelineInput(y) ? from_ref : from_unmodified).push_back(y);
     }
     if (!from_ref.empty()) {
       auto v = outputMeans(*ctx.reference, from_ref);
@@ -276,7 +277,17 @@ PassResult PruneMagnitude::run(Model& m, PassContext& ctx) {
     }
   const size_t sparsity_notes_at = r.notes.size();  // the per-layer sparsity lines go before recovery's
   int64_t corrected = 0, reconstructed = 0;
-  if (o.getString("recover") == "bias") corrected = correctBiases(m, unpruned, layers, ctx, r);
+  if (o.getString("recover") == "bias") {
+    // Every reader of a pruned weight has its own bias to correct (a weight two layers share was
+    // corrected for the first reader only).
+    std::vector<Layer> readers;
+    for (const auto& L : layers)
+      for (size_t i = 0; i < g.nodes.size(); ++i)
+        if (g.nodes[i].inputs.size() > 1 && g.nodes[i].inputs[1] == L.weight && g.nodes[i].domain.empty())
+          readers.push_back({i, L.weight, L.reduce_axis});
+    std::sort(readers.begin(), readers.end(), [](const Layer& a, const Layer& b) { return a.node < b.node; });
+    corrected = correctBiases(m, unpruned, readers, ctx, r);
+  }
   if (o.getString("recover") == "lsq") {
     LsqOptions lo;
     lo.rows_per_sample = o.getInt("lsq_rows");

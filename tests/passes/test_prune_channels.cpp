@@ -908,3 +908,57 @@ g (float[N, 3, 8, 8] x) => (float[N, 4, 8, 8] y) {
     CHECK(notesWith(rb.notes, "on axis 1 for Conv") == 1);
   }
 }
+
+TEST_CASE("recovery after an earlier channel-pruning step matches the step's input, not the wider original", "[prune_channels][lsq]") {
+  // In one pipeline the original model (ctx.reference) still has c2 with 16 channels after a
+  // first step kept 12: a second channel step matched its kept channels by index to the wrong
+  // original channels, a later magnitude step with lsq stopped with "reference output ... does not
+  // match the layer", and recover bias skipped the layer.
+  Model m0 = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 3, 6, 6] x) => (float[N, 8, 6, 6] y) {
+  c1 = Conv <pads=[1,1,1,1]> (x, w1, b1)
+  r1 = Relu (c1)
+  c2 = Conv <pads=[1,1,1,1]> (r1, w2, b2)
+  r2 = Relu (c2)
+  y = Conv <pads=[1,1,1,1]> (r2, w3, b3)
+})");
+  addConst(m0, "w1", {16, 3, 3, 3}, 1);
+  addConst(m0, "b1", {16}, 2, -0.1f, 0.1f);
+  addConst(m0, "w2", {16, 16, 3, 3}, 3, -0.3f, 0.3f);
+  addConst(m0, "b2", {16}, 4, -0.1f, 0.1f);
+  addConst(m0, "w3", {8, 16, 3, 3}, 5, -0.3f, 0.3f);
+  addConst(m0, "b3", {8}, 6, -0.1f, 0.1f);
+  TempDir d;
+  const DataSpec calib = npyData(d / "x.npy", randomFloat({64, 3, 6, 6}, 7), 32);
+  auto step = [&](Model& m, const Model& reference, const std::string& pass, const nlohmann::json& opts) {
+    PassContext ctx;
+    ctx.calib = &calib;
+    ctx.reference = &reference;
+    return runPass(m, pass, opts, ctx);
+  };
+  const nlohmann::json channels = {{"ratio", 0.25}, {"round_to", 1}, {"min_channels", 1}, {"recover", "lsq"}};
+  Model m1 = m0;
+  step(m1, m0, "prune_channels", channels);
+  REQUIRE(weightShape(m1, "c2")[0] == 12);
+  // A second channel step: c2 (no longer the original's shape) is fitted to the step's input, as a
+  // separate run would; the output layer, the same shape in both, still to the original.
+  Model in_pipeline = m1, separate = m1;
+  step(in_pipeline, m0, "prune_channels", channels);
+  step(separate, m1, "prune_channels", channels);
+  auto weightsOf = [](const Model& m, const std::string& out) {
+    for (const auto& n : m.graph.nodes)
+      if (n.outputs[0] == out) return m.graph.initializers.at(n.inputs[1]);
+    return Tensor();
+  };
+  REQUIRE(weightShape(in_pipeline, "c2")[0] == 9);
+  CHECK(weightsOf(in_pipeline, "c2").bitEqual(weightsOf(separate, "c2")));
+  // Magnitude pruning with lsq or bias after the channel step, in the same pipeline.
+  for (const char* rec : {"lsq", "bias"}) {
+    INFO(rec);
+    Model m2 = m1;
+    auto r = step(m2, m0, "prune_magnitude", {{"sparsity", 0.5}, {"min_params", 0}, {"recover", rec}});
+    CHECK(notesWith(r.notes, "different shape") == 0);
+    if (std::string(rec) == "lsq") CHECK(r.stats["layers_reconstructed"] == 3);
+    else CHECK(r.stats["biases_corrected"] == 3);
+  }
+}
