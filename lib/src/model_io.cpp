@@ -614,13 +614,16 @@ void checkOutputPaths(const std::vector<NamedPath>& outputs, const std::vector<N
       if (sameFile(out, in))
         fail("cannot write '", out.string(), "' (", what, "): it is ", in_what, " ('", in.string(),
              "'), which this run reads; choose another path");
-      // Nothing is written into a folder the run reads, at any depth: a file there is the data's
-      // (an image of a class subfolder), and a new one becomes data of the next run.
+      // A folder the run reads: no existing file in it at any depth is replaced (it is the data's:
+      // an image of a class folder), and nothing new goes into its subfolders (it would be data of
+      // the next run). A new file at its top (an output in the current folder with --calib .) is fine.
       if (fs::is_directory(in, ec)) {
         const fs::path folder = fs::weakly_canonical(fs::absolute(in, ec), ec);
         const fs::path target = fs::weakly_canonical(fs::absolute(out, ec), ec);
         auto [f, t] = std::mismatch(folder.begin(), folder.end(), target.begin(), target.end());
-        if (!ec && f == folder.end() && t != target.end())
+        const bool inside = !ec && f == folder.end() && t != target.end();
+        const bool deeper = inside && std::next(t) != target.end();
+        if (inside && (deeper || fs::exists(out, ec)))
           fail("cannot write '", out.string(), "' (", what, "): it lies in ", in_what, " ('", in.string(),
                "'), a folder this run reads; write outside it");
       }

@@ -390,8 +390,9 @@ TEST_CASE("lwc run/fuse/quantize/calibrate: no output may be a file the run read
       {"fuse " + m + " -o " + out + " --eval " + q(data / "images.npy") + " --report " + q(data / "labels.npy"),
        "it is the labels of --eval"},
       {"calibrate " + m + " --calib " + q(data / "images.npy") + " -o " + q(data / "labels.npy"), "it is the labels of --calib"},
-      // A new file inside a data folder becomes data of the next run: nothing is written there.
-      {"fuse " + m + " -o " + out + " --eval " + q(data) + " --report " + q(data / "new.json"), "it lies in the data of --eval"},
+      // A new file in a data folder's subfolder would be data of the next run (one at its top is fine).
+      {"fuse " + m + " -o " + out + " --eval " + q(d / "png") + " --report " + q(d / "png" / "01" / "new.json"),
+       "it lies in the data of --eval"},
       // A file of a class subfolder of an ImageFolder (a Markdown report replaced an image, exit 0).
       {"fuse " + m + " -o " + out + " --eval " + q(d / "png") + " --report-md " + q(d / "png" / "00" / "r.md"),
        "it lies in the data of --eval"},

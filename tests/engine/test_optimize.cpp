@@ -1890,3 +1890,85 @@ g (float[N, 4] x) => (float[N, 4] y) {
                            LoadOptions{false});
   CHECK_THROWS_WITH(engine::Session(m), Catch::Contains("op com.microsoft.Gelu (opset 1) is not supported by the lwc engine"));
 }
+
+TEST_CASE("valid QDQ patterns the integer rewrites do not cover run on the float path with the reference's values",
+          "[optimize][quant]") {
+  // Each was refused by the optimized engine (the reference ran it, as ONNX Runtime does): a Gemm
+  // whose int32 bias broadcasts, a batched MatMul weight with per-channel scales, DequantizeLinear
+  // of int32 activations into an Add or a Conv; and a DQ -> Q pair with a scale so large that the
+  // dequantized values overflow was dropped as if exact.
+  auto run = [](const std::string& text, const std::map<std::string, Tensor>& inits, const engine::TensorMap& feeds,
+                const std::string& what) {
+    INFO(what);
+    Model m = parseModelText(text, LoadOptions{false});
+    for (const auto& [k, v] : inits) m.graph.initializers.set(k, v);
+    validateGraph(m.graph);
+    engine::Session fast(m), ref(m, engine::SessionOptions{0, true});
+    CHECK(checkOutputs(fast, ref, feeds, what, false, 1e-5, 1e-5) == 1);
+  };
+  const Tensor x = randomFloat({3, 32}, 1, -2.0f, 2.0f);
+  const std::string gemm = R"(
+<ir_version: 8, opset_import: ["" : 13]>
+g (float[3, 32] x) => (uint8[3, 16] y) {
+  xq = QuantizeLinear (x, sx, zx)
+  xd = DequantizeLinear (xq, sx, zx)
+  wd = DequantizeLinear (wq, sw, zw)
+  bd = DequantizeLinear (bq, sb, zb)
+  g = Gemm <transB=1> (xd, wd, bd)
+  y = QuantizeLinear (g, sy, zy)
+})";
+  Tensor wq(DType::Int8, {16, 32});
+  for (int64_t i = 0; i < wq.numel(); ++i) wq.data<int8_t>()[i] = static_cast<int8_t>((i * 37) % 255 - 127);
+  for (const Shape bias : {Shape{1}, Shape{3, 16}}) {
+    Tensor bq(DType::Int32, bias);
+    for (int64_t i = 0; i < bq.numel(); ++i) bq.data<int32_t>()[i] = static_cast<int32_t>(i * 11 - 40);
+    run(gemm,
+        {{"sx", Tensor::scalar(0.02f)}, {"zx", Tensor::scalar<uint8_t>(128)}, {"wq", wq}, {"sw", Tensor::scalar(0.01f)},
+         {"zw", Tensor::scalar<int8_t>(0)}, {"bq", bq}, {"sb", Tensor::scalar(0.0002f)}, {"zb", Tensor::scalar<int32_t>(0)},
+         {"sy", Tensor::scalar(0.05f)}, {"zy", Tensor::scalar<uint8_t>(128)}},
+        {{"x", x}}, "Gemm with an int32 bias of shape " + shapeStr(bias));
+  }
+  // MatMul with a [2, 32, 16] weight, scales per channel of axis 1 (valid: 32 scales along K).
+  Tensor w3(DType::Int8, {2, 32, 16});
+  for (int64_t i = 0; i < w3.numel(); ++i) w3.data<int8_t>()[i] = static_cast<int8_t>((i * 29) % 255 - 127);
+  Tensor s32(DType::Float32, {32});
+  for (int64_t i = 0; i < 32; ++i) s32.data<float>()[i] = 0.005f + 0.0005f * float(i);
+  run(R"(
+<ir_version: 8, opset_import: ["" : 13]>
+g (float[2, 3, 32] x) => (uint8[2, 3, 16] y) {
+  xq = QuantizeLinear (x, sx, zx)
+  xd = DequantizeLinear (xq, sx, zx)
+  wd = DequantizeLinear <axis=1> (wq, sw, zw)
+  m = MatMul (xd, wd)
+  y = QuantizeLinear (m, sy, zy)
+})",
+      {{"sx", Tensor::scalar(0.02f)}, {"zx", Tensor::scalar<uint8_t>(128)}, {"wq", w3}, {"sw", s32},
+       {"zw", Tensor(DType::Int8, {32})}, {"sy", Tensor::scalar(0.05f)}, {"zy", Tensor::scalar<uint8_t>(128)}},
+      {{"x", randomFloat({2, 3, 32}, 2, -2.0f, 2.0f)}}, "batched MatMul weight, per-channel axis 1");
+  // Add of two dequantized int32 tensors.
+  Tensor a32(DType::Int32, {2, 8}), b32(DType::Int32, {2, 8});
+  for (int64_t i = 0; i < 16; ++i) a32.data<int32_t>()[i] = int32_t(i * 1000 - 7000), b32.data<int32_t>()[i] = int32_t(3000 - i * 500);
+  run(R"(
+<ir_version: 8, opset_import: ["" : 13]>
+g (int32[2, 8] a, int32[2, 8] b) => (uint8[2, 8] y) {
+  ad = DequantizeLinear (a, sa, za)
+  bd = DequantizeLinear (b, sb, zb)
+  s = Add (ad, bd)
+  y = QuantizeLinear (s, sy, zy)
+})",
+      {{"sa", Tensor::scalar(0.0001f)}, {"za", Tensor::scalar<int32_t>(0)}, {"sb", Tensor::scalar(0.0002f)},
+       {"zb", Tensor::scalar<int32_t>(0)}, {"sy", Tensor::scalar(0.1f)}, {"zy", Tensor::scalar<uint8_t>(128)}},
+      {{"a", a32}, {"b", b32}}, "Add of dequantized int32 tensors");
+  // DQ -> Q with a scale near float's limit: (q - z) * s overflows for q >= 4, Q saturates.
+  Tensor q8(DType::UInt8, {2, 24});
+  for (int64_t i = 0; i < q8.numel(); ++i) q8.data<uint8_t>()[i] = static_cast<uint8_t>(i * 5);
+  run(R"(
+<ir_version: 8, opset_import: ["" : 13]>
+g (uint8[2, 24] q) => (float[2, 24] y) {
+  d = DequantizeLinear (q, s, z)
+  t = QuantizeLinear (d, s, z)
+  y = DequantizeLinear (t, s2, z)
+})",
+      {{"s", Tensor::scalar(1e38f)}, {"z", Tensor::scalar<uint8_t>(0)}, {"s2", Tensor::scalar(0.5f)}}, {{"q", q8}},
+      "DQ -> Q at scale 1e38");
+}

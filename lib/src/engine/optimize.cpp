@@ -221,6 +221,8 @@ std::optional<DqInfo> dqProducing(const Graph& g, const std::string& v) {
   return DqInfo{&n, n.inputs[0], n.inputs[1], n.inputs[2], n.attrInt("axis", 1)};
 }
 
+bool is8Bit(DType t) { return t == DType::Int8 || t == DType::UInt8; }
+
 bool isScalarConst(const Graph& g, const std::string& name) {
   const Tensor* t = g.initializers.find(name);
   return t && t->numel() == 1;
@@ -229,13 +231,17 @@ bool isScalarConst(const Graph& g, const std::string& name) {
 // The int32 bias behind DequantizeLinear output `v` as the integer kernels read it: constant int32
 // values, zero point 0, and a scale equal to x_scale * w_scale per channel (or one value), so that
 // acc + b_q shares the accumulator's scale. Its initializer name, or nullopt.
-std::optional<std::string> int32Bias(const Graph& g, const std::string& v, float sx, const Tensor& sw) {
+// One value per output channel (`channels` of them): a bias that broadcasts ([1], or [M, N] for a
+// Gemm) is left to the float path, and the weight scales are read only where they exist (a [M, N]
+// bias with per-channel weights read past the scales).
+std::optional<std::string> int32Bias(const Graph& g, const std::string& v, float sx, const Tensor& sw, int64_t channels) {
   auto db = dqProducing(g, v);
   if (!db) return std::nullopt;
   const Tensor* bq = g.initializers.find(db->q);
   const Tensor& sb = g.initializers.at(db->scale);
   const Tensor& zb = g.initializers.at(db->zp);
   if (!bq || bq->dtype() != DType::Int32 || countZeros(zb) != zb.numel() || sb.dtype() != DType::Float32) return std::nullopt;
+  if (bq->numel() != channels || (sw.numel() != 1 && sw.numel() != channels)) return std::nullopt;
   if (sb.numel() != bq->numel() && sb.numel() != 1) return std::nullopt;
   for (int64_t c = 0; c < bq->numel(); ++c) {
     const float want = sx * sw.data<float>()[sw.numel() == 1 ? 0 : c];
@@ -301,17 +307,22 @@ int fuseQdq(Graph& g, bool internal_ops) {
     auto dx = dqProducing(g, op.inputs[0]);
     auto dw = dqProducing(g, op.inputs[1]);
     if (!dx || !dw || !isScalarConst(g, dx->scale) || !isScalarConst(g, dx->zp)) continue;
+    if (!is8Bit(g.initializers.at(dx->zp).dtype())) continue;  // DQ of int32 activations: the float path
     const Tensor* wq = g.initializers.find(dw->q);
     if (!wq || (wq->dtype() != DType::Int8 && wq->dtype() != DType::UInt8)) continue;
     const Tensor& sw = g.initializers.at(dw->scale);
     const bool trans_b = gemm && op.attrInt("transB", 0) != 0;
     const int64_t w_axis = op.op_type == "Conv" || trans_b ? 0 : 1;  // output-channel axis of the weights
     if (gemm && wq->rank() != 2) continue;
+    // Per-channel scales of a batched [B, K, N] MatMul weight: QLinearMatMul's are per column of a
+    // 2-D B only (axis 1 or -2 of such a weight was taken for the columns' axis).
+    if (op.op_type == "MatMul" && wq->rank() != 2 && sw.numel() > 1) continue;
     if (sw.numel() > 1 && dw->axis != w_axis && dw->axis != w_axis - static_cast<int64_t>(wq->rank())) continue;
     std::string bias;
     if (conv && op.hasInput(2)) {
-      const auto b = int32Bias(g, op.inputs[2], g.initializers.at(dx->scale).data<float>()[0], sw);
-      if (!b) continue;
+      const int64_t channels = trans_b || op.op_type == "Conv" ? wq->dim(0) : wq->dim(1);
+      const auto b = int32Bias(g, op.inputs[2], g.initializers.at(dx->scale).data<float>()[0], sw, channels);
+      if (!b || g.initializers.at(*b).rank() != 1) continue;  // QLinearConv takes a 1-D bias
       bias = *b;
     }
     std::string y = op.outputs[0];
@@ -415,6 +426,15 @@ int dropRequantize(Graph& g) {
     const std::string dq_out = shape_op ? p.inputs[0] : q.inputs[0];
     auto dq = dqProducing(g, dq_out);
     if (!dq || !sameScalar(g, dq->scale, q.inputs[1]) || !sameScalar(g, dq->zp, q.inputs[2])) continue;
+    // Only where (q - z) * s stays finite for every q of the type: with a scale near float's
+    // limit the dequantized value overflows and the QuantizeLinear saturates, which is not q.
+    {
+      const Tensor& zt = g.initializers.at(dq->zp);
+      if (!is8Bit(zt.dtype())) continue;
+      const double z = zt.at(0), lo = zt.dtype() == DType::UInt8 ? 0 : -128, hi = zt.dtype() == DType::UInt8 ? 255 : 127;
+      const double span = std::max(std::fabs(hi - z), std::fabs(lo - z)) * double(g.initializers.at(dq->scale).at(0));
+      if (!(span < double(std::numeric_limits<float>::max()))) continue;
+    }
     if (shape_op) {
       if (consumersOf(g, p.outputs[0]) != 1 || g.isGraphOutput(p.outputs[0])) continue;
       Node& m = g.nodes[static_cast<size_t>(pi)];
@@ -465,7 +485,7 @@ int fuseQdqFloatOutput(Graph& g) {
     for (int64_t n = 0; n < N; ++n) mult[n] = sx * sw.data<float>()[sw.numel() == 1 ? 0 : n];
     std::string bias;
     if (gemm && op.hasInput(2)) {
-      const auto b = int32Bias(g, op.inputs[2], sx, sw);
+      const auto b = int32Bias(g, op.inputs[2], sx, sw, N);
       if (!b) continue;
       // C of shape [N] or [1, N] (one value per output column), small enough that acc + b_q cannot
       // leave int32 (matMulIntegerFast bounds |acc| by 2^24).
@@ -554,6 +574,7 @@ int fuseQAdd(Graph& g) {
     if (!da || !db || !isScalarConst(g, da->scale) || !isScalarConst(g, da->zp) || !isScalarConst(g, db->scale) ||
         !isScalarConst(g, db->zp))
       continue;
+    if (!is8Bit(g.initializers.at(da->zp).dtype()) || !is8Bit(g.initializers.at(db->zp).dtype())) continue;
     Node f;
     f.domain = kInternalDomain;
     f.op_type = "QAdd";
