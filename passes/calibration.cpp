@@ -7,6 +7,7 @@
 #include <fstream>
 #include <limits>
 #include <set>
+#include <sstream>
 
 #include "lwc/engine.h"
 #include "lwc/json_text.h"
@@ -124,7 +125,21 @@ int64_t countField(const json& v, const std::string& what, const std::string& wh
 
 }  // namespace
 
+namespace {
+// Unknown keys are refused with the valid ones listed, as in every other JSON lwc reads.
+void onlyKeys(const json& j, const std::string& where, std::initializer_list<const char*> keys) {
+  if (!j.is_object()) return;
+  for (const auto& [k, v] : j.items())
+    if (std::none_of(keys.begin(), keys.end(), [&](const char* x) { return k == x; })) {
+      std::string list;
+      for (const char* x : keys) list += (list.empty() ? "" : ", ") + std::string(x);
+      fail(where, ": ", k, ": unknown key; valid keys: ", list);
+    }
+}
+}  // namespace
+
 TensorStats TensorStats::fromJson(const json& j, const std::string& where) {
+  onlyKeys(j, where, {"min", "max", "count", "zeros", "range", "bins", "hist"});
   TensorStats s;
   s.min_ = numberField(j, "min", where);
   s.max_ = numberField(j, "max", where);
@@ -427,6 +442,7 @@ CalibrationStats CalibrationStats::fromJson(const json& j, const std::string& wh
   if (version == j.end() || *version != 1)
     fail(where, ": unsupported schema_version ", version == j.end() ? std::string("(none)") : briefJson(*version),
          "; this lwc reads 1");
+  onlyKeys(j, where, {"schema", "schema_version", "model", "act_type", "shard", "samples", "seconds", "tensors"});
   CalibrationStats c;
   if (j.contains("model")) {
     if (!j["model"].is_string()) fail(where, ": \"model\" must be a string, not ", briefJson(j["model"]));
@@ -435,10 +451,17 @@ CalibrationStats CalibrationStats::fromJson(const json& j, const std::string& wh
   if (j.contains("shard")) {
     if (!j["shard"].is_string()) fail(where, ": \"shard\" must be a string, not ", briefJson(j["shard"]));
     c.shard = j["shard"].get<std::string>();
+    int i = -1, n = -1;
+    char slash = 0;
+    std::istringstream is(c.shard);
+    if (!(is >> i >> slash >> n) || slash != '/' || !is.eof() || n < 1 || i < 0 || i >= n)
+      fail(where, ": \"shard\" is \"", c.shard, "\"; expected i/n with 0 <= i < n");
   }
   if (j.contains("act_type")) {
     if (!j["act_type"].is_string()) fail(where, ": \"act_type\" must be a string, not ", briefJson(j["act_type"]));
     c.act_type = j["act_type"].get<std::string>();
+    if (c.act_type != "uint8" && c.act_type != "int8")
+      fail(where, ": \"act_type\" is \"", c.act_type, "\"; expected \"uint8\" or \"int8\"");
   }
   c.samples = j.contains("samples") ? countField(j["samples"], "\"samples\"", where) : 0;
   c.seconds = j.contains("seconds") ? numberField(j, "seconds", where) : 0.0;

@@ -51,9 +51,12 @@ std::vector<OptionSpec> PruneMagnitude::optionSpecs() const {
   OptionSpec damp{"lsq_damping", OptionType::Float, 1e-3, "lsq: ridge towards the layer before the pipeline's first lsq step (on one step: the pruned weights), relative to the mean input energy"};
   damp.min = 0;
   damp.max = 1e3;
+  OptionSpec pattern{"pattern", OptionType::String, "unstructured",
+                     "unstructured, or N:M (keep N of every M weights along the input channels, e.g. 2:4)"};
+  pattern.pattern = "^(unstructured|[1-9][0-9]*:[1-9][0-9]*)$";
   return {sp,
           scope,
-          {"pattern", OptionType::String, "unstructured", "unstructured, or N:M (keep N of every M weights along the input channels, e.g. 2:4)"},
+          pattern,
           {"include", OptionType::StringList, json::array(), "Only these node names or op types (default: every Conv/ConvTranspose/Gemm/MatMul)"},
           {"exclude", OptionType::StringList, json::array(), "Node names or op types to leave dense"},
           minp,

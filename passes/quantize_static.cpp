@@ -46,6 +46,8 @@ std::vector<OptionSpec> QuantizeStatic::optionSpecs() const {
   load.is_path = true;
   OptionSpec save{"save_calib", OptionType::String, "", "Write the collected statistics to this file"};
   save.is_path = true;
+  OptionSpec shard{"calib_shard", OptionType::String, "0/1", "i/n: calibrate on the i-th of n equal parts of the data (0-based)"};
+  shard.pattern = "^[0-9]+/[1-9][0-9]*$";
   return {cal,
           pct,
           samples,
@@ -57,7 +59,7 @@ std::vector<OptionSpec> QuantizeStatic::optionSpecs() const {
           {"keep_fp32", OptionType::StringList, json::array(), "\"first\" and/or \"last\": keep the first/last compute layer in float"},
           load,
           save,
-          {"calib_shard", OptionType::String, "0/1", "i/n: calibrate on the i-th of n equal parts of the data (0-based)"},
+          shard,
           {"bias_correction", OptionType::Bool, false,
            "Move each quantized layer's int32 bias by the mean shift quantization causes in its output on the calibration data "
            "(empirical bias correction, Nagel et al. 2019)"},
@@ -499,8 +501,11 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
     stats_ = CalibrationStats{};
     // Each file once and each shard once: a shard given twice (s0.json s0.json) counted its
     // samples twice without a word, and with a missing shard the statistics cover part of the data.
+    // Shards of different splits (0/2 with 1/3, or a whole-data file 0/1 with shards) overlap, and
+    // files of different activation types hold different tensors: both refused.
     std::map<std::string, std::string> shard_file;  // "i/n" -> the file holding it
-    std::set<int> totals;
+    std::map<int, std::string> split_file;           // n -> a file of that split
+    std::string act_file;                            // a file that records its act_type
     for (size_t k = 0; k < loads.size(); ++k) {
       for (size_t e = 0; e < k; ++e)
         if (std::filesystem::weakly_canonical(loads[e]) == std::filesystem::weakly_canonical(loads[k]))
@@ -510,13 +515,28 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
         if (const auto [it, fresh] = shard_file.emplace(one.shard, loads[k]); !fresh)
           fail(o.where(), ".load_calib: ", loads[k], " holds shard ", one.shard, " of the data, as ", it->second,
                " does; give each shard once");
-        totals.insert(parseShard(one.shard, loads[k] + ": shard").second);
+        const int n = parseShard(one.shard, loads[k] + ": shard").second;
+        split_file.emplace(n, loads[k]);
+        if (split_file.size() > 1)
+          fail(o.where(), ".load_calib: ", split_file.begin()->second, " and ", std::next(split_file.begin())->second,
+               " are shards of different splits of the data (of ", split_file.begin()->first, " and of ",
+               std::next(split_file.begin())->first, " parts), which overlap; give the shards of one split");
       }
+      if (!one.act_type.empty() && !stats_.act_type.empty() && one.act_type != stats_.act_type)
+        fail(o.where(), ".load_calib: ", loads[k], " was collected for --act-type ", one.act_type, " but ", act_file,
+             " for ", stats_.act_type, "; give files of one activation type");
+      if (!one.act_type.empty() && act_file.empty()) act_file = loads[k];
       stats_.merge(one);
     }
-    if (totals.size() == 1 && shard_file.size() == loads.size() && static_cast<int>(loads.size()) < *totals.begin())
-      r.notes.push_back("--load-calib: " + std::to_string(loads.size()) + " of " + std::to_string(*totals.begin()) +
-                        " shards; the statistics cover only their part of the calibration data");
+    if (split_file.size() == 1 && shard_file.size() == loads.size() && static_cast<int>(loads.size()) < split_file.begin()->first) {
+      const int n = split_file.begin()->first;
+      std::string missing;
+      for (int i = 0; i < n; ++i)
+        if (!shard_file.count(std::to_string(i) + "/" + std::to_string(n)))
+          missing += (missing.empty() ? "" : ", ") + std::to_string(i) + "/" + std::to_string(n);
+      r.notes.push_back("--load-calib: " + std::to_string(loads.size()) + " of " + std::to_string(n) +
+                        " shards (missing " + missing + "); the statistics cover only their part of the calibration data");
+    }
     // Statistics saved before pool outputs were quantized (2026-11-30) lack them: those pools stay
     // in float, as they were then.
     std::erase_if(tensors, [&](const std::string& t) {

@@ -128,6 +128,7 @@ ojson optionSchema(const OptionSpec& o) {
       break;
   }
   if (!o.choices.empty()) j["enum"] = o.choices;
+  if (!o.pattern.empty()) j["pattern"] = o.pattern;
   if (o.min > -1e300) j["minimum"] = o.min;
   if (o.max < 1e300) j["maximum"] = o.max;
   if (!o.default_value.is_null()) j["default"] = ojson::parse(o.default_value.dump());
@@ -159,6 +160,28 @@ nlohmann::ordered_json pipelineSchema() {
   items.push_back({{"type", "string"}, {"enum", names}, {"description", "A pass with its default options."}});
   for (auto& f : forms) items.push_back(std::move(f));
   s["properties"]["passes"]["items"] = {{"oneOf", items}};
+  s["properties"]["passes"]["minItems"] = 1;
+  // An inline preprocessing object: its keys and values as Preprocess::fromJson reads them.
+  const ojson size = {{"oneOf",
+                       {{{"type", "integer"}, {"minimum", 1}, {"maximum", 65536}},
+                        {{"type", "array"}, {"items", {{"type", "integer"}, {"minimum", 1}, {"maximum", 65536}}}, {"minItems", 2}, {"maxItems", 2}}}}};
+  auto perChannel = [](bool positive) {
+    ojson num{{"type", "number"}};
+    if (positive) num["exclusiveMinimum"] = 0;
+    return ojson{{"oneOf", {num, {{"type", "array"}, {"items", num}, {"minItems", 1}, {"maxItems", 3}}}}};
+  };
+  ojson pre{{"type", "object"},
+            {"additionalProperties", false},
+            {"properties",
+             {{"resize", size},
+              {"crop", size},
+              {"scale", {{"type", "number"}, {"not", {{"const", 0}}}}},
+              {"mean", perChannel(false)},
+              {"std", perChannel(true)},
+              {"color", {{"type", "string"}, {"pattern", "^([Gg][Rr][AaEe][Yy]|[Rr][Gg][Bb]|[Bb][Gg][Rr])$"}}},
+              {"layout", {{"type", "string"}, {"pattern", "^([Nn][Cc][Hh][Ww]|[Nn][Hh][Ww][Cc])$"}}}}}};
+  auto& pp = s["$defs"]["data"]["oneOf"][1]["properties"]["preprocess"]["oneOf"];
+  pp[1] = pre;
   ojson gates = ojson::object();
   for (const auto& g : gateInfos()) {
     ojson j{{"type", "number"}};

@@ -494,6 +494,10 @@ PipelineReport runPipeline(const Pipeline& p, Model& m, const RunOptions& opts) 
   if (p.calib) {
     DataOptions o = p.calib->options;
     fitToModel(o, input);
+    // Opened here to describe and check the data; the passes take their share of it (a
+    // calib_samples cap) and check that it fills a fixed batch then (checked on the whole data
+    // here, a model with batch 8 refused --calib-samples 16 of 500 images).
+    o.fixed_batch = 0;
     auto ds = openDataset(o);
     if (ds->size() == 0) fail(p.calib->origin, ": ", o.path.string(), ": no samples");
     rep.calib_data = ds->describe();
@@ -1053,6 +1057,7 @@ std::string PipelineReport::toMarkdown() const {
       os << "| " << g.gate.name << " | " << g.value << " | " << g.gate.limit << " | " << (g.passed ? "pass" : "**FAIL**")
          << " |\n";
   }
+  if (!output_written && !output.empty()) os << "\nA gate failed: `" << output << "` was not written.\n";
   return os.str();
 }
 

@@ -168,6 +168,16 @@ TEST_CASE("a sample count that leaves a partial fixed batch names the limit opti
     CHECK_THAT(r.err, Contains("6 samples do not fill batches of 4") && Contains(c.names));
     CHECK(!fs::exists(d / "q.onnx"));
   }
+  // Batch 8 and the 500 sample images (not whole batches): --calib-samples 16 takes whole batches
+  // and runs (the pipeline checked the whole data first and refused it, naming --calib-limit;
+  // lwc calibrate, which has no --calib-limit, could not calibrate such a model at all).
+  saveFixedBatchLenet5(8, d / "b8.onnx");
+  auto q8 = runLwc("quantize " + q(d / "b8.onnx") + " --calib " + q(sample) + " --calib-samples 16 -o " + q(d / "q8.onnx") +
+                   " --bench-batch 0 --layer-samples 0");
+  INFO(q8.err);
+  CHECK(q8.exit_code == 0);
+  CHECK(runLwc("-q calibrate " + q(d / "b8.onnx") + " --calib " + q(sample) + " --calib-samples 16 -o " + q(d / "c8.json"))
+            .exit_code == 0);
   // lwc quantize has both the data's limit and the pass option: two different values are an error.
   auto r = runLwc("quantize " + q(td("lenet5_fmnist.onnx")) + " --calib " + q(sample) + " --calib-limit 100 --calib-samples 50" +
                   common);
@@ -271,7 +281,18 @@ TEST_CASE("lwc calibrate shards merge into the same model as one calibration", "
   auto half = runLwc("quantize " + q(model) + " --load-calib " + q(d / "a.json") + " -o " + q(d / "half.onnx") +
                      " --bench-batch 0 --layer-samples 0");
   CHECK(half.exit_code == 0);
-  CHECK_THAT(half.err, Contains("--load-calib: 1 of 2 shards"));
+  CHECK_THAT(half.err, Contains("--load-calib: 1 of 2 shards (missing 1/2)"));
+  // Shards of different splits overlap (0/2 with the whole data, 0/1): refused; so are files of
+  // different activation types (they were merged as "mixed").
+  test::checkOneLineError(runLwc("quantize " + q(model) + " --load-calib " + q(d / "a.json") + " " + q(d / "all.json") +
+                                 " -o " + q(d / "mixed.onnx")),
+                          "are shards of different splits of the data");
+  REQUIRE(runLwc("-q calibrate " + q(model) + " --calib " + q(sample) + " --shard 1/2 --act-type int8 -o " +
+                 q(d / "b8.json")).exit_code == 0);
+  test::checkOneLineError(runLwc("quantize " + q(model) + " --load-calib " + q(d / "a.json") + " " + q(d / "b8.json") +
+                                 " -o " + q(d / "mixed.onnx")),
+                          "b8.json was collected for --act-type int8 but");
+  CHECK_FALSE(fs::exists(d / "mixed.onnx"));
 }
 
 TEST_CASE("lwc calibrate names the number of tensors its file holds", "[cli][quantize]") {

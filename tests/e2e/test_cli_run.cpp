@@ -186,6 +186,10 @@ TEST_CASE("lwc run: a failed gate exits 3, writes the report, not the model", "[
   CHECK(rep["output"].is_null());
   CHECK(rep["output_not_written"] == (d / "out.onnx").string());
   CHECK_THAT(r.out, Contains("(not written: a gate failed)"));
+  auto md = runLwc("-q run " + q(p) + " " + q(td("resnet_fmnist.onnx")) + " -o " + q(d / "out.onnx") + " --report-md " +
+                   q(d / "rep.md"));
+  CHECK(md.exit_code == 3);
+  CHECK_THAT(test::readFile(d / "rep.md"), Contains("was not written"));
   auto k = runLwc("-q run " + q(p) + " " + q(td("resnet_fmnist.onnx")) + " -o " + q(d / "out.onnx") + " --keep-failed --report " +
                   q(d / "rep.json"));
   CHECK(k.exit_code == 3);

@@ -179,6 +179,21 @@ TEST_CASE("calibration files are validated", "[calibration]") {
   CHECK_THAT(err({{"schema", "lwc.calib"}, {"schema_version", 1}, {"model", 3}, {"tensors", nlohmann::json::object()}}),
              Contains("\"model\" must be a string, not 3"));
   CHECK(err({{"schema", "lwc.calib"}, {"schema_version", 1}, {"tensors", nlohmann::json::object()}}) == "(no error)");
+  // Unknown keys (at the top and in a tensor) and values outside what lwc writes were accepted.
+  const nlohmann::json ok{{"schema", "lwc.calib"}, {"schema_version", 1}, {"tensors", nlohmann::json::object()}};
+  nlohmann::json bad = ok;
+  bad["foo"] = 1;
+  CHECK_THAT(err(bad), Contains("c.json: foo: unknown key; valid keys: schema, schema_version"));
+  t = s.toJson();
+  t["foo"] = 1;
+  CHECK_THAT(err({{"schema", "lwc.calib"}, {"schema_version", 1}, {"tensors", {{"x", t}}}}),
+             Contains("tensor 'x': foo: unknown key"));
+  bad = ok;
+  bad["act_type"] = "int4";
+  CHECK_THAT(err(bad), Contains("\"act_type\" is \"int4\"; expected \"uint8\" or \"int8\""));
+  bad = ok;
+  bad["shard"] = "3/2";
+  CHECK_THAT(err(bad), Contains("\"shard\" is \"3/2\"; expected i/n"));
 }
 
 TEST_CASE("statistics collected in shards merge to the statistics of the whole data", "[calibration]") {

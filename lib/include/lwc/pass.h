@@ -35,6 +35,9 @@ struct OptionSpec {
   /// For String/StringList: file paths. In a pipeline file, relative ones resolve against the
   /// file's folder, as its data paths do.
   bool is_path = false;
+  /// For String: a regular expression (JSON Schema "pattern") the value must match, for editors;
+  /// lwc's own check may be stricter (N < M in N:M).
+  std::string pattern;
 };
 
 /// Validated option values of one pass instance: every declared option, defaults filled in.
