@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 
 #include <csignal>
+#include <pthread.h>
 #include <google/protobuf/io/coded_stream.h>
 #include <google/protobuf/io/zero_copy_stream_impl_lite.h>
 #include <onnx/defs/parser.h>
@@ -671,14 +672,25 @@ void installTmpCleanup() {
   }
 }
 
-// Marks `tmp` as the file to remove on a signal for as long as it lives.
+// Creates the temporary file from `tmpl` (mkstemp) and marks it as the file to remove on a signal
+// for as long as the guard lives. The signals are blocked from before the file exists until it is
+// marked: one arriving in between stays pending and is handled, file removed, right after.
 struct TmpGuard {
-  explicit TmpGuard(const std::string& tmp) {
+  int fd = -1;
+  explicit TmpGuard(std::string& tmpl) {
+    sigset_t block, old;
+    sigemptyset(&block);
+    for (int sig : {SIGINT, SIGTERM, SIGHUP}) sigaddset(&block, sig);
+    pthread_sigmask(SIG_BLOCK, &block, &old);
     installTmpCleanup();
-    if (tmp.size() < sizeof g_tmp_path) {
-      std::memcpy(g_tmp_path, tmp.c_str(), tmp.size() + 1);
+    fd = ::mkstemp(tmpl.data());
+    if (fd >= 0 && tmpl.size() < sizeof g_tmp_path) {
+      std::memcpy(g_tmp_path, tmpl.c_str(), tmpl.size() + 1);
       g_tmp_active = 1;
     }
+    const int err = errno;
+    pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    errno = err;
   }
   ~TmpGuard() { g_tmp_active = 0; }
 };
@@ -696,9 +708,9 @@ void writeFileAtomic(const fs::path& given, std::string_view bytes) {
   std::string stem = path.filename().string();
   if (name_max > 12 && stem.size() + 12 > static_cast<size_t>(name_max)) stem.resize(static_cast<size_t>(name_max) - 12);
   std::string tmpl = (dir / ("." + stem + ".tmp-XXXXXX")).string();
-  int fd = ::mkstemp(tmpl.data());
-  if (fd < 0) fail("cannot write '", path.string(), "': ", std::strerror(errno));
   const TmpGuard guard(tmpl);
+  int fd = guard.fd;
+  if (fd < 0) fail("cannot write '", path.string(), "': ", std::strerror(errno));
   auto cleanup = [&](const char* what) {
     const int err = errno;
     ::close(fd);
