@@ -199,9 +199,18 @@ PassResult PruneMagnitude::run(Model& m, PassContext& ctx) {
   std::vector<Layer> layers;
   for (const auto& [node, weight] : selectWeightLayers(g, filter, r.notes))
     layers.push_back({node, weight, reductionAxis(g.nodes[node], g.initializers.at(weight))});
-  if (layers.empty())
-    fail(m.label(), ": no layer to prune (no Conv/ConvTranspose/Gemm/MatMul with constant weights of at least min_params)",
-         float16WeightsHint(m));
+  if (layers.empty()) {
+    // The layers passed over say why (a weight shared with a layer left dense, min_params): the
+    // first reason goes into the error, the notes are not shown when the pass fails.
+    std::string why;
+    for (const auto& n : r.notes)
+      if (n.find("left dense (") != std::string::npos && n.find("(include/exclude)") == std::string::npos) {
+        why = "; e.g. " + n;
+        break;
+      }
+    fail(m.label(), ": no layer to prune (no Conv/ConvTranspose/Gemm/MatMul with constant weights of at least min_params",
+         why, ")", float16WeightsHint(m));
+  }
 
   // Masks: true = zero this weight.
   std::vector<std::vector<bool>> masks(layers.size());

@@ -511,7 +511,9 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
         if (std::filesystem::weakly_canonical(loads[e]) == std::filesystem::weakly_canonical(loads[k]))
           fail(o.where(), ".load_calib: ", loads[k], " is given twice; give each statistics file once");
       CalibrationStats one = CalibrationStats::load(loads[k]);
-      if (!one.shard.empty()) {
+      // "0/1" is the whole of some data: files of different data merge (calibration sets split by
+      // folder); only shards of a split (n > 1) are checked against each other.
+      if (!one.shard.empty() && one.shard != "0/1") {
         if (const auto [it, fresh] = shard_file.emplace(one.shard, loads[k]); !fresh)
           fail(o.where(), ".load_calib: ", loads[k], " holds shard ", one.shard, " of the data, as ", it->second,
                " does; give each shard once");

@@ -4,7 +4,7 @@
 #include <sys/stat.h>
 
 #include <csignal>
-#include <pthread.h>
+#include <random>
 #include <google/protobuf/io/coded_stream.h>
 #include <google/protobuf/io/zero_copy_stream_impl_lite.h>
 #include <onnx/defs/parser.h>
@@ -566,7 +566,16 @@ fs::path writeTarget(const fs::path& path) {
   for (int hops = 0; hops < 40 && fs::is_symlink(fs::symlink_status(target, ec)); ++hops) {
     const fs::path next = fs::read_symlink(target, ec);
     if (ec) fail("cannot write '", path.string(), "': cannot read the symbolic link: ", ec.message());
-    target = next.is_absolute() ? next : target.parent_path() / next;
+    // A relative target is relative to the link's real folder (resolved, not by dropping "..":
+    // through a linked folder that pointed elsewhere, and once at the input model).
+    const fs::path folder = fs::canonical(fs::absolute(target, ec).parent_path(), ec);
+    if (ec) fail("cannot write '", path.string(), "': cannot resolve the folder of the link '", target.string(), "'");
+    target = next.is_absolute() ? next : folder / next;
+    // /dev/stdout and the like lead to a process's descriptors: an atomic write would replace the
+    // file a shell redirected to (a whole log), not write to the stream.
+    if (target.lexically_normal().string().rfind("/proc/", 0) == 0)
+      fail("cannot write '", path.string(), "': it is a link to a process's open file (", target.string(),
+           "); give the path of a regular file");
   }
   if (fs::is_symlink(fs::symlink_status(target, ec))) fail("cannot write '", path.string(), "': too many symbolic links");
   return target.lexically_normal();
@@ -612,25 +621,22 @@ void checkOutputPaths(const std::vector<NamedPath>& outputs, const std::vector<N
            "replace); give the path of a regular file");
     for (const auto& [in_what, in] : inputs) {
       if (in.empty() || !fs::exists(in, ec)) continue;
-      if (sameFile(out, in))
+      if (sameFile(real, in))
         fail("cannot write '", out.string(), "' (", what, "): it is ", in_what, " ('", in.string(),
              "'), which this run reads; choose another path");
-      // A folder the run reads: no existing file in it at any depth is replaced (it is the data's:
-      // an image of a class folder), and nothing new goes into its subfolders (it would be data of
-      // the next run). A new file at its top (an output in the current folder with --calib .) is fine.
-      if (fs::is_directory(in, ec)) {
+      // A folder the run reads: no file in it, at any depth, is replaced (an image of a class
+      // folder). New files (the loaders take only images and their own arrays) are fine.
+      if (fs::is_directory(in, ec) && fs::exists(real, ec)) {
         const fs::path folder = fs::weakly_canonical(fs::absolute(in, ec), ec);
-        const fs::path target = fs::weakly_canonical(fs::absolute(out, ec), ec);
+        const fs::path target = fs::weakly_canonical(fs::absolute(real, ec), ec);
         auto [f, t] = std::mismatch(folder.begin(), folder.end(), target.begin(), target.end());
-        const bool inside = !ec && f == folder.end() && t != target.end();
-        const bool deeper = inside && std::next(t) != target.end();
-        if (inside && (deeper || fs::exists(out, ec)))
-          fail("cannot write '", out.string(), "' (", what, "): it lies in ", in_what, " ('", in.string(),
-               "'), a folder this run reads; write outside it");
+        if (!ec && f == folder.end() && t != target.end())
+          fail("cannot write '", out.string(), "' (", what, "): it is a file in ", in_what, " ('", in.string(),
+               "'), a folder this run reads; choose another path");
       }
     }
     for (size_t j = 0; j < i; ++j)
-      if (!outputs[j].path.empty() && sameFile(out, outputs[j].path))
+      if (!outputs[j].path.empty() && sameFile(real, writeTarget(outputs[j].path)))
         fail("cannot write '", out.string(), "': it is given for both ", outputs[j].what, " and ", what,
              "; give each output its own path");
   }
@@ -672,25 +678,40 @@ void installTmpCleanup() {
   }
 }
 
-// Creates the temporary file from `tmpl` (mkstemp) and marks it as the file to remove on a signal
-// for as long as the guard lives. The signals are blocked from before the file exists until it is
-// marked: one arriving in between stays pending and is handled, file removed, right after.
+// The process's umask, read from /proc/self/status ("Umask:", Linux 4.7+) without changing it:
+// umask() can only be read by setting it, which another thread creating a file would see.
+mode_t currentUmask() {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("Umask:", 0) == 0) return static_cast<mode_t>(std::stoul(line.substr(6), nullptr, 8));
+  const mode_t m = ::umask(0);
+  ::umask(m);
+  return m;
+}
+
+// Creates the temporary file `prefix` + six random characters (O_EXCL, as mkstemp does) and
+// marks it as the file to remove on a signal for as long as the guard lives. The name is marked
+// before the file exists, so a signal in any thread at any moment finds it (an unlink of a name
+// not created yet does nothing); the name goes into `tmpl`.
 struct TmpGuard {
   int fd = -1;
-  explicit TmpGuard(std::string& tmpl) {
-    sigset_t block, old;
-    sigemptyset(&block);
-    for (int sig : {SIGINT, SIGTERM, SIGHUP}) sigaddset(&block, sig);
-    pthread_sigmask(SIG_BLOCK, &block, &old);
+  TmpGuard(const std::string& prefix, std::string& tmpl) {
     installTmpCleanup();
-    fd = ::mkstemp(tmpl.data());
-    if (fd >= 0 && tmpl.size() < sizeof g_tmp_path) {
-      std::memcpy(g_tmp_path, tmpl.c_str(), tmpl.size() + 1);
-      g_tmp_active = 1;
+    static thread_local std::mt19937_64 rng(std::random_device{}() ^ (uint64_t(::getpid()) << 32));
+    static const char kChars[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    for (int attempt = 0; attempt < 100 && fd < 0; ++attempt) {
+      tmpl = prefix;
+      for (int k = 0; k < 6; ++k) tmpl += kChars[rng() % (sizeof kChars - 1)];
+      if (tmpl.size() < sizeof g_tmp_path) {
+        g_tmp_active = 0;
+        std::memcpy(g_tmp_path, tmpl.c_str(), tmpl.size() + 1);
+        g_tmp_active = 1;
+      }
+      fd = ::open(tmpl.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+      if (fd < 0 && errno != EEXIST) break;
     }
-    const int err = errno;
-    pthread_sigmask(SIG_SETMASK, &old, nullptr);
-    errno = err;
+    if (fd < 0) g_tmp_active = 0;
   }
   ~TmpGuard() { g_tmp_active = 0; }
 };
@@ -707,8 +728,8 @@ void writeFileAtomic(const fs::path& given, std::string_view bytes) {
   const long name_max = ::pathconf(dir.c_str(), _PC_NAME_MAX);
   std::string stem = path.filename().string();
   if (name_max > 12 && stem.size() + 12 > static_cast<size_t>(name_max)) stem.resize(static_cast<size_t>(name_max) - 12);
-  std::string tmpl = (dir / ("." + stem + ".tmp-XXXXXX")).string();
-  const TmpGuard guard(tmpl);
+  std::string tmpl;
+  const TmpGuard guard((dir / ("." + stem + ".tmp-")).string(), tmpl);
   int fd = guard.fd;
   if (fd < 0) fail("cannot write '", path.string(), "': ", std::strerror(errno));
   auto cleanup = [&](const char* what) {
@@ -732,9 +753,7 @@ void writeFileAtomic(const fs::path& given, std::string_view bytes) {
   if (struct stat old {}; ::stat(path.c_str(), &old) == 0 && S_ISREG(old.st_mode)) {
     mode = old.st_mode & 07777;
   } else {
-    const mode_t mask = ::umask(0);
-    ::umask(mask);
-    mode = 0666 & ~mask;
+    mode = 0666 & ~currentUmask();
   }
   if (::fchmod(fd, mode) != 0) cleanup("chmod failed");
   if (::fsync(fd) != 0) cleanup("fsync failed");

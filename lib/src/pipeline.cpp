@@ -109,7 +109,7 @@ PipelineStep makeStep(const std::string& name, const json& options, const std::s
       if (!spec.is_path || !resolved.contains(spec.name)) continue;
       auto fix = [&](json& v) {
         if (v.is_string() && !v.get<std::string>().empty() && fs::path(v.get<std::string>()).is_relative())
-          v = (base_dir / v.get<std::string>()).lexically_normal().string();
+          v = (base_dir / v.get<std::string>()).string();  // as data paths are joined
       };
       json& v = resolved[spec.name];
       if (v.is_array())

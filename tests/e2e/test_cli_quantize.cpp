@@ -282,11 +282,17 @@ TEST_CASE("lwc calibrate shards merge into the same model as one calibration", "
                      " --bench-batch 0 --layer-samples 0");
   CHECK(half.exit_code == 0);
   CHECK_THAT(half.err, Contains("--load-calib: 1 of 2 shards (missing 1/2)"));
-  // Shards of different splits overlap (0/2 with the whole data, 0/1): refused; so are files of
-  // different activation types (they were merged as "mixed").
-  test::checkOneLineError(runLwc("quantize " + q(model) + " --load-calib " + q(d / "a.json") + " " + q(d / "all.json") +
+  // Shards of different splits overlap (0/2 with 1/3): refused; so are files of different
+  // activation types (they were merged as "mixed"). Whole-data files (0/1) of different data merge.
+  REQUIRE(runLwc("-q calibrate " + q(model) + " --calib " + q(sample) + " --shard 1/3 -o " + q(d / "c3.json")).exit_code == 0);
+  test::checkOneLineError(runLwc("quantize " + q(model) + " --load-calib " + q(d / "a.json") + " " + q(d / "c3.json") +
                                  " -o " + q(d / "mixed.onnx")),
                           "are shards of different splits of the data");
+  REQUIRE(runLwc("-q calibrate " + q(model) + " --calib " + q(sample) + " --calib-samples 100 -o " + q(d / "w1.json")).exit_code == 0);
+  auto whole = runLwc("-q quantize " + q(model) + " --load-calib " + q(d / "all.json") + " " + q(d / "w1.json") + " -o " +
+                      q(d / "whole2.onnx") + " --bench-batch 0 --layer-samples 0");
+  INFO(whole.err);
+  CHECK(whole.exit_code == 0);
   REQUIRE(runLwc("-q calibrate " + q(model) + " --calib " + q(sample) + " --shard 1/2 --act-type int8 -o " +
                  q(d / "b8.json")).exit_code == 0);
   test::checkOneLineError(runLwc("quantize " + q(model) + " --load-calib " + q(d / "a.json") + " " + q(d / "b8.json") +

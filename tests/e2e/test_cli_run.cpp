@@ -370,6 +370,9 @@ TEST_CASE("lwc run/fuse/quantize/calibrate: no output may be a file the run read
   test::writeFile(d / "pe.json", R"({"passes": ["fuse_batchnorm"], "data": {"eval": {"path": "data/images.npy", "preprocess": "pp.json"}}})");
   fs::create_directories(d / "ex");
   fs::copy_file(data / "images.npy", d / "ex" / "logits.npy");
+  fs::path png00;
+  for (const auto& e : fs::directory_iterator(d / "png" / "00")) png00 = e.path();
+  fs::create_symlink(d / "rr.json", d / "dangling");
 
   std::map<fs::path, std::string> before;
   for (const auto& e : fs::recursive_directory_iterator(d.path()))
@@ -387,19 +390,20 @@ TEST_CASE("lwc run/fuse/quantize/calibrate: no output may be a file the run read
       {"fuse " + m + " -o " + out + " --report " + q(d / "r") + " --report-md " + q(d / "r"), "given for both --report and --report-md"},
       {"quantize " + m + calib + " -o " + out + " --save-calib " + out, "given for both -o and --save-calib"},
       {"quantize " + m + " --calib " + q(data / "images.npy") + " -o " + q(data / "images.npy"), "it is the data of --calib"},
-      {"quantize " + m + calib + " -o " + q(data / "labels.npy"), "it lies in the data of --calib"},
+      {"quantize " + m + calib + " -o " + q(data / "labels.npy"), "it is a file in the data of --calib"},
       {"quantize " + m + " --calib " + q(data / "images.npy") + " -o " + out + " --report " + q(data / "preprocess.json"),
        "it is the preprocessing of --calib"},
       // The labels a .npy finds beside it, read by this run (the report replaced them, exit 0).
       {"fuse " + m + " -o " + out + " --eval " + q(data / "images.npy") + " --report " + q(data / "labels.npy"),
        "it is the labels of --eval"},
       {"calibrate " + m + " --calib " + q(data / "images.npy") + " -o " + q(data / "labels.npy"), "it is the labels of --calib"},
-      // A new file in a data folder's subfolder would be data of the next run (one at its top is fine).
-      {"fuse " + m + " -o " + out + " --eval " + q(d / "png") + " --report " + q(d / "png" / "01" / "new.json"),
-       "it lies in the data of --eval"},
-      // A file of a class subfolder of an ImageFolder (a Markdown report replaced an image, exit 0).
-      {"fuse " + m + " -o " + out + " --eval " + q(d / "png") + " --report-md " + q(d / "png" / "00" / "r.md"),
-       "it lies in the data of --eval"},
+      // An image of a class subfolder of an ImageFolder (a Markdown report replaced it, exit 0).
+      {"fuse " + m + " -o " + out + " --eval " + q(d / "png") + " --report-md " + q(png00),
+       "it is a file in the data of --eval"},
+      // /dev/stdout leads to whatever the shell redirected to: the report replaced a whole log.
+      {"fuse " + m + " -o " + out + " --report /dev/stdout", "a link to a process's open file"},
+      // Two outputs on one file through a dangling link.
+      {"fuse " + m + " -o " + q(d / "dangling") + " --report " + q(d / "rr.json"), "given for both -o and --report"},
       // The preprocessing file a pipeline's data entry names (only --preprocess was protected).
       {"run " + q(d / "pe.json") + " " + m + " -o " + out + " --report " + q(d / "pp.json"), "it is the preprocessing of data.eval"},
       // lwc exec wrote its output over the --input file of the same name.

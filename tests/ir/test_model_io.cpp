@@ -406,6 +406,19 @@ TEST_CASE("atomic writes", "[io]") {
     CHECK_THROWS_WITH(checkOutputPaths({{"-o", d / "null_link"}}, {}), Catch::Contains("is not a regular file"));
     CHECK(fs::is_symlink(d / "null_link"));
   }
+  SECTION("a link's relative target is taken from the link's real folder, not by dropping '..'") {
+    // lnk -> other/dir, other/dir/link2 -> ../m.onnx: the file is other/m.onnx, not ./m.onnx as
+    // "lnk/../m.onnx" reads (the input model there was replaced).
+    test::writeFile(d / "m.onnx", "input");
+    fs::create_directories(d / "other" / "dir");
+    fs::create_directory_symlink(d / "other" / "dir", d / "lnk");
+    fs::create_symlink("../m.onnx", d / "other" / "dir" / "link2");
+    writeFileAtomic(d / "lnk" / "link2", "out");
+    CHECK(test::readFile(d / "m.onnx") == "input");
+    CHECK(test::readFile(d / "other" / "m.onnx") == "out");
+    // /dev/stdout: a link to a process's descriptor, whatever it is redirected to.
+    CHECK_THROWS_WITH(writeFileAtomic("/dev/stdout", "x"), Catch::Contains("a link to a process's open file"));
+  }
   SECTION("the file's mode: the umask for a new file, the old mode for a replaced one") {
     const mode_t old_mask = ::umask(077);
     writeFileAtomic(d / "new.json", "{}");

@@ -221,7 +221,9 @@ std::vector<std::string> listImages(const fs::path& dir, bool recursive) {
   } else {
     // Images at any depth of a class folder, as torchvision's ImageFolder takes them (hidden
     // folders skipped); a nested folder's images used to be left out.
-    for (auto it = fs::recursive_directory_iterator(dir); it != fs::recursive_directory_iterator(); ++it) {
+    // Unreadable subfolders are skipped (as os.walk does for torchvision); they held no data before.
+    for (auto it = fs::recursive_directory_iterator(dir, fs::directory_options::skip_permission_denied);
+         it != fs::recursive_directory_iterator(); ++it) {
       if (it->is_directory() && hidden(it->path())) {
         it.disable_recursion_pending();
         continue;
