@@ -35,11 +35,6 @@ std::string joinNotes(const std::vector<std::string>& notes) {
   return s;
 }
 
-/// How many of a pass's notes contain `text`.
-int notesWith(const std::vector<std::string>& notes, const std::string& text) {
-  return static_cast<int>(
-      std::count_if(notes.begin(), notes.end(), [&](const std::string& n) { return n.find(text) != std::string::npos; }));
-}
 
 // Two coupled producers (A and B, joined by the residual Add), two consumers (B and C).
 Model residualNet() {

@@ -677,18 +677,22 @@ h (float[N, 8, 6, 6] y) => (float[N, 8, 6, 6] z) { z = Conv <pads=[1,1,1,1], ker
     auto r = runPass(m, "prune_magnitude", {{"sparsity", 0.5}, {"min_params", 0}, {"exclude", {"first"}}});
     CHECK(countZeros(m.graph.initializers.at("w")) == 0);
     CHECK(countZeros(m.graph.initializers.at("v")) == 288);
-    bool said = false;
-    for (const auto& n : r.notes) said = said || (n.find("second") != std::string::npos && n.find("shared with") != std::string::npos);
-    CHECK(said);
+    CHECK(notesWith(r.notes, "Conv 'second': left dense (its weights 'w' are shared with Conv 'first'") == 1);
   }
-  SECTION("lsq leaves a shared weight as pruning made it instead of untying it") {
-    TempDir d;
-    const DataSpec calib = npyData(d / "x.npy", randomFloat({16, 8, 6, 6}, 5), 8);
-    Model fp = shared(), m = fp;
+  // Prunes shared() to 50 % with recovery `how` on calibration data; m is the result.
+  TempDir d;
+  const DataSpec calib = npyData(d / "x.npy", randomFloat({16, 8, 6, 6}, 5), 8);
+  const Model fp = shared();
+  auto recovered = [&](Model& m, const char* how) {
+    m = fp;
     PassContext ctx;
     ctx.calib = &calib;
     ctx.reference = &fp;
-    auto r = runPass(m, "prune_magnitude", {{"sparsity", 0.5}, {"min_params", 0}, {"recover", "lsq"}}, ctx);
+    return runPass(m, "prune_magnitude", {{"sparsity", 0.5}, {"min_params", 0}, {"recover", how}}, ctx);
+  };
+  SECTION("lsq leaves a shared weight as pruning made it instead of untying it") {
+    Model m;
+    auto r = recovered(m, "lsq");
     // Still one weight tensor read by both convolutions (a re-fit of one reader used to write a
     // second copy: 576 -> 1152 parameters).
     CHECK(m.graph.initializers.size() == 1);
@@ -697,19 +701,12 @@ h (float[N, 8, 6, 6] y) => (float[N, 8, 6, 6] z) { z = Conv <pads=[1,1,1,1], ker
     CHECK(countZeros(m.graph.initializers.at("w")) == 288);
     CHECK(r.stats["layers_reconstructed"] == 0);
     CHECK(r.stats["zeros_in_pruned_layers"] == 288);
-    bool said = false;
-    for (const auto& n : r.notes) said = said || n.find("read by 2 nodes") != std::string::npos;
-    CHECK(said);
+    CHECK(notesWith(r.notes, "read by 2 nodes") == 1);
   }
   SECTION("recover bias corrects the bias of every reader of a shared weight") {
     // Only the first reader's was corrected (the second's output mean stayed off by up to 0.86).
-    TempDir d;
-    const DataSpec calib = npyData(d / "x.npy", randomFloat({16, 8, 6, 6}, 5), 8);
-    Model fp = shared(), m = fp;
-    PassContext ctx;
-    ctx.calib = &calib;
-    ctx.reference = &fp;
-    auto r = runPass(m, "prune_magnitude", {{"sparsity", 0.5}, {"min_params", 0}, {"recover", "bias"}}, ctx);
+    Model m;
+    auto r = recovered(m, "bias");
     CHECK(r.stats["biases_corrected"] == 2);
   }
 }
@@ -737,7 +734,5 @@ g (float[N, 6, 5, 5] x) => (float[N, 4, 5, 5] y) {
   addConst(c, "w", {4, 6, 3, 3}, 7);
   auto r = runPass(c, "prune_magnitude", {{"pattern", "2:4"}, {"min_params", 0}});
   CHECK(countZeros(c.graph.initializers.at("w")) == 4 * 9 * 2);
-  bool said = false;
-  for (const auto& n : r.notes) said = said || n.find("cover 4 of its 6 input channels; the last 2 stay dense") != std::string::npos;
-  CHECK(said);
+  CHECK(notesWith(r.notes, "cover 4 of its 6 input channels; the last 2 stay dense") == 1);
 }

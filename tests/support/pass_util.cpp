@@ -92,6 +92,11 @@ PassResult runPass(Model& m, const std::string& pass, const nlohmann::json& opti
   return r;
 }
 
+int notesWith(const std::vector<std::string>& notes, const std::string& text) {
+  return static_cast<int>(
+      std::count_if(notes.begin(), notes.end(), [&](const std::string& n) { return n.find(text) != std::string::npos; }));
+}
+
 int countOps(const Model& m, const std::string& op) {
   int c = 0;
   for (const auto& n : m.graph.nodes) c += n.op_type == op;

@@ -35,6 +35,8 @@ PassResult runPass(Model& m, const std::string& pass, const nlohmann::json& opti
 PassResult runPass(Model& m, const std::string& pass, const nlohmann::json& options, PassContext& ctx);
 /// Initializers that no node (nor a subgraph) reads and that are not graph outputs, sorted.
 std::vector<std::string> unusedInitializers(const Graph& g);
+/// How many of a pass's notes contain `text`.
+int notesWith(const std::vector<std::string>& notes, const std::string& text);
 /// Number of nodes of an op type.
 int countOps(const Model& m, const std::string& op);
 /// Serialized bytes of the model (to check "unchanged" exactly).
