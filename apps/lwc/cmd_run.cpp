@@ -203,14 +203,7 @@ void addDataInputs(std::vector<NamedPath>& inputs, const std::string& origin, co
   // Beside a data file, what the loaders find there by themselves: its preprocessing, the labels
   // of a .npy, the labels twin of an IDX images file (an output written over them was read by
   // this run and broke the next one).
-  const fs::path dir = path.parent_path();
-  inputs.push_back({pre, dir / "preprocess.json"});
-  for (const char* n : {"labels.npy", "labels.txt", "labels.csv"}) inputs.push_back({lab, dir / n});
-  std::string name = path.filename().string();
-  if (const size_t at = name.find("images-idx3"); at != std::string::npos) {
-    name.replace(at, 11, "labels-idx1");
-    inputs.push_back({lab, dir / name});
-  }
+  for (const auto& f : filesReadBeside(path)) inputs.push_back({f.filename() == "preprocess.json" ? pre : lab, f});
 }
 
 Model loadPipelineInputFor(const std::string& model_path, const std::vector<NamedPath>& outputs,

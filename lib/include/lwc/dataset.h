@@ -82,6 +82,10 @@ struct DataOptions {
   std::string limit_hint;
 };
 
+/// The files the loaders may read beside a data file without being told: its folder's
+/// preprocess.json, labels.npy/.txt/.csv, and an IDX images file's labels file.
+std::vector<std::filesystem::path> filesReadBeside(const std::filesystem::path& data_file);
+
 /// Lowers o.limit to `max_samples` (a pass option such as calib_samples; 0 = no cap) when that is
 /// fewer samples, and then names `option` as the limit in messages.
 void capSamples(DataOptions& o, int64_t max_samples, const std::string& option);

@@ -401,12 +401,8 @@ std::unique_ptr<Dataset> openIdx(const fs::path& p, const DataOptions& o, const 
   if (!o.labels.empty()) {
     labels = takeLabelFile(o.labels, n, where, "images", o.num_classes);
   } else {
-    const std::string fname = p.filename().string();
-    if (const size_t at = fname.find("images-idx3"); at != std::string::npos) {
-      std::string ln = fname;
-      ln.replace(at, 11, "labels-idx1");
-      if (fs::is_regular_file(p.parent_path() / ln)) labels = takeLabelFile(p.parent_path() / ln, n, where, "images", o.num_classes);
-    }
+    if (const auto twin = idxLabelsTwin(p); twin && fs::is_regular_file(*twin))
+      labels = takeLabelFile(*twin, n, where, "images", o.num_classes);
   }
   return std::make_unique<ArrayDataset>(std::move(a), std::move(labels), o, pp);
 }

@@ -394,6 +394,15 @@ class FixedBatchDataset : public Dataset {
   int64_t batch_;
 };
 
+std::vector<std::filesystem::path> filesReadBeside(const std::filesystem::path& data_file) {
+  namespace fs = std::filesystem;
+  const fs::path dir = data_file.parent_path().empty() ? fs::path(".") : data_file.parent_path();
+  std::vector<fs::path> files{dir / "preprocess.json"};
+  for (auto& f : data::labelsCandidates(dir)) files.push_back(std::move(f));
+  if (auto twin = data::idxLabelsTwin(data_file)) files.push_back(std::move(*twin));
+  return files;
+}
+
 void capSamples(DataOptions& o, int64_t max_samples, const std::string& option) {
   if (max_samples <= 0 || (o.limit > 0 && o.limit <= max_samples)) return;
   o.limit = max_samples;

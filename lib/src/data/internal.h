@@ -238,5 +238,9 @@ bool isImageFile(const fs::path& p);
 std::vector<std::string> listImages(const fs::path& dir, bool recursive = false);
 /// The first of labels.npy, labels.txt, labels.csv in `dir`, if any.
 std::optional<fs::path> findLabelsIn(const fs::path& dir);
+/// The labels files findLabelsIn looks for in `dir`, in its order (labels.npy, .txt, .csv).
+std::vector<fs::path> labelsCandidates(const fs::path& dir);
+/// The labels file of an IDX images file (…-images-idx3-… -> …-labels-idx1-…), or nullopt.
+std::optional<fs::path> idxLabelsTwin(const fs::path& images);
 
 }  // namespace lwc::data

@@ -144,10 +144,22 @@ LabelFile readLabelFile(const fs::path& p, int64_t num_classes) {
   return readText(p, num_classes);
 }
 
+std::vector<fs::path> labelsCandidates(const fs::path& dir) {
+  return {dir / "labels.npy", dir / "labels.txt", dir / "labels.csv"};
+}
+
 std::optional<fs::path> findLabelsIn(const fs::path& dir) {
-  for (const char* n : {"labels.npy", "labels.txt", "labels.csv"})
-    if (fs::is_regular_file(dir / n)) return dir / n;
+  for (const auto& f : labelsCandidates(dir))
+    if (fs::is_regular_file(f)) return f;
   return std::nullopt;
+}
+
+std::optional<fs::path> idxLabelsTwin(const fs::path& images) {
+  std::string name = images.filename().string();
+  const size_t at = name.find("images-idx3");
+  if (at == std::string::npos) return std::nullopt;
+  name.replace(at, 11, "labels-idx1");
+  return images.parent_path() / name;
 }
 
 }  // namespace lwc::data
