@@ -414,6 +414,14 @@ Range computeRange(const TensorStats& s, Calibrator c, double percentile, bool s
 
 // ------------------------------------------------------------------ CalibrationStats
 
+std::optional<std::pair<int, int>> shardOf(const std::string& s) {
+  int i = -1, n = -1;
+  char slash = 0;
+  std::istringstream is(s);
+  if (!(is >> i >> slash >> n) || slash != '/' || !is.eof() || n < 1 || i < 0 || i >= n) return std::nullopt;
+  return std::pair{i, n};
+}
+
 void CalibrationStats::merge(const CalibrationStats& o) {
   if (model.empty()) model = o.model;
   shard = samples == 0 && tensors.empty() ? o.shard : "";  // one shard's statistics keep its name
@@ -451,11 +459,7 @@ CalibrationStats CalibrationStats::fromJson(const json& j, const std::string& wh
   if (j.contains("shard")) {
     if (!j["shard"].is_string()) fail(where, ": \"shard\" must be a string, not ", briefJson(j["shard"]));
     c.shard = j["shard"].get<std::string>();
-    int i = -1, n = -1;
-    char slash = 0;
-    std::istringstream is(c.shard);
-    if (!(is >> i >> slash >> n) || slash != '/' || !is.eof() || n < 1 || i < 0 || i >= n)
-      fail(where, ": \"shard\" is \"", c.shard, "\"; expected i/n with 0 <= i < n");
+    if (!shardOf(c.shard)) fail(where, ": \"shard\" is \"", c.shard, "\"; expected i/n with 0 <= i < n");
   }
   if (j.contains("act_type")) {
     if (!j["act_type"].is_string()) fail(where, ": \"act_type\" must be a string, not ", briefJson(j["act_type"]));

@@ -18,6 +18,8 @@
 //               quantization error over the histogram
 #pragma once
 
+#include <optional>
+
 #include <nlohmann/json.hpp>
 
 #include <map>
@@ -61,6 +63,9 @@ struct Range {
 };
 /// The range a calibrator picks. `symmetric`: the range will be used as [-a, a] (int8 activations).
 Range computeRange(const TensorStats& s, Calibrator c, double percentile, bool symmetric);
+
+/// "i/n" with 0 <= i < n as (i, n); nullopt for anything else.
+std::optional<std::pair<int, int>> shardOf(const std::string& s);
 
 /// Statistics of many tensors, as saved by --save-calib and merged by --load-calib.
 struct CalibrationStats {

@@ -72,12 +72,9 @@ bool QuantizeStatic::needsCalibration(const PassOptions& o) const {
 }
 
 std::pair<int, int> parseShard(const std::string& s, const std::string& what) {
-  int i = -1, n = -1;
-  char slash = 0;
-  std::istringstream is(s);
-  if (!(is >> i >> slash >> n) || slash != '/' || !is.eof() || n < 1 || i < 0 || i >= n)
-    fail(what, ": \"", s, "\" is not i/n with 0 <= i < n (e.g. 0/4)");
-  return {i, n};
+  const auto shard = shardOf(s);
+  if (!shard) fail(what, ": \"", s, "\" is not i/n with 0 <= i < n (e.g. 0/4)");
+  return *shard;
 }
 
 namespace {
