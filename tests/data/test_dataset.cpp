@@ -764,6 +764,12 @@ TEST_CASE("bad data gets one error naming the file", "[data]") {
     CHECK_THROWS_WITH(openDataset(opts(t.path())),
                       Contains("folder '" + t.path().string() + "' holds no images (.png, .jpg, .jpeg)"));
     CHECK_THROWS_WITH(openDataset(opts(t / "nope")), Contains("nope") && Contains("no such file or folder"));
+    // The parent of an ImageFolder (images two folders down) names the folder that is meant.
+    fs::create_directories(t / "up" / "train" / "cat");
+    writeGray(t / "up" / "train" / "cat" / "a.png", 2, 2, {1, 2, 3, 4});
+    CHECK_THROWS_WITH(openDataset(opts(t / "up")), Contains("only two or more folders down (e.g. 'train/cat/a.png')") &&
+                                                       Contains("(e.g. '" + (t / "up" / "train").string() + "')"));
+    fs::remove_all(t / "up");
     test::writeFile(t / "notes.bin", "hello");
     CHECK_THROWS_WITH(openDataset(opts(t / "notes.bin")), Contains("notes.bin") && Contains("unrecognised"));
     for (int c = 0; c < 3; ++c) {

@@ -364,6 +364,17 @@ std::unique_ptr<Dataset> open(const DataOptions& o) {
   if (npys.empty() && npzs.size() == 1) return openNpz(npzs[0], o, pp);
   if (npys.size() + npzs.size() > 1)
     fail("folder '", show(o.path), "' holds several .npy/.npz arrays and no images.npy; give the file to use");
+  // Images only further down (root/train/cat/1.png): torchvision would make 'train' one class
+  // holding every image, so the labels would all be 0 and accuracy silently wrong. Say where they
+  // are and which folder is probably meant.
+  for (const auto& d : subdirs) {
+    const auto nested = listImages(o.path / d, /*recursive=*/true);
+    if (nested.empty()) continue;
+    const fs::path first = fs::path(d) / nested.front();
+    fail("folder '", show(o.path), "' holds images only two or more folders down (e.g. '", first.generic_string(),
+         "'); give the folder whose subfolders are the classes (e.g. '", show(o.path / first.parent_path().parent_path()),
+         "'), or move each class's images into a class folder directly under '", show(o.path), "'");
+  }
   fail("folder '", show(o.path), "' holds no images (.png, .jpg, .jpeg), no class folders of images, "
        "no .npy/.npz arrays and no ONNX test_data_set_* folders");
 }
