@@ -3,6 +3,10 @@
 #include <filesystem>
 #include <iostream>
 #include <random>
+#include <set>
+#include <unistd.h>
+#include <cstring>
+#include <cerrno>
 #include <spdlog/spdlog.h>
 
 #include "commands.h"
@@ -40,7 +44,7 @@ void addExecCommand(CLI::App& app, Action& action, const GlobalOptions&) {
                   "Feed seeded random inputs with this batch size to the inputs --input does not give")
       ->check(CLI::PositiveNumber);
   cmd->add_option("--seed", o->seed, "Seed for --random-batch")->default_val(0);
-  cmd->add_option("--outdir", o->outdir, "Folder for <output>.npy files (created)")->required();
+  cmd->add_option("-o,--outdir", o->outdir, "Folder for <output>.npy files (created; / : \\ in a name become _, and a name met twice gets _1, _2 ..., as ort_tool.js names them; random inputs go to inputs/)")->required();
   addThreadsOption(cmd, o->threads);
   cmd->add_flag("--reference", o->reference, "Use only the reference kernels");
   cmd->add_flag("--no-split-batch", o->no_split, "Run every layer on the whole batch (see lwc bench --no-split-batch)");
@@ -63,6 +67,7 @@ void addExecCommand(CLI::App& app, Action& action, const GlobalOptions&) {
       // Random inputs are made (and checked) before anything is written: a failed run leaves no folder behind.
       std::vector<std::pair<fs::path, Tensor>> writes;
       if (o->random_batch > 0) {
+        std::set<std::string> used_inputs;  // named as the outputs are (below)
         std::mt19937 rng(o->seed);
         std::uniform_real_distribution<float> u(-1.0f, 1.0f);
         for (const auto* v : m.graph.realInputs()) {
@@ -77,19 +82,43 @@ void addExecCommand(CLI::App& app, Action& action, const GlobalOptions&) {
                          s[0], s[0], o->random_batch);
           Tensor t(DType::Float32, s);
           for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = u(rng);
-          writes.emplace_back(fs::path(o->outdir) / "inputs" / (safeName(v->name) + ".npy"), t);
+          std::string base = safeName(v->name);
+          for (int k = 1; used_inputs.count(base); ++k) base = safeName(v->name) + "_" + std::to_string(k);
+          used_inputs.insert(base);
+          writes.emplace_back(fs::path(o->outdir) / "inputs" / (base + ".npy"), t);
           feeds[v->name] = t;
         }
       }
+      // Each output's file: its name made file-system safe; names that meet on one file (a/b and
+      // a_b) get _1, _2 ... in graph order, as ort_tool.js numbers them (a_b.npy was written twice).
+      std::vector<std::pair<std::string, fs::path>> files;
+      std::set<std::string> used;
+      for (const auto& v : m.graph.outputs) {
+        std::string base = safeName(v.name);
+        for (int k = 1; used.count(base); ++k) base = safeName(v.name) + "_" + std::to_string(k);
+        used.insert(base);
+        files.emplace_back(v.name, fs::path(o->outdir) / (base + ".npy"));
+      }
+      // The folder must be one (or creatable) before the model runs, not after.
+      std::error_code ec;
+      const fs::path outdir(o->outdir);
+      if (fs::exists(outdir, ec) && !fs::is_directory(outdir, ec))
+        fail("--outdir '", o->outdir, "': exists and is not a folder; give a folder for the .npy outputs");
+      fs::path existing = fs::absolute(outdir, ec);
+      while (!existing.empty() && !fs::exists(existing, ec) && existing.has_relative_path()) existing = existing.parent_path();
+      if (!fs::is_directory(existing, ec))
+        fail("--outdir '", o->outdir, "': '", existing.string(), "' is not a folder; give a folder for the .npy outputs");
+      if (::access(existing.c_str(), W_OK) != 0)
+        fail("--outdir '", o->outdir, "': cannot create files in '", existing.string(), "' (", std::strerror(errno),
+             "); give a writable folder");
       // No output file may be one this run reads (an --input .npy in --outdir was overwritten by
       // the output of the same name).
       auto checkNotRead = [&](const fs::path& out) {
-        std::error_code ec;
         for (const auto& in : read)
           if (fs::exists(out, ec) && fs::exists(in, ec) && fs::equivalent(out, in, ec))
             fail("cannot write '", out.string(), "': it is '", in.string(), "', which this run reads; choose another --outdir");
       };
-      for (const auto& v : m.graph.outputs) checkNotRead(fs::path(o->outdir) / (safeName(v.name) + ".npy"));
+      for (const auto& [name, path] : files) checkNotRead(path);
       for (const auto& [path, t] : writes) checkNotRead(path);
       engine::SessionOptions so;
       so.threads = o->threads;
@@ -97,10 +126,16 @@ void addExecCommand(CLI::App& app, Action& action, const GlobalOptions&) {
       so.split_batch = !o->no_split;
       engine::Session s(m, so);
       const auto outs = s.run(feeds);
-      fs::create_directories(o->outdir);
-      if (!writes.empty()) fs::create_directories(fs::path(o->outdir) / "inputs");
+      fs::create_directories(outdir / (writes.empty() ? "" : "inputs"), ec);
+      if (ec) fail("--outdir '", o->outdir, "': cannot create the folder: ", ec.message());
       for (const auto& [path, t] : writes) writeNpy(path, t);
-      for (const auto& [name, t] : outs) writeNpy(fs::path(o->outdir) / (safeName(name) + ".npy"), t);
+      for (const auto& [name, path] : files) {
+        const Tensor& t = outs.at(name);
+        writeNpy(path, t);
+        std::string dims;
+        for (size_t i = 0; i < t.shape().size(); ++i) dims += (i ? "," : "") + std::to_string(t.shape()[i]);
+        std::cout << name << ": " << dtypeName(t.dtype()) << " [" << dims << "] -> " << path.string() << "\n";
+      }
       return 0;
     };
   });

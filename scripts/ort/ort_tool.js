@@ -140,8 +140,12 @@ async function runCommand(argv) {
   ensureDir(opts.outdir);
   if (Object.keys(random).length) ensureDir(path.join(opts.outdir, 'inputs'));
   const manifest = { model, inputs: [], outputs: [] };
+  const usedInputs = new Set();
   for (const [name, t] of Object.entries(random)) {
-    const file = path.join(opts.outdir, 'inputs', S.safeName(name) + '.npy');
+    let base = S.safeName(name);
+    for (let k = 1; usedInputs.has(base); k++) base = S.safeName(name) + '_' + k;
+    usedInputs.add(base);
+    const file = path.join(opts.outdir, 'inputs', base + '.npy');
     writeNpy(file, t.type, t.shape, t.data);
     manifest.inputs.push({ name, file, type: t.type, shape: t.shape });
   }

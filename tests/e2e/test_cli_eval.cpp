@@ -4,6 +4,7 @@
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <onnx/defs/parser.h>
 #include <random>
 
 #include "lwc/metrics.h"
@@ -349,6 +350,47 @@ g (float[N, 1, 28, 28] a, float[N, 1, 28, 28] b) => (float[N, 1, 28, 28] y, floa
     CHECK_THAT(r.err, Catch::StartsWith("lwc: error: ") && Catch::Contains(c.expect));
     CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
   }
+}
+
+TEST_CASE("lwc exec gives outputs whose safe names meet their own files, numbered as ONNX Runtime's tool numbers them", "[cli][eval][ort]") {
+  TempDir d;
+  // 'a/b' and 'a_b' both became a_b.npy: the second output was written over the first.
+  onnx::ModelProto p;
+  REQUIRE(onnx::OnnxParser::Parse(p, R"(
+<ir_version: 8, opset_import: ["" : 13]>
+g (float[2, 3] x) => (float[2, 3] slash, float[2, 3] a_b)
+{
+  slash = Relu (x)
+  a_b = Neg (x)
+}
+)").IsOK());
+  p.mutable_graph()->mutable_node(0)->set_output(0, "a/b");
+  p.mutable_graph()->mutable_output(0)->set_name("a/b");
+  test::writeFile(d / "m.onnx", p.SerializeAsString());
+  auto r = runLwc("exec " + q(d / "m.onnx") + " --random-batch 2 --seed 3 -o " + q(d / "lwc"));
+  REQUIRE(r.exit_code == 0);
+  CHECK_THAT(r.out, Catch::Contains("a/b: float32 [2,3] -> ") && Catch::Contains("a_b: float32 [2,3] -> "));
+  const Tensor x = readNpy(d / "lwc" / "inputs" / "x.npy");
+  const Tensor relu = readNpy(d / "lwc" / "a_b.npy"), neg = readNpy(d / "lwc" / "a_b_1.npy");
+  for (int64_t i = 0; i < x.numel(); ++i) {
+    CHECK(relu.data<float>()[i] == std::max(0.0f, x.data<float>()[i]));
+    CHECK(neg.data<float>()[i] == -x.data<float>()[i]);
+  }
+  // ONNX Runtime's tool writes the same files for the same outputs.
+  const std::string tool = "node " + q(test::sourceDir() / "scripts/ort/ort_tool.js");
+  REQUIRE(test::runCommand(tool + " run " + q(d / "m.onnx") + " --input x=" + q(d / "lwc" / "inputs" / "x.npy") + " --outdir " +
+                           q(d / "ort"))
+              .exit_code == 0);
+  CHECK(test::readFile(d / "ort" / "a_b.npy") == test::readFile(d / "lwc" / "a_b.npy"));
+  CHECK(test::readFile(d / "ort" / "a_b_1.npy") == test::readFile(d / "lwc" / "a_b_1.npy"));
+  // An --outdir that cannot be a folder fails before the model runs, and writes nothing.
+  test::writeFile(d / "afile", "x");
+  for (const std::string& bad : {(d / "afile").string(), (d / "afile" / "sub").string()}) {
+    auto e = runLwc("exec " + q(d / "m.onnx") + " --random-batch 2 --outdir " + q(bad));
+    CHECK(e.exit_code == 1);
+    CHECK_THAT(e.err, Catch::StartsWith("lwc: error: --outdir '" + bad + "'") && Catch::Contains("not a folder"));
+  }
+  CHECK(test::readFile(d / "afile") == "x");
 }
 
 TEST_CASE("ONNX Runtime's eval tool reads lwc's preprocess.json and refuses what it cannot apply", "[cli][eval][ort]") {
