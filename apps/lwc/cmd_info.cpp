@@ -159,7 +159,7 @@ void printHuman(const Model& m, const ModelStats& st, bool per_layer) {
   o << "\nparams      " << grouped(st.params) << " (" << humanCount(double(st.params)) << ")";
   if (st.bn_running_stats) o << "; BatchNorm running statistics " << grouped(st.bn_running_stats) << " not counted";
   o << "\nMACs        " << humanCount(double(st.macs)) << " at batch " << st.batch
-    << (st.macs_complete ? "" : " (incomplete: some shapes unknown)") << "; FLOPs = 2 x MACs = "
+    << (st.macs_complete ? "" : " (incomplete: some shapes unknown, or a subgraph's MACs not counted)") << "; FLOPs = 2 x MACs = "
     << humanCount(2.0 * double(st.macs)) << "; other ops " << humanCount(double(st.other_ops)) << "\n";
   o << "weights     " << humanBytes(double(st.weight_bytes)) << ":";
   for (const auto& [dt, b] : st.weight_bytes_by_dtype) o << " " << dt << " " << humanBytes(double(b));
@@ -168,8 +168,10 @@ void printHuman(const Model& m, const ModelStats& st, bool per_layer) {
   o << "entropy     " << humanBytes(st.entropy_bytes) << " Shannon bound of parameter values";
   if (st.entropy_bytes > 0) {
     char buf[32];
-    std::snprintf(buf, sizeof buf, "%.2fx", double(st.weight_bytes) / st.entropy_bytes);
-    o << " (" << buf << " below their raw size)";
+    std::snprintf(buf, sizeof buf, "%.2fx", double(st.plain_weight_bytes) / st.entropy_bytes);
+    o << " (" << buf << " below their raw size"
+      << (st.plain_weight_bytes != st.weight_bytes ? ", " + humanBytes(double(st.plain_weight_bytes)) + " decoded" : "")
+      << ")";
   }
   o << "\n";
   const auto unsupported = engine::unsupportedOps(m);

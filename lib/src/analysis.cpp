@@ -70,6 +70,34 @@ int64_t prod(const Shape& s, size_t from = 0) {
   return p;
 }
 
+/// MACs of a one- or two-operand Einsum: the product of every index's size for two operands (each
+/// combination of indices is one multiply-add), 0 for one (a transpose or sum); -1 (not counted)
+/// for an ellipsis, more operands or an unknown shape.
+template <typename ShapeAt>
+int64_t einsumMacs(const Node& n, ShapeAt shapeAt) {
+  const std::string eq = n.attrString("equation", "");
+  const std::string lhs = eq.substr(0, eq.find("->"));
+  if (eq.find("...") != std::string::npos || n.inputs.size() > 2 || n.inputs.empty()) return -1;
+  std::map<char, int64_t> size;
+  size_t operand = 0, pos = 0;
+  for (size_t i = 0; i <= lhs.size(); ++i) {
+    if (i < lhs.size() && lhs[i] != ',') continue;
+    const auto s = shapeAt(operand);
+    std::string letters;
+    for (char c : lhs.substr(pos, i - pos))
+      if (c != ' ') letters += c;
+    if (!s || s->size() != letters.size()) return -1;
+    for (size_t k = 0; k < letters.size(); ++k) size[letters[k]] = std::max(size[letters[k]], (*s)[k]);
+    ++operand;
+    pos = i + 1;
+  }
+  if (operand != n.inputs.size()) return -1;
+  if (operand == 1) return 0;
+  int64_t macs = 1;
+  for (const auto& [c, d] : size) macs = mulKnown(macs, d);
+  return macs;
+}
+
 const std::set<std::string> kShapeOps = {
     "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Concat", "Split", "Slice", "Gather",
     "Shape", "Size", "Identity", "Constant", "ConstantOfShape", "Expand", "Tile", "Pad", "Dropout",
@@ -89,6 +117,13 @@ std::map<std::string, InitRole> initializerRoles(const Graph& g) {
       if (isWeightSlot(n.op_type, i)) dq_role[n.inputs[i]] = InitRole::Weight;
       else if (isBiasSlot(n.op_type, i)) dq_role[n.inputs[i]] = InitRole::Bias;
     }
+  // Dynamic quantization multiplies the input's run-time scale (DynamicQuantizeLinear's second
+  // output) by the weight's scales: those are quantization parameters, as a DequantizeLinear's are.
+  auto isDynamicScale = [&](const std::string& v) {
+    const int p = idx.producer(v);
+    const Node* n = p < 0 ? nullptr : &g.nodes[static_cast<size_t>(p)];
+    return n && n->domain.empty() && n->op_type == "DynamicQuantizeLinear" && n->outputs.size() > 1 && n->outputs[1] == v;
+  };
   for (const auto& [name, t] : g.initializers.items()) {
     InitRole best = InitRole::Constant;
     bool seen_quant = false, seen_stat = false, seen_weight = false, seen_bias = false, seen_norm = false;
@@ -105,6 +140,7 @@ std::map<std::string, InitRole> initializerRoles(const Graph& g) {
         else if (isNormSlot(n.op_type, i)) seen_norm = true;
         else if (n.op_type == "BatchNormalization" && (i == 3 || i == 4)) seen_stat = true;
         else if (isQuantSlot(n.op_type, i)) seen_quant = true;
+        else if (n.op_type == "Mul" && n.inputs.size() == 2 && isDynamicScale(n.inputs[1 - i])) seen_quant = true;
       }
     }
     if (seen_weight) best = InitRole::Weight;
@@ -209,6 +245,7 @@ ModelStats analyzeStored(const Model& m, const AnalyzeOptions& opts) {
       st.weight_zeros += countZeros(t);
     }
   }
+  st.plain_weight_bytes = st.weight_bytes;
 
   const ValueTypes types = inferShapes(m, ShapeOptions{batch});
   auto shapeOf = [&](const std::string& v) { return concreteShape(types, v); };
@@ -259,6 +296,15 @@ ModelStats analyzeStored(const Model& m, const AnalyzeOptions& opts) {
     } else if (op == "MatMul" || op == "MatMulInteger" || op == "QLinearMatMul") {
       auto a = inShape(n, 0);
       if (out && a && !a->empty()) L.macs = mulKnown(prod(*out), a->back());
+    } else if ((op == "LSTM" || op == "GRU" || op == "RNN") && n.domain.empty()) {
+      // Each step of each direction multiplies the input by W [dirs, gates*H, I] and the state by
+      // R [dirs, gates*H, H]: (|W| + |R|) per sample and step. X is [seq, batch, I] or, with
+      // layout 1, [batch, seq, I]: seq * batch either way.
+      auto x = inShape(n, 0), w = inShape(n, 1), r = inShape(n, 2);
+      const int64_t wr = w && r && prod(*w) >= 0 && prod(*r) >= 0 ? prod(*w) + prod(*r) : -1;
+      L.macs = x && x->size() == 3 && wr >= 0 ? mulKnown(mulKnown((*x)[0], (*x)[1]), wr) : -1;
+    } else if (op == "Einsum" && n.domain.empty()) {
+      L.macs = einsumMacs(n, [&](size_t i) { return inShape(n, i); });
     } else {
       mac_op = false;
       L.macs = 0;
@@ -277,6 +323,9 @@ ModelStats analyzeStored(const Model& m, const AnalyzeOptions& opts) {
         }
       }
     }
+    // A subgraph's nodes (If / Loop / Scan bodies) are not counted: the total is a lower bound.
+    if (std::any_of(n.attrs.begin(), n.attrs.end(), [](const onnx::AttributeProto& a) { return a.has_g() || a.graphs_size() > 0; }))
+      st.macs_complete = false;
     int64_t sum = 0;
     if (mac_op) {
       if (L.macs < 0 || __builtin_add_overflow(st.macs, L.macs, &sum)) st.macs_complete = false;
@@ -300,10 +349,22 @@ ModelStats analyzeStored(const Model& m, const AnalyzeOptions& opts) {
 namespace {
 // A tensor held in a Constant node's `value` (how some exporters store weights and shapes) counts
 // as an initializer would, by its role: the engine and fold_constants read it as one.
+// Also value_float(s) / value_int(s): a Conv bias in Constant(value_floats=[...]) was not counted.
 bool isTensorConstantNode(const Node& n) {
   if (n.op_type != "Constant" || !n.domain.empty() || n.outputs.size() != 1) return false;
+  if (n.attr("value_float") || n.attr("value_floats") || n.attr("value_int") || n.attr("value_ints")) return true;
   const onnx::AttributeProto* a = n.attr("value");
   return a && a->has_t() && fromOnnxType(a->t().data_type()) != DType::Undefined;
+}
+
+Tensor constantNodeTensor(const Node& n, const std::filesystem::path& base) {
+  if (const auto* a = n.attr("value_float")) return Tensor::fromVector<float>({}, {a->f()});
+  if (const auto* a = n.attr("value_floats"))
+    return Tensor::fromVector<float>({a->floats_size()}, std::vector<float>(a->floats().begin(), a->floats().end()));
+  if (const auto* a = n.attr("value_int")) return Tensor::fromVector<int64_t>({}, {a->i()});
+  if (const auto* a = n.attr("value_ints"))
+    return Tensor::fromVector<int64_t>({a->ints_size()}, std::vector<int64_t>(a->ints().begin(), a->ints().end()));
+  return tensorFromProto(n.attr("value")->t(), base, n.describe());
 }
 
 // Statistics of the model with its Constant nodes read as initializers; nodes and the op
@@ -319,10 +380,13 @@ ModelStats analyzeWithConstants(const Model& m, const AnalyzeOptions& opts) {
 
 Model constantsAsInitializers(const Model& m) {
   Model copy = m;
-  const std::filesystem::path base = m.source.empty() ? std::filesystem::path() : m.source.parent_path();
+  // A model loaded from "m.onnx" has the empty parent "": its folder is ".", not "not from a file".
+  const std::filesystem::path base = m.source.empty()                 ? std::filesystem::path()
+                                     : m.source.parent_path().empty() ? std::filesystem::path(".")
+                                                                      : m.source.parent_path();
   std::erase_if(copy.graph.nodes, [&](const Node& n) {
     if (!isTensorConstantNode(n)) return false;
-    copy.graph.initializers.set(n.outputs[0], tensorFromProto(n.attr("value")->t(), base, n.describe()));
+    copy.graph.initializers.set(n.outputs[0], constantNodeTensor(n, base));
     return true;
   });
   return copy;
@@ -379,6 +443,7 @@ ModelStats analyzeModel(const Model& m, const AnalyzeOptions& opts) {
     auto it = st.weight_bytes_by_dtype.find(std::string(dtypeName(t.dtype())));
     if (it != st.weight_bytes_by_dtype.end() && (it->second -= bytes) <= 0) st.weight_bytes_by_dtype.erase(it);
   }
+  st.plain_weight_bytes = st.weight_bytes;  // the decoded weights'
   st.weight_bytes = stored.weight_bytes - counted_twice + coded_bytes;
   st.weight_bytes_by_dtype["huffman-coded"] = coded_bytes;
   st.file_bytes = stored.file_bytes;

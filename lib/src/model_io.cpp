@@ -383,7 +383,41 @@ class NodeValidator {
 void validateNodes(const Model& m, const std::string& label) {
   NodeValidator v(m, label);
   for (const Node& n : m.graph.nodes) v.node("node " + n.describe(), n.op_type, n.domain, n.inputs, n.outputs, n.attrs);
-  for (const auto& s : m.graph.sparse_initializers) v.sparse(s, "sparse initializer");
+}
+
+void addExternalFile(const onnx::TensorProto& t, const fs::path& base_dir, std::vector<fs::path>& files) {
+  for (const auto& kv : t.external_data())
+    if (kv.key() == "location") {
+      // One file named two ways (w.bin, ./w.bin) is one file: it was counted twice on disk.
+      const fs::path f = (base_dir / kv.value()).lexically_normal();
+      if (std::find(files.begin(), files.end(), f) == files.end()) files.push_back(f);
+    }
+}
+
+void inlineExternalTensor(onnx::TensorProto& t, const fs::path& base_dir, const std::string& where, std::vector<fs::path>& files) {
+  if (t.data_location() != onnx::TensorProto::EXTERNAL) return;
+  addExternalFile(t, base_dir, files);
+  onnx::TensorProto inlined = tensorToProto(tensorFromProto(t, base_dir, where), t.name());
+  inlined.set_doc_string(t.doc_string());
+  t = std::move(inlined);
+}
+
+void inlineExternalTensors(onnx::GraphProto& g, const fs::path& base_dir, const std::string& where, std::vector<fs::path>& files);
+
+void inlineExternalTensors(onnx::AttributeProto& a, const fs::path& base_dir, const std::string& who, std::vector<fs::path>& files) {
+  const std::string where = who + " attribute '" + a.name() + "'";
+  if (a.has_t()) inlineExternalTensor(*a.mutable_t(), base_dir, where, files);
+  for (auto& t : *a.mutable_tensors()) inlineExternalTensor(t, base_dir, where, files);
+  if (a.has_g()) inlineExternalTensors(*a.mutable_g(), base_dir, where, files);
+  for (auto& g : *a.mutable_graphs()) inlineExternalTensors(g, base_dir, where, files);
+}
+
+void inlineExternalTensors(onnx::GraphProto& g, const fs::path& base_dir, const std::string& where, std::vector<fs::path>& files) {
+  for (auto& t : *g.mutable_initializer())
+    inlineExternalTensor(t, base_dir, where + ": initializer '" + t.name() + "'", files);
+  for (auto& n : *g.mutable_node())
+    for (auto& a : *n.mutable_attribute())
+      inlineExternalTensors(a, base_dir, where + ": node " + describeNode(normalizedDomain(n.domain()), n.op_type(), n.name(), n.output_size() ? &n.output(0) : nullptr), files);
 }
 
 // The IR of a model whose opset and IR version ONNX's library here knows.
@@ -415,13 +449,7 @@ Model modelFromKnownProto(const onnx::ModelProto& proto, const fs::path& base_di
     if (t.name().empty()) fail(label, ": an initializer has no name");
     if (G.initializers.contains(t.name())) fail(label, ": initializer '", t.name(), "' is defined twice");
     G.initializers.set(t.name(), tensorFromProto(t, base_dir, label + ": initializer '" + t.name() + "'"));
-    if (t.data_location() == onnx::TensorProto::EXTERNAL)
-      for (const auto& kv : t.external_data())
-        if (kv.key() == "location") {
-          const fs::path f = base_dir / kv.value();
-          if (std::find(m.external_data_files.begin(), m.external_data_files.end(), f) == m.external_data_files.end())
-            m.external_data_files.push_back(f);
-        }
+    if (t.data_location() == onnx::TensorProto::EXTERNAL) addExternalFile(t, base_dir, m.external_data_files);
     if (!t.doc_string().empty()) G.initializers.docStrings()[t.name()] = t.doc_string();
   }
   if (m.ir_version < 4) {
@@ -430,7 +458,43 @@ Model modelFromKnownProto(const onnx::ModelProto& proto, const fs::path& base_di
     // does lwc: they leave the input list here and come back to it when the model is written.
     std::erase_if(G.inputs, [&](const ValueInfo& v) { return G.initializers.contains(v.name); });
   }
-  G.sparse_initializers.assign(g.sparse_initializer().begin(), g.sparse_initializer().end());
+  // Sparse initializers become dense ones (lwc writes weights dense and inline): a Gemm reading
+  // one was refused as reading "a value nothing produces".
+  for (const auto& sp : g.sparse_initializer()) {
+    const std::string& name = sp.values().name();
+    const std::string where = label + ": sparse initializer '" + name + "'";
+    if (name.empty()) fail(label, ": a sparse initializer has no name");
+    if (G.initializers.contains(name)) fail(where, " is defined twice");
+    for (const auto* t : {&sp.values(), &sp.indices()})
+      if (t->data_location() == onnx::TensorProto::EXTERNAL) addExternalFile(*t, base_dir, m.external_data_files);
+    const Tensor values = tensorFromProto(sp.values(), base_dir, where + " (values)");
+    const Tensor indices = tensorFromProto(sp.indices(), base_dir, where + " (indices)");
+    Shape dims(sp.dims().begin(), sp.dims().end());
+    for (const int64_t d : dims)
+      if (d < 0) fail(where, ": negative dimension ", d);
+    Tensor dense(values.dtype(), dims);
+    const int64_t nnz = values.numel();
+    const auto rank = static_cast<int64_t>(dims.size());
+    if (values.rank() != 1 || indices.dtype() != DType::Int64 ||
+        !((indices.rank() == 1 && indices.dim(0) == nnz) || (indices.rank() == 2 && indices.dim(0) == nnz && indices.dim(1) == rank)))
+      fail(where, ": values must be 1-D [NNZ] and indices int64 [NNZ] or [NNZ, ", rank, "], as the ONNX spec says");
+    const size_t es = dtypeSize(values.dtype());
+    const int64_t* ix = indices.data<int64_t>();
+    for (int64_t k = 0; k < nnz; ++k) {
+      int64_t flat = 0;
+      if (indices.rank() == 1) flat = ix[k];
+      else
+        for (int64_t a = 0; a < rank; ++a) {
+          const int64_t i = ix[k * rank + a];
+          if (i < 0 || i >= dims[static_cast<size_t>(a)]) fail(where, ": index ", i, " out of range for dimension ", a, " of size ", dims[static_cast<size_t>(a)]);
+          flat = flat * dims[static_cast<size_t>(a)] + i;
+        }
+      if (flat < 0 || flat >= dense.numel()) fail(where, ": index ", flat, " out of range for ", dense.numel(), " elements");
+      std::memcpy(static_cast<char*>(dense.raw()) + static_cast<size_t>(flat) * es,
+                  static_cast<const char*>(values.raw()) + static_cast<size_t>(k) * es, es);
+    }
+    G.initializers.set(name, std::move(dense));
+  }
   G.quantization_annotation.assign(g.quantization_annotation().begin(), g.quantization_annotation().end());
   G.nodes.reserve(static_cast<size_t>(g.node_size()));
   for (const auto& pn : g.node()) {
@@ -442,6 +506,13 @@ Model modelFromKnownProto(const onnx::ModelProto& proto, const fs::path& base_di
     n.inputs.assign(pn.input().begin(), pn.input().end());
     n.outputs.assign(pn.output().begin(), pn.output().end());
     n.attrs.assign(pn.attribute().begin(), pn.attribute().end());
+    // Tensors in attributes (a Constant's value with onnx's convert_attribute=True) and in
+    // subgraphs (an If branch's initializers) stored as external data are read here, where the
+    // model's folder is known: every later reader (the engine's Constant kernel, fold_constants,
+    // lwc info, the ONNX checker) had no folder to resolve them against, the output kept the
+    // reference (a file ONNX Runtime refused), and their files were not among the model's (so
+    // `-o` could replace one).
+    for (auto& a : n.attrs) inlineExternalTensors(a, base_dir, label + ": node " + n.describe(), m.external_data_files);
     G.nodes.push_back(std::move(n));
   }
   if (opts.validate) {
@@ -528,7 +599,6 @@ onnx::ModelProto modelToProto(const Model& m) {
     auto it = G.initializers.docStrings().find(name);
     if (it != G.initializers.docStrings().end()) pt->set_doc_string(it->second);
   }
-  for (const auto& s : G.sparse_initializers) *g->add_sparse_initializer() = s;
   for (const auto& v : G.inputs) *g->add_input() = valueInfoToProto(v);
   if (m.ir_version > 0 && m.ir_version < 4) {
     // IR version 3 and older: every initializer must also be a graph input. Initializers that a

@@ -114,6 +114,15 @@ TEST_CASE("Huffman coding of an INT8 model is lossless and smaller, lwc info sho
   REQUIRE(info.exit_code == 0);
   CHECK_THAT(info.out, Contains("Huffman-coded weights"));
   CHECK_THAT(info.out, Contains("int8"));
+  // The entropy bound is the decoded weights', and so is the size it is compared with: the ratio
+  // divided the plain weights' bound into the coded bytes (6.47x where the decoded file says 8.47x).
+  auto ratioLine = [](const std::string& out) {
+    const auto at = out.find("entropy ");
+    return at == std::string::npos ? std::string() : out.substr(at, out.find('x', out.find("Shannon", at)) - at);
+  };
+  const auto plain = runLwc("info " + q(dec));
+  REQUIRE(!ratioLine(plain.out).empty());
+  CHECK(ratioLine(info.out) == ratioLine(plain.out));
   auto js = runLwc("info --json " + q(enc));
   const auto j = nlohmann::json::parse(js.out);
   REQUIRE(j.contains("huffman_coded"));

@@ -700,6 +700,11 @@ TEST_CASE("Resize and Upsample: nearest and linear", "[shape]") {
     checkEq(run1(node("Upsample", {x, F({4}, {1, 1, 2, 2})}, {}, 9)), up);
     checkEq(run1(node("Resize", {x, F({4}, {1, 1, 2, 2})}, {}, 10)), up);
   }
+  SECTION("Upsample-7 and -8: scales as an attribute") {
+    // The scales were copied from iterators of two different temporary vectors (a read of freed
+    // memory: random counts, or an internal error).
+    for (int opset : {7, 8}) checkEq(run1(node("Upsample", {x}, {attrFloats("scales", {1, 1, 2, 2})}, opset)), up);
+  }
   SECTION("linear, align_corners, sizes") {
     checkEq(
         run1(node("Resize", {x, none, none, I({4}, {1, 1, 3, 3})},

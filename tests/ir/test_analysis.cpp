@@ -524,3 +524,102 @@ g (float[2, 3] x) => (float[2, 3] y)
   m.graph.nodes.at(2).outputs.clear();
   REQUIRE_NOTHROW(st = analyzeModel(m));
 }
+
+TEST_CASE("a Constant's value_floats / value_ints count as an initializer would", "[analysis]") {
+  Model with_inits = smallCnn();
+  Model with_floats = smallCnn();
+  for (auto& [name, t] : smallCnnWeights()) {
+    with_inits.graph.initializers.set(name, t);
+    with_floats.graph.initializers.set(name, t);
+  }
+  // The Gemm's bias as Constant(value_floats=[...]): its 10 values were not counted.
+  with_floats.graph.initializers.erase("gb");
+  Node c;
+  c.op_type = "Constant";
+  c.outputs = {"gb"};
+  onnx::AttributeProto a;
+  a.set_name("value_floats");
+  a.set_type(onnx::AttributeProto::FLOATS);
+  for (int i = 0; i < 10; ++i) a.add_floats(0.5f);
+  c.attrs.push_back(a);
+  with_floats.graph.nodes.insert(with_floats.graph.nodes.begin(), c);
+  CHECK(analyzeModel(with_floats).params == analyzeModel(with_inits).params);
+}
+
+TEST_CASE("dynamic quantization's weight scales are quantization parameters, not parameters", "[analysis]") {
+  // The shape of `lwc quantize --mode dynamic`'s (and ONNX Runtime's quantize_dynamic's) layers:
+  // the weight's per-column scales multiply DynamicQuantizeLinear's run-time scale.
+  Model m = parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 4] x) => (float[N, 3] y)
+<int8[4, 3] wq = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}, int8[3] wz = {0, 0, 0}, float[3] ws = {0.1, 0.2, 0.3},
+ float[3] b = {1, 2, 3}>
+{
+  xq, xs, xz = DynamicQuantizeLinear (x)
+  mm = MatMulInteger (xq, wq, xz, wz)
+  f = Cast <to = 1> (mm)
+  s = Mul (xs, ws)
+  o = Mul (f, s)
+  y = Add (o, b)
+}
+)");
+  const auto roles = initializerRoles(m.graph);
+  CHECK(roles.at("ws") == InitRole::QuantParam);
+  CHECK(roles.at("wq") == InitRole::Weight);
+  const ModelStats st = analyzeModel(m);
+  CHECK(st.params == 12 + 3);  // the weight and the bias
+  CHECK(st.constants == 3 + 3);
+}
+
+TEST_CASE("MACs of recurrent layers and Einsum are counted; a subgraph makes the total a lower bound", "[analysis]") {
+  // LSTM: seq 5, batch N, input 3, hidden 4, two directions: W [2, 16, 3], R [2, 16, 4].
+  Model lstm = parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 14]>
+g (float[N, 5, 3] xb, float[2, 16, 3] w, float[2, 16, 4] r) => (float[5, 2, N, 4] y)
+{
+  x = Transpose <perm = [1, 0, 2]> (xb)
+  y = LSTM <hidden_size = 4, direction = "bidirectional"> (x, w, r)
+}
+)");
+  lstm.graph.initializers.set("w", Tensor(DType::Float32, {2, 16, 3}));
+  lstm.graph.initializers.set("r", Tensor(DType::Float32, {2, 16, 4}));
+  for (int64_t batch : {1, 3}) {
+    const ModelStats st = analyzeModel(lstm, AnalyzeOptions{batch});
+    CHECK(st.macs == 5 * batch * (2 * 16 * 3 + 2 * 16 * 4));
+    CHECK(st.macs_complete);
+  }
+  // GRU with layout 1 ([batch, seq, input]): 3 gates.
+  Model gru = parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 14]>
+g (float[N, 7, 2] x, float[1, 9, 2] w, float[1, 9, 3] r) => (float[N, 7, 1, 3] y)
+{
+  y = GRU <hidden_size = 3, layout = 1> (x, w, r)
+}
+)");
+  gru.graph.initializers.set("w", Tensor(DType::Float32, {1, 9, 2}));
+  gru.graph.initializers.set("r", Tensor(DType::Float32, {1, 9, 3}));
+  CHECK(analyzeModel(gru, AnalyzeOptions{2}).macs == 2 * 7 * (9 * 2 + 9 * 3));
+  // Einsum bij,kjl->bikl: one multiply-add per (b, i, j, k, l).
+  Model ein = parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 3, 4] a, float[5, 4, 6] b) => (float[N, 3, 5, 6] y)
+{
+  y = Einsum <equation = "bij,kjl->bikl"> (a, b)
+}
+)");
+  {
+    const ModelStats st = analyzeModel(ein, AnalyzeOptions{2});
+    CHECK(st.macs == 2 * 3 * 4 * 5 * 6);
+    CHECK(st.macs_complete);
+  }
+  // A MatMul inside an If branch is not counted, and the total says so.
+  Model with_if = parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 13]>
+g (bool c, float[4, 4] x) => (float[4, 4] y)
+{
+  y = If (c) <then_branch = t () => (float[4, 4] ty) { ty = MatMul (x, x) },
+              else_branch = e () => (float[4, 4] ey) { ey = Identity (x) }>
+}
+)");
+  CHECK_FALSE(analyzeModel(with_if).macs_complete);
+}

@@ -5,6 +5,7 @@
 
 #include <catch2/catch.hpp>
 #include <chrono>
+#include <cstring>
 #include <csignal>
 #include <fstream>
 #include <functional>
@@ -166,6 +167,94 @@ g (float[2] x) => (float[2] y)
   SECTION("missing file") {
     writeProto(d / "m.onnx", makeExternal("sub/nothing.bin", 0, 8));
     CHECK_THROWS_WITH(loadModel(d / "m.onnx"), Catch::Contains("cannot open external data"));
+  }
+}
+
+TEST_CASE("external data outside the initializers, one file named two ways, sparse initializers", "[io]") {
+  TempDir d;
+  auto externalize = [&](onnx::TensorProto& t, const std::string& location, int64_t offset) {
+    t = tensorToProto(tensorFromProto(t, {}, "test"), t.name());  // raw_data, whatever the text gave
+    const std::string bytes = t.raw_data();
+    REQUIRE(bytes.size() == 8);
+    t.clear_raw_data();
+    t.set_data_location(onnx::TensorProto::EXTERNAL);
+    for (const auto& [k, v] : {std::pair<std::string, std::string>{"location", location}, {"offset", std::to_string(offset)},
+                               {"length", std::to_string(bytes.size())}}) {
+      auto* kv = t.add_external_data();
+      kv->set_key(k);
+      kv->set_value(v);
+    }
+    return bytes;
+  };
+  // A Constant's value, an If branch's initializer and a graph initializer, all in w.bin, named
+  // "w.bin" and "./w.bin".
+  Model m = parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 13]>
+g (float[2] x, bool c) => (float[2] y)
+<float[2] w = {3.0, 4.0}>
+{
+  k = Constant <value = float[2] {5.0, 6.0}> ()
+  a = Mul (x, w)
+  b = Add (a, k)
+  y = If (c) <then_branch = t () => (float[2] ty) <float[2] s = {7.0, 8.0}> { ty = Mul (b, s) },
+              else_branch = e () => (float[2] ey) { ey = Identity (b) }>
+}
+)");
+  onnx::ModelProto p = modelToProto(m);
+  std::string data;
+  data += externalize(*p.mutable_graph()->mutable_initializer(0), "w.bin", 0);
+  data += externalize(*p.mutable_graph()->mutable_node(0)->mutable_attribute(0)->mutable_t(), "./w.bin", 8);
+  onnx::GraphProto* then_branch = nullptr;
+  for (auto& n : *p.mutable_graph()->mutable_node())
+    if (n.op_type() == "If")
+      for (auto& a : *n.mutable_attribute())
+        if (a.name() == "then_branch") then_branch = a.mutable_g();
+  REQUIRE(then_branch);
+  data += externalize(*then_branch->mutable_initializer(0), "w.bin", 16);
+  test::writeFile(d / "w.bin", data);
+  writeProto(d / "m.onnx", p);
+  const Model l = loadModel(d / "m.onnx");
+  // One file, counted once (it was listed twice, and `lwc info` counted its bytes twice).
+  REQUIRE(l.external_data_files.size() == 1);
+  CHECK(l.external_data_files[0] == (d / "w.bin").lexically_normal());
+  // The Constant and the branch hold their values: nothing left refers to w.bin.
+  const std::string saved = modelToProto(l).SerializeAsString();
+  CHECK(saved.find("w.bin") == std::string::npos);
+  saveModel(l, d / "inline.onnx");
+  fs::remove(d / "w.bin");
+  onnx::ModelProto back = readProto(d / "inline.onnx");
+  CHECK_NOTHROW(onnx::checker::check_model(back));
+  const onnx::TensorProto& k = back.graph().node(0).attribute(0).t();
+  REQUIRE(k.raw_data().size() == 8);
+  float kv[2];
+  std::memcpy(kv, k.raw_data().data(), 8);
+  CHECK(kv[0] == 5.0f);
+  CHECK(kv[1] == 6.0f);
+
+  SECTION("a sparse initializer is read as the dense tensor it stands for") {
+    Model mm = parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 13]>
+g (float[1, 3] x) => (float[1, 2] y)
+{ y = MatMul (x, ws) }
+)", LoadOptions{.validate = false});
+    onnx::ModelProto q = modelToProto(mm);
+    auto* sp = q.mutable_graph()->add_sparse_initializer();
+    sp->add_dims(3);
+    sp->add_dims(2);
+    *sp->mutable_values() = tensorToProto(Tensor::fromVector<float>({2}, {1.5f, -2.0f}), "ws");
+    *sp->mutable_indices() = tensorToProto(Tensor::fromVector<int64_t>({2}, {1, 4}), "ws_indices");
+    writeProto(d / "s.onnx", q);
+    const Model s = loadModel(d / "s.onnx");
+    const Tensor& ws = s.graph.initializers.at("ws");
+    CHECK(ws.shape() == Shape{3, 2});
+    CHECK(std::vector<float>(ws.data<float>(), ws.data<float>() + 6) == std::vector<float>{0, 1.5f, 0, 0, -2.0f, 0});
+    // [NNZ, rank] indices, and one out of range.
+    *sp->mutable_indices() = tensorToProto(Tensor::fromVector<int64_t>({2, 2}, {0, 1, 2, 0}), "ws_indices");
+    writeProto(d / "s2.onnx", q);
+    CHECK(loadModel(d / "s2.onnx").graph.initializers.at("ws").bitEqual(ws));
+    *sp->mutable_indices() = tensorToProto(Tensor::fromVector<int64_t>({2, 2}, {0, 1, 3, 0}), "ws_indices");
+    writeProto(d / "s3.onnx", q);
+    CHECK_THROWS_WITH(loadModel(d / "s3.onnx"), Catch::Contains("sparse initializer 'ws'") && Catch::Contains("out of range"));
   }
 }
 

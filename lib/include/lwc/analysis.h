@@ -53,6 +53,9 @@ struct ModelStats {
   int64_t weight_elements = 0;  ///< elements of Weight-role tensors (sparsity is over these)
   int64_t weight_zeros = 0;
   double entropy_bytes = 0;  ///< Shannon bound of all parameter tensors, per-tensor value histograms
+  /// Bytes of the parameters as plain tensors: weight_bytes, except in a Huffman-coded file
+  /// (weight_bytes is then the coded bytes), where it is the decoded weights' (what entropy_bytes bounds).
+  int64_t plain_weight_bytes = 0;
   int64_t file_bytes = -1;   ///< model file + external data, -1 when not loaded from a file
   std::vector<LayerStats> layers;  ///< nodes with parameters or MACs, graph order
 };
@@ -68,7 +71,7 @@ struct AnalyzeOptions {
 
 ModelStats analyzeModel(const Model& m, const AnalyzeOptions& opts = {});
 
-/// A copy of `m` whose Constant nodes holding a tensor (`value`) are initializers instead, as the
+/// A copy of `m` whose Constant nodes holding a tensor (`value`, `value_float(s)`, `value_int(s)`) are initializers instead, as the
 /// engine and fold_constants read them; `m` itself when it has none.
 Model constantsAsInitializers(const Model& m);
 

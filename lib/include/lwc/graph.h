@@ -118,8 +118,8 @@ class Graph {
   std::vector<ValueInfo> outputs;
   std::vector<ValueInfo> value_info;
   InitializerTable initializers;
-  /// Kept as protobuf: lwc does not use them but must not lose them.
-  std::vector<onnx::SparseTensorProto> sparse_initializers;
+  /// Kept as protobuf: lwc does not use them but must not lose them. (Sparse initializers are
+  /// made dense initializers when a model is read.)
   std::vector<onnx::TensorAnnotation> quantization_annotation;
 
   /// Inputs that are not initializers (what a user feeds).

@@ -1694,7 +1694,8 @@ class ResizeKernel final : public Kernel {
     std::vector<double> scales, roi;
     std::vector<int64_t> sizes;
     if (s_.since < 9) {
-      scales = std::vector<double>(ctx.node.attrFloats("scales").begin(), ctx.node.attrFloats("scales").end());
+      const std::vector<float> given = ctx.node.attrFloats("scales");  // by value: iterators of two calls never met
+      scales.assign(given.begin(), given.end());
     } else if (s_.since <= 10) {
       scales = readFloats(ctx.in(1), ctx);
     } else {
