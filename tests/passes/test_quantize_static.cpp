@@ -732,3 +732,42 @@ g (float[N, 3, 12, 12] x) => (float[N, 4, 6, 6] y) {
     }
   CHECK(outputSqnr(fp, m, 7) > 30.0);
 }
+
+TEST_CASE("a layer left in float reads the float tensor, not a DequantizeLinear, and its activation stays", "[quantize]") {
+  // ONNX Runtime quantizes the float weights of a Conv/Gemm whose input comes from a
+  // DequantizeLinear (WeightBiasQuantization, per tensor): an excluded depthwise Conv read the DQ
+  // of its quantized neighbour's ReLU and ran as INT8 there (4 points below lwc's figure on mnv2).
+  Calib c;
+  Model m = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 3, 12, 12] x) => (float[N, 4, 12, 12] y) {
+  c1 = Conv <pads=[1,1,1,1]> (x, w1, b1)
+  r1 = Relu (c1)
+  c2 = Conv <pads=[1,1,1,1], group=8> (r1, w2, b2)
+  r2 = Relu (c2)
+  c3 = Conv (r2, w3, b3)
+  s = Add (c3, c3)
+  y = Relu (s)
+})");
+  m.graph.nodes[2].name = "dw";
+  addConst(m, "w1", {8, 3, 3, 3}, 1, -0.5f, 0.5f);
+  addConst(m, "b1", {8}, 2, -0.1f, 0.1f);
+  addConst(m, "w2", {8, 1, 3, 3}, 3, -0.3f, 0.3f);
+  addConst(m, "b2", {8}, 4, -0.1f, 0.1f);
+  addConst(m, "w3", {4, 8, 1, 1}, 5, -0.3f, 0.3f);
+  addConst(m, "b3", {4}, 6, -0.1f, 0.1f);
+  Model fp = m;
+  quantize(m, c, {{"exclude", {"dw"}}});
+  const GraphIndex idx(m.graph);
+  const Node* dw = nullptr;
+  for (const auto& n : m.graph.nodes)
+    if (n.name == "dw") dw = &n;
+  REQUIRE(dw);
+  // Float weights, and an input that no DequantizeLinear writes: the Relu before it, kept.
+  CHECK(m.graph.initializers.contains(dw->inputs[1]));
+  const int p = idx.producer(dw->inputs[0]);
+  REQUIRE(p >= 0);
+  CHECK(m.graph.nodes[static_cast<size_t>(p)].op_type == "Relu");
+  // The other Convs are still quantized, and the model computes what the float one does, closely.
+  CHECK(countOps(m, "QuantizeLinear") >= 2);
+  CHECK(outputSqnr(fp, m, 9) > 25.0);
+}
