@@ -437,10 +437,13 @@ class Evaluator {
 
 double gateValue(const std::string& name, const StageMetrics& in, const StageMetrics& out) {
   auto ratio = [](double a, double b) { return b != 0 ? a / b : std::numeric_limits<double>::infinity(); };
-  if (name == "max_top1_drop") return 100.0 * (*in.top1 - *out.top1);
-  if (name == "max_top5_drop") return 100.0 * (*in.top5 - *out.top5);
-  if (name == "min_top1") return 100.0 * *out.top1;
-  if (name == "min_top1_agreement") return 100.0 * out.top1_agreement;
+  // Percentages of whole samples, rounded to 1e-9 points: 90.8 % - 89.6 % of 500 images came out
+  // as 1.200000000000001, and a drop of exactly the limit failed "1.2 <= 1.2".
+  auto points = [](double fraction) { return std::round(fraction * 100.0 * 1e9) / 1e9; };
+  if (name == "max_top1_drop") return points(*in.top1 - *out.top1);
+  if (name == "max_top5_drop") return points(*in.top5 - *out.top5);
+  if (name == "min_top1") return points(*out.top1);
+  if (name == "min_top1_agreement") return points(out.top1_agreement);
   if (name == "min_output_sqnr_db") return out.output_sqnr_db;
   if (name == "min_size_ratio") return ratio(double(in.file_bytes), double(out.file_bytes));
   if (name == "max_params_ratio") return ratio(double(out.params), double(in.params));

@@ -198,6 +198,33 @@ TEST_CASE("lwc run: a failed gate exits 3, writes the report, not the model", "[
   CHECK(readJson(d / "rep.json")["output_not_written"].is_null());
 }
 
+TEST_CASE("lwc run: a gate at exactly the measured value passes", "[cli][run]") {
+  // 90.8 % -> 89.6 % of 500 images was a drop of 1.200000000000001 points: "1.2 <= 1.2 FAIL".
+  TempDir d;
+  auto pipeline = [&](const nlohmann::json& gates) {
+    nlohmann::json p{{"data", {{"eval", td("fmnist_sample").string()}}},
+                     {"passes", {{{"pass", "prune_magnitude"}, {"options", {{"sparsity", 0.6}}}}}}};
+    if (!gates.empty()) p["gates"] = gates;
+    test::writeFile(d / "p.json", p.dump());
+    return runLwc("-q run " + q(d / "p.json") + " " + q(td("lenet5_fmnist.onnx")) + " -o " + q(d / "out.onnx") + " --report " +
+                  q(d / "rep.json"));
+  };
+  REQUIRE(pipeline(nlohmann::json::object()).exit_code == 0);
+  const auto rep = readJson(d / "rep.json");
+  const int64_t n = rep["final"]["eval"]["samples"].get<int64_t>();
+  const auto correct = [&](const nlohmann::json& e) { return std::llround(e["top1"].get<double>() * double(n)); };
+  const int64_t in = correct(rep["input"]["eval"]), out = correct(rep["final"]["eval"]);
+  REQUIRE(in > out);  // a real drop, so the limit is not 0
+  // The limits as a user writes them: whole samples in points, the nearest decimal.
+  const double drop = double(in - out) * 100.0 / double(n), top1 = double(out) * 100.0 / double(n);
+  fs::remove(d / "out.onnx");
+  auto r = pipeline({{"max_top1_drop", drop}, {"min_top1", top1}});
+  INFO(r.out << r.err);
+  CHECK(r.exit_code == 0);
+  CHECK(fs::exists(d / "out.onnx"));
+  for (const auto& gate : readJson(d / "rep.json")["gates"]) CHECK(gate["passed"] == true);
+}
+
 TEST_CASE("lwc run: bad pipelines and paths fail before any work, leaving no file", "[cli][run]") {
   TempDir d;
   const fs::path model = td("lenet5_fmnist.onnx");
