@@ -429,14 +429,14 @@ void CalibrationStats::merge(const CalibrationStats& o) {
   else if (!o.act_type.empty() && o.act_type != act_type) act_type = "mixed";
   samples += o.samples;
   seconds += o.seconds;
+  loaded = loaded || o.loaded;
   for (const auto& [name, s] : o.tensors) tensors[name].merge(s);
 }
 
 json CalibrationStats::toJson() const {
   json t = json::object();
   for (const auto& [name, s] : tensors) t[name] = s.toJson();
-  json j{{"schema", "lwc.calib"}, {"schema_version", 1}, {"model", model}, {"samples", samples},
-         {"seconds", seconds}, {"tensors", t}};
+  json j{{"schema", "lwc.calib"}, {"schema_version", 1}, {"model", model}, {"samples", samples}, {"tensors", t}};
   if (!act_type.empty()) j["act_type"] = act_type;
   if (!shard.empty()) j["shard"] = shard;
   return j;
@@ -468,7 +468,8 @@ CalibrationStats CalibrationStats::fromJson(const json& j, const std::string& wh
       fail(where, ": \"act_type\" is \"", c.act_type, "\"; expected \"uint8\" or \"int8\"");
   }
   c.samples = j.contains("samples") ? countField(j["samples"], "\"samples\"", where) : 0;
-  c.seconds = j.contains("seconds") ? numberField(j, "seconds", where) : 0.0;
+  if (j.contains("seconds")) numberField(j, "seconds", where);  // files before 2026-12-05: checked, not used
+  c.loaded = true;
   if (!j.contains("tensors") || !j["tensors"].is_object()) fail(where, ": missing \"tensors\"");
   for (const auto& [name, s] : j["tensors"].items()) c.tensors[name] = TensorStats::fromJson(s, where + ": tensor '" + name + "'");
   return c;

@@ -77,7 +77,11 @@ struct CalibrationStats {
   std::string shard;
   int64_t samples = 0;
   std::map<std::string, TensorStats> tensors;
+  /// Time this run spent collecting them: 0 for statistics read from files, and not written to
+  /// one (a wall-clock figure made two runs' files differ, and --load-calib reported the shards'
+  /// summed times as its own).
   double seconds = 0;
+  bool loaded = false;  ///< read from a file (--load-calib), not collected in this run
 
   void merge(const CalibrationStats& o);
   nlohmann::json toJson() const;

@@ -246,9 +246,18 @@ TEST_CASE("lwc calibrate shards merge into the same model as one calibration", "
   REQUIRE(runLwc("-q calibrate " + q(model) + " --calib " + q(sample) + " --shard 0/2 -o " + q(d / "a.json")).exit_code == 0);
   REQUIRE(runLwc("-q calibrate " + q(model) + " --calib " + q(sample) + " --shard 1/2 -o " + q(d / "b.json")).exit_code == 0);
   auto m1 = runLwc("-q quantize " + q(model) + " --load-calib " + q(d / "a.json") + " " + q(d / "b.json") + " -o " +
-                   q(d / "sharded.onnx") + " --bench-batch 0 --layer-samples 0");
+                   q(d / "sharded.onnx") + " --bench-batch 0 --layer-samples 0 --report " + q(d / "sharded.json"));
   INFO(m1.err);
   REQUIRE(m1.exit_code == 0);
+  // No data was read: no calibration time or rate is claimed (the shards' summed times were).
+  const auto cal = readJson(d / "sharded.json")["stages"].back()["details"]["calibration"];
+  CHECK(cal["from_saved_statistics"] == true);
+  CHECK(cal["seconds"].is_null());
+  CHECK(cal["images_per_s"].is_null());
+  CHECK_THAT(m1.out, Contains("read from --load-calib"));
+  // A calibration file is the same bytes on every run (it held the run's wall-clock time).
+  REQUIRE(runLwc("-q calibrate " + q(model) + " --calib " + q(sample) + " --shard 0/2 -o " + q(d / "a2.json")).exit_code == 0);
+  CHECK(test::readFile(d / "a2.json") == test::readFile(d / "a.json"));
   auto m2 = runLwc("-q quantize " + q(model) + " --calib " + q(sample) + " --save-calib " + q(d / "all.json") + " -o " +
                    q(d / "whole.onnx") + " --bench-batch 0 --layer-samples 0");
   REQUIRE(m2.exit_code == 0);
