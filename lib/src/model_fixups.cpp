@@ -116,9 +116,42 @@ std::vector<std::string> inlineLocalFunctions(Model& m) {
   for (const auto& [key, count] : calls)
     lines.push_back("lwc inlines model-local function '" + functionLabel(*fns.at(key)) + "' (" + std::to_string(count) +
                     (count == 1 ? " call" : " calls") + "): its nodes replace the calls here and in the model lwc writes");
-  std::erase_if(m.functions, [&](const onnx::FunctionProto& f) { return calls.count(functionKey(f.domain(), f.name())); });
-  std::set<std::string> still;
-  for (const auto& n : g.nodes) still.insert(normalizedDomain(n.domain));
+  // A function is dropped only where nothing calls it any more: a call inside a subgraph (an If
+  // branch; not inlined) or in a function that stays keeps it, with its domain's import (the
+  // model failed ONNX's checker: "No opset import for domain 'local'").
+  std::set<std::string> still, called, visited;
+  std::function<void(const onnx::NodeProto&)> visitProto;
+  auto visitAttrs = [&](const auto& attrs) {
+    for (const auto& a : attrs) {
+      if (a.has_g())
+        for (const auto& sn : a.g().node()) visitProto(sn);
+      for (const auto& sg : a.graphs())
+        for (const auto& sn : sg.node()) visitProto(sn);
+    }
+  };
+  visitProto = [&](const onnx::NodeProto& n) {
+    still.insert(normalizedDomain(n.domain()));
+    called.insert(functionKey(n.domain(), n.op_type()));
+    visitAttrs(n.attribute());
+  };
+  for (const auto& n : g.nodes) {
+    still.insert(normalizedDomain(n.domain));
+    visitAttrs(n.attrs);
+  }
+  for (bool grew = true; grew;) {  // functions kept call others in turn
+    grew = false;
+    for (const auto& f : m.functions) {
+      const std::string key = functionKey(f.domain(), f.name());
+      if (calls.count(key) && !called.count(key)) continue;
+      if (!visited.insert(key).second) continue;
+      grew = true;
+      for (const auto& fn : f.node()) visitProto(fn);
+    }
+  }
+  std::erase_if(m.functions, [&](const onnx::FunctionProto& f) {
+    const std::string key = functionKey(f.domain(), f.name());
+    return calls.count(key) && !called.count(key);
+  });
   for (const auto& f : m.functions) still.insert(normalizedDomain(f.domain()));
   std::erase_if(m.opset_imports, [&](const OpsetImport& o) {
     const std::string d = normalizedDomain(o.domain);

@@ -117,6 +117,40 @@ TEST_CASE("inlineLocalFunctions replaces each call by the body, renamed under th
   CHECK(back.graph.nodes.size() == 6);
 }
 
+TEST_CASE("inlineLocalFunctions keeps a function that a subgraph still calls, and its domain") {
+  // The If branch's call is not inlined: dropping the function (and the 'custom' import) made the
+  // model fail ONNX's checker ("No opset import for domain").
+  Model m = callingModel();
+  onnx::GraphProto branch;
+  branch.set_name("then");
+  *branch.add_node() = protoNode("Scale", {"x", "w"}, {"b"}, "custom", "inner");
+  auto* out = branch.add_output();
+  out->set_name("b");
+  Node& second = m.graph.nodes[1];  // the second call becomes an If whose branch calls Scale
+  second = Node{};
+  second.op_type = "If";
+  second.name = "if";
+  second.inputs = {"c"};
+  second.outputs = {"y"};
+  for (const char* name : {"then_branch", "else_branch"}) {
+    onnx::AttributeProto a;
+    a.set_name(name);
+    a.set_type(onnx::AttributeProto::GRAPH);
+    *a.mutable_g() = branch;
+    second.attrs.push_back(a);
+  }
+  const auto lines = inlineLocalFunctions(m);
+  REQUIRE(lines.size() == 1);
+  CHECK_THAT(lines[0], Catch::Contains("(1 call)"));
+  REQUIRE(m.functions.size() == 1);
+  CHECK(m.functions[0].name() == "Scale");
+  CHECK(m.opsetFor("custom") == 1);
+  // Without the If, the same inlining drops both.
+  Model plain = callingModel();
+  inlineLocalFunctions(plain);
+  CHECK(plain.functions.empty());
+}
+
 TEST_CASE("inlineLocalFunctions inlines nested calls and refuses recursion and a foreign opset") {
   SECTION("a function calling another") {
     Model m = callingModel();
