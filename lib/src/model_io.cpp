@@ -586,7 +586,12 @@ onnx::ModelProto modelToProto(const Model& m) {
   for (const auto& n : G.nodes) {
     auto* pn = g->add_node();
     for (const auto& i : n.inputs) pn->add_input(i);
-    for (const auto& o : n.outputs) pn->add_output(o);
+    // Trailing unused optional outputs are left out, as the spec allows: ONNX Runtime's layout
+    // optimizer lost a MaxPool's output that was followed by an empty Indices name (a quantized
+    // model it then could not run).
+    size_t outs = n.outputs.size();
+    while (outs > 0 && n.outputs[outs - 1].empty()) --outs;
+    for (size_t k = 0; k < outs; ++k) pn->add_output(n.outputs[k]);
     if (!n.name.empty()) pn->set_name(n.name);
     pn->set_op_type(n.op_type);
     if (!n.domain.empty()) pn->set_domain(n.domain);
