@@ -137,14 +137,14 @@ void addBenchCommand(CLI::App& app, Action& action, const GlobalOptions& g) {
       const double items = static_cast<double>(o->batch) * 1000.0 / mean;
       if (o->json) {
         nlohmann::json j{{"schema", "lwc.bench"}, {"schema_version", 1}, {"runtime", "lwc"},
-                         {"model", o->model},     {"batch", o->batch},   {"threads", o->threads},
+                         {"model", o->model},     {"batch", o->batch},   {"threads", engine::configuredThreads()},
                          {"median_ms", med},      {"p90_ms", p90},       {"mean_ms", mean},
                          {"items_per_s", items},  {"iters", ms.size()},  {"reference_kernels", o->reference},
                          {"batch_split", s.batchSplit()}};
         std::cout << dumpJson(j) << "\n";
       } else {
         std::printf("%s  batch %lld  threads %d  runs %zu\n", o->model.c_str(), static_cast<long long>(o->batch),
-                    o->threads, ms.size());
+                    engine::configuredThreads(), ms.size());
         std::printf("latency  median %.3f ms  p90 %.3f ms  mean %.3f ms\nthroughput  %.1f items/s\n", med, p90, mean, items);
       }
       if (o->profile) printProfile(s.profile(), g.verbose);

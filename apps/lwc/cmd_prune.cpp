@@ -12,6 +12,7 @@
 
 #include "commands.h"
 #include "ort_peer.h"
+#include "lwc/engine.h"
 #include "lwc/pipeline.h"
 #include "passes/prune_magnitude.h"
 #include "passes/registry.h"
@@ -160,6 +161,7 @@ void addPruneCommand(CLI::App& app, Action& action, const GlobalOptions&) {
           lat->second = medianLatencyMs(after, bb, a->run.threads, sp);
           rec.details = {{"latency_ms",
                           {{"batch", bb},
+                           {"threads", engine::configuredThreads()},
                            {"before", lat->first},
                            {"after", lat->second},
                            {"speedup", lat->second > 0 ? lat->first / lat->second : 0.0}}}};
@@ -174,8 +176,9 @@ void addPruneCommand(CLI::App& app, Action& action, const GlobalOptions&) {
         };
         hooks.print_extra = [lat, ort, bench_batch](const PipelineReport&) {
           if (lat->first > 0)
-            std::printf("latency  lwc engine, batch %lld: %.3f -> %.3f ms (%.2fx)\n",
-                        static_cast<long long>(*bench_batch), lat->first, lat->second, lat->first / lat->second);
+            std::printf("latency  lwc engine, batch %lld, %d threads: %.3f -> %.3f ms (%.2fx)\n",
+                        static_cast<long long>(*bench_batch), engine::configuredThreads(), lat->first, lat->second,
+                        lat->first / lat->second);
           if (ort->a_ms > 0)
             std::printf("latency  ONNX Runtime %s, batch %lld: %.3f -> %.3f ms (%.2fx)\n", ort->version.c_str(),
                         static_cast<long long>(*bench_batch), ort->a_ms, ort->b_ms, ort->a_ms / ort->b_ms);

@@ -181,7 +181,7 @@ void addQuantizeCommand(CLI::App& app, Action& action, const GlobalOptions&) {
         if (bb > 0) {
           lat->first = medianLatencyMs(before, bb, q->run.threads, sp);
           lat->second = medianLatencyMs(after, bb, q->run.threads, sp);
-          d["latency_ms"] = {{"batch", bb}, {"fp32", lat->first}, {"int8", lat->second},
+          d["latency_ms"] = {{"batch", bb}, {"threads", engine::configuredThreads()}, {"fp32", lat->first}, {"int8", lat->second},
                              {"speedup", lat->second > 0 ? lat->first / lat->second : 0.0}};
           if (sp) d["latency_ms"]["sample_shape"] = *sp;
           if (const std::string note = fixedBatchNote(bb, q->bench_batch); !note.empty()) rec.result.notes.push_back(note);
@@ -211,8 +211,9 @@ void addQuantizeCommand(CLI::App& app, Action& action, const GlobalOptions&) {
                       static_cast<long long>(d["calibration"]["samples"].get<int64_t>()),
                       d["calibration"]["seconds"].get<double>(), d["calibration"]["images_per_s"].get<double>());
         if (lat->first > 0)
-          std::printf("latency      lwc engine, batch %lld: fp32 %.3f ms, int8 %.3f ms (%.2fx)\n",
-                      static_cast<long long>(*bench_batch), lat->first, lat->second, lat->first / lat->second);
+          std::printf("latency      lwc engine, batch %lld, %d threads: fp32 %.3f ms, int8 %.3f ms (%.2fx)\n",
+                      static_cast<long long>(*bench_batch), engine::configuredThreads(), lat->first, lat->second,
+                      lat->first / lat->second);
         if (ort->a_ms > 0)
           std::printf("latency      ONNX Runtime %s, batch %lld: fp32 %.3f ms, int8 %.3f ms (%.2fx)\n",
                       ort->version.c_str(), static_cast<long long>(*bench_batch), ort->a_ms, ort->b_ms,

@@ -195,7 +195,11 @@ TEST_CASE("lwc bench on random inputs and on data", "[cli][bench]") {
     CHECK(j["median_ms"].get<double>() > 0);
     CHECK(j["p90_ms"].get<double>() >= j["median_ms"].get<double>());
     CHECK(j["items_per_s"].get<double>() > 0);
+    CHECK(j["threads"].get<int>() > 0);  // the count it ran with, not the option's 0
   }
+  auto one = runLwc("bench " + q(model) + " --iters 2 --threads 1 --json");
+  REQUIRE(one.exit_code == 0);
+  CHECK(nlohmann::json::parse(one.out)["threads"] == 1);
   // --profile: time per op type; with -v also every node (lenet5's two Conv nodes, run in NHWC, each listed by name).
   auto by_op = runLwc("bench " + q(model) + " --batch 2 --iters 3 --warmup 0 --profile");
   REQUIRE(by_op.exit_code == 0);

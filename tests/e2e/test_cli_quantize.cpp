@@ -87,6 +87,9 @@ TEST_CASE("lwc quantize: QDQ model, report with accuracy, per-layer error and la
   CHECK(details["calibration"]["samples"] == 500);
   CHECK(details["layers"].size() > 20);
   CHECK(details["latency_ms"]["int8"].get<double>() > 0);
+  // The threads the engine's figures were measured with, as ONNX Runtime's say theirs.
+  CHECK(details["latency_ms"]["threads"].get<int>() == details["ort_latency_ms"]["threads"].get<int>());
+  CHECK_THAT(r.out, Contains("latency      lwc engine, batch 8, " + std::to_string(details["ort_latency_ms"]["threads"].get<int>()) + " threads: fp32 "));
   // --ort-bench: the same two models timed in ONNX Runtime.
   const auto& ort = details["ort_latency_ms"];
   CHECK(ort["runtime"].get<std::string>() == "onnxruntime-node 1.30.0");

@@ -116,6 +116,8 @@ int qdqToQOperator(Graph& g);
 
 /// Sets the thread count for OpenMP and oneDNN and pins threads (call before the first run).
 void configureThreads(int threads);
+/// The thread count runs use now (what configureThreads set; 0 there means every core).
+int configuredThreads();
 
 /// True on an x86 CPU without VNNI (AVX512-VNNI or AVX-VNNI), where int8 kernels built on
 /// vpmaddubsw (ONNX Runtime's u8 x s8, oneDNN's) add product pairs in a saturating int16: the CPUs

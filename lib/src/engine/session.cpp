@@ -26,6 +26,8 @@ void configureThreads(int threads) {
   omp_set_num_threads(n);
 }
 
+int configuredThreads() { return omp_get_max_threads(); }
+
 bool hostX86WithoutVnni() {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_cpu_init();
