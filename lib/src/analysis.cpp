@@ -211,6 +211,48 @@ int64_t countZeros(const Tensor& t) {
 }
 
 namespace {
+// Zeros of a weight as its layer sees them: an integer weight is zero where it equals its zero
+// point (a uint8 weight with zero point 128 stores its zeros as 128), read from the node that
+// dequantizes it (DequantizeLinear, QLinearConv, QLinearMatMul, ConvInteger, MatMulInteger). A
+// float weight, or one no such node reads with a constant zero point, counts exact zeros.
+int64_t weightZeros(const Graph& g, const GraphIndex& idx, const std::string& name, const Tensor& t) {
+  if (isFloat(t.dtype()) || t.rank() == 0) return countZeros(t);
+  for (int ci : idx.consumers(name)) {
+    const Node& n = g.nodes[static_cast<size_t>(ci)];
+    if (!n.domain.empty()) continue;
+    for (size_t i = 0; i < n.inputs.size(); ++i) {
+      if (n.inputs[i] != name) continue;
+      size_t zi = 0;
+      int64_t axis = -1;  // the zero point's axis in the weight, for per-axis zero points
+      const auto r = static_cast<int64_t>(t.rank());
+      if (n.op_type == "DequantizeLinear" && i == 0) zi = 2, axis = n.attrInt("axis", 1);
+      else if (n.op_type == "QLinearConv" && i == 3) zi = 5, axis = 0;
+      else if (n.op_type == "QLinearMatMul" && i == 3) zi = 5, axis = r - 1;
+      else if (n.op_type == "QLinearMatMul" && i == 0) zi = 2, axis = r - 1;
+      else if (n.op_type == "ConvInteger" && i == 1) zi = 3, axis = 0;
+      else if (n.op_type == "MatMulInteger" && i == 1) zi = 3, axis = r - 1;
+      else continue;
+      if (!n.hasInput(zi)) return countZeros(t);  // zero point 0
+      const Tensor* zp = g.initializers.find(n.inputs[zi]);
+      if (!zp) continue;
+      if (axis < 0) axis += r;
+      if (zp->numel() == 1) {
+        const double z = zp->at(0);
+        int64_t c = 0;
+        for (int64_t k = 0; k < t.numel(); ++k) c += t.at(k) == z;
+        return c;
+      }
+      if (axis < 0 || axis >= r || zp->numel() != t.dim(static_cast<size_t>(axis))) continue;
+      const int64_t inner = prod(t.shape(), static_cast<size_t>(axis) + 1), ch = t.dim(static_cast<size_t>(axis));
+      if (inner <= 0) continue;
+      int64_t c = 0;
+      for (int64_t k = 0; k < t.numel(); ++k) c += t.at(k) == zp->at((k / inner) % ch);
+      return c;
+    }
+  }
+  return countZeros(t);
+}
+
 std::map<std::string, int64_t> opHistogram(const Graph& g) {
   std::map<std::string, int64_t> h;
   for (const auto& n : g.nodes) ++h[n.domain.empty() ? n.op_type : n.domain + "." + n.op_type];
@@ -226,6 +268,7 @@ ModelStats analyzeStored(const Model& m, const AnalyzeOptions& opts) {
   st.op_histogram = opHistogram(g);
 
   const auto roles = initializerRoles(g);
+  const GraphIndex zidx(g);
   for (const auto& [name, t] : g.initializers.items()) {
     const InitRole r = roles.at(name);
     if (r == InitRole::BnStat) {
@@ -242,7 +285,7 @@ ModelStats analyzeStored(const Model& m, const AnalyzeOptions& opts) {
     if (opts.entropy) st.entropy_bytes += entropyBitsPerElement(t) * static_cast<double>(t.numel()) / 8.0;
     if (r == InitRole::Weight) {
       st.weight_elements += t.numel();
-      st.weight_zeros += countZeros(t);
+      st.weight_zeros += weightZeros(g, zidx, name, t);
     }
   }
   st.plain_weight_bytes = st.weight_bytes;
@@ -273,7 +316,7 @@ ModelStats analyzeStored(const Model& m, const AnalyzeOptions& opts) {
         if (counted.insert(src).second) L.params += t->numel();
         if (isWeightSlot(n.op_type, i)) {
           L.weight_elements += t->numel();
-          L.weight_zeros += countZeros(*t);
+          L.weight_zeros += weightZeros(g, zidx, src, *t);
         }
       }
     }

@@ -571,7 +571,7 @@ g (float[N, 4] x) => (float[N, 3] y)
   CHECK(st.constants == 3 + 3);
 }
 
-TEST_CASE("MACs of recurrent layers and Einsum are counted; a subgraph makes the total a lower bound", "[analysis]") {
+TEST_CASE("MACs of recurrent layers and Einsum are counted, and a subgraph makes the total a lower bound", "[analysis]") {
   // LSTM: seq 5, batch N, input 3, hidden 4, two directions: W [2, 16, 3], R [2, 16, 4].
   Model lstm = parseModelText(R"(
 <ir_version: 8, opset_import: ["" : 14]>
@@ -622,4 +622,28 @@ g (bool c, float[4, 4] x) => (float[4, 4] y)
 }
 )");
   CHECK_FALSE(analyzeModel(with_if).macs_complete);
+}
+
+TEST_CASE("sparsity of an integer weight counts the values equal to its zero point", "[analysis]") {
+  // A uint8 weight with zero point 128 stores its zeros as 128 (ONNX Runtime's QUInt8 weights);
+  // a raw 0 there is -128 x scale, not a zero.
+  Model m = parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 4] x) => (float[N, 2] y)
+<uint8[2, 4] wq = {128, 128, 0, 5, 128, 7, 128, 128}, float s = {0.1}, uint8 z = {128},
+ int8[2, 2] pq = {3, 0, 2, 2}, float[2] ps = {0.1, 0.2}, int8[2] pz = {0, 2}>
+{
+  w = DequantizeLinear (wq, s, z)
+  t = Gemm <transB = 1> (x, w)
+  p = DequantizeLinear <axis = 0> (pq, ps, pz)
+  y = Gemm <transB = 1> (t, p)
+}
+)");
+  const ModelStats st = analyzeModel(m);
+  CHECK(st.weight_elements == 12);
+  // wq: five 128s; pq (per row): row 0 (zero point 0) has one 0, row 1 (zero point 2) two 2s.
+  CHECK(st.weight_zeros == 5 + 1 + 2);
+  REQUIRE(st.layers.size() == 2);
+  CHECK(st.layers[0].weight_zeros == 5);
+  CHECK(st.layers[1].weight_zeros == 3);
 }
