@@ -296,9 +296,18 @@ struct Lowering {
     if (has_axes) axes = constInts(n, n.input(1));
     while (n.input_size() > 1) n.mutable_input()->RemoveLast();
     if (axes.empty() && noop) {
-      n.set_op_type("Identity");
+      // Nothing is reduced, but the element-wise part still applies (onnx/onnx#7394, as ONNX
+      // Runtime 1.30 does): |x| for L1 and L2, x² for SumSquare, log x for LogSum; the others
+      // (Sum, Mean, Max, Min, Prod, LogSumExp) are the identity.
+      const std::string op = n.op_type();
       n.clear_attribute();
-      count("Reduce with noop_with_empty_axes and no axes: Identity");
+      if (op == "ReduceL1" || op == "ReduceL2") n.set_op_type("Abs");
+      else if (op == "ReduceLogSum") n.set_op_type("Log");
+      else if (op == "ReduceSumSquare") {
+        n.set_op_type("Mul");
+        n.add_input(n.input(0));
+      } else n.set_op_type("Identity");
+      count("Reduce with noop_with_empty_axes and no axes: " + n.op_type());
       return;
     }
     if (!axes.empty()) {

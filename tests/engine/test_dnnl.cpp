@@ -570,3 +570,24 @@ TEST_CASE("NHWC max pooling with dilation 1 runs separably (rows, then columns) 
     }
   }
 }
+
+TEST_CASE("a MatMul or Gemm with constant weights and an inner dimension of 0 gives zeros or the bias", "[dnnl][nn]") {
+  // x.numel() / k divided by zero: the process died of SIGFPE, without a message.
+  Model mm = parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 13]>
+g (float[3, 0] x) => (float[3, 4] y, float[3, 4] z)
+<float[0, 4] w = {}, float[4] b = {1, 2, 3, 4}>
+{
+  y = MatMul (x, w)
+  z = Gemm (x, w, b)
+}
+)");
+  engine::Session s(mm);
+  const auto out = s.run({{"x", Tensor(DType::Float32, {3, 0})}});
+  REQUIRE(out.at("y").shape() == Shape{3, 4});
+  REQUIRE(out.at("z").shape() == Shape{3, 4});
+  for (int64_t i = 0; i < 12; ++i) {
+    CHECK(out.at("y").data<float>()[i] == 0.0f);
+    CHECK(out.at("z").data<float>()[i] == float(1 + i % 4));
+  }
+}

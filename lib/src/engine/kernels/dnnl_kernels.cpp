@@ -674,9 +674,17 @@ class DnnlMatMul final : public Kernel {
     }
     if (x.dtype() != DType::Float32 || x.rank() < 2 || x.shape().back() != k)
       ctx.error("input ", shapeStr(x.shape()), " does not match weights ", shapeStr(w_.shape()));
-    const int64_t m = x.numel() / k;
     Shape ys = x.shape();
     ys.back() = n;
+    if (k == 0) {  // an empty sum: the bias, or zeros (x.numel() / k divided by zero)
+      Tensor& y = ctx.alloc(0, DType::Float32, ys);
+      if (!b_.empty())
+        for (int64_t i = 0; i < y.numel(); ++i) y.data<float>()[i] = b_.data<float>()[i % n];
+      one_thread_ = true;
+      used_packed_ = false;
+      return;
+    }
+    const int64_t m = x.numel() / k;
     Tensor& y = ctx.allocUninit(0, DType::Float32, ys);
     float* Y = y.data<float>();
     // The bias is added block by block by the thread that computed the block, while it is in cache.
