@@ -591,3 +591,23 @@ g (float[3, 0] x) => (float[3, 4] y, float[3, 4] z)
     CHECK(out.at("z").data<float>()[i] == float(1 + i % 4));
   }
 }
+
+TEST_CASE("a Conv with no input or output channels runs (the bias, or an empty output)", "[dnnl][nn]") {
+  // oneDNN cannot describe it: "internal error: could not create a descriptor".
+  Model ci0 = parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 13]>
+g (float[1, 0, 5, 5] x) => (float[1, 4, 3, 3] y)
+<float[4, 0, 3, 3] w = {}, float[4] b = {0, 1, 2, 3}>
+{ y = Conv (x, w, b) }
+)");
+  const Tensor y = engine::Session(ci0).runOrdered({{"x", Tensor(DType::Float32, {1, 0, 5, 5})}})[0];
+  REQUIRE(y.shape() == Shape{1, 4, 3, 3});
+  for (int64_t i = 0; i < y.numel(); ++i) CHECK(y.data<float>()[i] == float(i / 9));
+  Model co0 = parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 13]>
+g (float[1, 3, 5, 5] x) => (float[1, 0, 3, 3] y)
+<float[0, 3, 3, 3] w = {}>
+{ y = Conv (x, w) }
+)");
+  CHECK(engine::Session(co0).runOrdered({{"x", Tensor(DType::Float32, {1, 3, 5, 5})}})[0].shape() == Shape{1, 0, 3, 3});
+}

@@ -397,6 +397,10 @@ TEST_CASE("Clip takes bounds from attributes before opset 11, from inputs after"
     CHECK(values<float>(run("Clip", {x, Tensor(), hi}, {}, 13)) == std::vector<float>{-3, -1, 0.5f, 4, 6});
     CHECK(values<float>(run("Clip", {x, lo}, {}, 13)) == std::vector<float>{0, 0, 0.5f, 4, 9});
     CHECK(values<float>(run("Clip", {x}, {}, 13)) == values<float>(x));
+    // A bound left out is the type's extreme finite value (the spec's default, ONNX Runtime's result).
+    const float inf = std::numeric_limits<float>::infinity(), big = std::numeric_limits<float>::max();
+    CHECK(values<float>(run("Clip", {f32({2}, {-inf, inf}), lo}, {}, 13)) == std::vector<float>{0, big});
+    CHECK(values<float>(run("Clip", {f32({2}, {-inf, inf})}, {}, 13)) == std::vector<float>{-big, big});
     // min > max: everything becomes max.
     CHECK(values<float>(run("Clip", {x, hi, lo}, {}, 13)) == std::vector<float>(5, 0));
     // Attributes are not read at opset 13.

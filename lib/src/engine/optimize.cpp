@@ -1200,7 +1200,7 @@ bool notRank4(const Graph& g, const std::string& v) {
 bool convEligible(const Graph& g, const Node& n) {
   if (n.op_type != "Conv" || !n.domain.empty() || n.inputs.size() < 2 || notRank4(g, n.inputs[0])) return false;
   const Tensor* w = g.initializers.find(n.inputs[1]);
-  if (!w || w->dtype() != DType::Float32 || w->rank() != 4) return false;
+  if (!w || w->dtype() != DType::Float32 || w->rank() != 4 || w->numel() == 0) return false;
   if (n.hasInput(2) && !isFloatConst(g, n.inputs[2], w->dim(0))) return false;
   const int64_t group = n.attrInt("group", 1);
   if (group < 1 || w->dim(0) % group != 0) return false;

@@ -251,7 +251,8 @@ class DnnlConv final : public Kernel {
 std::unique_ptr<Kernel> makeDnnlConvImpl(const KernelInfo& info, bool nhwc) {
   const Node& n = info.node;
   const Tensor* w = info.constant(1);
-  if (!w || w->dtype() != DType::Float32 || w->rank() != 4) return nullptr;
+  // No channels in or out: oneDNN cannot describe it (an "internal error"); the reference kernel gives the bias.
+  if (!w || w->dtype() != DType::Float32 || w->rank() != 4 || w->numel() == 0) return nullptr;
   const Tensor* b = info.hasInput(2) ? info.constant(2) : nullptr;
   if (info.hasInput(2) && (!b || b->dtype() != DType::Float32 || b->numel() != w->dim(0))) return nullptr;
   const auto* xt = info.input_types.empty() ? nullptr : info.input_types[0];

@@ -450,8 +450,10 @@ void clipKernel(KernelContext& ctx, bool bounds_from_inputs) {
     return dispatchNumeric(x.dtype(), ctx, [&](auto tag) {
       using T = decltype(tag);
       using L = std::numeric_limits<T>;
-      T lo = L::has_infinity ? -L::infinity() : L::lowest();
-      T hi = L::has_infinity ? L::infinity() : L::max();
+      // The spec's defaults: an infinite input comes out as the type's largest finite value, as in
+      // ONNX Runtime (it stayed infinite).
+      T lo = L::lowest();
+      T hi = L::max();
       auto bound = [&](size_t i, const char* what) {
         const Tensor t = toFloat32IfHalf(ctx.in(i));
         if (t.dtype() != x.dtype() || t.numel() != 1)
