@@ -887,13 +887,13 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
   dq_names_ = dq_of;
   dq_weights_ = weight_dq;
   int64_t qoperator_layers = 0;
+  qdq_.reset();
   if (o.getString("format") == "qoperator") {
+    qdq_ = m;  // for the per-tensor error table (the table was empty for qoperator files)
     qoperator_layers = engine::qdqToQOperator(g);
     std::vector<std::string> all;
     for (const auto& [name, t] : g.initializers.items()) all.push_back(name);
     dropUnusedConstants(g, all);
-    dq_names_.clear();  // the per-tensor error table needs the QDQ form
-    dq_weights_.clear();
   }
   r.stats = {{"tensors_quantized", static_cast<int64_t>(tensors.size())},
              {"tensors_calibrated", static_cast<int64_t>(stats_.tensors.size())},

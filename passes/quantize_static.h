@@ -37,6 +37,8 @@
 // weights (per-channel DequantizeLinear needs opset 13).
 #pragma once
 
+#include <optional>
+
 #include "lwc/pass.h"
 #include "passes/calibration.h"
 
@@ -58,6 +60,9 @@ class QuantizeStatic : public Pass {
   const std::map<std::string, std::string>& dequantizedNames() const { return dq_names_; }
   /// Quantized weight name -> the name of its dequantized value in the output model.
   const std::map<std::string, std::string>& dequantizedWeights() const { return dq_weights_; }
+  /// With format qoperator: the model in QDQ form, before the conversion (the same integers; the
+  /// per-tensor error table reads its DequantizeLinear outputs). nullptr for format qdq.
+  const Model* qdqForm() const { return qdq_ ? &*qdq_ : nullptr; }
 
  protected:
   void validate(const PassOptions& o) const override;
@@ -66,6 +71,7 @@ class QuantizeStatic : public Pass {
   CalibrationStats stats_;
   std::map<std::string, std::string> dq_names_;
   std::map<std::string, std::string> dq_weights_;
+  std::optional<Model> qdq_;
 };
 
 /// Error of one quantized tensor against its float counterpart.

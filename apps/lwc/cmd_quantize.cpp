@@ -166,13 +166,19 @@ void addQuantizeCommand(CLI::App& app, Action& action, const GlobalOptions&) {
           data = &spec;
         }
         if (qs && data && q->layer_samples > 0) {
-          *table = passes::quantizationErrors(before, after, *qs, *data, q->layer_samples, "--layer-samples", q->run.threads);
+          // A QOperator file is measured in its QDQ form: the same integers, with DequantizeLinear outputs to compare.
+          const Model& measured = qs->qdqForm() ? *qs->qdqForm() : after;
+          *table = passes::quantizationErrors(before, measured, *qs, *data, q->layer_samples, "--layer-samples", q->run.threads);
           nlohmann::json layers = nlohmann::json::array();
           for (const auto& e : *table)
             layers.push_back({{"tensor", e.tensor}, {"kind", e.kind}, {"sqnr_db", e.sqnr_db}, {"cosine", e.cosine},
                               {"elements", e.elements}});
           d["layers"] = layers;
         }
+        if (!qs && data && q->layer_samples > 0)  // --layer-samples was accepted and silently did nothing
+          rec.result.notes.push_back(
+              "per-tensor error table: not measured for --mode dynamic (its activations are quantized per batch at run "
+              "time, with no DequantizeLinear to compare); lwc compare MODEL OUT --data D --per-layer compares the models' tensors");
         int64_t bb = q->bench_batch > 0 ? benchBatchFor(before, q->bench_batch) : 0;
         std::optional<Shape> sample;  // the data's, for dimensions the model leaves open
         if (bb > 0 && !prepareTiming(before, q->run, sample, rec.result.notes)) bb = 0;

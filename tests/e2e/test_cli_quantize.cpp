@@ -102,6 +102,25 @@ TEST_CASE("lwc quantize: QDQ model, report with accuracy, per-layer error and la
   CHECK(details["layers"][0]["sqnr_db"].get<double>() <= details["layers"][1]["sqnr_db"].get<double>());
 }
 
+TEST_CASE("lwc quantize --format qoperator reports the per-tensor error table of its QDQ form; dynamic says it has none", "[cli][quantize]") {
+  // The table was empty for QOperator files ("layers": []) and --layer-samples silently did nothing for dynamic.
+  TempDir d;
+  const fs::path sample = td("fmnist_sample"), model = td("lenet5_fmnist.onnx");
+  auto layers = [&](const std::string& format) {
+    auto r = runLwc("-q quantize " + q(model) + " --calib " + q(sample) + " --format " + format + " -o " + q(d / (format + ".onnx")) +
+                    " --bench-batch 0 --layer-samples 50 --report " + q(d / (format + ".json")));
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    return readJson(d / (format + ".json"))["stages"].back()["details"]["layers"];
+  };
+  const auto qdq = layers("qdq"), qop = layers("qoperator");
+  REQUIRE(qdq.size() > 5);
+  CHECK(qop == qdq);  // the same integers
+  auto dyn = runLwc("quantize " + q(model) + " --mode dynamic --eval " + q(sample) + " -o " + q(d / "dyn.onnx") + " --bench-batch 0");
+  REQUIRE(dyn.exit_code == 0);
+  CHECK_THAT(dyn.err, Contains("per-tensor error table: not measured for --mode dynamic"));
+}
+
 TEST_CASE("lwc quantize and prune --channels on a model exported with batch 1", "[cli][quantize]") {
   // A fixed batch dimension accepts no other batch: calibration and evaluation feed one sample at a
   // time and the latency is measured at batch 1, with a note (was: "expects shape [1,1,28,28] but
