@@ -35,7 +35,7 @@ Node node(const std::string& op, const std::string& name, std::vector<std::strin
 PassResult QuantizeDynamic::run(Model& m, PassContext&) {
   checkNotQuantized(m);
   const std::string upgraded = upgradeOpset(m, 11, "DynamicQuantizeLinear");
-  checkQuantizableOpset(m, 11, "DynamicQuantizeLinear");
+  checkQuantizableOpset(m, 11, "DynamicQuantizeLinear", upgraded);
   Graph& g = m.graph;
   topoSort(g, m.label());
   const bool per_channel = options_.getBool("per_channel");

@@ -102,14 +102,20 @@ std::string upgradeOpset(Model& m, int64_t want, const std::string& what) {
   if (why.empty())
     return "opset " + std::to_string(from) + " -> 13 with ONNX's version converter (" + what + " needs " +
            std::to_string(want) + ")";
-  return "opset " + std::to_string(from) + " kept: ONNX's version converter could not convert the model to 13 (" + why + ")";
+  // Where 13 fails (Softmax-13 needs a known input shape), the opset the ops need may still do.
+  if (want < 13 && convertOpset(m, want).empty())
+    return "opset " + std::to_string(from) + " -> " + std::to_string(want) + " with ONNX's version converter (" + what +
+           " needs " + std::to_string(want) + "; to 13 it failed: " + why + ")";
+  return "opset " + std::to_string(from) + " kept: ONNX's version converter could not convert the model to " +
+         std::to_string(want) + (want < 13 ? " or 13" : "") + " (" + why + ")";
 }
 
-void checkQuantizableOpset(const Model& m, int64_t min_opset, const std::string& ops) {
+void checkQuantizableOpset(const Model& m, int64_t min_opset, const std::string& ops, const std::string& upgrade_note) {
   const int64_t v = m.opsetFor("");
   if (v < min_opset)
-    fail(m.label(), ": opset ", v, " has no ", ops, " (introduced in opset ", min_opset,
-         "), and ONNX's version converter could not convert it to opset 13: export the model again at opset 13");
+    fail(m.label(), ": opset ", v, " has no ", ops, " (introduced in opset ", min_opset, "), and ",
+         upgrade_note.empty() ? std::string("ONNX's version converter could not convert it") : upgrade_note,
+         ": export the model again at opset 13");
 }
 
 namespace {
@@ -285,7 +291,7 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
   // Per-channel weight scales need opset 13, QuantizeLinear at all 10: convert older models.
   const std::string upgraded =
       upgradeOpset(m, per_channel_opt ? 13 : 10, per_channel_opt ? "per-channel DequantizeLinear" : "QuantizeLinear");
-  checkQuantizableOpset(m, 10, "QuantizeLinear/DequantizeLinear");
+  checkQuantizableOpset(m, 10, "QuantizeLinear/DequantizeLinear", upgraded);
   Graph& g = m.graph;
   topoSort(g, m.label());
   const bool symmetric = o.getString("act_type") == "int8";

@@ -104,8 +104,8 @@ std::string upgradeOpset(Model& m, int64_t want, const std::string& what);
 
 /// Throws lwc::Error when the model's default-domain opset predates the ops quantization writes
 /// (`min_opset`: 10 for QuantizeLinear/DequantizeLinear, 11 for DynamicQuantizeLinear), after
-/// upgradeOpset could not convert it.
-void checkQuantizableOpset(const Model& m, int64_t min_opset, const std::string& ops);
+/// upgradeOpset could not convert it; `upgrade_note` (upgradeOpset's) says why.
+void checkQuantizableOpset(const Model& m, int64_t min_opset, const std::string& ops, const std::string& upgrade_note = "");
 
 /// "i/n" -> (i, n) with 0 <= i < n; fails naming `what` ("--shard", "quantize.calib_shard").
 std::pair<int, int> parseShard(const std::string& s, const std::string& what);

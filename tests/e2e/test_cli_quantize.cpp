@@ -1,5 +1,6 @@
 // lwc quantize / calibrate end to end: real models and data, reports, shards, bad input.
 #include <catch2/catch.hpp>
+#include <onnx/defs/parser.h>
 #include <array>
 #include <cmath>
 #include <fstream>
@@ -480,6 +481,32 @@ g (int64[N, 8] ids, float[N, 8, 64] x2, float[100, 64] emb, float[64, 64] w1, fl
   r = runLwc("bench " + q(d / "q.onnx") + " --batch 3 --iters 2 --json");
   REQUIRE(r.exit_code == 0);
   CHECK(nlohmann::json::parse(r.out)["batch"] == 3);
+}
+
+TEST_CASE("lwc quantize --mode dynamic converts an opset-10 model to 11 where 13 fails, and says why", "[cli][quantize]") {
+  // Softmax 12 -> 13 needs a known input shape, which a Reshape to a computed shape hides: the
+  // model was refused though DynamicQuantizeLinear needs only opset 11, and the reason was lost.
+  TempDir d;
+  onnx::ModelProto p;
+  REQUIRE(onnx::OnnxParser::Parse(p, R"(
+<ir_version: 6, opset_import: ["" : 10]>
+g (float[N, 4] x) => (float[N, 3] y)
+<float[4, 3] w = {0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2}>
+{
+  s = Shape (x)
+  r = Reshape (x, s)
+  m = MatMul (r, w)
+  y = Softmax (m)
+}
+)").IsOK());
+  test::writeFile(d / "o10.onnx", p.SerializeAsString());
+  auto r = runLwc("quantize " + q(d / "o10.onnx") + " --mode dynamic --bench-batch 0 -o " + q(d / "q.onnx"));
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK_THAT(r.err, Contains("opset 10 -> 11") && Contains("to 13 it failed") && Contains("Softmax"));
+  const Model qm = loadModel(d / "q.onnx");
+  CHECK(qm.opsetFor("") == 11);
+  CHECK(countOp(qm, "MatMulInteger") == 1);
 }
 
 TEST_CASE("lwc quantize an opset-11 model: converted to 13 for per-channel scales, or per-tensor at 11",
