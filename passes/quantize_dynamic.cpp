@@ -59,22 +59,32 @@ PassResult QuantizeDynamic::run(Model& m, PassContext&) {
     return n;
   };
   std::vector<std::string> old_weights;
+  std::string skipped_why;
   for (const Node& n : g.nodes) {
     const bool mm = n.op_type == "MatMul", gemm = n.op_type == "Gemm";
     const Tensor* w = (mm || gemm) && n.domain.empty() && n.inputs.size() >= 2 ? floatConstant(g, n.inputs[1]) : nullptr;
     bool ok = w && w->rank() == 2 && !g.isGraphInput(n.inputs[1]) && !exclude.count(n.name) && !exclude.count(n.op_type);
-    if (ok && gemm) ok = n.attrInt("transA", 0) == 0 && n.attrFloat("alpha", 1.0f) == 1.0f;
+    // A layer with constant weights left in float says why (a Gemm with transA stayed silently).
+    auto leave = [&](const std::string& why) {
+      r.notes.push_back(n.describe() + ": left in float (" + why + ")");
+      skipped_why = why;
+      ok = false;
+    };
+    if (ok && gemm && n.attrInt("transA", 0) != 0) leave("transA = 1: MatMulInteger has no transposed input");
     const ValueInfo* xi = ok ? g.findValueInfo(n.inputs[0]) : nullptr;
-    if (ok && xi && xi->dtype != DType::Float32 && xi->dtype != DType::Undefined) ok = false;
+    if (ok && xi && xi->dtype != DType::Float32 && xi->dtype != DType::Undefined)
+      leave("its input is " + std::string(dtypeName(xi->dtype)) + ", not float32");
     if (!ok) {
       out.push_back(n);
       continue;
     }
+    // Gemm's alpha goes into the weights: alpha·(A·B) = A·(alpha·B) (it stayed in float, silently).
+    const float alpha = gemm ? n.attrFloat("alpha", 1.0f) : 1.0f;
     const bool trans = gemm && n.attrInt("transB", 0) != 0;
     const int64_t K = trans ? w->dim(1) : w->dim(0), N = trans ? w->dim(0) : w->dim(1);
     // W as [K, N] int8, one scale per column n.
     std::vector<float> s(per_channel ? static_cast<size_t>(N) : 1, 0.0f);
-    auto at = [&](int64_t k, int64_t c) { return w->data<float>()[trans ? c * K + k : k * N + c]; };
+    auto at = [&](int64_t k, int64_t c) { return alpha * w->data<float>()[trans ? c * K + k : k * N + c]; };
     for (int64_t k = 0; k < K; ++k)
       for (int64_t c = 0; c < N; ++c) {
         float& v = s[per_channel ? static_cast<size_t>(c) : 0];
@@ -126,7 +136,8 @@ PassResult QuantizeDynamic::run(Model& m, PassContext&) {
   dropUnusedConstants(g, old_weights);
   topoSort(g, m.label());
   if (layers == 0)
-    fail(m.label(), ": nothing to quantize dynamically (no MatMul/Gemm with constant 2-D weights)", float16WeightsHint(m));
+    fail(m.label(), ": nothing to quantize dynamically (no MatMul/Gemm with constant 2-D weights",
+         skipped_why.empty() ? std::string() : "; the one there is left in float: " + skipped_why, ")", float16WeightsHint(m));
   r.stats = {{"layers_quantized", layers}, {"activations_quantized", static_cast<int64_t>(dyn.size())}};
   r.changed = true;
   return r;

@@ -483,6 +483,52 @@ g (int64[N, 8] ids, float[N, 8, 64] x2, float[100, 64] emb, float[64, 64] w1, fl
   CHECK(nlohmann::json::parse(r.out)["batch"] == 3);
 }
 
+TEST_CASE("lwc quantize --mode dynamic quantizes a Gemm with alpha, and names one it leaves in float", "[cli][quantize]") {
+  // alpha != 1 and transA = 1 were left in float without a word; with only such a layer the error
+  // said there was no MatMul/Gemm with constant 2-D weights.
+  TempDir d;
+  Model m = parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 4] x, float[4, 4] w1, float[4] b1, float[4, 3] w2) => (float[N, 3] y)
+{
+  h = Gemm <alpha = 2.0, transB = 1> (x, w1, b1)
+  t = Transpose (h)
+  y = Gemm <transA = 1> (t, w2)
+}
+)");
+  m.graph.initializers.set("w1", test::randomFloat({4, 4}, 3, -1.0f, 1.0f));
+  m.graph.initializers.set("b1", test::randomFloat({4}, 4, -1.0f, 1.0f));
+  m.graph.initializers.set("w2", test::randomFloat({4, 3}, 5, -1.0f, 1.0f));
+  m.graph.inputs.resize(1);
+  saveModel(m, d / "g.onnx");
+  auto r = runLwc("quantize " + q(d / "g.onnx") + " --mode dynamic --bench-batch 0 -o " + q(d / "q.onnx"));
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK_THAT(r.err, Contains("left in float (transA = 1"));
+  const Model qm = loadModel(d / "q.onnx");
+  CHECK(countOp(qm, "MatMulInteger") == 1);  // the alpha Gemm
+  const Tensor x = test::randomFloat({8, 4}, 6, -1.0f, 1.0f);
+  const Tensor a = engine::Session(m).runOrdered({{"x", x}})[0], b = engine::Session(qm).runOrdered({{"x", x}})[0];
+  float worst = 0, top = 0;
+  for (int64_t i = 0; i < a.numel(); ++i) {
+    worst = std::max(worst, std::fabs(a.data<float>()[i] - b.data<float>()[i]));
+    top = std::max(top, std::fabs(a.data<float>()[i]));
+  }
+  CHECK(worst < 0.03f * top);  // alpha applied once, not dropped or doubled (an error of ~50 %)
+  // Only the transA layer: the error says why it is not quantized.
+  Model only = parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 13]>
+g (float[4, N] x, float[4, 3] w2) => (float[N, 3] y)
+{ y = Gemm <transA = 1> (x, w2) }
+)");
+  only.graph.initializers.set("w2", test::randomFloat({4, 3}, 5, -1.0f, 1.0f));
+  only.graph.inputs.resize(1);
+  saveModel(only, d / "only.onnx");
+  test::checkOneLineError(runLwc("quantize " + q(d / "only.onnx") + " --mode dynamic --bench-batch 0 -o " + q(d / "q2.onnx")),
+                          "left in float: transA = 1");
+  CHECK_FALSE(fs::exists(d / "q2.onnx"));
+}
+
 TEST_CASE("lwc quantize --mode dynamic converts an opset-10 model to 11 where 13 fails, and says why", "[cli][quantize]") {
   // Softmax 12 -> 13 needs a known input shape, which a Reshape to a computed shape hides: the
   // model was refused though DynamicQuantizeLinear needs only opset 11, and the reason was lost.
