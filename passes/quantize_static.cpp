@@ -110,6 +110,20 @@ std::string upgradeOpset(Model& m, int64_t want, const std::string& what) {
          std::to_string(want) + (want < 13 ? " or 13" : "") + " (" + why + ")";
 }
 
+std::string excludeHint(const Graph& g) {
+  std::string s;
+  int shown = 0, total = 0;
+  for (const auto& n : g.nodes) {
+    if (!n.domain.empty() || (n.op_type != "Conv" && n.op_type != "Gemm" && n.op_type != "MatMul" && n.op_type != "ConvTranspose"))
+      continue;
+    if (++total > 4) continue;
+    s += (shown++ ? ", " : "") + n.describe();
+  }
+  if (total == 0) return "";
+  return "; its layers after the cleanup before quantization (a MatMul and its bias Add become a Gemm) are " + s +
+         (total > 4 ? " and " + std::to_string(total - 4) + " more" : "") + " (lwc info --per-layer on `lwc fuse`'s output lists them)";
+}
+
 void checkQuantizableOpset(const Model& m, int64_t min_opset, const std::string& ops, const std::string& upgrade_note) {
   const int64_t v = m.opsetFor("");
   if (v < min_opset)
@@ -316,7 +330,7 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
   for (const auto& e : o.getStrings("exclude")) {
     bool found = false;
     for (const auto& n : g.nodes) found = found || n.name == e || n.op_type == e;
-    if (!found) fail(o.where(), ".exclude: no node or op type named '", e, "' in ", m.label());
+    if (!found) fail(o.where(), ".exclude: no node or op type named '", e, "' in ", m.label(), excludeHint(g));
     exclude.insert(e);
   }
   std::vector<size_t> compute;

@@ -102,6 +102,10 @@ void checkNotQuantized(const Model& m, const std::string& action = "quantize");
 /// was); empty when the opset is already high enough. `what` names the op that needs `want`.
 std::string upgradeOpset(Model& m, int64_t want, const std::string& what);
 
+/// For an --exclude name that matches nothing: "; the layers here are Gemm '/fc1/Gemm', ..." (the
+/// names after the cleanup before quantization, which may have merged a MatMul and its Add into a Gemm).
+std::string excludeHint(const Graph& g);
+
 /// Throws lwc::Error when the model's default-domain opset predates the ops quantization writes
 /// (`min_opset`: 10 for QuantizeLinear/DequantizeLinear, 11 for DynamicQuantizeLinear), after
 /// upgradeOpset could not convert it; `upgrade_note` (upgradeOpset's) says why.
