@@ -77,6 +77,22 @@ nlohmann::json shapeJson(const ValueInfo& v) {
 }
 
 std::string typeStr(const ValueInfo& v) {
+  // A tensor of an element type lwc has no kernels for (bfloat16, string, complex) is a tensor:
+  // it was shown as "(non-tensor)".
+  if (v.other_type && v.other_type->has_tensor_type()) {
+    const auto& tt = v.other_type->tensor_type();
+    std::string dims;
+    if (tt.has_shape())
+      for (int i = 0; i < tt.shape().dim_size(); ++i) {
+        const auto& d = tt.shape().dim(i);
+        dims += (i ? "," : "") + (d.has_dim_value() ? std::to_string(d.dim_value()) : d.dim_param().empty() ? "?" : d.dim_param());
+      }
+    std::string lower = onnx::TensorProto::DataType_IsValid(tt.elem_type())
+                            ? onnx::TensorProto::DataType_Name(static_cast<onnx::TensorProto::DataType>(tt.elem_type()))
+                            : std::string("unknown");
+    for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return lower + " " + (tt.has_shape() ? "[" + dims + "]" : "[?]") + " (an element type lwc does not compute with)";
+  }
   if (v.other_type) return "(non-tensor)";
   return std::string(dtypeName(v.dtype)) + " " + (v.shape ? symShapeStr(*v.shape) : "[?]");
 }

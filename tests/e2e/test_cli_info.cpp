@@ -233,3 +233,19 @@ TEST_CASE("results that cannot be written to standard output are an error, not e
   CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
   CHECK(test::runCommand("( '" + std::string(LWC_EXE) + "' info " + model + " --json > /dev/null )").exit_code == 0);
 }
+
+TEST_CASE("lwc info shows a tensor input of an element type lwc does not compute with as that tensor", "[cli][info]") {
+  // A bfloat16 input declared [N, 3] was "(non-tensor)".
+  TempDir d;
+  onnx::ModelProto p;
+  REQUIRE(onnx::OnnxParser::Parse(p, R"(
+<ir_version: 8, opset_import: ["" : 13]>
+g (bfloat16[N, 3] xb) => (float[N, 3] y)
+{ y = Cast <to = 1> (xb) }
+)").IsOK());
+  std::ofstream(d / "bf.onnx", std::ios::binary) << p.SerializeAsString();
+  auto r = runLwc("info " + q(d / "bf.onnx"));
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK_THAT(r.out, Catch::Contains("xb  bfloat16 [N,3] (an element type lwc does not compute with)"));
+}
