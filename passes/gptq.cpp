@@ -129,7 +129,12 @@ GptqResult gptqRound(const LayerGram& lg, const Tensor& W, const Tensor& nearest
         }
         for (int64_t i = 0; i < f.K; ++i) {  // the bias column (i = K) is never rounded
           const int64_t k = perm[static_cast<size_t>(i)];
-          const double q = std::clamp(std::nearbyint(v[static_cast<size_t>(i)] / s), double(-qmax), double(qmax));
+          // A weight that is exactly zero (pruned before) stays zero: its "rounding" to 0 is an error
+          // the later columns compensate, as SparseGPT treats a mask. Rounding the compensated value
+          // filled pruned weights in again (lenet300 at 90 %: 86.7 % left, 2:4 groups broken).
+          const double q = w[f.windex(o, k)] == 0.0f
+                               ? 0.0
+                               : std::clamp(std::nearbyint(v[static_cast<size_t>(i)] / s), double(-qmax), double(qmax));
           qg[static_cast<size_t>(k)] = static_cast<int8_t>(q);
           const double* Ui = &U[static_cast<size_t>(i * n)];
           const double e = (v[static_cast<size_t>(i)] - q * s) / Ui[i];
