@@ -1,4 +1,5 @@
 #include "passes/quantize_dynamic.h"
+#include "passes/weight_layers.h"
 
 #include <algorithm>
 #include <array>
@@ -70,6 +71,8 @@ PassResult QuantizeDynamic::run(Model& m, PassContext&) {
       skipped_why = why;
       ok = false;
     };
+    if (!ok && (mm || gemm) && n.domain.empty() && n.inputs.size() >= 2 && !exclude.count(n.name) && !exclude.count(n.op_type))
+      if (const std::string coded = codedWeightsReason(g, n.inputs[1]); !coded.empty()) leave(coded);
     if (ok && gemm && n.attrInt("transA", 0) != 0) leave("transA = 1: MatMulInteger has no transposed input");
     const ValueInfo* xi = ok ? g.findValueInfo(n.inputs[0]) : nullptr;
     if (ok && xi && xi->dtype != DType::Float32 && xi->dtype != DType::Undefined)
@@ -137,7 +140,7 @@ PassResult QuantizeDynamic::run(Model& m, PassContext&) {
   topoSort(g, m.label());
   if (layers == 0)
     fail(m.label(), ": nothing to quantize dynamically (no MatMul/Gemm with constant 2-D weights",
-         skipped_why.empty() ? std::string() : "; the one there is left in float: " + skipped_why, ")", float16WeightsHint(m));
+         skipped_why.empty() ? ")" + float16WeightsHint(m) : "; a layer there is left in float: " + skipped_why + ")");
   r.stats = {{"layers_quantized", layers}, {"activations_quantized", static_cast<int64_t>(dyn.size())}};
   r.changed = true;
   return r;

@@ -1,4 +1,5 @@
 #include "passes/quantize_static.h"
+#include "passes/weight_layers.h"
 
 #include <algorithm>
 #include <filesystem>
@@ -342,7 +343,9 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
     int axis = 0;
     if (kCompute.count(n.op_type)) {
       if (!weightLayout(g, n, axis)) {
-        r.notes.push_back(n.describe() + ": left in float: weights are not a constant float tensor of the expected shape");
+        const std::string coded = n.inputs.size() > 1 ? codedWeightsReason(g, n.inputs[1]) : "";
+        r.notes.push_back(n.describe() + ": left in float: " +
+                          (coded.empty() ? "weights are not a constant float tensor of the expected shape" : coded));
         continue;
       }
       compute.push_back(i);

@@ -7,6 +7,7 @@
 #include "lwc/dtype.h"
 #include "lwc/graph_edit.h"
 #include "lwc/status.h"
+#include "lwc/weight_coding.h"
 
 namespace lwc::passes {
 
@@ -27,6 +28,13 @@ void checkIncludeExclude(const Graph& g, const WeightLayerFilter& f, const std::
     }
 }
 
+std::string codedWeightsReason(const Graph& g, const std::string& value) {
+  for (const Node& n : g.nodes)
+    if (n.domain == weight_coding::kDomain && std::find(n.outputs.begin(), n.outputs.end(), value) != n.outputs.end())
+      return "its weights are Huffman-coded (" + n.describe() + "): decode them first (lwc decode, or the huffman_decode pass)";
+  return "";
+}
+
 std::vector<WeightLayer> selectWeightLayers(const Graph& g, const WeightLayerFilter& f, std::vector<std::string>& notes) {
   // The constant float32 weight of a layer, or null (with `why` set where the user can act on it).
   auto weightOf = [&](const Node& n, std::string& why) -> const Tensor* {
@@ -38,6 +46,8 @@ std::vector<WeightLayer> selectWeightLayers(const Graph& g, const WeightLayerFil
       why = std::string("its weights are ") + std::string(dtypeName(other->dtype())) + "; convert the model to float32 first";
     else if (n.op_type == "MatMul" && !n.inputs[0].empty() && floatConstant(g, n.inputs[0]) && !g.isGraphInput(n.inputs[0]))
       why = "its constant operand is the first input (only B = the second input is changed)";
+    else
+      why = codedWeightsReason(g, n.inputs[1]);  // left out silently: a chain after huffman_encode did a fraction of its work
     return nullptr;
   };
   auto keptByRequest = [&](const Node& n) { return (!f.include.empty() && !listed(f.include, n)) || listed(f.exclude, n); };

@@ -30,4 +30,9 @@ void checkIncludeExclude(const Graph& g, const WeightLayerFilter& f, const std::
 
 std::vector<WeightLayer> selectWeightLayers(const Graph& g, const WeightLayerFilter& f, std::vector<std::string>& notes);
 
+/// "its weights are Huffman-coded (...: decode them first)" when `value` is computed by lwc's
+/// weight decoder (ai.lwc HuffmanDecode); empty otherwise. Passes that leave such a layer alone say
+/// this rather than nothing, or that its weights are not constant.
+std::string codedWeightsReason(const Graph& g, const std::string& value);
+
 }  // namespace lwc::passes

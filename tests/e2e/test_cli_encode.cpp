@@ -211,3 +211,22 @@ mask (bool[40, 40] x) => (bool[40, 40] y) {
   const Tensor b = engine::Session(loadModel(enc)).runOrdered({{"x", xin}})[0];
   CHECK(std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0);
 }
+
+TEST_CASE("passes after huffman_encode name the layers they leave alone because their weights are coded", "[cli][huffman]") {
+  // prune_magnitude, weight_share and quantize did a fraction of their work on the plain layers,
+  // with no word (or "weights are not a constant float tensor") about the coded ones.
+  TempDir d;
+  const std::string chain = "weight_share{bits=4,min_params=0},huffman_encode{min_elements=256},";
+  for (const std::string& pass : {std::string("prune_magnitude{sparsity=0.5,min_params=0}"), std::string("weight_share{bits=3,min_params=0}"),
+                                  std::string("quantize_static")}) {
+    INFO(pass);
+    auto r = runLwc("run --passes \"" + chain + pass + "\" " + q(td("lenet5_fmnist.onnx")) + " -o " + q(d / "o.onnx") + " --calib " +
+                    q(td("fmnist_sample")));
+    REQUIRE(r.exit_code == 0);
+    CHECK_THAT(r.err, Contains("'/fc1/Gemm'") && Contains("its weights are Huffman-coded") &&
+                          Contains("decode them first (lwc decode, or the huffman_decode pass)"));
+  }
+  // Dynamic quantization (MatMul/Gemm only, all coded here): the error says why.
+  test::checkOneLineError(runLwc("-q run --passes \"" + chain + "quantize_dynamic\" " + q(td("lenet5_fmnist.onnx")) + " -o " + q(d / "o.onnx")),
+                          "a layer there is left in float: its weights are Huffman-coded");
+}
