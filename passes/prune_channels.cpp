@@ -1045,6 +1045,14 @@ PassResult PruneChannels::run(Model& m, PassContext& ctx) {
     removed += grp.channels - kept;
     std::ostringstream note;
     note << groupName(m.graph, grp) << ": kept " << kept << " of " << grp.channels << " channels";
+    // Kept whole only by the alignment (48 channels at ratio 0.3: 33.6 rounds up to 48, and a
+    // second channel pruning of a pruned model changed nothing, without a word).
+    const int64_t wanted = std::max(grp.channels - static_cast<int64_t>(std::floor(ratio * double(grp.channels))),
+                                    std::min(minc, grp.channels));
+    if (target <= 0 && kept == grp.channels && align[k] > 1 && wanted < grp.channels)
+      note << " (" << wanted << " rounded up to a multiple of " << align[k]
+           << ", as round_to " << (round_to > 0 ? std::to_string(round_to) : std::string("0 (auto)"))
+           << " aligns them for ONNX Runtime's blocked kernels; round_to 1 prunes it, unaligned)";
     r.notes.push_back(note.str());
     if (kept == grp.channels) continue;
     ++groups_pruned;

@@ -313,6 +313,12 @@ g (float[N, 3, 16, 16] x) => (float[N, 5] y) {
   runPass(m, "prune_channels", {{"ratio", 0.3}, {"round_to", 1}});
   CHECK(weightShape(m, "a")[0] == 32 - 9);
   CHECK(weightShape(m, "b")[0] == 64 - 19);
+  // A group the alignment alone keeps whole says so: a = 32 at ratio 0.1 wants 29, which rounds
+  // up to 32 (a second channel pruning of a pruned model changed nothing without a word).
+  Model w = chain();
+  const auto r = runPass(w, "prune_channels", {{"ratio", 0.1}});
+  CHECK(weightShape(w, "a")[0] == 32);
+  CHECK(notesWith(r.notes, "kept 32 of 32 channels (29 rounded up to a multiple of 16, as round_to 0 (auto) aligns them") == 1);
 }
 
 TEST_CASE("prune_channels recover lsq re-fits the consumers from the kept channels", "[prune_channels][lsq]") {
