@@ -218,10 +218,11 @@ void addCompareCommand(CLI::App& app, Action& action, const GlobalOptions&) {
       for (const auto& r : outs) {
         if (r.labelled == 0) continue;
         const double pv = mcnemarExactP(r.only_a, r.only_b);
-        std::printf("\n%s against the labels: top-1 %.2f %% (reference) vs %.2f %% (candidate); %lld samples only "
+        std::printf("\n%s against the labels: top-1 %.2f %% (reference) vs %.2f %% (candidate); %lld %s only "
                     "the reference gets right, %lld only the candidate; exact McNemar p = %.3g%s\n",
                     r.name.c_str(), 100.0 * double(r.right_a) / double(r.labelled),
                     100.0 * double(r.right_b) / double(r.labelled), static_cast<long long>(r.only_a),
+                    r.only_a == 1 ? "sample" : "samples",
                     static_cast<long long>(r.only_b), pv,
                     pv < 0.05 ? " (significant at the 5 % level)" : " (not significant at the 5 % level)");
       }

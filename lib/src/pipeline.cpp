@@ -1014,7 +1014,8 @@ std::string PipelineReport::toText(bool time_passes) const {
     os << "MACs marked + are lower bounds: some layers' shapes are only known at run time\n";
   if (labels && b.evaluated)
     os << "top-1 " << pct(*a.top1) << " -> " << pct(*b.top1) << " (" << std::showpos << std::fixed << std::setprecision(2)
-       << 100 * (*b.top1 - *a.top1) << std::noshowpos << " points; " << b.only_input_right << " samples only the input "
+       << 100 * (*b.top1 - *a.top1) << std::noshowpos << " points; " << b.only_input_right
+       << (b.only_input_right == 1 ? " sample" : " samples") << " only the input "
        << "model gets right, " << b.only_this_right << " only this one: McNemar " << pValueText(b.mcnemarP())
        << (b.mcnemarP() < 0.05 ? ", more than chance" : ", within chance") << ")\n";
   for (const auto& g : gates) os << "gate " << gateText(g) << "\n";
@@ -1052,7 +1053,8 @@ std::string PipelineReport::toMarkdown() const {
     os << "\nMACs marked + are lower bounds: some layers' shapes are only known at run time.\n";
   const StageMetrics& fin = stages.back().metrics;
   if (labels && fin.evaluated && stages.size() > 1)
-    os << "\nTop-1 change: " << fin.only_input_right << " samples only the input model gets right, "
+    os << "\nTop-1 change: " << fin.only_input_right << (fin.only_input_right == 1 ? " sample" : " samples")
+       << " only the input model gets right, "
        << fin.only_this_right << " only the output model; exact McNemar " << pValueText(fin.mcnemarP()) << ".\n";
   if (!gates.empty()) {
     os << "\n| gate | value | limit | result |\n|---|---:|---:|---|\n";
