@@ -394,12 +394,35 @@ void addExternalFile(const onnx::TensorProto& t, const fs::path& base_dir, std::
     }
 }
 
+// Bytes per element of an ONNX type in raw_data; 0 for types that cannot be stored raw (string).
+size_t rawElementBytes(int type) {
+  using TP = onnx::TensorProto;
+  switch (type) {
+    case TP::COMPLEX128: return 16;
+    case TP::DOUBLE: case TP::INT64: case TP::UINT64: case TP::COMPLEX64: return 8;
+    case TP::FLOAT: case TP::INT32: case TP::UINT32: return 4;
+    case TP::INT16: case TP::UINT16: case TP::FLOAT16: case TP::BFLOAT16: return 2;
+    case TP::INT8: case TP::UINT8: case TP::BOOL: return 1;
+    default: return 0;
+  }
+}
+
+// The bytes move into raw_data as they are, whatever the type: a bfloat16 Constant that only a Cast
+// reads must load even though lwc computes with no bfloat16 (a typed round trip refused it).
 void inlineExternalTensor(onnx::TensorProto& t, const fs::path& base_dir, const std::string& where, std::vector<fs::path>& files) {
   if (t.data_location() != onnx::TensorProto::EXTERNAL) return;
   addExternalFile(t, base_dir, files);
-  onnx::TensorProto inlined = tensorToProto(tensorFromProto(t, base_dir, where), t.name());
-  inlined.set_doc_string(t.doc_string());
-  t = std::move(inlined);
+  checkStoredTensor(t, where);  // a type ONNX defines, dimensions that are plausible
+  const size_t elem = rawElementBytes(t.data_type());
+  if (elem == 0)
+    fail(where, ": a ", onnx::TensorProto::DataType_Name(static_cast<onnx::TensorProto::DataType>(t.data_type())),
+         " tensor cannot be stored as external data; store it in the model");
+  size_t n = 1;
+  for (int64_t d : t.dims()) n *= static_cast<size_t>(d);
+  std::string blob = readExternal(t, base_dir, where, n * elem);
+  t.clear_external_data();
+  t.clear_data_location();
+  t.set_raw_data(std::move(blob));
 }
 
 void inlineExternalTensors(onnx::GraphProto& g, const fs::path& base_dir, const std::string& where, std::vector<fs::path>& files);

@@ -622,6 +622,19 @@ g (bool c, float[4, 4] x) => (float[4, 4] y)
 }
 )");
   CHECK_FALSE(analyzeModel(with_if).macs_complete);
+  // Branches without such a layer leave the count exact (a max_macs_ratio gate failed on them).
+  Model relu_if = parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 13]>
+g (bool c, float[4, 4] x) => (float[4, 4] y)
+{
+  m = MatMul (x, x)
+  y = If (c) <then_branch = t () => (float[4, 4] ty) { ty = Relu (m) },
+              else_branch = e () => (float[4, 4] ey) { ey = Identity (m) }>
+}
+)");
+  const ModelStats rs = analyzeModel(relu_if);
+  CHECK(rs.macs_complete);
+  CHECK(rs.macs == 4 * 4 * 4);
 }
 
 TEST_CASE("sparsity of an integer weight counts the values equal to its zero point", "[analysis]") {

@@ -231,6 +231,35 @@ g (float[2] x, bool c) => (float[2] y)
   CHECK(kv[0] == 5.0f);
   CHECK(kv[1] == 6.0f);
 
+  SECTION("an external tensor of a type lwc does not compute with loads, its bytes inline") {
+    // A bfloat16 Constant only a Cast reads: the typed round trip refused the whole model.
+    onnx::ModelProto b = protoFromText(R"(
+<ir_version: 8, opset_import: ["" : 13]>
+g (float[2] x) => (float[2] y)
+{
+  c = Constant <value = float[2] {1.0, 2.0}> ()
+  f = Cast <to = 1> (c)
+  y = Add (x, f)
+}
+)");
+    onnx::TensorProto& t = *b.mutable_graph()->mutable_node(0)->mutable_attribute(0)->mutable_t();
+    t.clear_float_data();
+    t.set_data_type(onnx::TensorProto::BFLOAT16);
+    t.set_data_location(onnx::TensorProto::EXTERNAL);
+    for (const auto& [k, v] : {std::pair<std::string, std::string>{"location", "b.bin"}, {"offset", "0"}, {"length", "4"}}) {
+      auto* kv = t.add_external_data();
+      kv->set_key(k);
+      kv->set_value(v);
+    }
+    test::writeFile(d / "b.bin", std::string("\x80\x3f\x00\x40", 4));  // bfloat16 1.0, 2.0
+    writeProto(d / "b.onnx", b);
+    const Model lb = loadModel(d / "b.onnx");
+    const onnx::AttributeProto* v = lb.graph.nodes[0].attr("value");
+    REQUIRE(v);
+    CHECK(v->t().data_location() != onnx::TensorProto::EXTERNAL);
+    CHECK(v->t().raw_data() == std::string("\x80\x3f\x00\x40", 4));
+    CHECK(lb.external_data_files.size() == 1);
+  }
   SECTION("a sparse initializer is read as the dense tensor it stands for") {
     Model mm = parseModelText(R"(
 <ir_version: 8, opset_import: ["" : 13]>
