@@ -611,9 +611,18 @@ onnx::ModelProto modelToProto(const Model& m) {
     for (const auto& i : n.inputs) pn->add_input(i);
     // Trailing unused optional outputs are left out, as the spec allows: ONNX Runtime's layout
     // optimizer lost a MaxPool's output that was followed by an empty Indices name (a quantized
-    // model it then could not run).
+    // model it then could not run). Only outputs the op's schema calls optional: a Split's or an
+    // If's number of outputs means something, even where one is unused.
     size_t outs = n.outputs.size();
-    while (outs > 0 && n.outputs[outs - 1].empty()) --outs;
+    if (n.domain.empty()) {
+      const onnx::OpSchema* schema =
+          onnx::OpSchemaRegistry::Instance()->GetSchema(n.op_type, static_cast<int>(m.opsetFor("")), "");
+      auto optional = [&](size_t k) {
+        return schema && k < schema->outputs().size() &&
+               schema->outputs()[k].GetOption() == onnx::OpSchema::FormalParameterOption::Optional;
+      };
+      while (outs > 0 && n.outputs[outs - 1].empty() && optional(outs - 1)) --outs;
+    }
     for (size_t k = 0; k < outs; ++k) pn->add_output(n.outputs[k]);
     if (!n.name.empty()) pn->set_name(n.name);
     pn->set_op_type(n.op_type);

@@ -648,4 +648,14 @@ g (float[1, 1, 4, 4] x) => (float[1, 1, 2, 2] y)
   REQUIRE(p.graph().node_size() == 1);
   CHECK(p.graph().node(0).output_size() == 1);
   CHECK(p.graph().node(0).output(0) == "y");
+  // A Split's outputs are variadic: their number sets the parts, so an unused last one stays.
+  Model sp = parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 13]>
+g (float[2, 6] x) => (float[2, 2] a, float[2, 2] b)
+{
+  a, b, c = Split <axis = 1> (x)
+}
+)");
+  sp.graph.nodes[0].outputs[2] = "";
+  CHECK(modelToProto(sp).graph().node(0).output_size() == 3);
 }
