@@ -302,7 +302,16 @@ struct Lowering {
       const std::string op = n.op_type();
       n.clear_attribute();
       if (op == "ReduceL1" || op == "ReduceL2") n.set_op_type("Abs");
-      else if (op == "ReduceLogSum") n.set_op_type("Log");
+      else if (op == "ReduceLogSum") {
+        // Log takes floats only; ReduceLogSum takes integers too.
+        const ValueInfo* v = lookup(&Scope::declared, n.input(0));
+        const onnx::TensorProto* const* c = lookup(&Scope::constants, n.input(0));
+        const DType dt = v ? v->dtype : c ? fromOnnxType((*c)->data_type()) : DType::Undefined;
+        if (dt != DType::Undefined && !isFloat(dt))
+          refuse(n, "(noop_with_empty_axes on " + std::string(dtypeName(dt)) + ": log of each element, which opset " +
+                        std::to_string(to) + "'s Log computes only for floats)");
+        n.set_op_type("Log");
+      }
       else if (op == "ReduceSumSquare") {
         n.set_op_type("Mul");
         n.add_input(n.input(0));

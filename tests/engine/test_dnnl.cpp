@@ -611,3 +611,26 @@ g (float[1, 3, 5, 5] x) => (float[1, 0, 3, 3] y)
 )");
   CHECK(engine::Session(co0).runOrdered({{"x", Tensor(DType::Float32, {1, 3, 5, 5})}})[0].shape() == Shape{1, 0, 3, 3});
 }
+
+TEST_CASE("a Conv + Clip fused into oneDNN clips an infinite output to float's largest value, as the Clip kernel", "[dnnl][nn]") {
+  // The fused post-op's missing bound was infinity; the Clip kernel (and --reference) gives FLT_MAX.
+  Model m = parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 13]>
+g (float[1, 1, 4, 4] x) => (float[1, 1, 4, 4] y)
+<float[1, 1, 1, 1] w = {1e30}, float lo = {0}>
+{
+  c = Conv (x, w)
+  y = Clip (c, lo)
+}
+)");
+  Tensor x(DType::Float32, {1, 1, 4, 4});
+  for (int64_t i = 0; i < 16; ++i) x.data<float>()[i] = i % 2 ? 1e10f : 1.0f;  // 1e40 overflows
+  for (bool ref : {false, true}) {
+    engine::SessionOptions so;
+    so.reference_only = ref;
+    const Tensor y = engine::Session(m, so).runOrdered({{"x", x}})[0];
+    INFO("reference " << ref);
+    CHECK(y.data<float>()[1] == std::numeric_limits<float>::max());
+    CHECK(y.data<float>()[0] == 1e30f);
+  }
+}

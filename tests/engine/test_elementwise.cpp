@@ -401,6 +401,9 @@ TEST_CASE("Clip takes bounds from attributes before opset 11, from inputs after"
     const float inf = std::numeric_limits<float>::infinity(), big = std::numeric_limits<float>::max();
     CHECK(values<float>(run("Clip", {f32({2}, {-inf, inf}), lo}, {}, 13)) == std::vector<float>{0, big});
     CHECK(values<float>(run("Clip", {f32({2}, {-inf, inf})}, {}, 13)) == std::vector<float>{-big, big});
+    // float16 is clipped to its own extremes (computed in float32, FLT_MAX came back as inf).
+    const Tensor h = run("Clip", {f32({2}, {-inf, inf}).cast(DType::Float16)}, {}, 13);
+    CHECK(values<float>(h.cast(DType::Float32)) == std::vector<float>{-65504, 65504});
     // min > max: everything becomes max.
     CHECK(values<float>(run("Clip", {x, hi, lo}, {}, 13)) == std::vector<float>(5, 0));
     // Attributes are not read at opset 13.

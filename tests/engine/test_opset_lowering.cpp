@@ -122,6 +122,24 @@ g (float[2, 3, 4, 5] x) => (float[2, 3] mean, float[2, 3, 4, 5] same, float[2, 3
   CHECK(out.at("pool").data<float>()[0] == Approx((xv[0] + xv[1] + xv[5] + xv[6]) / 4).margin(1e-6));
 }
 
+TEST_CASE("ReduceLogSum with noop_with_empty_axes on integers is refused by node, not turned into an integer Log", "[opset_lowering]") {
+  CHECK_THROWS_WITH(parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 18]>
+g (int32[2, 3] x) => (int32[2, 3] y)
+{ y = ReduceLogSum <noop_with_empty_axes = 1> (x) }
+)"),
+                    Catch::Contains("node ReduceLogSum (output 'y')") && Catch::Contains("noop_with_empty_axes on int32"));
+  // On floats it is the element-wise log.
+  Model m = parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 18]>
+g (float[2, 3] x) => (float[2, 3] y)
+{ y = ReduceLogSum <noop_with_empty_axes = 1> (x) }
+)");
+  const Tensor x = randomFloat({2, 3}, 4, 0.5f, 3.0f);
+  const Tensor y = runOne(m, x, "y");
+  for (int64_t i = 0; i < x.numel(); ++i) CHECK(y.data<float>()[i] == Approx(std::log(x.data<float>()[i])).margin(1e-6));
+}
+
 TEST_CASE("opset lowering: constants in Constant nodes, subgraphs, and a float16 model", "[opset_lowering]") {
   SECTION("axes from a Constant node, in an If branch") {
     Model m = parseModelText(R"(

@@ -1988,7 +1988,9 @@ int fusePostOps(Graph& g, const std::set<std::string>& same_shape, int64_t opset
         alpha = 0.0f;
         beta = 1.0f;
       } else if (a.op_type == "Clip") {
-        float lo = -INFINITY, hi = INFINITY;
+        // Missing bounds are float's extreme finite values, as the Clip kernel and the spec have them
+        // (an overflowed output stayed infinite here and became FLT_MAX with --reference).
+        float lo = std::numeric_limits<float>::lowest(), hi = std::numeric_limits<float>::max();
         if (opset < 11 && (a.hasAttr("min") || a.hasAttr("max"))) {  // inputs from opset 11 (0: unknown)
           lo = a.attrFloat("min", lo);
           hi = a.attrFloat("max", hi);

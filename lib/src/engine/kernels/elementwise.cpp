@@ -454,6 +454,8 @@ void clipKernel(KernelContext& ctx, bool bounds_from_inputs) {
       // ONNX Runtime (it stayed infinite).
       T lo = L::lowest();
       T hi = L::max();
+      if constexpr (std::is_same_v<T, float>)
+        if (ctx.in(0).dtype() == DType::Float16) lo = -65504.0f, hi = 65504.0f;  // computed in float32: half's extremes
       auto bound = [&](size_t i, const char* what) {
         const Tensor t = toFloat32IfHalf(ctx.in(i));
         if (t.dtype() != x.dtype() || t.numel() != 1)
