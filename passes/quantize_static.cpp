@@ -442,6 +442,20 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
     const Node& n = g.nodes[i];
     return !compute_set.count(i) && n.domain.empty() && (n.op_type == "Conv" || n.op_type == "ConvTranspose" || n.op_type == "Gemm");
   };
+  // Whether `v` reaches such a layer directly or through MaxPools: ONNX Runtime's QDQ propagation
+  // copies a DequantizeLinear forward across a MaxPool, so a float Conv behind a MaxPool that read
+  // a DequantizeLinear was quantized there too (lenet5 with conv2 excluded; googlenet's branches).
+  std::function<bool(const std::string&)> readByFloatLayer = [&](const std::string& v) {
+    for (int c : index.consumers(v)) {
+      const auto ci = static_cast<size_t>(c);
+      const Node& cn = g.nodes[ci];
+      if (isFloatWeightLayer(ci)) return true;
+      if (cn.domain.empty() && cn.op_type == "MaxPool" && !cn.inputs.empty() && cn.inputs[0] == v && !cn.outputs.empty() &&
+          readByFloatLayer(cn.outputs[0]))
+        return true;
+    }
+    return false;
+  };
   // MatMul -> its bias Add, as exporters write Linear layers on 3-D inputs: the layer's output is
   // the Add's, quantized once after the bias (QDQ format; see the header).
   std::map<size_t, TrailingBias> bias_adds;
@@ -477,9 +491,7 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
       const Node& act = g.nodes[static_cast<size_t>(c)];
       // Not where a layer left in float reads the activation: it reads the float tensor (see
       // keepsFloatInput below), which an absorbed activation would leave unclipped.
-      bool float_layer_reads = false;
-      for (int r2 : index.consumers(act.outputs[0]))
-        float_layer_reads = float_layer_reads || isFloatWeightLayer(static_cast<size_t>(r2));
+      const bool float_layer_reads = readByFloatLayer(act.outputs[0]);
       if (act.domain.empty() && isZeroClip(m, act) && act.inputs[0] == out && !g.isGraphOutput(act.outputs[0]) &&
           !float_layer_reads) {
         act_node = c;
@@ -734,6 +746,36 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
   }
   const int64_t gptq_layers = static_cast<int64_t>(gptq_layers_done.size());
 
+  // An excluded node between quantized tensors (an Add after two quantized Convs, read by a
+  // quantized one) reads DequantizeLinears and feeds a QuantizeLinear: runtimes fuse it into an
+  // integer op (QLinearAdd) all the same. --exclude Add changed nothing, without a word.
+  for (const auto& n : g.nodes) {
+    if (!n.domain.empty() || kCompute.count(n.op_type) || (!exclude.count(n.name) && !exclude.count(n.op_type))) continue;
+    bool all_in = false, out_q = false;
+    for (const auto& in : n.inputs) {
+      if (in.empty() || g.initializers.contains(in)) continue;
+      if (!tensor_set.count(in)) {
+        all_in = false;
+        break;
+      }
+      all_in = true;
+    }
+    for (const auto& out : n.outputs) {
+      out_q = out_q || tensor_set.count(out) > 0;
+      // Through a ReLU to a uint8 QuantizeLinear: runtimes drop the ReLU into the quantization
+      // (with int8 activations' zero point 0 they cannot, and the Add stays float).
+      if (!symmetric && index.numConsumers(out) == 1) {
+        const Node& a = g.nodes[static_cast<size_t>(index.consumers(out)[0])];
+        if (a.domain.empty() && (a.op_type == "Relu" || a.op_type == "Clip") && !a.outputs.empty())
+          out_q = out_q || tensor_set.count(a.outputs[0]) > 0;
+      }
+    }
+    if (all_in && out_q)
+      r.notes.push_back(n.describe() + ": excluded, but its inputs are quantized for the layers before it and its output "
+                        "for the layers after it, so runtimes run it on the integers (e.g. QLinearAdd) all the same; "
+                        "exclude those layers too to keep it in float");
+  }
+
   // --- rewrite: compute everything first, then edit the graph
   std::vector<Node> new_nodes;
   std::vector<std::pair<std::string, Tensor>> new_inits;
@@ -874,7 +916,12 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
   // DequantizeLinear, per tensor, so the layers a user kept in float ran as INT8 there (mnv2 with
   // its 17 depthwise convolutions excluded: 93.9 % in lwc, 89.9 % in ONNX Runtime).
   // (An activation such a layer reads was not absorbed above, so the float tensor is the clipped one.)
-  auto keepsFloatInput = [&](size_t i, size_t k) { return k == 0 && isFloatWeightLayer(i); };
+  // So does a MaxPool on the way to one (see readByFloatLayer).
+  auto keepsFloatInput = [&](size_t i, size_t k) {
+    const Node& n = g.nodes[i];
+    return k == 0 && (isFloatWeightLayer(i) || (n.domain.empty() && n.op_type == "MaxPool" && !n.outputs.empty() &&
+                                                readByFloatLayer(n.outputs[0])));
+  };
   for (size_t i = 0; i < g.nodes.size(); ++i)
     for (size_t k = 0; k < g.nodes[i].inputs.size(); ++k) {
       auto it = dq_of.find(g.nodes[i].inputs[k]);

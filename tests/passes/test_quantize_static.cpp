@@ -774,3 +774,51 @@ g (float[N, 3, 12, 12] x) => (float[N, 4, 12, 12] y) {
   CHECK(countOps(m, "QuantizeLinear") >= 2);
   CHECK(outputSqnr(fp, m, 9) > 25.0);
 }
+
+TEST_CASE("a MaxPool on the way to a layer left in float reads the float tensor too", "[quantize]") {
+  // ONNX Runtime copies a DequantizeLinear forward across a MaxPool (QDQ propagation), and then
+  // quantized the weights of the float Conv behind it (lenet5 with conv2 excluded).
+  Calib c;
+  Model m = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 3, 12, 12] x) => (float[N, 4, 6, 6] y) {
+  c1 = Conv <pads=[1,1,1,1]> (x, w1, b1)
+  r1 = Relu (c1)
+  p = MaxPool <kernel_shape=[2,2], strides=[2,2]> (r1)
+  c2 = Conv <pads=[1,1,1,1]> (p, w2, b2)
+  r2 = Relu (c2)
+  y = Conv (r2, w3, b3)
+})");
+  m.graph.nodes[3].name = "kept";
+  addConst(m, "w1", {8, 3, 3, 3}, 1, -0.5f, 0.5f);
+  addConst(m, "b1", {8}, 2, -0.1f, 0.1f);
+  addConst(m, "w2", {8, 8, 3, 3}, 3, -0.3f, 0.3f);
+  addConst(m, "b2", {8}, 4, -0.1f, 0.1f);
+  addConst(m, "w3", {4, 8, 1, 1}, 5, -0.3f, 0.3f);
+  addConst(m, "b3", {4}, 6, -0.1f, 0.1f);
+  Model fp = m;
+  quantize(m, c, {{"exclude", {"kept"}}});
+  const GraphIndex idx(m.graph);
+  const Node* pool = nullptr;
+  for (const auto& n : m.graph.nodes)
+    if (n.op_type == "MaxPool") pool = &n;
+  REQUIRE(pool);
+  const int p = idx.producer(pool->inputs[0]);
+  REQUIRE(p >= 0);
+  CHECK(m.graph.nodes[static_cast<size_t>(p)].op_type == "Relu");  // not a DequantizeLinear, and the Relu kept
+  CHECK(outputSqnr(fp, m, 9) > 25.0);
+}
+
+TEST_CASE("an excluded Add between quantized layers says runtimes fuse it into an integer add anyway", "[quantize]") {
+  // --exclude Add wrote the same file as without it, and said nothing.
+  Calib c;
+  for (const char* act : {"uint8", "int8"}) {
+    INFO(act);
+    Model m = smallCnn();  // its Add reads two quantized ReLUs and feeds a pooling and the Gemm
+    const auto r = quantize(m, c, {{"exclude", {"Add"}}, {"act_type", act}});
+    const int notes = notesWith(r.notes, "excluded, but its inputs are quantized");
+    // uint8: both ReLUs are absorbed into quantized outputs, so the Add reads two dequantized
+    // tensors and its output is quantized for the pooling. int8: the second ReLU's output is read
+    // by the Add alone and stays float, so the Add does run in float: no note.
+    CHECK(notes == (std::string(act) == "uint8" ? 1 : 0));
+  }
+}
