@@ -103,7 +103,7 @@ TEST_CASE("lwc quantize: QDQ model, report with accuracy, per-layer error and la
   CHECK(details["layers"][0]["sqnr_db"].get<double>() <= details["layers"][1]["sqnr_db"].get<double>());
 }
 
-TEST_CASE("lwc quantize --format qoperator reports the per-tensor error table of its QDQ form; dynamic says it has none", "[cli][quantize]") {
+TEST_CASE("lwc quantize --format qoperator reports the per-tensor error table of its QDQ form, and dynamic says it has none", "[cli][quantize]") {
   // The table was empty for QOperator files ("layers": []) and --layer-samples silently did nothing for dynamic.
   TempDir d;
   const fs::path sample = td("fmnist_sample"), model = td("lenet5_fmnist.onnx");
