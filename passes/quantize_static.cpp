@@ -747,11 +747,20 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
   const int64_t gptq_layers = static_cast<int64_t>(gptq_layers_done.size());
 
   // An excluded node between quantized tensors (an Add after two quantized Convs, read by a
-  // quantized one) reads DequantizeLinears and feeds a QuantizeLinear: runtimes fuse it into an
-  // integer op (QLinearAdd) all the same. --exclude Add changed nothing, without a word.
+  // quantized one) reads DequantizeLinears and feeds only a QuantizeLinear: ONNX Runtime fuses it
+  // into an integer op (QLinearAdd) all the same. --exclude Add changed nothing, without a word.
+  // Only ops it has such a fusion for, and only where the QuantizeLinear is the value's one reader
+  // (a float layer reading it, or a graph output, keeps the op in float).
+  static const std::set<std::string> kOrtFusesQdq = {"Add", "Mul", "Concat", "MaxPool", "AveragePool",
+                                                     "GlobalAveragePool", "Sigmoid", "LeakyRelu"};
+  auto onlyQuantizedReaders = [&](const std::string& v) {
+    return tensor_set.count(v) > 0 && !g.isGraphOutput(v) && !readByFloatLayer(v);
+  };
   for (const auto& n : g.nodes) {
-    if (!n.domain.empty() || kCompute.count(n.op_type) || (!exclude.count(n.name) && !exclude.count(n.op_type))) continue;
-    bool all_in = false, out_q = false;
+    if (!n.domain.empty() || !kOrtFusesQdq.count(n.op_type) || (!exclude.count(n.name) && !exclude.count(n.op_type)) ||
+        n.outputs.size() != 1)
+      continue;
+    bool all_in = false;
     for (const auto& in : n.inputs) {
       if (in.empty() || g.initializers.contains(in)) continue;
       if (!tensor_set.count(in)) {
@@ -760,20 +769,19 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
       }
       all_in = true;
     }
-    for (const auto& out : n.outputs) {
-      out_q = out_q || tensor_set.count(out) > 0;
-      // Through a ReLU to a uint8 QuantizeLinear: runtimes drop the ReLU into the quantization
-      // (with int8 activations' zero point 0 they cannot, and the Add stays float).
-      if (!symmetric && index.numConsumers(out) == 1) {
-        const Node& a = g.nodes[static_cast<size_t>(index.consumers(out)[0])];
-        if (a.domain.empty() && (a.op_type == "Relu" || a.op_type == "Clip") && !a.outputs.empty())
-          out_q = out_q || tensor_set.count(a.outputs[0]) > 0;
-      }
+    const std::string& out = n.outputs[0];
+    bool out_q = onlyQuantizedReaders(out);
+    // Through a ReLU to a uint8 QuantizeLinear: ONNX Runtime drops the ReLU into the quantization
+    // (with int8 activations' zero point 0 it cannot, and the op stays float).
+    if (!out_q && !symmetric && !tensor_set.count(out) && !g.isGraphOutput(out) && index.numConsumers(out) == 1) {
+      const Node& a = g.nodes[static_cast<size_t>(index.consumers(out)[0])];
+      out_q = a.domain.empty() && (a.op_type == "Relu" || a.op_type == "Clip") && !a.outputs.empty() &&
+              onlyQuantizedReaders(a.outputs[0]);
     }
     if (all_in && out_q)
       r.notes.push_back(n.describe() + ": excluded, but its inputs are quantized for the layers before it and its output "
-                        "for the layers after it, so runtimes run it on the integers (e.g. QLinearAdd) all the same; "
-                        "exclude those layers too to keep it in float");
+                        "for the layers after it, so ONNX Runtime fuses it into an integer op (e.g. QLinearAdd) all the "
+                        "same; exclude those layers too to keep it in float");
   }
 
   // --- rewrite: compute everything first, then edit the graph

@@ -397,16 +397,28 @@ TEST_CASE("prune_magnitude recover lsq cross-validates the damping of an under-d
   CHECK_THAT(prune(1.0).second.notes.back(), !Contains("cross-validation"));
   CHECK_THAT(rf.notes.back(), !Contains("underdetermined"));  // 60 rows for 49 weights
   {
-    // 30 rows for 49 weights: the note says the fit follows those samples (1 calibration image
-    // re-fitted resnet to 43.6 % top-1, without a word).
-    const DataSpec few = npyData(d / "few.npy", inputs(30, 22), 16);
+    // 8 rows for 49 weights (about 25 left per output): the fit matches them exactly and the note
+    // says it follows those samples (1 calibration image re-fitted resnet to 43.6 % top-1, without
+    // a word). 30 rows, fewer than the dense width but more than what survives, fit only
+    // approximately: no note (it fired on lenet300 with the bundled 500 images, which generalise).
+    {
+      const DataSpec some = npyData(d / "some.npy", inputs(30, 23), 16);
+      Model m = fp;
+      auto p = passes::builtinPasses().create("prune_magnitude");
+      p->configure({{"sparsity", 0.5}, {"min_params", 0}, {"recover", "lsq"}}, "p");
+      PassContext ctx;
+      ctx.calib = &some;
+      ctx.reference = &fp;
+      CHECK_THAT(p->run(m, ctx).notes.back(), !Contains("underdetermined"));
+    }
+    const DataSpec few = npyData(d / "few.npy", inputs(8, 22), 16);
     Model m = fp;
     auto p = passes::builtinPasses().create("prune_magnitude");
     p->configure({{"sparsity", 0.5}, {"min_params", 0}, {"recover", "lsq"}}, "p");
     PassContext ctx;
     ctx.calib = &few;
     ctx.reference = &fp;
-    CHECK_THAT(p->run(m, ctx).notes.back(), Contains("only 30 calibration rows for 49 weights per output: underdetermined"));
+    CHECK_THAT(p->run(m, ctx).notes.back(), Contains("only 8 calibration rows for up to") && Contains("unknowns per output: underdetermined"));
   }
   // Same mask, different surviving values; lower error on fresh inputs.
   const Tensor& wf = fixed.graph.initializers.at(fixed.graph.nodes[0].inputs[1]);

@@ -821,4 +821,28 @@ TEST_CASE("an excluded Add between quantized layers says runtimes fuse it into a
     // by the Add alone and stays float, so the Add does run in float: no note.
     CHECK(notes == (std::string(act) == "uint8" ? 1 : 0));
   }
+  // An op ONNX Runtime has no integer fusion for (Div), and an Add whose ReLU also feeds a layer
+  // kept in float (the ReLU cannot be dropped, so nothing fuses): no note.
+  Model m = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 3, 12, 12] x) => (float[N, 8, 12, 12] y, float[N, 8, 12, 12] z) {
+  c1 = Conv <pads=[1,1,1,1]> (x, w1, b1)
+  r1 = Relu (c1)
+  h = Div (r1, two)
+  c2 = Conv <pads=[1,1,1,1]> (h, w2, b2)
+  r2 = Relu (c2)
+  s = Add (r1, r2)
+  t = Relu (s)
+  y = Conv <pads=[1,1,1,1]> (t, w3, b3)
+  z = Conv <pads=[1,1,1,1]> (t, w4, b4)
+})");
+  m.graph.nodes[2].name = "div";
+  m.graph.nodes[5].name = "add";
+  m.graph.nodes[7].name = "kept";
+  addConst(m, "w1", {8, 3, 3, 3}, 1, -0.5f, 0.5f);
+  addConst(m, "b1", {8}, 2, -0.1f, 0.1f);
+  for (const char* w : {"w2", "w3", "w4"}) addConst(m, w, {8, 8, 3, 3}, 3, -0.3f, 0.3f);
+  for (const char* b : {"b2", "b3", "b4"}) addConst(m, b, {8}, 4, -0.1f, 0.1f);
+  m.graph.initializers.set("two", Tensor::scalar(2.0f));
+  const auto r = quantize(m, c, {{"exclude", {"div", "add", "kept"}}});
+  CHECK(notesWith(r.notes, "excluded, but") == 0);
 }
