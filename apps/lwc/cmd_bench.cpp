@@ -114,7 +114,9 @@ void addBenchCommand(CLI::App& app, Action& action, const GlobalOptions& g) {
       } else {
         if (const std::string why = benchShapeProblem(m); !why.empty())
           fail(o->model, ": ", why,
-               "; lwc bench makes random inputs of the declared shape: give --data DIR to feed real samples instead");
+               why.find("element type") != std::string::npos
+                   ? std::string("; convert the model's inputs to float32 (or float16)")
+                   : std::string("; lwc bench makes random inputs of the declared shape: give --data DIR to feed real samples instead"));
         feeds = randomFeeds(m, o->batch, rng);
       }
       using clock = std::chrono::steady_clock;

@@ -108,6 +108,12 @@ std::optional<Shape> timingShape(const ValueInfo& in, const Shape* sample, int64
 std::string benchShapeProblem(const Model& m, const Shape* sample) {
   const auto inputs = m.graph.realInputs();
   for (const ValueInfo* in : inputs) {
+    // A tensor of a type lwc has no kernels for (bfloat16) keeps its declaration verbatim: it was
+    // called shapeless.
+    if (in->other_type && in->other_type->has_tensor_type())
+      return "input '" + in->name + "' is a " +
+             onnx::TensorProto::DataType_Name(static_cast<onnx::TensorProto::DataType>(in->other_type->tensor_type().elem_type())) +
+             " tensor, an element type lwc does not compute with";
     if (!in->shape) return "input '" + in->name + "' declares no shape";
     if (!timingShape(*in, inputs.size() == 1 ? sample : nullptr, 1))
       return "input '" + in->name + "' has unknown dimensions besides the batch (" + symShapeStr(*in->shape) + ")";

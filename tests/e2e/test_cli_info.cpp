@@ -248,4 +248,7 @@ g (bfloat16[N, 3] xb) => (float[N, 3] y)
   INFO(r.err);
   REQUIRE(r.exit_code == 0);
   CHECK_THAT(r.out, Catch::Contains("xb  bfloat16 [N,3] (an element type lwc does not compute with)"));
+  // lwc bench said the input "declares no shape".
+  test::checkOneLineError(runLwc("bench " + q(d / "bf.onnx") + " --iters 1"),
+                          "input 'xb' is a BFLOAT16 tensor, an element type lwc does not compute with");
 }
