@@ -325,6 +325,21 @@ TEST_CASE("dnnl Softmax matches the reference and gives the same bits on 1, 2 an
     NodeSpec s = makeSpec("Softmax", {randomFloat({3, 4}, 5).cast(DType::Float64)}, {}, 13);
     CHECK(runNode(s)[0].bitEqual(runNode(s, true)[0]));
   }
+  SECTION("a row holding NaN or +inf is NaN throughout, as in the reference kernel; -inf gives 0") {
+    // oneDNN left NaN at that element and 0 elsewhere.
+    const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+    for (const int64_t axis : {int64_t{1}, int64_t{0}}) {
+      INFO("axis " << axis);
+      const Tensor x = Tensor::fromVector<float>({3, 3}, {inf, 1, 2, 0, nan, 1, -inf, 0, 0});
+      NodeSpec s = makeSpec("Softmax", {x}, {attrInt("axis", axis)}, 13);
+      const Tensor fast = runNode(s)[0], ref = runNode(s, true)[0];
+      for (int64_t i = 0; i < 9; ++i) {
+        INFO(i);
+        CHECK(std::isnan(fast.data<float>()[i]) == std::isnan(ref.data<float>()[i]));
+        if (!std::isnan(ref.data<float>()[i])) CHECK(fast.data<float>()[i] == Approx(ref.data<float>()[i]).margin(1e-6));
+      }
+    }
+  }
 }
 
 TEST_CASE("dnnl LayerNormalization matches the reference", "[dnnl][nn]") {

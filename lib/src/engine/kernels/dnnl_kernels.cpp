@@ -865,7 +865,19 @@ class DnnlSoftmax final : public Kernel {
           dnnl::softmax_forward::desc(dnnl::prop_kind::forward_inference, md, 1), cpuEngine());
       it = cache_.emplace(dims, SrcDstPrimitive(md, dnnl::softmax_forward(pd))).first;
     }
-    it->second.run(x, ctx.allocUninit(0, DType::Float32, s));
+    Tensor& y = ctx.allocUninit(0, DType::Float32, s);
+    it->second.run(x, y);
+    // A row holding NaN or +inf is NaN throughout, as exp(x - max) / sum gives it (the reference
+    // kernel, NumPy, ONNX Runtime); oneDNN left NaN at that element and 0 elsewhere.
+    const float* xp = x.data<float>();
+    float* yp = y.data<float>();
+    const int64_t total = x.numel();
+    for (int64_t i = 0; i < total; ++i) {
+      if (!(xp[i] < std::numeric_limits<float>::infinity())) {  // NaN or +inf
+        const int64_t o = i / (len * inner), in = i % inner;
+        for (int64_t j = 0; j < len; ++j) yp[(o * len + j) * inner + in] = std::numeric_limits<float>::quiet_NaN();
+      }
+    }
   }
 
  private:
