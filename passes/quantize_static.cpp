@@ -445,14 +445,15 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
   // Whether `v` reaches such a layer directly or through MaxPools: ONNX Runtime's QDQ propagation
   // copies a DequantizeLinear forward across a MaxPool, so a float Conv behind a MaxPool that read
   // a DequantizeLinear was quantized there too (lenet5 with conv2 excluded; googlenet's branches).
-  std::function<bool(const std::string&)> readByFloatLayer = [&](const std::string& v) {
+  std::function<bool(const std::string&)> readByFloatLayer;
+  auto maxPoolToFloatLayer = [&](size_t i) {
+    const Node& n = g.nodes[i];
+    return n.domain.empty() && n.op_type == "MaxPool" && !n.outputs.empty() && readByFloatLayer(n.outputs[0]);
+  };
+  readByFloatLayer = [&](const std::string& v) {
     for (int c : index.consumers(v)) {
       const auto ci = static_cast<size_t>(c);
-      const Node& cn = g.nodes[ci];
-      if (isFloatWeightLayer(ci)) return true;
-      if (cn.domain.empty() && cn.op_type == "MaxPool" && !cn.inputs.empty() && cn.inputs[0] == v && !cn.outputs.empty() &&
-          readByFloatLayer(cn.outputs[0]))
-        return true;
+      if (isFloatWeightLayer(ci) || (g.nodes[ci].inputs[0] == v && maxPoolToFloatLayer(ci))) return true;
     }
     return false;
   };
@@ -925,11 +926,7 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
   // its 17 depthwise convolutions excluded: 93.9 % in lwc, 89.9 % in ONNX Runtime).
   // (An activation such a layer reads was not absorbed above, so the float tensor is the clipped one.)
   // So does a MaxPool on the way to one (see readByFloatLayer).
-  auto keepsFloatInput = [&](size_t i, size_t k) {
-    const Node& n = g.nodes[i];
-    return k == 0 && (isFloatWeightLayer(i) || (n.domain.empty() && n.op_type == "MaxPool" && !n.outputs.empty() &&
-                                                readByFloatLayer(n.outputs[0])));
-  };
+  auto keepsFloatInput = [&](size_t i, size_t k) { return k == 0 && (isFloatWeightLayer(i) || maxPoolToFloatLayer(i)); };
   for (size_t i = 0; i < g.nodes.size(); ++i)
     for (size_t k = 0; k < g.nodes[i].inputs.size(); ++k) {
       auto it = dq_of.find(g.nodes[i].inputs[k]);

@@ -29,10 +29,10 @@ void checkIncludeExclude(const Graph& g, const WeightLayerFilter& f, const std::
 }
 
 std::string codedWeightsReason(const Graph& g, const std::string& value) {
-  for (const Node& n : g.nodes)
-    if (n.domain == weight_coding::kDomain && std::find(n.outputs.begin(), n.outputs.end(), value) != n.outputs.end())
-      return "its weights are Huffman-coded (" + n.describe() + "): decode them first (lwc decode, or the huffman_decode pass)";
-  return "";
+  const int p = producerIndex(g, value);
+  if (p < 0 || g.nodes[static_cast<size_t>(p)].domain != weight_coding::kDomain) return "";
+  return "its weights are Huffman-coded (" + g.nodes[static_cast<size_t>(p)].describe() +
+         "): decode them first (lwc decode, or the huffman_decode pass)";
 }
 
 std::vector<WeightLayer> selectWeightLayers(const Graph& g, const WeightLayerFilter& f, std::vector<std::string>& notes) {

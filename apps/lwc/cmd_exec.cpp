@@ -33,6 +33,15 @@ std::string safeName(std::string s) {
     if (c == '/' || c == ':' || c == '\\') c = '_';
   return s;
 }
+
+// The file name (without .npy) of a tensor: safeName, and where that is taken in `used` (a/b and
+// a_b), _1, _2 ... in the order asked, as ort_tool.js numbers them.
+std::string fileName(const std::string& name, std::set<std::string>& used) {
+  std::string base = safeName(name);
+  for (int k = 1; used.count(base); ++k) base = safeName(name) + "_" + std::to_string(k);
+  used.insert(base);
+  return base;
+}
 }  // namespace
 
 void addExecCommand(CLI::App& app, Action& action, const GlobalOptions&) {
@@ -82,10 +91,7 @@ void addExecCommand(CLI::App& app, Action& action, const GlobalOptions&) {
                          s[0], s[0], o->random_batch);
           Tensor t(DType::Float32, s);
           for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = u(rng);
-          std::string base = safeName(v->name);
-          for (int k = 1; used_inputs.count(base); ++k) base = safeName(v->name) + "_" + std::to_string(k);
-          used_inputs.insert(base);
-          writes.emplace_back(fs::path(o->outdir) / "inputs" / (base + ".npy"), t);
+          writes.emplace_back(fs::path(o->outdir) / "inputs" / (fileName(v->name, used_inputs) + ".npy"), t);
           feeds[v->name] = t;
         }
       }
@@ -94,10 +100,7 @@ void addExecCommand(CLI::App& app, Action& action, const GlobalOptions&) {
       std::vector<std::pair<std::string, fs::path>> files;
       std::set<std::string> used;
       for (const auto& v : m.graph.outputs) {
-        std::string base = safeName(v.name);
-        for (int k = 1; used.count(base); ++k) base = safeName(v.name) + "_" + std::to_string(k);
-        used.insert(base);
-        files.emplace_back(v.name, fs::path(o->outdir) / (base + ".npy"));
+        files.emplace_back(v.name, fs::path(o->outdir) / (fileName(v.name, used) + ".npy"));
       }
       // The folder must be one (or creatable) before the model runs, not after.
       std::error_code ec;

@@ -444,10 +444,8 @@ ModelStats analyzeWithConstants(const Model& m, const AnalyzeOptions& opts) {
 
 Model constantsAsInitializers(const Model& m) {
   Model copy = m;
-  // A model loaded from "m.onnx" has the empty parent "": its folder is ".", not "not from a file".
-  const std::filesystem::path base = m.source.empty()                 ? std::filesystem::path()
-                                     : m.source.parent_path().empty() ? std::filesystem::path(".")
-                                                                      : m.source.parent_path();
+  // A model loaded from "m.onnx" has the folder ".", not "not from a file".
+  const std::filesystem::path base = m.source.empty() ? std::filesystem::path() : folderOf(m.source);
   std::erase_if(copy.graph.nodes, [&](const Node& n) {
     if (!isTensorConstantNode(n)) return false;
     copy.graph.initializers.set(n.outputs[0], constantNodeTensor(n, base));

@@ -26,10 +26,9 @@ namespace lwc {
 
 namespace fs = std::filesystem;
 
-namespace {
-
-// The folder a file is in ("." for a bare name).
 fs::path folderOf(const fs::path& path) { return path.parent_path().empty() ? fs::path(".") : path.parent_path(); }
+
+namespace {
 
 // Reads an external-data blob, refusing locations that leave the model's folder.
 std::string readExternal(const onnx::TensorProto& p, const fs::path& base_dir, const std::string& where,
@@ -84,6 +83,19 @@ void copyTyped(const Src& src, Dst* dst, int64_t n) {
   for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<Dst>(src.Get(static_cast<int>(i)));
 }
 
+// Bytes per element of an ONNX type in raw_data; 0 for types that cannot be stored raw (string).
+size_t rawElementBytes(int type) {
+  using TP = onnx::TensorProto;
+  switch (type) {
+    case TP::COMPLEX128: return 16;
+    case TP::DOUBLE: case TP::INT64: case TP::UINT64: case TP::COMPLEX64: return 8;
+    case TP::FLOAT: case TP::INT32: case TP::UINT32: return 4;
+    case TP::INT16: case TP::UINT16: case TP::FLOAT16: case TP::BFLOAT16: return 2;
+    case TP::INT8: case TP::UINT8: case TP::BOOL: return 1;
+    default: return 0;
+  }
+}
+
 // A tensor stored in the file (an initializer, a node's tensor attribute such as a Constant's
 // value, in any graph), checked without copying its data: the type is one ONNX defines and the
 // data fills the declared shape exactly. tensorFromProto runs it first; model loading runs it on
@@ -105,24 +117,20 @@ void checkStoredTensor(const onnx::TensorProto& p, const std::string& where) {
     fail(where, ": declared shape with ", count, " elements is implausibly large (corrupt file?)");
   if (p.data_location() == TP::EXTERNAL) return;
   const auto n = static_cast<int64_t>(count);
-  size_t elem = 0;   // bytes per element in raw_data
+  const size_t elem = rawElementBytes(type);  // bytes per element in raw_data
   int64_t per = 1;   // typed-field values per element
   int64_t have = 0;  // typed-field values present
   const char* field = "";
   switch (type) {
-    case TP::FLOAT: elem = 4, have = p.float_data_size(), field = "float_data"; break;
-    case TP::COMPLEX64: elem = 8, per = 2, have = p.float_data_size(), field = "float_data"; break;
-    case TP::DOUBLE: elem = 8, have = p.double_data_size(), field = "double_data"; break;
-    case TP::COMPLEX128: elem = 16, per = 2, have = p.double_data_size(), field = "double_data"; break;
-    case TP::INT64: elem = 8, have = p.int64_data_size(), field = "int64_data"; break;
-    case TP::UINT32: elem = 4, have = p.uint64_data_size(), field = "uint64_data"; break;
-    case TP::UINT64: elem = 8, have = p.uint64_data_size(), field = "uint64_data"; break;
+    case TP::FLOAT: have = p.float_data_size(), field = "float_data"; break;
+    case TP::COMPLEX64: per = 2, have = p.float_data_size(), field = "float_data"; break;
+    case TP::DOUBLE: have = p.double_data_size(), field = "double_data"; break;
+    case TP::COMPLEX128: per = 2, have = p.double_data_size(), field = "double_data"; break;
+    case TP::INT64: have = p.int64_data_size(), field = "int64_data"; break;
+    case TP::UINT32: case TP::UINT64: have = p.uint64_data_size(), field = "uint64_data"; break;
     case TP::STRING: have = p.string_data_size(), field = "string_data"; break;
-    case TP::INT32: elem = 4, have = p.int32_data_size(), field = "int32_data"; break;
-    case TP::INT16: case TP::UINT16: case TP::FLOAT16: case TP::BFLOAT16:
-      elem = 2, have = p.int32_data_size(), field = "int32_data"; break;
-    default:  // INT8, UINT8, BOOL
-      elem = 1, have = p.int32_data_size(), field = "int32_data"; break;
+    default:  // INT32, INT16, UINT16, FLOAT16, BFLOAT16, INT8, UINT8, BOOL
+      have = p.int32_data_size(), field = "int32_data"; break;
   }
   const std::string shape = shapeStr(Shape(p.dims().begin(), p.dims().end()));
   const DType dt = fromOnnxType(type);
@@ -385,26 +393,15 @@ void validateNodes(const Model& m, const std::string& label) {
   for (const Node& n : m.graph.nodes) v.node("node " + n.describe(), n.op_type, n.domain, n.inputs, n.outputs, n.attrs);
 }
 
+// Records the file a tensor stored as external data reads (nothing for a tensor stored inline).
 void addExternalFile(const onnx::TensorProto& t, const fs::path& base_dir, std::vector<fs::path>& files) {
+  if (t.data_location() != onnx::TensorProto::EXTERNAL) return;
   for (const auto& kv : t.external_data())
     if (kv.key() == "location") {
       // One file named two ways (w.bin, ./w.bin) is one file: it was counted twice on disk.
       const fs::path f = (base_dir / kv.value()).lexically_normal();
       if (std::find(files.begin(), files.end(), f) == files.end()) files.push_back(f);
     }
-}
-
-// Bytes per element of an ONNX type in raw_data; 0 for types that cannot be stored raw (string).
-size_t rawElementBytes(int type) {
-  using TP = onnx::TensorProto;
-  switch (type) {
-    case TP::COMPLEX128: return 16;
-    case TP::DOUBLE: case TP::INT64: case TP::UINT64: case TP::COMPLEX64: return 8;
-    case TP::FLOAT: case TP::INT32: case TP::UINT32: return 4;
-    case TP::INT16: case TP::UINT16: case TP::FLOAT16: case TP::BFLOAT16: return 2;
-    case TP::INT8: case TP::UINT8: case TP::BOOL: return 1;
-    default: return 0;
-  }
 }
 
 // The bytes move into raw_data as they are, whatever the type: a bfloat16 Constant that only a Cast
@@ -472,7 +469,7 @@ Model modelFromKnownProto(const onnx::ModelProto& proto, const fs::path& base_di
     if (t.name().empty()) fail(label, ": an initializer has no name");
     if (G.initializers.contains(t.name())) fail(label, ": initializer '", t.name(), "' is defined twice");
     G.initializers.set(t.name(), tensorFromProto(t, base_dir, label + ": initializer '" + t.name() + "'"));
-    if (t.data_location() == onnx::TensorProto::EXTERNAL) addExternalFile(t, base_dir, m.external_data_files);
+    addExternalFile(t, base_dir, m.external_data_files);
     if (!t.doc_string().empty()) G.initializers.docStrings()[t.name()] = t.doc_string();
   }
   if (m.ir_version < 4) {
@@ -488,8 +485,7 @@ Model modelFromKnownProto(const onnx::ModelProto& proto, const fs::path& base_di
     const std::string where = label + ": sparse initializer '" + name + "'";
     if (name.empty()) fail(label, ": a sparse initializer has no name");
     if (G.initializers.contains(name)) fail(where, " is defined twice");
-    for (const auto* t : {&sp.values(), &sp.indices()})
-      if (t->data_location() == onnx::TensorProto::EXTERNAL) addExternalFile(*t, base_dir, m.external_data_files);
+    for (const auto* t : {&sp.values(), &sp.indices()}) addExternalFile(*t, base_dir, m.external_data_files);
     const Tensor values = tensorFromProto(sp.values(), base_dir, where + " (values)");
     const Tensor indices = tensorFromProto(sp.indices(), base_dir, where + " (indices)");
     Shape dims(sp.dims().begin(), sp.dims().end());

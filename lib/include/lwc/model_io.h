@@ -16,6 +16,9 @@ struct LoadOptions {
   bool validate = true;
 };
 
+/// The folder a file is in: "." for a bare name ("m.onnx" has the empty parent "").
+std::filesystem::path folderOf(const std::filesystem::path& path);
+
 /// Loads an ONNX file, resolving external data relative to its folder. Throws lwc::Error with a
 /// one-line message naming the file for anything malformed.
 Model loadModel(const std::filesystem::path& path, const LoadOptions& opts = {});
