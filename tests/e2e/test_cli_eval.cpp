@@ -4,7 +4,6 @@
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
-#include <onnx/defs/parser.h>
 #include <random>
 
 #include "lwc/metrics.h"
@@ -359,18 +358,17 @@ g (float[N, 1, 28, 28] a, float[N, 1, 28, 28] b) => (float[N, 1, 28, 28] y, floa
 TEST_CASE("lwc exec gives outputs whose safe names meet their own files, numbered as ONNX Runtime's tool numbers them", "[cli][eval][ort]") {
   TempDir d;
   // 'a/b' and 'a_b' both became a_b.npy: the second output was written over the first.
-  onnx::ModelProto p;
-  REQUIRE(onnx::OnnxParser::Parse(p, R"(
+  onnx::ModelProto p = test::protoFromText(R"(
 <ir_version: 8, opset_import: ["" : 13]>
 g (float[2, 3] x) => (float[2, 3] slash, float[2, 3] a_b)
 {
   slash = Relu (x)
   a_b = Neg (x)
 }
-)").IsOK());
+)");
   p.mutable_graph()->mutable_node(0)->set_output(0, "a/b");
   p.mutable_graph()->mutable_output(0)->set_name("a/b");
-  test::writeFile(d / "m.onnx", p.SerializeAsString());
+  test::writeProto(d / "m.onnx", p);
   auto r = runLwc("exec " + q(d / "m.onnx") + " --random-batch 2 --seed 3 -o " + q(d / "lwc"));
   REQUIRE(r.exit_code == 0);
   CHECK_THAT(r.out, Catch::Contains("a/b: float32 [2,3] -> ") && Catch::Contains("a_b: float32 [2,3] -> "));

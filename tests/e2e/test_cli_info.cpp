@@ -1,7 +1,6 @@
 // `lwc info` end to end: output, JSON schema, exit codes, published figures.
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
-#include <onnx/defs/parser.h>
 
 #include <algorithm>
 #include <fstream>
@@ -158,11 +157,7 @@ TEST_CASE("command-line mistakes get one error line that says what is wrong and 
 TEST_CASE("models with an opset newer than libonnx knows run as opset 17, and what opset 17 cannot say is refused by node", "[cli][info]") {
   TempDir d;
   // Written as the text says, without lwc's lowering (parseModelText would lower them).
-  auto saveText = [&](const char* text, const fs::path& path) {
-    onnx::ModelProto p;
-    REQUIRE(onnx::OnnxParser::Parse(p, text).IsOK());
-    std::ofstream(path, std::ios::binary) << p.SerializeAsString();
-  };
+  auto saveText = [&](const char* text, const fs::path& path) { test::writeProto(path, test::protoFromText(text)); };
   saveText(R"(
 <ir_version: 10, opset_import: ["" : 21]>
 g (float[N, 4] x) => (float[N, 4] y)
@@ -237,13 +232,11 @@ TEST_CASE("results that cannot be written to standard output are an error, not e
 TEST_CASE("lwc info shows a tensor input of an element type lwc does not compute with as that tensor", "[cli][info]") {
   // A bfloat16 input declared [N, 3] was "(non-tensor)".
   TempDir d;
-  onnx::ModelProto p;
-  REQUIRE(onnx::OnnxParser::Parse(p, R"(
+  test::writeProto(d / "bf.onnx", test::protoFromText(R"(
 <ir_version: 8, opset_import: ["" : 13]>
 g (bfloat16[N, 3] xb) => (float[N, 3] y)
 { y = Cast <to = 1> (xb) }
-)").IsOK());
-  std::ofstream(d / "bf.onnx", std::ios::binary) << p.SerializeAsString();
+)"));
   auto r = runLwc("info " + q(d / "bf.onnx"));
   INFO(r.err);
   REQUIRE(r.exit_code == 0);

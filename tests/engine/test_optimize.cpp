@@ -1915,7 +1915,7 @@ g (float[3, 32] x) => (uint8[3, 16] y) {
 })";
   Tensor wq(DType::Int8, {16, 32});
   for (int64_t i = 0; i < wq.numel(); ++i) wq.data<int8_t>()[i] = static_cast<int8_t>((i * 37) % 255 - 127);
-  for (const Shape bias : {Shape{1}, Shape{3, 16}}) {
+  for (const Shape& bias : {Shape{1}, Shape{3, 16}}) {
     Tensor bq(DType::Int32, bias);
     for (int64_t i = 0; i < bq.numel(); ++i) bq.data<int32_t>()[i] = static_cast<int32_t>(i * 11 - 40);
     run(gemm,

@@ -10,13 +10,14 @@
 #include <fstream>
 #include <functional>
 #include <onnx/checker.h>
-#include <onnx/defs/parser.h>
 
 #include "lwc/model_io.h"
 #include "support/test_util.h"
 
 using namespace lwc;
+using lwc::test::protoFromText;
 using lwc::test::TempDir;
+using lwc::test::writeProto;
 namespace fs = std::filesystem;
 
 namespace {
@@ -50,19 +51,6 @@ onnx::ModelProto richProto() {
   for (int d : {4, 4, 4}) sh->add_dim()->set_dim_value(d);
   vi->set_doc_string("value doc");
   return p;
-}
-
-onnx::ModelProto protoFromText(const char* text) {
-  onnx::ModelProto p;
-  auto st = onnx::OnnxParser::Parse(p, text);
-  REQUIRE(st.IsOK());
-  return p;
-}
-
-void writeProto(const fs::path& path, const onnx::ModelProto& p) {
-  std::string bytes;
-  REQUIRE(p.SerializeToString(&bytes));
-  test::writeFile(path, bytes);
 }
 
 onnx::ModelProto readProto(const fs::path& path) {

@@ -377,12 +377,12 @@ TEST_CASE("prune_magnitude recover lsq cross-validates the damping of an under-d
   };
   TempDir d;
   const DataSpec calib = npyData(d / "x.npy", inputs(60, 21), 16);
-  auto prune = [&](double cv_rows) {
+  auto prune = [&](double cv_rows, const DataSpec* data = nullptr) {
     Model m = fp;
     auto p = passes::builtinPasses().create("prune_magnitude");
     p->configure({{"sparsity", 0.5}, {"min_params", 0}, {"recover", "lsq"}, {"lsq_cv_rows", cv_rows}}, "p");
     PassContext ctx;
-    ctx.calib = &calib;
+    ctx.calib = data ? data : &calib;
     ctx.reference = &fp;
     auto r = p->run(m, ctx);
     return std::make_pair(m, r);
@@ -401,24 +401,11 @@ TEST_CASE("prune_magnitude recover lsq cross-validates the damping of an under-d
     // says it follows those samples (1 calibration image re-fitted resnet to 43.6 % top-1, without
     // a word). 30 rows, fewer than the dense width but more than what survives, fit only
     // approximately: no note (it fired on lenet300 with the bundled 500 images, which generalise).
-    {
-      const DataSpec some = npyData(d / "some.npy", inputs(30, 23), 16);
-      Model m = fp;
-      auto p = passes::builtinPasses().create("prune_magnitude");
-      p->configure({{"sparsity", 0.5}, {"min_params", 0}, {"recover", "lsq"}}, "p");
-      PassContext ctx;
-      ctx.calib = &some;
-      ctx.reference = &fp;
-      CHECK_THAT(p->run(m, ctx).notes.back(), !Contains("underdetermined"));
-    }
+    const DataSpec some = npyData(d / "some.npy", inputs(30, 23), 16);
+    CHECK_THAT(prune(0.0, &some).second.notes.back(), !Contains("underdetermined"));
     const DataSpec few = npyData(d / "few.npy", inputs(8, 22), 16);
-    Model m = fp;
-    auto p = passes::builtinPasses().create("prune_magnitude");
-    p->configure({{"sparsity", 0.5}, {"min_params", 0}, {"recover", "lsq"}}, "p");
-    PassContext ctx;
-    ctx.calib = &few;
-    ctx.reference = &fp;
-    CHECK_THAT(p->run(m, ctx).notes.back(), Contains("only 8 calibration rows for up to") && Contains("unknowns per output: underdetermined"));
+    CHECK_THAT(prune(0.0, &few).second.notes.back(),
+               Contains("only 8 calibration rows for up to") && Contains("unknowns per output: underdetermined"));
   }
   // Same mask, different surviving values; lower error on fresh inputs.
   const Tensor& wf = fixed.graph.initializers.at(fixed.graph.nodes[0].inputs[1]);

@@ -74,6 +74,28 @@ double outputSqnr(const Model& a, const Model& b, uint32_t seed) {
   return e.sqnrDb();
 }
 
+// The weights of a three-convolution chain x -> c1 (8 of 3 channels, 3x3) -> c2 (`w2`) -> y (4 of
+// 8 channels, 1x1), as the float-layer tests below write it.
+void addChainWeights(Model& m, const Shape& w2) {
+  addConst(m, "w1", {8, 3, 3, 3}, 1, -0.5f, 0.5f);
+  addConst(m, "b1", {8}, 2, -0.1f, 0.1f);
+  addConst(m, "w2", w2, 3, -0.3f, 0.3f);
+  addConst(m, "b2", {8}, 4, -0.1f, 0.1f);
+  addConst(m, "w3", {4, 8, 1, 1}, 5, -0.3f, 0.3f);
+  addConst(m, "b3", {4}, 6, -0.1f, 0.1f);
+}
+
+// The op type of the node writing the first input of the node `which` picks ("" if none).
+std::string inputProducerOp(const Model& m, const std::function<bool(const Node&)>& which) {
+  const GraphIndex idx(m.graph);
+  for (const auto& n : m.graph.nodes)
+    if (which(n)) {
+      const int p = idx.producer(n.inputs[0]);
+      return p < 0 ? "" : m.graph.nodes[static_cast<size_t>(p)].op_type;
+    }
+  return "";
+}
+
 std::string errorOf(const std::function<void()>& f) {
   try {
     f();
@@ -752,24 +774,16 @@ g (float[N, 3, 12, 12] x) => (float[N, 4, 12, 12] y) {
   y = Relu (s)
 })");
   m.graph.nodes[2].name = "dw";
-  addConst(m, "w1", {8, 3, 3, 3}, 1, -0.5f, 0.5f);
-  addConst(m, "b1", {8}, 2, -0.1f, 0.1f);
-  addConst(m, "w2", {8, 1, 3, 3}, 3, -0.3f, 0.3f);
-  addConst(m, "b2", {8}, 4, -0.1f, 0.1f);
-  addConst(m, "w3", {4, 8, 1, 1}, 5, -0.3f, 0.3f);
-  addConst(m, "b3", {4}, 6, -0.1f, 0.1f);
+  addChainWeights(m, {8, 1, 3, 3});
   Model fp = m;
   quantize(m, c, {{"exclude", {"dw"}}});
-  const GraphIndex idx(m.graph);
   const Node* dw = nullptr;
   for (const auto& n : m.graph.nodes)
     if (n.name == "dw") dw = &n;
   REQUIRE(dw);
   // Float weights, and an input that no DequantizeLinear writes: the Relu before it, kept.
   CHECK(m.graph.initializers.contains(dw->inputs[1]));
-  const int p = idx.producer(dw->inputs[0]);
-  REQUIRE(p >= 0);
-  CHECK(m.graph.nodes[static_cast<size_t>(p)].op_type == "Relu");
+  CHECK(inputProducerOp(m, [](const Node& n) { return n.name == "dw"; }) == "Relu");
   // The other Convs are still quantized, and the model computes what the float one does, closely.
   CHECK(countOps(m, "QuantizeLinear") >= 2);
   CHECK(outputSqnr(fp, m, 9) > 25.0);
@@ -789,22 +803,11 @@ g (float[N, 3, 12, 12] x) => (float[N, 4, 6, 6] y) {
   y = Conv (r2, w3, b3)
 })");
   m.graph.nodes[3].name = "kept";
-  addConst(m, "w1", {8, 3, 3, 3}, 1, -0.5f, 0.5f);
-  addConst(m, "b1", {8}, 2, -0.1f, 0.1f);
-  addConst(m, "w2", {8, 8, 3, 3}, 3, -0.3f, 0.3f);
-  addConst(m, "b2", {8}, 4, -0.1f, 0.1f);
-  addConst(m, "w3", {4, 8, 1, 1}, 5, -0.3f, 0.3f);
-  addConst(m, "b3", {4}, 6, -0.1f, 0.1f);
+  addChainWeights(m, {8, 8, 3, 3});
   Model fp = m;
   quantize(m, c, {{"exclude", {"kept"}}});
-  const GraphIndex idx(m.graph);
-  const Node* pool = nullptr;
-  for (const auto& n : m.graph.nodes)
-    if (n.op_type == "MaxPool") pool = &n;
-  REQUIRE(pool);
-  const int p = idx.producer(pool->inputs[0]);
-  REQUIRE(p >= 0);
-  CHECK(m.graph.nodes[static_cast<size_t>(p)].op_type == "Relu");  // not a DequantizeLinear, and the Relu kept
+  // Not a DequantizeLinear, and the Relu kept.
+  CHECK(inputProducerOp(m, [](const Node& n) { return n.op_type == "MaxPool"; }) == "Relu");
   CHECK(outputSqnr(fp, m, 9) > 25.0);
 }
 

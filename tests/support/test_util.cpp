@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <catch2/catch.hpp>
+#include <onnx/defs/parser.h>
 #include <cstdlib>
 #include <fstream>
 #include <random>
@@ -65,6 +66,20 @@ fs::path generatedModelsDir() {
   const fs::path p = fs::path(LWC_BINARY_DIR) / "test_models";
   fs::create_directories(p);
   return p;
+}
+
+onnx::ModelProto protoFromText(const std::string& text) {
+  onnx::ModelProto p;
+  const auto st = onnx::OnnxParser::Parse(p, text.c_str());
+  INFO(st.ErrorMessage());
+  REQUIRE(st.IsOK());
+  return p;
+}
+
+void writeProto(const fs::path& p, const onnx::ModelProto& m) {
+  std::string bytes;
+  REQUIRE(m.SerializeToString(&bytes));
+  writeFile(p, bytes);
 }
 
 }  // namespace lwc::test

@@ -4,6 +4,8 @@
 #include <filesystem>
 #include <string>
 
+#include <onnx/onnx_pb.h>
+
 #include "lwc/graph.h"
 
 namespace lwc::test {
@@ -43,5 +45,10 @@ std::filesystem::path generatedModelsDir();
 
 void writeFile(const std::filesystem::path& p, const std::string& bytes);
 std::string readFile(const std::filesystem::path& p);
+
+/// A model in ONNX's text format exactly as written: no lwc lowering or checks (parseModelText
+/// applies those), for files lwc itself must read. A text the parser refuses fails the test.
+onnx::ModelProto protoFromText(const std::string& text);
+void writeProto(const std::filesystem::path& p, const onnx::ModelProto& m);
 
 }  // namespace lwc::test
