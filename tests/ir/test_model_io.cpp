@@ -247,6 +247,17 @@ g (float[2] x) => (float[2] y)
     CHECK(v->t().data_location() != onnx::TensorProto::EXTERNAL);
     CHECK(v->t().raw_data() == std::string("\x80\x3f\x00\x40", 4));
     CHECK(lb.external_data_files.size() == 1);
+    // Bad external data there is one error naming the node and its attribute: a missing file, a
+    // file too short for the tensor, a string tensor (which cannot be stored raw).
+    fs::remove(d / "b.bin");
+    CHECK_THROWS_WITH(loadModel(d / "b.onnx"), Catch::Contains("node Constant (output 'c') attribute 'value'") &&
+                                                   Catch::Contains("cannot open external data"));
+    test::writeFile(d / "b.bin", std::string("\x80\x3f", 2));
+    CHECK_THROWS_WITH(loadModel(d / "b.onnx"), Catch::Contains("attribute 'value'") && Catch::Contains("runs past its end"));
+    t.set_data_type(onnx::TensorProto::STRING);
+    writeProto(d / "s.onnx", b);
+    CHECK_THROWS_WITH(loadModel(d / "s.onnx"), Catch::Contains("attribute 'value'") &&
+                                                   Catch::Contains("cannot be stored as external data"));
   }
   SECTION("a sparse initializer is read as the dense tensor it stands for") {
     Model mm = parseModelText(R"(
