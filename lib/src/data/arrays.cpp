@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "internal.h"
+#include "lwc/model_io.h"
 
 namespace lwc::data {
 
@@ -292,7 +293,7 @@ std::unique_ptr<Dataset> openNpy(const fs::path& p, const DataOptions& o, const 
       ln.replace(at, 6, "labels");
       if (fs::is_regular_file(p.parent_path() / ln)) lp = p.parent_path() / ln;
     }
-    if (!lp) lp = findLabelsIn(p.parent_path().empty() ? fs::path(".") : p.parent_path());
+    if (!lp) lp = findLabelsIn(folderOf(p));
     if (lp && fs::equivalent(*lp, p)) lp.reset();
     if (lp) labels = takeLabelFile(*lp, n, a.where, "samples", o.num_classes);
   }

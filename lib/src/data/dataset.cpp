@@ -302,7 +302,7 @@ std::unique_ptr<Dataset> open(const DataOptions& o) {
   const auto st = fs::status(o.path, ec);
   if (!fs::exists(st)) fail(show(o.path), ": no such file or folder");
   const bool dir = fs::is_directory(st);
-  const fs::path folder = dir ? o.path : (o.path.parent_path().empty() ? fs::path(".") : o.path.parent_path());
+  const fs::path folder = dir ? o.path : folderOf(o.path);
   Preprocess pp;
   if (o.preprocess)
     pp = *o.preprocess;
@@ -407,7 +407,7 @@ class FixedBatchDataset : public Dataset {
 
 std::vector<std::filesystem::path> filesReadBeside(const std::filesystem::path& data_file) {
   namespace fs = std::filesystem;
-  const fs::path dir = data_file.parent_path().empty() ? fs::path(".") : data_file.parent_path();
+  const fs::path dir = folderOf(data_file);
   std::vector<fs::path> files{dir / "preprocess.json"};
   for (auto& f : data::labelsCandidates(dir)) files.push_back(std::move(f));
   if (auto twin = data::idxLabelsTwin(data_file)) files.push_back(std::move(*twin));
