@@ -4,14 +4,17 @@ README's pruning table: model x sparsity x recovery (none / bias / lsq) x schedu
 --iters N), plus the 2:4 pattern. Calibration data for bias/lsq: the first --calib-limit training
 images. Optionally merges PyTorch's torch.nn.utils.prune results (scripts/torch_prune.py --out).
 
-Prints a Markdown table and writes every run to --out (JSON). With --check, exits 1 when a
-target of the pruning issue is missed: 50 % with lsq loses <= 0.5 points; iterative is never
-worse than one-shot at the same sparsity and recovery; lsq beats torch global L1 at every sparsity.
+Prints a Markdown table and writes every run to --out (JSON, default build/prune_table.json).
+With --check, exits 1 when a target of the pruning issue, as README states it, is missed:
+50 % unstructured with lsq loses <= 0.5 points, one-shot and iterative each; iterative is never
+worse than one-shot at the same sparsity and recovery; lsq is more accurate than torch global L1
+at every sparsity, one-shot and iterative each (needs --torch; the torch rows must leave the
+same layers dense as lwc, i.e. torch_prune.py's default --min-params 1000).
 A missed "never worse" line also gives the paired test of the two models (`lwc compare`: images
 only one-shot / only iterative gets right, exact McNemar p); the JSON records each run's top-1
 agreement and output SQNR against the FP32 model.
 
-    scripts/prune_table.py [--models mnv2 resnet] [--scope global] [--iters 10] [--torch /tmp/torch_prune.json]
+    scripts/prune_table.py [--models mnv2 resnet] [--scope global] [--iters 10] [--torch build/torch_prune.json]
 """
 import argparse
 import json
@@ -67,11 +70,27 @@ def main():
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--calib-limit", type=int, default=1000)
     ap.add_argument("--torch", help="JSON written by scripts/torch_prune.py --out")
-    ap.add_argument("--out", default="/tmp/prune_table.json")
+    ap.add_argument("--out", default=os.path.join(ROOT, "build/prune_table.json"))
     ap.add_argument("--check", action="store_true")
     ap.add_argument("--extra", default="", help="more lwc prune arguments for every run, e.g. --extra=--lsq-cv-rows=8")
     args = ap.parse_args()
-    torch_rows = json.load(open(args.torch)) if args.torch else []
+    torch_rows = []
+    if args.torch:
+        with open(args.torch) as f:
+            torch_rows = json.load(f)
+        # lwc leaves layers under min_params (default 1000) dense; torch_prune.py records its own.
+        lwc_min = 1000
+        extra = shlex.split(args.extra)
+        for i, e in enumerate(extra):
+            if e.startswith("--min-params="):
+                lwc_min = int(e.split("=", 1)[1])
+            elif e == "--min-params" and i + 1 < len(extra):
+                lwc_min = int(extra[i + 1])
+        mins = {r.get("min_params") for r in torch_rows}
+        if mins != {lwc_min}:
+            raise SystemExit(f"{args.torch}: torch rows leave layers under {sorted(mins, key=str)} weights dense, "
+                             f"lwc under {lwc_min}: not the same layers (rerun scripts/torch_prune.py "
+                             f"--min-params {lwc_min})")
     results = []
     failures = []
     schedules = [("1-shot", 1), (f"iters {args.iters}", args.iters)]
@@ -107,11 +126,13 @@ def main():
                         failures.append(f"{model} {sp} {rec}: iters {args.iters} {it['top1']:.4f} < one-shot {one['top1']:.4f} "
                                         f"({a} images only one-shot gets right, {b} only iterative: McNemar p = {pv:.2f})")
                 if "lsq" in args.recover:
-                    best = max(row[("lsq", 1)]["top1"], row[("lsq", args.iters)]["top1"])
-                    if abs(sp - 0.5) < 1e-6 and fp32 - best > 0.005:
-                        failures.append(f"{model} 50 % lsq loses {100 * (fp32 - best):.2f} points (> 0.5)")
-                    if t and best <= t[0]["top1"]:
-                        failures.append(f"{model} {sp} lsq {best:.4f} <= torch {t[0]['top1']:.4f}")
+                    # README claims both for each schedule, so each schedule is checked on its own.
+                    for sname, n in schedules:
+                        lsq = row[("lsq", n)]["top1"]
+                        if abs(sp - 0.5) < 1e-6 and fp32 - lsq > 0.005 + 1e-9:
+                            failures.append(f"{model} 50 % lsq {sname} loses {100 * (fp32 - lsq):.2f} points (> 0.5)")
+                        if t and lsq <= t[0]["top1"]:
+                            failures.append(f"{model} {sp} lsq {sname} {lsq:.4f} <= torch global L1 {t[0]['top1']:.4f}")
             # 2:4, one step by definition.
             cells = []
             for rec in args.recover:
@@ -122,6 +143,7 @@ def main():
             print(f"| {model} | 2:4 | " + ", ".join(cells) + " |", flush=True)
     for r in results:
         r.pop("output", None)  # a file in the temporary folder, gone by now
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(results, f, indent=1)
     for msg in failures:
