@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "lwc/engine.h"
+#include "lwc/graph_edit.h"
 #include "lwc/json_text.h"
 
 namespace lwc::passes {
@@ -59,9 +60,10 @@ void TensorStats::add(const float* x, int64_t n) {
   if (range_ == 0) return;  // all zero so far: counted, binned when a range exists
   const double k = kBins / (2 * range_);
   for (int64_t i = 0; i < n; ++i) {
-    int64_t idx = static_cast<int64_t>((double(x[i]) + range_) * k);
-    idx = std::clamp<int64_t>(idx, 0, kBins - 1);
-    ++hist_[static_cast<size_t>(idx)];
+    // Clamped as a double: an infinity (an activation that overflowed; the range check refuses it
+    // later) cast to int64 was undefined behaviour, and put +inf in the lowest bin.
+    const double pos = std::clamp((double(x[i]) + range_) * k, 0.0, double(kBins - 1));
+    ++hist_[static_cast<size_t>(pos)];
   }
 }
 
@@ -506,7 +508,7 @@ CalibrationStats collectStats(const Model& m, const std::vector<std::string>& te
   if (opts.shards < 1 || opts.shard < 0 || opts.shard >= opts.shards)
     fail("shard ", opts.shard, "/", opts.shards, ": expected i/n with 0 <= i < n");
   const int64_t begin = n * opts.shard / opts.shards, end = n * (opts.shard + 1) / opts.shards;
-  if (begin == end) fail(data.origin, ": shard ", opts.shard, "/", opts.shards, " of ", n, " samples is empty");
+  if (begin == end) fail(data.origin, ": shard ", opts.shard, "/", opts.shards, " of ", n, " samples is empty; split them into at most ", n, " shards");
 
   CalibrationStats cs;
   cs.model = m.source.filename().string();
@@ -519,7 +521,13 @@ CalibrationStats collectStats(const Model& m, const std::vector<std::string>& te
   const std::string in_name = s.inputNames().at(0);
   auto observe = [&](const std::string& name, const Tensor& v) {
     if (v.dtype() != DType::Float32 || !wanted.count(name)) return;
-    cs.tensors[name].add(v.data<float>(), v.numel());
+    try {
+      cs.tensors[name].add(v.data<float>(), v.numel());
+    } catch (const Error& e) {  // name the tensor and the node that makes it
+      const int p = producerIndex(m.graph, name);
+      fail(e.what(), " (tensor '", name, "'", p >= 0 ? ", the output of " + m.graph.nodes[size_t(p)].describe() : std::string(),
+           ")");
+    }
   };
   while (auto b = ds->next(data.batch)) {
     const int64_t bn = b->inputs.dim(0), first = b->first_index;

@@ -74,7 +74,7 @@ PassResult HuffmanEncode::run(Model& m, PassContext&) {
     // zeros of a gap) stored as value + 8-bit relative index; shared: the same entries with
     // ceil(log2 K)-bit cluster indices instead of values, plus the codebook; dense tensors: no index.
     const auto* p = static_cast<const uint8_t*>(t.raw());
-    int64_t entries = 0, gap = 0, zeros = 0;
+    int64_t entries = 0, gap = 0, zeros = 0, fillers = 0;
     for (int64_t i = 0; i < t.numel(); ++i) {
       bool zero = true;
       for (int64_t b = 0; b < es; ++b) zero = zero && p[i * es + b] == 0;
@@ -82,6 +82,7 @@ PassResult HuffmanEncode::run(Model& m, PassContext&) {
         ++zeros;
         if (++gap == 256) {
           ++entries;
+          ++fillers;
           gap = 0;
         }
       } else {
@@ -89,7 +90,8 @@ PassResult HuffmanEncode::run(Model& m, PassContext&) {
         gap = 0;
       }
     }
-    const int64_t nz_symbols = e->symbols - (zeros > 0 ? 1 : 0);
+    // A filler entry stores the value 0, so its cluster index needs a code too.
+    const int64_t nz_symbols = e->symbols - (zeros > 0 && fillers == 0 ? 1 : 0);
     const bool use_index = zeros > 0 && entries * (es + 1) < bytes;
     const int64_t sparse_bytes = use_index ? entries * (es + 1) : bytes;
     const int64_t kbits = bitsFor(std::max<int64_t>(nz_symbols, 1));

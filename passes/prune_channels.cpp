@@ -934,9 +934,18 @@ PassResult PruneChannels::run(Model& m, PassContext& ctx) {
   int64_t refine_steps = 0;
   if (target > 0) {
     if (macs0 <= 0) fail(m.label(), ": macs_reduction needs the model's MACs (shapes could not be inferred); use ratio");
-    if (!stats0.macs_complete)
+    if (!stats0.macs_complete) {
+      // An input whose size beyond the batch is symbolic ([1, 3, H, W]) leaves every layer's MACs
+      // unknown; a symbolic batch only those whose sizes are computed from it at run time.
+      for (const ValueInfo* in : m.graph.realInputs())
+        if (in->shape)
+          for (size_t d = 1; d < in->shape->size(); ++d)
+            if (!(*in->shape)[d].known())
+              fail(m.label(), ": macs_reduction needs every layer's MACs, but input '", in->name, "' has the size ",
+                   symShapeStr(*in->shape), "; export the model with a fixed input size, or use ratio");
       fail(m.label(), ": macs_reduction needs every layer's MACs, but some layers' shapes are computed at run time from "
            "the batch; export the model with a fixed batch size (then `lwc fuse` folds the sizes), or use ratio");
+    }
     auto pruned = [&](const std::vector<int64_t>& c) {
       Model t = m;
       applyCounts(t, c);

@@ -53,18 +53,18 @@ void printProfile(const std::vector<engine::NodeProfile>& prof, bool per_node) {
   std::vector<std::pair<double, std::string>> rows;
   for (const auto& [k, v] : by_op) rows.emplace_back(v.first, k);
   std::sort(rows.rbegin(), rows.rend());
-  std::fprintf(stderr, "%-40s %6s %10s %7s\n", "op [impl]", "nodes", "ms/run", "share");
+  std::printf("%-40s %6s %10s %7s\n", "op [impl]", "nodes", "ms/run", "share");
   for (const auto& [ms, k] : rows)
-    std::fprintf(stderr, "%-40s %6d %10.*f %6.1f%%\n", k.c_str(), by_op[k].second, dec, ms, 100.0 * ms / total);
-  std::fprintf(stderr, "%-40s %6zu %10.*f   (sum of the nodes' medians over %lld timed runs)\n", "all", prof.size(), dec, total,
+    std::printf("%-40s %6d %10.*f %6.1f%%\n", k.c_str(), by_op[k].second, dec, ms, 100.0 * ms / total);
+  std::printf("%-40s %6zu %10.*f   (sum of the nodes' medians over %lld timed runs)\n", "all", prof.size(), dec, total,
                static_cast<long long>(prof.empty() ? 0 : prof[0].calls));
   if (!per_node) return;
   std::vector<size_t> order(prof.size());
   for (size_t i = 0; i < order.size(); ++i) order[i] = i;
   std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return prof[a].median_ms > prof[b].median_ms; });
-  std::fprintf(stderr, "\n%-64s %-6s %10s %7s  %s\n", "node", "impl", "ms/run", "share", "primitive");
+  std::printf("\n%-64s %-6s %10s %7s  %s\n", "node", "impl", "ms/run", "share", "primitive");
   for (size_t i : order)
-    std::fprintf(stderr, "%-64s %-6s %10.*f %6.1f%%  %s\n", prof[i].node.c_str(), prof[i].impl.c_str(), dec,
+    std::printf("%-64s %-6s %10.*f %6.1f%%  %s\n", prof[i].node.c_str(), prof[i].impl.c_str(), dec,
                  prof[i].median_ms, 100.0 * prof[i].median_ms / total, prof[i].primitive.c_str());
 }
 
@@ -77,8 +77,12 @@ void addBenchCommand(CLI::App& app, Action& action, const GlobalOptions& g) {
   cmd->add_option("--batch", o->batch, "Batch size for symbolic first dimensions")->default_val(1)->check(CLI::PositiveNumber);
   addThreadsOption(cmd, o->threads);
   cmd->add_option("--warmup", o->warmup, "Untimed runs first")->default_val(5)->check(CLI::NonNegativeNumber);
-  cmd->add_option("--iters", o->iters, "Timed runs (0: run for --seconds)")->default_val(0)->check(CLI::NonNegativeNumber);
-  cmd->add_option("--seconds", o->seconds, "Time budget for timed runs")->default_val(3.0)->check(kFinite)->check(CLI::PositiveNumber);
+  auto* iters = cmd->add_option("--iters", o->iters, "Timed runs (0: run for --seconds)")->default_val(0)->check(CLI::NonNegativeNumber);
+  cmd->add_option("--seconds", o->seconds, "Time budget for timed runs (instead of --iters)")
+      ->default_val(3.0)
+      ->check(kFinite)
+      ->check(CLI::PositiveNumber)
+      ->excludes(iters);
   cmd->add_flag("--json", o->json, "Machine-readable output");
   cmd->add_option("--data", o->data.data, "Feed the first --batch samples of this data instead of random inputs");
   cmd->add_option("--preprocess", o->data.preprocess, "Preprocessing JSON for --data")->needs("--data");
@@ -143,13 +147,23 @@ void addBenchCommand(CLI::App& app, Action& action, const GlobalOptions& g) {
                          {"median_ms", med},      {"p90_ms", p90},       {"mean_ms", mean},
                          {"items_per_s", items},  {"iters", ms.size()},  {"reference_kernels", o->reference},
                          {"batch_split", s.batchSplit()}};
+        if (o->profile) {  // every node, in graph order (the text tables sort them)
+          nlohmann::json nodes = nlohmann::json::array();
+          for (const auto& p : s.profile())
+            nodes.push_back({{"node", p.node}, {"op_type", p.op_type}, {"impl", p.impl}, {"primitive", p.primitive},
+                             {"median_ms", p.median_ms}, {"calls", p.calls}});
+          j["profile"] = nodes;
+        }
         std::cout << dumpJson(j) << "\n";
       } else {
         std::printf("%s  batch %lld  threads %d  runs %zu\n", o->model.c_str(), static_cast<long long>(o->batch),
                     engine::configuredThreads(), ms.size());
         std::printf("latency  median %.3f ms  p90 %.3f ms  mean %.3f ms\nthroughput  %.1f items/s\n", med, p90, mean, items);
       }
-      if (o->profile) printProfile(s.profile(), g.verbose);
+      if (o->profile && !o->json) {
+        std::printf("\n");
+        printProfile(s.profile(), g.verbose);
+      }
       return 0;
     };
   });

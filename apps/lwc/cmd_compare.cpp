@@ -38,10 +38,10 @@ struct Row {
 };
 
 // JSON has no inf or NaN: an infinite SQNR (identical outputs) is the string "inf", a NaN (the
-// outputs hold NaN) is null, for every figure alike (SQNR used to say "nan" where the others said null).
+// outputs hold NaN where the other's do not) is "nan", for every figure alike and as in lwc.report.
 nlohmann::json number(double v) {
   if (std::isinf(v)) return v > 0 ? "inf" : "-inf";
-  if (std::isnan(v)) return nullptr;
+  if (std::isnan(v)) return "nan";
   return v;
 }
 
@@ -60,14 +60,6 @@ nlohmann::json rowJson(const Row& r) {
                    {"only_candidate_right", r.only_b},
                    {"mcnemar_p", mcnemarExactP(r.only_a, r.only_b)}};
   return j;
-}
-
-// Class scores: [N, C], or [N, C, 1, ...] (a convolutional head), as lwc eval reads them.
-bool isScores(const Tensor& t) {
-  if (t.rank() < 2 || t.dim(1) < 2 || !isFloat(t.dtype())) return false;
-  for (size_t i = 2; i < t.rank(); ++i)
-    if (t.dim(i) != 1) return false;
-  return true;
 }
 
 // A figure for the text table; NaN prints as "nan" (printf wrote "-nan" on this platform).
@@ -93,7 +85,9 @@ void addCompareCommand(CLI::App& app, Action& action, const GlobalOptions&) {
   cmd->add_option("reference", o->a, "Reference ONNX model (e.g. the original)")->required();
   cmd->add_option("candidate", o->b, "Model to compare (e.g. the compressed one)")->required();
   o->data.add(cmd, true);
-  cmd->add_flag("--per-layer", o->per_layer, "Also compare every tensor name the two models share, worst first");
+  cmd->add_flag("--per-layer", o->per_layer,
+                "Also compare every tensor name the two models share, worst first (runs both models unfused, so that "
+                "every tensor exists: output figures can differ in the last bits from a run without it)");
   cmd->add_flag("--json", o->json, "Machine-readable output (schema lwc.compare)");
   addThreadsOption(cmd, o->threads);
   cmd->callback([&action, o] {
@@ -119,6 +113,15 @@ void addCompareCommand(CLI::App& app, Action& action, const GlobalOptions&) {
 
       std::vector<Row> outs(ma.graph.outputs.size());
       for (size_t i = 0; i < outs.size(); ++i) outs[i].name = ma.graph.outputs[i].name;
+      // Outputs pair by name when B has each of A's output names (compressing keeps them, the order
+      // may change); otherwise by position (a converter renamed them).
+      std::vector<size_t> in_b(outs.size());
+      {
+        std::map<std::string, size_t> b_at;
+        for (size_t i = 0; i < mb.graph.outputs.size(); ++i) b_at.emplace(mb.graph.outputs[i].name, i);
+        const bool by_name = std::all_of(outs.begin(), outs.end(), [&](const Row& r) { return b_at.count(r.name) > 0; });
+        for (size_t i = 0; i < outs.size(); ++i) in_b[i] = by_name ? b_at.at(outs[i].name) : i;
+      }
       std::map<std::string, Row> layers;
       std::map<std::string, size_t> first_seen;  // topological position in A, for reports
       Progress bar("compare", ds->size());
@@ -144,19 +147,20 @@ void addCompareCommand(CLI::App& app, Action& action, const GlobalOptions&) {
                                 })
                                              : engine::Observer());
         for (size_t i = 0; i < outs.size(); ++i) {
-          ra[i] = f32(ra[i]);
-          rb[i] = f32(rb[i]);
-          if (ra[i].shape() != rb[i].shape())
-            fail("output ", i, " has shape ", shapeStr(ra[i].shape()), " in ", o->a, " but ", shapeStr(rb[i].shape()),
+          const Tensor ta = f32(ra[i]), tb = f32(rb[in_b[i]]);
+          if (ta.shape() != tb.shape())
+            fail("output '", outs[i].name, "' has shape ", shapeStr(ta.shape()), " in ", o->a, " but ", shapeStr(tb.shape()),
                  " in ", o->b);
-          outs[i].err.add(ra[i], rb[i]);
-          if (isScores(ra[i])) {
+          outs[i].err.add(ta, tb);
+          if (isClassScores(ta)) {
             outs[i].scores = true;
-            const auto pa = argmaxRows(ra[i]), pb = argmaxRows(rb[i]);
+            const auto pa = argmaxRows(ta), pb = argmaxRows(tb);
             for (size_t k = 0; k < pa.size(); ++k) outs[i].agree += pa[k] >= 0 && pa[k] == pb[k];
             outs[i].rows += static_cast<int64_t>(pa.size());
-            const int64_t classes = ra[i].dim(1);
-            if (batch->labels.size() == pa.size())
+            const int64_t classes = ta.dim(1);
+            // Labels score the first output only, as lwc eval and pipeline reports read them (a second
+            // [N, 84] output is hidden features, not classes).
+            if (i == 0 && batch->labels.size() == pa.size())
               for (size_t k = 0; k < pa.size(); ++k) {
                 // As lwc eval: a label the model cannot predict is bad data, not a wrong answer.
                 if (batch->labels[k] < 0 || batch->labels[k] >= classes)
@@ -177,10 +181,12 @@ void addCompareCommand(CLI::App& app, Action& action, const GlobalOptions&) {
       }
       std::vector<const Row*> worst;
       for (const auto& [n, r] : layers) worst.push_back(&r);
-      // Worst first: lowest SQNR; ties (e.g. equal inf) in graph order.
+      // Worst first: NaN SQNR (the tensor holds NaN where the other does not), then lowest SQNR; ties
+      // (e.g. equal inf) in graph order. NaN must be ranked explicitly: `<` on it is no ordering.
       std::stable_sort(worst.begin(), worst.end(), [&](const Row* x, const Row* y) {
         const double sx = x->err.sqnrDb(), sy = y->err.sqnrDb();
-        if (sx != sy) return sx < sy;
+        if (std::isnan(sx) != std::isnan(sy)) return std::isnan(sx);
+        if (!std::isnan(sx) && sx != sy) return sx < sy;
         return first_seen[x->name] < first_seen[y->name];
       });
       // Where the damage starts: the first tensor, in the reference's execution order, that differs.
@@ -188,7 +194,7 @@ void addCompareCommand(CLI::App& app, Action& action, const GlobalOptions&) {
       {
         size_t best = SIZE_MAX;
         for (const auto* r : worst)
-          if (r->err.maxAbsDiff() > 0 && first_seen[r->name] < best) {
+          if (r->err.maxAbsDiff() != 0 && first_seen[r->name] < best) {  // != 0: a NaN difference differs
             best = first_seen[r->name];
             first_div = r->name;
           }

@@ -64,14 +64,26 @@ void addExecCommand(CLI::App& app, Action& action, const GlobalOptions&) {
       engine::TensorMap feeds;
       std::vector<std::filesystem::path> read{o->model};  // every file this run reads
       for (const auto& f : m.external_data_files) read.push_back(f);
+      std::set<std::string> given;
+      for (const auto& spec : o->inputs) {  // every --input checked before any file is read
+        const auto eq = spec.find('=');
+        if (eq == std::string::npos || eq == 0 || eq + 1 == spec.size())
+          fail("--input '", spec, "': expected NAME=FILE.npy");
+        const std::string name = spec.substr(0, eq);
+        if (!m.graph.isGraphInput(name)) fail("--input '", name, "': the model has no input of that name");
+        if (!given.insert(name).second) fail("--input '", name, "' is given twice; give each model input once");
+      }
       for (const auto& spec : o->inputs) {
         const auto eq = spec.find('=');
-        if (eq == std::string::npos) fail("--input '", spec, "': expected NAME=FILE.npy");
-        feeds[spec.substr(0, eq)] = readNpy(spec.substr(eq + 1));
-        read.push_back(spec.substr(eq + 1));
+        const std::string name = spec.substr(0, eq), file = spec.substr(eq + 1);
+        Tensor t = readNpy(file);
+        for (const auto* v : m.graph.realInputs())
+          if (v->name == name && v->dtype != DType::Undefined && v->dtype != t.dtype())
+            fail("--input '", spec, "': model input '", name, "' expects ", dtypeName(v->dtype), " but ", file, " holds ",
+                 dtypeName(t.dtype()), "; convert the array (e.g. numpy's astype) first");
+        feeds[name] = std::move(t);
+        read.push_back(file);
       }
-      for (const auto& [name, t] : feeds)
-        if (!m.graph.isGraphInput(name)) fail("--input '", name, "': the model has no input of that name");
       namespace fs = std::filesystem;
       // Random inputs are made (and checked) before anything is written: a failed run leaves no folder behind.
       std::vector<std::pair<fs::path, Tensor>> writes;
@@ -117,6 +129,8 @@ void addExecCommand(CLI::App& app, Action& action, const GlobalOptions&) {
       // No output file may be one this run reads (an --input .npy in --outdir was overwritten by
       // the output of the same name).
       auto checkNotRead = [&](const fs::path& out) {
+        if (fs::is_directory(out, ec))
+          fail("cannot write '", out.string(), "': it is a folder; remove it or choose another --outdir");
         for (const auto& in : read)
           if (fs::exists(out, ec) && fs::exists(in, ec) && fs::equivalent(out, in, ec))
             fail("cannot write '", out.string(), "': it is '", in.string(), "', which this run reads; choose another --outdir");

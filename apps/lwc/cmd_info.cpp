@@ -1,5 +1,6 @@
 // lwc info MODEL: what is in a model and what it costs.
 #include <algorithm>
+#include <limits>
 #include <cstdio>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -125,7 +126,9 @@ nlohmann::json buildJson(const Model& m, const ModelStats& st) {
   j["bn_running_stats"] = st.bn_running_stats;
   j["constants"] = st.constants;
   j["macs"] = st.macs;
-  j["flops"] = 2 * st.macs;
+  // 2 × MACs, or the double when that leaves int64 (a model beyond 4.6e18 MACs at this batch).
+  if (st.macs <= std::numeric_limits<int64_t>::max() / 2) j["flops"] = 2 * st.macs;
+  else j["flops"] = 2.0 * double(st.macs);
   j["macs_complete"] = st.macs_complete;
   j["other_ops"] = st.other_ops;
   j["weight_bytes"] = st.weight_bytes;
@@ -175,7 +178,7 @@ void printHuman(const Model& m, const ModelStats& st, bool per_layer) {
   o << "\nparams      " << grouped(st.params) << " (" << humanCount(double(st.params)) << ")";
   if (st.bn_running_stats) o << "; BatchNorm running statistics " << grouped(st.bn_running_stats) << " not counted";
   o << "\nMACs        " << humanCount(double(st.macs)) << " at batch " << st.batch
-    << (st.macs_complete ? "" : " (incomplete: some shapes unknown, or a subgraph's MACs not counted)") << "; FLOPs = 2 x MACs = "
+    << (st.macs_complete ? "" : " (incomplete: some shapes unknown or beyond 64 bits, or a subgraph's MACs not counted)") << "; FLOPs = 2 x MACs = "
     << humanCount(2.0 * double(st.macs)) << "; other ops " << humanCount(double(st.other_ops)) << "\n";
   o << "weights     " << humanBytes(double(st.weight_bytes)) << ":";
   for (const auto& [dt, b] : st.weight_bytes_by_dtype) o << " " << dt << " " << humanBytes(double(b));
@@ -249,7 +252,8 @@ void addInfoCommand(CLI::App& app, Action& action, const GlobalOptions&) {
   cmd->add_option("model", opts->model, "ONNX model file")->required();
   cmd->add_flag("--json", opts->json, "Machine-readable output (schema in README)");
   cmd->add_flag("--per-layer", opts->per_layer, "Table of parameters and MACs per layer");
-  cmd->add_option("--batch", opts->batch, "Batch size for MACs")->default_val(1)->check(CLI::PositiveNumber);
+  // Capped so that MACs and FLOPs (2 per MAC) of any real model stay within 64 bits.
+  cmd->add_option("--batch", opts->batch, "Batch size for MACs (1 to 1048576)")->default_val(1)->check(CLI::Range(int64_t(1), int64_t(1) << 20));
   cmd->callback([&action, opts, cmd] {
     const bool batch_given = cmd->count("--batch") > 0;
     action = [opts, batch_given] {

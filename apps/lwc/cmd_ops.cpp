@@ -5,6 +5,7 @@
 
 #include "commands.h"
 #include "lwc/engine.h"
+#include "lwc/opset_lowering.h"
 
 namespace lwc::app {
 
@@ -14,7 +15,11 @@ void addOpsCommand(CLI::App& app, Action& action, const GlobalOptions&) {
   cmd->add_flag("--json", *json, "Machine-readable output");
   cmd->callback([&action, json] {
     action = [json] {
-      const auto ops = engine::supportedOps();
+      auto ops = engine::supportedOps();
+      // A kernel that runs the newest opset the ONNX library knows also runs models of the newer
+      // opsets lwc reads by lowering them to it (README, "Newer opsets"): the range a user can load.
+      for (auto& o : ops)
+        if (o.domain.empty() && o.until >= knownOpset()) o.until = kMaxReadableOpset;
       if (*json) {
         nlohmann::json a = nlohmann::json::array();
         for (const auto& o : ops)
@@ -33,6 +38,11 @@ void addOpsCommand(CLI::App& app, Action& action, const GlobalOptions&) {
                     range.c_str(), o.impls.c_str());
       }
       std::printf("%zu ops\n", ops.size());
+      std::printf("Models of opsets %lld to %lld are read by rewriting them to opset %lld (also Mish, Gelu, Swish,\n"
+                  "GroupNormalization, RMSNormalization and Attention into the ops that compute them); a node\n"
+                  "that has no such form is named at load.\n",
+                  static_cast<long long>(knownOpset() + 1), static_cast<long long>(kMaxReadableOpset),
+                  static_cast<long long>(knownOpset()));
       return 0;
     };
   });

@@ -266,6 +266,7 @@ void addCalibrateCommand(CLI::App& app, Action& action, const GlobalOptions&) {
       engine::configureThreads(q->run.threads);
       Model m = loadPipelineInputFor(model_path, {{"-o", q->save_calib}}, std::move(inputs));
       Pipeline p = quantPipeline(*q);
+      p.steps.back().where = "calibrate";  // errors name the command the user ran
       p.calib = DataSpec{};
       p.calib->options.path = q->run.calib;
       if (!q->run.preprocess.empty()) p.calib->options.preprocess = Preprocess::load(q->run.preprocess);

@@ -25,15 +25,19 @@ namespace lwc::app {
 
 namespace fs = std::filesystem;
 
-void addRunOptions(CLI::App* cmd, RunArgs& a) {
+void addRunOptions(CLI::App* cmd, RunArgs& a, bool calibration) {
   cmd->add_option("-o,--output", a.output, "Output ONNX file (written atomically)")->required();
   cmd->add_option("--report", a.report, "Write the report as JSON (schema lwc.report)");
   cmd->add_option("--report-md", a.report_md, "Write the report as Markdown (for a CI job summary)");
   cmd->add_option("--eval", a.eval, "Evaluation data (overrides the pipeline's data.eval path)");
   cmd->add_option("--eval-limit", a.eval_limit, "Use only N evaluation samples (0 = all)")->check(CLI::NonNegativeNumber);
-  cmd->add_option("--calib", a.calib, "Calibration data (overrides the pipeline's data.calib path)");
-  cmd->add_option("--calib-limit", a.calib_limit, "Use only N calibration samples (0 = all)")->check(CLI::NonNegativeNumber);
-  cmd->add_option("--preprocess", a.preprocess, "Preprocessing JSON for --eval/--calib data (default: preprocess.json next to the data)");
+  if (calibration) {
+    cmd->add_option("--calib", a.calib, "Calibration data (overrides the pipeline's data.calib path)");
+    cmd->add_option("--calib-limit", a.calib_limit, "Use only N calibration samples (0 = all)")->check(CLI::NonNegativeNumber);
+  }
+  cmd->add_option("--preprocess", a.preprocess,
+                  calibration ? "Preprocessing JSON for --eval/--calib data (default: preprocess.json next to the data)"
+                              : "Preprocessing JSON for --eval data (default: preprocess.json next to the data)");
   cmd->add_flag("--print-after-all", a.print_after_all, "Print the graph (ONNX text form) to stderr after every pass");
   cmd->add_flag("--time-passes", a.time_passes, "Show the time spent in each pass");
   cmd->add_flag("--json", a.json, "Print the JSON report on stdout instead of the table");
@@ -317,7 +321,7 @@ void addFuseCommand(CLI::App& app, Action& action, const GlobalOptions&) {
   auto a = std::make_shared<RunArgs>();
   auto* cmd = app.add_subcommand("fuse", "Standard cleanup: fold BatchNorm, constants, identities, pads and biases (configs/cleanup.json)");
   cmd->add_option("model", a->positional, "ONNX model file")->required()->expected(1);
-  addRunOptions(cmd, *a);
+  addRunOptions(cmd, *a, false);
   cmd->callback([&action, a] {
     action = [a] {
       return runPipelineCommand(cleanupPipeline(), a->positional.at(0), *a);
@@ -345,7 +349,7 @@ void addEncodeCommand(CLI::App& app, Action& action, const GlobalOptions&) {
   auto max_symbols = std::make_shared<int64_t>(65536);
   auto* cmd = app.add_subcommand("encode", "Store weights as Huffman codes (huffman_encode; lossless; `lwc decode` undoes it)");
   cmd->add_option("model", a->positional, "ONNX model file")->required()->expected(1);
-  addRunOptions(cmd, *a);
+  addRunOptions(cmd, *a, false);
   cmd->add_option("--min-elements", *min_elements, "Leave tensors with fewer elements as they are")->check(CLI::PositiveNumber);
   cmd->add_option("--max-symbols", *max_symbols, "Leave tensors with more distinct values as they are")
       ->check(CLI::Range(int64_t{1}, int64_t{65536}));
@@ -362,7 +366,7 @@ void addDecodeCommand(CLI::App& app, Action& action, const GlobalOptions&) {
   auto a = std::make_shared<RunArgs>();
   auto* cmd = app.add_subcommand("decode", "Turn Huffman-coded weights back into plain ONNX initializers (huffman_decode)");
   cmd->add_option("model", a->positional, "ONNX model file with ai.lwc.HuffmanDecode nodes")->required()->expected(1);
-  addRunOptions(cmd, *a);
+  addRunOptions(cmd, *a, false);
   cmd->callback([&action, a] {
     action = [a] { return runPipelineCommand(singlePass("huffman_decode", nlohmann::json::object(), "lwc decode"), a->positional.at(0), *a); };
   });

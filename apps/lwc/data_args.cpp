@@ -11,8 +11,10 @@ void DataArgs::add(CLI::App* cmd, bool required) {
   if (required) d->required();
   cmd->add_option("--labels", labels, "Labels file (CSV file,label / one int per line / .npy / IDX)");
   cmd->add_option("--preprocess", preprocess, "Preprocessing JSON (default: preprocess.json next to the data)");
-  cmd->add_option("--limit", limit, "Use only the first N samples (0 = all)")->default_val(0)->check(CLI::NonNegativeNumber);
-  cmd->add_option("--batch", batch, "Batch size")->default_val(100)->check(CLI::PositiveNumber);
+  cmd->add_option("--limit", limit, "Use only N samples: the first N (an image folder, ordered by class: N evenly spaced) (0 = all)")
+      ->default_val(0)
+      ->check(CLI::NonNegativeNumber);
+  batch_option = cmd->add_option("--batch", batch, "Batch size")->default_val(100)->check(CLI::PositiveNumber);
 }
 
 DataOptions DataArgs::optionsFor(const Model& m) const {
@@ -37,6 +39,10 @@ std::unique_ptr<Dataset> DataArgs::open(const Model& m, const Model* also) const
            "; the two models cannot be fed the same batches");
     if (b > 0) o.fixed_batch = b;
   }
+  // As lwc info and lwc bench: a given --batch that the model's fixed batch size overrides is named.
+  if (batch_option && batch_option->count() > 0 && o.fixed_batch > 0 && o.fixed_batch != batch)
+    spdlog::warn("{}: the model's input fixes the batch size at {}; batches are {} (--batch {} ignored)", m.label(),
+                 o.fixed_batch, o.fixed_batch, batch);
   auto ds = openDataset(o);
   if (const std::string w = preprocessingWarning(*ds); !w.empty()) spdlog::warn("--data {}", w);
   return ds;

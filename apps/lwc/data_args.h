@@ -18,6 +18,7 @@ struct DataArgs {
   std::string preprocess;
   int64_t limit = 0;
   int64_t batch = 100;
+  CLI::Option* batch_option = nullptr;  ///< to tell a given --batch from the default
 
   /// Adds --data (required or not), --labels, --preprocess, --limit, --batch.
   void add(CLI::App* cmd, bool required);

@@ -6,6 +6,7 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cctype>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -27,12 +28,20 @@ namespace {
 // "PositiveNumber") reads "Value -1 not in range 0.000000 to 1797693134862315708...". Say what the
 // rule is instead; every other message is kept as CLI11 wrote it, on one line.
 std::string parseErrorMessage(std::string msg) {
-  static const std::regex open_range(R"(Value (\S+) not in range \S+ to \d{100,}\.\d+)");
+  // CLI11's PositiveNumber / NonNegativeNumber checks say "Value V not in range LOW to <300 digits>",
+  // for a value that is not a number too ("abc must be greater than 0").
+  static const std::regex open_range(R"(Value ?(\S*) not in range \S+ to \d{100,}\.\d+)");
   std::smatch m;
   if (std::regex_search(msg, m, open_range)) {
     const std::string v = m[1].str();
-    const bool negative = !v.empty() && v[0] == '-';
-    msg = m.prefix().str() + v + (negative ? " cannot be negative" : " must be greater than 0") + m.suffix().str();
+    char* end = nullptr;
+    const double x = v.empty() ? 0.0 : std::strtod(v.c_str(), &end);
+    const bool number = !v.empty() && end && *end == '\0' && !std::isnan(x);
+    std::string what;  // (the bound does not tell the two checks apart: CLI11 prints both as 0.000000)
+    if (v.empty()) what = "an empty value is not a number";
+    else if (!number) what = "'" + v + "' is not a number";
+    else what = v + (x < 0 ? " cannot be negative" : " must be greater than 0");
+    msg = m.prefix().str() + what + m.suffix().str();
   }
   for (char& c : msg)
     if (c == '\n') c = ' ';
@@ -58,12 +67,18 @@ size_t editDistance(const std::string& a, const std::string& b) {
 // with the closest option it has when one is near ("did you mean --calib-limit?"). CLI11 reports a
 // mistyped option that takes a value as a surplus positional ("model: At Most 1 required but
 // received 2"), which does not say what is wrong. Empty when every option is known.
+// Options before the command name are lwc's own (-v, -q; they take no value, so the command is the
+// first word without a dash); an lwc option after it is refused by CLI11 as "argument was not expected".
 std::string unknownOptionMessage(const CLI::App& sub, const std::string& command, int argc, char** argv) {
-  auto known = [&](const std::string& name) {
-    for (const CLI::App* a = &sub; a; a = a->get_parent())
-      if (a->get_option_no_throw(name)) return true;
-    return false;
-  };
+  const CLI::App* root = &sub;
+  while (root->get_parent()) root = root->get_parent();
+  int command_at = argc;
+  for (int i = 1; i < argc; ++i)
+    if (argv[i][0] != '-') {
+      command_at = i;
+      break;
+    }
+  auto knownIn = [](const CLI::App* a, const std::string& name) { return a->get_option_no_throw(name) != nullptr; };
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "--") break;
@@ -72,11 +87,15 @@ std::string unknownOptionMessage(const CLI::App& sub, const std::string& command
     const bool long_form = arg[1] == '-';
     if (!long_form && arg.size() != 2) continue;  // "-vq" or a value: leave to CLI11
     const std::string name = arg.substr(0, arg.find('='));
-    if (known(name)) continue;
-    std::string msg = "unknown option '" + name + "' for '" + command + "'";
+    const bool before_command = i < command_at;
+    if (before_command ? knownIn(root, name) : knownIn(&sub, name)) continue;
+    if (!before_command && knownIn(root, name) && name != "--help" && name != "-h")
+      return "'" + name + "' is an option of lwc itself: give it before the command ('lwc " + name + " " +
+             sub.get_name() + " ...')";
+    std::string msg = "unknown option '" + name + "' for '" + (before_command ? std::string("lwc") : command) + "'";
     std::string best;
     size_t best_d = 3;  // suggest only a near miss
-    for (const CLI::App* a = &sub; a; a = a->get_parent())
+    for (const CLI::App* a = before_command ? root : &sub; a; a = before_command ? nullptr : a->get_parent())
       for (const CLI::Option* o : a->get_options())
         for (const std::string& l : o->get_lnames())
           if (const size_t d = editDistance(name, "--" + l); d < best_d) best_d = d, best = "--" + l;
@@ -112,8 +131,8 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string("lwc ") + lwc::kProducerVersion);
   GlobalOptions g;
-  app.add_flag("-v,--verbose", g.verbose, "Log details to stderr");
-  app.add_flag("-q,--quiet", g.quiet, "Log only errors to stderr (results still go to stdout)");
+  auto* verbose = app.add_flag("-v,--verbose", g.verbose, "Log details to stderr");
+  app.add_flag("-q,--quiet", g.quiet, "Log only errors to stderr (results still go to stdout)")->excludes(verbose);
   Action action;
   addInfoCommand(app, action, g);
   addOpsCommand(app, action, g);
@@ -144,6 +163,10 @@ int main(int argc, char** argv) {
     std::string msg = parseErrorMessage(e.what());
     if (deepest != &app)
       if (std::string unknown = unknownOptionMessage(*deepest, where, argc, argv); !unknown.empty()) msg = unknown;
+    // An error about lwc's own options points to lwc's help, not the command's.
+    if (msg.find(" for 'lwc'") != std::string::npos || msg.find("excludes --quiet") != std::string::npos ||
+        msg.find("excludes --verbose") != std::string::npos)
+      where = "lwc";
     if (where == "lwc" && argc > 1 && argv[1][0] != '-') {
       bool known = false;
       for (const CLI::App* sub : app.get_subcommands({})) known = known || sub->check_name(argv[1]);

@@ -31,7 +31,8 @@ struct RunArgs {
 
 /// -o, --report, --report-md, --eval, --calib, --preprocess, limits, --print-after-all, --time-passes,
 /// --json, --keep-failed, --threads.
-void addRunOptions(CLI::App* cmd, RunArgs& a);
+/// `calibration`: false for commands whose passes never read calibration data (fuse, encode, decode).
+void addRunOptions(CLI::App* cmd, RunArgs& a, bool calibration = true);
 
 struct RunHooks {
   std::function<void(const Pass&, const Model& before, const Model& after, StageRecord& rec)> on_stage;

@@ -168,7 +168,10 @@ nlohmann::ordered_json pipelineSchema() {
   auto perChannel = [](bool positive) {
     ojson num{{"type", "number"}};
     if (positive) num["exclusiveMinimum"] = 0;
-    return ojson{{"oneOf", {num, {{"type", "array"}, {"items", num}, {"minItems", 1}, {"maxItems", 3}}}}};
+    // One value for every channel, or one per channel of a 3-channel image (lwc refuses 2).
+    return ojson{{"oneOf",
+                  {num, {{"type", "array"}, {"items", num}, {"minItems", 1}, {"maxItems", 1}},
+                   {{"type", "array"}, {"items", num}, {"minItems", 3}, {"maxItems", 3}}}}};
   };
   ojson pre{{"type", "object"},
             {"additionalProperties", false},

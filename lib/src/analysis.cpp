@@ -144,9 +144,30 @@ std::map<std::string, InitRole> initializerRoles(const Graph& g) {
     const Node* n = p < 0 ? nullptr : &g.nodes[static_cast<size_t>(p)];
     return n && n->domain.empty() && n->op_type == "DynamicQuantizeLinear" && n->outputs.size() > 1 && n->outputs[1] == v;
   };
+  // A layer's output, float: a MatMul/Gemm/Conv, or dynamic quantization's product rescaled by the
+  // run-time scale. A one-element constant added to it is that layer's bias (a Linear(64, 1) head
+  // after quantize --mode dynamic lost its bias from the parameter count), not a scalar constant
+  // (rank 0, as torch exports `x @ w + 1.0`).
+  auto isLayerOutput = [&](const std::string& v) {
+    const int p = idx.producer(v);
+    if (p < 0) return false;
+    const Node& n = g.nodes[static_cast<size_t>(p)];
+    if (!n.domain.empty()) return false;
+    if (n.op_type == "MatMul" || n.op_type == "Gemm" || n.op_type == "Conv" || n.op_type == "ConvTranspose") return true;
+    if (n.op_type != "Mul" || n.inputs.size() != 2) return false;
+    // MatMulInteger / ConvInteger -> Cast -> Mul (by the scales' product)
+    for (const auto& in : n.inputs) {
+      const int c = idx.producer(in);
+      if (c < 0 || g.nodes[size_t(c)].op_type != "Cast" || g.nodes[size_t(c)].inputs.empty()) continue;
+      const int q = idx.producer(g.nodes[size_t(c)].inputs[0]);
+      if (q >= 0 && (g.nodes[size_t(q)].op_type == "MatMulInteger" || g.nodes[size_t(q)].op_type == "ConvInteger")) return true;
+    }
+    return false;
+  };
   for (const auto& [name, t] : g.initializers.items()) {
     InitRole best = InitRole::Constant;
     bool seen_quant = false, seen_stat = false, seen_weight = false, seen_bias = false, seen_norm = false;
+    bool seen_layer_add = false;
     for (int ni : idx.consumers(name)) {
       const Node& n = g.nodes[ni];
       for (size_t i = 0; i < n.inputs.size(); ++i) {
@@ -161,6 +182,8 @@ std::map<std::string, InitRole> initializerRoles(const Graph& g) {
         else if (n.op_type == "BatchNormalization" && (i == 3 || i == 4)) seen_stat = true;
         else if (isQuantSlot(n.op_type, i)) seen_quant = true;
         else if (n.op_type == "Mul" && n.inputs.size() == 2 && isDynamicScale(n.inputs[1 - i])) seen_quant = true;
+        else if (n.op_type == "Add" && n.domain.empty() && n.inputs.size() == 2 && isLayerOutput(n.inputs[1 - i]))
+          seen_layer_add = true;
       }
     }
     if (seen_weight) best = InitRole::Weight;
@@ -168,7 +191,7 @@ std::map<std::string, InitRole> initializerRoles(const Graph& g) {
     else if (seen_norm) best = InitRole::NormParam;
     else if (seen_stat) best = InitRole::BnStat;
     else if (seen_quant) best = InitRole::QuantParam;
-    else if (isFloat(t.dtype()) && t.numel() > 1) best = InitRole::OtherParam;
+    else if (isFloat(t.dtype()) && (t.numel() > 1 || (t.numel() == 1 && t.rank() == 1 && seen_layer_add))) best = InitRole::OtherParam;
     roles[name] = best;
   }
   return roles;

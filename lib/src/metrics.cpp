@@ -21,6 +21,13 @@ bool hasNan(const float* row, int64_t c) {
 }
 }  // namespace
 
+bool isClassScores(const Tensor& t) {
+  if (t.rank() < 2 || t.dim(1) < 2 || !isFloat(t.dtype())) return false;
+  for (size_t i = 2; i < t.rank(); ++i)
+    if (t.dim(i) != 1) return false;
+  return true;
+}
+
 double percentile(std::vector<double> v, double p) {
   if (v.empty()) return 0.0;
   std::sort(v.begin(), v.end());
@@ -83,7 +90,9 @@ void ErrorMeter::add(const Tensor& reference, const Tensor& test) {
     fail("shapes differ: ", shapeStr(reference.shape()), " vs ", shapeStr(test.shape()));
   for (int64_t i = 0; i < reference.numel(); ++i) {
     const double a = reference.at(i), b = test.at(i);
-    const double d = a - b;
+    // Equal values do not differ, infinities included (inf − inf would be a NaN difference). A NaN
+    // differs from everything, itself too: outputs that hold NaN are never reported identical.
+    const double d = a == b ? 0.0 : a - b;
     // NaN (in either tensor) sticks: std::max would drop it and report 0 for a NaN output.
     if (std::isnan(d) || std::fabs(d) > max_abs_) max_abs_ = std::fabs(d);
     sig_ += a * a;

@@ -356,10 +356,18 @@ class Evaluator {
     ErrorMeter err;
     int64_t agree = 0, n = 0, only_input = 0, only_this = 0;
     size_t bi = 0;
+    // Top-1 agreement needs class scores; another output (an image, boxes) is compared by SQNR
+    // alone (every --eval of an autoencoder stopped with "expected [N, classes] scores").
+    bool scores = true;
     if (is_input) input_right_.clear();
     ds_->reset();
     while (auto b = ds_->next(spec_.batch)) {
       Tensor y = s.runOrdered({{in_name, b->inputs}}).at(0);
+      scores = scores && isClassScores(y);
+      if (!scores && ds_->hasLabels())
+        fail(m.label(), " on ", ds_->describe(), ": the first output has shape ", shapeStr(y.shape()),
+             ", not class scores [N, classes], so labels cannot score it; give data without labels (the output is "
+             "then compared with the input model's by SQNR)");
       // This model's top-1 class per sample, computed once for the labels and the agreement.
       std::vector<int64_t> pred_cache;
       auto predictions = [&]() -> const std::vector<int64_t>& {
@@ -398,9 +406,11 @@ class Evaluator {
         const Tensor r = cached_ ? cache_.at(bi) : ref->runOrdered({{input_->graph.realInputs()[0]->name, b->inputs}}).at(0);
         if (r.dtype() == DType::Float32 && y.dtype() == DType::Float32) {
           err.add(r, y);
-          const auto ar = argmaxRows(r);
-          const auto& ay = predictions();
-          for (size_t k = 0; k < ar.size() && k < ay.size(); ++k) agree += ar[k] >= 0 && ar[k] == ay[k];
+          if (scores) {
+            const auto ar = argmaxRows(r);
+            const auto& ay = predictions();
+            for (size_t k = 0; k < ar.size() && k < ay.size(); ++k) agree += ar[k] >= 0 && ar[k] == ay[k];
+          }
         }
       }
       n += b->inputs.dim(0);
@@ -419,7 +429,9 @@ class Evaluator {
       out.only_this_right = only_this;
     }
     out.output_sqnr_db = is_input ? std::numeric_limits<double>::infinity() : err.sqnrDb();
-    out.top1_agreement = is_input || n == 0 ? 1.0 : double(agree) / double(n);
+    out.top1_agreement = !scores ? std::numeric_limits<double>::quiet_NaN()  // not applicable
+                         : is_input || n == 0 ? 1.0
+                                              : double(agree) / double(n);
     out.eval_seconds = secondsSince(t0);
   }
 
@@ -670,6 +682,40 @@ std::string onnxCheckFailure(const Model& m) {
   return "";
 }
 
+// Weights that make NaN or inf outputs: a NaN or infinity in the constant weights, bias or
+// normalization parameters of a layer, or a BatchNormalization whose variance + epsilon is not
+// positive (the square root of a negative number). Passes computed with them silently: dynamic
+// quantization turned a NaN weight into 0, bias correction an Inf weight into NaN biases, and
+// BatchNorm folding a negative variance into NaN weights. Empty when every such value is finite.
+std::string nonFiniteWeights(const Model& m) {
+  static const std::map<std::string, std::vector<size_t>> kParams = {
+      {"Conv", {1, 2}},       {"ConvTranspose", {1, 2}},      {"Gemm", {0, 1, 2}},
+      {"MatMul", {0, 1}},     {"BatchNormalization", {1, 2, 3, 4}}, {"LayerNormalization", {1, 2}},
+      {"InstanceNormalization", {1, 2}}};
+  for (const Node& n : m.graph.nodes) {
+    if (!n.domain.empty()) continue;
+    const auto roles = kParams.find(n.op_type);
+    if (roles == kParams.end()) continue;
+    for (size_t i : roles->second) {
+      const Tensor* t = n.hasInput(i) ? m.graph.initializers.find(n.inputs[i]) : nullptr;
+      if (!t || !isFloat(t->dtype())) continue;
+      for (int64_t k = 0; k < t->numel(); ++k)
+        if (const double v = t->at(k); !std::isfinite(v))
+          return n.describe() + " reads " + (std::isnan(v) ? "NaN" : v > 0 ? "inf" : "-inf") + " in '" + n.inputs[i] +
+                 "' (element " + std::to_string(k) + ")";
+    }
+    if (n.op_type == "BatchNormalization" && n.hasInput(4))
+      if (const Tensor* var = m.graph.initializers.find(n.inputs[4]); var && isFloat(var->dtype())) {
+        const double eps = n.attrFloat("epsilon", 1e-5f);
+        for (int64_t k = 0; k < var->numel(); ++k)
+          if (!(var->at(k) + eps > 0))
+            return n.describe() + ": variance '" + n.inputs[4] + "' + epsilon is " + std::to_string(var->at(k) + eps) +
+                   " at channel " + std::to_string(k) + " (the normalization divides by its square root)";
+      }
+  }
+  return "";
+}
+
 // Weight-shape agreements that ONNX's shape inference does not check (its Gemm and Conv rules take
 // the output's dimensions from one operand and never compare the shared one) but every runtime
 // needs: an input whose shape was edited, or weights from another model, would otherwise pass
@@ -812,6 +858,7 @@ std::string inputModelProblem(const Model& input, bool as_is) {
   if (const std::string why = onnxCheckFailure(constants ? constantsAsInitializers(m) : m); !why.empty())
     return "fails " + why;
   if (const std::string why = shapeDisagreement(m); !why.empty()) return "has shapes that disagree: " + why;
+  if (const std::string why = nonFiniteWeights(m); !why.empty()) return "has weights that make NaN or inf: " + why;
   return "";
 }
 
@@ -821,6 +868,8 @@ void checkModelForInput(const Model& m) {
   fail(m.label(), ": the input model ", problem,
        problem.rfind("fails ", 0) == 0
            ? " (lwc writes only models that pass these checks: repair the model or export it again)"
+       : problem.rfind("has weights", 0) == 0
+           ? " (its outputs would be NaN or inf: repair the weights or train the model again)"
            : " (was the input shape edited, or do the weights belong to another model?)");
 }
 
@@ -834,7 +883,31 @@ bool PipelineReport::gatesPassed() const {
 
 namespace {
 
-json finiteOrNull(double v) { return std::isfinite(v) ? json(v) : json(nullptr); }
+// JSON has no inf or NaN: they are the strings "inf", "-inf" and "nan", as in lwc compare's JSON
+// (null, their old form, also meant "not measured").
+json numberJson(double v) {
+  if (std::isnan(v)) return "nan";
+  if (std::isinf(v)) return v > 0 ? "inf" : "-inf";
+  return v;
+}
+
+// A figure for the text and Markdown reports: "nan", "inf", or the value rounded to `digits`.
+std::string figure(double v, int digits, bool fixed) {
+  if (std::isnan(v)) return "nan";
+  if (std::isinf(v)) return v > 0 ? "inf" : "-inf";
+  std::ostringstream os;
+  if (fixed) os << std::fixed;
+  os << std::setprecision(digits) << v;
+  return os.str();
+}
+
+// A gate's value and limit, with as many significant digits (4 at least) as it takes for unequal
+// numbers to read unequal: "1.016 >= 1.016  FAIL" hid 1.0164733 against 1.016474.
+std::pair<std::string, std::string> gateFigures(double value, double limit) {
+  int digits = 4;
+  while (digits < 17 && value != limit && figure(value, digits, false) == figure(limit, digits, false)) ++digits;
+  return {figure(value, digits, false), figure(limit, digits, false)};
+}
 
 json metricsJson(const StageMetrics& s) {
   json j{{"nodes", s.nodes},
@@ -846,8 +919,8 @@ json metricsJson(const StageMetrics& s) {
          {"weight_sparsity", s.weight_elements ? double(s.weight_zeros) / double(s.weight_elements) : 0.0}};
   if (s.evaluated) {
     json e{{"samples", s.samples},
-           {"output_sqnr_db", finiteOrNull(s.output_sqnr_db)},
-           {"top1_agreement", s.top1_agreement},
+           {"output_sqnr_db", numberJson(s.output_sqnr_db)},
+           {"top1_agreement", std::isnan(s.top1_agreement) ? json(nullptr) : json(s.top1_agreement)},  // null: not class scores
            {"seconds", s.eval_seconds}};
     if (s.top1) {
       e["top1"] = *s.top1;
@@ -892,12 +965,17 @@ bool anyIncompleteMacs(const std::vector<StageRecord>& stages) {
 
 std::string gateText(const GateResult& g) {
   std::ostringstream os;
-  if (std::isnan(g.value)) {
-    os << std::setprecision(4) << g.gate.name << ": unknown (some layers' MACs are not known before run time)  FAIL";
+  if (std::isnan(g.value) && g.gate.name == "max_macs_ratio") {
+    os << g.gate.name << ": unknown (some layers' MACs are not known before run time)  FAIL";
     return os.str();
   }
-  os << std::setprecision(4) << g.gate.name << ": " << g.value << (g.gate.name.rfind("max_", 0) == 0 ? " <= " : " >= ")
-     << g.gate.limit << "  " << (g.passed ? "pass" : "FAIL");
+  if (std::isnan(g.value) && g.gate.name == "min_top1_agreement") {
+    os << g.gate.name << ": not applicable (the first output is not class scores; use min_output_sqnr_db)  FAIL";
+    return os.str();
+  }
+  const auto [value, limit] = gateFigures(g.value, g.gate.limit);
+  os << g.gate.name << ": " << value << (std::isnan(g.value) ? " (the outputs hold NaN)" : "")
+     << (g.gate.name.rfind("max_", 0) == 0 ? " <= " : " >= ") << limit << "  " << (g.passed ? "pass" : "FAIL");
   return os.str();
 }
 
@@ -937,7 +1015,7 @@ json PipelineReport::toJson() const {
   }
   json gates_j = json::array();
   for (const auto& g : gates)
-    gates_j.push_back({{"gate", g.gate.name}, {"limit", g.gate.limit}, {"value", finiteOrNull(g.value)}, {"passed", g.passed}});
+    gates_j.push_back({{"gate", g.gate.name}, {"limit", g.gate.limit}, {"value", numberJson(g.value)}, {"passed", g.passed}});
   return json{{"schema", "lwc.report"},
               {"schema_version", kReportSchemaVersion},
               {"pipeline", pipeline},
@@ -987,8 +1065,9 @@ std::string PipelineReport::toText(bool time_passes) const {
     }
     if (eval) {
       if (m.evaluated && s.pass != "input")
-        std::snprintf(line, sizeof line, " %6.2f %8s", 100 * m.top1_agreement,
-                      std::isfinite(m.output_sqnr_db) ? std::to_string(static_cast<int>(std::round(m.output_sqnr_db))).c_str() : "inf");
+        std::snprintf(line, sizeof line, " %6s %8s",
+                      std::isnan(m.top1_agreement) ? "-" : figure(100 * m.top1_agreement, 2, true).c_str(),
+                      figure(std::round(m.output_sqnr_db), 0, true).c_str());
       else std::snprintf(line, sizeof line, " %6s %8s", "-", "-");
       os << line;
     }
@@ -1039,10 +1118,8 @@ std::string PipelineReport::toMarkdown() const {
     if (labels) os << " " << (m.evaluated ? pct(*m.top1) : "-") << " | " << (m.evaluated ? pct(*m.top5) : "-") << " |";
     if (eval) {
       if (m.evaluated && s.pass != "input") {
-        std::ostringstream sq;
-        if (std::isfinite(m.output_sqnr_db)) sq << std::fixed << std::setprecision(1) << m.output_sqnr_db;
-        else sq << "inf";
-        os << " " << pct(m.top1_agreement) << " | " << sq.str() << " |";
+        os << " " << (std::isnan(m.top1_agreement) ? "-" : pct(m.top1_agreement)) << " | " << figure(m.output_sqnr_db, 1, true)
+           << " |";
       } else {
         os << " - | - |";
       }
@@ -1058,9 +1135,10 @@ std::string PipelineReport::toMarkdown() const {
        << fin.only_this_right << " only the output model; exact McNemar " << pValueText(fin.mcnemarP()) << ".\n";
   if (!gates.empty()) {
     os << "\n| gate | value | limit | result |\n|---|---:|---:|---|\n";
-    for (const auto& g : gates)
-      os << "| " << g.gate.name << " | " << g.value << " | " << g.gate.limit << " | " << (g.passed ? "pass" : "**FAIL**")
-         << " |\n";
+    for (const auto& g : gates) {
+      const auto [value, limit] = gateFigures(g.value, g.gate.limit);
+      os << "| " << g.gate.name << " | " << value << " | " << limit << " | " << (g.passed ? "pass" : "**FAIL**") << " |\n";
+    }
   }
   if (!output_written && !output.empty()) os << "\nA gate failed: `" << output << "` was not written.\n";
   return os.str();

@@ -111,8 +111,12 @@ Tensor decodeTensor(const Tensor& stream, const Tensor& codebook, const Shape& s
   // The header first: a stream that cannot fill this shape fails before anything is allocated.
   const std::span<const uint8_t> bytes(static_cast<const uint8_t*>(stream.raw()), static_cast<size_t>(stream.numel()));
   const huffman::StreamInfo info = huffman::inspect(bytes);
-  if (info.numel != numelOf(shape))
-    fail("HuffmanDecode: the stream holds ", info.numel, " elements but shape ", shapeStr(shape), " needs ", numelOf(shape));
+  int64_t want = 1;
+  for (int64_t d : shape)
+    if (__builtin_mul_overflow(want, d, &want))
+      fail("HuffmanDecode: shape ", shapeStr(shape), " has more elements than 64 bits count; the stream holds ", info.numel);
+  if (info.numel != want)
+    fail("HuffmanDecode: the stream holds ", info.numel, " elements but shape ", shapeStr(shape), " needs ", want);
   if (info.num_symbols != static_cast<uint32_t>(codebook.numel()))
     fail("HuffmanDecode: the stream codes ", info.num_symbols, " symbols but the codebook has ", codebook.numel());
   Tensor out = Tensor::uninitialized(codebook.dtype(), shape);  // refuses absurd sizes itself

@@ -230,3 +230,15 @@ TEST_CASE("passes after huffman_encode name the layers they leave alone because 
   test::checkOneLineError(runLwc("-q run --passes \"" + chain + "quantize_dynamic\" " + q(td("lenet5_fmnist.onnx")) + " -o " + q(d / "o.onnx")),
                           "a layer there is left in float: its weights are Huffman-coded");
 }
+
+TEST_CASE("a HuffmanDecode shape whose element count leaves 64 bits is refused as such", "[cli][huffman]") {
+  // numelOf wrapped: "shape [1099511627776,1099511627776] needs 0".
+  Tensor t(DType::Float32, {4});
+  for (int64_t i = 0; i < 4; ++i) t.data<float>()[i] = float(i % 2);
+  const auto e = weight_coding::encodeTensor(t, 16);
+  REQUIRE(e);
+  CHECK_NOTHROW(weight_coding::decodeTensor(e->stream, e->codebook, {2, 2}));
+  CHECK_THROWS_WITH(weight_coding::decodeTensor(e->stream, e->codebook, {int64_t(1) << 40, int64_t(1) << 40}),
+                    Contains("has more elements than 64 bits count; the stream holds 4"));
+  CHECK_THROWS_WITH(weight_coding::decodeTensor(e->stream, e->codebook, {3}), Contains("holds 4 elements but shape [3] needs 3"));
+}

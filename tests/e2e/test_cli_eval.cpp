@@ -199,20 +199,21 @@ TEST_CASE("lwc bench on random inputs and on data", "[cli][bench]") {
   auto one = runLwc("bench " + q(model) + " --iters 2 --threads 1 --json");
   REQUIRE(one.exit_code == 0);
   CHECK(nlohmann::json::parse(one.out)["threads"] == 1);
-  // --profile: time per op type; with -v also every node (lenet5's two Conv nodes, run in NHWC, each listed by name).
+  // --profile (on stdout, with the results): time per op type; with -v also every node (lenet5's
+  // two Conv nodes, run in NHWC, each listed by name).
   auto by_op = runLwc("bench " + q(model) + " --batch 2 --iters 3 --warmup 0 --profile");
   REQUIRE(by_op.exit_code == 0);
-  CHECK_THAT(by_op.err, Catch::Contains("ConvNhwc [dnnl]"));
-  CHECK_THAT(by_op.err, !Catch::Contains("node "));
-  CHECK_THAT(by_op.err, Catch::Contains("sum of the nodes' medians over 3 timed runs"));
+  CHECK_THAT(by_op.out, Catch::Contains("ConvNhwc [dnnl]"));
+  CHECK_THAT(by_op.out, !Catch::Contains("node "));
+  CHECK_THAT(by_op.out, Catch::Contains("sum of the nodes' medians over 3 timed runs"));
   // Warm-up runs (the first prepares the kernels) are left out of the profile.
   auto warm = runLwc("bench " + q(model) + " --batch 2 --iters 4 --warmup 2 --profile");
   REQUIRE(warm.exit_code == 0);
-  CHECK_THAT(warm.err, Catch::Contains("over 4 timed runs"));
+  CHECK_THAT(warm.out, Catch::Contains("over 4 timed runs"));
   auto per_node = runLwc("-v bench " + q(model) + " --batch 2 --iters 3 --warmup 0 --profile");
   REQUIRE(per_node.exit_code == 0);
   size_t convs = 0;
-  for (size_t at = per_node.err.find("ConvNhwc '/conv"); at != std::string::npos; at = per_node.err.find("ConvNhwc '/conv", at + 1))
+  for (size_t at = per_node.out.find("ConvNhwc '/conv"); at != std::string::npos; at = per_node.out.find("ConvNhwc '/conv", at + 1))
     ++convs;
   CHECK(convs == 2);
   auto too_big = runLwc("bench " + q(model) + " --batch 1000 --iters 1 --data " + q(sample / "png"));
@@ -345,6 +346,17 @@ g (float[N, 1, 28, 28] a, float[N, 1, 28, 28] b) => (float[N, 1, 28, 28] y, floa
       {"eval " + q(d / "two.onnx") + data, "2 inputs"},
       {"compare " + q(lenet) + " " + q(d / "two.onnx") + data, "2 outputs"},
       {"eval " + q(lenet) + " --data " + q(d / "nowhere"), "nowhere"},
+      // The last of two files for one input was used without a word.
+      {"exec " + q(lenet) + " --input input=" + q(sample / "images.npy") + " --input input=" + q(sample / "images.npy") +
+           " --outdir " + q(d / "o3"),
+       "--input 'input' is given twice"},
+      {"exec " + q(lenet) + " --input input= --outdir " + q(d / "o4"), "--input 'input=': expected NAME=FILE.npy"},
+      // The dtype error named neither the option nor the file.
+      {"exec " + q(lenet) + " --input input=" + q(sample / "labels.npy") + " --outdir " + q(d / "o5"),
+       "model input 'input' expects float32 but " + (sample / "labels.npy").string() + " holds int64"},
+      // A folder given as the labels: "corrupt gzip data (... Is a directory)".
+      {"eval " + q(lenet) + " --data " + q(sample / "images.npy") + " --labels " + q(d.path()),
+       ": is a folder; give the labels file itself"},
   };
   for (const auto& c : cases) {
     INFO(c.args);
@@ -462,4 +474,87 @@ TEST_CASE("ONNX Runtime's profile tool: a median per node, their sums per op typ
   const auto bad = test::runCommand("node " + q(tool) + " profile " + q(test::testdataDir() / "no_such.onnx"));
   CHECK(bad.exit_code == 1);
   CHECK_THAT(bad.err, Catch::StartsWith("ort_tool: error: ") && Catch::Contains("no_such.onnx: no such file"));
+}
+
+TEST_CASE("lwc exec: an output path that is a folder fails before anything is written", "[cli][eval]") {
+  // The random inputs were written (inputs/input.npy) before logits.npy turned out to be a folder.
+  TempDir d;
+  fs::create_directories(d / "out" / "logits.npy");
+  auto r = runLwc("exec " + q(test::testdataDir() / "lenet5_fmnist.onnx") + " --random-batch 2 -o " + q(d / "out"));
+  test::checkOneLineError(r, "logits.npy': it is a folder; remove it or choose another --outdir");
+  CHECK_FALSE(fs::exists(d / "out" / "inputs"));
+}
+
+TEST_CASE("lwc compare: NaN is the worst and where the damage starts; outputs pair by name; labels score the first output",
+          "[cli][compare]") {
+  TempDir d;
+  const fs::path sample = test::testdataDir() / "fmnist_sample";
+  const fs::path lenet = test::testdataDir() / "lenet5_fmnist.onnx";
+  const std::string data = " --data " + q(sample / "images.npy") + " --limit 20";
+  // One NaN weight in conv2: its output was not "the first tensor that differs" (NaN > 0 is false)
+  // and the worst-first order put identical tensors between NaN ones (`<` on NaN is no ordering).
+  Model m = loadModel(lenet);
+  std::string conv2_out;
+  for (const auto& n : m.graph.nodes)
+    if (n.name == "/conv2/Conv") {
+      Tensor w = m.graph.initializers.find(n.inputs[1])->clone();
+      w.data<float>()[7] = std::nanf("");
+      m.graph.initializers.set(n.inputs[1], w);
+      conv2_out = n.outputs[0];
+    }
+  REQUIRE(!conv2_out.empty());
+  saveModel(m, d / "nan.onnx");
+  auto r = runLwc("compare " + q(lenet) + " " + q(d / "nan.onnx") + data + " --per-layer --json");
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  const auto j = nlohmann::json::parse(r.out);
+  CHECK(j["first_divergence"] == conv2_out);
+  CHECK(j["outputs"][0]["sqnr_db"] == "nan");
+  bool seen_finite = false;
+  for (const auto& l : j["layers"]) {  // every NaN row before every other
+    if (l["sqnr_db"] != "nan") seen_finite = true;
+    else CHECK_FALSE(seen_finite);
+  }
+  CHECK(j["layers"][0]["name"] == conv2_out);  // ties in graph order
+  auto text = runLwc("compare " + q(lenet) + " " + q(d / "nan.onnx") + data + " --per-layer");
+  CHECK_THAT(text.out, Catch::Contains("first tensor that differs: " + conv2_out));
+
+  // The same model with two more outputs, listed in the opposite order: they were compared by
+  // position (one against the other, SQNR 3 dB), and the labels scored the 84-wide hidden output.
+  auto withOutputs = [&](const std::vector<std::string>& names, const fs::path& path) {
+    Model x = loadModel(lenet);
+    for (const auto& name : names) x.graph.outputs.push_back(ValueInfo{name, DType::Float32, std::nullopt, "", std::nullopt, 0});
+    saveModel(x, path);
+  };
+  withOutputs({"/fc2/Gemm_output_0", "/Relu_3_output_0"}, d / "a.onnx");
+  withOutputs({"/Relu_3_output_0", "/fc2/Gemm_output_0"}, d / "b.onnx");
+  auto o = runLwc("compare " + q(d / "a.onnx") + " " + q(d / "b.onnx") + data + " --json");
+  INFO(o.err);
+  REQUIRE(o.exit_code == 0);
+  const auto jo = nlohmann::json::parse(o.out);
+  REQUIRE(jo["outputs"].size() == 3);
+  for (const auto& out : jo["outputs"]) {
+    INFO(out["name"]);
+    CHECK(out["sqnr_db"] == "inf");
+  }
+  CHECK(jo["outputs"][0].contains("labels"));
+  CHECK_FALSE(jo["outputs"][1].contains("labels"));
+  CHECK_FALSE(jo["outputs"][2].contains("labels"));
+}
+
+TEST_CASE("lwc eval and compare name a --batch that the model's fixed batch size overrides", "[cli][eval]") {
+  TempDir d;
+  Model m = loadModel(test::testdataDir() / "lenet5_fmnist.onnx");
+  m.graph.inputs.at(0).shape->at(0) = Dim{3, ""};
+  m.graph.outputs.at(0).shape->at(0) = Dim{3, ""};
+  saveModel(m, d / "b3.onnx");
+  const std::string data = " --data " + q(test::testdataDir() / "fmnist_sample" / "images.npy") + " --limit 30";
+  auto e = runLwc("eval " + q(d / "b3.onnx") + data + " --batch 7");
+  INFO(e.err);
+  REQUIRE(e.exit_code == 0);
+  CHECK_THAT(e.err, Catch::Contains("fixes the batch size at 3; batches are 3 (--batch 7 ignored)"));
+  auto quiet = runLwc("eval " + q(d / "b3.onnx") + data);  // no --batch given: nothing to say
+  CHECK_THAT(quiet.err, !Catch::Contains("ignored"));
+  auto c = runLwc("compare " + q(d / "b3.onnx") + " " + q(d / "b3.onnx") + data + " --batch 7");
+  CHECK_THAT(c.err, Catch::Contains("(--batch 7 ignored)"));
 }

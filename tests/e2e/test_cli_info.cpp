@@ -143,6 +143,21 @@ TEST_CASE("command-line mistakes get one error line that says what is wrong and 
       {"prune " + m + " --iter=3 --sparsity 0.5 -o x.onnx",
        "lwc: error: unknown option '--iter' for 'lwc prune' (did you mean --iters?) (see 'lwc prune --help')"},
       {"-v fuse " + m + " -k -o x.onnx", "lwc: error: unknown option '-k' for 'lwc fuse' (see 'lwc fuse --help')"},
+      // Not a number: "abc must be greater than 0"; an empty value leaked CLI11's 300-digit bound.
+      {"eval " + m + " --data x --limit abc", "lwc: error: --limit: 'abc' is not a number (see 'lwc eval --help')"},
+      {"bench " + m + " --warmup -abc", "lwc: error: --warmup: '-abc' is not a number (see 'lwc bench --help')"},
+      {"exec " + m + " --random-batch '' -o x", "lwc: error: --random-batch: an empty value is not a number (see 'lwc exec --help')"},
+      // lwc's own options: before the command, and named as lwc's (not "for 'lwc info'").
+      {"-x info " + m, "lwc: error: unknown option '-x' for 'lwc' (see 'lwc --help')"},
+      {"info " + m + " -v",
+       "lwc: error: '-v' is an option of lwc itself: give it before the command ('lwc -v info ...') (see 'lwc info --help')"},
+      {"-v -q info " + m, "lwc: error: --verbose excludes --quiet (see 'lwc --help')"},
+      // Options that the run would ignore.
+      {"bench " + m + " --iters 3 --seconds 1", "lwc: error: --iters excludes --seconds (see 'lwc bench --help')"},
+      {"fuse " + m + " --calib x -o x.onnx", "lwc: error: unknown option '--calib' for 'lwc fuse' (see 'lwc fuse --help')"},
+      // MACs at batch 3e13 wrapped int64 (FLOPs negative in --json).
+      {"info " + m + " --batch 30000000000000",
+       "lwc: error: --batch: Value 30000000000000 not in range 1 to 1048576 (see 'lwc info --help')"},
   };
   for (const auto& [args, expect] : cases) {
     INFO(args);

@@ -598,3 +598,36 @@ TEST_CASE("lwc quantize an opset-11 model: converted to 13 for per-channel scale
   CHECK(pt[1] == 16);
   CHECK(pt[2] > 20);
 }
+
+TEST_CASE("lwc quantize --mode dynamic keeps a one-output head's bias in the parameter count", "[cli][quantize]") {
+  // Linear(20, 64) -> ReLU -> Linear(64, 1): 1409 parameters, "params 1409 -> 1408" after dynamic
+  // quantization, whose bias Add holds the head's one-element bias.
+  TempDir d;
+  Model m = parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 20] x) => (float[N, 1] y)
+{
+  h = Gemm <transB=1> (x, w1, b1)
+  r = Relu (h)
+  y = Gemm <transB=1> (r, w2, b2)
+}
+)", LoadOptions{false});
+  auto fill = [&](const std::string& name, Shape s) {
+    Tensor t(DType::Float32, s);
+    for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = 0.01f * float((i * 5) % 17 - 8);
+    m.graph.initializers.set(name, t);
+  };
+  fill("w1", {64, 20});
+  fill("b1", {64});
+  fill("w2", {1, 64});
+  fill("b2", {1});
+  saveModel(m, d / "reg.onnx");
+  auto r = runLwc("quantize " + q(d / "reg.onnx") + " --mode dynamic --bench-batch 0 -o " + q(d / "q.onnx") + " --report " +
+                  q(d / "r.json"));
+  INFO(r.out << r.err);
+  REQUIRE(r.exit_code == 0);
+  std::ifstream f(d / "r.json");
+  const auto rep = nlohmann::json::parse(f);
+  CHECK(rep["input"]["params"] == 1409);
+  CHECK(rep["final"]["params"] == 1409);
+}

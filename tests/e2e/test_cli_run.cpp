@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "lwc/model_io.h"
+#include "lwc/npy.h"
 #include "support/test_util.h"
 
 using namespace lwc;
@@ -396,7 +397,7 @@ TEST_CASE("lwc run/fuse/quantize/calibrate: no output may be a file the run read
     }
   test::writeFile(d / "pe.json", R"({"passes": ["fuse_batchnorm"], "data": {"eval": {"path": "data/images.npy", "preprocess": "pp.json"}}})");
   fs::create_directories(d / "ex");
-  fs::copy_file(data / "images.npy", d / "ex" / "logits.npy");
+  writeNpy(d / "ex" / "logits.npy", Tensor(DType::Float32, {1, 1, 28, 28}));  // a valid input, named as the output
   fs::path png00;
   for (const auto& e : fs::directory_iterator(d / "png" / "00")) png00 = e.path();
   fs::create_symlink(d / "rr.json", d / "dangling");
@@ -553,4 +554,238 @@ TEST_CASE("lwc fuse/prune/quantize/calibrate: an input that fails ONNX's checks 
   CHECK(r.exit_code == 1);
   CHECK_THAT(r.err, Contains("Unrecognized attribute: perm"));
   CHECK_FALSE(fs::exists(d / "c.json"));
+}
+
+TEST_CASE("lwc run: NaN outputs are 'nan' in every report and fail the SQNR gate for that reason; identical is 'inf'",
+          "[cli][run]") {
+  // The text table printed NaN SQNR as "inf", the gate line blamed unknown MACs, the JSON wrote
+  // null for NaN and for +inf alike, the Markdown "-nan".
+  TempDir d;
+  test::writeFile(d / "pp.json", R"({"std": 1e-300})");  // every output NaN
+  auto pipeline = [&](const std::string& pp) {
+    nlohmann::json data{{"path", (td("fmnist_sample") / "images.npy").string()}, {"limit", 20}};
+    if (!pp.empty()) data["preprocess"] = pp;
+    test::writeFile(d / "p.json", nlohmann::json{{"passes", {"fuse_batchnorm"}},
+                                                 {"data", {{"eval", data}}},
+                                                 {"gates", {{"min_output_sqnr_db", 40}}}}
+                                      .dump());
+    return runLwc("run " + q(d / "p.json") + " " + q(td("resnet_fmnist.onnx")) + " -o " + q(d / "out.onnx") + " --report " +
+                  q(d / "r.json") + " --report-md " + q(d / "r.md"));
+  };
+  auto nan = pipeline((d / "pp.json").string());
+  INFO(nan.out << nan.err);
+  CHECK(nan.exit_code == 3);
+  CHECK_THAT(nan.out, Contains("gate min_output_sqnr_db: nan (the outputs hold NaN) >= 40  FAIL"));
+  CHECK_THAT(nan.out, !Contains("MACs are not known"));
+  auto rep = readJson(d / "r.json");
+  CHECK(rep["gates"][0]["value"] == "nan");
+  CHECK(rep["final"]["eval"]["output_sqnr_db"] == "nan");
+  CHECK_THAT(test::readFile(d / "r.md"), Contains("| min_output_sqnr_db | nan | 40 | **FAIL** |") && !Contains("-nan"));
+
+  auto ok = pipeline("");
+  INFO(ok.out << ok.err);
+  CHECK(ok.exit_code == 0);
+  rep = readJson(d / "r.json");
+  // Identical outputs (the engine folds the BatchNorms of the input model the same way) and the
+  // input stage against itself: "inf", not null.
+  CHECK(rep["final"]["eval"]["output_sqnr_db"] == "inf");
+  CHECK(rep["input"]["eval"]["output_sqnr_db"] == "inf");
+  CHECK_THAT(ok.out, Contains("gate min_output_sqnr_db: inf >= 40  pass"));
+}
+
+TEST_CASE("lwc run: a failing gate's value and limit never print as the same number", "[cli][run]") {
+  // "gate min_size_ratio: 1.016 >= 1.016  FAIL" for 1.0164733 against 1.016474.
+  TempDir d;
+  auto run = [&](const nlohmann::json& gates) {
+    nlohmann::json p{{"passes", {"fuse_batchnorm"}}};
+    if (!gates.empty()) p["gates"] = gates;
+    test::writeFile(d / "p.json", p.dump());
+    return runLwc("run " + q(d / "p.json") + " " + q(td("resnet_fmnist.onnx")) + " -o " + q(d / "out.onnx") + " --report " +
+                  q(d / "r.json") + " --report-md " + q(d / "r.md"));
+  };
+  REQUIRE(run(nlohmann::json::object()).exit_code == 0);
+  const auto rep = readJson(d / "r.json");
+  const double ratio = double(rep["input"]["file_bytes"].get<int64_t>()) / double(rep["final"]["file_bytes"].get<int64_t>());
+  REQUIRE(ratio > 1.0);
+  fs::remove(d / "out.onnx");
+  const double limit = ratio + 2e-7;  // equal to 4, 5 and 6 significant digits
+  auto r = run({{"min_size_ratio", limit}});
+  CHECK(r.exit_code == 3);
+  const std::string out = r.out;
+  const auto at = out.find("gate min_size_ratio: ");
+  REQUIRE(at != std::string::npos);
+  const std::string line = out.substr(at, out.find('\n', at) - at);
+  INFO(line);
+  const auto ge = line.find(" >= ");
+  REQUIRE(ge != std::string::npos);
+  const std::string value = line.substr(21, ge - 21), shown_limit = line.substr(ge + 4, line.find("  FAIL") - ge - 4);
+  CHECK(value != shown_limit);
+  CHECK(std::stod(value) < std::stod(shown_limit));
+  CHECK_THAT(test::readFile(d / "r.md"), Contains("| min_size_ratio | " + value + " | " + shown_limit + " | **FAIL** |"));
+}
+
+TEST_CASE("lwc ops gives the opsets a model can have, lwc bench --profile goes to stdout and into --json",
+          "[cli][run]") {
+  // Relu "1-21" while a model of opset 23 ran (it is read by lowering to 17).
+  auto ops = runLwc("ops --json");
+  REQUIRE(ops.exit_code == 0);
+  bool relu = false;
+  const auto listed = nlohmann::json::parse(ops.out);
+  for (const auto& o : listed["ops"])
+    if (o["op_type"] == "Relu" && o["domain"] == "ai.onnx") {
+      relu = true;
+      CHECK(o["until"] == 25);
+    }
+  CHECK(relu);
+  CHECK_THAT(runLwc("ops").out, Contains("Models of opsets 18 to 25 are read by rewriting them to opset 17"));
+  // The profile tables went to stderr (results go to stdout) and were missing from --json.
+  auto text = runLwc("bench " + q(td("lenet5_fmnist.onnx")) + " --iters 3 --warmup 1 --profile");
+  REQUIRE(text.exit_code == 0);
+  CHECK_THAT(text.out, Contains("op [impl]") && Contains("sum of the nodes' medians over 3 timed runs"));
+  CHECK_THAT(text.err, !Contains("op [impl]"));
+  auto js = runLwc("bench " + q(td("lenet5_fmnist.onnx")) + " --iters 3 --warmup 1 --profile --json");
+  REQUIRE(js.exit_code == 0);
+  const auto j = nlohmann::json::parse(js.out);  // nothing but the JSON on stdout
+  REQUIRE(j["profile"].size() > 5);
+  for (const auto& n : j["profile"]) {
+    CHECK(n["calls"] == 3);
+    CHECK(n["median_ms"].get<double>() >= 0);
+  }
+  CHECK_THAT(js.err, !Contains("op [impl]"));
+}
+
+TEST_CASE("lwc calibrate: an empty shard names lwc calibrate and how many shards the data allows", "[cli][run]") {
+  TempDir d;
+  auto r = runLwc("calibrate " + q(td("lenet5_fmnist.onnx")) + " --calib " + q(td("fmnist_sample")) + " --shard 0/1000 -o " +
+                  q(d / "s.json"));
+  test::checkOneLineError(r, "quantize_static (calibrate): --calib: shard 0/1000 of 500 samples is empty; split them into at most 500 shards");
+  CHECK_FALSE(fs::exists(d / "s.json"));
+}
+
+namespace {
+// x [N, 1, 28, 28] -> Conv 3x3 (1 -> 4) -> Relu -> Conv 3x3 (4 -> 1) -> y [N, 1, 28, 28]: an image
+// out, not class scores (a denoiser's shape).
+Model imageToImage() {
+  Model m = parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 1, 28, 28] x) => (float[N, 1, 28, 28] y)
+{
+  c = Conv <pads=[1,1,1,1]> (x, w1, b1)
+  r = Relu (c)
+  y = Conv <pads=[1,1,1,1]> (r, w2, b2)
+}
+)", LoadOptions{false});
+  auto fill = [&](const std::string& name, Shape s, float step) {
+    Tensor t(DType::Float32, s);
+    for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = step * float((i * 7) % 11 - 5);
+    m.graph.initializers.set(name, t);
+  };
+  fill("w1", {4, 1, 3, 3}, 0.05f);
+  fill("b1", {4}, 0.01f);
+  fill("w2", {1, 4, 3, 3}, 0.04f);
+  fill("b2", {1}, 0.02f);
+  return m;
+}
+}  // namespace
+
+TEST_CASE("--eval on a model whose output is an image: SQNR without top-1 agreement; labels are refused before any work",
+          "[cli][run]") {
+  // Every --eval of an autoencoder stopped, after the work, with "model output has shape
+  // [16,3,32,32]; expected [N, classes] scores", naming neither the model nor the data.
+  TempDir d;
+  saveModel(imageToImage(), d / "img.onnx");
+  fs::create_directory(d / "bare");
+  fs::copy_file(td("fmnist_sample") / "images.npy", d / "bare" / "images.npy");  // without labels.npy
+  const std::string pass = " --passes 'prune_magnitude{sparsity=0.5,min_params=0}' ";
+  auto r = runLwc("run" + pass + q(d / "img.onnx") + " -o " + q(d / "out.onnx") + " --eval " + q(d / "bare" / "images.npy") +
+                  " --eval-limit 20 --report " + q(d / "r.json"));
+  INFO(r.out << r.err);
+  REQUIRE(r.exit_code == 0);
+  const auto rep = readJson(d / "r.json");
+  CHECK(rep["final"]["eval"]["top1_agreement"].is_null());
+  CHECK(rep["final"]["eval"]["output_sqnr_db"].is_number());
+  CHECK(rep["final"]["eval"]["output_sqnr_db"].get<double>() < 60);  // half the weights are gone
+  CHECK_FALSE(rep["final"]["eval"].contains("top1"));
+  // With labels (labels.npy next to the images): one line naming the model, the data and the way out.
+  auto l = runLwc("run" + pass + q(d / "img.onnx") + " -o " + q(d / "out2.onnx") + " --eval " +
+                  q(td("fmnist_sample") / "images.npy") + " --eval-limit 20");
+  test::checkOneLineError(l, "the first output has shape [20,1,28,28], not class scores [N, classes], so labels cannot score it");
+  CHECK_FALSE(fs::exists(d / "out2.onnx"));
+  // A top-1 agreement gate has nothing to measure, and says so.
+  test::writeFile(d / "p.json", nlohmann::json{{"passes", {"fuse_batchnorm"}},
+                                               {"data", {{"eval", {{"path", (d / "bare" / "images.npy").string()}, {"limit", 20}}}}},
+                                               {"gates", {{"min_top1_agreement", 99}}}}
+                                    .dump());
+  auto g = runLwc("run " + q(d / "p.json") + " " + q(d / "img.onnx") + " -o " + q(d / "out3.onnx"));
+  CHECK(g.exit_code == 3);
+  CHECK_THAT(g.out, Contains("gate min_top1_agreement: not applicable (the first output is not class scores; use min_output_sqnr_db)  FAIL"));
+}
+
+TEST_CASE("weights that make NaN or inf are refused by name before any pass computes with them; lwc info says why",
+          "[cli][run]") {
+  // Dynamic quantization turned a NaN weight into 0 (top-1 0 % -> 89 %, "SQNR inf"), bias correction
+  // an Inf weight into NaN biases, and fuse a negative BatchNorm variance into NaN weights, silently.
+  TempDir d;
+  Model nan = loadModel(td("lenet300_fmnist.onnx"));
+  std::string fc1_w;
+  for (const auto& n : nan.graph.nodes)
+    if (n.name == "/fc1/Gemm") fc1_w = n.inputs[1];
+  REQUIRE(!fc1_w.empty());
+  nan.graph.initializers.find(fc1_w)->data<float>()[3] = std::nanf("");
+  saveModel(nan, d / "nan.onnx");
+  const std::string why = "the input model has weights that make NaN or inf: Gemm '/fc1/Gemm' reads NaN in '" + fc1_w +
+                          "' (element 3) (its outputs would be NaN or inf: repair the weights or train the model again)";
+  for (const std::string& cmd : {"quantize --mode dynamic", "prune --sparsity 0.5", "fuse"}) {
+    INFO(cmd);
+    auto r = runLwc(cmd + " " + q(d / "nan.onnx") + " -o " + q(d / "out.onnx"));
+    test::checkOneLineError(r, why);
+    CHECK_FALSE(fs::exists(d / "out.onnx"));
+  }
+  auto info = runLwc("info " + q(d / "nan.onnx"));
+  CHECK(info.exit_code == 0);
+  CHECK_THAT(info.out, Contains("checks      the model has weights that make NaN or inf: Gemm '/fc1/Gemm' reads NaN"));
+
+  Model bn = loadModel(td("resnet_fmnist.onnx"));
+  std::string node, var;
+  for (const auto& n : bn.graph.nodes)
+    if (n.op_type == "BatchNormalization" && node.empty()) node = n.describe(), var = n.inputs[4];
+  REQUIRE(!var.empty());
+  bn.graph.initializers.find(var)->data<float>()[2] = -1.0f;
+  saveModel(bn, d / "bn.onnx");
+  test::checkOneLineError(runLwc("fuse " + q(d / "bn.onnx") + " -o " + q(d / "out.onnx")),
+                          node + ": variance '" + var + "' + epsilon is -0.99999");
+  CHECK_FALSE(fs::exists(d / "out.onnx"));
+}
+
+TEST_CASE("lwc prune --macs-reduction names an input whose height and width are unknown, not the batch", "[cli][run]") {
+  // "computed at run time from the batch; export the model with a fixed batch size" for [1, 1, H, W].
+  TempDir d;
+  Model m = parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 13]>
+g (float[1, 1, H, W] x) => (float[1, 10] y)
+{
+  c = Conv <pads=[1,1,1,1]> (x, w1, b1)
+  r = Relu (c)
+  c2 = Conv <pads=[1,1,1,1]> (r, w2, b2)
+  r2 = Relu (c2)
+  p = GlobalAveragePool (r2)
+  f = Flatten (p)
+  y = Gemm <transB=1> (f, w3, b3)
+}
+)", LoadOptions{false});
+  auto fill = [&](const std::string& name, Shape s) {
+    Tensor t(DType::Float32, s);
+    for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = 0.01f * float((i * 7) % 13 - 6);
+    m.graph.initializers.set(name, t);
+  };
+  fill("w1", {64, 1, 3, 3});
+  fill("b1", {64});
+  fill("w2", {64, 64, 3, 3});
+  fill("b2", {64});
+  fill("w3", {10, 64});
+  fill("b3", {10});
+  saveModel(m, d / "hw.onnx");
+  auto r = runLwc("prune " + q(d / "hw.onnx") + " --macs-reduction 0.3 -o " + q(d / "out.onnx"));
+  test::checkOneLineError(r, "input 'x' has the size [1,1,H,W]; export the model with a fixed input size, or use ratio");
+  CHECK_FALSE(fs::exists(d / "out.onnx"));
 }

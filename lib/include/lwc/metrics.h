@@ -31,6 +31,10 @@ class AccuracyMeter {
 /// 0 for an empty `v`.
 double percentile(std::vector<double> v, double p);
 
+/// True for class scores as the accuracy meter reads them: a float tensor [N, C] or [N, C, 1, ...]
+/// with C >= 2 (an image, a box list or one regression value is not).
+bool isClassScores(const Tensor& t);
+
 /// Index of the largest score in each row of [N, C] scores (ties: the lowest index); -1 for a row
 /// holding a NaN (no prediction: never a label, and callers count no agreement for it).
 std::vector<int64_t> argmaxRows(const Tensor& scores);

@@ -462,8 +462,15 @@ int64_t fixedBatchSize(const Model& m) {
 void fitToModel(DataOptions& o, const Model& m) {
   const auto inputs = m.graph.realInputs();
   if (inputs.empty()) fail(m.label(), ": the model has no inputs to feed data to");
-  if (inputs.size() > 1)
-    fail(m.label(), ": the model has ", inputs.size(), " inputs; datasets feed single-input models");
+  if (inputs.size() > 1) {
+    std::string names;
+    for (size_t i = 0; i < inputs.size() && i < 3; ++i) names += (i ? ", '" : "'") + inputs[i]->name + "'";
+    if (inputs.size() > 3) names += ", ...";
+    fail(m.label(), ": the model has ", inputs.size(), " inputs (", names,
+         "); lwc's data readers feed models with one input, for evaluation, calibration and recovery alike "
+         "(lwc quantize --mode dynamic and lwc prune without --recover need no data; if the weights are graph "
+         "inputs, export the model with its parameters as initializers, export_params=True)");
+  }
   const ValueInfo& in = *inputs[0];
   o.dtype = in.dtype;
   o.fixed_batch = fixedBatchSize(m);

@@ -118,6 +118,7 @@ void checkLabelRange(const std::vector<int64_t>& labels, int64_t num_classes, co
 
 LabelFile readLabelFile(const fs::path& p, int64_t num_classes) {
   if (!fs::exists(p)) fail(show(p), ": labels file does not exist");
+  if (fs::is_directory(p)) fail(show(p), ": is a folder; give the labels file itself (CSV, one label per line, .npy or IDX)");
   std::string ext = p.extension().string();
   std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
   if (ext == ".npy") return readNpyLabels(p, num_classes);
