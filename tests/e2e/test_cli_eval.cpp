@@ -485,7 +485,7 @@ TEST_CASE("lwc exec: an output path that is a folder fails before anything is wr
   CHECK_FALSE(fs::exists(d / "out" / "inputs"));
 }
 
-TEST_CASE("lwc compare: NaN is the worst and where the damage starts; outputs pair by name; labels score the first output",
+TEST_CASE("lwc compare: NaN is the worst and where the damage starts, outputs pair by name, labels score the first output",
           "[cli][compare]") {
   TempDir d;
   const fs::path sample = test::testdataDir() / "fmnist_sample";

@@ -556,7 +556,7 @@ TEST_CASE("lwc fuse/prune/quantize/calibrate: an input that fails ONNX's checks 
   CHECK_FALSE(fs::exists(d / "c.json"));
 }
 
-TEST_CASE("lwc run: NaN outputs are 'nan' in every report and fail the SQNR gate for that reason; identical is 'inf'",
+TEST_CASE("lwc run: NaN outputs are 'nan' in every report and fail the SQNR gate for that reason, identical is 'inf'",
           "[cli][run]") {
   // The text table printed NaN SQNR as "inf", the gate line blamed unknown MACs, the JSON wrote
   // null for NaN and for +inf alike, the Markdown "-nan".
@@ -688,7 +688,7 @@ g (float[N, 1, 28, 28] x) => (float[N, 1, 28, 28] y)
 }
 }  // namespace
 
-TEST_CASE("--eval on a model whose output is an image: SQNR without top-1 agreement; labels are refused before any work",
+TEST_CASE("--eval on a model whose output is an image: SQNR without top-1 agreement, labels are refused before any work",
           "[cli][run]") {
   // Every --eval of an autoencoder stopped, after the work, with "model output has shape
   // [16,3,32,32]; expected [N, classes] scores", naming neither the model nor the data.
@@ -721,7 +721,7 @@ TEST_CASE("--eval on a model whose output is an image: SQNR without top-1 agreem
   CHECK_THAT(g.out, Contains("gate min_top1_agreement: not applicable (the first output is not class scores; use min_output_sqnr_db)  FAIL"));
 }
 
-TEST_CASE("weights that make NaN or inf are refused by name before any pass computes with them; lwc info says why",
+TEST_CASE("weights that make NaN or inf are refused by name before any pass computes with them, lwc info says why",
           "[cli][run]") {
   // Dynamic quantization turned a NaN weight into 0 (top-1 0 % -> 89 %, "SQNR inf"), bias correction
   // an Inf weight into NaN biases, and fuse a negative BatchNorm variance into NaN weights, silently.
