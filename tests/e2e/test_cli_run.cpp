@@ -688,7 +688,7 @@ g (float[N, 1, 28, 28] x) => (float[N, 1, 28, 28] y)
 }
 }  // namespace
 
-TEST_CASE("--eval on a model whose output is an image: SQNR without top-1 agreement, labels are refused before any work",
+TEST_CASE("lwc run --eval on a model whose output is an image: SQNR without top-1 agreement, labels are refused before any work",
           "[cli][run]") {
   // Every --eval of an autoencoder stopped, after the work, with "model output has shape
   // [16,3,32,32]; expected [N, classes] scores", naming neither the model nor the data.
