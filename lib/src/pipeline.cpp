@@ -699,8 +699,9 @@ std::string nonFiniteWeights(const Model& m) {
     for (size_t i : roles->second) {
       const Tensor* t = n.hasInput(i) ? m.graph.initializers.find(n.inputs[i]) : nullptr;
       if (!t || !isFloat(t->dtype())) continue;
+      const bool f32 = t->dtype() == DType::Float32;  // most weights: read directly, not through at()
       for (int64_t k = 0; k < t->numel(); ++k)
-        if (const double v = t->at(k); !std::isfinite(v))
+        if (const double v = f32 ? double(t->data<float>()[k]) : t->at(k); !std::isfinite(v))
           return n.describe() + " reads " + (std::isnan(v) ? "NaN" : v > 0 ? "inf" : "-inf") + " in '" + n.inputs[i] +
                  "' (element " + std::to_string(k) + ")";
     }
@@ -1067,7 +1068,7 @@ std::string PipelineReport::toText(bool time_passes) const {
       if (m.evaluated && s.pass != "input")
         std::snprintf(line, sizeof line, " %6s %8s",
                       std::isnan(m.top1_agreement) ? "-" : figure(100 * m.top1_agreement, 2, true).c_str(),
-                      figure(std::round(m.output_sqnr_db), 0, true).c_str());
+                      figure(std::round(m.output_sqnr_db) + 0.0, 0, true).c_str());  // + 0.0: no "-0"
       else std::snprintf(line, sizeof line, " %6s %8s", "-", "-");
       os << line;
     }
