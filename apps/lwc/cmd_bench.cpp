@@ -78,11 +78,10 @@ void addBenchCommand(CLI::App& app, Action& action, const GlobalOptions& g) {
   addThreadsOption(cmd, o->threads);
   cmd->add_option("--warmup", o->warmup, "Untimed runs first")->default_val(5)->check(CLI::NonNegativeNumber);
   auto* iters = cmd->add_option("--iters", o->iters, "Timed runs (0: run for --seconds)")->default_val(0)->check(CLI::NonNegativeNumber);
-  cmd->add_option("--seconds", o->seconds, "Time budget for timed runs (instead of --iters)")
-      ->default_val(3.0)
-      ->check(kFinite)
-      ->check(CLI::PositiveNumber)
-      ->excludes(iters);
+  auto* seconds = cmd->add_option("--seconds", o->seconds, "Time budget for timed runs (instead of --iters)")
+                      ->default_val(3.0)
+                      ->check(kFinite)
+                      ->check(CLI::PositiveNumber);
   cmd->add_flag("--json", o->json, "Machine-readable output");
   cmd->add_option("--data", o->data.data, "Feed the first --batch samples of this data instead of random inputs");
   cmd->add_option("--preprocess", o->data.preprocess, "Preprocessing JSON for --data")->needs("--data");
@@ -91,7 +90,10 @@ void addBenchCommand(CLI::App& app, Action& action, const GlobalOptions& g) {
   cmd->add_flag("--no-split-batch", o->no_split,
                 "Run every layer on the whole batch (by default the first, memory-bound layers of a large batch run a few "
                 "samples at a time; -v says how)");
-  cmd->callback([&action, o, &g] {
+  cmd->callback([&action, o, &g, iters, seconds] {
+    // Both given, one would be ignored; --iters 0 means "run for --seconds", so it may come along.
+    if (iters->count() > 0 && seconds->count() > 0 && o->iters > 0)
+      throw CLI::ValidationError("--iters " + std::to_string(o->iters) + " and --seconds: give one (--iters 0 runs for --seconds)");
     action = [o, &g] {
       engine::configureThreads(o->threads);
       const Model m = loadInputModel(o->model);

@@ -37,20 +37,12 @@ struct Row {
   int64_t labelled = 0, right_a = 0, right_b = 0, only_a = 0, only_b = 0;
 };
 
-// JSON has no inf or NaN: an infinite SQNR (identical outputs) is the string "inf", a NaN (the
-// outputs hold NaN where the other's do not) is "nan", for every figure alike and as in lwc.report.
-nlohmann::json number(double v) {
-  if (std::isinf(v)) return v > 0 ? "inf" : "-inf";
-  if (std::isnan(v)) return "nan";
-  return v;
-}
-
 nlohmann::json rowJson(const Row& r) {
   nlohmann::json j{{"name", r.name},
                    {"elements", r.err.elements()},
-                   {"max_abs_diff", number(r.err.maxAbsDiff())},
-                   {"sqnr_db", number(r.err.sqnrDb())},
-                   {"cosine", number(r.err.cosine())}};
+                   {"max_abs_diff", jsonNumber(r.err.maxAbsDiff())},
+                   {"sqnr_db", jsonNumber(r.err.sqnrDb())},
+                   {"cosine", jsonNumber(r.err.cosine())}};
   if (r.scores) j["top1_agreement"] = r.rows ? double(r.agree) / double(r.rows) : 0.0;
   if (r.labelled > 0)
     j["labels"] = {{"samples", r.labelled},

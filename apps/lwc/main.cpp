@@ -40,6 +40,7 @@ std::string parseErrorMessage(std::string msg) {
     std::string what;  // (the bound does not tell the two checks apart: CLI11 prints both as 0.000000)
     if (v.empty()) what = "an empty value is not a number";
     else if (!number) what = "'" + v + "' is not a number";
+    else if (!std::isfinite(x)) what = "'" + v + "' is out of range";
     else what = v + (x < 0 ? " cannot be negative" : " must be greater than 0");
     msg = m.prefix().str() + what + m.suffix().str();
   }

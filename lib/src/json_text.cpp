@@ -1,5 +1,7 @@
 #include "lwc/json_text.h"
 
+#include <cmath>
+
 #include "lwc/model_io.h"
 
 #include <set>
@@ -54,6 +56,12 @@ std::string briefJson(const nlohmann::json& v, size_t max_chars) {
   std::string s = dumpJson(v, -1);
   if (s.size() > max_chars) s = s.substr(0, max_chars) + "...";
   return s;
+}
+
+nlohmann::json jsonNumber(double v) {
+  if (std::isnan(v)) return "nan";
+  if (std::isinf(v)) return v > 0 ? "inf" : "-inf";
+  return v;
 }
 
 }  // namespace lwc

@@ -90,9 +90,11 @@ void ErrorMeter::add(const Tensor& reference, const Tensor& test) {
     fail("shapes differ: ", shapeStr(reference.shape()), " vs ", shapeStr(test.shape()));
   for (int64_t i = 0; i < reference.numel(); ++i) {
     const double a = reference.at(i), b = test.at(i);
-    // Equal values do not differ, infinities included (inf − inf would be a NaN difference). A NaN
+    // Equal infinities do not differ (inf − inf would be a NaN difference) and add nothing to the
+    // sums (inf² would make the SQNR of otherwise different outputs inf); they are counted. A NaN
     // differs from everything, itself too: outputs that hold NaN are never reported identical.
-    const double d = a == b ? 0.0 : a - b;
+    if (a == b && std::isinf(a)) continue;
+    const double d = a - b;
     // NaN (in either tensor) sticks: std::max would drop it and report 0 for a NaN output.
     if (std::isnan(d) || std::fabs(d) > max_abs_) max_abs_ = std::fabs(d);
     sig_ += a * a;
@@ -106,6 +108,8 @@ void ErrorMeter::add(const Tensor& reference, const Tensor& test) {
 
 double ErrorMeter::sqnrDb() const {
   if (noise_ == 0) return std::numeric_limits<double>::infinity();
+  // An infinity against a number: infinitely noisy, whatever the signal (inf / inf was NaN).
+  if (std::isinf(noise_)) return -std::numeric_limits<double>::infinity();
   if (sig_ == 0) return -std::numeric_limits<double>::infinity();
   return 10.0 * std::log10(sig_ / noise_);
 }

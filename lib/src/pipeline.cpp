@@ -7,6 +7,7 @@
 #include <onnx/shape_inference/implementation.h>
 
 #include <algorithm>
+#include <optional>
 #include <chrono>
 #include <cmath>
 #include <fstream>
@@ -601,6 +602,10 @@ PipelineReport runPipeline(const Pipeline& p, Model& m, const RunOptions& opts) 
     if (g.name == "max_macs_ratio" && (!in.macs_complete || !out.macs_complete)) {
       r.value = std::numeric_limits<double>::quiet_NaN();  // a ratio of lower bounds proves nothing
       r.passed = false;
+      r.reason = "unknown: some layers' MACs are not known before run time";
+    } else if (std::isnan(r.value)) {
+      r.reason = g.name == "min_top1_agreement" ? "not applicable: the first output is not class scores; use min_output_sqnr_db"
+                                                : "the outputs hold NaN";
     }
     rep.gates.push_back(r);
   }
@@ -682,34 +687,41 @@ std::string onnxCheckFailure(const Model& m) {
   return "";
 }
 
-// Weights that make NaN or inf outputs: a NaN or infinity in the constant weights, bias or
-// normalization parameters of a layer, or a BatchNormalization whose variance + epsilon is not
-// positive (the square root of a negative number). Passes computed with them silently: dynamic
-// quantization turned a NaN weight into 0, bias correction an Inf weight into NaN biases, and
-// BatchNorm folding a negative variance into NaN weights. Empty when every such value is finite.
+// Weights that make NaN outputs: a NaN in the constant weights, bias or normalization parameters
+// of a layer, an infinity in one that multiplies (inf · 0 and inf − inf are NaN), or a
+// BatchNormalization whose variance + epsilon is not positive (the square root of a negative
+// number). Passes computed with them silently: dynamic quantization turned a NaN weight into 0,
+// bias correction an Inf weight into NaN biases, BatchNorm folding a negative variance into NaN
+// weights. An infinity that is only added (a -inf bias masking a class) or a +inf variance (its
+// channel is 0) is valid. Empty when there is none.
 std::string nonFiniteWeights(const Model& m) {
-  static const std::map<std::string, std::vector<size_t>> kParams = {
-      {"Conv", {1, 2}},       {"ConvTranspose", {1, 2}},      {"Gemm", {0, 1, 2}},
-      {"MatMul", {0, 1}},     {"BatchNormalization", {1, 2, 3, 4}}, {"LayerNormalization", {1, 2}},
-      {"InstanceNormalization", {1, 2}}};
+  struct Slots {
+    std::vector<size_t> scaled, added;
+  };
+  static const std::map<std::string, Slots> kParams = {
+      {"Conv", {{1}, {2}}},        {"ConvTranspose", {{1}, {2}}},
+      {"Gemm", {{0, 1}, {2}}},     {"MatMul", {{0, 1}, {}}},
+      {"BatchNormalization", {{1, 3}, {2, 4}}},  // scale, mean; bias, variance (checked below)
+      {"LayerNormalization", {{1}, {2}}},        {"InstanceNormalization", {{1}, {2}}}};
   for (const Node& n : m.graph.nodes) {
     if (!n.domain.empty()) continue;
     const auto roles = kParams.find(n.op_type);
     if (roles == kParams.end()) continue;
-    for (size_t i : roles->second) {
-      const Tensor* t = n.hasInput(i) ? m.graph.initializers.find(n.inputs[i]) : nullptr;
-      if (!t || !isFloat(t->dtype())) continue;
-      const bool f32 = t->dtype() == DType::Float32;  // most weights: read directly, not through at()
-      for (int64_t k = 0; k < t->numel(); ++k)
-        if (const double v = f32 ? double(t->data<float>()[k]) : t->at(k); !std::isfinite(v))
-          return n.describe() + " reads " + (std::isnan(v) ? "NaN" : v > 0 ? "inf" : "-inf") + " in '" + n.inputs[i] +
-                 "' (element " + std::to_string(k) + ")";
-    }
+    for (const bool scaled : {true, false})
+      for (size_t i : scaled ? roles->second.scaled : roles->second.added) {
+        const Tensor* t = n.hasInput(i) ? m.graph.initializers.find(n.inputs[i]) : nullptr;
+        if (!t || !isFloat(t->dtype())) continue;
+        const bool f32 = t->dtype() == DType::Float32;  // most weights: read directly, not through at()
+        for (int64_t k = 0; k < t->numel(); ++k)
+          if (const double v = f32 ? double(t->data<float>()[k]) : t->at(k); std::isnan(v) || (scaled && std::isinf(v)))
+            return n.describe() + " reads " + (std::isnan(v) ? "NaN" : v > 0 ? "inf" : "-inf") + " in '" + n.inputs[i] +
+                   "' (element " + std::to_string(k) + ")";
+      }
     if (n.op_type == "BatchNormalization" && n.hasInput(4))
       if (const Tensor* var = m.graph.initializers.find(n.inputs[4]); var && isFloat(var->dtype())) {
         const double eps = n.attrFloat("epsilon", 1e-5f);
         for (int64_t k = 0; k < var->numel(); ++k)
-          if (!(var->at(k) + eps > 0))
+          if (!(var->at(k) + eps > 0))  // NaN too
             return n.describe() + ": variance '" + n.inputs[4] + "' + epsilon is " + std::to_string(var->at(k) + eps) +
                    " at channel " + std::to_string(k) + " (the normalization divides by its square root)";
       }
@@ -853,13 +865,18 @@ std::string inputModelProblem(const Model& input, bool as_is) {
   std::optional<Model> completed;
   if (!undeclaredOutputs(input).empty()) completeOutputDeclarations(completed.emplace(input));
   const Model& m = completed ? *completed : input;
-  const bool constants = !as_is && std::any_of(m.graph.nodes.begin(), m.graph.nodes.end(), [](const Node& n) {
+  const bool constant_nodes = std::any_of(m.graph.nodes.begin(), m.graph.nodes.end(), [](const Node& n) {
     return n.op_type == "Constant" && n.domain.empty();
   });
-  if (const std::string why = onnxCheckFailure(constants ? constantsAsInitializers(m) : m); !why.empty())
+  // Constant nodes' tensors as initializers: for the checker unless `as_is`, and for the weights
+  // check always (a NaN in a Constant-held weight went through dynamic quantization unseen).
+  std::optional<Model> with_initializers;
+  if (constant_nodes) with_initializers = constantsAsInitializers(m);
+  if (const std::string why = onnxCheckFailure(with_initializers && !as_is ? *with_initializers : m); !why.empty())
     return "fails " + why;
   if (const std::string why = shapeDisagreement(m); !why.empty()) return "has shapes that disagree: " + why;
-  if (const std::string why = nonFiniteWeights(m); !why.empty()) return "has weights that make NaN or inf: " + why;
+  if (const std::string why = nonFiniteWeights(with_initializers ? *with_initializers : m); !why.empty())
+    return "has weights that make NaN: " + why;
   return "";
 }
 
@@ -870,7 +887,7 @@ void checkModelForInput(const Model& m) {
        problem.rfind("fails ", 0) == 0
            ? " (lwc writes only models that pass these checks: repair the model or export it again)"
        : problem.rfind("has weights", 0) == 0
-           ? " (its outputs would be NaN or inf: repair the weights or train the model again)"
+           ? " (its outputs would be NaN: repair the weights or train the model again)"
            : " (was the input shape edited, or do the weights belong to another model?)");
 }
 
@@ -883,14 +900,6 @@ bool PipelineReport::gatesPassed() const {
 }
 
 namespace {
-
-// JSON has no inf or NaN: they are the strings "inf", "-inf" and "nan", as in lwc compare's JSON
-// (null, their old form, also meant "not measured").
-json numberJson(double v) {
-  if (std::isnan(v)) return "nan";
-  if (std::isinf(v)) return v > 0 ? "inf" : "-inf";
-  return v;
-}
 
 // A figure for the text and Markdown reports: "nan", "inf", or the value rounded to `digits`.
 std::string figure(double v, int digits, bool fixed) {
@@ -920,7 +929,7 @@ json metricsJson(const StageMetrics& s) {
          {"weight_sparsity", s.weight_elements ? double(s.weight_zeros) / double(s.weight_elements) : 0.0}};
   if (s.evaluated) {
     json e{{"samples", s.samples},
-           {"output_sqnr_db", numberJson(s.output_sqnr_db)},
+           {"output_sqnr_db", jsonNumber(s.output_sqnr_db)},
            {"top1_agreement", std::isnan(s.top1_agreement) ? json(nullptr) : json(s.top1_agreement)},  // null: not class scores
            {"seconds", s.eval_seconds}};
     if (s.top1) {
@@ -964,18 +973,22 @@ bool anyIncompleteMacs(const std::vector<StageRecord>& stages) {
   return std::any_of(stages.begin(), stages.end(), [](const StageRecord& s) { return !s.metrics.macs_complete; });
 }
 
+// A gate that has no value to compare ("unknown: ...", "not applicable: ..."), as opposed to one
+// whose value is NaN because the outputs hold NaN.
+bool hasNoValue(const GateResult& g) {
+  return g.reason.rfind("unknown:", 0) == 0 || g.reason.rfind("not applicable:", 0) == 0;
+}
+
 std::string gateText(const GateResult& g) {
   std::ostringstream os;
-  if (std::isnan(g.value) && g.gate.name == "max_macs_ratio") {
-    os << g.gate.name << ": unknown (some layers' MACs are not known before run time)  FAIL";
-    return os.str();
-  }
-  if (std::isnan(g.value) && g.gate.name == "min_top1_agreement") {
-    os << g.gate.name << ": not applicable (the first output is not class scores; use min_output_sqnr_db)  FAIL";
+  // "unknown: why" / "not applicable: why" stand for the value; another reason follows it.
+  const auto colon = g.reason.find(": ");
+  if (hasNoValue(g)) {
+    os << g.gate.name << ": " << g.reason.substr(0, colon) << " (" << g.reason.substr(colon + 2) << ")  FAIL";
     return os.str();
   }
   const auto [value, limit] = gateFigures(g.value, g.gate.limit);
-  os << g.gate.name << ": " << value << (std::isnan(g.value) ? " (the outputs hold NaN)" : "")
+  os << g.gate.name << ": " << value << (g.reason.empty() ? "" : " (" + g.reason + ")")
      << (g.gate.name.rfind("max_", 0) == 0 ? " <= " : " >= ") << limit << "  " << (g.passed ? "pass" : "FAIL");
   return os.str();
 }
@@ -1015,8 +1028,14 @@ json PipelineReport::toJson() const {
     delta["top5"] = *b.top5 - *a.top5;
   }
   json gates_j = json::array();
-  for (const auto& g : gates)
-    gates_j.push_back({{"gate", g.gate.name}, {"limit", g.gate.limit}, {"value", numberJson(g.value)}, {"passed", g.passed}});
+  for (const auto& g : gates) {
+    json gj{{"gate", g.gate.name}, {"limit", g.gate.limit}, {"value", jsonNumber(g.value)}, {"passed", g.passed}};
+    if (!g.reason.empty()) {
+      gj["reason"] = g.reason;
+      if (hasNoValue(g)) gj["value"] = nullptr;
+    }
+    gates_j.push_back(gj);
+  }
   return json{{"schema", "lwc.report"},
               {"schema_version", kReportSchemaVersion},
               {"pipeline", pipeline},
@@ -1137,7 +1156,9 @@ std::string PipelineReport::toMarkdown() const {
   if (!gates.empty()) {
     os << "\n| gate | value | limit | result |\n|---|---:|---:|---|\n";
     for (const auto& g : gates) {
-      const auto [value, limit] = gateFigures(g.value, g.gate.limit);
+      auto [value, limit] = gateFigures(g.value, g.gate.limit);
+      if (hasNoValue(g)) value = g.reason.substr(0, g.reason.find(':'));  // "unknown", "not applicable"
+      else if (!g.reason.empty()) value += " (" + g.reason + ")";
       os << "| " << g.gate.name << " | " << value << " | " << limit << " | " << (g.passed ? "pass" : "**FAIL**") << " |\n";
     }
   }

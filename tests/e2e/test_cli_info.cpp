@@ -153,7 +153,9 @@ TEST_CASE("command-line mistakes get one error line that says what is wrong and 
        "lwc: error: '-v' is an option of lwc itself: give it before the command ('lwc -v info ...') (see 'lwc info --help')"},
       {"-v -q info " + m, "lwc: error: --verbose excludes --quiet (see 'lwc --help')"},
       // Options that the run would ignore.
-      {"bench " + m + " --iters 3 --seconds 1", "lwc: error: --iters excludes --seconds (see 'lwc bench --help')"},
+      {"bench " + m + " --iters 3 --seconds 1",
+       "lwc: error: --iters 3 and --seconds: give one (--iters 0 runs for --seconds) (see 'lwc bench --help')"},
+      {"bench " + m + " --warmup 1e400", "lwc: error: --warmup: '1e400' is out of range (see 'lwc bench --help')"},
       {"fuse " + m + " --calib x -o x.onnx", "lwc: error: unknown option '--calib' for 'lwc fuse' (see 'lwc fuse --help')"},
       // MACs at batch 3e13 wrapped int64 (FLOPs negative in --json).
       {"info " + m + " --batch 30000000000000",

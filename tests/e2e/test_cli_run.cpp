@@ -10,6 +10,7 @@
 
 #include "lwc/model_io.h"
 #include "lwc/npy.h"
+#include "support/engine_util.h"
 #include "support/test_util.h"
 
 using namespace lwc;
@@ -579,8 +580,9 @@ TEST_CASE("lwc run: NaN outputs are 'nan' in every report and fail the SQNR gate
   CHECK_THAT(nan.out, !Contains("MACs are not known"));
   auto rep = readJson(d / "r.json");
   CHECK(rep["gates"][0]["value"] == "nan");
+  CHECK(rep["gates"][0]["reason"] == "the outputs hold NaN");
   CHECK(rep["final"]["eval"]["output_sqnr_db"] == "nan");
-  CHECK_THAT(test::readFile(d / "r.md"), Contains("| min_output_sqnr_db | nan | 40 | **FAIL** |") && !Contains("-nan"));
+  CHECK_THAT(test::readFile(d / "r.md"), Contains("| min_output_sqnr_db | nan (the outputs hold NaN) | 40 | **FAIL** |") && !Contains("-nan"));
 
   auto ok = pipeline("");
   INFO(ok.out << ok.err);
@@ -716,12 +718,18 @@ TEST_CASE("lwc run --eval on a model whose output is an image: SQNR without top-
                                                {"data", {{"eval", {{"path", (d / "bare" / "images.npy").string()}, {"limit", 20}}}}},
                                                {"gates", {{"min_top1_agreement", 99}}}}
                                     .dump());
-  auto g = runLwc("run " + q(d / "p.json") + " " + q(d / "img.onnx") + " -o " + q(d / "out3.onnx"));
+  auto g = runLwc("run " + q(d / "p.json") + " " + q(d / "img.onnx") + " -o " + q(d / "out3.onnx") + " --report " +
+                  q(d / "g.json") + " --report-md " + q(d / "g.md"));
   CHECK(g.exit_code == 3);
   CHECK_THAT(g.out, Contains("gate min_top1_agreement: not applicable (the first output is not class scores; use min_output_sqnr_db)  FAIL"));
+  // The same in every format (the JSON said "nan", the README's word for NaN outputs).
+  const auto gj = readJson(d / "g.json")["gates"][0];
+  CHECK(gj["value"].is_null());
+  CHECK(gj["reason"] == "not applicable: the first output is not class scores; use min_output_sqnr_db");
+  CHECK_THAT(test::readFile(d / "g.md"), Contains("| min_top1_agreement | not applicable | 99 | **FAIL** |"));
 }
 
-TEST_CASE("weights that make NaN or inf are refused by name before any pass computes with them, lwc info says why",
+TEST_CASE("weights that make NaN are refused by name before any pass computes with them, lwc info says why",
           "[cli][run]") {
   // Dynamic quantization turned a NaN weight into 0 (top-1 0 % -> 89 %, "SQNR inf"), bias correction
   // an Inf weight into NaN biases, and fuse a negative BatchNorm variance into NaN weights, silently.
@@ -733,8 +741,8 @@ TEST_CASE("weights that make NaN or inf are refused by name before any pass comp
   REQUIRE(!fc1_w.empty());
   nan.graph.initializers.find(fc1_w)->data<float>()[3] = std::nanf("");
   saveModel(nan, d / "nan.onnx");
-  const std::string why = "the input model has weights that make NaN or inf: Gemm '/fc1/Gemm' reads NaN in '" + fc1_w +
-                          "' (element 3) (its outputs would be NaN or inf: repair the weights or train the model again)";
+  const std::string why = "the input model has weights that make NaN: Gemm '/fc1/Gemm' reads NaN in '" + fc1_w +
+                          "' (element 3) (its outputs would be NaN: repair the weights or train the model again)";
   for (const std::string& cmd : {"quantize --mode dynamic", "prune --sparsity 0.5", "fuse"}) {
     INFO(cmd);
     auto r = runLwc(cmd + " " + q(d / "nan.onnx") + " -o " + q(d / "out.onnx"));
@@ -743,7 +751,32 @@ TEST_CASE("weights that make NaN or inf are refused by name before any pass comp
   }
   auto info = runLwc("info " + q(d / "nan.onnx"));
   CHECK(info.exit_code == 0);
-  CHECK_THAT(info.out, Contains("checks      the model has weights that make NaN or inf: Gemm '/fc1/Gemm' reads NaN"));
+  CHECK_THAT(info.out, Contains("checks      the model has weights that make NaN: Gemm '/fc1/Gemm' reads NaN"));
+
+  // The same weight held by a Constant node was not looked at.
+  Model held = loadModel(d / "nan.onnx");
+  Tensor w = held.graph.initializers.find(fc1_w)->clone();
+  held.graph.initializers.erase(fc1_w);
+  held.graph.nodes.insert(held.graph.nodes.begin(), Node{});
+  Node& c = held.graph.nodes.front();
+  c.op_type = "Constant";
+  c.name = "held_w";
+  c.outputs = {fc1_w};
+  c.attrs.push_back(test::attrTensor("value", w));
+  saveModel(held, d / "held.onnx");
+  test::checkOneLineError(runLwc("quantize --mode dynamic " + q(d / "held.onnx") + " -o " + q(d / "out.onnx")),
+                          "Gemm '/fc1/Gemm' reads NaN in '" + fc1_w + "' (element 3)");
+  CHECK_FALSE(fs::exists(d / "out.onnx"));
+
+  // An infinity that is only added is valid: a -inf bias masks a class (was refused as well).
+  Model masked = loadModel(td("lenet300_fmnist.onnx"));
+  for (const auto& n : masked.graph.nodes)
+    if (n.name == "/fc3/Gemm") masked.graph.initializers.find(n.inputs[2])->data<float>()[9] = -INFINITY;
+  saveModel(masked, d / "masked.onnx");
+  auto ok = runLwc("quantize --mode dynamic --bench-batch 0 " + q(d / "masked.onnx") + " -o " + q(d / "out.onnx"));
+  INFO(ok.err);
+  CHECK(ok.exit_code == 0);
+  fs::remove(d / "out.onnx");
 
   Model bn = loadModel(td("resnet_fmnist.onnx"));
   std::string node, var;

@@ -84,3 +84,22 @@ TEST_CASE("exact McNemar p-values match the binomial tail", "[metrics]") {
   CHECK(mcnemarExactP(50, 50) == 1.0);
   CHECK_THROWS_AS(mcnemarExactP(-1, 2), Error);
 }
+
+TEST_CASE("equal infinities are no difference and leave the other elements' SQNR as it is", "[metrics]") {
+  // inf - inf was a NaN difference (SQNR nan for identical outputs); then inf² in the signal made
+  // the SQNR of outputs that differ elsewhere "inf" (identical).
+  const float inf = INFINITY;
+  Tensor a = Tensor::fromVector<float>({5}, {1, -2, 3, 4, -inf});
+  ErrorMeter same;
+  same.add(a, a);
+  CHECK(same.sqnrDb() == INFINITY);
+  CHECK(same.maxAbsDiff() == 0.0);
+  CHECK(same.elements() == 5);
+  ErrorMeter e;
+  e.add(a, Tensor::fromVector<float>({5}, {1, -2, 3, 5, -inf}));
+  CHECK(e.sqnrDb() == Approx(10 * std::log10(30.0)));  // as without the masked element
+  CHECK(e.maxAbsDiff() == 1.0);
+  ErrorMeter other;  // an infinity against a number is a difference: infinite noise
+  other.add(a, Tensor::fromVector<float>({5}, {1, -2, 3, 4, 0}));
+  CHECK(other.sqnrDb() < -1e300);
+}

@@ -26,6 +26,10 @@ nlohmann::json readJsonFile(const std::filesystem::path& path, const std::string
 /// throwing, which made `lwc info --json` and `lwc prune --report` internal errors on such models.
 std::string dumpJson(const nlohmann::json& v, int indent = 2);
 
+/// A figure for JSON output, which has no inf or NaN: the strings "inf", "-inf" and "nan" for those
+/// (lwc.compare and lwc.report alike; null is kept for "not measured" / "not applicable").
+nlohmann::json jsonNumber(double v);
+
 /// A JSON value as it appears in an error message: its compact text, cut to about `max_chars`
 /// with "..." so that a large object in the wrong place keeps the message to one readable line.
 std::string briefJson(const nlohmann::json& v, size_t max_chars = 60);

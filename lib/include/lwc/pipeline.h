@@ -99,6 +99,9 @@ struct GateResult {
   Gate gate;
   double value = 0;
   bool passed = false;
+  /// Why there is no value (value is NaN): "unknown: ..." or "not applicable: ...", or why the
+  /// value is NaN ("the outputs hold NaN"); empty otherwise. Every report format shows it.
+  std::string reason;
 };
 
 struct PipelineReport {

@@ -1896,23 +1896,16 @@ int fuseLayerNorm(Graph& g, const ValueTypes& types) {
 
 // ------------------------------------------------------------------ post-op fusion
 
-// True when a float initializer holds NaN, or a convolution's weights or bias hold an infinity
-// (inf − inf in its sums is NaN): values that make NaN activations.
+// True when a float initializer holds NaN or an infinity (inf · 0 and inf − inf are NaN, in any
+// layer before a fused activation): values that can make NaN activations. Conservative: a -inf
+// that is only added (a class mask) also keeps the activations unfused, which costs speed only.
 bool makesNan(const Graph& g) {
-  auto nonFinite = [](const Tensor& t, bool inf_too) {
-    if (t.dtype() != DType::Float32) return false;
+  for (const auto& [name, t] : g.initializers.items()) {
+    if (t.dtype() != DType::Float32) continue;
     const float* p = t.data<float>();
     for (int64_t i = 0; i < t.numel(); ++i)
-      if (std::isnan(p[i]) || (inf_too && std::isinf(p[i]))) return true;
-    return false;
-  };
-  for (const auto& [name, t] : g.initializers.items())
-    if (nonFinite(t, false)) return true;
-  for (const Node& n : g.nodes)
-    if (n.domain == kInternalDomain && n.op_type == "ConvNhwc")
-      for (size_t k = 1; k < n.inputs.size(); ++k)
-        if (const Tensor* t = n.inputs[k].empty() ? nullptr : g.initializers.find(n.inputs[k]); t && nonFinite(*t, true))
-          return true;
+      if (!std::isfinite(p[i])) return true;
+  }
   return false;
 }
 
