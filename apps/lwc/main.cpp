@@ -96,7 +96,7 @@ std::string unknownOptionMessage(const CLI::App& sub, const std::string& command
     std::string msg = "unknown option '" + name + "' for '" + (before_command ? std::string("lwc") : command) + "'";
     std::string best;
     size_t best_d = 3;  // suggest only a near miss
-    for (const CLI::App* a = before_command ? root : &sub; a; a = before_command ? nullptr : a->get_parent())
+    for (const CLI::App* a = before_command ? root : &sub; a; a = a->get_parent())  // root has no parent
       for (const CLI::Option* o : a->get_options())
         for (const std::string& l : o->get_lnames())
           if (const size_t d = editDistance(name, "--" + l); d < best_d) best_d = d, best = "--" + l;

@@ -602,9 +602,11 @@ PipelineReport runPipeline(const Pipeline& p, Model& m, const RunOptions& opts) 
     if (g.name == "max_macs_ratio" && (!in.macs_complete || !out.macs_complete)) {
       r.value = std::numeric_limits<double>::quiet_NaN();  // a ratio of lower bounds proves nothing
       r.passed = false;
-      r.reason = "unknown: some layers' MACs are not known before run time";
+      r.no_value = "unknown";
+      r.reason = "some layers' MACs are not known before run time";
     } else if (std::isnan(r.value)) {
-      r.reason = g.name == "min_top1_agreement" ? "not applicable: the first output is not class scores; use min_output_sqnr_db"
+      if (g.name == "min_top1_agreement") r.no_value = "not applicable";
+      r.reason = g.name == "min_top1_agreement" ? "the first output is not class scores; use min_output_sqnr_db"
                                                 : "the outputs hold NaN";
     }
     rep.gates.push_back(r);
@@ -973,18 +975,11 @@ bool anyIncompleteMacs(const std::vector<StageRecord>& stages) {
   return std::any_of(stages.begin(), stages.end(), [](const StageRecord& s) { return !s.metrics.macs_complete; });
 }
 
-// A gate that has no value to compare ("unknown: ...", "not applicable: ..."), as opposed to one
-// whose value is NaN because the outputs hold NaN.
-bool hasNoValue(const GateResult& g) {
-  return g.reason.rfind("unknown:", 0) == 0 || g.reason.rfind("not applicable:", 0) == 0;
-}
-
 std::string gateText(const GateResult& g) {
   std::ostringstream os;
-  // "unknown: why" / "not applicable: why" stand for the value; another reason follows it.
-  const auto colon = g.reason.find(": ");
-  if (hasNoValue(g)) {
-    os << g.gate.name << ": " << g.reason.substr(0, colon) << " (" << g.reason.substr(colon + 2) << ")  FAIL";
+  // "unknown (why)" / "not applicable (why)" stand for the value; another reason follows it.
+  if (!g.no_value.empty()) {
+    os << g.gate.name << ": " << g.no_value << " (" << g.reason << ")  FAIL";
     return os.str();
   }
   const auto [value, limit] = gateFigures(g.value, g.gate.limit);
@@ -1030,9 +1025,11 @@ json PipelineReport::toJson() const {
   json gates_j = json::array();
   for (const auto& g : gates) {
     json gj{{"gate", g.gate.name}, {"limit", g.gate.limit}, {"value", jsonNumber(g.value)}, {"passed", g.passed}};
-    if (!g.reason.empty()) {
+    if (!g.no_value.empty()) {
+      gj["value"] = nullptr;
+      gj["reason"] = g.no_value + ": " + g.reason;
+    } else if (!g.reason.empty()) {
       gj["reason"] = g.reason;
-      if (hasNoValue(g)) gj["value"] = nullptr;
     }
     gates_j.push_back(gj);
   }
@@ -1157,7 +1154,7 @@ std::string PipelineReport::toMarkdown() const {
     os << "\n| gate | value | limit | result |\n|---|---:|---:|---|\n";
     for (const auto& g : gates) {
       auto [value, limit] = gateFigures(g.value, g.gate.limit);
-      if (hasNoValue(g)) value = g.reason.substr(0, g.reason.find(':'));  // "unknown", "not applicable"
+      if (!g.no_value.empty()) value = g.no_value;
       else if (!g.reason.empty()) value += " (" + g.reason + ")";
       os << "| " << g.gate.name << " | " << value << " | " << limit << " | " << (g.passed ? "pass" : "**FAIL**") << " |\n";
     }

@@ -99,8 +99,10 @@ struct GateResult {
   Gate gate;
   double value = 0;
   bool passed = false;
-  /// Why there is no value (value is NaN): "unknown: ..." or "not applicable: ...", or why the
-  /// value is NaN ("the outputs hold NaN"); empty otherwise. Every report format shows it.
+  /// Set when the gate has no value to compare (value is NaN): "unknown" or "not applicable".
+  std::string no_value;
+  /// Why: why there is no value, or why the value is NaN ("the outputs hold NaN"); empty
+  /// otherwise. Every report format shows it.
   std::string reason;
 };
 
