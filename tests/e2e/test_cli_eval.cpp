@@ -27,6 +27,14 @@ nlohmann::json models() {
   return nlohmann::json::parse(f);
 }
 
+// lwc compare A B ARGS --json, which must succeed.
+nlohmann::json compareJson(const fs::path& a, const fs::path& b, const std::string& args) {
+  auto r = runLwc("compare " + q(a) + " " + q(b) + args + " --json");
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  return nlohmann::json::parse(r.out);
+}
+
 nlohmann::json evalJson(const fs::path& model, const std::string& data_args) {
   auto r = runLwc("eval " + q(model) + " " + data_args + " --json");
   INFO(r.err);
@@ -72,10 +80,7 @@ TEST_CASE("lwc compare: a model against itself, and against a perturbed copy", "
   const fs::path model = test::testdataDir() / "resnet_fmnist.onnx";
   const std::string data = " --data " + q(sample / "png") + " --preprocess " + q(sample / "preprocess.json") + " --limit 100";
 
-  auto self = runLwc("compare " + q(model) + " " + q(model) + data + " --per-layer --json");
-  INFO(self.err);
-  REQUIRE(self.exit_code == 0);
-  auto js = nlohmann::json::parse(self.out);
+  const auto js = compareJson(model, model, data + " --per-layer");
   CHECK(js["outputs"][0]["top1_agreement"] == 1.0);
   CHECK(js["outputs"][0]["sqnr_db"] == "inf");
   CHECK(js["outputs"][0]["max_abs_diff"] == 0.0);
@@ -107,10 +112,7 @@ TEST_CASE("lwc compare: a model against itself, and against a perturbed copy", "
     }
   REQUIRE(!perturbed_out.empty());
   saveModel(m, d / "perturbed.onnx");
-  auto r = runLwc("compare " + q(model) + " " + q(d / "perturbed.onnx") + data + " --per-layer --json");
-  INFO(r.err);
-  REQUIRE(r.exit_code == 0);
-  auto jp = nlohmann::json::parse(r.out);
+  const auto jp = compareJson(model, d / "perturbed.onnx", data + " --per-layer");
   CHECK(jp["layers"][0]["name"] == perturbed_out);
   CHECK(jp["first_divergence"] == perturbed_out);
   CHECK(jp["layers"][0]["sqnr_db"].get<double>() < 40.0);
@@ -162,10 +164,7 @@ TEST_CASE("lwc compare reads [N, C, 1, 1] scores as eval does, and refuses label
   m.graph.outputs[0].shape.reset();  // no declared class count: only compare's own check sees the labels
   saveModel(m, d / "nc11.onnx");
   const std::string data = " --data " + q(sample / "images.npy") + " --preprocess " + q(sample / "preprocess.json");
-  auto c = runLwc("compare " + q(d / "nc11.onnx") + " " + q(d / "nc11.onnx") + data + " --json");
-  INFO(c.err);
-  REQUIRE(c.exit_code == 0);
-  const auto j = nlohmann::json::parse(c.out)["outputs"][0];
+  const auto j = compareJson(d / "nc11.onnx", d / "nc11.onnx", data)["outputs"][0];
   CHECK(j["top1_agreement"] == 1.0);
   REQUIRE(j.contains("labels"));
   CHECK(j["labels"]["samples"] == 500);
@@ -504,10 +503,7 @@ TEST_CASE("lwc compare: NaN is the worst and where the damage starts, outputs pa
     }
   REQUIRE(!conv2_out.empty());
   saveModel(m, d / "nan.onnx");
-  auto r = runLwc("compare " + q(lenet) + " " + q(d / "nan.onnx") + data + " --per-layer --json");
-  INFO(r.err);
-  REQUIRE(r.exit_code == 0);
-  const auto j = nlohmann::json::parse(r.out);
+  const auto j = compareJson(lenet, d / "nan.onnx", data + " --per-layer");
   CHECK(j["first_divergence"] == conv2_out);
   CHECK(j["outputs"][0]["sqnr_db"] == "nan");
   bool seen_finite = false;
@@ -528,10 +524,7 @@ TEST_CASE("lwc compare: NaN is the worst and where the damage starts, outputs pa
   };
   withOutputs({"/fc2/Gemm_output_0", "/Relu_3_output_0"}, d / "a.onnx");
   withOutputs({"/Relu_3_output_0", "/fc2/Gemm_output_0"}, d / "b.onnx");
-  auto o = runLwc("compare " + q(d / "a.onnx") + " " + q(d / "b.onnx") + data + " --json");
-  INFO(o.err);
-  REQUIRE(o.exit_code == 0);
-  const auto jo = nlohmann::json::parse(o.out);
+  const auto jo = compareJson(d / "a.onnx", d / "b.onnx", data);
   REQUIRE(jo["outputs"].size() == 3);
   for (const auto& out : jo["outputs"]) {
     INFO(out["name"]);

@@ -9,6 +9,7 @@
 #include "lwc/model_io.h"
 #include "lwc/npy.h"
 #include "support/engine_util.h"
+#include "support/pass_util.h"
 #include "support/test_util.h"
 
 using namespace lwc;
@@ -612,15 +613,10 @@ g (float[N, 20] x) => (float[N, 1] y)
   y = Gemm <transB=1> (r, w2, b2)
 }
 )", LoadOptions{false});
-  auto fill = [&](const std::string& name, Shape s) {
-    Tensor t(DType::Float32, s);
-    for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = 0.01f * float((i * 5) % 17 - 8);
-    m.graph.initializers.set(name, t);
-  };
-  fill("w1", {64, 20});
-  fill("b1", {64});
-  fill("w2", {1, 64});
-  fill("b2", {1});
+  test::addConst(m, "w1", {64, 20}, 1, -0.08f, 0.08f);
+  test::addConst(m, "b1", {64}, 2, -0.08f, 0.08f);
+  test::addConst(m, "w2", {1, 64}, 3, -0.08f, 0.08f);
+  test::addConst(m, "b2", {1}, 4, -0.08f, 0.08f);
   saveModel(m, d / "reg.onnx");
   auto r = runLwc("quantize " + q(d / "reg.onnx") + " --mode dynamic --bench-batch 0 -o " + q(d / "q.onnx") + " --report " +
                   q(d / "r.json"));

@@ -11,6 +11,7 @@
 #include "lwc/model_io.h"
 #include "lwc/npy.h"
 #include "support/engine_util.h"
+#include "support/pass_util.h"
 #include "support/test_util.h"
 
 using namespace lwc;
@@ -677,15 +678,10 @@ g (float[N, 1, 28, 28] x) => (float[N, 1, 28, 28] y)
   y = Conv <pads=[1,1,1,1]> (r, w2, b2)
 }
 )", LoadOptions{false});
-  auto fill = [&](const std::string& name, Shape s, float step) {
-    Tensor t(DType::Float32, s);
-    for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = step * float((i * 7) % 11 - 5);
-    m.graph.initializers.set(name, t);
-  };
-  fill("w1", {4, 1, 3, 3}, 0.05f);
-  fill("b1", {4}, 0.01f);
-  fill("w2", {1, 4, 3, 3}, 0.04f);
-  fill("b2", {1}, 0.02f);
+  test::addConst(m, "w1", {4, 1, 3, 3}, 1, -0.25f, 0.25f);
+  test::addConst(m, "b1", {4}, 2, -0.05f, 0.05f);
+  test::addConst(m, "w2", {1, 4, 3, 3}, 3, -0.2f, 0.2f);
+  test::addConst(m, "b2", {1}, 4, -0.1f, 0.1f);
   return m;
 }
 }  // namespace
@@ -806,17 +802,10 @@ g (float[1, 1, H, W] x) => (float[1, 10] y)
   y = Gemm <transB=1> (f, w3, b3)
 }
 )", LoadOptions{false});
-  auto fill = [&](const std::string& name, Shape s) {
-    Tensor t(DType::Float32, s);
-    for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = 0.01f * float((i * 7) % 13 - 6);
-    m.graph.initializers.set(name, t);
-  };
-  fill("w1", {64, 1, 3, 3});
-  fill("b1", {64});
-  fill("w2", {64, 64, 3, 3});
-  fill("b2", {64});
-  fill("w3", {10, 64});
-  fill("b3", {10});
+  const std::pair<const char*, Shape> weights[] = {{"w1", {64, 1, 3, 3}}, {"b1", {64}}, {"w2", {64, 64, 3, 3}},
+                                                   {"b2", {64}},           {"w3", {10, 64}}, {"b3", {10}}};
+  uint32_t seed = 1;
+  for (const auto& [name, shape] : weights) test::addConst(m, name, shape, seed++, -0.06f, 0.06f);
   saveModel(m, d / "hw.onnx");
   auto r = runLwc("prune " + q(d / "hw.onnx") + " --macs-reduction 0.3 -o " + q(d / "out.onnx"));
   test::checkOneLineError(r, "input 'x' has the size [1,1,H,W]; export the model with a fixed input size, or use ratio");
