@@ -238,8 +238,7 @@ Node makeNode(const std::string& op, const std::string& name, std::vector<std::s
 // A quantized layer whose int32 bias bias correction may move.
 struct BiasFix {
   std::string layer;    ///< for notes
-  std::string ref_out;  ///< the layer's output in the float model (before an absorbed activation)
-  std::string q_out;    ///< the same values in the quantized model (renamed when an activation was absorbed)
+  std::string out;      ///< the layer's output (before an absorbed activation), same name in both models
   std::string bias;     ///< its int32 bias initializer, or the float constant of the Add after a MatMul
   std::vector<float> bias_scale;  ///< int32 bias: s_b per channel; empty for a float bias
   int axis = 1;                   ///< channel axis of the output (-1: last, MatMul)
@@ -256,19 +255,19 @@ int64_t correctQuantizedBiases(Model& m, const Model& fp32, std::vector<BiasFix>
   auto ds = openCalibration(ctx, m, max_samples);
   const std::string input = m.graph.realInputs().at(0)->name;
   std::stable_sort(fixes.begin(), fixes.end(), [&](const BiasFix& a, const BiasFix& b) {
-    return producerIndex(m.graph, a.q_out) < producerIndex(m.graph, b.q_out);
+    return producerIndex(m.graph, a.out) < producerIndex(m.graph, b.out);
   });
   std::vector<std::string> refs;
   std::vector<int> axes;
   for (const auto& f : fixes) {
-    refs.push_back(f.ref_out);
+    refs.push_back(f.out);
     axes.push_back(f.axis);
   }
   const auto want = channelMeans(fp32, refs, *ds, input, ctx.calib->batch, ctx.threads, axes);
   int64_t corrected = 0;
   for (size_t k = 0; k < fixes.size(); ++k) {
     const BiasFix& f = fixes[k];
-    const auto have = channelMeans(m, {f.q_out}, *ds, input, ctx.calib->batch, ctx.threads, {f.axis}).at(0);
+    const auto have = channelMeans(m, {f.out}, *ds, input, ctx.calib->batch, ctx.threads, {f.axis}).at(0);
     const Tensor& b = m.graph.initializers.at(f.bias);
     const bool int32 = !f.bias_scale.empty();
     if ((int32 && have.size() != f.bias_scale.size()) || want[k].size() != have.size() ||
@@ -796,13 +795,23 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
     taken.insert(n);
     return n;
   };
+  // An absorbed activation's QuantizeLinear reads the layer's output (Conv -> Q, not Conv -> Relu
+  // -> Q), which keeps its own name: the activation's output name does not appear in the quantized
+  // model, so `lwc compare --per-layer` does not set the unclipped layer output against the float
+  // model's ReLU output under one name (-5 dB "errors" on lenet5's ReLUs).
+  std::map<std::string, std::string> q_input;
+  for (const auto& [ci, ai] : absorbed) {
+    const auto ba = bias_adds.find(ci);
+    q_input[g.nodes[ai].outputs[0]] = g.nodes[ba == bias_adds.end() ? ci : static_cast<size_t>(ba->second.node)].outputs[0];
+  }
   for (const auto& t : tensors) {
     const QParams& q = qp.at(t);
     const std::string s = fresh(t + "_scale"), z = fresh(t + "_zero_point"), tq = fresh(t + "_quantized"),
                       tdq = fresh(t + "_dequantized");
     new_inits.push_back({s, Tensor::scalar<float>(q.scale)});
     new_inits.push_back({z, symmetric ? Tensor::scalar<int8_t>(0) : Tensor::scalar<uint8_t>(static_cast<uint8_t>(q.zero_point))});
-    new_nodes.push_back(makeNode("QuantizeLinear", fresh(t + "_QuantizeLinear"), {t, s, z}, tq));
+    const auto qi = q_input.find(t);
+    new_nodes.push_back(makeNode("QuantizeLinear", fresh(t + "_QuantizeLinear"), {qi == q_input.end() ? t : qi->second, s, z}, tq));
     new_nodes.push_back(makeNode("DequantizeLinear", fresh(t + "_DequantizeLinear"), {tq, s, z}, tdq));
     dq_of[t] = tdq;
   }
@@ -875,9 +884,7 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
           new_nodes.push_back(dq);
           bias_dq = dn;
           ++biases_q;
-          const auto act = absorbed.find(i);
-          bias_fixes.push_back({n.describe(), n.outputs[0], act == absorbed.end() ? n.outputs[0] : g.nodes[act->second].outputs[0],
-                                qn, std::vector<float>(bs.data<float>(), bs.data<float>() + ch), 1});
+          bias_fixes.push_back({n.describe(), n.outputs[0], qn, std::vector<float>(bs.data<float>(), bs.data<float>() + ch), 1});
         } else {
           r.notes.push_back(n.describe() + ": bias kept in float (does not fit int32 at scale s_x·s_w)");
         }
@@ -893,9 +900,7 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
       const int64_t ch = g.initializers.at(wname).dim(static_cast<size_t>(axis));
       if (const TrailingBias tb = movableBiasAdd(n, ch); tb.node >= 0) {
         const Node& add = g.nodes[static_cast<size_t>(tb.node)];
-        const auto act = absorbed.find(i);  // after the Add (bias_adds)
-        const std::string q_out = act == absorbed.end() ? add.outputs[0] : g.nodes[act->second].outputs[0];
-        bias_fixes.push_back({add.describe(), add.outputs[0], q_out, add.inputs[tb.input], {}, -1});
+        bias_fixes.push_back({add.describe(), add.outputs[0], add.inputs[tb.input], {}, -1});
       }
     }
   }
@@ -904,8 +909,6 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
   std::set<size_t> drop;
   std::vector<std::string> old_consts;
   for (const auto& [ci, ai] : absorbed) {
-    const auto ba = bias_adds.find(ci);
-    g.nodes[ba == bias_adds.end() ? ci : static_cast<size_t>(ba->second.node)].outputs[0] = g.nodes[ai].outputs[0];
     drop.insert(ai);
     // A Clip's bounds go with it (when nothing else reads them).
     for (size_t k = 1; k < g.nodes[ai].inputs.size(); ++k) old_consts.push_back(g.nodes[ai].inputs[k]);

@@ -54,21 +54,6 @@ nlohmann::json rowJson(const Row& r) {
   return j;
 }
 
-// A figure for the text table; NaN prints as "nan" (printf wrote "-nan" on this platform).
-std::string fixed(double v, const char* fmt) {
-  if (std::isnan(v)) return "nan";
-  char buf[48];
-  std::snprintf(buf, sizeof buf, fmt, v);
-  return buf;
-}
-
-std::string sqnrStr(double v) {
-  if (std::isnan(v)) return "nan";
-  if (std::isinf(v)) return v > 0 ? "inf" : "-inf";
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.2f", v);
-  return buf;
-}
 }  // namespace
 
 void addCompareCommand(CLI::App& app, Action& action, const GlobalOptions&) {
@@ -210,8 +195,8 @@ void addCompareCommand(CLI::App& app, Action& action, const GlobalOptions&) {
       for (const auto& r : outs) {
         char agr[32] = "-";
         if (r.scores) std::snprintf(agr, sizeof agr, "%.2f %%", 100.0 * double(r.agree) / double(std::max<int64_t>(r.rows, 1)));
-        std::printf("%-32s %10s %12s %10s %10s\n", r.name.c_str(), agr, fixed(r.err.maxAbsDiff(), "%.4g").c_str(),
-                    sqnrStr(r.err.sqnrDb()).c_str(), fixed(r.err.cosine(), "%.6f").c_str());
+        std::printf("%-32s %10s %12s %10s %10s\n", r.name.c_str(), agr, formatFigure(r.err.maxAbsDiff(), 4, false).c_str(),
+                    formatFigure(r.err.sqnrDb(), 2, true).c_str(), formatFigure(r.err.cosine(), 6, true).c_str());
       }
       for (const auto& r : outs) {
         if (r.labelled == 0) continue;
@@ -229,8 +214,8 @@ void addCompareCommand(CLI::App& app, Action& action, const GlobalOptions&) {
         std::printf("\n%zu shared tensors, worst first:\n%-48s %12s %10s %10s\n", worst.size(), "tensor", "max |diff|",
                     "SQNR dB", "cosine");
         for (const auto* r : worst)
-          std::printf("%-48s %12s %10s %10s\n", r->name.c_str(), fixed(r->err.maxAbsDiff(), "%.4g").c_str(),
-                      sqnrStr(r->err.sqnrDb()).c_str(), fixed(r->err.cosine(), "%.6f").c_str());
+          std::printf("%-48s %12s %10s %10s\n", r->name.c_str(), formatFigure(r->err.maxAbsDiff(), 4, false).c_str(),
+                      formatFigure(r->err.sqnrDb(), 2, true).c_str(), formatFigure(r->err.cosine(), 6, true).c_str());
       }
       return 0;
     };

@@ -2,8 +2,19 @@
 
 #include <algorithm>
 #include <cmath>
+#include <iomanip>
+#include <sstream>
 
 namespace lwc {
+
+std::string formatFigure(double v, int digits, bool fixed) {
+  if (std::isnan(v)) return "nan";
+  if (std::isinf(v)) return v > 0 ? "inf" : "-inf";
+  std::ostringstream os;
+  if (fixed) os << std::fixed;
+  os << std::setprecision(digits) << v;
+  return os.str();
+}
 
 namespace {
 // Rows of a [N, C, (1, 1)] score tensor as float values.

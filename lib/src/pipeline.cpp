@@ -903,22 +903,12 @@ bool PipelineReport::gatesPassed() const {
 
 namespace {
 
-// A figure for the text and Markdown reports: "nan", "inf", or the value rounded to `digits`.
-std::string figure(double v, int digits, bool fixed) {
-  if (std::isnan(v)) return "nan";
-  if (std::isinf(v)) return v > 0 ? "inf" : "-inf";
-  std::ostringstream os;
-  if (fixed) os << std::fixed;
-  os << std::setprecision(digits) << v;
-  return os.str();
-}
-
 // A gate's value and limit, with as many significant digits (4 at least) as it takes for unequal
 // numbers to read unequal: "1.016 >= 1.016  FAIL" hid 1.0164733 against 1.016474.
 std::pair<std::string, std::string> gateFigures(double value, double limit) {
   int digits = 4;
-  while (digits < 17 && value != limit && figure(value, digits, false) == figure(limit, digits, false)) ++digits;
-  return {figure(value, digits, false), figure(limit, digits, false)};
+  while (digits < 17 && value != limit && formatFigure(value, digits, false) == formatFigure(limit, digits, false)) ++digits;
+  return {formatFigure(value, digits, false), formatFigure(limit, digits, false)};
 }
 
 json metricsJson(const StageMetrics& s) {
@@ -1083,8 +1073,8 @@ std::string PipelineReport::toText(bool time_passes) const {
     if (eval) {
       if (m.evaluated && s.pass != "input")
         std::snprintf(line, sizeof line, " %6s %8s",
-                      std::isnan(m.top1_agreement) ? "-" : figure(100 * m.top1_agreement, 2, true).c_str(),
-                      figure(std::round(m.output_sqnr_db) + 0.0, 0, true).c_str());  // + 0.0: no "-0"
+                      std::isnan(m.top1_agreement) ? "-" : formatFigure(100 * m.top1_agreement, 2, true).c_str(),
+                      formatFigure(std::round(m.output_sqnr_db) + 0.0, 0, true).c_str());  // + 0.0: no "-0"
       else std::snprintf(line, sizeof line, " %6s %8s", "-", "-");
       os << line;
     }
@@ -1135,7 +1125,7 @@ std::string PipelineReport::toMarkdown() const {
     if (labels) os << " " << (m.evaluated ? pct(*m.top1) : "-") << " | " << (m.evaluated ? pct(*m.top5) : "-") << " |";
     if (eval) {
       if (m.evaluated && s.pass != "input") {
-        os << " " << (std::isnan(m.top1_agreement) ? "-" : pct(m.top1_agreement)) << " | " << figure(m.output_sqnr_db, 1, true)
+        os << " " << (std::isnan(m.top1_agreement) ? "-" : pct(m.top1_agreement)) << " | " << formatFigure(m.output_sqnr_db, 1, true)
            << " |";
       } else {
         os << " - | - |";

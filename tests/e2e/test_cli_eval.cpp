@@ -140,6 +140,27 @@ TEST_CASE("lwc compare: a model against itself, and against a perturbed copy", "
   CHECK_FALSE(nlohmann::json::parse(bare.out)["outputs"][0].contains("labels"));
 }
 
+TEST_CASE("lwc compare --per-layer of a model and its quantized copy: each shared name holds the same quantity",
+          "[cli][compare][quantize]") {
+  // The quantizer absorbs a ReLU into the uint8 QuantizeLinear after its Conv. It used to give the
+  // Conv's output the ReLU's output name: compare then set the unclipped Conv output against the
+  // float ReLU output and showed lenet5's ReLUs at -5 to +0.5 dB (the quantizer's own table: 38-42).
+  TempDir d;
+  const fs::path sample = test::testdataDir() / "fmnist_sample";
+  const fs::path model = test::testdataDir() / "lenet5_fmnist.onnx";
+  auto r = runLwc("quantize " + q(model) + " --calib " + q(sample / "images.npy") + " --preprocess " +
+                  q(sample / "preprocess.json") + " --layer-samples 0 -o " + q(d / "q.onnx"));
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  const auto j = compareJson(model, d / "q.onnx", " --data " + q(sample / "images.npy") + " --preprocess " +
+                                                       q(sample / "preprocess.json") + " --limit 100 --per-layer");
+  REQUIRE(j["layers"].size() >= 6);
+  for (const auto& l : j["layers"]) {
+    INFO(l.dump());
+    CHECK(l["sqnr_db"].get<double>() > 30.0);
+  }
+}
+
 TEST_CASE("lwc compare reads [N, C, 1, 1] scores as eval does, and refuses labels the model cannot predict",
           "[cli][compare]") {
   TempDir d;

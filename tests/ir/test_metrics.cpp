@@ -103,3 +103,14 @@ TEST_CASE("equal infinities are no difference and leave the other elements' SQNR
   other.add(a, Tensor::fromVector<float>({5}, {1, -2, 3, 4, 0}));
   CHECK(other.sqnrDb() < -1e300);
 }
+
+TEST_CASE("table figures: as printf's %f and %g, with nan and inf spelled alike", "[metrics]") {
+  CHECK(formatFigure(12.3456, 2, true) == "12.35");
+  CHECK(formatFigure(0.000123456, 4, false) == "0.0001235");
+  CHECK(formatFigure(1234567.0, 4, false) == "1.235e+06");
+  CHECK(formatFigure(-0.5, 0, true) == "-0");  // callers add 0.0 where "-0" would mislead
+  CHECK(formatFigure(std::nan(""), 2, true) == "nan");
+  CHECK(formatFigure(-std::nan(""), 2, true) == "nan");  // printf: "-nan"
+  CHECK(formatFigure(INFINITY, 2, true) == "inf");
+  CHECK(formatFigure(-INFINITY, 4, false) == "-inf");
+}

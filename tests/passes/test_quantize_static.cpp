@@ -396,14 +396,14 @@ TEST_CASE("quantize_static bias_correction removes each layer's output mean shif
   // later layers cannot change an earlier layer's output, so this holds for all of them at the end.
   Calib c;
   auto ds = openDataset(c.spec.options);
-  // Pre-activation output in the float model -> the compute node's output in the QDQ model (the
-  // uint8 QuantizeLinear absorbs the ReLUs, so the Convs then write r1 and r2).
-  const std::vector<std::pair<std::string, std::string>> layers{{"c1", "r1"}, {"c2", "r2"}, {"y", "y"}};
+  // Each layer's output before its activation: the uint8 QuantizeLinear absorbs the ReLUs and reads
+  // c1 and c2, named as in the float model.
+  const std::vector<std::string> layers{"c1", "c2", "y"};
   // Largest |E[y_fp32] - E[y_q]| / s_b over the channels of every layer.
   auto worstShift = [&](const Model& fp, const Model& q) {
     double worst = 0;
-    for (const auto& [ref, out] : layers) {
-      const auto want = passes::channelMeans(fp, {ref}, *ds, "x", 16, 0).at(0);
+    for (const auto& out : layers) {
+      const auto want = passes::channelMeans(fp, {out}, *ds, "x", 16, 0).at(0);
       const auto have = passes::channelMeans(q, {out}, *ds, "x", 16, 0).at(0);
       const Node& n = q.graph.nodes.at(static_cast<size_t>(producerIndex(q.graph, out)));
       const Node& bias_dq = q.graph.nodes.at(static_cast<size_t>(producerIndex(q.graph, n.inputs.at(2))));
@@ -460,8 +460,8 @@ TEST_CASE("quantize_static bias_correction moves the float Add constant after a 
     double worst = 0;
     for (const std::string v : {"a", "y"}) {
       const auto want = passes::channelMeans(fp, {v}, *ds, "x", 16, 0, {-1}).at(0);
-      // The Relu after a is absorbed: the Add's output (before saturation) is named r.
-      const auto have = passes::channelMeans(q, {v == "a" ? "r" : v}, *ds, "x", 16, 0, {-1}).at(0);
+      // The Relu after a is absorbed: the QuantizeLinear reads a.
+      const auto have = passes::channelMeans(q, {v}, *ds, "x", 16, 0, {-1}).at(0);
       REQUIRE(want.size() == (v == "a" ? 6u : 5u));
       REQUIRE(have.size() == want.size());
       for (size_t ch = 0; ch < have.size(); ++ch) worst = std::max(worst, std::fabs(want[ch] - have[ch]));
@@ -537,9 +537,9 @@ g (float[N, 4, 8] x) => (float[N, 4, 5] y, float[N, 4, 3] t) {
   CHECK(r.stats.at("bias_adds_inside") == 3);
   CHECK(r.stats.at("activations_absorbed") == 1);
   CHECK(countOps(q, "Relu") == 0);
-  // x, r (the first Add's output, Relu absorbed), a2 (the second's), m3 (its constant is a
+  // x, a (the first Add's output, its Relu absorbed), a2 (the second's), m3 (its constant is a
   // scalar: the MatMul's own output) and a3 (the last layer's input).
-  CHECK(quantizedInputs(q) == std::set<std::string>{"x", "r", "a2", "m3", "a3"});
+  CHECK(quantizedInputs(q) == std::set<std::string>{"x", "a", "a2", "m3", "a3"});
   engine::Session s(q);
   int fused = 0;
   for (const auto& [desc, impl] : s.kernelChoices()) fused += desc.rfind("lwc.internal.QLinearMatMul ", 0) == 0;
@@ -655,7 +655,7 @@ g (float[N, 3, 12, 12] x) => (float[N, 4, 12, 12] y) {
   };
   const Node* qa = qOf("a");
   const Node* qb = qOf("b");
-  const Node* qr = qOf("r1");
+  const Node* qr = qOf("c1");  // the Relu absorbed: its input
   REQUIRE(qa);
   REQUIRE(qb);
   REQUIRE(qr);

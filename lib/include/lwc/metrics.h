@@ -45,6 +45,11 @@ std::vector<int64_t> argmaxRows(const Tensor& scores);
 /// X ~ Binomial(b + c, 1/2), at most 1 (1 when there are none).
 double mcnemarExactP(int64_t only_a, int64_t only_b);
 
+/// A figure for text and Markdown tables: "nan", "inf" or "-inf" (printf writes "-nan" for some
+/// NaNs on this platform), else `v` with `digits` digits after the point (`fixed`) or `digits`
+/// significant digits (as printf's %.<digits>f and %.<digits>g).
+std::string formatFigure(double v, int digits, bool fixed);
+
 /// Compares a test tensor stream with a reference stream of the same shapes.
 class ErrorMeter {
  public:
