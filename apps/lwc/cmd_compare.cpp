@@ -20,6 +20,9 @@
 namespace lwc::app {
 
 namespace {
+// SQNR below which a shared tensor "differs" (see first_div).
+constexpr double kRoundingDb = 100.0;
+
 struct CompareOptions {
   std::string a, b;
   DataArgs data;
@@ -100,6 +103,8 @@ void addCompareCommand(CLI::App& app, Action& action, const GlobalOptions&) {
         for (size_t i = 0; i < outs.size(); ++i) in_b[i] = by_name ? b_at.at(outs[i].name) : i;
       }
       std::map<std::string, Row> layers;
+      // Names both models compute with other shapes (a channel-pruned layer): not comparable, listed.
+      std::map<std::string, std::pair<Shape, Shape>> other_shapes;
       std::map<std::string, size_t> first_seen;  // topological position in A, for reports
       Progress bar("compare", ds->size());
       int64_t done = 0;
@@ -115,9 +120,11 @@ void addCompareCommand(CLI::App& app, Action& action, const GlobalOptions&) {
                                 o->per_layer ? engine::Observer([&](const std::string& n, const Tensor& half) {
                                   const Tensor t = f32(half);
                                   auto it = acts.find(n);
-                                  if (it == acts.end() || it->second.shape() != t.shape() || !isFloat(t.dtype()) ||
-                                      !isFloat(it->second.dtype()))
+                                  if (it == acts.end() || !isFloat(t.dtype()) || !isFloat(it->second.dtype())) return;
+                                  if (it->second.shape() != t.shape()) {
+                                    other_shapes.emplace(n, std::make_pair(it->second.shape(), t.shape()));
                                     return;
+                                  }
                                   Row& r = layers[n];
                                   r.name = n;
                                   r.err.add(it->second, t);
@@ -166,15 +173,23 @@ void addCompareCommand(CLI::App& app, Action& action, const GlobalOptions&) {
         if (!std::isnan(sx) && sx != sy) return sx < sy;
         return first_seen[x->name] < first_seen[y->name];
       });
-      // Where the damage starts: the first tensor, in the reference's execution order, that differs.
+      // Where the damage starts: the first tensor, in the reference's execution order, that differs
+      // beyond float rounding or has another shape. Rounding alone (a model against its `lwc fuse`
+      // copy, BatchNorm folded) leaves every tensor above 120 dB on the bundled models; an int8
+      // tensor is near 40, float16 near 70. Every tensor that differs at all named the first
+      // folded BatchNorm of each fused model.
       std::string first_div;
       {
         size_t best = SIZE_MAX;
-        for (const auto* r : worst)
-          if (r->err.maxAbsDiff() != 0 && first_seen[r->name] < best) {  // != 0: a NaN difference differs
-            best = first_seen[r->name];
-            first_div = r->name;
+        auto consider = [&](const std::string& name) {
+          if (first_seen[name] < best) {
+            best = first_seen[name];
+            first_div = name;
           }
+        };
+        for (const auto* r : worst)
+          if (!(r->err.sqnrDb() >= kRoundingDb)) consider(r->name);  // NaN SQNR too
+        for (const auto& [name, shapes] : other_shapes) consider(name);
       }
       if (o->json) {
         nlohmann::json j{{"schema", "lwc.compare"}, {"schema_version", 1}, {"reference", o->a}, {"candidate", o->b},
@@ -185,6 +200,11 @@ void addCompareCommand(CLI::App& app, Action& action, const GlobalOptions&) {
           j["layers"] = nlohmann::json::array();
           for (const auto* r : worst) j["layers"].push_back(rowJson(*r));
           j["first_divergence"] = first_div.empty() ? nlohmann::json(nullptr) : nlohmann::json(first_div);
+          j["other_shapes"] = nlohmann::json::array();
+          for (const auto& [name, shapes] : other_shapes)
+            j["other_shapes"].push_back({{"name", name},
+                                         {"reference_shape", shapes.first},
+                                         {"candidate_shape", shapes.second}});
         }
         std::cout << dumpJson(j) << "\n";
         return 0;
@@ -210,12 +230,29 @@ void addCompareCommand(CLI::App& app, Action& action, const GlobalOptions&) {
                     pv < 0.05 ? " (significant at the 5 % level)" : " (not significant at the 5 % level)");
       }
       if (o->per_layer) {
-        if (!first_div.empty()) std::printf("\nfirst tensor that differs: %s\n", first_div.c_str());
+        if (first_div.empty())
+          std::printf("\nno shared tensor differs beyond float rounding (all at %.0f dB SQNR or more)\n", kRoundingDb);
+        else if (const auto os = other_shapes.find(first_div); os != other_shapes.end())
+          std::printf("\nfirst tensor that differs: %s (shape %s, was %s)\n", first_div.c_str(),
+                      shapeStr(os->second.second).c_str(), shapeStr(os->second.first).c_str());
+        else
+          std::printf("\nfirst tensor that differs: %s (SQNR %s dB)\n", first_div.c_str(),
+                      formatFigure(layers.at(first_div).err.sqnrDb(), 2, true).c_str());
         std::printf("\n%zu shared tensors, worst first:\n%-48s %12s %10s %10s\n", worst.size(), "tensor", "max |diff|",
                     "SQNR dB", "cosine");
         for (const auto* r : worst)
           std::printf("%-48s %12s %10s %10s\n", r->name.c_str(), formatFigure(r->err.maxAbsDiff(), 4, false).c_str(),
                       formatFigure(r->err.sqnrDb(), 2, true).c_str(), formatFigure(r->err.cosine(), 6, true).c_str());
+        if (!other_shapes.empty()) {
+          std::printf("\n%zu shared tensor%s with another shape in the candidate (not compared):\n", other_shapes.size(),
+                      other_shapes.size() == 1 ? "" : "s");
+          std::vector<std::pair<size_t, std::string>> order;
+          for (const auto& [name, shapes] : other_shapes) order.emplace_back(first_seen[name], name);
+          std::sort(order.begin(), order.end());
+          for (const auto& [pos, name] : order)
+            std::printf("%-48s %s -> %s\n", name.c_str(), shapeStr(other_shapes.at(name).first).c_str(),
+                        shapeStr(other_shapes.at(name).second).c_str());
+        }
       }
       return 0;
     };

@@ -161,6 +161,42 @@ TEST_CASE("lwc compare --per-layer of a model and its quantized copy: each share
   }
 }
 
+TEST_CASE("lwc compare --per-layer: float rounding is no divergence, a channel-pruned tensor is one", "[cli][compare]") {
+  TempDir d;
+  const fs::path sample = test::testdataDir() / "fmnist_sample";
+  const fs::path model = test::testdataDir() / "resnet_fmnist.onnx";
+  const std::string data = " --data " + q(sample / "images.npy") + " --preprocess " + q(sample / "preprocess.json") +
+                           " --limit 50 --per-layer";
+  // BatchNorm folded: every tensor after the first BatchNorm differs in the last bits (above 120 dB),
+  // which used to name the stem's BatchNorm output as where "the damage starts".
+  REQUIRE(runLwc("fuse " + q(model) + " -o " + q(d / "fused.onnx")).exit_code == 0);
+  const auto jf = compareJson(model, d / "fused.onnx", data);
+  CHECK(jf["first_divergence"].is_null());
+  CHECK(jf["other_shapes"].empty());
+  bool some_rounding = false;
+  for (const auto& l : jf["layers"]) some_rounding = some_rounding || l["max_abs_diff"].get<double>() > 0;
+  CHECK(some_rounding);  // so the rule, not identical tensors, decided
+  CHECK_THAT(runLwc("compare " + q(model) + " " + q(d / "fused.onnx") + data).out,
+             Catch::Contains("no shared tensor differs beyond float rounding"));
+
+  // Channels removed: those tensors have fewer channels; listed, not silently left out, and the
+  // first of them is where the models part.
+  auto r = runLwc("prune " + q(model) + " --channels 0.3 -o " + q(d / "slim.onnx"));
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  const auto js = compareJson(model, d / "slim.onnx", data);
+  REQUIRE(js["other_shapes"].size() > 0);
+  const auto& first = js["other_shapes"][0];
+  CHECK(first["reference_shape"][1].get<int64_t>() > first["candidate_shape"][1].get<int64_t>());
+  bool listed = false;
+  for (const auto& o : js["other_shapes"]) listed = listed || o["name"] == js["first_divergence"];
+  CHECK(listed);
+  for (const auto& l : js["layers"])
+    for (const auto& o : js["other_shapes"]) CHECK(l["name"] != o["name"]);
+  CHECK_THAT(runLwc("compare " + q(model) + " " + q(d / "slim.onnx") + data).out,
+             Catch::Contains("with another shape in the candidate (not compared)"));
+}
+
 TEST_CASE("lwc compare reads [N, C, 1, 1] scores as eval does, and refuses labels the model cannot predict",
           "[cli][compare]") {
   TempDir d;
