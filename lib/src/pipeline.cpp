@@ -1096,6 +1096,12 @@ std::string PipelineReport::toText(bool time_passes) const {
        << (smaller ? "x smaller)" : "x larger)");
   }
   os << "\n";
+  // Pruning leaves params and bytes as they were (ONNX stores zeros): say what it did change.
+  if (a.weight_zeros != b.weight_zeros)
+    os << "zeros  " << pct(a.weight_elements ? double(a.weight_zeros) / double(a.weight_elements) : 0.0) << " -> "
+       << pct(b.weight_elements ? double(b.weight_zeros) / double(b.weight_elements) : 0.0)
+       << " of the Conv/Gemm/MatMul weights; non-zero " << a.weight_elements - a.weight_zeros << " -> "
+       << b.weight_elements - b.weight_zeros << "\n";
   if (anyIncompleteMacs(stages))
     os << "MACs marked + are lower bounds: some layers' shapes are only known at run time\n";
   if (labels && b.evaluated)

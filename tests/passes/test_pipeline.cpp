@@ -372,3 +372,18 @@ TEST_CASE("MACs that depend on sizes computed at run time are counted on a folde
   CHECK(rep.gates.at(0).passed);
   CHECK(rep.gates.at(0).value == 1.0);
 }
+
+TEST_CASE("the text report says how many weights pruning zeroed, which params and bytes do not show", "[pipeline]") {
+  auto gemm = [] {
+    Model m = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 256] x) => (float[N, 10] y) { y = Gemm <transB = 1> (x, w) })");
+    addConst(m, "w", {10, 256}, 1);
+    return m;
+  };
+  Model pruned = gemm();
+  const std::string text = runPipeline(parse({{"passes", {{{"pass", "prune_magnitude"}, {"options", {{"sparsity", 0.5}}}}}}}), pruned).toText(false);
+  CHECK_THAT(text, Contains("params 2560 -> 2560") && Contains("zeros  0.00 % -> 50.00 % of the Conv/Gemm/MatMul weights; "
+                                                                 "non-zero 2560 -> 1280"));
+  Model same = gemm();
+  CHECK_THAT(runPipeline(parse({{"passes", {"eliminate_dead"}}}), same).toText(false), !Contains("zeros "));
+}
