@@ -9,6 +9,7 @@
 #include <memory>
 #include <span>
 #include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
 
 #include "commands.h"
 #include "ort_peer.h"
@@ -113,6 +114,11 @@ void addPruneCommand(CLI::App& app, Action& action, const GlobalOptions&) {
              " steps; gradual pruning uses 10-100 (each step prunes and recovers the whole model)");
       if (!(a->lsq_cv_rows >= 0.0 && std::isfinite(a->lsq_cv_rows)))
         fail("prune: --lsq-cv-rows ", a->lsq_cv_rows, " must be a finite number >= 0");
+      // Pruning without recovery reads no data: a user who gave some most likely meant to recover
+      // (channel pruning at 30 % cost resnet 43 points on the sample without it).
+      if (a->recover == "none" && !a->run.calib.empty())
+        spdlog::warn("prune: --calib is given but --recover is none, so nothing re-fits the pruned layers on that data; "
+                     "add --recover lsq (least-squares re-fit of each pruned layer) to recover accuracy");
       if (a->pattern != "unstructured" && a->iters != 1)
         fail("prune: --pattern ", a->pattern, " is reached in one step; drop --iters");
       if (channels) {

@@ -99,6 +99,18 @@ TEST_CASE("lwc prune --recover lsq beats no recovery and is deterministic", "[cl
   CHECK(graphBytes(d / "lsq.onnx") == graphBytes(d / "again.onnx"));
 }
 
+TEST_CASE("lwc prune warns that --calib without --recover is not used to recover accuracy", "[cli][prune]") {
+  TempDir d;
+  const std::string base = "prune " + q(td("lenet5_fmnist.onnx")) + " --sparsity 0.5 --calib " + q(td("fmnist_sample"));
+  auto r = runLwc(base + " -o " + q(d / "a.onnx"));
+  INFO(r.err);
+  CHECK(r.exit_code == 0);
+  CHECK_THAT(r.err, Contains("--calib is given but --recover is none") && Contains("add --recover lsq"));
+  r = runLwc(base + " --recover bias -o " + q(d / "b.onnx"));
+  CHECK(r.exit_code == 0);
+  CHECK_THAT(r.err, !Contains("--recover is none"));
+}
+
 TEST_CASE("lwc prune --criterion obs: the scope's sparsity, weights chosen in the lsq step, deterministic",
           "[cli][prune][lsq]") {
   TempDir d;
