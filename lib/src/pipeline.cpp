@@ -950,6 +950,15 @@ std::string pct(double f) {
   return os.str();
 }
 
+// "0.00 % -> 90.00 % of the Conv/Gemm/MatMul weights; non-zero 266200 -> 26620"
+std::string zerosText(const StageMetrics& a, const StageMetrics& b) {
+  auto share = [](const StageMetrics& m) { return pct(m.weight_elements ? double(m.weight_zeros) / double(m.weight_elements) : 0.0); };
+  std::ostringstream os;
+  os << share(a) << " -> " << share(b) << " of the Conv/Gemm/MatMul weights; non-zero " << a.weight_elements - a.weight_zeros
+     << " -> " << b.weight_elements - b.weight_zeros;
+  return os.str();
+}
+
 std::string human(int64_t v) {
   std::ostringstream os;
   const double a = std::fabs(double(v));
@@ -1097,11 +1106,7 @@ std::string PipelineReport::toText(bool time_passes) const {
   }
   os << "\n";
   // Pruning leaves params and bytes as they were (ONNX stores zeros): say what it did change.
-  if (a.weight_zeros != b.weight_zeros)
-    os << "zeros  " << pct(a.weight_elements ? double(a.weight_zeros) / double(a.weight_elements) : 0.0) << " -> "
-       << pct(b.weight_elements ? double(b.weight_zeros) / double(b.weight_elements) : 0.0)
-       << " of the Conv/Gemm/MatMul weights; non-zero " << a.weight_elements - a.weight_zeros << " -> "
-       << b.weight_elements - b.weight_zeros << "\n";
+  if (a.weight_zeros != b.weight_zeros) os << "zeros  " << zerosText(a, b) << "\n";
   if (anyIncompleteMacs(stages))
     os << "MACs marked + are lower bounds: some layers' shapes are only known at run time\n";
   if (labels && b.evaluated)
@@ -1142,6 +1147,8 @@ std::string PipelineReport::toMarkdown() const {
   if (anyIncompleteMacs(stages))
     os << "\nMACs marked + are lower bounds: some layers' shapes are only known at run time.\n";
   const StageMetrics& fin = stages.back().metrics;
+  if (const StageMetrics& in = stages.front().metrics; in.weight_zeros != fin.weight_zeros)
+    os << "\nExactly-zero weights: " << zerosText(in, fin) << ".\n";
   if (labels && fin.evaluated && stages.size() > 1)
     os << "\nTop-1 change: " << fin.only_input_right << (fin.only_input_right == 1 ? " sample" : " samples")
        << " only the input model gets right, "

@@ -384,6 +384,9 @@ g (float[N, 256] x) => (float[N, 10] y) { y = Gemm <transB = 1> (x, w) })");
   const std::string text = runPipeline(parse({{"passes", {{{"pass", "prune_magnitude"}, {"options", {{"sparsity", 0.5}}}}}}}), pruned).toText(false);
   CHECK_THAT(text, Contains("params 2560 -> 2560") && Contains("zeros  0.00 % -> 50.00 % of the Conv/Gemm/MatMul weights; "
                                                                  "non-zero 2560 -> 1280"));
+  Model pruned_md = gemm();
+  CHECK_THAT(runPipeline(parse({{"passes", {{{"pass", "prune_magnitude"}, {"options", {{"sparsity", 0.5}}}}}}}), pruned_md).toMarkdown(),
+             Contains("Exactly-zero weights: 0.00 % -> 50.00 % of the Conv/Gemm/MatMul weights; non-zero 2560 -> 1280."));
   Model same = gemm();
   CHECK_THAT(runPipeline(parse({{"passes", {"eliminate_dead"}}}), same).toText(false), !Contains("zeros "));
 }
