@@ -191,6 +191,10 @@ void addCompareCommand(CLI::App& app, Action& action, const GlobalOptions&) {
           if (!(r->err.sqnrDb() >= kRoundingDb)) consider(r->name);  // NaN SQNR too
         for (const auto& [name, shapes] : other_shapes) consider(name);
       }
+      std::vector<std::string> reshaped;  // other_shapes in the reference's execution order
+      for (const auto& [name, shapes] : other_shapes) reshaped.push_back(name);
+      std::sort(reshaped.begin(), reshaped.end(),
+                [&](const std::string& x, const std::string& y) { return first_seen[x] < first_seen[y]; });
       if (o->json) {
         nlohmann::json j{{"schema", "lwc.compare"}, {"schema_version", 1}, {"reference", o->a}, {"candidate", o->b},
                          {"data", ds->describe()}, {"samples", done}};
@@ -201,10 +205,10 @@ void addCompareCommand(CLI::App& app, Action& action, const GlobalOptions&) {
           for (const auto* r : worst) j["layers"].push_back(rowJson(*r));
           j["first_divergence"] = first_div.empty() ? nlohmann::json(nullptr) : nlohmann::json(first_div);
           j["other_shapes"] = nlohmann::json::array();
-          for (const auto& [name, shapes] : other_shapes)
+          for (const auto& name : reshaped)
             j["other_shapes"].push_back({{"name", name},
-                                         {"reference_shape", shapes.first},
-                                         {"candidate_shape", shapes.second}});
+                                         {"reference_shape", other_shapes.at(name).first},
+                                         {"candidate_shape", other_shapes.at(name).second}});
         }
         std::cout << dumpJson(j) << "\n";
         return 0;
@@ -246,10 +250,7 @@ void addCompareCommand(CLI::App& app, Action& action, const GlobalOptions&) {
         if (!other_shapes.empty()) {
           std::printf("\n%zu shared tensor%s with another shape in the candidate (not compared):\n", other_shapes.size(),
                       other_shapes.size() == 1 ? "" : "s");
-          std::vector<std::pair<size_t, std::string>> order;
-          for (const auto& [name, shapes] : other_shapes) order.emplace_back(first_seen[name], name);
-          std::sort(order.begin(), order.end());
-          for (const auto& [pos, name] : order)
+          for (const auto& name : reshaped)
             std::printf("%-48s %s -> %s\n", name.c_str(), shapeStr(other_shapes.at(name).first).c_str(),
                         shapeStr(other_shapes.at(name).second).c_str());
         }

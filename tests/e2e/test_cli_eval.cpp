@@ -186,7 +186,8 @@ TEST_CASE("lwc compare --per-layer: float rounding is no divergence, a channel-p
   REQUIRE(r.exit_code == 0);
   const auto js = compareJson(model, d / "slim.onnx", data);
   REQUIRE(js["other_shapes"].size() > 0);
-  const auto& first = js["other_shapes"][0];
+  const auto& first = js["other_shapes"][0];  // in execution order: the first is where they part
+  CHECK(first["name"] == js["first_divergence"]);
   CHECK(first["reference_shape"][1].get<int64_t>() > first["candidate_shape"][1].get<int64_t>());
   bool listed = false;
   for (const auto& o : js["other_shapes"]) listed = listed || o["name"] == js["first_divergence"];
