@@ -358,7 +358,8 @@ PassResult PruneMagnitude::run(Model& m, PassContext& ctx) {
              {"weights_zeroed", zeroed},
              {"weights_in_pruned_layers", total},
              {"zeros_in_pruned_layers", zeros_after}};
-  r.changed = zeroed > 0;
+  // A second step at the same sparsity zeroes nothing new, but its recovery still moves weights.
+  r.changed = zeroed > 0 || reconstructed > 0 || corrected > 0;
   return r;
 }
 

@@ -168,7 +168,7 @@ PassResult WeightShare::run(Model& m, PassContext& ctx) {
              {"weights_in_shared_layers", weights},
              {"weights_changed", changed_weights},
              {"layers_refitted", refitted}};
-  r.changed = changed_weights > 0;
+  r.changed = changed_weights > 0 || refitted > 0;  // a re-fit moves the shared values (the codebook)
   if (layers > 0) {
     std::ostringstream note;
     note << "all shared layers: relative weight error " << std::setprecision(3) << (energy > 0 ? std::sqrt(err / energy) : 0.0);

@@ -48,6 +48,23 @@ class BreakingPass : public Pass {
     fail("deliberate failure");
   }
 };
+
+// A pass that changes the model's weights (a new tensor, as passes set them) but reports no change.
+class SilentPass : public Pass {
+ public:
+  std::string name() const override { return "silent"; }
+  std::string help() const override { return "test: changes weights, says it did not"; }
+  PassResult run(Model& m, PassContext&) override {
+    for (auto& [name, t] : m.graph.initializers.items())
+      if (t.dtype() == DType::Float32 && t.rank() == 2) {  // the Gemm weights: negated
+        Tensor n = t.clone();
+        for (int64_t i = 0; i < n.numel(); ++i) n.data<float>()[i] = -n.data<float>()[i];
+        m.graph.initializers.set(name, n);
+        break;
+      }
+    return {};
+  }
+};
 }  // namespace
 
 TEST_CASE("pass options are validated against the pass's declaration", "[pipeline]") {
@@ -210,6 +227,26 @@ TEST_CASE("pipelines report per-stage metrics and evaluate gates", "[pipeline]")
   CHECK(j["stages"].size() == 3);
   CHECK(j["delta"]["nodes"].get<int64_t>() < 0);
   CHECK_THAT(rep.toMarkdown(), Contains("| fuse_batchnorm |") && Contains("**FAIL**"));
+}
+
+TEST_CASE("a stage reuses the previous stage's evaluation only when the model computes the same", "[pipeline]") {
+  // Two prune_magnitude steps at one sparsity, the second with recovery, reported the first step's
+  // top-1 for the second (its flag said "no change": no weight newly zeroed), and gates judged that.
+  PassRegistry reg;
+  reg.add([] { return std::make_unique<SilentPass>(); });
+  reg.add([] { return passes::builtinPasses().create("eliminate_dead", ""); });
+  Pipeline p = Pipeline::fromJson({{"data", {{"eval", {{"path", "fmnist_sample"}, {"limit", 100}}}}},
+                                   {"eval_every_pass", true},
+                                   {"passes", {"eliminate_dead", "silent", "eliminate_dead"}}},
+                                  "p.json", testdataDir(), reg);
+  Model m = loadModel(testdataDir() / "lenet5_fmnist.onnx");
+  const PipelineReport rep = runPipeline(p, m);
+  REQUIRE(rep.stages.size() == 4);
+  CHECK(rep.stages[1].metrics.top1 == rep.stages[0].metrics.top1);  // really nothing changed: reused
+  CHECK(rep.stages[2].result.changed);  // the pipeline saw the new weights
+  CHECK(*rep.stages[2].metrics.top1 < *rep.stages[0].metrics.top1 - 0.3);
+  CHECK(rep.stages[2].metrics.output_sqnr_db < 10);
+  CHECK(rep.stages[3].metrics.top1 == rep.stages[2].metrics.top1);
 }
 
 TEST_CASE("gates on accuracy need labels, checked before any pass runs", "[pipeline]") {

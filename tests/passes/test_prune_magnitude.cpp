@@ -145,6 +145,31 @@ TEST_CASE("prune_magnitude recover bias restores the mean of each pruned layer's
   CHECK(p->needsCalibration(p->options()));
 }
 
+TEST_CASE("a second prune_magnitude step at the same sparsity zeroes nothing new, and with recovery says it changed",
+          "[prune]") {
+  // Its "changed" said no (no weight newly zeroed) while bias and lsq moved weights: the pipeline
+  // then reported the step before's top-1 for it.
+  TempDir d;
+  const DataSpec calib = npyData(d / "x.npy", randomFloat({64, 8, 10, 10}, 7, 0.0f, 2.0f), 16);
+  auto run = [&](Model& m, const char* recover) {
+    auto p = passes::builtinPasses().create("prune_magnitude");
+    p->configure({{"sparsity", 0.6}, {"min_params", 0}, {"recover", recover}}, "p");
+    PassContext ctx;
+    ctx.calib = &calib;
+    return p->run(m, ctx);
+  };
+  for (const char* recover : {"none", "bias", "lsq"}) {
+    INFO(recover);
+    Model m = twoLayers();
+    run(m, "none");
+    const std::string before = serialized(m);
+    const PassResult r = run(m, recover);
+    CHECK(r.stats.at("weights_zeroed") == 0);
+    CHECK(r.changed == (serialized(m) != before));
+    CHECK(r.changed == (std::string(recover) != "none"));
+  }
+}
+
 TEST_CASE("prune_magnitude recover bias matches the reference's per-channel output means and is path-independent",
           "[prune]") {
   TempDir d;
