@@ -208,6 +208,40 @@ g (float[N, 3, 8, 8] x, float[4] s) => (float[N, 4, 6, 6] y) {
     CHECK(noteMentions(r, "not a constant"));
     CHECK(serialized(m) == before);
   }
+  SECTION("weights shared to a few values (weight_share) stay shared; pruned weights are folded") {
+    // Folding multiplies each output channel by its own scale: 16 shared values became one set per
+    // channel (resnet after weight_share: its Huffman-coded file 2.35x larger, without a word).
+    auto convBn = [] {
+      Model m = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 8, 8, 8] x) => (float[N, 16, 6, 6] y) {
+  c = Conv (x, w)
+  y = BatchNormalization (c, bn_g, bn_b, bn_m, bn_v)
+})");
+      addConst(m, "w", {16, 8, 3, 3}, 1);
+      addBn(m, "bn", 16, 10);
+      return m;
+    };
+    Model shared = convBn();
+    Tensor w = shared.graph.initializers.at("w").clone();
+    for (int64_t i = 0; i < w.numel(); ++i) w.data<float>()[i] = 0.05f * float(i % 16) - 0.4f;  // 16 values, one 0
+    shared.graph.initializers.set("w", w);
+    const std::string before = serialized(shared);
+    auto r = runPass(shared, "fuse_batchnorm");
+    CHECK_FALSE(r.changed);
+    CHECK(noteMentions(r, "weights hold 15 distinct non-zero values among 1080"));
+    CHECK(noteMentions(r, "run fuse_batchnorm before weight_share"));
+    CHECK(serialized(shared) == before);
+
+    // 90 % zeros: few non-zeros, each its own value; zeros stay zeros when scaled.
+    Model pruned = convBn();
+    Tensor pw = pruned.graph.initializers.at("w").clone();
+    for (int64_t i = 0; i < pw.numel(); ++i)
+      if (i % 10) pw.data<float>()[i] = 0.0f;
+    pruned.graph.initializers.set("w", pw);
+    Model ref = pruned;
+    CHECK(runPass(pruned, "fuse_batchnorm").stats["folded_into_producer"] == 1);
+    CHECK(compareModels(ref, pruned, 1e-5).empty());
+  }
   SECTION("a weight shared by two Convs gets a new folded copy") {
     Model m = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
 g (float[N, 3, 8, 8] x) => (float[N, 4, 6, 6] y, float[N, 4, 6, 6] z) {
