@@ -2,6 +2,7 @@
 
 #include "lwc/graph_edit.h"
 #include "lwc/shape_inference.h"
+#include "passes/weight_layers.h"
 
 #include <cmath>
 #include <cstring>
@@ -85,7 +86,10 @@ std::string foldIntoProducer(Ctx& c, size_t bi, const ChannelAffine& a) {
     return "producer " + what + "'s output has other readers or is a graph output";
   const int64_t ch = static_cast<int64_t>(a.scale.size());
   const Tensor* w = floatConstant(g, p.inputs.size() > 1 ? p.inputs[1] : "");
-  if (!w) return "producer " + what + " has no constant float weights";
+  if (!w) {
+    const std::string coded = p.inputs.size() > 1 ? codedWeightsReason(g, p.inputs[1]) : "";
+    return "producer " + what + (coded.empty() ? " has no constant float weights" : ": " + coded);
+  }
   if (std::string why = sharedWeights(*w, "producer " + what); !why.empty()) return why;
   const std::string base = p.name.empty() ? p.op_type : p.name;
 
@@ -166,7 +170,10 @@ std::string foldIntoConsumer(Ctx& c, size_t bi, const ChannelAffine& a) {
     return "its reader is not a Conv";
   const Node& conv = g.nodes[ci];
   const Tensor* w = floatConstant(g, conv.inputs.size() > 1 ? conv.inputs[1] : "");
-  if (!w || w->rank() < 3) return "the following " + conv.describe() + " has no constant float weights";
+  if (!w || w->rank() < 3) {
+    const std::string coded = !w && conv.inputs.size() > 1 ? codedWeightsReason(g, conv.inputs[1]) : "";
+    return "the following " + conv.describe() + (coded.empty() ? " has no constant float weights" : ": " + coded);
+  }
   if (std::string why = sharedWeights(*w, "the following " + conv.describe()); !why.empty()) return why;
   const std::string auto_pad = conv.attrString("auto_pad", "NOTSET");
   bool padded = auto_pad != "NOTSET" && auto_pad != "VALID";

@@ -226,6 +226,11 @@ TEST_CASE("passes after huffman_encode name the layers they leave alone because 
     CHECK_THAT(r.err, Contains("'/fc1/Gemm'") && Contains("its weights are Huffman-coded") &&
                           Contains("decode them first (lwc decode, or the huffman_decode pass)"));
   }
+  // fuse_batchnorm (resnet has BNs) said "has no constant float weights".
+  auto r = runLwc("run --passes \"" + chain + "fuse_batchnorm\" " + q(td("resnet_fmnist.onnx")) + " -o " +
+                  q(d / "o.onnx"));
+  REQUIRE(r.exit_code == 0);
+  CHECK_THAT(r.err, Contains("left alone: producer Conv '/layers/layers.0/conv1/Conv': its weights are Huffman-coded"));
   // Dynamic quantization (MatMul/Gemm only, all coded here): the error says why.
   test::checkOneLineError(runLwc("-q run --passes \"" + chain + "quantize_dynamic\" " + q(td("lenet5_fmnist.onnx")) + " -o " + q(d / "o.onnx")),
                           "a layer there is left in float: its weights are Huffman-coded");
