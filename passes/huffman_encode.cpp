@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <iomanip>
 #include <set>
 #include <sstream>
 
@@ -99,15 +100,19 @@ PassResult HuffmanEncode::run(Model& m, PassContext&) {
                                  e->codebook.numel() * es;
     raw += bytes;
     sparse_b += sparse_bytes;
-    shared_b += std::min(shared_bytes, sparse_bytes);
+    shared_b += shared_bytes;
     huff_b += coded_bytes;
     book_b += e->codebook.numel() * es;
     ++coded;
     std::ostringstream note;
+    // Deep Compression's stages as that paper counts them; "shared" is the cluster indices and the
+    // codebook even where it is not smaller than the sparse index (values not shared: no gain).
+    const double per_weight = 8.0 / double(std::max<int64_t>(t.numel(), 1));
     note << name << ": " << bytes << " B -> sparse index " << sparse_bytes << " B -> shared (" << e->symbols
-         << " values) " << std::min(shared_bytes, sparse_bytes) << " B -> huffman " << coded_bytes << " B (codebook "
-         << e->codebook.numel() * es << " B, " << (e->sparse ? "sparse" : "dense") << ", "
-         << static_cast<double>(e->stats.payload_bytes * 8) / double(std::max<int64_t>(t.numel(), 1)) << " bits/weight)";
+         << " values) " << shared_bytes << " B" << (shared_bytes >= sparse_bytes ? " (not smaller)" : "") << " -> huffman "
+         << coded_bytes << " B (codebook " << e->codebook.numel() * es << " B, " << (e->sparse ? "sparse" : "dense") << ", "
+         << std::setprecision(3) << double(e->stats.payload_bytes) * per_weight << " bits/weight in codes, "
+         << double(coded_bytes) * per_weight << " with stream header and codebook)";
     r.notes.push_back(note.str());
     const std::string sname = g.uniqueName(name + "__stream");
     g.initializers.set(sname, std::move(e->stream));

@@ -27,7 +27,8 @@ struct CodedTensor {
   std::string name, dtype, shape;
   int64_t elements = 0, raw_bytes = 0, stream_bytes = 0, codebook_bytes = 0, symbols = 0;
   bool sparse = false;
-  double bits_per_weight = 0;
+  double bits_per_weight = 0;         ///< Huffman codes only
+  double stored_bits_per_weight = 0;  ///< stream (header, code lengths, codes) and codebook
 };
 
 /// ai.lwc::HuffmanDecode nodes and their sizes (header read only; nothing is decoded).
@@ -52,6 +53,7 @@ std::vector<CodedTensor> codedTensors(const Model& m) {
       t.symbols = info.num_symbols;
       t.sparse = info.sparse;
       t.bits_per_weight = t.elements ? 8.0 * double(info.payload_bytes) / double(t.elements) : 0.0;
+      t.stored_bits_per_weight = t.elements ? 8.0 * double(t.stream_bytes + t.codebook_bytes) / double(t.elements) : 0.0;
     } catch (const Error& e) {
       fail(m.label(), ": ", n.describe(), ": ", e.what());
     }
@@ -155,7 +157,8 @@ nlohmann::json buildJson(const Model& m, const ModelStats& st) {
   for (const auto& t : codedTensors(m))
     coded.push_back({{"name", t.name}, {"dtype", t.dtype}, {"shape", t.shape}, {"elements", t.elements},
                      {"raw_bytes", t.raw_bytes}, {"stream_bytes", t.stream_bytes}, {"codebook_bytes", t.codebook_bytes},
-                     {"symbols", t.symbols}, {"sparse", t.sparse}, {"bits_per_weight", t.bits_per_weight}});
+                     {"symbols", t.symbols}, {"sparse", t.sparse}, {"bits_per_weight", t.bits_per_weight},
+                     {"stored_bits_per_weight", t.stored_bits_per_weight}});
   if (!coded.empty()) j["huffman_coded"] = coded;
   return j;
 }
@@ -218,13 +221,14 @@ void printHuman(const Model& m, const ModelStats& st, bool per_layer) {
   if (!coded.empty()) {
     int64_t raw = 0, stored = 0;
     o << "\nHuffman-coded weights (ai.lwc.HuffmanDecode; `lwc decode` restores plain ONNX):\n";
-    std::printf("%-36s %-14s %10s %10s %10s %8s %7s %10s\n", "tensor", "shape", "raw B", "stream B", "codebook B",
-                "values", "coding", "bits/w");
+    // bits/w: what a weight costs in the file (stream and codebook); in codes: the Huffman codes alone.
+    std::printf("%-36s %-14s %10s %10s %10s %8s %7s %7s %9s\n", "tensor", "shape", "raw B", "stream B", "codebook B",
+                "values", "coding", "bits/w", "in codes");
     for (const auto& t : coded) {
       std::string name = t.name.size() > 36 ? "..." + t.name.substr(t.name.size() - 33) : t.name;
-      std::printf("%-36s %-14s %10lld %10lld %10lld %8lld %7s %10.2f\n", name.c_str(), t.shape.c_str(),
+      std::printf("%-36s %-14s %10lld %10lld %10lld %8lld %7s %7.2f %9.2f\n", name.c_str(), t.shape.c_str(),
                   (long long)t.raw_bytes, (long long)t.stream_bytes, (long long)t.codebook_bytes, (long long)t.symbols,
-                  t.sparse ? "sparse" : "dense", t.bits_per_weight);
+                  t.sparse ? "sparse" : "dense", t.stored_bits_per_weight, t.bits_per_weight);
       raw += t.raw_bytes;
       stored += t.stream_bytes + t.codebook_bytes;
     }

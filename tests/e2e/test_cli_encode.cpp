@@ -71,6 +71,20 @@ TEST_CASE("decode(encode(m)) has bit-identical weights for every testdata model"
   }
 }
 
+TEST_CASE("huffman_encode's stage sizes: shared is the cluster indices and codebook, said when not smaller", "[cli][huffman]") {
+  // Pruned, not shared: 23 503 distinct values in fc1. The "shared" figure was the sparse index's
+  // (the smaller of the two) under the label "shared (23503 values)".
+  TempDir d;
+  REQUIRE(runLwc("-q prune " + q(td("lenet300_fmnist.onnx")) + " --sparsity 0.9 -o " + q(d / "p.onnx")).exit_code == 0);
+  auto r = runLwc("encode " + q(d / "p.onnx") + " -o " + q(d / "e.onnx") + " --report " + q(d / "r.json"));
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK_THAT(r.err, Contains("fc1.weight: 940800 B -> sparse index") && Contains(" B (not smaller) -> huffman"));
+  std::ifstream f(d / "r.json");
+  const auto stats = nlohmann::json::parse(f)["stages"].back()["stats"];
+  CHECK(stats["shared_bytes"].get<int64_t>() > stats["sparse_index_bytes"].get<int64_t>());
+}
+
 TEST_CASE("encoding an encoded model leaves its streams and codebooks alone and says so", "[cli][huffman]") {
   // Each HuffmanDecode's inputs are already coded: a second encode used to code an int64 tensor's
   // stream again (a chain of two decoders), silently.
@@ -127,7 +141,15 @@ TEST_CASE("Huffman coding of an INT8 model is lossless and smaller, lwc info sho
   const auto j = nlohmann::json::parse(js.out);
   REQUIRE(j.contains("huffman_coded"));
   int64_t stored = 0;
-  for (const auto& t : j["huffman_coded"]) stored += t["stream_bytes"].get<int64_t>() + t["codebook_bytes"].get<int64_t>();
+  for (const auto& t : j["huffman_coded"]) {
+    const int64_t bytes = t["stream_bytes"].get<int64_t>() + t["codebook_bytes"].get<int64_t>();
+    stored += bytes;
+    // bits/w is what a weight costs in the file; the codes alone are less (the stream's header and
+    // code lengths, and the codebook, come on top: it printed the codes alone as "bits/w").
+    const double elements = t["elements"].get<double>();
+    CHECK(t["stored_bits_per_weight"].get<double>() == Approx(8.0 * double(bytes) / elements));
+    CHECK(t["bits_per_weight"].get<double>() < t["stored_bits_per_weight"].get<double>());
+  }
   CHECK(stored > 0);
   CHECK(j["params"].get<int64_t>() == nlohmann::json::parse(runLwc("info --json " + q(int8)).out)["params"].get<int64_t>());
 }
