@@ -155,6 +155,11 @@ void addQuantizeCommand(CLI::App& app, Action& action, const GlobalOptions&) {
           d["calibration"]["seconds"] = st.loaded ? nlohmann::json() : nlohmann::json(st.seconds);
           d["calibration"]["images_per_s"] =
               st.loaded ? nlohmann::json() : nlohmann::json(st.seconds > 0 ? double(st.samples) / st.seconds : 0.0);
+          // With saved statistics, bias correction and GPTQ still read --calib data: said, not "no data read".
+          std::vector<std::string> reads;
+          if (q->bias_correction) reads.push_back("bias correction");
+          if (q->weight_rounding == "gptq") reads.push_back("GPTQ");
+          if (st.loaded && !reads.empty()) d["calibration"]["data_read_for"] = reads;
         }
         const DataSpec* data = nullptr;
         DataSpec spec;
@@ -209,9 +214,14 @@ void addQuantizeCommand(CLI::App& app, Action& action, const GlobalOptions&) {
       };
       hooks.print_extra = [table, lat, ort, bench_batch](const PipelineReport& rep) {
         const auto& d = rep.stages.back().details;
-        if (d.contains("calibration") && d["calibration"]["from_saved_statistics"].get<bool>())
-          std::printf("\ncalibration  %lld samples' statistics read from --load-calib (no data read in this run)\n",
-                      static_cast<long long>(d["calibration"]["samples"].get<int64_t>()));
+        if (d.contains("calibration") && d["calibration"]["from_saved_statistics"].get<bool>()) {
+          std::string reads;
+          for (const auto& r : d["calibration"].value("data_read_for", nlohmann::json::array()))
+            reads += (reads.empty() ? "" : " and ") + r.get<std::string>();
+          std::printf("\ncalibration  activation ranges from %lld samples' statistics read from --load-calib (%s)\n",
+                      static_cast<long long>(d["calibration"]["samples"].get<int64_t>()),
+                      reads.empty() ? "no data read in this run" : ("--calib data read for " + reads).c_str());
+        }
         else if (d.contains("calibration"))
           std::printf("\ncalibration  %lld samples in %.2f s (%.0f images/s)\n",
                       static_cast<long long>(d["calibration"]["samples"].get<int64_t>()),

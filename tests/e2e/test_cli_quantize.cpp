@@ -277,7 +277,16 @@ TEST_CASE("lwc calibrate shards merge into the same model as one calibration", "
   CHECK(cal["from_saved_statistics"] == true);
   CHECK(cal["seconds"].is_null());
   CHECK(cal["images_per_s"].is_null());
-  CHECK_THAT(m1.out, Contains("read from --load-calib"));
+  CHECK_THAT(m1.out, Contains("read from --load-calib (no data read in this run)"));
+  CHECK_FALSE(cal.contains("data_read_for"));
+  // Bias correction still reads --calib data: said so (it printed "no data read in this run").
+  auto bc = runLwc("quantize " + q(model) + " --load-calib " + q(d / "a.json") + " " + q(d / "b.json") + " --calib " +
+                   q(sample) + " --bias-correction -o " + q(d / "bc.onnx") + " --bench-batch 0 --layer-samples 0 --report " +
+                   q(d / "bc.json"));
+  INFO(bc.err);
+  REQUIRE(bc.exit_code == 0);
+  CHECK_THAT(bc.out, Contains("read from --load-calib (--calib data read for bias correction)"));
+  CHECK(readJson(d / "bc.json")["stages"].back()["details"]["calibration"]["data_read_for"] == nlohmann::json{"bias correction"});
   // A calibration file is the same bytes on every run (it held the run's wall-clock time).
   REQUIRE(runLwc("-q calibrate " + q(model) + " --calib " + q(sample) + " --shard 0/2 -o " + q(d / "a2.json")).exit_code == 0);
   CHECK(test::readFile(d / "a2.json") == test::readFile(d / "a.json"));
