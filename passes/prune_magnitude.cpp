@@ -327,7 +327,10 @@ PassResult PruneMagnitude::run(Model& m, PassContext& ctx) {
     }
   }
   // What changed, layer by layer, against the step's input (lsq may have renamed the weights).
-  int64_t zeroed = 0, total = 0, zeros_after = 0;
+  // Layers count as pruned when they hold zeros: an N:M pattern cannot reach a layer with fewer
+  // input channels than M (tinyformer's one-channel embedding: "layers_pruned 9" with 8 pruned, and
+  // its 3136 dense weights in weights_in_pruned_layers).
+  int64_t zeroed = 0, total = 0, zeros_after = 0, pruned_layers = 0;
   std::vector<std::string> sparsity_notes;
   for (const auto& L : layers) {
     const Node& n = g.nodes[L.node];
@@ -339,8 +342,11 @@ PassResult PruneMagnitude::run(Model& m, PassContext& ctx) {
       zeroed += P[i] == 0.0f && B[i] != 0.0f;
       layer_zeros += P[i] == 0.0f;
     }
-    total += w.numel();
-    zeros_after += layer_zeros;
+    if (layer_zeros > 0) {
+      ++pruned_layers;
+      total += w.numel();
+      zeros_after += layer_zeros;
+    }
     std::ostringstream note;
     note << n.describe() << ": sparsity " << std::fixed << std::setprecision(1)
          << 100.0 * double(layer_zeros) / double(w.numel()) << " % of " << w.numel();
@@ -352,7 +358,7 @@ PassResult PruneMagnitude::run(Model& m, PassContext& ctx) {
     sparsity_notes.push_back(note.str());
   }
   r.notes.insert(r.notes.begin() + static_cast<std::ptrdiff_t>(sparsity_notes_at), sparsity_notes.begin(), sparsity_notes.end());
-  r.stats = {{"layers_pruned", static_cast<int64_t>(layers.size())},
+  r.stats = {{"layers_pruned", pruned_layers},
              {"biases_corrected", corrected},
              {"layers_reconstructed", reconstructed},
              {"weights_zeroed", zeroed},

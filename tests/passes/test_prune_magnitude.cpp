@@ -772,4 +772,18 @@ g (float[N, 6, 5, 5] x) => (float[N, 4, 5, 5] y) {
   auto r = runPass(c, "prune_magnitude", {{"pattern", "2:4"}, {"min_params", 0}});
   CHECK(countZeros(c.graph.initializers.at("w")) == 4 * 9 * 2);
   CHECK(notesWith(r.notes, "cover 4 of its 6 input channels; the last 2 stay dense") == 1);
+  CHECK(r.stats.at("layers_pruned") == 1);
+  // One input channel: no group of 4, no zeros; not counted as pruned (tinyformer's embedding was).
+  Model one = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 1, 5, 5] x) => (float[N, 8, 5, 5] y) {
+  h = Conv <pads=[1,1,1,1], kernel_shape=[3,3]> (x, w0)
+  y = Conv <pads=[1,1,1,1], kernel_shape=[3,3]> (h, w)
+})");
+  addConst(one, "w0", {8, 1, 3, 3}, 8);
+  addConst(one, "w", {8, 8, 3, 3}, 9);
+  auto ro = runPass(one, "prune_magnitude", {{"pattern", "2:4"}, {"min_params", 0}});
+  CHECK(countZeros(one.graph.initializers.at("w0")) == 0);
+  CHECK(ro.stats.at("layers_pruned") == 1);
+  CHECK(ro.stats.at("weights_in_pruned_layers") == 8 * 8 * 9);
+  CHECK(ro.stats.at("zeros_in_pruned_layers") == 8 * 8 * 9 / 2);
 }
