@@ -527,6 +527,7 @@ PipelineReport runPipeline(const Pipeline& p, Model& m, const RunOptions& opts) 
   if (p.eval) {
     ev = std::make_unique<Evaluator>(*p.eval, input, opts.threads);
     rep.eval_data = ev->dataset().describe();
+    rep.eval_batch = fixedBatchSize(input) > 0 ? fixedBatchSize(input) : p.eval->batch;  // as the data set gives them
     rep.eval_preprocessing = preprocessing(ev->dataset(), p.eval->origin);
     for (const auto& g : p.gates)
       for (const auto& info : gateInfos())
@@ -1070,6 +1071,7 @@ json PipelineReport::toJson() const {
               {"output", output_written && !output.empty() ? json(output) : json(nullptr)},
               {"output_not_written", output_written || output.empty() ? json(nullptr) : json(output)},
               {"eval_data", eval_data.empty() ? json(nullptr) : json(eval_data)},
+              {"eval_batch", eval_data.empty() ? json(nullptr) : json(eval_batch)},
               {"eval_preprocessing", eval_preprocessing},
               {"calib_data", calib_data.empty() ? json(nullptr) : json(calib_data)},
               {"calib_preprocessing", calib_preprocessing},
@@ -1089,7 +1091,7 @@ std::string PipelineReport::toText(bool time_passes) const {
   const bool labels = eval && stages.front().metrics.top1.has_value();
   os << "pipeline " << pipeline << "\nmodel    " << model << "\n";
   if (!output.empty()) os << "output   " << output << (output_written ? "" : " (not written: a gate failed)") << "\n";
-  if (eval) os << "eval     " << eval_data << "\n";
+  if (eval) os << "eval     " << eval_data << ", batches of " << eval_batch << "\n";
   if (!calib_data.empty()) os << "calib    " << calib_data << "\n";
   os << "\n";
   char line[512];

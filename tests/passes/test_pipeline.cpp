@@ -222,6 +222,8 @@ TEST_CASE("pipelines report per-stage metrics and evaluate gates", "[pipeline]")
   CHECK_FALSE(rep.gatesPassed());
   const json j = rep.toJson();
   CHECK(j["schema"] == "lwc.report");
+  CHECK(j["eval_batch"] == 100);  // the pipeline's default; a dynamically quantized model's outputs depend on it
+  CHECK_THAT(rep.toText(false), Contains("labels.npy), batches of 100"));
   CHECK(j["schema_version"] == kReportSchemaVersion);
   CHECK(j["status"] == "gate_failed");
   CHECK(j["stages"].size() == 3);

@@ -114,6 +114,9 @@ struct PipelineReport {
   /// and "output_not_written": the path, so that no one takes an older file there for this run's).
   bool output_written = true;
   std::string eval_data;  ///< dataset description, empty without eval data
+  /// Samples per batch of the evaluation: outputs of a dynamically quantized model depend on it
+  /// (its activations' scales are taken over the whole batch), so the report records it.
+  int64_t eval_batch = 0;
   std::string calib_data;  ///< the same for the calibration data
   /// The preprocessing applied to image data (Preprocess::toJson plus "from": the file or option it
   /// came from, or "default preprocessing"); null when there is none or the data are not images.
