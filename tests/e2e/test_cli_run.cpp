@@ -225,7 +225,8 @@ TEST_CASE("lwc run: a gate at exactly the measured value passes", "[cli][run]") 
   INFO(r.out << r.err);
   CHECK(r.exit_code == 0);
   CHECK(fs::exists(d / "out.onnx"));
-  for (const auto& gate : readJson(d / "rep.json")["gates"]) CHECK(gate["passed"] == true);
+  const auto report = readJson(d / "rep.json");  // held: a range-for over a temporary's member reads freed memory
+  for (const auto& gate : report["gates"]) CHECK(gate["passed"] == true);
 }
 
 TEST_CASE("lwc run: bad pipelines and paths fail before any work, leaving no file", "[cli][run]") {
