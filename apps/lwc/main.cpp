@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "commands.h"
+#include "ort_peer.h"
 #include "lwc/engine.h"
 #include "lwc/pipeline.h"
 #include "lwc/status.h"
@@ -115,6 +116,7 @@ int main(int argc, char** argv) {
   // A user's own OMP_*/GOMP_* settings win.
   if (!std::getenv("LWC_OMP_CONFIGURED")) {
     ::setenv("LWC_OMP_CONFIGURED", "1", 1);
+    lwc::app::saveStartAffinity();  // before threads are pinned: the CPUs a child process (ONNX Runtime) may use
     ::setenv("OMP_PROC_BIND", "close", 0);
     ::setenv("OMP_PLACES", "cores", 0);
     if (!std::getenv("OMP_WAIT_POLICY")) ::setenv("GOMP_SPINCOUNT", "20000", 0);

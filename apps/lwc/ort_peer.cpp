@@ -20,6 +20,7 @@
 #include <thread>
 #include <vector>
 
+#include "lwc/engine.h"
 #include "lwc/model_io.h"
 #include "lwc/status.h"
 
@@ -82,11 +83,14 @@ nlohmann::json benchOnce(const std::string& tool, const fs::path& model, const f
   posix_spawn_file_actions_addopen(&fa, 2, err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
   // lwc pins its OpenMP threads (OMP_PROC_BIND, see main.cpp), this one included, and a child
   // inherits the affinity of the thread that starts it: ONNX Runtime's two threads then shared one
-  // core (mnv2_fmnist b32: 30.9 ms instead of 7.9). The child gets every CPU of the process.
+  // core (mnv2_fmnist b32: 30.9 ms instead of 7.9). The child gets the CPUs lwc was started with
+  // (all of them used to be handed over, so `taskset -c 0 lwc ...` timed ONNX Runtime on two).
   cpu_set_t mine, all;
   const bool pinned = ::sched_getaffinity(0, sizeof mine, &mine) == 0;
-  CPU_ZERO(&all);
-  for (int c = 0; c < CPU_SETSIZE; ++c) CPU_SET(c, &all);
+  if (!startAffinity(all)) {
+    CPU_ZERO(&all);
+    for (int c = 0; c < CPU_SETSIZE; ++c) CPU_SET(c, &all);
+  }
   if (pinned) ::sched_setaffinity(0, sizeof all, &all);
   pid_t pid = 0;
   const int rc = posix_spawnp(&pid, "node", &fa, nullptr, argv.data(), environ);
@@ -110,6 +114,30 @@ nlohmann::json benchOnce(const std::string& tool, const fs::path& model, const f
 }
 
 }  // namespace
+
+void saveStartAffinity() {
+  cpu_set_t cpus;
+  if (::sched_getaffinity(0, sizeof cpus, &cpus) != 0) return;
+  std::string list;
+  for (int c = 0; c < CPU_SETSIZE; ++c)
+    if (CPU_ISSET(c, &cpus)) list += (list.empty() ? "" : ",") + std::to_string(c);
+  ::setenv("LWC_START_CPUS", list.c_str(), 1);
+}
+
+bool startAffinity(cpu_set_t& cpus) {
+  const char* e = std::getenv("LWC_START_CPUS");
+  if (!e || !*e) return false;
+  CPU_ZERO(&cpus);
+  std::istringstream in(e);
+  std::string item;
+  while (std::getline(in, item, ',')) {
+    char* end = nullptr;
+    const long c = std::strtol(item.c_str(), &end, 10);
+    if (end == item.c_str() || *end != '\0' || c < 0 || c >= CPU_SETSIZE) return false;
+    CPU_SET(static_cast<int>(c), &cpus);
+  }
+  return CPU_COUNT(&cpus) > 0;
+}
 
 std::string findOrtTool(const std::string& given, const char* flag) {
   std::string tool = given;
@@ -142,7 +170,9 @@ std::string OrtBenchOptions::resolve(const char* command, int64_t bench_batch) c
 
 OrtPair ortBenchPair(const std::string& tool, const Model& a, const Model& b, int64_t batch, int threads, int rounds,
                      double seconds) {
-  if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  // As many threads as lwc's engine uses (its count follows the CPUs lwc may run on; the machine's
+  // count gave ONNX Runtime 2 threads beside lwc's 1 under `taskset -c 0`).
+  if (threads <= 0) threads = engine::configuredThreads();
   TempFolder d;
   const fs::path pa = d.path() / "before.onnx", pb = d.path() / "after.onnx";
   saveModel(a, pa);

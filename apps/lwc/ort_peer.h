@@ -3,6 +3,8 @@
 // --ort-bench flags use it.
 #pragma once
 
+#include <sched.h>
+
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -29,6 +31,13 @@ struct OrtBenchOptions {
 /// The ort_tool.js to use: `given` if not empty, else $LWC_ORT_TOOL, else the one in the source tree
 /// lwc was built from. Fails with one line (naming the flag) when it or `node` is missing.
 std::string findOrtTool(const std::string& given, const char* flag);
+
+/// Records the CPUs the process may run on (in the environment, as lwc re-executes itself to set
+/// OpenMP up; call before any thread is pinned), for child processes: pinned OpenMP threads would
+/// otherwise hand their one core down to the ONNX Runtime benchmark.
+void saveStartAffinity();
+/// The CPUs recorded by saveStartAffinity; false when none were.
+bool startAffinity(cpu_set_t& cpus);
 
 /// Latency (ms) of two models in ONNX Runtime at `batch`, measured alternately (a, b, a, b, ...,
 /// `rounds` each, `seconds` per measurement) so that a change in machine load hits both; each is

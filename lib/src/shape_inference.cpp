@@ -371,6 +371,15 @@ void guardOnnxInference() {
         fail_shape_inference("batch_dims ", b, " is out of range (it must be >= 0 and below the ranks of data and indices)");
       return true;
     });
+    // Scan builds vectors of num_scan_inputs entries: 2^40 asked for 8 TiB (std::bad_alloc here,
+    // an abort under AddressSanitizer, and possibly the OOM killer where memory is overcommitted).
+    guardSchema("Scan", [](onnx::InferenceContext& ctx) {
+      const auto* a = ctx.getAttribute("num_scan_inputs");
+      if (a && (a->i() < 1 || a->i() > static_cast<int64_t>(ctx.getNumInputs())))
+        fail_shape_inference("num_scan_inputs ", a->i(), " is out of range (it must lie in [1, ", ctx.getNumInputs(),
+                             "], the node's inputs)");
+      return true;
+    });
     // MaxUnpool without output_shape reads I's dimension 1, whether I has a shape or not.
     guardSchema("MaxUnpool", [](onnx::InferenceContext& ctx) {
       if (ctx.getNumInputs() != 2 || inferenceRank(ctx, 0) < 0) return true;

@@ -103,6 +103,20 @@ TEST_CASE("lwc quantize: QDQ model, report with accuracy, per-layer error and la
   CHECK(details["layers"][0]["sqnr_db"].get<double>() <= details["layers"][1]["sqnr_db"].get<double>());
 }
 
+TEST_CASE("lwc quantize --ort-bench on one CPU: ONNX Runtime gets the CPUs and the thread count lwc has", "[cli][quantize]") {
+  // Under `taskset -c 0` lwc's engine ran 1 thread and ONNX Runtime 2 (the machine's count, on
+  // every CPU): the speedups then compared unlike runs.
+  TempDir d;
+  auto r = test::runCommand(std::string("taskset -c 0 '") + LWC_EXE + "' -q quantize " + q(td("lenet5_fmnist.onnx")) +
+                            " --calib " + q(td("fmnist_sample")) + " -o " + q(d / "q.onnx") + " --report " + q(d / "r.json") +
+                            " --layer-samples 0 --bench-batch 4 --ort-bench");
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  const auto details = readJson(d / "r.json")["stages"].back()["details"];
+  CHECK(details["latency_ms"]["threads"] == 1);
+  CHECK(details["ort_latency_ms"]["threads"] == 1);
+}
+
 TEST_CASE("lwc quantize --format qoperator reports the per-tensor error table of its QDQ form, and dynamic says it has none", "[cli][quantize]") {
   // The table was empty for QOperator files ("layers": []) and --layer-samples silently did nothing for dynamic.
   TempDir d;

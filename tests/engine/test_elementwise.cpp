@@ -590,9 +590,9 @@ TEST_CASE("float Add/Sub/Mul/Div give each element the bits of the one IEEE oper
   const float inf = std::numeric_limits<float>::infinity();
   const std::vector<float> special{inf, -inf, std::nanf(""), 0.0f, -0.0f, 1e-40f, -3e-39f, 3.4e38f, 1.0f, -7.5f};
   for (int i = 0; i < 70000; ++i) {
-    a.push_back(i < 100 ? special[i % 10] : std::ldexp(static_cast<float>((i * 7919) % 2003) - 1001.3f, i % 60 - 30));
+    a.push_back(i < 100 ? special[i % 10] : std::ldexp(static_cast<float>((int64_t(i) * 7919) % 2003) - 1001.3f, i % 60 - 30));
     b.push_back(i < 100 ? special[i / 10]
-                        : std::ldexp(static_cast<float>((i * 104729) % 997) - 498.7f, (i * 13) % 50 - 25));
+                        : std::ldexp(static_cast<float>((int64_t(i) * 104729) % 997) - 498.7f, (i * 13) % 50 - 25));
   }
   const Tensor A = f32({700, 100}, a), B = f32({700, 100}, b);
   const Tensor Brow = f32({100}, std::vector<float>(b.begin(), b.begin() + 100)), Bs = f32({}, {b[123]});
