@@ -127,12 +127,10 @@ TEST_CASE("prune_magnitude recover bias restores the mean of each pruned layer's
     return sum / double(y.numel());
   };
   Model fp = twoLayers(), plain = twoLayers(), fixed = twoLayers();
+  PassContext ctx;
+  ctx.calib = &calib;
   auto run = [&](Model& m, const char* recover) {
-    auto p = passes::builtinPasses().create("prune_magnitude");
-    p->configure({{"sparsity", 0.8}, {"min_params", 0}, {"recover", recover}}, "p");
-    PassContext ctx;
-    ctx.calib = &calib;
-    return p->run(m, ctx);
+    return runPass(m, "prune_magnitude", {{"sparsity", 0.8}, {"min_params", 0}, {"recover", recover}}, ctx);
   };
   run(plain, "none");
   auto r = run(fixed, "bias");
@@ -151,12 +149,10 @@ TEST_CASE("a second prune_magnitude step at the same sparsity zeroes nothing new
   // then reported the step before's top-1 for it.
   TempDir d;
   const DataSpec calib = npyData(d / "x.npy", randomFloat({64, 8, 10, 10}, 7, 0.0f, 2.0f), 16);
+  PassContext ctx;
+  ctx.calib = &calib;
   auto run = [&](Model& m, const char* recover) {
-    auto p = passes::builtinPasses().create("prune_magnitude");
-    p->configure({{"sparsity", 0.6}, {"min_params", 0}, {"recover", recover}}, "p");
-    PassContext ctx;
-    ctx.calib = &calib;
-    return p->run(m, ctx);
+    return runPass(m, "prune_magnitude", {{"sparsity", 0.6}, {"min_params", 0}, {"recover", recover}}, ctx);
   };
   for (const char* recover : {"none", "bias", "lsq"}) {
     INFO(recover);
