@@ -70,6 +70,13 @@ std::string sharedWeights(const Tensor& w, const std::string& what) {
          "would multiply into a set per channel; run fuse_batchnorm before weight_share";
 }
 
+// Why `who` (producer or following layer `n`) has no constant float weights to fold into: they
+// are Huffman-coded (decode first), or simply not a float constant.
+std::string noWeightsReason(const Graph& g, const Node& n, const std::string& who) {
+  const std::string coded = n.inputs.size() > 1 ? codedWeightsReason(g, n.inputs[1]) : "";
+  return who + (coded.empty() ? " has no constant float weights" : ": " + coded);
+}
+
 // Folds BN (node bi) into the node producing its input. Returns "" on success, else why not.
 std::string foldIntoProducer(Ctx& c, size_t bi, const ChannelAffine& a) {
   Graph& g = c.g;
@@ -86,10 +93,7 @@ std::string foldIntoProducer(Ctx& c, size_t bi, const ChannelAffine& a) {
     return "producer " + what + "'s output has other readers or is a graph output";
   const int64_t ch = static_cast<int64_t>(a.scale.size());
   const Tensor* w = floatConstant(g, p.inputs.size() > 1 ? p.inputs[1] : "");
-  if (!w) {
-    const std::string coded = p.inputs.size() > 1 ? codedWeightsReason(g, p.inputs[1]) : "";
-    return "producer " + what + (coded.empty() ? " has no constant float weights" : ": " + coded);
-  }
+  if (!w) return noWeightsReason(g, p, "producer " + what);
   if (std::string why = sharedWeights(*w, "producer " + what); !why.empty()) return why;
   const std::string base = p.name.empty() ? p.op_type : p.name;
 
@@ -170,10 +174,7 @@ std::string foldIntoConsumer(Ctx& c, size_t bi, const ChannelAffine& a) {
     return "its reader is not a Conv";
   const Node& conv = g.nodes[ci];
   const Tensor* w = floatConstant(g, conv.inputs.size() > 1 ? conv.inputs[1] : "");
-  if (!w || w->rank() < 3) {
-    const std::string coded = !w && conv.inputs.size() > 1 ? codedWeightsReason(g, conv.inputs[1]) : "";
-    return "the following " + conv.describe() + (coded.empty() ? " has no constant float weights" : ": " + coded);
-  }
+  if (!w || w->rank() < 3) return noWeightsReason(g, conv, "the following " + conv.describe());
   if (std::string why = sharedWeights(*w, "the following " + conv.describe()); !why.empty()) return why;
   const std::string auto_pad = conv.attrString("auto_pad", "NOTSET");
   bool padded = auto_pad != "NOTSET" && auto_pad != "VALID";
