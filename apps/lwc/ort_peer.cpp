@@ -17,7 +17,6 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
-#include <thread>
 #include <vector>
 
 #include "lwc/engine.h"
@@ -85,13 +84,13 @@ nlohmann::json benchOnce(const std::string& tool, const fs::path& model, const f
   // inherits the affinity of the thread that starts it: ONNX Runtime's two threads then shared one
   // core (mnv2_fmnist b32: 30.9 ms instead of 7.9). The child gets the CPUs lwc was started with
   // (all of them used to be handed over, so `taskset -c 0 lwc ...` timed ONNX Runtime on two).
-  cpu_set_t mine, all;
+  cpu_set_t mine, child;
   const bool pinned = ::sched_getaffinity(0, sizeof mine, &mine) == 0;
-  if (!startAffinity(all)) {
-    CPU_ZERO(&all);
-    for (int c = 0; c < CPU_SETSIZE; ++c) CPU_SET(c, &all);
+  if (!startAffinity(child)) {
+    CPU_ZERO(&child);
+    for (int c = 0; c < CPU_SETSIZE; ++c) CPU_SET(c, &child);
   }
-  if (pinned) ::sched_setaffinity(0, sizeof all, &all);
+  if (pinned) ::sched_setaffinity(0, sizeof child, &child);
   pid_t pid = 0;
   const int rc = posix_spawnp(&pid, "node", &fa, nullptr, argv.data(), environ);
   if (pinned) ::sched_setaffinity(0, sizeof mine, &mine);
