@@ -527,7 +527,8 @@ PipelineReport runPipeline(const Pipeline& p, Model& m, const RunOptions& opts) 
   if (p.eval) {
     ev = std::make_unique<Evaluator>(*p.eval, input, opts.threads);
     rep.eval_data = ev->dataset().describe();
-    rep.eval_batch = fixedBatchSize(input) > 0 ? fixedBatchSize(input) : p.eval->batch;  // as the data set gives them
+    const int64_t fixed_batch = fixedBatchSize(input);  // the data set then gives batches of that size
+    rep.eval_batch = fixed_batch > 0 ? fixed_batch : p.eval->batch;
     rep.eval_preprocessing = preprocessing(ev->dataset(), p.eval->origin);
     for (const auto& g : p.gates)
       for (const auto& info : gateInfos())
