@@ -121,3 +121,26 @@ g (bool c, float[1, 1, 8, 8] x) => (float[1, 1, 8, 8] out)
 }
 )"), Catch::Contains("node MaxPool (output 'y') in attribute 'then_branch' of node If (output 'out') has strides [0,1]"));
 }
+
+TEST_CASE("a Scan whose num_scan_inputs exceeds its inputs is refused by name, not by an 8 TiB allocation",
+          "[conformance][robustness]") {
+  // ONNX 1.12's Scan inference builds vectors of num_scan_inputs entries: 2^40 (this test's
+  // integer-attribute edits) ended in std::bad_alloc, and aborted lwc under AddressSanitizer.
+  const fs::path file = "/usr/share/libonnx-testdata/data/node/test_scan9_sum/model.onnx";
+  onnx::ModelProto proto;
+  std::ifstream in(file, std::ios::binary);
+  REQUIRE(proto.ParseFromIstream(&in));
+  bool edited = false;
+  for (auto& n : *proto.mutable_graph()->mutable_node())
+    if (n.op_type() == "Scan")
+      for (auto& a : *n.mutable_attribute())
+        if (a.name() == "num_scan_inputs") {
+          a.set_i(int64_t(1) << 40);
+          edited = true;
+        }
+  REQUIRE(edited);
+  const Model m = modelFromProto(proto, file.parent_path(), file.string());
+  const std::string problem = inputModelProblem(m);
+  CHECK_THAT(problem, Catch::Contains("num_scan_inputs 1099511627776 is out of range (it must lie in [1, "));
+  CHECK_THAT(problem, !Catch::Contains("bad_alloc"));
+}
