@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <iostream>
 #include <map>
+#include <set>
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
@@ -106,6 +107,12 @@ void addCompareCommand(CLI::App& app, Action& action, const GlobalOptions&) {
       // Names both models compute with other shapes (a channel-pruned layer): not comparable, listed.
       std::map<std::string, std::pair<Shape, Shape>> other_shapes;
       std::map<std::string, size_t> first_seen;  // topological position in A, for reports
+      // 8-bit tensors of B with no 8-bit counterpart in A and no float twin: the outputs of B's integer
+      // ops (QLinearConv ...) in QOperator form. A QuantizeLinear's output is the int8 copy of its float
+      // input, which is compared where A has it (the QDQ form), so it is not one of them.
+      std::set<std::string> integer_only, quantize_outputs;
+      for (const auto& n : mb.graph.nodes)
+        if (n.op_type == "QuantizeLinear" || n.op_type == "DynamicQuantizeLinear") quantize_outputs.insert(n.outputs[0]);
       Progress bar("compare", ds->size());
       int64_t done = 0;
       while (auto batch = ds->next(o->data.batch)) {
@@ -120,6 +127,11 @@ void addCompareCommand(CLI::App& app, Action& action, const GlobalOptions&) {
                                 o->per_layer ? engine::Observer([&](const std::string& n, const Tensor& half) {
                                   const Tensor t = f32(half);
                                   auto it = acts.find(n);
+                                  // An 8-bit tensor with no 8-bit counterpart: a quantized activation of a
+                                  // QOperator file (QLinearConv's output), which has no float twin to meet.
+                                  if ((t.dtype() == DType::UInt8 || t.dtype() == DType::Int8) &&
+                                      (it == acts.end() || isFloat(it->second.dtype())) && !quantize_outputs.count(n))
+                                    integer_only.insert(n);
                                   if (it == acts.end() || !isFloat(t.dtype()) || !isFloat(it->second.dtype())) return;
                                   if (it->second.shape() != t.shape()) {
                                     other_shapes.emplace(n, std::make_pair(it->second.shape(), t.shape()));
@@ -209,6 +221,7 @@ void addCompareCommand(CLI::App& app, Action& action, const GlobalOptions&) {
             j["other_shapes"].push_back({{"name", name},
                                          {"reference_shape", other_shapes.at(name).first},
                                          {"candidate_shape", other_shapes.at(name).second}});
+          j["candidate_integer_tensors"] = integer_only.size();
         }
         std::cout << dumpJson(j) << "\n";
         return 0;
@@ -254,6 +267,12 @@ void addCompareCommand(CLI::App& app, Action& action, const GlobalOptions&) {
             std::printf("%-48s %s -> %s\n", name.c_str(), shapeStr(other_shapes.at(name).first).c_str(),
                         shapeStr(other_shapes.at(name).second).c_str());
         }
+        if (!integer_only.empty())
+          std::printf("\n%zu tensor%s of the candidate %s 8-bit integers with no 8-bit counterpart in the reference "
+                      "(e.g. '%s'), not compared: a QOperator file's quantized activations have no float twin. For "
+                      "per-layer figures, compare the model's QDQ form (lwc quantize --format qdq).\n",
+                      integer_only.size(), integer_only.size() == 1 ? "" : "s", integer_only.size() == 1 ? "is" : "are",
+                      integer_only.begin()->c_str());
       }
       return 0;
     };

@@ -159,6 +159,27 @@ TEST_CASE("lwc compare --per-layer of a model and its quantized copy: each share
     INFO(l.dump());
     CHECK(l["sqnr_db"].get<double>() > 30.0);
   }
+  // The QDQ file's QuantizeLinear outputs are int8 copies of float tensors compared above: none is
+  // counted as left out.
+  CHECK(j["candidate_integer_tensors"] == 0);
+
+  // In QOperator form the integer ops' outputs have no float twin, so fewer tensors are shared; the
+  // ones left out were skipped without a word. They are counted and the text says what to do.
+  r = runLwc("quantize " + q(model) + " --calib " + q(sample / "images.npy") + " --preprocess " +
+             q(sample / "preprocess.json") + " --layer-samples 0 --format qoperator -o " + q(d / "qop.onnx"));
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  const std::string data = " --data " + q(sample / "images.npy") + " --preprocess " + q(sample / "preprocess.json") +
+                           " --limit 20 --per-layer";
+  const auto jq = compareJson(model, d / "qop.onnx", data);
+  CHECK(jq["layers"].size() < j["layers"].size());
+  CHECK(jq["candidate_integer_tensors"].get<int>() >= 4);  // at least the four QLinearConv outputs
+  const auto text = runLwc("compare " + q(model) + " " + q(d / "qop.onnx") + data);
+  REQUIRE(text.exit_code == 0);
+  CHECK_THAT(text.out, Catch::Contains("of the candidate are 8-bit integers with no 8-bit counterpart in the reference"));
+  CHECK_THAT(text.out, Catch::Contains("compare the model's QDQ form (lwc quantize --format qdq)"));
+  // Two QOperator files share their 8-bit tensors by name: nothing is reported as left out.
+  CHECK(compareJson(d / "qop.onnx", d / "qop.onnx", data)["candidate_integer_tensors"] == 0);
 }
 
 TEST_CASE("lwc compare --per-layer: float rounding is no divergence, a channel-pruned tensor is one", "[cli][compare]") {
