@@ -1,4 +1,7 @@
 #include <catch2/catch.hpp>
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#endif
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -81,6 +84,23 @@ TEST_CASE("BufferPool reuses the smallest fitting buffer, from any thread, and m
     CHECK(h.raw() != p4096);
     CHECK(reinterpret_cast<uintptr_t>(h.raw()) % 64 == 0);
   }
+#if defined(__SANITIZE_ADDRESS__)
+  SECTION("under AddressSanitizer a buffer in the pool, and the unrequested rest of a reused one, are poisoned") {
+    Tensor a = alloc(1024);  // 4096 bytes
+    // void*, as the ASan interface takes; a char* would be printed by Catch as a string.
+    void* p = const_cast<void*>(a.raw());
+    auto at = [&](size_t offset) -> void* { return static_cast<char*>(p) + offset; };
+    CHECK(__asan_region_is_poisoned(p, 4096) == nullptr);
+    a = Tensor();
+    CHECK(__asan_address_is_poisoned(p));  // a use after release is reported
+    CHECK(__asan_address_is_poisoned(at(4095)));
+    const Tensor b = alloc(600);  // 2400 bytes, rounded to 2432: the 4096-byte buffer again
+    REQUIRE(b.raw() == p);
+    CHECK(__asan_region_is_poisoned(p, 2432) == nullptr);
+    CHECK(__asan_address_is_poisoned(at(2432)));  // a read past the tensor's end is reported
+    CHECK(__asan_address_is_poisoned(at(4095)));
+  }
+#endif
   SECTION("a buffer shared by copies returns once, when the last copy goes") {
     const void* p;
     Tensor keep;
