@@ -41,9 +41,16 @@ MODELS = {
 # at a size tests can afford. vit_tiny: torchvision's VisionTransformer with ViT-B/16's patch
 # embedding and token count (224x224, 16x16 patches, 197 tokens) and torch's MultiheadAttention
 # export, but 2 layers of 2 heads of 64 (each attention product 197 x 64 x 197).
+# The other five are torchvision's own models, too slow for the tests; README ("Cleanup passes")
+# and passes/NOTES.md report the cleanup, quantize and channel-pruning checks run on them by hand.
 EXTRA_MODELS = {
     "vit_tiny": lambda: torchvision.models.vision_transformer.VisionTransformer(
         image_size=224, patch_size=16, num_layers=2, num_heads=2, hidden_dim=128, mlp_dim=256),
+    "convnext_tiny": lambda: torchvision.models.convnext_tiny(weights=None),
+    "efficientnet_v2_s": lambda: torchvision.models.efficientnet_v2_s(weights=None),
+    "resnext50_32x4d": lambda: torchvision.models.resnext50_32x4d(weights=None),
+    "swin_t": lambda: torchvision.models.swin_t(weights=None),
+    "vit_b_16": lambda: torchvision.models.vit_b_16(weights=None),
 }
 BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 # Bumped whenever build() makes different weights for the same arguments, so that files an older
