@@ -435,6 +435,7 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
     tensors.push_back(t);
   };
   std::map<size_t, size_t> absorbed;  // compute node -> activation node
+  int64_t kept_activations = 0;       // Relu / Clip(0, x) that uint8 would absorb and int8 keeps
   // A Conv / ConvTranspose / Gemm that stays in float (see keepsFloatInput in the edit below).
   const std::set<size_t> compute_set(compute.begin(), compute.end());
   auto isFloatWeightLayer = [&](size_t i) {
@@ -486,7 +487,8 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
       }
     }
     int act_node = -1;
-    if (!symmetric && !g.isGraphOutput(out) && index.numConsumers(out) == 1) {
+    bool act_kept = false;  // a Relu / Clip(0, x) that int8's symmetric range cannot absorb
+    if (!g.isGraphOutput(out) && index.numConsumers(out) == 1) {
       const int c = index.consumers(out)[0];
       const Node& act = g.nodes[static_cast<size_t>(c)];
       // Not where a layer left in float reads the activation: it reads the float tensor (see
@@ -494,8 +496,12 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
       const bool float_layer_reads = readByFloatLayer(act.outputs[0]);
       if (act.domain.empty() && isZeroClip(m, act) && act.inputs[0] == out && !g.isGraphOutput(act.outputs[0]) &&
           !float_layer_reads) {
-        act_node = c;
-        out = act.outputs[0];
+        if (symmetric) {
+          act_kept = true;
+        } else {
+          act_node = c;
+          out = act.outputs[0];
+        }
       }
     }
     // A Linear layer's output is quantized only where a quantized node reads it: read by float ops
@@ -508,6 +514,7 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
     }
     if (float_pool_inputs.count(out)) continue;  // the layer's output stays float for that pool
     if (act_node >= 0) absorbed[i] = static_cast<size_t>(act_node);
+    kept_activations += act_kept;
     if (!g.isGraphOutput(out)) addTensor(out);
   }
   for (size_t i : selected) {  // a pool output that a quantized node reads is required, as before
@@ -973,6 +980,12 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
     for (const auto& [name, t] : g.initializers.items()) all.push_back(name);
     dropUnusedConstants(g, all);
   }
+  if (kept_activations > 0)
+    r.notes.push_back(std::to_string(kept_activations) + " Relu/Clip(0, x) after quantized layers stay as float ops "
+                      "between DequantizeLinear and QuantizeLinear: int8 activations are symmetric and cannot absorb "
+                      "them as uint8 ones do. TensorRT fuses such a pattern; ONNX Runtime's CPU provider runs it in "
+                      "float between its integer kernels, which can leave the INT8 model slower there than the float "
+                      "one. For ONNX Runtime, use --act-type uint8 (the default)");
   r.stats = {{"tensors_quantized", static_cast<int64_t>(tensors.size())},
              {"tensors_calibrated", static_cast<int64_t>(stats_.tensors.size())},
              {"weights_quantized", weights_q},
@@ -981,6 +994,7 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
              {"layers_gptq", gptq_layers},
              {"layers_quantized", static_cast<int64_t>(compute.size())},
              {"activations_absorbed", static_cast<int64_t>(absorbed.size())},
+             {"activations_kept_float", kept_activations},
              {"bias_adds_inside", static_cast<int64_t>(bias_adds.size())},
              {"calibration_samples", stats_.samples},
              {"qoperator_layers", qoperator_layers}};

@@ -307,9 +307,19 @@ g (float[N, 3, 12, 12] x) => (float[N, 4, 12, 12] y) {
 TEST_CASE("quantize_static options", "[quantize]") {
   Calib c;
   SECTION("int8 symmetric activations keep the ReLUs") {
-    Model fp = smallCnn(), m = smallCnn();
-    quantize(m, c, {{"act_type", "int8"}});
+    Model fp = smallCnn(), m = smallCnn(), u = smallCnn();
+    const auto r = quantize(m, c, {{"act_type", "int8"}});
     CHECK(countOps(m, "Relu") == 2);
+    // ... and say so, with what it costs in ONNX Runtime; uint8 absorbs them and says nothing.
+    CHECK(r.stats.at("activations_kept_float") == 2);
+    CHECK(r.stats.at("activations_absorbed") == 0);
+    REQUIRE(r.notes.size() == 1);
+    CHECK_THAT(r.notes[0], Catch::StartsWith("2 Relu/Clip(0, x) after quantized layers stay as float ops") &&
+                               Catch::Contains("For ONNX Runtime, use --act-type uint8"));
+    const auto ru = quantize(u, c);
+    CHECK(ru.stats.at("activations_kept_float") == 0);
+    CHECK(ru.stats.at("activations_absorbed") == 2);
+    CHECK(ru.notes.empty());
     for (const auto& n : m.graph.nodes)
       if (n.op_type == "QuantizeLinear") CHECK(m.graph.initializers.at(n.inputs[2]).dtype() == DType::Int8);
     CHECK(outputSqnr(fp, m, 8) > 20.0);
