@@ -831,7 +831,8 @@ PassResult PruneChannels::run(Model& m, PassContext& ctx) {
   }
   if (kind == "bn_gamma" && bn_groups == 0)
     fail(o.where(), ".importance: bn_gamma needs BatchNormalization nodes after the pruned layers, but ", m.label(),
-         " has none (run prune_channels before fuse_batchnorm, or use l1)");
+         " has none (without BatchNormalization rank by l1 or l2; where fuse_batchnorm folded them, run prune_channels "
+         "before it)");
   if (kind == "bn_gamma" && bn_groups < static_cast<int64_t>(prunable.size()))
     r.notes.push_back(std::to_string(prunable.size() - size_t(bn_groups)) +
                       " groups have no BatchNormalization: ranked by l1 filter norm");

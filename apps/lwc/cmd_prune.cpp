@@ -129,7 +129,7 @@ void addPruneCommand(CLI::App& app, Action& action, const GlobalOptions&) {
         if (a->recover == "bias") fail("prune: channel pruning recovers with --recover lsq (or none), not bias");
         const std::string ort_tool = a->ort.resolve("prune", a->bench_batch);
         // l1/l2 rank the filters after BatchNormalization is folded into them; bn_gamma reads the
-        // BatchNormalization scales, so it runs before the cleanup folds them.
+        // BatchNormalization scales, so it runs before fuse_batchnorm folds them.
         Pipeline clean = cleanupPipeline();
         Pipeline p;
         p.name = "prune-channels";
@@ -148,9 +148,20 @@ void addPruneCommand(CLI::App& app, Action& action, const GlobalOptions&) {
         else
           o["ratio"] = a->channels;
         st.pass->configure(o, st.where);
-        if (a->importance == "bn_gamma") p.steps.push_back(std::move(st));
-        for (auto& s : clean.steps) p.steps.push_back(std::move(s));
-        if (a->importance != "bn_gamma") p.steps.push_back(std::move(st));
+        // bn_gamma: the cleanup up to fuse_batchnorm first (constants folded, Reshapes and Slices
+        // simplified, so the pass sees the groups it sees with l1), then the pruning, then the rest.
+        // Run before the whole cleanup, it found no prunable group in tinyformer and wrote the
+        // model unchanged, where l1 prunes its MLP widths and a model without BatchNormalization
+        // is an error.
+        bool placed = false;
+        for (auto& s : clean.steps) {
+          if (!placed && a->importance == "bn_gamma" && s.pass->name() == "fuse_batchnorm") {
+            p.steps.push_back(std::move(st));
+            placed = true;
+          }
+          p.steps.push_back(std::move(s));
+        }
+        if (!placed) p.steps.push_back(std::move(st));
         RunHooks hooks;
         auto lat = std::make_shared<std::pair<double, double>>(0.0, 0.0);
         auto ort = std::make_shared<OrtPair>();

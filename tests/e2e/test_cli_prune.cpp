@@ -264,6 +264,29 @@ TEST_CASE("lwc prune: bad input gets one clear error and no output file", "[cli]
   REQUIRE(runLwc("-q quantize " + q(model) + " --calib " + q(td("fmnist_sample")) + " -o " + q(d / "q.onnx") +
                  " --bench-batch 0 --layer-samples 0").exit_code == 0);
   bad(d / "q.onnx", "--sparsity 0.5", "already quantized");
+  // bn_gamma on models without BatchNormalization: lenet5 was refused, while tinyformer, pruned
+  // before the constants were folded, showed no prunable group and was written unchanged (exit 0).
+  bad(model, "--channels 0.3 --importance bn_gamma", "bn_gamma needs BatchNormalization nodes");
+  bad(td("tinyformer_fmnist.onnx"), "--channels 0.3 --importance bn_gamma", "bn_gamma needs BatchNormalization nodes");
+}
+
+TEST_CASE("lwc prune --importance bn_gamma runs after the cleanup steps before fuse_batchnorm", "[cli][prune][channels]") {
+  TempDir d;
+  auto r = runLwc("-q prune " + q(td("resnet_fmnist.onnx")) + " --channels 0.3 --importance bn_gamma --bench-batch 0 -o " +
+                  q(d / "b.onnx") + " --report " + q(d / "b.json"));
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  std::vector<std::string> order;
+  std::ifstream f(d / "b.json");
+  const auto rep = nlohmann::json::parse(f);
+  for (const auto& st : rep["stages"]) order.push_back(st["pass"].get<std::string>());
+  const auto at = [&](const std::string& pass) { return std::find(order.begin(), order.end(), pass) - order.begin(); };
+  CHECK(at("fold_constants") < at("prune_channels"));
+  CHECK(at("prune_channels") < at("fuse_batchnorm"));
+  CHECK(at("fuse_batchnorm") < static_cast<long>(order.size()));
+  const Model m = loadModel(d / "b.onnx");
+  CHECK(std::none_of(m.graph.nodes.begin(), m.graph.nodes.end(),
+                     [](const Node& n) { return n.op_type == "BatchNormalization"; }));  // folded after pruning
 }
 
 TEST_CASE("lwc prune --channels: a conv before x.view(x.size(0), -1) is pruned as before torch.flatten",
