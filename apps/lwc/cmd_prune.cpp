@@ -174,8 +174,7 @@ void addPruneCommand(CLI::App& app, Action& action, const GlobalOptions&) {
           const Shape* sp = sample ? &*sample : nullptr;
           const int64_t bb = benchBatchFor(before, a->bench_batch);
           *bench_batch = bb;
-          lat->first = medianLatencyMs(before, bb, a->run.threads, sp);
-          lat->second = medianLatencyMs(after, bb, a->run.threads, sp);
+          *lat = pairedMedianLatencyMs(before, after, bb, a->run.threads, sp);
           rec.details = {{"latency_ms",
                           {{"batch", bb},
                            {"threads", engine::configuredThreads()},

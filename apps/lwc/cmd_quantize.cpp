@@ -190,8 +190,7 @@ void addQuantizeCommand(CLI::App& app, Action& action, const GlobalOptions&) {
         const Shape* sp = sample ? &*sample : nullptr;
         *bench_batch = bb;
         if (bb > 0) {
-          lat->first = medianLatencyMs(before, bb, q->run.threads, sp);
-          lat->second = medianLatencyMs(after, bb, q->run.threads, sp);
+          *lat = pairedMedianLatencyMs(before, after, bb, q->run.threads, sp);
           d["latency_ms"] = {{"batch", bb}, {"threads", engine::configuredThreads()}, {"fp32", lat->first}, {"int8", lat->second},
                              {"speedup", lat->second > 0 ? lat->first / lat->second : 0.0}};
           if (sp) d["latency_ms"]["sample_shape"] = *sp;
