@@ -178,7 +178,7 @@ bool prepareTiming(const Model& m, const RunArgs& a, std::optional<Shape>& sampl
   return true;
 }
 
-// Median latency of a model in the lwc engine on random inputs of the model's shape at `batch`.
+// Median latencies of two models in the lwc engine, taking turns (see run_common.h).
 std::pair<double, double> pairedMedianLatencyMs(const Model& a, const Model& b, int64_t batch, int threads,
                                                 const Shape* sample) {
   using Clock = std::chrono::steady_clock;

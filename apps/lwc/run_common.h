@@ -56,9 +56,10 @@ Model loadPipelineInputFor(const std::string& model_path, const std::vector<Name
 
 /// Median latencies (ms) of `a` and `b` in the lwc engine on deterministic inputs of their shape at
 /// `batch`: 3 warm-up runs each, then the two take turns in blocks of 0.25 s for about 3 s (at
-/// least 5 and at most 2000 runs each), so that both see the same load on a shared machine. Measured one after the
-/// other (1.5 s each), a load that came or went between them skewed the ratio (a quantize report
-/// on a busy 2-core machine said 17x for resnet_fmnist). Needs benchShapeProblem empty for both.
+/// least 5 and at most 2000 runs each), so that both see the same load on a shared machine.
+/// Measured one after the other (1.5 s each), a load that came or went between them skewed the
+/// ratio (a quantize report on a busy 2-core machine said 17x for resnet_fmnist). Needs
+/// benchShapeProblem empty for both.
 std::pair<double, double> pairedMedianLatencyMs(const Model& a, const Model& b, int64_t batch, int threads,
                                                 const Shape* sample = nullptr);
 /// Why random inputs of `m`'s declared shape cannot be made: a real input with no shape, or with
