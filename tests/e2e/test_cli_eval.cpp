@@ -1,5 +1,6 @@
 // lwc eval and lwc compare end to end on the committed models and real data.
 #include <catch2/catch.hpp>
+#include <sched.h>
 #include <algorithm>
 #include <fstream>
 #include <map>
@@ -257,6 +258,33 @@ TEST_CASE("lwc compare reads [N, C, 1, 1] scores as eval does, and refuses label
   test::checkOneLineError(runLwc("compare " + q(d / "nc11.onnx") + " " + q(d / "nc11.onnx") + " --data " +
                                  q(d / "bad" / "images.npy") + " --preprocess " + q(sample / "preprocess.json")),
                           "label 12 of sample 3 is outside the 10 classes of output");
+}
+
+TEST_CASE("lwc pins its OpenMP threads only when they take every CPU it may use", "[cli][bench]") {
+  // --threads 1 on two CPUs was pinned to the first, with the main thread: with another process
+  // busy there it ran at half speed while the other CPU idled.
+  cpu_set_t cpus;
+  REQUIRE(::sched_getaffinity(0, sizeof cpus, &cpus) == 0);
+  const int n = CPU_COUNT(&cpus);
+  const fs::path model = test::testdataDir() / "lenet5_fmnist.onnx";
+  auto binding = [&](const std::string& threads) {  // libgomp's OMP_PROC_BIND in the process that ran
+    auto r = test::runCommand("OMP_DISPLAY_ENV=TRUE '" + std::string(LWC_EXE) + "' bench " + q(model) + " --iters 1 " + threads);
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    const std::string key = "OMP_PROC_BIND = '";
+    const size_t at = r.err.rfind(key);  // printed again after lwc re-executes itself with its settings
+    REQUIRE(at != std::string::npos);
+    return r.err.substr(at + key.size(), r.err.find('\'', at + key.size()) - at - key.size());
+  };
+  CHECK(binding("") == "CLOSE");
+  CHECK(binding("--threads " + std::to_string(n)) == "CLOSE");
+  CHECK(binding("--threads 0") == "CLOSE");
+  if (n > 1) {
+    CHECK(binding("--threads 1") == "FALSE");
+    CHECK(binding("--threads=1") == "FALSE");
+  } else {
+    WARN("one CPU: the unpinned case (fewer threads than CPUs) cannot occur here");
+  }
 }
 
 TEST_CASE("lwc bench on random inputs and on data", "[cli][bench]") {
