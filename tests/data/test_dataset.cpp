@@ -93,7 +93,7 @@ void writeJpeg(const fs::path& p, int w, int h, int comps, const std::vector<uin
   c.image_width = w;
   c.image_height = h;
   c.input_components = comps;
-  c.in_color_space = comps == 1 ? JCS_GRAYSCALE : JCS_RGB;
+  c.in_color_space = comps == 1 ? JCS_GRAYSCALE : comps == 4 ? JCS_CMYK : JCS_RGB;
   jpeg_set_defaults(&c);
   jpeg_set_quality(&c, 100, TRUE);
   jpeg_start_compress(&c, TRUE);
@@ -548,6 +548,11 @@ TEST_CASE("resize, crop, color and layout on synthetic images", "[data]") {
     CHECK(std::abs(v3[0] - 200) <= 2);
     CHECK(std::abs(v3[64] - 50) <= 2);
     CHECK(std::abs(v3[128] - 90) <= 2);
+    // A CMYK JPEG is valid (PIL reads it), so not "corrupt": named as what it is, with the fix.
+    test::TempDir m;
+    writeJpeg(m / "c.jpg", 8, 8, 4, std::vector<uint8_t>(256, 30));
+    CHECK_THROWS_WITH(one(opts(m.path(), raw())),
+                      Contains("c.jpg: a CMYK JPEG, which lwc does not read; convert the image to RGB") && !Contains("corrupt"));
   }
 }
 
@@ -591,6 +596,54 @@ TEST_CASE("bad data gets one error naming the file", "[data]") {
     const auto b = d->next(4);
     REQUIRE(b);
     CHECK(b->labels == std::vector<int64_t>{0, 0, 1, 1});
+  }
+  SECTION("a class's images in torchvision's order: the folder's own files first, then its subfolders'") {
+    // Sorting whole paths put "sub/b.png" before "z.png" ('/' < 'z'); torchvision's sorted(os.walk)
+    // takes a folder's files before its subfolders' ("sub-x.png" < "z.png", then "sub/b.png").
+    fs::create_directories(t / "ord" / "c" / "sub");
+    for (const char* f : {"sub-x.png", "sub/b.png", "z.png"}) writeGray(t / "ord" / "c" / f, 2, 2, {1, 2, 3, 4});
+    auto d = openDataset(opts(t / "ord"));
+    CHECK(readAll(*d, 8).names == std::vector<std::string>{"c/sub-x.png", "c/z.png", "c/sub/b.png"});
+  }
+  SECTION("a linked folder inside a class folder is followed, as torchvision's os.walk(followlinks=True) does") {
+    fs::create_directories(t / "elsewhere");
+    writeGray(t / "elsewhere" / "q.png", 2, 2, {1, 2, 3, 4});
+    for (const char* c : {"00", "01"}) {
+      fs::create_directories(t / "lnk" / c);
+      writeGray(t / "lnk" / c / "a.png", 2, 2, {1, 2, 3, 4});
+    }
+    fs::create_directory_symlink(t / "elsewhere", t / "lnk" / "01" / "more");
+    const All a = readAll(*openDataset(opts(t / "lnk")), 8);
+    CHECK(a.names == std::vector<std::string>{"00/a.png", "01/a.png", "01/more/q.png"});
+    CHECK(a.y == std::vector<int64_t>{0, 1, 1});
+    // A link back up would be followed forever: named instead.
+    fs::create_directory_symlink(t / "lnk", t / "lnk" / "00" / "up");
+    CHECK_THROWS_WITH(openDataset(opts(t / "lnk")), Contains("folders nested more than 64 deep") && Contains("remove the link"));
+  }
+  SECTION("a hidden folder of images at the top is refused: torchvision would number it as a class") {
+    for (const char* c : {".ipynb_checkpoints", "a", "b"}) {
+      fs::create_directories(t / "hid" / c);
+      writeGray(t / "hid" / c / "1.png", 2, 2, {1, 2, 3, 4});
+    }
+    CHECK_THROWS_WITH(openDataset(opts(t / "hid")),
+                      Contains(".ipynb_checkpoints: a hidden folder with images") && Contains("Move it out of"));
+    fs::remove_all(t / "hid" / ".ipynb_checkpoints" / "1.png");  // an empty one (or one of other files) is no class
+    CHECK(openDataset(opts(t / "hid"))->size() == 2);
+  }
+  SECTION("image types torchvision reads and lwc does not are named, not left out") {
+    for (const char* c : {"a", "b"}) {
+      fs::create_directories(t / "bmp" / c);
+      writeGray(t / "bmp" / c / "1.png", 2, 2, {1, 2, 3, 4});
+    }
+    CHECK(openDataset(opts(t / "bmp"))->size() == 2);
+    for (const char* ext : {".bmp", ".TIF", ".webp", ".ppm"}) {
+      const fs::path f = t / "bmp" / "b" / (std::string("2") + ext);
+      test::writeFile(f, "x");
+      CHECK_THROWS_WITH(openDataset(opts(t / "bmp")), Contains(f.filename().string()) && Contains("lwc reads PNG and JPEG images"));
+      fs::remove(f);
+    }
+    test::writeFile(t / "bmp" / "b" / "notes.txt", "not an image");  // other files stay ignored
+    CHECK(openDataset(opts(t / "bmp"))->size() == 2);
   }
   SECTION("a valid PNG larger than the pixel limit is named as such, not as corrupt") {
     // IHDR of 60000 x 60000 gray pixels and a short IDAT: 74 bytes.
@@ -759,6 +812,9 @@ TEST_CASE("bad data gets one error naming the file", "[data]") {
     CHECK_THROWS_WITH(openDataset(opts(t.path())), Contains("labels.csv has no label for 'im1.png'"));
     test::writeFile(t / "labels.csv", "im2.png,7\nim0.png,5\nim9.png,1\n");
     CHECK_THROWS_WITH(openDataset(opts(t.path())), Contains("labels.csv") && Contains("'im9.png'"));
+    // A third column was read as the label, and "im2.png,7" as a file name that is no image.
+    test::writeFile(t / "labels.csv", "file,label,split\nim2.png,7,test\nim0.png,5,test\nim1.png,6,test\n");
+    CHECK_THROWS_WITH(openDataset(opts(t.path())), Contains("labels.csv line 2: 3 columns; a labels CSV has two, file,label"));
   }
   SECTION("empty folder, missing path, ImageFolder class count") {
     CHECK_THROWS_WITH(openDataset(opts(t.path())),

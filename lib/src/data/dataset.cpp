@@ -4,6 +4,7 @@
 #include <onnx/onnx_pb.h>
 
 #include <algorithm>
+#include <set>
 #include <cstring>
 #include <sstream>
 #include <unordered_map>
@@ -207,12 +208,37 @@ bool isImageFile(const fs::path& p) {
   return e == ".png" || e == ".jpg" || e == ".jpeg";
 }
 
+namespace {
+// Image types torchvision's ImageFolder takes (its IMG_EXTENSIONS) that lwc does not decode: such
+// a file is an error, not a sample left out without a word (a class of BMPs had no samples).
+bool isOtherImageFile(const fs::path& p) {
+  static const std::set<std::string> other{".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp"};
+  return other.count(lowerExt(p)) > 0;
+}
+
+// torchvision's order: sorted(os.walk(...)) takes a folder's own files (sorted) before those of
+// its subfolders, folders in the byte order of their paths. Sorting whole relative paths put
+// "sub/b.png" before "z.png", so sample indices and the images --limit picks differed.
+bool walkOrder(const std::string& a, const std::string& b) {
+  const size_t sa = a.rfind('/'), sb = b.rfind('/');
+  const std::string_view da = sa == std::string::npos ? std::string_view() : std::string_view(a).substr(0, sa),
+                         db = sb == std::string::npos ? std::string_view() : std::string_view(b).substr(0, sb);
+  if (da != db) return da < db;
+  return a < b;
+}
+}  // namespace
+
 std::vector<std::string> listImages(const fs::path& dir, bool recursive) {
   std::vector<std::string> out;
   // An image name that is not a readable file (a link to a missing file) is an error, as an
   // unreadable image is: it used to be left out without a word.
   auto take = [&](const fs::directory_entry& e, const std::string& rel) {
-    if (!isImageFile(e.path()) || hidden(e.path())) return;
+    if (hidden(e.path())) return;
+    if (isOtherImageFile(e.path()) && (e.is_regular_file() || e.is_symlink()))
+      fail(show(e.path()), ": lwc reads PNG and JPEG images, not ", lowerExt(e.path()).substr(1),
+           " (torchvision's ImageFolder would take it); convert it, e.g. with PIL: "
+           "Image.open(f).save(f.with_suffix('.png'))");
+    if (!isImageFile(e.path())) return;
     if (e.is_regular_file()) out.push_back(rel);
     else if (e.is_symlink() && !fs::exists(e.path())) fail(show(e.path()), ": a link to a missing file; remove it or restore its target");
   };
@@ -220,18 +246,24 @@ std::vector<std::string> listImages(const fs::path& dir, bool recursive) {
     for (const auto& e : fs::directory_iterator(dir)) take(e, e.path().filename().string());
   } else {
     // Images at any depth of a class folder, as torchvision's ImageFolder takes them (hidden
-    // folders skipped); a nested folder's images used to be left out.
+    // folders skipped), following links to folders as its os.walk(followlinks=True) does; a
+    // nested folder's images used to be left out, and a linked folder's until 2026-12-06.
     // Unreadable subfolders are skipped (as os.walk does for torchvision); they held no data before.
-    for (auto it = fs::recursive_directory_iterator(dir, fs::directory_options::skip_permission_denied);
+    constexpr int kMaxDepth = 64;  // a link that points back up would loop forever
+    for (auto it = fs::recursive_directory_iterator(
+             dir, fs::directory_options::skip_permission_denied | fs::directory_options::follow_directory_symlink);
          it != fs::recursive_directory_iterator(); ++it) {
       if (it->is_directory() && hidden(it->path())) {
         it.disable_recursion_pending();
         continue;
       }
-      take(*it, fs::relative(it->path(), dir).generic_string());
+      if (it.depth() > kMaxDepth)
+        fail(show(dir), ": folders nested more than ", kMaxDepth, " deep (at '", show(it->path().parent_path()),
+             "'); a link to a folder that contains it loops forever: remove the link");
+      take(*it, it->path().lexically_relative(dir).generic_string());  // fs::relative would resolve links
     }
   }
-  std::sort(out.begin(), out.end());
+  std::sort(out.begin(), out.end(), walkOrder);
   return out;
 }
 
@@ -239,6 +271,13 @@ std::unique_ptr<Dataset> openImageFolder(const fs::path& root, const DataOptions
   if (!o.labels.empty())
     fail(show(o.labels), ": '", show(root), "' is an ImageFolder whose labels come from its class folders; "
          "give no labels file, or put the images in one folder next to the labels file");
+  // A hidden folder with images is a class to torchvision's ImageFolder (.ipynb_checkpoints,
+  // left by Jupyter, is the usual one), numbered before the others: lwc skips hidden folders, so
+  // every label would be off by one against a model trained on that numbering.
+  for (const auto& e : fs::directory_iterator(root))
+    if (e.is_directory() && hidden(e.path()) && !listImages(e.path(), /*recursive=*/true).empty())
+      fail(show(e.path()), ": a hidden folder with images; torchvision's ImageFolder counts it as a class and numbers "
+           "the others after it, lwc skips it. Move it out of '", show(root), "' so that both number the classes alike");
   std::vector<std::string> classes = listSubdirs(root);
   std::vector<ImageEntry> entries;
   for (size_t c = 0; c < classes.size(); ++c)

@@ -110,6 +110,7 @@ struct JpegErr {
   std::jmp_buf jb;
   char msg[JMSG_LENGTH_MAX];
   int64_t large_w = 0, large_h = 0;  // a valid image over kMaxPixels: not "corrupt"
+  bool cmyk = false;                  // a valid CMYK/YCCK image: not "corrupt" either
 };
 
 struct JpegState {
@@ -145,13 +146,14 @@ DecodedImage decodeJpeg(const std::string& bytes, const std::string& where) {
   if (setjmp(err.jb)) {
     jpeg_destroy_decompress(&st->cinfo);
     if (err.large_w > 0) fail(where, ": ", tooLarge(err.large_w, err.large_h));
+    if (err.cmyk) fail(where, ": a CMYK JPEG, which lwc does not read; convert the image to RGB (PIL: .convert('RGB'))");
     fail(where, ": corrupt JPEG (", err.msg, ")");
   }
   jpeg_decompress_struct& ci = st->cinfo;
   jpeg_mem_src(&ci, reinterpret_cast<const unsigned char*>(bytes.data()), static_cast<unsigned long>(bytes.size()));
   jpeg_read_header(&ci, TRUE);
   if (ci.jpeg_color_space == JCS_CMYK || ci.jpeg_color_space == JCS_YCCK) {
-    std::snprintf(err.msg, sizeof err.msg, "CMYK JPEGs are not supported; convert the image to RGB");
+    err.cmyk = true;
     std::longjmp(err.jb, 1);
   }
   ci.out_color_space = ci.jpeg_color_space == JCS_GRAYSCALE ? JCS_GRAYSCALE : JCS_RGB;

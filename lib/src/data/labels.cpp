@@ -59,6 +59,11 @@ LabelFile readText(const fs::path& p, int64_t num_classes) {
       if (comma == std::string_view::npos) fail(at, ": expected \"file,label\"");
       value = unquote(trim(line.substr(comma + 1)));
       const std::string_view file = unquote(trim(line.substr(0, comma)));
+      // "file,label,extra": the last column was read as the label and "file,label" as the name.
+      // A name may hold commas, so only a name that then is no image is taken for extra columns.
+      if (const size_t first = file.find(','); first != std::string_view::npos && !isImageFile(fs::path(std::string(file))) &&
+                                                isImageFile(fs::path(std::string(trim(file.substr(0, first))))))
+        fail(at, ": ", std::count(line.begin(), line.end(), ',') + 1, " columns; a labels CSV has two, file,label");
       if (i == 0 && !parseInt(value)) continue;  // a header line
       if (file.empty()) fail(at, ": empty file name");
       out.files.emplace_back(file);
