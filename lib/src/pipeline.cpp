@@ -817,6 +817,17 @@ std::string shapeDisagreement(const Model& m) {
       if (const auto b = dim(n, 2, 0); b && m_out && *b != *m_out)
         return n.describe() + ": bias ('" + n.inputs[2] + "') has " + num(*b) + " values for " + num(*m_out) +
                " output channels";
+      // ONNX's inference does not compare kernel_shape with the weights: a Conv whose attribute
+      // says 5x5 over 3x3 weights passed every check and failed only when run, as an input error.
+      if (const std::vector<int64_t> ks = n.attrInts("kernel_shape"); !ks.empty()) {
+        if (ks.size() != *rw - 2)
+          return n.describe() + ": kernel_shape has " + num(int64_t(ks.size())) + " values for " + num(int64_t(*rw - 2)) +
+                 " spatial dimensions of the weights ('" + n.inputs[1] + "')";
+        for (size_t i = 0; i < ks.size(); ++i)
+          if (const auto k = dim(n, 1, 2 + i); k && *k != ks[i])
+            return n.describe() + ": kernel_shape " + shapeStr(ks) + " does not match the weights ('" + n.inputs[1] +
+                   "') of spatial size " + num(*k) + " in dimension " + num(int64_t(i));
+      }
     }
     if (op == "Conv" || op == "MaxPool" || op == "AveragePool") {
       // The window must fit the padded input (ONNX's inference lets a negative size through).
@@ -829,8 +840,15 @@ std::string shapeDisagreement(const Model& m) {
         for (size_t i = 0; i < sd; ++i) kernel.push_back(dim(n, 1, 2 + i).value_or(-1));
       std::vector<int64_t> pads = n.attrInts("pads"), dil = n.attrInts("dilations");
       if (auto_pad == "VALID") pads.clear();
-      if (kernel.size() != sd || (!pads.empty() && pads.size() != 2 * sd) || (!dil.empty() && dil.size() != sd))
-        continue;
+      // An attribute with a value per spatial dimension that has another count (MaxPool
+      // kernel_shape [2,2,2] on a 4-D input) passed ONNX's checker and failed only when run.
+      for (const auto& [name, v, per] : {std::tuple<const char*, const std::vector<int64_t>&, size_t>{"kernel_shape", kernel, 1},
+                                         {"pads", pads, 2}, {"dilations", dil, 1}})
+        if (!v.empty() && v.size() != per * sd)
+          return n.describe() + ": " + name + " has " + num(int64_t(v.size())) + " values but the input ('" + n.inputs[0] +
+                 "') has " + num(int64_t(sd)) + " spatial dimensions (" + (per == 2 ? "2 x " : "") + num(int64_t(sd)) +
+                 " expected)";
+      if (kernel.size() != sd) continue;
       for (size_t i = 0; i < sd; ++i) {
         const auto x = dim(n, 0, 2 + i);
         const int64_t k = kernel[i], d = dil.empty() ? 1 : dil[i];

@@ -337,6 +337,21 @@ TEST_CASE("an input model that fails ONNX's checks or whose weight shapes disagr
   addConst(conv, "w", {4, 2, 3, 3}, 1);
   CHECK_THAT(inputError(conv), Contains("has shapes that disagree") && Contains("input ('x') has 3 channels") &&
                                    Contains("take 2 per group x 1 groups"));
+  // kernel_shape against the weights (a 5x5 attribute over 3x3 weights failed only when run, as
+  // if the inputs were wrong), and per-dimension attributes of another length.
+  Model ks = model("y = Conv <kernel_shape = [5, 5]> (x, w, b)", "(float[N, 3, 8, 8] x) => (float[N, 4, 4, 4] y)");
+  addConst(ks, "w", {4, 3, 3, 3}, 1);
+  addConst(ks, "b", {4}, 1);
+  CHECK_THAT(inputError(ks), Contains("has shapes that disagree") &&
+                                 Contains("kernel_shape [5,5] does not match the weights ('w') of spatial size 3"));
+  Model ks_ok = model("y = Conv <kernel_shape = [3, 3]> (x, w, b)");
+  addConst(ks_ok, "w", {4, 3, 3, 3}, 1);
+  addConst(ks_ok, "b", {4}, 1);
+  CHECK(inputError(ks_ok) == "(no error)");
+  Model dil = model("y = Conv <dilations = [1, 1, 1]> (x, w, b)");
+  addConst(dil, "w", {4, 3, 3, 3}, 1);
+  addConst(dil, "b", {4}, 1);
+  CHECK(inputError(dil) != "(no error)");  // ONNX's inference or lwc's check: either names it
   Model bias = ok;
   bias.graph.initializers.set("b", Tensor(DType::Float32, {5}));
   CHECK_THAT(inputError(bias), Contains("bias ('b') has 5 values for 4 output channels"));

@@ -89,12 +89,30 @@ struct Session::Impl {
         if (const std::string internal = n.describe(); msg.compare(0, 5 + internal.size(), "node " + internal) == 0)
           msg = "node " + it->second + msg.substr(5 + internal.size());
     std::string fed;
+    // Every input fed has a declared shape whose dimensions, the batch aside, are all fixed, and
+    // the fed shape has them. (Free dimensions do not clear the inputs: a 1x1 image fits
+    // [N,8,H,W] and is still too small for a 2x2 window.)
+    bool as_declared = true;
     for (size_t k = 0; k < input_names.size(); ++k) {
       auto it = inputs.find(input_names[k]);
       if (it == inputs.end()) continue;
-      fed += (fed.empty() ? "" : ", ") + ("'" + input_names[k] + "' " + shapeStr(it->second.shape()));
-      if (input_infos[k]->shape) fed += " (declared " + symShapeStr(*input_infos[k]->shape) + ")";
+      const Shape& got = it->second.shape();
+      fed += (fed.empty() ? "" : ", ") + ("'" + input_names[k] + "' " + shapeStr(got));
+      if (!input_infos[k]->shape) {
+        as_declared = false;
+        continue;
+      }
+      const SymShape& want = *input_infos[k]->shape;
+      fed += " (declared " + symShapeStr(want) + ")";
+      bool fits = want.size() == got.size();
+      for (size_t d = 0; fits && d < want.size(); ++d) fits = want[d].known() ? want[d].value == got[d] : d == 0;
+      as_declared = as_declared && fits;
     }
+    // Inputs of the declared shapes leave the model itself at fault (a kernel_shape the weights do
+    // not have): pointing at the inputs sent users the wrong way.
+    if (as_declared && !fed.empty())
+      fail(label, ": ", msg, "; inputs fed: ", fed, ", as the model declares them, so the model itself is inconsistent: "
+           "`lwc info` checks it; repair it or export it again");
     fail(label, ": ", msg, "; inputs fed: ", fed, "; feed inputs the model accepts (the shape it was exported for)");
   }
 
