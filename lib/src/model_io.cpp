@@ -749,9 +749,20 @@ std::string readUserFile(const fs::path& path, const std::string& what) {
   std::error_code ec;
   if (!fs::exists(path, ec)) fail(path.string(), ": not found (expected ", what, ")");
   if (fs::is_directory(path, ec)) fail(path.string(), ": is a folder, expected ", what);
+  // A device never ends (lwc info /dev/zero read until memory ran out); a pipe may, so it is read
+  // up to protobuf's 2 GiB limit.
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0 && (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode)))
+    fail(path.string(), ": is a device, not a file; expected ", what);
   std::ifstream in(path, std::ios::binary);
   if (!in) fail(path.string(), ": cannot open ", what, ": ", std::strerror(errno));
-  std::string text(std::istreambuf_iterator<char>(in), {});
+  constexpr size_t kMaxBytes = size_t(2) << 30;
+  std::string text;
+  char buf[1 << 16];
+  while (in.read(buf, sizeof buf) || in.gcount() > 0) {
+    text.append(buf, static_cast<size_t>(in.gcount()));
+    if (text.size() > kMaxBytes) fail(path.string(), ": more than 2 GiB, the most an ONNX file or JSON file lwc reads may hold");
+  }
   if (in.bad()) fail(path.string(), ": cannot read ", what, ": ", std::strerror(errno));
   return text;
 }

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
+#include <thread>
 #include <chrono>
 #include <cstring>
 #include <csignal>
@@ -296,6 +297,17 @@ TEST_CASE("bad model files get one clear error", "[io]") {
   SECTION("empty file") {
     test::writeFile(d / "e.onnx", "");
     CHECK_THROWS_WITH(loadModel(d / "e.onnx"), Catch::Contains("e.onnx") && Catch::Contains("empty"));
+  }
+  SECTION("a device is refused, a pipe is read") {
+    // lwc info /dev/zero read until memory ran out (2.2 GB after 8 s).
+    CHECK_THROWS_WITH(loadModel("/dev/zero"), Catch::Contains("/dev/zero: is a device, not a file; expected an ONNX model file"));
+    fs::create_symlink("/dev/zero", d / "zero.onnx");
+    CHECK_THROWS_WITH(loadModel(d / "zero.onnx"), Catch::Contains("is a device, not a file"));
+    REQUIRE(::mkfifo((d / "pipe.onnx").c_str(), 0600) == 0);
+    std::thread writer([&] { test::writeFile(d / "pipe.onnx", bytes); });  // blocks until read
+    const Model m = loadModel(d / "pipe.onnx");
+    writer.join();
+    CHECK(m.graph.nodes.size() == static_cast<size_t>(good.graph().node_size()));
   }
   SECTION("truncated file") {
     // Every truncation point must give an lwc::Error, never a crash or a half-loaded model.
