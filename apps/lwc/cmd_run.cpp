@@ -16,6 +16,7 @@
 #include "lwc/dataset.h"
 #include "lwc/engine.h"
 #include "lwc/json_text.h"
+#include "lwc/metrics.h"
 #include "lwc/model_io.h"
 #include "lwc/pipeline.h"
 #include "passes/registry.h"
@@ -301,8 +302,17 @@ int runPipelineCommand(Pipeline p, const std::string& model_path, const RunArgs&
   else std::cout << rep.toText(a.time_passes);
   if (!a.json && hooks.print_extra) hooks.print_extra(rep);
   if (!ok) {
-    std::fprintf(stderr, "lwc: error: a quality gate failed%s\n",
-                 a.keep_failed ? " (output written because of --keep-failed)" : "; the output model was not written");
+    // Which gates, with their figures, on the error line itself: a CI log often shows stderr alone.
+    std::string failed;
+    for (const auto& g : rep.gates) {
+      if (g.passed) continue;
+      failed += (failed.empty() ? "" : ", ") + g.gate.name + " " +
+                (g.no_value.empty() ? formatFigure(g.value, 4, false) : g.no_value) + " (limit " +
+                formatFigure(g.gate.limit, 4, false) + ")";
+    }
+    std::fprintf(stderr, "lwc: error: a quality gate failed: %s%s\n", failed.c_str(),
+                 a.keep_failed ? " (output written because of --keep-failed)"
+                               : "; the output model was not written (--keep-failed writes it anyway; or relax the gate)");
     return 3;
   }
   return 0;
