@@ -424,8 +424,39 @@ std::optional<std::pair<int, int>> shardOf(const std::string& s) {
   return std::pair{i, n};
 }
 
+std::string graphDigest(const Graph& g) {
+  uint64_t h = 1469598103934665603ull;
+  auto bytes = [&](const void* p, size_t n) {
+    const auto* c = static_cast<const unsigned char*>(p);
+    for (size_t i = 0; i < n; ++i) h = (h ^ c[i]) * 1099511628211ull;
+  };
+  auto str = [&](const std::string& s) {
+    const uint64_t n = s.size();
+    bytes(&n, sizeof n);
+    bytes(s.data(), s.size());
+  };
+  for (const Node& n : g.nodes) {
+    str(n.op_type);
+    str(n.domain);
+    for (const auto& i : n.inputs) str(i);
+    str("->");
+    for (const auto& o : n.outputs) str(o);
+  }
+  for (const auto& [name, t] : g.initializers.items()) {
+    str(name);
+    const auto d = static_cast<int>(t.dtype());
+    bytes(&d, sizeof d);
+    for (int64_t x : t.shape()) bytes(&x, sizeof x);
+    if (t.numel() > 0) bytes(t.raw(), t.nbytes());
+  }
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
+  return hex;
+}
+
 void CalibrationStats::merge(const CalibrationStats& o) {
   if (model.empty()) model = o.model;
+  if (model_digest.empty()) model_digest = o.model_digest;
   shard = samples == 0 && tensors.empty() ? o.shard : "";  // one shard's statistics keep its name
   if (act_type.empty()) act_type = o.act_type;
   else if (!o.act_type.empty() && o.act_type != act_type) act_type = "mixed";
@@ -441,6 +472,7 @@ json CalibrationStats::toJson() const {
   json j{{"schema", "lwc.calib"}, {"schema_version", 1}, {"model", model}, {"samples", samples}, {"tensors", t}};
   if (!act_type.empty()) j["act_type"] = act_type;
   if (!shard.empty()) j["shard"] = shard;
+  if (!model_digest.empty()) j["model_digest"] = model_digest;
   return j;
 }
 
@@ -452,11 +484,15 @@ CalibrationStats CalibrationStats::fromJson(const json& j, const std::string& wh
   if (version == j.end() || *version != 1)
     fail(where, ": unsupported schema_version ", version == j.end() ? std::string("(none)") : briefJson(*version),
          "; this lwc reads 1");
-  onlyKeys(j, where, {"schema", "schema_version", "model", "act_type", "shard", "samples", "seconds", "tensors"});
+  onlyKeys(j, where, {"schema", "schema_version", "model", "model_digest", "act_type", "shard", "samples", "seconds", "tensors"});
   CalibrationStats c;
   if (j.contains("model")) {
     if (!j["model"].is_string()) fail(where, ": \"model\" must be a string, not ", briefJson(j["model"]));
     c.model = j["model"].get<std::string>();
+  }
+  if (j.contains("model_digest")) {
+    if (!j["model_digest"].is_string()) fail(where, ": \"model_digest\" must be a string, not ", briefJson(j["model_digest"]));
+    c.model_digest = j["model_digest"].get<std::string>();
   }
   if (j.contains("shard")) {
     if (!j["shard"].is_string()) fail(where, ": \"shard\" must be a string, not ", briefJson(j["shard"]));

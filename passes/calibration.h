@@ -68,8 +68,16 @@ Range computeRange(const TensorStats& s, Calibrator c, double percentile, bool s
 std::optional<std::pair<int, int>> shardOf(const std::string& s);
 
 /// Statistics of many tensors, as saved by --save-calib and merged by --load-calib.
+/// A 16-hex-digit digest (FNV-1a, 64 bits) of a graph's nodes (op, domain, inputs, outputs) and
+/// initializers (name, type, shape, bytes): equal for the same model after the same cleanup.
+std::string graphDigest(const Graph& g);
+
 struct CalibrationStats {
   std::string model;  ///< file name of the model they were collected on
+  /// graphDigest of the graph they were collected on ("" in files from before 2026-12-06): statistics of
+  /// another model with the same tensor names (lenet5's for lenet300: /fc1/Gemm_output_0, ...) were used
+  /// without a word.
+  std::string model_digest;
   /// The --act-type they were collected for ("" in files from before 2026-12-05): int8 activations
   /// quantize the tensors before a ReLU that uint8 ones absorb, so each needs its own tensors.
   std::string act_type;

@@ -308,6 +308,7 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
   checkQuantizableOpset(m, 10, "QuantizeLinear/DequantizeLinear", upgraded);
   Graph& g = m.graph;
   topoSort(g, m.label());
+  const std::string digest = graphDigest(g);  // before any edit: what saved statistics record
   const bool symmetric = o.getString("act_type") == "int8";
   const float w_qmax = o.getBool("reduce_range") ? 63.0f : 127.0f;
   const bool per_channel = per_channel_opt && m.opsetFor("") >= 13;
@@ -562,6 +563,14 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
         if (std::filesystem::weakly_canonical(loads[e]) == std::filesystem::weakly_canonical(loads[k]))
           fail(o.where(), ".load_calib: ", loads[k], " is given twice; give each statistics file once");
       CalibrationStats one = CalibrationStats::load(loads[k]);
+      if (!one.model_digest.empty() && one.model_digest != digest)
+        fail(o.where(), ".load_calib: ", loads[k], " was collected on another model",
+             one.model.empty() ? std::string() : " ('" + one.model + "')", " than ", m.label(),
+             " after the cleanup (its graph or weights differ); collect the statistics on this model with lwc calibrate");
+      if (one.model_digest.empty())
+        r.notes.push_back("--load-calib: " + loads[k] +
+                          " records no model digest (written before 2026-12-06), so lwc cannot check that it was collected "
+                          "on this model");
       // "0/1" is the whole of some data: files of different data merge (calibration sets split by
       // folder); only shards of a split (n > 1) are checked against each other.
       if (!one.shard.empty() && one.shard != "0/1") {
@@ -634,6 +643,7 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
     stats_.shard = std::to_string(co.shard) + "/" + std::to_string(co.shards);
   }
   if (loads.empty()) stats_.act_type = o.getString("act_type");
+  stats_.model_digest = digest;
   const std::string save = o.getString("save_calib");
   if (!save.empty()) writeFileAtomic(save, dumpJson(stats_.toJson(), -1) + "\n");
 

@@ -454,6 +454,14 @@ TEST_CASE("lwc quantize: bad input gets one clear error and no output file", "[c
   CHECK(r.exit_code == 1);
   CHECK_THAT(r.err, Contains("lenet300_fmnist.onnx as changed by pass 1 (quantize_dynamic): already quantized"));
   CHECK_FALSE(fs::exists(d / "out.onnx"));
+  // Statistics of another model whose tensor names fit (lenet5's /fc1/Gemm_output_0 ... for
+  // lenet300): they were used, with only a note about a missing shard.
+  REQUIRE(runLwc("-q calibrate " + q(model) + " --calib " + q(td("fmnist_sample")) + " --calib-samples 50 --shard 1/2 -o " +
+                 q(d / "c.json")).exit_code == 0);
+  test::checkOneLineError(runLwc("quantize " + q(td("lenet300_fmnist.onnx")) + " --load-calib " + q(d / "c.json") + " -o " +
+                                 q(d / "out.onnx")),
+                          "c.json was collected on another model ('lenet5_fmnist.onnx') than");
+  CHECK_FALSE(fs::exists(d / "out.onnx"));
 }
 
 TEST_CASE("lwc quantize --mode dynamic: MatMulInteger models without calibration data", "[cli][quantize]") {

@@ -618,7 +618,8 @@ g (float[N, 3, 12, 12] x) => (float[N, 8, 12, 12] y) {
     CHECK_NOTHROW(checkModelForOutput(old));
     CHECK(outputSqnr(fp32, old, 7) > 30.0);
   }
-  // Statistics from another model lack this model's tensors.
+  // Statistics from another model: refused by the graph digest they record, even where the tensor
+  // names they hold fit (lenet5's for lenet300 held /fc1/Gemm_output_0 ... and were used).
   TempDir e;
   Model a = smallCnn();
   quantize(a, c, {{"save_calib", (e / "s.json").string()}});
@@ -630,8 +631,25 @@ g (float[N, 3, 12, 12] x) => (float[N, 8, 12, 12] y) {
   passes::QuantizeStatic p;
   p.configure({{"load_calib", {(e / "s.json").string()}}}, "q");
   PassContext ctx;
-  // The tensor "x" exists in both; the Conv output is a graph output, so only x is needed: works.
-  CHECK_NOTHROW(p.run(other, ctx));
+  // The tensor "x" exists in both; the Conv output is a graph output, so only x is needed.
+  CHECK_THROWS_WITH(p.run(other, ctx), Contains("s.json was collected on another model") && Contains("lwc calibrate"));
+  // The same model (another copy of it) is accepted; a file without a digest (written before
+  // 2026-12-06) too, with a note that it cannot be checked.
+  Model again = smallCnn();
+  passes::QuantizeStatic p2;
+  p2.configure({{"load_calib", {(e / "s.json").string()}}}, "q");
+  CHECK_NOTHROW(p2.run(again, ctx));
+  auto j = nlohmann::json::parse(test::readFile(e / "s.json"));
+  REQUIRE(j.contains("model_digest"));
+  CHECK(j["model_digest"].get<std::string>().size() == 16);
+  j.erase("model_digest");
+  test::writeFile(e / "old.json", j.dump());
+  passes::QuantizeStatic p3;
+  p3.configure({{"load_calib", {(e / "old.json").string()}}}, "q");
+  Model other2 = other;
+  const auto r3 = p3.run(other2, ctx);
+  REQUIRE(r3.notes.size() >= 1);
+  CHECK_THAT(r3.notes[0], Contains("records no model digest"));
 }
 
 TEST_CASE("quantize_static gives a Split's quantized outputs the parameters of its input, quantized too", "[quantize]") {
