@@ -46,6 +46,23 @@ std::string parseErrorMessage(std::string msg) {
     else what = v + (x < 0 ? " cannot be negative" : " must be greater than 0");
     msg = m.prefix().str() + what + m.suffix().str();
   }
+  // "Value 101 not in range 50.000000 to 100.000000" -> "101 is outside [50, 100]".
+  static const std::regex closed_range(R"(Value ?(\S*) not in range (-?[0-9.]+) to (-?[0-9.]+))");
+  if (std::regex_search(msg, m, closed_range)) {
+    auto bound = [](std::string b) {
+      if (b.find('.') != std::string::npos) {
+        while (!b.empty() && b.back() == '0') b.pop_back();
+        if (!b.empty() && b.back() == '.') b.pop_back();
+      }
+      return b;
+    };
+    msg = m.prefix().str() + m[1].str() + " is outside [" + bound(m[2].str()) + ", " + bound(m[3].str()) + "]" +
+          m.suffix().str();
+  }
+  // "Could not convert: --sparsity = abc" -> "--sparsity: 'abc' is not a value it takes".
+  static const std::regex convert(R"(Could not convert: (\S+) = (.*))");
+  if (std::regex_match(msg, m, convert))
+    msg = m[1].str() + ": '" + m[2].str() + "' is not a value it takes";
   for (char& c : msg)
     if (c == '\n') c = ' ';
   return msg;

@@ -134,7 +134,7 @@ TEST_CASE("command-line mistakes get one error line that says what is wrong and 
       {"quantize " + m + " --bench-batch -2 -o x.onnx",
        "lwc: error: --bench-batch: -2 cannot be negative (see 'lwc quantize --help')"},
       {"prune " + m + " --channels abc -o x.onnx",
-       "lwc: error: Could not convert: --channels = abc (see 'lwc prune --help')"},
+       "lwc: error: --channels: 'abc' is not a value it takes (see 'lwc prune --help')"},
       {"prune " + m + " --bogus -o x.onnx", "lwc: error: unknown option '--bogus' for 'lwc prune' (see 'lwc prune --help')"},
       // A mistyped option that takes a value: CLI11 alone said "model: At Most 1 required but received 2".
       {"quantize " + m + " --calib-limitt 8 -o x.onnx",
@@ -159,7 +159,11 @@ TEST_CASE("command-line mistakes get one error line that says what is wrong and 
       {"fuse " + m + " --calib x -o x.onnx", "lwc: error: unknown option '--calib' for 'lwc fuse' (see 'lwc fuse --help')"},
       // MACs at batch 3e13 wrapped int64 (FLOPs negative in --json).
       {"info " + m + " --batch 30000000000000",
-       "lwc: error: --batch: Value 30000000000000 not in range 1 to 1048576 (see 'lwc info --help')"},
+       "lwc: error: --batch: 30000000000000 is outside [1, 1048576] (see 'lwc info --help')"},
+      // CLI11's own words were "Could not convert: --seed = -1" and "Value 101 not in range 50.000000 to 100.000000".
+      {"exec " + m + " --random-batch 1 --seed -1 -o x", "lwc: error: --seed: '-1' is not a value it takes (see 'lwc exec --help')"},
+      {"quantize " + m + " --calib x --percentile 101 -o x.onnx",
+       "lwc: error: --percentile: 101 is outside [50, 100] (see 'lwc quantize --help')"},
   };
   for (const auto& [args, expect] : cases) {
     INFO(args);
