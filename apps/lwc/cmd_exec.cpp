@@ -94,7 +94,8 @@ void addExecCommand(CLI::App& app, Action& action, const GlobalOptions&) {
         for (const auto* v : m.graph.realInputs()) {
           if (feeds.count(v->name)) continue;
           if (!v->shape || v->dtype != DType::Float32)
-            fail("input '", v->name, "': --random-batch needs a float32 input with a declared shape");
+            fail("input '", v->name, "': --random-batch needs a float32 input with a declared shape; give this one with --input ",
+                 v->name, "=FILE.npy");
           Shape s;
           for (size_t i = 0; i < v->shape->size(); ++i)
             s.push_back((*v->shape)[i].known() ? (*v->shape)[i].value : (i == 0 ? o->random_batch : 1));
@@ -107,6 +108,10 @@ void addExecCommand(CLI::App& app, Action& action, const GlobalOptions&) {
           feeds[v->name] = t;
         }
       }
+      for (const auto* v : m.graph.realInputs())
+        if (!feeds.count(v->name))
+          fail(o->model, ": model input '", v->name, "' was not given; give --input ", v->name,
+               "=FILE.npy, or --random-batch N for random values");
       // Each output's file: its name made file-system safe; names that meet on one file (a/b and
       // a_b) get _1, _2 ... in graph order, as ort_tool.js numbers them (a_b.npy was written twice).
       std::vector<std::pair<std::string, fs::path>> files;

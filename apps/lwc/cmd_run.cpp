@@ -324,10 +324,11 @@ void addRunCommand(CLI::App& app, Action& action, const GlobalOptions&) {
   cmd->add_option("args", a->positional, "PIPELINE.json MODEL.onnx, or MODEL.onnx with --passes")->required()->expected(1, 2);
   cmd->add_option("--passes", a->passes, "Passes as text instead of a JSON file: \"fuse_batchnorm,prune_magnitude{sparsity=0.5}\"");
   addRunOptions(cmd, *a);
-  cmd->callback([&action, a] {
-    action = [a] {
+  cmd->callback([&action, a, cmd] {
+    const bool passes_given = cmd->count("--passes") > 0;  // --passes "" too: it said to give a pipeline file
+    action = [a, passes_given] {
       const auto& pos = a->positional;
-      if (!a->passes.empty()) {
+      if (passes_given) {
         if (pos.size() != 1) fail("run: with --passes give only the model: lwc run --passes \"...\" MODEL -o OUT");
         return runPipelineCommand(Pipeline::fromText(a->passes, passes::builtinPasses()), pos[0], *a);
       }

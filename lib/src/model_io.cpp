@@ -648,7 +648,11 @@ onnx::ModelProto modelToProto(const Model& m) {
 void checkWritable(const fs::path& path) {
   const fs::path dir = folderOf(path);
   std::error_code ec;
-  if (!fs::is_directory(dir, ec)) fail("cannot write '", path.string(), "': folder '", dir.string(), "' does not exist");
+  if (!fs::is_directory(dir, ec)) {
+    if (fs::exists(dir, ec))
+      fail("cannot write '", path.string(), "': '", dir.string(), "' is a file, not a folder; choose another path");
+    fail("cannot write '", path.string(), "': folder '", dir.string(), "' does not exist");
+  }
   if (fs::is_directory(path, ec)) fail("cannot write '", path.string(), "': it is a folder; give a file name");
   if (::access(dir.c_str(), W_OK) != 0)
     fail("cannot write '", path.string(), "': folder '", dir.string(), "' is not writable (", std::strerror(errno), ")");

@@ -252,6 +252,9 @@ Pipeline Pipeline::fromText(const std::string& text, const PassRegistry& registr
   Pipeline p;
   p.origin = origin;
   p.name = text;
+  if (trim(text).empty())
+    fail(origin, ": no passes given; list them, e.g. --passes \"fuse_batchnorm,prune_magnitude{sparsity=0.5}\" "
+         "(lwc passes lists them all)");
   const auto items = splitTopLevel(text, origin);
   for (size_t i = 0; i < items.size(); ++i) {
     const std::string item = trim(items[i]);
@@ -289,9 +292,13 @@ void Pipeline::check() const {
       fail(origin, ": gates.", g.name, " needs evaluation data: add data.eval to the pipeline or pass --eval DIR");
   }
   for (const auto& s : steps)
-    if (s.pass->needsCalibration(s.pass->options()) && !calib)
-      fail(origin, ": ", s.where, " (", s.pass->name(),
-           ") needs calibration data: add data.calib to the pipeline or pass --calib DIR");
+    if (s.pass->needsCalibration(s.pass->options()) && !calib) {
+      // A --passes item's place already holds its origin and pass name ("--passes item 1
+      // (quantize_static)"): both were repeated.
+      const bool has_origin = s.where.rfind(origin, 0) == 0, has_name = s.where.find("(" + s.pass->name()) != std::string::npos;
+      fail(has_origin ? "" : origin + ": ", s.where, has_name ? "" : " (" + s.pass->name() + ")",
+           " needs calibration data: add data.calib to the pipeline or pass --calib DIR");
+    }
   if (steps.empty())
     fail(origin, ": no passes: list at least one (to evaluate a model without changing it, use lwc eval)");
 }

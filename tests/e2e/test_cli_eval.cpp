@@ -463,6 +463,9 @@ g (float[N, 1, 28, 28] a, float[N, 1, 28, 28] b) => (float[N, 1, 28, 28] y, floa
       // A folder given as the labels: "corrupt gzip data (... Is a directory)".
       {"eval " + q(lenet) + " --data " + q(sample / "images.npy") + " --labels " + q(d.path()),
        ": is a folder; give the labels file itself"},
+      // An input neither given nor made up: the message said only "was not given".
+      {"exec " + q(lenet) + " --outdir " + q(d / "o6"),
+       "model input 'input' was not given; give --input input=FILE.npy, or --random-batch N for random values"},
   };
   for (const auto& c : cases) {
     INFO(c.args);

@@ -495,6 +495,9 @@ TEST_CASE("atomic writes", "[io]") {
   }
   SECTION("missing folder is a clear error") {
     CHECK_THROWS_WITH(saveModel(m, d / "no" / "such" / "a.onnx"), Catch::Contains("does not exist"));
+    // A file where the folder should be was called a folder that "does not exist".
+    test::writeFile(d / "afile", "x");
+    CHECK_THROWS_WITH(saveModel(m, d / "afile" / "a.onnx"), Catch::Contains("afile' is a file, not a folder"));
   }
   SECTION("a file name at the file system's limit is written; one over it is a clear error") {
     const long name_max = ::pathconf(d.path().c_str(), _PC_NAME_MAX);

@@ -170,6 +170,12 @@ TEST_CASE("the text form parses names and options", "[pipeline]") {
              Contains("option \"sparsity\" is given twice"));
   CHECK_THAT(errorOf([] { Pipeline::fromText("fuse_batchnorm,,eliminate_dead", passes::builtinPasses()); }),
              Contains("empty pass name"));
+  // An empty --passes: `lwc run` said to give a pipeline file, as if the option were missing.
+  CHECK_THAT(errorOf([] { Pipeline::fromText(" ", passes::builtinPasses()); }),
+             Contains("--passes: no passes given; list them, e.g."));
+  // The place of a --passes item holds its origin and pass name: neither is repeated.
+  CHECK(errorOf([] { Pipeline::fromText("quantize_static", passes::builtinPasses()).check(); }) ==
+        "--passes item 1 (quantize_static) needs calibration data: add data.calib to the pipeline or pass --calib DIR");
   // A bare value is taken as a string and quoted back in the error; bytes that are not UTF-8 made
   // quoting it throw (an internal error, exit code 2).
   CHECK_THAT(errorOf([] { Pipeline::fromText("fold_constants{max_growth_kb=\xff\xfe}", passes::builtinPasses()); }),
