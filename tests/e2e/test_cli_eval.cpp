@@ -443,6 +443,7 @@ g (float[N, 1, 28, 28] a, float[N, 1, 28, 28] b) => (float[N, 1, 28, 28] y, floa
 }
 )");
   saveModel(two, d / "two.onnx");
+  writeNpy(d / "wide.npy", Tensor(DType::Float32, {2, 3, 28, 28}));
   const std::string data = " --data " + q(sample / "png") + " --preprocess " + q(sample / "preprocess.json");
   struct Case {
     std::string args, expect;
@@ -463,6 +464,9 @@ g (float[N, 1, 28, 28] a, float[N, 1, 28, 28] b) => (float[N, 1, 28, 28] y, floa
       // A folder given as the labels: "corrupt gzip data (... Is a directory)".
       {"eval " + q(lenet) + " --data " + q(sample / "images.npy") + " --labels " + q(d.path()),
        ": is a folder; give the labels file itself"},
+      // An array of another shape: the engine's message named neither the option nor the file.
+      {"exec " + q(lenet) + " --input input=" + q(d / "wide.npy") + " --outdir " + q(d / "o7"),
+       "model input 'input' expects shape [N,1,28,28] but " + (d / "wide.npy").string() + " holds [2,3,28,28]"},
       // An input neither given nor made up: the message said only "was not given".
       {"exec " + q(lenet) + " --outdir " + q(d / "o6"),
        "model input 'input' was not given; give --input input=FILE.npy, or --random-batch N for random values"},
