@@ -77,16 +77,13 @@ void addExecCommand(CLI::App& app, Action& action, const GlobalOptions&) {
         const auto eq = spec.find('=');
         const std::string name = spec.substr(0, eq), file = spec.substr(eq + 1);
         Tensor t = readNpy(file);
-        for (const auto* v : m.graph.realInputs())
-          if (v->name == name && v->dtype != DType::Undefined && v->dtype != t.dtype())
+        // Type and shape checked here, naming the file (the engine's check names neither file nor option).
+        for (const auto* v : m.graph.realInputs()) {
+          if (v->name != name) continue;
+          if (v->dtype != DType::Undefined && v->dtype != t.dtype())
             fail("--input '", spec, "': model input '", name, "' expects ", dtypeName(v->dtype), " but ", file, " holds ",
                  dtypeName(t.dtype()), "; convert the array (e.g. numpy's astype) first");
-        // The shape too, naming the file (the engine's check named neither file nor option).
-        for (const auto* v : m.graph.realInputs()) {
-          if (v->name != name || !v->shape) continue;
-          bool fits = v->shape->size() == t.shape().size();
-          for (size_t d = 0; fits && d < t.shape().size(); ++d) fits = !(*v->shape)[d].known() || (*v->shape)[d].value == t.dim(d);
-          if (!fits)
+          if (v->shape && !shapeFits(*v->shape, t.shape()))
             fail("--input '", spec, "': model input '", name, "' expects shape ", symShapeStr(*v->shape), " but ", file,
                  " holds ", shapeStr(t.shape()), "; check the array's shape and layout (e.g. NCHW against NHWC)");
         }

@@ -18,6 +18,13 @@ ValueInfo valueInfoOf(const std::string& name, const Tensor& t) {
   return v;
 }
 
+bool shapeFits(const SymShape& want, const Shape& got) {
+  if (want.size() != got.size()) return false;
+  for (size_t i = 0; i < want.size(); ++i)
+    if (want[i].known() && want[i].value != got[i]) return false;
+  return true;
+}
+
 std::string symShapeStr(const SymShape& s) {
   std::ostringstream os;
   os << '[';

@@ -32,6 +32,8 @@ struct Dim {
 };
 using SymShape = std::vector<Dim>;
 std::string symShapeStr(const SymShape& s);
+/// Whether a concrete shape fits a declared one: the same rank, and every known dimension equal.
+bool shapeFits(const SymShape& want, const Shape& got);
 
 /// Name and type of a graph input/output or an intermediate value.
 struct ValueInfo {

@@ -104,9 +104,8 @@ struct Session::Impl {
       }
       const SymShape& want = *input_infos[k]->shape;
       fed += " (declared " + symShapeStr(want) + ")";
-      bool fits = want.size() == got.size();
-      for (size_t d = 0; fits && d < want.size(); ++d) fits = want[d].known() ? want[d].value == got[d] : d == 0;
-      as_declared = as_declared && fits;
+      const bool fixed = want.empty() || std::all_of(want.begin() + 1, want.end(), [](const Dim& x) { return x.known(); });
+      as_declared = as_declared && fixed && shapeFits(want, got);
     }
     // Inputs of the declared shapes leave the model itself at fault (a kernel_shape the weights do
     // not have): pointing at the inputs sent users the wrong way.
@@ -481,9 +480,7 @@ void checkInput(const std::string& name, const ValueInfo* info, const Tensor& t)
     fail("model input '", name, "' expects ", dtypeName(info->dtype), " but got ", dtypeName(t.dtype()));
   if (!info->shape) return;
   const SymShape& want = *info->shape;
-  bool ok = want.size() == t.rank();
-  for (size_t i = 0; ok && i < want.size(); ++i) ok = !want[i].known() || want[i].value == t.dim(i);
-  if (!ok)
+  if (!shapeFits(want, t.shape()))
     fail("model input '", name, "' expects shape ", symShapeStr(want), " but got ", shapeStr(t.shape()),
          "; check the data's shape and layout");
 }
