@@ -826,15 +826,12 @@ std::string shapeDisagreement(const Model& m) {
                " output channels";
       // ONNX's inference does not compare kernel_shape with the weights: a Conv whose attribute
       // says 5x5 over 3x3 weights passed every check and failed only when run, as an input error.
-      if (const std::vector<int64_t> ks = n.attrInts("kernel_shape"); !ks.empty()) {
-        if (ks.size() != *rw - 2)
-          return n.describe() + ": kernel_shape has " + num(int64_t(ks.size())) + " values for " + num(int64_t(*rw - 2)) +
-                 " spatial dimensions of the weights ('" + n.inputs[1] + "')";
-        for (size_t i = 0; i < ks.size(); ++i)
-          if (const auto k = dim(n, 1, 2 + i); k && *k != ks[i])
-            return n.describe() + ": kernel_shape " + shapeStr(ks) + " does not match the weights ('" + n.inputs[1] +
-                   "') of spatial size " + num(*k) + " in dimension " + num(int64_t(i));
-      }
+      // (A kernel_shape of another length is named with the windows' attributes below.)
+      const std::vector<int64_t> ks = n.attrInts("kernel_shape");
+      for (size_t i = 0; i < ks.size(); ++i)
+        if (const auto k = dim(n, 1, 2 + i); k && *k != ks[i])
+          return n.describe() + ": kernel_shape " + shapeStr(ks) + " does not match the weights ('" + n.inputs[1] +
+                 "') of spatial size " + num(*k) + " in dimension " + num(int64_t(i));
     }
     if (op == "Conv" || op == "MaxPool" || op == "AveragePool") {
       // The window must fit the padded input (ONNX's inference lets a negative size through).
