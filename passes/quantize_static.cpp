@@ -308,7 +308,10 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
   checkQuantizableOpset(m, 10, "QuantizeLinear/DequantizeLinear", upgraded);
   Graph& g = m.graph;
   topoSort(g, m.label());
-  const std::string digest = graphDigest(g);  // before any edit: what saved statistics record
+  // Before any edit: what saved statistics record and loaded ones are checked against (hashing every
+  // weight costs a pass over them, so only when statistics are saved or loaded).
+  const std::string digest =
+      o.getStrings("load_calib").empty() && o.getString("save_calib").empty() ? "" : graphDigest(g);
   const bool symmetric = o.getString("act_type") == "int8";
   const float w_qmax = o.getBool("reduce_range") ? 63.0f : 127.0f;
   const bool per_channel = per_channel_opt && m.opsetFor("") >= 13;
