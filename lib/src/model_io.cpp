@@ -751,13 +751,12 @@ void checkOutputPaths(const std::vector<NamedPath>& outputs, const std::vector<N
 
 std::string readUserFile(const fs::path& path, const std::string& what) {
   std::error_code ec;
-  if (!fs::exists(path, ec)) fail(path.string(), ": not found (expected ", what, ")");
-  if (fs::is_directory(path, ec)) fail(path.string(), ": is a folder, expected ", what);
+  const fs::file_status st = fs::status(path, ec);
+  if (!fs::exists(st)) fail(path.string(), ": not found (expected ", what, ")");
+  if (fs::is_directory(st)) fail(path.string(), ": is a folder, expected ", what);
   // A device never ends (lwc info /dev/zero read until memory ran out); a pipe may, so it is read
   // up to protobuf's 2 GiB limit.
-  struct stat st {};
-  if (::stat(path.c_str(), &st) == 0 && (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode)))
-    fail(path.string(), ": is a device, not a file; expected ", what);
+  if (fs::is_character_file(st) || fs::is_block_file(st)) fail(path.string(), ": is a device, not a file; expected ", what);
   std::ifstream in(path, std::ios::binary);
   if (!in) fail(path.string(), ": cannot open ", what, ": ", std::strerror(errno));
   constexpr size_t kMaxBytes = size_t(2) << 30;
