@@ -39,7 +39,7 @@ PassResult HuffmanEncode::run(Model& m, PassContext&) {
   for (const auto* list : {&include, &exclude})
     for (const auto& e : *list)
       if (!g.initializers.contains(e))
-        fail(o.where(), list == &include ? ".include" : ".exclude", ": no initializer named '", e, "' in ", m.label());
+        fail(o.key(list == &include ? "include" : "exclude"), ": no initializer named '", e, "' in ", m.label());
   auto listed = [](const std::vector<std::string>& l, const std::string& n) { return std::find(l.begin(), l.end(), n) != l.end(); };
   PassResult r;
   int64_t coded = 0, raw = 0, sparse_b = 0, shared_b = 0, huff_b = 0, book_b = 0;

@@ -760,6 +760,15 @@ OptionSpec lsqCvRowsOption() {
   return cv;
 }
 
+void checkLsqOptionsApply(const PassOptions& o) {
+  if (o.getString("recover") == "lsq") return;
+  // lsq_cv_rows by value: lwc prune passes its --lsq-cv-rows (default 0) to every step.
+  for (const char* k : {"lsq_rows", "lsq_damping", "lsq_cv_rows"})
+    if (o.has(k) && (std::string_view(k) == "lsq_cv_rows" ? o.getFloat(k) > 0 : o.given(k)))
+      fail(o.key(k), ": applies to the least-squares recovery, but ", o.ref("recover"), " is ", o.getString("recover"),
+           "; drop it or set ", o.ref("recover"), " lsq");
+}
+
 std::vector<LsqLayerResult> lsqRecover(Model& m, const Model& unmodified, const std::vector<size_t>& nodes,
                                        PassContext& ctx, PassResult& r, const LsqOptions& opts) {
   if (!ctx.calib) fail("lsq recovery needs calibration data (--calib DIR or data.calib)");

@@ -187,6 +187,10 @@ class RecoveryReference {
 
 OptionSpec lsqCvRowsOption();
 
+/// Refuses the lsq_* options of a pass whose `recover` is not lsq (they would be ignored): one given
+/// in the options, or lsq_cv_rows above 0 however set.
+void checkLsqOptionsApply(const PassOptions& o);
+
 /// Reconstructs the given nodes (indices into m.graph.nodes, Conv/Gemm/MatMul with constant float
 /// weights); others are named in r.notes and left alone. `unmodified` is the model before the
 /// calling pass changed it: the reference for tensors ctx.reference does not have. Needs

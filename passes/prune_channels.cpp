@@ -57,6 +57,16 @@ std::vector<OptionSpec> PruneChannels::optionSpecs() const {
 
 bool PruneChannels::needsCalibration(const PassOptions& o) const { return o.getString("recover") != "none"; }
 
+bool PruneChannels::usesCalibration(const PassOptions& o) const {
+  return needsCalibration(o) || o.getFloat("macs_reduction") > 0;
+}
+
+void PruneChannels::validate(const PassOptions& o) const {
+  if (o.getFloat("macs_reduction") > 0 && o.given("ratio"))
+    fail(o.key("ratio"), ": ", o.ref("macs_reduction"), " sets the fraction of channels per group; give one of them");
+  checkLsqOptionsApply(o);
+}
+
 namespace {
 
 enum class Role { Source, Sink, DwConv, BatchNorm, ConstOperand };
@@ -772,7 +782,7 @@ PassResult PruneChannels::run(Model& m, PassContext& ctx) {
   for (const auto& e : exclude) {
     bool found = false;
     for (const auto& n : m.graph.nodes) found = found || n.name == e || n.op_type == e;
-    if (!found) fail(o.where(), ".exclude: no node or op type named '", e, "' in ", m.label());
+    if (!found) fail(o.key("exclude"), ": no node or op type named '", e, "' in ", m.label());
   }
   const Model unpruned = m;
   Analysis an = analyze(m, exclude);
@@ -795,7 +805,7 @@ PassResult PruneChannels::run(Model& m, PassContext& ctx) {
     if (const std::string half = float16WeightsHint(m); !half.empty())
       fail(m.label(), ": no prunable channel group", half);
     if (o.getFloat("macs_reduction") > 0)
-      fail(o.where(), ".macs_reduction: ", m.label(), " has no channel group this pass can prune, so its MACs cannot drop (",
+      fail(o.key("macs_reduction"), ": ", m.label(), " has no channel group this pass can prune, so its MACs cannot drop (",
            r.notes.empty() ? std::string("no layer produces channels")
                            : (r.notes.size() > 1 ? "first of " + std::to_string(r.notes.size()) + " reasons: " : std::string()) +
                                  r.notes.front(),
@@ -830,7 +840,7 @@ PassResult PruneChannels::run(Model& m, PassContext& ctx) {
     }
   }
   if (kind == "bn_gamma" && bn_groups == 0)
-    fail(o.where(), ".importance: bn_gamma needs BatchNormalization nodes after the pruned layers, but ", m.label(),
+    fail(o.key("importance"), ": bn_gamma needs BatchNormalization nodes after the pruned layers, but ", m.label(),
          " has none (without BatchNormalization rank by l1 or l2; where fuse_batchnorm folded them, run prune_channels "
          "before it)");
   if (kind == "bn_gamma" && bn_groups < static_cast<int64_t>(prunable.size()))
@@ -958,7 +968,7 @@ PassResult PruneChannels::run(Model& m, PassContext& ctx) {
     const std::vector<int64_t> most = countsFor(hi);
     const double best = reduction(most);
     if (best < target)
-      fail(o.where(), ".macs_reduction: removing 95 % of every prunable group's channels cuts MACs by only ",
+      fail(o.key("macs_reduction"), ": removing 95 % of every prunable group's channels cuts MACs by only ",
            std::round(1000 * best) / 10, " % in ", m.label(), " (", an.groups.size() - prunable.size(),
            " groups cannot be pruned; see the notes of a ratio run)");
     for (int it = 0; it < 30; ++it) {
@@ -1059,10 +1069,13 @@ PassResult PruneChannels::run(Model& m, PassContext& ctx) {
     // second channel pruning of a pruned model changed nothing, without a word).
     const int64_t wanted = std::max(grp.channels - static_cast<int64_t>(std::floor(ratio * double(grp.channels))),
                                     std::min(minc, grp.channels));
+    const int64_t by_ratio = grp.channels - static_cast<int64_t>(std::floor(ratio * double(grp.channels)));
     if (target <= 0 && kept == grp.channels && align[k] > 1 && wanted < grp.channels)
       note << " (" << wanted << " rounded up to a multiple of " << align[k]
            << ", as round_to " << (round_to > 0 ? std::to_string(round_to) : std::string("0 (auto)"))
            << " aligns them for ONNX Runtime's blocked kernels; round_to 1 prunes it, unaligned)";
+    else if (target <= 0 && kept > by_ratio && minc > by_ratio)  // kept by the floor, not by the ratio: said
+      note << " (min_channels " << minc << " keeps " << (minc >= grp.channels ? "all of them" : "that many") << ")";
     r.notes.push_back(note.str());
     if (kept == grp.channels) continue;
     ++groups_pruned;

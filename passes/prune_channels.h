@@ -55,7 +55,12 @@ class PruneChannels : public Pass {
   }
   std::vector<OptionSpec> optionSpecs() const override;
   bool needsCalibration(const PassOptions& o) const override;
+  /// macs_reduction also scores its per-group steps on the data, without recovery.
+  bool usesCalibration(const PassOptions& o) const override;
   PassResult run(Model& m, PassContext& ctx) override;
+
+ protected:
+  void validate(const PassOptions& o) const override;
 };
 
 }  // namespace lwc::passes

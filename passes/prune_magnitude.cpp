@@ -70,22 +70,33 @@ std::vector<OptionSpec> PruneMagnitude::optionSpecs() const {
 
 bool PruneMagnitude::needsCalibration(const PassOptions& o) const { return o.getString("recover") != "none"; }
 
-std::pair<int, int> parseNM(const std::string& s, const std::string& where) {
+std::pair<int, int> parseNM(const std::string& s, const std::string& key) {
   int n = 0, m = 0;
   char colon = 0;
   std::istringstream is(s);
   if (!(is >> n >> colon >> m) || colon != ':' || !is.eof() || n < 1 || m < 2 || n >= m)
-    fail(where, ".pattern: \"", s, "\" is not unstructured or N:M with 1 <= N < M (e.g. 2:4)");
+    fail(key, ": \"", s, "\" is not unstructured or N:M with 1 <= N < M (e.g. 2:4)");
   return {n, m};
 }
 
 void PruneMagnitude::validate(const PassOptions& o) const {
-  if (o.getString("pattern") != "unstructured") parseNM(o.getString("pattern"), o.where());
+  if (const std::string pattern = o.getString("pattern"); pattern != "unstructured") {
+    const auto [n, m] = parseNM(pattern, o.key("pattern"));
+    // N:M fixes the sparsity at 1 - N/M in every layer: a sparsity or a global scope was ignored.
+    const double s = 1.0 - double(n) / m;
+    if (o.given("sparsity") && std::abs(o.getFloat("sparsity") - s) > 1e-6)
+      fail(o.key("sparsity"), ": ", o.getFloat("sparsity"), " does not apply to pattern ", pattern, ", which zeroes ", m - n,
+           " of every ", m, " weights (sparsity ", s, ") in every layer; drop it, or prune unstructured");
+    if (o.getString("scope") == "global")
+      fail(o.key("scope"), ": global applies to unstructured pruning; pattern ", pattern,
+           " prunes every layer alike: drop it");
+  }
+  checkLsqOptionsApply(o);
   if (o.getString("criterion") != "obs" && o.getInt("obs_rounds") != 1)
-    fail(o.where(), ".obs_rounds: applies to criterion obs (lwc prune: --criterion obs); drop it or set criterion obs");
+    fail(o.key("obs_rounds"), ": applies to criterion obs (lwc prune: --criterion obs); drop it or set criterion obs");
   if (o.getString("criterion") == "obs") {
     if (o.getString("recover") != "lsq")
-      fail(o.where(), ".criterion: obs scores weights at the least-squares re-fit; set recover to lsq (lwc prune: --recover lsq --calib DIR)");
+      fail(o.key("criterion"), ": obs scores weights at the least-squares re-fit; set recover to lsq (lwc prune: --recover lsq --calib DIR)");
   }
 }
 
@@ -194,7 +205,7 @@ PassResult PruneMagnitude::run(Model& m, PassContext& ctx) {
   Graph& g = m.graph;
   const PassOptions& o = options_;
   WeightLayerFilter filter{o.getStrings("include"), o.getStrings("exclude"), o.getInt("min_params"), "left dense"};
-  checkIncludeExclude(g, filter, o.where(), m.label());
+  checkIncludeExclude(g, filter, o, m.label());
   PassResult r;
   std::vector<Layer> layers;
   for (const auto& [node, weight] : selectWeightLayers(g, filter, r.notes))
@@ -216,7 +227,7 @@ PassResult PruneMagnitude::run(Model& m, PassContext& ctx) {
   std::vector<std::vector<bool>> masks(layers.size());
   const std::string pattern = o.getString("pattern");
   if (pattern != "unstructured") {
-    const auto [keep, group] = parseNM(pattern, o.where());
+    const auto [keep, group] = parseNM(pattern, o.key("pattern"));
     for (size_t l = 0; l < layers.size(); ++l) {
       const Tensor& w = g.initializers.at(layers[l].weight);
       const auto axis = static_cast<size_t>(layers[l].reduce_axis);
@@ -306,7 +317,7 @@ PassResult PruneMagnitude::run(Model& m, PassContext& ctx) {
     lo.damping = o.getFloat("lsq_damping");
     lo.cv_rows_per_weight = o.getFloat("lsq_cv_rows");
     lo.select_rounds = o.getInt("obs_rounds");
-    if (pattern != "unstructured") std::tie(lo.select_n, lo.select_m) = parseNM(pattern, o.where());
+    if (pattern != "unstructured") std::tie(lo.select_n, lo.select_m) = parseNM(pattern, o.key("pattern"));
     if (obs)  // the scope's masks give each layer's count; obs chooses which weights
       for (size_t l = 0; l < layers.size(); ++l)
         if (!masked[l])

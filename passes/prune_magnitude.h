@@ -44,7 +44,7 @@ class PruneMagnitude : public Pass {
   void validate(const PassOptions& o) const override;
 };
 
-/// Parses "N:M" (1 <= N < M); throws lwc::Error naming `where` otherwise.
-std::pair<int, int> parseNM(const std::string& s, const std::string& where);
+/// Parses "N:M" (1 <= N < M); throws lwc::Error naming `key` (the option, PassOptions::key) otherwise.
+std::pair<int, int> parseNM(const std::string& s, const std::string& key);
 
 }  // namespace lwc::passes

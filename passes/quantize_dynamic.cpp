@@ -44,7 +44,7 @@ PassResult QuantizeDynamic::run(Model& m, PassContext&) {
   for (const auto& e : options_.getStrings("exclude")) {
     bool found = false;
     for (const auto& n : g.nodes) found = found || n.name == e || n.op_type == e;
-    if (!found) fail(options_.where(), ".exclude: no node or op type named '", e, "' in ", m.label(), excludeHint(g));
+    if (!found) fail(options_.key("exclude"), ": no node or op type named '", e, "' in ", m.label(), excludeHint(g));
     exclude.insert(e);
   }
   PassResult r;

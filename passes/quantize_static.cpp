@@ -82,9 +82,19 @@ namespace {
 }  // namespace
 
 void QuantizeStatic::validate(const PassOptions& o) const {
-  parseShard(o.getString("calib_shard"), o.where() + ".calib_shard");
+  parseShard(o.getString("calib_shard"), o.key("calib_shard"));
   for (const auto& k : o.getStrings("keep_fp32"))
-    if (k != "first" && k != "last") fail(o.where(), ".keep_fp32: \"", k, "\" is not first or last");
+    if (k != "first" && k != "last") fail(o.key("keep_fp32"), ": \"", k, "\" is not first or last");
+  // Saved statistics are used as they are: the sample count and the shard apply to collecting them
+  // (and the sample count to the layer measurements of bias correction and GPTQ).
+  if (!o.getStrings("load_calib").empty()) {
+    if (o.getInt("calib_samples") > 0 && !o.getBool("bias_correction") && o.getString("weight_rounding") != "gptq")
+      fail(o.key("calib_samples"), ": the statistics come from ", o.ref("load_calib"),
+           " as they were collected; the sample count applies when calibrating (or to bias correction and GPTQ): drop it");
+    if (o.getString("calib_shard") != "0/1")
+      fail(o.key("calib_shard"), ": applies when collecting statistics (lwc calibrate --shard), not to ",
+           o.ref("load_calib"), ": drop it");
+  }
 }
 
 void checkNotQuantized(const Model& m, const std::string& action) {
@@ -334,7 +344,7 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
   for (const auto& e : o.getStrings("exclude")) {
     bool found = false;
     for (const auto& n : g.nodes) found = found || n.name == e || n.op_type == e;
-    if (!found) fail(o.where(), ".exclude: no node or op type named '", e, "' in ", m.label(), excludeHint(g));
+    if (!found) fail(o.key("exclude"), ": no node or op type named '", e, "' in ", m.label(), excludeHint(g));
     exclude.insert(e);
   }
   std::vector<size_t> compute;
@@ -564,10 +574,10 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
     for (size_t k = 0; k < loads.size(); ++k) {
       for (size_t e = 0; e < k; ++e)
         if (std::filesystem::weakly_canonical(loads[e]) == std::filesystem::weakly_canonical(loads[k]))
-          fail(o.where(), ".load_calib: ", loads[k], " is given twice; give each statistics file once");
+          fail(o.key("load_calib"), ": ", loads[k], " is given twice; give each statistics file once");
       CalibrationStats one = CalibrationStats::load(loads[k]);
       if (!one.model_digest.empty() && one.model_digest != digest)
-        fail(o.where(), ".load_calib: ", loads[k], " was collected on another model",
+        fail(o.key("load_calib"), ": ", loads[k], " was collected on another model",
              one.model.empty() ? std::string() : " ('" + one.model + "')", " than ", m.label(),
              " after the cleanup (its graph or weights differ); collect the statistics on this model with lwc calibrate");
       if (one.model_digest.empty())
@@ -578,17 +588,17 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
       // folder); only shards of a split (n > 1) are checked against each other.
       if (!one.shard.empty() && one.shard != "0/1") {
         if (const auto [it, fresh] = shard_file.emplace(one.shard, loads[k]); !fresh)
-          fail(o.where(), ".load_calib: ", loads[k], " holds shard ", one.shard, " of the data, as ", it->second,
+          fail(o.key("load_calib"), ": ", loads[k], " holds shard ", one.shard, " of the data, as ", it->second,
                " does; give each shard once");
         const int n = parseShard(one.shard, loads[k] + ": shard").second;
         split_file.emplace(n, loads[k]);
         if (split_file.size() > 1)
-          fail(o.where(), ".load_calib: ", split_file.begin()->second, " and ", std::next(split_file.begin())->second,
+          fail(o.key("load_calib"), ": ", split_file.begin()->second, " and ", std::next(split_file.begin())->second,
                " are shards of different splits of the data (of ", split_file.begin()->first, " and of ",
                std::next(split_file.begin())->first, " parts), which overlap; give the shards of one split");
       }
       if (!one.act_type.empty() && !stats_.act_type.empty() && one.act_type != stats_.act_type)
-        fail(o.where(), ".load_calib: ", loads[k], " was collected for --act-type ", one.act_type, " but ", act_file,
+        fail(o.key("load_calib"), ": ", loads[k], " was collected for --act-type ", one.act_type, " but ", act_file,
              " for ", stats_.act_type, "; give files of one activation type");
       if (!one.act_type.empty() && act_file.empty()) act_file = loads[k];
       stats_.merge(one);
@@ -635,7 +645,7 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
     if (!ctx.calib) fail(o.where(), ": quantize_static needs calibration data (--calib DIR or data.calib)");
     CollectOptions co;
     co.max_samples = o.getInt("calib_samples");
-    std::tie(co.shard, co.shards) = parseShard(o.getString("calib_shard"), o.where() + ".calib_shard");
+    std::tie(co.shard, co.shards) = parseShard(o.getString("calib_shard"), o.key("calib_shard"));
     co.threads = ctx.threads;
     // The MatMul outputs inside bias Adds too: saved statistics (lwc calibrate, which quantizes to
     // QDQ) then also serve format qoperator, which quantizes them.
@@ -648,9 +658,13 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
   if (loads.empty()) stats_.act_type = o.getString("act_type");
   stats_.model_digest = digest;
   const std::string save = o.getString("save_calib");
-  if (!save.empty()) writeFileAtomic(save, dumpJson(stats_.toJson(), -1) + "\n");
+  if (!save.empty()) {
+    const std::string text = dumpJson(stats_.toJson(), -1) + "\n";
+    if (ctx.outputs) ctx.outputs->stage(save, text);  // in place with the model, or not at all
+    else writeFileAtomic(save, text);
+  }
 
-  const Calibrator cal = parseCalibrator(o.getString("calibrator"), o.where() + ".calibrator");
+  const Calibrator cal = parseCalibrator(o.getString("calibrator"), o.key("calibrator"));
   std::map<std::string, QParams> qp;
   for (const auto& t : tensors) {
     const TensorStats& st = stats_.tensors.at(t);

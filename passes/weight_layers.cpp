@@ -20,11 +20,11 @@ bool isWeightOp(const Node& n) {
 }
 }  // namespace
 
-void checkIncludeExclude(const Graph& g, const WeightLayerFilter& f, const std::string& where, const std::string& label) {
+void checkIncludeExclude(const Graph& g, const WeightLayerFilter& f, const PassOptions& o, const std::string& label) {
   for (const auto* list : {&f.include, &f.exclude})
     for (const auto& e : *list) {
       const bool found = std::any_of(g.nodes.begin(), g.nodes.end(), [&](const Node& n) { return n.name == e || n.op_type == e; });
-      if (!found) fail(where, list == &f.include ? ".include" : ".exclude", ": no node or op type named '", e, "' in ", label);
+      if (!found) fail(o.key(list == &f.include ? "include" : "exclude"), ": no node or op type named '", e, "' in ", label);
     }
 }
 

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "lwc/graph.h"
+#include "lwc/pass.h"
 
 namespace lwc::passes {
 
@@ -25,8 +26,8 @@ struct WeightLayerFilter {
   std::string kept = "left alone";  ///< how a note says "not changed": "left dense", "left alone"
 };
 
-/// Fails naming `where`.include / .exclude when an entry names no node or op type of `g`.
-void checkIncludeExclude(const Graph& g, const WeightLayerFilter& f, const std::string& where, const std::string& label);
+/// Fails naming option include / exclude (o.key) when an entry names no node or op type of `g`.
+void checkIncludeExclude(const Graph& g, const WeightLayerFilter& f, const PassOptions& o, const std::string& label);
 
 std::vector<WeightLayer> selectWeightLayers(const Graph& g, const WeightLayerFilter& f, std::vector<std::string>& notes);
 

@@ -98,6 +98,8 @@ std::vector<double> kmeans1d(const std::vector<float>& values, int k, int max_it
 
 bool WeightShare::needsCalibration(const PassOptions& o) const { return o.getString("recover") != "none"; }
 
+void WeightShare::validate(const PassOptions& o) const { checkLsqOptionsApply(o); }
+
 PassResult WeightShare::run(Model& m, PassContext& ctx) {
   checkNotQuantized(m, "weight-share");
   const Model unshared = m;  // shares the tensors; sharing writes new ones
@@ -105,7 +107,7 @@ PassResult WeightShare::run(Model& m, PassContext& ctx) {
   Graph& g = m.graph;
   const PassOptions& o = options_;
   WeightLayerFilter filter{o.getStrings("include"), o.getStrings("exclude"), o.getInt("min_params"), "left alone"};
-  checkIncludeExclude(g, filter, o.where(), m.label());
+  checkIncludeExclude(g, filter, o, m.label());
   PassResult r;
   int64_t layers = 0, weights = 0, changed_weights = 0;
   double err = 0, energy = 0;

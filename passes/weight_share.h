@@ -35,6 +35,9 @@ class WeightShare : public Pass {
   std::vector<OptionSpec> optionSpecs() const override;
   bool needsCalibration(const PassOptions& o) const override;
   PassResult run(Model& m, PassContext& ctx) override;
+
+ protected:
+  void validate(const PassOptions& o) const override;
 };
 
 /// 1-D k-means with linear initialisation over [min, max]. Returns the centroids (ascending) and

@@ -49,10 +49,11 @@ void addExecCommand(CLI::App& app, Action& action, const GlobalOptions&) {
   auto* cmd = app.add_subcommand("exec", "Run a model once on .npy inputs (or random ones) and write its outputs as .npy");
   cmd->add_option("model", o->model, "ONNX model file")->required();
   cmd->add_option("--input", o->inputs, "NAME=FILE.npy for each model input");
-  cmd->add_option("--random-batch", o->random_batch,
-                  "Feed seeded random inputs with this batch size to the inputs --input does not give")
-      ->check(CLI::PositiveNumber);
-  cmd->add_option("--seed", o->seed, "Seed for --random-batch")->default_val(0);
+  auto* random = cmd->add_option("--random-batch", o->random_batch,
+                                 "Feed seeded random inputs with this batch size to the inputs --input does not give")
+                     ->check(CLI::PositiveNumber)
+                     ->default_str("");
+  cmd->add_option("--seed", o->seed, "Seed for --random-batch")->default_val(0)->needs(random);
   cmd->add_option("-o,--outdir", o->outdir, "Folder for <output>.npy files (created; / : \\ in a name become _, and a name met twice gets _1, _2 ..., as ort_tool.js names them; random inputs go to inputs/)")->required();
   addThreadsOption(cmd, o->threads);
   cmd->add_flag("--reference", o->reference, "Use only the reference kernels");
@@ -113,6 +114,8 @@ void addExecCommand(CLI::App& app, Action& action, const GlobalOptions&) {
           writes.emplace_back(fs::path(o->outdir) / "inputs" / (fileName(v->name, used_inputs) + ".npy"), t);
           feeds[v->name] = t;
         }
+        if (writes.empty())
+          fail("--random-batch: --input gives every input of ", o->model, ", so no random input is made; drop --random-batch");
       }
       for (const auto* v : m.graph.realInputs())
         if (!feeds.count(v->name))
@@ -130,6 +133,12 @@ void addExecCommand(CLI::App& app, Action& action, const GlobalOptions&) {
       const fs::path outdir(o->outdir);
       if (fs::exists(outdir, ec) && !fs::is_directory(outdir, ec))
         fail("--outdir '", o->outdir, "': exists and is not a folder; give a folder for the .npy outputs");
+      // Found before the model runs, not after it (a link to nothing failed with "File exists").
+      if (fs::is_symlink(fs::symlink_status(outdir, ec)) && !fs::exists(outdir, ec))
+        fail("--outdir '", o->outdir, "': is a link to nothing; give a folder for the .npy outputs");
+      if (!writes.empty() && fs::exists(outdir / "inputs", ec) && !fs::is_directory(outdir / "inputs", ec))
+        fail("--outdir '", o->outdir, "': '", (outdir / "inputs").string(),
+             "' exists and is not a folder, but the random inputs go there; remove it or choose another --outdir");
       fs::path existing = fs::absolute(outdir, ec);
       while (!existing.empty() && !fs::exists(existing, ec) && existing.has_relative_path()) existing = existing.parent_path();
       if (!fs::is_directory(existing, ec))
@@ -142,6 +151,9 @@ void addExecCommand(CLI::App& app, Action& action, const GlobalOptions&) {
       auto checkNotRead = [&](const fs::path& out) {
         if (fs::is_directory(out, ec))
           fail("cannot write '", out.string(), "': it is a folder; remove it or choose another --outdir");
+        if (fs::exists(out, ec) && !fs::is_regular_file(out, ec))  // through links: what would be replaced
+          fail("cannot write '", out.string(), "': it exists and is not a regular file (a device, pipe or other special "
+               "file, which writing would replace); remove it or choose another --outdir");
         for (const auto& in : read)
           if (fs::exists(out, ec) && fs::exists(in, ec) && fs::equivalent(out, in, ec))
             fail("cannot write '", out.string(), "': it is '", in.string(), "', which this run reads; choose another --outdir");
@@ -154,12 +166,33 @@ void addExecCommand(CLI::App& app, Action& action, const GlobalOptions&) {
       so.split_batch = !o->no_split;
       engine::Session s(m, so);
       const auto outs = s.run(feeds);
-      fs::create_directories(outdir / (writes.empty() ? "" : "inputs"), ec);
-      if (ec) fail("--outdir '", o->outdir, "': cannot create the folder: ", ec.message());
-      for (const auto& [path, t] : writes) writeNpy(path, t);
+      // The folders this run creates, outermost first: removed again if the run fails after all.
+      std::vector<fs::path> created;
+      for (fs::path f = writes.empty() ? outdir : outdir / "inputs"; !f.empty() && !fs::exists(f, ec); f = f.parent_path()) {
+        created.insert(created.begin(), f);
+        if (!f.has_relative_path() || f.parent_path() == f) break;
+      }
+      struct RemoveCreated {
+        std::vector<fs::path>* folders;
+        bool keep = false;
+        ~RemoveCreated() {
+          std::error_code e;
+          if (!keep)
+            for (auto it = folders->rbegin(); it != folders->rend(); ++it) fs::remove(*it, e);  // only empty ones go
+        }
+      } remove_created{&created};
+      for (const auto& f : created)
+        if (!fs::create_directory(f, ec) && ec)
+          fail("--outdir '", o->outdir, "': cannot create the folder '", f.string(), "': ", ec.message());
+      // Every file in place together, or none: a failure part-way left the random inputs beside
+      // an older run's outputs.
+      OutputSet staged;
+      for (const auto& [path, t] : writes) staged.stage(path, toNpy(t));
+      for (const auto& [name, path] : files) staged.stage(path, toNpy(outs.at(name)));
+      staged.commit();
+      remove_created.keep = true;
       for (const auto& [name, path] : files) {
         const Tensor& t = outs.at(name);
-        writeNpy(path, t);
         std::string dims;
         for (size_t i = 0; i < t.shape().size(); ++i) dims += (i ? "," : "") + std::to_string(t.shape()[i]);
         std::cout << name << ": " << dtypeName(t.dtype()) << " [" << dims << "] -> " << path.string() << "\n";

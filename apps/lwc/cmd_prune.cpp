@@ -41,11 +41,19 @@ struct PruneArgs {
   int64_t bench_batch = 32;
   OrtBenchOptions ort;
 };
+
+// The flags messages name (PassOptions::key) instead of the passes' option keys.
+const OptionNames kPruneFlags = {
+    {"sparsity", "--sparsity"},       {"scope", "--scope"},           {"pattern", "--pattern"},
+    {"include", "--include"},         {"exclude", "--exclude"},       {"min_params", "--min-params"},
+    {"recover", "--recover"},         {"criterion", "--criterion"},   {"obs_rounds", "--obs-rounds"},
+    {"lsq_cv_rows", "--lsq-cv-rows"}, {"importance", "--importance"}, {"min_channels", "--min-channels"},
+    {"round_to", "--round-to"},       {"ratio", "--channels"},        {"macs_reduction", "--macs-reduction"}};
 }  // namespace
 
 void addPruneCommand(CLI::App& app, Action& action, const GlobalOptions&) {
   auto a = std::make_shared<PruneArgs>();
-  auto* cmd = app.add_subcommand("prune", "Magnitude pruning (cleanup + prune_magnitude, optionally in several steps)");
+  auto* cmd = app.add_subcommand("prune", "Pruning: zero weights by magnitude (--sparsity, in --iters steps) or remove whole channels (--channels, --macs-reduction), with optional recovery (cleanup + prune_magnitude or prune_channels)");
   cmd->add_option("model", a->run.positional, "ONNX model file (float)")->required()->expected(1);
   addRunOptions(cmd, a->run);
   auto* sp = cmd->add_option("--sparsity", a->sparsity, "Target fraction of zero weights, in [0, 1)");
@@ -72,9 +80,11 @@ void addPruneCommand(CLI::App& app, Action& action, const GlobalOptions&) {
                   "(default 0 = never)")
       ->check(CLI::NonNegativeNumber);
   auto* ch = cmd->add_option("--channels", a->channels,
-                             "Channel pruning: remove this fraction of every prunable channel group (prune_channels)");
+                             "Channel pruning: remove this fraction of every prunable channel group (prune_channels)")
+                       ->default_str("");
   auto* mr = cmd->add_option("--macs-reduction", a->macs_reduction,
-                             "Channel pruning: remove channels until MACs drop by at least this fraction");
+                             "Channel pruning: remove channels until MACs drop by at least this fraction")
+                       ->default_str("");
   ch->excludes(mr);
   sp->excludes(ch);
   sp->excludes(mr);
@@ -98,7 +108,8 @@ void addPruneCommand(CLI::App& app, Action& action, const GlobalOptions&) {
       // Options of the other kind would be ignored without a word: refused instead.
       const char* const magnitude_only[] = {"--sparsity", "--iters", "--scope", "--pattern", "--include",
                                             "--min-params", "--criterion", "--obs-rounds"};
-      const char* const channel_only[] = {"--importance", "--min-channels", "--round-to", "--bench-batch", "--ort-bench"};
+      const char* const channel_only[] = {"--importance", "--min-channels", "--round-to", "--bench-batch", "--ort-bench",
+                                          "--ort-tool"};
       // (--bench-batch 0, "no timing", is what magnitude pruning does anyway: scripts pass it to both.)
       for (const char* opt : channels ? std::span<const char* const>(magnitude_only) : std::span<const char* const>(channel_only))
         if (cmd->count(opt) > 0 && !(std::string_view(opt) == "--bench-batch" && a->bench_batch == 0))
@@ -116,9 +127,14 @@ void addPruneCommand(CLI::App& app, Action& action, const GlobalOptions&) {
         fail("prune: --lsq-cv-rows ", a->lsq_cv_rows, " must be a finite number >= 0");
       // Pruning without recovery reads no data: a user who gave some most likely meant to recover
       // (channel pruning at 30 % cost resnet 43 points on the sample without it).
+      // With --macs-reduction the data also scores the per-group steps (their damage on 128 samples).
       if (a->recover == "none" && !a->run.calib.empty())
-        spdlog::warn("prune: --calib is given but --recover is none, so nothing re-fits the pruned layers on that data; "
-                     "add --recover lsq (least-squares re-fit of each pruned layer) to recover accuracy");
+        spdlog::warn(cmd->count("--macs-reduction")
+                         ? "prune: --recover is none, so the --calib data only chooses which groups' channels go (their "
+                           "damage on 128 samples) and nothing re-fits the pruned layers; add --recover lsq (least-squares "
+                           "re-fit of each consumer layer) to recover accuracy"
+                         : "prune: --calib is given but --recover is none, so nothing re-fits the pruned layers on that "
+                           "data; add --recover lsq (least-squares re-fit of each pruned layer) to recover accuracy");
       if (a->pattern != "unstructured" && a->iters != 1)
         fail("prune: --pattern ", a->pattern, " is reached in one step; drop --iters");
       if (channels) {
@@ -147,7 +163,7 @@ void addPruneCommand(CLI::App& app, Action& action, const GlobalOptions&) {
           o["macs_reduction"] = a->macs_reduction;
         else
           o["ratio"] = a->channels;
-        st.pass->configure(o, st.where);
+        st.pass->configure(o, st.where, kPruneFlags);
         // bn_gamma: the cleanup up to fuse_batchnorm first (constants folded, Reshapes and Slices
         // simplified, so the pass sees the groups it sees with l1), then the pruning, then the rest.
         // Run before the whole cleanup, it found no prunable group in tinyformer and wrote the
@@ -210,17 +226,13 @@ void addPruneCommand(CLI::App& app, Action& action, const GlobalOptions&) {
         PipelineStep st;
         st.where = "prune step " + std::to_string(t);
         st.pass = passes::builtinPasses().create("prune_magnitude", st.where);
-        st.pass->configure({{"sparsity", s_t},
-                            {"scope", a->scope},
-                            {"pattern", a->pattern},
-                            {"include", a->include},
-                            {"exclude", a->exclude},
-                            {"min_params", a->min_params},
-                            {"recover", a->recover},
-                            {"criterion", a->criterion},
-                            {"obs_rounds", a->obs_rounds},
-                            {"lsq_cv_rows", a->lsq_cv_rows}},
-                           st.where);
+        nlohmann::json o = {{"scope", a->scope},         {"pattern", a->pattern},     {"include", a->include},
+                            {"exclude", a->exclude},     {"min_params", a->min_params}, {"recover", a->recover},
+                            {"criterion", a->criterion}, {"obs_rounds", a->obs_rounds}, {"lsq_cv_rows", a->lsq_cv_rows}};
+        // An N:M pattern sets its own sparsity: --sparsity goes to the pass only when given, which
+        // refuses one that disagrees.
+        if (a->pattern == "unstructured" || cmd->count("--sparsity")) o["sparsity"] = s_t;
+        st.pass->configure(o, st.where, kPruneFlags);
         p.steps.push_back(std::move(st));
       }
       return runPipelineCommand(std::move(p), a->run.positional.at(0), a->run);

@@ -71,6 +71,14 @@ nlohmann::json quantOptions(const QuantArgs& q) {
           {"weight_rounding", q.weight_rounding}};
 }
 
+// The flags messages name (PassOptions::key) instead of the passes' option keys.
+const OptionNames kQuantFlags = {
+    {"calibrator", "--calibrator"},   {"percentile", "--percentile"}, {"calib_samples", "--calib-samples"},
+    {"per_channel", "--per-tensor"},  {"reduce_range", "--reduce-range"}, {"act_type", "--act-type"},
+    {"exclude", "--exclude"},         {"keep_fp32", "--keep-fp32"},   {"load_calib", "--load-calib"},
+    {"save_calib", "--save-calib"},   {"calib_shard", "--shard"},     {"format", "--format"},
+    {"bias_correction", "--bias-correction"}, {"weight_rounding", "--weight-rounding"}};
+
 Pipeline quantPipeline(const QuantArgs& q) {
   Pipeline p = cleanupPipeline();
   p.name = "quantize (" + q.mode + ")";
@@ -79,10 +87,10 @@ Pipeline quantPipeline(const QuantArgs& q) {
   s.where = "quantize";
   if (q.mode == "dynamic") {
     s.pass = passes::builtinPasses().create("quantize_dynamic", "quantize");
-    s.pass->configure({{"per_channel", !q.per_tensor}, {"exclude", q.exclude}}, "quantize");
+    s.pass->configure({{"per_channel", !q.per_tensor}, {"exclude", q.exclude}}, "quantize", kQuantFlags);
   } else {
     s.pass = passes::builtinPasses().create("quantize_static", "quantize");
-    s.pass->configure(quantOptions(q), "quantize");
+    s.pass->configure(quantOptions(q), "quantize", kQuantFlags);
   }
   p.steps.push_back(std::move(s));
   return p;
@@ -92,7 +100,7 @@ Pipeline quantPipeline(const QuantArgs& q) {
 
 void addQuantizeCommand(CLI::App& app, Action& action, const GlobalOptions&) {
   auto q = std::make_shared<QuantArgs>();
-  auto* cmd = app.add_subcommand("quantize", "INT8 post-training static quantization (cleanup + quantize_static, QDQ output)");
+  auto* cmd = app.add_subcommand("quantize", "INT8 post-training quantization: static with calibration data (default) or --mode dynamic; QDQ output (default) or --format qoperator (cleanup + quantize_static or quantize_dynamic)");
   cmd->add_option("model", q->run.positional, "ONNX model file (float)")->required()->expected(1);
   addRunOptions(cmd, q->run);
   addQuantOptions(cmd, *q);
@@ -116,7 +124,8 @@ void addQuantizeCommand(CLI::App& app, Action& action, const GlobalOptions&) {
       if (static_only.empty() && cmd->count(o) > 0) static_only = o;
     const bool percentile_given = cmd->count("--percentile") > 0, calib_given = cmd->count("--calib") > 0;
     const bool both_limits = cmd->count("--calib-limit") > 0 && cmd->count("--calib-samples") > 0;
-    action = [q, static_only, percentile_given, calib_given, both_limits] {
+    const bool layer_samples_given = cmd->count("--layer-samples") > 0;
+    action = [q, static_only, percentile_given, calib_given, both_limits, layer_samples_given] {
       // Both cap the calibration samples (the data's limit and the pass option); two different
       // values would silently mean the smaller one.
       if (both_limits && q->run.calib_limit != q->calib_samples)
@@ -143,8 +152,8 @@ void addQuantizeCommand(CLI::App& app, Action& action, const GlobalOptions&) {
       auto table = std::make_shared<std::vector<passes::TensorError>>();
       auto lat = std::make_shared<std::pair<double, double>>(0.0, 0.0);
       auto bench_batch = std::make_shared<int64_t>(q->bench_batch);
-      hooks.on_stage = [q, table, lat, ort, ort_tool, bench_batch](const Pass& pass, const Model& before, const Model& after,
-                                                                  StageRecord& rec) {
+      hooks.on_stage = [q, table, lat, ort, ort_tool, bench_batch, layer_samples_given](
+                           const Pass& pass, const Model& before, const Model& after, StageRecord& rec) {
         if (pass.name().rfind("quantize", 0) != 0) return;
         const auto* qs = dynamic_cast<const passes::QuantizeStatic*>(&pass);
         nlohmann::json d = nlohmann::json::object();
@@ -155,21 +164,30 @@ void addQuantizeCommand(CLI::App& app, Action& action, const GlobalOptions&) {
           d["calibration"]["seconds"] = st.loaded ? nlohmann::json() : nlohmann::json(st.seconds);
           d["calibration"]["images_per_s"] =
               st.loaded ? nlohmann::json() : nlohmann::json(st.seconds > 0 ? double(st.samples) / st.seconds : 0.0);
-          // With saved statistics, bias correction and GPTQ still read --calib data: said, not "no data read".
-          std::vector<std::string> reads;
-          if (q->bias_correction) reads.push_back("bias correction");
-          if (q->weight_rounding == "gptq") reads.push_back("GPTQ");
-          if (st.loaded && !reads.empty()) d["calibration"]["data_read_for"] = reads;
         }
         const DataSpec* data = nullptr;
         DataSpec spec;
         if (!q->run.eval.empty() || !q->run.calib.empty()) {
-          spec.options.path = !q->run.eval.empty() ? q->run.eval : q->run.calib;
+          const bool eval = !q->run.eval.empty();
+          spec.options.path = eval ? q->run.eval : q->run.calib;
           if (!q->run.preprocess.empty()) spec.options.preprocess = Preprocess::load(q->run.preprocess);
+          // The data's limit holds here too (the table read samples --calib-limit left out).
+          if (const int64_t limit = eval ? q->run.eval_limit : q->run.calib_limit; limit > 0) spec.options.limit = limit;
           spec.batch = 16;
-          spec.origin = !q->run.eval.empty() ? "--eval" : "--calib";
+          spec.origin = eval ? "--eval" : "--calib";
           data = &spec;
         }
+        if (qs) {
+          // With saved statistics, bias correction, GPTQ and the error table still read --calib
+          // data: said, not "no data read".
+          std::vector<std::string> reads;
+          if (q->bias_correction) reads.push_back("bias correction");
+          if (q->weight_rounding == "gptq") reads.push_back("GPTQ");
+          if (data && data->origin == "--calib" && q->layer_samples > 0) reads.push_back("the per-tensor error table");
+          if (qs->lastStats().loaded && !reads.empty()) d["calibration"]["data_read_for"] = reads;
+        }
+        if (layer_samples_given && !data && q->layer_samples > 0)  // accepted and silently did nothing
+          rec.result.notes.push_back("--layer-samples: the per-tensor error table needs data (--eval or --calib); not measured");
         if (qs && data && q->layer_samples > 0) {
           // A QOperator file is measured in its QDQ form: the same integers, with DequantizeLinear outputs to compare.
           const Model& measured = qs->qdqForm() ? *qs->qdqForm() : after;
@@ -285,7 +303,10 @@ void addCalibrateCommand(CLI::App& app, Action& action, const GlobalOptions&) {
       ro.threads = q->run.threads;
       ro.log = [](const std::string& s) { spdlog::debug("{}", s); };
       ro.warn = [](const std::string& s) { spdlog::warn("{}", s); };
+      OutputSet outputs;  // the statistics go in place only when the whole run succeeds
+      ro.outputs = &outputs;
       PipelineReport rep = runPipeline(p, m, ro);
+      outputs.commit();
       const auto& st = rep.stages.back().result.stats;
       std::printf("wrote %s: statistics of %lld tensors over %lld samples (shard %s)\n", q->save_calib.c_str(),
                   static_cast<long long>(st.at("tensors_calibrated")),

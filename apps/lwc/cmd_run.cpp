@@ -30,10 +30,10 @@ void addRunOptions(CLI::App* cmd, RunArgs& a, bool calibration) {
   cmd->add_option("-o,--output", a.output, "Output ONNX file (written atomically)")->required();
   cmd->add_option("--report", a.report, "Write the report as JSON (schema lwc.report)");
   cmd->add_option("--report-md", a.report_md, "Write the report as Markdown (for a CI job summary)");
-  cmd->add_option("--eval", a.eval, "Evaluation data (overrides the pipeline's data.eval path)");
+  cmd->add_option("--eval", a.eval, "Evaluation data (lwc run: replaces the pipeline's data.eval)");
   cmd->add_option("--eval-limit", a.eval_limit, "Use only N evaluation samples (0 = all)")->check(CLI::NonNegativeNumber);
   if (calibration) {
-    cmd->add_option("--calib", a.calib, "Calibration data (overrides the pipeline's data.calib path)");
+    cmd->add_option("--calib", a.calib, "Calibration data (lwc run: replaces the pipeline's data.calib)");
     cmd->add_option("--calib-limit", a.calib_limit, "Use only N calibration samples (0 = all)")->check(CLI::NonNegativeNumber);
   }
   cmd->add_option("--preprocess", a.preprocess,
@@ -51,12 +51,21 @@ namespace {
 void applyDataOverride(std::optional<DataSpec>& spec, const std::string& path, int64_t limit, const std::string& preprocess,
                        const char* flag) {
   if (!path.empty()) {
-    if (!spec) spec = DataSpec{};
+    // The flag's data replaces the pipeline's entry whole: its labels, preprocessing and limit
+    // belong to the pipeline's data (the limit used to stay while the preprocessing went).
+    if (spec && (spec->options.preprocess || spec->options.limit > 0)) {
+      std::string dropped;
+      if (spec->options.preprocess && preprocess.empty())
+        dropped = "its preprocessing (give --preprocess FILE for " + std::string(flag) + "'s data)";
+      if (spec->options.limit > 0 && limit < 0)
+        dropped += (dropped.empty() ? "its limit of " : " and its limit of ") + std::to_string(spec->options.limit) +
+                   " samples (give " + flag + "-limit N)";
+      if (!dropped.empty())
+        spdlog::warn("{} replaces the pipeline's data entry ({}) whole, so {} no longer applies", flag, spec->origin, dropped);
+    }
+    spec = DataSpec{.options = {}, .batch = spec ? spec->batch : DataSpec{}.batch, .origin = flag};
     spec->options.path = path;
-    spec->options.labels.clear();
-    spec->options.preprocess.reset();
     if (!preprocess.empty()) spec->options.preprocess = Preprocess::load(preprocess);
-    spec->origin = flag;
   }
   if (!spec) return;
   if (limit >= 0) spec->options.limit = limit;
@@ -249,6 +258,9 @@ int runPipelineCommand(Pipeline p, const std::string& model_path, const RunArgs&
   if (!a.preprocess.empty() && a.eval.empty() && a.calib.empty())
     fail("--preprocess applies to the data given with --eval or --calib; for a pipeline's own data set \"preprocess\" "
          "in its data entry");
+  if (a.keep_failed && p.gates.empty())
+    fail("--keep-failed: this run has no quality gates, so its model is always written; drop it (gates come from a "
+         "pipeline file's \"gates\")");
   applyDataOverride(p.eval, a.eval, a.eval_limit, a.preprocess, "--eval");
   applyDataOverride(p.calib, a.calib, a.calib_limit, a.preprocess, "--calib");
   p.check();
@@ -280,6 +292,9 @@ int runPipelineCommand(Pipeline p, const std::string& model_path, const RunArgs&
   ro.full_count = [](const Model& model) { return passes::analyzeFolded(model, AnalyzeOptions{1, /*entropy=*/false}); };
   if (a.print_after_all) ro.after_pass = printGraph;
   ro.on_stage = hooks.on_stage;
+  // Every file of the run goes in place together at the end, or none does.
+  OutputSet staged;
+  ro.outputs = &staged;
   PipelineReport rep = runPipeline(p, m, ro);
   rep.output = a.output;
   try {
@@ -295,9 +310,10 @@ int runPipelineCommand(Pipeline p, const std::string& model_path, const RunArgs&
   }
   const bool ok = rep.gatesPassed();
   rep.output_written = ok || a.keep_failed;
-  if (rep.output_written) saveModel(m, a.output);
-  if (!a.report.empty()) writeFileAtomic(a.report, dumpJson(rep.toJson()) + "\n");
-  if (!a.report_md.empty()) writeFileAtomic(a.report_md, rep.toMarkdown());
+  if (rep.output_written) staged.stage(a.output, serializeModel(m, a.output));
+  if (!a.report.empty()) staged.stage(a.report, dumpJson(rep.toJson()) + "\n");
+  if (!a.report_md.empty()) staged.stage(a.report_md, rep.toMarkdown());
+  staged.commit();
   if (a.json) std::cout << dumpJson(rep.toJson()) << "\n";
   else std::cout << rep.toText(a.time_passes);
   if (!a.json && hooks.print_extra) hooks.print_extra(rep);
@@ -310,13 +326,30 @@ int runPipelineCommand(Pipeline p, const std::string& model_path, const RunArgs&
                 (g.no_value.empty() ? formatFigure(g.value, 4, false) : g.no_value) + " (limit " +
                 formatFigure(g.gate.limit, 4, false) + ")";
     }
-    std::fprintf(stderr, "lwc: error: a quality gate failed: %s%s\n", failed.c_str(),
+    std::error_code ec;
+    const std::string older = !a.keep_failed && fs::exists(a.output, ec)
+                                  ? " ('" + a.output + "' is an older file, not this run's output)"
+                                  : "";
+    std::fprintf(stderr, "lwc: error: a quality gate failed: %s%s%s\n", failed.c_str(),
                  a.keep_failed ? " (output written because of --keep-failed)"
-                               : "; the output model was not written (--keep-failed writes it anyway; or relax the gate)");
+                               : "; the output model was not written (--keep-failed writes it anyway; or relax the gate)",
+                 older.c_str());
     return 3;
   }
   return 0;
 }
+
+namespace {
+// Calibration data that no pass reads was accepted without a word (lwc prune says so itself).
+void warnUnusedCalibration(const Pipeline& p, const RunArgs& a) {
+  if (a.calib.empty() && !p.calib) return;
+  for (const auto& st : p.steps)
+    if (st.pass->usesCalibration(st.pass->options())) return;
+  spdlog::warn("{}: no pass of this pipeline reads calibration data, so it is not used (passes read it to recover "
+               "accuracy with recover bias or lsq, to quantize, and for prune_channels' macs_reduction)",
+               a.calib.empty() ? "data.calib" : "--calib");
+}
+}  // namespace
 
 void addRunCommand(CLI::App& app, Action& action, const GlobalOptions&) {
   auto a = std::make_shared<RunArgs>();
@@ -330,14 +363,18 @@ void addRunCommand(CLI::App& app, Action& action, const GlobalOptions&) {
       const auto& pos = a->positional;
       if (passes_given) {
         if (pos.size() != 1) fail("run: with --passes give only the model: lwc run --passes \"...\" MODEL -o OUT");
-        return runPipelineCommand(Pipeline::fromText(a->passes, passes::builtinPasses()), pos[0], *a);
+        Pipeline p = Pipeline::fromText(a->passes, passes::builtinPasses());
+        warnUnusedCalibration(p, *a);
+        return runPipelineCommand(std::move(p), pos[0], *a);
       }
       if (pos.size() != 2) fail("run: give the pipeline and the model: lwc run PIPELINE.json MODEL -o OUT (or use --passes)");
       auto ext = [](const std::string& f) { return fs::path(f).extension().string(); };
       if (ext(pos[0]) == ".onnx" && ext(pos[1]) == ".json")
         fail("run: the pipeline comes first: lwc run ", pos[1], " ", pos[0], " -o OUT");
       a->pipeline_file = pos[0];
-      return runPipelineCommand(Pipeline::load(pos[0], passes::builtinPasses()), pos[1], *a);
+      Pipeline p = Pipeline::load(pos[0], passes::builtinPasses());
+      warnUnusedCalibration(p, *a);
+      return runPipelineCommand(std::move(p), pos[1], *a);
     };
   });
 }

@@ -12,6 +12,7 @@
 #include <cstring>
 #include <filesystem>
 #include <malloc.h>
+#include <csignal>
 #include <sched.h>
 #include <unistd.h>
 #include <iostream>
@@ -175,9 +176,15 @@ int main(int argc, char** argv) {
   // sessions pool their buffers, so steady-state inference does not pay for the extra mmaps
   // (bench mnv2_fmnist b32: same median within noise).
   ::mallopt(M_MMAP_THRESHOLD, 256 * 1024);
+  // A file-size limit (ulimit -f) makes a write fail with EFBIG and an error line naming the file,
+  // instead of SIGXFSZ ending lwc without a word.
+  ::signal(SIGXFSZ, SIG_IGN);
   using namespace lwc::app;
   CLI::App app{"lwc: make trained neural networks small and fast (ONNX in, ONNX out)", "lwc"};
   app.require_subcommand(1);
+  // --help shows each option's default ("--sparsity FLOAT=0.5"): lwc prune without --sparsity
+  // pruned 50 % with no word of it anywhere.
+  app.option_defaults()->always_capture_default();
   app.set_version_flag("--version", std::string("lwc ") + lwc::kProducerVersion);
   GlobalOptions g;
   auto* verbose = app.add_flag("-v,--verbose", g.verbose, "Log details to stderr");
@@ -197,6 +204,10 @@ int main(int argc, char** argv) {
   addQuantizeCommand(app, action, g);
   addCalibrateCommand(app, action, g);
   addPruneCommand(app, action, g);
+  // Defaults that only mean "not given" are not shown: [] (lists, positionals), -1 (the limits).
+  for (CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; }))
+    for (CLI::Option* opt : sub->get_options())
+      if (const std::string d = opt->get_default_str(); d == "[]" || d == "-1") opt->default_str("");
 
   try {
     app.parse(argc, argv);

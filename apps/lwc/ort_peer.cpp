@@ -48,12 +48,19 @@ bool nodeOnPath() {
   return false;
 }
 
+// The benchmark's private folder: the two models and the tool's output. Removed with everything in
+// it when done, and on a fatal signal (SignalCleanup), which an interrupted run used to leave in /tmp.
 class TempFolder {
  public:
   TempFolder() {
     std::string t = (fs::temp_directory_path() / "lwc-ort-XXXXXX").string();
-    if (!::mkdtemp(t.data())) fail(t, ": cannot create a temp folder for the ONNX Runtime benchmark");
+    if (!::mkdtemp(t.data()))
+      fail(t, ": cannot create a temp folder for the ONNX Runtime benchmark (--ort-bench): ", std::strerror(errno),
+           "; set TMPDIR to a writable folder");
     path_ = t;
+    guard_ = SignalCleanup(SignalCleanup::Kind::Folder, t);
+    for (const char* f : {"before.onnx", "after.onnx", "stdout", "stderr"})
+      files_.emplace_back(SignalCleanup::Kind::File, (path_ / f).string());
   }
   ~TempFolder() {
     std::error_code ec;
@@ -63,6 +70,8 @@ class TempFolder {
 
  private:
   fs::path path_;
+  SignalCleanup guard_;
+  std::vector<SignalCleanup> files_;  // the files it will hold (rmdir takes only an empty folder)
 };
 
 /// Runs `node tool bench model ... --json`; returns its JSON (fails with the tool's error line).
@@ -96,9 +105,11 @@ nlohmann::json benchOnce(const std::string& tool, const fs::path& model, const f
   if (pinned) ::sched_setaffinity(0, sizeof mine, &mine);
   posix_spawn_file_actions_destroy(&fa);
   if (rc != 0) fail("node: cannot start it for the ONNX Runtime benchmark (", std::strerror(rc), ")");
+  SignalCleanup running(pid);  // a signal that ends lwc ends the benchmark too (it ran on, orphaned)
   int st = 0;
   while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
   }
+  running.release();
   if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
     std::string e = slurp(err);
     while (!e.empty() && (e.back() == '\n' || e.back() == '\r')) e.pop_back();
@@ -154,11 +165,13 @@ std::string findOrtTool(const std::string& given, const char* flag) {
 }
 
 void OrtBenchOptions::add(CLI::App* cmd, const std::string& measures) {
-  cmd->add_flag("--ort-bench", enabled,
-                "Also measure " + measures +
-                    " in ONNX Runtime at --bench-batch (needs Node.js and onnxruntime-node, see scripts/setup.sh)");
+  auto* bench = cmd->add_flag("--ort-bench", enabled,
+                              "Also measure " + measures +
+                                  " in ONNX Runtime at --bench-batch (needs Node.js and onnxruntime-node, see scripts/setup.sh)");
+  // Without --ort-bench the tool is never run, so a wrong path went unnoticed.
   cmd->add_option("--ort-tool", tool,
-                  "ort_tool.js for --ort-bench (default: $LWC_ORT_TOOL, else scripts/ort/ort_tool.js of the source tree)");
+                  "ort_tool.js for --ort-bench (default: $LWC_ORT_TOOL, else scripts/ort/ort_tool.js of the source tree)")
+      ->needs(bench);
 }
 
 std::string OrtBenchOptions::resolve(const char* command, int64_t bench_batch) const {

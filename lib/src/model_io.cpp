@@ -21,6 +21,7 @@
 #include <sstream>
 
 #include "lwc/opset_lowering.h"
+#include "lwc/signal_cleanup.h"
 
 namespace lwc {
 
@@ -702,8 +703,9 @@ bool sameFile(const fs::path& a, const fs::path& b) {
 // then wrote its model and failed on the report).
 void probeCreate(const fs::path& path) {
   const fs::path dir = folderOf(path);
-  std::string tmpl = (dir / ".lwc-probe-XXXXXX").string();
-  const int fd = ::mkstemp(tmpl.data());
+  std::string tmpl;
+  SignalCleanup guard;
+  const int fd = createExclusive((dir / ".lwc-probe-").string(), tmpl, guard);
   if (fd < 0)
     fail("cannot write '", path.string(), "': no file can be created in folder '", dir.string(), "' (",
          std::strerror(errno), "); choose another folder");
@@ -771,30 +773,6 @@ std::string readUserFile(const fs::path& path, const std::string& what) {
 }
 
 namespace {
-// The temporary file being written, removed by SIGINT/SIGTERM/SIGHUP before the signal ends the
-// process (Ctrl-C during a write left a full-size hidden .NAME.tmp-XXXXXX beside the target).
-char g_tmp_path[4096];
-volatile sig_atomic_t g_tmp_active = 0;
-
-void removeTmpAndRaise(int sig) {
-  if (g_tmp_active) ::unlink(g_tmp_path);  // async-signal-safe
-  ::signal(sig, SIG_DFL);
-  ::raise(sig);
-}
-
-// Before each write: a signal left at its default action gets the handler (one ignored, as nohup
-// does with SIGHUP, or handled by the host program, stays as it is).
-void installTmpCleanup() {
-  for (int sig : {SIGINT, SIGTERM, SIGHUP}) {
-    struct sigaction old {};
-    if (::sigaction(sig, nullptr, &old) != 0 || old.sa_handler != SIG_DFL) continue;
-    struct sigaction sa {};
-    sa.sa_handler = removeTmpAndRaise;
-    sigemptyset(&sa.sa_mask);
-    ::sigaction(sig, &sa, nullptr);
-  }
-}
-
 // The process's umask, read from /proc/self/status ("Umask:", Linux 4.7+) without changing it:
 // umask() can only be read by setting it, which another thread creating a file would see.
 mode_t currentUmask() {
@@ -807,53 +785,67 @@ mode_t currentUmask() {
   return m;
 }
 
-// Creates the temporary file `prefix` + six random characters (O_EXCL, as mkstemp does) and
-// marks it as the file to remove on a signal for as long as the guard lives. The name is marked
-// before the file exists, so a signal in any thread at any moment finds it (an unlink of a name
-// not created yet does nothing); the name goes into `tmpl`.
-struct TmpGuard {
-  int fd = -1;
-  TmpGuard(const std::string& prefix, std::string& tmpl) {
-    installTmpCleanup();
-    static thread_local std::mt19937_64 rng(std::random_device{}() ^ (uint64_t(::getpid()) << 32));
-    static const char kChars[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    for (int attempt = 0; attempt < 100 && fd < 0; ++attempt) {
-      tmpl = prefix;
-      for (int k = 0; k < 6; ++k) tmpl += kChars[rng() % (sizeof kChars - 1)];
-      if (tmpl.size() < sizeof g_tmp_path) {
-        g_tmp_active = 0;
-        std::memcpy(g_tmp_path, tmpl.c_str(), tmpl.size() + 1);
-        g_tmp_active = 1;
-      }
-      fd = ::open(tmpl.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-      if (fd < 0 && errno != EEXIST) break;
-    }
-    if (fd < 0) g_tmp_active = 0;
-  }
-  ~TmpGuard() { g_tmp_active = 0; }
-};
+// Flushes a folder's entries (a rename into it) to disk; file systems that cannot are skipped.
+void syncFolder(const fs::path& dir) {
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return;
+  ::fsync(fd);
+  ::close(fd);
+}
 }  // namespace
 
-void writeFileAtomic(const fs::path& given, std::string_view bytes) {
+int createExclusive(const std::string& prefix, std::string& name, SignalCleanup& guard) {
+  static thread_local std::mt19937_64 rng(std::random_device{}() ^ (uint64_t(::getpid()) << 32));
+  static const char kChars[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    name = prefix;
+    for (int k = 0; k < 6; ++k) name += kChars[rng() % (sizeof kChars - 1)];
+    // Registered before it exists, so a signal at any moment finds it (unlinking a name not
+    // created yet does nothing).
+    guard = SignalCleanup(SignalCleanup::Kind::File, name);
+    const int fd = ::open(name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd >= 0) return fd;
+    const int err = errno;
+    guard.release();  // the name is another's file, or none was made
+    if (err != EEXIST) {
+      errno = err;
+      return -1;
+    }
+  }
+  errno = EEXIST;
+  return -1;
+}
+
+OutputSet::~OutputSet() {
+  for (auto& s : staged_) ::unlink(s.tmp.c_str());
+}
+
+void OutputSet::stage(const fs::path& given, std::string_view bytes) {
   // Through a symbolic link to its target: renaming over the link itself replaced the link by a
   // regular file (a link to /dev/null, or root's /dev/stdout) and left its target as it was.
   const fs::path path = writeTarget(given);
   checkWritable(path);
+  // Renaming over a device or pipe replaces it with a regular file (lwc exec's outputs, which no
+  // other check covered, replaced a device that a link in the output folder pointed to).
+  if (struct stat st {}; ::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode))
+    fail("cannot write '", given.string(), "': it exists and is not a regular file (a device, pipe or other special "
+         "file, which writing would replace); give the path of a regular file");
   const fs::path dir = folderOf(path);
   // The temporary name is the file's, shortened where needed to stay within the file system's
   // limit on names (the suffix adds 12 bytes to a name that may be at the limit already).
   const long name_max = ::pathconf(dir.c_str(), _PC_NAME_MAX);
   std::string stem = path.filename().string();
   if (name_max > 12 && stem.size() + 12 > static_cast<size_t>(name_max)) stem.resize(static_cast<size_t>(name_max) - 12);
-  std::string tmpl;
-  const TmpGuard guard((dir / ("." + stem + ".tmp-")).string(), tmpl);
-  int fd = guard.fd;
+  Staged st;
+  st.target = path;
+  const int fd = createExclusive((dir / ("." + stem + ".tmp-")).string(), st.tmp, st.guard);
   if (fd < 0) fail("cannot write '", path.string(), "': ", std::strerror(errno));
   auto cleanup = [&](const char* what) {
     const int err = errno;
     ::close(fd);
-    ::unlink(tmpl.c_str());
-    fail("cannot write '", path.string(), "': ", what, ": ", std::strerror(err));
+    ::unlink(st.tmp.c_str());
+    fail("cannot write '", path.string(), "': ", what, ": ", std::strerror(err),
+         err == ENOSPC || err == EDQUOT ? " (free some space there, or choose another folder)" : "");
   };
   size_t off = 0;
   while (off < bytes.size()) {
@@ -875,24 +867,51 @@ void writeFileAtomic(const fs::path& given, std::string_view bytes) {
   if (::fchmod(fd, mode) != 0) cleanup("chmod failed");
   if (::fsync(fd) != 0) cleanup("fsync failed");
   if (::close(fd) != 0) {
-    ::unlink(tmpl.c_str());
-    fail("cannot write '", path.string(), "': close failed: ", std::strerror(errno));
-  }
-  if (::rename(tmpl.c_str(), path.c_str()) != 0) {
     const int err = errno;
-    ::unlink(tmpl.c_str());
-    fail("cannot write '", path.string(), "': rename failed: ", std::strerror(err));
+    ::unlink(st.tmp.c_str());
+    fail("cannot write '", path.string(), "': close failed: ", std::strerror(err));
   }
+  staged_.push_back(std::move(st));
 }
 
-void saveModel(const Model& m, const fs::path& path) {
+void OutputSet::commit() {
+  std::vector<std::string> done;
+  for (size_t i = 0; i < staged_.size(); ++i) {
+    Staged& s = staged_[i];
+    if (::rename(s.tmp.c_str(), s.target.c_str()) != 0) {
+      const int err = errno;
+      std::string placed;
+      for (const auto& d : done) placed += (placed.empty() ? "" : ", ") + d;
+      for (size_t j = i; j < staged_.size(); ++j) ::unlink(staged_[j].tmp.c_str());
+      staged_.clear();
+      fail("cannot write '", s.target.string(), "': rename failed: ", std::strerror(err),
+           placed.empty() ? std::string() : "; already written: " + placed);
+    }
+    s.guard.release();
+    done.push_back(s.target.string());
+  }
+  std::set<fs::path> dirs;
+  for (const auto& s : staged_) dirs.insert(folderOf(s.target));
+  for (const auto& d : dirs) syncFolder(d);
+  staged_.clear();
+}
+
+void writeFileAtomic(const fs::path& given, std::string_view bytes) {
+  OutputSet out;
+  out.stage(given, bytes);
+  out.commit();
+}
+
+std::string serializeModel(const Model& m, const fs::path& path) {
   const onnx::ModelProto p = modelToProto(m);
   if (p.ByteSizeLong() > static_cast<size_t>(INT_MAX))
     fail("cannot write '", path.string(), "': the model is over 2 GB, the protobuf limit");
   std::string bytes;
   if (!p.SerializeToString(&bytes)) throw InternalError("protobuf serialisation failed for " + path.string());
-  writeFileAtomic(path, bytes);
+  return bytes;
 }
+
+void saveModel(const Model& m, const fs::path& path) { writeFileAtomic(path, serializeModel(m, path)); }
 
 Model parseModelText(std::string_view text, const LoadOptions& opts) {
   onnx::ModelProto p;

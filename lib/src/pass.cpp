@@ -1,5 +1,6 @@
 #include "lwc/pass.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "lwc/json_text.h"
@@ -45,8 +46,9 @@ bool typeMatches(OptionType t, const nlohmann::json& v) {
 
 }  // namespace
 
-PassOptions::PassOptions(const std::vector<OptionSpec>& specs, const nlohmann::json& given, const std::string& where)
-    : where_(where) {
+PassOptions::PassOptions(const std::vector<OptionSpec>& specs, const nlohmann::json& given, const std::string& where,
+                         OptionNames names)
+    : where_(where), names_(std::move(names)) {
   if (!given.is_null() && !given.is_object())
     fail(where, ": options must be a JSON object like {\"key\": value}, got ", briefJson(given));
   if (given.is_object())
@@ -54,9 +56,9 @@ PassOptions::PassOptions(const std::vector<OptionSpec>& specs, const nlohmann::j
       const OptionSpec* spec = nullptr;
       for (const auto& s : specs)
         if (s.name == key) spec = &s;
-      if (!spec) fail(where, ".", key, ": unknown option; ", validKeys(specs));
+      if (!spec) fail(this->key(key), ": unknown option; ", validKeys(specs));
       if (!typeMatches(spec->type, v))
-        fail(where, ".", key, ": expected ", optionTypeName(spec->type), ", got ", briefJson(v));
+        fail(this->key(key), ": expected ", optionTypeName(spec->type), ", got ", briefJson(v));
       nlohmann::json value = v;
       if (spec->type == OptionType::StringList && v.is_string()) value = nlohmann::json::array({v});
       if (spec->type == OptionType::Int || spec->type == OptionType::Float) {
@@ -67,9 +69,9 @@ PassOptions::PassOptions(const std::vector<OptionSpec>& specs, const nlohmann::j
         const double hi = integer ? std::min(spec->max, 9007199254740992.0) : spec->max;  // 2^53: exact in a double
         if (!(d >= spec->min && d <= hi)) {
           if (integer)
-            fail(where, ".", key, ": ", briefJson(v), " is outside the valid range [", static_cast<int64_t>(spec->min), ", ",
+            fail(this->key(key), ": ", briefJson(v), " is outside the valid range [", static_cast<int64_t>(spec->min), ", ",
                  static_cast<int64_t>(hi), "]");
-          fail(where, ".", key, ": ", briefJson(v), " is outside the valid range [", spec->min, ", ", spec->max, "]");
+          fail(this->key(key), ": ", briefJson(v), " is outside the valid range [", spec->min, ", ", spec->max, "]");
         }
         value = integer ? nlohmann::json(static_cast<int64_t>(d)) : nlohmann::json(d);
       }
@@ -79,16 +81,31 @@ PassOptions::PassOptions(const std::vector<OptionSpec>& specs, const nlohmann::j
         if (!ok) {
           std::string list;
           for (const auto& c : spec->choices) list += (list.empty() ? "" : ", ") + c;
-          fail(where, ".", key, ": \"", v.get<std::string>(), "\" is not one of ", list);
+          fail(this->key(key), ": \"", v.get<std::string>(), "\" is not one of ", list);
         }
       }
       values_[key] = value;
+      given_.push_back(key);
     }
   for (const auto& s : specs)
     if (!values_.contains(s.name) && !s.default_value.is_null()) values_[s.name] = s.default_value;
 }
 
+std::string PassOptions::key(const std::string& name) const {
+  const auto it = names_.find(name);
+  return it != names_.end() ? it->second : where_ + "." + name;
+}
+
+std::string PassOptions::ref(const std::string& name) const {
+  const auto it = names_.find(name);
+  return it != names_.end() ? it->second : name;
+}
+
 bool PassOptions::has(const std::string& name) const { return values_.contains(name); }
+
+bool PassOptions::given(const std::string& name) const {
+  return std::find(given_.begin(), given_.end(), name) != given_.end();
+}
 
 const nlohmann::json& PassOptions::get(const std::string& name) const {
   auto it = values_.find(name);
@@ -112,8 +129,8 @@ std::unique_ptr<Dataset> openCalibration(const PassContext& ctx, const Model& m,
   return openDataset(dopt);
 }
 
-void Pass::configure(const nlohmann::json& options, const std::string& where) {
-  PassOptions o(optionSpecs(), options, where);
+void Pass::configure(const nlohmann::json& options, const std::string& where, OptionNames names) {
+  PassOptions o(optionSpecs(), options, where, std::move(names));
   validate(o);
   options_ = std::move(o);
 }

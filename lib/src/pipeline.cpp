@@ -559,6 +559,7 @@ PipelineReport runPipeline(const Pipeline& p, Model& m, const RunOptions& opts) 
   ctx.calib = p.calib ? &*p.calib : nullptr;
   ctx.threads = opts.threads;
   ctx.progress = opts.log;
+  ctx.outputs = opts.outputs;
   const Model reference = m;
   ctx.reference = &reference;
   std::map<std::string, RecoveryAnchor> anchors;
@@ -594,7 +595,8 @@ PipelineReport runPipeline(const Pipeline& p, Model& m, const RunOptions& opts) 
       // is not prefixed with it a second time.
       const std::string what = e.what();
       if (!step.where.empty() && what.rfind(step.where, 0) == 0) throw;
-      throw Error(std::string(step.pass->name()) + " (" + step.where + "): " + what);
+      const std::string name = step.pass->name();
+      throw Error(step.where.empty() || step.where == name ? name + ": " + what : name + " (" + step.where + "): " + what);
     } catch (...) {
       m = std::move(before);
       throw;

@@ -444,6 +444,7 @@ g (float[N, 1, 28, 28] a, float[N, 1, 28, 28] b) => (float[N, 1, 28, 28] y, floa
 )");
   saveModel(two, d / "two.onnx");
   writeNpy(d / "wide.npy", Tensor(DType::Float32, {2, 3, 28, 28}));
+  writeNpy(d / "two.npy", Tensor(DType::Float32, {2, 1, 28, 28}));
   const std::string data = " --data " + q(sample / "png") + " --preprocess " + q(sample / "preprocess.json");
   struct Case {
     std::string args, expect;
@@ -470,6 +471,11 @@ g (float[N, 1, 28, 28] a, float[N, 1, 28, 28] b) => (float[N, 1, 28, 28] y, floa
       // An input neither given nor made up: the message said only "was not given".
       {"exec " + q(lenet) + " --outdir " + q(d / "o6"),
        "model input 'input' was not given; give --input input=FILE.npy, or --random-batch N for random values"},
+      // Options that do nothing here were accepted without a word.
+      {"exec " + q(lenet) + " --input input=" + q(sample / "images.npy") + " --seed 3 --outdir " + q(d / "o8"),
+       "--seed requires --random-batch"},
+      {"exec " + q(lenet) + " --input input=" + q(d / "two.npy") + " --random-batch 2 --outdir " + q(d / "o9"),
+       "--random-batch: --input gives every input of " + lenet.string() + ", so no random input is made"},
   };
   for (const auto& c : cases) {
     INFO(c.args);

@@ -109,6 +109,29 @@ TEST_CASE("lwc prune warns that --calib without --recover is not used to recover
   r = runLwc(base + " --recover bias -o " + q(d / "b.onnx"));
   CHECK(r.exit_code == 0);
   CHECK_THAT(r.err, !Contains("--recover is none"));
+  // With --macs-reduction the data does choose the channels (it said the data was not used).
+  r = runLwc("prune " + q(td("resnet_fmnist.onnx")) + " --macs-reduction 0.3 --bench-batch 0 --calib " +
+             q(td("fmnist_sample")) + " --calib-limit 64 -o " + q(d / "c.onnx"));
+  CHECK(r.exit_code == 0);
+  CHECK_THAT(r.err, Contains("the --calib data only chooses which groups' channels go") && Contains("add --recover lsq"));
+}
+
+TEST_CASE("lwc prune --pattern N:M sets the sparsity, --help shows the defaults", "[cli][prune]") {
+  TempDir d;
+  // 1:4 zeroes three of every four weights without a --sparsity; a --sparsity that agrees is fine.
+  for (const std::string args : {"--pattern 1:4", "--pattern 2:4 --sparsity 0.5"}) {
+    INFO(args);
+    auto r = runLwc("-q prune " + q(td("lenet300_fmnist.onnx")) + " " + args + " -o " + q(d / "p.onnx"));
+    REQUIRE(r.exit_code == 0);
+    const ModelStats st = analyzeModel(loadModel(d / "p.onnx"));
+    CHECK(double(st.weight_zeros) / double(st.weight_elements) ==
+          Approx(args == "--pattern 1:4" ? 0.75 : 0.5).margin(0.01));
+  }
+  // lwc prune without --sparsity prunes 50 %: --help says so.
+  auto h = runLwc("prune --help");
+  CHECK_THAT(h.out, Contains("--sparsity FLOAT=0.5") && Contains("--min-params INT:NONNEGATIVE=1000") &&
+                        Contains("--scope TEXT:{layer,global}=layer"));
+  CHECK_THAT(h.out, !Contains("=[]") && !Contains("=-1") && !Contains("--channels FLOAT=0"));
 }
 
 TEST_CASE("lwc prune --criterion obs: the scope's sparsity, weights chosen in the lsq step, deterministic",
@@ -230,8 +253,10 @@ TEST_CASE("lwc prune: bad input gets one clear error and no output file", "[cli]
   bad(model, "--sparsity -0.1", "outside [0, 1)");
   bad(model, "--iters 0", "--iters 0");
   bad(model, "--iters 1001", "--iters 1001 is more than 1000 steps");
-  bad(model, "--pattern 4:2", "1 <= N < M");
-  bad(model, "--exclude conv_nine", "no node or op type named 'conv_nine'");
+  // Option errors name the flag, not the pass option behind it ("prune step 1.pattern").
+  bad(model, "--pattern 4:2", "lwc: error: --pattern: \"4:2\" is not unstructured or N:M with 1 <= N < M");
+  bad(model, "--exclude conv_nine", "--exclude: no node or op type named 'conv_nine'");
+  bad(model, "--channels 0.3 --exclude conv_nine", "lwc: error: prune_channels: --exclude: no node or op type named 'conv_nine'");
   bad(model, "--recover bias", "needs calibration data");
   bad(model, "--recover lsq", "needs calibration data");
   bad(model, "--channels 1.0", "--channels 1 is outside (0, 1)");
@@ -250,7 +275,14 @@ TEST_CASE("lwc prune: bad input gets one clear error and no output file", "[cli]
   bad(model, "--macs-reduction 0.99", "--macs-reduction 0.99 is outside (0, 0.95]");
   bad(model, "--channels 0.3 --recover lsq", "needs calibration data");
   bad(model, "--criterion obs", "set recover to lsq");
-  bad(model, "--obs-rounds 3", "obs_rounds: applies to criterion obs");
+  bad(model, "--obs-rounds 3", "--obs-rounds: applies to criterion obs");
+  // Options that others make inert were accepted and changed nothing.
+  bad(model, "--pattern 2:4 --sparsity 0.9", "--sparsity: 0.9 does not apply to pattern 2:4");
+  bad(model, "--pattern 2:4 --scope global", "--scope: global applies to unstructured pruning");
+  bad(model, "--sparsity 0.5 --lsq-cv-rows 8", "--lsq-cv-rows: applies to the least-squares recovery, but --recover is none");
+  bad(model, "--channels 0.3 --lsq-cv-rows 8", "--lsq-cv-rows: applies to the least-squares recovery, but --recover is none");
+  bad(model, "--channels 0.3 --ort-tool " + q(d / "no_such_tool.js"), "--ort-tool requires --ort-bench");
+  bad(model, "--sparsity 0.5 --ort-tool " + q(d / "no_such_tool.js"), "--ort-tool requires --ort-bench");
   bad(model, "--channels 0.3 --criterion obs", "--criterion applies to magnitude pruning");
   bad(model, "--sparsity 0.5 --ort-bench", "--ort-bench applies to channel pruning");
   bad(model, "--channels 0.3 --ort-bench --bench-batch 0", "--ort-bench needs --bench-batch of at least 1");

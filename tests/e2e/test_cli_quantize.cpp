@@ -142,6 +142,35 @@ TEST_CASE("lwc quantize --format qoperator reports the per-tensor error table of
   CHECK_THAT(dyn.err, Contains("per-tensor error table: not measured for --mode dynamic"));
 }
 
+TEST_CASE("lwc quantize --layer-samples: the table keeps to the data's limit, and says when it has no data", "[cli][quantize]") {
+  TempDir d;
+  const fs::path sample = td("fmnist_sample"), model = td("lenet5_fmnist.onnx");
+  auto run = [&](const std::string& args, const std::string& name) {
+    auto r = runLwc("quantize " + q(model) + " " + args + " -o " + q(d / (name + ".onnx")) + " --bench-batch 0 --report " +
+                    q(d / (name + ".json")));
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    return r;
+  };
+  // --calib-limit 32 bounds the table too: 100 layer samples then read the same 32 as 32 do (the
+  // table read samples the limit left out).
+  run("--calib " + q(sample) + " --calib-limit 32 --layer-samples 100", "a");
+  run("--calib " + q(sample) + " --calib-limit 32 --layer-samples 32", "b");
+  run("--calib " + q(sample) + " --calib-limit 32 --layer-samples 8", "c");
+  const auto a = readJson(d / "a.json")["stages"].back()["details"]["layers"];
+  REQUIRE(a.size() > 5);
+  CHECK(a == readJson(d / "b.json")["stages"].back()["details"]["layers"]);
+  CHECK(a != readJson(d / "c.json")["stages"].back()["details"]["layers"]);
+  // Saved statistics with --calib: the data is read for the table, which the summary says.
+  REQUIRE(runLwc("-q calibrate " + q(model) + " --calib " + q(sample) + " -o " + q(d / "s.json")).exit_code == 0);
+  auto r = run("--load-calib " + q(d / "s.json") + " --calib " + q(sample) + " --layer-samples 16", "e");
+  CHECK_THAT(r.out, Contains("--calib data read for the per-tensor error table"));
+  // Without any data, a --layer-samples the user gave is named as not measured.
+  r = run("--load-calib " + q(d / "s.json") + " --layer-samples 50", "f");
+  CHECK_THAT(r.err, Contains("--layer-samples: the per-tensor error table needs data (--eval or --calib); not measured"));
+  CHECK_FALSE(readJson(d / "f.json")["stages"].back()["details"].contains("layers"));
+}
+
 TEST_CASE("lwc quantize and prune --channels on a model exported with batch 1", "[cli][quantize]") {
   // A fixed batch dimension accepts no other batch: calibration and evaluation feed one sample at a
   // time and the latency is measured at batch 1, with a note (was: "expects shape [1,1,28,28] but
@@ -392,7 +421,13 @@ TEST_CASE("lwc quantize: bad input gets one clear error and no output file", "[c
   bad("--calib " + q(d / "empty"), "empty");
   writeNpy(d / "wrong.npy", test::randomFloat({8, 3, 32, 32}, 1));
   bad("--calib " + q(d / "wrong.npy"), "wrong.npy");
-  bad("--calib " + q(td("fmnist_sample")) + " --exclude conv_nine", "no node or op type named 'conv_nine'");
+  bad("--calib " + q(td("fmnist_sample")) + " --exclude conv_nine", "--exclude: no node or op type named 'conv_nine'");
+  bad("--mode dynamic --exclude conv_nine", "--exclude: no node or op type named 'conv_nine'");
+  // Saved statistics are used as they are: a sample count was accepted and ignored.
+  REQUIRE(runLwc("-q calibrate " + q(model) + " --calib " + q(td("fmnist_sample")) + " --calib-samples 32 -o " +
+                 q(d / "s.json")).exit_code == 0);
+  bad("--load-calib " + q(d / "s.json") + " --calib-samples 5",
+      "--calib-samples: the statistics come from --load-calib as they were collected");
   bad("", "--calib");
   bad("--calib /no/such/dir", "/no/such/dir");
   bad("--calib " + q(td("fmnist_sample")) + " --ort-bench --ort-tool " + q(d / "nope.js"),

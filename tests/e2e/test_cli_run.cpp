@@ -302,6 +302,79 @@ TEST_CASE("lwc run: bad pipelines and paths fail before any work, leaving no fil
   CHECK_FALSE(fs::exists(d / "out.onnx"));
 }
 
+TEST_CASE("a run that fails part-way leaves none of its outputs, exec's folders included", "[cli][run]") {
+  // The statistics (--save-calib) were written during the pass, the model and reports one after
+  // another: a failure after the first left it without the others. A file-size limit (60 KiB, set
+  // with util-linux's prlimit, in bytes whatever the shell) lets the 35 KB statistics through and
+  // stops the 72 KB model.
+  TempDir d;
+  const std::string lwc = std::string("'") + LWC_EXE + "'";
+  const fs::path model = td("lenet5_fmnist.onnx");
+  auto r = test::runCommand("prlimit --fsize=61440 " + lwc + " -q quantize " + q(model) + " --calib " + q(td("fmnist_sample")) +
+                            " --bench-batch 0 --layer-samples 0 -o " + q(d / "q.onnx") + " --save-calib " + q(d / "c.json") +
+                            " --report " + q(d / "r.json") + " --report-md " + q(d / "r.md"));
+  // One error line naming the file, not a silent death by SIGXFSZ.
+  test::checkOneLineError(r, "cannot write '" + (d / "q.onnx").string() + "': write failed: File too large");
+  CHECK(fs::is_empty(d.path()));  // no statistics, no report, no temporary file
+  // exec: the folders it created go again, and nothing is written into an existing one.
+  r = test::runCommand("prlimit --fsize=1024 " + lwc + " exec " + q(model) + " --random-batch 200 -o " + q(d / "e" / "sub"));
+  test::checkOneLineError(r, "File too large");
+  CHECK(fs::is_empty(d.path()));
+  fs::create_directory(d / "old");
+  test::writeFile(d / "old" / "logits.npy", "older run");
+  r = test::runCommand("prlimit --fsize=1024 " + lwc + " exec " + q(model) + " --random-batch 200 -o " + q(d / "old"));
+  CHECK(r.exit_code == 1);
+  CHECK(test::readFile(d / "old" / "logits.npy") == "older run");
+  CHECK_FALSE(fs::exists(d / "old" / "inputs"));
+  // An output name that leads to a pipe is refused before the model runs; the pipe stays.
+  REQUIRE(::mkfifo((d / "fifo").c_str(), 0600) == 0);
+  fs::create_directory(d / "e2");
+  fs::create_symlink("../fifo", d / "e2" / "logits.npy");
+  test::checkOneLineError(runLwc("exec " + q(model) + " --random-batch 2 -o " + q(d / "e2")),
+                          "logits.npy': it exists and is not a regular file");
+  CHECK(fs::is_fifo(d / "fifo"));
+  // A failed gate names an older file left at -o: it is not this run's output.
+  test::writeFile(d / "g.json", R"({"passes": ["fuse_batchnorm"], "gates": {"min_size_ratio": 100}})");
+  test::writeFile(d / "g.onnx", "older");
+  r = runLwc("-q run " + q(d / "g.json") + " " + q(model) + " -o " + q(d / "g.onnx"));
+  CHECK(r.exit_code == 3);
+  CHECK_THAT(r.err, Contains("'" + (d / "g.onnx").string() + "' is an older file, not this run's output"));
+}
+
+TEST_CASE("lwc run: options that change nothing are refused or named", "[cli][run]") {
+  TempDir d;
+  const fs::path model = td("lenet5_fmnist.onnx");
+  const std::string sample = q(td("fmnist_sample"));
+  // --keep-failed where there is no gate.
+  for (const auto& cmd : {"fuse " + q(model), "run --passes fuse_batchnorm " + q(model), "run " + q(cfg("cleanup.json")) + " " + q(model)})
+    test::checkOneLineError(runLwc(cmd + " --keep-failed -o " + q(d / "out.onnx")),
+                            "--keep-failed: this run has no quality gates, so its model is always written");
+  CHECK_FALSE(fs::exists(d / "out.onnx"));
+  // Calibration data that no pass reads: a warning, and the run goes on.
+  auto r = runLwc("run --passes fuse_batchnorm " + q(model) + " --calib " + sample + " -o " + q(d / "a.onnx"));
+  CHECK(r.exit_code == 0);
+  CHECK_THAT(r.err, Contains("--calib: no pass of this pipeline reads calibration data, so it is not used"));
+  r = runLwc("run --passes 'prune_magnitude{recover=bias}' " + q(model) + " --calib " + sample + " -o " + q(d / "b.onnx"));
+  CHECK(r.exit_code == 0);
+  CHECK_THAT(r.err, !Contains("reads calibration data"));
+  // --calib replaces the pipeline's data entry whole, and says what of it no longer applies (its
+  // limit stayed while its preprocessing went, without a word).
+  test::writeFile(d / "p.json", nlohmann::json{{"passes", {{{"pass", "prune_magnitude"}, {"options", {{"recover", "bias"}}}}}},
+                                               {"data", {{"calib", {{"path", td("fmnist_sample").string()},
+                                                                     {"limit", 10},
+                                                                     {"preprocess", (td("fmnist_sample") / "preprocess.json").string()}}}}}}
+                                    .dump());
+  r = runLwc("run " + q(d / "p.json") + " " + q(model) + " --calib " + q(td("fmnist_sample") / "images.npy") + " -o " +
+             q(d / "c.onnx") + " --report " + q(d / "c.json"));
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK_THAT(r.err, Contains("--calib replaces the pipeline's data entry") && Contains("its preprocessing (give --preprocess FILE") &&
+                        Contains("its limit of 10 samples (give --calib-limit N)"));
+  std::ifstream f(d / "c.json");
+  const auto rep = nlohmann::json::parse(f);
+  CHECK_THAT(rep["calib_data"].get<std::string>(), Contains("500"));  // every sample, not the pipeline's 10
+}
+
 TEST_CASE("lwc: out-of-range threads and seconds, duplicate JSON keys, a folder as pipeline and a graph without outputs get one line",
           "[cli][run]") {
   // Each was a crash, a hang, an internal error or a silent choice before.

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
+#include <algorithm>
 #include <thread>
 #include <chrono>
 #include <cstring>
@@ -612,6 +613,75 @@ TEST_CASE("a SIGTERM or SIGINT during an atomic write removes the temporary file
     CHECK(WTERMSIG(status) == sig);
     CHECK(tmpFiles() == 0);
     CHECK_FALSE(fs::exists(d / "big.bin"));
+  }
+}
+
+TEST_CASE("an OutputSet puts its files in place together or not at all", "[io]") {
+  TempDir d;
+  auto entries = [&] {
+    std::vector<std::string> names;
+    for (const auto& e : fs::directory_iterator(d.path())) names.push_back(e.path().filename().string());
+    std::sort(names.begin(), names.end());
+    return names;
+  };
+  test::writeFile(d / "b.json", "old");
+  {
+    // Staged, then a failure before commit: no target touched, no temporary file left.
+    OutputSet o;
+    o.stage(d / "a.onnx", "model");
+    o.stage(d / "b.json", "report");
+    CHECK(entries().size() == 3);  // b.json and two hidden temporary files
+  }
+  CHECK(entries() == std::vector<std::string>{"b.json"});
+  CHECK(test::readFile(d / "b.json") == "old");
+  {
+    OutputSet o;
+    o.stage(d / "a.onnx", "model");
+    o.stage(d / "b.json", "report");
+    o.commit();
+  }
+  CHECK(entries() == std::vector<std::string>{"a.onnx", "b.json"});
+  CHECK(test::readFile(d / "a.onnx") == "model");
+  CHECK(test::readFile(d / "b.json") == "report");
+  // A pipe, directly or through a link, is refused and stays a pipe (lwc exec replaced a device a
+  // link in its output folder pointed to with a regular file).
+  REQUIRE(::mkfifo((d / "fifo").c_str(), 0600) == 0);
+  fs::create_symlink("fifo", d / "out.npy");
+  for (const char* name : {"fifo", "out.npy"}) {
+    INFO(name);
+    CHECK_THROWS_WITH(writeFileAtomic(d / name, "x"), Catch::Contains("exists and is not a regular file"));
+    CHECK(fs::is_fifo(d / "fifo"));
+  }
+}
+
+TEST_CASE("a fatal signal removes the registered files and folders, then ends the process as it would have", "[io]") {
+  // An interrupted --ort-bench left its folder of two models in /tmp; a signal other than SIGINT,
+  // SIGTERM and SIGHUP (SIGQUIT, SIGPIPE, SIGALRM, ...) left a temporary file.
+  for (int sig : {SIGTERM, SIGQUIT, SIGPIPE, SIGALRM}) {
+    INFO("signal " << sig);
+    TempDir d;
+    const pid_t pid = ::fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+      ::signal(sig, SIG_DFL);
+      SignalCleanup folder(SignalCleanup::Kind::Folder, (d / "tmp").string());
+      SignalCleanup inside(SignalCleanup::Kind::File, (d / "tmp" / "before.onnx").string());
+      SignalCleanup beside(SignalCleanup::Kind::File, (d / "x.tmp").string());
+      SignalCleanup kept(SignalCleanup::Kind::File, (d / "kept").string());
+      kept.release();  // the run's to keep
+      std::error_code ec;
+      fs::create_directory(d / "tmp", ec);
+      for (const auto& f : {d / "tmp" / "before.onnx", d / "x.tmp", d / "kept"}) test::writeFile(f, "x");
+      ::raise(sig);
+      ::_exit(0);  // not reached
+    }
+    int status = 0;
+    REQUIRE(::waitpid(pid, &status, 0) == pid);
+    CHECK(WIFSIGNALED(status));
+    CHECK(WTERMSIG(status) == sig);
+    CHECK_FALSE(fs::exists(d / "tmp"));
+    CHECK_FALSE(fs::exists(d / "x.tmp"));
+    CHECK(fs::exists(d / "kept"));
   }
 }
 

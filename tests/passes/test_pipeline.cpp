@@ -16,6 +16,7 @@ using namespace lwc;
 using namespace lwc::test;
 using nlohmann::json;
 using Catch::Matchers::Contains;
+using Catch::Matchers::StartsWith;
 
 namespace {
 std::string errorOf(const std::function<void()>& f) {
@@ -79,6 +80,45 @@ TEST_CASE("pass options are validated against the pass's declaration", "[pipelin
   CHECK(p.options().getStrings("names") == std::vector<std::string>{"conv1"});
   CHECK(p.options().getString("mode") == "fast");  // default filled in
   CHECK(p.options().getFloat("ratio") == 0.5);
+  CHECK(p.options().given("names"));
+  CHECK_FALSE(p.options().given("mode"));
+  // A command that builds the pass from its flags has messages name the flags.
+  CHECK_THAT(errorOf([&] { p.configure({{"ratio", 1.5}}, "lwc x", {{"ratio", "--ratio"}}); }),
+             StartsWith("--ratio: 1.5 is outside the valid range"));
+  CHECK_THAT(errorOf([&] { p.configure({{"mode", "medium"}}, "lwc x", {{"ratio", "--ratio"}}); }),
+             StartsWith("lwc x.mode: \"medium\" is not one of fast, slow"));
+}
+
+TEST_CASE("an option that another option makes inert is refused, not ignored", "[pipeline]") {
+  // Each was accepted and changed nothing: the sparsity of an N:M pattern, a ratio beside
+  // macs_reduction, least-squares settings without lsq recovery.
+  const auto& reg = passes::builtinPasses();
+  auto configureError = [&](const std::string& pass, const json& o) {
+    return errorOf([&] { reg.create(pass, "s")->configure(o, "s"); });
+  };
+  CHECK_THAT(configureError("prune_magnitude", {{"pattern", "2:4"}, {"sparsity", 0.9}}),
+             StartsWith("s.sparsity: 0.9 does not apply to pattern 2:4, which zeroes 2 of every 4 weights"));
+  CHECK_THAT(configureError("prune_magnitude", {{"pattern", "2:4"}, {"scope", "global"}}),
+             StartsWith("s.scope: global applies to unstructured pruning"));
+  CHECK_THAT(configureError("prune_channels", {{"ratio", 0.2}, {"macs_reduction", 0.3}}),
+             StartsWith("s.ratio: macs_reduction sets the fraction of channels per group"));
+  for (const char* pass : {"prune_magnitude", "prune_channels", "weight_share"})
+    for (const auto& [k, v] : {std::pair<std::string, json>{"lsq_rows", 8}, {"lsq_damping", 0.01}, {"lsq_cv_rows", 8}}) {
+      INFO(pass << " " << k);
+      if (std::string(pass) == "weight_share" && k == "lsq_cv_rows") continue;  // not an option of weight_share
+      CHECK_THAT(configureError(pass, {{k, v}}),
+                 StartsWith("s." + k + ": applies to the least-squares recovery, but recover is none"));
+      CHECK(configureError(pass, {{k, v}, {"recover", "lsq"}}) == "(no error)");
+    }
+  // What stays accepted: the sparsity an N:M pattern gives, and lsq_cv_rows 0 (lwc prune's default).
+  CHECK(configureError("prune_magnitude", {{"pattern", "2:4"}, {"sparsity", 0.5}}) == "(no error)");
+  CHECK(configureError("prune_magnitude", {{"pattern", "1:4"}}) == "(no error)");
+  CHECK(configureError("prune_magnitude", {{"lsq_cv_rows", 0}}) == "(no error)");
+  CHECK_THAT(configureError("quantize_static", {{"load_calib", {"s.json"}}, {"calib_samples", 10}}),
+             StartsWith("s.calib_samples: the statistics come from load_calib as they were collected"));
+  CHECK(configureError("quantize_static", {{"load_calib", {"s.json"}}, {"calib_samples", 10}, {"bias_correction", true}}) == "(no error)");
+  CHECK_THAT(configureError("quantize_static", {{"load_calib", {"s.json"}}, {"calib_shard", "1/2"}}),
+             StartsWith("s.calib_shard: applies when collecting statistics"));
 }
 
 TEST_CASE("the registry knows the built-in passes and rejects unknown names", "[pipeline]") {

@@ -100,6 +100,16 @@ TEST_CASE("prune_channels removes coupled channels together and computes what ze
   CHECK(analyzeModel(m).macs < analyzeModel(residualNet()).macs / 2);
 }
 
+TEST_CASE("prune_channels names min_channels where it keeps channels the ratio would remove", "[prune_channels]") {
+  // "kept 8 of 8 channels", without a reason, was all a min_channels above the groups' sizes said.
+  Model m = residualNet();
+  auto r = runPass(m, "prune_channels", {{"ratio", 0.5}, {"min_channels", 100}, {"round_to", 1}});
+  CHECK_FALSE(r.changed);
+  bool named = false;
+  for (const auto& n : r.notes) named = named || n.find("(min_channels 100 keeps all of them)") != std::string::npos;
+  CHECK(named);
+}
+
 TEST_CASE("prune_channels leaves groups it does not understand alone and says why", "[prune_channels]") {
   Model m = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
 g (float[N, 3, 8, 8] x) => (float[N, 12, 8, 8] y, float[N, 4, 8, 8] z) {

@@ -6,8 +6,10 @@
 #include <filesystem>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "lwc/graph.h"
+#include "lwc/signal_cleanup.h"
 
 namespace lwc {
 
@@ -33,6 +35,8 @@ onnx::ModelProto modelToProto(const Model& m);
 /// Writes the model atomically: a temporary file in the destination folder, then rename.
 /// A failure leaves no partial file and never touches the destination's previous contents.
 void saveModel(const Model& m, const std::filesystem::path& path);
+/// The bytes saveModel writes; `path` names the file in errors (a model over protobuf's 2 GB).
+std::string serializeModel(const Model& m, const std::filesystem::path& path);
 
 /// Parses a model written in ONNX's text format (onnx/defs/parser.h); for tests and small tools.
 Model parseModelText(std::string_view text, const LoadOptions& opts = {});
@@ -59,8 +63,40 @@ void checkOutputPaths(const std::vector<NamedPath>& outputs, const std::vector<N
 /// missing file, a folder or a read error fails with one line naming the path.
 std::string readUserFile(const std::filesystem::path& path, const std::string& what);
 
-/// Writes bytes atomically (temp file in the same folder + fsync + rename).
+/// Writes bytes atomically (temp file in the same folder + fsync + rename, then the folder synced).
+/// A target that exists and is not a regular file (a device, a pipe) is refused.
 void writeFileAtomic(const std::filesystem::path& path, std::string_view bytes);
+
+/// The files one run writes, put in place together. stage() writes a file in full to a temporary
+/// file beside its target (fsync'ed; removed if a signal ends lwc); commit() renames every staged
+/// file into place, in the order staged, once all of them are written, then syncs their folders.
+/// Until commit() no target is touched, and staged files never committed (an error after staging)
+/// are removed: a failed run leaves none of its outputs, where it used to leave the model without
+/// its report, or a --save-calib file beside no model. (A rename that fails part-way through
+/// commit() names the files already in place.)
+class OutputSet {
+ public:
+  OutputSet() = default;
+  OutputSet(const OutputSet&) = delete;
+  OutputSet& operator=(const OutputSet&) = delete;
+  ~OutputSet();
+  /// Fails with one line naming `path` (not writable, a special file, no space) and stages nothing.
+  void stage(const std::filesystem::path& path, std::string_view bytes);
+  void commit();
+  bool empty() const { return staged_.empty(); }
+
+ private:
+  struct Staged {
+    std::filesystem::path target;
+    std::string tmp;
+    SignalCleanup guard;
+  };
+  std::vector<Staged> staged_;
+};
+
+/// Creates `prefix` + six random characters exclusively (O_EXCL, mode 0600), registered in `guard`
+/// for removal on a fatal signal before it exists; returns the descriptor, or -1 with errno set.
+int createExclusive(const std::string& prefix, std::string& name, SignalCleanup& guard);
 
 /// Tensor <-> TensorProto. `base_dir` resolves external data; `where` names the tensor in errors.
 Tensor tensorFromProto(const onnx::TensorProto& p, const std::filesystem::path& base_dir, const std::string& where);

@@ -40,14 +40,22 @@ struct OptionSpec {
   std::string pattern;
 };
 
+/// How messages name a pass's options when a command builds the pass from its own flags: option key
+/// -> flag ("exclude" -> "--exclude"). Keys not in the map are named by their JSON path.
+using OptionNames = std::map<std::string, std::string>;
+
 /// Validated option values of one pass instance: every declared option, defaults filled in.
 class PassOptions {
  public:
   PassOptions() = default;
   /// Checks `given` (a JSON object) against `specs`. Unknown key, wrong type, value out of range or
-  /// not among the choices -> lwc::Error naming the key with its JSON path `where` and the valid keys.
-  PassOptions(const std::vector<OptionSpec>& specs, const nlohmann::json& given, const std::string& where);
+  /// not among the choices -> lwc::Error naming the key (key()) and the valid keys.
+  PassOptions(const std::vector<OptionSpec>& specs, const nlohmann::json& given, const std::string& where,
+              OptionNames names = {});
   bool has(const std::string& name) const;
+  /// True when the options given set `name` (not only its default): cross-option checks refuse an
+  /// option that another one makes inert.
+  bool given(const std::string& name) const;
   bool getBool(const std::string& name) const;
   int64_t getInt(const std::string& name) const;
   double getFloat(const std::string& name) const;
@@ -56,11 +64,18 @@ class PassOptions {
   /// The values in effect (defaults included), for reports.
   const nlohmann::json& values() const { return values_; }
   const std::string& where() const { return where_; }
+  /// How a message names option `name`: its flag when the pass was built from a command's flags
+  /// ("--exclude"), else its JSON path ("passes[2].options.exclude").
+  std::string key(const std::string& name) const;
+  /// How the rest of a message refers to another option: its flag, or its bare name ("recover").
+  std::string ref(const std::string& name) const;
 
  private:
   const nlohmann::json& get(const std::string& name) const;
   nlohmann::json values_ = nlohmann::json::object();
   std::string where_;
+  OptionNames names_;
+  std::vector<std::string> given_;
 };
 
 /// What a pass did.
@@ -85,6 +100,8 @@ struct RecoveryAnchor {
   std::vector<float> bias;  ///< one per output channel (zeros when the layer had none)
 };
 
+class OutputSet;
+
 /// What passes may use besides the model: data, threads, logging.
 struct PassContext {
   const DataSpec* calib = nullptr;  ///< calibration data, when the pipeline has it
@@ -101,6 +118,9 @@ struct PassContext {
   int threads = 0;
   /// Progress of a long pass, one line each (the pipeline's log: `lwc -v` prints it); may be empty.
   std::function<void(const std::string&)> progress;
+  /// Where a pass stages the files it writes (quantize_static's save_calib), committed with the
+  /// command's other outputs once the run succeeds; null: the pass writes them itself.
+  OutputSet* outputs = nullptr;
 };
 
 /// ctx.calib's data, fitted to model m (fitToModel), at most `max_samples` samples (the pass's
@@ -120,8 +140,12 @@ class Pass {
   virtual std::vector<OptionSpec> optionSpecs() const { return {}; }
   /// True when the pass needs calibration data (the pipeline checks before any work starts).
   virtual bool needsCalibration(const PassOptions&) const { return false; }
-  /// Validates and stores options; `where` is the JSON path for messages, e.g. "passes[2].options".
-  void configure(const nlohmann::json& options, const std::string& where);
+  /// True when the pass reads calibration data it is given (needed or not): `lwc run` warns when
+  /// no pass of a pipeline with calibration data reads it.
+  virtual bool usesCalibration(const PassOptions& o) const { return needsCalibration(o); }
+  /// Validates and stores options; `where` is the JSON path for messages, e.g. "passes[2].options";
+  /// `names`, the flags a command built them from, name the options in messages instead.
+  void configure(const nlohmann::json& options, const std::string& where, OptionNames names = {});
   const PassOptions& options() const { return options_; }
   /// Rewrites the model. Throws lwc::Error for problems the user caused.
   virtual PassResult run(Model& m, PassContext& ctx) = 0;

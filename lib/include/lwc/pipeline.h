@@ -153,6 +153,8 @@ struct RunOptions {
   /// them all (shapes computed at run time); their MACs and completeness are taken from
   /// it (the summary line, the gates, the report). Unset: the plain count, marked incomplete.
   std::function<ModelStats(const Model& m)> full_count;
+  /// Passes stage the files they write here (PassContext::outputs); null: they write them.
+  OutputSet* outputs = nullptr;
 };
 
 /// Runs the pipeline on `m` (rewritten in place). Before any pass runs, the data sources are opened
