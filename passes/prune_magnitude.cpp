@@ -84,9 +84,9 @@ void PruneMagnitude::validate(const PassOptions& o) const {
     const auto [n, m] = parseNM(pattern, o.key("pattern"));
     // N:M fixes the sparsity at 1 - N/M in every layer: a sparsity or a global scope was ignored.
     const double s = 1.0 - double(n) / m;
-    if (o.given("sparsity") && std::abs(o.getFloat("sparsity") - s) > 1e-6)
+    if (o.given("sparsity") && std::abs(o.getFloat("sparsity") - s) > 1e-3)
       fail(o.key("sparsity"), ": ", o.getFloat("sparsity"), " does not apply to pattern ", pattern, ", which zeroes ", m - n,
-           " of every ", m, " weights (sparsity ", s, ") in every layer; drop it, or prune unstructured");
+           " of every ", m, " weights (sparsity ", m - n, "/", m, ") in every layer; drop it, or prune unstructured");
     if (o.getString("scope") == "global")
       fail(o.key("scope"), ": global applies to unstructured pruning; pattern ", pattern,
            " prunes every layer alike: drop it");

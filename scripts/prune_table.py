@@ -35,8 +35,14 @@ def run(args, model, extra, d, out="out.onnx"):
     rep = os.path.join(d, "r.json")
     t0 = time.time()
     cmd = [args.lwc, "-q", "prune", os.path.join(ROOT, f"testdata/{model}_fmnist.onnx"), "-o", os.path.join(d, out),
-           "--eval"] + TEST_DATA + ["--report", rep, "--scope", args.scope] + extra
+           "--eval"] + TEST_DATA + ["--report", rep] + extra
+    # An N:M pattern prunes every layer alike (lwc refuses a --scope beside it); lsq options go to
+    # the lsq runs only (lwc refuses them without --recover lsq).
+    if "--pattern" not in extra:
+        cmd += ["--scope", args.scope]
     cmd += shlex.split(args.extra)
+    if "--recover" in extra and extra[extra.index("--recover") + 1] == "lsq":
+        cmd += shlex.split(args.lsq_extra)
     if "--recover" in extra and extra[extra.index("--recover") + 1] != "none":
         cmd += ["--calib", f"{FM}/train-images-idx3-ubyte.gz", "--calib-limit", str(args.calib_limit)]
     r = subprocess.run(cmd, capture_output=True, text=True)
@@ -72,7 +78,8 @@ def main():
     ap.add_argument("--torch", help="JSON written by scripts/torch_prune.py --out")
     ap.add_argument("--out", default=os.path.join(ROOT, "build/prune_table.json"))
     ap.add_argument("--check", action="store_true")
-    ap.add_argument("--extra", default="", help="more lwc prune arguments for every run, e.g. --extra=--lsq-cv-rows=8")
+    ap.add_argument("--extra", default="", help="more lwc prune arguments for every run, e.g. --extra=--min-params=100")
+    ap.add_argument("--lsq-extra", default="", help="more lwc prune arguments for the lsq runs, e.g. --lsq-extra=--lsq-cv-rows=8")
     args = ap.parse_args()
     torch_rows = []
     if args.torch:

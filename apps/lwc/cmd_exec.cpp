@@ -115,7 +115,9 @@ void addExecCommand(CLI::App& app, Action& action, const GlobalOptions&) {
           feeds[v->name] = t;
         }
         if (writes.empty())
-          fail("--random-batch: --input gives every input of ", o->model, ", so no random input is made; drop --random-batch");
+          fail("--random-batch: ", m.graph.realInputs().empty() ? o->model + " has no inputs to make random values for"
+                                                                 : "--input gives every input of " + o->model + ", so no random input is made",
+               "; drop --random-batch");
       }
       for (const auto* v : m.graph.realInputs())
         if (!feeds.count(v->name))
@@ -175,15 +177,18 @@ void addExecCommand(CLI::App& app, Action& action, const GlobalOptions&) {
       struct RemoveCreated {
         std::vector<fs::path>* folders;
         bool keep = false;
+        std::vector<SignalCleanup> on_signal;  // and if a signal ends the run
         ~RemoveCreated() {
           std::error_code e;
           if (!keep)
             for (auto it = folders->rbegin(); it != folders->rend(); ++it) fs::remove(*it, e);  // only empty ones go
         }
       } remove_created{&created};
-      for (const auto& f : created)
+      for (const auto& f : created) {
+        remove_created.on_signal.emplace_back(SignalCleanup::Kind::Folder, f.string());
         if (!fs::create_directory(f, ec) && ec)
           fail("--outdir '", o->outdir, "': cannot create the folder '", f.string(), "': ", ec.message());
+      }
       // Every file in place together, or none: a failure part-way left the random inputs beside
       // an older run's outputs.
       OutputSet staged;

@@ -131,7 +131,7 @@ void addPruneCommand(CLI::App& app, Action& action, const GlobalOptions&) {
       if (a->recover == "none" && !a->run.calib.empty())
         spdlog::warn(cmd->count("--macs-reduction")
                          ? "prune: --recover is none, so the --calib data only chooses which groups' channels go (their "
-                           "damage on 128 samples) and nothing re-fits the pruned layers; add --recover lsq (least-squares "
+                           "damage on up to 128 samples) and nothing re-fits the pruned layers; add --recover lsq (least-squares "
                            "re-fit of each consumer layer) to recover accuracy"
                          : "prune: --calib is given but --recover is none, so nothing re-fits the pruned layers on that "
                            "data; add --recover lsq (least-squares re-fit of each pruned layer) to recover accuracy");

@@ -42,7 +42,6 @@ void addRunOptions(CLI::App* cmd, RunArgs& a, bool calibration) {
   cmd->add_flag("--print-after-all", a.print_after_all, "Print the graph (ONNX text form) to stderr after every pass");
   cmd->add_flag("--time-passes", a.time_passes, "Show the time spent in each pass");
   cmd->add_flag("--json", a.json, "Print the JSON report on stdout instead of the table");
-  cmd->add_flag("--keep-failed", a.keep_failed, "Write the output model even when a gate fails");
   addThreadsOption(cmd, a.threads);
 }
 
@@ -53,12 +52,15 @@ void applyDataOverride(std::optional<DataSpec>& spec, const std::string& path, i
   if (!path.empty()) {
     // The flag's data replaces the pipeline's entry whole: its labels, preprocessing and limit
     // belong to the pipeline's data (the limit used to stay while the preprocessing went).
-    if (spec && (spec->options.preprocess || spec->options.limit > 0)) {
+    if (spec && (spec->options.preprocess || spec->options.limit > 0 || !spec->options.labels.empty())) {
       std::string dropped;
+      if (!spec->options.labels.empty())
+        dropped = "its labels file '" + spec->options.labels.string() + "' (labels beside the new data are found as usual)";
       if (spec->options.preprocess && preprocess.empty())
-        dropped = "its preprocessing (give --preprocess FILE for " + std::string(flag) + "'s data)";
+        dropped += (dropped.empty() ? "" : ", ") + std::string("its preprocessing (give --preprocess FILE for ") + flag +
+                   "'s data)";
       if (spec->options.limit > 0 && limit < 0)
-        dropped += (dropped.empty() ? "its limit of " : " and its limit of ") + std::to_string(spec->options.limit) +
+        dropped += (dropped.empty() ? "its limit of " : ", its limit of ") + std::to_string(spec->options.limit) +
                    " samples (give " + flag + "-limit N)";
       if (!dropped.empty())
         spdlog::warn("{} replaces the pipeline's data entry ({}) whole, so {} no longer applies", flag, spec->origin, dropped);
@@ -357,6 +359,8 @@ void addRunCommand(CLI::App& app, Action& action, const GlobalOptions&) {
   cmd->add_option("args", a->positional, "PIPELINE.json MODEL.onnx, or MODEL.onnx with --passes")->required()->expected(1, 2);
   cmd->add_option("--passes", a->passes, "Passes as text instead of a JSON file: \"fuse_batchnorm,prune_magnitude{sparsity=0.5}\"");
   addRunOptions(cmd, *a);
+  // Only lwc run has gates (from a pipeline file); the other commands' pipelines have none.
+  cmd->add_flag("--keep-failed", a->keep_failed, "Write the output model even when a gate fails");
   cmd->callback([&action, a, cmd] {
     const bool passes_given = cmd->count("--passes") > 0;  // --passes "" too: it said to give a pipeline file
     action = [a, passes_given] {

@@ -106,10 +106,14 @@ nlohmann::json benchOnce(const std::string& tool, const fs::path& model, const f
   posix_spawn_file_actions_destroy(&fa);
   if (rc != 0) fail("node: cannot start it for the ONNX Runtime benchmark (", std::strerror(rc), ")");
   SignalCleanup running(pid);  // a signal that ends lwc ends the benchmark too (it ran on, orphaned)
+  // Waited for without reaping, so the pid is not another process's while it is registered.
+  siginfo_t info{};
+  while (::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOWAIT) < 0 && errno == EINTR) {
+  }
+  running.release();
   int st = 0;
   while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
   }
-  running.release();
   if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
     std::string e = slurp(err);
     while (!e.empty() && (e.back() == '\n' || e.back() == '\r')) e.pop_back();

@@ -875,6 +875,7 @@ void OutputSet::stage(const fs::path& given, std::string_view bytes) {
 }
 
 void OutputSet::commit() {
+  const DeferSignals hold;  // all of the renames, or (a signal before this) none
   std::vector<std::string> done;
   for (size_t i = 0; i < staged_.size(); ++i) {
     Staged& s = staged_[i];

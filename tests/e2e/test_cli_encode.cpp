@@ -51,8 +51,13 @@ TEST_CASE("decode(encode(m)) has bit-identical weights for every testdata model"
     auto r2 = runLwc("-q encode " + q(shared) + " --min-elements 1 -o " + q(enc) + " --report " + q(d / "enc.json"));
     INFO(r2.err);
     REQUIRE(r2.exit_code == 0);
-    auto r3 = runLwc("-q decode " + q(enc) + " -o " + q(dec));
+    auto r3 = runLwc("decode " + q(enc) + " -o " + q(dec));
     REQUIRE(r3.exit_code == 0);
+    CHECK_THAT(r3.err, !Contains("no Huffman-coded weights"));
+    // Decoding a plain model changes nothing, which a note says (the table only said "no change").
+    auto r4 = runLwc("decode " + q(dec) + " -o " + q(d / "again.onnx"));
+    REQUIRE(r4.exit_code == 0);
+    CHECK_THAT(r4.err, Contains("no Huffman-coded weights (ai.lwc HuffmanDecode nodes) to decode"));
     const Model ms = loadModel(shared), me = loadModel(enc), md = loadModel(dec);
     CHECK(countDomain(me, weight_coding::kDomain) > 0);
     CHECK(countDomain(md, weight_coding::kDomain) == 0);

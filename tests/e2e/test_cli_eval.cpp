@@ -445,6 +445,13 @@ g (float[N, 1, 28, 28] a, float[N, 1, 28, 28] b) => (float[N, 1, 28, 28] y, floa
   saveModel(two, d / "two.onnx");
   writeNpy(d / "wide.npy", Tensor(DType::Float32, {2, 3, 28, 28}));
   writeNpy(d / "two.npy", Tensor(DType::Float32, {2, 1, 28, 28}));
+  saveModel(parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 13]>
+g () => (float[2] y) {
+  y = Constant <value = float[2] {1, 2}> ()
+}
+)"),
+            d / "noin.onnx");
   const std::string data = " --data " + q(sample / "png") + " --preprocess " + q(sample / "preprocess.json");
   struct Case {
     std::string args, expect;
@@ -474,6 +481,8 @@ g (float[N, 1, 28, 28] a, float[N, 1, 28, 28] b) => (float[N, 1, 28, 28] y, floa
       // Options that do nothing here were accepted without a word.
       {"exec " + q(lenet) + " --input input=" + q(sample / "images.npy") + " --seed 3 --outdir " + q(d / "o8"),
        "--seed requires --random-batch"},
+      {"exec " + q(d / "noin.onnx") + " --random-batch 2 --outdir " + q(d / "o10"),
+       (d / "noin.onnx").string() + " has no inputs to make random values for; drop --random-batch"},
       {"exec " + q(lenet) + " --input input=" + q(d / "two.npy") + " --random-batch 2 --outdir " + q(d / "o9"),
        "--random-batch: --input gives every input of " + lenet.string() + ", so no random input is made"},
   };

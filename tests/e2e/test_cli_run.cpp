@@ -345,10 +345,13 @@ TEST_CASE("lwc run: options that change nothing are refused or named", "[cli][ru
   TempDir d;
   const fs::path model = td("lenet5_fmnist.onnx");
   const std::string sample = q(td("fmnist_sample"));
-  // --keep-failed where there is no gate.
-  for (const auto& cmd : {"fuse " + q(model), "run --passes fuse_batchnorm " + q(model), "run " + q(cfg("cleanup.json")) + " " + q(model)})
+  // --keep-failed where there is no gate: lwc run without gates refuses it, the other commands
+  // (which have none) do not offer it.
+  for (const auto& cmd : {"run --passes fuse_batchnorm " + q(model), "run " + q(cfg("cleanup.json")) + " " + q(model)})
     test::checkOneLineError(runLwc(cmd + " --keep-failed -o " + q(d / "out.onnx")),
                             "--keep-failed: this run has no quality gates, so its model is always written");
+  test::checkOneLineError(runLwc("fuse " + q(model) + " --keep-failed -o " + q(d / "out.onnx")),
+                          "unknown option '--keep-failed' for 'lwc fuse'");
   CHECK_FALSE(fs::exists(d / "out.onnx"));
   // Calibration data that no pass reads: a warning, and the run goes on.
   auto r = runLwc("run --passes fuse_batchnorm " + q(model) + " --calib " + sample + " -o " + q(d / "a.onnx"));
@@ -360,7 +363,8 @@ TEST_CASE("lwc run: options that change nothing are refused or named", "[cli][ru
   // --calib replaces the pipeline's data entry whole, and says what of it no longer applies (its
   // limit stayed while its preprocessing went, without a word).
   test::writeFile(d / "p.json", nlohmann::json{{"passes", {{{"pass", "prune_magnitude"}, {"options", {{"recover", "bias"}}}}}},
-                                               {"data", {{"calib", {{"path", td("fmnist_sample").string()},
+                                               {"data", {{"calib", {{"path", (td("fmnist_sample") / "images.npy").string()},
+                                                                     {"labels", (td("fmnist_sample") / "labels.npy").string()},
                                                                      {"limit", 10},
                                                                      {"preprocess", (td("fmnist_sample") / "preprocess.json").string()}}}}}}
                                     .dump());
@@ -369,7 +373,7 @@ TEST_CASE("lwc run: options that change nothing are refused or named", "[cli][ru
   INFO(r.err);
   REQUIRE(r.exit_code == 0);
   CHECK_THAT(r.err, Contains("--calib replaces the pipeline's data entry") && Contains("its preprocessing (give --preprocess FILE") &&
-                        Contains("its limit of 10 samples (give --calib-limit N)"));
+                        Contains("its limit of 10 samples (give --calib-limit N)") && Contains("its labels file"));
   std::ifstream f(d / "c.json");
   const auto rep = nlohmann::json::parse(f);
   CHECK_THAT(rep["calib_data"].get<std::string>(), Contains("500"));  // every sample, not the pipeline's 10

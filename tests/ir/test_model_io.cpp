@@ -685,6 +685,36 @@ TEST_CASE("a fatal signal removes the registered files and folders, then ends th
   }
 }
 
+TEST_CASE("a signal during a commit is held until the renames are done; many registrations all count", "[io]") {
+  // A signal between two renames of OutputSet::commit left some of a run's outputs in place and
+  // not the others; a 65th registration was not cleaned up (exec stages one file per output).
+  TempDir d;
+  const pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    ::signal(SIGTERM, SIG_DFL);
+    std::vector<SignalCleanup> many;
+    for (int i = 0; i < 100; ++i) {
+      many.emplace_back(SignalCleanup::Kind::File, (d / ("f" + std::to_string(i))).string());
+      test::writeFile(d / ("f" + std::to_string(i)), "x");
+    }
+    {
+      const DeferSignals hold;
+      ::raise(SIGTERM);                         // held: the process goes on
+      test::writeFile(d / "after_raise", "x");  // the run's to keep (not registered)
+    }
+    ::_exit(0);  // not reached: the held signal ends the process when `hold` goes
+  }
+  int status = 0;
+  REQUIRE(::waitpid(pid, &status, 0) == pid);
+  CHECK(WIFSIGNALED(status));
+  CHECK(WTERMSIG(status) == SIGTERM);
+  CHECK(fs::exists(d / "after_raise"));
+  size_t left = 0;
+  for ([[maybe_unused]] const auto& e : fs::directory_iterator(d.path())) ++left;
+  CHECK(left == 1);  // all 100 registered files removed
+}
+
 TEST_CASE("IR version 3: initializers a pass adds are listed as graph inputs too", "[io]") {
   // IR <= 3 requires every initializer to be a graph input (ONNX checker: "in initializer but not
   // in graph input"). PyTorch's old exports (libonnx-testdata's pytorch-operator cases) are IR 3;

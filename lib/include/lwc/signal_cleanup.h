@@ -6,7 +6,7 @@
 // --ort-bench left its folder of two models in /tmp and a node process running.
 //
 // A signal the host program handles or ignores (nohup's SIGHUP) stays as it is: the handler goes
-// only where the default action is in place when the first registration is made.
+// only where the default action is in place when a registration is made.
 #pragma once
 
 #include <sys/types.h>
@@ -35,6 +35,17 @@ class SignalCleanup {
 
  private:
   int slot_ = -1;
+};
+
+/// While one lives, a fatal signal is held: the handler records it and returns, and the last
+/// DeferSignals to go cleans up and ends the process with it. OutputSet::commit renames its files
+/// under one, so a signal cannot leave some of a run's outputs in place and not the others.
+class DeferSignals {
+ public:
+  DeferSignals();
+  ~DeferSignals();
+  DeferSignals(const DeferSignals&) = delete;
+  DeferSignals& operator=(const DeferSignals&) = delete;
 };
 
 }  // namespace lwc
