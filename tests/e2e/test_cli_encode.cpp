@@ -201,15 +201,18 @@ TEST_CASE("a corrupt coded weight gets one clear error and no output", "[cli][hu
     }
   saveModel(m, bad);
   for (const std::string& cmd : {"decode " + q(bad) + " -o " + q(d / "out.onnx"),
-                                 "eval " + q(bad) + " --data " + q(td("fmnist_sample"))}) {
+                                 "eval " + q(bad) + " --data " + q(td("fmnist_sample")),
+                                 "exec " + q(bad) + " --random-batch 2 -o " + q(d / "ex"), "bench " + q(bad) + " --iters 1"}) {
     INFO(cmd);
     auto r = runLwc(cmd);
     CHECK(r.exit_code == 1);
     CHECK_THAT(r.err, Contains("HuffmanDecode"));
     CHECK_THAT(r.err, Contains("huffman stream"));
+    CHECK_THAT(r.err, Contains(bad.string()));  // exec, eval and bench named the node only
     CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
   }
   CHECK_FALSE(fs::exists(d / "out.onnx"));
+  CHECK_FALSE(fs::exists(d / "ex"));
 }
 
 TEST_CASE("a bool initializer is coded and decoded like any other", "[cli][huffman]") {

@@ -12,6 +12,7 @@
 
 #include "engine/kernel.h"
 #include "lwc/metrics.h"
+#include "lwc/weight_coding.h"
 #include "engine/optimize.h"
 
 namespace lwc::engine {
@@ -143,7 +144,16 @@ int foldConstantNodes(Graph& g, const Model& model, bool keep_dequantize) {
       ins.push_back(t);
     }
     if (!all_const) continue;
-    auto outs = evaluateNode(model, n, ins);
+    std::optional<std::vector<Tensor>> outs;
+    try {
+      outs = evaluateNode(model, n, ins);
+    } catch (const Error& e) {
+      // A damaged coded weight named the node only (lwc exec, eval and bench; info and decode name
+      // the file).
+      if (n.domain != weight_coding::kDomain) throw;
+      fail(model.label(), ": ", e.what(), "; the file's Huffman-coded weights are damaged: encode it again from the "
+           "plain model (lwc encode)");
+    }
     if (!outs) continue;
     for (size_t o = 0; o < outs->size(); ++o)
       if (!n.outputs[o].empty()) g.initializers.set(n.outputs[o], (*outs)[o]);
