@@ -40,7 +40,7 @@ void addRunOptions(CLI::App* cmd, RunArgs& a, bool calibration) {
                   calibration ? "Preprocessing JSON for --eval/--calib data (default: preprocess.json next to the data)"
                               : "Preprocessing JSON for --eval data (default: preprocess.json next to the data)");
   cmd->add_flag("--print-after-all", a.print_after_all, "Print the graph (ONNX text form) to stderr after every pass");
-  cmd->add_flag("--time-passes", a.time_passes, "Show the time spent in each pass");
+  cmd->add_flag("--time-passes", a.time_passes, "Show the time spent in each pass in the table (--json always has each stage's seconds)");
   cmd->add_flag("--json", a.json, "Print the JSON report on stdout instead of the table");
   addThreadsOption(cmd, a.threads);
 }
