@@ -4,7 +4,7 @@
 set(LWC_IR_SOURCES)
 foreach(src
     dtype.cpp tensor.cpp graph.cpp model_io.cpp signal_cleanup.cpp shape_inference.cpp analysis.cpp npy.cpp metrics.cpp
-    graph_edit.cpp model_fixups.cpp opset_lowering.cpp pass.cpp huffman.cpp weight_coding.cpp json_text.cpp
+    graph_edit.cpp model_fixups.cpp opset_lowering.cpp pass.cpp huffman.cpp weight_coding.cpp json_text.cpp status.cpp
     data/dataset.cpp data/arrays.cpp data/image_decode.cpp data/io.cpp data/labels.cpp data/preprocess.cpp)
   list(APPEND LWC_IR_SOURCES ${CMAKE_CURRENT_LIST_DIR}/src/${src})
 endforeach()

@@ -63,7 +63,7 @@ PassResult FoldConstants::run(Model& m, PassContext&) {
   Graph& g = m.graph;
   const int64_t max_growth = options_.getInt("max_growth_kb") * 1024;
   PassResult r;
-  int64_t folded = 0, bypassed = 0, skipped_size = 0, skipped_output = 0;
+  int64_t folded = 0, bypassed = 0, skipped_size = 0, skipped_output = 0, widened = 0, widened_bytes = 0;
   std::vector<std::string> maybe_unused;
   std::set<std::string> noted;  // first outputs of the nodes left alone with a note
   // A fold can make later shapes known (a Reshape's target, a Slice's bounds, dimensions read from
@@ -130,6 +130,15 @@ PassResult FoldConstants::run(Model& m, PassContext&) {
                           " KiB (max_growth_kb " + std::to_string(max_growth / 1024) + ")");
         continue;
       }
+      // float16 weights stored beside a Cast to float32 become float32 weights: the file grows,
+      // which the report's bytes show and a note says (lwc's passes work on float32 weights).
+      if (n.op_type == "Cast" && n.inputs.size() == 1 && outs->size() == 1) {
+        const Tensor* src = g.initializers.find(n.inputs[0]);
+        if (src && (src->dtype() == DType::Float16) && (*outs)[0].dtype() == DType::Float32) {
+          ++widened;
+          widened_bytes += static_cast<int64_t>((*outs)[0].nbytes() - src->nbytes());
+        }
+      }
       for (size_t o = 0; o < outs->size(); ++o)
         if (!n.outputs[o].empty()) g.initializers.set(n.outputs[o], (*outs)[o]);
       maybe_unused.insert(maybe_unused.end(), n.inputs.begin(), n.inputs.end());
@@ -142,6 +151,9 @@ PassResult FoldConstants::run(Model& m, PassContext&) {
   // Folded outputs no longer need value_info entries (initializers carry their own type).
   std::erase_if(g.value_info, [&](const ValueInfo& v) { return g.initializers.contains(v.name); });
   const int64_t dropped = dropUnusedConstants(g, maybe_unused);
+  if (widened > 0)
+    r.notes.push_back(std::to_string(widened) + " float16 constants read through a Cast to float32 are stored as float32 now (+" +
+                      std::to_string(widened_bytes / 1024) + " KiB): lwc's passes work on float32 weights");
   r.stats = {{"folded", folded}, {"identities_bypassed", bypassed}, {"initializers_removed", dropped}, {"skipped_growth", skipped_size},
              {"skipped_graph_output", skipped_output}};
   r.changed = folded > 0;

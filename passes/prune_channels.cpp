@@ -799,7 +799,7 @@ PassResult PruneChannels::run(Model& m, PassContext& ctx) {
       prunable.push_back(i);
   }
   if (prunable.empty()) {
-    // Float16 weights are a whole-model reason the user can act on; an architecture it does not
+    // Float16 or float64 weights are a whole-model reason the user can act on; an architecture it does not
     // understand is reported group by group above and the model passes through unchanged. A MACs
     // target cannot be met then: an error, as when the prunable groups cannot reach it.
     if (const std::string half = float16WeightsHint(m); !half.empty())

@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
+#include "format.h"
 #include "data_args.h"
 #include "lwc/engine.h"
 #include "lwc/json_text.h"
@@ -232,7 +233,7 @@ void addCompareCommand(CLI::App& app, Action& action, const GlobalOptions&) {
       for (const auto& r : outs) {
         char agr[32] = "-";
         if (r.scores) std::snprintf(agr, sizeof agr, "%.2f %%", 100.0 * double(r.agree) / double(std::max<int64_t>(r.rows, 1)));
-        std::printf("%-32s %10s %12s %10s %10s\n", r.name.c_str(), agr, formatFigure(r.err.maxAbsDiff(), 4, false).c_str(),
+        std::printf("%s %10s %12s %10s %10s\n", column(r.name, 32).c_str(), agr, formatFigure(r.err.maxAbsDiff(), 4, false).c_str(),
                     formatFigure(r.err.sqnrDb(), 2, true).c_str(), formatFigure(r.err.cosine(), 6, true).c_str());
       }
       for (const auto& r : outs) {
@@ -240,7 +241,7 @@ void addCompareCommand(CLI::App& app, Action& action, const GlobalOptions&) {
         const double pv = mcnemarExactP(r.only_a, r.only_b);
         std::printf("\n%s against the labels: top-1 %.2f %% (reference) vs %.2f %% (candidate); %lld %s only "
                     "the reference gets right, %lld only the candidate; exact McNemar p = %.3g%s\n",
-                    r.name.c_str(), 100.0 * double(r.right_a) / double(r.labelled),
+                    printable(r.name).c_str(), 100.0 * double(r.right_a) / double(r.labelled),
                     100.0 * double(r.right_b) / double(r.labelled), static_cast<long long>(r.only_a),
                     r.only_a == 1 ? "sample" : "samples",
                     static_cast<long long>(r.only_b), pv,
@@ -250,21 +251,21 @@ void addCompareCommand(CLI::App& app, Action& action, const GlobalOptions&) {
         if (first_div.empty())
           std::printf("\nno shared tensor differs beyond float rounding (all at %.0f dB SQNR or more)\n", kRoundingDb);
         else if (const auto os = other_shapes.find(first_div); os != other_shapes.end())
-          std::printf("\nfirst tensor that differs: %s (shape %s, was %s)\n", first_div.c_str(),
+          std::printf("\nfirst tensor that differs: %s (shape %s, was %s)\n", printable(first_div).c_str(),
                       shapeStr(os->second.second).c_str(), shapeStr(os->second.first).c_str());
         else
-          std::printf("\nfirst tensor that differs: %s (SQNR %s dB)\n", first_div.c_str(),
+          std::printf("\nfirst tensor that differs: %s (SQNR %s dB)\n", printable(first_div).c_str(),
                       formatFigure(layers.at(first_div).err.sqnrDb(), 2, true).c_str());
         std::printf("\n%zu shared tensors, worst first:\n%-48s %12s %10s %10s\n", worst.size(), "tensor", "max |diff|",
                     "SQNR dB", "cosine");
         for (const auto* r : worst)
-          std::printf("%-48s %12s %10s %10s\n", r->name.c_str(), formatFigure(r->err.maxAbsDiff(), 4, false).c_str(),
+          std::printf("%s %12s %10s %10s\n", column(r->name, 48).c_str(), formatFigure(r->err.maxAbsDiff(), 4, false).c_str(),
                       formatFigure(r->err.sqnrDb(), 2, true).c_str(), formatFigure(r->err.cosine(), 6, true).c_str());
         if (!other_shapes.empty()) {
           std::printf("\n%zu shared tensor%s with another shape in the candidate (not compared):\n", other_shapes.size(),
                       other_shapes.size() == 1 ? "" : "s");
           for (const auto& name : reshaped)
-            std::printf("%-48s %s -> %s\n", name.c_str(), shapeStr(other_shapes.at(name).first).c_str(),
+            std::printf("%s %s -> %s\n", column(name, 48).c_str(), shapeStr(other_shapes.at(name).first).c_str(),
                         shapeStr(other_shapes.at(name).second).c_str());
         }
         if (!integer_only.empty())

@@ -10,6 +10,7 @@
 #include <spdlog/spdlog.h>
 
 #include "commands.h"
+#include "format.h"
 #include "lwc/engine.h"
 #include "lwc/model_io.h"
 #include "lwc/npy.h"
@@ -200,7 +201,7 @@ void addExecCommand(CLI::App& app, Action& action, const GlobalOptions&) {
         const Tensor& t = outs.at(name);
         std::string dims;
         for (size_t i = 0; i < t.shape().size(); ++i) dims += (i ? "," : "") + std::to_string(t.shape()[i]);
-        std::cout << name << ": " << dtypeName(t.dtype()) << " [" << dims << "] -> " << path.string() << "\n";
+        std::cout << printable(name) << ": " << dtypeName(t.dtype()) << " [" << dims << "] -> " << printable(path.string()) << "\n";
       }
       return 0;
     };

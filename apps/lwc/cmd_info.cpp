@@ -172,8 +172,8 @@ void printHuman(const Model& m, const ModelStats& st, bool per_layer) {
     << ", IR version " << m.ir_version << ", opsets:";
   for (const auto& op : m.opset_imports) o << " " << (op.domain.empty() ? "ai.onnx" : op.domain) << " " << op.version;
   o << "\n";
-  for (const auto* v : m.graph.realInputs()) o << "input       " << v->name << "  " << typeStr(*v) << "\n";
-  for (const auto& v : m.graph.outputs) o << "output      " << v.name << "  " << typeStr(v) << "\n";
+  for (const auto* v : m.graph.realInputs()) o << "input       " << printable(v->name) << "  " << typeStr(*v) << "\n";
+  for (const auto& v : m.graph.outputs) o << "output      " << printable(v.name) << "  " << typeStr(v) << "\n";
   std::vector<std::pair<std::string, int64_t>> hist(st.op_histogram.begin(), st.op_histogram.end());
   std::stable_sort(hist.begin(), hist.end(), [](const auto& a, const auto& b) { return a.second > b.second; });
   o << "nodes       " << st.nodes << ":";
@@ -225,8 +225,7 @@ void printHuman(const Model& m, const ModelStats& st, bool per_layer) {
     std::printf("%-36s %-14s %10s %10s %10s %8s %7s %7s %9s\n", "tensor", "shape", "raw B", "stream B", "codebook B",
                 "values", "coding", "bits/w", "in codes");
     for (const auto& t : coded) {
-      std::string name = t.name.size() > 36 ? "..." + t.name.substr(t.name.size() - 33) : t.name;
-      std::printf("%-36s %-14s %10lld %10lld %10lld %8lld %7s %7.2f %9.2f\n", name.c_str(), t.shape.c_str(),
+      std::printf("%s %-14s %10lld %10lld %10lld %8lld %7s %7.2f %9.2f\n", column(t.name, 36).c_str(), t.shape.c_str(),
                   (long long)t.raw_bytes, (long long)t.stream_bytes, (long long)t.codebook_bytes, (long long)t.symbols,
                   t.sparse ? "sparse" : "dense", t.stored_bits_per_weight, t.bits_per_weight);
       raw += t.raw_bytes;
@@ -240,8 +239,7 @@ void printHuman(const Model& m, const ModelStats& st, bool per_layer) {
   o << "\n";
   std::printf("%-40s %-20s %12s %14s  %s\n", "layer", "op", "params", "MACs", "output");
   for (const auto& L : st.layers) {
-    std::string name = L.name.size() > 40 ? "..." + L.name.substr(L.name.size() - 37) : L.name;
-    std::printf("%-40s %-20s %12s %14s  %s\n", name.c_str(), L.op_type.c_str(), grouped(L.params).c_str(),
+    std::printf("%s %s %12s %14s  %s\n", column(L.name, 40).c_str(), column(L.op_type, 20).c_str(), grouped(L.params).c_str(),
                 L.macs < 0 ? "?" : grouped(L.macs).c_str(), L.output_shape.c_str());
   }
   std::printf("%-40s %-20s %12s %14s\n", "total", "", grouped(st.params).c_str(), grouped(st.macs).c_str());

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
+#include "format.h"
 #include "ort_peer.h"
 #include "lwc/engine.h"
 #include "lwc/model_io.h"
@@ -257,7 +258,7 @@ void addQuantizeCommand(CLI::App& app, Action& action, const GlobalOptions&) {
           const size_t show = std::min<size_t>(table->size(), 12);
           for (size_t i = 0; i < show; ++i) {
             const auto& e = (*table)[i];
-            std::printf("  %-64s %-10s %9.2f %9.5f\n", e.tensor.c_str(), e.kind.c_str(), e.sqnr_db, e.cosine);
+            std::printf("  %s %-10s %9.2f %9.5f\n", column(e.tensor, 64).c_str(), e.kind.c_str(), e.sqnr_db, e.cosine);
           }
           if (table->size() > show)
             std::printf("  ... %zu more in the JSON report (--report)\n", table->size() - show);

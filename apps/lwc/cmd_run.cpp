@@ -330,7 +330,7 @@ int runPipelineCommand(Pipeline p, const std::string& model_path, const RunArgs&
     }
     std::error_code ec;
     const std::string older = !a.keep_failed && fs::exists(a.output, ec)
-                                  ? " ('" + a.output + "' is an older file, not this run's output)"
+                                  ? " ('" + printable(a.output) + "' is an older file, not this run's output)"
                                   : "";
     std::fprintf(stderr, "lwc: error: a quality gate failed: %s%s%s\n", failed.c_str(),
                  a.keep_failed ? " (output written because of --keep-failed)"

@@ -2,6 +2,9 @@
 
 #include <cmath>
 #include <cstdio>
+#include <vector>
+
+#include "lwc/status.h"
 
 namespace lwc::app {
 
@@ -41,6 +44,26 @@ std::string percent(double f, int digits) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%.*f %%", digits, 100.0 * f);
   return buf;
+}
+
+std::string column(const std::string& name, size_t width) {
+  const std::string p = printable(name);
+  // Start of each UTF-8 character (bytes that are not continuation bytes 10xxxxxx).
+  std::vector<size_t> starts;
+  for (size_t i = 0; i < p.size(); ++i)
+    if ((static_cast<unsigned char>(p[i]) & 0xC0) != 0x80) starts.push_back(i);
+  const size_t n = starts.size();
+  std::string out;
+  size_t shown = n;
+  if (n <= width) {
+    out = p;
+  } else {
+    const size_t keep = width > 3 ? width - 3 : 0, head = keep / 2, tail = keep - head;
+    out = p.substr(0, starts[head]) + "..." + p.substr(starts[n - tail]);
+    shown = width;
+  }
+  if (shown < width) out.append(width - shown, ' ');
+  return out;
 }
 
 }  // namespace lwc::app

@@ -12,6 +12,9 @@ std::string humanCount(double v);
 std::string humanBytes(double bytes);
 /// 1234567 -> "1,234,567".
 std::string grouped(int64_t v);
+/// A name for a table column of `width` characters: printable(), shortened to its start and end
+/// around "..." on UTF-8 character boundaries, padded with spaces to `width` characters (not bytes).
+std::string column(const std::string& name, size_t width);
 std::string percent(double fraction, int digits = 2);
 
 }  // namespace lwc::app

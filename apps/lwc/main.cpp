@@ -1,5 +1,6 @@
 // lwc: the command-line driver. Exit codes: 0 ok, 1 usage or input error, 2 internal error,
 // 3 a quality gate failed (see README, "Exit codes").
+#include <spdlog/sinks/base_sink.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
@@ -146,6 +147,28 @@ bool fewerThreadsThanCpus(int argc, char** argv) {
 }
 }  // namespace
 
+namespace {
+// stderr's colour sink, with each message passed through lwc::printable() first.
+class PrintableSink : public spdlog::sinks::base_sink<spdlog::details::null_mutex> {
+ public:
+  PrintableSink() : inner_(std::make_shared<spdlog::sinks::stderr_color_sink_mt>()) {}
+
+ protected:
+  void sink_it_(const spdlog::details::log_msg& msg) override {
+    const std::string text = lwc::printable(std::string_view(msg.payload.data(), msg.payload.size()));
+    spdlog::details::log_msg safe = msg;
+    safe.payload = text;
+    inner_->log(safe);
+  }
+  void flush_() override { inner_->flush(); }
+  void set_pattern_(const std::string& pattern) override { inner_->set_pattern(pattern); }
+  void set_formatter_(std::unique_ptr<spdlog::formatter> f) override { inner_->set_formatter(std::move(f)); }
+
+ private:
+  std::shared_ptr<spdlog::sinks::stderr_color_sink_mt> inner_;
+};
+}  // namespace
+
 int main(int argc, char** argv) {
   // OpenMP reads its settings when the runtime library loads, before main(): set them and re-exec
   // once. Idle threads spin briefly, then sleep (GOMP_SPINCOUNT=20000, ~tens of microseconds):
@@ -232,11 +255,12 @@ int main(int argc, char** argv) {
       for (const CLI::App* sub : app.get_subcommands({})) known = known || sub->check_name(argv[1]);
       if (!known) msg = std::string("unknown command '") + argv[1] + "'";
     }
-    std::fprintf(stderr, "lwc: error: %s (see '%s --help')\n", msg.c_str(), where.c_str());
+    std::fprintf(stderr, "lwc: error: %s (see '%s --help')\n", lwc::printable(msg).c_str(), where.c_str());
     return 1;
   }
   // Log lines go to stderr with the error lines: stdout carries only results (tables, --json).
-  spdlog::set_default_logger(spdlog::stderr_color_mt("lwc"));
+  // Through printable(): a pass note naming a node "x\nFORGED" printed two lines.
+  spdlog::set_default_logger(std::make_shared<spdlog::logger>("lwc", std::make_shared<PrintableSink>()));
   spdlog::set_level(g.quiet ? spdlog::level::err : g.verbose ? spdlog::level::debug : spdlog::level::info);
   spdlog::set_pattern("lwc: %l: %v");
   try {
@@ -250,17 +274,18 @@ int main(int argc, char** argv) {
     }
     return rc;
   } catch (const lwc::Error& e) {
-    std::fprintf(stderr, "lwc: error: %s\n", e.what());
+    // One line whatever the message holds: names and paths come from the model and the user.
+    std::fprintf(stderr, "lwc: error: %s\n", lwc::printable(e.what()).c_str());
     return 1;
   } catch (const lwc::InternalError& e) {
-    std::fprintf(stderr, "lwc: internal error (please report): %s\n", e.what());
+    std::fprintf(stderr, "lwc: internal error (please report): %s\n", lwc::printable(e.what()).c_str());
     return 2;
   } catch (const std::filesystem::filesystem_error& e) {
     // A path the system refuses (a name too long, a loop of links, no permission) where lwc asked
     // about it without a std::error_code: the user's path or machine, not a bug.
     std::string paths = "'" + e.path1().string() + "'";
     if (!e.path2().empty()) paths += " and '" + e.path2().string() + "'";
-    std::fprintf(stderr, "lwc: error: cannot access %s: %s\n", paths.c_str(), e.code().message().c_str());
+    std::fprintf(stderr, "lwc: error: cannot access %s: %s\n", lwc::printable(paths).c_str(), e.code().message().c_str());
     return 1;
   } catch (const std::bad_alloc&) {
     // Resources, not a bug: the model's tensors at this input size do not fit.

@@ -486,9 +486,10 @@ std::string float16WeightsHint(const Model& m) {
     const std::string& op = n.op_type;
     if (!n.domain.empty() || (op != "Conv" && op != "ConvTranspose" && op != "Gemm" && op != "MatMul")) continue;
     for (const auto& in : n.inputs)
-      if (const Tensor* w = in.empty() ? nullptr : m.graph.initializers.find(in); w && w->dtype() == DType::Float16)
-        return " (its weights are float16, e.g. " + n.describe() +
-               ": lwc prunes and quantizes float32 models; convert it to float32 first)";
+      if (const Tensor* w = in.empty() ? nullptr : m.graph.initializers.find(in);
+          w && (w->dtype() == DType::Float16 || w->dtype() == DType::Float64))
+        return std::string(" (its weights are ") + (w->dtype() == DType::Float16 ? "float16" : "float64") + ", e.g. " +
+               n.describe() + ": lwc prunes and quantizes float32 models; convert it to float32 first)";
   }
   return "";
 }

@@ -754,6 +754,9 @@ void checkOutputPaths(const std::vector<NamedPath>& outputs, const std::vector<N
 std::string readUserFile(const fs::path& path, const std::string& what) {
   std::error_code ec;
   const fs::file_status st = fs::status(path, ec);
+  // A path the system cannot look up (too long, a loop of links, no permission) is not "not found".
+  if (ec && ec != std::errc::no_such_file_or_directory && ec != std::errc::not_a_directory)
+    fail(path.string(), ": cannot access it (", ec.message(), "; expected ", what, ")");
   if (!fs::exists(st)) fail(path.string(), ": not found (expected ", what, ")");
   if (fs::is_directory(st)) fail(path.string(), ": is a folder, expected ", what);
   // A device never ends (lwc info /dev/zero read until memory ran out); a pipe may, so it is read

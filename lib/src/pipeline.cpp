@@ -1178,12 +1178,38 @@ std::string PipelineReport::toText(bool time_passes) const {
   return os.str();
 }
 
+namespace {
+// `text` as one Markdown code span: on one line (printable), fenced by more backticks than any run
+// inside it. A file name with a backtick and newlines put a forged table into the report.
+std::string markdownCode(const std::string& text) {
+  const std::string t = printable(text);
+  size_t longest = 0, run = 0;
+  for (const char c : t) {
+    run = c == '`' ? run + 1 : 0;
+    longest = std::max(longest, run);
+  }
+  const std::string fence(longest + 1, '`');
+  const bool pad = !t.empty() && (t.front() == '`' || t.back() == '`');
+  return fence + (pad ? " " : "") + t + (pad ? " " : "") + fence;
+}
+
+// `text` as Markdown prose on one line, its markup characters escaped.
+std::string markdownText(const std::string& text) {
+  std::string out;
+  for (const char c : printable(text)) {
+    if (std::string_view("\\`*_|<>[]#").find(c) != std::string_view::npos) out += '\\';
+    out += c;
+  }
+  return out;
+}
+}  // namespace
+
 std::string PipelineReport::toMarkdown() const {
   std::ostringstream os;
   const bool eval = stages.front().metrics.evaluated;
   const bool labels = eval && stages.front().metrics.top1.has_value();
-  os << "### lwc: " << pipeline << " on `" << model << "`\n\n";
-  if (eval) os << "Evaluated on " << eval_data << ".\n\n";
+  os << "### lwc: " << markdownText(pipeline) << " on " << markdownCode(model) << "\n\n";
+  if (eval) os << "Evaluated on " << markdownText(eval_data) << ".\n\n";
   os << "| stage | nodes | params | MACs | bytes |" << (labels ? " top-1 | top-5 |" : "")
      << (eval ? " top-1 agreement | SQNR dB |" : "") << " changes |\n";
   os << "|---|---:|---:|---:|---:|" << (labels ? "---:|---:|" : "") << (eval ? "---:|---:|" : "") << "---|\n";
@@ -1220,7 +1246,7 @@ std::string PipelineReport::toMarkdown() const {
       os << "| " << g.gate.name << " | " << value << " | " << limit << " | " << (g.passed ? "pass" : "**FAIL**") << " |\n";
     }
   }
-  if (!output_written && !output.empty()) os << "\nA gate failed: `" << output << "` was not written.\n";
+  if (!output_written && !output.empty()) os << "\nA gate failed: " << markdownCode(output) << " was not written.\n";
   return os.str();
 }
 

@@ -13,6 +13,7 @@
 using namespace lwc;
 using lwc::test::runLwc;
 using lwc::test::TempDir;
+using Catch::Matchers::Contains;
 namespace fs = std::filesystem;
 
 namespace {
@@ -90,6 +91,43 @@ TEST_CASE("names that are not UTF-8 reach JSON output as U+FFFD instead of an in
   CHECK(r.exit_code == 0);
   CHECK_NOTHROW(nlohmann::json::parse(test::readFile(d / "report.json")));
   CHECK(fs::exists(d / "out.onnx"));
+}
+
+TEST_CASE("names and paths with control characters cannot split lines, forge rows or colour the terminal", "[cli][info]") {
+  TempDir d;
+  // An error naming a path with ESC and a newline: one line, the characters escaped.
+  const std::string odd = "no\x1b[31mRED\nx.onnx";
+  auto r = runLwc("info " + q(d / odd));
+  test::checkOneLineError(r, "no\\x1b[31mRED\\nx.onnx: not found");
+  // A layer named "c\nFORGED": one row in info's table, escaped; a long CJK name is cut on a
+  // character boundary (stdout was invalid UTF-8) and padded by characters, not bytes.
+  Model m = loadModel(writeSmallModel(d));
+  m.graph.nodes.at(0).name = "c\nFORGED ROW" + [] { std::string s; for (int i = 0; i < 40; ++i) s += "\xe6\x97\xa5"; return s; }();
+  saveModel(m, d / "names.onnx");
+  r = runLwc("info --per-layer " + q(d / "names.onnx"));
+  REQUIRE(r.exit_code == 0);
+  CHECK_THAT(r.out, Contains("c\\nFORGED ROW\xe6\x97\xa5") && !Contains("\nFORGED ROW"));
+  auto validUtf8 = [](const std::string& s) {
+    for (size_t i = 0; i < s.size();) {
+      const auto c = static_cast<unsigned char>(s[i]);
+      const size_t n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+      if (n == 0 || i + n > s.size()) return false;
+      for (size_t k = 1; k < n; ++k)
+        if ((static_cast<unsigned char>(s[i + k]) >> 6) != 2) return false;
+      i += n;
+    }
+    return true;
+  };
+  CHECK(validUtf8(r.out));
+  CHECK_THAT(r.out, Contains("\xe6\x97\xa5...\xe6\x97\xa5"));
+  // The Markdown report: a model path with a backtick, a newline and a table row stays in its
+  // code span on the heading's line (it put a forged table into the report).
+  const fs::path forged = d / "x`y\n| a | b |\n|---|---|\n| forged | row |.onnx";
+  fs::copy_file(d / "small.onnx", forged);
+  r = runLwc("-q run --passes fold_constants " + q(forged) + " -o " + q(d / "o.onnx") + " --report-md " + q(d / "r.md"));
+  REQUIRE(r.exit_code == 0);
+  const std::string md = test::readFile(d / "r.md");
+  CHECK_THAT(md, !Contains("\n| forged | row |") && Contains("``") && Contains("\\n| forged | row |"));
 }
 
 TEST_CASE("lwc info counts MACs whose sizes are computed at run time (swin_t's window reshapes)", "[cli][info]") {

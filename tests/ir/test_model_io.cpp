@@ -685,7 +685,7 @@ TEST_CASE("a fatal signal removes the registered files and folders, then ends th
   }
 }
 
-TEST_CASE("a signal during a commit is held until the renames are done; many registrations all count", "[io]") {
+TEST_CASE("a signal during a commit is held until the renames are done, and many registrations all count", "[io]") {
   // A signal between two renames of OutputSet::commit left some of a run's outputs in place and
   // not the others; a 65th registration was not cleaned up (exec stages one file per output).
   TempDir d;

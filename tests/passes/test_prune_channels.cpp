@@ -110,6 +110,22 @@ TEST_CASE("prune_channels names min_channels where it keeps channels the ratio w
   CHECK(named);
 }
 
+TEST_CASE("prune_channels refuses float64 weights as it refuses float16 ones", "[prune_channels]") {
+  // A float64 model passed with exit 0 and nothing pruned; float16 was refused with what to do.
+  Model m = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (double[N, 3, 8, 8] x) => (double[N, 5] y) {
+  a = Conv <pads=[1,1,1,1]> (x, wa)
+  r = Relu (a)
+  p = GlobalAveragePool (r)
+  f = Flatten (p)
+  y = Gemm (f, wf)
+})");
+  m.graph.initializers.set("wa", Tensor(DType::Float64, {16, 3, 3, 3}));
+  m.graph.initializers.set("wf", Tensor(DType::Float64, {16, 5}));
+  CHECK_THROWS_WITH(runPass(m, "prune_channels", {{"ratio", 0.5}}),
+                    Catch::Contains("its weights are float64") && Catch::Contains("convert it to float32 first"));
+}
+
 TEST_CASE("prune_channels leaves groups it does not understand alone and says why", "[prune_channels]") {
   Model m = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
 g (float[N, 3, 8, 8] x) => (float[N, 12, 8, 8] y, float[N, 4, 8, 8] z) {

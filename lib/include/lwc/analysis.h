@@ -78,7 +78,7 @@ Model constantsAsInitializers(const Model& m);
 /// For the error a compression pass gives when it finds nothing to work on: " (its weights are
 /// Huffman-coded, ...: run `lwc decode` first ...)" when the model holds ai.lwc weight-coding
 /// nodes; " (its weights are float16, e.g. Conv 'c1': lwc prunes and quantizes float32 models;
-/// convert it to float32 first)" when a Conv/ConvTranspose/Gemm/MatMul holds float16 constant
+/// convert it to float32 first)" when a Conv/ConvTranspose/Gemm/MatMul holds float16 or float64 constant
 /// weights; else "".
 std::string float16WeightsHint(const Model& m);
 

@@ -9,6 +9,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <utility>
 
 namespace lwc {
@@ -33,6 +34,11 @@ std::string concat(Args&&... args) {
   return os.str();
 }
 }  // namespace detail
+
+/// `text` for a terminal: control characters (newline, tab, ESC, other C0 codes and DEL) become
+/// escapes (\n, \t, \x1b), so a name or path from a model or the user cannot split an error into
+/// two lines, forge a table row or colour the terminal. Other bytes (UTF-8) pass unchanged.
+std::string printable(std::string_view text);
 
 /// Builds a message from streamable parts and throws lwc::Error.
 template <typename... Args>
