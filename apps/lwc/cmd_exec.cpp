@@ -155,8 +155,7 @@ void addExecCommand(CLI::App& app, Action& action, const GlobalOptions&) {
         if (fs::is_directory(out, ec))
           fail("cannot write '", out.string(), "': it is a folder; remove it or choose another --outdir");
         if (fs::exists(out, ec) && !fs::is_regular_file(out, ec))  // through links: what would be replaced
-          fail("cannot write '", out.string(), "': it exists and is not a regular file (a device, pipe or other special "
-               "file, which writing would replace); remove it or choose another --outdir");
+          failSpecialFile("'" + out.string() + "'", "remove it or choose another --outdir");
         for (const auto& in : read)
           if (fs::exists(out, ec) && fs::exists(in, ec) && fs::equivalent(out, in, ec))
             fail("cannot write '", out.string(), "': it is '", in.string(), "', which this run reads; choose another --outdir");
@@ -169,24 +168,24 @@ void addExecCommand(CLI::App& app, Action& action, const GlobalOptions&) {
       so.split_batch = !o->no_split;
       engine::Session s(m, so);
       const auto outs = s.run(feeds);
-      // The folders this run creates, outermost first: removed again if the run fails after all.
-      std::vector<fs::path> created;
-      for (fs::path f = writes.empty() ? outdir : outdir / "inputs"; !f.empty() && !fs::exists(f, ec); f = f.parent_path()) {
-        created.insert(created.begin(), f);
-        if (!f.has_relative_path() || f.parent_path() == f) break;
-      }
-      struct RemoveCreated {
-        std::vector<fs::path>* folders;
+      // The folders this run creates, outermost first: removed again (only empty ones go) if the
+      // run fails after all, or a signal ends it.
+      struct CreatedFolders {
+        std::vector<fs::path> paths;
+        std::vector<SignalCleanup> on_signal;
         bool keep = false;
-        std::vector<SignalCleanup> on_signal;  // and if a signal ends the run
-        ~RemoveCreated() {
+        ~CreatedFolders() {
           std::error_code e;
           if (!keep)
-            for (auto it = folders->rbegin(); it != folders->rend(); ++it) fs::remove(*it, e);  // only empty ones go
+            for (auto it = paths.rbegin(); it != paths.rend(); ++it) fs::remove(*it, e);
         }
-      } remove_created{&created};
-      for (const auto& f : created) {
-        remove_created.on_signal.emplace_back(SignalCleanup::Kind::Folder, f.string());
+      } created;
+      for (fs::path f = writes.empty() ? outdir : outdir / "inputs"; !f.empty() && !fs::exists(f, ec); f = f.parent_path()) {
+        created.paths.insert(created.paths.begin(), f);
+        if (!f.has_relative_path() || f.parent_path() == f) break;
+      }
+      for (const auto& f : created.paths) {
+        created.on_signal.emplace_back(SignalCleanup::Kind::Folder, f.string());
         if (!fs::create_directory(f, ec) && ec)
           fail("--outdir '", o->outdir, "': cannot create the folder '", f.string(), "': ", ec.message());
       }
@@ -196,7 +195,7 @@ void addExecCommand(CLI::App& app, Action& action, const GlobalOptions&) {
       for (const auto& [path, t] : writes) staged.stage(path, toNpy(t));
       for (const auto& [name, path] : files) staged.stage(path, toNpy(outs.at(name)));
       staged.commit();
-      remove_created.keep = true;
+      created.keep = true;
       for (const auto& [name, path] : files) {
         const Tensor& t = outs.at(name);
         std::string dims;

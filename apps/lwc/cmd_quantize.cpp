@@ -158,14 +158,6 @@ void addQuantizeCommand(CLI::App& app, Action& action, const GlobalOptions&) {
         if (pass.name().rfind("quantize", 0) != 0) return;
         const auto* qs = dynamic_cast<const passes::QuantizeStatic*>(&pass);
         nlohmann::json d = nlohmann::json::object();
-        if (qs) {
-          const auto& st = qs->lastStats();
-          // Statistics read with --load-calib took no time here: no time or rate is claimed for them.
-          d["calibration"] = {{"samples", st.samples}, {"from_saved_statistics", st.loaded}};
-          d["calibration"]["seconds"] = st.loaded ? nlohmann::json() : nlohmann::json(st.seconds);
-          d["calibration"]["images_per_s"] =
-              st.loaded ? nlohmann::json() : nlohmann::json(st.seconds > 0 ? double(st.samples) / st.seconds : 0.0);
-        }
         const DataSpec* data = nullptr;
         DataSpec spec;
         if (!q->run.eval.empty() || !q->run.calib.empty()) {
@@ -179,13 +171,19 @@ void addQuantizeCommand(CLI::App& app, Action& action, const GlobalOptions&) {
           data = &spec;
         }
         if (qs) {
+          const auto& st = qs->lastStats();
+          // Statistics read with --load-calib took no time here: no time or rate is claimed for them.
+          d["calibration"] = {{"samples", st.samples}, {"from_saved_statistics", st.loaded}};
+          d["calibration"]["seconds"] = st.loaded ? nlohmann::json() : nlohmann::json(st.seconds);
+          d["calibration"]["images_per_s"] =
+              st.loaded ? nlohmann::json() : nlohmann::json(st.seconds > 0 ? double(st.samples) / st.seconds : 0.0);
           // With saved statistics, bias correction, GPTQ and the error table still read --calib
           // data: said, not "no data read".
           std::vector<std::string> reads;
           if (q->bias_correction) reads.push_back("bias correction");
           if (q->weight_rounding == "gptq") reads.push_back("GPTQ");
           if (data && data->origin == "--calib" && q->layer_samples > 0) reads.push_back("the per-tensor error table");
-          if (qs->lastStats().loaded && !reads.empty()) d["calibration"]["data_read_for"] = reads;
+          if (st.loaded && !reads.empty()) d["calibration"]["data_read_for"] = reads;
         }
         if (layer_samples_given && !data && q->layer_samples > 0)  // accepted and silently did nothing
           rec.result.notes.push_back("--layer-samples: the per-tensor error table needs data (--eval or --calib); not measured");

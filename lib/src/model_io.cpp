@@ -714,6 +714,11 @@ void probeCreate(const fs::path& path) {
 }
 }  // namespace
 
+void failSpecialFile(const std::string& named, const std::string& instead) {
+  fail("cannot write ", named, ": it exists and is not a regular file (a device, pipe or other special file, which "
+       "writing would replace); ", instead);
+}
+
 void checkOutputPaths(const std::vector<NamedPath>& outputs, const std::vector<NamedPath>& inputs) {
   std::error_code ec;
   for (size_t i = 0; i < outputs.size(); ++i) {
@@ -725,9 +730,7 @@ void checkOutputPaths(const std::vector<NamedPath>& outputs, const std::vector<N
     probeCreate(real);
     const fs::file_status st = fs::status(real, ec);
     if (fs::exists(st) && !fs::is_regular_file(st))
-      fail("cannot write '", out.string(), "' (", what,
-           "): it exists and is not a regular file (a device or other special file, which the atomic write would "
-           "replace); give the path of a regular file");
+      failSpecialFile("'" + out.string() + "' (" + what + ")", "give the path of a regular file");
     for (const auto& [in_what, in] : inputs) {
       if (in.empty() || !fs::exists(in, ec)) continue;
       if (sameFile(real, in))
@@ -830,9 +833,9 @@ void OutputSet::stage(const fs::path& given, std::string_view bytes) {
   checkWritable(path);
   // Renaming over a device or pipe replaces it with a regular file (lwc exec's outputs, which no
   // other check covered, replaced a device that a link in the output folder pointed to).
-  if (struct stat st {}; ::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode))
-    fail("cannot write '", given.string(), "': it exists and is not a regular file (a device, pipe or other special "
-         "file, which writing would replace); give the path of a regular file");
+  struct stat old {};
+  const bool exists = ::stat(path.c_str(), &old) == 0;
+  if (exists && !S_ISREG(old.st_mode)) failSpecialFile("'" + given.string() + "'", "give the path of a regular file");
   const fs::path dir = folderOf(path);
   // The temporary name is the file's, shortened where needed to stay within the file system's
   // limit on names (the suffix adds 12 bytes to a name that may be at the limit already).
@@ -861,12 +864,7 @@ void OutputSet::stage(const fs::path& given, std::string_view bytes) {
   }
   // The mode a plain create would give (0666 less the umask), or the replaced file's own mode:
   // mkstemp's 0600 would hide the file from others, a fixed 0644 ignored both.
-  mode_t mode = 0;
-  if (struct stat old {}; ::stat(path.c_str(), &old) == 0 && S_ISREG(old.st_mode)) {
-    mode = old.st_mode & 07777;
-  } else {
-    mode = 0666 & ~currentUmask();
-  }
+  const mode_t mode = exists ? (old.st_mode & 07777) : (0666 & ~currentUmask());
   if (::fchmod(fd, mode) != 0) cleanup("chmod failed");
   if (::fsync(fd) != 0) cleanup("fsync failed");
   if (::close(fd) != 0) {

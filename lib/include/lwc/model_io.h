@@ -59,6 +59,10 @@ struct NamedPath {
 /// Commands call it before any work, and again with the input model's external data once loaded.
 void checkOutputPaths(const std::vector<NamedPath>& outputs, const std::vector<NamedPath>& inputs);
 
+/// The error for an output that exists and is not a regular file (a device, a pipe, a link to
+/// one), which the rename of an atomic write would replace: "cannot write <named>: ...; <instead>".
+[[noreturn]] void failSpecialFile(const std::string& named, const std::string& instead);
+
 /// Reads a whole file the user named; `what` says what it should be ("the pipeline file"). A
 /// missing file, a folder or a read error fails with one line naming the path.
 std::string readUserFile(const std::filesystem::path& path, const std::string& what);
