@@ -10,6 +10,7 @@
 #include <spdlog/spdlog.h>
 
 #include "commands.h"
+#include "run_common.h"
 #include "format.h"
 #include "lwc/engine.h"
 #include "lwc/model_io.h"
@@ -98,20 +99,20 @@ void addExecCommand(CLI::App& app, Action& action, const GlobalOptions&) {
       if (o->random_batch > 0) {
         std::set<std::string> used_inputs;  // named as the outputs are (below)
         std::mt19937 rng(o->seed);
-        std::uniform_real_distribution<float> u(-1.0f, 1.0f);
         for (const auto* v : m.graph.realInputs()) {
           if (feeds.count(v->name)) continue;
-          if (!v->shape || v->dtype != DType::Float32)
-            fail("input '", v->name, "': --random-batch needs a float32 input with a declared shape; give this one with --input ",
-                 v->name, "=FILE.npy");
+          // Integer inputs are indices, token ids and masks whose valid values only the model's
+          // author knows: they are given, not made up.
+          if (!v->shape || !isFloat(v->dtype))
+            fail("input '", v->name, "': --random-batch needs a float input (float32, float16 or float64) with a declared shape; ",
+                 "give this one with --input ", v->name, "=FILE.npy");
           Shape s;
           for (size_t i = 0; i < v->shape->size(); ++i)
             s.push_back((*v->shape)[i].known() ? (*v->shape)[i].value : (i == 0 ? o->random_batch : 1));
           if (!s.empty() && (*v->shape)[0].known() && s[0] != o->random_batch)
             spdlog::warn("input '{}' fixes its batch size at {}; it gets {} random samples, not --random-batch {}", v->name,
                          s[0], s[0], o->random_batch);
-          Tensor t(DType::Float32, s);
-          for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = u(rng);
+          Tensor t = randomTensor(v->dtype, s, rng);
           writes.emplace_back(fs::path(o->outdir) / "inputs" / (fileName(v->name, used_inputs) + ".npy"), t);
           feeds[v->name] = t;
         }

@@ -143,17 +143,26 @@ engine::TensorMap randomFeeds(const Model& m, int64_t batch, std::mt19937& rng, 
   engine::TensorMap feeds;
   for (const ValueInfo* v : inputs) {
     const Shape shape = *timingShape(*v, inputs.size() == 1 ? sample : nullptr, batch);
-    Tensor t(v->dtype == DType::Undefined ? DType::Float32 : v->dtype, shape);
-    if (t.dtype() == DType::Float32) {
-      std::uniform_real_distribution<float> u(-1.0f, 1.0f);
-      for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = u(rng);
-    } else if (t.dtype() == DType::UInt8 || t.dtype() == DType::Int8) {
-      auto* p = static_cast<uint8_t*>(t.raw());
-      for (int64_t i = 0; i < t.numel(); ++i) p[i] = static_cast<uint8_t>(rng());
-    }  // other types stay zero: valid indices, token ids and masks
-    feeds[v->name] = std::move(t);
+    feeds[v->name] = randomTensor(v->dtype == DType::Undefined ? DType::Float32 : v->dtype, shape, rng);
   }
   return feeds;
+}
+
+Tensor randomTensor(DType dtype, const Shape& shape, std::mt19937& rng) {
+  if (isFloat(dtype)) {
+    // Drawn as float32 in every float type, so a float16 or float64 input sees the values a
+    // float32 one would (rounded to float16).
+    Tensor f(DType::Float32, shape);
+    std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+    for (int64_t i = 0; i < f.numel(); ++i) f.data<float>()[i] = u(rng);
+    return dtype == DType::Float32 ? f : f.cast(dtype);
+  }
+  Tensor t(dtype, shape);
+  if (dtype == DType::UInt8 || dtype == DType::Int8) {
+    auto* p = static_cast<uint8_t*>(t.raw());
+    for (int64_t i = 0; i < t.numel(); ++i) p[i] = static_cast<uint8_t>(rng());
+  }  // other types stay zero: valid indices, token ids and masks
+  return t;
 }
 
 namespace {

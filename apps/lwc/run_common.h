@@ -72,6 +72,9 @@ std::string benchShapeProblem(const Model& m, const Shape* sample = nullptr);
 /// empty); floats uniform in [-1, 1), 8-bit integers over their range, other types zero (valid
 /// indices and token ids).
 engine::TensorMap randomFeeds(const Model& m, int64_t batch, std::mt19937& rng, const Shape* sample = nullptr);
+/// One random input of randomFeeds: floats (float32, float16, float64) uniform in [-1, 1), 8-bit
+/// integers over their range, other types zero.
+Tensor randomTensor(DType dtype, const Shape& shape, std::mt19937& rng);
 /// How a report can time `m` with random inputs. When the model input leaves dimensions open,
 /// `sample` gets the shape of the first sample (without the batch) of the command's --eval data,
 /// else its --calib data. Returns false when `m` cannot be timed (no data, or it cannot be read:

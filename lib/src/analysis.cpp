@@ -168,10 +168,21 @@ std::map<std::string, InitRole> initializerRoles(const Graph& g) {
     InitRole best = InitRole::Constant;
     bool seen_quant = false, seen_stat = false, seen_weight = false, seen_bias = false, seen_norm = false;
     bool seen_layer_add = false;
-    for (int ni : idx.consumers(name)) {
-      const Node& n = g.nodes[ni];
+    // Uses of the tensor, through any Cast: float16 weights stored beside a Cast to float32 (a
+    // float32 compute graph) are the layer's weights, not constants.
+    std::vector<std::pair<int, std::string>> uses;  // (consumer, the value it reads)
+    std::vector<std::string> values = {name};
+    for (size_t v = 0; v < values.size() && v < 64; ++v)
+      for (int ni : idx.consumers(values[v])) {
+        const Node& c = g.nodes[size_t(ni)];
+        if (c.domain.empty() && c.op_type == "Cast" && c.inputs.size() == 1 && c.outputs.size() == 1)
+          values.push_back(c.outputs[0]);
+        else uses.emplace_back(ni, values[v]);
+      }
+    for (const auto& [ni, value] : uses) {
+      const Node& n = g.nodes[size_t(ni)];
       for (size_t i = 0; i < n.inputs.size(); ++i) {
-        if (n.inputs[i] != name) continue;
+        if (n.inputs[i] != value) continue;
         if (n.op_type == "DequantizeLinear" && i == 0 && !n.outputs.empty()) {
           auto it = dq_role.find(n.outputs[0]);
           if (it != dq_role.end()) (it->second == InitRole::Weight ? seen_weight : seen_bias) = true;
@@ -340,14 +351,15 @@ ModelStats analyzeStored(const Model& m, const AnalyzeOptions& opts) {
   std::set<std::string> counted;  // shared initializers count once
   std::unordered_map<std::string, std::string> dq_src;
   for (const auto& n : g.nodes)
-    if (n.op_type == "DequantizeLinear" && !n.outputs.empty() && n.hasInput(0) && g.initializers.contains(n.inputs[0]))
+    if ((n.op_type == "DequantizeLinear" || (n.domain.empty() && n.op_type == "Cast")) && !n.outputs.empty() &&
+        n.hasInput(0) && g.initializers.contains(n.inputs[0]))
       dq_src[n.outputs[0]] = n.inputs[0];
   for (const auto& n : g.nodes) {
     LayerStats L;
     L.name = n.name.empty() ? (n.outputs.empty() ? n.op_type : n.outputs[0]) : n.name;
     L.op_type = n.op_type;
-    // Weights behind a DequantizeLinear belong to the layer consuming the dequantized value.
-    if (n.op_type != "DequantizeLinear") {
+    // Weights behind a DequantizeLinear (or a Cast) belong to the layer consuming its output.
+    if (!dq_src.count(n.outputs.empty() ? std::string() : n.outputs[0])) {
       for (size_t i = 0; i < n.inputs.size(); ++i) {
         const std::string& in = n.inputs[i];
         auto dq = dq_src.find(in);

@@ -189,14 +189,19 @@ std::vector<std::string> makeNodeNamesUnique(Model& m) {
   std::unordered_set<std::string> used;
   for (const auto& n : g.nodes) used.insert(n.name);
   std::unordered_set<std::string> seen;
+  std::string first_renamed;  // the name lwc gave the first repeat, as the message's example
   for (auto& n : g.nodes)
-    if (!n.name.empty() && !seen.insert(n.name).second) n.name = claimName(used, n.name);
+    if (!n.name.empty() && !seen.insert(n.name).second) {
+      const std::string was = n.name;
+      n.name = claimName(used, n.name);
+      if (first_renamed.empty()) first_renamed = "'" + was + "' -> '" + n.name + "'";
+    }
   std::string examples;
   for (size_t i = 0; i < shared.size() && i < 3; ++i)
     examples += (i ? ", '" : "'") + shared[i] + "' by " + std::to_string(count[shared[i]]);
   if (shared.size() > 3) examples += ", ...";
   return {std::to_string(shared.size()) + (shared.size() == 1 ? " node name is" : " node names are") +
-          " shared by several nodes (" + examples + "); lwc numbers the repeats ('" + shared.front() + "_1', ...), " +
+          " shared by several nodes (" + examples + "); lwc renames the repeats (" + first_renamed + ", ...), " +
           "since ONNX Runtime refuses a model with duplicate node names"};
 }
 

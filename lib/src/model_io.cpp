@@ -153,7 +153,11 @@ Tensor tensorFromProto(const onnx::TensorProto& p, const fs::path& base_dir, con
   const DType dt = fromOnnxType(p.data_type());
   if (dt == DType::Undefined)
     fail(where, ": tensor type ", onnx::TensorProto::DataType_Name(static_cast<onnx::TensorProto::DataType>(p.data_type())),
-         " (", p.data_type(), ") is not supported by lwc");
+         " (", p.data_type(), ") is not supported by lwc",
+         p.data_type() == onnx::TensorProto::BFLOAT16
+             ? "; lwc reads float32, float16 and float64 weights: export the model in float32 (in PyTorch, model.float() "
+               "before torch.onnx.export)"
+             : "");
   if (p.has_segment()) fail(where, ": segmented tensors are not supported");
   checkStoredTensor(p, where);  // dimensions, and (stored inline) data that fills them
   Shape shape(p.dims().begin(), p.dims().end());

@@ -495,6 +495,48 @@ g () => (float[2] y) {
   }
 }
 
+TEST_CASE("lwc exec makes random float16 and float64 inputs, and refuses to make up integer ones", "[cli][eval]") {
+  TempDir d;
+  // --random-batch refused float16 and float64 inputs, which lwc bench makes.
+  for (const std::string type : {"float16", "double"}) {
+    INFO(type);
+    saveModel(parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 13]>
+g ()" + type + R"([N, 3] x) => (float[N, 3] y) {
+  y = Cast <to = 1> (x)
+}
+)"),
+              d / (type + ".onnx"));
+    auto r = runLwc("exec " + q(d / (type + ".onnx")) + " --random-batch 4 -o " + q(d / type));
+    REQUIRE(r.exit_code == 0);
+    const Tensor x = readNpy(d / type / "inputs" / "x.npy");
+    CHECK(x.dtype() == (type == "float16" ? DType::Float16 : DType::Float64));
+    CHECK(x.shape() == Shape{4, 3});
+    const Tensor y = readNpy(d / type / "y.npy");
+    const Tensor xf = x.cast(DType::Float32);
+    float lo = 1, hi = -1;
+    for (int64_t i = 0; i < y.numel(); ++i) {
+      CHECK(y.data<float>()[i] == xf.data<float>()[i]);
+      lo = std::min(lo, xf.data<float>()[i]);
+      hi = std::max(hi, xf.data<float>()[i]);
+    }
+    CHECK(lo >= -1.0f);
+    CHECK(hi <= 1.0f);
+    CHECK(hi > lo);  // not all zero
+  }
+  saveModel(parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 13]>
+g (int64[N, 3] ids) => (float[N, 3] y) {
+  y = Cast <to = 1> (ids)
+}
+)"),
+            d / "ids.onnx");
+  test::checkOneLineError(runLwc("exec " + q(d / "ids.onnx") + " --random-batch 4 -o " + q(d / "ids")),
+                          "input 'ids': --random-batch needs a float input (float32, float16 or float64) with a declared "
+                          "shape; give this one with --input ids=FILE.npy");
+  CHECK_FALSE(fs::exists(d / "ids"));
+}
+
 TEST_CASE("lwc exec gives outputs whose safe names meet their own files, numbered as ONNX Runtime's tool numbers them", "[cli][eval][ort]") {
   TempDir d;
   // 'a/b' and 'a_b' both became a_b.npy: the second output was written over the first.

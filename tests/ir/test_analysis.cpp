@@ -116,6 +116,53 @@ TEST_CASE("weights held in Constant nodes count as parameters", "[analysis]") {
   CHECK(analyzeModel(shape_node).params == a.params);
 }
 
+TEST_CASE("float16 weights stored beside a Cast to float32 count as the layer's weights", "[analysis]") {
+  // A float32 compute graph whose initializers are stored as float16, each behind a Cast (as
+  // converters that keep float32 inputs write): the same parameters, roles and per-layer counts.
+  Model plain = smallCnn();
+  for (auto& [name, t] : smallCnnWeights()) plain.graph.initializers.set(name, t);
+  Model stored = plain;
+  std::vector<Node> casts;
+  for (const auto& [name, t] : plain.graph.initializers.items()) {
+    if (t.dtype() != DType::Float32) continue;
+    stored.graph.initializers.erase(name);
+    stored.graph.initializers.set(name + "_h", t.cast(DType::Float16));
+    Node c;
+    c.op_type = "Cast";
+    c.inputs = {name + "_h"};
+    c.outputs = {name};
+    onnx::AttributeProto to;
+    to.set_name("to");
+    to.set_type(onnx::AttributeProto::INT);
+    to.set_i(onnx::TensorProto::FLOAT);
+    c.attrs.push_back(to);
+    casts.push_back(c);
+  }
+  REQUIRE(casts.size() == 7);
+  stored.graph.nodes.insert(stored.graph.nodes.begin(), casts.begin(), casts.end());
+  auto roles = initializerRoles(stored.graph);
+  CHECK(roles["w_h"] == InitRole::Weight);
+  CHECK(roles["gb_h"] == InitRole::Bias);
+  CHECK(roles["s_h"] == InitRole::NormParam);
+  CHECK(roles["var_h"] == InitRole::BnStat);
+  CHECK(roles["shp"] == InitRole::Constant);
+  const ModelStats a = analyzeModel(plain);
+  const ModelStats b = analyzeModel(stored);
+  CHECK(b.params == a.params);
+  CHECK(b.bn_running_stats == a.bn_running_stats);
+  CHECK(b.constants == a.constants);
+  CHECK(b.weight_elements == a.weight_elements);
+  CHECK(b.weight_zeros == a.weight_zeros);
+  CHECK(b.weight_bytes * 2 == a.weight_bytes);
+  CHECK(b.weight_bytes_by_dtype.at("float16") == b.weight_bytes);
+  // The weights belong to the Conv, BatchNormalization and Gemm, not to the Casts.
+  REQUIRE(b.layers.size() == a.layers.size());
+  for (size_t i = 0; i < a.layers.size(); ++i) {
+    CHECK(b.layers[i].op_type == a.layers[i].op_type);
+    CHECK(b.layers[i].params == a.layers[i].params);
+  }
+}
+
 TEST_CASE("entropy bound", "[analysis]") {
   Tensor t = Tensor::fromVector<float>({4}, {1, 1, 2, 3});
   // p = {0.5, 0.25, 0.25} -> 1.5 bits

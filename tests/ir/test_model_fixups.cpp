@@ -252,6 +252,7 @@ g (float[2] x) => (float[2] y)
   const auto lines = makeNodeNamesUnique(m);
   REQUIRE(lines.size() == 1);
   CHECK_THAT(lines[0], Catch::Contains("1 node name is shared by several nodes ('r' by 2)"));
+  CHECK_THAT(lines[0], Catch::Contains("renames the repeats ('r' -> 'r_2', ...)"));  // the name it wrote
   CHECK(n[0].name == "r");
   CHECK(n[1].name == "r_2");
   CHECK(n[2].name == "r_1");

@@ -773,3 +773,29 @@ g (float[2, 6] x) => (float[2, 2] a, float[2, 2] b)
   sp.graph.nodes[0].outputs[2] = "";
   CHECK(modelToProto(sp).graph().node(0).output_size() == 3);
 }
+
+TEST_CASE("a bfloat16 initializer is refused with what to do", "[model_io]") {
+  TempDir d;
+  onnx::ModelProto p = protoFromText(R"(
+<ir_version: 8, opset_import: ["" : 13]>
+g (float[2] x) => (float[2] y)
+<float[2] w = {1.0, 2.0}>
+{
+  f = Cast <to = 1> (w)
+  y = Add (x, f)
+}
+)");
+  onnx::TensorProto& t = *p.mutable_graph()->mutable_initializer(0);
+  t.clear_float_data();
+  t.set_data_type(onnx::TensorProto::BFLOAT16);
+  t.set_raw_data(std::string("\x80\x3f\x00\x40", 4));  // bfloat16 1.0, 2.0
+  writeProto(d / "bf.onnx", p);
+  try {
+    loadModel(d / "bf.onnx");
+    FAIL("loaded");
+  } catch (const Error& e) {
+    CHECK_THAT(std::string(e.what()),
+               Catch::Contains("initializer 'w': tensor type BFLOAT16 (16) is not supported by lwc; lwc reads float32, "
+                               "float16 and float64 weights: export the model in float32"));
+  }
+}
