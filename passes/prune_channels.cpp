@@ -17,6 +17,7 @@
 #include "lwc/engine.h"
 #include "lwc/graph_edit.h"
 #include "lwc/shape_inference.h"
+#include "passes/weight_layers.h"
 #include "passes/lsq_recovery.h"
 #include "passes/quantize_static.h"
 
@@ -778,12 +779,7 @@ int64_t ownGroups(const Analysis& an) {
 PassResult PruneChannels::run(Model& m, PassContext& ctx) {
   checkNotQuantized(m, "prune");
   const PassOptions& o = options_;
-  const auto exclude = o.getStrings("exclude");
-  for (const auto& e : exclude) {
-    bool found = false;
-    for (const auto& n : m.graph.nodes) found = found || n.name == e || n.op_type == e;
-    if (!found) fail(o.key("exclude"), ": no node or op type named '", e, "' in ", m.label());
-  }
+  const auto exclude = resolveNodeList(m.graph, o, "exclude", m.label());
   const Model unpruned = m;
   Analysis an = analyze(m, exclude);
   PassResult r;

@@ -205,7 +205,7 @@ PassResult PruneMagnitude::run(Model& m, PassContext& ctx) {
   Graph& g = m.graph;
   const PassOptions& o = options_;
   WeightLayerFilter filter{o.getStrings("include"), o.getStrings("exclude"), o.getInt("min_params"), "left dense"};
-  checkIncludeExclude(g, filter, o, m.label());
+  resolveIncludeExclude(g, filter, o, m.label());
   PassResult r;
   std::vector<Layer> layers;
   for (const auto& [node, weight] : selectWeightLayers(g, filter, r.notes))

@@ -41,12 +41,7 @@ PassResult QuantizeDynamic::run(Model& m, PassContext&) {
   topoSort(g, m.label());
   const bool per_channel = options_.getBool("per_channel");
   std::set<std::string> exclude;
-  for (const auto& e : options_.getStrings("exclude")) {
-    bool found = false;
-    for (const auto& n : g.nodes) found = found || n.name == e || n.op_type == e;
-    if (!found) fail(options_.key("exclude"), ": no node or op type named '", e, "' in ", m.label(), excludeHint(g));
-    exclude.insert(e);
-  }
+  for (const auto& e : resolveNodeList(g, options_, "exclude", m.label(), excludeHint(g))) exclude.insert(e);
   PassResult r;
   if (!upgraded.empty()) r.notes.push_back(upgraded);
   std::map<std::string, std::array<std::string, 3>> dyn;  // activation -> (q, scale, zero point)

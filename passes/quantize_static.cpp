@@ -341,12 +341,7 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
 
   // --- select nodes
   std::set<std::string> exclude;
-  for (const auto& e : o.getStrings("exclude")) {
-    bool found = false;
-    for (const auto& n : g.nodes) found = found || n.name == e || n.op_type == e;
-    if (!found) fail(o.key("exclude"), ": no node or op type named '", e, "' in ", m.label(), excludeHint(g));
-    exclude.insert(e);
-  }
+  for (const auto& e : resolveNodeList(g, o, "exclude", m.label(), excludeHint(g))) exclude.insert(e);
   std::vector<size_t> compute;
   std::set<size_t> selected;
   std::map<size_t, int> weight_axis;

@@ -20,12 +20,48 @@ bool isWeightOp(const Node& n) {
 }
 }  // namespace
 
-void checkIncludeExclude(const Graph& g, const WeightLayerFilter& f, const PassOptions& o, const std::string& label) {
-  for (const auto* list : {&f.include, &f.exclude})
-    for (const auto& e : *list) {
-      const bool found = std::any_of(g.nodes.begin(), g.nodes.end(), [&](const Node& n) { return n.name == e || n.op_type == e; });
-      if (!found) fail(o.key(list == &f.include ? "include" : "exclude"), ": no node or op type named '", e, "' in ", label);
+std::vector<std::string> resolveNodeList(const Graph& g, const PassOptions& o, const std::string& key,
+                                         const std::string& label, const std::string& hint) {
+  std::set<std::string> names;
+  for (const auto& n : g.nodes) {
+    if (!n.name.empty()) names.insert(n.name);
+    names.insert(n.op_type);
+  }
+  std::vector<std::string> out;
+  for (const auto& entry : o.getStrings(key)) {
+    if (names.count(entry) || entry.find(',') == std::string::npos) {
+      if (!names.count(entry)) fail(o.key(key), ": no node or op type named '", entry, "' in ", label, hint);
+      out.push_back(entry);
+      continue;
     }
+    std::vector<std::string> pieces;
+    for (size_t at = 0;;) {
+      const size_t comma = entry.find(',', at);
+      pieces.push_back(entry.substr(at, comma == std::string::npos ? std::string::npos : comma - at));
+      if (comma == std::string::npos) break;
+      at = comma + 1;
+    }
+    // From each piece, the longest run of pieces whose joined text is a name; a piece alone else.
+    for (size_t i = 0; i < pieces.size();) {
+      size_t end = i + 1;
+      std::string joined = pieces[i], longest;
+      for (size_t j = i + 1; j < pieces.size(); ++j) {
+        joined += "," + pieces[j];
+        if (names.count(joined)) end = j + 1, longest = joined;
+      }
+      const std::string& item = end > i + 1 ? longest : pieces[i];
+      if (item.empty()) fail(o.key(key), ": '", entry, "' has an empty entry; separate names with single commas");
+      if (!names.count(item)) fail(o.key(key), ": no node or op type named '", item, "' in ", label, hint);
+      out.push_back(item);
+      i = end;
+    }
+  }
+  return out;
+}
+
+void resolveIncludeExclude(const Graph& g, WeightLayerFilter& f, const PassOptions& o, const std::string& label) {
+  f.include = resolveNodeList(g, o, "include", label);
+  f.exclude = resolveNodeList(g, o, "exclude", label);
 }
 
 std::string codedWeightsReason(const Graph& g, const std::string& value) {

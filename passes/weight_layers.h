@@ -26,8 +26,16 @@ struct WeightLayerFilter {
   std::string kept = "left alone";  ///< how a note says "not changed": "left dense", "left alone"
 };
 
-/// Fails naming option include / exclude (o.key) when an entry names no node or op type of `g`.
-void checkIncludeExclude(const Graph& g, const WeightLayerFilter& f, const PassOptions& o, const std::string& label);
+/// The node names and op types option `key` (include / exclude) lists, each checked against `g`:
+/// fails naming the option (o.key) when one names no node or op type, with `hint` appended. An
+/// entry that names none but holds commas is a comma-separated list (the CLI hands `--exclude A,B`
+/// over whole), whose pieces are joined back where the joined text names a node: a node named
+/// "fc1,a" can be given on the command line, alone or in a list.
+std::vector<std::string> resolveNodeList(const Graph& g, const PassOptions& o, const std::string& key,
+                                         const std::string& label, const std::string& hint = "");
+
+/// f.include and f.exclude from options include / exclude through resolveNodeList.
+void resolveIncludeExclude(const Graph& g, WeightLayerFilter& f, const PassOptions& o, const std::string& label);
 
 std::vector<WeightLayer> selectWeightLayers(const Graph& g, const WeightLayerFilter& f, std::vector<std::string>& notes);
 

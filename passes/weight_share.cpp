@@ -107,7 +107,7 @@ PassResult WeightShare::run(Model& m, PassContext& ctx) {
   Graph& g = m.graph;
   const PassOptions& o = options_;
   WeightLayerFilter filter{o.getStrings("include"), o.getStrings("exclude"), o.getInt("min_params"), "left alone"};
-  checkIncludeExclude(g, filter, o, m.label());
+  resolveIncludeExclude(g, filter, o, m.label());
   PassResult r;
   int64_t layers = 0, weights = 0, changed_weights = 0;
   double err = 0, energy = 0;

@@ -67,9 +67,17 @@ void addExecCommand(CLI::App& app, Action& action, const GlobalOptions&) {
       engine::TensorMap feeds;
       std::vector<std::filesystem::path> read{o->model};  // every file this run reads
       for (const auto& f : m.external_data_files) read.push_back(f);
+      // NAME=FILE split at the '=' after which NAME is a model input: names and paths may hold '='
+      // themselves (the longest input name wins); else at the first, to name what was typed.
+      auto splitSpec = [&](const std::string& spec) -> size_t {
+        size_t at = std::string::npos;
+        for (size_t eq = spec.find('='); eq != std::string::npos; eq = spec.find('=', eq + 1))
+          if (eq + 1 < spec.size() && m.graph.isGraphInput(spec.substr(0, eq))) at = eq;
+        return at != std::string::npos ? at : spec.find('=');
+      };
       std::set<std::string> given;
       for (const auto& spec : o->inputs) {  // every --input checked before any file is read
-        const auto eq = spec.find('=');
+        const auto eq = splitSpec(spec);
         if (eq == std::string::npos || eq == 0 || eq + 1 == spec.size())
           fail("--input '", spec, "': expected NAME=FILE.npy");
         const std::string name = spec.substr(0, eq);
@@ -77,7 +85,7 @@ void addExecCommand(CLI::App& app, Action& action, const GlobalOptions&) {
         if (!given.insert(name).second) fail("--input '", name, "' is given twice; give each model input once");
       }
       for (const auto& spec : o->inputs) {
-        const auto eq = spec.find('=');
+        const auto eq = splitSpec(spec);
         const std::string name = spec.substr(0, eq), file = spec.substr(eq + 1);
         Tensor t = readNpy(file);
         // Type and shape checked here, naming the file (the engine's check names neither file nor option).

@@ -60,8 +60,8 @@ void addPruneCommand(CLI::App& app, Action& action, const GlobalOptions&) {
   cmd->add_option("--iters", a->iters, "Steps from 0 to the target (cubic schedule)");
   cmd->add_option("--scope", a->scope, "layer | global")->check(CLI::IsMember({"layer", "global"}));
   cmd->add_option("--pattern", a->pattern, "unstructured | N:M (e.g. 2:4)");
-  cmd->add_option("--include", a->include, "Only these node names or op types (comma-separated)")->delimiter(',');
-  cmd->add_option("--exclude", a->exclude, "Node names or op types to leave dense (comma-separated)")->delimiter(',');
+  cmd->add_option("--include", a->include, "Only these node names or op types (comma-separated)");
+  cmd->add_option("--exclude", a->exclude, "Node names or op types to leave dense (comma-separated)");
   cmd->add_option("--recover", a->recover,
                   "none | bias (mean-shift correction) | lsq (least-squares re-fit of each layer); after each step, needs --calib")
       ->check(CLI::IsMember({"none", "bias", "lsq"}));

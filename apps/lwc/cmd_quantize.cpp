@@ -60,7 +60,7 @@ void addQuantOptions(CLI::App* cmd, QuantArgs& q) {
       ->check(CLI::IsMember({"nearest", "gptq"}));
   cmd->add_option("--act-type", q.act_type, "Activations: uint8 (asymmetric) or int8 (symmetric)")
       ->check(CLI::IsMember({"uint8", "int8"}));
-  cmd->add_option("--exclude", q.exclude, "Node names or op types to keep in float (comma-separated)")->delimiter(',');
+  cmd->add_option("--exclude", q.exclude, "Node names or op types to keep in float (comma-separated)");
   cmd->add_option("--keep-fp32", q.keep_fp32, "first,last: keep the first and/or last layer in float")->delimiter(',');
 }
 
@@ -279,7 +279,7 @@ void addCalibrateCommand(CLI::App& app, Action& action, const GlobalOptions&) {
   cmd->add_option("--calib-samples", q->calib_samples, "Calibration samples (0 = all)")->check(CLI::NonNegativeNumber);
   cmd->add_option("--act-type", q->act_type, "Activations the statistics are for: uint8 or int8")
       ->check(CLI::IsMember({"uint8", "int8"}));
-  cmd->add_option("--exclude", q->exclude, "Node names or op types that will stay float")->delimiter(',');
+  cmd->add_option("--exclude", q->exclude, "Node names or op types that will stay float");
   cmd->add_option("--keep-fp32", q->keep_fp32, "first,last")->delimiter(',');
   addThreadsOption(cmd, q->run.threads);
   cmd->callback([&action, q] {

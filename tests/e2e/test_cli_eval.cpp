@@ -537,6 +537,34 @@ g (int64[N, 3] ids) => (float[N, 3] y) {
   CHECK_FALSE(fs::exists(d / "ids"));
 }
 
+TEST_CASE("lwc exec --input takes input names and file paths that hold '='", "[cli][eval]") {
+  TempDir d;
+  // --input split at the first '=': an input named 'k=v' could not be given at all.
+  onnx::ModelProto p = test::protoFromText(R"(
+<ir_version: 8, opset_import: ["" : 13]>
+g (float[2] kv, float[2] k) => (float[2] y)
+{
+  y = Sub (kv, k)
+}
+)");
+  p.mutable_graph()->mutable_node(0)->set_input(0, "k=v");
+  p.mutable_graph()->mutable_input(0)->set_name("k=v");
+  test::writeProto(d / "m.onnx", p);
+  fs::create_directories(d / "x=1");
+  writeNpy(d / "x=1" / "a=b.npy", Tensor::fromVector<float>({2}, {5, 7}));
+  writeNpy(d / "k.npy", Tensor::fromVector<float>({2}, {1, 2}));
+  auto r = runLwc("exec " + q(d / "m.onnx") + " --input " + q("k=v=" + (d / "x=1" / "a=b.npy").string()) + " --input " +
+                  q("k=" + (d / "k.npy").string()) + " -o " + q(d / "out"));
+  REQUIRE(r.exit_code == 0);
+  const Tensor y = readNpy(d / "out" / "y.npy");
+  CHECK(y.data<float>()[0] == 4.0f);
+  CHECK(y.data<float>()[1] == 5.0f);
+  // A name that is no input is still named up to the first '='.
+  test::checkOneLineError(runLwc("exec " + q(d / "m.onnx") + " --input " + q("z=w=" + (d / "k.npy").string()) + " -o " +
+                                 q(d / "o2")),
+                          "--input 'z': the model has no input of that name");
+}
+
 TEST_CASE("lwc exec gives outputs whose safe names meet their own files, numbered as ONNX Runtime's tool numbers them", "[cli][eval][ort]") {
   TempDir d;
   // 'a/b' and 'a_b' both became a_b.npy: the second output was written over the first.

@@ -516,6 +516,23 @@ TEST_CASE("lwc quantize --mode dynamic: MatMulInteger models without calibration
   }
 }
 
+TEST_CASE("lwc quantize --exclude takes a node name that holds a comma", "[cli][quantize]") {
+  // --exclude was split on every comma: a node named '/fc2,x/Gemm' could not be kept in float.
+  TempDir d;
+  Model m = loadModel(td("lenet300_fmnist.onnx"));
+  for (auto& n : m.graph.nodes)
+    if (n.name == "/fc2/Gemm") n.name = "/fc2,x/Gemm";
+  saveModel(m, d / "m.onnx");
+  auto r = runLwc("-q quantize " + q(d / "m.onnx") + " --mode dynamic --exclude '/fc2,x/Gemm,/fc3/Gemm' -o " + q(d / "q.onnx") +
+                  " --bench-batch 0");
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK(countOp(loadModel(d / "q.onnx"), "MatMulInteger") == 1);  // fc1 only
+  test::checkOneLineError(runLwc("quantize " + q(d / "m.onnx") + " --mode dynamic --exclude '/fc2/Gemm' -o " +
+                                 q(d / "q2.onnx")),
+                          "--exclude: no node or op type named '/fc2/Gemm'");
+}
+
 TEST_CASE("lwc quantize --mode dynamic and lwc bench time a model with an int64 token input and a second input",
           "[cli][quantize]") {
   // Before 2026-12-01 the report's latency fed one float32 tensor to the first input, so the whole

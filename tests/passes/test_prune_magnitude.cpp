@@ -674,6 +674,37 @@ TEST_CASE("prune_magnitude rejects bad options", "[prune]") {
              Contains("set recover to lsq"));
 }
 
+TEST_CASE("include and exclude take node names that hold commas, alone or in a comma-separated entry", "[prune]") {
+  // The CLI hands `--include A,B` over whole: a node named "conv,a" could not be given there.
+  auto model = [] {
+    Model m = twoLayers();
+    m.graph.nodes[0].name = "conv,a";
+    m.graph.nodes[4].name = "fc";
+    return m;
+  };
+  auto pruned = [&](const nlohmann::json& include) {
+    Model m = model();
+    runPass(m, "prune_magnitude", {{"sparsity", 0.5}, {"min_params", 0}, {"include", include}});
+    return std::pair{countZeros(m.graph.initializers.at("w1")) > 0, countZeros(m.graph.initializers.at("w2")) > 0};
+  };
+  CHECK(pruned({"conv,a"}) == std::pair{true, false});
+  CHECK(pruned({"fc"}) == std::pair{false, true});
+  CHECK(pruned({"fc,conv,a"}) == std::pair{true, true});
+  CHECK(pruned({"conv,a,fc"}) == std::pair{true, true});
+  CHECK(pruned({"Conv,Gemm"}) == std::pair{true, true});
+  CHECK(pruned({"conv,a", "Gemm"}) == std::pair{true, true});
+  auto err = [&](const nlohmann::json& exclude) {
+    return errorOf([&] {
+      Model m = model();
+      runPass(m, "prune_magnitude", {{"sparsity", 0.5}, {"min_params", 0}, {"exclude", exclude}});
+    });
+  };
+  CHECK_THAT(err({"conv"}), Contains("no node or op type named 'conv'"));
+  CHECK_THAT(err({"fc,conv,b"}), Contains("no node or op type named 'conv'"));
+  CHECK_THAT(err({"fc,,Conv"}), Contains("'fc,,Conv' has an empty entry; separate names with single commas"));
+  CHECK_THAT(err({"fc,"}), Contains("'fc,' has an empty entry"));
+}
+
 TEST_CASE("prune_magnitude: a weight two layers share is pruned for both or for neither", "[prune]") {
   // Two convolutions read the same weight w.
   auto shared = [] {
