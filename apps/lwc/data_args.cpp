@@ -14,7 +14,7 @@ void DataArgs::add(CLI::App* cmd, bool required) {
   cmd->add_option("--limit", limit, "Use only N samples: the first N (an image folder, ordered by class: N evenly spaced) (0 = all)")
       ->default_val(0)
       ->check(CLI::NonNegativeNumber);
-  batch_option = cmd->add_option("--batch", batch, "Batch size")->default_val(100)->check(CLI::PositiveNumber);
+  batch_option = cmd->add_option("--batch", batch, "Batch size")->default_val(100)->check(CLI::Range(int64_t(1), int64_t(1) << 24));
 }
 
 DataOptions DataArgs::optionsFor(const Model& m) const {

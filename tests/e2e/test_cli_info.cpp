@@ -166,7 +166,7 @@ TEST_CASE("command-line mistakes get one error line that says what is wrong and 
       {"info", "lwc: error: model is required (see 'lwc info --help')"},
       {"frobnicate x", "lwc: error: unknown command 'frobnicate' (see 'lwc --help')"},
       {"prune " + m + " --channels 0.3 --round-to -1 -o x.onnx",
-       "lwc: error: --round-to: -1 cannot be negative (see 'lwc prune --help')"},
+       "lwc: error: --round-to: -1 is outside [0, 256] (see 'lwc prune --help')"},
       {"prune " + m + " --channels 0.3 --min-channels 0 -o x.onnx",
        "lwc: error: --min-channels: 0 must be greater than 0 (see 'lwc prune --help')"},
       {"quantize " + m + " --bench-batch -2 -o x.onnx",
@@ -198,6 +198,11 @@ TEST_CASE("command-line mistakes get one error line that says what is wrong and 
       // MACs at batch 3e13 wrapped int64 (FLOPs negative in --json).
       {"info " + m + " --batch 30000000000000",
        "lwc: error: --batch: 30000000000000 is outside [1, 1048576] (see 'lwc info --help')"},
+      // Capped to int64 without a word, then a memory error that named no option.
+      {"bench " + m + " --batch 99999999999999999999",
+       "lwc: error: --batch: 99999999999999999999 is outside [1, 16777216] (see 'lwc bench --help')"},
+      // The upper bounds were checked by the pass, and --help did not show them.
+      {"prune " + m + " --channels 0.3 --round-to 300 -o x.onnx", "lwc: error: --round-to: 300 is outside [0, 256] (see 'lwc prune --help')"},
       // CLI11's own words were "Could not convert: --seed = -1" and "Value 101 not in range 50.000000 to 100.000000".
       {"exec " + m + " --random-batch 1 --seed -1 -o x", "lwc: error: --seed: '-1' is not a value it takes (see 'lwc exec --help')"},
       {"quantize " + m + " --calib x --percentile 101 -o x.onnx",
