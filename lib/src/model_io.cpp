@@ -769,14 +769,24 @@ std::string readUserFile(const fs::path& path, const std::string& what) {
   // A device never ends (lwc info /dev/zero read until memory ran out); a pipe may, so it is read
   // up to protobuf's 2 GiB limit.
   if (fs::is_character_file(st) || fs::is_block_file(st)) fail(path.string(), ": is a device, not a file; expected ", what);
+  // protobuf parses at most INT_MAX bytes (a file of exactly 2 GiB was called truncated).
+  constexpr size_t kMaxBytes = INT_MAX;
+  auto tooLarge = [&] {
+    fail(path.string(), ": 2 GiB or larger; lwc reads ONNX and JSON files of up to 2 GiB - 1 byte (protobuf's limit)",
+         what.find("ONNX") != std::string::npos ? "; store a larger model's weights in an external-data file" : "");
+  };
+  // A regular file is measured before it is read (a 3 GiB file was read whole, then refused).
+  if (fs::is_regular_file(st)) {
+    const auto size = fs::file_size(path, ec);
+    if (!ec && size > kMaxBytes) tooLarge();
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) fail(path.string(), ": cannot open ", what, ": ", std::strerror(errno));
-  constexpr size_t kMaxBytes = size_t(2) << 30;
   std::string text;
   char buf[1 << 16];
   while (in.read(buf, sizeof buf) || in.gcount() > 0) {
     text.append(buf, static_cast<size_t>(in.gcount()));
-    if (text.size() > kMaxBytes) fail(path.string(), ": more than 2 GiB, the most an ONNX file or JSON file lwc reads may hold");
+    if (text.size() > kMaxBytes) tooLarge();
   }
   if (in.bad()) fail(path.string(), ": cannot read ", what, ": ", std::strerror(errno));
   return text;

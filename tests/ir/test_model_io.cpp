@@ -13,6 +13,7 @@
 #include <functional>
 #include <onnx/checker.h>
 
+#include "lwc/json_text.h"
 #include "lwc/model_io.h"
 #include "support/test_util.h"
 
@@ -309,6 +310,23 @@ TEST_CASE("bad model files get one clear error", "[io]") {
     const Model m = loadModel(d / "pipe.onnx");
     writer.join();
     CHECK(m.graph.nodes.size() == static_cast<size_t>(good.graph().node_size()));
+  }
+  SECTION("a file of 2 GiB or more is refused before it is read") {
+    // A sparse file of exactly 2 GiB was read whole (10 s) and then called truncated: protobuf
+    // parses at most 2 GiB - 1 byte.
+    for (const uintmax_t size : {uintmax_t(1) << 31, (uintmax_t(3) << 30)}) {
+      test::writeFile(d / "big.onnx", "");
+      fs::resize_file(d / "big.onnx", size);
+      const auto t0 = std::chrono::steady_clock::now();
+      CHECK_THROWS_WITH(loadModel(d / "big.onnx"),
+                        Catch::Contains("big.onnx: 2 GiB or larger; lwc reads ONNX and JSON files of up to 2 GiB - 1 byte") &&
+                            Catch::Contains("external-data file"));
+      CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(2));
+      fs::rename(d / "big.onnx", d / "big.json");
+      CHECK_THROWS_WITH(readJsonFile(d / "big.json", "a pipeline"),
+                        Catch::Contains("big.json: 2 GiB or larger") && !Catch::Contains("external-data"));
+      fs::remove(d / "big.json");
+    }
   }
   SECTION("truncated file") {
     // Every truncation point must give an lwc::Error, never a crash or a half-loaded model.
