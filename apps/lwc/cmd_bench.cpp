@@ -162,7 +162,7 @@ void addBenchCommand(CLI::App& app, Action& action, const GlobalOptions& g) {
       } else {
         std::printf("%s  batch %lld  threads %d  runs %zu\n", o->model.c_str(), static_cast<long long>(o->batch),
                     engine::configuredThreads(), ms.size());
-        std::printf("latency  median %.3f ms  p90 %.3f ms  mean %.3f ms\nthroughput  %.1f items/s\n", med, p90, mean, items);
+        std::printf("latency  median %.3f ms  p90 %.3f ms  mean %.3f ms\nthroughput  %.1f items/s (batch / mean latency)\n", med, p90, mean, items);
       }
       if (o->profile && !o->json) {
         std::printf("\n");

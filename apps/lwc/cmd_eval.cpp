@@ -66,7 +66,8 @@ void addEvalCommand(CLI::App& app, Action& action, const GlobalOptions&) {
       const double ips = busy > 0 ? double(count) / busy : 0.0;
       if (o->json) {
         nlohmann::json j{{"schema", "lwc.eval"}, {"schema_version", 1}, {"model", o->model},
-                         {"data", ds->describe()}, {"count", count}, {"images_per_s", ips}, {"seconds", busy}};
+                         {"data", ds->describe()}, {"count", count}, {"images_per_s", ips}, {"seconds", busy},
+                         {"batch", o->data.batch}, {"threads", engine::configuredThreads()}};
         if (ds->hasLabels()) {
           j["top1"] = acc.top1();
           j["top5"] = acc.top5();
@@ -82,8 +83,9 @@ void addEvalCommand(CLI::App& app, Action& action, const GlobalOptions&) {
                       static_cast<long long>(acc.top5Correct()), static_cast<long long>(count));
         else
           std::printf("labels  none: accuracy not computed\n");
-        std::printf("speed   %.0f images/s (%.2f s for %lld images, preprocessing included)\n", ips, busy,
-                    static_cast<long long>(count));
+        std::printf("speed   %.0f images/s (%.2f s for %lld images in batches of %lld, %d threads, preprocessing included)\n",
+                    ips, busy, static_cast<long long>(count), static_cast<long long>(o->data.batch),
+                    engine::configuredThreads());
       }
       return 0;
     };

@@ -219,20 +219,25 @@ void printHuman(const Model& m, const ModelStats& st, bool per_layer) {
   }
   const auto coded = codedTensors(m);
   if (!coded.empty()) {
-    int64_t raw = 0, stored = 0;
+    int64_t raw = 0, stream = 0, book = 0;
     o << "\nHuffman-coded weights (ai.lwc.HuffmanDecode; `lwc decode` restores plain ONNX):\n";
-    // bits/w: what a weight costs in the file (stream and codebook); in codes: the Huffman codes alone.
+    // bits/w stored: what a weight costs in the file (stream and codebook; JSON stored_bits_per_weight);
+    // in codes: the Huffman codes alone (JSON bits_per_weight).
     std::printf("%-36s %-14s %10s %10s %10s %8s %7s %7s %9s\n", "tensor", "shape", "raw B", "stream B", "codebook B",
-                "values", "coding", "bits/w", "in codes");
+                "values", "coding", "bits/w", "bits/w in");
+    std::printf("%-36s %-14s %10s %10s %10s %8s %7s %7s %9s\n", "", "", "", "", "", "", "", "stored", "codes");
     for (const auto& t : coded) {
       std::printf("%s %-14s %10lld %10lld %10lld %8lld %7s %7.2f %9.2f\n", column(t.name, 36).c_str(), t.shape.c_str(),
                   (long long)t.raw_bytes, (long long)t.stream_bytes, (long long)t.codebook_bytes, (long long)t.symbols,
                   t.sparse ? "sparse" : "dense", t.stored_bits_per_weight, t.bits_per_weight);
       raw += t.raw_bytes;
-      stored += t.stream_bytes + t.codebook_bytes;
+      stream += t.stream_bytes;
+      book += t.codebook_bytes;
     }
-    std::printf("%-36s %-14s %10lld %21lld   (%.1fx smaller)\n", "total", "", (long long)raw, (long long)stored,
-                stored ? double(raw) / double(stored) : 0.0);
+    // Each sum under its own column (the stored total stood under "codebook B"), then the total.
+    std::printf("%-36s %-14s %10lld %10lld %10lld   stored %lld B, %.1fx smaller than raw\n", "total", "", (long long)raw,
+                (long long)stream, (long long)book, (long long)(stream + book),
+                stream + book ? double(raw) / double(stream + book) : 0.0);
     std::fflush(stdout);
   }
   if (!per_layer) return;

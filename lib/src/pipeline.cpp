@@ -1141,7 +1141,8 @@ std::string PipelineReport::toText(bool time_passes) const {
       if (m.evaluated && s.pass != "input")
         std::snprintf(line, sizeof line, " %6s %8s",
                       std::isnan(m.top1_agreement) ? "-" : formatFigure(100 * m.top1_agreement, 2, true).c_str(),
-                      formatFigure(std::round(m.output_sqnr_db) + 0.0, 0, true).c_str());  // + 0.0: no "-0"
+                      // One decimal, as the Markdown report and compare show it (0.99 dB printed as 1).
+                      formatFigure(std::round(10 * m.output_sqnr_db) / 10 + 0.0, 1, true).c_str());  // + 0.0: no "-0.0"
       else std::snprintf(line, sizeof line, " %6s %8s", "-", "-");
       os << line;
     }

@@ -2,6 +2,7 @@
 // testdata model (shared weights and INT8), the engine runs coded models with the same outputs,
 // lwc info reports coded sizes, corrupt coded weights get one clear error.
 #include <catch2/catch.hpp>
+#include <sstream>
 #include <fstream>
 #include <set>
 #include <nlohmann/json.hpp>
@@ -156,6 +157,31 @@ TEST_CASE("Huffman coding of an INT8 model is lossless and smaller, lwc info sho
     CHECK(t["bits_per_weight"].get<double>() < t["stored_bits_per_weight"].get<double>());
   }
   CHECK(stored > 0);
+  // The text table's total row: each sum under its column, then the stored total (the stored total
+  // stood under "codebook B", and "stream B" was blank).
+  int64_t raw = 0, stream = 0, book = 0;
+  for (const auto& t : j["huffman_coded"]) {
+    raw += t["raw_bytes"].get<int64_t>();
+    stream += t["stream_bytes"].get<int64_t>();
+    book += t["codebook_bytes"].get<int64_t>();
+  }
+  std::istringstream lines(info.out);
+  std::string line, header, total;
+  while (std::getline(lines, line)) {
+    if (line.rfind("tensor ", 0) == 0) header = line;
+    if (line.rfind("total ", 0) == 0) total = line;
+  }
+  REQUIRE(!header.empty());
+  REQUIRE(!total.empty());
+  auto under = [&](const std::string& col) {  // the right-aligned number ending where the column name ends
+    const size_t end = header.find(col) + col.size();
+    size_t begin = total.find_last_of(' ', end - 1);
+    return total.substr(begin + 1, end - begin - 1);
+  };
+  CHECK(under("raw B") == std::to_string(raw));
+  CHECK(under("stream B") == std::to_string(stream));
+  CHECK(under("codebook B") == std::to_string(book));
+  CHECK_THAT(total, Contains("stored " + std::to_string(stream + book) + " B"));
   CHECK(j["params"].get<int64_t>() == nlohmann::json::parse(runLwc("info --json " + q(int8)).out)["params"].get<int64_t>());
 }
 

@@ -56,6 +56,8 @@ TEST_CASE("lwc eval reproduces PyTorch's accuracy on the 10 000 test images (IDX
     const int64_t want = m["top1_correct"].get<int64_t>();
     CHECK(std::abs(j["top1_correct"].get<int64_t>() - want) <= 2);
     CHECK(j["images_per_s"].get<double>() > 0);
+    CHECK(j["batch"] == 100);  // the speed's batch and threads are part of the figure
+    CHECK(j["threads"].get<int>() >= 1);
   }
 }
 

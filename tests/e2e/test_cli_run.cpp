@@ -4,6 +4,7 @@
 #include <sys/sysmacros.h>
 
 #include <catch2/catch.hpp>
+#include <sstream>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -676,6 +677,23 @@ TEST_CASE("lwc run: NaN outputs are 'nan' in every report and fail the SQNR gate
   CHECK(rep["final"]["eval"]["output_sqnr_db"] == "inf");
   CHECK(rep["input"]["eval"]["output_sqnr_db"] == "inf");
   CHECK_THAT(ok.out, Contains("gate min_output_sqnr_db: inf >= 40  pass"));
+}
+
+TEST_CASE("lwc run: the stage table shows SQNR to one decimal, as the Markdown report does", "[cli][run]") {
+  // The table rounded to whole dB: 0.99 printed as 1, where the Markdown report said 1.0 and compare 0.99.
+  TempDir d;
+  auto r = runLwc("run --passes \"prune_magnitude{sparsity=0.9,min_params=0}\" " + q(td("lenet5_fmnist.onnx")) + " -o " +
+                  q(d / "out.onnx") + " --eval " + q(td("fmnist_sample")) + " --report " + q(d / "r.json"));
+  INFO(r.out << r.err);
+  REQUIRE(r.exit_code == 0);
+  const double sqnr = readJson(d / "r.json")["final"]["eval"]["output_sqnr_db"].get<double>();
+  char want[32];
+  std::snprintf(want, sizeof want, " %.1f  ", sqnr);
+  std::string row;
+  std::istringstream lines(r.out);
+  for (std::string line; std::getline(lines, line);)
+    if (line.rfind("prune_magnitude ", 0) == 0) row = line;
+  CHECK_THAT(row, Contains(want));
 }
 
 TEST_CASE("lwc run: a failing gate's value and limit never print as the same number", "[cli][run]") {
