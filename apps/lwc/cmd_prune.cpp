@@ -212,8 +212,8 @@ void addPruneCommand(CLI::App& app, Action& action, const GlobalOptions&) {
                         static_cast<long long>(*bench_batch), engine::configuredThreads(), lat->first, lat->second,
                         lat->first / lat->second);
           if (ort->a_ms > 0)
-            std::printf("latency  ONNX Runtime %s, batch %lld: %.3f -> %.3f ms (%.2fx)\n", ort->version.c_str(),
-                        static_cast<long long>(*bench_batch), ort->a_ms, ort->b_ms, ort->a_ms / ort->b_ms);
+            std::printf("latency  ONNX Runtime %s, batch %lld, %d threads: %.3f -> %.3f ms (%.2fx)\n", ort->version.c_str(),
+                        static_cast<long long>(*bench_batch), ort->threads, ort->a_ms, ort->b_ms, ort->a_ms / ort->b_ms);
         };
         return runPipelineCommand(std::move(p), a->run.positional.at(0), a->run, hooks);
       }

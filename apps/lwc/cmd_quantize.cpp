@@ -247,8 +247,8 @@ void addQuantizeCommand(CLI::App& app, Action& action, const GlobalOptions&) {
                       static_cast<long long>(*bench_batch), engine::configuredThreads(), lat->first, lat->second,
                       lat->first / lat->second);
         if (ort->a_ms > 0)
-          std::printf("latency      ONNX Runtime %s, batch %lld: fp32 %.3f ms, int8 %.3f ms (%.2fx)\n",
-                      ort->version.c_str(), static_cast<long long>(*bench_batch), ort->a_ms, ort->b_ms,
+          std::printf("latency      ONNX Runtime %s, batch %lld, %d threads: fp32 %.3f ms, int8 %.3f ms (%.2fx)\n",
+                      ort->version.c_str(), static_cast<long long>(*bench_batch), ort->threads, ort->a_ms, ort->b_ms,
                       ort->a_ms / ort->b_ms);
         if (!table->empty()) {
           std::printf("\nper-tensor error, worst first (SQNR of the int8 tensor against fp32):\n");

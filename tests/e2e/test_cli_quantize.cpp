@@ -99,7 +99,8 @@ TEST_CASE("lwc quantize: QDQ model, report with accuracy, per-layer error and la
   CHECK(ort["fp32"].get<double>() > 0);
   CHECK(ort["int8"].get<double>() > 0);
   CHECK(ort["speedup"].get<double>() == Approx(ort["fp32"].get<double>() / ort["int8"].get<double>()));
-  CHECK_THAT(r.out, Contains("latency      ONNX Runtime 1.30.0, batch 8: fp32 "));
+  CHECK_THAT(r.out, Contains("latency      ONNX Runtime 1.30.0, batch 8, " + std::to_string(ort["threads"].get<int>()) +
+                             " threads: fp32 "));
   // Worst first.
   CHECK(details["layers"][0]["sqnr_db"].get<double>() <= details["layers"][1]["sqnr_db"].get<double>());
 }
