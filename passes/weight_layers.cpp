@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <map>
+#include <functional>
 #include <set>
 
 #include "lwc/dtype.h"
@@ -41,20 +42,57 @@ std::vector<std::string> resolveNodeList(const Graph& g, const PassOptions& o, c
       if (comma == std::string::npos) break;
       at = comma + 1;
     }
-    // From each piece, the longest run of pieces whose joined text is a name; a piece alone else.
-    for (size_t i = 0; i < pieces.size();) {
-      size_t end = i + 1;
-      std::string joined = pieces[i], longest;
-      for (size_t j = i + 1; j < pieces.size(); ++j) {
-        joined += "," + pieces[j];
-        if (names.count(joined)) end = j + 1, longest = joined;
+    for (const auto& p : pieces)
+      if (p.empty()) fail(o.key(key), ": '", entry, "' has an empty entry; separate names with single commas");
+    // Every way to cut the pieces into runs whose joined text is a name: ways[i] counts (up to 2)
+    // the cuts of pieces i.. , from the end.
+    const size_t n = pieces.size();
+    auto joined = [&](size_t i, size_t j) {  // pieces [i, j)
+      std::string t = pieces[i];
+      for (size_t k = i + 1; k < j; ++k) t += "," + pieces[k];
+      return t;
+    };
+    std::vector<int> ways(n + 1, 0);
+    ways[n] = 1;
+    for (size_t i = n; i-- > 0;)
+      for (size_t j = i + 1; j <= n; ++j)
+        if (ways[j] && names.count(joined(i, j))) ways[i] = std::min(2, ways[i] + ways[j]);
+    // The first two cuts (every step taken leads to one, since ways[j] > 0).
+    std::vector<std::vector<std::string>> cuts;
+    std::vector<std::string> cur;
+    std::function<void(size_t)> walk = [&](size_t i) {
+      if (i == n) return cuts.push_back(cur);
+      for (size_t j = i + 1; j <= n && cuts.size() < 2; ++j)
+        if (ways[j] && names.count(joined(i, j))) {
+          cur.push_back(joined(i, j));
+          walk(j);
+          cur.pop_back();
+        }
+    };
+    if (ways[0] == 0) {
+      // Name the piece where every reading stops: the furthest one a reading reaches.
+      std::vector<bool> reach(n + 1, false);
+      reach[0] = true;
+      size_t stop = 0;
+      for (size_t i = 0; i < n; ++i) {
+        if (!reach[i]) continue;
+        stop = i;
+        for (size_t j = i + 1; j <= n; ++j)
+          if (names.count(joined(i, j))) reach[j] = true;
       }
-      const std::string& item = end > i + 1 ? longest : pieces[i];
-      if (item.empty()) fail(o.key(key), ": '", entry, "' has an empty entry; separate names with single commas");
-      if (!names.count(item)) fail(o.key(key), ": no node or op type named '", item, "' in ", label, hint);
-      out.push_back(item);
-      i = end;
+      fail(o.key(key), ": no node or op type named '", pieces[stop], "' in ", label, hint);
     }
+    walk(0);
+    if (cuts.size() > 1) {
+      auto show = [](const std::vector<std::string>& parts) {
+        std::string t;
+        for (const auto& p : parts) t += (t.empty() ? "'" : " + '") + p + "'";
+        return t;
+      };
+      fail(o.key(key), ": '", entry, "' splits into node names in more than one way (", show(cuts[0]), ", or ", show(cuts[1]),
+           "); give each name as its own entry (a name that holds commas is found whole)");
+    }
+    for (auto& part : cuts[0]) out.push_back(std::move(part));
   }
   return out;
 }

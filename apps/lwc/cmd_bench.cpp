@@ -76,7 +76,7 @@ void addBenchCommand(CLI::App& app, Action& action, const GlobalOptions& g) {
   cmd->add_option("model", o->model, "ONNX model file")->required();
   cmd->add_option("--batch", o->batch, "Batch size for symbolic first dimensions")
       ->default_val(1)
-      ->check(CLI::Range(int64_t(1), int64_t(1) << 24));
+      ->check(CLI::Range(int64_t(1), kMaxBatch));
   addThreadsOption(cmd, o->threads);
   cmd->add_option("--warmup", o->warmup, "Untimed runs first")->default_val(5)->check(CLI::NonNegativeNumber);
   auto* iters = cmd->add_option("--iters", o->iters, "Timed runs (0: run for --seconds)")->default_val(0)->check(CLI::NonNegativeNumber);

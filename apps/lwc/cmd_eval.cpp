@@ -42,7 +42,7 @@ void addEvalCommand(CLI::App& app, Action& action, const GlobalOptions&) {
       engine::Session s(m, so);
       const std::string in_name = s.inputNames().at(0);
       AccuracyMeter acc;
-      int64_t count = 0;
+      int64_t count = 0, batch_run = 0;
       double busy = 0;  // preprocessing + inference, excluding model load
       Progress bar("eval", ds->size());
       using clock = std::chrono::steady_clock;
@@ -59,6 +59,7 @@ void addEvalCommand(CLI::App& app, Action& action, const GlobalOptions&) {
           }
         }
         count += b->inputs.dim(0);
+        batch_run = std::max(batch_run, b->inputs.dim(0));  // the model's fixed batch size overrides --batch
         bar.update(count);
         t0 = clock::now();
       }
@@ -67,7 +68,7 @@ void addEvalCommand(CLI::App& app, Action& action, const GlobalOptions&) {
       if (o->json) {
         nlohmann::json j{{"schema", "lwc.eval"}, {"schema_version", 1}, {"model", o->model},
                          {"data", ds->describe()}, {"count", count}, {"images_per_s", ips}, {"seconds", busy},
-                         {"batch", o->data.batch}, {"threads", engine::configuredThreads()}};
+                         {"batch", batch_run}, {"threads", engine::configuredThreads()}};
         if (ds->hasLabels()) {
           j["top1"] = acc.top1();
           j["top5"] = acc.top5();
@@ -84,7 +85,7 @@ void addEvalCommand(CLI::App& app, Action& action, const GlobalOptions&) {
         else
           std::printf("labels  none: accuracy not computed\n");
         std::printf("speed   %.0f images/s (%.2f s for %lld images in batches of %lld, %d threads, preprocessing included)\n",
-                    ips, busy, static_cast<long long>(count), static_cast<long long>(o->data.batch),
+                    ips, busy, static_cast<long long>(count), static_cast<long long>(batch_run),
                     engine::configuredThreads());
       }
       return 0;

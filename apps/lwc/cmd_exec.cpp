@@ -53,7 +53,7 @@ void addExecCommand(CLI::App& app, Action& action, const GlobalOptions&) {
   cmd->add_option("--input", o->inputs, "NAME=FILE.npy for each model input");
   auto* random = cmd->add_option("--random-batch", o->random_batch,
                                  "Feed seeded random inputs with this batch size to the inputs --input does not give")
-                     ->check(CLI::PositiveNumber)
+                     ->check(CLI::Range(int64_t(1), kMaxBatch))
                      ->default_str("");
   cmd->add_option("--seed", o->seed, "Seed for --random-batch")->default_val(0)->needs(random);
   cmd->add_option("-o,--outdir", o->outdir, "Folder for <output>.npy files (created; / : \\ in a name become _, and a name met twice gets _1, _2 ..., as ort_tool.js names them; random inputs go to inputs/)")->required();
@@ -72,7 +72,7 @@ void addExecCommand(CLI::App& app, Action& action, const GlobalOptions&) {
       auto splitSpec = [&](const std::string& spec) -> size_t {
         size_t at = std::string::npos;
         for (size_t eq = spec.find('='); eq != std::string::npos; eq = spec.find('=', eq + 1))
-          if (eq + 1 < spec.size() && m.graph.isGraphInput(spec.substr(0, eq))) at = eq;
+          if (m.graph.isGraphInput(spec.substr(0, eq))) at = eq;
         return at != std::string::npos ? at : spec.find('=');
       };
       std::set<std::string> given;

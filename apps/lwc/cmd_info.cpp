@@ -260,7 +260,7 @@ void addInfoCommand(CLI::App& app, Action& action, const GlobalOptions&) {
   cmd->add_flag("--json", opts->json, "Machine-readable output (schema in README)");
   cmd->add_flag("--per-layer", opts->per_layer, "Table of parameters and MACs per layer (--json always lists the layers)");
   // Capped so that MACs and FLOPs (2 per MAC) of any real model stay within 64 bits.
-  cmd->add_option("--batch", opts->batch, "Batch size for MACs (1 to 1048576)")->default_val(1)->check(CLI::Range(int64_t(1), int64_t(1) << 20));
+  cmd->add_option("--batch", opts->batch, "Batch size for MACs")->default_val(1)->check(CLI::Range(int64_t(1), kMaxBatch));
   cmd->callback([&action, opts, cmd] {
     const bool batch_given = cmd->count("--batch") > 0;
     action = [opts, batch_given] {

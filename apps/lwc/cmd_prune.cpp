@@ -98,7 +98,7 @@ void addPruneCommand(CLI::App& app, Action& action, const GlobalOptions&) {
       ->check(CLI::Range(0, 256));
   cmd->add_option("--bench-batch", a->bench_batch,
                   "Channel pruning: batch for the before/after latency in the lwc engine in the report (0 = skip)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(CLI::Range(int64_t(0), kMaxBatch));
   a->ort.add(cmd, "the latency before/after channel pruning");
   cmd->callback([&action, a, cmd] {
     action = [a, cmd] {

@@ -113,7 +113,7 @@ void addQuantizeCommand(CLI::App& app, Action& action, const GlobalOptions&) {
   cmd->add_option("--mode", q->mode, "static (calibrated activations, QDQ) or dynamic (activations quantized at run time)")
       ->check(CLI::IsMember({"static", "dynamic"}));
   cmd->add_option("--bench-batch", q->bench_batch, "Batch for the FP32 vs INT8 latency in the report (0 = skip)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(CLI::Range(int64_t(0), kMaxBatch));
   q->ort.add(cmd, "FP32 vs INT8 latency");
   cmd->add_option("--layer-samples", q->layer_samples, "Samples for the per-layer error table (0 = skip)")
       ->check(CLI::NonNegativeNumber);
@@ -177,6 +177,7 @@ void addQuantizeCommand(CLI::App& app, Action& action, const GlobalOptions&) {
           d["calibration"]["seconds"] = st.loaded ? nlohmann::json() : nlohmann::json(st.seconds);
           d["calibration"]["images_per_s"] =
               st.loaded ? nlohmann::json() : nlohmann::json(st.seconds > 0 ? double(st.samples) / st.seconds : 0.0);
+          d["calibration"]["threads"] = engine::configuredThreads();
           // With saved statistics, bias correction, GPTQ and the error table still read --calib
           // data: said, not "no data read".
           std::vector<std::string> reads;
@@ -239,9 +240,10 @@ void addQuantizeCommand(CLI::App& app, Action& action, const GlobalOptions&) {
                       reads.empty() ? "no data read in this run" : ("--calib data read for " + reads).c_str());
         }
         else if (d.contains("calibration"))
-          std::printf("\ncalibration  %lld samples in %.2f s (%.0f images/s)\n",
+          std::printf("\ncalibration  %lld samples in %.2f s (%.0f images/s, %d threads)\n",
                       static_cast<long long>(d["calibration"]["samples"].get<int64_t>()),
-                      d["calibration"]["seconds"].get<double>(), d["calibration"]["images_per_s"].get<double>());
+                      d["calibration"]["seconds"].get<double>(), d["calibration"]["images_per_s"].get<double>(),
+                      d["calibration"]["threads"].get<int>());
         if (lat->first > 0)
           std::printf("latency      lwc engine, batch %lld, %d threads: fp32 %.3f ms, int8 %.3f ms (%.2fx)\n",
                       static_cast<long long>(*bench_batch), engine::configuredThreads(), lat->first, lat->second,

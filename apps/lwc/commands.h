@@ -28,6 +28,9 @@ Model loadPipelineInput(const std::string& path);
 /// Most threads a command accepts: OpenMP aborts or crashes when it cannot create the threads asked
 /// for (100 000 crashed lwc), and no machine lwc runs on has more cores.
 inline constexpr int kMaxThreads = 1024;
+/// Largest batch a command accepts (--batch, --random-batch, --bench-batch): beyond it a value was
+/// capped to int64 by CLI11 and failed later with a memory error that named no option.
+inline constexpr int64_t kMaxBatch = int64_t(1) << 24;
 
 /// Refuses nan and inf for a floating-point option (CLI11's range checks let nan through: every
 /// comparison with it is false, and `bench --seconds nan` never ended).

@@ -1,5 +1,7 @@
 #include "data_args.h"
 
+#include "commands.h"
+
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
@@ -14,7 +16,7 @@ void DataArgs::add(CLI::App* cmd, bool required) {
   cmd->add_option("--limit", limit, "Use only N samples: the first N (an image folder, ordered by class: N evenly spaced) (0 = all)")
       ->default_val(0)
       ->check(CLI::NonNegativeNumber);
-  batch_option = cmd->add_option("--batch", batch, "Batch size")->default_val(100)->check(CLI::Range(int64_t(1), int64_t(1) << 24));
+  batch_option = cmd->add_option("--batch", batch, "Batch size")->default_val(100)->check(CLI::Range(int64_t(1), kMaxBatch));
 }
 
 DataOptions DataArgs::optionsFor(const Model& m) const {

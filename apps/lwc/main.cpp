@@ -58,32 +58,48 @@ std::string parseErrorMessage(std::string msg) {
       }
       return b;
     };
-    msg = m.prefix().str() + m[1].str() + " is outside [" + bound(m[2].str()) + ", " + bound(m[3].str()) + "]" +
+    const std::string v = m[1].str();
+    char* end = nullptr;
+    const double x = v.empty() ? 0.0 : std::strtod(v.c_str(), &end);
+    const bool number = !v.empty() && end && *end == '\0' && !std::isnan(x);
+    msg = m.prefix().str() +
+          (v.empty()  ? "an empty value is not a number"
+           : !number ? "'" + v + "' is not a number"
+                     : v + " is outside [" + bound(m[2].str()) + ", " + bound(m[3].str()) + "]") +
           m.suffix().str();
   }
   // "Could not convert: --sparsity = abc" -> "--sparsity: 'abc' is not a value it takes".
   static const std::regex convert(R"(Could not convert: (\S+) = (.*))");
   if (std::regex_match(msg, m, convert))
     msg = m[1].str() + ": '" + m[2].str() + "' is not a value it takes";
+  // "args: At Most 2 required but received 3" and "The following argument was not expected: b".
+  static const std::regex at_most(R"((\S+): At Most (\d+) required but received (\d+))");
+  if (std::regex_search(msg, m, at_most))
+    msg = m.prefix().str() + "too many arguments: " + m[3].str() + " given, at most " + m[2].str() + " taken" + m.suffix().str();
+  static const std::regex unexpected(R"(The following arguments? (?:was|were) not expected: (.*))");
+  if (std::regex_search(msg, m, unexpected))
+    msg = m.prefix().str() + (m[1].str().find(' ') == std::string::npos ? "unexpected argument '" : "unexpected arguments '") +
+          m[1].str() + "' (a value for an option that takes none, or a file too many?)";
   for (char& c : msg)
     if (c == '\n') c = ' ';
   return msg;
 }
 
-size_t editDistance(const std::string& a, const std::string& b) {
-  std::vector<size_t> row(b.size() + 1);
-  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
-  for (size_t i = 1; i <= a.size(); ++i) {
-    size_t diag = row[0];
-    row[0] = i;
-    for (size_t j = 1; j <= b.size(); ++j) {
-      const size_t up = row[j];
-      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
-      diag = up;
-    }
+// An integer option's value as decimal digits: "010" -> "10"; "0x10", "0b1" and "0o7" are refused
+// (CLI11 would read them in base 16, 2 or 8); anything else is left to CLI11's own checks.
+std::string decimalInteger(std::string& v) {
+  const size_t sign = !v.empty() && (v[0] == '+' || v[0] == '-') ? 1 : 0;
+  const bool digits = v.size() > sign && std::all_of(v.begin() + long(sign), v.end(), [](unsigned char c) { return std::isdigit(c); });
+  if (!digits) {
+    if (v.size() > sign + 1 && v[sign] == '0' && std::isalpha(static_cast<unsigned char>(v[sign + 1])))
+      return "'" + v + "' is not a decimal number";
+    return "";
   }
-  return row[b.size()];
+  const size_t first = v.find_first_not_of('0', sign);
+  v = v.substr(0, sign) + (first == std::string::npos ? "0" : v.substr(first));
+  return "";
 }
+
 
 // The first "--name" / "-x" on the command line that neither `sub` nor a parent command defines,
 // with the closest option it has when one is near ("did you mean --calib-limit?"). CLI11 reports a
@@ -120,7 +136,7 @@ std::string unknownOptionMessage(const CLI::App& sub, const std::string& command
     for (const CLI::App* a = before_command ? root : &sub; a; a = a->get_parent())  // root has no parent
       for (const CLI::Option* o : a->get_options())
         for (const std::string& l : o->get_lnames())
-          if (const size_t d = editDistance(name, "--" + l); d < best_d) best_d = d, best = "--" + l;
+          if (const size_t d = lwc::editDistance(name, "--" + l); d < best_d) best_d = d, best = "--" + l;
     return msg + (best.empty() ? "" : " (did you mean " + best + "?)");
   }
   return "";
@@ -228,9 +244,19 @@ int main(int argc, char** argv) {
   addCalibrateCommand(app, action, g);
   addPruneCommand(app, action, g);
   // Defaults that only mean "not given" are not shown: [] (lists, positionals), -1 (the limits).
+  // Integers are decimal: CLI11 reads them with strtoll base 0, so --eval-limit 010 used 8 samples
+  // and 0x10 used 16; leading zeros are dropped and other bases refused before it converts them.
   for (CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; }))
-    for (CLI::Option* opt : sub->get_options())
+    for (CLI::Option* opt : sub->get_options()) {
       if (const std::string d = opt->get_default_str(); d == "[]" || d == "-1") opt->default_str("");
+      const std::string type = opt->get_type_name();
+      if (type.rfind("INT", 0) == 0 || type.rfind("UINT", 0) == 0) opt->transform(CLI::Validator(decimalInteger, "", ""));
+      // An empty path or name was taken as "not given" (--report '' wrote no report, --eval ''
+      // used the pipeline's own data, exit 0).
+      if (type.rfind("TEXT", 0) == 0)
+        opt->check(CLI::Validator([](std::string& v) { return v.empty() ? std::string("'' (an empty value) is not a value it takes") : ""; },
+                                  "", ""));
+    }
 
   try {
     app.parse(argc, argv);

@@ -188,9 +188,11 @@ nlohmann::ordered_json pipelineSchema() {
   ojson gates = ojson::object();
   for (const auto& g : gateInfos()) {
     ojson j{{"type", "number"}};
-    if (g.min > -1e300) j["minimum"] = g.min;
-    if (g.max < 1e300) j["maximum"] = g.max;
-    j["description"] = g.help + (g.needs_labels ? " Needs labelled eval data." : g.needs_eval ? " Needs eval data." : "");
+    // Every bound lwc checks, the +-1e300 that stand for "none" included (a linter passed a limit of
+    // 1e301 that lwc refuses).
+    j["minimum"] = g.min;
+    j["maximum"] = g.max;
+    j["description"] = g.help + (g.needs_labels ? "; needs labelled eval data" : g.needs_eval ? "; needs eval data" : "");
     gates[g.name] = j;
   }
   s["properties"]["gates"]["properties"] = gates;

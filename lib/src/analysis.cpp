@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <set>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "lwc/model_io.h"
 #include "lwc/shape_inference.h"
@@ -349,17 +350,31 @@ ModelStats analyzeStored(const Model& m, const AnalyzeOptions& opts) {
   // Input i's shape; none for an input the node lacks (a corrupt model may have a Gemm without any).
   auto inShape = [&](const Node& n, size_t i) { return n.hasInput(i) ? shapeOf(n.inputs[i]) : std::nullopt; };
   std::set<std::string> counted;  // shared initializers count once
+  // Weights behind a DequantizeLinear or a Cast (or a chain of them: float32 -> float16 -> float32)
+  // belong to the layer that reads the last one's output: value -> the initializer it comes from.
   std::unordered_map<std::string, std::string> dq_src;
-  for (const auto& n : g.nodes)
-    if ((n.op_type == "DequantizeLinear" || (n.domain.empty() && n.op_type == "Cast")) && !n.outputs.empty() &&
-        n.hasInput(0) && g.initializers.contains(n.inputs[0]))
-      dq_src[n.outputs[0]] = n.inputs[0];
+  for (bool grew = true; grew;) {  // nodes in any order
+    grew = false;
+    for (const auto& n : g.nodes) {
+      if ((n.op_type != "DequantizeLinear" && !(n.domain.empty() && n.op_type == "Cast")) || n.outputs.empty() ||
+          !n.hasInput(0) || dq_src.count(n.outputs[0]))
+        continue;
+      const auto up = dq_src.find(n.inputs[0]);
+      if (up == dq_src.end() && !g.initializers.contains(n.inputs[0])) continue;
+      dq_src[n.outputs[0]] = up == dq_src.end() ? n.inputs[0] : up->second;
+      grew = true;
+    }
+  }
+  std::unordered_set<std::string> read_by_nodes;
+  for (const auto& n : g.nodes) read_by_nodes.insert(n.inputs.begin(), n.inputs.end());
   for (const auto& n : g.nodes) {
     LayerStats L;
     L.name = n.name.empty() ? (n.outputs.empty() ? n.op_type : n.outputs[0]) : n.name;
     L.op_type = n.op_type;
-    // Weights behind a DequantizeLinear (or a Cast) belong to the layer consuming its output.
-    if (!dq_src.count(n.outputs.empty() ? std::string() : n.outputs[0])) {
+    // Such a DequantizeLinear or Cast passes its weights on; one whose output no node reads (a
+    // graph output) keeps them, so the rows still add up to the total.
+    const std::string out0 = n.outputs.empty() ? std::string() : n.outputs[0];
+    if (!(dq_src.count(out0) && read_by_nodes.count(out0))) {
       for (size_t i = 0; i < n.inputs.size(); ++i) {
         const std::string& in = n.inputs[i];
         auto dq = dq_src.find(in);

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <climits>
 #include <cstring>
@@ -154,10 +155,11 @@ Tensor tensorFromProto(const onnx::TensorProto& p, const fs::path& base_dir, con
   if (dt == DType::Undefined)
     fail(where, ": tensor type ", onnx::TensorProto::DataType_Name(static_cast<onnx::TensorProto::DataType>(p.data_type())),
          " (", p.data_type(), ") is not supported by lwc",
-         p.data_type() == onnx::TensorProto::BFLOAT16
-             ? "; lwc reads float32, float16 and float64 weights: export the model in float32 (in PyTorch, model.float() "
-               "before torch.onnx.export)"
-             : "");
+         p.data_type() != onnx::TensorProto::BFLOAT16 ? ""
+         : where.find("initializer '") != std::string::npos
+             ? "; lwc computes with float32, float16, float64 and integer tensors: export the model in float32 (in "
+               "PyTorch, model.float() before torch.onnx.export)"
+             : "; lwc computes with float32, float16, float64 and integer tensors: convert it to float32");
   if (p.has_segment()) fail(where, ": segmented tensors are not supported");
   checkStoredTensor(p, where);  // dimensions, and (stored inline) data that fills them
   Shape shape(p.dims().begin(), p.dims().end());
@@ -723,6 +725,18 @@ void failSpecialFile(const std::string& named, const std::string& instead) {
        "writing would replace); ", instead);
 }
 
+namespace {
+// Whether lwc's data loaders read a file of this name inside a data folder: images, arrays, ONNX
+// test data, preprocess.json and labels files.
+bool readByDataLoaders(const fs::path& p) {
+  std::string ext = p.extension().string(), name = p.filename().string();
+  for (auto* s : {&ext, &name})
+    std::transform(s->begin(), s->end(), s->begin(), [](unsigned char c) { return char(std::tolower(c)); });
+  return ext == ".png" || ext == ".jpg" || ext == ".jpeg" || ext == ".npy" || ext == ".npz" || ext == ".pb" ||
+         name == "preprocess.json" || name.starts_with("labels");
+}
+}  // namespace
+
 void checkOutputPaths(const std::vector<NamedPath>& outputs, const std::vector<NamedPath>& inputs) {
   std::error_code ec;
   for (size_t i = 0; i < outputs.size(); ++i) {
@@ -741,14 +755,21 @@ void checkOutputPaths(const std::vector<NamedPath>& outputs, const std::vector<N
         fail("cannot write '", out.string(), "' (", what, "): it is ", in_what, " ('", in.string(),
              "'), which this run reads; choose another path");
       // A folder the run reads: no file in it, at any depth, is replaced (an image of a class
-      // folder). New files (the loaders take only images and their own arrays) are fine.
-      if (fs::is_directory(in, ec) && fs::exists(real, ec)) {
+      // folder), and no new file is made there that the data loaders would read (a report named
+      // zz.png broke the image folder for the next run; a second .npy makes an array folder
+      // ambiguous). Other new files (a model, a Markdown report) are fine.
+      if (fs::is_directory(in, ec)) {
         const fs::path folder = fs::weakly_canonical(fs::absolute(in, ec), ec);
         const fs::path target = fs::weakly_canonical(fs::absolute(real, ec), ec);
         auto [f, t] = std::mismatch(folder.begin(), folder.end(), target.begin(), target.end());
-        if (!ec && f == folder.end() && t != target.end())
-          fail("cannot write '", out.string(), "' (", what, "): it is a file in ", in_what, " ('", in.string(),
-               "'), a folder this run reads; choose another path");
+        if (!ec && f == folder.end() && t != target.end()) {
+          if (fs::exists(real, ec))
+            fail("cannot write '", out.string(), "' (", what, "): it is a file in ", in_what, " ('", in.string(),
+                 "'), a folder this run reads; choose another path");
+          if (readByDataLoaders(real))
+            fail("cannot write '", out.string(), "' (", what, "): a file of that name in ", in_what, " ('", in.string(),
+                 "') would be read as data the next time; choose another path or name");
+        }
       }
     }
     for (size_t j = 0; j < i; ++j)
@@ -772,8 +793,10 @@ std::string readUserFile(const fs::path& path, const std::string& what) {
   // protobuf parses at most INT_MAX bytes (a file of exactly 2 GiB was called truncated).
   constexpr size_t kMaxBytes = INT_MAX;
   auto tooLarge = [&] {
-    fail(path.string(), ": 2 GiB or larger; lwc reads ONNX and JSON files of up to 2 GiB - 1 byte (protobuf's limit)",
-         what.find("ONNX") != std::string::npos ? "; store a larger model's weights in an external-data file" : "");
+    if (what.find("ONNX") != std::string::npos)
+      fail(path.string(), ": 2 GiB or larger; lwc reads ONNX files of up to 2 GiB - 1 byte (protobuf's limit): store a ",
+           "larger model's weights in an external-data file");
+    fail(path.string(), ": 2 GiB or larger; lwc reads JSON files of up to 2 GiB - 1 byte");
   };
   // A regular file is measured before it is read (a 3 GiB file was read whole, then refused).
   if (fs::is_regular_file(st)) {

@@ -56,7 +56,11 @@ PassOptions::PassOptions(const std::vector<OptionSpec>& specs, const nlohmann::j
       const OptionSpec* spec = nullptr;
       for (const auto& s : specs)
         if (s.name == key) spec = &s;
-      if (!spec) fail(this->key(key), ": unknown option; ", validKeys(specs));
+      if (!spec) {
+        std::vector<std::string> names;
+        for (const auto& s : specs) names.push_back(s.name);
+        fail(this->key(key), ": unknown option", didYouMean(key, names), "; ", validKeys(specs));
+      }
       if (!typeMatches(spec->type, v))
         fail(this->key(key), ": expected ", optionTypeName(spec->type), ", got ", briefJson(v));
       nlohmann::json value = v;
@@ -147,8 +151,9 @@ std::unique_ptr<Pass> PassRegistry::create(const std::string& name, const std::s
   auto it = factories_.find(name);
   if (it == factories_.end()) {
     std::string list;
-    for (const auto& [n, f] : factories_) list += (list.empty() ? "" : ", ") + n;
-    fail(where.empty() ? "" : where + ": ", "unknown pass '", name, "'; known passes: ", list,
+    std::vector<std::string> names;
+    for (const auto& [n, f] : factories_) list += (list.empty() ? "" : ", ") + n, names.push_back(n);
+    fail(where.empty() ? "" : where + ": ", "unknown pass '", name, "'", didYouMean(name, names), "; known passes: ", list,
          " (see `lwc passes`)");
   }
   auto p = it->second();

@@ -59,7 +59,7 @@ void checkKeys(const json& j, const std::string& where, const std::vector<std::s
   if (!j.is_object()) fail(where.empty() ? "the top level" : where, ": expected a JSON object, got ", briefJson(j));
   for (const auto& [k, v] : j.items())
     if (std::find(valid.begin(), valid.end(), k) == valid.end())
-      fail(where.empty() ? "" : where + ".", k, ": unknown key; valid keys: ", keyList(valid));
+      fail(where.empty() ? "" : where + ".", k, ": unknown key", didYouMean(k, valid), "; valid keys: ", keyList(valid));
 }
 
 std::string join(const std::string& where, const std::string& key) { return where.empty() ? key : where + "." + key; }
@@ -71,15 +71,21 @@ DataSpec parseData(const json& j, const std::string& where, const fs::path& base
   d.origin = where;
   if (!j.contains("path") || !j["path"].is_string())
     fail(join(where, "path"), ": required string (a data folder or file)");
-  auto resolve = [&](const std::string& p) { return fs::path(p).is_absolute() ? fs::path(p) : base_dir / p; };
-  d.options.path = resolve(j["path"].get<std::string>());
+  // An empty string resolved to the pipeline's own folder: "labels": "" was ignored and the labels
+  // beside the data were used.
+  auto resolve = [&](const std::string& key) {
+    const std::string p = j[key].get<std::string>();
+    if (p.empty()) fail(join(where, key), ": an empty path; give the file or folder, or leave the key out");
+    return fs::path(p).is_absolute() ? fs::path(p) : base_dir / p;
+  };
+  d.options.path = resolve("path");
   if (j.contains("labels")) {
     if (!j["labels"].is_string()) fail(join(where, "labels"), ": expected a string (labels file)");
-    d.options.labels = resolve(j["labels"].get<std::string>());
+    d.options.labels = resolve("labels");
   }
   if (j.contains("preprocess")) {
     const json& p = j["preprocess"];
-    if (p.is_string()) d.options.preprocess = Preprocess::load(resolve(p.get<std::string>()));
+    if (p.is_string()) d.options.preprocess = Preprocess::load(resolve("preprocess"));
     else d.options.preprocess = Preprocess::fromJson(p, join(where, "preprocess"));
   }
   if (j.contains("limit")) {
@@ -202,17 +208,15 @@ Pipeline Pipeline::fromJson(const json& j, const std::string& origin, const fs::
         if (!findGate(k)) {
           std::vector<std::string> names;
           for (const auto& g : gateInfos()) names.push_back(g.name);
-          fail("gates.", k, ": unknown gate; valid gates: ", keyList(names));
+          fail("gates.", k, ": unknown gate", didYouMean(k, names), "; valid gates: ", keyList(names));
         }
         if (!v.is_number()) fail("gates.", k, ": expected a number, got ", briefJson(v));
         // A limit no run can meet (min_top1 150) or that means nothing (a negative drop or ratio)
         // is a typo: refused before the work, not reported as a failed gate after it.
         const GateInfo& info = *findGate(k);
         const double limit = v.get<double>();
-        if (!(limit >= info.min && limit <= info.max)) {
-          if (info.max < 1e300) fail("gates.", k, ": ", limit, " is outside [", info.min, ", ", info.max, "]; ", info.help);
-          fail("gates.", k, ": ", limit, " is below ", info.min, "; ", info.help);
-        }
+        if (!(limit >= info.min && limit <= info.max))  // 1e301 was "below 0"
+          fail("gates.", k, ": ", limit, " is outside [", info.min, ", ", info.max, "]; ", info.help);
         p.gates.push_back(Gate{k, limit});
       }
     }
@@ -262,6 +266,7 @@ Pipeline Pipeline::fromText(const std::string& text, const PassRegistry& registr
     if (item.empty()) fail(origin, ": empty pass name in \"", text, "\"");
     const auto brace = item.find('{');
     const std::string name = trim(item.substr(0, brace));
+    if (name.empty()) fail(where, ": no pass name before '{'; write it as NAME{key=value,...}, e.g. prune_magnitude{sparsity=0.5}");
     json options = json::object();
     if (brace != std::string::npos) {
       if (item.back() != '}') fail(where, ": options must end with '}'");
@@ -272,6 +277,7 @@ Pipeline Pipeline::fromText(const std::string& text, const PassRegistry& registr
         const auto eq = kv.find('=');
         if (eq == std::string::npos) fail(where, ": option \"", trim(kv), "\" must be key=value");
         const std::string key = trim(kv.substr(0, eq)), val = trim(kv.substr(eq + 1));
+        if (key.empty()) fail(where, ": option \"", trim(kv), "\" has no key; write key=value");
         // As in JSON pipelines, a key given twice is an error, not the last one silently winning.
         if (options.contains(key)) fail(where, ": option \"", key, "\" is given twice; give it once");
         options[key] = textValue(val, where);
@@ -1110,14 +1116,23 @@ json PipelineReport::toJson() const {
               {"seconds", total_seconds}};
 }
 
+namespace {
+// An SQNR for the text and Markdown tables: one decimal, "inf" and "nan" as they are, no "-0.0".
+std::string sqnrText(double db) {
+  std::string t = formatFigure(db, 1, true);
+  return t == "-0.0" ? "0.0" : t;
+}
+}  // namespace
+
 std::string PipelineReport::toText(bool time_passes) const {
   std::ostringstream os;
   const bool eval = stages.front().metrics.evaluated;
   const bool labels = eval && stages.front().metrics.top1.has_value();
-  os << "pipeline " << pipeline << "\nmodel    " << model << "\n";
-  if (!output.empty()) os << "output   " << output << (output_written ? "" : " (not written: a gate failed)") << "\n";
-  if (eval) os << "eval     " << eval_data << ", batches of " << eval_batch << "\n";
-  if (!calib_data.empty()) os << "calib    " << calib_data << "\n";
+  // Names and paths the user chose, escaped (a pipeline name with a newline forged a line).
+  os << "pipeline " << printable(pipeline) << "\nmodel    " << printable(model) << "\n";
+  if (!output.empty()) os << "output   " << printable(output) << (output_written ? "" : " (not written: a gate failed)") << "\n";
+  if (eval) os << "eval     " << printable(eval_data) << ", batches of " << eval_batch << "\n";
+  if (!calib_data.empty()) os << "calib    " << printable(calib_data) << "\n";
   os << "\n";
   char line[512];
   std::snprintf(line, sizeof line, "%-22s %7s %10s %10s %11s", "stage", "nodes", "params", "MACs", "bytes");
@@ -1141,8 +1156,8 @@ std::string PipelineReport::toText(bool time_passes) const {
       if (m.evaluated && s.pass != "input")
         std::snprintf(line, sizeof line, " %6s %8s",
                       std::isnan(m.top1_agreement) ? "-" : formatFigure(100 * m.top1_agreement, 2, true).c_str(),
-                      // One decimal, as the Markdown report and compare show it (0.99 dB printed as 1).
-                      formatFigure(std::round(10 * m.output_sqnr_db) / 10 + 0.0, 1, true).c_str());  // + 0.0: no "-0.0"
+                      // One decimal, as the Markdown report shows it (0.99 dB printed as 1).
+                      sqnrText(m.output_sqnr_db).c_str());
       else std::snprintf(line, sizeof line, " %6s %8s", "-", "-");
       os << line;
     }
@@ -1221,7 +1236,7 @@ std::string PipelineReport::toMarkdown() const {
     if (labels) os << " " << (m.evaluated ? pct(*m.top1) : "-") << " | " << (m.evaluated ? pct(*m.top5) : "-") << " |";
     if (eval) {
       if (m.evaluated && s.pass != "input") {
-        os << " " << (std::isnan(m.top1_agreement) ? "-" : pct(m.top1_agreement)) << " | " << formatFigure(m.output_sqnr_db, 1, true)
+        os << " " << (std::isnan(m.top1_agreement) ? "-" : pct(m.top1_agreement)) << " | " << sqnrText(m.output_sqnr_db)
            << " |";
       } else {
         os << " - | - |";

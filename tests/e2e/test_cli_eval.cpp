@@ -77,6 +77,14 @@ TEST_CASE("lwc eval on the bundled PNG and .npy samples", "[cli][eval]") {
   }
 }
 
+TEST_CASE("integer options are decimal: leading zeros do not make them octal", "[cli][eval]") {
+  // CLI11 reads integers in base 0: --limit 010 evaluated 8 samples.
+  const fs::path sample = test::testdataDir() / "fmnist_sample";
+  const auto j = evalJson(test::testdataDir() / "lenet5_fmnist.onnx", "--data " + q(sample / "images.npy") + " --limit 010");
+  CHECK(j["count"] == 10);
+  CHECK(evalJson(test::testdataDir() / "lenet5_fmnist.onnx", "--data " + q(sample / "images.npy") + " --limit 000")["count"] == 500);
+}
+
 TEST_CASE("lwc compare: a model against itself, and against a perturbed copy", "[cli][compare]") {
   TempDir d;
   const fs::path sample = test::testdataDir() / "fmnist_sample";
@@ -565,6 +573,9 @@ g (float[2] kv, float[2] k) => (float[2] y)
   test::checkOneLineError(runLwc("exec " + q(d / "m.onnx") + " --input " + q("z=w=" + (d / "k.npy").string()) + " -o " +
                                  q(d / "o2")),
                           "--input 'z': the model has no input of that name");
+  // A model input without its file: "expected NAME=FILE.npy", not "no input named 'k'".
+  test::checkOneLineError(runLwc("exec " + q(d / "m.onnx") + " --input 'k=v=' -o " + q(d / "o3")),
+                          "--input 'k=v=': expected NAME=FILE.npy");
 }
 
 TEST_CASE("lwc exec gives outputs whose safe names meet their own files, numbered as ONNX Runtime's tool numbers them", "[cli][eval][ort]") {
@@ -747,8 +758,10 @@ TEST_CASE("lwc eval and compare name a --batch that the model's fixed batch size
   INFO(e.err);
   REQUIRE(e.exit_code == 0);
   CHECK_THAT(e.err, Catch::Contains("fixes the batch size at 3; batches are 3 (--batch 7 ignored)"));
+  CHECK_THAT(e.out, Catch::Contains("for 30 images in batches of 3,"));  // said 7
   auto quiet = runLwc("eval " + q(d / "b3.onnx") + data);  // no --batch given: nothing to say
   CHECK_THAT(quiet.err, !Catch::Contains("ignored"));
+  CHECK(nlohmann::json::parse(runLwc("eval --json " + q(d / "b3.onnx") + data).out)["batch"] == 3);
   auto c = runLwc("compare " + q(d / "b3.onnx") + " " + q(d / "b3.onnx") + data + " --batch 7");
   CHECK_THAT(c.err, Catch::Contains("(--batch 7 ignored)"));
 }

@@ -170,7 +170,7 @@ TEST_CASE("command-line mistakes get one error line that says what is wrong and 
       {"prune " + m + " --channels 0.3 --min-channels 0 -o x.onnx",
        "lwc: error: --min-channels: 0 must be greater than 0 (see 'lwc prune --help')"},
       {"quantize " + m + " --bench-batch -2 -o x.onnx",
-       "lwc: error: --bench-batch: -2 cannot be negative (see 'lwc quantize --help')"},
+       "lwc: error: --bench-batch: -2 is outside [0, 16777216] (see 'lwc quantize --help')"},
       {"prune " + m + " --channels abc -o x.onnx",
        "lwc: error: --channels: 'abc' is not a value it takes (see 'lwc prune --help')"},
       {"prune " + m + " --bogus -o x.onnx", "lwc: error: unknown option '--bogus' for 'lwc prune' (see 'lwc prune --help')"},
@@ -197,16 +197,29 @@ TEST_CASE("command-line mistakes get one error line that says what is wrong and 
       {"fuse " + m + " --calib x -o x.onnx", "lwc: error: unknown option '--calib' for 'lwc fuse' (see 'lwc fuse --help')"},
       // MACs at batch 3e13 wrapped int64 (FLOPs negative in --json).
       {"info " + m + " --batch 30000000000000",
-       "lwc: error: --batch: 30000000000000 is outside [1, 1048576] (see 'lwc info --help')"},
+       "lwc: error: --batch: 30000000000000 is outside [1, 16777216] (see 'lwc info --help')"},
       // Capped to int64 without a word, then a memory error that named no option.
       {"bench " + m + " --batch 99999999999999999999",
        "lwc: error: --batch: 99999999999999999999 is outside [1, 16777216] (see 'lwc bench --help')"},
+      {"exec " + m + " --random-batch 99999999999999999999 -o x",
+       "lwc: error: --random-batch: 99999999999999999999 is outside [1, 16777216] (see 'lwc exec --help')"},
       // The upper bounds were checked by the pass, and --help did not show them.
       {"prune " + m + " --channels 0.3 --round-to 300 -o x.onnx", "lwc: error: --round-to: 300 is outside [0, 256] (see 'lwc prune --help')"},
       // CLI11's own words were "Could not convert: --seed = -1" and "Value 101 not in range 50.000000 to 100.000000".
       {"exec " + m + " --random-batch 1 --seed -1 -o x", "lwc: error: --seed: '-1' is not a value it takes (see 'lwc exec --help')"},
       {"quantize " + m + " --calib x --percentile 101 -o x.onnx",
        "lwc: error: --percentile: 101 is outside [50, 100] (see 'lwc quantize --help')"},
+      // CLI11's own words.
+      {"info " + m + " b", "lwc: error: unexpected argument 'b' (a value for an option that takes none, or a file too many?) "
+                           "(see 'lwc info --help')"},
+      {"run p.json " + m + " extra -o x.onnx", "lwc: error: too many arguments: 3 given, at most 2 taken (see 'lwc run --help')"},
+      // CLI11 reads integers in base 0: --limit 0x10 used 16 samples, 010 used 8.
+      {"eval " + m + " --data x --limit 0x10", "lwc: error: --limit: '0x10' is not a decimal number (see 'lwc eval --help')"},
+      {"exec " + m + " --random-batch 1 --threads 0b1 -o x",
+       "lwc: error: --threads: '0b1' is not a decimal number (see 'lwc exec --help')"},
+      // An empty path was taken as not given: no report, exit 0.
+      {"fuse " + m + " -o x.onnx --report ''", "lwc: error: --report: '' (an empty value) is not a value it takes (see 'lwc fuse --help')"},
+      {"info ''", "lwc: error: model: '' (an empty value) is not a value it takes (see 'lwc info --help')"},
   };
   for (const auto& [args, expect] : cases) {
     INFO(args);

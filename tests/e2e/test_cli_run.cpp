@@ -408,8 +408,8 @@ TEST_CASE("lwc: out-of-range threads and seconds, duplicate JSON keys, a folder 
       {"eval " + q(d / "noout.onnx") + " --data " + q(data), "the graph declares no outputs"},
       {"fuse " + q(d / "noout.onnx") + out, "the graph declares no outputs"},
       // Messages that named the wrong cause or failed only after the work.
-      {"fuse " + m + " -o ''", "-o: the output path is empty"},
-      {"exec " + m + " --random-batch 0 --outdir " + q(d / "ex"), "--random-batch: 0 must be greater than 0"},
+      {"fuse " + m + " -o ''", "--output: '' (an empty value) is not a value it takes"},
+      {"exec " + m + " --random-batch 0 --outdir " + q(d / "ex"), "--random-batch: 0 is outside [1, 16777216]"},
       {"run " + m + " " + q(cfg("cleanup.json")) + out, "the pipeline comes first"},
       {"bench " + m + " --preprocess " + q(d / "pp.json"), "--preprocess requires --data"},
       {"run " + q(d / "big.json") + " " + m + out, "min_params: 1e+30 is outside the valid range [0, 9007199254740992]"},
@@ -513,6 +513,12 @@ TEST_CASE("lwc run/fuse/quantize/calibrate: no output may be a file the run read
       // An image of a class subfolder of an ImageFolder (a Markdown report replaced it, exit 0).
       {"fuse " + m + " -o " + out + " --eval " + q(d / "png") + " --report-md " + q(png00),
        "it is a file in the data of --eval"},
+      // New files there that the loaders would read: a report named like an image broke the
+      // folder for the next run; a second array made an array folder ambiguous.
+      {"fuse " + m + " -o " + out + " --eval " + q(d / "png") + " --report " + q(d / "png" / "00" / "zz.png"),
+       "(--report): a file of that name in the data of --eval ('" + (d / "png").string() +
+           "') would be read as data the next time; choose another path or name"},
+      {"quantize " + m + calib + " -o " + out + " --save-calib " + q(data / "stats.npy"), "would be read as data the next time"},
       // /dev/stdout leads to whatever the shell redirected to: the report replaced a whole log.
       {"fuse " + m + " -o " + out + " --report /dev/stdout", "a link to a process's open file"},
       // Two outputs on one file through a dangling link.

@@ -163,6 +163,34 @@ TEST_CASE("float16 weights stored beside a Cast to float32 count as the layer's 
   }
 }
 
+TEST_CASE("weights behind a chain of Casts belong to the layer; a Cast to a graph output keeps its own", "[analysis]") {
+  Model m = parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 13]>
+g (float[2, 4] x, float[4, 8] w, float16[4, 8] wh) => (float[2, 8] y, float[4, 8] wc)
+{
+  h = Cast <to = 10> (w)
+  f = Cast <to = 1> (h)
+  y = MatMul (x, f)
+  wc = Cast <to = 1> (wh)
+}
+)");
+  Tensor w(DType::Float32, {4, 8});
+  for (int64_t i = 0; i < w.numel(); ++i) w.data<float>()[i] = i % 3 == 0 ? 0.0f : 0.5f;
+  m.graph.initializers.set("w", w);
+  m.graph.initializers.set("wh", w.cast(DType::Float16));
+  const ModelStats st = analyzeModel(m);
+  CHECK(st.params == 64);
+  CHECK(st.weight_elements == 32);  // w, read by the MatMul through two Casts
+  CHECK(st.weight_zeros == 11);
+  int64_t rows = 0;
+  for (const auto& L : st.layers) {
+    rows += L.params;
+    if (L.op_type == "MatMul") CHECK(L.params == 32);
+    if (L.op_type == "Cast") CHECK(L.name == "wc");  // the only Cast with a row: nothing reads its output
+  }
+  CHECK(rows == st.params);  // the rows add up to the total (wh's 32 were in neither)
+}
+
 TEST_CASE("entropy bound", "[analysis]") {
   Tensor t = Tensor::fromVector<float>({4}, {1, 1, 2, 3});
   // p = {0.5, 0.25, 0.25} -> 1.5 bits

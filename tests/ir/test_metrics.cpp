@@ -2,6 +2,7 @@
 #include <cmath>
 
 #include "lwc/metrics.h"
+#include "lwc/status.h"
 
 using namespace lwc;
 
@@ -113,4 +114,32 @@ TEST_CASE("table figures: as printf's %f and %g, with nan and inf spelled alike"
   CHECK(formatFigure(-std::nan(""), 2, true) == "nan");  // printf: "-nan"
   CHECK(formatFigure(INFINITY, 2, true) == "inf");
   CHECK(formatFigure(-INFINITY, 4, false) == "-inf");
+}
+
+TEST_CASE("printable escapes controls and bytes that are not UTF-8, and keeps UTF-8 text", "[status]") {
+  CHECK(lwc::printable("plain name/path.onnx") == "plain name/path.onnx");
+  CHECK(lwc::printable("a\nb\tc\rd\x1b[31m\x7f") == "a\\nb\\tc\\rd\\x1b[31m\\x7f");
+  // CJK, accents and a 4-byte emoji pass unchanged.
+  const std::string utf8 = "\xe5\x90\x8d\xe5\x89\x8d caf\xc3\xa9 \xf0\x9f\x98\x80";
+  CHECK(lwc::printable(utf8) == utf8);
+  // A pipeline file starting with \xff\xfe put those bytes raw into the error line.
+  CHECK(lwc::printable("\xff\xfe") == "\\xff\\xfe");
+  CHECK(lwc::printable("pass\xc3") == "pass\\xc3");            // truncated sequence at the end
+  CHECK(lwc::printable("\xc3(") == "\\xc3(");                  // lead byte without its continuation
+  CHECK(lwc::printable("\xc0\xaf") == "\\xc0\\xaf");           // overlong '/'
+  CHECK(lwc::printable("\xed\xa0\x80") == "\\xed\\xa0\\x80");  // a UTF-16 surrogate
+  CHECK(lwc::printable("\xf4\x90\x80\x80") == "\\xf4\\x90\\x80\\x80");  // above U+10FFFF
+  // C1 controls: U+009B is a terminal's CSI.
+  CHECK(lwc::printable("x\xc2\x9b" "31my") == "x\\xc2\\x9b31my");
+  CHECK(lwc::printable("\xc2\xa0") == "\xc2\xa0");  // U+00A0 is text
+}
+
+TEST_CASE("didYouMean names one near miss, not a far or tied one", "[status]") {
+  const std::vector<std::string> names = {"sparsity", "scope", "pattern", "max_top1_drop", "max_top5_drop"};
+  CHECK(lwc::didYouMean("sparsty", names) == " (did you mean 'sparsity'?)");
+  CHECK(lwc::didYouMean("sparsity", names).empty());  // not a miss
+  CHECK(lwc::didYouMean("zzz", names).empty());
+  CHECK(lwc::didYouMean("max_top3_drop", names).empty());  // as near to top1 as to top5
+  CHECK(lwc::didYouMean("scop", names) == " (did you mean 'scope'?)");
+  CHECK(lwc::didYouMean("x", {"y"}).empty());  // every letter changed
 }

@@ -173,7 +173,13 @@ TEST_CASE("pipeline JSON is validated before any work starts", "[pipeline]") {
     CHECK_THAT(errorOf([] { parse({{"passes", json::array()}, {"gates", {{"max_top1_drop", -5}}}}); }),
                Contains("gates.max_top1_drop: -5 is outside [0, 100]"));
     CHECK_THAT(errorOf([] { parse({{"passes", json::array()}, {"gates", {{"min_size_ratio", -1}}}}); }),
-               Contains("gates.min_size_ratio: -1 is below 0"));
+               Contains("gates.min_size_ratio: -1 is outside [0, 1e+300]"));
+    CHECK_THAT(errorOf([] { parse({{"pases", json::array()}}); }), Contains("pases: unknown key (did you mean 'passes'?)"));
+    CHECK_THAT(errorOf([] { parse({{"passes", json::array()}, {"gates", {{"max_top1_dorp", 1}}}}); }),
+               Contains("gates.max_top1_dorp: unknown gate (did you mean 'max_top1_drop'?)"));
+    // Above the bound that stands for "none": it said "is below 0".
+    CHECK_THAT(errorOf([] { parse({{"passes", json::array()}, {"gates", {{"min_size_ratio", 1e301}}}}); }),
+               Contains("gates.min_size_ratio: 1e+301 is outside [0, 1e+300]"));
     CHECK_NOTHROW(parse({{"passes", json::array()}, {"gates", {{"min_top1", 100}, {"max_top1_drop", 0}, {"min_output_sqnr_db", -3}}}}));
     CHECK_THAT(errorOf([] { parse({{"passes", json::array()}, {"data", {{"eval", {{"labels", "x"}}}}}}); }),
                Contains("data.eval.path: required"));
@@ -205,6 +211,18 @@ TEST_CASE("the text form parses names and options", "[pipeline]") {
   CHECK_THAT(errorOf([] { Pipeline::fromText("prune_magnitude{sparsity=0.5,}", passes::builtinPasses()); }),
              Contains("empty option in {sparsity=0.5,}"));
   CHECK(Pipeline::fromText("fuse_batchnorm{ }", passes::builtinPasses()).steps.size() == 1);
+  // A near miss is named, as the CLI names a mistyped flag.
+  CHECK_THAT(errorOf([] { Pipeline::fromText("fuse_batchnrom", passes::builtinPasses()); }),
+             Contains("unknown pass 'fuse_batchnrom' (did you mean 'fuse_batchnorm'?); known passes: "));
+  CHECK_THAT(errorOf([] { Pipeline::fromText("prune_magnitude{sparsty=0.5}", passes::builtinPasses()); }),
+             Contains("sparsty: unknown option (did you mean 'sparsity'?); valid options: "));
+  CHECK_THAT(errorOf([] { Pipeline::fromText("prune_magnitude{zzz=0.5}", passes::builtinPasses()); }),
+             Contains("zzz: unknown option; valid options: "));
+  // Options without a pass name said "unknown pass ''"; an option without a key "options.: unknown option".
+  CHECK_THAT(errorOf([] { Pipeline::fromText("{sparsity=0.5}", passes::builtinPasses()); }),
+             Contains("no pass name before '{'"));
+  CHECK_THAT(errorOf([] { Pipeline::fromText("prune_magnitude{=0.5}", passes::builtinPasses()); }),
+             Contains("option \"=0.5\" has no key"));
   // A key given twice, as in JSON pipelines: an error (the last one used to win).
   CHECK_THAT(errorOf([] { Pipeline::fromText("prune_magnitude{sparsity=0.5,sparsity=0.6}", passes::builtinPasses()); }),
              Contains("option \"sparsity\" is given twice"));

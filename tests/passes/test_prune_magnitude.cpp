@@ -703,6 +703,23 @@ TEST_CASE("include and exclude take node names that hold commas, alone or in a c
   CHECK_THAT(err({"fc,conv,b"}), Contains("no node or op type named 'conv'"));
   CHECK_THAT(err({"fc,,Conv"}), Contains("'fc,,Conv' has an empty entry; separate names with single commas"));
   CHECK_THAT(err({"fc,"}), Contains("'fc,' has an empty entry"));
+
+  // Names that a list can be read into in several ways: refused, with two readings; one reading
+  // that only a later cut finds is taken (the longest match from the left failed on it).
+  auto named = [](std::vector<std::string> names) {
+    Model m = twoLayers();
+    for (size_t i = 0; i < names.size(); ++i) m.graph.nodes[i].name = names[i];
+    return m;
+  };
+  auto excludeErr = [&](Model m, const nlohmann::json& exclude) {
+    return errorOf([&] { runPass(m, "prune_magnitude", {{"sparsity", 0.5}, {"min_params", 0}, {"exclude", exclude}}); });
+  };
+  CHECK(excludeErr(named({"a", "a,b", "b,c"}), {"a,b,c"}) == "(no error)");  // a + b,c
+  CHECK(excludeErr(named({"a", "b", "a,b", "b,c", "c"}), {"a,b"}) == "(no error)");  // the whole name
+  CHECK_THAT(excludeErr(named({"a", "b", "a,b", "b,c", "c"}), {"a,b,c"}),
+             Contains("'a,b,c' splits into node names in more than one way ('a' + 'b' + 'c', or 'a' + 'b,c'); give each "
+                      "name as its own entry"));
+  CHECK_THAT(excludeErr(named({"a", "a,b", "b,c"}), {"a,b,c,d"}), Contains("no node or op type named 'd'"));
 }
 
 TEST_CASE("prune_magnitude: a weight two layers share is pruned for both or for neither", "[prune]") {

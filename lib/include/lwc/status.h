@@ -9,6 +9,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <vector>
 #include <string_view>
 #include <utility>
 
@@ -37,8 +38,16 @@ std::string concat(Args&&... args) {
 
 /// `text` for a terminal: control characters (newline, tab, ESC, other C0 codes and DEL) become
 /// escapes (\n, \t, \x1b), so a name or path from a model or the user cannot split an error into
-/// two lines, forge a table row or colour the terminal. Other bytes (UTF-8) pass unchanged.
+/// two lines, forge a table row or colour the terminal; so do C1 controls (U+0080..U+009F) and
+/// bytes that are not well-formed UTF-8 (\xff), so that the line is valid UTF-8. Other text (CJK
+/// names, accents) passes unchanged.
 std::string printable(std::string_view text);
+
+/// Levenshtein distance between two strings (bytes).
+size_t editDistance(std::string_view a, std::string_view b);
+/// " (did you mean 'x'?)" for the candidate nearest `given`, when it is within two edits (and a
+/// third of the name) and no other is as near; "" otherwise.
+std::string didYouMean(std::string_view given, const std::vector<std::string>& candidates);
 
 /// Builds a message from streamable parts and throws lwc::Error.
 template <typename... Args>

@@ -4,6 +4,7 @@
 #include <onnx/onnx_pb.h>
 
 #include <algorithm>
+#include <climits>
 #include <set>
 #include <cstring>
 #include <sstream>
@@ -187,7 +188,7 @@ class OnnxTestDataset final : public Dataset {
 
  private:
   Tensor load(const fs::path& f) const {
-    const std::string bytes = readWholeFile(f);
+    const std::string bytes = readWholeFile(f, INT_MAX);  // protobuf parses at most INT_MAX bytes
     onnx::TensorProto p;
     if (!p.ParseFromString(bytes)) fail(show(f), ": not an ONNX TensorProto (corrupt .pb file?)");
     return tensorFromProto(p, f.parent_path(), show(f));
