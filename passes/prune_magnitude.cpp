@@ -92,7 +92,7 @@ void PruneMagnitude::validate(const PassOptions& o) const {
            " prunes every layer alike: drop it");
   }
   checkLsqOptionsApply(o);
-  if (o.getString("criterion") != "obs" && o.getInt("obs_rounds") != 1)
+  if (o.getString("criterion") != "obs" && o.given("obs_rounds"))  // its default given too, as lsq_rows
     fail(o.key("obs_rounds"), ": applies to criterion obs (lwc prune: --criterion obs); drop it or set criterion obs");
   if (o.getString("criterion") == "obs") {
     if (o.getString("recover") != "lsq")

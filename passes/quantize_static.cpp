@@ -83,6 +83,9 @@ namespace {
 
 void QuantizeStatic::validate(const PassOptions& o) const {
   parseShard(o.getString("calib_shard"), o.key("calib_shard"));
+  if (o.given("percentile") && o.getString("calibrator") != "percentile")
+    fail(o.key("percentile"), ": applies to calibrator percentile (the calibrator is ", o.getString("calibrator"),
+         "); set calibrator percentile or drop it");
   for (const auto& k : o.getStrings("keep_fp32"))
     if (k != "first" && k != "last") fail(o.key("keep_fp32"), ": \"", k, "\" is not first or last");
   // Saved statistics are used as they are: the sample count and the shard apply to collecting them

@@ -228,10 +228,11 @@ void addPruneCommand(CLI::App& app, Action& action, const GlobalOptions&) {
         st.pass = passes::builtinPasses().create("prune_magnitude", st.where);
         nlohmann::json o = {{"scope", a->scope},         {"pattern", a->pattern},     {"include", a->include},
                             {"exclude", a->exclude},     {"min_params", a->min_params}, {"recover", a->recover},
-                            {"criterion", a->criterion}, {"obs_rounds", a->obs_rounds}, {"lsq_cv_rows", a->lsq_cv_rows}};
+                            {"criterion", a->criterion}, {"lsq_cv_rows", a->lsq_cv_rows}};
         // An N:M pattern sets its own sparsity: --sparsity goes to the pass only when given, which
-        // refuses one that disagrees.
+        // refuses one that disagrees; --obs-rounds likewise, refused without --criterion obs.
         if (a->pattern == "unstructured" || cmd->count("--sparsity")) o["sparsity"] = s_t;
+        if (cmd->count("--obs-rounds")) o["obs_rounds"] = a->obs_rounds;
         st.pass->configure(o, st.where, kPruneFlags);
         p.steps.push_back(std::move(st));
       }

@@ -25,6 +25,7 @@ struct QuantArgs {
   RunArgs run;
   std::string calibrator = "minmax";
   double percentile = 99.999;
+  bool percentile_given = false;  ///< passed on only when given, so the pass can refuse it beside another calibrator
   int64_t calib_samples = 0;
   bool per_tensor = false;
   bool reduce_range = false;
@@ -65,11 +66,13 @@ void addQuantOptions(CLI::App* cmd, QuantArgs& q) {
 }
 
 nlohmann::json quantOptions(const QuantArgs& q) {
-  return {{"calibrator", q.calibrator},     {"percentile", q.percentile},  {"calib_samples", q.calib_samples},
+  nlohmann::json o = {{"calibrator", q.calibrator},     {"calib_samples", q.calib_samples},
           {"per_channel", !q.per_tensor},   {"reduce_range", q.reduce_range}, {"act_type", q.act_type},      {"exclude", q.exclude},
           {"keep_fp32", q.keep_fp32},       {"load_calib", q.load_calib},  {"save_calib", q.save_calib},
           {"calib_shard", q.shard},         {"format", q.format},          {"bias_correction", q.bias_correction},
           {"weight_rounding", q.weight_rounding}};
+  if (q.percentile_given) o["percentile"] = q.percentile;
+  return o;
 }
 
 // The flags messages name (PassOptions::key) instead of the passes' option keys.
@@ -124,6 +127,7 @@ void addQuantizeCommand(CLI::App& app, Action& action, const GlobalOptions&) {
                           "--save-calib", "--load-calib", "--format"})
       if (static_only.empty() && cmd->count(o) > 0) static_only = o;
     const bool percentile_given = cmd->count("--percentile") > 0, calib_given = cmd->count("--calib") > 0;
+    q->percentile_given = percentile_given;
     const bool both_limits = cmd->count("--calib-limit") > 0 && cmd->count("--calib-samples") > 0;
     const bool layer_samples_given = cmd->count("--layer-samples") > 0;
     action = [q, static_only, percentile_given, calib_given, both_limits, layer_samples_given] {

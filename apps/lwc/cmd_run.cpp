@@ -291,7 +291,12 @@ int runPipelineCommand(Pipeline p, const std::string& model_path, const RunArgs&
     if (po.has("save_calib"))
       outputs.push_back({a.extra_output.empty() ? step.where + ".save_calib" : "--save-calib", po.getString("save_calib")});
     if (po.has("load_calib"))
-      for (const auto& f : po.getStrings("load_calib")) inputs.push_back({"a --load-calib file", f});
+      for (const auto& f : po.getStrings("load_calib")) {
+        // Before any work, as every other file the run reads (it was found missing when its pass ran).
+        std::error_code ec;
+        if (!fs::exists(f, ec)) fail(po.key("load_calib"), ": ", f, " does not exist; give the statistics file lwc calibrate or --save-calib wrote");
+        inputs.push_back({"a --load-calib file", f});
+      }
   }
   engine::configureThreads(a.threads);
   Model m = loadPipelineInputFor(model_path, outputs, std::move(inputs));

@@ -289,9 +289,13 @@ Pipeline Pipeline::fromText(const std::string& text, const PassRegistry& registr
 }
 
 void Pipeline::check() const {
-  for (const auto* d : {&calib, &eval})
+  for (const auto* d : {&calib, &eval}) {
     if (*d && !fs::exists((*d)->options.path))
       fail(origin, ": ", (*d)->origin, ".path: ", (*d)->options.path.string(), " does not exist");
+    // The labels too (named without the pipeline or the key, and only once the data was opened).
+    if (*d && !(*d)->options.labels.empty() && !fs::exists((*d)->options.labels))
+      fail(origin, ": ", (*d)->origin, ".labels: ", (*d)->options.labels.string(), " does not exist");
+  }
   for (const auto& g : gates) {
     const GateInfo* info = findGate(g.name);
     if (info->needs_eval && !eval)

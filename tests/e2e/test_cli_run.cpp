@@ -387,6 +387,10 @@ TEST_CASE("lwc: out-of-range threads and seconds, duplicate JSON keys, a folder 
   const fs::path model = td("lenet5_fmnist.onnx"), data = td("fmnist_sample");
   test::writeFile(d / "dup.json", R"({"passes": ["fold_constants"], "passes": ["fuse_batchnorm"]})");
   test::writeFile(d / "pp.json", R"({"resize": null, "scale": 255, "scale": 1})");
+  test::writeFile(d / "nolab.json", nlohmann::json{{"passes", {"fuse_batchnorm"}},
+                                                  {"data", {{"eval", {{"path", (data / "images.npy").string()},
+                                                                      {"labels", "nolabels.npy"}}}}}}
+                                        .dump());
   {
     Model m = loadModel(model);
     m.graph.outputs.clear();
@@ -409,6 +413,8 @@ TEST_CASE("lwc: out-of-range threads and seconds, duplicate JSON keys, a folder 
       {"fuse " + q(d / "noout.onnx") + out, "the graph declares no outputs"},
       // Messages that named the wrong cause or failed only after the work.
       {"fuse " + m + " -o ''", "--output: '' (an empty value) is not a value it takes"},
+      // A missing labels file was named without the pipeline or its key.
+      {"run " + q(d / "nolab.json") + " " + m + out, "nolab.json: data.eval.labels: " + (d / "nolabels.npy").string() + " does not exist"},
       {"exec " + m + " --random-batch 0 --outdir " + q(d / "ex"), "--random-batch: 0 is outside [1, 16777216]"},
       {"run " + m + " " + q(cfg("cleanup.json")) + out, "the pipeline comes first"},
       {"bench " + m + " --preprocess " + q(d / "pp.json"), "--preprocess requires --data"},

@@ -603,9 +603,10 @@ TEST_CASE("prune_magnitude criterion obs with an N:M pattern: N of every M kept,
     Model m = fp;
     PassContext ctx;
     ctx.calib = &calib;
-    auto r = runPass(m, "prune_magnitude",
-                     {{"pattern", "2:4"}, {"min_params", 0}, {"recover", "lsq"}, {"criterion", criterion}, {"obs_rounds", rounds}},
-                     ctx);
+    nlohmann::json o = {{"pattern", "2:4"}, {"min_params", 0}, {"recover", "lsq"}, {"criterion", criterion}};
+    if (std::string(criterion) == "obs") o["obs_rounds"] = rounds;  // refused beside criterion magnitude
+    else REQUIRE(rounds == 1);
+    auto r = runPass(m, "prune_magnitude", o, ctx);
     return std::make_pair(m, r);
   };
   auto [mag, rm] = prune("magnitude", 1);
@@ -672,6 +673,9 @@ TEST_CASE("prune_magnitude rejects bad options", "[prune]") {
              Contains("no node or op type named 'nope'"));
   CHECK_THAT(errorOf([] { Model m = twoLayers(); runPass(m, "prune_magnitude", {{"criterion", "obs"}}); }),
              Contains("set recover to lsq"));
+  // Its default given beside criterion magnitude: inert, so refused (obs_rounds 1 was accepted).
+  CHECK_THAT(errorOf([] { Model m = twoLayers(); runPass(m, "prune_magnitude", {{"obs_rounds", 1}}); }),
+             Contains("obs_rounds: applies to criterion obs"));
 }
 
 TEST_CASE("include and exclude take node names that hold commas, alone or in a comma-separated entry", "[prune]") {

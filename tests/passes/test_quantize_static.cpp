@@ -358,6 +358,15 @@ TEST_CASE("quantize_static options", "[quantize]") {
     CHECK(a.graph.initializers.at("wf").dtype() == DType::Float32);
     CHECK(b.graph.initializers.at("wf").dtype() == DType::Float32);
   }
+  SECTION("a percentile beside another calibrator is refused, not ignored") {
+    Model m = smallCnn();
+    try {
+      quantize(m, c, {{"calibrator", "minmax"}, {"percentile", 50.0}});
+      FAIL("accepted");
+    } catch (const Error& e) {
+      CHECK_THAT(std::string(e.what()), Contains("percentile: applies to calibrator percentile (the calibrator is minmax)"));
+    }
+  }
   SECTION("every calibrator produces a close model") {
     for (const char* cal : {"minmax", "percentile", "entropy", "mse"}) {
       INFO(cal);
