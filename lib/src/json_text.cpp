@@ -13,27 +13,63 @@ namespace lwc {
 
 namespace {
 struct DuplicateKey {
+  std::string key, path;  ///< path: the JSON path of the object holding it ("data.eval.preprocess"), "" at the top
+};
+// An object or array open while parsing: its keys so far and the key being read, or the element
+// index.
+struct Frame {
+  bool array = false;
+  std::set<std::string> keys;
   std::string key;
+  long index = -1;
 };
 }  // namespace
 
 nlohmann::json parseJsonText(const std::string& text, const std::string& where) {
   // nlohmann keeps the last of two equal keys in an object; a user who wrote {"sparsity": 0.5,
   // "sparsity": 0.7} meant one of them, and lwc cannot know which. The parser's callback sees every
-  // key with the objects it belongs to opening and closing around it.
-  std::vector<std::set<std::string>> open;
+  // key with the objects it belongs to opening and closing around it, and the error names the
+  // object by its JSON path (it named the key alone, also deep inside a pipeline).
+  std::vector<Frame> open;
+  const auto element = [&] {
+    if (!open.empty() && open.back().array) ++open.back().index;
+  };
+  const auto path = [&] {
+    std::string p;
+    for (size_t i = 0; i + 1 < open.size(); ++i)
+      p += open[i].array ? "[" + std::to_string(open[i].index) + "]" : (p.empty() ? "" : ".") + open[i].key;
+    return p;
+  };
   const auto check = [&](int, nlohmann::json::parse_event_t ev, nlohmann::json& parsed) {
     using E = nlohmann::json::parse_event_t;
-    if (ev == E::object_start) open.emplace_back();
-    else if (ev == E::object_end && !open.empty()) open.pop_back();
-    else if (ev == E::key && !open.empty() && !open.back().insert(parsed.get<std::string>()).second)
-      throw DuplicateKey{parsed.get<std::string>()};
+    switch (ev) {
+      case E::object_start:
+      case E::array_start:
+        element();
+        open.emplace_back();
+        open.back().array = ev == E::array_start;
+        break;
+      case E::object_end:
+      case E::array_end:
+        if (!open.empty()) open.pop_back();
+        break;
+      case E::key:
+        if (!open.empty()) {
+          const std::string k = parsed.get<std::string>();
+          if (!open.back().keys.insert(k).second) throw DuplicateKey{k, path()};
+          open.back().key = k;
+        }
+        break;
+      case E::value:
+        element();
+        break;
+    }
     return true;
   };
   try {
     return nlohmann::json::parse(text, check);
   } catch (const DuplicateKey& d) {
-    fail(where, ": key \"", d.key, "\" appears twice in one object; keep one");
+    fail(where, ": ", d.path.empty() ? "" : d.path + ": ", "key \"", d.key, "\" appears twice in one object; keep one");
   } catch (const nlohmann::json::exception& e) {
     // "[json.exception.parse_error.101] parse error at line 7, column 17: ...": the tag is the
     // library's, the rest says where and what.

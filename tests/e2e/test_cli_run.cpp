@@ -387,6 +387,8 @@ TEST_CASE("lwc: out-of-range threads and seconds, duplicate JSON keys, a folder 
   const fs::path model = td("lenet5_fmnist.onnx"), data = td("fmnist_sample");
   test::writeFile(d / "dup.json", R"({"passes": ["fold_constants"], "passes": ["fuse_batchnorm"]})");
   test::writeFile(d / "pp.json", R"({"resize": null, "scale": 255, "scale": 1})");
+  test::writeFile(d / "dup2.json",
+                  R"({"passes": ["fold_constants", {"pass": "prune_magnitude", "options": {"sparsity": 0.5, "sparsity": 0.6}}]})");
   test::writeFile(d / "nolab.json", nlohmann::json{{"passes", {"fuse_batchnorm"}},
                                                   {"data", {{"eval", {{"path", (data / "images.npy").string()},
                                                                       {"labels", "nolabels.npy"}}}}}}
@@ -408,6 +410,8 @@ TEST_CASE("lwc: out-of-range threads and seconds, duplicate JSON keys, a folder 
       {"bench " + m + " --seconds inf", "--seconds: expected a finite number, got inf"},
       {"run " + q(d / "dup.json") + " " + m + out, "dup.json: key \"passes\" appears twice in one object"},
       {"eval " + m + " --data " + q(data) + " --preprocess " + q(d / "pp.json"), "pp.json: key \"scale\" appears twice"},
+      // Deep inside a pipeline the key alone was named.
+      {"run " + q(d / "dup2.json") + " " + m + out, "dup2.json: passes[1].options: key \"sparsity\" appears twice in one object"},
       {"run " + q(data) + " " + m + out, "is a folder, expected the pipeline file"},
       {"eval " + q(d / "noout.onnx") + " --data " + q(data), "the graph declares no outputs"},
       {"fuse " + q(d / "noout.onnx") + out, "the graph declares no outputs"},
