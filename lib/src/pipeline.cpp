@@ -66,6 +66,7 @@ std::string join(const std::string& where, const std::string& key) { return wher
 
 DataSpec parseData(const json& j, const std::string& where, const fs::path& base_dir) {
   if (j.is_string()) return parseData(json{{"path", j}}, where, base_dir);
+  if (!j.is_object()) fail(where, ": expected a path or a {\"path\": ...} object, got ", briefJson(j));
   checkKeys(j, where, {"path", "labels", "preprocess", "limit", "batch"});
   DataSpec d;
   d.origin = where;
@@ -187,8 +188,11 @@ Pipeline Pipeline::fromJson(const json& j, const std::string& origin, const fs::
       if (j["data"].contains("calib")) p.calib = parseData(j["data"]["calib"], "data.calib", base_dir);
       if (j["data"].contains("eval")) p.eval = parseData(j["data"]["eval"], "data.eval", base_dir);
     }
-    if (!j.contains("passes") || !j["passes"].is_array())
+    if (!j.contains("passes"))
       fail("passes: required: a list of pass names or {\"pass\": name, \"options\": {...}} objects");
+    if (!j["passes"].is_array())
+      fail("passes: expected a list of pass names or {\"pass\": name, \"options\": {...}} objects, got ",
+           briefJson(j["passes"]));
     const json& passes = j["passes"];
     for (size_t i = 0; i < passes.size(); ++i) {
       const std::string where = "passes[" + std::to_string(i) + "]";
@@ -197,6 +201,7 @@ Pipeline Pipeline::fromJson(const json& j, const std::string& origin, const fs::
         p.steps.push_back(makeStep(s.get<std::string>(), json::object(), where, registry));
         continue;
       }
+      if (!s.is_object()) fail(where, ": expected a pass name or a {\"pass\": name, \"options\": {...}} object, got ", briefJson(s));
       checkKeys(s, where, {"pass", "options"});
       if (!s.contains("pass") || !s["pass"].is_string()) fail(where, ".pass: required string (the pass name)");
       p.steps.push_back(makeStep(s["pass"].get<std::string>(), s.value("options", json::object()), where, registry, base_dir));

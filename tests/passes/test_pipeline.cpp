@@ -175,6 +175,11 @@ TEST_CASE("pipeline JSON is validated before any work starts", "[pipeline]") {
     CHECK_THAT(errorOf([] { parse({{"passes", json::array()}, {"gates", {{"min_size_ratio", -1}}}}); }),
                Contains("gates.min_size_ratio: -1 is outside [0, 1e+300]"));
     CHECK_THAT(errorOf([] { parse({{"pases", json::array()}}); }), Contains("pases: unknown key (did you mean 'passes'?)"));
+    // Wrong types said "required" (the key was there) or "expected a JSON object" (a string is fine too).
+    CHECK_THAT(errorOf([] { parse({{"passes", "x"}}); }), Contains("passes: expected a list of pass names") && Contains("got \"x\""));
+    CHECK_THAT(errorOf([] { parse({{"passes", {nullptr}}}); }), Contains("passes[0]: expected a pass name or a"));
+    CHECK_THAT(errorOf([] { parse({{"passes", json::array()}, {"data", {{"eval", nullptr}}}}); }),
+               Contains("data.eval: expected a path or a {\"path\": ...} object, got null"));
     CHECK_THAT(errorOf([] { parse({{"passes", json::array()}, {"gates", {{"max_top1_dorp", 1}}}}); }),
                Contains("gates.max_top1_dorp: unknown gate (did you mean 'max_top1_drop'?)"));
     // Above the bound that stands for "none": it said "is below 0".
