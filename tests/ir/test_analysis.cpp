@@ -163,7 +163,7 @@ TEST_CASE("float16 weights stored beside a Cast to float32 count as the layer's 
   }
 }
 
-TEST_CASE("weights behind a chain of Casts belong to the layer; a Cast to a graph output keeps its own", "[analysis]") {
+TEST_CASE("weights behind a chain of Casts belong to the layer, and a Cast to a graph output keeps its own", "[analysis]") {
   Model m = parseModelText(R"(
 <ir_version: 8, opset_import: ["" : 13]>
 g (float[2, 4] x, float[4, 8] w, float16[4, 8] wh) => (float[2, 8] y, float[4, 8] wc)
