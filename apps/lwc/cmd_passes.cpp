@@ -68,3 +68,16 @@ void addPassesCommand(CLI::App& app, Action& action, const GlobalOptions&) {
 }
 
 }  // namespace lwc::app
+
+namespace lwc::app {
+
+CLI::Range optionRange(const std::string& pass, const std::string& option) {
+  const auto p = passes::builtinPasses().create(pass, pass);
+  for (const auto& s : p->optionSpecs())
+    if (s.name == option)
+      return s.type == OptionType::Int ? CLI::Range(static_cast<int64_t>(s.min), static_cast<int64_t>(s.max))
+                                       : CLI::Range(s.min, s.max);
+  throw InternalError("optionRange: pass " + pass + " has no option " + option);
+}
+
+}  // namespace lwc::app

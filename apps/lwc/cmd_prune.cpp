@@ -78,7 +78,7 @@ void addPruneCommand(CLI::App& app, Action& action, const GlobalOptions&) {
                   "lsq: a Gemm/MatMul layer with fewer calibration rows than this times its inputs + 1 (a classifier "
                   "after global pooling: one row per image) chooses its ridge by 4-fold cross-validation; e.g. 8 "
                   "(default 0 = never)")
-      ->check(CLI::Range(0.0, 1e6));
+      ->check(optionRange("prune_magnitude", "lsq_cv_rows"));
   auto* ch = cmd->add_option("--channels", a->channels,
                              "Channel pruning: remove this fraction of every prunable channel group (prune_channels)")
                        ->default_str("");
@@ -95,7 +95,7 @@ void addPruneCommand(CLI::App& app, Action& action, const GlobalOptions&) {
   cmd->add_option("--round-to", a->round_to,
                   "Channel pruning: kept channels per group rounded up to a multiple of this (default 0 = auto: 16 or 8 "
                   "where the original count is a multiple, so ONNX Runtime keeps its blocked kernels; 1 = any count)")
-      ->check(CLI::Range(0, 256));
+      ->check(optionRange("prune_channels", "round_to"));
   cmd->add_option("--bench-batch", a->bench_batch,
                   "Channel pruning: batch for the before/after latency in the lwc engine in the report (0 = skip)")
       ->check(CLI::Range(int64_t(0), kMaxBatch));

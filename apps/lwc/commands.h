@@ -32,6 +32,10 @@ inline constexpr int kMaxThreads = 1024;
 /// capped to int64 by CLI11 and failed later with a memory error that named no option.
 inline constexpr int64_t kMaxBatch = int64_t(1) << 24;
 
+/// The range a pass's option takes (its OptionSpec), as a CLI11 check, so that a flag's --help and
+/// error show the bounds the pass enforces without writing them twice.
+CLI::Range optionRange(const std::string& pass, const std::string& option);
+
 /// Refuses nan and inf for a floating-point option (CLI11's range checks let nan through: every
 /// comparison with it is false, and `bench --seconds nan` never ended).
 inline const CLI::Validator kFinite(
