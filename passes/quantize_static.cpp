@@ -652,6 +652,12 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
       if (!tensor_set.count(g.nodes[i].outputs[0])) collect.push_back(g.nodes[i].outputs[0]);
     stats_ = collectStats(m, collect, *ctx.calib, co);
     stats_.shard = std::to_string(co.shard) + "/" + std::to_string(co.shards);
+    // More samples asked for than the data (or its limit) holds: calibrated on what there is, said.
+    if (co.max_samples > 0 && stats_.samples < co.max_samples)
+      r.notes.push_back(o.key("calib_samples") + " " + std::to_string(co.max_samples) + ": the calibration data" +
+                        (co.shards > 1 ? "'s shard " + stats_.shard : "") + " holds " + std::to_string(stats_.samples) +
+                        " samples" + (ctx.calib->options.limit > 0 ? " within its limit of " + std::to_string(ctx.calib->options.limit) : "") +
+                        "; calibrated on those");
   }
   if (loads.empty()) stats_.act_type = o.getString("act_type");
   stats_.model_digest = digest;

@@ -358,6 +358,16 @@ TEST_CASE("quantize_static options", "[quantize]") {
     CHECK(a.graph.initializers.at("wf").dtype() == DType::Float32);
     CHECK(b.graph.initializers.at("wf").dtype() == DType::Float32);
   }
+  SECTION("more calibration samples asked for than the data holds: said, and calibrated on what there is") {
+    Model m = smallCnn();
+    const auto r = quantize(m, c, {{"calib_samples", 1000}});
+    CHECK(r.stats.at("calibration_samples") == 64);
+    bool said = false;
+    for (const auto& n : r.notes) said = said || n.find("calib_samples 1000: the calibration data holds 64 samples") != std::string::npos;
+    CHECK(said);
+    Model all = smallCnn();
+    for (const auto& n : quantize(all, c, {{"calib_samples", 64}}).notes) CHECK_THAT(n, !Contains("holds"));
+  }
   SECTION("a percentile beside another calibrator is refused, not ignored") {
     Model m = smallCnn();
     try {
