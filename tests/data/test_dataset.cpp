@@ -701,6 +701,11 @@ TEST_CASE("bad data gets one error naming the file", "[data]") {
     test::writeFile(t / "plain-images-idx3-ubyte", header + "abc");
     CHECK_THROWS_WITH(openDataset(opts(t / "plain-images-idx3-ubyte")),
                       Contains("plain-images-idx3-ubyte") && Contains("holds 3 bytes of data"));
+    // Another element type (signed bytes, 0x09) was "unrecognised data file".
+    std::string signed_header = header;
+    signed_header[2] = '\x09';
+    test::writeFile(t / "s-images-idx3-ubyte", signed_header + "abc");
+    CHECK_THROWS_WITH(openDataset(opts(t / "s-images-idx3-ubyte")), Contains("IDX element type 0x9 is not supported"));
     if (fs::exists(kIdxImages)) {  // a real file cut in half: the gzip stream is truncated
       const std::string bytes = test::readFile(kIdxImages);
       test::writeFile(t / "cut-images-idx3-ubyte.gz", bytes.substr(0, bytes.size() / 2));
@@ -802,6 +807,13 @@ TEST_CASE("bad data gets one error naming the file", "[data]") {
     test::writeFile(t / "labels.txt", "1\n2\n0\n");
     auto d = openDataset(opts(t.path()));
     CHECK(readAll(*d, 2).y == std::vector<int64_t>{1, 2, 0});
+    // A UTF-8 byte-order mark before the first label ("'1' is not an integer label", the mark unseen),
+    // and before the first file name of a CSV without a header.
+    test::writeFile(t / "labels.txt", "\xEF\xBB\xBF" "1\n2\n0\n");
+    CHECK(readAll(*openDataset(opts(t.path())), 2).y == std::vector<int64_t>{1, 2, 0});
+    fs::remove(t / "labels.txt");
+    test::writeFile(t / "labels.csv", "\xEF\xBB\xBF" "im0.png,4\nim1.png,5\nim2.png,6\n");
+    CHECK(readAll(*openDataset(opts(t.path())), 2).y == std::vector<int64_t>{4, 5, 6});
   }
   SECTION("CSV labels by file name, with a header") {
     for (int i = 0; i < 3; ++i) writeGray(t / ("im" + std::to_string(i) + ".png"), 2, 2, {1, 2, 3, 4});
@@ -1019,4 +1031,35 @@ TEST_CASE("fitToModel takes the class count from dimension 1 of [N, C] or [N, C,
   // was "out of range for a model with 2 classes" where the real fault is the output's shape).
   CHECK(classes("float[N, 2, 5]") == 0);
   CHECK(classes("float[N, 5, 2, 1]") == 0);
+}
+
+TEST_CASE("a uint8 array that reads as both [N,C,H,W] and [N,H,W,C] follows the model's height and width", "[data]") {
+  // Two 4x5 RGB images stored HWC: [2,4,5,3] also reads as 4 channels of 5x3, and was read so (the
+  // model's layout alone decided), then resized to 4x5 without a word.
+  lwc::test::TempDir t;
+  Tensor a(DType::UInt8, {2, 4, 5, 3});
+  for (int64_t i = 0; i < a.numel(); ++i) a.data<uint8_t>()[i] = static_cast<uint8_t>((i * 37) % 251);
+  writeNpy(t / "hwc.npy", a);
+  for (const bool resize : {false, true}) {
+    INFO("resize " << resize);
+    auto d = openDataset(opts(t / "hwc.npy", raw(resize ? json{{"resize", {4, 5}}} : json::object()), {3, 4, 5}));
+    auto b = d->next(2);
+    REQUIRE(b);
+    REQUIRE(b->inputs.shape() == Shape{2, 3, 4, 5});
+    for (int64_t n = 0; n < 2; ++n)
+      for (int64_t c = 0; c < 3; ++c)
+        for (int64_t y = 0; y < 4; ++y)
+          for (int64_t x = 0; x < 5; ++x)
+            CHECK(b->inputs.data<float>()[((n * 3 + c) * 4 + y) * 5 + x] ==
+                  float(a.data<uint8_t>()[((n * 4 + y) * 5 + x) * 3 + c]));
+  }
+  // An array that also reads both ways but whose CHW reading has the model's size stays CHW:
+  // [2,3,5,4] for a [3,5,4] model (as HWC it would be 3x5 images of 4 channels).
+  Tensor c(DType::UInt8, {2, 3, 5, 4});
+  std::memcpy(c.raw(), a.raw(), a.nbytes());
+  writeNpy(t / "chw.npy", c);
+  auto d = openDataset(opts(t / "chw.npy", raw({{"layout", "NCHW"}}), {3, 5, 4}));
+  auto b = d->next(2);
+  REQUIRE(b);
+  for (int64_t i = 0; i < c.numel(); ++i) CHECK(b->inputs.data<float>()[i] == float(c.data<uint8_t>()[i]));
 }

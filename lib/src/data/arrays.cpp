@@ -2,6 +2,7 @@
 // batch from a ByteStream; uint8 records are images and go through the preprocessing pipeline,
 // records of the model's own dtype are used as stored.
 #include <algorithm>
+#include <optional>
 #include <cmath>
 #include <cstring>
 #include <regex>
@@ -73,10 +74,20 @@ class ArrayDataset final : public Dataset {
         const bool c_first = channelLike(record_shape_[0]), c_last = channelLike(record_shape_[2]);
         bool hwc = c_last && !c_first;
         if (c_first && c_last) {
-          // Ambiguous (e.g. [N,3,4,3]): follow the preprocessing's or the model's layout.
+          // Ambiguous (e.g. [N,3,4,3]): follow the preprocessing's or the model's layout, unless
+          // only one reading has the model's height and width (a [N,4,5,3] array of 4x5 RGB images
+          // for a [N,3,4,5] model was read as four channels of 5x3 and resized without a word).
           const auto& ss = o.sample_shape;
-          hwc = pp.layout ? *pp.layout == Preprocess::Layout::NHWC
-                          : ss.size() == 3 && !channelLike(ss[0]) && channelLike(ss[2]);
+          std::optional<bool> model_hwc;
+          if (pp.layout) model_hwc = *pp.layout == Preprocess::Layout::NHWC;
+          else if (ss.size() == 3 && channelLike(ss[0]) != channelLike(ss[2])) model_hwc = channelLike(ss[2]);
+          hwc = model_hwc.value_or(false);
+          if (model_hwc && ss.size() == 3) {
+            const int64_t mh = *model_hwc ? ss[0] : ss[1], mw = *model_hwc ? ss[1] : ss[2];
+            auto fits = [&](int64_t h, int64_t w) { return (mh < 0 || h == mh) && (mw < 0 || w == mw); };
+            const bool as_hwc = fits(record_shape_[0], record_shape_[1]), as_chw = fits(record_shape_[1], record_shape_[2]);
+            if (as_hwc != as_chw) hwc = as_hwc;
+          }
         } else if (!c_first && !c_last) {
           fail(a_.where, ": uint8 array ", shapeStr(a_.shape), " is not images [N,H,W], [N,C,H,W] or [N,H,W,C] with 1, 3 or 4 channels");
         }

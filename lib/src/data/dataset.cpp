@@ -357,7 +357,10 @@ std::unique_ptr<Dataset> open(const DataOptions& o) {
     if (isImageFile(o.path)) fail(show(o.path), ": give the folder that holds the images, not one image");
     auto s = openGzipStream(o.path);
     unsigned char m[3] = {1, 1, 1};
-    if (s->read(m, 3) == 3 && m[0] == 0 && m[1] == 0 && m[2] == 8) return openIdx(o.path, o, pp);
+    // IDX: 0, 0, then the element type (8 = unsigned byte; 9, 0x0B-0x0E the others, which openIdx
+    // refuses by name rather than as an unrecognised file).
+    if (s->read(m, 3) == 3 && m[0] == 0 && m[1] == 0 && (m[2] == 8 || m[2] == 9 || (m[2] >= 0x0B && m[2] <= 0x0E)))
+      return openIdx(o.path, o, pp);
     fail(show(o.path), ": unrecognised data file; expected .npy, .npz, .pb, an IDX file (MNIST ...-images-idx3-ubyte[.gz]) "
          "or a folder of images");
   }

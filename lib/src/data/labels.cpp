@@ -38,7 +38,10 @@ LabelFile readText(const fs::path& p, int64_t num_classes) {
   const std::string text = readWholeFile(p, uint64_t(1) << 30);
   const std::string name = show(p);
   std::vector<std::string_view> lines;
-  for (size_t pos = 0; pos < text.size();) {
+  // A UTF-8 byte-order mark (Notepad, Excel's "CSV UTF-8") is not part of the first label or file
+  // name: it read as "'1' is not an integer label" with the mark invisible.
+  const size_t start = text.rfind("\xEF\xBB\xBF", 0) == 0 ? 3 : 0;
+  for (size_t pos = start; pos < text.size();) {
     size_t e = text.find('\n', pos);
     if (e == std::string::npos) e = text.size();
     lines.push_back(trim(std::string_view(text).substr(pos, e - pos)));
