@@ -100,6 +100,10 @@ std::vector<std::string> resolveNodeList(const Graph& g, const PassOptions& o, c
 void resolveIncludeExclude(const Graph& g, WeightLayerFilter& f, const PassOptions& o, const std::string& label) {
   f.include = resolveNodeList(g, o, "include", label);
   f.exclude = resolveNodeList(g, o, "exclude", label);
+  // In both lists it means nothing (prune_magnitude then said only "no layer to prune").
+  for (const auto& e : f.exclude)
+    if (std::find(f.include.begin(), f.include.end(), e) != f.include.end())
+      fail(o.key("exclude"), ": '", e, "' is also in ", o.ref("include"), "; keep it in one of them");
 }
 
 std::string codedWeightsReason(const Graph& g, const std::string& value) {

@@ -267,7 +267,9 @@ Pipeline Pipeline::fromText(const std::string& text, const PassRegistry& registr
   const auto items = splitTopLevel(text, origin);
   for (size_t i = 0; i < items.size(); ++i) {
     const std::string item = trim(items[i]);
-    const std::string where = origin + " item " + std::to_string(i + 1) + " (" + item + ")";
+    // The item names the place; a long one is cut (a 10 kB item made every error 10 kB long).
+    const std::string shown = item.size() > 80 ? item.substr(0, 60) + "..." + item.substr(item.size() - 16) : item;
+    const std::string where = origin + " item " + std::to_string(i + 1) + " (" + shown + ")";
     if (item.empty()) fail(origin, ": empty pass name in \"", text, "\"");
     const auto brace = item.find('{');
     const std::string name = trim(item.substr(0, brace));
@@ -978,6 +980,7 @@ namespace {
 // A gate's value and limit, with as many significant digits (4 at least) as it takes for unequal
 // numbers to read unequal: "1.016 >= 1.016  FAIL" hid 1.0164733 against 1.016474.
 std::pair<std::string, std::string> gateFigures(double value, double limit) {
+  value += 0.0, limit += 0.0;  // -0 prints as 0 ("(limit -0)")
   int digits = 4;
   while (digits < 17 && value != limit && formatFigure(value, digits, false) == formatFigure(limit, digits, false)) ++digits;
   return {formatFigure(value, digits, false), formatFigure(limit, digits, false)};

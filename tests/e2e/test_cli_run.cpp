@@ -741,6 +741,11 @@ TEST_CASE("lwc run: a failing gate's value and limit never print as the same num
   CHECK(value != shown_limit);
   CHECK(std::stod(value) < std::stod(shown_limit));
   CHECK_THAT(test::readFile(d / "r.md"), Contains("| min_size_ratio | " + value + " | " + shown_limit + " | **FAIL** |"));
+  // A limit of -0 printed as "-0".
+  fs::remove(d / "out.onnx");
+  auto z = run({{"min_size_ratio", -0.0}});
+  CHECK(z.exit_code == 0);
+  CHECK_THAT(z.out, Contains(" >= 0  pass") && !Contains("-0"));
 }
 
 TEST_CASE("lwc ops gives the opsets a model can have, lwc bench --profile goes to stdout and into --json",

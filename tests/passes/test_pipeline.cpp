@@ -228,6 +228,11 @@ TEST_CASE("the text form parses names and options", "[pipeline]") {
              Contains("no pass name before '{'"));
   CHECK_THAT(errorOf([] { Pipeline::fromText("prune_magnitude{=0.5}", passes::builtinPasses()); }),
              Contains("option \"=0.5\" has no key"));
+  // A long item is cut where the error names it (every error repeated the whole item).
+  const std::string long_item = "prune_magnitude{sparsity=0.5,include=[" + std::string(5000, 'a') + "],bogus=1}";
+  const std::string long_err = errorOf([&] { Pipeline::fromText(long_item, passes::builtinPasses()); });
+  CHECK_THAT(long_err, Contains("...") && Contains("bogus: unknown option"));
+  CHECK(long_err.size() < 1000);
   // A key given twice, as in JSON pipelines: an error (the last one used to win).
   CHECK_THAT(errorOf([] { Pipeline::fromText("prune_magnitude{sparsity=0.5,sparsity=0.6}", passes::builtinPasses()); }),
              Contains("option \"sparsity\" is given twice"));

@@ -724,6 +724,12 @@ TEST_CASE("include and exclude take node names that hold commas, alone or in a c
              Contains("'a,b,c' splits into node names in more than one way ('a' + 'b' + 'c', or 'a' + 'b,c'); give each "
                       "name as its own entry"));
   CHECK_THAT(excludeErr(named({"a", "a,b", "b,c"}), {"a,b,c,d"}), Contains("no node or op type named 'd'"));
+  // A name in both lists: it said "no layer to prune".
+  CHECK_THAT(errorOf([] {
+               Model m = twoLayers();
+               runPass(m, "prune_magnitude", {{"sparsity", 0.5}, {"include", {"Gemm"}}, {"exclude", {"Gemm"}}});
+             }),
+             Contains("exclude: 'Gemm' is also in ") && Contains("; keep it in one of them"));
 }
 
 TEST_CASE("prune_magnitude: a weight two layers share is pruned for both or for neither", "[prune]") {
