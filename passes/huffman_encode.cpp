@@ -8,6 +8,7 @@
 
 #include "lwc/graph_edit.h"
 #include "lwc/weight_coding.h"
+#include "passes/weight_layers.h"
 
 namespace lwc::passes {
 
@@ -40,9 +41,7 @@ PassResult HuffmanEncode::run(Model& m, PassContext&) {
     for (const auto& e : *list)
       if (!g.initializers.contains(e))
         fail(o.key(list == &include ? "include" : "exclude"), ": no initializer named '", e, "' in ", m.label());
-  for (const auto& e : exclude)
-    if (std::find(include.begin(), include.end(), e) != include.end())
-      fail(o.key("exclude"), ": '", e, "' is also in ", o.ref("include"), "; keep it in one of them");
+  refuseInBoth(include, exclude, o);
   auto listed = [](const std::vector<std::string>& l, const std::string& n) { return std::find(l.begin(), l.end(), n) != l.end(); };
   PassResult r;
   int64_t coded = 0, raw = 0, sparse_b = 0, shared_b = 0, huff_b = 0, book_b = 0;

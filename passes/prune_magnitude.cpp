@@ -204,8 +204,7 @@ PassResult PruneMagnitude::run(Model& m, PassContext& ctx) {
   const Model unpruned = m;  // shares the tensors; pruning writes new ones
   Graph& g = m.graph;
   const PassOptions& o = options_;
-  WeightLayerFilter filter{o.getStrings("include"), o.getStrings("exclude"), o.getInt("min_params"), "left dense"};
-  resolveIncludeExclude(g, filter, o, m.label());
+  const WeightLayerFilter filter = weightLayerFilter(g, o, m.label(), "left dense");
   PassResult r;
   std::vector<Layer> layers;
   for (const auto& [node, weight] : selectWeightLayers(g, filter, r.notes))

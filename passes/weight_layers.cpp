@@ -97,12 +97,16 @@ std::vector<std::string> resolveNodeList(const Graph& g, const PassOptions& o, c
   return out;
 }
 
-void resolveIncludeExclude(const Graph& g, WeightLayerFilter& f, const PassOptions& o, const std::string& label) {
-  f.include = resolveNodeList(g, o, "include", label);
-  f.exclude = resolveNodeList(g, o, "exclude", label);
-  // In both lists it means nothing (prune_magnitude then said only "no layer to prune").
-  for (const auto& e : f.exclude)
-    if (std::find(f.include.begin(), f.include.end(), e) != f.include.end())
+WeightLayerFilter weightLayerFilter(const Graph& g, const PassOptions& o, const std::string& label, std::string kept) {
+  WeightLayerFilter f{resolveNodeList(g, o, "include", label), resolveNodeList(g, o, "exclude", label), o.getInt("min_params"),
+                      std::move(kept)};
+  refuseInBoth(f.include, f.exclude, o);
+  return f;
+}
+
+void refuseInBoth(const std::vector<std::string>& include, const std::vector<std::string>& exclude, const PassOptions& o) {
+  for (const auto& e : exclude)
+    if (std::find(include.begin(), include.end(), e) != include.end())
       fail(o.key("exclude"), ": '", e, "' is also in ", o.ref("include"), "; keep it in one of them");
 }
 

@@ -34,8 +34,13 @@ struct WeightLayerFilter {
 std::vector<std::string> resolveNodeList(const Graph& g, const PassOptions& o, const std::string& key,
                                          const std::string& label, const std::string& hint = "");
 
-/// f.include and f.exclude from options include / exclude through resolveNodeList.
-void resolveIncludeExclude(const Graph& g, WeightLayerFilter& f, const PassOptions& o, const std::string& label);
+/// The filter of options include / exclude (through resolveNodeList) and min_params; `kept` as in
+/// WeightLayerFilter.
+WeightLayerFilter weightLayerFilter(const Graph& g, const PassOptions& o, const std::string& label, std::string kept);
+
+/// Fails naming option exclude when one of its entries is also in `include`: in both lists it means
+/// nothing (prune_magnitude then said only "no layer to prune", huffman_encode nothing).
+void refuseInBoth(const std::vector<std::string>& include, const std::vector<std::string>& exclude, const PassOptions& o);
 
 std::vector<WeightLayer> selectWeightLayers(const Graph& g, const WeightLayerFilter& f, std::vector<std::string>& notes);
 

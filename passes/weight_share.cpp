@@ -106,8 +106,7 @@ PassResult WeightShare::run(Model& m, PassContext& ctx) {
   std::vector<size_t> shared_nodes;
   Graph& g = m.graph;
   const PassOptions& o = options_;
-  WeightLayerFilter filter{o.getStrings("include"), o.getStrings("exclude"), o.getInt("min_params"), "left alone"};
-  resolveIncludeExclude(g, filter, o, m.label());
+  const WeightLayerFilter filter = weightLayerFilter(g, o, m.label(), "left alone");
   PassResult r;
   int64_t layers = 0, weights = 0, changed_weights = 0;
   double err = 0, energy = 0;

@@ -67,10 +67,6 @@ void addPassesCommand(CLI::App& app, Action& action, const GlobalOptions&) {
   });
 }
 
-}  // namespace lwc::app
-
-namespace lwc::app {
-
 CLI::Range optionRange(const std::string& pass, const std::string& option) {
   const auto p = passes::builtinPasses().create(pass, pass);
   for (const auto& s : p->optionSpecs())

@@ -6,6 +6,7 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <optional>
 #include <cctype>
 #include <cmath>
 #include <cstdio>
@@ -28,6 +29,17 @@
 #include "lwc/status.h"
 
 namespace {
+// The value a range check refused, as a number; nullopt with `why` set when it is none (CLI11's
+// range checks refuse an empty or non-numeric value with the same words as one out of range).
+std::optional<double> rangeValue(const std::string& v, std::string& why) {
+  char* end = nullptr;
+  const double x = v.empty() ? 0.0 : std::strtod(v.c_str(), &end);
+  if (v.empty()) why = "an empty value is not a number";
+  else if (!end || *end != '\0' || std::isnan(x)) why = "'" + v + "' is not a number";
+  else return x;
+  return std::nullopt;
+}
+
 // CLI11's range validators print their bound with %f, so a lower bound only ("NonNegativeNumber",
 // "PositiveNumber") reads "Value -1 not in range 0.000000 to 1797693134862315708...". Say what the
 // rule is instead; every other message is kept as CLI11 wrote it, on one line.
@@ -38,14 +50,9 @@ std::string parseErrorMessage(std::string msg) {
   std::smatch m;
   if (std::regex_search(msg, m, open_range)) {
     const std::string v = m[1].str();
-    char* end = nullptr;
-    const double x = v.empty() ? 0.0 : std::strtod(v.c_str(), &end);
-    const bool number = !v.empty() && end && *end == '\0' && !std::isnan(x);
     std::string what;  // (the bound does not tell the two checks apart: CLI11 prints both as 0.000000)
-    if (v.empty()) what = "an empty value is not a number";
-    else if (!number) what = "'" + v + "' is not a number";
-    else if (!std::isfinite(x)) what = "'" + v + "' is out of range";
-    else what = v + (x < 0 ? " cannot be negative" : " must be greater than 0");
+    if (const std::optional<double> x = rangeValue(v, what))
+      what = !std::isfinite(*x) ? "'" + v + "' is out of range" : v + (*x < 0 ? " cannot be negative" : " must be greater than 0");
     msg = m.prefix().str() + what + m.suffix().str();
   }
   // "Value 101 not in range 50.000000 to 100.000000" -> "101 is outside [50, 100]".
@@ -59,14 +66,9 @@ std::string parseErrorMessage(std::string msg) {
       return b;
     };
     const std::string v = m[1].str();
-    char* end = nullptr;
-    const double x = v.empty() ? 0.0 : std::strtod(v.c_str(), &end);
-    const bool number = !v.empty() && end && *end == '\0' && !std::isnan(x);
-    msg = m.prefix().str() +
-          (v.empty()  ? "an empty value is not a number"
-           : !number ? "'" + v + "' is not a number"
-                     : v + " is outside [" + bound(m[2].str()) + ", " + bound(m[3].str()) + "]") +
-          m.suffix().str();
+    std::string what;
+    if (rangeValue(v, what)) what = v + " is outside [" + bound(m[2].str()) + ", " + bound(m[3].str()) + "]";
+    msg = m.prefix().str() + what + m.suffix().str();
   }
   // "Could not convert: --sparsity = abc" -> "--sparsity: 'abc' is not a value it takes".
   static const std::regex convert(R"(Could not convert: (\S+) = (.*))");
@@ -99,7 +101,6 @@ std::string decimalInteger(std::string& v) {
   v = v.substr(0, sign) + (first == std::string::npos ? "0" : v.substr(first));
   return "";
 }
-
 
 // The first "--name" / "-x" on the command line that neither `sub` nor a parent command defines,
 // with the closest option it has when one is near ("did you mean --calib-limit?"). CLI11 reports a

@@ -155,11 +155,12 @@ Tensor tensorFromProto(const onnx::TensorProto& p, const fs::path& base_dir, con
   if (dt == DType::Undefined)
     fail(where, ": tensor type ", onnx::TensorProto::DataType_Name(static_cast<onnx::TensorProto::DataType>(p.data_type())),
          " (", p.data_type(), ") is not supported by lwc",
-         p.data_type() != onnx::TensorProto::BFLOAT16 ? ""
-         : where.find("initializer '") != std::string::npos
-             ? "; lwc computes with float32, float16, float64 and integer tensors: export the model in float32 (in "
-               "PyTorch, model.float() before torch.onnx.export)"
-             : "; lwc computes with float32, float16, float64 and integer tensors: convert it to float32");
+         p.data_type() != onnx::TensorProto::BFLOAT16
+             ? ""
+             : std::string("; lwc computes with float32, float16, float64 and integer tensors: ") +
+                   (where.find("initializer '") != std::string::npos
+                        ? "export the model in float32 (in PyTorch, model.float() before torch.onnx.export)"
+                        : "convert it to float32"));
   if (p.has_segment()) fail(where, ": segmented tensors are not supported");
   checkStoredTensor(p, where);  // dimensions, and (stored inline) data that fills them
   Shape shape(p.dims().begin(), p.dims().end());
