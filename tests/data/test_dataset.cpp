@@ -887,6 +887,19 @@ TEST_CASE("ONNX test_data_set folders", "[data]") {
   CHECK_THROWS_WITH(openDataset(opts(t.path(), std::nullopt, {3, 2, 2})), Contains("input_0.pb") && Contains("does not match"));
   test::writeFile(t / "test_data_set_1" / "input_0.pb", "\xff\xff\xff garbage");
   CHECK_THROWS_WITH(openDataset(opts(t.path())), Contains("test_data_set_1") && Contains("input_0.pb"));
+  // bfloat16 data: the advice is to convert it, not the model-export tip an initializer gets.
+  onnx::TensorProto bf = tensorToProto(a, "input");
+  bf.clear_raw_data();
+  bf.clear_float_data();
+  bf.set_data_type(onnx::TensorProto::BFLOAT16);
+  bf.set_raw_data(std::string(24, '\0'));
+  test::writeFile(t / "test_data_set_1" / "input_0.pb", bf.SerializeAsString());
+  CHECK_THROWS_WITH(openDataset(opts(t.path())), Contains("BFLOAT16") && Contains("convert it to float32") &&
+                                                     !Contains("torch.onnx.export"));
+  // A .pb of exactly 2 GiB is refused before it is read (protobuf parses at most 2 GiB - 1 byte).
+  test::writeFile(t / "test_data_set_1" / "input_0.pb", "");
+  fs::resize_file(t / "test_data_set_1" / "input_0.pb", uintmax_t(1) << 31);
+  CHECK_THROWS_WITH(openDataset(opts(t.path())), Contains("input_0.pb: file is 2147483648 bytes, more than the 2147483647"));
 }
 
 TEST_CASE("limits", "[data]") {

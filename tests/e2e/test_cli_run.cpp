@@ -301,6 +301,10 @@ TEST_CASE("lwc run: bad pipelines and paths fail before any work, leaving no fil
   r = runLwc("run --passes 'huffman_encode{include=[nope]}' " + q(model) + " -o " + q(d / "out.onnx"));
   test::checkOneLineError(r, "lwc: error: --passes item 1 (huffman_encode{include=[nope]}).options.include: no initializer named 'nope'");
   CHECK_FALSE(fs::exists(d / "out.onnx"));
+  // The same tensor in both lists was accepted without a word.
+  r = runLwc("run --passes 'huffman_encode{include=[fc1.weight],exclude=[fc1.weight]}' " + q(model) + " -o " + q(d / "out.onnx"));
+  test::checkOneLineError(r, ".options.exclude: 'fc1.weight' is also in include; keep it in one of them");
+  CHECK_FALSE(fs::exists(d / "out.onnx"));
 }
 
 TEST_CASE("a run that fails part-way leaves none of its outputs, exec's folders included", "[cli][run]") {
