@@ -28,7 +28,8 @@ using nlohmann::json;
 std::vector<OptionSpec> PruneChannels::optionSpecs() const {
   OptionSpec ratio{"ratio", OptionType::Float, 0.3, "Fraction of each prunable group's channels to remove, in [0, 1)"};
   ratio.min = 0;
-  ratio.max = 0.999999;
+  ratio.max = 1;
+  ratio.max_exclusive = true;
   OptionSpec macs{"macs_reduction", OptionType::Float, 0.0,
                   "> 0: instead of ratio, remove the same fraction of every group so that MACs drop by at least this much"};
   macs.min = 0;

@@ -24,7 +24,8 @@ using nlohmann::json;
 std::vector<OptionSpec> PruneMagnitude::optionSpecs() const {
   OptionSpec sp{"sparsity", OptionType::Float, 0.5, "Fraction of weights to zero, in [0, 1) (unstructured patterns)"};
   sp.min = 0;
-  sp.max = 0.999999;
+  sp.max = 1;
+  sp.max_exclusive = true;
   OptionSpec scope{"scope", OptionType::String, "layer", "layer: same sparsity per layer; global: one threshold over all layers"};
   scope.choices = {"layer", "global"};
   OptionSpec minp{"min_params", OptionType::Int, 1000, "Skip layers with fewer weights than this"};

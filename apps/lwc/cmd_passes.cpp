@@ -18,6 +18,7 @@ nlohmann::json optionJson(const OptionSpec& o) {
   if (!o.choices.empty()) j["choices"] = o.choices;
   if (o.min > -1e300) j["min"] = o.min;
   if (o.max < 1e300) j["max"] = o.max;
+  if (o.max_exclusive) j["max_exclusive"] = true;
   return j;
 }
 }  // namespace
@@ -70,9 +71,11 @@ void addPassesCommand(CLI::App& app, Action& action, const GlobalOptions&) {
 CLI::Range optionRange(const std::string& pass, const std::string& option) {
   const auto p = passes::builtinPasses().create(pass, pass);
   for (const auto& s : p->optionSpecs())
-    if (s.name == option)
+    if (s.name == option) {
+      if (s.max_exclusive) throw InternalError("optionRange: " + pass + "." + option + " has an exclusive maximum");
       return s.type == OptionType::Int ? CLI::Range(static_cast<int64_t>(s.min), static_cast<int64_t>(s.max))
                                        : CLI::Range(s.min, s.max);
+    }
   throw InternalError("optionRange: pass " + pass + " has no option " + option);
 }
 

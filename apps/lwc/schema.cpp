@@ -130,7 +130,7 @@ ojson optionSchema(const OptionSpec& o) {
   if (!o.choices.empty()) j["enum"] = o.choices;
   if (!o.pattern.empty()) j["pattern"] = o.pattern;
   if (o.min > -1e300) j["minimum"] = o.min;
-  if (o.max < 1e300) j["maximum"] = o.max;
+  if (o.max < 1e300) j[o.max_exclusive ? "exclusiveMaximum" : "maximum"] = o.max;
   if (!o.default_value.is_null()) j["default"] = ojson::parse(o.default_value.dump());
   j["description"] = o.help;
   return j;

@@ -71,11 +71,12 @@ PassOptions::PassOptions(const std::vector<OptionSpec>& specs, const nlohmann::j
         const double d = v.get<double>();
         const bool integer = spec->type == OptionType::Int;
         const double hi = integer ? std::min(spec->max, 9007199254740992.0) : spec->max;  // 2^53: exact in a double
-        if (!(d >= spec->min && d <= hi)) {
+        if (!(d >= spec->min && (spec->max_exclusive ? d < hi : d <= hi))) {
           if (integer)
             fail(this->key(key), ": ", briefJson(v), " is outside the valid range [", static_cast<int64_t>(spec->min), ", ",
                  static_cast<int64_t>(hi), "]");
-          fail(this->key(key), ": ", briefJson(v), " is outside the valid range [", spec->min, ", ", spec->max, "]");
+          fail(this->key(key), ": ", briefJson(v), " is outside the valid range [", spec->min, ", ", spec->max,
+               spec->max_exclusive ? ")" : "]");
         }
         value = integer ? nlohmann::json(static_cast<int64_t>(d)) : nlohmann::json(d);
       }

@@ -91,12 +91,22 @@ TEST_CASE("configs/pipeline.schema.json is what lwc passes --schema generates, e
     for (const auto& o : p["options"]) {
       const auto& os = form["properties"]["options"]["properties"][o["name"].get<std::string>()];
       if (o.contains("min")) CHECK(os["minimum"] == o["min"]);
-      if (o.contains("max")) CHECK(os["maximum"] == o["max"]);
+      if (o.contains("max")) CHECK(os[o.value("max_exclusive", false) ? "exclusiveMaximum" : "maximum"] == o["max"]);
       if (o.contains("choices")) CHECK(os["enum"] == o["choices"]);
     }
   }
   CHECK(schema["properties"]["gates"]["properties"].size() == declared["gates"].size());
   CHECK(schema["properties"]["gates"]["properties"]["min_top1"]["maximum"] == 100);
+  // A fraction of weights or channels to remove is in [0, 1): 1 is refused, 0.9999995 is not.
+  bool found = false;
+  for (const auto& form : items)
+    if (form.contains("properties") && form["properties"]["pass"].value("const", "") == "prune_magnitude") {
+      const auto& sp = form["properties"]["options"]["properties"]["sparsity"];
+      CHECK(sp["exclusiveMaximum"] == 1);
+      CHECK_FALSE(sp.contains("maximum"));
+      found = true;
+    }
+  CHECK(found);
 }
 
 TEST_CASE("lwc fuse on every testdata model: no BN after a Conv, identical accuracy on 10 000 images", "[cli][run]") {

@@ -668,7 +668,11 @@ TEST_CASE("prune_magnitude rejects bad options", "[prune]") {
   CHECK_THAT(errorOf([] { passes::parseNM("4:2", "p"); }), Contains("1 <= N < M"));
   CHECK_THAT(errorOf([] { passes::parseNM("2:2", "p"); }), Contains("1 <= N < M"));
   CHECK_THAT(errorOf([] { Model m = twoLayers(); runPass(m, "prune_magnitude", {{"sparsity", 1.0}}); }),
-             Contains("outside the valid range"));
+             Contains("sparsity: 1.0 is outside the valid range [0, 1)"));
+  {  // [0, 1) means what it says: up to 0.999999 was accepted and 0.9999995 refused.
+    Model m = twoLayers();
+    runPass(m, "prune_magnitude", {{"sparsity", 0.9999995}, {"min_params", 0}});
+  }
   CHECK_THAT(errorOf([] { Model m = twoLayers(); runPass(m, "prune_magnitude", {{"exclude", {"nope"}}}); }),
              Contains("no node or op type named 'nope'"));
   CHECK_THAT(errorOf([] { Model m = twoLayers(); runPass(m, "prune_magnitude", {{"criterion", "obs"}}); }),

@@ -31,7 +31,10 @@ struct OptionSpec {
   nlohmann::json default_value;      ///< null: no default (then the option is optional and unset)
   std::string help;
   std::vector<std::string> choices;  ///< for String: the allowed values (empty = any)
-  double min = -1e300, max = 1e300;  ///< for Int/Float: inclusive range
+  double min = -1e300, max = 1e300;  ///< for Int/Float: the range, inclusive unless max_exclusive
+  /// For Float: the value must be below `max` ([min, max)), as a fraction of weights to remove: a
+  /// sparsity of 0.9999995 is valid, 1 is not.
+  bool max_exclusive = false;
   /// For String/StringList: file paths. In a pipeline file, relative ones resolve against the
   /// file's folder, as its data paths do.
   bool is_path = false;
