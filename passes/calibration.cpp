@@ -1,6 +1,7 @@
 #include "passes/calibration.h"
 
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -417,11 +418,19 @@ Range computeRange(const TensorStats& s, Calibrator c, double percentile, bool s
 // ------------------------------------------------------------------ CalibrationStats
 
 std::optional<std::pair<int, int>> shardOf(const std::string& s) {
-  int i = -1, n = -1;
-  char slash = 0;
-  std::istringstream is(s);
-  if (!(is >> i >> slash >> n) || slash != '/' || !is.eof() || n < 1 || i < 0 || i >= n) return std::nullopt;
-  return std::pair{i, n};
+  // Decimal digits only, as the schema's pattern: a stream read also took "+1/4" and " 1/4".
+  const auto slash = s.find('/');
+  if (slash == std::string::npos) return std::nullopt;
+  auto number = [](std::string_view d) -> std::optional<int> {
+    int v = -1;
+    if (d.empty() || d.find_first_not_of("0123456789") != std::string_view::npos) return std::nullopt;
+    const auto [end, ec] = std::from_chars(d.data(), d.data() + d.size(), v);
+    if (ec != std::errc() || end != d.data() + d.size()) return std::nullopt;
+    return v;
+  };
+  const auto i = number(std::string_view(s).substr(0, slash)), n = number(std::string_view(s).substr(slash + 1));
+  if (!i || !n || *n < 1 || *i >= *n) return std::nullopt;
+  return std::pair{*i, *n};
 }
 
 std::string graphDigest(const Graph& g) {
@@ -497,7 +506,7 @@ CalibrationStats CalibrationStats::fromJson(const json& j, const std::string& wh
   if (j.contains("shard")) {
     if (!j["shard"].is_string()) fail(where, ": \"shard\" must be a string, not ", briefJson(j["shard"]));
     c.shard = j["shard"].get<std::string>();
-    if (!shardOf(c.shard)) fail(where, ": \"shard\" is \"", c.shard, "\"; expected i/n with 0 <= i < n");
+    if (!shardOf(c.shard)) fail(where, ": \"shard\" is \"", c.shard, "\"; expected i/n with 0 <= i < n <= 2147483647");
   }
   if (j.contains("act_type")) {
     if (!j["act_type"].is_string()) fail(where, ": \"act_type\" must be a string, not ", briefJson(j["act_type"]));

@@ -74,7 +74,7 @@ bool QuantizeStatic::needsCalibration(const PassOptions& o) const {
 
 std::pair<int, int> parseShard(const std::string& s, const std::string& what) {
   const auto shard = shardOf(s);
-  if (!shard) fail(what, ": \"", s, "\" is not i/n with 0 <= i < n (e.g. 0/4)");
+  if (!shard) fail(what, ": \"", s, "\" is not i/n with 0 <= i < n <= 2147483647 (e.g. 0/4)");
   return *shard;
 }
 

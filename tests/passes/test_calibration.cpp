@@ -8,6 +8,7 @@
 #include "lwc/model_io.h"
 #include "lwc/npy.h"
 #include "passes/calibration.h"
+#include "passes/quantize_static.h"
 #include "support/engine_util.h"
 #include "support/pass_util.h"
 #include "support/test_util.h"
@@ -194,6 +195,17 @@ TEST_CASE("calibration files are validated", "[calibration]") {
   bad = ok;
   bad["shard"] = "3/2";
   CHECK_THAT(err(bad), Contains("\"shard\" is \"3/2\"; expected i/n"));
+}
+
+TEST_CASE("a shard is i/n in decimal digits, n up to 2^31 - 1", "[calibration]") {
+  CHECK(passes::shardOf("0/1") == std::pair{0, 1});
+  CHECK(passes::shardOf("3/4") == std::pair{3, 4});
+  CHECK(passes::shardOf("0/2147483647") == std::pair{0, 2147483647});
+  for (const char* bad : {"1/1", "4/3", "0/0", "-1/4", "+1/4", " 1/4", "1/4 ", "1 /4", "1/", "/4", "1", "1/4/5", "0x1/4",
+                          "0/2147483648", "0/9007199254740993", ""})
+    CHECK_FALSE(passes::shardOf(bad));
+  CHECK_THROWS_WITH(passes::parseShard("0/9007199254740993", "--shard"),
+                    Catch::Matchers::Contains("is not i/n with 0 <= i < n <= 2147483647"));
 }
 
 TEST_CASE("statistics collected in shards merge to the statistics of the whole data", "[calibration]") {
