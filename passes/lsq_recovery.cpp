@@ -762,9 +762,9 @@ OptionSpec lsqCvRowsOption() {
 
 void checkLsqOptionsApply(const PassOptions& o) {
   if (o.getString("recover") == "lsq") return;
-  // lsq_cv_rows by value: lwc prune passes its --lsq-cv-rows (default 0) to every step.
+  // Given at all, their defaults included (lwc prune passes --lsq-cv-rows only when given).
   for (const char* k : {"lsq_rows", "lsq_damping", "lsq_cv_rows"})
-    if (o.has(k) && (std::string_view(k) == "lsq_cv_rows" ? o.getFloat(k) > 0 : o.given(k)))
+    if (o.has(k) && o.given(k))
       fail(o.key(k), ": applies to the least-squares recovery, but ", o.ref("recover"), " is ", o.getString("recover"),
            "; drop it or set ", o.ref("recover"), " lsq");
 }

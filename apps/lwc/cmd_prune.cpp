@@ -157,8 +157,8 @@ void addPruneCommand(CLI::App& app, Action& action, const GlobalOptions&) {
                             {"exclude", a->exclude},
                             {"min_channels", a->min_channels},
                             {"round_to", a->round_to},
-                            {"recover", a->recover},
-                            {"lsq_cv_rows", a->lsq_cv_rows}};
+                            {"recover", a->recover}};
+        if (cmd->count("--lsq-cv-rows")) o["lsq_cv_rows"] = a->lsq_cv_rows;  // refused without lsq, as in pipelines
         if (cmd->count("--macs-reduction"))
           o["macs_reduction"] = a->macs_reduction;
         else
@@ -228,11 +228,13 @@ void addPruneCommand(CLI::App& app, Action& action, const GlobalOptions&) {
         st.pass = passes::builtinPasses().create("prune_magnitude", st.where);
         nlohmann::json o = {{"scope", a->scope},         {"pattern", a->pattern},     {"include", a->include},
                             {"exclude", a->exclude},     {"min_params", a->min_params}, {"recover", a->recover},
-                            {"criterion", a->criterion}, {"lsq_cv_rows", a->lsq_cv_rows}};
+                            {"criterion", a->criterion}};
         // An N:M pattern sets its own sparsity: --sparsity goes to the pass only when given, which
-        // refuses one that disagrees; --obs-rounds likewise, refused without --criterion obs.
+        // refuses one that disagrees; --obs-rounds and --lsq-cv-rows likewise, refused without
+        // --criterion obs and --recover lsq.
         if (a->pattern == "unstructured" || cmd->count("--sparsity")) o["sparsity"] = s_t;
         if (cmd->count("--obs-rounds")) o["obs_rounds"] = a->obs_rounds;
+        if (cmd->count("--lsq-cv-rows")) o["lsq_cv_rows"] = a->lsq_cv_rows;
         st.pass->configure(o, st.where, kPruneFlags);
         p.steps.push_back(std::move(st));
       }

@@ -281,6 +281,7 @@ TEST_CASE("lwc prune: bad input gets one clear error and no output file", "[cli]
   bad(model, "--pattern 2:4 --scope global", "--scope: global applies to unstructured pruning");
   bad(model, "--sparsity 0.5 --lsq-cv-rows 8", "--lsq-cv-rows: applies to the least-squares recovery, but --recover is none");
   bad(model, "--channels 0.3 --lsq-cv-rows 8", "--lsq-cv-rows: applies to the least-squares recovery, but --recover is none");
+  bad(model, "--sparsity 0.5 --lsq-cv-rows 0", "--lsq-cv-rows: applies to the least-squares recovery, but --recover is none");
   bad(model, "--channels 0.3 --ort-tool " + q(d / "no_such_tool.js"), "--ort-tool requires --ort-bench");
   bad(model, "--sparsity 0.5 --ort-tool " + q(d / "no_such_tool.js"), "--ort-tool requires --ort-bench");
   bad(model, "--channels 0.3 --criterion obs", "--criterion applies to magnitude pruning");

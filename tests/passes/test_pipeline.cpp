@@ -110,10 +110,13 @@ TEST_CASE("an option that another option makes inert is refused, not ignored", "
                  StartsWith("s." + k + ": applies to the least-squares recovery, but recover is none"));
       CHECK(configureError(pass, {{k, v}, {"recover", "lsq"}}) == "(no error)");
     }
-  // What stays accepted: the sparsity an N:M pattern gives, and lsq_cv_rows 0 (lwc prune's default).
+  // What stays accepted: the sparsity an N:M pattern gives. lsq_cv_rows 0, its default, is refused
+  // without lsq as obs_rounds 1 is without obs (it was accepted while lwc prune passed it always).
   CHECK(configureError("prune_magnitude", {{"pattern", "2:4"}, {"sparsity", 0.5}}) == "(no error)");
   CHECK(configureError("prune_magnitude", {{"pattern", "1:4"}}) == "(no error)");
-  CHECK(configureError("prune_magnitude", {{"lsq_cv_rows", 0}}) == "(no error)");
+  CHECK_THAT(configureError("prune_magnitude", {{"lsq_cv_rows", 0}}),
+             StartsWith("s.lsq_cv_rows: applies to the least-squares recovery, but recover is none"));
+  CHECK(configureError("prune_channels", {{"lsq_cv_rows", 0}, {"recover", "lsq"}}) == "(no error)");
   CHECK_THAT(configureError("quantize_static", {{"load_calib", {"s.json"}}, {"calib_samples", 10}}),
              StartsWith("s.calib_samples: the statistics come from load_calib as they were collected"));
   CHECK(configureError("quantize_static", {{"load_calib", {"s.json"}}, {"calib_samples", 10}, {"bias_correction", true}}) == "(no error)");
