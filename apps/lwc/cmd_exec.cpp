@@ -115,8 +115,14 @@ void addExecCommand(CLI::App& app, Action& action, const GlobalOptions&) {
             fail("input '", v->name, "': --random-batch needs a float input (float32, float16 or float64) with a declared shape; ",
                  "give this one with --input ", v->name, "=FILE.npy");
           Shape s;
-          for (size_t i = 0; i < v->shape->size(); ++i)
-            s.push_back((*v->shape)[i].known() ? (*v->shape)[i].value : (i == 0 ? o->random_batch : 1));
+          for (size_t i = 0; i < v->shape->size(); ++i) {
+            // Only the batch is --random-batch's to choose: an image's height made 1 failed later in
+            // a kernel (a MaxPool window larger than its input), naming no input.
+            if (i > 0 && !(*v->shape)[i].known())
+              fail("input '", v->name, "' has unknown dimensions besides the batch (", symShapeStr(*v->shape),
+                   "); --random-batch chooses only the batch: give this one with --input ", v->name, "=FILE.npy");
+            s.push_back((*v->shape)[i].known() ? (*v->shape)[i].value : o->random_batch);
+          }
           if (!s.empty() && (*v->shape)[0].known() && s[0] != o->random_batch)
             spdlog::warn("input '{}' fixes its batch size at {}; it gets {} random samples, not --random-batch {}", v->name,
                          s[0], s[0], o->random_batch);

@@ -31,10 +31,10 @@ void addRunOptions(CLI::App* cmd, RunArgs& a, bool calibration) {
   cmd->add_option("--report", a.report, "Write the report as JSON (schema lwc.report)");
   cmd->add_option("--report-md", a.report_md, "Write the report as Markdown (for a CI job summary)");
   cmd->add_option("--eval", a.eval, "Evaluation data (lwc run: replaces the pipeline's data.eval)");
-  cmd->add_option("--eval-limit", a.eval_limit, "Use only N evaluation samples (0 = all)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--eval-limit", a.eval_limit, "Use only N evaluation samples (0 = all; default: lwc run: the pipeline's data.eval.limit, else all)")->check(CLI::NonNegativeNumber);
   if (calibration) {
     cmd->add_option("--calib", a.calib, "Calibration data (lwc run: replaces the pipeline's data.calib)");
-    cmd->add_option("--calib-limit", a.calib_limit, "Use only N calibration samples (0 = all)")->check(CLI::NonNegativeNumber);
+    cmd->add_option("--calib-limit", a.calib_limit, "Use only N calibration samples (0 = all; default: lwc run: the pipeline's data.calib.limit, else all)")->check(CLI::NonNegativeNumber);
   }
   cmd->add_option("--preprocess", a.preprocess,
                   calibration ? "Preprocessing JSON for --eval/--calib data (default: preprocess.json next to the data)"

@@ -462,6 +462,13 @@ g () => (float[2] y) {
 }
 )"),
             d / "noin.onnx");
+  saveModel(parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 1, H, W] x) => (float[N, 1, H2, W2] y) {
+  y = MaxPool <kernel_shape = [2, 2]> (x)
+}
+)"),
+            d / "hw.onnx");
   const std::string data = " --data " + q(sample / "png") + " --preprocess " + q(sample / "preprocess.json");
   struct Case {
     std::string args, expect;
@@ -495,6 +502,10 @@ g () => (float[2] y) {
        (d / "noin.onnx").string() + " has no inputs to make random values for; drop --random-batch"},
       {"exec " + q(lenet) + " --input input=" + q(d / "two.npy") + " --random-batch 2 --outdir " + q(d / "o9"),
        "--random-batch: --input gives every input of " + lenet.string() + ", so no random input is made"},
+      // Unknown height and width were made 1: the MaxPool's window failed, naming no input.
+      {"exec " + q(d / "hw.onnx") + " --random-batch 2 --outdir " + q(d / "o11"),
+       "input 'x' has unknown dimensions besides the batch ([N,1,H,W]); --random-batch chooses only the batch: give this "
+       "one with --input x=FILE.npy"},
   };
   for (const auto& c : cases) {
     INFO(c.args);
