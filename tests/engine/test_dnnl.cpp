@@ -649,3 +649,40 @@ g (float[1, 1, 4, 4] x) => (float[1, 1, 4, 4] y)
     CHECK(y.data<float>()[0] == 1e30f);
   }
 }
+
+TEST_CASE("activations of one kind with other parameters in one fused chain keep their own parameters", "[dnnl][nn]") {
+  // oneDNN 2.6 runs every eltwise post-op of one algorithm with the first one's parameters: LeakyRelu
+  // 0.2 -> residual Add -> Relu let negative values through (0.81 off), Clip -> Clip kept the first
+  // bounds, HardSigmoid -> HardSigmoid the first slope. Found against ONNX Runtime.
+  const std::string head = R"(
+<ir_version: 8, opset_import: ["" : 13]>
+g (float[2, 4, 5, 5] x) => (float[2, 3, 5, 5] y)
+<float[3, 4, 1, 1] w = {0.5, -1, 0.25, 2, -0.5, 1.5, -2, 0.75, 1, 1, -1, -0.25},
+ float[3, 4, 1, 1] w2 = {-1, 0.5, 2, -0.75, 1.25, -1.5, 0.5, 1, -2, 0.25, 1, -0.5},
+ float lo = {-0.5}, float hi = {0.5}, float lo2 = {-0.2}, float hi2 = {0.3}>
+{
+  c = Conv (x, w)
+  c2 = Conv (x, w2)
+)";
+  const std::vector<std::string> bodies = {
+      "a = LeakyRelu <alpha = 0.2> (c)\n r = Add (c2, a)\n y = Relu (r)\n}",
+      "a = Relu (c)\n r = Add (a, c2)\n y = LeakyRelu <alpha = 0.3> (r)\n}",
+      "a = LeakyRelu <alpha = 0.2> (c)\n b = LeakyRelu <alpha = 0.5> (a)\n y = Add (b, c2)\n}",
+      "a = Clip (c, lo, hi)\n r = Add (c2, a)\n y = Clip (r, lo2, hi2)\n}",
+      "a = HardSigmoid <alpha = 0.3, beta = 0.4> (c)\n b = HardSigmoid <alpha = 0.7, beta = 0.1> (a)\n y = Add (b, c2)\n}",
+  };
+  Tensor x(DType::Float32, {2, 4, 5, 5});
+  for (int64_t i = 0; i < x.numel(); ++i) x.data<float>()[i] = static_cast<float>((i * 37) % 23) / 4.0f - 2.8f;
+  for (const auto& body : bodies) {
+    INFO(body);
+    const Model m = parseModelText(head + body);
+    engine::SessionOptions ref;
+    ref.reference_only = true;
+    const Tensor want = engine::Session(m, ref).runOrdered({{"x", x}})[0];
+    const Tensor got = engine::Session(m).runOrdered({{"x", x}})[0];
+    REQUIRE(got.shape() == want.shape());
+    float worst = 0;
+    for (int64_t i = 0; i < got.numel(); ++i) worst = std::max(worst, std::abs(got.data<float>()[i] - want.data<float>()[i]));
+    CHECK(worst < 1e-5f);
+  }
+}

@@ -1942,6 +1942,16 @@ int fusePostOps(Graph& g, const std::set<std::string>& same_shape, int64_t opset
         c.setAttr("post_beta", betas);
         c.outputs[0] = out;
       };
+      // oneDNN 2.6 keeps one eltwise injector per algorithm in a post-op chain: a second relu (or
+      // clip, linear, ...) of other parameters ran with the first one's (LeakyRelu 0.2 -> residual
+      // Add -> Relu let negative values through, Clip -> Clip kept the first bounds; a differential
+      // run against ONNX Runtime found it). Such an op stays a node of its own.
+      auto clashes = [&](const std::string& kind, float alpha, float beta) {
+        for (size_t k = 0; k < ops.size(); ++k)
+          if (ops[k] == kind && (k >= alphas.size() || k >= betas.size() || alphas[k] != alpha || betas[k] != beta))
+            return true;
+        return false;
+      };
       // SiLU, y * Sigmoid(y) (EfficientNet's activation, as torch exports it), and HardSwish as
       // y * HardSigmoid(y) with alpha 1/6 and beta 1/2 (MobileNetV3's, as torch exports it): y read
       // by the gate and by the Mul of y and the gate's output, which nothing else reads. oneDNN's
@@ -1973,7 +1983,7 @@ int fusePostOps(Graph& g, const std::set<std::string>& same_shape, int64_t opset
           }
           return -1;
         }();
-        if (mi < 0) continue;
+        if (mi < 0 || clashes(gated, gated == "swish" ? 1.0f : 0.0f, 0.0f)) continue;
         append(gated, gated == "swish" ? 1.0f : 0.0f, 0.0f, g.nodes[static_cast<size_t>(mi)].outputs[0]);
         g.nodes.erase(g.nodes.begin() + std::max(si, mi));
         g.nodes.erase(g.nodes.begin() + std::min(si, mi));
@@ -2000,6 +2010,7 @@ int fusePostOps(Graph& g, const std::set<std::string>& same_shape, int64_t opset
         kind = "hardswish";
       } else if (a.op_type == "HardSigmoid") {
         // max(0, min(1, alpha * y + beta)): oneDNN's linear, then clip.
+        if (clashes("linear", a.attrFloat("alpha", 0.2f), a.attrFloat("beta", 0.5f)) || clashes("clip", 0.0f, 1.0f)) continue;
         append("linear", a.attrFloat("alpha", 0.2f), a.attrFloat("beta", 0.5f), y);
         kind = "clip";
         alpha = 0.0f;
@@ -2037,6 +2048,7 @@ int fusePostOps(Graph& g, const std::set<std::string>& same_shape, int64_t opset
       } else {
         continue;
       }
+      if (kind != "add" && clashes(kind, alpha, beta)) continue;
       append(kind, alpha, beta, a.outputs[0]);
       g.nodes.erase(it);
       ++fused;
