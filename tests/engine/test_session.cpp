@@ -158,7 +158,8 @@ g (float[N, 3, 255, 255] x) => (float[N, 4] y, float[N, 8, 127, 127] p)
  float[8, 1, 1] c = {0.5, -0.5, 0.25, -0.25, 0.125, -0.125, 1.0, -1.0},
  float[4, 8, 1, 1] w2 = {1, 2, 3, 4, 5, 6, 7, 8, -1, -2, -3, -4, -5, -6, -7, -8, 0.5, 0.5, 0.5, 0.5, -0.5, -0.5, -0.5, -0.5, 1, 0, 1, 0, 1, 0, 1, 0},
  int64[2] flat = {-1, 4}, int64[1] st = {1}, int64[1] en = {10}, int64[1] ax = {0},
- float[9, 1, 1, 1] k9 = {1, 2, 3, 4, 5, 6, 7, 8, 9}>
+ float[9, 1, 1, 1] k9 = {1, 2, 3, 4, 5, 6, 7, 8, 9},
+ float[9] qs = {0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08, 0.09}, uint8[9] qz = {128, 120, 110, 100, 90, 80, 70, 60, 50}>
 {
   a = Conv (x, w1)
 )" + mix + R"(
@@ -204,6 +205,11 @@ TEST_CASE("batch splitting stops before a node that mixes samples", "[session]")
                                 "  d = Transpose <perm = [1, 0, 2, 3]> (a)\n  e = Softmax <axis = 1> (d)\n"
                                 "  m = Transpose <perm = [1, 0, 2, 3]> (e)",
                                 "  m = Add (a, k9)",
+                                // Parameters per sample that a one-sample probe run refuses (the
+                                // probe's error ended the whole run): a PRelu slope, a per-axis
+                                // QuantizeLinear on axis 0.
+                                "  m = PRelu (a, k9)",
+                                "  qa = QuantizeLinear <axis = 0> (a, qs, qz)\n  m = DequantizeLinear <axis = 0> (qa, qs, qz)",
                                 "  pp, idx = MaxPool <kernel_shape = [1, 1]> (a)\n  fi = Cast <to = 1> (idx)\n  m = Add (pp, fi)"}) {
     INFO(mix);
     const Model m = splitModel(mix);

@@ -249,6 +249,29 @@ bool splitShapesOk(const Node& n, const std::string& roles, std::span<const Tens
   return true;
 }
 
+// What the inputs alone tell before node n runs on one sample: a constant elementwise operand whose
+// leading dimension lines up with the batch and is not 1 (a PRelu slope of [B,1,1,1]), more
+// dimensions than the batch-carrying inputs, or a per-axis QuantizeLinear/DequantizeLinear on axis
+// 0 has parameters per sample, which a one-sample run refuses (the probe's error ended the run).
+bool splitInputsOk(const Node& n, const std::string& roles, std::span<const Tensor* const> ins,
+                   const std::vector<char>& in_const) {
+  size_t rank = 0;
+  for (size_t k = 0; k < ins.size(); ++k)
+    if (ins[k] && (roles[k] == 'b' || (roles[k] == 'e' && !in_const[k]))) rank = std::max(rank, ins[k]->rank());
+  if (rank == 0) return false;
+  for (size_t k = 0; k < ins.size(); ++k)
+    if (ins[k] && roles[k] == 'e' && in_const[k] &&
+        (ins[k]->rank() > rank || (ins[k]->rank() == rank && ins[k]->dim(0) != 1)))
+      return false;
+  if (n.domain.empty() && (n.op_type == "QuantizeLinear" || n.op_type == "DequantizeLinear") && ins.size() > 1 && ins[1] &&
+      ins[1]->numel() != 1) {
+    int64_t a = n.attrInt("axis", 1);
+    if (a < 0) a += static_cast<int64_t>(rank);
+    if (a == 0) return false;
+  }
+  return true;
+}
+
 // Rows [off, off + n) of axis 0, in place where they start on a 64-byte boundary (kernels may
 // assume the alignment of a fresh buffer), else copied.
 Tensor batchRows(const Tensor& t, int64_t off, int64_t n) {
@@ -598,6 +621,7 @@ const Session::Impl::SplitPlan& Session::Impl::splitPlan(const std::vector<Tenso
     }
     std::vector<const Tensor*> ins;
     for (const auto& t : in_vals) ins.push_back(t.empty() ? nullptr : &t);
+    if (!splitInputsOk(graph.nodes[seg], split_roles[seg], ins, in_const)) break;
     std::vector<Tensor> outs(node_out[seg].size());  // taken as produced: unread ones are freed at once
     float probe_ms = 0;
     runNode(seg, probe, inputs,
