@@ -290,6 +290,10 @@ struct Lowering {
   void reduce(onnx::NodeProto& n) {
     const bool noop = attrInt(n, "noop_with_empty_axes", 0) != 0;
     const bool has_axes = n.input_size() > 1 && !n.input(1).empty();
+    // An axes input left empty ("", as an optional input may be written) is no axes: opset 17 has
+    // no second input, so the node was refused as corrupt.
+    if (!has_axes)
+      while (n.input_size() > 1) n.mutable_input()->RemoveLast();
     if (!has_axes && !findAttribute(n, "noop_with_empty_axes")) return;  // the same node at opset 17
     removeAttr(n, "noop_with_empty_axes");
     std::vector<int64_t> axes;

@@ -3,6 +3,8 @@
 
 #include <cmath>
 
+#include <onnx/defs/parser.h>
+
 #include "lwc/engine.h"
 #include "lwc/graph_edit.h"
 #include "lwc/model_fixups.h"
@@ -500,4 +502,30 @@ g (float[1, 2, 4, 5] x) => (float[1, 2, 12, 15] y, float[1, 2, 8, 10] z) {
       CHECK(worst < 1e-6);
     }
   }
+}
+
+TEST_CASE("an opset-18 reduction whose axes input is left empty reduces every axis", "[opset_lowering]") {
+  // ReduceMean(x, "") was refused as corrupt: "has 2 inputs; ReduceMean (opset 17) takes 1".
+  onnx::ModelProto p;
+  REQUIRE(onnx::OnnxParser::Parse(p, R"(
+<ir_version: 8, opset_import: ["" : 18]>
+g (float[2, 3] x) => (float y, float[1, 1] kept)
+{
+  y = ReduceMean <keepdims = 0> (x)
+  kept = ReduceSumSquare (x)
+}
+)").IsOK());
+  for (auto& n : *p.mutable_graph()->mutable_node()) n.add_input("");
+  const Model m = modelFromProto(p, ".", "m.onnx");
+  for (const auto& n : m.graph.nodes) CHECK(n.inputs.size() == 1);
+  const Tensor x = randomFloat({2, 3}, 5, -2.0f, 2.0f);
+  const auto out = engine::Session(m).run({{"x", x}});
+  double sum = 0, sq = 0;
+  for (int i = 0; i < 6; ++i) {
+    sum += x.data<float>()[i];
+    sq += double(x.data<float>()[i]) * x.data<float>()[i];
+  }
+  CHECK(out.at("y").data<float>()[0] == Approx(sum / 6).margin(1e-6));
+  CHECK(out.at("kept").shape() == Shape{1, 1});
+  CHECK(out.at("kept").data<float>()[0] == Approx(sq).margin(1e-5));
 }
