@@ -221,3 +221,22 @@ TEST_CASE("batch splitting stops before a node that mixes samples", "[session]")
     CHECK((split.empty() || split.starts_with("the first 2 of ") || split.starts_with("the first 3 of ")));
   }
 }
+
+TEST_CASE("valid ONNX a kernel lacks is called a limit of lwc and not a fault of the model or the inputs", "[session]") {
+  // Resize linear on uint8 (ONNX allows it; the kernel computes floats) said "the model itself is
+  // inconsistent: `lwc info` checks it", which passes.
+  Model m = parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 13]>
+g (uint8[1, 1, 3, 4] x) => (uint8[1, 1, 6, 8] y)
+<float[4] scales = {1, 1, 2, 2}>
+{
+  y = Resize <mode = "linear"> (x, , scales)
+}
+)");
+  m.source = "r.onnx";
+  engine::Session s(m);
+  CHECK_THROWS_WITH(s.run({{"x", Tensor(DType::UInt8, {1, 1, 3, 4})}}),
+                    Catch::StartsWith("r.onnx: node Resize (output 'y'): element type uint8 is not supported") &&
+                        Catch::Contains("valid ONNX that the lwc engine does not compute yet") &&
+                        !Catch::Contains("inconsistent") && !Catch::Contains("feed inputs"));
+}

@@ -21,6 +21,13 @@ class Error : public std::runtime_error {
   explicit Error(const std::string& msg) : std::runtime_error(msg) {}
 };
 
+/// Valid input that lwc cannot handle yet (a kernel without the element type ONNX allows, say):
+/// the message says it is lwc's limit, not a fault of the model.
+class UnsupportedError : public Error {
+ public:
+  using Error::Error;
+};
+
 /// A broken internal invariant: a bug in lwc, never the user's fault.
 class InternalError : public std::logic_error {
  public:

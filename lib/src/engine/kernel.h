@@ -66,6 +66,12 @@ struct KernelContext {
   [[noreturn]] void error(Args&&... args) const {
     fail("node ", node.describe(), ": ", std::forward<Args>(args)...);
   }
+  /// Throws lwc::UnsupportedError prefixed with the node's description: valid ONNX this kernel
+  /// does not compute (an element type the op allows).
+  template <typename... Args>
+  [[noreturn]] void unsupported(Args&&... args) const {
+    throw UnsupportedError(detail::concat("node ", node.describe(), ": ", std::forward<Args>(args)...));
+  }
 };
 
 class Kernel {

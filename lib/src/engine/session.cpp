@@ -89,6 +89,11 @@ struct Session::Impl {
       if (auto it = file_desc.find(n.name); it != file_desc.end() && !it->second.empty())
         if (const std::string internal = n.describe(); msg.compare(0, 5 + internal.size(), "node " + internal) == 0)
           msg = "node " + it->second + msg.substr(5 + internal.size());
+    // Valid ONNX that a kernel lacks (Resize linear on uint8): neither the inputs nor the model are
+    // at fault, as the messages below would say.
+    if (dynamic_cast<const UnsupportedError*>(&e))
+      fail(label, ": ", msg, ": valid ONNX that the lwc engine does not compute yet; `lwc ops` lists the supported ops, "
+           "and exporting this node for float32 avoids it");
     std::string fed;
     // Every input fed has a declared shape whose dimensions, the batch aside, are all fixed, and
     // the fed shape has them. (Free dimensions do not clear the inputs: a 1x1 image fits

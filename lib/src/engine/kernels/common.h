@@ -30,7 +30,7 @@ namespace lwc::engine {
 /// Float16 is not dispatched: kernels that accept it convert to float32 first.
 template <typename F>
 auto dispatchNumeric(DType t, const KernelContext& ctx, F&& f) {
-  auto unsupported = [&] { ctx.error("element type ", dtypeName(t), " is not supported by this op"); };
+  auto unsupported = [&] { ctx.unsupported("element type ", dtypeName(t), " is not supported by this op"); };
   return visitDType<false>(t, std::forward<F>(f), unsupported);
 }
 
@@ -41,7 +41,7 @@ auto dispatchFloat(DType t, const KernelContext& ctx, F&& f) {
     case DType::Float64: return f(double{});
     default: break;
   }
-  ctx.error("element type ", dtypeName(t), " is not supported by this op (float32/float64 expected)");
+  ctx.unsupported("element type ", dtypeName(t), " is not supported by this op (float32/float64 expected)");
 }
 
 /// A vector of trivially copyable values that keeps up to N of them inside itself and moves to the

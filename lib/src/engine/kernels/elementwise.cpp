@@ -54,7 +54,7 @@ auto dispatch(DType t, const KernelContext& ctx, F&& f) {
     return dispatchNumeric(t, ctx, f);
   } else if constexpr (K == Kinds::Bool) {
     if (t == DType::Bool) return f(bool{});
-    ctx.error("element type ", dtypeName(t), " is not supported by this op (bool expected)");
+    ctx.unsupported("element type ", dtypeName(t), " is not supported by this op (bool expected)");
   } else {
     switch (t) {
       case DType::UInt8: return f(uint8_t{});
@@ -63,7 +63,7 @@ auto dispatch(DType t, const KernelContext& ctx, F&& f) {
       case DType::UInt64: return f(uint64_t{});
       default: break;
     }
-    ctx.error("element type ", dtypeName(t), " is not supported by this op (unsigned integer expected)");
+    ctx.unsupported("element type ", dtypeName(t), " is not supported by this op (unsigned integer expected)");
   }
 }
 
@@ -89,7 +89,7 @@ constexpr bool isNeg(T x) {
 template <Kinds K, typename F>
 Tensor viaFloat32(const Tensor& x, const KernelContext& ctx, F&& f) {
   if (x.dtype() != DType::Float16) return f(x);
-  if (!acceptsFloat(K)) ctx.error("element type float16 is not supported by this op");
+  if (!acceptsFloat(K)) ctx.unsupported("element type float16 is not supported by this op");
   Tensor y = f(x.cast(DType::Float32));
   return y.dtype() == DType::Float32 ? y.cast(DType::Float16) : y;
 }
