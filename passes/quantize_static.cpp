@@ -192,6 +192,66 @@ bool weightLayout(const Graph& g, const Node& n, int& axis) {
   return true;
 }
 
+// A Clip whose only reader is a per-tensor QuantizeLinear that saturates everything the Clip would
+// cut (its lower bound at or below the values that round to the lowest integer, its upper bound at
+// or above those that round to the highest, ties to even) changes no output: it is removed and
+// the QuantizeLinear reads the Clip's input. ONNX Runtime's ClipQuantFusion removes such a Clip
+// too, and its later QDQ rewrites then broke some of these graphs (a residual Add or a SiLU's Mul
+// before the Clip: "Node input 'x_dequantized/duplicated' is not a graph input ...", so the file
+// did not load at the default optimization level); without the Clip they load. Returns the count.
+int64_t dropInertClips(Model& m) {
+  Graph& g = m.graph;
+  const GraphIndex index(g);
+  auto scalar = [&](const std::string& name) -> const Tensor* {
+    if (name.empty() || g.isGraphInput(name)) return nullptr;
+    const Tensor* t = g.initializers.find(name);
+    return t && t->numel() == 1 ? t : nullptr;
+  };
+  std::set<size_t> drop;
+  std::vector<std::string> bounds;
+  for (size_t i = 0; i < g.nodes.size(); ++i) {
+    const Node& c = g.nodes[i];
+    if (!c.domain.empty() || c.op_type != "Clip" || c.inputs.empty() || c.outputs.size() != 1 ||
+        g.isGraphOutput(c.outputs[0]) || index.numConsumers(c.outputs[0]) != 1)
+      continue;
+    Node& q = g.nodes[static_cast<size_t>(index.consumers(c.outputs[0])[0])];
+    if (!q.domain.empty() || q.op_type != "QuantizeLinear" || q.inputs.size() < 2 || q.inputs[0] != c.outputs[0]) continue;
+    const Tensor* scale = scalar(q.inputs[1]);
+    const Tensor* zp = q.hasInput(2) ? scalar(q.inputs[2]) : nullptr;
+    if (!scale || scale->dtype() != DType::Float32 || (q.hasInput(2) && !zp)) continue;
+    const DType qt = zp ? zp->dtype() : DType::UInt8;
+    if (qt != DType::UInt8 && qt != DType::Int8) continue;
+    const double s = scale->at(0), z = zp ? zp->at(0) : 0.0;
+    const double qmin = qt == DType::UInt8 ? 0 : -128, qmax = qt == DType::UInt8 ? 255 : 127;
+    double lo = -std::numeric_limits<double>::infinity(), hi = std::numeric_limits<double>::infinity();
+    if (m.opsetFor("") < 11) {
+      lo = c.attrFloat("min", -std::numeric_limits<float>::infinity());
+      hi = c.attrFloat("max", std::numeric_limits<float>::infinity());
+    } else {
+      const Tensor* l = c.hasInput(1) ? scalar(c.inputs[1]) : nullptr;
+      const Tensor* h = c.hasInput(2) ? scalar(c.inputs[2]) : nullptr;
+      if ((c.hasInput(1) && !l) || (c.hasInput(2) && !h)) continue;
+      if (l) lo = l->at(0);
+      if (h) hi = h->at(0);
+    }
+    // x / s rounds half to even: (qmin - zp) + 0.5 still rounds to qmin - zp when that is even.
+    const double b_lo = qmin - z, b_hi = qmax - z;
+    const bool even_lo = std::fmod(std::fabs(b_lo), 2.0) == 0.0, even_hi = std::fmod(std::fabs(b_hi), 2.0) == 0.0;
+    const double lo_edge = (b_lo + 0.5) * s, hi_edge = (b_hi - 0.5) * s;
+    if (!(s > 0) || !(even_lo ? lo <= lo_edge : lo < lo_edge) || !(even_hi ? hi >= hi_edge : hi > hi_edge)) continue;
+    q.inputs[0] = c.inputs[0];
+    drop.insert(i);
+    for (size_t k = 1; k < c.inputs.size(); ++k) bounds.push_back(c.inputs[k]);
+  }
+  if (drop.empty()) return 0;
+  std::vector<Node> kept;
+  for (size_t i = 0; i < g.nodes.size(); ++i)
+    if (!drop.count(i)) kept.push_back(std::move(g.nodes[i]));
+  g.nodes = std::move(kept);
+  dropUnusedConstants(g, bounds);
+  return static_cast<int64_t>(drop.size());
+}
+
 bool isZeroClip(const Model& m, const Node& n) {
   if (n.op_type == "Relu") return true;
   if (n.op_type != "Clip") return false;
@@ -983,6 +1043,7 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
   // Absorbed activations' outputs now come from the compute node before saturation: drop stale types.
   std::erase_if(g.value_info, [&](const ValueInfo& v) { return tensor_set.count(v.name) != 0; });
   topoSort(g, m.label());
+  const int64_t clips_dropped = dropInertClips(m);
   if (m.opsetFor("") < 13 && per_channel) m.setOpset("", 13);
   const int64_t biases_corrected =
       bias_correction ? correctQuantizedBiases(m, fp32, bias_fixes, ctx, o.getInt("calib_samples"), r) : 0;
@@ -1026,6 +1087,7 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
              {"layers_quantized", static_cast<int64_t>(compute.size())},
              {"activations_absorbed", static_cast<int64_t>(absorbed.size())},
              {"activations_kept_float", kept_activations},
+             {"clips_saturated", clips_dropped},
              {"bias_adds_inside", static_cast<int64_t>(bias_adds.size())},
              {"calibration_samples", stats_.samples},
              {"qoperator_layers", qoperator_layers}};

@@ -267,6 +267,53 @@ g (float[N, 3, 12, 12] x) => (float[N, 4, 12, 12] y) {
   CHECK(outputSqnr(fp, m, 9) > 25.0);
 }
 
+TEST_CASE("quantize_static removes a Clip that its QuantizeLinear's saturation makes inert and keeps one that cuts", "[quantize]") {
+  // A residual Add, then a Clip whose bounds the calibrated range reaches: uint8's range lies inside
+  // them, so the Clip changes no output. ONNX Runtime removes such a Clip itself and then refused to
+  // load some of these graphs (its QDQ rewrites left a DequantizeLinear output without a producer).
+  Calib c;
+  Model m = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 3, 12, 12] x) => (float[N, 4, 12, 12] y) {
+  c1 = Conv <pads=[1,1,1,1]> (x, w1, b1)
+  c2 = Conv <pads=[1,1,1,1]> (c1, w2, b2)
+  s = Add (c1, c2)
+  k = Clip (s, lo, hi)
+  c3 = Conv (k, w3, b3)
+  t = Clip (c3, lo3, hi3)
+  y = Conv (t, w4, b4)
+})");
+  addConst(m, "w1", {8, 3, 3, 3}, 1, -0.5f, 0.5f);
+  addConst(m, "b1", {8}, 2, -0.1f, 0.1f);
+  addConst(m, "w2", {8, 8, 3, 3}, 3, -0.3f, 0.3f);
+  addConst(m, "b2", {8}, 4, -0.1f, 0.1f);
+  addConst(m, "w3", {8, 8, 1, 1}, 5, -0.3f, 0.3f);
+  addConst(m, "b3", {8}, 6, -0.1f, 0.1f);
+  addConst(m, "w4", {4, 8, 1, 1}, 7, -0.3f, 0.3f);
+  addConst(m, "b4", {4}, 8, -0.1f, 0.1f);
+  // Bounds the data crosses on both sides (so the calibrated range is the bounds), away from a
+  // rounding tie; the second Clip's bounds lie far outside its input's range, so its output's range
+  // comes from the data and its bounds cut nothing either.
+  m.graph.initializers.set("lo", Tensor::scalar(-0.213f));
+  m.graph.initializers.set("hi", Tensor::scalar(0.371f));
+  m.graph.initializers.set("lo3", Tensor::scalar(-50.0f));
+  m.graph.initializers.set("hi3", Tensor::scalar(50.0f));
+  Model fp = m;
+  auto r = quantize(m, c);
+  CHECK(r.stats["clips_saturated"] == 2);
+  CHECK(countOps(m, "Clip") == 0);
+  CHECK(unusedInitializers(m.graph).empty());
+  CHECK(outputSqnr(fp, m, 9) > 25.0);
+  // A lower bound above 0: the range the QuantizeLinear represents includes 0, so the Clip cuts
+  // values it could represent and stays (the far-away second Clip still goes).
+  Model cuts_fp = fp;
+  cuts_fp.graph.initializers.set("lo", Tensor::scalar(0.05f));
+  Model cuts = cuts_fp;
+  auto rc = quantize(cuts, c);
+  CHECK(rc.stats["clips_saturated"] == 1);
+  CHECK(countOps(cuts, "Clip") == 1);
+  CHECK(outputSqnr(cuts_fp, cuts, 9) > 25.0);
+}
+
 TEST_CASE("quantize_static quantizes float values only (a Concat of shape values stays int64)", "[quantize]") {
   // ShuffleNet's channel shuffle as torch exports it: the Reshape targets are Concats of int64
   // values computed from Shape. Quantizing them would write QuantizeLinear on int64 (invalid ONNX).
