@@ -6,6 +6,7 @@ engine on it (scripts/ort_crosscheck.py on seeded random inputs).
 
     scripts/quantize_check.py [--formats qdq qoperator] [--calib-limit 8] [--] MODEL.onnx ...
     scripts/quantize_check.py build/test_models/torchvision/*.onnx
+    scripts/quantize_check.py --random-calib 16 --formats qdq --rtol 0.05 --odd-batch 0 -- CHAINS/*.onnx
 
 Agreement: lwc's engine (fused integer kernels, what `lwc eval` measures) against ONNX Runtime on
 the same file, within --rtol (default 0.25) of each output's largest magnitude, no absolute
@@ -39,6 +40,19 @@ from ort_crosscheck import ROOT, check  # noqa: E402
 FM = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
 
 
+def random_calibration(model, samples, path):
+    """Writes `samples` seeded uniform [-1, 1) samples of MODEL's first input (its dimensions after the
+    batch must be fixed) to PATH as .npy; returns PATH."""
+    import numpy as np
+    import onnx
+    dims = onnx.load(model).graph.input[0].type.tensor_type.shape.dim[1:]
+    if any(not d.HasField("dim_value") for d in dims):
+        raise SystemExit(f"{model}: --random-calib needs an input whose dimensions after the batch are fixed")
+    shape = [samples] + [d.dim_value for d in dims]
+    np.save(path, np.random.default_rng(3).uniform(-1.0, 1.0, shape).astype(np.float32))
+    return path
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("models", nargs="+")
@@ -48,6 +62,9 @@ def main():
     ap.add_argument("--rtol", type=float, default=0.25)
     ap.add_argument("--extra", default="", help="more lwc quantize arguments, e.g. '--act-type int8'")
     ap.add_argument("--odd-batch", type=int, default=33, help="also run each file at this batch (0: skip)")
+    ap.add_argument("--random-calib", type=int, default=0,
+                    help="calibrate on this many seeded uniform [-1, 1) samples of the model's input shape instead of "
+                         "Fashion-MNIST (models whose input is not an image, e.g. scripts/gen_fusion_chains.py's)")
     args = ap.parse_args()
     bad = 0
     print("| model | format | quantize s | ORT loads, agrees (worst error as a fraction of the limit) |")
@@ -58,10 +75,13 @@ def main():
             for fmt in args.formats:
                 out = os.path.join(d, f"{name}.{fmt}.onnx")
                 t0 = time.time()
-                q = subprocess.run([args.lwc, "-q", "quantize", m, "-o", out, "--format", fmt, "--calib", FM,
-                                    "--calib-limit", str(args.calib_limit), "--preprocess",
-                                    os.path.join(ROOT, "scripts/imagenet_from_fmnist.json"),
-                                    "--bench-batch", "0", "--layer-samples", "0"] + args.extra.split(),
+                if args.random_calib > 0:
+                    calib = ["--calib", random_calibration(m, args.random_calib, os.path.join(d, f"{name}.calib.npy"))]
+                else:
+                    calib = ["--calib", FM, "--calib-limit", str(args.calib_limit), "--preprocess",
+                             os.path.join(ROOT, "scripts/imagenet_from_fmnist.json")]
+                q = subprocess.run([args.lwc, "-q", "quantize", m, "-o", out, "--format", fmt] + calib +
+                                   ["--bench-batch", "0", "--layer-samples", "0"] + args.extra.split(),
                                    capture_output=True, text=True)
                 seconds = time.time() - t0
                 if q.returncode != 0:
