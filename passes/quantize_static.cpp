@@ -202,23 +202,19 @@ bool weightLayout(const Graph& g, const Node& n, int& axis) {
 int64_t dropInertClips(Model& m) {
   Graph& g = m.graph;
   const GraphIndex index(g);
-  auto scalar = [&](const std::string& name) -> const Tensor* {
-    if (name.empty() || g.isGraphInput(name)) return nullptr;
-    const Tensor* t = g.initializers.find(name);
-    return t && t->numel() == 1 ? t : nullptr;
-  };
-  std::set<size_t> drop;
-  std::vector<std::string> bounds;
+  // A float32 scalar constant, where no graph input can override it.
+  auto constant = [&](const std::string& name) { return g.isGraphInput(name) ? nullptr : floatConstant(g, name, 1); };
+  std::vector<size_t> inert;  // ascending
   for (size_t i = 0; i < g.nodes.size(); ++i) {
     const Node& c = g.nodes[i];
     if (!c.domain.empty() || c.op_type != "Clip" || c.inputs.empty() || c.outputs.size() != 1 ||
         g.isGraphOutput(c.outputs[0]) || index.numConsumers(c.outputs[0]) != 1)
       continue;
-    Node& q = g.nodes[static_cast<size_t>(index.consumers(c.outputs[0])[0])];
+    const Node& q = g.nodes[static_cast<size_t>(index.consumers(c.outputs[0])[0])];
     if (!q.domain.empty() || q.op_type != "QuantizeLinear" || q.inputs.size() < 2 || q.inputs[0] != c.outputs[0]) continue;
-    const Tensor* scale = scalar(q.inputs[1]);
-    const Tensor* zp = q.hasInput(2) ? scalar(q.inputs[2]) : nullptr;
-    if (!scale || scale->dtype() != DType::Float32 || (q.hasInput(2) && !zp)) continue;
+    const Tensor* scale = constant(q.inputs[1]);
+    const Tensor* zp = q.hasInput(2) && !g.isGraphInput(q.inputs[2]) ? g.initializers.find(q.inputs[2]) : nullptr;
+    if (!scale || (q.hasInput(2) && (!zp || zp->numel() != 1))) continue;
     const DType qt = zp ? zp->dtype() : DType::UInt8;
     if (qt != DType::UInt8 && qt != DType::Int8) continue;
     const double s = scale->at(0), z = zp ? zp->at(0) : 0.0;
@@ -228,8 +224,8 @@ int64_t dropInertClips(Model& m) {
       lo = c.attrFloat("min", -std::numeric_limits<float>::infinity());
       hi = c.attrFloat("max", std::numeric_limits<float>::infinity());
     } else {
-      const Tensor* l = c.hasInput(1) ? scalar(c.inputs[1]) : nullptr;
-      const Tensor* h = c.hasInput(2) ? scalar(c.inputs[2]) : nullptr;
+      const Tensor* l = c.hasInput(1) ? constant(c.inputs[1]) : nullptr;
+      const Tensor* h = c.hasInput(2) ? constant(c.inputs[2]) : nullptr;
       if ((c.hasInput(1) && !l) || (c.hasInput(2) && !h)) continue;
       if (l) lo = l->at(0);
       if (h) hi = h->at(0);
@@ -239,17 +235,18 @@ int64_t dropInertClips(Model& m) {
     const bool even_lo = std::fmod(std::fabs(b_lo), 2.0) == 0.0, even_hi = std::fmod(std::fabs(b_hi), 2.0) == 0.0;
     const double lo_edge = (b_lo + 0.5) * s, hi_edge = (b_hi - 0.5) * s;
     if (!(s > 0) || !(even_lo ? lo <= lo_edge : lo < lo_edge) || !(even_hi ? hi >= hi_edge : hi > hi_edge)) continue;
-    q.inputs[0] = c.inputs[0];
-    drop.insert(i);
-    for (size_t k = 1; k < c.inputs.size(); ++k) bounds.push_back(c.inputs[k]);
+    inert.push_back(i);
   }
-  if (drop.empty()) return 0;
-  std::vector<Node> kept;
-  for (size_t i = 0; i < g.nodes.size(); ++i)
-    if (!drop.count(i)) kept.push_back(std::move(g.nodes[i]));
-  g.nodes = std::move(kept);
+  std::vector<std::string> bounds;
+  int64_t dropped = 0;
+  for (auto it = inert.rbegin(); it != inert.rend(); ++it) {  // from the back: earlier indices stay valid
+    const Node c = g.nodes[*it];
+    if (!bypassNode(g, *it, c.inputs[0], c.outputs[0])) continue;
+    bounds.insert(bounds.end(), c.inputs.begin() + 1, c.inputs.end());
+    ++dropped;
+  }
   dropUnusedConstants(g, bounds);
-  return static_cast<int64_t>(drop.size());
+  return dropped;
 }
 
 bool isZeroClip(const Model& m, const Node& n) {

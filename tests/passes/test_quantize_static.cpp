@@ -282,13 +282,8 @@ g (float[N, 3, 12, 12] x) => (float[N, 4, 12, 12] y) {
   t = Clip (c3, lo3, hi3)
   y = Conv (t, w4, b4)
 })");
-  addConst(m, "w1", {8, 3, 3, 3}, 1, -0.5f, 0.5f);
-  addConst(m, "b1", {8}, 2, -0.1f, 0.1f);
-  addConst(m, "w2", {8, 8, 3, 3}, 3, -0.3f, 0.3f);
-  addConst(m, "b2", {8}, 4, -0.1f, 0.1f);
-  addConst(m, "w3", {8, 8, 1, 1}, 5, -0.3f, 0.3f);
-  addConst(m, "b3", {8}, 6, -0.1f, 0.1f);
-  addConst(m, "w4", {4, 8, 1, 1}, 7, -0.3f, 0.3f);
+  addChainWeights(m, {8, 8, 3, 3});
+  addConst(m, "w4", {4, 4, 1, 1}, 7, -0.3f, 0.3f);
   addConst(m, "b4", {4}, 8, -0.1f, 0.1f);
   // Bounds the data crosses on both sides (so the calibrated range is the bounds), away from a
   // rounding tie; the second Clip's bounds lie far outside its input's range, so its output's range

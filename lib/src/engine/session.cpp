@@ -173,7 +173,8 @@ int foldConstantNodes(Graph& g, const Model& model, bool keep_dequantize) {
 namespace {
 // The input roles (see Session::Impl::split_roles) of a node that computes each sample of the batch
 // on its own, given the batch on axis 0 of its 'b' inputs; nullopt for any other node. The ranks
-// and axes that also decide it are checked on the shapes of a run (splitShapesOk).
+// and axes that also decide it are checked on a run's inputs and shapes (splitInputsOk,
+// splitShapesOk).
 std::optional<std::string> perSampleRoles(const Node& n) {
   const size_t ni = n.inputs.size();
   if (ni == 0) return std::nullopt;
@@ -228,21 +229,22 @@ std::optional<std::string> perSampleRoles(const Node& n) {
   return std::nullopt;
 }
 
-// The shapes of a run of node n (one sample) allow splitting it: every batch-carrying value has the
-// output's rank; a constant elementwise operand broadcasts along the batch; Concat's axis and a
-// per-axis QuantizeLinear's axis are not the batch axis.
-bool splitShapesOk(const Node& n, const std::string& roles, std::span<const Tensor* const> ins, const std::vector<Tensor>& outs,
+// What the inputs alone tell before node n runs on one sample (splitInputsOk), then what the
+// run's shapes tell (splitShapesOk). The inputs: a constant elementwise operand whose leading
+// dimension lines up with the batch and is not 1 (a PRelu slope of [B,1,1,1]), or that has more
+// dimensions than the batch-carrying inputs, and a per-axis QuantizeLinear/DequantizeLinear on axis
+// 0 have parameters per sample, which a one-sample run refuses (the probe's error ended the run);
+// a Concat along axis 0 joins samples.
+bool splitInputsOk(const Node& n, const std::string& roles, std::span<const Tensor* const> ins,
                    const std::vector<char>& in_const) {
-  if (outs.empty() || outs[0].empty() || outs[0].rank() == 0) return false;
-  const size_t rank = outs[0].rank();
-  for (const auto& o : outs)
-    if (!o.empty() && (o.rank() != rank || o.dim(0) != 1)) return false;
-  for (size_t k = 0; k < ins.size(); ++k) {
-    if (!ins[k]) continue;
-    const bool batched = roles[k] == 'b' || (roles[k] == 'e' && !in_const[k]);
-    if (batched && (ins[k]->rank() != rank || ins[k]->dim(0) != 1)) return false;
-    if (roles[k] == 'e' && in_const[k] && ins[k]->rank() == rank && ins[k]->dim(0) != 1) return false;
-  }
+  size_t rank = 0;
+  for (size_t k = 0; k < ins.size(); ++k)
+    if (ins[k] && (roles[k] == 'b' || (roles[k] == 'e' && !in_const[k]))) rank = std::max(rank, ins[k]->rank());
+  if (rank == 0) return false;
+  for (size_t k = 0; k < ins.size(); ++k)
+    if (ins[k] && roles[k] == 'e' && in_const[k] &&
+        (ins[k]->rank() > rank || (ins[k]->rank() == rank && ins[k]->dim(0) != 1)))
+      return false;
   const auto axis_is_batch = [&](int64_t dflt) {
     int64_t a = n.attrInt("axis", dflt);
     if (a < 0) a += static_cast<int64_t>(rank);
@@ -254,26 +256,17 @@ bool splitShapesOk(const Node& n, const std::string& roles, std::span<const Tens
   return true;
 }
 
-// What the inputs alone tell before node n runs on one sample: a constant elementwise operand whose
-// leading dimension lines up with the batch and is not 1 (a PRelu slope of [B,1,1,1]), more
-// dimensions than the batch-carrying inputs, or a per-axis QuantizeLinear/DequantizeLinear on axis
-// 0 has parameters per sample, which a one-sample run refuses (the probe's error ended the run).
-bool splitInputsOk(const Node& n, const std::string& roles, std::span<const Tensor* const> ins,
+// After the run: every output and every batch-carrying input has the output's rank and one sample
+// (the rank splitInputsOk took the axes in).
+bool splitShapesOk(const std::string& roles, std::span<const Tensor* const> ins, const std::vector<Tensor>& outs,
                    const std::vector<char>& in_const) {
-  size_t rank = 0;
+  if (outs.empty() || outs[0].empty() || outs[0].rank() == 0) return false;
+  const size_t rank = outs[0].rank();
+  for (const auto& o : outs)
+    if (!o.empty() && (o.rank() != rank || o.dim(0) != 1)) return false;
   for (size_t k = 0; k < ins.size(); ++k)
-    if (ins[k] && (roles[k] == 'b' || (roles[k] == 'e' && !in_const[k]))) rank = std::max(rank, ins[k]->rank());
-  if (rank == 0) return false;
-  for (size_t k = 0; k < ins.size(); ++k)
-    if (ins[k] && roles[k] == 'e' && in_const[k] &&
-        (ins[k]->rank() > rank || (ins[k]->rank() == rank && ins[k]->dim(0) != 1)))
+    if (ins[k] && (roles[k] == 'b' || (roles[k] == 'e' && !in_const[k])) && (ins[k]->rank() != rank || ins[k]->dim(0) != 1))
       return false;
-  if (n.domain.empty() && (n.op_type == "QuantizeLinear" || n.op_type == "DequantizeLinear") && ins.size() > 1 && ins[1] &&
-      ins[1]->numel() != 1) {
-    int64_t a = n.attrInt("axis", 1);
-    if (a < 0) a += static_cast<int64_t>(rank);
-    if (a == 0) return false;
-  }
   return true;
 }
 
@@ -635,7 +628,7 @@ const Session::Impl::SplitPlan& Session::Impl::splitPlan(const std::vector<Tenso
                 if (node_out[seg][o] >= 0 && slot_names[node_out[seg][o]] == name) outs[o] = t;
             },
             &probe_ms);  // not a run the profile counts
-    if (!splitShapesOk(graph.nodes[seg], split_roles[seg], ins, outs, in_const)) break;
+    if (!splitShapesOk(split_roles[seg], ins, outs, in_const)) break;
     for (size_t o = 0; o < outs.size(); ++o)
       if (node_out[seg][o] >= 0) {
         slot_bytes[node_out[seg][o]] = static_cast<int64_t>(outs[o].nbytes());
