@@ -198,7 +198,7 @@ void printHuman(const Model& m, const ModelStats& st, bool per_layer) {
   o << "\n";
   const auto unsupported = engine::unsupportedOps(m);
   if (unsupported.empty()) {
-    o << "engine      every op is supported by the lwc engine\n";
+    o << "engine      every op has an lwc engine kernel at its opset (element types are checked when run)\n";
   } else {
     o << "engine      " << unsupported.size() << " node(s) the lwc engine cannot run yet:";
     for (size_t i = 0; i < std::min<size_t>(unsupported.size(), 5); ++i) o << (i ? "; " : " ") << unsupported[i];
