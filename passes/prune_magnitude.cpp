@@ -213,6 +213,9 @@ PassResult PruneMagnitude::run(Model& m, PassContext& ctx) {
   if (layers.empty()) {
     // The layers passed over say why (a weight shared with a layer left dense, min_params): the
     // first reason goes into the error, the notes are not shown when the pass fails.
+    // A float16/float64 or Huffman-coded model gets the model-wide hint alone (its layers' notes
+    // said the same thing again).
+    if (const std::string hint = float16WeightsHint(m); !hint.empty()) fail(m.label(), ": no layer to prune", hint);
     std::string why;
     for (const auto& n : r.notes)
       if (n.find("left dense (") != std::string::npos && n.find("(include/exclude)") == std::string::npos) {
@@ -220,7 +223,7 @@ PassResult PruneMagnitude::run(Model& m, PassContext& ctx) {
         break;
       }
     fail(m.label(), ": no layer to prune (no Conv/ConvTranspose/Gemm/MatMul with constant weights of at least min_params",
-         why, ")", float16WeightsHint(m));
+         why, ")");
   }
 
   // Masks: true = zero this weight.
