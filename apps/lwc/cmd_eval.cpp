@@ -6,6 +6,7 @@
 
 #include "commands.h"
 #include "data_args.h"
+#include "format.h"
 #include "lwc/engine.h"
 #include "lwc/json_text.h"
 #include "lwc/metrics.h"
@@ -84,9 +85,9 @@ void addEvalCommand(CLI::App& app, Action& action, const GlobalOptions&) {
                       static_cast<long long>(acc.top5Correct()), static_cast<long long>(count));
         else
           std::printf("labels  none: accuracy not computed\n");
-        std::printf("speed   %.0f images/s (%.2f s for %lld images in batches of %lld, %d threads, preprocessing included)\n",
+        std::printf("speed   %.0f images/s (%.2f s for %lld images in batches of %lld, %s, preprocessing included)\n",
                     ips, busy, static_cast<long long>(count), static_cast<long long>(batch_run),
-                    engine::configuredThreads());
+                    threadsText(engine::configuredThreads()).c_str());
       }
       return 0;
     };

@@ -12,6 +12,7 @@
 #include <spdlog/spdlog.h>
 
 #include "commands.h"
+#include "format.h"
 #include "ort_peer.h"
 #include "lwc/engine.h"
 #include "lwc/pipeline.h"
@@ -208,12 +209,12 @@ void addPruneCommand(CLI::App& app, Action& action, const GlobalOptions&) {
         };
         hooks.print_extra = [lat, ort, bench_batch](const PipelineReport&) {
           if (lat->first > 0)
-            std::printf("latency  lwc engine, batch %lld, %d threads: %.3f -> %.3f ms (%.2fx)\n",
-                        static_cast<long long>(*bench_batch), engine::configuredThreads(), lat->first, lat->second,
+            std::printf("latency  lwc engine, batch %lld, %s: %.3f -> %.3f ms (%.2fx)\n",
+                        static_cast<long long>(*bench_batch), threadsText(engine::configuredThreads()).c_str(), lat->first, lat->second,
                         lat->first / lat->second);
           if (ort->a_ms > 0)
-            std::printf("latency  ONNX Runtime %s, batch %lld, %d threads: %.3f -> %.3f ms (%.2fx)\n", ort->version.c_str(),
-                        static_cast<long long>(*bench_batch), ort->threads, ort->a_ms, ort->b_ms, ort->a_ms / ort->b_ms);
+            std::printf("latency  ONNX Runtime %s, batch %lld, %s: %.3f -> %.3f ms (%.2fx)\n", ort->version.c_str(),
+                        static_cast<long long>(*bench_batch), threadsText(ort->threads).c_str(), ort->a_ms, ort->b_ms, ort->a_ms / ort->b_ms);
         };
         return runPipelineCommand(std::move(p), a->run.positional.at(0), a->run, hooks);
       }

@@ -244,17 +244,17 @@ void addQuantizeCommand(CLI::App& app, Action& action, const GlobalOptions&) {
                       reads.empty() ? "no data read in this run" : ("--calib data read for " + reads).c_str());
         }
         else if (d.contains("calibration"))
-          std::printf("\ncalibration  %lld samples in %.2f s (%.0f images/s, %d threads)\n",
+          std::printf("\ncalibration  %lld samples in %.2f s (%.0f images/s, %s)\n",
                       static_cast<long long>(d["calibration"]["samples"].get<int64_t>()),
                       d["calibration"]["seconds"].get<double>(), d["calibration"]["images_per_s"].get<double>(),
-                      d["calibration"]["threads"].get<int>());
+                      threadsText(d["calibration"]["threads"].get<int>()).c_str());
         if (lat->first > 0)
-          std::printf("latency      lwc engine, batch %lld, %d threads: fp32 %.3f ms, int8 %.3f ms (%.2fx)\n",
-                      static_cast<long long>(*bench_batch), engine::configuredThreads(), lat->first, lat->second,
+          std::printf("latency      lwc engine, batch %lld, %s: fp32 %.3f ms, int8 %.3f ms (%.2fx)\n",
+                      static_cast<long long>(*bench_batch), threadsText(engine::configuredThreads()).c_str(), lat->first, lat->second,
                       lat->first / lat->second);
         if (ort->a_ms > 0)
-          std::printf("latency      ONNX Runtime %s, batch %lld, %d threads: fp32 %.3f ms, int8 %.3f ms (%.2fx)\n",
-                      ort->version.c_str(), static_cast<long long>(*bench_batch), ort->threads, ort->a_ms, ort->b_ms,
+          std::printf("latency      ONNX Runtime %s, batch %lld, %s: fp32 %.3f ms, int8 %.3f ms (%.2fx)\n",
+                      ort->version.c_str(), static_cast<long long>(*bench_batch), threadsText(ort->threads).c_str(), ort->a_ms, ort->b_ms,
                       ort->a_ms / ort->b_ms);
         if (!table->empty()) {
           std::printf("\nper-tensor error, worst first (SQNR of the int8 tensor against fp32):\n");

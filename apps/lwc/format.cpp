@@ -66,4 +66,6 @@ std::string column(const std::string& name, size_t width) {
   return out;
 }
 
+std::string threadsText(int n) { return std::to_string(n) + (n == 1 ? " thread" : " threads"); }
+
 }  // namespace lwc::app

@@ -16,5 +16,7 @@ std::string grouped(int64_t v);
 /// around "..." on UTF-8 character boundaries, padded with spaces to `width` characters (not bytes).
 std::string column(const std::string& name, size_t width);
 std::string percent(double fraction, int digits = 2);
+/// "1 thread", "2 threads".
+std::string threadsText(int n);
 
 }  // namespace lwc::app
