@@ -174,6 +174,96 @@ QParams activationParams(const Range& r, bool symmetric) {
   return q;
 }
 
+// Elements a Softmax normalises over (its axis, or from the axis on before opset 13), or -1 when
+// the shape does not say.
+int64_t softmaxLength(const Node& n, int64_t opset, const ValueTypes& types) {
+  const auto it = n.inputs.empty() ? types.end() : types.find(n.inputs[0]);
+  if (it == types.end() || !it->second.shape) return -1;
+  const SymShape& s = *it->second.shape;
+  const auto rank = static_cast<int64_t>(s.size());
+  int64_t axis = n.attrInt("axis", opset < 13 ? 1 : -1);
+  if (axis < 0) axis += rank;
+  if (axis < 0 || axis >= rank) return -1;
+  int64_t d = 1;
+  for (int64_t k = axis; k < (opset < 13 ? rank : axis + 1); ++k) {
+    if (!s[static_cast<size_t>(k)].known()) return -1;
+    d *= s[static_cast<size_t>(k)].value;
+  }
+  return d;
+}
+
+// ONNX Runtime fuses DequantizeLinear -> Softmax -> QuantizeLinear into its QLinearSoftmax, whose
+// float arithmetic overflows when 1 / output scale exceeds about 148 x the number of elements
+// normalised (e^5 x D: its exp table is scaled up to FLT_MAX / (D e^5)); its outputs are then
+// garbage (0 where 255 is due). A Softmax close to uniform on the calibration data gets such a
+// scale (max output < 1.7 / D). The output scale is raised to at least 1 / (128 D), D = 2 when the
+// shape does not say; a Softmax with a sharper peak keeps its calibrated scale. Returns how many
+// were raised.
+int64_t raiseSoftmaxScales(const Model& m, const ValueTypes& types, bool symmetric, std::map<std::string, QParams>& qp,
+                           std::vector<std::string>& notes) {
+  int64_t raised = 0;
+  for (const Node& n : m.graph.nodes) {
+    if (!n.domain.empty() || n.op_type != "Softmax" || n.outputs.empty()) continue;
+    const auto it = qp.find(n.outputs[0]);
+    if (it == qp.end()) continue;
+    const int64_t d = softmaxLength(n, m.opsetFor(""), types);
+    const double min_scale = 1.0 / (128.0 * double(d > 0 ? d : 2));
+    QParams& q = it->second;
+    if (!(q.scale < min_scale)) continue;
+    // The same zero point (0 for a Softmax's non-negative outputs), a range that reaches further up.
+    const double lo = symmetric ? 0.0 : -double(q.zero_point) * min_scale;
+    const QParams wider = activationParams(Range{lo, lo + (symmetric ? 127.0 : 255.0) * min_scale}, symmetric);
+    notes.push_back(detail::concat(n.describe(), ": output scale ", q.scale, " raised to ", wider.scale,
+                                   " (ONNX Runtime's QLinearSoftmax overflows below about 1/(148 x ",
+                                   d > 0 ? std::to_string(d) : std::string("the axis length"), " elements))"));
+    q = wider;
+    ++raised;
+  }
+  return raised;
+}
+
+// A graph output that a Transpose reads on the way to a QuantizeLinear: ONNX Runtime 1.30's basic
+// graph rewrites (QDQ propagation through the Transpose) hand the graph output the quantized
+// value, clipped and rounded to the QuantizeLinear's range (the QuantizeLinear's own path stays
+// right; Reshape, Flatten, MaxPool and Unsqueeze there are handled). With the graph output written
+// by an Identity of the producer's value, which the Transpose reads, both stay right. Returns how
+// many graph outputs got such an Identity.
+int64_t shieldTransposedGraphOutputs(Model& m, std::vector<std::string>& notes) {
+  Graph& g = m.graph;
+  std::set<std::string> outputs;
+  {
+    const GraphIndex index(g);
+    for (const Node& t : g.nodes) {
+      if (!t.domain.empty() || t.op_type != "Transpose" || t.inputs.empty() || t.outputs.size() != 1 ||
+          !g.isGraphOutput(t.inputs[0]) || g.isGraphInput(t.inputs[0]) || producerIndex(g, t.inputs[0]) < 0)
+        continue;
+      for (const int c : index.consumers(t.outputs[0])) {
+        const Node& q = g.nodes[static_cast<size_t>(c)];
+        if (q.domain.empty() && q.op_type == "QuantizeLinear") outputs.insert(t.inputs[0]);
+      }
+    }
+  }
+  for (const std::string& y : outputs) {
+    const std::string value = g.uniqueName(y + "_value");
+    for (Node& n : g.nodes) {
+      for (auto& in : n.inputs)
+        if (in == y) in = value;
+      for (auto& out : n.outputs)
+        if (out == y) out = value;
+    }
+    Node id;
+    id.name = g.uniqueName(y + "_output");
+    id.op_type = "Identity";
+    id.inputs = {value};
+    id.outputs = {y};
+    g.nodes.push_back(std::move(id));
+    notes.push_back("graph output '" + printable(y) + "' is written by an Identity: a Transpose reads it on the way to a "
+                    "QuantizeLinear, and ONNX Runtime's graph rewrites would hand the graph output the quantized values");
+  }
+  if (!outputs.empty()) topoSort(g, m.label());
+  return static_cast<int64_t>(outputs.size());
+}
+
 // Which input holds the weight, and which axis of it is the output channel.
 bool weightLayout(const Graph& g, const Node& n, int& axis) {
   const Tensor* w = floatConstant(g, n.inputs.size() > 1 ? n.inputs[1] : "");
@@ -734,6 +824,7 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
            "]); check the model's weights and the data, or keep its producer in float with --exclude");
     qp[t] = activationParams(computeRange(st, cal, o.getFloat("percentile"), symmetric), symmetric);
   }
+  const int64_t softmax_scales_raised = raiseSoftmaxScales(m, types, symmetric, qp, r.notes);
   for (const auto& [out, in] : split_shares)
     if (qp.count(out) && qp.count(in)) qp[out] = qp[in];
 
@@ -1041,6 +1132,7 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
   std::erase_if(g.value_info, [&](const ValueInfo& v) { return tensor_set.count(v.name) != 0; });
   topoSort(g, m.label());
   const int64_t clips_dropped = dropInertClips(m);
+  const int64_t outputs_shielded = shieldTransposedGraphOutputs(m, r.notes);
   if (m.opsetFor("") < 13 && per_channel) m.setOpset("", 13);
   const int64_t biases_corrected =
       bias_correction ? correctQuantizedBiases(m, fp32, bias_fixes, ctx, o.getInt("calib_samples"), r) : 0;
@@ -1085,6 +1177,8 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
              {"activations_absorbed", static_cast<int64_t>(absorbed.size())},
              {"activations_kept_float", kept_activations},
              {"clips_saturated", clips_dropped},
+             {"softmax_scales_raised", softmax_scales_raised},
+             {"graph_outputs_shielded", outputs_shielded},
              {"bias_adds_inside", static_cast<int64_t>(bias_adds.size())},
              {"calibration_samples", stats_.samples},
              {"qoperator_layers", qoperator_layers}};

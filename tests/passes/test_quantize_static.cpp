@@ -309,6 +309,83 @@ g (float[N, 3, 12, 12] x) => (float[N, 4, 12, 12] y) {
   CHECK(outputSqnr(cuts_fp, cuts, 9) > 25.0);
 }
 
+TEST_CASE("quantize_static raises the output scale of a Softmax close to uniform and keeps a sharp one's", "[quantize]") {
+  // ONNX Runtime's QLinearSoftmax overflows when 1 / output scale exceeds about 148 x the elements
+  // normalised (0 where 255 is due). Softmax over 8 channels of small logits: every output near
+  // 1/8, a calibrated scale near 0.13 / 255, 1 / scale near 2000 > 148 x 8.
+  Calib c;
+  Model m = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 3, 12, 12] x) => (float[N, 4, 12, 12] y) {
+  c1 = Conv <pads=[1,1,1,1]> (x, w1, b1)
+  sm = Softmax <axis=1> (c1)
+  y = Conv (sm, w2, b2)
+})");
+  addConst(m, "w1", {8, 3, 3, 3}, 1, -0.01f, 0.01f);
+  addConst(m, "b1", {8}, 2, -0.01f, 0.01f);
+  addConst(m, "w2", {4, 8, 1, 1}, 3, -0.5f, 0.5f);
+  addConst(m, "b2", {4}, 4, -0.1f, 0.1f);
+  auto softmaxScale = [](const Model& q) {
+    for (const Node& n : q.graph.nodes)
+      if (n.op_type == "QuantizeLinear" && n.inputs[0] == "sm") return q.graph.initializers.at(n.inputs[1]).at(0);
+    FAIL("no QuantizeLinear reads the Softmax output");
+    return 0.0;
+  };
+  Model flat = m;
+  auto r = quantize(flat, c);
+  CHECK(r.stats["softmax_scales_raised"] == 1);
+  CHECK(softmaxScale(flat) >= 1.0 / (128.0 * 8) * (1 - 1e-6));
+  CHECK(notesWith(r.notes, "QLinearSoftmax") == 1);
+  Model flat_int8 = m;
+  // int8's symmetric scale covers twice the range: max / 127 >= 1 / (127 x 8), nothing to raise.
+  auto ri = quantize(flat_int8, c, {{"act_type", "int8"}});
+  CHECK(ri.stats["softmax_scales_raised"] == 0);
+  CHECK(softmaxScale(flat_int8) >= 1.0 / (128.0 * 8));
+  // Large logits: outputs reach near 1, the calibrated scale (about 1/255) is kept.
+  Model sharp = m;
+  sharp.graph.initializers.set("w1", randomFloat({8, 3, 3, 3}, 1, -20.0f, 20.0f));
+  auto rs = quantize(sharp, c);
+  CHECK(rs.stats["softmax_scales_raised"] == 0);
+  CHECK(softmaxScale(sharp) > 1.0 / 300);
+  CHECK(softmaxScale(sharp) < 1.0 / 200);
+}
+
+TEST_CASE("quantize_static writes a graph output that a Transpose takes to a QuantizeLinear through an Identity", "[quantize]") {
+  // ONNX Runtime 1.30 (basic level and up) hands such a graph output the quantized values; the
+  // Transpose reads the producer's value under another name, the graph output comes from an Identity.
+  Calib c({64, 4, 6});
+  Model m = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 4, 6] x) => (float[N, 4, 6] h, float[N, 6, 5] z) {
+  h = MatMul (x, w1)
+  t = Transpose <perm=[0,2,1]> (h)
+  z = MatMul (t, w2)
+})");
+  addConst(m, "w1", {6, 6}, 1, -0.5f, 0.5f);
+  addConst(m, "w2", {4, 5}, 2, -0.5f, 0.5f);
+  auto r = quantize(m, c);
+  CHECK(r.stats["graph_outputs_shielded"] == 1);
+  const Node* id = nullptr;
+  const Node* tr = nullptr;
+  for (const Node& n : m.graph.nodes) {
+    if (n.op_type == "Identity" && n.outputs[0] == "h") id = &n;
+    if (n.op_type == "Transpose") tr = &n;
+  }
+  REQUIRE(id);
+  REQUIRE(tr);
+  CHECK(tr->inputs[0] == id->inputs[0]);
+  CHECK(tr->inputs[0] != "h");
+  // Without a Transpose there, no Identity.
+  Model plain = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 4, 6] x) => (float[N, 4, 6] h, float[N, 4, 5] z) {
+  h = MatMul (x, w1)
+  z = MatMul (h, w3)
+})");
+  addConst(plain, "w1", {6, 6}, 1, -0.5f, 0.5f);
+  addConst(plain, "w3", {6, 5}, 3, -0.5f, 0.5f);
+  auto rp = quantize(plain, c);
+  CHECK(rp.stats["graph_outputs_shielded"] == 0);
+  CHECK(countOps(plain, "Identity") == 0);
+}
+
 TEST_CASE("quantize_static quantizes float values only (a Concat of shape values stays int64)", "[quantize]") {
   // ShuffleNet's channel shuffle as torch exports it: the Reshape targets are Concats of int64
   // values computed from Shape. Quantizing them would write QuantizeLinear on int64 (invalid ONNX).
