@@ -520,8 +520,8 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
     compute.erase(compute.begin());
   }
   if (compute.empty())
-    fail(m.label(), ": nothing to quantize (no Conv/Gemm/MatMul with constant weights left after exclusions)",
-         float16WeightsHint(m));
+    fail(m.label(), ": nothing to quantize (no Conv/Gemm/MatMul with constant weights",
+         exclude.empty() && keep.empty() ? "" : " left after exclude/keep_fp32", ")", float16WeightsHint(m));
   selected.insert(compute.begin(), compute.end());
   // Only float values are quantized: a Concat or Add can also compute shapes (int64), as the
   // channel shuffle of ShuffleNet does.
