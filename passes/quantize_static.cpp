@@ -196,16 +196,31 @@ int64_t softmaxLength(const Node& n, int64_t opset, const ValueTypes& types) {
 // float arithmetic overflows when 1 / output scale exceeds about 148 x the number of elements
 // normalised (e^5 x D: its exp table is scaled up to FLT_MAX / (D e^5)); its outputs are then
 // garbage (0 where 255 is due). A Softmax close to uniform on the calibration data gets such a
-// scale (max output < 1.7 / D). The output scale is raised to at least 1 / (128 D), D = 2 when the
-// shape does not say; a Softmax with a sharper peak keeps its calibrated scale. Returns how many
-// were raised.
+// scale (max output < 1.7 / D). The output scale is raised to at least 1 / (128 D), D = 2 (a floor
+// of 1/256) when the shape does not say; a Softmax with a sharper peak keeps its calibrated scale.
+// Only a Softmax ONNX Runtime can fuse is touched: its output not a graph output, and its input
+// quantized too, or reached from a quantized value through ops that ONNX Runtime's QDQ propagation
+// moves a DequantizeLinear across (DQ -> MaxPool -> Softmax became MaxPool -> DQ -> Softmax there:
+// testdata/ort_faults/flat_softmax.onnx). Returns how many were raised.
 int64_t raiseSoftmaxScales(const Model& m, const ValueTypes& types, bool symmetric, std::map<std::string, QParams>& qp,
                            std::vector<std::string>& notes) {
   int64_t raised = 0;
   for (const Node& n : m.graph.nodes) {
-    if (!n.domain.empty() || n.op_type != "Softmax" || n.outputs.empty()) continue;
+    if (!n.domain.empty() || n.op_type != "Softmax" || n.inputs.empty() || n.outputs.empty()) continue;
     const auto it = qp.find(n.outputs[0]);
-    if (it == qp.end()) continue;
+    if (it == qp.end() || m.graph.isGraphOutput(n.outputs[0])) continue;
+    // Back from the input through data-movement ops to a quantized value (a superset of what ONNX
+    // Runtime propagates across: raising one scale too many costs a little resolution only).
+    static const std::set<std::string> kMovesDq = {"MaxPool", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten"};
+    std::string v = n.inputs[0];
+    for (int hops = 0; !qp.count(v) && hops < 16; ++hops) {
+      const int p = producerIndex(m.graph, v);
+      if (p < 0) break;
+      const Node& pn = m.graph.nodes[static_cast<size_t>(p)];
+      if (!pn.domain.empty() || !kMovesDq.count(pn.op_type) || pn.inputs.empty()) break;
+      v = pn.inputs[0];
+    }
+    if (!qp.count(v)) continue;
     const int64_t d = softmaxLength(n, m.opsetFor(""), types);
     const double min_scale = 1.0 / (128.0 * double(d > 0 ? d : 2));
     QParams& q = it->second;
@@ -225,9 +240,11 @@ int64_t raiseSoftmaxScales(const Model& m, const ValueTypes& types, bool symmetr
 // A graph output that a Transpose reads on the way to a QuantizeLinear: ONNX Runtime 1.30's basic
 // graph rewrites (QDQ propagation through the Transpose) hand the graph output the quantized
 // value, clipped and rounded to the QuantizeLinear's range (the QuantizeLinear's own path stays
-// right; Reshape, Flatten, MaxPool and Unsqueeze there are handled). With the graph output written
-// by an Identity of the producer's value, which the Transpose reads, both stay right. Returns how
-// many graph outputs got such an Identity.
+// right; with a Reshape, Flatten, MaxPool or Unsqueeze there ONNX Runtime gets both right). With
+// the graph output written by an Identity of the producer's value, which the Transpose reads, both
+// stay right. A graph input (or initializer) there has no producer to rename and is left alone.
+// eliminate_identity keeps this Identity (isQuantizeShield). Returns how many graph outputs got
+// such an Identity.
 int64_t shieldTransposedGraphOutputs(Model& m, std::vector<std::string>& notes) {
   Graph& g = m.graph;
   std::set<std::string> outputs;
@@ -245,12 +262,10 @@ int64_t shieldTransposedGraphOutputs(Model& m, std::vector<std::string>& notes) 
   }
   for (const std::string& y : outputs) {
     const std::string value = g.uniqueName(y + "_value");
-    for (Node& n : g.nodes) {
-      for (auto& in : n.inputs)
-        if (in == y) in = value;
-      for (auto& out : n.outputs)
-        if (out == y) out = value;
-    }
+    const int producer = producerIndex(g, y);
+    for (auto& out : g.nodes[static_cast<size_t>(producer)].outputs)
+      if (out == y) out = value;
+    replaceUses(g, y, value);
     Node id;
     id.name = g.uniqueName(y + "_output");
     id.op_type = "Identity";

@@ -347,6 +347,33 @@ g (float[N, 3, 12, 12] x) => (float[N, 4, 12, 12] y) {
   CHECK(rs.stats["softmax_scales_raised"] == 0);
   CHECK(softmaxScale(sharp) > 1.0 / 300);
   CHECK(softmaxScale(sharp) < 1.0 / 200);
+  // A Softmax ONNX Runtime cannot fuse keeps its scale: its input left in float (--exclude on the
+  // Conv before it), or its output a graph output.
+  Model float_in = m;
+  float_in.graph.nodes[0].name = "first_conv";
+  auto rf = quantize(float_in, c, {{"exclude", json::array({"first_conv"})}});
+  CHECK(rf.stats["softmax_scales_raised"] == 0);
+  Model out = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 3, 12, 12] x) => (float[N, 4, 12, 12] y, float[N, 8, 12, 12] sm) {
+  c1 = Conv <pads=[1,1,1,1]> (x, w1, b1)
+  sm = Softmax <axis=1> (c1)
+  y = Conv (sm, w2, b2)
+})");
+  for (const char* w : {"w1", "b1", "w2", "b2"}) out.graph.initializers.set(w, m.graph.initializers.at(w));
+  auto ro = quantize(out, c);
+  CHECK(ro.stats["softmax_scales_raised"] == 0);
+  // Behind a MaxPool on a quantized value (QOperator output leaves the MaxPool's output float):
+  // ONNX Runtime moves the DequantizeLinear across the MaxPool and fuses the Softmax all the same.
+  Model pooled = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 3, 12, 12] x) => (float[N, 4, 12, 12] y) {
+  c1 = Conv <pads=[1,1,1,1]> (x, w1, b1)
+  p = MaxPool <kernel_shape=[1,1]> (c1)
+  sm = Softmax <axis=1> (p)
+  y = Conv (sm, w2, b2)
+})");
+  for (const char* w : {"w1", "b1", "w2", "b2"}) pooled.graph.initializers.set(w, m.graph.initializers.at(w));
+  auto rp = quantize(pooled, c, {{"format", "qoperator"}});
+  CHECK(rp.stats["softmax_scales_raised"] == 1);
 }
 
 TEST_CASE("quantize_static writes a graph output that a Transpose takes to a QuantizeLinear through an Identity", "[quantize]") {
@@ -373,6 +400,12 @@ g (float[N, 4, 6] x) => (float[N, 4, 6] h, float[N, 6, 5] z) {
   REQUIRE(tr);
   CHECK(tr->inputs[0] == id->inputs[0]);
   CHECK(tr->inputs[0] != "h");
+  // eliminate_identity (lwc fuse on the INT8 file) keeps it.
+  Model cleaned = m;
+  auto re = runPass(cleaned, "eliminate_identity");
+  CHECK(re.stats["removed"] == 0);
+  CHECK(re.stats["left_alone"] == 1);
+  CHECK(countOps(cleaned, "Identity") == 1);
   // Without a Transpose there, no Identity.
   Model plain = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
 g (float[N, 4, 6] x) => (float[N, 4, 6] h, float[N, 4, 5] z) {
