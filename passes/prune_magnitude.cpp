@@ -214,14 +214,17 @@ PassResult PruneMagnitude::run(Model& m, PassContext& ctx) {
     // The layers passed over say why (a weight shared with a layer left dense, min_params): the
     // first reason goes into the error, the notes are not shown when the pass fails.
     // A float16/float64 or Huffman-coded model gets the model-wide hint alone (its layers' notes
-    // said the same thing again).
-    if (const std::string hint = float16WeightsHint(m); !hint.empty()) fail(m.label(), ": no layer to prune", hint);
+    // said the same thing again), unless the first reason is another one (min_params, say, in a
+    // float32 model with a float16 bias somewhere).
     std::string why;
     for (const auto& n : r.notes)
       if (n.find("left dense (") != std::string::npos && n.find("(include/exclude)") == std::string::npos) {
         why = "; e.g. " + n;
         break;
       }
+    if (const std::string hint = float16WeightsHint(m);
+        !hint.empty() && (why.empty() || why.find("its weights are ") != std::string::npos))
+      fail(m.label(), ": no layer to prune", hint);
     fail(m.label(), ": no layer to prune (no Conv/ConvTranspose/Gemm/MatMul with constant weights of at least min_params",
          why, ")");
   }

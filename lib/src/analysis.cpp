@@ -512,11 +512,12 @@ std::string float16WeightsHint(const Model& m) {
   for (const Node& n : m.graph.nodes) {
     const std::string& op = n.op_type;
     if (!n.domain.empty() || (op != "Conv" && op != "ConvTranspose" && op != "Gemm" && op != "MatMul")) continue;
-    for (const auto& in : n.inputs)
-      if (const Tensor* w = in.empty() ? nullptr : m.graph.initializers.find(in);
-          w && (w->dtype() == DType::Float16 || w->dtype() == DType::Float64))
-        return std::string(" (its weights are ") + (w->dtype() == DType::Float16 ? "float16" : "float64") + ", e.g. " +
-               n.describe() + ": lwc prunes and quantizes float32 models; convert it to float32 first)";
+    // The weight (input 1): a float16 bias beside float32 weights is not what stops pruning.
+    if (n.inputs.size() < 2 || n.inputs[1].empty()) continue;
+    if (const Tensor* w = m.graph.initializers.find(n.inputs[1]);
+        w && (w->dtype() == DType::Float16 || w->dtype() == DType::Float64))
+      return std::string(" (its weights are ") + (w->dtype() == DType::Float16 ? "float16" : "float64") + ", e.g. " +
+             n.describe() + ": lwc prunes and quantizes float32 models; convert it to float32 first)";
   }
   return "";
 }

@@ -845,3 +845,35 @@ g (float[N, 1, 5, 5] x) => (float[N, 8, 5, 5] y) {
   CHECK(ro.stats.at("weights_in_pruned_layers") == 8 * 8 * 9);
   CHECK(ro.stats.at("zeros_in_pruned_layers") == 8 * 8 * 9 / 2);
 }
+
+TEST_CASE("prune_magnitude: no layer to prune names the first reason, the float16 hint only when it is that", "[prune]") {
+  // A float32 Gemm below min_params, then a MatMul computing in float16: the error gives the
+  // min_params reason of the first layer, not a float16 hint about the whole model.
+  auto mixed = [](bool fp32_first) {
+    Model m = parseGraph(fp32_first ? R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 4] x) => (float[N, 4] y) {
+  a = Gemm (x, wf)
+  h = Cast <to=10> (a)
+  b = MatMul (h, wh)
+  y = Cast <to=1> (b)
+})"
+                                    : R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 4] x) => (float[N, 4] y) {
+  h = Cast <to=10> (x)
+  b = MatMul (h, wh)
+  c = Cast <to=1> (b)
+  y = Gemm (c, wf)
+})");
+    addConst(m, "wf", {4, 4}, 1);
+    m.graph.initializers.set("wh", randomFloat({4, 4}, 2).cast(DType::Float16));
+    return m;
+  };
+  const json opts = {{"sparsity", 0.5}, {"min_params", 100}};
+  Model a = mixed(true);
+  const std::string first = errorOf([&] { runPass(a, "prune_magnitude", opts); });
+  CHECK_THAT(first, Contains("no layer to prune") && Contains("16 weights < min_params 100"));
+  CHECK_THAT(first, !Contains("float16"));
+  Model b = mixed(false);
+  CHECK_THAT(errorOf([&] { runPass(b, "prune_magnitude", opts); }),
+             Contains("no layer to prune") && Contains("its weights are float16") && !Contains("min_params"));
+}
