@@ -24,7 +24,9 @@ the original's) and these checks:
     model's line says "constant" for that setting.
 Nodes are matched by name: lwc keeps node names, and the generator names every node.
 
-One line per model (channels removed per setting); exit code 1 when any model fails.
+One line per model (channels removed per setting), then per setting how many models were compared
+with the oracle, refused, or constant; exit code 1 when any model fails or a setting was compared on
+fewer than --min-compared of the models.
 """
 import argparse
 import json
@@ -219,6 +221,11 @@ def calibration_file(model, path, samples=32):
     return path
 
 
+# Per setting, how often each outcome came: "compared" (values checked against the oracle),
+# "refused", "constant". A setting never compared would pass without proving anything.
+TALLY = {label: {"compared": 0, "refused": 0, "constant": 0} for label, _ in SETTINGS}
+
+
 def check_model(lwc, model):
     results = []
     with tempfile.TemporaryDirectory() as d:
@@ -231,7 +238,9 @@ def check_model(lwc, model):
         for label, args in SETTINGS:
             args = [calib if a == "CALIB" else a for a in args]
             try:
-                results.append(f"{label} {check_setting(lwc, model, fused, args, d, label)}")
+                outcome = check_setting(lwc, model, fused, args, d, label)
+                TALLY[label][outcome if outcome in ("refused", "constant") else "compared"] += 1
+                results.append(f"{label} {outcome}")
             except Exception as e:
                 raise RuntimeError(f"{label} ({' '.join(a for a in args if a != calib)}): {e}") from None
     return "  channels removed: " + ", ".join(results)
@@ -241,8 +250,18 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("models", nargs="+")
     ap.add_argument("--lwc", default=os.path.join(ROOT, "build/apps/lwc/lwc"))
+    ap.add_argument("--min-compared", type=float, default=0.25,
+                    help="each setting must be checked against the oracle (not refused, not constant) on at least "
+                         "this fraction of the models (default 0.25), or the run fails: it would prove little")
     args = ap.parse_args()
-    return run_each(args.models, lambda m: check_model(args.lwc, m))
+    rc = run_each(args.models, lambda m: check_model(args.lwc, m))
+    for label, t in TALLY.items():
+        need = max(1, int(np.ceil(args.min_compared * len(args.models))))
+        ok = t["compared"] >= need
+        print(f"{label}: compared {t['compared']}, refused {t['refused']}, constant {t['constant']}"
+              + ("" if ok else f"  <- fewer than {need} compared"))
+        rc = rc if ok else 1
+    return rc
 
 
 if __name__ == "__main__":

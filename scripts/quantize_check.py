@@ -53,6 +53,26 @@ def random_calibration(model, samples, path):
     return path
 
 
+def pass_stat(report, name):
+    """The largest value of statistic NAME among the passes in lwc's report file (0 when absent)."""
+    import json
+    best = 0
+
+    def walk(v):
+        nonlocal best
+        if isinstance(v, dict):
+            for k, x in v.items():
+                if k == name and isinstance(x, (int, float)) and not isinstance(x, bool):
+                    best = max(best, x)
+                walk(x)
+        elif isinstance(v, list):
+            for x in v:
+                walk(x)
+    with open(report) as f:
+        walk(json.load(f))
+    return best
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("models", nargs="+")
@@ -65,6 +85,9 @@ def main():
     ap.add_argument("--random-calib", type=int, default=0,
                     help="calibrate on this many seeded uniform [-1, 1) samples of the model's input shape instead of "
                          "Fashion-MNIST (models whose input is not an image, e.g. scripts/gen_fusion_chains.py's)")
+    ap.add_argument("--expect-stat", action="append", default=[], metavar="NAME",
+                    help="the quantize pass's statistic NAME (in the --report file) must be at least 1 for every "
+                         "file, e.g. softmax_scales_raised: a workaround that has to fire on these models")
     args = ap.parse_args()
     bad = 0
     print("| model | format | quantize s | ORT loads, agrees (worst error as a fraction of the limit) |")
@@ -80,12 +103,19 @@ def main():
                 else:
                     calib = ["--calib", FM, "--calib-limit", str(args.calib_limit), "--preprocess",
                              os.path.join(ROOT, "scripts/imagenet_from_fmnist.json")]
+                report = os.path.join(d, f"{name}.{fmt}.report.json")
                 q = subprocess.run([args.lwc, "-q", "quantize", m, "-o", out, "--format", fmt] + calib +
-                                   ["--bench-batch", "0", "--layer-samples", "0"] + args.extra.split(),
-                                   capture_output=True, text=True)
+                                   ["--bench-batch", "0", "--layer-samples", "0", "--report", report] +
+                                   args.extra.split(), capture_output=True, text=True)
                 seconds = time.time() - t0
                 if q.returncode != 0:
                     print(f"| {name} | {fmt} | quantize failed: {q.stderr.strip()} |", flush=True)
+                    bad += 1
+                    continue
+                missing = [s for s in args.expect_stat if pass_stat(report, s) < 1]
+                if missing:
+                    print(f"| {name} | {fmt} | NO: statistic {', '.join(missing)} is not at least 1 in {report} |",
+                          flush=True)
                     bad += 1
                     continue
                 try:
