@@ -374,6 +374,18 @@ g (float[N, 3, 12, 12] x) => (float[N, 4, 12, 12] y) {
   for (const char* w : {"w1", "b1", "w2", "b2"}) pooled.graph.initializers.set(w, m.graph.initializers.at(w));
   auto rp = quantize(pooled, c, {{"format", "qoperator"}});
   CHECK(rp.stats["softmax_scales_raised"] == 1);
+  // Over an axis of unknown length (12 here on the data): the floor is 1/256 (D taken as 2).
+  Model unknown = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 3, H, W] x) => (float[N, 4, H, W] y) {
+  c1 = Conv <pads=[1,1,1,1]> (x, w1, b1)
+  sm = Softmax <axis=-1> (c1)
+  y = Conv (sm, w2, b2)
+})");
+  for (const char* w : {"w1", "b1", "w2", "b2"}) unknown.graph.initializers.set(w, m.graph.initializers.at(w));
+  auto ru = quantize(unknown, c);
+  CHECK(ru.stats["softmax_scales_raised"] == 1);
+  CHECK(softmaxScale(unknown) >= 1.0 / 256 * (1 - 1e-6));
+  CHECK(softmaxScale(unknown) < 1.0 / 250);
 }
 
 TEST_CASE("quantize_static writes a graph output that a Transpose takes to a QuantizeLinear through an Identity", "[quantize]") {
