@@ -401,7 +401,8 @@ TEST_CASE("preprocessing JSON", "[data]") {
   }
   SECTION("errors name the key and the file") {
     CHECK_THROWS_WITH(Preprocess::fromJson(json::parse(R"({"crp": 3})"), "p.json"),
-                      Contains("p.json") && Contains("\"crp\"") && Contains("valid keys: resize, crop, scale, mean, std, color, layout"));
+                      Contains("p.json") && Contains("\"crp\" (did you mean 'crop'?)") &&
+                          Contains("valid keys: resize, crop, scale, mean, std, color, layout"));
     CHECK_THROWS_WITH(Preprocess::fromJson(json::parse(R"({"crop": "224"})"), "p.json"), Contains("p.json") && Contains("\"crop\""));
     CHECK_THROWS_WITH(Preprocess::fromJson(json::parse(R"({"resize": [1, 2, 3]})"), "p.json"), Contains("\"resize\""));
     CHECK_THROWS_WITH(Preprocess::fromJson(json::parse(R"({"resize": -5})"), "p.json"), Contains("\"resize\""));

@@ -106,7 +106,7 @@ Preprocess Preprocess::fromJson(const json& j, const std::string& where) {
       else
         fail(where, ": \"layout\" must be \"NCHW\" or \"NHWC\" (got ", briefJson(v), ")");
     } else {
-      fail(where, ": unknown preprocessing key \"", key, "\"; valid keys: ", keyList());
+      fail(where, ": unknown preprocessing key \"", key, "\"", didYouMean(key, Preprocess::keys()), "; valid keys: ", keyList());
     }
   }
   return p;
