@@ -6,7 +6,10 @@
 #include <set>
 #include <sstream>
 
+#include <google/protobuf/io/coded_stream.h>
+
 #include "lwc/graph_edit.h"
+#include "lwc/model_io.h"
 #include "lwc/weight_coding.h"
 #include "passes/weight_layers.h"
 
@@ -30,6 +33,24 @@ int bitsFor(int64_t k) {
   int b = 0;
   while ((int64_t{1} << b) < k) ++b;
   return std::max(b, 1);
+}
+
+// Bytes a message takes as an entry of a repeated field of its parent: tag, length, body.
+int64_t framed(const google::protobuf::MessageLite& msg) {
+  const size_t body = msg.ByteSizeLong();
+  return static_cast<int64_t>(1 + google::protobuf::io::CodedOutputStream::VarintSize64(body) + body);
+}
+
+// What the decode node adds to the file: its NodeProto (the `shape` attribute included).
+int64_t nodeBytes(const Node& d) {
+  onnx::NodeProto p;
+  p.set_name(d.name);
+  p.set_op_type(d.op_type);
+  p.set_domain(d.domain);
+  for (const auto& i : d.inputs) p.add_input(i);
+  for (const auto& o : d.outputs) p.add_output(o);
+  for (const auto& a : d.attrs) *p.add_attribute() = a;
+  return framed(p);
 }
 }  // namespace
 
@@ -71,6 +92,35 @@ PassResult HuffmanEncode::run(Model& m, PassContext&) {
     const int64_t bytes = t.numel() * es, coded_bytes = e->stream.numel() + e->codebook.numel() * es;
     if (coded_bytes >= bytes) {
       r.notes.push_back(name + ": left as is (coded " + std::to_string(coded_bytes) + " B >= raw " + std::to_string(bytes) + " B)");
+      continue;
+    }
+    // The file must shrink, not just the weights: the decode node, the two initializers' names,
+    // shapes and framing (and the ai.lwc opset import, once) count against the saving. An INT8
+    // transformer's 12,288-byte weight coded into 12,283 bytes grew the file by 150 bytes.
+    const std::string sname = g.uniqueName(name + "__stream");
+    const std::string cname = g.uniqueName(name + "__codebook");
+    Node d;
+    d.name = g.uniqueName(name + "__decode");
+    d.op_type = weight_coding::kDecodeOp;
+    d.domain = weight_coding::kDomain;
+    d.inputs = {sname, cname};
+    d.outputs = {name};
+    d.setAttr("shape", std::vector<int64_t>(t.shape().begin(), t.shape().end()));
+    onnx::OperatorSetIdProto opset;
+    opset.set_domain(weight_coding::kDomain);
+    opset.set_version(1);
+    int64_t file_before = framed(tensorToProto(t, name));
+    int64_t file_after = framed(tensorToProto(e->stream, sname)) + framed(tensorToProto(e->codebook, cname)) +
+                         nodeBytes(d) + (decoders.empty() && m.opsetFor(weight_coding::kDomain) <= 0 ? framed(opset) : 0);
+    if (m.ir_version > 0 && m.ir_version < 4) {  // every initializer is listed as a graph input too
+      file_before += framed(valueInfoToProto(valueInfoOf(name, t)));
+      file_after += framed(valueInfoToProto(valueInfoOf(sname, e->stream))) +
+                    framed(valueInfoToProto(valueInfoOf(cname, e->codebook)));
+    }
+    if (file_after >= file_before) {
+      r.notes.push_back(name + ": left as is (coded " + std::to_string(coded_bytes) + " B < raw " + std::to_string(bytes) +
+                        " B, but with its decode node and names the file would grow by " +
+                        std::to_string(file_after - file_before) + " B)");
       continue;
     }
     // Deep Compression's stages, for the report. Sparse: every non-zero (and a filler entry per 256
@@ -116,17 +166,8 @@ PassResult HuffmanEncode::run(Model& m, PassContext&) {
          << std::setprecision(3) << double(e->stats.payload_bytes) * per_weight << " bits/weight in codes, "
          << double(coded_bytes) * per_weight << " with stream header and codebook)";
     r.notes.push_back(note.str());
-    const std::string sname = g.uniqueName(name + "__stream");
     g.initializers.set(sname, std::move(e->stream));
-    const std::string cname = g.uniqueName(name + "__codebook");
     g.initializers.set(cname, std::move(e->codebook));
-    Node d;
-    d.name = g.uniqueName(name + "__decode");
-    d.op_type = weight_coding::kDecodeOp;
-    d.domain = weight_coding::kDomain;
-    d.inputs = {sname, cname};
-    d.outputs = {name};
-    d.setAttr("shape", std::vector<int64_t>(t.shape().begin(), t.shape().end()));
     g.initializers.erase(name);
     decoders.push_back(std::move(d));
   }
