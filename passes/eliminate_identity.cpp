@@ -4,6 +4,7 @@
 
 #include "lwc/graph_edit.h"
 #include "lwc/shape_inference.h"
+#include "passes/quantize_static.h"
 
 namespace lwc::passes {
 
@@ -79,22 +80,6 @@ bool isIdentity(const Model& m, const Node& n, const ValueTypes& types) {
   return false;
 }
 
-// The Identity lwc quantize puts before a graph output that a Transpose carries on to a
-// QuantizeLinear (shieldTransposedGraphOutputs in quantize_static.cpp): without it ONNX Runtime's
-// graph rewrites hand that graph output the quantized values, so it stays.
-bool isQuantizeShield(const Graph& g, const GraphIndex& index, const Node& n) {
-  if (n.op_type != "Identity" || !g.isGraphOutput(n.outputs[0])) return false;
-  for (const int t : index.consumers(n.inputs[0])) {
-    const Node& tn = g.nodes[static_cast<size_t>(t)];
-    if (!tn.domain.empty() || tn.op_type != "Transpose" || tn.outputs.size() != 1) continue;
-    for (const int q : index.consumers(tn.outputs[0])) {
-      const Node& qn = g.nodes[static_cast<size_t>(q)];
-      if (qn.domain.empty() && qn.op_type == "QuantizeLinear") return true;
-    }
-  }
-  return false;
-}
-
 }  // namespace
 
 PassResult EliminateIdentity::run(Model& m, PassContext&) {
@@ -106,7 +91,8 @@ PassResult EliminateIdentity::run(Model& m, PassContext&) {
   for (size_t i = 0; i < g.nodes.size(); ++i) {
     const Node n = g.nodes[i];
     if (!isIdentity(m, n, types)) continue;
-    if (n.op_type == "Identity" && g.isGraphOutput(n.outputs[0]) && isQuantizeShield(g, GraphIndex(g), n)) {
+    // The Identity quantize_static writes a graph output through (shieldTransposedGraphOutputs there).
+    if (n.op_type == "Identity" && g.isGraphOutput(n.outputs[0]) && transposedToQuantizeLinear(g, GraphIndex(g), n.inputs[0])) {
       r.notes.push_back(n.describe() + ": left alone: it keeps a graph output apart from the Transpose -> QuantizeLinear "
                         "that reads the same value (ONNX Runtime's rewrites would hand the graph output quantized values)");
       ++left;

@@ -237,33 +237,25 @@ int64_t raiseSoftmaxScales(const Model& m, const ValueTypes& types, bool symmetr
   return raised;
 }
 
-// A graph output that a Transpose reads on the way to a QuantizeLinear: ONNX Runtime 1.30's basic
-// graph rewrites (QDQ propagation through the Transpose) hand the graph output the quantized
-// value, clipped and rounded to the QuantizeLinear's range (the QuantizeLinear's own path stays
-// right; with a Reshape, Flatten, MaxPool or Unsqueeze there ONNX Runtime gets both right). With
-// the graph output written by an Identity of the producer's value, which the Transpose reads, both
-// stay right. A graph input (or initializer) there has no producer to rename and is left alone.
-// eliminate_identity keeps this Identity (isQuantizeShield). Returns how many graph outputs got
-// such an Identity.
+// A graph output that a Transpose reads on the way to a QuantizeLinear (transposedToQuantizeLinear):
+// ONNX Runtime 1.30's basic graph rewrites (QDQ propagation through the Transpose) hand the graph
+// output the quantized value, clipped and rounded to the QuantizeLinear's range (the
+// QuantizeLinear's own path stays right; with a Reshape, Flatten, MaxPool or Unsqueeze there ONNX
+// Runtime gets both right). With the graph output written by an Identity of the producer's value,
+// which the Transpose reads, both stay right. A graph input (or initializer) there has no producer
+// to rename and is left alone. eliminate_identity keeps this Identity. Returns how many graph
+// outputs got such an Identity.
 int64_t shieldTransposedGraphOutputs(Model& m, std::vector<std::string>& notes) {
   Graph& g = m.graph;
+  const GraphIndex index(g);
   std::set<std::string> outputs;
-  {
-    const GraphIndex index(g);
-    for (const Node& t : g.nodes) {
-      if (!t.domain.empty() || t.op_type != "Transpose" || t.inputs.empty() || t.outputs.size() != 1 ||
-          !g.isGraphOutput(t.inputs[0]) || g.isGraphInput(t.inputs[0]) || producerIndex(g, t.inputs[0]) < 0)
-        continue;
-      for (const int c : index.consumers(t.outputs[0])) {
-        const Node& q = g.nodes[static_cast<size_t>(c)];
-        if (q.domain.empty() && q.op_type == "QuantizeLinear") outputs.insert(t.inputs[0]);
-      }
-    }
-  }
+  for (const ValueInfo& o : g.outputs)
+    if (!g.isGraphInput(o.name) && index.producer(o.name) >= 0 && transposedToQuantizeLinear(g, index, o.name))
+      outputs.insert(o.name);
   for (const std::string& y : outputs) {
     const std::string value = g.uniqueName(y + "_value");
-    const int producer = producerIndex(g, y);
-    for (auto& out : g.nodes[static_cast<size_t>(producer)].outputs)
+    // Renaming outputs and adding nodes at the end leaves the index's producers of the others valid.
+    for (auto& out : g.nodes[static_cast<size_t>(index.producer(y))].outputs)
       if (out == y) out = value;
     replaceUses(g, y, value);
     Node id;
@@ -1252,6 +1244,18 @@ std::vector<TensorError> quantizationErrors(const Model& fp32, const Model& q, c
   for (const auto& [t, e] : meters) out.push_back({t, "activation", e.sqnrDb(), e.cosine(), e.elements()});
   std::stable_sort(out.begin(), out.end(), [](const TensorError& a, const TensorError& b) { return a.sqnr_db < b.sqnr_db; });
   return out;
+}
+
+bool transposedToQuantizeLinear(const Graph& g, const GraphIndex& index, const std::string& value) {
+  for (const int t : index.consumers(value)) {
+    const Node& tn = g.nodes[static_cast<size_t>(t)];
+    if (!tn.domain.empty() || tn.op_type != "Transpose" || tn.outputs.size() != 1) continue;
+    for (const int q : index.consumers(tn.outputs[0])) {
+      const Node& qn = g.nodes[static_cast<size_t>(q)];
+      if (qn.domain.empty() && qn.op_type == "QuantizeLinear") return true;
+    }
+  }
+  return false;
 }
 
 }  // namespace lwc::passes

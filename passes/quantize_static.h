@@ -74,6 +74,11 @@ class QuantizeStatic : public Pass {
   std::optional<Model> qdq_;
 };
 
+/// Whether a Transpose reads `value` and a QuantizeLinear reads the Transpose's output. ONNX
+/// Runtime 1.30's graph rewrites hand a graph output there the quantized values, so quantize_static
+/// writes such a graph output through an Identity, and eliminate_identity keeps that Identity.
+bool transposedToQuantizeLinear(const Graph& g, const GraphIndex& index, const std::string& value);
+
 /// Error of one quantized tensor against its float counterpart.
 struct TensorError {
   std::string tensor;
