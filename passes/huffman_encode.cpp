@@ -35,22 +35,21 @@ int bitsFor(int64_t k) {
   return std::max(b, 1);
 }
 
-// Bytes a message takes as an entry of a repeated field of its parent: tag, length, body.
-int64_t framed(const google::protobuf::MessageLite& msg) {
-  const size_t body = msg.ByteSizeLong();
+// Bytes a length-delimited field with a one-byte tag takes: tag, length, `body` bytes. A message
+// as an entry of its parent's repeated field (nodes, initializers, inputs) is one.
+int64_t framedSize(size_t body) {
   return static_cast<int64_t>(1 + google::protobuf::io::CodedOutputStream::VarintSize64(body) + body);
 }
+int64_t framed(const google::protobuf::MessageLite& msg) { return framedSize(msg.ByteSizeLong()); }
 
-// What the decode node adds to the file: its NodeProto (the `shape` attribute included).
-int64_t nodeBytes(const Node& d) {
-  onnx::NodeProto p;
-  p.set_name(d.name);
-  p.set_op_type(d.op_type);
-  p.set_domain(d.domain);
-  for (const auto& i : d.inputs) p.add_input(i);
-  for (const auto& o : d.outputs) p.add_output(o);
-  for (const auto& a : d.attrs) *p.add_attribute() = a;
-  return framed(p);
+// framed(tensorToProto(t, name)) without copying the data to measure it: the header, then the
+// raw_data field (field 9, a one-byte tag).
+int64_t framedTensor(const Tensor& t, const std::string& name) {
+  onnx::TensorProto p;
+  p.set_name(name);
+  p.set_data_type(toOnnxType(t.dtype()));
+  for (auto d : t.shape()) p.add_dims(d);
+  return framedSize(p.ByteSizeLong() + static_cast<size_t>(framedSize(static_cast<size_t>(t.nbytes()))));
 }
 }  // namespace
 
@@ -109,9 +108,10 @@ PassResult HuffmanEncode::run(Model& m, PassContext&) {
     onnx::OperatorSetIdProto opset;
     opset.set_domain(weight_coding::kDomain);
     opset.set_version(1);
-    int64_t file_before = framed(tensorToProto(t, name));
-    int64_t file_after = framed(tensorToProto(e->stream, sname)) + framed(tensorToProto(e->codebook, cname)) +
-                         nodeBytes(d) + (decoders.empty() && m.opsetFor(weight_coding::kDomain) <= 0 ? framed(opset) : 0);
+    int64_t file_before = framedTensor(t, name);
+    int64_t file_after = framedTensor(e->stream, sname) + framedTensor(e->codebook, cname) +
+                         framed(nodeToProto(d, m.opsetFor(""))) +
+                         (decoders.empty() && m.opsetFor(weight_coding::kDomain) <= 0 ? framed(opset) : 0);
     if (m.ir_version > 0 && m.ir_version < 4) {  // every initializer is listed as a graph input too
       file_before += framed(valueInfoToProto(valueInfoOf(name, t)));
       file_after += framed(valueInfoToProto(valueInfoOf(sname, e->stream))) +

@@ -585,6 +585,31 @@ Model loadModel(const fs::path& path, const LoadOptions& opts) {
   return m;
 }
 
+onnx::NodeProto nodeToProto(const Node& n, int64_t default_opset) {
+  onnx::NodeProto p;
+  for (const auto& i : n.inputs) p.add_input(i);
+  // Trailing unused optional outputs are left out, as the spec allows: ONNX Runtime's layout
+  // optimizer lost a MaxPool's output that was followed by an empty Indices name (a quantized
+  // model it then could not run). Only outputs the op's schema calls optional: a Split's or an
+  // If's number of outputs means something, even where one is unused.
+  size_t outs = n.outputs.size();
+  if (n.domain.empty()) {
+    const onnx::OpSchema* schema = onnx::OpSchemaRegistry::Instance()->GetSchema(n.op_type, static_cast<int>(default_opset), "");
+    auto optional = [&](size_t k) {
+      return schema && k < schema->outputs().size() &&
+             schema->outputs()[k].GetOption() == onnx::OpSchema::FormalParameterOption::Optional;
+    };
+    while (outs > 0 && n.outputs[outs - 1].empty() && optional(outs - 1)) --outs;
+  }
+  for (size_t k = 0; k < outs; ++k) p.add_output(n.outputs[k]);
+  if (!n.name.empty()) p.set_name(n.name);
+  p.set_op_type(n.op_type);
+  if (!n.domain.empty()) p.set_domain(n.domain);
+  for (const auto& a : n.attrs) *p.add_attribute() = a;
+  if (!n.doc_string.empty()) p.set_doc_string(n.doc_string);
+  return p;
+}
+
 onnx::ModelProto modelToProto(const Model& m) {
   onnx::ModelProto p;
   p.set_ir_version(m.ir_version);
@@ -610,30 +635,8 @@ onnx::ModelProto modelToProto(const Model& m) {
   const Graph& G = m.graph;
   g->set_name(G.name);
   if (!G.doc_string.empty()) g->set_doc_string(G.doc_string);
-  for (const auto& n : G.nodes) {
-    auto* pn = g->add_node();
-    for (const auto& i : n.inputs) pn->add_input(i);
-    // Trailing unused optional outputs are left out, as the spec allows: ONNX Runtime's layout
-    // optimizer lost a MaxPool's output that was followed by an empty Indices name (a quantized
-    // model it then could not run). Only outputs the op's schema calls optional: a Split's or an
-    // If's number of outputs means something, even where one is unused.
-    size_t outs = n.outputs.size();
-    if (n.domain.empty()) {
-      const onnx::OpSchema* schema =
-          onnx::OpSchemaRegistry::Instance()->GetSchema(n.op_type, static_cast<int>(m.opsetFor("")), "");
-      auto optional = [&](size_t k) {
-        return schema && k < schema->outputs().size() &&
-               schema->outputs()[k].GetOption() == onnx::OpSchema::FormalParameterOption::Optional;
-      };
-      while (outs > 0 && n.outputs[outs - 1].empty() && optional(outs - 1)) --outs;
-    }
-    for (size_t k = 0; k < outs; ++k) pn->add_output(n.outputs[k]);
-    if (!n.name.empty()) pn->set_name(n.name);
-    pn->set_op_type(n.op_type);
-    if (!n.domain.empty()) pn->set_domain(n.domain);
-    for (const auto& a : n.attrs) *pn->add_attribute() = a;
-    if (!n.doc_string.empty()) pn->set_doc_string(n.doc_string);
-  }
+  const int64_t opset = m.opsetFor("");
+  for (const auto& n : G.nodes) *g->add_node() = nodeToProto(n, opset);
   for (const auto& [name, t] : G.initializers.items()) {
     auto* pt = g->add_initializer();
     *pt = tensorToProto(t, name);

@@ -110,4 +110,8 @@ onnx::TensorProto tensorToProto(const Tensor& t, const std::string& name);
 ValueInfo valueInfoFromProto(const onnx::ValueInfoProto& p);
 onnx::ValueInfoProto valueInfoToProto(const ValueInfo& v);
 
+/// A node as a written model holds it; `default_opset` (the model's default-domain opset) decides
+/// which trailing empty outputs its schema lets the file leave out.
+onnx::NodeProto nodeToProto(const Node& n, int64_t default_opset);
+
 }  // namespace lwc
