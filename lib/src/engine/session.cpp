@@ -229,6 +229,11 @@ std::optional<std::string> perSampleRoles(const Node& n) {
   return std::nullopt;
 }
 
+// Whether input k carries the batch: a 'b' input, or an elementwise operand that is not constant.
+bool carriesBatch(const std::string& roles, const std::vector<char>& in_const, size_t k) {
+  return roles[k] == 'b' || (roles[k] == 'e' && !in_const[k]);
+}
+
 // What the inputs alone tell before node n runs on one sample (splitInputsOk), then what the
 // run's shapes tell (splitShapesOk). The inputs: a constant elementwise operand whose leading
 // dimension lines up with the batch and is not 1 (a PRelu slope of [B,1,1,1]), or that has more
@@ -239,7 +244,7 @@ bool splitInputsOk(const Node& n, const std::string& roles, std::span<const Tens
                    const std::vector<char>& in_const) {
   size_t rank = 0;
   for (size_t k = 0; k < ins.size(); ++k)
-    if (ins[k] && (roles[k] == 'b' || (roles[k] == 'e' && !in_const[k]))) rank = std::max(rank, ins[k]->rank());
+    if (ins[k] && carriesBatch(roles, in_const, k)) rank = std::max(rank, ins[k]->rank());
   if (rank == 0) return false;
   for (size_t k = 0; k < ins.size(); ++k)
     if (ins[k] && roles[k] == 'e' && in_const[k] &&
@@ -265,7 +270,7 @@ bool splitShapesOk(const std::string& roles, std::span<const Tensor* const> ins,
   for (const auto& o : outs)
     if (!o.empty() && (o.rank() != rank || o.dim(0) != 1)) return false;
   for (size_t k = 0; k < ins.size(); ++k)
-    if (ins[k] && (roles[k] == 'b' || (roles[k] == 'e' && !in_const[k])) && (ins[k]->rank() != rank || ins[k]->dim(0) != 1))
+    if (ins[k] && carriesBatch(roles, in_const, k) && (ins[k]->rank() != rank || ins[k]->dim(0) != 1))
       return false;
   return true;
 }
