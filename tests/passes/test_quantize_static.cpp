@@ -324,6 +324,12 @@ g (float[N, 3, 12, 12] x) => (float[N, 4, 12, 12] y) {
   addConst(m, "b1", {8}, 2, -0.01f, 0.01f);
   addConst(m, "w2", {4, 8, 1, 1}, 3, -0.5f, 0.5f);
   addConst(m, "b2", {4}, 4, -0.1f, 0.1f);
+  // Another graph around the Softmax, with the same weights.
+  auto withWeights = [&m](const std::string& text) {
+    Model v = parseGraph(text);
+    for (const char* w : {"w1", "b1", "w2", "b2"}) v.graph.initializers.set(w, m.graph.initializers.at(w));
+    return v;
+  };
   auto softmaxScale = [](const Model& q) {
     for (const Node& n : q.graph.nodes)
       if (n.op_type == "QuantizeLinear" && n.inputs[0] == "sm") return q.graph.initializers.at(n.inputs[1]).at(0);
@@ -353,35 +359,32 @@ g (float[N, 3, 12, 12] x) => (float[N, 4, 12, 12] y) {
   float_in.graph.nodes[0].name = "first_conv";
   auto rf = quantize(float_in, c, {{"exclude", json::array({"first_conv"})}});
   CHECK(rf.stats["softmax_scales_raised"] == 0);
-  Model out = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+  Model out = withWeights(R"(<ir_version: 8, opset_import: ["" : 13]>
 g (float[N, 3, 12, 12] x) => (float[N, 4, 12, 12] y, float[N, 8, 12, 12] sm) {
   c1 = Conv <pads=[1,1,1,1]> (x, w1, b1)
   sm = Softmax <axis=1> (c1)
   y = Conv (sm, w2, b2)
 })");
-  for (const char* w : {"w1", "b1", "w2", "b2"}) out.graph.initializers.set(w, m.graph.initializers.at(w));
   auto ro = quantize(out, c);
   CHECK(ro.stats["softmax_scales_raised"] == 0);
   // Behind a MaxPool on a quantized value (QOperator output leaves the MaxPool's output float):
   // ONNX Runtime moves the DequantizeLinear across the MaxPool and fuses the Softmax all the same.
-  Model pooled = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+  Model pooled = withWeights(R"(<ir_version: 8, opset_import: ["" : 13]>
 g (float[N, 3, 12, 12] x) => (float[N, 4, 12, 12] y) {
   c1 = Conv <pads=[1,1,1,1]> (x, w1, b1)
   p = MaxPool <kernel_shape=[1,1]> (c1)
   sm = Softmax <axis=1> (p)
   y = Conv (sm, w2, b2)
 })");
-  for (const char* w : {"w1", "b1", "w2", "b2"}) pooled.graph.initializers.set(w, m.graph.initializers.at(w));
   auto rp = quantize(pooled, c, {{"format", "qoperator"}});
   CHECK(rp.stats["softmax_scales_raised"] == 1);
   // Over an axis of unknown length (12 here on the data): the floor is 1/256 (D taken as 2).
-  Model unknown = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+  Model unknown = withWeights(R"(<ir_version: 8, opset_import: ["" : 13]>
 g (float[N, 3, H, W] x) => (float[N, 4, H, W] y) {
   c1 = Conv <pads=[1,1,1,1]> (x, w1, b1)
   sm = Softmax <axis=-1> (c1)
   y = Conv (sm, w2, b2)
 })");
-  for (const char* w : {"w1", "b1", "w2", "b2"}) unknown.graph.initializers.set(w, m.graph.initializers.at(w));
   auto ru = quantize(unknown, c);
   CHECK(ru.stats["softmax_scales_raised"] == 1);
   CHECK(softmaxScale(unknown) >= 1.0 / 256 * (1 - 1e-6));
