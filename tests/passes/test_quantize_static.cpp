@@ -777,6 +777,14 @@ TEST_CASE("quantize_static rejects bad input with one clear error", "[quantize]"
              Contains("calib_shard"));
   CHECK_THAT(errorOf([] { passes::QuantizeStatic p; p.configure({{"keep_fp32", {"middle"}}}, "q"); }),
              Contains("keep_fp32"));
+  // Nothing left to quantize: "after exclude/keep_fp32" only when either was given.
+  Model all_out = smallCnn();
+  CHECK_THAT(errorOf([&] { quantize(all_out, c, {{"exclude", {"Conv", "Gemm"}}}); }),
+             Contains("nothing to quantize (no Conv/Gemm/MatMul with constant weights left after exclude/keep_fp32)"));
+  Model no_layers = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 3, 12, 12] x) => (float[N, 3, 12, 12] y) { y = Relu (x) })");
+  CHECK_THAT(errorOf([&] { quantize(no_layers, c); }),
+             Contains("nothing to quantize (no Conv/Gemm/MatMul with constant weights)"));
   TempDir d;
   writeNpy(d / "bad.npy", randomFloat({4, 1, 28, 28}, 1));
   Calib wrong;
