@@ -610,7 +610,19 @@ onnx::NodeProto nodeToProto(const Node& n, int64_t default_opset) {
   return p;
 }
 
-onnx::ModelProto modelToProto(const Model& m) {
+namespace {
+// What modelToProto writes of a large initializer's data: everything, nothing (the tensor stays
+// an initializer without its raw_data, for measuring), or nothing with the tensor declared as a
+// graph input instead (for shape inference, which reads weights' types and shapes only).
+enum class WeightData { All, HeaderOnly, AsInputs };
+
+// Whether `t` is large and its values cannot be a shape, axes or count that ONNX's inference reads
+// (those are int32/int64 or a few floats: Resize's scales, Range's scalars).
+bool dataNotInferred(const Tensor& t, int64_t over_bytes) {
+  return static_cast<int64_t>(t.nbytes()) > over_bytes && t.dtype() != DType::Int64 && t.dtype() != DType::Int32;
+}
+
+onnx::ModelProto toProto(const Model& m, WeightData data, int64_t over_bytes) {
   onnx::ModelProto p;
   p.set_ir_version(m.ir_version);
   for (const auto& o : m.opset_imports) {
@@ -637,9 +649,20 @@ onnx::ModelProto modelToProto(const Model& m) {
   if (!G.doc_string.empty()) g->set_doc_string(G.doc_string);
   const int64_t opset = m.opsetFor("");
   for (const auto& n : G.nodes) *g->add_node() = nodeToProto(n, opset);
+  std::vector<std::pair<const std::string*, const Tensor*>> as_inputs;
   for (const auto& [name, t] : G.initializers.items()) {
+    if (data == WeightData::AsInputs && dataNotInferred(t, over_bytes)) {
+      as_inputs.emplace_back(&name, &t);
+      continue;
+    }
     auto* pt = g->add_initializer();
-    *pt = tensorToProto(t, name);
+    if (data == WeightData::HeaderOnly) {
+      pt->set_name(name);
+      pt->set_data_type(toOnnxType(t.dtype()));
+      for (auto d : t.shape()) pt->add_dims(d);
+    } else {
+      *pt = tensorToProto(t, name);
+    }
     auto it = G.initializers.docStrings().find(name);
     if (it != G.initializers.docStrings().end()) pt->set_doc_string(it->second);
   }
@@ -649,11 +672,42 @@ onnx::ModelProto modelToProto(const Model& m) {
     // pass created (a folded constant, a quantization scale) are listed after the others.
     for (const auto& [name, t] : G.initializers.items())
       if (!G.isGraphInput(name)) *g->add_input() = valueInfoToProto(valueInfoOf(name, t));
+  } else {
+    for (const auto& [name, t] : as_inputs)
+      if (!G.isGraphInput(*name)) *g->add_input() = valueInfoToProto(valueInfoOf(*name, *t));
   }
   for (const auto& v : G.outputs) *g->add_output() = valueInfoToProto(v);
   for (const auto& v : G.value_info) *g->add_value_info() = valueInfoToProto(v);
   for (const auto& q : G.quantization_annotation) *g->add_quantization_annotation() = q;
   return p;
+}
+
+int64_t varintSize(size_t v) { return static_cast<int64_t>(google::protobuf::io::CodedOutputStream::VarintSize64(v)); }
+}  // namespace
+
+onnx::ModelProto modelToProto(const Model& m) { return toProto(m, WeightData::All, 0); }
+
+onnx::ModelProto modelToInferenceProto(const Model& m, int64_t over_bytes) {
+  return toProto(m, WeightData::AsInputs, over_bytes);
+}
+
+int64_t serializedModelBytes(const Model& m) {
+  // The model with every initializer's header only, then each raw_data field (field 9: a one-byte
+  // tag, the length, the bytes) added to its tensor, the tensors' and the graph's length prefixes
+  // grown to match (tensors are field 5 of the graph, the graph field 7 of the model: one-byte tags).
+  const onnx::ModelProto shell = toProto(m, WeightData::HeaderOnly, 0);
+  const auto& g = shell.graph();
+  const int64_t shell_graph = static_cast<int64_t>(g.ByteSizeLong());
+  int64_t graph = shell_graph;
+  int k = 0;
+  for (const auto& [name, t] : m.graph.initializers.items()) {
+    const auto h = static_cast<int64_t>(g.initializer(k++).ByteSizeLong());
+    const auto n = static_cast<size_t>(t.nbytes());
+    const int64_t full = h + 1 + varintSize(n) + static_cast<int64_t>(n);
+    graph += varintSize(static_cast<size_t>(full)) + full - varintSize(static_cast<size_t>(h)) - h;
+  }
+  return static_cast<int64_t>(shell.ByteSizeLong()) - varintSize(static_cast<size_t>(shell_graph)) - shell_graph +
+         varintSize(static_cast<size_t>(graph)) + graph;
 }
 
 void checkWritable(const fs::path& path) {

@@ -370,7 +370,7 @@ StageMetrics sizeMetrics(const Model& m, int64_t* input_file_bytes = nullptr) {
   s.weight_zeros = st.weight_zeros;
   if (input_file_bytes) *input_file_bytes = st.file_bytes;
   s.file_bytes = input_file_bytes && st.file_bytes >= 0 ? st.file_bytes
-                                                        : static_cast<int64_t>(modelToProto(m).ByteSizeLong());
+                                                        : serializedModelBytes(m);
   return s;
 }
 

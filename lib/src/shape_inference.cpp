@@ -401,7 +401,7 @@ std::pair<int64_t, int64_t> shapeSliceBounds(int64_t rank, int64_t start, int64_
 }
 
 ValueTypes inferShapes(const Model& m, const ShapeOptions& opts) {
-  onnx::ModelProto p = modelToProto(m);
+  onnx::ModelProto p = modelToInferenceProto(m, opts.weight_data_over);
   auto* g = p.mutable_graph();
   {
     std::map<std::string, int64_t> opsets;
@@ -655,7 +655,7 @@ std::string convRankDisagreement(const Model& m) {
   auto convLike = [](const Node& n) { return convLikeInputs(n.op_type, n.domain).has_value(); };
   if (std::none_of(m.graph.nodes.begin(), m.graph.nodes.end(), convLike)) return "";
   const ValueTypes types = inferShapes(m);
-  const std::map<std::string, int64_t> declared = declaredRanks(modelToProto(m).graph());
+  const std::map<std::string, int64_t> declared = declaredRanks(modelToInferenceProto(m).graph());
   auto rankIn = [&](const std::string& v, const ValueTypes& t) -> int64_t {
     const int64_t r = rankOf(v, m, t);
     const auto it = declared.find(v);

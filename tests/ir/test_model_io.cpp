@@ -11,10 +11,12 @@
 #include <csignal>
 #include <fstream>
 #include <functional>
+#include <set>
 #include <onnx/checker.h>
 
 #include "lwc/json_text.h"
 #include "lwc/model_io.h"
+#include "lwc/shape_inference.h"
 #include "support/test_util.h"
 
 using namespace lwc;
@@ -817,4 +819,85 @@ g (float[2] x) => (float[2] y)
                Catch::Contains("initializer 'w': tensor type BFLOAT16 (16) is not supported by lwc; lwc computes with "
                                "float32, float16, float64 and integer tensors: export the model in float32"));
   }
+}
+
+TEST_CASE("serializedModelBytes is the written size, counted without copying weights", "[io]") {
+  // The pipeline's per-stage "bytes" column: it used to serialise the whole model after every
+  // pass (a 100 MB model: ~0.5 s each). Length prefixes grow at 128, 16384 and 2^21 bytes, for a
+  // tensor and for the graph that holds them; empty tensors still write an empty raw_data field.
+  Model m = parseModelText(kRichModel);
+  CHECK(serializedModelBytes(m) == static_cast<int64_t>(modelToProto(m).ByteSizeLong()));
+  for (int64_t n : {0, 1, 31, 32, 33, 4095, 4096, 4097, 600000}) {
+    std::vector<float> v(static_cast<size_t>(n));
+    for (size_t k = 0; k < v.size(); ++k) v[k] = static_cast<float>(k % 97) * 0.5f;
+    m.graph.initializers.set("w" + std::to_string(n), Tensor::fromVector<float>({n}, v));
+    INFO("with a tensor of " << n << " floats");
+    CHECK(serializedModelBytes(m) == static_cast<int64_t>(modelToProto(m).ByteSizeLong()));
+  }
+  m.graph.initializers.docStrings()["w33"] = std::string(200, 'd');
+  CHECK(serializedModelBytes(m) == static_cast<int64_t>(modelToProto(m).ByteSizeLong()));
+  m.ir_version = 3;  // initializers listed again as graph inputs
+  CHECK(serializedModelBytes(m) == static_cast<int64_t>(modelToProto(m).ByteSizeLong()));
+  // The bundled models as lwc writes them, int8 files among them.
+  for (const char* f : {"lenet5_fmnist.onnx", "mnv2_fmnist.onnx", "tinyformer_fmnist.onnx"}) {
+    const Model t = loadModel(fs::path(LWC_SOURCE_DIR) / "testdata" / f);
+    INFO(f);
+    CHECK(serializedModelBytes(t) == static_cast<int64_t>(modelToProto(t).ByteSizeLong()));
+  }
+}
+
+TEST_CASE("the proto for shape inference declares large weights as inputs, without their data", "[io]") {
+  Model m = parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 64] x) => (float[N, 8, 8] y)
+<float[1, 1] w = {0}, int64[3] s = {-1, 8, 8}>
+{
+  h = MatMul (x, w)
+  y = Reshape (h, s)
+}
+)");
+  std::vector<float> w(64 * 64, 0.25f);
+  m.graph.initializers.set("w", Tensor::fromVector<float>({64, 64}, w));
+  std::vector<int64_t> big(2000, 1);
+  m.graph.initializers.set("ints", Tensor::fromVector<int64_t>({2000}, big));  // int64: may be a shape
+  const onnx::ModelProto p = modelToInferenceProto(m, 4096);
+  std::set<std::string> inits, inputs;
+  for (const auto& t : p.graph().initializer()) inits.insert(t.name());
+  for (const auto& v : p.graph().input()) inputs.insert(v.name());
+  CHECK(inits == std::set<std::string>{"s", "ints"});
+  CHECK(inputs == std::set<std::string>{"x", "w"});
+  for (const auto& v : p.graph().input())
+    if (v.name() == "w") {
+      CHECK(v.type().tensor_type().elem_type() == onnx::TensorProto::FLOAT);
+      REQUIRE(v.type().tensor_type().shape().dim_size() == 2);
+      CHECK(v.type().tensor_type().shape().dim(1).dim_value() == 64);
+    }
+  CHECK(modelToInferenceProto(m, 1 << 20).graph().initializer_size() == 3);  // under the limit: all kept
+  m.ir_version = 3;  // listed once, as every initializer is there
+  int listed_w = 0;
+  const onnx::ModelProto p3 = modelToInferenceProto(m, 4096);
+  for (const auto& v : p3.graph().input()) listed_w += v.name() == "w";
+  CHECK(listed_w == 1);
+}
+
+TEST_CASE("small float initializers keep their values for shape inference", "[io]") {
+  // Resize's scales are floats that ONNX's inference reads: under the limit they stay initializers.
+  const Model m = parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 13]>
+g (float[1, 3, 4, 4] x) => (float[1, 3, 8, 8] y)
+<float[4] sc = {1.0, 1.0, 2.0, 2.0}>
+{
+  r = Resize <mode = "nearest"> (x, , sc)
+  y = Relu (r)
+}
+)");
+  const ValueTypes t = inferShapes(m);
+  REQUIRE(t.count("r"));
+  REQUIRE(t.at("r").shape);
+  CHECK(*t.at("r").shape == SymShape{Dim{1}, Dim{3}, Dim{8}, Dim{8}});
+  ShapeOptions lean;  // the check can fail: without the scales' values only the rank is known
+  lean.weight_data_over = 0;
+  const ValueTypes u = inferShapes(m, lean);
+  REQUIRE(u.count("r"));
+  CHECK(!(u.at("r").shape && *u.at("r").shape == SymShape{Dim{1}, Dim{3}, Dim{8}, Dim{8}}));
 }

@@ -32,6 +32,15 @@ Model modelFromProto(const onnx::ModelProto& proto, const std::filesystem::path&
 /// Converts the IR back to protobuf (initializers always stored inline as raw_data).
 onnx::ModelProto modelToProto(const Model& m);
 
+/// modelToProto for ONNX's shape inference, without copying weights: each initializer of more than
+/// `over_bytes` bytes, other than int32/int64 ones (which inference may read as shapes or axes), is
+/// declared as a graph input of its type and shape instead, without its data. (A 100 MB model was
+/// copied in full by each of the ~40 inferences of one `lwc quantize`.)
+onnx::ModelProto modelToInferenceProto(const Model& m, int64_t over_bytes = 4096);
+
+/// modelToProto(m).ByteSizeLong(), the size of the file saveModel writes, without copying weights.
+int64_t serializedModelBytes(const Model& m);
+
 /// Writes the model atomically: a temporary file in the destination folder, then rename.
 /// A failure leaves no partial file and never touches the destination's previous contents.
 void saveModel(const Model& m, const std::filesystem::path& path);

@@ -12,6 +12,10 @@ namespace lwc {
 struct ShapeOptions {
   /// > 0: replace the symbolic first dimension of every graph input by this batch size.
   int64_t batch = 0;
+  /// Initializers of more than this many bytes (int32/int64 ones excepted) reach ONNX's inference
+  /// as graph inputs of their type and shape, without their values, which it never reads: copying
+  /// them made each inference of a 100 MB model take half a second (modelToInferenceProto).
+  int64_t weight_data_over = 4096;
 };
 
 using ValueTypes = std::unordered_map<std::string, ValueInfo>;
