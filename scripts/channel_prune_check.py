@@ -60,7 +60,8 @@ def main():
         for m in args.models:
             name = os.path.splitext(os.path.basename(m))[0]
             out, rep = os.path.join(d, name + ".pruned.onnx"), os.path.join(d, name + ".json")
-            rc, _, err = run([args.lwc, "-q", "prune", m, "--channels", str(args.ratio), "-o", out, "--report", rep]
+            rc, _, err = run([args.lwc, "-q", "prune", m, "--channels", str(args.ratio), "-o", out, "--report", rep,
+                              "--bench-batch", "0"]
                              + args.extra.split())
             if rc != 0:
                 print(f"| {name} | prune failed: {err.strip()} |")
