@@ -449,8 +449,9 @@ void inlineExternalTensors(onnx::GraphProto& g, const fs::path& base_dir, const 
 }
 
 // The IR of a model whose opset and IR version ONNX's library here knows.
+// `owned`: the same message as `proto`, whose initializers' data may be freed once read.
 Model modelFromKnownProto(const onnx::ModelProto& proto, const fs::path& base_dir, const std::string& label,
-                          const LoadOptions& opts) {
+                          const LoadOptions& opts, onnx::ModelProto* owned = nullptr) {
   if (!proto.has_graph() || proto.ir_version() <= 0)
     fail(label, ": not an ONNX model (no graph or no IR version); is this the right file?");
   Model m;
@@ -473,12 +474,15 @@ Model modelFromKnownProto(const onnx::ModelProto& proto, const fs::path& base_di
   for (const auto& vi : g.input()) G.inputs.push_back(valueInfoFromProto(vi));
   for (const auto& vi : g.output()) G.outputs.push_back(valueInfoFromProto(vi));
   for (const auto& vi : g.value_info()) G.value_info.push_back(valueInfoFromProto(vi));
-  for (const auto& t : g.initializer()) {
+  for (int k = 0; k < g.initializer_size(); ++k) {
+    const auto& t = g.initializer(k);
     if (t.name().empty()) fail(label, ": an initializer has no name");
     if (G.initializers.contains(t.name())) fail(label, ": initializer '", t.name(), "' is defined twice");
     G.initializers.set(t.name(), tensorFromProto(t, base_dir, label + ": initializer '" + t.name() + "'"));
     addExternalFile(t, base_dir, m.external_data_files);
     if (!t.doc_string().empty()) G.initializers.docStrings()[t.name()] = t.doc_string();
+    // Loading held each weight three times (file, message, tensor); now at most two at any time.
+    if (owned) std::string().swap(*owned->mutable_graph()->mutable_initializer(k)->mutable_raw_data());
   }
   if (m.ir_version < 4) {
     // IR 3 and older list every initializer among the graph inputs. Runtimes treat them as the
@@ -557,7 +561,7 @@ Model modelFromOwnedProto(onnx::ModelProto& proto, const fs::path& base_dir, con
                           const LoadOptions& opts) {
   std::vector<std::string> notes;
   if (proto.has_graph() && proto.ir_version() > 0 && newerThanKnown(proto)) notes = lowerToKnownVersions(proto, label);
-  Model m = modelFromKnownProto(proto, base_dir, label, opts);
+  Model m = modelFromKnownProto(proto, base_dir, label, opts, &proto);
   m.load_notes = std::move(notes);
   return m;
 }
@@ -572,14 +576,16 @@ Model modelFromProto(const onnx::ModelProto& proto, const fs::path& base_dir, co
 }
 
 Model loadModel(const fs::path& path, const LoadOptions& opts) {
-  const std::string bytes = readUserFile(path, "an ONNX model file");
-  if (bytes.empty()) fail(path.string(), ": file is empty, expected an ONNX model");
   onnx::ModelProto proto;
-  google::protobuf::io::ArrayInputStream ais(bytes.data(), static_cast<int>(std::min<size_t>(bytes.size(), INT_MAX)));
-  google::protobuf::io::CodedInputStream cis(&ais);
-  cis.SetTotalBytesLimit(INT_MAX);
-  if (!proto.ParseFromCodedStream(&cis) || !cis.ConsumedEntireMessage())
-    fail(path.string(), ": not a valid ONNX protobuf (truncated or not an ONNX file)");
+  {  // the file's bytes go before the tensors are built from the parsed message
+    const std::string bytes = readUserFile(path, "an ONNX model file");
+    if (bytes.empty()) fail(path.string(), ": file is empty, expected an ONNX model");
+    google::protobuf::io::ArrayInputStream ais(bytes.data(), static_cast<int>(std::min<size_t>(bytes.size(), INT_MAX)));
+    google::protobuf::io::CodedInputStream cis(&ais);
+    cis.SetTotalBytesLimit(INT_MAX);
+    if (!proto.ParseFromCodedStream(&cis) || !cis.ConsumedEntireMessage())
+      fail(path.string(), ": not a valid ONNX protobuf (truncated or not an ONNX file)");
+  }
   Model m = modelFromOwnedProto(proto, folderOf(path), path.string(), opts);
   m.source = path;
   return m;
