@@ -839,6 +839,14 @@ TEST_CASE("bad data gets one error naming the file", "[data]") {
     CHECK_THROWS_WITH(openDataset(opts(t / "up")), Contains("only two or more folders down (e.g. 'train/cat/a.png')") &&
                                                        Contains("(e.g. '" + (t / "up" / "train").string() + "')"));
     fs::remove_all(t / "up");
+    // An MNIST-style folder (Debian's fashion-mnist): the IDX image files are named, labels not.
+    fs::create_directories(t / "mnist");
+    for (const char* f : {"train-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"})
+      test::writeFile(t / "mnist" / f, "x");
+    CHECK_THROWS_WITH(openDataset(opts(t / "mnist")),
+                      Contains("holds IDX image files ('t10k-images-idx3-ubyte', 'train-images-idx3-ubyte.gz'); give one "
+                               "of them, e.g. '" + (t / "mnist" / "t10k-images-idx3-ubyte").string() + "'"));
+    fs::remove_all(t / "mnist");
     test::writeFile(t / "notes.bin", "hello");
     CHECK_THROWS_WITH(openDataset(opts(t / "notes.bin")), Contains("notes.bin") && Contains("unrecognised"));
     for (int c = 0; c < 3; ++c) {

@@ -418,6 +418,19 @@ std::unique_ptr<Dataset> open(const DataOptions& o) {
          "'); give the folder whose subfolders are the classes (e.g. '", show(o.path / first.parent_path().parent_path()),
          "'), or move each class's images into a class folder directly under '", show(o.path), "'");
   }
+  // An MNIST-style folder (Debian's /usr/share/datasets/fashion-mnist): IDX files are read one at
+  // a time, as the training and test images must not be mixed; name the ones it holds.
+  std::vector<std::string> idx;
+  for (const auto& e : fs::directory_iterator(o.path))
+    if (e.is_regular_file() && e.path().filename().string().find("-images-idx3-ubyte") != std::string::npos)
+      idx.push_back(e.path().filename().string());
+  std::sort(idx.begin(), idx.end());
+  if (!idx.empty()) {
+    std::string names;
+    for (const auto& n : idx) names += (names.empty() ? "'" : ", '") + n + "'";
+    fail("folder '", show(o.path), "' holds IDX image files (", names, "); give one of them, e.g. '",
+         show(o.path / idx.front()), "'; the labels file beside it is found");
+  }
   fail("folder '", show(o.path), "' holds no images (.png, .jpg, .jpeg), no class folders of images, "
        "no .npy/.npz arrays and no ONNX test_data_set_* folders");
 }
