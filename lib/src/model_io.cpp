@@ -1006,12 +1006,77 @@ void writeFileAtomic(const fs::path& given, std::string_view bytes) {
 }
 
 std::string serializeModel(const Model& m, const fs::path& path) {
-  const onnx::ModelProto p = modelToProto(m);
-  if (p.ByteSizeLong() > static_cast<size_t>(INT_MAX))
+  // modelToProto(m).SerializeAsString() without a second copy of the weights: protobuf writes a
+  // message's fields in field-number order, so the file is the model's fields before the graph
+  // (1-6), the graph, those after it (8-25); the graph is its nodes and name (1, 2), the
+  // initializers (5), the rest (10-15); each initializer its header (dims, type, name: 1, 2, 8),
+  // raw_data (9) from the tensor itself, its doc string (12). Unit-tested equal to protobuf's bytes.
+  const int64_t total = serializedModelBytes(m);
+  if (total > static_cast<int64_t>(INT_MAX))
     fail("cannot write '", path.string(), "': the model is over 2 GB, the protobuf limit");
-  std::string bytes;
-  if (!p.SerializeToString(&bytes)) throw InternalError("protobuf serialisation failed for " + path.string());
-  return bytes;
+  onnx::ModelProto shell = toProto(m, WeightData::HeaderOnly, 0);
+  onnx::GraphProto graph;
+  graph.Swap(shell.mutable_graph());
+  shell.clear_graph();
+  onnx::ModelProto after;  // fields 8-25
+  after.mutable_opset_import()->Swap(shell.mutable_opset_import());
+  after.mutable_metadata_props()->Swap(shell.mutable_metadata_props());
+  after.mutable_training_info()->Swap(shell.mutable_training_info());
+  after.mutable_functions()->Swap(shell.mutable_functions());
+  google::protobuf::RepeatedPtrField<onnx::TensorProto> inits;
+  inits.Swap(graph.mutable_initializer());
+  onnx::GraphProto graph_after;  // fields 10-15
+  graph_after.set_allocated_doc_string(graph.release_doc_string());
+  graph_after.mutable_input()->Swap(graph.mutable_input());
+  graph_after.mutable_output()->Swap(graph.mutable_output());
+  graph_after.mutable_value_info()->Swap(graph.mutable_value_info());
+  graph_after.mutable_quantization_annotation()->Swap(graph.mutable_quantization_annotation());
+  graph_after.mutable_sparse_initializer()->Swap(graph.mutable_sparse_initializer());
+
+  std::string out;
+  out.reserve(static_cast<size_t>(total));
+  auto varint = [&](uint64_t v) {
+    while (v >= 0x80) {
+      out.push_back(static_cast<char>((v & 0x7F) | 0x80));
+      v >>= 7;
+    }
+    out.push_back(static_cast<char>(v));
+  };
+  auto tensorBytes = [](const onnx::TensorProto& h, size_t n) {
+    return h.ByteSizeLong() + 1 + static_cast<size_t>(varintSize(n)) + n;
+  };
+  size_t graph_bytes = graph.ByteSizeLong() + graph_after.ByteSizeLong();
+  {
+    int k = 0;
+    for (const auto& [name, t] : m.graph.initializers.items()) {
+      const size_t tb = tensorBytes(inits.Get(k++), t.nbytes());
+      graph_bytes += 1 + static_cast<size_t>(varintSize(tb)) + tb;
+    }
+  }
+  shell.AppendToString(&out);
+  out.push_back(static_cast<char>((7 << 3) | 2));  // ModelProto.graph
+  varint(graph_bytes);
+  graph.AppendToString(&out);
+  int k = 0;
+  for (const auto& [name, t] : m.graph.initializers.items()) {
+    onnx::TensorProto& head = *inits.Mutable(k++);
+    const size_t n = t.nbytes();
+    out.push_back(static_cast<char>((5 << 3) | 2));  // GraphProto.initializer
+    varint(tensorBytes(head, n));
+    onnx::TensorProto doc;  // field 12, after raw_data
+    if (head.has_doc_string()) doc.set_allocated_doc_string(head.release_doc_string());
+    head.AppendToString(&out);
+    out.push_back(static_cast<char>((9 << 3) | 2));  // TensorProto.raw_data
+    varint(n);
+    out.append(static_cast<const char*>(t.raw()), n);
+    doc.AppendToString(&out);
+  }
+  graph_after.AppendToString(&out);
+  after.AppendToString(&out);
+  if (static_cast<int64_t>(out.size()) != total)
+    throw InternalError("serialised " + std::to_string(out.size()) + " bytes for " + path.string() + ", counted " +
+                        std::to_string(total));
+  return out;
 }
 
 void saveModel(const Model& m, const fs::path& path) { writeFileAtomic(path, serializeModel(m, path)); }
