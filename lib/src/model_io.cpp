@@ -482,7 +482,15 @@ Model modelFromKnownProto(const onnx::ModelProto& proto, const fs::path& base_di
     addExternalFile(t, base_dir, m.external_data_files);
     if (!t.doc_string().empty()) G.initializers.docStrings()[t.name()] = t.doc_string();
     // Loading held each weight three times (file, message, tensor); now at most two at any time.
-    if (owned) std::string().swap(*owned->mutable_graph()->mutable_initializer(k)->mutable_raw_data());
+    if (owned) {
+      onnx::TensorProto& o = *owned->mutable_graph()->mutable_initializer(k);
+      if (o.has_raw_data()) std::string().swap(*o.mutable_raw_data());
+      google::protobuf::RepeatedField<float>().Swap(o.mutable_float_data());
+      google::protobuf::RepeatedField<double>().Swap(o.mutable_double_data());
+      google::protobuf::RepeatedField<int32_t>().Swap(o.mutable_int32_data());
+      google::protobuf::RepeatedField<int64_t>().Swap(o.mutable_int64_data());
+      google::protobuf::RepeatedField<uint64_t>().Swap(o.mutable_uint64_data());
+    }
   }
   if (m.ir_version < 4) {
     // IR 3 and older list every initializer among the graph inputs. Runtimes treat them as the
@@ -657,7 +665,8 @@ onnx::ModelProto toProto(const Model& m, WeightData data, int64_t over_bytes) {
   for (const auto& n : G.nodes) *g->add_node() = nodeToProto(n, opset);
   std::vector<std::pair<const std::string*, const Tensor*>> as_inputs;
   for (const auto& [name, t] : G.initializers.items()) {
-    if (data == WeightData::AsInputs && dataNotInferred(t, over_bytes)) {
+    // One also declared as a graph input stays: ONNX checks the two declarations against each other.
+    if (data == WeightData::AsInputs && dataNotInferred(t, over_bytes) && !G.isGraphInput(name)) {
       as_inputs.emplace_back(&name, &t);
       continue;
     }
@@ -679,8 +688,7 @@ onnx::ModelProto toProto(const Model& m, WeightData data, int64_t over_bytes) {
     for (const auto& [name, t] : G.initializers.items())
       if (!G.isGraphInput(name)) *g->add_input() = valueInfoToProto(valueInfoOf(name, t));
   } else {
-    for (const auto& [name, t] : as_inputs)
-      if (!G.isGraphInput(*name)) *g->add_input() = valueInfoToProto(valueInfoOf(*name, *t));
+    for (const auto& [name, t] : as_inputs) *g->add_input() = valueInfoToProto(valueInfoOf(*name, *t));
   }
   for (const auto& v : G.outputs) *g->add_output() = valueInfoToProto(v);
   for (const auto& v : G.value_info) *g->add_value_info() = valueInfoToProto(v);

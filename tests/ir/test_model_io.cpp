@@ -891,6 +891,20 @@ g (float[N, 64] x) => (float[N, 8, 8] y)
   const onnx::ModelProto p3 = modelToInferenceProto(m, 4096);
   for (const auto& v : p3.graph().input()) listed_w += v.name() == "w";
   CHECK(listed_w == 1);
+  // A weight also declared as a graph input (a model built in memory; loading drops such inputs)
+  // stays an initializer: ONNX compares the two declarations, and a declared shape that disagrees
+  // with the tensor must still be found.
+  m.ir_version = 8;
+  ValueInfo declared;
+  declared.name = "w";
+  declared.dtype = DType::Float32;
+  declared.shape = SymShape{Dim{32}, Dim{64}};
+  m.graph.inputs.push_back(declared);
+  const onnx::ModelProto p4 = modelToInferenceProto(m, 4096);
+  int init_w = 0;
+  for (const auto& t : p4.graph().initializer()) init_w += t.name() == "w";
+  CHECK(init_w == 1);
+  CHECK(p4.graph().input_size() == 2);
 }
 
 TEST_CASE("small float initializers keep their values for shape inference", "[io]") {
@@ -913,4 +927,32 @@ g (float[1, 3, 4, 4] x) => (float[1, 3, 8, 8] y)
   const ValueTypes u = inferShapes(m, lean);
   REQUIRE(u.count("r"));
   CHECK(!(u.at("r").shape && *u.at("r").shape == SymShape{Dim{1}, Dim{3}, Dim{8}, Dim{8}}));
+}
+
+TEST_CASE("weights stored in typed fields or raw_data keep their values when loading frees the message's copy", "[io]") {
+  // loadModel releases each initializer's data in the parsed message once the tensor holds it.
+  TempDir d;
+  onnx::ModelProto p = protoFromText(R"(
+<ir_version: 8, opset_import: ["" : 13]>
+g (float[2] x) => (float[2] y)
+<float[2] a = {1.5, -2.0}, int64[1] s = {2}, double[2] c = {0.25, 4.0}>
+{
+  r = Reshape (x, s)
+  b = Add (r, a)
+  y = Mul (b, a)
+}
+)");
+  auto* raw = p.mutable_graph()->add_initializer();  // one in raw_data beside the typed ones
+  raw->set_name("u");
+  raw->set_data_type(onnx::TensorProto::FLOAT);
+  raw->add_dims(2);
+  const float uv[2] = {3.0f, 7.0f};
+  raw->set_raw_data(reinterpret_cast<const char*>(uv), sizeof uv);
+  writeProto(d / "m.onnx", p);
+  const Model m = loadModel(d / "m.onnx");
+  CHECK(m.graph.initializers.at("a").data<float>()[0] == 1.5f);
+  CHECK(m.graph.initializers.at("a").data<float>()[1] == -2.0f);
+  CHECK(m.graph.initializers.at("s").data<int64_t>()[0] == 2);
+  CHECK(m.graph.initializers.at("c").data<double>()[1] == 4.0);
+  CHECK(m.graph.initializers.at("u").data<float>()[1] == 7.0f);
 }
