@@ -103,6 +103,16 @@ struct CollectOptions {
   int threads = 0;
 };
 
+/// Activation bytes one sample holds at the busiest point of a run of `m` in graph order: each
+/// value from its producer (graph inputs from the start) to its last reader (graph outputs to the
+/// end), sizes from shapes inferred at batch 1; values of unknown size count nothing.
+int64_t activationBytesPerSample(const Model& m);
+
+/// The batch calibration runs: `requested`, lowered so that one batch's activations stay within
+/// `budget_bytes` (at least 1 sample). The statistics do not depend on the batch (min/max, and
+/// histograms whose range doubles by merging bin pairs exactly), so neither does the output file.
+int64_t calibrationBatch(const Model& m, int64_t requested, int64_t budget_bytes = int64_t{128} << 20);
+
 /// Runs the float model over the data and collects statistics of `tensors` (value names).
 CalibrationStats collectStats(const Model& m, const std::vector<std::string>& tensors, const DataSpec& data,
                               const CollectOptions& opts);

@@ -241,3 +241,36 @@ g (float[N, 3, 6, 6] x) => (float[N, 4, 4, 4] y) {
   CHECK(whole.tensors.at("x").count() == 40 * 3 * 6 * 6);
   CHECK(whole.tensors.at("y").min() == 0.0);
 }
+
+TEST_CASE("the calibration batch shrinks for large activations, and the statistics do not depend on it",
+          "[calibration]") {
+  TempDir d;
+  writeNpy(d / "x.npy", randomFloat({40, 3, 6, 6}, 11));
+  Model m = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 3, 6, 6] x) => (float[N, 4, 4, 4] y) {
+  c = Conv (x, w)
+  y = Relu (c)
+})");
+  addConst(m, "w", {4, 3, 3, 3}, 1);
+  // x (432 bytes) and c (256) live together while the Conv runs; then c and y (256 each).
+  CHECK(activationBytesPerSample(m) == 432 + 256);
+  CHECK(calibrationBatch(m, 100, 688 * 5) == 5);
+  CHECK(calibrationBatch(m, 100, 688 * 5 + 687) == 5);
+  CHECK(calibrationBatch(m, 100, 10) == 1);  // at least one sample
+  CHECK(calibrationBatch(m, 3, int64_t{1} << 30) == 3);
+  // The histograms merge bin pairs exactly as their range doubles: one sample at a time and all
+  // 40 at once give the same statistics, bin for bin.
+  const std::vector<std::string> names = {"x", "c", "y"};
+  DataSpec one, all;
+  one.options.path = all.options.path = d / "x.npy";
+  one.batch = 1;
+  all.batch = 40;
+  const CalibrationStats a = collectStats(m, names, one, {}), b = collectStats(m, names, all, {});
+  for (const auto& n : names) {
+    INFO(n);
+    CHECK(a.tensors.at(n).range() == b.tensors.at(n).range());
+    CHECK(a.tensors.at(n).hist() == b.tensors.at(n).hist());
+    CHECK(a.tensors.at(n).min() == b.tensors.at(n).min());
+    CHECK(a.tensors.at(n).max() == b.tensors.at(n).max());
+  }
+}
