@@ -6,8 +6,6 @@
 #include <set>
 #include <sstream>
 
-#include <google/protobuf/io/coded_stream.h>
-
 #include "lwc/graph_edit.h"
 #include "lwc/model_io.h"
 #include "lwc/weight_coding.h"
@@ -35,21 +33,12 @@ int bitsFor(int64_t k) {
   return std::max(b, 1);
 }
 
-// Bytes a length-delimited field with a one-byte tag takes: tag, length, `body` bytes. A message
-// as an entry of its parent's repeated field (nodes, initializers, inputs) is one.
-int64_t framedSize(size_t body) {
-  return static_cast<int64_t>(1 + google::protobuf::io::CodedOutputStream::VarintSize64(body) + body);
-}
-int64_t framed(const google::protobuf::MessageLite& msg) { return framedSize(msg.ByteSizeLong()); }
+// A message as an entry of its parent's repeated field (nodes, initializers, inputs).
+int64_t framed(const google::protobuf::MessageLite& msg) { return framedFieldBytes(msg.ByteSizeLong()); }
 
-// framed(tensorToProto(t, name)) without copying the data to measure it: the header, then the
-// raw_data field (field 9, a one-byte tag).
+// framed(tensorToProto(t, name)) without copying the data to measure it.
 int64_t framedTensor(const Tensor& t, const std::string& name) {
-  onnx::TensorProto p;
-  p.set_name(name);
-  p.set_data_type(toOnnxType(t.dtype()));
-  for (auto d : t.shape()) p.add_dims(d);
-  return framedSize(p.ByteSizeLong() + static_cast<size_t>(framedSize(static_cast<size_t>(t.nbytes()))));
+  return framedFieldBytes(static_cast<size_t>(tensorProtoBytes(t, name)));
 }
 }  // namespace
 

@@ -225,13 +225,30 @@ Tensor tensorFromProto(const onnx::TensorProto& p, const fs::path& base_dir, con
   return t;
 }
 
-onnx::TensorProto tensorToProto(const Tensor& t, const std::string& name) {
+namespace {
+// tensorToProto without the data: the name, type and dims.
+onnx::TensorProto tensorHeaderToProto(const Tensor& t, const std::string& name) {
   onnx::TensorProto p;
   p.set_name(name);
   p.set_data_type(toOnnxType(t.dtype()));
   for (auto d : t.shape()) p.add_dims(d);
+  return p;
+}
+}  // namespace
+
+onnx::TensorProto tensorToProto(const Tensor& t, const std::string& name) {
+  onnx::TensorProto p = tensorHeaderToProto(t, name);
   p.set_raw_data(static_cast<const char*>(t.raw()), t.nbytes());
   return p;
+}
+
+int64_t framedFieldBytes(size_t body) {
+  return static_cast<int64_t>(1 + google::protobuf::io::CodedOutputStream::VarintSize64(body) + body);
+}
+
+// raw_data is field 9 of TensorProto: a one-byte tag.
+int64_t tensorProtoBytes(const Tensor& t, const std::string& name) {
+  return static_cast<int64_t>(tensorHeaderToProto(t, name).ByteSizeLong()) + framedFieldBytes(t.nbytes());
 }
 
 ValueInfo valueInfoFromProto(const onnx::ValueInfoProto& p) {
@@ -671,13 +688,7 @@ onnx::ModelProto toProto(const Model& m, WeightData data, int64_t over_bytes) {
       continue;
     }
     auto* pt = g->add_initializer();
-    if (data == WeightData::HeaderOnly) {
-      pt->set_name(name);
-      pt->set_data_type(toOnnxType(t.dtype()));
-      for (auto d : t.shape()) pt->add_dims(d);
-    } else {
-      *pt = tensorToProto(t, name);
-    }
+    *pt = data == WeightData::HeaderOnly ? tensorHeaderToProto(t, name) : tensorToProto(t, name);
     auto it = G.initializers.docStrings().find(name);
     if (it != G.initializers.docStrings().end()) pt->set_doc_string(it->second);
   }
@@ -696,7 +707,25 @@ onnx::ModelProto toProto(const Model& m, WeightData data, int64_t over_bytes) {
   return p;
 }
 
-int64_t varintSize(size_t v) { return static_cast<int64_t>(google::protobuf::io::CodedOutputStream::VarintSize64(v)); }
+// The serialized size of `shell`'s graph (toProto with WeightData::HeaderOnly) once each initializer
+// gets its tensor's raw_data: each entry's length prefix grows with it (initializers are field 5 of
+// the graph: a one-byte tag).
+int64_t graphBytesWithData(const onnx::GraphProto& shell, const Model& m) {
+  auto bytes = static_cast<int64_t>(shell.ByteSizeLong());
+  int k = 0;
+  for (const auto& [name, t] : m.graph.initializers.items()) {
+    const size_t h = shell.initializer(k++).ByteSizeLong();
+    bytes += framedFieldBytes(h + static_cast<size_t>(framedFieldBytes(t.nbytes()))) - framedFieldBytes(h);
+  }
+  return bytes;
+}
+
+// The serialized size of the model `shell` stands for, its graph `graph_bytes` long (the graph is
+// field 7 of the model: a one-byte tag).
+int64_t modelBytesWithData(const onnx::ModelProto& shell, int64_t graph_bytes) {
+  return static_cast<int64_t>(shell.ByteSizeLong()) - framedFieldBytes(shell.graph().ByteSizeLong()) +
+         framedFieldBytes(static_cast<size_t>(graph_bytes));
+}
 }  // namespace
 
 onnx::ModelProto modelToProto(const Model& m) { return toProto(m, WeightData::All, 0); }
@@ -706,22 +735,8 @@ onnx::ModelProto modelToInferenceProto(const Model& m, int64_t over_bytes) {
 }
 
 int64_t serializedModelBytes(const Model& m) {
-  // The model with every initializer's header only, then each raw_data field (field 9: a one-byte
-  // tag, the length, the bytes) added to its tensor, the tensors' and the graph's length prefixes
-  // grown to match (tensors are field 5 of the graph, the graph field 7 of the model: one-byte tags).
   const onnx::ModelProto shell = toProto(m, WeightData::HeaderOnly, 0);
-  const auto& g = shell.graph();
-  const int64_t shell_graph = static_cast<int64_t>(g.ByteSizeLong());
-  int64_t graph = shell_graph;
-  int k = 0;
-  for (const auto& [name, t] : m.graph.initializers.items()) {
-    const auto h = static_cast<int64_t>(g.initializer(k++).ByteSizeLong());
-    const auto n = static_cast<size_t>(t.nbytes());
-    const int64_t full = h + 1 + varintSize(n) + static_cast<int64_t>(n);
-    graph += varintSize(static_cast<size_t>(full)) + full - varintSize(static_cast<size_t>(h)) - h;
-  }
-  return static_cast<int64_t>(shell.ByteSizeLong()) - varintSize(static_cast<size_t>(shell_graph)) - shell_graph +
-         varintSize(static_cast<size_t>(graph)) + graph;
+  return modelBytesWithData(shell, graphBytesWithData(shell.graph(), m));
 }
 
 void checkWritable(const fs::path& path) {
@@ -1019,10 +1034,11 @@ std::string serializeModel(const Model& m, const fs::path& path) {
   // (1-6), the graph, those after it (8-25); the graph is its nodes and name (1, 2), the
   // initializers (5), the rest (10-15); each initializer its header (dims, type, name: 1, 2, 8),
   // raw_data (9) from the tensor itself, its doc string (12). Unit-tested equal to protobuf's bytes.
-  const int64_t total = serializedModelBytes(m);
+  onnx::ModelProto shell = toProto(m, WeightData::HeaderOnly, 0);
+  const int64_t graph_bytes = graphBytesWithData(shell.graph(), m);
+  const int64_t total = modelBytesWithData(shell, graph_bytes);
   if (total > static_cast<int64_t>(INT_MAX))
     fail("cannot write '", path.string(), "': the model is over 2 GB, the protobuf limit");
-  onnx::ModelProto shell = toProto(m, WeightData::HeaderOnly, 0);
   onnx::GraphProto graph;
   graph.Swap(shell.mutable_graph());
   shell.clear_graph();
@@ -1043,39 +1059,24 @@ std::string serializeModel(const Model& m, const fs::path& path) {
 
   std::string out;
   out.reserve(static_cast<size_t>(total));
-  auto varint = [&](uint64_t v) {
-    while (v >= 0x80) {
-      out.push_back(static_cast<char>((v & 0x7F) | 0x80));
-      v >>= 7;
-    }
-    out.push_back(static_cast<char>(v));
+  auto field = [&](int number, size_t length) {  // a length-delimited field's tag and length
+    uint8_t b[11];
+    b[0] = static_cast<uint8_t>((number << 3) | 2);
+    const uint8_t* e = google::protobuf::io::CodedOutputStream::WriteVarint64ToArray(length, b + 1);
+    out.append(reinterpret_cast<const char*>(b), static_cast<size_t>(e - b));
   };
-  auto tensorBytes = [](const onnx::TensorProto& h, size_t n) {
-    return h.ByteSizeLong() + 1 + static_cast<size_t>(varintSize(n)) + n;
-  };
-  size_t graph_bytes = graph.ByteSizeLong() + graph_after.ByteSizeLong();
-  {
-    int k = 0;
-    for (const auto& [name, t] : m.graph.initializers.items()) {
-      const size_t tb = tensorBytes(inits.Get(k++), t.nbytes());
-      graph_bytes += 1 + static_cast<size_t>(varintSize(tb)) + tb;
-    }
-  }
   shell.AppendToString(&out);
-  out.push_back(static_cast<char>((7 << 3) | 2));  // ModelProto.graph
-  varint(graph_bytes);
+  field(7, static_cast<size_t>(graph_bytes));  // ModelProto.graph
   graph.AppendToString(&out);
   int k = 0;
   for (const auto& [name, t] : m.graph.initializers.items()) {
     onnx::TensorProto& head = *inits.Mutable(k++);
     const size_t n = t.nbytes();
-    out.push_back(static_cast<char>((5 << 3) | 2));  // GraphProto.initializer
-    varint(tensorBytes(head, n));
+    field(5, head.ByteSizeLong() + static_cast<size_t>(framedFieldBytes(n)));  // GraphProto.initializer
     onnx::TensorProto doc;  // field 12, after raw_data
     if (head.has_doc_string()) doc.set_allocated_doc_string(head.release_doc_string());
     head.AppendToString(&out);
-    out.push_back(static_cast<char>((9 << 3) | 2));  // TensorProto.raw_data
-    varint(n);
+    field(9, n);  // TensorProto.raw_data
     out.append(static_cast<const char*>(t.raw()), n);
     doc.AppendToString(&out);
   }

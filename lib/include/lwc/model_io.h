@@ -114,6 +114,11 @@ int createExclusive(const std::string& prefix, std::string& name, SignalCleanup&
 /// Tensor <-> TensorProto. `base_dir` resolves external data; `where` names the tensor in errors.
 Tensor tensorFromProto(const onnx::TensorProto& p, const std::filesystem::path& base_dir, const std::string& where);
 onnx::TensorProto tensorToProto(const Tensor& t, const std::string& name);
+/// tensorToProto(t, name).ByteSizeLong(), without copying the data.
+int64_t tensorProtoBytes(const Tensor& t, const std::string& name);
+/// Bytes a length-delimited protobuf field with a one-byte tag takes: the tag, the length, `body`
+/// bytes (a message as an entry of its parent's repeated field; a tensor's raw_data).
+int64_t framedFieldBytes(size_t body);
 
 /// ValueInfo <-> ValueInfoProto.
 ValueInfo valueInfoFromProto(const onnx::ValueInfoProto& p);
