@@ -25,6 +25,16 @@ std::vector<float> dyadic(int n, uint32_t seed, float scale) {
   for (auto& x : v) x = static_cast<float>(d(rng)) / 64.0f * scale;  // exact in binary
   return v;
 }
+// x [N, 3, 6, 6] -> Conv 3x3 -> c [N, 4, 4, 4] -> Relu -> y.
+Model convRelu() {
+  Model m = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 3, 6, 6] x) => (float[N, 4, 4, 4] y) {
+  c = Conv (x, w)
+  y = Relu (c)
+})");
+  addConst(m, "w", {4, 3, 3, 3}, 1);
+  return m;
+}
 int64_t histSum(const TensorStats& s) {
   int64_t t = 0;
   for (auto c : s.hist()) t += c;
@@ -211,12 +221,7 @@ TEST_CASE("a shard is i/n in decimal digits, n up to 2^31 - 1", "[calibration]")
 TEST_CASE("statistics collected in shards merge to the statistics of the whole data", "[calibration]") {
   TempDir d;
   writeNpy(d / "x.npy", randomFloat({40, 3, 6, 6}, 9));
-  Model m = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
-g (float[N, 3, 6, 6] x) => (float[N, 4, 4, 4] y) {
-  c = Conv (x, w)
-  y = Relu (c)
-})");
-  addConst(m, "w", {4, 3, 3, 3}, 1);
+  Model m = convRelu();
   DataSpec ds;
   ds.options.path = d / "x.npy";
   ds.batch = 7;  // batches straddle shard boundaries
@@ -246,12 +251,7 @@ TEST_CASE("the calibration batch shrinks for large activations, and the statisti
           "[calibration]") {
   TempDir d;
   writeNpy(d / "x.npy", randomFloat({40, 3, 6, 6}, 11));
-  Model m = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
-g (float[N, 3, 6, 6] x) => (float[N, 4, 4, 4] y) {
-  c = Conv (x, w)
-  y = Relu (c)
-})");
-  addConst(m, "w", {4, 3, 3, 3}, 1);
+  Model m = convRelu();
   // x (432 bytes) and c (256) live together while the Conv runs; then c and y (256 each).
   CHECK(activationBytesPerSample(m) == 432 + 256);
   CHECK(calibrationBatch(m, 100, 688 * 5) == 5);
