@@ -543,45 +543,8 @@ Tensor sliceRows(const Tensor& t, int64_t begin, int64_t end) {
 }
 }  // namespace
 
-int64_t activationBytesPerSample(const Model& m) {
-  ShapeOptions so;
-  so.batch = 1;
-  const ValueTypes types = inferShapes(m, so);
-  auto bytes = [&](const std::string& v) -> int64_t {
-    if (v.empty() || m.graph.initializers.contains(v)) return 0;
-    const auto it = types.find(v);
-    const auto shape = concreteShape(types, v);
-    if (it == types.end() || !shape || it->second.dtype == DType::Undefined) return 0;
-    int64_t n = 1;
-    for (const int64_t d : *shape) n *= d;
-    return n * static_cast<int64_t>(dtypeSize(it->second.dtype));
-  };
-  const auto& nodes = m.graph.nodes;
-  const auto end = static_cast<int64_t>(nodes.size());
-  std::map<std::string, int64_t> last;  // the index of a value's last reader; `end` for graph outputs
-  for (int64_t i = 0; i < end; ++i)
-    for (const auto& v : nodes[static_cast<size_t>(i)].inputs) last[v] = i;
-  for (const auto& o : m.graph.outputs) last[o.name] = end;
-  int64_t live = 0;
-  for (const auto& in : m.graph.inputs) live += bytes(in.name);
-  int64_t peak = live;
-  for (int64_t i = 0; i < end; ++i) {
-    const Node& n = nodes[static_cast<size_t>(i)];
-    for (const auto& o : n.outputs) live += bytes(o);
-    peak = std::max(peak, live);
-    std::set<std::string> done;  // a value read twice by one node is freed once
-    for (const auto& v : n.inputs)
-      if (const auto it = last.find(v); it != last.end() && it->second == i && done.insert(v).second) live -= bytes(v);
-    for (const auto& o : n.outputs)
-      if (!last.count(o)) live -= bytes(o);  // nothing reads it
-  }
-  return peak;
-}
-
 int64_t calibrationBatch(const Model& m, int64_t requested, int64_t budget_bytes) {
-  const int64_t per_sample = activationBytesPerSample(m);
-  if (per_sample <= 0) return requested;
-  return std::clamp<int64_t>(budget_bytes / per_sample, 1, requested);
+  return batchWithin(activationBytesPerSample(m).peak, requested, budget_bytes);
 }
 
 CalibrationStats collectStats(const Model& m, const std::vector<std::string>& tensors, const DataSpec& data,

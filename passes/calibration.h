@@ -26,6 +26,7 @@
 #include <string>
 #include <vector>
 
+#include "lwc/analysis.h"
 #include "lwc/pass.h"
 
 namespace lwc::passes {
@@ -103,13 +104,8 @@ struct CollectOptions {
   int threads = 0;
 };
 
-/// Activation bytes one sample holds at the busiest point of a run of `m` in graph order: each
-/// value from its producer (graph inputs from the start) to its last reader (graph outputs to the
-/// end), sizes from shapes inferred at batch 1; values of unknown size count nothing.
-int64_t activationBytesPerSample(const Model& m);
-
-/// The batch calibration runs: `requested`, lowered so that one batch's activations stay within
-/// `budget_bytes` (at least 1 sample). The statistics do not depend on the batch (min/max, and
+/// The batch calibration runs: batchWithinActivations (lwc/analysis.h) with a low budget, as the
+/// observers' reads and per-node reorders about double the real per-sample growth. The statistics do not depend on the batch (min/max, and
 /// histograms whose range doubles by merging bin pairs exactly), so neither does the output file.
 int64_t calibrationBatch(const Model& m, int64_t requested, int64_t budget_bytes = int64_t{128} << 20);
 

@@ -79,6 +79,7 @@ void addCompareCommand(CLI::App& app, Action& action, const GlobalOptions&) {
       if (ma.graph.outputs.size() != mb.graph.outputs.size())
         fail(o->b, ": has ", mb.graph.outputs.size(), " outputs but ", o->a, " has ", ma.graph.outputs.size());
       auto ds = o->data.open(ma, &mb);
+      const int64_t batch_size = o->data.batchFor(ma, &mb, o->per_layer);
       engine::SessionOptions so;
       so.threads = o->threads;
       so.observable = o->per_layer;
@@ -116,7 +117,7 @@ void addCompareCommand(CLI::App& app, Action& action, const GlobalOptions&) {
         if (n.op_type == "QuantizeLinear" || n.op_type == "DynamicQuantizeLinear") quantize_outputs.insert(n.outputs[0]);
       Progress bar("compare", ds->size());
       int64_t done = 0;
-      while (auto batch = ds->next(o->data.batch)) {
+      while (auto batch = ds->next(batch_size)) {
         std::map<std::string, Tensor> acts;
         auto ra = sa.runOrdered({{ina, feed(batch->inputs, ma)}},
                                 o->per_layer ? engine::Observer([&](const std::string& n, const Tensor& t) {

@@ -37,6 +37,7 @@ void addEvalCommand(CLI::App& app, Action& action, const GlobalOptions&) {
       engine::configureThreads(o->threads);
       const Model m = loadInputModel(o->model);
       auto ds = o->data.open(m);
+      const int64_t batch = o->data.batchFor(m);
       engine::SessionOptions so;
       so.threads = o->threads;
       so.reference_only = o->reference;
@@ -48,7 +49,7 @@ void addEvalCommand(CLI::App& app, Action& action, const GlobalOptions&) {
       Progress bar("eval", ds->size());
       using clock = std::chrono::steady_clock;
       auto t0 = clock::now();
-      while (auto b = ds->next(o->data.batch)) {
+      while (auto b = ds->next(batch)) {
         auto outs = s.runOrdered({{in_name, b->inputs}});
         auto t1 = clock::now();
         busy += std::chrono::duration<double>(t1 - t0).count();

@@ -32,6 +32,10 @@ void addRunOptions(CLI::App* cmd, RunArgs& a, bool calibration) {
   cmd->add_option("--report-md", a.report_md, "Write the report as Markdown (for a CI job summary)");
   cmd->add_option("--eval", a.eval, "Evaluation data (lwc run: replaces the pipeline's data.eval)");
   cmd->add_option("--eval-limit", a.eval_limit, "Use only N evaluation samples (0 = all; default: lwc run: the pipeline's data.eval.limit, else all)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--eval-batch", a.eval_batch,
+                  "Evaluation batch size (default: lwc run: the pipeline's data.eval.batch, else 100, lowered for models "
+                  "whose activations would pass 256 MB)")
+      ->check(CLI::Range(int64_t(1), kMaxBatch));
   if (calibration) {
     cmd->add_option("--calib", a.calib, "Calibration data (lwc run: replaces the pipeline's data.calib)");
     cmd->add_option("--calib-limit", a.calib_limit, "Use only N calibration samples (0 = all; default: lwc run: the pipeline's data.calib.limit, else all)")->check(CLI::NonNegativeNumber);
@@ -65,7 +69,10 @@ void applyDataOverride(std::optional<DataSpec>& spec, const std::string& path, i
       if (!dropped.empty())
         spdlog::warn("{} replaces the pipeline's data entry ({}) whole, so {} no longer applies", flag, spec->origin, dropped);
     }
-    spec = DataSpec{.options = {}, .batch = spec ? spec->batch : DataSpec{}.batch, .origin = flag};
+    spec = DataSpec{.options = {},
+                    .batch = spec ? spec->batch : DataSpec{}.batch,
+                    .batch_given = spec && spec->batch_given,
+                    .origin = flag};
     spec->options.path = path;
     if (!preprocess.empty()) spec->options.preprocess = Preprocess::load(preprocess);
   }
@@ -272,7 +279,13 @@ int runPipelineCommand(Pipeline p, const std::string& model_path, const RunArgs&
   if (a.keep_failed && p.gates.empty())
     fail("--keep-failed: this run has no quality gates, so its model is always written; drop it (gates come from a "
          "pipeline file's \"gates\")");
+  if (a.eval_batch > 0 && a.eval.empty() && !p.eval)
+    fail("--eval-batch: this run has no evaluation data; give --eval DATA (or data.eval in the pipeline)");
   applyDataOverride(p.eval, a.eval, a.eval_limit, a.preprocess, "--eval");
+  if (a.eval_batch > 0) {
+    p.eval->batch = a.eval_batch;
+    p.eval->batch_given = true;
+  }
   applyDataOverride(p.calib, a.calib, a.calib_limit, a.preprocess, "--calib");
   p.check();
   if (a.output.empty()) fail("-o: the output path is empty; give the file to write");

@@ -3,6 +3,10 @@
 #include "commands.h"
 
 #include <spdlog/spdlog.h>
+
+#include <algorithm>
+
+#include "lwc/analysis.h"
 #include <unistd.h>
 
 namespace lwc::app {
@@ -16,7 +20,7 @@ void DataArgs::add(CLI::App* cmd, bool required) {
   cmd->add_option("--limit", limit, "Use only N samples: the first N (an image folder, ordered by class: N evenly spaced) (0 = all)")
       ->default_val(0)
       ->check(CLI::NonNegativeNumber);
-  batch_option = cmd->add_option("--batch", batch, "Batch size")->default_val(100)->check(CLI::Range(int64_t(1), kMaxBatch));
+  batch_option = cmd->add_option("--batch", batch, "Batch size (not given: 100, lowered where a batch's activations would pass 256 MB)")->default_val(100)->check(CLI::Range(int64_t(1), kMaxBatch));
 }
 
 DataOptions DataArgs::optionsFor(const Model& m) const {
@@ -48,6 +52,22 @@ std::unique_ptr<Dataset> DataArgs::open(const Model& m, const Model* also) const
   auto ds = openDataset(o);
   if (const std::string w = preprocessingWarning(*ds); !w.empty()) spdlog::warn("--data {}", w);
   return ds;
+}
+
+int64_t DataArgs::batchFor(const Model& m, const Model* also, bool keep_all) const {
+  if ((batch_option && batch_option->count() > 0) || fixedBatchSize(m) > 0 || (also && fixedBatchSize(*also) > 0))
+    return batch;
+  const ActivationBytes a = activationBytesPerSample(m);
+  int64_t per_sample = a.peak;
+  if (also) {
+    const int64_t b = activationBytesPerSample(*also).peak;
+    per_sample = keep_all ? a.total + b : std::max(a.peak, b);
+  }
+  const int64_t n = batchWithin(per_sample, batch, kEvalActivationBytes);
+  if (n < batch)
+    spdlog::info("batches of {}, not {}: about {} MB of activations per sample{} (--batch sets it)", n, batch,
+                 (per_sample + (1 << 19)) >> 20, keep_all ? " with every layer's output kept" : "");
+  return n;
 }
 
 Progress::Progress(std::string what, int64_t total)

@@ -27,6 +27,11 @@ struct DataArgs {
   /// The data for model m; warns (once, on stderr) when image data get the default preprocessing.
   /// `also`: a second model fed the same batches (lwc compare); its fixed batch size counts too.
   std::unique_ptr<Dataset> open(const Model& m, const Model* also = nullptr) const;
+  /// The batch to ask the data for: --batch when given, else the default lowered so that about
+  /// kEvalActivationBytes of activations are live (says so on stderr). `also`: a second model run
+  /// after m on each batch; `keep_all`: every activation of m is kept while `also` runs (lwc
+  /// compare --per-layer). A model's fixed batch size overrides it anyway (open).
+  int64_t batchFor(const Model& m, const Model* also = nullptr, bool keep_all = false) const;
 };
 
 /// A one-line progress bar on stderr, only when stderr is a terminal.

@@ -21,6 +21,7 @@ struct RunArgs {
   std::string report, report_md;
   std::string eval, calib, preprocess;
   int64_t eval_limit = -1, calib_limit = -1;
+  int64_t eval_batch = 0;  ///< 0: the pipeline's data.eval.batch, else 100 lowered for large activations
   bool print_after_all = false, time_passes = false, json = false, keep_failed = false;
   int threads = 0;
   /// Set when the command writes --save-calib (quantize): names that output in messages.

@@ -107,7 +107,8 @@ constexpr const char* kFrame = R"SCHEMA({
             "batch": {
               "type": "integer",
               "minimum": 1,
-              "default": 100
+              "default": 100,
+              "description": "Samples per batch. When not given, evaluation lowers the default for models whose activations would pass 256 MB per batch."
             }
           }
         }

@@ -99,6 +99,7 @@ DataSpec parseData(const json& j, const std::string& where, const fs::path& base
     if (!j["batch"].is_number_integer() || j["batch"].get<int64_t>() < 1)
       fail(join(where, "batch"), ": expected a positive integer");
     d.batch = j["batch"].get<int64_t>();
+    d.batch_given = true;
   }
   return d;
 }
@@ -393,8 +394,23 @@ class Evaluator {
     ds_ = openDataset(o);
     if (ds_->size() == 0) fail(spec.origin, ": ", o.path.string(), ": no samples");
     input_ = &input;
+    // Every model of the pipeline is evaluated at the batch the input model allows (the cached
+    // outputs and the paired counts go batch by batch).
+    if (o.fixed_batch > 0) {
+      spec_.batch = o.fixed_batch;  // the data set gives batches of that size
+    } else if (!spec.batch_given) {
+      const int64_t per_sample = activationBytesPerSample(input).peak;
+      spec_.batch = batchWithin(per_sample, spec.batch, kEvalActivationBytes);
+      if (spec_.batch < spec.batch)
+        lowered_ = "evaluating in batches of " + std::to_string(spec_.batch) + ", not " + std::to_string(spec.batch) +
+                   ": about " + std::to_string((per_sample + (1 << 19)) >> 20) + " MB of activations per sample (" +
+                   (spec.origin == "--eval" ? std::string("--eval-batch") : spec.origin + ".batch") + " sets it)";
+    }
   }
   const Dataset& dataset() const { return *ds_; }
+  int64_t batch() const { return spec_.batch; }
+  /// Why the batch is below the one asked for; empty when it is not.
+  const std::string& loweredBatch() const { return lowered_; }
 
   void evaluate(const Model& m, StageMetrics& out, bool is_input) {
     const auto t0 = Clock::now();
@@ -489,7 +505,8 @@ class Evaluator {
 
  private:
   static constexpr size_t kMaxCachedBytes = size_t(256) << 20;
-  const DataSpec& spec_;
+  DataSpec spec_;
+  std::string lowered_;
   int threads_;
   const Model* input_ = nullptr;
   std::unique_ptr<Dataset> ds_;
@@ -551,8 +568,11 @@ PipelineReport runPipeline(const Pipeline& p, Model& m, const RunOptions& opts) 
   if (p.eval) {
     ev = std::make_unique<Evaluator>(*p.eval, input, opts.threads);
     rep.eval_data = ev->dataset().describe();
-    const int64_t fixed_batch = fixedBatchSize(input);  // the data set then gives batches of that size
-    rep.eval_batch = fixed_batch > 0 ? fixed_batch : p.eval->batch;
+    rep.eval_batch = ev->batch();
+    if (const std::string& why = ev->loweredBatch(); !why.empty()) {
+      if (opts.note) opts.note(why);
+      else log(why);
+    }
     rep.eval_preprocessing = preprocessing(ev->dataset(), p.eval->origin);
     for (const auto& g : p.gates)
       for (const auto& info : gateInfos())

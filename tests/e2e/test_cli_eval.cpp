@@ -7,9 +7,11 @@
 #include <nlohmann/json.hpp>
 #include <random>
 
+#include "lwc/analysis.h"
 #include "lwc/metrics.h"
 #include "lwc/model_io.h"
 #include "lwc/npy.h"
+#include "support/pass_util.h"
 #include "support/test_util.h"
 
 using namespace lwc;
@@ -775,4 +777,86 @@ TEST_CASE("lwc eval and compare name a --batch that the model's fixed batch size
   CHECK(nlohmann::json::parse(runLwc("eval --json " + q(d / "b3.onnx") + data).out)["batch"] == 3);
   auto c = runLwc("compare " + q(d / "b3.onnx") + " " + q(d / "b3.onnx") + data + " --batch 7");
   CHECK_THAT(c.err, Catch::Contains("(--batch 7 ignored)"));
+}
+
+TEST_CASE("eval and compare and pipeline evaluation lower the default batch for large activations but not a given one",
+          "[cli][eval]") {
+  // 1024 channels of 28x28 after the first Conv: about 3.2 MB of activations per sample, so the
+  // default batch of 100 would hold about 320 MB (torchvision resnet50 at 224x224 took 1.25 GB).
+  TempDir d;
+  Model m = test::parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+wide (float[N, 1, 28, 28] x) => (float[N, 10] y) {
+  c = Conv <pads = [1, 1, 1, 1]> (x, w)
+  r = Relu (c)
+  p = GlobalAveragePool (r)
+  f = Flatten (p)
+  y = Gemm <transB = 1> (f, fc)
+})");
+  test::addConst(m, "w", {1024, 1, 3, 3}, 1);
+  test::addConst(m, "fc", {10, 1024}, 2, -0.1f, 0.1f);
+  const fs::path model = d / "wide.onnx";
+  saveModel(m, model);
+  const ActivationBytes act = activationBytesPerSample(m);
+  CHECK(act.peak == 2 * 28 * 28 * 4 * 1024);  // c and r while the Relu runs
+  CHECK(act.total == 28 * 28 * 4 * (1 + 2 * 1024) + 2 * 1024 * 4 + 10 * 4);
+  const int64_t want = kEvalActivationBytes / act.peak;
+  REQUIRE(want < 100);
+  const std::string data = " --data " + q(test::testdataDir() / "fmnist_sample" / "images.npy") + " --limit 200";
+
+  auto e = runLwc("eval --json " + q(model) + data);
+  INFO(e.err);
+  REQUIRE(e.exit_code == 0);
+  const auto lowered = nlohmann::json::parse(e.out);
+  CHECK(lowered["batch"] == want);
+  CHECK_THAT(e.err, Catch::Contains("batches of " + std::to_string(want) + ", not 100: about 6 MB of activations per sample (--batch sets it)"));
+  auto given = runLwc("eval --json " + q(model) + data + " --batch 100");
+  REQUIRE(given.exit_code == 0);
+  const auto at100 = nlohmann::json::parse(given.out);
+  CHECK(at100["batch"] == 100);
+  CHECK_THAT(given.err, !Catch::Contains("not 100"));
+  CHECK(at100["top1_correct"] == lowered["top1_correct"]);  // a float model's answers do not depend on the batch
+  CHECK(at100["count"] == 200);
+  CHECK(lowered["count"] == 200);
+
+  // compare: both models' activations; with --per-layer every output of the first is kept too.
+  auto c = runLwc("compare " + q(model) + " " + q(model) + data);
+  CHECK(c.exit_code == 0);
+  CHECK_THAT(c.err, Catch::Contains("batches of " + std::to_string(want) + ", not 100"));
+  auto cl = runLwc("compare --per-layer " + q(model) + " " + q(model) + data);
+  CHECK(cl.exit_code == 0);
+  const int64_t want_kept = kEvalActivationBytes / (act.total + act.peak);
+  CHECK(want_kept < want);
+  CHECK_THAT(cl.err, Catch::Contains("batches of " + std::to_string(want_kept) + ", not 100: about 12 MB of activations per "
+                                     "sample with every layer's output kept"));
+
+  // A pipeline's evaluation: lowered unless --eval-batch (or data.eval.batch) gives it.
+  auto run = [&](const std::string& extra) {
+    auto r = runLwc("run --json --passes fuse_batchnorm " + q(model) + " -o " + q(d / "out.onnx") + " --eval " +
+                    q(test::testdataDir() / "fmnist_sample" / "images.npy") + " --eval-limit 200" + extra);
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    return std::make_pair(nlohmann::json::parse(r.out), r.err);
+  };
+  const auto [auto_rep, auto_err] = run("");
+  CHECK(auto_rep["eval_batch"] == want);
+  CHECK_THAT(auto_err, Catch::Contains("evaluating in batches of " + std::to_string(want) +
+                                       ", not 100: about 6 MB of activations per sample (--eval-batch sets it)"));
+  const auto [given_rep, given_err] = run(" --eval-batch 100");
+  CHECK(given_rep["eval_batch"] == 100);
+  CHECK_THAT(given_err, !Catch::Contains("evaluating in batches"));
+  CHECK(given_rep["stages"][0]["metrics"]["eval"]["top1"].get<double>() == auto_rep["stages"][0]["metrics"]["eval"]["top1"].get<double>());
+  CHECK(given_rep["stages"][1]["metrics"]["eval"]["output_sqnr_db"] == auto_rep["stages"][1]["metrics"]["eval"]["output_sqnr_db"]);
+  const fs::path pipeline = d / "p.json";
+  std::ofstream(pipeline) << R"({"passes": ["fuse_batchnorm"], "data": {"eval": {"path": ")"
+                          << (test::testdataDir() / "fmnist_sample" / "images.npy").string()
+                          << R"(", "limit": 200, "batch": 50}}})";
+  auto r = runLwc("run --json " + q(pipeline) + " " + q(model) + " -o " + q(d / "out2.onnx"));
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK(nlohmann::json::parse(r.out)["eval_batch"] == 50);
+  CHECK_THAT(r.err, !Catch::Contains("evaluating in batches"));
+  // --eval-batch without evaluation data is an error, as --eval-limit is.
+  test::checkOneLineError(runLwc("run --passes fuse_batchnorm " + q(model) + " -o " + q(d / "out3.onnx") + " --eval-batch 10"),
+                          "lwc: error: --eval-batch: this run has no evaluation data; give --eval DATA (or data.eval in the pipeline)");
+  CHECK_FALSE(fs::exists(d / "out3.onnx"));
 }

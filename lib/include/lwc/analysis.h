@@ -82,6 +82,27 @@ Model constantsAsInitializers(const Model& m);
 /// weights; else "".
 std::string float16WeightsHint(const Model& m);
 
+/// Activation bytes of one sample in a run of `m` in graph order, from shapes inferred at batch 1
+/// (values of unknown size count nothing; weights are not activations).
+struct ActivationBytes {
+  /// Held at the busiest point: each value from its producer (graph inputs from the start) to its
+  /// last reader (graph outputs to the end).
+  int64_t peak = 0;
+  /// Every value the run computes, graph inputs included: what an observer that keeps them all holds.
+  int64_t total = 0;
+};
+ActivationBytes activationBytesPerSample(const Model& m);
+
+/// `requested`, lowered so that batch · per_sample stays within `budget_bytes`; at least 1, and
+/// `requested` when per_sample is unknown (≤ 0).
+int64_t batchWithin(int64_t per_sample, int64_t requested, int64_t budget_bytes);
+
+/// The activations one batch may hold where evaluation lowers a batch that was not given (lwc
+/// eval, lwc compare, a pipeline's eval data): at the default of 100, torchvision resnet50 at
+/// 224×224 took 1.25 GB in lwc eval and `lwc compare --per-layer` 3.9 GB at batch 20. The
+/// estimate is about half of the real growth (per-node reorders, buffers awaiting reuse).
+inline constexpr int64_t kEvalActivationBytes = int64_t{256} << 20;
+
 /// Empirical Shannon entropy of a tensor's values (bits per element; exact value histogram).
 double entropyBitsPerElement(const Tensor& t);
 /// Number of elements equal to zero (for floats: +0 and -0).

@@ -94,6 +94,9 @@ struct PassResult {
 struct DataSpec {
   DataOptions options;  ///< path, labels, preprocess, limit (sample_shape etc. set per model)
   int64_t batch = 100;
+  /// The batch was given (a pipeline's "batch" key). Evaluation lowers one that was not for
+  /// models with large activations (kEvalActivationBytes, lwc/analysis.h).
+  bool batch_given = false;
   std::string origin;   ///< "pipeline.json: data.eval" or "--eval", for messages
 };
 
