@@ -1038,7 +1038,9 @@ std::string serializeModel(const Model& m, const fs::path& path) {
   const int64_t graph_bytes = graphBytesWithData(shell.graph(), m);
   const int64_t total = modelBytesWithData(shell, graph_bytes);
   if (total > static_cast<int64_t>(INT_MAX))
-    fail("cannot write '", path.string(), "': the model is over 2 GB, the protobuf limit");
+    fail("cannot write '", path.string(), "': the model would be ", total, " bytes, over the 2 GB (", INT_MAX,
+         " bytes) that protobuf allows one ONNX file, and lwc does not write weights to external data files; make "
+         "it smaller first (lwc quantize stores weights in a quarter of the bytes)");
   onnx::GraphProto graph;
   graph.Swap(shell.mutable_graph());
   shell.clear_graph();

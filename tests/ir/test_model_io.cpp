@@ -859,6 +859,32 @@ TEST_CASE("serializedModelBytes is the written size, counted without copying wei
   }
 }
 
+TEST_CASE("a model over protobuf's 2 GB is refused before anything is copied or written", "[io]") {
+  // 2^29 + 1 floats: one tensor just over 2 GiB. Its pages are never touched (the size comes from
+  // the tensors' headers and the refusal comes before any copy), so the test costs no memory.
+  TempDir d;
+  Model m = loadModel(fs::path(LWC_SOURCE_DIR) / "testdata" / "lenet5_fmnist.onnx");
+  m.graph.initializers.set("huge", Tensor::uninitialized(DType::Float32, {(int64_t{1} << 29) + 1}));
+  const int64_t bytes = serializedModelBytes(m);
+  CHECK(bytes > int64_t{1} << 31);
+  const fs::path out = d / "big.onnx";
+  try {
+    saveModel(m, out);
+    FAIL("saveModel wrote a model over 2 GB");
+  } catch (const Error& e) {
+    CHECK(std::string(e.what()) ==
+          "cannot write '" + out.string() + "': the model would be " + std::to_string(bytes) +
+              " bytes, over the 2 GB (2147483647 bytes) that protobuf allows one ONNX file, and lwc does not write "
+              "weights to external data files; make it smaller first (lwc quantize stores weights in a quarter of the bytes)");
+  }
+  CHECK_FALSE(fs::exists(out));
+  CHECK(fs::is_empty(d.path()));  // no temporary file left either
+  // Without the big tensor the same call writes the file.
+  m.graph.initializers.erase("huge");
+  saveModel(m, out);
+  CHECK(fs::file_size(out) == static_cast<uintmax_t>(serializedModelBytes(m)));
+}
+
 TEST_CASE("the proto for shape inference declares large weights as inputs, without their data", "[io]") {
   Model m = parseModelText(R"(
 <ir_version: 8, opset_import: ["" : 13]>
