@@ -10,6 +10,7 @@
 #include "commands.h"
 #include "format.h"
 #include "ort_peer.h"
+#include "status_line.h"
 #include "lwc/engine.h"
 #include "lwc/model_io.h"
 #include "lwc/pipeline.h"
@@ -195,6 +196,7 @@ void addQuantizeCommand(CLI::App& app, Action& action, const GlobalOptions&) {
         if (qs && data && q->layer_samples > 0) {
           // A QOperator file is measured in its QDQ form: the same integers, with DequantizeLinear outputs to compare.
           const Model& measured = qs->qdqForm() ? *qs->qdqForm() : after;
+          progress("measuring each quantized tensor's error (--layer-samples " + std::to_string(q->layer_samples) + ")");
           *table = passes::quantizationErrors(before, measured, *qs, *data, q->layer_samples, "--layer-samples", q->run.threads);
           nlohmann::json layers = nlohmann::json::array();
           for (const auto& e : *table)
@@ -306,11 +308,14 @@ void addCalibrateCommand(CLI::App& app, Action& action, const GlobalOptions&) {
       p.calib->options.limit_hint = "--calib-samples";
       RunOptions ro;
       ro.threads = q->run.threads;
-      ro.log = [](const std::string& s) { spdlog::debug("{}", s); };
+      ro.log = [](const std::string& s) { progress(s); };
       ro.warn = [](const std::string& s) { spdlog::warn("{}", s); };
       OutputSet outputs;  // the statistics go in place only when the whole run succeeds
       ro.outputs = &outputs;
-      PipelineReport rep = runPipeline(p, m, ro);
+      PipelineReport rep = [&] {
+        const StatusScope status;
+        return runPipeline(p, m, ro);
+      }();
       outputs.commit();
       const auto& st = rep.stages.back().result.stats;
       std::printf("wrote %s: statistics of %lld tensors over %lld samples (shard %s)\n", q->save_calib.c_str(),

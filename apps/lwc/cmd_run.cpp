@@ -13,6 +13,7 @@
 #include "cleanup_config.h"
 #include "commands.h"
 #include "run_common.h"
+#include "status_line.h"
 #include "lwc/dataset.h"
 #include "lwc/engine.h"
 #include "lwc/json_text.h"
@@ -209,6 +210,7 @@ bool prepareTiming(const Model& m, const RunArgs& a, std::optional<Shape>& sampl
 // Median latencies of two models in the lwc engine, taking turns (see run_common.h).
 std::pair<double, double> pairedMedianLatencyMs(const Model& a, const Model& b, int64_t batch, int threads,
                                                 const Shape* sample) {
+  progress("measuring latency in lwc at batch " + std::to_string(batch) + ", before and after (about 3 s)");
   using Clock = std::chrono::steady_clock;
   engine::SessionOptions so;
   so.threads = threads;
@@ -315,7 +317,7 @@ int runPipelineCommand(Pipeline p, const std::string& model_path, const RunArgs&
   Model m = loadPipelineInputFor(model_path, outputs, std::move(inputs));
   RunOptions ro;
   ro.threads = a.threads;
-  ro.log = [](const std::string& s) { spdlog::debug("{}", s); };  // progress: with -v
+  ro.log = [](const std::string& s) { progress(s); };  // lines with -v, else a status line on a terminal
   ro.note = [](const std::string& s) { spdlog::info("{}", s); };   // what a pass left alone, and why
   ro.warn = [](const std::string& s) { spdlog::warn("{}", s); };
   ro.full_count = [](const Model& model) { return passes::analyzeFolded(model, AnalyzeOptions{1, /*entropy=*/false}); };
@@ -324,7 +326,10 @@ int runPipelineCommand(Pipeline p, const std::string& model_path, const RunArgs&
   // Every file of the run goes in place together at the end, or none does.
   OutputSet staged;
   ro.outputs = &staged;
-  PipelineReport rep = runPipeline(p, m, ro);
+  PipelineReport rep = [&] {
+    const StatusScope status;
+    return runPipeline(p, m, ro);
+  }();
   rep.output = a.output;
   try {
     checkModelForOutput(m);

@@ -24,6 +24,7 @@
 
 #include "commands.h"
 #include "ort_peer.h"
+#include "status_line.h"
 #include "lwc/engine.h"
 #include "lwc/pipeline.h"
 #include "lwc/status.h"
@@ -172,6 +173,7 @@ class PrintableSink : public spdlog::sinks::base_sink<spdlog::details::null_mute
 
  protected:
   void sink_it_(const spdlog::details::log_msg& msg) override {
+    lwc::app::clearStatus();  // a message starts its own line
     const std::string text = lwc::printable(std::string_view(msg.payload.data(), msg.payload.size()));
     spdlog::details::log_msg safe = msg;
     safe.payload = text;
@@ -290,7 +292,9 @@ int main(int argc, char** argv) {
   spdlog::set_default_logger(std::make_shared<spdlog::logger>("lwc", std::make_shared<PrintableSink>()));
   spdlog::set_level(g.quiet ? spdlog::level::err : g.verbose ? spdlog::level::debug : spdlog::level::info);
   spdlog::set_pattern("lwc: %l: %v");
+  lwc::app::enableStatusLine(!g.quiet && !g.verbose);
   try {
+    const lwc::app::StatusScope status;  // erased before an error is printed
     const int rc = action ? action() : 1;
     // Results go to stdout: a full disk or a closed pipe there (lwc info --json > report.json)
     // is a failed run, not an empty file and exit code 0.

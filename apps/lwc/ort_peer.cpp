@@ -2,6 +2,8 @@
 // stdout and stderr go to files in the temp folder.
 #include "ort_peer.h"
 
+#include "status_line.h"
+
 #include <fcntl.h>
 #include <sched.h>
 #include <spawn.h>
@@ -189,6 +191,7 @@ OrtPair ortBenchPair(const std::string& tool, const Model& a, const Model& b, in
   // As many threads as lwc's engine uses (its count follows the CPUs lwc may run on; the machine's
   // count gave ONNX Runtime 2 threads beside lwc's 1 under `taskset -c 0`).
   if (threads <= 0) threads = engine::configuredThreads();
+  progress("measuring latency in ONNX Runtime at batch " + std::to_string(batch) + ", before and after");
   TempFolder d;
   const fs::path pa = d.path() / "before.onnx", pb = d.path() / "after.onnx";
   saveModel(a, pa);

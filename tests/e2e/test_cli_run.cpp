@@ -946,3 +946,39 @@ g (float[1, 1, H, W] x) => (float[1, 10] y)
   test::checkOneLineError(r, "input 'x' has the size [1,1,H,W]; export the model with a fixed input size, or use ratio");
   CHECK_FALSE(fs::exists(d / "out.onnx"));
 }
+
+TEST_CASE("a pipeline shows its progress on a terminal as one status line that messages and the report erase",
+          "[cli][run]") {
+  // `script` (util-linux, in every Debian) runs lwc on a pseudo-terminal; its output is the
+  // terminal's, stdout and stderr together.
+  TempDir d;
+  const std::string args = "prune " + q(test::testdataDir() / "lenet5_fmnist.onnx") +
+                           " --sparsity 0.5 --recover lsq --calib " + q(test::testdataDir() / "fmnist_sample") +
+                           " --calib-limit 100 --bench-batch 0 -o " + q(d / "out.onnx");
+  auto onTerminal = [&](const std::string& flags) {
+    const std::string cmd = std::string("'") + LWC_EXE + "' " + flags + args;
+    auto r = test::runCommand("script -qec \"" + cmd + "\" /dev/null < /dev/null");
+    INFO(r.out << r.err);
+    REQUIRE(r.exit_code == 0);
+    return r.out;
+  };
+  const std::string tty = onTerminal("");
+  CHECK_THAT(tty, Catch::Contains("\rrunning prune_magnitude\033[K"));
+  CHECK_THAT(tty, Catch::Contains("\rlsq: layer 1/3 Conv '/conv2/Conv': 16 channels, up to 151 unknowns each\033[K"));
+  // The line is erased before the first message and before the report, which start on a clean line.
+  const size_t info = tty.find("lwc: info:"), table = tty.find("pipeline prune");
+  REQUIRE(info != std::string::npos);
+  REQUIRE(table != std::string::npos);
+  CHECK(tty.rfind("\033[K", info) == tty.rfind("\r\033[K", info) + 1);
+  CHECK(tty.rfind("\033[K", table) == tty.rfind("\r\033[K", table) + 1);
+  CHECK(tty.find("\033[K", table) == std::string::npos);  // nothing shown after the run
+  // -v logs the same text as lines instead; -q shows nothing; off a terminal there is no status line.
+  const std::string verbose = onTerminal("-v ");
+  CHECK_THAT(verbose, !Catch::Contains("\033[K"));
+  CHECK_THAT(verbose, Catch::Contains("lwc: debug: running prune_magnitude"));
+  CHECK_THAT(onTerminal("-q "), !Catch::Contains("\033[K"));
+  auto plain = runLwc(args);
+  REQUIRE(plain.exit_code == 0);
+  CHECK_THAT(plain.err, !Catch::Contains("\033[K"));
+  CHECK_THAT(plain.err, !Catch::Contains("running prune_magnitude"));
+}
