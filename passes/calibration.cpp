@@ -591,6 +591,7 @@ CalibrationStats collectStats(const Model& m, const std::vector<std::string>& te
     observe(in_name, x);
     s.run({{in_name, x}}, observe);
     cs.samples += hi - lo;
+    if (opts.status) opts.status("calibrating: " + std::to_string(cs.samples) + "/" + std::to_string(end - begin) + " samples");
   }
   cs.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return cs;

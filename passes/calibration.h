@@ -22,6 +22,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -102,6 +103,8 @@ struct CollectOptions {
   int64_t max_samples = 0;  ///< 0 = all
   int shard = 0, shards = 1;  ///< take only the samples of this shard (contiguous blocks)
   int threads = 0;
+  /// Gets "calibrating: k/n samples" after each batch (a status line); may be empty.
+  std::function<void(const std::string&)> status;
 };
 
 /// The batch calibration runs: batchWithinActivations (lwc/analysis.h) with a low budget, as the

@@ -3,6 +3,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <iomanip>
 #include <map>
@@ -825,9 +826,11 @@ std::vector<LsqLayerResult> lsqRecover(Model& m, const Model& unmodified, const 
     const LayerForm& f = *form;
     // One line per layer: on large layers the exact per-channel solves take minutes (each channel
     // with its own mask factorises a matrix of its unknowns).
+    const std::string layer_label = "lsq: layer " + std::to_string(done) + "/" + std::to_string(nodes.size()) + " " +
+                                    n.describe();
     if (ctx.progress)
-      ctx.progress("lsq: layer " + std::to_string(done) + "/" + std::to_string(nodes.size()) + " " + n.describe() +
-                   ": " + std::to_string(f.out) + " channels, up to " + std::to_string(f.Kb()) + " unknowns each");
+      ctx.progress(layer_label + ": " + std::to_string(f.out) + " channels, up to " + std::to_string(f.Kb()) +
+                   " unknowns each");
     // Existing bias (Conv B, Gemm C) must be a constant vector of `out` (or one) values.
     std::vector<float> bias0(static_cast<size_t>(f.out), 0.0f);
     if (f.bias && n.hasInput(2)) {
@@ -1071,6 +1074,9 @@ std::vector<LsqLayerResult> lsqRecover(Model& m, const Model& unmodified, const 
         for (size_t c = 0; c < fam.channels.size(); ++c) fitChannel(fam, fam.channels[c], L, lambda, ok);
       }
     } else {
+      // Channels with masks of their own: one factorisation each, minutes on a large layer, so the
+      // status line counts them (from one thread; the function is not called concurrently).
+      std::atomic<int64_t> fitted{0};
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
       for (size_t fi = 0; fi < families.size(); ++fi) {
         const Family& fam = families[fi];
@@ -1078,6 +1084,9 @@ std::vector<LsqLayerResult> lsqRecover(Model& m, const Model& unmodified, const 
         double lambda = 0;
         const bool ok = !fam.S.empty() && cs.factor(acc[static_cast<size_t>(fam.gi)], nullptr, fam.S, res.damping, L, lambda, 1);
         for (int64_t o : fam.channels) fitChannel(fam, o, L, lambda, ok);
+        const int64_t k = fitted += static_cast<int64_t>(fam.channels.size());
+        if (ctx.status && omp_get_thread_num() == 0)
+          ctx.status(layer_label + ": " + std::to_string(k) + "/" + std::to_string(f.out) + " channels fitted");
       }
     }
     double eb = 0, ea = 0, ys = 0;

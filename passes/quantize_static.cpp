@@ -799,6 +799,7 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
     co.max_samples = o.getInt("calib_samples");
     std::tie(co.shard, co.shards) = parseShard(o.getString("calib_shard"), o.key("calib_shard"));
     co.threads = ctx.threads;
+    co.status = ctx.status;
     // The MatMul outputs inside bias Adds too: saved statistics (lwc calibrate, which quantizes to
     // QDQ) then also serve format qoperator, which quantizes them.
     std::vector<std::string> collect = tensors;

@@ -309,6 +309,7 @@ void addCalibrateCommand(CLI::App& app, Action& action, const GlobalOptions&) {
       RunOptions ro;
       ro.threads = q->run.threads;
       ro.log = [](const std::string& s) { progress(s); };
+      ro.status = [](const std::string& s) { showStatus(s); };
       ro.warn = [](const std::string& s) { spdlog::warn("{}", s); };
       OutputSet outputs;  // the statistics go in place only when the whole run succeeds
       ro.outputs = &outputs;

@@ -318,6 +318,7 @@ int runPipelineCommand(Pipeline p, const std::string& model_path, const RunArgs&
   RunOptions ro;
   ro.threads = a.threads;
   ro.log = [](const std::string& s) { progress(s); };  // lines with -v, else a status line on a terminal
+  ro.status = [](const std::string& s) { showStatus(s); };
   ro.note = [](const std::string& s) { spdlog::info("{}", s); };   // what a pass left alone, and why
   ro.warn = [](const std::string& s) { spdlog::warn("{}", s); };
   ro.full_count = [](const Model& model) { return passes::analyzeFolded(model, AnalyzeOptions{1, /*entropy=*/false}); };

@@ -3,11 +3,11 @@
 #include "commands.h"
 
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include <algorithm>
 
 #include "lwc/analysis.h"
-#include <unistd.h>
 
 namespace lwc::app {
 

@@ -412,7 +412,9 @@ class Evaluator {
   /// Why the batch is below the one asked for; empty when it is not.
   const std::string& loweredBatch() const { return lowered_; }
 
-  void evaluate(const Model& m, StageMetrics& out, bool is_input) {
+  /// `status`, when set, gets "<what>: k/n samples" after each batch.
+  void evaluate(const Model& m, StageMetrics& out, bool is_input, const std::string& what,
+                const std::function<void(const std::string&)>& status) {
     const auto t0 = Clock::now();
     engine::SessionOptions so;
     so.threads = threads_;
@@ -483,6 +485,7 @@ class Evaluator {
       }
       n += b->inputs.dim(0);
       ++bi;
+      if (status) status(what + ": " + std::to_string(n) + "/" + std::to_string(ds_->size()) + " samples");
     }
     if (is_input) {
       cached_ = !overflow_;
@@ -596,6 +599,7 @@ PipelineReport runPipeline(const Pipeline& p, Model& m, const RunOptions& opts) 
   ctx.calib = p.calib ? &*p.calib : nullptr;
   ctx.threads = opts.threads;
   ctx.progress = opts.log;
+  ctx.status = opts.status;
   ctx.outputs = opts.outputs;
   const Model reference = m;
   ctx.reference = &reference;
@@ -610,7 +614,7 @@ PipelineReport runPipeline(const Pipeline& p, Model& m, const RunOptions& opts) 
   stampProvenance(m, rep.pipeline);
   if (ev) {
     log("evaluating the input model on " + rep.eval_data);
-    ev->evaluate(m, first.metrics, true);
+    ev->evaluate(m, first.metrics, true, "evaluating the input model", opts.status);
   }
   rep.stages.push_back(std::move(first));
 
@@ -660,7 +664,7 @@ PipelineReport runPipeline(const Pipeline& p, Model& m, const RunOptions& opts) 
       rec.metrics.only_this_right = prev.only_this_right;
     } else if (ev && (p.eval_every_pass || last)) {
       log("evaluating after " + rec.pass);
-      ev->evaluate(m, rec.metrics, false);
+      ev->evaluate(m, rec.metrics, false, "evaluating after " + rec.pass, opts.status);
     }
     if (opts.on_stage) opts.on_stage(*step.pass, before, m, rec);
     for (const auto& n : rec.result.notes) {

@@ -954,7 +954,8 @@ TEST_CASE("a pipeline shows its progress on a terminal as one status line that m
   TempDir d;
   const std::string args = "prune " + q(test::testdataDir() / "lenet5_fmnist.onnx") +
                            " --sparsity 0.5 --recover lsq --calib " + q(test::testdataDir() / "fmnist_sample") +
-                           " --calib-limit 100 --bench-batch 0 -o " + q(d / "out.onnx");
+                           " --calib-limit 100 --eval " + q(test::testdataDir() / "fmnist_sample") +
+                           " --eval-limit 200 --bench-batch 0 -o " + q(d / "out.onnx");
   auto onTerminal = [&](const std::string& flags) {
     const std::string cmd = std::string("'") + LWC_EXE + "' " + flags + args;
     auto r = test::runCommand("script -qec \"" + cmd + "\" /dev/null < /dev/null");
@@ -965,6 +966,9 @@ TEST_CASE("a pipeline shows its progress on a terminal as one status line that m
   const std::string tty = onTerminal("");
   CHECK_THAT(tty, Catch::Contains("\rrunning prune_magnitude\033[K"));
   CHECK_THAT(tty, Catch::Contains("\rlsq: layer 1/3 Conv '/conv2/Conv': 16 channels, up to 151 unknowns each\033[K"));
+  // Within a step: the channels lsq has fitted (each with a mask of its own), the samples evaluated.
+  CHECK_THAT(tty, Catch::Contains("/16 channels fitted\033[K"));
+  CHECK_THAT(tty, Catch::Contains("\revaluating after prune_magnitude: 200/200 samples\033[K"));
   // The line is erased before the first message and before the report, which start on a clean line.
   const size_t info = tty.find("lwc: info:"), table = tty.find("pipeline prune");
   REQUIRE(info != std::string::npos);
@@ -976,6 +980,14 @@ TEST_CASE("a pipeline shows its progress on a terminal as one status line that m
   const std::string verbose = onTerminal("-v ");
   CHECK_THAT(verbose, !Catch::Contains("\033[K"));
   CHECK_THAT(verbose, Catch::Contains("lwc: debug: running prune_magnitude"));
+  CHECK_THAT(verbose, !Catch::Contains("200/200 samples"));  // counts within a step are for the status line only
+  // Calibration counts its samples.
+  auto q8 = test::runCommand("script -qec \"'" + std::string(LWC_EXE) + "' quantize " +
+                             q(test::testdataDir() / "lenet5_fmnist.onnx") + " --calib " +
+                             q(test::testdataDir() / "fmnist_sample") + " --calib-limit 100 --bench-batch 0 --layer-samples 0 -o " +
+                             q(d / "q.onnx") + "\" /dev/null < /dev/null");
+  CHECK(q8.exit_code == 0);
+  CHECK_THAT(q8.out, Catch::Contains("\rcalibrating: 100/100 samples\033[K"));
   CHECK_THAT(onTerminal("-q "), !Catch::Contains("\033[K"));
   auto plain = runLwc(args);
   REQUIRE(plain.exit_code == 0);

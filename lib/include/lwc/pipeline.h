@@ -144,6 +144,9 @@ struct RunOptions {
   std::function<void(const Pass& pass, const Model& before, const Model& after, StageRecord& rec)> on_stage;
   /// Progress messages (one line each) for the log: "running <pass>", "evaluating ...".
   std::function<void(const std::string& line)> log;
+  /// Progress within a step, many times per step ("calibrating: 3400/10000 samples"): for a status
+  /// line that each call replaces, never for the log. May be empty.
+  std::function<void(const std::string& line)> status;
   /// Passes' notes ("<pass>: <note>": what was left alone and why); `log` when not set.
   std::function<void(const std::string& line)> note;
   /// Warnings about the inputs that do not stop the run (image data read with the default
