@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <mutex>
 #include <cmath>
 #include <iomanip>
 #include <map>
@@ -1075,8 +1076,11 @@ std::vector<LsqLayerResult> lsqRecover(Model& m, const Model& unmodified, const 
       }
     } else {
       // Channels with masks of their own: one factorisation each, minutes on a large layer, so the
-      // status line counts them (from one thread; the function is not called concurrently).
+      // status line counts them: from whichever thread holds the lock (never two calls at once; a
+      // count is skipped rather than waited for), and an exception from it must not leave the
+      // parallel region.
       std::atomic<int64_t> fitted{0};
+      std::mutex status_mu;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
       for (size_t fi = 0; fi < families.size(); ++fi) {
         const Family& fam = families[fi];
@@ -1085,8 +1089,12 @@ std::vector<LsqLayerResult> lsqRecover(Model& m, const Model& unmodified, const 
         const bool ok = !fam.S.empty() && cs.factor(acc[static_cast<size_t>(fam.gi)], nullptr, fam.S, res.damping, L, lambda, 1);
         for (int64_t o : fam.channels) fitChannel(fam, o, L, lambda, ok);
         const int64_t k = fitted += static_cast<int64_t>(fam.channels.size());
-        if (ctx.status && omp_get_thread_num() == 0)
-          ctx.status(layer_label + ": " + std::to_string(k) + "/" + std::to_string(f.out) + " channels fitted");
+        if (std::unique_lock<std::mutex> lock(status_mu, std::try_to_lock); ctx.status && lock) {
+          try {
+            ctx.status(layer_label + ": " + std::to_string(k) + "/" + std::to_string(f.out) + " channels fitted");
+          } catch (...) {  // progress only
+          }
+        }
       }
     }
     double eb = 0, ea = 0, ys = 0;

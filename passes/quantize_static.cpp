@@ -1229,7 +1229,11 @@ std::vector<TensorError> quantizationErrors(const Model& fp32, const Model& q, c
   for (const auto& [t, dq] : pass.dequantizedNames()) back[dq] = t;
   std::map<std::string, ErrorMeter> meters;
   const std::string in_f = sf.inputNames().at(0), in_q = sq.inputNames().at(0);
-  while (auto b = ds->next(std::min<int64_t>(data.batch, 16))) {
+  // The float values of every quantized tensor of a batch are kept while the quantized model runs:
+  // at most 16 samples, fewer where they would pass the evaluation budget (as lwc compare --per-layer).
+  const int64_t batch = batchWithin(activationBytesPerSample(fp32).total + activationBytesPerSample(q).peak,
+                                    std::min<int64_t>(data.batch, 16), kEvalActivationBytes);
+  while (auto b = ds->next(batch)) {
     std::map<std::string, Tensor> ref;
     if (pass.dequantizedNames().count(in_f)) ref[in_f] = b->inputs;
     sf.run({{in_f, b->inputs}}, [&](const std::string& name, const Tensor& v) {

@@ -85,6 +85,7 @@ void applyDataOverride(std::optional<DataSpec>& spec, const std::string& path, i
 }
 
 void printGraph(const std::string& pass, const Model& m) {
+  clearStatus();
   onnx::ModelProto p = modelToProto(m);
   auto* g = p.mutable_graph();
   std::cerr << "// ----- after " << pass << ": " << g->node_size() << " nodes, " << g->initializer_size()

@@ -57,6 +57,9 @@ std::unique_ptr<Dataset> DataArgs::open(const Model& m, const Model* also) const
 int64_t DataArgs::batchFor(const Model& m, const Model* also, bool keep_all) const {
   if ((batch_option && batch_option->count() > 0) || fixedBatchSize(m) > 0 || (also && fixedBatchSize(*also) > 0))
     return batch;
+  // A dynamically quantized model's outputs depend on the batch: every command evaluates it at the
+  // same one, the pipelines' included.
+  if (quantizesAtRunTime(m) || (also && quantizesAtRunTime(*also))) return batch;
   const ActivationBytes a = activationBytesPerSample(m);
   int64_t per_sample = a.peak;
   if (also) {

@@ -34,11 +34,17 @@ void showStatus(std::string_view text) {
   std::lock_guard<std::mutex> lock(g_mu);
   if (!g_enabled) return;
   std::string line = printable(text.substr(0, text.find('\n')));
-  // One column short of the width, so the terminal does not wrap; cut at a character boundary.
+  // One column short of the width, so the terminal does not wrap (a wrapped line would stay on
+  // screen: the erase reaches only its last row); cut at a character boundary. A character beyond
+  // ASCII counts two columns, as wide (CJK) ones take.
   const size_t width = terminalWidth() > 1 ? terminalWidth() - 1 : 1;
   size_t columns = 0, cut = 0;
-  for (; cut < line.size(); ++cut)
-    if ((static_cast<unsigned char>(line[cut]) & 0xC0) != 0x80 && ++columns > width) break;
+  for (; cut < line.size(); ++cut) {
+    const auto c = static_cast<unsigned char>(line[cut]);
+    if ((c & 0xC0) == 0x80) continue;  // inside a character
+    columns += c < 0x80 ? 1 : 2;
+    if (columns > width) break;
+  }
   line.resize(cut);
   std::fprintf(stderr, "\r%s\033[K", line.c_str());
   std::fflush(stderr);

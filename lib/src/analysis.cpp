@@ -603,6 +603,11 @@ ActivationBytes activationBytesPerSample(const Model& m) {
   return {peak, total};
 }
 
+bool quantizesAtRunTime(const Model& m) {
+  return std::any_of(m.graph.nodes.begin(), m.graph.nodes.end(),
+                     [](const Node& n) { return n.op_type == "DynamicQuantizeLinear"; });
+}
+
 int64_t batchWithin(int64_t per_sample, int64_t requested, int64_t budget_bytes) {
   if (per_sample <= 0) return requested;
   return std::clamp<int64_t>(budget_bytes / per_sample, 1, requested);

@@ -388,7 +388,10 @@ void fullCount(const RunOptions& opts, const Model& m, StageMetrics& s) {
 // input model's outputs are kept in memory when they fit in kMaxCachedBytes, else recomputed.
 class Evaluator {
  public:
-  Evaluator(const DataSpec& spec, const Model& input, int threads) : spec_(spec), threads_(threads) {
+  /// `run_time_quantization`: a model of the pipeline quantizes activations at run time, so the
+  /// batch is not lowered (its outputs depend on it).
+  Evaluator(const DataSpec& spec, const Model& input, int threads, bool run_time_quantization)
+      : spec_(spec), threads_(threads) {
     DataOptions o = spec.options;
     fitToModel(o, input);
     ds_ = openDataset(o);
@@ -398,18 +401,23 @@ class Evaluator {
     // outputs and the paired counts go batch by batch).
     if (o.fixed_batch > 0) {
       spec_.batch = o.fixed_batch;  // the data set gives batches of that size
-    } else if (!spec.batch_given) {
+      if (spec.batch_given && spec.batch != o.fixed_batch)
+        lowered_ = "the model's input fixes the batch size at " + std::to_string(o.fixed_batch) + "; evaluation batches are " +
+                   std::to_string(o.fixed_batch) + " (" + batchKey() + " " + std::to_string(spec.batch) + " ignored)";
+    } else if (!spec.batch_given && !run_time_quantization) {
       const int64_t per_sample = activationBytesPerSample(input).peak;
       spec_.batch = batchWithin(per_sample, spec.batch, kEvalActivationBytes);
       if (spec_.batch < spec.batch)
         lowered_ = "evaluating in batches of " + std::to_string(spec_.batch) + ", not " + std::to_string(spec.batch) +
                    ": about " + std::to_string((per_sample + (1 << 19)) >> 20) + " MB of activations per sample (" +
-                   (spec.origin == "--eval" ? std::string("--eval-batch") : spec.origin + ".batch") + " sets it)";
+                   batchKey() + " sets it)";
     }
   }
   const Dataset& dataset() const { return *ds_; }
   int64_t batch() const { return spec_.batch; }
-  /// Why the batch is below the one asked for; empty when it is not.
+  /// The option or key that sets the batch: --eval-batch or data.eval.batch.
+  std::string batchKey() const { return spec_.origin == "--eval" ? std::string("--eval-batch") : spec_.origin + ".batch"; }
+  /// Why the batch differs from the default or the one asked for; empty when it does not.
   const std::string& loweredBatch() const { return lowered_; }
 
   /// `status`, when set, gets "<what>: k/n samples" after each batch.
@@ -569,7 +577,10 @@ PipelineReport runPipeline(const Pipeline& p, Model& m, const RunOptions& opts) 
   const Model input = m;
   std::unique_ptr<Evaluator> ev;
   if (p.eval) {
-    ev = std::make_unique<Evaluator>(*p.eval, input, opts.threads);
+    const bool run_time_quantization =
+        quantizesAtRunTime(input) ||
+        std::any_of(p.steps.begin(), p.steps.end(), [](const PipelineStep& s) { return s.pass->name() == "quantize_dynamic"; });
+    ev = std::make_unique<Evaluator>(*p.eval, input, opts.threads, run_time_quantization);
     rep.eval_data = ev->dataset().describe();
     rep.eval_batch = ev->batch();
     if (const std::string& why = ev->loweredBatch(); !why.empty()) {

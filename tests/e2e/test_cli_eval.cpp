@@ -777,6 +777,11 @@ TEST_CASE("lwc eval and compare name a --batch that the model's fixed batch size
   CHECK(nlohmann::json::parse(runLwc("eval --json " + q(d / "b3.onnx") + data).out)["batch"] == 3);
   auto c = runLwc("compare " + q(d / "b3.onnx") + " " + q(d / "b3.onnx") + data + " --batch 7");
   CHECK_THAT(c.err, Catch::Contains("(--batch 7 ignored)"));
+  // A pipeline's --eval-batch too.
+  auto p = runLwc("fuse " + q(d / "b3.onnx") + " -o " + q(d / "f.onnx") + " --eval " +
+                  q(test::testdataDir() / "fmnist_sample" / "images.npy") + " --eval-limit 30 --eval-batch 7");
+  CHECK(p.exit_code == 0);
+  CHECK_THAT(p.err, Catch::Contains("the model's input fixes the batch size at 3; evaluation batches are 3 (--eval-batch 7 ignored)"));
 }
 
 TEST_CASE("eval and compare and pipeline evaluation lower the default batch for large activations but not a given one",
@@ -831,7 +836,7 @@ wide (float[N, 1, 28, 28] x) => (float[N, 10] y) {
 
   // A pipeline's evaluation: lowered unless --eval-batch (or data.eval.batch) gives it.
   auto run = [&](const std::string& extra) {
-    auto r = runLwc("run --json --passes fuse_batchnorm " + q(model) + " -o " + q(d / "out.onnx") + " --eval " +
+    auto r = runLwc("run --json --passes 'prune_magnitude{sparsity=0.5}' " + q(model) + " -o " + q(d / "out.onnx") + " --eval " +
                     q(test::testdataDir() / "fmnist_sample" / "images.npy") + " --eval-limit 200" + extra);
     INFO(r.err);
     REQUIRE(r.exit_code == 0);
@@ -844,8 +849,21 @@ wide (float[N, 1, 28, 28] x) => (float[N, 10] y) {
   const auto [given_rep, given_err] = run(" --eval-batch 100");
   CHECK(given_rep["eval_batch"] == 100);
   CHECK_THAT(given_err, !Catch::Contains("evaluating in batches"));
-  CHECK(given_rep["stages"][0]["metrics"]["eval"]["top1"].get<double>() == auto_rep["stages"][0]["metrics"]["eval"]["top1"].get<double>());
-  CHECK(given_rep["stages"][1]["metrics"]["eval"]["output_sqnr_db"] == auto_rep["stages"][1]["metrics"]["eval"]["output_sqnr_db"]);
+  // The pruned model is evaluated at the same batch as the input (its outputs compared with the
+  // input's, kept batch by batch): the same counts and, up to summation order, the same SQNR.
+  for (int stage : {0, 1}) {
+    INFO("stage " << stage);
+    const auto& a = auto_rep["stages"][stage]["metrics"]["eval"];
+    const auto& g = given_rep["stages"][stage]["metrics"]["eval"];
+    CHECK(a["top1"].get<double>() == g["top1"].get<double>());
+    CHECK(a["samples"] == 200);
+  }
+  const auto& a1 = auto_rep["stages"][1]["metrics"]["eval"];
+  const auto& g1 = given_rep["stages"][1]["metrics"]["eval"];
+  REQUIRE(a1["output_sqnr_db"].is_number());
+  CHECK(a1["output_sqnr_db"].get<double>() == Approx(g1["output_sqnr_db"].get<double>()).epsilon(1e-9));
+  CHECK(a1["top1_agreement"].get<double>() == g1["top1_agreement"].get<double>());
+  CHECK(a1["top1_agreement"].get<double>() < 1.0);  // the pruned model does differ
   const fs::path pipeline = d / "p.json";
   std::ofstream(pipeline) << R"({"passes": ["fuse_batchnorm"], "data": {"eval": {"path": ")"
                           << (test::testdataDir() / "fmnist_sample" / "images.npy").string()
@@ -855,6 +873,20 @@ wide (float[N, 1, 28, 28] x) => (float[N, 10] y) {
   REQUIRE(r.exit_code == 0);
   CHECK(nlohmann::json::parse(r.out)["eval_batch"] == 50);
   CHECK_THAT(r.err, !Catch::Contains("evaluating in batches"));
+  // A dynamically quantized model's outputs depend on the batch: no command lowers it, so the
+  // pipeline's figures and lwc eval's agree.
+  auto dyn = runLwc("quantize --json --mode dynamic " + q(model) + " -o " + q(d / "dyn.onnx") + " --bench-batch 0 --eval " +
+                    q(test::testdataDir() / "fmnist_sample" / "images.npy") + " --eval-limit 200");
+  INFO(dyn.err);
+  REQUIRE(dyn.exit_code == 0);
+  const auto dyn_rep = nlohmann::json::parse(dyn.out);
+  CHECK(dyn_rep["eval_batch"] == 100);
+  CHECK_THAT(dyn.err, !Catch::Contains("evaluating in batches"));
+  auto de = runLwc("eval --json " + q(d / "dyn.onnx") + data);
+  REQUIRE(de.exit_code == 0);
+  CHECK(nlohmann::json::parse(de.out)["batch"] == 100);
+  CHECK(nlohmann::json::parse(de.out)["top1"].get<double>() == dyn_rep["final"]["eval"]["top1"].get<double>());
+  CHECK_THAT(runLwc("compare " + q(model) + " " + q(d / "dyn.onnx") + data).err, !Catch::Contains("not 100"));
   // --eval-batch without evaluation data is an error, as --eval-limit is.
   test::checkOneLineError(runLwc("run --passes fuse_batchnorm " + q(model) + " -o " + q(d / "out3.onnx") + " --eval-batch 10"),
                           "lwc: error: --eval-batch: this run has no evaluation data; give --eval DATA (or data.eval in the pipeline)");

@@ -955,7 +955,7 @@ TEST_CASE("a pipeline shows its progress on a terminal as one status line that m
   const std::string args = "prune " + q(test::testdataDir() / "lenet5_fmnist.onnx") +
                            " --sparsity 0.5 --recover lsq --calib " + q(test::testdataDir() / "fmnist_sample") +
                            " --calib-limit 100 --eval " + q(test::testdataDir() / "fmnist_sample") +
-                           " --eval-limit 200 --bench-batch 0 -o " + q(d / "out.onnx");
+                           " --eval-limit 200 --bench-batch 0 --threads 2 -o " + q(d / "out.onnx");
   auto onTerminal = [&](const std::string& flags) {
     const std::string cmd = std::string("'") + LWC_EXE + "' " + flags + args;
     auto r = test::runCommand("script -qec \"" + cmd + "\" /dev/null < /dev/null");

@@ -97,6 +97,10 @@ ActivationBytes activationBytesPerSample(const Model& m);
 /// `requested` when per_sample is unknown (≤ 0).
 int64_t batchWithin(int64_t per_sample, int64_t requested, int64_t budget_bytes);
 
+/// The model quantizes activations at run time (DynamicQuantizeLinear): its scales are taken over
+/// the whole batch, so its outputs depend on the batch, which evaluation then does not lower.
+bool quantizesAtRunTime(const Model& m);
+
 /// The activations one batch may hold where evaluation lowers a batch that was not given (lwc
 /// eval, lwc compare, a pipeline's eval data): at the default of 100, torchvision resnet50 at
 /// 224×224 took 1.25 GB in lwc eval and `lwc compare --per-layer` 3.9 GB at batch 20. The

@@ -124,7 +124,8 @@ struct PassContext {
   int threads = 0;
   /// Progress of a long pass, one line each (the pipeline's log: `lwc -v` prints it); may be empty.
   std::function<void(const std::string&)> progress;
-  /// Progress within a pass, many times per pass (RunOptions::status); may be empty.
+  /// Progress within a pass, many times per pass (RunOptions::status); may be empty. May be called
+  /// from a worker thread (never two at once); exceptions from it are ignored there.
   std::function<void(const std::string&)> status;
   /// Where a pass stages the files it writes (quantize_static's save_calib), committed with the
   /// command's other outputs once the run succeeds; null: the pass writes them itself.
