@@ -7,12 +7,10 @@
 #include <cstring>
 #include <fstream>
 #include <limits>
-#include <map>
 #include <set>
 #include <sstream>
 
 #include "lwc/engine.h"
-#include "lwc/shape_inference.h"
 #include "lwc/graph_edit.h"
 #include "lwc/json_text.h"
 

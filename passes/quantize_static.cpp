@@ -1231,8 +1231,8 @@ std::vector<TensorError> quantizationErrors(const Model& fp32, const Model& q, c
   const std::string in_f = sf.inputNames().at(0), in_q = sq.inputNames().at(0);
   // The float values of every quantized tensor of a batch are kept while the quantized model runs:
   // at most 16 samples, fewer where they would pass the evaluation budget (as lwc compare --per-layer).
-  const int64_t batch = batchWithin(activationBytesPerSample(fp32).total + activationBytesPerSample(q).peak,
-                                    std::min<int64_t>(data.batch, 16), kEvalActivationBytes);
+  const int64_t batch = evaluationBatch(activationBytesPerSample(fp32).total + activationBytesPerSample(q).peak,
+                                       std::min<int64_t>(data.batch, 16));
   while (auto b = ds->next(batch)) {
     std::map<std::string, Tensor> ref;
     if (pass.dequantizedNames().count(in_f)) ref[in_f] = b->inputs;

@@ -66,10 +66,9 @@ int64_t DataArgs::batchFor(const Model& m, const Model* also, bool keep_all) con
     const int64_t b = activationBytesPerSample(*also).peak;
     per_sample = keep_all ? a.total + b : std::max(a.peak, b);
   }
-  const int64_t n = batchWithin(per_sample, batch, kEvalActivationBytes);
-  if (n < batch)
-    spdlog::info("batches of {}, not {}: about {} MB of activations per sample{} (--batch sets it)", n, batch,
-                 (per_sample + (1 << 19)) >> 20, keep_all ? " with every layer's output kept" : "");
+  std::string why;
+  const int64_t n = evaluationBatch(per_sample, batch, &why);
+  if (!why.empty()) spdlog::info("{}{} (--batch sets it)", why, keep_all ? " with every layer's output kept" : "");
   return n;
 }
 

@@ -583,10 +583,9 @@ ActivationBytes activationBytesPerSample(const Model& m) {
   for (int64_t i = 0; i < end; ++i)
     for (const auto& v : nodes[static_cast<size_t>(i)].inputs) last[v] = i;
   for (const auto& o : m.graph.outputs) last[o.name] = end;
-  int64_t live = 0, total = 0;
+  int64_t live = 0;
   for (const auto& in : m.graph.inputs) live += bytes(in.name);
-  int64_t peak = live;
-  total = live;
+  int64_t peak = live, total = live;
   for (int64_t i = 0; i < end; ++i) {
     const Node& n = nodes[static_cast<size_t>(i)];
     for (const auto& o : n.outputs) {
@@ -611,6 +610,14 @@ bool quantizesAtRunTime(const Model& m) {
 int64_t batchWithin(int64_t per_sample, int64_t requested, int64_t budget_bytes) {
   if (per_sample <= 0) return requested;
   return std::clamp<int64_t>(budget_bytes / per_sample, 1, requested);
+}
+
+int64_t evaluationBatch(int64_t per_sample, int64_t requested, std::string* why) {
+  const int64_t batch = batchWithin(per_sample, requested, kEvalActivationBytes);
+  if (why && batch < requested)
+    *why = "batches of " + std::to_string(batch) + ", not " + std::to_string(requested) + ": about " +
+           std::to_string((per_sample + (1 << 19)) >> 20) + " MB of activations per sample";
+  return batch;
 }
 
 }  // namespace lwc

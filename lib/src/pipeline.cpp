@@ -405,12 +405,9 @@ class Evaluator {
         lowered_ = "the model's input fixes the batch size at " + std::to_string(o.fixed_batch) + "; evaluation batches are " +
                    std::to_string(o.fixed_batch) + " (" + batchKey() + " " + std::to_string(spec.batch) + " ignored)";
     } else if (!spec.batch_given && !run_time_quantization) {
-      const int64_t per_sample = activationBytesPerSample(input).peak;
-      spec_.batch = batchWithin(per_sample, spec.batch, kEvalActivationBytes);
-      if (spec_.batch < spec.batch)
-        lowered_ = "evaluating in batches of " + std::to_string(spec_.batch) + ", not " + std::to_string(spec.batch) +
-                   ": about " + std::to_string((per_sample + (1 << 19)) >> 20) + " MB of activations per sample (" +
-                   batchKey() + " sets it)";
+      std::string why;
+      spec_.batch = evaluationBatch(activationBytesPerSample(input).peak, spec.batch, &why);
+      if (!why.empty()) lowered_ = "evaluating in " + why + " (" + batchKey() + " sets it)";
     }
   }
   const Dataset& dataset() const { return *ds_; }

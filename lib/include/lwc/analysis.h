@@ -107,6 +107,11 @@ bool quantizesAtRunTime(const Model& m);
 /// estimate is about half of the real growth (per-node reorders, buffers awaiting reuse).
 inline constexpr int64_t kEvalActivationBytes = int64_t{256} << 20;
 
+/// The batch evaluation runs at when none was given: `requested`, lowered by batchWithin to
+/// kEvalActivationBytes at `per_sample` bytes each. When it is lowered and `why` is set, *why gets
+/// "batches of N, not R: about X MB of activations per sample" for the message that says so.
+int64_t evaluationBatch(int64_t per_sample, int64_t requested, std::string* why = nullptr);
+
 /// Empirical Shannon entropy of a tensor's values (bits per element; exact value histogram).
 double entropyBitsPerElement(const Tensor& t);
 /// Number of elements equal to zero (for floats: +0 and -0).
