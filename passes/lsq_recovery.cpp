@@ -82,95 +82,6 @@ bool choleskySolve(std::vector<double>& M, std::vector<double>& rhs, int64_t n) 
 
 }  // namespace
 
-namespace {
-
-// Column panels of kPanel columns; the update of a panel from the finished columns in tiles of
-// kTile rows x kPanel columns held in registers.
-constexpr int64_t kPanel = 8, kTile = 4;
-
-// acc[r][c] = A[i0 + r][j0 + c] − Σ_{k<j0} L[i0 + r][k]·L[j0 + c][k], k ascending: each element the
-// same subtractions in the same order as its textbook dot product. L[j][k] is read from the
-// transposed copy in the upper triangle (A[k][j]), kPanel contiguous values per k. Separate
-// multiply and subtract (no fused multiply-add: the AVX2 clone has no FMA), so every clone gives
-// the same bits.
-template <int64_t R, int64_t W>
-void panelTile(double* A, int64_t n, int64_t i0, int64_t j0) {
-  double acc[R][W];
-  for (int64_t r = 0; r < R; ++r)
-    for (int64_t c = 0; c < W; ++c) acc[r][c] = A[(i0 + r) * n + j0 + c];
-  for (int64_t k = 0; k < j0; ++k) {
-    const double* t = A + k * n + j0;
-    for (int64_t r = 0; r < R; ++r) {
-      const double l = A[(i0 + r) * n + k];
-      for (int64_t c = 0; c < W; ++c) acc[r][c] -= l * t[c];
-    }
-  }
-  for (int64_t r = 0; r < R; ++r)
-    for (int64_t c = 0; c < W; ++c) A[(i0 + r) * n + j0 + c] = acc[r][c];
-}
-
-// The same for any tile size (the edges).
-void panelEdge(double* A, int64_t n, int64_t i0, int64_t rows, int64_t j0, int64_t w) {
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < w; ++c) {
-      double s = A[(i0 + r) * n + j0 + c];
-      for (int64_t k = 0; k < j0; ++k) s -= A[(i0 + r) * n + k] * A[k * n + j0 + c];
-      A[(i0 + r) * n + j0 + c] = s;
-    }
-}
-
-__attribute__((target_clones("avx2", "default"))) void panelUpdate(double* A, int64_t n, int64_t j0, int64_t w,
-                                                                   int nt) {
-  if (j0 == 0) return;
-  const int64_t rows = n - j0, tiles = (rows + kTile - 1) / kTile;
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && rows * j0 * w > 65536)
-  for (int64_t t = 0; t < tiles; ++t) {
-    const int64_t i0 = j0 + t * kTile, r = std::min(kTile, n - i0);
-    if (r == kTile && w == kPanel)
-      panelTile<kTile, kPanel>(A, n, i0, j0);
-    else
-      panelEdge(A, n, i0, r, j0, w);
-  }
-}
-
-}  // namespace
-
-bool choleskyLower(std::vector<double>& M, int64_t n, int threads) {
-  const int nt = threads > 0 ? threads : 1;
-  double* A = M.data();
-  // Left-looking by panels of columns. Element (i, j) of L is
-  //   (M[i][j] − Σ_{k<j} L[i][k]·L[j][k]) / L[j][j],  k ascending (the diagonal likewise, then √),
-  // the row-by-row textbook form. The terms k < j0 (columns finished before j's panel) are
-  // subtracted first for the whole panel in register tiles (panelUpdate), then k = j0 … j−1
-  // column by column, so every element has the textbook's bits (a unit test compares them) and the
-  // thread count does not change them. Finished columns are also kept transposed in the upper
-  // triangle, which the factorisation does not otherwise read (A[k][i] = L[i][k] for i > k): the
-  // tiles read kPanel contiguous values of it per k. The matrix is read once per panel instead
-  // of once per column, which made it memory-bound at a few thousand unknowns (n = 2305, one
-  // thread: 0.75 → 0.38 s).
-  for (int64_t j0 = 0; j0 < n; j0 += kPanel) {
-    const int64_t w = std::min(kPanel, n - j0);
-    panelUpdate(A, n, j0, w, nt);
-    for (int64_t j = j0; j < j0 + w; ++j) {
-      double* Lj = A + j * n;
-      double d = Lj[j];
-      for (int64_t k = j0; k < j; ++k) d -= Lj[k] * Lj[k];
-      if (!(d > 0) || !std::isfinite(d)) return false;
-      d = std::sqrt(d);
-      Lj[j] = d;
-      for (int64_t i = j + 1; i < n; ++i) {
-        double* Li = A + i * n;
-        double s = Li[j];
-        for (int64_t k = j0; k < j; ++k) s -= Li[k] * Lj[k];
-        const double v = s / d;
-        Li[j] = v;
-        Lj[i] = v;
-      }
-    }
-  }
-  return true;
-}
-
 Model truncatedTo(const Model& m, const std::string& value) { return truncatedTo(m, std::vector<std::string>{value}); }
 
 Model truncatedTo(const Model& m, const std::vector<std::string>& values) {
@@ -605,30 +516,29 @@ struct ChannelSystems {
   }
 
   /// The ridge solution on the sums a (less `minus`) with λ = damp · mean(diag G_SS), pulling
-  /// towards `anchor`: factor() then solveWith(). `L` (when given) receives the Cholesky factor of
-  /// G_SS + λI (lower triangle).
+  /// towards `anchor`: factor() then solveWith(). `L` receives the Cholesky factor of G_SS + λI
+  /// (lower triangle); callers reuse it from channel to channel (a fresh matrix per channel spent
+  /// most of its time in page faults and zeroing).
   bool solve(const Accum& a, const Accum* minus, int64_t oi, const std::vector<int64_t>& S,
-             const std::vector<double>& anchor, double damp, std::vector<double>& x,
-             std::vector<double>* L = nullptr) const {
-    std::vector<double> M;
+             const std::vector<double>& anchor, double damp, std::vector<double>& x, std::vector<double>& L) const {
     double lambda = 0;
-    const bool ok = factor(a, minus, S, damp, M, lambda, 1);
-    if (ok) solveWith(a, minus, oi, S, anchor, M, lambda, x);
-    if (L) *L = std::move(M);
+    const bool ok = factor(a, minus, S, damp, L, lambda, 1);
+    if (ok) solveWith(a, minus, oi, S, anchor, L, lambda, x);
     return ok;
   }
 
   /// OBS saliency (row index k, x_k² / [H⁻¹]_kk at the ridge fit) of each surviving weight of
-  /// channel o; the diagonal estimate w_k² (G_kk + λ) where H is not positive definite.
-  void saliencies(int64_t o, double damping, std::vector<std::pair<double, int64_t>>& out) const {
+  /// channel o; the diagonal estimate w_k² (G_kk + λ) where H is not positive definite. `L`:
+  /// scratch for the factor.
+  void saliencies(int64_t o, double damping, std::vector<std::pair<double, int64_t>>& out, std::vector<double>& L) const {
     const int64_t oi = o % f.ocg;
     const Accum& a = acc[static_cast<size_t>(o / f.ocg)];
     std::vector<int64_t> S;
-    std::vector<double> v0, va, x, L;
+    std::vector<double> v0, va, x;
     unknowns(o, S, v0, va);
     const int64_t s = static_cast<int64_t>(S.size());
     out.clear();
-    if (solve(a, nullptr, oi, S, va, damping, x, &L)) {
+    if (solve(a, nullptr, oi, S, va, damping, x, L)) {
       // [H⁻¹]_ii = ‖L⁻¹ e_i‖²: forward substitution from row i on.
       std::vector<double> y(static_cast<size_t>(s));
       for (int64_t i = 0; i < s; ++i) {
@@ -679,10 +589,13 @@ void selectObs(const ChannelSystems& cs, float* w, float* w1, int64_t numel, int
     const int64_t inner = f.kind == LayerForm::Kind::Conv ? f.wshape[2] * f.wshape[3] : 1, cin = f.K / inner;
     for (int64_t t = 0; t < rounds; ++t) {
       std::vector<std::vector<int64_t>> removals(static_cast<size_t>(f.out));
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+#pragma omp parallel num_threads(threads)
+      {
+      std::vector<double> L;  // this thread's scratch
+#pragma omp for schedule(dynamic, 1)
       for (int64_t o = 0; o < f.out; ++o) {
         auto& sc = scores[static_cast<size_t>(o)];
-        cs.saliencies(o, opts.damping, sc);
+        cs.saliencies(o, opts.damping, sc, L);
         std::map<int64_t, std::vector<std::pair<double, int64_t>>> groups;  // group key -> (score, k)
         for (const auto& [v, k] : sc) {
           const int64_t c = k / inner, grp = c / M;
@@ -696,6 +609,7 @@ void selectObs(const ChannelSystems& cs, float* w, float* w1, int64_t numel, int
           for (int64_t j = 0; j < take; ++j) removals[static_cast<size_t>(o)].push_back(f.windex(o, members[static_cast<size_t>(j)].second));
         }
       }
+      }
       for (const auto& rm : removals)
         for (int64_t flat : rm) zero(flat);
     }
@@ -706,8 +620,12 @@ void selectObs(const ChannelSystems& cs, float* w, float* w1, int64_t numel, int
   target = std::min(target, numel);
   for (int64_t t = 0; t < rounds && target > zeros; ++t) {
     const int64_t want = (target - zeros + (rounds - t) - 1) / (rounds - t);  // the rest spread evenly
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
-    for (int64_t o = 0; o < f.out; ++o) cs.saliencies(o, opts.damping, scores[static_cast<size_t>(o)]);
+#pragma omp parallel num_threads(threads)
+    {
+      std::vector<double> L;  // this thread's scratch
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t o = 0; o < f.out; ++o) cs.saliencies(o, opts.damping, scores[static_cast<size_t>(o)], L);
+    }
     std::vector<std::pair<double, int64_t>> all;  // (score, flat index): ties by position
     for (int64_t o = 0; o < f.out; ++o)
       for (const auto& [v, k] : scores[static_cast<size_t>(o)]) all.emplace_back(v, f.windex(o, k));
@@ -984,11 +902,11 @@ std::vector<LsqLayerResult> lsqRecover(Model& m, const Model& unmodified, const 
       for (int64_t t = 0; t < tasks; ++t) {
         const int64_t o = chans[static_cast<size_t>(t / (kGrid * kFolds))], gv = (t / kFolds) % kGrid, k = t % kFolds;
         std::vector<int64_t> S;
-        std::vector<double> v0, va, x;
+        std::vector<double> v0, va, x, L;
         cs.unknowns(o, S, v0, va);
         if (S.empty()) continue;
         const Accum& held = folds[static_cast<size_t>(k)];
-        if (!cs.solve(acc[0], &held, o, S, va, opts.damping * grid[gv], x))
+        if (!cs.solve(acc[0], &held, o, S, va, opts.damping * grid[gv], x, L))
           cvok[static_cast<size_t>(t)] = 0;
         else
           cverr[static_cast<size_t>(t)] = cs.err(held, o, S, x);
@@ -1081,10 +999,14 @@ std::vector<LsqLayerResult> lsqRecover(Model& m, const Model& unmodified, const 
       // parallel region.
       std::atomic<int64_t> fitted{0};
       std::mutex status_mu;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
+#pragma omp parallel num_threads(nt)
+      {
+      // One factor buffer per thread, reused: a fresh one per channel (42 MB at 2305 unknowns) was
+      // about half of the time, in page faults and zeroing.
+      std::vector<double> L;
+#pragma omp for schedule(dynamic, 1)
       for (size_t fi = 0; fi < families.size(); ++fi) {
         const Family& fam = families[fi];
-        std::vector<double> L;
         double lambda = 0;
         const bool ok = !fam.S.empty() && cs.factor(acc[static_cast<size_t>(fam.gi)], nullptr, fam.S, res.damping, L, lambda, 1);
         for (int64_t o : fam.channels) fitChannel(fam, o, L, lambda, ok);
@@ -1095,6 +1017,7 @@ std::vector<LsqLayerResult> lsqRecover(Model& m, const Model& unmodified, const 
           } catch (...) {  // progress only
           }
         }
+      }
       }
     }
     double eb = 0, ea = 0, ys = 0;

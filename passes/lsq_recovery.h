@@ -46,6 +46,7 @@
 #include "lwc/dataset.h"
 #include "lwc/graph_edit.h"
 #include "lwc/pass.h"
+#include "passes/cholesky.h"
 
 namespace lwc::passes {
 
@@ -143,12 +144,6 @@ struct LayerGram {
 /// The sums are the same on any number of threads.
 void layerGrams(const Model& model, const std::vector<size_t>& nodes, Dataset& data, const std::string& input, int64_t batch,
                 int threads, int64_t rows_per_sample, bool bias_column, const std::function<void(size_t, LayerGram&)>& done);
-
-/// Cholesky factor M = L Lᵀ in place (M symmetric n x n, row-major; only its lower triangle is
-/// read). Afterwards L is in the lower triangle and Lᵀ in the upper one. False when M is not
-/// positive definite. `threads` > 1 splits large columns across threads; the result is the same on
-/// any number, and each element has the bits of the textbook row-by-row form.
-bool choleskyLower(std::vector<double>& M, int64_t n, int threads = 1);
 
 /// The part of `m` that computes `value` (made the only graph output; everything else dropped), so
 /// per-layer data passes run only the layers before the one they look at.

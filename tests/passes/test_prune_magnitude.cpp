@@ -237,7 +237,7 @@ TEST_CASE("choleskyLower gives the bits of the textbook row-by-row factorisation
   };
   std::mt19937 rng(7);
   std::uniform_real_distribution<double> u(-1.0, 1.0);
-  for (int64_t n : {1, 2, 5, 255, 256, 257, 600}) {
+  for (int64_t n : {1, 2, 5, 17, 255, 256, 257, 600}) {
     INFO("n " << n);
     // M = BᵀB / rows + 0.01 I: positive definite, with a wide spread of scales.
     const int64_t rows = n + 3;
@@ -252,9 +252,13 @@ TEST_CASE("choleskyLower gives the bits of the textbook row-by-row factorisation
       }
     const std::vector<double> want = textbook(M, n);
     REQUIRE(want.size() == M.size());
+    // Every kernel this CPU runs (the portable one everywhere), on 1 and 3 threads.
+    for (auto kernel : {passes::CholeskyKernel::Portable, passes::CholeskyKernel::Avx2, passes::CholeskyKernel::Avx512})
     for (int threads : {1, 3}) {
+      if (kernel > passes::choleskyKernel()) continue;
+      INFO("kernel " << static_cast<int>(kernel) << ", threads " << threads);
       std::vector<double> L = M;
-      REQUIRE(passes::choleskyLower(L, n, threads));
+      REQUIRE(passes::choleskyLowerWith(kernel, L, n, threads));
       int64_t differ = 0;
       for (int64_t i = 0; i < n; ++i)
         for (int64_t j = 0; j <= i; ++j) {
@@ -268,6 +272,9 @@ TEST_CASE("choleskyLower gives the bits of the textbook row-by-row factorisation
   // Not positive definite: the second pivot is 1 − 4 < 0.
   std::vector<double> bad{1, 2, 2, 1};
   CHECK_FALSE(passes::choleskyLower(bad, 2));
+  // This machine type (AMD EPYC with AVX-512) runs the widest kernel; where it lacks it, the
+  // comparison above covered only the ones it has.
+  if (__builtin_cpu_supports("avx512f")) CHECK(passes::choleskyKernel() == passes::CholeskyKernel::Avx512);
 }
 
 TEST_CASE("prune_magnitude recover lsq solves each pruned layer's least squares exactly", "[prune][lsq]") {
