@@ -24,20 +24,31 @@ bool upperFactorOfInverse(const std::vector<double>& H, int64_t n, std::vector<d
   if (!choleskyLower(L, n, threads)) return false;
   U.assign(static_cast<size_t>(n * n), 0.0);
   // Column j of L⁻¹ by forward substitution; U[n-1-i][n-1-j] = (L⁻¹)[i][j]. Columns are
-  // independent, each summed in a fixed order.
-#pragma omp parallel for schedule(dynamic, 8) num_threads(threads > 0 ? threads : 1) if (threads > 1 && n > 128)
-  for (int64_t j = 0; j < n; ++j) {
-    std::vector<double> x(static_cast<size_t>(n), 0.0);
-    x[static_cast<size_t>(j)] = 1.0 / L[at(j, j)];
-    for (int64_t i = j + 1; i < n; ++i) {
+  // independent, each summed in a fixed order. kCols columns at a time, so that each row of L is
+  // read from memory once for all of them rather than once per column (at a few thousand columns
+  // the substitution was bound by reading L); each column's sums are the same loop as alone.
+  constexpr int64_t kCols = 8;
+  const int64_t blocks = (n + kCols - 1) / kCols;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads > 0 ? threads : 1) if (threads > 1 && n > 128)
+  for (int64_t b = 0; b < blocks; ++b) {
+    const int64_t j0 = b * kCols, nc = std::min(kCols, n - j0);
+    std::vector<std::vector<double>> xs(static_cast<size_t>(nc), std::vector<double>(static_cast<size_t>(n), 0.0));
+    for (int64_t c = 0; c < nc; ++c) xs[static_cast<size_t>(c)][static_cast<size_t>(j0 + c)] = 1.0 / L[at(j0 + c, j0 + c)];
+    for (int64_t i = j0 + 1; i < n; ++i) {
       const double* Li = &L[at(i, 0)];
-      const double* xv = x.data();
-      double s = 0;
+      for (int64_t c = 0; c < nc; ++c) {
+        const int64_t j = j0 + c;
+        if (i <= j) break;
+        std::vector<double>& x = xs[static_cast<size_t>(c)];
+        const double* xv = x.data();
+        double s = 0;
 #pragma omp simd reduction(+ : s)
-      for (int64_t k = j; k < i; ++k) s += Li[k] * xv[k];
-      x[static_cast<size_t>(i)] = -s / Li[i];
+        for (int64_t k = j; k < i; ++k) s += Li[k] * xv[k];
+        x[static_cast<size_t>(i)] = -s / Li[i];
+      }
     }
-    for (int64_t i = j; i < n; ++i) U[at(n - 1 - i, n - 1 - j)] = x[static_cast<size_t>(i)];
+    for (int64_t c = 0; c < nc; ++c)
+      for (int64_t i = j0 + c; i < n; ++i) U[at(n - 1 - i, n - 1 - (j0 + c))] = xs[static_cast<size_t>(c)][static_cast<size_t>(i)];
   }
   for (double v : U)
     if (!std::isfinite(v)) return false;
@@ -110,50 +121,75 @@ GptqResult gptqRound(const LayerGram& lg, const Tensor& W, const Tensor& nearest
       }
       return e;
     };
-#pragma omp parallel for schedule(dynamic, 4) num_threads(nt) if (parallel_outputs)
-    for (int64_t oi = 0; oi < f.ocg; ++oi) {
-      const int64_t o = gi * f.ocg + oi;
-      const float s = sc[scale.numel() == 1 ? 0 : o];
-      std::vector<double> d(static_cast<size_t>(n), 0.0), v(static_cast<size_t>(n));
-      std::vector<int8_t> qg(static_cast<size_t>(f.K));
-      for (int64_t i = 0; i < f.K; ++i) {
-        const int64_t k = perm[static_cast<size_t>(i)];
-        d[static_cast<size_t>(i)] = double(w[f.windex(o, k)]) - double(qn[f.windex(o, k)]) * s;
-      }
-      e_near[static_cast<size_t>(o)] = quad(d);
-      bool use_gptq = false;
-      if (ok) {
+    // kRows output channels at a time: each row of U is then read once for all of them (at a few
+    // thousand columns U is hundreds of MB, and reading it once per channel bound the rounding).
+    // Each channel's arithmetic is the same as alone, in the same order.
+    constexpr int64_t kRows = 8;
+    const int64_t blocks = (f.ocg + kRows - 1) / kRows;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (parallel_outputs)
+    for (int64_t bi = 0; bi < blocks; ++bi) {
+      const int64_t o0 = gi * f.ocg + bi * kRows, cnt = std::min(kRows, f.ocg - bi * kRows);
+      std::vector<std::vector<double>> vs(static_cast<size_t>(cnt), std::vector<double>(static_cast<size_t>(n)));
+      std::vector<std::vector<int8_t>> qgs(static_cast<size_t>(cnt), std::vector<int8_t>(static_cast<size_t>(f.K)));
+      std::vector<double> d(static_cast<size_t>(n), 0.0);
+      for (int64_t c = 0; c < cnt; ++c) {
+        const int64_t o = o0 + c;
+        const float s = sc[scale.numel() == 1 ? 0 : o];
+        for (int64_t i = 0; i < f.K; ++i) {
+          const int64_t k = perm[static_cast<size_t>(i)];
+          d[static_cast<size_t>(i)] = double(w[f.windex(o, k)]) - double(qn[f.windex(o, k)]) * s;
+        }
+        e_near[static_cast<size_t>(o)] = quad(d);
+        std::vector<double>& v = vs[static_cast<size_t>(c)];
         for (int64_t i = 0; i < n; ++i) {
           const int64_t k = perm[static_cast<size_t>(i)];
           v[static_cast<size_t>(i)] = k == f.K ? double(bias[static_cast<size_t>(o)]) : double(w[f.windex(o, k)]);
         }
+      }
+      if (ok) {
         for (int64_t i = 0; i < f.K; ++i) {  // the bias column (i = K) is never rounded
           const int64_t k = perm[static_cast<size_t>(i)];
-          // A weight that is exactly zero (pruned before) stays zero: its "rounding" to 0 is an error
-          // the later columns compensate, as SparseGPT treats a mask. Rounding the compensated value
-          // filled pruned weights in again (lenet300 at 90 %: 86.7 % left, 2:4 groups broken).
-          const double q = w[f.windex(o, k)] == 0.0f
-                               ? 0.0
-                               : std::clamp(std::nearbyint(v[static_cast<size_t>(i)] / s), double(-qmax), double(qmax));
-          qg[static_cast<size_t>(k)] = static_cast<int8_t>(q);
           const double* Ui = &U[static_cast<size_t>(i * n)];
-          const double e = (v[static_cast<size_t>(i)] - q * s) / Ui[i];
-          for (int64_t j = i + 1; j < n; ++j) v[static_cast<size_t>(j)] -= e * Ui[j];
+          for (int64_t c = 0; c < cnt; ++c) {
+            const int64_t o = o0 + c;
+            const float s = sc[scale.numel() == 1 ? 0 : o];
+            std::vector<double>& v = vs[static_cast<size_t>(c)];
+            // A weight that is exactly zero (pruned before) stays zero: its "rounding" to 0 is an
+            // error the later columns compensate, as SparseGPT treats a mask. Rounding the
+            // compensated value filled pruned weights in again (lenet300 at 90 %: 86.7 % left, 2:4
+            // groups broken).
+            const double q = w[f.windex(o, k)] == 0.0f
+                                 ? 0.0
+                                 : std::clamp(std::nearbyint(v[static_cast<size_t>(i)] / s), double(-qmax), double(qmax));
+            qgs[static_cast<size_t>(c)][static_cast<size_t>(k)] = static_cast<int8_t>(q);
+            const double e = (v[static_cast<size_t>(i)] - q * s) / Ui[i];
+            double* vv = v.data();
+            for (int64_t j = i + 1; j < n; ++j) vv[j] -= e * Ui[j];
+          }
         }
-        for (int64_t i = 0; i < n; ++i) {
-          const int64_t k = perm[static_cast<size_t>(i)];
-          d[static_cast<size_t>(i)] = k == f.K ? double(bias[static_cast<size_t>(o)]) - v[static_cast<size_t>(i)]
-                                               : double(w[f.windex(o, k)]) - double(qg[static_cast<size_t>(k)]) * s;
+      }
+      for (int64_t c = 0; c < cnt; ++c) {
+        const int64_t o = o0 + c;
+        const float s = sc[scale.numel() == 1 ? 0 : o];
+        const std::vector<double>& v = vs[static_cast<size_t>(c)];
+        const std::vector<int8_t>& qg = qgs[static_cast<size_t>(c)];
+        bool use_gptq = false;
+        if (ok) {
+          for (int64_t i = 0; i < n; ++i) {
+            const int64_t k = perm[static_cast<size_t>(i)];
+            d[static_cast<size_t>(i)] = k == f.K ? double(bias[static_cast<size_t>(o)]) - v[static_cast<size_t>(i)]
+                                                 : double(w[f.windex(o, k)]) - double(qg[static_cast<size_t>(k)]) * s;
+          }
+          e_gptq[static_cast<size_t>(o)] = quad(d);
+          use_gptq = std::isfinite(e_gptq[static_cast<size_t>(o)]) && e_gptq[static_cast<size_t>(o)] < e_near[static_cast<size_t>(o)];
         }
-        e_gptq[static_cast<size_t>(o)] = quad(d);
-        use_gptq = std::isfinite(e_gptq[static_cast<size_t>(o)]) && e_gptq[static_cast<size_t>(o)] < e_near[static_cast<size_t>(o)];
+        if (!use_gptq) {
+          e_gptq[static_cast<size_t>(o)] = e_near[static_cast<size_t>(o)];
+          nearest[static_cast<size_t>(o)] = 1;
+        }
+        for (int64_t k = 0; k < f.K; ++k) Q[f.windex(o, k)] = use_gptq ? qg[static_cast<size_t>(k)] : qn[f.windex(o, k)];
+        if (use_gptq && has_bias) r.bias[static_cast<size_t>(o)] = static_cast<float>(v[static_cast<size_t>(n - 1)]);
       }
-      if (!use_gptq) {
-        e_gptq[static_cast<size_t>(o)] = e_near[static_cast<size_t>(o)];
-        nearest[static_cast<size_t>(o)] = 1;
-      }
-      for (int64_t k = 0; k < f.K; ++k) Q[f.windex(o, k)] = use_gptq ? qg[static_cast<size_t>(k)] : qn[f.windex(o, k)];
-      if (use_gptq && has_bias) r.bias[static_cast<size_t>(o)] = static_cast<float>(v[static_cast<size_t>(n - 1)]);
     }
   };
   if (f.groups > 1) {
