@@ -920,6 +920,12 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
                    const Tensor& t = g.initializers.at(add_const);
                    bias.assign(t.data<float>(), t.data<float>() + ch);
                  }
+                 // One line per layer (`lwc -v`, or the status line): on a large model the rounding
+                 // takes minutes (resnet50's 3x3x512 layers: K = 4608, O(K³) each).
+                 if (ctx.progress)
+                   ctx.progress("gptq: layer " + std::to_string(k + 1) + "/" + std::to_string(nodes.size()) + " " +
+                                n.describe() + ": " + std::to_string(ch) + " channels, " +
+                                std::to_string(lg.form.Kb()) + " columns");
                  GptqResult gr = gptqRound(lg, w, nearest_q, bias, scale, w_qmax, 0.01, ctx.threads);
                  if (gr.groups_not_pd + gr.groups_not_finite > 0)
                    r.notes.push_back(n.describe() + ": nearest rounding in " +

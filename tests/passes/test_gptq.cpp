@@ -310,9 +310,18 @@ TEST_CASE("quantize_static weight_rounding gptq: output closer to FP32, same sca
     p1.configure({{"reduce_range", reduce_range}}, "q");
     p2.configure({{"reduce_range", reduce_range}, {"weight_rounding", "gptq"}}, "q");
     p1.run(nearest, ctx);
-    const PassResult r = p2.run(gptq, ctx);
+    std::vector<std::string> lines;  // one progress line per layer GPTQ rounds
+    PassContext with_progress = ctx;
+    with_progress.progress = [&](const std::string& s) { lines.push_back(s); };
+    const PassResult r = p2.run(gptq, with_progress);
     p2.run(again, ctx);
     validateGraph(gptq.graph);
+    std::vector<std::string> gptq_lines;
+    for (const auto& l : lines)
+      if (l.rfind("gptq: layer ", 0) == 0) gptq_lines.push_back(l);
+    REQUIRE(gptq_lines.size() == 3);
+    CHECK(gptq_lines[0].find("gptq: layer 1/3 ") == 0);
+    CHECK(gptq_lines[2].find("gptq: layer 3/3 Gemm") == 0);
     CHECK(r.stats.at("layers_gptq") == 3);  // the Conv, the depthwise Conv (8 groups) and the Gemm
     bool noted = false;
     for (const auto& n : r.notes) noted = noted || n.find("weight_rounding gptq: 3 of 3 layers") != std::string::npos;
