@@ -27,10 +27,12 @@ namespace {
 // 0.37 s (it interleaved k into the vectors with shuffles and spills), explicit 4-wide vectors in
 // 6 x 8 tiles 0.12 s, 8-wide in 8 x 8 tiles 0.085 s.
 constexpr int64_t kPanel = 16, kTileCols = 8;
+// Rows per tile of each kernel (panelUpdate steps through the rows by these).
+constexpr int64_t kRowsPortable = 4, kRowsAvx2 = 6, kRowsAvx512 = 8;
 
-// The portable tile, R rows x kTileCols columns of scalars.
-template <int64_t R>
+// The portable tile, kRowsPortable rows x kTileCols columns of scalars.
 void tilePortable(double* A, int64_t n, int64_t i0, int64_t j0, int64_t jc) {
+  constexpr int64_t R = kRowsPortable;
   double acc[R][kTileCols];
   for (int64_t r = 0; r < R; ++r)
     for (int64_t c = 0; c < kTileCols; ++c) acc[r][c] = A[(i0 + r) * n + jc + c];
@@ -45,12 +47,14 @@ void tilePortable(double* A, int64_t n, int64_t i0, int64_t j0, int64_t jc) {
     for (int64_t c = 0; c < kTileCols; ++c) A[(i0 + r) * n + jc + c] = acc[r][c];
 }
 
+static_assert(kTileCols == 8, "the vector tiles hold 8 columns: two 4-wide or one 8-wide vector per row");
 typedef double v4d __attribute__((vector_size(32)));
 typedef double v8d __attribute__((vector_size(64)));
 
-// 6 rows x 8 columns in 4-wide vectors: 12 accumulators, enough to hide the subtraction's latency.
+// kRowsAvx2 (6) rows x 8 columns in 4-wide vectors: 12 accumulators, enough to hide the
+// subtraction's latency.
 __attribute__((target("avx2"))) void tileAvx2(double* A, int64_t n, int64_t i0, int64_t j0, int64_t jc) {
-  constexpr int R = 6;
+  constexpr int R = kRowsAvx2;
   v4d a[R][2];
   for (int r = 0; r < R; ++r) std::memcpy(a[r], A + (i0 + r) * n + jc, sizeof a[r]);
   const double* l0 = A + i0 * n;
@@ -67,9 +71,9 @@ __attribute__((target("avx2"))) void tileAvx2(double* A, int64_t n, int64_t i0, 
   for (int r = 0; r < R; ++r) std::memcpy(A + (i0 + r) * n + jc, a[r], sizeof a[r]);
 }
 
-// 8 rows x 8 columns in 8-wide vectors.
+// kRowsAvx512 (8) rows x 8 columns in 8-wide vectors.
 __attribute__((target("avx512f"))) void tileAvx512(double* A, int64_t n, int64_t i0, int64_t j0, int64_t jc) {
-  constexpr int R = 8;
+  constexpr int R = kRowsAvx512;
   v8d a[R];
   for (int r = 0; r < R; ++r) std::memcpy(&a[r], A + (i0 + r) * n + jc, sizeof a[r]);
   const double* l0 = A + i0 * n;
@@ -98,7 +102,9 @@ void tileEdge(double* A, int64_t n, int64_t i0, int64_t rows, int64_t j0, int64_
 // Subtracts the terms k < j0 from columns j0 … j0 + w − 1, rows j0 … n − 1.
 void panelUpdate(CholeskyKernel kernel, double* A, int64_t n, int64_t j0, int64_t w, int nt) {
   if (j0 == 0) return;
-  const int64_t R = kernel == CholeskyKernel::Avx512 ? 8 : kernel == CholeskyKernel::Avx2 ? 6 : 4;
+  const int64_t R = kernel == CholeskyKernel::Avx512 ? kRowsAvx512
+                    : kernel == CholeskyKernel::Avx2 ? kRowsAvx2
+                                                     : kRowsPortable;
   const int64_t rows = n - j0, tiles = (rows + R - 1) / R;
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && rows * j0 * w > 65536)
   for (int64_t t = 0; t < tiles; ++t) {
@@ -112,7 +118,7 @@ void panelUpdate(CholeskyKernel kernel, double* A, int64_t n, int64_t j0, int64_
       else if (kernel == CholeskyKernel::Avx2)
         tileAvx2(A, n, i0, j0, jc);
       else
-        tilePortable<4>(A, n, i0, j0, jc);
+        tilePortable(A, n, i0, j0, jc);
     }
   }
 }

@@ -131,6 +131,8 @@ GptqResult gptqRound(const LayerGram& lg, const Tensor& W, const Tensor& nearest
       const int64_t o0 = gi * f.ocg + bi * kRows, cnt = std::min(kRows, f.ocg - bi * kRows);
       std::vector<std::vector<double>> vs(static_cast<size_t>(cnt), std::vector<double>(static_cast<size_t>(n)));
       std::vector<std::vector<int8_t>> qgs(static_cast<size_t>(cnt), std::vector<int8_t>(static_cast<size_t>(f.K)));
+      // The weight errors of one channel: round-to-nearest's first (the bias entry stays 0, it
+      // keeps the bias), GPTQ's after the rounding, when every e_near of the block is taken.
       std::vector<double> d(static_cast<size_t>(n), 0.0);
       for (int64_t c = 0; c < cnt; ++c) {
         const int64_t o = o0 + c;

@@ -591,24 +591,24 @@ void selectObs(const ChannelSystems& cs, float* w, float* w1, int64_t numel, int
       std::vector<std::vector<int64_t>> removals(static_cast<size_t>(f.out));
 #pragma omp parallel num_threads(threads)
       {
-      std::vector<double> L;  // this thread's scratch
+        std::vector<double> L;  // this thread's scratch
 #pragma omp for schedule(dynamic, 1)
-      for (int64_t o = 0; o < f.out; ++o) {
-        auto& sc = scores[static_cast<size_t>(o)];
-        cs.saliencies(o, opts.damping, sc, L);
-        std::map<int64_t, std::vector<std::pair<double, int64_t>>> groups;  // group key -> (score, k)
-        for (const auto& [v, k] : sc) {
-          const int64_t c = k / inner, grp = c / M;
-          if ((grp + 1) * M <= cin) groups[grp * inner + k % inner].emplace_back(v, k);
+        for (int64_t o = 0; o < f.out; ++o) {
+          auto& sc = scores[static_cast<size_t>(o)];
+          cs.saliencies(o, opts.damping, sc, L);
+          std::map<int64_t, std::vector<std::pair<double, int64_t>>> groups;  // group key -> (score, k)
+          for (const auto& [v, k] : sc) {
+            const int64_t c = k / inner, grp = c / M;
+            if ((grp + 1) * M <= cin) groups[grp * inner + k % inner].emplace_back(v, k);
+          }
+          for (auto& [key, members] : groups) {
+            const int64_t need = drop - (M - static_cast<int64_t>(members.size()));  // zeros still missing
+            if (need <= 0) continue;
+            const int64_t take = (need + (rounds - t) - 1) / (rounds - t);
+            std::sort(members.begin(), members.end());
+            for (int64_t j = 0; j < take; ++j) removals[static_cast<size_t>(o)].push_back(f.windex(o, members[static_cast<size_t>(j)].second));
+          }
         }
-        for (auto& [key, members] : groups) {
-          const int64_t need = drop - (M - static_cast<int64_t>(members.size()));  // zeros still missing
-          if (need <= 0) continue;
-          const int64_t take = (need + (rounds - t) - 1) / (rounds - t);
-          std::sort(members.begin(), members.end());
-          for (int64_t j = 0; j < take; ++j) removals[static_cast<size_t>(o)].push_back(f.windex(o, members[static_cast<size_t>(j)].second));
-        }
-      }
       }
       for (const auto& rm : removals)
         for (int64_t flat : rm) zero(flat);
@@ -1001,23 +1001,23 @@ std::vector<LsqLayerResult> lsqRecover(Model& m, const Model& unmodified, const 
       std::mutex status_mu;
 #pragma omp parallel num_threads(nt)
       {
-      // One factor buffer per thread, reused: a fresh one per channel (42 MB at 2305 unknowns) was
-      // about half of the time, in page faults and zeroing.
-      std::vector<double> L;
+        // One factor buffer per thread, reused: a fresh one per channel (42 MB at 2305 unknowns) was
+        // about half of the time, in page faults and zeroing.
+        std::vector<double> L;
 #pragma omp for schedule(dynamic, 1)
-      for (size_t fi = 0; fi < families.size(); ++fi) {
-        const Family& fam = families[fi];
-        double lambda = 0;
-        const bool ok = !fam.S.empty() && cs.factor(acc[static_cast<size_t>(fam.gi)], nullptr, fam.S, res.damping, L, lambda, 1);
-        for (int64_t o : fam.channels) fitChannel(fam, o, L, lambda, ok);
-        const int64_t k = fitted += static_cast<int64_t>(fam.channels.size());
-        if (std::unique_lock<std::mutex> lock(status_mu, std::try_to_lock); ctx.status && lock) {
-          try {
-            ctx.status(layer_label + ": " + std::to_string(k) + "/" + std::to_string(f.out) + " channels fitted");
-          } catch (...) {  // progress only
+        for (size_t fi = 0; fi < families.size(); ++fi) {
+          const Family& fam = families[fi];
+          double lambda = 0;
+          const bool ok = !fam.S.empty() && cs.factor(acc[static_cast<size_t>(fam.gi)], nullptr, fam.S, res.damping, L, lambda, 1);
+          for (int64_t o : fam.channels) fitChannel(fam, o, L, lambda, ok);
+          const int64_t k = fitted += static_cast<int64_t>(fam.channels.size());
+          if (std::unique_lock<std::mutex> lock(status_mu, std::try_to_lock); ctx.status && lock) {
+            try {
+              ctx.status(layer_label + ": " + std::to_string(k) + "/" + std::to_string(f.out) + " channels fitted");
+            } catch (...) {  // progress only
+            }
           }
         }
-      }
       }
     }
     double eb = 0, ea = 0, ys = 0;
