@@ -29,6 +29,9 @@ namespace fs = std::filesystem;
 
 void addRunOptions(CLI::App* cmd, RunArgs& a, bool calibration) {
   cmd->add_option("-o,--output", a.output, "Output ONNX file (written atomically)")->required();
+  cmd->add_flag("--external-data", a.external_data,
+                "Write the weights (each initializer of 1 KiB or more) to OUTPUT.data beside the ONNX file, as ONNX's "
+                "external data; a model over protobuf's 2 GB limit is written so without this flag");
   cmd->add_option("--report", a.report, "Write the report as JSON (schema lwc.report)");
   cmd->add_option("--report-md", a.report_md, "Write the report as Markdown (for a CI job summary)");
   cmd->add_option("--eval", a.eval, "Evaluation data (lwc run: replaces the pipeline's data.eval)");
@@ -294,7 +297,15 @@ int runPipelineCommand(Pipeline p, const std::string& model_path, const RunArgs&
   if (a.output.empty()) fail("-o: the output path is empty; give the file to write");
   // Every file the run writes, checked before any work (the model is written before the reports)
   // against each other and every file it reads; the input's external data once it is loaded.
-  std::vector<NamedPath> outputs{{"-o", a.output}, {"--report", a.report}, {"--report-md", a.report_md}};
+  // The external data file is checked even where the model turns out to fit one file: which it
+  // will be is known only at the end, and a data file that would replace an input must not be
+  // found then.
+  const fs::path data_file = externalDataPath(a.output);
+  const char* data_what = "the external data file of -o";
+  if (std::error_code ec; fs::is_directory(data_file, ec))
+    fail("cannot write '", data_file.string(), "' (", data_what,
+         ", written with --external-data or for a model over 2 GB): it is a folder; remove it or choose another -o");
+  std::vector<NamedPath> outputs{{"-o", a.output}, {"--report", a.report}, {"--report-md", a.report_md}, {data_what, data_file}};
   std::vector<NamedPath> inputs{{"the input model", model_path}};
   if (!a.pipeline_file.empty()) inputs.push_back({"the pipeline file", a.pipeline_file});
   if (!a.preprocess.empty()) inputs.push_back({"the --preprocess file", a.preprocess});
@@ -328,6 +339,8 @@ int runPipelineCommand(Pipeline p, const std::string& model_path, const RunArgs&
   // Every file of the run goes in place together at the end, or none does.
   OutputSet staged;
   ro.outputs = &staged;
+  ro.output = a.output;
+  ro.save.external_data = a.external_data;
   PipelineReport rep = [&] {
     const StatusScope status;
     return runPipeline(p, m, ro);
@@ -346,7 +359,14 @@ int runPipelineCommand(Pipeline p, const std::string& model_path, const RunArgs&
   }
   const bool ok = rep.gatesPassed();
   rep.output_written = ok || a.keep_failed;
-  if (rep.output_written) staged.stage(a.output, serializeModel(m, a.output));
+  if (rep.output_written) {
+    const SerializedModel written = stageModel(staged, m, a.output, ro.save);
+    rep.output_data = written.data_path.string();
+    // The report's bytes are those of the files written (stages[0] is the input file as read).
+    if (rep.stages.size() > 1 && written.totalBytes() != rep.stages.back().metrics.file_bytes)
+      throw InternalError("the report counts " + std::to_string(rep.stages.back().metrics.file_bytes) + " bytes for " +
+                          a.output + ", written " + std::to_string(written.totalBytes()));
+  }
   if (!a.report.empty()) staged.stage(a.report, dumpJson(rep.toJson()) + "\n");
   if (!a.report_md.empty()) staged.stage(a.report_md, rep.toMarkdown());
   staged.commit();

@@ -22,7 +22,7 @@ struct RunArgs {
   std::string eval, calib, preprocess;
   int64_t eval_limit = -1, calib_limit = -1;
   int64_t eval_batch = 0;  ///< 0: the pipeline's data.eval.batch, else 100 lowered for large activations
-  bool print_after_all = false, time_passes = false, json = false, keep_failed = false;
+  bool print_after_all = false, time_passes = false, json = false, keep_failed = false, external_data = false;
   int threads = 0;
   /// Set when the command writes --save-calib (quantize): names that output in messages.
   std::string extra_output;
@@ -30,7 +30,7 @@ struct RunArgs {
   std::string pipeline_file;
 };
 
-/// -o, --report, --report-md, --eval, --calib, --preprocess, limits, --print-after-all, --time-passes,
+/// -o, --external-data, --report, --report-md, --eval, --calib, --preprocess, limits, --print-after-all, --time-passes,
 /// --json, --keep-failed, --threads.
 /// `calibration`: false for commands whose passes never read calibration data (fuse, encode, decode).
 void addRunOptions(CLI::App* cmd, RunArgs& a, bool calibration = true);

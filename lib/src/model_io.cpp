@@ -32,9 +32,10 @@ fs::path folderOf(const fs::path& path) { return path.parent_path().empty() ? fs
 
 namespace {
 
-// Reads an external-data blob, refusing locations that leave the model's folder.
-std::string readExternal(const onnx::TensorProto& p, const fs::path& base_dir, const std::string& where,
-                         size_t expected_bytes) {
+// Reads an external-data blob into `dst` (`expected_bytes` long), refusing locations that leave the
+// model's folder.
+void readExternalInto(const onnx::TensorProto& p, const fs::path& base_dir, const std::string& where,
+                      size_t expected_bytes, char* dst) {
   std::string location;
   int64_t offset = 0, length = -1;
   for (const auto& kv : p.external_data()) {
@@ -73,10 +74,15 @@ std::string readExternal(const onnx::TensorProto& p, const fs::path& base_dir, c
          length, " runs past its end");
   if (static_cast<size_t>(length) != expected_bytes)
     fail(where, ": external data holds ", length, " bytes but the tensor's shape and type need ", expected_bytes);
-  std::string buf(static_cast<size_t>(length), '\0');
   in.seekg(offset);
-  in.read(buf.data(), length);
+  in.read(dst, length);
   if (!in) fail(where, ": short read from external data file '", full.string(), "'");
+}
+
+std::string readExternal(const onnx::TensorProto& p, const fs::path& base_dir, const std::string& where,
+                         size_t expected_bytes) {
+  std::string buf(expected_bytes, '\0');
+  readExternalInto(p, base_dir, where, expected_bytes, buf.data());
   return buf;
 }
 
@@ -172,9 +178,9 @@ Tensor tensorFromProto(const onnx::TensorProto& p, const fs::path& base_dir, con
   const size_t bytes = static_cast<size_t>(n) * dtypeSize(dt);
 
   if (p.data_location() == onnx::TensorProto::EXTERNAL) {
-    std::string blob = readExternal(p, base_dir, where, bytes);
-    Tensor t(dt, shape);
-    std::memcpy(t.raw(), blob.data(), bytes);
+    // Straight into the tensor: a 2 GB weight was zeroed twice and copied once more on the way.
+    Tensor t = Tensor::uninitialized(dt, shape);
+    readExternalInto(p, base_dir, where, bytes, static_cast<char*>(t.raw()));
     t.normalizeBools();
     return t;
   }
@@ -709,13 +715,15 @@ onnx::ModelProto toProto(const Model& m, WeightData data, int64_t over_bytes) {
 
 // The serialized size of `shell`'s graph (toProto with WeightData::HeaderOnly) once each initializer
 // gets its tensor's raw_data: each entry's length prefix grows with it (initializers are field 5 of
-// the graph: a one-byte tag).
-int64_t graphBytesWithData(const onnx::GraphProto& shell, const Model& m) {
+// the graph: a one-byte tag). Initializers with an `offset` of 0 or more are in external data: their
+// headers in `shell` already say so and they get no raw_data.
+int64_t graphBytesWithData(const onnx::GraphProto& shell, const Model& m, const std::vector<int64_t>& offset = {}) {
   auto bytes = static_cast<int64_t>(shell.ByteSizeLong());
   int k = 0;
   for (const auto& [name, t] : m.graph.initializers.items()) {
+    const bool external = !offset.empty() && offset[static_cast<size_t>(k)] >= 0;
     const size_t h = shell.initializer(k++).ByteSizeLong();
-    bytes += framedFieldBytes(h + static_cast<size_t>(framedFieldBytes(t.nbytes()))) - framedFieldBytes(h);
+    if (!external) bytes += framedFieldBytes(h + static_cast<size_t>(framedFieldBytes(t.nbytes()))) - framedFieldBytes(h);
   }
   return bytes;
 }
@@ -725,6 +733,57 @@ int64_t graphBytesWithData(const onnx::GraphProto& shell, const Model& m) {
 int64_t modelBytesWithData(const onnx::ModelProto& shell, int64_t graph_bytes) {
   return static_cast<int64_t>(shell.ByteSizeLong()) - framedFieldBytes(shell.graph().ByteSizeLong()) +
          framedFieldBytes(static_cast<size_t>(graph_bytes));
+}
+
+// ONNX Runtime's defaults for external data it writes itself (align_threshold,
+// allocation_granularity): a tensor of 1 MiB or more starts at a multiple of 64 KiB, which lets it
+// map the tensor from the file instead of copying it.
+constexpr int64_t kAlignFrom = int64_t{1} << 20;
+constexpr int64_t kAlignTo = int64_t{1} << 16;
+const char kZeros[kAlignTo] = {};
+
+// A model laid out for writing: its shell (headers only; external initializers with their
+// external_data entries), where each initializer's data goes (-1: inline raw_data, else its
+// offset in the data file), and the sizes.
+struct ModelPlan {
+  onnx::ModelProto shell;
+  std::vector<int64_t> offset;
+  fs::path data_path;
+  int64_t data_bytes = 0, graph_bytes = 0, model_bytes = 0;
+};
+
+ModelPlan planModel(const Model& m, const fs::path& path, const SaveOptions& opts) {
+  ModelPlan p;
+  p.shell = toProto(m, WeightData::HeaderOnly, 0);
+  p.graph_bytes = graphBytesWithData(p.shell.graph(), m);
+  p.model_bytes = modelBytesWithData(p.shell, p.graph_bytes);
+  if (!opts.external_data && p.model_bytes <= opts.max_single_file) return p;
+  p.data_path = externalDataPath(path);
+  const std::string location = p.data_path.filename().string();
+  int k = 0;
+  for (const auto& [name, t] : m.graph.initializers.items()) {
+    onnx::TensorProto& head = *p.shell.mutable_graph()->mutable_initializer(k++);
+    const auto n = static_cast<int64_t>(t.nbytes());
+    if (n < opts.external_min_bytes || n == 0) {
+      p.offset.push_back(-1);
+      continue;
+    }
+    int64_t at = p.data_bytes;
+    if (n >= kAlignFrom) at = (at + kAlignTo - 1) / kAlignTo * kAlignTo;
+    p.offset.push_back(at);
+    p.data_bytes = at + n;
+    head.set_data_location(onnx::TensorProto::EXTERNAL);
+    for (const auto& [key, value] : {std::pair<const char*, std::string>{"location", location},
+                                     {"offset", std::to_string(at)},
+                                     {"length", std::to_string(n)}}) {
+      auto* e = head.add_external_data();
+      e->set_key(key);
+      e->set_value(value);
+    }
+  }
+  p.graph_bytes = graphBytesWithData(p.shell.graph(), m, p.offset);
+  p.model_bytes = modelBytesWithData(p.shell, p.graph_bytes);
+  return p;
 }
 }  // namespace
 
@@ -737,6 +796,13 @@ onnx::ModelProto modelToInferenceProto(const Model& m, int64_t over_bytes) {
 int64_t serializedModelBytes(const Model& m) {
   const onnx::ModelProto shell = toProto(m, WeightData::HeaderOnly, 0);
   return modelBytesWithData(shell, graphBytesWithData(shell.graph(), m));
+}
+
+fs::path externalDataPath(const fs::path& path) { return path.parent_path() / (path.filename().string() + ".data"); }
+
+int64_t savedModelBytes(const Model& m, const fs::path& path, const SaveOptions& opts) {
+  const ModelPlan p = planModel(m, path, opts);
+  return p.model_bytes + p.data_bytes;
 }
 
 void checkWritable(const fs::path& path) {
@@ -950,7 +1016,9 @@ OutputSet::~OutputSet() {
   for (auto& s : staged_) ::unlink(s.tmp.c_str());
 }
 
-void OutputSet::stage(const fs::path& given, std::string_view bytes) {
+void OutputSet::stage(const fs::path& given, std::string_view bytes) { stage(given, std::vector<std::string_view>{bytes}); }
+
+void OutputSet::stage(const fs::path& given, const std::vector<std::string_view>& pieces) {
   // Through a symbolic link to its target: renaming over the link itself replaced the link by a
   // regular file (a link to /dev/null, or root's /dev/stdout) and left its target as it was.
   const fs::path path = writeTarget(given);
@@ -977,14 +1045,16 @@ void OutputSet::stage(const fs::path& given, std::string_view bytes) {
     fail("cannot write '", path.string(), "': ", what, ": ", std::strerror(err),
          err == ENOSPC || err == EDQUOT ? " (free some space there, or choose another folder)" : "");
   };
-  size_t off = 0;
-  while (off < bytes.size()) {
-    const ssize_t w = ::write(fd, bytes.data() + off, bytes.size() - off);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      cleanup("write failed");
+  for (const std::string_view bytes : pieces) {
+    size_t off = 0;
+    while (off < bytes.size()) {
+      const ssize_t w = ::write(fd, bytes.data() + off, bytes.size() - off);
+      if (w < 0) {
+        if (errno == EINTR) continue;
+        cleanup("write failed");
+      }
+      off += static_cast<size_t>(w);
     }
-    off += static_cast<size_t>(w);
   }
   // The mode a plain create would give (0666 less the umask), or the replaced file's own mode:
   // mkstemp's 0600 would hide the file from others, a fixed 0644 ignored both.
@@ -1028,19 +1098,26 @@ void writeFileAtomic(const fs::path& given, std::string_view bytes) {
   out.commit();
 }
 
-std::string serializeModel(const Model& m, const fs::path& path) {
+SerializedModel serializeModelFiles(const Model& m, const fs::path& path, const SaveOptions& opts) {
   // modelToProto(m).SerializeAsString() without a second copy of the weights: protobuf writes a
   // message's fields in field-number order, so the file is the model's fields before the graph
   // (1-6), the graph, those after it (8-25); the graph is its nodes and name (1, 2), the
   // initializers (5), the rest (10-15); each initializer its header (dims, type, name: 1, 2, 8),
-  // raw_data (9) from the tensor itself, its doc string (12). Unit-tested equal to protobuf's bytes.
-  onnx::ModelProto shell = toProto(m, WeightData::HeaderOnly, 0);
-  const int64_t graph_bytes = graphBytesWithData(shell.graph(), m);
-  const int64_t total = modelBytesWithData(shell, graph_bytes);
-  if (total > static_cast<int64_t>(INT_MAX))
-    fail("cannot write '", path.string(), "': the model would be ", total, " bytes, over the 2 GB (", INT_MAX,
-         " bytes) that protobuf allows one ONNX file, and lwc does not write weights to external data files; make "
-         "it smaller first (lwc quantize stores weights in a quarter of the bytes)");
+  // raw_data (9) from the tensor itself, its doc string (12). An initializer in external data is
+  // its header alone (doc string, external_data, data_location: 12-14). Unit-tested equal to
+  // protobuf's bytes.
+  ModelPlan plan = planModel(m, path, opts);
+  const bool external = !plan.data_path.empty();
+  if (plan.model_bytes > static_cast<int64_t>(INT_MAX)) {
+    if (external)
+      fail("cannot write '", path.string(), "': even with its weights in '", plan.data_path.string(), "', the model file would be ",
+           plan.model_bytes, " bytes, over the 2 GB (", INT_MAX, " bytes) that protobuf allows one ONNX file (",
+           m.graph.initializers.size(), " initializers, most under ", opts.external_min_bytes,
+           " bytes, or a huge graph); make it smaller first");
+    fail("cannot write '", path.string(), "': the model would be ", plan.model_bytes, " bytes, over the 2 GB (", INT_MAX,
+         " bytes) that protobuf allows one ONNX file; save it with external data (serializeModelFiles)");
+  }
+  onnx::ModelProto& shell = plan.shell;
   onnx::GraphProto graph;
   graph.Swap(shell.mutable_graph());
   shell.clear_graph();
@@ -1059,8 +1136,9 @@ std::string serializeModel(const Model& m, const fs::path& path) {
   graph_after.mutable_quantization_annotation()->Swap(graph.mutable_quantization_annotation());
   graph_after.mutable_sparse_initializer()->Swap(graph.mutable_sparse_initializer());
 
-  std::string out;
-  out.reserve(static_cast<size_t>(total));
+  SerializedModel r;
+  std::string& out = r.model;
+  out.reserve(static_cast<size_t>(plan.model_bytes));
   auto field = [&](int number, size_t length) {  // a length-delimited field's tag and length
     uint8_t b[11];
     b[0] = static_cast<uint8_t>((number << 3) | 2);
@@ -1068,12 +1146,21 @@ std::string serializeModel(const Model& m, const fs::path& path) {
     out.append(reinterpret_cast<const char*>(b), static_cast<size_t>(e - b));
   };
   shell.AppendToString(&out);
-  field(7, static_cast<size_t>(graph_bytes));  // ModelProto.graph
+  field(7, static_cast<size_t>(plan.graph_bytes));  // ModelProto.graph
   graph.AppendToString(&out);
   int k = 0;
   for (const auto& [name, t] : m.graph.initializers.items()) {
+    const int64_t at = external ? plan.offset[static_cast<size_t>(k)] : -1;
     onnx::TensorProto& head = *inits.Mutable(k++);
     const size_t n = t.nbytes();
+    if (at >= 0) {
+      field(5, head.ByteSizeLong());  // GraphProto.initializer, its data in the data file
+      head.AppendToString(&out);
+      if (const int64_t pad = at - r.data_bytes; pad > 0) r.data.emplace_back(kZeros, static_cast<size_t>(pad));
+      r.data.emplace_back(static_cast<const char*>(t.raw()), n);
+      r.data_bytes = at + static_cast<int64_t>(n);
+      continue;
+    }
     field(5, head.ByteSizeLong() + static_cast<size_t>(framedFieldBytes(n)));  // GraphProto.initializer
     onnx::TensorProto doc;  // field 12, after raw_data
     if (head.has_doc_string()) doc.set_allocated_doc_string(head.release_doc_string());
@@ -1084,13 +1171,35 @@ std::string serializeModel(const Model& m, const fs::path& path) {
   }
   graph_after.AppendToString(&out);
   after.AppendToString(&out);
-  if (static_cast<int64_t>(out.size()) != total)
-    throw InternalError("serialised " + std::to_string(out.size()) + " bytes for " + path.string() + ", counted " +
-                        std::to_string(total));
-  return out;
+  if (static_cast<int64_t>(out.size()) != plan.model_bytes || r.data_bytes != plan.data_bytes)
+    throw InternalError("serialised " + std::to_string(out.size()) + " + " + std::to_string(r.data_bytes) + " bytes for " +
+                        path.string() + ", counted " + std::to_string(plan.model_bytes) + " + " +
+                        std::to_string(plan.data_bytes));
+  r.data_path = plan.data_path;
+  return r;
 }
 
-void saveModel(const Model& m, const fs::path& path) { writeFileAtomic(path, serializeModel(m, path)); }
+std::string serializeModel(const Model& m, const fs::path& path) {
+  SerializedModel s = serializeModelFiles(m, path, {});
+  if (!s.data_path.empty())
+    fail("cannot write '", path.string(), "': the model is ", s.totalBytes(),
+         " bytes, over the 2 GB that one ONNX file can hold; it needs its weights in an external data file");
+  return std::move(s.model);
+}
+
+SerializedModel stageModel(OutputSet& out, const Model& m, const fs::path& path, const SaveOptions& opts) {
+  SerializedModel s = serializeModelFiles(m, path, opts);
+  if (!s.data_path.empty()) out.stage(s.data_path, s.data);
+  out.stage(path, s.model);
+  s.data.clear();
+  return s;
+}
+
+void saveModel(const Model& m, const fs::path& path, const SaveOptions& opts) {
+  OutputSet out;
+  stageModel(out, m, path, opts);
+  out.commit();
+}
 
 Model parseModelText(std::string_view text, const LoadOptions& opts) {
   onnx::ModelProto p;

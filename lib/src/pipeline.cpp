@@ -359,7 +359,7 @@ bool sameComputation(const Graph& a, const Graph& b) {
 // its size on disk, external data included, and is also stored there (-1 for a model built in
 // memory, whose bytes are then its serialised size); for later stages it is the size of the file
 // lwc writes for the model.
-StageMetrics sizeMetrics(const Model& m, int64_t* input_file_bytes = nullptr) {
+StageMetrics sizeMetrics(const Model& m, const RunOptions& opts, int64_t* input_file_bytes = nullptr) {
   StageMetrics s;
   const ModelStats st = analyzeModel(m, AnalyzeOptions{1, /*entropy=*/false});
   s.nodes = static_cast<int64_t>(st.nodes);
@@ -370,8 +370,9 @@ StageMetrics sizeMetrics(const Model& m, int64_t* input_file_bytes = nullptr) {
   s.weight_elements = st.weight_elements;
   s.weight_zeros = st.weight_zeros;
   if (input_file_bytes) *input_file_bytes = st.file_bytes;
-  s.file_bytes = input_file_bytes && st.file_bytes >= 0 ? st.file_bytes
-                                                        : serializedModelBytes(m);
+  s.file_bytes = input_file_bytes && st.file_bytes >= 0
+                     ? st.file_bytes
+                     : savedModelBytes(m, opts.output.empty() ? fs::path("model.onnx") : opts.output, opts.save);
   return s;
 }
 
@@ -616,7 +617,7 @@ PipelineReport runPipeline(const Pipeline& p, Model& m, const RunOptions& opts) 
 
   StageRecord first;
   first.pass = "input";
-  first.metrics = sizeMetrics(m, &rep.input_file_bytes);
+  first.metrics = sizeMetrics(m, opts, &rep.input_file_bytes);
   fullCount(opts, m, first.metrics);
   // Stamped now, so that every later stage's bytes are those of the file lwc writes.
   stampProvenance(m, rep.pipeline);
@@ -656,7 +657,7 @@ PipelineReport runPipeline(const Pipeline& p, Model& m, const RunOptions& opts) 
     // second step that zeroed nothing new) reported the previous stage's top-1, and gates judged it.
     if (!rec.result.changed && !sameComputation(before.graph, m.graph)) rec.result.changed = true;
     if (rec.result.changed) m.stage = "pass " + std::to_string(i + 1) + " (" + step.pass->name() + ")";
-    rec.metrics = sizeMetrics(m);
+    rec.metrics = sizeMetrics(m, opts);
     const bool last = i + 1 == p.steps.size();
     if (last) fullCount(opts, m, rec.metrics);
     const StageMetrics& prev = rep.stages.back().metrics;
@@ -1147,6 +1148,7 @@ json PipelineReport::toJson() const {
               {"model", model},
               {"output", output_written && !output.empty() ? json(output) : json(nullptr)},
               {"output_not_written", output_written || output.empty() ? json(nullptr) : json(output)},
+              {"output_data", output_written && !output_data.empty() ? json(output_data) : json(nullptr)},
               {"eval_data", eval_data.empty() ? json(nullptr) : json(eval_data)},
               {"eval_batch", eval_data.empty() ? json(nullptr) : json(eval_batch)},
               {"eval_preprocessing", eval_preprocessing},
@@ -1176,7 +1178,12 @@ std::string PipelineReport::toText(bool time_passes) const {
   const bool labels = eval && stages.front().metrics.top1.has_value();
   // Names and paths the user chose, escaped (a pipeline name with a newline forged a line).
   os << "pipeline " << printable(pipeline) << "\nmodel    " << printable(model) << "\n";
-  if (!output.empty()) os << "output   " << printable(output) << (output_written ? "" : " (not written: a gate failed)") << "\n";
+  if (!output.empty())
+    os << "output   " << printable(output)
+       << (!output_written ? " (not written: a gate failed)"
+           : output_data.empty() ? ""
+                                 : " (weights in " + printable(output_data) + ", which must stay beside it)")
+       << "\n";
   if (eval) os << "eval     " << printable(eval_data) << ", batches of " << eval_batch << "\n";
   if (!calib_data.empty()) os << "calib    " << printable(calib_data) << "\n";
   os << "\n";

@@ -1000,3 +1000,76 @@ TEST_CASE("a pipeline shows its progress on a terminal as one status line that m
   CHECK_THAT(plain.err, !Catch::Contains("\033[K"));
   CHECK_THAT(plain.err, !Catch::Contains("running prune_magnitude"));
 }
+
+TEST_CASE("lwc quantize --external-data: weights beside the model, read the same by lwc and ONNX Runtime, both files counted", "[cli][run]") {
+  TempDir d;
+  const fs::path sample = td("fmnist_sample");
+  const fs::path out = d / "q.onnx", data = d / "q.onnx.data";
+  const std::string args = "quantize " + q(td("lenet5_fmnist.onnx")) + " --calib " + q(sample) + " --eval " + q(sample) +
+                           " --bench-batch 0 --layer-samples 0 --report " + q(d / "r.json");
+  auto r = runLwc(args + " -o " + q(out) + " --external-data");
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK_THAT(r.out, Contains("output   " + out.string() + " (weights in " + data.string() + ", which must stay beside it)"));
+  REQUIRE(fs::exists(data));
+  const auto rep = readJson(d / "r.json");
+  CHECK(rep["output"] == out.string());
+  CHECK(rep["output_data"] == data.string());
+  CHECK(rep["final"]["file_bytes"].get<int64_t>() == static_cast<int64_t>(fs::file_size(out) + fs::file_size(data)));
+  // The int8 weights are in the data file, the ONNX file is the graph and the small tensors.
+  CHECK(fs::file_size(data) > 4 * fs::file_size(out));
+  // lwc and ONNX Runtime read the pair and give the top-1 the report states.
+  const int64_t correct = std::llround(rep["final"]["eval"]["top1"].get<double>() * 500);
+  auto e = runLwc("eval " + q(out) + " --data " + q(sample) + " --json");
+  REQUIRE(e.exit_code == 0);
+  CHECK(nlohmann::json::parse(e.out)["top1_correct"].get<int64_t>() == correct);
+  const std::string tool = "node " + q(test::sourceDir() / "scripts/ort/ort_tool.js");
+  auto o = test::runCommand(tool + " eval " + q(out) + " --npy " + q(sample / "images.npy") + " --npy-labels " +
+                            q(sample / "labels.npy") + " --preprocess " + q(sample / "preprocess.json") + " --json");
+  INFO(o.err);
+  REQUIRE(o.exit_code == 0);
+  CHECK(nlohmann::json::parse(o.out)["correct"].get<int64_t>() == correct);
+  // Same input, same bytes; without the flag the same model is one file, its weights inline.
+  const std::string model_bytes = test::readFile(out), data_bytes = test::readFile(data);
+  REQUIRE(runLwc("-q " + args + " -o " + q(out) + " --external-data").exit_code == 0);
+  CHECK(test::readFile(out) == model_bytes);
+  CHECK(test::readFile(data) == data_bytes);
+  REQUIRE(runLwc("-q " + args + " -o " + q(d / "one.onnx")).exit_code == 0);
+  CHECK_FALSE(fs::exists(d / "one.onnx.data"));
+  CHECK(readJson(d / "r.json")["output_data"].is_null());
+  CHECK(readJson(d / "r.json")["final"]["file_bytes"].get<int64_t>() == static_cast<int64_t>(fs::file_size(d / "one.onnx")));
+  // The data file's path is checked with the other outputs before any work.
+  auto bad = [&](const std::string& extra, const std::string& expect) {
+    const auto b = runLwc("fuse " + q(td("lenet5_fmnist.onnx")) + " " + extra);
+    INFO(extra);
+    CHECK(b.exit_code == 1);
+    CHECK_THAT(b.err, Catch::StartsWith("lwc: error: ") && Contains(expect));
+    CHECK(std::count(b.err.begin(), b.err.end(), '\n') == 1);
+  };
+  bad("-o " + q(d / "f.onnx") + " --report " + q(d / "f.onnx.data"),
+      "cannot write '" + (d / "f.onnx.data").string() +
+          "': it is given for both --report and the external data file of -o; give each output its own path");
+  fs::create_directory(d / "g.onnx.data");
+  bad("-o " + q(d / "g.onnx") + " --external-data",
+      "cannot write '" + (d / "g.onnx.data").string() +
+          "' (the external data file of -o, written with --external-data or for a model over 2 GB): it is a folder; "
+          "remove it or choose another -o");
+  CHECK_FALSE(fs::exists(d / "f.onnx"));
+  CHECK_FALSE(fs::exists(d / "g.onnx"));
+  // An input's own external data is never written over: a.onnx reads b.onnx.data (written as
+  // b.onnx, then renamed), so -o b.onnx would replace it, with the flag or without (a model over
+  // 2 GB).
+  REQUIRE(runLwc("-q fuse " + q(td("lenet5_fmnist.onnx")) + " -o " + q(d / "b.onnx") + " --external-data").exit_code == 0);
+  fs::rename(d / "b.onnx", d / "a.onnx");
+  const std::string input_data = test::readFile(d / "b.onnx.data");
+  for (const std::string flag : {" --external-data", ""}) {
+    const auto b = runLwc("fuse " + q(d / "a.onnx") + " -o " + q(d / "b.onnx") + flag);
+    INFO(flag);
+    CHECK(b.exit_code == 1);
+    CHECK(b.err == "lwc: error: cannot write '" + (d / "b.onnx.data").string() +
+                       "' (the external data file of -o): it is the input model's external data ('" +
+                       (d / "b.onnx.data").string() + "'), which this run reads; choose another path\n");
+  }
+  CHECK(test::readFile(d / "b.onnx.data") == input_data);
+  CHECK_FALSE(fs::exists(d / "b.onnx"));
+}

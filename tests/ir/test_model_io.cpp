@@ -11,6 +11,7 @@
 #include <csignal>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <set>
 #include <onnx/checker.h>
 
@@ -859,30 +860,165 @@ TEST_CASE("serializedModelBytes is the written size, counted without copying wei
   }
 }
 
-TEST_CASE("a model over protobuf's 2 GB is refused before anything is copied or written", "[io]") {
-  // 2^29 + 1 floats: one tensor just over 2 GiB. Its pages are never touched (the size comes from
-  // the tensors' headers and the refusal comes before any copy), so the test costs no memory.
+namespace {
+// The initializers of an ONNX file as protobuf reads it (without their external data).
+std::map<std::string, onnx::TensorProto> initializersOf(const fs::path& f) {
+  onnx::ModelProto p;
+  const std::string bytes = test::readFile(f);
+  REQUIRE(p.ParseFromString(bytes));
+  std::map<std::string, onnx::TensorProto> r;
+  for (const auto& t : p.graph().initializer()) r[t.name()] = t;
+  return r;
+}
+
+std::map<std::string, std::string> externalEntries(const onnx::TensorProto& t) {
+  std::map<std::string, std::string> r;
+  for (const auto& kv : t.external_data()) r[kv.key()] = kv.value();
+  return r;
+}
+}  // namespace
+
+TEST_CASE("a model over protobuf's 2 GB is written with its weights in external data", "[io]") {
+  // 2^29 + 1 floats: one tensor just over 2 GiB, never written to (its pages are the kernel's zero
+  // page until read), so only the file and the read-back cost memory.
   TempDir d;
   Model m = loadModel(fs::path(LWC_SOURCE_DIR) / "testdata" / "lenet5_fmnist.onnx");
   m.graph.initializers.set("huge", Tensor::uninitialized(DType::Float32, {(int64_t{1} << 29) + 1}));
-  const int64_t bytes = serializedModelBytes(m);
-  CHECK(bytes > int64_t{1} << 31);
-  const fs::path out = d / "big.onnx";
+  const int64_t inline_bytes = serializedModelBytes(m);
+  CHECK(inline_bytes > int64_t{1} << 31);
+  const fs::path out = d / "big.onnx", data = d / "big.onnx.data";
+  CHECK(externalDataPath(out) == data);
+  // As one file it cannot be written, nor with every tensor kept inline: refused before any copy.
   try {
-    saveModel(m, out);
-    FAIL("saveModel wrote a model over 2 GB");
+    (void)serializeModel(m, out);
+    FAIL("serializeModel made one file of a model over 2 GB");
   } catch (const Error& e) {
-    CHECK(std::string(e.what()) ==
-          "cannot write '" + out.string() + "': the model would be " + std::to_string(bytes) +
-              " bytes, over the 2 GB (2147483647 bytes) that protobuf allows one ONNX file, and lwc does not write "
-              "weights to external data files; make it smaller first (lwc quantize stores weights in a quarter of the bytes)");
+    CHECK(std::string(e.what()) == "cannot write '" + out.string() + "': the model is " + std::to_string(savedModelBytes(m, out)) +
+                                       " bytes, over the 2 GB that one ONNX file can hold; it needs its weights in an "
+                                       "external data file");
   }
-  CHECK_FALSE(fs::exists(out));
+  SaveOptions none;
+  none.external_min_bytes = INT64_MAX;
+  try {
+    saveModel(m, out, none);
+    FAIL("saveModel wrote a model file over 2 GB");
+  } catch (const Error& e) {
+    CHECK_THAT(e.what(), Catch::StartsWith("cannot write '" + out.string() + "': even with its weights in '" + data.string() +
+                                           "', the model file would be " + std::to_string(inline_bytes) +
+                                           " bytes, over the 2 GB (2147483647 bytes) that protobuf allows one ONNX file"));
+  }
   CHECK(fs::is_empty(d.path()));  // no temporary file left either
-  // Without the big tensor the same call writes the file.
-  m.graph.initializers.erase("huge");
-  saveModel(m, out);
-  CHECK(fs::file_size(out) == static_cast<uintmax_t>(serializedModelBytes(m)));
+  // By default it goes to external data. Laid out without writing (scripts/large_model_check.py
+  // writes and reads such a model through the command line and ONNX Runtime): the model file
+  // parses and names the data file, the pieces are the weights in order, the big one aligned.
+  const int64_t total = savedModelBytes(m, out);
+  const SerializedModel s = serializeModelFiles(m, out);
+  CHECK(s.data_path == data);
+  CHECK(s.totalBytes() == total);
+  CHECK(s.model.size() < 20000);
+  int64_t pieces = 0;
+  for (const auto& piece : s.data) pieces += static_cast<int64_t>(piece.size());
+  CHECK(pieces == s.data_bytes);
+  const Tensor& huge = m.graph.initializers.at("huge");
+  CHECK(s.data.back().data() == huge.raw());  // the tensor itself, not a copy
+  onnx::ModelProto p;
+  REQUIRE(p.ParseFromString(s.model));
+  int64_t externals = 0;
+  for (const auto& t : p.graph().initializer()) {
+    const auto e = externalEntries(t);
+    if (t.data_location() != onnx::TensorProto::EXTERNAL) {
+      CHECK(e.empty());
+      continue;
+    }
+    ++externals;
+    CHECK(e.at("location") == "big.onnx.data");
+    if (t.name() != "huge") continue;
+    CHECK(std::stoll(e.at("offset")) % 65536 == 0);  // ONNX Runtime maps a tensor so aligned
+    CHECK(std::stoll(e.at("offset")) + std::stoll(e.at("length")) == s.data_bytes);
+    CHECK(e.at("length") == std::to_string((int64_t{1} << 31) + 4));
+    CHECK_FALSE(t.has_raw_data());
+  }
+  CHECK(externals == 5);  // lenet5's four weight tensors of 1 KiB or more, and the big one
+}
+
+TEST_CASE("external data: tensors of 1 KiB and more in the data file, large ones aligned, the files read back the same", "[io]") {
+  TempDir d;
+  Model m = modelFromProto(richProto(), {}, "rich");
+  // 255 floats stay inline (1020 bytes); 256 and more go out; 262144 floats (1 MiB) start at a
+  // multiple of 64 KiB; an empty tensor stays inline.
+  for (int64_t n : {0, 255, 256, 1000, 262144, 300, 262145}) {
+    std::vector<float> v(static_cast<size_t>(n));
+    for (size_t k = 0; k < v.size(); ++k) v[k] = static_cast<float>(k % 97) * 0.5f + static_cast<float>(n);
+    m.graph.initializers.set("w" + std::to_string(n), Tensor::fromVector<float>({n}, v));
+  }
+  m.graph.initializers.docStrings()["w1000"] = "a doc string of an external tensor";
+  const fs::path out = d / "m.onnx", data = d / "m.onnx.data";
+  SaveOptions ext;
+  ext.external_data = true;
+  saveModel(m, out, ext);
+  REQUIRE(fs::exists(data));
+  CHECK(static_cast<int64_t>(fs::file_size(out) + fs::file_size(data)) == savedModelBytes(m, out, ext));
+  const auto inits = initializersOf(out);
+  int64_t end = 0, externals = 0;
+  for (const auto& [name, t] : m.graph.initializers.items()) {
+    INFO(name);
+    const onnx::TensorProto& p = inits.at(name);
+    const bool out_of_file = t.nbytes() >= 1024;
+    CHECK((p.data_location() == onnx::TensorProto::EXTERNAL) == out_of_file);
+    CHECK(p.has_raw_data() != out_of_file);
+    if (!out_of_file) continue;
+    ++externals;
+    const auto e = externalEntries(p);
+    CHECK(e.size() == 3);
+    CHECK(e.at("location") == "m.onnx.data");
+    const int64_t off = std::stoll(e.at("offset"));
+    CHECK(e.at("length") == std::to_string(t.nbytes()));
+    // In the order of the initializers, packed, except that 1 MiB and more starts at 64 KiB.
+    if (t.nbytes() >= (1u << 20)) {
+      CHECK(off % 65536 == 0);
+      CHECK(off - end < 65536);
+    } else {
+      CHECK(off == end);
+    }
+    end = off + static_cast<int64_t>(t.nbytes());
+    CHECK(test::readFile(data).substr(static_cast<size_t>(off), t.nbytes()) ==
+          std::string(static_cast<const char*>(t.raw()), t.nbytes()));
+  }
+  CHECK(externals == 5);
+  CHECK(static_cast<int64_t>(fs::file_size(data)) == end);
+  CHECK(inits.at("w1000").doc_string() == "a doc string of an external tensor");
+  // ONNX's own checker accepts the pair, and lwc reads back the model it wrote.
+  CHECK_NOTHROW(onnx::checker::check_model(out.string()));
+  const Model back = loadModel(out);
+  CHECK(serializeModel(back, "x.onnx") == serializeModel(m, "x.onnx"));
+  CHECK(back.external_data_files.size() == 1);
+  // The same model gives the same bytes again.
+  const std::string model_bytes = test::readFile(out), data_bytes = test::readFile(data);
+  saveModel(m, out, ext);
+  CHECK(test::readFile(out) == model_bytes);
+  CHECK(test::readFile(data) == data_bytes);
+  // Without the option a model that fits writes one file; over the single-file limit it writes two.
+  const fs::path one = d / "one.onnx";
+  SaveOptions limit;
+  limit.max_single_file = serializedModelBytes(m);
+  saveModel(m, one, limit);
+  CHECK(fs::file_size(one) == static_cast<uintmax_t>(serializedModelBytes(m)));
+  CHECK_FALSE(fs::exists(d / "one.onnx.data"));
+  limit.max_single_file -= 1;
+  saveModel(m, one, limit);
+  CHECK(fs::exists(d / "one.onnx.data"));
+  CHECK(test::readFile(d / "one.onnx.data") == data_bytes);
+  // A data file that cannot be written: one line naming it, and neither file written.
+  fs::create_directory(d / "two.onnx.data");
+  try {
+    saveModel(m, d / "two.onnx", ext);
+    FAIL("saveModel wrote over a folder");
+  } catch (const Error& e) {
+    CHECK_THAT(e.what(), Catch::StartsWith("cannot write '" + (d / "two.onnx.data").string() + "'"));
+  }
+  CHECK_FALSE(fs::exists(d / "two.onnx"));
+  CHECK(fs::is_empty(d / "two.onnx.data"));
+  for (const auto& f : fs::directory_iterator(d.path())) CHECK(f.path().filename().string().rfind(".", 0) != 0);
 }
 
 TEST_CASE("the proto for shape inference declares large weights as inputs, without their data", "[io]") {

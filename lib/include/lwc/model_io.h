@@ -3,6 +3,8 @@
 
 #include <onnx/onnx_pb.h>
 
+#include <climits>
+#include <cstdint>
 #include <filesystem>
 #include <string>
 #include <string_view>
@@ -38,13 +40,51 @@ onnx::ModelProto modelToProto(const Model& m);
 /// copied in full by each of the ~40 inferences of one `lwc quantize`.)
 onnx::ModelProto modelToInferenceProto(const Model& m, int64_t over_bytes = 4096);
 
-/// modelToProto(m).ByteSizeLong(), the size of the file saveModel writes, without copying weights.
+/// modelToProto(m).ByteSizeLong(), the size of the model as one file, without copying weights.
 int64_t serializedModelBytes(const Model& m);
 
-/// Writes the model atomically: a temporary file in the destination folder, then rename.
+/// How a model is laid out on disk. One ONNX file holds everything, up to protobuf's 2 GB; a
+/// larger model, or any with `external_data`, keeps each initializer of at least
+/// `external_min_bytes` in one data file beside it (ONNX's external data: the ONNX file names it
+/// relative to its own folder), as onnx.save_model(save_as_external_data=True) does. Tensors of
+/// 1 MiB and more start at a multiple of 64 KiB in the data file, as ONNX Runtime aligns them
+/// for memory mapping.
+struct SaveOptions {
+  bool external_data = false;
+  int64_t external_min_bytes = 1024;   ///< onnx's size_threshold
+  int64_t max_single_file = INT32_MAX; ///< larger models go to external data (lowered by tests)
+};
+
+/// The data file of a model written to `path`: its file name + ".data", in the same folder.
+std::filesystem::path externalDataPath(const std::filesystem::path& path);
+
+/// A model as the files saveModel writes: the ONNX file's bytes, and with external data the data
+/// file's contents as pieces (views of the model's weights and of zero padding: valid while the
+/// model is).
+struct SerializedModel {
+  std::string model;
+  std::filesystem::path data_path;  ///< empty: one file
+  std::vector<std::string_view> data;
+  int64_t data_bytes = 0;
+  int64_t totalBytes() const { return static_cast<int64_t>(model.size()) + data_bytes; }
+};
+
+/// Lays the model out for `path` (`path` names the data file, and the file in errors: a model
+/// file still over 2 GB).
+SerializedModel serializeModelFiles(const Model& m, const std::filesystem::path& path, const SaveOptions& opts = {});
+/// serializeModelFiles(m, path, opts).totalBytes(), the bytes on disk, without copying weights.
+int64_t savedModelBytes(const Model& m, const std::filesystem::path& path, const SaveOptions& opts = {});
+
+class OutputSet;
+/// Stages the model's files in `out` (the data file first) and returns their layout (the data
+/// pieces are spent).
+SerializedModel stageModel(OutputSet& out, const Model& m, const std::filesystem::path& path, const SaveOptions& opts = {});
+
+/// Writes the model atomically: temporary files in the destination folder, then rename.
 /// A failure leaves no partial file and never touches the destination's previous contents.
-void saveModel(const Model& m, const std::filesystem::path& path);
-/// The bytes saveModel writes; `path` names the file in errors (a model over protobuf's 2 GB).
+void saveModel(const Model& m, const std::filesystem::path& path, const SaveOptions& opts = {});
+/// The bytes saveModel writes for a model that fits one file; `path` names the file in errors (a
+/// model over protobuf's 2 GB, which needs serializeModelFiles).
 std::string serializeModel(const Model& m, const std::filesystem::path& path);
 
 /// Parses a model written in ONNX's text format (onnx/defs/parser.h); for tests and small tools.
@@ -95,6 +135,8 @@ class OutputSet {
   ~OutputSet();
   /// Fails with one line naming `path` (not writable, a special file, no space) and stages nothing.
   void stage(const std::filesystem::path& path, std::string_view bytes);
+  /// The file is the pieces one after the other.
+  void stage(const std::filesystem::path& path, const std::vector<std::string_view>& pieces);
   void commit();
   bool empty() const { return staged_.empty(); }
 

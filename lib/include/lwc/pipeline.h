@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "lwc/analysis.h"
+#include "lwc/model_io.h"
 #include "lwc/pass.h"
 
 namespace lwc {
@@ -70,7 +71,7 @@ struct StageMetrics {
   int64_t macs = 0;
   bool macs_complete = true;
   int64_t weight_bytes = 0;
-  int64_t file_bytes = 0;  ///< bytes of the ONNX file lwc writes for this model (inline weights)
+  int64_t file_bytes = 0;  ///< bytes on disk of the file(s) lwc writes for this model (RunOptions::output, save)
   int64_t weight_elements = 0;
   int64_t weight_zeros = 0;
   // Evaluation (when eval data is given and this stage was evaluated).
@@ -110,6 +111,8 @@ struct PipelineReport {
   std::string pipeline;  ///< name or origin
   std::string model;
   std::string output;
+  /// The external data file written beside `output` (SaveOptions); empty when the model is one file.
+  std::string output_data;
   /// False when a gate failed and the model was not written (the report then says "output": null
   /// and "output_not_written": the path, so that no one takes an older file there for this run's).
   bool output_written = true;
@@ -158,6 +161,10 @@ struct RunOptions {
   std::function<ModelStats(const Model& m)> full_count;
   /// Passes stage the files they write here (PassContext::outputs); null: they write them.
   OutputSet* outputs = nullptr;
+  /// Where and how the final model will be written: each stage's bytes are those of the files
+  /// saveModel(m, output, save) writes (external data included; "model.onnx" when empty).
+  std::filesystem::path output;
+  SaveOptions save;
 };
 
 /// Runs the pipeline on `m` (rewritten in place). Before any pass runs, the data sources are opened
