@@ -1109,13 +1109,11 @@ SerializedModel serializeModelFiles(const Model& m, const fs::path& path, const 
   ModelPlan plan = planModel(m, path, opts);
   const bool external = !plan.data_path.empty();
   if (plan.model_bytes > static_cast<int64_t>(INT_MAX)) {
-    if (external)
-      fail("cannot write '", path.string(), "': even with its weights in '", plan.data_path.string(), "', the model file would be ",
-           plan.model_bytes, " bytes, over the 2 GB (", INT_MAX, " bytes) that protobuf allows one ONNX file (",
-           m.graph.initializers.size(), " initializers, most under ", opts.external_min_bytes,
-           " bytes, or a huge graph); make it smaller first");
-    fail("cannot write '", path.string(), "': the model would be ", plan.model_bytes, " bytes, over the 2 GB (", INT_MAX,
-         " bytes) that protobuf allows one ONNX file; save it with external data (serializeModelFiles)");
+    if (!external) throw InternalError("SaveOptions::max_single_file is over protobuf's 2 GB limit");
+    const auto inline_tensors = std::count(plan.offset.begin(), plan.offset.end(), int64_t{-1});
+    fail("cannot write '", path.string(), "': even with its weights in '", plan.data_path.string(), "', the model file would be ",
+         plan.model_bytes, " bytes, over the 2 GB (", INT_MAX, " bytes) that protobuf allows one ONNX file (its graph and the ",
+         inline_tensors, " tensors under ", opts.external_min_bytes, " bytes that stay in it); make it smaller first");
   }
   onnx::ModelProto& shell = plan.shell;
   onnx::GraphProto graph;
