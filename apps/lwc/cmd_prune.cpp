@@ -183,13 +183,15 @@ void addPruneCommand(CLI::App& app, Action& action, const GlobalOptions&) {
         auto lat = std::make_shared<std::pair<double, double>>(0.0, 0.0);
         auto ort = std::make_shared<OrtPair>();
         auto bench_batch = std::make_shared<int64_t>(a->bench_batch);
-        hooks.on_stage = [a, lat, ort, ort_tool, bench_batch](const Pass& pass, const Model& before, const Model& after,
-                                                               StageRecord& rec) {
+        const bool bench_given = cmd->count("--bench-batch") > 0;
+        hooks.on_stage = [a, lat, ort, ort_tool, bench_batch, bench_given](const Pass& pass, const Model& before,
+                                                                            const Model& after, StageRecord& rec) {
           if (pass.name() != "prune_channels" || a->bench_batch <= 0) return;
           std::optional<Shape> sample;  // the data's, for dimensions the model leaves open
           if (!prepareTiming(before, a->run, sample, rec.result.notes)) return;
           const Shape* sp = sample ? &*sample : nullptr;
-          const int64_t bb = benchBatchFor(before, a->bench_batch);
+          std::string batch_note;
+          const int64_t bb = reportBenchBatch(before, a->bench_batch, bench_given, batch_note);
           *bench_batch = bb;
           *lat = pairedMedianLatencyMs(before, after, bb, a->run.threads, sp);
           rec.details = {{"latency_ms",
@@ -199,7 +201,7 @@ void addPruneCommand(CLI::App& app, Action& action, const GlobalOptions&) {
                            {"after", lat->second},
                            {"speedup", lat->second > 0 ? lat->first / lat->second : 0.0}}}};
           if (sp) rec.details["latency_ms"]["sample_shape"] = *sp;
-          if (const std::string note = fixedBatchNote(bb, a->bench_batch); !note.empty()) rec.result.notes.push_back(note);
+          if (!batch_note.empty()) rec.result.notes.push_back(batch_note);
           if (!ort_tool.empty() && sp) {
             rec.result.notes.push_back(kOrtOpenShapeNote);
           } else if (!ort_tool.empty()) {

@@ -130,8 +130,8 @@ void addQuantizeCommand(CLI::App& app, Action& action, const GlobalOptions&) {
     const bool percentile_given = cmd->count("--percentile") > 0, calib_given = cmd->count("--calib") > 0;
     q->percentile_given = percentile_given;
     const bool both_limits = cmd->count("--calib-limit") > 0 && cmd->count("--calib-samples") > 0;
-    const bool layer_samples_given = cmd->count("--layer-samples") > 0;
-    action = [q, static_only, percentile_given, calib_given, both_limits, layer_samples_given] {
+    const bool layer_samples_given = cmd->count("--layer-samples") > 0, bench_given = cmd->count("--bench-batch") > 0;
+    action = [q, static_only, percentile_given, calib_given, both_limits, layer_samples_given, bench_given] {
       // Both cap the calibration samples (the data's limit and the pass option); two different
       // values would silently mean the smaller one.
       if (both_limits && q->run.calib_limit != q->calib_samples)
@@ -158,7 +158,7 @@ void addQuantizeCommand(CLI::App& app, Action& action, const GlobalOptions&) {
       auto table = std::make_shared<std::vector<passes::TensorError>>();
       auto lat = std::make_shared<std::pair<double, double>>(0.0, 0.0);
       auto bench_batch = std::make_shared<int64_t>(q->bench_batch);
-      hooks.on_stage = [q, table, lat, ort, ort_tool, bench_batch, layer_samples_given](
+      hooks.on_stage = [q, table, lat, ort, ort_tool, bench_batch, layer_samples_given, bench_given](
                            const Pass& pass, const Model& before, const Model& after, StageRecord& rec) {
         if (pass.name().rfind("quantize", 0) != 0) return;
         const auto* qs = dynamic_cast<const passes::QuantizeStatic*>(&pass);
@@ -208,7 +208,8 @@ void addQuantizeCommand(CLI::App& app, Action& action, const GlobalOptions&) {
           rec.result.notes.push_back(
               "per-tensor error table: not measured for --mode dynamic (its activations are quantized per batch at run "
               "time, with no DequantizeLinear to compare); lwc compare MODEL OUT --data D --per-layer compares the models' tensors");
-        int64_t bb = q->bench_batch > 0 ? benchBatchFor(before, q->bench_batch) : 0;
+        std::string batch_note;
+        int64_t bb = q->bench_batch > 0 ? reportBenchBatch(before, q->bench_batch, bench_given, batch_note) : 0;
         std::optional<Shape> sample;  // the data's, for dimensions the model leaves open
         if (bb > 0 && !prepareTiming(before, q->run, sample, rec.result.notes)) bb = 0;
         const Shape* sp = sample ? &*sample : nullptr;
@@ -218,7 +219,7 @@ void addQuantizeCommand(CLI::App& app, Action& action, const GlobalOptions&) {
           d["latency_ms"] = {{"batch", bb}, {"threads", engine::configuredThreads()}, {"fp32", lat->first}, {"int8", lat->second},
                              {"speedup", lat->second > 0 ? lat->first / lat->second : 0.0}};
           if (sp) d["latency_ms"]["sample_shape"] = *sp;
-          if (const std::string note = fixedBatchNote(bb, q->bench_batch); !note.empty()) rec.result.notes.push_back(note);
+          if (!batch_note.empty()) rec.result.notes.push_back(batch_note);
         }
         if (!ort_tool.empty() && bb > 0 && sp) {
           rec.result.notes.push_back(kOrtOpenShapeNote);

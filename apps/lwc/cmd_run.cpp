@@ -12,6 +12,7 @@
 
 #include "cleanup_config.h"
 #include "commands.h"
+#include "format.h"
 #include "run_common.h"
 #include "status_line.h"
 #include "lwc/dataset.h"
@@ -113,6 +114,21 @@ std::string fixedBatchNote(int64_t used, int64_t requested) {
   if (used == requested) return "";
   return "latency measured at batch " + std::to_string(used) + ", the model input's fixed batch size (not --bench-batch " +
          std::to_string(requested) + ")";
+}
+
+int64_t reportBenchBatch(const Model& m, int64_t requested, bool given, std::string& note) {
+  int64_t b = benchBatchFor(m, requested);
+  note = fixedBatchNote(b, requested);
+  if (given || b != requested || b <= 1) return b;
+  const double macs = static_cast<double>(analyzeModel(m, AnalyzeOptions{1, /*entropy=*/false}).macs);
+  double budget = kBenchBudgetMacs;
+  if (const char* e = std::getenv("LWC_BENCH_BUDGET_MACS")) budget = std::atof(e);  // for tests, on small models
+  while (b > 1 && macs * static_cast<double>(b) > budget) b /= 2;
+  if (b != requested)
+    note = "latency measured at batch " + std::to_string(b) + ", not the default " + std::to_string(requested) +
+           ": one run at batch " + std::to_string(requested) + " is " + humanCount(macs * static_cast<double>(requested)) +
+           " multiply-adds (--bench-batch " + std::to_string(requested) + " measures it there, --bench-batch 0 skips it)";
+  return b;
 }
 
 namespace {

@@ -91,6 +91,16 @@ int64_t benchBatchFor(const Model& m, int64_t requested);
 /// The note a command adds when it timed at `used` (benchBatchFor) instead of the --bench-batch
 /// asked for; empty when they are the same.
 std::string fixedBatchNote(int64_t used, int64_t requested);
+/// Multiply-adds one timing run of a report may cost when --bench-batch is left at its default:
+/// about 2 s on 2 cores (torchvision resnet50 at batch 32 is 131 G). A report's latency takes at
+/// least 16 runs, 8 of each model: vit_h_14 (167 G at batch 1) at the default batch 32 was still
+/// timing after 8 minutes (killed).
+inline constexpr double kBenchBudgetMacs = 256e9;
+/// The batch a report times `m` at: benchBatchFor(m, requested), then, for the default batch
+/// (`given` false), halved while one run costs more than kBenchBudgetMacs multiply-adds, down to
+/// 1. `note` gets the reason when the batch is not `requested` (empty otherwise). The environment
+/// variable LWC_BENCH_BUDGET_MACS replaces the budget (CLI tests try it on small models).
+int64_t reportBenchBatch(const Model& m, int64_t requested, bool given, std::string& note);
 
 /// The standard cleanup pipeline (configs/cleanup.json, compiled in).
 Pipeline cleanupPipeline();

@@ -209,6 +209,31 @@ TEST_CASE("lwc quantize and prune --channels on a model exported with batch 1", 
   }
 }
 
+TEST_CASE("the report's latency lowers the default batch of a costly model, and keeps one the user gives", "[cli][quantize]") {
+  // At the default --bench-batch 32 a dynamically quantized vit_h_14 (167 G multiply-adds a run at
+  // batch 1) was still timing after 8 minutes. The budget is lowered here so that a small model
+  // shows it: lenet5's 0.42 M multiply-adds a sample make 13 M at batch 32, over 4e6, and 3.3 M at 8.
+  TempDir d;
+  const std::string args = " -q quantize " + q(td("lenet5_fmnist.onnx")) + " --mode dynamic -o " + q(d / "q.onnx") + " --json";
+  auto run = [&](const std::string& extra) {
+    const auto r = test::runCommand("LWC_BENCH_BUDGET_MACS=4e6 '" + std::string(LWC_EXE) + "'" + args + extra);
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    return nlohmann::json::parse(r.out)["stages"].back();
+  };
+  const auto st = run("");
+  CHECK(st["details"]["latency_ms"]["batch"] == 8);
+  CHECK_THAT(st["notes"].dump(), Contains("latency measured at batch 8, not the default 32: one run at batch 32 is ") &&
+                                     Contains(" multiply-adds (--bench-batch 32 measures it there, --bench-batch 0 skips it)"));
+  const auto given = run(" --bench-batch 32");
+  CHECK(given["details"]["latency_ms"]["batch"] == 32);
+  CHECK_THAT(given["notes"].dump(), !Contains("latency measured at batch"));
+  // Without the variable the budget is the built-in one: lenet5 is timed at 32.
+  const auto r = runLwc(args);
+  REQUIRE(r.exit_code == 0);
+  CHECK(nlohmann::json::parse(r.out)["stages"].back()["details"]["latency_ms"]["batch"] == 32);
+}
+
 TEST_CASE("a sample count that leaves a partial fixed batch names the limit option the user has there", "[cli][quantize]") {
   // Before, every such error listed --calib-limit, --eval-limit and --limit, whichever the
   // command had and whichever limit was in effect.
