@@ -1151,18 +1151,25 @@ class DnnlQMatMul final : public Kernel {
       w_user_md = memory::desc({k, n}, dt::s8, tag::ab);
       w_md = pd.weights_desc();
     }
+    if (!c_.bias.empty())  // [n] and [1, n] have the same bytes
+      p.bias_mem = memory(memory::desc({c_.n}, dt::f32, tag::a), eng, const_cast<float*>(c_.bias.data()));
     memory w_user(w_user_md, eng, const_cast<int8_t*>(c_.b.w.data()));
+    finishPrepared(p, w_user, w_md);
+    return p;
+  }
+
+  // The memories of `p` (its src and dst re-pointed per call) and B in the layout its primitive
+  // chose, reordered once from `w_user`.
+  static void finishPrepared(Prepared& p, memory& w_user, const memory::desc& w_md) {
+    auto& eng = cpuEngine();
     p.w_mem = memory(w_md, eng);
     p.a_mem = memory(p.src, eng, nullptr);
     p.y_mem = memory(p.dst, eng, nullptr);
-    if (!c_.bias.empty())  // [n] and [1, n] have the same bytes
-      p.bias_mem = memory(memory::desc({c_.n}, dt::f32, tag::a), eng, const_cast<float*>(c_.bias.data()));
     dnnl::stream& s = cpuStream();
     dnnl::reorder(w_user, p.w_mem).execute(s, w_user, p.w_mem);
     s.wait();
     if (p.one_thread) p.impl += kOneThreadSuffix;
     p.ok = true;
-    return p;
   }
 
   // MatMulInteger in pieces of K (Config::k_chunks): each piece a matmul of A's columns and B's
@@ -1238,14 +1245,7 @@ class DnnlQMatMul final : public Kernel {
     p.prim = dnnl::matmul(pd);
     p.impl = std::string("matmul ") + pd.impl_info_str() + ", K in " + std::to_string(c_.k_chunks.size() - 1) + " pieces";
     memory w_user(memory::desc({kc, n}, dt::s8, tag::ab), eng, const_cast<int8_t*>(c_.b.w.data() + kb * n));
-    p.w_mem = memory(pd.weights_desc(), eng);
-    p.a_mem = memory(p.src, eng, nullptr);
-    p.y_mem = memory(p.dst, eng, nullptr);
-    dnnl::stream& s = cpuStream();
-    dnnl::reorder(w_user, p.w_mem).execute(s, w_user, p.w_mem);
-    s.wait();
-    if (p.one_thread) p.impl += kOneThreadSuffix;
-    p.ok = true;
+    finishPrepared(p, w_user, pd.weights_desc());
     return p;
   }
 
