@@ -1341,14 +1341,13 @@ std::unique_ptr<Kernel> makeQMatMul(const KernelInfo& info, const QMatMulInputs&
     c.y_type = inputType(info, in.y_zp);
     if (!is8(c.y_type)) return nullptr;
   } else {
-    if (maxCentered(a_type, c.a_zp.value) * c.b.max_abs_sum > kExactAcc) {
-      // Too long a sum for oneDNN to stay exact (with a zero point of A it goes through float32):
-      // the sum in pieces of B's rows that each stay within kExactAcc, added in int32. A dynamically
-      // quantized transformer's every MatMulInteger (vit_h_14: K = 1280 and 5120) ran on the
-      // reference kernel, 20x slower than its float model.
-      c.k_chunks = exactChunks(*b, c.b, maxCentered(a_type, c.a_zp.value));
-      if (c.k_chunks.size() < 2) return nullptr;
-    }
+    // Too long a sum for oneDNN to stay exact (with a zero point of A it goes through float32):
+    // the sum in pieces of B's rows that each stay within kExactAcc, added in int32 (three or more
+    // entries: the whole of B does not fit). A dynamically quantized transformer's every
+    // MatMulInteger (vit_h_14: K = 1280 and 5120) ran on the reference kernel, 20x slower than its
+    // float model.
+    if (const int64_t max_a = maxCentered(a_type, c.a_zp.value); max_a * c.b.max_abs_sum > kExactAcc)
+      c.k_chunks = exactChunks(*b, c.b, max_a);
   }
   return std::make_unique<DnnlQMatMul>(std::move(c));
 }
