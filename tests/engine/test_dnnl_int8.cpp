@@ -647,30 +647,44 @@ TEST_CASE("dnnl MatMulInteger matches the reference exactly", "[dnnl][quant]") {
   }
 }
 
-TEST_CASE("dnnl MatMulInteger with sums too long for oneDNN to stay exact runs K in pieces, exactly", "[dnnl][quant]") {
-  // K = 1280, B near +127 in half the columns, A near 255 with a runtime zero point: sums up to
-  // 2.7e7, over the 2^24 that oneDNN keeps exact when a zero point of A sends them through float
-  // (tried whole: 53-94 of 512 outputs off). A dynamically quantized vit_h_14 ran every such
-  // layer on the reference kernel: 19.7 s against the float model's 1.1 s at batch 1.
+TEST_CASE("dnnl MatMulInteger with sums far past 2^24 and any zero point of A is exact", "[dnnl][quant]") {
+  // K = 4096, B near +127 in half the columns, A near the top of its range: sums up to 1.3e8.
+  // oneDNN takes a zero point of A through float32, where sums over 2^24 lose bits (a K = 1280
+  // product with sums up to 3.3e7: 53-94 of 512 outputs off), so the kernel gives oneDNN the raw A
+  // and subtracts a_zp * colsum(B) itself. A dynamically quantized vit_h_14 (K = 1280 and 5120)
+  // ran every such layer on the reference kernel: 19.7 s against the float model's 1.1 s.
   NodeSpec s;
   s.op_type = "MatMulInteger";
   s.opset = 10;
-  Tensor b = randomInt(DType::Int8, {1280, 64}, 41, -128, 127);
-  for (int64_t k = 0; k < 1280; ++k)
+  const int64_t K = 4096;
+  Tensor b = randomInt(DType::Int8, {K, 64}, 41, -128, 127);
+  for (int64_t k = 0; k < K; ++k)
     for (int64_t n = 0; n < 32; ++n) b.data<int8_t>()[k * 64 + n] = static_cast<int8_t>(100 + (k * 7 + n) % 28);
-  for (const int64_t zp : {0, 1, 60}) {
-    INFO("a_zero_point " << zp);
-    s.inputs = {randomInt(DType::UInt8, {2, 4, 1280}, 42, 200, 255), b, scalarQ(DType::UInt8, zp)};
+  struct Case {
+    DType at;
+    std::optional<int64_t> zp;  ///< nullopt: no zero point input
+    bool zp_const = false;
+  };
+  const std::vector<Case> cases{{DType::UInt8, std::nullopt}, {DType::UInt8, 0},   {DType::UInt8, 1},
+                                {DType::UInt8, 60},           {DType::UInt8, 255}, {DType::UInt8, 60, true},
+                                {DType::Int8, std::nullopt},  {DType::Int8, -128}, {DType::Int8, 5}};
+  for (const Case& c : cases) {
+    INFO("A " << dtypeName(c.at) << " zero point " << (c.zp ? std::to_string(*c.zp) : "none") << (c.zp_const ? " (constant)" : ""));
+    const Tensor a = c.at == DType::UInt8 ? randomInt(c.at, {2, 4, K}, 42, 200, 255) : randomInt(c.at, {2, 4, K}, 42, 80, 127);
+    s.inputs = {a, b};
+    if (c.zp) s.inputs.push_back(scalarQ(c.at, *c.zp));
     s.constant_inputs = {1};  // the zero point at run time, as DynamicQuantizeLinear gives it
+    if (c.zp_const) s.constant_inputs.push_back(2);
     const Tensor want = runNode(s, /*reference_only=*/true)[0];
     int64_t largest = 0;
-    for (int64_t i = 0; i < want.numel(); ++i) largest = std::max<int64_t>(largest, std::abs(want.data<int32_t>()[i]));
-    CHECK(largest > (int64_t{1} << 24));
+    for (int64_t i = 0; i < want.numel(); ++i) largest = std::max<int64_t>(largest, std::abs(int64_t{want.data<int32_t>()[i]}));
+    // (A - 255 is small: there only oneDNN's raw product is large)
+    if (!(c.at == DType::UInt8 && c.zp == 255)) CHECK(largest > (int64_t{1} << 25));
     for (int threads : {1, 2, 3}) {
       INFO("threads " << threads);
       const auto [got, prof] = runProfiledOnThreads(s, "MatMulInteger", threads);
       INFO(prof.impl << " " << prof.primitive);
-      if (haveAvx512Vnni()) CHECK_THAT(prof.primitive, Catch::Contains("K in 3 pieces"));
+      CHECK(prof.impl == expectedImpl());
       CHECK(got.bitEqual(want));
     }
     engine::configureThreads(0);
@@ -1558,4 +1572,45 @@ TEST_CASE("a reused session's QLinearMatMul reads and writes each call's tensors
   const Tensor a = randomQ(DType::UInt8, {7, 64}, 51), b = randomQ(DType::UInt8, {7, 64}, 52),
                c = randomQ(DType::UInt8, {300, 64}, 53);
   CHECK(runsDifferingFromFresh(m, {a, b, c, a, b}).empty());
+}
+
+TEST_CASE("lwc.internal.MatMulIntegerScaled in oneDNN gives the reference's bits", "[dnnl][quant]") {
+  // float(acc) * scale [+ bias]: scale one value or one per column, read at run time (dynamic
+  // quantization's activation scale times the weights'); long sums past 2^24; a zero scale.
+  for (const int64_t K : {96, 3000}) {
+    for (const bool per_column : {false, true}) {
+      for (const bool bias : {false, true}) {
+        INFO("K " << K << (per_column ? " per column" : " one scale") << (bias ? " with bias" : ""));
+        NodeSpec s;
+        s.op_type = "MatMulIntegerScaled";
+        s.domain = "lwc.internal";
+        s.opset = 1;
+        const int64_t N = 40;
+        Tensor b = randomInt(DType::Int8, {K, N}, 51, -127, 127);
+        for (int64_t k = 0; k < K; ++k)
+          for (int64_t n = 0; n < N / 2; ++n) b.data<int8_t>()[k * N + n] = static_cast<int8_t>(110 + (k + n) % 17);
+        std::vector<float> sc(per_column ? N : 1), bv(N);
+        for (size_t j = 0; j < sc.size(); ++j) sc[j] = 1e-4f * static_cast<float>(j + 3);
+        for (int64_t j = 0; j < N; ++j) bv[static_cast<size_t>(j)] = 0.25f * static_cast<float>(j) - 3.0f;
+        s.inputs = {randomInt(DType::UInt8, {3, 7, K}, 52, 150, 255), b, scalarQ(DType::UInt8, 37), Tensor(DType::Int8, {N}),
+                    per_column ? Tensor::fromVector<float>({N}, sc) : Tensor::scalar(sc[0])};
+        if (bias) s.inputs.push_back(Tensor::fromVector<float>({1, N}, bv));
+        s.constant_inputs = {1, 3};
+        if (bias) s.constant_inputs.push_back(5);
+        CHECK(implOf(engine::Session(singleNodeModel(s)), "MatMulIntegerScaled") == expectedImpl());
+        const Tensor want = runNode(s, true)[0];
+        CHECK(runNode(s)[0].bitEqual(want));
+        if (K == 3000) {
+          int64_t big = 0;
+          for (int64_t i = 0; i < want.numel(); ++i)
+            big += std::abs(want.data<float>()[i] / sc[per_column ? static_cast<size_t>(i % N) : 0]) > float(1 << 24);
+          CHECK(big > 0);
+        }
+        s.inputs[4] = per_column ? Tensor(DType::Float32, {N}) : Tensor::scalar(0.0f);
+        const Tensor zero = runNode(s)[0];
+        CHECK(zero.bitEqual(runNode(s, true)[0]));
+        for (int64_t i = 0; i < zero.numel(); ++i) CHECK(zero.data<float>()[i] == (bias ? bv[static_cast<size_t>(i % N)] : 0.0f));
+      }
+    }
+  }
 }

@@ -2008,3 +2008,63 @@ g (float[N, 2, 6, 6] x) => (float[N, 4, 6, 6] y)
     CHECK(nan_a == nan_b);
   }
 }
+
+TEST_CASE("a dynamically quantized layer runs as one int8 kernel with the bits of its Cast - Mul - Add chain", "[optimize]") {
+  // The chains `lwc quantize --mode dynamic` and ONNX Runtime's quantize_dynamic write: the scale
+  // is DynamicQuantizeLinear's (one value) times the weights' (per column or one), on either side;
+  // a bias Add on either side. A chain whose int32 product is also a graph output stays apart.
+  Model m = parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 5, 600] x) => (float[N, 5, 24] y1, float[N, 5, 24] y2, float[N, 5, 24] y3, int32[N, 5, 24] acc4)
+{
+  xq, xs, xz = DynamicQuantizeLinear (x)
+  s1 = Mul (xs, ws)
+  a1 = MatMulInteger (xq, wq, xz, wz)
+  f1 = Cast <to = 1> (a1)
+  m1 = Mul (f1, s1)
+  y1 = Add (c, m1)
+  s2 = Mul (ws1, xs)
+  a2 = MatMulInteger (xq, wq, xz, wz1)
+  f2 = Cast <to = 1> (a2)
+  y2 = Mul (s2, f2)
+  acc4 = MatMulInteger (xq, wq, xz, wz)
+  f4 = Cast <to = 1> (acc4)
+  y3 = Mul (f4, s1)
+}
+)",
+                           LoadOptions{false});
+  auto& init = m.graph.initializers;
+  std::vector<float> ws(24), c(24);
+  for (size_t j = 0; j < 24; ++j) {
+    ws[j] = 0.002f + 0.0007f * static_cast<float>(j);
+    c[j] = 0.3f * (static_cast<float>(j) - 11.5f);
+  }
+  // Half the columns near +127: sums of up to 255 * 127 * 600, past 2^24.
+  Tensor wq = randomInt(DType::Int8, {600, 24}, 5, -127, 127);
+  for (int64_t k = 0; k < 600; ++k)
+    for (int64_t j = 0; j < 12; ++j) wq.data<int8_t>()[k * 24 + j] = static_cast<int8_t>(100 + (k + j) % 27);
+  init.set("wq", wq);
+  init.set("ws", Tensor::fromVector<float>({24}, ws));
+  init.set("wz", Tensor(DType::Int8, {24}));
+  init.set("ws1", Tensor::scalar(0.0031f));
+  init.set("wz1", Tensor::scalar<int8_t>(0));
+  init.set("c", Tensor::fromVector<float>({24}, c));
+  validateGraph(m.graph);
+  engine::Session fast(m), ref(m, engine::SessionOptions{0, true});
+  CHECK(countOf(fast, "lwc.internal.MatMulIntegerScaled") == 2);
+  CHECK(countOf(fast, "MatMulInteger") == 1);
+  CHECK(countOf(fast, "Cast") == 1);
+  CHECK(countOf(fast, "Add") == 0);
+  for (uint32_t seed : {1u, 2u, 3u}) {
+    INFO("seed " << seed);
+    // seed 3: all zeros (DynamicQuantizeLinear's scale 1, zero point 0)
+    const Tensor x = seed == 3 ? Tensor(DType::Float32, {2, 5, 600}) : randomFloat({3, 5, 600}, seed, seed == 1 ? -0.5f : 0.0f, 2.5f);
+    const engine::TensorMap feeds{{"x", x}};
+    const auto a = fast.runOrdered(feeds), e = ref.runOrdered(feeds);
+    REQUIRE(a.size() == 4);
+    for (size_t k = 0; k < 4; ++k) {
+      INFO("output " << k);
+      CHECK(a[k].bitEqual(e[k]));
+    }
+  }
+}

@@ -691,6 +691,27 @@ TEST_CASE("DynamicQuantizeLinear matches the ONNX examples", "[quant]") {
     CHECK(out[1].data<float>()[0] == 1.0f);
     CHECK(out[2].data<uint8_t>()[0] == 0);
   }
+  SECTION("the range over long inputs, in and out of the vector blocks, NaNs ignored") {
+    // The extremes in a 16-value block, the tail or across the threads' ranges; a NaN among them.
+    for (const int64_t n : {1, 15, 17, 100, 40000, 40013}) {
+      for (const int64_t at : {int64_t{0}, n / 2, n - 1}) {
+        INFO("n " << n << ", extremes at " << at << " and " << n - 1 - at);
+        std::vector<float> v(static_cast<size_t>(n));
+        for (int64_t i = 0; i < n; ++i) v[static_cast<size_t>(i)] = 0.001f * static_cast<float>((i * 37) % 101) - 0.02f;
+        v[static_cast<size_t>(n - 1 - at)] = 3.25f;
+        v[static_cast<size_t>(at)] = -7.5f;
+        if (n > 2) v[1] = std::numeric_limits<float>::quiet_NaN();
+        float lo = 0.0f, hi = 0.0f;
+        for (float x : v)
+          if (!std::isnan(x)) lo = std::min(lo, x), hi = std::max(hi, x);
+        CHECK(lo == -7.5f);
+        const auto out = run(floats({n}, v));
+        const float scale = (hi - lo) / 255.0f;
+        CHECK(out[1].data<float>()[0] == scale);
+        CHECK(static_cast<int>(out[2].data<uint8_t>()[0]) == static_cast<int>(std::nearbyint(-lo / scale)));
+      }
+    }
+  }
 }
 
 TEST_CASE("ConvInteger is exact", "[quant]") {

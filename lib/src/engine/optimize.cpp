@@ -548,6 +548,75 @@ int fuseQdqFloatOutput(Graph& g) {
   return fused;
 }
 
+// A dynamically quantized layer, MatMulInteger(x_q, W, x_zp, w_zp) -> Cast(float) -> Mul(scale)
+// [-> Add(c)], as `lwc quantize --mode dynamic` and ONNX Runtime's quantize_dynamic write it,
+// becomes lwc.internal.MatMulIntegerScaled(x_q, W, x_zp, w_zp, scale [, c]): one int8 kernel
+// writing float(acc) * scale [+ c], the Cast, Mul and Add each rounding once as before (the same
+// bits). scale must be known to be one value or one per output column: a constant, or the Mul of
+// a DynamicQuantizeLinear's scale (one value) and such a constant, as both quantizers write it.
+int fuseMatMulIntegerScaled(Graph& g) {
+  int fused = 0;
+  auto columnScale = [&](const std::string& v, int64_t n) {
+    auto constOk = [&](const std::string& c) {
+      const Tensor* t = g.isGraphInput(c) ? nullptr : g.initializers.find(c);
+      return t && t->dtype() == DType::Float32 && isScaledMatMulScale(*t, n);
+    };
+    if (constOk(v)) return true;
+    const int p = producerIndex(g, v);
+    if (p < 0) return false;
+    const Node& mul = g.nodes[static_cast<size_t>(p)];
+    if (mul.op_type != "Mul" || !mul.domain.empty() || mul.inputs.size() != 2) return false;
+    for (int k = 0; k < 2; ++k) {
+      const int q = producerIndex(g, mul.inputs[static_cast<size_t>(k)]);
+      if (q < 0) continue;
+      const Node& dq = g.nodes[static_cast<size_t>(q)];
+      if (dq.op_type == "DynamicQuantizeLinear" && dq.domain.empty() && dq.outputs.size() > 1 &&
+          dq.outputs[1] == mul.inputs[static_cast<size_t>(k)] && constOk(mul.inputs[static_cast<size_t>(1 - k)]))
+        return true;
+    }
+    return false;
+  };
+  for (size_t i = 0; i < g.nodes.size(); ++i) {
+    const Node mm = g.nodes[i];
+    if (!mm.domain.empty() || mm.op_type != "MatMulInteger" || mm.outputs.size() != 1 || mm.inputs.size() != 4 ||
+        !mm.hasInput(2) || !mm.hasInput(3))
+      continue;
+    const Tensor* b = g.isGraphInput(mm.inputs[1]) ? nullptr : g.initializers.find(mm.inputs[1]);
+    if (!b || b->rank() != 2 || !is8Bit(b->dtype())) continue;
+    const int64_t n = b->dim(1);
+    const int ci = soleDefaultReader(g, mm.outputs[0]);
+    if (ci < 0) continue;
+    const Node& cast = g.nodes[static_cast<size_t>(ci)];
+    if (cast.op_type != "Cast" || cast.attrInt("to", 0) != 1 || cast.outputs.size() != 1) continue;
+    const int mi = soleDefaultReader(g, cast.outputs[0]);
+    if (mi < 0) continue;
+    const Node& mul = g.nodes[static_cast<size_t>(mi)];
+    if (mul.op_type != "Mul" || mul.inputs.size() != 2 || mul.outputs.size() != 1 || mul.inputs[0] == mul.inputs[1]) continue;
+    const std::string& scale = mul.inputs[mul.inputs[0] == cast.outputs[0] ? 1 : 0];
+    if (!columnScale(scale, n)) continue;
+    Node f;
+    f.name = mm.name;
+    f.domain = kInternalDomain;
+    f.op_type = "MatMulIntegerScaled";
+    f.inputs = {mm.inputs[0], mm.inputs[1], mm.inputs[2], mm.inputs[3], scale};
+    f.outputs = mul.outputs;
+    std::vector<size_t> chain{i, static_cast<size_t>(ci), static_cast<size_t>(mi)};
+    if (const auto ba = fusableBiasAdd(g, mul.outputs[0], n)) {
+      f.inputs.push_back(ba->bias);
+      f.outputs = g.nodes[static_cast<size_t>(ba->node)].outputs;
+      chain.push_back(static_cast<size_t>(ba->node));
+    }
+    // In the place of the chain's last node, after everything it reads (the scale's Mul may follow
+    // the MatMulInteger).
+    std::sort(chain.begin(), chain.end());
+    g.nodes[chain.back()] = f;
+    for (size_t k = chain.size() - 1; k-- > 0;) g.nodes.erase(g.nodes.begin() + static_cast<std::ptrdiff_t>(chain[k]));
+    i = chain.front() - 1;  // the loop's ++i then looks at what now stands at chain.front() (unsigned wrap at 0)
+    ++fused;
+  }
+  return fused;
+}
+
 // DQ(a), DQ(b) -> Add [-> Relu] -> Q  becomes  lwc.internal.QAdd(a, .., b, .., y_scale, y_zp){relu}:
 // one pass over 8-bit data instead of three float tensors (residual connections of QDQ models).
 int fuseQAdd(Graph& g) {
@@ -2062,6 +2131,7 @@ int fusePostOps(Graph& g, const std::set<std::string>& same_shape, int64_t opset
 
 
 bool isFusedMatMulBias(const Tensor& c, int64_t n) { return isColumnBias(c, n) && c.rank() <= 2; }
+bool isScaledMatMulScale(const Tensor& s, int64_t n) { return s.rank() <= 2 && (s.numel() == 1 || isFusedMatMulBias(s, n)); }
 
 int qdqToQOperator(Graph& g) {
   const int dropped = dropRequantize(g);
@@ -2268,6 +2338,7 @@ OptimizeStats optimizeForExecution(Graph& g, const ValueTypes* types, int64_t op
   st.qdq_fused = fuseQdq(g, /*internal_ops=*/true);
   st.qdq_fused += fuseQAdd(g);
   st.qdq_fused += fuseQdqFloatOutput(g);
+  st.qdq_fused += fuseMatMulIntegerScaled(g);
   if (opset > 0) {
     st.lookup_tables = fuseLookupTables(g, opset, types);
     st.qdq_fused += fuseIntegerMaxPool(g);

@@ -73,6 +73,8 @@ std::optional<std::vector<Tensor>> evaluateNodeAt(const Node& n, int64_t opset, 
 /// take: float32, `n` values along the last axis, [n] or [1, n] (at most rank 2, so that adding it
 /// to a product of rank >= 2 keeps the product's shape).
 bool isFusedMatMulBias(const Tensor& c, int64_t n);
+/// The scale lwc.internal.MatMulIntegerScaled takes: one value or `n` along the last axis, rank <= 2.
+bool isScaledMatMulScale(const Tensor& s, int64_t n);
 
 /// True when MatMulInteger with an `a_type` input of constant zero point `a_zp` and the constant
 /// int8 B [K, N] (zero point 0) runs on oneDNN's int8 kernel, exactly, on this CPU (dnnl_int8.cpp).

@@ -996,11 +996,14 @@ struct QMatMulInputs {
   size_t a_zp, b, b_zp, y_zp;
   size_t bias = 0;  ///< 0: none
   bool float_out = false;
+  size_t scale = 0;  ///< lwc.internal.MatMulIntegerScaled's scale (0: not that op)
 };
 constexpr QMatMulInputs kQLinearMatMul{true, 2, 3, 5, 7};
 constexpr QMatMulInputs kQLinearMatMulBias{true, 2, 3, 5, 7, 8};
 constexpr QMatMulInputs kMatMulIntegerToFloat{true, 2, 3, 5, 0, 6, true};
 constexpr QMatMulInputs kMatMulInteger{false, 2, 1, 3, 0};
+/// lwc.internal.MatMulIntegerScaled (A, B, a_zp, b_zp, scale [, bias]): float(acc) * scale [+ bias].
+constexpr QMatMulInputs kMatMulIntegerScaled{false, 2, 1, 3, 0, 5, false, 4};
 
 class DnnlQMatMul final : public Kernel {
  public:
@@ -1013,9 +1016,13 @@ class DnnlQMatMul final : public Kernel {
     ZeroPoint a_zp, y_zp;
     DType y_type = DType::Int32;
     bool u8_only = false;  ///< CPUs without VNNI, 7-bit B: exact for uint8 A only
-    /// MatMulInteger whose whole sum could leave kExactAcc: the row ranges of B (starts, then K)
-    /// whose partial sums cannot, each its own matmul, added in int32. Empty: one matmul.
-    std::vector<int64_t> k_chunks;
+    /// MatMulInteger with a zero point of A: oneDNN multiplies the raw A (no zero point, so its
+    /// int32 sums never pass through float) and the kernel subtracts a_zp * (B's column sums).
+    bool zp_after = false;
+    std::vector<int32_t> b_colsum;  ///< with zp_after: B's column sums
+    /// int8 A whose raw sums could pass kExactAcc, where oneDNN's s8 x s8 path is not exact
+    /// either: A runs as A + 128 in uint8 (zero point + 128).
+    bool flip_s8 = false;
   };
   explicit DnnlQMatMul(Config c) : c_(std::move(c)) {}
 
@@ -1023,24 +1030,38 @@ class DnnlQMatMul final : public Kernel {
     last_ = nullptr;
     const Tensor& a = ctx.in(0);
     if (!runnable(ctx)) return reference(ctx);
-    if (!c_.k_chunks.empty()) return runChunked(ctx);
     const int64_t m = a.numel() / c_.k;
-    Prepared& p = prepare(m, a.dtype());
+    const bool flip = c_.flip_s8 && a.dtype() == DType::Int8;
+    Prepared& p = prepare(m, flip ? DType::UInt8 : a.dtype());
     if (!p.ok) return reference(ctx);
     last_ = &p;
     Shape ys = a.shape();
     ys.back() = c_.n;
-    Tensor& y = ctx.allocUninit(0, c_.y_type, std::move(ys));
+    const bool scaled = c_.in.scale != 0;
+    Tensor& y = ctx.allocUninit(0, scaled ? DType::Float32 : c_.y_type, std::move(ys));
+    if (scaled) acc_.resize(static_cast<size_t>(m * c_.n));
     dnnl::stream& s = cpuStream();
-    p.a_mem.set_data_handle(const_cast<void*>(a.raw()));
-    p.y_mem.set_data_handle(y.raw());
+    const void* src = a.raw();
+    if (flip) {
+      flipped_.resize(static_cast<size_t>(a.numel()));
+      const auto* a8 = static_cast<const uint8_t*>(a.raw());
+      for (size_t i = 0; i < flipped_.size(); ++i) flipped_[i] = a8[i] ^ 0x80;  // int8 v -> uint8 v + 128
+      src = flipped_.data();
+    }
+    p.a_mem.set_data_handle(const_cast<void*>(src));
+    p.y_mem.set_data_handle(scaled ? static_cast<void*>(acc_.data()) : y.raw());
     ExecArgs args{{DNNL_ARG_SRC, &p.a_mem}, {DNNL_ARG_WEIGHTS, &p.w_mem}, {DNNL_ARG_DST, &p.y_mem}};
     if (!c_.bias.empty()) args.add(DNNL_ARG_BIAS, p.bias_mem);
-    if (c_.a_zp.runtime()) zps_.add(args, DNNL_ARG_SRC, c_.a_zp.at(ctx, c_.in.a_zp));
+    if (c_.a_zp.runtime() && !c_.zp_after) zps_.add(args, DNNL_ARG_SRC, c_.a_zp.at(ctx, c_.in.a_zp));
     if (c_.in.qlinear && !c_.in.float_out && c_.y_zp.runtime()) zps_.add(args, DNNL_ARG_DST, c_.y_zp.at(ctx, c_.in.y_zp));
-    const SingleThreadIf one(p.one_thread);
-    args.execute(p.prim, s);
-    s.wait();
+    {
+      const SingleThreadIf one(p.one_thread);
+      args.execute(p.prim, s);
+      s.wait();
+    }
+    const int32_t a_zp = c_.zp_after ? c_.a_zp.at(ctx, c_.in.a_zp) + (flip ? 128 : 0) : 0;
+    if (scaled) return finishScaled(ctx, y, m, a_zp, p.one_thread);
+    if (c_.zp_after) subtractZeroPoint(y, m, a_zp, p.one_thread);
   }
 
   bool probe(int64_t m, DType at) { return prepare(m, at).ok; }
@@ -1060,6 +1081,7 @@ class DnnlQMatMul final : public Kernel {
   };
 
   void reference(KernelContext& ctx) const {
+    if (c_.in.scale) return quant::matMulIntegerScaled(ctx);
     if (c_.in.float_out) return quant::matMulIntegerToFloat(ctx);
     if (c_.in.bias) return quant::qlinearMatMulBias(ctx, &ctx.in(c_.in.bias));
     c_.in.qlinear ? quant::qlinearMatMul(ctx) : quant::matMulInteger(ctx);
@@ -1076,6 +1098,11 @@ class DnnlQMatMul final : public Kernel {
     if (c_.in.qlinear && !c_.in.float_out) {
       const Tensor& z = ctx.in(c_.in.y_zp);
       if (!single(z) || z.dtype() != c_.y_type) return false;
+    }
+    if (c_.in.scale) {
+      const Tensor& sc = ctx.in(c_.in.scale);
+      if (sc.dtype() != DType::Float32 || !isScaledMatMulScale(sc, c_.n)) return false;
+      if (ctx.has(c_.in.bias) && !isFusedMatMulBias(ctx.in(c_.in.bias), c_.n)) return false;
     }
     return true;
   }
@@ -1105,7 +1132,7 @@ class DnnlQMatMul final : public Kernel {
       attr.set_output_scales(c_.scales.size() > 1 ? 1 << 1 : 0, c_.scales);
       setZeroPoint(attr, DNNL_ARG_DST, c_.y_zp);
     }
-    setZeroPoint(attr, DNNL_ARG_SRC, c_.a_zp);
+    if (!c_.zp_after) setZeroPoint(attr, DNNL_ARG_SRC, c_.a_zp);
     Prepared p;
     p.one_thread = oneThreadCall(m * k * n, false);
     const SingleThreadIf one(p.one_thread);  // the primitive plans its threads when it is made
@@ -1172,86 +1199,46 @@ class DnnlQMatMul final : public Kernel {
     p.ok = true;
   }
 
-  // MatMulInteger in pieces of K (Config::k_chunks): each piece a matmul of A's columns and B's
-  // rows in the range, its int32 result added to the others' (wrapping, as the reference adds).
-  void runChunked(KernelContext& ctx) {
-    const Tensor& a = ctx.in(0);
-    const int64_t m = a.numel() / c_.k, n = c_.n;
-    const size_t pieces = c_.k_chunks.size() - 1;
-    std::vector<Prepared*> ps(pieces);
-    for (size_t i = 0; i < pieces; ++i) {
-      ps[i] = &prepareChunk(m, a.dtype(), i);
-      if (!ps[i]->ok) return reference(ctx);
+  // MatMulIntegerScaled's output from the raw products in acc_: (acc - a_zp * colsum(B)) * scale
+  // [+ bias], per row as the reference finishes its rows (the same float operations).
+  void finishScaled(KernelContext& ctx, Tensor& y, int64_t m, int32_t a_zp, bool one_thread) {
+    const int64_t n = c_.n;
+    const int32_t* sub = nullptr;
+    if (a_zp != 0) {
+      sub_.resize(static_cast<size_t>(n));
+      for (int64_t j = 0; j < n; ++j)
+        sub_[static_cast<size_t>(j)] = static_cast<int32_t>(static_cast<uint32_t>(a_zp) * static_cast<uint32_t>(c_.b_colsum[static_cast<size_t>(j)]));
+      sub = sub_.data();
     }
-    last_ = ps[0];
-    Shape ys = a.shape();
-    ys.back() = n;
-    Tensor& y = ctx.allocUninit(0, DType::Int32, std::move(ys));
-    std::vector<int32_t> part(pieces > 1 ? static_cast<size_t>(m * n) : 0);
-    std::vector<uint8_t> cols;  // A's columns of the piece, rows packed (oneDNN's gemm:jit took strided rows at half the speed)
-    dnnl::stream& s = cpuStream();
-    for (size_t i = 0; i < pieces; ++i) {
-      Prepared& p = *ps[i];
-      const int64_t kb = c_.k_chunks[i], kc = c_.k_chunks[i + 1] - kb;
-      cols.resize(static_cast<size_t>(m * kc));
-      const auto* a8 = static_cast<const uint8_t*>(a.raw());  // 8-bit A: offsets in bytes
-      for (int64_t r = 0; r < m; ++r) std::memcpy(cols.data() + r * kc, a8 + r * c_.k + kb, static_cast<size_t>(kc));
-      p.a_mem.set_data_handle(cols.data());
-      p.y_mem.set_data_handle(i == 0 ? y.raw() : static_cast<void*>(part.data()));
-      ExecArgs args{{DNNL_ARG_SRC, &p.a_mem}, {DNNL_ARG_WEIGHTS, &p.w_mem}, {DNNL_ARG_DST, &p.y_mem}};
-      if (c_.a_zp.runtime()) zps_.add(args, DNNL_ARG_SRC, c_.a_zp.at(ctx, c_.in.a_zp));
-      {
-        const SingleThreadIf one(p.one_thread);
-        args.execute(p.prim, s);
-        s.wait();
-      }
-      if (i == 0) continue;
-      auto* yu = static_cast<uint32_t*>(y.raw());
-      const auto* pu = reinterpret_cast<const uint32_t*>(part.data());
-      const int64_t total = m * n;
-#pragma omp parallel for schedule(static) if (total >= (int64_t{1} << 16))
-      for (int64_t j = 0; j < total; ++j) yu[j] += pu[j];
-    }
+    const Tensor& sc = ctx.in(c_.in.scale);
+    const float* scale = sc.data<float>();
+    const bool per_column = sc.numel() > 1;
+    const float* bias = ctx.has(c_.in.bias) ? ctx.in(c_.in.bias).data<float>() : nullptr;
+    float* yf = y.data<float>();
+    const int32_t* acc = acc_.data();
+#pragma omp parallel for schedule(static) if (!one_thread && m * n >= (int64_t{1} << 15))
+    for (int64_t r = 0; r < m; ++r) quant::scaleAccumulatorRow(acc + r * n, sub, scale, per_column, bias, yf + r * n, n);
   }
 
-  Prepared& prepareChunk(int64_t m, DType at, size_t piece) {
-    const auto key = std::make_tuple(m, at, piece);
-    auto it = chunk_cache_.find(key);
-    if (it != chunk_cache_.end()) return it->second;
-    Prepared p;
-    try {
-      p = buildChunk(m, at, c_.k_chunks[piece], c_.k_chunks[piece + 1]);
-    } catch (const std::exception&) {
-      p.ok = false;
+  // y -= a_zp * colsum(B) per column, in int32 wrapping as the reference's sums wrap.
+  void subtractZeroPoint(Tensor& y, int64_t m, int32_t a_zp, bool one_thread) const {
+    if (a_zp == 0) return;
+    auto* yu = static_cast<uint32_t*>(y.raw());
+    const int64_t n = c_.n;
+    const uint32_t* cs = reinterpret_cast<const uint32_t*>(c_.b_colsum.data());
+    const auto z = static_cast<uint32_t>(a_zp);
+#pragma omp parallel for schedule(static) if (!one_thread && m * n >= (int64_t{1} << 15))
+    for (int64_t r = 0; r < m; ++r) {
+      uint32_t* row = yu + r * n;
+#pragma omp simd
+      for (int64_t j = 0; j < n; ++j) row[j] -= z * cs[j];
     }
-    return chunk_cache_.emplace(key, std::move(p)).first->second;
-  }
-
-  // A [m, kb:ke] (packed) x B [kb:ke, n] -> int32 [m, n].
-  Prepared buildChunk(int64_t m, DType at, int64_t kb, int64_t ke) const {
-    auto& eng = cpuEngine();
-    const int64_t n = c_.n, kc = ke - kb;
-    dnnl::primitive_attr attr;
-    setZeroPoint(attr, DNNL_ARG_SRC, c_.a_zp);
-    Prepared p;
-    p.one_thread = oneThreadCall(m * kc * n, false);
-    const SingleThreadIf one(p.one_thread);
-    const memory::desc ad({m, kc}, dnnlType(at), tag::ab), yd({m, n}, dt::s32, tag::ab);
-    const memory::desc wd_any({kc, n}, dt::s8, tag::any);
-    const auto pd = dnnl::matmul::primitive_desc(dnnl::matmul::desc(ad, wd_any, yd), attr, eng);
-    if (isRef(pd.impl_info_str())) return p;
-    p.src = ad;
-    p.dst = yd;
-    p.prim = dnnl::matmul(pd);
-    p.impl = std::string("matmul ") + pd.impl_info_str() + ", K in " + std::to_string(c_.k_chunks.size() - 1) + " pieces";
-    memory w_user(memory::desc({kc, n}, dt::s8, tag::ab), eng, const_cast<int8_t*>(c_.b.w.data() + kb * n));
-    finishPrepared(p, w_user, pd.weights_desc());
-    return p;
   }
 
   Config c_;
   std::map<std::pair<int64_t, DType>, Prepared> cache_;
-  std::map<std::tuple<int64_t, DType, size_t>, Prepared> chunk_cache_;
+  std::vector<uint8_t> flipped_;  ///< A + 128 (flip_s8)
+  std::vector<int32_t> acc_, sub_;  ///< MatMulIntegerScaled: the raw products; a_zp * colsum(B)
   const Prepared* last_ = nullptr;  ///< what the last call ran (map nodes do not move); null: the reference
   RuntimeZeroPoints zps_;  ///< runtime zero points of the oneDNN calls
 };
@@ -1259,26 +1246,6 @@ class DnnlQMatMul final : public Kernel {
 /// Per-column parameter of B: a single value, [N] or [1, N].
 bool perColumnShape(const Tensor& t, int64_t n) {
   return t.numel() == 1 || (t.rank() == 1 && t.dim(0) == n) || (t.rank() == 2 && t.dim(0) == 1 && t.dim(1) == n);
-}
-
-/// Row ranges of B [K, N] (their starts, then K) over which |a - a_zp| <= `max_a` times each
-/// column's sum of |b| stays within kExactAcc; one range when the whole of B does.
-std::vector<int64_t> exactChunks(const Tensor& b, const ShiftedWeights& w, int64_t max_a) {
-  const int64_t K = b.dim(0), N = b.dim(1);
-  std::vector<int64_t> starts{0};
-  std::vector<int64_t> sums(static_cast<size_t>(N), 0);
-  for (int64_t k = 0; k < K; ++k) {
-    bool fits = true;
-    for (int64_t j = 0; j < N && fits; ++j)
-      fits = max_a * (sums[static_cast<size_t>(j)] + std::abs(int64_t{w.w[static_cast<size_t>(k * N + j)]})) <= kExactAcc;
-    if (!fits) {
-      starts.push_back(k);
-      std::fill(sums.begin(), sums.end(), 0);
-    }
-    for (int64_t j = 0; j < N; ++j) sums[static_cast<size_t>(j)] += std::abs(int64_t{w.w[static_cast<size_t>(k * N + j)]});
-  }
-  starts.push_back(K);
-  return starts;
 }
 
 std::unique_ptr<Kernel> makeQMatMul(const KernelInfo& info, const QMatMulInputs& in) {
@@ -1341,13 +1308,20 @@ std::unique_ptr<Kernel> makeQMatMul(const KernelInfo& info, const QMatMulInputs&
     c.y_type = inputType(info, in.y_zp);
     if (!is8(c.y_type)) return nullptr;
   } else {
-    // Too long a sum for oneDNN to stay exact (with a zero point of A it goes through float32):
-    // the sum in pieces of B's rows that each stay within kExactAcc, added in int32 (three or more
-    // entries: the whole of B does not fit). A dynamically quantized transformer's every
-    // MatMulInteger (vit_h_14: K = 1280 and 5120) ran on the reference kernel, 20x slower than its
-    // float model.
-    if (const int64_t max_a = maxCentered(a_type, c.a_zp.value); max_a * c.b.max_abs_sum > kExactAcc)
-      c.k_chunks = exactChunks(*b, c.b, max_a);
+    // oneDNN takes a zero point of A through float32 (a K = 1280 product with sums up to 3.3e7:
+    // 53-94 of 512 outputs off), and int8 x int8 sums as well (K = 4096, sums to 6.6e7: outputs
+    // off), while uint8 x int8 without a zero point stays in int32 (exact at 1.3e8 with VNNI). Its
+    // brgemm also ran at a quarter of its speed with a runtime zero point (vit_b_16 dynamic INT8).
+    // So oneDNN multiplies the raw A (int8 A with long sums as A + 128 in uint8) and the kernel
+    // subtracts a_zp * colsum(B). Sums of 255 * 128 * K stay within int32. Without VNNI (7-bit B,
+    // another kernel) sums past 2^24 were never checked here: the reference runs them.
+    if (c.k > std::numeric_limits<int32_t>::max() / (255 * 128)) return nullptr;
+    if (!haveVnni() && 255 * c.b.max_abs_sum > kExactAcc) return nullptr;
+    c.zp_after = true;
+    c.flip_s8 = 128 * c.b.max_abs_sum > kExactAcc;
+    c.b_colsum.assign(static_cast<size_t>(N), 0);
+    for (int64_t k = 0; k < c.k; ++k)
+      for (int64_t j = 0; j < N; ++j) c.b_colsum[static_cast<size_t>(j)] += c.b.w[static_cast<size_t>(k * N + j)];
   }
   return std::make_unique<DnnlQMatMul>(std::move(c));
 }
@@ -1496,6 +1470,7 @@ void registerDnnlInt8Kernels(KernelRegistry& r) {
   r.add("", "MatMulInteger", 10, until, "dnnl", [](const KernelInfo& i) { return makeQMatMul(i, kMatMulInteger); });
   r.add(kInternalDomain, "QLinearMatMul", 1, 1, "dnnl", [](const KernelInfo& i) { return makeQMatMul(i, kQLinearMatMulBias); });
   r.add(kInternalDomain, "MatMulIntegerToFloat", 1, 1, "dnnl", [](const KernelInfo& i) { return makeQMatMul(i, kMatMulIntegerToFloat); });
+  r.add(kInternalDomain, "MatMulIntegerScaled", 1, 1, "dnnl", [](const KernelInfo& i) { return makeQMatMul(i, kMatMulIntegerScaled); });
 }
 
 }  // namespace lwc::engine

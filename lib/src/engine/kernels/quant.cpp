@@ -271,6 +271,47 @@ LWC_Q512 void quantizeRange512(const float* __restrict x, T* __restrict y, int64
 }
 #endif
 
+#ifdef LWC_INT8_X86
+// The smallest and largest of x[0..n) and 0, NaNs ignored, 16 lanes at a time: min_ps(v, acc) keeps
+// acc where v is NaN, as std::min(acc, v) does (min and max are exact in any order).
+LWC_Q512 std::pair<float, float> rangeWithZero512(const float* x, int64_t n) {
+  __m512 lo = _mm512_setzero_ps(), hi = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512 v = _mm512_loadu_ps(x + i);
+    lo = _mm512_min_ps(v, lo);
+    hi = _mm512_max_ps(v, hi);
+  }
+  if (i < n) {  // masked-off lanes load 0, which the range already holds
+    const __m512 v = _mm512_maskz_loadu_ps(firstLanes(n - i), x + i);
+    lo = _mm512_min_ps(v, lo);
+    hi = _mm512_max_ps(v, hi);
+  }
+  alignas(64) float l[16], h[16];
+  _mm512_store_ps(l, lo);
+  _mm512_store_ps(h, hi);
+  float rl = 0.0f, rh = 0.0f;
+  for (int j = 0; j < 16; ++j) {
+    rl = std::min(rl, l[j]);
+    rh = std::max(rh, h[j]);
+  }
+  return {rl, rh};
+}
+#endif
+
+// The smallest and largest of x[0..n) and 0, NaNs ignored.
+std::pair<float, float> rangeWithZero(const float* x, int64_t n) {
+#ifdef LWC_INT8_X86
+  if (haveAvx512()) return rangeWithZero512(x, n);
+#endif
+  float l = 0.0f, h = 0.0f;
+  for (int64_t i = 0; i < n; ++i) {
+    l = std::min(l, x[i]);
+    h = std::max(h, x[i]);
+  }
+  return {l, h};
+}
+
 template <typename T>
 void quantizePerTensor(const float* __restrict x, T* __restrict y, int64_t n, float scale, int32_t zp, QRange r) {
   static_assert(sizeof(T) <= 2);
@@ -691,11 +732,7 @@ void dynamicQuantizeLinear(KernelContext& ctx) {
   // Per-range minima and maxima, combined after: min and max are exact in any order.
   float lo = 0.0f, hi = 0.0f;
   parallelRanges(n, n > kParallelMin, [&](int64_t i0, int64_t i1) {
-    float l = 0.0f, h = 0.0f;
-    for (int64_t i = i0; i < i1; ++i) {
-      l = std::min(l, xs[i]);
-      h = std::max(h, xs[i]);
-    }
+    const auto [l, h] = rangeWithZero(xs + i0, i1 - i0);
 #pragma omp critical(lwc_dynamic_quantize_range)
     {
       lo = std::min(lo, l);
@@ -924,6 +961,46 @@ void matMulIntegerToFloat(KernelContext& ctx) {
       // As the oneDNN kernel: the bias joins the accumulator, then one scale.
       dst[n] = (static_cast<float>(acc[n]) + (bias ? bias->data<float>()[n] / (as * bs) : 0.0f)) * (as * bs);
     }
+  });
+}
+
+void scaleAccumulatorRow(const int32_t* acc, const int32_t* sub, const float* scale, bool per_column,
+                         const float* bias, float* y, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) {
+    // acc - sub wraps as int32 sums do; then Cast, Mul and Add each round once (no contraction:
+    // this file is built with -ffp-contract=off).
+    const auto v = static_cast<int32_t>(static_cast<uint32_t>(acc[j]) - (sub ? static_cast<uint32_t>(sub[j]) : 0u));
+    float f = static_cast<float>(v) * scale[per_column ? j : 0];
+    if (bias) f = f + bias[j];
+    y[j] = f;
+  }
+}
+
+void matMulIntegerScaled(KernelContext& ctx) {
+  const Tensor& a = ctx.in(0);
+  const Tensor& b = ctx.in(1);
+  require8(a.dtype(), ctx, "A");
+  require8(b.dtype(), ctx, "B");
+  const MatMulDims d = matmulDims(ctx, a.shape(), b.shape());
+  const std::vector<int32_t> a_zp = readZeroPoints(ctx.in(2), a.dtype(), ctx, "a_zero_point");
+  const MatParam a_at = matParam(ctx, ctx.in(2).shape(), d, true, "a_zero_point");
+  const std::vector<int32_t> b_zp = readZeroPoints(ctx.in(3), b.dtype(), ctx, "b_zero_point");
+  const MatParam b_at = matParam(ctx, ctx.in(3).shape(), d, false, "b_zero_point");
+  const Tensor& scale = ctx.in(4);
+  if (scale.dtype() != DType::Float32 || !isScaledMatMulScale(scale, d.N))
+    ctx.error("scale must be float32 with one value or one per output column (", d.N, "), got ", dtypeName(scale.dtype()),
+              " ", shapeStr(scale.shape()));
+  const Tensor* bias = ctx.has(5) ? &ctx.in(5) : nullptr;
+  checkColumnBias(ctx, bias, d.N);
+  float* ys = ctx.alloc(0, DType::Float32, withBiasRank(withBiasRank(d.out, &scale), bias)).data<float>();
+  dispatch8(a.dtype(), ctx, "A", [&](auto ta) {
+    dispatch8(b.dtype(), ctx, "B", [&](auto tb) {
+      matmulAccumulate(d, a.data<decltype(ta)>(), a_zp, a_at, b.data<decltype(tb)>(), b_zp, b_at,
+                       [&](int64_t bt, int64_t m, const int32_t* acc) {
+                         scaleAccumulatorRow(acc, nullptr, scale.data<float>(), scale.numel() > 1,
+                                             bias ? bias->data<float>() : nullptr, ys + (bt * d.M + m) * d.N, d.N);
+                       });
+    });
   });
 }
 
@@ -1470,6 +1547,7 @@ void registerQuantKernels(KernelRegistry& r) {
   r.addFn("QLinearMatMul", 10, kMaxOpset, qlinearMatMul);
   r.addFn("QLinearMatMul", 1, 1, [](KernelContext& ctx) { qlinearMatMulBias(ctx, &ctx.in(8)); }, kInternalDomain);
   r.addFn("MatMulIntegerToFloat", 1, 1, matMulIntegerToFloat, kInternalDomain);
+  r.addFn("MatMulIntegerScaled", 1, 1, matMulIntegerScaled, kInternalDomain);
   r.addFn("QGlobalAvgPoolNhwc", 1, 1, qglobalAvgPoolNhwc, kInternalDomain);
   r.addFn("QMulLut", 1, 1, qmulLut, kInternalDomain);
   r.addFn("QLut", 1, 1, qlut, kInternalDomain);

@@ -86,6 +86,15 @@ void qlinearMatMulBias(KernelContext& ctx, const Tensor* bias);
 /// lwc.internal.MatMulIntegerToFloat (a, a_scale, a_zp, b, b_scale, b_zp [, bias]): float
 /// (acc + bias / (a_scale * b_scale)) * a_scale * b_scale, as ONNX Runtime's MatMulIntegerToFloat.
 void matMulIntegerToFloat(KernelContext& ctx);
+/// lwc.internal.MatMulIntegerScaled (a, b, a_zp, b_zp, scale [, bias]): float32
+/// float(MatMulInteger(a, b, a_zp, b_zp)) * scale [+ bias], rounded as the Cast -> Mul [-> Add]
+/// chain it replaces (dynamic quantization's layers): scale one value or one per output column
+/// (isScaledMatMulScale), bias as the fused MatMul ops take it.
+void matMulIntegerScaled(KernelContext& ctx);
+/// One output row of MatMulIntegerScaled: y[j] = float(acc[j] - sub[j]) * scale[per_column ? j : 0]
+/// (+ bias[j]) for j < n, sub (null: none) subtracted in wrapping int32.
+void scaleAccumulatorRow(const int32_t* acc, const int32_t* sub, const float* scale, bool per_column,
+                         const float* bias, float* y, int64_t n);
 /// lwc.internal.QAdd (a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp){relu}: DequantizeLinear x2
 /// -> Add [-> Relu] -> QuantizeLinear in one pass, bit for bit.
 void qadd(KernelContext& ctx);
