@@ -606,6 +606,44 @@ TEST_CASE("lwc.internal.MatMulIntegerToFloat computes acc times the scales plus 
       CHECK(largest > 1.0);
     }
   }
+  SECTION("sums past 2^24, which oneDNN's float post-processing would round: the reference's bits") {
+    // K = 2000, B near +127 in half the columns, A near 255 with zero point 3 (int8 A: -128 ..,
+    // zero point -100): the raw products in oneDNN, finished as the reference finishes them.
+    for (const DType at : {DType::UInt8, DType::Int8}) {
+      INFO(dtypeName(at));
+      const int64_t K = 2000, N = 32;
+      Tensor b = randomInt(DType::Int8, {K, N}, 61, -127, 127);
+      for (int64_t k = 0; k < K; ++k)
+        for (int64_t n = 0; n < N / 2; ++n) b.data<int8_t>()[k * N + n] = static_cast<int8_t>(105 + (k + 3 * n) % 22);
+      std::vector<float> bs(N), bias(N);
+      for (int64_t j = 0; j < N; ++j) {
+        bs[static_cast<size_t>(j)] = 1e-3f * static_cast<float>(1 + j % 5);
+        bias[static_cast<size_t>(j)] = 0.5f * static_cast<float>(j) - 4.0f;
+      }
+      NodeSpec s;
+      s.op_type = "MatMulIntegerToFloat";
+      s.domain = "lwc.internal";
+      s.opset = 1;
+      const bool u8 = at == DType::UInt8;
+      s.inputs = {u8 ? randomInt(at, {3, 5, K}, 62, 200, 255) : randomInt(at, {3, 5, K}, 62, 60, 127), Tensor::scalar(0.02f),
+                  scalarQ(at, u8 ? 3 : -100), b, Tensor::fromVector<float>({N}, bs), Tensor(DType::Int8, {N}),
+                  Tensor::fromVector<float>({N}, bias)};
+      s.constant_inputs = indicesExcept(7, {});
+      CHECK(implOf(engine::Session(singleNodeModel(s)), "MatMulIntegerToFloat") == expectedImpl());
+      const Tensor want = runNode(s, true)[0];
+      const std::vector<double> p = scaledProducts(s);
+      double largest_acc = 0;
+      for (size_t i = 0; i < p.size(); ++i) largest_acc = std::max(largest_acc, std::abs(p[i]) / (0.02 * bs[i % N]));
+      CHECK(largest_acc > double(1 << 24));
+      for (int threads : {1, 2, 3}) {
+        INFO("threads " << threads);
+        const auto [got, prof] = runProfiledOnThreads(s, "MatMulIntegerToFloat", threads);
+        CHECK(prof.impl == expectedImpl());
+        CHECK(got.bitEqual(want));
+      }
+      engine::configureThreads(0);
+    }
+  }
   SECTION("a bias that is not one float per output column is refused by name") {
     const NodeSpec q = qlinearMatMulSpec(matCases()[0], 7);
     NodeSpec s;

@@ -1023,6 +1023,10 @@ class DnnlQMatMul final : public Kernel {
     /// int8 A whose raw sums could pass kExactAcc, where oneDNN's s8 x s8 path is not exact
     /// either: A runs as A + 128 in uint8 (zero point + 128).
     bool flip_s8 = false;
+    /// MatMulIntegerToFloat whose sums could pass kExactAcc: oneDNN writes the raw int32 products
+    /// (zp_after) and the kernel finishes (acc + bias) * mult per column as the reference does.
+    bool float_after = false;
+    std::vector<float> post_bias, post_mult;  ///< with float_after: bias / (a_scale * b_scale) (empty: none); a_scale * b_scale
   };
   explicit DnnlQMatMul(Config c) : c_(std::move(c)) {}
 
@@ -1037,9 +1041,9 @@ class DnnlQMatMul final : public Kernel {
     last_ = &p;
     Shape ys = a.shape();
     ys.back() = c_.n;
-    const bool scaled = c_.in.scale != 0;
-    Tensor& y = ctx.allocUninit(0, scaled ? DType::Float32 : c_.y_type, std::move(ys));
-    if (scaled) acc_.resize(static_cast<size_t>(m * c_.n));
+    const bool scaled = c_.in.scale != 0, post = scaled || c_.float_after;  // float output from acc_
+    Tensor& y = ctx.allocUninit(0, post ? DType::Float32 : c_.y_type, std::move(ys));
+    if (post) acc_.resize(static_cast<size_t>(m * c_.n));
     dnnl::stream& s = cpuStream();
     const void* src = a.raw();
     if (flip) {
@@ -1049,7 +1053,7 @@ class DnnlQMatMul final : public Kernel {
       src = flipped_.data();
     }
     p.a_mem.set_data_handle(const_cast<void*>(src));
-    p.y_mem.set_data_handle(scaled ? static_cast<void*>(acc_.data()) : y.raw());
+    p.y_mem.set_data_handle(post ? static_cast<void*>(acc_.data()) : y.raw());
     ExecArgs args{{DNNL_ARG_SRC, &p.a_mem}, {DNNL_ARG_WEIGHTS, &p.w_mem}, {DNNL_ARG_DST, &p.y_mem}};
     if (!c_.bias.empty()) args.add(DNNL_ARG_BIAS, p.bias_mem);
     if (c_.a_zp.runtime() && !c_.zp_after) zps_.add(args, DNNL_ARG_SRC, c_.a_zp.at(ctx, c_.in.a_zp));
@@ -1060,7 +1064,7 @@ class DnnlQMatMul final : public Kernel {
       s.wait();
     }
     const int32_t a_zp = c_.zp_after ? c_.a_zp.at(ctx, c_.in.a_zp) + (flip ? 128 : 0) : 0;
-    if (scaled) return finishScaled(ctx, y, m, a_zp, p.one_thread);
+    if (post) return finishFloat(ctx, y, m, a_zp, p.one_thread);
     if (c_.zp_after) subtractZeroPoint(y, m, a_zp, p.one_thread);
   }
 
@@ -1128,7 +1132,7 @@ class DnnlQMatMul final : public Kernel {
     auto& eng = cpuEngine();
     const int64_t k = c_.k, n = c_.n;
     dnnl::primitive_attr attr;
-    if (c_.in.qlinear) {
+    if (c_.in.qlinear && !c_.float_after) {
       attr.set_output_scales(c_.scales.size() > 1 ? 1 << 1 : 0, c_.scales);
       setZeroPoint(attr, DNNL_ARG_DST, c_.y_zp);
     }
@@ -1199,9 +1203,10 @@ class DnnlQMatMul final : public Kernel {
     p.ok = true;
   }
 
-  // MatMulIntegerScaled's output from the raw products in acc_: (acc - a_zp * colsum(B)) * scale
-  // [+ bias], per row as the reference finishes its rows (the same float operations).
-  void finishScaled(KernelContext& ctx, Tensor& y, int64_t m, int32_t a_zp, bool one_thread) {
+  // The float output from the raw products in acc_, per row as the reference finishes its rows (the
+  // same float operations): MatMulIntegerScaled (acc - a_zp * colsum(B)) * scale [+ bias];
+  // MatMulIntegerToFloat (float_after) ((acc - a_zp * colsum(B)) + bias / mult) * mult.
+  void finishFloat(KernelContext& ctx, Tensor& y, int64_t m, int32_t a_zp, bool one_thread) {
     const int64_t n = c_.n;
     const int32_t* sub = nullptr;
     if (a_zp != 0) {
@@ -1210,12 +1215,18 @@ class DnnlQMatMul final : public Kernel {
         sub_[static_cast<size_t>(j)] = static_cast<int32_t>(static_cast<uint32_t>(a_zp) * static_cast<uint32_t>(c_.b_colsum[static_cast<size_t>(j)]));
       sub = sub_.data();
     }
+    float* yf = y.data<float>();
+    const int32_t* acc = acc_.data();
+    if (c_.float_after) {
+      const float* bias = c_.post_bias.empty() ? nullptr : c_.post_bias.data();
+#pragma omp parallel for schedule(static) if (!one_thread && m * n >= (int64_t{1} << 15))
+      for (int64_t r = 0; r < m; ++r) quant::accumulatorToFloatRow(acc + r * n, sub, bias, c_.post_mult.data(), yf + r * n, n);
+      return;
+    }
     const Tensor& sc = ctx.in(c_.in.scale);
     const float* scale = sc.data<float>();
     const bool per_column = sc.numel() > 1;
     const float* bias = ctx.has(c_.in.bias) ? ctx.in(c_.in.bias).data<float>() : nullptr;
-    float* yf = y.data<float>();
-    const int32_t* acc = acc_.data();
 #pragma omp parallel for schedule(static) if (!one_thread && m * n >= (int64_t{1} << 15))
     for (int64_t r = 0; r < m; ++r) quant::scaleAccumulatorRow(acc + r * n, sub, scale, per_column, bias, yf + r * n, n);
   }
@@ -1246,6 +1257,14 @@ class DnnlQMatMul final : public Kernel {
 /// Per-column parameter of B: a single value, [N] or [1, N].
 bool perColumnShape(const Tensor& t, int64_t n) {
   return t.numel() == 1 || (t.rank() == 1 && t.dim(0) == n) || (t.rank() == 2 && t.dim(0) == 1 && t.dim(1) == n);
+}
+
+/// Column sums of B [k, n] (int8, row-major).
+std::vector<int32_t> columnSums(const std::vector<int8_t>& b, int64_t k, int64_t n) {
+  std::vector<int32_t> sums(static_cast<size_t>(n), 0);
+  for (int64_t r = 0; r < k; ++r)
+    for (int64_t j = 0; j < n; ++j) sums[static_cast<size_t>(j)] += b[static_cast<size_t>(r * n + j)];
+  return sums;
 }
 
 std::unique_ptr<Kernel> makeQMatMul(const KernelInfo& info, const QMatMulInputs& in) {
@@ -1299,7 +1318,20 @@ std::unique_ptr<Kernel> makeQMatMul(const KernelInfo& info, const QMatMulInputs&
     if (in.float_out) {
       c.y_type = DType::Float32;
       c.y_zp.value = 0;
-      if (maxCentered(a_type, c.a_zp.value) * c.b.max_abs_sum > kExactAcc) return nullptr;
+      if (maxCentered(a_type, c.a_zp.value) * c.b.max_abs_sum > kExactAcc) {
+        // Sums oneDNN's float post-processing would round: it writes the raw int32 products (see
+        // MatMulInteger below) and the kernel finishes them as the reference does.
+        if (!haveVnni() || c.k > std::numeric_limits<int32_t>::max() / (255 * 128)) return nullptr;
+        c.float_after = true;
+        c.zp_after = true;
+        c.flip_s8 = 128 * c.b.max_abs_sum > kExactAcc;
+        c.y_type = DType::Int32;
+        c.b_colsum = columnSums(c.b.w, c.k, N);
+        for (int64_t j = 0; j < N; ++j) c.post_mult.push_back((*as)[0] * (*bs)[bs->size() == 1 ? 0 : static_cast<size_t>(j)]);
+        c.post_bias = std::move(c.bias);
+        c.bias.clear();
+        c.scales.clear();
+      }
       return std::make_unique<DnnlQMatMul>(std::move(c));
     }
     const auto y_zp = zeroPoint(info, in.y_zp);
@@ -1319,9 +1351,7 @@ std::unique_ptr<Kernel> makeQMatMul(const KernelInfo& info, const QMatMulInputs&
     if (!haveVnni() && 255 * c.b.max_abs_sum > kExactAcc) return nullptr;
     c.zp_after = true;
     c.flip_s8 = 128 * c.b.max_abs_sum > kExactAcc;
-    c.b_colsum.assign(static_cast<size_t>(N), 0);
-    for (int64_t k = 0; k < c.k; ++k)
-      for (int64_t j = 0; j < N; ++j) c.b_colsum[static_cast<size_t>(j)] += c.b.w[static_cast<size_t>(k * N + j)];
+    c.b_colsum = columnSums(c.b.w, c.k, N);
   }
   return std::make_unique<DnnlQMatMul>(std::move(c));
 }

@@ -954,13 +954,14 @@ void matMulIntegerToFloat(KernelContext& ctx) {
   const Tensor* bias = ctx.has(6) ? &ctx.in(6) : nullptr;
   checkColumnBias(ctx, bias, o.d.N);
   float* ys = ctx.alloc(0, DType::Float32, withBiasRank(o.d.out, bias)).data<float>();
+  std::vector<float> mult(static_cast<size_t>(o.d.N)), bias_acc(bias ? mult.size() : 0);
   forEachAccRow(ctx, o, [&](int64_t row, const int32_t* acc, float as, const auto& bsOf) {
-    float* dst = ys + row * o.d.N;
+    // As the oneDNN kernel: the bias joins the accumulator, then one scale.
     for (int64_t n = 0; n < o.d.N; ++n) {
-      const float bs = bsOf(n);
-      // As the oneDNN kernel: the bias joins the accumulator, then one scale.
-      dst[n] = (static_cast<float>(acc[n]) + (bias ? bias->data<float>()[n] / (as * bs) : 0.0f)) * (as * bs);
+      mult[static_cast<size_t>(n)] = as * bsOf(n);
+      if (bias) bias_acc[static_cast<size_t>(n)] = bias->data<float>()[n] / mult[static_cast<size_t>(n)];
     }
+    accumulatorToFloatRow(acc, nullptr, bias ? bias_acc.data() : nullptr, mult.data(), ys + row * o.d.N, o.d.N);
   });
 }
 
@@ -973,6 +974,14 @@ void scaleAccumulatorRow(const int32_t* acc, const int32_t* sub, const float* sc
     float f = static_cast<float>(v) * scale[per_column ? j : 0];
     if (bias) f = f + bias[j];
     y[j] = f;
+  }
+}
+
+void accumulatorToFloatRow(const int32_t* acc, const int32_t* sub, const float* bias_acc, const float* mult, float* y,
+                           int64_t n) {
+  for (int64_t j = 0; j < n; ++j) {
+    const auto v = static_cast<int32_t>(static_cast<uint32_t>(acc[j]) - (sub ? static_cast<uint32_t>(sub[j]) : 0u));
+    y[j] = (static_cast<float>(v) + (bias_acc ? bias_acc[j] : 0.0f)) * mult[j];
   }
 }
 

@@ -86,6 +86,10 @@ void qlinearMatMulBias(KernelContext& ctx, const Tensor* bias);
 /// lwc.internal.MatMulIntegerToFloat (a, a_scale, a_zp, b, b_scale, b_zp [, bias]): float
 /// (acc + bias / (a_scale * b_scale)) * a_scale * b_scale, as ONNX Runtime's MatMulIntegerToFloat.
 void matMulIntegerToFloat(KernelContext& ctx);
+/// One output row of MatMulIntegerToFloat: y[j] = (float(acc[j] - sub[j]) + bias_acc[j]) * mult[j]
+/// for j < n; sub (wrapping int32) and bias_acc may be null.
+void accumulatorToFloatRow(const int32_t* acc, const int32_t* sub, const float* bias_acc, const float* mult, float* y,
+                           int64_t n);
 /// lwc.internal.MatMulIntegerScaled (a, b, a_zp, b_zp, scale [, bias]): float32
 /// float(MatMulInteger(a, b, a_zp, b_zp)) * scale [+ bias], rounded as the Cast -> Mul [-> Add]
 /// chain it replaces (dynamic quantization's layers): scale one value or one per output column
