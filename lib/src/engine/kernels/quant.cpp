@@ -831,32 +831,51 @@ void qlinearConv(KernelContext& ctx) {
   });
 }
 
-void matMulInteger(KernelContext& ctx) {
+namespace {
+// MatMulInteger's operands and those of lwc.internal.MatMulIntegerScaled: A and B at inputs 0 and 1,
+// their zero points (optional) at 2 and 3, checked and read.
+struct IntMatMulOperands {
+  MatMulDims d;
+  std::vector<int32_t> a_zp{0}, b_zp{0};
+  MatParam a_at, b_at;
+};
+IntMatMulOperands readIntMatMulOperands(const KernelContext& ctx) {
   const Tensor& a = ctx.in(0);
   const Tensor& b = ctx.in(1);
   require8(a.dtype(), ctx, "A");
   require8(b.dtype(), ctx, "B");
-  const MatMulDims d = matmulDims(ctx, a.shape(), b.shape());
-  std::vector<int32_t> a_zp{0}, b_zp{0};
-  MatParam a_at = perTensorParam(d), b_at = perTensorParam(d);
+  IntMatMulOperands o;
+  o.d = matmulDims(ctx, a.shape(), b.shape());
+  o.a_at = o.b_at = perTensorParam(o.d);
   if (ctx.has(2)) {
-    a_zp = readZeroPoints(ctx.in(2), a.dtype(), ctx, "a_zero_point");
-    a_at = matParam(ctx, ctx.in(2).shape(), d, true, "a_zero_point");
+    o.a_zp = readZeroPoints(ctx.in(2), a.dtype(), ctx, "a_zero_point");
+    o.a_at = matParam(ctx, ctx.in(2).shape(), o.d, true, "a_zero_point");
   }
   if (ctx.has(3)) {
-    b_zp = readZeroPoints(ctx.in(3), b.dtype(), ctx, "b_zero_point");
-    b_at = matParam(ctx, ctx.in(3).shape(), d, false, "b_zero_point");
+    o.b_zp = readZeroPoints(ctx.in(3), b.dtype(), ctx, "b_zero_point");
+    o.b_at = matParam(ctx, ctx.in(3).shape(), o.d, false, "b_zero_point");
   }
-  Tensor& y = ctx.alloc(0, DType::Int32, d.out);
-  int32_t* ys = y.data<int32_t>();
+  return o;
+}
+
+// The int32 products of `o` (inputs 0 and 1 of ctx), one output row at a time: row(output row, its accumulators).
+template <typename RowFn>
+void forEachIntAccRow(const KernelContext& ctx, const IntMatMulOperands& o, RowFn&& row) {
+  const Tensor& a = ctx.in(0);
+  const Tensor& b = ctx.in(1);
   dispatch8(a.dtype(), ctx, "A", [&](auto ta) {
     dispatch8(b.dtype(), ctx, "B", [&](auto tb) {
-      matmulAccumulate(d, a.data<decltype(ta)>(), a_zp, a_at, b.data<decltype(tb)>(), b_zp, b_at,
-                       [&](int64_t bt, int64_t m, const int32_t* acc) {
-                         std::copy(acc, acc + d.N, ys + (bt * d.M + m) * d.N);
-                       });
+      matmulAccumulate(o.d, a.data<decltype(ta)>(), o.a_zp, o.a_at, b.data<decltype(tb)>(), o.b_zp, o.b_at,
+                       [&](int64_t bt, int64_t m, const int32_t* acc) { row(bt * o.d.M + m, acc); });
     });
   });
+}
+}  // namespace
+
+void matMulInteger(KernelContext& ctx) {
+  const IntMatMulOperands o = readIntMatMulOperands(ctx);
+  int32_t* ys = ctx.alloc(0, DType::Int32, o.d.out).data<int32_t>();
+  forEachIntAccRow(ctx, o, [&](int64_t row, const int32_t* acc) { std::copy(acc, acc + o.d.N, ys + row * o.d.N); });
 }
 
 void qlinearMatMul(KernelContext& ctx) { qlinearMatMulBias(ctx, nullptr); }
@@ -986,30 +1005,18 @@ void accumulatorToFloatRow(const int32_t* acc, const int32_t* sub, const float* 
 }
 
 void matMulIntegerScaled(KernelContext& ctx) {
-  const Tensor& a = ctx.in(0);
-  const Tensor& b = ctx.in(1);
-  require8(a.dtype(), ctx, "A");
-  require8(b.dtype(), ctx, "B");
-  const MatMulDims d = matmulDims(ctx, a.shape(), b.shape());
-  const std::vector<int32_t> a_zp = readZeroPoints(ctx.in(2), a.dtype(), ctx, "a_zero_point");
-  const MatParam a_at = matParam(ctx, ctx.in(2).shape(), d, true, "a_zero_point");
-  const std::vector<int32_t> b_zp = readZeroPoints(ctx.in(3), b.dtype(), ctx, "b_zero_point");
-  const MatParam b_at = matParam(ctx, ctx.in(3).shape(), d, false, "b_zero_point");
+  const IntMatMulOperands o = readIntMatMulOperands(ctx);
+  const int64_t n = o.d.N;
   const Tensor& scale = ctx.in(4);
-  if (scale.dtype() != DType::Float32 || !isScaledMatMulScale(scale, d.N))
-    ctx.error("scale must be float32 with one value or one per output column (", d.N, "), got ", dtypeName(scale.dtype()),
+  if (scale.dtype() != DType::Float32 || !isScaledMatMulScale(scale, n))
+    ctx.error("scale must be float32 with one value or one per output column (", n, "), got ", dtypeName(scale.dtype()),
               " ", shapeStr(scale.shape()));
   const Tensor* bias = ctx.has(5) ? &ctx.in(5) : nullptr;
-  checkColumnBias(ctx, bias, d.N);
-  float* ys = ctx.alloc(0, DType::Float32, withBiasRank(withBiasRank(d.out, &scale), bias)).data<float>();
-  dispatch8(a.dtype(), ctx, "A", [&](auto ta) {
-    dispatch8(b.dtype(), ctx, "B", [&](auto tb) {
-      matmulAccumulate(d, a.data<decltype(ta)>(), a_zp, a_at, b.data<decltype(tb)>(), b_zp, b_at,
-                       [&](int64_t bt, int64_t m, const int32_t* acc) {
-                         scaleAccumulatorRow(acc, nullptr, scale.data<float>(), scale.numel() > 1,
-                                             bias ? bias->data<float>() : nullptr, ys + (bt * d.M + m) * d.N, d.N);
-                       });
-    });
+  checkColumnBias(ctx, bias, n);
+  float* ys = ctx.alloc(0, DType::Float32, withBiasRank(withBiasRank(o.d.out, &scale), bias)).data<float>();
+  forEachIntAccRow(ctx, o, [&](int64_t row, const int32_t* acc) {
+    scaleAccumulatorRow(acc, nullptr, scale.data<float>(), scale.numel() > 1, bias ? bias->data<float>() : nullptr,
+                        ys + row * n, n);
   });
 }
 
