@@ -339,6 +339,25 @@ TEST_CASE("dnnl Softmax matches the reference and gives the same bits on 1, 2 an
         if (!std::isnan(ref.data<float>()[i])) CHECK(fast.data<float>()[i] == Approx(ref.data<float>()[i]).margin(1e-6));
       }
     }
+    // Large enough to be searched on all threads: one NaN and one +inf deep inside, each row
+    // NaN throughout (and only that row).
+    Tensor big = randomFloat({3, 4, 97, 101}, 77, -3.0f, 3.0f);
+    big.data<float>()[2 * 4 * 97 * 101 + 3 * 97 * 101 + 50 * 101 + 7] = nan;
+    big.data<float>()[1 * 4 * 97 * 101 + 60 * 101 + 100] = inf;
+    for (int threads : {1, 2, 3}) {
+      engine::configureThreads(threads);
+      INFO("threads " << threads);
+      const Tensor fast = runNode(makeSpec("Softmax", {big}, {attrInt("axis", -1)}, 13))[0];
+      int64_t nan_rows = 0;
+      for (int64_t r = 0; r < big.numel() / 101; ++r) {
+        int64_t nans = 0;
+        for (int64_t j = 0; j < 101; ++j) nans += std::isnan(fast.data<float>()[r * 101 + j]);
+        CHECK((nans == 0 || nans == 101));
+        nan_rows += nans == 101;
+      }
+      CHECK(nan_rows == 2);
+    }
+    engine::configureThreads(0);
   }
 }
 
