@@ -46,7 +46,6 @@
 #include <cmath>
 #include <dnnl.hpp>
 #include <map>
-#include <tuple>
 #include <optional>
 #include <string>
 #include <type_traits>
@@ -1063,9 +1062,9 @@ class DnnlQMatMul final : public Kernel {
       args.execute(p.prim, s);
       s.wait();
     }
-    const int32_t a_zp = c_.zp_after ? c_.a_zp.at(ctx, c_.in.a_zp) + (flip ? 128 : 0) : 0;
-    if (post) return finishFloat(ctx, y, m, a_zp, p.one_thread);
-    if (c_.zp_after) subtractZeroPoint(y, m, a_zp, p.one_thread);
+    const int32_t* sub = c_.zp_after ? zeroPointTerms(c_.a_zp.at(ctx, c_.in.a_zp) + (flip ? 128 : 0)) : nullptr;
+    if (post) return finishFloat(ctx, y, m, sub, p.one_thread);
+    if (sub) subtractZeroPoint(y, m, sub, p.one_thread);
   }
 
   bool probe(int64_t m, DType at) { return prepare(m, at).ok; }
@@ -1206,15 +1205,9 @@ class DnnlQMatMul final : public Kernel {
   // The float output from the raw products in acc_, per row as the reference finishes its rows (the
   // same float operations): MatMulIntegerScaled (acc - a_zp * colsum(B)) * scale [+ bias];
   // MatMulIntegerToFloat (float_after) ((acc - a_zp * colsum(B)) + bias / mult) * mult.
-  void finishFloat(KernelContext& ctx, Tensor& y, int64_t m, int32_t a_zp, bool one_thread) {
+  // `sub`: zeroPointTerms (null: none).
+  void finishFloat(KernelContext& ctx, Tensor& y, int64_t m, const int32_t* sub, bool one_thread) const {
     const int64_t n = c_.n;
-    const int32_t* sub = nullptr;
-    if (a_zp != 0) {
-      sub_.resize(static_cast<size_t>(n));
-      for (int64_t j = 0; j < n; ++j)
-        sub_[static_cast<size_t>(j)] = static_cast<int32_t>(static_cast<uint32_t>(a_zp) * static_cast<uint32_t>(c_.b_colsum[static_cast<size_t>(j)]));
-      sub = sub_.data();
-    }
     float* yf = y.data<float>();
     const int32_t* acc = acc_.data();
     if (c_.float_after) {
@@ -1231,25 +1224,33 @@ class DnnlQMatMul final : public Kernel {
     for (int64_t r = 0; r < m; ++r) quant::scaleAccumulatorRow(acc + r * n, sub, scale, per_column, bias, yf + r * n, n);
   }
 
-  // y -= a_zp * colsum(B) per column, in int32 wrapping as the reference's sums wrap.
-  void subtractZeroPoint(Tensor& y, int64_t m, int32_t a_zp, bool one_thread) const {
-    if (a_zp == 0) return;
+  // a_zp * colsum(B) per column in wrapping int32 (sub_), what the zero point of A takes from each
+  // raw sum; null when a_zp is 0.
+  const int32_t* zeroPointTerms(int32_t a_zp) {
+    if (a_zp == 0) return nullptr;
+    sub_.resize(static_cast<size_t>(c_.n));
+    for (size_t j = 0; j < sub_.size(); ++j)
+      sub_[j] = static_cast<int32_t>(static_cast<uint32_t>(a_zp) * static_cast<uint32_t>(c_.b_colsum[j]));
+    return sub_.data();
+  }
+
+  // y -= sub per column (zeroPointTerms), wrapping as the reference's int32 sums wrap.
+  void subtractZeroPoint(Tensor& y, int64_t m, const int32_t* sub, bool one_thread) const {
     auto* yu = static_cast<uint32_t*>(y.raw());
     const int64_t n = c_.n;
-    const uint32_t* cs = reinterpret_cast<const uint32_t*>(c_.b_colsum.data());
-    const auto z = static_cast<uint32_t>(a_zp);
+    const auto* su = reinterpret_cast<const uint32_t*>(sub);
 #pragma omp parallel for schedule(static) if (!one_thread && m * n >= (int64_t{1} << 15))
     for (int64_t r = 0; r < m; ++r) {
       uint32_t* row = yu + r * n;
 #pragma omp simd
-      for (int64_t j = 0; j < n; ++j) row[j] -= z * cs[j];
+      for (int64_t j = 0; j < n; ++j) row[j] -= su[j];
     }
   }
 
   Config c_;
   std::map<std::pair<int64_t, DType>, Prepared> cache_;
   std::vector<uint8_t> flipped_;  ///< A + 128 (flip_s8)
-  std::vector<int32_t> acc_, sub_;  ///< MatMulIntegerScaled: the raw products; a_zp * colsum(B)
+  std::vector<int32_t> acc_, sub_;  ///< float outputs' raw products; zeroPointTerms
   const Prepared* last_ = nullptr;  ///< what the last call ran (map nodes do not move); null: the reference
   RuntimeZeroPoints zps_;  ///< runtime zero points of the oneDNN calls
 };
@@ -1259,12 +1260,23 @@ bool perColumnShape(const Tensor& t, int64_t n) {
   return t.numel() == 1 || (t.rank() == 1 && t.dim(0) == n) || (t.rank() == 2 && t.dim(0) == 1 && t.dim(1) == n);
 }
 
-/// Column sums of B [k, n] (int8, row-major).
-std::vector<int32_t> columnSums(const std::vector<int8_t>& b, int64_t k, int64_t n) {
-  std::vector<int32_t> sums(static_cast<size_t>(n), 0);
-  for (int64_t r = 0; r < k; ++r)
-    for (int64_t j = 0; j < n; ++j) sums[static_cast<size_t>(j)] += b[static_cast<size_t>(r * n + j)];
-  return sums;
+/// Sets `c` up for oneDNN to multiply the raw A, with the zero point of A subtracted after
+/// (zp_after, b_colsum) and int8 A with long sums run as A + 128 (flip_s8). oneDNN takes a zero
+/// point of A through float32 (a K = 1280 product with sums up to 3.3e7: 53-94 of 512 outputs off),
+/// and int8 x int8 sums as well (K = 4096, sums to 6.6e7: outputs off), while uint8 x int8 without a
+/// zero point stays in int32 (exact at 1.3e8 with VNNI). Its brgemm also ran at a quarter of its
+/// speed with a runtime zero point (vit_b_16 dynamic INT8). False (the reference runs) where sums
+/// of 255 * 128 * K could leave int32, or past 2^24 without VNNI (7-bit B, another kernel, never
+/// checked there).
+bool useRawProducts(DnnlQMatMul::Config& c) {
+  if (c.k > std::numeric_limits<int32_t>::max() / (255 * 128)) return false;
+  if (!haveVnni() && 255 * c.b.max_abs_sum > kExactAcc) return false;
+  c.zp_after = true;
+  c.flip_s8 = 128 * c.b.max_abs_sum > kExactAcc;
+  c.b_colsum.assign(static_cast<size_t>(c.n), 0);
+  for (int64_t r = 0; r < c.k; ++r)
+    for (int64_t j = 0; j < c.n; ++j) c.b_colsum[static_cast<size_t>(j)] += c.b.w[static_cast<size_t>(r * c.n + j)];
+  return true;
 }
 
 std::unique_ptr<Kernel> makeQMatMul(const KernelInfo& info, const QMatMulInputs& in) {
@@ -1319,14 +1331,11 @@ std::unique_ptr<Kernel> makeQMatMul(const KernelInfo& info, const QMatMulInputs&
       c.y_type = DType::Float32;
       c.y_zp.value = 0;
       if (maxCentered(a_type, c.a_zp.value) * c.b.max_abs_sum > kExactAcc) {
-        // Sums oneDNN's float post-processing would round: it writes the raw int32 products (see
-        // MatMulInteger below) and the kernel finishes them as the reference does.
-        if (!haveVnni() || c.k > std::numeric_limits<int32_t>::max() / (255 * 128)) return nullptr;
+        // Sums oneDNN's float post-processing would round: it writes the raw int32 products and
+        // the kernel finishes them as the reference does.
+        if (!useRawProducts(c)) return nullptr;
         c.float_after = true;
-        c.zp_after = true;
-        c.flip_s8 = 128 * c.b.max_abs_sum > kExactAcc;
         c.y_type = DType::Int32;
-        c.b_colsum = columnSums(c.b.w, c.k, N);
         for (int64_t j = 0; j < N; ++j) c.post_mult.push_back((*as)[0] * (*bs)[bs->size() == 1 ? 0 : static_cast<size_t>(j)]);
         c.post_bias = std::move(c.bias);
         c.bias.clear();
@@ -1340,18 +1349,7 @@ std::unique_ptr<Kernel> makeQMatMul(const KernelInfo& info, const QMatMulInputs&
     c.y_type = inputType(info, in.y_zp);
     if (!is8(c.y_type)) return nullptr;
   } else {
-    // oneDNN takes a zero point of A through float32 (a K = 1280 product with sums up to 3.3e7:
-    // 53-94 of 512 outputs off), and int8 x int8 sums as well (K = 4096, sums to 6.6e7: outputs
-    // off), while uint8 x int8 without a zero point stays in int32 (exact at 1.3e8 with VNNI). Its
-    // brgemm also ran at a quarter of its speed with a runtime zero point (vit_b_16 dynamic INT8).
-    // So oneDNN multiplies the raw A (int8 A with long sums as A + 128 in uint8) and the kernel
-    // subtracts a_zp * colsum(B). Sums of 255 * 128 * K stay within int32. Without VNNI (7-bit B,
-    // another kernel) sums past 2^24 were never checked here: the reference runs them.
-    if (c.k > std::numeric_limits<int32_t>::max() / (255 * 128)) return nullptr;
-    if (!haveVnni() && 255 * c.b.max_abs_sum > kExactAcc) return nullptr;
-    c.zp_after = true;
-    c.flip_s8 = 128 * c.b.max_abs_sum > kExactAcc;
-    c.b_colsum = columnSums(c.b.w, c.k, N);
+    if (!useRawProducts(c)) return nullptr;
   }
   return std::make_unique<DnnlQMatMul>(std::move(c));
 }
