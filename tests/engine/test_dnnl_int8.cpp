@@ -1651,4 +1651,17 @@ TEST_CASE("lwc.internal.MatMulIntegerScaled in oneDNN gives the reference's bits
       }
     }
   }
+  SECTION("a scale or bias that is not one value or one per output column is refused by name") {
+    NodeSpec s;
+    s.op_type = "MatMulIntegerScaled";
+    s.domain = "lwc.internal";
+    s.opset = 1;
+    s.inputs = {randomInt(DType::UInt8, {2, 16}, 71, 0, 255), randomInt(DType::Int8, {16, 8}, 72, -127, 127),
+                scalarQ(DType::UInt8, 9), Tensor(DType::Int8, {8}), Tensor::fromVector<float>({3}, {0.1f, 0.2f, 0.3f})};
+    s.constant_inputs = {1, 3};
+    CHECK_THROWS_WITH(runNode(s), Catch::Contains("scale must be float32 with one value or one per output column (8), got float32 [3]"));
+    s.inputs[4] = Tensor::scalar(0.1f);
+    s.inputs.push_back(Tensor::fromVector<float>({2}, {1.0f, 2.0f}));
+    CHECK_THROWS_WITH(runNode(s), Catch::Contains("bias must be float32 with one value per output column (8)"));
+  }
 }
