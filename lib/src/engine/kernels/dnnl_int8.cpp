@@ -29,9 +29,12 @@
 // Numerics, compared with quant_ref.h:
 //   * oneDNN converts the int32 accumulator (after its own int32 compensations for the zero point
 //     and for int8 sources) to float32 for post-processing even when the output is int32. For the
-//     int32-output ops (ConvInteger, MatMulInteger) that is exact while |acc| <= 2^24, which the
-//     factory proves from the constant weights (max |x - x_zp| * max over outputs of sum |w|) and
-//     otherwise declines. Their results are then bit-identical to the reference.
+//     int32-output ops that is exact while |acc| <= 2^24: ConvInteger's factory proves that from
+//     the constant weights (max |x - x_zp| * max over outputs of sum |w|) and otherwise declines.
+//     MatMulInteger (and the float-output products whose sums could pass 2^24) give oneDNN the
+//     raw A and subtract the zero point's share themselves; where those raw sums could pass 2^24
+//     they run only on oneDNN's brgemm matmul, which stores int32 sums without float32 (see
+//     DnnlQMatMul::exactInt32). Their results are then bit-identical to the reference.
 //   * QLinearConv/QLinearMatMul: oneDNN computes rne(clamp(float(acc) + float(bias)) * M + y_zp)),
 //     the reference rne(float(acc + bias) * M) + y_zp. They agree except (a) when float(acc) * M lies
 //     within float32 rounding of a .5 tie: adding y_zp in float32 before rounding can move it across
@@ -1123,10 +1126,20 @@ class DnnlQMatMul final : public Kernel {
     return cache_.emplace(key, std::move(p)).first->second;
   }
 
+  // Raw products (zp_after) that could pass 2^24: oneDNN must store the int32 sums as they are.
+  // Its int8 1x1 convolutions do not (they convert every accumulator to float32 and back, even
+  // for an int32 output with no scales: on an AMX Xeon, where the AMX choice of a small product
+  // gives way to `jit_int8_1x1:avx512_core_vnni`, 27 of 116 checks of the K = 4096 test were off);
+  // its brgemm matmuls (`brg:avx512_core_vnni`, `brg:avx512_core_amx_int8`) do, as the tests with
+  // sums to 1.3e8 check. Such a product takes a brgemm matmul, or the reference where there is
+  // none (other matmul kernels are unverified).
+  bool exactInt32() const { return c_.zp_after && 255 * c_.b.max_abs_sum > kExactAcc; }
+
   // A 1x1 convolution over [1, k, m, 1] NHWC (the same bytes as A [m, k]) when oneDNN has a jit
   // kernel for it: its weights are reordered into a blocked layout once, where the int8 matmul
   // of oneDNN 2.7 on CPUs without AVX-512 is a gemm that packs B on every call (mobilenet_v2's
-  // 1280 x 1000 classifier at batch 1: 0.5 ms as a matmul). Otherwise the matmul.
+  // 1280 x 1000 classifier at batch 1: 0.5 ms as a matmul). Otherwise the matmul (always where
+  // exactInt32).
   Prepared build(int64_t m, DType at) const {
     auto& eng = cpuEngine();
     const int64_t k = c_.k, n = c_.n;
@@ -1157,6 +1170,7 @@ class DnnlQMatMul final : public Kernel {
       } catch (const dnnl::error&) {
         have = false;
       }
+      if (exactInt32()) have = false;  // its int8 1x1 kernels store int32 through float32
       if (have && std::string(pd.impl_info_str()).rfind("jit", 0) == 0) {  // jit..., not gemm:jit or ref
         p.src = ad;
         p.dst = yd;
@@ -1174,6 +1188,7 @@ class DnnlQMatMul final : public Kernel {
                                       : dnnl::matmul::desc(ad, wd_any, memory::desc({1, n}, dt::f32, tag::ab), yd);
       const auto pd = dnnl::matmul::primitive_desc(md, attr, eng);
       if (isRef(pd.impl_info_str())) return p;
+      if (exactInt32() && std::string(pd.impl_info_str()).rfind("brg:", 0) != 0) return p;
       p.src = ad;
       p.dst = yd;
       p.prim = dnnl::matmul(pd);
