@@ -271,22 +271,26 @@ int64_t shieldTransposedGraphOutputs(Model& m, std::vector<std::string>& notes) 
   return static_cast<int64_t>(outputs.size());
 }
 
-// Which input holds the weight, and which axis of it is the output channel.
-bool weightLayout(const Graph& g, const Node& n, int& axis) {
-  const Tensor* w = floatConstant(g, n.inputs.size() > 1 ? n.inputs[1] : "");
-  if (!w || g.isGraphInput(n.inputs[1])) return false;
+// Why a Conv, Gemm or MatMul has no weights this pass quantizes; "" where it has, with `axis` the
+// weights' output-channel axis.
+std::string weightLayoutProblem(const Graph& g, const Node& n, int& axis) {
+  const std::string wn = n.inputs.size() > 1 ? n.inputs[1] : std::string();
+  const Tensor* w = wn.empty() ? nullptr : g.initializers.find(wn);
+  if (!w) return "its second input is computed at run time, not constant weights (a product of two activations stays float)";
+  if (g.isGraphInput(wn)) return "its weights are also a graph input, which a caller may replace";
+  if (w->dtype() != DType::Float32) return "its weights are " + std::string(dtypeName(w->dtype())) + ", not float32";
   if (n.op_type == "Conv") {
     axis = 0;
-    return w->rank() >= 3;
+    return w->rank() >= 3 ? "" : "its weights have rank " + std::to_string(w->rank()) + ", not 3 or more";
   }
-  if (w->rank() != 2) return false;
+  if (w->rank() != 2) return "its weights have rank " + std::to_string(w->rank()) + ", not 2";
   if (n.op_type == "Gemm") {
-    if (n.attrInt("transA", 0) != 0) return false;
+    if (n.attrInt("transA", 0) != 0) return "transA = 1 (its first input is transposed)";
     axis = n.attrInt("transB", 0) ? 0 : 1;
-    return true;
+    return "";
   }
   axis = 1;  // MatMul [K, N]
-  return true;
+  return "";
 }
 
 // A Clip whose only reader is a per-tensor QuantizeLinear that saturates everything the Clip would
@@ -507,10 +511,9 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
     if (!n.domain.empty() || exclude.count(n.name) || exclude.count(n.op_type)) continue;
     int axis = 0;
     if (kCompute.count(n.op_type)) {
-      if (!weightLayout(g, n, axis)) {
+      if (const std::string why = weightLayoutProblem(g, n, axis); !why.empty()) {
         const std::string coded = n.inputs.size() > 1 ? codedWeightsReason(g, n.inputs[1]) : "";
-        r.notes.push_back(n.describe() + ": left in float: " +
-                          (coded.empty() ? "weights are not a constant float tensor of the expected shape" : coded));
+        r.notes.push_back(n.describe() + ": left in float: " + (coded.empty() ? why : coded));
         continue;
       }
       compute.push_back(i);

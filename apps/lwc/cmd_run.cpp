@@ -348,6 +348,7 @@ int runPipelineCommand(Pipeline p, const std::string& model_path, const RunArgs&
   ro.log = [](const std::string& s) { progress(s); };  // lines with -v, else a status line on a terminal
   ro.status = [](const std::string& s) { showStatus(s); };
   ro.note = [](const std::string& s) { spdlog::info("{}", s); };   // what a pass left alone, and why
+  if (spdlog::should_log(spdlog::level::debug)) ro.note_group = 0;  // -v: every note on its own line
   ro.warn = [](const std::string& s) { spdlog::warn("{}", s); };
   ro.full_count = [](const Model& model) { return passes::analyzeFolded(model, AnalyzeOptions{1, /*entropy=*/false}); };
   if (a.print_after_all) ro.after_pass = printGraph;

@@ -13,6 +13,8 @@
 #include <fstream>
 #include <iomanip>
 #include <limits>
+#include <map>
+#include <set>
 #include <sstream>
 
 #include "lwc/analysis.h"
@@ -676,7 +678,7 @@ PipelineReport runPipeline(const Pipeline& p, Model& m, const RunOptions& opts) 
       ev->evaluate(m, rec.metrics, false, "evaluating after " + rec.pass, opts.status);
     }
     if (opts.on_stage) opts.on_stage(*step.pass, before, m, rec);
-    for (const auto& n : rec.result.notes) {
+    for (const auto& n : groupNotes(rec.result.notes, opts.note_group)) {
       if (opts.note) opts.note(rec.pass + ": " + n);
       else log(rec.pass + ": " + n);
     }
@@ -705,6 +707,38 @@ PipelineReport runPipeline(const Pipeline& p, Model& m, const RunOptions& opts) 
   }
   rep.total_seconds = secondsSince(t_start);
   return rep;
+}
+
+std::vector<std::string> groupNotes(const std::vector<std::string>& notes, size_t at_least) {
+  if (at_least == 0) return notes;
+  // A note's shape: its text with what each pair of quotes holds left out.
+  auto shape = [](const std::string& n) {
+    std::string s;
+    bool quoted = false;
+    for (char c : n) {
+      if (c == '\'') {
+        quoted = !quoted;
+        s += c;
+      } else if (!quoted) {
+        s += c;
+      }
+    }
+    return s;
+  };
+  std::vector<std::string> shapes;
+  std::map<std::string, size_t> count;
+  for (const auto& n : notes) ++count[shapes.emplace_back(shape(n))];
+  std::vector<std::string> lines;
+  std::set<std::string> done;
+  for (size_t i = 0; i < notes.size(); ++i) {
+    const size_t k = count[shapes[i]];
+    if (k < at_least) {
+      lines.push_back(notes[i]);
+    } else if (done.insert(shapes[i]).second) {
+      lines.push_back(notes[i] + " (and " + std::to_string(k - 1) + " more like it; lwc -v lists each)");
+    }
+  }
+  return lines;
 }
 
 void stampProvenance(Model& m, const std::string& pipeline) {

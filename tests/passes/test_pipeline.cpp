@@ -66,6 +66,20 @@ class SilentPass : public Pass {
     return {};
   }
 };
+// A pass that changes nothing and leaves notes: four alike, one with a quote in a name, three of their own.
+class NotingPass : public Pass {
+ public:
+  std::string name() const override { return "noting"; }
+  std::string help() const override { return "test: leaves notes"; }
+  PassResult run(Model&, PassContext&) override {
+    PassResult r;
+    for (const char* n : {"a", "b's", "c", "d"}) r.notes.push_back(std::string("Add '") + n + "' after MatMul '/m': left alone: 3-D");
+    r.notes.push_back("Conv 'x': 8 channels");
+    r.notes.push_back("Conv 'y': 16 channels");
+    r.notes.push_back("Conv 'z': 16 channels");
+    return r;
+  }
+};
 }  // namespace
 
 TEST_CASE("pass options are validated against the pass's declaration", "[pipeline]") {
@@ -278,6 +292,38 @@ g (float[N, 4] x) => (float[N, 4] y) {
   CHECK_THAT(errorOf([&] { runPipeline(p, m); }), Contains("breaking (passes[0]): deliberate failure"));
   CHECK(serialized(m) == before);
   CHECK(m.producer_name == "lwc");
+}
+
+TEST_CASE("notes that differ only in the names they quote are one line in the log, each in the report", "[pipeline]") {
+  const std::vector<std::string> notes{"Add 'a' after MatMul 'm': left alone", "Conv 'x': 8 channels", "Add 'b' after MatMul 'n': left alone",
+                                       "Add 'c' after MatMul 'o': left alone", "Conv 'y': 16 channels"};
+  CHECK(groupNotes(notes, 3) == std::vector<std::string>{"Add 'a' after MatMul 'm': left alone (and 2 more like it; lwc -v lists each)",
+                                                         "Conv 'x': 8 channels", "Conv 'y': 16 channels"});
+  CHECK(groupNotes(notes, 4) == notes);
+  CHECK(groupNotes(notes, 0) == notes);
+  CHECK(groupNotes({}, 3).empty());
+
+  PassRegistry reg;
+  reg.add([] { return std::make_unique<NotingPass>(); });
+  Pipeline p = Pipeline::fromJson({{"passes", {"noting"}}}, "p.json", ".", reg);
+  Model m = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 4] x) => (float[N, 4] y) {
+  y = Add (x, w)
+})");
+  addConst(m, "w", {4}, 1);
+  std::vector<std::string> logged;
+  RunOptions o;
+  o.note = [&](const std::string& s) { logged.push_back(s); };
+  const PipelineReport rep = runPipeline(p, m, o);
+  // A name with a quote of its own ("b's") shifts the quotes of its note: that one stays apart.
+  CHECK(logged == std::vector<std::string>{"noting: Add 'a' after MatMul '/m': left alone: 3-D (and 2 more like it; lwc -v lists each)",
+                                           "noting: Add 'b's' after MatMul '/m': left alone: 3-D", "noting: Conv 'x': 8 channels",
+                                           "noting: Conv 'y': 16 channels", "noting: Conv 'z': 16 channels"});
+  CHECK(rep.toJson()["stages"][1]["notes"].size() == 7);
+  logged.clear();
+  o.note_group = 0;
+  runPipeline(p, m, o);
+  CHECK(logged.size() == 7);
 }
 
 TEST_CASE("pipelines report per-stage metrics and evaluate gates", "[pipeline]") {

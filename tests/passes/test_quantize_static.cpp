@@ -980,6 +980,29 @@ g (float[N, 3, 12, 12] x) => (float[N, 4, 6, 6] y) {
   CHECK(outputSqnr(fp, m, 7) > 30.0);
 }
 
+TEST_CASE("quantize says why a MatMul or Gemm has no weights it quantizes", "[quantize]") {
+  // An attention product (two activations) used to read "weights are not a constant float tensor
+  // of the expected shape", as if the model were wrong.
+  Model m = test::parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 4] x, float[4, 4] w3) => (float[N, 4] y) {
+  a = MatMul (x, w)
+  t = Transpose (a)
+  s = MatMul (t, a)
+  k = Gemm <transA = 1> (t, w2)
+  u = MatMul (k, w3)
+  y = MatMul (u, s)
+})");
+  addConst(m, "w", {4, 4}, 1, -0.5f, 0.5f);
+  addConst(m, "w2", {4, 4}, 2, -0.5f, 0.5f);
+  addConst(m, "w3", {4, 4}, 3, -0.5f, 0.5f);  // an initializer that is also a graph input
+  Calib c({64, 4});
+  auto r = quantize(m, c);
+  CHECK(notesWith(r.notes, "MatMul (output 's'): left in float: its second input is computed at run time, not constant weights") == 1);
+  CHECK(notesWith(r.notes, "Gemm (output 'k'): left in float: transA = 1") == 1);
+  CHECK(notesWith(r.notes, "MatMul (output 'u'): left in float: its weights are also a graph input") == 1);
+  CHECK(notesWith(r.notes, "(output 'a')") == 0);
+}
+
 TEST_CASE("a layer left in float reads the float tensor, not a DequantizeLinear, and its activation stays", "[quantize]") {
   // ONNX Runtime quantizes the float weights of a Conv/Gemm whose input comes from a
   // DequantizeLinear (WeightBiasQuantization, per tensor): an excluded depthwise Conv read the DQ

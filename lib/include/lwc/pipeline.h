@@ -152,6 +152,10 @@ struct RunOptions {
   std::function<void(const std::string& line)> status;
   /// Passes' notes ("<pass>: <note>": what was left alone and why); `log` when not set.
   std::function<void(const std::string& line)> note;
+  /// A pass's notes that differ only in the names they quote go to `note` as one line (groupNotes)
+  /// when there are at least this many of them; 0: every note on a line of its own. The report keeps
+  /// every note either way.
+  size_t note_group = 3;
   /// Warnings about the inputs that do not stop the run (image data read with the default
   /// preprocessing); `note` when not set.
   std::function<void(const std::string& line)> warn;
@@ -171,6 +175,12 @@ struct RunOptions {
 /// and checked against the model and the gates, and `m` is stamped (stampProvenance). A pass that throws leaves `m` as it was before that
 /// pass and the error propagates. Gates are evaluated but do not throw: see PipelineReport::gates.
 PipelineReport runPipeline(const Pipeline& p, Model& m, const RunOptions& opts = {});
+
+/// The notes of one pass for the log: notes that are the same once each quoted name ('...') is set
+/// aside (a transformer's 36 "Add '…' after MatMul '…': left alone: …") become one line, the first of
+/// them with "(and N more like it; lwc -v lists each)", where there are at least `at_least` of them
+/// (0: none grouped). Lines keep the order of each group's first note.
+std::vector<std::string> groupNotes(const std::vector<std::string>& notes, size_t at_least);
 
 /// Who wrote the file and how: producer "lwc" and its version, metadata `lwc.pipeline` (the
 /// pipeline's name) and `lwc.source_producer` (the input's producer, when it was not lwc).
