@@ -115,6 +115,7 @@ void registerElementwiseKernels(KernelRegistry& r);
 void registerShapeKernels(KernelRegistry& r);
 void registerReduceKernels(KernelRegistry& r);
 void registerNnKernels(KernelRegistry& r);
+void registerRnnKernels(KernelRegistry& r);  ///< RNN, GRU, LSTM
 void registerQuantKernels(KernelRegistry& r);
 void registerCodingKernels(KernelRegistry& r);  ///< ai.lwc::HuffmanDecode
 void registerDnnlKernels(KernelRegistry& r);

@@ -53,6 +53,7 @@ const KernelRegistry& builtinKernels() {
     registerShapeKernels(r);
     registerReduceKernels(r);
     registerNnKernels(r);
+    registerRnnKernels(r);
     registerQuantKernels(r);
     registerCodingKernels(r);
     return r;

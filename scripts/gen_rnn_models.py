@@ -1,0 +1,122 @@
+#!/usr/bin/python3
+"""Writes seeded RNN / GRU / LSTM models that cover what ONNX's backend tests leave out (reverse and
+bidirectional directions, sequence_lens with the reverse direction and a zero length,
+peepholes, input_forget, GRU with and without linear_before_reset, activations with alpha and
+beta, initial states, opset 7), plus PyTorch exports of nn.LSTM / nn.GRU / nn.RNN stacks, for
+scripts/ort_crosscheck.py to run in ONNX Runtime and lwc. Layout 1 and float64, which ONNX
+Runtime 1.30 refuses for these ops, are left to the unit tests.
+
+    /usr/bin/python3 scripts/gen_rnn_models.py --out DIR [--seed 1]
+"""
+import argparse
+import os
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+GATES = {"RNN": 1, "GRU": 3, "LSTM": 4}
+
+
+def rnn_model(name, op, out_dir, rng, seq=5, batch=3, inp=4, hid=6, direction="forward", layout=0,
+              bias=True, lens=None, init_h=False, init_c=False, peep=False, attrs=None, dtype=np.float32,
+              opset=14, outputs=("Y", "Y_h", "Y_c")):
+    dirs = 2 if direction == "bidirectional" else 1
+    g = GATES[op]
+    elem = TensorProto.FLOAT if dtype == np.float32 else TensorProto.DOUBLE
+    x_shape = [seq, batch, inp] if layout == 0 else [batch, seq, inp]
+    state = [dirs, batch, hid] if layout == 0 else [batch, dirs, hid]
+    inits = [numpy_helper.from_array((rng.standard_normal((dirs, g * hid, inp)) * 0.5).astype(dtype), "W"),
+             numpy_helper.from_array((rng.standard_normal((dirs, g * hid, hid)) * 0.5).astype(dtype), "R")]
+    ins = ["X", "W", "R"]
+    def opt(cond, tensor_name, array):
+        if cond:
+            inits.append(numpy_helper.from_array(array, tensor_name))
+            ins.append(tensor_name)
+        else:
+            ins.append("")
+    opt(bias, "B", (rng.standard_normal((dirs, 2 * g * hid)) * 0.3).astype(dtype))
+    opt(lens is not None, "sequence_lens", np.array(lens if lens is not None else [], dtype=np.int32))
+    opt(init_h, "initial_h", (rng.standard_normal(state) * 0.5).astype(dtype))
+    if op == "LSTM":
+        opt(init_c, "initial_c", (rng.standard_normal(state) * 0.5).astype(dtype))
+        opt(peep, "P", (rng.standard_normal((dirs, 3 * hid)) * 0.3).astype(dtype))
+    while ins and ins[-1] == "":
+        ins.pop()
+    n_out = 3 if op == "LSTM" else 2
+    outs = [o for o in outputs[:n_out]]
+    a = dict(hidden_size=hid, direction=direction)
+    if opset >= 14:
+        a["layout"] = layout
+    a.update(attrs or {})
+    node = helper.make_node(op, ins, outs, name=name, **a)
+    y_shape = [seq, dirs, batch, hid] if layout == 0 else [batch, seq, dirs, hid]
+    vis = []
+    for o in outs:
+        if o:
+            vis.append(helper.make_tensor_value_info(o, elem, y_shape if o == "Y" else state))
+    graph = helper.make_graph([node], name, [helper.make_tensor_value_info("X", elem, x_shape)], vis, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="gen_rnn_models")
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, os.path.join(out_dir, name + ".onnx"))
+
+
+def torch_models(out_dir, seed):
+    import torch
+
+    torch.manual_seed(seed)
+
+    class Net(torch.nn.Module):
+        def __init__(self, kind):
+            super().__init__()
+            cls = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[kind]
+            kw = {"nonlinearity": "relu"} if kind == "rnn" else {}
+            self.rnn = cls(input_size=28, hidden_size=32, num_layers=2, bidirectional=True, batch_first=True, **kw)
+            self.fc = torch.nn.Linear(64, 10)
+
+        def forward(self, x):  # x: [batch, 28, 28], rows as time steps
+            y, _ = self.rnn(x)
+            return self.fc(y[:, -1, :])
+
+    for kind in ("lstm", "gru", "rnn"):
+        net = Net(kind).eval()
+        x = torch.randn(2, 28, 28)
+        torch.onnx.export(net, x, os.path.join(out_dir, f"torch_{kind}.onnx"), opset_version=14,
+                          input_names=["x"], output_names=["logits"], dynamic_axes={"x": {0: "N"}, "logits": {0: "N"}})
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch exports")
+    a = ap.parse_args()
+    os.makedirs(a.out, exist_ok=True)
+    rng = np.random.default_rng(a.seed)
+    m = lambda *args, **kw: rnn_model(*args, out_dir=a.out, rng=rng, **kw)
+    m("lstm_reverse_lens", "LSTM", direction="reverse", lens=[5, 2, 4], init_h=True, init_c=True)
+    m("lstm_bidir_peep", "LSTM", direction="bidirectional", peep=True, init_h=True, init_c=True)
+    m("lstm_bidir_lens_zero", "LSTM", direction="bidirectional", lens=[3, 0, 5])
+    m("lstm_input_forget", "LSTM", attrs={"input_forget": 1}, peep=True)
+    m("lstm_activations", "LSTM", direction="bidirectional",
+      attrs={"activations": ["HardSigmoid", "Softsign", "ScaledTanh", "Sigmoid", "Elu", "Softplus"],
+             "activation_alpha": [0.3, 0.8, 0.5], "activation_beta": [0.4, 1.2]})
+    m("lstm_no_bias_only_yh", "LSTM", bias=False, outputs=("", "Y_h", ""))
+    m("lstm_opset7", "LSTM", direction="reverse", opset=7, init_h=True)
+    m("gru_reverse_lens", "GRU", direction="reverse", lens=[4, 5, 1], init_h=True)
+    m("gru_bidir_lbr1", "GRU", direction="bidirectional", attrs={"linear_before_reset": 1}, init_h=True)
+    m("gru_bidir_lbr0_lens", "GRU", direction="bidirectional", lens=[2, 5, 3])
+    m("gru_activations", "GRU", attrs={"activations": ["HardSigmoid", "LeakyRelu"], "activation_alpha": [0.25, 0.1],
+                                       "activation_beta": [0.45]})
+    m("rnn_bidir_relu_lens", "RNN", direction="bidirectional", lens=[5, 1, 3],
+      attrs={"activations": ["Relu", "Tanh"]}, init_h=True)
+    m("rnn_reverse_leaky", "RNN", direction="reverse", attrs={"activations": ["LeakyRelu"], "activation_alpha": [0.2]})
+    m("rnn_affine_thresholded", "RNN", direction="bidirectional",
+      attrs={"activations": ["Affine", "ThresholdedRelu"], "activation_alpha": [0.7, 0.1], "activation_beta": [0.2]})
+    if not a.no_torch:
+        torch_models(a.out, a.seed)
+
+
+if __name__ == "__main__":
+    main()
