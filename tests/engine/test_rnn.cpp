@@ -5,6 +5,7 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <limits>
 
 #include "support/engine_util.h"
 
@@ -188,5 +189,36 @@ TEST_CASE("RNN GRU and LSTM in float32 with sgemm: the reference's outputs withi
         CHECK(implOf(fast, op) == "dnnl");
       }
     }
+  }
+}
+
+TEST_CASE("LSTM and GRU in float32 saturate like the reference on huge inputs and carry NaN", "[nn][rnn]") {
+  for (const std::string op : {"GRU", "LSTM"}) {
+    INFO(op);
+    const int64_t g = op == "GRU" ? 3 : 4, hid = 20;
+    Tensor x = randomFloat({3, 2, 4}, 21, -1.0f, 1.0f);
+    float* xv = x.data<float>();
+    xv[0] = 1e4f;
+    xv[1] = -1e4f;
+    xv[2] = std::numeric_limits<float>::infinity();
+    xv[5] = -std::numeric_limits<float>::infinity();
+    xv[4 * 2 + 6] = std::numeric_limits<float>::quiet_NaN();  // step 1, sample 1
+    NodeSpec s = makeSpec(op, {x, randomFloat({1, g * hid, 4}, 22, -3.0f, 3.0f), randomFloat({1, g * hid, hid}, 23)},
+                          {attrInt("hidden_size", hid)}, 14);
+    s.num_outputs = 2;
+    const auto want = runNode(s, true), got = runNode(s, false);
+    int nans = 0;
+    for (int64_t i = 0; i < want[0].numel(); ++i) {
+      const float a = want[0].data<float>()[i], b = got[0].data<float>()[i];
+      if (std::isnan(a)) {
+        ++nans;
+        CHECK(std::isnan(b));
+      } else {
+        CHECK(std::fabs(a - b) < 1e-5f);
+      }
+    }
+    CHECK(nans > 0);  // sample 1 from step 1 on
+    CHECK(std::isnan(got[1].data<float>()[hid]));
+    CHECK_FALSE(std::isnan(got[1].data<float>()[0]));  // sample 0 never met the NaN
   }
 }

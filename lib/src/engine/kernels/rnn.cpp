@@ -1,22 +1,31 @@
-// Recurrent layers: RNN, GRU and LSTM (ONNX opsets 1-22), reference kernels computed in double.
+// Recurrent layers: RNN, GRU and LSTM (ONNX opsets 1-22): a reference kernel in double and a
+// float32 kernel on oneDNN's sgemm.
 //
-// One direction at a time: the input projections of every time step (X W^T + Wb + Rb) first, as
-// one product, then the recurrence step by step, all samples together (H R^T per step). The
-// reference computes in double with plain loops; float32 runs in float32 with oneDNN's sgemm in
-// fixed blocks (the same bits on any thread count), the gate arithmetic shared. Layout 0 is [seq, batch, ...],
-// layout 1 (opset 14) [batch, seq, ...]. sequence_lens: a sample of length L runs L steps (the
-// reverse direction from L - 1 down to 0), its Y is zero past L and its Y_h / Y_c are the states
-// after its last step (the initial ones for L = 0). Activations are the spec's list (Relu, Tanh,
-// Sigmoid, Affine, LeakyRelu, ThresholdedRelu, ScaledTanh, HardSigmoid, Elu, Softsign, Softplus),
-// alpha and beta consumed in order by the functions that take them, as ONNX Runtime reads them.
-// `clip` is refused: runtimes differ on which activation inputs it bounds.
+// Each direction: the input projections of every time step (X W^T + Wb + Rb) first, as one
+// product, then the recurrence step by step, all samples together (H R^T per step), the gate
+// arithmetic shared by both kernels (runCells). The reference uses plain loops in double; float32
+// uses sgemm in fixed blocks (the same bits on any thread count), vectorised gates with its own exp
+// (Activation::expFast) and, for a bidirectional layer, one thread per direction. Layout 0 is
+// [seq, batch, ...], layout 1 (opset 14) [batch, seq, ...]. sequence_lens: a sample of length L runs
+// L steps (the reverse direction from L - 1 down to 0), its Y is zero past L and its Y_h / Y_c are
+// the states after its last step (the initial ones for L = 0), as ONNX Runtime computes them.
+// Activations are the spec's list (Relu, Tanh, Sigmoid, Affine, LeakyRelu, ThresholdedRelu,
+// ScaledTanh, HardSigmoid, Elu, Softsign, Softplus), alpha and beta consumed in order by the
+// functions that take them, as ONNX Runtime reads them. `clip` is refused: runtimes differ on which
+// activation inputs it bounds.
 #include <algorithm>
+#include <bit>
+#include <cstdint>
+#include <exception>
 #include <cctype>
 #include <cmath>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
+
+#include <omp.h>
 
 #include "engine/kernel.h"
 #include "engine/kernels/common.h"
@@ -33,33 +42,89 @@ struct Activation {
   Kind kind = tanh_;
   double alpha = 0, beta = 0;
 
-  // tanh from one exp: glibc's tanhf (through expm1f) took half the time of a float32 LSTM. Its
-  // error near 0 is absolute (about 1e-7), not relative; the reference keeps std::tanh.
+  // v[0, n) = f(v) in T: float32 for the fast kernel, double for the reference. One switch per
+  // array, so that the float32 loops vectorise (expFast below instead of libm's expf and tanhf,
+  // which took three quarters of a float32 LSTM's time).
+  template <typename T>
+  void apply(T* __restrict v, int64_t n) const {
+    const T a = static_cast<T>(alpha), b = static_cast<T>(beta);
+    switch (kind) {
+      case relu:
+#pragma omp simd
+        for (int64_t i = 0; i < n; ++i) v[i] = v[i] > 0 ? v[i] : T(0);
+        return;
+      case tanh_:
+#pragma omp simd
+        for (int64_t i = 0; i < n; ++i) v[i] = tanhOf(v[i]);
+        return;
+      case sigmoid:
+#pragma omp simd
+        for (int64_t i = 0; i < n; ++i) v[i] = T(1) / (T(1) + expOf(-v[i]));
+        return;
+      case affine:
+#pragma omp simd
+        for (int64_t i = 0; i < n; ++i) v[i] = a * v[i] + b;
+        return;
+      case leaky_relu:
+#pragma omp simd
+        for (int64_t i = 0; i < n; ++i) v[i] = v[i] >= 0 ? v[i] : a * v[i];
+        return;
+      case thresholded_relu:
+#pragma omp simd
+        for (int64_t i = 0; i < n; ++i) v[i] = v[i] > a ? v[i] : T(0);
+        return;
+      case scaled_tanh:
+#pragma omp simd
+        for (int64_t i = 0; i < n; ++i) v[i] = a * tanhOf(b * v[i]);
+        return;
+      case hard_sigmoid:
+#pragma omp simd
+        for (int64_t i = 0; i < n; ++i) v[i] = std::clamp(a * v[i] + b, T(0), T(1));
+        return;
+      case elu:
+#pragma omp simd
+        for (int64_t i = 0; i < n; ++i) v[i] = v[i] >= 0 ? v[i] : a * (expOf(v[i]) - T(1));
+        return;
+      case softsign:
+#pragma omp simd
+        for (int64_t i = 0; i < n; ++i) v[i] = v[i] / (T(1) + std::fabs(v[i]));
+        return;
+      case softplus:
+#pragma omp simd
+        for (int64_t i = 0; i < n; ++i) v[i] = std::log1p(std::exp(-std::fabs(v[i]))) + std::max(v[i], T(0));
+        return;
+    }
+  }
+
+  // exp(x) in float32 without a library call: 2^m * p(r), m = round(x / ln 2), r = x - m ln 2
+  // (|r| <= ln 2 / 2, ln 2 in two parts), p the degree-6 Taylor polynomial (truncation 1.2e-7
+  // relative). x is held to [-87, 88] (e^-87 ~ 1.6e-38 is still a normal float); NaN stays NaN.
+  // The exponent is built in unsigned arithmetic from the bits of x / ln 2 + 1.5 * 2^23, whose low
+  // mantissa bits hold m.
+  static float expFast(float x) {
+    x = x < -87.0f ? -87.0f : x;  // values, not std::min/max's references: the loops stay branch-free
+    x = x > 88.0f ? 88.0f : x;
+    const float shifted = x * 1.44269504089f + 12582912.0f;
+    const float m = shifted - 12582912.0f;
+    const float r = (x - m * 0.693145751953125f) - m * 1.428606765330187e-06f;
+    float p = 1.0f / 720;
+    p = p * r + 1.0f / 120;
+    p = p * r + 1.0f / 24;
+    p = p * r + 1.0f / 6;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    const uint32_t e = (std::bit_cast<uint32_t>(shifted) - 0x4B400000u + 127u) << 23;
+    return p * std::bit_cast<float>(e);
+  }
+  static float expOf(float x) { return expFast(x); }
+  static double expOf(double x) { return std::exp(x); }
+  // tanh from one exp; its error near 0 is absolute (about 1e-7), not relative.
   static float tanhOf(float x) {
-    const float t = std::exp(-2.0f * std::fabs(x));
+    const float t = expFast(-2.0f * std::fabs(x));
     return std::copysign((1.0f - t) / (1.0f + t), x);
   }
   static double tanhOf(double x) { return std::tanh(x); }
-
-  // In T: float32 for the fast kernel (its exp and tanh in float), double for the reference.
-  template <typename T>
-  T operator()(T x) const {
-    const T a = static_cast<T>(alpha), b = static_cast<T>(beta);
-    switch (kind) {
-      case relu: return x > 0 ? x : T(0);
-      case tanh_: return tanhOf(x);
-      case sigmoid: return T(1) / (T(1) + std::exp(-x));
-      case affine: return a * x + b;
-      case leaky_relu: return x >= 0 ? x : a * x;
-      case thresholded_relu: return x > a ? x : T(0);
-      case scaled_tanh: return a * tanhOf(b * x);
-      case hard_sigmoid: return std::clamp(a * x + b, T(0), T(1));
-      case elu: return x >= 0 ? x : a * (std::exp(x) - T(1));
-      case softsign: return x / (T(1) + std::fabs(x));
-      case softplus: return std::log1p(std::exp(-std::fabs(x))) + std::max(x, T(0));
-    }
-    return x;
-  }
 };
 
 // The activation functions of every direction, from the node's attributes (defaults per cell).
@@ -83,37 +148,31 @@ std::vector<Activation> activations(const KernelContext& ctx, Cell cell, int64_t
   for (const auto& raw : names) {
     std::string n;
     for (char c : raw) n += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    Activation f;
-    if (n == "relu") f.kind = Activation::relu;
-    else if (n == "tanh") f.kind = Activation::tanh_;
-    else if (n == "sigmoid") f.kind = Activation::sigmoid;
-    else if (n == "softsign") f.kind = Activation::softsign;
-    else if (n == "softplus") f.kind = Activation::softplus;
-    else if (n == "affine") {
-      f.kind = Activation::affine;
-      f.alpha = take(alphas, ai, 1.0);
-      f.beta = take(betas, bi, 0.0);
-    } else if (n == "leakyrelu") {
-      f.kind = Activation::leaky_relu;
-      f.alpha = take(alphas, ai, 0.01);
-    } else if (n == "thresholdedrelu") {
-      f.kind = Activation::thresholded_relu;
-      f.alpha = take(alphas, ai, 1.0);
-    } else if (n == "scaledtanh") {
-      f.kind = Activation::scaled_tanh;
-      f.alpha = take(alphas, ai, 1.0);
-      f.beta = take(betas, bi, 1.0);
-    } else if (n == "hardsigmoid") {
-      f.kind = Activation::hard_sigmoid;
-      f.alpha = take(alphas, ai, 0.2);
-      f.beta = take(betas, bi, 0.5);
-    } else if (n == "elu") {
-      f.kind = Activation::elu;
-      f.alpha = take(alphas, ai, 1.0);
-    } else {
+    // Each function, and its alpha and beta defaults where it takes them.
+    struct Known {
+      const char* name;
+      Activation::Kind kind;
+      std::optional<double> alpha, beta;
+    };
+    static const Known known[] = {{"relu", Activation::relu, {}, {}},
+                                  {"tanh", Activation::tanh_, {}, {}},
+                                  {"sigmoid", Activation::sigmoid, {}, {}},
+                                  {"softsign", Activation::softsign, {}, {}},
+                                  {"softplus", Activation::softplus, {}, {}},
+                                  {"affine", Activation::affine, 1.0, 0.0},
+                                  {"leakyrelu", Activation::leaky_relu, 0.01, {}},
+                                  {"thresholdedrelu", Activation::thresholded_relu, 1.0, {}},
+                                  {"scaledtanh", Activation::scaled_tanh, 1.0, 1.0},
+                                  {"hardsigmoid", Activation::hard_sigmoid, 0.2, 0.5},
+                                  {"elu", Activation::elu, 1.0, {}}};
+    const auto* k = std::find_if(std::begin(known), std::end(known), [&](const Known& e) { return n == e.name; });
+    if (k == std::end(known))
       ctx.error("activation '", raw, "' is not one of the spec's (Relu, Tanh, Sigmoid, Affine, LeakyRelu, ThresholdedRelu, "
                 "ScaledTanh, HardSigmoid, Elu, Softsign, Softplus)");
-    }
+    Activation f;
+    f.kind = k->kind;
+    if (k->alpha) f.alpha = take(alphas, ai, *k->alpha);
+    if (k->beta) f.beta = take(betas, bi, *k->beta);
     out.push_back(f);
   }
   return out;
@@ -228,12 +287,16 @@ void runCells(KernelContext& ctx, const Setup& u, const Gemm<T>& gemm) {
                        p = u.cell == Cell::lstm ? valuesOf<T>(ctx, 7) : std::vector<T>();
   std::vector<T> y(static_cast<size_t>(u.seq * u.dirs * batch * hid), T(0));
   std::vector<T> yh(static_cast<size_t>(u.dirs * batch * hid)), yc(u.cell == Cell::lstm ? yh.size() : 0);
-  std::vector<T> xw(static_cast<size_t>(u.seq * batch * gh)), rh(static_cast<size_t>(batch * gh));
-  std::vector<T> h(static_cast<size_t>(batch * hid)), c(static_cast<size_t>(batch * hid)), next(h.size()), rhh(h.size()),
-      reset(h.size());
   int64_t longest = 0;
   for (int64_t l : u.lens) longest = std::max(longest, l);
-  for (int64_t d = 0; d < u.dirs; ++d) {
+  // The two directions of a bidirectional layer on two threads, each with its products and gates
+  // on its own (nested regions run on one thread): a step's work is too small to share, and every
+  // shared step cost two thread meetings. Each direction's arithmetic is the same either way.
+  const bool split = u.dirs == 2 && omp_get_max_threads() > 1 && u.seq * batch * gh * (u.in + hid) >= (1 << 16);
+  auto direction = [&](int64_t d) {
+    std::vector<T> xw(static_cast<size_t>(u.seq * batch * gh)), rh(static_cast<size_t>(batch * gh));
+    std::vector<T> h(static_cast<size_t>(batch * hid)), c(static_cast<size_t>(batch * hid)), next(h.size()), rhh(h.size()),
+        reset(h.size()), gate(static_cast<size_t>(batch * gh));
     const bool reverse = u.reverse_only || d == 1;
     const std::vector<T> wt = transposed(w.data() + d * gh * u.in, gh, u.in);  // [in, gh]
     const std::vector<T> rt = transposed(r.data() + d * gh * hid, gh, hid);    // [hid, gh]
@@ -269,10 +332,10 @@ void runCells(KernelContext& ctx, const Setup& u, const Gemm<T>& gemm) {
           if (step >= len) continue;
           const int64_t t = reverse ? len - 1 - step : step;
           const T* xt = xw.data() + u.xRow(t, n) * gh;
-          for (int64_t k = 0; k < hid; ++k) {
-            const size_t at = static_cast<size_t>(n * hid + k);
-            reset[at] = f[0](xt[hid + k] + rh[static_cast<size_t>(n * gh + hid + k)]) * h[at];
-          }
+          T* rg = reset.data() + n * hid;
+          for (int64_t k = 0; k < hid; ++k) rg[k] = xt[hid + k] + rh[static_cast<size_t>(n * gh + hid + k)];
+          f[0].apply(rg, hid);
+          for (int64_t k = 0; k < hid; ++k) rg[k] *= h[static_cast<size_t>(n * hid + k)];
         }
         gemm(batch, hid, hid, reset.data(), hid, rt.data() + 2 * hid, gh, rhh.data(), hid, rbh.data());
       }
@@ -286,30 +349,43 @@ void runCells(KernelContext& ctx, const Setup& u, const Gemm<T>& gemm) {
         T* hn = h.data() + n * hid;
         T* cn = c.data() + n * hid;
         T* out = next.data() + n * hid;
-        auto act = [](const Activation& a, T v) { return a(v); };
-        for (int64_t k = 0; k < hid; ++k) {
-          if (u.cell == Cell::rnn) {
-            out[k] = act(f[0], xt[k] + rn[k]);
-          } else if (u.cell == Cell::gru) {
-            const T z = act(f[0], xt[k] + rn[k]);
-            T hh;
-            if (u.linear_before_reset) {
-              const T rg = act(f[0], xt[hid + k] + rn[hid + k]);
-              hh = act(f[1], xt[2 * hid + k] + rg * (rn[2 * hid + k] + rbh[static_cast<size_t>(k)]));
-            } else {
-              hh = act(f[1], xt[2 * hid + k] + rhh[static_cast<size_t>(n * hid + k)]);
-            }
-            out[k] = (T(1) - z) * hh + z * hn[k];
-          } else {  // gates i, o, f, c
-            const T c_prev = cn[k];
-            const T i = act(f[0], xt[k] + rn[k] + (pd ? pd[k] * c_prev : T(0)));
-            const T fg = u.input_forget ? T(1) - i : act(f[0], xt[2 * hid + k] + rn[2 * hid + k] + (pd ? pd[2 * hid + k] * c_prev : T(0)));
-            const T cand = act(f[1], xt[3 * hid + k] + rn[3 * hid + k]);
-            const T cnew = fg * c_prev + i * cand;
-            const T o = act(f[0], xt[hid + k] + rn[hid + k] + (pd ? pd[hid + k] * cnew : T(0)));
-            cn[k] = cnew;
-            out[k] = o * act(f[2], cnew);
+        T* g = gate.data() + n * gh;  // this sample's pre-activations, then gates
+        if (u.cell == Cell::rnn) {
+          for (int64_t k = 0; k < hid; ++k) out[k] = xt[k] + rn[k];
+          f[0].apply(out, hid);
+        } else if (u.cell == Cell::gru) {  // gates z, r, h
+          for (int64_t k = 0; k < hid; ++k) g[k] = xt[k] + rn[k];
+          f[0].apply(g, hid);
+          if (u.linear_before_reset) {
+            for (int64_t k = 0; k < hid; ++k) g[hid + k] = xt[hid + k] + rn[hid + k];
+            f[0].apply(g + hid, hid);
+            for (int64_t k = 0; k < hid; ++k) g[2 * hid + k] = xt[2 * hid + k] + g[hid + k] * (rn[2 * hid + k] + rbh[static_cast<size_t>(k)]);
+          } else {
+            for (int64_t k = 0; k < hid; ++k) g[2 * hid + k] = xt[2 * hid + k] + rhh[static_cast<size_t>(n * hid + k)];
           }
+          f[1].apply(g + 2 * hid, hid);
+          for (int64_t k = 0; k < hid; ++k) out[k] = (T(1) - g[k]) * g[2 * hid + k] + g[k] * hn[k];
+        } else {  // gates i, o, f, c; the output gate's peephole reads the new cell state
+          for (int64_t k = 0; k < hid; ++k) {
+            g[k] = xt[k] + rn[k] + (pd ? pd[k] * cn[k] : T(0));
+            g[2 * hid + k] = xt[2 * hid + k] + rn[2 * hid + k] + (pd ? pd[2 * hid + k] * cn[k] : T(0));
+            g[3 * hid + k] = xt[3 * hid + k] + rn[3 * hid + k];
+          }
+          f[0].apply(g, hid);
+          if (u.input_forget) {
+            for (int64_t k = 0; k < hid; ++k) g[2 * hid + k] = T(1) - g[k];
+          } else {
+            f[0].apply(g + 2 * hid, hid);
+          }
+          f[1].apply(g + 3 * hid, hid);
+          for (int64_t k = 0; k < hid; ++k) {
+            cn[k] = g[2 * hid + k] * cn[k] + g[k] * g[3 * hid + k];
+            g[hid + k] = xt[hid + k] + rn[hid + k] + (pd ? pd[hid + k] * cn[k] : T(0));
+            out[k] = cn[k];
+          }
+          f[0].apply(g + hid, hid);
+          f[2].apply(out, hid);
+          for (int64_t k = 0; k < hid; ++k) out[k] *= g[hid + k];
         }
         std::copy_n(out, hid, hn);
         std::copy_n(hn, hid, y.begin() + u.yOffset(t, d, n));
@@ -319,7 +395,18 @@ void runCells(KernelContext& ctx, const Setup& u, const Gemm<T>& gemm) {
       std::copy_n(h.begin() + n * hid, hid, yh.begin() + u.stateOffset(d, n));
       if (u.cell == Cell::lstm) std::copy_n(c.begin() + n * hid, hid, yc.begin() + u.stateOffset(d, n));
     }
+  };
+  std::exception_ptr failed;
+#pragma omp parallel for schedule(static, 1) num_threads(2) if (split)
+  for (int64_t d = 0; d < u.dirs; ++d) {
+    try {
+      direction(d);
+    } catch (...) {  // an exception may not leave an OpenMP region
+#pragma omp critical(lwc_rnn_failure)
+      failed = std::current_exception();
+    }
   }
+  if (failed) std::rethrow_exception(failed);
   auto emit = [&](size_t i, const std::vector<T>& v, Shape s) {
     if (i >= ctx.numOutputs() || ctx.node.outputs[i].empty()) return;
     Tensor t(dtypeOf<T>(), std::move(s));
