@@ -1,7 +1,7 @@
 // RNN, GRU and LSTM reference kernels (rnn.cpp): a hand-computed LSTM, layout 1 against layout 0,
 // the element types, and the errors. ONNX's backend cases (forward, layout 1, sequence_lens) run in
 // tests/conformance; reverse and bidirectional directions, peepholes, input_forget and the
-// activation list are checked against ONNX Runtime by CTest rnn_ort (scripts/gen_rnn_models.py).
+// activation list are checked against ONNX Runtime by CTest ops_ort (scripts/gen_op_models.py).
 #include <catch2/catch.hpp>
 
 #include <cmath>

@@ -116,6 +116,7 @@ void registerShapeKernels(KernelRegistry& r);
 void registerReduceKernels(KernelRegistry& r);
 void registerNnKernels(KernelRegistry& r);
 void registerRnnKernels(KernelRegistry& r);  ///< RNN, GRU, LSTM
+void registerDetectionKernels(KernelRegistry& r);  ///< NonMaxSuppression
 void registerQuantKernels(KernelRegistry& r);
 void registerCodingKernels(KernelRegistry& r);  ///< ai.lwc::HuffmanDecode
 void registerDnnlKernels(KernelRegistry& r);

@@ -54,6 +54,7 @@ const KernelRegistry& builtinKernels() {
     registerReduceKernels(r);
     registerNnKernels(r);
     registerRnnKernels(r);
+    registerDetectionKernels(r);
     registerQuantKernels(r);
     registerCodingKernels(r);
     return r;

@@ -1,12 +1,18 @@
 #!/usr/bin/python3
-"""Writes seeded RNN / GRU / LSTM models that cover what ONNX's backend tests leave out (reverse and
+"""Writes seeded models of the ops whose cases ONNX's backend tests leave thin, for
+scripts/ort_crosscheck.py to run in ONNX Runtime and lwc.
+
+RNN / GRU / LSTM models that cover what ONNX's backend tests leave out (reverse and
 bidirectional directions, sequence_lens with the reverse direction and a zero length,
 peepholes, input_forget, GRU with and without linear_before_reset, activations with alpha and
 beta, initial states, opset 7), plus PyTorch exports of nn.LSTM / nn.GRU / nn.RNN stacks, for
 scripts/ort_crosscheck.py to run in ONNX Runtime and lwc. Layout 1 and float64, which ONNX
 Runtime 1.30 refuses for these ops, are left to the unit tests.
 
-    /usr/bin/python3 scripts/gen_rnn_models.py --out DIR [--seed 1]
+NonMaxSuppression on random boxes (ort_crosscheck's random inputs: overlapping, some flipped): both box
+formats, with and without score_threshold, iou_threshold 0 and 1, max_output_boxes_per_class 0.
+
+    /usr/bin/python3 scripts/gen_op_models.py --out DIR [--seed 1]
 """
 import argparse
 import os
@@ -56,10 +62,33 @@ def rnn_model(name, op, out_dir, rng, seq=5, batch=3, inp=4, hid=6, direction="f
         if o:
             vis.append(helper.make_tensor_value_info(o, elem, y_shape if o == "Y" else state))
     graph = helper.make_graph([node], name, [helper.make_tensor_value_info("X", elem, x_shape)], vis, inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="gen_rnn_models")
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="gen_op_models")
     model.ir_version = 8
     onnx.checker.check_model(model, full_check=True)
     onnx.save(model, os.path.join(out_dir, name + ".onnx"))
+
+
+def nms_models(out_dir):
+    cases = [("nms_corners", 0, 5, 0.5, 0.3, 2, 3, 40), ("nms_center_no_score", 1, 100, 0.3, None, 1, 2, 60),
+             ("nms_iou0", 0, 3, 0.0, 0.9, 3, 1, 30), ("nms_max0", 0, 0, 0.5, None, 1, 1, 10),
+             ("nms_iou1_center", 1, 7, 1.0, 0.5, 2, 2, 50)]
+    for name, center, max_out, iou, score, batches, classes, n in cases:
+        inits = [numpy_helper.from_array(np.array([max_out], dtype=np.int64), "max_out"),
+                 numpy_helper.from_array(np.array([iou], dtype=np.float32), "iou")]
+        ins = ["boxes", "scores", "max_out", "iou"]
+        if score is not None:
+            inits.append(numpy_helper.from_array(np.array([score], dtype=np.float32), "score"))
+            ins.append("score")
+        node = helper.make_node("NonMaxSuppression", ins, ["selected"], name=name, center_point_box=center)
+        graph = helper.make_graph(
+            [node], name,
+            [helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [batches, n, 4]),
+             helper.make_tensor_value_info("scores", TensorProto.FLOAT, [batches, classes, n])],
+            [helper.make_tensor_value_info("selected", TensorProto.INT64, [None, 3])], inits)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="gen_op_models")
+        model.ir_version = 8
+        onnx.checker.check_model(model, full_check=True)
+        onnx.save(model, os.path.join(out_dir, name + ".onnx"))
 
 
 def torch_models(out_dir, seed):
@@ -114,6 +143,7 @@ def main():
     m("rnn_reverse_leaky", "RNN", direction="reverse", attrs={"activations": ["LeakyRelu"], "activation_alpha": [0.2]})
     m("rnn_affine_thresholded", "RNN", direction="bidirectional",
       attrs={"activations": ["Affine", "ThresholdedRelu"], "activation_alpha": [0.7, 0.1], "activation_beta": [0.2]})
+    nms_models(a.out)
     if not a.no_torch:
         torch_models(a.out, a.seed)
 

@@ -1,0 +1,68 @@
+// NonMaxSuppression (detection.cpp): the rules ONNX's backend cases leave open, by hand. Random
+// boxes against ONNX Runtime: CTest ops_ort.
+#include <catch2/catch.hpp>
+
+#include "support/engine_util.h"
+
+using namespace lwc;
+using namespace lwc::test;
+using Catch::Matchers::Contains;
+
+namespace {
+
+std::vector<int64_t> selected(const std::vector<float>& boxes, const std::vector<float>& scores, int64_t max_out, float iou,
+                              std::optional<float> score = std::nullopt, int64_t center = 0) {
+  const int64_t n = static_cast<int64_t>(scores.size());
+  std::vector<Tensor> ins{Tensor::fromVector<float>({1, n, 4}, boxes), Tensor::fromVector<float>({1, 1, n}, scores),
+                          Tensor::fromVector<int64_t>({1}, {max_out}), Tensor::fromVector<float>({1}, {iou})};
+  if (score) ins.push_back(Tensor::fromVector<float>({1}, {*score}));
+  const Tensor y = runNode(makeSpec("NonMaxSuppression", ins, {attrInt("center_point_box", center)}, 13), true).at(0);
+  REQUIRE(y.rank() == 2);
+  std::vector<int64_t> boxes_kept;
+  for (int64_t i = 0; i < y.dim(0); ++i) boxes_kept.push_back(y.data<int64_t>()[i * 3 + 2]);
+  return boxes_kept;
+}
+
+std::string errorOf(const NodeSpec& s) {
+  try {
+    runNode(s, true);
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+}  // namespace
+
+TEST_CASE("NonMaxSuppression: ties, thresholds and empty boxes as ONNX Runtime decides them", "[nn][nms]") {
+  // Three identical unit boxes with equal scores: the lowest index wins, the others go.
+  const std::vector<float> same{0, 0, 1, 1, 0, 0, 1, 1, 0, 0, 1, 1};
+  CHECK(selected(same, {0.5f, 0.5f, 0.5f}, 10, 0.5f) == std::vector<int64_t>{0});
+  // Highest score first; a box is kept while its IoU with every kept box is at most the threshold.
+  // Boxes 0 and 1 overlap with IoU 1/3 (two unit squares sharing half their width).
+  const std::vector<float> half{0, 0, 1, 1, 0, 0.5f, 1, 1.5f, 5, 5, 6, 6};
+  CHECK(selected(half, {0.6f, 0.9f, 0.1f}, 10, 0.5f) == std::vector<int64_t>{1, 0, 2});
+  CHECK(selected(half, {0.6f, 0.9f, 0.1f}, 10, 0.3f) == std::vector<int64_t>{1, 2});
+  CHECK(selected(half, {0.6f, 0.9f, 0.1f}, 2, 0.5f) == std::vector<int64_t>{1, 0});
+  CHECK(selected(half, {0.6f, 0.9f, 0.1f}, 0, 0.5f).empty());  // max_output_boxes_per_class 0: nothing
+  // score_threshold keeps scores strictly above it.
+  CHECK(selected(half, {0.6f, 0.9f, 0.1f}, 10, 0.5f, 0.6f) == std::vector<int64_t>{1});
+  // A box without area suppresses nothing and is suppressed by nothing.
+  const std::vector<float> flat{0, 0, 1, 1, 0, 0, 1, 0};
+  CHECK(selected(flat, {0.9f, 0.8f}, 10, 0.0f) == std::vector<int64_t>{0, 1});
+  // Flipped corners are the same box; center_point_box = 1 reads [x, y, w, h].
+  CHECK(selected({0, 0, 1, 1, 1, 1, 0, 0}, {0.9f, 0.8f}, 10, 0.5f) == std::vector<int64_t>{0});
+  CHECK(selected({0.5f, 0.5f, 1, 1, 0.5f, 1.0f, 1, 1}, {0.9f, 0.8f}, 10, 0.5f, std::nullopt, 1) == std::vector<int64_t>{0, 1});
+  CHECK(selected({0.5f, 0.5f, 1, 1, 0.5f, 1.0f, 1, 1}, {0.9f, 0.8f}, 10, 0.3f, std::nullopt, 1) == std::vector<int64_t>{0});
+}
+
+TEST_CASE("NonMaxSuppression errors name the node and the problem", "[nn][nms]") {
+  const Tensor boxes = randomFloat({1, 3, 4}, 1), scores = randomFloat({1, 2, 3}, 2);
+  auto spec = [&](Tensor b, Tensor s, float iou) {
+    return makeSpec("NonMaxSuppression", {b, s, Tensor::fromVector<int64_t>({1}, {5}), Tensor::fromVector<float>({1}, {iou})}, {}, 13);
+  };
+  CHECK(errorOf(spec(boxes, scores, 0.5f)) == "(no error)");
+  CHECK_THAT(errorOf(spec(boxes, scores, 1.5f)), Contains("iou_threshold is 1.5; expected a value in [0, 1]"));
+  CHECK_THAT(errorOf(spec(randomFloat({1, 3, 5}, 3), scores, 0.5f)), Contains("boxes have shape [1,3,5]; expected"));
+  CHECK_THAT(errorOf(spec(boxes, randomFloat({1, 2, 4}, 4), 0.5f)), Contains("scores have shape [1,2,4]; expected [1, num_classes, 3]"));
+}
