@@ -9,6 +9,9 @@ beta, initial states, opset 7), plus PyTorch exports of nn.LSTM / nn.GRU / nn.RN
 scripts/ort_crosscheck.py to run in ONNX Runtime and lwc. Layout 1 and float64, which ONNX
 Runtime 1.30 refuses for these ops, are left to the unit tests.
 
+Einsum: attention's product, ellipses that broadcast, the implicit form, diagonals, three
+operands, a full sum, upper-case labels, a size-1 label.
+
 NonMaxSuppression on random boxes (ort_crosscheck's random inputs: overlapping, some flipped): both box
 formats, with and without score_threshold, iou_threshold 0 and 1, max_output_boxes_per_class 0.
 
@@ -91,6 +94,29 @@ def nms_models(out_dir):
         onnx.save(model, os.path.join(out_dir, name + ".onnx"))
 
 
+def einsum_models(out_dir):
+    cases = [("einsum_attention", "bhqd,bhkd->bhqk", [[2, 3, 5, 4], [2, 3, 6, 4]]),
+             ("einsum_ellipsis_broadcast", "...ij,...jk->...ik", [[2, 1, 3, 4], [1, 5, 4, 6]]),
+             ("einsum_implicit", "ij,jk", [[3, 4], [4, 5]]),
+             ("einsum_diagonal", "ii->i", [[4, 4]]),
+             ("einsum_trace_implicit", "bii", [[3, 4, 4]]),
+             ("einsum_three", "ij,jk,kl->li", [[2, 3], [3, 4], [4, 5]]),
+             ("einsum_sum_all", "ijk->", [[2, 3, 4]]),
+             ("einsum_outer_upper", "Ab,c->cbA", [[2, 3], [4]]),
+             ("einsum_size1_label", "ij,ij->ij", [[3, 1], [3, 5]])]
+    for name, eq, shapes in cases:
+        names = [f"x{i}" for i in range(len(shapes))]
+        out_shape = list(np.einsum(eq, *[np.zeros(sh, dtype=np.float32) for sh in shapes]).shape)
+        node = helper.make_node("Einsum", names, ["y"], name=name, equation=eq)
+        graph = helper.make_graph([node], name, [helper.make_tensor_value_info(nm, TensorProto.FLOAT, sh)
+                                                 for nm, sh in zip(names, shapes)],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="gen_op_models")
+        model.ir_version = 8
+        onnx.checker.check_model(model, full_check=True)
+        onnx.save(model, os.path.join(out_dir, name + ".onnx"))
+
+
 def torch_models(out_dir, seed):
     import torch
 
@@ -144,6 +170,7 @@ def main():
     m("rnn_affine_thresholded", "RNN", direction="bidirectional",
       attrs={"activations": ["Affine", "ThresholdedRelu"], "activation_alpha": [0.7, 0.1], "activation_beta": [0.2]})
     nms_models(a.out)
+    einsum_models(a.out)
     if not a.no_torch:
         torch_models(a.out, a.seed)
 

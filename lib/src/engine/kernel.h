@@ -117,6 +117,7 @@ void registerReduceKernels(KernelRegistry& r);
 void registerNnKernels(KernelRegistry& r);
 void registerRnnKernels(KernelRegistry& r);  ///< RNN, GRU, LSTM
 void registerDetectionKernels(KernelRegistry& r);  ///< NonMaxSuppression
+void registerEinsumKernel(KernelRegistry& r);
 void registerQuantKernels(KernelRegistry& r);
 void registerCodingKernels(KernelRegistry& r);  ///< ai.lwc::HuffmanDecode
 void registerDnnlKernels(KernelRegistry& r);

@@ -55,6 +55,7 @@ const KernelRegistry& builtinKernels() {
     registerNnKernels(r);
     registerRnnKernels(r);
     registerDetectionKernels(r);
+    registerEinsumKernel(r);
     registerQuantKernels(r);
     registerCodingKernels(r);
     return r;

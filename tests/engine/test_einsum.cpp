@@ -1,0 +1,66 @@
+// Einsum (einsum.cpp): forms ONNX's backend cases do not hold, checked against loops written here,
+// and the errors. More equations against ONNX Runtime: CTest ops_ort (scripts/gen_op_models.py).
+#include <catch2/catch.hpp>
+
+#include "support/engine_util.h"
+
+using namespace lwc;
+using namespace lwc::test;
+using Catch::Matchers::Contains;
+
+namespace {
+
+NodeSpec einsumSpec(const std::string& eq, std::vector<Tensor> ins) {
+  return makeSpec("Einsum", std::move(ins), {attrString("equation", eq)}, 13);
+}
+
+std::string errorOf(const NodeSpec& s) {
+  try {
+    runNode(s, true);
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+}  // namespace
+
+TEST_CASE("Einsum: an ellipsis over more dims in one input than in another broadcasts, right-aligned", "[nn][einsum]") {
+  // "...ij,...jk->...ik" with A [2, 3, 2, 4] and B [3, 4, 5]: B's one ellipsis dim meets A's last.
+  const Tensor a = randomFloat({2, 3, 2, 4}, 1), b = randomFloat({3, 4, 5}, 2);
+  const Tensor y = runNode(einsumSpec("...ij,...jk->...ik", {a, b}), true).at(0);
+  REQUIRE(y.shape() == Shape{2, 3, 2, 5});
+  for (int64_t p = 0; p < 2; ++p)
+    for (int64_t q = 0; q < 3; ++q)
+      for (int64_t i = 0; i < 2; ++i)
+        for (int64_t k = 0; k < 5; ++k) {
+          double s = 0;
+          for (int64_t j = 0; j < 4; ++j) s += double(a.data<float>()[((p * 3 + q) * 2 + i) * 4 + j]) * b.data<float>()[(q * 4 + j) * 5 + k];
+          CHECK(y.data<float>()[((p * 3 + q) * 2 + i) * 5 + k] == Approx(s).epsilon(1e-6));
+        }
+}
+
+TEST_CASE("Einsum on integers sums exactly, and implicit output orders labels by character code", "[nn][einsum]") {
+  const Tensor a = Tensor::fromVector<int64_t>({2, 3}, {1, 2, 3, 4, 5, 6}), b = Tensor::fromVector<int64_t>({3}, {10, 100, 1000});
+  // "Bj,j" implicit: j appears twice (summed), B once: output [2]
+  const Tensor y = runNode(einsumSpec("Bj,j", {a, b}), true).at(0);
+  CHECK(y.dtype() == DType::Int64);
+  CHECK(y.shape() == Shape{2});
+  CHECK(y.data<int64_t>()[0] == 3210);
+  CHECK(y.data<int64_t>()[1] == 6540);
+  // "ba" implicit is the transpose ("ab" in character order)
+  const Tensor t = runNode(einsumSpec("ba", {a}), true).at(0);
+  REQUIRE(t.shape() == Shape{3, 2});
+  CHECK(t.data<int64_t>()[1] == 4);
+}
+
+TEST_CASE("Einsum errors name the node, the equation and the problem", "[nn][einsum]") {
+  const Tensor a = randomFloat({2, 3}, 1), b = randomFloat({4, 5}, 2);
+  CHECK_THAT(errorOf(einsumSpec("ij,jk->ik", {a, b})), Contains("label 'j' is 3 in one input and 4 in input 1"));
+  CHECK_THAT(errorOf(einsumSpec("ij->ij", {a, b})), Contains("has 1 terms for 2 inputs"));
+  CHECK_THAT(errorOf(einsumSpec("ijk,kl", {a, b})), Contains("term 'ijk' has 3 labels but input 0 has shape [2,3]"));
+  CHECK_THAT(errorOf(einsumSpec("i1,kl", {a, b})), Contains("'1' is not a letter"));
+  CHECK_THAT(errorOf(einsumSpec("ij,kl->iz", {a, b})), Contains("output label 'z' is in no input"));
+  CHECK_THAT(errorOf(einsumSpec("ij,kl->ii", {a, b})), Contains("output label 'i' appears twice"));
+  CHECK(errorOf(einsumSpec("ij,kl->ilkj", {a, b})) == "(no error)");
+}
