@@ -64,3 +64,36 @@ TEST_CASE("Einsum errors name the node, the equation and the problem", "[nn][ein
   CHECK_THAT(errorOf(einsumSpec("ij,kl->ii", {a, b})), Contains("output label 'i' appears twice"));
   CHECK(errorOf(einsumSpec("ij,kl->ilkj", {a, b})) == "(no error)");
 }
+
+TEST_CASE("Einsum of two float32 inputs as a batched sgemm: the reference's values, the same bits on 1-3 threads", "[nn][einsum]") {
+  struct Case {
+    std::string eq;
+    Shape a, b;
+  };
+  const std::vector<Case> cases{{"bhqd,bhkd->bhqk", {2, 3, 70, 16}, {2, 3, 130, 16}},  // past one 64 x 128 block
+                                {"ij,jk->ki", {5, 7}, {7, 3}},
+                                {"bij,bjk", {4, 2, 3}, {4, 3, 5}},
+                                {"i,j->ji", {4}, {6}},
+                                {"ij,ij->", {3, 4}, {3, 4}},
+                                {"kbi,bkj->bij", {6, 2, 3}, {2, 6, 4}},
+                                {"...ij,...jk->...ik", {2, 3, 4}, {2, 4, 5}},
+                                {"ij,jk->ik", {3, 0}, {0, 4}},  // an empty sum: zeros
+                                {"ij,kl->ijk", {2, 3}, {4, 5}},  // l summed in one input only: the reference
+                                {"ii,ij->ij", {3, 3}, {3, 2}}};  // a diagonal: the reference
+  for (const Case& c : cases) {
+    INFO(c.eq);
+    const NodeSpec s = einsumSpec(c.eq, {randomFloat(c.a, 1), randomFloat(c.b, 2)});
+    const Tensor want = runNode(s, true).at(0);
+    Tensor first;
+    const bool fast = c.eq.rfind("ij,kl", 0) != 0 && c.eq.rfind("ii", 0) != 0;
+    for (int threads : {1, 2, 3}) {
+      const auto [got, prof] = runProfiledOnThreads(s, "Einsum", threads);
+      CHECK(prof.primitive == (fast ? "sgemm" : ""));
+      REQUIRE(got.shape() == want.shape());
+      for (int64_t i = 0; i < got.numel(); ++i) CHECK(got.data<float>()[i] == Approx(want.data<float>()[i]).margin(1e-5));
+      if (threads == 1) first = got;
+      else CHECK(got.bitEqual(first));
+    }
+    engine::configureThreads(0);
+  }
+}

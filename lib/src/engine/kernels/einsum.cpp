@@ -6,11 +6,13 @@
 #include <algorithm>
 #include <array>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "engine/kernel.h"
 #include "engine/kernels/common.h"
+#include "engine/kernels/dnnl_common.h"
 
 namespace lwc::engine {
 
@@ -97,7 +99,16 @@ void contract(KernelContext& ctx, const std::vector<const Tensor*>& ops, const s
   ctx.outputs[0] = std::move(y);
 }
 
-void einsum(KernelContext& ctx) {
+// The equation read against the inputs: each input's labels, the output's, every label's size.
+struct Plan {
+  std::vector<const Tensor*> ops;
+  std::vector<Term> terms;
+  std::vector<int> out_labels;
+  std::map<int, int64_t> sizes;
+  DType dt;
+};
+
+Plan plan(const KernelContext& ctx) {
   std::string eq;
   for (char c : ctx.node.attrString("equation")) if (c != ' ') eq += c;
   if (eq.empty()) ctx.error("has no equation attribute");
@@ -171,6 +182,12 @@ void einsum(KernelContext& ctx) {
       }
     }
   }
+  return Plan{ops, terms, out_labels, sizes, dt};
+}
+
+void einsum(KernelContext& ctx) {
+  const Plan p = plan(ctx);
+  const auto& [ops, terms, out_labels, sizes, dt] = p;
   switch (dt) {
     case DType::Float32: return contract<double, float>(ctx, ops, terms, out_labels, sizes, dt);
     case DType::Float64: return contract<double, double>(ctx, ops, terms, out_labels, sizes, dt);
@@ -189,8 +206,119 @@ void einsum(KernelContext& ctx) {
   }
 }
 
+// x of `shape` with its axes in the order `perm` (new axis i = old axis perm[i]).
+std::vector<float> permuted(const float* x, const Shape& shape, const std::vector<size_t>& perm) {
+  const size_t r = shape.size();
+  std::vector<int64_t> old_stride(r, 1), ext(r), st(r);
+  for (size_t d = r; d-- > 1;) old_stride[d - 1] = old_stride[d] * shape[d];
+  int64_t total = 1;
+  for (size_t i = 0; i < r; ++i) {
+    ext[i] = shape[perm[i]];
+    st[i] = old_stride[perm[i]];
+    total *= ext[i];
+  }
+  std::vector<float> y(static_cast<size_t>(total));
+  std::vector<int64_t> idx(r, 0);
+  int64_t off = 0;
+  for (int64_t it = 0; it < total; ++it) {
+    y[static_cast<size_t>(it)] = x[off];
+    for (size_t k = r; k-- > 0;) {
+      if (++idx[k] < ext[k]) {
+        off += st[k];
+        break;
+      }
+      idx[k] = 0;
+      off -= st[k] * (ext[k] - 1);
+    }
+  }
+  return y;
+}
+
+// Two float32 inputs whose labels are each either batch (both inputs and the output), rows (the
+// first input and the output), columns (the second and the output) or summed (both inputs, not
+// the output), without diagonals or size-1 broadcasting: a batched matrix product on oneDNN's sgemm
+// in fixed blocks (the same bits on any thread count), inputs and output transposed around it
+// where their label order needs it. Everything else runs the reference loop.
+class FastEinsum final : public Kernel {
+ public:
+  void run(KernelContext& ctx) override {
+    const Plan p = plan(ctx);
+    fast_ = p.dt == DType::Float32 && p.ops.size() == 2 && batchedProduct(ctx, p);
+    if (!fast_) einsum(ctx);
+  }
+  std::string primitive() const override { return fast_ ? "sgemm" : ""; }
+
+ private:
+  static bool batchedProduct(KernelContext& ctx, const Plan& p) {
+    const auto& a = p.terms[0].labels;
+    const auto& b = p.terms[1].labels;
+    auto has = [](const std::vector<int>& v, int l) { return std::find(v.begin(), v.end(), l) != v.end(); };
+    for (size_t o = 0; o < 2; ++o) {
+      const auto& t = p.terms[o].labels;
+      for (size_t d = 0; d < t.size(); ++d)
+        if (std::count(t.begin(), t.end(), t[d]) > 1 || p.ops[o]->dim(d) != p.sizes.at(t[d])) return false;
+    }
+    std::vector<int> batch, rows, cols, sum;
+    for (int l : p.out_labels) {
+      const bool in_a = has(a, l), in_b = has(b, l);
+      (in_a && in_b ? batch : in_a ? rows : cols).push_back(l);
+    }
+    for (int l : a) {
+      if (has(p.out_labels, l)) continue;
+      if (!has(b, l)) return false;  // summed within one input: the reference
+      sum.push_back(l);
+    }
+    for (int l : b)
+      if (!has(p.out_labels, l) && !has(a, l)) return false;
+    auto extent = [&](const std::vector<int>& ls) {
+      int64_t e = 1;
+      for (int l : ls) e *= p.sizes.at(l);
+      return e;
+    };
+    const int64_t nb = extent(batch), m = extent(rows), n = extent(cols), k = extent(sum);
+    // Inputs as [batch, rows, sum] and [batch, sum, cols]; a copy only where the order differs.
+    auto arranged = [&](const Tensor& t, const std::vector<int>& labels, std::vector<int> want, std::vector<float>& store) {
+      std::vector<size_t> perm;
+      for (int l : want) perm.push_back(static_cast<size_t>(std::find(labels.begin(), labels.end(), l) - labels.begin()));
+      bool identity = true;
+      for (size_t i = 0; i < perm.size(); ++i) identity = identity && perm[i] == i;
+      if (identity) return t.data<float>();
+      store = permuted(t.data<float>(), t.shape(), perm);
+      return static_cast<const float*>(store.data());
+    };
+    std::vector<int> a_order(batch), b_order(batch), c_order(batch);
+    a_order.insert(a_order.end(), rows.begin(), rows.end());
+    a_order.insert(a_order.end(), sum.begin(), sum.end());
+    b_order.insert(b_order.end(), sum.begin(), sum.end());
+    b_order.insert(b_order.end(), cols.begin(), cols.end());
+    c_order.insert(c_order.end(), rows.begin(), rows.end());
+    c_order.insert(c_order.end(), cols.begin(), cols.end());
+    std::vector<float> a_store, b_store;
+    const float* ad = arranged(*p.ops[0], a, a_order, a_store);
+    const float* bd = arranged(*p.ops[1], b, b_order, b_store);
+    std::vector<float> c(static_cast<size_t>(nb * m * n), 0.0f);
+    if (k > 0)
+      for (int64_t i = 0; i < nb && m > 0 && n > 0; ++i)
+        if (!dnnl_util::sgemmFixedBlocks('N', m, n, k, ad + i * m * k, k, bd + i * k * n, n, c.data() + i * m * n, n, 64, 128, 0))
+          ctx.error("oneDNN sgemm failed");
+    Shape out_shape, c_shape;
+    for (int l : p.out_labels) out_shape.push_back(p.sizes.at(l));
+    for (int l : c_order) c_shape.push_back(p.sizes.at(l));
+    Tensor& y = ctx.allocUninit(0, DType::Float32, out_shape);
+    std::vector<size_t> perm;
+    for (int l : p.out_labels) perm.push_back(static_cast<size_t>(std::find(c_order.begin(), c_order.end(), l) - c_order.begin()));
+    const std::vector<float> out = permuted(c.data(), c_shape, perm);
+    std::copy(out.begin(), out.end(), y.data<float>());
+    return true;
+  }
+  bool fast_ = false;
+};
+
 }  // namespace
 
-void registerEinsumKernel(KernelRegistry& r) { r.addFn("Einsum", 12, 22, einsum); }
+void registerEinsumKernel(KernelRegistry& r) {
+  r.add("", "Einsum", 12, 22, "dnnl", [](const KernelInfo&) -> std::unique_ptr<Kernel> { return std::make_unique<FastEinsum>(); });
+  r.addFn("Einsum", 12, 22, einsum);
+}
 
 }  // namespace lwc::engine
