@@ -57,6 +57,8 @@ PassResult QuantizeDynamic::run(Model& m, PassContext&) {
   std::vector<std::string> old_weights;
   std::string skipped_why;
   for (const Node& n : g.nodes) {
+    if (const std::string note = recurrentLayerNote(n); !note.empty() && !exclude.count(n.name) && !exclude.count(n.op_type))
+      r.notes.push_back(note);
     const bool mm = n.op_type == "MatMul", gemm = n.op_type == "Gemm";
     const Tensor* w = (mm || gemm) && n.domain.empty() && n.inputs.size() >= 2 ? floatConstant(g, n.inputs[1]) : nullptr;
     bool ok = w && w->rank() == 2 && !g.isGraphInput(n.inputs[1]) && !exclude.count(n.name) && !exclude.count(n.op_type);

@@ -100,6 +100,12 @@ void QuantizeStatic::validate(const PassOptions& o) const {
   }
 }
 
+std::string recurrentLayerNote(const Node& n) {
+  if (!n.domain.empty() || (n.op_type != "RNN" && n.op_type != "GRU" && n.op_type != "LSTM")) return "";
+  return n.describe() + ": left in float (ONNX has no integer " + n.op_type +
+         "; ONNX Runtime's DynamicQuantizeLSTM is a contrib op that other runtimes lack)";
+}
+
 void checkNotQuantized(const Model& m, const std::string& action) {
   static const std::set<std::string> kQuantOps = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear",
                                                   "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger"};
@@ -509,6 +515,7 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
   for (size_t i = 0; i < g.nodes.size(); ++i) {
     const Node& n = g.nodes[i];
     if (!n.domain.empty() || exclude.count(n.name) || exclude.count(n.op_type)) continue;
+    if (const std::string note = recurrentLayerNote(n); !note.empty()) r.notes.push_back(note);
     int axis = 0;
     if (kCompute.count(n.op_type)) {
       if (const std::string why = weightLayoutProblem(g, n, axis); !why.empty()) {

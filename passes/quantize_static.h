@@ -101,6 +101,10 @@ std::vector<TensorError> quantizationErrors(const Model& fp32, const Model& q, c
 /// ("quantize", "prune") says what to run on the float model instead.
 void checkNotQuantized(const Model& m, const std::string& action = "quantize");
 
+/// The note for a recurrent layer (RNN, GRU, LSTM), which both quantizers leave in float; empty for
+/// any other node.
+std::string recurrentLayerNote(const Node& n);
+
 /// A model whose default-domain opset is below `want` is converted to opset 13 with ONNX's version
 /// converter (raising the opset import alone would change what older ops mean). Returns the note
 /// for the report: the conversion, or why the converter could not do it (the model is then as it

@@ -645,6 +645,36 @@ g (float[4, N] x, float[4, 3] w2) => (float[N, 3] y)
   CHECK_FALSE(fs::exists(d / "q2.onnx"));
 }
 
+TEST_CASE("lwc quantize says it leaves an LSTM in float, in both modes, and the file runs in lwc", "[cli][quantize]") {
+  TempDir d;
+  Model m = parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 14]>
+g (float[N, 5, 4] x, float[1, 24, 4] w, float[1, 24, 6] r, int64[1] zero, float[6, 3] wf) => (float[N, 3] y)
+{
+  t = Transpose <perm = [1, 0, 2]> (x)
+  seq, hn = LSTM <hidden_size = 6> (t, w, r)
+  h = Squeeze (hn, zero)
+  y = MatMul (h, wf)
+}
+)");
+  m.graph.initializers.set("w", test::randomFloat({1, 24, 4}, 3, -0.5f, 0.5f));
+  m.graph.initializers.set("r", test::randomFloat({1, 24, 6}, 4, -0.5f, 0.5f));
+  m.graph.initializers.set("zero", Tensor::fromVector<int64_t>({1}, {0}));
+  m.graph.initializers.set("wf", test::randomFloat({6, 3}, 5, -1.0f, 1.0f));
+  m.graph.inputs.resize(1);
+  saveModel(m, d / "g.onnx");
+  writeNpy(d / "x.npy", test::randomFloat({16, 5, 4}, 6));
+  for (const std::string mode : {"dynamic", "static"}) {
+    INFO(mode);
+    auto r = runLwc("quantize " + q(d / "g.onnx") + " --mode " + mode + (mode == "static" ? " --calib " + q(d / "x.npy") : "") +
+                    " --eval " + q(d / "x.npy") + " --bench-batch 0 -o " + q(d / (mode + ".onnx")));
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    CHECK_THAT(r.err, Contains("LSTM (output 'seq'): left in float (ONNX has no integer LSTM"));
+    CHECK(countOp(loadModel(d / (mode + ".onnx")), "LSTM") == 1);
+  }
+}
+
 TEST_CASE("lwc quantize --mode dynamic converts an opset-10 model to 11 where 13 fails, and says why", "[cli][quantize]") {
   // Softmax 12 -> 13 needs a known input shape, which a Reshape to a computed shape hides: the
   // model was refused though DynamicQuantizeLinear needs only opset 11, and the reason was lost.
