@@ -12,6 +12,8 @@ Runtime 1.30 refuses for these ops, are left to the unit tests.
 Einsum: attention's product, ellipses that broadcast, the implicit form, diagonals, three
 operands, a full sum, upper-case labels, a size-1 label.
 
+MeanVarianceNormalization with its default axes, one axis, a negative axis.
+
 NonMaxSuppression on random boxes (ort_crosscheck's random inputs: overlapping, some flipped): both box
 formats, with and without score_threshold, iou_threshold 0 and 1, max_output_boxes_per_class 0.
 
@@ -117,6 +119,19 @@ def einsum_models(out_dir):
         onnx.save(model, os.path.join(out_dir, name + ".onnx"))
 
 
+def mvn_models(out_dir):
+    for name, axes, shape in [("mvn_default", None, [2, 3, 4, 5]), ("mvn_channels", [1], [2, 3, 4, 5]),
+                              ("mvn_last_negative", [-1], [3, 7])]:
+        attrs = {} if axes is None else {"axes": axes}
+        node = helper.make_node("MeanVarianceNormalization", ["x"], ["y"], name=name, **attrs)
+        graph = helper.make_graph([node], name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="gen_op_models")
+        model.ir_version = 8
+        onnx.checker.check_model(model, full_check=True)
+        onnx.save(model, os.path.join(out_dir, name + ".onnx"))
+
+
 def torch_models(out_dir, seed):
     import torch
 
@@ -171,6 +186,7 @@ def main():
       attrs={"activations": ["Affine", "ThresholdedRelu"], "activation_alpha": [0.7, 0.1], "activation_beta": [0.2]})
     nms_models(a.out)
     einsum_models(a.out)
+    mvn_models(a.out)
     if not a.no_torch:
         torch_models(a.out, a.seed)
 

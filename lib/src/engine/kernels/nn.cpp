@@ -1196,6 +1196,61 @@ void meanVar(const T* x, int64_t size, double& mean, double& var) {
   var = size ? sq / static_cast<double>(size) : 0;
 }
 
+// MeanVarianceNormalization: (X - mean) / (sqrt(variance) + 1e-9) over `axes` (default [0, 2, 3]),
+// as ONNX's function body defines it (the variance of the population; computed centred, in double).
+void meanVarianceNormKernel(KernelContext& ctx) {
+  const bool half = isHalf(ctx);
+  Tensor x_f;
+  const Tensor& x = floatInput(ctx, 0, x_f);
+  requireFloat(ctx, x, "input X");
+  const int64_t r = static_cast<int64_t>(x.rank());
+  std::vector<bool> reduced(static_cast<size_t>(r), false);
+  for (int64_t a : ctx.node.attrInts("axes", {0, 2, 3})) {
+    if (a < -r || a >= r) ctx.error("axes holds ", a, ", outside the input's ", r, " dims");
+    reduced[static_cast<size_t>(a < 0 ? a + r : a)] = true;
+  }
+  // Each element's group: its index over the kept axes.
+  const Shape& s = x.shape();
+  const int64_t n = x.numel();
+  std::vector<int64_t> group(static_cast<size_t>(n));
+  int64_t groups = 1;
+  for (int64_t d = 0; d < r; ++d)
+    if (!reduced[static_cast<size_t>(d)]) groups *= s[d];
+  std::vector<int64_t> idx(static_cast<size_t>(r), 0);
+  for (int64_t i = 0; i < n; ++i) {
+    int64_t g = 0;
+    for (int64_t d = 0; d < r; ++d)
+      if (!reduced[static_cast<size_t>(d)]) g = g * s[d] + idx[static_cast<size_t>(d)];
+    group[static_cast<size_t>(i)] = g;
+    for (int64_t d = r; d-- > 0;) {
+      if (++idx[static_cast<size_t>(d)] < s[d]) break;
+      idx[static_cast<size_t>(d)] = 0;
+    }
+  }
+  Tensor y(x.dtype(), s);
+  dispatchRef(x.dtype(), "meanVarianceNormalization", [&](auto tag) {
+    using T = decltype(tag);
+    const T* xd = x.data<T>();
+    T* yd = y.data<T>();
+    std::vector<double> sum(static_cast<size_t>(groups), 0.0), sq(static_cast<size_t>(groups), 0.0), count(static_cast<size_t>(groups), 0.0);
+    for (int64_t i = 0; i < n; ++i) {
+      sum[static_cast<size_t>(group[static_cast<size_t>(i)])] += xd[i];
+      count[static_cast<size_t>(group[static_cast<size_t>(i)])] += 1;
+    }
+    for (int64_t g = 0; g < groups; ++g) sum[static_cast<size_t>(g)] /= std::max(1.0, count[static_cast<size_t>(g)]);
+    for (int64_t i = 0; i < n; ++i) {
+      const double dv = xd[i] - sum[static_cast<size_t>(group[static_cast<size_t>(i)])];
+      sq[static_cast<size_t>(group[static_cast<size_t>(i)])] += dv * dv;
+    }
+    for (int64_t i = 0; i < n; ++i) {
+      const size_t g = static_cast<size_t>(group[static_cast<size_t>(i)]);
+      const double sd = std::sqrt(sq[g] / std::max(1.0, count[g]));
+      yd[i] = static_cast<T>((xd[i] - sum[g]) / (sd + 1e-9));
+    }
+  });
+  setOutput(ctx, 0, y, half);
+}
+
 void instanceNormKernel(KernelContext& ctx) {
   const bool half = isHalf(ctx);
   Tensor x_f;
@@ -1393,6 +1448,7 @@ void registerNnKernels(KernelRegistry& r) {
   r.addFn("GlobalMaxPool", 1, 22, globalPoolKernel<true>);
   r.add("", "BatchNormalization", 1, 22, "ref", makeBatchNorm);
   r.addFn("InstanceNormalization", 1, 22, instanceNormKernel);
+  r.addFn("MeanVarianceNormalization", 9, 22, meanVarianceNormKernel);
   r.addFn("LayerNormalization", 17, 22, layerNormKernel);
   r.addFn("LayerNorm", 1, 1, layerNormKernel, kInternalDomain);  // the optimizer's fusion of the decomposed form
   r.addFn("LRN", 1, 22, lrnKernel);
