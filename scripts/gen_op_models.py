@@ -12,6 +12,8 @@ Runtime 1.30 refuses for these ops, are left to the unit tests.
 Einsum: attention's product, ellipses that broadcast, the implicit form, diagonals, three
 operands, a full sum, upper-case labels, a size-1 label.
 
+GridSample: every mode, padding mode and align_corners on random grids reaching past [-1, 1].
+
 MeanVarianceNormalization with its default axes, one axis, a negative axis.
 
 NonMaxSuppression on random boxes (ort_crosscheck's random inputs: overlapping, some flipped): both box
@@ -132,6 +134,26 @@ def mvn_models(out_dir):
         onnx.save(model, os.path.join(out_dir, name + ".onnx"))
 
 
+def grid_sample_models(out_dir):
+    for mode in ("bilinear", "nearest", "bicubic"):
+        for pad in ("zeros", "border", "reflection"):
+            for align in (0, 1):
+                name = f"gridsample_{mode}_{pad}_{align}"
+                # The random inputs are in [-1, 1): scaled by 1.6 so that the padding modes matter.
+                scale = helper.make_node("Mul", ["grid", "spread"], ["g"], name=name + "_spread")
+                node = helper.make_node("GridSample", ["x", "g"], ["y"], name=name, mode=mode, padding_mode=pad,
+                                        align_corners=align)
+                graph = helper.make_graph(
+                    [scale, node], name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 5, 7]),
+                                          helper.make_tensor_value_info("grid", TensorProto.FLOAT, [2, 4, 6, 2])],
+                    [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3, 4, 6])],
+                    [numpy_helper.from_array(np.array([1.6], dtype=np.float32), "spread")])
+                model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 16)], producer_name="gen_op_models")
+                model.ir_version = 8
+                onnx.checker.check_model(model, full_check=True)
+                onnx.save(model, os.path.join(out_dir, name + ".onnx"))
+
+
 def torch_models(out_dir, seed):
     import torch
 
@@ -187,6 +209,7 @@ def main():
     nms_models(a.out)
     einsum_models(a.out)
     mvn_models(a.out)
+    grid_sample_models(a.out)
     if not a.no_torch:
         torch_models(a.out, a.seed)
 

@@ -66,3 +66,16 @@ TEST_CASE("NonMaxSuppression errors name the node and the problem", "[nn][nms]")
   CHECK_THAT(errorOf(spec(randomFloat({1, 3, 5}, 3), scores, 0.5f)), Contains("boxes have shape [1,3,5]; expected"));
   CHECK_THAT(errorOf(spec(boxes, randomFloat({1, 2, 4}, 4), 0.5f)), Contains("scores have shape [1,2,4]; expected [1, num_classes, 3]"));
 }
+
+TEST_CASE("GridSample errors name the node and the problem", "[nn][gridsample]") {
+  const Tensor x = randomFloat({1, 2, 3, 4}, 1), grid = randomFloat({1, 5, 6, 2}, 2);
+  auto spec = [&](Tensor a, Tensor g, std::vector<onnx::AttributeProto> attrs = {}) {
+    return makeSpec("GridSample", {a, g}, std::move(attrs), 16);
+  };
+  CHECK(errorOf(spec(x, grid)) == "(no error)");
+  CHECK(runNode(spec(x, grid), true).at(0).shape() == Shape{1, 2, 5, 6});
+  CHECK_THAT(errorOf(spec(x, randomFloat({1, 5, 6, 3}, 3))), Contains("grid has shape [1,5,6,3]; expected [1, H_out, W_out, 2]"));
+  CHECK_THAT(errorOf(spec(x, grid, {attrString("mode", "area")})), Contains("mode 'area' is not bilinear, nearest or bicubic"));
+  CHECK_THAT(errorOf(spec(x, grid, {attrString("padding_mode", "wrap")})), Contains("padding_mode 'wrap'"));
+  CHECK_THAT(errorOf(spec(randomFloat({1, 2, 3, 4, 5}, 4), randomFloat({1, 2, 3, 4, 3}, 5))), Contains("takes 4-D [N, C, H, W] inputs"));
+}

@@ -116,7 +116,7 @@ void registerShapeKernels(KernelRegistry& r);
 void registerReduceKernels(KernelRegistry& r);
 void registerNnKernels(KernelRegistry& r);
 void registerRnnKernels(KernelRegistry& r);  ///< RNN, GRU, LSTM
-void registerDetectionKernels(KernelRegistry& r);  ///< NonMaxSuppression
+void registerDetectionKernels(KernelRegistry& r);  ///< NonMaxSuppression, GridSample
 void registerEinsumKernel(KernelRegistry& r);
 void registerQuantKernels(KernelRegistry& r);
 void registerCodingKernels(KernelRegistry& r);  ///< ai.lwc::HuffmanDecode

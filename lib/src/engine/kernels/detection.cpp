@@ -1,4 +1,4 @@
-// Detection post-processing: NonMaxSuppression (opsets 10-22).
+// Detection and spatial sampling: NonMaxSuppression (opsets 10-22), GridSample (opsets 16-19).
 //
 // Per batch and class, greedy as ONNX Runtime computes it: the boxes whose score is above
 // score_threshold (when given), highest score first (ties: lower box index first); a box is kept
@@ -7,6 +7,8 @@
 // may be flipped ([y1, x1, y2, x2] in any order); center_point_box = 1 reads [x, y, w, h]. IoU in
 // the boxes' own precision (float32 for float32 and float16 boxes).
 #include <algorithm>
+#include <cmath>
+#include <string>
 #include <numeric>
 #include <vector>
 
@@ -111,8 +113,119 @@ void nonMaxSuppression(KernelContext& ctx) {
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// GridSample (opsets 16-19, 4-D): X [N, C, H, W] read at grid [N, Ho, Wo, 2] (x, y in [-1, 1]), as
+// PyTorch's grid_sample and ONNX Runtime compute it: bilinear and nearest sample at the source
+// coordinate after border clipping or reflection; bicubic (A = -0.75) pads each of its 16 taps.
+
+// Reflects v into [lo2 / 2, hi2 / 2] (bounds given doubled), as PyTorch's reflect_coordinates.
+double reflect(double v, double lo2, double hi2) {
+  if (lo2 == hi2) return 0;
+  const double lo = lo2 / 2, span = (hi2 - lo2) / 2;
+  v = std::fabs(v - lo);
+  const double extra = std::fmod(v, span);
+  const int64_t flips = static_cast<int64_t>(std::floor(v / span));
+  return flips % 2 == 0 ? extra + lo : span - extra + lo;
+}
+
+struct Sampler {
+  int64_t h, w;
+  bool align;
+  int padding;  // 0 zeros, 1 border, 2 reflection
+
+  double unnormalize(double g, int64_t size) const { return align ? (g + 1) / 2 * (size - 1) : ((g + 1) * size - 1) / 2; }
+  // Border and reflection: the coordinate moved inside the image.
+  double inside(double v, int64_t size) const {
+    if (padding == 1) return std::clamp(v, 0.0, static_cast<double>(size - 1));
+    if (padding == 2) {
+      v = align ? reflect(v, 0, 2.0 * (size - 1)) : reflect(v, -1, 2.0 * size - 1);
+      return std::clamp(v, 0.0, static_cast<double>(size - 1));
+    }
+    return v;
+  }
+  // Pixel (y, x) of a plane, 0 outside it.
+  template <typename T>
+  double at(const T* plane, int64_t y, int64_t x) const {
+    return y >= 0 && y < h && x >= 0 && x < w ? static_cast<double>(plane[y * w + x]) : 0.0;
+  }
+};
+
+double cubic1(double x) { return ((1.25 * x) - 2.25) * x * x + 1; }                      // |x| <= 1, A = -0.75
+double cubic2(double x) { return ((-0.75 * x + 3.75) * x - 6.0) * x + 3.0; }                // 1 < |x| < 2
+
+template <typename T>
+void gridSampleTyped(KernelContext& ctx, const Tensor& x, const Tensor& grid, int mode, const Sampler& base) {
+  const int64_t n = x.dim(0), c = x.dim(1), ho = grid.dim(1), wo = grid.dim(2);
+  Tensor y(x.dtype(), {n, c, ho, wo});
+  const T* xd = x.data<T>();
+  const T* gd = grid.data<T>();
+  T* yd = y.data<T>();
+  const Sampler s = base;
+#pragma omp parallel for schedule(static) if (n * c * ho * wo > 16384)
+  for (int64_t nc = 0; nc < n * c; ++nc) {
+    const int64_t b = nc / c;
+    const T* plane = xd + nc * s.h * s.w;
+    for (int64_t i = 0; i < ho * wo; ++i) {
+      const T* g = gd + (b * ho * wo + i) * 2;
+      double ix = s.unnormalize(static_cast<double>(g[0]), s.w), iy = s.unnormalize(static_cast<double>(g[1]), s.h);
+      double v = 0;
+      if (mode == 2) {  // bicubic: every tap padded on its own
+        const double fx = std::floor(ix), fy = std::floor(iy), tx = ix - fx, ty = iy - fy;
+        const double cx[4] = {cubic2(tx + 1), cubic1(tx), cubic1(1 - tx), cubic2(2 - tx)};
+        const double cy[4] = {cubic2(ty + 1), cubic1(ty), cubic1(1 - ty), cubic2(2 - ty)};
+        for (int p = 0; p < 4; ++p) {
+          double row = 0;
+          for (int q = 0; q < 4; ++q) {
+            const double sx = s.inside(fx - 1 + q, s.w), sy = s.inside(fy - 1 + p, s.h);
+            row += cx[q] * s.at(plane, static_cast<int64_t>(sy), static_cast<int64_t>(sx));
+          }
+          v += cy[p] * row;
+        }
+      } else {
+        ix = s.inside(ix, s.w);
+        iy = s.inside(iy, s.h);
+        if (mode == 1) {  // nearest, halves to even
+          v = s.at(plane, static_cast<int64_t>(std::nearbyint(iy)), static_cast<int64_t>(std::nearbyint(ix)));
+        } else {
+          const double fx = std::floor(ix), fy = std::floor(iy), tx = ix - fx, ty = iy - fy;
+          const auto x0 = static_cast<int64_t>(fx), y0 = static_cast<int64_t>(fy);
+          v = (1 - ty) * ((1 - tx) * s.at(plane, y0, x0) + tx * s.at(plane, y0, x0 + 1)) +
+              ty * ((1 - tx) * s.at(plane, y0 + 1, x0) + tx * s.at(plane, y0 + 1, x0 + 1));
+        }
+      }
+      yd[nc * ho * wo + i] = static_cast<T>(v);
+    }
+  }
+  ctx.outputs[0] = std::move(y);
+}
+
+void gridSample(KernelContext& ctx) {
+  const bool half = ctx.in(0).dtype() == DType::Float16;
+  const Tensor x = half ? ctx.in(0).cast(DType::Float32) : ctx.in(0);
+  const Tensor grid = ctx.in(1).dtype() == DType::Float16 ? ctx.in(1).cast(DType::Float32) : ctx.in(1);
+  if (x.rank() != 4) ctx.unsupported("input X has shape ", shapeStr(x.shape()), "; lwc's GridSample takes 4-D [N, C, H, W] inputs");
+  if (grid.rank() != 4 || grid.dim(0) != x.dim(0) || grid.dim(3) != 2)
+    ctx.error("grid has shape ", shapeStr(grid.shape()), "; expected [", x.dim(0), ", H_out, W_out, 2]");
+  if (grid.dtype() != x.dtype()) ctx.error("grid is ", dtypeName(grid.dtype()), " but X is ", dtypeName(x.dtype()));
+  const std::string mode = ctx.node.attrString("mode", "bilinear"), pad = ctx.node.attrString("padding_mode", "zeros");
+  const int m = mode == "bilinear" || mode == "linear" ? 0 : mode == "nearest" ? 1 : mode == "bicubic" || mode == "cubic" ? 2 : -1;
+  if (m < 0) ctx.error("mode '", mode, "' is not bilinear, nearest or bicubic");
+  const int p = pad == "zeros" ? 0 : pad == "border" ? 1 : pad == "reflection" ? 2 : -1;
+  if (p < 0) ctx.error("padding_mode '", pad, "' is not zeros, border or reflection");
+  const Sampler s{x.dim(2), x.dim(3), ctx.node.attrInt("align_corners", 0) != 0, p};
+  switch (x.dtype()) {
+    case DType::Float32: gridSampleTyped<float>(ctx, x, grid, m, s); break;
+    case DType::Float64: gridSampleTyped<double>(ctx, x, grid, m, s); break;
+    default: ctx.error("input X is ", dtypeName(x.dtype()), "; this op takes float16, float32 or float64");
+  }
+  if (half) ctx.outputs[0] = ctx.outputs[0].cast(DType::Float16);
+}
+
 }  // namespace
 
-void registerDetectionKernels(KernelRegistry& r) { r.addFn("NonMaxSuppression", 10, 22, nonMaxSuppression); }
+void registerDetectionKernels(KernelRegistry& r) {
+  r.addFn("NonMaxSuppression", 10, 22, nonMaxSuppression);
+  r.addFn("GridSample", 16, 19, gridSample);
+}
 
 }  // namespace lwc::engine
