@@ -2,6 +2,8 @@
 // boxes against ONNX Runtime: CTest ops_ort.
 #include <catch2/catch.hpp>
 
+#include <limits>
+
 #include "support/engine_util.h"
 
 using namespace lwc;
@@ -50,6 +52,8 @@ TEST_CASE("NonMaxSuppression: ties, thresholds and empty boxes as ONNX Runtime d
   // A box without area suppresses nothing and is suppressed by nothing.
   const std::vector<float> flat{0, 0, 1, 1, 0, 0, 1, 0};
   CHECK(selected(flat, {0.9f, 0.8f}, 10, 0.0f) == std::vector<int64_t>{0, 1});
+  // A NaN score is left out, with or without score_threshold.
+  CHECK(selected(half, {0.6f, std::numeric_limits<float>::quiet_NaN(), 0.1f}, 10, 0.5f) == std::vector<int64_t>{0, 2});
   // Flipped corners are the same box; center_point_box = 1 reads [x, y, w, h].
   CHECK(selected({0, 0, 1, 1, 1, 1, 0, 0}, {0.9f, 0.8f}, 10, 0.5f) == std::vector<int64_t>{0});
   CHECK(selected({0.5f, 0.5f, 1, 1, 0.5f, 1.0f, 1, 1}, {0.9f, 0.8f}, 10, 0.5f, std::nullopt, 1) == std::vector<int64_t>{0, 1});
@@ -78,4 +82,19 @@ TEST_CASE("GridSample errors name the node and the problem", "[nn][gridsample]")
   CHECK_THAT(errorOf(spec(x, grid, {attrString("mode", "area")})), Contains("mode 'area' is not bilinear, nearest or bicubic"));
   CHECK_THAT(errorOf(spec(x, grid, {attrString("padding_mode", "wrap")})), Contains("padding_mode 'wrap'"));
   CHECK_THAT(errorOf(spec(randomFloat({1, 2, 3, 4, 5}, 4), randomFloat({1, 2, 3, 4, 3}, 5))), Contains("takes 4-D [N, C, H, W] inputs"));
+}
+
+TEST_CASE("GridSample reads zero at NaN and infinite grid points, in every mode", "[nn][gridsample]") {
+  const Tensor x = randomFloat({1, 1, 3, 4}, 1, 0.5f, 1.0f);
+  Tensor grid = randomFloat({1, 1, 3, 2}, 2);
+  grid.data<float>()[0] = std::numeric_limits<float>::quiet_NaN();
+  grid.data<float>()[3] = std::numeric_limits<float>::infinity();
+  grid.data<float>()[4] = -std::numeric_limits<float>::infinity();
+  for (const std::string mode : {"bilinear", "nearest", "bicubic"})
+    for (const std::string pad : {"zeros", "border", "reflection"}) {
+      INFO(mode << " " << pad);
+      const Tensor y = runNode(makeSpec("GridSample", {x, grid}, {attrString("mode", mode), attrString("padding_mode", pad)}, 16), true).at(0);
+      REQUIRE(y.numel() == 3);
+      if (pad == "zeros") CHECK(y.data<float>()[0] == 0.0f);
+    }
 }

@@ -1,15 +1,16 @@
 // Detection and spatial sampling: NonMaxSuppression (opsets 10-22), GridSample (opsets 16-19).
 //
-// Per batch and class, greedy as ONNX Runtime computes it: the boxes whose score is above
-// score_threshold (when given), highest score first (ties: lower box index first); a box is kept
-// unless its IoU with a kept box exceeds iou_threshold (boxes without area, or not overlapping,
-// never suppress), until max_output_boxes_per_class are kept (0, or omitted: none). Corner boxes
-// may be flipped ([y1, x1, y2, x2] in any order); center_point_box = 1 reads [x, y, w, h]. IoU in
-// the boxes' own precision (float32 for float32 and float16 boxes).
+// NonMaxSuppression, per batch and class, greedy as ONNX Runtime computes it: the boxes whose
+// score is above score_threshold (when given; a NaN score never is), highest score first (ties:
+// lower box index first); a box is kept unless its IoU with a kept box exceeds iou_threshold (boxes
+// without area, or not overlapping, never suppress), until max_output_boxes_per_class are kept (0,
+// or omitted: none). Corner boxes may be flipped ([y1, x1, y2, x2] in any order);
+// center_point_box = 1 reads [x, y, w, h]. IoU in the boxes' own precision (float32 for float32
+// and float16 boxes).
 #include <algorithm>
 #include <cmath>
-#include <string>
 #include <numeric>
+#include <string>
 #include <vector>
 
 #include "engine/kernel.h"
@@ -78,8 +79,8 @@ void nms(KernelContext& ctx, const Tensor& boxes, const Tensor& scores) {
     for (int64_t c = 0; c < classes; ++c) {
       const T* s = sd + (b * classes + c) * n;
       order.clear();
-      for (int64_t i = 0; i < n; ++i)
-        if (!has_score || s[i] > score_min) order.push_back(i);
+      for (int64_t i = 0; i < n; ++i)  // a NaN score has no rank: left out (sorting it would be undefined)
+        if (!std::isnan(static_cast<double>(s[i])) && (!has_score || s[i] > score_min)) order.push_back(i);
       std::stable_sort(order.begin(), order.end(), [&](int64_t x, int64_t y) { return s[x] > s[y]; });
       kept.clear();
       for (int64_t i : order) {
@@ -121,6 +122,7 @@ void nonMaxSuppression(KernelContext& ctx) {
 // Reflects v into [lo2 / 2, hi2 / 2] (bounds given doubled), as PyTorch's reflect_coordinates.
 double reflect(double v, double lo2, double hi2) {
   if (lo2 == hi2) return 0;
+  if (!std::isfinite(v)) return v;  // NaN stays NaN (it reads 0); an infinity is clamped by the caller
   const double lo = lo2 / 2, span = (hi2 - lo2) / 2;
   v = std::fabs(v - lo);
   const double extra = std::fmod(v, span);
@@ -143,10 +145,13 @@ struct Sampler {
     }
     return v;
   }
-  // Pixel (y, x) of a plane, 0 outside it.
+  // weight * pixel (y, x) of a plane (whole numbers held in doubles), nothing outside it: a tap
+  // there adds nothing, whatever its weight (a NaN or infinite grid value reads 0, as in PyTorch's
+  // bilinear sampling); the bounds are compared before any conversion to an integer.
   template <typename T>
-  double at(const T* plane, int64_t y, int64_t x) const {
-    return y >= 0 && y < h && x >= 0 && x < w ? static_cast<double>(plane[y * w + x]) : 0.0;
+  double tap(const T* plane, double y, double x, double weight) const {
+    if (!(y >= 0 && y < static_cast<double>(h) && x >= 0 && x < static_cast<double>(w))) return 0.0;
+    return weight * static_cast<double>(plane[static_cast<int64_t>(y) * w + static_cast<int64_t>(x)]);
   }
 };
 
@@ -173,24 +178,17 @@ void gridSampleTyped(KernelContext& ctx, const Tensor& x, const Tensor& grid, in
         const double fx = std::floor(ix), fy = std::floor(iy), tx = ix - fx, ty = iy - fy;
         const double cx[4] = {cubic2(tx + 1), cubic1(tx), cubic1(1 - tx), cubic2(2 - tx)};
         const double cy[4] = {cubic2(ty + 1), cubic1(ty), cubic1(1 - ty), cubic2(2 - ty)};
-        for (int p = 0; p < 4; ++p) {
-          double row = 0;
-          for (int q = 0; q < 4; ++q) {
-            const double sx = s.inside(fx - 1 + q, s.w), sy = s.inside(fy - 1 + p, s.h);
-            row += cx[q] * s.at(plane, static_cast<int64_t>(sy), static_cast<int64_t>(sx));
-          }
-          v += cy[p] * row;
-        }
+        for (int p = 0; p < 4; ++p)
+          for (int q = 0; q < 4; ++q) v += s.tap(plane, s.inside(fy - 1 + p, s.h), s.inside(fx - 1 + q, s.w), cy[p] * cx[q]);
       } else {
         ix = s.inside(ix, s.w);
         iy = s.inside(iy, s.h);
         if (mode == 1) {  // nearest, halves to even
-          v = s.at(plane, static_cast<int64_t>(std::nearbyint(iy)), static_cast<int64_t>(std::nearbyint(ix)));
+          v = s.tap(plane, std::nearbyint(iy), std::nearbyint(ix), 1.0);
         } else {
-          const double fx = std::floor(ix), fy = std::floor(iy), tx = ix - fx, ty = iy - fy;
-          const auto x0 = static_cast<int64_t>(fx), y0 = static_cast<int64_t>(fy);
-          v = (1 - ty) * ((1 - tx) * s.at(plane, y0, x0) + tx * s.at(plane, y0, x0 + 1)) +
-              ty * ((1 - tx) * s.at(plane, y0 + 1, x0) + tx * s.at(plane, y0 + 1, x0 + 1));
+          const double x0 = std::floor(ix), y0 = std::floor(iy), tx = ix - x0, ty = iy - y0;
+          v = s.tap(plane, y0, x0, (1 - ty) * (1 - tx)) + s.tap(plane, y0, x0 + 1, (1 - ty) * tx) +
+              s.tap(plane, y0 + 1, x0, ty * (1 - tx)) + s.tap(plane, y0 + 1, x0 + 1, ty * tx);
         }
       }
       yd[nc * ho * wo + i] = static_cast<T>(v);
