@@ -31,6 +31,13 @@ from onnx import TensorProto, helper, numpy_helper
 GATES = {"RNN": 1, "GRU": 3, "LSTM": 4}
 
 
+def save(graph, name, out_dir, opset):
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="gen_op_models")
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, os.path.join(out_dir, name + ".onnx"))
+
+
 def rnn_model(name, op, out_dir, rng, seq=5, batch=3, inp=4, hid=6, direction="forward", layout=0,
               bias=True, lens=None, init_h=False, init_c=False, peep=False, attrs=None, dtype=np.float32,
               opset=14, outputs=("Y", "Y_h", "Y_c")):
@@ -69,10 +76,7 @@ def rnn_model(name, op, out_dir, rng, seq=5, batch=3, inp=4, hid=6, direction="f
         if o:
             vis.append(helper.make_tensor_value_info(o, elem, y_shape if o == "Y" else state))
     graph = helper.make_graph([node], name, [helper.make_tensor_value_info("X", elem, x_shape)], vis, inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="gen_op_models")
-    model.ir_version = 8
-    onnx.checker.check_model(model, full_check=True)
-    onnx.save(model, os.path.join(out_dir, name + ".onnx"))
+    save(graph, name, out_dir, opset)
 
 
 def nms_models(out_dir):
@@ -92,10 +96,7 @@ def nms_models(out_dir):
             [helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [batches, n, 4]),
              helper.make_tensor_value_info("scores", TensorProto.FLOAT, [batches, classes, n])],
             [helper.make_tensor_value_info("selected", TensorProto.INT64, [None, 3])], inits)
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="gen_op_models")
-        model.ir_version = 8
-        onnx.checker.check_model(model, full_check=True)
-        onnx.save(model, os.path.join(out_dir, name + ".onnx"))
+        save(graph, name, out_dir, 13)
 
 
 def einsum_models(out_dir):
@@ -115,10 +116,7 @@ def einsum_models(out_dir):
         graph = helper.make_graph([node], name, [helper.make_tensor_value_info(nm, TensorProto.FLOAT, sh)
                                                  for nm, sh in zip(names, shapes)],
                                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)])
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="gen_op_models")
-        model.ir_version = 8
-        onnx.checker.check_model(model, full_check=True)
-        onnx.save(model, os.path.join(out_dir, name + ".onnx"))
+        save(graph, name, out_dir, 13)
 
 
 def mvn_models(out_dir):
@@ -128,10 +126,7 @@ def mvn_models(out_dir):
         node = helper.make_node("MeanVarianceNormalization", ["x"], ["y"], name=name, **attrs)
         graph = helper.make_graph([node], name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
                                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)])
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="gen_op_models")
-        model.ir_version = 8
-        onnx.checker.check_model(model, full_check=True)
-        onnx.save(model, os.path.join(out_dir, name + ".onnx"))
+        save(graph, name, out_dir, 13)
 
 
 def grid_sample_models(out_dir):
@@ -148,10 +143,7 @@ def grid_sample_models(out_dir):
                                           helper.make_tensor_value_info("grid", TensorProto.FLOAT, [2, 4, 6, 2])],
                     [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3, 4, 6])],
                     [numpy_helper.from_array(np.array([1.6], dtype=np.float32), "spread")])
-                model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 16)], producer_name="gen_op_models")
-                model.ir_version = 8
-                onnx.checker.check_model(model, full_check=True)
-                onnx.save(model, os.path.join(out_dir, name + ".onnx"))
+                save(graph, name, out_dir, 16)
 
 
 def torch_models(out_dir, seed):

@@ -23,15 +23,6 @@ onnx::AttributeProto attrStrings(const std::string& name, const std::vector<std:
   return a;
 }
 
-std::string errorOf(const NodeSpec& s) {
-  try {
-    runNode(s, true);
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
-
 double sig(double x) { return 1.0 / (1.0 + std::exp(-x)); }
 
 // [a, b, c] -> [b, a, c] (layout 0 <-> 1 of X and of the states)
@@ -133,17 +124,17 @@ TEST_CASE("RNN GRU and LSTM errors name the node and the problem", "[nn][rnn]") 
     ins.insert(ins.end(), extra.begin(), extra.end());
     return makeSpec("LSTM", ins, std::move(attrs), 14);
   };
-  CHECK(errorOf(lstm({attrInt("hidden_size", 1)})) == "(no error)");
-  CHECK_THAT(errorOf(lstm({attrInt("hidden_size", 1), attrFloat("clip", 3.0f)})), Contains("clip attribute is not supported"));
-  CHECK_THAT(errorOf(lstm({attrInt("hidden_size", 1), attrStrings("activations", {"Sigmoid", "Tanh"})})),
+  CHECK(nodeError(lstm({attrInt("hidden_size", 1)})) == "(no error)");
+  CHECK_THAT(nodeError(lstm({attrInt("hidden_size", 1), attrFloat("clip", 3.0f)})), Contains("clip attribute is not supported"));
+  CHECK_THAT(nodeError(lstm({attrInt("hidden_size", 1), attrStrings("activations", {"Sigmoid", "Tanh"})})),
              Contains("activations lists 2 functions; expected 3"));
-  CHECK_THAT(errorOf(lstm({attrInt("hidden_size", 1), attrStrings("activations", {"Sigmoid", "Tanh", "Swish"})})),
+  CHECK_THAT(nodeError(lstm({attrInt("hidden_size", 1), attrStrings("activations", {"Sigmoid", "Tanh", "Swish"})})),
              Contains("activation 'Swish' is not one of the spec's"));
-  CHECK_THAT(errorOf(lstm({attrInt("hidden_size", 2)})), Contains("W has shape [1,4,4], expected [1,8,4]"));
-  CHECK_THAT(errorOf(lstm({attrInt("hidden_size", 1)}, {Tensor(), Tensor::fromVector<int32_t>({2}, {3, 4})})),
+  CHECK_THAT(nodeError(lstm({attrInt("hidden_size", 2)})), Contains("W has shape [1,4,4], expected [1,8,4]"));
+  CHECK_THAT(nodeError(lstm({attrInt("hidden_size", 1)}, {Tensor(), Tensor::fromVector<int32_t>({2}, {3, 4})})),
              Contains("sequence_lens[1] is 4; expected 0 to 3"));
-  CHECK_THAT(errorOf(lstm({attrInt("hidden_size", 1), attrString("direction", "both")})), Contains("direction 'both'"));
-  CHECK_THAT(errorOf(lstm({attrInt("hidden_size", 1)}, {Tensor(), Tensor(), randomFloat({1, 3, 1}, 4)})),
+  CHECK_THAT(nodeError(lstm({attrInt("hidden_size", 1), attrString("direction", "both")})), Contains("direction 'both'"));
+  CHECK_THAT(nodeError(lstm({attrInt("hidden_size", 1)}, {Tensor(), Tensor(), randomFloat({1, 3, 1}, 4)})),
              Contains("initial_h has shape [1,3,1], expected [1,2,1]"));
 }
 

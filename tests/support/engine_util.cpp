@@ -67,6 +67,15 @@ std::vector<Tensor> runNode(const NodeSpec& spec, bool reference_only) {
   return s.runOrdered(feedsOf(spec));
 }
 
+std::string nodeError(const NodeSpec& spec) {
+  try {
+    runNode(spec, true);
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
 engine::TensorMap feedsOf(const NodeSpec& spec) {
   engine::TensorMap feeds;
   for (size_t i = 0; i < spec.inputs.size(); ++i) {

@@ -32,6 +32,8 @@ Model singleNodeModel(const NodeSpec& spec);
 engine::TensorMap feedsOf(const NodeSpec& spec);
 /// Builds and runs a one-node model; returns its outputs in order.
 std::vector<Tensor> runNode(const NodeSpec& spec, bool reference_only = false);
+/// The message of the error that running the spec on the reference kernels throws, or "(no error)".
+std::string nodeError(const NodeSpec& spec);
 
 onnx::AttributeProto attrInt(const std::string& name, int64_t v);
 onnx::AttributeProto attrFloat(const std::string& name, float v);

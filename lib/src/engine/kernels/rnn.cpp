@@ -325,12 +325,16 @@ void runCells(KernelContext& ctx, const Setup& u, const Gemm<T>& gemm) {
       // Samples in parallel where there is enough work (each sample's arithmetic is the same on any
       // thread count).
       const bool parallel = batch > 1 && batch * gh >= 4096;
+      // Sample n's time index at this step; -1 once its sequence has ended.
+      auto timeOf = [&](int64_t n) {
+        const int64_t len = u.lens[static_cast<size_t>(n)];
+        return step >= len ? int64_t{-1} : reverse ? len - 1 - step : step;
+      };
       if (u.cell == Cell::gru && !u.linear_before_reset) {  // (r . H) Rh^T
 #pragma omp parallel for schedule(static) if (parallel)
         for (int64_t n = 0; n < batch; ++n) {
-          const int64_t len = u.lens[static_cast<size_t>(n)];
-          if (step >= len) continue;
-          const int64_t t = reverse ? len - 1 - step : step;
+          const int64_t t = timeOf(n);
+          if (t < 0) continue;
           const T* xt = xw.data() + u.xRow(t, n) * gh;
           T* rg = reset.data() + n * hid;
           for (int64_t k = 0; k < hid; ++k) rg[k] = xt[hid + k] + rh[static_cast<size_t>(n * gh + hid + k)];
@@ -341,9 +345,8 @@ void runCells(KernelContext& ctx, const Setup& u, const Gemm<T>& gemm) {
       }
 #pragma omp parallel for schedule(static) if (parallel)
       for (int64_t n = 0; n < batch; ++n) {
-        const int64_t len = u.lens[static_cast<size_t>(n)];
-        if (step >= len) continue;
-        const int64_t t = reverse ? len - 1 - step : step;
+        const int64_t t = timeOf(n);
+        if (t < 0) continue;
         const T* xt = xw.data() + u.xRow(t, n) * gh;
         const T* rn = rh.data() + n * gh;
         T* hn = h.data() + n * hid;
