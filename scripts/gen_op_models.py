@@ -14,6 +14,8 @@ operands, a full sum, upper-case labels, a size-1 label.
 
 GridSample: every mode, padding mode and align_corners on random grids reaching past [-1, 1].
 
+MaxPool -> MaxUnpool (with the pooled tensor's shape as output_shape, and without); Det.
+
 MeanVarianceNormalization with its default axes, one axis, a negative axis.
 
 NonMaxSuppression on random boxes (ort_crosscheck's random inputs: overlapping, some flipped): both box
@@ -146,6 +148,26 @@ def grid_sample_models(out_dir):
                 save(graph, name, out_dir, 16)
 
 
+def unpool_models(out_dir):
+    # MaxPool's Indices (over the whole tensor) unpooled into the pooled tensor's shape, and into
+    # the default shape; Det of random matrices.
+    for name, shape, given in [("maxunpool_output_shape", [2, 3, 7, 6], True), ("maxunpool_default", [2, 3, 6, 8], False)]:
+        nodes = [helper.make_node("MaxPool", ["x"], ["p", "i"], kernel_shape=[2, 2], strides=[2, 2])]
+        ins = ["p", "i"]
+        if given:
+            nodes.append(helper.make_node("Shape", ["x"], ["s"]))
+            ins.append("s")
+        nodes.append(helper.make_node("MaxUnpool", ins, ["y"], name=name, kernel_shape=[2, 2], strides=[2, 2]))
+        out = shape if given else [shape[0], shape[1], shape[2] // 2 * 2, shape[3] // 2 * 2]
+        graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, out)])
+        save(graph, name, out_dir, 13)
+    graph = helper.make_graph([helper.make_node("Det", ["x"], ["y"], name="det")], "det",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 2, 5, 5])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 2])])
+    save(graph, "det_batched", out_dir, 13)
+
+
 def torch_models(out_dir, seed):
     import torch
 
@@ -202,6 +224,7 @@ def main():
     einsum_models(a.out)
     mvn_models(a.out)
     grid_sample_models(a.out)
+    unpool_models(a.out)
     if not a.no_torch:
         torch_models(a.out, a.seed)
 

@@ -795,3 +795,22 @@ TEST_CASE("parallelFor and parallelRanges cover each index once, serial runs ent
       CHECK(std::all_of(covered.begin(), covered.end(), [](int h) { return h == 1; }));
     }
 }
+
+TEST_CASE("MaxUnpool puts values at MaxPool's flat indices and refuses one outside the output", "[nn]") {
+  const Tensor x = f32({1, 2, 1, 1}, {5, 7}), ind = Tensor::fromVector<int64_t>({1, 2, 1, 1}, {3, 4});
+  const Tensor y = run1(spec("MaxUnpool", {x, ind}, {attrInts("kernel_shape", {2, 2}), attrInts("strides", {2, 2})}, 11));
+  REQUIRE(y.shape() == Shape{1, 2, 2, 2});
+  CHECK(values(y) == std::vector<float>{0, 0, 0, 5, 7, 0, 0, 0});  // index 4: the second channel's first element
+  CHECK_THAT(nodeError(spec("MaxUnpool", {x, Tensor::fromVector<int64_t>({1, 2, 1, 1}, {3, 8})},
+                            {attrInts("kernel_shape", {2, 2}), attrInts("strides", {2, 2})}, 11)),
+             Catch::Matchers::Contains("index 8 (element 1 of I) is outside the output's 8 elements"));
+}
+
+TEST_CASE("Det by hand: a 3x3 matrix that needs a row swap, a singular one, a batch", "[nn]") {
+  // [[0, 2, 1], [1, 1, 0], [3, 0, 1]]: det = 0(1) - 2(1 - 0) + 1(0 - 3) = -5
+  const Tensor a = f32({2, 3, 3}, {0, 2, 1, 1, 1, 0, 3, 0, 1, 1, 2, 3, 2, 4, 6, 0, 1, 1});
+  const Tensor d = run1(spec("Det", {a}, {}, 11));
+  REQUIRE(d.shape() == Shape{2});
+  CHECK(values(d)[0] == Approx(-5.0f));
+  CHECK(values(d)[1] == 0.0f);  // row 2 = 2 x row 1
+}

@@ -1424,6 +1424,86 @@ KernelFn softmaxKernel(SoftmaxOp op, bool coerce_2d) {
   };
 }
 
+// MaxUnpool: Y (zeros) with X's values at the flat indices I holds (MaxPool's Indices output: over
+// the whole tensor). Y's shape: output_shape when given, else N, C and
+// (in - 1) * stride + kernel - pad_begin - pad_end per spatial dim.
+void maxUnpoolKernel(KernelContext& ctx) {
+  const Tensor& x = ctx.in(0);
+  const Tensor& ind = ctx.in(1);
+  if (x.rank() < 3) ctx.error("input X has shape ", shapeStr(x.shape()), "; expected [N, C, D1, ...]");
+  if (ind.dtype() != DType::Int64 || ind.shape() != x.shape())
+    ctx.error("indices I are ", dtypeName(ind.dtype()), " ", shapeStr(ind.shape()), "; expected int64 of X's shape ", shapeStr(x.shape()));
+  const size_t sp = x.rank() - 2;
+  const auto kernel = ctx.node.attrInts("kernel_shape");
+  if (kernel.size() != sp) ctx.error("kernel_shape has ", kernel.size(), " values for ", sp, " spatial dims");
+  const auto pads = ctx.node.attrInts("pads", std::vector<int64_t>(2 * sp, 0));
+  const auto strides = ctx.node.attrInts("strides", std::vector<int64_t>(sp, 1));
+  if (pads.size() != 2 * sp || strides.size() != sp) ctx.error("pads or strides do not have one value per spatial dim");
+  Shape out{x.dim(0), x.dim(1)};
+  for (size_t d = 0; d < sp; ++d) out.push_back((x.dim(d + 2) - 1) * strides[d] + kernel[d] - pads[d] - pads[d + sp]);
+  if (ctx.has(2)) {
+    const Tensor& os = ctx.in(2);
+    if (os.dtype() != DType::Int64 || os.rank() != 1 || os.numel() != static_cast<int64_t>(x.rank()))
+      ctx.error("output_shape is ", dtypeName(os.dtype()), " ", shapeStr(os.shape()), "; expected int64 [", x.rank(), "]");
+    out.assign(os.data<int64_t>(), os.data<int64_t>() + os.numel());
+  }
+  for (int64_t v : out)
+    if (v < 0) ctx.error("the output shape ", shapeStr(out), " has a negative dim");
+  Tensor y(x.dtype(), out);  // zeros
+  const int64_t n = y.numel(), es = static_cast<int64_t>(dtypeSize(x.dtype()));
+  const auto* xs = static_cast<const uint8_t*>(x.raw());
+  auto* ys = static_cast<uint8_t*>(y.raw());
+  for (int64_t i = 0; i < x.numel(); ++i) {
+    const int64_t at = ind.data<int64_t>()[i];
+    if (at < 0 || at >= n) ctx.error("index ", at, " (element ", i, " of I) is outside the output's ", n, " elements ", shapeStr(out));
+    std::memcpy(ys + at * es, xs + i * es, static_cast<size_t>(es));
+  }
+  ctx.outputs[0] = std::move(y);
+}
+
+// Det: the determinant of each [M, M] matrix of X [..., M, M], by LU decomposition with partial
+// pivoting in double.
+void detKernel(KernelContext& ctx) {
+  const bool half = isHalf(ctx);
+  Tensor x_f;
+  const Tensor& x = floatInput(ctx, 0, x_f);
+  requireFloat(ctx, x, "input X");
+  if (x.rank() < 2 || x.dim(x.rank() - 1) != x.dim(x.rank() - 2))
+    ctx.error("input X has shape ", shapeStr(x.shape()), "; expected [..., M, M]");
+  const int64_t m = x.dim(x.rank() - 1);
+  const Shape out(x.shape().begin(), x.shape().end() - 2);
+  const int64_t count = numelOf(out);
+  Tensor y(x.dtype(), out);
+  const Tensor xd = x.cast(DType::Float64);
+  std::vector<double> a(static_cast<size_t>(m * m));
+  for (int64_t b = 0; b < count; ++b) {
+    std::copy_n(xd.data<double>() + b * m * m, m * m, a.begin());
+    double det = 1;
+    for (int64_t c = 0; c < m && det != 0; ++c) {
+      int64_t piv = c;
+      for (int64_t r = c + 1; r < m; ++r)
+        if (std::fabs(a[static_cast<size_t>(r * m + c)]) > std::fabs(a[static_cast<size_t>(piv * m + c)])) piv = r;
+      if (a[static_cast<size_t>(piv * m + c)] == 0) {
+        det = 0;
+        break;
+      }
+      if (piv != c) {
+        for (int64_t k = 0; k < m; ++k) std::swap(a[static_cast<size_t>(piv * m + k)], a[static_cast<size_t>(c * m + k)]);
+        det = -det;
+      }
+      const double p = a[static_cast<size_t>(c * m + c)];
+      det *= p;
+      for (int64_t r = c + 1; r < m; ++r) {
+        const double f = a[static_cast<size_t>(r * m + c)] / p;
+        for (int64_t k = c; k < m; ++k) a[static_cast<size_t>(r * m + k)] -= f * a[static_cast<size_t>(c * m + k)];
+      }
+    }
+    if (x.dtype() == DType::Float32) y.data<float>()[b] = static_cast<float>(det);
+    else y.data<double>()[b] = det;
+  }
+  setOutput(ctx, 0, y, half);
+}
+
 }  // namespace
 
 void layerNormReference(KernelContext& ctx) { layerNormKernel(ctx); }
@@ -1449,6 +1529,8 @@ void registerNnKernels(KernelRegistry& r) {
   r.add("", "BatchNormalization", 1, 22, "ref", makeBatchNorm);
   r.addFn("InstanceNormalization", 1, 22, instanceNormKernel);
   r.addFn("MeanVarianceNormalization", 9, 22, meanVarianceNormKernel);
+  r.addFn("MaxUnpool", 9, 22, maxUnpoolKernel);
+  r.addFn("Det", 11, 22, detKernel);
   r.addFn("LayerNormalization", 17, 22, layerNormKernel);
   r.addFn("LayerNorm", 1, 1, layerNormKernel, kInternalDomain);  // the optimizer's fusion of the decomposed form
   r.addFn("LRN", 1, 22, lrnKernel);
