@@ -16,6 +16,9 @@ GridSample: every mode, padding mode and align_corners on random grids reaching 
 
 MaxPool -> MaxUnpool (with the pooled tensor's shape as output_shape, and without); Det.
 
+RoiAlign: avg and max, both coordinate modes, sampling_ratio 0 and 2, spatial_scale, opset 10;
+regions partly outside the image.
+
 MeanVarianceNormalization with its default axes, one axis, a negative axis.
 
 NonMaxSuppression on random boxes (ort_crosscheck's random inputs: overlapping, some flipped): both box
@@ -168,6 +171,25 @@ def unpool_models(out_dir):
     save(graph, "det_batched", out_dir, 13)
 
 
+def roi_align_models(out_dir):
+    rois = np.array([[0.5, 1.0, 9.0, 6.5], [2.0, 2.0, 3.0, 3.5], [-2.0, -1.5, 14.0, 12.0], [7.2, 0.3, 11.9, 9.9]],
+                    dtype=np.float32)
+    cases = [("roialign_avg_half_pixel", 16, dict(mode="avg", output_height=3, output_width=4, sampling_ratio=0)),
+             ("roialign_max_ratio2_scale", 16, dict(mode="max", output_height=2, output_width=2, sampling_ratio=2,
+                                                    spatial_scale=0.5)),
+             ("roialign_avg_output_half_pixel", 16, dict(mode="avg", output_height=5, output_width=3,
+                                                         coordinate_transformation_mode="output_half_pixel")),
+             ("roialign_opset10_max", 10, dict(mode="max", output_height=4, output_width=4, sampling_ratio=0))]
+    for name, opset, attrs in cases:
+        node = helper.make_node("RoiAlign", ["x", "rois", "batch"], ["y"], name=name, **attrs)
+        out = [4, 3, attrs["output_height"], attrs["output_width"]]
+        graph = helper.make_graph(
+            [node], name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 10, 12])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, out)],
+            [numpy_helper.from_array(rois, "rois"), numpy_helper.from_array(np.array([0, 1, 1, 0], dtype=np.int64), "batch")])
+        save(graph, name, out_dir, opset)
+
+
 def torch_models(out_dir, seed):
     import torch
 
@@ -225,6 +247,7 @@ def main():
     mvn_models(a.out)
     grid_sample_models(a.out)
     unpool_models(a.out)
+    roi_align_models(a.out)
     if not a.no_torch:
         torch_models(a.out, a.seed)
 

@@ -89,3 +89,15 @@ TEST_CASE("GridSample reads zero at NaN and infinite grid points, in every mode"
       if (pad == "zeros") CHECK(y.data<float>()[0] == 0.0f);
     }
 }
+
+TEST_CASE("RoiAlign errors name the node and the problem", "[nn][roialign]") {
+  const Tensor x = randomFloat({2, 3, 8, 8}, 1), rois = Tensor::fromVector<float>({1, 4}, {1, 1, 5, 6});
+  auto spec = [&](Tensor r, Tensor b, std::vector<onnx::AttributeProto> attrs = {}) {
+    return makeSpec("RoiAlign", {x, r, b}, std::move(attrs), 16);
+  };
+  const Tensor ok_batch = Tensor::fromVector<int64_t>({1}, {1});
+  CHECK(nodeError(spec(rois, ok_batch)) == "(no error)");
+  CHECK_THAT(nodeError(spec(rois, Tensor::fromVector<int64_t>({1}, {2}))), Contains("batch_indices[0] is 2; X has 2 images"));
+  CHECK_THAT(nodeError(spec(Tensor::fromVector<float>({1, 3}, {1, 1, 5}), ok_batch)), Contains("rois have shape [1,3]"));
+  CHECK_THAT(nodeError(spec(rois, ok_batch, {attrString("mode", "sum")})), Contains("mode 'sum' is not avg or max"));
+}

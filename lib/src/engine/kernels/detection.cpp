@@ -1,4 +1,5 @@
-// Detection and spatial sampling: NonMaxSuppression (opsets 10-22), GridSample (opsets 16-19).
+// Detection and spatial sampling: NonMaxSuppression (opsets 10-22), GridSample (opsets 16-19),
+// RoiAlign (opsets 10-22).
 //
 // NonMaxSuppression, per batch and class, greedy as ONNX Runtime computes it: the boxes whose
 // score is above score_threshold (when given; a NaN score never is), highest score first (ties:
@@ -9,6 +10,7 @@
 // and float16 boxes).
 #include <algorithm>
 #include <cmath>
+#include <memory>
 #include <numeric>
 #include <string>
 #include <vector>
@@ -219,10 +221,105 @@ void gridSample(KernelContext& ctx) {
   if (half) ctx.outputs[0] = ctx.outputs[0].cast(DType::Float16);
 }
 
+// ---------------------------------------------------------------------------------------------
+// RoiAlign (opsets 10-22): per region of interest [x1, y1, x2, y2] (times spatial_scale; opset 16's
+// default half_pixel shifts by half a pixel, output_half_pixel and opset 10 do not and make the
+// region at least 1 x 1), output_height x output_width bins, each averaging (or, mode max, taking
+// the largest) sampling_ratio x sampling_ratio bilinear samples (0: ceil(bin size) per axis), as
+// ONNX Runtime computes them: a sample more than one pixel outside the image reads 0; max mode takes
+// the largest of each sample's four weighted corners.
+// A reference kernel that needs to know whether the model's opset is at least some version.
+class OpsetKernel final : public Kernel {
+ public:
+  OpsetKernel(bool newer, void (*fn)(KernelContext&, bool)) : newer_(newer), fn_(fn) {}
+  void run(KernelContext& ctx) override { fn_(ctx, newer_); }
+
+ private:
+  bool newer_;
+  void (*fn_)(KernelContext&, bool);
+};
+
+void roiAlign(KernelContext& ctx, bool opset16) {
+  const bool half = ctx.in(0).dtype() == DType::Float16;
+  const Tensor x = half ? ctx.in(0).cast(DType::Float32) : ctx.in(0).cast(DType::Float64);
+  const Tensor rois = ctx.in(1).cast(DType::Float64);
+  const Tensor& bi = ctx.in(2);
+  if (x.rank() != 4) ctx.error("input X has shape ", shapeStr(x.shape()), "; expected [N, C, H, W]");
+  if (rois.rank() != 2 || rois.dim(1) != 4) ctx.error("rois have shape ", shapeStr(rois.shape()), "; expected [num_rois, 4]");
+  if ((bi.dtype() != DType::Int64 && bi.dtype() != DType::Int32) || bi.shape() != Shape{rois.dim(0)})
+    ctx.error("batch_indices are ", dtypeName(bi.dtype()), " ", shapeStr(bi.shape()), "; expected int64 [", rois.dim(0), "]");
+  const Node& node = ctx.node;
+  const std::string mode = node.attrString("mode", "avg");
+  if (mode != "avg" && mode != "max") ctx.error("mode '", mode, "' is not avg or max");
+  const std::string ctm = node.attrString("coordinate_transformation_mode", "half_pixel");
+  if (ctm != "half_pixel" && ctm != "output_half_pixel")
+    ctx.error("coordinate_transformation_mode '", ctm, "' is not half_pixel or output_half_pixel");
+  const bool half_pixel = opset16 && ctm == "half_pixel";
+  const int64_t oh = node.attrInt("output_height", 1), ow = node.attrInt("output_width", 1), ratio = node.attrInt("sampling_ratio", 0);
+  if (oh <= 0 || ow <= 0 || ratio < 0) ctx.error("output_height, output_width must be positive and sampling_ratio not negative");
+  const double scale = node.attrFloat("spatial_scale", 1.0f);
+  const int64_t n = x.dim(0), c = x.dim(1), h = x.dim(2), w = x.dim(3), nr = rois.dim(0);
+  const DType out_type = ctx.in(0).dtype();
+  Tensor y(DType::Float64, {nr, c, oh, ow});
+  const Tensor xd = x.cast(DType::Float64);
+  for (int64_t r = 0; r < nr; ++r) {
+    const int64_t b = bi.dtype() == DType::Int64 ? bi.data<int64_t>()[r] : bi.data<int32_t>()[r];
+    if (b < 0 || b >= n) ctx.error("batch_indices[", r, "] is ", b, "; X has ", n, " images");
+    const double* roi = rois.data<double>() + r * 4;
+    const double off = half_pixel ? 0.5 : 0.0;
+    const double sw = roi[0] * scale - off, sh = roi[1] * scale - off;
+    double rw = roi[2] * scale - off - sw, rh = roi[3] * scale - off - sh;
+    if (!half_pixel) {
+      rw = std::max(rw, 1.0);
+      rh = std::max(rh, 1.0);
+    }
+    const double bh = rh / static_cast<double>(oh), bw = rw / static_cast<double>(ow);
+    const int64_t gh = ratio > 0 ? ratio : static_cast<int64_t>(std::ceil(rh / static_cast<double>(oh)));
+    const int64_t gw = ratio > 0 ? ratio : static_cast<int64_t>(std::ceil(rw / static_cast<double>(ow)));
+    const double count = static_cast<double>(std::max<int64_t>(gh * gw, 1));
+    for (int64_t ch = 0; ch < c; ++ch) {
+      const double* plane = xd.data<double>() + (b * c + ch) * h * w;
+      for (int64_t ph = 0; ph < oh; ++ph)
+        for (int64_t pw = 0; pw < ow; ++pw) {
+          double acc = 0;
+          bool first = true;
+          for (int64_t iy = 0; iy < gh; ++iy)
+            for (int64_t ix = 0; ix < gw; ++ix) {
+              double yy = sh + static_cast<double>(ph) * bh + (static_cast<double>(iy) + 0.5) * bh / static_cast<double>(gh);
+              double xx = sw + static_cast<double>(pw) * bw + (static_cast<double>(ix) + 0.5) * bw / static_cast<double>(gw);
+              double v[4] = {0, 0, 0, 0}, wt[4] = {0, 0, 0, 0};
+              if (!(yy < -1.0 || yy > static_cast<double>(h) || xx < -1.0 || xx > static_cast<double>(w))) {
+                yy = std::max(yy, 0.0);
+                xx = std::max(xx, 0.0);
+                auto y0 = static_cast<int64_t>(yy), x0 = static_cast<int64_t>(xx), y1 = y0 + 1, x1 = x0 + 1;
+                if (y0 >= h - 1) { y0 = y1 = h - 1; yy = static_cast<double>(y0); }
+                if (x0 >= w - 1) { x0 = x1 = w - 1; xx = static_cast<double>(x0); }
+                const double ly = yy - static_cast<double>(y0), lx = xx - static_cast<double>(x0), hy = 1 - ly, hx = 1 - lx;
+                v[0] = plane[y0 * w + x0]; v[1] = plane[y0 * w + x1]; v[2] = plane[y1 * w + x0]; v[3] = plane[y1 * w + x1];
+                wt[0] = hy * hx; wt[1] = hy * lx; wt[2] = ly * hx; wt[3] = ly * lx;
+              }
+              if (mode == "avg") {
+                for (int k = 0; k < 4; ++k) acc += wt[k] * v[k];
+              } else {
+                const double m = std::max(std::max(wt[0] * v[0], wt[1] * v[1]), std::max(wt[2] * v[2], wt[3] * v[3]));
+                acc = first ? m : std::max(acc, m);
+                first = false;
+              }
+            }
+          y.data<double>()[((r * c + ch) * oh + ph) * ow + pw] = mode == "avg" ? acc / count : acc;
+        }
+    }
+  }
+  ctx.outputs[0] = y.cast(out_type);
+}
+
 }  // namespace
 
 void registerDetectionKernels(KernelRegistry& r) {
   r.addFn("NonMaxSuppression", 10, 22, nonMaxSuppression);
+  r.add("", "RoiAlign", 10, 22, "ref", [](const KernelInfo& info) -> std::unique_ptr<Kernel> {
+    return std::make_unique<OpsetKernel>(info.opset >= 16, roiAlign);
+  });
   r.addFn("GridSample", 16, 19, gridSample);
 }
 
