@@ -238,4 +238,34 @@ void forEachRow(const BroadcastPlan<K>& p, const Row& row, int64_t grain = 16384
   });
 }
 
+/// x of shape `s` with its axes in the order `perm` (new axis d = old axis perm[d]), as a new
+/// buffer; offsets move by strides as the index runs, last axis fastest.
+template <typename T>
+std::vector<T> transposed(const T* x, const Shape& s, const std::vector<size_t>& perm) {
+  const size_t r = s.size();
+  std::vector<int64_t> old_stride(r, 1), ext(r), st(r);
+  for (size_t d = r; d-- > 1;) old_stride[d - 1] = old_stride[d] * s[d];
+  int64_t total = 1;
+  for (size_t i = 0; i < r; ++i) {
+    ext[i] = s[perm[i]];
+    st[i] = old_stride[perm[i]];
+    total *= ext[i];
+  }
+  std::vector<T> y(static_cast<size_t>(total));
+  std::vector<int64_t> idx(r, 0);
+  int64_t off = 0;
+  for (int64_t it = 0; it < total; ++it) {
+    y[static_cast<size_t>(it)] = x[off];
+    for (size_t k = r; k-- > 0;) {
+      if (++idx[k] < ext[k]) {
+        off += st[k];
+        break;
+      }
+      idx[k] = 0;
+      off -= st[k] * (ext[k] - 1);
+    }
+  }
+  return y;
+}
+
 }  // namespace lwc::engine

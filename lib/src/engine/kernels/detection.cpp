@@ -10,7 +10,6 @@
 // and float16 boxes).
 #include <algorithm>
 #include <cmath>
-#include <memory>
 #include <numeric>
 #include <string>
 #include <vector>
@@ -228,20 +227,8 @@ void gridSample(KernelContext& ctx) {
 // the largest) sampling_ratio x sampling_ratio bilinear samples (0: ceil(bin size) per axis), as
 // ONNX Runtime computes them: a sample more than one pixel outside the image reads 0; max mode takes
 // the largest of each sample's four weighted corners.
-// A reference kernel that needs to know whether the model's opset is at least some version.
-class OpsetKernel final : public Kernel {
- public:
-  OpsetKernel(bool newer, void (*fn)(KernelContext&, bool)) : newer_(newer), fn_(fn) {}
-  void run(KernelContext& ctx) override { fn_(ctx, newer_); }
-
- private:
-  bool newer_;
-  void (*fn_)(KernelContext&, bool);
-};
-
 void roiAlign(KernelContext& ctx, bool opset16) {
-  const bool half = ctx.in(0).dtype() == DType::Float16;
-  const Tensor x = half ? ctx.in(0).cast(DType::Float32) : ctx.in(0).cast(DType::Float64);
+  const Tensor& x = ctx.in(0);
   const Tensor rois = ctx.in(1).cast(DType::Float64);
   const Tensor& bi = ctx.in(2);
   if (x.rank() != 4) ctx.error("input X has shape ", shapeStr(x.shape()), "; expected [N, C, H, W]");
@@ -317,9 +304,8 @@ void roiAlign(KernelContext& ctx, bool opset16) {
 
 void registerDetectionKernels(KernelRegistry& r) {
   r.addFn("NonMaxSuppression", 10, 22, nonMaxSuppression);
-  r.add("", "RoiAlign", 10, 22, "ref", [](const KernelInfo& info) -> std::unique_ptr<Kernel> {
-    return std::make_unique<OpsetKernel>(info.opset >= 16, roiAlign);
-  });
+  r.addFn("RoiAlign", 10, 15, [](KernelContext& ctx) { roiAlign(ctx, false); });
+  r.addFn("RoiAlign", 16, 22, [](KernelContext& ctx) { roiAlign(ctx, true); });  // coordinate_transformation_mode
   r.addFn("GridSample", 16, 19, gridSample);
 }
 

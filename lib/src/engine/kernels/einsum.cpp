@@ -185,8 +185,8 @@ Plan plan(const KernelContext& ctx) {
   return Plan{ops, terms, out_labels, sizes, dt};
 }
 
-void einsum(KernelContext& ctx) {
-  const Plan p = plan(ctx);
+// The reference loop over a plan.
+void contractPlan(KernelContext& ctx, const Plan& p) {
   const auto& [ops, terms, out_labels, sizes, dt] = p;
   switch (dt) {
     case DType::Float32: return contract<double, float>(ctx, ops, terms, out_labels, sizes, dt);
@@ -206,33 +206,7 @@ void einsum(KernelContext& ctx) {
   }
 }
 
-// x of `shape` with its axes in the order `perm` (new axis i = old axis perm[i]).
-std::vector<float> permuted(const float* x, const Shape& shape, const std::vector<size_t>& perm) {
-  const size_t r = shape.size();
-  std::vector<int64_t> old_stride(r, 1), ext(r), st(r);
-  for (size_t d = r; d-- > 1;) old_stride[d - 1] = old_stride[d] * shape[d];
-  int64_t total = 1;
-  for (size_t i = 0; i < r; ++i) {
-    ext[i] = shape[perm[i]];
-    st[i] = old_stride[perm[i]];
-    total *= ext[i];
-  }
-  std::vector<float> y(static_cast<size_t>(total));
-  std::vector<int64_t> idx(r, 0);
-  int64_t off = 0;
-  for (int64_t it = 0; it < total; ++it) {
-    y[static_cast<size_t>(it)] = x[off];
-    for (size_t k = r; k-- > 0;) {
-      if (++idx[k] < ext[k]) {
-        off += st[k];
-        break;
-      }
-      idx[k] = 0;
-      off -= st[k] * (ext[k] - 1);
-    }
-  }
-  return y;
-}
+void einsum(KernelContext& ctx) { contractPlan(ctx, plan(ctx)); }
 
 // Two float32 inputs whose labels are each either batch (both inputs and the output), rows (the
 // first input and the output), columns (the second and the output) or summed (both inputs, not
@@ -244,7 +218,7 @@ class FastEinsum final : public Kernel {
   void run(KernelContext& ctx) override {
     const Plan p = plan(ctx);
     fast_ = p.dt == DType::Float32 && p.ops.size() == 2 && batchedProduct(ctx, p);
-    if (!fast_) einsum(ctx);
+    if (!fast_) contractPlan(ctx, p);
   }
   std::string primitive() const override { return fast_ ? "sgemm" : ""; }
 
@@ -283,7 +257,7 @@ class FastEinsum final : public Kernel {
       bool identity = true;
       for (size_t i = 0; i < perm.size(); ++i) identity = identity && perm[i] == i;
       if (identity) return t.data<float>();
-      store = permuted(t.data<float>(), t.shape(), perm);
+      store = transposed(t.data<float>(), t.shape(), perm);
       return static_cast<const float*>(store.data());
     };
     std::vector<int> a_order(batch), b_order(batch), c_order(batch);
@@ -307,7 +281,7 @@ class FastEinsum final : public Kernel {
     Tensor& y = ctx.allocUninit(0, DType::Float32, out_shape);
     std::vector<size_t> perm;
     for (int l : p.out_labels) perm.push_back(static_cast<size_t>(std::find(c_order.begin(), c_order.end(), l) - c_order.begin()));
-    const std::vector<float> out = permuted(c.data(), c_shape, perm);
+    const std::vector<float> out = transposed(c.data(), c_shape, perm);
     std::copy(out.begin(), out.end(), y.data<float>());
     return true;
   }

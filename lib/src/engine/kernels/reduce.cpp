@@ -76,25 +76,6 @@ Layout plan(const Shape& s, const std::vector<bool>& red, bool keepdims) {
   return l;
 }
 
-template <typename T>
-std::vector<T> transposed(const T* x, const Shape& s, const std::vector<size_t>& perm) {
-  const size_t r = s.size();
-  std::vector<int64_t> stride(r, 1);
-  for (size_t i = r - 1; i-- > 0;) stride[i] = stride[i + 1] * s[i + 1];
-  std::vector<T> out(static_cast<size_t>(numelOf(s)));
-  std::vector<int64_t> idx(r, 0);  // index in the permuted order
-  for (size_t o = 0; o < out.size(); ++o) {
-    int64_t off = 0;
-    for (size_t d = 0; d < r; ++d) off += idx[d] * stride[perm[d]];
-    out[o] = x[off];
-    for (size_t d = r; d-- > 0;) {
-      if (++idx[d] < s[perm[d]]) break;
-      idx[d] = 0;
-    }
-  }
-  return out;
-}
-
 // acc[o * inner + i] = update(acc[...], x[(o * red + r) * inner + i], o * inner + i) over r; parallel
 // over outer x blocks of inner, so threads never share an accumulator.
 template <typename T, typename Acc, typename F>

@@ -263,15 +263,6 @@ std::vector<T> valuesOf(const KernelContext& ctx, size_t i) {
   return std::vector<T>(t.data<T>(), t.data<T>() + t.numel());
 }
 
-// [rows, cols] row-major -> [cols, rows]
-template <typename T>
-std::vector<T> transposed(const T* a, int64_t rows, int64_t cols) {
-  std::vector<T> t(static_cast<size_t>(rows * cols));
-  for (int64_t i = 0; i < rows; ++i)
-    for (int64_t j = 0; j < cols; ++j) t[static_cast<size_t>(j * rows + i)] = a[i * cols + j];
-  return t;
-}
-
 // c [m, n] (row stride ldc) = a [m, k] (stride lda) . b [k, n] (stride ldb) + bias [n] (or none).
 template <typename T>
 using Gemm = std::function<void(int64_t m, int64_t n, int64_t k, const T* a, int64_t lda, const T* b, int64_t ldb, T* c,
@@ -298,8 +289,8 @@ void runCells(KernelContext& ctx, const Setup& u, const Gemm<T>& gemm) {
     std::vector<T> h(static_cast<size_t>(batch * hid)), c(static_cast<size_t>(batch * hid)), next(h.size()), rhh(h.size()),
         reset(h.size()), gate(static_cast<size_t>(batch * gh));
     const bool reverse = u.reverse_only || d == 1;
-    const std::vector<T> wt = transposed(w.data() + d * gh * u.in, gh, u.in);  // [in, gh]
-    const std::vector<T> rt = transposed(r.data() + d * gh * hid, gh, hid);    // [hid, gh]
+    const std::vector<T> wt = transposed(w.data() + d * gh * u.in, {gh, u.in}, {1, 0});  // [in, gh]
+    const std::vector<T> rt = transposed(r.data() + d * gh * hid, {gh, hid}, {1, 0});    // [hid, gh]
     // Input projections of every step, with Wb + Rb (GRU's hidden gate: Wb only; its Rb goes with
     // the recurrent product, inside the reset where linear_before_reset).
     std::vector<T> bias(static_cast<size_t>(gh), T(0)), rbh(static_cast<size_t>(hid), T(0));
