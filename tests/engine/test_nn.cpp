@@ -814,3 +814,11 @@ TEST_CASE("Det by hand: a 3x3 matrix that needs a row swap, a singular one, a ba
   CHECK(values(d)[0] == Approx(-5.0f));
   CHECK(values(d)[1] == 0.0f);  // row 2 = 2 x row 1
 }
+
+TEST_CASE("Det and MeanVarianceNormalization refuse bad shapes and axes, naming them", "[nn]") {
+  CHECK_THAT(nodeError(spec("Det", {randomFloat({2, 3, 4}, 1)}, {}, 11)),
+             Catch::Matchers::Contains("input X has shape [2,3,4]; expected [..., M, M]"));
+  CHECK_THAT(nodeError(spec("MeanVarianceNormalization", {randomFloat({2, 3, 4, 5}, 2)}, {attrInts("axes", {0, 4})}, 13)),
+             Catch::Matchers::Contains("axes holds 4, outside the input's 4 dims"));
+  CHECK(nodeError(spec("MeanVarianceNormalization", {randomFloat({2, 3, 4, 5}, 2)}, {attrInts("axes", {-1})}, 13)) == "(no error)");
+}
