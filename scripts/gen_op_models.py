@@ -21,10 +21,18 @@ regions partly outside the image.
 
 MeanVarianceNormalization with its default axes, one axis, a negative axis.
 
+DFT (real and complex, inverse, onesided, dft_length padding and truncating, a negative axis),
+STFT (real with a Hann window, complex two-sided), the Hann, Hamming and Blackman windows periodic
+and symmetric, MelWeightMatrix (an odd dft_length), and a log-mel front-end (STFT, power,
+MelWeightMatrix, MatMul, Log).
+
+NegativeLogLikelihoodLoss and SoftmaxCrossEntropyLoss: each reduction, class weights, ignore_index
+(negative, a class, absent), scores of rank 2 to 4, the log_prob output.
+
 NonMaxSuppression on random boxes (ort_crosscheck's random inputs: overlapping, some flipped): both box
 formats, with and without score_threshold, iou_threshold 0 and 1, max_output_boxes_per_class 0.
 
-    /usr/bin/python3 scripts/gen_op_models.py --out DIR [--seed 1]
+    /usr/bin/python3 scripts/gen_op_models.py --out DIR [--seed 1] [--no-torch] [--bench]
 """
 import argparse
 import os
@@ -190,6 +198,122 @@ def roi_align_models(out_dir):
         save(graph, name, out_dir, opset)
 
 
+def loss_models(out_dir, rng):
+    # NegativeLogLikelihoodLoss and SoftmaxCrossEntropyLoss: random scores, constant targets (with
+    # ignored positions where ignore_index is set), each reduction, with and without class weights.
+    for name, op, shape, reduction, weighted, ignore in [
+            ("nll_none_weight_negative_ii", "NegativeLogLikelihoodLoss", [3, 5, 4], "none", True, -1),
+            ("nll_mean_weight_ii", "NegativeLogLikelihoodLoss", [2, 4, 3, 2], "mean", True, 1),
+            ("nll_sum_nc", "NegativeLogLikelihoodLoss", [6, 5], "sum", False, None),
+            ("sce_mean_weight_log_prob", "SoftmaxCrossEntropyLoss", [4, 6, 3], "mean", True, None),
+            ("sce_none_ii", "SoftmaxCrossEntropyLoss", [3, 5, 2, 2], "none", False, 4),
+            ("sce_mean_no_weight_ii", "SoftmaxCrossEntropyLoss", [5, 7], "mean", False, 0)]:
+        c = shape[1]
+        tshape = [shape[0]] + shape[2:]
+        target = rng.integers(0, c, size=tshape).astype(np.int64)
+        if ignore is not None:
+            target.flat[::3] = ignore
+        inits = [numpy_helper.from_array(target, "target")]
+        ins = ["x", "target"]
+        if weighted:
+            inits.append(numpy_helper.from_array(rng.uniform(0.2, 2.0, size=[c]).astype(np.float32), "weight"))
+            ins.append("weight")
+        attrs = {"reduction": reduction}
+        if ignore is not None:
+            attrs["ignore_index"] = ignore
+        log_prob = op == "SoftmaxCrossEntropyLoss" and name.endswith("log_prob")
+        outs = ["loss", "log_prob"] if log_prob else ["loss"]
+        node = helper.make_node(op, ins, outs, name=name, **attrs)
+        out_info = [helper.make_tensor_value_info("loss", TensorProto.FLOAT, tshape if reduction == "none" else [])]
+        if log_prob:
+            out_info.append(helper.make_tensor_value_info("log_prob", TensorProto.FLOAT, shape))
+        graph = helper.make_graph([node], name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                                  out_info, inits)
+        save(graph, name, out_dir, 13)
+
+
+def signal_models(out_dir):
+    # DFT (real and complex, forward and inverse, onesided, dft_length padding and truncating, axes
+    # 1 and 2, a negative axis), the three windows periodic and symmetric (multiplied into a random
+    # input so that the output depends on it), and a log-mel front-end: STFT with a Hann window,
+    # power spectrum, MelWeightMatrix, Log.
+    vi = helper.make_tensor_value_info
+    const = lambda name, v, dt=np.int64: numpy_helper.from_array(np.array(v, dtype=dt), name)
+    for name, shape, attrs, length in [("dft_real_axis1", [2, 12, 3, 1], {"axis": 1}, None),
+                                       ("dft_complex_inverse_pad", [2, 5, 4, 2], {"axis": 2, "inverse": 1}, 6),
+                                       ("dft_onesided_truncate", [3, 10, 1], {"onesided": 1}, 7),
+                                       ("dft_complex_negative_axis", [2, 9, 2], {"axis": -2}, None)]:
+        n = shape[attrs.get("axis", 1)] if length is None else length
+        out = list(shape)
+        out[attrs.get("axis", 1)] = n // 2 + 1 if attrs.get("onesided") else n
+        out[-1] = 2
+        ins, inits = ["x"], []
+        if length is not None:
+            ins.append("len")
+            inits.append(const("len", length))
+        node = helper.make_node("DFT", ins, ["y"], name=name, **attrs)
+        save(helper.make_graph([node], name, [vi("x", TensorProto.FLOAT, shape)], [vi("y", TensorProto.FLOAT, out)], inits),
+             name, out_dir, 17)
+    nodes, outs = [helper.make_node("Identity", ["size"], ["size_id"])], []
+    for op in ("HannWindow", "HammingWindow", "BlackmanWindow"):
+        for periodic in (1, 0):
+            w = f"{op}_{periodic}"
+            nodes += [helper.make_node(op, ["size_id"], [w], name=w, periodic=periodic),
+                      helper.make_node("Mul", ["x", w], ["y_" + w])]
+            outs.append(vi("y_" + w, TensorProto.FLOAT, [2, 10]))
+    save(helper.make_graph(nodes, "windows", [vi("x", TensorProto.FLOAT, [2, 10])], outs, [const("size", 10)]),
+         "windows", out_dir, 17)
+    # signal [2, 416, 1] -> 12 frames of 64 every 32 -> 33 bins -> 8 mel bands at 8 kHz, 100 Hz to 3.5 kHz.
+    nodes = [helper.make_node("HannWindow", ["wlen"], ["win"], periodic=1),
+             helper.make_node("STFT", ["x", "step", "win", "wlen"], ["spec"], name="stft", onesided=1),
+             helper.make_node("Mul", ["spec", "spec"], ["sq"]),
+             helper.make_node("ReduceSum", ["sq", "last"], ["power"], keepdims=0),
+             helper.make_node("MelWeightMatrix", ["mels", "dftlen", "rate", "lo", "hi"], ["mel"], name="mel"),
+             helper.make_node("MatMul", ["power", "mel"], ["melpow"]),
+             helper.make_node("Add", ["melpow", "eps"], ["melpow_eps"]),
+             helper.make_node("Log", ["melpow_eps"], ["logmel"])]
+    inits = [const("last", [-1]), const("wlen", 64), const("step", 32), const("mels", 8), const("dftlen", 64), const("rate", 8000),
+             const("lo", 100.0, np.float32), const("hi", 3500.0, np.float32), const("eps", 1e-6, np.float32)]
+    save(helper.make_graph(nodes, "logmel", [vi("x", TensorProto.FLOAT, [2, 416, 1])],
+                           [vi("logmel", TensorProto.FLOAT, [2, 12, 8]), vi("spec", TensorProto.FLOAT, [2, 12, 33, 2])],
+                           inits), "logmel", out_dir, 17)
+    # STFT of a complex signal, two-sided, frame_length without a window; MelWeightMatrix of an odd
+    # dft_length.
+    node = helper.make_node("STFT", ["x", "step", "", "flen"], ["y"], name="stft_complex", onesided=0)
+    save(helper.make_graph([node], "stft_complex", [vi("x", TensorProto.FLOAT, [2, 50, 2])],
+                           [vi("y", TensorProto.FLOAT, [2, 7, 16, 2])], [const("step", 5), const("flen", 16)]),
+         "stft_complex", out_dir, 17)
+    nodes = [helper.make_node("MelWeightMatrix", ["mels", "dftlen", "rate", "lo", "hi"], ["mel"], name="mel_odd"),
+             helper.make_node("MatMul", ["x", "mel"], ["y"])]
+    inits = [const("mels", 6), const("dftlen", 31), const("rate", 16000), const("lo", 0.0, np.float32),
+             const("hi", 7000.0, np.float32)]
+    save(helper.make_graph(nodes, "mel_odd", [vi("x", TensorProto.FLOAT, [3, 16])], [vi("y", TensorProto.FLOAT, [3, 6])],
+                           inits), "mel_odd", out_dir, 17)
+
+
+def logmel_bench_models(out_dir):
+    # For timing, not for ops_ort: a Whisper-like log-mel front-end, 10 s of 16 kHz audio, Hann
+    # frames of 400 or 512 samples every 160, 80 mel bands (`lwc bench F --batch 1`).
+    const = lambda name, v, dt=np.int64: numpy_helper.from_array(np.array(v, dtype=dt), name)
+    for nfft in (400, 512):
+        nodes = [helper.make_node("HannWindow", ["wlen"], ["win"]),
+                 helper.make_node("STFT", ["x", "step", "win", "wlen"], ["spec"], onesided=1),
+                 helper.make_node("Mul", ["spec", "spec"], ["sq"]),
+                 helper.make_node("ReduceSum", ["sq", "last"], ["power"], keepdims=0),
+                 helper.make_node("MelWeightMatrix", ["mels", "wlen", "rate", "lo", "hi"], ["mel"]),
+                 helper.make_node("MatMul", ["power", "mel"], ["melpow"]),
+                 helper.make_node("Add", ["melpow", "eps"], ["e"]), helper.make_node("Log", ["e"], ["logmel"])]
+        inits = [const("last", [-1]), const("wlen", nfft), const("step", 160), const("mels", 80), const("rate", 16000),
+                 const("lo", 0.0, np.float32), const("hi", 7900.0, np.float32), const("eps", 1e-6, np.float32)]
+        frames = (160000 - nfft) // 160 + 1
+        graph = helper.make_graph(nodes, "logmel", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 160000, 1])],
+                                  [helper.make_tensor_value_info("logmel", TensorProto.FLOAT, [1, frames, 80])], inits)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="gen_op_models")
+        model.ir_version = 8
+        onnx.checker.check_model(model)  # not full_check: ONNX 1.12 miscounts STFT frames (lwc infers them itself)
+        onnx.save(model, os.path.join(out_dir, f"bench_logmel_{nfft}.onnx"))
+
+
 def torch_models(out_dir, seed):
     import torch
 
@@ -219,6 +343,8 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch exports")
+    ap.add_argument("--bench", action="store_true",
+                    help="also write bench_logmel_400/512.onnx (10 s of audio to log-mel; for timing, slow to cross-check)")
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
     rng = np.random.default_rng(a.seed)
@@ -248,6 +374,10 @@ def main():
     grid_sample_models(a.out)
     unpool_models(a.out)
     roi_align_models(a.out)
+    loss_models(a.out, rng)
+    signal_models(a.out)
+    if a.bench:
+        logmel_bench_models(a.out)
     if not a.no_torch:
         torch_models(a.out, a.seed)
 

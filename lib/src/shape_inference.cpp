@@ -4,6 +4,7 @@
 
 #include <onnx/defs/schema.h>
 #include <onnx/defs/shape_inference.h>
+#include <onnx/defs/tensor_proto_util.h>
 #include <onnx/shape_inference/implementation.h>
 
 #include "lwc/model_io.h"
@@ -308,11 +309,49 @@ void guardOnnxInference() {
         fail_shape_inference("axis ", axis, " is out of range for X of rank ", r, " (it must lie in [", -r, ", ", r, "))");
       return true;
     });
-    // STFT reads the signal's dimensions 0 and 1: the signal is [batch, length, 1 or 2].
+    // STFT reads the signal's dimensions 0 and 1: the signal is [batch, length, 1 or 2]. Its output
+    // is inferred here whole: ONNX 1.12 counts the frames wrongly when the step does not divide
+    // length - frame_length (400 samples, frames of 64 every 32: 12 where there are 11) and reads an
+    // absent onesided as 0 (the spec's default is 1), so valid models failed inference and lwc
+    // would have written wrong output shapes into them.
     guardSchema("STFT", [](onnx::InferenceContext& ctx) {
       const int64_t r = inferenceRank(ctx, 0);
       if (r >= 0 && r != 3) fail_shape_inference("signal has rank ", r, "; it must be [batch, length, 1 or 2]");
-      return true;
+      onnx::propagateElemTypeFromInputToOutput(ctx, 0, 0);
+      // A constant scalar input's value, or -1.
+      const auto scalar = [&](size_t i) -> int64_t {
+        const onnx::TensorProto* t = ctx.getNumInputs() > i ? ctx.getInputData(i) : nullptr;
+        if (!t) return -1;
+        if (t->data_type() == onnx::TensorProto::INT64) {
+          const auto v = onnx::ParseData<int64_t>(t);
+          return v.size() == 1 ? v[0] : -1;
+        }
+        if (t->data_type() == onnx::TensorProto::INT32) {
+          const auto v = onnx::ParseData<int32_t>(t);
+          return v.size() == 1 ? v[0] : -1;
+        }
+        return -1;
+      };
+      int64_t frame = scalar(3);
+      if (frame < 0 && ctx.getNumInputs() > 2 && inferenceRank(ctx, 2) == 1) {
+        const auto& w = ctx.getInputType(2)->tensor_type().shape().dim(0);
+        if (w.has_dim_value()) frame = w.dim_value();
+      }
+      const int64_t step = scalar(1);
+      const auto* a = ctx.getAttribute("onesided");
+      const bool onesided = !a || !a->has_i() || a->i() != 0;
+      auto* out = onnx::getOutputShape(ctx, 0);
+      out->clear_dim();
+      for (int d = 0; d < 4; ++d) out->add_dim();
+      if (r == 3) {
+        const auto& in = ctx.getInputType(0)->tensor_type().shape();
+        *out->mutable_dim(0) = in.dim(0);
+        if (in.dim(1).has_dim_value() && frame > 0 && step > 0 && frame <= in.dim(1).dim_value())
+          out->mutable_dim(1)->set_dim_value((in.dim(1).dim_value() - frame) / step + 1);
+      }
+      if (frame > 0) out->mutable_dim(2)->set_dim_value(onesided ? frame / 2 + 1 : frame);
+      out->mutable_dim(3)->set_dim_value(2);
+      return false;
     });
     // Gemm before opset 9 reads two dimensions of A and B (pytorch-converted models).
     guardSchema("Gemm", [](onnx::InferenceContext& ctx) {

@@ -735,3 +735,29 @@ g (float[N, 4] x) => (float[N, 2] y)
   CHECK(st.layers[0].weight_zeros == 5);
   CHECK(st.layers[1].weight_zeros == 3);
 }
+
+TEST_CASE("STFT's output shape counts whole frames and keeps the onesided default", "[analysis]") {
+  // 400 samples, frames of 64 every 32: (400 - 64) / 32 + 1 = 11 frames (ONNX 1.12 infers 12); the
+  // first STFT leaves onesided out (default 1: 33 bins; ONNX 1.12 infers 64), the second sets 0.
+  Model m = parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, 400, 1] x, float[64] win) => (float[N, 11, 33, 2] y, float[N, 7, 64, 2] z)
+<int64 step = {32}, int64 flen = {64}, int64 step2 = {50}>
+{
+  y = STFT (x, step, win)
+  z = STFT <onesided=0> (x, step2, , flen)
+}
+)");
+  for (ValueInfo& out : m.graph.outputs) out.shape.reset();  // inferred, not read from the declaration
+  const auto dims = [](const ValueTypes& types, const std::string& name) {
+    std::vector<int64_t> d;
+    if (types.count(name) && types.at(name).shape)
+      for (const Dim& x : *types.at(name).shape) d.push_back(x.value);
+    return d;
+  };
+  const ValueTypes sym = inferShapes(m), fixed = inferShapes(m, ShapeOptions{2});
+  CHECK(symShapeStr(*sym.at("y").shape) == "[N,11,33,2]");
+  CHECK(symShapeStr(*sym.at("z").shape) == "[N,7,64,2]");
+  CHECK(dims(fixed, "y") == std::vector<int64_t>{2, 11, 33, 2});
+  CHECK(dims(fixed, "z") == std::vector<int64_t>{2, 7, 64, 2});
+}

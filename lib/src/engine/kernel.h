@@ -118,6 +118,8 @@ void registerNnKernels(KernelRegistry& r);
 void registerRnnKernels(KernelRegistry& r);  ///< RNN, GRU, LSTM
 void registerDetectionKernels(KernelRegistry& r);  ///< NonMaxSuppression, GridSample
 void registerEinsumKernel(KernelRegistry& r);
+void registerLossKernels(KernelRegistry& r);  ///< NegativeLogLikelihoodLoss, SoftmaxCrossEntropyLoss
+void registerSignalKernels(KernelRegistry& r);  ///< DFT, STFT, windows, MelWeightMatrix
 void registerQuantKernels(KernelRegistry& r);
 void registerCodingKernels(KernelRegistry& r);  ///< ai.lwc::HuffmanDecode
 void registerDnnlKernels(KernelRegistry& r);

@@ -56,6 +56,8 @@ const KernelRegistry& builtinKernels() {
     registerRnnKernels(r);
     registerDetectionKernels(r);
     registerEinsumKernel(r);
+    registerLossKernels(r);
+    registerSignalKernels(r);
     registerQuantKernels(r);
     registerCodingKernels(r);
     return r;
