@@ -26,6 +26,11 @@ STFT (real with a Hann window, complex two-sided), the Hann, Hamming and Blackma
 and symmetric, MelWeightMatrix (an odd dft_length), and a log-mel front-end (STFT, power,
 MelWeightMatrix, MatMul, Log).
 
+If with branches that read outer values (both branches), Loop with a trip count, carried values, a
+scan output and an outer read, Loop ended by its body's condition with an If in its body, and a
+Scan with two states, two scan inputs (another axis, backwards) and two outputs (another axis,
+backwards).
+
 NegativeLogLikelihoodLoss and SoftmaxCrossEntropyLoss: each reduction, class weights, ignore_index
 (negative, a class, absent), scores of rank 2 to 4, the log_prob output.
 
@@ -291,6 +296,77 @@ def signal_models(out_dir):
                            inits), "mel_odd", out_dir, 17)
 
 
+def control_flow_models(out_dir, rng):
+    # If whose branches read outer values (a convolution's output, an initializer), both branches
+    # (the condition follows from the input's sign); Loop with a trip count, carried values, a
+    # scan output and an outer read; Loop ended by its body's condition (no trip count); a Loop
+    # whose body holds an If.
+    vi = helper.make_tensor_value_info
+    f32 = lambda name, shape: numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)
+    const = lambda name, v, dt=np.int64: numpy_helper.from_array(np.array(v, dtype=dt), name)
+    then_g = helper.make_graph([helper.make_node("Mul", ["h", "two"], ["t_out"])], "then", [],
+                               [vi("t_out", TensorProto.FLOAT, None)])
+    else_g = helper.make_graph([helper.make_node("Add", ["h", "bias"], ["e_out"])], "else", [],
+                               [vi("e_out", TensorProto.FLOAT, None)])
+    for name, cmp in (("if_then", "Greater"), ("if_else", "Less")):
+        nodes = [helper.make_node("Conv", ["x", "w"], ["h"], pads=[1, 1, 1, 1]),
+                 helper.make_node("Abs", ["x"], ["ax"]),
+                 helper.make_node("ReduceSum", ["ax"], ["sx"], keepdims=0),
+                 helper.make_node(cmp, ["sx", "zero"], ["c"]),
+                 helper.make_node("If", ["c"], ["z"], name=name, then_branch=then_g, else_branch=else_g),
+                 helper.make_node("Relu", ["z"], ["y"])]
+        inits = [f32("w", [4, 3, 3, 3]), f32("bias", [1, 4, 1, 1]), const("two", 2.0, np.float32),
+                 const("zero", 0.0, np.float32)]
+        save(helper.make_graph(nodes, name, [vi("x", TensorProto.FLOAT, [2, 3, 5, 5])],
+                               [vi("y", TensorProto.FLOAT, [2, 4, 5, 5])], inits), name, out_dir, 13)
+    # acc' = acc * 0.5 + w + iteration; 5 trips; scan output: each acc'.
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+         helper.make_node("Mul", ["acc", "half"], ["a1"]), helper.make_node("Add", ["a1", "w"], ["a2"]),
+         helper.make_node("Cast", ["i"], ["fi"], to=TensorProto.FLOAT), helper.make_node("Add", ["a2", "fi"], ["acc_out"]),
+         helper.make_node("Identity", ["acc_out"], ["scan"])],
+        "body", [vi("i", TensorProto.INT64, []), vi("cond_in", TensorProto.BOOL, []), vi("acc", TensorProto.FLOAT, None)],
+        [vi("cond_out", TensorProto.BOOL, []), vi("acc_out", TensorProto.FLOAT, None), vi("scan", TensorProto.FLOAT, None)])
+    nodes = [helper.make_node("Loop", ["trips", "yes", "x"], ["acc_final", "accs"], name="loop_trips", body=body)]
+    inits = [const("trips", 5), const("yes", True, np.bool_), const("half", 0.5, np.float32), f32("w", [3, 4])]
+    save(helper.make_graph(nodes, "loop_trips", [vi("x", TensorProto.FLOAT, [3, 4])],
+                           [vi("acc_final", TensorProto.FLOAT, [3, 4]), vi("accs", TensorProto.FLOAT, [5, 3, 4])], inits),
+         "loop_trips", out_dir, 13)
+    # No trip count: the body says to go on while the iteration is below 3 (4 iterations); its If
+    # doubles the carried value on even iterations and negates it on odd ones.
+    then_g = helper.make_graph([helper.make_node("Add", ["v", "v"], ["tv"])], "even", [], [vi("tv", TensorProto.FLOAT, None)])
+    else_g = helper.make_graph([helper.make_node("Neg", ["v"], ["ev"])], "odd", [], [vi("ev", TensorProto.FLOAT, None)])
+    body = helper.make_graph(
+        [helper.make_node("Less", ["i", "three"], ["cond_out"]),
+         helper.make_node("Mod", ["i", "two_i"], ["parity"]), helper.make_node("Equal", ["parity", "zero_i"], ["even"]),
+         helper.make_node("If", ["even"], ["v_out"], then_branch=then_g, else_branch=else_g)],
+        "body", [vi("i", TensorProto.INT64, []), vi("cond_in", TensorProto.BOOL, []), vi("v", TensorProto.FLOAT, None)],
+        [vi("cond_out", TensorProto.BOOL, []), vi("v_out", TensorProto.FLOAT, None)])
+    nodes = [helper.make_node("Loop", ["", "yes", "x"], ["v_final"], name="loop_while_if", body=body)]
+    inits = [const("yes", True, np.bool_), const("three", 3), const("two_i", 2), const("zero_i", 0)]
+    save(helper.make_graph(nodes, "loop_while_if", [vi("x", TensorProto.FLOAT, [2, 5])],
+                           [vi("v_final", TensorProto.FLOAT, [2, 5])], inits), "loop_while_if", out_dir, 13)
+    # Scan: a recurrence h' = tanh(h W + x_t) over x's axis 1 read backwards, a second scan input
+    # along axis 0, a running sum as a second state, outputs stacked on axes 0 and 1 (the second
+    # backwards); W is an outer read.
+    body = helper.make_graph(
+        [helper.make_node("MatMul", ["h", "W"], ["hw"]), helper.make_node("Add", ["hw", "xt"], ["pre"]),
+         helper.make_node("Tanh", ["pre"], ["h2"]), helper.make_node("Add", ["acc", "ut"], ["acc2"]),
+         helper.make_node("Identity", ["h2"], ["hs"]), helper.make_node("Mul", ["acc2", "h2"], ["prod"])],
+        "body", [vi("h", TensorProto.FLOAT, [2, 4]), vi("acc", TensorProto.FLOAT, [2, 4]),
+                 vi("xt", TensorProto.FLOAT, [2, 4]), vi("ut", TensorProto.FLOAT, [2, 4])],
+        [vi("h2", TensorProto.FLOAT, [2, 4]), vi("acc2", TensorProto.FLOAT, [2, 4]), vi("hs", TensorProto.FLOAT, [2, 4]),
+         vi("prod", TensorProto.FLOAT, [2, 4])])
+    node = helper.make_node("Scan", ["h0", "a0", "x", "u"], ["h_last", "a_last", "hs_all", "prod_all"], name="scan", body=body,
+                            num_scan_inputs=2, scan_input_axes=[1, 0], scan_input_directions=[1, 0],
+                            scan_output_axes=[0, 1], scan_output_directions=[0, 1])
+    save(helper.make_graph([node], "scan", [vi("h0", TensorProto.FLOAT, [2, 4]), vi("a0", TensorProto.FLOAT, [2, 4]),
+                                            vi("x", TensorProto.FLOAT, [2, 6, 4]), vi("u", TensorProto.FLOAT, [6, 2, 4])],
+                           [vi("h_last", TensorProto.FLOAT, [2, 4]), vi("a_last", TensorProto.FLOAT, [2, 4]),
+                            vi("hs_all", TensorProto.FLOAT, [6, 2, 4]), vi("prod_all", TensorProto.FLOAT, [2, 6, 4])],
+                           [f32("W", [4, 4])]), "scan", out_dir, 11)
+
+
 def logmel_bench_models(out_dir):
     # For timing, not for ops_ort: a Whisper-like log-mel front-end, 10 s of 16 kHz audio, Hann
     # frames of 400 or 512 samples every 160, 80 mel bands (`lwc bench F --batch 1`).
@@ -376,6 +452,7 @@ def main():
     roi_align_models(a.out)
     loss_models(a.out, rng)
     signal_models(a.out)
+    control_flow_models(a.out, rng)
     if a.bench:
         logmel_bench_models(a.out)
     if not a.no_torch:

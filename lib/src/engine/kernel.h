@@ -120,6 +120,7 @@ void registerDetectionKernels(KernelRegistry& r);  ///< NonMaxSuppression, GridS
 void registerEinsumKernel(KernelRegistry& r);
 void registerLossKernels(KernelRegistry& r);  ///< NegativeLogLikelihoodLoss, SoftmaxCrossEntropyLoss
 void registerSignalKernels(KernelRegistry& r);  ///< DFT, STFT, windows, MelWeightMatrix
+void registerControlFlowKernels(KernelRegistry& r);  ///< If, Loop
 void registerQuantKernels(KernelRegistry& r);
 void registerCodingKernels(KernelRegistry& r);  ///< ai.lwc::HuffmanDecode
 void registerDnnlKernels(KernelRegistry& r);

@@ -58,6 +58,7 @@ const KernelRegistry& builtinKernels() {
     registerEinsumKernel(r);
     registerLossKernels(r);
     registerSignalKernels(r);
+    registerControlFlowKernels(r);
     registerQuantKernels(r);
     registerCodingKernels(r);
     return r;

@@ -360,9 +360,14 @@ Session::Session(const Model& model, SessionOptions opts) : impl_(std::make_uniq
   s.label = model.label();
   Graph& g = s.graph;
   topoSort(g, model.label());
-  for (const auto& n : g.nodes)
-    if (!implicitInputs(n).empty())
-      fail(model.label(), ": node ", n.describe(), " has subgraphs (control flow), which the lwc engine does not run yet");
+  // If, Loop and Scan read the outer values their subgraphs use as extra inputs after their own
+  // (see kernels/control_flow.cpp), so that buffer planning and the graph rewrites see those reads.
+  // (Other ops with subgraphs have no kernel: the op is reported as unsupported below.)
+  for (auto& n : g.nodes)
+    if (n.domain.empty() && (n.op_type == "If" || n.op_type == "Loop" || n.op_type == "Scan")) {
+      const auto outer = implicitInputs(n);
+      n.inputs.insert(n.inputs.end(), outer.begin(), outer.end());
+    }
   s.types = inferShapes(model);
   if (!s.opts.reference_only) {
     // Weight DequantizeLinear nodes stay until the QDQ fusion has turned them into integer kernels.

@@ -1,0 +1,277 @@
+// Control flow: If (opsets 1-22), Loop (opsets 1-22) and Scan (opsets 9-22) run their subgraphs as
+// nested Sessions.
+//
+// The Session gives an If, Loop or Scan node the outer-scope values its subgraphs read (implicitInputs,
+// sorted by name) as extra inputs after its own, so the buffer planning keeps them alive until the
+// node has run and the graph rewrites see them as read. Each subgraph becomes a Model of the
+// node's opset whose graph inputs are the body's own inputs followed by those outer values; a
+// subgraph node of another domain is refused when the session is built. Loop: while the trip count
+// (M, when given) is not reached and the condition (cond, when given, then the body's first
+// output) holds, the body maps (iteration, condition, carried values) to (condition, carried
+// values, scan outputs); scan outputs are stacked along a new first axis (each iteration's must
+// have the same shape; with no iteration, [0] of the body's declared type).
+#include <onnx/onnx_pb.h>
+
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/kernel.h"
+#include "engine/kernels/common.h"
+#include "lwc/model_io.h"
+
+namespace lwc::engine {
+
+namespace {
+
+// One subgraph as a session: formal inputs (the body's declared inputs) then outer values.
+class Subgraph {
+ public:
+  Subgraph(const KernelInfo& info, const char* attr, const std::vector<std::string>& outer, size_t outer_first) {
+    const onnx::AttributeProto* a = info.node.attr(attr);
+    if (!a || !a->has_g()) fail("node ", info.node.describe(), ": attribute '", attr, "' (a graph) is missing");
+    onnx::ModelProto mp;
+    mp.set_ir_version(8);
+    auto* op = mp.add_opset_import();
+    op->set_domain("");
+    op->set_version(info.opset);
+    *mp.mutable_graph() = a->g();
+    onnx::GraphProto& g = *mp.mutable_graph();
+    for (const auto& in : g.input()) formal_.push_back(in.name());
+    for (size_t i = 0; i < outer.size(); ++i) {
+      onnx::ValueInfoProto* v = g.add_input();
+      const ValueInfo* t = info.input_types.size() > outer_first + i ? info.input_types[outer_first + i] : nullptr;
+      v->set_name(outer[i]);
+      // The element type only: the outer value's shape may hold another graph's symbols.
+      if (t && t->dtype != DType::Undefined && !t->other_type)
+        v->mutable_type()->mutable_tensor_type()->set_elem_type(valueInfoToProto(*t).type().tensor_type().elem_type());
+    }
+    for (const auto& o : g.output()) {
+      outputs_.push_back(o.name());
+      const auto& tt = o.type().tensor_type();
+      declared_.push_back(o.type().has_tensor_type() ? fromOnnxType(tt.elem_type()) : DType::Undefined);
+    }
+    const std::string label = "subgraph '" + std::string(attr) + "' of node " + info.node.describe();
+    model_ = modelFromProto(mp, {}, label);
+    SessionOptions opts = info.options;
+    opts.split_batch = false;
+    opts.profile = false;
+    session_ = std::make_unique<Session>(model_, opts);
+  }
+
+  size_t numFormal() const { return formal_.size(); }
+  size_t numOutputs() const { return outputs_.size(); }
+  DType declaredType(size_t o) const { return declared_[o]; }
+
+  std::vector<Tensor> run(const std::vector<Tensor>& formal, const KernelContext& ctx, size_t outer_first) const {
+    TensorMap feeds;
+    for (size_t i = 0; i < formal.size(); ++i) feeds[formal_[i]] = formal[i];
+    for (size_t i = outer_first; i < ctx.inputs.size(); ++i)
+      if (ctx.has(i)) feeds.emplace(ctx.node.inputs[i], ctx.in(i));
+    TensorMap out = session_->run(feeds);
+    std::vector<Tensor> r;
+    for (const auto& name : outputs_) r.push_back(out.at(name));
+    return r;
+  }
+
+ private:
+  Model model_;
+  std::unique_ptr<Session> session_;
+  std::vector<std::string> formal_, outputs_;
+  std::vector<DType> declared_;
+};
+
+bool truth(const KernelContext& ctx, const Tensor& t, const char* what) {
+  if (t.numel() != 1) ctx.error(what, " has shape ", shapeStr(t.shape()), "; expected one boolean");
+  return t.at(0) != 0;
+}
+
+class IfKernel : public Kernel {
+ public:
+  explicit IfKernel(const KernelInfo& info)
+      : outer_first_(info.node.inputs.size() - implicitInputs(info.node).size()),
+        then_(info, "then_branch", implicitInputs(info.node), outer_first_),
+        else_(info, "else_branch", implicitInputs(info.node), outer_first_) {
+    if (then_.numOutputs() != info.node.outputs.size() || else_.numOutputs() != info.node.outputs.size())
+      fail("node ", info.node.describe(), ": its branches give ", then_.numOutputs(), " and ", else_.numOutputs(),
+           " outputs; the node has ", info.node.outputs.size());
+  }
+  void run(KernelContext& ctx) override {
+    const Subgraph& branch = truth(ctx, ctx.in(0), "cond") ? then_ : else_;
+    std::vector<Tensor> outs = branch.run({}, ctx, outer_first_);
+    for (size_t o = 0; o < outs.size(); ++o) ctx.outputs[o] = std::move(outs[o]);
+  }
+
+ private:
+  size_t outer_first_;
+  Subgraph then_, else_;
+};
+
+class LoopKernel : public Kernel {
+ public:
+  explicit LoopKernel(const KernelInfo& info)
+      : outer_first_(info.node.inputs.size() - implicitInputs(info.node).size()),
+        body_(info, "body", implicitInputs(info.node), outer_first_) {
+    carried_ = outer_first_ >= 2 ? outer_first_ - 2 : 0;
+    if (outer_first_ < 2 || body_.numFormal() != carried_ + 2 || body_.numOutputs() < carried_ + 1 ||
+        info.node.outputs.size() != body_.numOutputs() - 1)
+      fail("node ", info.node.describe(), ": Loop takes M, cond and N carried values, its body N + 2 inputs and 1 + N + K "
+           "outputs, the node N + K outputs; this one has ", outer_first_, " inputs, a body of ", body_.numFormal(),
+           " inputs and ", body_.numOutputs(), " outputs, and ", info.node.outputs.size(), " outputs");
+  }
+  void run(KernelContext& ctx) override {
+    const int64_t max_trips = ctx.has(0) ? static_cast<int64_t>(ctx.in(0).at(0)) : INT64_MAX;
+    if (ctx.has(0) && ctx.in(0).numel() != 1) ctx.error("M has shape ", shapeStr(ctx.in(0).shape()), "; expected a scalar");
+    bool keep = ctx.has(1) ? truth(ctx, ctx.in(1), "cond") : true;
+    std::vector<Tensor> formal(carried_ + 2);
+    for (size_t i = 0; i < carried_; ++i) formal[2 + i] = ctx.in(2 + i);
+    const size_t scans = body_.numOutputs() - 1 - carried_;
+    std::vector<std::vector<Tensor>> scanned(scans);
+    for (int64_t it = 0; it < max_trips && keep; ++it) {
+      formal[0] = Tensor::scalar<int64_t>(it);
+      formal[1] = Tensor(DType::Bool, {});
+      formal[1].data<bool>()[0] = keep;
+      std::vector<Tensor> outs = body_.run(formal, ctx, outer_first_);
+      keep = truth(ctx, outs[0], "the body's condition output");
+      for (size_t i = 0; i < carried_; ++i) formal[2 + i] = std::move(outs[1 + i]);
+      for (size_t k = 0; k < scans; ++k) {
+        Tensor& t = outs[1 + carried_ + k];
+        if (!scanned[k].empty() && (t.shape() != scanned[k].front().shape() || t.dtype() != scanned[k].front().dtype()))
+          ctx.error("scan output ", k, " is ", shapeStr(t.shape()), " in iteration ", it, " and ",
+                    shapeStr(scanned[k].front().shape()), " before; every iteration must give the same shape");
+        scanned[k].push_back(std::move(t));
+      }
+    }
+    for (size_t i = 0; i < carried_; ++i) ctx.outputs[i] = std::move(formal[2 + i]);
+    for (size_t k = 0; k < scans; ++k) {
+      const auto& parts = scanned[k];
+      if (parts.empty()) {
+        const DType dt = body_.declaredType(1 + carried_ + k);
+        ctx.outputs[carried_ + k] = Tensor(dt == DType::Undefined ? DType::Float32 : dt, Shape{0});
+        continue;
+      }
+      Shape s{static_cast<int64_t>(parts.size())};
+      s.insert(s.end(), parts.front().shape().begin(), parts.front().shape().end());
+      Tensor y = Tensor::uninitialized(parts.front().dtype(), s);
+      const size_t bytes = parts.front().nbytes();
+      auto* dst = static_cast<char*>(y.raw());
+      for (size_t p = 0; p < parts.size(); ++p) std::memcpy(dst + p * bytes, parts[p].raw(), bytes);
+      ctx.outputs[carried_ + k] = std::move(y);
+    }
+  }
+
+ private:
+  size_t outer_first_;
+  Subgraph body_;
+  size_t carried_ = 0;
+};
+
+// Scan (opsets 9-22): the body maps (N states, one slice of each of the M scan inputs along its
+// axis) to (N states, K scan output slices); the slices are taken and stacked along each input's
+// and output's axis, in reverse where its direction is 1. Opset 8's Scan (a batch axis and
+// sequence_lens) is not run.
+class ScanKernel : public Kernel {
+ public:
+  explicit ScanKernel(const KernelInfo& info)
+      : outer_first_(info.node.inputs.size() - implicitInputs(info.node).size()),
+        body_(info, "body", implicitInputs(info.node), outer_first_) {
+    const Node& n = info.node;
+    scans_ = static_cast<size_t>(n.attrInt("num_scan_inputs", 0));
+    if (scans_ < 1 || scans_ > outer_first_) fail("node ", n.describe(), ": num_scan_inputs is ", scans_, " of its ", outer_first_, " inputs");
+    states_ = outer_first_ - scans_;
+    if (body_.numFormal() != outer_first_ || body_.numOutputs() != n.outputs.size() || n.outputs.size() < states_)
+      fail("node ", n.describe(), ": its body takes ", body_.numFormal(), " inputs and gives ", body_.numOutputs(),
+           " outputs; the node has ", outer_first_, " inputs and ", n.outputs.size(), " outputs");
+    const size_t outs = n.outputs.size() - states_;
+    in_dir_ = n.attrInts("scan_input_directions", std::vector<int64_t>(scans_, 0));
+    out_dir_ = n.attrInts("scan_output_directions", std::vector<int64_t>(outs, 0));
+    in_axis_ = n.attrInts("scan_input_axes", std::vector<int64_t>(scans_, 0));
+    out_axis_ = n.attrInts("scan_output_axes", std::vector<int64_t>(outs, 0));
+    if (in_dir_.size() != scans_ || in_axis_.size() != scans_ || out_dir_.size() != outs || out_axis_.size() != outs)
+      fail("node ", n.describe(), ": the scan_input_* attributes need ", scans_, " values and the scan_output_* ", outs);
+  }
+
+  void run(KernelContext& ctx) override {
+    // Each scan input's axis, its length (the same for all) and the [outer, length, inner] layout.
+    int64_t steps = -1;
+    std::vector<int64_t> axis(scans_);
+    for (size_t j = 0; j < scans_; ++j) {
+      const Tensor& x = ctx.in(states_ + j);
+      axis[j] = normAxis(in_axis_[j], static_cast<int64_t>(x.rank()), ctx);
+      const int64_t len = x.dim(static_cast<size_t>(axis[j]));
+      if (steps >= 0 && len != steps) ctx.error("scan input ", j, " has ", len, " steps along its axis and scan input 0 ", steps);
+      steps = len;
+    }
+    std::vector<Tensor> formal(states_ + scans_);
+    for (size_t i = 0; i < states_; ++i) formal[i] = ctx.in(i);
+    const size_t outs = ctx.numOutputs() - states_;
+    std::vector<std::vector<Tensor>> slices(outs);
+    for (int64_t t = 0; t < steps; ++t) {
+      for (size_t j = 0; j < scans_; ++j)
+        formal[states_ + j] = sliceAt(ctx.in(states_ + j), axis[j], in_dir_[j] ? steps - 1 - t : t);
+      std::vector<Tensor> r = body_.run(formal, ctx, outer_first_);
+      for (size_t i = 0; i < states_; ++i) formal[i] = std::move(r[i]);
+      for (size_t k = 0; k < outs; ++k) {
+        Tensor& y = r[states_ + k];
+        if (!slices[k].empty() && (y.shape() != slices[k].front().shape() || y.dtype() != slices[k].front().dtype()))
+          ctx.error("scan output ", k, " is ", shapeStr(y.shape()), " in step ", t, " and ", shapeStr(slices[k].front().shape()),
+                    " before; every step must give the same shape");
+        slices[k].push_back(std::move(y));
+      }
+    }
+    for (size_t i = 0; i < states_; ++i) ctx.outputs[i] = std::move(formal[i]);
+    for (size_t k = 0; k < outs; ++k) {
+      if (slices[k].empty()) ctx.error("scan output ", k, " has no steps (the scan inputs are empty along their axes)");
+      const Tensor& first = slices[k].front();
+      const int64_t r = static_cast<int64_t>(first.rank()) + 1;
+      const int64_t a = normAxis(out_axis_[k], r, ctx);
+      Shape s = first.shape();
+      s.insert(s.begin() + a, steps);
+      Tensor y = Tensor::uninitialized(first.dtype(), s);
+      const int64_t outer = numelOf(Shape(first.shape().begin(), first.shape().begin() + a));
+      const size_t block = first.nbytes() / static_cast<size_t>(std::max<int64_t>(outer, 1));
+      for (int64_t t = 0; t < steps; ++t) {
+        const int64_t at = out_dir_[k] ? steps - 1 - t : t;
+        const auto* src = static_cast<const char*>(slices[k][static_cast<size_t>(t)].raw());
+        auto* dst = static_cast<char*>(y.raw());
+        for (int64_t o = 0; o < outer; ++o)
+          std::memcpy(dst + (static_cast<size_t>(o * steps + at)) * block, src + static_cast<size_t>(o) * block, block);
+      }
+      ctx.outputs[states_ + k] = std::move(y);
+    }
+  }
+
+ private:
+  // x's slice at `index` along `axis` (that dimension removed).
+  static Tensor sliceAt(const Tensor& x, int64_t axis, int64_t index) {
+    Shape s = x.shape();
+    const int64_t len = s[static_cast<size_t>(axis)];
+    s.erase(s.begin() + axis);
+    Tensor y = Tensor::uninitialized(x.dtype(), s);
+    const int64_t outer = numelOf(Shape(x.shape().begin(), x.shape().begin() + axis));
+    const size_t block = y.nbytes() / static_cast<size_t>(std::max<int64_t>(outer, 1));
+    const auto* src = static_cast<const char*>(x.raw());
+    auto* dst = static_cast<char*>(y.raw());
+    for (int64_t o = 0; o < outer; ++o)
+      std::memcpy(dst + static_cast<size_t>(o) * block, src + static_cast<size_t>(o * len + index) * block, block);
+    return y;
+  }
+
+  size_t outer_first_;
+  Subgraph body_;
+  size_t scans_ = 0, states_ = 0;
+  std::vector<int64_t> in_dir_, out_dir_, in_axis_, out_axis_;
+};
+
+}  // namespace
+
+void registerControlFlowKernels(KernelRegistry& r) {
+  r.add("", "If", 1, 22, "ref", [](const KernelInfo& info) -> std::unique_ptr<Kernel> { return std::make_unique<IfKernel>(info); });
+  r.add("", "Loop", 1, 22, "ref",
+        [](const KernelInfo& info) -> std::unique_ptr<Kernel> { return std::make_unique<LoopKernel>(info); });
+  r.add("", "Scan", 9, 22, "ref",
+        [](const KernelInfo& info) -> std::unique_ptr<Kernel> { return std::make_unique<ScanKernel>(info); });
+}
+
+}  // namespace lwc::engine
