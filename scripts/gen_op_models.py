@@ -297,7 +297,8 @@ def signal_models(out_dir):
 
 
 def control_flow_models(out_dir, rng):
-    # If whose branches read outer values (a convolution's output, an initializer), both branches
+    # If whose branches read outer values (a convolution's ReLU output, which quantization would fold
+    # into the convolution, and an initializer), both branches
     # (the condition follows from the input's sign); Loop with a trip count, carried values, a
     # scan output and an outer read; Loop ended by its body's condition (no trip count); a Loop
     # whose body holds an If.
@@ -309,7 +310,7 @@ def control_flow_models(out_dir, rng):
     else_g = helper.make_graph([helper.make_node("Add", ["h", "bias"], ["e_out"])], "else", [],
                                [vi("e_out", TensorProto.FLOAT, None)])
     for name, cmp in (("if_then", "Greater"), ("if_else", "Less")):
-        nodes = [helper.make_node("Conv", ["x", "w"], ["h"], pads=[1, 1, 1, 1]),
+        nodes = [helper.make_node("Conv", ["x", "w"], ["hc"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["hc"], ["h"]),
                  helper.make_node("Abs", ["x"], ["ax"]),
                  helper.make_node("ReduceSum", ["ax"], ["sx"], keepdims=0),
                  helper.make_node(cmp, ["sx", "zero"], ["c"]),

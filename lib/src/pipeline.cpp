@@ -544,6 +544,41 @@ double gateValue(const std::string& name, const StageMetrics& in, const StageMet
   return 0;
 }
 
+// The values a subgraph (If, Loop, Scan) reads from the outer graph, by name, are kept by every pass
+// as graph outputs are: for the pass's run they are appended to the graph's outputs (typed as
+// inference finds them), then taken off again. Passes rename and remove intermediate values freely
+// (quantization folds a Relu into its Conv and drops the Relu's output name), which left a
+// subgraph reading a value nothing produced.
+class SubgraphReadsKept {
+ public:
+  explicit SubgraphReadsKept(Model& m) : g_(m.graph) {
+    std::set<std::string> reads;
+    for (const auto& n : g_.nodes)
+      for (auto& r : implicitInputs(n)) reads.insert(std::move(r));
+    for (const auto& r : reads)
+      if (!g_.isGraphOutput(r) && !g_.isGraphInput(r) && !g_.initializers.contains(r)) added_.push_back(r);
+    if (added_.empty()) return;
+    const ValueTypes types = inferShapes(m);
+    for (const auto& r : added_) {
+      auto it = types.find(r);
+      ValueInfo v = it != types.end() ? it->second : ValueInfo{};
+      v.name = r;
+      g_.outputs.push_back(std::move(v));
+    }
+  }
+  ~SubgraphReadsKept() {
+    if (added_.empty()) return;
+    const std::set<std::string> added(added_.begin(), added_.end());
+    std::erase_if(g_.outputs, [&](const ValueInfo& v) { return added.count(v.name) > 0; });
+  }
+  SubgraphReadsKept(const SubgraphReadsKept&) = delete;
+  SubgraphReadsKept& operator=(const SubgraphReadsKept&) = delete;
+
+ private:
+  Graph& g_;
+  std::vector<std::string> added_;
+};
+
 }  // namespace
 
 double StageMetrics::mcnemarP() const { return mcnemarExactP(only_input_right, only_this_right); }
@@ -638,7 +673,10 @@ PipelineReport runPipeline(const Pipeline& p, Model& m, const RunOptions& opts) 
     Model before = m;
     const auto t0 = Clock::now();
     try {
-      rec.result = step.pass->run(m, ctx);
+      {
+        SubgraphReadsKept kept(m);
+        rec.result = step.pass->run(m, ctx);
+      }
       topoSort(m.graph, m.label());
       validateGraph(m.graph, m.label());
     } catch (const Error& e) {

@@ -31,6 +31,32 @@ std::string errorOf(const std::function<void()>& f) {
 Pipeline parse(const json& j) { return Pipeline::fromJson(j, "p.json", testdataDir(), passes::builtinPasses()); }
 
 // A pass that edits the model and then fails, to check that the runner restores the model.
+// Drops every Identity whose output is not a graph output, rewiring the node inputs that read it
+// (as a pass that knows nothing of subgraphs would).
+class DroppingPass : public Pass {
+ public:
+  std::string name() const override { return "dropping"; }
+  std::string help() const override { return "test: removes Identity nodes"; }
+  std::vector<OptionSpec> optionSpecs() const override { return {}; }
+  PassResult run(Model& m, PassContext&) override {
+    Graph& g = m.graph;
+    PassResult r;
+    for (size_t i = 0; i < g.nodes.size();) {
+      const Node n = g.nodes[i];
+      if (n.op_type != "Identity" || g.isGraphOutput(n.outputs[0])) {
+        ++i;
+        continue;
+      }
+      for (auto& c : g.nodes)
+        for (auto& in : c.inputs)
+          if (in == n.outputs[0]) in = n.inputs[0];
+      g.nodes.erase(g.nodes.begin() + static_cast<std::ptrdiff_t>(i));
+      r.changed = true;
+    }
+    return r;
+  }
+};
+
 class BreakingPass : public Pass {
  public:
   std::string name() const override { return "breaking"; }
@@ -274,6 +300,37 @@ TEST_CASE("the text form parses names and options", "[pipeline]") {
     CHECK(l.steps.at(0).pass->options().getStrings("include") == std::vector<std::string>{"Gemm", "Conv"});
   }
   CHECK(Pipeline::fromText("prune_magnitude{include=[]}", passes::builtinPasses()).steps.at(0).pass->options().getStrings("include").empty());
+}
+
+TEST_CASE("passes keep the values a subgraph reads as they keep graph outputs", "[pipeline]") {
+  PassRegistry reg;
+  reg.add([] { return std::make_unique<DroppingPass>(); });
+  Pipeline p = Pipeline::fromJson({{"passes", {"dropping"}}}, "p.json", ".", reg);
+  Model m = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (bool c, float[4] x) => (float[4] y) {
+  r = Relu (x)
+  h = Identity (r)
+  k = Identity (r)
+  y = If (c) <
+    then_branch = t () => (float[4] a) { a = Add (h, k) },
+    else_branch = e () => (float[4] b) { b = Neg (x) }
+  >
+})");
+  const Model untouched = m;
+  runPipeline(p, m);
+  // Without the rule the pass dropped both Identities, and the branch read names nothing produced
+  // (the pipeline refused the result).
+  CHECK(m.graph.nodes.size() == untouched.graph.nodes.size());
+  REQUIRE(m.graph.outputs.size() == 1);
+  CHECK(m.graph.outputs[0].name == "y");
+  // Without subgraph reads the pass does its work.
+  Model plain = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (float[4] x) => (float[4] y) {
+  h = Identity (x)
+  y = Relu (h)
+})");
+  runPipeline(p, plain);
+  CHECK(plain.graph.nodes.size() == 1);
 }
 
 TEST_CASE("a failing pass leaves the model as it was", "[pipeline]") {
