@@ -112,7 +112,7 @@ g (float[1] x) => (float[?] v, float[?, ?] all)
 )");
   engine::Session s(grows);
   CHECK_THROWS_WITH(s.runOrdered({{"x", f32({1}, {1})}}),
-                    Contains("scan output 0 is [4] in iteration 1 and [2] before; every iteration must give the same shape"));
+                    Contains("scan output 0 is [4] in step 1 and [2] before; every step must give the same shape"));
   CHECK_THAT(buildError(R"(
 <ir_version: 8, opset_import: ["" : 8]>
 g (int64[1] lens, float[1, 2] init, float[1, 3, 2] xs) => (float[1, 2] last, float[1, 3, 2] ys) {

@@ -78,6 +78,8 @@ TEST_CASE("The losses refuse a class outside the scores, mismatched shapes and a
              Contains("target has shape [3]; expected [2] for scores of shape [2,3]"));
   CHECK_THAT(nodeError(sce("mean", {kScores, kTargets, Tensor::fromVector<float>({2}, {1, 1})})),
              Contains("weight has shape [2]; expected [3], one per class"));
+  CHECK_THAT(nodeError(sce("mean", {kScores, Tensor::fromVector<int64_t>({2}, {0, INT64_MAX})})),
+             Contains("target holds 9223372036854775807 at position 1"));
   CHECK_THAT(nodeError(sce("average", {kScores, kTargets})), Contains("reduction is 'average'; expected none, sum or mean"));
   CHECK_THAT(nodeError(makeSpec("NegativeLogLikelihoodLoss", {Tensor::fromVector<float>({3}, {1, 2, 3}), kTargets}, {}, 13)),
              Contains("input has shape [3]; expected [N, C] or [N, C, D1, ...]"));

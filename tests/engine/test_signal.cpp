@@ -101,6 +101,11 @@ TEST_CASE("The signal ops refuse what they cannot compute, naming it", "[nn][sig
              Contains("set onesided 0 for a complex one"));
   CHECK_THAT(nodeError(makeSpec("STFT", {real, i64(0), randomFloat({4}, 4)}, {}, 17)), Contains("frame_step is 0"));
   CHECK_THAT(nodeError(makeSpec("HannWindow", {i64(-3)}, {}, 17)), Contains("size is -3"));
+  CHECK_THAT(nodeError(makeSpec("HannWindow", {i64(int64_t(1) << 40)}, {}, 17)), Contains("expected a length of 0 to 2^31"));
+  CHECK_THAT(nodeError(makeSpec("MelWeightMatrix", {i64(int64_t(1) << 40), i64(int64_t(1) << 40), i64(16000),
+                                                    Tensor::scalar<float>(0), Tensor::scalar<float>(100)}, {}, 17)),
+             Contains("make a matrix beyond what lwc computes (2^31 values)"));
+  CHECK_THAT(nodeError(dft(real, {}, i64(int64_t(1) << 40))), Contains("dft_length is 1099511627776; expected 1 to 2^31"));
   CHECK_THAT(nodeError(makeSpec("MelWeightMatrix", {i64(6), i64(31), i64(16000), Tensor::scalar<float>(0),
                                                     Tensor::scalar<float>(8000)}, {}, 17)),
              Contains("past the 16 bins of a dft_length 31 spectrum at sample_rate 16000; lower upper_edge_hertz"));

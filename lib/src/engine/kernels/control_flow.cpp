@@ -9,7 +9,8 @@
 // (M, when given) is not reached and the condition (cond, when given, then the body's first
 // output) holds, the body maps (iteration, condition, carried values) to (condition, carried
 // values, scan outputs); scan outputs are stacked along a new first axis (each iteration's must
-// have the same shape; with no iteration, [0] of the body's declared type).
+// have the same shape; with no iteration, [0] of the body's declared type). As in ONNX Runtime,
+// a Loop with neither M nor a condition that ever turns false runs until stopped.
 #include <onnx/onnx_pb.h>
 
 #include <cstring>
@@ -82,6 +83,34 @@ class Subgraph {
   std::vector<DType> declared_;
 };
 
+// The equal-shaped `parts` stacked along a new axis `axis` of the result, the last part first when
+// `reverse`.
+Tensor stacked(const std::vector<Tensor>& parts, int64_t axis, bool reverse) {
+  const Tensor& first = parts.front();
+  const int64_t steps = static_cast<int64_t>(parts.size());
+  Shape s = first.shape();
+  s.insert(s.begin() + axis, steps);
+  Tensor y = Tensor::uninitialized(first.dtype(), s);
+  const int64_t outer = numelOf(Shape(first.shape().begin(), first.shape().begin() + axis));
+  const size_t block = first.nbytes() / static_cast<size_t>(std::max<int64_t>(outer, 1));
+  auto* dst = static_cast<char*>(y.raw());
+  for (int64_t t = 0; t < steps; ++t) {
+    const int64_t at = reverse ? steps - 1 - t : t;
+    const auto* src = static_cast<const char*>(parts[static_cast<size_t>(t)].raw());
+    for (int64_t o = 0; o < outer; ++o)
+      std::memcpy(dst + static_cast<size_t>(o * steps + at) * block, src + static_cast<size_t>(o) * block, block);
+  }
+  return y;
+}
+
+// Appends a step's scan output to `parts`, which every step must give in the same shape and type.
+void collect(const KernelContext& ctx, std::vector<Tensor>& parts, Tensor t, size_t k, int64_t step) {
+  if (!parts.empty() && (t.shape() != parts.front().shape() || t.dtype() != parts.front().dtype()))
+    ctx.error("scan output ", k, " is ", shapeStr(t.shape()), " in step ", step, " and ", shapeStr(parts.front().shape()),
+              " before; every step must give the same shape");
+  parts.push_back(std::move(t));
+}
+
 bool truth(const KernelContext& ctx, const Tensor& t, const char* what) {
   if (t.numel() != 1) ctx.error(what, " has shape ", shapeStr(t.shape()), "; expected one boolean");
   return t.at(0) != 0;
@@ -121,8 +150,12 @@ class LoopKernel : public Kernel {
            " inputs and ", body_.numOutputs(), " outputs, and ", info.node.outputs.size(), " outputs");
   }
   void run(KernelContext& ctx) override {
-    const int64_t max_trips = ctx.has(0) ? static_cast<int64_t>(ctx.in(0).at(0)) : INT64_MAX;
-    if (ctx.has(0) && ctx.in(0).numel() != 1) ctx.error("M has shape ", shapeStr(ctx.in(0).shape()), "; expected a scalar");
+    int64_t max_trips = INT64_MAX;
+    if (ctx.has(0)) {
+      const std::vector<int64_t> m = readInts(ctx.in(0), ctx);
+      if (m.size() != 1) ctx.error("M has shape ", shapeStr(ctx.in(0).shape()), "; expected one trip count");
+      max_trips = m[0];
+    }
     bool keep = ctx.has(1) ? truth(ctx, ctx.in(1), "cond") : true;
     std::vector<Tensor> formal(carried_ + 2);
     for (size_t i = 0; i < carried_; ++i) formal[2 + i] = ctx.in(2 + i);
@@ -135,29 +168,16 @@ class LoopKernel : public Kernel {
       std::vector<Tensor> outs = body_.run(formal, ctx, outer_first_);
       keep = truth(ctx, outs[0], "the body's condition output");
       for (size_t i = 0; i < carried_; ++i) formal[2 + i] = std::move(outs[1 + i]);
-      for (size_t k = 0; k < scans; ++k) {
-        Tensor& t = outs[1 + carried_ + k];
-        if (!scanned[k].empty() && (t.shape() != scanned[k].front().shape() || t.dtype() != scanned[k].front().dtype()))
-          ctx.error("scan output ", k, " is ", shapeStr(t.shape()), " in iteration ", it, " and ",
-                    shapeStr(scanned[k].front().shape()), " before; every iteration must give the same shape");
-        scanned[k].push_back(std::move(t));
-      }
+      for (size_t k = 0; k < scans; ++k) collect(ctx, scanned[k], std::move(outs[1 + carried_ + k]), k, it);
     }
     for (size_t i = 0; i < carried_; ++i) ctx.outputs[i] = std::move(formal[2 + i]);
     for (size_t k = 0; k < scans; ++k) {
-      const auto& parts = scanned[k];
-      if (parts.empty()) {
+      if (scanned[k].empty()) {
         const DType dt = body_.declaredType(1 + carried_ + k);
         ctx.outputs[carried_ + k] = Tensor(dt == DType::Undefined ? DType::Float32 : dt, Shape{0});
-        continue;
+      } else {
+        ctx.outputs[carried_ + k] = stacked(scanned[k], 0, false);
       }
-      Shape s{static_cast<int64_t>(parts.size())};
-      s.insert(s.end(), parts.front().shape().begin(), parts.front().shape().end());
-      Tensor y = Tensor::uninitialized(parts.front().dtype(), s);
-      const size_t bytes = parts.front().nbytes();
-      auto* dst = static_cast<char*>(y.raw());
-      for (size_t p = 0; p < parts.size(); ++p) std::memcpy(dst + p * bytes, parts[p].raw(), bytes);
-      ctx.outputs[carried_ + k] = std::move(y);
     }
   }
 
@@ -193,7 +213,7 @@ class ScanKernel : public Kernel {
   }
 
   void run(KernelContext& ctx) override {
-    // Each scan input's axis, its length (the same for all) and the [outer, length, inner] layout.
+    // Each scan input's axis and its length (the same for all).
     int64_t steps = -1;
     std::vector<int64_t> axis(scans_);
     for (size_t j = 0; j < scans_; ++j) {
@@ -212,33 +232,13 @@ class ScanKernel : public Kernel {
         formal[states_ + j] = sliceAt(ctx.in(states_ + j), axis[j], in_dir_[j] ? steps - 1 - t : t);
       std::vector<Tensor> r = body_.run(formal, ctx, outer_first_);
       for (size_t i = 0; i < states_; ++i) formal[i] = std::move(r[i]);
-      for (size_t k = 0; k < outs; ++k) {
-        Tensor& y = r[states_ + k];
-        if (!slices[k].empty() && (y.shape() != slices[k].front().shape() || y.dtype() != slices[k].front().dtype()))
-          ctx.error("scan output ", k, " is ", shapeStr(y.shape()), " in step ", t, " and ", shapeStr(slices[k].front().shape()),
-                    " before; every step must give the same shape");
-        slices[k].push_back(std::move(y));
-      }
+      for (size_t k = 0; k < outs; ++k) collect(ctx, slices[k], std::move(r[states_ + k]), k, t);
     }
     for (size_t i = 0; i < states_; ++i) ctx.outputs[i] = std::move(formal[i]);
     for (size_t k = 0; k < outs; ++k) {
       if (slices[k].empty()) ctx.error("scan output ", k, " has no steps (the scan inputs are empty along their axes)");
-      const Tensor& first = slices[k].front();
-      const int64_t r = static_cast<int64_t>(first.rank()) + 1;
-      const int64_t a = normAxis(out_axis_[k], r, ctx);
-      Shape s = first.shape();
-      s.insert(s.begin() + a, steps);
-      Tensor y = Tensor::uninitialized(first.dtype(), s);
-      const int64_t outer = numelOf(Shape(first.shape().begin(), first.shape().begin() + a));
-      const size_t block = first.nbytes() / static_cast<size_t>(std::max<int64_t>(outer, 1));
-      for (int64_t t = 0; t < steps; ++t) {
-        const int64_t at = out_dir_[k] ? steps - 1 - t : t;
-        const auto* src = static_cast<const char*>(slices[k][static_cast<size_t>(t)].raw());
-        auto* dst = static_cast<char*>(y.raw());
-        for (int64_t o = 0; o < outer; ++o)
-          std::memcpy(dst + (static_cast<size_t>(o * steps + at)) * block, src + static_cast<size_t>(o) * block, block);
-      }
-      ctx.outputs[states_ + k] = std::move(y);
+      const int64_t a = normAxis(out_axis_[k], static_cast<int64_t>(slices[k].front().rank()) + 1, ctx);
+      ctx.outputs[states_ + k] = stacked(slices[k], a, out_dir_[k] != 0);
     }
   }
 

@@ -84,6 +84,7 @@ void negativeLogLikelihood(KernelContext& ctx, const Scores& s) {
   }
   const bool has_ignore = ctx.node.hasAttr("ignore_index");
   const int64_t ignore = ctx.node.attrInt("ignore_index", 0);
+  const std::vector<int64_t> classes = readInts(t, ctx);  // exact, unlike a read through double
   const Reduction red = reductionOf(ctx);
   const int64_t positions = s.n * s.d;
   std::vector<double> loss(static_cast<size_t>(positions));
@@ -91,7 +92,7 @@ void negativeLogLikelihood(KernelContext& ctx, const Scores& s) {
   for (int64_t i = 0; i < s.n; ++i)
     for (int64_t p = 0; p < s.d; ++p) {
       const int64_t at = i * s.d + p;
-      const int64_t cls = static_cast<int64_t>(t.at(at));
+      const int64_t cls = classes[static_cast<size_t>(at)];
       if (has_ignore && cls == ignore) continue;  // loss 0, weight 0
       if (cls < 0 || cls >= s.c)
         ctx.error("target holds ", cls, " at position ", at, "; expected a class in [0, ", s.c, ")",

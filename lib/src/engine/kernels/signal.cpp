@@ -19,12 +19,16 @@ namespace lwc::engine {
 
 namespace {
 
+// Lengths from a model's inputs (a transform's, a window's, a mel matrix's size) beyond which lwc
+// refuses rather than tries to allocate.
+constexpr int64_t kMaxLength = int64_t(1) << 31;
+
 // One integer from a scalar (or one-element) int32/int64 input.
 int64_t intScalar(const KernelContext& ctx, size_t i, const char* what) {
   const Tensor& t = ctx.in(i);
   if (t.numel() != 1) ctx.error(what, " has shape ", shapeStr(t.shape()), "; expected a scalar");
   if (t.dtype() != DType::Int64 && t.dtype() != DType::Int32) ctx.error(what, " is ", dtypeName(t.dtype()), "; expected int32 or int64");
-  return static_cast<int64_t>(t.at(0));
+  return readInts(t, ctx)[0];  // exact (through a double, INT64_MAX would not convert back)
 }
 
 double floatScalar(const KernelContext& ctx, size_t i, const char* what) {
@@ -170,7 +174,7 @@ void dftKernel(KernelContext& ctx) {
   if (onesided && !real) ctx.error("onesided needs a real input ([..., 1]); this one is complex ([..., 2])");
   const int64_t len = x.dim(static_cast<size_t>(axis));
   const int64_t n = ctx.has(1) ? intScalar(ctx, 1, "dft_length") : len;
-  if (n < 1) ctx.error("dft_length is ", n, "; expected at least 1");
+  if (n < 1 || n > kMaxLength) ctx.error("dft_length is ", n, "; expected 1 to 2^31");
   const int64_t bins = onesided ? n / 2 + 1 : n;
   // [outer, len, inner] complex values in, [outer, bins, inner] out.
   int64_t outer = 1, inner = 1;
@@ -237,7 +241,7 @@ void stftKernel(KernelContext& ctx) {
 // a0 - a1 cos(2 pi n / N) + a2 cos(4 pi n / N), N = size (periodic) or size - 1 (symmetric).
 void windowKernel(KernelContext& ctx, double a0, double a1, double a2) {
   const int64_t size = intScalar(ctx, 0, "size");
-  if (size < 0) ctx.error("size is ", size, "; expected a length of 0 or more");
+  if (size < 0 || size > kMaxLength) ctx.error("size is ", size, "; expected a length of 0 to 2^31");
   const bool periodic = ctx.node.attrInt("periodic", 1) != 0;
   const double denom = static_cast<double>(periodic ? size : size - 1);
   std::vector<double> w(static_cast<size_t>(size));
@@ -262,6 +266,8 @@ void melWeightMatrixKernel(KernelContext& ctx) {
   if (mels < 1 || dft < 1 || rate < 1)
     ctx.error("num_mel_bins ", mels, ", dft_length ", dft, " and sample_rate ", rate, " must each be at least 1");
   if (!(lo >= 0 && lo < hi)) ctx.error("the edges ", lo, " to ", hi, " Hz must satisfy 0 <= lower_edge_hertz < upper_edge_hertz");
+  if (dft > kMaxLength || mels > kMaxLength / (dft / 2 + 1))
+    ctx.error("num_mel_bins ", mels, " and dft_length ", dft, " make a matrix beyond what lwc computes (2^31 values)");
   const int64_t rows = dft / 2 + 1;
   const double lo_mel = hzToMel(lo), step = (hzToMel(hi) - lo_mel) / static_cast<double>(mels + 2);
   std::vector<int64_t> bin(static_cast<size_t>(mels + 2));
