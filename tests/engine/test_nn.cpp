@@ -736,6 +736,22 @@ TEST_CASE("Reductions over non-contiguous axes match naive loops", "[nn]") {
     }
 }
 
+TEST_CASE("Reductions over the last axis (split in ranges of outputs) match a naive loop on 1-3 threads", "[nn]") {
+  // 3 x 4000 outputs of 3 values each: above the size at which the outputs are split over threads.
+  const Tensor x = randomFloat({3, 4000, 3}, 12);
+  for (int threads : {1, 2, 3}) {
+    engine::configureThreads(threads);
+    const Tensor y = reduce("ReduceSumSquare", x, {-1}, 0, 13);
+    REQUIRE(y.shape() == Shape{3, 4000});
+    for (int64_t o = 0; o < 12000; o += 997) {
+      double s = 0;
+      for (int64_t r = 0; r < 3; ++r) s += double(x.data<float>()[o * 3 + r]) * x.data<float>()[o * 3 + r];
+      CHECK(y.data<float>()[o] == static_cast<float>(s));
+    }
+  }
+  engine::configureThreads(0);
+}
+
 TEST_CASE("Reductions on integer and float16 tensors", "[nn]") {
   const Tensor xi = Tensor::fromVector<int32_t>({2, 3}, {1, -2, 3, 4, 5, -6});
   const Tensor s = reduce("ReduceSum", xi, {1}, 0, 13);

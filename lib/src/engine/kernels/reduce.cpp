@@ -80,6 +80,17 @@ Layout plan(const Shape& s, const std::vector<bool>& red, bool keepdims) {
 // over outer x blocks of inner, so threads never share an accumulator.
 template <typename T, typename Acc, typename F>
 void reduceLoop(const T* x, const Layout& l, Acc* acc, F&& update) {
+  if (l.inner == 1) {  // the last axes: one run of `red` values per output, outputs split in ranges
+    parallelRanges(l.outer, l.outer > 1 && l.outer * l.red > 16384, [&](int64_t o0, int64_t o1) {
+      for (int64_t o = o0; o < o1; ++o) {
+        Acc a = acc[o];
+        const T* xr = x + o * l.red;
+        for (int64_t r = 0; r < l.red; ++r) a = update(a, xr[r], o);
+        acc[o] = a;
+      }
+    });
+    return;
+  }
   constexpr int64_t kBlock = 512;
   const int64_t blocks = (l.inner + kBlock - 1) / kBlock;
   parallelFor(l.outer * blocks, l.outer * blocks > 1 && l.outer * l.red * l.inner > 16384, [&](int64_t ob) {
