@@ -31,6 +31,8 @@ scan output and an outer read, Loop ended by its body's condition with an If in 
 Scan with two states, two scan inputs (another axis, backwards) and two outputs (another axis,
 backwards).
 
+Unique on values with repeats: flattened, along an axis, sorted and in first-occurrence order.
+
 NegativeLogLikelihoodLoss and SoftmaxCrossEntropyLoss: each reduction, class weights, ignore_index
 (negative, a class, absent), scores of rank 2 to 4, the log_prob output.
 
@@ -368,6 +370,23 @@ def control_flow_models(out_dir, rng):
                            [f32("W", [4, 4])]), "scan", out_dir, 11)
 
 
+def unique_models(out_dir):
+    # Unique on values with repeats (the random input scaled and floored to a few integers, in
+    # float): flattened sorted and in first-occurrence order, slices along an axis (sorted, and a
+    # negative axis in first-occurrence order), all four outputs.
+    vi = helper.make_tensor_value_info
+    for name, shape, scale, attrs, y_shape in [
+            ("unique_sorted", [4, 5], 3.0, {}, ["k"]), ("unique_first_seen", [4, 5], 3.0, {"sorted": 0}, ["k"]),
+            ("unique_axis1", [2, 8, 1], 0.8, {"axis": 1}, [2, "k", 1]),
+            ("unique_axis_negative_first_seen", [2, 8, 1], 0.8, {"axis": -2, "sorted": 0}, [2, "k", 1])]:
+        nodes = [helper.make_node("Mul", ["x", "scale"], ["xs"]), helper.make_node("Floor", ["xs"], ["xf"]),
+                 helper.make_node("Unique", ["xf"], ["y", "first", "inverse", "counts"], name=name, **attrs)]
+        outs = [vi("y", TensorProto.FLOAT, y_shape), vi("first", TensorProto.INT64, ["k"]),
+                vi("inverse", TensorProto.INT64, ["n"]), vi("counts", TensorProto.INT64, ["k"])]
+        save(helper.make_graph(nodes, name, [vi("x", TensorProto.FLOAT, shape)], outs,
+                               [numpy_helper.from_array(np.array([scale], dtype=np.float32), "scale")]), name, out_dir, 11)
+
+
 def logmel_bench_models(out_dir):
     # For timing, not for ops_ort: a Whisper-like log-mel front-end, 10 s of 16 kHz audio, Hann
     # frames of 400 or 512 samples every 160, 80 mel bands (`lwc bench F --batch 1`).
@@ -454,6 +473,7 @@ def main():
     loss_models(a.out, rng)
     signal_models(a.out)
     control_flow_models(a.out, rng)
+    unique_models(a.out)
     if a.bench:
         logmel_bench_models(a.out)
     if not a.no_torch:

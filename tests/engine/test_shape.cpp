@@ -894,3 +894,28 @@ TEST_CASE("Split of a large tensor along its last axis over the threads gives ea
     engine::configureThreads(0);
   }
 }
+
+TEST_CASE("Unique: NaNs sort last and equal each other, first-occurrence order, float16 kept", "[shape][unique]") {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const Tensor x = Tensor::fromVector<float>({7}, {2, nan, -1, 2, nan, 0, -1});
+  NodeSpec all = makeSpec("Unique", {x}, {}, 11);
+  all.num_outputs = 4;
+  auto out = runNode(all, true);
+  REQUIRE(out.at(0).shape() == Shape{4});
+  CHECK(out[0].data<float>()[0] == -1.0f);
+  CHECK(out[0].data<float>()[2] == 2.0f);
+  CHECK(std::isnan(out[0].data<float>()[3]));
+  CHECK(std::vector<int64_t>(out[1].data<int64_t>(), out[1].data<int64_t>() + 4) == std::vector<int64_t>{2, 5, 0, 1});
+  CHECK(std::vector<int64_t>(out[2].data<int64_t>(), out[2].data<int64_t>() + 7) == std::vector<int64_t>{2, 3, 0, 2, 3, 1, 0});
+  CHECK(std::vector<int64_t>(out[3].data<int64_t>(), out[3].data<int64_t>() + 4) == std::vector<int64_t>{2, 1, 2, 2});
+  all.attrs = {attrInt("sorted", 0)};
+  out = runNode(all, true);
+  CHECK(out[0].data<float>()[0] == 2.0f);  // first seen first: 2, NaN, -1, 0
+  CHECK(std::isnan(out[0].data<float>()[1]));
+  CHECK(std::vector<int64_t>(out[2].data<int64_t>(), out[2].data<int64_t>() + 7) == std::vector<int64_t>{0, 1, 2, 0, 1, 3, 2});
+  const Tensor h = runNode(makeSpec("Unique", {x.cast(DType::Float16)}, {}, 11), true).at(0);
+  CHECK(h.dtype() == DType::Float16);
+  CHECK(h.shape() == Shape{4});
+  CHECK_THAT(nodeError(makeSpec("Unique", {Tensor::scalar<float>(1)}, {attrInt("axis", 0)}, 11)),
+             Catch::Matchers::Contains("axis is set for a scalar input"));
+}

@@ -1273,6 +1273,87 @@ bool isNan(T v) {
   return false;
 }
 
+// Unique (opsets 11-22): the distinct values of X (flattened), or its distinct slices along `axis`,
+// sorted ascending (slices in lexicographic order) or, with sorted = 0, in order of first
+// occurrence, as numpy.unique and ONNX Runtime give them; NaNs sort last and equal each other.
+// Outputs: Y, each unique value's first index in X, each element's (slice's) index into Y, counts.
+void unique(KernelContext& ctx) {
+  const Tensor& x = ctx.in(0);
+  const int64_t r = static_cast<int64_t>(x.rank());
+  const bool has_axis = ctx.node.hasAttr("axis");
+  int64_t axis = 0, outer = 1, n = x.numel(), inner = 1;
+  if (has_axis) {
+    if (r == 0) ctx.error("axis is set for a scalar input");
+    axis = normAxis(ctx.node.attrInt("axis", 0), r, ctx);
+    outer = prod(x.shape(), 0, static_cast<size_t>(axis));
+    n = x.dim(static_cast<size_t>(axis));
+    inner = prod(x.shape(), static_cast<size_t>(axis) + 1, static_cast<size_t>(r));
+  }
+  std::vector<int64_t> order(static_cast<size_t>(n)), group_of(static_cast<size_t>(n)), firsts, counts;
+  std::iota(order.begin(), order.end(), 0);
+  withNumeric(x, ctx, [&](const auto* p, auto tag) {
+    using T = decltype(tag);
+    // Slices a and b compared element by element: < 0, 0 or > 0.
+    const auto cmp = [&](int64_t a, int64_t b) {
+      for (int64_t o = 0; o < outer; ++o)
+        for (int64_t j = 0; j < inner; ++j) {
+          const T va = p[(o * n + a) * inner + j], vb = p[(o * n + b) * inner + j];
+          const bool na = isNan(va), nb = isNan(vb);
+          if (na || nb) {
+            if (na && nb) continue;
+            return na ? 1 : -1;
+          }
+          if (va < vb) return -1;
+          if (vb < va) return 1;
+        }
+      return 0;
+    };
+    // Stable: each run of equal slices starts with its first occurrence.
+    std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return cmp(a, b) < 0; });
+    for (size_t i = 0; i < order.size(); ++i) {
+      if (i == 0 || cmp(order[i - 1], order[i]) != 0) {
+        firsts.push_back(order[i]);
+        counts.push_back(0);
+      }
+      group_of[static_cast<size_t>(order[i])] = static_cast<int64_t>(firsts.size()) - 1;
+      ++counts.back();
+    }
+  });
+  const int64_t k = static_cast<int64_t>(firsts.size());
+  // Output position of each group: its sorted rank, or with sorted = 0 the rank of its first index.
+  std::vector<int64_t> at(static_cast<size_t>(k));
+  std::iota(at.begin(), at.end(), 0);
+  if (ctx.node.attrInt("sorted", 1) == 0) {
+    std::vector<int64_t> by_first(at);
+    std::sort(by_first.begin(), by_first.end(), [&](int64_t a, int64_t b) { return firsts[a] < firsts[b]; });
+    for (int64_t pos = 0; pos < k; ++pos) at[static_cast<size_t>(by_first[pos])] = pos;
+  }
+  Shape ys{k};
+  if (has_axis) {
+    ys = x.shape();
+    ys[static_cast<size_t>(axis)] = k;
+  }
+  Tensor& y = ctx.allocUninit(0, x.dtype(), ys);
+  const size_t es = dtypeSize(x.dtype()), block = static_cast<size_t>(inner) * es;
+  for (int64_t g = 0; g < k; ++g)
+    for (int64_t o = 0; o < outer; ++o)
+      std::memcpy(bytesOf(y) + static_cast<size_t>(o * k + at[g]) * block, bytesOf(x) + static_cast<size_t>(o * n + firsts[g]) * block,
+                  block);
+  const auto wanted = [&](size_t i) { return ctx.numOutputs() > i && !ctx.node.outputs[i].empty(); };
+  if (wanted(1)) {
+    int64_t* d = ctx.allocUninit(1, DType::Int64, {k}).data<int64_t>();
+    for (int64_t g = 0; g < k; ++g) d[at[g]] = firsts[g];
+  }
+  if (wanted(2)) {
+    int64_t* d = ctx.allocUninit(2, DType::Int64, {n}).data<int64_t>();
+    for (int64_t i = 0; i < n; ++i) d[i] = at[static_cast<size_t>(group_of[static_cast<size_t>(i)])];
+  }
+  if (wanted(3)) {
+    int64_t* d = ctx.allocUninit(3, DType::Int64, {k}).data<int64_t>();
+    for (int64_t g = 0; g < k; ++g) d[at[g]] = counts[g];
+  }
+}
+
 void topK(KernelContext& ctx, int since) {
   const Tensor& x = ctx.in(0);
   const int64_t r = static_cast<int64_t>(x.rank());
@@ -1904,6 +1985,7 @@ void registerShapeKernels(KernelRegistry& r) {
   r.addFn("ArgMax", 1, M, [](KernelContext& c) { argExtreme(c, true); });
   r.addFn("ArgMin", 1, M, [](KernelContext& c) { argExtreme(c, false); });
   r.addFn("NonZero", 9, M, nonZero);
+  r.addFn("Unique", 11, M, unique);
   r.addFn("OneHot", 9, M, oneHot);
   r.addFn("CumSum", 11, M, cumSum);
   // Resampling
