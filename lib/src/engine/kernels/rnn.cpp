@@ -46,7 +46,7 @@ struct Activation {
   // array, so that the float32 loops vectorise (expFast below instead of libm's expf and tanhf,
   // which took three quarters of a float32 LSTM's time).
   template <typename T>
-  void apply(T* __restrict v, int64_t n) const {
+  LWC_AVX2_CLONE void apply(T* __restrict v, int64_t n) const {
     const T a = static_cast<T>(alpha), b = static_cast<T>(beta);
     switch (kind) {
       case relu:
