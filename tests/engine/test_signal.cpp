@@ -146,3 +146,44 @@ TEST_CASE("DFT of lengths with factors 3 and 5, a prime and twice a prime match 
     CHECK(worst < 1e-12);
   }
 }
+
+TEST_CASE("DFT of a real input of even length (half-length FFT, packed) matches the direct sum, both sides", "[nn][signal]") {
+  for (int64_t n : {4, 6, 10, 400}) {
+    for (int64_t onesided : {0, 1}) {
+      const Tensor x = randomFloat({2, n, 1}, uint32_t(n + onesided)).cast(DType::Float64);
+      const Tensor y = runNode(dft(x, {attrInt("onesided", onesided)}), true).at(0);
+      const int64_t bins = onesided ? n / 2 + 1 : n;
+      REQUIRE(y.shape() == Shape{2, bins, 2});
+      double worst = 0;
+      for (int64_t b = 0; b < 2; ++b)
+        for (int64_t k = 0; k < bins; ++k) {
+          double re = 0, im = 0;
+          for (int64_t j = 0; j < n; ++j) {
+            const double a = -2 * std::numbers::pi * double((k * j) % n) / double(n);
+            re += x.data<double>()[b * n + j] * std::cos(a);
+            im += x.data<double>()[b * n + j] * std::sin(a);
+          }
+          worst = std::max({worst, std::fabs(y.data<double>()[(b * bins + k) * 2] - re),
+                            std::fabs(y.data<double>()[(b * bins + k) * 2 + 1] - im)});
+        }
+      CHECK(worst < 1e-12);
+    }
+  }
+}
+
+TEST_CASE("DFT of a real input padded to an even length from an odd count of samples matches the direct sum", "[nn][signal]") {
+  // 7 samples to dft_length 10: the packed transform's last pair holds one sample and a zero.
+  const Tensor x = randomFloat({1, 7, 1}, 77).cast(DType::Float64);
+  const Tensor y = runNode(dft(x, {attrInt("onesided", 1)}, i64(10)), true).at(0);
+  REQUIRE(y.shape() == Shape{1, 6, 2});
+  for (int64_t k = 0; k < 6; ++k) {
+    double re = 0, im = 0;
+    for (int64_t j = 0; j < 7; ++j) {
+      const double a = -2 * std::numbers::pi * double((k * j) % 10) / 10.0;
+      re += x.data<double>()[j] * std::cos(a);
+      im += x.data<double>()[j] * std::sin(a);
+    }
+    CHECK(y.data<double>()[2 * k] == Approx(re).margin(1e-12));
+    CHECK(y.data<double>()[2 * k + 1] == Approx(im).margin(1e-12));
+  }
+}

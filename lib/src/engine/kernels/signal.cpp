@@ -3,7 +3,8 @@
 // its spectrogram runs.
 //
 // DFT and STFT run each transform as a mixed-radix FFT in double (any length; a large prime factor
-// costs a direct stage of that size), transforms split over the threads. Real ([..., 1]) or complex
+// costs a direct stage of that size; a real input of even length as a complex FFT of half the
+// length), transforms split over the threads. Real ([..., 1]) or complex
 // ([..., 2]) input; `onesided` keeps floor(N/2) + 1 bins of a real input's spectrum; the inverse
 // divides by N. A onesided inverse (IRFFT, given meaning at opset 20) is refused by name.
 #include <cmath>
@@ -44,13 +45,20 @@ DType outputDatatype(const KernelContext& ctx) {
   return dt;
 }
 
+using Complex = std::complex<double>;
+
+// a * b written out: std::complex's operator* calls __muldc3 for its NaN rules.
+inline Complex cmul(Complex a, Complex b) {
+  return Complex(a.real() * b.real() - a.imag() * b.imag(), a.real() * b.imag() + a.imag() * b.real());
+}
+
 // A mixed-radix FFT of one length (decimation in time, recursive; factors smallest prime first, each
 // stage a butterfly over its factor p: O(N (p1 + p2 + ...)), e.g. 400 = 2^4 5^2 costs 18 N against
 // the direct sum's N^2; a prime length is one direct stage). Twiddles e^{-2 pi i j / N} (conjugated
 // for the inverse) come from one table, each an exact fraction of a turn.
 class Fft {
  public:
-  using C = std::complex<double>;
+  using C = Complex;
   Fft(int64_t n, bool inverse) : n_(n), tw_(static_cast<size_t>(n)) {
     for (int64_t j = 0; j < n; ++j) {
       const double a = 2 * std::numbers::pi * static_cast<double>(j) / static_cast<double>(n);
@@ -82,17 +90,16 @@ class Fft {
       for (int64_t u = 0; u < p; ++u) {
         C sum = in[0];
         for (int64_t q = 1, e = u; q < p; ++q, e = e + u >= p ? e + u - p : e + u)
-          sum += mul(in[q * stride], tw_[static_cast<size_t>(e * step)]);
+          sum += cmul(in[q * stride], tw_[static_cast<size_t>(e * step)]);
         out[u] = sum;
       }
       return;
     }
     for (int64_t q = 0; q < p; ++q) stage(in + q * stride, stride * p, out + q * m, m, fi + 1);
     // out[q m + k] holds the length-m transform of the q-th subsequence; combine them in place.
-    // (Complex products written out: std::complex's operator* calls __muldc3 for its NaN rules.)
     if (p == 2) {
       for (int64_t k = 0; k < m; ++k) {
-        const C a = out[k], b = mul(out[m + k], tw_[static_cast<size_t>(k * step)]);
+        const C a = out[k], b = cmul(out[m + k], tw_[static_cast<size_t>(k * step)]);
         out[k] = a + b;
         out[m + k] = a - b;
       }
@@ -107,30 +114,71 @@ class Fft {
         const int64_t f = k + u * m;  // output index; term q has twiddle w_len^(q f mod len)
         C sum = x[0];
         for (int64_t q = 1, e = f; q < p; ++q, e = e + f >= len ? e + f - len : e + f)
-          sum += mul(x[q], tw_[static_cast<size_t>(e * step)]);
+          sum += cmul(x[q], tw_[static_cast<size_t>(e * step)]);
         out[f] = sum;
       }
     }
   }
-  static C mul(C a, C b) { return C(a.real() * b.real() - a.imag() * b.imag(), a.real() * b.imag() + a.imag() * b.real()); }
   int64_t n_;
   std::vector<C> tw_;
   std::vector<int64_t> factors_;
 };
 
-// One transform of N points: `len` complex samples strided by `in_stride` (zero-padded or cut to N),
-// `bins` outputs times `scale`, strided by `out_stride`. `buf` holds 2 N complex values.
-template <typename T>
-void transform(const Fft& fft, const double* in, int64_t len, int64_t in_stride, int64_t n, int64_t bins, double scale,
-               T* out, int64_t out_stride, std::vector<Fft::C>& buf) {
-  buf.assign(static_cast<size_t>(2 * n), Fft::C());
-  for (int64_t j = 0; j < std::min(len, n); ++j) buf[static_cast<size_t>(j)] = Fft::C(in[2 * j * in_stride], in[2 * j * in_stride + 1]);
-  fft.run(buf.data(), 1, buf.data() + n);
-  for (int64_t k = 0; k < bins; ++k) {
-    out[2 * k * out_stride] = static_cast<T>(buf[static_cast<size_t>(n + k)].real() * scale);
-    out[2 * k * out_stride + 1] = static_cast<T>(buf[static_cast<size_t>(n + k)].imag() * scale);
+// One transform of N points, planned once per node. A real forward input of even N (a spectrogram's
+// frames) takes one complex FFT of N / 2 points over its even and odd samples packed as complex
+// numbers, split into the N / 2 + 1 bins of the real spectrum (the bins above are their
+// conjugates): half the work. Anything else is one complex FFT of N points.
+class Transform {
+ public:
+  Transform(int64_t n, bool inverse, bool real)
+      : n_(n), packed_(real && !inverse && n % 2 == 0 && n >= 4), fft_(packed_ ? n / 2 : n, inverse) {
+    if (packed_)
+      for (int64_t k = 0; k <= n / 2; ++k) {
+        const double a = 2 * std::numbers::pi * static_cast<double>(k) / static_cast<double>(n);
+        w_.emplace_back(std::cos(a), -std::sin(a));
+      }
   }
-}
+  /// `len` complex samples strided by `in_stride` (zero-padded or cut to N) -> `bins` outputs times
+  /// `scale`, strided by `out_stride`. `buf` is scratch.
+  template <typename T>
+  void run(const double* in, int64_t len, int64_t in_stride, int64_t bins, double scale, T* out, int64_t out_stride,
+           std::vector<Complex>& buf) const {
+    const int64_t m = packed_ ? n_ / 2 : n_, used = std::min(len, n_);
+    buf.resize(static_cast<size_t>(2 * m));
+    std::fill(buf.begin() + used / (packed_ ? 2 : 1), buf.begin() + m, Complex());  // padding past the samples
+    if (packed_) {
+      for (int64_t h = 0; h < used / 2; ++h)
+        buf[static_cast<size_t>(h)] = Complex(in[4 * h * in_stride], in[(4 * h + 2) * in_stride]);
+      if (used % 2) buf[static_cast<size_t>(used / 2)] = Complex(in[2 * (used - 1) * in_stride], 0.0);
+    } else {
+      for (int64_t j = 0; j < used; ++j) buf[static_cast<size_t>(j)] = Complex(in[2 * j * in_stride], in[2 * j * in_stride + 1]);
+    }
+    fft_.run(buf.data(), 1, buf.data() + m);
+    const Complex* z = buf.data() + m;
+    for (int64_t k = 0; k < bins; ++k) {
+      Complex v;
+      if (!packed_) {
+        v = z[k];
+      } else {
+        // Even samples' spectrum E = (Z[k] + conj Z[m - k]) / 2, odd O = (Z[k] - conj Z[m - k]) / 2i,
+        // X[k] = E + w^k O for k <= m; X[n - k] = conj X[k].
+        const int64_t kk = k <= m ? k : n_ - k;
+        const Complex zk = z[kk == m ? 0 : kk], zc = std::conj(z[kk == 0 ? 0 : m - kk]);
+        const Complex e = (zk + zc) * 0.5, d = (zk - zc) * 0.5;
+        v = e + cmul(w_[static_cast<size_t>(kk)], Complex(d.imag(), -d.real()));
+        if (k > m) v = std::conj(v);
+      }
+      out[2 * k * out_stride] = static_cast<T>(v.real() * scale);
+      out[2 * k * out_stride + 1] = static_cast<T>(v.imag() * scale);
+    }
+  }
+
+ private:
+  int64_t n_;
+  bool packed_;
+  Fft fft_;
+  std::vector<Complex> w_;
+};
 
 // Output 0 in the input's float type, written by fill(T*) directly for float32 and float64 (float16
 // through float32).
@@ -183,15 +231,14 @@ void dftKernel(KernelContext& ctx) {
   Shape ys = x.shape();
   ys[static_cast<size_t>(axis)] = bins;
   ys.back() = 2;
-  const Fft fft(n, inverse);
+  const Transform plan(n, inverse, real);
   const double scale = inverse ? 1.0 / static_cast<double>(n) : 1.0;
   // Each transform on its own: the same bits on any number of threads.
   floatOutput(ctx, x.dtype(), ys, [&](auto* y) {
     parallelFor(outer * inner, outer * inner * n >= 4096, [&](int64_t t) {
-      thread_local std::vector<Fft::C> buf;
+      thread_local std::vector<Complex> buf;
       const int64_t o = t / inner, i = t % inner;
-      transform(fft, c.data() + 2 * (o * len * inner + i), len, inner, n, bins, scale, y + 2 * (o * bins * inner + i), inner,
-                buf);
+      plan.run(c.data() + 2 * (o * len * inner + i), len, inner, bins, scale, y + 2 * (o * bins * inner + i), inner, buf);
     });
   });
 }
@@ -220,11 +267,11 @@ void stftKernel(KernelContext& ctx) {
   const bool onesided = ctx.node.attrInt("onesided", 1) != 0;
   if (onesided && !real) ctx.error("onesided (the default) needs a real signal ([batch, length, 1]); set onesided 0 for a complex one");
   const int64_t frames = (length - frame) / step + 1, bins = onesided ? frame / 2 + 1 : frame;
-  const Fft fft(frame, false);
+  const Transform plan(frame, false, real);
   floatOutput(ctx, s.dtype(), {batch, frames, bins, 2}, [&](auto* y) {
     parallelFor(batch * frames, batch * frames * frame >= 4096, [&](int64_t t) {
       thread_local std::vector<double> windowed;
-      thread_local std::vector<Fft::C> buf;
+      thread_local std::vector<Complex> buf;
       windowed.resize(static_cast<size_t>(2 * frame));
       const int64_t b = t / frames, f = t % frames;
       const double* src = c.data() + 2 * (b * length + f * step);
@@ -233,7 +280,7 @@ void stftKernel(KernelContext& ctx) {
         windowed[static_cast<size_t>(2 * j)] = src[2 * j] * w;
         windowed[static_cast<size_t>(2 * j + 1)] = src[2 * j + 1] * w;
       }
-      transform(fft, windowed.data(), frame, 1, frame, bins, 1.0, y + 2 * t * bins, 1, buf);
+      plan.run(windowed.data(), frame, 1, bins, 1.0, y + 2 * t * bins, 1, buf);
     });
   });
 }
