@@ -26,10 +26,15 @@ namespace lwc::engine {
 
 namespace {
 
-// One subgraph as a session: formal inputs (the body's declared inputs) then outer values.
+// Index of the node's first outer-value input: the Session appended implicitInputs(node) after the
+// node's own inputs.
+size_t outerFirst(const Node& n) { return n.inputs.size() - implicitInputs(n).size(); }
+
+// One subgraph as a session: formal inputs (the body's declared inputs) then the outer values, the
+// node's inputs from `outer_first` on.
 class Subgraph {
  public:
-  Subgraph(const KernelInfo& info, const char* attr, const std::vector<std::string>& outer, size_t outer_first) {
+  Subgraph(const KernelInfo& info, const char* attr, size_t outer_first) {
     const onnx::AttributeProto* a = info.node.attr(attr);
     if (!a || !a->has_g()) fail("node ", info.node.describe(), ": attribute '", attr, "' (a graph) is missing");
     onnx::ModelProto mp;
@@ -40,10 +45,10 @@ class Subgraph {
     *mp.mutable_graph() = a->g();
     onnx::GraphProto& g = *mp.mutable_graph();
     for (const auto& in : g.input()) formal_.push_back(in.name());
-    for (size_t i = 0; i < outer.size(); ++i) {
+    for (size_t i = outer_first; i < info.node.inputs.size(); ++i) {
       onnx::ValueInfoProto* v = g.add_input();
-      const ValueInfo* t = info.input_types.size() > outer_first + i ? info.input_types[outer_first + i] : nullptr;
-      v->set_name(outer[i]);
+      const ValueInfo* t = i < info.input_types.size() ? info.input_types[i] : nullptr;
+      v->set_name(info.node.inputs[i]);
       // The element type only: the outer value's shape may hold another graph's symbols.
       if (t && t->dtype != DType::Undefined && !t->other_type)
         v->mutable_type()->mutable_tensor_type()->set_elem_type(valueInfoToProto(*t).type().tensor_type().elem_type());
@@ -119,9 +124,7 @@ bool truth(const KernelContext& ctx, const Tensor& t, const char* what) {
 class IfKernel : public Kernel {
  public:
   explicit IfKernel(const KernelInfo& info)
-      : outer_first_(info.node.inputs.size() - implicitInputs(info.node).size()),
-        then_(info, "then_branch", implicitInputs(info.node), outer_first_),
-        else_(info, "else_branch", implicitInputs(info.node), outer_first_) {
+      : outer_first_(outerFirst(info.node)), then_(info, "then_branch", outer_first_), else_(info, "else_branch", outer_first_) {
     if (then_.numOutputs() != info.node.outputs.size() || else_.numOutputs() != info.node.outputs.size())
       fail("node ", info.node.describe(), ": its branches give ", then_.numOutputs(), " and ", else_.numOutputs(),
            " outputs; the node has ", info.node.outputs.size());
@@ -140,8 +143,7 @@ class IfKernel : public Kernel {
 class LoopKernel : public Kernel {
  public:
   explicit LoopKernel(const KernelInfo& info)
-      : outer_first_(info.node.inputs.size() - implicitInputs(info.node).size()),
-        body_(info, "body", implicitInputs(info.node), outer_first_) {
+      : outer_first_(outerFirst(info.node)), body_(info, "body", outer_first_) {
     carried_ = outer_first_ >= 2 ? outer_first_ - 2 : 0;
     if (outer_first_ < 2 || body_.numFormal() != carried_ + 2 || body_.numOutputs() < carried_ + 1 ||
         info.node.outputs.size() != body_.numOutputs() - 1)
@@ -194,8 +196,7 @@ class LoopKernel : public Kernel {
 class ScanKernel : public Kernel {
  public:
   explicit ScanKernel(const KernelInfo& info)
-      : outer_first_(info.node.inputs.size() - implicitInputs(info.node).size()),
-        body_(info, "body", implicitInputs(info.node), outer_first_) {
+      : outer_first_(outerFirst(info.node)), body_(info, "body", outer_first_) {
     const Node& n = info.node;
     scans_ = static_cast<size_t>(n.attrInt("num_scan_inputs", 0));
     if (scans_ < 1 || scans_ > outer_first_) fail("node ", n.describe(), ": num_scan_inputs is ", scans_, " of its ", outer_first_, " inputs");
