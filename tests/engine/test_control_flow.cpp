@@ -113,6 +113,45 @@ g (float[1] x) => (float[?] v, float[?, ?] all)
   engine::Session s(grows);
   CHECK_THROWS_WITH(s.runOrdered({{"x", f32({1}, {1})}}),
                     Contains("scan output 0 is [4] in step 1 and [2] before; every step must give the same shape"));
+  engine::Session two_trips(parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 13]>
+g (int64[2] trips, float[1] x) => (float[1] v) {
+  v = Loop (trips, , x) <
+    body = b (int64 i, bool cin, float[1] a) => (bool cout, float[1] a2) { cout = Identity (cin)  a2 = Neg (a) }
+  >
+}
+)"));
+  CHECK_THROWS_WITH(two_trips.runOrdered({{"trips", Tensor::fromVector<int64_t>({2}, {1, 2})}, {"x", f32({1}, {1})}}),
+                    Contains("M has shape [2]; expected one trip count"));
+  CHECK_THAT(buildError(R"(
+<ir_version: 8, opset_import: ["" : 13]>
+g (int64 m, bool c, float[1] x) => (float[1] v) {
+  v = Loop (m, c, x) <
+    body = b (int64 i, float[1] a) => (bool cout, float[1] a2) { cout = Constant <value = bool {0}> ()  a2 = Neg (a) }
+  >
+}
+)"),
+             Contains("Loop takes M, cond and N carried values, its body N + 2 inputs"));
+  CHECK_THAT(buildError(R"(
+<ir_version: 8, opset_import: ["" : 11]>
+g (float[2] init, float[3, 2] xs) => (float[2] last, float[3, 2] ys) {
+  last, ys = Scan (init, xs) <
+    num_scan_inputs = 3,
+    body = b (float[2] s, float[2] x) => (float[2] s2, float[2] y) { s2 = Add (s, x)  y = Identity (s2) }
+  >
+}
+)"),
+             Contains("num_scan_inputs is 3 of its 2 inputs"));
+  CHECK_THAT(buildError(R"(
+<ir_version: 8, opset_import: ["" : 11]>
+g (float[2] init, float[3, 2] xs) => (float[2] last, float[3, 2] ys) {
+  last, ys = Scan (init, xs) <
+    num_scan_inputs = 1, scan_input_axes = [0, 1],
+    body = b (float[2] s, float[2] x) => (float[2] s2, float[2] y) { s2 = Add (s, x)  y = Identity (s2) }
+  >
+}
+)"),
+             Contains("the scan_input_* attributes need 1 values and the scan_output_* 1"));
   CHECK_THAT(buildError(R"(
 <ir_version: 8, opset_import: ["" : 8]>
 g (int64[1] lens, float[1, 2] init, float[1, 3, 2] xs) => (float[1, 2] last, float[1, 3, 2] ys) {

@@ -100,6 +100,16 @@ TEST_CASE("The signal ops refuse what they cannot compute, naming it", "[nn][sig
   CHECK_THAT(nodeError(makeSpec("STFT", {cplx, i64(1), randomFloat({4}, 4)}, {}, 17)),
              Contains("set onesided 0 for a complex one"));
   CHECK_THAT(nodeError(makeSpec("STFT", {real, i64(0), randomFloat({4}, 4)}, {}, 17)), Contains("frame_step is 0"));
+  CHECK_THAT(nodeError(makeSpec("STFT", {real, i64(1)}, {}, 17)),
+             Contains("neither a window nor frame_length is given; one sets the frame length"));
+  CHECK_THAT(nodeError(makeSpec("HannWindow", {i64(4)}, {attrInt("output_datatype", 9)}, 17)),
+             Contains("output_datatype 9 is not a numeric type lwc computes"));
+  CHECK_THAT(nodeError(makeSpec("MelWeightMatrix", {i64(0), i64(16), i64(8000), Tensor::scalar<float>(0),
+                                                    Tensor::scalar<float>(100)}, {}, 17)),
+             Contains("num_mel_bins 0, dft_length 16 and sample_rate 8000 must each be at least 1"));
+  CHECK_THAT(nodeError(makeSpec("MelWeightMatrix", {i64(4), i64(16), i64(8000), Tensor::scalar<float>(300),
+                                                    Tensor::scalar<float>(100)}, {}, 17)),
+             Contains("must satisfy 0 <= lower_edge_hertz < upper_edge_hertz"));
   CHECK_THAT(nodeError(makeSpec("HannWindow", {i64(-3)}, {}, 17)), Contains("size is -3"));
   CHECK_THAT(nodeError(makeSpec("HannWindow", {i64(int64_t(1) << 40)}, {}, 17)), Contains("expected a length of 0 to 2^31"));
   CHECK_THAT(nodeError(makeSpec("MelWeightMatrix", {i64(int64_t(1) << 40), i64(int64_t(1) << 40), i64(16000),
