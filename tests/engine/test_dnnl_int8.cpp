@@ -50,6 +50,10 @@ std::string expectedQLinearConvImpl(bool avx512_only = false) {
   return int8FastPathHere() ? expectedImpl(avx512_only) : "dnnl";
 }
 
+/// The integer matrix products (QLinearMatMul, MatMulInteger and lwc's fused forms) with constant
+/// B: oneDNN's int8 kernels with VNNI, exact fp32 products in parts of K without (F32QMatMul).
+std::string expectedQMatMulImpl() { return "dnnl"; }
+
 std::pair<int64_t, int64_t> rangeOf(DType t) {
   return t == DType::Int8 ? std::pair<int64_t, int64_t>{-128, 127} : std::pair<int64_t, int64_t>{0, 255};
 }
@@ -268,11 +272,9 @@ TEST_CASE("dnnl ConvInteger matches the reference exactly", "[dnnl][quant]") {
     QConvCase c{"", {1, 512, 5, 5}, {8, 512, 3, 3}};
     const NodeSpec s = convIntegerSpec(c, 3);
     CHECK(implOf(engine::Session(singleNodeModel(s)), "ConvInteger") == "ref");
-    // Without VNNI, QLinearConv's fp32 path has the same bound (with VNNI oneDNN's int8 kernel runs).
-    if (!int8FastPathHere()) {
-      const NodeSpec q = qlinearConvSpec(c, 4);
-      CHECK(implOf(engine::Session(singleNodeModel(q)), "QLinearConv") == "ref");
-    }
+    // QLinearConv runs them: with VNNI on oneDNN's int8 kernel, without in fp32 parts (test below).
+    const NodeSpec q = qlinearConvSpec(c, 4);
+    CHECK(implOf(engine::Session(singleNodeModel(q)), "QLinearConv") == "dnnl");
   }
 }
 
@@ -362,6 +364,78 @@ TEST_CASE("dnnl int8 convolutions decline what they do not run exactly", "[dnnl]
     s = convIntegerSpec(c3, 6);
     CHECK(implOf(engine::Session(singleNodeModel(s)), "ConvInteger") == "ref");
     CHECK(runNode(s)[0].bitEqual(runNode(s, true)[0]));
+  }
+}
+
+// Without VNNI a QLinearConv runs as an fp32 convolution of the centred integers, exact while every
+// partial sum stays within 2^24. Where the weights' bounds allow more (a 3x3 layer over 512 channels
+// of full-range weights), its input channels are split into parts that each stay within it
+// (exactF32Parts), one fp32 convolution per part, and the parts' integer results are added in
+// int32: the reference's bits. Until 2026-12-07 such layers ran the reference kernel (deeplabv3's
+// 3x3 convolutions over 960 channels: 30-90 ms each at batch 1 on a 2-core AVX2 EPYC, 6.6-7.0 ms in
+// parts). With VNNI oneDNN's int8 kernel runs them, within one step of the reference.
+TEST_CASE("without VNNI a QLinearConv whose sums may pass 2^24 runs in fp32 parts of its input channels with the reference's bits", "[dnnl][quant][f32parts]") {
+  struct Case {
+    QConvCase c;
+    int64_t x_lo, x_hi, x_zp, w_lo, w_hi;
+    float y_steps;  ///< y_scale: the typical |acc| lands this many steps from the zero point
+  };
+  std::vector<Case> cases;
+  QConvCase c{"3x3 over 512 channels, u8 with zero point 0, sums past 2^24, per-channel, bias", {1, 512, 6, 6}, {8, 512, 3, 3}};
+  c.pads = {1, 1, 1, 1}, c.per_channel = c.bias = true;
+  cases.push_back({c, 128, 255, 0, -20, 127, 60});
+  c = {"1x1 over 4096 channels, s8 with zero point -10, batch 2", {2, 4096, 3, 3}, {16, 4096, 1, 1}};
+  c.xt = DType::Int8;
+  cases.push_back({c, -128, 127, -10, -127, 127, 30});
+  c = {"3x3 dilated 2 over 256 channels, pad 2, u8 -> s8", {1, 256, 9, 9}, {8, 256, 3, 3}};
+  c.dilations = {2, 2}, c.pads = {2, 2, 2, 2}, c.yt = DType::Int8, c.bias = true;
+  cases.push_back({c, 0, 255, 0, -30, 127, 40});
+  c = {"3x3 stride 2 over 384 channels, asymmetric pads, batch 3", {3, 384, 7, 8}, {16, 384, 3, 3}};
+  c.strides = {2, 2}, c.pads = {0, 1, 1, 0}, c.per_channel = true;
+  cases.push_back({c, 100, 255, 7, -127, 127, 30});
+  uint32_t seed = 900;
+  for (const auto& [qc, x_lo, x_hi, x_zp, w_lo, w_hi, y_steps] : cases) {
+    INFO(qc.name);
+    NodeSpec s = qlinearConvSpec(qc, seed += 10);
+    s.inputs[0] = randomInt(qc.xt, qc.x, seed + 3, x_lo, x_hi);
+    s.inputs[2] = scalarQ(qc.xt, x_zp);
+    s.inputs[3] = randomInt(DType::Int8, qc.w, seed + 4, w_lo, w_hi);
+    // |acc| is about K * E|x - zp| * E|w|; y_scale puts it y_steps steps from the zero point.
+    const int64_t K = numelOf(qc.w) / qc.w[0];
+    const double acc = static_cast<double>(K) * std::max(std::abs(x_lo - x_zp), std::abs(x_hi - x_zp)) / 2 *
+                       std::max(std::abs(w_lo), std::abs(w_hi)) / 2;
+    s.inputs[6] = Tensor::scalar(static_cast<float>(0.05 * 0.01 * acc / y_steps));
+    const Tensor want = runNode(s, /*reference_only=*/true)[0];
+    for (int threads : {1, 2, 3}) {
+      INFO("threads " << threads);
+      const auto [got, prof] = runProfiledOnThreads(s, "QLinearConv", threads);
+      INFO(prof.impl << " " << prof.primitive);
+      CHECK(prof.impl == "dnnl");
+      const QDiff d = diffQ(got, want);
+      INFO(d.differ << " of " << d.total << " elements differ, by at most " << d.max_abs);
+      if (int8FastPathHere()) {
+        CHECK(d.max_abs <= 1);
+        CHECK(d.differ * 100 <= d.total);
+      } else {
+        CHECK(prof.primitive.find(" parts") != std::string::npos);
+        CHECK(d.differ == 0);
+      }
+    }
+    engine::configureThreads(0);
+    // The outputs are not all saturated: the comparison saw the sums.
+    const auto [lo, hi] = rangeOf(want.dtype());
+    int64_t inside = 0;
+    for (int64_t i = 0; i < want.numel(); ++i) inside += want.at(i) > lo && want.at(i) < hi;
+    CHECK(inside * 2 > want.numel());
+  }
+  SECTION("a grouped convolution whose groups would need parts goes to the reference") {
+    QConvCase g{"", {1, 1024, 4, 4}, {8, 512, 3, 3}, 2};
+    g.pads = {1, 1, 1, 1};
+    NodeSpec s = qlinearConvSpec(g, 7);
+    s.inputs[2] = scalarQ(DType::UInt8, 0);
+    s.inputs[3] = randomInt(DType::Int8, g.w, 8, 60, 127);
+    if (!int8FastPathHere()) CHECK(implOf(engine::Session(singleNodeModel(s)), "QLinearConv") == "ref");
+    CHECK(diffQ(runNode(s)[0], runNode(s, true)[0]).max_abs <= (int8FastPathHere() ? 1 : 0));
   }
 }
 
@@ -518,17 +592,72 @@ const std::vector<QMatCase>& matCases() {
 }
 }  // namespace
 
-TEST_CASE("dnnl QLinearMatMul matches the reference within one step", "[dnnl][quant]") {
+TEST_CASE("dnnl QLinearMatMul matches the reference within one step", "[dnnl][quant][f32parts]") {
   uint32_t seed = 900;
   for (const auto& c : matCases()) {
     INFO(c.name);
     const NodeSpec s = qlinearMatMulSpec(c, seed += 10);
-    CHECK(implOf(engine::Session(singleNodeModel(s)), "QLinearMatMul") == expectedImpl());
-    checkRequantized(runNode(s)[0], runNode(s, true)[0]);
+    CHECK(implOf(engine::Session(singleNodeModel(s)), "QLinearMatMul") == expectedQMatMulImpl());
+    const Tensor got = runNode(s)[0], want = runNode(s, true)[0];
+    checkRequantized(got, want);
+    if (!int8FastPathHere()) CHECK(got.bitEqual(want));  // F32QMatMul is exact
   }
 }
 
-TEST_CASE("lwc.internal.QLinearMatMul adds its float bias to the accumulator in oneDNN and in the reference", "[dnnl][quant]") {
+// Without VNNI, QLinearMatMul (and lwc's form with a bias) over a long K whose sums pass 2^24 runs
+// as fp32 products over parts of K (F32QMatMul): the reference's bits. With VNNI oneDNN's int8
+// kernel runs them, within one step.
+TEST_CASE("without VNNI QLinearMatMul with 8-bit B and sums past 2^24 runs in fp32 parts of K with the reference's bits", "[dnnl][quant][f32parts]") {
+  for (const bool bias : {false, true}) {
+    for (const DType at : {DType::UInt8, DType::Int8}) {
+      INFO((bias ? "with bias, " : "") << dtypeName(at) << " A");
+      QMatCase c{"", {2, 3, 4096}, 40};
+      c.at = at, c.per_column = true;
+      NodeSpec s = qlinearMatMulSpec(c, 77);
+      const bool u8 = at == DType::UInt8;
+      s.inputs[0] = randomInt(at, c.a, 78, u8 ? 128 : -128, u8 ? 255 : 127);
+      s.inputs[2] = scalarQ(at, u8 ? 0 : -5);
+      s.inputs[3] = randomInt(DType::Int8, {4096, 40}, 79, u8 ? -20 : -127, 127);
+      // Typical |acc|: 4096 * 191 * 53 (u8 A, mostly positive B) or about sqrt(4096) * 74 * 73 (s8
+      // A, symmetric B); about 50 steps.
+      const float acc = u8 ? 4096.0f * 191.0f * 53.0f : 64.0f * 74.0f * 73.0f;
+      s.inputs[6] = Tensor::scalar(0.03f * 0.01f * acc / 50.0f);
+      if (bias) {
+        s.domain = "lwc.internal";
+        s.opset = 1;
+        std::vector<float> bv(40);
+        for (size_t j = 0; j < bv.size(); ++j) bv[j] = 0.5f * (static_cast<float>(j % 9) - 4.0f);
+        s.inputs.push_back(Tensor::fromVector<float>({40}, bv));
+        s.constant_inputs = indicesExcept(9, {});
+      }
+      const Tensor want = runNode(s, /*reference_only=*/true)[0];
+      if (u8) {  // the sums do pass 2^24
+        const std::vector<double> p = scaledProducts(s);
+        CHECK(std::any_of(p.begin(), p.end(), [](double v) { return std::abs(v) / (0.03 * 0.01 * 1.4) > (1 << 24); }));
+      }
+      for (int threads : {1, 2, 3}) {
+        INFO("threads " << threads);
+        const auto [got, prof] = runProfiledOnThreads(s, "QLinearMatMul", threads);
+        INFO(prof.impl << " " << prof.primitive);
+        CHECK(prof.impl == "dnnl");
+        const QDiff d = diffQ(got, want);
+        if (int8FastPathHere()) {
+          CHECK(d.max_abs <= 1);
+        } else {
+          if (u8) CHECK(prof.primitive.find(" parts") != std::string::npos);
+          CHECK(d.differ == 0);
+        }
+      }
+      engine::configureThreads(0);
+      const auto [lo, hi] = rangeOf(want.dtype());
+      int64_t inside = 0;
+      for (int64_t i = 0; i < want.numel(); ++i) inside += want.at(i) > lo && want.at(i) < hi;
+      CHECK(inside * 2 > want.numel());
+    }
+  }
+}
+
+TEST_CASE("lwc.internal.QLinearMatMul adds its float bias to the accumulator in oneDNN and in the reference", "[dnnl][quant][f32parts]") {
   // What the engine runs for DQ -> MatMul -> Add(bias) -> Q (a Linear layer on 3-D inputs): y =
   // saturate(rne((acc + c / (a_scale * b_scale)) * M) + y_zp). The bias is large enough to move most
   // outputs by several steps, so a kernel that dropped it or added it in the wrong units fails.
@@ -544,9 +673,10 @@ TEST_CASE("lwc.internal.QLinearMatMul adds its float bias to the accumulator in 
     for (size_t j = 0; j < bias.size(); ++j) bias[j] = ys * (static_cast<float>(j % 13) - 6.0f) * 1.7f;
     s.inputs.push_back(Tensor::fromVector<float>(c.n % 2 ? Shape{c.n} : Shape{1, c.n}, bias));
     s.constant_inputs = indicesExcept(9, {});
-    CHECK(implOf(engine::Session(singleNodeModel(s)), "QLinearMatMul") == expectedImpl());
+    CHECK(implOf(engine::Session(singleNodeModel(s)), "QLinearMatMul") == expectedQMatMulImpl());
     const Tensor got = runNode(s)[0], want = runNode(s, true)[0];
     checkRequantized(got, want);
+    if (!int8FastPathHere()) CHECK(got.bitEqual(want));  // F32QMatMul is exact
     // The reference against the definition, in double.
     const std::vector<double> p = scaledProducts(s);
     const double yz = s.inputs[7].at(0);
@@ -573,7 +703,7 @@ TEST_CASE("lwc.internal.QLinearMatMul adds its float bias to the accumulator in 
   }
 }
 
-TEST_CASE("lwc.internal.MatMulIntegerToFloat computes acc times the scales plus the bias in oneDNN and in the reference", "[dnnl][quant]") {
+TEST_CASE("lwc.internal.MatMulIntegerToFloat computes acc times the scales plus the bias in oneDNN and in the reference", "[dnnl][quant][f32parts]") {
   // DQ(a) -> MatMul(DQ(b)) -> Add(bias) with a float output (engine fusion of a Linear layer read
   // by float ops): y = acc * a_scale * b_scale + bias, against the definition in double.
   uint32_t seed = 3300;
@@ -590,7 +720,7 @@ TEST_CASE("lwc.internal.MatMulIntegerToFloat computes acc times the scales plus 
     for (size_t j = 0; j < bias.size(); ++j) bias[j] = 0.25f * (static_cast<float>(j % 7) - 3.0f);
     s.inputs.push_back(Tensor::fromVector<float>(c.n % 2 ? Shape{c.n} : Shape{1, c.n}, bias));
     s.constant_inputs = indicesExcept(7, {});
-    CHECK(implOf(engine::Session(singleNodeModel(s)), "MatMulIntegerToFloat") == expectedImpl());
+    CHECK(implOf(engine::Session(singleNodeModel(s)), "MatMulIntegerToFloat") == expectedQMatMulImpl());
     const std::vector<double> p = scaledProducts(s);
     for (bool reference : {false, true}) {
       const Tensor y = runNode(s, reference)[0];
@@ -629,7 +759,7 @@ TEST_CASE("lwc.internal.MatMulIntegerToFloat computes acc times the scales plus 
                   scalarQ(at, u8 ? 3 : -100), b, Tensor::fromVector<float>({N}, bs), Tensor(DType::Int8, {N}),
                   Tensor::fromVector<float>({N}, bias)};
       s.constant_inputs = indicesExcept(7, {});
-      CHECK(implOf(engine::Session(singleNodeModel(s)), "MatMulIntegerToFloat") == expectedImpl());
+      CHECK(implOf(engine::Session(singleNodeModel(s)), "MatMulIntegerToFloat") == expectedQMatMulImpl());
       const Tensor want = runNode(s, true)[0];
       const std::vector<double> p = scaledProducts(s);
       double largest_acc = 0;
@@ -638,7 +768,7 @@ TEST_CASE("lwc.internal.MatMulIntegerToFloat computes acc times the scales plus 
       for (int threads : {1, 2, 3}) {
         INFO("threads " << threads);
         const auto [got, prof] = runProfiledOnThreads(s, "MatMulIntegerToFloat", threads);
-        CHECK(prof.impl == expectedImpl());
+        CHECK(prof.impl == expectedQMatMulImpl());
         CHECK(got.bitEqual(want));
       }
       engine::configureThreads(0);
@@ -657,19 +787,19 @@ TEST_CASE("lwc.internal.MatMulIntegerToFloat computes acc times the scales plus 
   }
 }
 
-TEST_CASE("dnnl MatMulInteger matches the reference exactly", "[dnnl][quant]") {
+TEST_CASE("dnnl MatMulInteger matches the reference exactly", "[dnnl][quant][f32parts]") {
   uint32_t seed = 1300;
   for (const auto& c : matCases()) {
     INFO(c.name);
     const NodeSpec s = matMulIntegerSpec(c, seed += 10);
-    CHECK(implOf(engine::Session(singleNodeModel(s)), "MatMulInteger") == expectedImpl());
+    CHECK(implOf(engine::Session(singleNodeModel(s)), "MatMulInteger") == expectedQMatMulImpl());
     CHECK(runNode(s)[0].bitEqual(runNode(s, true)[0]));
   }
   SECTION("A without a zero point") {
     NodeSpec s = matMulIntegerSpec(matCases()[0], 7);
     s.inputs.resize(2);
     s.constant_inputs = {1};
-    CHECK(implOf(engine::Session(singleNodeModel(s)), "MatMulInteger") == expectedImpl());
+    CHECK(implOf(engine::Session(singleNodeModel(s)), "MatMulInteger") == expectedQMatMulImpl());
     CHECK(runNode(s)[0].bitEqual(runNode(s, true)[0]));
   }
   SECTION("per-row zero points of A go to the reference") {
@@ -685,7 +815,7 @@ TEST_CASE("dnnl MatMulInteger matches the reference exactly", "[dnnl][quant]") {
   }
 }
 
-TEST_CASE("dnnl MatMulInteger with sums far past 2^24 and any zero point of A is exact", "[dnnl][quant]") {
+TEST_CASE("dnnl MatMulInteger with sums far past 2^24 and any zero point of A is exact", "[dnnl][quant][f32parts]") {
   // K = 4096, B near +127 in half the columns, A near the top of its range: sums up to 1.3e8.
   // oneDNN takes a zero point of A through float32, where sums over 2^24 lose bits (a K = 1280
   // product with sums up to 3.3e7: 53-94 of 512 outputs off), so the kernel gives oneDNN the raw A
@@ -722,7 +852,7 @@ TEST_CASE("dnnl MatMulInteger with sums far past 2^24 and any zero point of A is
       INFO("threads " << threads);
       const auto [got, prof] = runProfiledOnThreads(s, "MatMulInteger", threads);
       INFO(prof.impl << " " << prof.primitive);
-      CHECK(prof.impl == expectedImpl());
+      CHECK(prof.impl == expectedQMatMulImpl());
       CHECK(got.bitEqual(want));
     }
     engine::configureThreads(0);
@@ -1035,7 +1165,7 @@ TEST_CASE("pointwise int8 layers of 27-48 pixels (multiples of 3) avoid oneDNN's
       const auto [got, prof] = runProfiled(s, "MatMulInteger");
       CHECK(got.bitEqual(runNode(s, true)[0]));
       INFO(prof.impl << " " << prof.primitive);
-      REQUIRE(prof.impl == expectedImpl());
+      REQUIRE(prof.impl == expectedQMatMulImpl());
       if (risky) CHECK(prof.primitive.find("jit_1x1:avx512_core_amx") == std::string::npos);
       else if (amx && prof.impl == "dnnl") CHECK(prof.primitive.find("avx512_core_amx") != std::string::npos);
     }
@@ -1562,7 +1692,7 @@ TEST_CASE("int8 calls under 2^20 multiply-adds (depthwise 2^18) run on the calli
       got.push_back(r.y);
       checkRequantized(r.y, want);
       INFO(r.prof.impl << " " << r.prof.primitive);
-      const bool int8_kernel = c.op == "QLinearMatMul" ? expectedImpl() == "dnnl" : int8FastPathHere();
+      const bool int8_kernel = c.op == "QLinearMatMul" || int8FastPathHere();  // matrix products: F32QMatMul without VNNI
       if (int8_kernel) REQUIRE(r.prof.impl == "dnnl");
       CHECK(r.prof.primitive.ends_with(", 1 thread") == (int8_kernel && c.small));
     }
@@ -1606,13 +1736,13 @@ TEST_CASE("a reused session's QLinearMatMul reads and writes each call's tensors
   const NodeSpec s = qlinearMatMulSpec(matCases()[0], 50);  // A [7, 64]
   Model m = singleNodeModel(s);
   m.graph.inputs[0].shape->at(0) = Dim{-1, "M"};
-  CHECK(implOf(engine::Session(m), "QLinearMatMul") == expectedImpl());
+  CHECK(implOf(engine::Session(m), "QLinearMatMul") == expectedQMatMulImpl());
   const Tensor a = randomQ(DType::UInt8, {7, 64}, 51), b = randomQ(DType::UInt8, {7, 64}, 52),
                c = randomQ(DType::UInt8, {300, 64}, 53);
   CHECK(runsDifferingFromFresh(m, {a, b, c, a, b}).empty());
 }
 
-TEST_CASE("lwc.internal.MatMulIntegerScaled in oneDNN gives the reference's bits", "[dnnl][quant]") {
+TEST_CASE("lwc.internal.MatMulIntegerScaled in oneDNN gives the reference's bits", "[dnnl][quant][f32parts]") {
   // float(acc) * scale [+ bias]: scale one value or one per column, read at run time (dynamic
   // quantization's activation scale times the weights'); long sums past 2^24; a zero scale.
   for (const int64_t K : {96, 3000}) {
@@ -1635,7 +1765,7 @@ TEST_CASE("lwc.internal.MatMulIntegerScaled in oneDNN gives the reference's bits
         if (bias) s.inputs.push_back(Tensor::fromVector<float>({1, N}, bv));
         s.constant_inputs = {1, 3};
         if (bias) s.constant_inputs.push_back(5);
-        CHECK(implOf(engine::Session(singleNodeModel(s)), "MatMulIntegerScaled") == expectedImpl());
+        CHECK(implOf(engine::Session(singleNodeModel(s)), "MatMulIntegerScaled") == expectedQMatMulImpl());
         const Tensor want = runNode(s, true)[0];
         CHECK(runNode(s)[0].bitEqual(want));
         if (K == 3000) {

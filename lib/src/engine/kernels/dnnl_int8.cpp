@@ -19,8 +19,10 @@
 //     pre-scaled by 1/2 for int8 sources): exact only when |x| * 2 * max|w| <= 32767, that is for
 //     uint8 sources and weights within [-64, 64] ("7-bit" weights, `lwc quantize --reduce-range`,
 //     the remedy ONNX Runtime and oneDNN document for such CPUs). Those run oneDNN's int8 kernels
-//     there too (int8Exact); other NHWC QLinearConvs run an exact fp32 convolution (DnnlQConv::runF32),
-//     everything else the reference.
+//     there too (int8Exact); other NHWC QLinearConvs run exact fp32 convolutions of the centred
+//     integers (DnnlQConv::runF32, in parts of the input channels where the sums could pass 2^24),
+//     the matrix products exact fp32 products in parts of K (F32QMatMul), everything else the
+//     reference.
 //
 // Activations are plain NCHW tensors; the convolution primitive itself is NHWC (oneDNN's int8
 // kernels for plain NCHW are its `ref` implementation, ~1000x slower), with reorders at the edges.
@@ -162,6 +164,63 @@ std::optional<ShiftedWeights> shiftWeights(const Tensor& w, int64_t outputs, ZpO
   }
   for (int64_t s : sums) r.max_abs_sum = std::max(r.max_abs_sum, s);
   return r;
+}
+
+/// The range of x - x_zp for an 8-bit activation: [-below, above]; with `zp` nullopt (known only
+/// at run time) [-255, 255].
+struct Centred {
+  int64_t above = 255, below = 255;
+};
+Centred centredRange(DType x, std::optional<int32_t> zp) {
+  if (!zp || (x != DType::UInt8 && x != DType::Int8)) return {};
+  return x == DType::UInt8 ? Centred{255 - *zp, *zp} : Centred{127 - *zp, 128 + *zp};
+}
+
+/// Boundaries [c_0 = 0, c_1, ..., c_K = inputs] of the parts of a product's reduction whose fp32
+/// sums stay exact. Each product w * (x - x_zp) lies in an interval that holds 0, so every partial
+/// sum, in whatever order, lies between the sum of the products' lower bounds and the sum of their
+/// upper bounds; a part is exact when both stay within 2^24 for every output. `weights(o, i)` gives
+/// the weights output o takes from input i (one for a matrix product, kh * kw for a convolution).
+/// Greedy in input order, so the fewest contiguous parts. Empty when one input alone could pass
+/// 2^24 (kh * kw above 518 with full-range weights), or when `one_part` and one part would not do.
+template <typename Weights>
+std::vector<int64_t> exactF32Parts(int64_t outputs, int64_t inputs, Centred x, bool one_part, Weights&& weights) {
+  std::vector<int64_t> parts{0};
+  std::vector<std::pair<int64_t, int64_t>> sums(static_cast<size_t>(outputs)), one(static_cast<size_t>(outputs));
+  for (int64_t c = 0; c < inputs; ++c) {
+    bool over = false;
+    for (int64_t m = 0; m < outputs; ++m) {
+      int64_t pos = 0, neg = 0;
+      weights(m, c, [&](int8_t v) { (v > 0 ? pos : neg) += v < 0 ? -v : v; });
+      // The sums of the products' upper and (negated) lower bounds.
+      one[m] = {pos * x.above + neg * x.below, pos * x.below + neg * x.above};
+      if (one[m].first > kExactAcc || one[m].second > kExactAcc) return {};
+      over = over || sums[m].first + one[m].first > kExactAcc || sums[m].second + one[m].second > kExactAcc;
+    }
+    if (over) {
+      if (one_part) return {};
+      parts.push_back(c);
+      std::fill(sums.begin(), sums.end(), std::pair<int64_t, int64_t>{0, 0});
+    }
+    for (int64_t m = 0; m < outputs; ++m) sums[m] = {sums[m].first + one[m].first, sums[m].second + one[m].second};
+  }
+  parts.push_back(inputs);
+  return parts;
+}
+
+/// exactF32Parts over the input channels of a convolution (weights [oc][icg][kh][kw], shifted); a
+/// grouped convolution only in one part.
+std::vector<int64_t> convF32Parts(const ShiftedWeights& w, const Shape& ws, int64_t group, Centred x) {
+  const int64_t icg = ws[1], taps = ws[2] * ws[3];
+  return exactF32Parts(ws[0], icg, x, group != 1, [&](int64_t m, int64_t c, auto&& add) {
+    const int8_t* t = w.w.data() + (m * icg + c) * taps;
+    for (int64_t k = 0; k < taps; ++k) add(t[k]);
+  });
+}
+
+/// exactF32Parts over the rows of B [k, n] (shifted) of a matrix product.
+std::vector<int64_t> matMulF32Parts(const ShiftedWeights& b, int64_t k, int64_t n, Centred a) {
+  return exactF32Parts(n, k, a, false, [&](int64_t j, int64_t r, auto&& add) { add(b.w[static_cast<size_t>(r * n + j)]); });
 }
 
 /// oneDNN's int8 kernels are exact for these operands on this CPU: always with VNNI, otherwise for
@@ -356,8 +415,9 @@ void qlinearConvNhwcReference(KernelContext& ctx) {
 // before rounding is the same, the bounds are integers). rne for |v| < 2^22 by adding and
 // subtracting 1.5 * 2^23 in the default rounding mode (ties to even), without a libm call; restrict
 // pointers so that the 8-bit stores do not stop the loop from vectorising.
-template <typename T>
-void requantRow(const float* __restrict a, const int32_t* __restrict bias, const float* __restrict mul,
+// `a`: float accumulators (exact integers below 2^24) or int32 ones (the sum of several parts).
+template <typename A, typename T>
+void requantRow(const A* __restrict a, const int32_t* __restrict bias, const float* __restrict mul,
                 T* __restrict o, int64_t n, float flo, float fhi, int32_t zp) {
   for (int64_t m = 0; m < n; ++m) {
     const int32_t acc =
@@ -401,6 +461,9 @@ class DnnlQConv final : public Kernel {
     /// CPUs without VNNI: an fp32 convolution of the centred integers (exact, the factory checks
     /// that every accumulator stays within float32's integers), then the reference's requantization.
     bool f32 = false;
+    /// f32 mode: input-channel boundaries of the parts run as separate fp32 convolutions, whose
+    /// integer results are added in int32 (exactF32Parts); {0, icg} for one part.
+    std::vector<int64_t> f32_parts;
     /// CPUs without VNNI, 7-bit weights: oneDNN's int8 kernels, exact for uint8 sources only.
     bool u8_only = false;
   };
@@ -511,6 +574,8 @@ class DnnlQConv final : public Kernel {
       const std::string name = std::string(kOwnPointwiseName) + (pw::amxFits(last_->pw.ic, last_->pw.oc) ? "+amx" : "");
       return last_->one_thread ? name + kOneThreadSuffix : name;
     }
+    if (!last_->parts.empty())  // f32 mode in parts: "jit:avx2 x 3 parts"
+      return std::string(last_->parts[0].pd.impl_info_str()) + " x " + std::to_string(last_->parts.size()) + " parts";
     return std::string(last_->pd.impl_info_str()) + (last_->one_thread ? kOneThreadSuffix : "");
   }
 
@@ -638,7 +703,7 @@ class DnnlQConv final : public Kernel {
     if (!p || !p->ok) return qlinearConvNhwcReference(ctx);
     last_ = p;
     if (p->own != Own::none) return runOwn(ctx, *p);
-    if (c_.f32) return runF32(ctx, *p);
+    if (c_.f32) return p->parts.empty() ? runF32(ctx, *p) : runF32Parts(ctx, *p);
     Tensor& y = ctx.allocUninit(0, c_.y_type, nhwcOutShape(*p));
     auto& eng = cpuEngine();
     dnnl::stream& s = cpuStream();
@@ -709,8 +774,15 @@ class DnnlQConv final : public Kernel {
  public:
 
  private:
+  /// One part of the input channels in f32 mode (buildF32Parts).
+  struct F32Part {
+    dnnl::convolution_forward::primitive_desc pd;
+    dnnl::convolution_forward prim;
+    memory w_mem, x_mem, y_mem;
+  };
   struct Prepared {
     bool ok = false;
+    std::vector<F32Part> parts;  ///< f32 mode in several parts; empty: one primitive (pd, prim)
     Own own = Own::none;  ///< dw: dw::runRows with `dw`; few: few::runRows with `few`; pw: pw::runPixels with `pw`; none: oneDNN
     dw::Geometry dw;
     few::Geometry few;
@@ -838,6 +910,7 @@ class DnnlQConv final : public Kernel {
     const memory::desc b_md = c_.bias && !c_.f32 ? memory::desc({oc}, dt::s32, tag::a) : memory::desc();
     p.x_plain = memory::desc(xd, xdt, tag::nchw);
     p.y_plain = memory::desc(yd, ydt, tag::nchw);
+    if (c_.f32 && c_.f32_parts.size() > 2) return buildF32Parts(std::move(p), cp, xd, y_md, strides, dil, pad_l, pad_r);
     dnnl::primitive_attr attr;  // f32 mode: none, scales, zero points and bias are applied around it
     if (!c_.f32) {
       if (c_.in.qlinear) {
@@ -871,6 +944,96 @@ class DnnlQConv final : public Kernel {
     return p;
   }
 
+  // f32 mode in several parts: one fp32 convolution per part of the input channels (its slice of
+  // the weights), each writing the same float output, which runF32Parts adds up in int32.
+  Prepared buildF32Parts(Prepared p, const ConvParams& conv, const memory::dims& xd, const memory::desc& y_md,
+                         const memory::dims& strides, const memory::dims& dil, const memory::dims& pad_l,
+                         const memory::dims& pad_r) const {
+    auto& eng = cpuEngine();
+    dnnl::stream& s = cpuStream();
+    const int64_t oc = c_.w_shape[0], icg = c_.w_shape[1], kh = c_.w_shape[2], kw = c_.w_shape[3], taps = kh * kw;
+    for (size_t k = 0; k + 1 < c_.f32_parts.size(); ++k) {
+      const int64_t c0 = c_.f32_parts[k], n = c_.f32_parts[k + 1] - c0;
+      memory::dims xk = xd;
+      xk[1] = n;
+      const memory::desc x_md(xk, dt::f32, tag::nhwc), w_any({oc, n, kh, kw}, dt::f32, tag::any);
+      dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
+                                        x_md, w_any, memory::desc(), y_md, strides, dil, pad_l, pad_r);
+      F32Part part;
+      part.pd = dnnl::convolution_forward::primitive_desc(d, eng);
+      if (isRef(part.pd.impl_info_str())) return Prepared{};
+      part.prim = dnnl::convolution_forward(part.pd);
+      std::vector<float> wf(static_cast<size_t>(oc * n * taps));
+      for (int64_t m = 0; m < oc; ++m)
+        for (int64_t i = 0; i < n * taps; ++i) wf[(m * n) * taps + i] = c_.w.w[(m * icg + c0) * taps + i];
+      memory w_user(memory::desc({oc, n, kh, kw}, dt::f32, tag::oihw), eng, wf.data());
+      part.w_mem = memory(part.pd.weights_desc(), eng);
+      dnnl::reorder(w_user, part.w_mem).execute(s, w_user, part.w_mem);
+      s.wait();
+      p.parts.push_back(std::move(part));
+    }
+    p.out_shape = conv.outShape();
+    p.ok = true;
+    return p;
+  }
+
+  // runF32 with the input channels in parts (exactF32Parts): each part's channels are centred into
+  // their own NHWC buffer and convolved with their slice of the weights; every part's result is an
+  // exact integer, and the parts add up in int32 (wrapping, as the reference's sums). Then the
+  // reference's requantization: bit-identical to it.
+  void runF32Parts(KernelContext& ctx, Prepared& p) {
+    const Tensor& x = ctx.in(0);
+    const int32_t x_zp = c_.x_zp.at(ctx, c_.in.x_zp), y_zp = c_.y_zp.at(ctx, c_.in.y_zp);
+    Tensor& y = ctx.allocUninit(0, c_.y_type, nhwcOutShape(p));
+    const int64_t ny = y.numel(), oc = p.out_shape[1], ch = x.dim(3), px_in = x.numel() / ch;
+    yf_.resize(static_cast<size_t>(ny));
+    acc_.resize(static_cast<size_t>(ny));
+    auto& eng = cpuEngine();
+    dnnl::stream& s = cpuStream();
+    const bool par_in = x.numel() >= (1 << 16), par_out = ny >= (1 << 16);
+    for (size_t k = 0; k < p.parts.size(); ++k) {
+      F32Part& part = p.parts[k];
+      const int64_t c0 = c_.f32_parts[k], n = c_.f32_parts[k + 1] - c0;
+      xf_.resize(static_cast<size_t>(px_in * n));
+      float* xf = xf_.data();
+      auto gather = [&](const auto* xd) {
+        parallelRanges(px_in, par_in, [&](int64_t a, int64_t b) {
+          for (int64_t i = a; i < b; ++i) centreRange(xd + i * ch + c0, xf + i * n, n, x_zp);
+        });
+      };
+      if (x.dtype() == DType::UInt8) gather(x.data<uint8_t>());
+      else gather(x.data<int8_t>());
+      if (!part.x_mem) {
+        part.x_mem = memory(part.pd.src_desc(), eng, nullptr);
+        part.y_mem = memory(part.pd.dst_desc(), eng, nullptr);
+      }
+      part.x_mem.set_data_handle(xf);
+      part.y_mem.set_data_handle(yf_.data());
+      ExecArgs{{DNNL_ARG_SRC, &part.x_mem}, {DNNL_ARG_WEIGHTS, &part.w_mem}, {DNNL_ARG_DST, &part.y_mem}}.execute(part.prim, s);
+      s.wait();
+      const float* yf = yf_.data();
+      int32_t* acc = acc_.data();
+      parallelRanges(ny, par_out, [&](int64_t a, int64_t b) {
+        if (k == 0)
+          for (int64_t i = a; i < b; ++i) acc[i] = static_cast<int32_t>(yf[i]);
+        else
+          for (int64_t i = a; i < b; ++i)
+            acc[i] = static_cast<int32_t>(static_cast<uint32_t>(acc[i]) + static_cast<uint32_t>(static_cast<int32_t>(yf[i])));
+      });
+    }
+    const int32_t* bias = c_.bias ? ctx.in(c_.in.bias).data<int32_t>() : zero_bias_.data();
+    const float* mul = mul_.data();
+    const int32_t* acc = acc_.data();
+    const quant::QRange yr = quant::qrange(c_.y_type, ctx, "y_zero_point");
+    const float flo = static_cast<float>(yr.lo - y_zp), fhi = static_cast<float>(yr.hi - y_zp);
+    auto emit = [&](auto* dst) {
+      parallelFor(ny / oc, par_out,
+                  [&](int64_t px) { requantRow(acc + px * oc, bias, mul, dst + px * oc, oc, flo, fhi, y_zp); });
+    };
+    if (c_.y_type == DType::UInt8) emit(y.data<uint8_t>());
+    else emit(y.data<int8_t>());
+  }
+
   Node node_;
   Config c_;
   /// Orders (shape, type) keys and looks them up by a view of the shape.
@@ -892,6 +1055,7 @@ class DnnlQConv final : public Kernel {
   const Prepared* last_ = nullptr;  ///< what the last call ran (map nodes do not move); null: the reference
   RuntimeZeroPoints zps_;  ///< runtime zero points of the oneDNN calls
   std::vector<float> xf_, yf_;  ///< f32 mode: centred input and float accumulators (NHWC)
+  std::vector<int32_t> acc_;    ///< f32 mode in parts: the parts' sums
   std::vector<float> mul_;      ///< f32 mode and own kernels: multiplier per output channel
   std::vector<int32_t> zero_bias_;
   Own own_ = Own::none;             ///< the own kernel this node's weights are packed for
@@ -972,7 +1136,13 @@ std::unique_ptr<Kernel> makeQConv(const KernelInfo& info, const QConvInputs& in,
   }
   // int32 output (oneDNN's float post-processing) and the fp32 path: exact only while every
   // accumulator stays within float32's integers.
-  if ((!in.qlinear || f32) && maxCentered(x_type, c.x_zp.value) * c.w.max_abs_sum > kExactAcc) return nullptr;
+  // The fp32 path splits the input channels into parts whose sums stay exact (exactF32Parts) and
+  // adds the parts' integer results.
+  if (!in.qlinear && maxCentered(x_type, c.x_zp.value) * c.w.max_abs_sum > kExactAcc) return nullptr;
+  if (f32) {
+    c.f32_parts = convF32Parts(c.w, c.w_shape, group, centredRange(x_type, c.x_zp.value));
+    if (c.f32_parts.empty()) return nullptr;
+  }
   c.f32 = f32;
   c.nhwc = nhwc;
   auto k = std::make_unique<DnnlQConv>(n, std::move(c));
@@ -1294,6 +1464,265 @@ bool useRawProducts(DnnlQMatMul::Config& c) {
   return true;
 }
 
+// ---------------------------------------------------------------------------------------------
+// The integer matrix products on CPUs without VNNI, where B's values pass +-64 (8-bit weights):
+// oneDNN's int8 kernels would saturate their int16 pair sums there, and every such product ran the
+// reference kernel (tinyformer's QLinearMatMuls at batch 32 on a 2-core AVX2 EPYC: 0.4-0.75 ms
+// each, the INT8 model 3.5x slower than its FP32 one). Here A - a_zp and B - b_zp, exact small
+// integers in float32, multiply as fp32 1x1 convolutions over parts of K whose partial sums stay
+// within 2^24 (matMulF32Parts), so every part's result is an exact integer; the parts add up in
+// int32 (wrapping, as the reference's sums), and each op's output is finished from the int32 sums
+// with the reference's own float operations: the reference's bits.
+class F32QMatMul final : public Kernel {
+ public:
+  struct Config {
+    QMatMulInputs in;
+    int64_t k = 0, n = 0;
+    ShiftedWeights b;
+    std::vector<int64_t> parts;  ///< boundaries of the parts of K
+    std::vector<float> mult;     ///< QLinearMatMul: requantMultiplier per column; MatMulIntegerToFloat: a_scale * b_scale
+    std::vector<float> bias_acc;  ///< per column, bias / (a_scale * b_scale); empty: none
+    ZeroPoint a_zp, y_zp;
+    DType y_type = DType::Int32;  ///< QLinearMatMul: its 8-bit type; the others Int32 (MatMulInteger) or Float32
+  };
+  explicit F32QMatMul(Config c) : c_(std::move(c)) {}
+
+  void run(KernelContext& ctx) override {
+    last_ = nullptr;
+    if (!runnable(ctx)) return reference(ctx);
+    const Tensor& a = ctx.in(0);
+    const int64_t m = a.numel() / c_.k, n = c_.n;
+    Prepared& p = prepare(m);
+    if (!p.ok) return reference(ctx);
+    last_ = &p;
+    const int32_t a_zp = c_.a_zp.at(ctx, c_.in.a_zp);
+    const bool parallel = !p.one_thread;
+    const SingleThreadIf one(p.one_thread);
+    acc_.resize(static_cast<size_t>(m * n));
+    yf_.resize(static_cast<size_t>(m * n));
+    dnnl::stream& s = cpuStream();
+    for (size_t q = 0; q < p.parts.size(); ++q) {
+      Part& part = p.parts[q];
+      const int64_t r0 = c_.parts[q], kp = c_.parts[q + 1] - r0;
+      af_.resize(static_cast<size_t>(m * kp));
+      float* af = af_.data();
+      auto gather = [&](const auto* ad) {
+        parallelRanges(m, parallel && m * kp >= (1 << 16), [&](int64_t i0, int64_t i1) {
+          for (int64_t i = i0; i < i1; ++i) centreRange(ad + i * c_.k + r0, af + i * kp, kp, a_zp);
+        });
+      };
+      if (a.dtype() == DType::UInt8) gather(a.data<uint8_t>());
+      else gather(a.data<int8_t>());
+      part.a_mem.set_data_handle(af);
+      part.y_mem.set_data_handle(yf_.data());
+      ExecArgs{{DNNL_ARG_SRC, &part.a_mem}, {DNNL_ARG_WEIGHTS, &part.w_mem}, {DNNL_ARG_DST, &part.y_mem}}.execute(part.prim, s);
+      s.wait();
+      const float* yf = yf_.data();
+      int32_t* acc = acc_.data();
+      parallelRanges(m * n, parallel && m * n >= (1 << 16), [&](int64_t i0, int64_t i1) {
+        if (q == 0)
+          for (int64_t i = i0; i < i1; ++i) acc[i] = static_cast<int32_t>(yf[i]);
+        else
+          for (int64_t i = i0; i < i1; ++i) acc[i] = quant::wrapAdd(acc[i], static_cast<int32_t>(yf[i]));
+      });
+    }
+    finish(ctx, a, m);
+  }
+
+  std::string primitive() const override {
+    if (!last_) return std::string();
+    return last_->impl + (last_->parts.size() > 1 ? " x " + std::to_string(last_->parts.size()) + " parts" : "") +
+           (last_->one_thread ? kOneThreadSuffix : "");
+  }
+
+ private:
+  struct Part {
+    dnnl::convolution_forward prim;
+    memory w_mem, a_mem, y_mem;
+  };
+  struct Prepared {
+    bool ok = false;
+    std::vector<Part> parts;
+    bool one_thread = false;
+    std::string impl;
+  };
+
+  void reference(KernelContext& ctx) const {
+    if (c_.in.scale) return quant::matMulIntegerScaled(ctx);
+    if (c_.in.float_out) return quant::matMulIntegerToFloat(ctx);
+    if (c_.in.bias) return quant::qlinearMatMulBias(ctx, &ctx.in(c_.in.bias));
+    c_.in.qlinear ? quant::qlinearMatMul(ctx) : quant::matMulInteger(ctx);
+  }
+
+  // Runtime inputs this kernel covers (the rest goes to the reference, which may raise).
+  bool runnable(const KernelContext& ctx) const {
+    const Tensor& a = ctx.in(0);
+    if (a.rank() < 2 || a.shape().back() != c_.k || !is8(a.dtype()) || a.numel() == 0) return false;
+    if (c_.a_zp.present) {
+      const Tensor& z = ctx.in(c_.in.a_zp);
+      if (!single(z) || z.dtype() != a.dtype()) return false;
+    }
+    if (c_.in.qlinear && !c_.in.float_out) {
+      const Tensor& z = ctx.in(c_.in.y_zp);
+      if (!single(z) || z.dtype() != c_.y_type) return false;
+    }
+    if (c_.in.scale) {
+      const Tensor& sc = ctx.in(c_.in.scale);
+      if (sc.dtype() != DType::Float32 || !isScaledMatMulScale(sc, c_.n)) return false;
+      if (ctx.has(c_.in.bias) && !isFusedMatMulBias(ctx.in(c_.in.bias), c_.n)) return false;
+    }
+    return true;
+  }
+
+  Prepared& prepare(int64_t m) {
+    auto it = cache_.find(m);
+    if (it != cache_.end()) return it->second;
+    Prepared p;
+    try {
+      p = build(m);
+    } catch (const std::exception&) {
+      p = Prepared{};  // no primitive: the reference runs
+    }
+    return cache_.emplace(m, std::move(p)).first->second;
+  }
+
+  // One fp32 1x1 convolution per part over [1, kp, m, 1] NHWC (the bytes of A's part [m, kp]),
+  // with B's rows of the part as its weights, writing [m, n]; only oneDNN's jit kernels.
+  Prepared build(int64_t m) const {
+    auto& eng = cpuEngine();
+    dnnl::stream& s = cpuStream();
+    const int64_t n = c_.n;
+    Prepared p;
+    p.one_thread = oneThreadCall(m * c_.k * n, false);
+    const SingleThreadIf one(p.one_thread);  // the primitive plans its threads when it is made
+    const memory::desc yd({1, n, m, 1}, dt::f32, tag::nhwc);
+    for (size_t q = 0; q + 1 < c_.parts.size(); ++q) {
+      const int64_t r0 = c_.parts[q], kp = c_.parts[q + 1] - r0;
+      const memory::desc ad({1, kp, m, 1}, dt::f32, tag::nhwc), wd_any({n, kp, 1, 1}, dt::f32, tag::any);
+      dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, ad,
+                                        wd_any, memory::desc(), yd, {1, 1}, {0, 0}, {0, 0}, {0, 0});
+      const dnnl::convolution_forward::primitive_desc pd(d, eng);
+      if (std::string(pd.impl_info_str()).rfind("jit", 0) != 0) return Prepared{};
+      Part part;
+      part.prim = dnnl::convolution_forward(pd);
+      // B's rows r0 .. r0 + kp as float [kp, n]: the OIHW weight [n, kp, 1, 1] with strides (1, n, 1, 1).
+      std::vector<float> wf(c_.b.w.begin() + r0 * n, c_.b.w.begin() + (r0 + kp) * n);
+      memory w_user(memory::desc({n, kp, 1, 1}, dt::f32, memory::dims{1, n, 1, 1}), eng, wf.data());
+      part.w_mem = memory(pd.weights_desc(), eng);
+      dnnl::reorder(w_user, part.w_mem).execute(s, w_user, part.w_mem);
+      s.wait();
+      part.a_mem = memory(pd.src_desc(), eng, nullptr);
+      part.y_mem = memory(pd.dst_desc(), eng, nullptr);
+      if (p.impl.empty()) p.impl = std::string("convolution ") + pd.impl_info_str();
+      p.parts.push_back(std::move(part));
+    }
+    p.ok = true;
+    return p;
+  }
+
+  // The output from the int32 sums in acc_, with the reference's float operations per op.
+  void finish(KernelContext& ctx, const Tensor& a, int64_t m) {
+    const int64_t n = c_.n;
+    Shape ys = a.shape();
+    ys.back() = n;
+    const int32_t* acc = acc_.data();
+    const bool parallel = !last_->one_thread && m * n >= (int64_t{1} << 15);
+    if (c_.in.scale) {
+      const Tensor& sc = ctx.in(c_.in.scale);
+      const float* scale = sc.data<float>();
+      const bool per_column = sc.numel() > 1;
+      const float* bias = ctx.has(c_.in.bias) ? ctx.in(c_.in.bias).data<float>() : nullptr;
+      float* y = ctx.allocUninit(0, DType::Float32, std::move(ys)).data<float>();
+      parallelFor(m, parallel, [&](int64_t r) { quant::scaleAccumulatorRow(acc + r * n, nullptr, scale, per_column, bias, y + r * n, n); });
+      return;
+    }
+    if (c_.in.float_out) {
+      const float* bias = c_.bias_acc.empty() ? nullptr : c_.bias_acc.data();
+      float* y = ctx.allocUninit(0, DType::Float32, std::move(ys)).data<float>();
+      parallelFor(m, parallel, [&](int64_t r) { quant::accumulatorToFloatRow(acc + r * n, nullptr, bias, c_.mult.data(), y + r * n, n); });
+      return;
+    }
+    if (!c_.in.qlinear) {  // MatMulInteger: the sums
+      Tensor& y = ctx.allocUninit(0, DType::Int32, std::move(ys));
+      std::copy(acc_.begin(), acc_.end(), y.data<int32_t>());
+      return;
+    }
+    const int32_t y_zp = c_.y_zp.at(ctx, c_.in.y_zp);
+    const quant::QRange range = quant::qrange(c_.y_type, ctx, "y_zero_point");
+    Tensor& y = ctx.allocUninit(0, c_.y_type, std::move(ys));
+    const float* bias = c_.bias_acc.empty() ? nullptr : c_.bias_acc.data();
+    const float* mult = c_.mult.data();
+    auto emit = [&](auto* dst) {
+      using T = std::remove_pointer_t<decltype(dst)>;
+      parallelFor(m, parallel, [&](int64_t r) {
+        const int32_t* row = acc + r * n;
+        T* out = dst + r * n;
+        // As quant::qlinearMatMulBias: a bias joins the accumulator before the multiplier.
+        if (bias)
+          for (int64_t j = 0; j < n; ++j)
+            out[j] = static_cast<T>(quant::roundSaturate((static_cast<float>(row[j]) + bias[j]) * mult[j], range.lo - y_zp,
+                                                         range.hi - y_zp) + y_zp);
+        else
+          for (int64_t j = 0; j < n; ++j) out[j] = static_cast<T>(quant::requantizeValue(row[j], mult[j], y_zp, range));
+      });
+    };
+    if (c_.y_type == DType::UInt8) emit(y.data<uint8_t>());
+    else emit(y.data<int8_t>());
+  }
+
+  Config c_;
+  std::map<int64_t, Prepared> cache_;
+  std::vector<float> af_, yf_;  ///< a part of A, centred; a part's float sums
+  std::vector<int32_t> acc_;    ///< the parts' sums
+  const Prepared* last_ = nullptr;  ///< what the last call ran (map nodes do not move); null: the reference
+};
+
+/// F32QMatMul for a product whose B (shifted, in `c`) oneDNN's int8 kernels cannot take exactly on
+/// this CPU; nullptr where the reference must run (non-constant scales, a bias it would refuse, sums
+/// that no part split keeps exact).
+std::unique_ptr<Kernel> makeF32QMatMul(const KernelInfo& info, const QMatMulInputs& in, DType a_type,
+                                       const Tensor* bzp_t, DnnlQMatMul::Config&& dc) {
+  F32QMatMul::Config c;
+  c.in = in;
+  c.k = dc.k;
+  c.n = dc.n;
+  c.a_zp = dc.a_zp;
+  c.parts = matMulF32Parts(dc.b, c.k, c.n, centredRange(a_type, c.a_zp.value));
+  if (c.parts.empty()) return nullptr;
+  c.b = std::move(dc.b);
+  const int64_t N = c.n;
+  if (in.qlinear) {
+    const Tensor *as_t = info.constant(1), *bs_t = info.constant(4), *ys_t = in.float_out ? nullptr : info.constant(6);
+    if (!as_t || !bs_t || (!in.float_out && (!ys_t || !single(*ys_t))) || !bzp_t || as_t->numel() != 1 || !perColumnShape(*bs_t, N))
+      return nullptr;
+    if (!((bzp_t->numel() == 1 && bs_t->numel() == 1) || bzp_t->shape() == bs_t->shape())) return nullptr;
+    const auto as = constScales(as_t), bs = constScales(bs_t);
+    const auto ys = in.float_out ? std::optional<std::vector<float>>(std::vector<float>{1.0f}) : constScales(ys_t);
+    if (!as || !bs || !ys) return nullptr;
+    auto bsOf = [&](int64_t j) { return (*bs)[bs->size() == 1 ? 0 : static_cast<size_t>(j)]; };
+    // The reference's per-column constants, with its float operations.
+    for (int64_t j = 0; j < N; ++j)
+      c.mult.push_back(in.float_out ? (*as)[0] * bsOf(j) : quant::requantMultiplier((*as)[0], bsOf(j), (*ys)[0]));
+    if (in.bias) {
+      const Tensor* bias = info.constant(in.bias);
+      if (!bias || !isFusedMatMulBias(*bias, N)) return nullptr;
+      for (int64_t j = 0; j < N; ++j)
+        c.bias_acc.push_back(in.float_out ? bias->data<float>()[j] / c.mult[static_cast<size_t>(j)]
+                                          : bias->data<float>()[j] / ((*as)[0] * bsOf(j)));
+    }
+    if (in.float_out) {
+      c.y_type = DType::Float32;
+    } else {
+      const auto y_zp = zeroPoint(info, in.y_zp);
+      if (!y_zp) return nullptr;
+      c.y_zp = *y_zp;
+      c.y_type = inputType(info, in.y_zp);
+      if (!is8(c.y_type)) return nullptr;
+    }
+  }
+  return std::make_unique<F32QMatMul>(std::move(c));
+}
+
 std::unique_ptr<Kernel> makeQMatMul(const KernelInfo& info, const QMatMulInputs& in) {
   const Tensor* b = info.constant(in.b);
   if (!b || !is8(b->dtype()) || b->rank() != 2 || b->numel() == 0) return nullptr;
@@ -1323,7 +1752,7 @@ std::unique_ptr<Kernel> makeQMatMul(const KernelInfo& info, const QMatMulInputs&
       *b, N, [&](int64_t i) { return b_zp[b_zp.size() == 1 ? 0 : i % N]; }, [&](int64_t i) { return i % N; });
   if (!shifted) return nullptr;
   c.b = std::move(*shifted);
-  if (!int8Exact(a_type, c.b)) return nullptr;
+  if (!int8Exact(a_type, c.b)) return makeF32QMatMul(info, in, a_type, bzp_t, std::move(c));
   c.u8_only = !haveVnni();
 
   if (in.qlinear) {
