@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Checks the guard of scripts/ort_crosscheck.py: agreement on a model whose outputs do not depend
-on its input (constant, or varying by less than MIN_SAMPLE_SPREAD of their scale) must fail the
-check; the same model with a real dependence must pass it. Exit code 1 otherwise.
+on its input (constant, or varying by less than MIN_SAMPLE_SPREAD of their scale), or whose outputs
+are all empty, must fail the check; the same model with a real dependence must pass it. Exit code
+1 otherwise.
 
     scripts/ort_crosscheck_guard.py [--lwc build/apps/lwc/lwc]
 """
@@ -30,6 +31,18 @@ def model(path, slope):
     onnx.save(m, path)
 
 
+def empty_model(path):
+    """y = x[:, 0:0], an empty output for any x [N, 4] (as a detector with no box above its threshold)."""
+    const = lambda name, v: numpy_helper.from_array(np.array(v, np.int64), name)
+    g = helper.make_graph([helper.make_node("Slice", ["x", "zero", "zero", "one"], ["y"])], "empty",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 0])],
+                          [const("zero", [0]), const("one", [1])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    onnx.save(m, path)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--lwc", default=os.path.join(ROOT, "build/apps/lwc/lwc"))
@@ -47,6 +60,15 @@ def main():
             ok = outcome == ("refused" if refused else "passed")
             failed += not ok
             print(f"{'ok    ' if ok else 'WRONG '} y = 1 + {slope} x: {outcome}")
+        path = os.path.join(d, "empty.onnx")
+        empty_model(path)
+        try:
+            check(path, args.lwc, 2, 1e-4, 0.0, 2)
+            outcome = "passed"
+        except RuntimeError as e:
+            outcome = "refused" if "every output is empty" in str(e) else f"failed otherwise: {e}"
+        failed += outcome != "refused"
+        print(f"{'ok    ' if outcome == 'refused' else 'WRONG '} y = x[:, 0:0]: {outcome}")
     return 1 if failed else 0
 
 
