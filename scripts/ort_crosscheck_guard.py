@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Checks the guard of scripts/ort_crosscheck.py: agreement on a model whose outputs do not depend
 on its input (constant, or varying by less than MIN_SAMPLE_SPREAD of their scale), or whose outputs
-are all empty, must fail the check; the same model with a real dependence must pass it. Exit code
-1 otherwise.
+are all empty (unless its metadata says they are by design), must fail the check; the same model
+with a real dependence must pass it. Exit code 1 otherwise.
 
     scripts/ort_crosscheck_guard.py [--lwc build/apps/lwc/lwc]
 """
@@ -31,8 +31,9 @@ def model(path, slope):
     onnx.save(m, path)
 
 
-def empty_model(path):
-    """y = x[:, 0:0], an empty output for any x [N, 4] (as a detector with no box above its threshold)."""
+def empty_model(path, expected=False):
+    """y = x[:, 0:0], an empty output for any x [N, 4] (as a detector with no box above its threshold);
+    `expected`: the model's metadata says so (ort_crosscheck.empty_output = expected)."""
     const = lambda name, v: numpy_helper.from_array(np.array(v, np.int64), name)
     g = helper.make_graph([helper.make_node("Slice", ["x", "zero", "zero", "one"], ["y"])], "empty",
                           [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
@@ -40,6 +41,8 @@ def empty_model(path):
                           [const("zero", [0]), const("one", [1])])
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
     m.ir_version = 8
+    if expected:
+        helper.set_model_props(m, {"ort_crosscheck.empty_output": "expected"})
     onnx.save(m, path)
 
 
@@ -60,15 +63,17 @@ def main():
             ok = outcome == ("refused" if refused else "passed")
             failed += not ok
             print(f"{'ok    ' if ok else 'WRONG '} y = 1 + {slope} x: {outcome}")
-        path = os.path.join(d, "empty.onnx")
-        empty_model(path)
-        try:
-            check(path, args.lwc, 2, 1e-4, 0.0, 2)
-            outcome = "passed"
-        except RuntimeError as e:
-            outcome = "refused" if "every output is empty" in str(e) else f"failed otherwise: {e}"
-        failed += outcome != "refused"
-        print(f"{'ok    ' if outcome == 'refused' else 'WRONG '} y = x[:, 0:0]: {outcome}")
+        for expected in (False, True):
+            path = os.path.join(d, f"empty_{expected}.onnx")
+            empty_model(path, expected)
+            try:
+                check(path, args.lwc, 2, 1e-4, 0.0, 2)
+                outcome = "passed"
+            except RuntimeError as e:
+                outcome = "refused" if "every output is empty" in str(e) else f"failed otherwise: {e}"
+            ok = outcome == ("passed" if expected else "refused")
+            failed += not ok
+            print(f"{'ok    ' if ok else 'WRONG '} y = x[:, 0:0]{' (empty by design)' if expected else ''}: {outcome}")
     return 1 if failed else 0
 
 

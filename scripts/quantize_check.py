@@ -41,7 +41,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ort_crosscheck import ROOT, check  # noqa: E402
+from ort_crosscheck import ROOT, check, host_x86_without_vnni  # noqa: E402
 
 FM = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
 
@@ -64,16 +64,6 @@ def pass_stat(report, name):
     import json
     with open(report) as f:
         return json.load(f)["stages"][-1]["stats"].get(name, 0)
-
-
-def host_x86_without_vnni():
-    """True on an x86-64 CPU whose flags name neither AVX512-VNNI nor AVX-VNNI (as scripts/demo.sh)."""
-    import platform
-    if platform.machine() != "x86_64":
-        return False
-    with open("/proc/cpuinfo") as f:
-        flags = set(f.read().split())
-    return not ({"avx512_vnni", "avx_vnni"} & flags)
 
 
 def main():
