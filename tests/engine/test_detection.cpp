@@ -2,7 +2,10 @@
 // boxes against ONNX Runtime: CTest ops_ort.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+#include <cmath>
 #include <limits>
+#include <random>
 
 #include "support/engine_util.h"
 
@@ -100,4 +103,82 @@ TEST_CASE("RoiAlign errors name the node and the problem", "[nn][roialign]") {
   CHECK_THAT(nodeError(spec(rois, Tensor::fromVector<int64_t>({1}, {2}))), Contains("batch_indices[0] is 2; X has 2 images"));
   CHECK_THAT(nodeError(spec(Tensor::fromVector<float>({1, 3}, {1, 1, 5}), ok_batch)), Contains("rois have shape [1,3]"));
   CHECK_THAT(nodeError(spec(rois, ok_batch, {attrString("mode", "sum")})), Contains("mode 'sum' is not avg or max"));
+}
+
+namespace {
+// The all-pairs greedy NonMaxSuppression of one class, written out from the definition (the
+// kernel compares each box only with the kept boxes that overlap it along x): highest score first,
+// ties by index, a box goes when its IoU with any kept box, in float, exceeds the threshold.
+std::vector<int64_t> allPairsGreedy(const std::vector<float>& boxes, const std::vector<float>& scores, float iou,
+                                    int64_t max_out) {
+  struct B {
+    float y1, x1, y2, x2;
+  };
+  auto at = [&](size_t i) {
+    const float* b = &boxes[i * 4];
+    return B{std::min(b[0], b[2]), std::min(b[1], b[3]), std::max(b[0], b[2]), std::max(b[1], b[3])};
+  };
+  std::vector<size_t> order;
+  for (size_t i = 0; i < scores.size(); ++i)
+    if (!std::isnan(scores[i])) order.push_back(i);
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return scores[a] > scores[b]; });
+  std::vector<B> kept;
+  std::vector<int64_t> out;
+  for (size_t i : order) {
+    const B b = at(i);
+    bool gone = false;
+    for (const B& k : kept) {
+      const float iy = std::min(k.y2, b.y2) - std::max(k.y1, b.y1), ix = std::min(k.x2, b.x2) - std::max(k.x1, b.x1);
+      if (iy <= 0 || ix <= 0) continue;
+      const float inter = iy * ix, ak = (k.y2 - k.y1) * (k.x2 - k.x1), ab = (b.y2 - b.y1) * (b.x2 - b.x1);
+      const float uni = ak + ab - inter;
+      if (ak <= 0 || ab <= 0 || uni <= 0) continue;
+      if (inter / uni > iou) {
+        gone = true;
+        break;
+      }
+    }
+    if (gone) continue;
+    kept.push_back(b);
+    out.push_back(static_cast<int64_t>(i));
+    if (static_cast<int64_t>(out.size()) == max_out) break;
+  }
+  return out;
+}
+}  // namespace
+
+TEST_CASE("NonMaxSuppression over thousands of boxes in shifted classes keeps what the all-pairs greedy keeps", "[nn][nms]") {
+  // torchvision's batched NMS: each class's boxes shifted apart by a multiple of the largest
+  // coordinate, one NonMaxSuppression over all of them. Random sizes from a pixel to the whole
+  // image (the widest kept box bounds the overlap query), flipped corners, boxes without area,
+  // exact duplicates, tied scores, and a few coordinates that are not finite.
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<float> u(0.0f, 1.0f);
+  const int64_t classes = 8, per = 500, n = classes * per;
+  std::vector<float> boxes(static_cast<size_t>(n * 4)), scores(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {
+    const float off = static_cast<float>(i / per) * 400.0f;
+    const float w = u(rng) < 0.05f ? 320.0f : 1.0f + 80.0f * u(rng) * u(rng), h = 1.0f + 80.0f * u(rng);
+    const float y = off + 300.0f * u(rng), x = off + 300.0f * u(rng);
+    float* b = &boxes[static_cast<size_t>(i * 4)];
+    b[0] = y, b[1] = x, b[2] = y + h, b[3] = x + w;
+    if (i % 97 == 0) std::swap(b[1], b[3]);           // flipped
+    if (i % 89 == 0) b[2] = b[0];                      // no area
+    if (i % 83 == 0 && i >= 4) std::copy(b - 4, b, b);  // the previous box again
+    scores[static_cast<size_t>(i)] = std::round(u(rng) * 200.0f) / 200.0f;  // many ties
+  }
+  boxes[4 * 301 + 1] = std::numeric_limits<float>::quiet_NaN();
+  boxes[4 * 1201 + 3] = std::numeric_limits<float>::infinity();
+  boxes[4 * 2202 + 0] = -std::numeric_limits<float>::infinity();
+  // A wide kept box suppresses a small one at its far end: x1 1000 apart, width 1010.
+  CHECK(selected({0, 0, 10, 1010, 0, 1000, 10, 1010, 0, 2000, 10, 2010}, {0.9f, 0.5f, 0.4f}, 10, 0.005f) ==
+        std::vector<int64_t>{0, 2});
+  for (const float iou : {0.0f, 0.3f, 0.5f, 0.9f}) {
+    INFO("iou_threshold " << iou);
+    const std::vector<int64_t> want = allPairsGreedy(boxes, scores, iou, n);
+    CHECK(want.size() > 200);
+    CHECK(want.size() < static_cast<size_t>(n));
+    CHECK(selected(boxes, scores, n, iou) == want);
+    CHECK(selected(boxes, scores, 100, iou) == std::vector<int64_t>(want.begin(), want.begin() + 100));
+  }
 }
