@@ -12,7 +12,8 @@
 // cannot suppress it, so the result is the all-pairs greedy's. Detection heads give one
 // NonMaxSuppression tens of thousands of boxes (torchvision's batched NMS shifts each class's boxes
 // apart and runs them as one class: SSDlite 320 with a score threshold of 0, 26 000 boxes), where
-// comparing each with every kept box took 350-575 ms of a 620 ms run (2-core AVX2 EPYC, 2026-12-07).
+// comparing each with every kept box took most of the run (the whole model 330-341 ms, now 99-106
+// ms at batch 1 on a 2-core AVX2 EPYC, 2026-12-07).
 #include <algorithm>
 #include <cmath>
 #include <limits>
