@@ -438,6 +438,30 @@ void centre(const T* x, float* out, int64_t n, int32_t zp) {
   parallelRanges(n, n >= (1 << 16), [=](int64_t i0, int64_t i1) { centreRange(x + i0, out + i0, i1 - i0, zp); });
 }
 
+/// Columns [c0, c0 + n) of the `rows` rows of an 8-bit x (`stride` values a row), minus zp, as
+/// float32 into out [rows, n]: one part of the f32 modes' inputs.
+void centreColumns(const Tensor& x, int64_t rows, int64_t stride, int64_t c0, int64_t n, int32_t zp, float* out,
+                   bool parallel) {
+  auto go = [&](const auto* xd) {
+    parallelRanges(rows, parallel, [&](int64_t a, int64_t b) {
+      for (int64_t i = a; i < b; ++i) centreRange(xd + i * stride + c0, out + i * n, n, zp);
+    });
+  };
+  if (x.dtype() == DType::UInt8) go(x.data<uint8_t>());
+  else go(x.data<int8_t>());
+}
+
+/// acc = int32(part) for the first part, else acc + int32(part) wrapping as the reference's sums:
+/// the parts' results are exact integers within 2^24.
+void addPart(const float* part, int32_t* acc, int64_t n, bool first, bool parallel) {
+  parallelRanges(n, parallel, [&](int64_t a, int64_t b) {
+    if (first)
+      for (int64_t i = a; i < b; ++i) acc[i] = static_cast<int32_t>(part[i]);
+    else
+      for (int64_t i = a; i < b; ++i) acc[i] = quant::wrapAdd(acc[i], static_cast<int32_t>(part[i]));
+  });
+}
+
 class RefQLinearConvNhwc final : public Kernel {
  public:
   void run(KernelContext& ctx) override { qlinearConvNhwcReference(ctx); }
@@ -743,29 +767,39 @@ class DnnlQConv final : public Kernel {
     float* xf = xf_.data();
     if (x.dtype() == DType::UInt8) centre(x.data<uint8_t>(), xf, nx, x_zp);
     else centre(x.data<int8_t>(), xf, nx, x_zp);
-    auto& eng = cpuEngine();
-    dnnl::stream& s = cpuStream();
-    if (!p.x_mem) {
-      p.x_mem = memory(p.pd.src_desc(), eng, nullptr);
-      p.y_mem = memory(p.pd.dst_desc(), eng, nullptr);
+    runF32Primitive(p.pd, p.prim, p.w_mem, p.x_mem, p.y_mem, xf, yf_.data());
+    requantOut(ctx, y, yf_.data(), y_zp, oc);
+  }
+
+  // One fp32 convolution of f32 mode, from xf into yf (its memory objects made on first use).
+  static void runF32Primitive(const dnnl::convolution_forward::primitive_desc& pd, const dnnl::convolution_forward& prim,
+                              memory& w_mem, memory& x_mem, memory& y_mem, float* xf, float* yf) {
+    if (!x_mem) {
+      x_mem = memory(pd.src_desc(), cpuEngine(), nullptr);
+      y_mem = memory(pd.dst_desc(), cpuEngine(), nullptr);
     }
-    p.x_mem.set_data_handle(xf);
-    p.y_mem.set_data_handle(yf_.data());
-    ExecArgs{{DNNL_ARG_SRC, &p.x_mem}, {DNNL_ARG_WEIGHTS, &p.w_mem}, {DNNL_ARG_DST, &p.y_mem}}.execute(p.prim, s);
+    x_mem.set_data_handle(xf);
+    y_mem.set_data_handle(yf);
+    dnnl::stream& s = cpuStream();
+    ExecArgs{{DNNL_ARG_SRC, &x_mem}, {DNNL_ARG_WEIGHTS, &w_mem}, {DNNL_ARG_DST, &y_mem}}.execute(prim, s);
     s.wait();
-    const int32_t* bias = c_.bias ? ctx.in(c_.in.bias).data<int32_t>() : nullptr;
-    const float* yf = yf_.data();
+  }
+
+  // f32 mode's output: y = the reference's requantization of bias + acc, acc the accumulators
+  // (float, exact integers below 2^24 in magnitude; or int32, the sum of several parts), per
+  // pixel of oc channels. quant::requantizeValue written out per row so that it vectorises: bias
+  // is added in int32 with wrap-around, then rne(clamp(float(acc) * M)) + y_zp (clamping first is
+  // the same, the bounds are integers).
+  template <typename A>
+  void requantOut(KernelContext& ctx, Tensor& y, const A* acc, int32_t y_zp, int64_t oc) const {
+    const int32_t* bias = c_.bias ? ctx.in(c_.in.bias).data<int32_t>() : zero_bias_.data();
     const float* mul = mul_.data();
-    if (!bias) bias = zero_bias_.data();
     const quant::QRange yr = quant::qrange(c_.y_type, ctx, "y_zero_point");
     const float flo = static_cast<float>(yr.lo - y_zp), fhi = static_cast<float>(yr.hi - y_zp);
-    const int64_t pixels = ny / oc;
-    // quant::requantizeValue written out per row so that it vectorises: the accumulators are exact
-    // integers below 2^24 in magnitude, bias is added in int32 with wrap-around, then
-    // rne(clamp(float(acc) * M)) + y_zp (clamping first is the same, the bounds are integers).
+    const int64_t ny = y.numel();
     auto emit = [&](auto* dst) {
-      parallelFor(pixels, ny >= (1 << 16),
-                  [&](int64_t px) { requantRow(yf + px * oc, bias, mul, dst + px * oc, oc, flo, fhi, y_zp); });
+      parallelFor(ny / oc, ny >= (1 << 16),
+                  [&](int64_t px) { requantRow(acc + px * oc, bias, mul, dst + px * oc, oc, flo, fhi, y_zp); });
     };
     if (c_.y_type == DType::UInt8) emit(y.data<uint8_t>());
     else emit(y.data<int8_t>());
@@ -988,50 +1022,16 @@ class DnnlQConv final : public Kernel {
     const int64_t ny = y.numel(), oc = p.out_shape[1], ch = x.dim(3), px_in = x.numel() / ch;
     yf_.resize(static_cast<size_t>(ny));
     acc_.resize(static_cast<size_t>(ny));
-    auto& eng = cpuEngine();
-    dnnl::stream& s = cpuStream();
     const bool par_in = x.numel() >= (1 << 16), par_out = ny >= (1 << 16);
     for (size_t k = 0; k < p.parts.size(); ++k) {
       F32Part& part = p.parts[k];
       const int64_t c0 = c_.f32_parts[k], n = c_.f32_parts[k + 1] - c0;
       xf_.resize(static_cast<size_t>(px_in * n));
-      float* xf = xf_.data();
-      auto gather = [&](const auto* xd) {
-        parallelRanges(px_in, par_in, [&](int64_t a, int64_t b) {
-          for (int64_t i = a; i < b; ++i) centreRange(xd + i * ch + c0, xf + i * n, n, x_zp);
-        });
-      };
-      if (x.dtype() == DType::UInt8) gather(x.data<uint8_t>());
-      else gather(x.data<int8_t>());
-      if (!part.x_mem) {
-        part.x_mem = memory(part.pd.src_desc(), eng, nullptr);
-        part.y_mem = memory(part.pd.dst_desc(), eng, nullptr);
-      }
-      part.x_mem.set_data_handle(xf);
-      part.y_mem.set_data_handle(yf_.data());
-      ExecArgs{{DNNL_ARG_SRC, &part.x_mem}, {DNNL_ARG_WEIGHTS, &part.w_mem}, {DNNL_ARG_DST, &part.y_mem}}.execute(part.prim, s);
-      s.wait();
-      const float* yf = yf_.data();
-      int32_t* acc = acc_.data();
-      parallelRanges(ny, par_out, [&](int64_t a, int64_t b) {
-        if (k == 0)
-          for (int64_t i = a; i < b; ++i) acc[i] = static_cast<int32_t>(yf[i]);
-        else
-          for (int64_t i = a; i < b; ++i)
-            acc[i] = static_cast<int32_t>(static_cast<uint32_t>(acc[i]) + static_cast<uint32_t>(static_cast<int32_t>(yf[i])));
-      });
+      centreColumns(x, px_in, ch, c0, n, x_zp, xf_.data(), par_in);
+      runF32Primitive(part.pd, part.prim, part.w_mem, part.x_mem, part.y_mem, xf_.data(), yf_.data());
+      addPart(yf_.data(), acc_.data(), ny, k == 0, par_out);
     }
-    const int32_t* bias = c_.bias ? ctx.in(c_.in.bias).data<int32_t>() : zero_bias_.data();
-    const float* mul = mul_.data();
-    const int32_t* acc = acc_.data();
-    const quant::QRange yr = quant::qrange(c_.y_type, ctx, "y_zero_point");
-    const float flo = static_cast<float>(yr.lo - y_zp), fhi = static_cast<float>(yr.hi - y_zp);
-    auto emit = [&](auto* dst) {
-      parallelFor(ny / oc, par_out,
-                  [&](int64_t px) { requantRow(acc + px * oc, bias, mul, dst + px * oc, oc, flo, fhi, y_zp); });
-    };
-    if (c_.y_type == DType::UInt8) emit(y.data<uint8_t>());
-    else emit(y.data<int8_t>());
+    requantOut(ctx, y, acc_.data(), y_zp, oc);
   }
 
   Node node_;
@@ -1177,6 +1177,37 @@ constexpr QMatMulInputs kMatMulInteger{false, 2, 1, 3, 0};
 /// lwc.internal.MatMulIntegerScaled (A, B, a_zp, b_zp, scale [, bias]): float(acc) * scale [+ bias].
 constexpr QMatMulInputs kMatMulIntegerScaled{false, 2, 1, 3, 0, 5, false, 4};
 
+/// The reference kernel of the matrix product `in` names.
+void qMatMulReference(KernelContext& ctx, const QMatMulInputs& in) {
+  if (in.scale) return quant::matMulIntegerScaled(ctx);
+  if (in.float_out) return quant::matMulIntegerToFloat(ctx);
+  if (in.bias) return quant::qlinearMatMulBias(ctx, &ctx.in(in.bias));
+  in.qlinear ? quant::qlinearMatMul(ctx) : quant::matMulInteger(ctx);
+}
+
+/// Whether this call's runtime inputs are what a fast matrix product prepared for A [..., k] x B
+/// [k, n] covers (one zero point of A's type, one of y's, a scale and bias of the fused ops'
+/// shapes); the rest goes to the reference, which may raise.
+bool qMatMulRunnable(const KernelContext& ctx, const QMatMulInputs& in, const ZeroPoint& a_zp, int64_t k, int64_t n,
+                     DType y_type) {
+  const Tensor& a = ctx.in(0);
+  if (a.rank() < 2 || a.shape().back() != k || !is8(a.dtype()) || a.numel() == 0) return false;
+  if (a_zp.present) {
+    const Tensor& z = ctx.in(in.a_zp);
+    if (z.numel() != 1 || z.dtype() != a.dtype()) return false;
+  }
+  if (in.qlinear && !in.float_out) {
+    const Tensor& z = ctx.in(in.y_zp);
+    if (!single(z) || z.dtype() != y_type) return false;
+  }
+  if (in.scale) {
+    const Tensor& sc = ctx.in(in.scale);
+    if (sc.dtype() != DType::Float32 || !isScaledMatMulScale(sc, n)) return false;
+    if (ctx.has(in.bias) && !isFusedMatMulBias(ctx.in(in.bias), n)) return false;
+  }
+  return true;
+}
+
 class DnnlQMatMul final : public Kernel {
  public:
   struct Config {
@@ -1256,31 +1287,11 @@ class DnnlQMatMul final : public Kernel {
     std::string impl;  ///< oneDNN's implementation name
   };
 
-  void reference(KernelContext& ctx) const {
-    if (c_.in.scale) return quant::matMulIntegerScaled(ctx);
-    if (c_.in.float_out) return quant::matMulIntegerToFloat(ctx);
-    if (c_.in.bias) return quant::qlinearMatMulBias(ctx, &ctx.in(c_.in.bias));
-    c_.in.qlinear ? quant::qlinearMatMul(ctx) : quant::matMulInteger(ctx);
-  }
+  void reference(KernelContext& ctx) const { qMatMulReference(ctx, c_.in); }
 
   bool runnable(const KernelContext& ctx) const {
-    const Tensor& a = ctx.in(0);
-    if (a.rank() < 2 || a.shape().back() != c_.k || !is8(a.dtype()) || a.numel() == 0) return false;
-    if (c_.u8_only && a.dtype() != DType::UInt8) return false;
-    if (c_.a_zp.present) {
-      const Tensor& z = ctx.in(c_.in.a_zp);
-      if (z.numel() != 1 || z.dtype() != a.dtype()) return false;
-    }
-    if (c_.in.qlinear && !c_.in.float_out) {
-      const Tensor& z = ctx.in(c_.in.y_zp);
-      if (!single(z) || z.dtype() != c_.y_type) return false;
-    }
-    if (c_.in.scale) {
-      const Tensor& sc = ctx.in(c_.in.scale);
-      if (sc.dtype() != DType::Float32 || !isScaledMatMulScale(sc, c_.n)) return false;
-      if (ctx.has(c_.in.bias) && !isFusedMatMulBias(ctx.in(c_.in.bias), c_.n)) return false;
-    }
-    return true;
+    if (c_.u8_only && ctx.in(0).dtype() != DType::UInt8) return false;
+    return qMatMulRunnable(ctx, c_.in, c_.a_zp, c_.k, c_.n, c_.y_type);
   }
 
   Prepared& prepare(int64_t m, DType at) {
@@ -1506,25 +1517,12 @@ class F32QMatMul final : public Kernel {
       const int64_t r0 = c_.parts[q], kp = c_.parts[q + 1] - r0;
       af_.resize(static_cast<size_t>(m * kp));
       float* af = af_.data();
-      auto gather = [&](const auto* ad) {
-        parallelRanges(m, parallel && m * kp >= (1 << 16), [&](int64_t i0, int64_t i1) {
-          for (int64_t i = i0; i < i1; ++i) centreRange(ad + i * c_.k + r0, af + i * kp, kp, a_zp);
-        });
-      };
-      if (a.dtype() == DType::UInt8) gather(a.data<uint8_t>());
-      else gather(a.data<int8_t>());
+      centreColumns(a, m, c_.k, r0, kp, a_zp, af, parallel && m * kp >= (1 << 16));
       part.a_mem.set_data_handle(af);
       part.y_mem.set_data_handle(yf_.data());
       ExecArgs{{DNNL_ARG_SRC, &part.a_mem}, {DNNL_ARG_WEIGHTS, &part.w_mem}, {DNNL_ARG_DST, &part.y_mem}}.execute(part.prim, s);
       s.wait();
-      const float* yf = yf_.data();
-      int32_t* acc = acc_.data();
-      parallelRanges(m * n, parallel && m * n >= (1 << 16), [&](int64_t i0, int64_t i1) {
-        if (q == 0)
-          for (int64_t i = i0; i < i1; ++i) acc[i] = static_cast<int32_t>(yf[i]);
-        else
-          for (int64_t i = i0; i < i1; ++i) acc[i] = quant::wrapAdd(acc[i], static_cast<int32_t>(yf[i]));
-      });
+      addPart(yf_.data(), acc_.data(), m * n, q == 0, parallel && m * n >= (1 << 16));
     }
     finish(ctx, a, m);
   }
@@ -1547,32 +1545,9 @@ class F32QMatMul final : public Kernel {
     std::string impl;
   };
 
-  void reference(KernelContext& ctx) const {
-    if (c_.in.scale) return quant::matMulIntegerScaled(ctx);
-    if (c_.in.float_out) return quant::matMulIntegerToFloat(ctx);
-    if (c_.in.bias) return quant::qlinearMatMulBias(ctx, &ctx.in(c_.in.bias));
-    c_.in.qlinear ? quant::qlinearMatMul(ctx) : quant::matMulInteger(ctx);
-  }
+  void reference(KernelContext& ctx) const { qMatMulReference(ctx, c_.in); }
 
-  // Runtime inputs this kernel covers (the rest goes to the reference, which may raise).
-  bool runnable(const KernelContext& ctx) const {
-    const Tensor& a = ctx.in(0);
-    if (a.rank() < 2 || a.shape().back() != c_.k || !is8(a.dtype()) || a.numel() == 0) return false;
-    if (c_.a_zp.present) {
-      const Tensor& z = ctx.in(c_.in.a_zp);
-      if (!single(z) || z.dtype() != a.dtype()) return false;
-    }
-    if (c_.in.qlinear && !c_.in.float_out) {
-      const Tensor& z = ctx.in(c_.in.y_zp);
-      if (!single(z) || z.dtype() != c_.y_type) return false;
-    }
-    if (c_.in.scale) {
-      const Tensor& sc = ctx.in(c_.in.scale);
-      if (sc.dtype() != DType::Float32 || !isScaledMatMulScale(sc, c_.n)) return false;
-      if (ctx.has(c_.in.bias) && !isFusedMatMulBias(ctx.in(c_.in.bias), c_.n)) return false;
-    }
-    return true;
-  }
+  bool runnable(const KernelContext& ctx) const { return qMatMulRunnable(ctx, c_.in, c_.a_zp, c_.k, c_.n, c_.y_type); }
 
   Prepared& prepare(int64_t m) {
     auto it = cache_.find(m);
@@ -1677,6 +1652,24 @@ class F32QMatMul final : public Kernel {
   const Prepared* last_ = nullptr;  ///< what the last call ran (map nodes do not move); null: the reference
 };
 
+/// The constant scales of a QLinearMatMul-like op `in` (a_scale one value, b_scale one or one per
+/// column paired with b_zero_point's shape, y_scale one value; a float output's "y_scale" is 1: the
+/// accumulator times a_scale * b_scale); nullopt where the reference must run.
+struct QMatMulScales {
+  std::vector<float> a, b, y;
+};
+std::optional<QMatMulScales> readQMatMulScales(const KernelInfo& info, const QMatMulInputs& in, const Tensor* bzp_t,
+                                               int64_t n) {
+  const Tensor *as_t = info.constant(1), *bs_t = info.constant(4), *ys_t = in.float_out ? nullptr : info.constant(6);
+  if (!as_t || !bs_t || (!in.float_out && (!ys_t || !single(*ys_t))) || !bzp_t || as_t->numel() != 1 || !perColumnShape(*bs_t, n))
+    return std::nullopt;
+  if (!((bzp_t->numel() == 1 && bs_t->numel() == 1) || bzp_t->shape() == bs_t->shape())) return std::nullopt;
+  const auto as = constScales(as_t), bs = constScales(bs_t);
+  const auto ys = in.float_out ? std::optional<std::vector<float>>(std::vector<float>{1.0f}) : constScales(ys_t);
+  if (!as || !bs || !ys) return std::nullopt;
+  return QMatMulScales{*as, *bs, *ys};
+}
+
 /// F32QMatMul for a product whose B (shifted, in `c`) oneDNN's int8 kernels cannot take exactly on
 /// this CPU; nullptr where the reference must run (non-constant scales, a bias it would refuse, sums
 /// that no part split keeps exact).
@@ -1692,23 +1685,19 @@ std::unique_ptr<Kernel> makeF32QMatMul(const KernelInfo& info, const QMatMulInpu
   c.b = std::move(dc.b);
   const int64_t N = c.n;
   if (in.qlinear) {
-    const Tensor *as_t = info.constant(1), *bs_t = info.constant(4), *ys_t = in.float_out ? nullptr : info.constant(6);
-    if (!as_t || !bs_t || (!in.float_out && (!ys_t || !single(*ys_t))) || !bzp_t || as_t->numel() != 1 || !perColumnShape(*bs_t, N))
-      return nullptr;
-    if (!((bzp_t->numel() == 1 && bs_t->numel() == 1) || bzp_t->shape() == bs_t->shape())) return nullptr;
-    const auto as = constScales(as_t), bs = constScales(bs_t);
-    const auto ys = in.float_out ? std::optional<std::vector<float>>(std::vector<float>{1.0f}) : constScales(ys_t);
-    if (!as || !bs || !ys) return nullptr;
-    auto bsOf = [&](int64_t j) { return (*bs)[bs->size() == 1 ? 0 : static_cast<size_t>(j)]; };
+    const auto sc = readQMatMulScales(info, in, bzp_t, N);
+    if (!sc) return nullptr;
+    const float as = sc->a[0], ys = sc->y[0];
+    auto bsOf = [&](int64_t j) { return sc->b[sc->b.size() == 1 ? 0 : static_cast<size_t>(j)]; };
     // The reference's per-column constants, with its float operations.
     for (int64_t j = 0; j < N; ++j)
-      c.mult.push_back(in.float_out ? (*as)[0] * bsOf(j) : quant::requantMultiplier((*as)[0], bsOf(j), (*ys)[0]));
+      c.mult.push_back(in.float_out ? as * bsOf(j) : quant::requantMultiplier(as, bsOf(j), ys));
     if (in.bias) {
       const Tensor* bias = info.constant(in.bias);
       if (!bias || !isFusedMatMulBias(*bias, N)) return nullptr;
       for (int64_t j = 0; j < N; ++j)
         c.bias_acc.push_back(in.float_out ? bias->data<float>()[j] / c.mult[static_cast<size_t>(j)]
-                                          : bias->data<float>()[j] / ((*as)[0] * bsOf(j)));
+                                          : bias->data<float>()[j] / (as * bsOf(j)));
     }
     if (in.float_out) {
       c.y_type = DType::Float32;
@@ -1756,20 +1745,16 @@ std::unique_ptr<Kernel> makeQMatMul(const KernelInfo& info, const QMatMulInputs&
   c.u8_only = !haveVnni();
 
   if (in.qlinear) {
-    const Tensor *as_t = info.constant(1), *bs_t = info.constant(4), *ys_t = in.float_out ? nullptr : info.constant(6);
-    if (!as_t || !bs_t || (!in.float_out && (!ys_t || !single(*ys_t))) || !bzp_t || as_t->numel() != 1 || !perColumnShape(*bs_t, N))
-      return nullptr;
-    if (!((bzp_t->numel() == 1 && bs_t->numel() == 1) || bzp_t->shape() == bs_t->shape())) return nullptr;
-    // A float output is the accumulator times a_scale * b_scale: a "y_scale" of 1.
-    const auto as = constScales(as_t), bs = constScales(bs_t);
-    const auto ys = in.float_out ? std::optional<std::vector<float>>(std::vector<float>{1.0f}) : constScales(ys_t);
-    if (!as || !bs || !ys) return nullptr;
-    for (float s : *bs) c.scales.push_back(quant::requantMultiplier((*as)[0], s, (*ys)[0]));
+    const auto sc = readQMatMulScales(info, in, bzp_t, N);
+    if (!sc) return nullptr;
+    const float as = sc->a[0];
+    auto bsOf = [&](int64_t j) { return sc->b[sc->b.size() == 1 ? 0 : static_cast<size_t>(j)]; };
+    for (float s : sc->b) c.scales.push_back(quant::requantMultiplier(as, s, sc->y[0]));
     if (in.bias) {  // the reference names a bias it cannot use
       const Tensor* bias = info.constant(in.bias);
       if (!bias || !isFusedMatMulBias(*bias, N)) return nullptr;
       for (int64_t j = 0; j < N; ++j)
-        c.bias.push_back(bias->data<float>()[j] / ((*as)[0] * (*bs)[bs->size() == 1 ? 0 : static_cast<size_t>(j)]));
+        c.bias.push_back(bias->data<float>()[j] / (as * bsOf(j)));
     }
     if (in.float_out) {
       c.y_type = DType::Float32;
@@ -1780,7 +1765,7 @@ std::unique_ptr<Kernel> makeQMatMul(const KernelInfo& info, const QMatMulInputs&
         if (!useRawProducts(c)) return nullptr;
         c.float_after = true;
         c.y_type = DType::Int32;
-        for (int64_t j = 0; j < N; ++j) c.post_mult.push_back((*as)[0] * (*bs)[bs->size() == 1 ? 0 : static_cast<size_t>(j)]);
+        for (int64_t j = 0; j < N; ++j) c.post_mult.push_back(as * bsOf(j));
         c.post_bias = std::move(c.bias);
         c.bias.clear();
         c.scales.clear();
