@@ -132,25 +132,20 @@ g (int64 m, bool c, float[1] x) => (float[1] v) {
 }
 )"),
              Contains("Loop takes M, cond and N carried values, its body N + 2 inputs"));
-  CHECK_THAT(buildError(R"(
+  // A running sum over xs with the Scan attributes `attrs`.
+  auto scanError = [&](const std::string& attrs) {
+    return buildError(R"(
 <ir_version: 8, opset_import: ["" : 11]>
 g (float[2] init, float[3, 2] xs) => (float[2] last, float[3, 2] ys) {
   last, ys = Scan (init, xs) <
-    num_scan_inputs = 3,
+    )" + attrs + R"(,
     body = b (float[2] s, float[2] x) => (float[2] s2, float[2] y) { s2 = Add (s, x)  y = Identity (s2) }
   >
 }
-)"),
-             Contains("num_scan_inputs is 3 of its 2 inputs"));
-  CHECK_THAT(buildError(R"(
-<ir_version: 8, opset_import: ["" : 11]>
-g (float[2] init, float[3, 2] xs) => (float[2] last, float[3, 2] ys) {
-  last, ys = Scan (init, xs) <
-    num_scan_inputs = 1, scan_input_axes = [0, 1],
-    body = b (float[2] s, float[2] x) => (float[2] s2, float[2] y) { s2 = Add (s, x)  y = Identity (s2) }
-  >
-}
-)"),
+)");
+  };
+  CHECK_THAT(scanError("num_scan_inputs = 3"), Contains("num_scan_inputs is 3 of its 2 inputs"));
+  CHECK_THAT(scanError("num_scan_inputs = 1, scan_input_axes = [0, 1]"),
              Contains("the scan_input_* attributes need 1 values and the scan_output_* 1"));
   CHECK_THAT(buildError(R"(
 <ir_version: 8, opset_import: ["" : 8]>

@@ -58,20 +58,19 @@ bool suppresses(const Box<T>& a, const Box<T>& b, T threshold) {
 // widest kept box. So the candidates are the kept boxes with x1 in (b.x1 - W, b.x2), found in a
 // vector ordered by x1 (each kept box inserted in place: contiguous scans beat a tree's, SSDlite
 // 97-98 -> 72-74 ms); the bound is computed in double with a margin, a superset of the exact one.
-// Boxes with a coordinate that is not finite go through the all-pairs test (they never suppress or
-// are suppressed, but the order of comparisons is then that test's own).
+// Boxes with a coordinate that is not finite are kept aside and compared with every box, and a
+// query box with one is compared with every kept box (such boxes never suppress or are suppressed,
+// but that is the all-pairs test's outcome, not an assumption here).
 template <typename T>
 class KeptIndex {
  public:
   void clear() {
     by_x1_.clear();
     odd_.clear();
-    all_.clear();
     width_ = 0;
   }
-  size_t size() const { return all_.size(); }
+  size_t size() const { return by_x1_.size() + odd_.size(); }
   void add(const Box<T>& b) {
-    all_.push_back(b);
     if (!finite(b)) return odd_.push_back(b);
     const auto at = std::upper_bound(by_x1_.begin(), by_x1_.end(), b.x1, [](T v, const Box<T>& k) { return v < k.x1; });
     by_x1_.insert(at, b);
@@ -79,8 +78,8 @@ class KeptIndex {
   }
   bool suppressed(const Box<T>& b, T threshold) const {
     auto by = [&](const Box<T>& k) { return suppresses(k, b, threshold); };
-    if (!finite(b)) return std::any_of(all_.begin(), all_.end(), by);
     if (std::any_of(odd_.begin(), odd_.end(), by)) return true;
+    if (!finite(b)) return std::any_of(by_x1_.begin(), by_x1_.end(), by);
     // lo below b.x1 - W with room for the rounding of the subtraction, then a T at or below it.
     const double x1 = b.x1, lo = std::max<double>(x1 - width_ - (std::abs(x1) + width_) * 1e-9,
                                                   std::numeric_limits<T>::lowest());
@@ -98,7 +97,7 @@ class KeptIndex {
            std::isfinite(static_cast<double>(b.y2)) && std::isfinite(static_cast<double>(b.x2));
   }
   std::vector<Box<T>> by_x1_;  ///< the finite kept boxes, ordered by x1
-  std::vector<Box<T>> odd_, all_;
+  std::vector<Box<T>> odd_;    ///< the others
   double width_ = 0;
 };
 

@@ -451,6 +451,16 @@ void centreColumns(const Tensor& x, int64_t rows, int64_t stride, int64_t c0, in
   else go(x.data<int8_t>());
 }
 
+/// One fp32 product of the f32 modes (a convolution, or a matrix product as a 1x1 convolution),
+/// from x into y through its memory objects.
+void execF32(const dnnl::primitive& prim, memory& w_mem, memory& x_mem, memory& y_mem, float* x, float* y) {
+  x_mem.set_data_handle(x);
+  y_mem.set_data_handle(y);
+  dnnl::stream& s = cpuStream();
+  ExecArgs{{DNNL_ARG_SRC, &x_mem}, {DNNL_ARG_WEIGHTS, &w_mem}, {DNNL_ARG_DST, &y_mem}}.execute(prim, s);
+  s.wait();
+}
+
 /// acc = int32(part) for the first part, else acc + int32(part) wrapping as the reference's sums:
 /// the parts' results are exact integers within 2^24.
 void addPart(const float* part, int32_t* acc, int64_t n, bool first, bool parallel) {
@@ -767,22 +777,12 @@ class DnnlQConv final : public Kernel {
     float* xf = xf_.data();
     if (x.dtype() == DType::UInt8) centre(x.data<uint8_t>(), xf, nx, x_zp);
     else centre(x.data<int8_t>(), xf, nx, x_zp);
-    runF32Primitive(p.pd, p.prim, p.w_mem, p.x_mem, p.y_mem, xf, yf_.data());
-    requantOut(ctx, y, yf_.data(), y_zp, oc);
-  }
-
-  // One fp32 convolution of f32 mode, from xf into yf (its memory objects made on first use).
-  static void runF32Primitive(const dnnl::convolution_forward::primitive_desc& pd, const dnnl::convolution_forward& prim,
-                              memory& w_mem, memory& x_mem, memory& y_mem, float* xf, float* yf) {
-    if (!x_mem) {
-      x_mem = memory(pd.src_desc(), cpuEngine(), nullptr);
-      y_mem = memory(pd.dst_desc(), cpuEngine(), nullptr);
+    if (!p.x_mem) {
+      p.x_mem = memory(p.pd.src_desc(), cpuEngine(), nullptr);
+      p.y_mem = memory(p.pd.dst_desc(), cpuEngine(), nullptr);
     }
-    x_mem.set_data_handle(xf);
-    y_mem.set_data_handle(yf);
-    dnnl::stream& s = cpuStream();
-    ExecArgs{{DNNL_ARG_SRC, &x_mem}, {DNNL_ARG_WEIGHTS, &w_mem}, {DNNL_ARG_DST, &y_mem}}.execute(prim, s);
-    s.wait();
+    execF32(p.prim, p.w_mem, p.x_mem, p.y_mem, xf, yf_.data());
+    requantOut(ctx, y, yf_.data(), y_zp, oc);
   }
 
   // f32 mode's output: y = the reference's requantization of bias + acc, acc the accumulators
@@ -1004,6 +1004,8 @@ class DnnlQConv final : public Kernel {
       part.w_mem = memory(part.pd.weights_desc(), eng);
       dnnl::reorder(w_user, part.w_mem).execute(s, w_user, part.w_mem);
       s.wait();
+      part.x_mem = memory(part.pd.src_desc(), eng, nullptr);
+      part.y_mem = memory(part.pd.dst_desc(), eng, nullptr);
       p.parts.push_back(std::move(part));
     }
     p.out_shape = conv.outShape();
@@ -1028,7 +1030,7 @@ class DnnlQConv final : public Kernel {
       const int64_t c0 = c_.f32_parts[k], n = c_.f32_parts[k + 1] - c0;
       xf_.resize(static_cast<size_t>(px_in * n));
       centreColumns(x, px_in, ch, c0, n, x_zp, xf_.data(), par_in);
-      runF32Primitive(part.pd, part.prim, part.w_mem, part.x_mem, part.y_mem, xf_.data(), yf_.data());
+      execF32(part.prim, part.w_mem, part.x_mem, part.y_mem, xf_.data(), yf_.data());
       addPart(yf_.data(), acc_.data(), ny, k == 0, par_out);
     }
     requantOut(ctx, y, acc_.data(), y_zp, oc);
@@ -1509,22 +1511,23 @@ class F32QMatMul final : public Kernel {
     const int32_t a_zp = c_.a_zp.at(ctx, c_.in.a_zp);
     const bool parallel = !p.one_thread;
     const SingleThreadIf one(p.one_thread);
-    acc_.resize(static_cast<size_t>(m * n));
+    Shape ys = a.shape();
+    ys.back() = n;
+    // MatMulInteger's output is the sums themselves: they are added up there.
+    const bool sums_out = !c_.in.qlinear && !c_.in.scale;
+    if (!sums_out) acc_.resize(static_cast<size_t>(m * n));
+    int32_t* acc = sums_out ? ctx.allocUninit(0, DType::Int32, ys).data<int32_t>() : acc_.data();
     yf_.resize(static_cast<size_t>(m * n));
-    dnnl::stream& s = cpuStream();
     for (size_t q = 0; q < p.parts.size(); ++q) {
       Part& part = p.parts[q];
       const int64_t r0 = c_.parts[q], kp = c_.parts[q + 1] - r0;
       af_.resize(static_cast<size_t>(m * kp));
       float* af = af_.data();
       centreColumns(a, m, c_.k, r0, kp, a_zp, af, parallel && m * kp >= (1 << 16));
-      part.a_mem.set_data_handle(af);
-      part.y_mem.set_data_handle(yf_.data());
-      ExecArgs{{DNNL_ARG_SRC, &part.a_mem}, {DNNL_ARG_WEIGHTS, &part.w_mem}, {DNNL_ARG_DST, &part.y_mem}}.execute(part.prim, s);
-      s.wait();
-      addPart(yf_.data(), acc_.data(), m * n, q == 0, parallel && m * n >= (1 << 16));
+      execF32(part.prim, part.w_mem, part.a_mem, part.y_mem, af, yf_.data());
+      addPart(yf_.data(), acc, m * n, q == 0, parallel && m * n >= (1 << 16));
     }
-    finish(ctx, a, m);
+    if (!sums_out) finish(ctx, std::move(ys), m);
   }
 
   std::string primitive() const override {
@@ -1595,11 +1598,10 @@ class F32QMatMul final : public Kernel {
     return p;
   }
 
-  // The output from the int32 sums in acc_, with the reference's float operations per op.
-  void finish(KernelContext& ctx, const Tensor& a, int64_t m) {
+  // The output `ys` from the int32 sums in acc_, with the reference's float operations per op
+  // (MatMulInteger's output is the sums: run() adds them up there).
+  void finish(KernelContext& ctx, Shape ys, int64_t m) {
     const int64_t n = c_.n;
-    Shape ys = a.shape();
-    ys.back() = n;
     const int32_t* acc = acc_.data();
     const bool parallel = !last_->one_thread && m * n >= (int64_t{1} << 15);
     if (c_.in.scale) {
@@ -1615,11 +1617,6 @@ class F32QMatMul final : public Kernel {
       const float* bias = c_.bias_acc.empty() ? nullptr : c_.bias_acc.data();
       float* y = ctx.allocUninit(0, DType::Float32, std::move(ys)).data<float>();
       parallelFor(m, parallel, [&](int64_t r) { quant::accumulatorToFloatRow(acc + r * n, nullptr, bias, c_.mult.data(), y + r * n, n); });
-      return;
-    }
-    if (!c_.in.qlinear) {  // MatMulInteger: the sums
-      Tensor& y = ctx.allocUninit(0, DType::Int32, std::move(ys));
-      std::copy(acc_.begin(), acc_.end(), y.data<int32_t>());
       return;
     }
     const int32_t y_zp = c_.y_zp.at(ctx, c_.in.y_zp);
@@ -1648,7 +1645,7 @@ class F32QMatMul final : public Kernel {
   Config c_;
   std::map<int64_t, Prepared> cache_;
   std::vector<float> af_, yf_;  ///< a part of A, centred; a part's float sums
-  std::vector<int32_t> acc_;    ///< the parts' sums
+  std::vector<int32_t> acc_;    ///< the parts' sums (MatMulInteger adds them up in its output)
   const Prepared* last_ = nullptr;  ///< what the last call ran (map nodes do not move); null: the reference
 };
 
