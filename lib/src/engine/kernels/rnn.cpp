@@ -255,12 +255,17 @@ Setup setUp(const KernelContext& ctx, Cell cell) {
   return u;
 }
 
-// Input i in T (empty for an omitted optional input).
+// Input i in T: the input itself where it is already, else a converted copy; an empty tensor for
+// an omitted optional input.
 template <typename T>
-std::vector<T> valuesOf(const KernelContext& ctx, size_t i) {
+Tensor valuesOf(const KernelContext& ctx, size_t i) {
   if (!ctx.has(i)) return {};
-  const Tensor t = ctx.in(i).dtype() == dtypeOf<T>() ? ctx.in(i) : ctx.in(i).cast(dtypeOf<T>());
-  return std::vector<T>(t.data<T>(), t.data<T>() + t.numel());
+  return ctx.in(i).dtype() == dtypeOf<T>() ? ctx.in(i) : ctx.in(i).cast(dtypeOf<T>());
+}
+
+template <typename T>
+const T* ptrOf(const Tensor& t) {
+  return t.numel() > 0 ? t.data<T>() : nullptr;
 }
 
 // c [m, n] (row stride ldc) = a [m, k] (stride lda) . b [k, n] (stride ldb) + bias [n] (or none).
@@ -268,82 +273,145 @@ template <typename T>
 using Gemm = std::function<void(int64_t m, int64_t n, int64_t k, const T* a, int64_t lda, const T* b, int64_t ldb, T* c,
                                 int64_t ldc, const T* bias)>;
 
-// The recurrence in T with products by `gemm`; outputs in the node's element type.
+// What the steps read from W, R and B, per direction: W^T [in, gh], R^T [hid, gh], the bias of the
+// input projections (Wb + Rb; GRU's hidden gate: Wb only) and GRU's hidden-gate Rb, which goes with
+// the recurrent product. The float32 kernel keeps them between runs when W, R and B are constants.
 template <typename T>
-void runCells(KernelContext& ctx, const Setup& u, const Gemm<T>& gemm) {
+struct Prepared {
+  std::vector<T> wt, rt, bias, rbh;
+};
+
+int64_t gatesOf(Cell cell) { return cell == Cell::rnn ? 1 : cell == Cell::gru ? 3 : 4; }
+
+// w [dirs, gh, in], r [dirs, gh, hid] and b [dirs, 2 gh] (or empty) in T, their shapes checked.
+template <typename T>
+void prepare(Cell cell, int64_t dirs, int64_t in, int64_t hid, const Tensor& w, const Tensor& r, const Tensor& b, Prepared<T>& pw) {
+  const int64_t gh = gatesOf(cell) * hid;
+  pw.wt.assign(static_cast<size_t>(dirs * in * gh), T(0));
+  pw.rt.assign(static_cast<size_t>(dirs * hid * gh), T(0));
+  pw.bias.assign(static_cast<size_t>(dirs * gh), T(0));
+  pw.rbh.assign(static_cast<size_t>(dirs * hid), T(0));
+  for (int64_t d = 0; d < dirs; ++d) {
+    const T* wd = w.data<T>() + d * gh * in;
+    const T* rd = r.data<T>() + d * gh * hid;
+    T* wt = pw.wt.data() + d * in * gh;
+    T* rt = pw.rt.data() + d * hid * gh;
+    for (int64_t j = 0; j < gh; ++j) {
+      for (int64_t i = 0; i < in; ++i) wt[i * gh + j] = wd[j * in + i];
+      for (int64_t i = 0; i < hid; ++i) rt[i * gh + j] = rd[j * hid + i];
+    }
+    if (b.numel() == 0) continue;
+    const T* wb = b.data<T>() + d * 2 * gh;
+    for (int64_t j = 0; j < gh; ++j)
+      pw.bias[static_cast<size_t>(d * gh + j)] = wb[j] + (cell == Cell::gru && j >= 2 * hid ? T(0) : wb[gh + j]);
+    if (cell == Cell::gru) std::copy_n(wb + gh + 2 * hid, hid, pw.rbh.begin() + d * hid);
+  }
+}
+
+template <typename T>
+void prepare(const KernelContext& ctx, const Setup& u, Prepared<T>& pw) {
+  prepare(u.cell, u.dirs, u.in, u.hid, valuesOf<T>(ctx, 1), valuesOf<T>(ctx, 2), valuesOf<T>(ctx, 3), pw);
+}
+
+// f(0) .. f(count - 1), on the process's threads when `parallel`. Without it, no OpenMP region at
+// all: a region with an if clause that is false still makes a team of one, and inside a
+// direction's thread (nested) each such team cost a futex call, one per step, which on a 2-core
+// EPYC VM was most of a batch-1 LSTM's time.
+template <typename F>
+void forEach(int64_t count, bool parallel, const F& f) {
+  if (!parallel) {
+    for (int64_t i = 0; i < count; ++i) f(i);
+    return;
+  }
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < count; ++i) f(i);
+}
+
+// The recurrence in T with products by `gemm`; outputs in the node's element type. Its outputs and
+// working arrays are tensors made on the calling thread, so that in a session they come from its
+// buffer pool: fresh std::vectors of a few hundred KiB were new mappings on every run, and their
+// page faults took half of a batch-32 LSTM's time on a 2-core EPYC VM.
+template <typename T>
+void runCells(KernelContext& ctx, const Setup& u, const Gemm<T>& gemm, const Prepared<T>& pw) {
   const int64_t hid = u.hid, gh = u.gates * hid, batch = u.batch;
-  const std::vector<T> x = valuesOf<T>(ctx, 0), w = valuesOf<T>(ctx, 1), r = valuesOf<T>(ctx, 2), b = valuesOf<T>(ctx, 3),
-                       h0 = valuesOf<T>(ctx, 5);
-  const std::vector<T> c0 = u.cell == Cell::lstm ? valuesOf<T>(ctx, 6) : std::vector<T>(),
-                       p = u.cell == Cell::lstm ? valuesOf<T>(ctx, 7) : std::vector<T>();
-  std::vector<T> y(static_cast<size_t>(u.seq * u.dirs * batch * hid), T(0));
-  std::vector<T> yh(static_cast<size_t>(u.dirs * batch * hid)), yc(u.cell == Cell::lstm ? yh.size() : 0);
+  const Tensor x = valuesOf<T>(ctx, 0), h0t = valuesOf<T>(ctx, 5);
+  const Tensor c0t = u.cell == Cell::lstm ? valuesOf<T>(ctx, 6) : Tensor(), pt = u.cell == Cell::lstm ? valuesOf<T>(ctx, 7) : Tensor();
+  const T *h0 = ptrOf<T>(h0t), *c0 = ptrOf<T>(c0t), *p = ptrOf<T>(pt);
   int64_t longest = 0;
-  for (int64_t l : u.lens) longest = std::max(longest, l);
+  bool full = true;  // every sample runs every step: Y has no rows to leave at zero
+  for (int64_t l : u.lens) {
+    longest = std::max(longest, l);
+    full = full && l == u.seq;
+  }
+  auto wanted = [&](size_t i) { return i < ctx.numOutputs() && !ctx.node.outputs[i].empty(); };
+  const Shape y_shape = u.layout == 0 ? Shape{u.seq, u.dirs, batch, hid} : Shape{batch, u.seq, u.dirs, hid};
+  Tensor yt = !wanted(0) ? Tensor() : full ? Tensor::uninitialized(dtypeOf<T>(), y_shape) : Tensor(dtypeOf<T>(), y_shape);
+  Tensor yht = Tensor::uninitialized(dtypeOf<T>(), u.state_shape);
+  Tensor yct = u.cell == Cell::lstm ? Tensor::uninitialized(dtypeOf<T>(), u.state_shape) : Tensor();
+  T* y = yt.numel() > 0 ? yt.data<T>() : nullptr;
+  // Per direction: input projections of every step [seq * batch, gh], H . R^T [batch, gh], the
+  // gates [batch, gh], and h, c, the next h, (r . H) Rh^T and r . H [batch, hid] each.
+  const int64_t per_dir = u.seq * batch * gh + 2 * batch * gh + 5 * batch * hid;
+  Tensor work = Tensor::uninitialized(dtypeOf<T>(), {u.dirs * per_dir});
   // The two directions of a bidirectional layer on two threads, each with its products and gates
   // on its own (nested regions run on one thread): a step's work is too small to share, and every
   // shared step cost two thread meetings. Each direction's arithmetic is the same either way.
   const bool split = u.dirs == 2 && omp_get_max_threads() > 1 && u.seq * batch * gh * (u.in + hid) >= (1 << 16);
   auto direction = [&](int64_t d) {
-    std::vector<T> xw(static_cast<size_t>(u.seq * batch * gh)), rh(static_cast<size_t>(batch * gh));
-    std::vector<T> h(static_cast<size_t>(batch * hid)), c(static_cast<size_t>(batch * hid)), next(h.size()), rhh(h.size()),
-        reset(h.size()), gate(static_cast<size_t>(batch * gh));
+    T* xw = work.data<T>() + d * per_dir;
+    T* rh = xw + u.seq * batch * gh;
+    T* gate = rh + batch * gh;
+    T* h = gate + batch * gh;
+    T* c = h + batch * hid;
+    T* next = c + batch * hid;
+    T* rhh = next + batch * hid;
+    T* reset = rhh + batch * hid;
     const bool reverse = u.reverse_only || d == 1;
-    const std::vector<T> wt = transposed(w.data() + d * gh * u.in, {gh, u.in}, {1, 0});  // [in, gh]
-    const std::vector<T> rt = transposed(r.data() + d * gh * hid, {gh, hid}, {1, 0});    // [hid, gh]
-    // Input projections of every step, with Wb + Rb (GRU's hidden gate: Wb only; its Rb goes with
-    // the recurrent product, inside the reset where linear_before_reset).
-    std::vector<T> bias(static_cast<size_t>(gh), T(0)), rbh(static_cast<size_t>(hid), T(0));
-    if (!b.empty()) {
-      const T* wb = b.data() + d * 2 * gh;
-      for (int64_t j = 0; j < gh; ++j) bias[static_cast<size_t>(j)] = wb[j] + (u.cell == Cell::gru && j >= 2 * hid ? T(0) : wb[gh + j]);
-      if (u.cell == Cell::gru) std::copy_n(wb + gh + 2 * hid, hid, rbh.begin());
-    }
-    gemm(u.seq * batch, gh, u.in, x.data(), u.in, wt.data(), gh, xw.data(), gh, bias.data());
+    const T* rt = pw.rt.data() + d * hid * gh;
+    const T* rbh = pw.rbh.data() + d * hid;
+    gemm(u.seq * batch, gh, u.in, x.data<T>(), u.in, pw.wt.data() + d * u.in * gh, gh, xw, gh, pw.bias.data() + d * gh);
     for (int64_t n = 0; n < batch; ++n) {
       for (int64_t k = 0; k < hid; ++k) {
-        const size_t at = static_cast<size_t>(n * hid + k);
-        h[at] = h0.empty() ? T(0) : h0[static_cast<size_t>(u.stateOffset(d, n) + k)];
-        c[at] = c0.empty() ? T(0) : c0[static_cast<size_t>(u.stateOffset(d, n) + k)];
+        const int64_t at = n * hid + k;
+        h[at] = h0 ? h0[u.stateOffset(d, n) + k] : T(0);
+        c[at] = c0 ? c0[u.stateOffset(d, n) + k] : T(0);
       }
     }
     const Activation* f = u.acts.data() + static_cast<size_t>(d) * (u.cell == Cell::rnn ? 1 : u.cell == Cell::gru ? 2 : 3);
-    const T* pd = p.empty() ? nullptr : p.data() + d * 3 * hid;
+    const T* pd = p ? p + d * 3 * hid : nullptr;
     for (int64_t step = 0; step < longest; ++step) {
       // H . R^T for every sample (GRU: the update and reset gates; its hidden gate below)
       const int64_t direct = u.cell == Cell::gru && !u.linear_before_reset ? 2 * hid : gh;
-      gemm(batch, direct, hid, h.data(), hid, rt.data(), gh, rh.data(), gh, nullptr);
+      gemm(batch, direct, hid, h, hid, rt, gh, rh, gh, nullptr);
       // Samples in parallel where there is enough work (each sample's arithmetic is the same on any
       // thread count).
-      const bool parallel = batch > 1 && batch * gh >= 4096;
+      const bool parallel = !split && batch > 1 && batch * gh >= 4096;
       // Sample n's time index at this step; -1 once its sequence has ended.
       auto timeOf = [&](int64_t n) {
         const int64_t len = u.lens[static_cast<size_t>(n)];
         return step >= len ? int64_t{-1} : reverse ? len - 1 - step : step;
       };
       if (u.cell == Cell::gru && !u.linear_before_reset) {  // (r . H) Rh^T
-#pragma omp parallel for schedule(static) if (parallel)
-        for (int64_t n = 0; n < batch; ++n) {
+        forEach(batch, parallel, [&](int64_t n) {
           const int64_t t = timeOf(n);
-          if (t < 0) continue;
-          const T* xt = xw.data() + u.xRow(t, n) * gh;
-          T* rg = reset.data() + n * hid;
-          for (int64_t k = 0; k < hid; ++k) rg[k] = xt[hid + k] + rh[static_cast<size_t>(n * gh + hid + k)];
+          if (t < 0) return;
+          const T* xt = xw + u.xRow(t, n) * gh;
+          T* rg = reset + n * hid;
+          for (int64_t k = 0; k < hid; ++k) rg[k] = xt[hid + k] + rh[n * gh + hid + k];
           f[0].apply(rg, hid);
-          for (int64_t k = 0; k < hid; ++k) rg[k] *= h[static_cast<size_t>(n * hid + k)];
-        }
-        gemm(batch, hid, hid, reset.data(), hid, rt.data() + 2 * hid, gh, rhh.data(), hid, rbh.data());
+          for (int64_t k = 0; k < hid; ++k) rg[k] *= h[n * hid + k];
+        });
+        gemm(batch, hid, hid, reset, hid, rt + 2 * hid, gh, rhh, hid, rbh);
       }
-#pragma omp parallel for schedule(static) if (parallel)
-      for (int64_t n = 0; n < batch; ++n) {
+      forEach(batch, parallel, [&](int64_t n) {
         const int64_t t = timeOf(n);
-        if (t < 0) continue;
-        const T* xt = xw.data() + u.xRow(t, n) * gh;
-        const T* rn = rh.data() + n * gh;
-        T* hn = h.data() + n * hid;
-        T* cn = c.data() + n * hid;
-        T* out = next.data() + n * hid;
-        T* g = gate.data() + n * gh;  // this sample's pre-activations, then gates
+        if (t < 0) return;
+        const T* xt = xw + u.xRow(t, n) * gh;
+        const T* rn = rh + n * gh;
+        T* hn = h + n * hid;
+        T* cn = c + n * hid;
+        T* out = next + n * hid;
+        T* g = gate + n * gh;  // this sample's pre-activations, then gates
         if (u.cell == Cell::rnn) {
           for (int64_t k = 0; k < hid; ++k) out[k] = xt[k] + rn[k];
           f[0].apply(out, hid);
@@ -353,9 +421,9 @@ void runCells(KernelContext& ctx, const Setup& u, const Gemm<T>& gemm) {
           if (u.linear_before_reset) {
             for (int64_t k = 0; k < hid; ++k) g[hid + k] = xt[hid + k] + rn[hid + k];
             f[0].apply(g + hid, hid);
-            for (int64_t k = 0; k < hid; ++k) g[2 * hid + k] = xt[2 * hid + k] + g[hid + k] * (rn[2 * hid + k] + rbh[static_cast<size_t>(k)]);
+            for (int64_t k = 0; k < hid; ++k) g[2 * hid + k] = xt[2 * hid + k] + g[hid + k] * (rn[2 * hid + k] + rbh[k]);
           } else {
-            for (int64_t k = 0; k < hid; ++k) g[2 * hid + k] = xt[2 * hid + k] + rhh[static_cast<size_t>(n * hid + k)];
+            for (int64_t k = 0; k < hid; ++k) g[2 * hid + k] = xt[2 * hid + k] + rhh[n * hid + k];
           }
           f[1].apply(g + 2 * hid, hid);
           for (int64_t k = 0; k < hid; ++k) out[k] = (T(1) - g[k]) * g[2 * hid + k] + g[k] * hn[k];
@@ -382,34 +450,35 @@ void runCells(KernelContext& ctx, const Setup& u, const Gemm<T>& gemm) {
           for (int64_t k = 0; k < hid; ++k) out[k] *= g[hid + k];
         }
         std::copy_n(out, hid, hn);
-        std::copy_n(hn, hid, y.begin() + u.yOffset(t, d, n));
-      }
+        if (y) std::copy_n(hn, hid, y + u.yOffset(t, d, n));
+      });
     }
     for (int64_t n = 0; n < batch; ++n) {
-      std::copy_n(h.begin() + n * hid, hid, yh.begin() + u.stateOffset(d, n));
-      if (u.cell == Cell::lstm) std::copy_n(c.begin() + n * hid, hid, yc.begin() + u.stateOffset(d, n));
+      std::copy_n(h + n * hid, hid, yht.data<T>() + u.stateOffset(d, n));
+      if (u.cell == Cell::lstm) std::copy_n(c + n * hid, hid, yct.data<T>() + u.stateOffset(d, n));
     }
   };
-  std::exception_ptr failed;
-#pragma omp parallel for schedule(static, 1) num_threads(2) if (split)
-  for (int64_t d = 0; d < u.dirs; ++d) {
-    try {
-      direction(d);
-    } catch (...) {  // an exception may not leave an OpenMP region
+  if (split) {
+    std::exception_ptr failed;
+#pragma omp parallel for schedule(static, 1) num_threads(2)
+    for (int64_t d = 0; d < u.dirs; ++d) {
+      try {
+        direction(d);
+      } catch (...) {  // an exception may not leave an OpenMP region
 #pragma omp critical(lwc_rnn_failure)
-      failed = std::current_exception();
+        failed = std::current_exception();
+      }
     }
+    if (failed) std::rethrow_exception(failed);
+  } else {
+    for (int64_t d = 0; d < u.dirs; ++d) direction(d);
   }
-  if (failed) std::rethrow_exception(failed);
-  auto emit = [&](size_t i, const std::vector<T>& v, Shape s) {
-    if (i >= ctx.numOutputs() || ctx.node.outputs[i].empty()) return;
-    Tensor t(dtypeOf<T>(), std::move(s));
-    std::copy(v.begin(), v.end(), t.data<T>());
-    ctx.outputs[i] = u.dt == dtypeOf<T>() ? std::move(t) : t.cast(u.dt);
+  auto emit = [&](size_t i, Tensor& t) {
+    if (wanted(i)) ctx.outputs[i] = u.dt == dtypeOf<T>() ? std::move(t) : t.cast(u.dt);
   };
-  emit(0, y, u.layout == 0 ? Shape{u.seq, u.dirs, batch, hid} : Shape{batch, u.seq, u.dirs, hid});
-  emit(1, yh, u.state_shape);
-  if (u.cell == Cell::lstm) emit(2, yc, u.state_shape);
+  emit(0, yt);
+  emit(1, yht);
+  if (u.cell == Cell::lstm) emit(2, yct);
 }
 
 // c = a . b + bias in double, plain loops.
@@ -424,17 +493,39 @@ void refGemm(int64_t m, int64_t n, int64_t k, const double* a, int64_t lda, cons
 }
 
 // The reference: double throughout.
-void recurrent(KernelContext& ctx, Cell cell) { runCells<double>(ctx, setUp(ctx, cell), refGemm); }
+void recurrent(KernelContext& ctx, Cell cell) {
+  const Setup u = setUp(ctx, cell);
+  Prepared<double> pw;
+  prepare(ctx, u, pw);
+  runCells<double>(ctx, u, refGemm, pw);
+}
 
 // float32 with oneDNN's sgemm in fixed blocks (the same bits on any thread count); float16 and
 // float64 go to the reference.
 class FastRecurrent final : public Kernel {
  public:
-  explicit FastRecurrent(Cell cell) : cell_(cell) {}
+  // W, R and B as the steps read them, made once here when they are float32 constants whose shapes
+  // fit each other (run() checks them against X and the attributes before it uses them).
+  FastRecurrent(Cell cell, const KernelInfo& info) : cell_(cell) {
+    const Tensor *w = info.constant(1), *r = info.constant(2), *b = info.constant(3);
+    if (!w || !r || (info.hasInput(3) && !b)) return;
+    const bool f32 = w->dtype() == DType::Float32 && r->dtype() == DType::Float32 && (!b || b->dtype() == DType::Float32);
+    if (!f32 || w->rank() != 3 || r->rank() != 3) return;
+    const int64_t dirs = r->dim(0), hid = r->dim(2), gh = gatesOf(cell) * hid;
+    if (w->dim(0) != dirs || w->dim(1) != gh || r->dim(1) != gh || (b && b->shape() != Shape{dirs, 2 * gh})) return;
+    prepare(cell, dirs, w->dim(2), hid, *w, *r, b ? *b : Tensor(), constant_);
+    has_constant_ = true;
+  }
   void run(KernelContext& ctx) override {
     const Setup u = setUp(ctx, cell_);
     fast_ = u.dt == DType::Float32;
-    if (!fast_) return runCells<double>(ctx, u, refGemm);
+    if (!fast_) {
+      Prepared<double> pw;
+      prepare(ctx, u, pw);
+      return runCells<double>(ctx, u, refGemm, pw);
+    }
+    Prepared<float> local;
+    if (!has_constant_) prepare(ctx, u, local);
     runCells<float>(ctx, u, [](int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
                                float* c, int64_t ldc, const float* bias) {
       if (k == 0) {
@@ -443,13 +534,15 @@ class FastRecurrent final : public Kernel {
         return;
       }
       if (!dnnl_util::sgemmFixedBlocks('N', m, n, k, a, lda, b, ldb, c, ldc, 64, 128, 0, bias)) fail("oneDNN sgemm failed");
-    });
+    }, has_constant_ ? constant_ : local);
   }
   std::string primitive() const override { return fast_ ? "sgemm" : ""; }
 
  private:
   Cell cell_;
   bool fast_ = false;
+  bool has_constant_ = false;
+  Prepared<float> constant_;
 };
 
 }  // namespace
@@ -457,7 +550,7 @@ class FastRecurrent final : public Kernel {
 void registerRnnKernels(KernelRegistry& r) {
   const std::pair<const char*, Cell> ops[] = {{"RNN", Cell::rnn}, {"GRU", Cell::gru}, {"LSTM", Cell::lstm}};
   for (const auto& [op, cell] : ops)
-    r.add("", op, 1, 22, "dnnl", [cell](const KernelInfo&) -> std::unique_ptr<Kernel> { return std::make_unique<FastRecurrent>(cell); });
+    r.add("", op, 1, 22, "dnnl", [cell](const KernelInfo& info) -> std::unique_ptr<Kernel> { return std::make_unique<FastRecurrent>(cell, info); });
   r.addFn("RNN", 1, 22, [](KernelContext& ctx) { recurrent(ctx, Cell::rnn); });
   r.addFn("GRU", 1, 22, [](KernelContext& ctx) { recurrent(ctx, Cell::gru); });
   r.addFn("LSTM", 1, 22, [](KernelContext& ctx) { recurrent(ctx, Cell::lstm); });
