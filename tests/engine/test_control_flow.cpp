@@ -185,3 +185,42 @@ g (float[2] init, float[2, 3] xs) => (float[2] last, float[2, 3] ys, float[3, 2]
   const std::vector<float> zs(out.at(2).data<float>(), out.at(2).data<float>() + 6);
   CHECK(zs == std::vector<float>{3, 6, 5, 11, 6, 15});
 }
+
+TEST_CASE("Scan: no steps keep the states and give scan outputs empty along their axes, or an error naming the body output", "[control_flow]") {
+  const Model m = parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 16]>
+g (float[2] init, float[?, 2] xs) => (float[2] last, float[?, 2] ys, float[2, ?] zs) {
+  last, ys, zs = Scan (init, xs) <
+    num_scan_inputs = 1, scan_output_axes = [0, 1],
+    body = b (float[2] s, float[2] x) => (float[2] s2, float[2] y, float[2] z) {
+      s2 = Add (s, x)
+      y = Identity (s2)
+      z = Neg (s2)
+    }
+  >
+}
+)");
+  engine::Session s(m);
+  const Tensor init = f32({2}, {1, 2});
+  auto out = s.runOrdered({{"init", init}, {"xs", f32({0, 2}, {})}});
+  CHECK(out.at(0).bitEqual(init));
+  CHECK(out.at(1).shape() == Shape{0, 2});
+  CHECK(out.at(2).shape() == Shape{2, 0});
+  CHECK(out.at(1).dtype() == DType::Float32);
+  out = s.runOrdered({{"init", init}, {"xs", f32({1, 2}, {1, 1})}});
+  CHECK(out.at(1).shape() == Shape{1, 2});
+  CHECK(out.at(2).shape() == Shape{2, 1});
+  CHECK(out.at(2).data<float>()[1] == -3.0f);
+  // A slice of unknown size: no shape to give the empty output.
+  engine::Session unknown(parseModelText(R"(
+<ir_version: 8, opset_import: ["" : 16]>
+g (float[2] init, float[?, 2] xs) => (float[2] last, float[?, ?] ys) {
+  last, ys = Scan (init, xs) <
+    num_scan_inputs = 1,
+    body = b (float[2] s, float[2] x) => (float[2] s2, float[?] y) { s2 = Add (s, x)  y = Identity (s2) }
+  >
+}
+)"));
+  CHECK_THROWS_WITH(unknown.runOrdered({{"init", init}, {"xs", f32({0, 2}, {})}}),
+                    Contains("scan output 0 has no steps") && Contains("give the body's output 'y' a static shape"));
+}

@@ -15,6 +15,7 @@
 
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -57,6 +58,18 @@ class Subgraph {
       outputs_.push_back(o.name());
       const auto& tt = o.type().tensor_type();
       declared_.push_back(o.type().has_tensor_type() ? fromOnnxType(tt.elem_type()) : DType::Undefined);
+      std::optional<Shape> shape;
+      if (o.type().has_tensor_type() && tt.has_shape()) {
+        shape = Shape{};
+        for (const auto& d : tt.shape().dim()) {
+          if (!d.has_dim_value() || d.dim_value() < 0) {
+            shape.reset();
+            break;
+          }
+          shape->push_back(d.dim_value());
+        }
+      }
+      declared_shapes_.push_back(std::move(shape));
     }
     const std::string label = "subgraph '" + std::string(attr) + "' of node " + info.node.describe();
     model_ = modelFromProto(mp, {}, label);
@@ -69,6 +82,9 @@ class Subgraph {
   size_t numFormal() const { return formal_.size(); }
   size_t numOutputs() const { return outputs_.size(); }
   DType declaredType(size_t o) const { return declared_[o]; }
+  /// Output o's shape where the body declares every dimension as a number.
+  const std::optional<Shape>& declaredShape(size_t o) const { return declared_shapes_[o]; }
+  const std::string& outputName(size_t o) const { return outputs_[o]; }
 
   std::vector<Tensor> run(const std::vector<Tensor>& formal, const KernelContext& ctx, size_t outer_first) const {
     TensorMap feeds;
@@ -86,6 +102,7 @@ class Subgraph {
   std::unique_ptr<Session> session_;
   std::vector<std::string> formal_, outputs_;
   std::vector<DType> declared_;
+  std::vector<std::optional<Shape>> declared_shapes_;
 };
 
 // The equal-shaped `parts` stacked along a new axis `axis` of the result, the last part first when
@@ -191,8 +208,9 @@ class LoopKernel : public Kernel {
 
 // Scan (opsets 9-22): the body maps (N states, one slice of each of the M scan inputs along its
 // axis) to (N states, K scan output slices); the slices are taken and stacked along each input's
-// and output's axis, in reverse where its direction is 1. Opset 8's Scan (a batch axis and
-// sequence_lens) is not run.
+// and output's axis, in reverse where its direction is 1. With no steps, each scan output is empty
+// along its axis and otherwise has the slice shape the body declares (an error where the body
+// leaves a dimension open). Opset 8's Scan (a batch axis and sequence_lens) is not run.
 class ScanKernel : public Kernel {
  public:
   explicit ScanKernel(const KernelInfo& info)
@@ -237,9 +255,23 @@ class ScanKernel : public Kernel {
     }
     for (size_t i = 0; i < states_; ++i) ctx.outputs[i] = std::move(formal[i]);
     for (size_t k = 0; k < outs; ++k) {
-      if (slices[k].empty()) ctx.error("scan output ", k, " has no steps (the scan inputs are empty along their axes)");
-      const int64_t a = normAxis(out_axis_[k], static_cast<int64_t>(slices[k].front().rank()) + 1, ctx);
-      ctx.outputs[states_ + k] = stacked(slices[k], a, out_dir_[k] != 0);
+      if (!slices[k].empty()) {
+        const int64_t a = normAxis(out_axis_[k], static_cast<int64_t>(slices[k].front().rank()) + 1, ctx);
+        ctx.outputs[states_ + k] = stacked(slices[k], a, out_dir_[k] != 0);
+        continue;
+      }
+      // No steps: the states stay as they came in, and each scan output is empty along its axis,
+      // its other dimensions the slice shape the body declares (ONNX Runtime 1.30 fails here).
+      const std::optional<Shape>& slice = body_.declaredShape(states_ + k);
+      const DType dt = body_.declaredType(states_ + k);
+      if (!slice || dt == DType::Undefined)
+        ctx.error("scan output ", k, " has no steps (the scan inputs are empty along their axes) and the body does not declare ",
+                  "its slice's element type and every dimension, so its shape is unknown; feed at least one step, or give ",
+                  "the body's output '", body_.outputName(states_ + k), "' a static shape");
+      Shape s = *slice;
+      const int64_t a = normAxis(out_axis_[k], static_cast<int64_t>(s.size()) + 1, ctx);
+      s.insert(s.begin() + a, 0);
+      ctx.outputs[states_ + k] = Tensor(dt, std::move(s));
     }
   }
 
