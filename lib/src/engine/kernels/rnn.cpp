@@ -533,7 +533,10 @@ class FastRecurrent final : public Kernel {
           for (int64_t j = 0; j < n; ++j) c[i * ldc + j] = bias ? bias[j] : 0.0f;
         return;
       }
-      if (!dnnl_util::sgemmFixedBlocks('N', m, n, k, a, lda, b, ldb, c, ldc, 64, 128, 0, bias)) fail("oneDNN sgemm failed");
+      // Inside a direction's thread the blocks run on that thread: a nested region would be a
+      // one-thread team and a futex call per product (hidden 256: two per step).
+      const int threads = omp_get_level() > 0 ? 1 : 0;
+      if (!dnnl_util::sgemmFixedBlocks('N', m, n, k, a, lda, b, ldb, c, ldc, 64, 128, threads, bias)) fail("oneDNN sgemm failed");
     }, has_constant_ ? constant_ : local);
   }
   std::string primitive() const override { return fast_ ? "sgemm" : ""; }
