@@ -5,7 +5,8 @@ scripts/ort_crosscheck.py to run in ONNX Runtime and lwc.
 RNN / GRU / LSTM models that cover what ONNX's backend tests leave out (reverse and
 bidirectional directions, sequence_lens with the reverse direction and a zero length,
 peepholes, input_forget, GRU with and without linear_before_reset, activations with alpha and
-beta, initial states, opset 7), plus PyTorch exports of nn.LSTM / nn.GRU / nn.RNN stacks, for
+beta, initial states, opset 7), plus PyTorch exports of nn.LSTM / nn.GRU / nn.RNN stacks and
+of a wider bidirectional LSTM and forward GRU (hidden 96), for
 scripts/ort_crosscheck.py to run in ONNX Runtime and lwc. Layout 1 and float64, which ONNX
 Runtime 1.30 refuses for these ops, are left to the unit tests.
 
@@ -420,21 +421,28 @@ def torch_models(out_dir, seed):
     torch.manual_seed(seed)
 
     class Net(torch.nn.Module):
-        def __init__(self, kind):
+        def __init__(self, kind, hidden=32, layers=2, bidirectional=True):
             super().__init__()
             cls = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[kind]
             kw = {"nonlinearity": "relu"} if kind == "rnn" else {}
-            self.rnn = cls(input_size=28, hidden_size=32, num_layers=2, bidirectional=True, batch_first=True, **kw)
-            self.fc = torch.nn.Linear(64, 10)
+            self.rnn = cls(input_size=28, hidden_size=hidden, num_layers=layers, bidirectional=bidirectional,
+                           batch_first=True, **kw)
+            self.fc = torch.nn.Linear(hidden * (2 if bidirectional else 1), 10)
 
         def forward(self, x):  # x: [batch, 28, 28], rows as time steps
             y, _ = self.rnn(x)
             return self.fc(y[:, -1, :])
 
-    for kind in ("lstm", "gru", "rnn"):
-        net = Net(kind).eval()
+    # The two-layer bidirectional stacks, and wider layers whose step products span several of the
+    # float32 kernel's 128-column blocks: bidirectional (each direction's thread runs them) and
+    # forward only (the blocks shared between threads).
+    nets = [(f"torch_{kind}", kind, {}) for kind in ("lstm", "gru", "rnn")]
+    nets += [("torch_lstm_wide", "lstm", {"hidden": 96, "layers": 1}),
+             ("torch_gru_wide", "gru", {"hidden": 96, "layers": 1, "bidirectional": False})]
+    for name, kind, kw in nets:
+        net = Net(kind, **kw).eval()
         x = torch.randn(2, 28, 28)
-        torch.onnx.export(net, x, os.path.join(out_dir, f"torch_{kind}.onnx"), opset_version=14,
+        torch.onnx.export(net, x, os.path.join(out_dir, f"{name}.onnx"), opset_version=14,
                           input_names=["x"], output_names=["logits"], dynamic_axes={"x": {0: "N"}, "logits": {0: "N"}})
 
 
