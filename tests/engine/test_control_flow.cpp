@@ -159,7 +159,7 @@ g (int64[1] lens, float[1, 2] init, float[1, 3, 2] xs) => (float[1, 2] last, flo
              Contains("op Scan is supported, but not at opset 8"));
 }
 
-TEST_CASE("Scan: running sums along axis 1, the input read backwards and the output stacked on axis 1 backwards; no steps give empty outputs", "[control_flow]") {
+TEST_CASE("Scan: running sums along axis 1, the input read backwards and the output stacked on axis 1 backwards and no steps giving empty outputs", "[control_flow]") {
   const Model m = parseModelText(R"(
 <ir_version: 8, opset_import: ["" : 11]>
 g (float[2] init, float[2, ?] xs) => (float[2] last, float[2, ?] ys, float[?, 2] zs) {
