@@ -28,7 +28,8 @@ and symmetric, MelWeightMatrix (an odd dft_length), and a log-mel front-end (STF
 MelWeightMatrix, MatMul, Log).
 
 If with branches that read outer values (both branches), Loop with a trip count, carried values, a
-scan output and an outer read, Loop ended by its body's condition with an If in its body, and a
+scan output and an outer read, Loop of no trips (its scan output's slice shape inferred), Loop
+ended by its body's condition with an If in its body, and a
 Scan with two states, two scan inputs (another axis, backwards) and two outputs (another axis,
 backwards).
 
@@ -340,6 +341,18 @@ def control_flow_models(out_dir, rng):
     save(helper.make_graph(nodes, "loop_trips", [vi("x", TensorProto.FLOAT, [3, 4])],
                            [vi("acc_final", TensorProto.FLOAT, [3, 4]), vi("accs", TensorProto.FLOAT, [5, 3, 4])], inits),
          "loop_trips", out_dir, 13)
+    # No trips: the scan output is [0] followed by its slice shape, which the body's shape inference
+    # gives (its declaration leaves it open); lwc gave [0] alone until 2026-12-07.
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]), helper.make_node("Add", ["acc", "w"], ["acc_out"]),
+         helper.make_node("Identity", ["acc_out"], ["scan"])],
+        "body", [vi("i", TensorProto.INT64, []), vi("cond_in", TensorProto.BOOL, []), vi("acc", TensorProto.FLOAT, [3, 4])],
+        [vi("cond_out", TensorProto.BOOL, []), vi("acc_out", TensorProto.FLOAT, [3, 4]), vi("scan", TensorProto.FLOAT, None)])
+    nodes = [helper.make_node("Loop", ["none", "yes", "x"], ["acc_final", "accs"], name="loop_no_trips", body=body)]
+    inits = [const("none", 0), const("yes", True, np.bool_), const("w", np.arange(12).reshape(3, 4) / 8, np.float32)]
+    save(helper.make_graph(nodes, "loop_no_trips", [vi("x", TensorProto.FLOAT, [3, 4])],
+                           [vi("acc_final", TensorProto.FLOAT, [3, 4]), vi("accs", TensorProto.FLOAT, [0, 3, 4])], inits),
+         "loop_no_trips", out_dir, 13)
     # No trip count: the body says to go on while the iteration is below 3 (4 iterations); its If
     # doubles the carried value on even iterations and negates it on odd ones.
     then_g = helper.make_graph([helper.make_node("Add", ["v", "v"], ["tv"])], "even", [], [vi("tv", TensorProto.FLOAT, None)])

@@ -9,7 +9,8 @@
 // (M, when given) is not reached and the condition (cond, when given, then the body's first
 // output) holds, the body maps (iteration, condition, carried values) to (condition, carried
 // values, scan outputs); scan outputs are stacked along a new first axis (each iteration's must
-// have the same shape; with no iteration, [0] of the body's declared type). As in ONNX Runtime,
+// have the same shape; with no iteration, [0] followed by the slice shape where the body's
+// declaration or shape inference knows it, as ONNX Runtime gives it). As in ONNX Runtime,
 // a Loop with neither M nor a condition that ever turns false runs until stopped.
 #include <onnx/onnx_pb.h>
 
@@ -22,6 +23,7 @@
 #include "engine/kernel.h"
 #include "engine/kernels/common.h"
 #include "lwc/model_io.h"
+#include "lwc/shape_inference.h"
 
 namespace lwc::engine {
 
@@ -73,6 +75,18 @@ class Subgraph {
     }
     const std::string label = "subgraph '" + std::string(attr) + "' of node " + info.node.describe();
     model_ = modelFromProto(mp, {}, label);
+    // Where the declaration leaves a dimension open, the shape inference of the body may know it
+    // (from the body's own inputs), as ONNX Runtime's does for a Loop of no iterations.
+    const ValueTypes inferred = inferShapes(model_);
+    for (size_t o = 0; o < outputs_.size(); ++o) {
+      const auto it = inferred.find(outputs_[o]);
+      if (declared_shapes_[o] || it == inferred.end() || !it->second.shape) continue;
+      Shape s;
+      for (const auto& d : *it->second.shape)
+        if (d.known()) s.push_back(d.value);
+      if (s.size() == it->second.shape->size()) declared_shapes_[o] = std::move(s);
+      if (declared_[o] == DType::Undefined) declared_[o] = it->second.dtype;
+    }
     SessionOptions opts = info.options;
     opts.split_batch = false;
     opts.profile = false;
@@ -82,7 +96,7 @@ class Subgraph {
   size_t numFormal() const { return formal_.size(); }
   size_t numOutputs() const { return outputs_.size(); }
   DType declaredType(size_t o) const { return declared_[o]; }
-  /// Output o's shape where the body declares every dimension as a number.
+  /// Output o's shape where the body's declaration or its shape inference gives every dimension.
   const std::optional<Shape>& declaredShape(size_t o) const { return declared_shapes_[o]; }
   const std::string& outputName(size_t o) const { return outputs_[o]; }
 
@@ -191,9 +205,11 @@ class LoopKernel : public Kernel {
     }
     for (size_t i = 0; i < carried_; ++i) ctx.outputs[i] = std::move(formal[2 + i]);
     for (size_t k = 0; k < scans; ++k) {
-      if (scanned[k].empty()) {
+      if (scanned[k].empty()) {  // [0] followed by the slice shape where it is known, as in ONNX Runtime
         const DType dt = body_.declaredType(1 + carried_ + k);
-        ctx.outputs[carried_ + k] = Tensor(dt == DType::Undefined ? DType::Float32 : dt, Shape{0});
+        Shape s{0};
+        if (const auto& slice = body_.declaredShape(1 + carried_ + k)) s.insert(s.end(), slice->begin(), slice->end());
+        ctx.outputs[carried_ + k] = Tensor(dt == DType::Undefined ? DType::Float32 : dt, std::move(s));
       } else {
         ctx.outputs[carried_ + k] = stacked(scanned[k], 0, false);
       }
@@ -209,8 +225,8 @@ class LoopKernel : public Kernel {
 // Scan (opsets 9-22): the body maps (N states, one slice of each of the M scan inputs along its
 // axis) to (N states, K scan output slices); the slices are taken and stacked along each input's
 // and output's axis, in reverse where its direction is 1. With no steps, each scan output is empty
-// along its axis and otherwise has the slice shape the body declares (an error where the body
-// leaves a dimension open). Opset 8's Scan (a batch axis and sequence_lens) is not run.
+// along its axis and otherwise has the slice shape the body declares or its shape inference gives
+// (an error where neither knows every dimension). Opset 8's Scan (a batch axis and sequence_lens) is not run.
 class ScanKernel : public Kernel {
  public:
   explicit ScanKernel(const KernelInfo& info)
@@ -261,12 +277,12 @@ class ScanKernel : public Kernel {
         continue;
       }
       // No steps: the states stay as they came in, and each scan output is empty along its axis,
-      // its other dimensions the slice shape the body declares (ONNX Runtime 1.30 fails here).
+      // its other dimensions the slice shape the body declares or infers (ONNX Runtime 1.30 fails here).
       const std::optional<Shape>& slice = body_.declaredShape(states_ + k);
       const DType dt = body_.declaredType(states_ + k);
       if (!slice || dt == DType::Undefined)
-        ctx.error("scan output ", k, " has no steps (the scan inputs are empty along their axes) and the body does not declare ",
-                  "its slice's element type and every dimension, so its shape is unknown; feed at least one step, or give ",
+        ctx.error("scan output ", k, " has no steps (the scan inputs are empty along their axes) and neither the body's ",
+                  "declaration nor its shape inference gives its slice's type and every dimension; feed at least one step, or give ",
                   "the body's output '", body_.outputName(states_ + k), "' a static shape");
       Shape s = *slice;
       const int64_t a = normAxis(out_axis_[k], static_cast<int64_t>(s.size()) + 1, ctx);
