@@ -388,6 +388,14 @@ TEST_CASE("Slice: attributes (<10), inputs, negative steps, clamping", "[shape]"
   SECTION("step 0 is an error") {
     CHECK_THROWS_AS(run1(node("Slice", {v, I({1}, {0}), I({1}, {5}), I({1}, {0}), I({1}, {0})}, {}, 13)), lwc::Error);
   }
+  SECTION("empty axes or steps given beside a start are a length mismatch, as ONNX Runtime refuses them") {
+    CHECK_THROWS_WITH(run1(node("Slice", {v, I({1}, {1}), I({1}, {5}), I({0}, {})}, {}, 13)),
+                      Catch::Matchers::Contains("must have the same length (1, 1, 0, 1)"));
+    CHECK_THROWS_WITH(run1(node("Slice", {v, I({1}, {1}), I({1}, {5}), I({1}, {0}), I({0}, {})}, {}, 13)),
+                      Catch::Matchers::Contains("must have the same length (1, 1, 1, 0)"));
+    // No starts at all: nothing to slice, the input as it is.
+    checkEq(run1(node("Slice", {v, I({0}, {}), I({0}, {}), I({0}, {})}, {}, 13)), v);
+  }
 }
 
 TEST_CASE("Gather", "[shape]") {

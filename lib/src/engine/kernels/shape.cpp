@@ -640,9 +640,11 @@ void slice(KernelContext& ctx, bool from_inputs) {
   }
   const size_t m = starts.size();
   if (ends.size() != m) ctx.error("starts has ", m, " values but ends has ", ends.size());
-  if (axes.empty())
+  // Defaults only where the input is not given: an empty axes or steps tensor beside non-empty
+  // starts is a length mismatch (as ONNX Runtime refuses it), not "every axis" or "steps of 1".
+  if (axes.empty() && !(from_inputs && ctx.has(3)))
     for (size_t i = 0; i < m; ++i) axes.push_back(static_cast<int64_t>(i));
-  if (steps.empty()) steps.assign(m, 1);
+  if (steps.empty() && !(from_inputs && ctx.has(4))) steps.assign(m, 1);
   if (axes.size() != m || steps.size() != m)
     ctx.error("starts, ends, axes and steps must have the same length (", m, ", ", ends.size(), ", ", axes.size(), ", ",
               steps.size(), ")");
