@@ -178,6 +178,8 @@ std::vector<Activation> activations(const KernelContext& ctx, Cell cell, int64_t
   return out;
 }
 
+int64_t gatesOf(Cell cell) { return cell == Cell::rnn ? 1 : cell == Cell::gru ? 3 : 4; }
+
 // Everything a run needs from the node and its inputs, checked.
 struct Setup {
   Cell cell;
@@ -219,7 +221,7 @@ Setup setUp(const KernelContext& ctx, Cell cell) {
   u.seq = x.dim(u.layout == 0 ? 0 : 1);
   u.batch = x.dim(u.layout == 0 ? 1 : 0);
   u.in = x.dim(2);
-  u.gates = cell == Cell::rnn ? 1 : cell == Cell::gru ? 3 : 4;
+  u.gates = gatesOf(cell);
   const Tensor& r = ctx.in(2);
   if (r.rank() != 3)
     ctx.error("input R has shape ", shapeStr(r.shape()), "; expected [num_directions, ", u.gates, " * hidden_size, hidden_size]");
@@ -281,8 +283,6 @@ struct Prepared {
   std::vector<T> wt, rt, bias, rbh;
 };
 
-int64_t gatesOf(Cell cell) { return cell == Cell::rnn ? 1 : cell == Cell::gru ? 3 : 4; }
-
 // w [dirs, gh, in], r [dirs, gh, hid] and b [dirs, 2 gh] (or empty) in T, their shapes checked.
 template <typename T>
 void prepare(Cell cell, int64_t dirs, int64_t in, int64_t hid, const Tensor& w, const Tensor& r, const Tensor& b, Prepared<T>& pw) {
@@ -311,20 +311,6 @@ void prepare(Cell cell, int64_t dirs, int64_t in, int64_t hid, const Tensor& w, 
 template <typename T>
 void prepare(const KernelContext& ctx, const Setup& u, Prepared<T>& pw) {
   prepare(u.cell, u.dirs, u.in, u.hid, valuesOf<T>(ctx, 1), valuesOf<T>(ctx, 2), valuesOf<T>(ctx, 3), pw);
-}
-
-// f(0) .. f(count - 1), on the process's threads when `parallel`. Without it, no OpenMP region at
-// all: a region with an if clause that is false still makes a team of one, and inside a
-// direction's thread (nested) each such team cost a futex call, one per step, which on a 2-core
-// EPYC VM was most of a batch-1 LSTM's time.
-template <typename F>
-void forEach(int64_t count, bool parallel, const F& f) {
-  if (!parallel) {
-    for (int64_t i = 0; i < count; ++i) f(i);
-    return;
-  }
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < count; ++i) f(i);
 }
 
 // The recurrence in T with products by `gemm`; outputs in the node's element type. Its outputs and
@@ -384,7 +370,8 @@ void runCells(KernelContext& ctx, const Setup& u, const Gemm<T>& gemm, const Pre
       const int64_t direct = u.cell == Cell::gru && !u.linear_before_reset ? 2 * hid : gh;
       gemm(batch, direct, hid, h, hid, rt, gh, rh, gh, nullptr);
       // Samples in parallel where there is enough work (each sample's arithmetic is the same on any
-      // thread count).
+      // thread count) and no direction's thread runs this: parallelFor opens no OpenMP region
+      // otherwise, where a nested one-thread team cost a futex call per step.
       const bool parallel = !split && batch > 1 && batch * gh >= 4096;
       // Sample n's time index at this step; -1 once its sequence has ended.
       auto timeOf = [&](int64_t n) {
@@ -392,7 +379,7 @@ void runCells(KernelContext& ctx, const Setup& u, const Gemm<T>& gemm, const Pre
         return step >= len ? int64_t{-1} : reverse ? len - 1 - step : step;
       };
       if (u.cell == Cell::gru && !u.linear_before_reset) {  // (r . H) Rh^T
-        forEach(batch, parallel, [&](int64_t n) {
+        parallelFor(batch, parallel, [&](int64_t n) {
           const int64_t t = timeOf(n);
           if (t < 0) return;
           const T* xt = xw + u.xRow(t, n) * gh;
@@ -403,7 +390,7 @@ void runCells(KernelContext& ctx, const Setup& u, const Gemm<T>& gemm, const Pre
         });
         gemm(batch, hid, hid, reset, hid, rt + 2 * hid, gh, rhh, hid, rbh);
       }
-      forEach(batch, parallel, [&](int64_t n) {
+      parallelFor(batch, parallel, [&](int64_t n) {
         const int64_t t = timeOf(n);
         if (t < 0) return;
         const T* xt = xw + u.xRow(t, n) * gh;
@@ -493,12 +480,13 @@ void refGemm(int64_t m, int64_t n, int64_t k, const double* a, int64_t lda, cons
 }
 
 // The reference: double throughout.
-void recurrent(KernelContext& ctx, Cell cell) {
-  const Setup u = setUp(ctx, cell);
+void runReference(KernelContext& ctx, const Setup& u) {
   Prepared<double> pw;
   prepare(ctx, u, pw);
   runCells<double>(ctx, u, refGemm, pw);
 }
+
+void recurrent(KernelContext& ctx, Cell cell) { runReference(ctx, setUp(ctx, cell)); }
 
 // float32 with oneDNN's sgemm in fixed blocks (the same bits on any thread count); float16 and
 // float64 go to the reference.
@@ -519,11 +507,7 @@ class FastRecurrent final : public Kernel {
   void run(KernelContext& ctx) override {
     const Setup u = setUp(ctx, cell_);
     fast_ = u.dt == DType::Float32;
-    if (!fast_) {
-      Prepared<double> pw;
-      prepare(ctx, u, pw);
-      return runCells<double>(ctx, u, refGemm, pw);
-    }
+    if (!fast_) return runReference(ctx, u);
     Prepared<float> local;
     if (!has_constant_) prepare(ctx, u, local);
     runCells<float>(ctx, u, [](int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
