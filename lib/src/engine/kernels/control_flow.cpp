@@ -16,7 +16,9 @@
 
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <optional>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -75,18 +77,6 @@ class Subgraph {
     }
     const std::string label = "subgraph '" + std::string(attr) + "' of node " + info.node.describe();
     model_ = modelFromProto(mp, {}, label);
-    // Where the declaration leaves a dimension open, the shape inference of the body may know it
-    // (from the body's own inputs), as ONNX Runtime's does for a Loop of no iterations.
-    const ValueTypes inferred = inferShapes(model_);
-    for (size_t o = 0; o < outputs_.size(); ++o) {
-      const auto it = inferred.find(outputs_[o]);
-      if (declared_shapes_[o] || it == inferred.end() || !it->second.shape) continue;
-      Shape s;
-      for (const auto& d : *it->second.shape)
-        if (d.known()) s.push_back(d.value);
-      if (s.size() == it->second.shape->size()) declared_shapes_[o] = std::move(s);
-      if (declared_[o] == DType::Undefined) declared_[o] = it->second.dtype;
-    }
     SessionOptions opts = info.options;
     opts.split_batch = false;
     opts.profile = false;
@@ -95,9 +85,25 @@ class Subgraph {
 
   size_t numFormal() const { return formal_.size(); }
   size_t numOutputs() const { return outputs_.size(); }
-  DType declaredType(size_t o) const { return declared_[o]; }
-  /// Output o's shape where the body's declaration or its shape inference gives every dimension.
-  const std::optional<Shape>& declaredShape(size_t o) const { return declared_shapes_[o]; }
+  /// Output o's element type, and its shape where every dimension is known: from the body's
+  /// declaration, completed by ONNX's shape inference of the body (from the body's own inputs, as
+  /// ONNX Runtime does for a Loop of no iterations). The inference runs once, on the first call:
+  /// only a Loop or Scan with nothing to run asks.
+  std::pair<DType, std::optional<Shape>> sliceType(size_t o) const {
+    std::call_once(inferred_, [this] {
+      const ValueTypes inferred = inferShapes(model_);
+      for (size_t k = 0; k < outputs_.size(); ++k) {
+        const auto it = inferred.find(outputs_[k]);
+        if (declared_shapes_[k] || it == inferred.end() || !it->second.shape) continue;
+        Shape s;
+        for (const auto& d : *it->second.shape)
+          if (d.known()) s.push_back(d.value);
+        if (s.size() == it->second.shape->size()) declared_shapes_[k] = std::move(s);
+        if (declared_[k] == DType::Undefined) declared_[k] = it->second.dtype;
+      }
+    });
+    return {declared_[o], declared_shapes_[o]};
+  }
   const std::string& outputName(size_t o) const { return outputs_[o]; }
 
   std::vector<Tensor> run(const std::vector<Tensor>& formal, const KernelContext& ctx, size_t outer_first) const {
@@ -115,8 +121,10 @@ class Subgraph {
   Model model_;
   std::unique_ptr<Session> session_;
   std::vector<std::string> formal_, outputs_;
-  std::vector<DType> declared_;
-  std::vector<std::optional<Shape>> declared_shapes_;
+  // The outputs' declared types and shapes, completed by sliceType() on its first call.
+  mutable std::vector<DType> declared_;
+  mutable std::vector<std::optional<Shape>> declared_shapes_;
+  mutable std::once_flag inferred_;
 };
 
 // The equal-shaped `parts` stacked along a new axis `axis` of the result, the last part first when
@@ -206,9 +214,9 @@ class LoopKernel : public Kernel {
     for (size_t i = 0; i < carried_; ++i) ctx.outputs[i] = std::move(formal[2 + i]);
     for (size_t k = 0; k < scans; ++k) {
       if (scanned[k].empty()) {  // [0] followed by the slice shape where it is known, as in ONNX Runtime
-        const DType dt = body_.declaredType(1 + carried_ + k);
+        const auto [dt, slice] = body_.sliceType(1 + carried_ + k);
         Shape s{0};
-        if (const auto& slice = body_.declaredShape(1 + carried_ + k)) s.insert(s.end(), slice->begin(), slice->end());
+        if (slice) s.insert(s.end(), slice->begin(), slice->end());
         ctx.outputs[carried_ + k] = Tensor(dt == DType::Undefined ? DType::Float32 : dt, std::move(s));
       } else {
         ctx.outputs[carried_ + k] = stacked(scanned[k], 0, false);
@@ -278,8 +286,7 @@ class ScanKernel : public Kernel {
       }
       // No steps: the states stay as they came in, and each scan output is empty along its axis,
       // its other dimensions the slice shape the body declares or infers (ONNX Runtime 1.30 fails here).
-      const std::optional<Shape>& slice = body_.declaredShape(states_ + k);
-      const DType dt = body_.declaredType(states_ + k);
+      const auto [dt, slice] = body_.sliceType(states_ + k);
       if (!slice || dt == DType::Undefined)
         ctx.error("scan output ", k, " has no steps (the scan inputs are empty along their axes) and neither the body's ",
                   "declaration nor its shape inference gives its slice's type and every dimension; feed at least one step, or give ",
