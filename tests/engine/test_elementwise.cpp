@@ -384,6 +384,18 @@ TEST_CASE("PRelu broadcasts the slope to X only", "[elementwise]") {
   CHECK_THROWS_AS(run("PRelu", {f32({2}, {1, 2}), f32({3, 1}, {1, 2, 3})}), lwc::Error);
 }
 
+TEST_CASE("PRelu before opset 7 reads a 1-D slope of X's channel count per channel", "[elementwise]") {
+  // X [1, 2, 2]: channels along axis 1, and a last axis of the same length, where opset 7's numpy
+  // rule would align the slope instead.
+  const Tensor x = f32({1, 2, 2}, {-1, -2, -3, 4});
+  const Tensor slope = f32({2}, {0.5f, 0.25f});
+  CHECK(values<float>(run("PRelu", {x, slope}, {}, 6)) == std::vector<float>{-0.5f, -1, -0.75f, 4});
+  CHECK(values<float>(run("PRelu", {x, slope}, {}, 7)) == std::vector<float>{-0.5f, -0.5f, -1.5f, 4});
+  CHECK(values<float>(run("PRelu", {x, f32({1}, {0.1f})}, {}, 6)) == std::vector<float>{-0.1f, -0.2f, -0.3f, 4});
+  // Neither one element, nor the channel count, nor numpy-broadcastable: an error.
+  CHECK_THROWS_AS(run("PRelu", {x, f32({3}, {1, 2, 3})}, {}, 6), lwc::Error);
+}
+
 TEST_CASE("Clip takes bounds from attributes before opset 11, from inputs after", "[elementwise]") {
   const Tensor x = f32({5}, {-3, -1, 0.5f, 4, 9});
   SECTION("opset 6: min/max attributes") {

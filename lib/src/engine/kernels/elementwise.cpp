@@ -400,6 +400,22 @@ void preluKernel(KernelContext& ctx) {
   ctx.outputs[0] = binaryValues<Kinds::Numeric>(x, slope, [](auto v, auto s) { return isNeg(v) ? v * s : v; }, ctx);
 }
 
+/// PRelu of opsets 1-6 (Caffe2's): a slope of one element is shared, a 1-D slope of X's channel
+/// count (axis 1) is per channel (PyTorch's opset-6 exports of nn.PReLU(C)); any other slope shape
+/// must broadcast to X by the numpy rule.
+void preluLegacyKernel(KernelContext& ctx) {
+  const Tensor& x = ctx.in(0);
+  const Tensor& slope = ctx.in(1);
+  if (slope.rank() == 1 && x.rank() >= 2 && slope.numel() > 1 && slope.shape()[0] == x.shape()[1]) {
+    Shape s(x.rank() - 1, 1);
+    s[0] = slope.shape()[0];
+    const Tensor per_channel = slope.reshaped(s);
+    ctx.outputs[0] = binaryValues<Kinds::Numeric>(x, per_channel, [](auto v, auto a) { return isNeg(v) ? v * a : v; }, ctx);
+    return;
+  }
+  preluKernel(ctx);
+}
+
 void meanKernel(KernelContext& ctx) {
   const Tensor sum = foldValues<Kinds::Float>(ctx, [](auto a, auto b) { return a + b; });
   const auto n = static_cast<double>(ctx.inputs.size());
@@ -579,6 +595,7 @@ void registerActivations(KernelRegistry& r) {
     const float alpha = c.node.attrFloat("alpha", 0.01f);
     unary<K::Float>(c, [alpha](auto x) { return x < 0 ? static_cast<decltype(x)>(alpha) * x : x; });
   });
+  r.addFn("PRelu", 1, 6, preluLegacyKernel);
   r.addFn("PRelu", 7, kMaxOpset, preluKernel);
   r.addFn("Elu", 1, kMaxOpset, [](KernelContext& c) {
     const float alpha = c.node.attrFloat("alpha", 1.0f);
