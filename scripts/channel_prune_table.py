@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Channel pruning (`lwc prune --macs-reduction F`) on the Fashion-MNIST models: top-1 on the 10 000
-test images with recovery none / lsq (calibration: the first --calib-limit training images), the
+test images with recovery none / lsq of the same pruned channels (calibration, which also chooses
+the channels: the first --calib-limit training images), the
 MACs and parameters lwc reports, and ONNX Runtime's latency at batch 32 before and after (2
 threads; the unpruned and pruned models alternate --repeats times, lowest median of each).
 Prints a Markdown table; --check exits 1 when the 30 % row with lsq loses more than 2 points or
@@ -57,11 +58,16 @@ def main():
                     cmd = [args.lwc, "-q", "prune", src, "--macs-reduction", str(red), "--importance", args.importance,
                            "--recover", rec, "-o", out, "--report", rep, "--eval", f"{FM}/t10k-images-idx3-ubyte.gz",
                            "--preprocess", PRE]
-                    if rec != "none":
-                        cmd += ["--calib", f"{FM}/train-images-idx3-ubyte.gz", "--calib-limit", str(args.calib_limit)]
+                    # Both runs get the calibration data: with --macs-reduction it also chooses which
+                    # groups' channels go, so without it the "none" run would prune other channels
+                    # than the lsq run whose MACs and parameters the row shows (until 2026-12-07).
+                    cmd += ["--calib", f"{FM}/train-images-idx3-ubyte.gz", "--calib-limit", str(args.calib_limit)]
                     run(cmd)
                     res[rec] = json.load(open(rep))
                 i, n, l = res["lsq"]["input"], res["none"]["final"], res["lsq"]["final"]
+                if (n["macs"], n["params"]) != (l["macs"], l["params"]):
+                    raise SystemExit(f"{name} -{100 * red:.0f} %: none and lsq pruned different channels "
+                                     f"(MACs {n['macs']} vs {l['macs']}, params {n['params']} vs {l['params']})")
                 b, a = [], []
                 for _ in range(args.repeats):
                     b.append(ort_ms(src, 32, args.seconds))
