@@ -1,5 +1,6 @@
 #include "lwc/json_text.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "lwc/model_io.h"
@@ -14,6 +15,9 @@ namespace lwc {
 namespace {
 struct DuplicateKey {
   std::string key, path;  ///< path: the JSON path of the object holding it ("data.eval.preprocess"), "" at the top
+};
+struct TooDeep {
+  std::string path;  ///< the JSON path of the innermost object or array open at the limit
 };
 // An object or array open while parsing: its keys so far and the key being read, or the element
 // index.
@@ -45,6 +49,11 @@ nlohmann::json parseJsonText(const std::string& text, const std::string& where) 
     switch (ev) {
       case E::object_start:
       case E::array_start:
+        if (static_cast<int>(open.size()) >= kMaxJsonDepth) {
+          std::string p = path();  // 60 levels of "[0]" would make the line long: its start says where
+          if (p.size() > 40) p = p.substr(0, 40) + "...";
+          throw TooDeep{p};
+        }
         element();
         open.emplace_back();
         open.back().array = ev == E::array_start;
@@ -68,6 +77,9 @@ nlohmann::json parseJsonText(const std::string& text, const std::string& where) 
   };
   try {
     return nlohmann::json::parse(text, check);
+  } catch (const TooDeep& d) {
+    fail(where, ": ", d.path.empty() ? "" : d.path + ": ", "arrays and objects nested more than ", kMaxJsonDepth,
+         " levels deep; lwc's JSON files need a few");
   } catch (const DuplicateKey& d) {
     fail(where, ": ", d.path.empty() ? "" : d.path + ": ", "key \"", d.key, "\" appears twice in one object; keep one");
   } catch (const nlohmann::json::exception& e) {
@@ -78,6 +90,25 @@ nlohmann::json parseJsonText(const std::string& text, const std::string& where) 
       if (const size_t end = what.find("] "); end != std::string::npos) what.erase(0, end + 2);
     fail(where, ": not valid JSON: ", what);
   }
+}
+
+int jsonNestingDepth(std::string_view text) {
+  int depth = 0, deepest = 0;
+  bool in_string = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (in_string) {
+      if (c == '\\') ++i;
+      else if (c == '"') in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      deepest = std::max(deepest, ++depth);
+    } else if ((c == ']' || c == '}') && depth > 0) {
+      --depth;
+    }
+  }
+  return deepest;
 }
 
 nlohmann::json readJsonFile(const std::filesystem::path& path, const std::string& what) {

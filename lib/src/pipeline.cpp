@@ -267,6 +267,10 @@ Pipeline Pipeline::fromText(const std::string& text, const PassRegistry& registr
   if (trim(text).empty())
     fail(origin, ": no passes given; list them, e.g. --passes \"fuse_batchnorm,prune_magnitude{sparsity=0.5}\" "
          "(lwc passes lists them all)");
+  // Option values are read recursively (textValue) and quoted by nlohmann's recursive dump: a list
+  // 60 000 levels deep overflowed the stack.
+  if (jsonNestingDepth(text) > kMaxJsonDepth)
+    fail(origin, ": brackets nested more than ", kMaxJsonDepth, " levels deep; options take values and lists of values");
   const auto items = splitTopLevel(text, origin);
   for (size_t i = 0; i < items.size(); ++i) {
     const std::string item = trim(items[i]);

@@ -395,7 +395,7 @@ TEST_CASE("lwc run: options that change nothing are refused or named", "[cli][ru
   CHECK_THAT(rep["calib_data"].get<std::string>(), Contains("500"));  // every sample, not the pipeline's 10
 }
 
-TEST_CASE("lwc: out-of-range threads and seconds, duplicate JSON keys, a folder as pipeline and a graph without outputs get one line",
+TEST_CASE("lwc: out-of-range threads and seconds, duplicate JSON keys, deep JSON, a folder as pipeline and a graph without outputs get one line",
           "[cli][run]") {
   // Each was a crash, a hang, an internal error or a silent choice before.
   TempDir d;
@@ -441,7 +441,19 @@ TEST_CASE("lwc: out-of-range threads and seconds, duplicate JSON keys, a folder 
       {"run " + q(d / "schema.json") + " " + m + out, "it must be the number 1 (a number, not a string)"},
       {"eval " + m + " --data " + q(data) + " --preprocess " + q(d / "resize.json"), "a positive integer up to 65536"},
       {"exec " + q(d / "r3.onnx") + " --random-batch 2 --outdir " + q(d / "ex"), "node Conv '/conv1/Conv'"},
+      // Values nested 100 000 deep parsed, and quoting them in the error overflowed the stack
+      // (a segmentation fault): in a pipeline, a preprocess.json and the --passes text form.
+      {"run " + q(d / "deep.json") + " " + m + out, "deep.json: passes[0][0][0]"},
+      {"eval " + m + " --data " + q(data) + " --preprocess " + q(d / "deep_pp.json"),
+       "deep_pp.json: scale[0][0][0]"},
+      {"run --passes \"prune_magnitude{sparsity=" + std::string(2000, '[') + std::string(2000, ']') + "}\" " + m + out,
+       "--passes: brackets nested more than 64 levels deep"},
   };
+  {
+    const size_t deep = 100000;
+    test::writeFile(d / "deep.json", R"({"schema_version": 1, "passes": )" + std::string(deep, '[') + std::string(deep, ']') + "}");
+    test::writeFile(d / "deep_pp.json", R"({"scale": )" + std::string(deep, '[') + std::string(deep, ']') + "}");
+  }
   {
     // An input declared with rank 3 in front of a Conv: the error named the Transpose the engine
     // inserts for its NHWC layout ('lwc_transpose'), not the Conv.

@@ -6,6 +6,7 @@
 
 #include <filesystem>
 #include <string>
+#include <string_view>
 
 namespace lwc {
 
@@ -15,7 +16,17 @@ namespace lwc {
 /// out_of_range rather than parse_error, so catching parse_error alone let "1e999" end lwc with
 /// an internal error.
 /// A key given twice in one object is refused the same way ("key "k" appears twice").
+/// Arrays and objects nested deeper than kMaxJsonDepth are refused the same way ("nested more than
+/// 64 levels deep"): a value 100 000 levels deep parsed, and quoting it in an error message
+/// (nlohmann's dump recurses) overflowed the stack.
 nlohmann::json parseJsonText(const std::string& text, const std::string& where);
+
+/// The deepest nesting parseJsonText accepts; lwc's own files nest a few levels.
+inline constexpr int kMaxJsonDepth = 64;
+
+/// How deeply '[' and '{' nest in text, outside string literals (an unbalanced text counts what
+/// opens): for text that is read by other means than parseJsonText (the --passes text form).
+int jsonNestingDepth(std::string_view text);
 
 /// Reads and parses a JSON file; `what` names it in errors ("the pipeline file"): a missing file,
 /// a folder and an unreadable file each get one line naming the path.
