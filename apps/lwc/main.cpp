@@ -77,8 +77,13 @@ std::string parseErrorMessage(std::string msg) {
     msg = m[1].str() + ": '" + m[2].str() + "' is not a value it takes";
   // "args: At Most 2 required but received 3" and "The following argument was not expected: b".
   static const std::regex at_most(R"((\S+): At Most (\d+) required but received (\d+))");
-  if (std::regex_search(msg, m, at_most))
-    msg = m.prefix().str() + "too many arguments: " + m[3].str() + " given, at most " + m[2].str() + " taken" + m.suffix().str();
+  if (std::regex_search(msg, m, at_most)) {
+    // An option given twice (--sparsity 0.3 --sparsity 0.6) read as "too many arguments", naming none.
+    if (m[1].str().rfind("-", 0) == 0 && m[2].str() == "1")
+      msg = m.prefix().str() + m[1].str() + " is given " + m[3].str() + " times; give it once" + m.suffix().str();
+    else
+      msg = m.prefix().str() + "too many arguments: " + m[3].str() + " given, at most " + m[2].str() + " taken" + m.suffix().str();
+  }
   static const std::regex unexpected(R"(The following arguments? (?:was|were) not expected: (.*))");
   if (std::regex_search(msg, m, unexpected))
     msg = m.prefix().str() + (m[1].str().find(' ') == std::string::npos ? "unexpected argument '" : "unexpected arguments '") +
@@ -91,6 +96,8 @@ std::string parseErrorMessage(std::string msg) {
 // An integer option's value as decimal digits: "010" -> "10"; "0x10", "0b1" and "0o7" are refused
 // (CLI11 would read them in base 16, 2 or 8); anything else is left to CLI11's own checks.
 std::string decimalInteger(std::string& v) {
+  // CLI11 reads an empty value as 0 where no range check refuses it (--iters '' was "--iters 0").
+  if (v.empty()) return "an empty value is not a number";
   const size_t sign = !v.empty() && (v[0] == '+' || v[0] == '-') ? 1 : 0;
   const bool digits = v.size() > sign && std::all_of(v.begin() + long(sign), v.end(), [](unsigned char c) { return std::isdigit(c); });
   if (!digits) {
@@ -100,6 +107,16 @@ std::string decimalInteger(std::string& v) {
   }
   const size_t first = v.find_first_not_of('0', sign);
   v = v.substr(0, sign) + (first == std::string::npos ? "0" : v.substr(first));
+  return "";
+}
+
+// Floating-point options: CLI11 reads an empty value as 0 (--sparsity '' pruned nothing, exit 0)
+// and strtod takes hexadecimal floats (0x0.8p0), where integer options are decimal only.
+std::string decimalFloat(std::string& v) {
+  if (v.empty()) return "an empty value is not a number";
+  const size_t sign = v[0] == '+' || v[0] == '-' ? 1 : 0;
+  if (v.size() > sign + 1 && v[sign] == '0' && (v[sign + 1] == 'x' || v[sign + 1] == 'X'))
+    return "'" + v + "' is not a decimal number";
   return "";
 }
 
@@ -254,6 +271,7 @@ int main(int argc, char** argv) {
       if (const std::string d = opt->get_default_str(); d == "[]" || d == "-1") opt->default_str("");
       const std::string type = opt->get_type_name();
       if (type.rfind("INT", 0) == 0 || type.rfind("UINT", 0) == 0) opt->transform(CLI::Validator(decimalInteger, "", ""));
+      if (type.rfind("FLOAT", 0) == 0) opt->transform(CLI::Validator(decimalFloat, "", ""));
       // An empty path or name was taken as "not given" (--report '' wrote no report, --eval ''
       // used the pipeline's own data, exit 0).
       if (type.rfind("TEXT", 0) == 0)

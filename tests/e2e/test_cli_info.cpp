@@ -185,6 +185,12 @@ TEST_CASE("command-line mistakes get one error line that says what is wrong and 
       {"eval " + m + " --data x --limit abc", "lwc: error: --limit: 'abc' is not a number (see 'lwc eval --help')"},
       {"bench " + m + " --warmup -abc", "lwc: error: --warmup: '-abc' is not a number (see 'lwc bench --help')"},
       {"exec " + m + " --random-batch '' -o x", "lwc: error: --random-batch: an empty value is not a number (see 'lwc exec --help')"},
+      // Read as 0 without a word: --sparsity '' pruned nothing (exit 0), --iters '' named a 0 never typed.
+      {"prune " + m + " --sparsity '' -o x.onnx", "lwc: error: --sparsity: an empty value is not a number (see 'lwc prune --help')"},
+      {"prune " + m + " --iters '' -o x.onnx", "lwc: error: --iters: an empty value is not a number (see 'lwc prune --help')"},
+      {"prune " + m + " --sparsity 0.3 --sparsity 0.6 -o x.onnx",
+       "lwc: error: --sparsity is given 2 times; give it once (see 'lwc prune --help')"},
+      {"prune " + m + " --sparsity 0x0.8p0 -o x.onnx", "lwc: error: --sparsity: '0x0.8p0' is not a decimal number (see 'lwc prune --help')"},
       // lwc's own options: before the command, and named as lwc's (not "for 'lwc info'").
       {"-x info " + m, "lwc: error: unknown option '-x' for 'lwc' (see 'lwc --help')"},
       {"info " + m + " -v",
