@@ -58,7 +58,8 @@ void onFatalSignal(int sig) {
 // At each registration, not once: a signal set back to its default since (a forked child, a host
 // program) gets the handler again.
 void install() {
-  for (const int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGPIPE, SIGALRM, SIGUSR1, SIGUSR2, SIGXFSZ}) {
+  // SIGXCPU (a soft CPU-time limit, `ulimit -S -t`), SIGVTALRM and SIGPROF end a process as SIGALRM does.
+  for (const int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGPIPE, SIGALRM, SIGUSR1, SIGUSR2, SIGXFSZ, SIGXCPU, SIGVTALRM, SIGPROF}) {
     struct sigaction old {};
     if (::sigaction(sig, nullptr, &old) != 0 || old.sa_handler != SIG_DFL) continue;
     struct sigaction sa {};
