@@ -903,7 +903,18 @@ void checkOutputPaths(const std::vector<NamedPath>& outputs, const std::vector<N
     if (fs::exists(st) && !fs::is_regular_file(st))
       failSpecialFile("'" + out.string() + "' (" + what + ")", "give the path of a regular file");
     for (const auto& [in_what, in] : inputs) {
-      if (in.empty() || !fs::exists(in, ec)) continue;
+      if (in.empty()) continue;
+      if (!fs::exists(in, ec)) {
+        // A file the run would read if it were there (a data file's preprocess.json or labels
+        // beside it): written now, the next run on the same data reads it (a Markdown report
+        // named preprocess.json broke it).
+        const fs::path want = fs::weakly_canonical(fs::absolute(in, ec), ec);
+        if (!ec && want == fs::weakly_canonical(fs::absolute(real, ec), ec) && !ec)
+          fail("cannot write '", out.string(), "' (", what, "): the next run would read it as ", in_what, " ('",
+               in.string(), "'); choose another path or name");
+        ec.clear();
+        continue;
+      }
       if (sameFile(real, in))
         fail("cannot write '", out.string(), "' (", what, "): it is ", in_what, " ('", in.string(),
              "'), which this run reads; choose another path");

@@ -480,6 +480,8 @@ TEST_CASE("lwc run/fuse/quantize/calibrate: no output may be a file the run read
   fs::copy_file(td("lenet5_fmnist.onnx"), model);
   fs::create_directories(data);
   for (const char* f : {"images.npy", "labels.npy", "preprocess.json"}) fs::copy_file(td("fmnist_sample") / f, data / f);
+  fs::create_directories(d / "lone");
+  fs::copy_file(td("fmnist_sample") / "images.npy", d / "lone" / "images.npy");
   fs::copy_file(cfg("cleanup.json"), d / "p.json");
   fs::copy_file(td("fmnist_sample") / "preprocess.json", d / "pp.json");
   fs::create_directories(ext_dir);
@@ -556,6 +558,12 @@ TEST_CASE("lwc run/fuse/quantize/calibrate: no output may be a file the run read
        "(--report): a file of that name in the data of --eval ('" + (d / "png").string() +
            "') would be read as data the next time; choose another path or name"},
       {"quantize " + m + calib + " -o " + out + " --save-calib " + q(data / "stats.npy"), "would be read as data the next time"},
+      // Beside a data file, the preprocess.json and labels it would find if they were there
+      // (accepted until 2026-12-07: the next run read the report as its preprocessing).
+      {"quantize " + m + " --calib " + q(d / "lone" / "images.npy") + " -o " + out + " --report-md " + q(d / "lone" / "preprocess.json"),
+       "(--report-md): the next run would read it as the preprocessing of --calib"},
+      {"calibrate " + m + " --calib " + q(d / "lone" / "images.npy") + " -o " + q(d / "lone" / "labels.txt"),
+       "(-o): the next run would read it as the labels of --calib"},
       // /dev/stdout leads to whatever the shell redirected to: the report replaced a whole log.
       {"fuse " + m + " -o " + out + " --report /dev/stdout", "a link to a process's open file"},
       // Two outputs on one file through a dangling link.
