@@ -466,7 +466,9 @@ std::string graphDigest(const Graph& g) {
 void CalibrationStats::merge(const CalibrationStats& o) {
   if (model.empty()) model = o.model;
   if (model_digest.empty()) model_digest = o.model_digest;
-  shard = samples == 0 && tensors.empty() ? o.shard : "";  // one shard's statistics keep its name
+  const bool first = samples == 0 && tensors.empty();
+  shard = first ? o.shard : "";  // one shard's statistics keep its name
+  data = first || data == o.data ? o.data : "";
   if (act_type.empty()) act_type = o.act_type;
   else if (!o.act_type.empty() && o.act_type != act_type) act_type = "mixed";
   samples += o.samples;
@@ -481,6 +483,7 @@ json CalibrationStats::toJson() const {
   json j{{"schema", "lwc.calib"}, {"schema_version", 1}, {"model", model}, {"samples", samples}, {"tensors", t}};
   if (!act_type.empty()) j["act_type"] = act_type;
   if (!shard.empty()) j["shard"] = shard;
+  if (!data.empty()) j["data"] = data;
   if (!model_digest.empty()) j["model_digest"] = model_digest;
   return j;
 }
@@ -493,7 +496,7 @@ CalibrationStats CalibrationStats::fromJson(const json& j, const std::string& wh
   if (version == j.end() || *version != 1)
     fail(where, ": unsupported schema_version ", version == j.end() ? std::string("(none)") : briefJson(*version),
          "; this lwc reads 1");
-  onlyKeys(j, where, {"schema", "schema_version", "model", "model_digest", "act_type", "shard", "samples", "seconds", "tensors"});
+  onlyKeys(j, where, {"schema", "schema_version", "model", "model_digest", "act_type", "shard", "data", "samples", "seconds", "tensors"});
   CalibrationStats c;
   if (j.contains("model")) {
     if (!j["model"].is_string()) fail(where, ": \"model\" must be a string, not ", briefJson(j["model"]));
@@ -513,6 +516,10 @@ CalibrationStats CalibrationStats::fromJson(const json& j, const std::string& wh
     c.act_type = j["act_type"].get<std::string>();
     if (c.act_type != "uint8" && c.act_type != "int8")
       fail(where, ": \"act_type\" is \"", c.act_type, "\"; expected \"uint8\" or \"int8\"");
+  }
+  if (j.contains("data")) {
+    if (!j["data"].is_string()) fail(where, ": \"data\" must be a string, not ", briefJson(j["data"]));
+    c.data = j["data"].get<std::string>();
   }
   c.samples = j.contains("samples") ? countField(j["samples"], "\"samples\"", where) : 0;
   if (j.contains("seconds")) numberField(j, "seconds", where);  // files before 2026-12-05: checked, not used
@@ -561,6 +568,7 @@ CalibrationStats collectStats(const Model& m, const std::vector<std::string>& te
 
   CalibrationStats cs;
   cs.model = m.source.filename().string();
+  cs.data = ds->describe();
   const std::set<std::string> wanted(tensors.begin(), tensors.end());
   for (const auto& t : tensors) cs.tensors[t];
   engine::SessionOptions so;

@@ -85,6 +85,11 @@ struct CalibrationStats {
   std::string act_type;
   /// "i/n" for statistics of one shard of the data ("" where unknown or merged).
   std::string shard;
+  /// The data they were collected from, before it was split into shards: the data set's
+  /// description (its path and the samples taken of it; "" in files from before 2026-12-07 and
+  /// after merging different data). --load-calib refuses two files of the same data from
+  /// different splits (a whole-data file with a shard of it counted those samples twice).
+  std::string data;
   int64_t samples = 0;
   std::map<std::string, TensorStats> tensors;
   /// Time this run spent collecting them: 0 for statistics read from files, and not written to

@@ -404,6 +404,15 @@ TEST_CASE("lwc calibrate shards merge into the same model as one calibration", "
   test::checkOneLineError(runLwc("quantize " + q(model) + " --load-calib " + q(d / "a.json") + " " + q(d / "c3.json") +
                                  " -o " + q(d / "mixed.onnx")),
                           "are shards of different splits of the data");
+  // A whole-data file beside a shard of the same data, or two whole-data files of it, counted
+  // samples twice without a word (until 2026-12-07): the files record their data.
+  test::checkOneLineError(runLwc("quantize " + q(model) + " --load-calib " + q(d / "all.json") + " " + q(d / "b.json") +
+                                 " -o " + q(d / "mixed.onnx")),
+                          "all.json and " + (d / "b.json").string() + " hold statistics of the same data (");
+  REQUIRE(runLwc("-q calibrate " + q(model) + " --calib " + q(sample) + " -o " + q(d / "all2.json")).exit_code == 0);
+  test::checkOneLineError(runLwc("quantize " + q(model) + " --load-calib " + q(d / "all.json") + " " + q(d / "all2.json") +
+                                 " -o " + q(d / "mixed.onnx")),
+                          "both hold statistics of all of the same data (");
   REQUIRE(runLwc("-q calibrate " + q(model) + " --calib " + q(sample) + " --calib-samples 100 -o " + q(d / "w1.json")).exit_code == 0);
   auto whole = runLwc("-q quantize " + q(model) + " --load-calib " + q(d / "all.json") + " " + q(d / "w1.json") + " -o " +
                       q(d / "whole2.onnx") + " --bench-batch 0 --layer-samples 0");
