@@ -235,6 +235,13 @@ PassResult PruneMagnitude::run(Model& m, PassContext& ctx) {
   const std::string pattern = o.getString("pattern");
   if (pattern != "unstructured") {
     const auto [keep, group] = parseNM(pattern, o.key("pattern"));
+    // A pattern no layer is wide enough for prunes nothing: an error, as when no layer is selected
+    // (1:100000 wrote the model unchanged with exit 0).
+    int64_t widest = 0;
+    for (const auto& layer : layers) widest = std::max(widest, g.initializers.at(layer.weight).dim(static_cast<size_t>(layer.reduce_axis)));
+    if (widest < group)
+      fail(o.key("pattern"), ": ", pattern, " needs groups of ", group, " input channels, and the widest layer of ", m.label(),
+           " has ", widest, "; choose a smaller M (e.g. 2:4)");
     for (size_t l = 0; l < layers.size(); ++l) {
       const Tensor& w = g.initializers.at(layers[l].weight);
       const auto axis = static_cast<size_t>(layers[l].reduce_axis);

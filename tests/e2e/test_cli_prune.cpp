@@ -255,6 +255,8 @@ TEST_CASE("lwc prune: bad input gets one clear error and no output file", "[cli]
   bad(model, "--iters 1001", "--iters 1001 is more than 1000 steps");
   // Option errors name the flag, not the pass option behind it ("prune step 1.pattern").
   bad(model, "--pattern 4:2", "lwc: error: --pattern: \"4:2\" is not unstructured or N:M with 1 <= N < M");
+  // Wider than every layer: nothing pruned, and the model was written unchanged with exit 0.
+  bad(model, "--pattern 1:100000", "--pattern: 1:100000 needs groups of 100000 input channels, and the widest layer of");
   bad(model, "--exclude conv_nine", "--exclude: no node or op type named 'conv_nine'");
   bad(model, "--channels 0.3 --exclude conv_nine", "lwc: error: prune_channels: --exclude: no node or op type named 'conv_nine'");
   bad(model, "--recover bias", "needs calibration data");
