@@ -90,9 +90,7 @@ std::string typeStr(const ValueInfo& v) {
         const auto& d = tt.shape().dim(i);
         dims += (i ? "," : "") + (d.has_dim_value() ? std::to_string(d.dim_value()) : d.dim_param().empty() ? "?" : d.dim_param());
       }
-    std::string lower = onnx::TensorProto::DataType_IsValid(tt.elem_type())
-                            ? onnx::TensorProto::DataType_Name(static_cast<onnx::TensorProto::DataType>(tt.elem_type()))
-                            : std::string("unknown");
+    std::string lower = onnxTypeName(tt.elem_type());
     for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
     return lower + " " + (tt.has_shape() ? "[" + dims + "]" : "[?]") + " (an element type lwc does not compute with)";
   }

@@ -156,7 +156,7 @@ std::string benchShapeProblem(const Model& m, const Shape* sample) {
     // called shapeless.
     if (in->other_type && in->other_type->has_tensor_type())
       return "input '" + in->name + "' is a " +
-             onnx::TensorProto::DataType_Name(static_cast<onnx::TensorProto::DataType>(in->other_type->tensor_type().elem_type())) +
+             onnxTypeName(in->other_type->tensor_type().elem_type()) +
              " tensor, an element type lwc does not compute with";
     if (!in->shape) return "input '" + in->name + "' declares no shape";
     if (!timingShape(*in, inputs.size() == 1 ? sample : nullptr, 1))

@@ -1,5 +1,8 @@
 #include "lwc/dtype.h"
 
+#include <iterator>
+#include <string>
+
 #include <onnx/onnx_pb.h>
 
 #include <bit>
@@ -134,6 +137,16 @@ uint16_t floatToHalf(float f) {
     }
   }
   return static_cast<uint16_t>(sign | (e << 10) | m);
+}
+
+std::string onnxTypeName(int t) {
+  static constexpr const char* kNames[] = {
+      "UNDEFINED", "FLOAT", "UINT8",  "INT8",      "UINT16",    "INT16",     "INT32",        "INT64",
+      "STRING",    "BOOL",  "FLOAT16", "DOUBLE",   "UINT32",    "UINT64",    "COMPLEX64",    "COMPLEX128",
+      "BFLOAT16",  "FLOAT8E4M3FN", "FLOAT8E4M3FNUZ", "FLOAT8E5M2", "FLOAT8E5M2FNUZ", "UINT4", "INT4", "FLOAT4E2M1",
+      "FLOAT8E8M0"};
+  if (t >= 0 && t < static_cast<int>(std::size(kNames))) return kNames[t];
+  return "type code " + std::to_string(t);
 }
 
 }  // namespace lwc

@@ -142,7 +142,7 @@ void checkStoredTensor(const onnx::TensorProto& p, const std::string& where) {
   }
   const std::string shape = shapeStr(Shape(p.dims().begin(), p.dims().end()));
   const DType dt = fromOnnxType(type);
-  const std::string type_name = dt != DType::Undefined ? std::string(dtypeName(dt)) : TP::DataType_Name(static_cast<TP::DataType>(type));
+  const std::string type_name = dt != DType::Undefined ? std::string(dtypeName(dt)) : onnxTypeName(type);
   if (p.has_raw_data()) {
     if (type == TP::STRING) fail(where, ": a STRING tensor cannot hold raw_data: the model is corrupt or was edited by hand");
     if (p.raw_data().size() != static_cast<size_t>(n) * elem)
@@ -158,10 +158,12 @@ void checkStoredTensor(const onnx::TensorProto& p, const std::string& where) {
 
 Tensor tensorFromProto(const onnx::TensorProto& p, const fs::path& base_dir, const std::string& where) {
   const DType dt = fromOnnxType(p.data_type());
+  if (dt == DType::Undefined && onnxTypeName(p.data_type()).starts_with("type code"))
+    fail(where, ": tensor type code ", p.data_type(), " is not a type ONNX defines; the model is corrupt");
   if (dt == DType::Undefined)
-    fail(where, ": tensor type ", onnx::TensorProto::DataType_Name(static_cast<onnx::TensorProto::DataType>(p.data_type())),
+    fail(where, ": tensor type ", onnxTypeName(p.data_type()),
          " (", p.data_type(), ") is not supported by lwc",
-         p.data_type() != onnx::TensorProto::BFLOAT16
+         p.data_type() != onnx::TensorProto::BFLOAT16 && (p.data_type() < 17 || p.data_type() > 24)
              ? ""
              : std::string("; lwc computes with float32, float16, float64 and integer tensors: ") +
                    (where.find("initializer '") != std::string::npos
@@ -443,7 +445,7 @@ void inlineExternalTensor(onnx::TensorProto& t, const fs::path& base_dir, const 
   checkStoredTensor(t, where);  // a type ONNX defines, dimensions that are plausible
   const size_t elem = rawElementBytes(t.data_type());
   if (elem == 0)
-    fail(where, ": a ", onnx::TensorProto::DataType_Name(static_cast<onnx::TensorProto::DataType>(t.data_type())),
+    fail(where, ": a ", onnxTypeName(t.data_type()),
          " tensor cannot be stored as external data; store it in the model");
   size_t n = 1;
   for (int64_t d : t.dims()) n *= static_cast<size_t>(d);

@@ -797,7 +797,7 @@ g (float[2, 6] x) => (float[2, 2] a, float[2, 2] b)
   CHECK(modelToProto(sp).graph().node(0).output_size() == 3);
 }
 
-TEST_CASE("a bfloat16 initializer is refused with what to do", "[model_io]") {
+TEST_CASE("a bfloat16, int4 or unknown-type initializer is refused with what to do", "[model_io]") {
   TempDir d;
   onnx::ModelProto p = protoFromText(R"(
 <ir_version: 8, opset_import: ["" : 13]>
@@ -820,7 +820,16 @@ g (float[2] x) => (float[2] y)
     CHECK_THAT(std::string(e.what()),
                Catch::Contains("initializer 'w': tensor type BFLOAT16 (16) is not supported by lwc; lwc computes with "
                                "float32, float16, float64 and integer tensors: export the model in float32"));
-  }
+  }  // Types newer than Debian's ONNX 1.12 were named "" ("tensor type  (22)"), with no advice.
+  t.set_data_type(22);  // INT4: two values in a byte
+  t.set_raw_data(std::string("\x21", 1));
+  writeProto(d / "i4.onnx", p);
+  CHECK_THROWS_WITH(loadModel(d / "i4.onnx"), Catch::Contains("initializer 'w': tensor type INT4 (22) is not supported by lwc; "
+                                                              "lwc computes with float32"));
+  t.set_data_type(99);
+  writeProto(d / "t99.onnx", p);
+  CHECK_THROWS_WITH(loadModel(d / "t99.onnx"),
+                    Catch::Contains("initializer 'w': tensor type code 99 is not a type ONNX defines; the model is corrupt"));
 }
 
 TEST_CASE("serializedModelBytes is the written size, counted without copying weights", "[io]") {

@@ -31,6 +31,10 @@ std::string_view dtypeName(DType t);
 int toOnnxType(DType t);
 /// Maps an ONNX TensorProto.DataType; returns Undefined for types lwc does not handle (string, complex, bfloat16).
 DType fromOnnxType(int onnx_type);
+/// ONNX's name of a TensorProto.DataType ("BFLOAT16"), including the types newer than Debian's ONNX
+/// 1.12 (FLOAT8E4M3FN ... INT4, FLOAT4E2M1, FLOAT8E8M0: its DataType_Name gave "" for them), and
+/// "type code N" for a number ONNX does not define.
+std::string onnxTypeName(int onnx_type);
 bool isFloat(DType t);
 bool isInteger(DType t);
 
