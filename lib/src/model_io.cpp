@@ -43,6 +43,8 @@ void readExternalInto(const onnx::TensorProto& p, const fs::path& base_dir, cons
       if (kv.key() == "location") location = kv.value();
       else if (kv.key() == "offset") offset = std::stoll(kv.value());
       else if (kv.key() == "length") length = std::stoll(kv.value());
+    } catch (const std::out_of_range&) {
+      fail(where, ": external data key '", kv.key(), "' has the value '", kv.value(), "', beyond a 64-bit integer");
     } catch (const std::exception&) {
       fail(where, ": external data key '", kv.key(), "' has a non-numeric value '", kv.value(), "'");
     }
@@ -65,6 +67,9 @@ void readExternalInto(const onnx::TensorProto& p, const fs::path& base_dir, cons
   if (rel.empty() || *rel.begin() == "..")
     fail(where, ": external data location '", location, "' resolves outside the model's folder (symlink?)");
   if (offset < 0 || length < -1) fail(where, ": external data has a negative offset or length");
+  // A folder opened and measured -1 bytes ("external data holds -1 bytes").
+  if (fs::is_directory(full, ec))
+    fail(where, ": external data location '", location, "' is a folder; it must name the file that holds the data");
   std::ifstream in(full, std::ios::binary);
   if (!in) fail(where, ": cannot open external data file '", full.string(), "'");
   const auto fsize = static_cast<int64_t>(fs::file_size(full, ec));

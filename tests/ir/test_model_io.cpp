@@ -162,6 +162,17 @@ g (float[2] x) => (float[2] y)
     writeProto(d / "m.onnx", makeExternal("sub/nothing.bin", 0, 8));
     CHECK_THROWS_WITH(loadModel(d / "m.onnx"), Catch::Contains("cannot open external data"));
   }
+  SECTION("a folder, and a length beyond int64, are named as such") {
+    // They read "external data holds -1 bytes" and "has a non-numeric value".
+    writeProto(d / "m.onnx", makeExternal("sub", 0, 8));
+    CHECK_THROWS_WITH(loadModel(d / "m.onnx"), Catch::Contains("external data location 'sub' is a folder; it must name the file"));
+    onnx::ModelProto big = makeExternal("sub/weights.bin", 0, -1);
+    auto* kv = big.mutable_graph()->mutable_initializer(0)->add_external_data();
+    kv->set_key("length");
+    kv->set_value("99999999999999999999");
+    writeProto(d / "m.onnx", big);
+    CHECK_THROWS_WITH(loadModel(d / "m.onnx"), Catch::Contains("key 'length' has the value '99999999999999999999', beyond a 64-bit integer"));
+  }
 }
 
 TEST_CASE("external data outside the initializers, one file named two ways, sparse initializers", "[io]") {
