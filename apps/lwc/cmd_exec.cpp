@@ -11,6 +11,7 @@
 
 #include "commands.h"
 #include "run_common.h"
+#include "status_line.h"
 #include "format.h"
 #include "lwc/engine.h"
 #include "lwc/model_io.h"
@@ -209,14 +210,15 @@ void addExecCommand(CLI::App& app, Action& action, const GlobalOptions&) {
       OutputSet staged;
       for (const auto& [path, t] : writes) staged.stage(path, toNpy(t));
       for (const auto& [name, path] : files) staged.stage(path, toNpy(outs.at(name)));
-      staged.commit();
-      created.keep = true;
       for (const auto& [name, path] : files) {
         const Tensor& t = outs.at(name);
         std::string dims;
         for (size_t i = 0; i < t.shape().size(); ++i) dims += (i ? "," : "") + std::to_string(t.shape()[i]);
         std::cout << printable(name) << ": " << dtypeName(t.dtype()) << " [" << dims << "] -> " << printable(path.string()) << "\n";
       }
+      flushStdoutOrFail();  // before the files go in place: a failed run leaves none
+      staged.commit();
+      created.keep = true;
       return 0;
     };
   });

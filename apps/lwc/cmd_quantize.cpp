@@ -318,11 +318,12 @@ void addCalibrateCommand(CLI::App& app, Action& action, const GlobalOptions&) {
         const StatusScope status;
         return runPipeline(p, m, ro);
       }();
-      outputs.commit();
       const auto& st = rep.stages.back().result.stats;
       std::printf("wrote %s: statistics of %lld tensors over %lld samples (shard %s)\n", q->save_calib.c_str(),
                   static_cast<long long>(st.at("tensors_calibrated")),
                   static_cast<long long>(st.at("calibration_samples")), q->shard.c_str());
+      flushStdoutOrFail();  // before the file goes in place: a failed run leaves none
+      outputs.commit();
       return 0;
     };
   });

@@ -386,10 +386,11 @@ int runPipelineCommand(Pipeline p, const std::string& model_path, const RunArgs&
   }
   if (!a.report.empty()) staged.stage(a.report, dumpJson(rep.toJson()) + "\n");
   if (!a.report_md.empty()) staged.stage(a.report_md, rep.toMarkdown());
-  staged.commit();
   if (a.json) std::cout << dumpJson(rep.toJson()) << "\n";
   else std::cout << rep.toText(a.time_passes);
   if (!a.json && hooks.print_extra) hooks.print_extra(rep);
+  flushStdoutOrFail();  // results that cannot be printed fail the run before its files go in place
+  staged.commit();
   if (!ok) {
     // Which gates, with their figures, on the error line itself: a CI log often shows stderr alone.
     std::string failed;

@@ -3,7 +3,10 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
+#include <iostream>
 #include <mutex>
 #include <string>
 
@@ -62,6 +65,12 @@ void clearStatus() {
 void progress(std::string_view text) {
   spdlog::debug("{}", text);
   showStatus(text);
+}
+
+void flushStdoutOrFail() {
+  std::cout.flush();
+  if (std::fflush(stdout) != 0 || std::ferror(stdout) || !std::cout)
+    fail("cannot write the results to standard output (", std::strerror(errno), "); no output file was written");
 }
 
 }  // namespace lwc::app

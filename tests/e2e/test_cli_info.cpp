@@ -302,7 +302,7 @@ TEST_CASE("lwc info: a model whose input fixes the batch says so, whatever --bat
   CHECK_THAT(r.err, Catch::Contains("fixes the batch size at 3") && Catch::Contains("--batch 4 ignored"));
 }
 
-TEST_CASE("results that cannot be written to standard output are an error, not exit code 0", "[cli][info]") {
+TEST_CASE("results that cannot be written to standard output are an error, not exit code 0, and leave no output file", "[cli][info]") {
   // lwc info --json > report.json on a full disk exited 0 with an empty file.
   const std::string model = q(test::testdataDir() / "lenet5_fmnist.onnx");
   auto r = test::runCommand("( '" + std::string(LWC_EXE) + "' info " + model + " --json > /dev/full )");
@@ -310,6 +310,26 @@ TEST_CASE("results that cannot be written to standard output are an error, not e
   CHECK_THAT(r.err, Catch::Contains("cannot write the results to standard output"));
   CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
   CHECK(test::runCommand("( '" + std::string(LWC_EXE) + "' info " + model + " --json > /dev/null )").exit_code == 0);
+  // Commands that write files print their results first: exit code 1 and no file (fuse replaced
+  // the model at -o and wrote its report, calibrate and exec their files, then exited 1).
+  TempDir d;
+  test::writeFile(d / "old.onnx", "older");
+  const std::string lwc = "'" + std::string(LWC_EXE) + "' ";
+  const std::string sample = q(test::testdataDir() / "fmnist_sample");
+  for (const std::string& args :
+       {"fuse " + model + " -o " + q(d / "old.onnx") + " --report " + q(d / "r.json"),
+        "calibrate " + model + " --calib " + sample + " --calib-samples 20 -o " + q(d / "s.json"),
+        "exec " + model + " --random-batch 1 --outdir " + q(d / "ex")}) {
+    INFO(args);
+    r = test::runCommand("( " + lwc + args + " > /dev/full )");
+    CHECK(r.exit_code == 1);
+    CHECK_THAT(r.err, Catch::Contains("lwc: error: cannot write the results to standard output") &&
+                          Catch::Contains("no output file was written"));
+    CHECK(test::readFile(d / "old.onnx") == "older");
+    CHECK_FALSE(fs::exists(d / "r.json"));
+    CHECK_FALSE(fs::exists(d / "s.json"));
+    CHECK_FALSE(fs::exists(d / "ex"));
+  }
 }
 
 TEST_CASE("lwc info shows a tensor input of an element type lwc does not compute with as that tensor", "[cli][info]") {
