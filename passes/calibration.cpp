@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <limits>
 #include <set>
@@ -433,6 +434,51 @@ std::optional<std::pair<int, int>> shardOf(const std::string& s) {
   return std::pair{*i, *n};
 }
 
+namespace {
+// What identifies calibration data across machines, whatever path it is read from: for a file, its
+// size and its first and last 64 KiB; for a folder, the relative name and size of every file in it
+// (in name order). Equal for copies of the same data, different for other data of the same shape
+// and count (which the description alone could not tell apart: the same folder name on two
+// machines). "" where the path cannot be read.
+std::string dataFingerprint(const std::filesystem::path& path) {
+  namespace fs = std::filesystem;
+  uint64_t h = 1469598103934665603ull;
+  auto bytes = [&](const void* p, size_t n) {
+    const auto* c = static_cast<const unsigned char*>(p);
+    for (size_t i = 0; i < n; ++i) h = (h ^ c[i]) * 1099511628211ull;
+  };
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) {
+    std::vector<std::pair<std::string, uintmax_t>> files;
+    for (auto it = fs::recursive_directory_iterator(path, ec); !ec && it != fs::recursive_directory_iterator(); it.increment(ec))
+      if (it->is_regular_file(ec)) files.emplace_back(fs::relative(it->path(), path, ec).generic_string(), it->file_size(ec));
+    if (ec) return "";
+    std::sort(files.begin(), files.end());
+    for (const auto& [name, size] : files) {
+      bytes(name.data(), name.size() + 1);
+      bytes(&size, sizeof size);
+    }
+  } else {
+    const uintmax_t size = fs::file_size(path, ec);
+    std::ifstream in(path, std::ios::binary);
+    if (ec || !in) return "";
+    bytes(&size, sizeof size);
+    constexpr uintmax_t kEdge = 64 << 10;
+    std::vector<char> buf(static_cast<size_t>(std::min(size, kEdge)));
+    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+    bytes(buf.data(), static_cast<size_t>(in.gcount()));
+    if (size > kEdge) {
+      in.seekg(static_cast<std::streamoff>(size - std::min(size - kEdge, kEdge)));
+      in.read(buf.data(), static_cast<std::streamsize>(std::min(size - kEdge, kEdge)));
+      bytes(buf.data(), static_cast<size_t>(in.gcount()));
+    }
+  }
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
+  return hex;
+}
+}  // namespace
+
 std::string graphDigest(const Graph& g) {
   uint64_t h = 1469598103934665603ull;
   auto bytes = [&](const void* p, size_t n) {
@@ -569,6 +615,7 @@ CalibrationStats collectStats(const Model& m, const std::vector<std::string>& te
   CalibrationStats cs;
   cs.model = m.source.filename().string();
   cs.data = ds->describe();
+  if (const std::string f = dataFingerprint(o.path); !f.empty()) cs.data += " (content " + f + ")";
   const std::set<std::string> wanted(tensors.begin(), tensors.end());
   for (const auto& t : tensors) cs.tensors[t];
   engine::SessionOptions so;

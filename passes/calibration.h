@@ -86,8 +86,8 @@ struct CalibrationStats {
   /// "i/n" for statistics of one shard of the data ("" where unknown or merged).
   std::string shard;
   /// The data they were collected from, before it was split into shards: the data set's
-  /// description (its path and the samples taken of it; "" in files from before 2026-12-07 and
-  /// after merging different data). --load-calib refuses two files of the same data from
+  /// description (its path and the samples taken of it) and a fingerprint of its content ("" in
+  /// files from before 2026-12-07 and after merging different data). --load-calib refuses two files of the same data from
   /// different splits (a whole-data file with a shard of it counted those samples twice).
   std::string data;
   int64_t samples = 0;

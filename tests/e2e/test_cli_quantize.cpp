@@ -413,6 +413,20 @@ TEST_CASE("lwc calibrate shards merge into the same model as one calibration", "
   test::checkOneLineError(runLwc("quantize " + q(model) + " --load-calib " + q(d / "all.json") + " " + q(d / "all2.json") +
                                  " -o " + q(d / "mixed.onnx")),
                           "both hold statistics of all of the same data (");
+  // Other data at the same path (another machine's folder of the same name and size) is not the
+  // same data: the files record a fingerprint of the content, and they merge.
+  {
+    const auto all = lwc::readNpy(sample / "images.npy");
+    fs::create_directories(d / "local");
+    lwc::writeNpy(d / "local" / "images.npy", all.view(0, {100, 1, 28, 28}));
+    REQUIRE(runLwc("-q calibrate " + q(model) + " --calib " + q(d / "local" / "images.npy") + " -o " + q(d / "m1.json")).exit_code == 0);
+    lwc::writeNpy(d / "local" / "images.npy", all.view(100 * 28 * 28, {100, 1, 28, 28}));
+    REQUIRE(runLwc("-q calibrate " + q(model) + " --calib " + q(d / "local" / "images.npy") + " -o " + q(d / "m2.json")).exit_code == 0);
+    auto other = runLwc("-q quantize " + q(model) + " --load-calib " + q(d / "m1.json") + " " + q(d / "m2.json") + " -o " +
+                        q(d / "other.onnx") + " --bench-batch 0 --layer-samples 0");
+    INFO(other.err);
+    CHECK(other.exit_code == 0);
+  }
   REQUIRE(runLwc("-q calibrate " + q(model) + " --calib " + q(sample) + " --calib-samples 100 -o " + q(d / "w1.json")).exit_code == 0);
   auto whole = runLwc("-q quantize " + q(model) + " --load-calib " + q(d / "all.json") + " " + q(d / "w1.json") + " -o " +
                       q(d / "whole2.onnx") + " --bench-batch 0 --layer-samples 0");
