@@ -435,6 +435,26 @@ std::optional<std::pair<int, int>> shardOf(const std::string& s) {
 }
 
 namespace {
+// FNV-1a over bytes, 64 bits, printed as 16 hex digits: the model digest and the data fingerprint.
+struct Fnv1a {
+  uint64_t h = 1469598103934665603ull;
+  void bytes(const void* p, size_t n) {
+    const auto* c = static_cast<const unsigned char*>(p);
+    for (size_t i = 0; i < n; ++i) h = (h ^ c[i]) * 1099511628211ull;
+  }
+  // A string preceded by its length, so that two strings never run together.
+  void str(const std::string& s) {
+    const uint64_t n = s.size();
+    bytes(&n, sizeof n);
+    bytes(s.data(), s.size());
+  }
+  std::string hex() const {
+    char out[17];
+    std::snprintf(out, sizeof out, "%016llx", static_cast<unsigned long long>(h));
+    return out;
+  }
+};
+
 // What identifies calibration data across machines, whatever path it is read from: for a file, its
 // size and its first and last 64 KiB; for a folder, the relative name and size of every file in it
 // (in name order). Equal for copies of the same data, different for other data of the same shape
@@ -442,11 +462,7 @@ namespace {
 // machines). "" where the path cannot be read.
 std::string dataFingerprint(const std::filesystem::path& path) {
   namespace fs = std::filesystem;
-  uint64_t h = 1469598103934665603ull;
-  auto bytes = [&](const void* p, size_t n) {
-    const auto* c = static_cast<const unsigned char*>(p);
-    for (size_t i = 0; i < n; ++i) h = (h ^ c[i]) * 1099511628211ull;
-  };
+  Fnv1a f;
   std::error_code ec;
   if (fs::is_directory(path, ec)) {
     std::vector<std::pair<std::string, uintmax_t>> files;
@@ -455,58 +471,45 @@ std::string dataFingerprint(const std::filesystem::path& path) {
     if (ec) return "";
     std::sort(files.begin(), files.end());
     for (const auto& [name, size] : files) {
-      bytes(name.data(), name.size() + 1);
-      bytes(&size, sizeof size);
+      f.bytes(name.data(), name.size() + 1);
+      f.bytes(&size, sizeof size);
     }
   } else {
     const uintmax_t size = fs::file_size(path, ec);
     std::ifstream in(path, std::ios::binary);
     if (ec || !in) return "";
-    bytes(&size, sizeof size);
+    f.bytes(&size, sizeof size);
     constexpr uintmax_t kEdge = 64 << 10;
     std::vector<char> buf(static_cast<size_t>(std::min(size, kEdge)));
     in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
-    bytes(buf.data(), static_cast<size_t>(in.gcount()));
+    f.bytes(buf.data(), static_cast<size_t>(in.gcount()));
     if (size > kEdge) {
       in.seekg(static_cast<std::streamoff>(size - std::min(size - kEdge, kEdge)));
       in.read(buf.data(), static_cast<std::streamsize>(std::min(size - kEdge, kEdge)));
-      bytes(buf.data(), static_cast<size_t>(in.gcount()));
+      f.bytes(buf.data(), static_cast<size_t>(in.gcount()));
     }
   }
-  char hex[17];
-  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
-  return hex;
+  return f.hex();
 }
 }  // namespace
 
 std::string graphDigest(const Graph& g) {
-  uint64_t h = 1469598103934665603ull;
-  auto bytes = [&](const void* p, size_t n) {
-    const auto* c = static_cast<const unsigned char*>(p);
-    for (size_t i = 0; i < n; ++i) h = (h ^ c[i]) * 1099511628211ull;
-  };
-  auto str = [&](const std::string& s) {
-    const uint64_t n = s.size();
-    bytes(&n, sizeof n);
-    bytes(s.data(), s.size());
-  };
+  Fnv1a f;
   for (const Node& n : g.nodes) {
-    str(n.op_type);
-    str(n.domain);
-    for (const auto& i : n.inputs) str(i);
-    str("->");
-    for (const auto& o : n.outputs) str(o);
+    f.str(n.op_type);
+    f.str(n.domain);
+    for (const auto& i : n.inputs) f.str(i);
+    f.str("->");
+    for (const auto& o : n.outputs) f.str(o);
   }
   for (const auto& [name, t] : g.initializers.items()) {
-    str(name);
+    f.str(name);
     const auto d = static_cast<int>(t.dtype());
-    bytes(&d, sizeof d);
-    for (int64_t x : t.shape()) bytes(&x, sizeof x);
-    if (t.numel() > 0) bytes(t.raw(), t.nbytes());
+    f.bytes(&d, sizeof d);
+    for (int64_t x : t.shape()) f.bytes(&x, sizeof x);
+    if (t.numel() > 0) f.bytes(t.raw(), t.nbytes());
   }
-  char hex[17];
-  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
-  return hex;
+  return f.hex();
 }
 
 void CalibrationStats::merge(const CalibrationStats& o) {
