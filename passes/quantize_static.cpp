@@ -732,9 +732,10 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
     // files of different activation types hold different tensors: both refused.
     std::map<std::string, std::string> shard_file;  // "i/n" -> the file holding it
     std::map<int, std::string> split_file;           // n -> a file of that split
-    // data -> (the split, a file): a whole-data file "0/1" beside a shard of the same data, or
-    // shards of the same data from different splits, overlap (files that record their data).
-    std::map<std::string, std::pair<std::string, std::string>> data_file;
+    // data -> (its split's number of parts, a file): a whole-data file "0/1" beside a shard of the
+    // same data, or two whole-data files of it, overlap (files that record their data; shards of
+    // different splits are refused by split_file, whatever their data).
+    std::map<std::string, std::pair<int, std::string>> data_file;
     std::string act_file;                            // a file that records its act_type
     for (size_t k = 0; k < loads.size(); ++k) {
       for (size_t e = 0; e < k; ++e)
@@ -749,27 +750,27 @@ PassResult QuantizeStatic::run(Model& m, PassContext& ctx) {
         r.notes.push_back("--load-calib: " + loads[k] +
                           " records no model digest (written before 2026-12-06), so lwc cannot check that it was collected "
                           "on this model");
-      if (!one.data.empty() && !one.shard.empty()) {
-        const std::string split = std::to_string(parseShard(one.shard, loads[k] + ": shard").second);
-        if (const auto [it, fresh] = data_file.emplace(one.data, std::pair{split, loads[k]}); !fresh) {
-          const auto& [other_split, other] = it->second;
-          const auto parts = [](const std::string& n) { return n == "1" ? std::string("the whole of it") : "shards of " + n; };
-          if (other_split != split && (other_split == "1" || split == "1"))  // shards of two splits: below
-            fail(o.key("load_calib"), ": ", other, " and ", loads[k], " hold statistics of the same data (",
-                 one.data.size() > 80 ? one.data.substr(0, 77) + "..." : one.data, "), ", parts(other_split), " and ",
-                 parts(split), ", which overlap; give the whole-data file alone, or the shards of one split");
-          if (split == "1")
-            fail(o.key("load_calib"), ": ", other, " and ", loads[k], " both hold statistics of all of the same data (",
-                 one.data.size() > 80 ? one.data.substr(0, 77) + "..." : one.data, "); give one of them");
+      // The number of parts of the file's split (1: the whole of its data); 0 where it records none.
+      const int n = one.shard.empty() ? 0 : parseShard(one.shard, loads[k] + ": shard").second;
+      if (!one.data.empty() && n > 0) {
+        if (const auto [it, fresh] = data_file.emplace(one.data, std::pair{n, loads[k]}); !fresh) {
+          const auto& [other_n, other] = it->second;
+          const std::string data = one.data.size() > 80 ? one.data.substr(0, 77) + "..." : one.data;
+          const auto parts = [](int p) { return p == 1 ? std::string("the whole of it") : "shards of " + std::to_string(p); };
+          if (other_n != n && (other_n == 1 || n == 1))
+            fail(o.key("load_calib"), ": ", other, " and ", loads[k], " hold statistics of the same data (", data, "), ",
+                 parts(other_n), " and ", parts(n), ", which overlap; give the whole-data file alone, or the shards of one split");
+          if (n == 1)
+            fail(o.key("load_calib"), ": ", other, " and ", loads[k], " both hold statistics of all of the same data (", data,
+                 "); give one of them");
         }
       }
       // "0/1" is the whole of some data: files of different data merge (calibration sets split by
       // folder); only shards of a split (n > 1) are checked against each other.
-      if (!one.shard.empty() && one.shard != "0/1") {
+      if (n > 1) {
         if (const auto [it, fresh] = shard_file.emplace(one.shard, loads[k]); !fresh)
           fail(o.key("load_calib"), ": ", loads[k], " holds shard ", one.shard, " of the data, as ", it->second,
                " does; give each shard once");
-        const int n = parseShard(one.shard, loads[k] + ": shard").second;
         split_file.emplace(n, loads[k]);
         if (split_file.size() > 1)
           fail(o.key("load_calib"), ": ", split_file.begin()->second, " and ", std::next(split_file.begin())->second,
