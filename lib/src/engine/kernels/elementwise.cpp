@@ -392,13 +392,14 @@ void bitShiftKernel(KernelContext& ctx) {
   binary<Kinds::Unsigned>(ctx, ShiftOp{dir == "LEFT"});
 }
 
-void preluKernel(KernelContext& ctx) {
-  const Tensor& x = ctx.in(0);
-  const Tensor& slope = ctx.in(1);
+// X where it is not negative, X * slope where it is; the slope broadcasts to X, never widens it.
+void prelu(KernelContext& ctx, const Tensor& x, const Tensor& slope) {
   if (broadcastShapes(x.shape(), slope.shape(), ctx) != x.shape())
     ctx.error("slope of shape ", shapeStr(slope.shape()), " does not broadcast to X's shape ", shapeStr(x.shape()));
   ctx.outputs[0] = binaryValues<Kinds::Numeric>(x, slope, [](auto v, auto s) { return isNeg(v) ? v * s : v; }, ctx);
 }
+
+void preluKernel(KernelContext& ctx) { prelu(ctx, ctx.in(0), ctx.in(1)); }
 
 /// PRelu of opsets 1-6 (Caffe2's): a slope of one element is shared, a 1-D slope of X's channel
 /// count (axis 1) is per channel (PyTorch's opset-6 exports of nn.PReLU(C)); any other slope shape
@@ -409,11 +410,9 @@ void preluLegacyKernel(KernelContext& ctx) {
   if (slope.rank() == 1 && x.rank() >= 2 && slope.numel() > 1 && slope.shape()[0] == x.shape()[1]) {
     Shape s(x.rank() - 1, 1);
     s[0] = slope.shape()[0];
-    const Tensor per_channel = slope.reshaped(s);
-    ctx.outputs[0] = binaryValues<Kinds::Numeric>(x, per_channel, [](auto v, auto a) { return isNeg(v) ? v * a : v; }, ctx);
-    return;
+    return prelu(ctx, x, slope.reshaped(s));
   }
-  preluKernel(ctx);
+  prelu(ctx, x, slope);
 }
 
 void meanKernel(KernelContext& ctx) {
