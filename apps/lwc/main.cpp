@@ -316,8 +316,7 @@ int main(int argc, char** argv) {
     const int rc = action ? action() : 1;
     // Results go to stdout: a full disk or a closed pipe there (lwc info --json > report.json)
     // is a failed run, not an empty file and exit code 0.
-    std::cout.flush();
-    if (std::fflush(stdout) != 0 || std::ferror(stdout) || !std::cout) {
+    if (!lwc::app::flushStdout()) {
       std::fprintf(stderr, "lwc: error: cannot write the results to standard output (%s)\n", std::strerror(errno));
       return 1;
     }

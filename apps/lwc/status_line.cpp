@@ -67,9 +67,13 @@ void progress(std::string_view text) {
   showStatus(text);
 }
 
-void flushStdoutOrFail() {
+bool flushStdout() {
   std::cout.flush();
-  if (std::fflush(stdout) != 0 || std::ferror(stdout) || !std::cout)
+  return std::fflush(stdout) == 0 && !std::ferror(stdout) && std::cout;
+}
+
+void flushStdoutOrFail() {
+  if (!flushStdout())
     fail("cannot write the results to standard output (", std::strerror(errno), "); no output file was written");
 }
 

@@ -18,6 +18,8 @@ void clearStatus();
 /// Progress of a long step: a debug log line (-v), else the status line.
 void progress(std::string_view text);
 
+/// Flushes standard output; false when it could not be written (a full disk, a closed pipe).
+bool flushStdout();
 /// Flushes standard output and throws lwc::Error when it could not be written (a full disk, a
 /// closed pipe). Commands print their results and call this before they put their files in place,
 /// so that a run that exits 1 for lost results leaves none of its outputs (the model at -o was
