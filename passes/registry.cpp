@@ -2,6 +2,7 @@
 
 #include "passes/eliminate_dead.h"
 #include "passes/eliminate_identity.h"
+#include "passes/float16_weights.h"
 #include "passes/fold_constants.h"
 #include "passes/fuse_batchnorm.h"
 #include "passes/fuse_bias_add.h"
@@ -34,6 +35,7 @@ void registerBuiltinPasses(PassRegistry& r) {
   r.add([] { return std::make_unique<PruneChannels>(); });
   r.add([] { return std::make_unique<HuffmanEncode>(); });
   r.add([] { return std::make_unique<HuffmanDecode>(); });
+  r.add([] { return std::make_unique<Float16Weights>(); });
 }
 
 const PassRegistry& builtinPasses() {

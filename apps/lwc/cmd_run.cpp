@@ -468,14 +468,15 @@ void addFuseCommand(CLI::App& app, Action& action, const GlobalOptions&) {
 }
 
 namespace {
-Pipeline singlePass(const std::string& pass, const nlohmann::json& options, const std::string& origin) {
+Pipeline singlePass(const std::string& pass, const nlohmann::json& options, const std::string& origin,
+                    OptionNames names = {}) {
   Pipeline p;
   p.name = pass;
   p.origin = origin;
   PipelineStep st;
   st.where = pass;
   st.pass = passes::builtinPasses().create(pass, st.where);
-  st.pass->configure(options, st.where);
+  st.pass->configure(options, st.where, std::move(names));
   p.steps.push_back(std::move(st));
   return p;
 }
@@ -507,6 +508,25 @@ void addDecodeCommand(CLI::App& app, Action& action, const GlobalOptions&) {
   addRunOptions(cmd, *a, false);
   cmd->callback([&action, a] {
     action = [a] { return runPipelineCommand(singlePass("huffman_decode", nlohmann::json::object(), "lwc decode"), a->positional.at(0), *a); };
+  });
+}
+
+void addFloat16Command(CLI::App& app, Action& action, const GlobalOptions&) {
+  auto a = std::make_shared<RunArgs>();
+  auto min_elements = std::make_shared<int64_t>(16);
+  auto exclude = std::make_shared<std::vector<std::string>>();
+  auto* cmd = app.add_subcommand(
+      "float16", "Store float32 weights as float16 read through a Cast (float16_weights; half the bytes, float32 compute)");
+  cmd->add_option("model", a->positional, "ONNX model file")->required()->expected(1);
+  addRunOptions(cmd, *a, false);
+  cmd->add_option("--min-elements", *min_elements, "Leave tensors with fewer elements as they are")->check(CLI::PositiveNumber);
+  cmd->add_option("--exclude", *exclude, "Initializers to keep in float32 (comma-separated)")->delimiter(',');
+  cmd->callback([&action, a, min_elements, exclude] {
+    action = [a, min_elements, exclude] {
+      return runPipelineCommand(singlePass("float16_weights", {{"min_elements", *min_elements}, {"exclude", *exclude}}, "lwc float16",
+                                           {{"min_elements", "--min-elements"}, {"exclude", "--exclude"}}),
+                                a->positional.at(0), *a);
+    };
   });
 }
 

@@ -64,6 +64,7 @@ void addRunCommand(CLI::App& app, Action& action, const GlobalOptions& g);
 void addFuseCommand(CLI::App& app, Action& action, const GlobalOptions& g);
 void addEncodeCommand(CLI::App& app, Action& action, const GlobalOptions& g);
 void addDecodeCommand(CLI::App& app, Action& action, const GlobalOptions& g);
+void addFloat16Command(CLI::App& app, Action& action, const GlobalOptions& g);
 void addQuantizeCommand(CLI::App& app, Action& action, const GlobalOptions& g);
 void addCalibrateCommand(CLI::App& app, Action& action, const GlobalOptions& g);
 void addPruneCommand(CLI::App& app, Action& action, const GlobalOptions& g);

@@ -260,6 +260,7 @@ int main(int argc, char** argv) {
   addFuseCommand(app, action, g);
   addEncodeCommand(app, action, g);
   addDecodeCommand(app, action, g);
+  addFloat16Command(app, action, g);
   addQuantizeCommand(app, action, g);
   addCalibrateCommand(app, action, g);
   addPruneCommand(app, action, g);

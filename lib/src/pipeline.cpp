@@ -325,6 +325,20 @@ void Pipeline::check() const {
     }
   if (steps.empty())
     fail(origin, ": no passes: list at least one (to evaluate a model without changing it, use lwc eval)");
+  // float16_weights hides each weight behind a Cast: a later pass would find no constant weights
+  // (prune_magnitude: "no layer to prune") or widen them back to float32 (quantize). Only Huffman
+  // coding, which stores the float16 tensors losslessly, may follow it.
+  for (size_t i = 0; i < steps.size(); ++i) {
+    if (steps[i].pass->name() != "float16_weights") continue;
+    for (size_t k = i + 1; k < steps.size(); ++k)
+      if (steps[k].pass->name() != "huffman_encode") {
+        const std::string& w = steps[k].where;
+        const bool has_origin = w.rfind(origin, 0) == 0, has_name = w.find("(" + steps[k].pass->name()) != std::string::npos;
+        fail(has_origin ? "" : origin + ": ", w, has_name ? "" : " (" + steps[k].pass->name() + ")",
+             " comes after float16_weights, which leaves the weights behind Casts that lwc's passes do not change: put "
+             "float16_weights last (only huffman_encode may follow it)");
+      }
+  }
 }
 
 // ------------------------------------------------------------------ running
