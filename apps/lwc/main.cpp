@@ -95,7 +95,17 @@ std::string parseErrorMessage(std::string msg) {
 
 // An integer option's value as decimal digits: "010" -> "10"; "0x10", "0b1" and "0o7" are refused
 // (CLI11 would read them in base 16, 2 or 8); anything else is left to CLI11's own checks.
+// Blanks around a number are dropped, before as after it (strtod had taken ' 0.5' and refused '0.5 ').
+void trimBlanks(std::string& v) {
+  const auto blank = [](unsigned char c) { return std::isspace(c) != 0; };
+  while (!v.empty() && blank(static_cast<unsigned char>(v.back()))) v.pop_back();
+  size_t i = 0;
+  while (i < v.size() && blank(static_cast<unsigned char>(v[i]))) ++i;
+  v.erase(0, i);
+}
+
 std::string decimalInteger(std::string& v) {
+  trimBlanks(v);
   // CLI11 reads an empty value as 0 where no range check refuses it (--iters '' was "--iters 0").
   if (v.empty()) return "an empty value is not a number";
   const size_t sign = !v.empty() && (v[0] == '+' || v[0] == '-') ? 1 : 0;
@@ -113,6 +123,7 @@ std::string decimalInteger(std::string& v) {
 // Floating-point options: CLI11 reads an empty value as 0 (--sparsity '' pruned nothing, exit 0)
 // and strtod takes hexadecimal floats (0x0.8p0), where integer options are decimal only.
 std::string decimalFloat(std::string& v) {
+  trimBlanks(v);
   if (v.empty()) return "an empty value is not a number";
   const size_t sign = v[0] == '+' || v[0] == '-' ? 1 : 0;
   if (v.size() > sign + 1 && v[sign] == '0' && (v[sign + 1] == 'x' || v[sign + 1] == 'X'))

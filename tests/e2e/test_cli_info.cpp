@@ -188,6 +188,11 @@ TEST_CASE("command-line mistakes get one error line that says what is wrong and 
       // Read as 0 without a word: --sparsity '' pruned nothing (exit 0), --iters '' named a 0 never typed.
       {"prune " + m + " --sparsity '' -o x.onnx", "lwc: error: --sparsity: an empty value is not a number (see 'lwc prune --help')"},
       {"prune " + m + " --iters '' -o x.onnx", "lwc: error: --iters: an empty value is not a number (see 'lwc prune --help')"},
+      {"prune " + m + " --sparsity ' ' -o x.onnx", "lwc: error: --sparsity: an empty value is not a number (see 'lwc prune --help')"},
+      // Blanks around a number are dropped on both sides ('0.5 ' was refused while ' 0.5' was taken):
+      // the values reach the range checks as numbers.
+      {"prune " + m + " --sparsity '1.5 ' -o x.onnx", "lwc: error: prune: --sparsity 1.5 is outside [0, 1); e.g. 0.5 zeroes half of the weights"},
+      {"prune " + m + " --sparsity 0.5 --iters ' 0 ' -o x.onnx", "lwc: error: prune: --iters 0: give at least 1 step"},
       {"prune " + m + " --sparsity 0.3 --sparsity 0.6 -o x.onnx",
        "lwc: error: --sparsity is given 2 times; give it once (see 'lwc prune --help')"},
       {"prune " + m + " --sparsity 0x0.8p0 -o x.onnx", "lwc: error: --sparsity: '0x0.8p0' is not a decimal number (see 'lwc prune --help')"},
