@@ -132,6 +132,7 @@ async function runCommand(argv) {
     if (opts['random-batch'] === undefined)
       fail(model, ': no value for input(s) ', missing.map((v) => '"' + v.name + '"').join(', '), ' (use --input NAME=FILE or --random-batch N)');
     if (opts['random-batch'] < 1) fail('--random-batch must be at least 1');
+    if (opts['random-batch'] > 16777216) fail('--random-batch ', opts['random-batch'], ' is outside [1, 16777216] (as lwc exec)');
     random = S.randomInputs(missing, opts['random-batch'], mulberry32(opts.seed || 0), dims);
     Object.assign(tensors, random);
   }

@@ -621,6 +621,11 @@ g (float[2, 3] x) => (float[2, 3] slash, float[2, 3] a_b)
               .exit_code == 0);
   CHECK(test::readFile(d / "ort" / "a_b.npy") == test::readFile(d / "lwc" / "a_b.npy"));
   CHECK(test::readFile(d / "ort" / "a_b_1.npy") == test::readFile(d / "lwc" / "a_b_1.npy"));
+  // A batch no memory holds: one line with lwc's limit (it was a RangeError from a Float32Array).
+  const auto huge = test::runCommand(tool + " run " + q(d / "m.onnx") + " --random-batch 1099511627776 --outdir " + q(d / "ort2"));
+  CHECK(huge.exit_code == 1);
+  CHECK(huge.err == "ort_tool: error: --random-batch 1099511627776 is outside [1, 16777216] (as lwc exec)\n");
+  CHECK_FALSE(fs::exists(d / "ort2"));
   // An --outdir that cannot be a folder fails before the model runs, and writes nothing.
   test::writeFile(d / "afile", "x");
   for (const std::string& bad : {(d / "afile").string(), (d / "afile" / "sub").string()}) {
