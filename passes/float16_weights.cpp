@@ -9,6 +9,7 @@
 
 #include "lwc/dtype.h"
 #include "lwc/graph_edit.h"
+#include "lwc/model_io.h"
 #include "passes/weight_layers.h"
 
 namespace lwc::passes {
@@ -67,7 +68,7 @@ PassResult Float16Weights::run(Model& m, PassContext&) {
       if (!g.nodes[ni].inputs[s].empty()) readers[g.nodes[ni].inputs[s]].emplace_back(ni, s);
 
   PassResult r;
-  int64_t converted = 0, bytes_before = 0, bytes_after = 0, flushed = 0, subnormal = 0, kept = 0;
+  int64_t converted = 0, bytes_before = 0, bytes_after = 0, flushed = 0, subnormal = 0, kept = 0, not_smaller = 0;
   double worst_sqnr = std::numeric_limits<double>::infinity();
   std::string worst_name;
   std::vector<Node> casts;
@@ -112,6 +113,30 @@ PassResult Float16Weights::run(Model& m, PassContext&) {
       }
     }
     const double sqnr = q.err2 > 0 ? 10.0 * std::log10(q.sig2 / q.err2) : std::numeric_limits<double>::infinity();
+    const std::string hname = claimName(used, name + "__float16");
+    Node c;
+    c.name = claimName(used, name + "__to_float32");
+    c.op_type = "Cast";
+    c.inputs = {hname};
+    c.outputs = {name};
+    // Cast-1 (opsets 1-5) names the type as a string.
+    if (m.opsetFor("") < 6) c.setAttr("to", std::string("FLOAT"));
+    else c.setAttr("to", int64_t{static_cast<int>(onnx::TensorProto::FLOAT)});
+    // The file must shrink, not only the tensor: the Cast node and the new name count against the
+    // saving (a 16-value bias saves 32 bytes and its Cast costs about as much).
+    int64_t file_before = framedFieldBytes(static_cast<size_t>(tensorProtoBytes(t, name)));
+    int64_t file_after = framedFieldBytes(static_cast<size_t>(tensorProtoBytes(q.half, hname))) +
+                         framedFieldBytes(nodeToProto(c, m.opsetFor("")).ByteSizeLong());
+    if (m.ir_version > 0 && m.ir_version < 4) {  // every initializer is listed as a graph input too
+      file_before += framedFieldBytes(valueInfoToProto(valueInfoOf(name, t)).ByteSizeLong());
+      file_after += framedFieldBytes(valueInfoToProto(valueInfoOf(hname, q.half)).ByteSizeLong());
+    }
+    if (file_after >= file_before) {
+      used.erase(hname);
+      used.erase(c.name);
+      ++not_smaller;
+      continue;
+    }
     if (sqnr < worst_sqnr) worst_sqnr = sqnr, worst_name = name;
     flushed += q.flushed;
     subnormal += q.subnormal;
@@ -120,13 +145,6 @@ PassResult Float16Weights::run(Model& m, PassContext&) {
                         " non-zero values are at most 3e-8 (half float16's smallest step) and became 0");
     bytes_before += static_cast<int64_t>(t.nbytes());
     bytes_after += static_cast<int64_t>(q.half.nbytes());
-    const std::string hname = claimName(used, name + "__float16");
-    Node c;
-    c.name = claimName(used, name + "__to_float32");
-    c.op_type = "Cast";
-    c.inputs = {hname};
-    c.outputs = {name};
-    c.setAttr("to", int64_t{static_cast<int>(onnx::TensorProto::FLOAT)});
     g.initializers.erase(name);
     g.initializers.set(hname, std::move(q.half));
     casts.push_back(std::move(c));
@@ -141,8 +159,13 @@ PassResult Float16Weights::run(Model& m, PassContext&) {
       s << "; lowest weight SQNR " << std::fixed << std::setprecision(1) << worst_sqnr << " dB (" << worst_name << ")";
     r.notes.insert(r.notes.begin(), s.str());
   }
+  if (not_smaller > 0)
+    r.notes.push_back(not_smaller == 1 ? std::string("1 tensor left in float32: with its Cast node and name, it would not make the file smaller")
+                                       : std::to_string(not_smaller) +
+                                             " tensors left in float32: with its Cast node and name, each would not make the file smaller");
   r.stats = {{"tensors_converted", converted}, {"tensors_kept_float32", kept}, {"float32_bytes", bytes_before},
-             {"float16_bytes", bytes_after},   {"values_flushed_to_zero", flushed}, {"values_subnormal", subnormal}};
+             {"float16_bytes", bytes_after},   {"values_flushed_to_zero", flushed}, {"values_subnormal", subnormal},
+             {"tensors_not_smaller", not_smaller}};
   r.changed = converted > 0;
   return r;
 }

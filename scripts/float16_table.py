@@ -37,7 +37,7 @@ def main():
     ap.add_argument("--models", nargs="*", default=["lenet300", "lenet5", "mnv2", "resnet", "tinyformer"])
     args = ap.parse_args()
     print("| model | FP32 file | float16 file | ratio | top-1 FP32 | top-1 float16 (lwc) | ORT top-1 | "
-          "only FP32 / only float16 right | agreement | output SQNR | tensors (kept float32) | values to 0 |")
+          "only FP32 / only float16 right | agreement | output SQNR | tensors: converted / kept / not smaller | values to 0 |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as d:
         for name in args.models:
@@ -50,7 +50,8 @@ def main():
             print(f"| {name} | {fs:,} B | {hs:,} B | {fs / hs:.2f}x | {100 * i['top1']:.2f} | {100 * f['top1']:.2f} | "
                   f"{100 * ort_top1(out):.2f} | {f['only_input_right']} / {f['only_this_right']} | "
                   f"{100 * f['top1_agreement']:.2f} % | {f['output_sqnr_db']:.1f} dB | "
-                  f"{st['tensors_converted']} ({st['tensors_kept_float32']}) | {st.get('values_flushed_to_zero', 0)} |", flush=True)
+                  f"{st['tensors_converted']} / {st['tensors_kept_float32']} / {st['tensors_not_smaller']} | "
+                  f"{st['values_flushed_to_zero']} |", flush=True)
 
 
 if __name__ == "__main__":
