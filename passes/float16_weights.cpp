@@ -4,7 +4,6 @@
 #include <cmath>
 #include <iomanip>
 #include <limits>
-#include <set>
 #include <sstream>
 
 #include "lwc/dtype.h"
@@ -60,8 +59,7 @@ PassResult Float16Weights::run(Model& m, PassContext&) {
   auto listed = [](const std::vector<std::string>& l, const std::string& n) { return std::find(l.begin(), l.end(), n) != l.end(); };
   const int64_t min_elements = o.getInt("min_elements");
 
-  // Readers of each value at each input slot (top-level nodes; subgraphs read the outer value by
-  // name, which the Cast's output keeps).
+  // Readers of each value at each input slot (top-level nodes).
   std::map<std::string, std::vector<std::pair<size_t, size_t>>> readers;
   for (size_t ni = 0; ni < g.nodes.size(); ++ni)
     for (size_t s = 0; s < g.nodes[ni].inputs.size(); ++s)
@@ -80,7 +78,8 @@ PassResult Float16Weights::run(Model& m, PassContext&) {
     const Tensor t = g.initializers.at(name);
     if (t.numel() < min_elements || g.isGraphInput(name)) continue;
     if ((!include.empty() && !listed(include, name)) || listed(exclude, name)) continue;
-    std::string why;
+    // Inside an If / Loop body the reader is not visible here (it may be a DequantizeLinear).
+    std::string why = readBySubgraph(g, name) ? "read inside a subgraph (If / Loop / Scan body)" : "";
     if (auto it = readers.find(name); it != readers.end())
       for (const auto& [ni, s] : it->second)
         if (why.empty()) why = readerNeedsFloat32(g.nodes[ni], s);

@@ -12,7 +12,9 @@
 // float16's range (65504), tensors that an op reads as quantization parameters (QuantizeLinear,
 // DequantizeLinear and the other quantized ops: ONNX Runtime fuses Q/DQ pairs only around constant
 // scales) or as shapes (Resize, Upsample scales and roi), tensors read by ops of other domains
-// (lwc's own HuffmanDecode codebook), overridable graph inputs, and tensors under `min_elements`.
+// (lwc's own HuffmanDecode codebook), tensors read inside a subgraph (whose readers this pass does
+// not see), overridable graph inputs, tensors under `min_elements`, and tensors whose Cast node and
+// new name would cost more bytes than the float16 copy saves.
 // lwc reads the output like any float16-beside-Cast file: its passes widen the weights back to
 // float32 (fold_constants says so), so this pass belongs at the end of a pipeline.
 #pragma once

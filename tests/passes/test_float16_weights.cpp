@@ -161,3 +161,20 @@ TEST_CASE("float16_weights leaves a tensor whose Cast and name would not make th
   Model again = convGemm();
   CHECK(serialized(m).size() < serialized(again).size() - (1728 + 64 + 640) * 2 + 200);
 }
+
+TEST_CASE("float16_weights keeps a tensor that an If branch reads", "[float16_weights]") {
+  Model m = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (bool c, float[64] x) => (float[64] y, float[64] z) {
+  z = Add (x, v)
+  y = If (c) <
+    then_branch = t () => (float[64] a) { a = Add (x, w) },
+    else_branch = e () => (float[64] b) { b = Sub (x, w) }
+  >
+})");
+  addConst(m, "w", {64}, 1);
+  addConst(m, "v", {64}, 2);
+  auto r = runPass(m, "float16_weights");
+  CHECK(r.stats["tensors_converted"] == 1);  // v
+  CHECK(m.graph.initializers.at("w").dtype() == DType::Float32);
+  CHECK(notesWith(r.notes, "w: kept in float32 (read inside a subgraph (If / Loop / Scan body))") == 1);
+}
