@@ -205,12 +205,36 @@ bool Graph::isGraphInput(const std::string& n) const {
   return std::any_of(inputs.begin(), inputs.end(), [&](const auto& v) { return v.name == n; });
 }
 
+namespace {
+// Every name a subgraph (and the subgraphs inside it) defines or reads: a new outer value must not
+// take one, or the branch's own value of that name would shadow it (ONNX's checker refuses the file).
+void collectSubgraphNames(const onnx::GraphProto& g, std::unordered_set<std::string>& used, int depth) {
+  if (depth > 64) return;
+  for (const auto& n : g.node()) {
+    used.insert(n.name());
+    used.insert(n.input().begin(), n.input().end());
+    used.insert(n.output().begin(), n.output().end());
+    for (const auto& a : n.attribute()) {
+      if (a.has_g()) collectSubgraphNames(a.g(), used, depth + 1);
+      for (const auto& sg : a.graphs()) collectSubgraphNames(sg, used, depth + 1);
+    }
+  }
+  for (const auto& t : g.initializer()) used.insert(t.name());
+  for (const auto* list : {&g.input(), &g.output(), &g.value_info()})
+    for (const auto& v : *list) used.insert(v.name());
+}
+}  // namespace
+
 std::unordered_set<std::string> Graph::usedNames() const {
   std::unordered_set<std::string> used;
   for (const auto& n : nodes) {
     used.insert(n.name);
     used.insert(n.inputs.begin(), n.inputs.end());
     used.insert(n.outputs.begin(), n.outputs.end());
+    for (const auto& a : n.attrs) {
+      if (a.has_g()) collectSubgraphNames(a.g(), used, 1);
+      for (const auto& sg : a.graphs()) collectSubgraphNames(sg, used, 1);
+    }
   }
   for (const auto& [k, v] : initializers.items()) used.insert(k);
   for (const auto* list : {&inputs, &outputs, &value_info})

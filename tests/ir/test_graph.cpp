@@ -75,6 +75,25 @@ TEST_CASE("graph index and names", "[graph]") {
   CHECK(idx.consumers("z").empty());
   CHECK(g.uniqueName("y") == "y_1");
   CHECK(g.uniqueName("fresh") == "fresh");
+  // Names inside a subgraph are taken too: a new outer value named like a branch's own value would
+  // be defined twice in the branch's scope.
+  onnx::AttributeProto branch;
+  branch.set_name("then_branch");
+  branch.set_type(onnx::AttributeProto::GRAPH);
+  auto* inner = branch.mutable_g()->add_node();
+  inner->set_op_type("Relu");
+  inner->add_input("y");
+  inner->add_output("fresh");
+  onnx::AttributeProto deeper;
+  deeper.set_name("body");
+  deeper.set_type(onnx::AttributeProto::GRAPH);
+  deeper.mutable_g()->add_initializer()->set_name("deep");
+  *inner->add_attribute() = deeper;
+  Node cond = mk("if", "If", {"c"}, {"o"});
+  cond.attrs.push_back(branch);
+  g.nodes.push_back(cond);
+  CHECK(g.uniqueName("fresh") == "fresh_1");
+  CHECK(g.uniqueName("deep") == "deep_1");
 }
 
 TEST_CASE("node attributes", "[graph]") {

@@ -131,7 +131,8 @@ class Graph {
   bool isGraphInput(const std::string& name) const;
   /// A name not used by any value, node or initializer, derived from `base`.
   std::string uniqueName(const std::string& base) const;
-  /// Every name a node, value, initializer or declaration uses (for many fresh names at once: claimName).
+  /// Every name a node, value, initializer or declaration uses, inside subgraphs too (for many fresh
+  /// names at once: claimName).
   std::unordered_set<std::string> usedNames() const;
 };
 
