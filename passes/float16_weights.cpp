@@ -33,9 +33,22 @@ std::string readerNeedsFloat32(const Node& n, size_t slot) {
     return "read by " + n.describe() + " of domain " + n.domain;
   if (op == "QuantizeLinear" || op == "DequantizeLinear" || op == "DynamicQuantizeLinear" || op.rfind("QLinear", 0) == 0 ||
       (op.size() > 7 && op.compare(op.size() - 7, 7, "Integer") == 0))
-    return "quantization parameter of " + n.describe() + " (ONNX Runtime fuses Q/DQ only around constant scales)";
+    return "read by " + n.describe() + ": quantization ops keep constant inputs (ONNX Runtime fuses Q/DQ only around constant scales)";
   if ((op == "Resize" || op == "Upsample") && slot >= 1) return "scales or roi of " + n.describe() + " (they fix shapes)";
   return {};
+}
+
+// float32 initializers of subgraphs (If / Loop / Scan bodies), which the pass leaves as they are.
+int64_t subgraphFloatInitializers(const onnx::GraphProto& g, int depth) {
+  int64_t k = 0;
+  for (const auto& t : g.initializer()) k += t.data_type() == onnx::TensorProto::FLOAT;
+  if (depth < 64)
+    for (const auto& n : g.node())
+      for (const auto& a : n.attribute()) {
+        if (a.has_g()) k += subgraphFloatInitializers(a.g(), depth + 1);
+        for (const auto& sg : a.graphs()) k += subgraphFloatInitializers(sg, depth + 1);
+      }
+  return k;
 }
 
 struct Rounded {
@@ -52,9 +65,13 @@ PassResult Float16Weights::run(Model& m, PassContext&) {
   const PassOptions& o = options_;
   const auto include = o.getStrings("include"), exclude = o.getStrings("exclude");
   for (const auto* list : {&include, &exclude})
-    for (const auto& e : *list)
-      if (!g.initializers.contains(e))
-        fail(o.key(list == &include ? "include" : "exclude"), ": no initializer named '", e, "' in ", m.label());
+    for (const auto& e : *list) {
+      const std::string key = o.key(list == &include ? "include" : "exclude");
+      const Tensor* t = g.initializers.find(e);
+      if (!t) fail(key, ": no initializer named '", e, "' in ", m.label());
+      if (t->dtype() != DType::Float32)
+        fail(key, ": initializer '", e, "' is ", dtypeName(t->dtype()), ", not float32; this pass stores only float32 tensors as float16");
+    }
   refuseInBoth(include, exclude, o);
   auto listed = [](const std::vector<std::string>& l, const std::string& n) { return std::find(l.begin(), l.end(), n) != l.end(); };
   const int64_t min_elements = o.getInt("min_elements");
@@ -66,6 +83,19 @@ PassResult Float16Weights::run(Model& m, PassContext&) {
       if (!g.nodes[ni].inputs[s].empty()) readers[g.nodes[ni].inputs[s]].emplace_back(ni, s);
 
   PassResult r;
+  // The Cast needs the default domain; a model of other domains only (ai.onnx.ml) imports none.
+  if (m.opsetFor("") <= 0) {
+    r.notes.push_back("nothing stored as float16: " + m.label() + " imports no ai.onnx opset, which the Cast to float32 needs");
+    return r;
+  }
+  int64_t in_subgraphs = 0;
+  for (const auto& n : g.nodes)
+    for (const auto& a : n.attrs) {
+      if (a.has_g()) in_subgraphs += subgraphFloatInitializers(a.g(), 1);
+      for (const auto& sg : a.graphs()) in_subgraphs += subgraphFloatInitializers(sg, 1);
+    }
+  if (in_subgraphs > 0)
+    r.notes.push_back(std::to_string(in_subgraphs) + " float32 initializers inside If / Loop / Scan bodies left as they are");
   int64_t converted = 0, bytes_before = 0, bytes_after = 0, flushed = 0, subnormal = 0, kept = 0, not_smaller = 0;
   double worst_sqnr = std::numeric_limits<double>::infinity();
   std::string worst_name;
@@ -76,8 +106,15 @@ PassResult Float16Weights::run(Model& m, PassContext&) {
   auto used = g.usedNames();
   for (const auto& name : names) {
     const Tensor t = g.initializers.at(name);
+    // A graph input that an initializer only defaults (models built in memory: reading a file makes
+    // such initializers weights) is the caller's to feed, in float32.
     if (t.numel() < min_elements || g.isGraphInput(name)) continue;
-    if ((!include.empty() && !listed(include, name)) || listed(exclude, name)) continue;
+    if (!include.empty() && !listed(include, name)) continue;
+    if (listed(exclude, name)) {
+      r.notes.push_back(name + ": kept in float32 (" + o.key("exclude") + ")");
+      ++kept;
+      continue;
+    }
     // Inside an If / Loop body the reader is not visible here (it may be a DequantizeLinear).
     std::string why = readBySubgraph(g, name) ? "read inside a subgraph (If / Loop / Scan body)" : "";
     if (auto it = readers.find(name); it != readers.end())

@@ -8,13 +8,15 @@
 // compress_to_fp16 and onnxconverter-common's float16 conversion with float32 I/O do. Each weight
 // is rounded to the nearest float16 (ties to even): a relative error of at most 2^-11 for values
 // of magnitude 6.1e-5 to 65504, coarser below (float16 subnormals), and values of at most 2^-25
-// (3e-8) become 0, which the stats count. Left as they are, each with a note: tensors with a value beyond
-// float16's range (65504), tensors that an op reads as quantization parameters (QuantizeLinear,
+// (3e-8) become 0, which the stats count. Left as they are, each with a note: tensors with a value
+// beyond float16's range (65504), tensors that a quantization op reads (QuantizeLinear,
 // DequantizeLinear and the other quantized ops: ONNX Runtime fuses Q/DQ pairs only around constant
-// scales) or as shapes (Resize, Upsample scales and roi), tensors read by ops of other domains
+// scales) or that fix shapes (Resize, Upsample scales and roi), tensors read by ops of other domains
 // (lwc's own HuffmanDecode codebook), tensors read inside a subgraph (whose readers this pass does
-// not see), overridable graph inputs, tensors under `min_elements`, and tensors whose Cast node and
-// new name would cost more bytes than the float16 copy saves.
+// not see), and excluded ones. Counted in one note each: tensors whose Cast node and new name would
+// cost more bytes than the float16 copy saves, and initializers of subgraphs (left as they are).
+// Tensors under `min_elements` are passed over silently; so is a model without an ai.onnx import
+// (one note), which has no Cast.
 // lwc reads the output like any float16-beside-Cast file: its passes widen the weights back to
 // float32 (fold_constants says so), so this pass belongs at the end of a pipeline.
 #pragma once

@@ -5,6 +5,7 @@
 
 #include "lwc/dtype.h"
 #include "lwc/graph_edit.h"
+#include "lwc/model_io.h"
 #include "support/pass_util.h"
 
 using namespace lwc;
@@ -102,7 +103,8 @@ g (float[N, 16, 4, 4] x) => (float[N, 16, 8, 8] y) {
     auto r = runPass(m, "float16_weights", {{"min_elements", 1}});
     CHECK_FALSE(r.changed);
     CHECK(serialized(m) == before);
-    CHECK(notesWith(r.notes, "ws: kept in float32 (quantization parameter of DequantizeLinear") == 1);
+    CHECK(notesWith(r.notes, "ws: kept in float32 (read by DequantizeLinear") == 1);
+    CHECK(notesWith(r.notes, "quantization ops keep constant inputs (ONNX Runtime fuses Q/DQ only around constant scales)") == 1);
     CHECK(notesWith(r.notes, "scales: kept in float32 (scales or roi of Resize") == 1);
   }
   SECTION("values below float16's smallest step are counted") {
@@ -126,8 +128,14 @@ g (float[N, 16, 4, 4] x) => (float[N, 16, 8, 8] y) {
     auto r2 = runPass(m2, "float16_weights", {{"include", {"fw"}}});
     CHECK(r2.stats["tensors_converted"] == 1);
     CHECK(m2.graph.initializers.at("fw__float16").dtype() == DType::Float16);
+    // An excluded tensor is kept with a note, and counted.
+    CHECK(r.stats["tensors_kept_float32"] == 1);
+    CHECK(notesWith(r.notes, "w: kept in float32 (") == 1);
     Model m3 = convGemm();
     CHECK_THROWS_WITH(runPass(m3, "float16_weights", {{"exclude", {"nope"}}}), Contains("exclude: no initializer named 'nope'"));
+    m3.graph.initializers.set("q", Tensor(DType::Int8, {32}));
+    CHECK_THROWS_WITH(runPass(m3, "float16_weights", {{"include", {"q"}}}),
+                      Contains("include: initializer 'q' is int8, not float32; this pass stores only float32 tensors as float16"));
   }
 }
 
@@ -177,4 +185,37 @@ g (bool c, float[64] x) => (float[64] y, float[64] z) {
   CHECK(r.stats["tensors_converted"] == 1);  // v
   CHECK(m.graph.initializers.at("w").dtype() == DType::Float32);
   CHECK(notesWith(r.notes, "w: kept in float32 (read inside a subgraph (If / Loop / Scan body))") == 1);
+}
+
+TEST_CASE("float16_weights on a model without the default domain says why it does nothing", "[float16_weights]") {
+  Model m = convGemm();
+  m.opset_imports = {{"ai.onnx.ml", 3}};
+  const std::string before = serialized(m);
+  auto r = runPass(m, "float16_weights");
+  CHECK_FALSE(r.changed);
+  CHECK(serialized(m) == before);
+  CHECK(notesWith(r.notes, "imports no ai.onnx opset, which the Cast to float32 needs") == 1);
+}
+
+TEST_CASE("float16_weights names its Casts apart from the values of a subgraph and counts the subgraph's initializers",
+          "[float16_weights]") {
+  Model m = parseGraph(R"(<ir_version: 8, opset_import: ["" : 13]>
+g (bool c, float[64] x) => (float[64] y, float[64] z) {
+  z = Add (x, w)
+  y = If (c) <
+    then_branch = t () => (float[64] w__float16) { w__float16 = Neg (x) },
+    else_branch = e () => (float[64] b) { b = Sub (x, inner) }
+  >
+})");
+  addConst(m, "w", {64}, 1);
+  // An initializer of the else branch.
+  const Tensor inner = Tensor::fromVector<float>({64}, std::vector<float>(64, 0.5f));
+  for (auto& n : m.graph.nodes)
+    for (auto& a : n.attrs)
+      if (a.name() == "else_branch") *a.mutable_g()->add_initializer() = tensorToProto(inner, "inner");
+  auto r = runPass(m, "float16_weights");
+  CHECK(r.stats["tensors_converted"] == 1);
+  CHECK(m.graph.initializers.contains("w__float16_1"));
+  CHECK_FALSE(m.graph.initializers.contains("w__float16"));
+  CHECK(notesWith(r.notes, "1 float32 initializers inside If / Loop / Scan bodies left as they are") == 1);
 }
