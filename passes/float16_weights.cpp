@@ -4,6 +4,7 @@
 #include <cmath>
 #include <iomanip>
 #include <limits>
+#include <set>
 #include <sstream>
 
 #include "lwc/dtype.h"
@@ -76,11 +77,14 @@ PassResult Float16Weights::run(Model& m, PassContext&) {
   auto listed = [](const std::vector<std::string>& l, const std::string& n) { return std::find(l.begin(), l.end(), n) != l.end(); };
   const int64_t min_elements = o.getInt("min_elements");
 
-  // Readers of each value at each input slot (top-level nodes).
+  // Readers of each value at each input slot (top-level nodes), and the values subgraphs read.
   std::map<std::string, std::vector<std::pair<size_t, size_t>>> readers;
-  for (size_t ni = 0; ni < g.nodes.size(); ++ni)
+  std::set<std::string> subgraph_reads;
+  for (size_t ni = 0; ni < g.nodes.size(); ++ni) {
     for (size_t s = 0; s < g.nodes[ni].inputs.size(); ++s)
       if (!g.nodes[ni].inputs[s].empty()) readers[g.nodes[ni].inputs[s]].emplace_back(ni, s);
+    for (auto& v : implicitInputs(g.nodes[ni])) subgraph_reads.insert(std::move(v));
+  }
 
   PassResult r;
   // The Cast needs the default domain; a model of other domains only (ai.onnx.ml) imports none.
@@ -116,7 +120,7 @@ PassResult Float16Weights::run(Model& m, PassContext&) {
       continue;
     }
     // Inside an If / Loop body the reader is not visible here (it may be a DequantizeLinear).
-    std::string why = readBySubgraph(g, name) ? "read inside a subgraph (If / Loop / Scan body)" : "";
+    std::string why = subgraph_reads.count(name) ? "read inside a subgraph (If / Loop / Scan body)" : "";
     if (auto it = readers.find(name); it != readers.end())
       for (const auto& [ni, s] : it->second)
         if (why.empty()) why = readerNeedsFloat32(g.nodes[ni], s);

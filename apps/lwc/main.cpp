@@ -93,8 +93,6 @@ std::string parseErrorMessage(std::string msg) {
   return msg;
 }
 
-// An integer option's value as decimal digits: "010" -> "10"; "0x10", "0b1" and "0o7" are refused
-// (CLI11 would read them in base 16, 2 or 8); anything else is left to CLI11's own checks.
 // Blanks around a number are dropped, before as after it (strtod had taken ' 0.5' and refused '0.5 ').
 void trimBlanks(std::string& v) {
   const auto blank = [](unsigned char c) { return std::isspace(c) != 0; };
@@ -104,6 +102,8 @@ void trimBlanks(std::string& v) {
   v.erase(0, i);
 }
 
+// An integer option's value as decimal digits: "010" -> "10"; "0x10", "0b1" and "0o7" are refused
+// (CLI11 would read them in base 16, 2 or 8); anything else is left to CLI11's own checks.
 std::string decimalInteger(std::string& v) {
   trimBlanks(v);
   // CLI11 reads an empty value as 0 where no range check refuses it (--iters '' was "--iters 0").
