@@ -8,27 +8,10 @@ then ONNX Runtime's top-1 on the written file. Prints a Markdown table.
 import argparse
 import json
 import os
-import subprocess
 import tempfile
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FM = "/usr/share/datasets/fashion-mnist"
-PRE = os.path.join(ROOT, "testdata/fmnist_sample/preprocess.json")
-TEST = [f"{FM}/t10k-images-idx3-ubyte.gz", "--preprocess", PRE]
-
-
-def run(cmd):
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    if r.returncode != 0:
-        raise SystemExit(f"failed ({r.returncode}): {' '.join(cmd)}\n{r.stderr}")
-    return r.stdout
-
-
-def ort_top1(model):
-    out = run(["node", os.path.join(ROOT, "scripts/ort/ort_tool.js"), "eval", model, "--images",
-               f"{FM}/t10k-images-idx3-ubyte.gz", "--labels", f"{FM}/t10k-labels-idx1-ubyte.gz", "--preprocess", PRE,
-               "--threads", "2", "--json"])
-    return json.loads(out)["top1"]
+# The data paths, the runner and ONNX Runtime's top-1, as the Deep Compression table measures them.
+from deep_compression_table import ROOT, TEST, ort_top1, run
 
 
 def main():
