@@ -119,6 +119,7 @@ void registerRnnKernels(KernelRegistry& r);  ///< RNN, GRU, LSTM
 void registerDetectionKernels(KernelRegistry& r);  ///< NonMaxSuppression, GridSample
 void registerEinsumKernel(KernelRegistry& r);
 void registerLossKernels(KernelRegistry& r);  ///< NegativeLogLikelihoodLoss, SoftmaxCrossEntropyLoss
+void registerTrainingKernels(KernelRegistry& r);  ///< ai.onnx.preview.training Adagrad, Momentum, Adam
 void registerSignalKernels(KernelRegistry& r);  ///< DFT, STFT, windows, MelWeightMatrix
 void registerControlFlowKernels(KernelRegistry& r);  ///< If, Loop
 void registerQuantKernels(KernelRegistry& r);

@@ -57,6 +57,7 @@ const KernelRegistry& builtinKernels() {
     registerDetectionKernels(r);
     registerEinsumKernel(r);
     registerLossKernels(r);
+    registerTrainingKernels(r);
     registerSignalKernels(r);
     registerControlFlowKernels(r);
     registerQuantKernels(r);
