@@ -70,6 +70,7 @@ void momentum(KernelContext& ctx) {
     ctx.error("attributes alpha, beta, mode and norm_coefficient are required");
   const std::string mode = ctx.node.attrString("mode");
   if (mode != "standard" && mode != "nesterov") ctx.error("mode is '", mode, "'; expected standard or nesterov");
+  const bool nesterov = mode == "nesterov";
   const double r = scalarOf(ctx, 0, "R");
   // The gradient's coefficient is 1 on the first update (T = 0).
   const double b = scalarOf(ctx, 1, "T") > 0 ? beta : 1.0;
@@ -83,7 +84,7 @@ void momentum(KernelContext& ctx) {
       for (int64_t i = 0; i < x.numel(); ++i) {
         const T gr = T(norm) * xp[i] + gp[i];
         vo[i] = T(alpha) * vp[i] + T(b) * gr;
-        xo[i] = mode == "standard" ? xp[i] - T(r) * vo[i] : xp[i] - T(r) * (gr + T(alpha) * vo[i]);
+        xo[i] = nesterov ? xp[i] - T(r) * (gr + T(alpha) * vo[i]) : xp[i] - T(r) * vo[i];
       }
     });
   }
